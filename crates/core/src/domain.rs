@@ -1,0 +1,287 @@
+//! Validated domain names in their ASCII (punycode) lowercase form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// Longest input accepted before IDNA processing, to bound the work done on
+/// hostile input. Far above anything that can map to a 253-octet name.
+const MAX_INPUT: usize = 1024;
+
+/// A syntactically valid, fully qualified domain name such as
+/// `xn--bcher-kva.example`, stored lowercase in ASCII form without a
+/// trailing dot.
+///
+/// Serialized as that string; deserialization goes through [`DomainName::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DomainName(String);
+
+impl DomainName {
+    /// Parses and normalizes a domain name.
+    ///
+    /// Trims whitespace, strips one trailing dot, converts to ASCII with
+    /// IDNA (UTS #46: `"Bücher.example"` becomes `"xn--bcher-kva.example"`),
+    /// then requires: at most 253 octets, at least two labels, each label
+    /// 1 to 63 octets of `a-z`, `0-9` and `-`, no label starting or ending
+    /// with `-`, and a top-level label that is not all digits.
+    pub fn parse(input: &str) -> Result<DomainName, CoreError> {
+        let err = |reason: &str| CoreError::InvalidDomain {
+            input: input.chars().take(300).collect(),
+            reason: reason.to_owned(),
+        };
+        let trimmed = input.trim();
+        let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(err("empty"));
+        }
+        if trimmed.len() > MAX_INPUT {
+            return Err(err("longer than 253 characters"));
+        }
+        let ascii = idna::domain_to_ascii_cow(trimmed.as_bytes(), idna::AsciiDenyList::EMPTY)
+            .map_err(|_| err("not a valid internationalized domain name (IDNA)"))?;
+        if ascii.len() > 253 {
+            return Err(err("longer than 253 characters"));
+        }
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if labels.len() < 2 {
+            return Err(err("needs at least two labels, e.g. example.com"));
+        }
+        for label in &labels {
+            if label.is_empty() {
+                return Err(err("empty label"));
+            }
+            if label.len() > 63 {
+                return Err(err("label longer than 63 characters"));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(err(
+                    "label contains a character other than letters, digits and '-'",
+                ));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("label starts or ends with '-'"));
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err("top-level domain is all digits"));
+        }
+        Ok(DomainName(ascii.into_owned()))
+    }
+
+    /// The ASCII lowercase form, e.g. `"xn--bcher-kva.example"`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The labels from left to right (`www`, `example`, `com`).
+    pub fn labels(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+        self.0.split('.')
+    }
+
+    /// The last label, e.g. `"com"` (or `"uk"` for `example.co.uk`).
+    pub fn tld(&self) -> &str {
+        self.0.rsplit('.').next().unwrap_or(&self.0)
+    }
+
+    /// The label before the last one, e.g. `"example"` for `www.example.com`
+    /// (or `"co"` for `example.co.uk`; see [`DomainName::split_registrable`]).
+    pub fn sld(&self) -> &str {
+        self.0.rsplit('.').nth(1).unwrap_or("")
+    }
+
+    /// The second-level label when this name is exactly `<label>.<tld>`.
+    ///
+    /// `tld` may have several labels (`"co.uk"`), a leading dot, uppercase or
+    /// Unicode; it is normalized like a domain name. `example.co.uk` with
+    /// `"co.uk"` gives `Some("example")`; `www.example.co.uk` or a different
+    /// TLD gives `None`.
+    pub fn split_registrable(&self, tld: &str) -> Option<&str> {
+        let tld = tld.trim();
+        let tld = tld.strip_prefix('.').unwrap_or(tld);
+        let tld = idna::domain_to_ascii_cow(tld.as_bytes(), idna::AsciiDenyList::EMPTY).ok()?;
+        if tld.is_empty() {
+            return None;
+        }
+        let sld = self.0.strip_suffix(tld.as_ref())?.strip_suffix('.')?;
+        (!sld.is_empty() && !sld.contains('.')).then_some(sld)
+    }
+
+    /// The Unicode form for display, e.g. `"bücher.example"`.
+    pub fn to_unicode(&self) -> String {
+        idna::domain_to_unicode(&self.0).0
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DomainName {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DomainName::parse(s)
+    }
+}
+
+impl AsRef<str> for DomainName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DomainName {
+    type Error = CoreError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        DomainName::parse(&s)
+    }
+}
+
+impl From<DomainName> for String {
+    fn from(d: DomainName) -> String {
+        d.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> DomainName {
+        DomainName::parse(s).unwrap()
+    }
+
+    fn reason(s: &str) -> String {
+        DomainName::parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(parse("Example.COM").as_str(), "example.com");
+        assert_eq!(parse("  example.com.  ").as_str(), "example.com");
+        assert_eq!(parse("bücher.example").as_str(), "xn--bcher-kva.example");
+        assert_eq!(parse("BÜCHER.example").as_str(), "xn--bcher-kva.example");
+        assert_eq!(
+            parse("xn--bcher-kva.example").to_unicode(),
+            "bücher.example"
+        );
+        assert_eq!(parse("例え.テスト").as_str(), "xn--r8jz45g.xn--zckzah");
+        assert_eq!(parse("a-b.c0.io").as_str(), "a-b.c0.io");
+        assert_eq!(parse("123.com").as_str(), "123.com");
+    }
+
+    #[test]
+    fn accessors() {
+        let d = parse("www.example.co.uk");
+        assert_eq!(
+            d.labels().collect::<Vec<_>>(),
+            ["www", "example", "co", "uk"]
+        );
+        assert_eq!(d.tld(), "uk");
+        assert_eq!(d.sld(), "co");
+        assert_eq!(d.split_registrable("co.uk"), None);
+        let d = parse("example.co.uk");
+        assert_eq!(d.split_registrable("co.uk"), Some("example"));
+        assert_eq!(d.split_registrable(".CO.UK"), Some("example"));
+        assert_eq!(d.split_registrable("uk"), None);
+        assert_eq!(d.split_registrable("o.uk"), None);
+        assert_eq!(d.split_registrable(""), None);
+        let d = parse("example.com");
+        assert_eq!(d.sld(), "example");
+        assert_eq!(d.split_registrable("com"), Some("example"));
+        assert_eq!(d.split_registrable("net"), None);
+        assert_eq!(d.split_registrable("example.com"), None);
+        assert_eq!(
+            parse("пример.рф").split_registrable("рф"),
+            Some("xn--e1afmkfd")
+        );
+    }
+
+    #[test]
+    fn rejects_with_reason() {
+        assert!(reason("").contains("empty"));
+        assert!(reason(" . ").contains("empty"));
+        assert!(reason("localhost").contains("at least two labels"));
+        assert!(reason("a..com").contains("empty label"));
+        assert!(reason(".com").contains("empty label"));
+        assert!(reason("example.com..").contains("empty label"));
+        assert!(reason(&format!("{}.com", "a".repeat(64))).contains("label longer than 63"));
+        assert!(DomainName::parse(&format!("{}.com", "a".repeat(63))).is_ok());
+        let long = format!("{}.com", vec!["a".repeat(63); 4].join("."));
+        assert!(reason(&long).contains("longer than 253"));
+        assert!(reason(&"a.".repeat(5000)).contains("longer than 253"));
+        assert!(reason("exa_mple.com").contains("other than letters"));
+        assert!(reason("exa mple.com").contains("other than letters"));
+        assert!(reason("example.com/x").contains("other than letters"));
+        assert!(reason("-example.com").contains("starts or ends with '-'"));
+        assert!(reason("example-.com").contains("starts or ends with '-'"));
+        assert!(reason("1.2.3.4").contains("all digits"));
+        assert!(reason("xn--zz.com").contains("IDNA"));
+    }
+
+    #[test]
+    fn serde() {
+        let d = parse("example.com");
+        assert_eq!(serde_json::to_string(&d).unwrap(), "\"example.com\"");
+        assert_eq!(
+            serde_json::from_str::<DomainName>("\"EXAMPLE.com\"").unwrap(),
+            d
+        );
+        assert!(serde_json::from_str::<DomainName>("\"nope\"").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_input_never_panics_and_valid_output_round_trips(s in "\\PC{0,80}") {
+            if let Ok(d) = DomainName::parse(&s) {
+                prop_assert_eq!(DomainName::parse(d.as_str()), Ok(d.clone()));
+                prop_assert!(d.as_str().len() <= 253);
+                prop_assert!(d.labels().all(|l| (1..=63).contains(&l.len())));
+            }
+        }
+
+        #[test]
+        fn generated_names_round_trip(
+            labels in proptest::collection::vec("[a-zA-Z0-9äöüé-]{1,20}", 2..6),
+        ) {
+            let s = labels.join(".");
+            if let Ok(d) = DomainName::parse(&s) {
+                prop_assert_eq!(DomainName::parse(d.as_str()), Ok(d.clone()));
+                prop_assert_eq!(DomainName::parse(&d.to_unicode()), Ok(d.clone()));
+                prop_assert!(d.as_str().len() <= 253);
+                prop_assert!(d.labels().count() >= 2);
+                prop_assert!(d.labels().all(|l| (1..=63).contains(&l.len())));
+                prop_assert_eq!(d.tld(), d.labels().next_back().unwrap());
+            }
+        }
+
+        #[test]
+        fn plain_ascii_names_parse(
+            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", 1..4),
+            tld in "[a-z]{2,6}",
+        ) {
+            let s = format!("{}.{tld}", labels.join("."));
+            // Labels with "--" in positions 3-4 that are not valid punycode are
+            // legitimately rejected by IDNA; everything else must parse as is.
+            if !labels.iter().any(|l| l.get(2..4) == Some("--")) {
+                let d = DomainName::parse(&s).unwrap();
+                prop_assert_eq!(d.as_str(), s.as_str());
+                prop_assert_eq!(d.tld(), tld.as_str());
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! How `/v1` (and the admin API) answers failures: Django REST Framework conventions.
+//! `400` → `{"<field>": ["message"]}`; other statuses → `{"detail": "message"}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lodge_services::{FieldErrors, ServiceError};
+use lodge_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Service(ServiceError),
+    /// A status with a `detail` message.
+    Detail(StatusCode, String),
+    /// Too many requests; retry after this many seconds.
+    RateLimited(u64),
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::Service(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Service(ServiceError::Store(e))
+    }
+}
+
+impl ApiError {
+    pub fn not_found() -> Self {
+        ApiError::Service(ServiceError::NotFound)
+    }
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::Detail(StatusCode::BAD_REQUEST, detail.into())
+    }
+    pub fn fields(errors: FieldErrors) -> Self {
+        ApiError::Service(ServiceError::Invalid(errors))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn detail(status: StatusCode, msg: &str) -> Response {
+    (status, axum::Json(json!({ "detail": msg }))).into_response()
+}
+
+/// The generic answer to an unexpected failure; the cause is logged, never sent.
+pub fn internal(cause: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %cause, "request failed");
+    detail(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "A server error occurred.",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Detail(status, msg) => detail(status, &msg),
+            ApiError::RateLimited(secs) => {
+                let mut r = detail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Request was throttled. Expected available in {secs} seconds."),
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            ApiError::Service(e) => match e {
+                ServiceError::Unauthorized(msg) => {
+                    let mut r = detail(StatusCode::UNAUTHORIZED, &msg);
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    r
+                }
+                ServiceError::Forbidden(msg) => detail(StatusCode::FORBIDDEN, &msg),
+                ServiceError::NotFound => detail(StatusCode::NOT_FOUND, "Not found."),
+                ServiceError::Invalid(fields) => {
+                    (StatusCode::BAD_REQUEST, axum::Json(fields)).into_response()
+                }
+                ServiceError::Conflict(msg) => detail(StatusCode::CONFLICT, &msg),
+                ServiceError::Store(StoreError::NotFound) => {
+                    detail(StatusCode::NOT_FOUND, "Not found.")
+                }
+                ServiceError::Store(StoreError::Conflict(what)) => {
+                    tracing::info!(constraint = %what, "conflicting write refused");
+                    detail(
+                        StatusCode::CONFLICT,
+                        "This conflicts with an existing record.",
+                    )
+                }
+                other => internal(&other),
+            },
+        }
+    }
+}

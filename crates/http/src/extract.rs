@@ -1,0 +1,257 @@
+//! Request extractors shared by the `/v1` and admin handlers: the authenticated caller (with
+//! rate limiting), JSON bodies with DRF-style errors, path ids and pagination.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use lodge_services::auth::Principal;
+use lodge_services::{FieldErrors, ServiceError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated caller of a `/v1` endpoint (`Authorization: Bearer <key or JWT>`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let token = match header {
+            None => {
+                return Err(ServiceError::Unauthorized(
+                    "Authentication credentials were not provided.".to_owned(),
+                )
+                .into())
+            }
+            Some(h) => match h.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+                _ => {
+                    return Err(ServiceError::Unauthorized(
+                        "Use the header Authorization: Bearer <token>.".to_owned(),
+                    )
+                    .into())
+                }
+            },
+        };
+        let principal = st.lodge.authenticate_bearer(token).await?;
+        st.limiter.check(&principal.rate_key)?;
+        Ok(Caller(principal))
+    }
+}
+
+/// A staff caller (admin API): `403` for anyone else.
+#[derive(Debug, Clone)]
+pub struct Staff(pub Principal);
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let Caller(p) = Caller::from_request_parts(parts, st).await?;
+        st.lodge.require_staff(&p)?;
+        Ok(Staff(p))
+    }
+}
+
+/// The `Idempotency-Key` header, if sent.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
+        match parts.headers.get("idempotency-key") {
+            None => Ok(None),
+            Some(v) => {
+                let s = v.to_str().map_err(|_| {
+                    ApiError::bad_request("The Idempotency-Key header must be printable ASCII.")
+                })?;
+                let s = s.trim();
+                if s.is_empty() || s.len() > 255 {
+                    return Err(ApiError::bad_request(
+                        "The Idempotency-Key header must have 1 to 255 characters.",
+                    ));
+                }
+                Ok(Some(IdempotencyKey(s.to_owned())))
+            }
+        }
+    }
+}
+
+/// A JSON body. Malformed JSON → `400 {"detail"}`; a field of the wrong type or a missing
+/// required field → `400 {"field": ["…"]}`.
+#[derive(Debug, Clone)]
+pub struct V1Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !ct.starts_with("application/json") && !ct.ends_with("+json") {
+                return Err(ApiError::Detail(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Unsupported media type \"{ct}\" in request."),
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        parse_json(bytes).map(V1Json)
+    }
+}
+
+/// Deserializes a body, reporting the offending field in DRF's shape.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so malformed JSON gets the `detail` shape.
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::fields(one(
+            "non_field_errors",
+            "Invalid data. Expected a dictionary.",
+        )));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if let Some(field) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            let field = if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            return ApiError::fields(one(&field, "This field is required."));
+        }
+        let field = if path == "." {
+            "non_field_errors".to_owned()
+        } else {
+            path
+        };
+        ApiError::fields(one(&field, &inner))
+    })
+}
+
+fn one(field: &str, msg: &str) -> FieldErrors {
+    let mut m = FieldErrors::new();
+    m.insert(field.to_owned(), vec![msg.to_owned()]);
+    m
+}
+
+/// Parses a path id; anything that is not one is simply not found.
+pub fn path_id<T: std::str::FromStr>(s: &str) -> Result<T, ApiError> {
+    s.parse().map_err(|_| ApiError::not_found())
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// `?page=&page_size=` (pages from 1; `page_size` defaults to 20 and is capped at 100).
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page number, from 1.
+    pub page: Option<String>,
+    /// Results per page (default 20, at most 100).
+    pub page_size: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: i64,
+    pub size: i64,
+}
+
+impl PageQuery {
+    pub fn resolve(&self) -> Result<PageRequest, ApiError> {
+        let page = match self.page.as_deref() {
+            None | Some("") => 1,
+            Some(p) => match p.parse::<i64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ApiError::Detail(
+                        StatusCode::NOT_FOUND,
+                        "Invalid page.".into(),
+                    ))
+                }
+            },
+        };
+        let size = self
+            .page_size
+            .as_deref()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|n| *n >= 1)
+            .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
+        Ok(PageRequest { page, size })
+    }
+}
+
+impl PageRequest {
+    pub fn limit(&self) -> i64 {
+        self.size
+    }
+    pub fn offset(&self) -> i64 {
+        (self.page - 1).saturating_mul(self.size)
+    }
+}
+
+/// DRF's page envelope with absolute `next`/`previous` links.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Paginated<T> {
+    pub count: i64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub results: Vec<T>,
+}
+
+impl<T> Paginated<T> {
+    /// `path` is the request path (the base URL is prepended).
+    pub fn new(
+        st: &AppState,
+        path: &str,
+        req: PageRequest,
+        count: i64,
+        results: Vec<T>,
+    ) -> Result<Self, ApiError> {
+        let last = ((count + req.size - 1) / req.size).max(1);
+        if req.page > last {
+            return Err(ApiError::Detail(
+                StatusCode::NOT_FOUND,
+                "Invalid page.".into(),
+            ));
+        }
+        let link = |p: i64| {
+            format!(
+                "{}{}?page={}&page_size={}",
+                st.public_base_url, path, p, req.size
+            )
+        };
+        Ok(Paginated {
+            count,
+            next: (req.page < last).then(|| link(req.page + 1)),
+            previous: (req.page > 1).then(|| link(req.page - 1)),
+            results,
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Lodge's HTTP layer. Each dialect translates its wire shapes and error style and calls the
+//! same services: `/v1` (OnetSolutions-compatible, plus the staff API under `/v1/admin`),
+//! `/apiv2` (InterServer-compatible), the hosted pages, and operations endpoints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use lodge_services::Lodge;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod error;
+pub mod extract;
+pub mod limit;
+pub mod metrics;
+mod ops;
+mod v1;
+pub mod wire;
+
+pub use limit::Limiter;
+pub use metrics::Metrics;
+
+/// What the HTTP layer needs besides the services.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Absolute base of links Lodge sends (`http://127.0.0.1:8080`), without a trailing slash.
+    pub public_base_url: String,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+}
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub lodge: Lodge,
+    pub public_base_url: Arc<str>,
+    pub limiter: Limiter,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(lodge: Lodge, cfg: &HttpConfig) -> Result<Self, prometheus::Error> {
+        Ok(AppState {
+            lodge,
+            public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
+            limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            metrics: Metrics::new()?,
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lodge",
+        description = "An open-source server for companies that sell web hosting. `/v1` is compatible with OnetSolutions' API, `/apiv2` with InterServer's; `/v1/admin` is the staff API.",
+        license(name = "AGPL-3.0-or-later")
+    ),
+    paths(ops::openapi_json, ops::docs),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "organizations", description = "Organizations and projects (/v1)"),
+        (name = "hosting", description = "The hosting catalog and hosting accounts (/v1)"),
+        (name = "auth", description = "Login and API keys (/v1)"),
+        (name = "admin", description = "Staff API (/v1/admin)"),
+        (name = "operations", description = "Health, readiness, metrics, documentation"),
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (sk-lodge-…) or a JWT access token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-KEY"))),
+        );
+    }
+}
+
+/// Every route with its OpenAPI description, before state is attached.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::routes())
+        .merge(v1::routes())
+}
+
+/// The OpenAPI document of every route (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    routes
+        .merge(ops::docs_router(doc))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(CatchPanicLayer::custom(|_| {
+            error::internal(&"a handler panicked")
+        }))
+        .layer(TraceLayer::new_for_http())
+        .fallback(ops::not_found)
+        .with_state(state)
+}
+
+/// Periodic housekeeping of the HTTP layer (rate limiter state).
+pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let limiter = state.limiter.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.shrink();
+        }
+    })
+}

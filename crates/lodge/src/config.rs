@@ -1,0 +1,138 @@
+//! Configuration, layered: defaults < `lodge.toml` < environment (`LODGE_*`) < flags.
+//! The environment and flags arrive through clap (each flag names its variable); the file
+//! fills what they leave unset.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://lodge.db";
+
+/// The `lodge.toml` file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_base_url: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub jwt_secret: Option<String>,
+    pub key_prefix: Option<String>,
+    pub currency: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or `./lodge.toml` when no path is given and that file exists.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let path: PathBuf = match path {
+            Some(p) => p.to_owned(),
+            None => {
+                let p = PathBuf::from("lodge.toml");
+                if !p.exists() {
+                    return Ok(FileConfig::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub public_base_url: String,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// `None`: a random secret for this process only (tokens do not survive a restart).
+    pub jwt_secret: Option<SecretString>,
+    pub key_prefix: String,
+    pub currency: String,
+}
+
+/// Values from flags or the environment (clap fills these; `None` when neither was given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_base_url: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub jwt_secret: Option<String>,
+    pub key_prefix: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl Config {
+    pub fn resolve(o: Overrides, f: FileConfig) -> Config {
+        let listen = o
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let public_base_url = o
+            .public_base_url
+            .or(f.public_base_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        Config {
+            database_url: o
+                .database_url
+                .or(f.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            public_base_url,
+            listen,
+            rate_limit_per_minute: o
+                .rate_limit_per_minute
+                .or(f.rate_limit_per_minute)
+                .unwrap_or(1000),
+            rate_limit_burst: o.rate_limit_burst.or(f.rate_limit_burst).unwrap_or(100),
+            jwt_secret: o.jwt_secret.or(f.jwt_secret).map(SecretString::from),
+            key_prefix: o
+                .key_prefix
+                .or(f.key_prefix)
+                .unwrap_or_else(|| "sk-lodge-".to_owned()),
+            currency: o
+                .currency
+                .or(f.currency)
+                .unwrap_or_else(|| "USD".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        let file = FileConfig {
+            listen: Some("127.0.0.1:9000".into()),
+            database_url: Some("sqlite://file.db".into()),
+            rate_limit_burst: Some(7),
+            ..Default::default()
+        };
+        let flags = Overrides {
+            database_url: Some("sqlite://flag.db".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags, file);
+        assert_eq!(c.listen, "127.0.0.1:9000", "file beats default");
+        assert_eq!(c.database_url, "sqlite://flag.db", "flag/env beats file");
+        assert_eq!(c.rate_limit_burst, 7);
+        assert_eq!(c.rate_limit_per_minute, 1000, "default");
+        assert_eq!(c.public_base_url, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The `lodge` binary's library half: configuration and starting a node, so the integration
+//! tests boot exactly what `lodge serve` runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use lodge_core::{Clock, Currency, SystemClock};
+use lodge_http::{AppState, HttpConfig};
+use lodge_services::{Lodge, Settings};
+use lodge_store::Store;
+use rand::RngCore;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+pub mod config;
+
+pub use config::Config;
+
+/// Opens the store (applying migrations) and builds the services.
+pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
+    let store = Store::open(&cfg.database_url)
+        .await
+        .with_context(|| format!("opening {}", lodge_store::redact_url(&cfg.database_url)))?;
+    let currency = Currency::parse(&cfg.currency.to_uppercase())
+        .with_context(|| format!("currency {:?}", cfg.currency))?;
+    let jwt_secret = match &cfg.jwt_secret {
+        Some(s) => s.clone(),
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            SecretString::from(hex::encode(bytes))
+        }
+    };
+    let mut settings = Settings::new(currency, jwt_secret);
+    settings.key_prefix = cfg.key_prefix.clone();
+    Ok(Lodge::new(store, clock, settings))
+}
+
+/// The system clock, the one production uses.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// A node serving HTTP in the background.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `cfg.listen` (port 0 picks a free port) and serves until stopped.
+    pub async fn start(cfg: &Config, lodge: Lodge) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let public_base_url = if cfg.public_base_url.ends_with(":0") {
+            format!("http://{addr}")
+        } else {
+            cfg.public_base_url.clone()
+        };
+        let state = AppState::new(
+            lodge,
+            &HttpConfig {
+                public_base_url,
+                rate_limit_per_minute: cfg.rate_limit_per_minute,
+                rate_limit_burst: cfg.rate_limit_burst,
+            },
+        )?;
+        let app = lodge_http::router(state.clone());
+        let housekeeping = lodge_http::spawn_housekeeping(&state);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            housekeeping.abort();
+            r
+        });
+        Ok(Server {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Waits until the server ends on its own (an I/O error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Asks the server to stop without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! `lodge`: the command line of the Lodge server. Logs go to stderr; stdout carries only what
+//! a command prints on purpose (credentials, JSON).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use lodge::config::{Config, FileConfig, Overrides};
+use lodge_core::{OrganizationId, UserId};
+use lodge_services::tenancy::{NewOrganization, NewUser};
+use lodge_services::{Lodge, ServiceError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lodge",
+    version,
+    about = "Lodge: an open-source server for companies that sell web hosting",
+    long_about = "Lodge sells web hosting: a catalog of plans, orders with domains, invoices, \
+account credit, payments and provisioning. It speaks OnetSolutions' API under /v1 and \
+InterServer's under /apiv2.\n\nConfiguration is layered: defaults < lodge.toml < environment \
+(LODGE_*) < flags."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Configuration file (default: ./lodge.toml when it exists).
+    #[arg(long, global = true, env = "LODGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://path (default sqlite://lodge.db) or postgres://user@host/db.
+    #[arg(long, global = true, env = "LODGE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "LODGE_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Currency the installation sells in (ISO 4217, default USD).
+    #[arg(long, global = true, env = "LODGE_CURRENCY")]
+    currency: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP server (migrations are applied first).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Seed the demo data (idempotent) and print fresh demo credentials.
+    Demo {
+        /// Print one JSON object (organization_id, project_id, api_key, admin_api_key, plans…).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Manage organization members.
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Manage the hosting catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LODGE_LISTEN")]
+    listen: Option<String>,
+    /// Base of absolute links Lodge sends (default http:// + the listen address).
+    #[arg(long, env = "LODGE_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Requests per minute per credential (0: no limit; default 1000).
+    #[arg(long, env = "LODGE_RATE_LIMIT_PER_MINUTE")]
+    rate_limit_per_minute: Option<u32>,
+    /// Requests per second per credential (0: no limit; default 100).
+    #[arg(long, env = "LODGE_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
+    /// Secret that signs login tokens (JWT). Without it a random one is used per process, so
+    /// tokens end with a restart and differ between nodes.
+    #[arg(long, env = "LODGE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Prefix of new API keys.
+    #[arg(long, env = "LODGE_KEY_PREFIX")]
+    key_prefix: Option<String>,
+    /// Seed the demo data first and print the demo credentials.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create an API key for an organization; the secret is printed once.
+    Create {
+        /// Organization UUID.
+        #[arg(long)]
+        organization: String,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// Scopes: read, write (default both). Repeat or separate with commas.
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Expiry as an RFC 3339 instant (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The member who holds the key (default: the first owner).
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of the bare secret.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a staff key for the admin API (scopes read, write, admin).
+    CreateStaff {
+        /// Staff user's email.
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Create a user; the password comes from LODGE_USER_PASSWORD or --password.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Password (at least 8 characters). Prefer LODGE_USER_PASSWORD, which stays out of
+        /// the shell history.
+        #[arg(long, env = "LODGE_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Make the user staff (admin API access).
+        #[arg(long)]
+        staff: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OrgsCommand {
+    /// Create an organization with its default project.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// personal or professional.
+        #[arg(long = "type")]
+        organization_type: Option<String>,
+        /// Email of an existing user to make owner.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MembersCommand {
+    /// Add a user to an organization (or change its role).
+    Add {
+        /// Organization UUID.
+        #[arg(long)]
+        organization: String,
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// owner, editor, viewer or guest.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CatalogCommand {
+    /// Import a catalog file (TOML or JSON): groups, plans with prices, offers, coupons, TLDs.
+    /// Items are created or updated by slug, code or name.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+    },
+}
+
+fn init_logging(format: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LODGE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == Some("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match FileConfig::load(cli.global.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("lodge: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(
+        cli.global
+            .log_format
+            .as_deref()
+            .or(file.log_format.as_deref()),
+    );
+    match run(cli, file).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Field errors from the services read best as lines.
+            if let Some(ServiceError::Invalid(fields)) = e.downcast_ref::<ServiceError>() {
+                for (field, msgs) in fields {
+                    for m in msgs {
+                        eprintln!("lodge: {field}: {m}");
+                    }
+                }
+            } else {
+                eprintln!("lodge: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
+    let mut o = Overrides {
+        database_url: cli.global.database_url.clone(),
+        currency: cli.global.currency.clone(),
+        ..Default::default()
+    };
+    if let Command::Serve(s) = &cli.command {
+        o.listen = s.listen.clone();
+        o.public_base_url = s.public_base_url.clone();
+        o.rate_limit_per_minute = s.rate_limit_per_minute;
+        o.rate_limit_burst = s.rate_limit_burst;
+        o.jwt_secret = s.jwt_secret.clone();
+        o.key_prefix = s.key_prefix.clone();
+    }
+    let cfg = Config::resolve(o, file);
+    let lodge = lodge::open(&cfg, lodge::system_clock()).await?;
+    match cli.command {
+        Command::Serve(args) => serve(&cfg, lodge, args.demo).await,
+        Command::Migrate => {
+            eprintln!(
+                "lodge: migrations applied to {}",
+                lodge_store::redact_url(&cfg.database_url)
+            );
+            Ok(())
+        }
+        Command::Demo { json } => {
+            let info = lodge.seed_demo().await?;
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                print_demo(&info, None);
+            }
+            Ok(())
+        }
+        Command::Keys(k) => keys(&lodge, k).await,
+        Command::Users(UsersCommand::Create {
+            email,
+            name,
+            password,
+            staff,
+            json,
+        }) => {
+            let u = lodge
+                .create_user(NewUser {
+                    email: &email,
+                    name: &name,
+                    password: password.as_deref(),
+                    is_staff: staff,
+                })
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": u.id, "email": u.email, "is_staff": u.is_staff()})
+                );
+            } else {
+                println!("{}", u.id);
+            }
+            Ok(())
+        }
+        Command::Orgs(OrgsCommand::Create {
+            name,
+            organization_type,
+            owner,
+            json,
+        }) => {
+            let owner = match owner {
+                Some(email) => Some(user_by_email(&lodge, &email).await?),
+                None => None,
+            };
+            let org = lodge
+                .create_organization(NewOrganization {
+                    name: &name,
+                    organization_type: organization_type.as_deref(),
+                    company_name: None,
+                    country: None,
+                    owner,
+                })
+                .await?;
+            let project = lodge_store::orgs::default_project(lodge.store.reader(), org.id)
+                .await?
+                .context("the new organization has no default project")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"organization_id": org.id, "project_id": project.id, "name": org.name})
+                );
+            } else {
+                println!("{}", org.id);
+            }
+            Ok(())
+        }
+        Command::Members(MembersCommand::Add {
+            organization,
+            email,
+            role,
+        }) => {
+            let org: OrganizationId = organization.parse().context("--organization")?;
+            let user = user_by_email(&lodge, &email).await?;
+            lodge.add_member(org, user, &role).await?;
+            eprintln!("lodge: {email} is now {role} of {org}");
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::Import { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let summary = lodge.import_catalog_text(&text).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+async fn user_by_email(lodge: &Lodge, email: &str) -> anyhow::Result<UserId> {
+    lodge_store::users::by_email(lodge.store.reader(), &email.trim().to_lowercase())
+        .await?
+        .map(|u| u.id)
+        .with_context(|| format!("no user with email {email}"))
+}
+
+async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            organization,
+            name,
+            scopes,
+            expires,
+            user,
+            json,
+        } => {
+            let org: OrganizationId = organization.parse().context("--organization")?;
+            let user: Option<UserId> = user
+                .map(|u| u.parse())
+                .transpose()
+                .context("--user must be a user UUID")?;
+            let expires = expires
+                .map(|e| e.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()))
+                .transpose()
+                .context("--expires must be an RFC 3339 instant")?;
+            let scopes = (!scopes.is_empty()).then(|| scopes.join(" "));
+            let issued = lodge
+                .create_org_key(org, user, &name, scopes.as_deref(), expires)
+                .await?;
+            print_key(&issued, json)
+        }
+        KeysCommand::CreateStaff { email, name, json } => {
+            let user = lodge_store::users::by_email(lodge.store.reader(), &email.to_lowercase())
+                .await?
+                .filter(|u| u.is_staff())
+                .with_context(|| format!("no staff user with email {email}"))?;
+            let issued = lodge
+                .create_key(lodge_services::auth::NewKey {
+                    name: &name,
+                    user: user.id,
+                    organization: None,
+                    scopes: Some("read write admin"),
+                    expires_at: None,
+                })
+                .await?;
+            print_key(&issued, json)
+        }
+    }
+}
+
+fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": issued.row.id,
+                "name": issued.row.name,
+                "organization_id": issued.row.organization_id,
+                "scopes": issued.row.scopes.split_whitespace().collect::<Vec<_>>(),
+                "key": issued.secret,
+            })
+        );
+    } else {
+        println!("{}", issued.secret);
+    }
+    Ok(())
+}
+
+fn print_demo(info: &lodge_services::demo::DemoInfo, base: Option<&str>) {
+    println!("Lodge demo data is ready.");
+    println!("  organization_id  {}", info.organization_id);
+    println!("  project_id       {}", info.project_id);
+    println!("  api_key          {}", info.api_key);
+    println!("  admin_api_key    {}", info.admin_api_key);
+    println!(
+        "  owner login      {} / {}",
+        info.owner_email, info.owner_password
+    );
+    println!(
+        "  staff login      {} / {}",
+        info.staff_email, info.staff_password
+    );
+    if let Some(base) = base {
+        println!();
+        println!("Try:");
+        println!(
+            "  curl -H 'Authorization: Bearer {}' {base}/v1/hosting/plans",
+            info.api_key
+        );
+        println!("  open {base}/docs");
+    }
+}
+
+async fn serve(cfg: &Config, lodge: Lodge, demo: bool) -> anyhow::Result<()> {
+    if cfg.jwt_secret.is_none() {
+        tracing::warn!("no LODGE_JWT_SECRET configured: login tokens will not survive a restart");
+    }
+    let demo_info = if demo {
+        Some(lodge.seed_demo().await?)
+    } else {
+        None
+    };
+    let mut server = lodge::Server::start(cfg, lodge).await?;
+    let base = server.state.public_base_url.to_string();
+    if let Some(info) = &demo_info {
+        print_demo(info, Some(&base));
+    }
+    tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
+    tokio::select! {
+        r = server.wait() => r,
+        () = shutdown_signal() => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            server.stop().await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,553 @@
+//! Credentials: API keys (SHA-256 digests of high-entropy secrets), passwords (argon2id),
+//! JWT access/refresh tokens, `/apiv2` sessions, and what a caller may do in an organization.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lodge_core::{ApiKeyId, OrganizationId, ProjectId, UserId};
+use lodge_store::{keys, orgs, users};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Lodge, Result, ServiceError};
+
+/// A role inside an organization, weakest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Editor,
+    Viewer,
+    Guest,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "editor" => Some(Role::Editor),
+            "viewer" => Some(Role::Viewer),
+            "guest" => Some(Role::Guest),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+            Role::Guest => "guest",
+        }
+    }
+    /// May order, create projects and manage resources.
+    pub fn can_write(self) -> bool {
+        matches!(self, Role::Owner | Role::Editor)
+    }
+    /// May manage billing, keys and members.
+    pub fn is_owner(self) -> bool {
+        self == Role::Owner
+    }
+}
+
+/// What a key may be used for.
+pub const SCOPES: [&str; 3] = ["read", "write", "admin"];
+pub const DEFAULT_SCOPES: &str = "read write";
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey(ApiKeyId),
+    Jwt,
+    Session,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: UserId,
+    pub is_staff: bool,
+    pub credential: Credential,
+    /// A key issued for one organization can only reach that one.
+    pub organization: Option<OrganizationId>,
+    pub scopes: Vec<String>,
+    /// A stable id for rate limiting.
+    pub rate_key: String,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// The caller's standing in one organization.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub organization: OrganizationId,
+    pub role: Role,
+    principal: Principal,
+}
+
+impl Access {
+    /// `403` unless the caller may change things here.
+    pub fn require_write(&self) -> Result<()> {
+        if !self.role.can_write() {
+            return Err(ServiceError::Forbidden(format!(
+                "Your role ({}) may read but not change this organization.",
+                self.role.as_str()
+            )));
+        }
+        if !self.principal.has_scope("write") {
+            return Err(ServiceError::Forbidden(
+                "This API key has no write scope.".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `403` unless the caller owns the organization (billing, keys, members).
+    pub fn require_owner(&self) -> Result<()> {
+        self.require_write()?;
+        if !self.role.is_owner() {
+            return Err(ServiceError::Forbidden(
+                "Only an owner of the organization may do this.".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Guests see only the projects they were added to.
+    pub fn guest_user(&self) -> Option<UserId> {
+        (self.role == Role::Guest).then_some(self.principal.user)
+    }
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_token(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut rand::thread_rng());
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ServiceError::Internal(format!("password hashing failed: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    typ: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// A pair of tokens from login or refresh.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPair {
+    pub access: String,
+    pub refresh: String,
+}
+
+/// A freshly issued API key: the secret is only ever available here.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub row: keys::ApiKeyRow,
+    pub secret: String,
+}
+
+pub struct NewKey<'a> {
+    pub name: &'a str,
+    pub user: UserId,
+    pub organization: Option<OrganizationId>,
+    pub scopes: Option<&'a str>,
+    /// Unix microseconds.
+    pub expires_at: Option<i64>,
+}
+
+impl Lodge {
+    /// Resolves a bearer token (an API key or a JWT access token).
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal> {
+        if token.split('.').count() == 3 && !token.starts_with(&self.settings.key_prefix) {
+            return self.authenticate_jwt(token).await;
+        }
+        self.authenticate_key(token).await
+    }
+
+    pub async fn authenticate_key(&self, secret: &str) -> Result<Principal> {
+        let unauthorized = || ServiceError::Unauthorized("Invalid API key.".to_owned());
+        if secret.is_empty() || secret.len() > 256 {
+            return Err(unauthorized());
+        }
+        let key = keys::by_digest(self.store.reader(), &sha256_hex(secret))
+            .await?
+            .ok_or_else(unauthorized)?;
+        let now = self.now_us();
+        if key.revoked_at.is_some() {
+            return Err(ServiceError::Unauthorized(
+                "This API key has been revoked.".to_owned(),
+            ));
+        }
+        if key.expires_at.is_some_and(|e| e <= now) {
+            return Err(ServiceError::Unauthorized(
+                "This API key has expired.".to_owned(),
+            ));
+        }
+        let user = users::by_id(self.store.reader(), key.user_id)
+            .await?
+            .filter(|u| u.is_active())
+            .ok_or_else(unauthorized)?;
+        // Record use at most once a minute per key, off the request's path.
+        if key.last_used_at.is_none_or(|t| now - t > 60_000_000) {
+            let store = self.store.clone();
+            let id = key.id;
+            tokio::spawn(async move {
+                if let Err(e) = keys::touch(store.writer(), id, now).await {
+                    tracing::warn!(error = %e, "could not record API key use");
+                }
+            });
+        }
+        Ok(Principal {
+            user: user.id,
+            is_staff: user.is_staff(),
+            credential: Credential::ApiKey(key.id),
+            organization: key.organization()?,
+            scopes: key.scopes.split_whitespace().map(str::to_owned).collect(),
+            rate_key: format!("key:{}", key.id),
+        })
+    }
+
+    async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
+        let claims = self.decode_jwt(token, "access")?;
+        let user = self.active_user(&claims.sub).await?;
+        Ok(Principal {
+            user: user.id,
+            is_staff: user.is_staff(),
+            credential: Credential::Jwt,
+            organization: None,
+            scopes: SCOPES
+                .iter()
+                .filter(|s| **s != "admin" || user.is_staff())
+                .map(|s| (*s).to_owned())
+                .collect(),
+            rate_key: format!("user:{}", user.id),
+        })
+    }
+
+    async fn active_user(&self, id: &str) -> Result<users::UserRow> {
+        let unauthorized = || ServiceError::Unauthorized("Invalid token.".to_owned());
+        let id: UserId = id.parse().map_err(|_| unauthorized())?;
+        users::by_id(self.store.reader(), id)
+            .await?
+            .filter(|u| u.is_active())
+            .ok_or_else(unauthorized)
+    }
+
+    fn decode_jwt(&self, token: &str, typ: &str) -> Result<Claims> {
+        let unauthorized = || ServiceError::Unauthorized("Invalid or expired token.".to_owned());
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked against Lodge's clock below, not the system's.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let key = DecodingKey::from_secret(self.settings.jwt_secret.expose_secret().as_bytes());
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|_| unauthorized())?;
+        let now = self.clock.now().as_second();
+        if data.claims.typ != typ || data.claims.exp <= now {
+            return Err(unauthorized());
+        }
+        Ok(data.claims)
+    }
+
+    fn issue_jwt(&self, user: UserId, typ: &str, ttl: i64) -> Result<String> {
+        let now = self.clock.now().as_second();
+        let claims = Claims {
+            sub: user.to_string(),
+            typ: typ.to_owned(),
+            iat: now,
+            exp: now + ttl,
+            jti: random_token(16),
+        };
+        let key = EncodingKey::from_secret(self.settings.jwt_secret.expose_secret().as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+            .map_err(|e| ServiceError::Internal(format!("token signing failed: {e}")))
+    }
+
+    /// Checks a user's password; the same answer for an unknown email and a bad password.
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<users::UserRow> {
+        let refused = || ServiceError::Unauthorized("Invalid email or password.".to_owned());
+        let user = users::by_email(self.store.reader(), &email.trim().to_lowercase())
+            .await?
+            .filter(|u| u.is_active());
+        let Some(user) = user else {
+            // Spend the same time as a real check so timing does not reveal accounts.
+            let _ = hash_password(password);
+            return Err(refused());
+        };
+        let ok = user
+            .password_hash
+            .as_deref()
+            .is_some_and(|h| verify_password(password, h));
+        if ok {
+            Ok(user)
+        } else {
+            Err(refused())
+        }
+    }
+
+    /// `POST /v1/auth/login`.
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
+        let user = self.check_password(email, password).await?;
+        self.token_pair(user.id)
+    }
+
+    /// `POST /v1/auth/refresh`: a valid refresh token gives a new pair.
+    pub async fn refresh(&self, refresh: &str) -> Result<TokenPair> {
+        let claims = self.decode_jwt(refresh, "refresh")?;
+        let user = self.active_user(&claims.sub).await?;
+        self.token_pair(user.id)
+    }
+
+    fn token_pair(&self, user: UserId) -> Result<TokenPair> {
+        Ok(TokenPair {
+            access: self.issue_jwt(user, "access", self.settings.access_ttl_secs)?,
+            refresh: self.issue_jwt(user, "refresh", self.settings.refresh_ttl_secs)?,
+        })
+    }
+
+    /// `POST /apiv2/login`: a session id for the `sessionid` header.
+    pub async fn open_session(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(String, users::UserRow)> {
+        let user = self.check_password(email, password).await?;
+        let secret = random_token(48);
+        let now = self.now_us();
+        keys::insert_session(
+            self.store.writer(),
+            &sha256_hex(&secret),
+            user.id,
+            now + self.settings.session_ttl_secs * 1_000_000,
+            now,
+        )
+        .await?;
+        Ok((secret, user))
+    }
+
+    pub async fn authenticate_session(&self, session: &str) -> Result<Principal> {
+        let unauthorized = || ServiceError::Unauthorized("Invalid or expired session.".to_owned());
+        if session.is_empty() || session.len() > 256 {
+            return Err(unauthorized());
+        }
+        let digest = sha256_hex(session);
+        let user = keys::session_user(self.store.reader(), &digest, self.now_us())
+            .await?
+            .ok_or_else(unauthorized)?;
+        let user = self.active_user(&user.to_string()).await?;
+        Ok(Principal {
+            user: user.id,
+            is_staff: user.is_staff(),
+            credential: Credential::Session,
+            organization: None,
+            scopes: vec!["read".to_owned(), "write".to_owned()],
+            rate_key: format!("session:{}", &digest[..16]),
+        })
+    }
+
+    pub async fn close_session(&self, session: &str) -> Result<()> {
+        keys::revoke_session(self.store.writer(), &sha256_hex(session), self.now_us()).await?;
+        Ok(())
+    }
+
+    /// The caller's role in `org`, or `NotFound` when it has none (existence is not revealed).
+    pub async fn access(&self, p: &Principal, org: OrganizationId) -> Result<Access> {
+        if p.organization.is_some_and(|o| o != org) {
+            return Err(ServiceError::NotFound);
+        }
+        let role = match orgs::role_of(self.store.reader(), org, p.user).await? {
+            Some(r) => Role::parse(&r)
+                .ok_or_else(|| ServiceError::Internal(format!("unknown role {r:?}")))?,
+            None if p.is_staff && p.has_scope("admin") => {
+                orgs::by_id(self.store.reader(), org)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?;
+                Role::Owner
+            }
+            None => return Err(ServiceError::NotFound),
+        };
+        Ok(Access {
+            organization: org,
+            role,
+            principal: p.clone(),
+        })
+    }
+
+    /// Access to a project of `org`: `NotFound` for another organization's project or, for a
+    /// guest, a project it was not added to.
+    pub async fn project_access(
+        &self,
+        p: &Principal,
+        org: OrganizationId,
+        project: ProjectId,
+    ) -> Result<(Access, orgs::ProjectRow)> {
+        let access = self.access(p, org).await?;
+        let row = orgs::project(self.store.reader(), org, project)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if let Some(guest) = access.guest_user() {
+            if !orgs::is_project_member(self.store.reader(), project, guest).await? {
+                return Err(ServiceError::NotFound);
+            }
+        }
+        Ok((access, row))
+    }
+
+    /// Staff-only operations (the admin API, the operator's CLI acts as staff directly).
+    pub fn require_staff(&self, p: &Principal) -> Result<()> {
+        if p.is_staff && p.has_scope("admin") {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "This endpoint is for staff credentials only.".to_owned(),
+            ))
+        }
+    }
+
+    /// Issues an API key. The secret is returned once and only its digest is stored.
+    pub async fn create_key(&self, k: NewKey<'_>) -> Result<IssuedKey> {
+        let mut v = crate::Validator::new();
+        let name = k.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            v.add("name", "A name of 1 to 100 characters is required.");
+        }
+        let scopes = k.scopes.unwrap_or(DEFAULT_SCOPES);
+        let scopes: Vec<&str> = scopes
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if scopes.is_empty() {
+            v.add("scopes", "At least one scope is required.");
+        }
+        for s in &scopes {
+            if !SCOPES.contains(s) {
+                v.add(
+                    "scopes",
+                    format!("Unknown scope {s:?}: use read, write or admin."),
+                );
+            }
+        }
+        let now = self.now_us();
+        if k.expires_at.is_some_and(|e| e <= now) {
+            v.add("expires", "The expiry must be in the future.");
+        }
+        v.finish()?;
+        let secret = format!("{}{}", self.settings.key_prefix, random_token(40));
+        let display_prefix: String = secret
+            .chars()
+            .take(self.settings.key_prefix.len() + 6)
+            .collect();
+        let mut conn = self
+            .store
+            .writer()
+            .acquire()
+            .await
+            .map_err(lodge_store::StoreError::from)?;
+        let row = keys::insert(
+            &mut conn,
+            &keys::NewApiKey {
+                id: ApiKeyId::new(),
+                digest: &sha256_hex(&secret),
+                display_prefix: &display_prefix,
+                name,
+                user_id: k.user,
+                organization_id: k.organization,
+                scopes: &scopes.join(" "),
+                expires_at: k.expires_at,
+                now,
+            },
+        )
+        .await?;
+        Ok(IssuedKey { row, secret })
+    }
+
+    /// Creates a key in an organization as its owner (CLI and `/v1` key creation).
+    pub async fn create_org_key(
+        &self,
+        org: OrganizationId,
+        user: Option<UserId>,
+        name: &str,
+        scopes: Option<&str>,
+        expires_at: Option<i64>,
+    ) -> Result<IssuedKey> {
+        let user = match user {
+            Some(u) => u,
+            None => orgs::first_owner(self.store.reader(), org)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::field(
+                        "organization",
+                        "This organization has no owner to hold the key.",
+                    )
+                })?,
+        };
+        if orgs::role_of(self.store.reader(), org, user)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::field(
+                "user",
+                "That user is not a member of the organization.",
+            ));
+        }
+        self.create_key(NewKey {
+            name,
+            user,
+            organization: Some(org),
+            scopes,
+            expires_at,
+        })
+        .await
+    }
+
+    pub async fn revoke_key(&self, access: &Access, id: ApiKeyId) -> Result<keys::ApiKeyRow> {
+        access.require_owner()?;
+        let key = keys::by_id_in_org(self.store.reader(), access.organization, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let mut conn = self
+            .store
+            .writer()
+            .acquire()
+            .await
+            .map_err(lodge_store::StoreError::from)?;
+        keys::revoke(&mut conn, id, self.now_us()).await?;
+        Ok(key)
+    }
+}

@@ -1,0 +1,131 @@
+//! Lodge's use cases. Both HTTP dialects, the CLI and the worker call these; this is the only
+//! layer that opens transactions. Pricing lives in `lodge_core`, SQL in `lodge_store`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lodge_core::{Clock, Currency};
+use lodge_store::{Store, StoreError};
+use secrecy::SecretString;
+
+pub mod auth;
+pub mod catalog;
+pub mod demo;
+pub mod tenancy;
+
+/// Field-keyed validation messages (`{"plan_id": ["…"]}`); `non_field_errors` for rules that
+/// span several fields.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("invalid input")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// One message on one field.
+    pub fn field(field: &str, msg: impl Into<String>) -> Self {
+        let mut m = FieldErrors::new();
+        m.insert(field.to_owned(), vec![msg.into()]);
+        ServiceError::Invalid(m)
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Collects field errors so a request reports every bad field at once.
+#[derive(Debug, Default)]
+pub struct Validator {
+    errors: FieldErrors,
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn add(&mut self, field: &str, msg: impl Into<String>) {
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(msg.into());
+    }
+    pub fn has(&self, field: &str) -> bool {
+        self.errors.contains_key(field)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+    /// `Err(Invalid)` if anything was added.
+    pub fn finish(self) -> Result<()> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(self.errors))
+        }
+    }
+}
+
+/// Settings the services need (the CLI builds them from the layered configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub currency: Currency,
+    pub key_prefix: String,
+    pub jwt_secret: SecretString,
+    /// Lifetime of an access token, seconds.
+    pub access_ttl_secs: i64,
+    /// Lifetime of a refresh token, seconds.
+    pub refresh_ttl_secs: i64,
+    /// Lifetime of an `/apiv2` session, seconds.
+    pub session_ttl_secs: i64,
+}
+
+impl Settings {
+    pub fn new(currency: Currency, jwt_secret: SecretString) -> Self {
+        Settings {
+            currency,
+            key_prefix: "sk-lodge-".to_owned(),
+            jwt_secret,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 7 * 24 * 3600,
+            session_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// The services of one Lodge node: storage, clock, settings and the in-memory catalog.
+#[derive(Clone, Debug)]
+pub struct Lodge {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+    pub catalog: catalog::CatalogCache,
+}
+
+impl Lodge {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Lodge {
+            store,
+            clock,
+            settings: Arc::new(settings),
+            catalog: catalog::CatalogCache::new(),
+        }
+    }
+
+    /// Now, in stored form (unix microseconds).
+    pub fn now_us(&self) -> i64 {
+        lodge_store::micros(self.clock.now())
+    }
+}

@@ -1,0 +1,242 @@
+//! Users, organizations, memberships and projects.
+
+use lodge_core::{OrganizationId, ProjectId, UserId};
+use lodge_store::{orgs, users, StoreError};
+
+use crate::auth::{hash_password, Access, Principal, Role};
+use crate::{Lodge, Result, ServiceError, Validator};
+
+pub struct NewUser<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password: Option<&'a str>,
+    pub is_staff: bool,
+}
+
+pub struct NewOrganization<'a> {
+    pub name: &'a str,
+    pub organization_type: Option<&'a str>,
+    pub company_name: Option<&'a str>,
+    pub country: Option<&'a str>,
+    /// Made its owner.
+    pub owner: Option<UserId>,
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+}
+
+impl Lodge {
+    pub async fn create_user(&self, u: NewUser<'_>) -> Result<users::UserRow> {
+        let email = u.email.trim().to_lowercase();
+        let mut v = Validator::new();
+        if !valid_email(&email) {
+            v.add("email", "Enter a valid email address.");
+        }
+        if let Some(p) = u.password {
+            if p.chars().count() < 8 {
+                v.add("password", "The password must have at least 8 characters.");
+            }
+        }
+        v.finish()?;
+        let hash = u.password.map(hash_password).transpose()?;
+        let id = UserId::new();
+        let mut conn = self
+            .store
+            .writer()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        users::insert(
+            &mut conn,
+            &users::NewUser {
+                id,
+                email: &email,
+                name: u.name.trim(),
+                password_hash: hash.as_deref(),
+                is_staff: u.is_staff,
+                now: self.now_us(),
+            },
+        )
+        .await
+        .map_err(|e| {
+            if e.is_conflict_on("email") {
+                ServiceError::field("email", "A user with this email already exists.")
+            } else {
+                e.into()
+            }
+        })?;
+        users::by_id(&mut *conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// Creates an organization with its default project (and owner, if given) in one
+    /// transaction.
+    pub async fn create_organization(&self, o: NewOrganization<'_>) -> Result<orgs::OrgRow> {
+        let mut v = Validator::new();
+        let name = o.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            v.add("name", "A name of 1 to 200 characters is required.");
+        }
+        let org_type = o.organization_type.unwrap_or("personal");
+        if !["personal", "professional"].contains(&org_type) {
+            v.add("organization_type", "Use personal or professional.");
+        }
+        v.finish()?;
+        let now = self.now_us();
+        let id = OrganizationId::new();
+        let mut tx = self.store.begin().await?;
+        orgs::insert(
+            &mut tx,
+            &orgs::NewOrg {
+                id,
+                name: name.to_owned(),
+                organization_type: org_type.to_owned(),
+                company_name: o.company_name.unwrap_or("").to_owned(),
+                country: o.country.unwrap_or("").to_owned(),
+                currency: self.settings.currency.code().to_owned(),
+                now,
+            },
+        )
+        .await?;
+        orgs::insert_project(
+            &mut tx,
+            &orgs::NewProject {
+                id: ProjectId::new(),
+                organization_id: id,
+                name: "Default project",
+                description: "",
+                is_default: true,
+                now,
+            },
+        )
+        .await?;
+        if let Some(owner) = o.owner {
+            users::by_id(&mut *tx, owner)
+                .await?
+                .ok_or_else(|| ServiceError::field("owner", "No such user."))?;
+            orgs::add_member(&mut tx, id, owner, Role::Owner.as_str(), now).await?;
+        }
+        let row = orgs::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    pub async fn add_member(&self, org: OrganizationId, user: UserId, role: &str) -> Result<()> {
+        let Some(role) = Role::parse(role) else {
+            return Err(ServiceError::field(
+                "role",
+                "Use owner, editor, viewer or guest.",
+            ));
+        };
+        let mut tx = self.store.begin().await?;
+        orgs::by_id(&mut *tx, org)
+            .await?
+            .ok_or_else(|| ServiceError::field("organization", "No such organization."))?;
+        users::by_id(&mut *tx, user)
+            .await?
+            .ok_or_else(|| ServiceError::field("user", "No such user."))?;
+        orgs::add_member(&mut tx, org, user, role.as_str(), self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Adds a guest to one project.
+    pub async fn add_project_member(&self, project: ProjectId, user: UserId) -> Result<()> {
+        let mut conn = self
+            .store
+            .writer()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        orgs::add_project_member(&mut conn, project, user).await?;
+        Ok(())
+    }
+
+    /// The organizations the caller can see.
+    pub async fn organizations(&self, p: &Principal) -> Result<Vec<orgs::OrgRow>> {
+        let mut list = orgs::for_user(self.store.reader(), p.user).await?;
+        if let Some(only) = p.organization {
+            list.retain(|o| o.id == only);
+        }
+        Ok(list)
+    }
+
+    pub async fn organization(&self, access: &Access) -> Result<orgs::OrgRow> {
+        orgs::by_id(self.store.reader(), access.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    pub async fn projects(
+        &self,
+        access: &Access,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<orgs::ProjectRow>, i64)> {
+        Ok(orgs::projects_page(
+            self.store.reader(),
+            access.organization,
+            access.guest_user(),
+            limit,
+            offset,
+        )
+        .await?)
+    }
+
+    pub async fn create_project(
+        &self,
+        access: &Access,
+        name: &str,
+        description: &str,
+    ) -> Result<orgs::ProjectRow> {
+        access.require_write()?;
+        let mut v = Validator::new();
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            v.add("name", "A name of 1 to 100 characters is required.");
+        }
+        if description.chars().count() > 1000 {
+            v.add("description", "At most 1000 characters.");
+        }
+        v.finish()?;
+        let mut tx = self.store.begin().await?;
+        let org = orgs::by_id(&mut *tx, access.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if org.project_count >= org.project_quota {
+            return Err(ServiceError::field(
+                "non_field_errors",
+                format!(
+                    "This organization has reached its quota of {} projects.",
+                    org.project_quota
+                ),
+            ));
+        }
+        let row = orgs::insert_project(
+            &mut tx,
+            &orgs::NewProject {
+                id: ProjectId::new(),
+                organization_id: access.organization,
+                name,
+                description: description.trim(),
+                is_default: false,
+                now: self.now_us(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+}

@@ -1,0 +1,284 @@
+//! Lodge's storage layer: every SQL statement and both migration trees live here.
+//!
+//! One schema and one set of statements serve SQLite and PostgreSQL through sqlx's `Any`
+//! driver (`$n` placeholders work on both). SQLite runs with WAL, `synchronous=FULL`, foreign
+//! keys on and a single writer connection; PostgreSQL uses one pool for reads and writes.
+//! Statements are free functions generic over an executor, so a service can run several of
+//! them in one transaction (`Store::begin`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub mod catalog;
+pub mod keys;
+pub mod orgs;
+pub mod users;
+
+pub use sqlx::{Any, AnyConnection, Transaction};
+
+/// A transaction on either engine.
+pub type Tx = Transaction<'static, Any>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The database engine behind a [`Store`], chosen by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Engine::Postgres)
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL scheme in {:?}: use sqlite:// or postgres://",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// Storage errors. Constraint violations carry the constraint (or column) that failed so the
+/// HTTP dialects can turn them into field errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("check constraint violated: {0}")]
+    Check(String),
+    #[error("not found")]
+    NotFound,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Db(sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::RowNotFound = e {
+            return StoreError::NotFound;
+        }
+        if let sqlx::Error::ColumnDecode { index, source } = &e {
+            return StoreError::Corrupt(format!("column {index}: {source}"));
+        }
+        if let Some(db) = e.as_database_error() {
+            let what = db
+                .constraint()
+                .map(str::to_owned)
+                .unwrap_or_else(|| db.message().to_owned());
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => return StoreError::Conflict(what),
+                sqlx::error::ErrorKind::CheckViolation => return StoreError::Check(what),
+                _ => {}
+            }
+            // SQLite reports CHECK failures without a kind in some versions.
+            if db.message().starts_with("CHECK constraint failed") {
+                return StoreError::Check(what);
+            }
+        }
+        StoreError::Db(e)
+    }
+}
+
+impl StoreError {
+    /// Whether this is a unique violation whose constraint or message mentions `needle`.
+    pub fn is_conflict_on(&self, needle: &str) -> bool {
+        matches!(self, StoreError::Conflict(w) if w.contains(needle))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Removes the password from a database URL so it can be logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The connection pools of one Lodge node.
+#[derive(Clone, Debug)]
+pub struct Store {
+    engine: Engine,
+    /// Reads (and on PostgreSQL, writes too).
+    read: AnyPool,
+    /// Writes: on SQLite a pool of exactly one connection, the single writer.
+    write: AnyPool,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let engine = Engine::from_url(url)?;
+        match engine {
+            Engine::Sqlite => {
+                let url = if url.contains("mode=") {
+                    url.to_owned()
+                } else if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+                let write = sqlite_pool(1)
+                    .connect_with(opts.clone())
+                    .await
+                    .map_err(StoreError::from)?;
+                // WAL must be set before readers open the file.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&write)
+                    .await?;
+                let read = sqlite_pool(16).connect_with(opts).await?;
+                Ok(Store {
+                    engine,
+                    read,
+                    write,
+                })
+            }
+            Engine::Postgres => {
+                let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+                let pool = AnyPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?;
+                Ok(Store {
+                    engine,
+                    read: pool.clone(),
+                    write: pool,
+                })
+            }
+        }
+    }
+
+    /// Connects and applies the engine's migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        match self.engine {
+            Engine::Sqlite => SQLITE_MIGRATIONS.run(&mut *conn).await?,
+            Engine::Postgres => POSTGRES_MIGRATIONS.run(&mut *conn).await?,
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool for reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// The pool for single-statement writes outside a transaction.
+    pub fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    /// Begins a write transaction (on SQLite, on the single writer connection).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.write.begin().await?)
+    }
+
+    /// `SELECT 1` on the reader and the writer: the readiness check.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn sqlite_pool(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+}
+
+/// Unix microseconds for a timestamp (the stored form of every instant).
+pub fn micros(ts: jiff::Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+/// The timestamp stored as unix microseconds.
+pub fn from_micros(us: i64) -> Result<jiff::Timestamp> {
+    jiff::Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reads and bumps a named counter in the current transaction (gapless numbering: the row
+/// lock / single writer serialises issuers, and a rolled-back transaction gives the number
+/// back).
+pub async fn next_counter(conn: &mut AnyConnection, name: &str) -> Result<i64> {
+    let v: i64 =
+        sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(v)
+}
+
+/// The current value of a named counter.
+pub async fn counter<'e, E: Executor<'e, Database = Any>>(db: E, name: &str) -> Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+        .bind(name)
+        .fetch_optional(db)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Parses a stored id or value, turning failures into [`StoreError::Corrupt`].
+pub(crate) fn parse<T: FromStr>(s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map_err(|e| StoreError::Corrupt(format!("{s:?}: {e}")))
+}

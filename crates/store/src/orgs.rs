@@ -1,0 +1,287 @@
+//! Organizations, memberships and projects.
+
+use lodge_core::{OrganizationId, ProjectId, UserId};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+
+use crate::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrgRow {
+    pub legacy_id: i64,
+    #[sqlx(try_from = "String")]
+    pub id: OrganizationId,
+    pub name: String,
+    pub organization_type: String,
+    pub support_plan: String,
+    pub modules: String,
+    pub user_quota: i64,
+    pub project_quota: i64,
+    pub instance_quota: i64,
+    pub domain_quota: i64,
+    pub logo: Option<String>,
+    pub company_name: String,
+    pub address_1: String,
+    pub address_2: String,
+    pub city: String,
+    pub state: String,
+    pub postcode: String,
+    pub country: String,
+    pub phone: String,
+    pub vat_number: String,
+    pub is_active: i64,
+    pub currency: String,
+    pub credit_balance_minor: i64,
+    pub created_at: i64,
+    pub modified_at: i64,
+    pub project_count: i64,
+}
+
+const ORG_COLUMNS: &str =
+    "o.legacy_id, o.id, o.name, o.organization_type, o.support_plan, o.modules,
+    o.user_quota, o.project_quota, o.instance_quota, o.domain_quota, o.logo, o.company_name,
+    o.address_1, o.address_2, o.city, o.state, o.postcode, o.country, o.phone, o.vat_number,
+    o.is_active, o.currency, o.credit_balance_minor, o.created_at, o.modified_at,
+    (SELECT COUNT(*) FROM projects p WHERE p.organization_id = o.id) AS project_count";
+
+/// What an organization is created with; the rest takes the schema's defaults.
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    pub id: OrganizationId,
+    pub name: String,
+    pub organization_type: String,
+    pub company_name: String,
+    pub country: String,
+    pub currency: String,
+    pub now: i64,
+}
+
+pub async fn insert(conn: &mut AnyConnection, o: &NewOrg) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO organizations (id, name, organization_type, company_name, country, currency, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(o.id.to_string())
+    .bind(&o.name)
+    .bind(&o.organization_type)
+    .bind(&o.company_name)
+    .bind(&o.country)
+    .bind(&o.currency)
+    .bind(o.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: OrganizationId,
+) -> Result<Option<OrgRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The organizations a user belongs to (any role), oldest first.
+pub async fn for_user<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    user: UserId,
+) -> Result<Vec<OrgRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o
+         JOIN memberships m ON m.organization_id = o.id
+         WHERE m.user_id = $1 ORDER BY o.legacy_id"
+    ))
+    .bind(user.to_string())
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn all<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<Vec<OrgRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o ORDER BY o.legacy_id"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+// ---- memberships ----
+
+pub async fn add_member(
+    conn: &mut AnyConnection,
+    org: OrganizationId,
+    user: UserId,
+    role: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .bind(role)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn role_of<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+    user: UserId,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The first owner of an organization (the principal of keys issued for it by an operator).
+pub async fn first_owner<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+) -> Result<Option<UserId>> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'
+         ORDER BY created_at, user_id LIMIT 1",
+    )
+    .bind(org.to_string())
+    .fetch_optional(db)
+    .await?;
+    id.map(|s| crate::parse(&s)).transpose()
+}
+
+// ---- projects ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ProjectRow {
+    pub legacy_id: i64,
+    #[sqlx(try_from = "String")]
+    pub id: ProjectId,
+    #[sqlx(try_from = "String")]
+    pub organization_id: OrganizationId,
+    pub name: String,
+    pub description: String,
+    pub is_default: i64,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+const PROJECT_COLUMNS: &str =
+    "legacy_id, id, organization_id, name, description, is_default, created_at, modified_at";
+
+pub struct NewProject<'a> {
+    pub id: ProjectId,
+    pub organization_id: OrganizationId,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub is_default: bool,
+    pub now: i64,
+}
+
+pub async fn insert_project(conn: &mut AnyConnection, p: &NewProject<'_>) -> Result<ProjectRow> {
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO projects (id, organization_id, name, description, is_default, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {PROJECT_COLUMNS}"
+    ))
+    .bind(p.id.to_string())
+    .bind(p.organization_id.to_string())
+    .bind(p.name)
+    .bind(p.description)
+    .bind(i64::from(p.is_default))
+    .bind(p.now)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A project of an organization, or `None` (also when it belongs to another one).
+pub async fn project<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+    id: ProjectId,
+) -> Result<Option<ProjectRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org.to_string())
+    .bind(id.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn default_project<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+) -> Result<Option<ProjectRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND is_default = 1"
+    ))
+    .bind(org.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+/// One page of an organization's projects and the total count. `guest` limits the list to
+/// the projects that user was added to.
+pub async fn projects_page(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    guest: Option<UserId>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ProjectRow>, i64)> {
+    let guest = guest.map(|g| g.to_string());
+    let filter = "organization_id = $1 AND ($2 IS NULL OR id IN (SELECT project_id FROM project_members WHERE user_id = $2))";
+    let rows = sqlx::query_as(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE {filter} ORDER BY legacy_id LIMIT $3 OFFSET $4"
+    ))
+    .bind(org.to_string())
+    .bind(guest.clone())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM projects WHERE {filter}"))
+        .bind(org.to_string())
+        .bind(guest)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, count))
+}
+
+pub async fn is_project_member<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    project: ProjectId,
+    user: UserId,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project.to_string())
+    .bind(user.to_string())
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn add_project_member(
+    conn: &mut AnyConnection,
+    project: ProjectId,
+    user: UserId,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO project_members (project_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(project.to_string())
+    .bind(user.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Users (people who log in) and staff.
+
+use lodge_core::UserId;
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+
+use crate::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    #[sqlx(try_from = "String")]
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub is_staff: i64,
+    pub is_active: i64,
+    pub created_at: i64,
+}
+
+impl UserRow {
+    pub fn is_staff(&self) -> bool {
+        self.is_staff == 1
+    }
+    pub fn is_active(&self) -> bool {
+        self.is_active == 1
+    }
+}
+
+const COLUMNS: &str = "id, email, name, password_hash, is_staff, is_active, created_at";
+
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub is_staff: bool,
+    pub now: i64,
+}
+
+pub async fn insert(conn: &mut AnyConnection, u: &NewUser<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, is_staff, is_active, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+    )
+    .bind(u.id.to_string())
+    .bind(u.email)
+    .bind(u.name)
+    .bind(u.password_hash)
+    .bind(i64::from(u.is_staff))
+    .bind(u.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_email<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    email: &str,
+) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: UserId,
+) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn set_password(
+    conn: &mut AnyConnection,
+    id: UserId,
+    password_hash: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(password_hash)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

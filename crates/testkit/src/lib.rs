@@ -1,0 +1,117 @@
+//! Test helpers for Lodge.
+//!
+//! * [`pg`] starts one throwaway PostgreSQL cluster per test process and hands
+//!   out fresh, empty databases on it.
+//! * [`nginx`] runs private nginx instances for provisioning tests.
+//!
+//! External services are optional: when a binary is missing, tests call
+//! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
+//! in CI) turns every such skip into a test failure.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub mod nginx;
+pub mod pg;
+
+/// True when `LODGE_REQUIRE_SERVICES=1`: missing services are then failures.
+pub fn require_services() -> bool {
+    std::env::var("LODGE_REQUIRE_SERVICES").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Reports an unavailable service. Panics when services are required,
+/// otherwise prints `SKIP <what>: <why>` to stderr; the caller then returns.
+pub fn skip_or_fail(what: &str, why: &str) {
+    if require_services() {
+        panic!("{what} is required (LODGE_REQUIRE_SERVICES=1) but unavailable: {why}");
+    }
+    eprintln!("SKIP {what}: {why}");
+}
+
+/// Effective uid of this process, read from `/proc/self/status` (falls back
+/// to `id -u`).
+pub(crate) fn euid() -> Option<u32> {
+    let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    });
+    from_proc.or_else(|| {
+        let out = Command::new("id").arg("-u").output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    })
+}
+
+pub(crate) fn running_as_root() -> bool {
+    euid() == Some(0)
+}
+
+/// `(uid, gid)` of a user from `/etc/passwd`.
+pub(crate) fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Looks `name` up in `PATH`.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+pub(crate) fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The last `lines` lines of a (log) file, or a note that it is unreadable.
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Starts `sh -c <script> sh <args...>` detached from our process group
+/// (a Ctrl-C must not kill it before it cleans up) with null stdio (so test
+/// runners that capture output are not kept waiting by it).
+pub(crate) fn spawn_watchdog(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    run_as: Option<(u32, u32)>,
+) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/")
+        .process_group(0);
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    Ok(cmd.spawn()?)
+}
