@@ -1,0 +1,7 @@
+//! Black-box HTTP tests against the real server, each on SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod foundation;
