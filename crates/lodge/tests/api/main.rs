@@ -1,7 +1,9 @@
 //! Black-box HTTP tests against the real server, each on SQLite and on PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod harness;
 
 mod foundation;
+mod ops;
+mod orders;

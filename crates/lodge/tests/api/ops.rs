@@ -1,0 +1,1 @@
+//! Operations endpoints and the OpenAPI document.

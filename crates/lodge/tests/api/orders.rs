@@ -1,0 +1,1 @@
+//! Issue: ordering web hosting through /v1.
