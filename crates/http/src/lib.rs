@@ -16,9 +16,11 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod limit;
 pub mod metrics;
 mod ops;
+mod pages;
 mod v1;
 pub mod wire;
 
@@ -65,7 +67,9 @@ impl AppState {
     modifiers(&SecurityAddon),
     tags(
         (name = "organizations", description = "Organizations and projects (/v1)"),
-        (name = "hosting", description = "The hosting catalog and hosting accounts (/v1)"),
+        (name = "hosting", description = "The hosting catalog, orders, hosting accounts and domains (/v1)"),
+        (name = "billing", description = "Invoices and account credit (/v1)"),
+        (name = "pages", description = "The hosted payment page (HTML, no login)"),
         (name = "auth", description = "Login and API keys (/v1)"),
         (name = "admin", description = "Staff API (/v1/admin)"),
         (name = "operations", description = "Health, readiness, metrics, documentation"),
@@ -99,6 +103,7 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(v1::routes())
+        .merge(pages::routes())
 }
 
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).

@@ -323,3 +323,313 @@ pub struct CreatedApiKey {
     /// The secret. Store it now: it is never shown again.
     pub key_secret: String,
 }
+
+/// A money amount as a JSON number with exactly its currency's decimals (`12.50`), written
+/// from the integer, never through a float.
+pub fn money_number(minor: i64, cur: Currency) -> Box<serde_json::value::RawValue> {
+    // A decimal string such as "12.50" or "-0.50" is always a valid JSON number.
+    serde_json::value::RawValue::from_string(Money::new(minor, cur).format_decimal())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancellation {
+    /// `immediate` or `end_of_period`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reason: String,
+    pub requested: Option<String>,
+    pub effective_date: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerInfo {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub ns1: String,
+    pub ns2: String,
+    pub is_active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub note: String,
+    pub actor: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Hosting {
+    pub id: String,
+    pub legacy_id: i64,
+    pub organization_id: String,
+    pub project_id: String,
+    pub project_name: String,
+    /// The domain name the account serves.
+    pub domain: String,
+    pub plan: Option<HostingPlan>,
+    pub server: Option<ServerInfo>,
+    pub website_preview: Option<String>,
+    /// `pending`, `provisioning`, `active`, `suspended`, `terminated`, `failed`, `cancelled`.
+    pub status: String,
+    pub billing_cycle: String,
+    /// The recurring charge per renewal, a decimal string.
+    pub price: String,
+    pub next_due_date: Option<String>,
+    pub username: Option<String>,
+    pub cancellation: Option<Cancellation>,
+    /// Why provisioning failed, when it did (Lodge addition).
+    pub last_error: Option<String>,
+    /// Status changes, oldest first (Lodge addition; on the detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+    pub created: String,
+    pub modified: String,
+}
+
+impl Hosting {
+    pub fn new(
+        h: lodge_store::hosting::HostingRow,
+        catalog: &Catalog,
+        history: Option<Vec<lodge_store::hosting::HistoryRow>>,
+    ) -> Self {
+        let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
+        Hosting {
+            id: h.id.to_string(),
+            legacy_id: h.legacy_id,
+            organization_id: h.organization_id.to_string(),
+            project_id: h.project_id.to_string(),
+            project_name: h.project_name,
+            domain: h.domain_name,
+            plan: catalog.plan(h.plan_id).map(HostingPlan::from),
+            server: None,
+            website_preview: None,
+            status: h.status,
+            billing_cycle: h.billing_cycle,
+            price: money_str(h.recurring_minor, cur),
+            next_due_date: h.next_due_date,
+            username: h.username,
+            cancellation: h.cancel_type.map(|kind| Cancellation {
+                kind,
+                reason: h.cancel_reason.unwrap_or_default(),
+                requested: ts_opt(h.cancel_requested_at),
+                effective_date: h.cancel_effective_date,
+            }),
+            last_error: h.last_error,
+            history: history.map(|rows| {
+                rows.into_iter()
+                    .map(|r| HistoryEntry {
+                        from_status: r.from_status,
+                        to_status: r.to_status,
+                        note: r.note,
+                        actor: r.actor,
+                        at: ts(r.created_at),
+                    })
+                    .collect()
+            }),
+            created: ts(h.created_at),
+            modified: ts(h.modified_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Domain {
+    pub id: String,
+    pub legacy_id: i64,
+    pub name: String,
+    pub sld: String,
+    pub tld: String,
+    pub tld_info: Option<TldInfo>,
+    /// `pending_registration`, `pending_transfer`, `active`, `expired`, `transferred_away`,
+    /// `cancelled`.
+    pub status: String,
+    pub registration_date: Option<String>,
+    pub expiration_date: Option<String>,
+    pub auto_renew: bool,
+    pub is_locked: bool,
+    pub nameservers: Vec<String>,
+    pub next_billing_date: Option<String>,
+    pub created: String,
+    pub modified: String,
+}
+
+impl Domain {
+    pub fn new(d: lodge_store::hosting::DomainRow, catalog: &Catalog) -> Self {
+        let tld_info = catalog
+            .tlds
+            .iter()
+            .find(|t| t.row.tld == d.tld)
+            .map(|t| TldInfo::new(t, catalog.currency));
+        Domain {
+            id: d.id.to_string(),
+            legacy_id: d.legacy_id,
+            name: d.name,
+            sld: d.sld,
+            tld: d.tld,
+            tld_info,
+            status: d.status,
+            registration_date: d.registration_date,
+            expiration_date: d.expiration_date,
+            auto_renew: d.auto_renew == 1,
+            is_locked: d.is_locked == 1,
+            nameservers: serde_json::from_str(&d.nameservers).unwrap_or_default(),
+            next_billing_date: d.next_billing_date,
+            created: ts(d.created_at),
+            modified: ts(d.modified_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceLine {
+    pub description: String,
+    /// `plan`, `setup_fee`, `domain_registration`, `domain_transfer`, `domain_renewal`,
+    /// `discount`, `adjustment`.
+    pub kind: String,
+    pub service_id: Option<String>,
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+    pub amount: String,
+    /// Tax rate in percent.
+    pub tax_rate: String,
+    pub tax: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Payment {
+    pub id: String,
+    pub method: String,
+    pub reference: String,
+    pub amount: String,
+    pub created: String,
+}
+
+impl Payment {
+    pub fn new(p: &lodge_store::billing::PaymentRow) -> Self {
+        let cur = Currency::parse(&p.currency).unwrap_or(Currency::USD);
+        Payment {
+            id: p.id.to_string(),
+            method: p.method.clone(),
+            reference: p.reference.clone(),
+            amount: money_str(p.amount_minor, cur),
+            created: ts(p.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Invoice {
+    pub id: i64,
+    pub number: Option<String>,
+    /// `first` (of an order), `renewal`, `manual`.
+    pub kind: String,
+    /// `draft`, `unpaid`, `paid`, `refunded`, `cancelled`.
+    pub status: String,
+    pub order_id: Option<i64>,
+    pub currency: String,
+    pub subtotal: String,
+    pub tax: String,
+    pub total: String,
+    pub credit_applied: String,
+    pub amount_paid: String,
+    pub amount_due: String,
+    pub due_date: String,
+    pub issued: String,
+    pub paid: Option<String>,
+    /// The hosted payment page while something is due.
+    pub payment_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<InvoiceLine>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Vec<Payment>>,
+}
+
+impl Invoice {
+    pub fn new(
+        i: &lodge_store::billing::InvoiceRow,
+        base_url: &str,
+        detail: Option<(
+            &[lodge_store::billing::LineRow],
+            &[lodge_store::billing::PaymentRow],
+        )>,
+    ) -> Self {
+        let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
+        let m = |x: i64| money_str(x, cur);
+        Invoice {
+            id: i.id,
+            number: i.number.clone(),
+            kind: i.kind.clone(),
+            status: i.status.clone(),
+            order_id: i.order_id,
+            currency: i.currency.clone(),
+            subtotal: m(i.subtotal_minor),
+            tax: m(i.tax_minor),
+            total: m(i.total_minor),
+            credit_applied: m(i.credit_applied_minor),
+            amount_paid: m(i.paid_minor),
+            amount_due: m(if i.status == "unpaid" {
+                i.amount_due()
+            } else {
+                0
+            }),
+            due_date: i.due_date.clone(),
+            issued: ts(i.issued_at),
+            paid: ts_opt(i.paid_at),
+            payment_url: (i.status == "unpaid" && i.amount_due() > 0)
+                .then(|| payment_url(base_url, &i.payment_token)),
+            lines: detail.map(|(lines, _)| {
+                lines
+                    .iter()
+                    .map(|l| InvoiceLine {
+                        description: l.description.clone(),
+                        kind: l.kind.clone(),
+                        service_id: l.service_id.clone(),
+                        period_start: l.period_start.clone(),
+                        period_end: l.period_end.clone(),
+                        amount: m(l.amount_minor),
+                        tax_rate: format!("{}.{:02}", l.tax_rate_bp / 100, l.tax_rate_bp % 100),
+                        tax: m(l.tax_minor),
+                    })
+                    .collect()
+            }),
+            payments: detail.map(|(_, p)| p.iter().map(Payment::new).collect()),
+        }
+    }
+}
+
+/// The hosted payment page of an invoice.
+pub fn payment_url(base_url: &str, token: &str) -> String {
+    format!("{base_url}/pay/{token}")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: i64,
+    /// `deposit`, `applied`, `refund`, `adjustment`.
+    pub kind: String,
+    /// Signed: deposits positive, credit applied to invoices negative.
+    pub amount: String,
+    pub balance_after: String,
+    pub invoice_id: Option<i64>,
+    pub note: String,
+    pub created: String,
+}
+
+impl LedgerEntry {
+    pub fn new(e: &lodge_store::billing::LedgerRow) -> Self {
+        let cur = Currency::parse(&e.currency).unwrap_or(Currency::USD);
+        LedgerEntry {
+            id: e.id,
+            kind: e.kind.clone(),
+            amount: money_str(e.amount_minor, cur),
+            balance_after: money_str(e.balance_after_minor, cur),
+            invoice_id: e.invoice_id,
+            note: e.note.clone(),
+            created: ts(e.created_at),
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
     pub log_format: Option<String>,
+    pub secret_key: Option<String>,
+    pub bank_transfer_instructions: Option<String>,
 }
 
 impl FileConfig {
@@ -57,6 +59,9 @@ pub struct Config {
     pub jwt_secret: Option<SecretString>,
     pub key_prefix: String,
     pub currency: String,
+    /// 64 hex digits sealing secrets at rest; `None`: a key file beside the database.
+    pub secret_key: Option<SecretString>,
+    pub bank_transfer_instructions: String,
 }
 
 /// Values from flags or the environment (clap fills these; `None` when neither was given).
@@ -70,6 +75,8 @@ pub struct Overrides {
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
+    pub secret_key: Option<String>,
+    pub bank_transfer_instructions: Option<String>,
 }
 
 impl Config {
@@ -103,6 +110,11 @@ impl Config {
                 .currency
                 .or(f.currency)
                 .unwrap_or_else(|| "USD".to_owned()),
+            secret_key: o.secret_key.or(f.secret_key).map(SecretString::from),
+            bank_transfer_instructions: o
+                .bank_transfer_instructions
+                .or(f.bank_transfer_instructions)
+                .unwrap_or_default(),
         }
     }
 }

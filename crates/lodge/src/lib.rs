@@ -7,9 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use lodge_core::{Clock, Currency, SystemClock};
 use lodge_http::{AppState, HttpConfig};
+use lodge_services::crypto::Sealer;
 use lodge_services::{Lodge, Settings};
 use lodge_store::Store;
 use rand::RngCore;
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
@@ -34,7 +36,51 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     };
     let mut settings = Settings::new(currency, jwt_secret);
     settings.key_prefix = cfg.key_prefix.clone();
-    Ok(Lodge::new(store, clock, settings))
+    settings.bank_transfer_instructions = cfg.bank_transfer_instructions.clone();
+    let sealer = match &cfg.secret_key {
+        Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
+        None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
+    };
+    Ok(Lodge::new(store, clock, settings, sealer))
+}
+
+/// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
+/// database (or in the working directory), created on first use, readable by its owner only.
+fn key_file(database_url: &str) -> anyhow::Result<String> {
+    let dir = database_url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let path = dir.join("lodge-secret.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let key = hex::encode(bytes);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    match opts.open(&path) {
+        Ok(mut f) => {
+            f.write_all(key.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; keep it with the database's backups");
+            Ok(key)
+        }
+        // Another process created it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path)?.trim().to_owned())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// The system clock, the one production uses.

@@ -42,6 +42,10 @@ struct Global {
     /// Currency the installation sells in (ISO 4217, default USD).
     #[arg(long, global = true, env = "LODGE_CURRENCY")]
     currency: Option<String>,
+    /// Key sealing secrets at rest (64 hex digits). Without it, lodge-secret.key beside the
+    /// SQLite database (or in the working directory) is used, created on first start.
+    #[arg(long, global = true, env = "LODGE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +98,9 @@ struct ServeArgs {
     /// Prefix of new API keys.
     #[arg(long, env = "LODGE_KEY_PREFIX")]
     key_prefix: Option<String>,
+    /// Bank-transfer instructions shown on the payment page (empty: not offered).
+    #[arg(long, env = "LODGE_BANK_TRANSFER_INSTRUCTIONS")]
+    bank_transfer_instructions: Option<String>,
     /// Seed the demo data first and print the demo credentials.
     #[arg(long)]
     demo: bool,
@@ -250,6 +257,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     let mut o = Overrides {
         database_url: cli.global.database_url.clone(),
         currency: cli.global.currency.clone(),
+        secret_key: cli.global.secret_key.clone(),
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {
@@ -259,6 +267,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.rate_limit_burst = s.rate_limit_burst;
         o.jwt_secret = s.jwt_secret.clone();
         o.key_prefix = s.key_prefix.clone();
+        o.bank_transfer_instructions = s.bank_transfer_instructions.clone();
     }
     let cfg = Config::resolve(o, file);
     let lodge = lodge::open(&cfg, lodge::system_clock()).await?;

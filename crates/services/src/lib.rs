@@ -9,8 +9,13 @@ use lodge_store::{Store, StoreError};
 use secrecy::SecretString;
 
 pub mod auth;
+pub mod billing;
 pub mod catalog;
+pub mod crypto;
 pub mod demo;
+pub mod hosting;
+pub mod orders;
+pub mod registrar;
 pub mod tenancy;
 
 /// Field-keyed validation messages (`{"plan_id": ["…"]}`); `non_field_errors` for rules that
@@ -90,6 +95,8 @@ pub struct Settings {
     pub refresh_ttl_secs: i64,
     /// Lifetime of an `/apiv2` session, seconds.
     pub session_ttl_secs: i64,
+    /// Bank-transfer instructions shown on the payment page (empty: not offered).
+    pub bank_transfer_instructions: String,
 }
 
 impl Settings {
@@ -101,6 +108,7 @@ impl Settings {
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 7 * 24 * 3600,
             session_ttl_secs: 24 * 3600,
+            bank_transfer_instructions: String::new(),
         }
     }
 }
@@ -112,16 +120,32 @@ pub struct Lodge {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub catalog: catalog::CatalogCache,
+    /// Seals secrets stored in the database.
+    pub sealer: crypto::Sealer,
+    /// The configured registrar; `None` when domains cannot be registered or transferred.
+    pub registrar: Option<Arc<dyn registrar::Registrar>>,
 }
 
 impl Lodge {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        sealer: crypto::Sealer,
+    ) -> Self {
         Lodge {
             store,
             clock,
             settings: Arc::new(settings),
             catalog: catalog::CatalogCache::new(),
+            sealer,
+            registrar: Some(Arc::new(registrar::ManualRegistrar)),
         }
+    }
+
+    /// Today (UTC) by Lodge's clock.
+    pub fn today(&self) -> jiff::civil::Date {
+        self.clock.today()
     }
 
     /// Now, in stored form (unix microseconds).

@@ -134,6 +134,19 @@ impl Lodge {
     }
 
     pub async fn add_member(&self, org: OrganizationId, user: UserId, role: &str) -> Result<()> {
+        self.add_member_to_projects(org, user, role, &[]).await
+    }
+
+    /// Adds a user to an organization with a role (or changes its role) and to some of its
+    /// projects (what a guest may see), all in one transaction: a refused request (an unknown
+    /// project, say) writes nothing.
+    pub async fn add_member_to_projects(
+        &self,
+        org: OrganizationId,
+        user: UserId,
+        role: &str,
+        projects: &[ProjectId],
+    ) -> Result<()> {
         let Some(role) = Role::parse(role) else {
             return Err(ServiceError::field(
                 "role",
@@ -147,7 +160,17 @@ impl Lodge {
         users::by_id(&mut *tx, user)
             .await?
             .ok_or_else(|| ServiceError::field("user", "No such user."))?;
+        for &project in projects {
+            orgs::project(&mut *tx, org, project)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::field("project_ids", "No such project in this organization.")
+                })?;
+        }
         orgs::add_member(&mut tx, org, user, role.as_str(), self.now_us()).await?;
+        for &project in projects {
+            orgs::add_project_member(&mut tx, project, user).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }

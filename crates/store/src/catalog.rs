@@ -649,3 +649,15 @@ pub async fn set_tld_active(
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Counts one use of a coupon; `false` when it is used up (the usage limit holds under
+/// concurrent orders because the check is in the update).
+pub async fn use_coupon(conn: &mut AnyConnection, coupon: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE coupons SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
+    )
+    .bind(coupon)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -12,7 +12,11 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub mod billing;
 pub mod catalog;
+pub mod hosting;
+pub mod idempotency;
+pub mod jobs;
 pub mod keys;
 pub mod orgs;
 pub mod users;

@@ -170,21 +170,22 @@ async fn add_member(
         .user_id
         .parse()
         .map_err(|_| lodge_services::ServiceError::field("user_id", "Not a valid UUID."))?;
-    st.lodge.add_member(org, user, &b.role).await?;
-    for p in &b.project_ids {
-        let project = p
-            .parse()
-            .map_err(|_| lodge_services::ServiceError::field("project_ids", "Not a valid UUID."))?;
-        lodge_store::orgs::project(st.lodge.store.reader(), org, project)
-            .await?
-            .ok_or_else(|| {
-                lodge_services::ServiceError::field(
-                    "project_ids",
-                    "No such project in this organization.",
-                )
-            })?;
-        st.lodge.add_project_member(project, user).await?;
-    }
+    lodge_store::orgs::by_id(st.lodge.store.reader(), org)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let projects = b
+        .project_ids
+        .iter()
+        .map(|p| {
+            p.parse().map_err(|_| {
+                lodge_services::ServiceError::field("project_ids", "Not a valid UUID.")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // One transaction: a refused request (an unknown project) adds no one.
+    st.lodge
+        .add_member_to_projects(org, user, &b.role, &projects)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(Membership {

@@ -6,7 +6,11 @@ use utoipa_axum::routes;
 use crate::AppState;
 
 mod admin;
+mod admin_billing;
 mod auth;
+mod billing;
+mod domains;
+pub(crate) mod hosting;
 mod keys;
 mod orgs;
 mod plans;
@@ -23,5 +27,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
+        .routes(routes!(hosting::order))
+        .routes(routes!(hosting::list_hosting))
+        .routes(routes!(hosting::get_hosting))
+        .routes(routes!(hosting::cancel_hosting))
+        .routes(routes!(hosting::revoke_cancellation))
+        .routes(routes!(domains::list_domains))
+        .routes(routes!(domains::get_domain))
+        .routes(routes!(domains::set_auto_renew))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::get_invoice))
+        .routes(routes!(billing::get_credit))
         .merge(admin::routes())
+        .merge(admin_billing::routes())
 }

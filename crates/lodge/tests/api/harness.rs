@@ -74,6 +74,10 @@ impl TestApp {
                 rate_limit_per_minute: Some(opts.rate_limit_per_minute),
                 rate_limit_burst: Some(opts.rate_limit_burst),
                 jwt_secret: Some("test-jwt-secret".into()),
+                secret_key: Some("11".repeat(32)),
+                bank_transfer_instructions: Some(
+                    "Pay to IBAN XX00 LODGE 0000, quoting the invoice number.".into(),
+                ),
                 ..Default::default()
             },
             FileConfig::default(),
@@ -87,7 +91,9 @@ impl TestApp {
         } else {
             None
         };
-        let server = Server::start(&cfg, lodge.clone()).await.expect("start server");
+        let server = Server::start(&cfg, lodge.clone())
+            .await
+            .expect("start server");
         let base = format!("http://{}", server.addr);
         Some(TestApp {
             engine,
@@ -157,6 +163,130 @@ impl TestApp {
             .fetch_one(self.lodge.store.reader())
             .await
             .expect("count rows")
+    }
+
+    /// Sends a request and returns the whole response (for headers such as `Retry-After`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Sends raw bytes with the given content type (malformed JSON, odd media types).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body read");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// The demo organization's id.
+    pub fn org_id(&self) -> String {
+        self.demo().organization_id.to_string()
+    }
+
+    /// The demo organization's default project.
+    pub fn project_id(&self) -> String {
+        self.demo().project_id.to_string()
+    }
+
+    /// Creates a user through the admin API; returns its id.
+    pub async fn admin_create_user(&self, email: &str, password: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "email": email, "name": email });
+        if let Some(p) = password {
+            body["password"] = Value::String(p.to_owned());
+        }
+        let (status, user) = self.post("/v1/admin/users", &self.admin_key(), &body).await;
+        assert_eq!(status, StatusCode::CREATED, "create user {email}: {user}");
+        user["id"].as_str().expect("user id").to_owned()
+    }
+
+    /// Creates an organization through the admin API (with an owner, if given); returns it.
+    pub async fn admin_create_org(&self, name: &str, owner_id: Option<&str>) -> Value {
+        let mut body = serde_json::json!({ "name": name });
+        if let Some(o) = owner_id {
+            body["owner_id"] = Value::String(o.to_owned());
+        }
+        let (status, org) = self
+            .post("/v1/admin/organizations", &self.admin_key(), &body)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "create organization {name}: {org}"
+        );
+        org
+    }
+
+    /// Adds a member with a role (and, for guests, projects) through the admin API.
+    pub async fn admin_add_member(&self, org: &str, user_id: &str, role: &str, projects: &[&str]) {
+        let body = serde_json::json!({ "user_id": user_id, "role": role, "project_ids": projects });
+        let (status, m) = self
+            .post(
+                &format!("/v1/admin/organizations/{org}/members"),
+                &self.admin_key(),
+                &body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "add {role} member: {m}");
+        assert_eq!(m["role"], role, "{m}");
+    }
+
+    /// Issues an organization key (held by `user_id`, or the first owner) through the admin
+    /// API; returns its secret.
+    pub async fn admin_create_key(&self, org: &str, user_id: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "name": "test key" });
+        if let Some(u) = user_id {
+            body["user_id"] = Value::String(u.to_owned());
+        }
+        let (status, key) = self
+            .post(
+                &format!("/v1/admin/organizations/{org}/api-keys"),
+                &self.admin_key(),
+                &body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create key: {key}");
+        key["key_secret"].as_str().expect("key secret").to_owned()
+    }
+
+    /// A user with `role` in the demo organization and a key held by that user.
+    pub async fn demo_member_key(&self, email: &str, role: &str, projects: &[&str]) -> String {
+        let user = self.admin_create_user(email, None).await;
+        let org = self.org_id();
+        self.admin_add_member(&org, &user, role, projects).await;
+        self.admin_create_key(&org, Some(&user)).await
     }
 
     pub async fn stop(mut self) {

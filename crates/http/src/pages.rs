@@ -1,0 +1,149 @@
+//! The hosted payment page: server-rendered HTML reached by an invoice's unguessable token,
+//! no login. It shows the invoice and the ways to pay that exist: account credit (when the
+//! balance covers it) and bank-transfer instructions from configuration.
+
+use std::sync::LazyLock;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use lodge_core::Currency;
+use lodge_services::ServiceError;
+use minijinja::{context, Environment};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::internal;
+use crate::wire::{money_str, ts};
+use crate::AppState;
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // `.html` names turn on HTML escaping.
+    if let Err(e) = env.add_template("pay.html", include_str!("templates/pay.html")) {
+        tracing::error!(error = %e, "payment page template is invalid");
+    }
+    env
+});
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(payment_page))
+        .routes(routes!(pay_with_credit))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageMessage {
+    /// `paid` after a successful payment, `insufficient` when credit fell short.
+    pub result: Option<String>,
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><title>Not found</title><h1>Invoice not found</h1>"),
+    )
+        .into_response()
+}
+
+/// The payment page of an invoice.
+#[utoipa::path(get, path = "/pay/{token}", tag = "pages",
+    params(("token" = String, Path, description = "The invoice's payment token"), PageMessage),
+    responses((status = 200, description = "HTML page", content_type = "text/html"),
+              (status = 404, description = "Unknown token", content_type = "text/html")))]
+async fn payment_page(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<PageMessage>,
+) -> Response {
+    let detail = match st.lodge.invoice_by_token(&token).await {
+        Ok(d) => d,
+        Err(ServiceError::NotFound) => return not_found(),
+        Err(e) => return internal(&e),
+    };
+    let inv = &detail.invoice;
+    let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
+    let org = match lodge_store::orgs::by_id(st.lodge.store.reader(), inv.organization_id).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return not_found(),
+        Err(e) => return internal(&e),
+    };
+    let due = if inv.status == "unpaid" {
+        inv.amount_due()
+    } else {
+        0
+    };
+    let lines: Vec<_> = detail
+        .lines
+        .iter()
+        .map(|l| {
+            context! {
+                description => l.description,
+                period_start => l.period_start,
+                period_end => l.period_end,
+                amount => money_str(l.amount_minor, cur),
+            }
+        })
+        .collect();
+    let message = match q.result.as_deref() {
+        Some("paid") => Some("Payment received: the invoice is paid."),
+        Some("insufficient") => Some("Your account credit does not cover this invoice."),
+        Some("closed") => Some("This invoice can no longer be paid."),
+        _ => None,
+    };
+    let rendered = TEMPLATES.get_template("pay.html").and_then(|t| {
+        t.render(context! {
+            invoice => context! {
+                number => inv.number.clone().unwrap_or_else(|| inv.id.to_string()),
+                status => inv.status,
+                due_date => inv.due_date,
+            },
+            issued => ts(inv.issued_at).get(..10).unwrap_or_default().to_owned(),
+            lines => lines,
+            currency => cur.code(),
+            zero => money_str(0, cur),
+            total => money_str(inv.total_minor, cur),
+            credit_applied => money_str(inv.credit_applied_minor, cur),
+            paid => money_str(inv.paid_minor, cur),
+            due => money_str(due, cur),
+            balance => money_str(org.credit_balance_minor, cur),
+            can_pay_credit => due > 0 && org.credit_balance_minor >= due,
+            pay_action => format!("/pay/{token}/credit"),
+            bank_instructions => st.lodge.settings.bank_transfer_instructions,
+            message => message,
+        })
+    });
+    match rendered {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
+/// Pays the invoice in full from the organization's account credit, then shows the page.
+#[utoipa::path(post, path = "/pay/{token}/credit", tag = "pages",
+    params(("token" = String, Path, description = "The invoice's payment token")),
+    responses((status = 303, description = "Back to the payment page with the result"),
+              (status = 404, description = "Unknown token", content_type = "text/html")))]
+async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) -> Response {
+    let detail = match st.lodge.invoice_by_token(&token).await {
+        Ok(d) => d,
+        Err(ServiceError::NotFound) => return not_found(),
+        Err(e) => return internal(&e),
+    };
+    let result = match st
+        .lodge
+        .pay_from_credit(
+            detail.invoice.id,
+            &format!("payment-page:{}", detail.invoice.id),
+        )
+        .await
+    {
+        Ok(_) => "paid",
+        Err(ServiceError::Conflict(msg)) if msg.contains("credit") => "insufficient",
+        Err(ServiceError::Conflict(_)) => "closed",
+        Err(e) => return internal(&e),
+    };
+    Redirect::to(&format!("/pay/{token}?result={result}")).into_response()
+}

@@ -1,0 +1,308 @@
+//! Ordering web hosting and managing hosting accounts.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
+use lodge_services::hosting::CancelType;
+use lodge_services::orders::{OrderForm, OrderOutcome, OrderSource};
+use lodge_services::{ServiceError, Validator};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Json};
+use crate::idempotency;
+use crate::wire::{self, money_number, Hosting};
+use crate::AppState;
+
+/// The order request (as OnetSolutions publishes it). It documents the body; the handler
+/// reads the fields one by one so that every bad field is reported at once.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HostingOrderRequest {
+    /// The plan (UUID).
+    pub plan_id: String,
+    /// `register`, `transfer`, `existing` or `external`.
+    pub domain_source: String,
+    /// At most 253 characters; Unicode names are converted to punycode.
+    pub domain_name: Option<String>,
+    /// A domain already in this organization (for `existing`).
+    pub domain_id: Option<String>,
+    /// The transfer authorization code (for `transfer`).
+    pub epp_code: Option<String>,
+    /// Default `monthly`.
+    pub billing_cycle: Option<String>,
+}
+
+/// The order response: every field of the published one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostingOrderResponse {
+    pub order_id: i64,
+    pub order_number: String,
+    pub invoice_id: Option<i64>,
+    pub local_order_id: String,
+    /// `amount_due + credit_applied`.
+    #[schema(value_type = f64)]
+    pub total: Box<serde_json::value::RawValue>,
+    #[schema(value_type = f64)]
+    pub amount_due: Box<serde_json::value::RawValue>,
+    #[schema(value_type = f64)]
+    pub credit_applied: Box<serde_json::value::RawValue>,
+    /// The order status: `pending`, `active`, `cancelled`, `fraud`.
+    pub status: String,
+    /// The hosted payment page, `null` when nothing is due.
+    pub invoice_payment_url: Option<String>,
+    pub hosting_id: String,
+    pub hosting_status: String,
+    pub domain_id: Option<String>,
+    pub domain_name: String,
+}
+
+impl HostingOrderResponse {
+    pub fn new(o: &OrderOutcome, cur: Currency, base: &str) -> Self {
+        HostingOrderResponse {
+            order_id: o.order_id,
+            order_number: o.order_number.clone(),
+            invoice_id: o.invoice_id,
+            local_order_id: o.local_order_id.to_string(),
+            total: money_number(o.total_minor, cur),
+            amount_due: money_number(o.amount_due_minor, cur),
+            credit_applied: money_number(o.credit_applied_minor, cur),
+            status: o.status.clone(),
+            invoice_payment_url: o
+                .payment_token
+                .as_deref()
+                .map(|t| wire::payment_url(base, t)),
+            hosting_id: o.hosting_id.to_string(),
+            hosting_status: o.hosting_status.clone(),
+            domain_id: o.domain_id.map(|d| d.to_string()),
+            domain_name: o.domain_name.clone(),
+        }
+    }
+}
+
+/// Reads an optional string field, noting a wrong type.
+fn string_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    v: &mut Validator,
+) -> Option<String> {
+    match obj.get(name) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            v.add(name, "Not a valid string.");
+            None
+        }
+    }
+}
+
+/// Orders a web hosting account, with its domain. Send an `Idempotency-Key` header to make
+/// retries safe: the same key and body replay the first response.
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/order",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body = HostingOrderRequest,
+    responses((status = 201, description = "Hosting order created successfully", body = HostingOrderResponse),
+              (status = 400, description = "Field errors"), (status = 401), (status = 403), (status = 404),
+              (status = 422, description = "Idempotency-Key reused with another body")))]
+pub async fn order(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project)): Path<(String, String)>,
+    key: Option<IdempotencyKey>,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        let org: OrganizationId = path_id(&org)?;
+        let project: ProjectId = path_id(&project)?;
+        let (access, _) = st.lodge.project_access(&p, org, project).await?;
+        access.require_write()?;
+        let hash = idempotency::request_hash(
+            "POST",
+            &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
+            &body,
+        );
+        let scope = format!("v1:{}", p.rate_key);
+        let st2 = st.clone();
+        let response = idempotency::once(&st, &scope, key, hash, || async move {
+            place(&st2, &access, project, &body)
+                .await
+                .map_or_else(IntoResponse::into_response, |r| {
+                    (StatusCode::CREATED, Json(r)).into_response()
+                })
+        })
+        .await;
+        Ok::<_, ApiError>(response)
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn place(
+    st: &AppState,
+    access: &lodge_services::auth::Access,
+    project: ProjectId,
+    body: &[u8],
+) -> ApiResult<HostingOrderResponse> {
+    let value: serde_json::Value = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    })?;
+    let obj = value.as_object().cloned().unwrap_or_default();
+    let mut v = Validator::new();
+    let form = OrderForm {
+        plan_id: string_field(&obj, "plan_id", &mut v),
+        domain_source: string_field(&obj, "domain_source", &mut v),
+        domain_name: string_field(&obj, "domain_name", &mut v),
+        domain_id: string_field(&obj, "domain_id", &mut v),
+        epp_code: string_field(&obj, "epp_code", &mut v),
+        billing_cycle: string_field(&obj, "billing_cycle", &mut v),
+        ..Default::default()
+    };
+    v.finish()?;
+    let valid = st
+        .lodge
+        .validate_order(access, project, &form, OrderSource::V1)
+        .await?;
+    let actor = format!("user:{}", access.principal().user);
+    let outcome = st.lodge.place_order(&valid, &actor).await?;
+    Ok(HostingOrderResponse::new(
+        &outcome,
+        st.lodge.settings.currency,
+        &st.public_base_url,
+    ))
+}
+
+/// The hosting accounts of a project.
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"), PageQuery),
+    responses((status = 200, body = Paginated<Hosting>), (status = 401), (status = 404)))]
+pub async fn list_hosting(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paginated<Hosting>>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    st.lodge.project_access(&p, org, project).await?;
+    let req = q.resolve()?;
+    let (rows, count) = lodge_store::hosting::hosting_page(
+        st.lodge.store.reader(),
+        org,
+        Some(project),
+        req.limit(),
+        req.offset(),
+    )
+    .await?;
+    let catalog = st.lodge.catalog().await?;
+    let path = format!("/v1/organizations/{org}/projects/{project}/hosting");
+    Ok(Json(Paginated::new(
+        &st,
+        &path,
+        req,
+        count,
+        rows.into_iter()
+            .map(|h| Hosting::new(h, &catalog, None))
+            .collect(),
+    )?))
+}
+
+async fn hosting_detail(
+    st: &AppState,
+    access: &lodge_services::auth::Access,
+    project: ProjectId,
+    id: HostingId,
+) -> ApiResult<Hosting> {
+    let h = st.lodge.org_hosting(access, Some(project), id).await?;
+    let history = st.lodge.hosting_history(id).await?;
+    let catalog = st.lodge.catalog().await?;
+    Ok(Hosting::new(h, &catalog, Some(history)))
+}
+
+/// One hosting account, with its status history.
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 200, body = Hosting), (status = 401), (status = 404)))]
+pub async fn get_hosting(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Hosting>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: HostingId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CancelRequest {
+    /// `immediate` or `end_of_period`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Requests cancellation: `immediate` ends the account now; `end_of_period` at its next due
+/// date. A never-paid account is cancelled at once with its order and invoice.
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/cancel",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body = CancelRequest,
+    responses((status = 200, body = Hosting), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Already cancelled or a cancellation is pending")))]
+pub async fn cancel_hosting(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    V1Json(body): V1Json<CancelRequest>,
+) -> ApiResult<Json<Hosting>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: HostingId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let kind = CancelType::parse(&body.kind)
+        .ok_or_else(|| ServiceError::field("type", "\"immediate\" or \"end_of_period\"."))?;
+    st.lodge
+        .cancel_hosting(&access, Some(project), id, kind, body.reason.trim())
+        .await?;
+    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+}
+
+/// Withdraws a pending cancellation.
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/revoke-cancellation",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 200, body = Hosting), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "No cancellation pending")))]
+pub async fn revoke_cancellation(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Hosting>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: HostingId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    st.lodge
+        .revoke_cancellation(&access, Some(project), id)
+        .await?;
+    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+}

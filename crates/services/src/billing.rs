@@ -1,0 +1,479 @@
+//! Account credit, payments and what a paid invoice sets in motion.
+
+use lodge_core::{dates, HostingId, OrganizationId, PaymentId};
+use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
+use lodge_store::{hosting, jobs, AnyConnection, StoreError};
+
+use crate::auth::Access;
+use crate::{Lodge, Result, ServiceError};
+
+/// An invoice with its lines and payments.
+#[derive(Debug, Clone)]
+pub struct InvoiceDetail {
+    pub invoice: InvoiceRow,
+    pub lines: Vec<LineRow>,
+    pub payments: Vec<PaymentRow>,
+}
+
+/// How a staff-recorded payment went.
+#[derive(Debug, Clone)]
+pub struct PaymentOutcome {
+    pub payment: PaymentRow,
+    /// `false` when the same method and reference had already been recorded: nothing changed.
+    pub created: bool,
+    pub invoice: InvoiceRow,
+}
+
+/// Provisioning job kinds.
+pub const JOB_PROVISION: &str = "provision_hosting";
+pub const JOB_REGISTER_DOMAIN: &str = "register_domain";
+pub const JOB_TRANSFER_DOMAIN: &str = "transfer_domain";
+pub const JOB_TERMINATE: &str = "terminate_hosting";
+
+impl Lodge {
+    /// Enqueues a job in the caller's transaction (once per dedupe key).
+    pub(crate) async fn enqueue(
+        &self,
+        conn: &mut AnyConnection,
+        kind: &str,
+        payload: serde_json::Value,
+        dedupe_key: &str,
+    ) -> Result<bool> {
+        let now = self.now_us();
+        Ok(jobs::enqueue(
+            conn,
+            &jobs::NewJob {
+                kind,
+                payload: &payload.to_string(),
+                dedupe_key: Some(dedupe_key),
+                run_at: now,
+                max_attempts: 8,
+                now,
+            },
+        )
+        .await?)
+    }
+
+    /// Applies the organization's credit to an invoice, up to `max`: the balance is read
+    /// under its lock, and the ledger's constraint keeps it from going negative.
+    pub(crate) async fn apply_credit(
+        &self,
+        conn: &mut AnyConnection,
+        org: OrganizationId,
+        invoice: i64,
+        max: i64,
+        actor: &str,
+    ) -> Result<i64> {
+        if max <= 0 {
+            return Ok(0);
+        }
+        let balance = billing::lock_credit(conn, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let applied = balance.min(max);
+        if applied <= 0 {
+            return Ok(0);
+        }
+        let now = self.now_us();
+        billing::append_ledger(
+            conn,
+            &billing::NewLedgerEntry {
+                organization_id: org,
+                kind: "applied",
+                amount_minor: -applied,
+                currency: self.settings.currency.code(),
+                invoice_id: Some(invoice),
+                note: "Applied to invoice",
+                actor,
+                now,
+            },
+        )
+        .await?;
+        billing::add_credit_applied(conn, invoice, applied, now).await?;
+        Ok(applied)
+    }
+
+    /// A pending order whose first invoice is paid (or that owed nothing): the order becomes
+    /// active, its hosting accounts go to provisioning with their first period starting
+    /// today, and the provisioning and registrar jobs are enqueued — once.
+    pub(crate) async fn activate_order(
+        &self,
+        conn: &mut AnyConnection,
+        order_id: i64,
+        actor: &str,
+    ) -> Result<bool> {
+        let now = self.now_us();
+        if !billing::set_order_status(conn, order_id, "pending", "active", now).await? {
+            return Ok(false);
+        }
+        let today = self.today();
+        let invoices = billing::invoices_of_order(&mut *conn, order_id).await?;
+        for h in hosting::hosting_of_order(&mut *conn, order_id).await? {
+            if !hosting::transition(conn, h.id, &["pending"], "provisioning", "paid", actor, now)
+                .await?
+            {
+                continue;
+            }
+            if let Some(months) = h.first_period_months {
+                let months = u32::try_from(months).unwrap_or(0);
+                let end = dates::add_months(today, months).to_string();
+                hosting::set_next_due_date(conn, h.id, Some(&end), now).await?;
+                if let Some(inv) = invoices.iter().find(|i| i.kind == "first") {
+                    billing::set_line_period(
+                        conn,
+                        inv.id,
+                        &h.id.to_string(),
+                        &today.to_string(),
+                        &end,
+                    )
+                    .await?;
+                }
+            }
+            self.enqueue(
+                conn,
+                JOB_PROVISION,
+                serde_json::json!({ "hosting_id": h.id }),
+                &format!("provision:{}", h.id),
+            )
+            .await?;
+            if let Some(domain) = h.domain_id.as_deref() {
+                let id = domain
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+                if let Some(d) = hosting::domain(&mut *conn, id).await? {
+                    if d.order_id == Some(order_id) {
+                        let kind = match d.status.as_str() {
+                            "pending_registration" => Some(JOB_REGISTER_DOMAIN),
+                            "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
+                            _ => None,
+                        };
+                        if let Some(kind) = kind {
+                            self.enqueue(
+                                conn,
+                                kind,
+                                serde_json::json!({ "domain_id": d.id }),
+                                &format!("{kind}:{}", d.id),
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// After money reached an invoice: mark it paid if covered, and activate what it pays
+    /// for. Returns whether this call marked it paid.
+    pub(crate) async fn settle(
+        &self,
+        conn: &mut AnyConnection,
+        invoice: &InvoiceRow,
+        actor: &str,
+    ) -> Result<bool> {
+        if !billing::mark_paid(conn, invoice.id, self.now_us()).await? {
+            return Ok(false);
+        }
+        if let (Some(order), "first") = (invoice.order_id, invoice.kind.as_str()) {
+            self.activate_order(conn, order, actor).await?;
+        }
+        Ok(true)
+    }
+
+    /// Staff add account credit (a deposit in the ledger).
+    pub async fn add_credit(
+        &self,
+        org: OrganizationId,
+        amount_minor: i64,
+        note: &str,
+        actor: &str,
+    ) -> Result<i64> {
+        if amount_minor <= 0 {
+            return Err(ServiceError::field(
+                "amount",
+                "The amount must be positive.",
+            ));
+        }
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let balance = billing::append_ledger(
+            &mut tx,
+            &billing::NewLedgerEntry {
+                organization_id: org,
+                kind: "deposit",
+                amount_minor,
+                currency: self.settings.currency.code(),
+                invoice_id: None,
+                note,
+                actor,
+                now: self.now_us(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(balance)
+    }
+
+    /// An organization's balance and a page of its ledger.
+    pub async fn credit(
+        &self,
+        access: &Access,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<LedgerRow>, i64)> {
+        let org = self.organization(access).await?;
+        let (rows, count) =
+            billing::ledger_page(self.store.reader(), access.organization, limit, offset).await?;
+        Ok((org.credit_balance_minor, rows, count))
+    }
+
+    pub async fn invoice_detail(&self, id: i64) -> Result<InvoiceDetail> {
+        let invoice = billing::invoice(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let lines = billing::lines(self.store.reader(), id).await?;
+        let payments = billing::payments(self.store.reader(), id).await?;
+        Ok(InvoiceDetail {
+            invoice,
+            lines,
+            payments,
+        })
+    }
+
+    /// An invoice of the caller's organization (`NotFound` for anyone else's).
+    pub async fn org_invoice(&self, access: &Access, id: i64) -> Result<InvoiceDetail> {
+        let d = self.invoice_detail(id).await?;
+        if d.invoice.organization_id != access.organization {
+            return Err(ServiceError::NotFound);
+        }
+        Ok(d)
+    }
+
+    pub async fn invoice_by_token(&self, token: &str) -> Result<InvoiceDetail> {
+        if token.len() < 20 || token.len() > 100 {
+            return Err(ServiceError::NotFound);
+        }
+        let inv = billing::invoice_by_token(self.store.reader(), token)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        self.invoice_detail(inv.id).await
+    }
+
+    /// Pays an unpaid invoice in full from account credit (the payment page, `/apiv2`
+    /// prepay). Refused when the balance does not cover what is due.
+    pub async fn pay_from_credit(&self, invoice: i64, actor: &str) -> Result<InvoiceRow> {
+        let mut tx = self.store.begin().await?;
+        let inv = billing::lock_invoice(&mut tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if inv.status != "unpaid" {
+            return Err(ServiceError::Conflict(format!(
+                "This invoice is {}.",
+                inv.status
+            )));
+        }
+        let due = inv.amount_due();
+        let balance = billing::lock_credit(&mut tx, inv.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if balance < due {
+            return Err(ServiceError::Conflict(
+                "The account credit does not cover this invoice.".into(),
+            ));
+        }
+        self.apply_credit(&mut tx, inv.organization_id, inv.id, due, actor)
+            .await?;
+        let inv = billing::invoice(&mut *tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        self.settle(&mut tx, &inv, actor).await?;
+        let inv = billing::invoice(&mut *tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(inv)
+    }
+
+    /// Staff record a payment received outside Lodge (bank transfer, cheque…). The same
+    /// `(method, reference)` twice changes nothing the second time; paying more than is due
+    /// puts the rest on the account as credit.
+    pub async fn record_payment(
+        &self,
+        invoice: i64,
+        amount_minor: i64,
+        method: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<PaymentOutcome> {
+        let mut v = crate::Validator::new();
+        if amount_minor <= 0 {
+            v.add("amount", "The amount must be positive.");
+        }
+        let method_ok = !method.is_empty()
+            && method.len() <= 32
+            && method
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+        if !method_ok {
+            v.add(
+                "method",
+                "A method is lowercase letters, digits and _ (e.g. bank_transfer).",
+            );
+        }
+        let reference = reference.trim();
+        if reference.is_empty() || reference.len() > 200 {
+            v.add(
+                "reference",
+                "A transaction reference of 1 to 200 characters is required.",
+            );
+        }
+        v.finish()?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        let inv = billing::lock_invoice(&mut tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if let Some(existing) = billing::payment_by_reference(&mut *tx, method, reference).await? {
+            if existing.invoice_id != invoice {
+                return Err(ServiceError::field(
+                    "reference",
+                    "This reference was already recorded for another invoice.",
+                ));
+            }
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(PaymentOutcome {
+                payment: existing,
+                created: false,
+                invoice: inv,
+            });
+        }
+        if inv.status != "unpaid" {
+            return Err(ServiceError::Conflict(format!(
+                "This invoice is {}.",
+                inv.status
+            )));
+        }
+        let id = PaymentId::new();
+        billing::insert_payment(
+            &mut tx,
+            &billing::NewPayment {
+                id,
+                invoice_id: invoice,
+                organization_id: inv.organization_id,
+                method,
+                reference,
+                amount_minor,
+                currency: &inv.currency,
+                actor,
+                now,
+            },
+        )
+        .await?;
+        let due = inv.amount_due();
+        let to_invoice = amount_minor.min(due);
+        billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
+        let excess = amount_minor - to_invoice;
+        if excess > 0 {
+            billing::lock_credit(&mut tx, inv.organization_id).await?;
+            billing::append_ledger(
+                &mut tx,
+                &billing::NewLedgerEntry {
+                    organization_id: inv.organization_id,
+                    kind: "deposit",
+                    amount_minor: excess,
+                    currency: &inv.currency,
+                    invoice_id: Some(invoice),
+                    note: "Overpayment of an invoice",
+                    actor,
+                    now,
+                },
+            )
+            .await?;
+        }
+        let current = billing::invoice(&mut *tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        self.settle(&mut tx, &current, actor).await?;
+        let payment = billing::payment_by_reference(&mut *tx, method, reference)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let invoice_row = billing::invoice(&mut *tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(PaymentOutcome {
+            payment,
+            created: true,
+            invoice: invoice_row,
+        })
+    }
+
+    /// Cancels a pending order: its unpaid first invoice, its hosting accounts and pending
+    /// domains. `false` when the order was not pending.
+    pub(crate) async fn cancel_pending_order(
+        &self,
+        conn: &mut AnyConnection,
+        order_id: i64,
+        note: &str,
+        actor: &str,
+    ) -> Result<bool> {
+        let now = self.now_us();
+        if !billing::set_order_status(conn, order_id, "pending", "cancelled", now).await? {
+            return Ok(false);
+        }
+        for inv in billing::invoices_of_order(&mut *conn, order_id).await? {
+            billing::cancel_invoice(conn, inv.id, now).await?;
+            // Credit already applied to it goes back to the account.
+            if inv.status == "unpaid" && inv.credit_applied_minor > 0 {
+                billing::lock_credit(conn, inv.organization_id).await?;
+                billing::append_ledger(
+                    conn,
+                    &billing::NewLedgerEntry {
+                        organization_id: inv.organization_id,
+                        kind: "refund",
+                        amount_minor: inv.credit_applied_minor,
+                        currency: &inv.currency,
+                        invoice_id: Some(inv.id),
+                        note: "Credit returned from a cancelled invoice",
+                        actor,
+                        now,
+                    },
+                )
+                .await?;
+            }
+        }
+        for h in hosting::hosting_of_order(&mut *conn, order_id).await? {
+            hosting::transition(conn, h.id, &["pending"], "cancelled", note, actor, now).await?;
+            if let Some(d) = h.domain_id.as_deref().and_then(|d| d.parse().ok()) {
+                let owned = hosting::domain(&mut *conn, d)
+                    .await?
+                    .is_some_and(|x| x.order_id == Some(order_id));
+                if owned {
+                    hosting::set_domain_status(
+                        conn,
+                        d,
+                        &["pending_registration", "pending_transfer"],
+                        "cancelled",
+                        now,
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The hosting account ids an invoice pays for (for links and tags).
+    pub async fn hosting_of_invoice(&self, inv: &InvoiceRow) -> Result<Vec<HostingId>> {
+        Ok(match inv.order_id {
+            Some(o) => hosting::hosting_of_order(self.store.reader(), o)
+                .await?
+                .into_iter()
+                .map(|h| h.id)
+                .collect(),
+            None => vec![],
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! Secrets at rest (EPP codes, generated hosting passwords, server credentials) are sealed
+//! with AES-256-GCM under a key from configuration.
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine as _;
+use rand::RngCore;
+
+use crate::{Result, ServiceError};
+
+/// Seals and opens secrets. The key never leaves this type (its Debug hides it).
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Sealer {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+        }
+    }
+
+    /// Parses a 64-hex-digit key.
+    pub fn from_hex(hex_key: &str) -> Result<Self> {
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|_| ServiceError::Internal("the secret key must be 64 hex digits".into()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ServiceError::Internal("the secret key must be 32 bytes".into()))?;
+        Ok(Self::new(&key))
+    }
+
+    /// `v1.<nonce>.<ciphertext>`, base64.
+    pub fn seal(&self, plaintext: &str) -> Result<String> {
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .map_err(|_| ServiceError::Internal("sealing failed".into()))?;
+        Ok(format!("v1.{}.{}", B64.encode(nonce), B64.encode(ct)))
+    }
+
+    pub fn open(&self, sealed: &str) -> Result<String> {
+        let bad =
+            || ServiceError::Internal("a sealed secret could not be opened (wrong key?)".into());
+        let mut parts = sealed.split('.');
+        if parts.next() != Some("v1") {
+            return Err(bad());
+        }
+        let nonce = parts
+            .next()
+            .and_then(|n| B64.decode(n).ok())
+            .ok_or_else(bad)?;
+        let ct = parts
+            .next()
+            .and_then(|c| B64.decode(c).ok())
+            .ok_or_else(bad)?;
+        if nonce.len() != 12 {
+            return Err(bad());
+        }
+        let pt = self
+            .cipher
+            .decrypt(Nonce::from_slice(&nonce), ct.as_ref())
+            .map_err(|_| bad())?;
+        String::from_utf8(pt).map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let s = Sealer::new(&[7u8; 32]);
+        let sealed = s.seal("epp-code-123").unwrap();
+        assert!(!sealed.contains("epp-code"));
+        assert_eq!(s.open(&sealed).unwrap(), "epp-code-123");
+        assert_ne!(
+            s.seal("x").unwrap(),
+            s.seal("x").unwrap(),
+            "fresh nonce each time"
+        );
+        let other = Sealer::new(&[8u8; 32]);
+        assert!(other.open(&sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        assert!(s.open(&tampered).is_err());
+    }
+}

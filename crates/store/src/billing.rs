@@ -1,0 +1,549 @@
+//! Orders, invoices and their lines, payments, and the account-credit ledger.
+
+use lodge_core::{OrderUuid, OrganizationId, PaymentId, ProjectId};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+
+use crate::Result;
+
+// ---- orders ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    #[sqlx(try_from = "String")]
+    pub uuid: OrderUuid,
+    #[sqlx(try_from = "String")]
+    pub organization_id: OrganizationId,
+    #[sqlx(try_from = "String")]
+    pub project_id: ProjectId,
+    pub status: String,
+    pub source: String,
+    pub currency: String,
+    pub coupon_id: Option<String>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+const ORDER_COLUMNS: &str = "id, uuid, organization_id, project_id, status, source, currency, coupon_id, created_at, modified_at";
+
+pub struct NewOrder<'a> {
+    pub uuid: OrderUuid,
+    pub organization_id: OrganizationId,
+    pub project_id: ProjectId,
+    pub status: &'a str,
+    pub source: &'a str,
+    pub currency: &'a str,
+    pub coupon_id: Option<String>,
+    pub actor: &'a str,
+    pub now: i64,
+}
+
+/// Inserts an order; returns its integer id (from the database).
+pub async fn insert_order(conn: &mut AnyConnection, o: &NewOrder<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO orders (uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+    )
+    .bind(o.uuid.to_string())
+    .bind(o.organization_id.to_string())
+    .bind(o.project_id.to_string())
+    .bind(o.status)
+    .bind(o.source)
+    .bind(o.currency)
+    .bind(o.coupon_id.clone())
+    .bind(o.actor)
+    .bind(o.now)
+    .fetch_one(conn)
+    .await?)
+}
+
+pub async fn order<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+) -> Result<Option<OrderRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Moves an order from one status to another; `false` when it was not in `from`.
+pub async fn set_order_status(
+    conn: &mut AnyConnection,
+    id: i64,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE orders SET status = $3, modified_at = $4 WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+// ---- invoices ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct InvoiceRow {
+    pub id: i64,
+    pub number: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub organization_id: OrganizationId,
+    pub order_id: Option<i64>,
+    pub kind: String,
+    pub status: String,
+    pub currency: String,
+    pub subtotal_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    pub credit_applied_minor: i64,
+    pub paid_minor: i64,
+    pub payment_token: String,
+    pub due_date: String,
+    pub issued_at: i64,
+    pub paid_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+impl InvoiceRow {
+    /// What is still to pay.
+    pub fn amount_due(&self) -> i64 {
+        self.total_minor - self.credit_applied_minor - self.paid_minor
+    }
+}
+
+const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at";
+
+pub struct NewInvoice<'a> {
+    pub number: &'a str,
+    pub organization_id: OrganizationId,
+    pub order_id: Option<i64>,
+    pub kind: &'a str,
+    pub currency: &'a str,
+    pub subtotal_minor: i64,
+    pub tax_minor: i64,
+    pub payment_token: &'a str,
+    pub due_date: &'a str,
+    pub now: i64,
+}
+
+/// Issues an invoice (status `unpaid`); returns its id.
+pub async fn insert_invoice(conn: &mut AnyConnection, i: &NewInvoice<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
+             total_minor, payment_token, due_date, issued_at, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, 'unpaid', $5, $6, $7, $8, $9, $10, $11, $11, $11) RETURNING id",
+    )
+    .bind(i.number)
+    .bind(i.organization_id.to_string())
+    .bind(i.order_id)
+    .bind(i.kind)
+    .bind(i.currency)
+    .bind(i.subtotal_minor)
+    .bind(i.tax_minor)
+    .bind(i.subtotal_minor + i.tax_minor)
+    .bind(i.payment_token)
+    .bind(i.due_date)
+    .bind(i.now)
+    .fetch_one(conn)
+    .await?)
+}
+
+pub async fn invoice<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+) -> Result<Option<InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    token: &str,
+) -> Result<Option<InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_token = $1"
+    ))
+    .bind(token)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The invoice, locked for the rest of the transaction (PostgreSQL row lock via a no-op
+/// update; SQLite has a single writer).
+pub async fn lock_invoice(conn: &mut AnyConnection, id: i64) -> Result<Option<InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE invoices SET modified_at = modified_at WHERE id = $1 RETURNING {INVOICE_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub async fn invoices_page(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    order_id: Option<i64>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<InvoiceRow>, i64)> {
+    let filter = "organization_id = $1 AND ($2 IS NULL OR order_id = $2)";
+    let rows = sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE {filter} ORDER BY id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(org.to_string())
+    .bind(order_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM invoices WHERE {filter}"))
+        .bind(org.to_string())
+        .bind(order_id)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, count))
+}
+
+/// The invoices of the orders that created some hosting accounts (by order id).
+pub async fn invoices_of_order<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    order_id: i64,
+) -> Result<Vec<InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE order_id = $1 ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn add_credit_applied(
+    conn: &mut AnyConnection,
+    invoice: i64,
+    amount: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2, modified_at = $3 WHERE id = $1",
+    )
+    .bind(invoice)
+    .bind(amount)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_paid(conn: &mut AnyConnection, invoice: i64, amount: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE invoices SET paid_minor = paid_minor + $2, modified_at = $3 WHERE id = $1")
+        .bind(invoice)
+        .bind(amount)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `unpaid` → `paid` when nothing is left due; `false` if it was not unpaid or not covered
+/// (so a payment activates the order exactly once).
+pub async fn mark_paid(conn: &mut AnyConnection, invoice: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE invoices SET status = 'paid', paid_at = $2, modified_at = $2
+         WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + paid_minor >= total_minor",
+    )
+    .bind(invoice)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn cancel_invoice(conn: &mut AnyConnection, invoice: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE invoices SET status = 'cancelled', cancelled_at = $2, modified_at = $2
+         WHERE id = $1 AND status = 'unpaid'",
+    )
+    .bind(invoice)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LineRow {
+    pub id: i64,
+    pub invoice_id: i64,
+    pub position: i64,
+    pub kind: String,
+    pub description: String,
+    pub service_id: Option<String>,
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+    pub amount_minor: i64,
+    pub tax_rate_bp: i64,
+    pub tax_minor: i64,
+}
+
+pub struct NewLine<'a> {
+    pub position: i64,
+    pub kind: &'a str,
+    pub description: &'a str,
+    pub service_id: Option<String>,
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+    pub amount_minor: i64,
+}
+
+pub async fn insert_line(conn: &mut AnyConnection, invoice: i64, l: &NewLine<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(invoice)
+    .bind(l.position)
+    .bind(l.kind)
+    .bind(l.description)
+    .bind(l.service_id.clone())
+    .bind(l.period_start.clone())
+    .bind(l.period_end.clone())
+    .bind(l.amount_minor)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn lines<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    invoice: i64,
+) -> Result<Vec<LineRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor, tax_rate_bp, tax_minor
+         FROM invoice_lines WHERE invoice_id = $1 ORDER BY position, id",
+    )
+    .bind(invoice)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Moves the first period of a service's plan line to start on the day it was paid.
+pub async fn set_line_period(
+    conn: &mut AnyConnection,
+    invoice: i64,
+    service_id: &str,
+    start: &str,
+    end: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE invoice_lines SET period_start = $3, period_end = $4
+         WHERE invoice_id = $1 AND service_id = $2 AND kind = 'plan'",
+    )
+    .bind(invoice)
+    .bind(service_id)
+    .bind(start)
+    .bind(end)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Bumps the gapless invoice counter and formats the number (`INV-000042`).
+pub async fn next_invoice_number(conn: &mut AnyConnection) -> Result<String> {
+    let n = crate::next_counter(conn, "invoice_number").await?;
+    Ok(format!("INV-{n:06}"))
+}
+
+// ---- payments ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PaymentRow {
+    #[sqlx(try_from = "String")]
+    pub id: PaymentId,
+    pub invoice_id: i64,
+    pub method: String,
+    pub reference: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+const PAYMENT_COLUMNS: &str =
+    "id, invoice_id, method, reference, amount_minor, currency, actor, created_at";
+
+pub struct NewPayment<'a> {
+    pub id: PaymentId,
+    pub invoice_id: i64,
+    pub organization_id: OrganizationId,
+    pub method: &'a str,
+    pub reference: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub actor: &'a str,
+    pub now: i64,
+}
+
+/// Records a payment; `false` (and nothing written) if `(method, reference)` already exists.
+pub async fn insert_payment(conn: &mut AnyConnection, p: &NewPayment<'_>) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO payments (id, invoice_id, organization_id, method, reference, amount_minor, currency, actor, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (method, reference) DO NOTHING",
+    )
+    .bind(p.id.to_string())
+    .bind(p.invoice_id)
+    .bind(p.organization_id.to_string())
+    .bind(p.method)
+    .bind(p.reference)
+    .bind(p.amount_minor)
+    .bind(p.currency)
+    .bind(p.actor)
+    .bind(p.now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn payment_by_reference<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    method: &str,
+    reference: &str,
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE method = $1 AND reference = $2"
+    ))
+    .bind(method)
+    .bind(reference)
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn payments<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    invoice: i64,
+) -> Result<Vec<PaymentRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE invoice_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(invoice)
+    .fetch_all(db)
+    .await?)
+}
+
+// ---- account credit ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub kind: String,
+    pub amount_minor: i64,
+    pub balance_after_minor: i64,
+    pub currency: String,
+    pub invoice_id: Option<i64>,
+    pub note: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+/// Locks the organization's row for the rest of the transaction and returns its credit
+/// balance (a no-op update takes PostgreSQL's row lock; SQLite has a single writer).
+pub async fn lock_credit(conn: &mut AnyConnection, org: OrganizationId) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE organizations SET credit_balance_minor = credit_balance_minor WHERE id = $1
+         RETURNING credit_balance_minor",
+    )
+    .bind(org.to_string())
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub struct NewLedgerEntry<'a> {
+    pub organization_id: OrganizationId,
+    pub kind: &'a str,
+    /// Signed: deposits positive, applications negative.
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub invoice_id: Option<i64>,
+    pub note: &'a str,
+    pub actor: &'a str,
+    pub now: i64,
+}
+
+/// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
+/// entry that would make it negative. Call with the row locked (`lock_credit`).
+pub async fn append_ledger(conn: &mut AnyConnection, e: &NewLedgerEntry<'_>) -> Result<i64> {
+    let balance: i64 = sqlx::query_scalar(
+        "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
+         WHERE id = $1 RETURNING credit_balance_minor",
+    )
+    .bind(e.organization_id.to_string())
+    .bind(e.amount_minor)
+    .bind(e.now)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(e.organization_id.to_string())
+    .bind(e.kind)
+    .bind(e.amount_minor)
+    .bind(balance)
+    .bind(e.currency)
+    .bind(e.invoice_id)
+    .bind(e.note)
+    .bind(e.actor)
+    .bind(e.now)
+    .execute(conn)
+    .await?;
+    Ok(balance)
+}
+
+pub async fn ledger_page(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<LedgerRow>, i64)> {
+    let rows = sqlx::query_as(
+        "SELECT id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at
+         FROM credit_ledger WHERE organization_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(org.to_string())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM credit_ledger WHERE organization_id = $1")
+        .bind(org.to_string())
+        .fetch_one(db)
+        .await?;
+    Ok((rows, count))
+}
+
+/// The sum of the organization's ledger (equals its balance).
+pub async fn ledger_sum<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM credit_ledger WHERE organization_id = $1",
+    )
+    .bind(org.to_string())
+    .fetch_one(db)
+    .await?)
+}

@@ -1,0 +1,479 @@
+//! Hosting accounts (with their status history) and domains.
+
+use lodge_core::{DomainId, HostingId, OrganizationId, PlanId, ProjectId};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+
+use crate::Result;
+
+/// Statuses in which a hosting account holds its domain name.
+pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended', 'failed')";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct HostingRow {
+    pub legacy_id: i64,
+    #[sqlx(try_from = "String")]
+    pub id: HostingId,
+    #[sqlx(try_from = "String")]
+    pub organization_id: OrganizationId,
+    #[sqlx(try_from = "String")]
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub order_id: i64,
+    #[sqlx(try_from = "String")]
+    pub plan_id: PlanId,
+    pub domain_name: String,
+    pub domain_id: Option<String>,
+    pub server_id: Option<String>,
+    pub username: Option<String>,
+    pub status: String,
+    pub billing_cycle: String,
+    pub recurring_minor: i64,
+    pub first_period_months: Option<i64>,
+    pub renewal_months: Option<i64>,
+    pub currency: String,
+    pub coupon_id: Option<String>,
+    pub next_due_date: Option<String>,
+    pub cancel_type: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub cancel_requested_at: Option<i64>,
+    pub cancel_effective_date: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+const HOSTING_COLUMNS: &str = "h.legacy_id, h.id, h.organization_id, h.project_id, p.name AS project_name, h.order_id, h.plan_id,
+    h.domain_name, h.domain_id, h.server_id, h.username, h.status, h.billing_cycle, h.recurring_minor, h.first_period_months, h.renewal_months,
+    h.currency, h.coupon_id, h.next_due_date, h.cancel_type, h.cancel_reason, h.cancel_requested_at,
+    h.cancel_effective_date, h.last_error, h.created_at, h.modified_at";
+const HOSTING_FROM: &str = "hosting h JOIN projects p ON p.id = h.project_id";
+
+pub struct NewHosting<'a> {
+    pub id: HostingId,
+    pub organization_id: OrganizationId,
+    pub project_id: ProjectId,
+    pub order_id: i64,
+    pub plan_id: PlanId,
+    pub domain_name: &'a str,
+    pub domain_id: Option<DomainId>,
+    pub status: &'a str,
+    pub billing_cycle: &'a str,
+    pub recurring_minor: i64,
+    pub first_period_months: Option<i64>,
+    pub renewal_months: Option<i64>,
+    pub currency: &'a str,
+    pub coupon_id: Option<String>,
+    pub secret: Option<String>,
+    pub actor: &'a str,
+    pub now: i64,
+}
+
+/// Inserts a hosting account and its first history entry.
+pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
+             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+    )
+    .bind(h.id.to_string())
+    .bind(h.organization_id.to_string())
+    .bind(h.project_id.to_string())
+    .bind(h.order_id)
+    .bind(h.plan_id.to_string())
+    .bind(h.domain_name)
+    .bind(h.domain_id.map(|d| d.to_string()))
+    .bind(h.status)
+    .bind(h.billing_cycle)
+    .bind(h.recurring_minor)
+    .bind(h.first_period_months)
+    .bind(h.renewal_months)
+    .bind(h.currency)
+    .bind(h.coupon_id.clone())
+    .bind(h.secret.clone())
+    .bind(h.now)
+    .execute(&mut *conn)
+    .await?;
+    record_history(conn, h.id, None, h.status, "ordered", h.actor, h.now).await
+}
+
+pub async fn record_history(
+    conn: &mut AnyConnection,
+    hosting: HostingId,
+    from: Option<&str>,
+    to: &str,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO hosting_history (hosting_id, from_status, to_status, note, actor, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(hosting.to_string())
+    .bind(from)
+    .bind(to)
+    .bind(note)
+    .bind(actor)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a hosting account between statuses (recording it); `false` if it was not in one of
+/// `from`.
+pub async fn transition(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    from: &[&str],
+    to: &str,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    let current: Option<String> = sqlx::query_scalar(
+        "UPDATE hosting SET modified_at = modified_at WHERE id = $1 RETURNING status",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    if !from.contains(&current.as_str()) {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(to)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    record_history(conn, id, Some(&current), to, note, actor, now).await?;
+    Ok(true)
+}
+
+pub async fn set_next_due_date(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    date: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE hosting SET next_due_date = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(date)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_cancellation(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    kind: Option<&str>,
+    reason: Option<&str>,
+    requested_at: Option<i64>,
+    effective_date: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosting SET cancel_type = $2, cancel_reason = $3, cancel_requested_at = $4,
+             cancel_effective_date = $5, modified_at = $6 WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .bind(kind)
+    .bind(reason)
+    .bind(requested_at)
+    .bind(effective_date)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn hosting<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: HostingId,
+) -> Result<Option<HostingRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} WHERE h.id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn hosting_by_legacy<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+    legacy_id: i64,
+) -> Result<Option<HostingRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} WHERE h.organization_id = $1 AND h.legacy_id = $2"
+    ))
+    .bind(org.to_string())
+    .bind(legacy_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn hosting_of_order<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    order_id: i64,
+) -> Result<Vec<HostingRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} WHERE h.order_id = $1 ORDER BY h.legacy_id"
+    ))
+    .bind(order_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A page of hosting accounts of an organization, optionally of one project.
+pub async fn hosting_page(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    project: Option<ProjectId>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<HostingRow>, i64)> {
+    let project = project.map(|p| p.to_string());
+    let filter = "h.organization_id = $1 AND ($2 IS NULL OR h.project_id = $2)";
+    let rows = sqlx::query_as(&format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} WHERE {filter} ORDER BY h.legacy_id LIMIT $3 OFFSET $4"
+    ))
+    .bind(org.to_string())
+    .bind(project.clone())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM hosting h WHERE {filter}"))
+        .bind(org.to_string())
+        .bind(project)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, count))
+}
+
+/// Whether a live hosting account carries this name.
+pub async fn live_hosting_for_name<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    name: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND status IN {LIVE_HOSTING}"
+    ))
+    .bind(name)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct HistoryRow {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub note: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+pub async fn history<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: HostingId,
+) -> Result<Vec<HistoryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT from_status, to_status, note, actor, created_at FROM hosting_history
+         WHERE hosting_id = $1 ORDER BY id",
+    )
+    .bind(id.to_string())
+    .fetch_all(db)
+    .await?)
+}
+
+// ---- domains ----
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DomainRow {
+    pub legacy_id: i64,
+    #[sqlx(try_from = "String")]
+    pub id: DomainId,
+    #[sqlx(try_from = "String")]
+    pub organization_id: OrganizationId,
+    #[sqlx(try_from = "String")]
+    pub project_id: ProjectId,
+    pub order_id: Option<i64>,
+    pub name: String,
+    pub sld: String,
+    pub tld: String,
+    pub status: String,
+    pub registrar: String,
+    pub registration_date: Option<String>,
+    pub expiration_date: Option<String>,
+    pub auto_renew: i64,
+    pub is_locked: i64,
+    pub nameservers: String,
+    pub next_billing_date: Option<String>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+const DOMAIN_COLUMNS: &str = "legacy_id, id, organization_id, project_id, order_id, name, sld, tld, status, registrar,
+    registration_date, expiration_date, auto_renew, is_locked, nameservers, next_billing_date, created_at, modified_at";
+
+/// Statuses in which a domain object holds its name.
+pub const LIVE_DOMAIN: &str = "('pending_registration', 'pending_transfer', 'active')";
+
+pub struct NewDomain<'a> {
+    pub id: DomainId,
+    pub organization_id: OrganizationId,
+    pub project_id: ProjectId,
+    pub order_id: Option<i64>,
+    pub name: &'a str,
+    pub sld: &'a str,
+    pub tld: &'a str,
+    pub status: &'a str,
+    pub registrar: &'a str,
+    pub epp_code: Option<&'a str>,
+    pub now: i64,
+}
+
+pub async fn insert_domain(conn: &mut AnyConnection, d: &NewDomain<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO domains (id, organization_id, project_id, order_id, name, sld, tld, status, registrar, epp_code, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+    )
+    .bind(d.id.to_string())
+    .bind(d.organization_id.to_string())
+    .bind(d.project_id.to_string())
+    .bind(d.order_id)
+    .bind(d.name)
+    .bind(d.sld)
+    .bind(d.tld)
+    .bind(d.status)
+    .bind(d.registrar)
+    .bind(d.epp_code)
+    .bind(d.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn domain<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: DomainId,
+) -> Result<Option<DomainRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Whether a live domain object holds this name (anywhere in Lodge).
+pub async fn live_domain_for_name<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    name: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM domains WHERE name = $1 AND status IN {LIVE_DOMAIN}"
+    ))
+    .bind(name)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn domains_page(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    project: ProjectId,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<DomainRow>, i64)> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE organization_id = $1 AND project_id = $2
+         ORDER BY legacy_id LIMIT $3 OFFSET $4"
+    ))
+    .bind(org.to_string())
+    .bind(project.to_string())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM domains WHERE organization_id = $1 AND project_id = $2",
+    )
+    .bind(org.to_string())
+    .bind(project.to_string())
+    .fetch_one(db)
+    .await?;
+    Ok((rows, count))
+}
+
+pub async fn set_auto_renew(
+    conn: &mut AnyConnection,
+    id: DomainId,
+    on: bool,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE domains SET auto_renew = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(i64::from(on))
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a domain between statuses; `false` if it was not in `from`.
+pub async fn set_domain_status(
+    conn: &mut AnyConnection,
+    id: DomainId,
+    from: &[&str],
+    to: &str,
+    now: i64,
+) -> Result<bool> {
+    let current: Option<String> = sqlx::query_scalar("SELECT status FROM domains WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match current {
+        Some(c) if from.contains(&c.as_str()) => {}
+        _ => return Ok(false),
+    }
+    sqlx::query("UPDATE domains SET status = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(to)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Marks a registration or transfer done: active with its dates.
+pub async fn activate_domain(
+    conn: &mut AnyConnection,
+    id: DomainId,
+    registration_date: &str,
+    expiration_date: &str,
+    nameservers: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE domains SET status = 'active', registration_date = $2, expiration_date = $3,
+             next_billing_date = $3, nameservers = $4, epp_code = NULL, modified_at = $5
+         WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer')",
+    )
+    .bind(id.to_string())
+    .bind(registration_date)
+    .bind(expiration_date)
+    .bind(nameservers)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -1,0 +1,100 @@
+//! Stored responses of requests sent with an `Idempotency-Key`.
+
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+
+use crate::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct IdempotencyRow {
+    pub request_hash: String,
+    pub status_code: Option<i64>,
+    pub response: Option<String>,
+    pub created_at: i64,
+}
+
+/// Claims `(scope, key)` for a request; `true` when this caller is the first.
+pub async fn claim<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(request_hash)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    scope: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRow>> {
+    Ok(sqlx::query_as(
+        "SELECT request_hash, status_code, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Stores the response of a claimed key.
+pub async fn complete<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    scope: &str,
+    key: &str,
+    status_code: i64,
+    response: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(status_code)
+    .bind(response)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Gives a claim back (the request failed in a way worth retrying).
+pub async fn release<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    scope: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND response IS NULL")
+        .bind(scope)
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets an abandoned claim (its request died before answering) so it can be retaken.
+pub async fn release_stale(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+    older_than: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND response IS NULL AND created_at < $3",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(older_than)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
