@@ -168,13 +168,44 @@ pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// `?page=&page_size=` (pages from 1; `page_size` defaults to 20 and is capped at 100).
-#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page number, from 1.
     pub page: Option<String>,
     /// Results per page (default 20, at most 100).
     pub page_size: Option<String>,
+}
+
+/// Never fails, so `Query<PageQuery>` never answers axum's plain-text 400: a repeated
+/// parameter takes its last value (as Django's `QueryDict` does) and other parameters are
+/// ignored; [`PageQuery::resolve`] judges the values.
+impl<'de> Deserialize<'de> for PageQuery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Params;
+        impl<'de> serde::de::Visitor<'de> for Params {
+            type Value = PageQuery;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("query parameters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PageQuery, A::Error> {
+                let mut q = PageQuery::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    match key.as_str() {
+                        "page" => q.page = Some(value),
+                        "page_size" => q.page_size = Some(value),
+                        _ => {}
+                    }
+                }
+                Ok(q)
+            }
+        }
+        d.deserialize_map(Params)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

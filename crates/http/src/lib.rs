@@ -14,6 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+mod apiv2;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub public_base_url: Arc<str>,
     pub limiter: Limiter,
     pub metrics: Metrics,
+    /// The `/apiv2` order form, rendered once per catalog version.
+    pub order_form: Arc<apiv2::form::FormCache>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
             metrics: Metrics::new()?,
+            order_form: Arc::default(),
         })
     }
 }
@@ -69,6 +73,7 @@ impl AppState {
         (name = "organizations", description = "Organizations and projects (/v1)"),
         (name = "hosting", description = "The hosting catalog, orders, hosting accounts and domains (/v1)"),
         (name = "billing", description = "Invoices and account credit (/v1)"),
+        (name = "apiv2", description = "InterServer-compatible website ordering (/apiv2)"),
         (name = "pages", description = "The hosted payment page (HTML, no login)"),
         (name = "auth", description = "Login and API keys (/v1)"),
         (name = "admin", description = "Staff API (/v1/admin)"),
@@ -103,6 +108,7 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(v1::routes())
+        .merge(apiv2::routes())
         .merge(pages::routes())
 }
 

@@ -332,6 +332,17 @@ pub fn money_number(minor: i64, cur: Currency) -> Box<serde_json::value::RawValu
         .unwrap_or_default()
 }
 
+/// Like [`money_number`], but a whole amount is written as an integer (`36`, `54.5` stays
+/// `54.50`), as InterServer's offer costs are.
+pub fn money_number_compact(minor: i64, cur: Currency) -> Box<serde_json::value::RawValue> {
+    let unit = 10_i64.pow(cur.minor_units());
+    if minor % unit == 0 {
+        serde_json::value::RawValue::from_string((minor / unit).to_string()).unwrap_or_default()
+    } else {
+        money_number(minor, cur)
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Cancellation {
     /// `immediate` or `end_of_period`.

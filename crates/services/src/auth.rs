@@ -409,6 +409,22 @@ impl Lodge {
         })
     }
 
+    /// The caller's organization as an `/apiv2` customer: the key's organization, or the
+    /// first one the user belongs to.
+    pub async fn customer_access(&self, p: &Principal) -> Result<Access> {
+        let org = match p.organization {
+            Some(o) => o,
+            None => orgs::for_user(self.store.reader(), p.user)
+                .await?
+                .first()
+                .map(|o| o.id)
+                .ok_or_else(|| {
+                    ServiceError::Unauthorized("This login has no customer account.".to_owned())
+                })?,
+        };
+        self.access(p, org).await
+    }
+
     /// Access to a project of `org`: `NotFound` for another organization's project or, for a
     /// guest, a project it was not added to.
     pub async fn project_access(

@@ -296,6 +296,70 @@ impl Lodge {
         Ok(inv)
     }
 
+    /// Pays several unpaid invoices from account credit, all or none (`/apiv2` prepay).
+    pub async fn pay_many_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        for &id in invoices {
+            let inv = billing::lock_invoice(&mut tx, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if inv.status != "unpaid" {
+                continue;
+            }
+            let due = inv.amount_due();
+            let balance = billing::lock_credit(&mut tx, inv.organization_id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if balance < due {
+                return Err(ServiceError::Conflict(
+                    "The account credit does not cover these invoices.".into(),
+                ));
+            }
+            self.apply_credit(&mut tx, inv.organization_id, id, due, actor)
+                .await?;
+            let inv = billing::invoice(&mut *tx, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            self.settle(&mut tx, &inv, actor).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Removes the unpaid first invoice of a pending order, cancelling that order and its
+    /// services. `Conflict` for any other invoice.
+    pub async fn delete_pending_invoice(
+        &self,
+        access: &Access,
+        id: i64,
+        actor: &str,
+    ) -> Result<()> {
+        access.require_write()?;
+        let mut tx = self.store.begin().await?;
+        let inv = billing::lock_invoice(&mut tx, id)
+            .await?
+            .filter(|i| i.organization_id == access.organization)
+            .ok_or(ServiceError::NotFound)?;
+        let order = match (inv.kind.as_str(), inv.status.as_str(), inv.order_id) {
+            ("first", "unpaid", Some(order)) => order,
+            _ => {
+                return Err(ServiceError::Conflict(
+                    "Only the unpaid first invoice of a pending service can be deleted.".into(),
+                ))
+            }
+        };
+        if !self
+            .cancel_pending_order(&mut tx, order, "Invoice deleted by the customer", actor)
+            .await?
+        {
+            return Err(ServiceError::Conflict(
+                "This order is no longer pending.".into(),
+            ));
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// Staff record a payment received outside Lodge (bank transfer, cheque…). The same
     /// `(method, reference)` twice changes nothing the second time; paying more than is due
     /// puts the rest on the account as credit.

@@ -97,6 +97,9 @@ pub struct Settings {
     pub session_ttl_secs: i64,
     /// Bank-transfer instructions shown on the payment page (empty: not offered).
     pub bank_transfer_instructions: String,
+    /// `/apiv2` orders must carry `tos` (terms accepted); off by default, as InterServer's own
+    /// web client does not send it.
+    pub require_tos: bool,
 }
 
 impl Settings {
@@ -109,6 +112,7 @@ impl Settings {
             refresh_ttl_secs: 7 * 24 * 3600,
             session_ttl_secs: 24 * 3600,
             bank_transfer_instructions: String::new(),
+            require_tos: false,
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct OrderForm {
     pub offer_legacy_id: Option<i64>,
     pub coupon: Option<String>,
     pub password: Option<String>,
+    /// A free-form note kept on the hosting account (`/apiv2` `comment`).
+    pub comment: Option<String>,
 }
 
 /// Where the order's domain comes from.
@@ -70,6 +72,16 @@ pub enum DomainPlan {
     External {
         name: DomainName,
     },
+}
+
+impl ValidOrder {
+    /// The cycle the account renews on: an offer's renewal frequency, else the chosen one.
+    pub fn hosting_cycle(&self) -> BillingCycle {
+        self.offer
+            .as_ref()
+            .and_then(|o| BillingCycle::from_months(months_u32(o.renewal_months)))
+            .unwrap_or(self.cycle)
+    }
 }
 
 impl DomainPlan {
@@ -100,6 +112,7 @@ pub struct ValidOrder {
     pub original_total_minor: i64,
     /// The hosting account's password: given, or generated when blank.
     pub password: Option<String>,
+    pub comment: String,
     pub source: OrderSource,
 }
 
@@ -358,6 +371,14 @@ impl Lodge {
             quote,
             original_total_minor,
             password,
+            comment: form
+                .comment
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("")
+                .chars()
+                .take(1000)
+                .collect(),
             source,
         })
     }
@@ -668,7 +689,7 @@ impl Lodge {
                 domain_name: o.domain.name(),
                 domain_id,
                 status: "pending",
-                billing_cycle: o.cycle.as_str(),
+                billing_cycle: o.hosting_cycle().as_str(),
                 recurring_minor: o.quote.renewal_minor.unwrap_or(0),
                 first_period_months: o.quote.first_period_months.map(i64::from),
                 renewal_months,
@@ -679,6 +700,7 @@ impl Lodge {
                     .as_deref()
                     .map(|p| self.sealer.seal(p))
                     .transpose()?,
+                comment: &o.comment,
                 actor,
                 now,
             },

@@ -38,6 +38,7 @@ pub struct HostingRow {
     pub cancel_requested_at: Option<i64>,
     pub cancel_effective_date: Option<String>,
     pub last_error: Option<String>,
+    pub comment: String,
     pub created_at: i64,
     pub modified_at: i64,
 }
@@ -45,7 +46,7 @@ pub struct HostingRow {
 const HOSTING_COLUMNS: &str = "h.legacy_id, h.id, h.organization_id, h.project_id, p.name AS project_name, h.order_id, h.plan_id,
     h.domain_name, h.domain_id, h.server_id, h.username, h.status, h.billing_cycle, h.recurring_minor, h.first_period_months, h.renewal_months,
     h.currency, h.coupon_id, h.next_due_date, h.cancel_type, h.cancel_reason, h.cancel_requested_at,
-    h.cancel_effective_date, h.last_error, h.created_at, h.modified_at";
+    h.cancel_effective_date, h.last_error, h.comment, h.created_at, h.modified_at";
 const HOSTING_FROM: &str = "hosting h JOIN projects p ON p.id = h.project_id";
 
 pub struct NewHosting<'a> {
@@ -64,6 +65,7 @@ pub struct NewHosting<'a> {
     pub currency: &'a str,
     pub coupon_id: Option<String>,
     pub secret: Option<String>,
+    pub comment: &'a str,
     pub actor: &'a str,
     pub now: i64,
 }
@@ -72,8 +74,8 @@ pub struct NewHosting<'a> {
 pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
-             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)",
     )
     .bind(h.id.to_string())
     .bind(h.organization_id.to_string())
@@ -90,6 +92,7 @@ pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Res
     .bind(h.currency)
     .bind(h.coupon_id.clone())
     .bind(h.secret.clone())
+    .bind(h.comment)
     .bind(h.now)
     .execute(&mut *conn)
     .await?;

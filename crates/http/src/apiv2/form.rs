@@ -1,0 +1,629 @@
+//! `GET|PUT|POST /apiv2/websites/order`: the order form (precomputed per catalog version),
+//! the quote, and placing the order through the same service as `/v1`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lodge_core::{BillingCycle, Currency};
+use lodge_services::catalog::{Catalog, Plan};
+use lodge_services::orders::{OrderForm, OrderSource, ValidOrder};
+use lodge_services::{FieldErrors, ServiceError};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{flag, Customer, V2Error};
+use crate::wire::{money_number_compact, money_str, ts};
+use crate::AppState;
+
+// ---- the order form ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceRow {
+    pub services_id: String,
+    pub services_name: String,
+    pub services_cost: String,
+    pub services_category: String,
+    pub services_buyable: String,
+    pub services_type: String,
+    pub services_field1: String,
+    pub services_field2: String,
+    pub services_module: String,
+    pub services_html: String,
+    pub services_description: String,
+    pub services_moreinfo_url: String,
+    pub services_hidden: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JsonServiceOffer {
+    pub service_offer_id: String,
+    pub service_id: String,
+    #[schema(value_type = f64)]
+    pub intro_cost: Box<serde_json::value::RawValue>,
+    #[schema(value_type = f64)]
+    pub renewal_cost: Box<serde_json::value::RawValue>,
+    pub intro_frequency: String,
+    pub renewal_frequency: String,
+    pub allow_coupon: String,
+    pub service_module: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: String,
+    #[serde(rename = "currencySymbol")]
+    pub currency_symbol: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOffer {
+    pub service_offer_id: String,
+    pub service_id: String,
+    pub intro_cost: String,
+    pub renewal_cost: String,
+    pub intro_frequency: String,
+    pub renewal_frequency: String,
+    pub allow_coupon: String,
+    pub service_module: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: String,
+}
+
+/// InterServer's `WebsitesOrder`: every buyable plan in every map, keyed by `services_id`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebsitesOrder {
+    pub step: String,
+    pub website: String,
+    pub period: i64,
+    pub service_offer_id: i64,
+    pub packages: BTreeMap<String, String>,
+    pub enable_domain_registering: bool,
+    pub json_services: BTreeMap<String, String>,
+    pub json_service_offers: BTreeMap<String, Vec<JsonServiceOffer>>,
+    pub service_types: BTreeMap<String, ServiceRow>,
+    pub service_offers: BTreeMap<String, Vec<ServiceOffer>>,
+    /// Sic: InterServer's clients read this spelling.
+    #[serde(rename = "packges")]
+    pub packges: BTreeMap<String, ServiceRow>,
+    pub currency_symbol: String,
+}
+
+fn monthly_cost(p: &Plan) -> i64 {
+    p.monthly()
+        .or_else(|| p.prices.iter().find(|x| x.is_default))
+        .or_else(|| p.prices.first())
+        .map_or(0, |x| x.price.minor())
+}
+
+fn service_row(p: &Plan, cur: Currency) -> ServiceRow {
+    let r = &p.row;
+    ServiceRow {
+        services_id: r.legacy_id.to_string(),
+        services_name: r.name.clone(),
+        services_cost: money_str(monthly_cost(p), cur),
+        services_category: r.category.clone(),
+        services_buyable: flag(r.buyable == 1),
+        services_type: r.type_id.clone(),
+        services_field1: r.field1.clone(),
+        services_field2: r.field2.clone(),
+        services_module: "webhosting".into(),
+        services_html: r.html.clone(),
+        services_description: r.description.clone(),
+        services_moreinfo_url: r.moreinfo_url.clone(),
+        services_hidden: flag(r.hidden == 1),
+    }
+}
+
+/// Builds the order form from a catalog.
+pub fn build_order_form(c: &Catalog, domain_registering: bool) -> WebsitesOrder {
+    let cur = c.currency;
+    let mut f = WebsitesOrder {
+        step: "order_form".into(),
+        website: String::new(),
+        period: 1,
+        service_offer_id: 0,
+        packages: BTreeMap::new(),
+        enable_domain_registering: domain_registering,
+        json_services: BTreeMap::new(),
+        json_service_offers: BTreeMap::new(),
+        service_types: BTreeMap::new(),
+        service_offers: BTreeMap::new(),
+        packges: BTreeMap::new(),
+        currency_symbol: cur.symbol().to_owned(),
+    };
+    for p in c.plans.iter().filter(|p| p.orderable()) {
+        let id = p.row.legacy_id.to_string();
+        f.packages.insert(id.clone(), p.row.name.clone());
+        f.json_services
+            .insert(id.clone(), money_str(monthly_cost(p), cur));
+        f.service_types.insert(id.clone(), service_row(p, cur));
+        f.packges.insert(id.clone(), service_row(p, cur));
+        let offers: Vec<_> = c.offers_for(p.row.id).collect();
+        f.json_service_offers.insert(
+            id.clone(),
+            offers
+                .iter()
+                .map(|o| JsonServiceOffer {
+                    service_offer_id: o.legacy_id.to_string(),
+                    service_id: id.clone(),
+                    intro_cost: money_number_compact(o.intro_total_minor, cur),
+                    renewal_cost: money_number_compact(o.renewal_minor, cur),
+                    intro_frequency: o.intro_months.to_string(),
+                    renewal_frequency: o.renewal_months.to_string(),
+                    allow_coupon: flag(o.allow_coupon == 1),
+                    service_module: "webhosting".into(),
+                    created_at: ts(o.created_at),
+                    updated_at: ts(o.modified_at),
+                    deleted_at: o.deleted_at.map(ts).unwrap_or_default(),
+                    currency_symbol: cur.symbol().to_owned(),
+                })
+                .collect(),
+        );
+        f.service_offers.insert(
+            id.clone(),
+            offers
+                .iter()
+                .map(|o| ServiceOffer {
+                    service_offer_id: o.legacy_id.to_string(),
+                    service_id: id.clone(),
+                    intro_cost: money_str(o.intro_total_minor, cur),
+                    renewal_cost: money_str(o.renewal_minor, cur),
+                    intro_frequency: o.intro_months.to_string(),
+                    renewal_frequency: o.renewal_months.to_string(),
+                    allow_coupon: flag(o.allow_coupon == 1),
+                    service_module: "webhosting".into(),
+                    created_at: ts(o.created_at),
+                    updated_at: ts(o.modified_at),
+                    deleted_at: o.deleted_at.map(ts).unwrap_or_default(),
+                })
+                .collect(),
+        );
+    }
+    f
+}
+
+/// The order form, rendered once per catalog version and shared by every request.
+#[derive(Debug, Default)]
+pub struct FormCache {
+    current: std::sync::RwLock<Option<(i64, Bytes)>>,
+}
+
+impl FormCache {
+    async fn get(&self, st: &AppState) -> Result<Bytes, V2Error> {
+        let catalog: Arc<Catalog> = st.lodge.catalog().await?;
+        {
+            let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((v, bytes)) = guard.as_ref() {
+                if *v == catalog.version {
+                    return Ok(bytes.clone());
+                }
+            }
+        }
+        let form = build_order_form(&catalog, st.lodge.registrar.is_some());
+        let bytes = Bytes::from(
+            serde_json::to_vec(&form)
+                .map_err(|e| V2Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        );
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Some((catalog.version, bytes.clone()));
+        Ok(bytes)
+    }
+}
+
+/// The website order form: plans, prices, offers.
+#[utoipa::path(get, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "getNewWebsite",
+    security(("api_key" = [])),
+    responses((status = 200, description = "Website Ordering details", body = WebsitesOrder),
+              (status = 401, body = super::V2ErrorBody)))]
+pub async fn order_form(State(st): State<AppState>, _customer: Customer) -> Response {
+    match st.order_form.get(&st).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---- quote and place ----
+
+/// The order request (`WebsiteOrderPutRequest` / `WebsiteOrderPostRequest`). Numbers may come
+/// as strings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct WebsiteOrderRequest {
+    pub hostname: String,
+    #[schema(value_type = i64)]
+    pub package_id: Value,
+    pub rootpass: Option<String>,
+    /// Months: 1, 3, 6, 12, 24, 36.
+    #[schema(value_type = Option<i64>)]
+    pub period: Option<Value>,
+    pub coupon: Option<String>,
+    #[schema(value_type = Option<i64>)]
+    pub service_offer_id: Option<Value>,
+    #[schema(value_type = Option<i64>)]
+    pub script: Option<Value>,
+    pub comment: Option<String>,
+    pub register_domain: Option<bool>,
+    pub tos: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+struct OrderBody {
+    hostname: String,
+    package_id: Option<i64>,
+    rootpass: String,
+    period: Option<i64>,
+    coupon: String,
+    service_offer_id: Option<i64>,
+    comment: String,
+    register_domain: bool,
+    tos: bool,
+}
+
+fn as_int(v: Option<&Value>) -> Result<Option<i64>, ()> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(()),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| ()),
+        Some(_) => Err(()),
+    }
+}
+
+fn as_bool(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        Some(Value::String(s)) => matches!(s.trim(), "1" | "true" | "on" | "yes"),
+        _ => false,
+    }
+}
+
+fn as_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Reads the body leniently (JSON or a form), collecting InterServer-style errors.
+fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else if let Ok(v) = serde_json::from_slice(body) {
+        v
+    } else {
+        // `application/x-www-form-urlencoded`, as browser forms send it.
+        let pairs = url_pairs(body);
+        if pairs.is_empty() {
+            return Err(vec!["The request body is not valid JSON.".into()]);
+        }
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(vec!["The request body must be a JSON object.".into()]);
+    };
+    let mut errors = vec![];
+    let package_id = as_int(obj.get("packageId")).unwrap_or_else(|()| {
+        errors.push("Invalid Package Specified.".to_owned());
+        None
+    });
+    let period = as_int(obj.get("period")).unwrap_or_else(|()| {
+        errors.push("Invalid Billing Interval".to_owned());
+        None
+    });
+    let service_offer_id = as_int(obj.get("serviceOfferId")).unwrap_or_else(|()| {
+        errors.push("Invalid Service Offer Specified.".to_owned());
+        None
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(OrderBody {
+        hostname: as_text(obj.get("hostname")).trim().to_owned(),
+        package_id,
+        rootpass: as_text(obj.get("rootpass")),
+        period,
+        coupon: as_text(obj.get("coupon")).trim().to_owned(),
+        service_offer_id,
+        comment: as_text(obj.get("comment")),
+        register_domain: as_bool(obj.get("registerDomain")),
+        tos: as_bool(obj.get("tos")),
+    })
+}
+
+fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return vec![];
+    };
+    if !text.contains('=') || text.trim_start().starts_with('{') {
+        return vec![];
+    }
+    text.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// InterServer's wording for each of Lodge's field errors.
+fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
+    let mut out = vec![];
+    for (field, msgs) in fields {
+        match field.as_str() {
+            "plan_id" => out.push("Invalid Package Specified.".to_owned()),
+            "billing_cycle" => out.push("Invalid Billing Interval".to_owned()),
+            "coupon" => out.push("Invalid Coupon Specified".to_owned()),
+            "domain_name" | "domain_source" => {
+                for m in msgs {
+                    if m.contains("valid domain") || m.contains("required") {
+                        out.push(format!(
+                            "Hostname \"{hostname}\" Contains Invalid Characters Or Is Blank"
+                        ));
+                    } else {
+                        out.push(m);
+                    }
+                }
+            }
+            "offer" => out.push("Invalid Service Offer Specified.".to_owned()),
+            "server" => out.push("All webhosting servers are currently full.".to_owned()),
+            _ => out.extend(msgs),
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Validation as InterServer answers it: `Ok` or the list of messages.
+async fn validate(
+    st: &AppState,
+    customer: &Customer,
+    body: &[u8],
+) -> Result<Result<(ValidOrder, OrderBody), Vec<String>>, V2Error> {
+    let b = match read_body(body) {
+        Ok(b) => b,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let mut pre = vec![];
+    let cycle = match BillingCycle::from_months(u32::try_from(b.period.unwrap_or(1)).unwrap_or(0)) {
+        Some(c) => Some(c),
+        None => {
+            pre.push("Invalid Billing Interval".to_owned());
+            None
+        }
+    };
+    if b.package_id.is_none() {
+        pre.push("Invalid Package Specified.".to_owned());
+    }
+    if st.lodge.settings.require_tos && !b.tos {
+        pre.push(
+            "You must agree to the terms of service and click the checkbox saying so.".to_owned(),
+        );
+    }
+    let form = OrderForm {
+        plan_legacy_id: b.package_id,
+        domain_source: Some(
+            if b.register_domain {
+                "register"
+            } else {
+                "external"
+            }
+            .into(),
+        ),
+        domain_name: Some(b.hostname.clone()),
+        billing_cycle: cycle.map(|c| c.as_str().to_owned()),
+        offer_legacy_id: b.service_offer_id,
+        coupon: Some(b.coupon.clone()),
+        password: Some(b.rootpass.clone()),
+        comment: Some(b.comment.clone()),
+        ..Default::default()
+    };
+    let project = match lodge_store::orgs::default_project(
+        st.lodge.store.reader(),
+        customer.access.organization,
+    )
+    .await?
+    {
+        Some(p) => p.id,
+        None => return Err(V2Error::not_found()),
+    };
+    match st
+        .lodge
+        .validate_order(&customer.access, project, &form, OrderSource::Apiv2)
+        .await
+    {
+        Ok(v) if pre.is_empty() => Ok(Ok((v, b))),
+        Ok(_) => Ok(Err(pre)),
+        Err(ServiceError::Invalid(fields)) => {
+            let mut errors = pre;
+            for e in interserver_errors(fields, &b.hostname) {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+            Ok(Err(errors))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Refused {
+    #[serde(rename = "continue")]
+    pub proceed: bool,
+    pub errors: Vec<String>,
+}
+
+fn refused(errors: Vec<String>) -> Response {
+    Json(Refused {
+        proceed: false,
+        errors,
+    })
+    .into_response()
+}
+
+/// The quote (`PUT`): nothing is written.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebsiteQuote {
+    #[serde(rename = "continue")]
+    pub proceed: bool,
+    pub errors: Vec<String>,
+    /// Months of the billing cycle.
+    pub frequency: i64,
+    pub coupon: String,
+    pub coupon_code: String,
+    pub service_type: i64,
+    /// The first invoice: first period after offer and coupon, plus setup fee and domain.
+    pub service_cost: String,
+    /// The same at the monthly price × months, without offer or coupon.
+    pub original_cost: String,
+    /// Each renewal's charge.
+    pub repeat_service_cost: String,
+    pub hostname: String,
+    pub password: String,
+    /// Months the first (intro) period covers.
+    pub intro_frequency: i64,
+}
+
+/// Validates an order and quotes it without writing anything.
+#[utoipa::path(put, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "putWebsites",
+    security(("api_key" = [])),
+    request_body = WebsiteOrderRequest,
+    responses((status = 200, description = "The quote, or `continue: false` with errors", body = WebsiteQuote),
+              (status = 401, body = super::V2ErrorBody)))]
+pub async fn validate_order(
+    State(st): State<AppState>,
+    customer: Customer,
+    body: Bytes,
+) -> Response {
+    let (v, b) = match validate(&st, &customer, &body).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(errors)) => return refused(errors),
+        Err(e) => return e.into_response(),
+    };
+    let cur = st.lodge.settings.currency;
+    let code = v
+        .coupon
+        .as_ref()
+        .map(|c| c.code.clone())
+        .unwrap_or_default();
+    Json(WebsiteQuote {
+        proceed: true,
+        errors: vec![],
+        frequency: v.hosting_cycle().months().map_or(0, i64::from),
+        coupon: code.clone(),
+        coupon_code: code,
+        service_type: v.plan.row.legacy_id,
+        service_cost: money_str(v.quote.total_minor, cur),
+        original_cost: money_str(v.original_total_minor, cur),
+        repeat_service_cost: money_str(v.quote.renewal_minor.unwrap_or(0), cur),
+        hostname: b.hostname,
+        password: v.password.clone().unwrap_or_default(),
+        intro_frequency: v.quote.first_period_months.map_or(0, i64::from),
+    })
+    .into_response()
+}
+
+/// `ServiceOrderPostResponse`, plus `success` and `serviceid` that InterServer's own web
+/// client reads.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebsiteOrderPlaced {
+    #[serde(rename = "continue")]
+    pub proceed: bool,
+    pub errors: Vec<String>,
+    #[serde(rename = "total_cost")]
+    pub total_cost: String,
+    pub iid: String,
+    pub iids: Vec<String>,
+    #[serde(rename = "real_iids")]
+    pub real_iids: Vec<String>,
+    pub service_id: i64,
+    #[serde(rename = "invoice_description")]
+    pub invoice_description: String,
+    pub success: bool,
+    #[serde(rename = "serviceid")]
+    pub serviceid: i64,
+}
+
+/// Places the order: the same order, invoice, hosting and domain as `/v1` makes.
+#[utoipa::path(post, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "addWebsite",
+    security(("api_key" = [])),
+    request_body = WebsiteOrderRequest,
+    responses((status = 200, description = "Placed, or `continue: false` with errors", body = WebsiteOrderPlaced),
+              (status = 401, body = super::V2ErrorBody)))]
+pub async fn place_order(State(st): State<AppState>, customer: Customer, body: Bytes) -> Response {
+    let (v, b) = match validate(&st, &customer, &body).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(errors)) => return refused(errors),
+        Err(e) => return e.into_response(),
+    };
+    let actor = format!("user:{}", customer.principal.user);
+    let outcome = match st.lodge.place_order(&v, &actor).await {
+        Ok(o) => o,
+        Err(ServiceError::Invalid(fields)) => {
+            return refused(interserver_errors(fields, &b.hostname))
+        }
+        Err(e) => return V2Error::from(e).into_response(),
+    };
+    let cur = st.lodge.settings.currency;
+    let invoice = outcome
+        .invoice_id
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    Json(WebsiteOrderPlaced {
+        proceed: true,
+        errors: vec![],
+        total_cost: money_str(outcome.total_minor, cur),
+        iid: invoice.clone(),
+        iids: vec![format!("SERVICEwebhosting{}", outcome.hosting_legacy_id)],
+        real_iids: if invoice.is_empty() {
+            vec![]
+        } else {
+            vec![invoice]
+        },
+        service_id: outcome.hosting_legacy_id,
+        invoice_description: format!("New Website Order: {}", outcome.domain_name),
+        success: true,
+        serviceid: outcome.hosting_legacy_id,
+    })
+    .into_response()
+}

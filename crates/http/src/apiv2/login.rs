@@ -1,0 +1,117 @@
+//! `POST /apiv2/login` and `GET /apiv2/logout`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{Customer, V2Error};
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginRequest {
+    pub login: String,
+    pub passwd: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginSuccess {
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    pub account_id: i64,
+    pub account_lid: String,
+    pub ima: String,
+    pub gravatar: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginRefused {
+    pub code: String,
+    pub message: String,
+    pub field: String,
+}
+
+/// Logs in with email and password; send the `sessionId` back in the `sessionid` header.
+#[utoipa::path(post, path = "/apiv2/login", tag = "apiv2", operation_id = "submitLogin",
+    request_body = LoginRequest,
+    responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
+              (status = 429, body = super::V2ErrorBody)))]
+pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
+    let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        // A form post: login=…&passwd=…
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Value::Object(
+            text.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), Value::String(v.replace('+', " "))))
+                .collect(),
+        )
+    });
+    let field = |k: &str| {
+        value
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (login, passwd) = (field("login"), field("passwd"));
+    if let Err(e) = st
+        .limiter
+        .check(&format!("login:{}", login.trim().to_lowercase()))
+    {
+        return V2Error::from(e).into_response();
+    }
+    match st.lodge.open_session(&login, &passwd).await {
+        Ok((session, user)) => {
+            let org = lodge_store::orgs::for_user(st.lodge.store.reader(), user.id)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next());
+            Json(LoginSuccess {
+                session_id: session,
+                account_id: org.as_ref().map_or(0, |o| o.legacy_id),
+                account_lid: user.email.clone(),
+                ima: if user.is_staff() { "admin" } else { "client" }.into(),
+                gravatar: String::new(),
+            })
+            .into_response()
+        }
+        Err(lodge_services::ServiceError::Unauthorized(_)) => (
+            StatusCode::UNAUTHORIZED,
+            Json(LoginRefused {
+                code: "401".into(),
+                message: "Invalid login or password.".into(),
+                field: "passwd".into(),
+            }),
+        )
+            .into_response(),
+        Err(e) => V2Error::from(e).into_response(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoggedOut {
+    pub success: bool,
+    pub text: String,
+}
+
+/// Ends the session sent in the `sessionid` header.
+#[utoipa::path(get, path = "/apiv2/logout", tag = "apiv2", operation_id = "Logout",
+    security(("api_key" = [])),
+    responses((status = 200, body = LoggedOut), (status = 401, body = super::V2ErrorBody)))]
+pub async fn logout(State(st): State<AppState>, _c: Customer, headers: HeaderMap) -> Response {
+    if let Some(session) = headers.get("sessionid").and_then(|v| v.to_str().ok()) {
+        if let Err(e) = st.lodge.close_session(session.trim()).await {
+            return V2Error::from(e).into_response();
+        }
+    }
+    Json(LoggedOut {
+        success: true,
+        text: "Logged out.".into(),
+    })
+    .into_response()
+}

@@ -1,0 +1,187 @@
+//! The `/apiv2` dialect (InterServer-compatible): the website order form, quote and place,
+//! websites, invoices and payment — over the same services as `/v1`.
+//! Failures are `{"code": "<status>", "message": …}`; order validation failures are `200`
+//! with `{"continue": false, "errors": […]}` in InterServer's wording.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lodge_services::auth::{Access, Principal};
+use lodge_services::ServiceError;
+use lodge_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+mod billing;
+pub(crate) mod form;
+mod login;
+mod websites;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(
+            form::order_form,
+            form::validate_order,
+            form::place_order
+        ))
+        .routes(routes!(websites::list_websites))
+        .routes(routes!(websites::get_website, websites::cancel_website))
+        .routes(routes!(websites::website_invoices))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::delete_invoice))
+        .routes(routes!(billing::pay))
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
+}
+
+/// `{"code": "401", "message": "…"}` (the code is a string, as InterServer's seed types it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V2ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct V2Error(pub StatusCode, pub String);
+
+impl V2Error {
+    pub fn not_found() -> Self {
+        V2Error(StatusCode::NOT_FOUND, "Not found.".into())
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        if self.0.is_server_error() {
+            tracing::error!(error = %self.1, "apiv2 request failed");
+        }
+        let message = if self.0.is_server_error() {
+            "A server error occurred.".to_owned()
+        } else {
+            self.1
+        };
+        (
+            self.0,
+            Json(V2ErrorBody {
+                code: self.0.as_u16().to_string(),
+                message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<ServiceError> for V2Error {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unauthorized(m) => V2Error(StatusCode::UNAUTHORIZED, m),
+            ServiceError::Forbidden(m) => V2Error(StatusCode::FORBIDDEN, m),
+            ServiceError::NotFound | ServiceError::Store(StoreError::NotFound) => {
+                V2Error::not_found()
+            }
+            ServiceError::Conflict(m) => V2Error(StatusCode::CONFLICT, m),
+            ServiceError::Invalid(fields) => V2Error(
+                StatusCode::BAD_REQUEST,
+                fields
+                    .into_iter()
+                    .flat_map(|(f, msgs)| msgs.into_iter().map(move |m| format!("{f}: {m}")))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            other => V2Error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for V2Error {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e).into()
+    }
+}
+
+impl From<ApiError> for V2Error {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Service(s) => s.into(),
+            ApiError::Detail(status, m) => V2Error(status, m),
+            ApiError::RateLimited(_) => {
+                V2Error(StatusCode::TOO_MANY_REQUESTS, "Too many requests.".into())
+            }
+        }
+    }
+}
+
+pub type V2Result<T> = Result<T, V2Error>;
+
+/// The calling customer: `X-API-KEY` (a Lodge API key) or `sessionid` (from
+/// `POST /apiv2/login`), with its organization.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub principal: Principal,
+    pub access: Access,
+}
+
+impl FromRequestParts<AppState> for Customer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let principal = if let Some(key) = header("x-api-key") {
+            st.lodge.authenticate_key(key).await
+        } else if let Some(session) = header("sessionid") {
+            st.lodge.authenticate_session(session).await
+        } else {
+            Err(ServiceError::Unauthorized(
+                "Authentication required: send X-API-KEY or sessionid.".into(),
+            ))
+        };
+        let principal = principal.map_err(|e| match e {
+            ServiceError::Unauthorized(_) => V2Error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key or session.".into(),
+            )
+            .into_response(),
+            other => V2Error::from(other).into_response(),
+        })?;
+        st.limiter
+            .check(&principal.rate_key)
+            .map_err(|e| V2Error::from(e).into_response())?;
+        let access = st
+            .lodge
+            .customer_access(&principal)
+            .await
+            .map_err(|e| V2Error::from(e).into_response())?;
+        Ok(Customer { principal, access })
+    }
+}
+
+/// `"1"`/`"0"` flags as InterServer sends them.
+pub fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_owned()
+}
+
+/// `website_status` from a hosting account (the spec's table).
+pub fn website_status(status: &str, cancel_type: Option<&str>) -> &'static str {
+    match status {
+        "pending" => "pending",
+        "provisioning" | "failed" => "pending-setup",
+        "active" if cancel_type.is_some() => "pending-cancel",
+        "active" => "active",
+        "suspended" => "suspended",
+        _ => "canceled",
+    }
+}

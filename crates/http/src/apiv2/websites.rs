@@ -1,0 +1,336 @@
+//! `GET /apiv2/websites`, `GET|DELETE /apiv2/websites/{id}`, `GET /apiv2/websites/{id}/invoices`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use lodge_core::Currency;
+use lodge_services::hosting::CancelType;
+use lodge_store::hosting::HostingRow;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{website_status, Customer, V2Error, V2Result};
+use crate::wire::{money_str, ts};
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebsiteRow {
+    pub website_id: String,
+    pub website_hostname: String,
+    pub repeat_invoices_cost: String,
+    pub website_status: String,
+    pub services_name: String,
+    pub website_comment: String,
+}
+
+async fn website(st: &AppState, c: &Customer, id: &str) -> V2Result<HostingRow> {
+    let legacy: i64 = id.trim().parse().map_err(|_| V2Error::not_found())?;
+    lodge_store::hosting::hosting_by_legacy(st.lodge.store.reader(), c.access.organization, legacy)
+        .await?
+        .ok_or_else(V2Error::not_found)
+}
+
+/// The customer's websites (cancelled ones stay listed with their status).
+#[utoipa::path(get, path = "/apiv2/websites", tag = "apiv2", operation_id = "getWebsiteList",
+    security(("api_key" = [])),
+    responses((status = 200, body = Vec<WebsiteRow>), (status = 401, body = super::V2ErrorBody)))]
+pub async fn list_websites(
+    State(st): State<AppState>,
+    c: Customer,
+) -> V2Result<Json<Vec<WebsiteRow>>> {
+    let (rows, _) = lodge_store::hosting::hosting_page(
+        st.lodge.store.reader(),
+        c.access.organization,
+        None,
+        i64::MAX,
+        0,
+    )
+    .await?;
+    let catalog = st.lodge.catalog().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|h| {
+                let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
+                WebsiteRow {
+                    website_id: h.legacy_id.to_string(),
+                    repeat_invoices_cost: money_str(h.recurring_minor, cur),
+                    website_status: website_status(&h.status, h.cancel_type.as_deref()).into(),
+                    services_name: catalog
+                        .plan(h.plan_id)
+                        .map(|p| p.row.name.clone())
+                        .unwrap_or_default(),
+                    website_comment: h.comment,
+                    website_hostname: h.domain_name,
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceInfo {
+    pub website_id: String,
+    pub website_server: String,
+    pub website_type: String,
+    pub website_currency: String,
+    pub website_order_date: String,
+    pub website_custid: String,
+    pub website_ip: String,
+    pub website_status: String,
+    pub website_invoice: String,
+    pub website_coupon: String,
+    pub website_extra: String,
+    pub website_hostname: String,
+    pub website_comment: String,
+    pub website_username: String,
+    pub website_server_status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingDetails {
+    pub service_last_invoice_date: String,
+    pub service_payment_status: String,
+    pub service_frequency: String,
+    pub next_date: String,
+    pub service_next_invoice_date: String,
+    pub service_currency: String,
+    pub service_currency_symbol: String,
+    pub service_coupon: String,
+    pub service_cost_info: String,
+    pub service_extra: BTreeMap<String, String>,
+    pub service_extra_json: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceMaster {
+    pub website_id: String,
+    pub website_name: String,
+    pub website_ip: String,
+    pub website_type: String,
+    pub website_available: String,
+    pub website_hdsize: String,
+    pub website_hdfree: String,
+    pub website_load: String,
+    pub website_last_update: String,
+    pub website_max_sites: String,
+    pub website_order: String,
+    pub website_partitions: String,
+    pub website_dns1: String,
+    pub website_dns2: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InfoTable {
+    pub title: String,
+    pub rows: Vec<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtraInfoTables {
+    pub links: InfoTable,
+    pub preview: InfoTable,
+    pub dns: InfoTable,
+}
+
+/// InterServer's `Website` detail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Website {
+    pub service_info: ServiceInfo,
+    #[serde(rename = "client_links")]
+    pub client_links: Vec<BTreeMap<String, String>>,
+    pub billing_details: BillingDetails,
+    pub cust_currency: String,
+    pub cust_currency_symbol: String,
+    pub service_master: ServiceMaster,
+    pub package: String,
+    pub service_extra: Vec<BTreeMap<String, String>>,
+    pub extra_info_tables: ExtraInfoTables,
+}
+
+/// One website.
+#[utoipa::path(get, path = "/apiv2/websites/{id}", tag = "apiv2", operation_id = "getWebsiteInfo",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Website id")),
+    responses((status = 200, body = Website), (status = 401, body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody)))]
+pub async fn get_website(
+    State(st): State<AppState>,
+    c: Customer,
+    Path(id): Path<String>,
+) -> V2Result<Json<Website>> {
+    let h = website(&st, &c, &id).await?;
+    let catalog = st.lodge.catalog().await?;
+    let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
+    let invoices =
+        lodge_store::billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?;
+    let last = invoices.last();
+    let first = invoices.first();
+    let org = st.lodge.organization(&c.access).await?;
+    let status = website_status(&h.status, h.cancel_type.as_deref()).to_owned();
+    let plan = catalog.plan(h.plan_id);
+    let empty_table = |title: &str| InfoTable {
+        title: title.to_owned(),
+        rows: vec![],
+    };
+    Ok(Json(Website {
+        service_info: ServiceInfo {
+            website_id: h.legacy_id.to_string(),
+            website_server: h.server_id.clone().unwrap_or_default(),
+            website_type: plan
+                .map(|p| p.row.legacy_id.to_string())
+                .unwrap_or_default(),
+            website_currency: cur.code().to_owned(),
+            website_order_date: ts(h.created_at),
+            website_custid: org.legacy_id.to_string(),
+            website_ip: String::new(),
+            website_status: status.clone(),
+            website_invoice: first.map(|i| i.id.to_string()).unwrap_or_default(),
+            website_coupon: h.coupon_id.clone().unwrap_or_default(),
+            website_extra: String::new(),
+            website_hostname: h.domain_name.clone(),
+            website_comment: h.comment.clone(),
+            website_username: h.username.clone().unwrap_or_default(),
+            website_server_status: h.status.clone(),
+        },
+        client_links: vec![],
+        billing_details: BillingDetails {
+            service_last_invoice_date: last.map(|i| ts(i.issued_at)).unwrap_or_default(),
+            service_payment_status: last.map(|i| i.status.clone()).unwrap_or_default(),
+            service_frequency: h.renewal_months.map(|m| m.to_string()).unwrap_or_default(),
+            next_date: h.next_due_date.clone().unwrap_or_default(),
+            service_next_invoice_date: h.next_due_date.clone().unwrap_or_default(),
+            service_currency: cur.code().to_owned(),
+            service_currency_symbol: cur.symbol().to_owned(),
+            service_coupon: h.coupon_id.clone().unwrap_or_default(),
+            service_cost_info: money_str(h.recurring_minor, cur),
+            service_extra: BTreeMap::new(),
+            service_extra_json: "{}".into(),
+        },
+        cust_currency: cur.code().to_owned(),
+        cust_currency_symbol: cur.symbol().to_owned(),
+        service_master: ServiceMaster {
+            website_id: h.server_id.clone().unwrap_or_default(),
+            website_name: String::new(),
+            website_ip: String::new(),
+            website_type: String::new(),
+            website_available: String::new(),
+            website_hdsize: String::new(),
+            website_hdfree: String::new(),
+            website_load: String::new(),
+            website_last_update: String::new(),
+            website_max_sites: String::new(),
+            website_order: String::new(),
+            website_partitions: String::new(),
+            website_dns1: String::new(),
+            website_dns2: String::new(),
+        },
+        package: plan.map(|p| p.row.name.clone()).unwrap_or_default(),
+        service_extra: vec![],
+        extra_info_tables: ExtraInfoTables {
+            links: empty_table("Links"),
+            preview: empty_table("Preview"),
+            dns: empty_table("DNS"),
+        },
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelResult {
+    pub success: bool,
+    pub text: String,
+}
+
+/// Cancels a website: a never-paid one at once (with its order and invoice), a paid one at
+/// the end of its paid period. `409` when already canceled or pending cancellation.
+#[utoipa::path(delete, path = "/apiv2/websites/{id}", tag = "apiv2", operation_id = "webhostingCancel",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Website id")),
+    responses((status = 200, body = CancelResult), (status = 401, body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody), (status = 409, body = super::V2ErrorBody)))]
+pub async fn cancel_website(
+    State(st): State<AppState>,
+    c: Customer,
+    Path(id): Path<String>,
+) -> V2Result<Json<CancelResult>> {
+    let h = website(&st, &c, &id).await?;
+    let kind = if h.status == "pending" {
+        CancelType::Immediate
+    } else {
+        CancelType::EndOfPeriod
+    };
+    st.lodge
+        .cancel_hosting(&c.access, None, h.id, kind, "Cancelled through /apiv2")
+        .await?;
+    Ok(Json(CancelResult {
+        success: true,
+        text: "Website is canceled.".into(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeInvoice {
+    #[schema(value_type = f64)]
+    pub invoices_id: i64,
+    pub invoices_description: String,
+    #[schema(value_type = f64)]
+    pub invoices_amount: Box<serde_json::value::RawValue>,
+    pub invoices_date: String,
+    /// 1 when paid.
+    pub invoices_paid: i64,
+    pub invoices_due_date: String,
+    pub invoices_currency: String,
+    pub currency_symbol: String,
+    pub invoices_date_formatted: String,
+    pub paid_invoices: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeInvoiceRows {
+    pub success: bool,
+    pub invoices: BTreeMap<String, ChargeInvoice>,
+}
+
+pub(super) fn charge_invoice(i: &lodge_store::billing::InvoiceRow) -> ChargeInvoice {
+    let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
+    let date = ts(i.issued_at);
+    ChargeInvoice {
+        invoices_id: i.id,
+        invoices_description: format!(
+            "Invoice {}",
+            i.number.clone().unwrap_or_else(|| i.id.to_string())
+        ),
+        invoices_amount: crate::wire::money_number(i.total_minor, cur),
+        invoices_date_formatted: date.get(..10).unwrap_or_default().to_owned(),
+        invoices_date: date,
+        invoices_paid: i64::from(i.status == "paid"),
+        invoices_due_date: i.due_date.clone(),
+        invoices_currency: cur.code().to_owned(),
+        currency_symbol: cur.symbol().to_owned(),
+        paid_invoices: BTreeMap::new(),
+    }
+}
+
+/// The invoices of a website.
+#[utoipa::path(get, path = "/apiv2/websites/{id}/invoices", tag = "apiv2", operation_id = "getWebsiteInvoices",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Website id")),
+    responses((status = 200, body = ChargeInvoiceRows), (status = 401, body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody)))]
+pub async fn website_invoices(
+    State(st): State<AppState>,
+    c: Customer,
+    Path(id): Path<String>,
+) -> V2Result<Json<ChargeInvoiceRows>> {
+    let h = website(&st, &c, &id).await?;
+    let invoices =
+        lodge_store::billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?;
+    Ok(Json(ChargeInvoiceRows {
+        success: true,
+        invoices: invoices
+            .iter()
+            .map(|i| (i.id.to_string(), charge_invoice(i)))
+            .collect(),
+    }))
+}
