@@ -6,4 +6,5 @@ mod harness;
 
 mod foundation;
 mod ops;
+mod apiv2;
 mod orders;

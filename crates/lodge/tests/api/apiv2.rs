@@ -1,0 +1,1 @@
+//! Issue: InterServer's /apiv2 dialect.
