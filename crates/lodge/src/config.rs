@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use lodge_services::drivers::nginx::NginxConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -26,6 +27,14 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
+    pub invoice_expiry_days: Option<i64>,
+    pub require_tos: Option<bool>,
+    pub nginx_binary: Option<String>,
+    pub nginx_args: Option<String>,
+    pub nginx_sites_dir: Option<String>,
+    pub nginx_web_root: Option<String>,
+    pub nginx_archive_dir: Option<String>,
+    pub nginx_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -62,6 +71,9 @@ pub struct Config {
     /// 64 hex digits sealing secrets at rest; `None`: a key file beside the database.
     pub secret_key: Option<SecretString>,
     pub bank_transfer_instructions: String,
+    pub invoice_expiry_days: i64,
+    pub require_tos: bool,
+    pub nginx: NginxConfig,
 }
 
 /// Values from flags or the environment (clap fills these; `None` when neither was given).
@@ -77,6 +89,14 @@ pub struct Overrides {
     pub currency: Option<String>,
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
+    pub invoice_expiry_days: Option<i64>,
+    pub require_tos: Option<bool>,
+    pub nginx_binary: Option<String>,
+    pub nginx_args: Option<String>,
+    pub nginx_sites_dir: Option<String>,
+    pub nginx_web_root: Option<String>,
+    pub nginx_archive_dir: Option<String>,
+    pub nginx_listen: Option<String>,
 }
 
 impl Config {
@@ -115,6 +135,36 @@ impl Config {
                 .bank_transfer_instructions
                 .or(f.bank_transfer_instructions)
                 .unwrap_or_default(),
+            invoice_expiry_days: o
+                .invoice_expiry_days
+                .or(f.invoice_expiry_days)
+                .unwrap_or(14),
+            require_tos: o.require_tos.or(f.require_tos).unwrap_or(false),
+            nginx: {
+                let d = NginxConfig::default_under(Path::new("lodge-data"));
+                NginxConfig {
+                    binary: o
+                        .nginx_binary
+                        .or(f.nginx_binary)
+                        .map_or(d.binary, PathBuf::from),
+                    args: o.nginx_args.or(f.nginx_args).map_or(d.args, |a| {
+                        a.split_whitespace().map(str::to_owned).collect()
+                    }),
+                    sites_dir: o
+                        .nginx_sites_dir
+                        .or(f.nginx_sites_dir)
+                        .map_or(d.sites_dir, PathBuf::from),
+                    web_root: o
+                        .nginx_web_root
+                        .or(f.nginx_web_root)
+                        .map_or(d.web_root, PathBuf::from),
+                    archive_dir: o
+                        .nginx_archive_dir
+                        .or(f.nginx_archive_dir)
+                        .map_or(d.archive_dir, PathBuf::from),
+                    listen: o.nginx_listen.or(f.nginx_listen).unwrap_or(d.listen),
+                }
+            },
         }
     }
 }

@@ -37,6 +37,9 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     let mut settings = Settings::new(currency, jwt_secret);
     settings.key_prefix = cfg.key_prefix.clone();
     settings.bank_transfer_instructions = cfg.bank_transfer_instructions.clone();
+    settings.invoice_expiry_days = cfg.invoice_expiry_days;
+    settings.require_tos = cfg.require_tos;
+    settings.nginx = cfg.nginx.clone();
     let sealer = match &cfg.secret_key {
         Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,

@@ -46,12 +46,40 @@ struct Global {
     /// SQLite database (or in the working directory) is used, created on first start.
     #[arg(long, global = true, env = "LODGE_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Days after which an unpaid first invoice expires and its order is cancelled (default 14).
+    #[arg(long, global = true, env = "LODGE_INVOICE_EXPIRY_DAYS")]
+    invoice_expiry_days: Option<i64>,
+    /// The nginx binary of the nginx driver (default: nginx on the PATH).
+    #[arg(long, global = true, env = "LODGE_NGINX_BINARY")]
+    nginx_binary: Option<String>,
+    /// Extra arguments for every nginx call, e.g. "-c /etc/nginx/nginx.conf".
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_NGINX_ARGS",
+        allow_hyphen_values = true
+    )]
+    nginx_args: Option<String>,
+    /// Directory of the server blocks nginx includes (default lodge-data/nginx-sites).
+    #[arg(long, global = true, env = "LODGE_NGINX_SITES_DIR")]
+    nginx_sites_dir: Option<String>,
+    /// Parent of the accounts' document roots (default lodge-data/www).
+    #[arg(long, global = true, env = "LODGE_NGINX_WEB_ROOT")]
+    nginx_web_root: Option<String>,
+    /// Where terminated accounts' files are archived (default lodge-data/archive).
+    #[arg(long, global = true, env = "LODGE_NGINX_ARCHIVE_DIR")]
+    nginx_archive_dir: Option<String>,
+    /// The listen value of the sites' server blocks (default 80).
+    #[arg(long, global = true, env = "LODGE_NGINX_LISTEN")]
+    nginx_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the HTTP server (migrations are applied first).
     Serve(ServeArgs),
+    /// Run the job worker and scheduler alone (no HTTP), e.g. on extra nodes.
+    Worker,
     /// Apply the database migrations and exit.
     Migrate,
     /// Seed the demo data (idempotent) and print fresh demo credentials.
@@ -104,6 +132,12 @@ struct ServeArgs {
     /// Seed the demo data first and print the demo credentials.
     #[arg(long)]
     demo: bool,
+    /// Do not run the job worker and scheduler in this process.
+    #[arg(long)]
+    no_worker: bool,
+    /// Require /apiv2 orders to carry tos=true (terms accepted).
+    #[arg(long, env = "LODGE_REQUIRE_TOS")]
+    require_tos: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +292,13 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         database_url: cli.global.database_url.clone(),
         currency: cli.global.currency.clone(),
         secret_key: cli.global.secret_key.clone(),
+        invoice_expiry_days: cli.global.invoice_expiry_days,
+        nginx_binary: cli.global.nginx_binary.clone(),
+        nginx_args: cli.global.nginx_args.clone(),
+        nginx_sites_dir: cli.global.nginx_sites_dir.clone(),
+        nginx_web_root: cli.global.nginx_web_root.clone(),
+        nginx_archive_dir: cli.global.nginx_archive_dir.clone(),
+        nginx_listen: cli.global.nginx_listen.clone(),
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {
@@ -268,11 +309,20 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.jwt_secret = s.jwt_secret.clone();
         o.key_prefix = s.key_prefix.clone();
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();
+        o.require_tos = s.require_tos;
     }
     let cfg = Config::resolve(o, file);
     let lodge = lodge::open(&cfg, lodge::system_clock()).await?;
     match cli.command {
-        Command::Serve(args) => serve(&cfg, lodge, args.demo).await,
+        Command::Serve(args) => serve(&cfg, lodge, args.demo, !args.no_worker).await,
+        Command::Worker => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let worker = spawn_worker(&lodge, rx);
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            worker.await?;
+            Ok(())
+        }
         Command::Migrate => {
             eprintln!(
                 "lodge: migrations applied to {}",
@@ -462,7 +512,26 @@ fn print_demo(info: &lodge_services::demo::DemoInfo, base: Option<&str>) {
     }
 }
 
-async fn serve(cfg: &Config, lodge: Lodge, demo: bool) -> anyhow::Result<()> {
+/// Starts the job worker and scheduler of this node.
+fn spawn_worker(
+    lodge: &Lodge,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let id = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "lodge".into()),
+        std::process::id()
+    );
+    tracing::info!(worker = %id, "job worker started");
+    let worker = lodge_services::provisioning::Worker::new(lodge.clone(), id);
+    tokio::spawn(worker.run(
+        shutdown,
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(30),
+    ))
+}
+
+async fn serve(cfg: &Config, lodge: Lodge, demo: bool, worker: bool) -> anyhow::Result<()> {
     if cfg.jwt_secret.is_none() {
         tracing::warn!("no LODGE_JWT_SECRET configured: login tokens will not survive a restart");
     }
@@ -471,19 +540,26 @@ async fn serve(cfg: &Config, lodge: Lodge, demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
+    let worker = worker.then(|| spawn_worker(&lodge, worker_rx));
     let mut server = lodge::Server::start(cfg, lodge).await?;
     let base = server.state.public_base_url.to_string();
     if let Some(info) = &demo_info {
         print_demo(info, Some(&base));
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
-    tokio::select! {
+    let result = tokio::select! {
         r = server.wait() => r,
         () = shutdown_signal() => {
             tracing::info!("shutting down: finishing in-flight requests");
             server.stop().await
         }
+    };
+    let _ = stop_worker.send(true);
+    if let Some(w) = worker {
+        let _ = w.await;
     }
+    result
 }
 
 async fn shutdown_signal() {

@@ -420,7 +420,7 @@ impl Lodge {
             )));
         }
         let id = PaymentId::new();
-        billing::insert_payment(
+        let inserted = billing::insert_payment(
             &mut tx,
             &billing::NewPayment {
                 id,
@@ -435,6 +435,29 @@ impl Lodge {
             },
         )
         .await?;
+        if !inserted {
+            // A concurrent request recorded this reference first (the unique key waited for
+            // it, possibly on another invoice, which the lock above does not cover): this
+            // one must not move any money.
+            tx.rollback().await.map_err(StoreError::from)?;
+            let existing = billing::payment_by_reference(self.store.reader(), method, reference)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if existing.invoice_id != invoice {
+                return Err(ServiceError::field(
+                    "reference",
+                    "This reference was already recorded for another invoice.",
+                ));
+            }
+            let inv = billing::invoice(self.store.reader(), invoice)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            return Ok(PaymentOutcome {
+                payment: existing,
+                created: false,
+                invoice: inv,
+            });
+        }
         let due = inv.amount_due();
         let to_invoice = amount_minor.min(due);
         billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
@@ -489,18 +512,24 @@ impl Lodge {
         }
         for inv in billing::invoices_of_order(&mut *conn, order_id).await? {
             billing::cancel_invoice(conn, inv.id, now).await?;
-            // Credit already applied to it goes back to the account.
-            if inv.status == "unpaid" && inv.credit_applied_minor > 0 {
+            // Credit already applied to it, and money already received for it (a partial
+            // payment), go back to the account as credit.
+            let returned = inv.credit_applied_minor + inv.paid_minor;
+            if inv.status == "unpaid" && returned > 0 {
                 billing::lock_credit(conn, inv.organization_id).await?;
                 billing::append_ledger(
                     conn,
                     &billing::NewLedgerEntry {
                         organization_id: inv.organization_id,
                         kind: "refund",
-                        amount_minor: inv.credit_applied_minor,
+                        amount_minor: returned,
                         currency: &inv.currency,
                         invoice_id: Some(inv.id),
-                        note: "Credit returned from a cancelled invoice",
+                        note: if inv.paid_minor > 0 {
+                            "Credit and payments returned from a cancelled invoice"
+                        } else {
+                            "Credit returned from a cancelled invoice"
+                        },
                         actor,
                         now,
                     },

@@ -68,6 +68,7 @@ impl Lodge {
     /// Seeds the demo data (idempotently) and issues fresh demo keys.
     pub async fn seed_demo(&self) -> Result<DemoInfo> {
         self.import_catalog_text(DEMO_CATALOG).await?;
+        self.ensure_local_nginx_server().await?;
         let staff = self
             .ensure_user(DEMO_STAFF_EMAIL, "Lodge staff", DEMO_STAFF_PASSWORD, true)
             .await?;

@@ -135,6 +135,12 @@ impl Lodge {
         if h.cancel_type.is_none() {
             return Err(ServiceError::Conflict("No cancellation is pending.".into()));
         }
+        // An immediate cancellation has its termination enqueued already.
+        if h.cancel_type.as_deref() == Some(CancelType::Immediate.as_str()) {
+            return Err(ServiceError::Conflict(
+                "An immediate cancellation cannot be withdrawn.".into(),
+            ));
+        }
         if ["cancelled", "terminated"].contains(&h.status.as_str()) {
             return Err(ServiceError::Conflict(format!(
                 "This hosting account is already {}.",

@@ -13,9 +13,12 @@ pub mod billing;
 pub mod catalog;
 pub mod crypto;
 pub mod demo;
+pub mod drivers;
 pub mod hosting;
 pub mod orders;
+pub mod provisioning;
 pub mod registrar;
+pub mod servers;
 pub mod tenancy;
 
 /// Field-keyed validation messages (`{"plan_id": ["…"]}`); `non_field_errors` for rules that
@@ -100,6 +103,10 @@ pub struct Settings {
     /// `/apiv2` orders must carry `tos` (terms accepted); off by default, as InterServer's own
     /// web client does not send it.
     pub require_tos: bool,
+    /// Days after which an unpaid first invoice expires (its order is cancelled).
+    pub invoice_expiry_days: i64,
+    /// The nginx driver's paths and command.
+    pub nginx: drivers::nginx::NginxConfig,
 }
 
 impl Settings {
@@ -113,6 +120,8 @@ impl Settings {
             session_ttl_secs: 24 * 3600,
             bank_transfer_instructions: String::new(),
             require_tos: false,
+            invoice_expiry_days: 14,
+            nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
         }
     }
 }
@@ -128,6 +137,8 @@ pub struct Lodge {
     pub sealer: crypto::Sealer,
     /// The configured registrar; `None` when domains cannot be registered or transferred.
     pub registrar: Option<Arc<dyn registrar::Registrar>>,
+    /// Provisioning drivers by name.
+    pub drivers: drivers::Drivers,
 }
 
 impl Lodge {
@@ -137,6 +148,11 @@ impl Lodge {
         settings: Settings,
         sealer: crypto::Sealer,
     ) -> Self {
+        let drivers = drivers::Drivers::default();
+        drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
+            settings.nginx.clone(),
+            clock.clone(),
+        )));
         Lodge {
             store,
             clock,
@@ -144,6 +160,7 @@ impl Lodge {
             catalog: catalog::CatalogCache::new(),
             sealer,
             registrar: Some(Arc::new(registrar::ManualRegistrar)),
+            drivers,
         }
     }
 

@@ -135,6 +135,9 @@ pub struct OrderOutcome {
     pub domain_name: String,
 }
 
+/// Why an order cannot be placed when no server has room (InterServer's wording).
+pub const SERVERS_FULL: &str = "All webhosting servers are currently full.";
+
 /// The display number of an order.
 pub fn order_number(id: i64) -> String {
     format!("ORD-{id:06}")
@@ -304,6 +307,11 @@ impl Lodge {
                 }
             }
         };
+        if let Some(p) = plan {
+            if !v.has("plan_id") && !self.has_room(&p.row.driver, p.row.id).await? {
+                v.add("plan_id", SERVERS_FULL);
+            }
+        }
         v.finish()?;
         let (Some(plan), Some(cycle), Some(price), Some(domain)) = (plan, cycle, price, domain)
         else {
@@ -676,6 +684,9 @@ impl Lodge {
             DomainPlan::External { .. } => None,
         };
 
+        let server = lodge_store::servers::place(&mut *conn, &o.plan.row.driver, o.plan.row.id)
+            .await?
+            .ok_or_else(|| ServiceError::field("plan_id", SERVERS_FULL))?;
         let hosting_id = HostingId::new();
         let renewal_months = o.quote.renewal_months.map(i64::from);
         hosting::insert_hosting(
@@ -716,6 +727,8 @@ impl Lodge {
                 e.into()
             }
         })?;
+
+        hosting::set_server(conn, hosting_id, Some(&server.id.to_string()), None, now).await?;
 
         if let Some(c) = &o.coupon {
             let used = sqlx_coupon_use(conn, &c.id.to_string()).await?;

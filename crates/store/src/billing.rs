@@ -547,3 +547,17 @@ pub async fn ledger_sum<'e, E: Executor<'e, Database = Any>>(
     .fetch_one(db)
     .await?)
 }
+
+/// Orders whose first invoice is still unpaid and was issued before `issued_before`.
+pub async fn expired_first_invoices<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    issued_before: i64,
+) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM invoices WHERE kind = 'first' AND status = 'unpaid'
+         AND issued_at < $1 AND order_id IS NOT NULL ORDER BY id",
+    )
+    .bind(issued_before)
+    .fetch_all(db)
+    .await?)
+}

@@ -480,3 +480,81 @@ pub async fn activate_domain(
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Places an account on a server and names it.
+pub async fn set_server(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    server: Option<&str>,
+    username: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosting SET server_id = COALESCE($2, server_id), username = COALESCE($3, username), modified_at = $4 WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .bind(server)
+    .bind(username)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_last_error(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE hosting SET last_error = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(error)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The sealed password given at order time, if any.
+pub async fn secret<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: HostingId,
+) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT secret FROM hosting WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Accounts whose end-of-period cancellation is due by `today`.
+pub async fn cancellations_due<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    today: &str,
+) -> Result<Vec<HostingId>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM hosting WHERE cancel_type = 'end_of_period' AND cancel_effective_date <= $1
+         AND status IN ('provisioning', 'active', 'suspended', 'failed')",
+    )
+    .bind(today)
+    .fetch_all(db)
+    .await?;
+    ids.iter().map(|s| crate::parse(s)).collect()
+}
+
+/// The sealed EPP code of a domain being transferred.
+pub async fn epp_code<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: DomainId,
+) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT epp_code FROM domains WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
+}

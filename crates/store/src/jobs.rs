@@ -61,3 +61,129 @@ pub async fn jobs_of_kind<'e, E: Executor<'e, Database = Any>>(
     .fetch_all(db)
     .await?)
 }
+
+/// Claims up to `limit` due jobs for `worker` until `lease_until`: queued jobs whose time
+/// has come, and running jobs whose lease ended (their worker died). On PostgreSQL rows
+/// locked by another claimer are skipped (`FOR UPDATE SKIP LOCKED`), so nodes share work
+/// without running a job twice; SQLite has a single writer.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    engine: crate::Engine,
+    worker: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<JobRow>> {
+    let lock = match engine {
+        crate::Engine::Postgres => "FOR UPDATE SKIP LOCKED",
+        crate::Engine::Sqlite => "",
+    };
+    Ok(sqlx::query_as(&format!(
+        "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2,
+             attempts = attempts + 1, modified_at = $3
+         WHERE id IN (SELECT id FROM jobs
+                      WHERE (status = 'queued' AND run_at <= $3)
+                         OR (status = 'running' AND locked_until < $3)
+                      ORDER BY run_at, id LIMIT $4 {lock})
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(worker)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Marks a job done if `worker` still holds it; `false` when the lease was lost.
+pub async fn finish<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL, modified_at = $3
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records a failure: back to the queue at `retry_at`, or `dead` when `retry_at` is `None`.
+pub async fn fail<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    error: &str,
+    retry_at: Option<i64>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = CASE WHEN $4 IS NULL THEN 'dead' ELSE 'queued' END,
+             run_at = COALESCE($4, run_at), locked_by = NULL, locked_until = NULL,
+             last_error = $3, modified_at = $5
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .bind(retry_at)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Puts a dead job back in the queue with fresh attempts.
+pub async fn retry<'e, E: Executor<'e, Database = Any>>(db: E, id: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, last_error = NULL, modified_at = $2
+         WHERE id = $1 AND status = 'dead'",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(db: E, id: i64) -> Result<Option<JobRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn by_dedupe_key<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    key: &str,
+) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE dedupe_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Jobs in a status (`dead`, `queued`, …), newest first.
+pub async fn with_status<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<JobRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(status)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod orgs;
+pub mod servers;
 pub mod users;
 
 pub use sqlx::{Any, AnyConnection, Transaction};

@@ -105,11 +105,9 @@ async fn resolve(st: &AppState, c: &Customer, list: &str) -> V2Result<Vec<Invoic
             )
             .await?
             .ok_or_else(V2Error::not_found)?;
-            billing::invoices_of_order(st.lodge.store.reader(), h.order_id)
-                .await?
-                .into_iter()
-                .filter(|i| i.status == "unpaid")
-                .collect::<Vec<_>>()
+            // Every invoice of the service: `pay` keeps the unpaid ones, and answers `409`
+            // (nothing due) rather than `404` for a service that is already paid.
+            billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?
         } else {
             let id: i64 = item.parse().map_err(|_| V2Error::not_found())?;
             let inv = billing::invoice(st.lodge.store.reader(), id)

@@ -388,7 +388,15 @@ fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
     let mut out = vec![];
     for (field, msgs) in fields {
         match field.as_str() {
-            "plan_id" => out.push("Invalid Package Specified.".to_owned()),
+            "plan_id" => {
+                for m in msgs {
+                    if m == lodge_services::orders::SERVERS_FULL {
+                        out.push(m);
+                    } else {
+                        out.push("Invalid Package Specified.".to_owned());
+                    }
+                }
+            }
             "billing_cycle" => out.push("Invalid Billing Interval".to_owned()),
             "coupon" => out.push("Invalid Coupon Specified".to_owned()),
             "domain_name" | "domain_source" => {

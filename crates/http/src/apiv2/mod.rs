@@ -174,12 +174,15 @@ pub fn flag(b: bool) -> String {
     if b { "1" } else { "0" }.to_owned()
 }
 
-/// `website_status` from a hosting account (the spec's table).
+/// `website_status` from a hosting account (the spec's table). A paid service with a
+/// cancellation requested is `pending-cancel` whether or not its setup has finished: that is
+/// what `DELETE /apiv2/websites/{id}` answers for any paid service, and a client that sees
+/// `pending-setup` after cancelling would think the cancellation was lost.
 pub fn website_status(status: &str, cancel_type: Option<&str>) -> &'static str {
     match status {
         "pending" => "pending",
+        "provisioning" | "failed" | "active" if cancel_type.is_some() => "pending-cancel",
         "provisioning" | "failed" => "pending-setup",
-        "active" if cancel_type.is_some() => "pending-cancel",
         "active" => "active",
         "suspended" => "suspended",
         _ => "canceled",

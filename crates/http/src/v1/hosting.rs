@@ -8,7 +8,7 @@ use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
 use lodge_services::orders::{OrderForm, OrderOutcome, OrderSource};
-use lodge_services::{ServiceError, Validator};
+use lodge_services::{FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -88,13 +88,13 @@ impl HostingOrderResponse {
 fn string_field(
     obj: &serde_json::Map<String, serde_json::Value>,
     name: &str,
-    v: &mut Validator,
+    errors: &mut FieldErrors,
 ) -> Option<String> {
     match obj.get(name) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            v.add(name, "Not a valid string.");
+            errors.insert(name.to_owned(), vec!["Not a valid string.".to_owned()]);
             None
         }
     }
@@ -155,21 +155,32 @@ async fn place(
         body
     })?;
     let obj = value.as_object().cloned().unwrap_or_default();
-    let mut v = Validator::new();
+    let mut type_errors = FieldErrors::new();
     let form = OrderForm {
-        plan_id: string_field(&obj, "plan_id", &mut v),
-        domain_source: string_field(&obj, "domain_source", &mut v),
-        domain_name: string_field(&obj, "domain_name", &mut v),
-        domain_id: string_field(&obj, "domain_id", &mut v),
-        epp_code: string_field(&obj, "epp_code", &mut v),
-        billing_cycle: string_field(&obj, "billing_cycle", &mut v),
+        plan_id: string_field(&obj, "plan_id", &mut type_errors),
+        domain_source: string_field(&obj, "domain_source", &mut type_errors),
+        domain_name: string_field(&obj, "domain_name", &mut type_errors),
+        domain_id: string_field(&obj, "domain_id", &mut type_errors),
+        epp_code: string_field(&obj, "epp_code", &mut type_errors),
+        billing_cycle: string_field(&obj, "billing_cycle", &mut type_errors),
         ..Default::default()
     };
-    v.finish()?;
-    let valid = st
+    let validated = st
         .lodge
         .validate_order(access, project, &form, OrderSource::V1)
-        .await?;
+        .await;
+    if !type_errors.is_empty() {
+        // Wrong types are reported together with every other bad field. A field of the
+        // wrong type was read as absent: its type error replaces what that absence caused.
+        let mut errors = match validated {
+            Ok(_) => FieldErrors::new(),
+            Err(ServiceError::Invalid(e)) => e,
+            Err(e) => return Err(e.into()),
+        };
+        errors.extend(type_errors);
+        return Err(ServiceError::Invalid(errors).into());
+    }
+    let valid = validated?;
     let actor = format!("user:{}", access.principal().user);
     let outcome = st.lodge.place_order(&valid, &actor).await?;
     Ok(HostingOrderResponse::new(
@@ -205,15 +216,14 @@ pub async fn list_hosting(
     .await?;
     let catalog = st.lodge.catalog().await?;
     let path = format!("/v1/organizations/{org}/projects/{project}/hosting");
-    Ok(Json(Paginated::new(
-        &st,
-        &path,
-        req,
-        count,
-        rows.into_iter()
-            .map(|h| Hosting::new(h, &catalog, None))
-            .collect(),
-    )?))
+    let mut results = Vec::with_capacity(rows.len());
+    for h in rows {
+        let server = server_info(&st, h.server_id.as_deref()).await?;
+        let mut view = Hosting::new(h, &catalog, None);
+        view.server = server;
+        results.push(view);
+    }
+    Ok(Json(Paginated::new(&st, &path, req, count, results)?))
 }
 
 async fn hosting_detail(
@@ -225,7 +235,10 @@ async fn hosting_detail(
     let h = st.lodge.org_hosting(access, Some(project), id).await?;
     let history = st.lodge.hosting_history(id).await?;
     let catalog = st.lodge.catalog().await?;
-    Ok(Hosting::new(h, &catalog, Some(history)))
+    let server = server_info(st, h.server_id.as_deref()).await?;
+    let mut view = Hosting::new(h, &catalog, Some(history));
+    view.server = server;
+    Ok(view)
 }
 
 /// One hosting account, with its status history.
@@ -305,4 +318,24 @@ pub async fn revoke_cancellation(
         .revoke_cancellation(&access, Some(project), id)
         .await?;
     Ok(Json(hosting_detail(&st, &access, project, id).await?))
+}
+
+/// The `/v1` server object of an account's server, if it has one.
+pub(crate) async fn server_info(
+    st: &AppState,
+    server_id: Option<&str>,
+) -> ApiResult<Option<crate::wire::ServerInfo>> {
+    let Some(id) = server_id.and_then(|s| s.parse::<lodge_core::ServerId>().ok()) else {
+        return Ok(None);
+    };
+    Ok(lodge_store::servers::by_id(st.lodge.store.reader(), id)
+        .await?
+        .map(|s| crate::wire::ServerInfo {
+            id: s.id.to_string(),
+            name: s.name,
+            hostname: s.hostname,
+            ns1: s.ns1,
+            ns2: s.ns2,
+            is_active: s.is_active == 1,
+        }))
 }

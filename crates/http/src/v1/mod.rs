@@ -7,6 +7,7 @@ use crate::AppState;
 
 mod admin;
 mod admin_billing;
+mod admin_ops;
 mod auth;
 mod billing;
 mod domains;
@@ -40,4 +41,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::get_credit))
         .merge(admin::routes())
         .merge(admin_billing::routes())
+        .merge(admin_ops::routes())
 }

@@ -1,0 +1,296 @@
+//! Staff operations on servers, hosting accounts and the job queue.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use lodge_core::{HostingId, ServerId};
+use lodge_services::servers::ServerSpec;
+use lodge_store::jobs::JobRow;
+use lodge_store::servers::ServerRow;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::hosting::server_info;
+use crate::error::ApiResult;
+use crate::extract::{path_id, Staff, V1Json};
+use crate::wire::{ts, ts_opt, Hosting};
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_servers, create_server))
+        .routes(routes!(update_server))
+        .routes(routes!(deactivate_server))
+        .routes(routes!(get_hosting))
+        .routes(routes!(suspend))
+        .routes(routes!(unsuspend))
+        .routes(routes!(terminate))
+        .routes(routes!(retry))
+        .routes(routes!(list_jobs))
+        .routes(routes!(retry_job))
+}
+
+/// A server (credentials are never returned).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub driver: String,
+    pub ns1: String,
+    pub ns2: String,
+    /// `0` for unlimited.
+    pub capacity: i64,
+    /// Live accounts on it.
+    pub accounts: i64,
+    pub plan_ids: Vec<String>,
+    pub has_credentials: bool,
+    pub is_active: bool,
+    pub created: String,
+    pub modified: String,
+}
+
+fn server(s: ServerRow, plan_ids: Vec<String>) -> Server {
+    Server {
+        id: s.id.to_string(),
+        name: s.name,
+        hostname: s.hostname,
+        driver: s.driver,
+        ns1: s.ns1,
+        ns2: s.ns2,
+        capacity: s.capacity,
+        accounts: s.accounts,
+        plan_ids,
+        has_credentials: s.credentials.is_some(),
+        is_active: s.is_active == 1,
+        created: ts(s.created_at),
+        modified: ts(s.modified_at),
+    }
+}
+
+/// Every server.
+#[utoipa::path(get, path = "/v1/admin/servers", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Server>), (status = 401), (status = 403)))]
+async fn list_servers(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+) -> ApiResult<Json<Vec<Server>>> {
+    Ok(Json(
+        st.lodge
+            .servers()
+            .await?
+            .into_iter()
+            .map(|(s, p)| server(s, p))
+            .collect(),
+    ))
+}
+
+/// Adds a server.
+#[utoipa::path(post, path = "/v1/admin/servers", tag = "admin", security(("bearer" = [])),
+    request_body = ServerSpec,
+    responses((status = 201, body = Server), (status = 400), (status = 401), (status = 403)))]
+async fn create_server(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    V1Json(spec): V1Json<ServerSpec>,
+) -> ApiResult<(StatusCode, Json<Server>)> {
+    let s = st.lodge.create_server(&spec).await?;
+    Ok((StatusCode::CREATED, Json(server(s, spec.plan_ids))))
+}
+
+/// Updates a server (credentials are kept when none are sent).
+#[utoipa::path(put, path = "/v1/admin/servers/{server_id}", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "Server UUID")),
+    request_body = ServerSpec,
+    responses((status = 200, body = Server), (status = 400), (status = 401), (status = 403), (status = 404)))]
+async fn update_server(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+    V1Json(spec): V1Json<ServerSpec>,
+) -> ApiResult<Json<Server>> {
+    let id: ServerId = path_id(&id)?;
+    let s = st.lodge.update_server(id, &spec).await?;
+    Ok(Json(server(s, spec.plan_ids)))
+}
+
+/// Deactivates a server: nothing new is placed on it.
+#[utoipa::path(post, path = "/v1/admin/servers/{server_id}/deactivate", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "Server UUID")),
+    responses((status = 200, body = Server), (status = 401), (status = 403), (status = 404)))]
+async fn deactivate_server(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Server>> {
+    let id: ServerId = path_id(&id)?;
+    let s = st.lodge.deactivate_server(id).await?;
+    let plans = lodge_store::servers::plans_of(st.lodge.store.reader(), id).await?;
+    Ok(Json(server(s, plans)))
+}
+
+async fn hosting_view(st: &AppState, id: HostingId) -> ApiResult<Hosting> {
+    let h = lodge_store::hosting::hosting(st.lodge.store.reader(), id)
+        .await?
+        .ok_or_else(crate::error::ApiError::not_found)?;
+    let history = st.lodge.hosting_history(id).await?;
+    let catalog = st.lodge.catalog().await?;
+    let srv = server_info(st, h.server_id.as_deref()).await?;
+    let mut view = Hosting::new(h, &catalog, Some(history));
+    view.server = srv;
+    Ok(view)
+}
+
+/// Any hosting account, with its history.
+#[utoipa::path(get, path = "/v1/admin/hosting/{hosting_id}", tag = "admin", security(("bearer" = [])),
+    params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 200, body = Hosting), (status = 401), (status = 403), (status = 404)))]
+async fn get_hosting(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Hosting>> {
+    let id: HostingId = path_id(&id)?;
+    Ok(Json(hosting_view(&st, id).await?))
+}
+
+async fn act(
+    st: &AppState,
+    staff: &lodge_services::auth::Principal,
+    id: &str,
+    action: &str,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    let id: HostingId = path_id(id)?;
+    st.lodge
+        .admin_hosting(id, action, &format!("staff:{}", staff.user))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(hosting_view(st, id).await?)))
+}
+
+/// Suspends an active account (the worker does it on the server).
+#[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/suspend", tag = "admin", security(("bearer" = [])),
+    params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn suspend(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    act(&st, &staff, &id, "suspend").await
+}
+
+/// Unsuspends a suspended account.
+#[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/unsuspend", tag = "admin", security(("bearer" = [])),
+    params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn unsuspend(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    act(&st, &staff, &id, "unsuspend").await
+}
+
+/// Terminates an account (its files are archived by the driver).
+#[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/terminate", tag = "admin", security(("bearer" = [])),
+    params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn terminate(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    act(&st, &staff, &id, "terminate").await
+}
+
+/// Retries provisioning of a failed account.
+#[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn retry(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    act(&st, &staff, &id, "retry").await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// `queued`, `running`, `done`, `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: String,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<String>,
+    pub last_error: Option<String>,
+    pub created: String,
+    pub modified: String,
+}
+
+fn job(j: JobRow) -> Job {
+    Job {
+        id: j.id,
+        kind: j.kind,
+        payload: serde_json::from_str(&j.payload).unwrap_or_default(),
+        status: j.status,
+        attempts: j.attempts,
+        max_attempts: j.max_attempts,
+        run_at: ts(j.run_at),
+        locked_by: j.locked_by,
+        locked_until: ts_opt(j.locked_until),
+        last_error: j.last_error,
+        created: ts(j.created_at),
+        modified: ts(j.modified_at),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// `dead` (default), `queued`, `running` or `done`.
+    pub status: Option<String>,
+}
+
+/// Jobs by status (dead ones by default), newest first (at most 500).
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
+    params(JobQuery),
+    responses((status = 200, body = Vec<Job>), (status = 401), (status = 403)))]
+async fn list_jobs(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Query(q): Query<JobQuery>,
+) -> ApiResult<Json<Vec<Job>>> {
+    let status = q.status.as_deref().unwrap_or("dead");
+    Ok(Json(
+        st.lodge
+            .jobs_with_status(status, 500)
+            .await?
+            .into_iter()
+            .map(job)
+            .collect(),
+    ))
+}
+
+/// Puts a dead job back in the queue.
+#[utoipa::path(post, path = "/v1/admin/jobs/{job_id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("job_id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = Job), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn retry_job(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    let id: i64 = path_id(&id)?;
+    let j = st
+        .lodge
+        .retry_job(id, &format!("staff:{}", staff.user))
+        .await?;
+    Ok(Json(job(j)))
+}

@@ -1,0 +1,252 @@
+//! The `nginx` driver: hosts sites on the Lodge machine itself, so one box can sell real
+//! hosting without a panel licence. Each account gets a document root with a welcome page
+//! and an nginx server block for its domain and `www.`; every change is checked with
+//! `nginx -t` before the reload. Suspension serves a suspension page; termination removes
+//! the site and keeps its files in an archive directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lodge_core::Clock;
+use tokio::process::Command;
+
+use super::{Account, DriverError, Provisioner};
+
+/// Where the driver writes and how it runs nginx (all from configuration).
+#[derive(Debug, Clone)]
+pub struct NginxConfig {
+    /// The nginx binary.
+    pub binary: PathBuf,
+    /// Extra arguments for every nginx invocation (e.g. `-c /etc/nginx/nginx.conf`).
+    pub args: Vec<String>,
+    /// Directory of server blocks that nginx includes (`include <dir>/*.conf;`).
+    pub sites_dir: PathBuf,
+    /// Parent of each account's document root.
+    pub web_root: PathBuf,
+    /// Where a terminated account's files are kept.
+    pub archive_dir: PathBuf,
+    /// The `listen` value of each server block (e.g. `80` or `127.0.0.1:8088`).
+    pub listen: String,
+}
+
+impl NginxConfig {
+    /// Defaults under `./lodge-data`.
+    pub fn default_under(base: &Path) -> Self {
+        NginxConfig {
+            binary: PathBuf::from("nginx"),
+            args: vec![],
+            sites_dir: base.join("nginx-sites"),
+            web_root: base.join("www"),
+            archive_dir: base.join("archive"),
+            listen: "80".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NginxDriver {
+    cfg: NginxConfig,
+    clock: Arc<dyn Clock>,
+    /// nginx reloads are serialised on this machine.
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> DriverError {
+    DriverError(format!("{context}: {e}"))
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl NginxDriver {
+    pub fn new(cfg: NginxConfig, clock: Arc<dyn Clock>) -> Self {
+        NginxDriver {
+            cfg,
+            clock,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn check_account(a: &Account) -> Result<(), DriverError> {
+        let user_ok = !a.username.is_empty()
+            && a.username.len() <= 32
+            && a.username
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let domain_ok = !a.domain.is_empty()
+            && a.domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if user_ok && domain_ok {
+            Ok(())
+        } else {
+            Err(DriverError(format!(
+                "refusing unsafe account name {:?} / {:?}",
+                a.username, a.domain
+            )))
+        }
+    }
+
+    fn home(&self, a: &Account) -> PathBuf {
+        self.cfg.web_root.join(&a.username)
+    }
+
+    fn conf_path(&self, a: &Account) -> PathBuf {
+        self.cfg.sites_dir.join(format!("{}.conf", a.username))
+    }
+
+    fn server_block(&self, a: &Account, root: &Path) -> String {
+        format!(
+            "# Managed by Lodge: account {user}. Changes here are overwritten.\n\
+             server {{\n    listen {listen};\n    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n    location / {{ try_files $uri $uri/ =404; }}\n}}\n",
+            user = a.username,
+            listen = self.cfg.listen,
+            domain = a.domain,
+            root = root.display(),
+        )
+    }
+
+    async fn nginx(&self, extra: &[&str]) -> Result<(), DriverError> {
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.args(&self.cfg.args).args(extra);
+        let out = cmd.output().await.map_err(|e| {
+            err(
+                &format!("cannot run nginx ({})", self.cfg.binary.display()),
+                e,
+            )
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(DriverError(format!(
+                "nginx {} failed: {}",
+                extra.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    /// Writes a server block, tests the whole configuration and reloads; on a failed test the
+    /// previous block is put back.
+    async fn apply(&self, a: &Account, root: &Path) -> Result<(), DriverError> {
+        let _guard = self.lock.lock().await;
+        tokio::fs::create_dir_all(&self.cfg.sites_dir)
+            .await
+            .map_err(|e| err("creating the sites directory", e))?;
+        let path = self.conf_path(a);
+        let previous = tokio::fs::read_to_string(&path).await.ok();
+        let block = self.server_block(a, root);
+        if previous.as_deref() == Some(block.as_str()) {
+            // Already in place: still make sure nginx runs with it.
+            return self.nginx(&["-s", "reload"]).await;
+        }
+        let tmp = path.with_extension("conf.tmp");
+        tokio::fs::write(&tmp, &block)
+            .await
+            .map_err(|e| err("writing the server block", e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| err("installing the server block", e))?;
+        if let Err(e) = self.nginx(&["-t"]).await {
+            match previous {
+                Some(p) => {
+                    let _ = tokio::fs::write(&path, p).await;
+                }
+                None => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                }
+            }
+            return Err(e);
+        }
+        self.nginx(&["-s", "reload"]).await
+    }
+
+    async fn write_page(dir: &Path, html: &str) -> Result<(), DriverError> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| err("creating the document root", e))?;
+        tokio::fs::write(dir.join("index.html"), html)
+            .await
+            .map_err(|e| err("writing the page", e))
+    }
+}
+
+#[async_trait]
+impl Provisioner for NginxDriver {
+    fn name(&self) -> &str {
+        "nginx"
+    }
+
+    async fn create(&self, a: &Account) -> Result<(), DriverError> {
+        Self::check_account(a)?;
+        let public = self.home(a).join("public_html");
+        if !public.join("index.html").exists() {
+            let domain = escape_html(&a.domain);
+            let html = format!(
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{domain}</title></head>\n<body><h1>Welcome to {domain}</h1>\n<p>This site is hosted by Lodge (account {user}). Upload your files to replace this page.</p></body></html>\n",
+                user = escape_html(&a.username),
+            );
+            Self::write_page(&public, &html).await?;
+        }
+        self.apply(a, &public).await
+    }
+
+    async fn suspend(&self, a: &Account) -> Result<(), DriverError> {
+        Self::check_account(a)?;
+        let dir = self.home(a).join("suspended");
+        let html = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Suspended</title></head>\n<body><h1>This site is suspended</h1>\n<p>{} is temporarily unavailable. The owner has been notified.</p></body></html>\n",
+            escape_html(&a.domain)
+        );
+        Self::write_page(&dir, &html).await?;
+        self.apply(a, &dir).await
+    }
+
+    async fn unsuspend(&self, a: &Account) -> Result<(), DriverError> {
+        Self::check_account(a)?;
+        let public = self.home(a).join("public_html");
+        self.apply(a, &public).await
+    }
+
+    async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
+        Self::check_account(a)?;
+        let _guard = self.lock.lock().await;
+        let path = self.conf_path(a);
+        let had_conf = tokio::fs::remove_file(&path).await.is_ok();
+        let home = self.home(a);
+        if home.exists() {
+            tokio::fs::create_dir_all(&self.cfg.archive_dir)
+                .await
+                .map_err(|e| err("creating the archive directory", e))?;
+            let stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ").to_string();
+            let dest = self.cfg.archive_dir.join(format!("{}-{stamp}", a.username));
+            tokio::fs::rename(&home, &dest)
+                .await
+                .map_err(|e| err("archiving the site's files", e))?;
+        }
+        if had_conf {
+            self.nginx(&["-t"]).await?;
+            self.nginx(&["-s", "reload"]).await?;
+        }
+        Ok(())
+    }
+
+    async fn change_package(&self, _a: &Account, _package: &str) -> Result<(), DriverError> {
+        // nginx sites have no package limits to change.
+        Ok(())
+    }
+
+    async fn change_password(&self, _a: &Account, _password: &str) -> Result<(), DriverError> {
+        // No panel login on this driver: nothing holds a password.
+        Ok(())
+    }
+
+    async fn login_url(&self, a: &Account) -> Result<Option<String>, DriverError> {
+        Ok(Some(format!("http://{}/", a.domain)))
+    }
+}

@@ -1,0 +1,667 @@
+//! Provisioning that really happens: the durable job worker, the scheduler, servers and the
+//! hosting lifecycle operations staff use.
+//!
+//! Jobs are claimed with a lease; a job held by a node that died is claimed again once its
+//! lease ends. Failures retry with exponential backoff and jitter up to the job's limit, the
+//! last error is kept, and a job out of attempts is `dead` (listed and retried through the
+//! admin API). Every handler is idempotent, so running a job twice never makes two accounts.
+
+use std::time::Duration;
+
+use lodge_core::{HostingId, PlanId, ServerId};
+use lodge_store::hosting::{self, HostingRow};
+use lodge_store::jobs::{self, JobRow};
+use lodge_store::{billing, servers, StoreError};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::billing::{JOB_PROVISION, JOB_REGISTER_DOMAIN, JOB_TERMINATE, JOB_TRANSFER_DOMAIN};
+use crate::drivers::Account;
+use crate::registrar::Outcome;
+use crate::{Lodge, Result, ServiceError};
+
+pub const JOB_SUSPEND: &str = "suspend_hosting";
+pub const JOB_UNSUSPEND: &str = "unsuspend_hosting";
+pub const JOB_EXPIRE_ORDER: &str = "expire_order";
+
+/// The delay before retry `attempt` (1-based): 10 s doubling to at most an hour, ±20 %.
+pub fn backoff_us(attempt: i64) -> i64 {
+    let exp = u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0);
+    let base = 10_000_000_i64
+        .saturating_mul(1_i64 << exp.min(20))
+        .min(3_600_000_000);
+    let jitter = rand::thread_rng().gen_range(-(base / 5)..=(base / 5));
+    base + jitter
+}
+
+#[derive(Debug, Deserialize)]
+struct HostingPayload {
+    hosting_id: HostingId,
+}
+
+#[derive(Debug, Deserialize)]
+struct DomainPayload {
+    domain_id: lodge_core::DomainId,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderPayload {
+    order_id: i64,
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(job: &JobRow) -> Result<T> {
+    serde_json::from_str(&job.payload)
+        .map_err(|e| ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id)))
+}
+
+/// A job worker of one node.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    lodge: Lodge,
+    id: String,
+    /// How long a claim holds, microseconds.
+    pub lease_us: i64,
+    /// Jobs claimed per round.
+    pub batch: i64,
+}
+
+impl Worker {
+    pub fn new(lodge: Lodge, id: impl Into<String>) -> Self {
+        Worker {
+            lodge,
+            id: id.into(),
+            lease_us: 120_000_000,
+            batch: 8,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Claims the due jobs and runs them; returns how many ran.
+    pub async fn run_once(&self) -> Result<usize> {
+        let now = self.lodge.now_us();
+        let store = &self.lodge.store;
+        let mut tx = store.begin().await?;
+        let claimed = jobs::claim(
+            &mut tx,
+            store.engine(),
+            &self.id,
+            now,
+            now + self.lease_us,
+            self.batch,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        let n = claimed.len();
+        for job in claimed {
+            self.run_job(job).await?;
+        }
+        Ok(n)
+    }
+
+    async fn run_job(&self, job: JobRow) -> Result<()> {
+        let span =
+            tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+        let _enter = span.enter();
+        let result = self.lodge.perform(&job).await;
+        let now = self.lodge.now_us();
+        let store = self.lodge.store.writer();
+        match result {
+            Ok(()) => {
+                if !jobs::finish(store, job.id, &self.id, now).await? {
+                    tracing::warn!("job finished after its lease was lost");
+                }
+            }
+            Err(e) => {
+                let message = match e {
+                    ServiceError::Internal(m) => m,
+                    other => other.to_string(),
+                };
+                let dead = job.attempts >= job.max_attempts;
+                let retry_at = (!dead).then(|| now + backoff_us(job.attempts));
+                tracing::warn!(error = %message, dead, "job failed");
+                jobs::fail(store, job.id, &self.id, &message, retry_at, now).await?;
+                self.lodge.after_failure(&job, &message, dead).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true: scheduler passes every `schedule_every`, jobs as
+    /// they come (polling every `poll`).
+    pub async fn run(
+        self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        poll: Duration,
+        schedule_every: Duration,
+    ) {
+        let mut last_schedule: Option<tokio::time::Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if last_schedule.is_none_or(|t| t.elapsed() >= schedule_every) {
+                if let Err(e) = self.lodge.schedule_due().await {
+                    tracing::error!(error = %e, "scheduler pass failed");
+                }
+                last_schedule = Some(tokio::time::Instant::now());
+            }
+            let ran = match self.run_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker round failed");
+                    0
+                }
+            };
+            if ran == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// A username for an account: up to 8 letters and digits of its domain, then its number.
+pub fn username_for(domain: &str, legacy_id: i64) -> String {
+    let stem: String = domain
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .take(8)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect();
+    let stem = if stem.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        stem
+    } else {
+        format!("u{stem}")
+    };
+    format!("{stem}{legacy_id}")
+}
+
+impl Lodge {
+    /// Runs one job's work. Errors are retried by the worker.
+    async fn perform(&self, job: &JobRow) -> Result<()> {
+        match job.kind.as_str() {
+            JOB_PROVISION => {
+                self.provision(payload::<HostingPayload>(job)?.hosting_id)
+                    .await
+            }
+            JOB_SUSPEND => {
+                self.lifecycle(
+                    payload::<HostingPayload>(job)?.hosting_id,
+                    Lifecycle::Suspend,
+                )
+                .await
+            }
+            JOB_UNSUSPEND => {
+                self.lifecycle(
+                    payload::<HostingPayload>(job)?.hosting_id,
+                    Lifecycle::Unsuspend,
+                )
+                .await
+            }
+            JOB_TERMINATE => {
+                self.lifecycle(
+                    payload::<HostingPayload>(job)?.hosting_id,
+                    Lifecycle::Terminate,
+                )
+                .await
+            }
+            JOB_EXPIRE_ORDER => {
+                self.expire_order(payload::<OrderPayload>(job)?.order_id)
+                    .await
+            }
+            JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
+                self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
+                    .await
+            }
+            other => Err(ServiceError::Internal(format!(
+                "unknown job kind {other:?}"
+            ))),
+        }
+    }
+
+    /// After a failed attempt: show the error on the hosting account; when the job is out of
+    /// attempts, a provisioning account becomes `failed`.
+    async fn after_failure(&self, job: &JobRow, message: &str, dead: bool) -> Result<()> {
+        let Ok(p) = serde_json::from_str::<HostingPayload>(&job.payload) else {
+            return Ok(());
+        };
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::set_last_error(&mut tx, p.hosting_id, Some(message), now).await?;
+        if dead && job.kind == JOB_PROVISION {
+            hosting::transition(
+                &mut tx,
+                p.hosting_id,
+                &["provisioning"],
+                "failed",
+                message,
+                &format!("job:{}", job.id),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
+        let Some(server_id) = h.server_id.as_deref() else {
+            return Ok(None);
+        };
+        let server_id: ServerId = server_id
+            .parse()
+            .map_err(|_| ServiceError::Internal("bad server id".into()))?;
+        let server = servers::by_id(self.store.reader(), server_id)
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("server {server_id} is gone")))?;
+        let catalog = self.catalog().await?;
+        let package = catalog
+            .plan(h.plan_id)
+            .map(|p| {
+                if p.row.field2.is_empty() {
+                    p.row.slug.clone()
+                } else {
+                    p.row.field2.clone()
+                }
+            })
+            .unwrap_or_default();
+        let password = match hosting::secret(self.store.reader(), h.id).await? {
+            Some(s) => Some(self.sealer.open(&s)?),
+            None => None,
+        };
+        Ok(Some((
+            Account {
+                username: h
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| username_for(&h.domain_name, h.legacy_id)),
+                domain: h.domain_name.clone(),
+                package,
+                password,
+                server: server.hostname.clone(),
+            },
+            server.driver,
+        )))
+    }
+
+    fn driver(&self, name: &str) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
+        self.drivers
+            .get(name)
+            .ok_or_else(|| ServiceError::Internal(format!("no provisioning driver named {name:?}")))
+    }
+
+    /// Creates the account on its server (idempotent) and marks it active.
+    async fn provision(&self, id: HostingId) -> Result<()> {
+        let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        if h.status != "provisioning" {
+            return Ok(()); // already active, cancelled or terminated: nothing to do
+        }
+        let mut h = h;
+        if h.server_id.is_none() {
+            // Ordered before any server existed, or its server was removed: place it now.
+            let plan = self.catalog().await?.plan(h.plan_id).cloned();
+            let driver = plan.map(|p| p.row.driver).unwrap_or_else(|| "nginx".into());
+            let server = servers::place(self.store.reader(), &driver, h.plan_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Internal("All webhosting servers are currently full.".into())
+                })?;
+            let mut tx = self.store.begin().await?;
+            hosting::set_server(
+                &mut tx,
+                id,
+                Some(&server.id.to_string()),
+                None,
+                self.now_us(),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            h.server_id = Some(server.id.to_string());
+        }
+        let Some((account, driver)) = self.account(&h).await? else {
+            return Err(ServiceError::Internal("the account has no server".into()));
+        };
+        self.driver(&driver)?
+            .create(&account)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
+        hosting::set_last_error(&mut tx, id, None, now).await?;
+        hosting::transition(
+            &mut tx,
+            id,
+            &["provisioning"],
+            "active",
+            "provisioned",
+            "worker",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn lifecycle(&self, id: HostingId, op: Lifecycle) -> Result<()> {
+        let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        let (from, to): (&[&str], &str) = match op {
+            Lifecycle::Suspend => (&["active"], "suspended"),
+            Lifecycle::Unsuspend => (&["suspended"], "active"),
+            Lifecycle::Terminate => (
+                &["pending", "provisioning", "active", "suspended", "failed"],
+                "terminated",
+            ),
+        };
+        if !from.contains(&h.status.as_str()) {
+            return Ok(()); // already there, or past it
+        }
+        if op == Lifecycle::Terminate && h.cancel_type.is_none() && h.status == "pending" {
+            return Ok(());
+        }
+        if let Some((account, driver)) = self.account(&h).await? {
+            let d = self.driver(&driver)?;
+            let r = match op {
+                Lifecycle::Suspend => d.suspend(&account).await,
+                Lifecycle::Unsuspend => d.unsuspend(&account).await,
+                Lifecycle::Terminate => d.terminate(&account).await,
+            };
+            r.map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+        }
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::transition(&mut tx, id, from, to, op.note(), "worker", now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn expire_order(&self, order_id: i64) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        self.cancel_pending_order(&mut tx, order_id, "unpaid invoice expired", "scheduler")
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn run_registrar(&self, id: lodge_core::DomainId, kind: &str) -> Result<()> {
+        let Some(d) = hosting::domain(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        let Some(registrar) = self.registrar.clone() else {
+            return Err(ServiceError::Internal("no registrar is configured".into()));
+        };
+        let name = lodge_core::DomainName::parse(&d.name)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let outcome = if kind == JOB_REGISTER_DOMAIN {
+            if d.status != "pending_registration" {
+                return Ok(());
+            }
+            registrar.register(&name, 1).await
+        } else {
+            if d.status != "pending_transfer" {
+                return Ok(());
+            }
+            let epp: Option<String> = sqlx_epp(self, id).await?;
+            registrar
+                .transfer(&name, epp.as_deref().unwrap_or(""))
+                .await
+        }
+        .map_err(|e| ServiceError::Internal(format!("registrar: {e}")))?;
+        if let Outcome::Completed {
+            registration_date,
+            expiration_date,
+        } = outcome
+        {
+            let mut tx = self.store.begin().await?;
+            hosting::activate_domain(
+                &mut tx,
+                id,
+                &registration_date,
+                &expiration_date,
+                "[]",
+                self.now_us(),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok(())
+    }
+
+    /// One scheduler pass: enqueues each due item's job exactly once (dedupe keys), whichever
+    /// node runs it. Returns how many jobs were newly enqueued.
+    pub async fn schedule_due(&self) -> Result<usize> {
+        let now = self.now_us();
+        let mut added = 0;
+        let cutoff = now - self.settings.invoice_expiry_days * 86_400_000_000;
+        for order in billing::expired_first_invoices(self.store.reader(), cutoff).await? {
+            let mut tx = self.store.begin().await?;
+            if self
+                .enqueue(
+                    &mut tx,
+                    JOB_EXPIRE_ORDER,
+                    serde_json::json!({ "order_id": order }),
+                    &format!("expire:{order}"),
+                )
+                .await?
+            {
+                added += 1;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        let today = self.today().to_string();
+        for id in hosting::cancellations_due(self.store.reader(), &today).await? {
+            let mut tx = self.store.begin().await?;
+            if self
+                .enqueue(
+                    &mut tx,
+                    JOB_TERMINATE,
+                    serde_json::json!({ "hosting_id": id, "reason": "end of period" }),
+                    &format!("terminate:{id}"),
+                )
+                .await?
+            {
+                added += 1;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok(added)
+    }
+
+    /// Staff lifecycle operations on a hosting account (`/v1/admin/hosting/{id}/…`).
+    pub async fn admin_hosting(
+        &self,
+        id: HostingId,
+        action: &str,
+        actor: &str,
+    ) -> Result<HostingRow> {
+        let h = hosting::hosting(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        let conflict = |what: &str| {
+            ServiceError::Conflict(format!("Cannot {what} an account that is {}.", h.status))
+        };
+        match action {
+            "suspend" => {
+                if h.status != "active" {
+                    return Err(conflict("suspend"));
+                }
+                self.enqueue_plain(&mut tx, JOB_SUSPEND, id, now).await?;
+            }
+            "unsuspend" => {
+                if h.status != "suspended" {
+                    return Err(conflict("unsuspend"));
+                }
+                self.enqueue_plain(&mut tx, JOB_UNSUSPEND, id, now).await?;
+            }
+            "terminate" => {
+                if ["terminated", "cancelled", "pending"].contains(&h.status.as_str()) {
+                    return Err(conflict("terminate"));
+                }
+                self.enqueue(
+                    &mut tx,
+                    JOB_TERMINATE,
+                    serde_json::json!({ "hosting_id": id, "reason": "staff" }),
+                    &format!("terminate:{id}"),
+                )
+                .await?;
+            }
+            "retry" => {
+                if h.status != "failed" {
+                    return Err(conflict("retry provisioning of"));
+                }
+                hosting::transition(
+                    &mut tx,
+                    id,
+                    &["failed"],
+                    "provisioning",
+                    "retry by staff",
+                    actor,
+                    now,
+                )
+                .await?;
+                let key = format!("provision:{id}");
+                match jobs::by_dedupe_key(&mut *tx, &key).await? {
+                    Some(job) if job.status == "dead" => {
+                        jobs::retry(&mut *tx, job.id, now).await?;
+                    }
+                    _ => {
+                        self.enqueue_plain(&mut tx, JOB_PROVISION, id, now).await?;
+                    }
+                }
+            }
+            _ => return Err(ServiceError::NotFound),
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        hosting::hosting(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    async fn enqueue_plain(
+        &self,
+        conn: &mut lodge_store::AnyConnection,
+        kind: &str,
+        id: HostingId,
+        now: i64,
+    ) -> Result<()> {
+        jobs::enqueue(
+            conn,
+            &jobs::NewJob {
+                kind,
+                payload: &serde_json::json!({ "hosting_id": id }).to_string(),
+                dedupe_key: None,
+                run_at: now,
+                max_attempts: 8,
+                now,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Dead jobs (or another status), newest first.
+    pub async fn jobs_with_status(&self, status: &str, limit: i64) -> Result<Vec<JobRow>> {
+        Ok(jobs::with_status(self.store.reader(), status, limit).await?)
+    }
+
+    /// Puts a dead job back in the queue (a failed account goes back to provisioning).
+    pub async fn retry_job(&self, id: i64, actor: &str) -> Result<JobRow> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        let job = jobs::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if !jobs::retry(&mut *tx, id, now).await? {
+            return Err(ServiceError::Conflict(format!(
+                "This job is {}, not dead.",
+                job.status
+            )));
+        }
+        if job.kind == JOB_PROVISION {
+            if let Ok(p) = serde_json::from_str::<HostingPayload>(&job.payload) {
+                hosting::transition(
+                    &mut tx,
+                    p.hosting_id,
+                    &["failed"],
+                    "provisioning",
+                    "job retried",
+                    actor,
+                    now,
+                )
+                .await?;
+            }
+        }
+        let job = jobs::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(job)
+    }
+
+    /// Whether a plan can be placed on some server now.
+    pub async fn has_room(&self, driver: &str, plan: PlanId) -> Result<bool> {
+        Ok(servers::place(self.store.reader(), driver, plan)
+            .await?
+            .is_some())
+    }
+}
+
+async fn sqlx_epp(lodge: &Lodge, id: lodge_core::DomainId) -> Result<Option<String>> {
+    match hosting::epp_code(lodge.store.reader(), id).await? {
+        Some(sealed) => Ok(Some(lodge.sealer.open(&sealed)?)),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Suspend,
+    Unsuspend,
+    Terminate,
+}
+
+impl Lifecycle {
+    fn note(self) -> &'static str {
+        match self {
+            Lifecycle::Suspend => "suspended",
+            Lifecycle::Unsuspend => "unsuspended",
+            Lifecycle::Terminate => "terminated",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..30 {
+            let b = backoff_us(attempt);
+            let exp = u32::try_from(attempt.clamp(1, 20) - 1).unwrap();
+            let base = (10_000_000_i64 << exp.min(20)).min(3_600_000_000);
+            assert!(
+                b >= base - base / 5 && b <= base + base / 5,
+                "{attempt}: {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn usernames_are_safe() {
+        assert_eq!(username_for("shop.example.com", 42), "shopexam42");
+        assert_eq!(username_for("123.example.com", 7), "u123examp7");
+        assert_eq!(username_for("xn--bcher-kva.com", 9), "xnbcherk9");
+    }
+}

@@ -1,0 +1,200 @@
+//! Servers staff add for accounts to live on. Credentials are sealed at rest and never
+//! returned.
+
+use lodge_core::{PlanId, ServerId};
+use lodge_store::servers::{self, ServerRow};
+use lodge_store::StoreError;
+
+use crate::{Lodge, Result, ServiceError, Validator};
+
+/// A server as staff describe it.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+pub struct ServerSpec {
+    pub name: String,
+    pub hostname: String,
+    /// The provisioning driver (`nginx`, …).
+    pub driver: String,
+    /// Panel credentials (any text, e.g. a JSON object as a string); sealed, never returned.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    #[serde(default)]
+    pub ns1: String,
+    #[serde(default)]
+    pub ns2: String,
+    /// Accounts it may hold; `0` for unlimited.
+    #[serde(default)]
+    pub capacity: i64,
+    /// The plans it serves; empty for every plan of its driver.
+    #[serde(default)]
+    pub plan_ids: Vec<String>,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Lodge {
+    fn validate_server(&self, s: &ServerSpec) -> Result<Vec<PlanId>> {
+        let mut v = Validator::new();
+        if s.name.trim().is_empty() || s.name.len() > 100 {
+            v.add("name", "A name of 1 to 100 characters is required.");
+        }
+        if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
+            v.add("hostname", "A hostname is required.");
+        }
+        if self.drivers.get(&s.driver).is_none() {
+            v.add(
+                "driver",
+                format!("No provisioning driver named {:?}.", s.driver),
+            );
+        }
+        if s.capacity < 0 {
+            v.add("capacity", "At least 0 (0 is unlimited).");
+        }
+        let mut plans = vec![];
+        for p in &s.plan_ids {
+            match p.parse::<PlanId>() {
+                Ok(id) => plans.push(id),
+                Err(_) => v.add("plan_ids", format!("{p:?} is not a plan id.")),
+            }
+        }
+        v.finish()?;
+        Ok(plans)
+    }
+
+    async fn check_plans(&self, plans: &[PlanId]) -> Result<()> {
+        let catalog = self.catalog().await?;
+        for p in plans {
+            if catalog.plan(*p).is_none() {
+                return Err(ServiceError::field("plan_ids", format!("No plan {p}.")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_server(&self, s: &ServerSpec) -> Result<ServerRow> {
+        let plans = self.validate_server(s)?;
+        self.check_plans(&plans).await?;
+        let sealed = s
+            .credentials
+            .as_deref()
+            .map(|c| self.sealer.seal(c))
+            .transpose()?;
+        let id = ServerId::new();
+        let mut tx = self.store.begin().await?;
+        servers::insert(
+            &mut tx,
+            id,
+            &servers::ServerInput {
+                name: s.name.trim(),
+                hostname: s.hostname.trim(),
+                driver: &s.driver,
+                credentials: sealed.as_deref(),
+                ns1: &s.ns1,
+                ns2: &s.ns2,
+                capacity: s.capacity,
+                is_active: s.is_active,
+            },
+            self.now_us(),
+        )
+        .await
+        .map_err(|e| {
+            if matches!(e, StoreError::Conflict(_)) {
+                ServiceError::field("name", "A server with this name exists.")
+            } else {
+                e.into()
+            }
+        })?;
+        servers::set_plans(&mut tx, id, &plans).await?;
+        let row = servers::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    /// Replaces a server's settings; credentials are kept when none are sent.
+    pub async fn update_server(&self, id: ServerId, s: &ServerSpec) -> Result<ServerRow> {
+        let plans = self.validate_server(s)?;
+        self.check_plans(&plans).await?;
+        let sealed = s
+            .credentials
+            .as_deref()
+            .map(|c| self.sealer.seal(c))
+            .transpose()?;
+        let mut tx = self.store.begin().await?;
+        let found = servers::update(
+            &mut tx,
+            id,
+            &servers::ServerInput {
+                name: s.name.trim(),
+                hostname: s.hostname.trim(),
+                driver: &s.driver,
+                credentials: sealed.as_deref(),
+                ns1: &s.ns1,
+                ns2: &s.ns2,
+                capacity: s.capacity,
+                is_active: s.is_active,
+            },
+            self.now_us(),
+        )
+        .await?;
+        if !found {
+            return Err(ServiceError::NotFound);
+        }
+        servers::set_plans(&mut tx, id, &plans).await?;
+        let row = servers::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    pub async fn deactivate_server(&self, id: ServerId) -> Result<ServerRow> {
+        let mut tx = self.store.begin().await?;
+        if !servers::set_active(&mut tx, id, false, self.now_us()).await? {
+            return Err(ServiceError::NotFound);
+        }
+        let row = servers::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<(ServerRow, Vec<String>)>> {
+        let mut out = vec![];
+        for s in servers::all(self.store.reader()).await? {
+            let plans = servers::plans_of(self.store.reader(), s.id).await?;
+            out.push((s, plans));
+        }
+        Ok(out)
+    }
+
+    /// The demo's server: this machine's nginx, unlimited (created once).
+    pub async fn ensure_local_nginx_server(&self) -> Result<ServerRow> {
+        if let Some(s) = servers::by_name(self.store.reader(), "local-nginx").await? {
+            return Ok(s);
+        }
+        match self
+            .create_server(&ServerSpec {
+                name: "local-nginx".into(),
+                hostname: "localhost".into(),
+                driver: "nginx".into(),
+                ns1: "ns1.localhost".into(),
+                ns2: "ns2.localhost".into(),
+                capacity: 0,
+                is_active: true,
+                ..Default::default()
+            })
+            .await
+        {
+            Err(ServiceError::Invalid(_)) => servers::by_name(self.store.reader(), "local-nginx")
+                .await?
+                .ok_or(ServiceError::NotFound),
+            other => other,
+        }
+    }
+}
