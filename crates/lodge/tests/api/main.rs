@@ -4,7 +4,8 @@
 
 mod harness;
 
+mod apiv2;
 mod foundation;
 mod ops;
-mod apiv2;
 mod orders;
+mod provisioning;

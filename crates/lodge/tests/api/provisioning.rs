@@ -1,0 +1,1 @@
+//! Issue: provisioning (worker, scheduler, servers, the nginx driver).
