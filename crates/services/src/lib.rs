@@ -11,6 +11,7 @@ use secrecy::SecretString;
 pub mod auth;
 pub mod billing;
 pub mod catalog;
+pub mod commit;
 pub mod crypto;
 pub mod demo;
 pub mod drivers;
@@ -139,6 +140,8 @@ pub struct Lodge {
     pub registrar: Option<Arc<dyn registrar::Registrar>>,
     /// Provisioning drivers by name.
     pub drivers: drivers::Drivers,
+    /// Group commit of orders (SQLite's single writer).
+    pub batcher: Option<commit::OrderBatcher>,
 }
 
 impl Lodge {
@@ -148,6 +151,9 @@ impl Lodge {
         settings: Settings,
         sealer: crypto::Sealer,
     ) -> Self {
+        let batcher = (store.engine() == lodge_store::Engine::Sqlite
+            && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| commit::OrderBatcher::start(store.writer().clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
             settings.nginx.clone(),
@@ -161,6 +167,7 @@ impl Lodge {
             sealer,
             registrar: Some(Arc::new(registrar::ManualRegistrar)),
             drivers,
+            batcher,
         }
     }
 

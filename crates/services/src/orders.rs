@@ -595,8 +595,12 @@ impl Lodge {
         }
     }
 
-    /// Places a validated order in one transaction.
+    /// Places a validated order in one transaction (on SQLite, one savepoint of a group
+    /// commit shared with the orders waiting at the same moment).
     pub async fn place_order(&self, order: &ValidOrder, actor: &str) -> Result<OrderOutcome> {
+        if let Some(b) = &self.batcher {
+            return b.place(self, order, actor).await;
+        }
         let mut tx = self.store.begin().await?;
         let outcome = self.place_order_in(&mut tx, order, actor).await;
         match outcome {
@@ -684,7 +688,7 @@ impl Lodge {
             DomainPlan::External { .. } => None,
         };
 
-        let server = lodge_store::servers::place(&mut *conn, &o.plan.row.driver, o.plan.row.id)
+        let server = lodge_store::servers::place_in(&mut *conn, &o.plan.row.driver, o.plan.row.id)
             .await?
             .ok_or_else(|| ServiceError::field("plan_id", SERVERS_FULL))?;
         let hosting_id = HostingId::new();

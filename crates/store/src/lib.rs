@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{ConnectOptions, Executor};
 
 pub mod billing;
 pub mod catalog;
@@ -22,7 +22,7 @@ pub mod orgs;
 pub mod servers;
 pub mod users;
 
-pub use sqlx::{Any, AnyConnection, Transaction};
+pub use sqlx::{Acquire, Any, AnyConnection, AnyPool, Transaction};
 
 /// A transaction on either engine.
 pub type Tx = Transaction<'static, Any>;

@@ -168,23 +168,41 @@ pub async fn all<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<Vec<Serve
 }
 
 /// The active server of `driver` that serves `plan` (explicitly, or serving no list) and
-/// has room, least loaded first.
-pub async fn place<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+/// has room. Unlimited servers are taken first without counting their accounts, so placing
+/// an order costs the same with a million accounts as with none; limited ones are counted
+/// (their count is bounded by their capacity), least loaded first.
+pub async fn place_in(
+    conn: &mut AnyConnection,
     driver: &str,
     plan: PlanId,
 ) -> Result<Option<ServerRow>> {
+    let serves = "s.is_active = 1 AND s.driver = $1
+        AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
+             OR EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id AND sp.plan_id = $2))";
+    let unlimited: Option<ServerRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, 0 AS accounts FROM servers s WHERE {serves} AND s.capacity = 0
+         ORDER BY s.legacy_id LIMIT 1"
+    ))
+    .bind(driver)
+    .bind(plan.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if unlimited.is_some() {
+        return Ok(unlimited);
+    }
     Ok(sqlx::query_as(&format!(
-        "SELECT * FROM ({}
-             WHERE s.is_active = 1 AND s.driver = $1
-               AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
-                    OR EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id AND sp.plan_id = $2))
-         ) x WHERE x.capacity = 0 OR x.accounts < x.capacity
-         ORDER BY x.accounts, x.legacy_id LIMIT 1",
+        "SELECT * FROM ({} WHERE {serves} AND s.capacity > 0) x
+         WHERE x.accounts < x.capacity ORDER BY x.accounts, x.legacy_id LIMIT 1",
         select()
     ))
     .bind(driver)
     .bind(plan.to_string())
-    .fetch_optional(db)
+    .fetch_optional(conn)
     .await?)
+}
+
+/// [`place_in`] on a connection from `pool`.
+pub async fn place(pool: &sqlx::AnyPool, driver: &str, plan: PlanId) -> Result<Option<ServerRow>> {
+    let mut conn = pool.acquire().await?;
+    place_in(&mut conn, driver, plan).await
 }
