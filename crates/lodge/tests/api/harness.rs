@@ -24,6 +24,8 @@ pub struct Options {
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
     pub seed_demo: bool,
+    /// The nginx driver's binary, arguments, directories and `listen` (`None`: the defaults).
+    pub nginx: Option<lodge_services::drivers::nginx::NginxConfig>,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             rate_limit_per_minute: 0,
             rate_limit_burst: 0,
             seed_demo: true,
+            nginx: None,
         }
     }
 }
@@ -45,6 +48,8 @@ pub struct TestApp {
     /// The demo data (when seeded): organization, project, keys, plans.
     pub demo: Option<DemoInfo>,
     pub database_url: String,
+    /// The resolved configuration this node was opened with (for [`TestApp::second_node`]).
+    pub config: Config,
     server: Option<Server>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -66,6 +71,8 @@ impl TestApp {
             }
             Engine::Postgres => (lodge_testkit::pg::test_database_url().await?, None),
         };
+        let nginx = opts.nginx.as_ref();
+        let path = |p: &std::path::Path| p.display().to_string();
         let cfg = Config::resolve(
             Overrides {
                 listen: Some("127.0.0.1:0".into()),
@@ -78,6 +85,12 @@ impl TestApp {
                 bank_transfer_instructions: Some(
                     "Pay to IBAN XX00 LODGE 0000, quoting the invoice number.".into(),
                 ),
+                nginx_binary: nginx.map(|n| path(&n.binary)),
+                nginx_args: nginx.map(|n| n.args.join(" ")),
+                nginx_sites_dir: nginx.map(|n| path(&n.sites_dir)),
+                nginx_web_root: nginx.map(|n| path(&n.web_root)),
+                nginx_archive_dir: nginx.map(|n| path(&n.archive_dir)),
+                nginx_listen: nginx.map(|n| n.listen.clone()),
                 ..Default::default()
             },
             FileConfig::default(),
@@ -103,6 +116,7 @@ impl TestApp {
             clock,
             demo,
             database_url,
+            config: cfg,
             server: Some(server),
             _dir: dir,
         })
@@ -287,6 +301,14 @@ impl TestApp {
         let org = self.org_id();
         self.admin_add_member(&org, &user, role, projects).await;
         self.admin_create_key(&org, Some(&user)).await
+    }
+
+    /// Another node on the same database: its own connection pools and drivers, the same
+    /// settings and the same (manual) clock. It serves no HTTP; tests call its services.
+    pub async fn second_node(&self) -> Lodge {
+        lodge::open(&self.config, Arc::new(self.clock.clone()))
+            .await
+            .expect("open a second node")
     }
 
     pub async fn stop(mut self) {

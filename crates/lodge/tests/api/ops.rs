@@ -1,1 +1,394 @@
 //! Operations endpoints and the OpenAPI document.
+//!
+//! WHEN A ROUTE IS ADDED, UPDATE [`ROUTES`] BELOW. The table lists every (method, path) the
+//! server serves, written by hand from `crates/http/src/v1/mod.rs`, `v1/admin*.rs`,
+//! `apiv2/mod.rs`, `ops.rs`, `pages.rs` and `lib.rs`. `openapi_documents_exactly_the_served_routes` fails when a route is served
+//! but missing from `GET /openapi.json` (or documented but not in the table), and when a
+//! documented route is not actually routed.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::TestApp;
+use crate::on_both_engines;
+
+on_both_engines!(
+    health_and_readiness,
+    readiness_fails_when_the_database_is_gone,
+    metrics_count_requests_by_route,
+    docs_page_is_served_without_internet,
+    openapi_documents_exactly_the_served_routes,
+    unknown_routes_answer_404_in_drf_shape,
+);
+
+/// Every route the server serves (Swagger UI's static assets under `/docs/` aside).
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    // operations (ops.rs, lib.rs)
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    // /v1 (v1/mod.rs)
+    ("GET", "/v1/organizations"),
+    ("GET", "/v1/organizations/{organization_id}/projects"),
+    ("POST", "/v1/organizations/{organization_id}/projects"),
+    (
+        "GET",
+        "/v1/organizations/{organization_id}/projects/{project_id}",
+    ),
+    ("GET", "/v1/hosting/plans"),
+    ("GET", "/v1/hosting/plans/{plan_id}"),
+    ("GET", "/v1/hosting/plan-groups"),
+    ("GET", "/v1/organizations/{organization_id}/api-keys"),
+    ("POST", "/v1/organizations/{organization_id}/api-keys"),
+    (
+        "DELETE",
+        "/v1/organizations/{organization_id}/api-keys/{key_id}",
+    ),
+    ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/refresh"),
+    ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/order"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/hosting"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}"),
+    ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/cancel"),
+    ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/revoke-cancellation"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}"),
+    ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auto-renew"),
+    ("GET", "/v1/organizations/{organization_id}/invoices"),
+    ("GET", "/v1/organizations/{organization_id}/invoices/{invoice_id}"),
+    ("GET", "/v1/organizations/{organization_id}/credit"),
+    // the staff API (v1/admin.rs)
+    ("POST", "/v1/admin/users"),
+    ("POST", "/v1/admin/organizations"),
+    ("POST", "/v1/admin/organizations/{organization_id}/members"),
+    ("POST", "/v1/admin/organizations/{organization_id}/api-keys"),
+    ("POST", "/v1/admin/catalog/import"),
+    ("POST", "/v1/admin/plan-groups"),
+    ("POST", "/v1/admin/plan-groups/{group_id}/active"),
+    ("GET", "/v1/admin/plans"),
+    ("POST", "/v1/admin/plans"),
+    ("POST", "/v1/admin/plans/{plan_id}/active"),
+    ("GET", "/v1/admin/offers"),
+    ("POST", "/v1/admin/offers"),
+    ("POST", "/v1/admin/offers/{offer_id}/deactivate"),
+    ("GET", "/v1/admin/coupons"),
+    ("POST", "/v1/admin/coupons"),
+    ("POST", "/v1/admin/coupons/{coupon_id}/deactivate"),
+    ("GET", "/v1/admin/tlds"),
+    ("POST", "/v1/admin/tlds"),
+    ("POST", "/v1/admin/tlds/{tld}/active"),
+    // staff billing (v1/admin_billing.rs)
+    ("POST", "/v1/admin/organizations/{organization_id}/credit"),
+    ("POST", "/v1/admin/invoices/{invoice_id}/payments"),
+    ("POST", "/v1/admin/domains/{domain_id}/complete"),
+    // staff operations: servers, hosting accounts, jobs (v1/admin_ops.rs)
+    ("GET", "/v1/admin/servers"),
+    ("POST", "/v1/admin/servers"),
+    ("PUT", "/v1/admin/servers/{server_id}"),
+    ("POST", "/v1/admin/servers/{server_id}/deactivate"),
+    ("GET", "/v1/admin/hosting/{hosting_id}"),
+    ("POST", "/v1/admin/hosting/{hosting_id}/suspend"),
+    ("POST", "/v1/admin/hosting/{hosting_id}/unsuspend"),
+    ("POST", "/v1/admin/hosting/{hosting_id}/terminate"),
+    ("POST", "/v1/admin/hosting/{hosting_id}/retry"),
+    ("GET", "/v1/admin/jobs"),
+    ("POST", "/v1/admin/jobs/{job_id}/retry"),
+    // the hosted payment page (pages.rs, no login)
+    ("GET", "/pay/{token}"),
+    ("POST", "/pay/{token}/credit"),
+    // /apiv2 (InterServer-compatible, apiv2/*.rs)
+    ("POST", "/apiv2/login"),
+    ("GET", "/apiv2/logout"),
+    ("GET", "/apiv2/websites"),
+    ("GET", "/apiv2/websites/{id}"),
+    ("DELETE", "/apiv2/websites/{id}"),
+    ("GET", "/apiv2/websites/{id}/invoices"),
+    ("GET", "/apiv2/websites/order"),
+    ("PUT", "/apiv2/websites/order"),
+    ("POST", "/apiv2/websites/order"),
+    ("GET", "/apiv2/billing/invoices"),
+    ("DELETE", "/apiv2/billing/invoices/{id}"),
+    ("GET", "/apiv2/billing/pay/{method}/{invoices}"),
+];
+
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// `/a/{x}/b` → `/a/<fresh uuid>/b`.
+pub(crate) fn fill_params(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                fresh_uuid()
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A random, well-formed UUID that names nothing.
+fn fresh_uuid() -> String {
+    lodge_core::OrganizationId::new().to_string()
+}
+
+/// `(method, route)` label pairs of `lodge_http_requests_total` in a metrics text.
+fn counted_routes(metrics: &str) -> BTreeSet<(String, String)> {
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_owned())
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("lodge_http_requests_total{"))
+        .filter_map(|l| Some((label(l, "method")?, label(l, "route")?)))
+        .collect()
+}
+
+async fn text(app: &TestApp, path: &str) -> (StatusCode, String, String) {
+    let resp = app.send(Method::GET, path, None, None).await;
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, ct, resp.text().await.unwrap())
+}
+
+async fn health_and_readiness(app: TestApp) {
+    // No credentials needed.
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = app.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body, json!({ "status": "ok" }), "{path}");
+    }
+    app.stop().await;
+}
+
+async fn readiness_fails_when_the_database_is_gone(app: TestApp) {
+    app.lodge.store.close().await;
+    let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, json!({ "status": "unavailable" }));
+    // Liveness does not depend on the database.
+    let (status, _) = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+async fn metrics_count_requests_by_route(app: TestApp) {
+    let (status, ct, before) = text(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(
+        !before.contains("route=\"/v1/hosting/plans/{plan_id}\""),
+        "{before}"
+    );
+
+    let plan = app.demo().plans[0].id;
+    for _ in 0..2 {
+        let (status, _) = app
+            .get(&format!("/v1/hosting/plans/{plan}"), &app.key())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = app.call(Method::GET, "/v1/hosting/plans", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (_, _, after) = text(&app, "/metrics").await;
+    // By route template (not the concrete path), method and status.
+    assert!(
+        after.contains(
+            "lodge_http_requests_total{method=\"GET\",route=\"/v1/hosting/plans/{plan_id}\",status=\"200\"} 2"
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains(
+            "lodge_http_requests_total{method=\"GET\",route=\"/v1/hosting/plans\",status=\"401\"} 1"
+        ),
+        "{after}"
+    );
+    assert!(
+        !after.contains(&plan.to_string()),
+        "no concrete ids in labels"
+    );
+    assert!(
+        after.contains("lodge_http_request_duration_seconds_bucket"),
+        "{after}"
+    );
+    app.stop().await;
+}
+
+async fn docs_page_is_served_without_internet(app: TestApp) {
+    let (status, ct, html) = text(&app, "/docs/").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(html.to_lowercase().contains("swagger"), "{html}");
+    // `/docs` leads to the same page.
+    let (status, ct, _) = text(&app, "/docs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/html"), "{ct}");
+    // The page loads Lodge's own document, from Lodge.
+    let (status, _, init) = text(&app, "/docs/swagger-initializer.js").await;
+    assert_eq!(status, StatusCode::OK, "{init}");
+    assert!(init.contains("/openapi.json"), "{init}");
+    assert!(
+        !html.contains("://unpkg.com") && !html.contains("://cdn."),
+        "{html}"
+    );
+    app.stop().await;
+}
+
+async fn openapi_documents_exactly_the_served_routes(app: TestApp) {
+    let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"]
+        .as_object()
+        .unwrap_or_else(|| panic!("paths: {doc}"));
+
+    let documented: BTreeSet<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            HTTP_METHODS
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .map(|m| (m.to_uppercase(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(table.len(), ROUTES.len(), "no duplicates in the table");
+    let undocumented: Vec<_> = table.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but missing from /openapi.json: {undocumented:?}"
+    );
+    let untabled: Vec<_> = documented.difference(&table).collect();
+    assert!(
+        untabled.is_empty(),
+        "documented but not in this test's table (add them to ROUTES): {untabled:?}"
+    );
+
+    // The /v1 routes declare the bearer scheme, except login and refresh.
+    for (method, path) in &table {
+        let op = &paths[path.as_str()][method.to_lowercase()];
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} documents its responses"
+        );
+        if path.starts_with("/apiv2/") && path != "/apiv2/login" {
+            assert!(
+                op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x.get("api_key").is_some())),
+                "{method} {path} declares the X-API-KEY scheme: {op}"
+            );
+        }
+        if path.starts_with("/v1/") && !path.starts_with("/v1/auth/") {
+            assert!(
+                op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x.get("bearer").is_some())),
+                "{method} {path} declares bearer security: {op}"
+            );
+        }
+    }
+
+    // Every route is really routed: never the router's 405, GETs without parameters are
+    // 200, and the metrics count each request under its own route template (an unmatched
+    // request would have no template).
+    let admin = app.admin_key();
+    for (method, template) in ROUTES {
+        let path = fill_params(template);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| json!({}));
+        // /v1 with the staff key; /apiv2 with a customer key, as InterServer's clients send it.
+        let mut req = app.client.request(method.clone(), app.url(&path));
+        req = if path.starts_with("/apiv2/") {
+            req.header("X-API-KEY", app.key())
+        } else {
+            req.bearer_auth(&admin)
+        };
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let resp: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {resp}"
+        );
+        assert!(
+            !status.is_server_error(),
+            "{method} {path}: {status} {resp}"
+        );
+        if method == Method::GET && !template.contains('{') {
+            assert_eq!(status, StatusCode::OK, "{method} {path}: {resp}");
+        }
+        if status == StatusCode::NOT_FOUND && path.starts_with("/v1/") {
+            assert_eq!(resp, json!({ "detail": "Not found." }), "{method} {path}");
+        }
+    }
+    let (_, _, metrics) = text(&app, "/metrics").await;
+    let counted = counted_routes(&metrics);
+    for (method, template) in ROUTES {
+        assert!(
+            counted.contains(&((*method).to_owned(), (*template).to_owned())),
+            "{method} {template} did not reach its route; counted: {counted:?}"
+        );
+    }
+    app.stop().await;
+}
+
+async fn unknown_routes_answer_404_in_drf_shape(app: TestApp) {
+    for path in [
+        "/nope",
+        "/v1/nope",
+        "/v1/organizations/x/y/z",
+        "/v2/hosting/plans",
+    ] {
+        let (status, body) = app.get(path, &app.key()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body, json!({ "detail": "Not found." }), "{path}");
+    }
+    let (_, _, metrics) = text(&app, "/metrics").await;
+    assert!(
+        !counted_routes(&metrics)
+            .iter()
+            .any(|(_, route)| route.contains("nope")),
+        "concrete unknown paths never become labels: {metrics}"
+    );
+    // A known path with a method it does not serve.
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/hosting/plans",
+            Some(&app.key()),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    app.stop().await;
+}

@@ -1,1 +1,1911 @@
 //! Issue: ordering web hosting through /v1.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use jiff::SignedDuration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::TestApp;
+use crate::on_both_engines;
+
+on_both_engines!(
+    seed_request_answers_every_seed_field,
+    each_domain_source_succeeds,
+    existing_domains_are_reused_only_when_free,
+    each_billing_cycle_is_billed_at_its_price,
+    invalid_orders_are_refused_and_write_nothing,
+    concurrent_orders_for_one_name_make_one_account,
+    credit_is_applied_exactly_once_under_concurrency,
+    idempotency_key_replays_the_first_order,
+    payment_page_pays_from_credit_once,
+    staff_payments_settle_invoices_once,
+    cancelling_a_partly_paid_order_keeps_the_money,
+    same_payment_reference_cannot_pay_two_invoices,
+    other_organizations_and_viewers_are_kept_out,
+    demo_journey_pending_then_active_from_credit,
+    hosting_and_domain_endpoints_manage_accounts,
+);
+
+// ---- helpers ----
+
+/// The thirteen fields of the published order response.
+const SEED_KEYS: [&str; 13] = [
+    "order_id",
+    "order_number",
+    "invoice_id",
+    "local_order_id",
+    "total",
+    "amount_due",
+    "credit_applied",
+    "status",
+    "invoice_payment_url",
+    "hosting_id",
+    "hosting_status",
+    "domain_id",
+    "domain_name",
+];
+
+/// Tables an order writes to: a refused order leaves all of them as they were.
+const ORDER_TABLES: [&str; 6] = [
+    "orders",
+    "invoices",
+    "invoice_lines",
+    "hosting",
+    "domains",
+    "credit_ledger",
+];
+
+/// A well-formed id that names nothing.
+const UNKNOWN_UUID: &str = "0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3";
+
+fn order_path(org: &str, project: &str) -> String {
+    format!("/v1/organizations/{org}/projects/{project}/hosting/order")
+}
+
+fn hosting_path(app: &TestApp, id: &str) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/{id}",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+fn domain_path(app: &TestApp, id: &str) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/domains/{id}",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+fn invoice_path(app: &TestApp, id: i64) -> String {
+    format!("/v1/organizations/{}/invoices/{id}", app.org_id())
+}
+
+fn credit_path(app: &TestApp) -> String {
+    format!("/v1/organizations/{}/credit", app.org_id())
+}
+
+/// Orders into the demo project with `key`.
+async fn order_with(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
+    app.post(&order_path(&app.org_id(), &app.project_id()), key, body)
+        .await
+}
+
+/// Orders into the demo project with the demo owner's key.
+async fn order(app: &TestApp, body: &Value) -> (StatusCode, Value) {
+    order_with(app, &app.key(), body).await
+}
+
+/// An order that must succeed; returns the response.
+#[track_caller]
+fn created(status: StatusCode, body: Value) -> Value {
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn placed(app: &TestApp, body: &Value) -> Value {
+    let (status, resp) = order(app, body).await;
+    assert_eq!(status, StatusCode::CREATED, "order {body}: {resp}");
+    resp
+}
+
+/// A demo plan's id, by name (`Starter`, `Business`, `Legacy Basic`, `Free Trial`, …).
+fn plan_id(app: &TestApp, name: &str) -> String {
+    app.demo()
+        .plans
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no demo plan {name:?}"))
+        .id
+        .to_string()
+}
+
+fn starter(app: &TestApp) -> String {
+    plan_id(app, "Starter")
+}
+
+fn external(plan: &str, name: &str) -> Value {
+    json!({ "plan_id": plan, "domain_source": "external", "domain_name": name })
+}
+
+fn register(plan: &str, name: &str) -> Value {
+    json!({ "plan_id": plan, "domain_source": "register", "domain_name": name })
+}
+
+/// An amount in cents, from a JSON number (`17.00`, `17`) or a decimal string (`"17.00"`).
+#[track_caller]
+fn cents(v: &Value) -> i64 {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an amount: {other}"),
+    };
+    let (neg, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t.to_owned()),
+        None => (false, text),
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    assert!(frac.len() <= 2, "more than two decimals: {v}");
+    let frac = format!("{frac:0<2}");
+    let c = int.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
+    if neg {
+        -c
+    } else {
+        c
+    }
+}
+
+fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string: {v}"))
+}
+
+fn int_of(v: &Value, field: &str) -> i64 {
+    v[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field} is not an integer: {v}"))
+}
+
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+async fn get_ok(app: &TestApp, path: &str) -> Value {
+    let (status, body) = app.get(path, &app.key()).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    body
+}
+
+async fn invoice(app: &TestApp, id: i64) -> Value {
+    get_ok(app, &invoice_path(app, id)).await
+}
+
+async fn hosting(app: &TestApp, id: &str) -> Value {
+    get_ok(app, &hosting_path(app, id)).await
+}
+
+async fn domain(app: &TestApp, id: &str) -> Value {
+    get_ok(app, &domain_path(app, id)).await
+}
+
+/// The invoice lines of one kind.
+fn lines_of<'a>(inv: &'a Value, kind: &str) -> Vec<&'a Value> {
+    inv["lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("lines: {inv}"))
+        .iter()
+        .filter(|l| l["kind"] == kind)
+        .collect()
+}
+
+/// Staff add account credit to an organization.
+async fn add_credit(app: &TestApp, org: &str, amount: &str) -> Value {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/credit"),
+            &app.admin_key(),
+            &json!({ "amount": amount, "note": "test deposit" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
+    body
+}
+
+/// The demo organization's credit (balance and every ledger entry).
+async fn credit(app: &TestApp) -> Value {
+    get_ok(app, &format!("{}?page_size=100", credit_path(app))).await
+}
+
+async fn balance(app: &TestApp) -> i64 {
+    cents(&credit(app).await["balance"])
+}
+
+async fn scalar_i64(app: &TestApp, sql: &str, bind: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .bind(bind.to_owned())
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// An order's status, read from the database (no /v1 route shows an order).
+async fn order_status(app: &TestApp, order_id: i64) -> String {
+    sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap()
+}
+
+/// Jobs of a kind whose payload names `id`.
+async fn jobs_for(app: &TestApp, kind: &str, id: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE kind = $1 AND payload LIKE $2")
+        .bind(kind)
+        .bind(format!("%{id}%"))
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap()
+}
+
+async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for t in ORDER_TABLES {
+        out.push((t, app.count(t).await));
+    }
+    out
+}
+
+/// A `400` keyed by exactly these fields, each with non-empty messages.
+#[track_caller]
+fn assert_fields(status: StatusCode, body: &Value, fields: &[&str], what: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {body}"));
+    let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = fields.iter().copied().collect();
+    assert_eq!(keys, expected, "{what}: {body}");
+    for (k, msgs) in obj {
+        let msgs = msgs
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {k} is not a list: {body}"));
+        assert!(!msgs.is_empty(), "{what}: {body}");
+        assert!(
+            msgs.iter()
+                .all(|m| m.as_str().is_some_and(|s| !s.is_empty())),
+            "{what}: {body}"
+        );
+    }
+}
+
+/// `status` and a `{"detail": "…"}` body.
+#[track_caller]
+fn assert_detail(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(obj.len(), 1, "only `detail` expected: {body}");
+    assert!(
+        obj["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+}
+
+fn messages(body: &Value, field: &str) -> String {
+    body[field]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .unwrap_or_default()
+}
+
+/// Cancels a hosting account of the demo project.
+async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {
+    app.post(
+        &format!("{}/cancel", hosting_path(app, id)),
+        &app.key(),
+        &json!({ "type": kind, "reason": "x" }),
+    )
+    .await
+}
+
+/// Staff record a payment on an invoice.
+async fn pay(
+    app: &TestApp,
+    token: &str,
+    invoice: i64,
+    amount: &str,
+    reference: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        &format!("/v1/admin/invoices/{invoice}/payments"),
+        token,
+        &json!({ "amount": amount, "method": "bank_transfer", "reference": reference }),
+    )
+    .await
+}
+
+/// A second organization with an owner and a key; returns (organization, project, key).
+async fn other_tenant(app: &TestApp, tag: &str) -> (String, String, String) {
+    let owner = app
+        .admin_create_user(&format!("owner@{tag}.test"), None)
+        .await;
+    let org = app.admin_create_org(tag, Some(&owner)).await;
+    let org = str_of(&org, "id").to_owned();
+    let key = app.admin_create_key(&org, None).await;
+    let (status, projects) = app
+        .get(&format!("/v1/organizations/{org}/projects"), &key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{projects}");
+    let project = str_of(&projects["results"][0], "id").to_owned();
+    (org, project, key)
+}
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// GETs a page without credentials: (status, content type, body).
+async fn page(app: &TestApp, url: &str) -> (StatusCode, String, String) {
+    let resp = app.client.get(url).send().await.unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ct, resp.text().await.unwrap())
+}
+
+/// POSTs the payment page's credit form: (status, `Location`).
+async fn pay_page_credit(url: &str) -> (StatusCode, String) {
+    let resp = no_redirects()
+        .post(format!("{url}/credit"))
+        .send()
+        .await
+        .unwrap();
+    let loc = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (resp.status(), loc)
+}
+
+// ---- 1. the seed ----
+
+async fn seed_request_answers_every_seed_field(app: TestApp) {
+    let plan = starter(&app);
+    // The seed's body, with a real plan and a fresh name (the seed's placeholder domain_id
+    // and epp_code mean nothing to a registration).
+    let body = json!({
+        "plan_id": plan,
+        "domain_source": "register",
+        "domain_name": "fresh-seed-name.com",
+        "domain_id": "3c90c3cc-0d44-4b50-8888-8dd25736052a",
+        "epp_code": "<string>",
+        "billing_cycle": "monthly"
+    });
+    let resp = app
+        .send(
+            Method::POST,
+            &order_path(&app.org_id(), &app.project_id()),
+            Some(&app.key()),
+            Some(&body),
+        )
+        .await;
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    // Amounts are JSON numbers written with two decimals, never through a float.
+    for (field, amount) in [
+        ("total", "17.00"),
+        ("amount_due", "17.00"),
+        ("credit_applied", "0.00"),
+    ] {
+        assert!(
+            text.contains(&format!("\"{field}\":{amount}")),
+            "{field} as the number {amount}: {text}"
+        );
+    }
+    let o: Value = serde_json::from_str(&text).unwrap();
+    let keys: BTreeSet<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, SEED_KEYS.into_iter().collect(), "{o}");
+
+    // Types as the seed shows them.
+    let order_id = int_of(&o, "order_id");
+    let invoice_id = int_of(&o, "invoice_id");
+    assert!(order_id > 0 && invoice_id > 0, "{o}");
+    for f in ["total", "amount_due", "credit_applied"] {
+        assert!(o[f].is_number(), "{f} is a number: {o}");
+    }
+    for f in ["local_order_id", "hosting_id", "domain_id"] {
+        assert!(is_uuid(str_of(&o, f)), "{f} is a uuid: {o}");
+    }
+    for f in ["order_number", "status", "hosting_status", "domain_name"] {
+        assert!(!str_of(&o, f).is_empty(), "{f}: {o}");
+    }
+    assert_eq!(
+        cents(&o["total"]),
+        cents(&o["amount_due"]) + cents(&o["credit_applied"])
+    );
+
+    // No credit yet: pending, everything due, a payment page.
+    assert_eq!(o["status"], "pending");
+    assert_eq!(o["hosting_status"], "pending");
+    assert_eq!(
+        cents(&o["total"]),
+        1700,
+        "5.00 for a month + 12.00 for .com"
+    );
+    assert_eq!(cents(&o["amount_due"]), 1700);
+    assert_eq!(cents(&o["credit_applied"]), 0);
+    assert_eq!(o["domain_name"], "fresh-seed-name.com");
+    let url = str_of(&o, "invoice_payment_url");
+    assert!(
+        url.starts_with(&format!("{}/pay/", app.base)),
+        "absolute payment URL: {url}"
+    );
+    assert!(url.len() > app.base.len() + "/pay/".len() + 20, "{url}");
+
+    // The invoice: plan for the month + the domain for a year; lines sum to the total.
+    let inv = invoice(&app, invoice_id).await;
+    assert_eq!(inv["id"], invoice_id);
+    assert_eq!(inv["order_id"], order_id);
+    assert_eq!(inv["status"], "unpaid");
+    assert_eq!(inv["kind"], "first");
+    assert_eq!(inv["total"], "17.00");
+    assert_eq!(inv["amount_due"], "17.00");
+    assert_eq!(inv["credit_applied"], "0.00");
+    assert_eq!(inv["payment_url"], url);
+    let lines = inv["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{inv}");
+    let sum: i64 = lines.iter().map(|l| cents(&l["amount"])).sum();
+    assert_eq!(sum, cents(&o["total"]));
+    let plan_line = lines_of(&inv, "plan");
+    assert_eq!(plan_line.len(), 1, "{inv}");
+    assert_eq!(plan_line[0]["amount"], "5.00");
+    assert_eq!(plan_line[0]["service_id"], o["hosting_id"]);
+    assert_eq!(plan_line[0]["period_start"], "2026-03-31");
+    assert_eq!(plan_line[0]["period_end"], "2026-04-30");
+    let dom_line = lines_of(&inv, "domain_registration");
+    assert_eq!(dom_line.len(), 1, "{inv}");
+    assert_eq!(dom_line[0]["amount"], "12.00");
+    assert_eq!(dom_line[0]["service_id"], o["domain_id"]);
+    assert_eq!(dom_line[0]["period_end"], "2027-03-31");
+
+    // The same number as the invoice list shows.
+    let list = get_ok(
+        &app,
+        &format!("/v1/organizations/{}/invoices", app.org_id()),
+    )
+    .await;
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["results"][0]["id"], invoice_id);
+    assert!(
+        o["order_number"]
+            .as_str()
+            .unwrap()
+            .contains(&order_id.to_string()),
+        "{o}"
+    );
+    app.stop().await;
+}
+
+// ---- 2. domain sources and cycles ----
+
+async fn each_domain_source_succeeds(app: TestApp) {
+    let plan = starter(&app);
+
+    // register: a pending registration, visible in the project.
+    let r = placed(&app, &register(&plan, "register-me.com")).await;
+    let r_domain = str_of(&r, "domain_id").to_owned();
+    let d = domain(&app, &r_domain).await;
+    assert_eq!(d["id"], r_domain.as_str());
+    assert_eq!(d["name"], "register-me.com");
+    assert_eq!(d["sld"], "register-me");
+    assert_eq!(d["tld"], "com");
+    assert_eq!(d["status"], "pending_registration");
+    assert_eq!(d["tld_info"]["tld"], "com");
+
+    // register with a Unicode name: stored and answered in its ASCII form.
+    let u = placed(&app, &register(&plan, "Bücher.com")).await;
+    assert_eq!(u["domain_name"], "xn--bcher-kva.com");
+    assert_eq!(
+        domain(&app, str_of(&u, "domain_id")).await["name"],
+        "xn--bcher-kva.com"
+    );
+
+    // transfer: a pending transfer, billed at the TLD's transfer price.
+    let domains_before = app.count("domains").await;
+    let t = placed(
+        &app,
+        &json!({ "plan_id": plan, "domain_source": "transfer",
+                 "domain_name": "transfer-me.net", "epp_code": "EPP-secret-1" }),
+    )
+    .await;
+    assert_eq!(app.count("domains").await, domains_before + 1);
+    assert_eq!(t["domain_name"], "transfer-me.net");
+    let td = domain(&app, str_of(&t, "domain_id")).await;
+    assert_eq!(td["status"], "pending_transfer");
+    assert!(
+        !td.to_string().contains("EPP-secret-1"),
+        "the EPP code is never shown: {td}"
+    );
+    assert_eq!(cents(&t["total"]), 500 + 1300);
+    let tinv = invoice(&app, int_of(&t, "invoice_id")).await;
+    let tl = lines_of(&tinv, "domain_transfer");
+    assert_eq!(tl.len(), 1, "{tinv}");
+    assert_eq!(tl[0]["amount"], "13.00");
+    assert!(lines_of(&tinv, "domain_registration").is_empty(), "{tinv}");
+
+    // external: no domain object, no domain line.
+    let domains_before = app.count("domains").await;
+    let e = placed(&app, &external(&plan, "www.external-site.example")).await;
+    assert_eq!(e["domain_id"], Value::Null);
+    assert_eq!(e["domain_name"], "www.external-site.example");
+    assert_eq!(app.count("domains").await, domains_before);
+    assert_eq!(cents(&e["total"]), 500);
+    let einv = invoice(&app, int_of(&e, "invoice_id")).await;
+    assert_eq!(einv["lines"].as_array().unwrap().len(), 1, "{einv}");
+    assert_eq!(lines_of(&einv, "plan").len(), 1, "{einv}");
+    assert_eq!(
+        hosting(&app, str_of(&e, "hosting_id")).await["domain"],
+        "www.external-site.example"
+    );
+
+    // The project's domain list holds the three domain objects.
+    let list = get_ok(
+        &app,
+        &format!(
+            "/v1/organizations/{}/projects/{}/domains",
+            app.org_id(),
+            app.project_id()
+        ),
+    )
+    .await;
+    assert_eq!(list["count"], 3, "{list}");
+    app.stop().await;
+}
+
+async fn existing_domains_are_reused_only_when_free(app: TestApp) {
+    let plan = starter(&app);
+    let first = placed(&app, &register(&plan, "reuse-me.org")).await;
+    let dom = str_of(&first, "domain_id").to_owned();
+    let existing = json!({ "plan_id": plan, "domain_source": "existing", "domain_id": dom });
+
+    // Its hosting account is live (pending): the name is taken.
+    let before = counts(&app).await;
+    let (status, body) = order(&app, &existing).await;
+    assert_fields(
+        status,
+        &body,
+        &["domain_name"],
+        "existing with a live hosting",
+    );
+    assert!(messages(&body, "domain_name").contains("hosting"), "{body}");
+    // Staff complete the registration; the hosting is still live.
+    let (status, done) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1, "nameservers": ["ns1.lodge.test", "ns2.lodge.test"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "active");
+    assert_eq!(done["expiration_date"], "2027-03-31");
+    let (status, body) = order(&app, &existing).await;
+    assert_fields(status, &body, &["domain_name"], "existing, still hosted");
+    assert_eq!(counts(&app).await, before);
+
+    // The first hosting is cancelled (never paid): the domain is free to reuse.
+    let (status, h) = cancel(&app, str_of(&first, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["status"], "cancelled");
+    assert_eq!(
+        domain(&app, &dom).await["status"],
+        "active",
+        "a completed domain stays"
+    );
+    let domains_before = app.count("domains").await;
+    let second = placed(&app, &existing).await;
+    assert_eq!(second["domain_id"], dom.as_str());
+    assert_eq!(second["domain_name"], "reuse-me.org");
+    assert_eq!(app.count("domains").await, domains_before, "no new domain");
+    assert_eq!(cents(&second["total"]), 500, "no domain charge");
+    let inv = invoice(&app, int_of(&second, "invoice_id")).await;
+    assert_eq!(inv["lines"].as_array().unwrap().len(), 1, "{inv}");
+    assert_eq!(lines_of(&inv, "plan").len(), 1, "{inv}");
+    // A matching domain_name alongside the id is accepted (after freeing it again).
+    let (status, _) = cancel(&app, str_of(&second, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut with_name = existing.clone();
+    with_name["domain_name"] = json!("REUSE-ME.org");
+    let third = placed(&app, &with_name).await;
+    assert_eq!(third["domain_id"], dom.as_str());
+
+    // A registration cancelled before it was paid releases its domain object too.
+    let gone = placed(&app, &register(&plan, "gone-away.com")).await;
+    let gone_dom = str_of(&gone, "domain_id").to_owned();
+    let (status, _) = cancel(&app, str_of(&gone, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(domain(&app, &gone_dom).await["status"], "cancelled");
+    let (status, body) = order(
+        &app,
+        &json!({ "plan_id": plan, "domain_source": "existing", "domain_id": gone_dom }),
+    )
+    .await;
+    assert_fields(status, &body, &["domain_id"], "existing, cancelled domain");
+    // …and the name can be registered afresh.
+    let again = placed(&app, &register(&plan, "gone-away.com")).await;
+    assert_ne!(again["domain_id"], gone_dom.as_str());
+    app.stop().await;
+}
+
+async fn each_billing_cycle_is_billed_at_its_price(app: TestApp) {
+    let plan = starter(&app);
+    for (cycle, price, end) in [
+        ("monthly", "5.00", "2026-04-30"),
+        ("quarterly", "15.00", "2026-06-30"),
+        ("semi_annually", "28.50", "2026-09-30"),
+        ("annually", "54.00", "2027-03-31"),
+        ("biennially", "102.00", "2028-03-31"),
+        ("triennially", "144.00", "2029-03-31"),
+    ] {
+        let mut body = external(
+            &plan,
+            &format!("{}.cycles.example", cycle.replace('_', "-")),
+        );
+        body["billing_cycle"] = json!(cycle);
+        let o = placed(&app, &body).await;
+        assert_eq!(cents(&o["total"]), cents(&json!(price)), "{cycle}: {o}");
+        let inv = invoice(&app, int_of(&o, "invoice_id")).await;
+        let pl = lines_of(&inv, "plan");
+        assert_eq!(pl.len(), 1, "{cycle}: {inv}");
+        assert_eq!(pl[0]["amount"], price, "{cycle}: {inv}");
+        assert_eq!(pl[0]["period_start"], "2026-03-31", "{cycle}");
+        assert_eq!(pl[0]["period_end"], end, "{cycle}: {inv}");
+        assert_eq!(inv["total"], price, "{cycle}");
+        let h = hosting(&app, str_of(&o, "hosting_id")).await;
+        assert_eq!(h["billing_cycle"], cycle);
+        assert_eq!(h["price"], price, "{cycle}: {h}");
+    }
+    // No cycle given: monthly.
+    let o = placed(&app, &external(&plan, "default-cycle.example")).await;
+    assert_eq!(cents(&o["total"]), 500);
+    assert_eq!(
+        hosting(&app, str_of(&o, "hosting_id")).await["billing_cycle"],
+        "monthly"
+    );
+
+    // A setup fee is its own line.
+    let b = placed(
+        &app,
+        &external(&plan_id(&app, "Business"), "business.example"),
+    )
+    .await;
+    assert_eq!(cents(&b["total"]), 1999);
+    let inv = invoice(&app, int_of(&b, "invoice_id")).await;
+    assert_eq!(lines_of(&inv, "plan")[0]["amount"], "10.00");
+    let fee = lines_of(&inv, "setup_fee");
+    assert_eq!(fee.len(), 1, "{inv}");
+    assert_eq!(fee[0]["amount"], "9.99");
+
+    // `free`: nothing billed, active at once, provisioning enqueued.
+    let invoices = app.count("invoices").await;
+    let lines = app.count("invoice_lines").await;
+    let mut body = external(&plan_id(&app, "Free Trial"), "trial.example");
+    body["billing_cycle"] = json!("free");
+    let f = placed(&app, &body).await;
+    assert_eq!(f["invoice_id"], Value::Null, "{f}");
+    assert_eq!(f["status"], "active");
+    assert_eq!(f["hosting_status"], "provisioning");
+    assert_eq!(cents(&f["total"]), 0);
+    assert_eq!(cents(&f["amount_due"]), 0);
+    assert_eq!(cents(&f["credit_applied"]), 0);
+    assert_eq!(f["invoice_payment_url"], Value::Null);
+    assert_eq!(f["domain_id"], Value::Null);
+    assert_eq!(app.count("invoices").await, invoices);
+    assert_eq!(app.count("invoice_lines").await, lines);
+    let fid = str_of(&f, "hosting_id").to_owned();
+    assert_eq!(hosting(&app, &fid).await["status"], "provisioning");
+    assert_eq!(jobs_for(&app, "provision_hosting", &fid).await, 1);
+    assert_eq!(order_status(&app, int_of(&f, "order_id")).await, "active");
+
+    // `one_time` on the hidden Legacy Basic plan: hidden plans can still be ordered.
+    let mut body = external(&plan_id(&app, "Legacy Basic"), "legacy.example");
+    body["billing_cycle"] = json!("one_time");
+    let l = placed(&app, &body).await;
+    assert_eq!(cents(&l["total"]), 9900);
+    assert_eq!(l["status"], "pending");
+    let inv = invoice(&app, int_of(&l, "invoice_id")).await;
+    let pl = lines_of(&inv, "plan");
+    assert_eq!(pl.len(), 1, "{inv}");
+    assert_eq!(pl[0]["amount"], "99.00");
+    assert_eq!(
+        pl[0]["period_end"],
+        Value::Null,
+        "no period for one_time: {inv}"
+    );
+    app.stop().await;
+}
+
+// ---- 3. validation ----
+
+async fn invalid_orders_are_refused_and_write_nothing(app: TestApp) {
+    let plan = starter(&app);
+    let admin = app.admin_key();
+
+    // A plan created, orderable, then deactivated.
+    let (status, made) = app
+        .post(
+            "/v1/admin/plans",
+            &admin,
+            &json!({
+                "slug": "orders-test", "group": "web-hosting", "name": "Orders Test",
+                "description": "A plan made in a test.", "display_order": 9,
+                "pricing": [{ "billing_cycle": "monthly", "price": "7.00", "is_default": true }],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let made_id = str_of(&made, "id").to_owned();
+    placed(&app, &external(&made_id, "before-deactivation.example")).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/plans/{made_id}/active"),
+            &admin,
+            &json!({ "is_active": false }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // Names already taken: a registration in Lodge, and live hosting accounts.
+    let taken = placed(&app, &register(&plan, "taken.com")).await;
+    let taken_dom = str_of(&taken, "domain_id").to_owned();
+    let hosted = placed(&app, &external(&plan, "example.org")).await;
+    placed(&app, &external(&plan, "hosted-elsewhere.com")).await;
+    // Another organization's domain.
+    let (other_org, other_project, other_key) = other_tenant(&app, "validation-other").await;
+    let (status, foreign) = app
+        .post(
+            &order_path(&other_org, &other_project),
+            &other_key,
+            &register(&plan, "foreign-domain.com"),
+        )
+        .await;
+    let foreign = created(status, foreign);
+    let foreign_dom = str_of(&foreign, "domain_id").to_owned();
+
+    let label64 = format!("{}.com", "a".repeat(64));
+    let too_long = format!("{}.com", vec!["a".repeat(50); 5].join("."));
+    assert!(too_long.len() >= 254);
+    let ext = |name: &str| external(&plan, name);
+    let reg = |name: &str| register(&plan, name);
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "missing plan_id",
+            json!({ "domain_source": "external", "domain_name": "v1.example" }),
+            vec!["plan_id"],
+        ),
+        (
+            "unknown plan",
+            external(UNKNOWN_UUID, "v2.example"),
+            vec!["plan_id"],
+        ),
+        (
+            "malformed plan_id",
+            external("not-a-uuid", "v3.example"),
+            vec!["plan_id"],
+        ),
+        (
+            "deactivated plan",
+            external(&made_id, "v4.example"),
+            vec!["plan_id"],
+        ),
+        (
+            "free on Starter",
+            json!({ "plan_id": plan, "domain_source": "external",
+                    "domain_name": "v5.example", "billing_cycle": "free" }),
+            vec!["billing_cycle"],
+        ),
+        (
+            "unknown cycle",
+            json!({ "plan_id": plan, "domain_source": "external",
+                    "domain_name": "v6.example", "billing_cycle": "weekly" }),
+            vec!["billing_cycle"],
+        ),
+        (
+            "missing domain_source",
+            json!({ "plan_id": plan, "domain_name": "v7.example" }),
+            vec!["domain_source"],
+        ),
+        (
+            "invalid domain_source",
+            json!({ "plan_id": plan, "domain_source": "bogus", "domain_name": "v8.example" }),
+            vec!["domain_source"],
+        ),
+        (
+            "register without a name",
+            json!({ "plan_id": plan, "domain_source": "register" }),
+            vec!["domain_name"],
+        ),
+        ("register a blank name", reg("   "), vec!["domain_name"]),
+        ("hyphens at the ends", reg("-bad-.com"), vec!["domain_name"]),
+        ("a 64-character label", reg(&label64), vec!["domain_name"]),
+        ("254+ characters", reg(&too_long), vec!["domain_name"]),
+        ("no dot", reg("nodot"), vec!["domain_name"]),
+        ("underscore", reg("bad_name.com"), vec!["domain_name"]),
+        ("a TLD not sold", reg("fine-name.xyz"), vec!["domain_name"]),
+        ("a subdomain", reg("www.fine-name.com"), vec!["domain_name"]),
+        (
+            "already registered in Lodge",
+            reg("taken.com"),
+            vec!["domain_name"],
+        ),
+        (
+            "already registered, other case",
+            reg("TAKEN.com"),
+            vec!["domain_name"],
+        ),
+        (
+            "registered by another organization",
+            reg("foreign-domain.com"),
+            vec!["domain_name"],
+        ),
+        (
+            "a name with a live hosting account",
+            reg("hosted-elsewhere.com"),
+            vec!["domain_name"],
+        ),
+        (
+            "transfer without epp_code",
+            json!({ "plan_id": plan, "domain_source": "transfer", "domain_name": "moving.com" }),
+            vec!["epp_code"],
+        ),
+        (
+            "transfer of a name registered in Lodge",
+            json!({ "plan_id": plan, "domain_source": "transfer",
+                    "domain_name": "taken.com", "epp_code": "X" }),
+            vec!["domain_name"],
+        ),
+        (
+            "existing without domain_id",
+            json!({ "plan_id": plan, "domain_source": "existing" }),
+            vec!["domain_id"],
+        ),
+        (
+            "existing with a malformed domain_id",
+            json!({ "plan_id": plan, "domain_source": "existing", "domain_id": "nope" }),
+            vec!["domain_id"],
+        ),
+        (
+            "existing with an unknown domain_id",
+            json!({ "plan_id": plan, "domain_source": "existing", "domain_id": UNKNOWN_UUID }),
+            vec!["domain_id"],
+        ),
+        (
+            "existing with another organization's domain",
+            json!({ "plan_id": plan, "domain_source": "existing", "domain_id": foreign_dom }),
+            vec!["domain_id"],
+        ),
+        (
+            "existing with a domain_name that does not match",
+            json!({ "plan_id": plan, "domain_source": "existing",
+                    "domain_id": taken_dom, "domain_name": "other.com" }),
+            vec!["domain_name"],
+        ),
+        (
+            "existing whose hosting is live",
+            json!({ "plan_id": plan, "domain_source": "existing", "domain_id": taken_dom }),
+            vec!["domain_name"],
+        ),
+        (
+            "external without a name",
+            json!({ "plan_id": plan, "domain_source": "external" }),
+            vec!["domain_name"],
+        ),
+        (
+            "external invalid name",
+            ext("not valid.com"),
+            vec!["domain_name"],
+        ),
+        ("external too long", ext(&too_long), vec!["domain_name"]),
+        (
+            "external, hosted already",
+            ext("example.org"),
+            vec!["domain_name"],
+        ),
+        (
+            "external, other case",
+            ext("EXAMPLE.org."),
+            vec!["domain_name"],
+        ),
+        (
+            "a wrong type",
+            json!({ "plan_id": plan, "domain_source": "external", "domain_name": 5 }),
+            vec!["domain_name"],
+        ),
+        // Several bad fields at once.
+        ("empty body", json!({}), vec!["plan_id", "domain_source"]),
+        (
+            "three bad fields",
+            json!({ "plan_id": "nope", "domain_source": "bogus", "billing_cycle": "weekly" }),
+            vec!["plan_id", "domain_source", "billing_cycle"],
+        ),
+        (
+            "unknown plan and bad name",
+            json!({ "plan_id": UNKNOWN_UUID, "domain_source": "register",
+                    "domain_name": "-bad-.com" }),
+            vec!["plan_id", "domain_name"],
+        ),
+        (
+            "a wrong type and a bad choice",
+            json!({ "plan_id": 42, "domain_source": "bogus" }),
+            vec!["plan_id", "domain_source"],
+        ),
+    ];
+    let before = counts(&app).await;
+    for (what, body, fields) in &cases {
+        let (status, resp) = order(&app, body).await;
+        assert_fields(status, &resp, fields, what);
+        assert_eq!(counts(&app).await, before, "{what} wrote nothing");
+    }
+    // Malformed JSON: a `detail`.
+    let (status, resp) = app
+        .call_raw(
+            Method::POST,
+            &order_path(&app.org_id(), &app.project_id()),
+            Some(&app.key()),
+            "application/json",
+            "{\"plan_id\": ",
+        )
+        .await;
+    assert_detail(status, &resp, StatusCode::BAD_REQUEST);
+    assert_eq!(counts(&app).await, before);
+
+    // Cancelling the live hosting (never paid) frees its name.
+    let (status, h) = cancel(&app, str_of(&hosted, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["status"], "cancelled");
+    let again = placed(&app, &external(&plan, "example.org")).await;
+    assert_ne!(again["hosting_id"], hosted["hosting_id"]);
+    app.stop().await;
+}
+
+/// Many clients ordering the same name at once: one account, the rest refused by field.
+async fn concurrent_orders_for_one_name_make_one_account(app: TestApp) {
+    let plan = starter(&app);
+    for (body, grows_domains) in [
+        (register(&plan, "contested.com"), 1),
+        (external(&plan, "contested.example"), 0),
+    ] {
+        let before = counts(&app).await;
+        let results = join_all((0..10).map(|_| order(&app, &body))).await;
+        let won: Vec<&Value> = results
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        for (status, resp) in &results {
+            if *status != StatusCode::CREATED {
+                assert_fields(*status, resp, &["domain_name"], "a lost race");
+            }
+        }
+        let after = counts(&app).await;
+        for ((t, b), (_, a)) in before.iter().zip(&after) {
+            let grew = match *t {
+                "credit_ledger" => 0,
+                "domains" => grows_domains,
+                "invoice_lines" => 1 + grows_domains,
+                _ => 1,
+            };
+            assert_eq!(*a, b + grew, "{t}");
+        }
+    }
+    app.stop().await;
+}
+
+// ---- 4. credit under concurrency ----
+
+async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
+    let org = app.org_id();
+    let plan = starter(&app);
+    assert_eq!(balance(&app).await, 0);
+    // Ten deposits of 5.00, concurrently: enough for exactly ten Starter months.
+    let deposits = join_all((0..10).map(|_| add_credit(&app, &org, "5.00"))).await;
+    assert_eq!(deposits.len(), 10);
+    assert_eq!(balance(&app).await, 5000);
+
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| external(&plan, &format!("race-{i}.example")))
+        .collect();
+    let results = join_all(bodies.iter().map(|b| order(&app, b))).await;
+    let mut active = 0;
+    let mut pending = 0;
+    let mut applied = 0;
+    for (status, o) in results {
+        assert_eq!(status, StatusCode::CREATED, "{o}");
+        assert_eq!(
+            cents(&o["total"]),
+            cents(&o["amount_due"]) + cents(&o["credit_applied"]),
+            "{o}"
+        );
+        applied += cents(&o["credit_applied"]);
+        match str_of(&o, "status") {
+            "active" => {
+                active += 1;
+                assert_eq!(cents(&o["credit_applied"]), 500, "{o}");
+                assert_eq!(cents(&o["amount_due"]), 0, "{o}");
+                assert_eq!(o["hosting_status"], "provisioning", "{o}");
+                assert_eq!(o["invoice_payment_url"], Value::Null, "{o}");
+            }
+            "pending" => {
+                pending += 1;
+                assert_eq!(cents(&o["credit_applied"]), 0, "{o}");
+                assert_eq!(cents(&o["amount_due"]), 500, "{o}");
+                assert_eq!(o["hosting_status"], "pending", "{o}");
+                assert!(o["invoice_payment_url"].is_string(), "{o}");
+            }
+            other => panic!("unexpected status {other}: {o}"),
+        }
+    }
+    assert_eq!((active, pending), (10, 40));
+    assert_eq!(applied, 5000, "exactly what was deposited");
+
+    let c = credit(&app).await;
+    assert_eq!(c["balance"], "0.00", "{c}");
+    let entries = c["results"].as_array().unwrap();
+    assert_eq!(c["count"], 20, "10 deposits, 10 applications: {c}");
+    assert_eq!(entries.len(), 20);
+    assert!(
+        entries.iter().all(|e| cents(&e["balance_after"]) >= 0),
+        "{c}"
+    );
+    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
+    assert_eq!(sum, cents(&c["balance"]));
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "applied").count(),
+        10,
+        "{c}"
+    );
+    // Newest first: the newest entry's balance is the balance.
+    assert_eq!(cents(&entries[0]["balance_after"]), 0);
+
+    let invoices = get_ok(
+        &app,
+        &format!("/v1/organizations/{org}/invoices?page_size=100"),
+    )
+    .await;
+    let rows = invoices["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 50);
+    assert_eq!(rows.iter().filter(|i| i["status"] == "paid").count(), 10);
+    assert_eq!(
+        app.count("jobs").await,
+        10,
+        "one provisioning job per paid order"
+    );
+    app.stop().await;
+}
+
+// ---- 5. idempotency ----
+
+async fn order_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value, bool) {
+    let resp = app
+        .client
+        .post(app.url(&order_path(&app.org_id(), &app.project_id())))
+        .bearer_auth(app.key())
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        replayed,
+    )
+}
+
+async fn idempotency_key_replays_the_first_order(app: TestApp) {
+    let plan = starter(&app);
+    let body = register(&plan, "once-only.com");
+    let before = counts(&app).await;
+    let results = join_all((0..20).map(|_| order_keyed(&app, "order-key-1", &body))).await;
+    let first = results[0].1.clone();
+    let order_id = int_of(&first, "order_id");
+    for (status, o, _) in &results {
+        assert_eq!(*status, StatusCode::CREATED, "{o}");
+        assert_eq!(o, &first, "every retry answers the first response");
+    }
+    assert_eq!(
+        results.iter().filter(|r| !r.2).count(),
+        1,
+        "exactly one request acted; the others were replays"
+    );
+    let after = counts(&app).await;
+    for ((t, b), (_, a)) in before.iter().zip(&after) {
+        let grew = if *t == "credit_ledger" {
+            0
+        } else if *t == "invoice_lines" {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*a, b + grew, "{t}");
+    }
+    // Later, one more retry: still the same order.
+    let (status, again, replayed) = order_keyed(&app, "order-key-1", &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(replayed);
+    assert_eq!(int_of(&again, "order_id"), order_id);
+
+    // The same key with another body is refused.
+    let (status, other, _) =
+        order_keyed(&app, "order-key-1", &register(&plan, "something-else.com")).await;
+    assert_detail(status, &other, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(counts(&app).await, after);
+
+    // Another key is another request: the same body is now refused (the name is taken)…
+    let (status, refused, replayed) = order_keyed(&app, "order-key-2", &body).await;
+    assert!(!replayed);
+    assert_fields(status, &refused, &["domain_name"], "another key, same name");
+    // …and a fresh name makes a new order.
+    let (status, fresh, _) =
+        order_keyed(&app, "order-key-3", &register(&plan, "twice-over.com")).await;
+    let fresh = created(status, fresh);
+    assert_ne!(int_of(&fresh, "order_id"), order_id);
+    assert_eq!(app.count("orders").await, after[0].1 + 1);
+
+    // Keys are per credential: another organization's key with the same Idempotency-Key
+    // does not receive the demo organization's order.
+    let (other_org, other_project, other_key) = other_tenant(&app, "idem-other").await;
+    let resp = app
+        .client
+        .post(app.url(&order_path(&other_org, &other_project)))
+        .bearer_auth(&other_key)
+        .header("Idempotency-Key", "order-key-1")
+        .json(&register(&plan, "theirs.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let theirs: Value = resp.json().await.unwrap();
+    assert_ne!(int_of(&theirs, "order_id"), order_id);
+    app.stop().await;
+}
+
+// ---- 6. the payment page ----
+
+async fn payment_page_pays_from_credit_once(app: TestApp) {
+    let org = app.org_id();
+    let o = placed(&app, &register(&starter(&app), "pay-page.com")).await;
+    let url = str_of(&o, "invoice_payment_url").to_owned();
+    let inv_id = int_of(&o, "invoice_id");
+    let hosting_id = str_of(&o, "hosting_id").to_owned();
+    let number = str_of(&invoice(&app, inv_id).await, "number").to_owned();
+    assert!(!number.is_empty());
+
+    // No login needed; the invoice, its total and what is due.
+    let (status, ct, html) = page(&app, &url).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(html.contains(&number), "{html}");
+    assert!(html.contains("id=\"total\">17.00 USD<"), "{html}");
+    assert!(html.contains("id=\"amount-due\">17.00 USD<"), "{html}");
+    assert!(html.contains("pay-page.com"), "{html}");
+    // The credit form posts to `{url}/credit` (the template escapes its slashes).
+    let token = url.rsplit('/').next().unwrap();
+    let form = format!("action=\"&#x2f;pay&#x2f;{token}&#x2f;credit\"");
+    assert!(html.contains("id=\"pay-credit\""), "{html}");
+    assert!(
+        !html.contains(&form),
+        "no credit form without credit: {html}"
+    );
+
+    // Some credit, not enough: still no form; posting anyway changes nothing.
+    add_credit(&app, &org, "10.00").await;
+    let (_, _, html) = page(&app, &url).await;
+    assert!(!html.contains(&form), "10.00 does not cover 17.00: {html}");
+    let ledger = app.count("credit_ledger").await;
+    let (status, loc) = pay_page_credit(&url).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(loc.ends_with("result=insufficient"), "{loc}");
+    assert_eq!(invoice(&app, inv_id).await["status"], "unpaid");
+    assert_eq!(balance(&app).await, 1000);
+    assert_eq!(app.count("credit_ledger").await, ledger);
+
+    // Enough credit, three days later: the form appears and pays.
+    add_credit(&app, &org, "10.00").await;
+    app.clock.advance(SignedDuration::from_hours(72));
+    let (_, _, html) = page(&app, &url).await;
+    assert!(html.contains(&form), "{html}");
+    let (status, loc) = pay_page_credit(&url).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(loc.ends_with("result=paid"), "{loc}");
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(inv["credit_applied"], "17.00");
+    assert_eq!(inv["amount_due"], "0.00");
+    assert_eq!(inv["payment_url"], Value::Null);
+    // The first period starts on the day it was paid.
+    let pl = lines_of(&inv, "plan");
+    assert_eq!(pl[0]["period_start"], "2026-04-03", "{inv}");
+    assert_eq!(pl[0]["period_end"], "2026-05-03", "{inv}");
+    let h = hosting(&app, &hosting_id).await;
+    assert_eq!(h["status"], "provisioning", "{h}");
+    assert_eq!(h["next_due_date"], "2026-05-03", "{h}");
+    assert_eq!(order_status(&app, int_of(&o, "order_id")).await, "active");
+    assert_eq!(jobs_for(&app, "provision_hosting", &hosting_id).await, 1);
+    assert_eq!(
+        jobs_for(&app, "register_domain", str_of(&o, "domain_id")).await,
+        1
+    );
+    assert_eq!(balance(&app).await, 300);
+
+    // Paid: the page says so; posting again changes nothing.
+    let (status, _, html) = page(&app, &format!("{url}?result=paid")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"amount-due\">0.00 USD<"), "{html}");
+    assert!(!html.contains(&form), "{html}");
+    let ledger = app.count("credit_ledger").await;
+    let jobs = app.count("jobs").await;
+    let (status, loc) = pay_page_credit(&url).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!loc.ends_with("result=paid"), "{loc}");
+    assert_eq!(jobs_for(&app, "provision_hosting", &hosting_id).await, 1);
+    assert_eq!(app.count("jobs").await, jobs);
+    assert_eq!(app.count("credit_ledger").await, ledger);
+    assert_eq!(balance(&app).await, 300);
+
+    // Unknown tokens: 404, for reading and for paying.
+    let unknown = format!("{}/pay/{}", app.base, "Z".repeat(40));
+    assert_eq!(page(&app, &unknown).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(pay_page_credit(&unknown).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        page(&app, &format!("{}/pay/short", app.base)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}
+
+// ---- 7. staff payments ----
+
+async fn staff_payments_settle_invoices_once(app: TestApp) {
+    let admin = app.admin_key();
+    let plan = starter(&app);
+    let a = placed(&app, &external(&plan, "paid-by-bank.example")).await;
+    let a_inv = int_of(&a, "invoice_id");
+    let a_hosting = str_of(&a, "hosting_id").to_owned();
+
+    // Non-staff keys may not record payments.
+    let (status, body) = pay(&app, &app.key(), a_inv, "5.00", "BT-1").await;
+    assert_detail(status, &body, StatusCode::FORBIDDEN);
+    assert_eq!(app.count("payments").await, 0);
+
+    let (status, p) = pay(&app, &admin, a_inv, "5.00", "BT-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["created"], true);
+    assert_eq!(p["payment"]["amount"], "5.00");
+    assert_eq!(p["payment"]["reference"], "BT-1");
+    assert_eq!(p["invoice"]["status"], "paid");
+    let inv = invoice(&app, a_inv).await;
+    assert_eq!(inv["status"], "paid");
+    assert_eq!(inv["amount_paid"], "5.00");
+    assert_eq!(inv["payments"].as_array().unwrap().len(), 1, "{inv}");
+    assert_eq!(order_status(&app, int_of(&a, "order_id")).await, "active");
+    assert_eq!(hosting(&app, &a_hosting).await["status"], "provisioning");
+    assert_eq!(jobs_for(&app, "provision_hosting", &a_hosting).await, 1);
+
+    // The same method and reference again: 200, nothing changes.
+    let snapshot = (
+        app.count("payments").await,
+        app.count("jobs").await,
+        app.count("credit_ledger").await,
+    );
+    let (status, again) = pay(&app, &admin, a_inv, "5.00", "BT-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["created"], false);
+    assert_eq!(again["payment"]["id"], p["payment"]["id"]);
+    assert_eq!(
+        (
+            app.count("payments").await,
+            app.count("jobs").await,
+            app.count("credit_ledger").await
+        ),
+        snapshot
+    );
+    assert_eq!(invoice(&app, a_inv).await["amount_paid"], "5.00");
+    // A new payment on a paid invoice is refused.
+    let (status, body) = pay(&app, &admin, a_inv, "5.00", "BT-1b").await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert_eq!(app.count("payments").await, snapshot.0);
+
+    // A partial payment: unpaid, less due, still pending.
+    let b = placed(&app, &register(&plan, "partly-paid.com")).await;
+    let b_inv = int_of(&b, "invoice_id");
+    let b_hosting = str_of(&b, "hosting_id").to_owned();
+    let (status, p) = pay(&app, &admin, b_inv, "7.00", "BT-2").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let inv = invoice(&app, b_inv).await;
+    assert_eq!(inv["status"], "unpaid");
+    assert_eq!(inv["amount_paid"], "7.00");
+    assert_eq!(inv["amount_due"], "10.00");
+    assert!(inv["payment_url"].is_string(), "{inv}");
+    assert_eq!(hosting(&app, &b_hosting).await["status"], "pending");
+    assert_eq!(order_status(&app, int_of(&b, "order_id")).await, "pending");
+    assert_eq!(jobs_for(&app, "provision_hosting", &b_hosting).await, 0);
+
+    // An overpayment settles it and puts the rest on the account.
+    assert_eq!(balance(&app).await, 0);
+    let (status, p) = pay(&app, &admin, b_inv, "15.00", "BT-3").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let inv = invoice(&app, b_inv).await;
+    assert_eq!(inv["status"], "paid");
+    assert_eq!(inv["amount_paid"], "17.00", "only what was due: {inv}");
+    assert_eq!(inv["amount_due"], "0.00");
+    assert_eq!(hosting(&app, &b_hosting).await["status"], "provisioning");
+    assert_eq!(jobs_for(&app, "provision_hosting", &b_hosting).await, 1);
+    let c = credit(&app).await;
+    assert_eq!(c["balance"], "5.00", "{c}");
+    assert_eq!(c["results"][0]["kind"], "deposit");
+    assert_eq!(c["results"][0]["amount"], "5.00");
+    assert_eq!(c["results"][0]["invoice_id"], b_inv);
+
+    // Bad bodies and unknown invoices.
+    let (status, body) = pay(&app, &admin, b_inv, "0", "BT-4").await;
+    assert_fields(status, &body, &["amount"], "zero amount");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{b_inv}/payments"),
+            &admin,
+            &json!({ "amount": "1.00", "method": "Bank Transfer", "reference": "" }),
+        )
+        .await;
+    assert_fields(
+        status,
+        &body,
+        &["method", "reference"],
+        "bad method and reference",
+    );
+    let (status, body) = pay(&app, &admin, 999_999, "1.00", "BT-5").await;
+    assert_detail(status, &body, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+/// Money received on an invoice that is then cancelled goes back to the account.
+async fn cancelling_a_partly_paid_order_keeps_the_money(app: TestApp) {
+    let plan = starter(&app);
+    add_credit(&app, &app.org_id(), "2.00").await;
+    let o = placed(&app, &register(&plan, "half-paid.com")).await;
+    assert_eq!(cents(&o["credit_applied"]), 200);
+    assert_eq!(cents(&o["amount_due"]), 1500);
+    let inv = int_of(&o, "invoice_id");
+    let (status, p) = pay(&app, &app.admin_key(), inv, "7.00", "PART-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(balance(&app).await, 0);
+
+    let (status, h) = cancel(&app, str_of(&o, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["status"], "cancelled");
+    assert_eq!(invoice(&app, inv).await["status"], "cancelled");
+    assert_eq!(
+        order_status(&app, int_of(&o, "order_id")).await,
+        "cancelled"
+    );
+    assert_eq!(
+        domain(&app, str_of(&o, "domain_id")).await["status"],
+        "cancelled"
+    );
+    // The 2.00 of credit and the 7.00 received are the customer's again.
+    let c = credit(&app).await;
+    assert_eq!(c["balance"], "9.00", "{c}");
+    let sum: i64 = c["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| cents(&e["amount"]))
+        .sum();
+    assert_eq!(sum, 900, "{c}");
+    app.stop().await;
+}
+
+/// One bank reference is one payment: two invoices racing for it cannot both be paid.
+async fn same_payment_reference_cannot_pay_two_invoices(app: TestApp) {
+    let admin = app.admin_key();
+    let plan = starter(&app);
+    for round in 0..5 {
+        let x = placed(&app, &external(&plan, &format!("x{round}.race.example"))).await;
+        let y = placed(&app, &external(&plan, &format!("y{round}.race.example"))).await;
+        let (xi, yi) = (int_of(&x, "invoice_id"), int_of(&y, "invoice_id"));
+        let reference = format!("RACE-{round}");
+        let (rx, ry) = tokio::join!(
+            pay(&app, &admin, xi, "5.00", &reference),
+            pay(&app, &admin, yi, "5.00", &reference)
+        );
+        let statuses = [rx.0, ry.0];
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CREATED)
+                .count(),
+            1,
+            "round {round}: {rx:?} {ry:?}"
+        );
+        let (ix, iy) = (invoice(&app, xi).await, invoice(&app, yi).await);
+        let paid: Vec<&Value> = [&ix, &iy]
+            .into_iter()
+            .filter(|i| i["status"] == "paid")
+            .collect();
+        assert_eq!(paid.len(), 1, "round {round}: {ix} {iy}");
+        for i in [&ix, &iy] {
+            let recorded: i64 = i["payments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| cents(&p["amount"]))
+                .sum();
+            assert_eq!(
+                cents(&i["amount_paid"]),
+                recorded,
+                "round {round}: money on an invoice is money recorded: {i}"
+            );
+        }
+    }
+    assert_eq!(app.count("payments").await, 5);
+    app.stop().await;
+}
+
+// ---- 8. tenancy and roles ----
+
+async fn other_organizations_and_viewers_are_kept_out(app: TestApp) {
+    let plan = starter(&app);
+    let o = placed(&app, &register(&plan, "mine-only.com")).await;
+    let h = str_of(&o, "hosting_id").to_owned();
+    let d = str_of(&o, "domain_id").to_owned();
+    let inv = int_of(&o, "invoice_id");
+    let (org, project) = (app.org_id(), app.project_id());
+    let (other_org, other_project, other_key) = other_tenant(&app, "tenancy-other").await;
+
+    let before = counts(&app).await;
+    let base = format!("/v1/organizations/{org}/projects/{project}");
+    let theirs = format!("/v1/organizations/{other_org}/projects/{other_project}");
+    let reqs: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            format!("{base}/hosting/order"),
+            Some(register(&plan, "intruder.com")),
+        ),
+        (Method::GET, format!("{base}/hosting"), None),
+        (Method::GET, format!("{base}/hosting/{h}"), None),
+        (
+            Method::POST,
+            format!("{base}/hosting/{h}/cancel"),
+            Some(json!({ "type": "immediate", "reason": "x" })),
+        ),
+        (
+            Method::POST,
+            format!("{base}/hosting/{h}/revoke-cancellation"),
+            None,
+        ),
+        (Method::GET, format!("{base}/domains"), None),
+        (Method::GET, format!("{base}/domains/{d}"), None),
+        (
+            Method::PUT,
+            format!("{base}/domains/{d}/auto-renew"),
+            Some(json!({ "auto_renew": false })),
+        ),
+        (
+            Method::GET,
+            format!("/v1/organizations/{org}/invoices"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/organizations/{org}/invoices/{inv}"),
+            None,
+        ),
+        (Method::GET, format!("/v1/organizations/{org}/credit"), None),
+        // The demo organization's objects under the other organization's own paths.
+        (Method::GET, format!("{theirs}/hosting/{h}"), None),
+        (
+            Method::POST,
+            format!("{theirs}/hosting/{h}/cancel"),
+            Some(json!({ "type": "immediate", "reason": "x" })),
+        ),
+        (Method::GET, format!("{theirs}/domains/{d}"), None),
+        (
+            Method::PUT,
+            format!("{theirs}/domains/{d}/auto-renew"),
+            Some(json!({ "auto_renew": false })),
+        ),
+        (
+            Method::GET,
+            format!("/v1/organizations/{other_org}/invoices/{inv}"),
+            None,
+        ),
+        // The other organization's project under the demo organization.
+        (
+            Method::POST,
+            format!("/v1/organizations/{org}/projects/{other_project}/hosting/order"),
+            Some(register(&plan, "intruder.com")),
+        ),
+    ];
+    for (method, path, body) in &reqs {
+        let (status, resp) = app
+            .call(method.clone(), path, Some(&other_key), body.as_ref())
+            .await;
+        assert_detail(status, &resp, StatusCode::NOT_FOUND);
+        assert_eq!(resp["detail"], "Not found.", "{method} {path}");
+    }
+    // The demo key into an unknown project: 404 too.
+    let (status, resp) = app
+        .post(
+            &order_path(&org, UNKNOWN_UUID),
+            &app.key(),
+            &register(&plan, "intruder.com"),
+        )
+        .await;
+    assert_detail(status, &resp, StatusCode::NOT_FOUND);
+    assert_eq!(counts(&app).await, before);
+    let still = hosting(&app, &h).await;
+    assert_eq!(still["status"], "pending");
+    assert_eq!(still["cancellation"], Value::Null);
+    assert_eq!(domain(&app, &d).await["auto_renew"], true);
+    // The other organization sees only its own (empty) lists.
+    let (status, list) = app.get(&format!("{theirs}/hosting"), &other_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["count"], 0, "{list}");
+    let (status, list) = app
+        .get(
+            &format!("/v1/organizations/{other_org}/invoices"),
+            &other_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["count"], 0, "{list}");
+
+    // A viewer reads but does not order, cancel or change.
+    let viewer = app.demo_member_key("viewer@demo.test", "viewer", &[]).await;
+    let (status, resp) = order_with(&app, &viewer, &register(&plan, "viewer-order.com")).await;
+    assert_detail(status, &resp, StatusCode::FORBIDDEN);
+    let (status, list) = app.get(&format!("{base}/hosting"), &viewer).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["results"][0]["id"], h.as_str());
+    let (status, _) = app.get(&format!("{base}/hosting/{h}"), &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .get(&format!("/v1/organizations/{org}/invoices/{inv}"), &viewer)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, resp) = app
+        .post(
+            &format!("{base}/hosting/{h}/cancel"),
+            &viewer,
+            &json!({ "type": "immediate", "reason": "x" }),
+        )
+        .await;
+    assert_detail(status, &resp, StatusCode::FORBIDDEN);
+    let (status, resp) = app
+        .call(
+            Method::PUT,
+            &format!("{base}/domains/{d}/auto-renew"),
+            Some(&viewer),
+            Some(&json!({ "auto_renew": false })),
+        )
+        .await;
+    assert_detail(status, &resp, StatusCode::FORBIDDEN);
+    assert_eq!(counts(&app).await, before);
+    assert_eq!(hosting(&app, &h).await["status"], "pending");
+    app.stop().await;
+}
+
+// ---- 9. the demo journey ----
+
+async fn demo_journey_pending_then_active_from_credit(app: TestApp) {
+    let plan = starter(&app);
+    let first = placed(&app, &register(&plan, "journey-one.com")).await;
+    assert_eq!(first["status"], "pending");
+    assert_eq!(cents(&first["amount_due"]), 1700);
+    assert_eq!(cents(&first["credit_applied"]), 0);
+    assert!(first["invoice_payment_url"].is_string(), "{first}");
+
+    add_credit(&app, &app.org_id(), "20.00").await;
+    let orgs = get_ok(&app, "/v1/organizations").await;
+    assert_eq!(orgs[0]["credit_balance"], "20.00", "{orgs}");
+
+    let second = placed(&app, &register(&plan, "journey-two.com")).await;
+    assert_eq!(second["status"], "active", "{second}");
+    assert_eq!(second["hosting_status"], "provisioning");
+    assert_eq!(cents(&second["total"]), 1700);
+    assert_eq!(cents(&second["amount_due"]), 0);
+    assert_eq!(cents(&second["credit_applied"]), 1700);
+    assert_eq!(second["invoice_payment_url"], Value::Null);
+    let inv = invoice(&app, int_of(&second, "invoice_id")).await;
+    assert_eq!(inv["status"], "paid");
+    assert_eq!(inv["credit_applied"], "17.00");
+    let h = hosting(&app, str_of(&second, "hosting_id")).await;
+    assert_eq!(h["status"], "provisioning");
+    assert_eq!(h["next_due_date"], "2026-04-30");
+    assert_eq!(balance(&app).await, 300);
+
+    // 3.00 left: the third order takes it and leaves the rest due.
+    let third = placed(&app, &external(&plan, "journey-three.example")).await;
+    assert_eq!(third["status"], "pending");
+    assert_eq!(cents(&third["credit_applied"]), 300);
+    assert_eq!(cents(&third["amount_due"]), 200);
+    let inv = invoice(&app, int_of(&third, "invoice_id")).await;
+    assert_eq!(inv["status"], "unpaid");
+    assert_eq!(inv["credit_applied"], "3.00");
+    assert_eq!(inv["amount_due"], "2.00");
+    assert_eq!(balance(&app).await, 0);
+
+    // Cancelling that unpaid order gives the applied credit back.
+    let (status, _) = cancel(&app, str_of(&third, "hosting_id"), "immediate").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        invoice(&app, int_of(&third, "invoice_id")).await["status"],
+        "cancelled"
+    );
+    assert_eq!(balance(&app).await, 300);
+    app.stop().await;
+}
+
+// ---- 10. hosting and domain endpoints ----
+
+async fn hosting_and_domain_endpoints_manage_accounts(app: TestApp) {
+    let plan = starter(&app);
+    let list_path = format!(
+        "/v1/organizations/{}/projects/{}/hosting",
+        app.org_id(),
+        app.project_id()
+    );
+    let mut made = Vec::new();
+    for name in ["one.list.example", "two.list.example", "three.list.example"] {
+        made.push(placed(&app, &external(&plan, name)).await);
+    }
+
+    // Paginated, with absolute links.
+    let p1 = get_ok(&app, &format!("{list_path}?page_size=2")).await;
+    assert_eq!(p1["count"], 3, "{p1}");
+    assert_eq!(p1["results"].as_array().unwrap().len(), 2);
+    assert_eq!(p1["previous"], Value::Null);
+    let next = str_of(&p1, "next");
+    assert!(next.starts_with(&app.base), "{next}");
+    let p2 = get_ok(&app, next.strip_prefix(&app.base).unwrap()).await;
+    assert_eq!(p2["results"].as_array().unwrap().len(), 1, "{p2}");
+    assert_eq!(p2["next"], Value::Null);
+    assert!(p2["previous"].is_string());
+    let listed: Vec<&Value> = p1["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(p2["results"].as_array().unwrap())
+        .collect();
+    let listed_ids: BTreeSet<&str> = listed.iter().map(|h| str_of(h, "id")).collect();
+    let made_ids: BTreeSet<&str> = made.iter().map(|o| str_of(o, "hosting_id")).collect();
+    assert_eq!(listed_ids, made_ids);
+    for h in &listed {
+        assert_eq!(h["plan"]["id"], plan.as_str(), "{h}");
+        assert_eq!(h["plan"]["name"], "Starter");
+        assert_eq!(h["status"], "pending");
+        assert_eq!(h["price"], "5.00");
+        assert_eq!(h["billing_cycle"], "monthly");
+        assert_eq!(h["cancellation"], Value::Null);
+        assert_eq!(h["organization_id"], app.org_id().as_str());
+        assert_eq!(h["project_id"], app.project_id().as_str());
+    }
+
+    // The detail of a paid account.
+    let a = &made[0];
+    let a_id = str_of(a, "hosting_id").to_owned();
+    let (status, _) = pay(
+        &app,
+        &app.admin_key(),
+        int_of(a, "invoice_id"),
+        "5.00",
+        "HOST-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let h = hosting(&app, &a_id).await;
+    assert_eq!(h["status"], "provisioning");
+    assert_eq!(h["domain"], "one.list.example");
+    assert_eq!(h["next_due_date"], "2026-04-30");
+    assert_eq!(h["cancellation"], Value::Null);
+    assert!(h["history"].as_array().unwrap().len() >= 2, "{h}");
+
+    // End of period: effective on the next due date.
+    app.clock.advance(SignedDuration::from_hours(24));
+    let (status, c) = cancel(&app, &a_id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "provisioning", "still running until then");
+    assert_eq!(c["cancellation"]["type"], "end_of_period");
+    assert_eq!(c["cancellation"]["reason"], "x");
+    assert_eq!(c["cancellation"]["effective_date"], c["next_due_date"]);
+    assert_eq!(c["cancellation"]["effective_date"], "2026-04-30");
+    assert!(
+        str_of(&c["cancellation"], "requested").starts_with("2026-04-01T10:00:00"),
+        "{c}"
+    );
+    assert_eq!(
+        hosting(&app, &a_id).await["cancellation"],
+        c["cancellation"]
+    );
+    // Again: a conflict.
+    let (status, body) = cancel(&app, &a_id, "end_of_period").await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    let (status, body) = cancel(&app, &a_id, "immediate").await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    // Revoked: cleared; revoking again is a conflict.
+    let revoke = format!("{}/revoke-cancellation", hosting_path(&app, &a_id));
+    let (status, r) = app.post(&revoke, &app.key(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["cancellation"], Value::Null);
+    assert_eq!(r["status"], "provisioning");
+    let (status, body) = app.post(&revoke, &app.key(), &json!({})).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+
+    // A bad type: field-keyed.
+    for bad in [
+        json!({ "type": "later", "reason": "x" }),
+        json!({ "reason": "x" }),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("{}/cancel", hosting_path(&app, &a_id)),
+                &app.key(),
+                &bad,
+            )
+            .await;
+        assert_fields(status, &body, &["type"], "bad cancel type");
+    }
+    assert_eq!(hosting(&app, &a_id).await["cancellation"], Value::Null);
+
+    // Immediate cancellation of a paid account: effective today, termination enqueued, and
+    // it cannot be withdrawn (the termination is already on its way).
+    let (status, c) = cancel(&app, &a_id, "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["cancellation"]["type"], "immediate");
+    assert_eq!(c["cancellation"]["effective_date"], "2026-04-01");
+    assert_eq!(jobs_for(&app, "terminate_hosting", &a_id).await, 1);
+    let (status, body) = app.post(&revoke, &app.key(), &json!({})).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert_eq!(
+        hosting(&app, &a_id).await["cancellation"],
+        c["cancellation"]
+    );
+
+    // Immediate cancellation of an unpaid account: account, invoice and order cancelled.
+    let b = &made[1];
+    let b_id = str_of(b, "hosting_id").to_owned();
+    let (status, c) = cancel(&app, &b_id, "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(c["cancellation"]["type"], "immediate");
+    let inv = invoice(&app, int_of(b, "invoice_id")).await;
+    assert_eq!(inv["status"], "cancelled");
+    assert_eq!(inv["payment_url"], Value::Null);
+    assert_eq!(order_status(&app, int_of(b, "order_id")).await, "cancelled");
+    let (status, body) = cancel(&app, &b_id, "immediate").await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    // Its payment page no longer offers payment.
+    let (status, _, html) = page(&app, str_of(b, "invoice_payment_url")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("<form"), "{html}");
+    assert!(html.contains("id=\"status\">cancelled<"), "{html}");
+    let (status, body) = pay(
+        &app,
+        &app.admin_key(),
+        int_of(b, "invoice_id"),
+        "5.00",
+        "HOST-2",
+    )
+    .await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+
+    // Unknown and malformed hosting ids.
+    for id in [UNKNOWN_UUID, "nope"] {
+        let (status, body) = app.get(&hosting_path(&app, id), &app.key()).await;
+        assert_detail(status, &body, StatusCode::NOT_FOUND);
+    }
+
+    // Another project of the same organization keeps its own accounts.
+    let (status, other) = app
+        .post(
+            &format!("/v1/organizations/{}/projects", app.org_id()),
+            &app.key(),
+            &json!({ "name": "Second site" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let other_project = str_of(&other, "id").to_owned();
+    let (status, there) = app
+        .post(
+            &order_path(&app.org_id(), &other_project),
+            &app.key(),
+            &external(&plan, "elsewhere.list.example"),
+        )
+        .await;
+    let there = created(status, there);
+    let there_id = str_of(&there, "hosting_id");
+    assert_eq!(get_ok(&app, &list_path).await["count"], 3);
+    let (status, body) = app.get(&hosting_path(&app, there_id), &app.key()).await;
+    assert_detail(status, &body, StatusCode::NOT_FOUND);
+    let (status, h) = app
+        .get(
+            &format!(
+                "/v1/organizations/{}/projects/{other_project}/hosting/{there_id}",
+                app.org_id()
+            ),
+            &app.key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["project_name"], "Second site");
+
+    // Domains: auto-renew flips.
+    let r = placed(&app, &register(&plan, "auto-renew.com")).await;
+    let d_id = str_of(&r, "domain_id").to_owned();
+    assert_eq!(domain(&app, &d_id).await["auto_renew"], true);
+    let auto = format!("{}/auto-renew", domain_path(&app, &d_id));
+    for on in [false, true, false] {
+        let (status, d) = app
+            .call(
+                Method::PUT,
+                &auto,
+                Some(&app.key()),
+                Some(&json!({ "auto_renew": on })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        assert_eq!(d["auto_renew"], on);
+        assert_eq!(domain(&app, &d_id).await["auto_renew"], on);
+    }
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &auto,
+            Some(&app.key()),
+            Some(&json!({ "auto_renew": "no" })),
+        )
+        .await;
+    assert_fields(status, &body, &["auto_renew"], "auto_renew not a bool");
+    assert_eq!(domain(&app, &d_id).await["auto_renew"], false);
+    let domains = get_ok(
+        &app,
+        &format!(
+            "/v1/organizations/{}/projects/{}/domains?page_size=1",
+            app.org_id(),
+            app.project_id()
+        ),
+    )
+    .await;
+    assert_eq!(domains["count"], 1, "{domains}");
+    assert_eq!(domains["results"][0]["id"], d_id.as_str());
+    assert_eq!(domains["results"][0]["auto_renew"], false);
+    app.stop().await;
+}

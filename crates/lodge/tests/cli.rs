@@ -1,0 +1,707 @@
+//! The `lodge` command line, run as the real binary against a temporary SQLite database.
+//! Issue: the foundation (the operator's CLI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lodge::config::{Config, FileConfig, Overrides};
+use lodge_services::Lodge;
+use serde_json::{json, Value};
+
+/// A scratch directory with its own database, where `lodge` runs.
+struct Cli {
+    dir: tempfile::TempDir,
+    database_url: String,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = format!("sqlite://{}/lodge.db", dir.path().display());
+        Cli { dir, database_url }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("lodge.db")
+    }
+
+    /// `lodge <args> --database-url <this database>`, isolated from the caller's
+    /// environment and working directory (no stray `LODGE_*`, no `./lodge.toml`).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = bare_command(args);
+        cmd.current_dir(self.dir.path())
+            .args(["--database-url", &self.database_url]);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("lodge runs")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lodge {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "lodge {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(out.stdout.is_empty(), "nothing on stdout when failing");
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// Runs a command that prints one JSON object (one line) on stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        one_json_object(&self.ok(args))
+    }
+
+    /// Opens the same database in-process, to check what the commands wrote.
+    async fn open(&self) -> Lodge {
+        let cfg = Config::resolve(
+            Overrides {
+                database_url: Some(self.database_url.clone()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        );
+        lodge::open(&cfg, lodge::system_clock())
+            .await
+            .expect("open the database")
+    }
+}
+
+/// `lodge <args>` with a clean environment (no `LODGE_*` from the caller).
+fn bare_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodge"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LODGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1").args(args);
+    cmd
+}
+
+#[track_caller]
+fn one_json_object(stdout: &str) -> Value {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stdout: {stdout:?}");
+    let v: Value = serde_json::from_str(lines[0])
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"));
+    assert!(v.is_object(), "{v}");
+    v
+}
+
+#[track_caller]
+fn uuid(v: &Value) -> String {
+    let s = v.as_str().unwrap_or_else(|| panic!("a uuid string: {v}"));
+    assert_eq!(s.len(), 36, "{s}");
+    assert_eq!(s.matches('-').count(), 4, "{s}");
+    s.to_owned()
+}
+
+// ---- help ----
+
+#[test]
+fn help_names_the_environment_variables() {
+    let out = bare_command(&["--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("LODGE_DATABASE_URL"), "{help}");
+    for cmd in [
+        "serve", "migrate", "demo", "keys", "users", "orgs", "members", "catalog",
+    ] {
+        assert!(help.contains(cmd), "{cmd} in {help}");
+    }
+
+    let out = bare_command(&["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in [
+        "LODGE_LISTEN",
+        "LODGE_DATABASE_URL",
+        "LODGE_PUBLIC_BASE_URL",
+        "LODGE_RATE_LIMIT_PER_MINUTE",
+        "LODGE_RATE_LIMIT_BURST",
+        "LODGE_JWT_SECRET",
+    ] {
+        assert!(help.contains(var), "{var} in {help}");
+    }
+
+    // An unknown command is a usage error, on stderr.
+    let out = bare_command(&["frobnicate"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+}
+
+// ---- migrate ----
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_is_repeatable() {
+    let cli = Cli::new();
+    assert!(!cli.db_path().exists());
+    let out = cli.run(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "migrate prints nothing on stdout");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("migrations applied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cli.db_path().exists());
+    cli.ok(&["migrate"]);
+    let lodge = cli.open().await;
+    let orgs = lodge_store::orgs::all(lodge.store.reader()).await.unwrap();
+    assert!(orgs.is_empty(), "an empty installation");
+
+    // The database URL can come from the environment too.
+    let other = tempfile::tempdir().unwrap();
+    let out = bare_command(&["migrate"])
+        .current_dir(other.path())
+        .env(
+            "LODGE_DATABASE_URL",
+            format!("sqlite://{}/env.db", other.path().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(other.path().join("env.db").exists());
+
+    // A configuration file with an unknown key is refused, with the reason.
+    std::fs::write(cli.dir.path().join("bad.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let err = cli.fails(&["--config", "bad.toml", "migrate"]);
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+// ---- demo ----
+
+#[tokio::test]
+async fn demo_json_prints_one_object_and_reseeds_idempotently() {
+    let cli = Cli::new();
+    let first = cli.json(&["demo", "--json"]);
+    let second = cli.json(&["demo", "--json"]);
+
+    for info in [&first, &second] {
+        uuid(&info["organization_id"]);
+        uuid(&info["project_id"]);
+        for k in ["api_key", "admin_api_key"] {
+            assert!(
+                info[k].as_str().unwrap().starts_with("sk-lodge-"),
+                "{k}: {info}"
+            );
+        }
+        let plans = info["plans"].as_array().unwrap();
+        assert_eq!(plans.len(), 5, "{info}");
+        for p in plans {
+            uuid(&p["id"]);
+            assert!(p["legacy_id"].as_i64().unwrap() > 0, "{p}");
+            assert!(!p["name"].as_str().unwrap().is_empty(), "{p}");
+        }
+        assert!(
+            plans
+                .iter()
+                .any(|p| p["name"] == "Starter" && p["legacy_id"] == 11447),
+            "{info}"
+        );
+    }
+    // The same installation, fresh keys.
+    assert_eq!(first["organization_id"], second["organization_id"]);
+    assert_eq!(first["project_id"], second["project_id"]);
+    assert_eq!(first["plans"], second["plans"]);
+    assert_ne!(first["api_key"], second["api_key"]);
+    assert_ne!(first["admin_api_key"], second["admin_api_key"]);
+
+    // Every key printed works, for the demo organization; only the staff one is staff.
+    let lodge = cli.open().await;
+    let org = first["organization_id"].as_str().unwrap();
+    for info in [&first, &second] {
+        let customer = lodge
+            .authenticate_bearer(info["api_key"].as_str().unwrap())
+            .await
+            .expect("the printed customer key works");
+        assert_eq!(customer.organization.unwrap().to_string(), org);
+        assert!(!customer.is_staff);
+        let staff = lodge
+            .authenticate_bearer(info["admin_api_key"].as_str().unwrap())
+            .await
+            .expect("the printed staff key works");
+        assert!(staff.is_staff && staff.has_scope("admin"));
+    }
+    let orgs = lodge_store::orgs::all(lodge.store.reader()).await.unwrap();
+    assert_eq!(orgs.len(), 1, "seeding twice made one organization");
+    let catalog = lodge.catalog().await.unwrap();
+    assert_eq!(catalog.plans.len(), 5, "and one catalog");
+
+    // Without --json: human-readable, with the same credentials' labels.
+    let text = cli.ok(&["demo"]);
+    assert!(text.contains("api_key") && text.contains(org), "{text}");
+}
+
+// ---- onboarding a customer ----
+
+/// A `lodge serve` process, stopped (by its own handle) when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `lodge serve` on a free port and waits for its "serving" log line (JSON logs on
+/// stderr), which carries the bound address.
+fn serve(cli: &Cli) -> Served {
+    let mut child = cli
+        .command(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--rate-limit-per-minute",
+            "0",
+            "--rate-limit-burst",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lodge serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut sent = false;
+        // Keep draining so the server never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if v["fields"]["message"] == "lodge is serving" {
+                    let _ = tx.send(Ok(v["fields"]["addr"].as_str().unwrap_or("").to_owned()));
+                    sent = true;
+                } else {
+                    seen.push(line);
+                }
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err(seen.join("\n")));
+        }
+    });
+    // A bound on a hung start, not a wait for time to pass.
+    let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(log)) => panic!("lodge serve exited before serving:\n{log}"),
+        Err(e) => panic!("lodge serve did not report its address: {e}"),
+    };
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    Served {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_onboards_a_customer_from_the_command_line() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+
+    // Users: a bare id, or JSON.
+    let owner_id = cli.ok(&[
+        "users",
+        "create",
+        "--email",
+        "x@y.test",
+        "--name",
+        "X",
+        "--password",
+        "correct-horse",
+    ]);
+    let owner_id = uuid(&json!(owner_id.trim()));
+    let viewer = cli.json(&[
+        "users",
+        "create",
+        "--email",
+        "Viewer@Y.test",
+        "--password",
+        "viewer-password",
+        "--json",
+    ]);
+    assert_eq!(viewer["email"], "viewer@y.test", "emails are lowercased");
+    assert_eq!(viewer["is_staff"], false);
+    // The password can come from the environment.
+    let out = cli
+        .command(&["users", "create", "--email", "env@y.test", "--json"])
+        .env("LODGE_USER_PASSWORD", "from-the-environment")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Refusals name the field.
+    let err = cli.fails(&[
+        "users",
+        "create",
+        "--email",
+        "x@y.test",
+        "--password",
+        "another-one",
+    ]);
+    assert!(err.contains("email"), "{err}");
+    let err = cli.fails(&[
+        "users",
+        "create",
+        "--email",
+        "short@y.test",
+        "--password",
+        "short",
+    ]);
+    assert!(err.contains("password"), "{err}");
+    let err = cli.fails(&["users", "create", "--email", "not-an-email"]);
+    assert!(err.contains("email"), "{err}");
+
+    // An organization owned by x@y.test.
+    let org = cli.json(&[
+        "orgs",
+        "create",
+        "--name",
+        "Acme Hosting Buyers",
+        "--owner",
+        "x@y.test",
+        "--type",
+        "professional",
+        "--json",
+    ]);
+    let org_id = uuid(&org["organization_id"]);
+    let project_id = uuid(&org["project_id"]);
+    assert_eq!(org["name"], "Acme Hosting Buyers");
+    let err = cli.fails(&[
+        "orgs",
+        "create",
+        "--name",
+        "Nobody's",
+        "--owner",
+        "nobody@y.test",
+    ]);
+    assert!(err.contains("nobody@y.test"), "{err}");
+    let err = cli.fails(&["orgs", "create", "--name", "   "]);
+    assert!(err.contains("name"), "{err}");
+
+    // Members.
+    cli.ok(&[
+        "members",
+        "add",
+        "--organization",
+        &org_id,
+        "--email",
+        "viewer@y.test",
+        "--role",
+        "viewer",
+    ]);
+    let err = cli.fails(&[
+        "members",
+        "add",
+        "--organization",
+        &org_id,
+        "--email",
+        "env@y.test",
+        "--role",
+        "emperor",
+    ]);
+    assert!(err.contains("role"), "{err}");
+    let err = cli.fails(&[
+        "members",
+        "add",
+        "--organization",
+        "not-a-uuid",
+        "--email",
+        "env@y.test",
+        "--role",
+        "viewer",
+    ]);
+    assert!(err.contains("--organization"), "{err}");
+
+    // Keys: JSON, or the bare secret.
+    let key = cli.json(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "n",
+        "--json",
+    ]);
+    uuid(&key["id"]);
+    assert_eq!(key["name"], "n");
+    assert_eq!(key["organization_id"], org_id.as_str());
+    assert_eq!(key["scopes"], json!(["read", "write"]));
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-lodge-"), "{secret}");
+    let read_only = cli.ok(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "reader",
+        "--scope",
+        "read",
+    ]);
+    let read_only = read_only.trim().to_owned();
+    assert!(read_only.starts_with("sk-lodge-") && !read_only.contains(char::is_whitespace));
+    let viewer_key = cli.ok(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "viewer's",
+        "--user",
+        viewer["id"].as_str().unwrap(),
+    ]);
+    let viewer_key = viewer_key.trim().to_owned();
+    let err = cli.fails(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "x",
+        "--user",
+        &owner_id.replace(|c: char| c.is_ascii_digit(), "0"),
+    ]);
+    assert!(err.contains("member"), "{err}");
+
+    // What the commands wrote, as the database holds it.
+    let lodge = cli.open().await;
+    let reader = lodge.store.reader();
+    let org_uuid: lodge_core::OrganizationId = org_id.parse().unwrap();
+    let role = |email: &'static str| async move {
+        let user = lodge_store::users::by_email(reader, email)
+            .await
+            .unwrap()
+            .unwrap();
+        lodge_store::orgs::role_of(reader, org_uuid, user.id)
+            .await
+            .unwrap()
+    };
+    assert_eq!(role("x@y.test").await.as_deref(), Some("owner"));
+    assert_eq!(role("viewer@y.test").await.as_deref(), Some("viewer"));
+    assert_eq!(
+        role("env@y.test").await,
+        None,
+        "a refused add wrote nothing"
+    );
+    drop(lodge);
+
+    // And through the real server: the key sees its organization, the password logs in, the
+    // viewer reads but may not write.
+    let server = serve(&cli);
+    let http = reqwest::Client::new();
+    let get = |token: String, path: &str| {
+        http.get(format!("{}{path}", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let resp = get(secret.clone(), "/v1/organizations").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let orgs: Value = resp.json().await.unwrap();
+    assert_eq!(orgs.as_array().unwrap().len(), 1, "{orgs}");
+    assert_eq!(orgs[0]["id"], org_id.as_str());
+    assert_eq!(orgs[0]["organization_type"], "professional");
+    let resp = get(
+        read_only.clone(),
+        &format!("/v1/organizations/{org_id}/projects"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page: Value = resp.json().await.unwrap();
+    assert_eq!(page["results"][0]["id"], project_id.as_str(), "{page}");
+    let resp = http
+        .post(format!(
+            "{}/v1/organizations/{org_id}/projects",
+            server.base
+        ))
+        .bearer_auth(&viewer_key)
+        .json(&json!({ "name": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = http
+        .post(format!("{}/v1/auth/login", server.base))
+        .json(&json!({ "email": "x@y.test", "password": "correct-horse" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tokens: Value = resp.json().await.unwrap();
+    let resp = get(
+        tokens["access"].as_str().unwrap().to_owned(),
+        "/v1/organizations",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(server);
+}
+
+// ---- catalog import ----
+
+const CATALOG: &str = r#"
+currency = "USD"
+
+[[groups]]
+slug = "cli-group"
+name = "CLI group"
+display_order = 1
+
+[[plans]]
+slug = "cli-plan"
+legacy_id = 7001
+group = "cli-group"
+name = "CLI plan"
+disk_space_mb = 1024
+pricing = [
+  { billing_cycle = "monthly", price = "4.00", is_default = true },
+  { billing_cycle = "annually", price = "43.20" },
+]
+
+[[coupons]]
+code = "CLI10"
+kind = "percent"
+value = "10"
+
+[[tlds]]
+tld = "dev"
+prices = [{ years = 1, register = "15.00", renew = "15.00", transfer = "15.00" }]
+"#;
+
+#[tokio::test]
+async fn catalog_import_reads_toml_and_json_and_refuses_bad_files() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let file = cli.dir.path().join("catalog.toml");
+    std::fs::write(&file, CATALOG).unwrap();
+    let summary = cli.json(&["catalog", "import", file.to_str().unwrap()]);
+    assert_eq!(summary["groups"], 1, "{summary}");
+    assert_eq!(summary["plans"], 1);
+    assert_eq!(summary["offers"], 0);
+    assert_eq!(summary["coupons"], 1);
+    assert_eq!(summary["tlds"], 1);
+    let version = summary["version"].as_i64().unwrap();
+
+    // Importing again updates in place.
+    let again = cli.json(&["catalog", "import", "catalog.toml"]);
+    assert!(again["version"].as_i64().unwrap() > version, "{again}");
+
+    let lodge = cli.open().await;
+    let check = |lodge: &Lodge| {
+        let lodge = lodge.clone();
+        async move {
+            let c = lodge.catalog().await.unwrap();
+            assert_eq!(c.plans.len(), 1, "one plan, not two");
+            let plan = c.plan_by_legacy(7001).expect("the imported plan");
+            assert_eq!(plan.row.name, "CLI plan");
+            assert_eq!(plan.group.slug, "cli-group");
+            assert_eq!(plan.prices.len(), 2);
+            assert_eq!(plan.monthly().unwrap().price.format_decimal(), "4.00");
+            assert_eq!(plan.discount_percent(&plan.prices[1]), 10);
+            assert!(c.coupon("cli10").is_some());
+            assert!(c.tld("dev").is_some());
+            c.version
+        }
+    };
+    let version = check(&lodge).await;
+
+    // Bad files: a message on stderr, a failing exit, and the catalog untouched.
+    let write = |name: &str, text: &str| {
+        let p = cli.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let cases = [
+        (write("syntax.toml", "[[plans]\nslug = "), "TOML"),
+        (
+            write(
+                "cycle.toml",
+                &CATALOG.replace("\"annually\"", "\"fortnightly\""),
+            ),
+            "unknown billing cycle",
+        ),
+        (
+            write("negative.toml", &CATALOG.replace("\"43.20\"", "\"-1.00\"")),
+            "negative",
+        ),
+        (
+            write("unknown.toml", &format!("{CATALOG}\nfavourite = true\n")),
+            "favourite",
+        ),
+        (write("broken.json", "{\"plans\": ["), "JSON"),
+        (
+            write("currency.toml", &CATALOG.replace("\"USD\"", "\"EUR\"")),
+            "currency",
+        ),
+    ];
+    for (path, phrase) in &cases {
+        let err = cli.fails(&["catalog", "import", path]);
+        assert!(err.contains("lodge: "), "{path}: {err}");
+        assert!(
+            err.contains(phrase),
+            "{path} should mention {phrase:?}: {err}"
+        );
+    }
+    let err = cli.fails(&["catalog", "import", "missing.toml"]);
+    assert!(err.contains("missing.toml"), "{err}");
+    lodge.catalog.invalidate();
+    assert_eq!(
+        check(&lodge).await,
+        version,
+        "no bad file changed the catalog"
+    );
+
+    // JSON works too (the format is recognised by content).
+    let json_file = write(
+        "more.json",
+        r#"{"plans": [{"slug": "cli-json", "group": "cli-group", "name": "From JSON",
+            "pricing": [{"billing_cycle": "monthly", "price": "2.00"}]}]}"#,
+    );
+    let summary = cli.json(&["catalog", "import", &json_file]);
+    assert_eq!(summary["plans"], 1, "{summary}");
+    lodge.catalog.invalidate();
+    let c = lodge.catalog().await.unwrap();
+    assert!(c.plans.iter().any(|p| p.row.slug == "cli-json"));
+}
