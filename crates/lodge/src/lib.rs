@@ -15,6 +15,7 @@ use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
+pub mod bench;
 pub mod config;
 
 pub use config::Config;

@@ -103,6 +103,53 @@ enum Command {
     /// Manage the hosting catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Measure Lodge: load with ceilings, filling a database, crash checks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Drive concurrent load and report throughput, latency percentiles and errors per
+    /// scenario, against /healthz and the database's bare durable-commit rate. Without --url
+    /// it starts its own server (on --database-url, or a fresh SQLite file).
+    Load {
+        /// A running Lodge (needs --admin-key).
+        #[arg(long)]
+        url: Option<String>,
+        /// A staff key of that Lodge.
+        #[arg(long)]
+        admin_key: Option<String>,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Scenarios (comma separated): healthz, storefront, plans, order_external,
+        /// order_register, pay_credit. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fill a database with orders (each with invoice, lines and hosting account).
+    Fill {
+        /// How many orders.
+        #[arg(long)]
+        orders: u64,
+    },
+    /// Order load while the server is SIGKILLed and restarted; then check that every order
+    /// answered 201 is complete and nothing is half-written. Exits non-zero on a problem.
+    Crash {
+        /// How many times to kill the server.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Concurrent order loops.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -312,8 +359,14 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.require_tos = s.require_tos;
     }
     let cfg = Config::resolve(o, file);
+    let database_given = cli.global.database_url.is_some();
+    let command = match cli.command {
+        // The benchmark starts its own servers; it does not open the configured database.
+        Command::Bench(b) => return bench(&cfg, database_given, b).await,
+        other => other,
+    };
     let lodge = lodge::open(&cfg, lodge::system_clock()).await?;
-    match cli.command {
+    match command {
         Command::Serve(args) => serve(&cfg, lodge, args.demo, !args.no_worker).await,
         Command::Worker => {
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -408,12 +461,53 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             eprintln!("lodge: {email} is now {role} of {org}");
             Ok(())
         }
+        Command::Bench(_) => Ok(()),
         Command::Catalog(CatalogCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let summary = lodge.import_catalog_text(&text).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
+        }
+    }
+}
+
+async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::Result<()> {
+    let database = database_given.then(|| cfg.database_url.clone());
+    match b {
+        BenchCommand::Load {
+            url,
+            admin_key,
+            connections,
+            seconds,
+            scenarios,
+            json,
+        } => {
+            let report = lodge::bench::run(lodge::bench::BenchOptions {
+                url,
+                admin_key,
+                database_url: database,
+                connections: connections.max(1),
+                duration: std::time::Duration::from_secs_f64(seconds.max(0.1)),
+                scenarios,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                lodge::bench::print_table(&report);
+            }
+            Ok(())
+        }
+        BenchCommand::Fill { orders } => lodge::bench::fill(&cfg.database_url, orders).await,
+        BenchCommand::Crash { kills, connections } => {
+            let report = lodge::bench::crash(database, kills, connections.max(1)).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} problem(s) after the crashes", report.problems.len())
+            }
         }
     }
 }

@@ -287,3 +287,114 @@ where
     s.parse::<T>()
         .map_err(|e| StoreError::Corrupt(format!("{s:?}: {e}")))
 }
+
+/// The bare durable-commit rate of an engine with Lodge's settings: `clients` connections
+/// each committing one small row per transaction into a scratch table, for `duration`.
+/// Returns commits per second. On SQLite the scratch table lives in a sibling file
+/// (`<db>.commit-bench`) with the same pragmas; on PostgreSQL in the same database (dropped
+/// afterwards).
+pub async fn bare_commit_rate(
+    url: &str,
+    clients: usize,
+    duration: std::time::Duration,
+) -> Result<f64> {
+    let engine = Engine::from_url(url)?;
+    let url = match engine {
+        Engine::Sqlite => {
+            let (path, query) = url.split_once('?').unwrap_or((url, ""));
+            let q = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            format!("{path}.commit-bench{q}")
+        }
+        Engine::Postgres => url.to_owned(),
+    };
+    let store = Store::connect(&url).await?;
+    sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
+        .execute(store.writer())
+        .await?;
+    sqlx::query("CREATE TABLE lodge_commit_bench (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(store.writer())
+        .await?;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let start = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + duration;
+    let clients = if engine == Engine::Sqlite {
+        1
+    } else {
+        clients.max(1)
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let pool = store.writer().clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                done += 1;
+            }
+            Ok::<u64, sqlx::Error>(done)
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t
+            .await
+            .map_err(|e| StoreError::Config(format!("commit bench task: {e}")))??;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
+        .execute(store.writer())
+        .await?;
+    store.close().await;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(total as f64 / secs)
+}
+
+/// Rows in one of Lodge's tables (operations and benchmarks).
+pub async fn count_rows(pool: &sqlx::AnyPool, table: &str) -> Result<i64> {
+    const TABLES: [&str; 8] = [
+        "orders",
+        "invoices",
+        "invoice_lines",
+        "hosting",
+        "domains",
+        "credit_ledger",
+        "payments",
+        "jobs",
+    ];
+    if !TABLES.contains(&table) {
+        return Err(StoreError::Config(format!(
+            "not a countable table: {table}"
+        )));
+    }
+    Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(pool)
+        .await?)
+}
+
+/// One integer from a read-only query with up to two parameters (checks and benchmarks).
+pub async fn scalar_i64(
+    pool: &sqlx::AnyPool,
+    sql: &str,
+    a: Option<i64>,
+    b: Option<&str>,
+) -> Result<i64> {
+    let mut q = sqlx::query_scalar::<_, i64>(sql);
+    if let Some(a) = a {
+        q = q.bind(a);
+    }
+    if let Some(b) = b {
+        q = q.bind(b.to_owned());
+    }
+    Ok(q.fetch_one(pool).await?)
+}

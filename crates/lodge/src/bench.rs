@@ -1,0 +1,994 @@
+//! `lodge bench`: drives concurrent load against a Lodge and reports throughput, latency
+//! percentiles (from an HDR histogram) and errors, next to two ceilings measured on the same
+//! machine in the same run: a trivial endpoint (`/healthz`) and the database's bare durable
+//! commit rate. Also fills a database with orders (`lodge bench fill`) and checks the commit
+//! path against crashes (`lodge bench crash`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+/// Where the load goes.
+pub struct Target {
+    pub base: String,
+    pub admin_key: String,
+    pub database_url: Option<String>,
+    child: Option<Child>,
+    exe: PathBuf,
+    listen: String,
+    extra_env: Vec<(String, String)>,
+}
+
+/// Options shared by the modes.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub url: Option<String>,
+    pub admin_key: Option<String>,
+    pub database_url: Option<String>,
+    pub connections: usize,
+    pub duration: Duration,
+    pub scenarios: Vec<String>,
+}
+
+pub const ALL_SCENARIOS: [&str; 6] = [
+    "healthz",
+    "storefront",
+    "plans",
+    "order_external",
+    "order_register",
+    "pay_credit",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Throughput against its ceiling (`/healthz` for reads, bare commits for writes).
+    pub ratio_to_ceiling: Option<f64>,
+    pub ceiling: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub engine: String,
+    pub connections: usize,
+    pub duration_secs: f64,
+    pub orders_in_database_before: i64,
+    pub bare_commits_per_sec: Option<f64>,
+    pub bare_commits_per_sec_concurrent: Option<f64>,
+    pub server_peak_rss_mb: Option<f64>,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Target {
+    /// A Lodge started for the benchmark (demo data seeded, rate limits off, no worker), on
+    /// `database_url` or a fresh SQLite file in a temp dir.
+    pub async fn spawn(
+        database_url: Option<String>,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Target> {
+        let exe = std::env::current_exe()?;
+        let database_url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+        let extra_env = vec![
+            ("LODGE_SECRET_KEY".to_owned(), "42".repeat(32)),
+            ("LODGE_JWT_SECRET".to_owned(), "bench".to_owned()),
+            (
+                "LODGE_NGINX_SITES_DIR".to_owned(),
+                dir.join("sites").display().to_string(),
+            ),
+            (
+                "LODGE_NGINX_WEB_ROOT".to_owned(),
+                dir.join("www").display().to_string(),
+            ),
+            (
+                "LODGE_NGINX_ARCHIVE_DIR".to_owned(),
+                dir.join("archive").display().to_string(),
+            ),
+        ];
+        let out = Command::new(&exe)
+            .args(["demo", "--json", "--database-url", &database_url])
+            .envs(extra_env.clone())
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .context("running lodge demo")?;
+        if !out.status.success() {
+            bail!("lodge demo failed");
+        }
+        let demo: Value =
+            serde_json::from_slice(&out.stdout).context("lodge demo --json output")?;
+        let admin_key = demo["admin_api_key"]
+            .as_str()
+            .context("no admin_api_key")?
+            .to_owned();
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let mut t = Target {
+            base: format!("http://{listen}"),
+            admin_key,
+            database_url: Some(database_url),
+            child: None,
+            exe,
+            listen,
+            extra_env,
+        };
+        t.start().await?;
+        Ok(t)
+    }
+
+    /// Starts (or restarts) the server process and waits until it is ready.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        let db = self.database_url.clone().context("no database")?;
+        let child = Command::new(&self.exe)
+            .args([
+                "serve",
+                "--no-worker",
+                "--listen",
+                &self.listen,
+                "--database-url",
+                &db,
+                "--rate-limit-per-minute",
+                "0",
+                "--rate-limit-burst",
+                "0",
+            ])
+            .envs(self.extra_env.clone())
+            .env("LODGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting lodge serve")?;
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `SIGKILL`s the server process.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// The server's peak resident memory (VmHWM), in MiB.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+/// A customer the load acts as.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub key: String,
+    pub org: String,
+    pub project: String,
+}
+
+async fn check(r: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{what}: {status} {body}");
+    }
+    Ok(body)
+}
+
+/// Creates a customer (user, organization, key) with `credit` through the staff API.
+pub async fn make_customer(
+    client: &reqwest::Client,
+    t: &Target,
+    tag: &str,
+    credit: &str,
+) -> anyhow::Result<Customer> {
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(&t.admin_key);
+    let user = check(
+        admin(client.post(format!("{}/v1/admin/users", t.base)))
+            .json(&json!({"email": format!("{tag}@bench.lodge.test"), "name": tag}))
+            .send()
+            .await?,
+        "create user",
+    )
+    .await?;
+    let org = check(
+        admin(client.post(format!("{}/v1/admin/organizations", t.base)))
+            .json(&json!({"name": tag, "owner_id": user["id"]}))
+            .send()
+            .await?,
+        "create organization",
+    )
+    .await?;
+    let org_id = org["id"].as_str().context("org id")?.to_owned();
+    let key = check(
+        admin(client.post(format!(
+            "{}/v1/admin/organizations/{org_id}/api-keys",
+            t.base
+        )))
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?,
+        "create key",
+    )
+    .await?;
+    let key = key["key_secret"].as_str().context("key")?.to_owned();
+    if credit != "0" {
+        check(
+            admin(client.post(format!("{}/v1/admin/organizations/{org_id}/credit", t.base)))
+                .json(&json!({"amount": credit}))
+                .send()
+                .await?,
+            "add credit",
+        )
+        .await?;
+    }
+    let projects = check(
+        client
+            .get(format!("{}/v1/organizations/{org_id}/projects", t.base))
+            .bearer_auth(&key)
+            .send()
+            .await?,
+        "projects",
+    )
+    .await?;
+    let project = projects["results"][0]["id"]
+        .as_str()
+        .context("project")?
+        .to_owned();
+    Ok(Customer {
+        key,
+        org: org_id,
+        project,
+    })
+}
+
+/// The id of the demo's Starter plan (any listed plan with a monthly price).
+pub async fn plan_id(client: &reqwest::Client, t: &Target, key: &str) -> anyhow::Result<String> {
+    let plans = check(
+        client
+            .get(format!("{}/v1/hosting/plans?page_size=100", t.base))
+            .bearer_auth(key)
+            .send()
+            .await?,
+        "plans",
+    )
+    .await?;
+    plans["results"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|p| {
+                p["pricing"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|x| x["billing_cycle"] == "monthly"))
+            })
+        })
+        .and_then(|p| p["id"].as_str())
+        .map(str::to_owned)
+        .context("no plan with a monthly price")
+}
+
+type Recorder = Arc<Mutex<Histogram<u64>>>;
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// Runs `connections` loops of `step` for `duration`; `step` returns `Ok(true)` for a
+/// success, `Ok(false)` for an error answer, `Err` to stop that loop (nothing left to do).
+async fn drive<F, Fut>(
+    name: &str,
+    connections: usize,
+    duration: Duration,
+    step: F,
+) -> anyhow::Result<ScenarioResult>
+where
+    F: Fn(usize, u64, reqwest::Client) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
+    let step = Arc::new(step);
+    let hist: Recorder = Arc::new(Mutex::new(histogram()?));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for conn in 0..connections {
+        let step = step.clone();
+        let hist = hist.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap_or_default();
+            let mut local = histogram()?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match step(conn, n, client.clone()).await {
+                    Ok(ok) => {
+                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        local.saturating_record(us.max(1));
+                        if !ok {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            hist.lock()
+                .map_err(|_| anyhow::anyhow!("histogram lock"))?
+                .add(&local)?;
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Ok(ScenarioResult {
+        name: name.to_owned(),
+        requests: h.len(),
+        errors: errors.load(Ordering::Relaxed),
+        throughput: h.len() as f64 / secs,
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        p999_ms: q(0.999),
+        ratio_to_ceiling: None,
+        ceiling: None,
+    })
+}
+
+fn order_body(plan: &str, source: &str, name: &str) -> Value {
+    json!({"plan_id": plan, "domain_source": source, "domain_name": name, "billing_cycle": "monthly"})
+}
+
+/// The load test.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
+    let dir = tempfile_dir()?;
+    let mut target = match &opts.url {
+        Some(url) => Target {
+            base: url.trim_end_matches('/').to_owned(),
+            admin_key: opts
+                .admin_key
+                .clone()
+                .context("--admin-key is needed with --url")?,
+            database_url: opts.database_url.clone(),
+            child: None,
+            exe: std::env::current_exe()?,
+            listen: String::new(),
+            extra_env: vec![],
+        },
+        None => Target::spawn(opts.database_url.clone(), &dir).await?,
+    };
+    let engine = match target.database_url.as_deref() {
+        Some(u) if u.starts_with("postgres") => "postgres",
+        Some(_) => "sqlite",
+        None => "unknown",
+    };
+    let orders_before = match target.database_url.as_deref() {
+        Some(u) => count_orders(u).await.unwrap_or(0),
+        None => 0,
+    };
+    let client = reqwest::Client::new();
+    let run_tag = format!("{:x}", rand::random::<u32>());
+    eprintln!("bench: setting up {} customers", opts.connections);
+    let mut customers = Vec::new();
+    for i in 0..opts.connections {
+        customers.push(
+            make_customer(&client, &target, &format!("b{run_tag}c{i}"), "100000000.00").await?,
+        );
+    }
+    let customers = Arc::new(customers);
+    let plan = Arc::new(plan_id(&client, &target, &customers[0].key).await?);
+    let base = Arc::new(target.base.clone());
+    let mut results = Vec::new();
+    let want = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|x| x == s);
+
+    if want("healthz") {
+        eprintln!("bench: healthz");
+        let base = base.clone();
+        results.push(
+            drive(
+                "healthz",
+                opts.connections,
+                opts.duration,
+                move |_, _, c| {
+                    let url = format!("{base}/healthz");
+                    async move {
+                        Ok(c.get(url)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()))
+                    }
+                },
+            )
+            .await?,
+        );
+    }
+    if want("storefront") {
+        eprintln!("bench: storefront");
+        let (base, cs) = (base.clone(), customers.clone());
+        results.push(
+            drive(
+                "storefront",
+                opts.connections,
+                opts.duration,
+                move |i, _, c| {
+                    let url = format!("{base}/apiv2/websites/order");
+                    let key = cs[i % cs.len()].key.clone();
+                    async move {
+                        let r = c.get(url).header("X-API-KEY", key).send().await;
+                        Ok(match r {
+                            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        })
+                    }
+                },
+            )
+            .await?,
+        );
+    }
+    if want("plans") {
+        eprintln!("bench: plans");
+        let (base, cs) = (base.clone(), customers.clone());
+        results.push(
+            drive("plans", opts.connections, opts.duration, move |i, _, c| {
+                let url = format!("{base}/v1/hosting/plans");
+                let key = cs[i % cs.len()].key.clone();
+                async move {
+                    let r = c.get(url).bearer_auth(key).send().await;
+                    Ok(match r {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    })
+                }
+            })
+            .await?,
+        );
+    }
+    for (name, source, suffix) in [
+        ("order_external", "external", "example"),
+        ("order_register", "register", "com"),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        eprintln!("bench: {name}");
+        let (base, cs, plan, tag) = (
+            base.clone(),
+            customers.clone(),
+            plan.clone(),
+            run_tag.clone(),
+        );
+        results.push(
+            drive(name, opts.connections, opts.duration, move |i, n, c| {
+                let cu = cs[i % cs.len()].clone();
+                let url = format!(
+                    "{base}/v1/organizations/{}/projects/{}/hosting/order",
+                    cu.org, cu.project
+                );
+                let body = order_body(&plan, source, &format!("{tag}{source}{i}n{n}.{suffix}"));
+                async move {
+                    let r = c.post(url).bearer_auth(cu.key).json(&body).send().await;
+                    Ok(r.is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED))
+                }
+            })
+            .await?,
+        );
+    }
+    if want("pay_credit") {
+        // Unpaid invoices first (customers without credit), then credit, then the load pays.
+        eprintln!("bench: pay_credit (preparing unpaid invoices)");
+        let mut payers = Vec::new();
+        for i in 0..opts.connections {
+            payers.push(make_customer(&client, &target, &format!("b{run_tag}p{i}"), "0").await?);
+        }
+        let per = 400usize;
+        let queue: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+        let mut prep = Vec::new();
+        for (i, p) in payers.iter().enumerate() {
+            let (base, plan, queue, p, tag) = (
+                base.clone(),
+                plan.clone(),
+                queue.clone(),
+                p.clone(),
+                run_tag.clone(),
+            );
+            prep.push(tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                for n in 0..per {
+                    let r = c
+                        .post(format!(
+                            "{base}/v1/organizations/{}/projects/{}/hosting/order",
+                            p.org, p.project
+                        ))
+                        .bearer_auth(&p.key)
+                        .json(&order_body(
+                            &plan,
+                            "external",
+                            &format!("{tag}pay{i}n{n}.example"),
+                        ))
+                        .send()
+                        .await?;
+                    let v: Value = r.json().await?;
+                    if let Some(iid) = v["invoice_id"].as_i64() {
+                        queue
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("queue lock"))?
+                            .push((p.key.clone(), iid.to_string()));
+                    }
+                }
+                Ok::<(), anyhow::Error>(())
+            }));
+        }
+        for t in prep {
+            t.await??;
+        }
+        for p in &payers {
+            check(
+                client
+                    .post(format!(
+                        "{}/v1/admin/organizations/{}/credit",
+                        target.base, p.org
+                    ))
+                    .bearer_auth(&target.admin_key)
+                    .json(&json!({"amount": "100000000.00"}))
+                    .send()
+                    .await?,
+                "credit",
+            )
+            .await?;
+        }
+        eprintln!("bench: pay_credit");
+        let base = base.clone();
+        results.push(
+            drive(
+                "pay_credit",
+                opts.connections,
+                opts.duration,
+                move |_, _, c| {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop());
+                    let base = base.clone();
+                    async move {
+                        let Some((key, iid)) = next else {
+                            bail!("no invoice left");
+                        };
+                        let r = c
+                            .get(format!("{base}/apiv2/billing/pay/prepay/{iid}"))
+                            .header("X-API-KEY", key)
+                            .send()
+                            .await;
+                        Ok(r.is_ok_and(|r| r.status().is_success()))
+                    }
+                },
+            )
+            .await?,
+        );
+    }
+
+    let rss = target.peak_rss_mb();
+    let (bare, bare_concurrent) = match target.database_url.as_deref() {
+        Some(u) => {
+            eprintln!("bench: bare durable commits");
+            let one = lodge_store::bare_commit_rate(u, 1, opts.duration).await?;
+            let many = if u.starts_with("postgres") {
+                Some(lodge_store::bare_commit_rate(u, opts.connections, opts.duration).await?)
+            } else {
+                None
+            };
+            (Some(one), many)
+        }
+        None => (None, None),
+    };
+    let healthz = results
+        .iter()
+        .find(|r| r.name == "healthz")
+        .map(|r| r.throughput);
+    for r in &mut results {
+        match r.name.as_str() {
+            "storefront" | "plans" => {
+                r.ratio_to_ceiling = healthz.map(|h| r.throughput / h);
+                r.ceiling = Some("healthz".into());
+            }
+            "order_external" | "order_register" | "pay_credit" => {
+                r.ratio_to_ceiling = bare.map(|b| r.throughput / b);
+                r.ceiling = Some("bare durable commits (1 connection)".into());
+            }
+            _ => {}
+        }
+    }
+    target.kill().await?;
+    Ok(Report {
+        engine: engine.into(),
+        connections: opts.connections,
+        duration_secs: opts.duration.as_secs_f64(),
+        orders_in_database_before: orders_before,
+        bare_commits_per_sec: bare,
+        bare_commits_per_sec_concurrent: bare_concurrent,
+        server_peak_rss_mb: rss,
+        scenarios: results,
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("lodge-bench-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn count_orders(url: &str) -> anyhow::Result<i64> {
+    let store = lodge_store::Store::connect(url).await?;
+    let n: i64 = lodge_store::count_rows(store.reader(), "orders").await?;
+    store.close().await;
+    Ok(n)
+}
+
+/// Prints a report as a table.
+pub fn print_table(r: &Report) {
+    println!(
+        "engine {}  connections {}  duration {:.0}s  orders already in the database {}",
+        r.engine, r.connections, r.duration_secs, r.orders_in_database_before
+    );
+    if let Some(b) = r.bare_commits_per_sec {
+        println!("bare durable commits: {b:.0}/s (1 connection)");
+    }
+    if let Some(b) = r.bare_commits_per_sec_concurrent {
+        println!(
+            "bare durable commits: {b:.0}/s ({} connections)",
+            r.connections
+        );
+    }
+    if let Some(m) = r.server_peak_rss_mb {
+        println!("server peak RSS: {m:.1} MiB");
+    }
+    println!(
+        "{:<16} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "scenario",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "/ceiling"
+    );
+    for s in &r.scenarios {
+        println!(
+            "{:<16} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}",
+            s.name,
+            s.requests,
+            s.errors,
+            s.throughput,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.p999_ms,
+            s.ratio_to_ceiling
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"))
+        );
+    }
+}
+
+/// The secret key benchmark servers run with (fill and load must agree).
+const BENCH_SECRET_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+/// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
+/// hosting account), in large transactions, through the same service code as the API.
+pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
+    use lodge_services::orders::{DomainPlan, OrderForm, OrderSource};
+    use lodge_services::tenancy::{NewOrganization, NewUser};
+
+    let cfg = crate::Config::resolve(
+        crate::config::Overrides {
+            database_url: Some(database_url.to_owned()),
+            secret_key: Some(BENCH_SECRET_KEY.to_owned()),
+            ..Default::default()
+        },
+        crate::config::FileConfig::default(),
+    );
+    let lodge = crate::open(&cfg, crate::system_clock()).await?;
+    lodge.seed_demo().await?;
+    let tag = format!("{:x}", rand::random::<u32>());
+    let user = lodge
+        .create_user(NewUser {
+            email: &format!("fill-{tag}@bench.lodge.test"),
+            name: "fill",
+            password: None,
+            is_staff: false,
+        })
+        .await?;
+    let org = lodge
+        .create_organization(NewOrganization {
+            name: &format!("fill {tag}"),
+            organization_type: None,
+            company_name: None,
+            country: None,
+            owner: Some(user.id),
+        })
+        .await?;
+    let key = lodge
+        .create_org_key(org.id, None, "fill", None, None)
+        .await?;
+    let principal = lodge.authenticate_key(&key.secret).await?;
+    let access = lodge.access(&principal, org.id).await?;
+    let project = lodge_store::orgs::default_project(lodge.store.reader(), org.id)
+        .await?
+        .context("default project")?;
+    let plan = lodge
+        .catalog()
+        .await?
+        .listed_plans()
+        .find(|p| p.monthly().is_some())
+        .map(|p| p.row.legacy_id)
+        .context("no plan")?;
+    let template = lodge
+        .validate_order(
+            &access,
+            project.id,
+            &OrderForm {
+                plan_legacy_id: Some(plan),
+                domain_source: Some("external".into()),
+                domain_name: Some(format!("fill-{tag}.example")),
+                ..Default::default()
+            },
+            OrderSource::V1,
+        )
+        .await?;
+    let start = Instant::now();
+    let batch = 2000u64;
+    let mut done = 0u64;
+    while done < orders {
+        let mut tx = lodge.store.begin().await?;
+        let n = batch.min(orders - done);
+        for i in done..done + n {
+            let mut o = template.clone();
+            o.domain = DomainPlan::External {
+                name: lodge_core::DomainName::parse(&format!("f{tag}-{i}.example"))?,
+            };
+            lodge.place_order_in(&mut tx, &o, "bench-fill").await?;
+        }
+        tx.commit().await?;
+        done += n;
+        if done % 50_000 < batch || done == orders {
+            eprintln!(
+                "fill: {done} orders ({:.0}/s)",
+                done as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    lodge.store.close().await;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct CrashReport {
+    pub kills: usize,
+    pub orders_acknowledged: usize,
+    pub problems: Vec<String>,
+}
+
+/// Runs order load, `SIGKILL`s the server at random moments `kills` times (restarting it),
+/// then checks that every order answered `201` exists with its invoice, lines, hosting and
+/// ledger entries, and that nothing exists half-written.
+pub async fn crash(
+    database_url: Option<String>,
+    kills: usize,
+    connections: usize,
+) -> anyhow::Result<CrashReport> {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile_dir()?;
+    let mut target = Target::spawn(database_url, &dir).await?;
+    let db = target.database_url.clone().context("database")?;
+    let client = reqwest::Client::new();
+    let tag = format!("{:x}", rand::random::<u32>());
+    // Half the load is paid from credit at once (ledger entries, activation, jobs); half
+    // stays pending with an invoice to pay.
+    let payer = make_customer(&client, &target, &format!("crash{tag}a"), "10000000.00").await?;
+    let pending = make_customer(&client, &target, &format!("crash{tag}b"), "0").await?;
+    let plan = Arc::new(plan_id(&client, &target, &payer.key).await?);
+    let customers = Arc::new([payer, pending]);
+    let acked: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..connections {
+        let (base, plan, cs, acked, stop, tag) = (
+            target.base.clone(),
+            plan.clone(),
+            customers.clone(),
+            acked.clone(),
+            stop.clone(),
+            tag.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let cu = &cs[usize::from(n % 2 == 1)];
+                n += 1;
+                let r = c
+                    .post(format!(
+                        "{base}/v1/organizations/{}/projects/{}/hosting/order",
+                        cu.org, cu.project
+                    ))
+                    .bearer_auth(&cu.key)
+                    .json(&order_body(
+                        &plan,
+                        "external",
+                        &format!("c{tag}t{t}n{n}.example"),
+                    ))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                        if let Ok(v) = r.json::<Value>().await {
+                            if let Ok(mut a) = acked.lock() {
+                                a.push(v);
+                            }
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    for k in 0..kills {
+        let wait = rand::thread_rng().gen_range(200..1200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        target.kill().await?;
+        eprintln!("crash: SIGKILL {} of {kills}", k + 1);
+        target.start().await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    target.kill().await?;
+    let acked = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    let problems = verify(&db, &acked).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(CrashReport {
+        kills,
+        orders_acknowledged: acked.len(),
+        problems,
+    })
+}
+
+/// Checks acknowledged orders and the database's own consistency.
+pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<String>> {
+    let store = lodge_store::Store::connect(database_url).await?;
+    let db = store.reader();
+    let mut problems = Vec::new();
+    for a in acked {
+        let order_id = a["order_id"].as_i64().context("order_id")?;
+        let hosting_id = a["hosting_id"].as_str().context("hosting_id")?.to_owned();
+        let exists: i64 = sqlx_count(
+            db,
+            "SELECT COUNT(*) FROM orders WHERE id = $1",
+            Some(order_id),
+            None,
+        )
+        .await?;
+        if exists != 1 {
+            problems.push(format!("order {order_id} answered 201 but is missing"));
+            continue;
+        }
+        let h: i64 = sqlx_count(
+            db,
+            "SELECT COUNT(*) FROM hosting WHERE order_id = $1 AND id = $2",
+            Some(order_id),
+            Some(&hosting_id),
+        )
+        .await?;
+        if h != 1 {
+            problems.push(format!("order {order_id}: hosting {hosting_id} missing"));
+        }
+        if let Some(iid) = a["invoice_id"].as_i64() {
+            let inv: i64 = sqlx_count(
+                db,
+                "SELECT COUNT(*) FROM invoices WHERE id = $1 AND order_id = $2",
+                Some(iid),
+                Some(&order_id.to_string()),
+            )
+            .await?;
+            let lines: i64 = sqlx_count(
+                db,
+                "SELECT COUNT(*) FROM invoice_lines WHERE invoice_id = $1",
+                Some(iid),
+                None,
+            )
+            .await?;
+            if inv != 1 || lines == 0 {
+                problems.push(format!(
+                    "order {order_id}: invoice {iid} or its lines missing"
+                ));
+            }
+            let credit = a["credit_applied"].as_f64().unwrap_or(0.0);
+            if credit > 0.0 {
+                let entries: i64 = sqlx_count(
+                    db,
+                    "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'applied'",
+                    Some(iid),
+                    None,
+                )
+                .await?;
+                if entries != 1 {
+                    problems.push(format!(
+                        "order {order_id}: credit applied without its ledger entry"
+                    ));
+                }
+            }
+        }
+    }
+    for (what, sql) in [
+        ("invoices whose lines do not add up", "SELECT COUNT(*) FROM invoices i WHERE i.subtotal_minor <> (SELECT CAST(COALESCE(SUM(l.amount_minor), 0) AS BIGINT) FROM invoice_lines l WHERE l.invoice_id = i.id)"),
+        ("orders without a hosting account", "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM hosting h WHERE h.order_id = o.id)"),
+        ("first invoices without their order", "SELECT COUNT(*) FROM invoices i WHERE i.kind = 'first' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)"),
+        ("ledger entries for missing invoices", "SELECT COUNT(*) FROM credit_ledger c WHERE c.invoice_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = c.invoice_id)"),
+        ("credit applied that the invoice does not show", "SELECT COUNT(*) FROM invoices i WHERE i.credit_applied_minor <> -(SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'applied')"),
+        ("organizations whose ledger does not sum to the balance", "SELECT COUNT(*) FROM organizations o WHERE o.credit_balance_minor <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.organization_id = o.id)"),
+    ] {
+        let n: i64 = sqlx_count(db, sql, None, None).await?;
+        if n != 0 {
+            problems.push(format!("{n} {what}"));
+        }
+    }
+    store.close().await;
+    Ok(problems)
+}
+
+async fn sqlx_count(
+    db: &lodge_store::AnyPool,
+    sql: &str,
+    a: Option<i64>,
+    b: Option<&str>,
+) -> anyhow::Result<i64> {
+    Ok(lodge_store::scalar_i64(db, sql, a, b).await?)
+}
