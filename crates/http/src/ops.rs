@@ -98,3 +98,12 @@ pub async fn not_found() -> Response {
     )
         .into_response()
 }
+
+/// A known path with another method: `405 {"detail": …}` (axum keeps the `Allow` header).
+pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(serde_json::json!({ "detail": format!("Method \"{method}\" not allowed.") })),
+    )
+        .into_response()
+}

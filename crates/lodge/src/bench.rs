@@ -909,10 +909,10 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
     for a in acked {
         let order_id = a["order_id"].as_i64().context("order_id")?;
         let hosting_id = a["hosting_id"].as_str().context("hosting_id")?.to_owned();
-        let exists: i64 = sqlx_count(
+        let exists = count(
             db,
             "SELECT COUNT(*) FROM orders WHERE id = $1",
-            Some(order_id),
+            &[order_id],
             None,
         )
         .await?;
@@ -920,10 +920,10 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
             problems.push(format!("order {order_id} answered 201 but is missing"));
             continue;
         }
-        let h: i64 = sqlx_count(
+        let h = count(
             db,
             "SELECT COUNT(*) FROM hosting WHERE order_id = $1 AND id = $2",
-            Some(order_id),
+            &[order_id],
             Some(&hosting_id),
         )
         .await?;
@@ -931,17 +931,17 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
             problems.push(format!("order {order_id}: hosting {hosting_id} missing"));
         }
         if let Some(iid) = a["invoice_id"].as_i64() {
-            let inv: i64 = sqlx_count(
+            let inv = count(
                 db,
                 "SELECT COUNT(*) FROM invoices WHERE id = $1 AND order_id = $2",
-                Some(iid),
-                Some(&order_id.to_string()),
+                &[iid, order_id],
+                None,
             )
             .await?;
-            let lines: i64 = sqlx_count(
+            let lines = count(
                 db,
                 "SELECT COUNT(*) FROM invoice_lines WHERE invoice_id = $1",
-                Some(iid),
+                &[iid],
                 None,
             )
             .await?;
@@ -952,10 +952,10 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
             }
             let credit = a["credit_applied"].as_f64().unwrap_or(0.0);
             if credit > 0.0 {
-                let entries: i64 = sqlx_count(
+                let entries = count(
                     db,
                     "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'applied'",
-                    Some(iid),
+                    &[iid],
                     None,
                 )
                 .await?;
@@ -975,7 +975,7 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
         ("credit applied that the invoice does not show", "SELECT COUNT(*) FROM invoices i WHERE i.credit_applied_minor <> -(SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'applied')"),
         ("organizations whose ledger does not sum to the balance", "SELECT COUNT(*) FROM organizations o WHERE o.credit_balance_minor <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.organization_id = o.id)"),
     ] {
-        let n: i64 = sqlx_count(db, sql, None, None).await?;
+        let n = count(db, sql, &[], None).await?;
         if n != 0 {
             problems.push(format!("{n} {what}"));
         }
@@ -984,11 +984,11 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
     Ok(problems)
 }
 
-async fn sqlx_count(
+async fn count(
     db: &lodge_store::AnyPool,
     sql: &str,
-    a: Option<i64>,
-    b: Option<&str>,
+    ints: &[i64],
+    text: Option<&str>,
 ) -> anyhow::Result<i64> {
-    Ok(lodge_store::scalar_i64(db, sql, a, b).await?)
+    Ok(lodge_store::scalar_i64(db, sql, ints, text).await?)
 }

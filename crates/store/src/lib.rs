@@ -382,19 +382,20 @@ pub async fn count_rows(pool: &sqlx::AnyPool, table: &str) -> Result<i64> {
         .await?)
 }
 
-/// One integer from a read-only query with up to two parameters (checks and benchmarks).
+/// One integer from a read-only query (checks and benchmarks): integer parameters are bound
+/// first (`$1`…), then the text one.
 pub async fn scalar_i64(
     pool: &sqlx::AnyPool,
     sql: &str,
-    a: Option<i64>,
-    b: Option<&str>,
+    ints: &[i64],
+    text: Option<&str>,
 ) -> Result<i64> {
     let mut q = sqlx::query_scalar::<_, i64>(sql);
-    if let Some(a) = a {
-        q = q.bind(a);
+    for i in ints {
+        q = q.bind(*i);
     }
-    if let Some(b) = b {
-        q = q.bind(b.to_owned());
+    if let Some(t) = text {
+        q = q.bind(t.to_owned());
     }
     Ok(q.fetch_one(pool).await?)
 }

@@ -430,7 +430,17 @@ async fn validate(
         Err(errors) => return Ok(Err(errors)),
     };
     let mut pre = vec![];
-    let cycle = match BillingCycle::from_months(u32::try_from(b.period.unwrap_or(1)).unwrap_or(0)) {
+    // A plan sold only free or once has no months: its cycle is that, whatever the period.
+    let catalog = st.lodge.catalog().await?;
+    let one_off = b
+        .package_id
+        .and_then(|id| catalog.plan_by_legacy(id))
+        .filter(|p| !p.prices.is_empty() && p.prices.iter().all(|x| !x.cycle.is_recurring()))
+        .and_then(|p| p.prices.iter().find(|x| x.is_default).or(p.prices.first()))
+        .map(|x| x.cycle);
+    let cycle = match one_off
+        .or_else(|| BillingCycle::from_months(u32::try_from(b.period.unwrap_or(1)).unwrap_or(0)))
+    {
         Some(c) => Some(c),
         None => {
             pre.push("Invalid Billing Interval".to_owned());

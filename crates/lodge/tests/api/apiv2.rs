@@ -869,6 +869,9 @@ struct PlanCase {
 }
 
 const PERIODS: [i64; 6] = [1, 3, 6, 12, 24, 36];
+
+/// The demo's Free Trial: its only price is the `free` cycle.
+const FREE_TRIAL: i64 = 11401;
 const STARTER: i64 = 11447;
 
 /// The demo catalog (`crates/services/demo/catalog.toml`), every buyable plan.
@@ -948,6 +951,18 @@ struct Expected {
 
 /// The catalog's rules, computed independently of the server.
 fn expected(plan: &PlanCase, period_ix: usize, offer: bool, coupon: &str) -> Option<Expected> {
+    if plan.legacy == FREE_TRIAL {
+        // Sold only free: every period orders the free cycle, nothing is billed, no invoice.
+        if offer || coupon == "STARTER1" {
+            return None;
+        }
+        return Some(Expected {
+            first: 0,
+            original: 0,
+            repeat: 0,
+            months: 0,
+        });
+    }
     let price = plan.prices[period_ix]?;
     if offer && !plan.has_offer {
         return None;
@@ -992,6 +1007,7 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
     let before = counts(&app).await;
     let mut accepted: Vec<Accepted> = vec![];
     let mut refused = 0;
+    let mut free_orders = 0_i64;
     let mut quotes: BTreeMap<(i64, i64, bool, &str), Value> = BTreeMap::new();
 
     for plan in &PLANS {
@@ -1088,19 +1104,26 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
                         json!([format!("SERVICEwebhosting{id}")]),
                         "{what}: {placed}"
                     );
-                    let iid = invoice_id(&placed);
-                    assert_eq!(
-                        placed["real_iids"],
-                        json!([iid.to_string()]),
-                        "{what}: {placed}"
-                    );
-                    let invoice = v1_invoice(&app, iid).await;
-                    assert_eq!(cents(&invoice["total"]), exp.first, "{what}: {invoice}");
-                    assert_eq!(
-                        invoice["status"],
-                        if exp.first == 0 { "paid" } else { "unpaid" },
-                        "{what}: {invoice}"
-                    );
+                    if plan.legacy == FREE_TRIAL {
+                        // A free order bills nothing: no invoice.
+                        assert_eq!(placed["iid"], "", "{what}: {placed}");
+                        assert_eq!(placed["real_iids"], json!([]), "{what}: {placed}");
+                        free_orders += 1;
+                    } else {
+                        let iid = invoice_id(&placed);
+                        assert_eq!(
+                            placed["real_iids"],
+                            json!([iid.to_string()]),
+                            "{what}: {placed}"
+                        );
+                        let invoice = v1_invoice(&app, iid).await;
+                        assert_eq!(cents(&invoice["total"]), exp.first, "{what}: {invoice}");
+                        assert_eq!(
+                            invoice["status"],
+                            if exp.first == 0 { "paid" } else { "unpaid" },
+                            "{what}: {invoice}"
+                        );
+                    }
                     quotes.insert((plan.legacy, period, offer, coupon), quote);
                     accepted.push(Accepted {
                         what,
@@ -1112,8 +1135,10 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
             }
         }
     }
-    // 48 Starter combinations, 18 for each other plan but the free trial (no STARTER1).
-    assert_eq!(accepted.len(), 48 + 18 * 3, "accepted combinations");
+    // 48 Starter combinations, 18 for each other plan (no offer, no STARTER1); the free
+    // trial takes every period as its free cycle.
+    assert_eq!(accepted.len(), 48 + 18 * 4, "accepted combinations");
+    assert_eq!(free_orders, 18, "free orders");
     assert_eq!(
         refused,
         5 * 6 * 2 * 4 - accepted.len(),
@@ -1162,7 +1187,8 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
     let placed = i64::try_from(accepted.len()).unwrap();
     for ((table, b), (_, a)) in before.iter().zip(&after) {
         match *table {
-            "orders" | "hosting" | "invoices" => assert_eq!(a - b, placed, "{table}"),
+            "orders" | "hosting" => assert_eq!(a - b, placed, "{table}"),
+            "invoices" => assert_eq!(a - b, placed - free_orders, "{table}"),
             "domains" => assert_eq!(a, b, "{table}: no domain registered"),
             _ => {}
         }
@@ -1453,11 +1479,6 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
                 b["coupon"] = json!("STARTER1");
             }),
             vec!["Invalid Coupon Specified".into()],
-        ),
-        (
-            "a plan sold only free",
-            with(&|b| b["packageId"] = json!(11401)),
-            vec!["Invalid Billing Interval".into()],
         ),
         (
             "everything wrong",
