@@ -205,9 +205,20 @@ impl Lodge {
         if secret.is_empty() || secret.len() > 256 {
             return Err(unauthorized());
         }
-        let key = keys::by_digest(self.store.reader(), &sha256_hex(secret))
-            .await?
-            .ok_or_else(unauthorized)?;
+        let digest = sha256_hex(secret);
+        let (mut key, user) = match self.key_cache.get(&digest) {
+            Some(hit) => hit,
+            None => {
+                let key = keys::by_digest(self.store.reader(), &digest)
+                    .await?
+                    .ok_or_else(unauthorized)?;
+                let user = users::by_id(self.store.reader(), key.user_id)
+                    .await?
+                    .ok_or_else(unauthorized)?;
+                self.key_cache.put(&digest, &key, &user);
+                (key, user)
+            }
+        };
         let now = self.now_us();
         if key.revoked_at.is_some() {
             return Err(ServiceError::Unauthorized(
@@ -219,12 +230,13 @@ impl Lodge {
                 "This API key has expired.".to_owned(),
             ));
         }
-        let user = users::by_id(self.store.reader(), key.user_id)
-            .await?
-            .filter(|u| u.is_active())
-            .ok_or_else(unauthorized)?;
+        if !user.is_active() {
+            return Err(unauthorized());
+        }
         // Record use at most once a minute per key, off the request's path.
         if key.last_used_at.is_none_or(|t| now - t > 60_000_000) {
+            key.last_used_at = Some(now);
+            self.key_cache.put(&digest, &key, &user);
             let store = self.store.clone();
             let id = key.id;
             tokio::spawn(async move {
@@ -564,6 +576,50 @@ impl Lodge {
             .await
             .map_err(lodge_store::StoreError::from)?;
         keys::revoke(&mut conn, id, self.now_us()).await?;
+        self.key_cache.forget_key(id);
         Ok(key)
+    }
+}
+
+type CachedKeys =
+    std::collections::HashMap<String, (keys::ApiKeyRow, users::UserRow, std::time::Instant)>;
+
+/// Recently checked API keys, so a busy key does not cost two queries per request. Entries
+/// live [`KeyCache::TTL`]: a revocation takes effect at once on the node that made it (the
+/// entry is dropped) and within that time on the others.
+#[derive(Debug, Default, Clone)]
+pub struct KeyCache {
+    inner: std::sync::Arc<std::sync::Mutex<CachedKeys>>,
+}
+
+impl KeyCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, digest: &str) -> Option<(keys::ApiKeyRow, users::UserRow)> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(digest)
+            .filter(|(_, _, at)| at.elapsed() < Self::TTL)
+            .map(|(k, u, _)| (k.clone(), u.clone()))
+    }
+
+    fn put(&self, digest: &str, key: &keys::ApiKeyRow, user: &users::UserRow) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX_ENTRIES {
+            map.retain(|_, (_, _, at)| at.elapsed() < Self::TTL);
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(
+            digest.to_owned(),
+            (key.clone(), user.clone(), std::time::Instant::now()),
+        );
+    }
+
+    /// Drops a key (after its revocation).
+    pub fn forget_key(&self, id: ApiKeyId) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (k, _, _)| k.id != id);
     }
 }

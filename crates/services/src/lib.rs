@@ -142,6 +142,8 @@ pub struct Lodge {
     pub drivers: drivers::Drivers,
     /// Group commit of orders (SQLite's single writer).
     pub batcher: Option<commit::OrderBatcher>,
+    /// Recently checked API keys.
+    pub key_cache: auth::KeyCache,
 }
 
 impl Lodge {
@@ -168,6 +170,7 @@ impl Lodge {
             registrar: Some(Arc::new(registrar::ManualRegistrar)),
             drivers,
             batcher,
+            key_cache: auth::KeyCache::default(),
         }
     }
 
