@@ -617,7 +617,9 @@ impl Lodge {
     }
 
     /// The writes of an order, on a connection inside a transaction (so a batch of orders can
-    /// share one commit).
+    /// share one commit). The credit to apply is known first (under the organization's row
+    /// lock), so every row is written once in its final state: an order that owes nothing is
+    /// written active, its invoice paid and its account provisioning, with the jobs queued.
     pub async fn place_order_in(
         &self,
         conn: &mut AnyConnection,
@@ -627,6 +629,20 @@ impl Lodge {
         let now = self.now_us();
         let today = self.today();
         let cur = self.settings.currency.code();
+        let total = o.quote.total_minor;
+        // A free order with nothing billed has no invoice.
+        let billed = !(o.cycle == BillingCycle::Free && total == 0);
+        let credit = if billed && total > 0 {
+            let balance = billing::lock_credit(conn, o.organization)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            balance.clamp(0, total)
+        } else {
+            0
+        };
+        let due = total - credit;
+        let paid = due == 0;
+
         let order_uuid = OrderUuid::new();
         let order_id = billing::insert_order(
             conn,
@@ -634,7 +650,7 @@ impl Lodge {
                 uuid: order_uuid,
                 organization_id: o.organization,
                 project_id: o.project,
-                status: "pending",
+                status: if paid { "active" } else { "pending" },
                 source: o.source.as_str(),
                 currency: cur,
                 coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
@@ -645,14 +661,20 @@ impl Lodge {
         .await?;
 
         // The domain object (register / transfer), or the one the customer already holds.
-        let domain_id = match &o.domain {
+        let (domain_id, domain_job) = match &o.domain {
             DomainPlan::Register { name, tld, .. } | DomainPlan::Transfer { name, tld, .. } => {
                 let id = DomainId::new();
-                let (status, epp) = match &o.domain {
-                    DomainPlan::Transfer { epp_code, .. } => {
-                        ("pending_transfer", Some(self.sealer.seal(epp_code)?))
-                    }
-                    _ => ("pending_registration", None),
+                let (status, epp, job) = match &o.domain {
+                    DomainPlan::Transfer { epp_code, .. } => (
+                        "pending_transfer",
+                        Some(self.sealer.seal(epp_code)?),
+                        crate::billing::JOB_TRANSFER_DOMAIN,
+                    ),
+                    _ => (
+                        "pending_registration",
+                        None,
+                        crate::billing::JOB_REGISTER_DOMAIN,
+                    ),
                 };
                 let sld = name.split_registrable(tld).unwrap_or_else(|| name.sld());
                 hosting::insert_domain(
@@ -682,18 +704,23 @@ impl Lodge {
                         e.into()
                     }
                 })?;
-                Some(id)
+                (Some(id), Some(job))
             }
-            DomainPlan::Existing { row } => Some(row.id),
-            DomainPlan::External { .. } => None,
+            DomainPlan::Existing { row } => (Some(row.id), None),
+            DomainPlan::External { .. } => (None, None),
         };
 
         let server = lodge_store::servers::place_in(&mut *conn, &o.plan.row.driver, o.plan.row.id)
             .await?
             .ok_or_else(|| ServiceError::field("plan_id", SERVERS_FULL))?;
         let hosting_id = HostingId::new();
-        let renewal_months = o.quote.renewal_months.map(i64::from);
-        hosting::insert_hosting(
+        // The first period starts on the day it is paid.
+        let period_end = o
+            .quote
+            .first_period_months
+            .map(|m| lodge_core::dates::add_months(today, m).to_string());
+        let hosting_status = if paid { "provisioning" } else { "pending" };
+        let legacy_id = hosting::insert_hosting(
             conn,
             &hosting::NewHosting {
                 id: hosting_id,
@@ -703,11 +730,11 @@ impl Lodge {
                 plan_id: o.plan.row.id,
                 domain_name: o.domain.name(),
                 domain_id,
-                status: "pending",
+                status: hosting_status,
                 billing_cycle: o.hosting_cycle().as_str(),
                 recurring_minor: o.quote.renewal_minor.unwrap_or(0),
                 first_period_months: o.quote.first_period_months.map(i64::from),
-                renewal_months,
+                renewal_months: o.quote.renewal_months.map(i64::from),
                 currency: cur,
                 coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
                 secret: o
@@ -716,6 +743,9 @@ impl Lodge {
                     .map(|p| self.sealer.seal(p))
                     .transpose()?,
                 comment: &o.comment,
+                server_id: Some(server.id.to_string()),
+                next_due_date: if paid { period_end.clone() } else { None },
+                note: if paid { "ordered and paid" } else { "ordered" },
                 actor,
                 now,
             },
@@ -732,8 +762,6 @@ impl Lodge {
             }
         })?;
 
-        hosting::set_server(conn, hosting_id, Some(&server.id.to_string()), None, now).await?;
-
         if let Some(c) = &o.coupon {
             let used = sqlx_coupon_use(conn, &c.id.to_string()).await?;
             if !used {
@@ -744,12 +772,9 @@ impl Lodge {
             }
         }
 
-        // The first invoice (none for a free order with nothing billed).
-        let total = o.quote.total_minor;
         let mut invoice_id = None;
         let mut payment_token = None;
-        let mut credit_applied = 0;
-        if !(o.cycle == BillingCycle::Free && total == 0) {
+        if billed {
             let number = billing::next_invoice_number(conn).await?;
             let token = random_token(40);
             let id = billing::insert_invoice(
@@ -764,15 +789,13 @@ impl Lodge {
                     tax_minor: 0,
                     payment_token: &token,
                     due_date: &today.to_string(),
+                    credit_applied_minor: credit,
+                    paid,
                     now,
                 },
             )
             .await?;
             let hosting_key = hosting_id.to_string();
-            let period_end = o
-                .quote
-                .first_period_months
-                .map(|m| lodge_core::dates::add_months(today, m).to_string());
             for (i, line) in o.quote.lines.iter().enumerate() {
                 let (service, start, end) = match line.kind {
                     LineKind::Plan | LineKind::Discount | LineKind::SetupFee => (
@@ -805,28 +828,44 @@ impl Lodge {
                 )
                 .await?;
             }
-            credit_applied = self
-                .apply_credit(conn, o.organization, id, total, actor)
+            if credit > 0 {
+                billing::append_ledger(
+                    conn,
+                    &billing::NewLedgerEntry {
+                        organization_id: o.organization,
+                        kind: "applied",
+                        amount_minor: -credit,
+                        currency: cur,
+                        invoice_id: Some(id),
+                        note: "Applied to invoice",
+                        actor,
+                        now,
+                    },
+                )
                 .await?;
+            }
             invoice_id = Some(id);
             payment_token = Some(token);
         }
 
-        let due = total - credit_applied;
-        let mut status = "pending".to_owned();
-        let mut hosting_status = "pending".to_owned();
-        if due == 0 {
-            if let Some(id) = invoice_id {
-                billing::mark_paid(conn, id, now).await?;
+        if paid {
+            self.enqueue(
+                conn,
+                crate::billing::JOB_PROVISION,
+                serde_json::json!({ "hosting_id": hosting_id }),
+                &format!("provision:{hosting_id}"),
+            )
+            .await?;
+            if let (Some(d), Some(kind)) = (domain_id, domain_job) {
+                self.enqueue(
+                    conn,
+                    kind,
+                    serde_json::json!({ "domain_id": d }),
+                    &format!("{kind}:{d}"),
+                )
+                .await?;
             }
-            self.activate_order(conn, order_id, actor).await?;
-            status = "active".into();
-            hosting_status = "provisioning".into();
         }
-        let legacy: i64 = hosting::hosting(&mut *conn, hosting_id)
-            .await?
-            .map(|h| h.legacy_id)
-            .ok_or(ServiceError::NotFound)?;
         Ok(OrderOutcome {
             order_id,
             order_number: order_number(order_id),
@@ -834,12 +873,12 @@ impl Lodge {
             invoice_id,
             total_minor: total,
             amount_due_minor: due,
-            credit_applied_minor: credit_applied,
-            status,
-            payment_token: if due > 0 { payment_token } else { None },
+            credit_applied_minor: credit,
+            status: if paid { "active" } else { "pending" }.to_owned(),
+            payment_token: if paid { None } else { payment_token },
             hosting_id,
-            hosting_legacy_id: legacy,
-            hosting_status,
+            hosting_legacy_id: legacy_id,
+            hosting_status: hosting_status.to_owned(),
             domain_id,
             domain_name: o.domain.name().to_owned(),
         })

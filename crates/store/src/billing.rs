@@ -134,27 +134,34 @@ pub struct NewInvoice<'a> {
     pub tax_minor: i64,
     pub payment_token: &'a str,
     pub due_date: &'a str,
+    /// Account credit applied as it is issued (its ledger entry is the caller's).
+    pub credit_applied_minor: i64,
+    /// Issued already paid (credit covered it).
+    pub paid: bool,
     pub now: i64,
 }
 
-/// Issues an invoice (status `unpaid`); returns its id.
+/// Issues an invoice (`unpaid`, or `paid` when credit covered it); returns its id.
 pub async fn insert_invoice(conn: &mut AnyConnection, i: &NewInvoice<'_>) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
-             total_minor, payment_token, due_date, issued_at, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, 'unpaid', $5, $6, $7, $8, $9, $10, $11, $11, $11) RETURNING id",
+             total_minor, credit_applied_minor, payment_token, due_date, issued_at, paid_at, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13) RETURNING id",
     )
     .bind(i.number)
     .bind(i.organization_id.to_string())
     .bind(i.order_id)
     .bind(i.kind)
+    .bind(if i.paid { "paid" } else { "unpaid" })
     .bind(i.currency)
     .bind(i.subtotal_minor)
     .bind(i.tax_minor)
     .bind(i.subtotal_minor + i.tax_minor)
+    .bind(i.credit_applied_minor)
     .bind(i.payment_token)
     .bind(i.due_date)
     .bind(i.now)
+    .bind(i.paid.then_some(i.now))
     .fetch_one(conn)
     .await?)
 }

@@ -66,16 +66,21 @@ pub struct NewHosting<'a> {
     pub coupon_id: Option<String>,
     pub secret: Option<String>,
     pub comment: &'a str,
+    pub server_id: Option<String>,
+    pub next_due_date: Option<String>,
+    /// The first history entry's note.
+    pub note: &'a str,
     pub actor: &'a str,
     pub now: i64,
 }
 
-/// Inserts a hosting account and its first history entry.
-pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Result<()> {
-    sqlx::query(
+/// Inserts a hosting account and its first history entry; returns its legacy id.
+pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Result<i64> {
+    let legacy: i64 = sqlx::query_scalar(
         "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
-             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)",
+             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
+         RETURNING legacy_id",
     )
     .bind(h.id.to_string())
     .bind(h.organization_id.to_string())
@@ -93,10 +98,13 @@ pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Res
     .bind(h.coupon_id.clone())
     .bind(h.secret.clone())
     .bind(h.comment)
+    .bind(h.server_id.clone())
+    .bind(h.next_due_date.clone())
     .bind(h.now)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    record_history(conn, h.id, None, h.status, "ordered", h.actor, h.now).await
+    record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
+    Ok(legacy)
 }
 
 pub async fn record_history(
