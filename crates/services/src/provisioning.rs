@@ -102,9 +102,15 @@ impl Worker {
     }
 
     async fn run_job(&self, job: JobRow) -> Result<()> {
+        use tracing::Instrument;
+        // `instrument`, not `span.enter()`: an entered guard held across `.await` would tag
+        // whatever else runs on this thread meanwhile.
         let span =
             tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        let _enter = span.enter();
+        self.run_job_in_span(job).instrument(span).await
+    }
+
+    async fn run_job_in_span(&self, job: JobRow) -> Result<()> {
         let result = self.lodge.perform(&job).await;
         let now = self.lodge.now_us();
         let store = self.lodge.store.writer();

@@ -171,10 +171,22 @@ pub async fn all<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<Vec<Serve
 /// has room. Unlimited servers are taken first without counting their accounts, so placing
 /// an order costs the same with a million accounts as with none; limited ones are counted
 /// (their count is bounded by their capacity), least loaded first.
+///
+/// Inside an order's transaction: on PostgreSQL the limited candidates are locked before
+/// their accounts are counted, so concurrent orders cannot all take the same last place.
 pub async fn place_in(
     conn: &mut AnyConnection,
     driver: &str,
     plan: PlanId,
+) -> Result<Option<ServerRow>> {
+    place_with(conn, driver, plan, true).await
+}
+
+async fn place_with(
+    conn: &mut AnyConnection,
+    driver: &str,
+    plan: PlanId,
+    lock: bool,
 ) -> Result<Option<ServerRow>> {
     let serves = "s.is_active = 1 AND s.driver = $1
         AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
@@ -190,6 +202,20 @@ pub async fn place_in(
     if unlimited.is_some() {
         return Ok(unlimited);
     }
+    if lock && conn.backend_name() == "PostgreSQL" {
+        // Under READ COMMITTED each order would otherwise count the same free places. The
+        // locks (taken in one order, so orders never deadlock) are held until the order
+        // commits; the count below is a new statement, so it sees every order committed
+        // before the lock was granted. SQLite has a single writer already.
+        sqlx::query(&format!(
+            "SELECT s.id FROM servers s WHERE {serves} AND s.capacity > 0
+             ORDER BY s.legacy_id FOR NO KEY UPDATE OF s"
+        ))
+        .bind(driver)
+        .bind(plan.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    }
     Ok(sqlx::query_as(&format!(
         "SELECT * FROM ({} WHERE {serves} AND s.capacity > 0) x
          WHERE x.accounts < x.capacity ORDER BY x.accounts, x.legacy_id LIMIT 1",
@@ -201,8 +227,8 @@ pub async fn place_in(
     .await?)
 }
 
-/// [`place_in`] on a connection from `pool`.
+/// [`place_in`] on a connection from `pool`, without locking (a check, not a placement).
 pub async fn place(pool: &sqlx::AnyPool, driver: &str, plan: PlanId) -> Result<Option<ServerRow>> {
     let mut conn = pool.acquire().await?;
-    place_in(&mut conn, driver, plan).await
+    place_with(&mut conn, driver, plan, false).await
 }

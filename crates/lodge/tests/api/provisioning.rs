@@ -1,1 +1,1432 @@
 //! Issue: provisioning (worker, scheduler, servers, the nginx driver).
+//!
+//! The worker and the scheduler never run in the background here: tests move the manual
+//! clock and call `Worker::run_once` / `Lodge::schedule_due` themselves. Only the real nginx
+//! is waited for in real time (a reload takes effect asynchronously), for a few seconds.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jiff::SignedDuration;
+use lodge_services::drivers::nginx::NginxConfig;
+use lodge_services::drivers::{Account, DriverError, Provisioner};
+use lodge_services::provisioning::Worker;
+use lodge_services::Lodge;
+use lodge_testkit::nginx::{http_get, nginx_binary, NginxInstance};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{Engine, Options, TestApp};
+use crate::on_both_engines;
+
+on_both_engines!(
+    flaky_driver_makes_one_account,
+    failing_driver_marks_the_account_failed,
+    killed_worker_job_is_taken_again_after_its_lease,
+    unpaid_order_is_cancelled_once_by_two_schedulers,
+    end_of_period_cancellation_terminates_at_the_due_date,
+    servers_are_managed_and_full_servers_refuse_orders,
+    capacity_holds_under_concurrent_orders,
+);
+
+/// Declares each `async fn name(engine: Engine)` (a test that builds its own server) as
+/// `name::sqlite` and `name::postgres`.
+macro_rules! per_engine {
+    ($($f:ident),* $(,)?) => {$(
+        mod $f {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$f($crate::harness::Engine::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$f($crate::harness::Engine::Postgres).await;
+            }
+        }
+    )*};
+}
+
+per_engine!(
+    nginx_site_lifecycle,
+    provisioning_without_nginx_fails_visibly,
+    two_workers_never_run_the_same_job,
+);
+
+// ---- helpers ----
+
+const PROVISION: &str = "provision_hosting";
+const SERVERS_FULL: &str = "All webhosting servers are currently full.";
+/// The demo Starter plan's `/apiv2` package id.
+const STARTER_PACKAGE: i64 = 11447;
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+fn hosting_path(app: &TestApp, id: &str) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/{id}",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+fn starter(app: &TestApp) -> String {
+    app.demo()
+        .plans
+        .iter()
+        .find(|p| p.name == "Starter")
+        .expect("demo plan Starter")
+        .id
+        .to_string()
+}
+
+fn external(app: &TestApp, domain: &str) -> Value {
+    json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": domain })
+}
+
+fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string: {v}"))
+}
+
+/// Staff add account credit to the demo organization (orders are then paid at once).
+async fn add_credit(app: &TestApp, amount: &str) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{}/credit", app.org_id()),
+            &app.admin_key(),
+            &json!({ "amount": amount, "note": "provisioning test deposit" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
+}
+
+/// Orders `domain` (external) on Starter; the order must be placed.
+async fn order(app: &TestApp, domain: &str) -> Value {
+    let (status, o) = app
+        .post(&order_path(app), &app.key(), &external(app, domain))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "order {domain}: {o}");
+    o
+}
+
+/// An order paid from credit: active, its account waiting for the worker.
+async fn order_paid(app: &TestApp, domain: &str) -> Value {
+    let o = order(app, domain).await;
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    assert_eq!(o["amount_due"].as_f64(), Some(0.0), "{o}");
+    assert_eq!(o["hosting_status"], "provisioning", "{o}");
+    o
+}
+
+async fn hosting(app: &TestApp, id: &str) -> Value {
+    let (status, h) = app.get(&hosting_path(app, id), &app.key()).await;
+    assert_eq!(status, StatusCode::OK, "hosting {id}: {h}");
+    h
+}
+
+/// The statuses an account went through, oldest first.
+fn history(h: &Value) -> Vec<String> {
+    h["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {h}"))
+        .iter()
+        .map(|e| str_of(e, "to_status").to_owned())
+        .collect()
+}
+
+/// The statuses of an account paid when it was ordered, from `provisioning` on (whether the
+/// order and its payment show as one entry or as `pending` then `provisioning`).
+fn paid_history(h: &Value) -> Vec<String> {
+    let mut all = history(h);
+    if all.first().map(String::as_str) == Some("pending")
+        && all.get(1).map(String::as_str) == Some("provisioning")
+    {
+        all.remove(0);
+    }
+    assert_eq!(
+        all.first().map(String::as_str),
+        Some("provisioning"),
+        "paid at once: {h}"
+    );
+    all
+}
+
+/// A staff operation on a hosting account (`suspend`, `unsuspend`, `terminate`, `retry`).
+async fn staff(app: &TestApp, id: &str, action: &str) -> (StatusCode, Value) {
+    app.post(
+        &format!("/v1/admin/hosting/{id}/{action}"),
+        &app.admin_key(),
+        &json!({}),
+    )
+    .await
+}
+
+/// The jobs in a status, through the admin API.
+async fn jobs(app: &TestApp, status: &str) -> Vec<Value> {
+    let (code, body) = app
+        .get(&format!("/v1/admin/jobs?status={status}"), &app.admin_key())
+        .await;
+    assert_eq!(code, StatusCode::OK, "jobs {status}: {body}");
+    body.as_array()
+        .unwrap_or_else(|| panic!("jobs: {body}"))
+        .clone()
+}
+
+/// The `kind` jobs for one hosting account among `list`.
+fn jobs_for<'a>(list: &'a [Value], kind: &str, hosting_id: &str) -> Vec<&'a Value> {
+    list.iter()
+        .filter(|j| j["kind"] == kind && j["payload"]["hosting_id"] == hosting_id)
+        .collect()
+}
+
+/// One worker round that must not fail; returns how many jobs ran.
+async fn run(worker: &Worker) -> usize {
+    worker.run_once().await.expect("worker round")
+}
+
+/// Rows of a query returning one count.
+async fn count_where(app: &TestApp, sql: &str, arg: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .bind(arg.to_owned())
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("count")
+}
+
+async fn order_status(app: &TestApp, order_id: i64) -> String {
+    sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("order status")
+}
+
+async fn invoice(app: &TestApp, id: i64) -> Value {
+    let (status, inv) = app
+        .get(
+            &format!("/v1/organizations/{}/invoices/{id}", app.org_id()),
+            &app.key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "invoice {id}: {inv}");
+    inv
+}
+
+/// Moves the clock past any retry backoff (at most an hour and 20 %).
+fn past_backoff(app: &TestApp) {
+    app.clock.advance(SignedDuration::from_hours(2));
+}
+
+/// Noon UTC of a `YYYY-MM-DD` date, shifted by `days`.
+fn noon(date: &str, days: i64) -> jiff::Timestamp {
+    let d: jiff::civil::Date = date.parse().expect("a date");
+    let d = d
+        .checked_add(jiff::Span::new().days(days))
+        .expect("date in range");
+    d.to_zoned(jiff::tz::TimeZone::UTC)
+        .expect("zoned")
+        .timestamp()
+        + SignedDuration::from_hours(12)
+}
+
+// ---- a fake driver ----
+
+/// What the fake panel saw.
+#[derive(Debug, Default)]
+struct FakeState {
+    /// `create` calls still to fail.
+    failures_left: usize,
+    always_fail: bool,
+    create_calls: usize,
+    /// Successful `create` calls per username: an account made twice shows as 2.
+    created: HashMap<String, usize>,
+    /// Other operations, in order: (operation, username).
+    ops: Vec<(&'static str, String)>,
+    /// Usernames an operation is running for right now.
+    in_flight: HashSet<String>,
+    /// Usernames found already in flight when an operation began.
+    overlaps: Vec<String>,
+    /// Operations pair up: each waits (a bounded number of scheduler yields) for its partner
+    /// to arrive, so that two workers finish their jobs, and claim the next ones, together.
+    rendezvous: bool,
+    arrivals: usize,
+}
+
+/// A panel that counts what it is asked to do; registered as `nginx`, so the demo server
+/// `local-nginx` uses it.
+#[derive(Debug, Clone, Default)]
+struct FakeDriver(Arc<Mutex<FakeState>>);
+
+const FAKE_ERROR: &str = "the fake panel refused the request";
+
+type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DriverError>> + Send + 'a>>;
+
+impl FakeDriver {
+    fn failing_first(n: usize) -> Self {
+        let d = FakeDriver::default();
+        d.state().failures_left = n;
+        d
+    }
+
+    fn always_failing() -> Self {
+        let d = FakeDriver::default();
+        d.state().always_fail = true;
+        d
+    }
+
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the node's `nginx` driver with this one.
+    fn install(&self, lodge: &Lodge) {
+        lodge.drivers.register(Arc::new(self.clone()));
+    }
+
+    fn created(&self) -> HashMap<String, usize> {
+        self.state().created.clone()
+    }
+
+    async fn op(&self, op: &'static str, a: &Account) -> Result<(), DriverError> {
+        let ticket = {
+            let mut s = self.state();
+            if !s.in_flight.insert(a.username.clone()) {
+                s.overlaps.push(a.username.clone());
+            }
+            s.arrivals += 1;
+            s.arrivals
+        };
+        // Let other tasks run while "the panel works" (and, paired, until the partner came).
+        let partner = ticket.div_ceil(2) * 2;
+        for i in 0..20_000 {
+            tokio::task::yield_now().await;
+            let waiting = {
+                let s = self.state();
+                s.rendezvous && s.arrivals < partner
+            };
+            if i >= 4 && !waiting {
+                break;
+            }
+        }
+        let mut s = self.state();
+        s.in_flight.remove(&a.username);
+        if op != "create" {
+            s.ops.push((op, a.username.clone()));
+            return Ok(());
+        }
+        s.create_calls += 1;
+        if s.always_fail || s.failures_left > 0 {
+            s.failures_left = s.failures_left.saturating_sub(1);
+            return Err(DriverError(FAKE_ERROR.to_owned()));
+        }
+        *s.created.entry(a.username.clone()).or_default() += 1;
+        Ok(())
+    }
+}
+
+// `Provisioner` is an `async_trait`; this is its expansion, written out.
+impl Provisioner for FakeDriver {
+    fn name(&self) -> &str {
+        "nginx"
+    }
+    fn create<'s, 'a, 'f>(&'s self, a: &'a Account) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.op("create", a))
+    }
+    fn suspend<'s, 'a, 'f>(&'s self, a: &'a Account) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.op("suspend", a))
+    }
+    fn unsuspend<'s, 'a, 'f>(&'s self, a: &'a Account) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.op("unsuspend", a))
+    }
+    fn terminate<'s, 'a, 'f>(&'s self, a: &'a Account) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.op("terminate", a))
+    }
+    fn change_package<'s, 'a, 'p, 'f>(
+        &'s self,
+        _a: &'a Account,
+        _package: &'p str,
+    ) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        'p: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { Ok(()) })
+    }
+    fn change_password<'s, 'a, 'p, 'f>(
+        &'s self,
+        _a: &'a Account,
+        _password: &'p str,
+    ) -> DriverFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        'p: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { Ok(()) })
+    }
+    fn login_url<'s, 'a, 'f>(&'s self, _a: &'a Account) -> DriverFuture<'f, Option<String>>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+// ---- 1. the real nginx ----
+
+/// Polls nginx until `ok` holds for five answers in a row, for up to 5 s; returns the last
+/// answer. A reload takes effect asynchronously, and for a moment old workers may still
+/// answer with the previous configuration.
+async fn page_until(
+    port: u16,
+    host: &str,
+    what: &str,
+    ok: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut streak = 0;
+    loop {
+        let (status, body) = http_get(port, host, "/").await.expect("GET from nginx");
+        if ok(status, &body) {
+            streak += 1;
+            if streak == 5 {
+                return (status, body);
+            }
+        } else {
+            streak = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: http://{host}/ answered {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `.conf` files in the sites directory.
+fn site_files(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".conf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Order → pay → provision → welcome page; suspend → suspension page; unsuspend → back;
+/// terminate → the site is gone and its files archived. Runs `cargo test nginx`.
+async fn nginx_site_lifecycle(engine: Engine) {
+    let base = tempfile::tempdir().expect("temp dir");
+    let sites = base.path().join("sites");
+    std::fs::create_dir_all(&sites).expect("sites dir");
+    let sites = sites.canonicalize().expect("sites dir");
+    let nginx = match NginxInstance::start(&sites) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            lodge_testkit::skip_or_fail("nginx", "nginx binary not found");
+            return;
+        }
+        Err(e) => panic!("nginx did not start: {e:#}"),
+    };
+    let port = nginx.port();
+    let binary = nginx_binary().expect("nginx binary");
+    let prefix = format!("{}/", nginx.prefix().display());
+    let error_log = nginx.prefix().join("logs/error.log");
+    let cfg = NginxConfig {
+        binary,
+        args: vec![
+            "-c".into(),
+            nginx.conf_path().display().to_string(),
+            "-p".into(),
+            prefix,
+            "-e".into(),
+            error_log.display().to_string(),
+        ],
+        sites_dir: sites.clone(),
+        web_root: base.path().join("www"),
+        archive_dir: base.path().join("archive"),
+        listen: format!("127.0.0.1:{port}"),
+    };
+    let opts = Options {
+        nginx: Some(cfg.clone()),
+        ..Default::default()
+    };
+    let Some(app) = TestApp::start(engine, opts).await else {
+        return;
+    };
+    let domain = "site-1.test";
+    let www = format!("www.{domain}");
+    let (status, _) = http_get(port, domain, "/").await.expect("GET");
+    assert_eq!(status, 404, "no site before the order");
+
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, domain).await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+
+    // Provisioning.
+    assert_eq!(run(&worker).await, 1, "the provisioning job ran");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(h["last_error"].is_null(), "{h}");
+    assert_eq!(h["server"]["name"], "local-nginx", "{h}");
+    let user = str_of(&h, "username").to_owned();
+    assert!(!user.is_empty(), "{h}");
+    assert_eq!(site_files(&sites), vec![format!("{user}.conf")]);
+    let conf = std::fs::read_to_string(sites.join(format!("{user}.conf"))).expect("site conf");
+    assert!(
+        conf.contains(&format!("listen 127.0.0.1:{port};")),
+        "configured listen: {conf}"
+    );
+    let welcome = format!("Welcome to {domain}");
+    for host in [domain, www.as_str()] {
+        page_until(port, host, "welcome page", |s, b| {
+            s == 200 && b.contains(&welcome)
+        })
+        .await;
+    }
+    let (status, _) = http_get(port, "other.test", "/").await.expect("GET");
+    assert_eq!(status, 404, "other names still go to the default server");
+
+    // Suspension.
+    let (status, h) = staff(&app, &id, "suspend").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(h["status"], "active", "the worker suspends it: {h}");
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    let (_, body) = page_until(port, domain, "suspension page", |s, b| {
+        s == 200 && b.contains("This site is suspended")
+    })
+    .await;
+    assert!(!body.contains("Welcome"), "{body}");
+    page_until(port, &www, "suspension page on www", |s, b| {
+        s == 200 && b.contains("This site is suspended")
+    })
+    .await;
+    let (status, body) = staff(&app, &id, "suspend").await;
+    assert_eq!(status, StatusCode::CONFLICT, "suspending twice: {body}");
+
+    // Back.
+    let (status, h) = staff(&app, &id, "unsuspend").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    page_until(port, domain, "welcome page again", |s, b| {
+        s == 200 && b.contains(&welcome)
+    })
+    .await;
+
+    // Termination while another site's block is broken: `nginx -t` fails, so nothing
+    // changes (the site is still served, its files in place) and the job retries.
+    let broken = sites.join("zz-broken.conf");
+    std::fs::write(&broken, "server { this is not nginx; }\n").expect("broken block");
+    let (status, h) = staff(&app, &id, "terminate").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "termination failed: {h}");
+    assert!(str_of(&h, "last_error").contains("nginx"), "{h}");
+    assert!(
+        sites.join(format!("{user}.conf")).is_file(),
+        "the server block is put back"
+    );
+    assert!(
+        cfg.web_root
+            .join(&user)
+            .join("public_html/index.html")
+            .is_file(),
+        "files stay until the termination succeeds"
+    );
+    let (status, body) = http_get(port, domain, "/").await.expect("GET");
+    assert!(
+        status == 200 && body.contains(&welcome),
+        "still served: {status} {body}"
+    );
+    std::fs::remove_file(&broken).expect("remove the broken block");
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 1, "the termination retried");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    page_until(port, domain, "site gone", |s, _| s == 404).await;
+    page_until(port, &www, "www gone", |s, _| s == 404).await;
+    assert!(site_files(&sites).is_empty(), "server block removed");
+    assert!(
+        !cfg.web_root.join(&user).exists(),
+        "document root moved away"
+    );
+    let archived: Vec<PathBuf> = std::fs::read_dir(&cfg.archive_dir)
+        .expect("archive dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{user}-")))
+        })
+        .collect();
+    assert_eq!(archived.len(), 1, "one archive: {archived:?}");
+    let kept =
+        std::fs::read_to_string(archived[0].join("public_html/index.html")).expect("archived page");
+    assert!(kept.contains(&welcome), "{kept}");
+    let (status, body) = staff(&app, &id, "terminate").await;
+    assert_eq!(status, StatusCode::CONFLICT, "terminating twice: {body}");
+    assert_eq!(run(&worker).await, 0, "nothing left to do");
+
+    assert_eq!(
+        paid_history(&h),
+        [
+            "provisioning",
+            "active",
+            "suspended",
+            "active",
+            "terminated"
+        ],
+        "{h}"
+    );
+    app.stop().await;
+    drop(nginx);
+}
+
+/// Without nginx, provisioning fails visibly, retries with backoff, ends `failed` with a
+/// dead job, and staff can retry it; the order and its payment stand throughout.
+async fn provisioning_without_nginx_fails_visibly(engine: Engine) {
+    let base = tempfile::tempdir().expect("temp dir");
+    let missing = base.path().join("no-such-nginx");
+    let cfg = NginxConfig {
+        binary: missing.clone(),
+        args: vec![],
+        sites_dir: base.path().join("sites"),
+        web_root: base.path().join("www"),
+        archive_dir: base.path().join("archive"),
+        listen: "127.0.0.1:9".into(),
+    };
+    let opts = Options {
+        nginx: Some(cfg.clone()),
+        ..Default::default()
+    };
+    let Some(app) = TestApp::start(engine, opts).await else {
+        return;
+    };
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "no-nginx.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let order_id = o["order_id"].as_i64().expect("order id");
+    let invoice_id = o["invoice_id"].as_i64().expect("invoice id");
+    assert_eq!(invoice(&app, invoice_id).await["status"], "paid");
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+
+    // The first attempt: the error is on the account, which is still provisioning.
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "provisioning", "{h}");
+    let err = str_of(&h, "last_error").to_owned();
+    assert!(err.contains("nginx"), "{err}");
+    assert!(
+        err.contains(&missing.display().to_string()),
+        "names the binary: {err}"
+    );
+    assert!(h["username"].is_null(), "{h}");
+    assert!(
+        site_files(&cfg.sites_dir).is_empty(),
+        "the untested server block was withdrawn"
+    );
+    let queued = jobs(&app, "queued").await;
+    let job = jobs_for(&queued, PROVISION, &id);
+    assert_eq!(job.len(), 1, "{queued:?}");
+    assert_eq!(job[0]["attempts"], 1, "{}", job[0]);
+    assert_eq!(job[0]["last_error"], err.as_str(), "{}", job[0]);
+    let job_id = job[0]["id"].as_i64().expect("job id");
+    assert_eq!(run(&worker).await, 0, "the retry waits for its backoff");
+
+    // Attempts 2..=8.
+    for attempt in 2..=8 {
+        past_backoff(&app);
+        assert_eq!(run(&worker).await, 1, "attempt {attempt}");
+        let h = hosting(&app, &id).await;
+        let expected = if attempt < 8 {
+            "provisioning"
+        } else {
+            "failed"
+        };
+        assert_eq!(h["status"], expected, "after attempt {attempt}: {h}");
+        assert!(str_of(&h, "last_error").contains("nginx"), "{h}");
+    }
+    let h = hosting(&app, &id).await;
+    assert_eq!(history(&h).last().map(String::as_str), Some("failed"));
+    let dead = jobs(&app, "dead").await;
+    let job = jobs_for(&dead, PROVISION, &id);
+    assert_eq!(job.len(), 1, "the job is dead: {dead:?}");
+    assert_eq!(job[0]["id"], job_id);
+    assert_eq!(job[0]["attempts"], 8);
+    assert!(
+        job[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nginx")),
+        "{}",
+        job[0]
+    );
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 0, "a dead job is not retried by itself");
+
+    // The order and its payment stand.
+    assert_eq!(order_status(&app, order_id).await, "active");
+    assert_eq!(invoice(&app, invoice_id).await["status"], "paid");
+
+    // Staff retry: back to provisioning, the same job queued with fresh attempts.
+    let (status, h) = staff(&app, &id, "retry").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(h["status"], "provisioning", "{h}");
+    let (status, body) = staff(&app, &id, "retry").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only a failed account: {body}"
+    );
+    assert!(jobs_for(&jobs(&app, "dead").await, PROVISION, &id).is_empty());
+    let queued = jobs(&app, "queued").await;
+    let job = jobs_for(&queued, PROVISION, &id);
+    assert_eq!(job.len(), 1, "{queued:?}");
+    assert_eq!(job[0]["id"], job_id, "the dead job itself is requeued");
+    assert_eq!(job[0]["attempts"], 0);
+
+    // Still no nginx: it fails again, visibly, and stays provisioning.
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "provisioning", "{h}");
+    assert!(str_of(&h, "last_error").contains("nginx"), "{h}");
+
+    // With a working driver the next attempt succeeds and clears the error.
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(h["last_error"].is_null(), "{h}");
+    assert_eq!(fake.created().len(), 1);
+    assert_eq!(
+        paid_history(&h),
+        ["provisioning", "failed", "provisioning", "active"],
+        "{h}"
+    );
+    assert_eq!(order_status(&app, order_id).await, "active");
+    app.stop().await;
+}
+
+// ---- 2. retries ----
+
+/// A driver that fails twice then succeeds: one account, `active`, the job done after
+/// three attempts.
+async fn flaky_driver_makes_one_account(app: TestApp) {
+    let fake = FakeDriver::failing_first(2);
+    fake.install(&app.lodge);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "flaky.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "provisioning", "{h}");
+    assert!(str_of(&h, "last_error").contains(FAKE_ERROR), "{h}");
+    assert_eq!(run(&worker).await, 0, "backoff");
+
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "provisioning");
+    assert!(fake.created().is_empty());
+
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(h["last_error"].is_null(), "the error is cleared: {h}");
+    let user = str_of(&h, "username").to_owned();
+    assert_eq!(fake.created(), HashMap::from([(user, 1)]), "one account");
+    assert_eq!(fake.state().create_calls, 3);
+
+    let done = jobs(&app, "done").await;
+    let job = jobs_for(&done, PROVISION, &id);
+    assert_eq!(job.len(), 1, "{done:?}");
+    assert_eq!(job[0]["attempts"], 3, "{}", job[0]);
+    assert!(job[0]["last_error"].is_null(), "{}", job[0]);
+    assert!(jobs(&app, "queued").await.is_empty());
+
+    // Nothing runs it again.
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 0);
+    assert_eq!(fake.state().create_calls, 3);
+    assert_eq!(
+        paid_history(&hosting(&app, &id).await),
+        ["provisioning", "active"]
+    );
+    app.stop().await;
+}
+
+/// A driver that always fails: `failed` after the job's attempts, with its message.
+async fn failing_driver_marks_the_account_failed(app: TestApp) {
+    let fake = FakeDriver::always_failing();
+    fake.install(&app.lodge);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "hopeless.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+
+    let mut ran = 0;
+    for _ in 0..20 {
+        let n = run(&worker).await;
+        if n == 0 && hosting(&app, &id).await["status"] != "provisioning" {
+            break;
+        }
+        ran += n;
+        past_backoff(&app);
+    }
+    assert_eq!(ran, 8, "max_attempts runs");
+    assert_eq!(fake.state().create_calls, 8);
+    assert!(fake.created().is_empty());
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "failed", "{h}");
+    let err = str_of(&h, "last_error");
+    assert!(err.contains(FAKE_ERROR), "{h}");
+    assert!(h["username"].is_null(), "no account was made: {h}");
+    assert_eq!(
+        paid_history(&h),
+        ["provisioning", "failed"],
+        "one transition to failed: {h}"
+    );
+    let dead = jobs(&app, "dead").await;
+    let job = jobs_for(&dead, PROVISION, &id);
+    assert_eq!(job.len(), 1, "{dead:?}");
+    assert_eq!(job[0]["attempts"], 8);
+    assert_eq!(job[0]["max_attempts"], 8);
+
+    // The job can also be put back by id; a second retry is refused.
+    let job_id = job[0]["id"].as_i64().expect("job id");
+    let (status, j) = app
+        .post(
+            &format!("/v1/admin/jobs/{job_id}/retry"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{j}");
+    assert_eq!(j["status"], "queued", "{j}");
+    assert_eq!(hosting(&app, &id).await["status"], "provisioning");
+    let (status, j) = app
+        .post(
+            &format!("/v1/admin/jobs/{job_id}/retry"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "not dead any more: {j}");
+    app.stop().await;
+}
+
+// ---- 3. a worker that dies ----
+
+/// A job claimed by a worker that then died is taken again once its lease ends, and the
+/// account is made once.
+async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "orphan.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-2");
+    let lease = worker.lease_us;
+
+    // "dead-node" claims the job, then dies without finishing it.
+    let store = &app.lodge.store;
+    let now = app.lodge.now_us();
+    let mut tx = store.begin().await.expect("begin");
+    let claimed =
+        lodge_store::jobs::claim(&mut tx, store.engine(), "dead-node", now, now + lease, 8)
+            .await
+            .expect("claim");
+    tx.commit().await.expect("commit");
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let job = &claimed[0];
+    assert_eq!(job.kind, PROVISION);
+    assert_eq!(job.locked_by.as_deref(), Some("dead-node"));
+
+    // Within the lease nobody else takes it.
+    assert_eq!(run(&worker).await, 0, "held by its lease");
+    app.clock
+        .advance(SignedDuration::from_micros(lease - 1_000_000));
+    assert_eq!(run(&worker).await, 0, "still held a second before the end");
+    assert_eq!(hosting(&app, &id).await["status"], "provisioning");
+    assert!(fake.created().is_empty());
+
+    // After the lease it runs, once.
+    app.clock.advance(SignedDuration::from_secs(2));
+    assert_eq!(run(&worker).await, 1, "taken again after the lease");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let user = str_of(&h, "username").to_owned();
+    assert_eq!(fake.created(), HashMap::from([(user, 1)]));
+    let row = lodge_store::jobs::by_id(store.reader(), job.id)
+        .await
+        .expect("job")
+        .expect("job row");
+    assert_eq!(row.status, "done");
+    assert_eq!(row.attempts, 2, "the dead node's claim counted");
+    assert_eq!(row.locked_by, None);
+
+    // The dead node coming back cannot finish or fail what it no longer holds.
+    let now = app.lodge.now_us();
+    assert!(
+        !lodge_store::jobs::finish(store.writer(), job.id, "dead-node", now)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !lodge_store::jobs::fail(store.writer(), job.id, "dead-node", "late", Some(now), now)
+            .await
+            .expect("fail")
+    );
+    let row = lodge_store::jobs::by_id(store.reader(), job.id)
+        .await
+        .expect("job")
+        .expect("job row");
+    assert_eq!(row.status, "done");
+    app.clock.advance(SignedDuration::from_hours(3));
+    assert_eq!(run(&worker).await, 0);
+    assert_eq!(fake.created().values().sum::<usize>(), 1);
+    assert_eq!(
+        paid_history(&hosting(&app, &id).await),
+        ["provisioning", "active"]
+    );
+    app.stop().await;
+}
+
+// ---- 4. two workers ----
+
+/// Runs rounds until a round finds nothing; returns how many jobs this worker ran.
+async fn drain(worker: Worker) -> usize {
+    let mut total = 0;
+    for _ in 0..1000 {
+        let n = worker.run_once().await.expect("worker round");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+    panic!("worker {} never ran out of jobs", worker.id());
+}
+
+/// Two nodes (separate pools) on one database drain 40 provisioning jobs at once: each job
+/// runs exactly once and no account is worked on by both at the same time. The fake panel
+/// pairs the workers' jobs up, so that they claim their next jobs at the same moment (without
+/// `SKIP LOCKED` this test sees several jobs run twice).
+async fn two_workers_never_run_the_same_job(engine: Engine) {
+    const N: usize = 40;
+    let Some(app) = TestApp::start(engine, Options::default()).await else {
+        return;
+    };
+    let other = app.second_node().await;
+    let fake = FakeDriver::default();
+    fake.state().rendezvous = true;
+    fake.install(&app.lodge);
+    fake.install(&other);
+    add_credit(&app, "1000.00").await;
+    let mut ids = vec![];
+    for i in 0..N {
+        let o = order_paid(&app, &format!("busy-{i}.test")).await;
+        ids.push(str_of(&o, "hosting_id").to_owned());
+    }
+
+    let mut a = Worker::new(app.lodge.clone(), "node-a");
+    let mut b = Worker::new(other.clone(), "node-b");
+    a.batch = 1;
+    b.batch = 1;
+    let (ran_a, ran_b) = tokio::join!(tokio::spawn(drain(a)), tokio::spawn(drain(b)));
+    let (ran_a, ran_b) = (ran_a.expect("worker a"), ran_b.expect("worker b"));
+    assert_eq!(ran_a + ran_b, N, "a: {ran_a}, b: {ran_b}");
+    assert!(ran_a > 0 && ran_b > 0, "both worked: a {ran_a}, b {ran_b}");
+
+    {
+        let s = fake.state();
+        assert!(s.overlaps.is_empty(), "run at once: {:?}", s.overlaps);
+        assert_eq!(s.create_calls, N);
+        assert_eq!(s.created.len(), N, "{:?}", s.created);
+        assert!(
+            s.created.values().all(|&n| n == 1),
+            "made more than once: {:?}",
+            s.created
+        );
+    }
+    let rows = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), PROVISION)
+        .await
+        .expect("jobs");
+    assert_eq!(rows.len(), N);
+    for j in &rows {
+        assert_eq!(j.status, "done", "{j:?}");
+        assert_eq!(j.attempts, 1, "claimed once: {j:?}");
+    }
+    for id in &ids {
+        let h = hosting(&app, id).await;
+        assert_eq!(h["status"], "active", "{h}");
+        assert_eq!(
+            paid_history(&h),
+            ["provisioning", "active"],
+            "one activation: {h}"
+        );
+    }
+    other.store.close().await;
+    app.stop().await;
+}
+
+// ---- 5. the scheduler ----
+
+/// An unpaid order past the expiry is cancelled exactly once, with two nodes each running a
+/// scheduler pass and a worker round.
+async fn unpaid_order_is_cancelled_once_by_two_schedulers(app: TestApp) {
+    let other = app.second_node().await;
+    let o = order(&app, "unpaid.test").await;
+    assert_eq!(o["status"], "pending", "{o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    let order_id = o["order_id"].as_i64().expect("order id");
+    let invoice_id = o["invoice_id"].as_i64().expect("invoice id");
+    let nodes = [app.lodge.clone(), other.clone()];
+    let workers = [
+        Worker::new(app.lodge.clone(), "node-1"),
+        Worker::new(other.clone(), "node-2"),
+    ];
+
+    // Within the 14 days nothing is due.
+    app.clock.advance(SignedDuration::from_hours(13 * 24));
+    for n in &nodes {
+        assert_eq!(n.schedule_due().await.expect("schedule"), 0);
+    }
+    for w in &workers {
+        assert_eq!(run(w).await, 0);
+    }
+    assert_eq!(hosting(&app, &id).await["status"], "pending");
+
+    // Past it: both nodes schedule at once; one job, run once.
+    app.clock.advance(SignedDuration::from_hours(2 * 24));
+    let (a, b) = tokio::join!(nodes[0].schedule_due(), nodes[1].schedule_due());
+    assert_eq!(a.expect("schedule a") + b.expect("schedule b"), 1);
+    let (a, b) = tokio::join!(workers[0].run_once(), workers[1].run_once());
+    assert_eq!(a.expect("round a") + b.expect("round b"), 1);
+
+    assert_eq!(order_status(&app, order_id).await, "cancelled");
+    assert_eq!(invoice(&app, invoice_id).await["status"], "cancelled");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "cancelled", "{h}");
+    let expire_jobs = || {
+        count_where(
+            &app,
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1",
+            "expire_order",
+        )
+    };
+    assert_eq!(expire_jobs().await, 1);
+    let cancelled = |h: &Value| history(h).iter().filter(|s| *s == "cancelled").count();
+    assert_eq!(cancelled(&h), 1, "{h}");
+    assert_eq!(history(&h), ["pending", "cancelled"]);
+
+    // A second round changes nothing.
+    app.clock.advance(SignedDuration::from_hours(24));
+    for n in &nodes {
+        assert_eq!(n.schedule_due().await.expect("schedule"), 0);
+    }
+    for w in &workers {
+        assert_eq!(run(w).await, 0);
+    }
+    assert_eq!(expire_jobs().await, 1);
+    let h2 = hosting(&app, &id).await;
+    assert_eq!(cancelled(&h2), 1, "{h2}");
+    assert_eq!(h2["modified"], h["modified"]);
+    assert_eq!(order_status(&app, order_id).await, "cancelled");
+    other.store.close().await;
+    app.stop().await;
+}
+
+/// An end-of-period cancellation terminates the account once the clock passes its next due
+/// date, and not before; two nodes schedule it once.
+async fn end_of_period_cancellation_terminates_at_the_due_date(app: TestApp) {
+    let other = app.second_node().await;
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    fake.install(&other);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "leaving.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let nodes = [app.lodge.clone(), other.clone()];
+    let workers = [
+        Worker::new(app.lodge.clone(), "node-1"),
+        Worker::new(other.clone(), "node-2"),
+    ];
+    assert_eq!(run(&workers[0]).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let user = str_of(&h, "username").to_owned();
+    let due = str_of(&h, "next_due_date").to_owned();
+
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "moving on" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["status"], "active", "{h}");
+    assert_eq!(h["cancellation"]["type"], "end_of_period", "{h}");
+    assert_eq!(h["cancellation"]["effective_date"], due.as_str(), "{h}");
+
+    // The day before the due date: still active.
+    app.clock.set(noon(&due, -1));
+    for n in &nodes {
+        assert_eq!(n.schedule_due().await.expect("schedule"), 0);
+    }
+    for w in &workers {
+        assert_eq!(run(w).await, 0);
+    }
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    assert!(fake.state().ops.is_empty());
+
+    // Past it: terminated, once.
+    app.clock.set(noon(&due, 1));
+    let (a, b) = tokio::join!(nodes[0].schedule_due(), nodes[1].schedule_due());
+    assert_eq!(a.expect("schedule a") + b.expect("schedule b"), 1);
+    let (a, b) = tokio::join!(workers[0].run_once(), workers[1].run_once());
+    assert_eq!(a.expect("round a") + b.expect("round b"), 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(fake.state().ops, vec![("terminate", user.clone())]);
+    assert_eq!(
+        paid_history(&h),
+        ["provisioning", "active", "terminated"],
+        "{h}"
+    );
+
+    // Another round: nothing.
+    app.clock.advance(SignedDuration::from_hours(24));
+    for n in &nodes {
+        assert_eq!(n.schedule_due().await.expect("schedule"), 0);
+    }
+    for w in &workers {
+        assert_eq!(run(w).await, 0);
+    }
+    assert_eq!(fake.state().ops.len(), 1);
+    assert_eq!(
+        count_where(
+            &app,
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1",
+            "terminate_hosting"
+        )
+        .await,
+        1
+    );
+    other.store.close().await;
+    app.stop().await;
+}
+
+// ---- 6. servers ----
+
+async fn servers(app: &TestApp) -> Vec<Value> {
+    let (status, list) = app.get("/v1/admin/servers", &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list.as_array().expect("server list").clone()
+}
+
+async fn stored_credentials(app: &TestApp, id: &str) -> Option<String> {
+    sqlx::query_scalar::<_, Option<String>>("SELECT credentials FROM servers WHERE id = $1")
+        .bind(id.to_owned())
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("server row")
+}
+
+async fn put_server(app: &TestApp, id: &str, body: &Value) -> (StatusCode, Value) {
+    app.call(
+        Method::PUT,
+        &format!("/v1/admin/servers/{id}"),
+        Some(&app.admin_key()),
+        Some(body),
+    )
+    .await
+}
+
+async fn apiv2_order(app: &TestApp, hostname: &str) -> (StatusCode, Value) {
+    let resp = app
+        .client
+        .post(app.url("/apiv2/websites/order"))
+        .header("X-API-KEY", app.key())
+        .json(&json!({
+            "packageId": STARTER_PACKAGE,
+            "period": 1,
+            "hostname": hostname,
+            "rootpass": "",
+            "coupon": "",
+            "serviceOfferId": 0,
+            "registerDomain": false,
+            "comment": "",
+        }))
+        .send()
+        .await
+        .expect("apiv2 order");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Both dialects refuse an order up front when no server has room, writing nothing.
+async fn assert_no_room(app: &TestApp, domain: &str) {
+    let before = (app.count("orders").await, app.count("hosting").await);
+    let (status, body) = app
+        .post(&order_path(app), &app.key(), &external(app, domain))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body, json!({ "plan_id": [SERVERS_FULL] }));
+    let (status, body) = apiv2_order(app, domain).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "continue": false, "errors": [SERVERS_FULL] }));
+    assert_eq!(
+        (app.count("orders").await, app.count("hosting").await),
+        before,
+        "a refused order writes nothing"
+    );
+}
+
+/// A capacity holds when orders race for the last places: the surplus is refused.
+async fn capacity_holds_under_concurrent_orders(app: TestApp) {
+    let admin = app.admin_key();
+    let local = str_of(&servers(&app).await[0], "id").to_owned();
+    let (status, s) = app
+        .post(
+            &format!("/v1/admin/servers/{local}/deactivate"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    let (status, s) = app
+        .post(
+            "/v1/admin/servers",
+            &admin,
+            &json!({ "name": "small", "hostname": "small.example", "driver": "nginx", "capacity": 2 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let small = str_of(&s, "id").to_owned();
+
+    let answers = futures::future::join_all((0..8).map(|i| {
+        let app = &app;
+        async move {
+            let body = external(app, &format!("rush-{i}.test"));
+            app.post(&order_path(app), &app.key(), &body).await
+        }
+    }))
+    .await;
+    let mut placed = 0;
+    for (status, body) in &answers {
+        match *status {
+            StatusCode::CREATED => placed += 1,
+            StatusCode::BAD_REQUEST => {
+                assert_eq!(body, &json!({ "plan_id": [SERVERS_FULL] }));
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(placed, 2, "exactly the capacity: {answers:?}");
+    assert_eq!(app.count("hosting").await, 2);
+    let listed = servers(&app)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == small.as_str())
+        .expect("small listed");
+    assert_eq!(listed["accounts"], 2, "{listed}");
+    app.stop().await;
+}
+
+/// Servers are created (credentials sealed, never shown), updated and deactivated; without
+/// room, orders are refused up front in both dialects; capacity is respected.
+async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
+    const SECRET: &str = "panel-token-7f3a9c0d";
+    let admin = app.admin_key();
+    let list = servers(&app).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let local = list[0].clone();
+    assert_eq!(local["name"], "local-nginx");
+    assert_eq!(local["driver"], "nginx");
+    assert_eq!(local["capacity"], 0);
+    assert_eq!(local["is_active"], true);
+    assert_eq!(local["has_credentials"], false);
+    let local_id = str_of(&local, "id").to_owned();
+
+    // Staff only.
+    let (status, body) = app.get("/v1/admin/servers", &app.key()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Create.
+    let spec = |hostname: &str, credentials: Option<&str>, active: bool| {
+        let mut v = json!({
+            "name": "panel-1", "hostname": hostname, "driver": "nginx",
+            "ns1": "ns1.panel.example", "ns2": "ns2.panel.example",
+            "capacity": 1, "is_active": active,
+        });
+        if let Some(c) = credentials {
+            v["credentials"] = Value::String(c.to_owned());
+        }
+        v
+    };
+    let creds = format!("{{\"token\": \"{SECRET}\"}}");
+    let (status, s) = app
+        .post(
+            "/v1/admin/servers",
+            &admin,
+            &spec("panel-1.example", Some(&creds), true),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    assert!(!s.to_string().contains(SECRET), "{s}");
+    assert!(s.get("credentials").is_none(), "{s}");
+    assert_eq!(s["has_credentials"], true, "{s}");
+    assert_eq!(s["capacity"], 1);
+    assert_eq!(s["accounts"], 0);
+    assert_eq!(s["is_active"], true);
+    let panel = str_of(&s, "id").to_owned();
+    let sealed = stored_credentials(&app, &panel)
+        .await
+        .expect("credentials stored");
+    assert_ne!(sealed, creds);
+    assert!(!sealed.contains(SECRET), "stored in the clear: {sealed}");
+    let listed = Value::Array(servers(&app).await);
+    assert!(!listed.to_string().contains(SECRET), "{listed}");
+
+    // Refused specs write nothing.
+    for (what, body, field) in [
+        (
+            "unknown driver",
+            json!({ "name": "x", "hostname": "x.example", "driver": "cpanel-nope" }),
+            "driver",
+        ),
+        (
+            "taken name",
+            json!({ "name": "panel-1", "hostname": "x.example", "driver": "nginx" }),
+            "name",
+        ),
+        (
+            "negative capacity",
+            json!({ "name": "y", "hostname": "y.example", "driver": "nginx", "capacity": -1 }),
+            "capacity",
+        ),
+    ] {
+        let (status, resp) = app.post("/v1/admin/servers", &admin, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {resp}");
+        assert!(resp.get(field).is_some(), "{what}: {resp}");
+    }
+    assert_eq!(app.count("servers").await, 2);
+
+    // Update without credentials keeps them; new ones are sealed too.
+    let (status, s) = put_server(&app, &panel, &spec("panel-1b.example", None, true)).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(s["hostname"], "panel-1b.example");
+    assert_eq!(s["has_credentials"], true, "{s}");
+    assert_eq!(stored_credentials(&app, &panel).await, Some(sealed.clone()));
+    let creds2 = "{\"token\": \"second-secret-4e1b\"}";
+    let (status, s) = put_server(&app, &panel, &spec("panel-1b.example", Some(creds2), true)).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert!(!s.to_string().contains("second-secret"), "{s}");
+    let sealed2 = stored_credentials(&app, &panel).await.expect("credentials");
+    assert_ne!(sealed2, sealed);
+    assert!(!sealed2.contains("second-secret"), "{sealed2}");
+    let (status, _) = put_server(
+        &app,
+        "0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3",
+        &spec("z.example", None, true),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Deactivate both: no room anywhere.
+    for id in [&local_id, &panel] {
+        let (status, s) = app
+            .post(
+                &format!("/v1/admin/servers/{id}/deactivate"),
+                &admin,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        assert_eq!(s["is_active"], false, "{s}");
+    }
+    assert_no_room(&app, "no-room.test").await;
+
+    // panel-1 back (capacity 1): one account fits, the next is refused.
+    let (status, s) = put_server(&app, &panel, &spec("panel-1b.example", None, true)).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    let first = order(&app, "first-fit.test").await;
+    let first_id = str_of(&first, "hosting_id").to_owned();
+    assert_eq!(hosting(&app, &first_id).await["server"]["name"], "panel-1");
+    let on_panel = servers(&app)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == panel.as_str())
+        .expect("panel-1 listed");
+    assert_eq!(on_panel["accounts"], 1, "{on_panel}");
+    assert_no_room(&app, "second-fit.test").await;
+
+    // Cancelling the (unpaid) account frees the room.
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &first_id)),
+            &app.key(),
+            &json!({ "type": "immediate" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["status"], "cancelled", "{h}");
+    let again = order(&app, "second-fit.test").await;
+    let again_id = str_of(&again, "hosting_id");
+    assert_eq!(hosting(&app, again_id).await["server"]["name"], "panel-1");
+    app.stop().await;
+}

@@ -216,8 +216,23 @@ impl Provisioner for NginxDriver {
     async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
         Self::check_account(a)?;
         let _guard = self.lock.lock().await;
+        // First the site leaves nginx; if the new configuration fails its test or the reload,
+        // the block is put back and nothing changed (the retry does it all again). Only
+        // then are the files archived.
         let path = self.conf_path(a);
-        let had_conf = tokio::fs::remove_file(&path).await.is_ok();
+        if let Ok(block) = tokio::fs::read_to_string(&path).await {
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(|e| err("removing the server block", e))?;
+            let reloaded = match self.nginx(&["-t"]).await {
+                Ok(()) => self.nginx(&["-s", "reload"]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = reloaded {
+                let _ = tokio::fs::write(&path, block).await;
+                return Err(e);
+            }
+        }
         let home = self.home(a);
         if home.exists() {
             tokio::fs::create_dir_all(&self.cfg.archive_dir)
@@ -228,10 +243,6 @@ impl Provisioner for NginxDriver {
             tokio::fs::rename(&home, &dest)
                 .await
                 .map_err(|e| err("archiving the site's files", e))?;
-        }
-        if had_conf {
-            self.nginx(&["-t"]).await?;
-            self.nginx(&["-s", "reload"]).await?;
         }
         Ok(())
     }
