@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{flag, Customer, V2Error};
+use super::{flag, Authenticated, Customer, V2Error};
 use crate::wire::{money_number_compact, money_str, ts};
 use crate::AppState;
 
@@ -221,7 +221,7 @@ impl FormCache {
     security(("api_key" = [])),
     responses((status = 200, description = "Website Ordering details", body = WebsitesOrder),
               (status = 401, body = super::V2ErrorBody)))]
-pub async fn order_form(State(st): State<AppState>, _customer: Customer) -> Response {
+pub async fn order_form(State(st): State<AppState>, _caller: Authenticated) -> Response {
     match st.order_form.get(&st).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => e.into_response(),

@@ -128,38 +128,56 @@ pub struct Customer {
     pub access: Access,
 }
 
+/// A caller with valid credentials, whatever its organization (the order form is the same
+/// for every customer, so it needs no membership lookup).
+#[derive(Debug, Clone)]
+pub struct Authenticated;
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        authenticate(parts, st).await.map(|_| Authenticated)
+    }
+}
+
+async fn authenticate(parts: &Parts, st: &AppState) -> Result<Principal, Response> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let principal = if let Some(key) = header("x-api-key") {
+        st.lodge.authenticate_key(key).await
+    } else if let Some(session) = header("sessionid") {
+        st.lodge.authenticate_session(session).await
+    } else {
+        Err(ServiceError::Unauthorized(
+            "Authentication required: send X-API-KEY or sessionid.".into(),
+        ))
+    };
+    let principal = principal.map_err(|e| match e {
+        ServiceError::Unauthorized(_) => V2Error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API key or session.".into(),
+        )
+        .into_response(),
+        other => V2Error::from(other).into_response(),
+    })?;
+    st.limiter
+        .check(&principal.rate_key)
+        .map_err(|e| V2Error::from(e).into_response())?;
+    Ok(principal)
+}
+
 impl FromRequestParts<AppState> for Customer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        let principal = if let Some(key) = header("x-api-key") {
-            st.lodge.authenticate_key(key).await
-        } else if let Some(session) = header("sessionid") {
-            st.lodge.authenticate_session(session).await
-        } else {
-            Err(ServiceError::Unauthorized(
-                "Authentication required: send X-API-KEY or sessionid.".into(),
-            ))
-        };
-        let principal = principal.map_err(|e| match e {
-            ServiceError::Unauthorized(_) => V2Error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key or session.".into(),
-            )
-            .into_response(),
-            other => V2Error::from(other).into_response(),
-        })?;
-        st.limiter
-            .check(&principal.rate_key)
-            .map_err(|e| V2Error::from(e).into_response())?;
+        let principal = authenticate(parts, st).await?;
         let access = st
             .lodge
             .customer_access(&principal)
