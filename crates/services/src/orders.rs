@@ -775,12 +775,11 @@ impl Lodge {
         let mut invoice_id = None;
         let mut payment_token = None;
         if billed {
-            let number = billing::next_invoice_number(conn).await?;
             let token = random_token(40);
             let id = billing::insert_invoice(
                 conn,
                 &billing::NewInvoice {
-                    number: &number,
+                    number: None,
                     organization_id: o.organization,
                     order_id: Some(order_id),
                     kind: "first",
@@ -849,22 +848,12 @@ impl Lodge {
         }
 
         if paid {
-            self.enqueue(
-                conn,
-                crate::billing::JOB_PROVISION,
-                serde_json::json!({ "hosting_id": hosting_id }),
-                &format!("provision:{hosting_id}"),
-            )
-            .await?;
-            if let (Some(d), Some(kind)) = (domain_id, domain_job) {
-                self.enqueue(
-                    conn,
-                    kind,
-                    serde_json::json!({ "domain_id": d }),
-                    &format!("{kind}:{d}"),
-                )
+            self.enqueue_order_jobs(conn, hosting_id, domain_id, domain_job)
                 .await?;
-            }
+        }
+        // Last: the invoice number (the shared counter's lock is held only until the commit).
+        if let Some(id) = invoice_id {
+            billing::number_invoice(conn, id).await?;
         }
         Ok(OrderOutcome {
             order_id,
@@ -882,6 +871,33 @@ impl Lodge {
             domain_id,
             domain_name: o.domain.name().to_owned(),
         })
+    }
+
+    /// The jobs of an order that owed nothing: provisioning, and the registrar's work.
+    async fn enqueue_order_jobs(
+        &self,
+        conn: &mut AnyConnection,
+        hosting_id: HostingId,
+        domain_id: Option<DomainId>,
+        domain_job: Option<&str>,
+    ) -> Result<()> {
+        self.enqueue(
+            conn,
+            crate::billing::JOB_PROVISION,
+            serde_json::json!({ "hosting_id": hosting_id }),
+            &format!("provision:{hosting_id}"),
+        )
+        .await?;
+        if let (Some(d), Some(kind)) = (domain_id, domain_job) {
+            self.enqueue(
+                conn,
+                kind,
+                serde_json::json!({ "domain_id": d }),
+                &format!("{kind}:{d}"),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 

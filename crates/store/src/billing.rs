@@ -125,7 +125,8 @@ impl InvoiceRow {
 const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at";
 
 pub struct NewInvoice<'a> {
-    pub number: &'a str,
+    /// `None`: numbered later in the transaction ([`number_invoice`]).
+    pub number: Option<&'a str>,
     pub organization_id: OrganizationId,
     pub order_id: Option<i64>,
     pub kind: &'a str,
@@ -367,6 +368,18 @@ pub async fn set_line_period(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Gives an invoice its gapless number. Called as the last write before the commit, so the
+/// counter row — which every issuing transaction must lock — is held as briefly as possible.
+pub async fn number_invoice(conn: &mut AnyConnection, invoice: i64) -> Result<String> {
+    let number = next_invoice_number(conn).await?;
+    sqlx::query("UPDATE invoices SET number = $2 WHERE id = $1")
+        .bind(invoice)
+        .bind(&number)
+        .execute(conn)
+        .await?;
+    Ok(number)
 }
 
 /// Bumps the gapless invoice counter and formats the number (`INV-000042`).
