@@ -1,7 +1,9 @@
 //! Staff billing operations: account credit, recorded payments, manual domain completion.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::{DomainId, Money, OrganizationId};
 use lodge_services::ServiceError;
@@ -11,7 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Staff, V1Json};
+use crate::extract::{parse_json, path_id, IdempotencyKey, Staff, V1Json};
+use crate::idempotency;
 use crate::wire::{money_str, Domain, Invoice, Payment};
 use crate::AppState;
 
@@ -57,19 +60,48 @@ pub struct CreditBalance {
     pub balance: String,
 }
 
-/// Adds account credit to an organization (a deposit in its ledger).
+/// Adds account credit to an organization (a deposit in its ledger). Send an
+/// `Idempotency-Key` to make a retry safe: the same key and body replay the first answer.
 #[utoipa::path(post, path = "/v1/admin/organizations/{organization_id}/credit", tag = "admin",
     security(("bearer" = [])),
-    params(("organization_id" = String, Path, description = "Organization UUID")),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     request_body = AddCredit,
     responses((status = 201, body = CreditBalance), (status = 400), (status = 401), (status = 403), (status = 404)))]
 async fn add_credit(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(org): Path<String>,
-    V1Json(b): V1Json<AddCredit>,
+    key: Option<IdempotencyKey>,
+    body: Bytes,
+) -> Response {
+    let hash = idempotency::request_hash(
+        "POST",
+        &format!("/v1/admin/organizations/{org}/credit"),
+        &body,
+    );
+    let scope = format!("v1:{}", staff.rate_key);
+    let st2 = st.clone();
+    idempotency::once(&st, &scope, key, hash, || async move {
+        deposit(&st2, &staff, &org, &body)
+            .await
+            .map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+    })
+    .await
+}
+
+async fn deposit(
+    st: &AppState,
+    staff: &lodge_services::auth::Principal,
+    org: &str,
+    body: &[u8],
 ) -> ApiResult<(StatusCode, Json<CreditBalance>)> {
-    let org: OrganizationId = path_id(&org)?;
+    let org: OrganizationId = path_id(org)?;
+    let b: AddCredit = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    })?;
     let cur = st.lodge.settings.currency;
     let amount = b.amount.minor(cur, "amount")?;
     let note = if b.note.trim().is_empty() {

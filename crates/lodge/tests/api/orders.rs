@@ -26,7 +26,46 @@ on_both_engines!(
     other_organizations_and_viewers_are_kept_out,
     demo_journey_pending_then_active_from_credit,
     hosting_and_domain_endpoints_manage_accounts,
+    staff_credit_with_an_idempotency_key_is_added_once,
 );
+
+/// A staff deposit retried with the same `Idempotency-Key` (five times at once) adds the
+/// credit once; another key adds it again; the same key with another amount is refused.
+async fn staff_credit_with_an_idempotency_key_is_added_once(app: TestApp) {
+    let org = app.org_id();
+    let path = format!("/v1/admin/organizations/{org}/credit");
+    let deposit = |key: &'static str, amount: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(app.admin_key())
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "amount": amount }));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..5).map(|_| deposit("deposit-1", "10.00"))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["balance"], "10.00",
+            "the first answer, replayed: {body}"
+        );
+    }
+    let (status, body) = deposit("deposit-2", "10.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["balance"], "20.00", "{body}");
+    let (status, body) = deposit("deposit-1", "99.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, credit) = app
+        .get(&format!("/v1/organizations/{org}/credit"), &app.key())
+        .await;
+    assert_eq!(credit["balance"], "20.00", "{credit}");
+    assert_eq!(credit["count"], 2, "two deposits in the ledger: {credit}");
+}
 
 // ---- helpers ----
 
