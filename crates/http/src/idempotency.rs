@@ -16,7 +16,7 @@ use crate::extract::IdempotencyKey;
 use crate::AppState;
 
 /// A claim older than this whose request never answered (its node died) can be retaken.
-const STALE_CLAIM_US: i64 = 120 * 1_000_000;
+const STALE_CLAIM_US: i64 = 600 * 1_000_000;
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(60);
 
 pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {

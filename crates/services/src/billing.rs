@@ -510,12 +510,24 @@ impl Lodge {
         if !billing::set_order_status(conn, order_id, "pending", "cancelled", now).await? {
             return Ok(false);
         }
-        for inv in billing::invoices_of_order(&mut *conn, order_id).await? {
-            billing::cancel_invoice(conn, inv.id, now).await?;
+        let ids: Vec<i64> = billing::invoices_of_order(&mut *conn, order_id)
+            .await?
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            // Read under the invoice's lock: a payment being recorded at this moment is
+            // either in these figures or waits for this transaction.
+            let Some(inv) = billing::lock_invoice(conn, id).await? else {
+                continue;
+            };
+            if !billing::cancel_invoice(conn, inv.id, now).await? {
+                continue;
+            }
             // Credit already applied to it, and money already received for it (a partial
             // payment), go back to the account as credit.
             let returned = inv.credit_applied_minor + inv.paid_minor;
-            if inv.status == "unpaid" && returned > 0 {
+            if returned > 0 {
                 billing::lock_credit(conn, inv.organization_id).await?;
                 billing::append_ledger(
                     conn,

@@ -82,8 +82,15 @@ impl Lodge {
         let today = self.today().to_string();
         let mut tx = self.store.begin().await?;
         if h.status == "pending" {
-            self.cancel_pending_order(&mut tx, h.order_id, reason, &actor)
-                .await?;
+            // Paid in the meantime: the customer must ask again, now for a paid account.
+            if !self
+                .cancel_pending_order(&mut tx, h.order_id, reason, &actor)
+                .await?
+            {
+                return Err(ServiceError::Conflict(
+                    "This order was paid meanwhile; ask again to cancel the paid account.".into(),
+                ));
+            }
             hosting::set_cancellation(
                 &mut tx,
                 id,

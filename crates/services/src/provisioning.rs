@@ -37,6 +37,9 @@ pub fn backoff_us(attempt: i64) -> i64 {
 #[derive(Debug, Deserialize)]
 struct HostingPayload {
     hosting_id: HostingId,
+    /// Why a termination was queued: `staff`, `cancelled` or `end of period`.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,25 +199,18 @@ impl Lodge {
                     .await
             }
             JOB_SUSPEND => {
-                self.lifecycle(
-                    payload::<HostingPayload>(job)?.hosting_id,
-                    Lifecycle::Suspend,
-                )
-                .await
+                let p = payload::<HostingPayload>(job)?;
+                self.lifecycle(p.hosting_id, Lifecycle::Suspend, None).await
             }
             JOB_UNSUSPEND => {
-                self.lifecycle(
-                    payload::<HostingPayload>(job)?.hosting_id,
-                    Lifecycle::Unsuspend,
-                )
-                .await
+                let p = payload::<HostingPayload>(job)?;
+                self.lifecycle(p.hosting_id, Lifecycle::Unsuspend, None)
+                    .await
             }
             JOB_TERMINATE => {
-                self.lifecycle(
-                    payload::<HostingPayload>(job)?.hosting_id,
-                    Lifecycle::Terminate,
-                )
-                .await
+                let p = payload::<HostingPayload>(job)?;
+                self.lifecycle(p.hosting_id, Lifecycle::Terminate, p.reason.as_deref())
+                    .await
             }
             JOB_EXPIRE_ORDER => {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
@@ -356,7 +352,7 @@ impl Lodge {
         Ok(())
     }
 
-    async fn lifecycle(&self, id: HostingId, op: Lifecycle) -> Result<()> {
+    async fn lifecycle(&self, id: HostingId, op: Lifecycle, reason: Option<&str>) -> Result<()> {
         let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
             return Ok(());
         };
@@ -372,6 +368,10 @@ impl Lodge {
             return Ok(()); // already there, or past it
         }
         if op == Lifecycle::Terminate && h.cancel_type.is_none() && h.status == "pending" {
+            return Ok(());
+        }
+        // A cancellation withdrawn after its termination was queued: nothing to terminate.
+        if op == Lifecycle::Terminate && h.cancel_type.is_none() && reason != Some("staff") {
             return Ok(());
         }
         if let Some((account, driver)) = self.account(&h).await? {

@@ -80,7 +80,7 @@ async fn add_credit(
         &format!("/v1/admin/organizations/{org}/credit"),
         &body,
     );
-    let scope = format!("v1:{}", staff.rate_key);
+    let scope = format!("v1:user:{}", staff.user);
     let st2 = st.clone();
     idempotency::once(&st, &scope, key, hash, || async move {
         deposit(&st2, &staff, &org, &body)

@@ -128,7 +128,7 @@ pub async fn order(
             &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
             &body,
         );
-        let scope = format!("v1:{}", p.rate_key);
+        let scope = format!("v1:user:{}", p.user);
         let st2 = st.clone();
         let response = idempotency::once(&st, &scope, key, hash, || async move {
             place(&st2, &access, project, &body)

@@ -31,6 +31,7 @@ on_both_engines!(
     end_of_period_cancellation_terminates_at_the_due_date,
     servers_are_managed_and_full_servers_refuse_orders,
     capacity_holds_under_concurrent_orders,
+    withdrawn_cancellation_stops_a_queued_termination,
 );
 
 /// Declares each `async fn name(engine: Engine)` (a test that builds its own server) as
@@ -1429,4 +1430,46 @@ async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
     let again_id = str_of(&again, "hosting_id");
     assert_eq!(hosting(&app, again_id).await["server"]["name"], "panel-1");
     app.stop().await;
+}
+
+/// The customer withdraws an end-of-period cancellation after its termination was queued:
+/// the queued job terminates nothing.
+async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "staying.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    assert_eq!(run(&worker).await, 1);
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "maybe" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    app.clock.set(noon(&due, 1));
+    assert_eq!(
+        app.lodge.schedule_due().await.expect("schedule"),
+        1,
+        "termination queued"
+    );
+    let (status, h) = app
+        .post(
+            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(run(&worker).await, 1, "the queued job runs");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(
+        !fake.state().ops.iter().any(|(op, _)| *op == "terminate"),
+        "the driver terminated nothing"
+    );
 }
