@@ -295,25 +295,10 @@ fn as_text(v: Option<&Value>) -> String {
 
 /// Reads the body leniently (JSON or a form), collecting InterServer-style errors.
 fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
-    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else if let Ok(v) = serde_json::from_slice(body) {
-        v
-    } else {
-        // `application/x-www-form-urlencoded`, as browser forms send it.
-        let pairs = url_pairs(body);
-        if pairs.is_empty() {
-            return Err(vec!["The request body is not valid JSON.".into()]);
-        }
-        Value::Object(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
-        )
-    };
-    let Some(obj) = value.as_object() else {
-        return Err(vec!["The request body must be a JSON object.".into()]);
+    let Some(obj) = super::body_object(body) else {
+        return Err(vec![
+            "The request body must be a JSON object or a form.".into()
+        ]);
     };
     let mut errors = vec![];
     let package_id = as_int(obj.get("packageId")).unwrap_or_else(|()| {
@@ -342,45 +327,6 @@ fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
         register_domain: as_bool(obj.get("registerDomain")),
         tos: as_bool(obj.get("tos")),
     })
-}
-
-fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return vec![];
-    };
-    if !text.contains('=') || text.trim_start().starts_with('{') {
-        return vec![];
-    }
-    text.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// InterServer's wording for each of Lodge's field errors.

@@ -41,16 +41,7 @@ pub struct LoginRefused {
     responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
               (status = 429, body = super::V2ErrorBody)))]
 pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-        // A form post: login=…&passwd=…
-        let text = String::from_utf8_lossy(&body).into_owned();
-        Value::Object(
-            text.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), Value::String(v.replace('+', " "))))
-                .collect(),
-        )
-    });
+    let value = Value::Object(super::body_object(&body).unwrap_or_default());
     let field = |k: &str| {
         value
             .get(k)

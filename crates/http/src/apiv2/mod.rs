@@ -206,3 +206,28 @@ pub fn website_status(status: &str, cancel_type: Option<&str>) -> &'static str {
         _ => "canceled",
     }
 }
+
+/// An `/apiv2` request body as an object: JSON, or a form (`application/x-www-form-urlencoded`,
+/// as InterServer's web client posts). An empty body is an empty object; `None` when it is
+/// neither.
+pub(crate) fn body_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(serde_json::Map::new());
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        return match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        };
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+    if pairs.is_empty() {
+        return None;
+    }
+    Some(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+}

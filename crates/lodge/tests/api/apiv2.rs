@@ -1886,6 +1886,23 @@ async fn login_sessions_work_end_and_expire(app: TestApp) {
     assert_eq!(body["account_lid"], DEMO_OWNER_EMAIL, "{body}");
     assert_eq!(body["ima"], "client", "{body}");
     let session = body["sessionId"].as_str().expect("sessionId").to_owned();
+    // InterServer's web client posts a form: percent-encoded, `+` for spaces.
+    let form = format!(
+        "login={}&passwd={}",
+        DEMO_OWNER_EMAIL.replace('@', "%40"),
+        DEMO_OWNER_PASSWORD
+    );
+    let (status, by_form) = app
+        .call_raw(
+            Method::POST,
+            "/apiv2/login",
+            None,
+            "application/x-www-form-urlencoded",
+            form,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a form login: {by_form}");
+    assert_eq!(by_form["account_lid"], DEMO_OWNER_EMAIL, "{by_form}");
     assert!(session.len() >= 32, "{body}");
     let (status, list) = websites_with_session(&app, &session).await;
     assert_eq!(status, StatusCode::OK, "{list}");
