@@ -135,7 +135,7 @@ async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) 
     let result = match st
         .lodge
         .pay_from_credit(
-            detail.invoice.id,
+            &[detail.invoice.id],
             &format!("payment-page:{}", detail.invoice.id),
         )
         .await

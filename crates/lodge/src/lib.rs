@@ -154,11 +154,4 @@ impl Server {
         (&mut self.task).await??;
         Ok(())
     }
-
-    /// Asks the server to stop without waiting.
-    pub fn trigger_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }

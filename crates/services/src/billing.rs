@@ -1,6 +1,6 @@
 //! Account credit, payments and what a paid invoice sets in motion.
 
-use lodge_core::{dates, HostingId, OrganizationId, PaymentId};
+use lodge_core::{dates, OrganizationId, PaymentId};
 use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
 use lodge_store::{hosting, jobs, AnyConnection, StoreError};
 
@@ -261,50 +261,20 @@ impl Lodge {
         self.invoice_detail(inv.id).await
     }
 
-    /// Pays an unpaid invoice in full from account credit (the payment page, `/apiv2`
-    /// prepay). Refused when the balance does not cover what is due.
-    pub async fn pay_from_credit(&self, invoice: i64, actor: &str) -> Result<InvoiceRow> {
-        let mut tx = self.store.begin().await?;
-        let inv = billing::lock_invoice(&mut tx, invoice)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        if inv.status != "unpaid" {
-            return Err(ServiceError::Conflict(format!(
-                "This invoice is {}.",
-                inv.status
-            )));
-        }
-        let due = inv.amount_due();
-        let balance = billing::lock_credit(&mut tx, inv.organization_id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        if balance < due {
-            return Err(ServiceError::Conflict(
-                "The account credit does not cover this invoice.".into(),
-            ));
-        }
-        self.apply_credit(&mut tx, inv.organization_id, inv.id, due, actor)
-            .await?;
-        let inv = billing::invoice(&mut *tx, invoice)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        self.settle(&mut tx, &inv, actor).await?;
-        let inv = billing::invoice(&mut *tx, invoice)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(inv)
-    }
-
-    /// Pays several unpaid invoices from account credit, all or none (`/apiv2` prepay).
-    pub async fn pay_many_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
+    /// Pays unpaid invoices in full from account credit, all or none (the payment page,
+    /// `/apiv2` prepay). `Conflict` when one is no longer unpaid or the balance does not
+    /// cover what is due.
+    pub async fn pay_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
         let mut tx = self.store.begin().await?;
         for &id in invoices {
             let inv = billing::lock_invoice(&mut tx, id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             if inv.status != "unpaid" {
-                continue;
+                return Err(ServiceError::Conflict(format!(
+                    "This invoice is {}.",
+                    inv.status
+                )));
             }
             let due = inv.amount_due();
             let balance = billing::lock_credit(&mut tx, inv.organization_id)
@@ -312,7 +282,7 @@ impl Lodge {
                 .ok_or(ServiceError::NotFound)?;
             if balance < due {
                 return Err(ServiceError::Conflict(
-                    "The account credit does not cover these invoices.".into(),
+                    "The account credit does not cover what is due.".into(),
                 ));
             }
             self.apply_credit(&mut tx, inv.organization_id, id, due, actor)
@@ -568,17 +538,5 @@ impl Lodge {
             }
         }
         Ok(true)
-    }
-
-    /// The hosting account ids an invoice pays for (for links and tags).
-    pub async fn hosting_of_invoice(&self, inv: &InvoiceRow) -> Result<Vec<HostingId>> {
-        Ok(match inv.order_id {
-            Some(o) => hosting::hosting_of_order(self.store.reader(), o)
-                .await?
-                .into_iter()
-                .map(|h| h.id)
-                .collect(),
-            None => vec![],
-        })
     }
 }

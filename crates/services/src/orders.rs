@@ -763,7 +763,7 @@ impl Lodge {
         })?;
 
         if let Some(c) = &o.coupon {
-            let used = sqlx_coupon_use(conn, &c.id.to_string()).await?;
+            let used = lodge_store::catalog::use_coupon(conn, &c.id.to_string()).await?;
             if !used {
                 return Err(ServiceError::field(
                     "coupon",
@@ -899,9 +899,4 @@ impl Lodge {
         }
         Ok(())
     }
-}
-
-/// Counts one use of a coupon unless it is used up.
-async fn sqlx_coupon_use(conn: &mut AnyConnection, coupon: &str) -> Result<bool> {
-    Ok(lodge_store::catalog::use_coupon(conn, coupon).await?)
 }

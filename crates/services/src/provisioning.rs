@@ -416,7 +416,7 @@ impl Lodge {
             if d.status != "pending_transfer" {
                 return Ok(());
             }
-            let epp: Option<String> = sqlx_epp(self, id).await?;
+            let epp: Option<String> = sealed_epp_code(self, id).await?;
             registrar
                 .transfer(&name, epp.as_deref().unwrap_or(""))
                 .await
@@ -623,7 +623,7 @@ impl Lodge {
     }
 }
 
-async fn sqlx_epp(lodge: &Lodge, id: lodge_core::DomainId) -> Result<Option<String>> {
+async fn sealed_epp_code(lodge: &Lodge, id: lodge_core::DomainId) -> Result<Option<String>> {
     match hosting::epp_code(lodge.store.reader(), id).await? {
         Some(sealed) => Ok(Some(lodge.sealer.open(&sealed)?)),
         None => Ok(None),

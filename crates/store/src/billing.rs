@@ -555,19 +555,6 @@ pub async fn ledger_page(
     Ok((rows, count))
 }
 
-/// The sum of the organization's ledger (equals its balance).
-pub async fn ledger_sum<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    org: OrganizationId,
-) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM credit_ledger WHERE organization_id = $1",
-    )
-    .bind(org.to_string())
-    .fetch_one(db)
-    .await?)
-}
-
 /// Orders whose first invoice is still unpaid and was issued before `issued_before`.
 pub async fn expired_first_invoices<'e, E: Executor<'e, Database = Any>>(
     db: E,

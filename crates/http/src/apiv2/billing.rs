@@ -154,7 +154,7 @@ pub async fn pay(
     if method == "prepay" {
         let actor = format!("user:{}", c.principal.user);
         let ids: Vec<i64> = unpaid.iter().map(|i| i.id).collect();
-        st.lodge.pay_many_from_credit(&ids, &actor).await?;
+        st.lodge.pay_from_credit(&ids, &actor).await?;
         return Ok(Json(PaymentReply {
             kind: "single".into(),
             redirect: None,
