@@ -663,7 +663,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 
 async fn count_orders(url: &str) -> anyhow::Result<i64> {
     let store = lodge_store::Store::connect(url).await?;
-    let n: i64 = lodge_store::count_rows(store.reader(), "orders").await?;
+    let n = lodge_store::checks::order_count(store.reader()).await?;
     store.close().await;
     Ok(n)
 }
@@ -904,91 +904,17 @@ pub async fn crash(
 /// Checks acknowledged orders and the database's own consistency.
 pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<String>> {
     let store = lodge_store::Store::connect(database_url).await?;
-    let db = store.reader();
     let mut problems = Vec::new();
     for a in acked {
-        let order_id = a["order_id"].as_i64().context("order_id")?;
-        let hosting_id = a["hosting_id"].as_str().context("hosting_id")?.to_owned();
-        let exists = count(
-            db,
-            "SELECT COUNT(*) FROM orders WHERE id = $1",
-            &[order_id],
-            None,
-        )
-        .await?;
-        if exists != 1 {
-            problems.push(format!("order {order_id} answered 201 but is missing"));
-            continue;
-        }
-        let h = count(
-            db,
-            "SELECT COUNT(*) FROM hosting WHERE order_id = $1 AND id = $2",
-            &[order_id],
-            Some(&hosting_id),
-        )
-        .await?;
-        if h != 1 {
-            problems.push(format!("order {order_id}: hosting {hosting_id} missing"));
-        }
-        if let Some(iid) = a["invoice_id"].as_i64() {
-            let inv = count(
-                db,
-                "SELECT COUNT(*) FROM invoices WHERE id = $1 AND order_id = $2",
-                &[iid, order_id],
-                None,
-            )
-            .await?;
-            let lines = count(
-                db,
-                "SELECT COUNT(*) FROM invoice_lines WHERE invoice_id = $1",
-                &[iid],
-                None,
-            )
-            .await?;
-            if inv != 1 || lines == 0 {
-                problems.push(format!(
-                    "order {order_id}: invoice {iid} or its lines missing"
-                ));
-            }
-            let credit = a["credit_applied"].as_f64().unwrap_or(0.0);
-            if credit > 0.0 {
-                let entries = count(
-                    db,
-                    "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'applied'",
-                    &[iid],
-                    None,
-                )
-                .await?;
-                if entries != 1 {
-                    problems.push(format!(
-                        "order {order_id}: credit applied without its ledger entry"
-                    ));
-                }
-            }
-        }
+        let order = lodge_store::checks::AcknowledgedOrder {
+            order_id: a["order_id"].as_i64().context("order_id")?,
+            hosting_id: a["hosting_id"].as_str().context("hosting_id")?.to_owned(),
+            invoice_id: a["invoice_id"].as_i64(),
+            credit_applied: a["credit_applied"].as_f64().is_some_and(|c| c > 0.0),
+        };
+        problems.extend(lodge_store::checks::order_problems(store.reader(), &order).await?);
     }
-    for (what, sql) in [
-        ("invoices whose lines do not add up", "SELECT COUNT(*) FROM invoices i WHERE i.subtotal_minor <> (SELECT CAST(COALESCE(SUM(l.amount_minor), 0) AS BIGINT) FROM invoice_lines l WHERE l.invoice_id = i.id)"),
-        ("orders without a hosting account", "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM hosting h WHERE h.order_id = o.id)"),
-        ("first invoices without their order", "SELECT COUNT(*) FROM invoices i WHERE i.kind = 'first' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)"),
-        ("ledger entries for missing invoices", "SELECT COUNT(*) FROM credit_ledger c WHERE c.invoice_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = c.invoice_id)"),
-        ("credit applied that the invoice does not show", "SELECT COUNT(*) FROM invoices i WHERE i.credit_applied_minor <> -(SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'applied')"),
-        ("organizations whose ledger does not sum to the balance", "SELECT COUNT(*) FROM organizations o WHERE o.credit_balance_minor <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.organization_id = o.id)"),
-    ] {
-        let n = count(db, sql, &[], None).await?;
-        if n != 0 {
-            problems.push(format!("{n} {what}"));
-        }
-    }
+    problems.extend(lodge_store::checks::consistency_problems(store.reader()).await?);
     store.close().await;
     Ok(problems)
-}
-
-async fn count(
-    db: &lodge_store::AnyPool,
-    sql: &str,
-    ints: &[i64],
-    text: Option<&str>,
-) -> anyhow::Result<i64> {
-    Ok(lodge_store::scalar_i64(db, sql, ints, text).await?)
 }

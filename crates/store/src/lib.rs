@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, Executor};
 
 pub mod billing;
 pub mod catalog;
+pub mod checks;
 pub mod hosting;
 pub mod idempotency;
 pub mod jobs;
@@ -358,44 +359,4 @@ pub async fn bare_commit_rate(
     store.close().await;
     #[allow(clippy::cast_precision_loss)]
     Ok(total as f64 / secs)
-}
-
-/// Rows in one of Lodge's tables (operations and benchmarks).
-pub async fn count_rows(pool: &sqlx::AnyPool, table: &str) -> Result<i64> {
-    const TABLES: [&str; 8] = [
-        "orders",
-        "invoices",
-        "invoice_lines",
-        "hosting",
-        "domains",
-        "credit_ledger",
-        "payments",
-        "jobs",
-    ];
-    if !TABLES.contains(&table) {
-        return Err(StoreError::Config(format!(
-            "not a countable table: {table}"
-        )));
-    }
-    Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(pool)
-        .await?)
-}
-
-/// One integer from a read-only query (checks and benchmarks): integer parameters are bound
-/// first (`$1`…), then the text one.
-pub async fn scalar_i64(
-    pool: &sqlx::AnyPool,
-    sql: &str,
-    ints: &[i64],
-    text: Option<&str>,
-) -> Result<i64> {
-    let mut q = sqlx::query_scalar::<_, i64>(sql);
-    for i in ints {
-        q = q.bind(*i);
-    }
-    if let Some(t) = text {
-        q = q.bind(t.to_owned());
-    }
-    Ok(q.fetch_one(pool).await?)
 }
