@@ -127,6 +127,8 @@ pub struct QuoteInput {
     /// Months of the chosen cycle; `None` for free and one-time cycles,
     /// which never renew.
     pub months: Option<u32>,
+    /// The plan's monthly price, if it has one: the base of [`Quote::list_total_minor`].
+    pub monthly_price_minor: Option<i64>,
     /// Setup fee, 0 for none.
     pub setup_fee_minor: i64,
     /// An introductory offer replacing the cycle price.
@@ -150,6 +152,10 @@ pub struct Quote {
     pub renewal_minor: Option<i64>,
     /// Months of each renewal period (`None`: no renewal).
     pub renewal_months: Option<u32>,
+    /// The same first invoice at list price: the monthly price times the first period's
+    /// months (or the cycle price without a monthly price), plus setup fee and domain; no
+    /// offer, no coupon (InterServer's `originalCost`).
+    pub list_total_minor: i64,
 }
 
 /// Prices an order.
@@ -214,8 +220,16 @@ pub fn quote(input: &QuoteInput) -> Quote {
         });
     }
 
+    let list_plan = match (input.monthly_price_minor, first_period_months) {
+        (Some(monthly), Some(months)) => monthly.max(0).saturating_mul(i64::from(months)),
+        _ => input.cycle_price_minor.unwrap_or(0).max(0),
+    };
+    let list_total_minor = list_plan
+        .saturating_add(input.setup_fee_minor.max(0))
+        .saturating_add(input.domain.as_ref().map_or(0, |d| d.2.max(0)));
     let sum: i128 = lines.iter().map(|l| i128::from(l.amount_minor)).sum();
     Quote {
+        list_total_minor,
         lines,
         total_minor: i64::try_from(sum.max(0)).unwrap_or(i64::MAX),
         first_period_months,
@@ -297,6 +311,37 @@ mod tests {
             months: Some(12),
             ..QuoteInput::default()
         }
+    }
+
+    #[test]
+    fn list_total_is_before_offer_and_coupon() {
+        let q = quote(&QuoteInput {
+            plan_name: "Starter".into(),
+            cycle_price_minor: Some(5400),
+            months: Some(12),
+            monthly_price_minor: Some(500),
+            setup_fee_minor: 999,
+            offer: Some(Offer {
+                intro_total_minor: 3600,
+                intro_months: 12,
+                renewal_minor: 5400,
+                renewal_months: 12,
+            }),
+            coupon: Some((CouponKind::Percent { basis_points: 1000 }, false)),
+            domain: Some((LineKind::DomainRegistration, "x.com".into(), 1200)),
+        });
+        assert_eq!(q.total_minor, 3240 + 999 + 1200);
+        assert_eq!(
+            q.list_total_minor,
+            6000 + 999 + 1200,
+            "12 × 5.00, setup, domain"
+        );
+        let once = quote(&QuoteInput {
+            cycle_price_minor: Some(9900),
+            monthly_price_minor: Some(300),
+            ..QuoteInput::default()
+        });
+        assert_eq!(once.list_total_minor, 9900, "no period: the cycle price");
     }
 
     #[test]
@@ -418,6 +463,7 @@ mod tests {
                 plan_name: "Plan".into(),
                 cycle_price_minor: price,
                 months,
+                monthly_price_minor: None,
                 setup_fee_minor: setup,
                 offer,
                 coupon,

@@ -108,8 +108,6 @@ pub struct ValidOrder {
     pub coupon: Option<CouponRow>,
     /// The first invoice, as priced.
     pub quote: Quote,
-    /// The same invoice at the monthly price × months, without offer or coupon.
-    pub original_total_minor: i64,
     /// The hosting account's password: given, or generated when blank.
     pub password: Option<String>,
     pub comment: String,
@@ -344,6 +342,7 @@ impl Lodge {
             plan_name: format!("{} ({})", plan.row.name, domain.name()),
             cycle_price_minor: Some(price.price.minor()),
             months: cycle.months(),
+            monthly_price_minor: plan.monthly().map(|m| m.price.minor()),
             setup_fee_minor: price.setup_fee.minor(),
             offer: offer.as_ref().map(|o| Offer {
                 intro_total_minor: o.intro_total_minor,
@@ -352,17 +351,9 @@ impl Lodge {
                 renewal_months: months_u32(o.renewal_months),
             }),
             coupon: coupon.as_ref().map(|c| (coupon_kind(c), c.recurring == 1)),
-            domain: domain_line.clone(),
+            domain: domain_line,
         };
         let quote = pricing::quote(&input);
-        // Before discounts: the monthly price times the first period's months.
-        let first_months = quote.first_period_months;
-        let original_plan = match (plan.monthly(), first_months) {
-            (Some(m), Some(months)) => m.price.minor().saturating_mul(i64::from(months)),
-            _ => price.price.minor(),
-        };
-        let original_total_minor =
-            original_plan + price.setup_fee.minor() + domain_line.as_ref().map_or(0, |d| d.2);
         let password = match form.password.as_deref().map(str::trim) {
             Some(p) if !p.is_empty() => Some(p.to_owned()),
             _ if source == OrderSource::Apiv2 => Some(generate_password()),
@@ -377,7 +368,6 @@ impl Lodge {
             offer,
             coupon,
             quote,
-            original_total_minor,
             password,
             comment: form
                 .comment

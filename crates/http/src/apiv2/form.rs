@@ -517,7 +517,7 @@ pub async fn validate_order(
         coupon_code: code,
         service_type: v.plan.row.legacy_id,
         service_cost: money_str(v.quote.total_minor, cur),
-        original_cost: money_str(v.original_total_minor, cur),
+        original_cost: money_str(v.quote.list_total_minor, cur),
         repeat_service_cost: money_str(v.quote.renewal_minor.unwrap_or(0), cur),
         hostname: b.hostname,
         password: v.password.clone().unwrap_or_default(),
