@@ -32,6 +32,7 @@ on_both_engines!(
     servers_are_managed_and_full_servers_refuse_orders,
     capacity_holds_under_concurrent_orders,
     withdrawn_cancellation_stops_a_queued_termination,
+    immediate_cancellation_terminates_now,
 );
 
 /// Declares each `async fn name(engine: Engine)` (a test that builds its own server) as
@@ -1472,4 +1473,31 @@ async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
         !fake.state().ops.iter().any(|(op, _)| *op == "terminate"),
         "the driver terminated nothing"
     );
+}
+
+/// An immediate cancellation of a paid, active account terminates it on the next worker
+/// round, without waiting for its due date.
+async fn immediate_cancellation_terminates_now(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, "100.00").await;
+    let o = order_paid(&app, "leaving-now.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let user = str_of(&h, "username").to_owned();
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "done" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(run(&worker).await, 1, "the termination runs at once");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(fake.state().ops, vec![("terminate", user)]);
 }
