@@ -770,7 +770,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
     let template = lodge
         .validate_order(
             &access,
-            project.id,
+            &project,
             &OrderForm {
                 plan_legacy_id: Some(plan),
                 domain_source: Some("external".into()),

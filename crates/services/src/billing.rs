@@ -32,9 +32,9 @@ pub const JOB_TERMINATE: &str = "terminate_hosting";
 
 impl Lodge {
     /// Enqueues a job in the caller's transaction (once per dedupe key).
-    pub(crate) async fn enqueue(
+    pub(crate) async fn enqueue<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         kind: &str,
         payload: serde_json::Value,
         dedupe_key: &str,

@@ -2,8 +2,12 @@
 //! for the disk; instead of one commit per order, the writer takes every order waiting and
 //! commits them together. Each order still runs in its own savepoint, so it is all-or-nothing
 //! on its own, and no caller hears "placed" before the commit that holds its order is on disk.
+//!
+//! The batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the whole
+//! group commit is one call on the writer's own thread, the same statements as on
+//! PostgreSQL, without a thread hand-off per statement.
 
-use lodge_store::{Acquire, AnyPool};
+use lodge_store::{run_ready, BatchConn, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::orders::{OrderOutcome, ValidOrder};
@@ -33,9 +37,9 @@ impl std::fmt::Debug for Pending {
 
 impl OrderBatcher {
     /// Starts the committing task on the current runtime.
-    pub fn start(pool: AnyPool) -> Self {
+    pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx, pool));
+        tokio::spawn(run(rx, store));
         OrderBatcher { tx }
     }
 
@@ -61,7 +65,7 @@ impl OrderBatcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Pending>, pool: AnyPool) {
+async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -70,50 +74,67 @@ async fn run(mut rx: mpsc::Receiver<Pending>, pool: AnyPool) {
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, batch).await;
+        // The orders' replies travel with the batch; if the writer cannot run it, they are
+        // dropped and each caller hears that its order was not placed.
+        if let Err(e) = store.batch(move |db| commit_batch(db, batch)).await {
+            tracing::error!(error = %e, "group commit could not run");
+        }
     }
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let msg = format!("could not begin a transaction: {e}");
-            for p in batch {
-                let _ = p.reply.send(Err(ServiceError::Internal(msg.clone())));
-            }
-            return;
+/// One group commit, on the writer's thread. Replies go out only after the commit returned
+/// (with `synchronous=FULL`, once it is on disk).
+fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
+    let fail_all = |batch: Vec<oneshot::Sender<Result<OrderOutcome>>>, msg: String| {
+        for reply in batch {
+            let _ = reply.send(Err(ServiceError::Internal(msg.clone())));
         }
     };
-    let mut done = Vec::with_capacity(batch.len());
-    for p in batch {
-        let result = async {
-            let mut sp = tx.begin().await.map_err(lodge_store::StoreError::from)?;
-            match p.lodge.place_order_in(&mut sp, &p.order, &p.actor).await {
-                Ok(o) => {
-                    sp.commit().await.map_err(lodge_store::StoreError::from)?;
-                    Ok(o)
-                }
-                Err(e) => {
-                    sp.rollback().await.map_err(lodge_store::StoreError::from)?;
-                    Err(e)
-                }
-            }
-        }
-        .await;
-        done.push((p.reply, result));
+    if let Err(e) = db.begin() {
+        let msg = format!("could not begin a transaction: {e}");
+        fail_all(batch.into_iter().map(|p| p.reply).collect(), msg);
+        return;
     }
-    match tx.commit().await {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut broken = None;
+    for p in batch {
+        if broken.is_some() {
+            done.push((p.reply, None));
+            continue;
+        }
+        let result = match db.savepoint() {
+            Ok(()) => run_ready(p.lodge.place_order_in(db, &p.order, &p.actor)),
+            Err(e) => Err(e.into()),
+        };
+        // Keep or undo this order's writes; if even that fails, the batch is lost.
+        let closed = if result.is_ok() {
+            db.release()
+        } else {
+            db.rollback_to()
+        };
+        if let Err(e) = closed {
+            broken = Some(format!("the batch could not continue: {e}"));
+        }
+        done.push((p.reply, Some(result)));
+    }
+    let committed = match broken {
+        Some(msg) => Err(msg),
+        None => db.commit().map_err(|e| format!("commit failed: {e}")),
+    };
+    match committed {
         Ok(()) => {
             for (reply, result) in done {
-                let _ = reply.send(result);
+                if let Some(result) = result {
+                    let _ = reply.send(result);
+                }
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed");
-            for (reply, _) in done {
-                let _ = reply.send(Err(ServiceError::Internal(format!("commit failed: {e}"))));
+        Err(msg) => {
+            tracing::error!(error = %msg, "group commit failed");
+            if db.in_transaction() {
+                let _ = db.rollback();
             }
+            fail_all(done.into_iter().map(|(r, _)| r).collect(), msg);
         }
     }
 }

@@ -153,9 +153,8 @@ impl Lodge {
         settings: Settings,
         sealer: crypto::Sealer,
     ) -> Self {
-        let batcher = (store.engine() == lodge_store::Engine::Sqlite
-            && tokio::runtime::Handle::try_current().is_ok())
-        .then(|| commit::OrderBatcher::start(store.writer().clone()));
+        let batcher = (store.has_batch_writer() && tokio::runtime::Handle::try_current().is_ok())
+            .then(|| commit::OrderBatcher::start(store.clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
             settings.nginx.clone(),

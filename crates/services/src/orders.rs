@@ -9,7 +9,7 @@ use lodge_core::{
 };
 use lodge_store::catalog::{CouponRow, OfferRow};
 use lodge_store::hosting::DomainRow;
-use lodge_store::{billing, hosting, orgs, AnyConnection, StoreError};
+use lodge_store::{billing, hosting, orgs, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 
@@ -183,16 +183,20 @@ fn is_conflict(e: &StoreError, needles: &[&str]) -> bool {
 
 impl Lodge {
     /// Validates and prices an order without writing anything. Every field error is
-    /// reported at once, keyed by `/v1` field names.
+    /// reported at once, keyed by `/v1` field names. `project` is the caller's, as read by
+    /// its access check (a project of another organization is not found).
     pub async fn validate_order(
         &self,
         access: &Access,
-        project: ProjectId,
+        project: &orgs::ProjectRow,
         form: &OrderForm,
         source: OrderSource,
     ) -> Result<ValidOrder> {
         access.require_write()?;
         let org = access.organization;
+        if project.organization_id != org {
+            return Err(ServiceError::NotFound);
+        }
         let catalog = self.catalog().await?;
         let mut v = Validator::new();
 
@@ -317,9 +321,6 @@ impl Lodge {
                 "validation passed without a plan".into(),
             ));
         };
-        let project_row = orgs::project(self.store.reader(), org, project)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
 
         let domain_line = match &domain {
             DomainPlan::Register {
@@ -361,7 +362,7 @@ impl Lodge {
         };
         Ok(ValidOrder {
             organization: org,
-            project: project_row.id,
+            project: project.id,
             plan: plan.clone(),
             cycle,
             domain,
@@ -610,9 +611,9 @@ impl Lodge {
     /// share one commit). The credit to apply is known first (under the organization's row
     /// lock), so every row is written once in its final state: an order that owes nothing is
     /// written active, its invoice paid and its account provisioning, with the jobs queued.
-    pub async fn place_order_in(
+    pub async fn place_order_in<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         o: &ValidOrder,
         actor: &str,
     ) -> Result<OrderOutcome> {
@@ -700,7 +701,7 @@ impl Lodge {
             DomainPlan::External { .. } => (None, None),
         };
 
-        let server = lodge_store::servers::place_in(&mut *conn, &o.plan.row.driver, o.plan.row.id)
+        let server = lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
             .await?
             .ok_or_else(|| ServiceError::field("plan_id", SERVERS_FULL))?;
         let hosting_id = HostingId::new();
@@ -733,7 +734,7 @@ impl Lodge {
                     .map(|p| self.sealer.seal(p))
                     .transpose()?,
                 comment: &o.comment,
-                server_id: Some(server.id.to_string()),
+                server_id: Some(server.to_string()),
                 next_due_date: if paid { period_end.clone() } else { None },
                 note: if paid { "ordered and paid" } else { "ordered" },
                 actor,
@@ -864,9 +865,9 @@ impl Lodge {
     }
 
     /// The jobs of an order that owed nothing: provisioning, and the registrar's work.
-    async fn enqueue_order_jobs(
+    async fn enqueue_order_jobs<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         hosting_id: HostingId,
         domain_id: Option<DomainId>,
         domain_job: Option<&str>,

@@ -316,16 +316,10 @@ impl Lodge {
                     ServiceError::Internal("All webhosting servers are currently full.".into())
                 })?;
             let mut tx = self.store.begin().await?;
-            hosting::set_server(
-                &mut tx,
-                id,
-                Some(&server.id.to_string()),
-                None,
-                self.now_us(),
-            )
-            .await?;
+            hosting::set_server(&mut tx, id, Some(&server.to_string()), None, self.now_us())
+                .await?;
             tx.commit().await.map_err(StoreError::from)?;
-            h.server_id = Some(server.id.to_string());
+            h.server_id = Some(server.to_string());
         }
         let Some((account, driver)) = self.account(&h).await? else {
             return Err(ServiceError::Internal("the account has no server".into()));

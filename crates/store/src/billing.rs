@@ -3,7 +3,7 @@
 use lodge_core::{OrderUuid, OrganizationId, PaymentId, ProjectId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::Result;
+use crate::{vals, Result, SqlConn, StoreError};
 
 // ---- orders ----
 
@@ -39,22 +39,24 @@ pub struct NewOrder<'a> {
 }
 
 /// Inserts an order; returns its integer id (from the database).
-pub async fn insert_order(conn: &mut AnyConnection, o: &NewOrder<'_>) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<i64> {
+    conn.fetch_int(
         "INSERT INTO orders (uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        vals![
+            o.uuid.to_string(),
+            o.organization_id.to_string(),
+            o.project_id.to_string(),
+            o.status,
+            o.source,
+            o.currency,
+            o.coupon_id.clone(),
+            o.actor,
+            o.now,
+        ],
     )
-    .bind(o.uuid.to_string())
-    .bind(o.organization_id.to_string())
-    .bind(o.project_id.to_string())
-    .bind(o.status)
-    .bind(o.source)
-    .bind(o.currency)
-    .bind(o.coupon_id.clone())
-    .bind(o.actor)
-    .bind(o.now)
-    .fetch_one(conn)
-    .await?)
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 pub async fn order<'e, E: Executor<'e, Database = Any>>(
@@ -143,28 +145,30 @@ pub struct NewInvoice<'a> {
 }
 
 /// Issues an invoice (`unpaid`, or `paid` when credit covered it); returns its id.
-pub async fn insert_invoice(conn: &mut AnyConnection, i: &NewInvoice<'_>) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Result<i64> {
+    conn.fetch_int(
         "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
              total_minor, credit_applied_minor, payment_token, due_date, issued_at, paid_at, created_at, modified_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13) RETURNING id",
+        vals![
+            i.number,
+            i.organization_id.to_string(),
+            i.order_id,
+            i.kind,
+            if i.paid { "paid" } else { "unpaid" },
+            i.currency,
+            i.subtotal_minor,
+            i.tax_minor,
+            i.subtotal_minor + i.tax_minor,
+            i.credit_applied_minor,
+            i.payment_token,
+            i.due_date,
+            i.now,
+            i.paid.then_some(i.now),
+        ],
     )
-    .bind(i.number)
-    .bind(i.organization_id.to_string())
-    .bind(i.order_id)
-    .bind(i.kind)
-    .bind(if i.paid { "paid" } else { "unpaid" })
-    .bind(i.currency)
-    .bind(i.subtotal_minor)
-    .bind(i.tax_minor)
-    .bind(i.subtotal_minor + i.tax_minor)
-    .bind(i.credit_applied_minor)
-    .bind(i.payment_token)
-    .bind(i.due_date)
-    .bind(i.now)
-    .bind(i.paid.then_some(i.now))
-    .fetch_one(conn)
-    .await?)
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 pub async fn invoice<'e, E: Executor<'e, Database = Any>>(
@@ -318,20 +322,21 @@ pub struct NewLine<'a> {
     pub amount_minor: i64,
 }
 
-pub async fn insert_line(conn: &mut AnyConnection, invoice: i64, l: &NewLine<'_>) -> Result<()> {
-    sqlx::query(
+pub async fn insert_line<C: SqlConn>(conn: &mut C, invoice: i64, l: &NewLine<'_>) -> Result<()> {
+    conn.exec(
         "INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        vals![
+            invoice,
+            l.position,
+            l.kind,
+            l.description,
+            l.service_id.clone(),
+            l.period_start.clone(),
+            l.period_end.clone(),
+            l.amount_minor,
+        ],
     )
-    .bind(invoice)
-    .bind(l.position)
-    .bind(l.kind)
-    .bind(l.description)
-    .bind(l.service_id.clone())
-    .bind(l.period_start.clone())
-    .bind(l.period_end.clone())
-    .bind(l.amount_minor)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -372,18 +377,18 @@ pub async fn set_line_period(
 
 /// Gives an invoice its gapless number. Called as the last write before the commit, so the
 /// counter row — which every issuing transaction must lock — is held as briefly as possible.
-pub async fn number_invoice(conn: &mut AnyConnection, invoice: i64) -> Result<String> {
+pub async fn number_invoice<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<String> {
     let number = next_invoice_number(conn).await?;
-    sqlx::query("UPDATE invoices SET number = $2 WHERE id = $1")
-        .bind(invoice)
-        .bind(&number)
-        .execute(conn)
-        .await?;
+    conn.exec(
+        "UPDATE invoices SET number = $2 WHERE id = $1",
+        vals![invoice, number.as_str()],
+    )
+    .await?;
     Ok(number)
 }
 
 /// Bumps the gapless invoice counter and formats the number (`INV-000042`).
-pub async fn next_invoice_number(conn: &mut AnyConnection) -> Result<String> {
+pub async fn next_invoice_number<C: SqlConn>(conn: &mut C) -> Result<String> {
     let n = crate::next_counter(conn, "invoice_number").await?;
     Ok(format!("INV-{n:06}"))
 }
@@ -481,14 +486,13 @@ pub struct LedgerRow {
 
 /// Locks the organization's row for the rest of the transaction and returns its credit
 /// balance (a no-op update takes PostgreSQL's row lock; SQLite has a single writer).
-pub async fn lock_credit(conn: &mut AnyConnection, org: OrganizationId) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
+pub async fn lock_credit<C: SqlConn>(conn: &mut C, org: OrganizationId) -> Result<Option<i64>> {
+    conn.fetch_int(
         "UPDATE organizations SET credit_balance_minor = credit_balance_minor WHERE id = $1
          RETURNING credit_balance_minor",
+        vals![org.to_string()],
     )
-    .bind(org.to_string())
-    .fetch_optional(conn)
-    .await?)
+    .await
 }
 
 pub struct NewLedgerEntry<'a> {
@@ -505,30 +509,30 @@ pub struct NewLedgerEntry<'a> {
 
 /// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
 /// entry that would make it negative. Call with the row locked (`lock_credit`).
-pub async fn append_ledger(conn: &mut AnyConnection, e: &NewLedgerEntry<'_>) -> Result<i64> {
-    let balance: i64 = sqlx::query_scalar(
-        "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
-         WHERE id = $1 RETURNING credit_balance_minor",
-    )
-    .bind(e.organization_id.to_string())
-    .bind(e.amount_minor)
-    .bind(e.now)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
+pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> Result<i64> {
+    let balance = conn
+        .fetch_int(
+            "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
+             WHERE id = $1 RETURNING credit_balance_minor",
+            vals![e.organization_id.to_string(), e.amount_minor, e.now],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    conn.exec(
         "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vals![
+            e.organization_id.to_string(),
+            e.kind,
+            e.amount_minor,
+            balance,
+            e.currency,
+            e.invoice_id,
+            e.note,
+            e.actor,
+            e.now,
+        ],
     )
-    .bind(e.organization_id.to_string())
-    .bind(e.kind)
-    .bind(e.amount_minor)
-    .bind(balance)
-    .bind(e.currency)
-    .bind(e.invoice_id)
-    .bind(e.note)
-    .bind(e.actor)
-    .bind(e.now)
-    .execute(conn)
     .await?;
     Ok(balance)
 }

@@ -6,7 +6,7 @@
 use lodge_core::{CouponId, OfferId, PlanGroupId, PlanId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{Engine, Result};
+use crate::{vals, Engine, Result, SqlConn};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct GroupRow {
@@ -652,12 +652,12 @@ pub async fn set_tld_active(
 
 /// Counts one use of a coupon; `false` when it is used up (the usage limit holds under
 /// concurrent orders because the check is in the update).
-pub async fn use_coupon(conn: &mut AnyConnection, coupon: &str) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE coupons SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
-    )
-    .bind(coupon)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn use_coupon<C: SqlConn>(conn: &mut C, coupon: &str) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE coupons SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
+            vals![coupon],
+        )
+        .await?;
+    Ok(changed == 1)
 }

@@ -3,7 +3,7 @@
 use lodge_core::{DomainId, HostingId, OrganizationId, PlanId, ProjectId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::Result;
+use crate::{vals, Result, SqlConn, StoreError};
 
 /// Statuses in which a hosting account holds its domain name.
 pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended', 'failed')";
@@ -75,40 +75,42 @@ pub struct NewHosting<'a> {
 }
 
 /// Inserts a hosting account and its first history entry; returns its legacy id.
-pub async fn insert_hosting(conn: &mut AnyConnection, h: &NewHosting<'_>) -> Result<i64> {
-    let legacy: i64 = sqlx::query_scalar(
+pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
+    let legacy = conn.fetch_int(
         "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
              billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, created_at, modified_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
          RETURNING legacy_id",
+        vals![
+            h.id.to_string(),
+            h.organization_id.to_string(),
+            h.project_id.to_string(),
+            h.order_id,
+            h.plan_id.to_string(),
+            h.domain_name,
+            h.domain_id.map(|d| d.to_string()),
+            h.status,
+            h.billing_cycle,
+            h.recurring_minor,
+            h.first_period_months,
+            h.renewal_months,
+            h.currency,
+            h.coupon_id.clone(),
+            h.secret.clone(),
+            h.comment,
+            h.server_id.clone(),
+            h.next_due_date.clone(),
+            h.now,
+        ],
     )
-    .bind(h.id.to_string())
-    .bind(h.organization_id.to_string())
-    .bind(h.project_id.to_string())
-    .bind(h.order_id)
-    .bind(h.plan_id.to_string())
-    .bind(h.domain_name)
-    .bind(h.domain_id.map(|d| d.to_string()))
-    .bind(h.status)
-    .bind(h.billing_cycle)
-    .bind(h.recurring_minor)
-    .bind(h.first_period_months)
-    .bind(h.renewal_months)
-    .bind(h.currency)
-    .bind(h.coupon_id.clone())
-    .bind(h.secret.clone())
-    .bind(h.comment)
-    .bind(h.server_id.clone())
-    .bind(h.next_due_date.clone())
-    .bind(h.now)
-    .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .ok_or(StoreError::NotFound)?;
     record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
     Ok(legacy)
 }
 
-pub async fn record_history(
-    conn: &mut AnyConnection,
+pub async fn record_history<C: SqlConn>(
+    conn: &mut C,
     hosting: HostingId,
     from: Option<&str>,
     to: &str,
@@ -116,17 +118,11 @@ pub async fn record_history(
     actor: &str,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    conn.exec(
         "INSERT INTO hosting_history (hosting_id, from_status, to_status, note, actor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        vals![hosting.to_string(), from, to, note, actor, now],
     )
-    .bind(hosting.to_string())
-    .bind(from)
-    .bind(to)
-    .bind(note)
-    .bind(actor)
-    .bind(now)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -351,23 +347,24 @@ pub struct NewDomain<'a> {
     pub now: i64,
 }
 
-pub async fn insert_domain(conn: &mut AnyConnection, d: &NewDomain<'_>) -> Result<()> {
-    sqlx::query(
+pub async fn insert_domain<C: SqlConn>(conn: &mut C, d: &NewDomain<'_>) -> Result<()> {
+    conn.exec(
         "INSERT INTO domains (id, organization_id, project_id, order_id, name, sld, tld, status, registrar, epp_code, created_at, modified_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        vals![
+            d.id.to_string(),
+            d.organization_id.to_string(),
+            d.project_id.to_string(),
+            d.order_id,
+            d.name,
+            d.sld,
+            d.tld,
+            d.status,
+            d.registrar,
+            d.epp_code,
+            d.now,
+        ],
     )
-    .bind(d.id.to_string())
-    .bind(d.organization_id.to_string())
-    .bind(d.project_id.to_string())
-    .bind(d.order_id)
-    .bind(d.name)
-    .bind(d.sld)
-    .bind(d.tld)
-    .bind(d.status)
-    .bind(d.registrar)
-    .bind(d.epp_code)
-    .bind(d.now)
-    .execute(conn)
     .await?;
     Ok(())
 }

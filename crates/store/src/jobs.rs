@@ -3,7 +3,7 @@
 
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::Result;
+use crate::{vals, Result, SqlConn};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
@@ -34,20 +34,15 @@ pub struct NewJob<'a> {
 }
 
 /// Enqueues a job; `false` when a job with the same dedupe key already exists.
-pub async fn enqueue(conn: &mut AnyConnection, j: &NewJob<'_>) -> Result<bool> {
-    let r = sqlx::query(
-        "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(j.kind)
-    .bind(j.payload)
-    .bind(j.max_attempts)
-    .bind(j.run_at)
-    .bind(j.dedupe_key)
-    .bind(j.now)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn enqueue<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+            vals![j.kind, j.payload, j.max_attempts, j.run_at, j.dedupe_key, j.now],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
 pub async fn jobs_of_kind<'e, E: Executor<'e, Database = Any>>(

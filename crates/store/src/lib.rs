@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Executor};
 pub mod billing;
 pub mod catalog;
 pub mod checks;
+pub mod conn;
 pub mod hosting;
 pub mod idempotency;
 pub mod jobs;
@@ -23,6 +24,7 @@ pub mod orgs;
 pub mod servers;
 pub mod users;
 
+pub use conn::{run_ready, BatchConn, SqlConn, Val};
 pub use sqlx::{Acquire, Any, AnyConnection, AnyPool, Transaction};
 
 /// A transaction on either engine.
@@ -76,6 +78,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Db(sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -104,6 +108,28 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         StoreError::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(f, msg)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let what = msg.clone().unwrap_or_else(|| f.to_string());
+                // The same messages sqlx reports for SQLite ("UNIQUE constraint failed: …").
+                if what.starts_with("UNIQUE") {
+                    StoreError::Conflict(what)
+                } else if what.starts_with("CHECK") {
+                    StoreError::Check(what)
+                } else {
+                    StoreError::Sqlite(e)
+                }
+            }
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 
@@ -138,6 +164,8 @@ pub struct Store {
     read: AnyPool,
     /// Writes: on SQLite a pool of exactly one connection, the single writer.
     write: AnyPool,
+    /// SQLite's batch writer (group commits of orders), on a thread of its own.
+    batch: Option<conn::BatchWriter>,
 }
 
 impl Store {
@@ -164,10 +192,20 @@ impl Store {
                     .execute(&write)
                     .await?;
                 let read = sqlite_pool(16).connect_with(opts).await?;
+                // The batch writer opens the same file (an in-memory database has none).
+                let file: Option<String> =
+                    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                        .fetch_optional(&write)
+                        .await?;
+                let batch = match file.filter(|f| !f.is_empty()) {
+                    Some(f) => Some(conn::BatchWriter::start(std::path::Path::new(&f))?),
+                    None => None,
+                };
                 Ok(Store {
                     engine,
                     read,
                     write,
+                    batch,
                 })
             }
             Engine::Postgres => {
@@ -181,6 +219,7 @@ impl Store {
                     engine,
                     read: pool.clone(),
                     write: pool,
+                    batch: None,
                 })
             }
         }
@@ -219,6 +258,27 @@ impl Store {
     /// Begins a write transaction (on SQLite, on the single writer connection).
     pub async fn begin(&self) -> Result<Tx> {
         Ok(self.write.begin().await?)
+    }
+
+    /// Whether [`Store::batch`] is available (SQLite on a file).
+    pub fn has_batch_writer(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Runs `f` on SQLite's batch writer, holding the single writer connection meanwhile so
+    /// no other write interleaves. `f` opens and commits its own transaction. Do not cancel
+    /// the returned future once it runs: the work would go on without the writer held.
+    pub async fn batch<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut BatchConn) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let batch = self
+            .batch
+            .as_ref()
+            .ok_or_else(|| StoreError::Config("no batch writer on this database".into()))?;
+        let _writer = self.write.acquire().await?;
+        batch.run(f).await
     }
 
     /// `SELECT 1` on the reader and the writer: the readiness check.
@@ -262,13 +322,13 @@ pub fn from_micros(us: i64) -> Result<jiff::Timestamp> {
 /// Reads and bumps a named counter in the current transaction (gapless numbering: the row
 /// lock / single writer serialises issuers, and a rolled-back transaction gives the number
 /// back).
-pub async fn next_counter(conn: &mut AnyConnection, name: &str) -> Result<i64> {
-    let v: i64 =
-        sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(v)
+pub async fn next_counter<C: SqlConn>(conn: &mut C, name: &str) -> Result<i64> {
+    conn.fetch_int(
+        "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
+        vals![name],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 /// The current value of a named counter.

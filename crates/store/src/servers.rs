@@ -4,7 +4,7 @@ use lodge_core::{PlanId, ServerId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
 use crate::hosting::LIVE_HOSTING;
-use crate::Result;
+use crate::{vals, Result, SqlConn};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ServerRow {
@@ -174,61 +174,65 @@ pub async fn all<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<Vec<Serve
 ///
 /// Inside an order's transaction: on PostgreSQL the limited candidates are locked before
 /// their accounts are counted, so concurrent orders cannot all take the same last place.
-pub async fn place_in(
-    conn: &mut AnyConnection,
+pub async fn place_in<C: SqlConn>(
+    conn: &mut C,
     driver: &str,
     plan: PlanId,
-) -> Result<Option<ServerRow>> {
+) -> Result<Option<ServerId>> {
     place_with(conn, driver, plan, true).await
 }
 
-async fn place_with(
-    conn: &mut AnyConnection,
+const SERVES: &str = "s.is_active = 1 AND s.driver = $1
+    AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
+         OR EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id AND sp.plan_id = $2))";
+
+async fn place_with<C: SqlConn>(
+    conn: &mut C,
     driver: &str,
     plan: PlanId,
     lock: bool,
-) -> Result<Option<ServerRow>> {
-    let serves = "s.is_active = 1 AND s.driver = $1
-        AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
-             OR EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id AND sp.plan_id = $2))";
-    let unlimited: Option<ServerRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, 0 AS accounts FROM servers s WHERE {serves} AND s.capacity = 0
-         ORDER BY s.legacy_id LIMIT 1"
-    ))
-    .bind(driver)
-    .bind(plan.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if unlimited.is_some() {
-        return Ok(unlimited);
+) -> Result<Option<ServerId>> {
+    let unlimited = conn
+        .fetch_text(
+            &format!(
+                "SELECT s.id FROM servers s WHERE {SERVES} AND s.capacity = 0
+                 ORDER BY s.legacy_id LIMIT 1"
+            ),
+            vals![driver, plan.to_string()],
+        )
+        .await?;
+    if let Some(id) = unlimited {
+        return crate::parse(&id).map(Some);
     }
-    if lock && conn.backend_name() == "PostgreSQL" {
+    if lock && conn.is_postgres() {
         // Under READ COMMITTED each order would otherwise count the same free places. The
         // locks (taken in one order, so orders never deadlock) are held until the order
         // commits; the count below is a new statement, so it sees every order committed
         // before the lock was granted. SQLite has a single writer already.
-        sqlx::query(&format!(
-            "SELECT s.id FROM servers s WHERE {serves} AND s.capacity > 0
-             ORDER BY s.legacy_id FOR NO KEY UPDATE OF s"
-        ))
-        .bind(driver)
-        .bind(plan.to_string())
-        .fetch_all(&mut *conn)
+        conn.exec(
+            &format!(
+                "SELECT s.id FROM servers s WHERE {SERVES} AND s.capacity > 0
+                 ORDER BY s.legacy_id FOR NO KEY UPDATE OF s"
+            ),
+            vals![driver, plan.to_string()],
+        )
         .await?;
     }
-    Ok(sqlx::query_as(&format!(
-        "SELECT * FROM ({} WHERE {serves} AND s.capacity > 0) x
-         WHERE x.accounts < x.capacity ORDER BY x.accounts, x.legacy_id LIMIT 1",
-        select()
-    ))
-    .bind(driver)
-    .bind(plan.to_string())
-    .fetch_optional(conn)
-    .await?)
+    let limited = conn
+        .fetch_text(
+            &format!(
+                "SELECT x.id FROM ({} WHERE {SERVES} AND s.capacity > 0) x
+                 WHERE x.accounts < x.capacity ORDER BY x.accounts, x.legacy_id LIMIT 1",
+                select()
+            ),
+            vals![driver, plan.to_string()],
+        )
+        .await?;
+    limited.map(|id| crate::parse(&id)).transpose()
 }
 
 /// [`place_in`] on a connection from `pool`, without locking (a check, not a placement).
-pub async fn place(pool: &sqlx::AnyPool, driver: &str, plan: PlanId) -> Result<Option<ServerRow>> {
+pub async fn place(pool: &sqlx::AnyPool, driver: &str, plan: PlanId) -> Result<Option<ServerId>> {
     let mut conn = pool.acquire().await?;
-    place_with(&mut conn, driver, plan, false).await
+    place_with(&mut *conn, driver, plan, false).await
 }

@@ -425,12 +425,12 @@ async fn validate(
     )
     .await?
     {
-        Some(p) => p.id,
+        Some(p) => p,
         None => return Err(V2Error::not_found()),
     };
     match st
         .lodge
-        .validate_order(&customer.access, project, &form, OrderSource::Apiv2)
+        .validate_order(&customer.access, &project, &form, OrderSource::Apiv2)
         .await
     {
         Ok(v) if pre.is_empty() => Ok(Ok((v, b))),

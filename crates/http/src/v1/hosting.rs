@@ -121,17 +121,20 @@ pub async fn order(
     let run = async {
         let org: OrganizationId = path_id(&org)?;
         let project: ProjectId = path_id(&project)?;
-        let (access, _) = st.lodge.project_access(&p, org, project).await?;
+        let (access, project) = st.lodge.project_access(&p, org, project).await?;
         access.require_write()?;
         let hash = idempotency::request_hash(
             "POST",
-            &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
+            &format!(
+                "/v1/organizations/{org}/projects/{}/hosting/order",
+                project.id
+            ),
             &body,
         );
         let scope = format!("v1:user:{}", p.user);
         let st2 = st.clone();
         let response = idempotency::once(&st, &scope, key, hash, || async move {
-            place(&st2, &access, project, &body)
+            place(&st2, &access, &project, &body)
                 .await
                 .map_or_else(IntoResponse::into_response, |r| {
                     (StatusCode::CREATED, Json(r)).into_response()
@@ -146,7 +149,7 @@ pub async fn order(
 async fn place(
     st: &AppState,
     access: &lodge_services::auth::Access,
-    project: ProjectId,
+    project: &lodge_store::orgs::ProjectRow,
     body: &[u8],
 ) -> ApiResult<HostingOrderResponse> {
     let value: serde_json::Value = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
