@@ -784,16 +784,40 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
     let batch = 2000u64;
     let mut done = 0u64;
     while done < orders {
-        let mut tx = lodge.store.begin().await?;
         let n = batch.min(orders - done);
+        let mut these = Vec::with_capacity(usize::try_from(n)?);
         for i in done..done + n {
             let mut o = template.clone();
             o.domain = DomainPlan::External {
                 name: lodge_core::DomainName::parse(&format!("f{tag}-{i}.example"))?,
             };
-            lodge.place_order_in(&mut tx, &o, "bench-fill").await?;
+            these.push(o);
         }
-        tx.commit().await?;
+        if lodge.store.has_batch_writer() {
+            // SQLite: the whole batch in one call on the batch writer, as group commits run.
+            let l = lodge.clone();
+            lodge
+                .store
+                .batch(move |db| {
+                    db.begin()?;
+                    for o in &these {
+                        if let Err(e) =
+                            lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))
+                        {
+                            let _ = db.rollback();
+                            return Err(e);
+                        }
+                    }
+                    Ok(db.commit()?)
+                })
+                .await??;
+        } else {
+            let mut tx = lodge.store.begin().await?;
+            for o in &these {
+                lodge.place_order_in(&mut tx, o, "bench-fill").await?;
+            }
+            tx.commit().await?;
+        }
         done += n;
         if done % 50_000 < batch || done == orders {
             eprintln!(
