@@ -799,16 +799,12 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             lodge
                 .store
                 .batch(move |db| {
-                    db.begin()?;
-                    for o in &these {
-                        if let Err(e) =
-                            lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))
-                        {
-                            let _ = db.rollback();
-                            return Err(e);
+                    db.transaction(|db| {
+                        for o in &these {
+                            lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))?;
                         }
-                    }
-                    Ok(db.commit()?)
+                        Ok::<(), lodge_services::ServiceError>(())
+                    })
                 })
                 .await??;
         } else {

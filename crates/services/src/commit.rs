@@ -7,6 +7,8 @@
 //! group commit is one call on the writer's own thread, the same statements as on
 //! PostgreSQL, without a thread hand-off per statement.
 
+use std::collections::VecDeque;
+
 use lodge_store::{run_ready, BatchConn, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,56 +87,39 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
 /// One group commit, on the writer's thread. Replies go out only after the commit returned
 /// (with `synchronous=FULL`, once it is on disk).
 fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
-    let fail_all = |batch: Vec<oneshot::Sender<Result<OrderOutcome>>>, msg: String| {
-        for reply in batch {
-            let _ = reply.send(Err(ServiceError::Internal(msg.clone())));
+    let mut waiting: VecDeque<Pending> = batch.into();
+    let mut done = Vec::with_capacity(waiting.len());
+    let committed = db.transaction(|db| {
+        while let Some(p) = waiting.pop_front() {
+            let result = match db.savepoint() {
+                Ok(()) => run_ready(p.lodge.place_order_in(db, &p.order, &p.actor)),
+                Err(e) => Err(e.into()),
+            };
+            // Keep or undo this order's writes; if even that fails, the batch is lost.
+            let closed = if result.is_ok() {
+                db.release()
+            } else {
+                db.rollback_to()
+            };
+            done.push((p.reply, result));
+            closed?;
         }
-    };
-    if let Err(e) = db.begin() {
-        let msg = format!("could not begin a transaction: {e}");
-        fail_all(batch.into_iter().map(|p| p.reply).collect(), msg);
-        return;
-    }
-    let mut done = Vec::with_capacity(batch.len());
-    let mut broken = None;
-    for p in batch {
-        if broken.is_some() {
-            done.push((p.reply, None));
-            continue;
-        }
-        let result = match db.savepoint() {
-            Ok(()) => run_ready(p.lodge.place_order_in(db, &p.order, &p.actor)),
-            Err(e) => Err(e.into()),
-        };
-        // Keep or undo this order's writes; if even that fails, the batch is lost.
-        let closed = if result.is_ok() {
-            db.release()
-        } else {
-            db.rollback_to()
-        };
-        if let Err(e) = closed {
-            broken = Some(format!("the batch could not continue: {e}"));
-        }
-        done.push((p.reply, Some(result)));
-    }
-    let committed = match broken {
-        Some(msg) => Err(msg),
-        None => db.commit().map_err(|e| format!("commit failed: {e}")),
-    };
+        Ok::<(), lodge_store::StoreError>(())
+    });
     match committed {
         Ok(()) => {
             for (reply, result) in done {
-                if let Some(result) = result {
-                    let _ = reply.send(result);
-                }
+                let _ = reply.send(result);
             }
         }
-        Err(msg) => {
-            tracing::error!(error = %msg, "group commit failed");
-            if db.in_transaction() {
-                let _ = db.rollback();
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            let replies = done.into_iter().map(|(reply, _)| reply);
+            for reply in replies.chain(waiting.into_iter().map(|p| p.reply)) {
+                let _ = reply.send(Err(ServiceError::Internal(format!(
+                    "the order was not committed: {e}"
+                ))));
             }
-            fail_all(done.into_iter().map(|(r, _)| r).collect(), msg);
         }
     }
 }

@@ -213,6 +213,23 @@ impl BatchConn {
         !self.conn.is_autocommit()
     }
 
+    /// Runs `f` in one transaction: `BEGIN IMMEDIATE`, then `COMMIT` if it succeeds (on disk
+    /// when this returns), or a rollback of whatever is still open if it or the commit fails.
+    pub fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let done = self
+            .begin()
+            .map_err(E::from)
+            .and_then(|()| f(self))
+            .and_then(|v| self.commit().map(|()| v).map_err(E::from));
+        if done.is_err() && self.in_transaction() {
+            let _ = self.rollback();
+        }
+        done
+    }
+
     fn prepare(&self, sql: &str, args: Vec<Val>) -> Result<rusqlite::CachedStatement<'_>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut args: Vec<Option<Val>> = args.into_iter().map(Some).collect();
@@ -389,22 +406,41 @@ mod tests {
     #[test]
     fn a_rolled_back_unit_leaves_the_rest_of_the_batch() {
         let (_d, mut c) = conn();
-        c.begin().unwrap();
-        for (name, keep) in [("a", true), ("b", false), ("c", true)] {
-            c.savepoint().unwrap();
-            run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals![name])).unwrap();
-            if keep {
-                c.release().unwrap();
-            } else {
-                c.rollback_to().unwrap();
+        c.transaction(|c| {
+            for (name, keep) in [("a", true), ("b", false), ("c", true)] {
+                c.savepoint()?;
+                run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals![name]))?;
+                if keep {
+                    c.release()?;
+                } else {
+                    c.rollback_to()?;
+                }
             }
-        }
-        assert!(c.in_transaction());
-        c.commit().unwrap();
+            assert!(c.in_transaction());
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+        assert!(!c.in_transaction());
         let n =
             run_ready(c.fetch_int("SELECT COUNT(*) FROM t WHERE name <> $1", crate::vals!["?"]));
         assert_eq!(n.unwrap(), Some(2));
         let b = run_ready(c.fetch_int("SELECT COUNT(*) FROM t WHERE name = $1", crate::vals!["b"]));
         assert_eq!(b.unwrap(), Some(0));
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing_and_closes() {
+        let (_d, mut c) = conn();
+        let r = c.transaction(|c| {
+            run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals!["a"]))?;
+            run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals!["a"]))
+        });
+        assert!(r.unwrap_err().is_conflict_on("t.name"));
+        assert!(!c.in_transaction());
+        let n = run_ready(c.fetch_int("SELECT COUNT(*) FROM t WHERE id > $1", crate::vals![0]));
+        assert_eq!(n.unwrap(), Some(0));
+        // The connection is usable again.
+        c.transaction(|c| run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals!["a"])))
+            .unwrap();
     }
 }

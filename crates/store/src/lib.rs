@@ -389,60 +389,53 @@ pub async fn bare_commit_rate(
     } else {
         clients.max(1)
     };
-    let mut tasks = Vec::new();
-    if store.has_batch_writer() {
+    let total = if store.has_batch_writer() {
         // SQLite: one row per transaction on the batch writer, the path orders take, with
         // no thread hand-off per statement — the engine's own ceiling.
-        let done = store
+        store
             .batch(move |db| {
                 let mut done = 0u64;
-                let mut id = 0i64;
                 while std::time::Instant::now() < start + duration {
-                    let one = db.begin().and_then(|()| {
+                    let id = i64::try_from(done).unwrap_or(i64::MAX);
+                    db.transaction(|db| {
                         run_ready(db.exec(
                             "INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')",
                             vals![id],
-                        ))?;
-                        db.commit()
-                    });
-                    if let Err(e) = one {
-                        if db.in_transaction() {
-                            let _ = db.rollback();
-                        }
-                        return Err(e);
-                    }
-                    id += 1;
+                        ))
+                    })?;
                     done += 1;
                 }
                 Ok::<u64, StoreError>(done)
             })
-            .await??;
-        tasks.push(tokio::spawn(async move { Ok::<u64, sqlx::Error>(done) }));
-    }
-    for _ in 0..clients.saturating_sub(tasks.len()) {
-        let pool = store.writer().clone();
-        let counter = counter.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while tokio::time::Instant::now() < deadline {
-                let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut tx = pool.begin().await?;
-                sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                done += 1;
-            }
-            Ok::<u64, sqlx::Error>(done)
-        }));
-    }
-    let mut total = 0u64;
-    for t in tasks {
-        total += t
-            .await
-            .map_err(|e| StoreError::Config(format!("commit bench task: {e}")))??;
-    }
+            .await??
+    } else {
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let pool = store.writer().clone();
+            let counter = counter.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while tokio::time::Instant::now() < deadline {
+                    let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    done += 1;
+                }
+                Ok::<u64, sqlx::Error>(done)
+            }));
+        }
+        let mut total = 0u64;
+        for t in tasks {
+            total += t
+                .await
+                .map_err(|e| StoreError::Config(format!("commit bench task: {e}")))??;
+        }
+        total
+    };
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
         .execute(store.writer())
@@ -454,6 +447,8 @@ pub async fn bare_commit_rate(
 
 #[cfg(test)]
 mod tests {
+    use crate::SqlConn;
+
     #[tokio::test]
     async fn bare_commit_rate_on_sqlite_counts_commits_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -473,5 +468,47 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(left, None);
+    }
+
+    /// The batch writer waits for a transaction open on the ordinary writer, so that one
+    /// never finds its snapshot overtaken by a batch commit (SQLITE_BUSY_SNAPSHOT).
+    #[tokio::test]
+    async fn a_batch_waits_for_the_ordinary_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::connect(&format!("sqlite://{}/w.db", dir.path().display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let s = store.clone();
+        let batch = tokio::spawn(async move {
+            s.batch(|db| {
+                db.transaction(|db| {
+                    super::run_ready(db.exec("INSERT INTO t (id) VALUES ($1)", crate::vals![1]))
+                })
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!batch.is_finished(), "the batch ran beside an open write");
+        sqlx::query("INSERT INTO t (id) VALUES ($1)")
+            .bind(before + 2)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        batch.await.unwrap().unwrap().unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }

@@ -18,6 +18,7 @@ on_both_engines!(
     invalid_orders_are_refused_and_write_nothing,
     concurrent_orders_for_one_name_make_one_account,
     credit_is_applied_exactly_once_under_concurrency,
+    deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
     payment_page_pays_from_credit_once,
     staff_payments_settle_invoices_once,
@@ -1142,6 +1143,46 @@ async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
         app.count("jobs").await,
         10,
         "one provisioning job per paid order"
+    );
+    app.stop().await;
+}
+
+/// Deposits (the ordinary writer) racing orders (on SQLite, the group commit's batch
+/// writer): every request succeeds and the ledger adds up to the balance.
+async fn deposits_and_orders_interleave_with_the_ledger_exact(app: TestApp) {
+    let org = app.org_id();
+    let plan = starter(&app);
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| external(&plan, &format!("mixed-{i}.example")))
+        .collect();
+    let (orders, deposits) = tokio::join!(
+        join_all(bodies.iter().map(|b| order(&app, b))),
+        join_all((0..15).map(|_| add_credit(&app, &org, "5.00"))),
+    );
+    assert_eq!(deposits.len(), 15);
+    let mut applied = 0;
+    for (status, o) in &orders {
+        assert_eq!(*status, StatusCode::CREATED, "{o}");
+        assert_eq!(
+            cents(&o["total"]),
+            cents(&o["amount_due"]) + cents(&o["credit_applied"]),
+            "{o}"
+        );
+        applied += cents(&o["credit_applied"]);
+    }
+    let c = credit(&app).await;
+    let entries = c["results"].as_array().unwrap();
+    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
+    assert_eq!(sum, cents(&c["balance"]), "{c}");
+    assert_eq!(cents(&c["balance"]), 15 * 500 - applied, "{c}");
+    assert!(cents(&c["balance"]) >= 0, "{c}");
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "applied").count(),
+        orders
+            .iter()
+            .filter(|(_, o)| cents(&o["credit_applied"]) > 0)
+            .count(),
+        "{c}"
     );
     app.stop().await;
 }
