@@ -61,10 +61,48 @@ pub(crate) fn lookup_user(name: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 for a server started by a test.
+///
+/// The port is released before the server binds it, so it is taken from
+/// below the kernel's ephemeral range: a port the kernel hands out for a
+/// `:0` bind or an outgoing connection (which tests make by the thousand)
+/// can then never steal it in between. Ports handed out by this process are
+/// not handed out again.
 pub(crate) fn free_port() -> anyhow::Result<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+    let (low, high) = server_port_range();
+    let span = u128::from(high - low);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..200 {
+        let offset = uuid::Uuid::new_v4().as_u128() % span;
+        let port = low + u16::try_from(offset)?;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    // Everything tried was busy: fall back to the kernel's choice.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// `[low, high)` of ports to pick servers' ports from: the 12,000 ports
+/// below the ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`,
+/// 32768 by default), never below 1024.
+fn server_port_range() -> (u16, u16) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.max(2048);
+    (high.saturating_sub(12_000).max(1024), high)
 }
 
 /// Looks `name` up in `PATH`.

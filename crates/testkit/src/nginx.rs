@@ -61,14 +61,29 @@ impl NginxInstance {
     /// Starts nginx including `<sites_dir>/*.conf`. `Ok(None)` when nginx is
     /// not installed (call [`crate::skip_or_fail`]).
     pub fn start(sites_dir: &Path) -> anyhow::Result<Option<NginxInstance>> {
-        use std::os::unix::fs::PermissionsExt;
-
         let Some(binary) = nginx_binary() else {
             return Ok(None);
         };
         let sites_dir = sites_dir
             .canonicalize()
             .with_context(|| format!("sites dir {}", sites_dir.display()))?;
+        // Another process may bind the chosen port before nginx does: try
+        // another one then.
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_a_free_port(&binary, &sites_dir) {
+                Err(e) if attempt < 5 && format!("{e:#}").contains("Address already in use") => {
+                    attempt += 1;
+                }
+                result => return result.map(Some),
+            }
+        }
+    }
+
+    fn start_on_a_free_port(binary: &Path, sites_dir: &Path) -> anyhow::Result<NginxInstance> {
+        use std::os::unix::fs::PermissionsExt;
+
+        let binary = binary.to_path_buf();
         let prefix = tempfile::Builder::new().prefix("lodge-nginx-").tempdir()?;
         let p = prefix.path();
         fs::set_permissions(p, fs::Permissions::from_mode(0o755))?;
@@ -157,7 +172,7 @@ http {{
             watchdog,
         };
         instance.wait_ready()?;
-        Ok(Some(instance))
+        Ok(instance)
     }
 
     fn paths(&self) -> NginxPaths<'_> {
