@@ -757,7 +757,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
         .await?;
     let principal = lodge.authenticate_key(&key.secret).await?;
     let access = lodge.access(&principal, org.id).await?;
-    let project = lodge_store::orgs::default_project(lodge.store.reader(), org.id)
+    let project = lodge_store::orgs::default_project(&mut lodge.store.read_conn().await?, org.id)
         .await?
         .context("default project")?;
     let plan = lodge

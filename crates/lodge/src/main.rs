@@ -437,9 +437,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     owner,
                 })
                 .await?;
-            let project = lodge_store::orgs::default_project(lodge.store.reader(), org.id)
-                .await?
-                .context("the new organization has no default project")?;
+            let project =
+                lodge_store::orgs::default_project(&mut lodge.store.read_conn().await?, org.id)
+                    .await?
+                    .context("the new organization has no default project")?;
             if json {
                 println!(
                     "{}",

@@ -513,7 +513,7 @@ async fn operator_onboards_a_customer_from_the_command_line() {
             .await
             .unwrap()
             .unwrap();
-        lodge_store::orgs::role_of(reader, org_uuid, user.id)
+        lodge_store::orgs::role_of(&mut *reader.acquire().await.unwrap(), org_uuid, user.id)
             .await
             .unwrap()
     };

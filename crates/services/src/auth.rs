@@ -400,10 +400,20 @@ impl Lodge {
 
     /// The caller's role in `org`, or `NotFound` when it has none (existence is not revealed).
     pub async fn access(&self, p: &Principal, org: OrganizationId) -> Result<Access> {
+        let mut db = self.store.read_conn().await?;
+        self.access_on(&mut db, p, org).await
+    }
+
+    async fn access_on<C: lodge_store::SqlConn>(
+        &self,
+        db: &mut C,
+        p: &Principal,
+        org: OrganizationId,
+    ) -> Result<Access> {
         if p.organization.is_some_and(|o| o != org) {
             return Err(ServiceError::NotFound);
         }
-        let role = match orgs::role_of(self.store.reader(), org, p.user).await? {
+        let role = match orgs::role_of(db, org, p.user).await? {
             Some(r) => Role::parse(&r)
                 .ok_or_else(|| ServiceError::Internal(format!("unknown role {r:?}")))?,
             None if p.is_staff && p.has_scope("admin") => {
@@ -445,12 +455,14 @@ impl Lodge {
         org: OrganizationId,
         project: ProjectId,
     ) -> Result<(Access, orgs::ProjectRow)> {
-        let access = self.access(p, org).await?;
-        let row = orgs::project(self.store.reader(), org, project)
+        // One read connection for the three reads (on SQLite they run right here).
+        let mut db = self.store.read_conn().await?;
+        let access = self.access_on(&mut db, p, org).await?;
+        let row = orgs::project(&mut db, org, project)
             .await?
             .ok_or(ServiceError::NotFound)?;
         if let Some(guest) = access.guest_user() {
-            if !orgs::is_project_member(self.store.reader(), project, guest).await? {
+            if !orgs::is_project_member(&mut db, project, guest).await? {
                 return Err(ServiceError::NotFound);
             }
         }
@@ -545,7 +557,7 @@ impl Lodge {
                     )
                 })?,
         };
-        if orgs::role_of(self.store.reader(), org, user)
+        if orgs::role_of(&mut self.store.read_conn().await?, org, user)
             .await?
             .is_none()
         {

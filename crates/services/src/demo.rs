@@ -92,7 +92,7 @@ impl Lodge {
                 .await?
             }
         };
-        let project = orgs::default_project(self.store.reader(), org.id)
+        let project = orgs::default_project(&mut self.store.read_conn().await?, org.id)
             .await?
             .ok_or(ServiceError::NotFound)?;
         let key = self

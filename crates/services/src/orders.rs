@@ -260,7 +260,8 @@ impl Lodge {
         // The domain.
         let domain = self.validate_domain(&catalog, org, form, &mut v).await?;
         if let Some(d) = &domain {
-            if hosting::live_hosting_for_name(self.store.reader(), d.name()).await? {
+            let mut db = self.store.read_conn().await?;
+            if hosting::live_hosting_for_name(&mut db, d.name()).await? {
                 v.add(
                     "domain_name",
                     format!("{} already has a hosting account.", d.name()),

@@ -310,7 +310,7 @@ impl Lodge {
             // Ordered before any server existed, or its server was removed: place it now.
             let plan = self.catalog().await?.plan(h.plan_id).cloned();
             let driver = plan.map(|p| p.row.driver).unwrap_or_else(|| "nginx".into());
-            let server = servers::place(self.store.reader(), &driver, h.plan_id)
+            let server = servers::place(&mut self.store.read_conn().await?, &driver, h.plan_id)
                 .await?
                 .ok_or_else(|| {
                     ServiceError::Internal("All webhosting servers are currently full.".into())
@@ -611,9 +611,8 @@ impl Lodge {
 
     /// Whether a plan can be placed on some server now.
     pub async fn has_room(&self, driver: &str, plan: PlanId) -> Result<bool> {
-        Ok(servers::place(self.store.reader(), driver, plan)
-            .await?
-            .is_some())
+        let mut db = self.store.read_conn().await?;
+        Ok(servers::place(&mut db, driver, plan).await?.is_some())
     }
 }
 

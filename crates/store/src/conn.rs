@@ -85,6 +85,75 @@ pub trait SqlConn: Send {
         sql: &str,
         args: Vec<Val>,
     ) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Every column of the first row (integers and text; NULL as `Val::Int(None)`).
+    fn fetch_row(
+        &mut self,
+        sql: &str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Result<Option<Vec<Val>>>> + Send;
+}
+
+impl Val {
+    /// The value as an integer (`None` for NULL); text is an error.
+    pub fn int(&self) -> Result<Option<i64>> {
+        match self {
+            Val::Int(v) => Ok(*v),
+            Val::Text(None) => Ok(None),
+            Val::Text(Some(t)) => Err(StoreError::Corrupt(format!("{t:?} is not an integer"))),
+        }
+    }
+
+    /// The value as text (`None` for NULL); an integer is an error.
+    pub fn text(&self) -> Result<Option<&str>> {
+        match self {
+            Val::Text(v) => Ok(v.as_deref()),
+            Val::Int(None) => Ok(None),
+            Val::Int(Some(i)) => Err(StoreError::Corrupt(format!("{i} is not text"))),
+        }
+    }
+}
+
+/// Reads the columns of a row fetched with [`SqlConn::fetch_row`] in order.
+#[derive(Debug)]
+pub struct Cols {
+    vals: std::vec::IntoIter<Val>,
+}
+
+impl Cols {
+    pub fn new(row: Vec<Val>) -> Self {
+        Cols {
+            vals: row.into_iter(),
+        }
+    }
+
+    fn next(&mut self) -> Result<Val> {
+        self.vals
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a row has fewer columns than expected".into()))
+    }
+
+    pub fn int(&mut self) -> Result<i64> {
+        self.next()?
+            .int()?
+            .ok_or_else(|| StoreError::Corrupt("NULL where an integer is required".into()))
+    }
+
+    pub fn text(&mut self) -> Result<String> {
+        Ok(self
+            .next()?
+            .text()?
+            .ok_or_else(|| StoreError::Corrupt("NULL where text is required".into()))?
+            .to_owned())
+    }
+
+    /// Text parsed into a type (an id).
+    pub fn parse<T: std::str::FromStr>(&mut self) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        crate::parse(&self.text()?)
+    }
 }
 
 fn bind_all<'q>(
@@ -125,6 +194,22 @@ impl SqlConn for AnyConnection {
             .await?;
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
     }
+
+    async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
+        let row = bind_all(sqlx::query(sql), args)
+            .fetch_optional(self)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let vals = (0..row.len())
+            .map(|i| match row.try_get::<Option<i64>, _>(i) {
+                Ok(v) => Ok(Val::Int(v)),
+                Err(_) => Ok(Val::Text(row.try_get::<Option<String>, _>(i)?)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(vals))
+    }
 }
 
 impl SqlConn for sqlx::Transaction<'_, sqlx::Any> {
@@ -142,6 +227,10 @@ impl SqlConn for sqlx::Transaction<'_, sqlx::Any> {
 
     async fn fetch_text(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<String>> {
         (**self).fetch_text(sql, args).await
+    }
+
+    async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
+        (**self).fetch_row(sql, args).await
     }
 }
 
@@ -176,6 +265,19 @@ impl BatchConn {
              PRAGMA wal_autocheckpoint = 8000;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
+        Ok(BatchConn { conn })
+    }
+
+    /// Opens a connection for reads only (`query_only`), for [`ReadConn`].
+    fn open_reader(path: &Path) -> Result<Self> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(
+            "PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(BatchConn { conn })
     }
 
@@ -282,6 +384,33 @@ impl SqlConn for BatchConn {
     async fn fetch_text(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<String>> {
         self.first(sql, args)
     }
+
+    async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
+        use rusqlite::types::ValueRef;
+        let mut stmt = self.prepare(sql, args)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let vals = (0..columns)
+            .map(|i| match row.get_ref(i)? {
+                ValueRef::Null => Ok(Val::Int(None)),
+                ValueRef::Integer(v) => Ok(Val::Int(Some(v))),
+                ValueRef::Text(t) => Ok(Val::Text(Some(
+                    std::str::from_utf8(t)
+                        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))?
+                        .to_owned(),
+                ))),
+                other => Err(StoreError::Corrupt(format!(
+                    "column {i} is {:?}, not an integer or text",
+                    other.data_type()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        while rows.next()?.is_some() {}
+        Ok(Some(vals))
+    }
 }
 
 /// Drives a future that must not wait (one built on [`BatchConn`]) to its end on this
@@ -298,6 +427,144 @@ where
             "a statement on the batch writer waited for something else".into(),
         )
         .into()),
+    }
+}
+
+/// Idle SQLite read connections for [`ReadConn`].
+#[derive(Debug)]
+pub(crate) struct ReadPool {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<BatchConn>>,
+}
+
+/// Idle read connections kept; more may be open at a peak, and are closed after it.
+const IDLE_READERS: usize = 16;
+
+impl ReadPool {
+    pub(crate) fn new(path: &Path) -> Self {
+        ReadPool {
+            path: path.to_owned(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Result<BatchConn> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => BatchConn::open_reader(&self.path),
+        }
+    }
+
+    fn give_back(&self, c: BatchConn) {
+        if c.in_transaction() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(c);
+        }
+    }
+}
+
+/// A connection for a few point reads on a hot path (an order's access check and
+/// validation), outside any transaction.
+///
+/// On a SQLite file it is a rusqlite connection whose statements run right on the calling
+/// task: a point read on an indexed key takes microseconds, less than the two thread
+/// hand-offs sqlx's SQLite driver spends on every statement. (In WAL mode readers never wait
+/// for the writer.) Elsewhere it is a connection from the sqlx read pool.
+#[derive(Debug)]
+pub struct ReadConn<'s> {
+    inner: ReadInner<'s>,
+}
+
+#[derive(Debug)]
+enum ReadInner<'s> {
+    Inline {
+        conn: Option<BatchConn>,
+        pool: &'s ReadPool,
+    },
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+impl<'s> ReadConn<'s> {
+    pub(crate) fn inline(pool: &'s ReadPool) -> Result<Self> {
+        Ok(ReadConn {
+            inner: ReadInner::Inline {
+                conn: Some(pool.take()?),
+                pool,
+            },
+        })
+    }
+
+    pub(crate) fn pooled(conn: sqlx::pool::PoolConnection<sqlx::Any>) -> Self {
+        ReadConn {
+            inner: ReadInner::Pooled(conn),
+        }
+    }
+
+    /// Whether statements run on the calling task (SQLite) rather than a pool connection.
+    pub fn is_inline(&self) -> bool {
+        matches!(self.inner, ReadInner::Inline { .. })
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        if let ReadInner::Inline { conn, pool } = &mut self.inner {
+            if let Some(c) = conn.take() {
+                pool.give_back(c);
+            }
+        }
+    }
+}
+
+impl ReadInner<'_> {
+    fn inline(&mut self) -> Result<&mut BatchConn> {
+        match self {
+            ReadInner::Inline { conn, .. } => conn
+                .as_mut()
+                .ok_or_else(|| StoreError::Config("read connection already returned".into())),
+            ReadInner::Pooled(_) => Err(StoreError::Config("not an inline connection".into())),
+        }
+    }
+}
+
+impl SqlConn for ReadConn<'_> {
+    fn is_postgres(&self) -> bool {
+        match &self.inner {
+            ReadInner::Inline { .. } => false,
+            ReadInner::Pooled(c) => c.is_postgres(),
+        }
+    }
+
+    async fn exec(&mut self, sql: &str, args: Vec<Val>) -> Result<u64> {
+        match &mut self.inner {
+            ReadInner::Pooled(c) => (**c).exec(sql, args).await,
+            inline => inline.inline()?.exec(sql, args).await,
+        }
+    }
+
+    async fn fetch_int(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<i64>> {
+        match &mut self.inner {
+            ReadInner::Pooled(c) => (**c).fetch_int(sql, args).await,
+            inline => inline.inline()?.fetch_int(sql, args).await,
+        }
+    }
+
+    async fn fetch_text(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<String>> {
+        match &mut self.inner {
+            ReadInner::Pooled(c) => (**c).fetch_text(sql, args).await,
+            inline => inline.inline()?.fetch_text(sql, args).await,
+        }
+    }
+
+    async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
+        match &mut self.inner {
+            ReadInner::Pooled(c) => (**c).fetch_row(sql, args).await,
+            inline => inline.inline()?.fetch_row(sql, args).await,
+        }
     }
 }
 

@@ -265,17 +265,16 @@ pub async fn hosting_page(
 }
 
 /// Whether a live hosting account carries this name.
-pub async fn live_hosting_for_name<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    name: &str,
-) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND status IN {LIVE_HOSTING}"
-    ))
-    .bind(name)
-    .fetch_one(db)
-    .await?;
-    Ok(n > 0)
+pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
+    let n = conn
+        .fetch_int(
+            &format!(
+                "SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND status IN {LIVE_HOSTING}"
+            ),
+            vals![name],
+        )
+        .await?;
+    Ok(n.unwrap_or(0) > 0)
 }
 
 #[derive(Debug, Clone, FromRow)]

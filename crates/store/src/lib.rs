@@ -26,7 +26,7 @@ pub mod orgs;
 pub mod servers;
 pub mod users;
 
-pub use conn::{run_ready, BatchConn, SqlConn, Val};
+pub use conn::{run_ready, BatchConn, Cols, ReadConn, SqlConn, Val};
 pub use sqlx::{Acquire, Any, AnyConnection, AnyPool, Transaction};
 
 /// A transaction on either engine.
@@ -168,6 +168,8 @@ pub struct Store {
     write: AnyPool,
     /// SQLite's batch writer (group commits of orders), on a thread of its own.
     batch: Option<conn::BatchWriter>,
+    /// SQLite's inline read connections ([`ReadConn`]), on a file database.
+    inline_reads: Option<std::sync::Arc<conn::ReadPool>>,
 }
 
 impl Store {
@@ -199,15 +201,19 @@ impl Store {
                     sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                         .fetch_optional(&write)
                         .await?;
-                let batch = match file.filter(|f| !f.is_empty()) {
-                    Some(f) => Some(conn::BatchWriter::start(std::path::Path::new(&f))?),
+                let file = file.filter(|f| !f.is_empty());
+                let batch = match &file {
+                    Some(f) => Some(conn::BatchWriter::start(std::path::Path::new(f))?),
                     None => None,
                 };
+                let inline_reads = file
+                    .map(|f| std::sync::Arc::new(conn::ReadPool::new(std::path::Path::new(&f))));
                 Ok(Store {
                     engine,
                     read,
                     write,
                     batch,
+                    inline_reads,
                 })
             }
             Engine::Postgres => {
@@ -222,6 +228,7 @@ impl Store {
                     read: pool.clone(),
                     write: pool,
                     batch: None,
+                    inline_reads: None,
                 })
             }
         }
@@ -250,6 +257,15 @@ impl Store {
     /// The pool for reads outside a transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// A connection for a few point reads on a hot path ([`ReadConn`]): on a SQLite file
+    /// they run on the calling task, elsewhere on a read pool connection.
+    pub async fn read_conn(&self) -> Result<ReadConn<'_>> {
+        match &self.inline_reads {
+            Some(pool) => ReadConn::inline(pool),
+            None => Ok(ReadConn::pooled(self.read.acquire().await?)),
+        }
     }
 
     /// The pool for single-statement writes outside a transaction.
@@ -468,6 +484,54 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(left, None);
+    }
+
+    /// Both statement paths read a row the same way: integers, text and NULL, column by
+    /// column; a read connection sees what the writers committed and cannot write.
+    #[tokio::test]
+    async fn rows_read_alike_inline_and_through_sqlx() {
+        use crate::{vals, Val};
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::connect(&format!("sqlite://{}/r.db", dir.path().display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (id, name, n) VALUES (1, 'a', NULL), (2, NULL, -5)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let sql = "SELECT id, name, n FROM t WHERE id = $1";
+        let mut inline = store.read_conn().await.unwrap();
+        assert!(inline.is_inline());
+        let mut pooled = store.reader().acquire().await.unwrap();
+        for (id, name, n) in [(1, Some("a"), None), (2, None, Some(-5))] {
+            for row in [
+                inline.fetch_row(sql, vals![id]).await.unwrap().unwrap(),
+                pooled.fetch_row(sql, vals![id]).await.unwrap().unwrap(),
+            ] {
+                assert_eq!(row.len(), 3);
+                assert_eq!(row[0], Val::Int(Some(id)));
+                assert_eq!(row[1].text().unwrap(), name);
+                assert_eq!(row[2].int().unwrap(), n);
+            }
+        }
+        assert_eq!(inline.fetch_row(sql, vals![3]).await.unwrap(), None);
+        assert!(inline.exec("DELETE FROM t", vals![]).await.is_err());
+        drop(inline);
+        // A connection given back is reused and sees later commits.
+        sqlx::query("UPDATE t SET n = 7 WHERE id = 1")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let mut again = store.read_conn().await.unwrap();
+        let n = again
+            .fetch_int("SELECT n FROM t WHERE id = $1", vals![1])
+            .await
+            .unwrap();
+        assert_eq!(n, Some(7));
     }
 
     /// The batch writer waits for a transaction open on the ordinary writer, so that one

@@ -3,7 +3,7 @@
 use lodge_core::{OrganizationId, ProjectId, UserId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::Result;
+use crate::{vals, Cols, Result, SqlConn, Val};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OrgRow {
@@ -129,18 +129,16 @@ pub async fn add_member(
     Ok(())
 }
 
-pub async fn role_of<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn role_of<C: SqlConn>(
+    conn: &mut C,
     org: OrganizationId,
     user: UserId,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
+    conn.fetch_text(
         "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
+        vals![org.to_string(), user.to_string()],
     )
-    .bind(org.to_string())
-    .bind(user.to_string())
-    .fetch_optional(db)
-    .await?)
+    .await
 }
 
 /// The first owner of an organization (the principal of keys issued for it by an operator).
@@ -201,31 +199,50 @@ pub async fn insert_project(conn: &mut AnyConnection, p: &NewProject<'_>) -> Res
     .await?)
 }
 
+impl ProjectRow {
+    fn from_row(row: Vec<Val>) -> Result<Self> {
+        let mut c = Cols::new(row);
+        Ok(ProjectRow {
+            legacy_id: c.int()?,
+            id: c.parse()?,
+            organization_id: c.parse()?,
+            name: c.text()?,
+            description: c.text()?,
+            is_default: c.int()?,
+            created_at: c.int()?,
+            modified_at: c.int()?,
+        })
+    }
+}
+
 /// A project of an organization, or `None` (also when it belongs to another one).
-pub async fn project<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn project<C: SqlConn>(
+    conn: &mut C,
     org: OrganizationId,
     id: ProjectId,
 ) -> Result<Option<ProjectRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org.to_string())
-    .bind(id.to_string())
-    .fetch_optional(db)
-    .await?)
+    conn.fetch_row(
+        &format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND id = $2"),
+        vals![org.to_string(), id.to_string()],
+    )
+    .await?
+    .map(ProjectRow::from_row)
+    .transpose()
 }
 
-pub async fn default_project<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn default_project<C: SqlConn>(
+    conn: &mut C,
     org: OrganizationId,
 ) -> Result<Option<ProjectRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND is_default = 1"
-    ))
-    .bind(org.to_string())
-    .fetch_optional(db)
-    .await?)
+    conn.fetch_row(
+        &format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE organization_id = $1 AND is_default = 1"
+        ),
+        vals![org.to_string()],
+    )
+    .await?
+    .map(ProjectRow::from_row)
+    .transpose()
 }
 
 /// One page of an organization's projects and the total count. `guest` limits the list to
@@ -256,19 +273,18 @@ pub async fn projects_page(
     Ok((rows, count))
 }
 
-pub async fn is_project_member<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn is_project_member<C: SqlConn>(
+    conn: &mut C,
     project: ProjectId,
     user: UserId,
 ) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND user_id = $2",
-    )
-    .bind(project.to_string())
-    .bind(user.to_string())
-    .fetch_one(db)
-    .await?;
-    Ok(n > 0)
+    let n = conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND user_id = $2",
+            vals![project.to_string(), user.to_string()],
+        )
+        .await?;
+    Ok(n.unwrap_or(0) > 0)
 }
 
 pub async fn add_project_member(

@@ -232,7 +232,10 @@ async fn place_with<C: SqlConn>(
 }
 
 /// [`place_in`] on a connection from `pool`, without locking (a check, not a placement).
-pub async fn place(pool: &sqlx::AnyPool, driver: &str, plan: PlanId) -> Result<Option<ServerId>> {
-    let mut conn = pool.acquire().await?;
-    place_with(&mut *conn, driver, plan, false).await
+pub async fn place<C: SqlConn>(
+    conn: &mut C,
+    driver: &str,
+    plan: PlanId,
+) -> Result<Option<ServerId>> {
+    place_with(conn, driver, plan, false).await
 }

@@ -420,7 +420,7 @@ async fn validate(
         ..Default::default()
     };
     let project = match lodge_store::orgs::default_project(
-        st.lodge.store.reader(),
+        &mut st.lodge.store.read_conn().await?,
         customer.access.organization,
     )
     .await?
