@@ -1,22 +1,35 @@
-//! Group commit for orders on SQLite. SQLite has one writer, and each durable commit waits
-//! for the disk; instead of one commit per order, the writer takes every order waiting and
-//! commits them together. Each order still runs in its own savepoint, so it is all-or-nothing
-//! on its own, and no caller hears "placed" before the commit that holds its order is on disk.
+//! Group commit for orders. Each durable commit waits for the disk (and on PostgreSQL, for
+//! the gapless invoice counter, which every issuing transaction must lock); instead of one
+//! commit per order, a committer takes every order waiting and commits them together. Each
+//! order still runs in its own savepoint, so it is all-or-nothing on its own, and no caller
+//! hears "placed" before the commit that holds its order is on disk.
 //!
-//! The batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the whole
-//! group commit is one call on the writer's own thread, the same statements as on
-//! PostgreSQL, without a thread hand-off per statement.
+//! On SQLite the batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the
+//! whole group commit is one call on the writer's own thread, without a thread hand-off per
+//! statement. Elsewhere (PostgreSQL) it is a transaction on a pool connection, and several
+//! batches may run at once: each batch takes its organizations' row locks in id order and
+//! locks the invoice counter only at its end, to number all its invoices in one step, so
+//! batches queue on the counter only for their commits. A batch that still meets a deadlock
+//! or serialization failure is run again (nothing of it was acknowledged yet).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
 
-use lodge_store::{run_ready, BatchConn, Store};
-use tokio::sync::{mpsc, oneshot};
+use lodge_store::{billing, run_ready, vals, BatchConn, SqlConn, Store, StoreError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::orders::{OrderOutcome, ValidOrder};
 use crate::{Lodge, Result, ServiceError};
 
 /// At most this many orders share one commit.
 pub const MAX_BATCH: usize = 64;
+
+/// Batches committing at once on PostgreSQL (SQLite has one writer: one at a time).
+pub const POSTGRES_COMMITTERS: usize = 4;
+
+/// Runs of a batch that meets deadlocks or serialization failures before its orders fail.
+const ATTEMPTS: u32 = 4;
 
 struct Pending {
     lodge: Lodge,
@@ -68,7 +81,19 @@ impl OrderBatcher {
 }
 
 async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
+    let committers = if store.has_batch_writer() || store.engine() != lodge_store::Engine::Postgres
+    {
+        1
+    } else {
+        POSTGRES_COMMITTERS
+    };
+    let slots = Arc::new(Semaphore::new(committers));
     while let Some(first) = rx.recv().await {
+        // Wait for a free committer before taking the orders waiting, so the batch holds
+        // every order that arrived meanwhile.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -76,12 +101,87 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
                 Err(_) => break,
             }
         }
-        // The orders' replies travel with the batch; if the writer cannot run it, they are
-        // dropped and each caller hears that its order was not placed.
-        if let Err(e) = store.batch(move |db| commit_batch(db, batch)).await {
-            tracing::error!(error = %e, "group commit could not run");
+        if store.has_batch_writer() {
+            // The orders' replies travel with the batch; if the writer cannot run it, they
+            // are dropped and each caller hears that its order was not placed.
+            if let Err(e) = store.batch(move |db| commit_batch(db, batch)).await {
+                tracing::error!(error = %e, "group commit could not run");
+            }
+            drop(slot);
+        } else {
+            let store = store.clone();
+            tokio::spawn(async move {
+                commit_batch_async(&store, batch).await;
+                drop(slot);
+            });
         }
     }
+}
+
+/// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
+async fn commit_batch_async(store: &Store, mut batch: Vec<Pending>) {
+    // Every batch locks organizations' rows in the same order.
+    batch.sort_by_key(|p| p.order.organization);
+    let mut attempt = 1;
+    let outcome = loop {
+        match try_commit(store, &batch).await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "group commit collided; running it again");
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            done => break done,
+        }
+    };
+    match outcome {
+        Ok(results) => {
+            for (p, result) in batch.into_iter().zip(results) {
+                let _ = p.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            for p in batch {
+                let _ = p.reply.send(Err(ServiceError::Internal(format!(
+                    "the order was not committed: {e}"
+                ))));
+            }
+        }
+    }
+}
+
+/// Places every order of the batch in its own savepoint, numbers the invoices of those that
+/// succeeded and commits. `Err` only when the batch as a whole failed.
+async fn try_commit(
+    store: &Store,
+    batch: &[Pending],
+) -> std::result::Result<Vec<Result<OrderOutcome>>, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for p in batch {
+        tx.exec("SAVEPOINT unit", vals![]).await?;
+        let result = match p.lodge.place_order_in(&mut tx, &p.order, &p.actor).await {
+            // A collision with another transaction: run the whole batch again.
+            Err(ServiceError::Store(e)) if e.is_transient() => return Err(e),
+            result => result,
+        };
+        if result.is_err() {
+            tx.exec("ROLLBACK TO SAVEPOINT unit", vals![]).await?;
+        }
+        tx.exec("RELEASE SAVEPOINT unit", vals![]).await?;
+        results.push(result);
+    }
+    billing::number_invoices(&mut tx, &invoices_of(&results)).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The invoices of the orders placed, in batch order.
+fn invoices_of(results: &[Result<OrderOutcome>]) -> Vec<i64> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.invoice_id)
+        .collect()
 }
 
 /// One group commit, on the writer's thread. Replies go out only after the commit returned
@@ -104,7 +204,11 @@ fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
             done.push((p.reply, result));
             closed?;
         }
-        Ok::<(), lodge_store::StoreError>(())
+        let invoices: Vec<i64> = done
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok()?.invoice_id)
+            .collect();
+        run_ready(billing::number_invoices(db, &invoices))
     });
     match committed {
         Ok(()) => {

@@ -140,7 +140,7 @@ pub struct Lodge {
     pub registrar: Option<Arc<dyn registrar::Registrar>>,
     /// Provisioning drivers by name.
     pub drivers: drivers::Drivers,
-    /// Group commit of orders (SQLite's single writer).
+    /// Group commit of orders (SQLite's batch writer, PostgreSQL).
     pub batcher: Option<commit::OrderBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
@@ -153,7 +153,9 @@ impl Lodge {
         settings: Settings,
         sealer: crypto::Sealer,
     ) -> Self {
-        let batcher = (store.has_batch_writer() && tokio::runtime::Handle::try_current().is_ok())
+        let group_commit =
+            store.has_batch_writer() || store.engine() == lodge_store::Engine::Postgres;
+        let batcher = (group_commit && tokio::runtime::Handle::try_current().is_ok())
             .then(|| commit::OrderBatcher::start(store.clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(drivers::nginx::NginxDriver::new(

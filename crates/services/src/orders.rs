@@ -587,14 +587,20 @@ impl Lodge {
         }
     }
 
-    /// Places a validated order in one transaction (on SQLite, one savepoint of a group
-    /// commit shared with the orders waiting at the same moment).
+    /// Places a validated order in one transaction: one savepoint of a group commit shared
+    /// with the orders waiting at the same moment ([`crate::commit`]).
     pub async fn place_order(&self, order: &ValidOrder, actor: &str) -> Result<OrderOutcome> {
         if let Some(b) = &self.batcher {
             return b.place(self, order, actor).await;
         }
         let mut tx = self.store.begin().await?;
-        let outcome = self.place_order_in(&mut tx, order, actor).await;
+        let outcome = match self.place_order_in(&mut tx, order, actor).await {
+            Ok(o) => billing::number_invoices(&mut tx, o.invoice_id.as_slice())
+                .await
+                .map(|()| o)
+                .map_err(ServiceError::from),
+            Err(e) => Err(e),
+        };
         match outcome {
             Ok(o) => {
                 tx.commit().await.map_err(StoreError::from)?;
@@ -612,6 +618,9 @@ impl Lodge {
     /// share one commit). The credit to apply is known first (under the organization's row
     /// lock), so every row is written once in its final state: an order that owes nothing is
     /// written active, its invoice paid and its account provisioning, with the jobs queued.
+    ///
+    /// The invoice is left for the caller to number ([`billing::number_invoices`]) before
+    /// the commit: a group commit numbers all its invoices at once.
     pub async fn place_order_in<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
@@ -842,10 +851,6 @@ impl Lodge {
         if paid {
             self.enqueue_order_jobs(conn, hosting_id, domain_id, domain_job)
                 .await?;
-        }
-        // Last: the invoice number (the shared counter's lock is held only until the commit).
-        if let Some(id) = invoice_id {
-            billing::number_invoice(conn, id).await?;
         }
         Ok(OrderOutcome {
             order_id,

@@ -387,6 +387,29 @@ pub async fn number_invoice<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<St
     Ok(number)
 }
 
+/// Gives invoices their gapless numbers, in the order given, with one step of the shared
+/// counter: a group commit numbers all its orders' invoices at its end, so the counter row
+/// (which every issuing transaction must lock) is locked once, just before the commit.
+pub async fn number_invoices<C: SqlConn>(conn: &mut C, invoices: &[i64]) -> Result<()> {
+    let Ok(count) = i64::try_from(invoices.len()) else {
+        return Err(StoreError::Config(
+            "too many invoices to number at once".into(),
+        ));
+    };
+    if count == 0 {
+        return Ok(());
+    }
+    let last = crate::next_counter_by(conn, "invoice_number", count).await?;
+    for (n, id) in (last - count + 1..).zip(invoices) {
+        conn.exec(
+            "UPDATE invoices SET number = $2 WHERE id = $1",
+            vals![*id, format!("INV-{n:06}")],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Bumps the gapless invoice counter and formats the number (`INV-000042`).
 pub async fn next_invoice_number<C: SqlConn>(conn: &mut C) -> Result<String> {
     let n = crate::next_counter(conn, "invoice_number").await?;
@@ -485,14 +508,21 @@ pub struct LedgerRow {
 }
 
 /// Locks the organization's row for the rest of the transaction and returns its credit
-/// balance (a no-op update takes PostgreSQL's row lock; SQLite has a single writer).
+/// balance. On PostgreSQL `FOR NO KEY UPDATE`: the lock an update of the balance takes,
+/// which does not hold up foreign-key checks of rows inserted meanwhile. On SQLite a no-op
+/// update takes the database's write lock at once (a deferred transaction would otherwise
+/// read a balance another writer could change before it writes), except on the batch
+/// writer, which holds that lock from `BEGIN`.
 pub async fn lock_credit<C: SqlConn>(conn: &mut C, org: OrganizationId) -> Result<Option<i64>> {
-    conn.fetch_int(
+    let sql = if conn.is_postgres() {
+        "SELECT credit_balance_minor FROM organizations WHERE id = $1 FOR NO KEY UPDATE"
+    } else if conn.locks_database() {
+        "SELECT credit_balance_minor FROM organizations WHERE id = $1"
+    } else {
         "UPDATE organizations SET credit_balance_minor = credit_balance_minor WHERE id = $1
-         RETURNING credit_balance_minor",
-        vals![org.to_string()],
-    )
-    .await
+         RETURNING credit_balance_minor"
+    };
+    conn.fetch_int(sql, vals![org.to_string()]).await
 }
 
 pub struct NewLedgerEntry<'a> {

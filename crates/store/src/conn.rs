@@ -69,6 +69,12 @@ pub trait SqlConn: Send {
     /// Whether this is PostgreSQL (for the few statements that differ, such as row locks).
     fn is_postgres(&self) -> bool;
 
+    /// Whether a transaction on this connection holds the whole database's write lock from
+    /// its start (SQLite's batch writer begins `IMMEDIATE`), so rows need no locks of their own.
+    fn locks_database(&self) -> bool {
+        false
+    }
+
     /// Runs a statement; the number of rows it changed.
     fn exec(&mut self, sql: &str, args: Vec<Val>) -> impl Future<Output = Result<u64>> + Send;
 
@@ -370,6 +376,10 @@ impl BatchConn {
 impl SqlConn for BatchConn {
     fn is_postgres(&self) -> bool {
         false
+    }
+
+    fn locks_database(&self) -> bool {
+        true
     }
 
     async fn exec(&mut self, sql: &str, args: Vec<Val>) -> Result<u64> {

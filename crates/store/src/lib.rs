@@ -140,6 +140,18 @@ impl StoreError {
     pub fn is_conflict_on(&self, needle: &str) -> bool {
         matches!(self, StoreError::Conflict(w) if w.contains(needle))
     }
+
+    /// Whether the transaction failed only because of other transactions (a PostgreSQL
+    /// deadlock or serialization failure), so running it again may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "40P01" || c == "40001"),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -341,9 +353,14 @@ pub fn from_micros(us: i64) -> Result<jiff::Timestamp> {
 /// lock / single writer serialises issuers, and a rolled-back transaction gives the number
 /// back).
 pub async fn next_counter<C: SqlConn>(conn: &mut C, name: &str) -> Result<i64> {
+    next_counter_by(conn, name, 1).await
+}
+
+/// Takes the next `count` values of a named counter; returns the last of them.
+pub async fn next_counter_by<C: SqlConn>(conn: &mut C, name: &str, count: i64) -> Result<i64> {
     conn.fetch_int(
-        "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
-        vals![name],
+        "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
+        vals![name, count],
     )
     .await?
     .ok_or(StoreError::NotFound)

@@ -17,6 +17,7 @@ on_both_engines!(
     each_billing_cycle_is_billed_at_its_price,
     invalid_orders_are_refused_and_write_nothing,
     concurrent_orders_for_one_name_make_one_account,
+    invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
@@ -1062,6 +1063,48 @@ async fn concurrent_orders_for_one_name_make_one_account(app: TestApp) {
             assert_eq!(*a, b + grew, "{t}");
         }
     }
+    app.stop().await;
+}
+
+/// Orders committed together, some of them failing inside the batch (a name already taken
+/// by an order of the same batch): every invoice has a number, and the numbers are exactly
+/// 1..n, with no gap left by a failed order and none used twice.
+async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) {
+    let plan = starter(&app);
+    let bodies: Vec<Value> = (0..60)
+        .map(|i| external(&plan, &format!("gapless-{}.example", i % 20)))
+        .collect();
+    let results = join_all(bodies.iter().map(|b| order(&app, b))).await;
+    let placed = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(placed, 20, "{results:?}");
+    for (status, resp) in &results {
+        if *status != StatusCode::CREATED {
+            assert_fields(
+                *status,
+                resp,
+                &["domain_name"],
+                "a name taken in the same batch",
+            );
+        }
+    }
+    let numbers: Vec<Option<String>> = sqlx::query_scalar("SELECT number FROM invoices")
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap();
+    let mut seen: Vec<i64> = numbers
+        .iter()
+        .map(|n| {
+            let n = n.as_deref().expect("every invoice is numbered");
+            n.strip_prefix("INV-").unwrap().parse().unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    let n = i64::try_from(seen.len()).unwrap();
+    assert!(n >= 20, "{seen:?}");
+    assert_eq!(seen, (1..=n).collect::<Vec<_>>());
     app.stop().await;
 }
 
