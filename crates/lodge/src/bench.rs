@@ -800,18 +800,27 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
                 .store
                 .batch(move |db| {
                     db.transaction(|db| {
+                        let mut invoices = Vec::with_capacity(these.len());
                         for o in &these {
-                            lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))?;
+                            let placed =
+                                lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))?;
+                            invoices.extend(placed.invoice_id);
                         }
+                        lodge_store::run_ready(lodge_store::billing::number_invoices(
+                            db, &invoices,
+                        ))?;
                         Ok::<(), lodge_services::ServiceError>(())
                     })
                 })
                 .await??;
         } else {
             let mut tx = lodge.store.begin().await?;
+            let mut invoices = Vec::with_capacity(these.len());
             for o in &these {
-                lodge.place_order_in(&mut tx, o, "bench-fill").await?;
+                let placed = lodge.place_order_in(&mut tx, o, "bench-fill").await?;
+                invoices.extend(placed.invoice_id);
             }
+            lodge_store::billing::number_invoices(&mut tx, &invoices).await?;
             tx.commit().await?;
         }
         done += n;

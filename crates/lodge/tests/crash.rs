@@ -50,3 +50,68 @@ async fn sigkill_during_orders_loses_nothing_postgres() {
         .await
         .unwrap();
 }
+
+/// `lodge bench fill` writes whole orders (invoice, lines, hosting account) with numbered
+/// invoices, across more than one of its 2,000-order commits on SQLite.
+fn run_fill(database_url: &str, orders: u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lodge"))
+        .args([
+            "bench",
+            "fill",
+            "--orders",
+            &orders.to_string(),
+            "--database-url",
+            database_url,
+        ])
+        .env("LODGE_LOG", "warn")
+        .output()
+        .expect("run lodge bench fill");
+    assert!(
+        out.status.success(),
+        "fill failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn assert_filled(database_url: &str, orders: i64) {
+    let store = lodge_store::Store::connect(database_url).await.unwrap();
+    let pool = store.reader();
+    let placed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE actor = 'bench-fill'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(placed, orders);
+    let numbered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE number IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(numbered >= orders, "{numbered} numbered invoices");
+    let problems = lodge_store::checks::consistency_problems(pool)
+        .await
+        .unwrap();
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fill_writes_whole_numbered_orders_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/fill.db", dir.path().display());
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || run_fill(&u, 2_100))
+        .await
+        .unwrap();
+    assert_filled(&url, 2_100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fill_writes_whole_numbered_orders_postgres() {
+    let Some(url) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || run_fill(&u, 300))
+        .await
+        .unwrap();
+    assert_filled(&url, 300).await;
+}
