@@ -279,6 +279,11 @@ impl Drop for NginxInstance {
                     .status();
             }
         }
+        // nginx runs in the watchdog's process group: end them together, so an nginx that
+        // never wrote its pid file (a failed start) does not outlive the test.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.watchdog.id())])
+            .status();
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
         // The TempDir field then removes the prefix.
