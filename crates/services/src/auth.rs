@@ -417,9 +417,9 @@ impl Lodge {
             Some(r) => Role::parse(&r)
                 .ok_or_else(|| ServiceError::Internal(format!("unknown role {r:?}")))?,
             None if p.is_staff && p.has_scope("admin") => {
-                orgs::by_id(self.store.reader(), org)
-                    .await?
-                    .ok_or(ServiceError::NotFound)?;
+                if !orgs::exists(db, org).await? {
+                    return Err(ServiceError::NotFound);
+                }
                 Role::Owner
             }
             None => return Err(ServiceError::NotFound),

@@ -379,7 +379,8 @@ impl SqlConn for BatchConn {
     }
 
     fn locks_database(&self) -> bool {
-        true
+        // Its transactions all begin IMMEDIATE ([`BatchConn::begin`]).
+        self.in_transaction()
     }
 
     async fn exec(&mut self, sql: &str, args: Vec<Val>) -> Result<u64> {

@@ -204,8 +204,8 @@ impl Store {
                     .await
                     .map_err(StoreError::from)?;
                 // WAL must be set before readers open the file.
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&write)
+                let journal: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                    .fetch_one(&write)
                     .await?;
                 let read = sqlite_pool(16).connect_with(opts).await?;
                 // The batch writer opens the same file (an in-memory database has none).
@@ -218,7 +218,9 @@ impl Store {
                     Some(f) => Some(conn::BatchWriter::start(std::path::Path::new(f))?),
                     None => None,
                 };
+                // Inline reads never wait for the writer only in WAL mode.
                 let inline_reads = file
+                    .filter(|_| journal.eq_ignore_ascii_case("wal"))
                     .map(|f| std::sync::Arc::new(conn::ReadPool::new(std::path::Path::new(&f))));
                 Ok(Store {
                     engine,

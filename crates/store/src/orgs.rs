@@ -84,6 +84,17 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// Whether the organization exists.
+pub async fn exists<C: SqlConn>(conn: &mut C, id: OrganizationId) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT 1 FROM organizations WHERE id = $1",
+            vals![id.to_string()],
+        )
+        .await?
+        .is_some())
+}
+
 /// The organizations a user belongs to (any role), oldest first.
 pub async fn for_user<'e, E: Executor<'e, Database = Any>>(
     db: E,
