@@ -807,7 +807,9 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
                             invoices.extend(placed.invoice_id);
                         }
                         lodge_store::run_ready(lodge_store::billing::number_invoices(
-                            db, &invoices,
+                            db,
+                            &invoices,
+                            || l.now_us(),
                         ))?;
                         Ok::<(), lodge_services::ServiceError>(())
                     })
@@ -820,7 +822,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
                 let placed = lodge.place_order_in(&mut tx, o, "bench-fill").await?;
                 invoices.extend(placed.invoice_id);
             }
-            lodge_store::billing::number_invoices(&mut tx, &invoices).await?;
+            lodge_store::billing::number_invoices(&mut tx, &invoices, || lodge.now_us()).await?;
             tx.commit().await?;
         }
         done += n;

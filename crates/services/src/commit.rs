@@ -42,6 +42,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct OrderBatcher {
     tx: mpsc::Sender<Pending>,
+    collisions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -54,8 +55,14 @@ impl OrderBatcher {
     /// Starts the committing task on the current runtime.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx, store));
-        OrderBatcher { tx }
+        let collisions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run(rx, store, collisions.clone()));
+        OrderBatcher { tx, collisions }
+    }
+
+    /// How many batches met a deadlock or serialization failure and ran again.
+    pub fn collisions(&self) -> u64 {
+        self.collisions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) async fn place(
@@ -80,7 +87,11 @@ impl OrderBatcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    store: Store,
+    collisions: Arc<std::sync::atomic::AtomicU64>,
+) {
     let committers = if store.has_batch_writer() || store.engine() != lodge_store::Engine::Postgres
     {
         1
@@ -110,8 +121,9 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
             drop(slot);
         } else {
             let store = store.clone();
+            let collisions = collisions.clone();
             tokio::spawn(async move {
-                commit_batch_async(&store, batch).await;
+                commit_batch_async(&store, batch, &collisions).await;
                 drop(slot);
             });
         }
@@ -119,7 +131,11 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Store) {
 }
 
 /// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
-async fn commit_batch_async(store: &Store, mut batch: Vec<Pending>) {
+async fn commit_batch_async(
+    store: &Store,
+    mut batch: Vec<Pending>,
+    collisions: &std::sync::atomic::AtomicU64,
+) {
     // Every batch locks organizations' rows in the same order.
     batch.sort_by_key(|p| p.order.organization);
     let mut attempt = 1;
@@ -127,6 +143,7 @@ async fn commit_batch_async(store: &Store, mut batch: Vec<Pending>) {
         match try_commit(store, &batch).await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "group commit collided; running it again");
+                collisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -157,6 +174,10 @@ async fn try_commit(
     batch: &[Pending],
 ) -> std::result::Result<Vec<Result<OrderOutcome>>, StoreError> {
     let mut tx = store.begin().await?;
+    // Every organization of the batch is locked before any order is placed: the locks an
+    // order takes later (a limited server, a coupon) then never sit between two of them.
+    let orgs: Vec<_> = batch.iter().map(|p| p.order.organization).collect();
+    billing::lock_organizations(&mut tx, &orgs).await?;
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
         tx.exec("SAVEPOINT unit", vals![]).await?;
@@ -171,7 +192,11 @@ async fn try_commit(
         tx.exec("RELEASE SAVEPOINT unit", vals![]).await?;
         results.push(result);
     }
-    billing::number_invoices(&mut tx, &invoices_of(&results)).await?;
+    let clock = batch.first().map(|p| p.lodge.clone());
+    billing::number_invoices(&mut tx, &invoices_of(&results), move || {
+        clock.map_or(0, |l| l.now_us())
+    })
+    .await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -187,6 +212,7 @@ fn invoices_of(results: &[Result<OrderOutcome>]) -> Vec<i64> {
 /// One group commit, on the writer's thread. Replies go out only after the commit returned
 /// (with `synchronous=FULL`, once it is on disk).
 fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
+    let done_lodge = batch.first().map(|p| p.lodge.clone());
     let mut waiting: VecDeque<Pending> = batch.into();
     let mut done = Vec::with_capacity(waiting.len());
     let committed = db.transaction(|db| {
@@ -208,7 +234,10 @@ fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok()?.invoice_id)
             .collect();
-        run_ready(billing::number_invoices(db, &invoices))
+        let clock = done_lodge.clone();
+        run_ready(billing::number_invoices(db, &invoices, move || {
+            clock.map_or(0, |l| l.now_us())
+        }))
     });
     match committed {
         Ok(()) => {

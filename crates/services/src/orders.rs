@@ -595,7 +595,7 @@ impl Lodge {
         }
         let mut tx = self.store.begin().await?;
         let outcome = match self.place_order_in(&mut tx, order, actor).await {
-            Ok(o) => billing::number_invoices(&mut tx, o.invoice_id.as_slice())
+            Ok(o) => billing::number_invoices(&mut tx, o.invoice_id.as_slice(), || self.now_us())
                 .await
                 .map(|()| o)
                 .map_err(ServiceError::from),

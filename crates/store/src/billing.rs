@@ -3,7 +3,7 @@
 use lodge_core::{OrderUuid, OrganizationId, PaymentId, ProjectId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Result, SqlConn, StoreError};
+use crate::{vals, Result, SqlConn, StoreError, Val};
 
 // ---- orders ----
 
@@ -375,22 +375,17 @@ pub async fn set_line_period(
     Ok(())
 }
 
-/// Gives an invoice its gapless number. Called as the last write before the commit, so the
-/// counter row — which every issuing transaction must lock — is held as briefly as possible.
-pub async fn number_invoice<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<String> {
-    let number = next_invoice_number(conn).await?;
-    conn.exec(
-        "UPDATE invoices SET number = $2 WHERE id = $1",
-        vals![invoice, number.as_str()],
-    )
-    .await?;
-    Ok(number)
-}
-
 /// Gives invoices their gapless numbers, in the order given, with one step of the shared
 /// counter: a group commit numbers all its orders' invoices at its end, so the counter row
 /// (which every issuing transaction must lock) is locked once, just before the commit.
-pub async fn number_invoices<C: SqlConn>(conn: &mut C, invoices: &[i64]) -> Result<()> {
+///
+/// The invoices are issued at `now()`, read once the counter is locked: transactions number
+/// one after another, so a higher number is never issued earlier.
+pub async fn number_invoices<C: SqlConn>(
+    conn: &mut C,
+    invoices: &[i64],
+    now: impl FnOnce() -> i64 + Send,
+) -> Result<()> {
     let Ok(count) = i64::try_from(invoices.len()) else {
         return Err(StoreError::Config(
             "too many invoices to number at once".into(),
@@ -400,13 +395,35 @@ pub async fn number_invoices<C: SqlConn>(conn: &mut C, invoices: &[i64]) -> Resu
         return Ok(());
     }
     let last = crate::next_counter_by(conn, "invoice_number", count).await?;
+    let issued = now();
     for (n, id) in (last - count + 1..).zip(invoices) {
         conn.exec(
-            "UPDATE invoices SET number = $2 WHERE id = $1",
-            vals![*id, format!("INV-{n:06}")],
+            "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
+            vals![*id, format!("INV-{n:06}"), issued],
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Locks the rows of several organizations for the rest of the transaction, in one
+/// statement and one order shared by every caller (PostgreSQL; SQLite has a single
+/// writer). A group commit takes its organizations' locks this way before placing any
+/// order, so two batches never hold one organization each while waiting for the other's.
+pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId]) -> Result<()> {
+    if !conn.is_postgres() || orgs.is_empty() {
+        return Ok(());
+    }
+    let ids: std::collections::BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    conn.exec(
+        &format!(
+            "SELECT id FROM organizations WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+            placeholders.join(", ")
+        ),
+        ids.into_iter().map(Val::from).collect(),
+    )
+    .await?;
     Ok(())
 }
 

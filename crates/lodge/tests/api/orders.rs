@@ -18,6 +18,7 @@ on_both_engines!(
     invalid_orders_are_refused_and_write_nothing,
     concurrent_orders_for_one_name_make_one_account,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
+    many_organizations_ordering_on_a_limited_server_never_collide,
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
@@ -1105,6 +1106,86 @@ async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) 
     let n = i64::try_from(seen.len()).unwrap();
     assert!(n >= 20, "{seen:?}");
     assert_eq!(seen, (1..=n).collect::<Vec<_>>());
+    app.stop().await;
+}
+
+/// Eight organizations with credit order at once a plan only a limited server can take.
+/// Each order locks its organization, then the server; concurrent group commits (several at
+/// once on PostgreSQL) lock all their organizations first, so no batch holds the server
+/// while waiting for an organization another batch holds: none collides and runs again,
+/// every order is placed, and the server counts every account.
+async fn many_organizations_ordering_on_a_limited_server_never_collide(app: TestApp) {
+    let admin = app.admin_key();
+    let (status, local) = app.get("/v1/admin/servers", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{local}");
+    let local = local
+        .as_array()
+        .and_then(|l| l.first())
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_else(|| panic!("servers: {local}"))
+        .to_owned();
+    let (status, s) = app
+        .post(
+            &format!("/v1/admin/servers/{local}/deactivate"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    let (status, panel) = app
+        .post(
+            "/v1/admin/servers",
+            &admin,
+            &json!({ "name": "panel", "hostname": "panel.example", "driver": "nginx",
+                     "capacity": 1000, "is_active": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{panel}");
+    let plan = starter(&app);
+    let mut customers = Vec::new();
+    for i in 0..8 {
+        let owner = app
+            .admin_create_user(&format!("owner{i}@limited.test"), None)
+            .await;
+        let org = app
+            .admin_create_org(&format!("Limited {i}"), Some(&owner))
+            .await;
+        let org = org["id"].as_str().unwrap().to_owned();
+        let key = app.admin_create_key(&org, None).await;
+        let (status, page) = app
+            .get(&format!("/v1/organizations/{org}/projects"), &key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let project = page["results"][0]["id"].as_str().unwrap().to_owned();
+        add_credit(&app, &org, "100.00").await;
+        customers.push((org, project, key));
+    }
+    let mut requests = Vec::new();
+    for (i, (org, project, key)) in customers.iter().enumerate() {
+        for n in 0..6 {
+            let body = external(&plan, &format!("{n}-{i}.limited.example"));
+            requests.push((order_path(org, project), key.clone(), body));
+        }
+    }
+    let client = &app;
+    let orders = requests
+        .iter()
+        .map(|(path, key, body)| async move { client.post(path, key, body).await });
+    let results = join_all(orders).await;
+    for (status, o) in &results {
+        assert_eq!(*status, StatusCode::CREATED, "{o}");
+    }
+    let collisions = app.lodge.batcher.as_ref().map_or(0, |b| b.collisions());
+    assert_eq!(collisions, 0, "group commits collided and ran again");
+    let (status, list) = app.get("/v1/admin/servers", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let accounts = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == panel["id"])
+        .map(|s| s["accounts"].clone());
+    assert_eq!(accounts, Some(json!(48)), "{list}");
     app.stop().await;
 }
 
