@@ -721,6 +721,7 @@ const BENCH_SECRET_KEY: &str = "424242424242424242424242424242424242424242424242
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.
 pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
+    use lodge_services::commit::place_all;
     use lodge_services::orders::{DomainPlan, OrderForm, OrderSource};
     use lodge_services::tenancy::{NewOrganization, NewUser};
 
@@ -793,37 +794,26 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             };
             these.push(o);
         }
-        if lodge.store.has_batch_writer() {
-            // SQLite: the whole batch in one call on the batch writer, as group commits run.
+        // The path group commits take: every order in its own savepoint, the invoices
+        // numbered in one step; on SQLite in one call on the batch writer.
+        let placed = if lodge.store.has_batch_writer() {
             let l = lodge.clone();
             lodge
                 .store
                 .batch(move |db| {
-                    db.transaction(|db| {
-                        let mut invoices = Vec::with_capacity(these.len());
-                        for o in &these {
-                            let placed =
-                                lodge_store::run_ready(l.place_order_in(db, o, "bench-fill"))?;
-                            invoices.extend(placed.invoice_id);
-                        }
-                        lodge_store::run_ready(lodge_store::billing::number_invoices(
-                            db,
-                            &invoices,
-                            || l.now_us(),
-                        ))?;
-                        Ok::<(), lodge_services::ServiceError>(())
-                    })
+                    let orders: Vec<_> = these.iter().map(|o| (&l, o, "bench-fill")).collect();
+                    db.transaction(|db| lodge_store::run_ready(place_all(db, &orders)))
                 })
-                .await??;
+                .await??
         } else {
+            let orders: Vec<_> = these.iter().map(|o| (&lodge, o, "bench-fill")).collect();
             let mut tx = lodge.store.begin().await?;
-            let mut invoices = Vec::with_capacity(these.len());
-            for o in &these {
-                let placed = lodge.place_order_in(&mut tx, o, "bench-fill").await?;
-                invoices.extend(placed.invoice_id);
-            }
-            lodge_store::billing::number_invoices(&mut tx, &invoices, || lodge.now_us()).await?;
+            let placed = place_all(&mut tx, &orders).await?;
             tx.commit().await?;
+            placed
+        };
+        if let Some(Err(e)) = placed.into_iter().find(Result::is_err) {
+            anyhow::bail!("an order of the fill was refused: {e}");
         }
         done += n;
         if done % 50_000 < batch || done == orders {

@@ -12,11 +12,11 @@
 //! batches queue on the counter only for their commits. A batch that still meets a deadlock
 //! or serialization failure is run again (nothing of it was acknowledged yet).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lodge_store::{billing, run_ready, vals, BatchConn, SqlConn, Store, StoreError};
+use lodge_store::conn::{begin_unit, end_unit};
+use lodge_store::{billing, run_ready, BatchConn, SqlConn, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::orders::{OrderOutcome, ValidOrder};
@@ -130,17 +130,23 @@ async fn run(
     }
 }
 
-/// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
+/// One group commit on a pool connection (PostgreSQL, or SQLite without a file), run again
+/// if it collides with another transaction.
 async fn commit_batch_async(
     store: &Store,
-    mut batch: Vec<Pending>,
+    batch: Vec<Pending>,
     collisions: &std::sync::atomic::AtomicU64,
 ) {
-    // Every batch locks organizations' rows in the same order.
-    batch.sort_by_key(|p| p.order.organization);
+    let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
     let mut attempt = 1;
     let outcome = loop {
-        match try_commit(store, &batch).await {
+        let run = async {
+            let mut tx = store.begin().await?;
+            let results = place_all(&mut tx, &orders).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(results)
+        };
+        match run.await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "group commit collided; running it again");
                 collisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -150,6 +156,20 @@ async fn commit_batch_async(
             done => break done,
         }
     };
+    reply(batch, outcome);
+}
+
+/// One group commit, on the writer's thread. Replies go out only after the commit returned
+/// (with `synchronous=FULL`, once it is on disk).
+fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
+    let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
+    let outcome = db.transaction(|db| run_ready(place_all(db, &orders)));
+    reply(batch, outcome);
+}
+
+/// Answers every order of a batch: its own outcome if the batch committed, else the
+/// batch's failure.
+fn reply(batch: Vec<Pending>, outcome: std::result::Result<Vec<Result<OrderOutcome>>, StoreError>) {
     match outcome {
         Ok(results) => {
             for (p, result) in batch.into_iter().zip(results) {
@@ -167,92 +187,44 @@ async fn commit_batch_async(
     }
 }
 
-/// Places every order of the batch in its own savepoint, numbers the invoices of those that
-/// succeeded and commits. `Err` only when the batch as a whole failed.
-async fn try_commit(
-    store: &Store,
-    batch: &[Pending],
+/// An order to place: who places it (the node's services and clock), what, and for whom.
+pub type OrderToPlace<'a> = (&'a Lodge, &'a ValidOrder, &'a str);
+
+impl Pending {
+    fn as_order(&self) -> OrderToPlace<'_> {
+        (&self.lodge, &self.order, &self.actor)
+    }
+}
+
+/// Places orders in one open transaction, each in its own savepoint, then numbers the
+/// invoices of those placed in one step. `Err` only when the transaction as a whole failed
+/// (then nothing of it may be committed): an order's own failure is its entry's `Err`.
+///
+/// Every organization is locked before any order is placed, so the locks orders take later
+/// (a limited server, a coupon) never sit between two organizations' locks, and concurrent
+/// batches cannot deadlock on them.
+pub async fn place_all<C: SqlConn>(
+    db: &mut C,
+    orders: &[OrderToPlace<'_>],
 ) -> std::result::Result<Vec<Result<OrderOutcome>>, StoreError> {
-    let mut tx = store.begin().await?;
-    // Every organization of the batch is locked before any order is placed: the locks an
-    // order takes later (a limited server, a coupon) then never sit between two of them.
-    let orgs: Vec<_> = batch.iter().map(|p| p.order.organization).collect();
-    billing::lock_organizations(&mut tx, &orgs).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for p in batch {
-        tx.exec("SAVEPOINT unit", vals![]).await?;
-        let result = match p.lodge.place_order_in(&mut tx, &p.order, &p.actor).await {
-            // A collision with another transaction: run the whole batch again.
+    let orgs: Vec<_> = orders.iter().map(|(_, o, _)| o.organization).collect();
+    billing::lock_organizations(db, &orgs).await?;
+    let mut results = Vec::with_capacity(orders.len());
+    for (lodge, order, actor) in orders {
+        begin_unit(db).await?;
+        let result = match lodge.place_order_in(db, order, actor).await {
+            // A collision with another transaction: the whole batch must run again.
             Err(ServiceError::Store(e)) if e.is_transient() => return Err(e),
             result => result,
         };
-        if result.is_err() {
-            tx.exec("ROLLBACK TO SAVEPOINT unit", vals![]).await?;
-        }
-        tx.exec("RELEASE SAVEPOINT unit", vals![]).await?;
+        end_unit(db, result.is_ok()).await?;
         results.push(result);
     }
-    let clock = batch.first().map(|p| p.lodge.clone());
-    billing::number_invoices(&mut tx, &invoices_of(&results), move || {
-        clock.map_or(0, |l| l.now_us())
-    })
-    .await?;
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// The invoices of the orders placed, in batch order.
-fn invoices_of(results: &[Result<OrderOutcome>]) -> Vec<i64> {
-    results
+    let invoices: Vec<i64> = results
         .iter()
         .filter_map(|r| r.as_ref().ok()?.invoice_id)
-        .collect()
-}
-
-/// One group commit, on the writer's thread. Replies go out only after the commit returned
-/// (with `synchronous=FULL`, once it is on disk).
-fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
-    let done_lodge = batch.first().map(|p| p.lodge.clone());
-    let mut waiting: VecDeque<Pending> = batch.into();
-    let mut done = Vec::with_capacity(waiting.len());
-    let committed = db.transaction(|db| {
-        while let Some(p) = waiting.pop_front() {
-            let result = match db.savepoint() {
-                Ok(()) => run_ready(p.lodge.place_order_in(db, &p.order, &p.actor)),
-                Err(e) => Err(e.into()),
-            };
-            // Keep or undo this order's writes; if even that fails, the batch is lost.
-            let closed = if result.is_ok() {
-                db.release()
-            } else {
-                db.rollback_to()
-            };
-            done.push((p.reply, result));
-            closed?;
-        }
-        let invoices: Vec<i64> = done
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok()?.invoice_id)
-            .collect();
-        let clock = done_lodge.clone();
-        run_ready(billing::number_invoices(db, &invoices, move || {
-            clock.map_or(0, |l| l.now_us())
-        }))
-    });
-    match committed {
-        Ok(()) => {
-            for (reply, result) in done {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed");
-            let replies = done.into_iter().map(|(reply, _)| reply);
-            for reply in replies.chain(waiting.into_iter().map(|p| p.reply)) {
-                let _ = reply.send(Err(ServiceError::Internal(format!(
-                    "the order was not committed: {e}"
-                ))));
-            }
-        }
-    }
+        .collect();
+    let clock = orders.first().map(|(lodge, _, _)| *lodge);
+    billing::number_invoices(db, &invoices, || clock.map_or(0, Lodge::now_us)).await?;
+    Ok(results)
 }

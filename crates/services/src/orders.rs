@@ -593,25 +593,18 @@ impl Lodge {
         if let Some(b) = &self.batcher {
             return b.place(self, order, actor).await;
         }
+        // No committer (no runtime at start, or an in-memory database): a batch of one.
         let mut tx = self.store.begin().await?;
-        let outcome = match self.place_order_in(&mut tx, order, actor).await {
-            Ok(o) => billing::number_invoices(&mut tx, o.invoice_id.as_slice(), || self.now_us())
-                .await
-                .map(|()| o)
-                .map_err(ServiceError::from),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(o) => {
-                tx.commit().await.map_err(StoreError::from)?;
-                Ok(o)
-            }
-            Err(e) => {
-                // Dropping the transaction rolls it back; say so explicitly.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+        let mut placed = crate::commit::place_all(&mut tx, &[(self, order, actor)]).await?;
+        let outcome = placed
+            .pop()
+            .ok_or_else(|| ServiceError::Internal("the order was not placed".into()))?;
+        if outcome.is_ok() {
+            tx.commit().await.map_err(StoreError::from)?;
+        } else {
+            tx.rollback().await.map_err(StoreError::from)?;
         }
+        outcome
     }
 
     /// The writes of an order, on a connection inside a transaction (so a batch of orders can

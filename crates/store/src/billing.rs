@@ -427,12 +427,6 @@ pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId
     Ok(())
 }
 
-/// Bumps the gapless invoice counter and formats the number (`INV-000042`).
-pub async fn next_invoice_number<C: SqlConn>(conn: &mut C) -> Result<String> {
-    let n = crate::next_counter(conn, "invoice_number").await?;
-    Ok(format!("INV-{n:06}"))
-}
-
 // ---- payments ----
 
 #[derive(Debug, Clone, FromRow)]

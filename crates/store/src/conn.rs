@@ -162,6 +162,20 @@ impl Cols {
     }
 }
 
+/// Opens the savepoint of one unit (an order) inside a batch's transaction.
+pub async fn begin_unit<C: SqlConn>(conn: &mut C) -> Result<()> {
+    conn.exec("SAVEPOINT unit", vec![]).await.map(drop)
+}
+
+/// Closes the unit opened by [`begin_unit`]: keeps its writes, or undoes them and leaves the
+/// rest of the batch as it was.
+pub async fn end_unit<C: SqlConn>(conn: &mut C, keep: bool) -> Result<()> {
+    if !keep {
+        conn.exec("ROLLBACK TO SAVEPOINT unit", vec![]).await?;
+    }
+    conn.exec("RELEASE SAVEPOINT unit", vec![]).await.map(drop)
+}
+
 fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     args: Vec<Val>,
@@ -256,34 +270,36 @@ impl BatchConn {
     /// Opens the database file with Lodge's SQLite settings (WAL is already set on the file
     /// by the sqlx writer; `synchronous` and foreign keys are per connection).
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
         // Each order's savepoint journals the pages it changes; in memory, so undo records
         // never go through a temporary file. A larger page cache keeps the indexes an order
         // touches in memory as the database grows. Checkpointing every 8,000 WAL pages
         // (32 MiB) instead of 1,000 writes the pages every batch changes (the tables'
         // last leaves, the counters, the organizations' balances) back far less often.
-        conn.execute_batch(
+        Self::connect(
+            path,
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;
              PRAGMA wal_autocheckpoint = 8000;",
-        )?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(BatchConn { conn })
+            64,
+        )
     }
 
     /// Opens a connection for reads only (`query_only`), for [`ReadConn`].
     fn open_reader(path: &Path) -> Result<Self> {
+        Self::connect(
+            path,
+            "PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            32,
+        )
+    }
+
+    fn connect(path: &Path, pragmas: &str, cached_statements: usize) -> Result<Self> {
         let conn = rusqlite::Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch(
-            "PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-        )?;
-        conn.set_prepared_statement_cache_capacity(32);
+        conn.execute_batch(pragmas)?;
+        conn.set_prepared_statement_cache_capacity(cached_statements);
         Ok(BatchConn { conn })
     }
 
@@ -299,21 +315,6 @@ impl BatchConn {
 
     pub fn rollback(&mut self) -> Result<()> {
         Ok(self.conn.execute_batch("ROLLBACK")?)
-    }
-
-    /// Opens the savepoint of one unit inside the batch.
-    pub fn savepoint(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("SAVEPOINT unit")?)
-    }
-
-    /// Keeps the unit's writes.
-    pub fn release(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("RELEASE unit")?)
-    }
-
-    /// Undoes the unit's writes, leaving the rest of the batch as it was.
-    pub fn rollback_to(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit")?)
     }
 
     /// Whether a transaction is open (after an error, SQLite may have rolled it back).
@@ -686,13 +687,9 @@ mod tests {
         let (_d, mut c) = conn();
         c.transaction(|c| {
             for (name, keep) in [("a", true), ("b", false), ("c", true)] {
-                c.savepoint()?;
+                run_ready(begin_unit(c))?;
                 run_ready(c.exec("INSERT INTO t (name) VALUES ($1)", crate::vals![name]))?;
-                if keep {
-                    c.release()?;
-                } else {
-                    c.rollback_to()?;
-                }
+                run_ready(end_unit(c, keep))?;
             }
             assert!(c.in_transaction());
             Ok::<(), StoreError>(())
