@@ -263,6 +263,38 @@ impl TestApp {
         org
     }
 
+    /// Deactivates the demo's unlimited server and adds one of `capacity` accounts through
+    /// the staff API, so that every order must find room there; returns its id.
+    pub async fn only_a_limited_server(&self, name: &str, capacity: i64) -> String {
+        let admin = self.admin_key();
+        let (status, list) = self.get("/v1/admin/servers", &admin).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let local = list[0]["id"].as_str().expect("the demo server").to_owned();
+        let (status, s) = self
+            .post(
+                &format!("/v1/admin/servers/{local}/deactivate"),
+                &admin,
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        let spec = serde_json::json!({ "name": name, "hostname": format!("{name}.example"),
+                                       "driver": "nginx", "capacity": capacity });
+        let (status, s) = self.post("/v1/admin/servers", &admin, &spec).await;
+        assert_eq!(status, StatusCode::CREATED, "{s}");
+        s["id"].as_str().expect("server id").to_owned()
+    }
+
+    /// A server as the staff API lists it (with its `accounts`).
+    pub async fn admin_server(&self, id: &str) -> Value {
+        let (status, list) = self.get("/v1/admin/servers", &self.admin_key()).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["id"] == id))
+            .unwrap_or_else(|| panic!("server {id} not listed: {list}"))
+            .clone()
+    }
+
     /// Adds a member with a role (and, for guests, projects) through the admin API.
     pub async fn admin_add_member(&self, org: &str, user_id: &str, role: &str, projects: &[&str]) {
         let body = serde_json::json!({ "user_id": user_id, "role": role, "project_ids": projects });

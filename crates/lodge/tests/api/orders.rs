@@ -19,6 +19,7 @@ on_both_engines!(
     concurrent_orders_for_one_name_make_one_account,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
     many_organizations_ordering_on_a_limited_server_never_collide,
+    an_order_placed_without_the_committer_is_whole_and_numbered,
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
@@ -1115,32 +1116,7 @@ async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) 
 /// while waiting for an organization another batch holds: none collides and runs again,
 /// every order is placed, and the server counts every account.
 async fn many_organizations_ordering_on_a_limited_server_never_collide(app: TestApp) {
-    let admin = app.admin_key();
-    let (status, local) = app.get("/v1/admin/servers", &admin).await;
-    assert_eq!(status, StatusCode::OK, "{local}");
-    let local = local
-        .as_array()
-        .and_then(|l| l.first())
-        .and_then(|s| s["id"].as_str())
-        .unwrap_or_else(|| panic!("servers: {local}"))
-        .to_owned();
-    let (status, s) = app
-        .post(
-            &format!("/v1/admin/servers/{local}/deactivate"),
-            &admin,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{s}");
-    let (status, panel) = app
-        .post(
-            "/v1/admin/servers",
-            &admin,
-            &json!({ "name": "panel", "hostname": "panel.example", "driver": "nginx",
-                     "capacity": 1000, "is_active": true }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{panel}");
+    let panel = app.only_a_limited_server("panel", 1000).await;
     let plan = starter(&app);
     let mut customers = Vec::new();
     for i in 0..8 {
@@ -1177,15 +1153,53 @@ async fn many_organizations_ordering_on_a_limited_server_never_collide(app: Test
     }
     let collisions = app.lodge.batcher.as_ref().map_or(0, |b| b.collisions());
     assert_eq!(collisions, 0, "group commits collided and ran again");
-    let (status, list) = app.get("/v1/admin/servers", &admin).await;
-    assert_eq!(status, StatusCode::OK, "{list}");
-    let accounts = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == panel["id"])
-        .map(|s| s["accounts"].clone());
-    assert_eq!(accounts, Some(json!(48)), "{list}");
+    let listed = app.admin_server(&panel).await;
+    assert_eq!(listed["accounts"], 48, "{listed}");
+    app.stop().await;
+}
+
+/// A node without a group committer (one started outside a runtime) places each order as a
+/// batch of one, through the same code: the order is whole, its invoice numbered, and a
+/// refused order writes nothing.
+async fn an_order_placed_without_the_committer_is_whole_and_numbered(app: TestApp) {
+    use lodge_services::orders::{OrderForm, OrderSource};
+    let mut lodge = app.lodge.clone();
+    lodge.batcher = None;
+    let principal = lodge.authenticate_key(&app.key()).await.unwrap();
+    let (access, project) = lodge
+        .project_access(
+            &principal,
+            app.org_id().parse().unwrap(),
+            app.project_id().parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let form = |name: &str| OrderForm {
+        plan_id: Some(starter(&app)),
+        domain_source: Some("external".into()),
+        domain_name: Some(name.into()),
+        ..Default::default()
+    };
+    let order = lodge
+        .validate_order(&access, &project, &form("alone.example"), OrderSource::V1)
+        .await
+        .unwrap();
+    let placed = lodge.place_order(&order, "test").await.unwrap();
+    let invoice = placed.invoice_id.expect("an invoice");
+    let number: Option<String> = sqlx::query_scalar("SELECT number FROM invoices WHERE id = $1")
+        .bind(invoice)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+    assert_eq!(number.as_deref(), Some("INV-000001"));
+    // The same name again, validated before the first existed: refused at the write.
+    let before = counts(&app).await;
+    let again = lodge.place_order(&order, "test").await.unwrap_err();
+    assert!(
+        matches!(&again, lodge_services::ServiceError::Invalid(f) if f.contains_key("domain_name")),
+        "{again:?}"
+    );
+    assert_eq!(counts(&app).await, before);
     app.stop().await;
 }
 

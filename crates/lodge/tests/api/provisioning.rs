@@ -1240,25 +1240,7 @@ async fn assert_no_room(app: &TestApp, domain: &str) {
 
 /// A capacity holds when orders race for the last places: the surplus is refused.
 async fn capacity_holds_under_concurrent_orders(app: TestApp) {
-    let admin = app.admin_key();
-    let local = str_of(&servers(&app).await[0], "id").to_owned();
-    let (status, s) = app
-        .post(
-            &format!("/v1/admin/servers/{local}/deactivate"),
-            &admin,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{s}");
-    let (status, s) = app
-        .post(
-            "/v1/admin/servers",
-            &admin,
-            &json!({ "name": "small", "hostname": "small.example", "driver": "nginx", "capacity": 2 }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{s}");
-    let small = str_of(&s, "id").to_owned();
+    let small = app.only_a_limited_server("small", 2).await;
 
     let answers = futures::future::join_all((0..8).map(|i| {
         let app = &app;
@@ -1280,11 +1262,7 @@ async fn capacity_holds_under_concurrent_orders(app: TestApp) {
     }
     assert_eq!(placed, 2, "exactly the capacity: {answers:?}");
     assert_eq!(app.count("hosting").await, 2);
-    let listed = servers(&app)
-        .await
-        .into_iter()
-        .find(|s| s["id"] == small.as_str())
-        .expect("small listed");
+    let listed = app.admin_server(&small).await;
     assert_eq!(listed["accounts"], 2, "{listed}");
     app.stop().await;
 }
