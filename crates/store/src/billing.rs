@@ -40,9 +40,10 @@ pub struct NewOrder<'a> {
 
 /// Inserts an order; returns its integer id (from the database).
 pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<i64> {
-    conn.fetch_int(
+    conn.insert_key(
         "INSERT INTO orders (uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        "id",
         vals![
             o.uuid.to_string(),
             o.organization_id.to_string(),
@@ -55,8 +56,7 @@ pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<
             o.now,
         ],
     )
-    .await?
-    .ok_or(StoreError::NotFound)
+    .await
 }
 
 pub async fn order<'e, E: Executor<'e, Database = Any>>(
@@ -146,10 +146,11 @@ pub struct NewInvoice<'a> {
 
 /// Issues an invoice (`unpaid`, or `paid` when credit covered it); returns its id.
 pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Result<i64> {
-    conn.fetch_int(
+    conn.insert_key(
         "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
              total_minor, credit_applied_minor, payment_token, due_date, issued_at, paid_at, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13)",
+        "id",
         vals![
             i.number,
             i.organization_id.to_string(),
@@ -167,8 +168,7 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
             i.paid.then_some(i.now),
         ],
     )
-    .await?
-    .ok_or(StoreError::NotFound)
+    .await
 }
 
 pub async fn invoice<'e, E: Executor<'e, Database = Any>>(

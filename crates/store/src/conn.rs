@@ -98,6 +98,24 @@ pub trait SqlConn: Send {
         sql: &str,
         args: Vec<Val>,
     ) -> impl Future<Output = Result<Option<Vec<Val>>>> + Send;
+
+    /// Runs `sql`, an INSERT of one row without `RETURNING`, into a table whose integer key
+    /// column `key` the database assigns, and returns the new row's key. SQLite's batch
+    /// writer reads the new rowid instead: SQLite runs `RETURNING` through a temporary table
+    /// of its own for every statement.
+    fn insert_key(
+        &mut self,
+        sql: &str,
+        key: &str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Result<i64>> + Send {
+        let sql = format!("{sql} RETURNING {key}");
+        async move {
+            self.fetch_int(&sql, args)
+                .await?
+                .ok_or(StoreError::NotFound)
+        }
+    }
 }
 
 impl Val {
@@ -393,6 +411,16 @@ impl SqlConn for BatchConn {
         self.first(sql, args)
     }
 
+    async fn insert_key(&mut self, sql: &str, _key: &str, args: Vec<Val>) -> Result<i64> {
+        let mut stmt = self.prepare(sql, args)?;
+        if stmt.raw_execute()? != 1 {
+            return Err(StoreError::NotFound);
+        }
+        drop(stmt);
+        // The key column is the rowid (`INTEGER PRIMARY KEY`), and no trigger inserts meanwhile.
+        Ok(self.conn.last_insert_rowid())
+    }
+
     async fn fetch_text(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<String>> {
         self.first(sql, args)
     }
@@ -659,6 +687,24 @@ mod tests {
             vec![Val::Int(None), Val::from("a-a")],
         ));
         assert_eq!(changed.unwrap(), 1);
+    }
+
+    #[test]
+    fn insert_key_returns_the_new_rows_key_and_refuses_what_it_did_not_insert() {
+        let (_d, mut c) = conn();
+        let sql = "INSERT INTO t (name, n) VALUES ($1, $2)";
+        let a = run_ready(c.insert_key(sql, "id", crate::vals!["a", 1])).unwrap();
+        let b = run_ready(c.insert_key(sql, "id", crate::vals!["b", 2])).unwrap();
+        assert_eq!((a, b), (1, 2));
+        let named = run_ready(c.fetch_text("SELECT name FROM t WHERE id = $1", crate::vals![b]));
+        assert_eq!(named.unwrap().as_deref(), Some("b"));
+        // A row not inserted (the name is taken, the conflict ignored) has no key: it is
+        // not mistaken for the last one inserted.
+        let ignored = "INSERT INTO t (name, n) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+        let r = run_ready(c.insert_key(ignored, "id", crate::vals!["b", 3]));
+        assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+        let dup = run_ready(c.insert_key(sql, "id", crate::vals!["a", 4]));
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use lodge_core::{DomainId, HostingId, OrganizationId, PlanId, ProjectId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Result, SqlConn, StoreError};
+use crate::{vals, Result, SqlConn};
 
 /// Statuses in which a hosting account holds its domain name.
 pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended', 'failed')";
@@ -76,11 +76,11 @@ pub struct NewHosting<'a> {
 
 /// Inserts a hosting account and its first history entry; returns its legacy id.
 pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
-    let legacy = conn.fetch_int(
+    let legacy = conn.insert_key(
         "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
              billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
-         RETURNING legacy_id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)",
+        "legacy_id",
         vals![
             h.id.to_string(),
             h.organization_id.to_string(),
@@ -103,8 +103,7 @@ pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Res
             h.now,
         ],
     )
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    .await?;
     record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
     Ok(legacy)
 }
