@@ -721,9 +721,10 @@ const BENCH_SECRET_KEY: &str = "424242424242424242424242424242424242424242424242
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.
 pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
-    use lodge_services::commit::place_all;
+    use lodge_services::commit::{commit_on_pool, commit_on_writer};
     use lodge_services::orders::{DomainPlan, OrderForm, OrderSource};
     use lodge_services::tenancy::{NewOrganization, NewUser};
+    use std::sync::atomic::AtomicU64;
 
     let cfg = crate::Config::resolve(
         crate::config::Overrides {
@@ -794,7 +795,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             };
             these.push(o);
         }
-        // The path group commits take: every order in its own savepoint, the invoices
+        // The path group commits take: the orders share a transaction, the invoices are
         // numbered in one step; on SQLite in one call on the batch writer.
         let placed = if lodge.store.has_batch_writer() {
             let l = lodge.clone();
@@ -802,15 +803,12 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
                 .store
                 .batch(move |db| {
                     let orders: Vec<_> = these.iter().map(|o| (&l, o, "bench-fill")).collect();
-                    db.transaction(|db| lodge_store::run_ready(place_all(db, &orders)))
+                    commit_on_writer(db, &orders)
                 })
                 .await??
         } else {
             let orders: Vec<_> = these.iter().map(|o| (&lodge, o, "bench-fill")).collect();
-            let mut tx = lodge.store.begin().await?;
-            let placed = place_all(&mut tx, &orders).await?;
-            tx.commit().await?;
-            placed
+            commit_on_pool(&lodge.store, &orders, &AtomicU64::new(0)).await?
         };
         if let Some(Err(e)) = placed.into_iter().find(Result::is_err) {
             anyhow::bail!("an order of the fill was refused: {e}");

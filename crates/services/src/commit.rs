@@ -1,8 +1,9 @@
 //! Group commit for orders. Each durable commit waits for the disk (and on PostgreSQL, for
 //! the gapless invoice counter, which every issuing transaction must lock); instead of one
 //! commit per order, a committer takes every order waiting and commits them together. Each
-//! order still runs in its own savepoint, so it is all-or-nothing on its own, and no caller
-//! hears "placed" before the commit that holds its order is on disk.
+//! order is still all-or-nothing on its own: the batch first runs without savepoints, and if
+//! any order fails it is rolled back and run again with a savepoint per order ([`Units`]).
+//! No caller hears "placed" before the commit that holds its order is on disk.
 //!
 //! On SQLite the batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the
 //! whole group commit is one call on the writer's own thread, without a thread hand-off per
@@ -130,32 +131,14 @@ async fn run(
     }
 }
 
-/// One group commit on a pool connection (PostgreSQL, or SQLite without a file), run again
-/// if it collides with another transaction.
+/// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
 async fn commit_batch_async(
     store: &Store,
     batch: Vec<Pending>,
     collisions: &std::sync::atomic::AtomicU64,
 ) {
     let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
-    let mut attempt = 1;
-    let outcome = loop {
-        let run = async {
-            let mut tx = store.begin().await?;
-            let results = place_all(&mut tx, &orders).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(results)
-        };
-        match run.await {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "group commit collided; running it again");
-                collisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            done => break done,
-        }
-    };
+    let outcome = commit_on_pool(store, &orders, collisions).await;
     reply(batch, outcome);
 }
 
@@ -163,7 +146,7 @@ async fn commit_batch_async(
 /// (with `synchronous=FULL`, once it is on disk).
 fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
     let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
-    let outcome = db.transaction(|db| run_ready(place_all(db, &orders)));
+    let outcome = commit_on_writer(db, &orders);
     reply(batch, outcome);
 }
 
@@ -196,9 +179,124 @@ impl Pending {
     }
 }
 
-/// Places orders in one open transaction, each in its own savepoint, then numbers the
-/// invoices of those placed in one step. `Err` only when the transaction as a whole failed
-/// (then nothing of it may be committed): an order's own failure is its entry's `Err`.
+/// The orders placed by a batch: each order's own outcome, in the batch's order.
+pub type Placed = Vec<Result<OrderOutcome>>;
+
+/// How a batch keeps each of its orders all-or-nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    /// Every order in its own savepoint: an order that fails is undone alone.
+    Savepoints,
+    /// No savepoints: the first order that fails ends the attempt
+    /// ([`Attempt::OrderFailed`]), and the caller rolls the whole transaction back. Validated
+    /// orders seldom fail, and a savepoint is not free: SQLite copies every page an order
+    /// changes into the savepoint's journal, PostgreSQL opens a subtransaction.
+    Whole,
+}
+
+/// Why an attempt at a batch did not finish. Either way nothing of the transaction may be
+/// committed.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The transaction failed (if transient, the batch can run again).
+    Store(StoreError),
+    /// With [`Units::Whole`]: this order of the batch failed, with this error.
+    OrderFailed(usize, ServiceError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(e: StoreError) -> Self {
+        Attempt::Store(e)
+    }
+}
+
+/// One group commit on SQLite's batch writer, in one call on its thread: first with the
+/// orders sharing the transaction without savepoints; only if one of them fails, rolled back
+/// and run again with a savepoint per order, so the others are placed all the same.
+pub fn commit_on_writer(
+    db: &mut BatchConn,
+    orders: &[OrderToPlace<'_>],
+) -> std::result::Result<Placed, StoreError> {
+    let failed = match db.transaction(|db| run_ready(place_all(db, orders, Units::Whole))) {
+        Ok(placed) => return Ok(placed),
+        Err(Attempt::Store(e)) => return Err(e),
+        Err(Attempt::OrderFailed(_, e)) if orders.len() == 1 => return Ok(vec![Err(e)]),
+        Err(Attempt::OrderFailed(i, _)) => i,
+    };
+    tracing::debug!(
+        order = failed,
+        "an order of the batch failed; running it with savepoints"
+    );
+    db.transaction(|db| run_ready(place_all(db, orders, Units::Savepoints)))
+        .map_err(Attempt::into_store)
+}
+
+/// One group commit on a pool connection (PostgreSQL, or SQLite without a file): first
+/// without savepoints, then with one per order if an order failed (as
+/// [`commit_on_writer`]), and again if it collides with another transaction (a deadlock
+/// or serialization failure: nothing of it was acknowledged yet); each collision is
+/// counted in `collisions`.
+pub async fn commit_on_pool(
+    store: &Store,
+    orders: &[OrderToPlace<'_>],
+    collisions: &std::sync::atomic::AtomicU64,
+) -> std::result::Result<Placed, StoreError> {
+    let mut units = Units::Whole;
+    let mut attempt = 1;
+    loop {
+        let run = async {
+            let mut tx = store.begin().await?;
+            match place_all(&mut tx, orders, units).await {
+                Ok(placed) => {
+                    tx.commit().await.map_err(StoreError::from)?;
+                    Ok(placed)
+                }
+                Err(e) => {
+                    // Roll back now: the rows it wrote stay locked until then.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        };
+        match run.await {
+            Ok(placed) => return Ok(placed),
+            Err(Attempt::OrderFailed(_, e)) if orders.len() == 1 => return Ok(vec![Err(e)]),
+            Err(Attempt::OrderFailed(i, _)) if units == Units::Whole => {
+                tracing::debug!(
+                    order = i,
+                    "an order of the batch failed; running it with savepoints"
+                );
+                units = Units::Savepoints;
+            }
+            Err(Attempt::Store(e)) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "group commit collided; running it again");
+                collisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into_store()),
+        }
+    }
+}
+
+impl Attempt {
+    /// The store's error; an order's failure (which only [`Units::Whole`] reports this way)
+    /// as an internal one.
+    fn into_store(self) -> StoreError {
+        match self {
+            Attempt::Store(e) => e,
+            Attempt::OrderFailed(i, e) => StoreError::Corrupt(format!(
+                "order {i} of the batch failed outside its savepoint: {e}"
+            )),
+        }
+    }
+}
+
+/// Places orders in one open transaction (each in its own savepoint with
+/// [`Units::Savepoints`]), then numbers the invoices of those placed in one step. An order's
+/// own failure is its entry's `Err` (with [`Units::Whole`], [`Attempt::OrderFailed`]);
+/// `Err` otherwise only when the transaction as a whole failed. After an `Err` nothing of
+/// the transaction may be committed.
 ///
 /// Every organization is locked before any order is placed, so the locks orders take later
 /// (a limited server, a coupon) never sit between two organizations' locks, and concurrent
@@ -206,18 +304,28 @@ impl Pending {
 pub async fn place_all<C: SqlConn>(
     db: &mut C,
     orders: &[OrderToPlace<'_>],
-) -> std::result::Result<Vec<Result<OrderOutcome>>, StoreError> {
+    units: Units,
+) -> std::result::Result<Placed, Attempt> {
     let orgs: Vec<_> = orders.iter().map(|(_, o, _)| o.organization).collect();
     billing::lock_organizations(db, &orgs).await?;
     let mut results = Vec::with_capacity(orders.len());
-    for (lodge, order, actor) in orders {
-        begin_unit(db).await?;
+    for (i, (lodge, order, actor)) in orders.iter().enumerate() {
+        if units == Units::Savepoints {
+            begin_unit(db).await?;
+        }
         let result = match lodge.place_order_in(db, order, actor).await {
             // A collision with another transaction: the whole batch must run again.
-            Err(ServiceError::Store(e)) if e.is_transient() => return Err(e),
+            Err(ServiceError::Store(e)) if e.is_transient() => return Err(Attempt::Store(e)),
             result => result,
         };
-        end_unit(db, result.is_ok()).await?;
+        match units {
+            Units::Savepoints => end_unit(db, result.is_ok()).await?,
+            Units::Whole => {
+                if let Err(e) = result {
+                    return Err(Attempt::OrderFailed(i, e));
+                }
+            }
+        }
         results.push(result);
     }
     let invoices: Vec<i64> = results

@@ -594,17 +594,11 @@ impl Lodge {
             return b.place(self, order, actor).await;
         }
         // No committer (no runtime at start, or an in-memory database): a batch of one.
-        let mut tx = self.store.begin().await?;
-        let mut placed = crate::commit::place_all(&mut tx, &[(self, order, actor)]).await?;
-        let outcome = placed
+        let collisions = std::sync::atomic::AtomicU64::new(0);
+        crate::commit::commit_on_pool(&self.store, &[(self, order, actor)], &collisions)
+            .await?
             .pop()
-            .ok_or_else(|| ServiceError::Internal("the order was not placed".into()))?;
-        if outcome.is_ok() {
-            tx.commit().await.map_err(StoreError::from)?;
-        } else {
-            tx.rollback().await.map_err(StoreError::from)?;
-        }
-        outcome
+            .ok_or_else(|| ServiceError::Internal("the order was not placed".into()))?
     }
 
     /// The writes of an order, on a connection inside a transaction (so a batch of orders can
