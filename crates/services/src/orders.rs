@@ -515,7 +515,12 @@ impl Lodge {
                     );
                     return Ok(None);
                 };
-                if hosting::live_domain_for_name(self.store.reader(), name.as_str()).await? {
+                // The read connection goes back before the registrar is asked.
+                let held = {
+                    let mut db = self.store.read_conn().await?;
+                    hosting::live_domain_for_name(&mut db, name.as_str()).await?
+                };
+                if held {
                     v.add(
                         "domain_name",
                         format!("{name} is already registered in Lodge."),

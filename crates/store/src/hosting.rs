@@ -380,17 +380,14 @@ pub async fn domain<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Whether a live domain object holds this name (anywhere in Lodge).
-pub async fn live_domain_for_name<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    name: &str,
-) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM domains WHERE name = $1 AND status IN {LIVE_DOMAIN}"
-    ))
-    .bind(name)
-    .fetch_one(db)
-    .await?;
-    Ok(n > 0)
+pub async fn live_domain_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
+    let n = conn
+        .fetch_int(
+            &format!("SELECT COUNT(*) FROM domains WHERE name = $1 AND status IN {LIVE_DOMAIN}"),
+            vals![name],
+        )
+        .await?;
+    Ok(n.unwrap_or(0) > 0)
 }
 
 pub async fn domains_page(
