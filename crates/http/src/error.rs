@@ -82,6 +82,10 @@ impl IntoResponse for ApiError {
                     (StatusCode::BAD_REQUEST, axum::Json(fields)).into_response()
                 }
                 ServiceError::Conflict(msg) => detail(StatusCode::CONFLICT, &msg),
+                ServiceError::KeyTaken => detail(
+                    StatusCode::CONFLICT,
+                    "A request with this Idempotency-Key is still in progress.",
+                ),
                 ServiceError::Store(StoreError::NotFound) => {
                     detail(StatusCode::NOT_FOUND, "Not found.")
                 }

@@ -1,6 +1,14 @@
 //! `Idempotency-Key` for mutating POSTs: the first response for a key is stored and replayed
 //! for retries with the same body; the same key with another body is refused (`422`).
-//! Concurrent requests with one key wait for the first to finish, so exactly one acts.
+//!
+//! Orders ([`in_transaction`]) claim their key inside the order's own transaction and store
+//! their answer before it commits: the order and its answer exist together or not at all,
+//! so a retry after any failure, a commit whose outcome was never heard included, either
+//! replays the answer or places the order for the first time. Of concurrent requests with
+//! one key, one places the order and the others replay its answer.
+//!
+//! Other requests ([`once`]) claim the key first in a transaction of its own, act, then
+//! store the answer; concurrent requests with one key wait for the first to finish.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{internal, ApiError};
 use crate::extract::IdempotencyKey;
 use crate::AppState;
+use lodge_services::ServiceError;
 
 /// A claim older than this whose request never answered (its node died) can be retaken.
 const STALE_CLAIM_US: i64 = 600 * 1_000_000;
@@ -136,4 +145,105 @@ where
     )
     .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The key, scope and request hash an order claims in its own transaction.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Runs `act` (which places an order under `Claim`, see the module's documentation) at most
+/// once per `(scope, key)`: a stored answer is replayed without running it, and when `act`
+/// finds the key taken by a request that committed meanwhile ([`ServiceError::KeyTaken`]),
+/// or is refused after such a request took what it asked for, that request's answer is
+/// replayed. Nothing is stored for a refusal: a retry is judged afresh.
+pub async fn in_transaction<F, Fut>(
+    st: &AppState,
+    scope: &str,
+    key: Option<IdempotencyKey>,
+    hash: String,
+    act: F,
+) -> Response
+where
+    F: FnOnce(Option<Claim>) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let Some(IdempotencyKey(key)) = key else {
+        return act(None).await.unwrap_or_else(IntoResponse::into_response);
+    };
+    let answered = async {
+        if let Some(r) = stored_answer(st, scope, &key, &hash).await? {
+            return Ok(r);
+        }
+        let claim = Claim {
+            scope: scope.to_owned(),
+            key: key.clone(),
+            request_hash: hash.clone(),
+        };
+        match act(Some(claim)).await {
+            Ok(placed) => Ok(placed),
+            Err(ApiError::Service(ServiceError::KeyTaken)) => {
+                stored_answer(st, scope, &key, &hash).await?.ok_or_else(|| {
+                    ApiError::Detail(
+                        StatusCode::CONFLICT,
+                        "A request with this Idempotency-Key is still in progress.".into(),
+                    )
+                })
+            }
+            // Refused, perhaps because a request with this key was placed meanwhile (the
+            // name is now its): then that request's answer is this one's too.
+            Err(refused) => match stored_answer(st, scope, &key, &hash).await? {
+                Some(answer) => Ok(answer),
+                None => Err(refused),
+            },
+        }
+    };
+    answered.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The answer stored for `(scope, key)`: its replay, `422` if it was for another request,
+/// `None` if the key is free. A claim still without an answer (a request in flight) is
+/// waited for, or forgotten once stale.
+async fn stored_answer(
+    st: &AppState,
+    scope: &str,
+    key: &str,
+    hash: &str,
+) -> Result<Option<Response>, ApiError> {
+    let store = &st.lodge.store;
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+    loop {
+        let Some(row) = idempotency::get(store.reader(), scope, key).await? else {
+            return Ok(None);
+        };
+        if row.request_hash != hash {
+            return Err(ApiError::Detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "This Idempotency-Key was already used with a different request.".into(),
+            ));
+        }
+        if let (Some(status), Some(body)) = (row.status_code, row.response) {
+            return Ok(Some(replay(status, body)));
+        }
+        let now = st.lodge.now_us();
+        if now - row.created_at > STALE_CLAIM_US {
+            let mut conn = store
+                .writer()
+                .acquire()
+                .await
+                .map_err(lodge_store::StoreError::from)?;
+            idempotency::release_stale(&mut conn, scope, key, now - STALE_CLAIM_US).await?;
+            continue;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApiError::Detail(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is still in progress.".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -42,6 +42,10 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("internal: {0}")]
     Internal(String),
+    /// The request's `Idempotency-Key` is held already: by a request that committed (its
+    /// stored response is the answer) or one still in flight.
+    #[error("the Idempotency-Key is already in use")]
+    KeyTaken,
 }
 
 impl ServiceError {

@@ -12,6 +12,7 @@ use lodge_store::hosting::DomainRow;
 use lodge_store::{billing, hosting, orgs, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use std::sync::Arc;
 
 use crate::auth::Access;
 use crate::catalog::{Catalog, Plan, Tld};
@@ -112,6 +113,30 @@ pub struct ValidOrder {
     pub password: Option<String>,
     pub comment: String,
     pub source: OrderSource,
+    /// The caller's `Idempotency-Key`, claimed and answered in the order's own transaction.
+    pub idempotency: Option<Arc<KeyClaim>>,
+}
+
+/// An `Idempotency-Key` an order is placed under: the order's transaction claims
+/// `(scope, key)` before its first write and stores the response it answers with before it
+/// commits, so the order and its stored answer commit together or not at all. A retry
+/// after any failure, even a commit whose outcome the caller never heard, finds either
+/// the stored answer or no trace of the order.
+pub struct KeyClaim {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+    /// The response body the caller is answered with (status `201`) for an order placed.
+    pub render: Box<dyn Fn(&OrderOutcome) -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for KeyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyClaim")
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What placing an order produced.
@@ -398,6 +423,7 @@ impl Lodge {
                 .chars()
                 .take(1000)
                 .collect(),
+            idempotency: None,
             source,
         })
     }
@@ -642,6 +668,14 @@ impl Lodge {
         let today = self.today();
         let cur = self.settings.currency.code();
         let total = o.quote.total_minor;
+        // The key first, so a second request with it stops before any other write.
+        if let Some(k) = &o.idempotency {
+            if !lodge_store::idempotency::claim_in(conn, &k.scope, &k.key, &k.request_hash, now)
+                .await?
+            {
+                return Err(ServiceError::KeyTaken);
+            }
+        }
         // A free order with nothing billed has no invoice.
         let billed = !(o.cycle == BillingCycle::Free && total == 0);
         let credit = if billed && total > 0 {
@@ -863,7 +897,7 @@ impl Lodge {
             self.enqueue_order_jobs(conn, hosting_id, domain_id, domain_job)
                 .await?;
         }
-        Ok(OrderOutcome {
+        let outcome = OrderOutcome {
             order_id,
             order_number: order_number(order_id),
             local_order_id: order_uuid,
@@ -878,7 +912,12 @@ impl Lodge {
             hosting_status: hosting_status.to_owned(),
             domain_id,
             domain_name: o.domain.name().to_owned(),
-        })
+        };
+        if let Some(k) = &o.idempotency {
+            let body = (k.render)(&outcome);
+            lodge_store::idempotency::complete_in(conn, &k.scope, &k.key, 201, &body).await?;
+        }
+        Ok(outcome)
     }
 
     /// The jobs of an order that owed nothing: provisioning, and the registrar's work.

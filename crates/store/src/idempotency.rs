@@ -2,7 +2,7 @@
 
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::Result;
+use crate::{vals, Result, SqlConn};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct IdempotencyRow {
@@ -97,4 +97,41 @@ pub async fn release_stale(
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Claims `(scope, key)` inside the transaction of the work it guards (an order), so the
+/// claim commits or rolls back with that work; `false` when the key is already held (by a
+/// committed request, or by one earlier in the same transaction). On PostgreSQL a claim
+/// another transaction holds uncommitted is waited for.
+pub async fn claim_in<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    now: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope, key) DO NOTHING",
+            vals![scope, key, request_hash, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Stores the response of a key claimed with [`claim_in`], in the same transaction.
+pub async fn complete_in<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    status_code: i64,
+    response: &str,
+) -> Result<()> {
+    conn.exec(
+        "UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2",
+        vals![scope, key, status_code, response],
+    )
+    .await?;
+    Ok(())
 }

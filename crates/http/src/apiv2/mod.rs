@@ -87,6 +87,10 @@ impl From<ServiceError> for V2Error {
                 V2Error::not_found()
             }
             ServiceError::Conflict(m) => V2Error(StatusCode::CONFLICT, m),
+            ServiceError::KeyTaken => V2Error(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is still in progress.".into(),
+            ),
             ServiceError::Invalid(fields) => V2Error(
                 StatusCode::BAD_REQUEST,
                 fields

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
-use lodge_services::orders::{OrderForm, OrderOutcome, OrderSource};
+use lodge_services::orders::{KeyClaim, OrderForm, OrderOutcome, OrderSource};
 use lodge_services::{FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -133,12 +133,9 @@ pub async fn order(
         );
         let scope = format!("v1:user:{}", p.user);
         let st2 = st.clone();
-        let response = idempotency::once(&st, &scope, key, hash, || async move {
-            place(&st2, &access, &project, &body)
-                .await
-                .map_or_else(IntoResponse::into_response, |r| {
-                    (StatusCode::CREATED, Json(r)).into_response()
-                })
+        let response = idempotency::in_transaction(&st, &scope, key, hash, |claim| async move {
+            let r = place(&st2, &access, &project, &body, claim).await?;
+            Ok((StatusCode::CREATED, Json(r)).into_response())
         })
         .await;
         Ok::<_, ApiError>(response)
@@ -151,6 +148,7 @@ async fn place(
     access: &lodge_services::auth::Access,
     project: &lodge_store::orgs::ProjectRow,
     body: &[u8],
+    claim: Option<idempotency::Claim>,
 ) -> ApiResult<HostingOrderResponse> {
     let value: serde_json::Value = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -183,7 +181,19 @@ async fn place(
         errors.extend(type_errors);
         return Err(ServiceError::Invalid(errors).into());
     }
-    let valid = validated?;
+    let mut valid = validated?;
+    if let Some(c) = claim {
+        let (cur, base) = (st.lodge.settings.currency, st.public_base_url.clone());
+        valid.idempotency = Some(std::sync::Arc::new(KeyClaim {
+            scope: c.scope,
+            key: c.key,
+            request_hash: c.request_hash,
+            // The body the caller gets (serde_json, as axum's Json writes it).
+            render: Box::new(move |o| {
+                serde_json::to_string(&HostingOrderResponse::new(o, cur, &base)).unwrap_or_default()
+            }),
+        }));
+    }
     let actor = format!("user:{}", access.principal().user);
     let outcome = st.lodge.place_order(&valid, &actor).await?;
     Ok(HostingOrderResponse::new(

@@ -23,6 +23,7 @@ on_both_engines!(
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
+    a_keyed_order_that_fails_keeps_nothing_under_its_key,
     payment_page_pays_from_credit_once,
     staff_payments_settle_invoices_once,
     cancelling_a_partly_paid_order_keeps_the_money,
@@ -1417,6 +1418,47 @@ async fn idempotency_key_replays_the_first_order(app: TestApp) {
     assert_eq!(resp.status(), StatusCode::CREATED);
     let theirs: Value = resp.json().await.unwrap();
     assert_ne!(int_of(&theirs, "order_id"), order_id);
+    app.stop().await;
+}
+
+/// An order's key is claimed in the order's own transaction: of two keyed orders racing for
+/// one name, the one refused leaves nothing under its key (its claim rolled back with its
+/// order), so a retry with that key is answered afresh, not replayed; the one placed has its
+/// answer stored, and replays it.
+async fn a_keyed_order_that_fails_keeps_nothing_under_its_key(app: TestApp) {
+    let plan = starter(&app);
+    let body = external(&plan, "raced-for.example");
+    let keys = ["race-key-a", "race-key-b"];
+    let results = join_all(keys.iter().map(|k| order_keyed(&app, k, &body))).await;
+    let placed: Vec<usize> = (0..2)
+        .filter(|&i| results[i].0 == StatusCode::CREATED)
+        .collect();
+    assert_eq!(placed.len(), 1, "{results:?}");
+    let (won, lost) = (placed[0], 1 - placed[0]);
+    assert_fields(
+        results[lost].0,
+        &results[lost].1,
+        &["domain_name"],
+        "name taken",
+    );
+    let stored: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT key, status_code FROM idempotency_keys ORDER BY key")
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(stored, vec![(keys[won].to_owned(), Some(201))]);
+
+    let (status, again, replayed) = order_keyed(&app, keys[lost], &body).await;
+    assert!(
+        !replayed,
+        "nothing was stored under the refused order's key"
+    );
+    assert_fields(status, &again, &["domain_name"], "still taken");
+    let (status, again, replayed) = order_keyed(&app, keys[won], &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(replayed);
+    assert_eq!(again, results[won].1);
+    assert_eq!(app.count("orders").await, 1);
     app.stop().await;
 }
 
