@@ -56,9 +56,9 @@ impl Lodge {
 
     /// Applies the organization's credit to an invoice, up to `max`: the balance is read
     /// under its lock, and the ledger's constraint keeps it from going negative.
-    pub(crate) async fn apply_credit(
+    pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         org: OrganizationId,
         invoice: i64,
         max: i64,
@@ -96,9 +96,9 @@ impl Lodge {
     /// A pending order whose first invoice is paid (or that owed nothing): the order becomes
     /// active, its hosting accounts go to provisioning with their first period starting
     /// today, and the provisioning and registrar jobs are enqueued — once.
-    pub(crate) async fn activate_order(
+    pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         order_id: i64,
         actor: &str,
     ) -> Result<bool> {
@@ -107,56 +107,44 @@ impl Lodge {
             return Ok(false);
         }
         let today = self.today();
-        let invoices = billing::invoices_of_order(&mut *conn, order_id).await?;
-        for h in hosting::hosting_of_order(&mut *conn, order_id).await? {
-            if !hosting::transition(conn, h.id, &["pending"], "provisioning", "paid", actor, now)
+        let first_invoice = billing::first_invoice_of_order(conn, order_id).await?;
+        for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
+            if !hosting::transition(conn, id, &["pending"], "provisioning", "paid", actor, now)
                 .await?
             {
                 continue;
             }
-            if let Some(months) = h.first_period_months {
+            if let Some(months) = first_months {
                 let months = u32::try_from(months).unwrap_or(0);
                 let end = dates::add_months(today, months).to_string();
-                hosting::set_next_due_date(conn, h.id, Some(&end), now).await?;
-                if let Some(inv) = invoices.iter().find(|i| i.kind == "first") {
-                    billing::set_line_period(
-                        conn,
-                        inv.id,
-                        &h.id.to_string(),
-                        &today.to_string(),
-                        &end,
-                    )
-                    .await?;
+                hosting::set_next_due_date(conn, id, Some(&end), now).await?;
+                if let Some(inv) = first_invoice {
+                    billing::set_line_period(conn, inv, &id.to_string(), &today.to_string(), &end)
+                        .await?;
                 }
             }
             self.enqueue(
                 conn,
                 JOB_PROVISION,
-                serde_json::json!({ "hosting_id": h.id }),
-                &format!("provision:{}", h.id),
+                serde_json::json!({ "hosting_id": id }),
+                &format!("provision:{id}"),
             )
             .await?;
-            if let Some(domain) = h.domain_id.as_deref() {
-                let id = domain
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
-                if let Some(d) = hosting::domain(&mut *conn, id).await? {
-                    if d.order_id == Some(order_id) {
-                        let kind = match d.status.as_str() {
-                            "pending_registration" => Some(JOB_REGISTER_DOMAIN),
-                            "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
-                            _ => None,
-                        };
-                        if let Some(kind) = kind {
-                            self.enqueue(
-                                conn,
-                                kind,
-                                serde_json::json!({ "domain_id": d.id }),
-                                &format!("{kind}:{}", d.id),
-                            )
-                            .await?;
-                        }
-                    }
+            let Some(domain) = domain else { continue };
+            if let Some((Some(order), status)) = hosting::domain_order_status(conn, domain).await? {
+                let kind = match status.as_str() {
+                    "pending_registration" => Some(JOB_REGISTER_DOMAIN),
+                    "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
+                    _ => None,
+                };
+                if let (true, Some(kind)) = (order == order_id, kind) {
+                    self.enqueue(
+                        conn,
+                        kind,
+                        serde_json::json!({ "domain_id": domain }),
+                        &format!("{kind}:{domain}"),
+                    )
+                    .await?;
                 }
             }
         }
@@ -165,9 +153,9 @@ impl Lodge {
 
     /// After money reached an invoice: mark it paid if covered, and activate what it pays
     /// for. Returns whether this call marked it paid.
-    pub(crate) async fn settle(
+    pub(crate) async fn settle<C: lodge_store::SqlConn>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         invoice: &InvoiceRow,
         actor: &str,
     ) -> Result<bool> {
@@ -265,9 +253,35 @@ impl Lodge {
     /// `/apiv2` prepay). `Conflict` when one is no longer unpaid or the balance does not
     /// cover what is due.
     pub async fn pay_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
+        if self.store.has_batch_writer() {
+            // SQLite: the whole payment in one call on the batch writer's thread, without a
+            // hand-off to sqlx's worker per statement.
+            let (lodge, invoices, actor) = (self.clone(), invoices.to_vec(), actor.to_owned());
+            return self
+                .store
+                .batch(move |db| {
+                    db.transaction(|db| {
+                        lodge_store::run_ready(lodge.pay_from_credit_in(db, &invoices, &actor))
+                    })
+                })
+                .await?;
+        }
         let mut tx = self.store.begin().await?;
+        self.pay_from_credit_in(&mut tx, invoices, actor).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of
+    /// it may be committed.
+    async fn pay_from_credit_in<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        invoices: &[i64],
+        actor: &str,
+    ) -> Result<()> {
         for &id in invoices {
-            let inv = billing::lock_invoice(&mut tx, id)
+            let inv = billing::lock_invoice(conn, id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             if inv.status != "unpaid" {
@@ -277,7 +291,7 @@ impl Lodge {
                 )));
             }
             let due = inv.amount_due();
-            let balance = billing::lock_credit(&mut tx, inv.organization_id)
+            let balance = billing::lock_credit(conn, inv.organization_id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             if balance < due {
@@ -285,14 +299,13 @@ impl Lodge {
                     "The account credit does not cover what is due.".into(),
                 ));
             }
-            self.apply_credit(&mut tx, inv.organization_id, id, due, actor)
+            self.apply_credit(conn, inv.organization_id, id, due, actor)
                 .await?;
-            let inv = billing::invoice(&mut *tx, id)
+            let inv = billing::invoice_in(conn, id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            self.settle(&mut tx, &inv, actor).await?;
+            self.settle(conn, &inv, actor).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 

@@ -72,23 +72,20 @@ pub async fn order<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Moves an order from one status to another; `false` when it was not in `from`.
-pub async fn set_order_status(
-    conn: &mut AnyConnection,
+pub async fn set_order_status<C: SqlConn>(
+    conn: &mut C,
     id: i64,
     from: &str,
     to: &str,
     now: i64,
 ) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE orders SET status = $3, modified_at = $4 WHERE id = $1 AND status = $2",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    let changed = conn
+        .exec(
+            "UPDATE orders SET status = $3, modified_at = $4 WHERE id = $1 AND status = $2",
+            vals![id, from, to, now],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
 // ---- invoices ----
@@ -118,6 +115,32 @@ pub struct InvoiceRow {
 }
 
 impl InvoiceRow {
+    /// Reads a row fetched with [`INVOICE_COLUMNS`].
+    fn from_vals(row: Vec<Val>) -> Result<Self> {
+        let mut c = crate::Cols::new(row);
+        Ok(InvoiceRow {
+            id: c.int()?,
+            number: c.opt_text()?,
+            organization_id: c.parse()?,
+            order_id: c.opt_int()?,
+            kind: c.text()?,
+            status: c.text()?,
+            currency: c.text()?,
+            subtotal_minor: c.int()?,
+            tax_minor: c.int()?,
+            total_minor: c.int()?,
+            credit_applied_minor: c.int()?,
+            paid_minor: c.int()?,
+            payment_token: c.text()?,
+            due_date: c.text()?,
+            issued_at: c.int()?,
+            paid_at: c.opt_int()?,
+            cancelled_at: c.opt_int()?,
+            created_at: c.int()?,
+            modified_at: c.int()?,
+        })
+    }
+
     /// What is still to pay.
     pub fn amount_due(&self) -> i64 {
         self.total_minor - self.credit_applied_minor - self.paid_minor
@@ -195,15 +218,44 @@ pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
-/// The invoice, locked for the rest of the transaction (PostgreSQL row lock via a no-op
-/// update; SQLite has a single writer).
-pub async fn lock_invoice(conn: &mut AnyConnection, id: i64) -> Result<Option<InvoiceRow>> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE invoices SET modified_at = modified_at WHERE id = $1 RETURNING {INVOICE_COLUMNS}"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+/// The invoice, locked for the rest of the transaction: a no-op update takes PostgreSQL's
+/// row lock (and a deferred SQLite transaction's write lock); SQLite's batch writer holds
+/// the database's write lock from `BEGIN`, and reads it.
+pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
+    let sql = if conn.locks_database() {
+        format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1")
+    } else {
+        format!(
+            "UPDATE invoices SET modified_at = modified_at WHERE id = $1 RETURNING {INVOICE_COLUMNS}"
+        )
+    };
+    conn.fetch_row(&sql, vals![id])
+        .await?
+        .map(InvoiceRow::from_vals)
+        .transpose()
+}
+
+/// An invoice, read on the connection of a transaction.
+pub async fn invoice_in<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
+    conn.fetch_row(
+        &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"),
+        vals![id],
+    )
+    .await?
+    .map(InvoiceRow::from_vals)
+    .transpose()
+}
+
+/// The first invoice of an order, if it has one.
+pub async fn first_invoice_of_order<C: SqlConn>(
+    conn: &mut C,
+    order_id: i64,
+) -> Result<Option<i64>> {
+    conn.fetch_int(
+        "SELECT id FROM invoices WHERE order_id = $1 AND kind = 'first' ORDER BY id LIMIT 1",
+        vals![order_id],
+    )
+    .await
 }
 
 pub async fn invoices_page(
@@ -244,19 +296,16 @@ pub async fn invoices_of_order<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
-pub async fn add_credit_applied(
-    conn: &mut AnyConnection,
+pub async fn add_credit_applied<C: SqlConn>(
+    conn: &mut C,
     invoice: i64,
     amount: i64,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    conn.exec(
         "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2, modified_at = $3 WHERE id = $1",
+        vals![invoice, amount, now],
     )
-    .bind(invoice)
-    .bind(amount)
-    .bind(now)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -273,16 +322,15 @@ pub async fn add_paid(conn: &mut AnyConnection, invoice: i64, amount: i64, now: 
 
 /// `unpaid` → `paid` when nothing is left due; `false` if it was not unpaid or not covered
 /// (so a payment activates the order exactly once).
-pub async fn mark_paid(conn: &mut AnyConnection, invoice: i64, now: i64) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE invoices SET status = 'paid', paid_at = $2, modified_at = $2
-         WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + paid_minor >= total_minor",
-    )
-    .bind(invoice)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn mark_paid<C: SqlConn>(conn: &mut C, invoice: i64, now: i64) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE invoices SET status = 'paid', paid_at = $2, modified_at = $2
+             WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + paid_minor >= total_minor",
+            vals![invoice, now],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
 pub async fn cancel_invoice(conn: &mut AnyConnection, invoice: i64, now: i64) -> Result<bool> {
@@ -355,22 +403,18 @@ pub async fn lines<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Moves the first period of a service's plan line to start on the day it was paid.
-pub async fn set_line_period(
-    conn: &mut AnyConnection,
+pub async fn set_line_period<C: SqlConn>(
+    conn: &mut C,
     invoice: i64,
     service_id: &str,
     start: &str,
     end: &str,
 ) -> Result<()> {
-    sqlx::query(
+    conn.exec(
         "UPDATE invoice_lines SET period_start = $3, period_end = $4
          WHERE invoice_id = $1 AND service_id = $2 AND kind = 'plan'",
+        vals![invoice, service_id, start, end],
     )
-    .bind(invoice)
-    .bind(service_id)
-    .bind(start)
-    .bind(end)
-    .execute(conn)
     .await?;
     Ok(())
 }

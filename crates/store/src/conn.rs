@@ -99,6 +99,13 @@ pub trait SqlConn: Send {
         args: Vec<Val>,
     ) -> impl Future<Output = Result<Option<Vec<Val>>>> + Send;
 
+    /// Every row, every column (as [`SqlConn::fetch_row`]).
+    fn fetch_rows(
+        &mut self,
+        sql: &str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Result<Vec<Vec<Val>>>> + Send;
+
     /// Runs `sql`, an INSERT of one row without `RETURNING`, into a table whose integer key
     /// column `key` the database assigns, and returns the new row's key. SQLite's batch
     /// writer reads the new rowid instead: SQLite runs `RETURNING` through a temporary table
@@ -171,6 +178,16 @@ impl Cols {
             .to_owned())
     }
 
+    /// An integer or NULL.
+    pub fn opt_int(&mut self) -> Result<Option<i64>> {
+        self.next()?.int()
+    }
+
+    /// Text or NULL.
+    pub fn opt_text(&mut self) -> Result<Option<String>> {
+        Ok(self.next()?.text()?.map(str::to_owned))
+    }
+
     /// Text parsed into a type (an id).
     pub fn parse<T: std::str::FromStr>(&mut self) -> Result<T>
     where
@@ -237,17 +254,22 @@ impl SqlConn for AnyConnection {
         let row = bind_all(sqlx::query(sql), args)
             .fetch_optional(self)
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let vals = (0..row.len())
-            .map(|i| match row.try_get::<Option<i64>, _>(i) {
-                Ok(v) => Ok(Val::Int(v)),
-                Err(_) => Ok(Val::Text(row.try_get::<Option<String>, _>(i)?)),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(vals))
+        row.as_ref().map(any_row_vals).transpose()
     }
+
+    async fn fetch_rows(&mut self, sql: &str, args: Vec<Val>) -> Result<Vec<Vec<Val>>> {
+        let rows = bind_all(sqlx::query(sql), args).fetch_all(self).await?;
+        rows.iter().map(any_row_vals).collect()
+    }
+}
+
+fn any_row_vals(row: &sqlx::any::AnyRow) -> Result<Vec<Val>> {
+    (0..row.len())
+        .map(|i| match row.try_get::<Option<i64>, _>(i) {
+            Ok(v) => Ok(Val::Int(v)),
+            Err(_) => Ok(Val::Text(row.try_get::<Option<String>, _>(i)?)),
+        })
+        .collect()
 }
 
 impl SqlConn for sqlx::Transaction<'_, sqlx::Any> {
@@ -269,6 +291,10 @@ impl SqlConn for sqlx::Transaction<'_, sqlx::Any> {
 
     async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
         (**self).fetch_row(sql, args).await
+    }
+
+    async fn fetch_rows(&mut self, sql: &str, args: Vec<Val>) -> Result<Vec<Vec<Val>>> {
+        (**self).fetch_rows(sql, args).await
     }
 }
 
@@ -426,31 +452,47 @@ impl SqlConn for BatchConn {
     }
 
     async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
-        use rusqlite::types::ValueRef;
         let mut stmt = self.prepare(sql, args)?;
         let columns = stmt.column_count();
         let mut rows = stmt.raw_query();
         let Some(row) = rows.next()? else {
             return Ok(None);
         };
-        let vals = (0..columns)
-            .map(|i| match row.get_ref(i)? {
-                ValueRef::Null => Ok(Val::Int(None)),
-                ValueRef::Integer(v) => Ok(Val::Int(Some(v))),
-                ValueRef::Text(t) => Ok(Val::Text(Some(
-                    std::str::from_utf8(t)
-                        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))?
-                        .to_owned(),
-                ))),
-                other => Err(StoreError::Corrupt(format!(
-                    "column {i} is {:?}, not an integer or text",
-                    other.data_type()
-                ))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let vals = sqlite_row_vals(row, columns)?;
+        // Run the statement to its end (an UPDATE … RETURNING changes every row it matches).
         while rows.next()?.is_some() {}
         Ok(Some(vals))
     }
+
+    async fn fetch_rows(&mut self, sql: &str, args: Vec<Val>) -> Result<Vec<Vec<Val>>> {
+        let mut stmt = self.prepare(sql, args)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut all = Vec::new();
+        while let Some(row) = rows.next()? {
+            all.push(sqlite_row_vals(row, columns)?);
+        }
+        Ok(all)
+    }
+}
+
+fn sqlite_row_vals(row: &rusqlite::Row<'_>, columns: usize) -> Result<Vec<Val>> {
+    use rusqlite::types::ValueRef;
+    (0..columns)
+        .map(|i| match row.get_ref(i)? {
+            ValueRef::Null => Ok(Val::Int(None)),
+            ValueRef::Integer(v) => Ok(Val::Int(Some(v))),
+            ValueRef::Text(t) => Ok(Val::Text(Some(
+                std::str::from_utf8(t)
+                    .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))?
+                    .to_owned(),
+            ))),
+            other => Err(StoreError::Corrupt(format!(
+                "column {i} is {:?}, not an integer or text",
+                other.data_type()
+            ))),
+        })
+        .collect()
 }
 
 /// Drives a future that must not wait (one built on [`BatchConn`]) to its end on this
@@ -606,6 +648,13 @@ impl SqlConn for ReadConn<'_> {
             inline => inline.inline()?.fetch_row(sql, args).await,
         }
     }
+
+    async fn fetch_rows(&mut self, sql: &str, args: Vec<Val>) -> Result<Vec<Vec<Val>>> {
+        match &mut self.inner {
+            ReadInner::Pooled(c) => (**c).fetch_rows(sql, args).await,
+            inline => inline.inline()?.fetch_rows(sql, args).await,
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut BatchConn) + Send>;
@@ -687,6 +736,37 @@ mod tests {
             vec![Val::Int(None), Val::from("a-a")],
         ));
         assert_eq!(changed.unwrap(), 1);
+    }
+
+    #[test]
+    fn fetch_rows_reads_every_row_and_null() {
+        let (_d, mut c) = conn();
+        for (name, n) in [("a", Some(1)), ("b", None), ("c", Some(3))] {
+            run_ready(c.exec(
+                "INSERT INTO t (name, n) VALUES ($1, $2)",
+                vec![Val::from(name), Val::Int(n)],
+            ))
+            .unwrap();
+        }
+        let rows = run_ready(c.fetch_rows("SELECT name, n FROM t ORDER BY name", vec![])).unwrap();
+        let read: Vec<(String, Option<i64>)> = rows
+            .into_iter()
+            .map(|r| {
+                let mut c = Cols::new(r);
+                (c.text().unwrap(), c.opt_int().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                ("a".into(), Some(1)),
+                ("b".into(), None),
+                ("c".into(), Some(3))
+            ]
+        );
+        let none =
+            run_ready(c.fetch_rows("SELECT name FROM t WHERE n = $1", vec![Val::Int(Some(9))]));
+        assert!(none.unwrap().is_empty());
     }
 
     #[test]

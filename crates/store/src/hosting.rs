@@ -128,8 +128,8 @@ pub async fn record_history<C: SqlConn>(
 
 /// Moves a hosting account between statuses (recording it); `false` if it was not in one of
 /// `from`.
-pub async fn transition(
-    conn: &mut AnyConnection,
+pub async fn transition<C: SqlConn>(
+    conn: &mut C,
     id: HostingId,
     from: &[&str],
     to: &str,
@@ -137,41 +137,78 @@ pub async fn transition(
     actor: &str,
     now: i64,
 ) -> Result<bool> {
-    let current: Option<String> = sqlx::query_scalar(
-        "UPDATE hosting SET modified_at = modified_at WHERE id = $1 RETURNING status",
-    )
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(current) = current else {
+    let sql = if conn.locks_database() {
+        "SELECT status FROM hosting WHERE id = $1"
+    } else {
+        "UPDATE hosting SET modified_at = modified_at WHERE id = $1 RETURNING status"
+    };
+    let Some(current) = conn.fetch_text(sql, vals![id.to_string()]).await? else {
         return Ok(false);
     };
     if !from.contains(&current.as_str()) {
         return Ok(false);
     }
-    sqlx::query("UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1")
-        .bind(id.to_string())
-        .bind(to)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    conn.exec(
+        "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1",
+        vals![id.to_string(), to, now],
+    )
+    .await?;
     record_history(conn, id, Some(&current), to, note, actor, now).await?;
     Ok(true)
 }
 
-pub async fn set_next_due_date(
-    conn: &mut AnyConnection,
+pub async fn set_next_due_date<C: SqlConn>(
+    conn: &mut C,
     id: HostingId,
     date: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE hosting SET next_due_date = $2, modified_at = $3 WHERE id = $1")
-        .bind(id.to_string())
-        .bind(date)
-        .bind(now)
-        .execute(conn)
-        .await?;
+    conn.exec(
+        "UPDATE hosting SET next_due_date = $2, modified_at = $3 WHERE id = $1",
+        vals![id.to_string(), date.map(str::to_owned), now],
+    )
+    .await?;
     Ok(())
+}
+
+/// What activating an order needs of each of its hosting accounts: the id, the first
+/// period's months and the domain object.
+pub async fn order_accounts<C: SqlConn>(
+    conn: &mut C,
+    order_id: i64,
+) -> Result<Vec<(HostingId, Option<i64>, Option<DomainId>)>> {
+    conn.fetch_rows(
+        "SELECT id, first_period_months, domain_id FROM hosting WHERE order_id = $1 ORDER BY legacy_id",
+        vals![order_id],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = crate::Cols::new(row);
+        let id = c.parse()?;
+        let months = c.opt_int()?;
+        let domain = c.opt_text()?.map(|d| crate::parse(&d)).transpose()?;
+        Ok((id, months, domain))
+    })
+    .collect()
+}
+
+/// A domain object's order and status.
+pub async fn domain_order_status<C: SqlConn>(
+    conn: &mut C,
+    id: DomainId,
+) -> Result<Option<(Option<i64>, String)>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT order_id, status FROM domains WHERE id = $1",
+            vals![id.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = crate::Cols::new(row);
+    Ok(Some((c.opt_int()?, c.text()?)))
 }
 
 pub async fn set_cancellation(
