@@ -39,11 +39,12 @@ pub struct BenchOptions {
     pub scenarios: Vec<String>,
 }
 
-pub const ALL_SCENARIOS: [&str; 6] = [
+pub const ALL_SCENARIOS: [&str; 7] = [
     "healthz",
     "storefront",
     "plans",
     "order_external",
+    "order_keyed",
     "order_register",
     "pay_credit",
 ];
@@ -491,9 +492,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             .await?,
         );
     }
-    for (name, source, suffix) in [
-        ("order_external", "external", "example"),
-        ("order_register", "register", "com"),
+    // order_keyed: external orders, each with its own Idempotency-Key (claimed and
+    // answered in the order's transaction).
+    for (name, source, suffix, keyed) in [
+        ("order_external", "external", "example", false),
+        ("order_keyed", "external", "example", true),
+        ("order_register", "register", "com", false),
     ] {
         if !want(name) {
             continue;
@@ -512,9 +516,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
                     "{base}/v1/organizations/{}/projects/{}/hosting/order",
                     cu.org, cu.project
                 );
-                let body = order_body(&plan, source, &format!("{tag}{source}{i}n{n}.{suffix}"));
+                let name = format!("{tag}{name}{i}n{n}.{suffix}").replace('_', "-");
+                let body = order_body(&plan, source, &name);
                 async move {
-                    let r = c.post(url).bearer_auth(cu.key).json(&body).send().await;
+                    let mut req = c.post(url).bearer_auth(cu.key).json(&body);
+                    if keyed {
+                        req = req.header("Idempotency-Key", name);
+                    }
+                    let r = req.send().await;
                     Ok(r.is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED))
                 }
             })
@@ -635,7 +644,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
                 r.ratio_to_ceiling = healthz.map(|h| r.throughput / h);
                 r.ceiling = Some("healthz".into());
             }
-            "order_external" | "order_register" | "pay_credit" => {
+            "order_external" | "order_keyed" | "order_register" | "pay_credit" => {
                 r.ratio_to_ceiling = bare.map(|b| r.throughput / b);
                 r.ceiling = Some("bare durable commits (1 connection)".into());
             }

@@ -127,7 +127,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Scenarios (comma separated): healthz, storefront, plans, order_external,
-        /// order_register, pay_credit. Default: all.
+        /// order_keyed (external, each with an Idempotency-Key), order_register,
+        /// pay_credit. Default: all.
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
         /// Print the report as JSON instead of a table.
