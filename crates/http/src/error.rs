@@ -84,7 +84,7 @@ impl IntoResponse for ApiError {
                 ServiceError::Conflict(msg) => detail(StatusCode::CONFLICT, &msg),
                 ServiceError::KeyTaken => detail(
                     StatusCode::CONFLICT,
-                    "A request with this Idempotency-Key is still in progress.",
+                    "This Idempotency-Key is already used by another request.",
                 ),
                 ServiceError::Store(StoreError::NotFound) => {
                     detail(StatusCode::NOT_FOUND, "Not found.")

@@ -256,15 +256,21 @@ impl Lodge {
         if self.store.has_batch_writer() {
             // SQLite: the whole payment in one call on the batch writer's thread, without a
             // hand-off to sqlx's worker per statement.
+            // On a task of its own: the writer must stay held until the payment is done,
+            // even if the request that asked for it goes away.
             let (lodge, invoices, actor) = (self.clone(), invoices.to_vec(), actor.to_owned());
-            return self
-                .store
-                .batch(move |db| {
-                    db.transaction(|db| {
-                        lodge_store::run_ready(lodge.pay_from_credit_in(db, &invoices, &actor))
+            let store = self.store.clone();
+            return tokio::spawn(async move {
+                store
+                    .batch(move |db| {
+                        db.transaction(|db| {
+                            lodge_store::run_ready(lodge.pay_from_credit_in(db, &invoices, &actor))
+                        })
                     })
-                })
-                .await?;
+                    .await
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("the payment task failed: {e}")))??;
         }
         let mut tx = self.store.begin().await?;
         self.pay_from_credit_in(&mut tx, invoices, actor).await?;

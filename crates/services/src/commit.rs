@@ -298,9 +298,9 @@ impl Attempt {
 /// `Err` otherwise only when the transaction as a whole failed. After an `Err` nothing of
 /// the transaction may be committed.
 ///
-/// Every organization is locked before any order is placed, so the locks orders take later
-/// (a limited server, a coupon) never sit between two organizations' locks, and concurrent
-/// batches cannot deadlock on them.
+/// Every organization, then every `Idempotency-Key`, is locked before any order is placed,
+/// so the locks orders take later (a limited server, a coupon) never sit between two of
+/// those, and concurrent batches cannot deadlock on them.
 pub async fn place_all<C: SqlConn>(
     db: &mut C,
     orders: &[OrderToPlace<'_>],
@@ -308,6 +308,12 @@ pub async fn place_all<C: SqlConn>(
 ) -> std::result::Result<Placed, Attempt> {
     let orgs: Vec<_> = orders.iter().map(|(_, o, _)| o.organization).collect();
     billing::lock_organizations(db, &orgs).await?;
+    let keys: Vec<(&str, &str)> = orders
+        .iter()
+        .filter_map(|(_, o, _)| o.idempotency.as_deref())
+        .map(|k| (k.scope.as_str(), k.key.as_str()))
+        .collect();
+    lodge_store::idempotency::lock_keys(db, &keys).await?;
     let mut results = Vec::with_capacity(orders.len());
     for (i, (lodge, order, actor)) in orders.iter().enumerate() {
         if units == Units::Savepoints {

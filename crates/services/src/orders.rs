@@ -637,8 +637,8 @@ impl Lodge {
         }
     }
 
-    /// Places a validated order in one transaction: one savepoint of a group commit shared
-    /// with the orders waiting at the same moment ([`crate::commit`]).
+    /// Places a validated order: in a group commit shared with the orders waiting at the
+    /// same moment, all-or-nothing on its own ([`crate::commit`]).
     pub async fn place_order(&self, order: &ValidOrder, actor: &str) -> Result<OrderOutcome> {
         if let Some(b) = &self.batcher {
             return b.place(self, order, actor).await;

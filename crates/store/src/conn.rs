@@ -314,8 +314,8 @@ impl BatchConn {
     /// Opens the database file with Lodge's SQLite settings (WAL is already set on the file
     /// by the sqlx writer; `synchronous` and foreign keys are per connection).
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        // Each order's savepoint journals the pages it changes; in memory, so undo records
-        // never go through a temporary file. A larger page cache keeps the indexes an order
+        // A savepoint (an order's, when a batch runs again with one per order) journals the
+        // pages it changes; in memory, so undo records never go through a temporary file. A larger page cache keeps the indexes an order
         // touches in memory as the database grows. Checkpointing every 8,000 WAL pages
         // (32 MiB) instead of 1,000 writes the pages every batch changes (the tables'
         // last leaves, the counters, the organizations' balances) back far less often.

@@ -89,7 +89,7 @@ impl From<ServiceError> for V2Error {
             ServiceError::Conflict(m) => V2Error(StatusCode::CONFLICT, m),
             ServiceError::KeyTaken => V2Error(
                 StatusCode::CONFLICT,
-                "A request with this Idempotency-Key is still in progress.".into(),
+                "This Idempotency-Key is already used by another request.".into(),
             ),
             ServiceError::Invalid(fields) => V2Error(
                 StatusCode::BAD_REQUEST,

@@ -101,7 +101,9 @@ fn string_field(
 }
 
 /// Orders a web hosting account, with its domain. Send an `Idempotency-Key` header to make
-/// retries safe: the same key and body replay the first response.
+/// retries safe: the order and its response are stored together, and a retry with the same
+/// key and body replays that response; a refused order stores nothing, so its retry is
+/// judged afresh.
 #[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/order",
     tag = "hosting", security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
@@ -110,6 +112,7 @@ fn string_field(
     request_body = HostingOrderRequest,
     responses((status = 201, description = "Hosting order created successfully", body = HostingOrderResponse),
               (status = 400, description = "Field errors"), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "A request with this Idempotency-Key is still in progress"),
               (status = 422, description = "Idempotency-Key reused with another body")))]
 pub async fn order(
     State(st): State<AppState>,
