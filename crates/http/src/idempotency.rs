@@ -92,7 +92,11 @@ where
         if idempotency::claim(store.writer(), scope, key, hash, now).await? {
             break;
         }
-        let Some(row) = idempotency::get(store.reader(), scope, key).await? else {
+        let row = {
+            let mut db = store.read_conn().await?;
+            idempotency::get(&mut db, scope, key).await?
+        };
+        let Some(row) = row else {
             continue; // released meanwhile: try to claim again
         };
         if row.request_hash != hash {
@@ -216,7 +220,11 @@ async fn stored_answer(
     let store = &st.lodge.store;
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let Some(row) = idempotency::get(store.reader(), scope, key).await? else {
+        let row = {
+            let mut db = store.read_conn().await?;
+            idempotency::get(&mut db, scope, key).await?
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
         if row.request_hash != hash {

@@ -33,18 +33,27 @@ pub async fn claim<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn get<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn get<C: SqlConn>(
+    conn: &mut C,
     scope: &str,
     key: &str,
 ) -> Result<Option<IdempotencyRow>> {
-    Ok(sqlx::query_as(
-        "SELECT request_hash, status_code, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(db)
-    .await?)
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT request_hash, status_code, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            vals![scope, key],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = crate::Cols::new(row);
+    Ok(Some(IdempotencyRow {
+        request_hash: c.text()?,
+        status_code: c.opt_int()?,
+        response: c.opt_text()?,
+        created_at: c.int()?,
+    }))
 }
 
 /// Stores the response of a claimed key.
