@@ -253,24 +253,10 @@ impl Lodge {
     /// `/apiv2` prepay). `Conflict` when one is no longer unpaid or the balance does not
     /// cover what is due.
     pub async fn pay_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
-        if self.store.has_batch_writer() {
-            // SQLite: the whole payment in one call on the batch writer's thread, without a
-            // hand-off to sqlx's worker per statement.
-            // On a task of its own: the writer must stay held until the payment is done,
-            // even if the request that asked for it goes away.
-            let (lodge, invoices, actor) = (self.clone(), invoices.to_vec(), actor.to_owned());
-            let store = self.store.clone();
-            return tokio::spawn(async move {
-                store
-                    .batch(move |db| {
-                        db.transaction(|db| {
-                            lodge_store::run_ready(lodge.pay_from_credit_in(db, &invoices, &actor))
-                        })
-                    })
-                    .await
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(format!("the payment task failed: {e}")))??;
+        if let Some(payments) = &self.payments {
+            // SQLite: on the batch writer's thread, sharing a commit with the payments
+            // waiting at the same moment (each all-or-nothing on its own).
+            return payments.pay(self, invoices, actor).await;
         }
         let mut tx = self.store.begin().await?;
         self.pay_from_credit_in(&mut tx, invoices, actor).await?;
@@ -280,7 +266,7 @@ impl Lodge {
 
     /// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of
     /// it may be committed.
-    async fn pay_from_credit_in<C: lodge_store::SqlConn>(
+    pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
         invoices: &[i64],

@@ -131,6 +131,92 @@ async fn run(
     }
 }
 
+/// Payments from account credit waiting for SQLite's batch writer: each runs in its own
+/// savepoint of a transaction shared with the payments waiting at the same moment, and its
+/// caller hears the outcome once that transaction is on disk. (On PostgreSQL payments run
+/// concurrently, each in its own transaction.)
+#[derive(Debug, Clone)]
+pub struct PaymentBatcher {
+    tx: mpsc::Sender<PendingPayment>,
+}
+
+struct PendingPayment {
+    lodge: Lodge,
+    invoices: Vec<i64>,
+    actor: String,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl PaymentBatcher {
+    /// Starts the committing task on the current runtime.
+    pub fn start(store: Store) -> Self {
+        let (tx, mut rx) = mpsc::channel::<PendingPayment>(1024);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                // As for orders: if the writer cannot run the batch, the replies are dropped
+                // and each caller hears that its payment was not made.
+                if let Err(e) = store.batch(move |db| commit_payments(db, batch)).await {
+                    tracing::error!(error = %e, "payment group commit could not run");
+                }
+            }
+        });
+        PaymentBatcher { tx }
+    }
+
+    pub(crate) async fn pay(&self, lodge: &Lodge, invoices: &[i64], actor: &str) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(PendingPayment {
+                lodge: lodge.clone(),
+                invoices: invoices.to_vec(),
+                actor: actor.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| ServiceError::Internal("the payment committer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::Internal("the payment committer dropped a payment".into()))?
+    }
+}
+
+/// One group commit of payments on the writer's thread, a savepoint each (a payment refused,
+/// say of an invoice paid meanwhile, is undone alone); replies only after the commit.
+fn commit_payments(db: &mut BatchConn, batch: Vec<PendingPayment>) {
+    let outcome = db.transaction(|db| {
+        let mut results = Vec::with_capacity(batch.len());
+        for p in &batch {
+            run_ready(begin_unit(db))?;
+            let result = run_ready(p.lodge.pay_from_credit_in(db, &p.invoices, &p.actor));
+            run_ready(end_unit(db, result.is_ok()))?;
+            results.push(result);
+        }
+        Ok::<_, StoreError>(results)
+    });
+    match outcome {
+        Ok(results) => {
+            for (p, result) in batch.into_iter().zip(results) {
+                let _ = p.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "payment group commit failed");
+            for p in batch {
+                let _ = p.reply.send(Err(ServiceError::Internal(format!(
+                    "the payment was not committed: {e}"
+                ))));
+            }
+        }
+    }
+}
+
 /// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
 async fn commit_batch_async(
     store: &Store,

@@ -146,6 +146,8 @@ pub struct Lodge {
     pub drivers: drivers::Drivers,
     /// Group commit of orders (SQLite's batch writer, PostgreSQL).
     pub batcher: Option<commit::OrderBatcher>,
+    /// Group commit of payments from credit (SQLite's batch writer).
+    pub payments: Option<commit::PaymentBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
 }
@@ -159,8 +161,10 @@ impl Lodge {
     ) -> Self {
         let group_commit =
             store.has_batch_writer() || store.engine() == lodge_store::Engine::Postgres;
-        let batcher = (group_commit && tokio::runtime::Handle::try_current().is_ok())
-            .then(|| commit::OrderBatcher::start(store.clone()));
+        let runtime = tokio::runtime::Handle::try_current().is_ok();
+        let batcher = (group_commit && runtime).then(|| commit::OrderBatcher::start(store.clone()));
+        let payments = (store.has_batch_writer() && runtime)
+            .then(|| commit::PaymentBatcher::start(store.clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
             settings.nginx.clone(),
@@ -175,6 +179,7 @@ impl Lodge {
             registrar: Some(Arc::new(registrar::ManualRegistrar)),
             drivers,
             batcher,
+            payments,
             key_cache: auth::KeyCache::default(),
         }
     }

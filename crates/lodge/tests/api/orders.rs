@@ -25,6 +25,7 @@ on_both_engines!(
     idempotency_key_replays_the_first_order,
     a_keyed_order_that_fails_keeps_nothing_under_its_key,
     payment_page_pays_from_credit_once,
+    concurrent_payments_from_credit_each_pay_once,
     staff_payments_settle_invoices_once,
     cancelling_a_partly_paid_order_keeps_the_money,
     same_payment_reference_cannot_pay_two_invoices,
@@ -1463,6 +1464,51 @@ async fn a_keyed_order_that_fails_keeps_nothing_under_its_key(app: TestApp) {
 }
 
 // ---- 6. the payment page ----
+
+/// Twelve pending invoices, credit for ten, every invoice paid twice at once through the
+/// payment page (on SQLite, payments share commits on the batch writer, each in its own
+/// savepoint): exactly ten are paid, each once, and the ledger adds up to the balance.
+async fn concurrent_payments_from_credit_each_pay_once(app: TestApp) {
+    let org = app.org_id();
+    let plan = starter(&app);
+    let mut urls = Vec::new();
+    for i in 0..12 {
+        let o = placed(&app, &external(&plan, &format!("pay-twice-{i}.example"))).await;
+        assert_eq!(o["status"], "pending", "{o}");
+        urls.push(str_of(&o, "invoice_payment_url").to_owned());
+    }
+    add_credit(&app, &org, "50.00").await;
+    let results = join_all(urls.iter().chain(urls.iter()).map(|u| pay_page_credit(u))).await;
+    let paid = results
+        .iter()
+        .filter(|(status, loc)| *status == StatusCode::SEE_OTHER && loc.ends_with("result=paid"))
+        .count();
+    assert_eq!(paid, 10, "{results:?}");
+    assert_eq!(balance(&app).await, 0);
+    let c = credit(&app).await;
+    let entries = c["results"].as_array().unwrap();
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "applied").count(),
+        10,
+        "{c}"
+    );
+    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
+    assert_eq!(sum, 0, "{c}");
+    let invoices = get_ok(
+        &app,
+        &format!("/v1/organizations/{org}/invoices?page_size=100"),
+    )
+    .await;
+    let rows = invoices["results"].as_array().unwrap();
+    assert_eq!(rows.iter().filter(|i| i["status"] == "paid").count(), 10);
+    assert_eq!(rows.iter().filter(|i| i["status"] == "unpaid").count(), 2);
+    assert_eq!(
+        app.count("jobs").await,
+        10,
+        "one provisioning job per paid order"
+    );
+    app.stop().await;
+}
 
 async fn payment_page_pays_from_credit_once(app: TestApp) {
     let org = app.org_id();
