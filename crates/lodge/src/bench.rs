@@ -537,7 +537,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         for i in 0..opts.connections {
             payers.push(make_customer(&client, &target, &format!("b{run_tag}p{i}"), "0").await?);
         }
-        let per = 400usize;
+        // Enough invoices that the run does not run out before its time at ~6,000
+        // payments/s (at least 400 a connection).
+        let per = ((opts.duration.as_secs_f64() * 100.0).ceil() as usize).max(400);
         let queue: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
         let mut prep = Vec::new();
         for (i, p) in payers.iter().enumerate() {
