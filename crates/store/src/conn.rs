@@ -315,17 +315,37 @@ impl BatchConn {
     /// by the sqlx writer; `synchronous` and foreign keys are per connection).
     pub(crate) fn open(path: &Path) -> Result<Self> {
         // A savepoint (an order's, when a batch runs again with one per order) journals the
-        // pages it changes; in memory, so undo records never go through a temporary file. A larger page cache keeps the indexes an order
-        // touches in memory as the database grows. Checkpointing every 8,000 WAL pages
-        // (32 MiB) instead of 1,000 writes the pages every batch changes (the tables'
-        // last leaves, the counters, the organizations' balances) back far less often.
+        // pages it changes; in memory, so undo records never go through a temporary file. A
+        // larger page cache keeps the indexes an order touches in memory as the database
+        // grows. No automatic checkpoints: the batch writer's checkpointer runs them
+        // ([`BatchWriter`]).
         Self::connect(
             path,
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;
-             PRAGMA wal_autocheckpoint = 8000;",
+             PRAGMA wal_autocheckpoint = 0;",
             64,
         )
+    }
+
+    /// Opens the connection that checkpoints for the batch writer (`synchronous=FULL`: the
+    /// database file is synced before the WAL is reused).
+    fn open_checkpointer(path: &Path) -> Result<Self> {
+        Self::connect(
+            path,
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+            1,
+        )
+    }
+
+    /// Checkpoints the WAL (`PASSIVE`, `RESTART`…): whether it was blocked, the WAL's
+    /// frames, and how many of them are now in the database file.
+    fn checkpoint(&self, mode: &str) -> Result<(i64, i64, i64)> {
+        Ok(self
+            .conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?)
     }
 
     /// Opens a connection for reads only (`query_only`), for [`ReadConn`].
@@ -661,19 +681,70 @@ type Job = Box<dyn FnOnce(&mut BatchConn) + Send>;
 
 /// The thread that owns SQLite's [`BatchConn`]. Ends when the last [`crate::Store`] holding
 /// it is dropped.
+///
+/// Checkpoints (copying the WAL's pages back into the database file) run off the writer's
+/// thread: a second thread checkpoints `PASSIVE` on a connection of its own every
+/// [`CHECKPOINT_EVERY`], which never blocks the writer, instead of the writer stopping every
+/// few thousand pages to copy them all while orders wait. A passive checkpoint cannot
+/// restart the WAL while the writer keeps appending, so once it holds more than
+/// [`RESTART_WAL_AT`] frames the writer restarts it between two jobs (`RESTART`), when the
+/// checkpointer has left little to copy.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchWriter {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
+/// How often the checkpointer copies what the WAL gained.
+pub(crate) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// WAL frames (of 4 KiB pages) past which the writer restarts the WAL.
+pub(crate) const RESTART_WAL_AT: i64 = 16_000;
+
 impl BatchWriter {
     pub(crate) fn start(path: &Path) -> Result<Self> {
+        Self::start_with(path, RESTART_WAL_AT, true)
+    }
+
+    /// `checkpoints: false` (tests only) leaves the WAL unchecked.
+    fn start_with(path: &Path, restart_at: i64, checkpoints: bool) -> Result<Self> {
+        use std::sync::atomic::{AtomicI64, Ordering};
         let mut conn = BatchConn::open(path)?;
+        let checkpointer = BatchConn::open_checkpointer(path)?;
+        // The WAL's length in frames, as the checkpointer last saw it.
+        let wal_frames = std::sync::Arc::new(AtomicI64::new(0));
+        // Dropped when the writer's thread ends, which ends the checkpointer's.
+        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        let seen = wal_frames.clone();
+        std::thread::Builder::new()
+            .name("lodge-sqlite-ckpt".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    writer_gone.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if !checkpoints {
+                        continue;
+                    }
+                    match checkpointer.checkpoint("PASSIVE") {
+                        Ok((_, frames, _)) => seen.store(frames, Ordering::Relaxed),
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    }
+                }
+            })
+            .map_err(|e| {
+                StoreError::Config(format!("could not start the SQLite checkpointer: {e}"))
+            })?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lodge-sqlite-batch".into())
             .spawn(move || {
+                let _alive = alive;
                 while let Ok(job) = rx.recv() {
+                    if wal_frames.load(Ordering::Relaxed) > restart_at {
+                        match conn.checkpoint("RESTART") {
+                            Ok((_, frames, _)) => wal_frames.store(frames, Ordering::Relaxed),
+                            Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
+                        }
+                    }
                     job(&mut conn);
                 }
             })
@@ -767,6 +838,67 @@ mod tests {
         let none =
             run_ready(c.fetch_rows("SELECT name FROM t WHERE n = $1", vec![Val::Int(Some(9))]));
         assert!(none.unwrap().is_empty());
+    }
+
+    /// Writes 800 one-row commits through a batch writer (its checkpointer on or off),
+    /// letting the checkpointer run between rounds; returns the database file's and the
+    /// WAL's sizes and the rows there are.
+    async fn sizes_after_commits(checkpoints: bool) -> (u64, u64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (name TEXT NOT NULL);")
+            .unwrap();
+        let w = BatchWriter::start_with(&path, 100, checkpoints).unwrap();
+        for round in 0..20 {
+            for i in 0..40 {
+                w.run(move |c| {
+                    c.transaction(|c| {
+                        run_ready(c.exec(
+                            "INSERT INTO t (name) VALUES ($1)",
+                            crate::vals![format!("{round:04}-{i:04}-{}", "x".repeat(200))],
+                        ))
+                    })
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            }
+            tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        }
+        let size = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().len();
+        let rows = w
+            .run(|c| run_ready(c.fetch_int("SELECT COUNT(*) FROM t", vec![])))
+            .await
+            .unwrap()
+            .unwrap();
+        (size("t.db"), size("t.db-wal"), rows.unwrap_or(0))
+    }
+
+    /// The writer never checkpoints itself (left alone, its WAL only grows and the database
+    /// file keeps none of the rows); its checkpointer copies the WAL back meanwhile, and the
+    /// WAL is restarted and stays short.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writer_and_stays_short() {
+        // ~170 KB of rows.
+        let (db, wal, rows) = sizes_after_commits(false).await;
+        assert_eq!(rows, 800);
+        assert!(
+            db < 20_000,
+            "no checkpoint, the rows are only in the WAL: {db} bytes"
+        );
+        assert!(
+            wal > 3_000_000,
+            "800 commits of a frame or more: {wal} bytes"
+        );
+        let (db, wal, rows) = sizes_after_commits(true).await;
+        assert_eq!(rows, 800);
+        assert!(db > 150_000, "the checkpointer copied the rows: {db} bytes");
+        assert!(
+            wal < 1_500_000,
+            "restarted, the WAL stays short: {wal} bytes"
+        );
     }
 
     #[test]
