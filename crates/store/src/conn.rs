@@ -348,6 +348,17 @@ impl BatchConn {
             })?)
     }
 
+    /// Copies what is left of the WAL into the database and has the next write start the WAL
+    /// over (`RESTART`), waiting at most a few milliseconds for readers still on the old WAL:
+    /// if they are not done, it is tried again later, and the writer is not held up.
+    fn restart_wal(&self) -> Result<()> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_millis(10))?;
+        let done = self.checkpoint("RESTART");
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        done.map(drop)
+    }
+
     /// Opens a connection for reads only (`query_only`), for [`ReadConn`].
     fn open_reader(path: &Path) -> Result<Self> {
         Self::connect(
@@ -726,6 +737,9 @@ impl BatchWriter {
                     }
                     match checkpointer.checkpoint("PASSIVE") {
                         Ok((_, frames, _)) => seen.store(frames, Ordering::Relaxed),
+                        // The writer is restarting the WAL: next time.
+                        Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                            if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                     }
                 }
@@ -740,9 +754,11 @@ impl BatchWriter {
                 let _alive = alive;
                 while let Ok(job) = rx.recv() {
                     if wal_frames.load(Ordering::Relaxed) > restart_at {
-                        match conn.checkpoint("RESTART") {
-                            Ok((_, frames, _)) => wal_frames.store(frames, Ordering::Relaxed),
-                            Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
+                        // Once: the checkpointer reports the WAL's length again (shorter once
+                        // it restarted) within CHECKPOINT_EVERY.
+                        wal_frames.store(0, Ordering::Relaxed);
+                        if let Err(e) = conn.restart_wal() {
+                            tracing::warn!(error = %e, "WAL restart failed");
                         }
                     }
                     job(&mut conn);
