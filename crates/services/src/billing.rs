@@ -1,6 +1,6 @@
 //! Account credit, payments and what a paid invoice sets in motion.
 
-use lodge_core::{dates, OrganizationId, PaymentId};
+use lodge_core::{dates, DomainId, HostingId, OrganizationId, PaymentId};
 use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
 use lodge_store::{hosting, jobs, AnyConnection, StoreError};
 
@@ -123,32 +123,50 @@ impl Lodge {
                         .await?;
                 }
             }
-            self.enqueue(
-                conn,
-                JOB_PROVISION,
-                serde_json::json!({ "hosting_id": id }),
-                &format!("provision:{id}"),
-            )
-            .await?;
-            let Some(domain) = domain else { continue };
-            if let Some((Some(order), status)) = hosting::domain_order_status(conn, domain).await? {
-                let kind = match status.as_str() {
-                    "pending_registration" => Some(JOB_REGISTER_DOMAIN),
-                    "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
-                    _ => None,
-                };
-                if let (true, Some(kind)) = (order == order_id, kind) {
-                    self.enqueue(
-                        conn,
-                        kind,
-                        serde_json::json!({ "domain_id": domain }),
-                        &format!("{kind}:{domain}"),
-                    )
-                    .await?;
+            // The registrar's work, if the order brought the domain object.
+            let mut domain_job = None;
+            if let Some(d) = domain {
+                if let Some((Some(order), status)) = hosting::domain_order_status(conn, d).await? {
+                    domain_job = match status.as_str() {
+                        _ if order != order_id => None,
+                        "pending_registration" => Some(JOB_REGISTER_DOMAIN),
+                        "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
+                        _ => None,
+                    };
                 }
             }
+            self.enqueue_order_jobs(conn, id, domain, domain_job)
+                .await?;
         }
         Ok(true)
+    }
+
+    /// The jobs of an order paid for (at once, or later): provisioning its account, and the
+    /// registrar's work on its domain (`domain_job`), each once.
+    pub(crate) async fn enqueue_order_jobs<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        hosting_id: HostingId,
+        domain_id: Option<DomainId>,
+        domain_job: Option<&str>,
+    ) -> Result<()> {
+        self.enqueue(
+            conn,
+            JOB_PROVISION,
+            serde_json::json!({ "hosting_id": hosting_id }),
+            &format!("provision:{hosting_id}"),
+        )
+        .await?;
+        if let (Some(d), Some(kind)) = (domain_id, domain_job) {
+            self.enqueue(
+                conn,
+                kind,
+                serde_json::json!({ "domain_id": d }),
+                &format!("{kind}:{d}"),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// After money reached an invoice: mark it paid if covered, and activate what it pays

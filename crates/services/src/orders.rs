@@ -919,33 +919,6 @@ impl Lodge {
         }
         Ok(outcome)
     }
-
-    /// The jobs of an order that owed nothing: provisioning, and the registrar's work.
-    async fn enqueue_order_jobs<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        hosting_id: HostingId,
-        domain_id: Option<DomainId>,
-        domain_job: Option<&str>,
-    ) -> Result<()> {
-        self.enqueue(
-            conn,
-            crate::billing::JOB_PROVISION,
-            serde_json::json!({ "hosting_id": hosting_id }),
-            &format!("provision:{hosting_id}"),
-        )
-        .await?;
-        if let (Some(d), Some(kind)) = (domain_id, domain_job) {
-            self.enqueue(
-                conn,
-                kind,
-                serde_json::json!({ "domain_id": d }),
-                &format!("{kind}:{d}"),
-            )
-            .await?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
