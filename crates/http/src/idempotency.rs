@@ -86,44 +86,22 @@ where
     Fut: Future<Output = Response>,
 {
     let store = &st.lodge.store;
-    let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let now = st.lodge.now_us();
-        if idempotency::claim(store.writer(), scope, key, hash, now).await? {
-            break;
-        }
-        let row = {
-            let mut db = store.read_conn().await?;
-            idempotency::get(&mut db, scope, key).await?
-        };
-        let Some(row) = row else {
-            continue; // released meanwhile: try to claim again
-        };
-        if row.request_hash != hash {
-            return Err(ApiError::Detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "This Idempotency-Key was already used with a different request.".into(),
-            ));
-        }
-        if let (Some(status), Some(body)) = (row.status_code, row.response) {
-            return Ok(replay(status, body));
-        }
-        if now - row.created_at > STALE_CLAIM_US {
+        let claimed = {
             let mut conn = store
                 .writer()
                 .acquire()
                 .await
                 .map_err(lodge_store::StoreError::from)?;
-            idempotency::release_stale(&mut conn, scope, key, now - STALE_CLAIM_US).await?;
-            continue;
+            idempotency::claim(&mut *conn, scope, key, hash, st.lodge.now_us()).await?
+        };
+        if claimed {
+            break;
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err(ApiError::Detail(
-                StatusCode::CONFLICT,
-                "A request with this Idempotency-Key is still in progress.".into(),
-            ));
+        // Taken: its answer, or wait for it; `None` once the claim was given back.
+        if let Some(answer) = stored_answer(st, scope, key, hash).await? {
+            return Ok(answer);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let resp = act().await;
     let status = resp.status();
@@ -140,14 +118,12 @@ where
         }
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    idempotency::complete(
-        store.writer(),
-        scope,
-        key,
-        i64::from(status.as_u16()),
-        &text,
-    )
-    .await?;
+    let mut conn = store
+        .writer()
+        .acquire()
+        .await
+        .map_err(lodge_store::StoreError::from)?;
+    idempotency::complete(&mut *conn, scope, key, i64::from(status.as_u16()), &text).await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 

@@ -670,7 +670,7 @@ impl Lodge {
         let total = o.quote.total_minor;
         // The key first, so a second request with it stops before any other write.
         if let Some(k) = &o.idempotency {
-            if !lodge_store::idempotency::claim_in(conn, &k.scope, &k.key, &k.request_hash, now)
+            if !lodge_store::idempotency::claim(conn, &k.scope, &k.key, &k.request_hash, now)
                 .await?
             {
                 return Err(ServiceError::KeyTaken);
@@ -915,7 +915,7 @@ impl Lodge {
         };
         if let Some(k) = &o.idempotency {
             let body = (k.render)(&outcome);
-            lodge_store::idempotency::complete_in(conn, &k.scope, &k.key, 201, &body).await?;
+            lodge_store::idempotency::complete(conn, &k.scope, &k.key, 201, &body).await?;
         }
         Ok(outcome)
     }

@@ -12,27 +12,6 @@ pub struct IdempotencyRow {
     pub created_at: i64,
 }
 
-/// Claims `(scope, key)` for a request; `true` when this caller is the first.
-pub async fn claim<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    scope: &str,
-    key: &str,
-    request_hash: &str,
-    now: i64,
-) -> Result<bool> {
-    let r = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (scope, key) DO NOTHING",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(request_hash)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 pub async fn get<C: SqlConn>(
     conn: &mut C,
     scope: &str,
@@ -54,26 +33,6 @@ pub async fn get<C: SqlConn>(
         response: c.opt_text()?,
         created_at: c.int()?,
     }))
-}
-
-/// Stores the response of a claimed key.
-pub async fn complete<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    scope: &str,
-    key: &str,
-    status_code: i64,
-    response: &str,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(status_code)
-    .bind(response)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Gives a claim back (the request failed in a way worth retrying).
@@ -108,11 +67,11 @@ pub async fn release_stale(
     Ok(r.rows_affected() == 1)
 }
 
-/// Claims `(scope, key)` inside the transaction of the work it guards (an order), so the
-/// claim commits or rolls back with that work; `false` when the key is already held (by a
-/// committed request, or by one earlier in the same transaction). On PostgreSQL a claim
+/// Claims `(scope, key)` for a request; `false` when the key is already held (by a committed
+/// request, or by one earlier in the same transaction). Inside the transaction of the work it
+/// guards (an order), the claim commits or rolls back with that work. On PostgreSQL a claim
 /// another transaction holds uncommitted is waited for.
-pub async fn claim_in<C: SqlConn>(
+pub async fn claim<C: SqlConn>(
     conn: &mut C,
     scope: &str,
     key: &str,
@@ -129,8 +88,8 @@ pub async fn claim_in<C: SqlConn>(
     Ok(changed == 1)
 }
 
-/// Stores the response of a key claimed with [`claim_in`], in the same transaction.
-pub async fn complete_in<C: SqlConn>(
+/// Stores the response of a claimed key.
+pub async fn complete<C: SqlConn>(
     conn: &mut C,
     scope: &str,
     key: &str,
@@ -146,7 +105,7 @@ pub async fn complete_in<C: SqlConn>(
 }
 
 /// Locks idempotency keys for the rest of the transaction, in one order, before a batch
-/// claims any (PostgreSQL; SQLite has a single writer). A claim ([`claim_in`]) waits for
+/// claims any (PostgreSQL; SQLite has a single writer). A claim ([`claim`]) waits for
 /// another transaction's uncommitted claim of the same key; with every key locked up front,
 /// right after the batch's organizations, that wait never sits between locks the batch
 /// takes later (a limited server, a coupon), and concurrent batches cannot deadlock on it.
