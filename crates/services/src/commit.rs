@@ -32,21 +32,82 @@ pub const POSTGRES_COMMITTERS: usize = 4;
 /// Runs of a batch that meets deadlocks or serialization failures before its orders fail.
 const ATTEMPTS: u32 = 4;
 
-struct Pending {
+/// Work waiting for a committer: who asks (the node's services and clock), what, for whom,
+/// and where its outcome goes.
+struct Pending<W, T> {
     lodge: Lodge,
-    order: ValidOrder,
+    work: W,
     actor: String,
-    reply: oneshot::Sender<Result<OrderOutcome>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+type PendingOrder = Pending<ValidOrder, OrderOutcome>;
+type PendingPayment = Pending<Vec<i64>, ()>;
+
+/// Hands work to a committing task and waits for its outcome.
+async fn submit<W, T>(
+    tx: &mpsc::Sender<Pending<W, T>>,
+    lodge: &Lodge,
+    work: W,
+    actor: &str,
+) -> Result<T> {
+    let (reply, answer) = oneshot::channel();
+    tx.send(Pending {
+        lodge: lodge.clone(),
+        work,
+        actor: actor.to_owned(),
+        reply,
+    })
+    .await
+    .map_err(|_| ServiceError::Internal("the committer stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| ServiceError::Internal("the committer dropped its work".into()))?
+}
+
+/// `first` and what else is waiting already, up to [`MAX_BATCH`].
+fn waiting<P>(first: P, rx: &mut mpsc::Receiver<P>) -> Vec<P> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers everything of a batch: its own outcome if the batch committed, else the batch's
+/// failure.
+fn reply<W, T>(
+    batch: Vec<Pending<W, T>>,
+    outcome: std::result::Result<Vec<Result<T>>, StoreError>,
+) {
+    match outcome {
+        Ok(results) => {
+            for (p, result) in batch.into_iter().zip(results) {
+                let _ = p.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            for p in batch {
+                let _ = p.reply.send(Err(ServiceError::Internal(format!(
+                    "the group commit failed; nothing was committed: {e}"
+                ))));
+            }
+        }
+    }
 }
 
 /// The sending side, held by [`Lodge`]. The committing task ends when every sender is gone.
 #[derive(Debug, Clone)]
 pub struct OrderBatcher {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<PendingOrder>,
     collisions: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl std::fmt::Debug for Pending {
+impl<W, T> std::fmt::Debug for Pending<W, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pending")
     }
@@ -72,24 +133,12 @@ impl OrderBatcher {
         order: &ValidOrder,
         actor: &str,
     ) -> Result<OrderOutcome> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending {
-                lodge: lodge.clone(),
-                order: order.clone(),
-                actor: actor.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| ServiceError::Internal("the order committer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| ServiceError::Internal("the order committer dropped an order".into()))?
+        submit(&self.tx, lodge, order.clone(), actor).await
     }
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<PendingOrder>,
     store: Store,
     collisions: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -106,13 +155,7 @@ async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let batch = waiting(first, &mut rx);
         if store.has_batch_writer() {
             // The orders' replies travel with the batch; if the writer cannot run it, they
             // are dropped and each caller hears that its order was not placed.
@@ -140,26 +183,13 @@ pub struct PaymentBatcher {
     tx: mpsc::Sender<PendingPayment>,
 }
 
-struct PendingPayment {
-    lodge: Lodge,
-    invoices: Vec<i64>,
-    actor: String,
-    reply: oneshot::Sender<Result<()>>,
-}
-
 impl PaymentBatcher {
     /// Starts the committing task on the current runtime.
     pub fn start(store: Store) -> Self {
         let (tx, mut rx) = mpsc::channel::<PendingPayment>(1024);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
+                let batch = waiting(first, &mut rx);
                 // As for orders: if the writer cannot run the batch, the replies are dropped
                 // and each caller hears that its payment was not made.
                 if let Err(e) = store.batch(move |db| commit_payments(db, batch)).await {
@@ -171,19 +201,7 @@ impl PaymentBatcher {
     }
 
     pub(crate) async fn pay(&self, lodge: &Lodge, invoices: &[i64], actor: &str) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(PendingPayment {
-                lodge: lodge.clone(),
-                invoices: invoices.to_vec(),
-                actor: actor.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| ServiceError::Internal("the payment committer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| ServiceError::Internal("the payment committer dropped a payment".into()))?
+        submit(&self.tx, lodge, invoices.to_vec(), actor).await
     }
 }
 
@@ -194,74 +212,40 @@ fn commit_payments(db: &mut BatchConn, batch: Vec<PendingPayment>) {
         let mut results = Vec::with_capacity(batch.len());
         for p in &batch {
             run_ready(begin_unit(db))?;
-            let result = run_ready(p.lodge.pay_from_credit_in(db, &p.invoices, &p.actor));
+            let result = run_ready(p.lodge.pay_from_credit_in(db, &p.work, &p.actor));
             run_ready(end_unit(db, result.is_ok()))?;
             results.push(result);
         }
         Ok::<_, StoreError>(results)
     });
-    match outcome {
-        Ok(results) => {
-            for (p, result) in batch.into_iter().zip(results) {
-                let _ = p.reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "payment group commit failed");
-            for p in batch {
-                let _ = p.reply.send(Err(ServiceError::Internal(format!(
-                    "the payment was not committed: {e}"
-                ))));
-            }
-        }
-    }
+    reply(batch, outcome);
 }
 
 /// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
 async fn commit_batch_async(
     store: &Store,
-    batch: Vec<Pending>,
+    batch: Vec<PendingOrder>,
     collisions: &std::sync::atomic::AtomicU64,
 ) {
-    let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
+    let orders: Vec<_> = batch.iter().map(PendingOrder::as_order).collect();
     let outcome = commit_on_pool(store, &orders, collisions).await;
     reply(batch, outcome);
 }
 
 /// One group commit, on the writer's thread. Replies go out only after the commit returned
 /// (with `synchronous=FULL`, once it is on disk).
-fn commit_batch(db: &mut BatchConn, batch: Vec<Pending>) {
-    let orders: Vec<_> = batch.iter().map(Pending::as_order).collect();
+fn commit_batch(db: &mut BatchConn, batch: Vec<PendingOrder>) {
+    let orders: Vec<_> = batch.iter().map(PendingOrder::as_order).collect();
     let outcome = commit_on_writer(db, &orders);
     reply(batch, outcome);
-}
-
-/// Answers every order of a batch: its own outcome if the batch committed, else the
-/// batch's failure.
-fn reply(batch: Vec<Pending>, outcome: std::result::Result<Vec<Result<OrderOutcome>>, StoreError>) {
-    match outcome {
-        Ok(results) => {
-            for (p, result) in batch.into_iter().zip(results) {
-                let _ = p.reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed");
-            for p in batch {
-                let _ = p.reply.send(Err(ServiceError::Internal(format!(
-                    "the order was not committed: {e}"
-                ))));
-            }
-        }
-    }
 }
 
 /// An order to place: who places it (the node's services and clock), what, and for whom.
 pub type OrderToPlace<'a> = (&'a Lodge, &'a ValidOrder, &'a str);
 
-impl Pending {
+impl PendingOrder {
     fn as_order(&self) -> OrderToPlace<'_> {
-        (&self.lodge, &self.order, &self.actor)
+        (&self.lodge, &self.work, &self.actor)
     }
 }
 
