@@ -236,7 +236,7 @@ impl Lodge {
     }
 
     pub async fn invoice_detail(&self, id: i64) -> Result<InvoiceDetail> {
-        let invoice = billing::invoice(self.store.reader(), id)
+        let invoice = billing::invoice(&mut self.store.read_conn().await?, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
         let lines = billing::lines(self.store.reader(), id).await?;
@@ -311,7 +311,7 @@ impl Lodge {
             }
             self.apply_credit(conn, inv.organization_id, id, due, actor)
                 .await?;
-            let inv = billing::invoice_in(conn, id)
+            let inv = billing::invoice(conn, id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             self.settle(conn, &inv, actor).await?;
@@ -442,7 +442,7 @@ impl Lodge {
                     "This reference was already recorded for another invoice.",
                 ));
             }
-            let inv = billing::invoice(self.store.reader(), invoice)
+            let inv = billing::invoice(&mut self.store.read_conn().await?, invoice)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             return Ok(PaymentOutcome {
@@ -472,14 +472,14 @@ impl Lodge {
             )
             .await?;
         }
-        let current = billing::invoice(&mut *tx, invoice)
+        let current = billing::invoice(&mut tx, invoice)
             .await?
             .ok_or(ServiceError::NotFound)?;
         self.settle(&mut tx, &current, actor).await?;
         let payment = billing::payment_by_reference(&mut *tx, method, reference)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let invoice_row = billing::invoice(&mut *tx, invoice)
+        let invoice_row = billing::invoice(&mut tx, invoice)
             .await?
             .ok_or(ServiceError::NotFound)?;
         tx.commit().await.map_err(StoreError::from)?;

@@ -194,18 +194,6 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
     .await
 }
 
-pub async fn invoice<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    id: i64,
-) -> Result<Option<InvoiceRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
-}
-
 pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
     db: E,
     token: &str,
@@ -235,8 +223,8 @@ pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<In
         .transpose()
 }
 
-/// An invoice, read on the connection of a transaction.
-pub async fn invoice_in<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
+/// An invoice.
+pub async fn invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
     conn.fetch_row(
         &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"),
         vals![id],

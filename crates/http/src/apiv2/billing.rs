@@ -110,7 +110,7 @@ async fn resolve(st: &AppState, c: &Customer, list: &str) -> V2Result<Vec<Invoic
             billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?
         } else {
             let id: i64 = item.parse().map_err(|_| V2Error::not_found())?;
-            let inv = billing::invoice(st.lodge.store.reader(), id)
+            let inv = billing::invoice(&mut st.lodge.store.read_conn().await?, id)
                 .await?
                 .filter(|i| i.organization_id == c.access.organization)
                 .ok_or_else(V2Error::not_found)?;
