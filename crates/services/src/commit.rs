@@ -13,7 +13,9 @@
 //! batches queue on the counter only for their commits. A batch that still meets a deadlock
 //! or serialization failure is run again (nothing of it was acknowledged yet).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lodge_store::conn::{begin_unit, end_unit};
@@ -44,7 +46,7 @@ struct Pending<W, T> {
 type PendingOrder = Pending<ValidOrder, OrderOutcome>;
 type PendingPayment = Pending<Vec<i64>, ()>;
 
-/// Hands work to a committing task and waits for its outcome.
+/// Hands work to a committing loop and waits for its outcome.
 async fn submit<W, T>(
     tx: &mpsc::Sender<Pending<W, T>>,
     lodge: &Lodge,
@@ -100,7 +102,54 @@ fn reply<W, T>(
     }
 }
 
-/// The sending side, held by [`Lodge`]. The committing task ends when every sender is gone.
+/// Runs a committing loop: on SQLite's batch writer on a thread of its own, with a runtime of
+/// its own; elsewhere as a task of the current runtime.
+///
+/// A task that hands batches to the single writer waits, each time the writer finishes one,
+/// behind every request the runtime's workers have queued meanwhile, and the writer stands
+/// idle until it runs: measured with 64 connections placing orders, the writer was idle about
+/// a quarter of the time, ~3 ms between batches. On a thread the loop is woken at once.
+/// On PostgreSQL the loop stays a task: several batches commit at once there, on tasks and
+/// pool connections of the main runtime.
+fn start_loop(store: &Store, name: &str, work: impl Future<Output = ()> + Send + 'static) {
+    type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+    let work: Work = Box::pin(work);
+    if !store.has_batch_writer() {
+        tokio::spawn(work);
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime for the committer; it runs as a task");
+            tokio::spawn(work);
+            return;
+        }
+    };
+    // Taken by the thread, or back here if it could not start.
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let theirs = slot.clone();
+    let started = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let work = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(work) = work {
+                runtime.block_on(work);
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no thread for the committer; it runs as a task");
+        let work = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(work) = work {
+            tokio::spawn(work);
+        }
+    }
+}
+
+/// The sending side, held by [`Lodge`]. The committing loop ends when every sender is gone.
 #[derive(Debug, Clone)]
 pub struct OrderBatcher {
     tx: mpsc::Sender<PendingOrder>,
@@ -114,11 +163,15 @@ impl<W, T> std::fmt::Debug for Pending<W, T> {
 }
 
 impl OrderBatcher {
-    /// Starts the committing task on the current runtime.
+    /// Starts the committing loop ([`start_loop`]); call within a runtime.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         let collisions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(run(rx, store, collisions.clone()));
+        start_loop(
+            &store.clone(),
+            "lodge-orders",
+            run(rx, store, collisions.clone()),
+        );
         OrderBatcher { tx, collisions }
     }
 
@@ -184,10 +237,10 @@ pub struct PaymentBatcher {
 }
 
 impl PaymentBatcher {
-    /// Starts the committing task on the current runtime.
+    /// Starts the committing loop ([`start_loop`]); call within a runtime.
     pub fn start(store: Store) -> Self {
         let (tx, mut rx) = mpsc::channel::<PendingPayment>(1024);
-        tokio::spawn(async move {
+        start_loop(&store.clone(), "lodge-payments", async move {
             while let Some(first) = rx.recv().await {
                 let batch = waiting(first, &mut rx);
                 // As for orders: if the writer cannot run the batch, the replies are dropped
