@@ -804,6 +804,25 @@ mod tests {
         (dir, c)
     }
 
+    /// `.cargo/config.toml` builds SQLite without its allocation counters (and their global
+    /// mutex), which the batch writer's throughput depends on.
+    #[test]
+    fn sqlite_is_built_without_memory_statistics() {
+        let (_dir, c) = conn();
+        let options: Vec<String> = c
+            .conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     #[test]
     fn binds_by_number_whatever_the_order_and_reuse() {
         let (_d, mut c) = conn();
