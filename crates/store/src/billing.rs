@@ -632,16 +632,18 @@ pub async fn ledger_page(
     Ok((rows, count))
 }
 
+/// Read through the partial index `invoices_unpaid`, which holds only unpaid invoices.
+pub(crate) const EXPIRED_FIRST_INVOICES: &str =
+    "SELECT order_id FROM invoices WHERE kind = 'first' AND status = 'unpaid'
+     AND issued_at < $1 AND order_id IS NOT NULL ORDER BY id";
+
 /// Orders whose first invoice is still unpaid and was issued before `issued_before`.
 pub async fn expired_first_invoices<'e, E: Executor<'e, Database = Any>>(
     db: E,
     issued_before: i64,
 ) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT order_id FROM invoices WHERE kind = 'first' AND status = 'unpaid'
-         AND issued_at < $1 AND order_id IS NOT NULL ORDER BY id",
-    )
-    .bind(issued_before)
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_scalar(EXPIRED_FIRST_INVOICES)
+        .bind(issued_before)
+        .fetch_all(db)
+        .await?)
 }

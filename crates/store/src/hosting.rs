@@ -567,18 +567,21 @@ pub async fn secret<'e, E: Executor<'e, Database = Any>>(
     )
 }
 
+/// Read through the partial index `hosting_cancel_due`, which holds only accounts
+/// cancelling at the end of their period.
+pub(crate) const CANCELLATIONS_DUE: &str =
+    "SELECT id FROM hosting WHERE cancel_type = 'end_of_period' AND cancel_effective_date <= $1
+     AND status IN ('provisioning', 'active', 'suspended', 'failed')";
+
 /// Accounts whose end-of-period cancellation is due by `today`.
 pub async fn cancellations_due<'e, E: Executor<'e, Database = Any>>(
     db: E,
     today: &str,
 ) -> Result<Vec<HostingId>> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM hosting WHERE cancel_type = 'end_of_period' AND cancel_effective_date <= $1
-         AND status IN ('provisioning', 'active', 'suspended', 'failed')",
-    )
-    .bind(today)
-    .fetch_all(db)
-    .await?;
+    let ids: Vec<String> = sqlx::query_scalar(CANCELLATIONS_DUE)
+        .bind(today)
+        .fetch_all(db)
+        .await?;
     ids.iter().map(|s| crate::parse(s)).collect()
 }
 

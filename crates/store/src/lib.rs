@@ -484,6 +484,36 @@ pub async fn bare_commit_rate(
 mod tests {
     use crate::SqlConn;
 
+    /// The background scans of unpaid invoices and due cancellations read their partial
+    /// indexes (every order skips writing to them), not the tables.
+    #[tokio::test]
+    async fn background_queries_read_their_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(&format!("sqlite://{}/p.db", dir.path().display()))
+            .await
+            .unwrap();
+        for (sql, index) in [
+            (crate::billing::EXPIRED_FIRST_INVOICES, "invoices_unpaid"),
+            (crate::hosting::CANCELLATIONS_DUE, "hosting_cancel_due"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(0_i64)
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap();
+            let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                detail.iter().any(|d| d.contains(&format!("INDEX {index}"))),
+                "{sql}: {detail:?}"
+            );
+            assert!(
+                !detail.iter().any(|d| d.starts_with("SCAN")),
+                "{sql}: {detail:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn bare_commit_rate_on_sqlite_counts_commits_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
