@@ -583,19 +583,39 @@ pub struct NewLedgerEntry<'a> {
 /// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
 /// entry that would make it negative. Call with the row locked (`lock_credit`).
 pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> Result<i64> {
-    let balance = conn
-        .fetch_int(
+    let org = e.organization_id.to_string();
+    let balance = if conn.is_postgres() {
+        conn.fetch_int(
             "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
              WHERE id = $1 RETURNING credit_balance_minor",
-            vals![e.organization_id.to_string(), e.amount_minor, e.now],
+            vals![org.clone(), e.amount_minor, e.now],
         )
         .await?
-        .ok_or(StoreError::NotFound)?;
+    } else {
+        // SQLite runs `RETURNING` through a temporary b-tree per statement; its one writer
+        // reads the new balance back instead, in the same transaction.
+        let moved = conn
+            .exec(
+                "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
+                 WHERE id = $1",
+                vals![org.clone(), e.amount_minor, e.now],
+            )
+            .await?;
+        if moved == 0 {
+            return Err(StoreError::NotFound);
+        }
+        conn.fetch_int(
+            "SELECT credit_balance_minor FROM organizations WHERE id = $1",
+            vals![org.clone()],
+        )
+        .await?
+    }
+    .ok_or(StoreError::NotFound)?;
     conn.exec(
         "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         vals![
-            e.organization_id.to_string(),
+            org,
             e.kind,
             e.amount_minor,
             balance,
