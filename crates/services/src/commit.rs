@@ -102,22 +102,39 @@ fn reply<W, T>(
     }
 }
 
-/// Runs a committing loop: on SQLite's batch writer on a thread of its own, with a runtime of
-/// its own; elsewhere as a task of the current runtime.
-///
-/// A task that hands batches to the single writer waits, each time the writer finishes one,
-/// behind every request the runtime's workers have queued meanwhile, and the writer stands
-/// idle until it runs: measured with 64 connections placing orders, the writer was idle about
-/// a quarter of the time, ~3 ms between batches. On a thread the loop is woken at once.
-/// On PostgreSQL the loop stays a task: several batches commit at once there, on tasks and
-/// pool connections of the main runtime.
-fn start_loop(store: &Store, name: &str, work: impl Future<Output = ()> + Send + 'static) {
-    type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
-    let work: Work = Box::pin(work);
-    if !store.has_batch_writer() {
-        tokio::spawn(work);
-        return;
+/// SQLite's committing loop: each time the batch writer is free, everything waiting goes
+/// to it as one batch, which `commit` runs on the writer's thread (and answers after its
+/// commit). If the writer cannot run a batch, its replies are dropped and each caller hears
+/// that its work was not done.
+async fn on_writer<W: Send + 'static, T: Send + 'static>(
+    mut rx: mpsc::Receiver<Pending<W, T>>,
+    store: Store,
+    commit: fn(&mut BatchConn, Vec<Pending<W, T>>),
+) {
+    while let Some(first) = rx.recv().await {
+        let batch = waiting(first, &mut rx);
+        if let Err(e) = store.batch(move |db| commit(db, batch)).await {
+            tracing::error!(error = %e, "group commit could not run");
+        }
     }
+}
+
+/// Starts [`on_writer`] on a thread of its own, with a runtime of its own.
+///
+/// As a task, the loop waited, each time the writer finished a batch, behind every request
+/// the runtime's workers had queued meanwhile, and the writer stood idle until it ran:
+/// measured with 64 connections placing orders, the writer was idle about a quarter of the
+/// time, ~3 ms between batches. On a thread the loop is woken at once. (PostgreSQL's loop
+/// stays a task: several batches commit at once there, on tasks and pool connections of the
+/// main runtime.)
+fn start_on_writer<W: Send + 'static, T: Send + 'static>(
+    name: &str,
+    rx: mpsc::Receiver<Pending<W, T>>,
+    store: Store,
+    commit: fn(&mut BatchConn, Vec<Pending<W, T>>),
+) {
+    type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+    let work: Work = Box::pin(on_writer(rx, store, commit));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,15 +180,16 @@ impl<W, T> std::fmt::Debug for Pending<W, T> {
 }
 
 impl OrderBatcher {
-    /// Starts the committing loop ([`start_loop`]); call within a runtime.
+    /// Starts the committing loop: on SQLite's batch writer ([`start_on_writer`]), else on
+    /// pool connections ([`on_pool`]). Call within a runtime.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         let collisions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        start_loop(
-            &store.clone(),
-            "lodge-orders",
-            run(rx, store, collisions.clone()),
-        );
+        if store.has_batch_writer() {
+            start_on_writer("lodge-orders", rx, store, commit_batch);
+        } else {
+            tokio::spawn(on_pool(rx, store, collisions.clone()));
+        }
         OrderBatcher { tx, collisions }
     }
 
@@ -190,18 +208,14 @@ impl OrderBatcher {
     }
 }
 
-async fn run(
+/// The committing loop on pool connections (PostgreSQL): up to [`POSTGRES_COMMITTERS`]
+/// batches commit at once, each on a task of its own.
+async fn on_pool(
     mut rx: mpsc::Receiver<PendingOrder>,
     store: Store,
     collisions: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let committers = if store.has_batch_writer() || store.engine() != lodge_store::Engine::Postgres
-    {
-        1
-    } else {
-        POSTGRES_COMMITTERS
-    };
-    let slots = Arc::new(Semaphore::new(committers));
+    let slots = Arc::new(Semaphore::new(POSTGRES_COMMITTERS));
     while let Some(first) = rx.recv().await {
         // Wait for a free committer before taking the orders waiting, so the batch holds
         // every order that arrived meanwhile.
@@ -209,21 +223,12 @@ async fn run(
             break;
         };
         let batch = waiting(first, &mut rx);
-        if store.has_batch_writer() {
-            // The orders' replies travel with the batch; if the writer cannot run it, they
-            // are dropped and each caller hears that its order was not placed.
-            if let Err(e) = store.batch(move |db| commit_batch(db, batch)).await {
-                tracing::error!(error = %e, "group commit could not run");
-            }
+        let store = store.clone();
+        let collisions = collisions.clone();
+        tokio::spawn(async move {
+            commit_batch_async(&store, batch, &collisions).await;
             drop(slot);
-        } else {
-            let store = store.clone();
-            let collisions = collisions.clone();
-            tokio::spawn(async move {
-                commit_batch_async(&store, batch, &collisions).await;
-                drop(slot);
-            });
-        }
+        });
     }
 }
 
@@ -237,19 +242,11 @@ pub struct PaymentBatcher {
 }
 
 impl PaymentBatcher {
-    /// Starts the committing loop ([`start_loop`]); call within a runtime.
+    /// Starts the committing loop ([`start_on_writer`]); call within a runtime, on a store
+    /// with a batch writer.
     pub fn start(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<PendingPayment>(1024);
-        start_loop(&store.clone(), "lodge-payments", async move {
-            while let Some(first) = rx.recv().await {
-                let batch = waiting(first, &mut rx);
-                // As for orders: if the writer cannot run the batch, the replies are dropped
-                // and each caller hears that its payment was not made.
-                if let Err(e) = store.batch(move |db| commit_payments(db, batch)).await {
-                    tracing::error!(error = %e, "payment group commit could not run");
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel(1024);
+        start_on_writer("lodge-payments", rx, store, commit_payments);
         PaymentBatcher { tx }
     }
 
