@@ -124,17 +124,15 @@ impl Lodge {
                 }
             }
             // The registrar's work, if the order brought the domain object.
-            let mut domain_job = None;
-            if let Some(d) = domain {
-                if let Some((Some(order), status)) = hosting::domain_order_status(conn, d).await? {
-                    domain_job = match status.as_str() {
-                        _ if order != order_id => None,
-                        "pending_registration" => Some(JOB_REGISTER_DOMAIN),
-                        "pending_transfer" => Some(JOB_TRANSFER_DOMAIN),
-                        _ => None,
-                    };
-                }
-            }
+            let status = match domain {
+                Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
+                None => None,
+            };
+            let domain_job = match status.as_deref() {
+                Some("pending_registration") => Some(JOB_REGISTER_DOMAIN),
+                Some("pending_transfer") => Some(JOB_TRANSFER_DOMAIN),
+                _ => None,
+            };
             self.enqueue_order_jobs(conn, id, domain, domain_job)
                 .await?;
         }
@@ -542,13 +540,13 @@ impl Lodge {
                 .await?;
             }
         }
-        for h in hosting::hosting_of_order(&mut *conn, order_id).await? {
-            hosting::transition(conn, h.id, &["pending"], "cancelled", note, actor, now).await?;
-            if let Some(d) = h.domain_id.as_deref().and_then(|d| d.parse().ok()) {
-                let owned = hosting::domain(&mut *conn, d)
+        for (id, _, domain) in hosting::order_accounts(conn, order_id).await? {
+            hosting::transition(conn, id, &["pending"], "cancelled", note, actor, now).await?;
+            if let Some(d) = domain {
+                if hosting::domain_status_of_order(conn, d, order_id)
                     .await?
-                    .is_some_and(|x| x.order_id == Some(order_id));
-                if owned {
+                    .is_some()
+                {
                     hosting::set_domain_status(
                         conn,
                         d,

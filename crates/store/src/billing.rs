@@ -210,14 +210,15 @@ pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
 /// row lock (and a deferred SQLite transaction's write lock); SQLite's batch writer holds
 /// the database's write lock from `BEGIN`, and reads it.
 pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
-    let sql = if conn.locks_database() {
-        format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1")
-    } else {
-        format!(
+    if conn.locks_database() {
+        return invoice(conn, id).await;
+    }
+    conn.fetch_row(
+        &format!(
             "UPDATE invoices SET modified_at = modified_at WHERE id = $1 RETURNING {INVOICE_COLUMNS}"
-        )
-    };
-    conn.fetch_row(&sql, vals![id])
+        ),
+        vals![id],
+    )
         .await?
         .map(InvoiceRow::from_vals)
         .transpose()

@@ -171,8 +171,8 @@ pub async fn set_next_due_date<C: SqlConn>(
     Ok(())
 }
 
-/// What activating an order needs of each of its hosting accounts: the id, the first
-/// period's months and the domain object.
+/// What activating or cancelling an order needs of each of its hosting accounts: the id,
+/// the first period's months and the domain object.
 pub async fn order_accounts<C: SqlConn>(
     conn: &mut C,
     order_id: i64,
@@ -193,22 +193,18 @@ pub async fn order_accounts<C: SqlConn>(
     .collect()
 }
 
-/// A domain object's order and status.
-pub async fn domain_order_status<C: SqlConn>(
+/// The status of a domain object the order brought (registered or transferred with it);
+/// `None` for one it did not bring (already in the account), or that does not exist.
+pub async fn domain_status_of_order<C: SqlConn>(
     conn: &mut C,
     id: DomainId,
-) -> Result<Option<(Option<i64>, String)>> {
-    let Some(row) = conn
-        .fetch_row(
-            "SELECT order_id, status FROM domains WHERE id = $1",
-            vals![id.to_string()],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let mut c = crate::Cols::new(row);
-    Ok(Some((c.opt_int()?, c.text()?)))
+    order_id: i64,
+) -> Result<Option<String>> {
+    conn.fetch_text(
+        "SELECT status FROM domains WHERE id = $1 AND order_id = $2",
+        vals![id.to_string(), order_id],
+    )
+    .await
 }
 
 pub async fn set_cancellation(
@@ -258,18 +254,6 @@ pub async fn hosting_by_legacy<'e, E: Executor<'e, Database = Any>>(
     .bind(org.to_string())
     .bind(legacy_id)
     .fetch_optional(db)
-    .await?)
-}
-
-pub async fn hosting_of_order<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    order_id: i64,
-) -> Result<Vec<HostingRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} WHERE h.order_id = $1 ORDER BY h.legacy_id"
-    ))
-    .bind(order_id)
-    .fetch_all(db)
     .await?)
 }
 
