@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 use crate::error::{internal, ApiError};
 use crate::extract::IdempotencyKey;
 use crate::AppState;
-use lodge_services::ServiceError;
 
 /// A claim older than this whose request never answered (its node died) can be retaken.
 const STALE_CLAIM_US: i64 = 600 * 1_000_000;
@@ -88,11 +87,7 @@ where
     let store = &st.lodge.store;
     loop {
         let claimed = {
-            let mut conn = store
-                .writer()
-                .acquire()
-                .await
-                .map_err(lodge_store::StoreError::from)?;
+            let mut conn = store.write_conn().await?;
             idempotency::claim(&mut *conn, scope, key, hash, st.lodge.now_us()).await?
         };
         if claimed {
@@ -118,11 +113,7 @@ where
         }
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let mut conn = store
-        .writer()
-        .acquire()
-        .await
-        .map_err(lodge_store::StoreError::from)?;
+    let mut conn = store.write_conn().await?;
     idempotency::complete(&mut *conn, scope, key, i64::from(status.as_u16()), &text).await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
@@ -137,9 +128,10 @@ pub struct Claim {
 
 /// Runs `act` (which places an order under `Claim`, see the module's documentation) at most
 /// once per `(scope, key)`: a stored answer is replayed without running it, and when `act`
-/// finds the key taken by a request that committed meanwhile ([`ServiceError::KeyTaken`]),
-/// or is refused after such a request took what it asked for, that request's answer is
-/// replayed. Nothing is stored for a refusal: a retry is judged afresh.
+/// finds the key taken by a request that committed meanwhile
+/// ([`lodge_services::ServiceError::KeyTaken`]), or is refused after such a request took
+/// what it asked for, that request's answer is replayed. Nothing is stored for a refusal: a
+/// retry is judged afresh.
 pub async fn in_transaction<F, Fut>(
     st: &AppState,
     scope: &str,
@@ -165,20 +157,9 @@ where
         };
         match act(Some(claim)).await {
             Ok(placed) => Ok(placed),
-            Err(ApiError::Service(ServiceError::KeyTaken)) => {
-                stored_answer(st, scope, &key, &hash).await?.ok_or_else(|| {
-                    ApiError::Detail(
-                        StatusCode::CONFLICT,
-                        "A request with this Idempotency-Key is still in progress.".into(),
-                    )
-                })
-            }
-            // Refused, perhaps because a request with this key was placed meanwhile (the
-            // name is now its): then that request's answer is this one's too.
-            Err(refused) => match stored_answer(st, scope, &key, &hash).await? {
-                Some(answer) => Ok(answer),
-                None => Err(refused),
-            },
+            // Refused, perhaps because a request with this key committed meanwhile (it took
+            // the key, `KeyTaken`, or the name): then that request's answer is this one's.
+            Err(refused) => stored_answer(st, scope, &key, &hash).await?.ok_or(refused),
         }
     };
     answered.await.unwrap_or_else(IntoResponse::into_response)
@@ -214,11 +195,7 @@ async fn stored_answer(
         }
         let now = st.lodge.now_us();
         if now - row.created_at > STALE_CLAIM_US {
-            let mut conn = store
-                .writer()
-                .acquire()
-                .await
-                .map_err(lodge_store::StoreError::from)?;
+            let mut conn = store.write_conn().await?;
             idempotency::release_stale(&mut conn, scope, key, now - STALE_CLAIM_US).await?;
             continue;
         }

@@ -513,12 +513,7 @@ impl Lodge {
             .chars()
             .take(self.settings.key_prefix.len() + 6)
             .collect();
-        let mut conn = self
-            .store
-            .writer()
-            .acquire()
-            .await
-            .map_err(lodge_store::StoreError::from)?;
+        let mut conn = self.store.write_conn().await?;
         let row = keys::insert(
             &mut conn,
             &keys::NewApiKey {
@@ -581,12 +576,7 @@ impl Lodge {
         let key = keys::by_id_in_org(self.store.reader(), access.organization, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let mut conn = self
-            .store
-            .writer()
-            .acquire()
-            .await
-            .map_err(lodge_store::StoreError::from)?;
+        let mut conn = self.store.write_conn().await?;
         keys::revoke(&mut conn, id, self.now_us()).await?;
         self.key_cache.forget_key(id);
         Ok(key)

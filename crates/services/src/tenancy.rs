@@ -49,12 +49,7 @@ impl Lodge {
         v.finish()?;
         let hash = u.password.map(hash_password).transpose()?;
         let id = UserId::new();
-        let mut conn = self
-            .store
-            .writer()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.store.write_conn().await?;
         users::insert(
             &mut conn,
             &users::NewUser {
@@ -177,12 +172,7 @@ impl Lodge {
 
     /// Adds a guest to one project.
     pub async fn add_project_member(&self, project: ProjectId, user: UserId) -> Result<()> {
-        let mut conn = self
-            .store
-            .writer()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.store.write_conn().await?;
         orgs::add_project_member(&mut conn, project, user).await?;
         Ok(())
     }

@@ -287,6 +287,12 @@ impl Store {
         &self.write
     }
 
+    /// A connection for a few writes outside a transaction (on SQLite, the single writer,
+    /// held until it is dropped).
+    pub async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.write.acquire().await?)
+    }
+
     /// Begins a write transaction (on SQLite, on the single writer connection).
     pub async fn begin(&self) -> Result<Tx> {
         Ok(self.write.begin().await?)
