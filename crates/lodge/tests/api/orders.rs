@@ -1258,7 +1258,6 @@ async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
     assert_eq!(applied, 5000, "exactly what was deposited");
 
     let c = credit(&app).await;
-    assert_eq!(c["balance"], "0.00", "{c}");
     let entries = c["results"].as_array().unwrap();
     assert_eq!(c["count"], 20, "10 deposits, 10 applications: {c}");
     assert_eq!(entries.len(), 20);
@@ -1266,30 +1265,43 @@ async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
         entries.iter().all(|e| cents(&e["balance_after"]) >= 0),
         "{c}"
     );
-    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
-    assert_eq!(sum, cents(&c["balance"]));
-    assert_eq!(
-        entries.iter().filter(|e| e["kind"] == "applied").count(),
-        10,
-        "{c}"
-    );
     // Newest first: the newest entry's balance is the balance.
     assert_eq!(cents(&entries[0]["balance_after"]), 0);
+    assert_paid_from_credit(&app, 10, 40).await;
+    app.stop().await;
+}
 
+/// Credit spent on exactly `paid` invoices, seen in the two places that must agree: the
+/// ledger (`paid` applications, its entries summing to the balance, now zero) and the
+/// invoices (`paid` paid, `unpaid` unpaid), with one provisioning job per paid order.
+async fn assert_paid_from_credit(app: &TestApp, paid: usize, unpaid: usize) {
+    let c = credit(app).await;
+    assert_eq!(c["balance"], "0.00", "{c}");
+    let entries = c["results"].as_array().unwrap();
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "applied").count(),
+        paid,
+        "{c}"
+    );
+    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
+    assert_eq!(sum, cents(&c["balance"]), "{c}");
+    let org = app.org_id();
     let invoices = get_ok(
-        &app,
+        app,
         &format!("/v1/organizations/{org}/invoices?page_size=100"),
     )
     .await;
     let rows = invoices["results"].as_array().unwrap();
-    assert_eq!(rows.len(), 50);
-    assert_eq!(rows.iter().filter(|i| i["status"] == "paid").count(), 10);
+    assert_eq!(rows.iter().filter(|i| i["status"] == "paid").count(), paid);
+    assert_eq!(
+        rows.iter().filter(|i| i["status"] == "unpaid").count(),
+        unpaid
+    );
     assert_eq!(
         app.count("jobs").await,
-        10,
+        i64::try_from(paid).unwrap(),
         "one provisioning job per paid order"
     );
-    app.stop().await;
 }
 
 /// Deposits (the ordinary writer) racing orders (on SQLite, the group commit's batch
@@ -1484,29 +1496,7 @@ async fn concurrent_payments_from_credit_each_pay_once(app: TestApp) {
         .filter(|(status, loc)| *status == StatusCode::SEE_OTHER && loc.ends_with("result=paid"))
         .count();
     assert_eq!(paid, 10, "{results:?}");
-    assert_eq!(balance(&app).await, 0);
-    let c = credit(&app).await;
-    let entries = c["results"].as_array().unwrap();
-    assert_eq!(
-        entries.iter().filter(|e| e["kind"] == "applied").count(),
-        10,
-        "{c}"
-    );
-    let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
-    assert_eq!(sum, 0, "{c}");
-    let invoices = get_ok(
-        &app,
-        &format!("/v1/organizations/{org}/invoices?page_size=100"),
-    )
-    .await;
-    let rows = invoices["results"].as_array().unwrap();
-    assert_eq!(rows.iter().filter(|i| i["status"] == "paid").count(), 10);
-    assert_eq!(rows.iter().filter(|i| i["status"] == "unpaid").count(), 2);
-    assert_eq!(
-        app.count("jobs").await,
-        10,
-        "one provisioning job per paid order"
-    );
+    assert_paid_from_credit(&app, 10, 2).await;
     app.stop().await;
 }
 
