@@ -331,10 +331,15 @@ impl Store {
     }
 }
 
+/// A pool of connections to the SQLite file. No ping before each acquire (sqlx's default):
+/// a connection to a local file does not go stale, and the ping is a round trip to the
+/// connection's worker thread on every acquire, which the batch writer's callers pay once
+/// per group commit.
 fn sqlite_pool(max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(0)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _meta| {
             Box::pin(async move {
