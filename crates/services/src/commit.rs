@@ -102,18 +102,47 @@ fn reply<W, T>(
     }
 }
 
+/// Batches one turn on the batch writer may run back to back (see [`on_writer`]).
+pub const CHAINED_BATCHES: usize = 4;
+
 /// SQLite's committing loop: each time the batch writer is free, everything waiting goes
 /// to it as one batch, which `commit` runs on the writer's thread (and answers after its
-/// commit). If the writer cannot run a batch, its replies are dropped and each caller hears
-/// that its work was not done.
+/// commit). If more work arrived meanwhile, the writer takes it as the next batch at once,
+/// without handing back to this loop (up to [`CHAINED_BATCHES`] batches a turn, so other
+/// writes get their turn): each hand-off costs two thread wake-ups, during which the
+/// writer stood idle (about a tenth of its time with 64 connections placing orders). If
+/// the writer cannot run a batch, its replies are dropped and each caller hears that its
+/// work was not done.
 async fn on_writer<W: Send + 'static, T: Send + 'static>(
-    mut rx: mpsc::Receiver<Pending<W, T>>,
+    rx: mpsc::Receiver<Pending<W, T>>,
     store: Store,
     commit: fn(&mut BatchConn, Vec<Pending<W, T>>),
 ) {
-    while let Some(first) = rx.recv().await {
-        let batch = waiting(first, &mut rx);
-        if let Err(e) = store.batch(move |db| commit(db, batch)).await {
+    // Shared with the turn on the writer's thread, which takes it while this loop waits
+    // for that turn to end.
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            waiting(first, &mut rx)
+        };
+        let more = rx.clone();
+        let turn = store.batch(move |db| {
+            commit(db, batch);
+            let Ok(mut rx) = more.try_lock() else {
+                return;
+            };
+            for _ in 1..CHAINED_BATCHES {
+                match rx.try_recv() {
+                    Ok(first) => commit(db, waiting(first, &mut rx)),
+                    Err(_) => break,
+                }
+            }
+        });
+        if let Err(e) = turn.await {
             tracing::error!(error = %e, "group commit could not run");
         }
     }
