@@ -399,17 +399,29 @@ async fn drop_autoincrement(conn: &mut sqlx::AnyConnection) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = tables.iter().map(|(t, _)| *t).collect();
-    tracing::info!(tables = ?names, "rebuilding tables without AUTOINCREMENT (once)");
+    // A new database (migrations 0001 and 0002 still create the keyword) rebuilds its empty
+    // tables in no time; an existing one may pause its start for a while: say so.
+    let has_orders: i64 = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders)")
+        .fetch_one(&mut *conn)
+        .await?;
+    let has_orders = has_orders != 0;
+    if has_orders {
+        tracing::info!(tables = ?names, "rebuilding tables without AUTOINCREMENT (once; about a minute per million orders)");
+    } else {
+        tracing::debug!(tables = ?names, "rebuilding empty tables without AUTOINCREMENT");
+    }
     let started = std::time::Instant::now();
     conn.execute("PRAGMA foreign_keys = OFF").await?;
     let rebuilt = rebuild_tables(conn, &tables).await;
     let restored = conn.execute("PRAGMA foreign_keys = ON").await;
     rebuilt?;
     restored?;
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        "tables rebuilt without AUTOINCREMENT"
-    );
+    if has_orders {
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "tables rebuilt without AUTOINCREMENT"
+        );
+    }
     // The rebuild went through the WAL; give its space back where no reader holds it.
     let _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
     Ok(())
