@@ -373,51 +373,53 @@ const WITHOUT_AUTOINCREMENT: [&str; 8] = [
 /// `sqlite_sequence` and wrote its high-water mark back: about a tenth of the batch
 /// writer's time per order. Without it a new row takes the largest rowid plus one, the
 /// same number, as rows of these tables are never deleted
-/// (<https://sqlite.org/autoinc.html>).
+/// (<https://sqlite.org/autoinc.html>); a table whose high-water mark is above its largest
+/// id anyway keeps the keyword, so no id is ever given twice.
 ///
 /// SQLite cannot alter a primary key, so each table is rebuilt by its documented procedure
 /// (<https://sqlite.org/lang_altertable.html#otheralter>): with foreign keys off, in one
-/// transaction, a new table from the stored `CREATE TABLE` less the keyword, the rows
-/// copied in rowid order, the old table dropped, the new one renamed and the old one's
-/// indexes created again; `foreign_key_check` must then find nothing, or nothing changes.
-/// Not an sqlx migration: sqlx runs those inside a transaction, where foreign keys cannot
-/// be turned off, and with them on, dropping a table checks every row that references it
-/// (some references have no index: hours on a database of a million orders).
-async fn drop_autoincrement(conn: &mut sqlx::AnyConnection) -> Result<()> {
-    let mut tables = Vec::new();
-    for t in WITHOUT_AUTOINCREMENT {
-        let sql: Option<String> =
-            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
-                .bind(t)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(sql) = sql.filter(|s| s.contains("AUTOINCREMENT")) {
-            tables.push((t, sql));
-        }
-    }
-    if tables.is_empty() {
+/// `BEGIN IMMEDIATE` transaction, a new table from the stored `CREATE TABLE` less the
+/// keyword, the rows copied in rowid order, the old table dropped, the new one renamed and
+/// the old one's indexes created again; `foreign_key_check` must then find no broken
+/// reference that was not there before, or nothing changes. Not an sqlx migration: sqlx
+/// runs those inside a transaction, where foreign keys cannot be turned off, and with them
+/// on, dropping a table checks every row that references it (some references have no
+/// index: hours on a database of a million orders).
+async fn drop_autoincrement(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
+    let pending: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ({})
+           AND sql LIKE '%AUTOINCREMENT%'",
+        WITHOUT_AUTOINCREMENT.map(|t| format!("'{t}'")).join(", ")
+    ))
+    .fetch_one(&mut **conn)
+    .await?;
+    if pending == 0 {
         return Ok(());
     }
-    let names: Vec<&str> = tables.iter().map(|(t, _)| *t).collect();
     // A new database (migrations 0001 and 0002 still create the keyword) rebuilds its empty
     // tables in no time; an existing one may pause its start for a while: say so.
     let has_orders: i64 = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders)")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **conn)
         .await?;
     let has_orders = has_orders != 0;
     if has_orders {
-        tracing::info!(tables = ?names, "rebuilding tables without AUTOINCREMENT (once; about a minute per million orders)");
-    } else {
-        tracing::debug!(tables = ?names, "rebuilding empty tables without AUTOINCREMENT");
+        tracing::info!(
+            "rebuilding the order tables without AUTOINCREMENT (once; about a minute per million orders)"
+        );
     }
     let started = std::time::Instant::now();
     conn.execute("PRAGMA foreign_keys = OFF").await?;
-    let rebuilt = rebuild_tables(conn, &tables).await;
+    let rebuilt = rebuild_tables(conn).await;
     let restored = conn.execute("PRAGMA foreign_keys = ON").await;
-    rebuilt?;
+    if restored.is_err() {
+        // Never hand the writer back to the pool without its foreign keys.
+        conn.close_on_drop();
+    }
+    let rebuilt = rebuilt?;
     restored?;
     if has_orders {
         tracing::info!(
+            tables = ?rebuilt,
             seconds = started.elapsed().as_secs_f64(),
             "tables rebuilt without AUTOINCREMENT"
         );
@@ -427,9 +429,48 @@ async fn drop_autoincrement(conn: &mut sqlx::AnyConnection) -> Result<()> {
     Ok(())
 }
 
-async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[(&str, String)]) -> Result<()> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    for (table, sql) in tables {
+/// A reference `foreign_key_check` finds broken: table, rowid, parent table, key number.
+type BrokenReference = (String, Option<i64>, String, i64);
+
+async fn broken_references(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<std::collections::BTreeSet<BrokenReference>> {
+    let rows: Vec<BrokenReference> =
+        sqlx::query_as("SELECT \"table\", rowid, parent, fkid FROM pragma_foreign_key_check")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The rebuild of [`drop_autoincrement`], in one transaction; the tables rebuilt.
+async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static str>> {
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    let broken_before = broken_references(&mut tx).await?;
+    let mut rebuilt = Vec::new();
+    for table in WITHOUT_AUTOINCREMENT {
+        let sql: Option<String> =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(table)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(sql) = sql.filter(|s| s.contains("AUTOINCREMENT")) else {
+            continue;
+        };
+        let high_water: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1")
+                .bind(table)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let largest: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(rowid) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        if high_water.unwrap_or(0) > largest.unwrap_or(0) {
+            tracing::warn!(
+                table,
+                "keeps AUTOINCREMENT: rows above its largest id were deleted, and their ids must not be given again"
+            );
+            continue;
+        }
         let prefix = format!("CREATE TABLE {table} (");
         let Some(body) = sql.strip_prefix(&prefix) else {
             return Err(StoreError::Corrupt(format!(
@@ -446,7 +487,7 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[(&str, String)
         let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
         )
-        .bind(*table)
+        .bind(table)
         .fetch_all(&mut *tx)
         .await?;
         tx.execute(create.as_str()).await?;
@@ -460,17 +501,17 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[(&str, String)
         for index in &indexes {
             tx.execute(index.as_str()).await?;
         }
+        rebuilt.push(table);
     }
-    let broken: Vec<String> = sqlx::query_scalar("SELECT \"table\" FROM pragma_foreign_key_check")
-        .fetch_all(&mut *tx)
-        .await?;
+    let broken_after = broken_references(&mut tx).await?;
+    let broken: Vec<_> = broken_after.difference(&broken_before).collect();
     if !broken.is_empty() {
         return Err(StoreError::Corrupt(format!(
-            "rebuilding without AUTOINCREMENT broke references in {broken:?}; nothing changed"
+            "rebuilding without AUTOINCREMENT would break references {broken:?}; nothing changed"
         )));
     }
     tx.commit().await?;
-    Ok(())
+    Ok(rebuilt)
 }
 
 /// Unix microseconds for a timestamp (the stored form of every instant).
@@ -759,9 +800,10 @@ mod tests {
 
     /// Opening a database whose order tables have AUTOINCREMENT (migrations 0001–0007)
     /// rebuilds them without it: on a database that already holds orders (and every kind of
-    /// row referencing them), each row keeps its id and columns, every reference stays
-    /// whole, the indexes are the same, and the next row takes the next id. Opening it again
-    /// changes nothing.
+    /// row referencing them), each row keeps its id and columns, every reference stays as it
+    /// was, the indexes are the same, the next row takes the next id, and the writer keeps
+    /// its foreign keys. A table whose high-water mark is above its largest id keeps the
+    /// keyword. Opening it again changes nothing.
     #[tokio::test]
     async fn opening_drops_autoincrement_and_keeps_every_row_and_reference() {
         let dir = tempfile::tempdir().unwrap();
@@ -816,6 +858,16 @@ mod tests {
                  VALUES (21, 'provision', '{}', 'queued', 1, 'k', 1, 1);",
         )
         .unwrap();
+        // A reference broken before the upgrade (a restore made with foreign keys off) does
+        // not stop it; jobs above id 21 were deleted, so jobs keeps its AUTOINCREMENT.
+        db.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO payments (id, invoice_id, organization_id, method, reference, amount_minor, currency, actor, created_at)
+                 VALUES ('lost', 99, 'org', 'card', 'x', 5, 'USD', 'a', 1);
+             PRAGMA foreign_keys = ON;
+             UPDATE sqlite_sequence SET seq = 50 WHERE name = 'jobs';",
+        )
+        .unwrap();
         let dump = |db: &rusqlite::Connection| -> Vec<String> {
             let mut out = Vec::new();
             for t in [
@@ -856,13 +908,18 @@ mod tests {
         };
         let rows_before = dump(&db);
         let indexes_before = indexes(&db);
-        assert_eq!(rows_before.len(), 13, "{rows_before:?}");
+        assert_eq!(rows_before.len(), 14, "{rows_before:?}");
         drop(db);
 
         for _ in 0..2 {
             let store = super::Store::open(&format!("sqlite://{}", path.display()))
                 .await
                 .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(store.writer())
+                .await
+                .unwrap();
+            assert_eq!(fk, 1, "the writer lost its foreign keys");
             store.close().await;
         }
         let db = rusqlite::Connection::open(&path).unwrap();
@@ -876,17 +933,19 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
-        assert!(broken.is_empty(), "{broken:?}");
-        let left: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'
+        assert_eq!(broken, ["payments"]);
+        let left: Vec<String> = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'
                    AND name IN ('orders', 'domains', 'hosting', 'hosting_history', 'invoices',
                                 'invoice_lines', 'credit_ledger', 'jobs')",
-                [],
-                |r| r.get(0),
             )
-            .unwrap();
-        assert_eq!(left, 0);
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(left, ["jobs"]);
         assert!(db
             .query_row("SELECT COUNT(*) FROM lodge_rebuild", [], |r| r
                 .get::<_, i64>(0))
@@ -897,5 +956,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(db.last_insert_rowid(), 10);
+        db.execute_batch(
+            "INSERT INTO jobs (kind, payload, status, run_at, created_at, modified_at)
+                 VALUES ('provision', '{}', 'queued', 1, 1, 1);",
+        )
+        .unwrap();
+        assert_eq!(db.last_insert_rowid(), 51);
     }
 }
