@@ -386,14 +386,8 @@ const WITHOUT_AUTOINCREMENT: [&str; 8] = [
 /// on, dropping a table checks every row that references it (some references have no
 /// index: hours on a database of a million orders).
 async fn drop_autoincrement(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
-    let pending: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ({})
-           AND sql LIKE '%AUTOINCREMENT%'",
-        WITHOUT_AUTOINCREMENT.map(|t| format!("'{t}'")).join(", ")
-    ))
-    .fetch_one(&mut **conn)
-    .await?;
-    if pending == 0 {
+    let tables = tables_to_rebuild(conn).await?;
+    if tables.is_empty() {
         return Ok(());
     }
     // A new database (migrations 0001 and 0002 still create the keyword) rebuilds its empty
@@ -409,17 +403,18 @@ async fn drop_autoincrement(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) ->
     }
     let started = std::time::Instant::now();
     conn.execute("PRAGMA foreign_keys = OFF").await?;
-    let rebuilt = rebuild_tables(conn).await;
+    let rebuilt = rebuild_tables(conn, &tables).await;
     let restored = conn.execute("PRAGMA foreign_keys = ON").await;
     if restored.is_err() {
         // Never hand the writer back to the pool without its foreign keys.
         conn.close_on_drop();
     }
-    let rebuilt = rebuilt?;
+    rebuilt?;
     restored?;
     if has_orders {
+        let names: Vec<&str> = tables.iter().map(|(t, _)| *t).collect();
         tracing::info!(
-            tables = ?rebuilt,
+            tables = ?names,
             seconds = started.elapsed().as_secs_f64(),
             "tables rebuilt without AUTOINCREMENT"
         );
@@ -427,6 +422,40 @@ async fn drop_autoincrement(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) ->
     // The rebuild went through the WAL; give its space back where no reader holds it.
     let _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
     Ok(())
+}
+
+/// The tables of [`WITHOUT_AUTOINCREMENT`] still defined with the keyword, with their
+/// definitions, less any whose high-water mark is above its largest id (rows deleted at the
+/// end, whose ids must not be given again): those keep it.
+async fn tables_to_rebuild(conn: &mut sqlx::AnyConnection) -> Result<Vec<(&'static str, String)>> {
+    let mut tables = Vec::new();
+    for table in WITHOUT_AUTOINCREMENT {
+        let sql: Option<String> =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(table)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(sql) = sql.filter(|s| s.contains("AUTOINCREMENT")) else {
+            continue;
+        };
+        let high_water: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1")
+                .bind(table)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let largest: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(rowid) FROM {table}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        if high_water.unwrap_or(0) > largest.unwrap_or(0) {
+            tracing::debug!(
+                table,
+                "keeps AUTOINCREMENT: rows above its largest id were deleted"
+            );
+            continue;
+        }
+        tables.push((table, sql));
+    }
+    Ok(tables)
 }
 
 /// A reference `foreign_key_check` finds broken: table, rowid, parent table, key number.
@@ -442,52 +471,25 @@ async fn broken_references(
     Ok(rows.into_iter().collect())
 }
 
-/// The rebuild of [`drop_autoincrement`], in one transaction; the tables rebuilt.
-async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static str>> {
+/// The rebuild of [`drop_autoincrement`], in one transaction that holds the write lock from
+/// its start (rows another process writes meanwhile wait for it, and are not lost).
+async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[(&str, String)]) -> Result<()> {
     let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
     let broken_before = broken_references(&mut tx).await?;
-    let mut rebuilt = Vec::new();
-    for table in WITHOUT_AUTOINCREMENT {
-        let sql: Option<String> =
-            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(sql) = sql.filter(|s| s.contains("AUTOINCREMENT")) else {
-            continue;
-        };
-        let high_water: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let largest: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(rowid) FROM {table}"))
-            .fetch_one(&mut *tx)
-            .await?;
-        if high_water.unwrap_or(0) > largest.unwrap_or(0) {
-            tracing::warn!(
-                table,
-                "keeps AUTOINCREMENT: rows above its largest id were deleted, and their ids must not be given again"
-            );
-            continue;
-        }
-        let prefix = format!("CREATE TABLE {table} (");
-        let Some(body) = sql.strip_prefix(&prefix) else {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected definition of {table}: {sql}"
-            )));
-        };
+    for (table, sql) in tables {
+        let unexpected = || StoreError::Corrupt(format!("unexpected definition of {table}: {sql}"));
+        let body = sql
+            .strip_prefix(&format!("CREATE TABLE {table} ("))
+            .ok_or_else(unexpected)?;
         let create = format!("CREATE TABLE lodge_rebuild ({body}")
             .replace("PRIMARY KEY AUTOINCREMENT", "PRIMARY KEY");
         if create.contains("AUTOINCREMENT") {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected definition of {table}: {sql}"
-            )));
+            return Err(unexpected());
         }
         let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
         )
-        .bind(table)
+        .bind(*table)
         .fetch_all(&mut *tx)
         .await?;
         tx.execute(create.as_str()).await?;
@@ -501,7 +503,6 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static s
         for index in &indexes {
             tx.execute(index.as_str()).await?;
         }
-        rebuilt.push(table);
     }
     let broken_after = broken_references(&mut tx).await?;
     let broken: Vec<_> = broken_after.difference(&broken_before).collect();
@@ -511,7 +512,7 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static s
         )));
     }
     tx.commit().await?;
-    Ok(rebuilt)
+    Ok(())
 }
 
 /// Unix microseconds for a timestamp (the stored form of every instant).
@@ -870,17 +871,7 @@ mod tests {
         .unwrap();
         let dump = |db: &rusqlite::Connection| -> Vec<String> {
             let mut out = Vec::new();
-            for t in [
-                "orders",
-                "domains",
-                "hosting",
-                "hosting_history",
-                "invoices",
-                "invoice_lines",
-                "credit_ledger",
-                "payments",
-                "jobs",
-            ] {
+            for t in super::WITHOUT_AUTOINCREMENT.iter().chain(&["payments"]) {
                 let mut st = db
                     .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
                     .unwrap();
@@ -935,15 +926,12 @@ mod tests {
             .collect();
         assert_eq!(broken, ["payments"]);
         let left: Vec<String> = db
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'
-                   AND name IN ('orders', 'domains', 'hosting', 'hosting_history', 'invoices',
-                                'invoice_lines', 'credit_ledger', 'jobs')",
-            )
+            .prepare("SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .map(|r| r.unwrap())
+            .filter(|t: &String| super::WITHOUT_AUTOINCREMENT.contains(&t.as_str()))
             .collect();
         assert_eq!(left, ["jobs"]);
         assert!(db
