@@ -491,3 +491,77 @@ pub async fn place_all<C: SqlConn>(
     billing::number_invoices(db, &invoices, || clock.map_or(0, Lodge::now_us)).await?;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use lodge_store::{BatchConn, Store};
+    use tokio::sync::mpsc;
+
+    use super::{on_writer, submit, Pending};
+    use crate::Lodge;
+
+    /// What ran on the batch writer, in order.
+    static RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// A batch of labelled work: records it, and holds the writer a while if it is work 1.
+    fn record(_db: &mut BatchConn, batch: Vec<Pending<u32, ()>>) {
+        let labels: Vec<String> = batch.iter().map(|p| p.work.to_string()).collect();
+        RAN.lock()
+            .unwrap()
+            .push(format!("batch {}", labels.join(",")));
+        if batch.iter().any(|p| p.work == 1) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        for p in batch {
+            let _ = p.reply.send(Ok(()));
+        }
+    }
+
+    /// Work that arrives while the writer runs a batch is the writer's next batch in the
+    /// same turn, ahead of a write that was already waiting for the writer; that write
+    /// runs right after the turn.
+    #[tokio::test]
+    async fn the_writer_takes_work_that_arrived_during_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/c.db", dir.path().display()))
+            .await
+            .unwrap();
+        let lodge = Lodge::new(
+            store.clone(),
+            std::sync::Arc::new(lodge_core::clock::SystemClock),
+            crate::Settings::new(lodge_core::Currency::USD, "s".to_owned().into()),
+            crate::crypto::Sealer::new(&[7; 32]),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(on_writer(rx, store.clone(), record));
+        let send = |work: u32| {
+            let (tx, lodge) = (tx.clone(), lodge.clone());
+            tokio::spawn(async move { submit(&tx, &lodge, work, "test").await })
+        };
+        let first = send(1);
+        while RAN.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Batch 1 holds the writer for 300 ms: work 2 waits in the channel, then another
+        // write waits for the writer.
+        let second = send(2);
+        while tx.capacity() == tx.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .batch(|_| RAN.lock().unwrap().push("other write".into()))
+                    .await
+            })
+        };
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        other.await.unwrap().unwrap();
+        assert_eq!(*RAN.lock().unwrap(), ["batch 1", "batch 2", "other write"]);
+    }
+}
