@@ -8,6 +8,16 @@ use crate::{vals, Result, SqlConn};
 /// Statuses in which a hosting account holds its domain name.
 pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended', 'failed')";
 
+/// Counts the live hosting accounts carrying a name, through the partial index
+/// `hosting_live_name`: its condition is written as the index's is on SQLite (with `=` and
+/// `OR`, see `expand_in_lists`), as SQLite uses a partial index only for a query that
+/// repeats its condition. PostgreSQL proves the condition from either form.
+pub(crate) static LIVE_HOSTING_FOR_NAME: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let live = crate::expand_in_lists(&format!("status IN {LIVE_HOSTING}"));
+        format!("SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND {live}")
+    });
+
 #[derive(Debug, Clone, FromRow)]
 pub struct HostingRow {
     pub legacy_id: i64,
@@ -286,14 +296,7 @@ pub async fn hosting_page(
 
 /// Whether a live hosting account carries this name.
 pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
-    let n = conn
-        .fetch_int(
-            &format!(
-                "SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND status IN {LIVE_HOSTING}"
-            ),
-            vals![name],
-        )
-        .await?;
+    let n = conn.fetch_int(&LIVE_HOSTING_FOR_NAME, vals![name]).await?;
     Ok(n.unwrap_or(0) > 0)
 }
 
@@ -352,6 +355,14 @@ const DOMAIN_COLUMNS: &str = "legacy_id, id, organization_id, project_id, order_
 /// Statuses in which a domain object holds its name.
 pub const LIVE_DOMAIN: &str = "('pending_registration', 'pending_transfer', 'active')";
 
+/// Counts the live domain objects holding a name, through the partial index
+/// `domains_live_name` (written as [`LIVE_HOSTING_FOR_NAME`] is).
+pub(crate) static LIVE_DOMAIN_FOR_NAME: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let live = crate::expand_in_lists(&format!("status IN {LIVE_DOMAIN}"));
+        format!("SELECT COUNT(*) FROM domains WHERE name = $1 AND {live}")
+    });
+
 pub struct NewDomain<'a> {
     pub id: DomainId,
     pub organization_id: OrganizationId,
@@ -402,12 +413,7 @@ pub async fn domain<'e, E: Executor<'e, Database = Any>>(
 
 /// Whether a live domain object holds this name (anywhere in Lodge).
 pub async fn live_domain_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
-    let n = conn
-        .fetch_int(
-            &format!("SELECT COUNT(*) FROM domains WHERE name = $1 AND status IN {LIVE_DOMAIN}"),
-            vals![name],
-        )
-        .await?;
+    let n = conn.fetch_int(&LIVE_DOMAIN_FOR_NAME, vals![name]).await?;
     Ok(n.unwrap_or(0) > 0)
 }
 
