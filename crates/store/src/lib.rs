@@ -393,8 +393,7 @@ const ORDER_TABLES: [&str; 8] = [
 /// checks every row that references it (some references have no index: hours on a database
 /// of a million orders).
 async fn rebuild_order_tables(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
-    let tables = tables_to_rebuild(conn).await?;
-    if tables.is_empty() {
+    if tables_to_rebuild(conn).await?.is_empty() {
         return Ok(());
     }
     // A new database (migrations 0001 and 0002 create the old forms) rebuilds its empty
@@ -410,16 +409,15 @@ async fn rebuild_order_tables(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) 
     }
     let started = std::time::Instant::now();
     conn.execute("PRAGMA foreign_keys = OFF").await?;
-    let rebuilt = rebuild_tables(conn, &tables).await;
+    let rebuilt = rebuild_tables(conn).await;
     let restored = conn.execute("PRAGMA foreign_keys = ON").await;
     if restored.is_err() {
         // Never hand the writer back to the pool without its foreign keys.
         conn.close_on_drop();
     }
-    rebuilt?;
+    let names = rebuilt?;
     restored?;
     if has_orders {
-        let names: Vec<&str> = tables.iter().map(|t| t.table).collect();
         tracing::info!(
             tables = ?names,
             seconds = started.elapsed().as_secs_f64(),
@@ -455,8 +453,10 @@ fn wanted_table(sql: &str, keep_autoincrement: bool) -> String {
 
 /// `sql` with each `column IN (a, b, c, ...)` of three or more literal values written as
 /// `(column = a OR column = b OR ...)`: the same test, which SQLite evaluates without a
-/// temporary b-tree. Lists of one or two values (SQLite compares those directly), lists of
-/// anything but plain literals and `NOT IN` are left as they are.
+/// temporary b-tree. Only a bare column that opens a condition (at the start, or after
+/// `(`, `WHERE`, `AND` or `OR`) is expanded, outside string literals, quoted names and comments; lists of one
+/// or two values (SQLite compares those directly), lists of anything but plain literals,
+/// `NOT IN` and any other left-hand side are left as they are.
 pub(crate) fn expand_in_lists(sql: &str) -> String {
     const IN: &str = " IN (";
     let literal = |s: &str| {
@@ -466,32 +466,52 @@ pub(crate) fn expand_in_lists(sql: &str) -> String {
             && !s[1..s.len() - 1].contains('\'');
         quoted || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
     };
+    let ends_with_word = |text: &str, word: &str| {
+        text.len()
+            .checked_sub(word.len())
+            .and_then(|at| text.get(at..).map(|tail| (at, tail)))
+            .is_some_and(|(at, tail)| {
+                tail.eq_ignore_ascii_case(word)
+                    && !text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let code = code_bytes(sql);
     let mut out = String::with_capacity(sql.len() * 2);
-    let mut rest = sql;
-    while let Some(at) = rest.find(IN) {
-        let head = &rest[..at];
-        let column_start = head
+    // `sql[..copied]` is in `out`; the next match is looked for from `from`.
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = sql[from..].find(IN) {
+        let at = from + found;
+        let list_start = at + IN.len();
+        from = list_start;
+        let column_start = sql[..at]
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(0, |i| i + 1);
-        let column = &head[column_start..];
-        let list_start = at + IN.len();
-        let Some(list_len) = rest[list_start..].find(')') else {
+        let column = &sql[column_start..at];
+        let before = sql[..column_start].trim_end();
+        let opens = before.is_empty()
+            || before.ends_with('(')
+            || ["WHERE", "AND", "OR"]
+                .iter()
+                .any(|w| ends_with_word(before, w));
+        let Some(list_len) = sql[list_start..].find(')') else {
             break;
         };
-        let items: Vec<&str> = rest[list_start..list_start + list_len]
+        let items: Vec<&str> = sql[list_start..list_start + list_len]
             .split(',')
             .map(str::trim)
             .collect();
-        let expand = !column.is_empty()
+        let expand = code[at]
+            && column_start >= copied
+            && column.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && code[column_start]
             && !column.eq_ignore_ascii_case("NOT")
+            && opens
             && items.len() > 2
             && items.iter().all(|i| literal(i));
         if !expand {
-            out.push_str(&rest[..list_start]);
-            rest = &rest[list_start..];
             continue;
         }
-        out.push_str(&head[..column_start]);
+        out.push_str(&sql[copied..column_start]);
         out.push('(');
         for (n, item) in items.iter().enumerate() {
             if n > 0 {
@@ -502,10 +522,54 @@ pub(crate) fn expand_in_lists(sql: &str) -> String {
             out.push_str(item);
         }
         out.push(')');
-        rest = &rest[list_start + list_len + 1..];
+        copied = list_start + list_len + 1;
+        from = copied;
     }
-    out.push_str(rest);
+    out.push_str(&sql[copied..]);
     out
+}
+
+/// For each byte of `sql`, whether it is SQL text proper: not inside a string literal, a
+/// quoted name (`"…"`, `[…]`, `` `…` ``) or a comment (`-- …`, `/* … */`).
+fn code_bytes(sql: &str) -> Vec<bool> {
+    let b = sql.as_bytes();
+    let mut code = vec![true; b.len()];
+    let mut i = 0;
+    while i < b.len() {
+        let end = match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                // A doubled quote inside stands for one.
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None => break b.len(),
+                        Some(&c) if c == q && b.get(j + 1) == Some(&q) => j += 2,
+                        Some(&c) if c == q => break j + 1,
+                        Some(_) => j += 1,
+                    }
+                }
+            }
+            b'[' => b[i..]
+                .iter()
+                .position(|&c| c == b']')
+                .map_or(b.len(), |p| i + p + 1),
+            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p + 1),
+            b'/' if b.get(i + 1) == Some(&b'*') => b[i + 2..]
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(b.len(), |p| i + 2 + p + 2),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        code[i..end].fill(false);
+        i = end;
+    }
+    code
 }
 
 /// The tables of [`ORDER_TABLES`] whose definition or one of whose indexes' is not in its
@@ -586,15 +650,24 @@ async fn broken_references(
 
 /// The rebuild of [`rebuild_order_tables`], in one transaction that holds the write lock
 /// from its start (rows another process writes meanwhile wait for it, and are not lost).
-async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[Rebuild]) -> Result<()> {
+/// What to rebuild is read again under that lock, so a process that opened the database
+/// at the same moment and rebuilt it first (or a newer build, which may have changed the
+/// schema since) is seen, and its work is neither done twice nor undone. Returns the
+/// tables rebuilt.
+async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static str>> {
     let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    let tables = tables_to_rebuild(&mut tx).await?;
+    if tables.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
     let broken_before = broken_references(&mut tx).await?;
     for Rebuild {
         table,
         body,
         indexes,
         high_water,
-    } in tables
+    } in &tables
     {
         tx.execute(format!("CREATE TABLE lodge_rebuild ({body}").as_str())
             .await?;
@@ -629,7 +702,7 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection, tables: &[Rebuild]) -> R
         )));
     }
     tx.commit().await?;
-    Ok(())
+    Ok(tables.iter().map(|t| t.table).collect())
 }
 
 /// Unix microseconds for a timestamp (the stored form of every instant).
@@ -1126,7 +1199,20 @@ mod tests {
             x("CHECK (kind IN (1, 2, 3)) ON t (n) WHERE s IN ('x','y','z')"),
             "CHECK ((kind = 1 OR kind = 2 OR kind = 3)) ON t (n) WHERE (s = 'x' OR s = 'y' OR s = 'z')"
         );
+        assert_eq!(
+            x("WHERE a = 1 AND s IN ('a','b','c') OR\tt IN (1, 2, 3)"),
+            "WHERE a = 1 AND (s = 'a' OR s = 'b' OR s = 'c') OR\t(t = 1 OR t = 2 OR t = 3)"
+        );
         for same in [
+            "CHECK (n + 1 IN (1, 2, 3))",
+            "CHECK (s COLLATE NOCASE IN ('a', 'b', 'c'))",
+            "WHERE h.status IN ('a', 'b', 'c')",
+            "x TEXT DEFAULT 'y IN (1, 2, 3)' CHECK (x <> '')",
+            "x TEXT, -- (s IN ('a', 'b', 'c'))\n y TEXT",
+            "x TEXT /* (s IN ('a', 'b', 'c')) */",
+            "CHECK (\"s IN ('a', 'b', 'c')\")",
+            "CHECK (s IN ('it''s (a) IN (1, 2, 3)', 'b'))",
+            "CHECK (1 IN (1, 2, 3))",
             "CHECK (flag IN (0, 1))",
             "CHECK (s NOT IN ('a', 'b', 'c'))",
             "CHECK (s IN ('a', 'b', lower(s)))",
