@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub connections: usize,
     pub duration: Duration,
     pub scenarios: Vec<String>,
+    /// A mix to run after the scenarios ([`parse_mix`]); without `scenarios`, only the mix.
+    pub mix: Option<String>,
 }
 
 pub const ALL_SCENARIOS: [&str; 7] = [
@@ -309,7 +311,8 @@ pub async fn plan_id(client: &reqwest::Client, t: &Target, key: &str) -> anyhow:
         .context("no plan with a monthly price")
 }
 
-type Recorder = Arc<Mutex<Histogram<u64>>>;
+/// Per request kind: the latencies, and how many answers were errors.
+type Tally = Vec<(Histogram<u64>, u64)>;
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
@@ -328,39 +331,74 @@ where
     Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
 {
     let step = Arc::new(step);
-    let hist: Recorder = Arc::new(Mutex::new(histogram()?));
-    let errors = Arc::new(AtomicU64::new(0));
+    let mut results = drive_labeled(&[name.to_owned()], connections, duration, move |i, n, c| {
+        let step = step.clone();
+        async move { step(i, n, c).await.map(|ok| (0, ok)) }
+    })
+    .await?;
+    results
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no result for {name}"))
+}
+
+/// [`drive`] for a load of several kinds: `step` also says which of `labels` its request
+/// was. Returns one result per label, and before them the total when there are several.
+async fn drive_labeled<F, Fut>(
+    labels: &[String],
+    connections: usize,
+    duration: Duration,
+    step: F,
+) -> anyhow::Result<Vec<ScenarioResult>>
+where
+    F: Fn(usize, u64, reqwest::Client) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<(usize, bool)>> + Send,
+{
+    let step = Arc::new(step);
+    let kinds = labels.len();
+    let totals: Arc<Mutex<Tally>> = Arc::new(Mutex::new(
+        (0..kinds)
+            .map(|_| Ok((histogram()?, 0)))
+            .collect::<anyhow::Result<_>>()?,
+    ));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for conn in 0..connections {
         let step = step.clone();
-        let hist = hist.clone();
-        let errors = errors.clone();
+        let totals = totals.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()
                 .unwrap_or_default();
-            let mut local = histogram()?;
+            let mut local: Tally = (0..kinds)
+                .map(|_| Ok((histogram()?, 0)))
+                .collect::<anyhow::Result<_>>()?;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 match step(conn, n, client.clone()).await {
-                    Ok(ok) => {
+                    Ok((kind, ok)) => {
                         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        local.saturating_record(us.max(1));
+                        let Some((hist, errors)) = local.get_mut(kind) else {
+                            bail!("request kind {kind} out of range");
+                        };
+                        hist.saturating_record(us.max(1));
                         if !ok {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                            *errors += 1;
                         }
                     }
                     Err(_) => break,
                 }
                 n += 1;
             }
-            hist.lock()
-                .map_err(|_| anyhow::anyhow!("histogram lock"))?
-                .add(&local)?;
+            let mut totals = totals
+                .lock()
+                .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+            for ((hist, errors), (h, e)) in totals.iter_mut().zip(&local) {
+                hist.add(h)?;
+                *errors += e;
+            }
             Ok::<(), anyhow::Error>(())
         }));
     }
@@ -368,20 +406,196 @@ where
         t.await??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
-    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    Ok(ScenarioResult {
-        name: name.to_owned(),
-        requests: h.len(),
-        errors: errors.load(Ordering::Relaxed),
-        throughput: h.len() as f64 / secs,
-        p50_ms: q(0.5),
-        p90_ms: q(0.9),
-        p99_ms: q(0.99),
-        p999_ms: q(0.999),
-        ratio_to_ceiling: None,
-        ceiling: None,
-    })
+    let totals = totals
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let result = |name: &str, h: &Histogram<u64>, errors: u64| {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        ScenarioResult {
+            name: name.to_owned(),
+            requests: h.len(),
+            errors,
+            throughput: h.len() as f64 / secs,
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            ratio_to_ceiling: None,
+            ceiling: None,
+        }
+    };
+    let mut results = Vec::new();
+    if kinds > 1 {
+        let mut all = histogram()?;
+        for (h, _) in totals.iter() {
+            all.add(h)?;
+        }
+        let errors = totals.iter().map(|(_, e)| e).sum();
+        results.push(result("mix", &all, errors));
+    }
+    for (label, (h, errors)) in labels.iter().zip(totals.iter()) {
+        results.push(result(label, h, *errors));
+    }
+    Ok(results)
+}
+
+/// A kind of request the load sends: every scenario but `pay_credit` (which needs invoices
+/// prepared unpaid) is one, and a mix interleaves several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Healthz,
+    Storefront,
+    Plans,
+    OrderExternal,
+    OrderKeyed,
+    OrderRegister,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Healthz,
+        Kind::Storefront,
+        Kind::Plans,
+        Kind::OrderExternal,
+        Kind::OrderKeyed,
+        Kind::OrderRegister,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Healthz => "healthz",
+            Kind::Storefront => "storefront",
+            Kind::Plans => "plans",
+            Kind::OrderExternal => "order_external",
+            Kind::OrderKeyed => "order_keyed",
+            Kind::OrderRegister => "order_register",
+        }
+    }
+}
+
+/// Parses a mix, `kind=weight` pairs separated by commas (a kind alone weighs 1):
+/// `storefront=8,order_external=1,order_register=1`.
+pub fn parse_mix(spec: &str) -> anyhow::Result<Vec<(Kind, u32)>> {
+    let mut mix: Vec<(Kind, u32)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+        let (name, weight) = (name.trim(), weight.trim());
+        let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == name) else {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            bail!(
+                "--mix: unknown kind {name:?} (one of {}; pay_credit cannot be mixed)",
+                known.join(", ")
+            );
+        };
+        let weight: u32 = weight
+            .parse()
+            .ok()
+            .filter(|w| (1..=1000).contains(w))
+            .with_context(|| format!("--mix: the weight of {name} must be 1 to 1000"))?;
+        if mix.iter().any(|(k, _)| *k == kind) {
+            bail!("--mix: {name} is given twice");
+        }
+        mix.push((kind, weight));
+    }
+    if mix.is_empty() {
+        bail!("--mix: no kind given");
+    }
+    Ok(mix)
+}
+
+/// The kind of a mix's request number `slot`, by weight: over any run of consecutive slots
+/// as long as the total weight, each kind comes up exactly its weight's number of times.
+/// Returns the kind's index in `mix`.
+pub fn pick(mix: &[(Kind, u32)], slot: u64) -> usize {
+    let total: u64 = mix.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut at = slot % total.max(1);
+    for (i, (_, w)) in mix.iter().enumerate() {
+        if at < u64::from(*w) {
+            return i;
+        }
+        at -= u64::from(*w);
+    }
+    0
+}
+
+/// What the load's requests need: the server, the customers, the plan ordered and a tag
+/// unique to the run.
+#[derive(Clone)]
+struct Load {
+    base: Arc<String>,
+    customers: Arc<Vec<Customer>>,
+    plan: Arc<String>,
+    tag: Arc<str>,
+}
+
+impl Load {
+    /// Sends request `n` of connection `i` (acting as customer `i`): whether it succeeded.
+    /// `scenario` keeps the domain names of a run's order scenarios apart.
+    async fn send(
+        &self,
+        kind: Kind,
+        scenario: &str,
+        i: usize,
+        n: u64,
+        c: &reqwest::Client,
+    ) -> bool {
+        let base = &self.base;
+        let Some(cu) = self.customers.get(i % self.customers.len().max(1)) else {
+            return false;
+        };
+        let body_read = |r: Result<reqwest::Response, reqwest::Error>| async move {
+            match r {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        match kind {
+            Kind::Healthz => c
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Kind::Storefront => {
+                let r = c
+                    .get(format!("{base}/apiv2/websites/order"))
+                    .header("X-API-KEY", &cu.key)
+                    .send()
+                    .await;
+                body_read(r).await
+            }
+            Kind::Plans => {
+                let r = c
+                    .get(format!("{base}/v1/hosting/plans"))
+                    .bearer_auth(&cu.key)
+                    .send()
+                    .await;
+                body_read(r).await
+            }
+            Kind::OrderExternal | Kind::OrderKeyed | Kind::OrderRegister => {
+                let (source, suffix) = if kind == Kind::OrderRegister {
+                    ("register", "com")
+                } else {
+                    ("external", "example")
+                };
+                let url = format!(
+                    "{base}/v1/organizations/{}/projects/{}/hosting/order",
+                    cu.org, cu.project
+                );
+                let name =
+                    format!("{}{scenario}{i}n{n}.{suffix}", self.tag).replace(['_', '/'], "-");
+                let mut req = c
+                    .post(url)
+                    .bearer_auth(&cu.key)
+                    .json(&order_body(&self.plan, source, &name));
+                if kind == Kind::OrderKeyed {
+                    req = req.header("Idempotency-Key", name);
+                }
+                req.send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED)
+            }
+        }
+    }
 }
 
 fn order_body(plan: &str, source: &str, name: &str) -> Value {
@@ -428,103 +642,59 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let plan = Arc::new(plan_id(&client, &target, &customers[0].key).await?);
     let base = Arc::new(target.base.clone());
     let mut results = Vec::new();
-    let want = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|x| x == s);
+    let want = |s: &str| {
+        if opts.scenarios.is_empty() {
+            opts.mix.is_none()
+        } else {
+            opts.scenarios.iter().any(|x| x == s)
+        }
+    };
+    let load = Load {
+        base: base.clone(),
+        customers: customers.clone(),
+        plan: plan.clone(),
+        tag: run_tag.as_str().into(),
+    };
 
-    if want("healthz") {
-        eprintln!("bench: healthz");
-        let base = base.clone();
-        results.push(
-            drive(
-                "healthz",
-                opts.connections,
-                opts.duration,
-                move |_, _, c| {
-                    let url = format!("{base}/healthz");
-                    async move {
-                        Ok(c.get(url)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success()))
-                    }
-                },
-            )
-            .await?,
-        );
-    }
-    if want("storefront") {
-        eprintln!("bench: storefront");
-        let (base, cs) = (base.clone(), customers.clone());
-        results.push(
-            drive(
-                "storefront",
-                opts.connections,
-                opts.duration,
-                move |i, _, c| {
-                    let url = format!("{base}/apiv2/websites/order");
-                    let key = cs[i % cs.len()].key.clone();
-                    async move {
-                        let r = c.get(url).header("X-API-KEY", key).send().await;
-                        Ok(match r {
-                            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                            Err(_) => false,
-                        })
-                    }
-                },
-            )
-            .await?,
-        );
-    }
-    if want("plans") {
-        eprintln!("bench: plans");
-        let (base, cs) = (base.clone(), customers.clone());
-        results.push(
-            drive("plans", opts.connections, opts.duration, move |i, _, c| {
-                let url = format!("{base}/v1/hosting/plans");
-                let key = cs[i % cs.len()].key.clone();
-                async move {
-                    let r = c.get(url).bearer_auth(key).send().await;
-                    Ok(match r {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    })
-                }
-            })
-            .await?,
-        );
-    }
     // order_keyed: external orders, each with its own Idempotency-Key (claimed and
     // answered in the order's transaction).
-    for (name, source, suffix, keyed) in [
-        ("order_external", "external", "example", false),
-        ("order_keyed", "external", "example", true),
-        ("order_register", "register", "com", false),
-    ] {
-        if !want(name) {
+    for kind in Kind::ALL {
+        if !want(kind.name()) {
             continue;
         }
-        eprintln!("bench: {name}");
-        let (base, cs, plan, tag) = (
-            base.clone(),
-            customers.clone(),
-            plan.clone(),
-            run_tag.clone(),
-        );
+        eprintln!("bench: {}", kind.name());
+        let load = load.clone();
         results.push(
-            drive(name, opts.connections, opts.duration, move |i, n, c| {
-                let cu = cs[i % cs.len()].clone();
-                let url = format!(
-                    "{base}/v1/organizations/{}/projects/{}/hosting/order",
-                    cu.org, cu.project
-                );
-                let name = format!("{tag}{name}{i}n{n}.{suffix}").replace('_', "-");
-                let body = order_body(&plan, source, &name);
+            drive(
+                kind.name(),
+                opts.connections,
+                opts.duration,
+                move |i, n, c| {
+                    let load = load.clone();
+                    async move { Ok(load.send(kind, kind.name(), i, n, &c).await) }
+                },
+            )
+            .await?,
+        );
+    }
+    if let Some(mix) = &opts.mix {
+        let mix = parse_mix(mix)?;
+        let labels: Vec<String> = mix
+            .iter()
+            .map(|(k, _)| format!("mix/{}", k.name()))
+            .collect();
+        eprintln!("bench: mix ({})", labels.join(", "));
+        let load = load.clone();
+        let mix = Arc::new(mix);
+        results.extend(
+            drive_labeled(&labels, opts.connections, opts.duration, move |i, n, c| {
+                let (load, mix) = (load.clone(), mix.clone());
                 async move {
-                    let mut req = c.post(url).bearer_auth(cu.key).json(&body);
-                    if keyed {
-                        req = req.header("Idempotency-Key", name);
-                    }
-                    let r = req.send().await;
-                    Ok(r.is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED))
+                    // Connections start at different points of the cycle.
+                    let at = pick(&mix, n.wrapping_add(i as u64));
+                    let kind = mix.get(at).map_or(Kind::Healthz, |(k, _)| *k);
+                    let scenario = format!("mix-{}", kind.name());
+                    Ok((at, load.send(kind, &scenario, i, n, &c).await))
                 }
             })
             .await?,
@@ -698,7 +868,7 @@ pub fn print_table(r: &Report) {
         println!("server peak RSS: {m:.1} MiB");
     }
     println!(
-        "{:<16} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:<20} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "scenario",
         "requests",
         "errors",
@@ -711,7 +881,7 @@ pub fn print_table(r: &Report) {
     );
     for s in &r.scenarios {
         println!(
-            "{:<16} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}",
+            "{:<20} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}",
             s.name,
             s.requests,
             s.errors,
@@ -947,4 +1117,44 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
     problems.extend(lodge_store::checks::consistency_problems(store.reader()).await?);
     store.close().await;
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_mix, pick, Kind};
+
+    #[test]
+    fn a_mix_is_parsed_with_its_weights_and_refused_when_wrong() {
+        assert_eq!(
+            parse_mix("storefront=8, order_external=1,order_register").unwrap(),
+            vec![
+                (Kind::Storefront, 8),
+                (Kind::OrderExternal, 1),
+                (Kind::OrderRegister, 1)
+            ]
+        );
+        for bad in [
+            "",
+            "storefront=0",
+            "storefront=x",
+            "storefront=1001",
+            "pay_credit=1",
+            "nothing=2",
+            "plans,plans=2",
+        ] {
+            assert!(parse_mix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_kind_comes_up_its_weight_in_every_cycle() {
+        let mix = parse_mix("storefront=5,order_keyed=2,healthz=1").unwrap();
+        for start in [0u64, 3, 7, 1_000_003] {
+            let mut seen = [0u32; 3];
+            for slot in start..start + 8 {
+                seen[pick(&mix, slot)] += 1;
+            }
+            assert_eq!(seen, [5, 2, 1], "from slot {start}");
+        }
+    }
 }

@@ -131,6 +131,12 @@ enum BenchCommand {
         /// pay_credit. Default: all.
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
+        /// Also run a mix: the connections interleave request kinds by weight, e.g.
+        /// storefront=8,order_external=1,order_register=1 (kinds as for --scenarios but
+        /// pay_credit; a kind alone weighs 1). Reported as a total and per kind. Without
+        /// --scenarios, only the mix runs.
+        #[arg(long)]
+        mix: Option<String>,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -483,6 +489,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
             connections,
             seconds,
             scenarios,
+            mix,
             json,
         } => {
             let report = lodge::bench::run(lodge::bench::BenchOptions {
@@ -492,6 +499,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
                 connections: connections.max(1),
                 duration: std::time::Duration::from_secs_f64(seconds.max(0.1)),
                 scenarios,
+                mix,
             })
             .await?;
             if json {

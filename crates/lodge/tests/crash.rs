@@ -115,3 +115,71 @@ async fn bench_fill_writes_whole_numbered_orders_postgres() {
         .unwrap();
     assert_filled(&url, 300).await;
 }
+
+/// `lodge bench load --mix`: the connections interleave the kinds by weight, each kind is
+/// reported with the total, and every order the mix reports placed is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_runs_a_weighted_mix_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/mix.db", dir.path().display());
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_lodge"))
+            .args([
+                "bench",
+                "load",
+                "--connections",
+                "2",
+                "--seconds",
+                "1",
+                "--mix",
+                "storefront=3,order_register=1",
+                "--json",
+                "--database-url",
+                &u,
+            ])
+            .env("LODGE_LOG", "warn")
+            .output()
+            .expect("run lodge bench load")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let rows = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    // Only the mix ran (no --scenarios).
+    assert_eq!(
+        names,
+        ["mix", "mix/storefront", "mix/order_register"],
+        "{report}"
+    );
+    let requests = |i: usize| rows[i]["requests"].as_u64().unwrap();
+    assert_eq!(requests(0), requests(1) + requests(2));
+    for r in rows {
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+    let (reads, orders) = (requests(1), requests(2));
+    assert!(orders >= 1, "{report}");
+    // Each connection takes three reads per order, give or take its last cycle.
+    assert!(
+        reads + 6 >= 3 * orders && reads <= 3 * orders + 6,
+        "{report}"
+    );
+    let store = lodge_store::Store::connect(&url).await.unwrap();
+    let placed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(u64::try_from(placed).unwrap(), orders);
+    let domains: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(domains, placed);
+}
