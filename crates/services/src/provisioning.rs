@@ -24,6 +24,11 @@ pub const JOB_SUSPEND: &str = "suspend_hosting";
 pub const JOB_UNSUSPEND: &str = "unsuspend_hosting";
 pub const JOB_EXPIRE_ORDER: &str = "expire_order";
 
+/// How long a request's `Idempotency-Key` is remembered (24 hours, as Stripe does): a
+/// retry within it replays the first answer; after it the scheduler forgets the key, and a
+/// request with it is a new request.
+pub const IDEMPOTENCY_KEY_TTL_US: i64 = 24 * 3_600 * 1_000_000;
+
 /// The delay before retry `attempt` (1-based): 10 s doubling to at most an hour, ±20 %.
 pub fn backoff_us(attempt: i64) -> i64 {
     let exp = u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0);
@@ -437,8 +442,10 @@ impl Lodge {
     }
 
     /// One scheduler pass: enqueues each due item's job exactly once (dedupe keys), whichever
-    /// node runs it. Returns how many jobs were newly enqueued.
+    /// node runs it, and forgets the `Idempotency-Key`s older than
+    /// [`IDEMPOTENCY_KEY_TTL_US`]. Returns how many jobs were newly enqueued.
     pub async fn schedule_due(&self) -> Result<usize> {
+        self.forget_idempotency_keys().await?;
         let now = self.now_us();
         let mut added = 0;
         let cutoff = now - self.settings.invoice_expiry_days * 86_400_000_000;
@@ -474,6 +481,22 @@ impl Lodge {
             tx.commit().await.map_err(StoreError::from)?;
         }
         Ok(added)
+    }
+
+    /// Forgets the `Idempotency-Key`s stored more than [`IDEMPOTENCY_KEY_TTL_US`] ago, a
+    /// thousand at a time (each delete a short write). Returns how many were forgotten.
+    pub async fn forget_idempotency_keys(&self) -> Result<u64> {
+        const AT_ONCE: i64 = 1000;
+        let before = self.now_us() - IDEMPOTENCY_KEY_TTL_US;
+        let mut forgotten = 0;
+        loop {
+            let n = lodge_store::idempotency::forget_before(self.store.writer(), before, AT_ONCE)
+                .await?;
+            forgotten += n;
+            if n < AT_ONCE.unsigned_abs() {
+                return Ok(forgotten);
+            }
+        }
     }
 
     /// Staff lifecycle operations on a hosting account (`/v1/admin/hosting/{id}/…`).

@@ -67,6 +67,26 @@ pub async fn release_stale(
     Ok(r.rows_affected() == 1)
 }
 
+/// Reads the oldest keys through `idempotency_keys_created` (migration 0008).
+pub(crate) const FORGET_BEFORE: &str =
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN
+         (SELECT scope, key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)";
+
+/// Forgets up to `limit` keys stored before `before` (answered or not), oldest first:
+/// a request retried that late is judged as a new one. Returns how many were forgotten.
+pub async fn forget_before<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    before: i64,
+    limit: i64,
+) -> Result<u64> {
+    let r = sqlx::query(FORGET_BEFORE)
+        .bind(before)
+        .bind(limit)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
+}
+
 /// Claims `(scope, key)` for a request; `false` when the key is already held (by a committed
 /// request, or by one earlier in the same transaction). Inside the transaction of the work it
 /// guards (an order), the claim commits or rolls back with that work. On PostgreSQL a claim

@@ -65,7 +65,7 @@ pub struct CreditBalance {
 #[utoipa::path(post, path = "/v1/admin/organizations/{organization_id}/credit", tag = "admin",
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = AddCredit,
     responses((status = 201, body = CreditBalance), (status = 400), (status = 401), (status = 403), (status = 404)))]
 async fn add_credit(

@@ -108,7 +108,7 @@ fn string_field(
     tag = "hosting", security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("project_id" = String, Path, description = "Project UUID"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = HostingOrderRequest,
     responses((status = 201, description = "Hosting order created successfully", body = HostingOrderResponse),
               (status = 400, description = "Field errors"), (status = 401), (status = 403), (status = 404),

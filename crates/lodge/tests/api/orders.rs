@@ -23,6 +23,7 @@ on_both_engines!(
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
+    idempotency_keys_are_forgotten_after_a_day,
     a_keyed_order_that_fails_keeps_nothing_under_its_key,
     payment_page_pays_from_credit_once,
     concurrent_payments_from_credit_each_pay_once,
@@ -1431,6 +1432,43 @@ async fn idempotency_key_replays_the_first_order(app: TestApp) {
     assert_eq!(resp.status(), StatusCode::CREATED);
     let theirs: Value = resp.json().await.unwrap();
     assert_ne!(int_of(&theirs, "order_id"), order_id);
+    app.stop().await;
+}
+
+/// An `Idempotency-Key` is remembered for 24 hours: the scheduler pass forgets it after
+/// that (and only it), and the same key then makes a new request, not a replay or a 422.
+async fn idempotency_keys_are_forgotten_after_a_day(app: TestApp) {
+    let plan = starter(&app);
+    let (status, first, _) = order_keyed(&app, "day-key", &register(&plan, "day-one.com")).await;
+    let first = created(status, first);
+    app.clock.advance(SignedDuration::from_hours(23));
+    let (status, younger, _) =
+        order_keyed(&app, "younger-key", &register(&plan, "day-two.com")).await;
+    created(status, younger);
+    app.lodge.schedule_due().await.expect("schedule");
+    assert_eq!(app.count("idempotency_keys").await, 2);
+    // Within the day: a replay, and another body is refused.
+    let (status, again, replayed) =
+        order_keyed(&app, "day-key", &register(&plan, "day-one.com")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(replayed);
+    assert_eq!(int_of(&again, "order_id"), int_of(&first, "order_id"));
+    let (status, other, _) = order_keyed(&app, "day-key", &register(&plan, "day-three.com")).await;
+    assert_detail(status, &other, StatusCode::UNPROCESSABLE_ENTITY);
+
+    app.clock.advance(SignedDuration::from_hours(2));
+    app.lodge.schedule_due().await.expect("schedule");
+    // The first key is forgotten, the younger one kept.
+    assert_eq!(app.count("idempotency_keys").await, 1);
+    let (status, late, replayed) =
+        order_keyed(&app, "day-key", &register(&plan, "day-three.com")).await;
+    assert!(!replayed);
+    let late = created(status, late);
+    assert_ne!(int_of(&late, "order_id"), int_of(&first, "order_id"));
+    let (status, kept, replayed) =
+        order_keyed(&app, "younger-key", &register(&plan, "day-two.com")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(replayed, "{kept}");
     app.stop().await;
 }
 
