@@ -442,10 +442,18 @@ impl Lodge {
     }
 
     /// One scheduler pass: enqueues each due item's job exactly once (dedupe keys), whichever
-    /// node runs it, and forgets the `Idempotency-Key`s older than
-    /// [`IDEMPOTENCY_KEY_TTL_US`]. Returns how many jobs were newly enqueued.
+    /// node runs it, then forgets the `Idempotency-Key`s older than
+    /// [`IDEMPOTENCY_KEY_TTL_US`] (housekeeping: its failure is logged, and does not fail
+    /// the pass). Returns how many jobs were newly enqueued.
     pub async fn schedule_due(&self) -> Result<usize> {
-        self.forget_idempotency_keys().await?;
+        let added = self.enqueue_due().await?;
+        if let Err(e) = self.forget_idempotency_keys().await {
+            tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");
+        }
+        Ok(added)
+    }
+
+    async fn enqueue_due(&self) -> Result<usize> {
         let now = self.now_us();
         let mut added = 0;
         let cutoff = now - self.settings.invoice_expiry_days * 86_400_000_000;
@@ -484,19 +492,23 @@ impl Lodge {
     }
 
     /// Forgets the `Idempotency-Key`s stored more than [`IDEMPOTENCY_KEY_TTL_US`] ago, a
-    /// thousand at a time (each delete a short write). Returns how many were forgotten.
+    /// thousand at a time (each delete a short write), at most ten thousand a pass so that a
+    /// backlog (after a long stop) never holds the scheduler up; the next passes go on.
+    /// Returns how many were forgotten.
     pub async fn forget_idempotency_keys(&self) -> Result<u64> {
         const AT_ONCE: i64 = 1000;
+        const ROUNDS: usize = 10;
         let before = self.now_us() - IDEMPOTENCY_KEY_TTL_US;
         let mut forgotten = 0;
-        loop {
+        for _ in 0..ROUNDS {
             let n = lodge_store::idempotency::forget_before(self.store.writer(), before, AT_ONCE)
                 .await?;
             forgotten += n;
             if n < AT_ONCE.unsigned_abs() {
-                return Ok(forgotten);
+                break;
             }
         }
+        Ok(forgotten)
     }
 
     /// Staff lifecycle operations on a hosting account (`/v1/admin/hosting/{id}/…`).

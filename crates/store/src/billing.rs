@@ -431,7 +431,9 @@ pub async fn number_invoices<C: SqlConn>(
     let issued = now();
     if conn.is_postgres() {
         // One statement for them all: from the counter's update to the commit every other
-        // batch waits for this one, so each round trip here is paid by all of them.
+        // batch waits for this one, so each round trip here is paid by all of them. The list
+        // is padded with rows matching nothing to a power of two, so a few statement texts
+        // serve every batch size (each is prepared and cached per connection).
         let mut sql = String::from(
             "UPDATE invoices AS i SET number = v.number, issued_at = $1 FROM (VALUES ",
         );
@@ -444,6 +446,9 @@ pub async fn number_invoices<C: SqlConn>(
             sql.push_str(&format!("(${p}::BIGINT, ${}::TEXT)", p + 1));
             args.push(Val::from(*id));
             args.push(Val::from(format!("INV-{n:06}")));
+        }
+        for _ in invoices.len()..invoices.len().next_power_of_two() {
+            sql.push_str(", (NULL::BIGINT, NULL::TEXT)");
         }
         sql.push_str(") AS v(id, number) WHERE i.id = v.id");
         let numbered = conn.exec(&sql, args).await?;
