@@ -41,15 +41,24 @@ pub struct BenchOptions {
     pub mix: Option<String>,
 }
 
-pub const ALL_SCENARIOS: [&str; 7] = [
-    "healthz",
-    "storefront",
-    "plans",
-    "order_external",
-    "order_keyed",
-    "order_register",
-    "pay_credit",
-];
+/// The scenario that pays invoices from account credit: not a [`Kind`], as it needs
+/// invoices prepared unpaid first.
+pub const PAY_CREDIT: &str = "pay_credit";
+
+/// Refuses a scenario name that is neither a [`Kind`] nor [`PAY_CREDIT`] (it would
+/// silently measure nothing).
+pub fn check_scenarios(scenarios: &[String]) -> anyhow::Result<()> {
+    for s in scenarios {
+        if s != PAY_CREDIT && !Kind::ALL.iter().any(|k| k.name() == s) {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            bail!(
+                "--scenarios: unknown scenario {s:?} (one of {}, {PAY_CREDIT})",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioResult {
@@ -331,10 +340,16 @@ where
     Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
 {
     let step = Arc::new(step);
-    let mut results = drive_labeled(&[name.to_owned()], connections, duration, move |i, n, c| {
-        let step = step.clone();
-        async move { step(i, n, c).await.map(|ok| (0, ok)) }
-    })
+    let mut results = drive_labeled(
+        name,
+        &[name.to_owned()],
+        connections,
+        duration,
+        move |i, n, c| {
+            let step = step.clone();
+            async move { step(i, n, c).await.map(|ok| (0, ok)) }
+        },
+    )
     .await?;
     results
         .pop()
@@ -342,8 +357,10 @@ where
 }
 
 /// [`drive`] for a load of several kinds: `step` also says which of `labels` its request
-/// was. Returns one result per label, and before them the total when there are several.
+/// was. Returns one result per label, and before them the total, named `total`, when
+/// there are several.
 async fn drive_labeled<F, Fut>(
+    total: &str,
     labels: &[String],
     connections: usize,
     duration: Duration,
@@ -431,7 +448,7 @@ where
             all.add(h)?;
         }
         let errors = totals.iter().map(|(_, e)| e).sum();
-        results.push(result("mix", &all, errors));
+        results.push(result(total, &all, errors));
     }
     for (label, (h, errors)) in labels.iter().zip(totals.iter()) {
         results.push(result(label, h, *errors));
@@ -447,6 +464,8 @@ pub enum Kind {
     Storefront,
     Plans,
     OrderExternal,
+    /// `OrderExternal`, each request with its own `Idempotency-Key` (claimed and answered
+    /// in the order's transaction).
     OrderKeyed,
     OrderRegister,
 }
@@ -604,6 +623,9 @@ fn order_body(plan: &str, source: &str, name: &str) -> Value {
 
 /// The load test.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
+    // Bad names fail now, not after the setup.
+    check_scenarios(&opts.scenarios)?;
+    let mix = opts.mix.as_deref().map(parse_mix).transpose()?;
     let dir = tempfile_dir()?;
     let mut target = match &opts.url {
         Some(url) => Target {
@@ -642,9 +664,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let plan = Arc::new(plan_id(&client, &target, &customers[0].key).await?);
     let base = Arc::new(target.base.clone());
     let mut results = Vec::new();
+    let mix_only = mix.is_some();
     let want = |s: &str| {
         if opts.scenarios.is_empty() {
-            opts.mix.is_none()
+            !mix_only
         } else {
             opts.scenarios.iter().any(|x| x == s)
         }
@@ -656,8 +679,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         tag: run_tag.as_str().into(),
     };
 
-    // order_keyed: external orders, each with its own Idempotency-Key (claimed and
-    // answered in the order's transaction).
     for kind in Kind::ALL {
         if !want(kind.name()) {
             continue;
@@ -677,8 +698,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             .await?,
         );
     }
-    if let Some(mix) = &opts.mix {
-        let mix = parse_mix(mix)?;
+    if let Some(mix) = mix {
         let labels: Vec<String> = mix
             .iter()
             .map(|(k, _)| format!("mix/{}", k.name()))
@@ -687,20 +707,26 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         let load = load.clone();
         let mix = Arc::new(mix);
         results.extend(
-            drive_labeled(&labels, opts.connections, opts.duration, move |i, n, c| {
-                let (load, mix) = (load.clone(), mix.clone());
-                async move {
-                    // Connections start at different points of the cycle.
-                    let at = pick(&mix, n.wrapping_add(i as u64));
-                    let kind = mix.get(at).map_or(Kind::Healthz, |(k, _)| *k);
-                    let scenario = format!("mix-{}", kind.name());
-                    Ok((at, load.send(kind, &scenario, i, n, &c).await))
-                }
-            })
+            drive_labeled(
+                "mix",
+                &labels,
+                opts.connections,
+                opts.duration,
+                move |i, n, c| {
+                    let (load, mix) = (load.clone(), mix.clone());
+                    async move {
+                        // Connections start at different points of the cycle.
+                        let at = pick(&mix, n.wrapping_add(i as u64));
+                        let kind = mix.get(at).map_or(Kind::Healthz, |(k, _)| *k);
+                        let scenario = format!("mix-{}", kind.name());
+                        Ok((at, load.send(kind, &scenario, i, n, &c).await))
+                    }
+                },
+            )
             .await?,
         );
     }
-    if want("pay_credit") {
+    if want(PAY_CREDIT) {
         // Unpaid invoices first (customers without credit), then credit, then the load pays.
         eprintln!("bench: pay_credit (preparing unpaid invoices)");
         let mut payers = Vec::new();
@@ -769,7 +795,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         let base = base.clone();
         results.push(
             drive(
-                "pay_credit",
+                PAY_CREDIT,
                 opts.connections,
                 opts.duration,
                 move |_, _, c| {
@@ -816,7 +842,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
                 r.ratio_to_ceiling = healthz.map(|h| r.throughput / h);
                 r.ceiling = Some("healthz".into());
             }
-            "order_external" | "order_keyed" | "order_register" | "pay_credit" => {
+            "order_external" | "order_keyed" | "order_register" | PAY_CREDIT => {
                 r.ratio_to_ceiling = bare.map(|b| r.throughput / b);
                 r.ceiling = Some("bare durable commits (1 connection)".into());
             }
@@ -1121,7 +1147,7 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_mix, pick, Kind};
+    use super::{check_scenarios, parse_mix, pick, Kind};
 
     #[test]
     fn a_mix_is_parsed_with_its_weights_and_refused_when_wrong() {
@@ -1143,6 +1169,16 @@ mod tests {
             "plans,plans=2",
         ] {
             assert!(parse_mix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scenario_names_are_checked() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        check_scenarios(&names(&["healthz", "order_keyed", "pay_credit"])).unwrap();
+        check_scenarios(&[]).unwrap();
+        for bad in ["nonsense", "mix", "order-external"] {
+            assert!(check_scenarios(&names(&[bad])).is_err(), "{bad}");
         }
     }
 
