@@ -429,42 +429,44 @@ pub async fn number_invoices<C: SqlConn>(
     }
     let last = crate::next_counter_by(conn, "invoice_number", count).await?;
     let issued = now();
-    if conn.is_postgres() {
-        // One statement for them all: from the counter's update to the commit every other
-        // batch waits for this one, so each round trip here is paid by all of them. The list
-        // is padded with rows matching nothing to a power of two, so a few statement texts
-        // serve every batch size (each is prepared and cached per connection).
-        let mut sql = String::from(
-            "UPDATE invoices AS i SET number = v.number, issued_at = $1 FROM (VALUES ",
-        );
-        let mut args = vec![Val::from(issued)];
-        for (k, (n, id)) in (last - count + 1..).zip(invoices).enumerate() {
-            let p = 2 + 2 * k;
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("(${p}::BIGINT, ${}::TEXT)", p + 1));
-            args.push(Val::from(*id));
-            args.push(Val::from(format!("INV-{n:06}")));
-        }
-        for _ in invoices.len()..invoices.len().next_power_of_two() {
-            sql.push_str(", (NULL::BIGINT, NULL::TEXT)");
-        }
-        sql.push_str(") AS v(id, number) WHERE i.id = v.id");
-        let numbered = conn.exec(&sql, args).await?;
-        if numbered != count.unsigned_abs() {
-            return Err(StoreError::Corrupt(format!(
-                "numbered {numbered} of {count} invoices"
-            )));
+    let numbers = (last - count + 1..)
+        .zip(invoices)
+        .map(|(n, id)| (*id, format!("INV-{n:06}")));
+    if !conn.is_postgres() {
+        for (id, number) in numbers {
+            conn.exec(
+                "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
+                vals![id, number, issued],
+            )
+            .await?;
         }
         return Ok(());
     }
-    for (n, id) in (last - count + 1..).zip(invoices) {
-        conn.exec(
-            "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
-            vals![*id, format!("INV-{n:06}"), issued],
-        )
-        .await?;
+    // One statement for them all: from the counter's update to the commit every other
+    // batch waits for this one, so each round trip here is paid by all of them. The list is
+    // padded with rows matching nothing to a power of two, so a few statement texts serve
+    // every batch size (each is prepared and cached per connection).
+    let mut sql =
+        String::from("UPDATE invoices AS i SET number = v.number, issued_at = $1 FROM (VALUES ");
+    let mut args = vec![Val::from(issued)];
+    for (k, (id, number)) in numbers.enumerate() {
+        let p = 2 + 2 * k;
+        if k > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${p}::BIGINT, ${}::TEXT)", p + 1));
+        args.push(Val::from(id));
+        args.push(Val::from(number));
+    }
+    for _ in invoices.len()..invoices.len().next_power_of_two() {
+        sql.push_str(", (NULL::BIGINT, NULL::TEXT)");
+    }
+    sql.push_str(") AS v(id, number) WHERE i.id = v.id");
+    let numbered = conn.exec(&sql, args).await?;
+    if numbered != count.unsigned_abs() {
+        return Err(StoreError::Corrupt(format!(
+            "numbered {numbered} of {count} invoices"
+        )));
     }
     Ok(())
 }

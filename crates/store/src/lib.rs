@@ -454,9 +454,10 @@ fn wanted_table(sql: &str, keep_autoincrement: bool) -> String {
 /// `sql` with each `column IN (a, b, c, ...)` of three or more literal values written as
 /// `(column = a OR column = b OR ...)`: the same test, which SQLite evaluates without a
 /// temporary b-tree. Only a bare column that opens a condition (at the start, or after
-/// `(`, `WHERE`, `AND` or `OR`) is expanded, outside string literals, quoted names and comments; lists of one
-/// or two values (SQLite compares those directly), lists of anything but plain literals,
-/// `NOT IN` and any other left-hand side are left as they are.
+/// `(`, `WHERE`, `AND` or `OR`) is expanded, outside string literals, quoted names and
+/// comments; lists of one or two values (SQLite compares those directly), lists of
+/// anything but plain literals, `NOT IN` and any other left-hand side are left as they
+/// are.
 pub(crate) fn expand_in_lists(sql: &str) -> String {
     const IN: &str = " IN (";
     let literal = |s: &str| {
