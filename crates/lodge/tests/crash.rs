@@ -183,3 +183,88 @@ async fn bench_load_runs_a_weighted_mix_sqlite() {
         .unwrap();
     assert_eq!(domains, placed);
 }
+
+/// `lodge bench load --scenarios`: each scenario runs against the real server without an
+/// error, with ordered percentiles, and is reported as a ratio to its ceiling (reads to
+/// `/healthz`, writes to the bare durable-commit rate measured in the same run); the keyed
+/// orders really carry their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/load.db", dir.path().display());
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_lodge"))
+            .args([
+                "bench",
+                "load",
+                "--connections",
+                "2",
+                "--seconds",
+                "0.5",
+                "--scenarios",
+                "healthz,storefront,order_external,order_keyed,pay_credit",
+                "--json",
+                "--database-url",
+                &u,
+            ])
+            .env("LODGE_LOG", "warn")
+            .output()
+            .expect("run lodge bench load")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let bare = report["bare_commits_per_sec"].as_f64().unwrap();
+    assert!(bare > 0.0, "{report}");
+    assert!(report["server_peak_rss_mb"].as_f64().unwrap() > 0.0);
+    let rows = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "healthz",
+            "storefront",
+            "order_external",
+            "order_keyed",
+            "pay_credit"
+        ]
+    );
+    let healthz = rows[0]["throughput"].as_f64().unwrap();
+    for r in rows {
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        let p: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "p999_ms"]
+            .iter()
+            .map(|k| r[k].as_f64().unwrap())
+            .collect();
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{r}");
+        let (ratio, ceiling) = match r["name"].as_str().unwrap() {
+            "healthz" => {
+                assert!(r["ratio_to_ceiling"].is_null(), "{r}");
+                continue;
+            }
+            "storefront" => (healthz, "healthz"),
+            _ => (bare, "bare durable commits"),
+        };
+        let expected = r["throughput"].as_f64().unwrap() / ratio;
+        let got = r["ratio_to_ceiling"].as_f64().unwrap();
+        assert!((got - expected).abs() < 1e-9, "{r}");
+        assert!(r["ceiling"].as_str().unwrap().starts_with(ceiling), "{r}");
+    }
+    let store = lodge_store::Store::connect(&url).await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(
+        u64::try_from(keys).unwrap(),
+        rows[3]["requests"].as_u64().unwrap()
+    );
+}
