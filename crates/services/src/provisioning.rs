@@ -496,15 +496,13 @@ impl Lodge {
     /// backlog (after a long stop) never holds the scheduler up; the next passes go on.
     /// Returns how many were forgotten.
     pub async fn forget_idempotency_keys(&self) -> Result<u64> {
-        const AT_ONCE: i64 = 1000;
         const ROUNDS: usize = 10;
         let before = self.now_us() - IDEMPOTENCY_KEY_TTL_US;
         let mut forgotten = 0;
         for _ in 0..ROUNDS {
-            let n = lodge_store::idempotency::forget_before(self.store.writer(), before, AT_ONCE)
-                .await?;
+            let n = lodge_store::idempotency::forget_before(self.store.writer(), before).await?;
             forgotten += n;
-            if n < AT_ONCE.unsigned_abs() {
+            if n < lodge_store::idempotency::FORGET_AT_ONCE {
                 break;
             }
         }
