@@ -31,7 +31,7 @@ pub const JOB_TRANSFER_DOMAIN: &str = "transfer_domain";
 pub const JOB_TERMINATE: &str = "terminate_hosting";
 
 impl Lodge {
-    /// Enqueues a job in the caller's transaction (once per dedupe key).
+    /// Enqueues a job in the caller's transaction (once per dedupe key); whether it was new.
     pub(crate) async fn enqueue<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
@@ -39,19 +39,37 @@ impl Lodge {
         payload: serde_json::Value,
         dedupe_key: &str,
     ) -> Result<bool> {
+        let payload = payload.to_string();
+        Ok(jobs::enqueue(conn, &self.new_job(kind, &payload, dedupe_key)).await?)
+    }
+
+    /// [`Lodge::enqueue`], through [`lodge_store::SqlConn::insert_later`].
+    async fn enqueue_later<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        kind: &str,
+        payload: serde_json::Value,
+        dedupe_key: &str,
+    ) -> Result<()> {
+        let payload = payload.to_string();
+        Ok(jobs::enqueue_later(conn, &self.new_job(kind, &payload, dedupe_key)).await?)
+    }
+
+    fn new_job<'a>(
+        &self,
+        kind: &'a str,
+        payload: &'a str,
+        dedupe_key: &'a str,
+    ) -> jobs::NewJob<'a> {
         let now = self.now_us();
-        Ok(jobs::enqueue(
-            conn,
-            &jobs::NewJob {
-                kind,
-                payload: &payload.to_string(),
-                dedupe_key: Some(dedupe_key),
-                run_at: now,
-                max_attempts: 8,
-                now,
-            },
-        )
-        .await?)
+        jobs::NewJob {
+            kind,
+            payload,
+            dedupe_key: Some(dedupe_key),
+            run_at: now,
+            max_attempts: 8,
+            now,
+        }
     }
 
     /// Applies the organization's credit to an invoice, up to `max`: the balance is read
@@ -148,7 +166,7 @@ impl Lodge {
         domain_id: Option<DomainId>,
         domain_job: Option<&str>,
     ) -> Result<()> {
-        self.enqueue(
+        self.enqueue_later(
             conn,
             JOB_PROVISION,
             serde_json::json!({ "hosting_id": hosting_id }),
@@ -156,7 +174,7 @@ impl Lodge {
         )
         .await?;
         if let (Some(d), Some(kind)) = (domain_id, domain_job) {
-            self.enqueue(
+            self.enqueue_later(
                 conn,
                 kind,
                 serde_json::json!({ "domain_id": d }),

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lodge_store::conn::{begin_unit, end_unit};
+use lodge_store::deferred::Deferred;
 use lodge_store::{billing, run_ready, BatchConn, SqlConn, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -463,6 +464,39 @@ pub async fn place_all<C: SqlConn>(
         .map(|k| (k.scope.as_str(), k.key.as_str()))
         .collect();
     lodge_store::idempotency::lock_keys(db, &keys).await?;
+    let results = if units == Units::Whole && db.is_postgres() {
+        // Each statement is a round trip to PostgreSQL: the rows nothing reads before the
+        // commit are written together after the last order, a few statements a table.
+        let mut rows = Deferred::new(&mut *db);
+        let results = place_each(&mut rows, orders, units).await?;
+        rows.flush().await.map_err(|e| {
+            if e.is_transient() {
+                Attempt::Store(e)
+            } else {
+                // Which order's row it was is not known: run the batch again with
+                // savepoints (and without deferred rows), where it fails alone.
+                Attempt::OrderFailed(0, ServiceError::Store(e))
+            }
+        })?;
+        results
+    } else {
+        place_each(db, orders, units).await?
+    };
+    let invoices: Vec<i64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.invoice_id)
+        .collect();
+    let clock = orders.first().map(|(lodge, _, _)| *lodge);
+    billing::number_invoices(db, &invoices, || clock.map_or(0, Lodge::now_us)).await?;
+    Ok(results)
+}
+
+/// Places each order, in its own savepoint with [`Units::Savepoints`].
+async fn place_each<C: SqlConn>(
+    db: &mut C,
+    orders: &[OrderToPlace<'_>],
+    units: Units,
+) -> std::result::Result<Placed, Attempt> {
     let mut results = Vec::with_capacity(orders.len());
     for (i, (lodge, order, actor)) in orders.iter().enumerate() {
         if units == Units::Savepoints {
@@ -483,12 +517,6 @@ pub async fn place_all<C: SqlConn>(
         }
         results.push(result);
     }
-    let invoices: Vec<i64> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok()?.invoice_id)
-        .collect();
-    let clock = orders.first().map(|(lodge, _, _)| *lodge);
-    billing::number_invoices(db, &invoices, || clock.map_or(0, Lodge::now_us)).await?;
     Ok(results)
 }
 

@@ -360,7 +360,7 @@ pub struct NewLine<'a> {
 }
 
 pub async fn insert_line<C: SqlConn>(conn: &mut C, invoice: i64, l: &NewLine<'_>) -> Result<()> {
-    conn.exec(
+    conn.insert_later(
         "INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         vals![
@@ -374,8 +374,7 @@ pub async fn insert_line<C: SqlConn>(conn: &mut C, invoice: i64, l: &NewLine<'_>
             l.amount_minor,
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn lines<'e, E: Executor<'e, Database = Any>>(
@@ -644,7 +643,7 @@ pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> 
         .await?
     }
     .ok_or(StoreError::NotFound)?;
-    conn.exec(
+    conn.insert_later(
         "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         vals![

@@ -106,6 +106,19 @@ pub trait SqlConn: Send {
         args: Vec<Val>,
     ) -> impl Future<Output = Result<Vec<Vec<Val>>>> + Send;
 
+    /// Runs `sql`, an `INSERT … VALUES (…)` of one row, now or later: a
+    /// [`crate::deferred::Deferred`] connection holds the row and writes it with the others
+    /// of the same statement when it is flushed, before the transaction commits. Only for
+    /// rows that nothing reads in the meantime, and whose insert cannot fail but for a
+    /// broken transaction. Other connections run it now.
+    fn insert_later(
+        &mut self,
+        sql: &'static str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { self.exec(sql, args).await.map(drop) }
+    }
+
     /// Runs `sql`, an INSERT of one row without `RETURNING`, into a table whose integer key
     /// column `key` the database assigns, and returns the new row's key. SQLite's batch
     /// writer reads the new rowid instead: SQLite runs `RETURNING` through a temporary table

@@ -127,13 +127,12 @@ pub async fn record_history<C: SqlConn>(
     actor: &str,
     now: i64,
 ) -> Result<()> {
-    conn.exec(
+    conn.insert_later(
         "INSERT INTO hosting_history (hosting_id, from_status, to_status, note, actor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
         vals![hosting.to_string(), from, to, note, actor, now],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Moves a hosting account between statuses (recording it); `false` if it was not in one of

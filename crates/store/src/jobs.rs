@@ -45,6 +45,17 @@ pub async fn enqueue<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<bool> {
     Ok(changed == 1)
 }
 
+/// [`enqueue`] through [`SqlConn::insert_later`]: without knowing whether a job with the
+/// same `dedupe_key` was already there.
+pub async fn enqueue_later<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<()> {
+    conn.insert_later(
+        "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        vals![j.kind, j.payload, j.max_attempts, j.run_at, j.dedupe_key, j.now],
+    )
+    .await
+}
+
 pub async fn jobs_of_kind<'e, E: Executor<'e, Database = Any>>(
     db: E,
     kind: &str,

@@ -18,6 +18,7 @@ pub mod billing;
 pub mod catalog;
 pub mod checks;
 pub mod conn;
+pub mod deferred;
 pub mod hosting;
 pub mod idempotency;
 pub mod jobs;

@@ -18,6 +18,7 @@ on_both_engines!(
     invalid_orders_are_refused_and_write_nothing,
     concurrent_orders_for_one_name_make_one_account,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
+    an_order_whose_later_rows_fail_fails_alone,
     many_organizations_ordering_on_a_limited_server_never_collide,
     an_order_placed_without_the_committer_is_whole_and_numbered,
     credit_is_applied_exactly_once_under_concurrency,
@@ -1116,6 +1117,66 @@ async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) 
         .await
         .unwrap();
     assert_eq!(orders, 20);
+    app.stop().await;
+}
+
+/// On PostgreSQL a batch writes the rows nothing reads before its commit (history, invoice
+/// lines, ledger entries, jobs) together after its last order. If one of those fails, the
+/// batch runs again with a savepoint per order, and only the order whose row failed fails:
+/// here a trigger refuses the invoice lines of some names.
+async fn an_order_whose_later_rows_fail_fails_alone(app: TestApp) {
+    let plan = starter(&app);
+    let poison = match app.engine {
+        Engine::Sqlite => vec![
+            "CREATE TRIGGER poison BEFORE INSERT ON invoice_lines
+             WHEN NEW.description LIKE '%poisoned%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        ],
+        Engine::Postgres => vec![
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.description LIKE '%poisoned%' THEN RAISE EXCEPTION 'poisoned'; END IF;
+               RETURN NEW;
+             END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON invoice_lines
+             FOR EACH ROW EXECUTE FUNCTION poison()",
+        ],
+    };
+    for sql in poison {
+        sqlx::query(sql)
+            .execute(app.lodge.store.writer())
+            .await
+            .unwrap();
+    }
+    let bodies: Vec<Value> = (0..30)
+        .map(|i| {
+            let name = if i % 3 == 0 { "poisoned" } else { "healthy" };
+            external(&plan, &format!("{name}-{i}.example"))
+        })
+        .collect();
+    let results = join_all(bodies.iter().map(|b| order(&app, b))).await;
+    for (i, (status, resp)) in results.iter().enumerate() {
+        if i % 3 == 0 {
+            assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR, "{i}: {resp}");
+        } else {
+            assert_eq!(*status, StatusCode::CREATED, "{i}: {resp}");
+        }
+    }
+    // Every order placed is whole, and nothing of a failed one is left.
+    for table in [
+        "orders",
+        "invoices",
+        "invoice_lines",
+        "hosting",
+        "hosting_history",
+    ] {
+        assert_eq!(app.count(table).await, 20, "{table}");
+    }
+    let numbers: Vec<String> = sqlx::query_scalar("SELECT number FROM invoices ORDER BY number")
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1..=20).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected);
     app.stop().await;
 }
 

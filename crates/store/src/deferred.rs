@@ -1,0 +1,255 @@
+//! Rows written together: a connection wrapper that holds the one-row `INSERT`s given to
+//! [`SqlConn::insert_later`] and writes them at [`Deferred::flush`], each statement's rows
+//! as multi-row `INSERT`s. On PostgreSQL every statement is a round trip to the server (a
+//! send, a wake-up on both sides, a receive), and an order has a dozen of them; the rows
+//! nothing in the transaction reads before it commits (an account's history, invoice lines,
+//! ledger entries, jobs) need not each make one.
+//!
+//! Everything else goes straight through, so the wrapper runs the same order code.
+
+use std::future::Future;
+
+use crate::conn::{SqlConn, Val};
+use crate::{Result, StoreError};
+
+/// At most this many rows go into one statement; a statement's rows are split into powers
+/// of two (35 rows: 32 + 2 + 1), so that each table has a handful of statement texts, each
+/// prepared once per connection.
+const MAX_ROWS: usize = 64;
+
+/// A connection whose [`SqlConn::insert_later`] rows wait for [`Deferred::flush`].
+pub struct Deferred<'c, C> {
+    conn: &'c mut C,
+    /// Each statement's rows, statements in the order they first came.
+    waiting: Vec<(&'static str, Vec<Vec<Val>>)>,
+}
+
+impl<'c, C: SqlConn> Deferred<'c, C> {
+    pub fn new(conn: &'c mut C) -> Self {
+        Deferred {
+            conn,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// How many rows wait.
+    pub fn waiting(&self) -> usize {
+        self.waiting.iter().map(|(_, rows)| rows.len()).sum()
+    }
+
+    /// Writes every row waiting. After an error the transaction must not be committed (some
+    /// rows may be missing).
+    pub async fn flush(&mut self) -> Result<()> {
+        for (sql, rows) in std::mem::take(&mut self.waiting) {
+            let mut rest = rows.as_slice();
+            while !rest.is_empty() {
+                let n = chunk(rest.len());
+                let (now, later) = rest.split_at(n);
+                let (stmt, args) = multi_row(sql, now)?;
+                self.conn.exec(&stmt, args).await?;
+                rest = later;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rows of the next statement, for `left` rows waiting: the largest power of two not
+/// above `left` (nor above [`MAX_ROWS`]).
+fn chunk(left: usize) -> usize {
+    let n = left.min(MAX_ROWS);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// `sql`, an `INSERT … VALUES (…)` of one row with `$n` arguments (and maybe a clause after
+/// its values, such as `ON CONFLICT … DO NOTHING`), rewritten to insert `rows`: the values
+/// repeated with their arguments renumbered, and the arguments of every row in turn.
+fn multi_row(sql: &str, rows: &[Vec<Val>]) -> Result<(String, Vec<Val>)> {
+    let bad = || StoreError::Corrupt(format!("not a one-row INSERT … VALUES: {sql}"));
+    let open = sql.find("VALUES (").ok_or_else(bad)? + "VALUES ".len();
+    let close = open + closing_paren(&sql[open..]).ok_or_else(bad)?;
+    let (head, values, tail) = (&sql[..open], &sql[open..=close], &sql[close + 1..]);
+    let per_row = rows.first().map_or(0, Vec::len);
+    if rows.iter().any(|r| r.len() != per_row) {
+        return Err(bad());
+    }
+    let mut out = String::with_capacity(head.len() + rows.len() * (values.len() + 2) + tail.len());
+    out.push_str(head);
+    let mut args = Vec::with_capacity(rows.len() * per_row);
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        renumber(values, i * per_row, per_row, &mut out).ok_or_else(bad)?;
+        args.extend(row.iter().cloned());
+    }
+    out.push_str(tail);
+    Ok((out, args))
+}
+
+/// The byte offset of the `)` that closes the `(` `s` starts with, outside string literals.
+fn closing_paren(s: &str) -> Option<usize> {
+    let mut depth = 0_usize;
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Appends `values` to `out` with each `$n` outside string literals written `$(n + by)`;
+/// `None` if an argument number is not in `1..=count`.
+fn renumber(values: &str, by: usize, count: usize, out: &mut String) -> Option<()> {
+    let mut quoted = false;
+    let mut chars = values.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c != '$' || quoted {
+            out.push(c);
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while let Some(&(j, d)) = chars.peek() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            end = j + 1;
+            chars.next();
+        }
+        let n: usize = values.get(start..end)?.parse().ok()?;
+        if n == 0 || n > count {
+            return None;
+        }
+        out.push('$');
+        out.push_str(&(n + by).to_string());
+    }
+    Some(())
+}
+
+impl<C: SqlConn> SqlConn for Deferred<'_, C> {
+    fn is_postgres(&self) -> bool {
+        self.conn.is_postgres()
+    }
+
+    fn locks_database(&self) -> bool {
+        self.conn.locks_database()
+    }
+
+    async fn exec(&mut self, sql: &str, args: Vec<Val>) -> Result<u64> {
+        self.conn.exec(sql, args).await
+    }
+
+    async fn fetch_int(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<i64>> {
+        self.conn.fetch_int(sql, args).await
+    }
+
+    async fn fetch_text(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<String>> {
+        self.conn.fetch_text(sql, args).await
+    }
+
+    async fn fetch_row(&mut self, sql: &str, args: Vec<Val>) -> Result<Option<Vec<Val>>> {
+        self.conn.fetch_row(sql, args).await
+    }
+
+    async fn fetch_rows(&mut self, sql: &str, args: Vec<Val>) -> Result<Vec<Vec<Val>>> {
+        self.conn.fetch_rows(sql, args).await
+    }
+
+    async fn insert_key(&mut self, sql: &str, key: &str, args: Vec<Val>) -> Result<i64> {
+        self.conn.insert_key(sql, key, args).await
+    }
+
+    fn insert_later(
+        &mut self,
+        sql: &'static str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        match self.waiting.iter_mut().find(|(s, _)| *s == sql) {
+            Some((_, rows)) => rows.push(args),
+            None => self.waiting.push((sql, vec![args])),
+        }
+        std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk, multi_row};
+    use crate::conn::Val;
+    use proptest::prelude::*;
+
+    fn row(a: i64, b: &str) -> Vec<Val> {
+        vec![Val::from(a), Val::from(b)]
+    }
+
+    #[test]
+    fn one_row_statements_become_multi_row_ones() {
+        let (sql, args) = multi_row(
+            "INSERT INTO jobs (a, b, status, c)\n VALUES ($1, $2, 'q($3)', $2) ON CONFLICT (b) DO NOTHING",
+            &[row(1, "x"), row(2, "y"), row(3, "z")],
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "INSERT INTO jobs (a, b, status, c)\n VALUES ($1, $2, 'q($3)', $2), ($3, $4, 'q($3)', $4), \
+             ($5, $6, 'q($3)', $6) ON CONFLICT (b) DO NOTHING"
+        );
+        assert_eq!(
+            args,
+            [row(1, "x"), row(2, "y"), row(3, "z")].concat(),
+            "the arguments of each row in turn"
+        );
+        let (sql, _) = multi_row(
+            "INSERT INTO t (a) VALUES (lower($1))",
+            &[vec![Val::from(1)], vec![Val::from(2)]],
+        )
+        .unwrap();
+        assert_eq!(sql, "INSERT INTO t (a) VALUES (lower($1)), (lower($2))");
+    }
+
+    #[test]
+    fn what_is_not_a_one_row_insert_is_refused() {
+        for sql in [
+            "UPDATE t SET a = $1",
+            "INSERT INTO t (a) VALUES ($1",
+            "INSERT INTO t (a) VALUES ($2)",
+            "INSERT INTO t (a) VALUES ($0)",
+        ] {
+            assert!(multi_row(sql, &[vec![Val::from(1)]]).is_err(), "{sql}");
+        }
+        // Rows of different lengths.
+        assert!(multi_row(
+            "INSERT INTO t (a) VALUES ($1)",
+            &[vec![], vec![Val::from(1)]]
+        )
+        .is_err());
+    }
+
+    proptest! {
+        /// The chunks are powers of two of at most 64 rows, and add up to the rows waiting.
+        #[test]
+        fn chunks_are_powers_of_two_that_add_up(n in 1usize..1000) {
+            let (mut left, mut statements) = (n, 0);
+            while left > 0 {
+                let c = chunk(left);
+                prop_assert!(c.is_power_of_two() && c <= 64 && c <= left);
+                left -= c;
+                statements += 1;
+            }
+            prop_assert!(statements <= n / 64 + 7);
+        }
+    }
+}
