@@ -474,18 +474,24 @@ pub async fn number_invoices<C: SqlConn>(
 /// statement and one order shared by every caller (PostgreSQL; SQLite has a single
 /// writer). A group commit takes its organizations' locks this way before placing any
 /// order, so two batches never hold one organization each while waiting for the other's.
+/// The list is padded to a power of two (repeating its last id), so a few statement texts
+/// serve every batch size from sqlx's per-connection statement cache.
 pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId]) -> Result<()> {
     if !conn.is_postgres() || orgs.is_empty() {
         return Ok(());
     }
     let ids: std::collections::BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
+    if let Some(last) = args.last().cloned() {
+        args.resize(args.len().next_power_of_two(), last);
+    }
+    let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
     conn.exec(
         &format!(
             "SELECT id FROM organizations WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
             placeholders.join(", ")
         ),
-        ids.into_iter().map(Val::from).collect(),
+        args,
     )
     .await?;
     Ok(())

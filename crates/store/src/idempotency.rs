@@ -2,7 +2,7 @@
 
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Result, SqlConn};
+use crate::{vals, Result, SqlConn, Val};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct IdempotencyRow {
@@ -129,17 +129,31 @@ pub async fn complete<C: SqlConn>(
 /// right after the batch's organizations, that wait never sits between locks the batch
 /// takes later (a limited server, a coupon), and concurrent batches cannot deadlock on it.
 /// Keys map to 64-bit advisory lock ids; two keys sharing one only wait for each other.
+///
+/// One statement takes them all, in ascending order: the sorted ids are a fenced subquery
+/// (`OFFSET 0`), so the locks are taken row by row in that order. The list is padded to a
+/// power of two by repeating its last id (a lock a transaction holds is granted again), so
+/// a few statement texts serve every batch size.
 pub async fn lock_keys<C: SqlConn>(conn: &mut C, keys: &[(&str, &str)]) -> Result<()> {
-    if !conn.is_postgres() {
+    if !conn.is_postgres() || keys.is_empty() {
         return Ok(());
     }
     let mut ids: Vec<i64> = keys.iter().map(|(s, k)| lock_id(s, k)).collect();
     ids.sort_unstable();
     ids.dedup();
-    for id in ids {
-        conn.exec("SELECT pg_advisory_xact_lock($1)", vals![id])
-            .await?;
+    if let Some(&last) = ids.last() {
+        ids.resize(ids.len().next_power_of_two(), last);
     }
+    let rows: Vec<String> = (1..=ids.len()).map(|i| format!("(${i}::BIGINT)")).collect();
+    conn.exec(
+        &format!(
+            "SELECT pg_advisory_xact_lock(id) FROM
+             (SELECT id FROM (VALUES {}) AS v (id) ORDER BY id OFFSET 0) AS sorted",
+            rows.join(", ")
+        ),
+        ids.into_iter().map(Val::from).collect(),
+    )
+    .await?;
     Ok(())
 }
 

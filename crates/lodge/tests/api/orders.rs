@@ -19,6 +19,7 @@ on_both_engines!(
     concurrent_orders_for_one_name_make_one_account,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
     an_order_whose_later_rows_fail_fails_alone,
+    a_batch_locks_its_keys_in_one_statement,
     many_organizations_ordering_on_a_limited_server_never_collide,
     an_order_placed_without_the_committer_is_whole_and_numbered,
     credit_is_applied_exactly_once_under_concurrency,
@@ -1177,6 +1178,25 @@ async fn an_order_whose_later_rows_fail_fails_alone(app: TestApp) {
         .unwrap();
     let expected: Vec<String> = (1..=20).map(|n| format!("INV-{n:06}")).collect();
     assert_eq!(numbers, expected);
+    app.stop().await;
+}
+
+/// On PostgreSQL a batch locks all its `Idempotency-Key`s with one statement: every key's
+/// lock is held by the transaction (the same key twice is one lock).
+async fn a_batch_locks_its_keys_in_one_statement(app: TestApp) {
+    if app.engine != Engine::Postgres {
+        return;
+    }
+    let held = "SELECT COUNT(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted";
+    let mut tx = app.lodge.store.begin().await.unwrap();
+    let keys = [("s", "a"), ("s", "b"), ("t", "a"), ("s", "a"), ("s", "c")];
+    lodge_store::idempotency::lock_keys(&mut tx, &keys)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(held).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(n, 4);
+    tx.rollback().await.unwrap();
     app.stop().await;
 }
 
