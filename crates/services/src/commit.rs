@@ -475,6 +475,7 @@ pub async fn place_all<C: SqlConn>(
             } else {
                 // Which order's row it was is not known: run the batch again with
                 // savepoints (and without deferred rows), where it fails alone.
+                tracing::debug!(error = %e, "a row written after the batch's orders failed");
                 Attempt::OrderFailed(0, ServiceError::Store(e))
             }
         })?;

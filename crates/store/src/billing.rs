@@ -359,10 +359,13 @@ pub struct NewLine<'a> {
     pub amount_minor: i64,
 }
 
+pub(crate) const INSERT_LINE: &str =
+    "INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 pub async fn insert_line<C: SqlConn>(conn: &mut C, invoice: i64, l: &NewLine<'_>) -> Result<()> {
     conn.insert_later(
-        "INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, period_end, amount_minor)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        INSERT_LINE,
         vals![
             invoice,
             l.position,
@@ -390,7 +393,9 @@ pub async fn lines<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
-/// Moves the first period of a service's plan line to start on the day it was paid.
+/// Moves the first period of a service's plan line to start on the day it was paid. Not in
+/// the transaction that inserts the line: on PostgreSQL an order batch writes its lines
+/// after its last order ([`crate::deferred`]).
 pub async fn set_line_period<C: SqlConn>(
     conn: &mut C,
     invoice: i64,
@@ -620,6 +625,10 @@ pub struct NewLedgerEntry<'a> {
 
 /// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
 /// entry that would make it negative. Call with the row locked (`lock_credit`).
+pub(crate) const INSERT_LEDGER: &str =
+    "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> Result<i64> {
     let org = e.organization_id.to_string();
     let balance = if conn.is_postgres() {
@@ -650,8 +659,7 @@ pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> 
     }
     .ok_or(StoreError::NotFound)?;
     conn.insert_later(
-        "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        INSERT_LEDGER,
         vals![
             org,
             e.kind,

@@ -109,8 +109,10 @@ pub trait SqlConn: Send {
     /// Runs `sql`, an `INSERT … VALUES (…)` of one row, now or later: a
     /// [`crate::deferred::Deferred`] connection holds the row and writes it with the others
     /// of the same statement when it is flushed, before the transaction commits. Only for
-    /// rows that nothing reads in the meantime, and whose insert cannot fail but for a
-    /// broken transaction. Other connections run it now.
+    /// rows that nothing in the transaction reads in the meantime. If such a row fails (a
+    /// constraint), the failure comes at the flush, without telling whose row it was: the
+    /// caller of the flush must be able to run the work again without deferred rows. Other
+    /// connections run it now.
     fn insert_later(
         &mut self,
         sql: &'static str,

@@ -7,8 +7,6 @@
 //!
 //! Everything else goes straight through, so the wrapper runs the same order code.
 
-use std::future::Future;
-
 use crate::conn::{SqlConn, Val};
 use crate::{Result, StoreError};
 
@@ -17,7 +15,9 @@ use crate::{Result, StoreError};
 /// prepared once per connection.
 const MAX_ROWS: usize = 64;
 
-/// A connection whose [`SqlConn::insert_later`] rows wait for [`Deferred::flush`].
+/// A connection whose [`SqlConn::insert_later`] rows wait for [`Deferred::flush`]. Dropped
+/// without a flush, its rows are lost: only when the transaction is rolled back.
+#[must_use = "rows wait until flush"]
 pub struct Deferred<'c, C> {
     conn: &'c mut C,
     /// Each statement's rows, statements in the order they first came.
@@ -69,6 +69,11 @@ fn multi_row(sql: &str, rows: &[Vec<Val>]) -> Result<(String, Vec<Val>)> {
     let open = sql.find("VALUES (").ok_or_else(bad)? + "VALUES ".len();
     let close = open + closing_paren(&sql[open..]).ok_or_else(bad)?;
     let (head, values, tail) = (&sql[..open], &sql[open..=close], &sql[close + 1..]);
+    // An argument outside the values (`ON CONFLICT … DO UPDATE SET x = $3`) would take the
+    // first row's value for every row.
+    if head.contains('$') || tail.contains('$') {
+        return Err(bad());
+    }
     let per_row = rows.first().map_or(0, Vec::len);
     if rows.iter().any(|r| r.len() != per_row) {
         return Err(bad());
@@ -172,16 +177,20 @@ impl<C: SqlConn> SqlConn for Deferred<'_, C> {
         self.conn.insert_key(sql, key, args).await
     }
 
-    fn insert_later(
-        &mut self,
-        sql: &'static str,
-        args: Vec<Val>,
-    ) -> impl Future<Output = Result<()>> + Send {
+    async fn insert_later(&mut self, sql: &'static str, args: Vec<Val>) -> Result<()> {
         match self.waiting.iter_mut().find(|(s, _)| *s == sql) {
             Some((_, rows)) => rows.push(args),
-            None => self.waiting.push((sql, vec![args])),
+            // A statement seen for the first time is held only if it can be written as a
+            // multi-row one; otherwise it runs now, as on any other connection.
+            None if multi_row(sql, std::slice::from_ref(&args)).is_ok() => {
+                self.waiting.push((sql, vec![args]));
+            }
+            None => {
+                tracing::warn!(sql, "not a one-row INSERT … VALUES; run at once");
+                self.conn.exec(sql, args).await?;
+            }
         }
-        std::future::ready(Ok(()))
+        Ok(())
     }
 }
 
@@ -220,10 +229,28 @@ mod tests {
         assert_eq!(sql, "INSERT INTO t (a) VALUES (lower($1)), (lower($2))");
     }
 
+    /// Every statement the order path hands to `insert_later` can be held.
+    #[test]
+    fn the_statements_written_later_are_one_row_inserts() {
+        for (sql, args) in [
+            (crate::hosting::INSERT_HISTORY, 6),
+            (crate::billing::INSERT_LINE, 8),
+            (crate::billing::INSERT_LEDGER, 9),
+            (crate::jobs::INSERT_JOB, 6),
+        ] {
+            let rows = vec![vec![Val::from(1); args]; 2];
+            let (multi, all) = multi_row(sql, &rows).unwrap();
+            assert_eq!(all.len(), 2 * args);
+            assert!(multi.contains(&format!("${}", 2 * args)), "{multi}");
+            assert!(!multi.contains(&format!("${}", 2 * args + 1)), "{multi}");
+        }
+    }
+
     #[test]
     fn what_is_not_a_one_row_insert_is_refused() {
         for sql in [
             "UPDATE t SET a = $1",
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO UPDATE SET a = $1",
             "INSERT INTO t (a) VALUES ($1",
             "INSERT INTO t (a) VALUES ($2)",
             "INSERT INTO t (a) VALUES ($0)",

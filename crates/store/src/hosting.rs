@@ -118,6 +118,10 @@ pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Res
     Ok(legacy)
 }
 
+pub(crate) const INSERT_HISTORY: &str =
+    "INSERT INTO hosting_history (hosting_id, from_status, to_status, note, actor, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
 pub async fn record_history<C: SqlConn>(
     conn: &mut C,
     hosting: HostingId,
@@ -128,8 +132,7 @@ pub async fn record_history<C: SqlConn>(
     now: i64,
 ) -> Result<()> {
     conn.insert_later(
-        "INSERT INTO hosting_history (hosting_id, from_status, to_status, note, actor, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        INSERT_HISTORY,
         vals![hosting.to_string(), from, to, note, actor, now],
     )
     .await

@@ -33,13 +33,23 @@ pub struct NewJob<'a> {
     pub now: i64,
 }
 
+pub(crate) const INSERT_JOB: &str =
+    "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
+     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING";
+
 /// Enqueues a job; `false` when a job with the same dedupe key already exists.
 pub async fn enqueue<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<bool> {
     let changed = conn
         .exec(
-            "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-            vals![j.kind, j.payload, j.max_attempts, j.run_at, j.dedupe_key, j.now],
+            INSERT_JOB,
+            vals![
+                j.kind,
+                j.payload,
+                j.max_attempts,
+                j.run_at,
+                j.dedupe_key,
+                j.now
+            ],
         )
         .await?;
     Ok(changed == 1)
@@ -49,9 +59,15 @@ pub async fn enqueue<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<bool> {
 /// same `dedupe_key` was already there.
 pub async fn enqueue_later<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<()> {
     conn.insert_later(
-        "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-        vals![j.kind, j.payload, j.max_attempts, j.run_at, j.dedupe_key, j.now],
+        INSERT_JOB,
+        vals![
+            j.kind,
+            j.payload,
+            j.max_attempts,
+            j.run_at,
+            j.dedupe_key,
+            j.now
+        ],
     )
     .await
 }
