@@ -2,7 +2,7 @@
 //!
 //! Black-box tests of `/apiv2` against the real server, each on SQLite and on PostgreSQL:
 //! responses validated against InterServer's own OpenAPI document (read with the two
-//! corrections `shared/spec/interserver-apiv2.md` states), quotes that equal what is placed,
+//! corrections `spec/interserver-apiv2.md` states), quotes that equal what is placed,
 //! the same orders seen through `/v1`, errors, login sessions and the order form.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -341,7 +341,7 @@ async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
 
 const OPENAPI: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/spec/interserver-openapi.yaml"
+    "/../../spec/interserver-openapi.yaml"
 );
 
 /// `WebsitesOrder`'s id-keyed maps, which the document gives as the example's ids.
