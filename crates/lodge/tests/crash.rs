@@ -4,23 +4,58 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-fn run_crash(database_url: &str, kills: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lodge"))
-        .args([
-            "bench",
-            "crash",
-            "--kills",
-            kills,
-            "--connections",
-            "6",
-            "--database-url",
-            database_url,
-        ])
+/// Runs the `lodge` binary with `args` (logging warnings only).
+fn lodge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lodge"))
+        .args(args)
         .env("LODGE_LOG", "warn")
         .output()
-        .expect("run lodge bench crash");
+        .expect("run lodge")
+}
+
+/// `lodge bench load --json --database-url <url>` with `args`, off the runtime's threads;
+/// its report, after checking that it succeeded.
+async fn bench_load(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "load", "--json", "--database-url", url];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        lodge(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).expect("JSON report")
+}
+
+/// `SELECT COUNT(*)` of `table` in the database at `url`.
+async fn count(url: &str, table: &str) -> u64 {
+    let store = lodge_store::Store::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    u64::try_from(n).unwrap()
+}
+
+fn run_crash(database_url: &str, kills: &str) {
+    let out = lodge(&[
+        "bench",
+        "crash",
+        "--kills",
+        kills,
+        "--connections",
+        "6",
+        "--database-url",
+        database_url,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -54,18 +89,14 @@ async fn sigkill_during_orders_loses_nothing_postgres() {
 /// `lodge bench fill` writes whole orders (invoice, lines, hosting account) with numbered
 /// invoices, across more than one of its 2,000-order commits on SQLite.
 fn run_fill(database_url: &str, orders: u64) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lodge"))
-        .args([
-            "bench",
-            "fill",
-            "--orders",
-            &orders.to_string(),
-            "--database-url",
-            database_url,
-        ])
-        .env("LODGE_LOG", "warn")
-        .output()
-        .expect("run lodge bench fill");
+    let out = lodge(&[
+        "bench",
+        "fill",
+        "--orders",
+        &orders.to_string(),
+        "--database-url",
+        database_url,
+    ]);
     assert!(
         out.status.success(),
         "fill failed:\n{}",
@@ -122,35 +153,18 @@ async fn bench_fill_writes_whole_numbered_orders_postgres() {
 async fn bench_load_runs_a_weighted_mix_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/mix.db", dir.path().display());
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_lodge"))
-            .args([
-                "bench",
-                "load",
-                "--connections",
-                "2",
-                "--seconds",
-                "1",
-                "--mix",
-                "storefront=3,order_register=1",
-                "--json",
-                "--database-url",
-                &u,
-            ])
-            .env("LODGE_LOG", "warn")
-            .output()
-            .expect("run lodge bench load")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench load failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let report = bench_load(
+        &url,
+        &[
+            "--connections",
+            "2",
+            "--seconds",
+            "1",
+            "--mix",
+            "storefront=3,order_register=1",
+        ],
+    )
+    .await;
     let rows = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     // Only the mix ran (no --scenarios).
@@ -171,17 +185,8 @@ async fn bench_load_runs_a_weighted_mix_sqlite() {
         reads + 6 >= 3 * orders && reads <= 3 * orders + 6,
         "{report}"
     );
-    let store = lodge_store::Store::connect(&url).await.unwrap();
-    let placed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
-    assert_eq!(u64::try_from(placed).unwrap(), orders);
-    let domains: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains")
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
-    assert_eq!(domains, placed);
+    assert_eq!(count(&url, "orders").await, orders);
+    assert_eq!(count(&url, "domains").await, orders);
 }
 
 /// `lodge bench load --scenarios`: each scenario runs against the real server without an
@@ -192,35 +197,18 @@ async fn bench_load_runs_a_weighted_mix_sqlite() {
 async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/load.db", dir.path().display());
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_lodge"))
-            .args([
-                "bench",
-                "load",
-                "--connections",
-                "2",
-                "--seconds",
-                "0.5",
-                "--scenarios",
-                "healthz,storefront,order_external,order_keyed,pay_credit",
-                "--json",
-                "--database-url",
-                &u,
-            ])
-            .env("LODGE_LOG", "warn")
-            .output()
-            .expect("run lodge bench load")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench load failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let report = bench_load(
+        &url,
+        &[
+            "--connections",
+            "2",
+            "--seconds",
+            "0.5",
+            "--scenarios",
+            "healthz,storefront,order_external,order_keyed,pay_credit",
+        ],
+    )
+    .await;
     let bare = report["bare_commits_per_sec"].as_f64().unwrap();
     assert!(bare > 0.0, "{report}");
     assert!(report["server_peak_rss_mb"].as_f64().unwrap() > 0.0);
@@ -258,13 +246,8 @@ async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
         assert!((got - expected).abs() < 1e-9, "{r}");
         assert!(r["ceiling"].as_str().unwrap().starts_with(ceiling), "{r}");
     }
-    let store = lodge_store::Store::connect(&url).await.unwrap();
-    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
     assert_eq!(
-        u64::try_from(keys).unwrap(),
+        count(&url, "idempotency_keys").await,
         rows[3]["requests"].as_u64().unwrap()
     );
 }

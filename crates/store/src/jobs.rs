@@ -37,39 +37,27 @@ pub(crate) const INSERT_JOB: &str =
     "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at)
      VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING";
 
+fn job_args(j: &NewJob<'_>) -> Vec<crate::Val> {
+    vals![
+        j.kind,
+        j.payload,
+        j.max_attempts,
+        j.run_at,
+        j.dedupe_key,
+        j.now
+    ]
+}
+
 /// Enqueues a job; `false` when a job with the same dedupe key already exists.
 pub async fn enqueue<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<bool> {
-    let changed = conn
-        .exec(
-            INSERT_JOB,
-            vals![
-                j.kind,
-                j.payload,
-                j.max_attempts,
-                j.run_at,
-                j.dedupe_key,
-                j.now
-            ],
-        )
-        .await?;
+    let changed = conn.exec(INSERT_JOB, job_args(j)).await?;
     Ok(changed == 1)
 }
 
 /// [`enqueue`] through [`SqlConn::insert_later`]: without knowing whether a job with the
 /// same `dedupe_key` was already there.
 pub async fn enqueue_later<C: SqlConn>(conn: &mut C, j: &NewJob<'_>) -> Result<()> {
-    conn.insert_later(
-        INSERT_JOB,
-        vals![
-            j.kind,
-            j.payload,
-            j.max_attempts,
-            j.run_at,
-            j.dedupe_key,
-            j.now
-        ],
-    )
-    .await
+    conn.insert_later(INSERT_JOB, job_args(j)).await
 }
 
 pub async fn jobs_of_kind<'e, E: Executor<'e, Database = Any>>(
