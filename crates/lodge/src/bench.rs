@@ -49,11 +49,10 @@ pub const PAY_CREDIT: &str = "pay_credit";
 /// silently measure nothing).
 pub fn check_scenarios(scenarios: &[String]) -> anyhow::Result<()> {
     for s in scenarios {
-        if s != PAY_CREDIT && !Kind::ALL.iter().any(|k| k.name() == s) {
-            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        if s != PAY_CREDIT && Kind::named(s).is_none() {
             bail!(
                 "--scenarios: unknown scenario {s:?} (one of {}, {PAY_CREDIT})",
-                known.join(", ")
+                Kind::names()
             );
         }
     }
@@ -327,6 +326,11 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
+/// An empty [`Tally`] of `kinds` request kinds.
+fn tally(kinds: usize) -> anyhow::Result<Tally> {
+    (0..kinds).map(|_| Ok((histogram()?, 0))).collect()
+}
+
 /// Runs `connections` loops of `step` for `duration`; `step` returns `Ok(true)` for a
 /// success, `Ok(false)` for an error answer, `Err` to stop that loop (nothing left to do).
 async fn drive<F, Fut>(
@@ -372,11 +376,7 @@ where
 {
     let step = Arc::new(step);
     let kinds = labels.len();
-    let totals: Arc<Mutex<Tally>> = Arc::new(Mutex::new(
-        (0..kinds)
-            .map(|_| Ok((histogram()?, 0)))
-            .collect::<anyhow::Result<_>>()?,
-    ));
+    let totals: Arc<Mutex<Tally>> = Arc::new(Mutex::new(tally(kinds)?));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -388,9 +388,7 @@ where
                 .pool_max_idle_per_host(1)
                 .build()
                 .unwrap_or_default();
-            let mut local: Tally = (0..kinds)
-                .map(|_| Ok((histogram()?, 0)))
-                .collect::<anyhow::Result<_>>()?;
+            let mut local: Tally = tally(kinds)?;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
@@ -490,6 +488,17 @@ impl Kind {
             Kind::OrderRegister => "order_register",
         }
     }
+
+    /// The kind of this name.
+    pub fn named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Every kind's name, for error messages.
+    fn names() -> String {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        names.join(", ")
+    }
 }
 
 /// Parses a mix, `kind=weight` pairs separated by commas (a kind alone weighs 1):
@@ -499,11 +508,10 @@ pub fn parse_mix(spec: &str) -> anyhow::Result<Vec<(Kind, u32)>> {
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
         let (name, weight) = (name.trim(), weight.trim());
-        let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == name) else {
-            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let Some(kind) = Kind::named(name) else {
             bail!(
                 "--mix: unknown kind {name:?} (one of {}; pay_credit cannot be mixed)",
-                known.join(", ")
+                Kind::names()
             );
         };
         let weight: u32 = weight

@@ -487,9 +487,7 @@ pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId
     }
     let ids: std::collections::BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
     let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
-    if let Some(last) = args.last().cloned() {
-        args.resize(args.len().next_power_of_two(), last);
-    }
+    crate::conn::pad_to_power_of_two(&mut args);
     let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
     conn.exec(
         &format!(
@@ -623,12 +621,12 @@ pub struct NewLedgerEntry<'a> {
     pub now: i64,
 }
 
-/// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
-/// entry that would make it negative. Call with the row locked (`lock_credit`).
 pub(crate) const INSERT_LEDGER: &str =
     "INSERT INTO credit_ledger (organization_id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
+/// Appends a ledger entry and moves the balance with it; the balance's CHECK refuses any
+/// entry that would make it negative. Call with the row locked (`lock_credit`).
 pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> Result<i64> {
     let org = e.organization_id.to_string();
     let balance = if conn.is_postgres() {

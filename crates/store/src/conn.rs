@@ -212,6 +212,16 @@ impl Cols {
     }
 }
 
+/// Pads a statement's list of values to a power of two by repeating its last one, for
+/// statements whose text grows with the list (`IN ($1, $2, …)`) and where a value twice
+/// means what it means once: a few texts then serve every length, each prepared once per
+/// connection (sqlx caches 100).
+pub(crate) fn pad_to_power_of_two<T: Clone>(values: &mut Vec<T>) {
+    if let Some(last) = values.last().cloned() {
+        values.resize(values.len().next_power_of_two(), last);
+    }
+}
+
 /// Opens the savepoint of one unit (an order) inside a batch's transaction.
 pub async fn begin_unit<C: SqlConn>(conn: &mut C) -> Result<()> {
     conn.exec("SAVEPOINT unit", vec![]).await.map(drop)
@@ -836,6 +846,17 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+    }
+
+    #[test]
+    fn lists_are_padded_to_a_power_of_two_with_their_last_value() {
+        for (n, padded) in [(0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (64, 64), (65, 128)] {
+            let mut v: Vec<usize> = (0..n).collect();
+            super::pad_to_power_of_two(&mut v);
+            assert_eq!(v.len(), padded);
+            assert_eq!(v[..n], (0..n).collect::<Vec<_>>()[..]);
+            assert!(v[n..].iter().all(|&x| x + 1 == n), "{v:?}");
+        }
     }
 
     #[test]

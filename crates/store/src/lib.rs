@@ -866,7 +866,7 @@ mod tests {
             (&crate::hosting::LIVE_HOSTING_FOR_NAME, "hosting_live_name"),
             (&crate::hosting::LIVE_DOMAIN_FOR_NAME, "domains_live_name"),
             (
-                crate::idempotency::FORGET_BEFORE,
+                &crate::idempotency::FORGET_BEFORE,
                 "idempotency_keys_created",
             ),
         ] {

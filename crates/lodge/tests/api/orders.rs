@@ -1627,7 +1627,7 @@ async fn a_backlog_of_old_keys_is_forgotten_ten_thousand_a_pass(app: TestApp) {
             "ANALYZE idempotency_keys; SET plan_cache_mode = force_generic_plan;
              PREPARE forget(bigint) AS {};
              EXPLAIN EXECUTE forget(0)",
-            lodge_store::idempotency::FORGET_BEFORE
+            lodge_store::idempotency::FORGET_BEFORE.as_str()
         ))
         .fetch_all(&mut *conn)
         .await
