@@ -10,6 +10,7 @@ pub mod dates;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod money;
 pub mod pricing;
 
@@ -21,6 +22,11 @@ pub use error::CoreError;
 pub use ids::{
     ApiKeyId, CouponId, DomainId, HostingId, InvoiceUuid, JobId, LedgerEntryId, OfferId, OrderUuid,
     OrganizationId, PaymentId, PlanGroupId, PlanId, ProjectId, ServerId, SessionId, TldId, UserId,
+};
+pub use lifecycle::{
+    CancelKind, CancelPlan, CancelRefusal, DomainEvent, DomainStatus, HostingEvent, HostingStatus,
+    InvoiceEvent, InvoiceStatus, JobEvent, JobStatus, OrderEvent, OrderStatus, Refused, Status,
+    UnknownStatus,
 };
 pub use money::{percent_of, Currency, Money};
 pub use pricing::{

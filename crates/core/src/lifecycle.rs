@@ -1,0 +1,645 @@
+//! The lifecycles of orders, invoices, hosting accounts, domains, cancellations and jobs as
+//! state machines: each status is an enum, each change an event, and [`next`] functions say
+//! where an event leads from a status (`None`: the event is refused there). The store maps
+//! the enums to their columns ([`Status::as_str`], [`Status::parse`]) and applies a
+//! transition as a conditional write inside its transaction, so of two racing changes one
+//! wins and the other is refused.
+//!
+//! [`next`]: HostingStatus::next
+
+use std::fmt;
+
+/// A status stored in a text column.
+pub trait Status: Copy + Eq + fmt::Debug + 'static {
+    /// Every status, in declaration order.
+    const ALL: &'static [Self];
+    /// The column's spelling.
+    fn as_str(self) -> &'static str;
+    /// The status a column holds; `None` for an unknown spelling.
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+}
+
+/// A column held a spelling no status has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} status {value:?}")]
+pub struct UnknownStatus {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// An event refused in the status something is in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {event} what is {from}")]
+pub struct Refused {
+    pub from: &'static str,
+    pub event: &'static str,
+}
+
+macro_rules! status_enum {
+    ($(#[$m:meta])* $name:ident, $kind:literal { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $v),* }
+
+        impl Status for $name {
+            const ALL: &'static [Self] = &[$($name::$v),*];
+            fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),* }
+            }
+        }
+
+        impl $name {
+            /// The column's spelling.
+            pub fn as_str(self) -> &'static str {
+                Status::as_str(self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownStatus;
+            fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+                <$name as Status>::parse(s).ok_or_else(|| UnknownStatus {
+                    kind: $kind,
+                    value: s.to_owned(),
+                })
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+            fn try_from(s: String) -> Result<Self, UnknownStatus> {
+                s.parse()
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// Sources of an event: every status from which `next` accepts it.
+fn sources<S: Status, E: Copy>(next: impl Fn(S, E) -> Option<S>, event: E) -> Vec<S> {
+    S::ALL
+        .iter()
+        .copied()
+        .filter(|&s| next(s, event).is_some())
+        .collect()
+}
+
+macro_rules! event_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),* }
+
+        impl $name {
+            /// Every event.
+            pub const ALL: &'static [Self] = &[$($name::$v),*];
+            /// What the event does, in words (for refusals and history).
+            pub fn verb(self) -> &'static str {
+                match self { $($name::$v => $s),* }
+            }
+        }
+    };
+}
+
+status_enum!(
+    /// An order: pending until its first invoice is paid (or it owed nothing).
+    OrderStatus, "order" {
+        Pending = "pending",
+        Active = "active",
+        Cancelled = "cancelled",
+        Fraud = "fraud",
+    }
+);
+
+event_enum!(
+    /// What happens to an order.
+    OrderEvent {
+        /// Its first invoice was paid.
+        Paid = "activate",
+        /// The customer or the expiry of its invoice cancelled it before it was paid.
+        Cancel = "cancel",
+        /// Staff flagged it.
+        MarkFraud = "flag as fraud",
+    }
+);
+
+impl OrderStatus {
+    pub fn next(self, event: OrderEvent) -> Option<OrderStatus> {
+        use OrderEvent as E;
+        use OrderStatus as S;
+        match (self, event) {
+            (S::Pending, E::Paid) => Some(S::Active),
+            (S::Pending, E::Cancel) => Some(S::Cancelled),
+            (S::Pending | S::Active, E::MarkFraud) => Some(S::Fraud),
+            _ => None,
+        }
+    }
+
+    /// The statuses `event` leaves from.
+    pub fn sources(event: OrderEvent) -> Vec<OrderStatus> {
+        sources(OrderStatus::next, event)
+    }
+
+    /// [`OrderStatus::next`], or why not.
+    pub fn apply(self, event: OrderEvent) -> Result<OrderStatus, Refused> {
+        self.next(event).ok_or(Refused {
+            from: self.as_str(),
+            event: event.verb(),
+        })
+    }
+}
+
+status_enum!(
+    /// An invoice.
+    InvoiceStatus, "invoice" {
+        Draft = "draft",
+        Unpaid = "unpaid",
+        Paid = "paid",
+        Refunded = "refunded",
+        Cancelled = "cancelled",
+    }
+);
+
+event_enum!(
+    /// What happens to an invoice.
+    InvoiceEvent {
+        /// A draft is sent to its payer.
+        Issue = "issue",
+        /// What it is due was covered (credit and payments).
+        Pay = "mark paid",
+        /// It will not be paid (its order was cancelled, it expired).
+        Cancel = "cancel",
+        /// Its money went back.
+        Refund = "refund",
+    }
+);
+
+impl InvoiceStatus {
+    pub fn next(self, event: InvoiceEvent) -> Option<InvoiceStatus> {
+        use InvoiceEvent as E;
+        use InvoiceStatus as S;
+        match (self, event) {
+            (S::Draft, E::Issue) => Some(S::Unpaid),
+            (S::Unpaid, E::Pay) => Some(S::Paid),
+            (S::Draft | S::Unpaid, E::Cancel) => Some(S::Cancelled),
+            (S::Paid, E::Refund) => Some(S::Refunded),
+            _ => None,
+        }
+    }
+
+    pub fn sources(event: InvoiceEvent) -> Vec<InvoiceStatus> {
+        sources(InvoiceStatus::next, event)
+    }
+
+    pub fn apply(self, event: InvoiceEvent) -> Result<InvoiceStatus, Refused> {
+        self.next(event).ok_or(Refused {
+            from: self.as_str(),
+            event: event.verb(),
+        })
+    }
+
+    /// Money can still be applied to it.
+    pub fn is_payable(self) -> bool {
+        self.next(InvoiceEvent::Pay).is_some()
+    }
+}
+
+status_enum!(
+    /// A hosting account.
+    HostingStatus, "hosting" {
+        /// Ordered, not paid.
+        Pending = "pending",
+        /// Paid; the worker is creating it on a server.
+        Provisioning = "provisioning",
+        Active = "active",
+        Suspended = "suspended",
+        Terminated = "terminated",
+        /// Creating it failed; staff can retry.
+        Failed = "failed",
+        /// Cancelled before it was paid.
+        Cancelled = "cancelled",
+    }
+);
+
+event_enum!(
+    /// What happens to a hosting account.
+    HostingEvent {
+        /// Its order was paid.
+        Paid = "provision",
+        /// Its order was cancelled before it was paid.
+        Cancel = "cancel",
+        /// The driver created it.
+        Provisioned = "mark provisioned",
+        /// The driver could not create it.
+        ProvisionFailed = "mark failed",
+        /// Staff retry a failed creation.
+        Retry = "retry",
+        Suspend = "suspend",
+        Unsuspend = "unsuspend",
+        Terminate = "terminate",
+    }
+);
+
+impl HostingStatus {
+    pub fn next(self, event: HostingEvent) -> Option<HostingStatus> {
+        use HostingEvent as E;
+        use HostingStatus as S;
+        match (self, event) {
+            (S::Pending, E::Paid) => Some(S::Provisioning),
+            (S::Pending, E::Cancel) => Some(S::Cancelled),
+            (S::Provisioning, E::Provisioned) => Some(S::Active),
+            (S::Provisioning, E::ProvisionFailed) => Some(S::Failed),
+            (S::Failed, E::Retry) => Some(S::Provisioning),
+            (S::Active, E::Suspend) => Some(S::Suspended),
+            (S::Suspended, E::Unsuspend) => Some(S::Active),
+            (S::Pending | S::Provisioning | S::Active | S::Suspended | S::Failed, E::Terminate) => {
+                Some(S::Terminated)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn sources(event: HostingEvent) -> Vec<HostingStatus> {
+        sources(HostingStatus::next, event)
+    }
+
+    pub fn apply(self, event: HostingEvent) -> Result<HostingStatus, Refused> {
+        self.next(event).ok_or(Refused {
+            from: self.as_str(),
+            event: event.verb(),
+        })
+    }
+
+    /// It holds its name (no other account may take it): every status but the two ends.
+    pub fn is_live(self) -> bool {
+        !self.is_closed()
+    }
+
+    /// It has ended: nothing more happens to it.
+    pub fn is_closed(self) -> bool {
+        matches!(self, HostingStatus::Terminated | HostingStatus::Cancelled)
+    }
+}
+
+status_enum!(
+    /// A domain object.
+    DomainStatus, "domain" {
+        PendingRegistration = "pending_registration",
+        PendingTransfer = "pending_transfer",
+        Active = "active",
+        Expired = "expired",
+        TransferredAway = "transferred_away",
+        Cancelled = "cancelled",
+    }
+);
+
+event_enum!(
+    /// What happens to a domain.
+    DomainEvent {
+        /// The registration or transfer-in finished.
+        Complete = "complete",
+        /// Its order was cancelled before it was paid.
+        Cancel = "cancel",
+        /// It was not renewed.
+        Expire = "expire",
+        /// Renewed after it expired.
+        Restore = "restore",
+        /// It left for another registrar.
+        TransferAway = "transfer away",
+    }
+);
+
+impl DomainStatus {
+    pub fn next(self, event: DomainEvent) -> Option<DomainStatus> {
+        use DomainEvent as E;
+        use DomainStatus as S;
+        match (self, event) {
+            (S::PendingRegistration | S::PendingTransfer, E::Complete) => Some(S::Active),
+            (S::PendingRegistration | S::PendingTransfer, E::Cancel) => Some(S::Cancelled),
+            (S::Active, E::Expire) => Some(S::Expired),
+            (S::Expired, E::Restore) => Some(S::Active),
+            (S::Active | S::Expired, E::TransferAway) => Some(S::TransferredAway),
+            _ => None,
+        }
+    }
+
+    pub fn sources(event: DomainEvent) -> Vec<DomainStatus> {
+        sources(DomainStatus::next, event)
+    }
+
+    pub fn apply(self, event: DomainEvent) -> Result<DomainStatus, Refused> {
+        self.next(event).ok_or(Refused {
+            from: self.as_str(),
+            event: event.verb(),
+        })
+    }
+
+    /// It holds its name in Lodge (no other domain object may take it).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            DomainStatus::PendingRegistration | DomainStatus::PendingTransfer | DomainStatus::Active
+        )
+    }
+
+    /// The registrar's work on it is still to be done.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            DomainStatus::PendingRegistration | DomainStatus::PendingTransfer
+        )
+    }
+}
+
+status_enum!(
+    /// How a customer cancels a hosting account.
+    CancelKind, "cancellation" {
+        /// It ends now (a paid account is terminated by the worker).
+        Immediate = "immediate",
+        /// It ends when its paid period does; until then it can be withdrawn.
+        EndOfPeriod = "end_of_period",
+    }
+);
+
+/// What a cancellation request does to an account, decided from its status and the
+/// cancellation already pending on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelPlan {
+    /// Never paid: its order, invoice and account are cancelled now.
+    CancelUnpaidOrder,
+    /// Paid: terminated now by the worker.
+    TerminateNow,
+    /// Paid: terminated when its paid period ends.
+    AtPeriodEnd,
+}
+
+/// Why a cancellation request or withdrawal is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CancelRefusal {
+    #[error("This hosting account is {0}.")]
+    Closed(HostingStatus),
+    #[error("A cancellation has already been requested.")]
+    AlreadyRequested,
+    #[error("No cancellation is pending.")]
+    NothingPending,
+    #[error("An immediate cancellation cannot be withdrawn.")]
+    Immediate,
+}
+
+impl CancelKind {
+    /// What asking for this cancellation does to an account in `status` with `pending`
+    /// already requested; refused for a closed account or a second request (whatever its
+    /// kind: two requests never both stand).
+    pub fn plan(
+        self,
+        status: HostingStatus,
+        pending: Option<CancelKind>,
+    ) -> Result<CancelPlan, CancelRefusal> {
+        if status.is_closed() {
+            return Err(CancelRefusal::Closed(status));
+        }
+        if pending.is_some() {
+            return Err(CancelRefusal::AlreadyRequested);
+        }
+        Ok(match (status, self) {
+            (HostingStatus::Pending, _) => CancelPlan::CancelUnpaidOrder,
+            (_, CancelKind::Immediate) => CancelPlan::TerminateNow,
+            (_, CancelKind::EndOfPeriod) => CancelPlan::AtPeriodEnd,
+        })
+    }
+
+    /// Whether the cancellation `pending` on an account in `status` can be withdrawn.
+    pub fn revoke(status: HostingStatus, pending: Option<CancelKind>) -> Result<(), CancelRefusal> {
+        match pending {
+            None => Err(CancelRefusal::NothingPending),
+            Some(CancelKind::Immediate) => Err(CancelRefusal::Immediate),
+            Some(CancelKind::EndOfPeriod) if status.is_closed() => {
+                Err(CancelRefusal::Closed(status))
+            }
+            Some(CancelKind::EndOfPeriod) => Ok(()),
+        }
+    }
+}
+
+status_enum!(
+    /// A job of the durable queue.
+    JobStatus, "job" {
+        Queued = "queued",
+        Running = "running",
+        Done = "done",
+        /// Out of attempts; staff can queue it again.
+        Dead = "dead",
+    }
+);
+
+event_enum!(
+    /// What happens to a job.
+    JobEvent {
+        /// A worker takes it (or takes over a running one whose lease ran out).
+        Claim = "claim",
+        Succeed = "complete",
+        /// It failed with attempts left.
+        Retry = "retry",
+        /// It failed with none left.
+        Die = "give up",
+        /// Staff queue a dead job again.
+        Requeue = "requeue",
+    }
+);
+
+impl JobStatus {
+    pub fn next(self, event: JobEvent) -> Option<JobStatus> {
+        use JobEvent as E;
+        use JobStatus as S;
+        match (self, event) {
+            (S::Queued | S::Running, E::Claim) => Some(S::Running),
+            (S::Running, E::Succeed) => Some(S::Done),
+            (S::Running, E::Retry) => Some(S::Queued),
+            (S::Running, E::Die) => Some(S::Dead),
+            (S::Dead, E::Requeue) => Some(S::Queued),
+            _ => None,
+        }
+    }
+
+    pub fn sources(event: JobEvent) -> Vec<JobStatus> {
+        sources(JobStatus::next, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn round_trips<S: Status + std::str::FromStr>()
+    where
+        <S as std::str::FromStr>::Err: fmt::Debug,
+    {
+        for &s in S::ALL {
+            assert_eq!(S::parse(s.as_str()), Some(s));
+            assert_eq!(s.as_str().parse::<S>().ok(), Some(s));
+        }
+        assert!(S::parse("no such status").is_none());
+    }
+
+    #[test]
+    fn every_status_round_trips_through_its_column() {
+        round_trips::<OrderStatus>();
+        round_trips::<InvoiceStatus>();
+        round_trips::<HostingStatus>();
+        round_trips::<DomainStatus>();
+        round_trips::<CancelKind>();
+        round_trips::<JobStatus>();
+    }
+
+    #[test]
+    fn the_first_order_lifecycle() {
+        use HostingEvent as E;
+        use HostingStatus as S;
+        let mut s = S::Pending;
+        for e in [E::Paid, E::Provisioned, E::Suspend, E::Unsuspend, E::Terminate] {
+            s = s.apply(e).unwrap();
+        }
+        assert_eq!(s, S::Terminated);
+        assert_eq!(S::Pending.apply(E::Cancel), Ok(S::Cancelled));
+        assert_eq!(
+            S::Active.apply(E::Paid),
+            Err(Refused {
+                from: "active",
+                event: "provision"
+            })
+        );
+        assert_eq!(
+            HostingStatus::sources(E::Terminate),
+            [S::Pending, S::Provisioning, S::Active, S::Suspended, S::Failed]
+        );
+        assert_eq!(OrderStatus::sources(OrderEvent::Paid), [OrderStatus::Pending]);
+        assert_eq!(
+            InvoiceStatus::sources(InvoiceEvent::Cancel),
+            [InvoiceStatus::Draft, InvoiceStatus::Unpaid]
+        );
+    }
+
+    #[test]
+    fn cancellation_requests() {
+        use CancelKind::*;
+        use HostingStatus as S;
+        assert_eq!(
+            Immediate.plan(S::Pending, None),
+            Ok(CancelPlan::CancelUnpaidOrder)
+        );
+        assert_eq!(Immediate.plan(S::Active, None), Ok(CancelPlan::TerminateNow));
+        assert_eq!(EndOfPeriod.plan(S::Suspended, None), Ok(CancelPlan::AtPeriodEnd));
+        assert_eq!(
+            Immediate.plan(S::Active, Some(EndOfPeriod)),
+            Err(CancelRefusal::AlreadyRequested)
+        );
+        assert_eq!(
+            EndOfPeriod.plan(S::Terminated, None),
+            Err(CancelRefusal::Closed(S::Terminated))
+        );
+        assert_eq!(CancelKind::revoke(S::Active, Some(EndOfPeriod)), Ok(()));
+        assert_eq!(
+            CancelKind::revoke(S::Active, Some(Immediate)),
+            Err(CancelRefusal::Immediate)
+        );
+        assert_eq!(
+            CancelKind::revoke(S::Active, None),
+            Err(CancelRefusal::NothingPending)
+        );
+    }
+
+    fn hosting_status() -> impl Strategy<Value = HostingStatus> {
+        prop::sample::select(HostingStatus::ALL)
+    }
+    fn hosting_event() -> impl Strategy<Value = HostingEvent> {
+        prop::sample::select(HostingEvent::ALL)
+    }
+    fn invoice_event() -> impl Strategy<Value = InvoiceEvent> {
+        prop::sample::select(InvoiceEvent::ALL)
+    }
+    fn order_event() -> impl Strategy<Value = OrderEvent> {
+        prop::sample::select(OrderEvent::ALL)
+    }
+
+    proptest! {
+        /// Whatever happens to an account, a closed one never changes again, and it only
+        /// ever reaches a status some event leads to.
+        #[test]
+        fn closed_accounts_stay_closed(events in prop::collection::vec(hosting_event(), 0..40)) {
+            let mut s = HostingStatus::Pending;
+            for e in events {
+                let was_closed = s.is_closed();
+                if let Some(n) = s.next(e) {
+                    prop_assert!(!was_closed, "{s} accepted {e:?}");
+                    prop_assert!(HostingStatus::sources(e).contains(&s));
+                    s = n;
+                }
+            }
+        }
+
+        /// `sources` agrees with `next` for every pair, and `apply` refuses exactly where
+        /// `next` has nothing.
+        #[test]
+        fn sources_agree_with_next(s in hosting_status(), e in hosting_event()) {
+            prop_assert_eq!(HostingStatus::sources(e).contains(&s), s.next(e).is_some());
+            prop_assert_eq!(s.apply(e).ok(), s.next(e));
+        }
+
+        /// An invoice is paid at most once and never leaves paid but by a refund; a
+        /// cancelled or refunded one never changes.
+        #[test]
+        fn invoices_are_paid_at_most_once(events in prop::collection::vec(invoice_event(), 0..30)) {
+            let mut s = InvoiceStatus::Unpaid;
+            let mut paid = 0;
+            for e in events {
+                if let Some(n) = s.next(e) {
+                    prop_assert!(!matches!(s, InvoiceStatus::Cancelled | InvoiceStatus::Refunded));
+                    if n == InvoiceStatus::Paid { paid += 1; }
+                    s = n;
+                }
+            }
+            prop_assert!(paid <= 1);
+        }
+
+        /// An order is activated or cancelled, never both.
+        #[test]
+        fn orders_are_activated_or_cancelled(events in prop::collection::vec(order_event(), 0..20)) {
+            let mut s = OrderStatus::Pending;
+            let mut seen = Vec::new();
+            for e in events {
+                if let Some(n) = s.next(e) { seen.push(n); s = n; }
+            }
+            prop_assert!(!(seen.contains(&OrderStatus::Active) && seen.contains(&OrderStatus::Cancelled)));
+        }
+
+        /// Two cancellation requests never both stand, whatever their kinds and order.
+        #[test]
+        fn one_cancellation_stands(s in hosting_status(), a in prop::sample::select(CancelKind::ALL), b in prop::sample::select(CancelKind::ALL)) {
+            if a.plan(s, None).is_ok() {
+                prop_assert_eq!(b.plan(s, Some(a)), Err(CancelRefusal::AlreadyRequested));
+            }
+        }
+    }
+}
