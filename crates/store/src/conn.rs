@@ -12,6 +12,7 @@ use std::future::Future;
 
 use sqlx::{AnyConnection, Row};
 
+use crate::dialect::Dialect;
 use crate::{Result, StoreError};
 
 /// A bound value. NULLs carry their type, as PostgreSQL needs.
@@ -65,13 +66,25 @@ macro_rules! vals {
 
 /// A connection inside a transaction that runs `$n`-numbered statements.
 pub trait SqlConn: Send {
-    /// Whether this is PostgreSQL (for the few statements that differ, such as row locks).
+    /// Whether this is PostgreSQL.
     fn is_postgres(&self) -> bool;
 
     /// Whether a transaction on this connection holds the whole database's write lock from
     /// its start (SQLite's batch writer begins `IMMEDIATE`), so rows need no locks of their own.
     fn locks_database(&self) -> bool {
         false
+    }
+
+    /// Which texts of the statements that differ by engine this connection runs
+    /// ([`crate::dialect`]).
+    fn dialect(&self) -> Dialect {
+        if self.is_postgres() {
+            Dialect::Postgres
+        } else if self.locks_database() {
+            Dialect::SqliteLocked
+        } else {
+            Dialect::Sqlite
+        }
     }
 
     /// Runs a statement; the number of rows it changed.

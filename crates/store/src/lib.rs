@@ -11,6 +11,7 @@
 //!   writer) and the small shared helpers (timestamps, counters);
 //! - [`error`]: the one error type, [`StoreError`];
 //! - [`conn`]: the statement interface [`SqlConn`] and its sqlx implementations;
+//! - [`dialect`]: the statements that differ by engine, and nowhere else;
 //! - `sqlite/`: what only SQLite needs (pragmas, the batch writer and its checkpointer, the
 //!   inline readers, the one-time rebuild of old order tables); `postgres.rs` likewise;
 //! - one module per area for the statements themselves (`billing`, `hosting`, `jobs`, …).
@@ -25,6 +26,7 @@ pub mod catalog;
 pub mod checks;
 pub mod conn;
 pub mod deferred;
+pub mod dialect;
 pub mod error;
 pub mod hosting;
 pub mod idempotency;

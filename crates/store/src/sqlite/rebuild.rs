@@ -389,7 +389,7 @@ mod tests {
         for m in crate::sqlite::MIGRATIONS.iter().filter(|m| m.version <= 7) {
             db.execute(
                 "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-                 VALUES (?1, ?2, TRUE, ?3, 0)",
+                 VALUES ($1, $2, TRUE, $3, 0)",
                 rusqlite::params![m.version, m.description.as_ref(), m.checksum.as_ref()],
             )
             .unwrap();
