@@ -9,7 +9,8 @@
 //! Where things are:
 //! - this file: the [`Store`] facade (connecting, migrating, transactions, the batch
 //!   writer) and the small shared helpers (timestamps, counters);
-//! - [`error`]: the one error type, [`StoreError`];
+//! - [`error`]: the one error type, [`StoreError`], with constraint violations as typed
+//!   [`Conflict`]s and [`Check`]s whichever engine reported them;
 //! - [`conn`]: the statement interface [`SqlConn`] and its sqlx implementations;
 //! - [`dialect`]: the statements that differ by engine, and nowhere else;
 //! - `sqlite/`: what only SQLite needs (pragmas, the batch writer and its checkpointer, the
@@ -40,7 +41,7 @@ pub mod users;
 
 pub use bench::bare_commit_rate;
 pub use conn::{Cols, SqlConn, Val};
-pub use error::{Result, StoreError};
+pub use error::{Check, Conflict, Result, StoreError};
 /// The conditions the name checks repeat from their partial indexes ([`hosting`]) are written
 /// as SQLite stores them.
 pub(crate) use sqlite::expand_in_lists;
