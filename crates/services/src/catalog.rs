@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lodge_core::{BillingCycle, CouponId, Currency, Money, OfferId, PlanGroupId, PlanId};
 use lodge_store::catalog::{self as db, CatalogData};
-use lodge_store::StoreError;
+use lodge_store::{Conflict, StoreError};
 use serde::Deserialize;
 
 use crate::{Lodge, Result, ServiceError, Validator};
@@ -334,7 +334,7 @@ impl Lodge {
             let row = db::upsert_plan(&mut tx, engine, PlanId::new(), group, p, now)
                 .await
                 .map_err(|e| {
-                    if matches!(e, StoreError::Conflict(_)) {
+                    if matches!(e, StoreError::Conflict(Conflict::PlanLegacyId)) {
                         ServiceError::field(
                             "plans",
                             format!("plan {:?}: its legacy_id is taken by another plan", p.slug),

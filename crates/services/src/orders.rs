@@ -9,7 +9,7 @@ use lodge_core::{
 };
 use lodge_store::catalog::{CouponRow, OfferRow};
 use lodge_store::hosting::DomainRow;
-use lodge_store::{billing, hosting, orgs, StoreError};
+use lodge_store::{billing, hosting, orgs, Conflict, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::sync::Arc;
@@ -219,10 +219,6 @@ fn coupon_kind(c: &CouponRow) -> CouponKind {
 
 fn months_u32(m: i64) -> u32 {
     u32::try_from(m).unwrap_or(0)
-}
-
-fn is_conflict(e: &StoreError, needles: &[&str]) -> bool {
-    needles.iter().any(|n| e.is_conflict_on(n))
 }
 
 impl Lodge {
@@ -741,7 +737,7 @@ impl Lodge {
                 )
                 .await
                 .map_err(|e| {
-                    if is_conflict(&e, &["domains_live_name", "domains.name"]) {
+                    if matches!(e, StoreError::Conflict(Conflict::LiveDomainName)) {
                         ServiceError::field(
                             "domain_name",
                             format!("{name} is already registered in Lodge."),
@@ -798,7 +794,7 @@ impl Lodge {
         )
         .await
         .map_err(|e| {
-            if is_conflict(&e, &["hosting_live_name", "hosting.domain_name"]) {
+            if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
                 ServiceError::field(
                     "domain_name",
                     format!("{} already has a hosting account.", o.domain.name()),

@@ -3,7 +3,7 @@
 
 use lodge_core::{PlanId, ServerId};
 use lodge_store::servers::{self, ServerRow};
-use lodge_store::StoreError;
+use lodge_store::{Conflict, StoreError};
 
 use crate::{Lodge, Result, ServiceError, Validator};
 
@@ -101,7 +101,7 @@ impl Lodge {
         )
         .await
         .map_err(|e| {
-            if matches!(e, StoreError::Conflict(_)) {
+            if matches!(e, StoreError::Conflict(Conflict::ServerName)) {
                 ServiceError::field("name", "A server with this name exists.")
             } else {
                 e.into()

@@ -1,7 +1,7 @@
 //! Users, organizations, memberships and projects.
 
 use lodge_core::{OrganizationId, ProjectId, UserId};
-use lodge_store::{orgs, users, StoreError};
+use lodge_store::{orgs, users, Conflict, StoreError};
 
 use crate::auth::{hash_password, Access, Principal, Role};
 use crate::{Lodge, Result, ServiceError, Validator};
@@ -63,7 +63,7 @@ impl Lodge {
         )
         .await
         .map_err(|e| {
-            if e.is_conflict_on("email") {
+            if matches!(e, StoreError::Conflict(Conflict::UserEmail)) {
                 ServiceError::field("email", "A user with this email already exists.")
             } else {
                 e.into()

@@ -3,7 +3,7 @@
 use lodge_core::{OrderUuid, OrganizationId, PaymentId, ProjectId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Result, SqlConn, StoreError, Val};
+use crate::{dialect, vals, Result, SqlConn, StoreError, Val};
 
 // ---- orders ----
 
@@ -147,7 +147,7 @@ impl InvoiceRow {
     }
 }
 
-const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at";
+pub(crate) const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at";
 
 pub struct NewInvoice<'a> {
     /// `None`: numbered later in the transaction ([`number_invoice`]).
@@ -210,15 +210,8 @@ pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
 /// row lock (and a deferred SQLite transaction's write lock); SQLite's batch writer holds
 /// the database's write lock from `BEGIN`, and reads it.
 pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
-    if conn.locks_database() {
-        return invoice(conn, id).await;
-    }
-    conn.fetch_row(
-        &format!(
-            "UPDATE invoices SET modified_at = modified_at WHERE id = $1 RETURNING {INVOICE_COLUMNS}"
-        ),
-        vals![id],
-    )
+    let sql = dialect::lock_invoice(conn.dialect());
+    conn.fetch_row(sql, vals![id])
         .await?
         .map(InvoiceRow::from_vals)
         .transpose()
@@ -436,7 +429,7 @@ pub async fn number_invoices<C: SqlConn>(
     let numbers = (last - count + 1..)
         .zip(invoices)
         .map(|(n, id)| (*id, format!("INV-{n:06}")));
-    if !conn.is_postgres() {
+    let Some(sql) = dialect::number_invoices(conn.dialect(), invoices.len()) else {
         for (id, number) in numbers {
             conn.exec(
                 "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
@@ -445,27 +438,14 @@ pub async fn number_invoices<C: SqlConn>(
             .await?;
         }
         return Ok(());
-    }
+    };
     // One statement for them all: from the counter's update to the commit every other
-    // batch waits for this one, so each round trip here is paid by all of them. The list is
-    // padded with rows matching nothing to a power of two, so a few statement texts serve
-    // every batch size (each is prepared and cached per connection).
-    let mut sql =
-        String::from("UPDATE invoices AS i SET number = v.number, issued_at = $1 FROM (VALUES ");
+    // batch waits for this one, so each round trip here is paid by all of them.
     let mut args = vec![Val::from(issued)];
-    for (k, (id, number)) in numbers.enumerate() {
-        let p = 2 + 2 * k;
-        if k > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("(${p}::BIGINT, ${}::TEXT)", p + 1));
+    for (id, number) in numbers {
         args.push(Val::from(id));
         args.push(Val::from(number));
     }
-    for _ in invoices.len()..invoices.len().next_power_of_two() {
-        sql.push_str(", (NULL::BIGINT, NULL::TEXT)");
-    }
-    sql.push_str(") AS v(id, number) WHERE i.id = v.id");
     let numbered = conn.exec(&sql, args).await?;
     if numbered != count.unsigned_abs() {
         return Err(StoreError::Corrupt(format!(
@@ -482,21 +462,14 @@ pub async fn number_invoices<C: SqlConn>(
 /// The list is padded to a power of two (repeating its last id), so a few statement texts
 /// serve every batch size from sqlx's per-connection statement cache.
 pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId]) -> Result<()> {
-    if !conn.is_postgres() || orgs.is_empty() {
+    if !conn.dialect().locks_rows() || orgs.is_empty() {
         return Ok(());
     }
     let ids: std::collections::BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
     let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
     crate::conn::pad_to_power_of_two(&mut args);
-    let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
-    conn.exec(
-        &format!(
-            "SELECT id FROM organizations WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
-            placeholders.join(", ")
-        ),
-        args,
-    )
-    .await?;
+    conn.exec(&dialect::lock_organizations(args.len()), args)
+        .await?;
     Ok(())
 }
 
@@ -598,14 +571,7 @@ pub struct LedgerRow {
 /// read a balance another writer could change before it writes), except on the batch
 /// writer, which holds that lock from `BEGIN`.
 pub async fn lock_credit<C: SqlConn>(conn: &mut C, org: OrganizationId) -> Result<Option<i64>> {
-    let sql = if conn.is_postgres() {
-        "SELECT credit_balance_minor FROM organizations WHERE id = $1 FOR NO KEY UPDATE"
-    } else if conn.locks_database() {
-        "SELECT credit_balance_minor FROM organizations WHERE id = $1"
-    } else {
-        "UPDATE organizations SET credit_balance_minor = credit_balance_minor WHERE id = $1
-         RETURNING credit_balance_minor"
-    };
+    let sql = dialect::lock_credit(conn.dialect());
     conn.fetch_int(sql, vals![org.to_string()]).await
 }
 
@@ -629,33 +595,9 @@ pub(crate) const INSERT_LEDGER: &str =
 /// entry that would make it negative. Call with the row locked (`lock_credit`).
 pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> Result<i64> {
     let org = e.organization_id.to_string();
-    let balance = if conn.is_postgres() {
-        conn.fetch_int(
-            "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
-             WHERE id = $1 RETURNING credit_balance_minor",
-            vals![org.clone(), e.amount_minor, e.now],
-        )
+    let balance = dialect::add_to_balance(conn, &org, e.amount_minor, e.now)
         .await?
-    } else {
-        // SQLite runs `RETURNING` through a temporary b-tree per statement; its one writer
-        // reads the new balance back instead, in the same transaction.
-        let moved = conn
-            .exec(
-                "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
-                 WHERE id = $1",
-                vals![org.clone(), e.amount_minor, e.now],
-            )
-            .await?;
-        if moved == 0 {
-            return Err(StoreError::NotFound);
-        }
-        conn.fetch_int(
-            "SELECT credit_balance_minor FROM organizations WHERE id = $1",
-            vals![org.clone()],
-        )
-        .await?
-    }
-    .ok_or(StoreError::NotFound)?;
+        .ok_or(StoreError::NotFound)?;
     conn.insert_later(
         INSERT_LEDGER,
         vals![

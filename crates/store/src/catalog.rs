@@ -374,13 +374,8 @@ pub async fn upsert_plan(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    if engine == Engine::Postgres {
-        // An explicit legacy id does not advance the identity sequence; keep it ahead.
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('plans', 'legacy_id'), (SELECT MAX(legacy_id) FROM plans))",
-        )
-        .execute(&mut *conn)
-        .await?;
+    if let Some(sql) = crate::dialect::legacy_id_catch_up(engine.into(), "plans") {
+        sqlx::query(&sql).execute(&mut *conn).await?;
     }
     Ok(row)
 }
@@ -495,12 +490,8 @@ pub async fn upsert_offer(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    if engine == Engine::Postgres {
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('service_offers', 'legacy_id'), (SELECT MAX(legacy_id) FROM service_offers))",
-        )
-        .execute(&mut *conn)
-        .await?;
+    if let Some(sql) = crate::dialect::legacy_id_catch_up(engine.into(), "service_offers") {
+        sqlx::query(&sql).execute(&mut *conn).await?;
     }
     Ok(row)
 }

@@ -149,11 +149,7 @@ pub async fn transition<C: SqlConn>(
     actor: &str,
     now: i64,
 ) -> Result<bool> {
-    let sql = if conn.locks_database() {
-        "SELECT status FROM hosting WHERE id = $1"
-    } else {
-        "UPDATE hosting SET modified_at = modified_at WHERE id = $1 RETURNING status"
-    };
+    let sql = crate::dialect::lock_hosting_status(conn.dialect());
     let Some(current) = conn.fetch_text(sql, vals![id.to_string()]).await? else {
         return Ok(false);
     };

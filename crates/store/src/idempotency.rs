@@ -135,25 +135,19 @@ pub async fn complete<C: SqlConn>(
 /// takes later (a limited server, a coupon), and concurrent batches cannot deadlock on it.
 /// Keys map to 64-bit advisory lock ids; two keys sharing one only wait for each other.
 ///
-/// One statement takes them all, in ascending order: the sorted ids are a fenced subquery
-/// (`OFFSET 0`), so the locks are taken row by row in that order. The list is padded to a
-/// power of two by repeating its last id (a lock a transaction holds is granted again), so
-/// a few statement texts serve every batch size.
+/// One statement takes them all, in ascending order ([`crate::dialect`]). The list is
+/// padded to a power of two by repeating its last id (a lock a transaction holds is granted
+/// again), so a few statement texts serve every batch size.
 pub async fn lock_keys<C: SqlConn>(conn: &mut C, keys: &[(&str, &str)]) -> Result<()> {
-    if !conn.is_postgres() || keys.is_empty() {
+    if !conn.dialect().locks_rows() || keys.is_empty() {
         return Ok(());
     }
     let mut ids: Vec<i64> = keys.iter().map(|(s, k)| lock_id(s, k)).collect();
     ids.sort_unstable();
     ids.dedup();
     crate::conn::pad_to_power_of_two(&mut ids);
-    let rows: Vec<String> = (1..=ids.len()).map(|i| format!("(${i}::BIGINT)")).collect();
     conn.exec(
-        &format!(
-            "SELECT pg_advisory_xact_lock(id) FROM
-             (SELECT id FROM (VALUES {}) AS v (id) ORDER BY id OFFSET 0) AS sorted",
-            rows.join(", ")
-        ),
+        &crate::dialect::advisory_locks(ids.len()),
         ids.into_iter().map(Val::from).collect(),
     )
     .await?;

@@ -84,25 +84,13 @@ pub async fn claim(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<JobRow>> {
-    let lock = match engine {
-        crate::Engine::Postgres => "FOR UPDATE SKIP LOCKED",
-        crate::Engine::Sqlite => "",
-    };
-    Ok(sqlx::query_as(&format!(
-        "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2,
-             attempts = attempts + 1, modified_at = $3
-         WHERE id IN (SELECT id FROM jobs
-                      WHERE (status = 'queued' AND run_at <= $3)
-                         OR (status = 'running' AND locked_until < $3)
-                      ORDER BY run_at, id LIMIT $4 {lock})
-         RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(worker)
-    .bind(lease_until)
-    .bind(now)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(crate::dialect::claim_jobs(engine.into()))
+        .bind(worker)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Marks a job done if `worker` still holds it; `false` when the lease was lost.

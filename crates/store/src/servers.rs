@@ -182,7 +182,8 @@ pub async fn place_in<C: SqlConn>(
     place_with(conn, driver, plan, true).await
 }
 
-const SERVES: &str = "s.is_active = 1 AND s.driver = $1
+/// Servers of driver `$1` that serve plan `$2` (explicitly, or serving no list).
+pub(crate) const SERVES: &str = "s.is_active = 1 AND s.driver = $1
     AND (NOT EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id)
          OR EXISTS (SELECT 1 FROM server_plans sp WHERE sp.server_id = s.id AND sp.plan_id = $2))";
 
@@ -204,19 +205,15 @@ async fn place_with<C: SqlConn>(
     if let Some(id) = unlimited {
         return crate::parse(&id).map(Some);
     }
-    if lock && conn.is_postgres() {
-        // Under READ COMMITTED each order would otherwise count the same free places. The
-        // locks (taken in one order, so orders never deadlock) are held until the order
-        // commits; the count below is a new statement, so it sees every order committed
-        // before the lock was granted. SQLite has a single writer already.
-        conn.exec(
-            &format!(
-                "SELECT s.id FROM servers s WHERE {SERVES} AND s.capacity > 0
-                 ORDER BY s.legacy_id FOR NO KEY UPDATE OF s"
-            ),
-            vals![driver, plan.to_string()],
-        )
-        .await?;
+    let locks = if lock {
+        crate::dialect::lock_limited_servers(conn.dialect())
+    } else {
+        None
+    };
+    if let Some(sql) = locks {
+        // The locks are held until the order commits; the count below is a new statement,
+        // so it sees every order committed before the lock was granted.
+        conn.exec(sql, vals![driver, plan.to_string()]).await?;
     }
     let limited = conn
         .fetch_text(

@@ -1,0 +1,146 @@
+//! What only SQLite needs. On SQLite Lodge writes through a single writer: sqlx's pool of
+//! one connection for ordinary transactions, and the batch writer ([`BatchConn`] on a
+//! thread of its own, [`writer`]) for group commits, which holds that same pool connection
+//! while it runs so the two never interleave. Reads go through a sqlx pool or, on a hot
+//! path, an inline reader ([`ReadConn`]). A checkpointer thread keeps the WAL short
+//! ([`checkpoint`]); opening a database rebuilds the order tables of an old one once
+//! ([`rebuild`]); each kind of connection has its settings ([`pragmas`]).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use crate::Result;
+
+mod batch_conn;
+mod checkpoint;
+mod pragmas;
+mod reads;
+mod rebuild;
+mod writer;
+
+pub use batch_conn::{run_ready, BatchConn};
+pub use reads::ReadConn;
+pub(crate) use reads::ReadPool;
+pub(crate) use rebuild::expand_in_lists;
+pub(crate) use writer::BatchWriter;
+
+pub(crate) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The connections of a SQLite database.
+pub(crate) struct Connected {
+    pub read: AnyPool,
+    /// Exactly one connection: the single writer.
+    pub write: AnyPool,
+    /// On a file (an in-memory database has none to open again).
+    pub batch: Option<BatchWriter>,
+    /// On a file in WAL mode, where readers never wait for the writer.
+    pub inline_reads: Option<Arc<ReadPool>>,
+}
+
+/// Opens the SQLite database at `url` (creating the file if need be) in WAL mode.
+pub(crate) async fn connect(url: &str) -> Result<Connected> {
+    let url = if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+    let write = pool(1).connect_with(opts.clone()).await?;
+    // WAL must be set before readers open the file.
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(&write)
+        .await?;
+    let read = pool(16).connect_with(opts).await?;
+    // The batch writer opens the same file.
+    let file: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(&write)
+            .await?;
+    let file = file.filter(|f| !f.is_empty());
+    let batch = file
+        .as_deref()
+        .map(|f| BatchWriter::start(Path::new(f)))
+        .transpose()?;
+    let inline_reads = file
+        .filter(|_| journal.eq_ignore_ascii_case("wal"))
+        .map(|f| Arc::new(ReadPool::new(Path::new(&f))));
+    Ok(Connected {
+        read,
+        write,
+        batch,
+        inline_reads,
+    })
+}
+
+/// Applies the SQLite migrations, then rebuilds the order tables of a database an older
+/// build created ([`rebuild`]).
+pub(crate) async fn migrate(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
+    MIGRATIONS.run(&mut **conn).await?;
+    rebuild::rebuild_order_tables(conn).await
+}
+
+/// A pool of connections to the SQLite file. No ping before each acquire (sqlx's default):
+/// a connection to a local file does not go stale, and the ping is a round trip to the
+/// connection's worker thread on every acquire, which the batch writer's callers pay once
+/// per group commit.
+fn pool(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(pragmas::SQLX).await?;
+                Ok(())
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The background scans of unpaid invoices and due cancellations read their partial
+    /// indexes (every order skips writing to them), not the tables; so do the checks that a
+    /// name is free, which must repeat their index's condition word for word, and the pass
+    /// that forgets old idempotency keys.
+    #[tokio::test]
+    async fn queries_read_their_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(&format!("sqlite://{}/p.db", dir.path().display()))
+            .await
+            .unwrap();
+        for (sql, index) in [
+            (crate::billing::EXPIRED_FIRST_INVOICES, "invoices_unpaid"),
+            (crate::hosting::CANCELLATIONS_DUE, "hosting_cancel_due"),
+            (&crate::hosting::LIVE_HOSTING_FOR_NAME, "hosting_live_name"),
+            (&crate::hosting::LIVE_DOMAIN_FOR_NAME, "domains_live_name"),
+            (
+                &crate::idempotency::FORGET_BEFORE,
+                "idempotency_keys_created",
+            ),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(0_i64)
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap();
+            let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                detail.iter().any(|d| d.contains(&format!("INDEX {index}"))),
+                "{sql}: {detail:?}"
+            );
+            assert!(
+                !detail.iter().any(|d| d.starts_with("SCAN")),
+                "{sql}: {detail:?}"
+            );
+        }
+    }
+}

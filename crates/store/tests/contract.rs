@@ -1,0 +1,1036 @@
+//! The store's contract, the same tests on SQLite and PostgreSQL: what services may rely on
+//! whichever engine is behind the store. Constraint violations come back typed; the job
+//! queue hands each due job to one worker at a time, takes it back when its lease ends and
+//! retries or buries it; an idempotency key is claimed once and answered with its work;
+//! a credit balance never goes below zero; invoice numbers have no gaps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use lodge_core::{DomainId, HostingId, OrderUuid, OrganizationId, PlanGroupId, PlanId, ProjectId};
+use lodge_core::{ServerId, UserId};
+use lodge_store::{billing, catalog, checks, hosting, idempotency, jobs, orgs, servers, users};
+use lodge_store::{Check, Conflict, Store, StoreError};
+
+/// Runs each test on a fresh SQLite file and a fresh PostgreSQL database (skipped without
+/// PostgreSQL's binaries unless `LODGE_REQUIRE_SERVICES=1`).
+macro_rules! on_both_engines {
+    ($($f:ident),* $(,)?) => {$(
+        mod $f {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/contract.db", dir.path().display());
+                let store = lodge_store::Store::open(&url).await.unwrap();
+                super::$f(store.clone()).await;
+                store.close().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(url) = lodge_testkit::pg::test_database_url().await else {
+                    return;
+                };
+                let store = lodge_store::Store::open(&url).await.unwrap();
+                super::$f(store.clone()).await;
+                store.close().await;
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    unique_violations_are_typed_conflicts,
+    the_batch_writer_reports_conflicts_alike,
+    check_violations_are_typed,
+    a_credit_balance_never_goes_below_zero,
+    invoice_numbers_have_no_gaps,
+    the_job_queue_claims_finishes_and_retries,
+    concurrent_claimers_never_share_a_job,
+    an_idempotency_key_is_claimed_once_and_answered,
+    a_claim_commits_or_rolls_back_with_its_work,
+);
+
+const NOW: i64 = 1_800_000_000_000_000;
+
+/// An organization with a default project, a plan and an order.
+#[derive(Clone, Copy)]
+struct World {
+    org: OrganizationId,
+    project: ProjectId,
+    plan: PlanId,
+    order: i64,
+}
+
+/// An organization with nothing else.
+async fn organization(store: &Store) -> OrganizationId {
+    let org = OrganizationId::new();
+    let mut conn = store.write_conn().await.unwrap();
+    orgs::insert(
+        &mut conn,
+        &orgs::NewOrg {
+            id: org,
+            name: "Contract".into(),
+            organization_type: "personal".into(),
+            company_name: String::new(),
+            country: "FR".into(),
+            currency: "USD".into(),
+            now: NOW,
+        },
+    )
+    .await
+    .unwrap();
+    org
+}
+
+async fn world(store: &Store) -> World {
+    let org = organization(store).await;
+    let project = ProjectId::new();
+    let mut conn = store.write_conn().await.unwrap();
+    orgs::insert_project(
+        &mut conn,
+        &orgs::NewProject {
+            id: project,
+            organization_id: org,
+            name: "Default",
+            description: "",
+            is_default: true,
+            now: NOW,
+        },
+    )
+    .await
+    .unwrap();
+    let group = catalog::upsert_group(
+        &mut conn,
+        PlanGroupId::new(),
+        &catalog::GroupInput {
+            slug: format!("group-{org}"),
+            name: "Group".into(),
+            is_active: true,
+            ..Default::default()
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    let plan = catalog::upsert_plan(
+        &mut conn,
+        store.engine(),
+        PlanId::new(),
+        group.id,
+        &plan_input(None, &format!("plan-{org}")),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let order = billing::insert_order(
+        &mut *conn,
+        &billing::NewOrder {
+            uuid: OrderUuid::new(),
+            organization_id: org,
+            project_id: project,
+            status: "pending",
+            source: "v1",
+            currency: "USD",
+            coupon_id: None,
+            actor: "contract",
+            now: NOW,
+        },
+    )
+    .await
+    .unwrap();
+    World {
+        org,
+        project,
+        plan: plan.id,
+        order,
+    }
+}
+
+fn plan_input(legacy_id: Option<i64>, slug: &str) -> catalog::PlanInput {
+    catalog::PlanInput {
+        legacy_id,
+        slug: slug.into(),
+        name: slug.into(),
+        hosting_type: "hostingaccount".into(),
+        buyable: true,
+        is_active: true,
+        ..Default::default()
+    }
+}
+
+fn domain<'a>(w: &World, id: DomainId, name: &'a str, status: &'a str) -> hosting::NewDomain<'a> {
+    hosting::NewDomain {
+        id,
+        organization_id: w.org,
+        project_id: w.project,
+        order_id: Some(w.order),
+        name,
+        sld: "taken",
+        tld: "com",
+        status,
+        registrar: "none",
+        epp_code: None,
+        now: NOW,
+    }
+}
+
+fn account<'a>(w: &World, name: &'a str, status: &'a str) -> hosting::NewHosting<'a> {
+    hosting::NewHosting {
+        id: HostingId::new(),
+        organization_id: w.org,
+        project_id: w.project,
+        order_id: w.order,
+        plan_id: w.plan,
+        domain_name: name,
+        domain_id: None,
+        status,
+        billing_cycle: "monthly",
+        recurring_minor: 100,
+        first_period_months: Some(1),
+        renewal_months: Some(1),
+        currency: "USD",
+        coupon_id: None,
+        secret: None,
+        comment: "",
+        server_id: None,
+        next_due_date: None,
+        note: "ordered",
+        actor: "contract",
+        now: NOW,
+    }
+}
+
+fn invoice<'a>(
+    org: OrganizationId,
+    token: &'a str,
+    number: Option<&'a str>,
+) -> billing::NewInvoice<'a> {
+    billing::NewInvoice {
+        number,
+        organization_id: org,
+        order_id: None,
+        kind: "manual",
+        currency: "USD",
+        subtotal_minor: 0,
+        tax_minor: 0,
+        payment_token: token,
+        due_date: "2027-01-01",
+        credit_applied_minor: 0,
+        paid: false,
+        now: NOW,
+    }
+}
+
+fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> Conflict {
+    match r {
+        Err(StoreError::Conflict(c)) => c,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Runs `sql` twice (it inserts one row): the second time, the conflict it runs into.
+async fn twice(store: &Store, sql: &str) -> Conflict {
+    sqlx::query(sql).execute(store.writer()).await.unwrap();
+    conflict(
+        sqlx::query(sql)
+            .execute(store.writer())
+            .await
+            .map_err(StoreError::from),
+    )
+}
+
+async fn unique_violations_are_typed_conflicts(store: Store) {
+    let w = world(&store).await;
+    let mut conn = store.write_conn().await.unwrap();
+
+    let user = |email: &'static str| users::NewUser {
+        id: UserId::new(),
+        email,
+        name: "U",
+        password_hash: None,
+        is_staff: false,
+        now: NOW,
+    };
+    users::insert(&mut conn, &user("a@contract.test"))
+        .await
+        .unwrap();
+    let again = users::insert(&mut conn, &user("a@contract.test")).await;
+    assert_eq!(conflict(again), Conflict::UserEmail);
+
+    let server = servers::ServerInput {
+        name: "web1",
+        hostname: "web1.contract.test",
+        driver: "nginx",
+        credentials: None,
+        ns1: "",
+        ns2: "",
+        capacity: 0,
+        is_active: true,
+    };
+    servers::insert(&mut conn, ServerId::new(), &server, NOW)
+        .await
+        .unwrap();
+    let again = servers::insert(&mut conn, ServerId::new(), &server, NOW).await;
+    assert_eq!(conflict(again), Conflict::ServerName);
+
+    // A legacy id another plan (another slug) holds.
+    let group = catalog::upsert_group(
+        &mut conn,
+        PlanGroupId::new(),
+        &catalog::GroupInput {
+            slug: "legacy".into(),
+            name: "Legacy".into(),
+            is_active: true,
+            ..Default::default()
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    let engine = store.engine();
+    catalog::upsert_plan(
+        &mut conn,
+        engine,
+        PlanId::new(),
+        group.id,
+        &plan_input(Some(4242), "first"),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let taken = catalog::upsert_plan(
+        &mut conn,
+        engine,
+        PlanId::new(),
+        group.id,
+        &plan_input(Some(4242), "second"),
+        NOW,
+    )
+    .await;
+    assert_eq!(conflict(taken), Conflict::PlanLegacyId);
+    // The identity sequence was kept ahead of the explicit id.
+    let next = catalog::upsert_plan(
+        &mut conn,
+        engine,
+        PlanId::new(),
+        group.id,
+        &plan_input(None, "third"),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.legacy_id, 4243);
+    // A row given no legacy id takes the next one: on PostgreSQL from the identity
+    // sequence, which the explicit ids did not advance and the store moved past them.
+    sqlx::query(
+        "INSERT INTO plans (id, group_id, slug, name, created_at, modified_at)
+         VALUES ($1, $2, 'fourth', 'Fourth', 1, 1)",
+    )
+    .bind(PlanId::new().to_string())
+    .bind(group.id.to_string())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+
+    // Only live domain objects and hosting accounts hold their name.
+    hosting::insert_domain(
+        &mut *conn,
+        &domain(&w, DomainId::new(), "taken.com", "active"),
+    )
+    .await
+    .unwrap();
+    let again = hosting::insert_domain(
+        &mut *conn,
+        &domain(&w, DomainId::new(), "taken.com", "pending_registration"),
+    )
+    .await;
+    assert_eq!(conflict(again), Conflict::LiveDomainName);
+    hosting::insert_domain(
+        &mut *conn,
+        &domain(&w, DomainId::new(), "taken.com", "cancelled"),
+    )
+    .await
+    .unwrap();
+    hosting::insert_hosting(&mut *conn, &account(&w, "taken.com", "active"))
+        .await
+        .unwrap();
+    let again = hosting::insert_hosting(&mut *conn, &account(&w, "taken.com", "pending")).await;
+    assert_eq!(conflict(again), Conflict::LiveHostingName);
+    hosting::insert_hosting(&mut *conn, &account(&w, "taken.com", "terminated"))
+        .await
+        .unwrap();
+
+    let again = orgs::insert_project(
+        &mut conn,
+        &orgs::NewProject {
+            id: ProjectId::new(),
+            organization_id: w.org,
+            name: "Second default",
+            description: "",
+            is_default: true,
+            now: NOW,
+        },
+    )
+    .await;
+    assert_eq!(conflict(again), Conflict::DefaultProject);
+
+    billing::insert_invoice(&mut *conn, &invoice(w.org, "t1", Some("INV-900001")))
+        .await
+        .unwrap();
+    let again =
+        billing::insert_invoice(&mut *conn, &invoice(w.org, "t2", Some("INV-900001"))).await;
+    assert_eq!(conflict(again), Conflict::InvoiceNumber);
+    let invoice_id = billing::insert_invoice(&mut *conn, &invoice(w.org, "t3", None))
+        .await
+        .unwrap();
+    drop(conn);
+
+    // What the store's own statements avoid (ON CONFLICT … DO NOTHING or DO UPDATE) is
+    // typed all the same when a statement runs into it.
+    let org = w.org;
+    for (sql, expected) in [
+        (
+            format!("INSERT INTO payments (id, invoice_id, organization_id, method, reference, amount_minor, currency, actor, created_at)
+                     VALUES ('p-' || CAST(random() AS TEXT), {invoice_id}, '{org}', 'bank_transfer', 'ref-1', 100, 'USD', 'a', 1)"),
+            Conflict::PaymentReference,
+        ),
+        (
+            format!("INSERT INTO invoice_lines (invoice_id, position, kind, description, service_id, period_start, amount_minor)
+                     VALUES ({invoice_id}, 0, 'plan', 'Plan', 'svc', '2027-01-01', 0)"),
+            Conflict::InvoiceLinePeriod,
+        ),
+        (
+            "INSERT INTO jobs (kind, payload, status, run_at, dedupe_key, created_at, modified_at)
+             VALUES ('provision', '{}', 'queued', 1, 'same', 1, 1)"
+                .to_owned(),
+            Conflict::JobDedupeKey,
+        ),
+        (
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ('s', 'k', 'h', 1)"
+                .to_owned(),
+            Conflict::IdempotencyKey,
+        ),
+        (
+            "INSERT INTO coupons (id, code, kind, value, created_at, modified_at)
+             VALUES ('c-' || CAST(random() AS TEXT), 'SAVE', 1, 100, 1, 1)"
+                .to_owned(),
+            Conflict::CouponCode,
+        ),
+        (
+            format!("INSERT INTO plans (id, group_id, slug, name, created_at, modified_at)
+                     VALUES ('p-' || CAST(random() AS TEXT), '{}', 'plan-{org}', 'P', 1, 1)", group.id),
+            Conflict::PlanSlug,
+        ),
+        (
+            "INSERT INTO plan_groups (id, slug, name, created_at, modified_at)
+             VALUES ('g-' || CAST(random() AS TEXT), 'legacy', 'G', 1, 1)"
+                .to_owned(),
+            Conflict::PlanGroupSlug,
+        ),
+    ] {
+        let what = match expected {
+            // Already there: one run is the conflict.
+            Conflict::PlanSlug | Conflict::PlanGroupSlug => conflict(
+                sqlx::query(&sql)
+                    .execute(store.writer())
+                    .await
+                    .map_err(StoreError::from),
+            ),
+            _ => twice(&store, &sql).await,
+        };
+        assert_eq!(what, expected, "{sql}");
+    }
+    let user = UserId::new();
+    sqlx::query("INSERT INTO users (id, email, name, created_at, modified_at) VALUES ($1, 'm@contract.test', 'M', 1, 1)")
+        .bind(user.to_string())
+        .execute(store.writer())
+        .await
+        .unwrap();
+    let membership = format!(
+        "INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ('{org}', '{user}', 'owner', 1)"
+    );
+    assert_eq!(twice(&store, &membership).await, Conflict::Membership);
+
+    // Anything else keeps its engine's own spelling.
+    sqlx::query("CREATE TABLE contract_other (name TEXT NOT NULL UNIQUE)")
+        .execute(store.writer())
+        .await
+        .unwrap();
+    let other = twice(&store, "INSERT INTO contract_other (name) VALUES ('x')").await;
+    assert!(
+        matches!(&other, Conflict::Other(w) if w.contains("contract_other")),
+        "{other:?}"
+    );
+}
+
+/// SQLite's batch writer (rusqlite) reports what sqlx reports.
+async fn the_batch_writer_reports_conflicts_alike(store: Store) {
+    if !store.has_batch_writer() {
+        return;
+    }
+    let w = world(&store).await;
+    let (domain_conflict, hosting_conflict) = store
+        .batch(move |db| {
+            db.transaction(|db| {
+                lodge_store::run_ready(hosting::insert_domain(
+                    db,
+                    &domain(&w, DomainId::new(), "batch.com", "active"),
+                ))?;
+                let d = lodge_store::run_ready(hosting::insert_domain(
+                    db,
+                    &domain(&w, DomainId::new(), "batch.com", "pending_transfer"),
+                ));
+                lodge_store::run_ready(hosting::insert_hosting(
+                    db,
+                    &account(&w, "batch.com", "active"),
+                ))?;
+                let h = lodge_store::run_ready(hosting::insert_hosting(
+                    db,
+                    &account(&w, "batch.com", "suspended"),
+                ));
+                Ok::<_, StoreError>((conflict(d), conflict(h)))
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(domain_conflict, Conflict::LiveDomainName);
+    assert_eq!(hosting_conflict, Conflict::LiveHostingName);
+}
+
+async fn check_violations_are_typed(store: Store) {
+    let w = world(&store).await;
+    let mut conn = store.write_conn().await.unwrap();
+    let id = billing::insert_invoice(
+        &mut *conn,
+        &billing::NewInvoice {
+            subtotal_minor: 1000,
+            ..invoice(w.org, "checked", None)
+        },
+    )
+    .await
+    .unwrap();
+    billing::add_paid(&mut conn, id, 600, NOW).await.unwrap();
+    let over = billing::add_paid(&mut conn, id, 600, NOW).await;
+    assert!(
+        matches!(over, Err(StoreError::Check(Check::InvoiceOverpaid))),
+        "{over:?}"
+    );
+    drop(conn);
+    sqlx::query(
+        "INSERT INTO coupons (id, code, kind, value, max_uses, uses, created_at, modified_at)
+         VALUES ('limited', 'ONCE', 1, 100, 1, 1, 1, 1)",
+    )
+    .execute(store.writer())
+    .await
+    .unwrap();
+    let used = sqlx::query("UPDATE coupons SET uses = uses + 1 WHERE id = 'limited'")
+        .execute(store.writer())
+        .await
+        .map_err(StoreError::from);
+    assert!(
+        matches!(used, Err(StoreError::Check(Check::CouponUsedUp))),
+        "{used:?}"
+    );
+    // The store's own statement checks first and refuses quietly.
+    let mut conn = store.write_conn().await.unwrap();
+    assert!(!catalog::use_coupon(&mut *conn, "limited").await.unwrap());
+}
+
+async fn a_credit_balance_never_goes_below_zero(store: Store) {
+    let org = organization(&store).await;
+    let entry = |amount: i64, kind: &'static str| billing::NewLedgerEntry {
+        organization_id: org,
+        kind,
+        amount_minor: amount,
+        currency: "USD",
+        invoice_id: None,
+        note: "",
+        actor: "contract",
+        now: NOW,
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(billing::lock_credit(&mut tx, org).await.unwrap(), Some(0));
+    let balance = billing::append_ledger(&mut tx, &entry(500, "deposit"))
+        .await
+        .unwrap();
+    assert_eq!(balance, 500);
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(billing::lock_credit(&mut tx, org).await.unwrap(), Some(500));
+    let refused = billing::append_ledger(&mut tx, &entry(-501, "adjustment")).await;
+    assert!(
+        matches!(refused, Err(StoreError::Check(Check::NegativeBalance))),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let balance = billing::append_ledger(&mut tx, &entry(-500, "adjustment"))
+        .await
+        .unwrap();
+    assert_eq!(balance, 0);
+    tx.commit().await.unwrap();
+
+    // An organization that does not exist has no balance to move.
+    let mut tx = store.begin().await.unwrap();
+    let nobody = OrganizationId::new();
+    assert_eq!(billing::lock_credit(&mut tx, nobody).await.unwrap(), None);
+    let missing = billing::append_ledger(
+        &mut tx,
+        &billing::NewLedgerEntry {
+            organization_id: nobody,
+            ..entry(5, "deposit")
+        },
+    )
+    .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    tx.rollback().await.unwrap();
+
+    let (entries, count) = billing::ledger_page(store.reader(), org, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+    assert_eq!(entries.iter().map(|e| e.amount_minor).sum::<i64>(), 0);
+    assert_eq!(
+        checks::consistency_problems(store.reader()).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// Issues `count` invoices and numbers them in one transaction, committed or not.
+async fn issue(store: &Store, org: OrganizationId, count: usize, commit: bool) -> Vec<i64> {
+    let mut tx = store.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let token = uuid_token();
+        ids.push(
+            billing::insert_invoice(&mut tx, &invoice(org, &token, None))
+                .await
+                .unwrap(),
+        );
+    }
+    billing::number_invoices(&mut tx, &ids, || NOW)
+        .await
+        .unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+        ids
+    } else {
+        tx.rollback().await.unwrap();
+        Vec::new()
+    }
+}
+
+fn uuid_token() -> String {
+    OrderUuid::new().to_string()
+}
+
+async fn invoice_numbers_have_no_gaps(store: Store) {
+    let org = organization(&store).await;
+    issue(&store, org, 3, true).await;
+    issue(&store, org, 2, false).await;
+    issue(&store, org, 1, true).await;
+    // Side by side, some rolled back.
+    let mut tasks = Vec::new();
+    for t in 0..4_usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5_usize {
+                issue(&store, org, 1 + (t + round) % 3, (t + round) % 4 != 0).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    if store.has_batch_writer() {
+        // The batch writer numbers from the same counter.
+        store
+            .batch(move |db| {
+                db.transaction(|db| {
+                    let mut ids = Vec::new();
+                    for token in ["batch-a", "batch-b"] {
+                        ids.push(lodge_store::run_ready(billing::insert_invoice(
+                            db,
+                            &invoice(org, token, None),
+                        ))?);
+                    }
+                    lodge_store::run_ready(billing::number_invoices(db, &ids, || NOW))
+                })
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (invoices, count) = billing::invoices_page(store.reader(), org, None, 1000, 0)
+        .await
+        .unwrap();
+    let numbers: BTreeSet<i64> = invoices
+        .iter()
+        .map(|i| {
+            let n = i.number.as_deref().unwrap();
+            n.strip_prefix("INV-").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(numbers.len() as i64, count);
+    assert_eq!(numbers, (1..=count).collect::<BTreeSet<i64>>());
+    assert_eq!(
+        lodge_store::counter(store.reader(), "invoice_number")
+            .await
+            .unwrap(),
+        count
+    );
+    assert_eq!(
+        checks::consistency_problems(store.reader()).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+fn job<'a>(kind: &'a str, run_at: i64, dedupe_key: Option<&'a str>) -> jobs::NewJob<'a> {
+    jobs::NewJob {
+        kind,
+        payload: "{}",
+        dedupe_key,
+        run_at,
+        max_attempts: 5,
+        now: NOW,
+    }
+}
+
+async fn the_job_queue_claims_finishes_and_retries(store: Store) {
+    let engine = store.engine();
+    let mut conn = store.write_conn().await.unwrap();
+    assert!(jobs::enqueue(&mut *conn, &job("a", NOW, None))
+        .await
+        .unwrap());
+    assert!(jobs::enqueue(&mut *conn, &job("later", NOW + 100, None))
+        .await
+        .unwrap());
+    assert!(jobs::enqueue(&mut *conn, &job("c", NOW, Some("once")))
+        .await
+        .unwrap());
+    assert!(!jobs::enqueue(&mut *conn, &job("c", NOW, Some("once")))
+        .await
+        .unwrap());
+
+    let lease = 30;
+    let mut claimed = jobs::claim(&mut conn, engine, "w1", NOW, NOW + lease, 10)
+        .await
+        .unwrap();
+    claimed.sort_by_key(|j| j.id);
+    let kinds: Vec<&str> = claimed.iter().map(|j| j.kind.as_str()).collect();
+    assert_eq!(kinds, ["a", "c"]);
+    assert!(claimed
+        .iter()
+        .all(|j| j.status == "running" && j.attempts == 1 && j.locked_by.as_deref() == Some("w1")));
+    let (a, c) = (claimed[0].id, claimed[1].id);
+    // Leased: nobody else gets them.
+    assert!(
+        jobs::claim(&mut conn, engine, "w2", NOW + 1, NOW + lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Only the holder finishes or fails a job.
+    assert!(!jobs::finish(&mut *conn, a, "w2", NOW + 2).await.unwrap());
+    assert!(jobs::finish(&mut *conn, a, "w1", NOW + 2).await.unwrap());
+    assert_eq!(
+        jobs::by_id(&mut *conn, a).await.unwrap().unwrap().status,
+        "done"
+    );
+    assert!(!jobs::finish(&mut *conn, a, "w1", NOW + 2).await.unwrap());
+    assert!(
+        jobs::fail(&mut *conn, c, "w1", "boom", Some(NOW + 5), NOW + 2)
+            .await
+            .unwrap()
+    );
+    let queued = jobs::by_id(&mut *conn, c).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            queued.status.as_str(),
+            queued.run_at,
+            queued.last_error.as_deref()
+        ),
+        ("queued", NOW + 5, Some("boom"))
+    );
+    assert!(
+        jobs::claim(&mut conn, engine, "w2", NOW + 4, NOW + 4 + lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = jobs::claim(&mut conn, engine, "w2", NOW + 5, NOW + 5 + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+        [(c, 2)]
+    );
+
+    // A worker that died: its lease ends and another takes the job over.
+    let late = NOW + 5 + lease + 1;
+    let taken = jobs::claim(&mut conn, engine, "w3", late, late + lease, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+        [(c, 3)]
+    );
+    assert!(!jobs::fail(&mut *conn, c, "w2", "too late", None, late)
+        .await
+        .unwrap());
+    assert!(jobs::fail(&mut *conn, c, "w3", "gave up", None, late)
+        .await
+        .unwrap());
+    let dead = jobs::by_id(&mut *conn, c).await.unwrap().unwrap();
+    assert_eq!(dead.status, "dead");
+    assert_eq!(
+        jobs::with_status(&mut *conn, "dead", 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>(),
+        [c]
+    );
+    // A dead job is not claimed; retried, it starts over.
+    assert!(jobs::claim(&mut conn, engine, "w1", late, late + lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(jobs::retry(&mut *conn, c, late).await.unwrap());
+    assert!(!jobs::retry(&mut *conn, c, late).await.unwrap());
+    let retried = jobs::claim(&mut conn, engine, "w1", late, late + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        retried
+            .iter()
+            .map(|j| (j.id, j.attempts))
+            .collect::<Vec<_>>(),
+        [(c, 1)]
+    );
+    assert!(jobs::finish(&mut *conn, c, "w1", late).await.unwrap());
+
+    // The job not yet due comes when its time does.
+    let later = jobs::claim(&mut conn, engine, "w1", NOW + 100, NOW + 100 + lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(),
+        ["later"]
+    );
+}
+
+async fn concurrent_claimers_never_share_a_job(store: Store) {
+    {
+        let mut tx = store.begin().await.unwrap();
+        for _ in 0..40 {
+            jobs::enqueue(&mut tx, &job("bulk", NOW, None))
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let mut conn = store.write_conn().await.unwrap();
+                let batch = jobs::claim(
+                    &mut conn,
+                    store.engine(),
+                    &format!("w{w}"),
+                    NOW,
+                    NOW + 60,
+                    3,
+                )
+                .await
+                .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "{all:?}");
+    assert_eq!(distinct.len(), 40);
+}
+
+async fn an_idempotency_key_is_claimed_once_and_answered(store: Store) {
+    let mut conn = store.write_conn().await.unwrap();
+    let (scope, key) = ("v1:user:1", "k-1");
+    assert!(idempotency::claim(&mut *conn, scope, key, "hash", NOW)
+        .await
+        .unwrap());
+    assert!(!idempotency::claim(&mut *conn, scope, key, "other", NOW)
+        .await
+        .unwrap());
+    // The same key in another scope is another key.
+    assert!(
+        idempotency::claim(&mut *conn, "v1:user:2", key, "hash", NOW)
+            .await
+            .unwrap()
+    );
+    let claimed = idempotency::get(&mut *conn, scope, key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            claimed.request_hash.as_str(),
+            claimed.status_code,
+            claimed.response
+        ),
+        ("hash", None, None)
+    );
+    idempotency::complete(&mut *conn, scope, key, 201, "{\"id\":1}")
+        .await
+        .unwrap();
+    let answered = idempotency::get(&mut *conn, scope, key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (answered.status_code, answered.response.as_deref()),
+        (Some(201), Some("{\"id\":1}"))
+    );
+    // An answered key is never released, stale or not.
+    idempotency::release(&mut *conn, scope, key).await.unwrap();
+    assert!(!idempotency::release_stale(&mut conn, scope, key, NOW + 1)
+        .await
+        .unwrap());
+    assert!(idempotency::get(&mut *conn, scope, key)
+        .await
+        .unwrap()
+        .is_some());
+
+    // An unanswered claim: released, or forgotten once stale.
+    assert!(idempotency::claim(&mut *conn, scope, "k-2", "h", NOW)
+        .await
+        .unwrap());
+    idempotency::release(&mut *conn, scope, "k-2")
+        .await
+        .unwrap();
+    assert!(idempotency::get(&mut *conn, scope, "k-2")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(idempotency::claim(&mut *conn, scope, "k-3", "h", NOW)
+        .await
+        .unwrap());
+    assert!(!idempotency::release_stale(&mut conn, scope, "k-3", NOW)
+        .await
+        .unwrap());
+    assert!(idempotency::release_stale(&mut conn, scope, "k-3", NOW + 1)
+        .await
+        .unwrap());
+
+    // Old keys are forgotten, answered or not; newer ones stay.
+    assert!(idempotency::claim(&mut *conn, scope, "new", "h", NOW + 10)
+        .await
+        .unwrap());
+    assert_eq!(
+        idempotency::forget_before(&mut *conn, NOW + 10)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(idempotency::get(&mut *conn, scope, key)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(idempotency::get(&mut *conn, scope, "new")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// A key claimed, its work done and its answer stored in one transaction: a rollback leaves
+/// none of the three, a commit all of them; a second transaction claiming the same key
+/// waits for the first and finds it taken.
+async fn a_claim_commits_or_rolls_back_with_its_work(store: Store) {
+    let w = world(&store).await;
+    let (scope, key) = ("v1:admin", "deposit-1");
+    let deposit = billing::NewLedgerEntry {
+        organization_id: w.org,
+        kind: "deposit",
+        amount_minor: 700,
+        currency: "USD",
+        invoice_id: None,
+        note: "",
+        actor: "contract",
+        now: NOW,
+    };
+    let keyed_deposit = |commit: bool| {
+        let store = store.clone();
+        let deposit = billing::NewLedgerEntry { ..deposit };
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            if !idempotency::claim(&mut tx, scope, key, "h", NOW)
+                .await
+                .unwrap()
+            {
+                tx.rollback().await.unwrap();
+                return false;
+            }
+            billing::lock_credit(&mut tx, deposit.organization_id)
+                .await
+                .unwrap();
+            billing::append_ledger(&mut tx, &deposit).await.unwrap();
+            idempotency::complete(&mut tx, scope, key, 200, "{}")
+                .await
+                .unwrap();
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            true
+        }
+    };
+    let balance = |store: Store| async move {
+        let mut conn = store.write_conn().await.unwrap();
+        billing::lock_credit(&mut *conn, w.org).await.unwrap()
+    };
+    // The crash between the work and its answer that cannot happen: rolled back, nothing.
+    assert!(keyed_deposit(false).await);
+    let mut conn = store.write_conn().await.unwrap();
+    assert!(idempotency::get(&mut *conn, scope, key)
+        .await
+        .unwrap()
+        .is_none());
+    drop(conn);
+    assert_eq!(balance(store.clone()).await, Some(0));
+
+    // Committed: all three; a retry finds the key answered and deposits nothing.
+    let mut first = store.begin().await.unwrap();
+    assert!(idempotency::claim(&mut first, scope, key, "h", NOW)
+        .await
+        .unwrap());
+    let second = tokio::spawn(keyed_deposit(true));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second claim did not wait");
+    billing::lock_credit(&mut first, w.org).await.unwrap();
+    billing::append_ledger(&mut first, &deposit).await.unwrap();
+    idempotency::complete(&mut first, scope, key, 200, "{}")
+        .await
+        .unwrap();
+    first.commit().await.unwrap();
+    assert!(!second.await.unwrap());
+    assert!(!keyed_deposit(true).await);
+    assert_eq!(balance(store.clone()).await, Some(700));
+}
