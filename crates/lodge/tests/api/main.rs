@@ -9,3 +9,4 @@ mod foundation;
 mod ops;
 mod orders;
 mod provisioning;
+mod shutdown_checks;
