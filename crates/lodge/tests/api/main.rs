@@ -6,6 +6,7 @@ mod harness;
 
 mod apiv2;
 mod foundation;
+mod openapi;
 mod ops;
 mod orders;
 mod provisioning;
