@@ -10,4 +10,5 @@ mod openapi;
 mod ops;
 mod orders;
 mod provisioning;
+mod registrar;
 mod shutdown_checks;
