@@ -5,6 +5,7 @@
 mod harness;
 
 mod apiv2;
+mod coupons;
 mod foundation;
 mod openapi;
 mod ops;
