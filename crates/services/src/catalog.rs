@@ -273,6 +273,13 @@ impl Lodge {
         Ok(c)
     }
 
+    /// The catalog read from the database now, bypassing the cached view: for staff views of
+    /// what orders change without moving the catalog's version (a coupon's `uses`).
+    pub async fn catalog_uncached(&self) -> Result<Arc<Catalog>> {
+        let data = db::load(self.store.reader()).await?;
+        Ok(Arc::new(Catalog::build(data, self.settings.currency)?))
+    }
+
     /// Imports a catalog file (TOML or JSON, by content), creating or updating by slug/code.
     pub async fn import_catalog_text(&self, text: &str) -> Result<ImportSummary> {
         let trimmed = text.trim_start();

@@ -497,7 +497,8 @@ async fn list_coupons(
     State(st): State<AppState>,
     Staff(_staff): Staff,
 ) -> ApiResult<Json<Vec<Coupon>>> {
-    Ok(Json(coupons(&*st.lodge.catalog().await?)))
+    // Uses move with every order, not with the catalog's version: read them as they are.
+    Ok(Json(coupons(&*st.lodge.catalog_uncached().await?)))
 }
 
 /// Creates or updates (by code) a coupon.

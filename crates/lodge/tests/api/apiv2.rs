@@ -14,7 +14,10 @@ use lodge_services::demo::{DEMO_OWNER_EMAIL, DEMO_OWNER_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::harness::TestApp;
+use crate::harness::{
+    add_credit, assert_refused, cents, count_of, counts, invoice as v1_invoice, order_body,
+    other_tenant, place, v2, v2_ok, Auth, Options, TestApp,
+};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -26,105 +29,23 @@ on_both_engines!(
     order_form_lists_the_catalog_and_follows_changes,
 );
 
-/// `empty_catalog_form_validates::{sqlite,postgres}`: a server without the demo data.
-mod empty_catalog_form_validates {
-    use crate::harness::{Engine, Options, TestApp};
+on_both_engines!(options = without_demo_data; empty_catalog_form_validates);
 
-    fn opts() -> Options {
-        Options {
-            seed_demo: false,
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        if let Some(app) = TestApp::start(Engine::Sqlite, opts()).await {
-            super::empty_catalog_form_validates(app).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        if let Some(app) = TestApp::start(Engine::Postgres, opts()).await {
-            super::empty_catalog_form_validates(app).await;
-        }
+/// A server without the demo data.
+fn without_demo_data() -> Options {
+    Options {
+        seed_demo: false,
+        ..Default::default()
     }
 }
 
 // ---- requests ----
-
-/// How an `/apiv2` request authenticates.
-#[derive(Debug, Clone, Copy)]
-enum Auth<'a> {
-    Key(&'a str),
-    Session(&'a str),
-    Nothing,
-}
-
-/// Sends an `/apiv2` request; returns status and body (JSON, or a JSON string of the text).
-async fn v2(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    auth: Auth<'_>,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    let mut req = app.client.request(method, app.url(path));
-    req = match auth {
-        Auth::Key(k) => req.header("X-API-KEY", k),
-        Auth::Session(s) => req.header("sessionid", s),
-        Auth::Nothing => req,
-    };
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let text = resp.text().await.expect("body read");
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
-/// An `/apiv2` request that must answer `200`.
-async fn v2_ok(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: &str,
-    body: Option<&Value>,
-) -> Value {
-    let (status, resp) = v2(app, method.clone(), path, Auth::Key(key), body).await;
-    assert_eq!(status, StatusCode::OK, "{method} {path}: {resp}");
-    resp
-}
 
 /// A `/v1` GET with a bearer token that must answer `200`.
 async fn v1_ok(app: &TestApp, path: &str, token: &str) -> Value {
     let (status, body) = app.get(path, token).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
     body
-}
-
-/// The order body InterServer's clients send.
-fn order_body(package: i64, period: i64, hostname: &str) -> Value {
-    json!({
-        "packageId": package,
-        "period": period,
-        "hostname": hostname,
-        "rootpass": "",
-        "coupon": "",
-        "serviceOfferId": 0,
-        "registerDomain": false,
-        "comment": "",
-    })
-}
-
-/// Places an order through `/apiv2` that must be accepted; returns the response.
-async fn place(app: &TestApp, key: &str, body: &Value) -> Value {
-    let resp = v2_ok(app, Method::POST, "/apiv2/websites/order", key, Some(body)).await;
-    assert_eq!(resp["continue"], true, "order {body}: {resp}");
-    resp
 }
 
 fn service_id(placed: &Value) -> i64 {
@@ -138,29 +59,6 @@ fn invoice_id(placed: &Value) -> i64 {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("iid: {placed}"))
-}
-
-/// An amount in cents, from a JSON number (`17.5`, `17`) or a decimal string (`"17.50"`).
-#[track_caller]
-fn cents(v: &Value) -> i64 {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        other => panic!("not an amount: {other}"),
-    };
-    let (neg, text) = match text.strip_prefix('-') {
-        Some(t) => (true, t.to_owned()),
-        None => (false, text),
-    };
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    assert!(frac.len() <= 2, "more than two decimals: {v}");
-    let frac = format!("{frac:0<2}");
-    let c = int.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
-    if neg {
-        -c
-    } else {
-        c
-    }
 }
 
 /// `1999` → `"19.99"`.
@@ -210,15 +108,6 @@ async fn v1_hosting_by_legacy(app: &TestApp, legacy: i64) -> Value {
     v1_ok(app, &format!("{}/{id}", hosting_list_path(app)), &app.key()).await
 }
 
-async fn v1_invoice(app: &TestApp, id: i64) -> Value {
-    v1_ok(
-        app,
-        &format!("/v1/organizations/{}/invoices/{id}", app.org_id()),
-        &app.key(),
-    )
-    .await
-}
-
 async fn v1_balance(app: &TestApp) -> i64 {
     let body = v1_ok(
         app,
@@ -227,18 +116,6 @@ async fn v1_balance(app: &TestApp) -> i64 {
     )
     .await;
     cents(&body["balance"])
-}
-
-/// Staff add account credit to an organization.
-async fn add_credit(app: &TestApp, org: &str, amount: &str) {
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/organizations/{org}/credit"),
-            &app.admin_key(),
-            &json!({ "amount": amount, "note": "apiv2 test deposit" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
 }
 
 /// The row of `GET /apiv2/websites` for a website.
@@ -276,16 +153,6 @@ async fn website_status(app: &TestApp, key: &str, id: i64) -> String {
     status
 }
 
-/// A second customer with an owner and a key, made through the admin API; returns its key.
-async fn other_customer(app: &TestApp, tag: &str) -> String {
-    let owner = app
-        .admin_create_user(&format!("owner@{tag}.test"), None)
-        .await;
-    let org = app.admin_create_org(tag, Some(&owner)).await;
-    let org = org["id"].as_str().expect("organization id").to_owned();
-    app.admin_create_key(&org, None).await
-}
-
 /// `{"code": "<status>", "message": "…"}`, exactly.
 #[track_caller]
 fn assert_v2_error(status: StatusCode, body: &Value, expected: StatusCode, what: &str) {
@@ -300,41 +167,6 @@ fn assert_v2_error(status: StatusCode, body: &Value, expected: StatusCode, what:
         obj["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{what}: {body}"
     );
-}
-
-/// A refused order: `200 {"continue": false, "errors": [...]}` with exactly these messages.
-#[track_caller]
-fn assert_refused(status: StatusCode, body: &Value, errors: &[&str], what: &str) {
-    assert_eq!(status, StatusCode::OK, "{what}: {body}");
-    let obj = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}: not an object: {body}"));
-    let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from(["continue", "errors"]),
-        "{what}: {body}"
-    );
-    assert_eq!(obj["continue"], false, "{what}: {body}");
-    let got: BTreeSet<&str> = obj["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: errors: {body}"))
-        .iter()
-        .map(|e| e.as_str().unwrap_or_else(|| panic!("{what}: {body}")))
-        .collect();
-    let expected: BTreeSet<&str> = errors.iter().copied().collect();
-    assert_eq!(got, expected, "{what}: {body}");
-}
-
-/// Tables placing an order writes to.
-const ORDER_TABLES: [&str; 5] = ["orders", "hosting", "invoices", "invoice_lines", "domains"];
-
-async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
-    let mut out = vec![];
-    for t in ORDER_TABLES {
-        out.push((t, app.count(t).await));
-    }
-    out
 }
 
 // ---- InterServer's OpenAPI document, read as JSON Schema ----
@@ -1228,7 +1060,7 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
     assert_eq!(invoice["total"], "66.00", "{invoice}");
     assert_eq!(
         app.count("domains").await,
-        after[4].1 + 1,
+        count_of(&after, "domains") + 1,
         "the domain is registered"
     );
     app.stop().await;
@@ -1542,7 +1374,7 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
     let strings_id = service_id(&placed);
 
     // Another customer's website and invoice are not found.
-    let other_key = other_customer(&app, "apiv2-other").await;
+    let (_, _, other_key) = other_tenant(&app, "apiv2-other").await;
     let theirs = place(
         &app,
         &other_key,

@@ -5,7 +5,7 @@ use lodge_services::demo::{DEMO_OWNER_EMAIL, DEMO_OWNER_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{start_time, Engine, Options, TestApp};
+use crate::harness::{assert_detail, messages, start_time, Options, TestApp};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -24,44 +24,11 @@ on_both_engines!(
     starter_discounts_follow_the_ladder_and_groups_are_listed,
 );
 
-/// Declares `name::sqlite` and `name::postgres` for an `async fn name(engine: Engine)` that
-/// starts its own server (with non-default options).
-macro_rules! per_engine {
-    ($($f:ident),* $(,)?) => {$(
-        mod $f {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$f($crate::harness::Engine::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$f($crate::harness::Engine::Postgres).await;
-            }
-        }
-    )*};
-}
-
-per_engine!(
-    per_minute_limit_answers_429_with_retry_after,
-    zero_limits_turn_rate_limiting_off,
-    burst_limit_per_second_also_limits,
-);
+on_both_engines!(options = three_a_minute; per_minute_limit_answers_429_with_retry_after);
+on_both_engines!(options = no_limits; zero_limits_turn_rate_limiting_off);
+on_both_engines!(options = two_a_second; burst_limit_per_second_also_limits);
 
 // ---- helpers ----
-
-/// `status` and a DRF `{"detail": "<message>"}` body (and nothing else).
-#[track_caller]
-fn assert_detail(status: StatusCode, body: &Value, expected: StatusCode) {
-    assert_eq!(status, expected, "{body}");
-    let obj = body
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(obj.len(), 1, "only `detail` expected: {body}");
-    let msg = obj["detail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("detail: {body}"));
-    assert!(!msg.is_empty(), "{body}");
-}
 
 /// A `400` keyed by field: `{"<field>": ["message", …]}`, no `detail`.
 #[track_caller]
@@ -80,19 +47,6 @@ fn assert_field_error(status: StatusCode, body: &Value, field: &str) {
             .all(|m| m.as_str().is_some_and(|s| !s.is_empty())),
         "{body}"
     );
-}
-
-/// The messages of one field, joined (to look for a phrase).
-fn messages(body: &Value, field: &str) -> String {
-    body[field]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .unwrap_or_default()
 }
 
 fn projects_path(org: &str) -> String {
@@ -128,10 +82,6 @@ async fn login(app: &TestApp, email: &str, password: &str) -> (StatusCode, Value
         Some(&json!({ "email": email, "password": password })),
     )
     .await
-}
-
-async fn start(engine: Engine, opts: Options) -> Option<TestApp> {
-    TestApp::start(engine, opts).await
 }
 
 // ---- the demo catalog through /v1 ----
@@ -865,19 +815,15 @@ fn retry_after(resp: &reqwest::Response) -> u64 {
         .expect("Retry-After in whole seconds")
 }
 
-async fn per_minute_limit_answers_429_with_retry_after(engine: Engine) {
-    let Some(app) = start(
-        engine,
-        Options {
-            rate_limit_per_minute: 3,
-            rate_limit_burst: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    else {
-        return;
-    };
+fn three_a_minute() -> Options {
+    Options {
+        rate_limit_per_minute: 3,
+        rate_limit_burst: 0,
+        ..Default::default()
+    }
+}
+
+async fn per_minute_limit_answers_429_with_retry_after(app: TestApp) {
     // A second key of the same organization, issued before the first is used up.
     let second = app.admin_create_key(&app.org_id(), None).await;
     let key = app.key();
@@ -924,19 +870,15 @@ async fn per_minute_limit_answers_429_with_retry_after(engine: Engine) {
     app.stop().await;
 }
 
-async fn zero_limits_turn_rate_limiting_off(engine: Engine) {
-    let Some(app) = start(
-        engine,
-        Options {
-            rate_limit_per_minute: 0,
-            rate_limit_burst: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    else {
-        return;
-    };
+fn no_limits() -> Options {
+    Options {
+        rate_limit_per_minute: 0,
+        rate_limit_burst: 0,
+        ..Default::default()
+    }
+}
+
+async fn zero_limits_turn_rate_limiting_off(app: TestApp) {
     let key = app.key();
     let requests = (0..50).map(|_| app.get("/v1/hosting/plans", &key));
     let results = futures::future::join_all(requests).await;
@@ -946,19 +888,15 @@ async fn zero_limits_turn_rate_limiting_off(engine: Engine) {
     app.stop().await;
 }
 
-async fn burst_limit_per_second_also_limits(engine: Engine) {
-    let Some(app) = start(
-        engine,
-        Options {
-            rate_limit_per_minute: 0,
-            rate_limit_burst: 2,
-            ..Default::default()
-        },
-    )
-    .await
-    else {
-        return;
-    };
+fn two_a_second() -> Options {
+    Options {
+        rate_limit_per_minute: 0,
+        rate_limit_burst: 2,
+        ..Default::default()
+    }
+}
+
+async fn burst_limit_per_second_also_limits(app: TestApp) {
     let key = app.key();
     // Ten at once: two (plus one per half second elapsed) pass, the rest are throttled.
     let requests = (0..10).map(|_| app.send(Method::GET, "/v1/hosting/plans", Some(&key), None));

@@ -1,15 +1,23 @@
 //! Boots the real server (the same router `lodge serve` runs) on a free loopback port with its
 //! own database, on SQLite or on a throwaway PostgreSQL, and talks HTTP to it.
+//!
+//! Every test app is started by [`run`] (through [`on_both_engines!`]), which, once the test
+//! body returns, stops the server and checks the database: the store's consistency checks
+//! must be clean and no job may be dead. A test that leaves a dead job on purpose says so
+//! with [`TestApp::expect_dead_jobs`].
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use lodge::config::{Config, FileConfig, Overrides};
 use lodge::Server;
 use lodge_core::ManualClock;
 use lodge_services::demo::DemoInfo;
+use lodge_services::registrar::Registrar;
 use lodge_services::Lodge;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Which engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +34,8 @@ pub struct Options {
     pub seed_demo: bool,
     /// The nginx driver's binary, arguments, directories and `listen` (`None`: the defaults).
     pub nginx: Option<lodge_services::drivers::nginx::NginxConfig>,
+    /// The registrar orders ask (`None`: Lodge's default, the manual registrar).
+    pub registrar: Option<Arc<dyn Registrar>>,
 }
 
 impl Default for Options {
@@ -35,6 +45,7 @@ impl Default for Options {
             rate_limit_burst: 0,
             seed_demo: true,
             nginx: None,
+            registrar: None,
         }
     }
 }
@@ -50,8 +61,86 @@ pub struct TestApp {
     pub database_url: String,
     /// The resolved configuration this node was opened with (for [`TestApp::second_node`]).
     pub config: Config,
-    server: Option<Server>,
-    _dir: Option<tempfile::TempDir>,
+    /// The running server, shared with [`run`], which stops it if the test did not.
+    server: Arc<Mutex<Option<Server>>>,
+    /// What the shutdown checks are told to accept.
+    expected: Arc<Mutex<Expected>>,
+    /// The SQLite database's directory, kept until the shutdown checks have run.
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// What a test declares it leaves behind on purpose.
+#[derive(Debug, Default, Clone, Copy)]
+struct Expected {
+    /// Why the test leaves dead jobs (`None`: it must leave none).
+    dead_jobs: Option<&'static str>,
+}
+
+/// Starts a test app on `engine` with `opts`, runs `test` on it, then stops the server and
+/// checks the database (see [`shutdown_problems`]). Does nothing when the engine is not
+/// available (the test is skipped, or fails under `LODGE_REQUIRE_SERVICES=1`).
+pub async fn run<F, Fut>(engine: Engine, opts: Options, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(app) = TestApp::start(engine, opts).await else {
+        return;
+    };
+    let url = app.database_url.clone();
+    let server = app.server.clone();
+    let expected = app.expected.clone();
+    let dir = app._dir.clone();
+    test(app).await;
+    let running = server.lock().expect("server slot").take();
+    if let Some(s) = running {
+        s.stop().await.expect("server stops cleanly");
+    }
+    let expected = *expected.lock().expect("expectations");
+    let problems = shutdown_problems(&url, &expected).await;
+    drop(dir);
+    assert!(
+        problems.is_empty(),
+        "the test left its database with problems ({engine:?}):\n  - {}\n\
+         (checked after every test: lodge_store::checks::consistency_problems and dead \
+         jobs; a test that leaves dead jobs on purpose calls app.expect_dead_jobs(\"why\"))",
+        problems.join("\n  - ")
+    );
+}
+
+/// What is wrong with a test's database once its server has stopped: the store's
+/// consistency checks, every dead job (unless expected), and an expected dead job missing.
+async fn shutdown_problems(database_url: &str, expected: &Expected) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .expect("connect for the shutdown checks");
+    let mut problems = lodge_store::checks::consistency_problems(&pool)
+        .await
+        .expect("consistency checks");
+    let dead = lodge_store::jobs::with_status(&pool, "dead", 100)
+        .await
+        .expect("dead jobs");
+    match expected.dead_jobs {
+        None => problems.extend(dead.iter().map(|j| {
+            format!(
+                "dead job {} ({}, {} attempts): {} — {}",
+                j.id,
+                j.kind,
+                j.attempts,
+                j.last_error.as_deref().unwrap_or("no error recorded"),
+                j.payload
+            )
+        })),
+        Some(why) if dead.is_empty() => problems.push(format!(
+            "the test expects dead jobs ({why}) but left none: remove expect_dead_jobs"
+        )),
+        Some(_) => {}
+    }
+    pool.close().await;
+    problems
 }
 
 /// The instant every test starts at (tests move the clock, never sleep).
@@ -61,13 +150,14 @@ pub fn start_time() -> jiff::Timestamp {
 
 impl TestApp {
     /// Starts a server, or `None` when the engine is unavailable (the test is skipped, or
-    /// fails under `LODGE_REQUIRE_SERVICES=1`).
-    pub async fn start(engine: Engine, opts: Options) -> Option<TestApp> {
+    /// fails under `LODGE_REQUIRE_SERVICES=1`). Only [`run`] starts one, so that every test
+    /// app is checked when it stops.
+    async fn start(engine: Engine, opts: Options) -> Option<TestApp> {
         let (database_url, dir) = match engine {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/lodge.db", dir.path().display());
-                (url, Some(dir))
+                (url, Some(Arc::new(dir)))
             }
             Engine::Postgres => (lodge_testkit::pg::test_database_url().await?, None),
         };
@@ -96,9 +186,12 @@ impl TestApp {
             FileConfig::default(),
         );
         let clock = ManualClock::new(start_time());
-        let lodge = lodge::open(&cfg, Arc::new(clock.clone()))
+        let mut lodge = lodge::open(&cfg, Arc::new(clock.clone()))
             .await
             .expect("open lodge");
+        if let Some(r) = opts.registrar {
+            lodge.registrar = Some(r);
+        }
         let demo = if opts.seed_demo {
             Some(lodge.seed_demo().await.expect("seed demo"))
         } else {
@@ -117,9 +210,22 @@ impl TestApp {
             demo,
             database_url,
             config: cfg,
-            server: Some(server),
+            server: Arc::new(Mutex::new(Some(server))),
+            expected: Arc::default(),
             _dir: dir,
         })
+    }
+
+    /// What the shutdown checks would report if the test ended now.
+    pub async fn shutdown_problems(&self) -> Vec<String> {
+        let expected = *self.expected.lock().expect("expectations");
+        shutdown_problems(&self.database_url, &expected).await
+    }
+
+    /// Declares that this test leaves dead jobs on purpose (the shutdown check then fails if
+    /// it leaves none).
+    pub fn expect_dead_jobs(&self, why: &'static str) {
+        self.expected.lock().expect("expectations").dead_jobs = Some(why);
     }
 
     pub fn demo(&self) -> &DemoInfo {
@@ -343,33 +449,322 @@ impl TestApp {
             .expect("open a second node")
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
+    /// Stops the server (in-flight requests finish). The database is checked once the test
+    /// body returns.
+    pub async fn stop(self) {
+        let running = self.server.lock().expect("server slot").take();
+        if let Some(s) = running {
             s.stop().await.expect("server stops cleanly");
         }
     }
 }
 
-/// Declares each listed `async fn name(app: TestApp)` as two tests, `name::sqlite` and
-/// `name::postgres`, each on a fresh server with the demo data.
+/// Declares each listed test as two tests, `name::sqlite` and `name::postgres`, each started
+/// by [`harness::run`](crate::harness::run) (so the database is checked when it ends).
+///
+/// - `on_both_engines!(a, b)`: `async fn a(app: TestApp)` on a fresh server with the demo data;
+/// - `on_both_engines!(options = opts; a, b)`: the same with `fn opts() -> Options` of the
+///   calling module;
+/// - `on_both_engines!(engine: a, b)`: `async fn a(engine: Engine)`, for a test that prepares
+///   something first and then calls `harness::run` itself.
 #[macro_export]
 macro_rules! on_both_engines {
-    ($($f:ident),* $(,)?) => {$(
+    (engine: $($f:ident),* $(,)?) => {$(
         mod $f {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                if let Some(app) = $crate::harness::TestApp::start(
-                    $crate::harness::Engine::Sqlite, Default::default()).await {
-                    super::$f(app).await;
-                }
+                super::$f($crate::harness::Engine::Sqlite).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(app) = $crate::harness::TestApp::start(
-                    $crate::harness::Engine::Postgres, Default::default()).await {
-                    super::$f(app).await;
-                }
+                super::$f($crate::harness::Engine::Postgres).await;
             }
         }
     )*};
+    (options = $opts:ident; $($f:ident),* $(,)?) => {
+        $crate::on_both_engines!(@each super::$opts; $($f),*);
+    };
+    (@each $opts:path; $($f:ident),*) => {$(
+        mod $f {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::harness::run($crate::harness::Engine::Sqlite, $opts(), super::$f).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::harness::run($crate::harness::Engine::Postgres, $opts(), super::$f).await;
+            }
+        }
+    )*};
+    ($($f:ident),* $(,)?) => {
+        $crate::on_both_engines!(@each ::std::default::Default::default; $($f),*);
+    };
+}
+
+// ---- shared helpers ----
+
+/// Tables an order writes to: a refused order leaves all of them as they were.
+pub const ORDER_TABLES: [&str; 6] = [
+    "orders",
+    "invoices",
+    "invoice_lines",
+    "hosting",
+    "domains",
+    "credit_ledger",
+];
+
+/// Rows in each of [`ORDER_TABLES`].
+pub async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for t in ORDER_TABLES {
+        out.push((t, app.count(t).await));
+    }
+    out
+}
+
+/// The count of `table` among [`counts`].
+#[track_caller]
+pub fn count_of(counts: &[(&'static str, i64)], table: &str) -> i64 {
+    counts
+        .iter()
+        .find(|(t, _)| *t == table)
+        .unwrap_or_else(|| panic!("{table} is not counted"))
+        .1
+}
+
+/// An amount in cents, from a JSON number (`17.5`, `17`) or a decimal string (`"17.50"`).
+#[track_caller]
+pub fn cents(v: &Value) -> i64 {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an amount: {other}"),
+    };
+    let (neg, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t.to_owned()),
+        None => (false, text),
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    assert!(frac.len() <= 2, "more than two decimals: {v}");
+    let frac = format!("{frac:0<2}");
+    let c = int.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
+    if neg {
+        -c
+    } else {
+        c
+    }
+}
+
+#[track_caller]
+pub fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string: {v}"))
+}
+
+/// `status` and a `{"detail": "…"}` body (and nothing else).
+#[track_caller]
+pub fn assert_detail(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(obj.len(), 1, "only `detail` expected: {body}");
+    assert!(
+        obj["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+}
+
+/// The messages of one field of a `400`, joined (to look for a phrase).
+pub fn messages(body: &Value, field: &str) -> String {
+    body[field]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .unwrap_or_default()
+}
+
+/// A GET with the demo customer's key that must answer `200`.
+pub async fn get_ok(app: &TestApp, path: &str) -> Value {
+    let (status, body) = app.get(path, &app.key()).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    body
+}
+
+/// A demo plan's id, by name (`Starter`, `Business`, `Legacy Basic`, `Free Trial`, …).
+pub fn plan_id(app: &TestApp, name: &str) -> String {
+    app.demo()
+        .plans
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no demo plan {name:?}"))
+        .id
+        .to_string()
+}
+
+/// The demo Starter plan's id.
+pub fn starter(app: &TestApp) -> String {
+    plan_id(app, "Starter")
+}
+
+/// A hosting account of the demo project, by id.
+pub fn hosting_path(app: &TestApp, id: &str) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/{id}",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+/// A hosting account of the demo project, through `/v1`.
+pub async fn hosting(app: &TestApp, id: &str) -> Value {
+    get_ok(app, &hosting_path(app, id)).await
+}
+
+/// An invoice of the demo organization, through `/v1`.
+pub async fn invoice(app: &TestApp, id: i64) -> Value {
+    get_ok(
+        app,
+        &format!("/v1/organizations/{}/invoices/{id}", app.org_id()),
+    )
+    .await
+}
+
+/// Staff add account credit to an organization; returns the answer.
+pub async fn add_credit(app: &TestApp, org: &str, amount: &str) -> Value {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/credit"),
+            &app.admin_key(),
+            &json!({ "amount": amount, "note": "test deposit" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
+    body
+}
+
+/// An order's status, read from the database (no route shows an order).
+pub async fn order_status(app: &TestApp, order_id: i64) -> String {
+    sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("order status")
+}
+
+/// A second organization with an owner and a key, made through the staff API; returns
+/// (organization, project, key).
+pub async fn other_tenant(app: &TestApp, tag: &str) -> (String, String, String) {
+    let owner = app
+        .admin_create_user(&format!("owner@{tag}.test"), None)
+        .await;
+    let org = app.admin_create_org(tag, Some(&owner)).await;
+    let org = str_of(&org, "id").to_owned();
+    let key = app.admin_create_key(&org, None).await;
+    let (status, projects) = app
+        .get(&format!("/v1/organizations/{org}/projects"), &key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{projects}");
+    let project = str_of(&projects["results"][0], "id").to_owned();
+    (org, project, key)
+}
+
+// ---- /apiv2 ----
+
+/// The demo Starter plan's `/apiv2` package id (5.00 a month, 54.00 a year).
+pub const STARTER_PACKAGE: i64 = 11447;
+
+/// How an `/apiv2` request authenticates.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    Key(&'a str),
+    Session(&'a str),
+    Nothing,
+}
+
+/// Sends an `/apiv2` request; returns status and body (JSON, or a JSON string of the text).
+pub async fn v2(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut req = app.client.request(method, app.url(path));
+    req = match auth {
+        Auth::Key(k) => req.header("X-API-KEY", k),
+        Auth::Session(s) => req.header("sessionid", s),
+        Auth::Nothing => req,
+    };
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status();
+    let text = resp.text().await.expect("body read");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// An `/apiv2` request that must answer `200`.
+pub async fn v2_ok(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<&Value>,
+) -> Value {
+    let (status, resp) = v2(app, method.clone(), path, Auth::Key(key), body).await;
+    assert_eq!(status, StatusCode::OK, "{method} {path}: {resp}");
+    resp
+}
+
+/// The order body InterServer's clients send.
+pub fn order_body(package: i64, period: i64, hostname: &str) -> Value {
+    json!({
+        "packageId": package,
+        "period": period,
+        "hostname": hostname,
+        "rootpass": "",
+        "coupon": "",
+        "serviceOfferId": 0,
+        "registerDomain": false,
+        "comment": "",
+    })
+}
+
+/// Places an order through `/apiv2` that must be accepted; returns the response.
+pub async fn place(app: &TestApp, key: &str, body: &Value) -> Value {
+    let resp = v2_ok(app, Method::POST, "/apiv2/websites/order", key, Some(body)).await;
+    assert_eq!(resp["continue"], true, "order {body}: {resp}");
+    resp
+}
+
+/// A refused order: `200 {"continue": false, "errors": [...]}` with exactly these messages.
+#[track_caller]
+pub fn assert_refused(status: StatusCode, body: &Value, errors: &[&str], what: &str) {
+    assert_eq!(status, StatusCode::OK, "{what}: {body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {body}"));
+    let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["continue", "errors"]),
+        "{what}: {body}"
+    );
+    assert_eq!(obj["continue"], false, "{what}: {body}");
+    let got: BTreeSet<&str> = obj["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: errors: {body}"))
+        .iter()
+        .map(|e| e.as_str().unwrap_or_else(|| panic!("{what}: {body}")))
+        .collect();
+    let expected: BTreeSet<&str> = errors.iter().copied().collect();
+    assert_eq!(got, expected, "{what}: {body}");
 }

@@ -5,7 +5,11 @@
 mod harness;
 
 mod apiv2;
+mod coupons;
 mod foundation;
+mod openapi;
 mod ops;
 mod orders;
 mod provisioning;
+mod registrar;
+mod shutdown_checks;

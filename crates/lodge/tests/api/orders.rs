@@ -7,7 +7,10 @@ use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{Engine, TestApp};
+use crate::harness::{
+    add_credit, assert_detail, cents, counts, get_ok, hosting, hosting_path, invoice, messages,
+    order_status, other_tenant, plan_id, starter, str_of, Engine, TestApp,
+};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -96,29 +99,11 @@ const SEED_KEYS: [&str; 13] = [
     "domain_name",
 ];
 
-/// Tables an order writes to: a refused order leaves all of them as they were.
-const ORDER_TABLES: [&str; 6] = [
-    "orders",
-    "invoices",
-    "invoice_lines",
-    "hosting",
-    "domains",
-    "credit_ledger",
-];
-
 /// A well-formed id that names nothing.
 const UNKNOWN_UUID: &str = "0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3";
 
 fn order_path(org: &str, project: &str) -> String {
     format!("/v1/organizations/{org}/projects/{project}/hosting/order")
-}
-
-fn hosting_path(app: &TestApp, id: &str) -> String {
-    format!(
-        "/v1/organizations/{}/projects/{}/hosting/{id}",
-        app.org_id(),
-        app.project_id()
-    )
 }
 
 fn domain_path(app: &TestApp, id: &str) -> String {
@@ -127,10 +112,6 @@ fn domain_path(app: &TestApp, id: &str) -> String {
         app.org_id(),
         app.project_id()
     )
-}
-
-fn invoice_path(app: &TestApp, id: i64) -> String {
-    format!("/v1/organizations/{}/invoices/{id}", app.org_id())
 }
 
 fn credit_path(app: &TestApp) -> String {
@@ -161,56 +142,12 @@ async fn placed(app: &TestApp, body: &Value) -> Value {
     resp
 }
 
-/// A demo plan's id, by name (`Starter`, `Business`, `Legacy Basic`, `Free Trial`, …).
-fn plan_id(app: &TestApp, name: &str) -> String {
-    app.demo()
-        .plans
-        .iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("no demo plan {name:?}"))
-        .id
-        .to_string()
-}
-
-fn starter(app: &TestApp) -> String {
-    plan_id(app, "Starter")
-}
-
 fn external(plan: &str, name: &str) -> Value {
     json!({ "plan_id": plan, "domain_source": "external", "domain_name": name })
 }
 
 fn register(plan: &str, name: &str) -> Value {
     json!({ "plan_id": plan, "domain_source": "register", "domain_name": name })
-}
-
-/// An amount in cents, from a JSON number (`17.00`, `17`) or a decimal string (`"17.00"`).
-#[track_caller]
-fn cents(v: &Value) -> i64 {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        other => panic!("not an amount: {other}"),
-    };
-    let (neg, text) = match text.strip_prefix('-') {
-        Some(t) => (true, t.to_owned()),
-        None => (false, text),
-    };
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    assert!(frac.len() <= 2, "more than two decimals: {v}");
-    let frac = format!("{frac:0<2}");
-    let c = int.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
-    if neg {
-        -c
-    } else {
-        c
-    }
-}
-
-fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string: {v}"))
 }
 
 fn int_of(v: &Value, field: &str) -> i64 {
@@ -227,20 +164,6 @@ fn is_uuid(s: &str) -> bool {
             .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let (status, body) = app.get(path, &app.key()).await;
-    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-    body
-}
-
-async fn invoice(app: &TestApp, id: i64) -> Value {
-    get_ok(app, &invoice_path(app, id)).await
-}
-
-async fn hosting(app: &TestApp, id: &str) -> Value {
-    get_ok(app, &hosting_path(app, id)).await
-}
-
 async fn domain(app: &TestApp, id: &str) -> Value {
     get_ok(app, &domain_path(app, id)).await
 }
@@ -253,19 +176,6 @@ fn lines_of<'a>(inv: &'a Value, kind: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|l| l["kind"] == kind)
         .collect()
-}
-
-/// Staff add account credit to an organization.
-async fn add_credit(app: &TestApp, org: &str, amount: &str) -> Value {
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/organizations/{org}/credit"),
-            &app.admin_key(),
-            &json!({ "amount": amount, "note": "test deposit" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
-    body
 }
 
 /// The demo organization's credit (balance and every ledger entry).
@@ -285,15 +195,6 @@ async fn scalar_i64(app: &TestApp, sql: &str, bind: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// An order's status, read from the database (no /v1 route shows an order).
-async fn order_status(app: &TestApp, order_id: i64) -> String {
-    sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_one(app.lodge.store.reader())
-        .await
-        .unwrap()
-}
-
 /// Jobs of a kind whose payload names `id`.
 async fn jobs_for(app: &TestApp, kind: &str, id: &str) -> i64 {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE kind = $1 AND payload LIKE $2")
@@ -302,14 +203,6 @@ async fn jobs_for(app: &TestApp, kind: &str, id: &str) -> i64 {
         .fetch_one(app.lodge.store.reader())
         .await
         .unwrap()
-}
-
-async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
-    let mut out = Vec::new();
-    for t in ORDER_TABLES {
-        out.push((t, app.count(t).await));
-    }
-    out
 }
 
 /// A `400` keyed by exactly these fields, each with non-empty messages.
@@ -333,32 +226,6 @@ fn assert_fields(status: StatusCode, body: &Value, fields: &[&str], what: &str) 
             "{what}: {body}"
         );
     }
-}
-
-/// `status` and a `{"detail": "…"}` body.
-#[track_caller]
-fn assert_detail(status: StatusCode, body: &Value, expected: StatusCode) {
-    assert_eq!(status, expected, "{body}");
-    let obj = body
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(obj.len(), 1, "only `detail` expected: {body}");
-    assert!(
-        obj["detail"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
-}
-
-fn messages(body: &Value, field: &str) -> String {
-    body[field]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .unwrap_or_default()
 }
 
 /// Cancels a hosting account of the demo project.
@@ -385,22 +252,6 @@ async fn pay(
         &json!({ "amount": amount, "method": "bank_transfer", "reference": reference }),
     )
     .await
-}
-
-/// A second organization with an owner and a key; returns (organization, project, key).
-async fn other_tenant(app: &TestApp, tag: &str) -> (String, String, String) {
-    let owner = app
-        .admin_create_user(&format!("owner@{tag}.test"), None)
-        .await;
-    let org = app.admin_create_org(tag, Some(&owner)).await;
-    let org = str_of(&org, "id").to_owned();
-    let key = app.admin_create_key(&org, None).await;
-    let (status, projects) = app
-        .get(&format!("/v1/organizations/{org}/projects"), &key)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{projects}");
-    let project = str_of(&projects["results"][0], "id").to_owned();
-    (org, project, key)
 }
 
 /// A client that shows redirects instead of following them.

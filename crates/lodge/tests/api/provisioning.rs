@@ -20,7 +20,10 @@ use lodge_testkit::nginx::{http_get, nginx_binary, NginxInstance};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{Engine, Options, TestApp};
+use crate::harness::{
+    self, add_credit, hosting, hosting_path, invoice, order_body, order_status, starter, str_of,
+    v2, Auth, Engine, Options, TestApp, STARTER_PACKAGE,
+};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -33,37 +36,15 @@ on_both_engines!(
     capacity_holds_under_concurrent_orders,
     withdrawn_cancellation_stops_a_queued_termination,
     immediate_cancellation_terminates_now,
-);
-
-/// Declares each `async fn name(engine: Engine)` (a test that builds its own server) as
-/// `name::sqlite` and `name::postgres`.
-macro_rules! per_engine {
-    ($($f:ident),* $(,)?) => {$(
-        mod $f {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$f($crate::harness::Engine::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$f($crate::harness::Engine::Postgres).await;
-            }
-        }
-    )*};
-}
-
-per_engine!(
-    nginx_site_lifecycle,
-    provisioning_without_nginx_fails_visibly,
     two_workers_never_run_the_same_job,
 );
+
+on_both_engines!(engine: nginx_site_lifecycle, provisioning_without_nginx_fails_visibly);
 
 // ---- helpers ----
 
 const PROVISION: &str = "provision_hosting";
 const SERVERS_FULL: &str = "All webhosting servers are currently full.";
-/// The demo Starter plan's `/apiv2` package id.
-const STARTER_PACKAGE: i64 = 11447;
 
 fn order_path(app: &TestApp) -> String {
     format!(
@@ -73,44 +54,8 @@ fn order_path(app: &TestApp) -> String {
     )
 }
 
-fn hosting_path(app: &TestApp, id: &str) -> String {
-    format!(
-        "/v1/organizations/{}/projects/{}/hosting/{id}",
-        app.org_id(),
-        app.project_id()
-    )
-}
-
-fn starter(app: &TestApp) -> String {
-    app.demo()
-        .plans
-        .iter()
-        .find(|p| p.name == "Starter")
-        .expect("demo plan Starter")
-        .id
-        .to_string()
-}
-
 fn external(app: &TestApp, domain: &str) -> Value {
     json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": domain })
-}
-
-fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string: {v}"))
-}
-
-/// Staff add account credit to the demo organization (orders are then paid at once).
-async fn add_credit(app: &TestApp, amount: &str) {
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/organizations/{}/credit", app.org_id()),
-            &app.admin_key(),
-            &json!({ "amount": amount, "note": "provisioning test deposit" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "add credit: {body}");
 }
 
 /// Orders `domain` (external) on Starter; the order must be placed.
@@ -129,12 +74,6 @@ async fn order_paid(app: &TestApp, domain: &str) -> Value {
     assert_eq!(o["amount_due"].as_f64(), Some(0.0), "{o}");
     assert_eq!(o["hosting_status"], "provisioning", "{o}");
     o
-}
-
-async fn hosting(app: &TestApp, id: &str) -> Value {
-    let (status, h) = app.get(&hosting_path(app, id), &app.key()).await;
-    assert_eq!(status, StatusCode::OK, "hosting {id}: {h}");
-    h
 }
 
 /// The statuses an account went through, oldest first.
@@ -204,25 +143,6 @@ async fn count_where(app: &TestApp, sql: &str, arg: &str) -> i64 {
         .fetch_one(app.lodge.store.reader())
         .await
         .expect("count")
-}
-
-async fn order_status(app: &TestApp, order_id: i64) -> String {
-    sqlx::query_scalar::<_, String>("SELECT status FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_one(app.lodge.store.reader())
-        .await
-        .expect("order status")
-}
-
-async fn invoice(app: &TestApp, id: i64) -> Value {
-    let (status, inv) = app
-        .get(
-            &format!("/v1/organizations/{}/invoices/{id}", app.org_id()),
-            &app.key(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "invoice {id}: {inv}");
-    inv
 }
 
 /// Moves the clock past any retry backoff (at most an hour and 20 %).
@@ -494,15 +414,26 @@ async fn nginx_site_lifecycle(engine: Engine) {
         nginx: Some(cfg.clone()),
         ..Default::default()
     };
-    let Some(app) = TestApp::start(engine, opts).await else {
-        return;
-    };
+    harness::run(engine, opts, |app| {
+        nginx_site_lifecycle_on(app, &nginx, &cfg, &sites)
+    })
+    .await;
+    drop(nginx);
+}
+
+async fn nginx_site_lifecycle_on(
+    app: TestApp,
+    nginx: &NginxInstance,
+    cfg: &NginxConfig,
+    sites: &Path,
+) {
+    let port = nginx.port();
     let domain = "site-1.test";
     let www = format!("www.{domain}");
     let (status, _) = http_get(port, domain, "/").await.expect("GET");
     assert_eq!(status, 404, "no site before the order");
 
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, domain).await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -515,7 +446,7 @@ async fn nginx_site_lifecycle(engine: Engine) {
     assert_eq!(h["server"]["name"], "local-nginx", "{h}");
     let user = str_of(&h, "username").to_owned();
     assert!(!user.is_empty(), "{h}");
-    assert_eq!(site_files(&sites), vec![format!("{user}.conf")]);
+    assert_eq!(site_files(sites), vec![format!("{user}.conf")]);
     let conf = std::fs::read_to_string(sites.join(format!("{user}.conf"))).expect("site conf");
     assert!(
         conf.contains(&format!("listen 127.0.0.1:{port};")),
@@ -593,7 +524,7 @@ async fn nginx_site_lifecycle(engine: Engine) {
     assert_eq!(h["status"], "terminated", "{h}");
     page_until(port, domain, "site gone", |s, _| s == 404).await;
     page_until(port, &www, "www gone", |s, _| s == 404).await;
-    assert!(site_files(&sites).is_empty(), "server block removed");
+    assert!(site_files(sites).is_empty(), "server block removed");
     assert!(
         !cfg.web_root.join(&user).exists(),
         "document root moved away"
@@ -627,7 +558,6 @@ async fn nginx_site_lifecycle(engine: Engine) {
         "{h}"
     );
     app.stop().await;
-    drop(nginx);
 }
 
 /// Without nginx, provisioning fails visibly, retries with backoff, ends `failed` with a
@@ -647,10 +577,11 @@ async fn provisioning_without_nginx_fails_visibly(engine: Engine) {
         nginx: Some(cfg.clone()),
         ..Default::default()
     };
-    let Some(app) = TestApp::start(engine, opts).await else {
-        return;
-    };
-    add_credit(&app, "100.00").await;
+    harness::run(engine, opts, |app| without_nginx_on(app, &cfg, &missing)).await;
+}
+
+async fn without_nginx_on(app: TestApp, cfg: &NginxConfig, missing: &Path) {
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "no-nginx.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let order_id = o["order_id"].as_i64().expect("order id");
@@ -763,7 +694,7 @@ async fn provisioning_without_nginx_fails_visibly(engine: Engine) {
 async fn flaky_driver_makes_one_account(app: TestApp) {
     let fake = FakeDriver::failing_first(2);
     fake.install(&app.lodge);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "flaky.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -810,7 +741,7 @@ async fn flaky_driver_makes_one_account(app: TestApp) {
 async fn failing_driver_marks_the_account_failed(app: TestApp) {
     let fake = FakeDriver::always_failing();
     fake.install(&app.lodge);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "hopeless.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -873,7 +804,7 @@ async fn failing_driver_marks_the_account_failed(app: TestApp) {
 async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "orphan.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-2");
@@ -962,17 +893,14 @@ async fn drain(worker: Worker) -> usize {
 /// runs exactly once and no account is worked on by both at the same time. The fake panel
 /// pairs the workers' jobs up, so that they claim their next jobs at the same moment (without
 /// `SKIP LOCKED` this test sees several jobs run twice).
-async fn two_workers_never_run_the_same_job(engine: Engine) {
+async fn two_workers_never_run_the_same_job(app: TestApp) {
     const N: usize = 40;
-    let Some(app) = TestApp::start(engine, Options::default()).await else {
-        return;
-    };
     let other = app.second_node().await;
     let fake = FakeDriver::default();
     fake.state().rendezvous = true;
     fake.install(&app.lodge);
     fake.install(&other);
-    add_credit(&app, "1000.00").await;
+    add_credit(&app, &app.org_id(), "1000.00").await;
     let mut ids = vec![];
     for i in 0..N {
         let o = order_paid(&app, &format!("busy-{i}.test")).await;
@@ -1094,7 +1022,7 @@ async fn end_of_period_cancellation_terminates_at_the_due_date(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
     fake.install(&other);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "leaving.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let nodes = [app.lodge.clone(), other.clone()];
@@ -1194,32 +1122,6 @@ async fn put_server(app: &TestApp, id: &str, body: &Value) -> (StatusCode, Value
     .await
 }
 
-async fn apiv2_order(app: &TestApp, hostname: &str) -> (StatusCode, Value) {
-    let resp = app
-        .client
-        .post(app.url("/apiv2/websites/order"))
-        .header("X-API-KEY", app.key())
-        .json(&json!({
-            "packageId": STARTER_PACKAGE,
-            "period": 1,
-            "hostname": hostname,
-            "rootpass": "",
-            "coupon": "",
-            "serviceOfferId": 0,
-            "registerDomain": false,
-            "comment": "",
-        }))
-        .send()
-        .await
-        .expect("apiv2 order");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Both dialects refuse an order up front when no server has room, writing nothing.
 async fn assert_no_room(app: &TestApp, domain: &str) {
     let before = (app.count("orders").await, app.count("hosting").await);
@@ -1228,7 +1130,14 @@ async fn assert_no_room(app: &TestApp, domain: &str) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body, json!({ "plan_id": [SERVERS_FULL] }));
-    let (status, body) = apiv2_order(app, domain).await;
+    let (status, body) = v2(
+        app,
+        Method::POST,
+        "/apiv2/websites/order",
+        Auth::Key(&app.key()),
+        Some(&order_body(STARTER_PACKAGE, 1, domain)),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({ "continue": false, "errors": [SERVERS_FULL] }));
     assert_eq!(
@@ -1416,7 +1325,7 @@ async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
 async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "staying.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -1458,7 +1367,7 @@ async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
 async fn immediate_cancellation_terminates_now(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
-    add_credit(&app, "100.00").await;
+    add_credit(&app, &app.org_id(), "100.00").await;
     let o = order_paid(&app, "leaving-now.test").await;
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");

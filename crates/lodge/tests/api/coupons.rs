@@ -1,0 +1,215 @@
+//! Coupons at the moment an order is written (through `/apiv2`, the dialect that takes
+//! coupons and offers): used up or expired since the quote, raced for by concurrent orders,
+//! and refused by an offer. A refused order writes nothing, not even a coupon use.
+
+use futures::future::join_all;
+use jiff::SignedDuration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{
+    assert_refused, count_of, counts, order_body, place, start_time, v2, Auth, TestApp,
+    STARTER_PACKAGE,
+};
+use crate::on_both_engines;
+
+on_both_engines!(
+    a_coupon_used_up_since_the_quote_is_refused_at_order_time,
+    orders_racing_for_a_coupons_last_uses_get_exactly_those,
+    an_expired_coupon_is_refused_from_its_expiry_on,
+    an_offer_that_refuses_coupons_refuses_an_order_with_one,
+);
+
+/// What `/apiv2` answers for a coupon Lodge refuses.
+const INVALID_COUPON: &str = "Invalid Coupon Specified";
+const ORDER: &str = "/apiv2/websites/order";
+
+/// Creates a coupon through the staff API; returns it.
+async fn create_coupon(app: &TestApp, spec: &Value) -> Value {
+    let (status, c) = app.post("/v1/admin/coupons", &app.admin_key(), spec).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    c
+}
+
+/// A coupon's `uses`, from the staff API.
+async fn uses(app: &TestApp, code: &str) -> i64 {
+    let (status, list) = app.get("/v1/admin/coupons", &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list.as_array()
+        .and_then(|l| l.iter().find(|c| c["code"] == code))
+        .and_then(|c| c["uses"].as_i64())
+        .unwrap_or_else(|| panic!("coupon {code}: {list}"))
+}
+
+/// A year of Starter for `hostname` with `coupon`.
+fn with_coupon(hostname: &str, coupon: &str) -> Value {
+    let mut body = order_body(STARTER_PACKAGE, 12, hostname);
+    body["coupon"] = json!(coupon);
+    body
+}
+
+/// The quote (`PUT`) or the order (`POST`) of `body` with the demo key.
+async fn send(app: &TestApp, method: Method, body: &Value) -> (StatusCode, Value) {
+    v2(app, method, ORDER, Auth::Key(&app.key()), Some(body)).await
+}
+
+/// A quote that must be accepted, with this first charge.
+async fn quoted(app: &TestApp, body: &Value, cost: &str) {
+    let (status, q) = send(app, Method::PUT, body).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["continue"], true, "{body}: {q}");
+    assert_eq!(q["serviceCost"], cost, "{body}: {q}");
+}
+
+/// An order (`POST`) that must be refused for its coupon and write nothing.
+async fn refused_for_the_coupon(app: &TestApp, body: &Value, what: &str) {
+    let before = counts(app).await;
+    let (status, resp) = send(app, Method::POST, body).await;
+    assert_refused(status, &resp, &[INVALID_COUPON], what);
+    assert_eq!(
+        counts(app).await,
+        before,
+        "{what}: a refused order writes nothing"
+    );
+}
+
+async fn a_coupon_used_up_since_the_quote_is_refused_at_order_time(app: TestApp) {
+    create_coupon(
+        &app,
+        &json!({ "code": "LAST1", "kind": "percent", "value": "10", "max_uses": 1 }),
+    )
+    .await;
+    let a = with_coupon("a-last1.example.com", "LAST1");
+    let b = with_coupon("b-last1.example.com", "LAST1");
+    // Both quotes see the coupon's one use left.
+    quoted(&app, &a, "48.60").await;
+    quoted(&app, &b, "48.60").await;
+
+    let placed = place(&app, &app.key(), &a).await;
+    assert_eq!(placed["total_cost"], "48.60", "{placed}");
+    assert_eq!(uses(&app, "LAST1").await, 1);
+
+    // The second order, quoted with the coupon, finds it used up.
+    refused_for_the_coupon(&app, &b, "the coupon's last use is gone").await;
+    assert_eq!(uses(&app, "LAST1").await, 1, "not counted twice");
+
+    // Without the coupon the same order goes through: the refusal was the coupon's alone.
+    let mut b = b;
+    b["coupon"] = json!("");
+    let placed = place(&app, &app.key(), &b).await;
+    assert_eq!(placed["total_cost"], "54.00", "{placed}");
+    app.stop().await;
+}
+
+async fn orders_racing_for_a_coupons_last_uses_get_exactly_those(app: TestApp) {
+    const RACERS: usize = 12;
+    const LEFT: i64 = 3;
+    create_coupon(
+        &app,
+        &json!({ "code": "RUSH3", "kind": "fixed_amount", "value": "5.00", "max_uses": LEFT }),
+    )
+    .await;
+    let before = counts(&app).await;
+    let answers = join_all((0..RACERS).map(|i| {
+        let app = &app;
+        async move {
+            let body = with_coupon(&format!("rush-{i}.example.com"), "RUSH3");
+            send(app, Method::POST, &body).await
+        }
+    }))
+    .await;
+    let mut placed = 0;
+    for (status, body) in &answers {
+        if body["continue"] == true {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(body["total_cost"], "49.00", "54.00 - 5.00: {body}");
+            placed += 1;
+        } else {
+            assert_refused(
+                *status,
+                body,
+                &[INVALID_COUPON],
+                "a racer past the last use",
+            );
+        }
+    }
+    assert_eq!(placed, LEFT, "exactly the uses left: {answers:?}");
+    assert_eq!(uses(&app, "RUSH3").await, LEFT);
+    let after = counts(&app).await;
+    for table in ["orders", "hosting", "invoices"] {
+        assert_eq!(
+            count_of(&after, table) - count_of(&before, table),
+            LEFT,
+            "{table}: only the placed orders were written"
+        );
+    }
+    app.stop().await;
+}
+
+async fn an_expired_coupon_is_refused_from_its_expiry_on(app: TestApp) {
+    let expiry = start_time() + SignedDuration::from_hours(1);
+    create_coupon(
+        &app,
+        &json!({ "code": "SOON", "kind": "percent", "value": "10",
+                 "expires": expiry.to_string() }),
+    )
+    .await;
+    let a = with_coupon("a-soon.example.com", "SOON");
+    let b = with_coupon("b-soon.example.com", "SOON");
+    quoted(&app, &a, "48.60").await;
+
+    // A second before the expiry it still counts.
+    app.clock.set(expiry - SignedDuration::from_secs(1));
+    let placed = place(&app, &app.key(), &a).await;
+    assert_eq!(placed["total_cost"], "48.60", "{placed}");
+    quoted(&app, &b, "48.60").await;
+
+    // From the expiry on, an order quoted with it is refused, and so is a new quote.
+    app.clock.set(expiry);
+    refused_for_the_coupon(&app, &b, "the coupon expired since the quote").await;
+    let (status, q) = send(&app, Method::PUT, &b).await;
+    assert_refused(status, &q, &[INVALID_COUPON], "a quote after the expiry");
+    app.clock.advance(SignedDuration::from_hours(24 * 30));
+    refused_for_the_coupon(&app, &b, "a month after the expiry").await;
+    assert_eq!(uses(&app, "SOON").await, 1);
+    app.stop().await;
+}
+
+async fn an_offer_that_refuses_coupons_refuses_an_order_with_one(app: TestApp) {
+    let offer = json!({ "legacy_id": 501, "plan": "starter", "intro_total": "30.00",
+                        "intro_months": 12, "renewal": "54.00", "renewal_months": 12,
+                        "allow_coupon": false });
+    let (status, offers) = app.post("/v1/admin/offers", &app.admin_key(), &offer).await;
+    assert_eq!(status, StatusCode::OK, "{offers}");
+    let used = uses(&app, "WELCOME10").await;
+
+    // Offer 501 with a coupon: refused, quoted or ordered, and nothing is written.
+    let mut body = with_coupon("no-coupon.example.com", "WELCOME10");
+    body["serviceOfferId"] = json!(501);
+    let (status, q) = send(&app, Method::PUT, &body).await;
+    assert_refused(
+        status,
+        &q,
+        &[INVALID_COUPON],
+        "offer 501 with a coupon, quoted",
+    );
+    refused_for_the_coupon(&app, &body, "offer 501 with a coupon").await;
+    assert_eq!(uses(&app, "WELCOME10").await, used, "no use counted");
+
+    // The offer alone, and the coupon alone, are accepted.
+    body["coupon"] = json!("");
+    let placed = place(&app, &app.key(), &body).await;
+    assert_eq!(
+        placed["total_cost"], "30.00",
+        "the offer's intro price: {placed}"
+    );
+    let alone = with_coupon("coupon-only.example.com", "WELCOME10");
+    let placed = place(&app, &app.key(), &alone).await;
+    assert_eq!(placed["total_cost"], "48.60", "54.00 - 10 %: {placed}");
+    // The demo offer 136 allows coupons: 36.00 - 10 %.
+    let mut both = with_coupon("offer-136.example.com", "WELCOME10");
+    both["serviceOfferId"] = json!(136);
+    let placed = place(&app, &app.key(), &both).await;
+    assert_eq!(placed["total_cost"], "32.40", "{placed}");
+    app.stop().await;
+}
