@@ -12,7 +12,7 @@ use axum::Json;
 use lodge_core::{BillingCycle, Currency};
 use lodge_services::catalog::{Catalog, Plan};
 use lodge_services::orders::{OrderForm, OrderSource, ValidOrder};
-use lodge_services::{FieldErrors, ServiceError};
+use lodge_services::{FieldCode, FieldError, FieldErrors, ServiceError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -329,39 +329,48 @@ fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
     })
 }
 
-/// InterServer's wording for each of Lodge's field errors.
+/// InterServer's own words for an order that cannot be placed for want of a server.
+const SERVERS_FULL: &str = "All webhosting servers are currently full.";
+
+/// Fields whose errors InterServer lists first, in this order.
+const FIRST_FIELDS: [&str; 3] = ["billing_cycle", "plan_id", "tos"];
+
+/// InterServer's wording for each of Lodge's field errors, chosen by field and code (never
+/// by Lodge's message, which is passed on only where InterServer has no words of its own).
 fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
-    let mut out = vec![];
-    for (field, msgs) in fields {
-        match field.as_str() {
-            "plan_id" => {
-                for m in msgs {
-                    if m == lodge_services::orders::SERVERS_FULL {
-                        out.push(m);
-                    } else {
-                        out.push("Invalid Package Specified.".to_owned());
-                    }
+    let mut ordered: Vec<(String, Vec<FieldError>)> = fields.into_iter().collect();
+    ordered.sort_by_key(|(f, _)| {
+        FIRST_FIELDS
+            .iter()
+            .position(|x| x == f)
+            .unwrap_or(FIRST_FIELDS.len())
+    });
+    let mut out: Vec<String> = vec![];
+    for (field, errors) in ordered {
+        for e in errors {
+            let words = match (field.as_str(), e.code) {
+                ("plan_id", FieldCode::ServersFull) => SERVERS_FULL.to_owned(),
+                ("plan_id", _) => "Invalid Package Specified.".to_owned(),
+                ("billing_cycle", _) => "Invalid Billing Interval".to_owned(),
+                ("coupon", _) => "Invalid Coupon Specified".to_owned(),
+                ("offer", _) => "Invalid Service Offer Specified.".to_owned(),
+                ("tos", _) => {
+                    "You must agree to the terms of service and click the checkbox saying so."
+                        .to_owned()
                 }
-            }
-            "billing_cycle" => out.push("Invalid Billing Interval".to_owned()),
-            "coupon" => out.push("Invalid Coupon Specified".to_owned()),
-            "domain_name" | "domain_source" => {
-                for m in msgs {
-                    if m.contains("valid domain") || m.contains("required") {
-                        out.push(format!(
-                            "Hostname \"{hostname}\" Contains Invalid Characters Or Is Blank"
-                        ));
-                    } else {
-                        out.push(m);
-                    }
+                (
+                    "domain_name" | "domain_source",
+                    FieldCode::Required | FieldCode::InvalidDomain,
+                ) => {
+                    format!("Hostname \"{hostname}\" Contains Invalid Characters Or Is Blank")
                 }
+                _ => e.message,
+            };
+            if !out.contains(&words) {
+                out.push(words);
             }
-            "offer" => out.push("Invalid Service Offer Specified.".to_owned()),
-            "server" => out.push("All webhosting servers are currently full.".to_owned()),
-            _ => out.extend(msgs),
         }
     }
-    out.dedup();
     out
 }
 
@@ -590,4 +599,70 @@ pub async fn place_order(State(st): State<AppState>, customer: Customer, body: B
         serviceid: outcome.hosting_legacy_id,
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&str, FieldCode, &str)]) -> FieldErrors {
+        let mut f = FieldErrors::new();
+        for &(field, code, msg) in list {
+            f.entry(field.to_owned())
+                .or_default()
+                .push(FieldError::new(code, msg));
+        }
+        f
+    }
+
+    #[test]
+    fn errors_are_worded_by_field_and_code_not_by_message() {
+        let bad_host = "Hostname \"x y\" Contains Invalid Characters Or Is Blank";
+        let cases: Vec<(FieldErrors, Vec<&str>)> = vec![
+            (
+                fields(&[("domain_name", FieldCode::InvalidDomain, "Whatever it says.")]),
+                vec![bad_host],
+            ),
+            (
+                fields(&[("domain_source", FieldCode::Required, "Missing.")]),
+                vec![bad_host],
+            ),
+            // A message that merely reads like one is passed on as it is.
+            (
+                fields(&[(
+                    "domain_name",
+                    FieldCode::Invalid,
+                    "Not a valid domain, and required.",
+                )]),
+                vec!["Not a valid domain, and required."],
+            ),
+            (
+                fields(&[("plan_id", FieldCode::ServersFull, "No room.")]),
+                vec![SERVERS_FULL],
+            ),
+            (
+                fields(&[("plan_id", FieldCode::Invalid, SERVERS_FULL)]),
+                vec!["Invalid Package Specified."],
+            ),
+            (
+                fields(&[
+                    ("coupon", FieldCode::Invalid, "a"),
+                    ("tos", FieldCode::Required, "b"),
+                    ("plan_id", FieldCode::Required, "c"),
+                    ("billing_cycle", FieldCode::Invalid, "d"),
+                    ("billing_cycle", FieldCode::Invalid, "e"),
+                ]),
+                vec![
+                    "Invalid Billing Interval",
+                    "Invalid Package Specified.",
+                    "You must agree to the terms of service and click the checkbox saying so.",
+                    "Invalid Coupon Specified",
+                ],
+            ),
+        ];
+        for (f, expected) in cases {
+            let what = format!("{f:?}");
+            assert_eq!(interserver_errors(f, "x y"), expected, "{what}");
+        }
+    }
 }

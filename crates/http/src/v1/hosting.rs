@@ -8,7 +8,7 @@ use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
 use lodge_services::orders::{KeyClaim, OrderForm, OrderOutcome, OrderSource};
-use lodge_services::{FieldErrors, ServiceError};
+use lodge_services::{FieldError, FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -94,7 +94,10 @@ fn string_field(
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            errors.insert(name.to_owned(), vec!["Not a valid string.".to_owned()]);
+            errors.insert(
+                name.to_owned(),
+                vec![FieldError::invalid("Not a valid string.")],
+            );
             None
         }
     }
