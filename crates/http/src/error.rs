@@ -22,6 +22,7 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+// Until the idempotency protocol reads its stored answers through the services.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Service(ServiceError::Store(e))
@@ -69,7 +70,7 @@ impl IntoResponse for ApiError {
                 }
                 r
             }
-            ApiError::Service(e) => match e {
+            ApiError::Service(e) => match e.for_caller() {
                 ServiceError::Unauthorized(msg) => {
                     let mut r = detail(StatusCode::UNAUTHORIZED, &msg);
                     r.headers_mut()
@@ -86,16 +87,6 @@ impl IntoResponse for ApiError {
                     StatusCode::CONFLICT,
                     "This Idempotency-Key is already used by another request.",
                 ),
-                ServiceError::Store(StoreError::NotFound) => {
-                    detail(StatusCode::NOT_FOUND, "Not found.")
-                }
-                ServiceError::Store(StoreError::Conflict(what)) => {
-                    tracing::info!(constraint = %what, "conflicting write refused");
-                    detail(
-                        StatusCode::CONFLICT,
-                        "This conflicts with an existing record.",
-                    )
-                }
                 other => internal(&other),
             },
         }

@@ -1,4 +1,4 @@
-//! Field errors with stable codes.
+//! Field errors with stable codes, and errors as a caller is told them.
 //!
 //! A field error has a machine code ([`FieldCode`]) besides its English message. `/v1` sends
 //! the messages (`{"plan_id": ["No such plan."]}`: a [`FieldError`] serializes as its
@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use lodge_store::StoreError;
 use serde::{Serialize, Serializer};
 
 use crate::{Result, ServiceError};
@@ -93,6 +94,21 @@ impl ServiceError {
         m.insert(field.to_owned(), vec![FieldError::new(code, msg)]);
         ServiceError::Invalid(m)
     }
+
+    /// The error as a caller is told it: a storage error that means "no such row" is
+    /// [`ServiceError::NotFound`], a write refused by a unique constraint a
+    /// [`ServiceError::Conflict`] (the constraint is logged, not told); anything else is
+    /// unchanged.
+    pub fn for_caller(self) -> Self {
+        match self {
+            ServiceError::Store(StoreError::NotFound) => ServiceError::NotFound,
+            ServiceError::Store(StoreError::Conflict(what)) => {
+                tracing::info!(constraint = %what, "conflicting write refused");
+                ServiceError::Conflict("This conflicts with an existing record.".into())
+            }
+            other => other,
+        }
+    }
 }
 
 /// Collects field errors so a request reports every bad field at once.
@@ -172,5 +188,21 @@ mod tests {
             panic!("a field error");
         };
         assert_eq!(f["x"][0].code.as_str(), "invalid_domain");
+    }
+
+    #[test]
+    fn storage_errors_are_told_as_not_found_and_conflict() {
+        assert!(matches!(
+            ServiceError::Store(StoreError::NotFound).for_caller(),
+            ServiceError::NotFound
+        ));
+        assert!(matches!(
+            ServiceError::Store(StoreError::Conflict("users.email".into())).for_caller(),
+            ServiceError::Conflict(m) if !m.contains("users")
+        ));
+        assert!(matches!(
+            ServiceError::Store(StoreError::Corrupt("x".into())).for_caller(),
+            ServiceError::Store(_)
+        ));
     }
 }

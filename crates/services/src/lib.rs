@@ -16,11 +16,14 @@ pub mod demo;
 pub mod drivers;
 pub mod errors;
 pub mod hosting;
+pub mod model;
 pub mod orders;
 pub mod provisioning;
+pub mod queries;
 pub mod registrar;
 pub mod servers;
 pub mod tenancy;
+pub mod websites;
 
 pub use errors::{FieldCode, FieldError, FieldErrors, Validator};
 
