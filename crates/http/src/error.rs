@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lodge_services::{FieldErrors, ServiceError};
-use lodge_store::StoreError;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -19,13 +18,6 @@ pub enum ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         ApiError::Service(e)
-    }
-}
-
-// Until the idempotency protocol reads its stored answers through the services.
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Service(ServiceError::Store(e))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod drivers;
 pub mod errors;
 pub mod hosting;
+pub mod key_answers;
 pub mod model;
 pub mod orders;
 pub mod provisioning;

@@ -5,6 +5,7 @@
 pub use lodge_store::billing::{InvoiceRow, LedgerRow, LineRow, PaymentRow};
 pub use lodge_store::catalog::{CouponRow, GroupRow, OfferRow, PlanRow, TldPriceRow, TldRow};
 pub use lodge_store::hosting::{DomainRow, HistoryRow, HostingRow};
+pub use lodge_store::idempotency::IdempotencyRow;
 pub use lodge_store::jobs::JobRow;
 pub use lodge_store::keys::ApiKeyRow;
 pub use lodge_store::orgs::{OrgRow, ProjectRow};
