@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lodge_services::{FieldErrors, ServiceError};
-use lodge_store::StoreError;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -19,12 +18,6 @@ pub enum ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         ApiError::Service(e)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Service(ServiceError::Store(e))
     }
 }
 
@@ -69,7 +62,7 @@ impl IntoResponse for ApiError {
                 }
                 r
             }
-            ApiError::Service(e) => match e {
+            ApiError::Service(e) => match e.for_caller() {
                 ServiceError::Unauthorized(msg) => {
                     let mut r = detail(StatusCode::UNAUTHORIZED, &msg);
                     r.headers_mut()
@@ -86,16 +79,6 @@ impl IntoResponse for ApiError {
                     StatusCode::CONFLICT,
                     "This Idempotency-Key is already used by another request.",
                 ),
-                ServiceError::Store(StoreError::NotFound) => {
-                    detail(StatusCode::NOT_FOUND, "Not found.")
-                }
-                ServiceError::Store(StoreError::Conflict(what)) => {
-                    tracing::info!(constraint = %what, "conflicting write refused");
-                    detail(
-                        StatusCode::CONFLICT,
-                        "This conflicts with an existing record.",
-                    )
-                }
                 other => internal(&other),
             },
         }

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Req
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use lodge_services::auth::Principal;
-use lodge_services::{FieldErrors, ServiceError};
+use lodge_services::{FieldCode, FieldError, FieldErrors, ServiceError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -127,6 +127,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::fields(one(
             "non_field_errors",
+            FieldCode::Invalid,
             "Invalid data. Expected a dictionary.",
         )));
     }
@@ -142,20 +143,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             } else {
                 format!("{path}.{field}")
             };
-            return ApiError::fields(one(&field, "This field is required."));
+            return ApiError::fields(one(&field, FieldCode::Required, "This field is required."));
         }
         let field = if path == "." {
             "non_field_errors".to_owned()
         } else {
             path
         };
-        ApiError::fields(one(&field, &inner))
+        ApiError::fields(one(&field, FieldCode::Invalid, &inner))
     })
 }
 
-fn one(field: &str, msg: &str) -> FieldErrors {
+fn one(field: &str, code: FieldCode, msg: &str) -> FieldErrors {
     let mut m = FieldErrors::new();
-    m.insert(field.to_owned(), vec![msg.to_owned()]);
+    m.insert(field.to_owned(), vec![FieldError::new(code, msg)]);
     m
 }
 

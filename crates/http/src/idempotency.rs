@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use lodge_store::idempotency;
 use sha2::{Digest, Sha256};
 
 use crate::error::{internal, ApiError};
@@ -84,13 +83,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Response>,
 {
-    let store = &st.lodge.store;
     loop {
-        let claimed = {
-            let mut conn = store.write_conn().await?;
-            idempotency::claim(&mut *conn, scope, key, hash, st.lodge.now_us()).await?
-        };
-        if claimed {
+        if st.lodge.claim_key(scope, key, hash).await? {
             break;
         }
         // Taken: its answer, or wait for it; `None` once the claim was given back.
@@ -101,20 +95,21 @@ where
     let resp = act().await;
     let status = resp.status();
     if status.is_server_error() {
-        idempotency::release(store.writer(), scope, key).await?;
+        st.lodge.release_key(scope, key).await?;
         return Ok(resp);
     }
     let (parts, body) = resp.into_parts();
     let bytes = match to_bytes(body, 4 * 1024 * 1024).await {
         Ok(b) => b,
         Err(e) => {
-            idempotency::release(store.writer(), scope, key).await?;
+            st.lodge.release_key(scope, key).await?;
             return Ok(internal(&e));
         }
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let mut conn = store.write_conn().await?;
-    idempotency::complete(&mut *conn, scope, key, i64::from(status.as_u16()), &text).await?;
+    st.lodge
+        .complete_key(scope, key, i64::from(status.as_u16()), &text)
+        .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
@@ -174,13 +169,9 @@ async fn stored_answer(
     key: &str,
     hash: &str,
 ) -> Result<Option<Response>, ApiError> {
-    let store = &st.lodge.store;
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let row = {
-            let mut db = store.read_conn().await?;
-            idempotency::get(&mut db, scope, key).await?
-        };
+        let row = st.lodge.key_answer(scope, key).await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -195,8 +186,9 @@ async fn stored_answer(
         }
         let now = st.lodge.now_us();
         if now - row.created_at > STALE_CLAIM_US {
-            let mut conn = store.write_conn().await?;
-            idempotency::release_stale(&mut conn, scope, key, now - STALE_CLAIM_US).await?;
+            st.lodge
+                .release_stale_key(scope, key, now - STALE_CLAIM_US)
+                .await?;
             continue;
         }
         if tokio::time::Instant::now() > deadline {

@@ -53,7 +53,7 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, description = "Ready", body = Health),
               (status = 503, description = "The database does not answer", body = Health)))]
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.lodge.store.ping().await {
+    match st.lodge.ready().await {
         Ok(()) => Json(Health { status: "ok" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

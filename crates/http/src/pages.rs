@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use lodge_core::Currency;
+use lodge_services::queries::PagePayment;
 use lodge_services::ServiceError;
 use minijinja::{context, Environment};
 use serde::Deserialize;
@@ -58,24 +59,15 @@ async fn payment_page(
     Path(token): Path<String>,
     Query(q): Query<PageMessage>,
 ) -> Response {
-    let detail = match st.lodge.invoice_by_token(&token).await {
-        Ok(d) => d,
+    let page = match st.lodge.payment_page(&token).await {
+        Ok(p) => p,
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return internal(&e),
     };
-    let inv = &detail.invoice;
+    let inv = &page.detail.invoice;
     let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
-    let org = match lodge_store::orgs::by_id(st.lodge.store.reader(), inv.organization_id).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return not_found(),
-        Err(e) => return internal(&e),
-    };
-    let due = if inv.status == "unpaid" {
-        inv.amount_due()
-    } else {
-        0
-    };
-    let lines: Vec<_> = detail
+    let lines: Vec<_> = page
+        .detail
         .lines
         .iter()
         .map(|l| {
@@ -107,9 +99,9 @@ async fn payment_page(
             total => money_str(inv.total_minor, cur),
             credit_applied => money_str(inv.credit_applied_minor, cur),
             paid => money_str(inv.paid_minor, cur),
-            due => money_str(due, cur),
-            balance => money_str(org.credit_balance_minor, cur),
-            can_pay_credit => due > 0 && org.credit_balance_minor >= due,
+            due => money_str(page.due_minor, cur),
+            balance => money_str(page.credit_balance_minor, cur),
+            can_pay_credit => page.can_pay_from_credit,
             pay_action => format!("/pay/{token}/credit"),
             bank_instructions => st.lodge.settings.bank_transfer_instructions,
             message => message,
@@ -127,22 +119,11 @@ async fn payment_page(
     responses((status = 303, description = "Back to the payment page with the result"),
               (status = 404, description = "Unknown token", content_type = "text/html")))]
 async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) -> Response {
-    let detail = match st.lodge.invoice_by_token(&token).await {
-        Ok(d) => d,
+    let result = match st.lodge.pay_page_from_credit(&token).await {
+        Ok(PagePayment::Paid) => "paid",
+        Ok(PagePayment::InsufficientCredit) => "insufficient",
+        Ok(PagePayment::Closed) => "closed",
         Err(ServiceError::NotFound) => return not_found(),
-        Err(e) => return internal(&e),
-    };
-    let result = match st
-        .lodge
-        .pay_from_credit(
-            &[detail.invoice.id],
-            &format!("payment-page:{}", detail.invoice.id),
-        )
-        .await
-    {
-        Ok(_) => "paid",
-        Err(ServiceError::Conflict(msg)) if msg.contains("credit") => "insufficient",
-        Err(ServiceError::Conflict(_)) => "closed",
         Err(e) => return internal(&e),
     };
     Redirect::to(&format!("/pay/{token}?result={result}")).into_response()

@@ -3,9 +3,11 @@
 
 use lodge_core::{Currency, Money};
 use lodge_services::catalog::{Catalog, Plan, Tld};
-use lodge_store::catalog::GroupRow;
-use lodge_store::keys::ApiKeyRow;
-use lodge_store::orgs::{OrgRow, ProjectRow};
+use lodge_services::model::{
+    ApiKeyRow, DomainRow, GroupRow, HistoryRow, HostingRow, InvoiceRow, LedgerRow, LineRow, OrgRow,
+    PaymentRow, ProjectRow, ServerRow,
+};
+use lodge_services::queries::HostingView;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -363,6 +365,19 @@ pub struct ServerInfo {
     pub is_active: bool,
 }
 
+impl From<&ServerRow> for ServerInfo {
+    fn from(s: &ServerRow) -> Self {
+        ServerInfo {
+            id: s.id.to_string(),
+            name: s.name.clone(),
+            hostname: s.hostname.clone(),
+            ns1: s.ns1.clone(),
+            ns2: s.ns2.clone(),
+            is_active: s.is_active == 1,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntry {
     pub from_status: Option<String>,
@@ -402,11 +417,16 @@ pub struct Hosting {
 }
 
 impl Hosting {
-    pub fn new(
-        h: lodge_store::hosting::HostingRow,
-        catalog: &Catalog,
-        history: Option<Vec<lodge_store::hosting::HistoryRow>>,
-    ) -> Self {
+    /// A hosting account as the services show it: with its server, and its history on the
+    /// detail.
+    pub fn from_view(v: HostingView, catalog: &Catalog) -> Self {
+        let server = v.server.as_ref().map(ServerInfo::from);
+        let mut view = Hosting::new(v.hosting, catalog, v.history);
+        view.server = server;
+        view
+    }
+
+    pub fn new(h: HostingRow, catalog: &Catalog, history: Option<Vec<HistoryRow>>) -> Self {
         let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
         Hosting {
             id: h.id.to_string(),
@@ -469,7 +489,7 @@ pub struct Domain {
 }
 
 impl Domain {
-    pub fn new(d: lodge_store::hosting::DomainRow, catalog: &Catalog) -> Self {
+    pub fn new(d: DomainRow, catalog: &Catalog) -> Self {
         let tld_info = catalog
             .tlds
             .iter()
@@ -520,7 +540,7 @@ pub struct Payment {
 }
 
 impl Payment {
-    pub fn new(p: &lodge_store::billing::PaymentRow) -> Self {
+    pub fn new(p: &PaymentRow) -> Self {
         let cur = Currency::parse(&p.currency).unwrap_or(Currency::USD);
         Payment {
             id: p.id.to_string(),
@@ -561,12 +581,9 @@ pub struct Invoice {
 
 impl Invoice {
     pub fn new(
-        i: &lodge_store::billing::InvoiceRow,
+        i: &InvoiceRow,
         base_url: &str,
-        detail: Option<(
-            &[lodge_store::billing::LineRow],
-            &[lodge_store::billing::PaymentRow],
-        )>,
+        detail: Option<(&[LineRow], &[PaymentRow])>,
     ) -> Self {
         let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
         let m = |x: i64| money_str(x, cur);
@@ -631,7 +648,7 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    pub fn new(e: &lodge_store::billing::LedgerRow) -> Self {
+    pub fn new(e: &LedgerRow) -> Self {
         let cur = Currency::parse(&e.currency).unwrap_or(Currency::USD);
         LedgerEntry {
             id: e.id,

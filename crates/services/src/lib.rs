@@ -1,7 +1,6 @@
 //! Lodge's use cases. Both HTTP dialects, the CLI and the worker call these; this is the only
 //! layer that opens transactions. Pricing lives in `lodge_core`, SQL in `lodge_store`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lodge_core::{Clock, Currency};
@@ -15,16 +14,19 @@ pub mod commit;
 pub mod crypto;
 pub mod demo;
 pub mod drivers;
+pub mod errors;
 pub mod hosting;
+pub mod key_answers;
+pub mod model;
 pub mod orders;
 pub mod provisioning;
+pub mod queries;
 pub mod registrar;
 pub mod servers;
 pub mod tenancy;
+pub mod websites;
 
-/// Field-keyed validation messages (`{"plan_id": ["…"]}`); `non_field_errors` for rules that
-/// span several fields.
-pub type FieldErrors = BTreeMap<String, Vec<String>>;
+pub use errors::{FieldCode, FieldError, FieldErrors, Validator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -48,48 +50,7 @@ pub enum ServiceError {
     KeyTaken,
 }
 
-impl ServiceError {
-    /// One message on one field.
-    pub fn field(field: &str, msg: impl Into<String>) -> Self {
-        let mut m = FieldErrors::new();
-        m.insert(field.to_owned(), vec![msg.into()]);
-        ServiceError::Invalid(m)
-    }
-}
-
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
-
-/// Collects field errors so a request reports every bad field at once.
-#[derive(Debug, Default)]
-pub struct Validator {
-    errors: FieldErrors,
-}
-
-impl Validator {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn add(&mut self, field: &str, msg: impl Into<String>) {
-        self.errors
-            .entry(field.to_owned())
-            .or_default()
-            .push(msg.into());
-    }
-    pub fn has(&self, field: &str) -> bool {
-        self.errors.contains_key(field)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-    /// `Err(Invalid)` if anything was added.
-    pub fn finish(self) -> Result<()> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid(self.errors))
-        }
-    }
-}
 
 /// Settings the services need (the CLI builds them from the layered configuration).
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::auth::Access;
 use crate::catalog::{Catalog, Plan, Tld};
 use crate::registrar::Availability;
-use crate::{Lodge, Result, ServiceError, Validator};
+use crate::{FieldCode, Lodge, Result, ServiceError, Validator};
 
 /// Which dialect placed the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +251,7 @@ impl Lodge {
             },
             (None, Some(legacy)) => catalog.plan_by_legacy(legacy),
             (None, None) => {
-                v.add("plan_id", "This field is required.");
+                v.required("plan_id");
                 None
             }
         };
@@ -352,7 +352,7 @@ impl Lodge {
         };
         if let Some(p) = plan {
             if !v.has("plan_id") && !self.has_room(&p.row.driver, p.row.id).await? {
-                v.add("plan_id", SERVERS_FULL);
+                v.add_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL);
             }
         }
         v.finish()?;
@@ -432,7 +432,7 @@ impl Lodge {
         v: &mut Validator,
     ) -> Result<Option<DomainPlan>> {
         let Some(source) = form.domain_source.as_deref() else {
-            v.add("domain_source", "This field is required.");
+            v.required("domain_source");
             return Ok(None);
         };
         if !["register", "transfer", "existing", "external"].contains(&source) {
@@ -459,13 +459,17 @@ impl Lodge {
         let parse_name = |v: &mut Validator| -> Option<DomainName> {
             match name_given {
                 None => {
-                    v.add("domain_name", "This field is required.");
+                    v.required("domain_name");
                     None
                 }
                 Some(n) => match DomainName::parse(n) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        v.add("domain_name", format!("Enter a valid domain name: {e}."));
+                        v.add_coded(
+                            "domain_name",
+                            FieldCode::InvalidDomain,
+                            format!("Enter a valid domain name: {e}."),
+                        );
                         None
                     }
                 },
@@ -754,7 +758,9 @@ impl Lodge {
 
         let server = lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
             .await?
-            .ok_or_else(|| ServiceError::field("plan_id", SERVERS_FULL))?;
+            .ok_or_else(|| {
+                ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
+            })?;
         let hosting_id = HostingId::new();
         // The first period starts on the day it is paid.
         let period_end = o

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
-use lodge_store::billing::{self, InvoiceRow};
+use lodge_services::queries::due_now;
+use lodge_services::websites::{InvoiceRef, Settlement};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -29,26 +29,15 @@ pub async fn list_invoices(
     State(st): State<AppState>,
     c: Customer,
 ) -> V2Result<Json<BillingInvoiceList>> {
-    let (rows, count) = billing::invoices_page(
-        st.lodge.store.reader(),
-        c.access.organization,
-        None,
-        i64::MAX,
-        0,
-    )
-    .await?;
+    let page = st.lodge.org_invoices(&c.access, i64::MAX, 0).await?;
     let cur = st.lodge.settings.currency;
-    let unpaid: i64 = rows
-        .iter()
-        .filter(|i| i.status == "unpaid")
-        .map(InvoiceRow::amount_due)
-        .sum();
+    let unpaid: i64 = page.rows.iter().map(due_now).sum();
     let mut summary = BTreeMap::new();
-    summary.insert("count".to_owned(), count.to_string());
+    summary.insert("count".to_owned(), page.count.to_string());
     summary.insert("unpaid_total".to_owned(), money_str(unpaid, cur));
     summary.insert("currency".to_owned(), cur.code().to_owned());
     Ok(Json(BillingInvoiceList {
-        rows: rows.iter().map(charge_invoice).collect(),
+        rows: page.rows.iter().map(charge_invoice).collect(),
         summary,
     }))
 }
@@ -92,40 +81,20 @@ pub struct PaymentReply {
     pub text: String,
 }
 
-/// Resolves `12,13,SERVICEwebhosting7` into the customer's invoices.
-async fn resolve(st: &AppState, c: &Customer, list: &str) -> V2Result<Vec<InvoiceRow>> {
-    let mut out: Vec<InvoiceRow> = vec![];
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let found = if let Some(tag) = item.strip_prefix("SERVICEwebhosting") {
-            let legacy: i64 = tag.parse().map_err(|_| V2Error::not_found())?;
-            let h = lodge_store::hosting::hosting_by_legacy(
-                st.lodge.store.reader(),
-                c.access.organization,
-                legacy,
-            )
-            .await?
-            .ok_or_else(V2Error::not_found)?;
-            // Every invoice of the service: `pay` keeps the unpaid ones, and answers `409`
-            // (nothing due) rather than `404` for a service that is already paid.
-            billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?
-        } else {
-            let id: i64 = item.parse().map_err(|_| V2Error::not_found())?;
-            let inv = billing::invoice(&mut st.lodge.store.read_conn().await?, id)
-                .await?
-                .filter(|i| i.organization_id == c.access.organization)
-                .ok_or_else(V2Error::not_found)?;
-            vec![inv]
-        };
-        for i in found {
-            if !out.iter().any(|o| o.id == i.id) {
-                out.push(i);
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(V2Error::not_found());
-    }
-    Ok(out)
+/// Reads `12,13,SERVICEwebhosting7`: invoice ids and website tags. Anything else is simply
+/// not found.
+fn invoice_refs(list: &str) -> V2Result<Vec<InvoiceRef>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let r = match item.strip_prefix("SERVICEwebhosting") {
+                Some(tag) => tag.parse().map(InvoiceRef::Website),
+                None => item.parse().map(InvoiceRef::Invoice),
+            };
+            r.map_err(|_| V2Error::not_found())
+        })
+        .collect()
 }
 
 /// Pays invoices: `prepay` from account credit (a `single` reply), any other method a
@@ -143,27 +112,25 @@ pub async fn pay(
     Path((method, invoices)): Path<(String, String)>,
 ) -> V2Result<Json<PaymentReply>> {
     c.access.require_write()?;
-    let invoices = resolve(&st, &c, &invoices).await?;
-    let unpaid: Vec<&InvoiceRow> = invoices.iter().filter(|i| i.status == "unpaid").collect();
-    if unpaid.is_empty() {
-        return Err(V2Error(
-            StatusCode::CONFLICT,
-            "Nothing is due on these invoices.".into(),
-        ));
-    }
-    if method == "prepay" {
-        let actor = format!("user:{}", c.principal.user);
-        let ids: Vec<i64> = unpaid.iter().map(|i| i.id).collect();
-        st.lodge.pay_from_credit(&ids, &actor).await?;
-        return Ok(Json(PaymentReply {
-            kind: "single".into(),
-            redirect: None,
-            text: format!("Paid {} invoice(s) from account credit.", ids.len()),
-        }));
-    }
-    Ok(Json(PaymentReply {
-        kind: "redirect".into(),
-        redirect: Some(payment_url(&st.public_base_url, &unpaid[0].payment_token)),
-        text: "Continue to the payment page.".into(),
-    }))
+    let refs = invoice_refs(&invoices)?;
+    let actor = format!("user:{}", c.principal.user);
+    let from_credit = method == "prepay";
+    Ok(Json(
+        match st
+            .lodge
+            .settle_invoices(&c.access, &refs, from_credit, &actor)
+            .await?
+        {
+            Settlement::PaidFromCredit { invoices } => PaymentReply {
+                kind: "single".into(),
+                redirect: None,
+                text: format!("Paid {invoices} invoice(s) from account credit."),
+            },
+            Settlement::PayOnPage { payment_token } => PaymentReply {
+                kind: "redirect".into(),
+                redirect: Some(payment_url(&st.public_base_url, &payment_token)),
+                text: "Continue to the payment page.".into(),
+            },
+        },
+    ))
 }

@@ -9,10 +9,11 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lodge_core::{BillingCycle, Currency};
+use lodge_core::Currency;
 use lodge_services::catalog::{Catalog, Plan};
-use lodge_services::orders::{OrderForm, OrderSource, ValidOrder};
-use lodge_services::{FieldErrors, ServiceError};
+use lodge_services::orders::ValidOrder;
+use lodge_services::websites::WebsiteOrder;
+use lodge_services::{FieldCode, FieldError, FieldErrors, ServiceError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -253,19 +254,6 @@ pub struct WebsiteOrderRequest {
     pub tos: Option<bool>,
 }
 
-#[derive(Debug, Default)]
-struct OrderBody {
-    hostname: String,
-    package_id: Option<i64>,
-    rootpass: String,
-    period: Option<i64>,
-    coupon: String,
-    service_offer_id: Option<i64>,
-    comment: String,
-    register_domain: bool,
-    tos: bool,
-}
-
 fn as_int(v: Option<&Value>) -> Result<Option<i64>, ()> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -294,7 +282,7 @@ fn as_text(v: Option<&Value>) -> String {
 }
 
 /// Reads the body leniently (JSON or a form), collecting InterServer-style errors.
-fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
+fn read_body(body: &[u8]) -> Result<WebsiteOrder, Vec<String>> {
     let Some(obj) = super::body_object(body) else {
         return Err(vec![
             "The request body must be a JSON object or a form.".into()
@@ -316,11 +304,11 @@ fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(OrderBody {
+    Ok(WebsiteOrder {
         hostname: as_text(obj.get("hostname")).trim().to_owned(),
         package_id,
         rootpass: as_text(obj.get("rootpass")),
-        period,
+        period_months: period,
         coupon: as_text(obj.get("coupon")).trim().to_owned(),
         service_offer_id,
         comment: as_text(obj.get("comment")),
@@ -329,39 +317,48 @@ fn read_body(body: &[u8]) -> Result<OrderBody, Vec<String>> {
     })
 }
 
-/// InterServer's wording for each of Lodge's field errors.
+/// InterServer's own words for an order that cannot be placed for want of a server.
+const SERVERS_FULL: &str = "All webhosting servers are currently full.";
+
+/// Fields whose errors InterServer lists first, in this order.
+const FIRST_FIELDS: [&str; 3] = ["billing_cycle", "plan_id", "tos"];
+
+/// InterServer's wording for each of Lodge's field errors, chosen by field and code (never
+/// by Lodge's message, which is passed on only where InterServer has no words of its own).
 fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
-    let mut out = vec![];
-    for (field, msgs) in fields {
-        match field.as_str() {
-            "plan_id" => {
-                for m in msgs {
-                    if m == lodge_services::orders::SERVERS_FULL {
-                        out.push(m);
-                    } else {
-                        out.push("Invalid Package Specified.".to_owned());
-                    }
+    let mut ordered: Vec<(String, Vec<FieldError>)> = fields.into_iter().collect();
+    ordered.sort_by_key(|(f, _)| {
+        FIRST_FIELDS
+            .iter()
+            .position(|x| x == f)
+            .unwrap_or(FIRST_FIELDS.len())
+    });
+    let mut out: Vec<String> = vec![];
+    for (field, errors) in ordered {
+        for e in errors {
+            let words = match (field.as_str(), e.code) {
+                ("plan_id", FieldCode::ServersFull) => SERVERS_FULL.to_owned(),
+                ("plan_id", _) => "Invalid Package Specified.".to_owned(),
+                ("billing_cycle", _) => "Invalid Billing Interval".to_owned(),
+                ("coupon", _) => "Invalid Coupon Specified".to_owned(),
+                ("offer", _) => "Invalid Service Offer Specified.".to_owned(),
+                ("tos", _) => {
+                    "You must agree to the terms of service and click the checkbox saying so."
+                        .to_owned()
                 }
-            }
-            "billing_cycle" => out.push("Invalid Billing Interval".to_owned()),
-            "coupon" => out.push("Invalid Coupon Specified".to_owned()),
-            "domain_name" | "domain_source" => {
-                for m in msgs {
-                    if m.contains("valid domain") || m.contains("required") {
-                        out.push(format!(
-                            "Hostname \"{hostname}\" Contains Invalid Characters Or Is Blank"
-                        ));
-                    } else {
-                        out.push(m);
-                    }
+                (
+                    "domain_name" | "domain_source",
+                    FieldCode::Required | FieldCode::InvalidDomain,
+                ) => {
+                    format!("Hostname \"{hostname}\" Contains Invalid Characters Or Is Blank")
                 }
+                _ => e.message,
+            };
+            if !out.contains(&words) {
+                out.push(words);
             }
-            "offer" => out.push("Invalid Service Offer Specified.".to_owned()),
-            "server" => out.push("All webhosting servers are currently full.".to_owned()),
-            _ => out.extend(msgs),
         }
     }
-    out.dedup();
     out
 }
 
@@ -370,80 +367,14 @@ async fn validate(
     st: &AppState,
     customer: &Customer,
     body: &[u8],
-) -> Result<Result<(ValidOrder, OrderBody), Vec<String>>, V2Error> {
+) -> Result<Result<(ValidOrder, WebsiteOrder), Vec<String>>, V2Error> {
     let b = match read_body(body) {
         Ok(b) => b,
         Err(errors) => return Ok(Err(errors)),
     };
-    let mut pre = vec![];
-    // A plan sold only free or once has no months: its cycle is that, whatever the period.
-    let catalog = st.lodge.catalog().await?;
-    let one_off = b
-        .package_id
-        .and_then(|id| catalog.plan_by_legacy(id))
-        .filter(|p| !p.prices.is_empty() && p.prices.iter().all(|x| !x.cycle.is_recurring()))
-        .and_then(|p| p.prices.iter().find(|x| x.is_default).or(p.prices.first()))
-        .map(|x| x.cycle);
-    let cycle = match one_off
-        .or_else(|| BillingCycle::from_months(u32::try_from(b.period.unwrap_or(1)).unwrap_or(0)))
-    {
-        Some(c) => Some(c),
-        None => {
-            pre.push("Invalid Billing Interval".to_owned());
-            None
-        }
-    };
-    if b.package_id.is_none() {
-        pre.push("Invalid Package Specified.".to_owned());
-    }
-    if st.lodge.settings.require_tos && !b.tos {
-        pre.push(
-            "You must agree to the terms of service and click the checkbox saying so.".to_owned(),
-        );
-    }
-    let form = OrderForm {
-        plan_legacy_id: b.package_id,
-        domain_source: Some(
-            if b.register_domain {
-                "register"
-            } else {
-                "external"
-            }
-            .into(),
-        ),
-        domain_name: Some(b.hostname.clone()),
-        billing_cycle: cycle.map(|c| c.as_str().to_owned()),
-        offer_legacy_id: b.service_offer_id,
-        coupon: Some(b.coupon.clone()),
-        password: Some(b.rootpass.clone()),
-        comment: Some(b.comment.clone()),
-        ..Default::default()
-    };
-    let project = match lodge_store::orgs::default_project(
-        &mut st.lodge.store.read_conn().await?,
-        customer.access.organization,
-    )
-    .await?
-    {
-        Some(p) => p,
-        None => return Err(V2Error::not_found()),
-    };
-    match st
-        .lodge
-        .validate_order(&customer.access, &project, &form, OrderSource::Apiv2)
-        .await
-    {
-        Ok(v) if pre.is_empty() => Ok(Ok((v, b))),
-        Ok(_) => Ok(Err(pre)),
-        Err(ServiceError::Invalid(fields)) => {
-            let mut errors = pre;
-            for e in interserver_errors(fields, &b.hostname) {
-                if !errors.contains(&e) {
-                    errors.push(e);
-                }
-            }
-            Ok(Err(errors))
-        }
+    match st.lodge.validate_website_order(&customer.access, &b).await {
+        Ok(v) => Ok(Ok((v, b))),
+        Err(ServiceError::Invalid(fields)) => Ok(Err(interserver_errors(fields, &b.hostname))),
         Err(e) => Err(e.into()),
     }
 }
@@ -590,4 +521,70 @@ pub async fn place_order(State(st): State<AppState>, customer: Customer, body: B
         serviceid: outcome.hosting_legacy_id,
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&str, FieldCode, &str)]) -> FieldErrors {
+        let mut f = FieldErrors::new();
+        for &(field, code, msg) in list {
+            f.entry(field.to_owned())
+                .or_default()
+                .push(FieldError::new(code, msg));
+        }
+        f
+    }
+
+    #[test]
+    fn errors_are_worded_by_field_and_code_not_by_message() {
+        let bad_host = "Hostname \"x y\" Contains Invalid Characters Or Is Blank";
+        let cases: Vec<(FieldErrors, Vec<&str>)> = vec![
+            (
+                fields(&[("domain_name", FieldCode::InvalidDomain, "Whatever it says.")]),
+                vec![bad_host],
+            ),
+            (
+                fields(&[("domain_source", FieldCode::Required, "Missing.")]),
+                vec![bad_host],
+            ),
+            // A message that merely reads like one is passed on as it is.
+            (
+                fields(&[(
+                    "domain_name",
+                    FieldCode::Invalid,
+                    "Not a valid domain, and required.",
+                )]),
+                vec!["Not a valid domain, and required."],
+            ),
+            (
+                fields(&[("plan_id", FieldCode::ServersFull, "No room.")]),
+                vec![SERVERS_FULL],
+            ),
+            (
+                fields(&[("plan_id", FieldCode::Invalid, SERVERS_FULL)]),
+                vec!["Invalid Package Specified."],
+            ),
+            (
+                fields(&[
+                    ("coupon", FieldCode::Invalid, "a"),
+                    ("tos", FieldCode::Required, "b"),
+                    ("plan_id", FieldCode::Required, "c"),
+                    ("billing_cycle", FieldCode::Invalid, "d"),
+                    ("billing_cycle", FieldCode::Invalid, "e"),
+                ]),
+                vec![
+                    "Invalid Billing Interval",
+                    "Invalid Package Specified.",
+                    "You must agree to the terms of service and click the checkbox saying so.",
+                    "Invalid Coupon Specified",
+                ],
+            ),
+        ];
+        for (f, expected) in cases {
+            let what = format!("{f:?}");
+            assert_eq!(interserver_errors(f, "x y"), expected, "{what}");
+        }
+    }
 }

@@ -58,7 +58,9 @@ pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
     }
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
-            let org = lodge_store::orgs::for_user(st.lodge.store.reader(), user.id)
+            let org = st
+                .lodge
+                .user_organizations(user.id)
                 .await
                 .ok()
                 .and_then(|v| v.into_iter().next());

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_services::auth::{Access, Principal};
 use lodge_services::ServiceError;
-use lodge_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -80,12 +79,10 @@ impl IntoResponse for V2Error {
 
 impl From<ServiceError> for V2Error {
     fn from(e: ServiceError) -> Self {
-        match e {
+        match e.for_caller() {
             ServiceError::Unauthorized(m) => V2Error(StatusCode::UNAUTHORIZED, m),
             ServiceError::Forbidden(m) => V2Error(StatusCode::FORBIDDEN, m),
-            ServiceError::NotFound | ServiceError::Store(StoreError::NotFound) => {
-                V2Error::not_found()
-            }
+            ServiceError::NotFound => V2Error::not_found(),
             ServiceError::Conflict(m) => V2Error(StatusCode::CONFLICT, m),
             ServiceError::KeyTaken => V2Error(
                 StatusCode::CONFLICT,
@@ -101,12 +98,6 @@ impl From<ServiceError> for V2Error {
             ),
             other => V2Error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
-    }
-}
-
-impl From<StoreError> for V2Error {
-    fn from(e: StoreError) -> Self {
-        ServiceError::Store(e).into()
     }
 }
 

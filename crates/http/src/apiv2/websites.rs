@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use lodge_core::Currency;
-use lodge_services::hosting::CancelType;
-use lodge_store::hosting::HostingRow;
+use lodge_services::model::InvoiceRow;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -24,11 +23,9 @@ pub struct WebsiteRow {
     pub website_comment: String,
 }
 
-async fn website(st: &AppState, c: &Customer, id: &str) -> V2Result<HostingRow> {
-    let legacy: i64 = id.trim().parse().map_err(|_| V2Error::not_found())?;
-    lodge_store::hosting::hosting_by_legacy(st.lodge.store.reader(), c.access.organization, legacy)
-        .await?
-        .ok_or_else(V2Error::not_found)
+/// A website id from the path: anything that is not one is simply not found.
+fn website_id(id: &str) -> V2Result<i64> {
+    id.trim().parse().map_err(|_| V2Error::not_found())
 }
 
 /// The customer's websites (cancelled ones stay listed with their status).
@@ -39,14 +36,7 @@ pub async fn list_websites(
     State(st): State<AppState>,
     c: Customer,
 ) -> V2Result<Json<Vec<WebsiteRow>>> {
-    let (rows, _) = lodge_store::hosting::hosting_page(
-        st.lodge.store.reader(),
-        c.access.organization,
-        None,
-        i64::MAX,
-        0,
-    )
-    .await?;
+    let rows = st.lodge.websites(&c.access).await?;
     let catalog = st.lodge.catalog().await?;
     Ok(Json(
         rows.into_iter()
@@ -160,14 +150,12 @@ pub async fn get_website(
     c: Customer,
     Path(id): Path<String>,
 ) -> V2Result<Json<Website>> {
-    let h = website(&st, &c, &id).await?;
+    let w = st.lodge.website_detail(&c.access, website_id(&id)?).await?;
     let catalog = st.lodge.catalog().await?;
+    let (h, org) = (&w.hosting, &w.organization);
     let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
-    let invoices =
-        lodge_store::billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?;
-    let last = invoices.last();
-    let first = invoices.first();
-    let org = st.lodge.organization(&c.access).await?;
+    let last = w.invoices.last();
+    let first = w.invoices.first();
     let status = website_status(&h.status, h.cancel_type.as_deref()).to_owned();
     let plan = catalog.plan(h.plan_id);
     let empty_table = |title: &str| InfoTable {
@@ -254,14 +242,8 @@ pub async fn cancel_website(
     c: Customer,
     Path(id): Path<String>,
 ) -> V2Result<Json<CancelResult>> {
-    let h = website(&st, &c, &id).await?;
-    let kind = if h.status == "pending" {
-        CancelType::Immediate
-    } else {
-        CancelType::EndOfPeriod
-    };
     st.lodge
-        .cancel_hosting(&c.access, None, h.id, kind, "Cancelled through /apiv2")
+        .cancel_website(&c.access, website_id(&id)?, "Cancelled through /apiv2")
         .await?;
     Ok(Json(CancelResult {
         success: true,
@@ -292,7 +274,7 @@ pub struct ChargeInvoiceRows {
     pub invoices: BTreeMap<String, ChargeInvoice>,
 }
 
-pub(super) fn charge_invoice(i: &lodge_store::billing::InvoiceRow) -> ChargeInvoice {
+pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
     let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
     let date = ts(i.issued_at);
     ChargeInvoice {
@@ -323,9 +305,10 @@ pub async fn website_invoices(
     c: Customer,
     Path(id): Path<String>,
 ) -> V2Result<Json<ChargeInvoiceRows>> {
-    let h = website(&st, &c, &id).await?;
-    let invoices =
-        lodge_store::billing::invoices_of_order(st.lodge.store.reader(), h.order_id).await?;
+    let invoices = st
+        .lodge
+        .website_invoices(&c.access, website_id(&id)?)
+        .await?;
     Ok(Json(ChargeInvoiceRows {
         success: true,
         invoices: invoices

@@ -170,9 +170,7 @@ async fn add_member(
         .user_id
         .parse()
         .map_err(|_| lodge_services::ServiceError::field("user_id", "Not a valid UUID."))?;
-    lodge_store::orgs::by_id(st.lodge.store.reader(), org)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    st.lodge.staff_organization(org).await?;
     let projects = b
         .project_ids
         .iter()
@@ -221,9 +219,7 @@ async fn create_org_key(
     V1Json(b): V1Json<CreateOrgKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let org: OrganizationId = path_id(&org)?;
-    lodge_store::orgs::by_id(st.lodge.store.reader(), org)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    st.lodge.staff_organization(org).await?;
     let user = b
         .user_id
         .as_deref()

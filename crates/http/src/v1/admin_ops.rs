@@ -4,15 +4,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{HostingId, ServerId};
+use lodge_services::model::{JobRow, ServerRow};
 use lodge_services::servers::ServerSpec;
-use lodge_store::jobs::JobRow;
-use lodge_store::servers::ServerRow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::hosting::server_info;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Staff, V1Json};
 use crate::wire::{ts, ts_opt, Hosting};
@@ -127,20 +125,13 @@ async fn deactivate_server(
 ) -> ApiResult<Json<Server>> {
     let id: ServerId = path_id(&id)?;
     let s = st.lodge.deactivate_server(id).await?;
-    let plans = lodge_store::servers::plans_of(st.lodge.store.reader(), id).await?;
+    let plans = st.lodge.server_plan_ids(id).await?;
     Ok(Json(server(s, plans)))
 }
 
 async fn hosting_view(st: &AppState, id: HostingId) -> ApiResult<Hosting> {
-    let h = lodge_store::hosting::hosting(st.lodge.store.reader(), id)
-        .await?
-        .ok_or_else(crate::error::ApiError::not_found)?;
-    let history = st.lodge.hosting_history(id).await?;
-    let catalog = st.lodge.catalog().await?;
-    let srv = server_info(st, h.server_id.as_deref()).await?;
-    let mut view = Hosting::new(h, &catalog, Some(history));
-    view.server = srv;
-    Ok(view)
+    let view = st.lodge.staff_hosting(id).await?;
+    Ok(Hosting::from_view(view, &*st.lodge.catalog().await?))
 }
 
 /// Any hosting account, with its history.

@@ -23,23 +23,20 @@ pub async fn list_invoices(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paginated<Invoice>>> {
     let org: OrganizationId = path_id(&org)?;
-    st.lodge.access(&p, org).await?;
+    let access = st.lodge.access(&p, org).await?;
     let req = q.resolve()?;
-    let (rows, count) = lodge_store::billing::invoices_page(
-        st.lodge.store.reader(),
-        org,
-        None,
-        req.limit(),
-        req.offset(),
-    )
-    .await?;
+    let page = st
+        .lodge
+        .org_invoices(&access, req.limit(), req.offset())
+        .await?;
     let path = format!("/v1/organizations/{org}/invoices");
     Ok(Json(Paginated::new(
         &st,
         &path,
         req,
-        count,
-        rows.iter()
+        page.count,
+        page.rows
+            .iter()
             .map(|i| Invoice::new(i, &st.public_base_url, None))
             .collect(),
     )?))

@@ -25,24 +25,23 @@ pub async fn list_domains(
 ) -> ApiResult<Json<Paginated<Domain>>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
-    st.lodge.project_access(&p, org, project).await?;
+    let (access, row) = st.lodge.project_access(&p, org, project).await?;
     let req = q.resolve()?;
-    let (rows, count) = lodge_store::hosting::domains_page(
-        st.lodge.store.reader(),
-        org,
-        project,
-        req.limit(),
-        req.offset(),
-    )
-    .await?;
+    let page = st
+        .lodge
+        .project_domains(&access, &row, req.limit(), req.offset())
+        .await?;
     let catalog = st.lodge.catalog().await?;
     let path = format!("/v1/organizations/{org}/projects/{project}/domains");
     Ok(Json(Paginated::new(
         &st,
         &path,
         req,
-        count,
-        rows.into_iter().map(|d| Domain::new(d, &catalog)).collect(),
+        page.count,
+        page.rows
+            .into_iter()
+            .map(|d| Domain::new(d, &catalog))
+            .collect(),
     )?))
 }
 

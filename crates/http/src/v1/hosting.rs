@@ -8,7 +8,7 @@ use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
 use lodge_services::orders::{KeyClaim, OrderForm, OrderOutcome, OrderSource};
-use lodge_services::{FieldErrors, ServiceError};
+use lodge_services::{FieldError, FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -94,7 +94,10 @@ fn string_field(
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            errors.insert(name.to_owned(), vec!["Not a valid string.".to_owned()]);
+            errors.insert(
+                name.to_owned(),
+                vec![FieldError::invalid("Not a valid string.")],
+            );
             None
         }
     }
@@ -149,7 +152,7 @@ pub async fn order(
 async fn place(
     st: &AppState,
     access: &lodge_services::auth::Access,
-    project: &lodge_store::orgs::ProjectRow,
+    project: &lodge_services::model::ProjectRow,
     body: &[u8],
     claim: Option<idempotency::Claim>,
 ) -> ApiResult<HostingOrderResponse> {
@@ -220,26 +223,20 @@ pub async fn list_hosting(
 ) -> ApiResult<Json<Paginated<Hosting>>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
-    st.lodge.project_access(&p, org, project).await?;
+    let (access, row) = st.lodge.project_access(&p, org, project).await?;
     let req = q.resolve()?;
-    let (rows, count) = lodge_store::hosting::hosting_page(
-        st.lodge.store.reader(),
-        org,
-        Some(project),
-        req.limit(),
-        req.offset(),
-    )
-    .await?;
+    let page = st
+        .lodge
+        .project_hosting(&access, &row, req.limit(), req.offset())
+        .await?;
     let catalog = st.lodge.catalog().await?;
     let path = format!("/v1/organizations/{org}/projects/{project}/hosting");
-    let mut results = Vec::with_capacity(rows.len());
-    for h in rows {
-        let server = server_info(&st, h.server_id.as_deref()).await?;
-        let mut view = Hosting::new(h, &catalog, None);
-        view.server = server;
-        results.push(view);
-    }
-    Ok(Json(Paginated::new(&st, &path, req, count, results)?))
+    let results = page
+        .rows
+        .into_iter()
+        .map(|v| Hosting::from_view(v, &catalog))
+        .collect();
+    Ok(Json(Paginated::new(&st, &path, req, page.count, results)?))
 }
 
 async fn hosting_detail(
@@ -248,13 +245,8 @@ async fn hosting_detail(
     project: ProjectId,
     id: HostingId,
 ) -> ApiResult<Hosting> {
-    let h = st.lodge.org_hosting(access, Some(project), id).await?;
-    let history = st.lodge.hosting_history(id).await?;
-    let catalog = st.lodge.catalog().await?;
-    let server = server_info(st, h.server_id.as_deref()).await?;
-    let mut view = Hosting::new(h, &catalog, Some(history));
-    view.server = server;
-    Ok(view)
+    let view = st.lodge.hosting_detail(access, project, id).await?;
+    Ok(Hosting::from_view(view, &*st.lodge.catalog().await?))
 }
 
 /// One hosting account, with its status history.
@@ -334,24 +326,4 @@ pub async fn revoke_cancellation(
         .revoke_cancellation(&access, Some(project), id)
         .await?;
     Ok(Json(hosting_detail(&st, &access, project, id).await?))
-}
-
-/// The `/v1` server object of an account's server, if it has one.
-pub(crate) async fn server_info(
-    st: &AppState,
-    server_id: Option<&str>,
-) -> ApiResult<Option<crate::wire::ServerInfo>> {
-    let Some(id) = server_id.and_then(|s| s.parse::<lodge_core::ServerId>().ok()) else {
-        return Ok(None);
-    };
-    Ok(lodge_store::servers::by_id(st.lodge.store.reader(), id)
-        .await?
-        .map(|s| crate::wire::ServerInfo {
-            id: s.id.to_string(),
-            name: s.name,
-            hostname: s.hostname,
-            ns1: s.ns1,
-            ns2: s.ns2,
-            is_active: s.is_active == 1,
-        }))
 }

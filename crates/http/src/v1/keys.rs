@@ -70,17 +70,18 @@ pub async fn list_keys(
     let access = st.lodge.access(&p, org).await?;
     access.require_owner()?;
     let req = q.resolve()?;
-    let (rows, count) =
-        lodge_store::keys::page_for_org(st.lodge.store.reader(), org, req.limit(), req.offset())
-            .await?;
+    let page = st
+        .lodge
+        .org_api_keys(&access, req.limit(), req.offset())
+        .await?;
     let now = st.lodge.now_us();
     let path = format!("/v1/organizations/{org}/api-keys");
     Ok(Json(Paginated::new(
         &st,
         &path,
         req,
-        count,
-        rows.iter().map(|k| ApiKey::from_row(k, now)).collect(),
+        page.count,
+        page.rows.iter().map(|k| ApiKey::from_row(k, now)).collect(),
     )?))
 }
 

@@ -1,0 +1,208 @@
+//! Field errors with stable codes, and errors as a caller is told them.
+//!
+//! A field error has a machine code ([`FieldCode`]) besides its English message. `/v1` sends
+//! the messages (`{"plan_id": ["No such plan."]}`: a [`FieldError`] serializes as its
+//! message); `/apiv2` words each error InterServer's way from its field and code, never from
+//! the message.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use lodge_store::StoreError;
+use serde::{Serialize, Serializer};
+
+use crate::{Result, ServiceError};
+
+/// What is wrong with a field, for a program to act on. The codes are stable; the messages
+/// may be reworded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldCode {
+    /// The value is not acceptable (the message says why): the default.
+    Invalid,
+    /// The field is missing or blank.
+    Required,
+    /// Not a valid domain name.
+    InvalidDomain,
+    /// No server has room for the plan.
+    ServersFull,
+}
+
+impl FieldCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldCode::Invalid => "invalid",
+            FieldCode::Required => "required",
+            FieldCode::InvalidDomain => "invalid_domain",
+            FieldCode::ServersFull => "servers_full",
+        }
+    }
+}
+
+impl fmt::Display for FieldCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One error on one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub code: FieldCode,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(code: FieldCode, message: impl Into<String>) -> Self {
+        FieldError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A message with the default code ([`FieldCode::Invalid`]).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(FieldCode::Invalid, message)
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Its message: `/v1`'s shape (`{"field": ["message"]}`) is unchanged by the codes.
+impl Serialize for FieldError {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.message)
+    }
+}
+
+/// Field-keyed errors (`{"plan_id": ["…"]}`); `non_field_errors` for rules that span
+/// several fields.
+pub type FieldErrors = BTreeMap<String, Vec<FieldError>>;
+
+impl ServiceError {
+    /// One message on one field, with the default code.
+    pub fn field(field: &str, msg: impl Into<String>) -> Self {
+        Self::field_coded(field, FieldCode::Invalid, msg)
+    }
+
+    /// One message on one field, with its code.
+    pub fn field_coded(field: &str, code: FieldCode, msg: impl Into<String>) -> Self {
+        let mut m = FieldErrors::new();
+        m.insert(field.to_owned(), vec![FieldError::new(code, msg)]);
+        ServiceError::Invalid(m)
+    }
+
+    /// The error as a caller is told it: a storage error that means "no such row" is
+    /// [`ServiceError::NotFound`], a write refused by a unique constraint a
+    /// [`ServiceError::Conflict`] (the constraint is logged, not told); anything else is
+    /// unchanged.
+    pub fn for_caller(self) -> Self {
+        match self {
+            ServiceError::Store(StoreError::NotFound) => ServiceError::NotFound,
+            ServiceError::Store(StoreError::Conflict(what)) => {
+                tracing::info!(constraint = %what, "conflicting write refused");
+                ServiceError::Conflict("This conflicts with an existing record.".into())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Collects field errors so a request reports every bad field at once.
+#[derive(Debug, Default)]
+pub struct Validator {
+    errors: FieldErrors,
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A message with the default code ([`FieldCode::Invalid`]).
+    pub fn add(&mut self, field: &str, msg: impl Into<String>) {
+        self.add_coded(field, FieldCode::Invalid, msg);
+    }
+    pub fn add_coded(&mut self, field: &str, code: FieldCode, msg: impl Into<String>) {
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(FieldError::new(code, msg));
+    }
+    /// "This field is required." ([`FieldCode::Required`]).
+    pub fn required(&mut self, field: &str) {
+        self.add_coded(field, FieldCode::Required, "This field is required.");
+    }
+    pub fn has(&self, field: &str) -> bool {
+        self.errors.contains_key(field)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+    /// `Err(Invalid)` if anything was added.
+    pub fn finish(self) -> Result<()> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_serialize_as_messages_only() {
+        let mut v = Validator::new();
+        v.required("domain_name");
+        v.add_coded("plan_id", FieldCode::ServersFull, "Full.");
+        v.add("plan_id", "Another.");
+        let Err(ServiceError::Invalid(fields)) = v.finish() else {
+            panic!("errors were added");
+        };
+        assert_eq!(
+            serde_json::to_value(&fields).unwrap(),
+            serde_json::json!({
+                "domain_name": ["This field is required."],
+                "plan_id": ["Full.", "Another."],
+            })
+        );
+        let codes: Vec<FieldCode> = fields["plan_id"].iter().map(|e| e.code).collect();
+        assert_eq!(codes, [FieldCode::ServersFull, FieldCode::Invalid]);
+        assert_eq!(fields["domain_name"][0].code, FieldCode::Required);
+    }
+
+    #[test]
+    fn field_keeps_its_default_code_and_field_coded_its_own() {
+        let ServiceError::Invalid(f) = ServiceError::field("x", "Bad.") else {
+            panic!("a field error");
+        };
+        assert_eq!(f["x"], [FieldError::invalid("Bad.")]);
+        let ServiceError::Invalid(f) =
+            ServiceError::field_coded("x", FieldCode::InvalidDomain, "Bad.")
+        else {
+            panic!("a field error");
+        };
+        assert_eq!(f["x"][0].code.as_str(), "invalid_domain");
+    }
+
+    #[test]
+    fn storage_errors_are_told_as_not_found_and_conflict() {
+        assert!(matches!(
+            ServiceError::Store(StoreError::NotFound).for_caller(),
+            ServiceError::NotFound
+        ));
+        assert!(matches!(
+            ServiceError::Store(StoreError::Conflict("users.email".into())).for_caller(),
+            ServiceError::Conflict(m) if !m.contains("users")
+        ));
+        assert!(matches!(
+            ServiceError::Store(StoreError::Corrupt("x".into())).for_caller(),
+            ServiceError::Store(_)
+        ));
+    }
+}

@@ -1,0 +1,356 @@
+//! Websites: hosting as the order form sells it (the model `/apiv2` speaks). A website order
+//! is an order in the organization's default project, its cycle given as a period in
+//! months; a website is a hosting account found by its legacy id within the caller's
+//! organization; cancelling one follows the website rule (a never-paid one at once, a paid
+//! one at the end of its period); paying names invoices or websites, and only what is
+//! unpaid is paid. The dialect only reads and writes the wire shapes.
+
+use lodge_core::BillingCycle;
+use lodge_store::{billing, hosting, orgs};
+
+use crate::auth::Access;
+use crate::catalog::Price;
+use crate::hosting::CancelType;
+use crate::model::{HostingRow, InvoiceRow, OrgRow, ProjectRow};
+use crate::orders::{OrderForm, OrderSource, ValidOrder};
+use crate::{FieldErrors, Lodge, Result, ServiceError, Validator};
+
+/// A website order as the order form sends it (already read off the wire).
+#[derive(Debug, Clone, Default)]
+pub struct WebsiteOrder {
+    /// The plan's legacy id.
+    pub package_id: Option<i64>,
+    /// Months of the billing cycle (1 when not given).
+    pub period_months: Option<i64>,
+    pub hostname: String,
+    /// Register the hostname as a new domain; otherwise it is an external one.
+    pub register_domain: bool,
+    /// An offer's legacy id (`0` or none: no offer).
+    pub service_offer_id: Option<i64>,
+    pub coupon: String,
+    /// The account's password; one is generated when blank.
+    pub rootpass: String,
+    pub comment: String,
+    /// The terms of service were accepted.
+    pub tos: bool,
+}
+
+/// A website with what its detail shows.
+#[derive(Debug, Clone)]
+pub struct Website {
+    pub hosting: HostingRow,
+    /// The invoices of the order that made it, oldest first.
+    pub invoices: Vec<InvoiceRow>,
+    pub organization: OrgRow,
+}
+
+/// An invoice named for payment: by its id, or every invoice of a website.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceRef {
+    Invoice(i64),
+    /// A website's legacy id.
+    Website(i64),
+}
+
+/// How a payment of invoices went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Paid in full from account credit.
+    PaidFromCredit { invoices: usize },
+    /// To be paid on the payment page of this invoice (the first unpaid one).
+    PayOnPage { payment_token: String },
+}
+
+/// The billing cycle of a website order for a plan with these prices (`None`: no such
+/// plan). A plan sold only free or once has no months: its cycle is that (its default
+/// price's) whatever the period. Otherwise the period's months (1 when none is given);
+/// `None` for a period no cycle has.
+pub fn website_cycle(
+    plan_prices: Option<&[Price]>,
+    period_months: Option<i64>,
+) -> Option<BillingCycle> {
+    let one_off = plan_prices
+        .filter(|p| !p.is_empty() && p.iter().all(|x| !x.cycle.is_recurring()))
+        .and_then(|p| p.iter().find(|x| x.is_default).or(p.first()))
+        .map(|x| x.cycle);
+    one_off.or_else(|| {
+        BillingCycle::from_months(u32::try_from(period_months.unwrap_or(1)).unwrap_or(0))
+    })
+}
+
+/// The cancellation a website gets: a never-paid (pending) one is cancelled at once with
+/// its order and invoice, a paid one at the end of its paid period.
+pub fn website_cancel_type(h: &HostingRow) -> CancelType {
+    if h.status == "pending" {
+        CancelType::Immediate
+    } else {
+        CancelType::EndOfPeriod
+    }
+}
+
+/// Whether an invoice can still be paid.
+fn unpaid(i: &InvoiceRow) -> bool {
+    i.status == "unpaid"
+}
+
+/// Adds `more` to `errors`, after what is there.
+fn merge(errors: &mut FieldErrors, more: FieldErrors) {
+    for (field, list) in more {
+        errors.entry(field).or_default().extend(list);
+    }
+}
+
+impl Lodge {
+    /// The organization's default project, where website orders go.
+    pub async fn default_project(&self, access: &Access) -> Result<ProjectRow> {
+        orgs::default_project(&mut self.store.read_conn().await?, access.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// Validates a website order: the order form's own rules (its period, the terms when
+    /// they must be accepted), then everything any order is checked for. Every field error
+    /// is reported at once, keyed by `/v1` field names (`billing_cycle`, `tos`, …).
+    pub async fn validate_website_order(
+        &self,
+        access: &Access,
+        o: &WebsiteOrder,
+    ) -> Result<ValidOrder> {
+        let catalog = self.catalog().await?;
+        let mut form_rules = Validator::new();
+        let prices = o
+            .package_id
+            .and_then(|id| catalog.plan_by_legacy(id))
+            .map(|p| p.prices.as_slice());
+        let cycle = website_cycle(prices, o.period_months);
+        if cycle.is_none() {
+            form_rules.add(
+                "billing_cycle",
+                "The period must be 1, 3, 6, 12, 24 or 36 months.",
+            );
+        }
+        if self.settings.require_tos && !o.tos {
+            form_rules.add_coded(
+                "tos",
+                crate::FieldCode::Required,
+                "You must agree to the terms of service and click the checkbox saying so.",
+            );
+        }
+        let form = OrderForm {
+            plan_legacy_id: o.package_id,
+            domain_source: Some(
+                if o.register_domain {
+                    "register"
+                } else {
+                    "external"
+                }
+                .into(),
+            ),
+            domain_name: Some(o.hostname.clone()),
+            billing_cycle: cycle.map(|c| c.as_str().to_owned()),
+            offer_legacy_id: o.service_offer_id,
+            coupon: Some(o.coupon.clone()),
+            password: Some(o.rootpass.clone()),
+            comment: Some(o.comment.clone()),
+            ..Default::default()
+        };
+        let project = self.default_project(access).await?;
+        let validated = self
+            .validate_order(access, &project, &form, OrderSource::Apiv2)
+            .await;
+        match (validated, form_rules.finish()) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(ServiceError::Invalid(more)), rules) => {
+                let mut errors = match rules {
+                    Err(ServiceError::Invalid(e)) => e,
+                    _ => FieldErrors::new(),
+                };
+                merge(&mut errors, more);
+                Err(ServiceError::Invalid(errors))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// The organization's websites, cancelled ones included.
+    pub async fn websites(&self, access: &Access) -> Result<Vec<HostingRow>> {
+        let (rows, _) =
+            hosting::hosting_page(self.store.reader(), access.organization, None, i64::MAX, 0)
+                .await?;
+        Ok(rows)
+    }
+
+    /// A website of the caller's organization by its legacy id (`NotFound` for anyone
+    /// else's).
+    pub async fn website(&self, access: &Access, legacy_id: i64) -> Result<HostingRow> {
+        hosting::hosting_by_legacy(self.store.reader(), access.organization, legacy_id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// The invoices of the order that made a website, oldest first.
+    pub async fn website_invoices(
+        &self,
+        access: &Access,
+        legacy_id: i64,
+    ) -> Result<Vec<InvoiceRow>> {
+        let h = self.website(access, legacy_id).await?;
+        Ok(billing::invoices_of_order(self.store.reader(), h.order_id).await?)
+    }
+
+    /// A website with its invoices and organization.
+    pub async fn website_detail(&self, access: &Access, legacy_id: i64) -> Result<Website> {
+        let hosting = self.website(access, legacy_id).await?;
+        let invoices = billing::invoices_of_order(self.store.reader(), hosting.order_id).await?;
+        let organization = self.organization(access).await?;
+        Ok(Website {
+            hosting,
+            invoices,
+            organization,
+        })
+    }
+
+    /// Cancels a website by the website rule ([`website_cancel_type`]). `Conflict` when it
+    /// is already cancelled or a cancellation is pending.
+    pub async fn cancel_website(
+        &self,
+        access: &Access,
+        legacy_id: i64,
+        reason: &str,
+    ) -> Result<HostingRow> {
+        let h = self.website(access, legacy_id).await?;
+        self.cancel_hosting(access, None, h.id, website_cancel_type(&h), reason)
+            .await
+    }
+
+    /// The caller's invoices named by `refs` (each once, in the order named; a website
+    /// names every invoice of its order).
+    async fn named_invoices(
+        &self,
+        access: &Access,
+        refs: &[InvoiceRef],
+    ) -> Result<Vec<InvoiceRow>> {
+        let mut out: Vec<InvoiceRow> = vec![];
+        for r in refs {
+            let found = match *r {
+                // Every invoice of the website: paying keeps the unpaid ones, and answers
+                // `Conflict` (nothing due) rather than `NotFound` for one already paid.
+                InvoiceRef::Website(legacy) => self.website_invoices(access, legacy).await?,
+                InvoiceRef::Invoice(id) => {
+                    let inv = billing::invoice(&mut self.store.read_conn().await?, id)
+                        .await?
+                        .filter(|i| i.organization_id == access.organization)
+                        .ok_or(ServiceError::NotFound)?;
+                    vec![inv]
+                }
+            };
+            for i in found {
+                if !out.iter().any(|o| o.id == i.id) {
+                    out.push(i);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ServiceError::NotFound);
+        }
+        Ok(out)
+    }
+
+    /// Pays the unpaid ones of the invoices named: from account credit (all or none), or
+    /// on the payment page of the first. `NotFound` for an invoice or website of another
+    /// organization, `Conflict` when nothing named is unpaid or the credit does not cover
+    /// what is due.
+    pub async fn settle_invoices(
+        &self,
+        access: &Access,
+        refs: &[InvoiceRef],
+        from_credit: bool,
+        actor: &str,
+    ) -> Result<Settlement> {
+        access.require_write()?;
+        let invoices = self.named_invoices(access, refs).await?;
+        let due: Vec<&InvoiceRow> = invoices.iter().filter(|i| unpaid(i)).collect();
+        let Some(first) = due.first() else {
+            return Err(ServiceError::Conflict(
+                "Nothing is due on these invoices.".into(),
+            ));
+        };
+        if !from_credit {
+            return Ok(Settlement::PayOnPage {
+                payment_token: first.payment_token.clone(),
+            });
+        }
+        let ids: Vec<i64> = due.iter().map(|i| i.id).collect();
+        self.pay_from_credit(&ids, actor).await?;
+        Ok(Settlement::PaidFromCredit {
+            invoices: ids.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lodge_core::{Currency, Money};
+
+    use super::*;
+
+    fn prices(cycles: &[(BillingCycle, bool)]) -> Vec<Price> {
+        cycles
+            .iter()
+            .map(|&(cycle, is_default)| Price {
+                cycle,
+                price: Money::new(500, Currency::USD),
+                setup_fee: Money::zero(Currency::USD),
+                is_default,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recurring_plan_takes_the_period() {
+        let p = prices(&[
+            (BillingCycle::Monthly, true),
+            (BillingCycle::Annually, false),
+        ]);
+        let c = |months| website_cycle(Some(&p), months);
+        assert_eq!(c(None), Some(BillingCycle::Monthly));
+        assert_eq!(c(Some(12)), Some(BillingCycle::Annually));
+        assert_eq!(c(Some(36)), Some(BillingCycle::Triennially));
+        for bad in [0, 2, 5, -1, i64::MAX] {
+            assert_eq!(c(Some(bad)), None, "{bad} months");
+        }
+    }
+
+    #[test]
+    fn a_one_off_plan_takes_its_own_cycle_whatever_the_period() {
+        let once = prices(&[(BillingCycle::OneTime, false)]);
+        let free_or_once = prices(&[(BillingCycle::Free, false), (BillingCycle::OneTime, true)]);
+        for months in [None, Some(1), Some(2), Some(12)] {
+            assert_eq!(
+                website_cycle(Some(&once), months),
+                Some(BillingCycle::OneTime)
+            );
+            assert_eq!(
+                website_cycle(Some(&free_or_once), months),
+                Some(BillingCycle::OneTime),
+                "the default price's cycle"
+            );
+        }
+        let mixed = prices(&[
+            (BillingCycle::OneTime, true),
+            (BillingCycle::Monthly, false),
+        ]);
+        assert_eq!(website_cycle(Some(&mixed), Some(2)), None, "it recurs");
+    }
+
+    #[test]
+    fn an_unknown_or_unpriced_plan_takes_the_period() {
+        assert_eq!(
+            website_cycle(None, Some(6)),
+            Some(BillingCycle::SemiAnnually)
+        );
+        assert_eq!(website_cycle(Some(&[]), None), Some(BillingCycle::Monthly));
+        assert_eq!(website_cycle(None, Some(7)), None);
+    }
+}
