@@ -55,6 +55,11 @@ macro_rules! status_enum {
             pub fn as_str(self) -> &'static str {
                 Status::as_str(self)
             }
+
+            /// The status a column (or a request) spells; `None` for an unknown spelling.
+            pub fn parse(s: &str) -> Option<Self> {
+                <Self as Status>::parse(s)
+            }
         }
 
         impl fmt::Display for $name {
@@ -225,6 +230,18 @@ impl InvoiceStatus {
 }
 
 status_enum!(
+    /// What an invoice bills.
+    InvoiceKind, "invoice kind" {
+        /// The first period of an order (paying it activates the order).
+        First = "first",
+        /// A later period of a service.
+        Renewal = "renewal",
+        /// Raised by staff.
+        Manual = "manual",
+    }
+);
+
+status_enum!(
     /// A hosting account.
     HostingStatus, "hosting" {
         /// Ordered, not paid.
@@ -358,7 +375,9 @@ impl DomainStatus {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            DomainStatus::PendingRegistration | DomainStatus::PendingTransfer | DomainStatus::Active
+            DomainStatus::PendingRegistration
+                | DomainStatus::PendingTransfer
+                | DomainStatus::Active
         )
     }
 
@@ -507,6 +526,7 @@ mod tests {
     fn every_status_round_trips_through_its_column() {
         round_trips::<OrderStatus>();
         round_trips::<InvoiceStatus>();
+        round_trips::<InvoiceKind>();
         round_trips::<HostingStatus>();
         round_trips::<DomainStatus>();
         round_trips::<CancelKind>();
@@ -518,7 +538,13 @@ mod tests {
         use HostingEvent as E;
         use HostingStatus as S;
         let mut s = S::Pending;
-        for e in [E::Paid, E::Provisioned, E::Suspend, E::Unsuspend, E::Terminate] {
+        for e in [
+            E::Paid,
+            E::Provisioned,
+            E::Suspend,
+            E::Unsuspend,
+            E::Terminate,
+        ] {
             s = s.apply(e).unwrap();
         }
         assert_eq!(s, S::Terminated);
@@ -532,9 +558,18 @@ mod tests {
         );
         assert_eq!(
             HostingStatus::sources(E::Terminate),
-            [S::Pending, S::Provisioning, S::Active, S::Suspended, S::Failed]
+            [
+                S::Pending,
+                S::Provisioning,
+                S::Active,
+                S::Suspended,
+                S::Failed
+            ]
         );
-        assert_eq!(OrderStatus::sources(OrderEvent::Paid), [OrderStatus::Pending]);
+        assert_eq!(
+            OrderStatus::sources(OrderEvent::Paid),
+            [OrderStatus::Pending]
+        );
         assert_eq!(
             InvoiceStatus::sources(InvoiceEvent::Cancel),
             [InvoiceStatus::Draft, InvoiceStatus::Unpaid]
@@ -549,8 +584,14 @@ mod tests {
             Immediate.plan(S::Pending, None),
             Ok(CancelPlan::CancelUnpaidOrder)
         );
-        assert_eq!(Immediate.plan(S::Active, None), Ok(CancelPlan::TerminateNow));
-        assert_eq!(EndOfPeriod.plan(S::Suspended, None), Ok(CancelPlan::AtPeriodEnd));
+        assert_eq!(
+            Immediate.plan(S::Active, None),
+            Ok(CancelPlan::TerminateNow)
+        );
+        assert_eq!(
+            EndOfPeriod.plan(S::Suspended, None),
+            Ok(CancelPlan::AtPeriodEnd)
+        );
         assert_eq!(
             Immediate.plan(S::Active, Some(EndOfPeriod)),
             Err(CancelRefusal::AlreadyRequested)

@@ -79,6 +79,10 @@ impl IntoResponse for ApiError {
                     StatusCode::CONFLICT,
                     "This Idempotency-Key is already used by another request.",
                 ),
+                ServiceError::KeyReused => detail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "This Idempotency-Key was already used with a different request.",
+                ),
                 other => internal(&other),
             },
         }

@@ -438,7 +438,7 @@ impl Hosting {
             plan: catalog.plan(h.plan_id).map(HostingPlan::from),
             server: None,
             website_preview: None,
-            status: h.status,
+            status: h.status.as_str().to_owned(),
             billing_cycle: h.billing_cycle,
             price: money_str(h.recurring_minor, cur),
             next_due_date: h.next_due_date,
@@ -502,7 +502,7 @@ impl Domain {
             sld: d.sld,
             tld: d.tld,
             tld_info,
-            status: d.status,
+            status: d.status.as_str().to_owned(),
             registration_date: d.registration_date,
             expiration_date: d.expiration_date,
             auto_renew: d.auto_renew == 1,
@@ -590,8 +590,8 @@ impl Invoice {
         Invoice {
             id: i.id,
             number: i.number.clone(),
-            kind: i.kind.clone(),
-            status: i.status.clone(),
+            kind: i.kind.as_str().to_owned(),
+            status: i.status.as_str().to_owned(),
             order_id: i.order_id,
             currency: i.currency.clone(),
             subtotal: m(i.subtotal_minor),
@@ -599,7 +599,7 @@ impl Invoice {
             total: m(i.total_minor),
             credit_applied: m(i.credit_applied_minor),
             amount_paid: m(i.paid_minor),
-            amount_due: m(if i.status == "unpaid" {
+            amount_due: m(if i.status.is_payable() {
                 i.amount_due()
             } else {
                 0
@@ -607,7 +607,7 @@ impl Invoice {
             due_date: i.due_date.clone(),
             issued: ts(i.issued_at),
             paid: ts_opt(i.paid_at),
-            payment_url: (i.status == "unpaid" && i.amount_due() > 0)
+            payment_url: (i.status.is_payable() && i.amount_due() > 0)
                 .then(|| payment_url(base_url, &i.payment_token)),
             lines: detail.map(|(lines, _)| {
                 lines

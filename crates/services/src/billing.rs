@@ -1,10 +1,16 @@
 //! Account credit, payments and what a paid invoice sets in motion.
 
-use lodge_core::{dates, DomainId, HostingId, OrganizationId, PaymentId};
+use std::collections::BTreeSet;
+
+use lodge_core::{
+    dates, DomainEvent, DomainId, DomainStatus, HostingEvent, HostingId, InvoiceKind, OrderEvent,
+    OrganizationId, PaymentId,
+};
 use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
 use lodge_store::{hosting, jobs, AnyConnection, StoreError};
 
 use crate::auth::Access;
+use crate::idempotency::{Answer, IdempotencyKey};
 use crate::{Lodge, Result, ServiceError};
 
 /// An invoice with its lines and payments.
@@ -22,6 +28,13 @@ pub struct PaymentOutcome {
     /// `false` when the same method and reference had already been recorded: nothing changed.
     pub created: bool,
     pub invoice: InvoiceRow,
+}
+
+/// A deposit made: the organization's balance after it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deposit {
+    pub organization_id: OrganizationId,
+    pub balance_minor: i64,
 }
 
 /// Provisioning job kinds.
@@ -121,15 +134,13 @@ impl Lodge {
         actor: &str,
     ) -> Result<bool> {
         let now = self.now_us();
-        if !billing::set_order_status(conn, order_id, "pending", "active", now).await? {
+        if !billing::transition_order(conn, order_id, OrderEvent::Paid, now).await? {
             return Ok(false);
         }
         let today = self.today();
         let first_invoice = billing::first_invoice_of_order(conn, order_id).await?;
         for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
-            if !hosting::transition(conn, id, &["pending"], "provisioning", "paid", actor, now)
-                .await?
-            {
+            if !hosting::transition(conn, id, HostingEvent::Paid, "paid", actor, now).await? {
                 continue;
             }
             if let Some(months) = first_months {
@@ -146,9 +157,9 @@ impl Lodge {
                 Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
                 None => None,
             };
-            let domain_job = match status.as_deref() {
-                Some("pending_registration") => Some(JOB_REGISTER_DOMAIN),
-                Some("pending_transfer") => Some(JOB_TRANSFER_DOMAIN),
+            let domain_job = match status {
+                Some(DomainStatus::PendingRegistration) => Some(JOB_REGISTER_DOMAIN),
+                Some(DomainStatus::PendingTransfer) => Some(JOB_TRANSFER_DOMAIN),
                 _ => None,
             };
             self.enqueue_order_jobs(conn, id, domain, domain_job)
@@ -196,46 +207,62 @@ impl Lodge {
         if !billing::mark_paid(conn, invoice.id, self.now_us()).await? {
             return Ok(false);
         }
-        if let (Some(order), "first") = (invoice.order_id, invoice.kind.as_str()) {
+        if let (Some(order), InvoiceKind::First) = (invoice.order_id, invoice.kind) {
             self.activate_order(conn, order, actor).await?;
         }
         Ok(true)
     }
 
-    /// Staff add account credit (a deposit in the ledger).
+    /// Staff add account credit (a deposit in the ledger): the new balance. Under an
+    /// `Idempotency-Key` the deposit and its stored outcome commit together
+    /// ([`crate::idempotency`]), so a retry never deposits twice.
     pub async fn add_credit(
         &self,
         org: OrganizationId,
         amount_minor: i64,
         note: &str,
         actor: &str,
-    ) -> Result<i64> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<Deposit>> {
         if amount_minor <= 0 {
             return Err(ServiceError::field(
                 "amount",
                 "The amount must be positive.",
             ));
         }
-        let mut tx = self.store.begin().await?;
-        billing::lock_credit(&mut tx, org)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        let balance = billing::append_ledger(
-            &mut tx,
-            &billing::NewLedgerEntry {
+        self.keyed(key, || async {
+            let mut tx = self.store.begin().await?;
+            billing::lock_credit(&mut tx, org)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if let Some(key) = key {
+                self.claim_key_in(&mut tx, key).await?;
+            }
+            let balance_minor = billing::append_ledger(
+                &mut tx,
+                &billing::NewLedgerEntry {
+                    organization_id: org,
+                    kind: "deposit",
+                    amount_minor,
+                    currency: self.settings.currency.code(),
+                    invoice_id: None,
+                    note,
+                    actor,
+                    now: self.now_us(),
+                },
+            )
+            .await?;
+            let done = Deposit {
                 organization_id: org,
-                kind: "deposit",
-                amount_minor,
-                currency: self.settings.currency.code(),
-                invoice_id: None,
-                note,
-                actor,
-                now: self.now_us(),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(balance)
+                balance_minor,
+            };
+            if let Some(key) = key {
+                self.answer_key_in(&mut tx, key, &done).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(done)
+        })
+        .await
     }
 
     /// An organization's balance and a page of its ledger.
@@ -299,18 +326,33 @@ impl Lodge {
     }
 
     /// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of
-    /// it may be committed.
+    /// it may be committed. Takes its locks in the money paths' one order
+    /// (docs/architecture.md): the organizations, then the invoices by ascending id, then
+    /// (settling them) their orders and accounts.
     pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
         invoices: &[i64],
         actor: &str,
     ) -> Result<()> {
-        for &id in invoices {
+        let ids: BTreeSet<i64> = invoices.iter().copied().collect();
+        let mut orgs = BTreeSet::new();
+        for &id in &ids {
+            let inv = billing::invoice(conn, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            orgs.insert(inv.organization_id);
+        }
+        for &org in &orgs {
+            billing::lock_credit(conn, org)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+        }
+        for id in ids {
             let inv = billing::lock_invoice(conn, id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            if inv.status != "unpaid" {
+            if !inv.status.is_payable() {
                 return Err(ServiceError::Conflict(format!(
                     "This invoice is {}.",
                     inv.status
@@ -336,7 +378,7 @@ impl Lodge {
     }
 
     /// Removes the unpaid first invoice of a pending order, cancelling that order and its
-    /// services. `Conflict` for any other invoice.
+    /// services. `Conflict` for any other invoice, or when the order was paid meanwhile.
     pub async fn delete_pending_invoice(
         &self,
         access: &Access,
@@ -344,26 +386,31 @@ impl Lodge {
         actor: &str,
     ) -> Result<()> {
         access.require_write()?;
-        let mut tx = self.store.begin().await?;
-        let inv = billing::lock_invoice(&mut tx, id)
+        let inv = billing::invoice(&mut self.store.read_conn().await?, id)
             .await?
             .filter(|i| i.organization_id == access.organization)
             .ok_or(ServiceError::NotFound)?;
-        let order = match (inv.kind.as_str(), inv.status.as_str(), inv.order_id) {
-            ("first", "unpaid", Some(order)) => order,
-            _ => {
-                return Err(ServiceError::Conflict(
-                    "Only the unpaid first invoice of a pending service can be deleted.".into(),
-                ))
-            }
+        let refused = || {
+            ServiceError::Conflict(
+                "Only the unpaid first invoice of a pending service can be deleted.".into(),
+            )
         };
+        let order = match (inv.kind, inv.order_id) {
+            (InvoiceKind::First, Some(order)) if inv.status.is_payable() => order,
+            _ => return Err(refused()),
+        };
+        let mut tx = self.store.begin().await?;
         if !self
-            .cancel_pending_order(&mut tx, order, "Invoice deleted by the customer", actor)
+            .cancel_pending_order(
+                &mut tx,
+                inv.organization_id,
+                order,
+                "Invoice deleted by the customer",
+                actor,
+            )
             .await?
         {
-            return Err(ServiceError::Conflict(
-                "This order is no longer pending.".into(),
-            ));
+            return Err(refused());
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
@@ -404,7 +451,15 @@ impl Lodge {
         }
         v.finish()?;
         let now = self.now_us();
+        let org = billing::invoice(&mut self.store.read_conn().await?, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?
+            .organization_id;
         let mut tx = self.store.begin().await?;
+        // The money paths' lock order: the organization, then the invoice.
+        billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         let inv = billing::lock_invoice(&mut tx, invoice)
             .await?
             .ok_or(ServiceError::NotFound)?;
@@ -422,7 +477,7 @@ impl Lodge {
                 invoice: inv,
             });
         }
-        if inv.status != "unpaid" {
+        if !inv.status.is_payable() {
             return Err(ServiceError::Conflict(format!(
                 "This invoice is {}.",
                 inv.status
@@ -506,30 +561,41 @@ impl Lodge {
         })
     }
 
-    /// Cancels a pending order: its unpaid first invoice, its hosting accounts and pending
-    /// domains. `false` when the order was not pending.
+    /// Cancels a pending order: its unpaid invoices, its hosting accounts and pending
+    /// domains. `false` (and nothing written) when the order was not pending. Takes its
+    /// locks in the money paths' one order: the organization, the order's invoices by
+    /// ascending id, then the order, its accounts and domains, so it never deadlocks with a
+    /// payment of the same invoice.
+    ///
+    /// `org` is the order's organization, locked first (on SQLite this first write takes the
+    /// database's write lock, before anything is read); an order of another organization is
+    /// left alone (`false`).
     pub(crate) async fn cancel_pending_order(
         &self,
         conn: &mut AnyConnection,
+        org: OrganizationId,
         order_id: i64,
         note: &str,
         actor: &str,
     ) -> Result<bool> {
         let now = self.now_us();
-        if !billing::set_order_status(conn, order_id, "pending", "cancelled", now).await? {
-            return Ok(false);
+        billing::lock_credit(conn, org).await?;
+        match billing::order(&mut *conn, order_id).await? {
+            Some(order) if order.organization_id == org => {}
+            _ => return Ok(false),
         }
-        let ids: Vec<i64> = billing::invoices_of_order(&mut *conn, order_id)
-            .await?
-            .iter()
-            .map(|i| i.id)
-            .collect();
-        for id in ids {
+        let mut invoices = Vec::new();
+        for inv in billing::invoices_of_order(&mut *conn, order_id).await? {
             // Read under the invoice's lock: a payment being recorded at this moment is
             // either in these figures or waits for this transaction.
-            let Some(inv) = billing::lock_invoice(conn, id).await? else {
-                continue;
-            };
+            if let Some(locked) = billing::lock_invoice(conn, inv.id).await? {
+                invoices.push(locked);
+            }
+        }
+        if !billing::transition_order(conn, order_id, OrderEvent::Cancel, now).await? {
+            return Ok(false);
+        }
+        for inv in invoices {
             if !billing::cancel_invoice(conn, inv.id, now).await? {
                 continue;
             }
@@ -537,7 +603,6 @@ impl Lodge {
             // payment), go back to the account as credit.
             let returned = inv.credit_applied_minor + inv.paid_minor;
             if returned > 0 {
-                billing::lock_credit(conn, inv.organization_id).await?;
                 billing::append_ledger(
                     conn,
                     &billing::NewLedgerEntry {
@@ -559,20 +624,13 @@ impl Lodge {
             }
         }
         for (id, _, domain) in hosting::order_accounts(conn, order_id).await? {
-            hosting::transition(conn, id, &["pending"], "cancelled", note, actor, now).await?;
+            hosting::transition(conn, id, HostingEvent::Cancel, note, actor, now).await?;
             if let Some(d) = domain {
                 if hosting::domain_status_of_order(conn, d, order_id)
                     .await?
                     .is_some()
                 {
-                    hosting::set_domain_status(
-                        conn,
-                        d,
-                        &["pending_registration", "pending_transfer"],
-                        "cancelled",
-                        now,
-                    )
-                    .await?;
+                    hosting::set_domain_status(conn, d, DomainEvent::Cancel, now).await?;
                 }
             }
         }

@@ -197,7 +197,7 @@ mod tests {
             ServiceError::NotFound
         ));
         assert!(matches!(
-            ServiceError::Store(StoreError::Conflict("users.email".into())).for_caller(),
+            ServiceError::Store(StoreError::Conflict(lodge_store::Conflict::UserEmail)).for_caller(),
             ServiceError::Conflict(m) if !m.contains("users")
         ));
         assert!(matches!(

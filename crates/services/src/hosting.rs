@@ -1,35 +1,15 @@
 //! Hosting accounts and domains as customers see and manage them.
 
-use lodge_core::{DomainId, HostingId, ProjectId};
+use lodge_core::{CancelKind, CancelPlan, DomainId, HostingId, ProjectId};
 use lodge_store::hosting::{self, DomainRow, HistoryRow, HostingRow};
-use lodge_store::StoreError;
+use lodge_store::{billing, StoreError};
 
 use crate::auth::Access;
 use crate::billing::JOB_TERMINATE;
 use crate::{Lodge, Result, ServiceError};
 
-/// How a customer cancels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelType {
-    Immediate,
-    EndOfPeriod,
-}
-
-impl CancelType {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "immediate" => Some(CancelType::Immediate),
-            "end_of_period" => Some(CancelType::EndOfPeriod),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CancelType::Immediate => "immediate",
-            CancelType::EndOfPeriod => "end_of_period",
-        }
-    }
-}
+/// How a customer cancels (the lifecycle's [`CancelKind`]).
+pub type CancelType = CancelKind;
 
 impl Lodge {
     /// A hosting account of the caller's organization (and project, when given).
@@ -52,71 +32,52 @@ impl Lodge {
 
     /// Requests cancellation. A never-paid account is cancelled at once with its order and
     /// invoice; a paid one either ends now (terminated by the worker) or at the end of its
-    /// paid period. `Conflict` when it is already cancelled or a cancellation is pending.
+    /// paid period ([`CancelKind::plan`]). The account's status and pending cancellation are
+    /// read under its lock, in the transaction that changes them: of concurrent requests
+    /// exactly one is accepted, the others are a `Conflict`. The locks are taken in the
+    /// money paths' order (the organization, the order's invoices, the order, the account),
+    /// so a cancellation racing a payment of the same order never deadlocks.
     pub async fn cancel_hosting(
         &self,
         access: &Access,
         project: Option<ProjectId>,
         id: HostingId,
-        kind: CancelType,
+        kind: CancelKind,
         reason: &str,
     ) -> Result<HostingRow> {
         access.require_write()?;
-        let h = self.org_hosting(access, project, id).await?;
+        let seen = self.org_hosting(access, project, id).await?;
         if reason.chars().count() > 1000 {
             return Err(ServiceError::field("reason", "At most 1000 characters."));
-        }
-        if ["cancelled", "terminated"].contains(&h.status.as_str()) {
-            return Err(ServiceError::Conflict(format!(
-                "This hosting account is {}.",
-                h.status
-            )));
-        }
-        if h.cancel_type.is_some() {
-            return Err(ServiceError::Conflict(
-                "A cancellation has already been requested.".into(),
-            ));
         }
         let actor = format!("user:{}", access.principal().user);
         let now = self.now_us();
         let today = self.today().to_string();
         let mut tx = self.store.begin().await?;
-        if h.status == "pending" {
-            // Paid in the meantime: the customer must ask again, now for a paid account.
-            if !self
-                .cancel_pending_order(&mut tx, h.order_id, reason, &actor)
-                .await?
-            {
-                return Err(ServiceError::Conflict(
-                    "This order was paid meanwhile; ask again to cancel the paid account.".into(),
-                ));
+        billing::lock_credit(&mut tx, seen.organization_id).await?;
+        for inv in billing::invoices_of_order(&mut *tx, seen.order_id).await? {
+            billing::lock_invoice(&mut tx, inv.id).await?;
+        }
+        let h = hosting::lock_hosting(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let plan = kind
+            .plan(h.status, h.cancel_kind())
+            .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
+        let effective = match plan {
+            CancelPlan::CancelUnpaidOrder => {
+                if !self
+                    .cancel_pending_order(&mut tx, h.organization_id, h.order_id, reason, &actor)
+                    .await?
+                {
+                    return Err(ServiceError::Conflict(
+                        "This order was paid meanwhile; ask again to cancel the paid account."
+                            .into(),
+                    ));
+                }
+                today
             }
-            hosting::set_cancellation(
-                &mut tx,
-                id,
-                Some(kind.as_str()),
-                Some(reason),
-                Some(now),
-                Some(&today),
-                now,
-            )
-            .await?;
-        } else {
-            let effective = match kind {
-                CancelType::Immediate => today,
-                CancelType::EndOfPeriod => h.next_due_date.clone().unwrap_or(today),
-            };
-            hosting::set_cancellation(
-                &mut tx,
-                id,
-                Some(kind.as_str()),
-                Some(reason),
-                Some(now),
-                Some(&effective),
-                now,
-            )
-            .await?;
-            if kind == CancelType::Immediate {
+            CancelPlan::TerminateNow => {
                 self.enqueue(
                     &mut tx,
                     JOB_TERMINATE,
@@ -124,13 +85,26 @@ impl Lodge {
                     &format!("terminate:{id}"),
                 )
                 .await?;
+                today
             }
-        }
+            CancelPlan::AtPeriodEnd => h.next_due_date.clone().unwrap_or(today),
+        };
+        hosting::set_cancellation(
+            &mut tx,
+            id,
+            Some(kind),
+            Some(reason),
+            Some(now),
+            Some(&effective),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.org_hosting(access, project, id).await
     }
 
-    /// Withdraws a pending end-of-period cancellation.
+    /// Withdraws a pending end-of-period cancellation, checked under the account's lock (of
+    /// concurrent withdrawals one is accepted).
     pub async fn revoke_cancellation(
         &self,
         access: &Access,
@@ -138,23 +112,13 @@ impl Lodge {
         id: HostingId,
     ) -> Result<HostingRow> {
         access.require_write()?;
-        let h = self.org_hosting(access, project, id).await?;
-        if h.cancel_type.is_none() {
-            return Err(ServiceError::Conflict("No cancellation is pending.".into()));
-        }
-        // An immediate cancellation has its termination enqueued already.
-        if h.cancel_type.as_deref() == Some(CancelType::Immediate.as_str()) {
-            return Err(ServiceError::Conflict(
-                "An immediate cancellation cannot be withdrawn.".into(),
-            ));
-        }
-        if ["cancelled", "terminated"].contains(&h.status.as_str()) {
-            return Err(ServiceError::Conflict(format!(
-                "This hosting account is already {}.",
-                h.status
-            )));
-        }
+        self.org_hosting(access, project, id).await?;
         let mut tx = self.store.begin().await?;
+        let h = hosting::lock_hosting(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        CancelKind::revoke(h.status, h.cancel_kind())
+            .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
         hosting::set_cancellation(&mut tx, id, None, None, None, None, self.now_us()).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.org_hosting(access, project, id).await

@@ -16,7 +16,7 @@ pub mod demo;
 pub mod drivers;
 pub mod errors;
 pub mod hosting;
-pub mod key_answers;
+pub mod idempotency;
 pub mod model;
 pub mod orders;
 pub mod provisioning;
@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// stored response is the answer) or one still in flight.
     #[error("the Idempotency-Key is already in use")]
     KeyTaken,
+    /// The request's `Idempotency-Key` was used with another request.
+    #[error("the Idempotency-Key was already used with a different request")]
+    KeyReused,
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

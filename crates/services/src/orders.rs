@@ -5,7 +5,8 @@
 
 use lodge_core::pricing::{self, CouponKind, LineKind, Offer, Quote, QuoteInput};
 use lodge_core::{
-    BillingCycle, DomainId, DomainName, HostingId, OrderUuid, OrganizationId, PlanId, ProjectId,
+    BillingCycle, DomainId, DomainName, DomainStatus, HostingId, HostingStatus, InvoiceKind,
+    OrderStatus, OrderUuid, OrganizationId, PlanId, ProjectId,
 };
 use lodge_store::catalog::{CouponRow, OfferRow};
 use lodge_store::hosting::DomainRow;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use crate::auth::Access;
 use crate::catalog::{Catalog, Plan, Tld};
+use crate::idempotency::IdempotencyKey;
 use crate::registrar::Availability;
 use crate::{FieldCode, Lodge, Result, ServiceError, Validator};
 
@@ -113,34 +115,13 @@ pub struct ValidOrder {
     pub password: Option<String>,
     pub comment: String,
     pub source: OrderSource,
-    /// The caller's `Idempotency-Key`, claimed and answered in the order's own transaction.
-    pub idempotency: Option<Arc<KeyClaim>>,
+    /// The caller's `Idempotency-Key`, claimed in the order's own transaction before its
+    /// first write, its outcome stored before it commits ([`crate::idempotency`]).
+    pub idempotency: Option<Arc<IdempotencyKey>>,
 }
 
-/// An `Idempotency-Key` an order is placed under: the order's transaction claims
-/// `(scope, key)` before its first write and stores the response it answers with before it
-/// commits, so the order and its stored answer commit together or not at all. A retry
-/// after any failure, even a commit whose outcome the caller never heard, finds either
-/// the stored answer or no trace of the order.
-pub struct KeyClaim {
-    pub scope: String,
-    pub key: String,
-    pub request_hash: String,
-    /// The response body the caller is answered with (status `201`) for an order placed.
-    pub render: Box<dyn Fn(&OrderOutcome) -> String + Send + Sync>,
-}
-
-impl std::fmt::Debug for KeyClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyClaim")
-            .field("scope", &self.scope)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What placing an order produced.
-#[derive(Debug, Clone)]
+/// What placing an order produced (stored as the answer of its `Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderOutcome {
     pub order_id: i64,
     pub order_number: String,
@@ -149,11 +130,11 @@ pub struct OrderOutcome {
     pub total_minor: i64,
     pub amount_due_minor: i64,
     pub credit_applied_minor: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub payment_token: Option<String>,
     pub hosting_id: HostingId,
     pub hosting_legacy_id: i64,
-    pub hosting_status: String,
+    pub hosting_status: HostingStatus,
     pub domain_id: Option<DomainId>,
     pub domain_name: String,
 }
@@ -613,9 +594,7 @@ impl Lodge {
                     v.add("domain_id", "No such domain in this organization.");
                     return Ok(None);
                 };
-                if !["active", "pending_registration", "pending_transfer"]
-                    .contains(&row.status.as_str())
-                {
+                if !row.status.is_live() {
                     v.add("domain_id", format!("This domain is {}.", row.status));
                     return Ok(None);
                 }
@@ -670,11 +649,7 @@ impl Lodge {
         let total = o.quote.total_minor;
         // The key first, so a second request with it stops before any other write.
         if let Some(k) = &o.idempotency {
-            if !lodge_store::idempotency::claim(conn, &k.scope, &k.key, &k.request_hash, now)
-                .await?
-            {
-                return Err(ServiceError::KeyTaken);
-            }
+            self.claim_key_in(conn, k).await?;
         }
         // A free order with nothing billed has no invoice.
         let billed = !(o.cycle == BillingCycle::Free && total == 0);
@@ -696,7 +671,11 @@ impl Lodge {
                 uuid: order_uuid,
                 organization_id: o.organization,
                 project_id: o.project,
-                status: if paid { "active" } else { "pending" },
+                status: if paid {
+                    OrderStatus::Active
+                } else {
+                    OrderStatus::Pending
+                },
                 source: o.source.as_str(),
                 currency: cur,
                 coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
@@ -712,12 +691,12 @@ impl Lodge {
                 let id = DomainId::new();
                 let (status, epp, job) = match &o.domain {
                     DomainPlan::Transfer { epp_code, .. } => (
-                        "pending_transfer",
+                        DomainStatus::PendingTransfer,
                         Some(self.sealer.seal(epp_code)?),
                         crate::billing::JOB_TRANSFER_DOMAIN,
                     ),
                     _ => (
-                        "pending_registration",
+                        DomainStatus::PendingRegistration,
                         None,
                         crate::billing::JOB_REGISTER_DOMAIN,
                     ),
@@ -767,7 +746,11 @@ impl Lodge {
             .quote
             .first_period_months
             .map(|m| lodge_core::dates::add_months(today, m).to_string());
-        let hosting_status = if paid { "provisioning" } else { "pending" };
+        let hosting_status = if paid {
+            HostingStatus::Provisioning
+        } else {
+            HostingStatus::Pending
+        };
         let legacy_id = hosting::insert_hosting(
             conn,
             &hosting::NewHosting {
@@ -830,7 +813,7 @@ impl Lodge {
                     number: None,
                     organization_id: o.organization,
                     order_id: Some(order_id),
-                    kind: "first",
+                    kind: InvoiceKind::First,
                     currency: cur,
                     subtotal_minor: total,
                     tax_minor: 0,
@@ -907,17 +890,20 @@ impl Lodge {
             total_minor: total,
             amount_due_minor: due,
             credit_applied_minor: credit,
-            status: if paid { "active" } else { "pending" }.to_owned(),
+            status: if paid {
+                OrderStatus::Active
+            } else {
+                OrderStatus::Pending
+            },
             payment_token: if paid { None } else { payment_token },
             hosting_id,
             hosting_legacy_id: legacy_id,
-            hosting_status: hosting_status.to_owned(),
+            hosting_status,
             domain_id,
             domain_name: o.domain.name().to_owned(),
         };
         if let Some(k) = &o.idempotency {
-            let body = (k.render)(&outcome);
-            lodge_store::idempotency::complete(conn, &k.scope, &k.key, 201, &body).await?;
+            self.answer_key_in(conn, k, &outcome).await?;
         }
         Ok(outcome)
     }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use lodge_core::{HostingId, PlanId, ServerId};
+use lodge_core::{
+    DomainStatus, HostingEvent, HostingId, HostingStatus, JobStatus, PlanId, ServerId,
+};
 use lodge_store::hosting::{self, HostingRow};
 use lodge_store::jobs::{self, JobRow};
 use lodge_store::{billing, servers, StoreError};
@@ -244,8 +246,7 @@ impl Lodge {
             hosting::transition(
                 &mut tx,
                 p.hosting_id,
-                &["provisioning"],
-                "failed",
+                HostingEvent::ProvisionFailed,
                 message,
                 &format!("job:{}", job.id),
                 now,
@@ -307,7 +308,7 @@ impl Lodge {
         let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
             return Ok(());
         };
-        if h.status != "provisioning" {
+        if h.status != HostingStatus::Provisioning {
             return Ok(()); // already active, cancelled or terminated: nothing to do
         }
         let mut h = h;
@@ -340,8 +341,7 @@ impl Lodge {
         hosting::transition(
             &mut tx,
             id,
-            &["provisioning"],
-            "active",
+            HostingEvent::Provisioned,
             "provisioned",
             "worker",
             now,
@@ -355,18 +355,14 @@ impl Lodge {
         let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
             return Ok(());
         };
-        let (from, to): (&[&str], &str) = match op {
-            Lifecycle::Suspend => (&["active"], "suspended"),
-            Lifecycle::Unsuspend => (&["suspended"], "active"),
-            Lifecycle::Terminate => (
-                &["pending", "provisioning", "active", "suspended", "failed"],
-                "terminated",
-            ),
-        };
-        if !from.contains(&h.status.as_str()) {
+        let event = op.event();
+        if h.status.next(event).is_none() {
             return Ok(()); // already there, or past it
         }
-        if op == Lifecycle::Terminate && h.cancel_type.is_none() && h.status == "pending" {
+        if op == Lifecycle::Terminate
+            && h.cancel_type.is_none()
+            && h.status == HostingStatus::Pending
+        {
             return Ok(());
         }
         // A cancellation withdrawn after its termination was queued: nothing to terminate.
@@ -384,15 +380,24 @@ impl Lodge {
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
-        hosting::transition(&mut tx, id, from, to, op.note(), "worker", now).await?;
+        hosting::transition(&mut tx, id, event, op.note(), "worker", now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 
     async fn expire_order(&self, order_id: i64) -> Result<()> {
+        let Some(order) = billing::order(self.store.reader(), order_id).await? else {
+            return Ok(());
+        };
         let mut tx = self.store.begin().await?;
-        self.cancel_pending_order(&mut tx, order_id, "unpaid invoice expired", "scheduler")
-            .await?;
+        self.cancel_pending_order(
+            &mut tx,
+            order.organization_id,
+            order_id,
+            "unpaid invoice expired",
+            "scheduler",
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -407,12 +412,12 @@ impl Lodge {
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let outcome = if kind == JOB_REGISTER_DOMAIN {
-            if d.status != "pending_registration" {
+            if d.status != DomainStatus::PendingRegistration {
                 return Ok(());
             }
             registrar.register(&name, 1).await
         } else {
-            if d.status != "pending_transfer" {
+            if d.status != DomainStatus::PendingTransfer {
                 return Ok(());
             }
             let epp: Option<String> = sealed_epp_code(self, id).await?;
@@ -526,19 +531,22 @@ impl Lodge {
         };
         match action {
             "suspend" => {
-                if h.status != "active" {
+                if h.status.next(HostingEvent::Suspend).is_none() {
                     return Err(conflict("suspend"));
                 }
                 self.enqueue_plain(&mut tx, JOB_SUSPEND, id, now).await?;
             }
             "unsuspend" => {
-                if h.status != "suspended" {
+                if h.status.next(HostingEvent::Unsuspend).is_none() {
                     return Err(conflict("unsuspend"));
                 }
                 self.enqueue_plain(&mut tx, JOB_UNSUSPEND, id, now).await?;
             }
             "terminate" => {
-                if ["terminated", "cancelled", "pending"].contains(&h.status.as_str()) {
+                // A never-paid account is cancelled, not terminated.
+                if h.status == HostingStatus::Pending
+                    || h.status.next(HostingEvent::Terminate).is_none()
+                {
                     return Err(conflict("terminate"));
                 }
                 self.enqueue(
@@ -550,22 +558,22 @@ impl Lodge {
                 .await?;
             }
             "retry" => {
-                if h.status != "failed" {
-                    return Err(conflict("retry provisioning of"));
-                }
-                hosting::transition(
+                // Under the account's lock: of two retries one wins, the other is refused.
+                if !hosting::transition(
                     &mut tx,
                     id,
-                    &["failed"],
-                    "provisioning",
+                    HostingEvent::Retry,
                     "retry by staff",
                     actor,
                     now,
                 )
-                .await?;
+                .await?
+                {
+                    return Err(conflict("retry provisioning of"));
+                }
                 let key = format!("provision:{id}");
                 match jobs::by_dedupe_key(&mut *tx, &key).await? {
-                    Some(job) if job.status == "dead" => {
+                    Some(job) if job.status == JobStatus::Dead => {
                         jobs::retry(&mut *tx, job.id, now).await?;
                     }
                     _ => {
@@ -604,7 +612,7 @@ impl Lodge {
     }
 
     /// Dead jobs (or another status), newest first.
-    pub async fn jobs_with_status(&self, status: &str, limit: i64) -> Result<Vec<JobRow>> {
+    pub async fn jobs_with_status(&self, status: JobStatus, limit: i64) -> Result<Vec<JobRow>> {
         Ok(jobs::with_status(self.store.reader(), status, limit).await?)
     }
 
@@ -626,8 +634,7 @@ impl Lodge {
                 hosting::transition(
                     &mut tx,
                     p.hosting_id,
-                    &["failed"],
-                    "provisioning",
+                    HostingEvent::Retry,
                     "job retried",
                     actor,
                     now,
@@ -664,6 +671,14 @@ enum Lifecycle {
 }
 
 impl Lifecycle {
+    fn event(self) -> HostingEvent {
+        match self {
+            Lifecycle::Suspend => HostingEvent::Suspend,
+            Lifecycle::Unsuspend => HostingEvent::Unsuspend,
+            Lifecycle::Terminate => HostingEvent::Terminate,
+        }
+    }
+
     fn note(self) -> &'static str {
         match self {
             Lifecycle::Suspend => "suspended",

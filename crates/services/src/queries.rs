@@ -55,7 +55,7 @@ pub enum PagePayment {
 
 /// What is due on an invoice now: its amount due while it is unpaid, else nothing.
 pub fn due_now(i: &InvoiceRow) -> i64 {
-    if i.status == "unpaid" {
+    if i.status == lodge_core::InvoiceStatus::Unpaid {
         i.amount_due()
     } else {
         0
@@ -240,7 +240,7 @@ impl Lodge {
             // unpaid or the credit fell short. Which one, its state tells.
             Err(ServiceError::Conflict(_)) => {
                 let now = self.invoice_detail(id).await?.invoice;
-                Ok(if now.status == "unpaid" {
+                Ok(if now.status == lodge_core::InvoiceStatus::Unpaid {
                     PagePayment::InsufficientCredit
                 } else {
                     PagePayment::Closed

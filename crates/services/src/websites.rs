@@ -81,7 +81,7 @@ pub fn website_cycle(
 /// The cancellation a website gets: a never-paid (pending) one is cancelled at once with
 /// its order and invoice, a paid one at the end of its paid period.
 pub fn website_cancel_type(h: &HostingRow) -> CancelType {
-    if h.status == "pending" {
+    if h.status == lodge_core::HostingStatus::Pending {
         CancelType::Immediate
     } else {
         CancelType::EndOfPeriod
@@ -90,7 +90,7 @@ pub fn website_cancel_type(h: &HostingRow) -> CancelType {
 
 /// Whether an invoice can still be paid.
 fn unpaid(i: &InvoiceRow) -> bool {
-    i.status == "unpaid"
+    i.status == lodge_core::InvoiceStatus::Unpaid
 }
 
 /// Adds `more` to `errors`, after what is there.

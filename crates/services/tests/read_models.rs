@@ -270,7 +270,10 @@ async fn another_organization_sees_none_of_our_rows(w: World) {
     );
     assert_eq!(l.org_invoices(&w.theirs, 10, 0).await.unwrap().count, 0);
     // Nothing of ours was touched.
-    assert_eq!(l.website(&w.ours, website).await.unwrap().status, "pending");
+    assert_eq!(
+        l.website(&w.ours, website).await.unwrap().status,
+        lodge_core::HostingStatus::Pending
+    );
 }
 
 async fn what_is_due_is_paid_once(w: World) {
@@ -309,7 +312,7 @@ async fn what_is_due_is_paid_once(w: World) {
         page.due_minor
     );
 
-    l.add_credit(w.demo.organization_id, page.due_minor, "test", "test")
+    l.add_credit(w.demo.organization_id, page.due_minor, "test", "test", None)
         .await
         .unwrap();
     assert!(

@@ -1,6 +1,9 @@
 //! Orders, invoices and their lines, payments, and the account-credit ledger.
 
-use lodge_core::{OrderUuid, OrganizationId, PaymentId, ProjectId};
+use lodge_core::{
+    InvoiceKind, InvoiceStatus, OrderEvent, OrderStatus, OrderUuid, OrganizationId, PaymentId,
+    ProjectId,
+};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
 use crate::{dialect, vals, Result, SqlConn, StoreError, Val};
@@ -16,7 +19,8 @@ pub struct OrderRow {
     pub organization_id: OrganizationId,
     #[sqlx(try_from = "String")]
     pub project_id: ProjectId,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
     pub source: String,
     pub currency: String,
     pub coupon_id: Option<String>,
@@ -30,7 +34,7 @@ pub struct NewOrder<'a> {
     pub uuid: OrderUuid,
     pub organization_id: OrganizationId,
     pub project_id: ProjectId,
-    pub status: &'a str,
+    pub status: OrderStatus,
     pub source: &'a str,
     pub currency: &'a str,
     pub coupon_id: Option<String>,
@@ -48,7 +52,7 @@ pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<
             o.uuid.to_string(),
             o.organization_id.to_string(),
             o.project_id.to_string(),
-            o.status,
+            o.status.as_str(),
             o.source,
             o.currency,
             o.coupon_id.clone(),
@@ -71,18 +75,29 @@ pub async fn order<'e, E: Executor<'e, Database = Any>>(
     )
 }
 
-/// Moves an order from one status to another; `false` when it was not in `from`.
-pub async fn set_order_status<C: SqlConn>(
+/// Applies `event` to an order: one conditional update, so of racing changes one wins;
+/// `false` (and nothing written) when its status does not accept the event
+/// ([`OrderStatus::next`]).
+pub async fn transition_order<C: SqlConn>(
     conn: &mut C,
     id: i64,
-    from: &str,
-    to: &str,
+    event: OrderEvent,
     now: i64,
 ) -> Result<bool> {
+    let sources = OrderStatus::sources(event);
+    let Some(to) = sources.first().and_then(|s| s.next(event)) else {
+        return Ok(false);
+    };
+    let mut args = vals![id, to.as_str(), now];
+    args.extend(sources.iter().map(|s| Val::from(s.as_str())));
+    let list: Vec<String> = (4..4 + sources.len()).map(|i| format!("${i}")).collect();
     let changed = conn
         .exec(
-            "UPDATE orders SET status = $3, modified_at = $4 WHERE id = $1 AND status = $2",
-            vals![id, from, to, now],
+            &format!(
+                "UPDATE orders SET status = $2, modified_at = $3 WHERE id = $1 AND status IN ({})",
+                list.join(", ")
+            ),
+            args,
         )
         .await?;
     Ok(changed == 1)
@@ -97,8 +112,10 @@ pub struct InvoiceRow {
     #[sqlx(try_from = "String")]
     pub organization_id: OrganizationId,
     pub order_id: Option<i64>,
-    pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub kind: InvoiceKind,
+    #[sqlx(try_from = "String")]
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal_minor: i64,
     pub tax_minor: i64,
@@ -123,8 +140,8 @@ impl InvoiceRow {
             number: c.opt_text()?,
             organization_id: c.parse()?,
             order_id: c.opt_int()?,
-            kind: c.text()?,
-            status: c.text()?,
+            kind: c.parse()?,
+            status: c.parse()?,
             currency: c.text()?,
             subtotal_minor: c.int()?,
             tax_minor: c.int()?,
@@ -154,7 +171,7 @@ pub struct NewInvoice<'a> {
     pub number: Option<&'a str>,
     pub organization_id: OrganizationId,
     pub order_id: Option<i64>,
-    pub kind: &'a str,
+    pub kind: InvoiceKind,
     pub currency: &'a str,
     pub subtotal_minor: i64,
     pub tax_minor: i64,
@@ -178,8 +195,13 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
             i.number,
             i.organization_id.to_string(),
             i.order_id,
-            i.kind,
-            if i.paid { "paid" } else { "unpaid" },
+            i.kind.as_str(),
+            if i.paid {
+                InvoiceStatus::Paid
+            } else {
+                InvoiceStatus::Unpaid
+            }
+            .as_str(),
             i.currency,
             i.subtotal_minor,
             i.tax_minor,

@@ -1,12 +1,23 @@
 //! Hosting accounts (with their status history) and domains.
 
-use lodge_core::{DomainId, HostingId, OrganizationId, PlanId, ProjectId};
+use lodge_core::{
+    CancelKind, DomainEvent, DomainId, DomainStatus, HostingEvent, HostingId, HostingStatus,
+    OrganizationId, PlanId, ProjectId, Status,
+};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
 use crate::{vals, Result, SqlConn};
 
-/// Statuses in which a hosting account holds its domain name.
-pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended', 'failed')";
+/// Statuses in which a hosting account holds its domain name (`('pending', …)`), from
+/// [`HostingStatus::is_live`]; the partial index `hosting_live_name` repeats the list.
+pub static LIVE_HOSTING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| in_list(HostingStatus::ALL.iter().filter(|s| s.is_live())));
+
+/// `('a', 'b', …)`: statuses as a SQL list.
+pub(crate) fn in_list<S: Status>(statuses: impl Iterator<Item = &'static S>) -> String {
+    let quoted: Vec<String> = statuses.map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
 
 /// Counts the live hosting accounts carrying a name, through the partial index
 /// `hosting_live_name`: its condition is written as the index's is on SQLite (with `=` and
@@ -14,7 +25,7 @@ pub const LIVE_HOSTING: &str = "('pending', 'provisioning', 'active', 'suspended
 /// repeats its condition. PostgreSQL proves the condition from either form.
 pub(crate) static LIVE_HOSTING_FOR_NAME: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
-        let live = crate::expand_in_lists(&format!("status IN {LIVE_HOSTING}"));
+        let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
         format!("SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND {live}")
     });
 
@@ -35,7 +46,8 @@ pub struct HostingRow {
     pub domain_id: Option<String>,
     pub server_id: Option<String>,
     pub username: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: HostingStatus,
     pub billing_cycle: String,
     pub recurring_minor: i64,
     pub first_period_months: Option<i64>,
@@ -43,6 +55,7 @@ pub struct HostingRow {
     pub currency: String,
     pub coupon_id: Option<String>,
     pub next_due_date: Option<String>,
+    /// The column; read it as [`HostingRow::cancel_kind`].
     pub cancel_type: Option<String>,
     pub cancel_reason: Option<String>,
     pub cancel_requested_at: Option<i64>,
@@ -51,6 +64,13 @@ pub struct HostingRow {
     pub comment: String,
     pub created_at: i64,
     pub modified_at: i64,
+}
+
+impl HostingRow {
+    /// The cancellation pending on it, if any.
+    pub fn cancel_kind(&self) -> Option<CancelKind> {
+        self.cancel_type.as_deref().and_then(CancelKind::parse)
+    }
 }
 
 const HOSTING_COLUMNS: &str = "h.legacy_id, h.id, h.organization_id, h.project_id, p.name AS project_name, h.order_id, h.plan_id,
@@ -67,7 +87,7 @@ pub struct NewHosting<'a> {
     pub plan_id: PlanId,
     pub domain_name: &'a str,
     pub domain_id: Option<DomainId>,
-    pub status: &'a str,
+    pub status: HostingStatus,
     pub billing_cycle: &'a str,
     pub recurring_minor: i64,
     pub first_period_months: Option<i64>,
@@ -99,7 +119,7 @@ pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Res
             h.plan_id.to_string(),
             h.domain_name,
             h.domain_id.map(|d| d.to_string()),
-            h.status,
+            h.status.as_str(),
             h.billing_cycle,
             h.recurring_minor,
             h.first_period_months,
@@ -125,26 +145,33 @@ pub(crate) const INSERT_HISTORY: &str =
 pub async fn record_history<C: SqlConn>(
     conn: &mut C,
     hosting: HostingId,
-    from: Option<&str>,
-    to: &str,
+    from: Option<HostingStatus>,
+    to: HostingStatus,
     note: &str,
     actor: &str,
     now: i64,
 ) -> Result<()> {
     conn.insert_later(
         INSERT_HISTORY,
-        vals![hosting.to_string(), from, to, note, actor, now],
+        vals![
+            hosting.to_string(),
+            from.map(HostingStatus::as_str),
+            to.as_str(),
+            note,
+            actor,
+            now
+        ],
     )
     .await
 }
 
-/// Moves a hosting account between statuses (recording it); `false` if it was not in one of
-/// `from`.
+/// Applies `event` to a hosting account under its row lock, recording it in its history;
+/// `false` (and nothing written) when the account's status does not accept the event
+/// ([`HostingStatus::next`]) or it does not exist.
 pub async fn transition<C: SqlConn>(
     conn: &mut C,
     id: HostingId,
-    from: &[&str],
-    to: &str,
+    event: HostingEvent,
     note: &str,
     actor: &str,
     now: i64,
@@ -153,16 +180,27 @@ pub async fn transition<C: SqlConn>(
     let Some(current) = conn.fetch_text(sql, vals![id.to_string()]).await? else {
         return Ok(false);
     };
-    if !from.contains(&current.as_str()) {
+    let current: HostingStatus = crate::parse(&current)?;
+    let Some(to) = current.next(event) else {
         return Ok(false);
-    }
+    };
     conn.exec(
         "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1",
-        vals![id.to_string(), to, now],
+        vals![id.to_string(), to.as_str(), now],
     )
     .await?;
-    record_history(conn, id, Some(&current), to, note, actor, now).await?;
+    record_history(conn, id, Some(current), to, note, actor, now).await?;
     Ok(true)
+}
+
+/// A hosting account, locked for the rest of the transaction (see
+/// [`crate::dialect::lock_hosting_status`]): read and changed by one transaction at a time.
+pub async fn lock_hosting(conn: &mut AnyConnection, id: HostingId) -> Result<Option<HostingRow>> {
+    let sql = crate::dialect::lock_hosting_status(crate::SqlConn::dialect(&*conn));
+    if conn.fetch_text(sql, vals![id.to_string()]).await?.is_none() {
+        return Ok(None);
+    }
+    hosting(&mut *conn, id).await
 }
 
 pub async fn set_next_due_date<C: SqlConn>(
@@ -207,18 +245,20 @@ pub async fn domain_status_of_order<C: SqlConn>(
     conn: &mut C,
     id: DomainId,
     order_id: i64,
-) -> Result<Option<String>> {
+) -> Result<Option<DomainStatus>> {
     conn.fetch_text(
         "SELECT status FROM domains WHERE id = $1 AND order_id = $2",
         vals![id.to_string(), order_id],
     )
-    .await
+    .await?
+    .map(|s| crate::parse(&s))
+    .transpose()
 }
 
 pub async fn set_cancellation(
     conn: &mut AnyConnection,
     id: HostingId,
-    kind: Option<&str>,
+    kind: Option<CancelKind>,
     reason: Option<&str>,
     requested_at: Option<i64>,
     effective_date: Option<&str>,
@@ -229,7 +269,7 @@ pub async fn set_cancellation(
              cancel_effective_date = $5, modified_at = $6 WHERE id = $1",
     )
     .bind(id.to_string())
-    .bind(kind)
+    .bind(kind.map(CancelKind::as_str))
     .bind(reason)
     .bind(requested_at)
     .bind(effective_date)
@@ -335,7 +375,8 @@ pub struct DomainRow {
     pub name: String,
     pub sld: String,
     pub tld: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DomainStatus,
     pub registrar: String,
     pub registration_date: Option<String>,
     pub expiration_date: Option<String>,
@@ -350,14 +391,16 @@ pub struct DomainRow {
 const DOMAIN_COLUMNS: &str = "legacy_id, id, organization_id, project_id, order_id, name, sld, tld, status, registrar,
     registration_date, expiration_date, auto_renew, is_locked, nameservers, next_billing_date, created_at, modified_at";
 
-/// Statuses in which a domain object holds its name.
-pub const LIVE_DOMAIN: &str = "('pending_registration', 'pending_transfer', 'active')";
+/// Statuses in which a domain object holds its name, from [`DomainStatus::is_live`]; the
+/// partial index `domains_live_name` repeats the list.
+pub static LIVE_DOMAIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| in_list(DomainStatus::ALL.iter().filter(|s| s.is_live())));
 
 /// Counts the live domain objects holding a name, through the partial index
 /// `domains_live_name` (written as [`LIVE_HOSTING_FOR_NAME`] is).
 pub(crate) static LIVE_DOMAIN_FOR_NAME: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
-        let live = crate::expand_in_lists(&format!("status IN {LIVE_DOMAIN}"));
+        let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));
         format!("SELECT COUNT(*) FROM domains WHERE name = $1 AND {live}")
     });
 
@@ -369,7 +412,7 @@ pub struct NewDomain<'a> {
     pub name: &'a str,
     pub sld: &'a str,
     pub tld: &'a str,
-    pub status: &'a str,
+    pub status: DomainStatus,
     pub registrar: &'a str,
     pub epp_code: Option<&'a str>,
     pub now: i64,
@@ -387,7 +430,7 @@ pub async fn insert_domain<C: SqlConn>(conn: &mut C, d: &NewDomain<'_>) -> Resul
             d.name,
             d.sld,
             d.tld,
-            d.status,
+            d.status.as_str(),
             d.registrar,
             d.epp_code,
             d.now,
@@ -457,29 +500,35 @@ pub async fn set_auto_renew(
     Ok(())
 }
 
-/// Moves a domain between statuses; `false` if it was not in `from`.
+/// Applies `event` to a domain; `false` (and nothing written) when its status does not
+/// accept it ([`DomainStatus::next`]) or it does not exist.
 pub async fn set_domain_status(
     conn: &mut AnyConnection,
     id: DomainId,
-    from: &[&str],
-    to: &str,
+    event: DomainEvent,
     now: i64,
 ) -> Result<bool> {
     let current: Option<String> = sqlx::query_scalar("SELECT status FROM domains WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
-    match current {
-        Some(c) if from.contains(&c.as_str()) => {}
-        _ => return Ok(false),
-    }
-    sqlx::query("UPDATE domains SET status = $2, modified_at = $3 WHERE id = $1")
-        .bind(id.to_string())
-        .bind(to)
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(true)
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    let current: DomainStatus = crate::parse(&current)?;
+    let Some(to) = current.next(event) else {
+        return Ok(false);
+    };
+    let r = sqlx::query(
+        "UPDATE domains SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4",
+    )
+    .bind(id.to_string())
+    .bind(to.as_str())
+    .bind(now)
+    .bind(current.as_str())
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Marks a registration or transfer done: active with its dates.

@@ -1,6 +1,6 @@
 //! Stored responses of requests sent with an `Idempotency-Key`.
 
-use sqlx::{Any, AnyConnection, Executor, FromRow};
+use sqlx::{Any, Executor, FromRow};
 
 use crate::{vals, Result, SqlConn, Val};
 
@@ -33,38 +33,6 @@ pub async fn get<C: SqlConn>(
         response: c.opt_text()?,
         created_at: c.int()?,
     }))
-}
-
-/// Gives a claim back (the request failed in a way worth retrying).
-pub async fn release<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    scope: &str,
-    key: &str,
-) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND response IS NULL")
-        .bind(scope)
-        .bind(key)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// Forgets an abandoned claim (its request died before answering) so it can be retaken.
-pub async fn release_stale(
-    conn: &mut AnyConnection,
-    scope: &str,
-    key: &str,
-    older_than: i64,
-) -> Result<bool> {
-    let r = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND response IS NULL AND created_at < $3",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(older_than)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
 }
 
 /// Keys one [`forget_before`] forgets at most.

@@ -10,7 +10,8 @@ pub struct JobRow {
     pub id: i64,
     pub kind: String,
     pub payload: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: lodge_core::JobStatus,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_at: i64,
@@ -174,13 +175,13 @@ pub async fn by_dedupe_key<'e, E: Executor<'e, Database = Any>>(
 /// Jobs in a status (`dead`, `queued`, …), newest first.
 pub async fn with_status<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    status: &str,
+    status: lodge_core::JobStatus,
     limit: i64,
 ) -> Result<Vec<JobRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id DESC LIMIT $2"
     ))
-    .bind(status)
+    .bind(status.as_str())
     .bind(limit)
     .fetch_all(db)
     .await?)

@@ -29,7 +29,8 @@ const COLUMNS: &str = "s.legacy_id, s.id, s.name, s.hostname, s.driver, s.creden
 
 fn select() -> String {
     format!(
-        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM hosting h WHERE h.server_id = s.id AND h.status IN {LIVE_HOSTING}) AS accounts FROM servers s"
+        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM hosting h WHERE h.server_id = s.id AND h.status IN {}) AS accounts FROM servers s",
+        *LIVE_HOSTING
     )
 }
 

@@ -130,7 +130,7 @@ async fn world(store: &Store) -> World {
             uuid: OrderUuid::new(),
             organization_id: org,
             project_id: project,
-            status: "pending",
+            status: lodge_core::OrderStatus::Pending,
             source: "v1",
             currency: "USD",
             coupon_id: None,
@@ -160,7 +160,7 @@ fn plan_input(legacy_id: Option<i64>, slug: &str) -> catalog::PlanInput {
     }
 }
 
-fn domain<'a>(w: &World, id: DomainId, name: &'a str, status: &'a str) -> hosting::NewDomain<'a> {
+fn domain<'a>(w: &World, id: DomainId, name: &'a str, status: &str) -> hosting::NewDomain<'a> {
     hosting::NewDomain {
         id,
         organization_id: w.org,
@@ -169,14 +169,14 @@ fn domain<'a>(w: &World, id: DomainId, name: &'a str, status: &'a str) -> hostin
         name,
         sld: "taken",
         tld: "com",
-        status,
+        status: status.parse().unwrap(),
         registrar: "none",
         epp_code: None,
         now: NOW,
     }
 }
 
-fn account<'a>(w: &World, name: &'a str, status: &'a str) -> hosting::NewHosting<'a> {
+fn account<'a>(w: &World, name: &'a str, status: &str) -> hosting::NewHosting<'a> {
     hosting::NewHosting {
         id: HostingId::new(),
         organization_id: w.org,
@@ -185,7 +185,7 @@ fn account<'a>(w: &World, name: &'a str, status: &'a str) -> hosting::NewHosting
         plan_id: w.plan,
         domain_name: name,
         domain_id: None,
-        status,
+        status: status.parse().unwrap(),
         billing_cycle: "monthly",
         recurring_minor: 100,
         first_period_months: Some(1),
@@ -211,7 +211,7 @@ fn invoice<'a>(
         number,
         organization_id: org,
         order_id: None,
-        kind: "manual",
+        kind: lodge_core::InvoiceKind::Manual,
         currency: "USD",
         subtotal_minor: 0,
         tax_minor: 0,
@@ -726,7 +726,9 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
     assert_eq!(kinds, ["a", "c"]);
     assert!(claimed
         .iter()
-        .all(|j| j.status == "running" && j.attempts == 1 && j.locked_by.as_deref() == Some("w1")));
+        .all(|j| j.status == lodge_core::JobStatus::Running
+            && j.attempts == 1
+            && j.locked_by.as_deref() == Some("w1")));
     let (a, c) = (claimed[0].id, claimed[1].id);
     // Leased: nobody else gets them.
     assert!(
@@ -741,7 +743,7 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
     assert!(jobs::finish(&mut *conn, a, "w1", NOW + 2).await.unwrap());
     assert_eq!(
         jobs::by_id(&mut *conn, a).await.unwrap().unwrap().status,
-        "done"
+        lodge_core::JobStatus::Done
     );
     assert!(!jobs::finish(&mut *conn, a, "w1", NOW + 2).await.unwrap());
     assert!(
@@ -788,9 +790,9 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
         .await
         .unwrap());
     let dead = jobs::by_id(&mut *conn, c).await.unwrap().unwrap();
-    assert_eq!(dead.status, "dead");
+    assert_eq!(dead.status, lodge_core::JobStatus::Dead);
     assert_eq!(
-        jobs::with_status(&mut *conn, "dead", 10)
+        jobs::with_status(&mut *conn, lodge_core::JobStatus::Dead, 10)
             .await
             .unwrap()
             .iter()
@@ -908,37 +910,6 @@ async fn an_idempotency_key_is_claimed_once_and_answered(store: Store) {
         (answered.status_code, answered.response.as_deref()),
         (Some(201), Some("{\"id\":1}"))
     );
-    // An answered key is never released, stale or not.
-    idempotency::release(&mut *conn, scope, key).await.unwrap();
-    assert!(!idempotency::release_stale(&mut conn, scope, key, NOW + 1)
-        .await
-        .unwrap());
-    assert!(idempotency::get(&mut *conn, scope, key)
-        .await
-        .unwrap()
-        .is_some());
-
-    // An unanswered claim: released, or forgotten once stale.
-    assert!(idempotency::claim(&mut *conn, scope, "k-2", "h", NOW)
-        .await
-        .unwrap());
-    idempotency::release(&mut *conn, scope, "k-2")
-        .await
-        .unwrap();
-    assert!(idempotency::get(&mut *conn, scope, "k-2")
-        .await
-        .unwrap()
-        .is_none());
-    assert!(idempotency::claim(&mut *conn, scope, "k-3", "h", NOW)
-        .await
-        .unwrap());
-    assert!(!idempotency::release_stale(&mut conn, scope, "k-3", NOW)
-        .await
-        .unwrap());
-    assert!(idempotency::release_stale(&mut conn, scope, "k-3", NOW + 1)
-        .await
-        .unwrap());
-
     // Old keys are forgotten, answered or not; newer ones stay.
     assert!(idempotency::claim(&mut *conn, scope, "new", "h", NOW + 10)
         .await

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use lodge_core::{CancelKind, HostingStatus};
 use lodge_services::auth::{Access, Principal};
 use lodge_services::ServiceError;
 use serde::Serialize;
@@ -87,6 +88,10 @@ impl From<ServiceError> for V2Error {
             ServiceError::KeyTaken => V2Error(
                 StatusCode::CONFLICT,
                 "This Idempotency-Key is already used by another request.".into(),
+            ),
+            ServiceError::KeyReused => V2Error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "This Idempotency-Key was already used with a different request.".into(),
             ),
             ServiceError::Invalid(fields) => V2Error(
                 StatusCode::BAD_REQUEST,
@@ -191,14 +196,15 @@ pub fn flag(b: bool) -> String {
 /// cancellation requested is `pending-cancel` whether or not its setup has finished: that is
 /// what `DELETE /apiv2/websites/{id}` answers for any paid service, and a client that sees
 /// `pending-setup` after cancelling would think the cancellation was lost.
-pub fn website_status(status: &str, cancel_type: Option<&str>) -> &'static str {
+pub fn website_status(status: HostingStatus, cancel: Option<CancelKind>) -> &'static str {
+    use HostingStatus as S;
     match status {
-        "pending" => "pending",
-        "provisioning" | "failed" | "active" if cancel_type.is_some() => "pending-cancel",
-        "provisioning" | "failed" => "pending-setup",
-        "active" => "active",
-        "suspended" => "suspended",
-        _ => "canceled",
+        S::Pending => "pending",
+        S::Provisioning | S::Failed | S::Active if cancel.is_some() => "pending-cancel",
+        S::Provisioning | S::Failed => "pending-setup",
+        S::Active => "active",
+        S::Suspended => "suspended",
+        S::Terminated | S::Cancelled => "canceled",
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn list_websites(
                 WebsiteRow {
                     website_id: h.legacy_id.to_string(),
                     repeat_invoices_cost: money_str(h.recurring_minor, cur),
-                    website_status: website_status(&h.status, h.cancel_type.as_deref()).into(),
+                    website_status: website_status(h.status, h.cancel_kind()).into(),
                     services_name: catalog
                         .plan(h.plan_id)
                         .map(|p| p.row.name.clone())
@@ -156,7 +156,7 @@ pub async fn get_website(
     let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
     let last = w.invoices.last();
     let first = w.invoices.first();
-    let status = website_status(&h.status, h.cancel_type.as_deref()).to_owned();
+    let status = website_status(h.status, h.cancel_kind()).to_owned();
     let plan = catalog.plan(h.plan_id);
     let empty_table = |title: &str| InfoTable {
         title: title.to_owned(),
@@ -180,12 +180,14 @@ pub async fn get_website(
             website_hostname: h.domain_name.clone(),
             website_comment: h.comment.clone(),
             website_username: h.username.clone().unwrap_or_default(),
-            website_server_status: h.status.clone(),
+            website_server_status: h.status.as_str().to_owned(),
         },
         client_links: vec![],
         billing_details: BillingDetails {
             service_last_invoice_date: last.map(|i| ts(i.issued_at)).unwrap_or_default(),
-            service_payment_status: last.map(|i| i.status.clone()).unwrap_or_default(),
+            service_payment_status: last
+                .map(|i| i.status.as_str().to_owned())
+                .unwrap_or_default(),
             service_frequency: h.renewal_months.map(|m| m.to_string()).unwrap_or_default(),
             next_date: h.next_due_date.clone().unwrap_or_default(),
             service_next_invoice_date: h.next_due_date.clone().unwrap_or_default(),
@@ -286,7 +288,7 @@ pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
         invoices_amount: crate::wire::money_number(i.total_minor, cur),
         invoices_date_formatted: date.get(..10).unwrap_or_default().to_owned(),
         invoices_date: date,
-        invoices_paid: i64::from(i.status == "paid"),
+        invoices_paid: i64::from(i.status == lodge_core::InvoiceStatus::Paid),
         invoices_due_date: i.due_date.clone(),
         invoices_currency: cur.code().to_owned(),
         currency_symbol: cur.symbol().to_owned(),

@@ -67,7 +67,9 @@ pub struct CreditBalance {
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = AddCredit,
-    responses((status = 201, body = CreditBalance), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 201, body = CreditBalance), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The key's first request was answered by an earlier version"),
+              (status = 422, description = "Idempotency-Key reused with another body")))]
 async fn add_credit(
     State(st): State<AppState>,
     Staff(staff): Staff,
@@ -75,19 +77,16 @@ async fn add_credit(
     key: Option<IdempotencyKey>,
     body: Bytes,
 ) -> Response {
-    let hash = idempotency::request_hash(
+    let key = idempotency::key(
+        key,
+        format!("v1:user:{}", staff.user),
         "POST",
         &format!("/v1/admin/organizations/{org}/credit"),
         &body,
     );
-    let scope = format!("v1:user:{}", staff.user);
-    let st2 = st.clone();
-    idempotency::once(&st, &scope, key, hash, || async move {
-        deposit(&st2, &staff, &org, &body)
-            .await
-            .map_or_else(IntoResponse::into_response, IntoResponse::into_response)
-    })
-    .await
+    deposit(&st, &staff, &org, &body, key.as_ref())
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn deposit(
@@ -95,7 +94,8 @@ async fn deposit(
     staff: &lodge_services::auth::Principal,
     org: &str,
     body: &[u8],
-) -> ApiResult<(StatusCode, Json<CreditBalance>)> {
+    key: Option<&lodge_services::idempotency::IdempotencyKey>,
+) -> ApiResult<Response> {
     let org: OrganizationId = path_id(org)?;
     let b: AddCredit = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -109,17 +109,20 @@ async fn deposit(
     } else {
         b.note.trim()
     };
-    let balance = st
+    let answer = st
         .lodge
-        .add_credit(org, amount, note, &format!("staff:{}", staff.user))
+        .add_credit(org, amount, note, &format!("staff:{}", staff.user), key)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreditBalance {
-            organization_id: org.to_string(),
-            balance: money_str(balance, cur),
-        }),
-    ))
+    Ok(idempotency::respond(answer, |d| {
+        (
+            StatusCode::CREATED,
+            Json(CreditBalance {
+                organization_id: d.organization_id.to_string(),
+                balance: money_str(d.balance_minor, cur),
+            }),
+        )
+            .into_response()
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,9 +3,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use lodge_core::JobStatus;
 use lodge_core::{HostingId, ServerId};
 use lodge_services::model::{JobRow, ServerRow};
 use lodge_services::servers::ServerSpec;
+use lodge_services::ServiceError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -230,7 +232,7 @@ fn job(j: JobRow) -> Job {
         id: j.id,
         kind: j.kind,
         payload: serde_json::from_str(&j.payload).unwrap_or_default(),
-        status: j.status,
+        status: j.status.as_str().to_owned(),
         attempts: j.attempts,
         max_attempts: j.max_attempts,
         run_at: ts(j.run_at),
@@ -258,7 +260,12 @@ async fn list_jobs(
     Staff(_staff): Staff,
     Query(q): Query<JobQuery>,
 ) -> ApiResult<Json<Vec<Job>>> {
-    let status = q.status.as_deref().unwrap_or("dead");
+    let status = match q.status.as_deref() {
+        None => JobStatus::Dead,
+        Some(s) => JobStatus::parse(s).ok_or_else(|| {
+            ServiceError::field("status", "One of queued, running, done or dead.")
+        })?,
+    };
     Ok(Json(
         st.lodge
             .jobs_with_status(status, 500)

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
-use lodge_services::orders::{KeyClaim, OrderForm, OrderOutcome, OrderSource};
+use lodge_services::orders::{OrderForm, OrderOutcome, OrderSource};
 use lodge_services::{FieldError, FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -71,13 +71,13 @@ impl HostingOrderResponse {
             total: money_number(o.total_minor, cur),
             amount_due: money_number(o.amount_due_minor, cur),
             credit_applied: money_number(o.credit_applied_minor, cur),
-            status: o.status.clone(),
+            status: o.status.as_str().to_owned(),
             invoice_payment_url: o
                 .payment_token
                 .as_deref()
                 .map(|t| wire::payment_url(base, t)),
             hosting_id: o.hosting_id.to_string(),
-            hosting_status: o.hosting_status.clone(),
+            hosting_status: o.hosting_status.as_str().to_owned(),
             domain_id: o.domain_id.map(|d| d.to_string()),
             domain_name: o.domain_name.clone(),
         }
@@ -129,7 +129,9 @@ pub async fn order(
         let project: ProjectId = path_id(&project)?;
         let (access, project) = st.lodge.project_access(&p, org, project).await?;
         access.require_write()?;
-        let hash = idempotency::request_hash(
+        let key = idempotency::key(
+            key,
+            format!("v1:user:{}", p.user),
             "POST",
             &format!(
                 "/v1/organizations/{org}/projects/{}/hosting/order",
@@ -137,39 +139,46 @@ pub async fn order(
             ),
             &body,
         );
-        let scope = format!("v1:user:{}", p.user);
-        let st2 = st.clone();
-        let response = idempotency::in_transaction(&st, &scope, key, hash, |claim| async move {
-            let r = place(&st2, &access, &project, &body, claim).await?;
-            Ok((StatusCode::CREATED, Json(r)).into_response())
-        })
-        .await;
-        Ok::<_, ApiError>(response)
+        let value: serde_json::Value = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &body
+        })?;
+        let obj = value.as_object().cloned().unwrap_or_default();
+        let answer = st
+            .lodge
+            .keyed(key.as_ref(), || {
+                place(&st, &access, &project, &obj, key.clone())
+            })
+            .await?;
+        let (cur, base) = (st.lodge.settings.currency, st.public_base_url.clone());
+        Ok::<_, ApiError>(idempotency::respond(answer, |o| {
+            (
+                StatusCode::CREATED,
+                Json(HostingOrderResponse::new(&o, cur, &base)),
+            )
+                .into_response()
+        }))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Validates and places the order (under `key`, claimed in the order's transaction).
 async fn place(
     st: &AppState,
     access: &lodge_services::auth::Access,
     project: &lodge_services::model::ProjectRow,
-    body: &[u8],
-    claim: Option<idempotency::Claim>,
-) -> ApiResult<HostingOrderResponse> {
-    let value: serde_json::Value = parse_json(if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    })?;
-    let obj = value.as_object().cloned().unwrap_or_default();
+    obj: &serde_json::Map<String, serde_json::Value>,
+    key: Option<lodge_services::idempotency::IdempotencyKey>,
+) -> Result<OrderOutcome, ServiceError> {
     let mut type_errors = FieldErrors::new();
     let form = OrderForm {
-        plan_id: string_field(&obj, "plan_id", &mut type_errors),
-        domain_source: string_field(&obj, "domain_source", &mut type_errors),
-        domain_name: string_field(&obj, "domain_name", &mut type_errors),
-        domain_id: string_field(&obj, "domain_id", &mut type_errors),
-        epp_code: string_field(&obj, "epp_code", &mut type_errors),
-        billing_cycle: string_field(&obj, "billing_cycle", &mut type_errors),
+        plan_id: string_field(obj, "plan_id", &mut type_errors),
+        domain_source: string_field(obj, "domain_source", &mut type_errors),
+        domain_name: string_field(obj, "domain_name", &mut type_errors),
+        domain_id: string_field(obj, "domain_id", &mut type_errors),
+        epp_code: string_field(obj, "epp_code", &mut type_errors),
+        billing_cycle: string_field(obj, "billing_cycle", &mut type_errors),
         ..Default::default()
     };
     let validated = st
@@ -182,31 +191,15 @@ async fn place(
         let mut errors = match validated {
             Ok(_) => FieldErrors::new(),
             Err(ServiceError::Invalid(e)) => e,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         errors.extend(type_errors);
-        return Err(ServiceError::Invalid(errors).into());
+        return Err(ServiceError::Invalid(errors));
     }
     let mut valid = validated?;
-    if let Some(c) = claim {
-        let (cur, base) = (st.lodge.settings.currency, st.public_base_url.clone());
-        valid.idempotency = Some(std::sync::Arc::new(KeyClaim {
-            scope: c.scope,
-            key: c.key,
-            request_hash: c.request_hash,
-            // The body the caller gets (serde_json, as axum's Json writes it).
-            render: Box::new(move |o| {
-                serde_json::to_string(&HostingOrderResponse::new(o, cur, &base)).unwrap_or_default()
-            }),
-        }));
-    }
+    valid.idempotency = key.map(std::sync::Arc::new);
     let actor = format!("user:{}", access.principal().user);
-    let outcome = st.lodge.place_order(&valid, &actor).await?;
-    Ok(HostingOrderResponse::new(
-        &outcome,
-        st.lodge.settings.currency,
-        &st.public_base_url,
-    ))
+    st.lodge.place_order(&valid, &actor).await
 }
 
 /// The hosting accounts of a project.

@@ -11,5 +11,6 @@ mod openapi;
 mod ops;
 mod orders;
 mod provisioning;
+mod races;
 mod registrar;
 mod shutdown_checks;

@@ -843,7 +843,7 @@ async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
         .await
         .expect("job")
         .expect("job row");
-    assert_eq!(row.status, "done");
+    assert_eq!(row.status, lodge_core::JobStatus::Done);
     assert_eq!(row.attempts, 2, "the dead node's claim counted");
     assert_eq!(row.locked_by, None);
 
@@ -863,7 +863,7 @@ async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
         .await
         .expect("job")
         .expect("job row");
-    assert_eq!(row.status, "done");
+    assert_eq!(row.status, lodge_core::JobStatus::Done);
     app.clock.advance(SignedDuration::from_hours(3));
     assert_eq!(run(&worker).await, 0);
     assert_eq!(fake.created().values().sum::<usize>(), 1);
@@ -932,7 +932,7 @@ async fn two_workers_never_run_the_same_job(app: TestApp) {
         .expect("jobs");
     assert_eq!(rows.len(), N);
     for j in &rows {
-        assert_eq!(j.status, "done", "{j:?}");
+        assert_eq!(j.status, lodge_core::JobStatus::Done, "{j:?}");
         assert_eq!(j.attempts, 1, "claimed once: {j:?}");
     }
     for id in &ids {

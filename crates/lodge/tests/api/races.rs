@@ -1,0 +1,308 @@
+//! Races and crashes on the money paths: a keyed deposit whose answer was lost, concurrent
+//! and contradictory cancellations, and cancellations racing every way of paying.
+
+use futures::future::join_all;
+use jiff::SignedDuration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{
+    add_credit, cents, hosting, hosting_path, invoice, order_status, starter, str_of, v2, Auth,
+    Engine, TestApp,
+};
+use crate::on_both_engines;
+
+on_both_engines!(
+    a_keyed_deposit_whose_answer_was_lost_is_applied_once,
+    contradictory_cancellations_one_is_accepted,
+    concurrent_cancellations_and_withdrawals_one_is_accepted,
+    cancelling_while_paying_never_fails,
+);
+
+/// Makes every write of an `Idempotency-Key`'s answer fail: the state a server leaves when it
+/// dies after a keyed request's work and before its answer is stored.
+async fn answers_cannot_be_stored(app: &TestApp, on: bool) {
+    let sql: &[&str] = match (app.engine, on) {
+        (Engine::Sqlite, true) => &[
+            "CREATE TRIGGER lost_answer BEFORE UPDATE ON idempotency_keys
+             BEGIN SELECT RAISE(ABORT, 'the server died'); END",
+        ],
+        (Engine::Sqlite, false) => &["DROP TRIGGER lost_answer"],
+        (Engine::Postgres, true) => &[
+            "CREATE FUNCTION lost_answer() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'the server died'; END $$",
+            "CREATE TRIGGER lost_answer BEFORE UPDATE ON idempotency_keys
+             FOR EACH ROW EXECUTE FUNCTION lost_answer()",
+        ],
+        (Engine::Postgres, false) => &[
+            "DROP TRIGGER lost_answer ON idempotency_keys",
+            "DROP FUNCTION lost_answer()",
+        ],
+    };
+    for s in sql {
+        sqlx::query(s)
+            .execute(app.lodge.store.writer())
+            .await
+            .unwrap();
+    }
+}
+
+/// The deposits in the demo organization's ledger.
+async fn deposits(app: &TestApp) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM credit_ledger WHERE organization_id = $1 AND kind = 'deposit'",
+    )
+    .bind(app.org_id())
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap()
+}
+
+/// A staff deposit under an `Idempotency-Key` whose answer could not be stored (the server
+/// "died" between the deposit and its answer) left nothing behind: its retry, even after
+/// any claim of it would have gone stale, deposits once, and a further retry replays it.
+async fn a_keyed_deposit_whose_answer_was_lost_is_applied_once(app: TestApp) {
+    let org = app.org_id();
+    let path = format!("/v1/admin/organizations/{org}/credit");
+    let deposit = || {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(app.admin_key())
+            .header("Idempotency-Key", "lost-answer-1")
+            .json(&json!({ "amount": "10.00" }))
+            .send()
+    };
+    answers_cannot_be_stored(&app, true).await;
+    let lost = deposit().await.unwrap();
+    assert!(
+        lost.status().is_server_error(),
+        "the answer could not be stored: {}",
+        lost.status()
+    );
+    answers_cannot_be_stored(&app, false).await;
+    // Long after: any claim the first attempt left would be stale by now.
+    app.clock.advance(SignedDuration::from_mins(30));
+
+    let retry = deposit().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    let body: Value = retry.json().await.unwrap();
+    assert_eq!(body["balance"], "10.00", "{body}");
+    let again = deposit().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(
+        again.headers().get("idempotent-replayed").unwrap(),
+        "true",
+        "a retry after the deposit replays it"
+    );
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["balance"], "10.00", "{body}");
+    assert_eq!(deposits(&app).await, 1, "one deposit for one key");
+    let (_, credit) = app
+        .get(&format!("/v1/organizations/{org}/credit"), &app.key())
+        .await;
+    assert_eq!(credit["balance"], "10.00", "{credit}");
+}
+
+/// Places a Starter order (external domain) through `/v1`; returns its answer.
+async fn order(app: &TestApp, name: &str) -> Value {
+    let (status, o) = app
+        .post(
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            &app.key(),
+            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    o
+}
+
+async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {
+    app.post(
+        &format!("{}/cancel", hosting_path(app, id)),
+        &app.key(),
+        &json!({ "type": kind, "reason": "race" }),
+    )
+    .await
+}
+
+/// Statuses of concurrent answers, each `200` or `409`; how many were `200`.
+#[track_caller]
+fn accepted(answers: &[(StatusCode, Value)], what: &str) -> usize {
+    for (status, body) in answers {
+        assert!(
+            *status == StatusCode::OK || *status == StatusCode::CONFLICT,
+            "{what}: {status} {body}"
+        );
+    }
+    answers.iter().filter(|(s, _)| *s == StatusCode::OK).count()
+}
+
+/// `immediate` and `end_of_period` sent together on one paid account: exactly one is
+/// accepted, and the account's record says the kind that was.
+async fn contradictory_cancellations_one_is_accepted(app: TestApp) {
+    add_credit(&app, &app.org_id(), "500.00").await;
+    for round in 0..8 {
+        let o = order(&app, &format!("contradict-{round}.example")).await;
+        let id = str_of(&o, "hosting_id").to_owned();
+        // The order of the two requests alternates, so neither kind always goes first.
+        let kinds = if round % 2 == 0 {
+            ["immediate", "end_of_period"]
+        } else {
+            ["end_of_period", "immediate"]
+        };
+        let answers = join_all(kinds.iter().map(|k| cancel(&app, &id, k))).await;
+        assert_eq!(accepted(&answers, "two cancels"), 1, "{answers:?}");
+        let winner = kinds
+            .iter()
+            .zip(&answers)
+            .find(|(_, (s, _))| *s == StatusCode::OK)
+            .map(|(k, _)| *k)
+            .unwrap();
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["cancellation"]["type"], winner, "{h}");
+        let terminations: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'terminate_hosting' AND dedupe_key = $1",
+        )
+        .bind(format!("terminate:{id}"))
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(
+            terminations,
+            i64::from(winner == "immediate"),
+            "a termination is queued only for an immediate cancellation"
+        );
+    }
+}
+
+/// Ten concurrent end-of-period cancellations: one is accepted. Then five concurrent
+/// withdrawals: one is accepted. Then the account can be cancelled again, once.
+async fn concurrent_cancellations_and_withdrawals_one_is_accepted(app: TestApp) {
+    add_credit(&app, &app.org_id(), "500.00").await;
+    let o = order(&app, "ten-cancels.example").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let answers = join_all((0..10).map(|_| cancel(&app, &id, "end_of_period"))).await;
+    assert_eq!(accepted(&answers, "ten cancels"), 1, "{answers:?}");
+    let (revoke_path, key, empty) = (
+        format!("{}/revoke-cancellation", hosting_path(&app, &id)),
+        app.key(),
+        json!({}),
+    );
+    let revoke = || app.post(&revoke_path, &key, &empty);
+    let answers = join_all((0..5).map(|_| revoke())).await;
+    assert_eq!(accepted(&answers, "five withdrawals"), 1, "{answers:?}");
+    assert!(hosting(&app, &id).await["cancellation"].is_null());
+    let answers = join_all((0..4).map(|_| cancel(&app, &id, "immediate"))).await;
+    assert_eq!(accepted(&answers, "cancel again"), 1, "{answers:?}");
+}
+
+/// Each way of cancelling a pending order (both dialects' cancel, deleting its invoice)
+/// races each way of paying it (the payment page's credit button, `/apiv2` prepay, a staff
+/// payment), 48 rounds: no request fails with a server error (PostgreSQL once deadlocked
+/// here, cancellation locking order then invoice and payments invoice then order), and every
+/// order ends either paid or cancelled, whole.
+async fn cancelling_while_paying_never_fails(app: TestApp) {
+    const ROUNDS: usize = 48;
+    let mut orders = Vec::new();
+    for round in 0..ROUNDS {
+        orders.push(order(&app, &format!("race-{round}.example")).await);
+    }
+    add_credit(&app, &app.org_id(), "10000.00").await;
+    let key = app.key();
+    for (round, o) in orders.iter().enumerate() {
+        let hosting_id = str_of(o, "hosting_id").to_owned();
+        let invoice_id = o["invoice_id"].as_i64().unwrap();
+        let pay_url = str_of(o, "invoice_payment_url").to_owned();
+        let legacy = hosting(&app, &hosting_id).await["legacy_id"].clone();
+        let cancelling = async {
+            let (status, body) = match round % 4 {
+                0 => cancel(&app, &hosting_id, "immediate").await,
+                1 => cancel(&app, &hosting_id, "end_of_period").await,
+                2 => {
+                    v2(
+                        &app,
+                        Method::DELETE,
+                        &format!("/apiv2/websites/{legacy}"),
+                        Auth::Key(&key),
+                        None,
+                    )
+                    .await
+                }
+                _ => {
+                    v2(
+                        &app,
+                        Method::DELETE,
+                        &format!("/apiv2/billing/invoices/{invoice_id}"),
+                        Auth::Key(&key),
+                        None,
+                    )
+                    .await
+                }
+            };
+            (format!("cancel way {}", round % 4), status, body)
+        };
+        let paying = async {
+            let (status, body) = match (round / 4) % 3 {
+                0 => {
+                    let r = reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .unwrap()
+                        .post(format!("{pay_url}/credit"))
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status(), Value::Null)
+                }
+                1 => {
+                    v2(
+                        &app,
+                        Method::GET,
+                        &format!("/apiv2/billing/pay/prepay/{invoice_id}"),
+                        Auth::Key(&key),
+                        None,
+                    )
+                    .await
+                }
+                _ => {
+                    app.post(
+                        &format!("/v1/admin/invoices/{invoice_id}/payments"),
+                        &app.admin_key(),
+                        &json!({ "amount": "100.00", "method": "bank_transfer",
+                                 "reference": format!("race-{round}") }),
+                    )
+                    .await
+                }
+            };
+            (format!("pay way {}", (round / 4) % 3), status, body)
+        };
+        let (c, p) = futures::join!(cancelling, paying);
+        for (what, status, body) in [c, p] {
+            assert!(
+                !status.is_server_error(),
+                "round {round}, {what}: {status} {body}"
+            );
+        }
+        // Whole either way.
+        let inv = invoice(&app, invoice_id).await;
+        let h = hosting(&app, &hosting_id).await;
+        let order_id = o["order_id"].as_i64().unwrap();
+        match str_of(&inv, "status") {
+            "paid" => {
+                assert_eq!(order_status(&app, order_id).await, "active", "{inv}");
+                assert_ne!(h["status"], "cancelled", "round {round}: {h}");
+            }
+            "cancelled" => {
+                assert_eq!(order_status(&app, order_id).await, "cancelled", "{inv}");
+                assert_eq!(h["status"], "cancelled", "round {round}: {h}");
+                assert_eq!(cents(&inv["amount_due"]), 0, "{inv}");
+            }
+            other => panic!("round {round}: the invoice is {other}: {inv}"),
+        }
+    }
+}

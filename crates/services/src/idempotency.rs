@@ -1,0 +1,146 @@
+//! `Idempotency-Key`: a keyed request is done at most once, and its retries are answered
+//! with its outcome.
+//!
+//! A keyed mutation claims its key, does its work and stores its outcome in ONE
+//! transaction ([`Lodge::claim_key_in`] first, [`Lodge::answer_key_in`] last): the work and
+//! its stored outcome commit together or not at all. A retry after any failure, a commit
+//! whose answer never reached the caller included (the server killed right after it), finds
+//! either the stored outcome or no trace of the work, and is then done afresh. Of concurrent
+//! requests with one key, one does the work; the others' claims wait for its commit
+//! (PostgreSQL's unique index, SQLite's single writer) and are answered its outcome.
+//!
+//! What is stored is the service's outcome (JSON), not an HTTP answer: each dialect renders
+//! it, on the first answer and on every replay alike. A refusal stores nothing: its retry is
+//! judged afresh. Keys are forgotten after a day (the scheduler).
+
+use std::future::Future;
+
+use lodge_store::idempotency;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Lodge, Result, ServiceError};
+
+/// The `status_code` stored with an outcome: the work was done.
+const DONE: i64 = 201;
+
+/// A request's key: who sent it (`scope`: keys are per caller), the key, and a digest of the
+/// request, so the same key with another request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// An outcome, done now or replayed from a request with the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<T> {
+    Done(T),
+    Replayed(T),
+}
+
+impl<T> Answer<T> {
+    pub fn is_replay(&self) -> bool {
+        matches!(self, Answer::Replayed(_))
+    }
+
+    pub fn outcome(&self) -> &T {
+        match self {
+            Answer::Done(t) | Answer::Replayed(t) => t,
+        }
+    }
+
+    pub fn into_outcome(self) -> T {
+        match self {
+            Answer::Done(t) | Answer::Replayed(t) => t,
+        }
+    }
+}
+
+impl Lodge {
+    /// Runs `act` at most once per key: a stored outcome is replayed without running it, and
+    /// when `act` fails because a request with the same key committed meanwhile (its claim
+    /// is refused, [`ServiceError::KeyTaken`], or what it asked for is taken), that request's
+    /// outcome is the answer. `act` must claim the key with [`Lodge::claim_key_in`] and
+    /// store its outcome with [`Lodge::answer_key_in`] in its transaction.
+    pub async fn keyed<T, F, Fut>(&self, key: Option<&IdempotencyKey>, act: F) -> Result<Answer<T>>
+    where
+        T: DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(key) = key else {
+            return act().await.map(Answer::Done);
+        };
+        if let Some(stored) = self.stored_outcome(key).await? {
+            return Ok(Answer::Replayed(stored));
+        }
+        match act().await {
+            Ok(done) => Ok(Answer::Done(done)),
+            Err(refused) => match self.stored_outcome(key).await? {
+                Some(stored) => Ok(Answer::Replayed(stored)),
+                None => Err(refused),
+            },
+        }
+    }
+
+    /// The outcome stored for `key`; `None` when the key is free. `KeyReused` when it was
+    /// used for another request.
+    async fn stored_outcome<T: DeserializeOwned>(&self, key: &IdempotencyKey) -> Result<Option<T>> {
+        let row = {
+            let mut db = self.store.read_conn().await?;
+            idempotency::get(&mut db, &key.scope, &key.key).await?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if row.request_hash != key.request_hash {
+            return Err(ServiceError::KeyReused);
+        }
+        match row.response {
+            Some(body) => serde_json::from_str(&body).map(Some).map_err(|_| {
+                // Stored by a build before outcomes were stored (an HTTP body).
+                ServiceError::Conflict(
+                    "This Idempotency-Key was answered by an earlier version of Lodge; use a new key."
+                        .into(),
+                )
+            }),
+            // Only the three-step protocol of earlier builds committed a claim alone.
+            None => Err(ServiceError::Conflict(
+                "The first request with this Idempotency-Key did not finish; use a new key.".into(),
+            )),
+        }
+    }
+
+    /// Claims `key` in the caller's transaction, before its first other write;
+    /// `KeyTaken` when a request with it committed (on PostgreSQL, a claim another
+    /// transaction holds is waited for first).
+    pub(crate) async fn claim_key_in<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        key: &IdempotencyKey,
+    ) -> Result<()> {
+        let claimed =
+            idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, self.now_us())
+                .await?;
+        if claimed {
+            Ok(())
+        } else {
+            Err(ServiceError::KeyTaken)
+        }
+    }
+
+    /// Stores the outcome of the work done under `key`, in the same transaction.
+    pub(crate) async fn answer_key_in<C: lodge_store::SqlConn, T: Serialize>(
+        &self,
+        conn: &mut C,
+        key: &IdempotencyKey,
+        outcome: &T,
+    ) -> Result<()> {
+        let body =
+            serde_json::to_string(outcome).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        idempotency::complete(conn, &key.scope, &key.key, DONE, &body).await?;
+        Ok(())
+    }
+}
