@@ -130,8 +130,9 @@ impl Target {
         }
         let demo: Value =
             serde_json::from_slice(&out.stdout).context("lodge demo --json output")?;
-        let admin_key = demo["admin_api_key"]
-            .as_str()
+        let admin_key = demo
+            .get("admin_api_key")
+            .and_then(Value::as_str)
             .context("no admin_api_key")?
             .to_owned();
         let listen = format!("127.0.0.1:{}", free_port()?);
@@ -245,13 +246,17 @@ pub async fn make_customer(
     .await?;
     let org = check(
         admin(client.post(format!("{}/v1/admin/organizations", t.base)))
-            .json(&json!({"name": tag, "owner_id": user["id"]}))
+            .json(&json!({"name": tag, "owner_id": user.get("id")}))
             .send()
             .await?,
         "create organization",
     )
     .await?;
-    let org_id = org["id"].as_str().context("org id")?.to_owned();
+    let org_id = org
+        .get("id")
+        .and_then(Value::as_str)
+        .context("org id")?
+        .to_owned();
     let key = check(
         admin(client.post(format!(
             "{}/v1/admin/organizations/{org_id}/api-keys",
@@ -263,7 +268,11 @@ pub async fn make_customer(
         "create key",
     )
     .await?;
-    let key = key["key_secret"].as_str().context("key")?.to_owned();
+    let key = key
+        .get("key_secret")
+        .and_then(Value::as_str)
+        .context("key")?
+        .to_owned();
     if credit != "0" {
         check(
             admin(client.post(format!("{}/v1/admin/organizations/{org_id}/credit", t.base)))
@@ -283,8 +292,9 @@ pub async fn make_customer(
         "projects",
     )
     .await?;
-    let project = projects["results"][0]["id"]
-        .as_str()
+    let project = projects
+        .pointer("/results/0/id")
+        .and_then(Value::as_str)
         .context("project")?
         .to_owned();
     Ok(Customer {
@@ -305,8 +315,9 @@ pub async fn plan_id(client: &reqwest::Client, t: &Target, key: &str) -> anyhow:
         "plans",
     )
     .await?;
-    plans["results"]
-        .as_array()
+    plans
+        .get("results")
+        .and_then(Value::as_array)
         .and_then(|a| {
             a.iter().find(|p| {
                 p["pricing"]
@@ -669,7 +680,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         );
     }
     let customers = Arc::new(customers);
-    let plan = Arc::new(plan_id(&client, &target, &customers[0].key).await?);
+    let first = customers.first().context("no customer")?;
+    let plan = Arc::new(plan_id(&client, &target, &first.key).await?);
     let base = Arc::new(target.base.clone());
     let mut results = Vec::new();
     let mix_only = mix.is_some();
@@ -771,7 +783,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
                         .send()
                         .await?;
                     let v: Value = r.json().await?;
-                    if let Some(iid) = v["invoice_id"].as_i64() {
+                    if let Some(iid) = v.get("invoice_id").and_then(Value::as_i64) {
                         queue
                             .lock()
                             .map_err(|_| anyhow::anyhow!("queue lock"))?
@@ -1083,7 +1095,8 @@ pub async fn crash(
             let c = reqwest::Client::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let cu = &cs[usize::from(n % 2 == 1)];
+                let [payer, pending] = &*cs;
+                let cu = if n % 2 == 1 { pending } else { payer };
                 n += 1;
                 let r = c
                     .post(format!(

@@ -1,7 +1,7 @@
 //! The `lodge` command line, run as the real binary against a temporary SQLite database.
 //! Issue: the foundation (the operator's CLI).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! every order that was answered `201` must exist in full, and nothing half-written may
 //! exist. (The long run is `lodge bench crash --kills 10`, see BENCHMARKS.md.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::{Command, Output};
 

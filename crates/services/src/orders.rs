@@ -166,7 +166,8 @@ pub(crate) fn new_payment_token(now_us: i64) -> String {
     let mut t = u64::try_from(now_us).unwrap_or(0);
     let mut time = [b'0'; 11];
     for d in time.iter_mut().rev() {
-        *d = DIGITS[(t % 36) as usize];
+        // `t % 36` is below 36, the digits' length.
+        *d = DIGITS.get((t % 36) as usize).copied().unwrap_or(b'0');
         t /= 36;
     }
     let mut token: String = time.iter().map(|&b| char::from(b)).collect();

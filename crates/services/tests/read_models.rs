@@ -2,7 +2,7 @@
 //! organization never sees another's rows (`NotFound`), field errors carry their codes from
 //! their source, and the website rules (terms, period, what is due) hold.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! retries or buries it; an idempotency key is claimed once and answered with its work;
 //! a credit balance never goes below zero; invoice numbers have no gaps.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 

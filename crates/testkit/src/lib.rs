@@ -123,7 +123,8 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
+            let skip = all.len().saturating_sub(lines);
+            all.into_iter().skip(skip).collect::<Vec<_>>().join("\n")
         }
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }

@@ -1,6 +1,11 @@
 //! Black-box HTTP tests against the real server, each on SQLite and on PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    dead_code
+)]
 
 mod harness;
 

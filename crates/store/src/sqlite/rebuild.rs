@@ -111,6 +111,10 @@ fn wanted_table(sql: &str, keep_autoincrement: bool) -> String {
 /// comments; lists of one or two values (SQLite compares those directly), lists of
 /// anything but plain literals, `NOT IN` and any other left-hand side are left as they
 /// are.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`code` has one entry per byte of `sql`, and every index is a byte offset found in `sql`"
+)]
 pub(crate) fn expand_in_lists(sql: &str) -> String {
     const IN: &str = " IN (";
     let literal = |s: &str| {
@@ -185,6 +189,10 @@ pub(crate) fn expand_in_lists(sql: &str) -> String {
 
 /// For each byte of `sql`, whether it is SQL text proper: not inside a string literal, a
 /// quoted name (`"…"`, `[…]`, `` `…` ``) or a comment (`-- …`, `/* … */`).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`i < b.len()` in the loop, and every `end` is at most `b.len()`"
+)]
 fn code_bytes(sql: &str) -> Vec<bool> {
     let b = sql.as_bytes();
     let mut code = vec![true; b.len()];
