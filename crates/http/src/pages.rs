@@ -90,6 +90,8 @@ async fn payment_page(
             invoice => context! {
                 number => inv.number.clone().unwrap_or_else(|| inv.id.to_string()),
                 status => inv.status,
+                payable => inv.status.is_payable(),
+                paid => inv.status == lodge_core::InvoiceStatus::Paid,
                 due_date => inv.due_date,
             },
             issued => ts(inv.issued_at).get(..10).unwrap_or_default().to_owned(),

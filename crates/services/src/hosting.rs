@@ -58,6 +58,7 @@ impl Lodge {
         for inv in billing::invoices_of_order(&mut *tx, seen.order_id).await? {
             billing::lock_invoice(&mut tx, inv.id).await?;
         }
+        billing::lock_order(&mut tx, seen.order_id).await?;
         let h = hosting::lock_hosting(&mut tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;

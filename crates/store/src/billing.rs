@@ -75,6 +75,18 @@ pub async fn order<'e, E: Executor<'e, Database = Any>>(
     )
 }
 
+/// Locks an order for the rest of the transaction (a no-op update: PostgreSQL's row lock,
+/// SQLite's write lock), for a transaction that must hold it before the accounts it locks
+/// next (the lock order, docs/architecture.md).
+pub async fn lock_order<C: SqlConn>(conn: &mut C, id: i64) -> Result<()> {
+    conn.exec(
+        "UPDATE orders SET modified_at = modified_at WHERE id = $1",
+        vals![id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Applies `event` to an order: one conditional update, so of racing changes one wins;
 /// `false` (and nothing written) when its status does not accept the event
 /// ([`OrderStatus::next`]).
