@@ -29,14 +29,6 @@ pub struct UnknownStatus {
     pub value: String,
 }
 
-/// An event refused in the status something is in.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {event} what is {from}")]
-pub struct Refused {
-    pub from: &'static str,
-    pub event: &'static str,
-}
-
 macro_rules! status_enum {
     ($(#[$m:meta])* $name:ident, $kind:literal { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
         $(#[$m])*
@@ -110,7 +102,7 @@ fn sources<S: Status, E: Copy>(next: impl Fn(S, E) -> Option<S>, event: E) -> Ve
 }
 
 macro_rules! event_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($(#[$vm])* $v),* }
@@ -118,10 +110,6 @@ macro_rules! event_enum {
         impl $name {
             /// Every event.
             pub const ALL: &'static [Self] = &[$($name::$v),*];
-            /// What the event does, in words (for refusals and history).
-            pub fn verb(self) -> &'static str {
-                match self { $($name::$v => $s),* }
-            }
         }
     };
 }
@@ -140,11 +128,11 @@ event_enum!(
     /// What happens to an order.
     OrderEvent {
         /// Its first invoice was paid.
-        Paid = "activate",
+        Paid,
         /// The customer or the expiry of its invoice cancelled it before it was paid.
-        Cancel = "cancel",
+        Cancel,
         /// Staff flagged it.
-        MarkFraud = "flag as fraud",
+        MarkFraud,
     }
 );
 
@@ -164,14 +152,6 @@ impl OrderStatus {
     pub fn sources(event: OrderEvent) -> Vec<OrderStatus> {
         sources(OrderStatus::next, event)
     }
-
-    /// [`OrderStatus::next`], or why not.
-    pub fn apply(self, event: OrderEvent) -> Result<OrderStatus, Refused> {
-        self.next(event).ok_or(Refused {
-            from: self.as_str(),
-            event: event.verb(),
-        })
-    }
 }
 
 status_enum!(
@@ -189,13 +169,13 @@ event_enum!(
     /// What happens to an invoice.
     InvoiceEvent {
         /// A draft is sent to its payer.
-        Issue = "issue",
+        Issue,
         /// What it is due was covered (credit and payments).
-        Pay = "mark paid",
+        Pay,
         /// It will not be paid (its order was cancelled, it expired).
-        Cancel = "cancel",
+        Cancel,
         /// Its money went back.
-        Refund = "refund",
+        Refund,
     }
 );
 
@@ -214,13 +194,6 @@ impl InvoiceStatus {
 
     pub fn sources(event: InvoiceEvent) -> Vec<InvoiceStatus> {
         sources(InvoiceStatus::next, event)
-    }
-
-    pub fn apply(self, event: InvoiceEvent) -> Result<InvoiceStatus, Refused> {
-        self.next(event).ok_or(Refused {
-            from: self.as_str(),
-            event: event.verb(),
-        })
     }
 
     /// Money can still be applied to it.
@@ -262,18 +235,18 @@ event_enum!(
     /// What happens to a hosting account.
     HostingEvent {
         /// Its order was paid.
-        Paid = "provision",
+        Paid,
         /// Its order was cancelled before it was paid.
-        Cancel = "cancel",
+        Cancel,
         /// The driver created it.
-        Provisioned = "mark provisioned",
+        Provisioned,
         /// The driver could not create it.
-        ProvisionFailed = "mark failed",
+        ProvisionFailed,
         /// Staff retry a failed creation.
-        Retry = "retry",
-        Suspend = "suspend",
-        Unsuspend = "unsuspend",
-        Terminate = "terminate",
+        Retry,
+        Suspend,
+        Unsuspend,
+        Terminate,
     }
 );
 
@@ -298,13 +271,6 @@ impl HostingStatus {
 
     pub fn sources(event: HostingEvent) -> Vec<HostingStatus> {
         sources(HostingStatus::next, event)
-    }
-
-    pub fn apply(self, event: HostingEvent) -> Result<HostingStatus, Refused> {
-        self.next(event).ok_or(Refused {
-            from: self.as_str(),
-            event: event.verb(),
-        })
     }
 
     /// It holds its name (no other account may take it): every status but the two ends.
@@ -334,15 +300,15 @@ event_enum!(
     /// What happens to a domain.
     DomainEvent {
         /// The registration or transfer-in finished.
-        Complete = "complete",
+        Complete,
         /// Its order was cancelled before it was paid.
-        Cancel = "cancel",
+        Cancel,
         /// It was not renewed.
-        Expire = "expire",
+        Expire,
         /// Renewed after it expired.
-        Restore = "restore",
+        Restore,
         /// It left for another registrar.
-        TransferAway = "transfer away",
+        TransferAway,
     }
 );
 
@@ -362,13 +328,6 @@ impl DomainStatus {
 
     pub fn sources(event: DomainEvent) -> Vec<DomainStatus> {
         sources(DomainStatus::next, event)
-    }
-
-    pub fn apply(self, event: DomainEvent) -> Result<DomainStatus, Refused> {
-        self.next(event).ok_or(Refused {
-            from: self.as_str(),
-            event: event.verb(),
-        })
     }
 
     /// It holds its name in Lodge (no other domain object may take it).
@@ -475,14 +434,14 @@ event_enum!(
     /// What happens to a job.
     JobEvent {
         /// A worker takes it (or takes over a running one whose lease ran out).
-        Claim = "claim",
-        Succeed = "complete",
+        Claim,
+        Succeed,
         /// It failed with attempts left.
-        Retry = "retry",
+        Retry,
         /// It failed with none left.
-        Die = "give up",
+        Die,
         /// Staff queue a dead job again.
-        Requeue = "requeue",
+        Requeue,
     }
 );
 
@@ -545,17 +504,11 @@ mod tests {
             E::Unsuspend,
             E::Terminate,
         ] {
-            s = s.apply(e).unwrap();
+            s = s.next(e).unwrap();
         }
         assert_eq!(s, S::Terminated);
-        assert_eq!(S::Pending.apply(E::Cancel), Ok(S::Cancelled));
-        assert_eq!(
-            S::Active.apply(E::Paid),
-            Err(Refused {
-                from: "active",
-                event: "provision"
-            })
-        );
+        assert_eq!(S::Pending.next(E::Cancel), Some(S::Cancelled));
+        assert_eq!(S::Active.next(E::Paid), None);
         assert_eq!(
             HostingStatus::sources(E::Terminate),
             [
@@ -640,12 +593,10 @@ mod tests {
             }
         }
 
-        /// `sources` agrees with `next` for every pair, and `apply` refuses exactly where
-        /// `next` has nothing.
+        /// `sources` agrees with `next` for every pair.
         #[test]
         fn sources_agree_with_next(s in hosting_status(), e in hosting_event()) {
             prop_assert_eq!(HostingStatus::sources(e).contains(&s), s.next(e).is_some());
-            prop_assert_eq!(s.apply(e).ok(), s.next(e));
         }
 
         /// An invoice is paid at most once and never leaves paid but by a refund; a

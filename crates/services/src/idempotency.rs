@@ -45,12 +45,6 @@ impl<T> Answer<T> {
         matches!(self, Answer::Replayed(_))
     }
 
-    pub fn outcome(&self) -> &T {
-        match self {
-            Answer::Done(t) | Answer::Replayed(t) => t,
-        }
-    }
-
     pub fn into_outcome(self) -> T {
         match self {
             Answer::Done(t) | Answer::Replayed(t) => t,
