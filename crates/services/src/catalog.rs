@@ -165,10 +165,10 @@ impl Catalog {
     }
 
     pub fn plan(&self, id: PlanId) -> Option<&Plan> {
-        self.by_id.get(&id).map(|&i| &self.plans[i])
+        self.by_id.get(&id).and_then(|&i| self.plans.get(i))
     }
     pub fn plan_by_legacy(&self, legacy: i64) -> Option<&Plan> {
-        self.by_legacy.get(&legacy).map(|&i| &self.plans[i])
+        self.by_legacy.get(&legacy).and_then(|&i| self.plans.get(i))
     }
     pub fn listed_plans(&self) -> impl Iterator<Item = &Plan> {
         self.plans.iter().filter(|p| p.listed())
