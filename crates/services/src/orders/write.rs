@@ -43,15 +43,16 @@ pub async fn place_order_in<C: SqlConn>(
         0
     };
     let due = total - credit;
-    // Paid as it is placed: every row is written in its activated state.
-    let activation = (due == 0).then(|| {
-        let domain = match &o.domain {
-            DomainPlan::Register { .. } => Some(DomainStatus::PendingRegistration),
-            DomainPlan::Transfer { .. } => Some(DomainStatus::PendingTransfer),
-            DomainPlan::Existing { .. } | DomainPlan::External { .. } => None,
-        };
-        Activation::plan(today, o.quote.first_period_months, domain)
-    });
+    // What activation writes; the first period's dates are on the invoice's plan line
+    // either way (reset to the day it is paid if paid later). Paid as it is placed: every
+    // row is written in its activated state.
+    let domain_status = match &o.domain {
+        DomainPlan::Register { .. } => Some(DomainStatus::PendingRegistration),
+        DomainPlan::Transfer { .. } => Some(DomainStatus::PendingTransfer),
+        DomainPlan::Existing { .. } | DomainPlan::External { .. } => None,
+    };
+    let plan = Activation::plan(today, o.quote.first_period_months, domain_status);
+    let activation = (due == 0).then_some(&plan);
     let paid = activation.is_some();
     let order_status = activation
         .as_ref()
@@ -125,11 +126,8 @@ pub async fn place_order_in<C: SqlConn>(
             ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
         })?;
     let hosting_id = HostingId::new();
-    // The first period starts on the day it is paid: known now only if paid now.
-    let period = activation.as_ref().and_then(|a| a.period.as_ref());
-    let hosting_status = activation
-        .as_ref()
-        .map_or(HostingStatus::Pending, |a| a.hosting);
+    let period = plan.period.as_ref();
+    let hosting_status = activation.map_or(HostingStatus::Pending, |a| a.hosting);
     let legacy_id = hosting::insert_hosting(
         conn,
         &hosting::NewHosting {
@@ -155,7 +153,6 @@ pub async fn place_order_in<C: SqlConn>(
             comment: &o.comment,
             server_id: Some(server.to_string()),
             next_due_date: activation
-                .as_ref()
                 .and_then(Activation::next_due_date)
                 .map(str::to_owned),
             note: if paid { "ordered and paid" } else { "ordered" },
@@ -260,7 +257,7 @@ pub async fn place_order_in<C: SqlConn>(
         payment_token = Some(token);
     }
 
-    if let Some(a) = &activation {
+    if let Some(a) = activation {
         a.enqueue_jobs(ctx, conn, hosting_id, domain_id).await?;
     }
     let outcome = OrderOutcome {
