@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::{div_round_half_away, percent_of};
 
+pub mod coupon;
+pub mod input;
+
+pub use coupon::CouponTerms;
+pub use input::{quote_input, DomainCharge, OfferTerms, OrderChoice};
+
 /// Whole-percent saving of paying `cycle_price_minor` for `months` months
 /// instead of `monthly_minor` every month, rounded half away from zero.
 ///
@@ -239,6 +245,10 @@ pub fn quote(input: &QuoteInput) -> Quote {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    reason = "tests index lines they just asserted exist"
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

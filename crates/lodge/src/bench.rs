@@ -948,10 +948,8 @@ const BENCH_SECRET_KEY: &str = "424242424242424242424242424242424242424242424242
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.
 pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
-    use lodge_services::commit::{commit_on_pool, commit_on_writer};
-    use lodge_services::orders::{DomainPlan, OrderForm, OrderSource};
+    use lodge_services::orders::{DomainPlan, OrderForm, OrderSource, ToPlace};
     use lodge_services::tenancy::{NewOrganization, NewUser};
-    use std::sync::atomic::AtomicU64;
 
     let cfg = crate::Config::resolve(
         crate::config::Overrides {
@@ -1009,6 +1007,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             OrderSource::V1,
         )
         .await?;
+    let env = lodge.write_env("bench-fill");
     let start = Instant::now();
     let batch = 2000u64;
     let mut done = 0u64;
@@ -1020,23 +1019,15 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             o.domain = DomainPlan::External {
                 name: lodge_core::DomainName::parse(&format!("f{tag}-{i}.example"))?,
             };
-            these.push(o);
+            these.push(ToPlace {
+                env: env.clone(),
+                order: o,
+            });
         }
-        // The path group commits take: the orders share a transaction, the invoices are
-        // numbered in one step; on SQLite in one call on the batch writer.
-        let placed = if lodge.store.has_batch_writer() {
-            let l = lodge.clone();
-            lodge
-                .store
-                .batch(move |db| {
-                    let orders: Vec<_> = these.iter().map(|o| (&l, o, "bench-fill")).collect();
-                    commit_on_writer(db, &orders)
-                })
-                .await??
-        } else {
-            let orders: Vec<_> = these.iter().map(|o| (&lodge, o, "bench-fill")).collect();
-            commit_on_pool(&lodge.store, &orders, &AtomicU64::new(0)).await?
-        };
+        // The path group commits take (the service's own): the orders share a
+        // transaction, the invoices are numbered in one step; on SQLite in one call on the
+        // batch writer.
+        let placed = lodge.place_orders(these).await?;
         if let Some(Err(e)) = placed.into_iter().find(Result::is_err) {
             anyhow::bail!("an order of the fill was refused: {e}");
         }

@@ -3,15 +3,20 @@
 use std::collections::BTreeSet;
 
 use lodge_core::{
-    dates, DomainEvent, DomainId, DomainStatus, HostingEvent, HostingId, InvoiceKind, OrderEvent,
-    OrganizationId, PaymentId,
+    dates, DomainEvent, DomainId, DomainStatus, HostingEvent, HostingId, HostingStatus,
+    InvoiceKind, OrderEvent, OrderStatus, OrganizationId, PaymentId,
 };
 use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
 use lodge_store::{hosting, jobs, AnyConnection, StoreError};
 
 use crate::auth::Access;
+use crate::commit::WriteCtx;
 use crate::idempotency::{Answer, IdempotencyKey};
 use crate::{Lodge, Result, ServiceError};
+
+pub mod batch;
+
+pub use batch::PaymentBatcher;
 
 /// An invoice with its lines and payments.
 #[derive(Debug, Clone)]
@@ -53,164 +58,18 @@ impl Lodge {
         dedupe_key: &str,
     ) -> Result<bool> {
         let payload = payload.to_string();
-        Ok(jobs::enqueue(conn, &self.new_job(kind, &payload, dedupe_key)).await?)
-    }
-
-    /// [`Lodge::enqueue`], through [`lodge_store::SqlConn::insert_later`].
-    async fn enqueue_later<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        kind: &str,
-        payload: serde_json::Value,
-        dedupe_key: &str,
-    ) -> Result<()> {
-        let payload = payload.to_string();
-        Ok(jobs::enqueue_later(conn, &self.new_job(kind, &payload, dedupe_key)).await?)
-    }
-
-    fn new_job<'a>(
-        &self,
-        kind: &'a str,
-        payload: &'a str,
-        dedupe_key: &'a str,
-    ) -> jobs::NewJob<'a> {
-        let now = self.now_us();
-        jobs::NewJob {
-            kind,
-            payload,
-            dedupe_key: Some(dedupe_key),
-            run_at: now,
-            max_attempts: 8,
-            now,
-        }
-    }
-
-    /// Applies the organization's credit to an invoice, up to `max`: the balance is read
-    /// under its lock, and the ledger's constraint keeps it from going negative.
-    pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        org: OrganizationId,
-        invoice: i64,
-        max: i64,
-        actor: &str,
-    ) -> Result<i64> {
-        if max <= 0 {
-            return Ok(0);
-        }
-        let balance = billing::lock_credit(conn, org)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        let applied = balance.min(max);
-        if applied <= 0 {
-            return Ok(0);
-        }
-        let now = self.now_us();
-        billing::append_ledger(
-            conn,
-            &billing::NewLedgerEntry {
-                organization_id: org,
-                kind: "applied",
-                amount_minor: -applied,
-                currency: self.settings.currency.code(),
-                invoice_id: Some(invoice),
-                note: "Applied to invoice",
-                actor,
-                now,
-            },
-        )
-        .await?;
-        billing::add_credit_applied(conn, invoice, applied, now).await?;
-        Ok(applied)
-    }
-
-    /// A pending order whose first invoice is paid (or that owed nothing): the order becomes
-    /// active, its hosting accounts go to provisioning with their first period starting
-    /// today, and the provisioning and registrar jobs are enqueued — once.
-    pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        order_id: i64,
-        actor: &str,
-    ) -> Result<bool> {
-        let now = self.now_us();
-        if !billing::transition_order(conn, order_id, OrderEvent::Paid, now).await? {
-            return Ok(false);
-        }
-        let today = self.today();
-        let first_invoice = billing::first_invoice_of_order(conn, order_id).await?;
-        for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
-            if !hosting::transition(conn, id, HostingEvent::Paid, "paid", actor, now).await? {
-                continue;
-            }
-            if let Some(months) = first_months {
-                let months = u32::try_from(months).unwrap_or(0);
-                let end = dates::add_months(today, months).to_string();
-                hosting::set_next_due_date(conn, id, Some(&end), now).await?;
-                if let Some(inv) = first_invoice {
-                    billing::set_line_period(conn, inv, &id.to_string(), &today.to_string(), &end)
-                        .await?;
-                }
-            }
-            // The registrar's work, if the order brought the domain object.
-            let status = match domain {
-                Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
-                None => None,
-            };
-            let domain_job = match status {
-                Some(DomainStatus::PendingRegistration) => Some(JOB_REGISTER_DOMAIN),
-                Some(DomainStatus::PendingTransfer) => Some(JOB_TRANSFER_DOMAIN),
-                _ => None,
-            };
-            self.enqueue_order_jobs(conn, id, domain, domain_job)
-                .await?;
-        }
-        Ok(true)
-    }
-
-    /// The jobs of an order paid for (at once, or later): provisioning its account, and the
-    /// registrar's work on its domain (`domain_job`), each once.
-    pub(crate) async fn enqueue_order_jobs<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        hosting_id: HostingId,
-        domain_id: Option<DomainId>,
-        domain_job: Option<&str>,
-    ) -> Result<()> {
-        self.enqueue_later(
-            conn,
-            JOB_PROVISION,
-            serde_json::json!({ "hosting_id": hosting_id }),
-            &format!("provision:{hosting_id}"),
-        )
-        .await?;
-        if let (Some(d), Some(kind)) = (domain_id, domain_job) {
-            self.enqueue_later(
-                conn,
-                kind,
-                serde_json::json!({ "domain_id": d }),
-                &format!("{kind}:{d}"),
-            )
-            .await?;
-        }
-        Ok(())
+        Ok(jobs::enqueue(conn, &new_job(self.now_us(), kind, &payload, dedupe_key)).await?)
     }
 
     /// After money reached an invoice: mark it paid if covered, and activate what it pays
-    /// for. Returns whether this call marked it paid.
+    /// for ([`settle`]).
     pub(crate) async fn settle<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
         invoice: &InvoiceRow,
         actor: &str,
     ) -> Result<bool> {
-        if !billing::mark_paid(conn, invoice.id, self.now_us()).await? {
-            return Ok(false);
-        }
-        if let (Some(order), InvoiceKind::First) = (invoice.order_id, invoice.kind) {
-            self.activate_order(conn, order, actor).await?;
-        }
-        Ok(true)
+        settle(&self.write_ctx(actor), conn, invoice).await
     }
 
     /// Staff add account credit (a deposit in the ledger): the new balance. Under an
@@ -317,63 +176,16 @@ impl Lodge {
         if let Some(payments) = &self.payments {
             // SQLite: on the batch writer's thread, sharing a commit with the payments
             // waiting at the same moment (each all-or-nothing on its own).
-            return payments.pay(self, invoices, actor).await;
+            return payments
+                .submit(batch::Payment {
+                    env: self.write_env(actor),
+                    invoices: invoices.to_vec(),
+                })
+                .await;
         }
         let mut tx = self.store.begin().await?;
-        self.pay_from_credit_in(&mut tx, invoices, actor).await?;
+        pay_from_credit_in(&self.write_ctx(actor), &mut tx, invoices).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
-    }
-
-    /// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of
-    /// it may be committed. Takes its locks in the money paths' one order
-    /// (docs/architecture.md): the organizations, then the invoices by ascending id, then
-    /// (settling them) their orders and accounts.
-    pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
-        &self,
-        conn: &mut C,
-        invoices: &[i64],
-        actor: &str,
-    ) -> Result<()> {
-        let ids: BTreeSet<i64> = invoices.iter().copied().collect();
-        let mut orgs = BTreeSet::new();
-        for &id in &ids {
-            let inv = billing::invoice(conn, id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            orgs.insert(inv.organization_id);
-        }
-        for &org in &orgs {
-            billing::lock_credit(conn, org)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-        }
-        for id in ids {
-            let inv = billing::lock_invoice(conn, id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            if !inv.status.is_payable() {
-                return Err(ServiceError::Conflict(format!(
-                    "This invoice is {}.",
-                    inv.status
-                )));
-            }
-            let due = inv.amount_due();
-            let balance = billing::lock_credit(conn, inv.organization_id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            if balance < due {
-                return Err(ServiceError::Conflict(
-                    "The account credit does not cover what is due.".into(),
-                ));
-            }
-            self.apply_credit(conn, inv.organization_id, id, due, actor)
-                .await?;
-            let inv = billing::invoice(conn, id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            self.settle(conn, &inv, actor).await?;
-        }
         Ok(())
     }
 
@@ -636,4 +448,241 @@ impl Lodge {
         }
         Ok(true)
     }
+}
+
+/// A job to enqueue now.
+fn new_job<'a>(now: i64, kind: &'a str, payload: &'a str, dedupe_key: &'a str) -> jobs::NewJob<'a> {
+    jobs::NewJob {
+        kind,
+        payload,
+        dedupe_key: Some(dedupe_key),
+        run_at: now,
+        max_attempts: 8,
+        now,
+    }
+}
+
+/// Enqueues a job (once per dedupe key), through [`lodge_store::SqlConn::insert_later`].
+async fn enqueue_later<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    kind: &str,
+    payload: serde_json::Value,
+    dedupe_key: &str,
+) -> Result<()> {
+    let payload = payload.to_string();
+    Ok(jobs::enqueue_later(conn, &new_job(ctx.now, kind, &payload, dedupe_key)).await?)
+}
+
+/// Applies the organization's credit to an invoice, up to `max`: the balance is read under
+/// its lock, and the ledger's constraint keeps it from going negative.
+async fn apply_credit<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    org: OrganizationId,
+    invoice: i64,
+    max: i64,
+) -> Result<i64> {
+    if max <= 0 {
+        return Ok(0);
+    }
+    let balance = billing::lock_credit(conn, org)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let applied = balance.min(max);
+    if applied <= 0 {
+        return Ok(0);
+    }
+    billing::append_ledger(
+        conn,
+        &billing::NewLedgerEntry {
+            organization_id: org,
+            kind: "applied",
+            amount_minor: -applied,
+            currency: ctx.currency,
+            invoice_id: Some(invoice),
+            note: "Applied to invoice",
+            actor: ctx.actor,
+            now: ctx.now,
+        },
+    )
+    .await?;
+    billing::add_credit_applied(conn, invoice, applied, ctx.now).await?;
+    Ok(applied)
+}
+
+/// What activating one hosting account of an order writes, whether its order is paid as it
+/// is placed (the rows are written in this final state) or later (a pending order's rows
+/// are moved to it): decided here once for both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Activation {
+    /// The order's status once active.
+    pub order: OrderStatus,
+    /// The account's status once active.
+    pub hosting: HostingStatus,
+    /// The first period, starting on the day it is paid: `(start, end)`. It is the plan
+    /// line's period and its end the account's next due date. `None` without a period.
+    pub period: Option<(String, String)>,
+    /// The registrar's work on the order's own domain object, if it brought one.
+    pub domain_job: Option<&'static str>,
+}
+
+impl Activation {
+    /// The activation of an account paid `today` whose first period lasts
+    /// `first_period_months`, and whose order brought a domain object in `domain` status.
+    pub(crate) fn plan(
+        today: jiff::civil::Date,
+        first_period_months: Option<u32>,
+        domain: Option<DomainStatus>,
+    ) -> Activation {
+        Activation {
+            order: OrderStatus::Pending
+                .next(OrderEvent::Paid)
+                .unwrap_or(OrderStatus::Active),
+            hosting: HostingStatus::Pending
+                .next(HostingEvent::Paid)
+                .unwrap_or(HostingStatus::Provisioning),
+            period: first_period_months
+                .map(|m| (today.to_string(), dates::add_months(today, m).to_string())),
+            domain_job: match domain {
+                Some(DomainStatus::PendingRegistration) => Some(JOB_REGISTER_DOMAIN),
+                Some(DomainStatus::PendingTransfer) => Some(JOB_TRANSFER_DOMAIN),
+                _ => None,
+            },
+        }
+    }
+
+    /// The account's next due date: the end of its first period.
+    pub(crate) fn next_due_date(&self) -> Option<&str> {
+        self.period.as_ref().map(|(_, end)| end.as_str())
+    }
+
+    /// Enqueues the jobs of an activated account: provisioning it, and the registrar's
+    /// work on its domain, each once.
+    pub(crate) async fn enqueue_jobs<C: lodge_store::SqlConn>(
+        &self,
+        ctx: &WriteCtx<'_>,
+        conn: &mut C,
+        hosting_id: HostingId,
+        domain_id: Option<DomainId>,
+    ) -> Result<()> {
+        enqueue_later(
+            ctx,
+            conn,
+            JOB_PROVISION,
+            serde_json::json!({ "hosting_id": hosting_id }),
+            &format!("provision:{hosting_id}"),
+        )
+        .await?;
+        if let (Some(d), Some(kind)) = (domain_id, self.domain_job) {
+            enqueue_later(
+                ctx,
+                conn,
+                kind,
+                serde_json::json!({ "domain_id": d }),
+                &format!("{kind}:{d}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A pending order whose first invoice is paid: the order becomes active and each of its
+/// hosting accounts is activated ([`Activation`]: provisioning, its first period starting
+/// today, its jobs enqueued — once). `false` when the order was not pending.
+pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    order_id: i64,
+) -> Result<bool> {
+    if !billing::transition_order(conn, order_id, OrderEvent::Paid, ctx.now).await? {
+        return Ok(false);
+    }
+    let first_invoice = billing::first_invoice_of_order(conn, order_id).await?;
+    for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
+        if !hosting::transition(conn, id, HostingEvent::Paid, "paid", ctx.actor, ctx.now).await? {
+            continue;
+        }
+        let status = match domain {
+            Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
+            None => None,
+        };
+        let months = first_months.map(|m| u32::try_from(m).unwrap_or(0));
+        let activation = Activation::plan(ctx.today, months, status);
+        if let Some((start, end)) = &activation.period {
+            hosting::set_next_due_date(conn, id, Some(end), ctx.now).await?;
+            if let Some(inv) = first_invoice {
+                billing::set_line_period(conn, inv, &id.to_string(), start, end).await?;
+            }
+        }
+        activation.enqueue_jobs(ctx, conn, id, domain).await?;
+    }
+    Ok(true)
+}
+
+/// After money reached an invoice: mark it paid if covered, and activate what it pays for.
+/// Returns whether this call marked it paid.
+pub(crate) async fn settle<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: &InvoiceRow,
+) -> Result<bool> {
+    if !billing::mark_paid(conn, invoice.id, ctx.now).await? {
+        return Ok(false);
+    }
+    if let (Some(order), InvoiceKind::First) = (invoice.order_id, invoice.kind) {
+        activate_order(ctx, conn, order).await?;
+    }
+    Ok(true)
+}
+
+/// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of it
+/// may be committed. Takes its locks in the money paths' one order (docs/architecture.md):
+/// the organizations, then the invoices by ascending id, then (settling them) their orders
+/// and accounts.
+pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoices: &[i64],
+) -> Result<()> {
+    let ids: BTreeSet<i64> = invoices.iter().copied().collect();
+    let mut orgs = BTreeSet::new();
+    for &id in &ids {
+        let inv = billing::invoice(conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        orgs.insert(inv.organization_id);
+    }
+    for &org in &orgs {
+        billing::lock_credit(conn, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+    }
+    for id in ids {
+        let inv = billing::lock_invoice(conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if !inv.status.is_payable() {
+            return Err(ServiceError::Conflict(format!(
+                "This invoice is {}.",
+                inv.status
+            )));
+        }
+        let due = inv.amount_due();
+        let balance = billing::lock_credit(conn, inv.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if balance < due {
+            return Err(ServiceError::Conflict(
+                "The account credit does not cover what is due.".into(),
+            ));
+        }
+        apply_credit(ctx, conn, inv.organization_id, id, due).await?;
+        let inv = billing::invoice(conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        settle(ctx, conn, &inv).await?;
+    }
+    Ok(())
 }

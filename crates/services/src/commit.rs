@@ -1,101 +1,321 @@
-//! Group commit for orders. Each durable commit waits for the disk (and on PostgreSQL, for
-//! the gapless invoice counter, which every issuing transaction must lock); instead of one
-//! commit per order, a committer takes every order waiting and commits them together. Each
-//! order is still all-or-nothing on its own: the batch first runs without savepoints, and if
-//! any order fails it is rolled back and run again with a savepoint per order ([`Units`]).
-//! No caller hears "placed" before the commit that holds its order is on disk.
+//! Group commit, generic: a committer takes every unit of work waiting and commits them
+//! together, instead of one durable commit (one wait for the disk, and on PostgreSQL for the
+//! gapless invoice counter) per unit. Each unit is still all-or-nothing on its own: a batch
+//! first runs as its use case says ([`BatchWrite::FIRST`]); if it runs without savepoints and a
+//! unit fails, it is rolled back and run again with a savepoint per unit ([`Units`]). No
+//! caller hears its outcome before the commit that holds its unit is on disk.
+//!
+//! This module knows neither orders nor payments nor [`crate::Lodge`]: a use case describes
+//! its batch with [`BatchWrite`] (the locks a batch takes first, how one unit is written,
+//! what the batch writes after its units) next to its own code (`orders::batch`,
+//! `billing::batch`), and hands units to a [`Committer`].
 //!
 //! On SQLite the batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the
 //! whole group commit is one call on the writer's own thread, without a thread hand-off per
 //! statement. Elsewhere (PostgreSQL) it is a transaction on a pool connection, and several
-//! batches may run at once: each batch takes its organizations' row locks in id order and
-//! locks the invoice counter only at its end, to number all its invoices in one step, so
-//! batches queue on the counter only for their commits. A batch that still meets a deadlock
-//! or serialization failure is run again (nothing of it was acknowledged yet).
+//! batches may run at once ([`POSTGRES_COMMITTERS`]). A batch that meets a deadlock or
+//! serialization failure is run again (nothing of it was acknowledged yet).
+//!
+//! "Nothing async inside a batch" holds by construction: a unit is written by
+//! [`BatchWrite::write_one`], which receives the unit (its data and its
+//! [`WriteCtx`](ctx::WriteCtx)) and a connection, and nothing else it could wait on. On the
+//! batch writer, [`run_ready`] turns a wait on anything else into an error.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lodge_store::conn::{begin_unit, end_unit};
 use lodge_store::deferred::Deferred;
-use lodge_store::{billing, run_ready, BatchConn, SqlConn, Store, StoreError};
+use lodge_store::{run_ready, BatchConn, SqlConn, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::orders::{OrderOutcome, ValidOrder};
-use crate::{Lodge, Result, ServiceError};
+use crate::{Result, ServiceError};
 
-/// At most this many orders share one commit.
+pub mod ctx;
+
+pub use ctx::{WriteCtx, WriteEnv};
+
+/// At most this many units share one commit.
 pub const MAX_BATCH: usize = 64;
 
 /// Batches committing at once on PostgreSQL (SQLite has one writer: one at a time).
 pub const POSTGRES_COMMITTERS: usize = 4;
 
-/// Runs of a batch that meets deadlocks or serialization failures before its orders fail.
+/// Runs of a batch that meets deadlocks or serialization failures before its units fail.
 const ATTEMPTS: u32 = 4;
 
-/// Work waiting for a committer: who asks (the node's services and clock), what, for whom,
-/// and where its outcome goes.
-struct Pending<W, T> {
-    lodge: Lodge,
-    work: W,
-    actor: String,
+/// Batches one turn on the batch writer may run back to back (see [`on_writer`]).
+pub const CHAINED_BATCHES: usize = 4;
+
+/// The outcomes of a batch: each unit's own, in the batch's order.
+pub type Outcomes<T> = Vec<Result<T>>;
+
+/// How a batch keeps each of its units all-or-nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    /// Every unit in its own savepoint: a unit that fails is undone alone.
+    Savepoints,
+    /// No savepoints: the first unit that fails ends the attempt ([`Attempt::UnitFailed`]),
+    /// and the transaction is rolled back. Units seldom fail, and a savepoint is not free:
+    /// SQLite copies every page a unit changes into the savepoint's journal, PostgreSQL
+    /// opens a subtransaction.
+    Whole,
+}
+
+/// Why an attempt at a batch did not finish. Either way nothing of the transaction may be
+/// committed.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The transaction failed (if transient, the batch can run again).
+    Store(StoreError),
+    /// With [`Units::Whole`]: this unit of the batch failed, with this error.
+    UnitFailed(usize, ServiceError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(e: StoreError) -> Self {
+        Attempt::Store(e)
+    }
+}
+
+impl Attempt {
+    /// The store's error; a unit's failure (which only [`Units::Whole`] reports this way) as
+    /// an internal one.
+    fn into_store(self) -> StoreError {
+        match self {
+            Attempt::Store(e) => e,
+            Attempt::UnitFailed(i, e) => StoreError::Corrupt(format!(
+                "unit {i} of the batch failed outside its savepoint: {e}"
+            )),
+        }
+    }
+}
+
+/// A use case's batch: what a group commit of its units writes. The functions receive a
+/// connection inside the batch's open transaction and the units (which carry their own
+/// [`WriteCtx`](ctx::WriteCtx)); they may await only the connection.
+pub trait BatchWrite: 'static {
+    /// One unit of work (its data and what writing it needs).
+    type Unit: Send + Sync + 'static;
+    /// What writing one unit produced.
+    type Outcome: Send + 'static;
+
+    /// How the first attempt at a batch keeps its units apart.
+    const FIRST: Units = Units::Whole;
+
+    /// On PostgreSQL with [`Units::Whole`], the rows nothing reads before the commit may be
+    /// written together after the last unit ([`Deferred`]), a few statements a table
+    /// instead of a round trip each.
+    const DEFER_ROWS: bool = false;
+
+    /// Locks the batch takes before its first unit (so that the locks units take later
+    /// never sit between two of these, and concurrent batches cannot deadlock on them).
+    fn lock<'a, C: SqlConn>(
+        db: &'a mut C,
+        units: &'a [Self::Unit],
+    ) -> impl Future<Output = std::result::Result<(), StoreError>> + Send + 'a;
+
+    /// Writes one unit.
+    fn write_one<'a, C: SqlConn>(
+        db: &'a mut C,
+        unit: &'a Self::Unit,
+    ) -> impl Future<Output = Result<Self::Outcome>> + Send + 'a;
+
+    /// Writes what the batch as a whole writes after its units (e.g. numbering invoices in
+    /// one step), given each unit's outcome.
+    fn finish<'a, C: SqlConn>(
+        db: &'a mut C,
+        units: &'a [Self::Unit],
+        outcomes: &'a [Result<Self::Outcome>],
+    ) -> impl Future<Output = std::result::Result<(), StoreError>> + Send + 'a;
+}
+
+/// Writes a batch in one open transaction (each unit in its own savepoint with
+/// [`Units::Savepoints`]). A unit's own failure is its entry's `Err` (with [`Units::Whole`],
+/// [`Attempt::UnitFailed`]); `Err` otherwise only when the transaction as a whole failed.
+/// After an `Err` nothing of the transaction may be committed.
+pub async fn write_all<B: BatchWrite, C: SqlConn>(
+    db: &mut C,
+    units: &[B::Unit],
+    mode: Units,
+) -> std::result::Result<Outcomes<B::Outcome>, Attempt> {
+    B::lock(db, units).await?;
+    let outcomes = if B::DEFER_ROWS && mode == Units::Whole && db.is_postgres() {
+        let mut rows = Deferred::new(&mut *db);
+        let outcomes = write_each::<B, _>(&mut rows, units, mode).await?;
+        rows.flush().await.map_err(|e| {
+            if e.is_transient() {
+                Attempt::Store(e)
+            } else {
+                // Which unit's row it was is not known: run the batch again with
+                // savepoints (and without deferred rows), where it fails alone.
+                tracing::debug!(error = %e, "a row written after the batch's units failed");
+                Attempt::UnitFailed(0, ServiceError::Store(e))
+            }
+        })?;
+        outcomes
+    } else {
+        write_each::<B, _>(db, units, mode).await?
+    };
+    B::finish(db, units, &outcomes).await?;
+    Ok(outcomes)
+}
+
+/// Writes each unit, in its own savepoint with [`Units::Savepoints`].
+async fn write_each<B: BatchWrite, C: SqlConn>(
+    db: &mut C,
+    units: &[B::Unit],
+    mode: Units,
+) -> std::result::Result<Outcomes<B::Outcome>, Attempt> {
+    let mut outcomes = Vec::with_capacity(units.len());
+    for (i, unit) in units.iter().enumerate() {
+        if mode == Units::Savepoints {
+            begin_unit(db).await?;
+        }
+        let outcome = match B::write_one(db, unit).await {
+            // A collision with another transaction: the whole batch must run again.
+            Err(ServiceError::Store(e)) if e.is_transient() => return Err(Attempt::Store(e)),
+            outcome => outcome,
+        };
+        match mode {
+            Units::Savepoints => end_unit(db, outcome.is_ok()).await?,
+            Units::Whole => {
+                if let Err(e) = outcome {
+                    return Err(Attempt::UnitFailed(i, e));
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// One group commit on SQLite's batch writer, in one call on its thread: first as
+/// [`BatchWrite::FIRST`] says; if that ran without savepoints and a unit failed, rolled back
+/// and run again with a savepoint per unit, so the others are written all the same.
+pub fn commit_on_writer<B: BatchWrite>(
+    db: &mut BatchConn,
+    units: &[B::Unit],
+) -> std::result::Result<Outcomes<B::Outcome>, StoreError> {
+    if B::FIRST == Units::Whole {
+        let failed =
+            match db.transaction(|db| run_ready(write_all::<B, _>(db, units, Units::Whole))) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(Attempt::Store(e)) => return Err(e),
+                Err(Attempt::UnitFailed(_, e)) if units.len() == 1 => return Ok(vec![Err(e)]),
+                Err(Attempt::UnitFailed(i, _)) => i,
+            };
+        tracing::debug!(
+            unit = failed,
+            "a unit of the batch failed; running it with savepoints"
+        );
+    }
+    db.transaction(|db| run_ready(write_all::<B, _>(db, units, Units::Savepoints)))
+        .map_err(Attempt::into_store)
+}
+
+/// One group commit on a pool connection (PostgreSQL, or SQLite without a file): first as
+/// [`BatchWrite::FIRST`] says, then with one savepoint per unit if a unit failed (as
+/// [`commit_on_writer`]), and again if it collides with another transaction (a deadlock or
+/// serialization failure: nothing of it was acknowledged yet); each collision is counted in
+/// `collisions`.
+pub async fn commit_on_pool<B: BatchWrite>(
+    store: &Store,
+    units: &[B::Unit],
+    collisions: &AtomicU64,
+) -> std::result::Result<Outcomes<B::Outcome>, StoreError> {
+    let mut mode = B::FIRST;
+    let mut attempt = 1;
+    loop {
+        let run = async {
+            let mut tx = store.begin().await?;
+            match write_all::<B, _>(&mut tx, units, mode).await {
+                Ok(outcomes) => {
+                    tx.commit().await.map_err(StoreError::from)?;
+                    Ok(outcomes)
+                }
+                Err(e) => {
+                    // Roll back now: the rows it wrote stay locked until then.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        };
+        match run.await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(Attempt::UnitFailed(_, e)) if units.len() == 1 => return Ok(vec![Err(e)]),
+            Err(Attempt::UnitFailed(i, _)) if mode == Units::Whole => {
+                tracing::debug!(
+                    unit = i,
+                    "a unit of the batch failed; running it with savepoints"
+                );
+                mode = Units::Savepoints;
+            }
+            Err(Attempt::Store(e)) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "group commit collided; running it again");
+                collisions.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into_store()),
+        }
+    }
+}
+
+/// Work waiting for a committer, and where its outcome goes.
+struct Pending<U, T> {
+    unit: U,
     reply: oneshot::Sender<Result<T>>,
 }
 
-type PendingOrder = Pending<ValidOrder, OrderOutcome>;
-type PendingPayment = Pending<Vec<i64>, ()>;
+impl<U, T> std::fmt::Debug for Pending<U, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
 
-/// Hands work to a committing loop and waits for its outcome.
-async fn submit<W, T>(
-    tx: &mpsc::Sender<Pending<W, T>>,
-    lodge: &Lodge,
-    work: W,
-    actor: &str,
-) -> Result<T> {
-    let (reply, answer) = oneshot::channel();
-    tx.send(Pending {
-        lodge: lodge.clone(),
-        work,
-        actor: actor.to_owned(),
-        reply,
-    })
-    .await
-    .map_err(|_| ServiceError::Internal("the committer stopped".into()))?;
-    answer
-        .await
-        .map_err(|_| ServiceError::Internal("the committer dropped its work".into()))?
+/// A batch taken from the channel: the units, and their replies in the same order.
+struct Taken<U, T> {
+    units: Vec<U>,
+    replies: Vec<oneshot::Sender<Result<T>>>,
 }
 
 /// `first` and what else is waiting already, up to [`MAX_BATCH`].
-fn waiting<P>(first: P, rx: &mut mpsc::Receiver<P>) -> Vec<P> {
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(p) => batch.push(p),
-            Err(_) => break,
+fn waiting<U, T>(first: Pending<U, T>, rx: &mut mpsc::Receiver<Pending<U, T>>) -> Taken<U, T> {
+    let mut taken = Taken {
+        units: Vec::with_capacity(MAX_BATCH),
+        replies: Vec::with_capacity(MAX_BATCH),
+    };
+    let mut next = Some(first);
+    while let Some(p) = next.take() {
+        taken.units.push(p.unit);
+        taken.replies.push(p.reply);
+        if taken.units.len() < MAX_BATCH {
+            next = rx.try_recv().ok();
         }
     }
-    batch
+    taken
 }
 
 /// Answers everything of a batch: its own outcome if the batch committed, else the batch's
 /// failure.
-fn reply<W, T>(
-    batch: Vec<Pending<W, T>>,
-    outcome: std::result::Result<Vec<Result<T>>, StoreError>,
+fn reply<T>(
+    replies: Vec<oneshot::Sender<Result<T>>>,
+    outcome: std::result::Result<Outcomes<T>, StoreError>,
 ) {
     match outcome {
         Ok(results) => {
-            for (p, result) in batch.into_iter().zip(results) {
-                let _ = p.reply.send(result);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "group commit failed");
-            for p in batch {
-                let _ = p.reply.send(Err(ServiceError::Internal(format!(
+            for reply in replies {
+                let _ = reply.send(Err(ServiceError::Internal(format!(
                     "the group commit failed; nothing was committed: {e}"
                 ))));
             }
@@ -103,8 +323,15 @@ fn reply<W, T>(
     }
 }
 
-/// Batches one turn on the batch writer may run back to back (see [`on_writer`]).
-pub const CHAINED_BATCHES: usize = 4;
+/// What runs a batch taken from the channel on the batch writer's thread.
+type OnWriter<U, T> = fn(&mut BatchConn, Taken<U, T>);
+
+/// One group commit of `B` on the writer's thread; replies only after the commit (with
+/// `synchronous=FULL`, once it is on disk).
+fn commit_taken<B: BatchWrite>(db: &mut BatchConn, taken: Taken<B::Unit, B::Outcome>) {
+    let outcome = commit_on_writer::<B>(db, &taken.units);
+    reply(taken.replies, outcome);
+}
 
 /// SQLite's committing loop: each time the batch writer is free, everything waiting goes
 /// to it as one batch, which `commit` runs on the writer's thread (and answers after its
@@ -114,10 +341,10 @@ pub const CHAINED_BATCHES: usize = 4;
 /// writer stood idle (about a tenth of its time with 64 connections placing orders). If
 /// the writer cannot run a batch, its replies are dropped and each caller hears that its
 /// work was not done.
-async fn on_writer<W: Send + 'static, T: Send + 'static>(
-    rx: mpsc::Receiver<Pending<W, T>>,
+async fn on_writer<U: Send + 'static, T: Send + 'static>(
+    rx: mpsc::Receiver<Pending<U, T>>,
     store: Store,
-    commit: fn(&mut BatchConn, Vec<Pending<W, T>>),
+    commit: OnWriter<U, T>,
 ) {
     // Shared with the turn on the writer's thread, which takes it while this loop waits
     // for that turn to end.
@@ -157,11 +384,11 @@ async fn on_writer<W: Send + 'static, T: Send + 'static>(
 /// time, ~3 ms between batches. On a thread the loop is woken at once. (PostgreSQL's loop
 /// stays a task: several batches commit at once there, on tasks and pool connections of the
 /// main runtime.)
-fn start_on_writer<W: Send + 'static, T: Send + 'static>(
+fn start_on_writer<U: Send + 'static, T: Send + 'static>(
     name: &str,
-    rx: mpsc::Receiver<Pending<W, T>>,
+    rx: mpsc::Receiver<Pending<U, T>>,
     store: Store,
-    commit: fn(&mut BatchConn, Vec<Pending<W, T>>),
+    commit: OnWriter<U, T>,
 ) {
     type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
     let work: Work = Box::pin(on_writer(rx, store, commit));
@@ -196,329 +423,86 @@ fn start_on_writer<W: Send + 'static, T: Send + 'static>(
     }
 }
 
-/// The sending side, held by [`Lodge`]. The committing loop ends when every sender is gone.
-#[derive(Debug, Clone)]
-pub struct OrderBatcher {
-    tx: mpsc::Sender<PendingOrder>,
-    collisions: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<W, T> std::fmt::Debug for Pending<W, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
-    }
-}
-
-impl OrderBatcher {
-    /// Starts the committing loop: on SQLite's batch writer ([`start_on_writer`]), else on
-    /// pool connections ([`on_pool`]). Call within a runtime.
-    pub fn start(store: Store) -> Self {
-        let (tx, rx) = mpsc::channel(1024);
-        let collisions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        if store.has_batch_writer() {
-            start_on_writer("lodge-orders", rx, store, commit_batch);
-        } else {
-            tokio::spawn(on_pool(rx, store, collisions.clone()));
-        }
-        OrderBatcher { tx, collisions }
-    }
-
-    /// How many batches met a deadlock or serialization failure and ran again.
-    pub fn collisions(&self) -> u64 {
-        self.collisions.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) async fn place(
-        &self,
-        lodge: &Lodge,
-        order: &ValidOrder,
-        actor: &str,
-    ) -> Result<OrderOutcome> {
-        submit(&self.tx, lodge, order.clone(), actor).await
-    }
-}
-
 /// The committing loop on pool connections (PostgreSQL): up to [`POSTGRES_COMMITTERS`]
 /// batches commit at once, each on a task of its own.
-async fn on_pool(
-    mut rx: mpsc::Receiver<PendingOrder>,
+async fn on_pool<B: BatchWrite>(
+    mut rx: mpsc::Receiver<Pending<B::Unit, B::Outcome>>,
     store: Store,
-    collisions: Arc<std::sync::atomic::AtomicU64>,
+    collisions: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(POSTGRES_COMMITTERS));
     while let Some(first) = rx.recv().await {
-        // Wait for a free committer before taking the orders waiting, so the batch holds
-        // every order that arrived meanwhile.
+        // Wait for a free committer before taking the units waiting, so the batch holds
+        // every unit that arrived meanwhile.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let batch = waiting(first, &mut rx);
+        let taken = waiting(first, &mut rx);
         let store = store.clone();
         let collisions = collisions.clone();
         tokio::spawn(async move {
-            commit_batch_async(&store, batch, &collisions).await;
+            let outcome = commit_on_pool::<B>(&store, &taken.units, &collisions).await;
+            reply(taken.replies, outcome);
             drop(slot);
         });
     }
 }
 
-/// Payments from account credit waiting for SQLite's batch writer: each runs in its own
-/// savepoint of a transaction shared with the payments waiting at the same moment, and its
-/// caller hears the outcome once that transaction is on disk. (On PostgreSQL payments run
-/// concurrently, each in its own transaction.)
-#[derive(Debug, Clone)]
-pub struct PaymentBatcher {
-    tx: mpsc::Sender<PendingPayment>,
+/// The sending side of a committing loop for the use case `B`. The loop ends when every
+/// sender is gone.
+pub struct Committer<B: BatchWrite> {
+    tx: mpsc::Sender<Pending<B::Unit, B::Outcome>>,
+    collisions: Arc<AtomicU64>,
 }
 
-impl PaymentBatcher {
-    /// Starts the committing loop ([`start_on_writer`]); call within a runtime, on a store
-    /// with a batch writer.
-    pub fn start(store: Store) -> Self {
+impl<B: BatchWrite> Clone for Committer<B> {
+    fn clone(&self) -> Self {
+        Committer {
+            tx: self.tx.clone(),
+            collisions: self.collisions.clone(),
+        }
+    }
+}
+
+impl<B: BatchWrite> std::fmt::Debug for Committer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field("collisions", &self.collisions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: BatchWrite> Committer<B> {
+    /// Starts the committing loop: on SQLite's batch writer, on a thread named `name`
+    /// ([`start_on_writer`]), else on pool connections ([`on_pool`]). Call within a runtime.
+    pub fn start(name: &str, store: Store) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        start_on_writer("lodge-payments", rx, store, commit_payments);
-        PaymentBatcher { tx }
-    }
-
-    pub(crate) async fn pay(&self, lodge: &Lodge, invoices: &[i64], actor: &str) -> Result<()> {
-        submit(&self.tx, lodge, invoices.to_vec(), actor).await
-    }
-}
-
-/// One group commit of payments on the writer's thread, a savepoint each (a payment refused,
-/// say of an invoice paid meanwhile, is undone alone); replies only after the commit.
-fn commit_payments(db: &mut BatchConn, batch: Vec<PendingPayment>) {
-    let outcome = db.transaction(|db| {
-        let mut results = Vec::with_capacity(batch.len());
-        for p in &batch {
-            run_ready(begin_unit(db))?;
-            let result = run_ready(p.lodge.pay_from_credit_in(db, &p.work, &p.actor));
-            run_ready(end_unit(db, result.is_ok()))?;
-            results.push(result);
+        let collisions = Arc::new(AtomicU64::new(0));
+        if store.has_batch_writer() {
+            start_on_writer(name, rx, store, commit_taken::<B>);
+        } else {
+            tokio::spawn(on_pool::<B>(rx, store, collisions.clone()));
         }
-        Ok::<_, StoreError>(results)
-    });
-    reply(batch, outcome);
-}
-
-/// One group commit on a pool connection (PostgreSQL, or SQLite without a file).
-async fn commit_batch_async(
-    store: &Store,
-    batch: Vec<PendingOrder>,
-    collisions: &std::sync::atomic::AtomicU64,
-) {
-    let orders: Vec<_> = batch.iter().map(PendingOrder::as_order).collect();
-    let outcome = commit_on_pool(store, &orders, collisions).await;
-    reply(batch, outcome);
-}
-
-/// One group commit, on the writer's thread. Replies go out only after the commit returned
-/// (with `synchronous=FULL`, once it is on disk).
-fn commit_batch(db: &mut BatchConn, batch: Vec<PendingOrder>) {
-    let orders: Vec<_> = batch.iter().map(PendingOrder::as_order).collect();
-    let outcome = commit_on_writer(db, &orders);
-    reply(batch, outcome);
-}
-
-/// An order to place: who places it (the node's services and clock), what, and for whom.
-pub type OrderToPlace<'a> = (&'a Lodge, &'a ValidOrder, &'a str);
-
-impl PendingOrder {
-    fn as_order(&self) -> OrderToPlace<'_> {
-        (&self.lodge, &self.work, &self.actor)
+        Committer { tx, collisions }
     }
-}
 
-/// The orders placed by a batch: each order's own outcome, in the batch's order.
-pub type Placed = Vec<Result<OrderOutcome>>;
-
-/// How a batch keeps each of its orders all-or-nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Units {
-    /// Every order in its own savepoint: an order that fails is undone alone.
-    Savepoints,
-    /// No savepoints: the first order that fails ends the attempt
-    /// ([`Attempt::OrderFailed`]), and the caller rolls the whole transaction back. Validated
-    /// orders seldom fail, and a savepoint is not free: SQLite copies every page an order
-    /// changes into the savepoint's journal, PostgreSQL opens a subtransaction.
-    Whole,
-}
-
-/// Why an attempt at a batch did not finish. Either way nothing of the transaction may be
-/// committed.
-#[derive(Debug)]
-pub enum Attempt {
-    /// The transaction failed (if transient, the batch can run again).
-    Store(StoreError),
-    /// With [`Units::Whole`]: this order of the batch failed, with this error.
-    OrderFailed(usize, ServiceError),
-}
-
-impl From<StoreError> for Attempt {
-    fn from(e: StoreError) -> Self {
-        Attempt::Store(e)
+    /// How many batches met a deadlock or serialization failure and ran again.
+    pub fn collisions(&self) -> u64 {
+        self.collisions.load(Ordering::Relaxed)
     }
-}
 
-/// One group commit on SQLite's batch writer, in one call on its thread: first with the
-/// orders sharing the transaction without savepoints; only if one of them fails, rolled back
-/// and run again with a savepoint per order, so the others are placed all the same.
-pub fn commit_on_writer(
-    db: &mut BatchConn,
-    orders: &[OrderToPlace<'_>],
-) -> std::result::Result<Placed, StoreError> {
-    let failed = match db.transaction(|db| run_ready(place_all(db, orders, Units::Whole))) {
-        Ok(placed) => return Ok(placed),
-        Err(Attempt::Store(e)) => return Err(e),
-        Err(Attempt::OrderFailed(_, e)) if orders.len() == 1 => return Ok(vec![Err(e)]),
-        Err(Attempt::OrderFailed(i, _)) => i,
-    };
-    tracing::debug!(
-        order = failed,
-        "an order of the batch failed; running it with savepoints"
-    );
-    db.transaction(|db| run_ready(place_all(db, orders, Units::Savepoints)))
-        .map_err(Attempt::into_store)
-}
-
-/// One group commit on a pool connection (PostgreSQL, or SQLite without a file): first
-/// without savepoints, then with one per order if an order failed (as
-/// [`commit_on_writer`]), and again if it collides with another transaction (a deadlock
-/// or serialization failure: nothing of it was acknowledged yet); each collision is
-/// counted in `collisions`.
-pub async fn commit_on_pool(
-    store: &Store,
-    orders: &[OrderToPlace<'_>],
-    collisions: &std::sync::atomic::AtomicU64,
-) -> std::result::Result<Placed, StoreError> {
-    let mut units = Units::Whole;
-    let mut attempt = 1;
-    loop {
-        let run = async {
-            let mut tx = store.begin().await?;
-            match place_all(&mut tx, orders, units).await {
-                Ok(placed) => {
-                    tx.commit().await.map_err(StoreError::from)?;
-                    Ok(placed)
-                }
-                Err(e) => {
-                    // Roll back now: the rows it wrote stay locked until then.
-                    let _ = tx.rollback().await;
-                    Err(e)
-                }
-            }
-        };
-        match run.await {
-            Ok(placed) => return Ok(placed),
-            Err(Attempt::OrderFailed(_, e)) if orders.len() == 1 => return Ok(vec![Err(e)]),
-            Err(Attempt::OrderFailed(i, _)) if units == Units::Whole => {
-                tracing::debug!(
-                    order = i,
-                    "an order of the batch failed; running it with savepoints"
-                );
-                units = Units::Savepoints;
-            }
-            Err(Attempt::Store(e)) if e.is_transient() && attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "group commit collided; running it again");
-                collisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into_store()),
-        }
+    /// Hands a unit to the committing loop and waits for its outcome (after the commit that
+    /// holds it).
+    pub async fn submit(&self, unit: B::Unit) -> Result<B::Outcome> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { unit, reply })
+            .await
+            .map_err(|_| ServiceError::Internal("the committer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::Internal("the committer dropped its work".into()))?
     }
-}
-
-impl Attempt {
-    /// The store's error; an order's failure (which only [`Units::Whole`] reports this way)
-    /// as an internal one.
-    fn into_store(self) -> StoreError {
-        match self {
-            Attempt::Store(e) => e,
-            Attempt::OrderFailed(i, e) => StoreError::Corrupt(format!(
-                "order {i} of the batch failed outside its savepoint: {e}"
-            )),
-        }
-    }
-}
-
-/// Places orders in one open transaction (each in its own savepoint with
-/// [`Units::Savepoints`]), then numbers the invoices of those placed in one step. An order's
-/// own failure is its entry's `Err` (with [`Units::Whole`], [`Attempt::OrderFailed`]);
-/// `Err` otherwise only when the transaction as a whole failed. After an `Err` nothing of
-/// the transaction may be committed.
-///
-/// Every organization, then every `Idempotency-Key`, is locked before any order is placed,
-/// so the locks orders take later (a limited server, a coupon) never sit between two of
-/// those, and concurrent batches cannot deadlock on them.
-pub async fn place_all<C: SqlConn>(
-    db: &mut C,
-    orders: &[OrderToPlace<'_>],
-    units: Units,
-) -> std::result::Result<Placed, Attempt> {
-    let orgs: Vec<_> = orders.iter().map(|(_, o, _)| o.organization).collect();
-    billing::lock_organizations(db, &orgs).await?;
-    let keys: Vec<(&str, &str)> = orders
-        .iter()
-        .filter_map(|(_, o, _)| o.idempotency.as_deref())
-        .map(|k| (k.scope.as_str(), k.key.as_str()))
-        .collect();
-    lodge_store::idempotency::lock_keys(db, &keys).await?;
-    let results = if units == Units::Whole && db.is_postgres() {
-        // Each statement is a round trip to PostgreSQL: the rows nothing reads before the
-        // commit are written together after the last order, a few statements a table.
-        let mut rows = Deferred::new(&mut *db);
-        let results = place_each(&mut rows, orders, units).await?;
-        rows.flush().await.map_err(|e| {
-            if e.is_transient() {
-                Attempt::Store(e)
-            } else {
-                // Which order's row it was is not known: run the batch again with
-                // savepoints (and without deferred rows), where it fails alone.
-                tracing::debug!(error = %e, "a row written after the batch's orders failed");
-                Attempt::OrderFailed(0, ServiceError::Store(e))
-            }
-        })?;
-        results
-    } else {
-        place_each(db, orders, units).await?
-    };
-    let invoices: Vec<i64> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok()?.invoice_id)
-        .collect();
-    let clock = orders.first().map(|(lodge, _, _)| *lodge);
-    billing::number_invoices(db, &invoices, || clock.map_or(0, Lodge::now_us)).await?;
-    Ok(results)
-}
-
-/// Places each order, in its own savepoint with [`Units::Savepoints`].
-async fn place_each<C: SqlConn>(
-    db: &mut C,
-    orders: &[OrderToPlace<'_>],
-    units: Units,
-) -> std::result::Result<Placed, Attempt> {
-    let mut results = Vec::with_capacity(orders.len());
-    for (i, (lodge, order, actor)) in orders.iter().enumerate() {
-        if units == Units::Savepoints {
-            begin_unit(db).await?;
-        }
-        let result = match lodge.place_order_in(db, order, actor).await {
-            // A collision with another transaction: the whole batch must run again.
-            Err(ServiceError::Store(e)) if e.is_transient() => return Err(Attempt::Store(e)),
-            result => result,
-        };
-        match units {
-            Units::Savepoints => end_unit(db, result.is_ok()).await?,
-            Units::Whole => {
-                if let Err(e) = result {
-                    return Err(Attempt::OrderFailed(i, e));
-                }
-            }
-        }
-        results.push(result);
-    }
-    Ok(results)
 }
 
 #[cfg(test)]
@@ -527,25 +511,24 @@ mod tests {
     use std::time::Duration;
 
     use lodge_store::{BatchConn, Store};
-    use tokio::sync::mpsc;
+    use tokio::sync::{mpsc, oneshot};
 
-    use super::{on_writer, submit, Pending};
-    use crate::Lodge;
+    use super::{on_writer, Pending, Taken};
 
     /// What ran on the batch writer, in order.
     static RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
     /// A batch of labelled work: records it, and holds the writer a while if it is work 1.
-    fn record(_db: &mut BatchConn, batch: Vec<Pending<u32, ()>>) {
-        let labels: Vec<String> = batch.iter().map(|p| p.work.to_string()).collect();
+    fn record(_db: &mut BatchConn, batch: Taken<u32, ()>) {
+        let labels: Vec<String> = batch.units.iter().map(u32::to_string).collect();
         RAN.lock()
             .unwrap()
             .push(format!("batch {}", labels.join(",")));
-        if batch.iter().any(|p| p.work == 1) {
+        if batch.units.contains(&1) {
             std::thread::sleep(Duration::from_millis(300));
         }
-        for p in batch {
-            let _ = p.reply.send(Ok(()));
+        for reply in batch.replies {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -558,17 +541,15 @@ mod tests {
         let store = Store::open(&format!("sqlite://{}/c.db", dir.path().display()))
             .await
             .unwrap();
-        let lodge = Lodge::new(
-            store.clone(),
-            std::sync::Arc::new(lodge_core::clock::SystemClock),
-            crate::Settings::new(lodge_core::Currency::USD, "s".to_owned().into()),
-            crate::crypto::Sealer::new(&[7; 32]),
-        );
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(on_writer(rx, store.clone(), record));
-        let send = |work: u32| {
-            let (tx, lodge) = (tx.clone(), lodge.clone());
-            tokio::spawn(async move { submit(&tx, &lodge, work, "test").await })
+        let send = |unit: u32| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (reply, answer) = oneshot::channel();
+                tx.send(Pending { unit, reply }).await.unwrap();
+                answer.await.unwrap()
+            })
         };
         let first = send(1);
         while RAN.lock().unwrap().is_empty() {

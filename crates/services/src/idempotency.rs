@@ -107,34 +107,49 @@ impl Lodge {
         }
     }
 
-    /// Claims `key` in the caller's transaction, before its first other write;
-    /// `KeyTaken` when a request with it committed (on PostgreSQL, a claim another
-    /// transaction holds is waited for first).
+    /// [`claim_in`] at this node's now.
     pub(crate) async fn claim_key_in<C: lodge_store::SqlConn>(
         &self,
         conn: &mut C,
         key: &IdempotencyKey,
     ) -> Result<()> {
-        let claimed =
-            idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, self.now_us())
-                .await?;
-        if claimed {
-            Ok(())
-        } else {
-            Err(ServiceError::KeyTaken)
-        }
+        claim_in(conn, key, self.now_us()).await
     }
 
-    /// Stores the outcome of the work done under `key`, in the same transaction.
+    /// [`answer_in`].
     pub(crate) async fn answer_key_in<C: lodge_store::SqlConn, T: Serialize>(
         &self,
         conn: &mut C,
         key: &IdempotencyKey,
         outcome: &T,
     ) -> Result<()> {
-        let body =
-            serde_json::to_string(outcome).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        idempotency::complete(conn, &key.scope, &key.key, DONE, &body).await?;
-        Ok(())
+        answer_in(conn, key, outcome).await
     }
+}
+
+/// Claims `key` in the caller's transaction, before its first other write;
+/// `KeyTaken` when a request with it committed (on PostgreSQL, a claim another
+/// transaction holds is waited for first).
+pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
+    conn: &mut C,
+    key: &IdempotencyKey,
+    now: i64,
+) -> Result<()> {
+    let claimed = idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, now).await?;
+    if claimed {
+        Ok(())
+    } else {
+        Err(ServiceError::KeyTaken)
+    }
+}
+
+/// Stores the outcome of the work done under `key`, in the same transaction.
+pub(crate) async fn answer_in<C: lodge_store::SqlConn, T: Serialize>(
+    conn: &mut C,
+    key: &IdempotencyKey,
+    outcome: &T,
+) -> Result<()> {
+    let body = serde_json::to_string(outcome).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    idempotency::complete(conn, &key.scope, &key.key, DONE, &body).await?;
+    Ok(())
 }

@@ -109,9 +109,9 @@ pub struct Lodge {
     /// Provisioning drivers by name.
     pub drivers: drivers::Drivers,
     /// Group commit of orders (SQLite's batch writer, PostgreSQL).
-    pub batcher: Option<commit::OrderBatcher>,
+    pub batcher: Option<orders::OrderBatcher>,
     /// Group commit of payments from credit (SQLite's batch writer).
-    pub payments: Option<commit::PaymentBatcher>,
+    pub payments: Option<billing::PaymentBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
 }
@@ -126,9 +126,10 @@ impl Lodge {
         let group_commit =
             store.has_batch_writer() || store.engine() == lodge_store::Engine::Postgres;
         let runtime = tokio::runtime::Handle::try_current().is_ok();
-        let batcher = (group_commit && runtime).then(|| commit::OrderBatcher::start(store.clone()));
+        let batcher = (group_commit && runtime)
+            .then(|| orders::OrderBatcher::start("lodge-orders", store.clone()));
         let payments = (store.has_batch_writer() && runtime)
-            .then(|| commit::PaymentBatcher::start(store.clone()));
+            .then(|| billing::PaymentBatcher::start("lodge-payments", store.clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
             settings.nginx.clone(),

@@ -1,0 +1,154 @@
+//! Writing the catalog: a validated file in one transaction, and staff edits. Each bumps
+//! the stored version, so every node's cached view is rebuilt.
+
+use std::collections::HashMap;
+
+use lodge_core::{CouponId, Currency, OfferId, PlanGroupId, PlanId};
+use lodge_store::catalog as db;
+use lodge_store::{Conflict, StoreError};
+
+use super::validate::validate;
+use super::CatalogFile;
+use crate::{Lodge, Result, ServiceError};
+
+impl Lodge {
+    /// Imports a catalog file (TOML or JSON, by content), creating or updating by slug/code.
+    pub async fn import_catalog_text(&self, text: &str) -> Result<ImportSummary> {
+        let trimmed = text.trim_start();
+        let file: CatalogFile = if trimmed.starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|e| ServiceError::field("file", format!("invalid JSON catalog: {e}")))?
+        } else {
+            toml::from_str(text)
+                .map_err(|e| ServiceError::field("file", format!("invalid TOML catalog: {e}")))?
+        };
+        self.import_catalog(&file).await
+    }
+
+    /// Validates the whole file first, then writes it in one transaction.
+    pub async fn import_catalog(&self, file: &CatalogFile) -> Result<ImportSummary> {
+        let currency = match &file.currency {
+            Some(c) => {
+                let c = Currency::parse(c)
+                    .map_err(|e| ServiceError::field("currency", e.to_string()))?;
+                if c != self.settings.currency {
+                    return Err(ServiceError::field(
+                        "currency",
+                        format!(
+                            "This installation sells in {}; the catalog is in {}.",
+                            self.settings.currency.code(),
+                            c.code()
+                        ),
+                    ));
+                }
+                c
+            }
+            None => self.settings.currency,
+        };
+        let plan = validate(file, currency)?;
+        let now = self.now_us();
+        let engine = self.store.engine();
+        let existing = self.catalog().await?;
+        let mut tx = self.store.begin().await?;
+        let mut group_ids: HashMap<String, PlanGroupId> = existing
+            .groups
+            .iter()
+            .map(|g| (g.slug.clone(), g.id))
+            .collect();
+        let mut plan_ids: HashMap<String, PlanId> = existing
+            .plans
+            .iter()
+            .map(|p| (p.row.slug.clone(), p.row.id))
+            .collect();
+        let mut summary = ImportSummary::default();
+        for g in &plan.groups {
+            let row = db::upsert_group(&mut tx, PlanGroupId::new(), g, now).await?;
+            group_ids.insert(row.slug.clone(), row.id);
+            summary.groups += 1;
+        }
+        for (group_slug, p, prices) in &plan.plans {
+            let group = *group_ids.get(group_slug).ok_or_else(|| {
+                ServiceError::field("plans", format!("unknown group {group_slug:?}"))
+            })?;
+            let row = db::upsert_plan(&mut tx, engine, PlanId::new(), group, p, now)
+                .await
+                .map_err(|e| {
+                    if matches!(e, StoreError::Conflict(Conflict::PlanLegacyId)) {
+                        ServiceError::field(
+                            "plans",
+                            format!("plan {:?}: its legacy_id is taken by another plan", p.slug),
+                        )
+                    } else {
+                        e.into()
+                    }
+                })?;
+            db::replace_prices(&mut tx, row.id, prices).await?;
+            plan_ids.insert(row.slug.clone(), row.id);
+            summary.plans += 1;
+        }
+        let plan_id = |slug: &str, what: &str| {
+            plan_ids
+                .get(slug)
+                .copied()
+                .ok_or_else(|| ServiceError::field(what, format!("unknown plan {slug:?}")))
+        };
+        for (slug, o) in &plan.offers {
+            let mut o = o.clone();
+            o.plan_id = plan_id(slug, "offers")?;
+            db::upsert_offer(&mut tx, engine, OfferId::new(), &o, now).await?;
+            summary.offers += 1;
+        }
+        for (slug, c) in &plan.coupons {
+            let mut c = c.clone();
+            c.plan_id = slug.as_deref().map(|s| plan_id(s, "coupons")).transpose()?;
+            db::upsert_coupon(&mut tx, CouponId::new(), &c, now).await?;
+            summary.coupons += 1;
+        }
+        for (t, prices) in &plan.tlds {
+            db::upsert_tld(&mut tx, t, prices, now).await?;
+            summary.tlds += 1;
+        }
+        summary.version = db::bump_version(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.catalog.invalidate();
+        Ok(summary)
+    }
+
+    /// Deactivates (or reactivates) a catalog item; `NotFound` when there is no such item.
+    pub async fn set_catalog_item_active(&self, item: CatalogItem<'_>, active: bool) -> Result<()> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        let found = match item {
+            CatalogItem::Group(id) => db::set_group_active(&mut tx, id, active, now).await?,
+            CatalogItem::Plan(id) => db::set_plan_active(&mut tx, id, active, now).await?,
+            CatalogItem::Offer(id) => db::deactivate_offer(&mut tx, id, now).await?,
+            CatalogItem::Coupon(id) => db::deactivate_coupon(&mut tx, id, now).await?,
+            CatalogItem::Tld(t) => db::set_tld_active(&mut tx, t, active, now).await?,
+        };
+        if !found {
+            return Err(ServiceError::NotFound);
+        }
+        db::bump_version(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.catalog.invalidate();
+        Ok(())
+    }
+}
+
+pub enum CatalogItem<'a> {
+    Group(PlanGroupId),
+    Plan(PlanId),
+    Offer(OfferId),
+    Coupon(CouponId),
+    Tld(&'a str),
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportSummary {
+    pub groups: usize,
+    pub plans: usize,
+    pub offers: usize,
+    pub coupons: usize,
+    pub tlds: usize,
+    pub version: i64,
+}

@@ -1,0 +1,371 @@
+//! Checking a catalog file whole, every error at once, into what to write.
+
+use lodge_core::{BillingCycle, Currency, Money, PlanId};
+use lodge_store::catalog as db;
+
+use super::CatalogFile;
+use crate::{Result, Validator};
+
+/// A validated file, ready to write.
+pub(super) struct ImportPlan {
+    pub(super) groups: Vec<db::GroupInput>,
+    pub(super) plans: Vec<(String, db::PlanInput, Vec<db::PriceInput>)>,
+    pub(super) offers: Vec<(String, db::OfferInput)>,
+    pub(super) coupons: Vec<(Option<String>, db::CouponInput)>,
+    pub(super) tlds: Vec<(db::TldInput, Vec<db::TldPriceInput>)>,
+}
+
+fn slug_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Parses a percentage with up to two decimals into basis points.
+pub fn parse_percent_bp(s: &str) -> Option<i64> {
+    let s = s.trim().trim_end_matches('%');
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || frac.len() > 2 || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: i64 = int.parse().ok()?;
+    let frac: i64 = format!("{frac:0<2}").parse().ok()?;
+    let bp = int.checked_mul(100)?.checked_add(frac)?;
+    (bp <= 10_000).then_some(bp)
+}
+
+pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportPlan> {
+    let mut v = Validator::new();
+    let money = |v: &mut Validator, field: &str, s: &str| -> i64 {
+        match Money::parse_decimal(s, currency) {
+            Ok(m) if !m.is_negative() => m.minor(),
+            Ok(_) => {
+                v.add(field, format!("{s:?}: amounts cannot be negative"));
+                0
+            }
+            Err(e) => {
+                v.add(field, format!("{s:?}: {e}"));
+                0
+            }
+        }
+    };
+    let mut out = ImportPlan {
+        groups: vec![],
+        plans: vec![],
+        offers: vec![],
+        coupons: vec![],
+        tlds: vec![],
+    };
+    for g in &file.groups {
+        if !slug_ok(&g.slug) {
+            v.add(
+                "groups",
+                format!("{:?}: a slug is lowercase letters, digits, - and _", g.slug),
+            );
+        }
+        if g.name.trim().is_empty() {
+            v.add("groups", format!("{:?}: a name is required", g.slug));
+        }
+        out.groups.push(db::GroupInput {
+            slug: g.slug.clone(),
+            name: g.name.clone(),
+            name_en: g.name_en.clone().unwrap_or_else(|| g.name.clone()),
+            name_fr: g.name_fr.clone().unwrap_or_else(|| g.name.clone()),
+            headline: g.headline.clone(),
+            headline_en: g.headline_en.clone().unwrap_or_else(|| g.headline.clone()),
+            headline_fr: g.headline_fr.clone().unwrap_or_else(|| g.headline.clone()),
+            tagline: g.tagline.clone(),
+            tagline_en: g.tagline_en.clone().unwrap_or_else(|| g.tagline.clone()),
+            tagline_fr: g.tagline_fr.clone().unwrap_or_else(|| g.tagline.clone()),
+            display_order: g.display_order,
+            is_active: g.is_active,
+        });
+    }
+    for p in &file.plans {
+        let tag = format!("plan {:?}", p.slug);
+        if !slug_ok(&p.slug) {
+            v.add(
+                "plans",
+                format!("{tag}: a slug is lowercase letters, digits, - and _"),
+            );
+        }
+        if p.name.trim().is_empty() {
+            v.add("plans", format!("{tag}: a name is required"));
+        }
+        if p.legacy_id.is_some_and(|l| l <= 0) {
+            v.add("plans", format!("{tag}: legacy_id must be positive"));
+        }
+        let hosting_type = p
+            .hosting_type
+            .clone()
+            .unwrap_or_else(|| "hostingaccount".into());
+        if !["hostingaccount", "reselleraccount"].contains(&hosting_type.as_str()) {
+            v.add(
+                "plans",
+                format!("{tag}: hosting_type is hostingaccount or reselleraccount"),
+            );
+        }
+        let limits = [
+            p.disk_space_mb,
+            p.bandwidth_mb,
+            p.max_email_accounts,
+            p.max_databases,
+            p.max_subdomains,
+            p.max_addon_domains,
+            p.max_parked_domains,
+            p.max_ftp_accounts,
+            p.max_accounts,
+        ];
+        if limits.iter().any(|l| *l < 0) {
+            v.add("plans", format!("{tag}: limits cannot be negative"));
+        }
+        if p.pricing.is_empty() {
+            v.add("plans", format!("{tag}: at least one price is required"));
+        }
+        let mut prices = Vec::new();
+        let mut seen = Vec::new();
+        for pr in &p.pricing {
+            let Ok(cycle) = pr.billing_cycle.parse::<BillingCycle>() else {
+                v.add(
+                    "plans",
+                    format!("{tag}: unknown billing cycle {:?}", pr.billing_cycle),
+                );
+                continue;
+            };
+            if seen.contains(&cycle) {
+                v.add("plans", format!("{tag}: {cycle} priced twice"));
+            }
+            seen.push(cycle);
+            let price_minor = money(&mut v, "plans", &pr.price);
+            if cycle == BillingCycle::Free && price_minor != 0 {
+                v.add("plans", format!("{tag}: the free cycle costs 0"));
+            }
+            let setup_fee_minor = pr
+                .setup_fee
+                .as_deref()
+                .map(|s| money(&mut v, "plans", s))
+                .unwrap_or(0);
+            prices.push(db::PriceInput {
+                billing_cycle: cycle.as_str().to_owned(),
+                currency: currency.code().to_owned(),
+                price_minor,
+                setup_fee_minor,
+                is_default: pr.is_default,
+            });
+        }
+        match prices.iter().filter(|x| x.is_default).count() {
+            0 => {
+                // The monthly price (or the first) is the default when none is marked.
+                let idx = prices
+                    .iter()
+                    .position(|x| x.billing_cycle == "monthly")
+                    .unwrap_or(0);
+                if let Some(x) = prices.get_mut(idx) {
+                    x.is_default = true;
+                }
+            }
+            1 => {}
+            _ => v.add("plans", format!("{tag}: only one price can be the default")),
+        }
+        out.plans.push((
+            p.group.clone(),
+            db::PlanInput {
+                legacy_id: p.legacy_id,
+                slug: p.slug.clone(),
+                name: p.name.clone(),
+                name_en: p.name_en.clone().unwrap_or_else(|| p.name.clone()),
+                name_fr: p.name_fr.clone().unwrap_or_else(|| p.name.clone()),
+                description: p.description.clone(),
+                description_en: p
+                    .description_en
+                    .clone()
+                    .unwrap_or_else(|| p.description.clone()),
+                description_fr: p
+                    .description_fr
+                    .clone()
+                    .unwrap_or_else(|| p.description.clone()),
+                hosting_type,
+                disk_space_mb: p.disk_space_mb,
+                bandwidth_mb: p.bandwidth_mb,
+                max_email_accounts: p.max_email_accounts,
+                max_databases: p.max_databases,
+                max_subdomains: p.max_subdomains,
+                max_addon_domains: p.max_addon_domains,
+                max_parked_domains: p.max_parked_domains,
+                max_ftp_accounts: p.max_ftp_accounts,
+                max_accounts: p.max_accounts,
+                category: p.category.clone().unwrap_or_else(|| "204".into()),
+                type_id: p.type_id.clone().unwrap_or_else(|| "206".into()),
+                field1: p.field1.clone(),
+                field2: p.field2.clone(),
+                driver: p.driver.clone().unwrap_or_else(|| "nginx".into()),
+                html: p.html.clone(),
+                moreinfo_url: p.moreinfo_url.clone(),
+                buyable: p.buyable,
+                hidden: p.hidden,
+                is_active: p.is_active,
+                display_order: p.display_order,
+            },
+            prices,
+        ));
+    }
+    for o in &file.offers {
+        let tag = format!("offer for {:?}", o.plan);
+        if BillingCycle::from_months(u32::try_from(o.intro_months).unwrap_or(0)).is_none() {
+            v.add(
+                "offers",
+                format!("{tag}: intro_months is one of 1, 3, 6, 12, 24, 36"),
+            );
+        }
+        if BillingCycle::from_months(u32::try_from(o.renewal_months).unwrap_or(0)).is_none() {
+            v.add(
+                "offers",
+                format!("{tag}: renewal_months is one of 1, 3, 6, 12, 24, 36"),
+            );
+        }
+        out.offers.push((
+            o.plan.clone(),
+            db::OfferInput {
+                legacy_id: o.legacy_id,
+                plan_id: PlanId::new(),
+                intro_total_minor: money(&mut v, "offers", &o.intro_total),
+                intro_months: o.intro_months,
+                renewal_minor: money(&mut v, "offers", &o.renewal),
+                renewal_months: o.renewal_months,
+                allow_coupon: o.allow_coupon,
+                is_active: o.is_active,
+            },
+        ));
+    }
+    for c in &file.coupons {
+        let tag = format!("coupon {:?}", c.code);
+        let code_ok = !c.code.is_empty()
+            && c.code.len() <= 64
+            && c.code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !code_ok {
+            v.add(
+                "coupons",
+                format!("{tag}: a code is 1-64 letters, digits, - or _"),
+            );
+        }
+        let kind = match c.kind.as_str() {
+            "percent" | "1" => 1,
+            "fixed_amount" | "2" => 2,
+            "fixed_price" | "3" => 3,
+            other => {
+                v.add(
+                    "coupons",
+                    format!("{tag}: unknown kind {other:?} (percent, fixed_amount, fixed_price)"),
+                );
+                1
+            }
+        };
+        let value = if kind == 1 {
+            parse_percent_bp(&c.value).unwrap_or_else(|| {
+                v.add("coupons", format!("{tag}: a percentage between 0 and 100"));
+                0
+            })
+        } else {
+            money(&mut v, "coupons", &c.value)
+        };
+        if c.max_uses.is_some_and(|m| m < 0) {
+            v.add("coupons", format!("{tag}: max_uses cannot be negative"));
+        }
+        let expires_at = match c.expires.as_deref() {
+            None => None,
+            Some(s) => match s.parse::<jiff::Timestamp>() {
+                Ok(t) => Some(t.as_microsecond()),
+                Err(e) => {
+                    v.add(
+                        "coupons",
+                        format!("{tag}: expires is an RFC 3339 instant: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        out.coupons.push((
+            c.plan.clone(),
+            db::CouponInput {
+                code: c.code.clone(),
+                kind,
+                value,
+                recurring: c.recurring,
+                plan_id: None,
+                max_uses: c.max_uses,
+                expires_at,
+                is_active: c.is_active,
+            },
+        ));
+    }
+    for t in &file.tlds {
+        let name = t.tld.trim().trim_start_matches('.').to_lowercase();
+        let tag = format!("tld {name:?}");
+        let tld_ok = !name.is_empty()
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !tld_ok {
+            v.add("tlds", format!("{tag}: not a valid TLD"));
+        }
+        let min_years = t.min_years.unwrap_or(1);
+        let max_years = t.max_years.unwrap_or(10);
+        if !(1..=10).contains(&min_years) || !(min_years..=10).contains(&max_years) {
+            v.add("tlds", format!("{tag}: 1 <= min_years <= max_years <= 10"));
+        }
+        let mut prices = Vec::new();
+        for p in &t.prices {
+            if !(1..=10).contains(&p.years) {
+                v.add("tlds", format!("{tag}: years between 1 and 10"));
+            }
+            prices.push(db::TldPriceInput {
+                years: p.years,
+                currency: currency.code().to_owned(),
+                register_minor: money(&mut v, "tlds", &p.register),
+                renew_minor: money(&mut v, "tlds", &p.renew),
+                transfer_minor: money(&mut v, "tlds", &p.transfer),
+            });
+        }
+        if !prices.iter().any(|p| p.years == 1) {
+            v.add("tlds", format!("{tag}: a price for 1 year is required"));
+        }
+        out.tlds.push((
+            db::TldInput {
+                display_name: t.display_name.clone().unwrap_or_else(|| format!(".{name}")),
+                category: t.category.clone().unwrap_or_else(|| "generic".into()),
+                tld: name,
+                register_open: t.register_open,
+                transfer_open: t.transfer_open,
+                min_years,
+                max_years,
+                is_active: t.is_active,
+            },
+            prices,
+        ));
+    }
+    v.finish()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_parsing() {
+        assert_eq!(parse_percent_bp("10"), Some(1000));
+        assert_eq!(parse_percent_bp("12.5"), Some(1250));
+        assert_eq!(parse_percent_bp("12.55%"), Some(1255));
+        assert_eq!(parse_percent_bp("100"), Some(10_000));
+        assert_eq!(parse_percent_bp("100.01"), None);
+        assert_eq!(parse_percent_bp("1.234"), None);
+        assert_eq!(parse_percent_bp("-5"), None);
+        assert_eq!(parse_percent_bp(""), None);
+    }
+}

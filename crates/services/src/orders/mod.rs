@@ -1,0 +1,263 @@
+//! Placing an order: the one use case both dialects call, in steps, a module each:
+//!
+//! - [`validate`]: the form → a [`ValidOrder`] (every field error at once; no writes);
+//! - [`price`]: what the order chose → its quote (the pure parts in `lodge_core::pricing`);
+//! - [`write`]: the rows of one order, in a transaction: order, invoice and lines, hosting
+//!   account, domain, account credit applied and — when nothing is left due — the
+//!   activation ([`crate::billing::Activation`]). Any failure leaves nothing behind;
+//! - [`batch`]: the group commit of orders ([`crate::commit`]).
+
+use lodge_core::pricing::Quote;
+use lodge_core::{
+    BillingCycle, DomainId, DomainName, HostingId, HostingStatus, OrderStatus, OrderUuid,
+    OrganizationId, ProjectId,
+};
+use lodge_store::catalog::{CouponRow, OfferRow};
+use lodge_store::hosting::DomainRow;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use std::sync::Arc;
+
+use crate::catalog::Plan;
+use crate::idempotency::IdempotencyKey;
+use crate::{Lodge, Result, ServiceError};
+
+pub mod batch;
+pub mod price;
+pub mod validate;
+pub mod write;
+
+pub use batch::{OrderBatcher, Orders, ToPlace};
+pub use validate::tld_for;
+pub use write::place_order_in;
+
+/// Which dialect placed the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderSource {
+    V1,
+    Apiv2,
+}
+
+impl OrderSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderSource::V1 => "v1",
+            OrderSource::Apiv2 => "apiv2",
+        }
+    }
+}
+
+/// An order as received, before validation. Field names follow `/v1`; `/apiv2` fills the
+/// same form (plan by legacy id, offer, coupon, password).
+#[derive(Debug, Clone, Default)]
+pub struct OrderForm {
+    pub plan_id: Option<String>,
+    pub plan_legacy_id: Option<i64>,
+    pub domain_source: Option<String>,
+    pub domain_name: Option<String>,
+    pub domain_id: Option<String>,
+    pub epp_code: Option<String>,
+    pub billing_cycle: Option<String>,
+    pub offer_legacy_id: Option<i64>,
+    pub coupon: Option<String>,
+    pub password: Option<String>,
+    /// A free-form note kept on the hosting account (`/apiv2` `comment`).
+    pub comment: Option<String>,
+}
+
+/// Where the order's domain comes from.
+#[derive(Debug, Clone)]
+pub enum DomainPlan {
+    Register {
+        name: DomainName,
+        tld: String,
+        price_minor: i64,
+    },
+    Transfer {
+        name: DomainName,
+        tld: String,
+        epp_code: String,
+        price_minor: i64,
+    },
+    Existing {
+        row: Box<DomainRow>,
+    },
+    External {
+        name: DomainName,
+    },
+}
+
+impl ValidOrder {
+    /// The cycle the account renews on: an offer's renewal frequency, else the chosen one.
+    pub fn hosting_cycle(&self) -> BillingCycle {
+        self.offer
+            .as_ref()
+            .and_then(|o| {
+                BillingCycle::from_months(lodge_core::pricing::input::months(o.renewal_months))
+            })
+            .unwrap_or(self.cycle)
+    }
+}
+
+impl DomainPlan {
+    /// The name the hosting account serves (ASCII form).
+    pub fn name(&self) -> &str {
+        match self {
+            DomainPlan::Register { name, .. }
+            | DomainPlan::Transfer { name, .. }
+            | DomainPlan::External { name } => name.as_str(),
+            DomainPlan::Existing { row } => &row.name,
+        }
+    }
+}
+
+/// A validated, priced order, ready to place (or to show as a quote).
+#[derive(Debug, Clone)]
+pub struct ValidOrder {
+    pub organization: OrganizationId,
+    pub project: ProjectId,
+    pub plan: Plan,
+    pub cycle: BillingCycle,
+    pub domain: DomainPlan,
+    pub offer: Option<OfferRow>,
+    pub coupon: Option<CouponRow>,
+    /// The first invoice, as priced.
+    pub quote: Quote,
+    /// The hosting account's password: given, or generated when blank.
+    pub password: Option<String>,
+    pub comment: String,
+    pub source: OrderSource,
+    /// The caller's `Idempotency-Key`, claimed in the order's own transaction before its
+    /// first write, its outcome stored before it commits ([`crate::idempotency`]).
+    pub idempotency: Option<Arc<IdempotencyKey>>,
+}
+
+/// What placing an order produced (stored as the answer of its `Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderOutcome {
+    pub order_id: i64,
+    pub order_number: String,
+    pub local_order_id: OrderUuid,
+    pub invoice_id: Option<i64>,
+    pub total_minor: i64,
+    pub amount_due_minor: i64,
+    pub credit_applied_minor: i64,
+    pub status: OrderStatus,
+    pub payment_token: Option<String>,
+    pub hosting_id: HostingId,
+    pub hosting_legacy_id: i64,
+    pub hosting_status: HostingStatus,
+    pub domain_id: Option<DomainId>,
+    pub domain_name: String,
+}
+
+/// Why an order cannot be placed when no server has room (InterServer's wording).
+pub const SERVERS_FULL: &str = "All webhosting servers are currently full.";
+
+/// The display number of an order.
+pub fn order_number(id: i64) -> String {
+    format!("ORD-{id:06}")
+}
+
+pub(crate) fn random_token(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// An invoice's payment token: the time it was made (microseconds, 11 base-36 digits, so
+/// tokens sort in the order they were made, on SQLite's byte order and PostgreSQL's
+/// collations alike) and 32 random letters and digits (190 bits). The unique index on
+/// tokens then grows at its end, as the other indexes of an order do, instead of at a
+/// random leaf page per order, and a group commit writes one page for it, not one per
+/// order. That an invoice was issued at that moment is not a secret of its payer's.
+pub(crate) fn new_payment_token(now_us: i64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut t = u64::try_from(now_us).unwrap_or(0);
+    let mut time = [b'0'; 11];
+    for d in time.iter_mut().rev() {
+        // t % 36 < 36, DIGITS's length.
+        *d = DIGITS.get((t % 36) as usize).copied().unwrap_or(b'0');
+        t /= 36;
+    }
+    let mut token: String = time.iter().map(|&b| char::from(b)).collect();
+    token.push_str(&random_token(32));
+    token
+}
+
+/// A password for a hosting account when the customer left it blank.
+pub fn generate_password() -> String {
+    random_token(20)
+}
+
+impl Lodge {
+    /// Places a validated order: in a group commit shared with the orders waiting at the
+    /// same moment, all-or-nothing on its own ([`batch`]).
+    pub async fn place_order(&self, order: &ValidOrder, actor: &str) -> Result<OrderOutcome> {
+        let unit = ToPlace {
+            env: self.write_env(actor),
+            order: order.clone(),
+        };
+        if let Some(b) = &self.batcher {
+            return b.submit(unit).await;
+        }
+        // No committer (no runtime at start, or an in-memory database): a batch of one.
+        let collisions = std::sync::atomic::AtomicU64::new(0);
+        crate::commit::commit_on_pool::<Orders>(&self.store, &[unit], &collisions)
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::Internal("the order was not placed".into()))?
+    }
+
+    /// Places validated orders as one group commit, at once (not through the committer:
+    /// as many as given, e.g. `lodge bench fill`'s thousands): each order all-or-nothing on
+    /// its own, its outcome in the given order. `Err` when the commit as a whole failed.
+    pub async fn place_orders(&self, orders: Vec<ToPlace>) -> Result<Vec<Result<OrderOutcome>>> {
+        let collisions = std::sync::atomic::AtomicU64::new(0);
+        if self.store.has_batch_writer() {
+            Ok(self
+                .store
+                .batch(move |db| crate::commit::commit_on_writer::<Orders>(db, &orders))
+                .await??)
+        } else {
+            Ok(crate::commit::commit_on_pool::<Orders>(&self.store, &orders, &collisions).await?)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    reason = "tokens are 43 ASCII characters, asserted first"
+)]
+mod tests {
+    use super::new_payment_token as payment_token;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A token made later sorts after one made earlier (byte order, as SQLite's index
+        /// and PostgreSQL's collations order letters and digits of one case).
+        #[test]
+        fn payment_tokens_sort_by_the_time_they_were_made(a in 0i64..4_000_000_000_000_000, b in 0i64..4_000_000_000_000_000) {
+            let (ta, tb) = (payment_token(a), payment_token(b));
+            prop_assert_eq!(ta.len(), 43);
+            prop_assert!(ta.bytes().all(|c| c.is_ascii_alphanumeric()));
+            if a < b {
+                prop_assert!(ta < tb, "{} !< {}", ta, tb);
+            }
+            prop_assert_eq!(ta[..11] == tb[..11], a == b);
+        }
+    }
+
+    #[test]
+    fn payment_tokens_made_at_the_same_moment_differ() {
+        let now = 1_795_000_000_000_000;
+        let a = payment_token(now);
+        let b = payment_token(now);
+        assert_eq!(a[..11], b[..11]);
+        assert_ne!(a, b);
+        assert_eq!(&payment_token(0)[..11], "00000000000");
+    }
+}

@@ -1,0 +1,406 @@
+//! Validating an order: the form → a [`ValidOrder`], every field error at once, keyed by
+//! `/v1` field names. Reads only (the catalog, the names already held, the registrar's
+//! availability check); no writes.
+
+use lodge_core::{BillingCycle, DomainId, DomainName, OrganizationId, PlanId};
+use lodge_store::{hosting, orgs};
+
+use super::{
+    generate_password, price, DomainPlan, OrderForm, OrderSource, ValidOrder, SERVERS_FULL,
+};
+use crate::auth::Access;
+use crate::catalog::{Catalog, Tld};
+use crate::registrar::Availability;
+use crate::{FieldCode, Lodge, Result, ServiceError, Validator};
+
+/// The catalog TLD a name is registrable under (the longest matching suffix).
+pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
+    catalog
+        .tlds
+        .iter()
+        .filter(|t| t.row.is_active == 1 && name.split_registrable(&t.row.tld).is_some())
+        .max_by_key(|t| t.row.tld.len())
+}
+
+impl Lodge {
+    /// Validates and prices an order without writing anything. Every field error is
+    /// reported at once, keyed by `/v1` field names. `project` is the caller's, as read by
+    /// its access check (a project of another organization is not found).
+    pub async fn validate_order(
+        &self,
+        access: &Access,
+        project: &orgs::ProjectRow,
+        form: &OrderForm,
+        source: OrderSource,
+    ) -> Result<ValidOrder> {
+        access.require_write()?;
+        let org = access.organization;
+        if project.organization_id != org {
+            return Err(ServiceError::NotFound);
+        }
+        let catalog = self.catalog().await?;
+        let mut v = Validator::new();
+
+        // The plan and its cycle.
+        let plan = match (&form.plan_id, form.plan_legacy_id) {
+            (Some(id), _) => match id.parse::<PlanId>() {
+                Ok(id) => catalog.plan(id),
+                Err(_) => {
+                    v.add("plan_id", "Must be a valid UUID.");
+                    None
+                }
+            },
+            (None, Some(legacy)) => catalog.plan_by_legacy(legacy),
+            (None, None) => {
+                v.required("plan_id");
+                None
+            }
+        };
+        let plan = match plan {
+            Some(p) if p.orderable() => Some(p),
+            Some(_) => {
+                v.add("plan_id", "This plan is not available for ordering.");
+                None
+            }
+            None => {
+                if !v.has("plan_id") {
+                    v.add("plan_id", "No such plan.");
+                }
+                None
+            }
+        };
+        let cycle = match form
+            .billing_cycle
+            .as_deref()
+            .unwrap_or("monthly")
+            .parse::<BillingCycle>()
+        {
+            Ok(c) => Some(c),
+            Err(_) => {
+                v.add(
+                    "billing_cycle",
+                    "Must be one of free, one_time, monthly, quarterly, semi_annually, annually, biennially, triennially.",
+                );
+                None
+            }
+        };
+        let price = match (plan, cycle) {
+            (Some(p), Some(c)) => match p.price(c) {
+                Some(pr) => Some(pr.clone()),
+                None => {
+                    v.add(
+                        "billing_cycle",
+                        format!("The plan {:?} is not sold with the {c} cycle.", p.row.name),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+
+        // The domain.
+        let domain = self.validate_domain(&catalog, org, form, &mut v).await?;
+        if let Some(d) = &domain {
+            let mut db = self.store.read_conn().await?;
+            if hosting::live_hosting_for_name(&mut db, d.name()).await? {
+                v.add(
+                    "domain_name",
+                    format!("{} already has a hosting account.", d.name()),
+                );
+            }
+        }
+
+        // Offer and coupon (the /apiv2 form).
+        let offer = match (form.offer_legacy_id, plan) {
+            (None | Some(0), _) => None,
+            (Some(legacy), Some(p)) => {
+                let o = catalog
+                    .offers_for(p.row.id)
+                    .find(|o| o.legacy_id == legacy)
+                    .cloned();
+                if o.is_none() {
+                    v.add("offer", "No such offer for this plan.");
+                }
+                o
+            }
+            (Some(_), None) => None,
+        };
+        let coupon = match form.coupon.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(code) => {
+                let plan_id = plan.map(|p| p.row.id.to_string());
+                match catalog.coupon(code) {
+                    Some(c) if price::coupon_terms(c).usable(self.now_us(), plan_id.as_deref()) => {
+                        if offer.as_ref().is_some_and(|o| o.allow_coupon == 0) {
+                            v.add("coupon", "This offer cannot be combined with a coupon.");
+                        }
+                        Some(c.clone())
+                    }
+                    _ => {
+                        v.add("coupon", "Invalid coupon.");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(p) = plan {
+            if !v.has("plan_id") && !self.has_room(&p.row.driver, p.row.id).await? {
+                v.add_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL);
+            }
+        }
+        v.finish()?;
+        let (Some(plan), Some(cycle), Some(price), Some(domain)) = (plan, cycle, price, domain)
+        else {
+            return Err(ServiceError::Internal(
+                "validation passed without a plan".into(),
+            ));
+        };
+
+        let quote = price::quote(
+            &plan.row.name,
+            &price,
+            cycle,
+            plan.monthly(),
+            &domain,
+            offer.as_ref(),
+            coupon.as_ref(),
+        );
+        let password = match form.password.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => Some(p.to_owned()),
+            _ if source == OrderSource::Apiv2 => Some(generate_password()),
+            _ => None,
+        };
+        Ok(ValidOrder {
+            organization: org,
+            project: project.id,
+            plan: plan.clone(),
+            cycle,
+            domain,
+            offer,
+            coupon,
+            quote,
+            password,
+            comment: form
+                .comment
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("")
+                .chars()
+                .take(1000)
+                .collect(),
+            idempotency: None,
+            source,
+        })
+    }
+
+    async fn validate_domain(
+        &self,
+        catalog: &Catalog,
+        org: OrganizationId,
+        form: &OrderForm,
+        v: &mut Validator,
+    ) -> Result<Option<DomainPlan>> {
+        let Some(source) = form.domain_source.as_deref() else {
+            v.required("domain_source");
+            return Ok(None);
+        };
+        if !["register", "transfer", "existing", "external"].contains(&source) {
+            v.add(
+                "domain_source",
+                format!(
+                    "\"{source}\" is not a valid choice: register, transfer, existing or external."
+                ),
+            );
+            return Ok(None);
+        }
+        let name_given = form
+            .domain_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        if name_given.is_some_and(|n| n.len() > 253) {
+            v.add(
+                "domain_name",
+                "Ensure this field has no more than 253 characters.",
+            );
+            return Ok(None);
+        }
+        let parse_name = |v: &mut Validator| -> Option<DomainName> {
+            match name_given {
+                None => {
+                    v.required("domain_name");
+                    None
+                }
+                Some(n) => match DomainName::parse(n) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        v.add_coded(
+                            "domain_name",
+                            FieldCode::InvalidDomain,
+                            format!("Enter a valid domain name: {e}."),
+                        );
+                        None
+                    }
+                },
+            }
+        };
+        match source {
+            "register" | "transfer" => {
+                let registering = source == "register";
+                let epp = form
+                    .epp_code
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
+                if !registering {
+                    match epp {
+                        None => v.add("epp_code", "This field is required for a transfer."),
+                        Some(e) if e.len() > 255 => v.add(
+                            "epp_code",
+                            "Ensure this field has no more than 255 characters.",
+                        ),
+                        _ => {}
+                    }
+                }
+                let Some(name) = parse_name(v) else {
+                    return Ok(None);
+                };
+                let Some(registrar) = &self.registrar else {
+                    v.add(
+                        "domain_source",
+                        "Domain registration and transfer are not available.",
+                    );
+                    return Ok(None);
+                };
+                let Some(tld) = tld_for(catalog, &name) else {
+                    v.add(
+                        "domain_name",
+                        format!("The extension of {name} is not sold here."),
+                    );
+                    return Ok(None);
+                };
+                if name.split_registrable(&tld.row.tld).is_none() {
+                    v.add("domain_name", format!("{name} is not a registrable name."));
+                    return Ok(None);
+                }
+                let open = if registering {
+                    tld.row.register_open == 1
+                } else {
+                    tld.row.transfer_open == 1
+                };
+                if !open {
+                    v.add(
+                        "domain_name",
+                        format!(
+                            "{} of .{} domains is closed.",
+                            if registering {
+                                "Registration"
+                            } else {
+                                "Transfer"
+                            },
+                            tld.row.tld
+                        ),
+                    );
+                    return Ok(None);
+                }
+                let Some(p) = tld.price_for_years(1) else {
+                    v.add(
+                        "domain_name",
+                        format!(".{} has no one-year price.", tld.row.tld),
+                    );
+                    return Ok(None);
+                };
+                // The read connection goes back before the registrar is asked.
+                let held = {
+                    let mut db = self.store.read_conn().await?;
+                    hosting::live_domain_for_name(&mut db, name.as_str()).await?
+                };
+                if held {
+                    v.add(
+                        "domain_name",
+                        format!("{name} is already registered in Lodge."),
+                    );
+                    return Ok(None);
+                }
+                if registering {
+                    match registrar.check(&name).await {
+                        Ok(Availability::Unavailable) => {
+                            v.add(
+                                "domain_name",
+                                format!("{name} is not available for registration."),
+                            );
+                            return Ok(None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "registrar availability check failed");
+                            v.add(
+                                "domain_name",
+                                "The registrar could not check this name; try again later.",
+                            );
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(DomainPlan::Register {
+                        tld: tld.row.tld.clone(),
+                        price_minor: p.register_minor,
+                        name,
+                    }))
+                } else {
+                    let Some(epp) = epp else { return Ok(None) };
+                    Ok(Some(DomainPlan::Transfer {
+                        tld: tld.row.tld.clone(),
+                        price_minor: p.transfer_minor,
+                        epp_code: epp.to_owned(),
+                        name,
+                    }))
+                }
+            }
+            "existing" => {
+                let Some(id) = form
+                    .domain_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                else {
+                    v.add(
+                        "domain_id",
+                        "This field is required when domain_source is existing.",
+                    );
+                    return Ok(None);
+                };
+                let row = match id.parse::<DomainId>() {
+                    Ok(id) => hosting::domain(self.store.reader(), id)
+                        .await?
+                        .filter(|d| d.organization_id == org),
+                    Err(_) => {
+                        v.add("domain_id", "Must be a valid UUID.");
+                        return Ok(None);
+                    }
+                };
+                let Some(row) = row else {
+                    v.add("domain_id", "No such domain in this organization.");
+                    return Ok(None);
+                };
+                if !row.status.is_live() {
+                    v.add("domain_id", format!("This domain is {}.", row.status));
+                    return Ok(None);
+                }
+                if let Some(n) = name_given {
+                    match DomainName::parse(n) {
+                        Ok(d) if d.as_str() == row.name => {}
+                        _ => {
+                            v.add(
+                                "domain_name",
+                                "Does not match the domain given by domain_id.",
+                            );
+                            return Ok(None);
+                        }
+                    }
+                }
+                Ok(Some(DomainPlan::Existing { row: Box::new(row) }))
+            }
+            _ => Ok(parse_name(v).map(|name| DomainPlan::External { name })),
+        }
+    }
+}

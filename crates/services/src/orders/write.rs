@@ -1,0 +1,283 @@
+//! Writing one order: its rows, on a connection inside a transaction (so a batch of orders
+//! can share one commit), given a [`WriteCtx`] and nothing else it could wait on.
+
+use lodge_core::pricing::LineKind;
+use lodge_core::{
+    BillingCycle, DomainId, DomainStatus, HostingId, HostingStatus, InvoiceKind, OrderStatus,
+    OrderUuid,
+};
+use lodge_store::{billing, hosting, Conflict, SqlConn, StoreError};
+
+use super::{new_payment_token, order_number, DomainPlan, OrderOutcome, ValidOrder, SERVERS_FULL};
+use crate::billing::Activation;
+use crate::commit::WriteCtx;
+use crate::idempotency;
+use crate::{FieldCode, Result, ServiceError};
+
+/// The writes of an order. The credit to apply is known first (under the organization's row
+/// lock), so every row is written once in its final state: an order that owes nothing is
+/// written activated ([`Activation`], as a pending order is activated when paid later): active,
+/// its invoice paid, its account provisioning with its first period, the jobs queued.
+///
+/// The invoice is left for the caller to number ([`billing::number_invoices`]) before the
+/// commit: a group commit numbers all its invoices at once.
+pub async fn place_order_in<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    o: &ValidOrder,
+) -> Result<OrderOutcome> {
+    let (now, today, cur, actor) = (ctx.now, ctx.today, ctx.currency, ctx.actor);
+    let total = o.quote.total_minor;
+    // The key first, so a second request with it stops before any other write.
+    if let Some(k) = &o.idempotency {
+        idempotency::claim_in(conn, k, now).await?;
+    }
+    // A free order with nothing billed has no invoice.
+    let billed = !(o.cycle == BillingCycle::Free && total == 0);
+    let credit = if billed && total > 0 {
+        let balance = billing::lock_credit(conn, o.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        balance.clamp(0, total)
+    } else {
+        0
+    };
+    let due = total - credit;
+    // What activation writes; the first period's dates are on the invoice's plan line
+    // either way (reset to the day it is paid if paid later). Paid as it is placed: every
+    // row is written in its activated state.
+    let domain_status = match &o.domain {
+        DomainPlan::Register { .. } => Some(DomainStatus::PendingRegistration),
+        DomainPlan::Transfer { .. } => Some(DomainStatus::PendingTransfer),
+        DomainPlan::Existing { .. } | DomainPlan::External { .. } => None,
+    };
+    let plan = Activation::plan(today, o.quote.first_period_months, domain_status);
+    let activation = (due == 0).then_some(&plan);
+    let paid = activation.is_some();
+    let order_status = activation
+        .as_ref()
+        .map_or(OrderStatus::Pending, |a| a.order);
+
+    let order_uuid = OrderUuid::new();
+    let order_id = billing::insert_order(
+        conn,
+        &billing::NewOrder {
+            uuid: order_uuid,
+            organization_id: o.organization,
+            project_id: o.project,
+            status: order_status,
+            source: o.source.as_str(),
+            currency: cur,
+            coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
+            actor,
+            now,
+        },
+    )
+    .await?;
+
+    // The domain object (register / transfer), or the one the customer already holds.
+    let domain_id = match &o.domain {
+        DomainPlan::Register { name, tld, .. } | DomainPlan::Transfer { name, tld, .. } => {
+            let id = DomainId::new();
+            let (status, epp) = match &o.domain {
+                DomainPlan::Transfer { epp_code, .. } => (
+                    DomainStatus::PendingTransfer,
+                    Some(ctx.sealer.seal(epp_code)?),
+                ),
+                _ => (DomainStatus::PendingRegistration, None),
+            };
+            let sld = name.split_registrable(tld).unwrap_or_else(|| name.sld());
+            hosting::insert_domain(
+                conn,
+                &hosting::NewDomain {
+                    id,
+                    organization_id: o.organization,
+                    project_id: o.project,
+                    order_id: Some(order_id),
+                    name: name.as_str(),
+                    sld,
+                    tld,
+                    status,
+                    registrar: ctx.registrar,
+                    epp_code: epp.as_deref(),
+                    now,
+                },
+            )
+            .await
+            .map_err(|e| {
+                if matches!(e, StoreError::Conflict(Conflict::LiveDomainName)) {
+                    ServiceError::field(
+                        "domain_name",
+                        format!("{name} is already registered in Lodge."),
+                    )
+                } else {
+                    e.into()
+                }
+            })?;
+            Some(id)
+        }
+        DomainPlan::Existing { row } => Some(row.id),
+        DomainPlan::External { .. } => None,
+    };
+
+    let server = lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
+        .await?
+        .ok_or_else(|| {
+            ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
+        })?;
+    let hosting_id = HostingId::new();
+    let period = plan.period.as_ref();
+    let hosting_status = activation.map_or(HostingStatus::Pending, |a| a.hosting);
+    let legacy_id = hosting::insert_hosting(
+        conn,
+        &hosting::NewHosting {
+            id: hosting_id,
+            organization_id: o.organization,
+            project_id: o.project,
+            order_id,
+            plan_id: o.plan.row.id,
+            domain_name: o.domain.name(),
+            domain_id,
+            status: hosting_status,
+            billing_cycle: o.hosting_cycle().as_str(),
+            recurring_minor: o.quote.renewal_minor.unwrap_or(0),
+            first_period_months: o.quote.first_period_months.map(i64::from),
+            renewal_months: o.quote.renewal_months.map(i64::from),
+            currency: cur,
+            coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
+            secret: o
+                .password
+                .as_deref()
+                .map(|p| ctx.sealer.seal(p))
+                .transpose()?,
+            comment: &o.comment,
+            server_id: Some(server.to_string()),
+            next_due_date: activation
+                .and_then(Activation::next_due_date)
+                .map(str::to_owned),
+            note: if paid { "ordered and paid" } else { "ordered" },
+            actor,
+            now,
+        },
+    )
+    .await
+    .map_err(|e| {
+        if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
+            ServiceError::field(
+                "domain_name",
+                format!("{} already has a hosting account.", o.domain.name()),
+            )
+        } else {
+            e.into()
+        }
+    })?;
+
+    if let Some(c) = &o.coupon {
+        let used = lodge_store::catalog::use_coupon(conn, &c.id.to_string()).await?;
+        if !used {
+            return Err(ServiceError::field(
+                "coupon",
+                "This coupon has been used up.",
+            ));
+        }
+    }
+
+    let mut invoice_id = None;
+    let mut payment_token = None;
+    if billed {
+        let token = new_payment_token(now);
+        let id = billing::insert_invoice(
+            conn,
+            &billing::NewInvoice {
+                number: None,
+                organization_id: o.organization,
+                order_id: Some(order_id),
+                kind: InvoiceKind::First,
+                currency: cur,
+                subtotal_minor: total,
+                tax_minor: 0,
+                payment_token: &token,
+                due_date: &today.to_string(),
+                credit_applied_minor: credit,
+                paid,
+                now,
+            },
+        )
+        .await?;
+        let hosting_key = hosting_id.to_string();
+        for (i, line) in o.quote.lines.iter().enumerate() {
+            let (service, start, end) = match line.kind {
+                LineKind::Plan | LineKind::Discount | LineKind::SetupFee => (
+                    Some(hosting_key.clone()),
+                    Some(today.to_string()),
+                    if line.kind == LineKind::Plan {
+                        period.map(|(_, end)| end.clone())
+                    } else {
+                        None
+                    },
+                ),
+                LineKind::DomainRegistration | LineKind::DomainTransfer => (
+                    domain_id.map(|d| d.to_string()),
+                    Some(today.to_string()),
+                    Some(lodge_core::dates::add_months(today, 12).to_string()),
+                ),
+            };
+            billing::insert_line(
+                conn,
+                id,
+                &billing::NewLine {
+                    position: i64::try_from(i).unwrap_or(0),
+                    kind: line.kind.as_str(),
+                    description: &line.description,
+                    service_id: service,
+                    period_start: start,
+                    period_end: end,
+                    amount_minor: line.amount_minor,
+                },
+            )
+            .await?;
+        }
+        if credit > 0 {
+            billing::append_ledger(
+                conn,
+                &billing::NewLedgerEntry {
+                    organization_id: o.organization,
+                    kind: "applied",
+                    amount_minor: -credit,
+                    currency: cur,
+                    invoice_id: Some(id),
+                    note: "Applied to invoice",
+                    actor,
+                    now,
+                },
+            )
+            .await?;
+        }
+        invoice_id = Some(id);
+        payment_token = Some(token);
+    }
+
+    if let Some(a) = activation {
+        a.enqueue_jobs(ctx, conn, hosting_id, domain_id).await?;
+    }
+    let outcome = OrderOutcome {
+        order_id,
+        order_number: order_number(order_id),
+        local_order_id: order_uuid,
+        invoice_id,
+        total_minor: total,
+        amount_due_minor: due,
+        credit_applied_minor: credit,
+        status: order_status,
+        payment_token: if paid { None } else { payment_token },
+        hosting_id,
+        hosting_legacy_id: legacy_id,
+        hosting_status,
+        domain_id,
+        domain_name: o.domain.name().to_owned(),
+    };
+    if let Some(k) = &o.idempotency {
+        idempotency::answer_in(conn, k, &outcome).await?;
+    }
+    Ok(outcome)
+}
