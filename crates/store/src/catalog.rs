@@ -641,13 +641,15 @@ pub async fn set_tld_active(
     Ok(r.rows_affected() == 1)
 }
 
-/// Counts one use of a coupon; `false` when it is used up (the usage limit holds under
-/// concurrent orders because the check is in the update).
-pub async fn use_coupon<C: SqlConn>(conn: &mut C, coupon: &str) -> Result<bool> {
+/// Counts one use of a coupon at `now`; `false` when it is used up, expired or switched off
+/// (the limits hold under concurrent orders, and against a coupon changed since the order
+/// was validated, because the checks are in the update).
+pub async fn use_coupon<C: SqlConn>(conn: &mut C, coupon: &str, now: i64) -> Result<bool> {
     let changed = conn
         .exec(
-            "UPDATE coupons SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
-            vals![coupon],
+            "UPDATE coupons SET uses = uses + 1 WHERE id = $1 AND is_active = 1 \
+             AND (max_uses IS NULL OR uses < max_uses) AND (expires_at IS NULL OR expires_at > $2)",
+            vals![coupon, now],
         )
         .await?;
     Ok(changed == 1)

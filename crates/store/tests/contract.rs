@@ -536,7 +536,32 @@ async fn check_violations_are_typed(store: Store) {
     );
     // The store's own statement checks first and refuses quietly.
     let mut conn = store.write_conn().await.unwrap();
-    assert!(!catalog::use_coupon(&mut *conn, "limited").await.unwrap());
+    assert!(!catalog::use_coupon(&mut *conn, "limited", NOW)
+        .await
+        .unwrap());
+    drop(conn);
+
+    // Expired (from its expiry on) and switched-off coupons are refused by the same update.
+    sqlx::query(
+        "INSERT INTO coupons (id, code, kind, value, expires_at, created_at, modified_at)
+         VALUES ('dated', 'DATED', 1, 100, 1000, 1, 1)",
+    )
+    .execute(store.writer())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO coupons (id, code, kind, value, is_active, created_at, modified_at)
+         VALUES ('off', 'OFF', 1, 100, 0, 1, 1)",
+    )
+    .execute(store.writer())
+    .await
+    .unwrap();
+    let mut conn = store.write_conn().await.unwrap();
+    assert!(catalog::use_coupon(&mut *conn, "dated", 999).await.unwrap());
+    assert!(!catalog::use_coupon(&mut *conn, "dated", 1000)
+        .await
+        .unwrap());
+    assert!(!catalog::use_coupon(&mut *conn, "off", 1).await.unwrap());
 }
 
 async fn a_credit_balance_never_goes_below_zero(store: Store) {

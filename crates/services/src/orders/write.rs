@@ -173,11 +173,11 @@ pub async fn place_order_in<C: SqlConn>(
     })?;
 
     if let Some(c) = &o.coupon {
-        let used = lodge_store::catalog::use_coupon(conn, &c.id.to_string()).await?;
+        let used = lodge_store::catalog::use_coupon(conn, &c.id.to_string(), now).await?;
         if !used {
             return Err(ServiceError::field(
                 "coupon",
-                "This coupon has been used up.",
+                "This coupon has been used up, has expired or is no longer offered.",
             ));
         }
     }
