@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod money;
 pub mod pricing;
+pub mod renewal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cycle::BillingCycle;

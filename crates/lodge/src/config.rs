@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -28,6 +29,9 @@ pub struct FileConfig {
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
     pub invoice_expiry_days: Option<i64>,
+    pub renewal_lead_days: Option<i64>,
+    pub suspension_grace_days: Option<i64>,
+    pub termination_grace_days: Option<i64>,
     pub require_tos: Option<bool>,
     pub nginx_binary: Option<String>,
     pub nginx_args: Option<String>,
@@ -72,8 +76,38 @@ pub struct Config {
     pub secret_key: Option<SecretString>,
     pub bank_transfer_instructions: String,
     pub invoice_expiry_days: i64,
+    pub renewal_lead_days: i64,
+    pub suspension_grace_days: i64,
+    pub termination_grace_days: i64,
     pub require_tos: bool,
     pub nginx: NginxConfig,
+}
+
+/// The longest an unpaid first invoice may stay open: a year.
+pub const MAX_INVOICE_EXPIRY_DAYS: i64 = 365;
+
+impl Config {
+    /// The renewal policy, or why these settings cannot be one (refused at start).
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        Policy::new(
+            self.renewal_lead_days,
+            self.suspension_grace_days,
+            self.termination_grace_days,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Refuses settings that would act on everything at once (an expiry of 0 days cancels
+    /// every pending order within a minute) with a message naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_INVOICE_EXPIRY_DAYS).contains(&self.invoice_expiry_days) {
+            anyhow::bail!(
+                "--invoice-expiry-days must be between 1 and {MAX_INVOICE_EXPIRY_DAYS} days (got {})",
+                self.invoice_expiry_days
+            );
+        }
+        self.policy().map(drop)
+    }
 }
 
 /// Values from flags or the environment (clap fills these; `None` when neither was given).
@@ -90,6 +124,9 @@ pub struct Overrides {
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
     pub invoice_expiry_days: Option<i64>,
+    pub renewal_lead_days: Option<i64>,
+    pub suspension_grace_days: Option<i64>,
+    pub termination_grace_days: Option<i64>,
     pub require_tos: Option<bool>,
     pub nginx_binary: Option<String>,
     pub nginx_args: Option<String>,
@@ -139,6 +176,18 @@ impl Config {
                 .invoice_expiry_days
                 .or(f.invoice_expiry_days)
                 .unwrap_or(14),
+            renewal_lead_days: o
+                .renewal_lead_days
+                .or(f.renewal_lead_days)
+                .unwrap_or(Policy::default().lead_days),
+            suspension_grace_days: o
+                .suspension_grace_days
+                .or(f.suspension_grace_days)
+                .unwrap_or(Policy::default().suspend_after_days),
+            termination_grace_days: o
+                .termination_grace_days
+                .or(f.termination_grace_days)
+                .unwrap_or(Policy::default().terminate_after_days),
             require_tos: o.require_tos.or(f.require_tos).unwrap_or(false),
             nginx: {
                 let d = NginxConfig::default_under(Path::new("lodge-data"));
@@ -191,6 +240,60 @@ mod tests {
         assert_eq!(c.rate_limit_burst, 7);
         assert_eq!(c.rate_limit_per_minute, 1000, "default");
         assert_eq!(c.public_base_url, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn settings_that_would_act_on_everything_are_refused() {
+        let with = |f: FileConfig| Config::resolve(Overrides::default(), f).validate();
+        assert!(with(FileConfig::default()).is_ok(), "the defaults hold");
+        for (f, word) in [
+            (
+                FileConfig {
+                    invoice_expiry_days: Some(0),
+                    ..Default::default()
+                },
+                "--invoice-expiry-days",
+            ),
+            (
+                FileConfig {
+                    invoice_expiry_days: Some(-1),
+                    ..Default::default()
+                },
+                "--invoice-expiry-days",
+            ),
+            (
+                FileConfig {
+                    suspension_grace_days: Some(0),
+                    ..Default::default()
+                },
+                "--suspension-grace-days",
+            ),
+            (
+                FileConfig {
+                    termination_grace_days: Some(-5),
+                    ..Default::default()
+                },
+                "--termination-grace-days",
+            ),
+            (
+                FileConfig {
+                    renewal_lead_days: Some(-1),
+                    ..Default::default()
+                },
+                "--renewal-lead-days",
+            ),
+            (
+                FileConfig {
+                    suspension_grace_days: Some(30),
+                    termination_grace_days: Some(7),
+                    ..Default::default()
+                },
+                "longer than",
+            ),
+        ] {
+            let e = with(f).unwrap_err().to_string();
+            assert!(e.contains(word), "{e}");
+        }
     }
 
     #[test]

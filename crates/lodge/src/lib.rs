@@ -38,7 +38,9 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     let mut settings = Settings::new(currency, jwt_secret);
     settings.key_prefix = cfg.key_prefix.clone();
     settings.bank_transfer_instructions = cfg.bank_transfer_instructions.clone();
+    cfg.validate()?;
     settings.invoice_expiry_days = cfg.invoice_expiry_days;
+    settings.policy = cfg.policy()?;
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();
     let sealer = match &cfg.secret_key {

@@ -47,8 +47,38 @@ struct Global {
     #[arg(long, global = true, env = "LODGE_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
     /// Days after which an unpaid first invoice expires and its order is cancelled (default 14).
-    #[arg(long, global = true, env = "LODGE_INVOICE_EXPIRY_DAYS")]
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_INVOICE_EXPIRY_DAYS",
+        allow_negative_numbers = true
+    )]
     invoice_expiry_days: Option<i64>,
+    /// Days before a period ends that its renewal invoice is issued (default 14; 0: on the day).
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_RENEWAL_LEAD_DAYS",
+        allow_negative_numbers = true
+    )]
+    renewal_lead_days: Option<i64>,
+    /// Days after its due date that an unpaid renewal suspends its accounts (default 7).
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_SUSPENSION_GRACE_DAYS",
+        allow_negative_numbers = true
+    )]
+    suspension_grace_days: Option<i64>,
+    /// Days after its due date that an unpaid renewal is cancelled and its accounts
+    /// terminated (default 30; longer than the suspension grace).
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_TERMINATION_GRACE_DAYS",
+        allow_negative_numbers = true
+    )]
+    termination_grace_days: Option<i64>,
     /// The nginx binary of the nginx driver (default: nginx on the PATH).
     #[arg(long, global = true, env = "LODGE_NGINX_BINARY")]
     nginx_binary: Option<String>,
@@ -103,6 +133,9 @@ enum Command {
     /// Manage the hosting catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Recurring billing: what the scheduler will do, or one pass of it now.
+    #[command(subcommand)]
+    Billing(BillingCommand),
     /// Measure Lodge: load with ceilings, filling a database, crash checks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -283,6 +316,24 @@ enum MembersCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum BillingCommand {
+    /// List what the scheduler will do from today through --days days ahead if nothing is
+    /// paid meanwhile: renewal invoices to issue, suspensions, terminations; with today's
+    /// overdue renewal invoices and suspended accounts. Writes nothing.
+    Preview {
+        /// Days to look ahead (0 to 366).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Print one JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one scheduler pass now (renewals, overdue accounts, expiries) and print what it
+    /// did; the worker runs the jobs it queued. Safe beside running nodes.
+    Run,
+}
+
+#[derive(Subcommand, Debug)]
 enum CatalogCommand {
     /// Import a catalog file (TOML or JSON): groups, plans with prices, offers, coupons, TLDs.
     /// Items are created or updated by slug, code or name.
@@ -347,6 +398,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         currency: cli.global.currency.clone(),
         secret_key: cli.global.secret_key.clone(),
         invoice_expiry_days: cli.global.invoice_expiry_days,
+        renewal_lead_days: cli.global.renewal_lead_days,
+        suspension_grace_days: cli.global.suspension_grace_days,
+        termination_grace_days: cli.global.termination_grace_days,
         nginx_binary: cli.global.nginx_binary.clone(),
         nginx_args: cli.global.nginx_args.clone(),
         nginx_sites_dir: cli.global.nginx_sites_dir.clone(),
@@ -366,6 +420,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.require_tos = s.require_tos;
     }
     let cfg = Config::resolve(o, file);
+    cfg.validate()?;
     let database_given = cli.global.database_url.is_some();
     let command = match cli.command {
         // The benchmark starts its own servers; it does not open the configured database.
@@ -470,6 +525,44 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(_) => Ok(()),
+        Command::Billing(BillingCommand::Preview { days, json }) => {
+            let p = lodge.billing_preview(days).await?;
+            if json {
+                println!("{}", serde_json::to_string(&p)?);
+                return Ok(());
+            }
+            println!("From {} to {}:", p.from, p.to);
+            println!("  renewal invoices to issue: {}", p.renewals.len());
+            for r in &p.renewals {
+                println!(
+                    "    {} organization {} due {}: {} account(s), {} (minor units)",
+                    r.issue_date,
+                    r.organization_id,
+                    r.due_date,
+                    r.accounts.len(),
+                    r.total_minor
+                );
+            }
+            println!("  suspensions: {}", p.suspensions.len());
+            for x in &p.suspensions {
+                println!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
+            }
+            println!("  terminations: {}", p.terminations.len());
+            for x in &p.terminations {
+                println!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
+            }
+            println!(
+                "Today: {} overdue renewal invoice(s), {} suspended account(s)",
+                p.overdue_invoices.len(),
+                p.suspended.len()
+            );
+            Ok(())
+        }
+        Command::Billing(BillingCommand::Run) => {
+            let pass = lodge.scheduler_pass().await?;
+            println!("{}", serde_json::to_string(&pass)?);
+            Ok(())
+        }
         Command::Catalog(CatalogCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;

@@ -152,6 +152,63 @@ fn help_names_the_environment_variables() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
 }
 
+// ---- settings refused at start ----
+
+#[test]
+fn graces_that_would_act_on_everything_are_refused_at_start() {
+    let cli = Cli::new();
+    for (args, word) in [
+        (&["--invoice-expiry-days", "0"][..], "--invoice-expiry-days"),
+        (
+            &["--invoice-expiry-days", "-1"][..],
+            "--invoice-expiry-days",
+        ),
+        (
+            &["--suspension-grace-days", "0"][..],
+            "--suspension-grace-days",
+        ),
+        (
+            &["--termination-grace-days", "-3"][..],
+            "--termination-grace-days",
+        ),
+        (&["--renewal-lead-days", "-1"][..], "--renewal-lead-days"),
+        (
+            &[
+                "--suspension-grace-days",
+                "30",
+                "--termination-grace-days",
+                "10",
+            ][..],
+            "longer than",
+        ),
+    ] {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let err = cli.fails(&all);
+        assert!(err.contains(word), "{args:?}: {err}");
+        assert!(
+            !cli.db_path().exists(),
+            "{args:?}: refused before opening anything"
+        );
+    }
+    // The environment is checked the same way.
+    let out = cli
+        .command(&["migrate"])
+        .env("LODGE_SUSPENSION_GRACE_DAYS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--suspension-grace-days"));
+    // Sound values start.
+    cli.ok(&[
+        "migrate",
+        "--renewal-lead-days",
+        "0",
+        "--suspension-grace-days",
+        "3",
+    ]);
+}
+
 // ---- migrate ----
 
 #[tokio::test]

@@ -463,7 +463,7 @@ fn new_job<'a>(now: i64, kind: &'a str, payload: &'a str, dedupe_key: &'a str) -
 }
 
 /// Enqueues a job (once per dedupe key), through [`lodge_store::SqlConn::insert_later`].
-async fn enqueue_later<C: lodge_store::SqlConn>(
+pub(crate) async fn enqueue_later<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     kind: &str,
@@ -476,7 +476,7 @@ async fn enqueue_later<C: lodge_store::SqlConn>(
 
 /// Applies the organization's credit to an invoice, up to `max`: the balance is read under
 /// its lock, and the ledger's constraint keeps it from going negative.
-async fn apply_credit<C: lodge_store::SqlConn>(
+pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     org: OrganizationId,
@@ -611,7 +611,7 @@ pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
         let months = first_months.map(|m| u32::try_from(m).unwrap_or(0));
         let activation = Activation::plan(ctx.today, months, status);
         if let Some((start, end)) = &activation.period {
-            hosting::set_next_due_date(conn, id, Some(end), ctx.now).await?;
+            hosting::set_first_period(conn, id, start, end, ctx.now).await?;
             if let Some(inv) = first_invoice {
                 billing::set_line_period(conn, inv, &id.to_string(), start, end).await?;
             }
@@ -631,8 +631,14 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
     if !billing::mark_paid(conn, invoice.id, ctx.now).await? {
         return Ok(false);
     }
-    if let (Some(order), InvoiceKind::First) = (invoice.order_id, invoice.kind) {
-        activate_order(ctx, conn, order).await?;
+    match (invoice.order_id, invoice.kind) {
+        (Some(order), InvoiceKind::First) => {
+            activate_order(ctx, conn, order).await?;
+        }
+        (_, InvoiceKind::Renewal) => {
+            crate::renewals::renewal_paid(ctx, conn, invoice.id).await?;
+        }
+        _ => {}
     }
     Ok(true)
 }

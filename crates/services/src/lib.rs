@@ -22,6 +22,7 @@ pub mod orders;
 pub mod provisioning;
 pub mod queries;
 pub mod registrar;
+pub mod renewals;
 pub mod servers;
 pub mod tenancy;
 pub mod websites;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub require_tos: bool,
     /// Days after which an unpaid first invoice expires (its order is cancelled).
     pub invoice_expiry_days: i64,
+    /// When renewals are billed, and what an unpaid one leads to.
+    pub policy: lodge_core::renewal::Policy,
     /// The nginx driver's paths and command.
     pub nginx: drivers::nginx::NginxConfig,
 }
@@ -90,6 +93,7 @@ impl Settings {
             bank_transfer_instructions: String::new(),
             require_tos: false,
             invoice_expiry_days: 14,
+            policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
         }
     }

@@ -44,9 +44,30 @@ pub fn backoff_us(attempt: i64) -> i64 {
 #[derive(Debug, Deserialize)]
 struct HostingPayload {
     hosting_id: HostingId,
-    /// Why a termination was queued: `staff`, `cancelled` or `end of period`.
+    /// Why a termination was queued: `staff`, `cancelled`, `end of period` or `overdue`.
     #[serde(default)]
     reason: Option<String>,
+    /// Who the history records (default `worker`; `scheduler` for automatic steps).
+    #[serde(default)]
+    actor: Option<String>,
+    /// The history entry's note (default: the step's own word).
+    #[serde(default)]
+    note: Option<String>,
+    /// The overdue renewal a suspension is for.
+    #[serde(default)]
+    invoice_id: Option<i64>,
+}
+
+impl HostingPayload {
+    /// Who the history records for this job's step: the scheduler for what it decided on
+    /// its own (end-of-period and overdue terminations), else as queued.
+    fn actor(&self) -> &str {
+        match (self.actor.as_deref(), self.reason.as_deref()) {
+            (Some(a), _) => a,
+            (None, Some("end of period" | "overdue")) => crate::renewals::SCHEDULER,
+            (None, _) => "worker",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +83,15 @@ struct OrderPayload {
 fn payload<T: for<'de> Deserialize<'de>>(job: &JobRow) -> Result<T> {
     serde_json::from_str(&job.payload)
         .map_err(|e| ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id)))
+}
+
+/// What one scheduler pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SchedulerPass {
+    /// Jobs newly queued (expiries, end-of-period terminations, suspensions, terminations).
+    pub jobs_queued: usize,
+    pub renewals: crate::renewals::RenewalPass,
+    pub overdue: crate::renewals::OverduePass,
 }
 
 /// A job worker of one node.
@@ -207,17 +237,22 @@ impl Lodge {
             }
             JOB_SUSPEND => {
                 let p = payload::<HostingPayload>(job)?;
-                self.lifecycle(p.hosting_id, Lifecycle::Suspend, None).await
+                self.lifecycle(&p, Lifecycle::Suspend).await
             }
             JOB_UNSUSPEND => {
                 let p = payload::<HostingPayload>(job)?;
-                self.lifecycle(p.hosting_id, Lifecycle::Unsuspend, None)
-                    .await
+                self.lifecycle(&p, Lifecycle::Unsuspend).await
             }
             JOB_TERMINATE => {
                 let p = payload::<HostingPayload>(job)?;
-                self.lifecycle(p.hosting_id, Lifecycle::Terminate, p.reason.as_deref())
-                    .await
+                self.lifecycle(&p, Lifecycle::Terminate).await
+            }
+            crate::renewals::JOB_SUSPEND_OVERDUE => {
+                let p = payload::<HostingPayload>(job)?;
+                let invoice = p.invoice_id.ok_or_else(|| {
+                    ServiceError::Internal(format!("job {} names no invoice", job.id))
+                })?;
+                self.suspend_overdue(p.hosting_id, invoice).await
             }
             JOB_EXPIRE_ORDER => {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
@@ -257,7 +292,7 @@ impl Lodge {
         Ok(())
     }
 
-    async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
+    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
         let Some(server_id) = h.server_id.as_deref() else {
             return Ok(None);
         };
@@ -297,7 +332,10 @@ impl Lodge {
         )))
     }
 
-    fn driver(&self, name: &str) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
+    pub(crate) fn driver(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
         self.drivers
             .get(name)
             .ok_or_else(|| ServiceError::Internal(format!("no provisioning driver named {name:?}")))
@@ -351,7 +389,9 @@ impl Lodge {
         Ok(())
     }
 
-    async fn lifecycle(&self, id: HostingId, op: Lifecycle, reason: Option<&str>) -> Result<()> {
+    async fn lifecycle(&self, p: &HostingPayload, op: Lifecycle) -> Result<()> {
+        let id = p.hosting_id;
+        let reason = p.reason.as_deref();
         let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
             return Ok(());
         };
@@ -366,7 +406,11 @@ impl Lodge {
             return Ok(());
         }
         // A cancellation withdrawn after its termination was queued: nothing to terminate.
-        if op == Lifecycle::Terminate && h.cancel_type.is_none() && reason != Some("staff") {
+        // Staff terminations and overdue renewals (the invoice is cancelled) are decided.
+        if op == Lifecycle::Terminate
+            && h.cancel_type.is_none()
+            && !matches!(reason, Some("staff" | "overdue"))
+        {
             return Ok(());
         }
         if let Some((account, driver)) = self.account(&h).await? {
@@ -380,8 +424,16 @@ impl Lodge {
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
-        hosting::transition(&mut tx, id, event, op.note(), "worker", now).await?;
+        let note = p.note.as_deref().unwrap_or(op.note());
+        let moved = hosting::transition(&mut tx, id, event, note, p.actor(), now).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        if moved && op == Lifecycle::Terminate {
+            // In its own transaction, in the money paths' lock order (organization first);
+            // if this fails the overdue pass still cancels the invoice in the end.
+            if let Err(e) = self.release_unpaid_renewals(h.organization_id, id).await {
+                tracing::warn!(error = %e, "releasing a terminated account's unpaid renewals failed");
+            }
+        }
         Ok(())
     }
 
@@ -451,11 +503,47 @@ impl Lodge {
     /// [`IDEMPOTENCY_KEY_TTL_US`] (housekeeping: its failure is logged, and does not fail
     /// the pass). Returns how many jobs were newly enqueued.
     pub async fn schedule_due(&self) -> Result<usize> {
-        let added = self.enqueue_due().await?;
+        Ok(self.scheduler_pass().await?.jobs_queued)
+    }
+
+    /// One scheduler pass ([`Lodge::schedule_due`]), with what each part did. The renewal
+    /// and overdue passes log their failures and leave them to the next pass.
+    pub async fn scheduler_pass(&self) -> Result<SchedulerPass> {
+        let mut added = self.enqueue_due().await?;
+        let renewals = match self.bill_renewals().await {
+            Ok(pass) => {
+                if pass.invoices > 0 || pass.failed > 0 {
+                    tracing::info!(
+                        invoices = pass.invoices,
+                        periods = pass.periods,
+                        paid_from_credit = pass.paid_from_credit,
+                        failed = pass.failed,
+                        "renewals billed"
+                    );
+                }
+                pass
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the renewal pass failed; the next one goes on");
+                crate::renewals::RenewalPass::default()
+            }
+        };
+        let overdue = match self.enforce_overdue().await {
+            Ok(pass) => pass,
+            Err(e) => {
+                tracing::error!(error = %e, "the overdue pass failed; the next one goes on");
+                crate::renewals::OverduePass::default()
+            }
+        };
+        added += overdue.suspensions + overdue.terminations;
         if let Err(e) = self.forget_idempotency_keys().await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");
         }
-        Ok(added)
+        Ok(SchedulerPass {
+            jobs_queued: added,
+            renewals,
+            overdue,
+        })
     }
 
     async fn enqueue_due(&self) -> Result<usize> {

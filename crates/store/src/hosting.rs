@@ -98,6 +98,8 @@ pub struct NewHosting<'a> {
     pub comment: &'a str,
     pub server_id: Option<String>,
     pub next_due_date: Option<String>,
+    /// The first period's start, from which later periods are counted.
+    pub period_anchor: Option<String>,
     /// The first history entry's note.
     pub note: &'a str,
     pub actor: &'a str,
@@ -108,8 +110,8 @@ pub struct NewHosting<'a> {
 pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
     let legacy = conn.insert_key(
         "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
-             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)",
+             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)",
         "legacy_id",
         vals![
             h.id.to_string(),
@@ -130,6 +132,7 @@ pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Res
             h.comment,
             h.server_id.clone(),
             h.next_due_date.clone(),
+            h.period_anchor.clone(),
             h.now,
         ],
     )
@@ -203,15 +206,18 @@ pub async fn lock_hosting(conn: &mut AnyConnection, id: HostingId) -> Result<Opt
     hosting(&mut *conn, id).await
 }
 
-pub async fn set_next_due_date<C: SqlConn>(
+/// Starts an account's billing periods: the first period's start (its anchor) and end
+/// (its next due date).
+pub async fn set_first_period<C: SqlConn>(
     conn: &mut C,
     id: HostingId,
-    date: Option<&str>,
+    anchor: &str,
+    next_due_date: &str,
     now: i64,
 ) -> Result<()> {
     conn.exec(
-        "UPDATE hosting SET next_due_date = $2, modified_at = $3 WHERE id = $1",
-        vals![id.to_string(), date.map(str::to_owned), now],
+        "UPDATE hosting SET period_anchor = $2, next_due_date = $3, modified_at = $4 WHERE id = $1",
+        vals![id.to_string(), anchor, next_due_date, now],
     )
     .await?;
     Ok(())

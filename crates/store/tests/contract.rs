@@ -196,6 +196,7 @@ fn account<'a>(w: &World, name: &'a str, status: &str) -> hosting::NewHosting<'a
         comment: "",
         server_id: None,
         next_due_date: None,
+        period_anchor: None,
         note: "ordered",
         actor: "contract",
         now: NOW,

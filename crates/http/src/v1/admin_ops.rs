@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(terminate))
         .routes(routes!(retry))
         .routes(routes!(list_jobs))
+        .routes(routes!(billing_preview))
         .routes(routes!(retry_job))
 }
 
@@ -291,4 +292,32 @@ async fn retry_job(
         .retry_job(id, &format!("staff:{}", staff.user))
         .await?;
     Ok(Json(job(j)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// Days from today to look ahead (default 30, at most 366).
+    pub days: Option<String>,
+}
+
+/// What the scheduler will do in the next days if nothing is paid meanwhile: renewal
+/// invoices to issue, suspensions and terminations; with today's overdue renewal invoices
+/// and suspended accounts. Writes nothing (`lodge billing preview` prints the same).
+#[utoipa::path(get, path = "/v1/admin/billing/preview", tag = "admin", security(("bearer" = [])),
+    params(PreviewQuery),
+    responses((status = 200, body = lodge_services::renewals::Preview), (status = 400),
+              (status = 401), (status = 403)))]
+async fn billing_preview(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Query(q): Query<PreviewQuery>,
+) -> ApiResult<Json<lodge_services::renewals::Preview>> {
+    let days = match q.days.as_deref() {
+        None => 30,
+        Some(d) => d.trim().parse::<i64>().map_err(|_| {
+            ServiceError::field("days", "The number of days is a whole number (0 to 366).")
+        })?,
+    };
+    Ok(Json(st.lodge.billing_preview(days).await?))
 }

@@ -18,4 +18,5 @@ mod orders;
 mod provisioning;
 mod races;
 mod registrar;
+mod renewals;
 mod shutdown_checks;

@@ -98,6 +98,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/hosting/{hosting_id}/terminate"),
     ("POST", "/v1/admin/hosting/{hosting_id}/retry"),
     ("GET", "/v1/admin/jobs"),
+    ("GET", "/v1/admin/billing/preview"),
     ("POST", "/v1/admin/jobs/{job_id}/retry"),
     // the hosted payment page (pages.rs, no login)
     ("GET", "/pay/{token}"),

@@ -151,7 +151,7 @@ fn past_backoff(app: &TestApp) {
 }
 
 /// Noon UTC of a `YYYY-MM-DD` date, shifted by `days`.
-fn noon(date: &str, days: i64) -> jiff::Timestamp {
+pub(crate) fn noon(date: &str, days: i64) -> jiff::Timestamp {
     let d: jiff::civil::Date = date.parse().expect("a date");
     let d = d
         .checked_add(jiff::Span::new().days(days))
@@ -166,7 +166,7 @@ fn noon(date: &str, days: i64) -> jiff::Timestamp {
 
 /// What the fake panel saw.
 #[derive(Debug, Default)]
-struct FakeState {
+pub(crate) struct FakeState {
     /// `create` calls still to fail.
     failures_left: usize,
     always_fail: bool,
@@ -174,7 +174,7 @@ struct FakeState {
     /// Successful `create` calls per username: an account made twice shows as 2.
     created: HashMap<String, usize>,
     /// Other operations, in order: (operation, username).
-    ops: Vec<(&'static str, String)>,
+    pub(crate) ops: Vec<(&'static str, String)>,
     /// Usernames an operation is running for right now.
     in_flight: HashSet<String>,
     /// Usernames found already in flight when an operation began.
@@ -188,7 +188,7 @@ struct FakeState {
 /// A panel that counts what it is asked to do; registered as `nginx`, so the demo server
 /// `local-nginx` uses it.
 #[derive(Debug, Clone, Default)]
-struct FakeDriver(Arc<Mutex<FakeState>>);
+pub(crate) struct FakeDriver(Arc<Mutex<FakeState>>);
 
 const FAKE_ERROR: &str = "the fake panel refused the request";
 
@@ -207,12 +207,12 @@ impl FakeDriver {
         d
     }
 
-    fn state(&self) -> MutexGuard<'_, FakeState> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, FakeState> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces the node's `nginx` driver with this one.
-    fn install(&self, lodge: &Lodge) {
+    pub(crate) fn install(&self, lodge: &Lodge) {
         lodge.drivers.register(Arc::new(self.clone()));
     }
 
@@ -877,7 +877,7 @@ async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
 // ---- 4. two workers ----
 
 /// Runs rounds until a round finds nothing; returns how many jobs this worker ran.
-async fn drain(worker: Worker) -> usize {
+pub(crate) async fn drain(worker: Worker) -> usize {
     let mut total = 0;
     for _ in 0..1000 {
         let n = worker.run_once().await.expect("worker round");

@@ -41,6 +41,7 @@ impl WriteEnv {
             sealer: &self.sealer,
             registrar: &self.registrar,
             actor: &self.actor,
+            policy: self.settings.policy,
         }
     }
 
@@ -66,6 +67,8 @@ pub struct WriteCtx<'a> {
     pub registrar: &'a str,
     /// Who writes (recorded in ledgers and histories).
     pub actor: &'a str,
+    /// The renewal policy (what paying an overdue renewal lifts).
+    pub policy: lodge_core::renewal::Policy,
 }
 
 impl std::fmt::Debug for WriteCtx<'_> {
@@ -99,6 +102,7 @@ impl Lodge {
             sealer: &self.sealer,
             registrar: self.registrar.as_ref().map_or("none", |r| r.name()),
             actor,
+            policy: self.settings.policy,
         }
     }
 }

@@ -155,6 +155,9 @@ pub async fn place_order_in<C: SqlConn>(
             next_due_date: activation
                 .and_then(Activation::next_due_date)
                 .map(str::to_owned),
+            period_anchor: activation
+                .and_then(|a| a.period.as_ref())
+                .map(|(start, _)| start.clone()),
             note: if paid { "ordered and paid" } else { "ordered" },
             actor,
             now,

@@ -385,7 +385,9 @@ mod tests {
         let db = rusqlite::Connection::open(&path).unwrap();
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
             .unwrap();
-        for m in crate::sqlite::MIGRATIONS.iter().filter(|m| m.version <= 7) {
+        // Every migration, as a database last opened by a build before the rebuild would
+        // have had them applied by a later one; the rows are written in the old form.
+        for m in crate::sqlite::MIGRATIONS.iter() {
             db.execute_batch(&m.sql).unwrap();
         }
         db.execute_batch(
@@ -394,7 +396,7 @@ mod tests {
                  checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);",
         )
         .unwrap();
-        for m in crate::sqlite::MIGRATIONS.iter().filter(|m| m.version <= 7) {
+        for m in crate::sqlite::MIGRATIONS.iter() {
             db.execute(
                 "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
                  VALUES ($1, $2, TRUE, $3, 0)",

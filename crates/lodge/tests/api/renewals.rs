@@ -1,0 +1,448 @@
+//! Issue: the second period and after (renewals, overdue suspension and termination).
+//!
+//! The scheduler and the worker never run in the background here: each test moves the
+//! manual clock and calls `Lodge::schedule_due` and `Worker::run_once` itself, day by day
+//! where the day matters. Accounts are created on the fake panel of `provisioning.rs`.
+
+use jiff::civil::Date;
+use lodge_services::provisioning::Worker;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{add_credit, cents, counts, hosting, hosting_path, str_of, TestApp};
+use crate::on_both_engines;
+use crate::provisioning::{drain, noon, FakeDriver};
+
+on_both_engines!(
+    a_monthly_account_with_credit_renews_for_a_year,
+    an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension,
+    a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
+    an_end_of_period_cancellation_is_never_billed_again,
+    two_schedulers_bill_every_period_once,
+    the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
+);
+
+// ---- helpers ----
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+/// Orders `domain` (external) on Starter, monthly (5.00); returns the hosting account's id.
+async fn order(app: &TestApp, domain: &str) -> String {
+    let body = json!({ "plan_id": crate::harness::starter(app), "domain_source": "external",
+                       "domain_name": domain, "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "order {domain}: {o}");
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    str_of(&o, "hosting_id").to_owned()
+}
+
+/// The organization's credit balance, in cents.
+async fn balance(app: &TestApp) -> i64 {
+    let (status, c) = app
+        .get(
+            &format!("/v1/organizations/{}/credit", app.org_id()),
+            &app.key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    cents(&c["balance"])
+}
+
+/// Every renewal invoice of the demo organization, oldest first, with its lines.
+async fn renewals(app: &TestApp) -> Vec<Value> {
+    let mut all = Vec::new();
+    for page in 1.. {
+        let (status, list) = app
+            .get(
+                &format!(
+                    "/v1/organizations/{}/invoices?page={page}&page_size=100",
+                    app.org_id()
+                ),
+                &app.key(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let results = list["results"].as_array().expect("results").clone();
+        if results.is_empty() {
+            break;
+        }
+        for i in results.iter().filter(|i| i["kind"] == "renewal") {
+            let (status, full) = app
+                .get(
+                    &format!("/v1/organizations/{}/invoices/{}", app.org_id(), i["id"]),
+                    &app.key(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{full}");
+            all.push(full);
+        }
+        if list["next"].is_null() {
+            break;
+        }
+    }
+    all.sort_by_key(|i| i["id"].as_i64());
+    all
+}
+
+/// `anchor` plus `months`, as the calendar counts it (the end of a shorter month).
+fn months_after(anchor: &str, months: i64) -> String {
+    let d: Date = anchor.parse().expect("a date");
+    d.checked_add(jiff::Span::new().months(months))
+        .expect("in range")
+        .to_string()
+}
+
+/// One scheduler pass and every job it led to, on `app`'s node.
+async fn pass(app: &TestApp, worker: &Worker) {
+    app.lodge.schedule_due().await.expect("scheduler pass");
+    drain(worker.clone()).await;
+}
+
+/// The last history entry of an account.
+fn last_entry(h: &Value) -> Value {
+    h["history"]
+        .as_array()
+        .and_then(|a| a.last())
+        .cloned()
+        .unwrap_or_else(|| panic!("no history: {h}"))
+}
+
+/// Staff record a bank transfer paying `amount` of invoice `id`.
+async fn bank_transfer(app: &TestApp, id: &Value, amount: &str, reference: &str) {
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{id}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": amount, "method": "bank_transfer", "reference": reference }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+}
+
+/// A fake panel installed on `app`, and a worker that has created `hosting`'s account.
+async fn active(app: &TestApp, fake: &FakeDriver, domain: &str) -> (String, Worker) {
+    fake.install(&app.lodge);
+    let id = order(app, domain).await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    assert_eq!(hosting(app, &id).await["status"], "active");
+    (id, worker)
+}
+
+// ---- tests ----
+
+async fn a_monthly_account_with_credit_renews_for_a_year(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let (id, worker) = active(&app, &fake, "renews.test").await;
+    let h = hosting(&app, &id).await;
+    // Ordered and paid on 31 March: its periods count from the 31st.
+    let anchor = "2026-03-31";
+    assert_eq!(h["next_due_date"], months_after(anchor, 1), "{h}");
+    assert_eq!(balance(&app).await, 10_000 - 500);
+
+    for k in 1..=12 {
+        let due = months_after(anchor, k);
+        // The day before the lead time: nothing yet.
+        app.clock.set(noon(&due, -15));
+        pass(&app, &worker).await;
+        assert_eq!(renewals(&app).await.len(), usize::try_from(k - 1).unwrap());
+        // Fourteen days before: billed, paid from credit at once, the next period begun.
+        app.clock.set(noon(&due, -14));
+        pass(&app, &worker).await;
+        pass(&app, &worker).await; // and a second pass the same day bills nothing
+        let all = renewals(&app).await;
+        assert_eq!(
+            all.len(),
+            usize::try_from(k).unwrap(),
+            "period {k}: {all:?}"
+        );
+        let inv = all.last().unwrap();
+        assert_eq!(inv["status"], "paid", "{inv}");
+        assert_eq!(inv["total"], "5.00", "{inv}");
+        assert_eq!(inv["credit_applied"], "5.00", "{inv}");
+        assert_eq!(inv["due_date"], due.as_str(), "{inv}");
+        let line = &inv["lines"][0];
+        assert_eq!(line["kind"], "plan", "{inv}");
+        assert_eq!(line["service_id"], id.as_str(), "{inv}");
+        assert_eq!(line["period_start"], due.as_str(), "{inv}");
+        assert_eq!(line["period_end"], months_after(anchor, k + 1), "{inv}");
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["next_due_date"], months_after(anchor, k + 1), "{h}");
+        assert_eq!(h["status"], "active", "{h}");
+    }
+    // Twelve periods, each billed once, each paid from credit.
+    assert_eq!(balance(&app).await, 10_000 - 13 * 500);
+    let numbers: Vec<String> = renewals(&app)
+        .await
+        .iter()
+        .map(|i| str_of(i, "number").to_owned())
+        .collect();
+    let mut unique = numbers.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 12, "{numbers:?}");
+    assert!(fake.state().ops.is_empty(), "never suspended");
+    app.stop().await;
+}
+
+async fn an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "late.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let all = renewals(&app).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let inv = all[0].clone();
+    assert_eq!(inv["status"], "unpaid", "no credit left: {inv}");
+    assert_eq!(inv["amount_due"], "5.00", "{inv}");
+    assert!(inv["payment_url"].is_string(), "{inv}");
+
+    // Due, and six days late: still active.
+    for day in [0, 6] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+        assert_eq!(hosting(&app, &id).await["status"], "active", "day {day}");
+    }
+    // Seven days late: suspended, by the scheduler.
+    app.clock.set(noon(&due, 7));
+    pass(&app, &worker).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    assert_eq!(last_entry(&h)["actor"], "scheduler", "{h}");
+    assert_eq!(fake.state().ops.len(), 1, "suspended on the panel once");
+    // Further passes change nothing.
+    app.clock.set(noon(&due, 8));
+    pass(&app, &worker).await;
+    assert_eq!(fake.state().ops.len(), 1);
+
+    // Paid by bank transfer: unsuspended at once, and the next period begins.
+    bank_transfer(&app, &inv["id"], "5.00", "late-1").await;
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert_eq!(last_entry(&h)["actor"], "scheduler", "{h}");
+    // Counted from the anchor (31 March): 30 April, then 31 May.
+    assert_eq!(h["next_due_date"], months_after("2026-03-31", 2), "{h}");
+    let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
+    assert_eq!(ops, ["suspend", "unsuspend"]);
+    app.stop().await;
+}
+
+async fn a_renewal_unpaid_past_the_termination_grace_terminates_the_account(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "7.00").await;
+    let (id, worker) = active(&app, &fake, "gone.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    // The 2.00 left was applied; 3.00 is due.
+    assert_eq!(inv["credit_applied"], "2.00", "{inv}");
+    assert_eq!(inv["amount_due"], "3.00", "{inv}");
+    assert_eq!(balance(&app).await, 0);
+
+    for day in [7, 29] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+        assert_eq!(hosting(&app, &id).await["status"], "suspended", "day {day}");
+    }
+    app.clock.set(noon(&due, 30));
+    pass(&app, &worker).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(last_entry(&h)["actor"], "scheduler", "{h}");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    assert_eq!(balance(&app).await, 200, "the credit applied came back");
+
+    // Nothing more, ever: no new renewal, no second termination.
+    for months in 1..4 {
+        app.clock.set(noon(&due, 30 * months + 5));
+        pass(&app, &worker).await;
+    }
+    assert_eq!(renewals(&app).await.len(), 1);
+    let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
+    assert_eq!(ops, ["suspend", "terminate"]);
+    // A late payment is refused: the invoice is cancelled.
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{}/payments", inv["id"]),
+            &app.admin_key(),
+            &json!({ "amount": "3.00", "method": "bank_transfer", "reference": "too-late" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    app.stop().await;
+}
+
+async fn an_end_of_period_cancellation_is_never_billed_again(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let (id, worker) = active(&app, &fake, "leaving.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "moving on" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    for day in [-14, -1, 0, 1, 20, 40, 80] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+    }
+    assert!(renewals(&app).await.is_empty(), "never billed again");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(last_entry(&h)["actor"], "scheduler", "{h}");
+    assert_eq!(balance(&app).await, 9500);
+    app.stop().await;
+}
+
+async fn two_schedulers_bill_every_period_once(app: TestApp) {
+    const MONTHS: i64 = 24;
+    let fake = FakeDriver::default();
+    let other = app.second_node().await;
+    fake.install(&other);
+    add_credit(&app, &app.org_id(), "500.00").await;
+    let (a, worker) = active(&app, &fake, "one.test").await;
+    let b = order(&app, "two.test").await;
+    let c = order(&app, "three.test").await;
+    drain(worker.clone()).await;
+    let other_worker = Worker::new(other.clone(), "node-2");
+    let anchor = "2026-03-31";
+    for k in 1..=MONTHS {
+        let due = months_after(anchor, k);
+        for day in [-14, -13] {
+            app.clock.set(noon(&due, day));
+            let (x, y) = tokio::join!(app.lodge.schedule_due(), other.schedule_due());
+            x.expect("node 1");
+            y.expect("node 2");
+            let (x, y) = tokio::join!(drain(worker.clone()), drain(other_worker.clone()));
+            let _ = (x, y);
+        }
+    }
+    let all = renewals(&app).await;
+    // One invoice per month for the three accounts due together, three lines each.
+    assert_eq!(all.len(), usize::try_from(MONTHS).unwrap());
+    for (k, inv) in (1..).zip(&all) {
+        assert_eq!(inv["status"], "paid", "{inv}");
+        let lines = inv["lines"].as_array().unwrap();
+        let mut services: Vec<&str> = lines
+            .iter()
+            .map(|l| l["service_id"].as_str().unwrap())
+            .collect();
+        services.sort_unstable();
+        let mut expected = [a.as_str(), b.as_str(), c.as_str()];
+        expected.sort_unstable();
+        assert_eq!(services, expected, "{inv}");
+        for l in lines {
+            assert_eq!(l["period_start"], months_after(anchor, k), "{inv}");
+        }
+    }
+    // Gapless numbers: the 3 first invoices, then the renewals.
+    let numbers: Vec<i64> = all
+        .iter()
+        .map(|i| {
+            str_of(i, "number")
+                .trim_start_matches("INV-")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{numbers:?}");
+    }
+    assert_eq!(balance(&app).await, 50_000 - 3 * 500 - MONTHS * 3 * 500);
+    for id in [&a, &b, &c] {
+        assert_eq!(
+            hosting(&app, id).await["next_due_date"],
+            months_after(anchor, MONTHS + 1)
+        );
+    }
+    app.stop().await;
+}
+
+/// The staff preview, `days` ahead.
+async fn preview(app: &TestApp, days: &str) -> (StatusCode, Value) {
+    app.get(
+        &format!("/v1/admin/billing/preview?days={days}"),
+        &app.admin_key(),
+    )
+    .await
+}
+
+async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "ahead.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+
+    // Today (31 March) the renewal is more than 14 days off: 10 days ahead shows nothing,
+    // 30 days ahead shows the invoice to issue on due - 14.
+    let before = counts(&app).await;
+    let (status, p) = preview(&app, "10").await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["renewals"].as_array().unwrap().len(), 0, "{p}");
+    let (_, p) = preview(&app, "30").await;
+    let r = &p["renewals"][0];
+    assert_eq!(r["due_date"], due.as_str(), "{p}");
+    let d: Date = due.parse().unwrap();
+    let issue = d
+        .checked_sub(jiff::Span::new().days(14))
+        .unwrap()
+        .to_string();
+    assert_eq!(r["issue_date"], issue.as_str(), "{p}");
+    assert_eq!(r["total_minor"], 500, "{p}");
+    assert_eq!(r["accounts"][0]["hosting_id"], id.as_str(), "{p}");
+    assert_eq!(counts(&app).await, before, "a preview writes nothing");
+
+    // Once issued and unpaid: the suspension at +7 and the termination at +30.
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let (_, p) = preview(&app, "50").await;
+    assert_eq!(
+        p["renewals"].as_array().unwrap().len(),
+        0,
+        "billed already: {p}"
+    );
+    let plus = |days: i64| {
+        let d: Date = due.parse().unwrap();
+        d.checked_add(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(p["suspensions"][0]["hosting_id"], id.as_str(), "{p}");
+    assert_eq!(p["suspensions"][0]["date"], plus(7), "{p}");
+    assert_eq!(p["terminations"][0]["date"], plus(30), "{p}");
+    assert_eq!(p["terminations"][0]["reason"], "overdue", "{p}");
+    // Past the due date, the invoice is overdue; once suspended, the account is listed.
+    app.clock.set(noon(&due, 8));
+    pass(&app, &worker).await;
+    let (_, p) = preview(&app, "0").await;
+    assert_eq!(p["overdue_invoices"][0]["days_late"], 8, "{p}");
+    assert_eq!(p["suspended"][0]["hosting_id"], id.as_str(), "{p}");
+    assert_eq!(p["suspensions"].as_array().unwrap().len(), 0, "{p}");
+
+    // Bad input: a clear error; customers may not look.
+    for bad in ["-1", "367", "soon"] {
+        let (status, body) = preview(&app, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = app
+        .get("/v1/admin/billing/preview?days=5", &app.key())
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}

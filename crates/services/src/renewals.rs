@@ -1,0 +1,782 @@
+//! The second period and after: renewal invoices, what paying one does, and what an unpaid
+//! one leads to (docs/billing.md, "Lifecycles"; the rules as pure functions in
+//! `lodge_core::renewal`).
+//!
+//! - [`Lodge::bill_renewals`] issues one renewal invoice per organization and due date for
+//!   the services whose period ends within the lead time, exactly once per (service, period
+//!   start): re-checked after the organization is locked, and the database's unique key on
+//!   invoice lines as the last word. The organization's credit is applied first; a covered
+//!   renewal is paid at once.
+//! - Paying a renewal ([`renewal_paid`], from `billing::settle`) moves each service into its
+//!   next period, counted from its anchor, and lifts an overdue suspension.
+//! - [`Lodge::enforce_overdue`] suspends the services of a renewal unpaid past the
+//!   suspension grace and, past the termination grace, cancels the invoice and terminates
+//!   them. Each automatic step is a job, recorded in the account's history by `scheduler`.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+use lodge_core::renewal::{next_period, OverdueStep};
+use lodge_core::{
+    add_months, BillingCycle, HostingEvent, HostingId, HostingStatus, InvoiceKind, InvoiceStatus,
+    OrganizationId,
+};
+use lodge_store::renewals::{self, DueService};
+use lodge_store::{billing, hosting, StoreError};
+
+use crate::billing::{apply_credit, enqueue_later, settle, JOB_TERMINATE};
+use crate::commit::WriteCtx;
+use crate::provisioning::JOB_UNSUSPEND;
+use crate::{Lodge, Result, ServiceError};
+
+/// The actor of every automatic step.
+pub const SCHEDULER: &str = "scheduler";
+/// Suspends an account for an overdue renewal (payload: `hosting_id`, `invoice_id`).
+pub const JOB_SUSPEND_OVERDUE: &str = "suspend_overdue";
+
+/// Services read per page of the renewal pass.
+const PAGE: i64 = 1_000;
+
+/// What one renewal pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RenewalPass {
+    /// Renewal invoices issued.
+    pub invoices: usize,
+    /// Service periods billed on them.
+    pub periods: usize,
+    /// Of the invoices, those paid at once from account credit.
+    pub paid_from_credit: usize,
+    /// Groups that failed (logged; the next pass tries them again).
+    pub failed: usize,
+}
+
+/// What one overdue pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OverduePass {
+    /// Suspensions queued.
+    pub suspensions: usize,
+    /// Invoices cancelled, their services' terminations queued.
+    pub terminations: usize,
+}
+
+/// One service's next period, as billed.
+struct Period {
+    service: DueService,
+    start: Date,
+    end: Date,
+}
+
+/// The next period of a due service: from its anchor, or (no anchor known, or the due date
+/// is not one of its period ends) from the due date itself.
+fn period_of(s: &DueService) -> Option<(Date, Date)> {
+    let due: Date = s.next_due_date.parse().ok()?;
+    let months = match s.renewal_months {
+        Some(m) => u32::try_from(m).ok().filter(|m| *m > 0)?,
+        None => s.billing_cycle.parse::<BillingCycle>().ok()?.months()?,
+    };
+    let anchor = s
+        .period_anchor
+        .as_deref()
+        .and_then(|a| a.parse::<Date>().ok());
+    anchor
+        .and_then(|a| next_period(a, due, months))
+        .or_else(|| Some((due, add_months(due, months))))
+}
+
+impl Lodge {
+    /// Issues the renewal invoices due by today plus the lead time. Safe to run on several
+    /// nodes at once and as often as wanted: a period is billed once.
+    pub async fn bill_renewals(&self) -> Result<RenewalPass> {
+        let horizon = self
+            .settings
+            .policy
+            .billing_horizon(self.today())
+            .to_string();
+        let mut pass = RenewalPass::default();
+        let mut after: Option<(String, String, i64)> = None;
+        loop {
+            let page = {
+                let mut db = self.store.read_conn().await?;
+                renewals::due(&mut db, &horizon, after.as_ref(), PAGE).await?
+            };
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            if let Some(last) = page.last() {
+                after = Some((
+                    last.organization_id.to_string(),
+                    last.next_due_date.clone(),
+                    last.legacy_id,
+                ));
+            }
+            let mut groups: BTreeMap<(OrganizationId, String), Vec<DueService>> = BTreeMap::new();
+            for s in page {
+                groups
+                    .entry((s.organization_id, s.next_due_date.clone()))
+                    .or_default()
+                    .push(s);
+            }
+            for ((org, due), services) in groups {
+                match self.bill_group(org, &due, services).await {
+                    Ok(Some((periods, paid))) => {
+                        pass.invoices += 1;
+                        pass.periods += periods;
+                        pass.paid_from_credit += usize::from(paid);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        pass.failed += 1;
+                        tracing::warn!(organization = %org, due = %due, error = %e,
+                            "billing renewals failed; the next pass tries again");
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Bills one organization's services due on one date on one invoice: `(periods billed,
+    /// paid from credit)`, or `None` when another pass billed them first.
+    async fn bill_group(
+        &self,
+        org: OrganizationId,
+        due: &str,
+        services: Vec<DueService>,
+    ) -> Result<Option<(usize, bool)>> {
+        let catalog = self.catalog().await?;
+        let ctx = self.write_ctx(SCHEDULER);
+        let mut tx = self.store.begin().await?;
+        // The money paths' lock order: the organization first. A concurrent pass on another
+        // node waits here, then finds the lines this one wrote.
+        if billing::lock_credit(&mut tx, org).await?.is_none() {
+            return Ok(None);
+        }
+        let mut periods = Vec::new();
+        for s in services {
+            let Some(s) = renewals::due_again(&mut tx, s.id, due).await? else {
+                continue;
+            };
+            let Some((start, end)) = period_of(&s) else {
+                tracing::warn!(hosting = %s.id, "cannot tell this account's next period; not billed");
+                continue;
+            };
+            periods.push(Period {
+                service: s,
+                start,
+                end,
+            });
+        }
+        if periods.is_empty() {
+            return Ok(None);
+        }
+        let total: i64 = periods.iter().map(|p| p.service.recurring_minor).sum();
+        let currency = periods
+            .first()
+            .map_or(ctx.currency, |p| p.service.currency.as_str())
+            .to_owned();
+        let token = crate::orders::new_payment_token(ctx.now);
+        let id = billing::insert_invoice(
+            &mut tx,
+            &billing::NewInvoice {
+                number: None,
+                organization_id: org,
+                order_id: None,
+                kind: InvoiceKind::Renewal,
+                currency: &currency,
+                subtotal_minor: total,
+                tax_minor: 0,
+                payment_token: &token,
+                due_date: due,
+                credit_applied_minor: 0,
+                paid: false,
+                now: ctx.now,
+            },
+        )
+        .await?;
+        billing::number_invoices(&mut tx, &[id], || ctx.now).await?;
+        for (i, p) in periods.iter().enumerate() {
+            let plan = catalog
+                .plan(p.service.plan_id)
+                .map_or("Hosting", |plan| plan.row.name.as_str());
+            let description = format!(
+                "{plan} for {}, {} to {}",
+                p.service.domain_name, p.start, p.end
+            );
+            billing::insert_line(
+                &mut tx,
+                id,
+                &billing::NewLine {
+                    position: i64::try_from(i).unwrap_or(0),
+                    kind: "plan",
+                    description: &description,
+                    service_id: Some(p.service.id.to_string()),
+                    period_start: Some(p.start.to_string()),
+                    period_end: Some(p.end.to_string()),
+                    amount_minor: p.service.recurring_minor,
+                },
+            )
+            .await?;
+        }
+        apply_credit(&ctx, &mut tx, org, id, total).await?;
+        let invoice = billing::invoice(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let paid = settle(&ctx, &mut tx, &invoice).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Some((periods.len(), paid)))
+    }
+
+    /// Suspends the services of renewals unpaid past the suspension grace, and past the
+    /// termination grace cancels the invoice and terminates them.
+    pub async fn enforce_overdue(&self) -> Result<OverduePass> {
+        let policy = self.settings.policy;
+        let today = self.today();
+        let due_by = today
+            .checked_sub(jiff::Span::new().days(policy.suspend_after_days))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .to_string();
+        let mut pass = OverduePass::default();
+        let mut after = 0;
+        loop {
+            let page = {
+                let mut db = self.store.read_conn().await?;
+                renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?
+            };
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            for inv in page {
+                after = inv.invoice_id;
+                let Ok(due) = inv.due_date.parse::<Date>() else {
+                    continue;
+                };
+                let step = policy.overdue_step(due, today);
+                let done = match step {
+                    OverdueStep::None => Ok(()),
+                    OverdueStep::Suspend => self
+                        .queue_suspensions(inv.invoice_id)
+                        .await
+                        .map(|n| pass.suspensions += n),
+                    OverdueStep::Terminate => self
+                        .terminate_overdue(inv.organization_id, inv.invoice_id)
+                        .await
+                        .map(|t| pass.terminations += usize::from(t)),
+                };
+                if let Err(e) = done {
+                    tracing::warn!(invoice = inv.invoice_id, error = %e,
+                        "acting on an overdue renewal failed; the next pass tries again");
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Queues the suspension of each active service of an overdue invoice (once each).
+    async fn queue_suspensions(&self, invoice: i64) -> Result<usize> {
+        let ctx = self.write_ctx(SCHEDULER);
+        let mut tx = self.store.begin().await?;
+        let mut queued = 0;
+        for p in renewals::billed_periods(&mut tx, invoice).await? {
+            let Some(h) = hosting::hosting(&mut *tx, p.service).await? else {
+                continue;
+            };
+            if h.status != HostingStatus::Active {
+                continue;
+            }
+            let key = format!("{JOB_SUSPEND_OVERDUE}:{}:{invoice}", p.service);
+            if lodge_store::jobs::by_dedupe_key(&mut *tx, &key)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            enqueue_later(
+                &ctx,
+                &mut *tx,
+                JOB_SUSPEND_OVERDUE,
+                serde_json::json!({ "hosting_id": p.service, "invoice_id": invoice }),
+                &key,
+            )
+            .await?;
+            queued += 1;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(queued)
+    }
+
+    /// Cancels a renewal unpaid past the termination grace (credit applied and money
+    /// received go back to the account) and queues its services' termination. `false` when
+    /// it was paid or cancelled meanwhile.
+    async fn terminate_overdue(&self, org: OrganizationId, invoice: i64) -> Result<bool> {
+        let ctx = self.write_ctx(SCHEDULER);
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, org).await?;
+        let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
+            return Ok(false);
+        };
+        if inv.status != InvoiceStatus::Unpaid
+            || !billing::cancel_invoice(&mut tx, invoice, ctx.now).await?
+        {
+            return Ok(false);
+        }
+        let returned = inv.credit_applied_minor + inv.paid_minor;
+        if returned > 0 {
+            billing::append_ledger(
+                &mut *tx,
+                &billing::NewLedgerEntry {
+                    organization_id: org,
+                    kind: "refund",
+                    amount_minor: returned,
+                    currency: &inv.currency,
+                    invoice_id: Some(invoice),
+                    note: "Returned from a renewal cancelled unpaid",
+                    actor: SCHEDULER,
+                    now: ctx.now,
+                },
+            )
+            .await?;
+        }
+        let number = inv.number.clone().unwrap_or_else(|| invoice.to_string());
+        for p in renewals::billed_periods(&mut tx, invoice).await? {
+            enqueue_later(
+                &ctx,
+                &mut *tx,
+                JOB_TERMINATE,
+                serde_json::json!({
+                    "hosting_id": p.service,
+                    "reason": "overdue",
+                    "note": format!("terminated: renewal {number} unpaid past the grace"),
+                }),
+                &format!("terminate:{}", p.service),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// The job of [`JOB_SUSPEND_OVERDUE`]: suspends the account on its server and records
+    /// it, unless the invoice was paid meanwhile. Checked again under the account's lock
+    /// after the driver acted: a payment that came in between undoes the suspension.
+    pub(crate) async fn suspend_overdue(&self, id: HostingId, invoice: i64) -> Result<()> {
+        let unpaid = |s: InvoiceStatus| s == InvoiceStatus::Unpaid;
+        let Some(inv) = billing::invoice(&mut self.store.read_conn().await?, invoice).await? else {
+            return Ok(());
+        };
+        if !unpaid(inv.status) {
+            return Ok(());
+        }
+        let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        if h.status != HostingStatus::Active {
+            return Ok(());
+        }
+        let target = self.account(&h).await?;
+        if let Some((account, driver)) = &target {
+            self.driver(driver)?
+                .suspend(account)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+        }
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::lock_hosting(&mut tx, id).await?;
+        let still = billing::invoice(&mut tx, invoice)
+            .await?
+            .is_some_and(|i| unpaid(i.status));
+        let number = format!(
+            "suspended: renewal {} unpaid",
+            inv.number.as_deref().unwrap_or("invoice")
+        );
+        let suspended = still
+            && hosting::transition(&mut tx, id, HostingEvent::Suspend, &number, SCHEDULER, now)
+                .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        if !suspended {
+            // Paid (or changed) while the server was suspending it: lift it again.
+            if let Some((account, driver)) = &target {
+                self.driver(driver)?
+                    .unsuspend(account)
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Lodge {
+    /// A terminated account is no longer billed: its unpaid renewals are cancelled (credit
+    /// applied and money received go back to the account) or, when they bill other live
+    /// services too, its periods are taken off them (an `adjustment` line).
+    pub(crate) async fn release_unpaid_renewals(
+        &self,
+        org: OrganizationId,
+        service: HostingId,
+    ) -> Result<()> {
+        let ctx = self.write_ctx(SCHEDULER);
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, org).await?;
+        for (invoice, _) in renewals::unpaid_of_service(&mut tx, service).await? {
+            let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
+                continue;
+            };
+            if inv.status != InvoiceStatus::Unpaid {
+                continue;
+            }
+            let periods = renewals::billed_periods(&mut tx, invoice).await?;
+            let mut others_live = false;
+            for p in periods.iter().filter(|p| p.service != service) {
+                let status = renewals::status_of(&mut tx, p.service).await?;
+                others_live |= status.is_some_and(|s| !s.is_closed());
+            }
+            let returned = if others_live {
+                let mine: Vec<_> = periods.iter().filter(|p| p.service == service).collect();
+                let amount: i64 = mine.iter().map(|p| p.amount_minor).sum();
+                let Some(returned) =
+                    renewals::reduce_unpaid(&mut tx, invoice, amount, ctx.now).await?
+                else {
+                    continue;
+                };
+                let position = i64::try_from(periods.len()).unwrap_or(0);
+                for (i, p) in mine.iter().enumerate() {
+                    billing::insert_line(
+                        &mut tx,
+                        invoice,
+                        &billing::NewLine {
+                            position: position + i64::try_from(i).unwrap_or(0),
+                            kind: "adjustment",
+                            description: "Account terminated: period not billed",
+                            service_id: Some(p.service.to_string()),
+                            period_start: Some(p.start.clone()),
+                            period_end: Some(p.end.clone()),
+                            amount_minor: -p.amount_minor,
+                        },
+                    )
+                    .await?;
+                }
+                returned
+            } else {
+                if !billing::cancel_invoice(&mut tx, invoice, ctx.now).await? {
+                    continue;
+                }
+                inv.credit_applied_minor + inv.paid_minor
+            };
+            if returned > 0 {
+                billing::append_ledger(
+                    &mut *tx,
+                    &billing::NewLedgerEntry {
+                        organization_id: inv.organization_id,
+                        kind: "refund",
+                        amount_minor: returned,
+                        currency: &inv.currency,
+                        invoice_id: Some(invoice),
+                        note: "Returned from the renewal of a terminated account",
+                        actor: SCHEDULER,
+                        now: ctx.now,
+                    },
+                )
+                .await?;
+            }
+            if others_live {
+                // What is left may now be covered.
+                if let Some(now_inv) = billing::invoice(&mut tx, invoice).await? {
+                    settle(&ctx, &mut *tx, &now_inv).await?;
+                }
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// A renewal invoice was paid: each service it bills moves into its next period (once),
+/// and a service the scheduler suspended for an overdue renewal is unsuspended at once when
+/// no other overdue renewal of it is left.
+pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: i64,
+) -> Result<()> {
+    let suspend_after_days = ctx.policy.suspend_after_days;
+    let number = billing::invoice(conn, invoice)
+        .await?
+        .and_then(|i| i.number)
+        .unwrap_or_else(|| invoice.to_string());
+    for p in renewals::billed_periods(conn, invoice).await? {
+        renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now).await?;
+        if renewals::status_of(conn, p.service).await? != Some(HostingStatus::Suspended) {
+            continue;
+        }
+        if renewals::last_suspended_by(conn, p.service)
+            .await?
+            .as_deref()
+            != Some(SCHEDULER)
+        {
+            continue; // suspended by staff: theirs to lift
+        }
+        let still_overdue = renewals::unpaid_of_service(conn, p.service)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != invoice)
+            .any(|(_, due)| {
+                due.parse::<Date>()
+                    .is_ok_and(|d| i64::from((ctx.today - d).get_days()) >= suspend_after_days)
+            });
+        if still_overdue {
+            continue;
+        }
+        enqueue_later(
+            ctx,
+            conn,
+            JOB_UNSUSPEND,
+            serde_json::json!({ "hosting_id": p.service, "actor": SCHEDULER,
+                                "note": format!("unsuspended: renewal {number} paid") }),
+            &format!("{JOB_UNSUSPEND}:{}:{invoice}", p.service),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn due(next: &str, anchor: Option<&str>, months: Option<i64>, cycle: &str) -> DueService {
+        DueService {
+            legacy_id: 1,
+            id: HostingId::new(),
+            organization_id: OrganizationId::new(),
+            plan_id: lodge_core::PlanId::new(),
+            domain_name: "example.com".into(),
+            next_due_date: next.into(),
+            period_anchor: anchor.map(str::to_owned),
+            billing_cycle: cycle.into(),
+            renewal_months: months,
+            recurring_minor: 500,
+            currency: "USD".into(),
+        }
+    }
+
+    #[test]
+    fn the_next_period_counts_from_the_anchor() {
+        let s = due("2026-02-28", Some("2026-01-31"), Some(1), "monthly");
+        assert_eq!(period_of(&s), Some((date(2026, 2, 28), date(2026, 3, 31))));
+        // Without an anchor, from the due date.
+        let s = due("2026-02-28", None, None, "quarterly");
+        assert_eq!(period_of(&s), Some((date(2026, 2, 28), date(2026, 5, 28))));
+        // An offer renewing yearly on a monthly intro.
+        let s = due("2026-02-15", Some("2026-01-15"), Some(12), "monthly");
+        assert_eq!(period_of(&s), Some((date(2026, 2, 15), date(2027, 2, 15))));
+        assert_eq!(period_of(&due("2026-02-15", None, None, "one_time")), None);
+        assert_eq!(period_of(&due("garbage", None, Some(1), "monthly")), None);
+    }
+}
+
+/// What the scheduler will do in the next days, read without writing anything
+/// ([`Lodge::billing_preview`]).
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    /// The first and last day looked at.
+    pub from: String,
+    pub to: String,
+    /// Renewal invoices to issue, one per organization and due date.
+    pub renewals: Vec<PreviewRenewal>,
+    /// Accounts to suspend for an unpaid renewal.
+    pub suspensions: Vec<PreviewStep>,
+    /// Accounts to terminate: renewals unpaid past the termination grace (the invoice is
+    /// cancelled) and end-of-period cancellations.
+    pub terminations: Vec<PreviewStep>,
+    /// Renewal invoices unpaid past their due date today.
+    pub overdue_invoices: Vec<PreviewOverdue>,
+    /// Accounts suspended today.
+    pub suspended: Vec<PreviewAccount>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PreviewRenewal {
+    pub organization_id: String,
+    /// The day it is issued (the lead time before the due date, or today if that passed).
+    pub issue_date: String,
+    pub due_date: String,
+    /// In minor units.
+    pub total_minor: i64,
+    pub accounts: Vec<PreviewAccount>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PreviewAccount {
+    pub hosting_id: String,
+    pub organization_id: String,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PreviewStep {
+    pub hosting_id: String,
+    /// The day it happens.
+    pub date: String,
+    /// `overdue` (with its invoice) or `end of period`.
+    pub reason: String,
+    pub invoice_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PreviewOverdue {
+    pub invoice_id: i64,
+    pub organization_id: String,
+    pub due_date: String,
+    pub days_late: i64,
+}
+
+/// The longest preview: a year.
+pub const MAX_PREVIEW_DAYS: i64 = 366;
+
+fn plus_days(d: Date, days: i64) -> Date {
+    d.checked_add(jiff::Span::new().days(days))
+        .unwrap_or(Date::MAX)
+}
+
+impl Lodge {
+    /// What the scheduler will do from today through `days` days from now if nothing is
+    /// paid meanwhile: renewals to issue, suspensions and terminations, with today's overdue
+    /// invoices and suspended accounts. Writes nothing.
+    pub async fn billing_preview(&self, days: i64) -> Result<Preview> {
+        if !(0..=MAX_PREVIEW_DAYS).contains(&days) {
+            return Err(ServiceError::field(
+                "days",
+                format!("The number of days is between 0 and {MAX_PREVIEW_DAYS}."),
+            ));
+        }
+        let policy = self.settings.policy;
+        let today = self.today();
+        let last = plus_days(today, days);
+        let mut db = self.store.read_conn().await?;
+        let mut preview = Preview {
+            from: today.to_string(),
+            to: last.to_string(),
+            ..Preview::default()
+        };
+        // Renewals: periods ending by the last day's horizon, not billed yet.
+        let horizon = policy.billing_horizon(last).to_string();
+        let mut after = None;
+        let mut groups: BTreeMap<(OrganizationId, String), Vec<DueService>> = BTreeMap::new();
+        loop {
+            let page = renewals::due(&mut db, &horizon, after.as_ref(), PAGE).await?;
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            if let Some(l) = page.last() {
+                after = Some((
+                    l.organization_id.to_string(),
+                    l.next_due_date.clone(),
+                    l.legacy_id,
+                ));
+            }
+            for s in page {
+                groups
+                    .entry((s.organization_id, s.next_due_date.clone()))
+                    .or_default()
+                    .push(s);
+            }
+            if !full {
+                break;
+            }
+        }
+        for ((org, due), services) in groups {
+            let issue = due
+                .parse::<Date>()
+                .map(|d| plus_days(d, -policy.lead_days).max(today))
+                .map_or_else(|_| today.to_string(), |d| d.to_string());
+            preview.renewals.push(PreviewRenewal {
+                organization_id: org.to_string(),
+                issue_date: issue,
+                due_date: due,
+                total_minor: services.iter().map(|s| s.recurring_minor).sum(),
+                accounts: services
+                    .iter()
+                    .map(|s| PreviewAccount {
+                        hosting_id: s.id.to_string(),
+                        organization_id: org.to_string(),
+                        domain: s.domain_name.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        // Unpaid renewals: overdue today, and what they lead to by the last day.
+        let due_by = last.to_string();
+        let mut after = 0;
+        loop {
+            let page = renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?;
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            for inv in page {
+                after = inv.invoice_id;
+                let Ok(due) = inv.due_date.parse::<Date>() else {
+                    continue;
+                };
+                if due < today {
+                    preview.overdue_invoices.push(PreviewOverdue {
+                        invoice_id: inv.invoice_id,
+                        organization_id: inv.organization_id.to_string(),
+                        due_date: inv.due_date.clone(),
+                        days_late: i64::from((today - due).get_days()),
+                    });
+                }
+                let suspend_on = plus_days(due, policy.suspend_after_days).max(today);
+                let terminate_on = plus_days(due, policy.terminate_after_days).max(today);
+                for p in renewals::billed_periods(&mut db, inv.invoice_id).await? {
+                    let status = renewals::status_of(&mut db, p.service).await?;
+                    if status == Some(HostingStatus::Active) && suspend_on <= last {
+                        preview.suspensions.push(PreviewStep {
+                            hosting_id: p.service.to_string(),
+                            date: suspend_on.to_string(),
+                            reason: "overdue".into(),
+                            invoice_id: Some(inv.invoice_id),
+                        });
+                    }
+                    if status.is_some_and(|s| !s.is_closed()) && terminate_on <= last {
+                        preview.terminations.push(PreviewStep {
+                            hosting_id: p.service.to_string(),
+                            date: terminate_on.to_string(),
+                            reason: "overdue".into(),
+                            invoice_id: Some(inv.invoice_id),
+                        });
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        drop(db);
+        for id in hosting::cancellations_due(self.store.reader(), &last.to_string()).await? {
+            if let Some(h) = hosting::hosting(self.store.reader(), id).await? {
+                let date = h
+                    .cancel_effective_date
+                    .as_deref()
+                    .and_then(|d| d.parse::<Date>().ok())
+                    .map_or(today, |d| d.max(today));
+                preview.terminations.push(PreviewStep {
+                    hosting_id: id.to_string(),
+                    date: date.to_string(),
+                    reason: "end of period".into(),
+                    invoice_id: None,
+                });
+            }
+        }
+        let mut db = self.store.read_conn().await?;
+        preview.suspended = renewals::suspended(&mut db, 10_000)
+            .await?
+            .into_iter()
+            .map(|(id, org, domain)| PreviewAccount {
+                hosting_id: id.to_string(),
+                organization_id: org.to_string(),
+                domain,
+            })
+            .collect();
+        Ok(preview)
+    }
+}

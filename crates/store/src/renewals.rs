@@ -1,0 +1,291 @@
+//! What the scheduler's renewal and overdue passes read and write (migration 0009).
+
+use lodge_core::{HostingId, HostingStatus, OrganizationId, PlanId};
+
+use crate::conn::{Cols, SqlConn};
+use crate::{vals, Result};
+
+/// A service whose current period ends within the lead time and whose next period is not
+/// billed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueService {
+    pub legacy_id: i64,
+    pub id: HostingId,
+    pub organization_id: OrganizationId,
+    pub plan_id: PlanId,
+    pub domain_name: String,
+    /// The end of the current period: the next period's start and the renewal's due date.
+    pub next_due_date: String,
+    /// The first period's start (`None`: unknown; the due date stands in for it).
+    pub period_anchor: Option<String>,
+    pub billing_cycle: String,
+    pub renewal_months: Option<i64>,
+    pub recurring_minor: i64,
+    pub currency: String,
+}
+
+impl DueService {
+    fn from_vals(row: Vec<crate::conn::Val>) -> Result<Self> {
+        let mut c = Cols::new(row);
+        Ok(DueService {
+            legacy_id: c.int()?,
+            id: c.parse()?,
+            organization_id: c.parse()?,
+            plan_id: c.parse()?,
+            domain_name: c.text()?,
+            next_due_date: c.text()?,
+            period_anchor: c.opt_text()?,
+            billing_cycle: c.text()?,
+            renewal_months: c.opt_int()?,
+            recurring_minor: c.int()?,
+            currency: c.text()?,
+        })
+    }
+}
+
+const DUE_COLUMNS: &str =
+    "h.legacy_id, h.id, h.organization_id, h.plan_id, h.domain_name, h.next_due_date, \
+     h.period_anchor, h.billing_cycle, h.renewal_months, h.recurring_minor, h.currency";
+
+/// The billable part of the renewal query: live, paid accounts on a recurring cycle with no
+/// cancellation, whose next period has no plan line yet. Read through `hosting_renewal_due`.
+const DUE_WHERE: &str = "h.next_due_date IS NOT NULL AND h.cancel_type IS NULL \
+     AND (h.status = 'provisioning' OR h.status = 'active' OR h.status = 'suspended') \
+     AND h.billing_cycle <> 'free' AND h.billing_cycle <> 'one_time' \
+     AND NOT EXISTS (SELECT 1 FROM invoice_lines l \
+         WHERE l.service_id = h.id AND l.period_start = h.next_due_date AND l.kind = 'plan')";
+
+/// Up to `limit` services whose next period is due for billing by `horizon` (periods ending
+/// on or before it), ordered by organization, due date and id, after the keyset `after`.
+pub async fn due<C: SqlConn>(
+    conn: &mut C,
+    horizon: &str,
+    after: Option<&(String, String, i64)>,
+    limit: i64,
+) -> Result<Vec<DueService>> {
+    let (org, date, id) = after
+        .cloned()
+        .unwrap_or_else(|| (String::new(), String::new(), i64::MIN));
+    let sql = format!(
+        "SELECT {DUE_COLUMNS} FROM hosting h WHERE h.next_due_date <= $1 AND {DUE_WHERE} \
+         AND (h.organization_id > $2 OR (h.organization_id = $2 AND (h.next_due_date > $3 \
+              OR (h.next_due_date = $3 AND h.legacy_id > $4)))) \
+         ORDER BY h.organization_id, h.next_due_date, h.legacy_id LIMIT $5"
+    );
+    conn.fetch_rows(&sql, vals![horizon, org, date, id, limit])
+        .await?
+        .into_iter()
+        .map(DueService::from_vals)
+        .collect()
+}
+
+/// One service of [`due`] again, inside the billing transaction (after its organization is
+/// locked): `None` when it was billed, cancelled or changed meanwhile.
+pub async fn due_again<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+    next_due_date: &str,
+) -> Result<Option<DueService>> {
+    let sql = format!(
+        "SELECT {DUE_COLUMNS} FROM hosting h WHERE h.id = $1 AND h.next_due_date = $2 AND {DUE_WHERE}"
+    );
+    conn.fetch_row(&sql, vals![id.to_string(), next_due_date])
+        .await?
+        .map(DueService::from_vals)
+        .transpose()
+}
+
+/// How many services are due for billing by `horizon` (the preview's count).
+pub async fn count_due<C: SqlConn>(conn: &mut C, horizon: &str) -> Result<i64> {
+    let sql = format!("SELECT COUNT(*) FROM hosting h WHERE h.next_due_date <= $1 AND {DUE_WHERE}");
+    Ok(conn.fetch_int(&sql, vals![horizon]).await?.unwrap_or(0))
+}
+
+/// An unpaid renewal invoice, as the overdue pass sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpaidRenewal {
+    pub invoice_id: i64,
+    pub organization_id: OrganizationId,
+    pub due_date: String,
+}
+
+/// Unpaid renewal invoices due on or before `due_by`, oldest first, after invoice `after`.
+pub async fn unpaid_due_by<C: SqlConn>(
+    conn: &mut C,
+    due_by: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<UnpaidRenewal>> {
+    conn.fetch_rows(
+        "SELECT id, organization_id, due_date FROM invoices \
+         WHERE kind = 'renewal' AND status = 'unpaid' AND due_date <= $1 AND id > $2 \
+         ORDER BY id LIMIT $3",
+        vals![due_by, after, limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok(UnpaidRenewal {
+            invoice_id: c.int()?,
+            organization_id: c.parse()?,
+            due_date: c.text()?,
+        })
+    })
+    .collect()
+}
+
+/// A period a renewal invoice bills: its service, start and end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledPeriod {
+    pub service: HostingId,
+    pub start: String,
+    pub end: String,
+    pub amount_minor: i64,
+}
+
+/// The hosting periods an invoice bills (its `plan` lines with a service and a period).
+pub async fn billed_periods<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<BilledPeriod>> {
+    conn.fetch_rows(
+        "SELECT service_id, period_start, period_end, amount_minor FROM invoice_lines \
+         WHERE invoice_id = $1 AND kind = 'plan' AND service_id IS NOT NULL \
+           AND period_start IS NOT NULL AND period_end IS NOT NULL ORDER BY position",
+        vals![invoice],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok(BilledPeriod {
+            service: c.parse()?,
+            start: c.text()?,
+            end: c.text()?,
+            amount_minor: c.int()?,
+        })
+    })
+    .collect()
+}
+
+/// The unpaid renewal invoices billing `service`, with their due dates.
+pub async fn unpaid_of_service<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+) -> Result<Vec<(i64, String)>> {
+    conn.fetch_rows(
+        "SELECT DISTINCT i.id, i.due_date FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE l.service_id = $1 AND l.kind = 'plan' AND i.kind = 'renewal' AND i.status = 'unpaid' \
+         ORDER BY i.id",
+        vals![service.to_string()],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.int()?, c.text()?))
+    })
+    .collect()
+}
+
+/// Moves a service into its next period: `next_due_date` from `from` to `to`, only if it
+/// is still `from` (a period is added once however often its payment is settled). Sets the
+/// anchor when the account has none. Whether it moved.
+pub async fn advance_period<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+    from: &str,
+    to: &str,
+    anchor: &str,
+    now: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE hosting SET next_due_date = $3, period_anchor = COALESCE(period_anchor, $4), \
+             modified_at = $5 WHERE id = $1 AND next_due_date = $2",
+            vals![service.to_string(), from, to, anchor, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// An account's status, if it exists.
+pub async fn status_of<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+) -> Result<Option<HostingStatus>> {
+    conn.fetch_text(
+        "SELECT status FROM hosting WHERE id = $1",
+        vals![service.to_string()],
+    )
+    .await?
+    .map(|s| crate::parse(&s))
+    .transpose()
+}
+
+/// Who suspended an account last (`scheduler` for an overdue renewal), if it ever was.
+pub async fn last_suspended_by<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+) -> Result<Option<String>> {
+    conn.fetch_text(
+        "SELECT actor FROM hosting_history WHERE hosting_id = $1 AND to_status = 'suspended' \
+         ORDER BY id DESC LIMIT 1",
+        vals![service.to_string()],
+    )
+    .await
+}
+
+/// Takes `amount` off an unpaid invoice's total (a service dropped from it), returning to
+/// the caller as much of the credit applied as no longer fits under the new total (the
+/// caller puts it back in the ledger). `None` when the invoice is not unpaid or the amount
+/// is more than its subtotal.
+pub async fn reduce_unpaid<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    amount: i64,
+    now: i64,
+) -> Result<Option<i64>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT subtotal_minor, total_minor, credit_applied_minor, paid_minor FROM invoices \
+             WHERE id = $1 AND status = 'unpaid'",
+            vals![invoice],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    let (subtotal, total, credit, paid) = (c.int()?, c.int()?, c.int()?, c.int()?);
+    if amount < 0 || amount > subtotal {
+        return Ok(None);
+    }
+    let new_total = total - amount;
+    // Money received stays on the invoice first; credit is what goes back.
+    let returned = (credit + paid - new_total).clamp(0, credit);
+    conn.exec(
+        "UPDATE invoices SET subtotal_minor = subtotal_minor - $2, total_minor = total_minor - $2, \
+         credit_applied_minor = credit_applied_minor - $3, modified_at = $4 WHERE id = $1",
+        vals![invoice, amount, returned, now],
+    )
+    .await?;
+    Ok(Some(returned))
+}
+
+/// A suspended account: id, organization, domain.
+pub async fn suspended<C: SqlConn>(
+    conn: &mut C,
+    limit: i64,
+) -> Result<Vec<(HostingId, OrganizationId, String)>> {
+    conn.fetch_rows(
+        "SELECT id, organization_id, domain_name FROM hosting WHERE status = 'suspended' \
+         ORDER BY legacy_id LIMIT $1",
+        vals![limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.parse()?, c.parse()?, c.text()?))
+    })
+    .collect()
+}
