@@ -196,13 +196,21 @@ impl Lodge {
         legacy_id: i64,
     ) -> Result<Vec<InvoiceRow>> {
         let h = self.website(access, legacy_id).await?;
-        Ok(billing::invoices_of_order(self.store.reader(), h.order_id).await?)
+        Ok(
+            lodge_store::renewals::invoices_of_account(self.store.reader(), h.order_id, h.id)
+                .await?,
+        )
     }
 
     /// A website with its invoices and organization.
     pub async fn website_detail(&self, access: &Access, legacy_id: i64) -> Result<Website> {
         let hosting = self.website(access, legacy_id).await?;
-        let invoices = billing::invoices_of_order(self.store.reader(), hosting.order_id).await?;
+        let invoices = lodge_store::renewals::invoices_of_account(
+            self.store.reader(),
+            hosting.order_id,
+            hosting.id,
+        )
+        .await?;
         let organization = self.organization(access).await?;
         Ok(Website {
             hosting,

@@ -289,3 +289,20 @@ pub async fn suspended<C: SqlConn>(
     })
     .collect()
 }
+
+/// A hosting account's invoices: its order's, and the renewals billing it, oldest first.
+pub async fn invoices_of_account<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    order_id: i64,
+    service: HostingId,
+) -> Result<Vec<crate::billing::InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {} FROM invoices WHERE order_id = $1 OR id IN \
+         (SELECT invoice_id FROM invoice_lines WHERE service_id = $2) ORDER BY id",
+        crate::billing::INVOICE_COLUMNS
+    ))
+    .bind(order_id)
+    .bind(service.to_string())
+    .fetch_all(db)
+    .await?)
+}

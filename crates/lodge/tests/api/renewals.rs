@@ -20,6 +20,7 @@ on_both_engines!(
     an_end_of_period_cancellation_is_never_billed_again,
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
+    a_renewal_is_listed_and_paid_through_apiv2,
 );
 
 // ---- helpers ----
@@ -444,5 +445,65 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
         .get("/v1/admin/billing/preview?days=5", &app.key())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+async fn a_renewal_is_listed_and_paid_through_apiv2(app: TestApp) {
+    use crate::harness::v2_ok;
+    use reqwest::Method;
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "v2renew.test").await;
+    let h = hosting(&app, &id).await;
+    let due = str_of(&h, "next_due_date").to_owned();
+    let website = h["legacy_id"].as_i64().unwrap();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let renewal = renewals(&app).await[0].clone();
+    let rid = renewal["id"].as_i64().unwrap();
+
+    // In the customer's invoices and the website's, unpaid.
+    let list = v2_ok(
+        &app,
+        Method::GET,
+        "/apiv2/billing/invoices",
+        &app.key(),
+        None,
+    )
+    .await;
+    let row = list["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["invoices_id"] == rid)
+        .unwrap_or_else(|| panic!("renewal {rid} not listed: {list}"))
+        .clone();
+    assert_eq!(row["invoices_paid"], 0, "{row}");
+    assert_eq!(row["invoices_due_date"], due.as_str(), "{row}");
+    assert_eq!(list["summary"]["unpaid_total"], "5.00", "{list}");
+    let mine = v2_ok(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{website}/invoices"),
+        &app.key(),
+        None,
+    )
+    .await;
+    assert!(mine["invoices"].get(rid.to_string()).is_some(), "{mine}");
+
+    // Paid from credit by the website's tag, as InterServer's client pays.
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let paid = v2_ok(
+        &app,
+        Method::GET,
+        &format!("/apiv2/billing/pay/prepay/SERVICEwebhosting{website}"),
+        &app.key(),
+        None,
+    )
+    .await;
+    assert_eq!(paid["type"], "single", "{paid}");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["next_due_date"], months_after("2026-03-31", 2), "{h}");
+    assert_eq!(renewals(&app).await[0]["status"], "paid");
     app.stop().await;
 }
