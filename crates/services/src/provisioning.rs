@@ -247,6 +247,15 @@ impl Lodge {
                 let p = payload::<HostingPayload>(job)?;
                 self.lifecycle(&p, Lifecycle::Terminate).await
             }
+            crate::renewals::JOB_RENEW_DOMAIN => {
+                #[derive(Deserialize)]
+                struct Renew {
+                    domain_id: lodge_core::DomainId,
+                    years: u32,
+                }
+                let p = payload::<Renew>(job)?;
+                self.renew_domain(p.domain_id, p.years).await
+            }
             crate::renewals::JOB_SUSPEND_OVERDUE => {
                 let p = payload::<HostingPayload>(job)?;
                 let invoice = p.invoice_id.ok_or_else(|| {
@@ -528,6 +537,13 @@ impl Lodge {
                 crate::renewals::RenewalPass::default()
             }
         };
+        match self.expire_domains().await {
+            Ok(n) if n > 0 => tracing::info!(domains = n, "domains expired unrenewed"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the domain expiry pass failed; the next one goes on")
+            }
+        }
         let overdue = match self.enforce_overdue().await {
             Ok(pass) => pass,
             Err(e) => {

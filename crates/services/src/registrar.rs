@@ -37,6 +37,17 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
     async fn check(&self, name: &DomainName) -> Result<Availability, RegistrarError>;
     async fn register(&self, name: &DomainName, years: u32) -> Result<Outcome, RegistrarError>;
     async fn transfer(&self, name: &DomainName, epp_code: &str) -> Result<Outcome, RegistrarError>;
+    /// Renews a domain expiring on `expiration` (`YYYY-MM-DD`) for `years`. `Completed`
+    /// carries the new expiration date. By default the work is left to staff (`Pending`),
+    /// as with the manual registrar: the domain stays paid through its new period.
+    async fn renew(
+        &self,
+        _name: &DomainName,
+        _years: u32,
+        _expiration: &str,
+    ) -> Result<Outcome, RegistrarError> {
+        Ok(Outcome::Pending)
+    }
 }
 
 /// Staff register and transfer by hand and mark the domain done (`POST

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use jiff::civil::Date;
 use lodge_core::renewal::{next_period, OverdueStep};
 use lodge_core::{
-    add_months, BillingCycle, HostingEvent, HostingId, HostingStatus, InvoiceKind, InvoiceStatus,
-    OrganizationId,
+    add_months, BillingCycle, DomainEvent, DomainId, HostingEvent, HostingId, HostingStatus,
+    InvoiceKind, InvoiceStatus, OrganizationId,
 };
 use lodge_store::renewals::{self, DueService};
 use lodge_store::{billing, hosting, StoreError};
@@ -33,6 +33,8 @@ use crate::{Lodge, Result, ServiceError};
 pub const SCHEDULER: &str = "scheduler";
 /// Suspends an account for an overdue renewal (payload: `hosting_id`, `invoice_id`).
 pub const JOB_SUSPEND_OVERDUE: &str = "suspend_overdue";
+/// Asks the registrar to renew a paid domain year (payload: `domain_id`, `years`).
+pub const JOB_RENEW_DOMAIN: &str = "renew_domain";
 
 /// Services read per page of the renewal pass.
 const PAGE: i64 = 1_000;
@@ -115,25 +117,64 @@ impl Lodge {
                     .push(s);
             }
             for ((org, due), services) in groups {
-                match self.bill_group(org, &due, services).await {
-                    Ok(Some((periods, paid))) => {
-                        pass.invoices += 1;
-                        pass.periods += periods;
-                        pass.paid_from_credit += usize::from(paid);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        pass.failed += 1;
-                        tracing::warn!(organization = %org, due = %due, error = %e,
-                            "billing renewals failed; the next pass tries again");
-                    }
-                }
+                let outcome = self.bill_group(org, &due, services).await;
+                self.count_group(&mut pass, org, &due, outcome);
+            }
+            if !full {
+                break;
+            }
+        }
+        // Domains due on a day none of their organization's accounts is (those joined the
+        // accounts' invoices above).
+        let mut after: Option<(String, String, i64)> = None;
+        loop {
+            let page = {
+                let mut db = self.store.read_conn().await?;
+                renewals::domains_due(&mut db, &horizon, after.as_ref(), PAGE).await?
+            };
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            if let Some(last) = page.last() {
+                after = Some((
+                    last.organization_id.to_string(),
+                    last.next_billing_date.clone(),
+                    last.legacy_id,
+                ));
+            }
+            let mut groups: BTreeMap<(OrganizationId, String), ()> = BTreeMap::new();
+            for d in page {
+                groups.insert((d.organization_id, d.next_billing_date.clone()), ());
+            }
+            for (org, due) in groups.into_keys() {
+                let outcome = self.bill_group(org, &due, Vec::new()).await;
+                self.count_group(&mut pass, org, &due, outcome);
             }
             if !full {
                 break;
             }
         }
         Ok(pass)
+    }
+
+    fn count_group(
+        &self,
+        pass: &mut RenewalPass,
+        org: OrganizationId,
+        due: &str,
+        outcome: Result<Option<(usize, bool)>>,
+    ) {
+        match outcome {
+            Ok(Some((periods, paid))) => {
+                pass.invoices += 1;
+                pass.periods += periods;
+                pass.paid_from_credit += usize::from(paid);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                pass.failed += 1;
+                tracing::warn!(organization = %org, due = %due, error = %e,
+                    "billing renewals failed; the next pass tries again");
+            }
+        }
     }
 
     /// Bills one organization's services due on one date on one invoice: `(periods billed,
@@ -167,10 +208,26 @@ impl Lodge {
                 end,
             });
         }
-        if periods.is_empty() {
+        // The organization's domains due the same day renew on the same invoice.
+        let mut years = Vec::new();
+        for d in renewals::domains_due_on(&mut tx, org, due).await? {
+            let (Ok(start), Some(price)) = (
+                d.next_billing_date.parse::<Date>(),
+                renewals::renew_price(&mut tx, &d.tld).await?,
+            ) else {
+                tracing::warn!(domain = %d.name, "no renewal price for this domain's TLD; not billed");
+                continue;
+            };
+            years.push((d, start, add_months(start, 12), price));
+        }
+        if periods.is_empty() && years.is_empty() {
             return Ok(None);
         }
-        let total: i64 = periods.iter().map(|p| p.service.recurring_minor).sum();
+        let total: i64 = periods
+            .iter()
+            .map(|p| p.service.recurring_minor)
+            .sum::<i64>()
+            + years.iter().map(|(_, _, _, price)| price).sum::<i64>();
         let currency = periods
             .first()
             .map_or(ctx.currency, |p| p.service.currency.as_str())
@@ -218,13 +275,30 @@ impl Lodge {
             )
             .await?;
         }
+        for (i, (d, start, end, price)) in years.iter().enumerate() {
+            let description = format!("Renewal of {} for 1 year, {start} to {end}", d.name);
+            billing::insert_line(
+                &mut tx,
+                id,
+                &billing::NewLine {
+                    position: i64::try_from(periods.len() + i).unwrap_or(0),
+                    kind: "domain_renewal",
+                    description: &description,
+                    service_id: Some(d.id.to_string()),
+                    period_start: Some(start.to_string()),
+                    period_end: Some(end.to_string()),
+                    amount_minor: *price,
+                },
+            )
+            .await?;
+        }
         apply_credit(&ctx, &mut tx, org, id, total).await?;
         let invoice = billing::invoice(&mut tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
         let paid = settle(&ctx, &mut tx, &invoice).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(Some((periods.len(), paid)))
+        Ok(Some((periods.len() + years.len(), paid)))
     }
 
     /// Suspends the services of renewals unpaid past the suspension grace, and past the
@@ -409,51 +483,64 @@ impl Lodge {
 }
 
 impl Lodge {
-    /// A terminated account is no longer billed: its unpaid renewals are cancelled (credit
-    /// applied and money received go back to the account) or, when they bill other live
-    /// services too, its periods are taken off them (an `adjustment` line).
+    /// A terminated account is no longer billed: see [`Lodge::release_unpaid`].
     pub(crate) async fn release_unpaid_renewals(
         &self,
         org: OrganizationId,
         service: HostingId,
     ) -> Result<()> {
+        self.release_unpaid(
+            org,
+            &service.to_string(),
+            "plan",
+            "Account terminated: period not billed",
+        )
+        .await
+    }
+
+    /// Something renewals bill (`kind` `plan`: a hosting account; `domain_renewal`: a
+    /// domain) is no longer billed: its unpaid renewals are cancelled (credit applied and
+    /// money received go back to the account as credit) or, when they bill something else
+    /// still live, an `adjustment` line takes its part off them.
+    pub(crate) async fn release_unpaid(
+        &self,
+        org: OrganizationId,
+        service: &str,
+        kind: &str,
+        why: &str,
+    ) -> Result<()> {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;
         billing::lock_credit(&mut tx, org).await?;
-        for (invoice, _) in renewals::unpaid_of_service(&mut tx, service).await? {
+        for invoice in renewals::unpaid_with_line(&mut tx, service, kind).await? {
             let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
                 continue;
             };
             if inv.status != InvoiceStatus::Unpaid {
                 continue;
             }
-            let periods = renewals::billed_periods(&mut tx, invoice).await?;
-            let mut others_live = false;
-            for p in periods.iter().filter(|p| p.service != service) {
-                let status = renewals::status_of(&mut tx, p.service).await?;
-                others_live |= status.is_some_and(|s| !s.is_closed());
-            }
+            let others_live = renewals::live_lines_besides(&mut tx, invoice, service).await? > 0;
             let returned = if others_live {
-                let mine: Vec<_> = periods.iter().filter(|p| p.service == service).collect();
-                let amount: i64 = mine.iter().map(|p| p.amount_minor).sum();
+                let mine = renewals::lines_of(&mut tx, invoice, service, kind).await?;
+                let amount: i64 = mine.iter().map(|(_, _, a)| a).sum();
                 let Some(returned) =
                     renewals::reduce_unpaid(&mut tx, invoice, amount, ctx.now).await?
                 else {
                     continue;
                 };
-                let position = i64::try_from(periods.len()).unwrap_or(0);
-                for (i, p) in mine.iter().enumerate() {
+                let position = renewals::line_count(&mut tx, invoice).await?;
+                for (i, (start, end, amount)) in mine.into_iter().enumerate() {
                     billing::insert_line(
                         &mut tx,
                         invoice,
                         &billing::NewLine {
                             position: position + i64::try_from(i).unwrap_or(0),
                             kind: "adjustment",
-                            description: "Account terminated: period not billed",
-                            service_id: Some(p.service.to_string()),
-                            period_start: Some(p.start.clone()),
-                            period_end: Some(p.end.clone()),
-                            amount_minor: -p.amount_minor,
+                            description: why,
+                            service_id: Some(service.to_owned()),
+                            period_start: start,
+                            period_end: end,
+                            amount_minor: -amount,
                         },
                     )
                     .await?;
@@ -474,7 +561,7 @@ impl Lodge {
                         amount_minor: returned,
                         currency: &inv.currency,
                         invoice_id: Some(invoice),
-                        note: "Returned from the renewal of a terminated account",
+                        note: "Returned from a renewal no longer billed",
                         actor: SCHEDULER,
                         now: ctx.now,
                     },
@@ -489,6 +576,66 @@ impl Lodge {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Domains past their expiration date and not paid beyond it expire (`expired`); their
+    /// unpaid renewals no longer bill them. Returns how many expired.
+    pub async fn expire_domains(&self) -> Result<usize> {
+        let today = self.today().to_string();
+        let mut expired = 0;
+        let due = {
+            let mut db = self.store.read_conn().await?;
+            renewals::domains_expired_by(&mut db, &today, 10_000).await?
+        };
+        for (id, org) in due {
+            let mut tx = self.store.begin().await?;
+            billing::lock_credit(&mut tx, org).await?;
+            let moved =
+                hosting::set_domain_status(&mut tx, id, DomainEvent::Expire, self.now_us()).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            if moved {
+                expired += 1;
+                self.release_unpaid(
+                    org,
+                    &id.to_string(),
+                    "domain_renewal",
+                    "Domain expired: not renewed",
+                )
+                .await?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The job of [`JOB_RENEW_DOMAIN`]: asks the registrar to renew a paid domain year and
+    /// records the new expiration date it reports (a registrar that leaves the work to
+    /// staff answers `Pending`: the domain stays paid through the year).
+    pub(crate) async fn renew_domain(&self, id: DomainId, years: u32) -> Result<()> {
+        let Some(d) = hosting::domain(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        if d.status != lodge_core::DomainStatus::Active {
+            return Ok(());
+        }
+        let Some(registrar) = self.registrar.clone() else {
+            return Err(ServiceError::Internal("no registrar is configured".into()));
+        };
+        let name = lodge_core::DomainName::parse(&d.name)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let expiration = d.expiration_date.clone().unwrap_or_default();
+        let outcome = registrar
+            .renew(&name, years, &expiration)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("registrar: {e}")))?;
+        if let crate::registrar::Outcome::Completed {
+            expiration_date, ..
+        } = outcome
+        {
+            let mut tx = self.store.begin().await?;
+            renewals::set_expiration(&mut *tx, id, &expiration_date, self.now_us()).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
         Ok(())
     }
 }
@@ -506,6 +653,18 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
         .await?
         .and_then(|i| i.number)
         .unwrap_or_else(|| invoice.to_string());
+    for (domain, start, end, _) in renewals::billed_domains(conn, invoice).await? {
+        if renewals::advance_domain(conn, domain, &start, &end, ctx.now).await? {
+            enqueue_later(
+                ctx,
+                conn,
+                JOB_RENEW_DOMAIN,
+                serde_json::json!({ "domain_id": domain, "years": 1 }),
+                &format!("{JOB_RENEW_DOMAIN}:{domain}:{start}"),
+            )
+            .await?;
+        }
+    }
     for p in renewals::billed_periods(conn, invoice).await? {
         renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now).await?;
         if renewals::status_of(conn, p.service).await? != Some(HostingStatus::Suspended) {

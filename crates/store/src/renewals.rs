@@ -1,6 +1,6 @@
 //! What the scheduler's renewal and overdue passes read and write (migration 0009).
 
-use lodge_core::{HostingId, HostingStatus, OrganizationId, PlanId};
+use lodge_core::{DomainId, HostingId, HostingStatus, OrganizationId, PlanId};
 
 use crate::conn::{Cols, SqlConn};
 use crate::{vals, Result};
@@ -305,4 +305,238 @@ pub async fn invoices_of_account<'e, E: sqlx::Executor<'e, Database = sqlx::Any>
     .bind(service.to_string())
     .fetch_all(db)
     .await?)
+}
+
+// ---- domains ----
+
+/// A registered or transferred domain whose paid-through date falls within the lead time,
+/// its next year not billed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDomain {
+    pub legacy_id: i64,
+    pub id: DomainId,
+    pub organization_id: OrganizationId,
+    pub name: String,
+    pub tld: String,
+    /// Paid through this date: the next year's start and its renewal's due date.
+    pub next_billing_date: String,
+}
+
+impl DueDomain {
+    fn from_vals(row: Vec<crate::conn::Val>) -> Result<Self> {
+        let mut c = Cols::new(row);
+        Ok(DueDomain {
+            legacy_id: c.int()?,
+            id: c.parse()?,
+            organization_id: c.parse()?,
+            name: c.text()?,
+            tld: c.text()?,
+            next_billing_date: c.text()?,
+        })
+    }
+}
+
+const DUE_DOMAIN_COLUMNS: &str =
+    "d.legacy_id, d.id, d.organization_id, d.name, d.tld, d.next_billing_date";
+
+/// Active domains renewing automatically whose next year has no renewal line yet.
+const DUE_DOMAIN_WHERE: &str = "d.status = 'active' AND d.auto_renew = 1 \
+     AND d.next_billing_date IS NOT NULL \
+     AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.service_id = d.id \
+         AND l.period_start = d.next_billing_date AND l.kind = 'domain_renewal')";
+
+/// Up to `limit` domains due for billing by `horizon`, in the order and keyset of [`due`].
+pub async fn domains_due<C: SqlConn>(
+    conn: &mut C,
+    horizon: &str,
+    after: Option<&(String, String, i64)>,
+    limit: i64,
+) -> Result<Vec<DueDomain>> {
+    let (org, date, id) = after
+        .cloned()
+        .unwrap_or_else(|| (String::new(), String::new(), i64::MIN));
+    let sql = format!(
+        "SELECT {DUE_DOMAIN_COLUMNS} FROM domains d WHERE d.next_billing_date <= $1 AND {DUE_DOMAIN_WHERE} \
+         AND (d.organization_id > $2 OR (d.organization_id = $2 AND (d.next_billing_date > $3 \
+              OR (d.next_billing_date = $3 AND d.legacy_id > $4)))) \
+         ORDER BY d.organization_id, d.next_billing_date, d.legacy_id LIMIT $5"
+    );
+    conn.fetch_rows(&sql, vals![horizon, org, date, id, limit])
+        .await?
+        .into_iter()
+        .map(DueDomain::from_vals)
+        .collect()
+}
+
+/// An organization's domains due for billing on `date`, read inside the billing
+/// transaction (so they join the invoice of its services due that day).
+pub async fn domains_due_on<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    date: &str,
+) -> Result<Vec<DueDomain>> {
+    let sql = format!(
+        "SELECT {DUE_DOMAIN_COLUMNS} FROM domains d WHERE d.organization_id = $1 \
+         AND d.next_billing_date = $2 AND {DUE_DOMAIN_WHERE} ORDER BY d.legacy_id"
+    );
+    conn.fetch_rows(&sql, vals![org.to_string(), date])
+        .await?
+        .into_iter()
+        .map(DueDomain::from_vals)
+        .collect()
+}
+
+/// A TLD's price to renew for one year, in minor units.
+pub async fn renew_price<C: SqlConn>(conn: &mut C, tld: &str) -> Result<Option<i64>> {
+    conn.fetch_int(
+        "SELECT renew_minor FROM tld_prices WHERE tld = $1 AND years = 1",
+        vals![tld],
+    )
+    .await
+}
+
+/// The domain years an invoice bills (its `domain_renewal` lines).
+pub async fn billed_domains<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+) -> Result<Vec<(DomainId, String, String, i64)>> {
+    conn.fetch_rows(
+        "SELECT service_id, period_start, period_end, amount_minor FROM invoice_lines \
+         WHERE invoice_id = $1 AND kind = 'domain_renewal' AND service_id IS NOT NULL \
+           AND period_start IS NOT NULL AND period_end IS NOT NULL ORDER BY position",
+        vals![invoice],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.parse()?, c.text()?, c.text()?, c.int()?))
+    })
+    .collect()
+}
+
+/// Moves a domain's paid-through date from `from` to `to` (once). Whether it moved.
+pub async fn advance_domain<C: SqlConn>(
+    conn: &mut C,
+    id: DomainId,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE domains SET next_billing_date = $3, modified_at = $4 \
+             WHERE id = $1 AND next_billing_date = $2",
+            vals![id.to_string(), from, to, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Records the expiration date the registrar reports after a renewal.
+pub async fn set_expiration<C: SqlConn>(
+    conn: &mut C,
+    id: DomainId,
+    expiration: &str,
+    now: i64,
+) -> Result<()> {
+    conn.exec(
+        "UPDATE domains SET expiration_date = $2, modified_at = $3 WHERE id = $1",
+        vals![id.to_string(), expiration, now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Active domains past their expiration date and not paid beyond it: `(id, organization)`.
+pub async fn domains_expired_by<C: SqlConn>(
+    conn: &mut C,
+    today: &str,
+    limit: i64,
+) -> Result<Vec<(DomainId, OrganizationId)>> {
+    conn.fetch_rows(
+        "SELECT id, organization_id FROM domains WHERE status = 'active' \
+         AND expiration_date IS NOT NULL AND expiration_date <= $1 \
+         AND (next_billing_date IS NULL OR next_billing_date <= expiration_date) \
+         ORDER BY legacy_id LIMIT $2",
+        vals![today, limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.parse()?, c.parse()?))
+    })
+    .collect()
+}
+
+/// The unpaid renewal invoices with a line of `kind` for `service` (a hosting account's or
+/// a domain's id).
+pub async fn unpaid_with_line<C: SqlConn>(
+    conn: &mut C,
+    service: &str,
+    kind: &str,
+) -> Result<Vec<i64>> {
+    conn.fetch_rows(
+        "SELECT DISTINCT i.id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE l.service_id = $1 AND l.kind = $2 AND i.kind = 'renewal' AND i.status = 'unpaid' \
+         ORDER BY i.id",
+        vals![service, kind],
+    )
+    .await?
+    .into_iter()
+    .map(|row| Cols::new(row).int())
+    .collect()
+}
+
+/// A line of an invoice billing `service` as `kind`: `(position, start, end, amount)`.
+pub async fn lines_of<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    service: &str,
+    kind: &str,
+) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
+    conn.fetch_rows(
+        "SELECT period_start, period_end, amount_minor FROM invoice_lines \
+         WHERE invoice_id = $1 AND service_id = $2 AND kind = $3 ORDER BY position",
+        vals![invoice, service, kind],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.opt_text()?, c.opt_text()?, c.int()?))
+    })
+    .collect()
+}
+
+/// How many lines of an invoice bill something still live other than `except`: a hosting
+/// account not closed, or an active domain.
+pub async fn live_lines_besides<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    except: &str,
+) -> Result<i64> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM invoice_lines l WHERE l.invoice_id = $1 AND l.service_id <> $2 AND ( \
+               (l.kind = 'plan' AND EXISTS (SELECT 1 FROM hosting h WHERE h.id = l.service_id \
+                  AND (h.status = 'provisioning' OR h.status = 'active' OR h.status = 'suspended' OR h.status = 'failed'))) \
+               OR (l.kind = 'domain_renewal' AND EXISTS (SELECT 1 FROM domains d WHERE d.id = l.service_id \
+                  AND d.status = 'active')))",
+            vals![invoice, except],
+        )
+        .await?
+        .unwrap_or(0))
+}
+
+/// Lines in an invoice (the next position).
+pub async fn line_count<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<i64> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM invoice_lines WHERE invoice_id = $1",
+            vals![invoice],
+        )
+        .await?
+        .unwrap_or(0))
 }

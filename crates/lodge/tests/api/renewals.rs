@@ -21,6 +21,9 @@ on_both_engines!(
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
     a_renewal_is_listed_and_paid_through_apiv2,
+    domains_renew_on_their_own_dates,
+    a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
+    a_domain_without_auto_renew_is_not_billed_and_expires,
 );
 
 // ---- helpers ----
@@ -505,5 +508,188 @@ async fn a_renewal_is_listed_and_paid_through_apiv2(app: TestApp) {
     let h = hosting(&app, &id).await;
     assert_eq!(h["next_due_date"], months_after("2026-03-31", 2), "{h}");
     assert_eq!(renewals(&app).await[0]["status"], "paid");
+    app.stop().await;
+}
+
+// ---- domains ----
+
+/// Orders Starter on `cycle` with `domain` registered (manual registrar), paid from
+/// credit; returns (hosting id, domain id).
+async fn order_with_domain(app: &TestApp, domain: &str, cycle: &str) -> (String, String) {
+    let body = json!({ "plan_id": crate::harness::starter(app), "domain_source": "register",
+                       "domain_name": domain, "billing_cycle": cycle });
+    let (status, o) = app.post(&order_path(app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "order {domain}: {o}");
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    (
+        str_of(&o, "hosting_id").to_owned(),
+        str_of(&o, "domain_id").to_owned(),
+    )
+}
+
+/// Staff mark a registration done (one year from today).
+async fn complete(app: &TestApp, domain: &str) -> Value {
+    let (status, d) = app
+        .post(
+            &format!("/v1/admin/domains/{domain}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1, "nameservers": ["ns1.lodge.test", "ns2.lodge.test"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    d
+}
+
+async fn domain(app: &TestApp, id: &str) -> Value {
+    crate::harness::get_ok(
+        app,
+        &format!(
+            "/v1/organizations/{}/projects/{}/domains/{id}",
+            app.org_id(),
+            app.project_id()
+        ),
+    )
+    .await
+}
+
+/// The renewal invoices' lines billing `service` as `kind`.
+async fn lines_for(app: &TestApp, service: &str, kind: &str) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    for inv in renewals(app).await {
+        for l in inv["lines"].as_array().unwrap() {
+            if l["service_id"] == service && l["kind"] == kind {
+                out.push((inv.clone(), l.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every day from `from` through `to` (inclusive), a scheduler pass and the worker.
+async fn days(app: &TestApp, worker: &Worker, from: &str, to: &str) {
+    let mut d: Date = from.parse().unwrap();
+    let last: Date = to.parse().unwrap();
+    while d <= last {
+        app.clock.set(noon(&d.to_string(), 0));
+        pass(app, worker).await;
+        d = d.tomorrow().unwrap();
+    }
+}
+
+async fn domains_renew_on_their_own_dates(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "200.00").await;
+    let (hosting_id, dom) = order_with_domain(&app, "own-date.com", "monthly").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    // The registration is completed ten days later: the domain runs to 2027-04-10.
+    app.clock.set(noon("2026-04-10", 0));
+    let d = complete(&app, &dom).await;
+    assert_eq!(d["expiration_date"], "2027-04-10", "{d}");
+
+    days(&app, &worker, "2026-04-10", "2027-04-20").await;
+    // One domain year billed, fourteen days before its date, at the TLD's renewal price,
+    // on its own invoice (the account renews on the 30th/31st), paid from credit.
+    let years = lines_for(&app, &dom, "domain_renewal").await;
+    assert_eq!(years.len(), 1, "{years:?}");
+    let (inv, line) = &years[0];
+    assert_eq!(line["period_start"], "2027-04-10", "{inv}");
+    assert_eq!(line["period_end"], "2028-04-10", "{inv}");
+    assert_eq!(line["amount"], "14.00", "{inv}");
+    assert_eq!(inv["due_date"], "2027-04-10", "{inv}");
+    assert!(str_of(inv, "issued").starts_with("2027-03-27"), "{inv}");
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(
+        inv["lines"].as_array().unwrap().len(),
+        1,
+        "its own invoice: {inv}"
+    );
+    let d = domain(&app, &dom).await;
+    assert_eq!(d["status"], "active", "paid: not expired: {d}");
+    assert_eq!(d["next_billing_date"], "2028-04-10", "{d}");
+    // The account renewed every month meanwhile, on its own invoices.
+    let months = lines_for(&app, &hosting_id, "plan").await;
+    assert_eq!(months.len(), 13, "April 2026 to April 2027");
+    // The registrar was asked to renew once (the manual registrar leaves it to staff).
+    let (status, done) = app
+        .get("/v1/admin/jobs?status=done", &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let renewals_asked = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "renew_domain")
+        .count();
+    assert_eq!(renewals_asked, 1, "{done}");
+    assert_eq!(balance(&app).await, 20_000 - 1700 - 1400 - 13 * 500);
+    app.stop().await;
+}
+
+async fn a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "66.00").await;
+    let (hosting_id, dom) = order_with_domain(&app, "lapse.com", "annually").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    complete(&app, &dom).await;
+    // Both renew on 2027-03-31: one invoice, two lines (54.00 + 14.00), unpaid.
+    days(&app, &worker, "2027-03-16", "2027-03-17").await;
+    let all = renewals(&app).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["total"], "68.00", "{}", all[0]);
+    assert_eq!(all[0]["status"], "unpaid");
+    // On its expiration date the domain expires; its year comes off the invoice.
+    days(&app, &worker, "2027-03-30", "2027-03-31").await;
+    assert_eq!(domain(&app, &dom).await["status"], "expired");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "54.00", "{inv}");
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    let adjustment = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "adjustment")
+        .unwrap_or_else(|| panic!("{inv}"))
+        .clone();
+    assert_eq!(adjustment["amount"], "-14.00", "{inv}");
+    assert_eq!(adjustment["service_id"], dom.as_str(), "{inv}");
+    // The account follows its own course: terminated at +30, the invoice cancelled.
+    days(&app, &worker, "2027-04-30", "2027-04-30").await;
+    assert_eq!(hosting(&app, &hosting_id).await["status"], "terminated");
+    assert_eq!(renewals(&app).await[0]["status"], "cancelled");
+    assert_eq!(balance(&app).await, 0);
+    app.stop().await;
+}
+
+async fn a_domain_without_auto_renew_is_not_billed_and_expires(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "200.00").await;
+    let (_, dom) = order_with_domain(&app, "let-go.com", "annually").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    complete(&app, &dom).await;
+    let (status, d) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!(
+                "/v1/organizations/{}/projects/{}/domains/{dom}/auto-renew",
+                app.org_id(),
+                app.project_id()
+            ),
+            Some(&app.key()),
+            Some(&json!({ "auto_renew": false })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    days(&app, &worker, "2027-03-16", "2027-03-17").await;
+    days(&app, &worker, "2027-03-31", "2027-03-31").await;
+    assert!(lines_for(&app, &dom, "domain_renewal").await.is_empty());
+    assert_eq!(domain(&app, &dom).await["status"], "expired");
+    // The account itself renewed (paid from credit) and stays.
+    assert_eq!(renewals(&app).await.len(), 1);
     app.stop().await;
 }

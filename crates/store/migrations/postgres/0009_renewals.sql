@@ -14,3 +14,7 @@ CREATE INDEX hosting_renewal_due ON hosting (next_due_date)
 
 -- The overdue pass reads unpaid renewal invoices by due date.
 CREATE INDEX invoices_overdue ON invoices (kind, status, due_date);
+
+-- Domains renewing automatically are billed by their paid-through date.
+CREATE INDEX domains_renewal_due ON domains (next_billing_date)
+    WHERE next_billing_date IS NOT NULL AND auto_renew = 1;
