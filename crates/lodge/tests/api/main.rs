@@ -17,5 +17,6 @@ mod ops;
 mod orders;
 mod provisioning;
 mod races;
+mod refunds;
 mod registrar;
 mod shutdown_checks;
