@@ -162,3 +162,122 @@ pub async fn add_refunded<C: SqlConn>(
         .await?;
     Ok(changed == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Migration 0010 on a SQLite database made by the migrations before it, holding a paid
+    /// invoice: whether the order tables were still as migration 0002 wrote them (`IN`
+    /// lists) or already rebuilt by an earlier build (`status = … OR …`), the status check
+    /// then accepts `partially_refunded` and still refuses anything else, the invoice keeps
+    /// its row with nothing refunded, and the refunded total is bounded by what it received.
+    #[tokio::test]
+    async fn migration_0010_loosens_the_status_check_of_either_form() {
+        for rebuilt in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                .unwrap();
+            db.execute_batch(
+                "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                     installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+                     checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);",
+            )
+            .unwrap();
+            for m in crate::sqlite::MIGRATIONS.iter().filter(|m| m.version < 10) {
+                db.execute_batch(&m.sql).unwrap();
+                db.execute(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                     VALUES ($1, $2, TRUE, $3, 0)",
+                    rusqlite::params![m.version, m.description.as_ref(), m.checksum.as_ref()],
+                )
+                .unwrap();
+            }
+            db.execute_batch(
+                "INSERT INTO organizations (id, name, credit_balance_minor, created_at, modified_at) VALUES ('org', 'O', 0, 1, 1);
+                 INSERT INTO invoices (id, number, organization_id, kind, status, currency, subtotal_minor, total_minor,
+                         credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, created_at, modified_at)
+                     VALUES (4, 'INV-000001', 'org', 'manual', 'paid', 'USD', 100, 100, 40, 60, 't4', '2026-01-01', 1, 1, 1, 1);",
+            )
+            .unwrap();
+            let definition = |db: &rusqlite::Connection| -> String {
+                db.query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'invoices'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+            };
+            if rebuilt {
+                // The text an earlier build's one-time rebuild left (only the text matters
+                // to the migration).
+                let sql = crate::sqlite::expand_in_lists(&definition(&db));
+                assert!(
+                    sql.contains("status = 'paid' OR status = 'refunded'"),
+                    "{sql}"
+                );
+                let version: i64 = db
+                    .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                    .unwrap();
+                db.execute_batch("PRAGMA writable_schema = ON;").unwrap();
+                db.execute(
+                    "UPDATE sqlite_master SET sql = $1 WHERE type = 'table' AND name = 'invoices'",
+                    [&sql],
+                )
+                .unwrap();
+                db.execute_batch(&format!(
+                    "PRAGMA schema_version = {}; PRAGMA writable_schema = OFF;",
+                    version + 1
+                ))
+                .unwrap();
+            }
+            drop(db);
+
+            let store = crate::Store::open(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let w = store.writer();
+            let row: (String, i64) =
+                sqlx::query_as("SELECT status, refunded_minor FROM invoices WHERE id = 4")
+                    .fetch_one(w)
+                    .await
+                    .unwrap();
+            assert_eq!(row, ("paid".to_owned(), 0), "rebuilt: {rebuilt}");
+            sqlx::query(
+                "UPDATE invoices SET status = 'partially_refunded', refunded_minor = 70 WHERE id = 4",
+            )
+            .execute(w)
+            .await
+            .unwrap();
+            for refused in [
+                "UPDATE invoices SET status = 'bogus' WHERE id = 4",
+                "UPDATE invoices SET refunded_minor = 101 WHERE id = 4",
+                "UPDATE invoices SET refunded_minor = -1 WHERE id = 4",
+            ] {
+                assert!(
+                    sqlx::query(refused).execute(w).await.is_err(),
+                    "rebuilt: {rebuilt}: {refused}"
+                );
+            }
+            sqlx::query(
+                "UPDATE invoices SET status = 'refunded', refunded_minor = 100 WHERE id = 4",
+            )
+            .execute(w)
+            .await
+            .unwrap();
+            store.close().await;
+
+            let db = rusqlite::Connection::open(&path).unwrap();
+            let sql = definition(&db);
+            assert_eq!(
+                sql.matches("'partially_refunded'").count(),
+                1,
+                "rebuilt: {rebuilt}: {sql}"
+            );
+            let check: String = db
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
+    }
+}
