@@ -217,6 +217,22 @@ async fn a_whole_refund_to_credit_returns_it_to_the_balance(app: TestApp) {
     let (status, body) = refund(&app, id, &json!({ "amount": "0.01", "to": "credit" })).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(snapshot(&app, id).await, before);
+
+    // The consistency checks see a refunded total its refunds do not add up to.
+    assert_eq!(app.shutdown_problems().await, Vec::<String>::new());
+    let skew = |by: i64| {
+        sqlx::query("UPDATE invoices SET refunded_minor = refunded_minor + $2 WHERE id = $1")
+            .bind(id)
+            .bind(by)
+            .execute(app.lodge.store.writer())
+    };
+    skew(-1).await.unwrap();
+    let problems = app.shutdown_problems().await;
+    assert!(
+        problems.iter().any(|p| p.contains("refunded total")),
+        "{problems:?}"
+    );
+    skew(1).await.unwrap();
     app.stop().await;
 }
 
