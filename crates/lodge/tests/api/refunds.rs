@@ -486,6 +486,24 @@ async fn a_retried_cash_reference_or_idempotency_key_refunds_once(app: TestApp) 
         assert_eq!(again["invoice"]["refunded"], "2.00", "{again}");
         assert_eq!(snapshot(&app, id).await, before);
     }
+    // The same new reference five times at once: one refund, four answers of it.
+    let body = json!({ "amount": "1.00", "to": "cash", "reference": "WIRE-RETRY-2" });
+    let answers = join_all((0..5).map(|_| refund(&app, id, &body))).await;
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    for (status, r) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || *status == StatusCode::OK,
+            "{r}"
+        );
+        assert_eq!(r["refund"]["id"], created[0]["refund"]["id"], "{r}");
+    }
+    assert_eq!(invoice(&app, id).await["amount_refunded"], "3.00");
+
     let (other, _) = paid_by_payment(&app, "retry-other.example").await;
     let other_before = snapshot(&app, other).await;
     let (status, r) = refund(&app, other, &body).await;
@@ -510,7 +528,7 @@ async fn a_retried_cash_reference_or_idempotency_key_refunds_once(app: TestApp) 
         }
     };
     let balance_before = balance(&app).await;
-    let answers = join_all((0..5).map(|_| keyed("refund-key-1", "3.00"))).await;
+    let answers = join_all((0..5).map(|_| keyed("refund-key-1", "1.00"))).await;
     let (_, _, first) = &answers[0];
     for (status, _, body) in &answers {
         assert_eq!(*status, StatusCode::CREATED, "{body}");
@@ -522,16 +540,16 @@ async fn a_retried_cash_reference_or_idempotency_key_refunds_once(app: TestApp) 
         1,
         "one did the work, the others replayed it"
     );
-    let (status, replayed, again) = keyed("refund-key-1", "3.00").await;
+    let (status, replayed, again) = keyed("refund-key-1", "1.00").await;
     assert_eq!(status, StatusCode::CREATED, "{again}");
     assert!(replayed);
     assert_eq!(again, *first);
-    assert_eq!(balance(&app).await, balance_before + 300);
+    assert_eq!(balance(&app).await, balance_before + 100);
     assert_eq!(ledger_refunds(&app, id).await.len(), 1);
     let (status, _, r) = keyed("refund-key-1", "4.00").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
-    assert_eq!(list(&app, id).await["count"], 2);
-    assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 500);
+    assert_eq!(list(&app, id).await["count"], 3);
+    assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 400);
     assert_ledger_sums_to_balance(&app).await;
     app.stop().await;
 }
