@@ -26,8 +26,8 @@ pub use ids::{
 };
 pub use lifecycle::{
     CancelKind, CancelPlan, CancelRefusal, DomainEvent, DomainStatus, HostingEvent, HostingStatus,
-    InvoiceEvent, InvoiceKind, InvoiceStatus, JobEvent, JobStatus, OrderEvent, OrderStatus, Status,
-    UnknownStatus,
+    InvoiceEvent, InvoiceKind, InvoiceStatus, JobEvent, JobStatus, OrderEvent, OrderStatus,
+    RefundBasis, RefundRefusal, RefundTo, Status, UnknownStatus,
 };
 pub use money::{percent_of, Currency, Money};
 pub use pricing::{

@@ -160,6 +160,9 @@ status_enum!(
         Draft = "draft",
         Unpaid = "unpaid",
         Paid = "paid",
+        /// Paid, and part of what was paid went back.
+        PartiallyRefunded = "partially_refunded",
+        /// Paid, and all of what was paid went back.
         Refunded = "refunded",
         Cancelled = "cancelled",
     }
@@ -174,8 +177,10 @@ event_enum!(
         Pay,
         /// It will not be paid (its order was cancelled, it expired).
         Cancel,
-        /// Its money went back.
-        Refund,
+        /// Part of its money went back, some is still left to refund.
+        RefundPart,
+        /// The rest of its money went back.
+        RefundRest,
     }
 );
 
@@ -187,7 +192,8 @@ impl InvoiceStatus {
             (S::Draft, E::Issue) => Some(S::Unpaid),
             (S::Unpaid, E::Pay) => Some(S::Paid),
             (S::Draft | S::Unpaid, E::Cancel) => Some(S::Cancelled),
-            (S::Paid, E::Refund) => Some(S::Refunded),
+            (S::Paid | S::PartiallyRefunded, E::RefundPart) => Some(S::PartiallyRefunded),
+            (S::Paid | S::PartiallyRefunded, E::RefundRest) => Some(S::Refunded),
             _ => None,
         }
     }
@@ -199,6 +205,88 @@ impl InvoiceStatus {
     /// Money can still be applied to it.
     pub fn is_payable(self) -> bool {
         self.next(InvoiceEvent::Pay).is_some()
+    }
+
+    /// Money it received can (still) go back: it is paid or partially refunded.
+    pub fn is_refundable(self) -> bool {
+        self.next(InvoiceEvent::RefundPart).is_some()
+    }
+}
+
+status_enum!(
+    /// Where a refund's money goes.
+    RefundTo, "refund destination" {
+        /// To the organization's account credit (a `refund` entry in its ledger).
+        Credit = "credit",
+        /// Back to the payer outside Lodge (bank, gateway): recorded, the ledger untouched.
+        Cash = "cash",
+    }
+);
+
+/// Why a refund is refused, decided from the invoice's figures alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRefusal {
+    #[error("The amount must be positive.")]
+    NotPositive,
+    #[error("Only a paid invoice can be refunded; this invoice is {0}.")]
+    NotRefundable(InvoiceStatus),
+    /// Refunds never exceed what the invoice received (credit applied and payments); the
+    /// minor units still left to refund.
+    #[error("The refund exceeds what is left to refund on this invoice ({0} minor units).")]
+    MoreThanLeft(i64),
+    /// Cash never exceeds the money received (payments) less cash already refunded: credit
+    /// applied goes back only as credit. The minor units that can still go back in cash.
+    #[error("The refund exceeds the money received that is left to refund in cash ({0} minor units); credit applied can only go back as credit.")]
+    MoreThanCashLeft(i64),
+}
+
+/// What an invoice received and what of it went back already: the figures a refund is
+/// decided on (read under the invoice's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundBasis {
+    pub status: InvoiceStatus,
+    /// Account credit applied to it.
+    pub credit_applied: i64,
+    /// Money received for it (payments).
+    pub paid: i64,
+    /// Refunded so far, to credit and in cash.
+    pub refunded: i64,
+    /// Of which refunded in cash.
+    pub cash_refunded: i64,
+}
+
+impl RefundBasis {
+    /// What is left to refund, whatever the destination.
+    pub fn left(&self) -> i64 {
+        (self.credit_applied + self.paid - self.refunded).max(0)
+    }
+
+    /// What is left to refund in cash: the money received less the cash already refunded,
+    /// within what is left at all.
+    pub fn cash_left(&self) -> i64 {
+        (self.paid - self.cash_refunded).max(0).min(self.left())
+    }
+
+    /// Whether `amount` may go back to `to`, and the invoice's event if so: the rest of it
+    /// ([`InvoiceEvent::RefundRest`]) or a part ([`InvoiceEvent::RefundPart`]).
+    pub fn refund(&self, amount: i64, to: RefundTo) -> Result<InvoiceEvent, RefundRefusal> {
+        if amount <= 0 {
+            return Err(RefundRefusal::NotPositive);
+        }
+        if !self.status.is_refundable() {
+            return Err(RefundRefusal::NotRefundable(self.status));
+        }
+        if amount > self.left() {
+            return Err(RefundRefusal::MoreThanLeft(self.left()));
+        }
+        if to == RefundTo::Cash && amount > self.cash_left() {
+            return Err(RefundRefusal::MoreThanCashLeft(self.cash_left()));
+        }
+        Ok(if amount == self.left() {
+            InvoiceEvent::RefundRest
+        } else {
+            InvoiceEvent::RefundPart
+        })
     }
 }
 
@@ -486,6 +574,7 @@ mod tests {
         round_trips::<OrderStatus>();
         round_trips::<InvoiceStatus>();
         round_trips::<InvoiceKind>();
+        round_trips::<RefundTo>();
         round_trips::<HostingStatus>();
         round_trips::<DomainStatus>();
         round_trips::<CancelKind>();
@@ -526,6 +615,103 @@ mod tests {
         assert_eq!(
             InvoiceStatus::sources(InvoiceEvent::Cancel),
             [InvoiceStatus::Draft, InvoiceStatus::Unpaid]
+        );
+    }
+
+    #[test]
+    fn invoice_refunds() {
+        use InvoiceEvent as E;
+        use InvoiceStatus as S;
+        assert_eq!(S::Paid.next(E::RefundPart), Some(S::PartiallyRefunded));
+        assert_eq!(
+            S::PartiallyRefunded.next(E::RefundPart),
+            Some(S::PartiallyRefunded)
+        );
+        assert_eq!(S::PartiallyRefunded.next(E::RefundRest), Some(S::Refunded));
+        assert_eq!(S::Paid.next(E::RefundRest), Some(S::Refunded));
+        for s in [S::Draft, S::Unpaid, S::Refunded, S::Cancelled] {
+            assert_eq!(s.next(E::RefundPart), None, "{s}");
+            assert_eq!(s.next(E::RefundRest), None, "{s}");
+            assert!(!s.is_refundable(), "{s}");
+        }
+        for s in [S::PartiallyRefunded, S::Refunded] {
+            assert!(!s.is_payable(), "{s}");
+            assert_eq!(s.next(E::Pay), None);
+            assert_eq!(s.next(E::Cancel), None);
+        }
+        assert_eq!(
+            InvoiceStatus::sources(E::RefundPart),
+            [S::Paid, S::PartiallyRefunded]
+        );
+        assert_eq!(S::parse("partially_refunded"), Some(S::PartiallyRefunded));
+    }
+
+    #[test]
+    fn refund_limits() {
+        use RefundTo::{Cash, Credit};
+        // 30.00 of credit and 70.00 of payments.
+        let mut b = RefundBasis {
+            status: InvoiceStatus::Paid,
+            credit_applied: 3000,
+            paid: 7000,
+            refunded: 0,
+            cash_refunded: 0,
+        };
+        assert_eq!((b.left(), b.cash_left()), (10000, 7000));
+        assert_eq!(b.refund(0, Credit), Err(RefundRefusal::NotPositive));
+        assert_eq!(b.refund(-1, Cash), Err(RefundRefusal::NotPositive));
+        assert_eq!(
+            b.refund(10001, Credit),
+            Err(RefundRefusal::MoreThanLeft(10000))
+        );
+        assert_eq!(
+            b.refund(7001, Cash),
+            Err(RefundRefusal::MoreThanCashLeft(7000))
+        );
+        assert_eq!(b.refund(7000, Cash), Ok(InvoiceEvent::RefundPart));
+        assert_eq!(b.refund(10000, Credit), Ok(InvoiceEvent::RefundRest));
+        // 60.00 back in cash: 40.00 left, of which 10.00 may still be cash.
+        b.status = InvoiceStatus::PartiallyRefunded;
+        b.refunded = 6000;
+        b.cash_refunded = 6000;
+        assert_eq!((b.left(), b.cash_left()), (4000, 1000));
+        assert_eq!(
+            b.refund(1001, Cash),
+            Err(RefundRefusal::MoreThanCashLeft(1000))
+        );
+        assert_eq!(b.refund(4000, Credit), Ok(InvoiceEvent::RefundRest));
+        // 35.00 more as credit: 5.00 left, all of which may be cash.
+        b.refunded = 9500;
+        assert_eq!((b.left(), b.cash_left()), (500, 500));
+        assert_eq!(b.refund(500, Cash), Ok(InvoiceEvent::RefundRest));
+        // Paid by credit alone: nothing in cash.
+        let credit_only = RefundBasis {
+            status: InvoiceStatus::Paid,
+            credit_applied: 5000,
+            paid: 0,
+            refunded: 0,
+            cash_refunded: 0,
+        };
+        assert_eq!(
+            credit_only.refund(1, Cash),
+            Err(RefundRefusal::MoreThanCashLeft(0))
+        );
+        let unpaid = RefundBasis {
+            status: InvoiceStatus::Unpaid,
+            ..credit_only
+        };
+        assert_eq!(
+            unpaid.refund(1, Credit),
+            Err(RefundRefusal::NotRefundable(InvoiceStatus::Unpaid))
+        );
+        let refunded = RefundBasis {
+            status: InvoiceStatus::Refunded,
+            refunded: 5000,
+            ..credit_only
+        };
+        assert_eq!(
+            refunded.refund(1, Credit),
+            Err(RefundRefusal::NotRefundable(InvoiceStatus::Refunded))
         );
     }
 
@@ -597,6 +783,35 @@ mod tests {
         #[test]
         fn sources_agree_with_next(s in hosting_status(), e in hosting_event()) {
             prop_assert_eq!(HostingStatus::sources(e).contains(&s), s.next(e).is_some());
+        }
+
+        /// Refunds in any order and amounts never take back more than was received, in cash
+        /// never more than was paid, and the invoice is `refunded` exactly when nothing is
+        /// left.
+        #[test]
+        fn refunds_never_exceed_what_was_received(
+            credit in 0i64..10_000,
+            paid in 0i64..10_000,
+            asks in prop::collection::vec((1i64..6_000, any::<bool>()), 0..12),
+        ) {
+            let mut b = RefundBasis {
+                status: InvoiceStatus::Paid,
+                credit_applied: credit,
+                paid,
+                refunded: 0,
+                cash_refunded: 0,
+            };
+            for (amount, cash) in asks {
+                let to = if cash { RefundTo::Cash } else { RefundTo::Credit };
+                if let Ok(event) = b.refund(amount, to) {
+                    b.status = b.status.next(event).unwrap();
+                    b.refunded += amount;
+                    if cash { b.cash_refunded += amount; }
+                }
+                prop_assert!(b.refunded <= credit + paid);
+                prop_assert!(b.cash_refunded <= paid);
+                prop_assert_eq!(b.status == InvoiceStatus::Refunded, b.left() == 0 && b.refunded > 0);
+            }
         }
 
         /// An invoice is paid at most once and never leaves paid but by a refund; a

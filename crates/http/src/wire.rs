@@ -558,7 +558,7 @@ pub struct Invoice {
     pub number: Option<String>,
     /// `first` (of an order), `renewal`, `manual`.
     pub kind: String,
-    /// `draft`, `unpaid`, `paid`, `refunded`, `cancelled`.
+    /// `draft`, `unpaid`, `paid`, `partially_refunded`, `refunded`, `cancelled`.
     pub status: String,
     pub order_id: Option<i64>,
     pub currency: String,
@@ -567,6 +567,8 @@ pub struct Invoice {
     pub total: String,
     pub credit_applied: String,
     pub amount_paid: String,
+    /// Refunded so far (to account credit or in cash).
+    pub amount_refunded: String,
     pub amount_due: String,
     pub due_date: String,
     pub issued: String,
@@ -599,6 +601,7 @@ impl Invoice {
             total: m(i.total_minor),
             credit_applied: m(i.credit_applied_minor),
             amount_paid: m(i.paid_minor),
+            amount_refunded: m(i.refunded_minor),
             amount_due: m(if i.status.is_payable() {
                 i.amount_due()
             } else {

@@ -21,6 +21,7 @@ pub mod model;
 pub mod orders;
 pub mod provisioning;
 pub mod queries;
+pub mod refunds;
 pub mod registrar;
 pub mod renewals;
 pub mod servers;

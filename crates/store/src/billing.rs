@@ -141,6 +141,8 @@ pub struct InvoiceRow {
     pub cancelled_at: Option<i64>,
     pub created_at: i64,
     pub modified_at: i64,
+    /// Refunded so far, to credit and in cash (`crate::refunds`).
+    pub refunded_minor: i64,
 }
 
 impl InvoiceRow {
@@ -167,6 +169,7 @@ impl InvoiceRow {
             cancelled_at: c.opt_int()?,
             created_at: c.int()?,
             modified_at: c.int()?,
+            refunded_minor: c.int()?,
         })
     }
 
@@ -176,7 +179,7 @@ impl InvoiceRow {
     }
 }
 
-pub(crate) const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at";
+pub(crate) const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at, refunded_minor";
 
 pub struct NewInvoice<'a> {
     /// `None`: numbered later in the transaction ([`number_invoice`]).

@@ -35,6 +35,7 @@ pub mod jobs;
 pub mod keys;
 pub mod orgs;
 mod postgres;
+pub mod refunds;
 pub mod renewals;
 pub mod servers;
 mod sqlite;

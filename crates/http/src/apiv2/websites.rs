@@ -261,7 +261,7 @@ pub struct ChargeInvoice {
     #[schema(value_type = f64)]
     pub invoices_amount: Box<serde_json::value::RawValue>,
     pub invoices_date: String,
-    /// 1 when paid.
+    /// 1 when paid (also once partly or wholly refunded).
     pub invoices_paid: i64,
     pub invoices_due_date: String,
     pub invoices_currency: String,
@@ -288,7 +288,13 @@ pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
         invoices_amount: crate::wire::money_number(i.total_minor, cur),
         invoices_date_formatted: date.get(..10).unwrap_or_default().to_owned(),
         invoices_date: date,
-        invoices_paid: i64::from(i.status == lodge_core::InvoiceStatus::Paid),
+        // InterServer keeps a refunded invoice paid (its refunds are further rows).
+        invoices_paid: i64::from(matches!(
+            i.status,
+            lodge_core::InvoiceStatus::Paid
+                | lodge_core::InvoiceStatus::PartiallyRefunded
+                | lodge_core::InvoiceStatus::Refunded
+        )),
         invoices_due_date: i.due_date.clone(),
         invoices_currency: cur.code().to_owned(),
         currency_symbol: cur.symbol().to_owned(),

@@ -1,11 +1,12 @@
-//! Staff billing operations: account credit, recorded payments, manual domain completion.
+//! Staff billing operations: account credit, recorded payments, refunds, manual domain
+//! completion.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lodge_core::{DomainId, Money, OrganizationId};
+use lodge_core::{Currency, DomainId, Money, OrganizationId, RefundTo};
 use lodge_services::ServiceError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,13 +16,14 @@ use utoipa_axum::routes;
 use crate::error::ApiResult;
 use crate::extract::{parse_json, path_id, IdempotencyKey, Staff, V1Json};
 use crate::idempotency;
-use crate::wire::{money_str, Domain, Invoice, Payment};
+use crate::wire::{money_str, ts, Domain, Invoice, Payment};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(add_credit))
         .routes(routes!(record_payment))
+        .routes(routes!(refund_invoice, invoice_refunds))
         .routes(routes!(complete_domain))
 }
 
@@ -183,6 +185,208 @@ async fn record_payment(
             invoice: Invoice::new(&out.invoice, &st.public_base_url, None),
         }),
     ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefundInvoice {
+    pub amount: Amount,
+    /// `credit` (to the organization's account credit) or `cash` (money sent back outside
+    /// Lodge, recorded here).
+    pub to: String,
+    /// Why; kept with the refund and, to credit, in the ledger entry.
+    #[serde(default)]
+    pub reason: String,
+    /// The bank's or gateway's reference of the money sent back: required for `cash`, where
+    /// the same reference again changes nothing.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Refund {
+    pub id: i64,
+    pub invoice_id: i64,
+    pub organization_id: String,
+    pub amount: String,
+    /// `credit` or `cash`.
+    pub to: String,
+    pub reference: Option<String>,
+    pub reason: String,
+    /// Who refunded it (`staff:<user id>`).
+    pub actor: String,
+    pub created: String,
+}
+
+impl Refund {
+    fn new(r: &lodge_services::refunds::Refund) -> Self {
+        let cur = Currency::parse(&r.currency).unwrap_or(Currency::USD);
+        Refund {
+            id: r.id,
+            invoice_id: r.invoice_id,
+            organization_id: r.organization_id.to_string(),
+            amount: money_str(r.amount_minor, cur),
+            to: r.to.as_str().to_owned(),
+            reference: r.reference.clone(),
+            reason: r.reason.clone(),
+            actor: r.actor.clone(),
+            created: ts(r.created_at),
+        }
+    }
+}
+
+/// What an invoice received and what of it went back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceRefundState {
+    pub invoice_id: i64,
+    pub number: Option<String>,
+    /// `paid`, `partially_refunded`, `refunded` (or any other invoice status: nothing to
+    /// refund).
+    pub status: String,
+    pub currency: String,
+    pub total: String,
+    /// Credit applied and payments received.
+    pub received: String,
+    pub refunded: String,
+    /// What can still be refunded (to credit).
+    pub refundable: String,
+    /// What can still be refunded in cash (payments received less cash refunded).
+    pub cash_refundable: String,
+}
+
+impl InvoiceRefundState {
+    fn new(s: &lodge_services::refunds::RefundState) -> Self {
+        let cur = Currency::parse(&s.currency).unwrap_or(Currency::USD);
+        InvoiceRefundState {
+            invoice_id: s.invoice_id,
+            number: s.number.clone(),
+            status: s.status.as_str().to_owned(),
+            currency: s.currency.clone(),
+            total: money_str(s.total_minor, cur),
+            received: money_str(s.received_minor, cur),
+            refunded: money_str(s.refunded_minor, cur),
+            refundable: money_str(s.refundable_minor, cur),
+            cash_refundable: money_str(s.cash_refundable_minor, cur),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedRefund {
+    pub refund: Refund,
+    /// `false` when this cash reference was already recorded for this invoice (nothing
+    /// changed).
+    pub created: bool,
+    pub invoice: InvoiceRefundState,
+    /// The organization's credit balance after it.
+    pub balance: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceRefunds {
+    pub invoice: InvoiceRefundState,
+    pub count: usize,
+    /// Oldest first.
+    pub results: Vec<Refund>,
+}
+
+/// Refunds part or all of what a paid invoice received (credit applied and payments), to
+/// the organization's account credit or as a cash refund recorded with its bank or gateway
+/// reference. The invoice becomes `partially_refunded`, then `refunded`; its services stay
+/// as they are. A cash refund never exceeds the payments received less cash already
+/// refunded. The same cash reference again changes nothing (`200`); send an
+/// `Idempotency-Key` to make any retry safe.
+#[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/refunds", tag = "admin",
+    security(("bearer" = [])),
+    params(("invoice_id" = i64, Path, description = "Invoice id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    request_body = RefundInvoice,
+    responses((status = 201, body = RecordedRefund), (status = 200, body = RecordedRefund, description = "This cash reference was already recorded"),
+              (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The invoice is not paid, or the amount exceeds what is left to refund (in cash: the payments left)"),
+              (status = 422, description = "Idempotency-Key reused with another body")))]
+async fn refund_invoice(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    key: Option<IdempotencyKey>,
+    body: Bytes,
+) -> Response {
+    let key = idempotency::key(
+        key,
+        format!("v1:user:{}", staff.user),
+        "POST",
+        &format!("/v1/admin/invoices/{id}/refunds"),
+        &body,
+    );
+    refund(&st, &staff, &id, &body, key.as_ref())
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn refund(
+    st: &AppState,
+    staff: &lodge_services::auth::Principal,
+    id: &str,
+    body: &[u8],
+    key: Option<&lodge_services::idempotency::IdempotencyKey>,
+) -> ApiResult<Response> {
+    let id: i64 = path_id(id)?;
+    let b: RefundInvoice = parse_json(body)?;
+    let amount = b.amount.minor(st.lodge.settings.currency, "amount")?;
+    let to = RefundTo::parse(b.to.trim())
+        .ok_or_else(|| ServiceError::field("to", "A refund goes to `credit` or `cash`."))?;
+    let answer = st
+        .lodge
+        .refund_invoice(
+            id,
+            &lodge_services::refunds::RefundRequest {
+                amount_minor: amount,
+                to,
+                reason: &b.reason,
+                reference: b.reference.as_deref(),
+            },
+            &format!("staff:{}", staff.user),
+            key,
+        )
+        .await?;
+    Ok(idempotency::respond(answer, |out| {
+        let cur = Currency::parse(&out.invoice.currency).unwrap_or(Currency::USD);
+        let status = if out.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            Json(RecordedRefund {
+                refund: Refund::new(&out.refund),
+                created: out.created,
+                invoice: InvoiceRefundState::new(&out.invoice),
+                balance: money_str(out.balance_minor, cur),
+            }),
+        )
+            .into_response()
+    }))
+}
+
+/// The refunds of an invoice, oldest first, with what it received and what is left to
+/// refund.
+#[utoipa::path(get, path = "/v1/admin/invoices/{invoice_id}/refunds", tag = "admin",
+    security(("bearer" = [])),
+    params(("invoice_id" = i64, Path, description = "Invoice id")),
+    responses((status = 200, body = InvoiceRefunds), (status = 401), (status = 403), (status = 404)))]
+async fn invoice_refunds(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InvoiceRefunds>> {
+    let id: i64 = path_id(&id)?;
+    let r = st.lodge.invoice_refunds(id).await?;
+    Ok(Json(InvoiceRefunds {
+        invoice: InvoiceRefundState::new(&r.invoice),
+        count: r.refunds.len(),
+        results: r.refunds.iter().map(Refund::new).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

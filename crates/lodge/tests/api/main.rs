@@ -17,6 +17,7 @@ mod ops;
 mod orders;
 mod provisioning;
 mod races;
+mod refunds;
 mod registrar;
 mod renewals;
 mod shutdown_checks;

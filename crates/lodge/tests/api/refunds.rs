@@ -1,0 +1,600 @@
+//! Staff refunds of paid invoices (`/v1/admin/invoices/{id}/refunds`): whole or part, to
+//! account credit or in cash; what they refuse (and then change nothing); retries; and
+//! refunds racing for one invoice.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{add_credit, cents, invoice, starter, str_of, v2_ok, TestApp};
+use crate::on_both_engines;
+
+on_both_engines!(
+    a_whole_refund_to_credit_returns_it_to_the_balance,
+    a_partial_cash_refund_then_the_rest_to_credit,
+    a_refund_above_what_is_left_is_refused_and_changes_nothing,
+    cash_never_exceeds_the_money_received,
+    only_a_paid_invoice_of_a_known_id_is_refunded_by_staff,
+    a_retried_cash_reference_or_idempotency_key_refunds_once,
+    concurrent_half_refunds_exactly_two_are_accepted,
+);
+
+// ---- helpers ----
+
+/// Places a Starter order (external domain) through `/v1`; returns its invoice id.
+async fn order(app: &TestApp, name: &str) -> i64 {
+    let (status, o) = app
+        .post(
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            &app.key(),
+            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    o["invoice_id"].as_i64().unwrap()
+}
+
+/// Staff record a payment (a bank transfer) on an invoice.
+async fn pay(app: &TestApp, invoice_id: i64, amount: &str, reference: &str) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice_id}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": amount, "method": "bank_transfer", "reference": reference }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "payment: {body}");
+}
+
+/// An invoice paid from account credit alone; returns (id, total in cents).
+async fn paid_by_credit(app: &TestApp, name: &str) -> (i64, i64) {
+    add_credit(app, &app.org_id(), "100.00").await;
+    let id = order(app, name).await;
+    let inv = invoice(app, id).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(inv["credit_applied"], inv["total"], "{inv}");
+    (id, cents(&inv["total"]))
+}
+
+/// An invoice paid by a staff-recorded payment alone; returns (id, total in cents).
+async fn paid_by_payment(app: &TestApp, name: &str) -> (i64, i64) {
+    let id = order(app, name).await;
+    let inv = invoice(app, id).await;
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    assert_eq!(cents(&inv["credit_applied"]), 0, "no credit on file: {inv}");
+    pay(app, id, str_of(&inv, "total"), &format!("BANK-{name}")).await;
+    let inv = invoice(app, id).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    (id, cents(&inv["total"]))
+}
+
+fn refunds_path(invoice_id: impl std::fmt::Display) -> String {
+    format!("/v1/admin/invoices/{invoice_id}/refunds")
+}
+
+/// `12345` cents as `"123.45"`.
+fn money(c: i64) -> String {
+    format!("{}.{:02}", c / 100, c % 100)
+}
+
+/// Staff ask for a refund.
+async fn refund(app: &TestApp, invoice_id: i64, body: &Value) -> (StatusCode, Value) {
+    app.post(&refunds_path(invoice_id), &app.admin_key(), body)
+        .await
+}
+
+/// A refund that must be accepted (`201`); returns the answer.
+async fn refunded(app: &TestApp, invoice_id: i64, body: &Value) -> Value {
+    let (status, r) = refund(app, invoice_id, body).await;
+    assert_eq!(status, StatusCode::CREATED, "refund {body}: {r}");
+    assert_eq!(r["created"], true, "{r}");
+    r
+}
+
+/// The demo organization's credit balance, in cents.
+async fn balance(app: &TestApp) -> i64 {
+    let (status, c) = app
+        .get(
+            &format!("/v1/organizations/{}/credit", app.org_id()),
+            &app.key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    cents(&c["balance"])
+}
+
+/// The demo organization's ledger adds up to its balance.
+async fn assert_ledger_sums_to_balance(app: &TestApp) {
+    let sum: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM credit_ledger WHERE organization_id = $1",
+    )
+    .bind(app.org_id())
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(sum, balance(app).await, "the ledger sums to the balance");
+}
+
+/// The `refund` entries of an invoice in the ledger: (amount in cents, note, actor).
+async fn ledger_refunds(app: &TestApp, invoice_id: i64) -> Vec<(i64, String, String)> {
+    sqlx::query_as(
+        "SELECT amount_minor, note, actor FROM credit_ledger WHERE invoice_id = $1 AND kind = 'refund' ORDER BY id",
+    )
+    .bind(invoice_id)
+    .fetch_all(app.lodge.store.reader())
+    .await
+    .unwrap()
+}
+
+/// What a refused request must leave as it was: the rows of refunds and the ledger, the
+/// balance and the invoice.
+async fn snapshot(app: &TestApp, invoice_id: i64) -> (i64, i64, i64, Value) {
+    (
+        app.count("refunds").await,
+        app.count("credit_ledger").await,
+        balance(app).await,
+        invoice(app, invoice_id).await,
+    )
+}
+
+/// The staff list of an invoice's refunds.
+async fn list(app: &TestApp, invoice_id: i64) -> Value {
+    let (status, l) = app.get(&refunds_path(invoice_id), &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{l}");
+    l
+}
+
+/// The invoice as `/apiv2/billing/invoices` lists it.
+async fn apiv2_row(app: &TestApp, invoice_id: i64) -> Value {
+    let l = v2_ok(
+        app,
+        reqwest::Method::GET,
+        "/apiv2/billing/invoices",
+        &app.key(),
+        None,
+    )
+    .await;
+    l["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["invoices_id"] == invoice_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("invoice {invoice_id} not listed: {l}"))
+}
+
+// ---- tests ----
+
+/// An invoice paid from credit, refunded whole to credit: the balance is back where it was,
+/// the ledger has a `refund` entry with the invoice, actor and reason and still sums to the
+/// balance, and the invoice is `refunded` everywhere it shows.
+async fn a_whole_refund_to_credit_returns_it_to_the_balance(app: TestApp) {
+    let (id, total) = paid_by_credit(&app, "whole-credit.example").await;
+    assert_eq!(balance(&app).await, 10000 - total);
+
+    let r = refunded(
+        &app,
+        id,
+        &json!({ "amount": money(total), "to": "credit", "reason": "Goodwill: outage" }),
+    )
+    .await;
+    assert_eq!(r["refund"]["to"], "credit", "{r}");
+    assert_eq!(cents(&r["refund"]["amount"]), total, "{r}");
+    assert_eq!(r["refund"]["reason"], "Goodwill: outage", "{r}");
+    assert!(r["refund"]["reference"].is_null(), "{r}");
+    assert!(str_of(&r["refund"], "actor").starts_with("staff:"), "{r}");
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    assert_eq!(cents(&r["invoice"]["refunded"]), total, "{r}");
+    assert_eq!(cents(&r["invoice"]["refundable"]), 0, "{r}");
+    assert_eq!(r["balance"], "100.00", "{r}");
+
+    assert_eq!(balance(&app).await, 10000);
+    assert_ledger_sums_to_balance(&app).await;
+    let entries = ledger_refunds(&app, id).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, total);
+    assert_eq!(entries[0].1, "Goodwill: outage");
+    assert!(entries[0].2.starts_with("staff:"), "{entries:?}");
+
+    let inv = invoice(&app, id).await;
+    assert_eq!(inv["status"], "refunded", "{inv}");
+    assert_eq!(cents(&inv["amount_refunded"]), total, "{inv}");
+    assert_eq!(cents(&inv["amount_due"]), 0, "{inv}");
+    assert!(inv["payment_url"].is_null(), "{inv}");
+    let l = list(&app, id).await;
+    assert_eq!(l["count"], 1, "{l}");
+    assert_eq!(l["results"][0]["id"], r["refund"]["id"], "{l}");
+    assert_eq!(l["invoice"]["status"], "refunded", "{l}");
+    // InterServer's dialect: a refunded invoice was paid.
+    assert_eq!(apiv2_row(&app, id).await["invoices_paid"], 1);
+
+    // Nothing is left: a further refund is refused.
+    let before = snapshot(&app, id).await;
+    let (status, body) = refund(&app, id, &json!({ "amount": "0.01", "to": "credit" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(snapshot(&app, id).await, before);
+
+    // The consistency checks see a refunded total its refunds do not add up to.
+    assert_eq!(app.shutdown_problems().await, Vec::<String>::new());
+    let skew = |by: i64| {
+        sqlx::query("UPDATE invoices SET refunded_minor = refunded_minor + $2 WHERE id = $1")
+            .bind(id)
+            .bind(by)
+            .execute(app.lodge.store.writer())
+    };
+    skew(-1).await.unwrap();
+    let problems = app.shutdown_problems().await;
+    assert!(
+        problems.iter().any(|p| p.contains("refunded total")),
+        "{problems:?}"
+    );
+    skew(1).await.unwrap();
+    app.stop().await;
+}
+
+/// An invoice paid by bank transfer: part back in cash (the ledger untouched), then the rest
+/// to credit: `partially_refunded`, then `refunded`.
+async fn a_partial_cash_refund_then_the_rest_to_credit(app: TestApp) {
+    let (id, total) = paid_by_payment(&app, "cash-then-credit.example").await;
+    assert!(total > 100, "{total}");
+    let ledger = app.count("credit_ledger").await;
+
+    let r = refunded(
+        &app,
+        id,
+        &json!({ "amount": "1.00", "to": "cash", "reference": "WIRE-OUT-1", "reason": "Overcharged" }),
+    )
+    .await;
+    assert_eq!(r["refund"]["to"], "cash", "{r}");
+    assert_eq!(r["refund"]["reference"], "WIRE-OUT-1", "{r}");
+    assert_eq!(r["invoice"]["status"], "partially_refunded", "{r}");
+    assert_eq!(cents(&r["invoice"]["refundable"]), total - 100, "{r}");
+    assert_eq!(cents(&r["invoice"]["cash_refundable"]), total - 100, "{r}");
+    assert_eq!(balance(&app).await, 0, "cash leaves the balance alone");
+    assert_eq!(app.count("credit_ledger").await, ledger, "no ledger entry");
+    let inv = invoice(&app, id).await;
+    assert_eq!(inv["status"], "partially_refunded", "{inv}");
+    assert_eq!(inv["amount_refunded"], "1.00", "{inv}");
+    assert_eq!(cents(&inv["amount_due"]), 0, "{inv}");
+    assert_eq!(apiv2_row(&app, id).await["invoices_paid"], 1);
+
+    let r = refunded(
+        &app,
+        id,
+        &json!({ "amount": money(total - 100), "to": "credit", "reason": "Cancelled" }),
+    )
+    .await;
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    assert_eq!(cents(&r["invoice"]["refunded"]), total, "{r}");
+    assert_eq!(balance(&app).await, total - 100);
+    assert_ledger_sums_to_balance(&app).await;
+    assert_eq!(ledger_refunds(&app, id).await.len(), 1);
+    let inv = invoice(&app, id).await;
+    assert_eq!(inv["status"], "refunded", "{inv}");
+    let l = list(&app, id).await;
+    assert_eq!(l["count"], 2, "{l}");
+    let tos: Vec<&str> = l["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(tos, ["cash", "credit"], "oldest first: {l}");
+    app.stop().await;
+}
+
+/// More than is left, a bad amount, destination or missing reference: refused, and nothing
+/// changes.
+async fn a_refund_above_what_is_left_is_refused_and_changes_nothing(app: TestApp) {
+    let (id, total) = paid_by_credit(&app, "over.example").await;
+    let before = snapshot(&app, id).await;
+    for (body, expected) in [
+        (
+            json!({ "amount": money(total + 1), "to": "credit" }),
+            StatusCode::CONFLICT,
+        ),
+        (
+            json!({ "amount": "0", "to": "credit" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "amount": "-1.00", "to": "credit" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "amount": "1.001", "to": "credit" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "amount": "1.00", "to": "bank" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!({ "amount": "1.00" }), StatusCode::BAD_REQUEST),
+        (json!({ "to": "credit" }), StatusCode::BAD_REQUEST),
+        (
+            json!({ "amount": "1.00", "to": "cash" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "amount": "1.00", "to": "cash", "reference": "  " }),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, r) = refund(&app, id, &body).await;
+        assert_eq!(status, expected, "{body}: {r}");
+        assert_eq!(snapshot(&app, id).await, before, "{body} changed something");
+    }
+    let (status, r) = refund(
+        &app,
+        id,
+        &json!({ "amount": money(total + 1), "to": "credit" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        str_of(&r, "detail").contains(&money(total)),
+        "says what is left: {r}"
+    );
+
+    // After a part went back, the rest and no more.
+    refunded(&app, id, &json!({ "amount": "1.00", "to": "credit" })).await;
+    let before = snapshot(&app, id).await;
+    let (status, r) = refund(
+        &app,
+        id,
+        &json!({ "amount": money(total - 99), "to": "credit" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    assert_eq!(snapshot(&app, id).await, before);
+    let r = refunded(
+        &app,
+        id,
+        &json!({ "amount": money(total - 100), "to": "credit" }),
+    )
+    .await;
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    assert_ledger_sums_to_balance(&app).await;
+    app.stop().await;
+}
+
+/// Cash goes back only out of the money received: not out of an invoice paid from credit,
+/// and on one paid partly from credit, only up to what was paid by transfer.
+async fn cash_never_exceeds_the_money_received(app: TestApp) {
+    let (id, _) = paid_by_credit(&app, "credit-paid.example").await;
+    let before = snapshot(&app, id).await;
+    let (status, r) = refund(
+        &app,
+        id,
+        &json!({ "amount": "1.00", "to": "cash", "reference": "WIRE-X" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    assert!(str_of(&r, "detail").contains("credit"), "{r}");
+    assert_eq!(snapshot(&app, id).await, before);
+
+    // Spend the credit left, then 2.00 of credit and the rest by transfer.
+    for n in 0.. {
+        if balance(&app).await == 0 {
+            break;
+        }
+        let inv = order(&app, &format!("spend-{n}.example")).await;
+        let i = invoice(&app, inv).await;
+        if i["status"] == "unpaid" {
+            pay(&app, inv, str_of(&i, "amount_due"), &format!("SPEND-{n}")).await;
+        }
+    }
+    add_credit(&app, &app.org_id(), "2.00").await;
+    let mixed = order(&app, "mixed.example").await;
+    let i = invoice(&app, mixed).await;
+    let total = cents(&i["total"]);
+    assert_eq!(cents(&i["credit_applied"]), 200, "{i}");
+    pay(&app, mixed, str_of(&i, "amount_due"), "BANK-MIXED").await;
+
+    let before = snapshot(&app, mixed).await;
+    let (status, r) = refund(
+        &app,
+        mixed,
+        &json!({ "amount": money(total - 199), "to": "cash", "reference": "WIRE-MIXED-0" }),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only the transfer goes back in cash: {r}"
+    );
+    assert!(str_of(&r, "detail").contains(&money(total - 200)), "{r}");
+    assert_eq!(snapshot(&app, mixed).await, before);
+    let r = refunded(
+        &app,
+        mixed,
+        &json!({ "amount": money(total - 200), "to": "cash", "reference": "WIRE-MIXED-1" }),
+    )
+    .await;
+    assert_eq!(r["invoice"]["status"], "partially_refunded", "{r}");
+    assert_eq!(cents(&r["invoice"]["cash_refundable"]), 0, "{r}");
+    let (status, r) = refund(
+        &app,
+        mixed,
+        &json!({ "amount": "0.01", "to": "cash", "reference": "WIRE-MIXED-2" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    let r = refunded(&app, mixed, &json!({ "amount": "2.00", "to": "credit" })).await;
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    assert_eq!(balance(&app).await, 200);
+    assert_ledger_sums_to_balance(&app).await;
+    app.stop().await;
+}
+
+/// Unpaid invoices are refused (`409`), unknown ones are `404`, and only staff refund.
+async fn only_a_paid_invoice_of_a_known_id_is_refunded_by_staff(app: TestApp) {
+    let unpaid = order(&app, "unpaid.example").await;
+    let before = snapshot(&app, unpaid).await;
+    let (status, r) = refund(&app, unpaid, &json!({ "amount": "1.00", "to": "credit" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    assert!(str_of(&r, "detail").contains("unpaid"), "{r}");
+    assert_eq!(snapshot(&app, unpaid).await, before);
+    let l = list(&app, unpaid).await;
+    assert_eq!(l["count"], 0, "{l}");
+    assert_eq!(l["invoice"]["refundable"], "0.00", "{l}");
+
+    let body = json!({ "amount": "1.00", "to": "credit" });
+    for path in [refunds_path(999_999_999), refunds_path("abc")] {
+        let (status, r) = app.post(&path, &app.admin_key(), &body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {r}");
+        let (status, r) = app.get(&path, &app.admin_key()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {r}");
+    }
+
+    let (paid, _) = paid_by_credit(&app, "staff-only.example").await;
+    let before = snapshot(&app, paid).await;
+    let (status, r) = app.post(&refunds_path(paid), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a customer's key: {r}");
+    let (status, r) = app.get(&refunds_path(paid), &app.key()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
+    let (status, r) = app
+        .call(
+            reqwest::Method::POST,
+            &refunds_path(paid),
+            None,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no credentials: {r}");
+    assert_eq!(snapshot(&app, paid).await, before);
+    app.stop().await;
+}
+
+/// A cash refund recorded again under its reference (`200`, the first refund), and a refund
+/// retried with its `Idempotency-Key` (the first answer replayed), change nothing; the
+/// reference on another invoice and the key with another body are refused.
+async fn a_retried_cash_reference_or_idempotency_key_refunds_once(app: TestApp) {
+    let (id, _) = paid_by_payment(&app, "retry.example").await;
+    let body = json!({ "amount": "2.00", "to": "cash", "reference": "WIRE-RETRY" });
+    let first = refunded(&app, id, &body).await;
+    let before = snapshot(&app, id).await;
+    for _ in 0..2 {
+        let (status, again) = refund(&app, id, &body).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["created"], false, "{again}");
+        assert_eq!(again["refund"]["id"], first["refund"]["id"], "{again}");
+        assert_eq!(again["invoice"]["refunded"], "2.00", "{again}");
+        assert_eq!(snapshot(&app, id).await, before);
+    }
+    // The same new reference five times at once: one refund, four answers of it.
+    let body = json!({ "amount": "1.00", "to": "cash", "reference": "WIRE-RETRY-2" });
+    let answers = join_all((0..5).map(|_| refund(&app, id, &body))).await;
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    for (status, r) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || *status == StatusCode::OK,
+            "{r}"
+        );
+        assert_eq!(r["refund"]["id"], created[0]["refund"]["id"], "{r}");
+    }
+    assert_eq!(invoice(&app, id).await["amount_refunded"], "3.00");
+
+    let (other, _) = paid_by_payment(&app, "retry-other.example").await;
+    let other_before = snapshot(&app, other).await;
+    let (status, r) = refund(&app, other, &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(r["reference"].is_array(), "{r}");
+    assert_eq!(snapshot(&app, other).await, other_before);
+
+    // Under an Idempotency-Key: five at once, then once more, refund once.
+    let path = refunds_path(id);
+    let keyed = |key: &'static str, amount: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(app.admin_key())
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount": amount, "to": "credit", "reason": "keyed" }));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            (status, replayed, r.json::<Value>().await.unwrap())
+        }
+    };
+    let balance_before = balance(&app).await;
+    let answers = join_all((0..5).map(|_| keyed("refund-key-1", "1.00"))).await;
+    let (_, _, first) = &answers[0];
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["refund"]["id"], first["refund"]["id"], "{body}");
+        assert_eq!(body["balance"], first["balance"], "{body}");
+    }
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1,
+        "one did the work, the others replayed it"
+    );
+    let (status, replayed, again) = keyed("refund-key-1", "1.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert!(replayed);
+    assert_eq!(again, *first);
+    assert_eq!(balance(&app).await, balance_before + 100);
+    assert_eq!(ledger_refunds(&app, id).await.len(), 1);
+    let (status, _, r) = keyed("refund-key-1", "4.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(list(&app, id).await["count"], 3);
+    assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 400);
+    assert_ledger_sums_to_balance(&app).await;
+    app.stop().await;
+}
+
+/// Ten refunds of half an invoice each, at once, to credit and in cash: exactly two are
+/// accepted, the rest refused with `409`, and the invoice is refunded exactly once whole.
+async fn concurrent_half_refunds_exactly_two_are_accepted(app: TestApp) {
+    let (id, total) = paid_by_payment(&app, "race.example").await;
+    assert_eq!(total % 2, 0, "a total that halves: {total}");
+    let half = money(total / 2);
+    let answers = join_all((0..10).map(|i| {
+        let body = if i % 2 == 0 {
+            json!({ "amount": half, "to": "credit", "reason": format!("race {i}") })
+        } else {
+            json!({ "amount": half, "to": "cash", "reference": format!("WIRE-RACE-{i}") })
+        };
+        let app = &app;
+        async move { refund(app, id, &body).await }
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || *status == StatusCode::CONFLICT,
+            "{status} {body}"
+        );
+    }
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(accepted.len(), 2, "{answers:?}");
+    let inv = invoice(&app, id).await;
+    assert_eq!(inv["status"], "refunded", "{inv}");
+    assert_eq!(cents(&inv["amount_refunded"]), total, "{inv}");
+    assert_eq!(app.count("refunds").await, 2);
+    let to_credit = accepted
+        .iter()
+        .filter(|r| r["refund"]["to"] == "credit")
+        .count();
+    assert_eq!(ledger_refunds(&app, id).await.len(), to_credit);
+    assert_eq!(
+        balance(&app).await,
+        i64::try_from(to_credit).unwrap() * (total / 2)
+    );
+    assert_ledger_sums_to_balance(&app).await;
+    app.stop().await;
+}

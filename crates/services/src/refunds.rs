@@ -1,0 +1,376 @@
+//! Staff refunds of paid invoices, whole or part, to account credit or as a recorded cash
+//! refund (docs/billing.md, "Refunds").
+//!
+//! Decided under the money paths' locks (docs/architecture.md): the organization
+//! (`billing::lock_credit`), the `Idempotency-Key`'s claim, then the invoice
+//! (`billing::lock_invoice`); the figures are read again under them, so refunds racing for
+//! one invoice never take back more than it received. What is allowed is the pure
+//! [`RefundBasis::refund`]. A refund leaves the invoice's services as they are: staff cancel
+//! them separately.
+
+use lodge_core::{
+    Currency, InvoiceStatus, Money, OrganizationId, RefundBasis, RefundRefusal, RefundTo,
+};
+use lodge_store::billing::{self, InvoiceRow};
+use lodge_store::refunds::{self, NewRefund, RefundRow};
+use lodge_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+use crate::idempotency::{Answer, IdempotencyKey};
+use crate::{Lodge, Result, ServiceError};
+
+/// What staff ask for.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    pub amount_minor: i64,
+    pub to: RefundTo,
+    /// Why (kept with the refund and, to credit, in the ledger entry).
+    pub reason: &'a str,
+    /// The bank's or gateway's reference of the money sent back: required for cash.
+    pub reference: Option<&'a str>,
+}
+
+/// A refund as the services hand it out (and store it under an `Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: i64,
+    pub invoice_id: i64,
+    pub organization_id: OrganizationId,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub to: RefundTo,
+    pub reference: Option<String>,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+impl From<RefundRow> for Refund {
+    fn from(r: RefundRow) -> Self {
+        Refund {
+            id: r.id,
+            invoice_id: r.invoice_id,
+            organization_id: r.organization_id,
+            amount_minor: r.amount_minor,
+            currency: r.currency,
+            to: r.destination,
+            reference: r.reference,
+            reason: r.reason,
+            actor: r.actor,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// An invoice's refund figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundState {
+    pub invoice_id: i64,
+    pub number: Option<String>,
+    pub status: InvoiceStatus,
+    pub currency: String,
+    pub total_minor: i64,
+    /// What it received: credit applied and payments.
+    pub received_minor: i64,
+    pub refunded_minor: i64,
+    /// What can still go back, to credit.
+    pub refundable_minor: i64,
+    /// What can still go back in cash.
+    pub cash_refundable_minor: i64,
+}
+
+impl RefundState {
+    fn new(inv: &InvoiceRow, cash_refunded: i64) -> Self {
+        let basis = basis(inv, cash_refunded);
+        let refundable = |left: i64| if inv.status.is_refundable() { left } else { 0 };
+        RefundState {
+            invoice_id: inv.id,
+            number: inv.number.clone(),
+            status: inv.status,
+            currency: inv.currency.clone(),
+            total_minor: inv.total_minor,
+            received_minor: inv.credit_applied_minor + inv.paid_minor,
+            refunded_minor: inv.refunded_minor,
+            refundable_minor: refundable(basis.left()),
+            cash_refundable_minor: refundable(basis.cash_left()),
+        }
+    }
+}
+
+/// How a refund went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundOutcome {
+    pub refund: Refund,
+    /// `false` when this cash refund's reference had already been recorded for this
+    /// invoice: nothing changed.
+    pub created: bool,
+    /// The invoice after it.
+    pub invoice: RefundState,
+    /// The organization's credit balance after it.
+    pub balance_minor: i64,
+}
+
+/// The refunds of an invoice.
+#[derive(Debug, Clone)]
+pub struct InvoiceRefunds {
+    pub invoice: RefundState,
+    pub refunds: Vec<Refund>,
+}
+
+fn basis(inv: &InvoiceRow, cash_refunded: i64) -> RefundBasis {
+    RefundBasis {
+        status: inv.status,
+        credit_applied: inv.credit_applied_minor,
+        paid: inv.paid_minor,
+        refunded: inv.refunded_minor,
+        cash_refunded,
+    }
+}
+
+/// A refusal, in words staff read (amounts in the invoice's currency).
+fn refused(r: RefundRefusal, currency: &str) -> ServiceError {
+    let cur = Currency::parse(currency).unwrap_or(Currency::USD);
+    let m = |minor: i64| format!("{} {}", Money::new(minor, cur).format_decimal(), cur.code());
+    match r {
+        RefundRefusal::NotPositive => ServiceError::field("amount", "The amount must be positive."),
+        RefundRefusal::NotRefundable(status) => ServiceError::Conflict(format!(
+            "This invoice is {status}: only a paid or partially refunded invoice can be refunded."
+        )),
+        RefundRefusal::MoreThanLeft(0) => {
+            ServiceError::Conflict("Nothing is left to refund on this invoice.".into())
+        }
+        RefundRefusal::MoreThanLeft(left) => ServiceError::Conflict(format!(
+            "At most {} is left to refund on this invoice.",
+            m(left)
+        )),
+        RefundRefusal::MoreThanCashLeft(left) => ServiceError::Conflict(format!(
+            "At most {} can be refunded in cash: a refund in cash never exceeds the money \
+             received for this invoice less what went back in cash, and account credit \
+             applied to it can only go back as credit.",
+            m(left)
+        )),
+    }
+}
+
+/// Checks what does not depend on the invoice.
+fn validate(req: &RefundRequest<'_>) -> Result<()> {
+    let mut v = crate::Validator::new();
+    if req.amount_minor <= 0 {
+        v.add("amount", "The amount must be positive.");
+    }
+    if req.reason.chars().count() > 500 {
+        v.add("reason", "A reason is at most 500 characters.");
+    }
+    match req.reference {
+        Some(r) if r.is_empty() || r.len() > 200 => {
+            v.add(
+                "reference",
+                "A reference is 1 to 200 characters (the bank's or gateway's reference).",
+            );
+        }
+        None if req.to == RefundTo::Cash => {
+            v.add(
+                "reference",
+                "A cash refund needs the bank's or gateway's reference of the money sent back.",
+            );
+        }
+        _ => {}
+    }
+    v.finish()
+}
+
+impl Lodge {
+    /// Staff refund part or all of what a paid invoice received: to the organization's
+    /// credit (a `refund` entry in its ledger) or in cash (recorded; the money left outside
+    /// Lodge). The invoice becomes `partially_refunded`, then `refunded` when nothing is left.
+    ///
+    /// A cash refund's reference recorded again for the same invoice changes nothing (the
+    /// first refund, `created: false`); for another invoice it is refused. Under an
+    /// `Idempotency-Key` the refund and its stored outcome commit together, so a retry never
+    /// refunds twice.
+    pub async fn refund_invoice(
+        &self,
+        invoice: i64,
+        req: &RefundRequest<'_>,
+        actor: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<RefundOutcome>> {
+        let reference = req.reference.map(str::trim);
+        let req = RefundRequest {
+            reference,
+            reason: req.reason.trim(),
+            ..req.clone()
+        };
+        validate(&req)?;
+        let org = billing::invoice(&mut self.store.read_conn().await?, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?
+            .organization_id;
+        self.keyed(key, || self.refund_in_tx(org, invoice, &req, actor, key))
+            .await
+    }
+
+    async fn refund_in_tx(
+        &self,
+        org: OrganizationId,
+        invoice: i64,
+        req: &RefundRequest<'_>,
+        actor: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<RefundOutcome> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        // The money paths' lock order: the organization, the key, then the invoice.
+        billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if let Some(key) = key {
+            self.claim_key_in(&mut tx, key).await?;
+        }
+        let inv = billing::lock_invoice(&mut tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if inv.organization_id != org {
+            // Read before the lock; an invoice never changes organization.
+            return Err(ServiceError::NotFound);
+        }
+        let cash_reference = match (req.to, req.reference) {
+            (RefundTo::Cash, Some(r)) => Some(r),
+            _ => None,
+        };
+        if let Some(reference) = cash_reference {
+            if let Some(existing) = refunds::cash_refund_by_reference(&mut tx, reference).await? {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return self.already_recorded(existing, invoice).await;
+            }
+        }
+        let cash_refunded = refunds::cash_refunded(&mut tx, invoice).await?;
+        let event = basis(&inv, cash_refunded)
+            .refund(req.amount_minor, req.to)
+            .map_err(|r| refused(r, &inv.currency))?;
+        let reason = if req.reason.is_empty() {
+            "Refunded by staff"
+        } else {
+            req.reason
+        };
+        let Some(id) = refunds::insert_refund(
+            &mut tx,
+            &NewRefund {
+                invoice_id: invoice,
+                organization_id: org,
+                amount_minor: req.amount_minor,
+                currency: &inv.currency,
+                destination: req.to,
+                reference: req.reference,
+                reason,
+                actor,
+                now,
+            },
+        )
+        .await?
+        else {
+            // A concurrent request recorded this cash reference first (the unique index
+            // waited for its commit, possibly on another invoice, whose lock this one does
+            // not hold): this one must not move any money.
+            tx.rollback().await.map_err(StoreError::from)?;
+            let existing = match cash_reference {
+                Some(r) => {
+                    refunds::cash_refund_by_reference(&mut self.store.read_conn().await?, r).await?
+                }
+                None => None,
+            }
+            .ok_or_else(|| ServiceError::Internal("a refund was refused unseen".into()))?;
+            return self.already_recorded(existing, invoice).await;
+        };
+        if req.to == RefundTo::Credit {
+            billing::append_ledger(
+                &mut tx,
+                &billing::NewLedgerEntry {
+                    organization_id: org,
+                    kind: "refund",
+                    amount_minor: req.amount_minor,
+                    currency: &inv.currency,
+                    invoice_id: Some(invoice),
+                    note: reason,
+                    actor,
+                    now,
+                },
+            )
+            .await?;
+        }
+        if !refunds::add_refunded(&mut tx, invoice, req.amount_minor, event, now).await? {
+            // Not reached: the status was read under the invoice's lock.
+            return Err(ServiceError::Conflict(format!(
+                "This invoice is no longer {}.",
+                inv.status
+            )));
+        }
+        let refund = refunds::refund(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let after = billing::invoice(&mut tx, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let cash_after = cash_refunded
+            + if req.to == RefundTo::Cash {
+                req.amount_minor
+            } else {
+                0
+            };
+        let balance_minor = billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let done = RefundOutcome {
+            refund: refund.into(),
+            created: true,
+            invoice: RefundState::new(&after, cash_after),
+            balance_minor,
+        };
+        if let Some(key) = key {
+            self.answer_key_in(&mut tx, key, &done).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(done)
+    }
+
+    /// The answer to a cash refund whose reference is recorded already: the first refund
+    /// when it was for this invoice (nothing changed), refused otherwise.
+    async fn already_recorded(&self, existing: RefundRow, invoice: i64) -> Result<RefundOutcome> {
+        if existing.invoice_id != invoice {
+            return Err(ServiceError::field(
+                "reference",
+                "This reference was already recorded for a refund of another invoice.",
+            ));
+        }
+        let state = self.refund_state(invoice).await?;
+        let balance_minor = lodge_store::orgs::by_id(self.store.reader(), existing.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?
+            .credit_balance_minor;
+        Ok(RefundOutcome {
+            refund: existing.into(),
+            created: false,
+            invoice: state,
+            balance_minor,
+        })
+    }
+
+    async fn refund_state(&self, invoice: i64) -> Result<RefundState> {
+        let mut db = self.store.read_conn().await?;
+        let inv = billing::invoice(&mut db, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let cash = refunds::cash_refunded(&mut db, invoice).await?;
+        Ok(RefundState::new(&inv, cash))
+    }
+
+    /// An invoice's refunds, oldest first, with its refund figures (staff).
+    pub async fn invoice_refunds(&self, invoice: i64) -> Result<InvoiceRefunds> {
+        let state = self.refund_state(invoice).await?;
+        let rows = refunds::refunds_of_invoice(self.store.reader(), invoice).await?;
+        Ok(InvoiceRefunds {
+            invoice: state,
+            refunds: rows.into_iter().map(Refund::from).collect(),
+        })
+    }
+}
