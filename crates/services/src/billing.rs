@@ -634,6 +634,7 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
     if let (Some(order), InvoiceKind::First) = (invoice.order_id, invoice.kind) {
         activate_order(ctx, conn, order).await?;
     }
+    crate::plan_change::on_invoice_paid(ctx, conn, invoice).await?;
     Ok(true)
 }
 

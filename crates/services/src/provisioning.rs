@@ -223,6 +223,7 @@ impl Lodge {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
                     .await
             }
+            crate::plan_change::JOB_CHANGE_PACKAGE => self.run_change_package(job).await,
             JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
                 self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
                     .await
@@ -257,7 +258,7 @@ impl Lodge {
         Ok(())
     }
 
-    async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
+    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
         let Some(server_id) = h.server_id.as_deref() else {
             return Ok(None);
         };
@@ -297,7 +298,10 @@ impl Lodge {
         )))
     }
 
-    fn driver(&self, name: &str) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
+    pub(crate) fn driver(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
         self.drivers
             .get(name)
             .ok_or_else(|| ServiceError::Internal(format!("no provisioning driver named {name:?}")))
