@@ -30,6 +30,8 @@ on_both_engines!(
     a_retried_change_with_its_idempotency_key_charges_once,
     concurrent_changes_of_one_account_one_wins,
     an_upgrade_paid_after_its_account_ended_goes_back_to_credit,
+    an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
+    a_failing_change_package_job_is_retried,
 );
 
 // ---- helpers ----
@@ -37,7 +39,7 @@ on_both_engines!(
 /// A driver that records the packages it is asked to apply; registered as `nginx`, so the
 /// demo server `local-nginx` uses it.
 #[derive(Debug, Clone, Default)]
-struct PackageDriver(Arc<Mutex<Vec<(String, String)>>>);
+struct PackageDriver(Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<usize>>);
 
 impl PackageDriver {
     fn install(app: &TestApp) -> Self {
@@ -46,7 +48,12 @@ impl PackageDriver {
         d
     }
 
-    /// `(username, package)` of each `change_package` call, in order.
+    /// The next `n` `change_package` calls fail.
+    fn fail_next(&self, n: usize) {
+        *self.1.lock().unwrap() = n;
+    }
+
+    /// `(username, package)` of each successful `change_package` call, in order.
     fn changes(&self) -> Vec<(String, String)> {
         self.0.lock().unwrap().clone()
     }
@@ -70,6 +77,13 @@ impl Provisioner for PackageDriver {
         Ok(())
     }
     async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
+        {
+            let mut failures = self.1.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(DriverError("the panel is down".into()));
+            }
+        }
         self.0
             .lock()
             .unwrap()
@@ -673,6 +687,88 @@ async fn an_upgrade_paid_after_its_account_ended_goes_back_to_credit(app: TestAp
     );
     assert!(jobs_of(&app, "change_package").await.is_empty());
     assert!(driver.changes().is_empty());
+    app.stop().await;
+}
+
+async fn an_upgrade_paid_from_credit_on_its_payment_page_is_applied(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "page.example", "5.00").await;
+    // 2026-04-01: 29 of 30 days left. Starter → Reseller Boost (30.00 monthly):
+    // 25.00 × 29 / 30 = 24.1666… → 24.17.
+    app.clock.set(noon("2026-04-01"));
+    let body = changed(&app, &id, "reseller-boost").await;
+    let c = &body["plan_change"];
+    assert_eq!(c["amount"], "24.17", "{body}");
+    assert_eq!(c["status"], "awaiting_payment", "{body}");
+    let url = str_of(c, "invoice_payment_url").to_owned();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+
+    // Credit arrives; the customer pays on the payment page (on SQLite, through the
+    // payments' group commit).
+    add_credit(&app, &app.org_id(), "30.00").await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/pay/{token}/credit")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.url().as_str().ends_with("result=paid"),
+        "{}",
+        resp.url()
+    );
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Reseller Boost", "{h}");
+    assert_eq!(h["price"], "30.00", "{h}");
+    assert_eq!(h["next_due_date"], "2026-04-30", "{h}");
+    assert_eq!(balance(&app).await, 3000 - 2417);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(driver.changes().len(), 1);
+    assert_eq!(driver.changes()[0].1, "BoostX");
+    app.stop().await;
+}
+
+async fn a_failing_change_package_job_is_retried(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "retry.example",
+        "19.99",
+    )
+    .await;
+    app.clock.set(noon("2026-04-15"));
+    changed(&app, &id, "starter").await;
+    driver.fail_next(1);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert!(driver.changes().is_empty());
+    let h = hosting(&app, &id).await;
+    assert!(
+        str_of(&h, "last_error").contains("the panel is down"),
+        "{h}"
+    );
+    assert_eq!(
+        h["plan"]["name"], "Starter",
+        "the plan changed already: {h}"
+    );
+    // Past the retry's backoff (at most an hour and 20 %).
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(driver.changes().len(), 1);
+    let h = hosting(&app, &id).await;
+    assert!(h["last_error"].is_null(), "{h}");
+    let packaged = notes(&h)
+        .iter()
+        .filter(|n| n.starts_with("package changed to Starter"))
+        .count();
+    assert_eq!(packaged, 1, "{h}");
+    let jobs = jobs_of(&app, "change_package").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].attempts, 2);
     app.stop().await;
 }
 
