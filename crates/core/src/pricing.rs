@@ -9,9 +9,11 @@ use crate::money::{div_round_half_away, percent_of};
 
 pub mod coupon;
 pub mod input;
+pub mod proration;
 
 pub use coupon::CouponTerms;
 pub use input::{quote_input, DomainCharge, OfferTerms, OrderChoice};
+pub use proration::{prorate, Proration, ProrationError};
 
 /// Whole-percent saving of paying `cycle_price_minor` for `months` months
 /// instead of `monthly_minor` every month, rounded half away from zero.

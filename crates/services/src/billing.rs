@@ -640,6 +640,7 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
         }
         _ => {}
     }
+    crate::plan_change::on_invoice_paid(ctx, conn, invoice).await?;
     Ok(true)
 }
 

@@ -19,6 +19,7 @@ pub mod hosting;
 pub mod idempotency;
 pub mod model;
 pub mod orders;
+pub mod plan_change;
 pub mod provisioning;
 pub mod queries;
 pub mod refunds;

@@ -267,6 +267,7 @@ impl Lodge {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
                     .await
             }
+            crate::plan_change::JOB_CHANGE_PACKAGE => self.run_change_package(job).await,
             JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
                 self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
                     .await

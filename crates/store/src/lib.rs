@@ -34,6 +34,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod orgs;
+pub mod plan_change;
 mod postgres;
 pub mod refunds;
 pub mod renewals;

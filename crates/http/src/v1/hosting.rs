@@ -320,3 +320,137 @@ pub async fn revoke_cancellation(
         .await?;
     Ok(Json(hosting_detail(&st, &access, project, id).await?))
 }
+
+/// The plan change request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePlanRequest {
+    /// The new plan: its UUID or its slug.
+    pub plan_id: String,
+}
+
+/// What a plan change did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanChange {
+    pub id: i64,
+    /// `applied` (the account is on the new plan) or `awaiting_payment` (it moves when the
+    /// invoice is paid).
+    pub status: String,
+    pub from_plan_id: String,
+    pub to_plan_id: String,
+    /// The current period, `[period_start, period_end)`: the due date is kept.
+    pub period_start: String,
+    pub period_end: String,
+    /// Days from today to the period's end (`d`).
+    pub days_left: i64,
+    /// Days in the period (`D`).
+    pub days_in_period: i64,
+    /// The old and new prices of one period of the account's cycle (the new one is what
+    /// it renews at).
+    pub old_price: String,
+    pub new_price: String,
+    /// `(new_price − old_price) × d / D`, rounded once: positive is invoiced, negative
+    /// given as account credit.
+    pub amount: String,
+    /// The invoice of an upgrade.
+    pub invoice_id: Option<i64>,
+    pub invoice_number: Option<String>,
+    /// Account credit applied to that invoice.
+    pub credit_applied: String,
+    /// What is left to pay on it.
+    pub amount_due: String,
+    /// The hosted payment page while something is due.
+    pub invoice_payment_url: Option<String>,
+    /// Account credit given for a downgrade.
+    pub credit_given: String,
+}
+
+impl PlanChange {
+    fn new(o: &lodge_services::plan_change::PlanChangeOutcome, cur: Currency, base: &str) -> Self {
+        PlanChange {
+            id: o.change_id,
+            status: o.status.clone(),
+            from_plan_id: o.from_plan_id.to_string(),
+            to_plan_id: o.to_plan_id.to_string(),
+            period_start: o.period_start.clone(),
+            period_end: o.period_end.clone(),
+            days_left: o.days_left,
+            days_in_period: o.days_in_period,
+            old_price: wire::money_str(o.old_price_minor, cur),
+            new_price: wire::money_str(o.new_price_minor, cur),
+            amount: wire::money_str(o.charge_minor, cur),
+            invoice_id: o.invoice_id,
+            invoice_number: o.invoice_number.clone(),
+            credit_applied: wire::money_str(o.credit_applied_minor, cur),
+            amount_due: wire::money_str(o.amount_due_minor, cur),
+            invoice_payment_url: o
+                .payment_token
+                .as_deref()
+                .map(|t| wire::payment_url(base, t)),
+            credit_given: wire::money_str(o.credit_given_minor, cur),
+        }
+    }
+}
+
+/// The answer to a plan change: the account as it is now, and what the change did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangePlanResponse {
+    pub hosting: Hosting,
+    pub plan_change: PlanChange,
+}
+
+/// Upgrades or downgrades an active account to another plan of its billing cycle, keeping
+/// its due date (docs/billing.md, "Proration"). The difference of the two prices for the days
+/// left in the current period is charged on an invoice (account credit applied first; the
+/// account moves to the new plan when it is paid) or, for a downgrade, given as account
+/// credit with the move at once. Either way the account renews at the new plan's price.
+/// Send an `Idempotency-Key` header to make retries safe: a retry replays the first answer
+/// and never charges twice.
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/change-plan",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("hosting_id" = String, Path, description = "Hosting UUID"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    request_body = ChangePlanRequest,
+    responses((status = 200, body = ChangePlanResponse),
+              (status = 400, description = "Field errors: no such plan, not on sale, the current plan, no price for the account's cycle"),
+              (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The account is not active, has a pending cancellation or an unpaid plan-change invoice, or is on a free or one-time cycle"),
+              (status = 422, description = "Idempotency-Key reused with another body")))]
+pub async fn change_plan(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    key: Option<IdempotencyKey>,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        let org: OrganizationId = path_id(&org)?;
+        let project: ProjectId = path_id(&project)?;
+        let id: HostingId = path_id(&id)?;
+        let (access, _) = st.lodge.project_access(&p, org, project).await?;
+        access.require_write()?;
+        let req: ChangePlanRequest = parse_json(&body)?;
+        let key = idempotency::key(
+            key,
+            format!("v1:user:{}", p.user),
+            "POST",
+            &format!("/v1/organizations/{org}/projects/{project}/hosting/{id}/change-plan"),
+            &body,
+        );
+        let answer = st
+            .lodge
+            .change_plan(&access, Some(project), id, &req.plan_id, key.as_ref())
+            .await?;
+        let hosting = hosting_detail(&st, &access, project, id).await?;
+        let (cur, base) = (st.lodge.settings.currency, st.public_base_url.clone());
+        Ok::<_, ApiError>(idempotency::respond(answer, |o| {
+            Json(ChangePlanResponse {
+                hosting,
+                plan_change: PlanChange::new(&o, cur, &base),
+            })
+            .into_response()
+        }))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}

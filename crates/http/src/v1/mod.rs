@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosting::get_hosting))
         .routes(routes!(hosting::cancel_hosting))
         .routes(routes!(hosting::revoke_cancellation))
+        .routes(routes!(hosting::change_plan))
         .routes(routes!(domains::list_domains))
         .routes(routes!(domains::get_domain))
         .routes(routes!(domains::set_auto_renew))

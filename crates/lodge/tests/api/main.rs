@@ -15,6 +15,7 @@ mod foundation;
 mod openapi;
 mod ops;
 mod orders;
+mod plan_change;
 mod provisioning;
 mod races;
 mod refunds;

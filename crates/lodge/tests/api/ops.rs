@@ -57,6 +57,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}"),
     ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/cancel"),
     ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/revoke-cancellation"),
+    ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/change-plan"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}"),
     ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auto-renew"),

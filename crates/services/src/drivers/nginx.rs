@@ -247,9 +247,23 @@ impl Provisioner for NginxDriver {
         Ok(())
     }
 
-    async fn change_package(&self, _a: &Account, _package: &str) -> Result<(), DriverError> {
-        // nginx sites have no package limits to change.
-        Ok(())
+    async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
+        // nginx sites have no package limits to enforce: the package is recorded beside the
+        // site's files (`<web root>/<user>/package`, outside its document root), for the
+        // operator's own tooling. Writing it again is harmless.
+        Self::check_account(a)?;
+        let home = self.home(a);
+        tokio::fs::create_dir_all(&home)
+            .await
+            .map_err(|e| err("creating the account's directory", e))?;
+        let path = home.join("package");
+        let tmp = home.join("package.tmp");
+        tokio::fs::write(&tmp, format!("{package}\n"))
+            .await
+            .map_err(|e| err("writing the package", e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| err("installing the package", e))
     }
 
     async fn change_password(&self, _a: &Account, _password: &str) -> Result<(), DriverError> {

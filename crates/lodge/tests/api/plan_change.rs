@@ -1,0 +1,798 @@
+//! Plan changes through `/v1` (`…/hosting/{id}/change-plan`): prorated upgrades invoiced and
+//! applied when paid (at once when credit covers them), downgrades credited and applied at
+//! once, the due date kept, the driver's `change_package` job, and the refusals.
+//!
+//! The expected amounts are worked out by hand here, not with Lodge's proration function.
+//! Every test starts on 2026-03-31 (the harness's clock): a monthly account ordered and paid
+//! that day has the period 2026-03-31 to 2026-04-30, 30 days.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::join_all;
+use jiff::SignedDuration;
+use lodge_services::drivers::nginx::{NginxConfig, NginxDriver};
+use lodge_services::drivers::{Account, DriverError, Provisioner};
+use lodge_services::provisioning::Worker;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{
+    add_credit, assert_detail, cents, get_ok, hosting, hosting_path, invoice, messages,
+    other_tenant, plan_id, start_time, str_of, TestApp,
+};
+use crate::on_both_engines;
+
+on_both_engines!(
+    an_upgrade_mid_period_is_invoiced_and_applied_when_paid,
+    credit_covering_an_upgrade_applies_it_at_once,
+    a_downgrade_gives_credit_and_applies_at_once,
+    refused_changes_change_nothing,
+    a_retried_change_with_its_idempotency_key_charges_once,
+    concurrent_changes_of_one_account_one_wins,
+    an_upgrade_paid_after_its_account_ended_goes_back_to_credit,
+    an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
+    a_failing_change_package_job_is_retried,
+);
+
+// ---- helpers ----
+
+/// A driver that records the packages it is asked to apply; registered as `nginx`, so the
+/// demo server `local-nginx` uses it.
+#[derive(Debug, Clone, Default)]
+struct PackageDriver(Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<usize>>);
+
+impl PackageDriver {
+    fn install(app: &TestApp) -> Self {
+        let d = PackageDriver::default();
+        app.lodge.drivers.register(Arc::new(d.clone()));
+        d
+    }
+
+    /// The next `n` `change_package` calls fail.
+    fn fail_next(&self, n: usize) {
+        *self.1.lock().unwrap() = n;
+    }
+
+    /// `(username, package)` of each successful `change_package` call, in order.
+    fn changes(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for PackageDriver {
+    fn name(&self) -> &str {
+        "nginx"
+    }
+    async fn create(&self, _a: &Account) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn suspend(&self, _a: &Account) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn unsuspend(&self, _a: &Account) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn terminate(&self, _a: &Account) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
+        {
+            let mut failures = self.1.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(DriverError("the panel is down".into()));
+            }
+        }
+        self.0
+            .lock()
+            .unwrap()
+            .push((a.username.clone(), package.to_owned()));
+        Ok(())
+    }
+    async fn change_password(&self, _a: &Account, _p: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn login_url(&self, _a: &Account) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+}
+
+/// Noon UTC of a `YYYY-MM-DD` date.
+fn noon(date: &str) -> jiff::Timestamp {
+    let d: jiff::civil::Date = date.parse().unwrap();
+    d.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp() + SignedDuration::from_hours(12)
+}
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+fn change_path(app: &TestApp, id: &str) -> String {
+    format!("{}/change-plan", hosting_path(app, id))
+}
+
+/// Orders `domain` on `plan` (monthly unless `cycle`), paid from the credit deposited first
+/// (`credit`), and provisions it: an active account; returns its id.
+async fn active_account(
+    app: &TestApp,
+    worker: &Worker,
+    plan: &str,
+    cycle: &str,
+    domain: &str,
+    credit: &str,
+) -> String {
+    if cents(&json!(credit)) > 0 {
+        add_credit(app, &app.org_id(), credit).await;
+    }
+    let body = json!({ "plan_id": plan_id(app, plan), "domain_source": "external",
+                       "domain_name": domain, "billing_cycle": cycle });
+    let (status, o) = app.post(&order_path(app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "order {domain}: {o}");
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    worker.run_once().await.unwrap();
+    let h = hosting(app, &id).await;
+    assert_eq!(h["status"], "active", "provisioned: {h}");
+    id
+}
+
+async fn change(app: &TestApp, id: &str, plan: &str) -> (StatusCode, Value) {
+    app.post(
+        &change_path(app, id),
+        &app.key(),
+        &json!({ "plan_id": plan }),
+    )
+    .await
+}
+
+/// A change that must be accepted.
+async fn changed(app: &TestApp, id: &str, plan: &str) -> Value {
+    let (status, body) = change(app, id, plan).await;
+    assert_eq!(status, StatusCode::OK, "change to {plan}: {body}");
+    body
+}
+
+async fn balance(app: &TestApp) -> i64 {
+    let c = get_ok(app, &format!("/v1/organizations/{}/credit", app.org_id())).await;
+    cents(&c["balance"])
+}
+
+/// The `kind` jobs queued or done, from the database.
+async fn jobs_of(app: &TestApp, kind: &str) -> Vec<lodge_store::jobs::JobRow> {
+    lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), kind)
+        .await
+        .unwrap()
+}
+
+/// The notes of an account's history entries.
+fn notes(h: &Value) -> Vec<String> {
+    h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} ({})", str_of(e, "note"), str_of(e, "actor")))
+        .collect()
+}
+
+/// Staff record a payment of `amount` for an invoice.
+async fn pay(app: &TestApp, invoice: i64, amount: &str, reference: &str) -> Value {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": amount, "method": "bank_transfer", "reference": reference }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Rows of the tables a plan change writes to.
+async fn change_counts(app: &TestApp) -> Vec<i64> {
+    let mut out = vec![];
+    for t in [
+        "plan_changes",
+        "invoices",
+        "invoice_lines",
+        "credit_ledger",
+        "jobs",
+        "hosting_history",
+    ] {
+        out.push(app.count(t).await);
+    }
+    out
+}
+
+// ---- tests ----
+
+async fn an_upgrade_mid_period_is_invoiced_and_applied_when_paid(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "up.example", "5.00").await;
+    let before = hosting(&app, &id).await;
+    assert_eq!(before["next_due_date"], "2026-04-30", "{before}");
+    assert_eq!(balance(&app).await, 0);
+
+    // 2026-04-20: 10 of the period's 30 days left. Starter 5.00 → Business 10.00 monthly:
+    // 5.00 × 10 / 30 = 1.6666… → 1.67.
+    app.clock.set(noon("2026-04-20"));
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let c = &body["plan_change"];
+    assert_eq!(c["status"], "awaiting_payment", "{body}");
+    assert_eq!(c["period_start"], "2026-03-31", "{body}");
+    assert_eq!(c["period_end"], "2026-04-30", "{body}");
+    assert_eq!(
+        (c["days_left"].as_i64(), c["days_in_period"].as_i64()),
+        (Some(10), Some(30))
+    );
+    assert_eq!(c["old_price"], "5.00", "{body}");
+    assert_eq!(c["new_price"], "10.00", "{body}");
+    assert_eq!(c["amount"], "1.67", "{body}");
+    assert_eq!(c["amount_due"], "1.67", "{body}");
+    assert_eq!(c["credit_applied"], "0.00", "{body}");
+    assert_eq!(c["credit_given"], "0.00", "{body}");
+    assert!(c["invoice_payment_url"].as_str().is_some(), "{body}");
+    // Not moved before the invoice is paid.
+    assert_eq!(body["hosting"]["plan"]["name"], "Starter", "{body}");
+    assert_eq!(body["hosting"]["price"], "5.00", "{body}");
+    assert!(jobs_of(&app, "change_package").await.is_empty());
+
+    let inv_id = c["invoice_id"].as_i64().unwrap();
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(inv["kind"], "manual", "{inv}");
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    assert_eq!(inv["total"], "1.67", "{inv}");
+    assert_eq!(inv["number"], c["invoice_number"], "{inv}");
+    let lines = inv["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{inv}");
+    assert_eq!(lines[0]["kind"], "adjustment", "{inv}");
+    assert_eq!(lines[0]["service_id"], id.as_str(), "{inv}");
+    assert_eq!(lines[0]["amount"], "1.67", "{inv}");
+    assert_eq!(
+        lines[0]["description"], "Change to Business, 2026-04-20 to 2026-04-30 (prorated)",
+        "{inv}"
+    );
+
+    // Paid: the account moves, its due date kept, and the driver is told.
+    pay(&app, inv_id, "1.67", "wire-up-1").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Business", "{h}");
+    assert_eq!(h["price"], "10.00", "renews at the new price: {h}");
+    assert_eq!(h["next_due_date"], "2026-04-30", "due date kept: {h}");
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(
+        notes(&h)
+            .iter()
+            .any(|n| n.starts_with("plan changed: Starter → Business")),
+        "{h}"
+    );
+    assert_eq!(jobs_of(&app, "change_package").await.len(), 1);
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        1,
+        "the change_package job ran"
+    );
+    let user = str_of(&h, "username").to_owned();
+    assert_eq!(driver.changes(), vec![(user, "Business".to_owned())]);
+    let h = hosting(&app, &id).await;
+    assert!(
+        notes(&h)
+            .iter()
+            .any(|n| n == "package changed to Business (Starter → Business) (worker)"),
+        "{h}"
+    );
+    assert_eq!(worker.run_once().await.unwrap(), 0, "nothing left to run");
+    assert_eq!(driver.changes().len(), 1);
+    assert_eq!(balance(&app).await, 0, "nothing credited");
+    app.stop().await;
+}
+
+async fn credit_covering_an_upgrade_applies_it_at_once(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    // 5.00 for the order, 10.00 left on the account.
+    let id = active_account(&app, &worker, "Starter", "monthly", "cov.example", "15.00").await;
+    assert_eq!(balance(&app).await, 1000);
+
+    // The period's last day: 1 of 30 days, 5.00 / 30 = 0.1666… → 0.17.
+    app.clock.set(noon("2026-04-29"));
+    let body = changed(&app, &id, "business").await; // by slug
+    let c = &body["plan_change"];
+    assert_eq!(c["status"], "applied", "{body}");
+    assert_eq!(
+        (c["days_left"].as_i64(), c["days_in_period"].as_i64()),
+        (Some(1), Some(30))
+    );
+    assert_eq!(c["amount"], "0.17", "{body}");
+    assert_eq!(c["credit_applied"], "0.17", "{body}");
+    assert_eq!(c["amount_due"], "0.00", "{body}");
+    assert!(c["invoice_payment_url"].is_null(), "{body}");
+    assert_eq!(body["hosting"]["plan"]["name"], "Business", "{body}");
+    assert_eq!(body["hosting"]["price"], "10.00", "{body}");
+    assert_eq!(body["hosting"]["next_due_date"], "2026-04-30", "{body}");
+    let inv = invoice(&app, c["invoice_id"].as_i64().unwrap()).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(inv["credit_applied"], "0.17", "{inv}");
+    assert_eq!(balance(&app).await, 1000 - 17);
+
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(driver.changes().len(), 1);
+    app.stop().await;
+}
+
+async fn a_downgrade_gives_credit_and_applies_at_once(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    // Business annually: 108.00 and its 9.99 setup fee. The period 2026-03-31 to 2027-03-31
+    // has 365 days.
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "annually",
+        "down.example",
+        "117.99",
+    )
+    .await;
+    assert_eq!(balance(&app).await, 0);
+    let before = hosting(&app, &id).await;
+    assert_eq!(before["next_due_date"], "2027-03-31", "{before}");
+
+    // 2026-07-01: 92 days used (31 March to 30 June: 1 + 30 + 31 + 30), 365 − 92 = 273
+    // left. Business 108.00 → Starter 54.00 annually: −54.00 × 273 / 365 = −40.389… →
+    // −40.39, credited.
+    app.clock.set(noon("2026-07-01"));
+    let body = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    let c = &body["plan_change"];
+    assert_eq!(c["status"], "applied", "{body}");
+    assert_eq!(
+        (c["days_left"].as_i64(), c["days_in_period"].as_i64()),
+        (Some(273), Some(365))
+    );
+    assert_eq!(c["amount"], "-40.39", "{body}");
+    assert_eq!(c["credit_given"], "40.39", "{body}");
+    assert!(
+        c["invoice_id"].is_null(),
+        "no invoice for a downgrade: {body}"
+    );
+    assert_eq!(body["hosting"]["plan"]["name"], "Starter", "{body}");
+    assert_eq!(body["hosting"]["price"], "54.00", "{body}");
+    assert_eq!(
+        body["hosting"]["next_due_date"], "2027-03-31",
+        "due date kept: {body}"
+    );
+    assert_eq!(balance(&app).await, 4039);
+    let credit = get_ok(&app, &format!("/v1/organizations/{}/credit", app.org_id())).await;
+    let last = &credit["results"][0];
+    assert_eq!(last["kind"], "adjustment", "{credit}");
+    assert_eq!(last["amount"], "40.39", "{credit}");
+
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    let user = str_of(&body["hosting"], "username").to_owned();
+    assert_eq!(driver.changes(), vec![(user, "Starter".to_owned())]);
+    // The ledger sums to the balance: checked when the test ends (shutdown checks).
+    app.stop().await;
+}
+
+async fn refused_changes_change_nothing(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "no.example", "5.00").await;
+    app.clock.set(noon("2026-04-10"));
+    let before = change_counts(&app).await;
+    let business = plan_id(&app, "Business");
+
+    // Fields.
+    let (status, body) = change(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        messages(&body, "plan_id").contains("already on this plan"),
+        "{body}"
+    );
+    let (status, body) = change(&app, &id, &lodge_core::PlanId::new().to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(messages(&body, "plan_id"), "No such plan.", "{body}");
+    let (status, body) = change(&app, &id, "no-such-slug").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = change(&app, &id, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // The free plan has no monthly price.
+    let (status, body) = change(&app, &id, &plan_id(&app, "Free Trial")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        messages(&body, "plan_id").contains("no monthly price"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(&change_path(&app, &id), &app.key(), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["plan_id"].is_array(), "{body}");
+    let (status, body) = app
+        .post(
+            &change_path(&app, &id),
+            &app.key(),
+            &json!({ "plan_id": 7 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .call_raw(
+            reqwest::Method::POST,
+            &change_path(&app, &id),
+            Some(&app.key()),
+            "application/json",
+            "{\"plan_id\": ",
+        )
+        .await;
+    assert_detail(status, &body, StatusCode::BAD_REQUEST);
+
+    // Another organization's account is not found, whichever path it is asked through.
+    let (org, project, key) = other_tenant(&app, "elsewhere").await;
+    let path = format!("/v1/organizations/{org}/projects/{project}/hosting/{id}/change-plan");
+    let (status, body) = app.post(&path, &key, &json!({ "plan_id": business })).await;
+    assert_detail(status, &body, StatusCode::NOT_FOUND);
+    let (status, body) = app
+        .post(
+            &change_path(&app, &id),
+            &key,
+            &json!({ "plan_id": business }),
+        )
+        .await;
+    assert!(
+        status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN,
+        "{status} {body}"
+    );
+    let (status, body) = app
+        .post(
+            &change_path(&app, &lodge_core::HostingId::new().to_string()),
+            &app.key(),
+            &json!({ "plan_id": business }),
+        )
+        .await;
+    assert_detail(status, &body, StatusCode::NOT_FOUND);
+    assert_eq!(change_counts(&app).await, before, "nothing written");
+
+    // A pending cancellation.
+    let (status, body) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let before_cancel = change_counts(&app).await;
+    let (status, body) = change(&app, &id, &business).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(
+        str_of(&body, "detail").contains("pending cancellation"),
+        "{body}"
+    );
+    assert_eq!(change_counts(&app).await, before_cancel);
+    let (status, body) = app
+        .post(
+            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // An account not yet paid (pending), and one on the free cycle.
+    let body = json!({ "plan_id": plan_id(&app, "Starter"), "domain_source": "external",
+                       "domain_name": "unpaid.example" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    assert_eq!(o["hosting_status"], "pending", "{o}");
+    let (status, body) = change(&app, str_of(&o, "hosting_id"), &business).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(str_of(&body, "detail").contains("pending"), "{body}");
+    let free = active_account(&app, &worker, "Free Trial", "free", "free.example", "0").await;
+    let (status, body) = change(&app, &free, &business).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(str_of(&body, "detail").contains("free"), "{body}");
+
+    // An unpaid plan-change invoice holds the next change back.
+    let first = changed(&app, &id, &business).await;
+    assert_eq!(
+        first["plan_change"]["status"], "awaiting_payment",
+        "{first}"
+    );
+    let waiting = change_counts(&app).await;
+    let (status, body) = change(&app, &id, &plan_id(&app, "Reseller Boost")).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(str_of(&body, "detail").contains("unpaid"), "{body}");
+    assert_eq!(change_counts(&app).await, waiting);
+    app.stop().await;
+}
+
+/// Sends a change with an `Idempotency-Key`; returns status, whether it was replayed, body.
+async fn keyed_change(app: &TestApp, id: &str, plan: &str, key: &str) -> (StatusCode, bool, Value) {
+    let resp = app
+        .client
+        .post(app.url(&change_path(app, id)))
+        .bearer_auth(app.key())
+        .header("Idempotency-Key", key)
+        .json(&json!({ "plan_id": plan }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    (status, replayed, resp.json().await.unwrap())
+}
+
+async fn a_retried_change_with_its_idempotency_key_charges_once(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let up = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "key-up.example",
+        "5.00",
+    )
+    .await;
+    let down = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "key-down.example",
+        "19.99",
+    )
+    .await;
+    app.clock.set(noon("2026-04-15"));
+    let business = plan_id(&app, "Business");
+    let starter = plan_id(&app, "Starter");
+
+    // An upgrade: 15 of 30 days, 5.00 × 15 / 30 = 2.50 invoiced once.
+    let (status, replayed, first) = keyed_change(&app, &up, &business, "change-1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(!replayed);
+    assert_eq!(first["plan_change"]["amount"], "2.50", "{first}");
+    let counts = change_counts(&app).await;
+    let (status, replayed, again) = keyed_change(&app, &up, &business, "change-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert!(replayed, "{again}");
+    assert_eq!(again["plan_change"], first["plan_change"]);
+    assert_eq!(change_counts(&app).await, counts, "nothing written again");
+    // The same key with another request is refused.
+    let (status, _, body) = keyed_change(&app, &up, &starter, "change-1").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // A downgrade, retried at once: credited once (10.00 → 5.00, 2.50 back).
+    let answers = join_all((0..4).map(|_| keyed_change(&app, &down, &starter, "change-2"))).await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["plan_change"]["credit_given"], "2.50", "{body}");
+    }
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1
+    );
+    assert_eq!(balance(&app).await, 250);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM plan_changes WHERE hosting_id = $1")
+            .bind(&down)
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn concurrent_changes_of_one_account_one_wins(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    // Two accounts paid from credit, none left: the first race is invoiced.
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let invoiced = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "race-a.example",
+        "5.00",
+    )
+    .await;
+    let applied = active_account(&app, &worker, "Starter", "monthly", "race-b.example", "0").await;
+    assert_eq!(balance(&app).await, 0);
+    app.clock.set(noon("2026-04-15"));
+    let business = plan_id(&app, "Business");
+    let boost = plan_id(&app, "Reseller Boost");
+
+    for (id, expected) in [(&invoiced, "awaiting_payment"), (&applied, "applied")] {
+        if expected == "applied" {
+            // Enough credit for any racer's upgrade: the winner is applied at once.
+            add_credit(&app, &app.org_id(), "50.00").await;
+        }
+        // While the winner's invoice is unpaid nothing else goes through; once a change is
+        // applied another plan is a new change, so the applied race is for one plan.
+        let answers = join_all((0..6).map(|i| {
+            let plan = if i % 2 == 0 || expected == "applied" {
+                &business
+            } else {
+                &boost
+            };
+            change(&app, id, plan)
+        }))
+        .await;
+        let ok: Vec<_> = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .collect();
+        assert_eq!(ok.len(), 1, "one change wins: {answers:?}");
+        for (status, body) in &answers {
+            // A racer checked after the winner committed may find the account on its plan
+            // already (a field error); the others are refused under the account's lock.
+            assert!(
+                *status == StatusCode::OK
+                    || *status == StatusCode::CONFLICT
+                    || *status == StatusCode::BAD_REQUEST,
+                "the others are refused: {status} {body}"
+            );
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plan_changes WHERE hosting_id = $1")
+            .bind(id.as_str())
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let won = &ok[0].1;
+        assert_eq!(won["plan_change"]["status"], expected, "{won}");
+        let h = hosting(&app, id).await;
+        if expected == "applied" {
+            assert_eq!(h["plan"]["id"], won["plan_change"]["to_plan_id"], "{h}");
+        } else {
+            assert_eq!(h["plan"]["name"], "Starter", "{h}");
+        }
+    }
+    app.stop().await;
+}
+
+async fn an_upgrade_paid_after_its_account_ended_goes_back_to_credit(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "late.example", "5.00").await;
+    app.clock.set(noon("2026-04-15"));
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let inv = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    // Cancelled at once and terminated by the worker before the invoice is paid.
+    let (status, body) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    worker.run_once().await.unwrap();
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    pay(&app, inv, "2.50", "late-1").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Starter", "not applied: {h}");
+    assert_eq!(
+        balance(&app).await,
+        250,
+        "what was paid went back to credit"
+    );
+    assert!(jobs_of(&app, "change_package").await.is_empty());
+    assert!(driver.changes().is_empty());
+    app.stop().await;
+}
+
+async fn an_upgrade_paid_from_credit_on_its_payment_page_is_applied(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "page.example", "5.00").await;
+    // 2026-04-01: 29 of 30 days left. Starter → Reseller Boost (30.00 monthly):
+    // 25.00 × 29 / 30 = 24.1666… → 24.17.
+    app.clock.set(noon("2026-04-01"));
+    let body = changed(&app, &id, "reseller-boost").await;
+    let c = &body["plan_change"];
+    assert_eq!(c["amount"], "24.17", "{body}");
+    assert_eq!(c["status"], "awaiting_payment", "{body}");
+    let url = str_of(c, "invoice_payment_url").to_owned();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+
+    // Credit arrives; the customer pays on the payment page (on SQLite, through the
+    // payments' group commit).
+    add_credit(&app, &app.org_id(), "30.00").await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/pay/{token}/credit")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.url().as_str().ends_with("result=paid"),
+        "{}",
+        resp.url()
+    );
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Reseller Boost", "{h}");
+    assert_eq!(h["price"], "30.00", "{h}");
+    assert_eq!(h["next_due_date"], "2026-04-30", "{h}");
+    assert_eq!(balance(&app).await, 3000 - 2417);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(driver.changes().len(), 1);
+    assert_eq!(driver.changes()[0].1, "BoostX");
+    app.stop().await;
+}
+
+async fn a_failing_change_package_job_is_retried(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "retry.example",
+        "19.99",
+    )
+    .await;
+    app.clock.set(noon("2026-04-15"));
+    changed(&app, &id, "starter").await;
+    driver.fail_next(1);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert!(driver.changes().is_empty());
+    let h = hosting(&app, &id).await;
+    assert!(
+        str_of(&h, "last_error").contains("the panel is down"),
+        "{h}"
+    );
+    assert_eq!(
+        h["plan"]["name"], "Starter",
+        "the plan changed already: {h}"
+    );
+    // Past the retry's backoff (at most an hour and 20 %).
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(driver.changes().len(), 1);
+    let h = hosting(&app, &id).await;
+    assert!(h["last_error"].is_null(), "{h}");
+    let packaged = notes(&h)
+        .iter()
+        .filter(|n| n.starts_with("package changed to Starter"))
+        .count();
+    assert_eq!(packaged, 1, "{h}");
+    let jobs = jobs_of(&app, "change_package").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].attempts, 2);
+    app.stop().await;
+}
+
+/// The nginx driver records an account's package beside its files (it has no limits to set).
+#[tokio::test]
+async fn nginx_records_the_package() {
+    let base = tempfile::tempdir().unwrap();
+    let cfg = NginxConfig::default_under(base.path());
+    let clock = Arc::new(lodge_core::ManualClock::new(start_time()));
+    let driver = NginxDriver::new(cfg.clone(), clock);
+    let account = Account {
+        username: "site42".into(),
+        domain: "site.example".into(),
+        package: "Starter".into(),
+        password: None,
+        server: "localhost".into(),
+    };
+    driver.change_package(&account, "Business").await.unwrap();
+    driver.change_package(&account, "Business").await.unwrap();
+    let file = cfg.web_root.join("site42").join("package");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "Business\n");
+    let bad = Account {
+        username: "../x".into(),
+        ..account
+    };
+    assert!(driver.change_package(&bad, "Business").await.is_err());
+}

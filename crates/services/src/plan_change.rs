@@ -1,0 +1,647 @@
+//! Plan changes: a customer moves a hosting account to another plan during its period
+//! (docs/billing.md, "Proration"). The due date is kept; the difference of the two prices
+//! for the days left ([`lodge_core::pricing::prorate`]) is
+//!
+//! - positive (an upgrade): invoiced (a `manual` invoice with one `adjustment` line), the
+//!   organization's credit applied first. The account moves to the new plan when that
+//!   invoice is paid ([`on_invoice_paid`], from [`crate::billing::settle`]), at once when
+//!   credit covers it;
+//! - zero or negative (a downgrade): the account moves at once, and what it is owed goes to
+//!   the organization's credit (an `adjustment` ledger entry), never cash.
+//!
+//! Either way the account renews at the new plan's price for its cycle (`recurring_minor`),
+//! and the worker's `change_package` job tells the provisioning driver.
+//!
+//! What is refused: an account that is not `active` (409), one with a pending cancellation
+//! or an unpaid plan-change invoice (409), one on a `free` or `one_time` cycle (409), a plan
+//! that does not exist, is not on sale, is the current one or has no price for the account's
+//! cycle (field errors). Also (409): a current period whose length is not the cycle's (an
+//! introductory offer period), a day outside the current period (its next period was already
+//! paid), and a second invoiced change of one account on the same day (the invoice line's
+//! unique key is `(service, period start, kind)`, the period starting on the day of the
+//! change).
+//!
+//! An upgrade's invoice left unpaid holds further changes of the account back (409) until it
+//! is paid; nothing cancels or expires it yet. Paid after its account ended (terminated or
+//! cancelled), the change is not applied and what was paid goes back to the organization's
+//! credit.
+
+use jiff::civil::Date;
+use jiff::ToSpan;
+use lodge_core::pricing::{prorate, ProrationError};
+use lodge_core::{BillingCycle, HostingId, HostingStatus, InvoiceKind, PlanId, ProjectId};
+use lodge_store::billing::{self, InvoiceRow};
+use lodge_store::jobs::{self, JobRow};
+use lodge_store::plan_change::{self as store, NewPlanChange};
+use lodge_store::{hosting, SqlConn, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Access;
+use crate::catalog::{Catalog, Plan};
+use crate::commit::WriteCtx;
+use crate::idempotency::{Answer, IdempotencyKey};
+use crate::{Lodge, Result, ServiceError};
+
+/// The worker's job telling the driver an account's new package.
+pub const JOB_CHANGE_PACKAGE: &str = "change_package";
+
+/// What a plan change did (stored as the answer of its `Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChangeOutcome {
+    pub change_id: i64,
+    pub hosting_id: HostingId,
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    /// `applied` (the account is on the new plan) or `awaiting_payment` (its invoice).
+    pub status: String,
+    /// The current period, `[start, end)`; `end` is the account's unchanged due date.
+    pub period_start: String,
+    pub period_end: String,
+    /// `d`: days from today (included) to the period's end.
+    pub days_left: i64,
+    /// `D`: days in the period.
+    pub days_in_period: i64,
+    pub old_price_minor: i64,
+    pub new_price_minor: i64,
+    /// `(new − old) × d / D`, rounded once: positive is invoiced, negative credited.
+    pub charge_minor: i64,
+    /// The upgrade's invoice.
+    pub invoice_id: Option<i64>,
+    pub invoice_number: Option<String>,
+    /// Credit applied to that invoice.
+    pub credit_applied_minor: i64,
+    /// What is left to pay on it.
+    pub amount_due_minor: i64,
+    /// The invoice's payment token while something is due.
+    pub payment_token: Option<String>,
+    /// Credit given for a downgrade.
+    pub credit_given_minor: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangePayload {
+    change_id: i64,
+}
+
+/// A plan by UUID or slug, as the catalog holds it.
+fn find_plan<'a>(catalog: &'a Catalog, given: &str) -> Option<&'a Plan> {
+    match given.parse::<PlanId>() {
+        Ok(id) => catalog.plan(id),
+        Err(_) => catalog.plans.iter().find(|p| p.row.slug == given),
+    }
+}
+
+/// Whole months from `start` to `end` by the calendar (day of month ignored).
+fn months_between(start: Date, end: Date) -> i64 {
+    let index = |d: Date| i64::from(d.year()) * 12 + i64::from(d.month());
+    index(end) - index(start)
+}
+
+/// Why an account's plan cannot change now (its state, not the request's fields).
+fn refuse_state(status: HostingStatus, cancelling: bool) -> Result<()> {
+    if status != HostingStatus::Active {
+        return Err(ServiceError::Conflict(format!(
+            "Only an active account can change plans; this one is {status}."
+        )));
+    }
+    if cancelling {
+        return Err(ServiceError::Conflict(
+            "This account has a pending cancellation: withdraw it before changing plans.".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Lodge {
+    /// Moves a hosting account of the caller's organization to `plan` (a UUID or a slug),
+    /// prorated (see the module's documentation). Under an `Idempotency-Key` the change and
+    /// its stored outcome commit together, so a retry never charges twice. Of concurrent
+    /// changes of one account one is accepted: the account's organization and then the
+    /// account are locked (the money paths' order) and everything is checked again there.
+    pub async fn change_plan(
+        &self,
+        access: &Access,
+        project: Option<ProjectId>,
+        id: HostingId,
+        plan: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<PlanChangeOutcome>> {
+        access.require_write()?;
+        let actor = format!("user:{}", access.principal().user);
+        // A retry with the key is answered its first outcome before anything is checked
+        // (the account has moved since, possibly to this very plan).
+        self.keyed(key, || async {
+            let (seen, change) = self.check_change(access, project, id, plan).await?;
+            let ctx = self.write_ctx(&actor);
+            let mut tx = self.store.begin().await?;
+            billing::lock_credit(&mut tx, seen.organization_id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if let Some(key) = key {
+                self.claim_key_in(&mut tx, key).await?;
+            }
+            let outcome = change_in(&ctx, &mut tx, &change).await?;
+            if let Some(key) = key {
+                self.answer_key_in(&mut tx, key, &outcome).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The checks of a change outside the transaction (the account's state, the plan), and
+    /// what the transaction needs of the catalog.
+    async fn check_change(
+        &self,
+        access: &Access,
+        project: Option<ProjectId>,
+        id: HostingId,
+        plan: &str,
+    ) -> Result<(hosting::HostingRow, Requested)> {
+        let seen = self.org_hosting(access, project, id).await?;
+        refuse_state(seen.status, seen.cancel_kind().is_some())?;
+        let cycle: BillingCycle = seen
+            .billing_cycle
+            .parse()
+            .map_err(|_| ServiceError::Internal(format!("account {id}: bad billing cycle")))?;
+        if cycle.months().is_none() {
+            return Err(ServiceError::Conflict(format!(
+                "This account is on the {cycle} cycle: it has no period to prorate, so its plan \
+                 cannot be changed."
+            )));
+        }
+        let catalog = self.catalog().await?;
+        let given = plan.trim();
+        let target = match find_plan(&catalog, given) {
+            _ if given.is_empty() => {
+                return Err(ServiceError::field_coded(
+                    "plan_id",
+                    crate::FieldCode::Required,
+                    "This field may not be blank.",
+                ))
+            }
+            None => return Err(ServiceError::field("plan_id", "No such plan.")),
+            Some(p) if !p.orderable() => {
+                return Err(ServiceError::field(
+                    "plan_id",
+                    "This plan is not available for ordering.",
+                ))
+            }
+            Some(p) => p,
+        };
+        if target.row.id == seen.plan_id {
+            return Err(ServiceError::field(
+                "plan_id",
+                "The account is already on this plan.",
+            ));
+        }
+        let Some(price) = target.price(cycle) else {
+            return Err(ServiceError::field(
+                "plan_id",
+                format!("This plan has no {cycle} price."),
+            ));
+        };
+        let from_name = catalog
+            .plan(seen.plan_id)
+            .map_or_else(|| seen.plan_id.to_string(), |p| p.row.name.clone());
+        let change = Requested {
+            id,
+            to: target.row.id,
+            to_name: target.row.name.clone(),
+            summary: format!("{from_name} → {}", target.row.name),
+            new_price_minor: price.price.minor(),
+            months: cycle.months().unwrap_or(1),
+        };
+        Ok((seen, change))
+    }
+
+    /// The worker's `change_package` job: tells the account's driver the package of its
+    /// current plan (idempotent: the drivers' `change_package` is), then records it in the
+    /// account's history once (actor `worker`). Nothing to do for a change that was not
+    /// applied, or an account that ended.
+    pub(crate) async fn run_change_package(&self, job: &JobRow) -> Result<()> {
+        let p: ChangePayload = serde_json::from_str(&job.payload).map_err(|e| {
+            ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id))
+        })?;
+        let change = {
+            let mut conn = self
+                .store
+                .reader()
+                .acquire()
+                .await
+                .map_err(StoreError::from)?;
+            store::change(&mut *conn, p.change_id).await?
+        };
+        let Some(change) = change else {
+            return Ok(());
+        };
+        if change.status != store::APPLIED || change.package_changed_at.is_some() {
+            return Ok(());
+        }
+        let Some(h) = hosting::hosting(self.store.reader(), change.hosting_id).await? else {
+            return Ok(());
+        };
+        if matches!(
+            h.status,
+            HostingStatus::Terminated | HostingStatus::Cancelled
+        ) {
+            return Ok(());
+        }
+        let package = match self.account(&h).await? {
+            Some((account, driver)) => {
+                self.driver(&driver)?
+                    .change_package(&account, &account.package)
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+                account.package
+            }
+            // Not on a server: provisioning will create it with its current plan.
+            None => String::new(),
+        };
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        if store::mark_package_changed(&mut *tx, change.id, now).await? {
+            let note = if package.is_empty() {
+                format!("plan {}: no server to change yet", change.summary)
+            } else {
+                format!("package changed to {package} ({})", change.summary)
+            };
+            store::note_history(&mut *tx, h.id, h.status, &note, "worker", now).await?;
+            hosting::set_last_error(&mut tx, h.id, None, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// A change asked for, checked against the catalog.
+#[derive(Debug, Clone)]
+struct Requested {
+    id: HostingId,
+    to: PlanId,
+    to_name: String,
+    summary: String,
+    new_price_minor: i64,
+    /// The account's cycle, in months.
+    months: u32,
+}
+
+/// The change's writes, in the caller's transaction, the organization already locked: the
+/// account is locked and checked again, the change prorated, and either invoiced or applied
+/// with its credit.
+async fn change_in(
+    ctx: &WriteCtx<'_>,
+    conn: &mut lodge_store::AnyConnection,
+    r: &Requested,
+) -> Result<PlanChangeOutcome> {
+    let (status, plan_now, old_price) = store::lock_account(conn, r.id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let h = hosting::hosting(&mut *conn, r.id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    refuse_state(status, h.cancel_kind().is_some())?;
+    if plan_now == r.to {
+        return Err(ServiceError::Conflict(
+            "The account is already on this plan.".into(),
+        ));
+    }
+    if let Some(waiting) = store::awaiting_change(conn, r.id).await? {
+        let number = match waiting.invoice_id {
+            Some(inv) => billing::invoice(conn, inv).await?.and_then(|i| i.number),
+            None => None,
+        };
+        return Err(ServiceError::Conflict(format!(
+            "The invoice {} of an earlier plan change ({}) is unpaid: pay it before changing \
+             plans again.",
+            number.unwrap_or_default(),
+            waiting.summary
+        )));
+    }
+    let (start, end) = current_period(conn, &h, r.months).await?;
+    let p = prorate(old_price, r.new_price_minor, start, end, ctx.today).map_err(|e| match e {
+        ProrationError::OutsidePeriod => ServiceError::Conflict(format!(
+            "Today is not within the account's current period ({start} to {end}): its next \
+             period is paid already. Change plans once it has begun."
+        )),
+        other => ServiceError::Internal(other.to_string()),
+    })?;
+    let charge = p.charge_minor;
+    let today = ctx.today.to_string();
+    let (start_s, end_s) = (start.to_string(), end.to_string());
+    let mut outcome = PlanChangeOutcome {
+        change_id: 0,
+        hosting_id: r.id,
+        from_plan_id: plan_now,
+        to_plan_id: r.to,
+        status: store::APPLIED.to_owned(),
+        period_start: start_s.clone(),
+        period_end: end_s.clone(),
+        days_left: p.days_left,
+        days_in_period: p.days_in_period,
+        old_price_minor: old_price,
+        new_price_minor: r.new_price_minor,
+        charge_minor: charge,
+        invoice_id: None,
+        invoice_number: None,
+        credit_applied_minor: 0,
+        amount_due_minor: 0,
+        payment_token: None,
+        credit_given_minor: 0,
+    };
+    let new_change = |invoice_id, applied| NewPlanChange {
+        hosting_id: r.id,
+        organization_id: h.organization_id,
+        from_plan_id: plan_now,
+        to_plan_id: r.to,
+        summary: &r.summary,
+        old_price_minor: old_price,
+        new_price_minor: r.new_price_minor,
+        period_start: &start_s,
+        period_end: &end_s,
+        days_left: p.days_left,
+        days_in_period: p.days_in_period,
+        charge_minor: charge,
+        invoice_id,
+        applied,
+        actor: ctx.actor,
+        now: ctx.now,
+    };
+
+    if charge <= 0 {
+        // A downgrade (or the same price): at once, what is owed to credit.
+        let change_id = store::insert_change(conn, &new_change(None, true)).await?;
+        apply(
+            ctx,
+            conn,
+            change_id,
+            r.id,
+            status,
+            r.to,
+            r.new_price_minor,
+            &r.summary,
+        )
+        .await?;
+        if charge < 0 {
+            let note = format!(
+                "Plan change {} ({} of {} days left, prorated)",
+                r.summary, p.days_left, p.days_in_period
+            );
+            billing::append_ledger(
+                conn,
+                &billing::NewLedgerEntry {
+                    organization_id: h.organization_id,
+                    kind: "adjustment",
+                    amount_minor: -charge,
+                    currency: &h.currency,
+                    invoice_id: None,
+                    note: &note,
+                    actor: ctx.actor,
+                    now: ctx.now,
+                },
+            )
+            .await?;
+        }
+        outcome.change_id = change_id;
+        outcome.credit_given_minor = -charge;
+        return Ok(outcome);
+    }
+
+    // An upgrade: invoiced, the credit applied first.
+    if store::line_exists(conn, r.id, &today, "adjustment").await? {
+        return Err(ServiceError::Conflict(
+            "This account's plan was already changed with an invoice today: change it again \
+             tomorrow."
+                .into(),
+        ));
+    }
+    let balance = billing::lock_credit(conn, h.organization_id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let credit = balance.clamp(0, charge);
+    let token = crate::orders::new_payment_token(ctx.now);
+    let invoice = billing::insert_invoice(
+        conn,
+        &billing::NewInvoice {
+            number: None,
+            organization_id: h.organization_id,
+            order_id: Some(h.order_id),
+            kind: InvoiceKind::Manual,
+            currency: &h.currency,
+            subtotal_minor: charge,
+            tax_minor: 0,
+            payment_token: &token,
+            due_date: &today,
+            credit_applied_minor: credit,
+            paid: false,
+            now: ctx.now,
+        },
+    )
+    .await?;
+    let description = format!("Change to {}, {today} to {end} (prorated)", r.to_name);
+    billing::insert_line(
+        conn,
+        invoice,
+        &billing::NewLine {
+            position: 0,
+            kind: "adjustment",
+            description: &description,
+            service_id: Some(r.id.to_string()),
+            period_start: Some(today.clone()),
+            period_end: Some(end_s.clone()),
+            amount_minor: charge,
+        },
+    )
+    .await?;
+    billing::number_invoices(conn, &[invoice], || ctx.now).await?;
+    if credit > 0 {
+        billing::append_ledger(
+            conn,
+            &billing::NewLedgerEntry {
+                organization_id: h.organization_id,
+                kind: "applied",
+                amount_minor: -credit,
+                currency: &h.currency,
+                invoice_id: Some(invoice),
+                note: "Applied to invoice",
+                actor: ctx.actor,
+                now: ctx.now,
+            },
+        )
+        .await?;
+    }
+    let change_id = store::insert_change(conn, &new_change(Some(invoice), false)).await?;
+    let row = billing::invoice(conn, invoice)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    // Covered by credit: paid now, which applies the change (the one path of a paid
+    // plan-change invoice).
+    crate::billing::settle(ctx, conn, &row).await?;
+    let row = billing::invoice(conn, invoice)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let paid = !row.status.is_payable();
+    outcome.change_id = change_id;
+    outcome.status = if paid {
+        store::APPLIED
+    } else {
+        store::AWAITING_PAYMENT
+    }
+    .to_owned();
+    outcome.invoice_id = Some(invoice);
+    outcome.invoice_number = row.number.clone();
+    outcome.credit_applied_minor = row.credit_applied_minor;
+    outcome.amount_due_minor = row.amount_due();
+    outcome.payment_token = (!paid).then_some(token);
+    Ok(outcome)
+}
+
+/// The account's current period `[start, end)`: it ends on the next due date, and starts
+/// where the plan line billing it starts (a period is counted from the service's anchor,
+/// so a clamped end such as 28 February does not give its start), else `months` before
+/// its end. `Conflict` when that period is not `months` long (an introductory offer's
+/// first period).
+async fn current_period<C: SqlConn>(
+    conn: &mut C,
+    h: &hosting::HostingRow,
+    months: u32,
+) -> Result<(Date, Date)> {
+    let no_period =
+        || ServiceError::Conflict("This account has no current period to prorate.".to_owned());
+    let end_s = h.next_due_date.as_deref().ok_or_else(no_period)?;
+    let end: Date = end_s.parse().map_err(|_| no_period())?;
+    let start = match store::period_start_ending(conn, h.id, end_s).await? {
+        Some(s) => s.parse::<Date>().map_err(|_| no_period())?,
+        None => end
+            .checked_sub(i64::from(months).months())
+            .map_err(|_| no_period())?,
+    };
+    if months_between(start, end) != i64::from(months) {
+        return Err(ServiceError::Conflict(format!(
+            "The account's current period ({start} to {end}) is an introductory period, not \
+             one of its cycle: its plan can be changed from its first renewal on."
+        )));
+    }
+    Ok((start, end))
+}
+
+/// Moves the account to the change's plan and price (history entry), and queues the
+/// driver's `change_package` job once.
+#[allow(clippy::too_many_arguments)]
+async fn apply<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    change_id: i64,
+    hosting_id: HostingId,
+    status: HostingStatus,
+    to: PlanId,
+    new_price_minor: i64,
+    summary: &str,
+) -> Result<()> {
+    store::set_plan(
+        conn,
+        hosting_id,
+        status,
+        to,
+        new_price_minor,
+        &format!("plan changed: {summary}"),
+        ctx.actor,
+        ctx.now,
+    )
+    .await?;
+    let payload =
+        serde_json::json!({ "hosting_id": hosting_id, "change_id": change_id }).to_string();
+    let dedupe = format!("{JOB_CHANGE_PACKAGE}:{change_id}");
+    jobs::enqueue_later(
+        conn,
+        &jobs::NewJob {
+            kind: JOB_CHANGE_PACKAGE,
+            payload: &payload,
+            dedupe_key: Some(&dedupe),
+            run_at: ctx.now,
+            max_attempts: 8,
+            now: ctx.now,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A paid invoice's part in plan changes, from [`crate::billing::settle`] in the paying
+/// transaction (the organization and the invoice locked already): when it paid for a
+/// change waiting for it, the account moves to the new plan ([`apply`]), once. If the
+/// account ended meanwhile the change is cancelled and what was paid goes back to the
+/// organization's credit (never cash).
+pub(crate) async fn on_invoice_paid<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: &InvoiceRow,
+) -> Result<()> {
+    if invoice.kind != InvoiceKind::Manual {
+        return Ok(());
+    }
+    let Some(change) = store::change_of_invoice(conn, invoice.id).await? else {
+        return Ok(());
+    };
+    if change.status != store::AWAITING_PAYMENT {
+        return Ok(());
+    }
+    let Some((status, _, _)) = store::lock_account(conn, change.hosting_id).await? else {
+        return Ok(());
+    };
+    let live = matches!(
+        status,
+        HostingStatus::Provisioning
+            | HostingStatus::Active
+            | HostingStatus::Suspended
+            | HostingStatus::Failed
+    );
+    if !live {
+        if store::settle_change(conn, change.id, store::CANCELLED, ctx.now).await? {
+            billing::append_ledger(
+                conn,
+                &billing::NewLedgerEntry {
+                    organization_id: invoice.organization_id,
+                    kind: "refund",
+                    amount_minor: invoice.total_minor,
+                    currency: &invoice.currency,
+                    invoice_id: Some(invoice.id),
+                    note: "Plan change not applied: the account ended before its invoice was paid",
+                    actor: ctx.actor,
+                    now: ctx.now,
+                },
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    if !store::settle_change(conn, change.id, store::APPLIED, ctx.now).await? {
+        return Ok(());
+    }
+    apply(
+        ctx,
+        conn,
+        change.id,
+        change.hosting_id,
+        status,
+        change.to_plan_id,
+        change.new_price_minor,
+        &change.summary,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    #[test]
+    fn months_by_the_calendar() {
+        assert_eq!(months_between(date(2026, 1, 31), date(2026, 2, 28)), 1);
+        assert_eq!(months_between(date(2026, 2, 28), date(2026, 3, 31)), 1);
+        assert_eq!(months_between(date(2026, 11, 15), date(2027, 11, 15)), 12);
+        assert_eq!(months_between(date(2026, 3, 31), date(2027, 3, 31)), 12);
+    }
+}

@@ -1,0 +1,301 @@
+//! Plan changes of hosting accounts: their rows, and the few statements on accounts and
+//! invoice lines a change needs. Generic over [`SqlConn`]: an upgrade's invoice may be paid
+//! on SQLite's batch writer ([`crate::BatchConn`]), whose settlement applies the change.
+
+use lodge_core::{HostingId, HostingStatus, OrganizationId, PlanId};
+
+use crate::{vals, Cols, Result, SqlConn, Val};
+
+/// A change waits for its invoice to be paid.
+pub const AWAITING_PAYMENT: &str = "awaiting_payment";
+/// A change took effect: the account is on the new plan.
+pub const APPLIED: &str = "applied";
+/// A change that will not take effect (its account ended before its invoice was paid).
+pub const CANCELLED: &str = "cancelled";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangeRow {
+    pub id: i64,
+    pub hosting_id: HostingId,
+    pub organization_id: OrganizationId,
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    /// `"Starter → Business"`.
+    pub summary: String,
+    pub old_price_minor: i64,
+    pub new_price_minor: i64,
+    pub period_start: String,
+    pub period_end: String,
+    pub days_left: i64,
+    pub days_in_period: i64,
+    pub charge_minor: i64,
+    pub invoice_id: Option<i64>,
+    /// [`AWAITING_PAYMENT`], [`APPLIED`] or [`CANCELLED`].
+    pub status: String,
+    pub actor: String,
+    pub created_at: i64,
+    pub applied_at: Option<i64>,
+    pub package_changed_at: Option<i64>,
+}
+
+const COLUMNS: &str =
+    "id, hosting_id, organization_id, from_plan_id, to_plan_id, summary, old_price_minor,
+    new_price_minor, period_start, period_end, days_left, days_in_period, charge_minor, invoice_id,
+    status, actor, created_at, applied_at, package_changed_at";
+
+impl PlanChangeRow {
+    fn from_vals(row: Vec<Val>) -> Result<Self> {
+        let mut c = Cols::new(row);
+        Ok(PlanChangeRow {
+            id: c.int()?,
+            hosting_id: c.parse()?,
+            organization_id: c.parse()?,
+            from_plan_id: c.parse()?,
+            to_plan_id: c.parse()?,
+            summary: c.text()?,
+            old_price_minor: c.int()?,
+            new_price_minor: c.int()?,
+            period_start: c.text()?,
+            period_end: c.text()?,
+            days_left: c.int()?,
+            days_in_period: c.int()?,
+            charge_minor: c.int()?,
+            invoice_id: c.opt_int()?,
+            status: c.text()?,
+            actor: c.text()?,
+            created_at: c.int()?,
+            applied_at: c.opt_int()?,
+            package_changed_at: c.opt_int()?,
+        })
+    }
+}
+
+pub struct NewPlanChange<'a> {
+    pub hosting_id: HostingId,
+    pub organization_id: OrganizationId,
+    pub from_plan_id: PlanId,
+    pub to_plan_id: PlanId,
+    pub summary: &'a str,
+    pub old_price_minor: i64,
+    pub new_price_minor: i64,
+    pub period_start: &'a str,
+    pub period_end: &'a str,
+    pub days_left: i64,
+    pub days_in_period: i64,
+    pub charge_minor: i64,
+    pub invoice_id: Option<i64>,
+    /// Applied at once (`now`), or waiting for the invoice.
+    pub applied: bool,
+    pub actor: &'a str,
+    pub now: i64,
+}
+
+/// Records a change; returns its id.
+pub async fn insert_change<C: SqlConn>(conn: &mut C, c: &NewPlanChange<'_>) -> Result<i64> {
+    conn.insert_key(
+        "INSERT INTO plan_changes (hosting_id, organization_id, from_plan_id, to_plan_id, summary, old_price_minor,
+             new_price_minor, period_start, period_end, days_left, days_in_period, charge_minor, invoice_id,
+             status, actor, created_at, applied_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        "id",
+        vals![
+            c.hosting_id.to_string(),
+            c.organization_id.to_string(),
+            c.from_plan_id.to_string(),
+            c.to_plan_id.to_string(),
+            c.summary,
+            c.old_price_minor,
+            c.new_price_minor,
+            c.period_start,
+            c.period_end,
+            c.days_left,
+            c.days_in_period,
+            c.charge_minor,
+            c.invoice_id,
+            if c.applied { APPLIED } else { AWAITING_PAYMENT },
+            c.actor,
+            c.now,
+            c.applied.then_some(c.now),
+        ],
+    )
+    .await
+}
+
+/// A change by id.
+pub async fn change<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<PlanChangeRow>> {
+    conn.fetch_row(
+        &format!("SELECT {COLUMNS} FROM plan_changes WHERE id = $1"),
+        vals![id],
+    )
+    .await?
+    .map(PlanChangeRow::from_vals)
+    .transpose()
+}
+
+/// The change an invoice pays for, if it pays for one.
+pub async fn change_of_invoice<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+) -> Result<Option<PlanChangeRow>> {
+    conn.fetch_row(
+        &format!("SELECT {COLUMNS} FROM plan_changes WHERE invoice_id = $1"),
+        vals![invoice],
+    )
+    .await?
+    .map(PlanChangeRow::from_vals)
+    .transpose()
+}
+
+/// The account's change waiting for its invoice to be paid, if any (at most one).
+pub async fn awaiting_change<C: SqlConn>(
+    conn: &mut C,
+    hosting: HostingId,
+) -> Result<Option<PlanChangeRow>> {
+    conn.fetch_row(
+        &format!(
+            "SELECT {COLUMNS} FROM plan_changes WHERE hosting_id = $1 AND status = 'awaiting_payment'"
+        ),
+        vals![hosting.to_string()],
+    )
+    .await?
+    .map(PlanChangeRow::from_vals)
+    .transpose()
+}
+
+/// The changes of an account, oldest first.
+pub async fn changes_of<C: SqlConn>(
+    conn: &mut C,
+    hosting: HostingId,
+) -> Result<Vec<PlanChangeRow>> {
+    conn.fetch_rows(
+        &format!("SELECT {COLUMNS} FROM plan_changes WHERE hosting_id = $1 ORDER BY id"),
+        vals![hosting.to_string()],
+    )
+    .await?
+    .into_iter()
+    .map(PlanChangeRow::from_vals)
+    .collect()
+}
+
+/// `awaiting_payment` → `status` (applied or cancelled) at `now`; `false` when it was not
+/// waiting (so a paid invoice applies its change once).
+pub async fn settle_change<C: SqlConn>(
+    conn: &mut C,
+    id: i64,
+    status: &str,
+    now: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE plan_changes SET status = $2, applied_at = $3
+             WHERE id = $1 AND status = 'awaiting_payment'",
+            vals![id, status, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Records that the driver was told; `false` when it already was (once per change).
+pub async fn mark_package_changed<C: SqlConn>(conn: &mut C, id: i64, now: i64) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE plan_changes SET package_changed_at = $2
+             WHERE id = $1 AND package_changed_at IS NULL",
+            vals![id, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Locks a hosting account for the rest of the transaction (as
+/// [`crate::hosting::transition`] does) and returns its status, plan and recurring price;
+/// `None` when it does not exist.
+pub async fn lock_account<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+) -> Result<Option<(HostingStatus, PlanId, i64)>> {
+    let sql = crate::dialect::lock_hosting_status(conn.dialect());
+    if conn.fetch_text(sql, vals![id.to_string()]).await?.is_none() {
+        return Ok(None);
+    }
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT status, plan_id, recurring_minor FROM hosting WHERE id = $1",
+            vals![id.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some((c.parse()?, c.parse()?, c.int()?)))
+}
+
+/// Moves an account to another plan and recurring price (its next renewals are billed at
+/// it), recording the change in its history (status unchanged). Call with the account
+/// locked.
+#[allow(clippy::too_many_arguments)]
+pub async fn set_plan<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+    status: HostingStatus,
+    plan: PlanId,
+    recurring_minor: i64,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    conn.exec(
+        "UPDATE hosting SET plan_id = $2, recurring_minor = $3, modified_at = $4 WHERE id = $1",
+        vals![id.to_string(), plan.to_string(), recurring_minor, now],
+    )
+    .await?;
+    crate::hosting::record_history(conn, id, Some(status), status, note, actor, now).await
+}
+
+/// Records a history entry without a change of status (the package the driver applied).
+pub async fn note_history<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+    status: HostingStatus,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    crate::hosting::record_history(conn, id, Some(status), status, note, actor, now).await
+}
+
+/// The start of the service's plan period that ends on `period_end` (its first invoice's
+/// plan line, moved to the day it was paid, or a renewal's), if one was billed.
+pub async fn period_start_ending<C: SqlConn>(
+    conn: &mut C,
+    service_id: HostingId,
+    period_end: &str,
+) -> Result<Option<String>> {
+    conn.fetch_text(
+        "SELECT l.period_start FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+         WHERE l.service_id = $1 AND l.kind = 'plan' AND l.period_end = $2
+           AND l.period_start IS NOT NULL AND i.status <> 'cancelled'
+         ORDER BY l.id DESC LIMIT 1",
+        vals![service_id.to_string(), period_end],
+    )
+    .await
+}
+
+/// Whether the service already has a line of `kind` starting on `period_start` (the
+/// unique key `invoice_lines_once` would refuse another).
+pub async fn line_exists<C: SqlConn>(
+    conn: &mut C,
+    service_id: HostingId,
+    period_start: &str,
+    kind: &str,
+) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM invoice_lines WHERE service_id = $1 AND period_start = $2 AND kind = $3",
+            vals![service_id.to_string(), period_start, kind],
+        )
+        .await?
+        .unwrap_or(0)
+        > 0)
+}
