@@ -1206,3 +1206,112 @@ mod tests {
         }
     }
 }
+
+/// What `lodge bench renewals` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenewalBench {
+    pub engine: String,
+    pub services: u64,
+    pub organizations: u64,
+    pub due: u64,
+    /// Bulk insert of the services, their organizations, projects and orders.
+    pub fill_seconds: f64,
+    /// Hosting rows bulk-inserted per second (with their organizations' rows).
+    pub bulk_rows_per_second: f64,
+    /// The renewal pass that bills the due services.
+    pub pass_seconds: f64,
+    pub invoices: usize,
+    pub paid_from_credit: usize,
+    pub failed: usize,
+    pub invoices_per_second: f64,
+    /// A second pass the same day, with nothing left to bill: its cost on this database.
+    pub idle_pass_seconds: f64,
+}
+
+/// The scheduler's renewal pass on a database holding `services` accounts of which `due`
+/// (one per organization) are due today: bulk insert, then one pass timed, then a second
+/// (idle) one. On `database_url` (a fresh database: it is filled), or a fresh SQLite file.
+pub async fn renewals(
+    database_url: Option<String>,
+    services: u64,
+    due: u64,
+) -> anyhow::Result<RenewalBench> {
+    let (url, scratch) = match database_url {
+        Some(u) => (u, None),
+        None => {
+            let dir = tempfile_dir()?;
+            (format!("sqlite://{}/renewals.db", dir.display()), Some(dir))
+        }
+    };
+    let cfg = crate::Config::resolve(
+        crate::config::Overrides {
+            database_url: Some(url.clone()),
+            secret_key: Some(BENCH_SECRET_KEY.to_owned()),
+            ..Default::default()
+        },
+        crate::config::FileConfig::default(),
+    );
+    let today: jiff::civil::Date = "2026-12-03".parse()?;
+    let clock = lodge_core::ManualClock::new(
+        today.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp() + jiff::SignedDuration::from_hours(12),
+    );
+    let lodge = crate::open(&cfg, std::sync::Arc::new(clock)).await?;
+    lodge.seed_demo().await?;
+    let plan = lodge
+        .catalog()
+        .await?
+        .listed_plans()
+        .find(|p| p.row.slug == "starter")
+        .map(|p| p.row.id.to_string())
+        .ok_or_else(|| anyhow::anyhow!("the demo catalog has no starter plan"))?;
+    let horizon = lodge.settings.policy.billing_horizon(today).to_string();
+    let later = today
+        .checked_add(jiff::Span::new().days(lodge.settings.policy.lead_days + 1))?
+        .to_string();
+    eprintln!("filling {services} services ({due} due today)…");
+    let filled = lodge_store::fill_services(
+        &lodge.store,
+        services,
+        due,
+        &horizon,
+        &later,
+        &plan,
+        lodge.now_us(),
+    )
+    .await?;
+    eprintln!("filled in {:.1} s; billing…", filled.seconds);
+    let start = std::time::Instant::now();
+    let pass = lodge.bill_renewals().await?;
+    let pass_seconds = start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    let idle = lodge.bill_renewals().await?;
+    let idle_pass_seconds = start.elapsed().as_secs_f64();
+    if idle.invoices != 0 {
+        anyhow::bail!("a second pass billed {} invoices again", idle.invoices);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let per_second = |n: f64, s: f64| if s > 0.0 { n / s } else { 0.0 };
+    #[allow(clippy::cast_precision_loss)]
+    let report = RenewalBench {
+        engine: format!("{:?}", lodge.store.engine()).to_lowercase(),
+        services,
+        organizations: filled.organizations,
+        due,
+        fill_seconds: filled.seconds,
+        bulk_rows_per_second: per_second(
+            (filled.services + filled.organizations * 4) as f64,
+            filled.seconds,
+        ),
+        pass_seconds,
+        invoices: pass.invoices,
+        paid_from_credit: pass.paid_from_credit,
+        failed: pass.failed,
+        invoices_per_second: per_second(pass.invoices as f64, pass_seconds),
+        idle_pass_seconds,
+    };
+    lodge.store.close().await;
+    if let Some(dir) = scratch {
+        std::fs::remove_dir_all(dir)?;
+    }
+    Ok(report)
+}

@@ -174,6 +174,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The scheduler's renewal pass on a large database: bulk-inserts --services hosting
+    /// accounts (one organization per ten), --due of them due today, then times one pass
+    /// (and an idle second one). Prints JSON. On --database-url (a fresh, empty database)
+    /// or a fresh SQLite file.
+    Renewals {
+        /// Hosting accounts in the database.
+        #[arg(long, default_value_t = 1_000_000)]
+        services: u64,
+        /// Of them, billed today (one per organization).
+        #[arg(long, default_value_t = 50_000)]
+        due: u64,
+    },
     /// Fill a database with orders (each with invoice, lines and hosting account).
     Fill {
         /// How many orders.
@@ -600,6 +612,11 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
             } else {
                 lodge::bench::print_table(&report);
             }
+            Ok(())
+        }
+        BenchCommand::Renewals { services, due } => {
+            let report = lodge::bench::renewals(database, services, due).await?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         BenchCommand::Fill { orders } => lodge::bench::fill(&cfg.database_url, orders).await,

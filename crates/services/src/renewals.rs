@@ -38,6 +38,8 @@ pub const JOB_RENEW_DOMAIN: &str = "renew_domain";
 
 /// Services read per page of the renewal pass.
 const PAGE: i64 = 1_000;
+/// Organizations' renewals billed per transaction.
+const GROUPS_PER_COMMIT: usize = 64;
 
 /// What one renewal pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -116,10 +118,8 @@ impl Lodge {
                     .or_default()
                     .push(s);
             }
-            for ((org, due), services) in groups {
-                let outcome = self.bill_group(org, &due, services).await;
-                self.count_group(&mut pass, org, &due, outcome);
-            }
+            self.bill_groups(&mut pass, groups.into_iter().collect())
+                .await?;
             if !full {
                 break;
             }
@@ -144,10 +144,11 @@ impl Lodge {
             for d in page {
                 groups.insert((d.organization_id, d.next_billing_date.clone()), ());
             }
-            for (org, due) in groups.into_keys() {
-                let outcome = self.bill_group(org, &due, Vec::new()).await;
-                self.count_group(&mut pass, org, &due, outcome);
-            }
+            self.bill_groups(
+                &mut pass,
+                groups.into_keys().map(|k| (k, Vec::new())).collect(),
+            )
+            .await?;
             if !full {
                 break;
             }
@@ -177,25 +178,132 @@ impl Lodge {
         }
     }
 
-    /// Bills one organization's services due on one date on one invoice: `(periods billed,
-    /// paid from credit)`, or `None` when another pass billed them first.
-    async fn bill_group(
+    /// Bills many groups together ([`RenewalGroups`]): on SQLite's batch writer or a pool
+    /// connection, their organizations locked together first, in the one order every
+    /// multi-organization writer uses; a group that fails is written again alone (a
+    /// savepoint each), so the others are billed all the same.
+    async fn bill_groups(
         &self,
-        org: OrganizationId,
-        due: &str,
-        services: Vec<DueService>,
-    ) -> Result<Option<(usize, bool)>> {
+        pass: &mut RenewalPass,
+        groups: Vec<((OrganizationId, String), Vec<DueService>)>,
+    ) -> Result<()> {
         let catalog = self.catalog().await?;
-        let ctx = self.write_ctx(SCHEDULER);
-        let mut tx = self.store.begin().await?;
+        let env = self.write_env(SCHEDULER);
+        let mut groups = groups.into_iter().peekable();
+        while groups.peek().is_some() {
+            let units: Vec<RenewalGroup> = groups
+                .by_ref()
+                .take(GROUPS_PER_COMMIT)
+                .map(|((org, due), services)| RenewalGroup {
+                    env: env.clone(),
+                    catalog: catalog.clone(),
+                    org,
+                    due,
+                    services,
+                })
+                .collect();
+            let keys: Vec<(OrganizationId, String)> =
+                units.iter().map(|u| (u.org, u.due.clone())).collect();
+            let outcomes = if self.store.has_batch_writer() {
+                self.store
+                    .batch(move |db| crate::commit::commit_on_writer::<RenewalGroups>(db, &units))
+                    .await?
+            } else {
+                crate::commit::commit_on_pool::<RenewalGroups>(
+                    &self.store,
+                    &units,
+                    &std::sync::atomic::AtomicU64::new(0),
+                )
+                .await
+            };
+            match outcomes {
+                Ok(outcomes) => {
+                    for ((org, due), outcome) in keys.iter().zip(outcomes) {
+                        self.count_group(pass, *org, due, outcome);
+                    }
+                }
+                Err(e) => {
+                    // Nothing of this batch was written; the next pass tries it again.
+                    tracing::warn!(error = %e, groups = keys.len(),
+                        "billing a batch of renewals failed; the next pass tries again");
+                    pass.failed += keys.len();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One organization's renewals due on one date, as a unit of [`RenewalGroups`].
+struct RenewalGroup {
+    env: crate::commit::WriteEnv,
+    catalog: std::sync::Arc<crate::catalog::Catalog>,
+    org: OrganizationId,
+    due: String,
+    services: Vec<DueService>,
+}
+
+/// The renewal pass's group commit: each unit bills one invoice ([`bill_group_in`]).
+struct RenewalGroups;
+
+impl crate::commit::BatchWrite for RenewalGroups {
+    type Unit = RenewalGroup;
+    type Outcome = Option<(usize, bool)>;
+
+    async fn lock<C: lodge_store::SqlConn>(
+        db: &mut C,
+        units: &[RenewalGroup],
+    ) -> std::result::Result<(), StoreError> {
+        let orgs: Vec<OrganizationId> = units.iter().map(|u| u.org).collect();
+        billing::lock_organizations(db, &orgs).await
+    }
+
+    async fn write_one<C: lodge_store::SqlConn>(
+        db: &mut C,
+        unit: &RenewalGroup,
+    ) -> Result<Self::Outcome> {
+        let ctx = unit.env.ctx();
+        bill_group_in(
+            &ctx,
+            db,
+            &unit.catalog,
+            unit.org,
+            &unit.due,
+            unit.services.clone(),
+        )
+        .await
+    }
+
+    async fn finish<C: lodge_store::SqlConn>(
+        _db: &mut C,
+        _units: &[RenewalGroup],
+        _outcomes: &[Result<Self::Outcome>],
+    ) -> std::result::Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Bills one organization's services (and domains) due on one date on one invoice, in the
+/// caller's transaction: `(periods billed, paid from credit)`, or `None` when another pass
+/// billed them first.
+async fn bill_group_in<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    tx: &mut C,
+    catalog: &crate::catalog::Catalog,
+    org: OrganizationId,
+    due: &str,
+    services: Vec<DueService>,
+) -> Result<Option<(usize, bool)>> {
+    {
+        let ctx = *ctx;
         // The money paths' lock order: the organization first. A concurrent pass on another
         // node waits here, then finds the lines this one wrote.
-        if billing::lock_credit(&mut tx, org).await?.is_none() {
+        if billing::lock_credit(&mut *tx, org).await?.is_none() {
             return Ok(None);
         }
         let mut periods = Vec::new();
         for s in services {
-            let Some(s) = renewals::due_again(&mut tx, s.id, due).await? else {
+            let Some(s) = renewals::due_again(&mut *tx, s.id, due).await? else {
                 continue;
             };
             let Some((start, end)) = period_of(&s) else {
@@ -210,10 +318,10 @@ impl Lodge {
         }
         // The organization's domains due the same day renew on the same invoice.
         let mut years = Vec::new();
-        for d in renewals::domains_due_on(&mut tx, org, due).await? {
+        for d in renewals::domains_due_on(&mut *tx, org, due).await? {
             let (Ok(start), Some(price)) = (
                 d.next_billing_date.parse::<Date>(),
-                renewals::renew_price(&mut tx, &d.tld).await?,
+                renewals::renew_price(&mut *tx, &d.tld).await?,
             ) else {
                 tracing::warn!(domain = %d.name, "no renewal price for this domain's TLD; not billed");
                 continue;
@@ -234,7 +342,7 @@ impl Lodge {
             .to_owned();
         let token = crate::orders::new_payment_token(ctx.now);
         let id = billing::insert_invoice(
-            &mut tx,
+            &mut *tx,
             &billing::NewInvoice {
                 number: None,
                 organization_id: org,
@@ -251,7 +359,7 @@ impl Lodge {
             },
         )
         .await?;
-        billing::number_invoices(&mut tx, &[id], || ctx.now).await?;
+        billing::number_invoices(&mut *tx, &[id], || ctx.now).await?;
         for (i, p) in periods.iter().enumerate() {
             let plan = catalog
                 .plan(p.service.plan_id)
@@ -261,7 +369,7 @@ impl Lodge {
                 p.service.domain_name, p.start, p.end
             );
             billing::insert_line(
-                &mut tx,
+                &mut *tx,
                 id,
                 &billing::NewLine {
                     position: i64::try_from(i).unwrap_or(0),
@@ -278,7 +386,7 @@ impl Lodge {
         for (i, (d, start, end, price)) in years.iter().enumerate() {
             let description = format!("Renewal of {} for 1 year, {start} to {end}", d.name);
             billing::insert_line(
-                &mut tx,
+                &mut *tx,
                 id,
                 &billing::NewLine {
                     position: i64::try_from(periods.len() + i).unwrap_or(0),
@@ -292,15 +400,16 @@ impl Lodge {
             )
             .await?;
         }
-        apply_credit(&ctx, &mut tx, org, id, total).await?;
-        let invoice = billing::invoice(&mut tx, id)
+        apply_credit(&ctx, &mut *tx, org, id, total).await?;
+        let invoice = billing::invoice(&mut *tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let paid = settle(&ctx, &mut tx, &invoice).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        let paid = settle(&ctx, &mut *tx, &invoice).await?;
         Ok(Some((periods.len() + years.len(), paid)))
     }
+}
 
+impl Lodge {
     /// Suspends the services of renewals unpaid past the suspension grace, and past the
     /// termination grace cancels the invoice and terminates them.
     pub async fn enforce_overdue(&self) -> Result<OverduePass> {

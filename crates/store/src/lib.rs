@@ -42,7 +42,7 @@ pub mod servers;
 mod sqlite;
 pub mod users;
 
-pub use bench::bare_commit_rate;
+pub use bench::{bare_commit_rate, fill_services, ServicesFilled};
 pub use conn::{Cols, SqlConn, Val};
 pub use error::{Check, Conflict, Result, StoreError};
 /// The conditions the name checks repeat from their partial indexes ([`hosting`]) are written
