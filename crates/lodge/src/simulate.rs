@@ -11,21 +11,23 @@
 //! `record_payment`, `pay_from_credit`, `cancel_hosting`, `revoke_cancellation`), in-process,
 //! on the real store (SQLite or PostgreSQL), with a fake control panel.
 //!
-//! The run is seeded: the same options give the same [`Totals`] (only the wall time differs).
+//! The run is seeded: the same options give the same [`Totals`] (only the wall time differs),
+//! on either engine.
 //!
 //! Checked every simulated month and at the end ([`Violations`], each list expected empty):
 //! no period billed twice (overlapping plan lines of one service on invoices not
 //! cancelled), no paid period unprovisioned (a paid first invoice whose account never became
 //! active, an account left provisioning, an account suspended or terminated for an overdue
 //! renewal while its current period is paid, a suspension or overdue termination without an
-//! overdue renewal behind it), every due period billed, every organization's ledger adding
+//! overdue renewal behind it, a paid period starting after the end an end-of-period
+//! cancellation set), every due period billed, every organization's ledger adding
 //! up to its balance, gapless invoice numbers, no dead job, the panel agreeing with Lodge,
 //! and the store's own consistency checks.
 //!
 //! Plan changes and refunds are not simulated yet: their endpoints are being built
-//! elsewhere. [`Action`] has an arm for each, never generated; the totals show 0 for them.
-//! Adding one is: generate the action in [`Sim::customers_act`], perform it in
-//! [`Sim::perform`].
+//! elsewhere. `Action` has an arm for each, never generated; the totals show 0 for them.
+//! Adding one is: generate the action in `Sim::customers_act`, perform it in
+//! `Sim::perform`, count it in `Totals`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
