@@ -775,7 +775,11 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
         }
     }
     for p in renewals::billed_periods(conn, invoice).await? {
-        renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now).await?;
+        if renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now).await? {
+            // Cancelled at the end of the period after this renewal was issued, then paid:
+            // the period paid for is served, and the account ends at its end.
+            renewals::extend_cancellation(conn, p.service, &p.start, &p.end, ctx.now).await?;
+        }
         if renewals::status_of(conn, p.service).await? != Some(HostingStatus::Suspended) {
             continue;
         }

@@ -207,6 +207,26 @@ pub async fn advance_period<C: SqlConn>(
     Ok(changed == 1)
 }
 
+/// A pending end-of-period cancellation effective on `from` moves to `to`: the period from
+/// `from` to `to` was paid, and such an account ends when its paid period does. Whether one
+/// moved.
+pub async fn extend_cancellation<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "UPDATE hosting SET cancel_effective_date = $3, modified_at = $4 \
+             WHERE id = $1 AND cancel_type = 'end_of_period' AND cancel_effective_date = $2",
+            vals![service.to_string(), from, to, now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// An account's status, if it exists.
 pub async fn status_of<C: SqlConn>(
     conn: &mut C,

@@ -18,6 +18,7 @@ on_both_engines!(
     an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension,
     a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
     an_end_of_period_cancellation_is_never_billed_again,
+    a_renewal_paid_after_an_end_of_period_cancellation_is_served,
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
     a_renewal_is_listed_and_paid_through_apiv2,
@@ -311,6 +312,58 @@ async fn an_end_of_period_cancellation_is_never_billed_again(app: TestApp) {
     assert_eq!(h["status"], "terminated", "{h}");
     assert_eq!(last_entry(&h)["actor"], "scheduler", "{h}");
     assert_eq!(balance(&app).await, 9500);
+    app.stop().await;
+}
+
+/// Found by the simulation (`lodge bench simulate`): the renewal was issued, then the
+/// customer asked to cancel at the end of the period, then paid the renewal anyway. The
+/// period paid for is served: the account ends when its paid period does, not on the old
+/// due date (and is not billed again).
+async fn a_renewal_paid_after_an_end_of_period_cancellation_is_served(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "paid-then-leaving.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+
+    app.clock.set(noon(&due, -10));
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "moving on" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["cancellation"]["effective_date"], due.as_str(), "{h}");
+    bank_transfer(&app, &inv["id"], "5.00", "paid-after-cancel").await;
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    let paid_until = months_after("2026-03-31", 2);
+    assert_eq!(h["next_due_date"], paid_until.as_str(), "{h}");
+    assert_eq!(
+        h["cancellation"]["effective_date"],
+        paid_until.as_str(),
+        "{h}"
+    );
+
+    for day in [0, 1, 20] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "active", "day {day} of the paid period: {h}");
+    }
+    app.clock.set(noon(&paid_until, -14));
+    pass(&app, &worker).await;
+    assert_eq!(renewals(&app).await.len(), 1, "never billed again");
+    app.clock.set(noon(&paid_until, 0));
+    pass(&app, &worker).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(balance(&app).await, 0);
     app.stop().await;
 }
 
