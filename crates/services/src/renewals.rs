@@ -161,10 +161,10 @@ impl Lodge {
         pass: &mut RenewalPass,
         org: OrganizationId,
         due: &str,
-        outcome: Result<Option<(usize, bool)>>,
+        outcome: Result<Option<(usize, bool, i64)>>,
     ) {
         match outcome {
-            Ok(Some((periods, paid))) => {
+            Ok(Some((periods, paid, _))) => {
                 pass.invoices += 1;
                 pass.periods += periods;
                 pass.paid_from_credit += usize::from(paid);
@@ -190,6 +190,7 @@ impl Lodge {
         let catalog = self.catalog().await?;
         let env = self.write_env(SCHEDULER);
         let mut groups = groups.into_iter().peekable();
+        let mut running = tokio::task::JoinSet::new();
         while groups.peek().is_some() {
             let units: Vec<RenewalGroup> = groups
                 .by_ref()
@@ -204,18 +205,63 @@ impl Lodge {
                 .collect();
             let keys: Vec<(OrganizationId, String)> =
                 units.iter().map(|u| (u.org, u.due.clone())).collect();
-            let outcomes = if self.store.has_batch_writer() {
-                self.store
-                    .batch(move |db| crate::commit::commit_on_writer::<RenewalGroups>(db, &units))
-                    .await?
-            } else {
-                crate::commit::commit_on_pool::<RenewalGroups>(
-                    &self.store,
-                    &units,
-                    &std::sync::atomic::AtomicU64::new(0),
-                )
-                .await
-            };
+            if !self.store.has_batch_writer() {
+                // PostgreSQL: up to POSTGRES_COMMITTERS batches commit at once.
+                if running.len() >= crate::commit::POSTGRES_COMMITTERS {
+                    self.record_batch(pass, running.join_next().await);
+                }
+                let store = self.store.clone();
+                running.spawn(async move {
+                    let outcome = crate::commit::commit_on_pool::<RenewalGroups>(
+                        &store,
+                        &units,
+                        &std::sync::atomic::AtomicU64::new(0),
+                    )
+                    .await;
+                    (keys, outcome)
+                });
+                continue;
+            }
+            let outcomes = self
+                .store
+                .batch(move |db| crate::commit::commit_on_writer::<RenewalGroups>(db, &units))
+                .await?;
+            self.record_batch(pass, Some(Ok((keys, outcomes))));
+        }
+        while let Some(done) = running.join_next().await {
+            self.record_batch(pass, Some(done));
+        }
+        Ok(())
+    }
+
+    /// Counts what a batch of renewal groups came to.
+    #[allow(clippy::type_complexity)]
+    fn record_batch(
+        &self,
+        pass: &mut RenewalPass,
+        done: Option<
+            std::result::Result<
+                (
+                    Vec<(OrganizationId, String)>,
+                    std::result::Result<
+                        crate::commit::Outcomes<Option<(usize, bool, i64)>>,
+                        StoreError,
+                    >,
+                ),
+                tokio::task::JoinError,
+            >,
+        >,
+    ) {
+        let (keys, outcomes) = match done {
+            None => return,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a renewal batch task failed");
+                pass.failed += 1;
+                return;
+            }
+        };
+        {
             match outcomes {
                 Ok(outcomes) => {
                     for ((org, due), outcome) in keys.iter().zip(outcomes) {
@@ -230,7 +276,6 @@ impl Lodge {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -243,12 +288,17 @@ struct RenewalGroup {
     services: Vec<DueService>,
 }
 
+/// The moment a batch is numbered at: its units' clock.
+fn outcomes_now(units: &[RenewalGroup]) -> i64 {
+    units.first().map_or(0, |u| u.env.now_us())
+}
+
 /// The renewal pass's group commit: each unit bills one invoice ([`bill_group_in`]).
 struct RenewalGroups;
 
 impl crate::commit::BatchWrite for RenewalGroups {
     type Unit = RenewalGroup;
-    type Outcome = Option<(usize, bool)>;
+    type Outcome = Option<(usize, bool, i64)>;
 
     async fn lock<C: lodge_store::SqlConn>(
         db: &mut C,
@@ -274,12 +324,19 @@ impl crate::commit::BatchWrite for RenewalGroups {
         .await
     }
 
+    /// Numbers the batch's invoices at its end, in order, with one step of the counter
+    /// (locked once, just before the commit, as the orders' group commit does).
     async fn finish<C: lodge_store::SqlConn>(
-        _db: &mut C,
+        db: &mut C,
         _units: &[RenewalGroup],
-        _outcomes: &[Result<Self::Outcome>],
+        outcomes: &[Result<Self::Outcome>],
     ) -> std::result::Result<(), StoreError> {
-        Ok(())
+        let invoices: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().and_then(|o| o.map(|(_, _, id)| id)))
+            .collect();
+        let now = outcomes_now(_units);
+        billing::number_invoices(db, &invoices, || now).await
     }
 }
 
@@ -293,7 +350,7 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     org: OrganizationId,
     due: &str,
     services: Vec<DueService>,
-) -> Result<Option<(usize, bool)>> {
+) -> Result<Option<(usize, bool, i64)>> {
     {
         let ctx = *ctx;
         // The money paths' lock order: the organization first. A concurrent pass on another
@@ -359,7 +416,6 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
             },
         )
         .await?;
-        billing::number_invoices(&mut *tx, &[id], || ctx.now).await?;
         for (i, p) in periods.iter().enumerate() {
             let plan = catalog
                 .plan(p.service.plan_id)
@@ -405,7 +461,7 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
             .await?
             .ok_or(ServiceError::NotFound)?;
         let paid = settle(&ctx, &mut *tx, &invoice).await?;
-        Ok(Some((periods.len() + years.len(), paid)))
+        Ok(Some((periods.len() + years.len(), paid, id)))
     }
 }
 
