@@ -367,7 +367,7 @@ mod tests {
                 days += 1;
                 d = d.tomorrow().unwrap();
             }
-            prop_assert_eq!(i64::from(p.days_in_period), days);
+            prop_assert_eq!(p.days_in_period, days);
             prop_assert!(days == 365 || days == 366, "{start} to {end}: {days}");
             let feb29 = (start.year()..=end.year()).any(|y| {
                 date(y, 1, 1).in_leap_year() && {
