@@ -677,7 +677,7 @@ impl Lodge {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;
         billing::lock_credit(&mut tx, org).await?;
-        for invoice in renewals::unpaid_with_line(&mut tx, service, kind).await? {
+        for (invoice, _) in renewals::unpaid_with_line(&mut tx, service, kind).await? {
             let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
                 continue;
             };
@@ -813,7 +813,6 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
     conn: &mut C,
     invoice: i64,
 ) -> Result<()> {
-    let suspend_after_days = ctx.policy.suspend_after_days;
     let number = billing::invoice(conn, invoice)
         .await?
         .and_then(|i| i.number)
@@ -846,13 +845,13 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
         {
             continue; // suspended by staff: theirs to lift
         }
-        let still_overdue = renewals::unpaid_of_service(conn, p.service)
+        let still_overdue = renewals::unpaid_with_line(conn, &p.service.to_string(), "plan")
             .await?
             .into_iter()
             .filter(|(id, _)| *id != invoice)
             .any(|(_, due)| {
                 due.parse::<Date>()
-                    .is_ok_and(|d| i64::from((ctx.today - d).get_days()) >= suspend_after_days)
+                    .is_ok_and(|d| ctx.policy.overdue_step(d, ctx.today) != OverdueStep::None)
             });
         if still_overdue {
             continue;

@@ -166,26 +166,6 @@ pub async fn billed_periods<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Ve
     .collect()
 }
 
-/// The unpaid renewal invoices billing `service`, with their due dates.
-pub async fn unpaid_of_service<C: SqlConn>(
-    conn: &mut C,
-    service: HostingId,
-) -> Result<Vec<(i64, String)>> {
-    conn.fetch_rows(
-        "SELECT DISTINCT i.id, i.due_date FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
-         WHERE l.service_id = $1 AND l.kind = 'plan' AND i.kind = 'renewal' AND i.status = 'unpaid' \
-         ORDER BY i.id",
-        vals![service.to_string()],
-    )
-    .await?
-    .into_iter()
-    .map(|row| {
-        let mut c = Cols::new(row);
-        Ok((c.int()?, c.text()?))
-    })
-    .collect()
-}
-
 /// Moves a service into its next period: `next_due_date` from `from` to `to`, only if it
 /// is still `from` (a period is added once however often its payment is settled). Sets the
 /// anchor when the account has none. Whether it moved.
@@ -491,25 +471,28 @@ pub async fn domains_expired_by<C: SqlConn>(
 }
 
 /// The unpaid renewal invoices with a line of `kind` for `service` (a hosting account's or
-/// a domain's id).
+/// a domain's id), with their due dates.
 pub async fn unpaid_with_line<C: SqlConn>(
     conn: &mut C,
     service: &str,
     kind: &str,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<(i64, String)>> {
     conn.fetch_rows(
-        "SELECT DISTINCT i.id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+        "SELECT DISTINCT i.id, i.due_date FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
          WHERE l.service_id = $1 AND l.kind = $2 AND i.kind = 'renewal' AND i.status = 'unpaid' \
          ORDER BY i.id",
         vals![service, kind],
     )
     .await?
     .into_iter()
-    .map(|row| Cols::new(row).int())
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.int()?, c.text()?))
+    })
     .collect()
 }
 
-/// A line of an invoice billing `service` as `kind`: `(position, start, end, amount)`.
+/// The lines of an invoice billing `service` as `kind`: `(start, end, amount)`.
 pub async fn lines_of<C: SqlConn>(
     conn: &mut C,
     invoice: i64,
