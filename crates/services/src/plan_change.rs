@@ -29,7 +29,9 @@
 use jiff::civil::Date;
 use jiff::ToSpan;
 use lodge_core::pricing::{prorate, ProrationError};
-use lodge_core::{BillingCycle, HostingId, HostingStatus, InvoiceKind, PlanId, ProjectId};
+use lodge_core::{
+    BillingCycle, HostingId, HostingStatus, InvoiceKind, InvoiceStatus, PlanId, ProjectId,
+};
 use lodge_store::billing::{self, InvoiceRow};
 use lodge_store::jobs::{self, JobRow};
 use lodge_store::plan_change::{self as store, NewPlanChange};
@@ -381,6 +383,7 @@ async fn change_in(
             r.to,
             r.new_price_minor,
             &r.summary,
+            &end_s,
         )
         .await?;
         if charge < 0 {
@@ -416,61 +419,20 @@ async fn change_in(
                 .into(),
         ));
     }
-    let balance = billing::lock_credit(conn, h.organization_id)
+    let description = format!("Change to {}, {today} to {end} (prorated)", r.to_name);
+    let account = store::account_billing(conn, r.id)
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let credit = balance.clamp(0, charge);
-    let token = crate::orders::new_payment_token(ctx.now);
-    let invoice = billing::insert_invoice(
+    let (invoice, token) = invoice_charge(
+        ctx,
         conn,
-        &billing::NewInvoice {
-            number: None,
-            organization_id: h.organization_id,
-            order_id: Some(h.order_id),
-            kind: InvoiceKind::Manual,
-            currency: &h.currency,
-            subtotal_minor: charge,
-            tax_minor: 0,
-            payment_token: &token,
-            due_date: &today,
-            credit_applied_minor: credit,
-            paid: false,
-            now: ctx.now,
-        },
+        &account,
+        charge,
+        &description,
+        &today,
+        Some(end_s.clone()),
     )
     .await?;
-    let description = format!("Change to {}, {today} to {end} (prorated)", r.to_name);
-    billing::insert_line(
-        conn,
-        invoice,
-        &billing::NewLine {
-            position: 0,
-            kind: "adjustment",
-            description: &description,
-            service_id: Some(r.id.to_string()),
-            period_start: Some(today.clone()),
-            period_end: Some(end_s.clone()),
-            amount_minor: charge,
-        },
-    )
-    .await?;
-    billing::number_invoices(conn, &[invoice], || ctx.now).await?;
-    if credit > 0 {
-        billing::append_ledger(
-            conn,
-            &billing::NewLedgerEntry {
-                organization_id: h.organization_id,
-                kind: "applied",
-                amount_minor: -credit,
-                currency: &h.currency,
-                invoice_id: Some(invoice),
-                note: "Applied to invoice",
-                actor: ctx.actor,
-                now: ctx.now,
-            },
-        )
-        .await?;
-    }
     let change_id = store::insert_change(conn, &new_change(Some(invoice), false)).await?;
     let row = billing::invoice(conn, invoice)
         .await?
@@ -495,6 +457,183 @@ async fn change_in(
     outcome.amount_due_minor = row.amount_due();
     outcome.payment_token = (!paid).then_some(token);
     Ok(outcome)
+}
+
+/// Invoices `charge` for an account (a `manual` invoice, due today, with one `adjustment`
+/// line of the service from `start`), the organization's credit applied first (locked
+/// already by the caller): the invoice and its payment token. Settling it is the caller's.
+async fn invoice_charge<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    h: &store::AccountBilling,
+    charge: i64,
+    description: &str,
+    start: &str,
+    end: Option<String>,
+) -> Result<(i64, String)> {
+    let balance = billing::lock_credit(conn, h.organization_id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let credit = balance.clamp(0, charge);
+    let token = crate::orders::new_payment_token(ctx.now);
+    let today = ctx.today.to_string();
+    let invoice = billing::insert_invoice(
+        conn,
+        &billing::NewInvoice {
+            number: None,
+            organization_id: h.organization_id,
+            order_id: Some(h.order_id),
+            kind: InvoiceKind::Manual,
+            currency: &h.currency,
+            subtotal_minor: charge,
+            tax_minor: 0,
+            payment_token: &token,
+            due_date: &today,
+            credit_applied_minor: credit,
+            paid: false,
+            now: ctx.now,
+        },
+    )
+    .await?;
+    billing::insert_line(
+        conn,
+        invoice,
+        &billing::NewLine {
+            position: 0,
+            kind: "adjustment",
+            description,
+            service_id: Some(h.id.to_string()),
+            period_start: Some(start.to_owned()),
+            period_end: end,
+            amount_minor: charge,
+        },
+    )
+    .await?;
+    billing::number_invoices(conn, &[invoice], || ctx.now).await?;
+    if credit > 0 {
+        billing::append_ledger(
+            conn,
+            &billing::NewLedgerEntry {
+                organization_id: h.organization_id,
+                kind: "applied",
+                amount_minor: -credit,
+                currency: &h.currency,
+                invoice_id: Some(invoice),
+                note: "Applied to invoice",
+                actor: ctx.actor,
+                now: ctx.now,
+            },
+        )
+        .await?;
+    }
+    Ok((invoice, token))
+}
+
+/// After a change took effect: the period following the changed one (from `next_start`),
+/// when its renewal was invoiced before the change (in the renewal lead time), is billed
+/// at the new plan's price too. An unpaid renewal is re-priced (its plan line and total;
+/// credit applied beyond the new total goes back, and a renewal now covered is paid); of a
+/// renewal paid already, the difference goes to the organization's credit (a downgrade) or
+/// is invoiced like an upgrade's charge. The organization is locked by the caller (every
+/// money path locks it first), so the renewal cannot be paid or cancelled meanwhile.
+async fn reprice_next_period<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    h: &store::AccountBilling,
+    next_start: &str,
+    new_price_minor: i64,
+    summary: &str,
+) -> Result<()> {
+    for billed in store::billed_from(conn, h.id, next_start).await? {
+        let delta = new_price_minor - billed.amount_minor;
+        if delta == 0 {
+            continue;
+        }
+        let Some(inv) = billing::lock_invoice(conn, billed.invoice_id).await? else {
+            continue;
+        };
+        let period = format!(
+            "{next_start} to {}",
+            billed.period_end.as_deref().unwrap_or("")
+        );
+        match inv.status {
+            InvoiceStatus::Unpaid => {
+                let description = format!("{}, {period} (plan {summary})", h.domain_name);
+                let Some(returned) = store::reprice_unpaid_line(
+                    conn,
+                    inv.id,
+                    billed.line_id,
+                    new_price_minor,
+                    &description,
+                    ctx.now,
+                )
+                .await?
+                else {
+                    continue;
+                };
+                if returned > 0 {
+                    billing::append_ledger(
+                        conn,
+                        &billing::NewLedgerEntry {
+                            organization_id: inv.organization_id,
+                            // Taken off the invoice: an `applied` entry the other way.
+                            kind: "applied",
+                            amount_minor: returned,
+                            currency: &inv.currency,
+                            invoice_id: Some(inv.id),
+                            note: "Returned: the renewal was re-priced after a plan change",
+                            actor: ctx.actor,
+                            now: ctx.now,
+                        },
+                    )
+                    .await?;
+                }
+                if let Some(now_inv) = billing::invoice(conn, inv.id).await? {
+                    Box::pin(crate::billing::settle(ctx, conn, &now_inv)).await?;
+                }
+            }
+            InvoiceStatus::Paid | InvoiceStatus::PartiallyRefunded if delta < 0 => {
+                let note =
+                    format!("Plan change {summary}: the renewal {period} paid at the old price");
+                billing::append_ledger(
+                    conn,
+                    &billing::NewLedgerEntry {
+                        organization_id: inv.organization_id,
+                        kind: "adjustment",
+                        amount_minor: -delta,
+                        currency: &inv.currency,
+                        invoice_id: None,
+                        note: &note,
+                        actor: ctx.actor,
+                        now: ctx.now,
+                    },
+                )
+                .await?;
+            }
+            InvoiceStatus::Paid | InvoiceStatus::PartiallyRefunded => {
+                if store::line_exists(conn, h.id, next_start, "adjustment").await? {
+                    continue;
+                }
+                let description =
+                    format!("Plan {summary}, {period}: the renewal paid at the old price");
+                let (invoice, _) = invoice_charge(
+                    ctx,
+                    conn,
+                    h,
+                    delta,
+                    &description,
+                    next_start,
+                    billed.period_end.clone(),
+                )
+                .await?;
+                if let Some(row) = billing::invoice(conn, invoice).await? {
+                    Box::pin(crate::billing::settle(ctx, conn, &row)).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The account's current period `[start, end)`: it ends on the next due date, and starts
@@ -526,8 +665,9 @@ async fn current_period<C: SqlConn>(
     Ok((start, end))
 }
 
-/// Moves the account to the change's plan and price (history entry), and queues the
-/// driver's `change_package` job once.
+/// Moves the account to the change's plan and price (history entry), bills the period
+/// after the changed one (from `period_end`) at that price if it was invoiced already
+/// ([`reprice_next_period`]), and queues the driver's `change_package` job once.
 #[allow(clippy::too_many_arguments)]
 async fn apply<C: SqlConn>(
     ctx: &WriteCtx<'_>,
@@ -538,6 +678,7 @@ async fn apply<C: SqlConn>(
     to: PlanId,
     new_price_minor: i64,
     summary: &str,
+    period_end: &str,
 ) -> Result<()> {
     store::set_plan(
         conn,
@@ -550,6 +691,9 @@ async fn apply<C: SqlConn>(
         ctx.now,
     )
     .await?;
+    if let Some(h) = store::account_billing(conn, hosting_id).await? {
+        reprice_next_period(ctx, conn, &h, period_end, new_price_minor, summary).await?;
+    }
     let payload =
         serde_json::json!({ "hosting_id": hosting_id, "change_id": change_id }).to_string();
     let dedupe = format!("{JOB_CHANGE_PACKAGE}:{change_id}");
@@ -628,6 +772,7 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
         change.to_plan_id,
         change.new_price_minor,
         &change.summary,
+        &change.period_end,
     )
     .await
 }

@@ -722,7 +722,10 @@ impl Lodge {
                     &mut *tx,
                     &billing::NewLedgerEntry {
                         organization_id: inv.organization_id,
-                        kind: "refund",
+                        // Credit taken off an invoice that stays is an `applied` entry the
+                        // other way (the invoice shows what its entries sum to); a
+                        // cancelled invoice's credit and payments come back as a refund.
+                        kind: if others_live { "applied" } else { "refund" },
                         amount_minor: returned,
                         currency: &inv.currency,
                         invoice_id: Some(invoice),

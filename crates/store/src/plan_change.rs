@@ -299,3 +299,122 @@ pub async fn line_exists<C: SqlConn>(
         .unwrap_or(0)
         > 0)
 }
+
+/// A plan line already billing a service's period: its invoice and the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledPeriod {
+    pub invoice_id: i64,
+    pub invoice_status: String,
+    pub line_id: i64,
+    pub period_end: Option<String>,
+    pub amount_minor: i64,
+}
+
+/// The plan lines (of invoices not cancelled) billing `service` for the period starting on
+/// `start`: the renewal issued before a plan change took effect.
+pub async fn billed_from<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+    start: &str,
+) -> Result<Vec<BilledPeriod>> {
+    conn.fetch_rows(
+        "SELECT i.id, i.status, l.id, l.period_end, l.amount_minor \
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE l.service_id = $1 AND l.kind = 'plan' AND l.period_start = $2 \
+           AND i.status <> 'cancelled' ORDER BY i.id",
+        vals![service.to_string(), start],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok(BilledPeriod {
+            invoice_id: c.int()?,
+            invoice_status: c.text()?,
+            line_id: c.int()?,
+            period_end: c.opt_text()?,
+            amount_minor: c.int()?,
+        })
+    })
+    .collect()
+}
+
+/// Re-prices one line of an unpaid invoice to `amount` (and its description): the invoice's
+/// subtotal and total move by the difference, and credit applied beyond the new total is
+/// taken off it. Returns that credit (for the caller's ledger entry), `None` when the
+/// invoice is no longer unpaid or the line is not its own. Call with the invoice locked.
+pub async fn reprice_unpaid_line<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    line: i64,
+    amount: i64,
+    description: &str,
+    now: i64,
+) -> Result<Option<i64>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT l.amount_minor, i.total_minor, i.credit_applied_minor, i.paid_minor \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.id = $1 AND i.id = $2 AND i.status = 'unpaid'",
+            vals![line, invoice],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    let (old, total, credit, paid) = (c.int()?, c.int()?, c.int()?, c.int()?);
+    let delta = amount - old;
+    let new_total = total + delta;
+    if amount < 0 || new_total < 0 {
+        return Ok(None);
+    }
+    // Money received stays on the invoice first; credit is what goes back.
+    let returned = (credit + paid - new_total).clamp(0, credit);
+    conn.exec(
+        "UPDATE invoice_lines SET amount_minor = $2, description = $3 WHERE id = $1",
+        vals![line, amount, description],
+    )
+    .await?;
+    conn.exec(
+        "UPDATE invoices SET subtotal_minor = subtotal_minor + $2, total_minor = total_minor + $2, \
+         credit_applied_minor = credit_applied_minor - $3, modified_at = $4 WHERE id = $1",
+        vals![invoice, delta, returned, now],
+    )
+    .await?;
+    Ok(Some(returned))
+}
+
+/// What billing an account needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountBilling {
+    pub id: HostingId,
+    pub organization_id: OrganizationId,
+    pub order_id: i64,
+    pub currency: String,
+    pub domain_name: String,
+}
+
+/// [`AccountBilling`] of an account, if it exists.
+pub async fn account_billing<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+) -> Result<Option<AccountBilling>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT organization_id, order_id, currency, domain_name FROM hosting WHERE id = $1",
+            vals![id.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some(AccountBilling {
+        id,
+        organization_id: c.parse()?,
+        order_id: c.int()?,
+        currency: c.text()?,
+        domain_name: c.text()?,
+    }))
+}

@@ -32,32 +32,11 @@ on_both_engines!(
     an_upgrade_paid_after_its_account_ended_goes_back_to_credit,
     an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
     a_failing_change_package_job_is_retried,
+    a_change_after_the_next_period_was_billed_renews_at_the_new_price,
+    an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal,
+    a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal,
+    an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
 );
-
-// A known bug, found by the simulation (`lodge bench simulate`): fails until fixed, so
-// ignored (`--ignored` runs it); `on_both_engines!` written out to carry the `#[ignore]`.
-mod a_change_after_the_next_period_was_billed_renews_at_the_new_price {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "known bug: a plan change in the renewal lead time leaves the next period billed at the old price"]
-    async fn sqlite() {
-        crate::harness::run(
-            crate::harness::Engine::Sqlite,
-            Default::default(),
-            super::a_change_after_the_next_period_was_billed_renews_at_the_new_price,
-        )
-        .await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "known bug: a plan change in the renewal lead time leaves the next period billed at the old price"]
-    async fn postgres() {
-        crate::harness::run(
-            crate::harness::Engine::Postgres,
-            Default::default(),
-            super::a_change_after_the_next_period_was_billed_renews_at_the_new_price,
-        )
-        .await;
-    }
-}
 
 // ---- helpers ----
 
@@ -829,6 +808,8 @@ async fn nginx_records_the_package() {
 /// the customer pays Business for a period served on Starter. (An upgrade the same way
 /// serves Business for a period billed at Starter's price.)
 async fn a_change_after_the_next_period_was_billed_renews_at_the_new_price(app: TestApp) {
+    // Found by the simulation (`lodge bench simulate`): the renewal invoiced in the lead
+    // time kept the old plan's price after a change.
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
     // Business monthly: 10.00 and its 9.99 setup fee; the period 2026-03-31 to 2026-04-30.
@@ -850,19 +831,170 @@ async fn a_change_after_the_next_period_was_billed_renews_at_the_new_price(app: 
         Some(1000),
         "the renewal is invoiced"
     );
-    // 2026-04-21: down to Starter (5.00 monthly), accepted and applied at once.
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    // 2026-04-21: down to Starter (5.00 monthly), accepted and applied at once: 9 of 30
+    // days left, (5.00 − 10.00) × 9 / 30 = −1.50 to credit.
     app.clock.set(noon("2026-04-21"));
     let body = changed(&app, &id, &plan_id(&app, "Starter")).await;
     assert_eq!(body["plan_change"]["status"], "applied", "{body}");
     assert_eq!(body["hosting"]["price"], "5.00", "{body}");
-    // The period from 2026-04-30 is served on Starter: billed at Starter's price (or the
-    // change refused while that period is invoiced). It stays billed at 10.00.
-    assert_eq!(
-        billed_from(&app, &id, "2026-04-30").await,
-        Some(500),
-        "the next period, invoiced before the change, is billed at the old plan's price"
-    );
+    assert_eq!(balance(&app).await, 150);
+    // The period from 2026-04-30 is served on Starter: its unpaid renewal now bills 5.00.
+    assert_eq!(billed_from(&app, &id, "2026-04-30").await, Some(500));
+    let inv = invoice(&app, renewal).await;
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    assert_eq!(cents(&inv["total"]), 500, "{inv}");
+    assert_eq!(cents(&inv["amount_due"]), 500, "{inv}");
+    // Paying it renews the account for that period, once.
+    pay(&app, renewal, "5.00", "TRF-LEAD-1").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["next_due_date"], "2026-05-31", "{h}");
+    // The next renewal bills Starter's price too.
+    app.clock.set(noon("2026-05-25"));
+    app.lodge.schedule_due().await.unwrap();
+    assert_eq!(billed_from(&app, &id, "2026-05-31").await, Some(500));
     app.stop().await;
+}
+
+async fn an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "uplead.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    assert_eq!(billed_from(&app, &id, "2026-04-30").await, Some(500));
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    // Starter → Business on 2026-04-20: 1.67 invoiced; the renewal still bills 5.00 until
+    // the change is paid.
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let c = &body["plan_change"];
+    assert_eq!(c["status"], "awaiting_payment", "{body}");
+    assert_eq!(billed_from(&app, &id, "2026-04-30").await, Some(500));
+    let upgrade = c["invoice_id"].as_i64().unwrap();
+    pay(&app, upgrade, "1.67", "TRF-UP-1").await;
+    // Applied: the renewal now bills Business's 10.00.
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["price"], "10.00", "{h}");
+    assert_eq!(billed_from(&app, &id, "2026-04-30").await, Some(1000));
+    let inv = invoice(&app, renewal).await;
+    assert_eq!(
+        (cents(&inv["total"]), cents(&inv["amount_due"])),
+        (1000, 1000),
+        "{inv}"
+    );
+    worker.run_once().await.unwrap();
+    assert_eq!(driver.changes().len(), 1, "the package changed once");
+    app.stop().await;
+}
+
+async fn a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "credit-lead.example",
+        "19.99",
+    )
+    .await;
+    // 7.00 of credit on file: the 10.00 renewal is issued with 7.00 applied, 3.00 due.
+    add_credit(&app, &app.org_id(), "7.00").await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let inv = invoice(&app, renewal).await;
+    assert_eq!(cents(&inv["amount_due"]), 300, "{inv}");
+    assert_eq!(balance(&app).await, 0);
+    // Down to Starter on 2026-04-21: −1.50 prorated to credit; the renewal now bills 5.00,
+    // covered by the 7.00 applied: paid, and 2.00 of that credit goes back.
+    app.clock.set(noon("2026-04-21"));
+    let body = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(body["plan_change"]["status"], "applied", "{body}");
+    let inv = invoice(&app, renewal).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(cents(&inv["total"]), 500, "{inv}");
+    assert_eq!(balance(&app).await, 150 + 200);
+    // Paid, it renewed the account.
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["next_due_date"], "2026-05-31", "{h}");
+    app.stop().await;
+}
+
+async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "late.example", "5.00").await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    // The upgrade is invoiced (1.67) but left unpaid; the renewal is paid at 5.00.
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-REN-1").await;
+    assert_eq!(
+        hosting(&app, &id).await["next_due_date"],
+        "2026-05-31",
+        "renewed at the old price"
+    );
+    // The upgrade is paid on 2026-04-25: applied, and the period from 2026-04-30 (paid at
+    // Starter's 5.00) owes Business's 5.00 more: invoiced once.
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-UP-2").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["price"], "10.00", "{h}");
+    let difference = adjustment_from(&app, &id, "2026-04-30").await;
+    assert_eq!(difference.len(), 1, "{difference:?}");
+    let (inv_id, amount) = difference[0];
+    assert_eq!(amount, 500);
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    assert_eq!(cents(&inv["amount_due"]), 500, "{inv}");
+    app.stop().await;
+}
+
+/// The renewal invoice (not cancelled) billing an account's period from `start`.
+async fn renewal_of(app: &TestApp, id: &str, start: &str) -> i64 {
+    use lodge_store::SqlConn;
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    db.fetch_int(
+        "SELECT i.id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE l.service_id = $1 AND l.kind = 'plan' AND i.kind = 'renewal' \
+         AND i.status <> 'cancelled' AND l.period_start = $2",
+        lodge_store::vals![id, start],
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// The adjustment lines (not cancelled) of an account from `start`: `(invoice, amount)`.
+async fn adjustment_from(app: &TestApp, id: &str, start: &str) -> Vec<(i64, i64)> {
+    use lodge_store::SqlConn;
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    db.fetch_rows(
+        "SELECT i.id, l.amount_minor FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE l.service_id = $1 AND l.kind = 'adjustment' AND i.status <> 'cancelled' \
+         AND l.period_start = $2",
+        lodge_store::vals![id, start],
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| {
+        let mut c = lodge_store::Cols::new(r);
+        (c.int().unwrap(), c.int().unwrap())
+    })
+    .collect()
 }
 
 /// What the renewal invoices (not cancelled) bill for an account's period from `start`.

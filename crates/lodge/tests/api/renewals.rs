@@ -24,6 +24,7 @@ on_both_engines!(
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
     a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
+    a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total,
     a_domain_without_auto_renew_is_not_billed_and_expires,
 );
 
@@ -714,6 +715,39 @@ async fn a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice(app: TestApp) 
     assert_eq!(hosting(&app, &hosting_id).await["status"], "terminated");
     assert_eq!(renewals(&app).await[0]["status"], "cancelled");
     assert_eq!(balance(&app).await, 0);
+    app.stop().await;
+}
+
+async fn a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "66.00").await;
+    let (hosting_id, dom) = order_with_domain(&app, "partly.com", "annually").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    complete(&app, &dom).await;
+    // 60.00 of credit when the renewal (54.00 + 14.00) is issued: 8.00 left to pay.
+    add_credit(&app, &app.org_id(), "60.00").await;
+    days(&app, &worker, "2027-03-16", "2027-03-17").await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(
+        (inv["total"].as_str(), inv["amount_due"].as_str()),
+        (Some("68.00"), Some("8.00")),
+        "{inv}"
+    );
+    assert_eq!(balance(&app).await, 0);
+    // The domain expires unpaid: its 14.00 comes off, 54.00 is covered by the 60.00
+    // applied (the invoice is paid, the account renewed) and 6.00 goes back to credit.
+    days(&app, &worker, "2027-03-30", "2027-03-31").await;
+    assert_eq!(domain(&app, &dom).await["status"], "expired");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "54.00", "{inv}");
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(balance(&app).await, 600);
+    assert_eq!(
+        hosting(&app, &hosting_id).await["next_due_date"],
+        "2028-03-31"
+    );
     app.stop().await;
 }
 
