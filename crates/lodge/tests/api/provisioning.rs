@@ -39,7 +39,11 @@ on_both_engines!(
     two_workers_never_run_the_same_job,
 );
 
-on_both_engines!(engine: nginx_site_lifecycle, provisioning_without_nginx_fails_visibly);
+on_both_engines!(
+    engine: nginx_site_lifecycle,
+    an_overdue_renewal_suspends_the_nginx_site_until_paid,
+    provisioning_without_nginx_fails_visibly
+);
 
 // ---- helpers ----
 
@@ -379,6 +383,25 @@ fn site_files(dir: &Path) -> Vec<String> {
 /// Order → pay → provision → welcome page; suspend → suspension page; unsuspend → back;
 /// terminate → the site is gone and its files archived. Runs `cargo test nginx`.
 async fn nginx_site_lifecycle(engine: Engine) {
+    let Some((base, nginx, cfg, sites)) = real_nginx() else {
+        return;
+    };
+    let opts = Options {
+        nginx: Some(cfg.clone()),
+        ..Default::default()
+    };
+    harness::run(engine, opts, |app| {
+        nginx_site_lifecycle_on(app, &nginx, &cfg, &sites)
+    })
+    .await;
+    drop(nginx);
+    drop(base);
+}
+
+/// A real nginx on a loopback port serving a sites directory in a temp dir, and the
+/// driver's configuration for it; `None` (skipped, or failed under
+/// `LODGE_REQUIRE_SERVICES=1`) without an nginx binary.
+fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBuf)> {
     let base = tempfile::tempdir().expect("temp dir");
     let sites = base.path().join("sites");
     std::fs::create_dir_all(&sites).expect("sites dir");
@@ -387,7 +410,7 @@ async fn nginx_site_lifecycle(engine: Engine) {
         Ok(Some(n)) => n,
         Ok(None) => {
             lodge_testkit::skip_or_fail("nginx", "nginx binary not found");
-            return;
+            return None;
         }
         Err(e) => panic!("nginx did not start: {e:#}"),
     };
@@ -410,15 +433,77 @@ async fn nginx_site_lifecycle(engine: Engine) {
         archive_dir: base.path().join("archive"),
         listen: format!("127.0.0.1:{port}"),
     };
+    Some((base, nginx, cfg, sites))
+}
+
+/// Recurring billing on the real nginx: a renewal left unpaid 7 days past its due date
+/// suspends the site (the suspension page is served), and its payment brings it back.
+async fn an_overdue_renewal_suspends_the_nginx_site_until_paid(engine: Engine) {
+    let Some((base, nginx, cfg, _sites)) = real_nginx() else {
+        return;
+    };
     let opts = Options {
         nginx: Some(cfg.clone()),
         ..Default::default()
     };
-    harness::run(engine, opts, |app| {
-        nginx_site_lifecycle_on(app, &nginx, &cfg, &sites)
+    let port = nginx.port();
+    harness::run(engine, opts, |app| async move {
+        let domain = "overdue-1.test";
+        // Exactly the first month: the renewal finds no credit.
+        add_credit(&app, &app.org_id(), "5.00").await;
+        let o = order_paid(&app, domain).await;
+        let id = str_of(&o, "hosting_id").to_owned();
+        let worker = Worker::new(app.lodge.clone(), "node-1");
+        drain(worker.clone()).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "active", "{h}");
+        let welcome = format!("Welcome to {domain}");
+        page_until(port, domain, "welcome page", |s, b| {
+            s == 200 && b.contains(&welcome)
+        })
+        .await;
+        let due = str_of(&h, "next_due_date").to_owned();
+        // The renewal is issued 14 days ahead, unpaid; 7 days past due the scheduler
+        // suspends the account and the worker the site.
+        app.clock.set(noon(&due, -14));
+        app.lodge.schedule_due().await.expect("scheduler pass");
+        drain(worker.clone()).await;
+        let invoice: i64 = sqlx::query_scalar(
+            "SELECT id FROM invoices WHERE kind = 'renewal' AND status = 'unpaid'",
+        )
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("an unpaid renewal");
+        app.clock.set(noon(&due, 7));
+        app.lodge.schedule_due().await.expect("scheduler pass");
+        drain(worker.clone()).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "suspended", "{h}");
+        page_until(port, domain, "suspension page", |s, b| {
+            s == 200 && b.contains("This site is suspended")
+        })
+        .await;
+        // Paid by bank transfer: unsuspended, the site served again.
+        let (status, p) = app
+            .post(
+                &format!("/v1/admin/invoices/{invoice}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "NGX-1" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        drain(worker.clone()).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "active", "{h}");
+        page_until(port, domain, "welcome page again", |s, b| {
+            s == 200 && b.contains(&welcome)
+        })
+        .await;
+        app.stop().await;
     })
     .await;
     drop(nginx);
+    drop(base);
 }
 
 async fn nginx_site_lifecycle_on(
