@@ -20,6 +20,23 @@ pub fn require_services() -> bool {
     std::env::var("LODGE_REQUIRE_SERVICES").is_ok_and(|v| v.trim() == "1")
 }
 
+/// A program of the Python test servers' virtual environment (localstripe, aiosmtpd):
+/// `$LODGE_VENV/bin/<name>`, else `~/.cache/lodge-venv/bin/<name>` (where `.ci/run` makes
+/// it), else `<name>` on the `PATH`.
+pub fn venv_bin(name: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(v) = std::env::var_os("LODGE_VENV") {
+        dirs.push(std::path::PathBuf::from(v).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::PathBuf::from(home).join(".cache/lodge-venv/bin"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// Reports an unavailable service. Panics when services are required,
 /// otherwise prints `SKIP <what>: <why>` to stderr; the caller then returns.
 pub fn skip_or_fail(what: &str, why: &str) {
