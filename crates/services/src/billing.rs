@@ -641,6 +641,13 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
         _ => {}
     }
     crate::plan_change::on_invoice_paid(ctx, conn, invoice).await?;
+    crate::events::invoice_event(
+        conn,
+        crate::events::EventKind::InvoicePaid,
+        invoice.id,
+        ctx.now,
+    )
+    .await?;
     Ok(true)
 }
 

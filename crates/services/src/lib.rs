@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod demo;
 pub mod drivers;
 pub mod errors;
+pub mod events;
 pub mod hosting;
 pub mod idempotency;
 pub mod model;

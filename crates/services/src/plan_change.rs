@@ -420,7 +420,7 @@ async fn change_in(
         ));
     }
     let description = format!("Change to {}, {today} to {end} (prorated)", r.to_name);
-    let account = store::account_billing(conn, r.id)
+    let account = hosting::account_billing(conn, r.id)
         .await?
         .ok_or(ServiceError::NotFound)?;
     let (invoice, token) = invoice_charge(
@@ -465,7 +465,7 @@ async fn change_in(
 async fn invoice_charge<C: SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
-    h: &store::AccountBilling,
+    h: &hosting::AccountBilling,
     charge: i64,
     description: &str,
     start: &str,
@@ -510,6 +510,13 @@ async fn invoice_charge<C: SqlConn>(
     )
     .await?;
     billing::number_invoices(conn, &[invoice], || ctx.now).await?;
+    crate::events::invoice_event(
+        conn,
+        crate::events::EventKind::InvoiceCreated,
+        invoice,
+        ctx.now,
+    )
+    .await?;
     if credit > 0 {
         billing::append_ledger(
             conn,
@@ -539,7 +546,7 @@ async fn invoice_charge<C: SqlConn>(
 async fn reprice_next_period<C: SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
-    h: &store::AccountBilling,
+    h: &hosting::AccountBilling,
     next_start: &str,
     new_price_minor: i64,
     summary: &str,
@@ -691,7 +698,7 @@ async fn apply<C: SqlConn>(
         ctx.now,
     )
     .await?;
-    if let Some(h) = store::account_billing(conn, hosting_id).await? {
+    if let Some(h) = hosting::account_billing(conn, hosting_id).await? {
         reprice_next_period(ctx, conn, &h, period_end, new_price_minor, summary).await?;
     }
     let payload =

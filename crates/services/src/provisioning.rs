@@ -386,7 +386,7 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
         hosting::set_last_error(&mut tx, id, None, now).await?;
-        hosting::transition(
+        if hosting::transition(
             &mut tx,
             id,
             HostingEvent::Provisioned,
@@ -394,7 +394,17 @@ impl Lodge {
             "worker",
             now,
         )
-        .await?;
+        .await?
+        {
+            crate::events::hosting_event(
+                &mut *tx,
+                crate::events::EventKind::HostingActive,
+                id,
+                "provisioned",
+                now,
+            )
+            .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -436,6 +446,14 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         let note = p.note.as_deref().unwrap_or(op.note());
         let moved = hosting::transition(&mut tx, id, event, note, p.actor(), now).await?;
+        if moved {
+            let kind = match op {
+                Lifecycle::Suspend => crate::events::EventKind::HostingSuspended,
+                Lifecycle::Unsuspend => crate::events::EventKind::HostingUnsuspended,
+                Lifecycle::Terminate => crate::events::EventKind::HostingTerminated,
+            };
+            crate::events::hosting_event(&mut *tx, kind, id, note, now).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         if moved && op == Lifecycle::Terminate {
             // In its own transaction, in the money paths' lock order (organization first);
@@ -544,6 +562,9 @@ impl Lodge {
             Err(e) => {
                 tracing::error!(error = %e, "the domain expiry pass failed; the next one goes on")
             }
+        }
+        if let Err(e) = self.renewal_notices().await {
+            tracing::error!(error = %e, "the renewal notices pass failed; the next one goes on");
         }
         let overdue = match self.enforce_overdue().await {
             Ok(pass) => pass,

@@ -326,6 +326,25 @@ impl Lodge {
             invoice: RefundState::new(&after, cash_after),
             balance_minor,
         };
+        crate::events::emit(
+            &mut *tx,
+            crate::events::EventKind::PaymentRefunded,
+            org,
+            format!("invoice:{invoice}"),
+            serde_json::json!({
+                "invoice_id": invoice,
+                "number": after.number,
+                "refund_id": id,
+                "amount_minor": req.amount_minor,
+                "currency": inv.currency,
+                "to": req.to.as_str(),
+                "reason": reason,
+                "refunded_minor": after.refunded_minor,
+                "status": after.status.as_str(),
+            }),
+            now,
+        )
+        .await?;
         if let Some(key) = key {
             self.answer_key_in(&mut tx, key, &done).await?;
         }

@@ -457,6 +457,13 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
             .await?;
         }
         apply_credit(&ctx, &mut *tx, org, id, total).await?;
+        crate::events::invoice_event(
+            &mut *tx,
+            crate::events::EventKind::InvoiceCreated,
+            id,
+            ctx.now,
+        )
+        .await?;
         let invoice = billing::invoice(&mut *tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
@@ -465,7 +472,79 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     }
 }
 
+/// Days before its due date an unpaid renewal's reminder is sent (`invoice.reminder`).
+pub const REMINDER_DAYS: i64 = 3;
+
 impl Lodge {
+    /// The notices of unpaid renewals, each once per invoice whoever runs the pass
+    /// ([`crate::events::emit_once`]): `invoice.reminder` from [`REMINDER_DAYS`] before the
+    /// due date, and `invoice.overdue` (with the day the account will be suspended) from
+    /// the day after it. Returns how many were recorded.
+    pub async fn renewal_notices(&self) -> Result<usize> {
+        use crate::events::{emit_once, invoice_data, EventKind};
+        let policy = self.settings.policy;
+        let today = self.today();
+        let span = |days: i64| {
+            today
+                .checked_add(jiff::Span::new().days(days))
+                .map_err(|e| ServiceError::Internal(e.to_string()))
+        };
+        let due_by = span(REMINDER_DAYS)?.to_string();
+        let mut told = 0;
+        let mut after = 0;
+        loop {
+            let page = {
+                let mut db = self.store.read_conn().await?;
+                renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?
+            };
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            for inv in page {
+                after = inv.invoice_id;
+                let Ok(due) = inv.due_date.parse::<Date>() else {
+                    continue;
+                };
+                let (kind, suspend_on) = if due >= today {
+                    (EventKind::InvoiceReminder, None)
+                } else {
+                    let on = due
+                        .checked_add(jiff::Span::new().days(policy.suspend_after_days))
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    (EventKind::InvoiceOverdue, Some(on.to_string()))
+                };
+                let now = self.now_us();
+                let mut tx = self.store.begin().await?;
+                let Some(mut data) = invoice_data(&mut *tx, inv.invoice_id).await? else {
+                    continue;
+                };
+                if data.get("status").and_then(|s| s.as_str()) != Some("unpaid") {
+                    continue;
+                }
+                if let (Some(on), Some(obj)) = (suspend_on, data.as_object_mut()) {
+                    obj.insert("suspend_on".into(), serde_json::Value::String(on));
+                }
+                let key = format!("{kind}:{}", inv.invoice_id);
+                if emit_once(
+                    &mut *tx,
+                    kind,
+                    inv.organization_id,
+                    format!("invoice:{}", inv.invoice_id),
+                    data,
+                    key,
+                    now,
+                )
+                .await?
+                {
+                    told += 1;
+                }
+                tx.commit().await.map_err(StoreError::from)?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(told)
+    }
+
     /// Suspends the services of renewals unpaid past the suspension grace, and past the
     /// termination grace cancels the invoice and terminates them.
     pub async fn enforce_overdue(&self) -> Result<OverduePass> {
@@ -633,6 +712,16 @@ impl Lodge {
         let suspended = still
             && hosting::transition(&mut tx, id, HostingEvent::Suspend, &number, SCHEDULER, now)
                 .await?;
+        if suspended {
+            crate::events::hosting_event(
+                &mut *tx,
+                crate::events::EventKind::HostingSuspended,
+                id,
+                &number,
+                now,
+            )
+            .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         if !suspended {
             // Paid (or changed) while the server was suspending it: lift it again.

@@ -29,6 +29,7 @@ pub mod conn;
 pub mod deferred;
 pub mod dialect;
 pub mod error;
+pub mod events;
 pub mod hosting;
 pub mod idempotency;
 pub mod jobs;

@@ -384,37 +384,3 @@ pub async fn reprice_unpaid_line<C: SqlConn>(
     .await?;
     Ok(Some(returned))
 }
-
-/// What billing an account needs of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountBilling {
-    pub id: HostingId,
-    pub organization_id: OrganizationId,
-    pub order_id: i64,
-    pub currency: String,
-    pub domain_name: String,
-}
-
-/// [`AccountBilling`] of an account, if it exists.
-pub async fn account_billing<C: SqlConn>(
-    conn: &mut C,
-    id: HostingId,
-) -> Result<Option<AccountBilling>> {
-    let Some(row) = conn
-        .fetch_row(
-            "SELECT organization_id, order_id, currency, domain_name FROM hosting WHERE id = $1",
-            vals![id.to_string()],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let mut c = Cols::new(row);
-    Ok(Some(AccountBilling {
-        id,
-        organization_id: c.parse()?,
-        order_id: c.int()?,
-        currency: c.text()?,
-        domain_name: c.text()?,
-    }))
-}

@@ -263,6 +263,16 @@ pub async fn place_order_in<C: SqlConn>(
     if let Some(a) = activation {
         a.enqueue_jobs(ctx, conn, hosting_id, domain_id).await?;
     }
+    order_events(
+        ctx,
+        conn,
+        o,
+        order_id,
+        hosting_id,
+        invoice_id,
+        (total, credit, paid),
+    )
+    .await?;
     let outcome = OrderOutcome {
         order_id,
         order_number: order_number(order_id),
@@ -283,4 +293,81 @@ pub async fn place_order_in<C: SqlConn>(
         idempotency::answer_in(conn, k, &outcome).await?;
     }
     Ok(outcome)
+}
+
+/// The events of a placed order, in its transaction: `order.created`, its first invoice's
+/// `invoice.created` and, paid from credit as it was placed, `invoice.paid` (built from
+/// what the order wrote: the group commit numbers the invoice later, and consumers read
+/// the number back by id).
+async fn order_events<C: SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    o: &ValidOrder,
+    order_id: i64,
+    hosting_id: HostingId,
+    invoice_id: Option<i64>,
+    (total, credit, paid): (i64, i64, bool),
+) -> Result<()> {
+    use crate::events::{emit, EventKind};
+    let (currency, now) = (ctx.currency, ctx.now);
+    emit(
+        conn,
+        EventKind::OrderCreated,
+        o.organization,
+        format!("order:{order_id}"),
+        serde_json::json!({
+            "order_id": order_id,
+            "order_number": order_number(order_id),
+            "hosting_id": hosting_id,
+            "domain": o.domain.name(),
+            "billing_cycle": o.cycle.as_str(),
+            "currency": currency,
+            "total_minor": total,
+            "credit_applied_minor": credit,
+            "amount_due_minor": total - credit,
+            "invoice_id": invoice_id,
+        }),
+        now,
+    )
+    .await?;
+    let Some(invoice) = invoice_id else {
+        return Ok(());
+    };
+    let data = |status: &str| {
+        serde_json::json!({
+            "invoice_id": invoice,
+            "number": null,
+            "kind": "first",
+            "status": status,
+            "currency": currency,
+            "total_minor": total,
+            "credit_applied_minor": credit,
+            "paid_minor": 0,
+            "amount_due_minor": total - credit,
+            "due_date": ctx.today.to_string(),
+            "order_id": order_id,
+        })
+    };
+    let subject = format!("invoice:{invoice}");
+    emit(
+        conn,
+        EventKind::InvoiceCreated,
+        o.organization,
+        subject.clone(),
+        data(if paid { "paid" } else { "unpaid" }),
+        now,
+    )
+    .await?;
+    if paid {
+        emit(
+            conn,
+            EventKind::InvoicePaid,
+            o.organization,
+            subject,
+            data("paid"),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }

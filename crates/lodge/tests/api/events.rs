@@ -1,0 +1,148 @@
+//! Events (the outbox every notice and webhook is made from): each is recorded in the
+//! transaction of what it tells, once, with the amounts of the moment.
+
+use lodge_services::provisioning::Worker;
+use lodge_store::events::EventRow;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{add_credit, hosting, str_of, TestApp};
+use crate::on_both_engines;
+use crate::provisioning::{drain, noon, FakeDriver};
+
+on_both_engines!(
+    an_account_lifecycle_records_each_event_once,
+    a_refused_order_records_nothing,
+);
+
+/// The demo organization's events, oldest first: `(kind, subject, data)`.
+async fn events(app: &TestApp) -> Vec<(String, String, Value)> {
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    let org = app.org_id().parse().unwrap();
+    let mut rows: Vec<EventRow> = lodge_store::events::recent(&mut db, Some(org), 1000)
+        .await
+        .unwrap();
+    rows.reverse();
+    rows.into_iter()
+        .map(|e| (e.kind, e.subject, serde_json::from_str(&e.data).unwrap()))
+        .collect()
+}
+
+fn kinds(all: &[(String, String, Value)]) -> Vec<&str> {
+    all.iter().map(|(k, _, _)| k.as_str()).collect()
+}
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+async fn an_account_lifecycle_records_each_event_once(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                       "domain_name": "told.test", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    let all = events(&app).await;
+    assert_eq!(
+        kinds(&all),
+        ["order.created", "invoice.created", "invoice.paid"],
+        "{all:?}"
+    );
+    assert_eq!(all[0].2["total_minor"], 500, "{all:?}");
+    assert_eq!(all[1].2["kind"], "first", "{all:?}");
+    drain(worker.clone()).await;
+    let all = events(&app).await;
+    assert_eq!(kinds(&all)[3..], ["hosting.active"], "{all:?}");
+    assert_eq!(all[3].1, format!("hosting:{id}"));
+    assert_eq!(all[3].2["domain"], "told.test");
+
+    // The renewal: issued at −14 days (unpaid), a reminder at −3, overdue the day after
+    // its due date, suspended at +7; every pass in between tells nothing twice.
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    for day in -14..=8 {
+        app.clock.set(noon(&due, day));
+        app.lodge.schedule_due().await.unwrap();
+        drain(worker.clone()).await;
+    }
+    let all = events(&app).await;
+    assert_eq!(
+        kinds(&all)[4..],
+        [
+            "invoice.created",
+            "invoice.reminder",
+            "invoice.overdue",
+            "hosting.suspended"
+        ],
+        "{all:?}"
+    );
+    let renewal = &all[4].2;
+    assert_eq!(renewal["kind"], "renewal");
+    assert_eq!(renewal["amount_due_minor"], 500);
+    let invoice = renewal["invoice_id"].as_i64().unwrap();
+    let suspend_on: jiff::civil::Date =
+        due.parse::<jiff::civil::Date>().unwrap() + jiff::Span::new().days(7);
+    assert_eq!(all[6].2["suspend_on"], suspend_on.to_string(), "{all:?}");
+
+    // Paid: invoice.paid, then the account is unsuspended.
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "EVT-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    drain(worker.clone()).await;
+    let all = events(&app).await;
+    assert_eq!(
+        kinds(&all)[8..],
+        ["invoice.paid", "hosting.unsuspended"],
+        "{all:?}"
+    );
+    assert_eq!(all[8].2["paid_minor"], 500);
+
+    // A refund of it to credit.
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/refunds"),
+            &app.admin_key(),
+            &json!({ "amount": "2.00", "to": "credit", "reason": "goodwill" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let all = events(&app).await;
+    assert_eq!(kinds(&all)[10..], ["payment.refunded"], "{all:?}");
+    assert_eq!(all[10].2["amount_minor"], 200);
+    assert_eq!(all[10].2["to"], "credit");
+
+    // Terminated by staff.
+    let (status, t) = app
+        .post(
+            &format!("/v1/admin/hosting/{id}/terminate"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{t}");
+    drain(worker.clone()).await;
+    let all = events(&app).await;
+    assert_eq!(kinds(&all)[11..], ["hosting.terminated"], "{all:?}");
+    app.stop().await;
+}
+
+async fn a_refused_order_records_nothing(app: TestApp) {
+    let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                       "domain_name": "not a name", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{o}");
+    assert!(events(&app).await.is_empty());
+    app.stop().await;
+}

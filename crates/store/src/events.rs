@@ -1,0 +1,118 @@
+//! The events outbox (migration 0013): what happened, written in the transaction that made
+//! it happen. See `lodge_services::events`.
+
+use lodge_core::OrganizationId;
+
+use crate::{vals, Cols, Result, SqlConn};
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub organization_id: OrganizationId,
+    pub subject: &'a str,
+    /// JSON.
+    pub data: &'a str,
+    pub dedupe_key: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Records an event (with the transaction's other deferred rows: nothing reads it back in
+/// the same transaction). An event whose `dedupe_key` was recorded before is dropped.
+pub async fn insert<C: SqlConn>(conn: &mut C, e: &NewEvent<'_>) -> Result<()> {
+    conn.insert_later(
+        "INSERT INTO events (id, kind, organization_id, subject, data, dedupe_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
+        vals![
+            e.id,
+            e.kind,
+            e.organization_id.to_string(),
+            e.subject,
+            e.data,
+            e.dedupe_key.map(str::to_owned),
+            e.now
+        ],
+    )
+    .await
+}
+
+/// Whether an event with this `dedupe_key` was recorded.
+pub async fn seen<C: SqlConn>(conn: &mut C, dedupe_key: &str) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM events WHERE dedupe_key = $1",
+            vals![dedupe_key],
+        )
+        .await?
+        .unwrap_or(0)
+        > 0)
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: String,
+    pub kind: String,
+    pub organization_id: OrganizationId,
+    pub subject: String,
+    pub data: String,
+    pub created_at: i64,
+}
+
+/// One event by id.
+pub async fn event<C: SqlConn>(conn: &mut C, id: &str) -> Result<Option<EventRow>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT id, kind, organization_id, subject, data, created_at FROM events WHERE id = $1",
+            vals![id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some(EventRow {
+        id: c.text()?,
+        kind: c.text()?,
+        organization_id: c.parse()?,
+        subject: c.text()?,
+        data: c.text()?,
+        created_at: c.int()?,
+    }))
+}
+
+/// An organization's events (all organizations' with `None`), newest first.
+pub async fn recent<C: SqlConn>(
+    conn: &mut C,
+    org: Option<OrganizationId>,
+    limit: i64,
+) -> Result<Vec<EventRow>> {
+    let (sql, args) = match org {
+        Some(o) => (
+            "SELECT id, kind, organization_id, subject, data, created_at FROM events \
+             WHERE organization_id = $1 ORDER BY seq DESC LIMIT $2",
+            vals![o.to_string(), limit],
+        ),
+        None => (
+            "SELECT id, kind, organization_id, subject, data, created_at FROM events \
+             ORDER BY seq DESC LIMIT $1",
+            vals![limit],
+        ),
+    };
+    conn.fetch_rows(sql, args)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let mut c = Cols::new(row);
+            Ok(EventRow {
+                id: c.text()?,
+                kind: c.text()?,
+                organization_id: c.parse()?,
+                subject: c.text()?,
+                data: c.text()?,
+                created_at: c.int()?,
+            })
+        })
+        .collect()
+}
