@@ -16,6 +16,7 @@ mod foundation;
 mod openapi;
 mod ops;
 mod orders;
+mod pages;
 mod plan_change;
 mod provisioning;
 mod races;
