@@ -75,6 +75,17 @@ impl DomainName {
         {
             return Err(err("top-level domain is all digits"));
         }
+        for label in &labels {
+            if let Some(rest) = label.strip_prefix("xn--") {
+                let (unicode, _) = idna::domain_to_unicode(&format!("xn--{rest}"));
+                if let Some(scripts) = mixed_scripts(&unicode) {
+                    return Err(err(&format!(
+                        "label {unicode:?} mixes scripts ({scripts}): a look-alike name is \
+                         not accepted"
+                    )));
+                }
+            }
+        }
         Ok(DomainName(ascii.into_owned()))
     }
 
@@ -156,6 +167,49 @@ impl From<DomainName> for String {
     }
 }
 
+/// The scripts of a label when it mixes them, `None` when it is one script. Follows UTS
+/// #39's "highly restrictive" level, as registries do: characters common to all scripts
+/// (digits, `-`) and combining marks do not count; one script per label, except the
+/// combinations a language writes with (Han with Hiragana and Katakana for Japanese, with
+/// Bopomofo for Chinese, with Hangul for Korean), which may also carry Latin.
+pub(crate) fn mixed_scripts(label: &str) -> Option<String> {
+    use unicode_script::{Script, UnicodeScript};
+    let mut scripts: Vec<Script> = Vec::new();
+    for c in label.chars() {
+        let s = c.script();
+        if matches!(s, Script::Common | Script::Inherited | Script::Unknown) {
+            continue;
+        }
+        if !scripts.contains(&s) {
+            scripts.push(s);
+        }
+    }
+    if scripts.len() <= 1 {
+        return None;
+    }
+    let allowed: [&[Script]; 3] = [
+        &[
+            Script::Latin,
+            Script::Han,
+            Script::Hiragana,
+            Script::Katakana,
+        ],
+        &[Script::Latin, Script::Han, Script::Bopomofo],
+        &[Script::Latin, Script::Han, Script::Hangul],
+    ];
+    let fits = |set: &[Script]| scripts.iter().all(|s| set.contains(s));
+    if allowed.iter().any(|set| fits(set)) {
+        return None;
+    }
+    Some(
+        scripts
+            .iter()
+            .map(|s| s.full_name())
+            .collect::<Vec<_>>()
+            .join(" + "),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +263,36 @@ mod tests {
             parse("пример.рф").split_registrable("рф"),
             Some("xn--e1afmkfd")
         );
+    }
+
+    #[test]
+    fn mixed_scripts_are_refused() {
+        // A Cyrillic "а" (U+0430) in a Latin name.
+        let r = reason("p\u{0430}ypal.com");
+        assert!(r.contains("mixes scripts"), "{r}");
+        assert!(r.contains("Cyrillic") && r.contains("Latin"), "{r}");
+        // Typed as its ASCII form, the same.
+        let ascii = parse("bücher.example"); // a genuine one for contrast
+        assert_eq!(ascii.as_str(), "xn--bcher-kva.example");
+        let lookalike = idna::domain_to_ascii("p\u{0430}ypal.com").unwrap();
+        assert!(reason(&lookalike).contains("mixes scripts"));
+        // A Greek omicron in a Latin name.
+        assert!(reason("g\u{03bf}ogle.com").contains("mixes scripts"));
+        // Single scripts, and the languages' own combinations, are fine.
+        for ok in [
+            "пример.рф",
+            "münchen.de",
+            "ελληνικά.gr",
+            "例え.テスト",
+            "東京タワー.jp",
+            "ソニーsony.jp",
+            "한국어.kr",
+            "пример-2.com",
+        ] {
+            assert!(DomainName::parse(ok).is_ok(), "{ok}");
+        }
+        // Cyrillic and Greek in one label.
+        assert!(reason("\u{0430}\u{03b1}.com").contains("mixes scripts"));
     }
 
     #[test]

@@ -1300,6 +1300,11 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
             vec![bad_host("bad host!")],
         ),
         (
+            "a look-alike hostname (a Cyrillic a in a Latin name)",
+            with(&|b| b["hostname"] = json!("p\u{0430}ypal-lodge.com")),
+            vec![bad_host("p\u{0430}ypal-lodge.com")],
+        ),
+        (
             "unknown coupon",
             with(&|b| b["coupon"] = json!("NOPE")),
             vec!["Invalid Coupon Specified".into()],

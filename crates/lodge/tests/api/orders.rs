@@ -754,6 +754,11 @@ async fn invalid_orders_are_refused_and_write_nothing(app: TestApp) {
         ("254+ characters", reg(&too_long), vec!["domain_name"]),
         ("no dot", reg("nodot"), vec!["domain_name"]),
         ("underscore", reg("bad_name.com"), vec!["domain_name"]),
+        (
+            "a look-alike (a Cyrillic a in a Latin name)",
+            reg("p\u{0430}ypal-lodge.com"),
+            vec!["domain_name"],
+        ),
         ("a TLD not sold", reg("fine-name.xyz"), vec!["domain_name"]),
         ("a subdomain", reg("www.fine-name.com"), vec!["domain_name"]),
         (
