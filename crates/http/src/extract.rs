@@ -13,6 +13,24 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The client's address: the TCP peer (the server is served with its connect info; `None`
+/// when it is not, e.g. a router driven directly).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _st: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 /// The authenticated caller of a `/v1` endpoint (`Authorization: Bearer <key or JWT>`).
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);

@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod limit;
+pub mod login_guard;
 pub mod metrics;
 mod ops;
 mod pages;
@@ -35,6 +36,8 @@ pub struct HttpConfig {
     pub public_base_url: String,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// Login throttling (independent of the rate limit).
+    pub login: login_guard::LoginLimits,
 }
 
 /// Shared state of every handler.
@@ -43,6 +46,7 @@ pub struct AppState {
     pub lodge: Lodge,
     pub public_base_url: Arc<str>,
     pub limiter: Limiter,
+    pub login_guard: login_guard::LoginGuard,
     pub metrics: Metrics,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
@@ -54,6 +58,7 @@ impl AppState {
             lodge,
             public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            login_guard: login_guard::LoginGuard::new(cfg.login),
             metrics: Metrics::new()?,
             order_form: Arc::default(),
         })
@@ -140,11 +145,13 @@ pub fn router(state: AppState) -> Router {
 /// Periodic housekeeping of the HTTP layer (rate limiter state).
 pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
     let limiter = state.limiter.clone();
+    let (guard, lodge) = (state.login_guard.clone(), state.lodge.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limiter.shrink();
+            guard.shrink(lodge.now_us());
         }
     })
 }

@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub public_base_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub login_failures_per_email: Option<u32>,
+    pub login_failures_per_address: Option<u32>,
+    pub login_max_wait_secs: Option<u64>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
@@ -68,6 +71,8 @@ pub struct Config {
     pub public_base_url: String,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// Login throttling (see `lodge_http::login_guard`).
+    pub login: lodge_http::login_guard::LoginLimits,
     /// `None`: a random secret for this process only (tokens do not survive a restart).
     pub jwt_secret: Option<SecretString>,
     pub key_prefix: String,
@@ -118,6 +123,9 @@ pub struct Overrides {
     pub public_base_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub login_failures_per_email: Option<u32>,
+    pub login_failures_per_address: Option<u32>,
+    pub login_max_wait_secs: Option<u64>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
@@ -158,6 +166,25 @@ impl Config {
                 .or(f.rate_limit_per_minute)
                 .unwrap_or(1000),
             rate_limit_burst: o.rate_limit_burst.or(f.rate_limit_burst).unwrap_or(100),
+            login: {
+                let d = lodge_http::login_guard::LoginLimits::default();
+                lodge_http::login_guard::LoginLimits {
+                    free_per_email: o
+                        .login_failures_per_email
+                        .or(f.login_failures_per_email)
+                        .unwrap_or(d.free_per_email),
+                    free_per_address: o
+                        .login_failures_per_address
+                        .or(f.login_failures_per_address)
+                        .unwrap_or(d.free_per_address),
+                    max_wait_secs: o
+                        .login_max_wait_secs
+                        .or(f.login_max_wait_secs)
+                        .unwrap_or(d.max_wait_secs)
+                        .max(1),
+                    ..d
+                }
+            },
             jwt_secret: o.jwt_secret.or(f.jwt_secret).map(SecretString::from),
             key_prefix: o
                 .key_prefix

@@ -121,17 +121,21 @@ impl Server {
                 public_base_url,
                 rate_limit_per_minute: cfg.rate_limit_per_minute,
                 rate_limit_burst: cfg.rate_limit_burst,
+                login: cfg.login,
             },
         )?;
         let app = lodge_http::router(state.clone());
         let housekeeping = lodge_http::spawn_housekeeping(&state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            let r = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
             housekeeping.abort();
             r
         });

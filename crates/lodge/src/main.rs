@@ -240,6 +240,17 @@ struct ServeArgs {
     /// Requests per second per credential (0: no limit; default 100).
     #[arg(long, env = "LODGE_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// Failed logins of one e-mail before it must wait, doubling after each further one
+    /// (0: not counted; default 5). Independent of the rate limit.
+    #[arg(long, env = "LODGE_LOGIN_FAILURES_PER_EMAIL")]
+    login_failures_per_email: Option<u32>,
+    /// Failed logins from one client address, any e-mails, before it must wait (0: not
+    /// counted; default 20).
+    #[arg(long, env = "LODGE_LOGIN_FAILURES_PER_ADDRESS")]
+    login_failures_per_address: Option<u32>,
+    /// The longest wait a login lockout imposes, in seconds (default 900).
+    #[arg(long, env = "LODGE_LOGIN_MAX_WAIT_SECS")]
+    login_max_wait_secs: Option<u64>,
     /// Secret that signs login tokens (JWT). Without it a random one is used per process, so
     /// tokens end with a restart and differ between nodes.
     #[arg(long, env = "LODGE_JWT_SECRET", hide_env_values = true)]
@@ -448,6 +459,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.public_base_url = s.public_base_url.clone();
         o.rate_limit_per_minute = s.rate_limit_per_minute;
         o.rate_limit_burst = s.rate_limit_burst;
+        o.login_failures_per_email = s.login_failures_per_email;
+        o.login_failures_per_address = s.login_failures_per_address;
+        o.login_max_wait_secs = s.login_max_wait_secs;
         o.jwt_secret = s.jwt_secret.clone();
         o.key_prefix = s.key_prefix.clone();
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();

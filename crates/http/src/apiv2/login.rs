@@ -40,7 +40,11 @@ pub struct LoginRefused {
     request_body = LoginRequest,
     responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
               (status = 429, body = super::V2ErrorBody)))]
-pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
+pub async fn login(
+    State(st): State<AppState>,
+    crate::extract::ClientIp(ip): crate::extract::ClientIp,
+    body: Bytes,
+) -> Response {
     let value = Value::Object(super::body_object(&body).unwrap_or_default());
     let field = |k: &str| {
         value
@@ -50,14 +54,13 @@ pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
             .to_owned()
     };
     let (login, passwd) = (field("login"), field("passwd"));
-    if let Err(e) = st
-        .limiter
-        .check(&format!("login:{}", login.trim().to_lowercase()))
-    {
-        return V2Error::from(e).into_response();
+    let now = st.lodge.now_us();
+    if let Err(secs) = st.login_guard.check(&login, ip, now) {
+        return super::throttled(secs);
     }
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
+            st.login_guard.succeeded(&login);
             let org = st
                 .lodge
                 .user_organizations(user.id)
@@ -73,15 +76,18 @@ pub async fn login(State(st): State<AppState>, body: Bytes) -> Response {
             })
             .into_response()
         }
-        Err(lodge_services::ServiceError::Unauthorized(_)) => (
-            StatusCode::UNAUTHORIZED,
-            Json(LoginRefused {
-                code: "401".into(),
-                message: "Invalid login or password.".into(),
-                field: "passwd".into(),
-            }),
-        )
-            .into_response(),
+        Err(lodge_services::ServiceError::Unauthorized(_)) => {
+            st.login_guard.failed(&login, ip, now);
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(LoginRefused {
+                    code: "401".into(),
+                    message: "Invalid login or password.".into(),
+                    field: "passwd".into(),
+                }),
+            )
+                .into_response()
+        }
         Err(e) => V2Error::from(e).into_response(),
     }
 }

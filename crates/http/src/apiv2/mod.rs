@@ -120,6 +120,19 @@ impl From<ApiError> for V2Error {
 
 pub type V2Result<T> = Result<T, V2Error>;
 
+/// `429` in `/apiv2`'s error shape, with `Retry-After` (seconds).
+pub(crate) fn throttled(secs: u64) -> Response {
+    let mut r = V2Error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Too many requests. Try again in {secs} seconds."),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// The calling customer: `X-API-KEY` (a Lodge API key) or `sessionid` (from
 /// `POST /apiv2/login`), with its organization.
 #[derive(Debug, Clone)]
@@ -167,9 +180,10 @@ async fn authenticate(parts: &Parts, st: &AppState) -> Result<Principal, Respons
         .into_response(),
         other => V2Error::from(other).into_response(),
     })?;
-    st.limiter
-        .check(&principal.rate_key)
-        .map_err(|e| V2Error::from(e).into_response())?;
+    st.limiter.check(&principal.rate_key).map_err(|e| match e {
+        ApiError::RateLimited(secs) => throttled(secs),
+        other => V2Error::from(other).into_response(),
+    })?;
     Ok(principal)
 }
 

@@ -5,8 +5,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ApiResult;
-use crate::extract::V1Json;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ClientIp, V1Json};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,14 +32,26 @@ pub struct Refresh {
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
     request_body = Login,
     responses((status = 200, body = Tokens), (status = 400), (status = 401, description = "Bad email or password"),
-              (status = 429, description = "Too many attempts")))]
+              (status = 429, description = "Too many failed attempts for this e-mail or client address: wait `Retry-After` seconds")))]
 pub async fn login(
     State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
     V1Json(body): V1Json<Login>,
 ) -> ApiResult<Json<Tokens>> {
-    st.limiter
-        .check(&format!("login:{}", body.email.trim().to_lowercase()))?;
-    let pair = st.lodge.login(&body.email, &body.password).await?;
+    let now = st.lodge.now_us();
+    st.login_guard
+        .check(&body.email, ip, now)
+        .map_err(ApiError::RateLimited)?;
+    let pair = match st.lodge.login(&body.email, &body.password).await {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, lodge_services::ServiceError::Unauthorized(_)) {
+                st.login_guard.failed(&body.email, ip, now);
+            }
+            return Err(e.into());
+        }
+    };
+    st.login_guard.succeeded(&body.email);
     Ok(Json(Tokens {
         access: pair.access,
         refresh: pair.refresh,

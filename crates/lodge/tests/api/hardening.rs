@@ -1,0 +1,188 @@
+//! Issue 18 (hardening), as an attacker would try it: login throttling on both dialects.
+
+use jiff::SignedDuration;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::TestApp;
+use crate::on_both_engines;
+
+on_both_engines!(
+    repeated_wrong_passwords_lock_the_email_on_v1,
+    repeated_wrong_passwords_lock_the_email_on_apiv2,
+    one_address_trying_many_emails_is_locked,
+);
+on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
+
+fn three_a_minute() -> crate::harness::Options {
+    crate::harness::Options {
+        rate_limit_per_minute: 3,
+        rate_limit_burst: 0,
+        ..Default::default()
+    }
+}
+
+async fn apiv2_throttling_says_when_to_retry(app: TestApp) {
+    let key = app.key();
+    let get = || async {
+        let resp = app
+            .client
+            .get(app.url("/apiv2/billing/invoices"))
+            .header("X-API-KEY", &key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (status, retry, resp.json::<Value>().await.unwrap())
+    };
+    for i in 0..3 {
+        let (status, _, body) = get().await;
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+    }
+    let (status, retry, body) = get().await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(retry.is_some_and(|s| (1..=20).contains(&s)), "{retry:?}");
+    assert_eq!(body["code"], "429", "{body}");
+    app.stop().await;
+}
+
+/// `POST path` with a JSON body: status, `Retry-After` (if any) and body.
+async fn attempt(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Option<u64>, Value) {
+    let resp = app
+        .client
+        .post(app.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().expect("whole seconds"));
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn v1_login(email: &str, password: &str) -> Value {
+    json!({ "email": email, "password": password })
+}
+
+async fn repeated_wrong_passwords_lock_the_email_on_v1(app: TestApp) {
+    // The API rate limit is off in these tests: login has its own.
+    let (email, password) = (
+        app.demo().owner_email.clone(),
+        app.demo().owner_password.clone(),
+    );
+    for i in 0..5 {
+        let (status, retry, body) =
+            attempt(&app, "/v1/auth/login", &v1_login(&email, "wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}: {body}");
+        assert_eq!(retry, None);
+    }
+    // Locked: even the right password waits, 2 s, then twice as long after each failure.
+    let (status, retry, body) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry, Some(2), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    // The same e-mail typed differently is the same e-mail.
+    let (status, _, _) = attempt(
+        &app,
+        "/v1/auth/login",
+        &v1_login(&format!(" {} ", email.to_uppercase()), &password),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    app.clock.advance(SignedDuration::from_secs(2));
+    let (status, _, _) = attempt(&app, "/v1/auth/login", &v1_login(&email, "wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, retry, _) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(
+        (status, retry),
+        (StatusCode::TOO_MANY_REQUESTS, Some(4)),
+        "doubled"
+    );
+    app.clock.advance(SignedDuration::from_secs(4));
+    let (status, _, body) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(status, StatusCode::OK, "after the wait: {body}");
+    // A success clears the count: five more tries before the next lock.
+    for _ in 0..4 {
+        let (status, _, _) = attempt(&app, "/v1/auth/login", &v1_login(&email, "wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // An unknown e-mail is locked the same way (nothing tells which e-mails exist).
+    for _ in 0..5 {
+        let (status, _, _) = attempt(
+            &app,
+            "/v1/auth/login",
+            &v1_login("nobody@lodge.test", "wrong"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, retry, _) = attempt(
+        &app,
+        "/v1/auth/login",
+        &v1_login("nobody@lodge.test", "wrong"),
+    )
+    .await;
+    assert_eq!((status, retry), (StatusCode::TOO_MANY_REQUESTS, Some(2)));
+    app.stop().await;
+}
+
+async fn repeated_wrong_passwords_lock_the_email_on_apiv2(app: TestApp) {
+    let (email, password) = (
+        app.demo().owner_email.clone(),
+        app.demo().owner_password.clone(),
+    );
+    let login = |p: &str| json!({ "login": email, "passwd": p });
+    for i in 0..5 {
+        let (status, _, body) = attempt(&app, "/apiv2/login", &login("wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}: {body}");
+    }
+    let (status, retry, body) = attempt(&app, "/apiv2/login", &login(&password)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry, Some(2), "/apiv2's 429 carries Retry-After: {body}");
+    assert_eq!(body["code"], "429", "InterServer's error shape: {body}");
+    assert!(body["message"].is_string(), "{body}");
+    // Locked on /apiv2 is locked on /v1 (one count per e-mail).
+    let (status, _, _) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    app.clock.advance(SignedDuration::from_secs(2));
+    let (status, _, body) = attempt(&app, "/apiv2/login", &login(&password)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+async fn one_address_trying_many_emails_is_locked(app: TestApp) {
+    // 20 failures from one address, each for another e-mail (never 5 for one).
+    for i in 0..20 {
+        let (status, _, _) = attempt(
+            &app,
+            "/v1/auth/login",
+            &v1_login(&format!("guess{i}@lodge.test"), "wrong"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let (status, retry, _) = attempt(
+        &app,
+        "/apiv2/login",
+        &json!({ "login": app.demo().owner_email, "passwd": app.demo().owner_password }),
+    )
+    .await;
+    assert_eq!(
+        (status, retry),
+        (StatusCode::TOO_MANY_REQUESTS, Some(2)),
+        "this address must wait, whatever the e-mail"
+    );
+    app.stop().await;
+}
