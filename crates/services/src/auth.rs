@@ -5,7 +5,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lodge_core::{ApiKeyId, OrganizationId, ProjectId, UserId};
-use lodge_store::{keys, orgs, users};
+use lodge_store::{keys, orgs, tokens, users, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use secrecy::ExposeSecret;
@@ -166,6 +166,9 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// A refresh token's family (the chain that began at one login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fam: Option<String>,
 }
 
 /// A pair of tokens from login or refresh.
@@ -298,16 +301,24 @@ impl Lodge {
     }
 
     fn issue_jwt(&self, user: UserId, typ: &str, ttl: i64) -> Result<String> {
+        self.sign(&self.claims(user, typ, ttl, None))
+    }
+
+    fn claims(&self, user: UserId, typ: &str, ttl: i64, fam: Option<String>) -> Claims {
         let now = self.clock.now().as_second();
-        let claims = Claims {
+        Claims {
             sub: user.to_string(),
             typ: typ.to_owned(),
             iat: now,
             exp: now + ttl,
             jti: random_token(16),
-        };
+            fam,
+        }
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String> {
         let key = EncodingKey::from_secret(self.settings.jwt_secret.expose_secret().as_bytes());
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key)
             .map_err(|e| ServiceError::Internal(format!("token signing failed: {e}")))
     }
 
@@ -336,20 +347,68 @@ impl Lodge {
     /// `POST /v1/auth/login`.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
         let user = self.check_password(email, password).await?;
-        self.token_pair(user.id)
+        let mut tx = self.store.begin().await?;
+        let pair = self.token_pair(&mut *tx, user.id, random_token(16)).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(pair)
     }
 
-    /// `POST /v1/auth/refresh`: a valid refresh token gives a new pair.
+    /// `POST /v1/auth/refresh`: a refresh token works once and gives the next pair of its
+    /// family. A token of the family used again (stolen, or replayed) revokes the whole
+    /// family: whoever holds its newest token must log in again. Of two refreshes with one
+    /// token at once, one wins; the other counts as a reuse.
     pub async fn refresh(&self, refresh: &str) -> Result<TokenPair> {
+        let unauthorized = || ServiceError::Unauthorized("Invalid or expired token.".to_owned());
         let claims = self.decode_jwt(refresh, "refresh")?;
         let user = self.active_user(&claims.sub).await?;
-        self.token_pair(user.id)
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        let Some(row) = tokens::get(&mut *tx, &claims.jti).await? else {
+            return Err(unauthorized());
+        };
+        if row.user_id != user.id || row.expires_at <= now {
+            return Err(unauthorized());
+        }
+        if !tokens::use_once(&mut *tx, &claims.jti, now).await? {
+            let revoked = tokens::revoke_family(&mut *tx, &row.family).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            tracing::warn!(
+                user = %user.id,
+                revoked,
+                "a refresh token was used twice: its family is revoked"
+            );
+            return Err(unauthorized());
+        }
+        let pair = self.token_pair(&mut *tx, user.id, row.family).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(pair)
     }
 
-    fn token_pair(&self, user: UserId) -> Result<TokenPair> {
+    /// A new access token and the next refresh token of `family` (recorded live).
+    async fn token_pair<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        user: UserId,
+        family: String,
+    ) -> Result<TokenPair> {
+        let refresh = self.claims(
+            user,
+            "refresh",
+            self.settings.refresh_ttl_secs,
+            Some(family.clone()),
+        );
+        tokens::insert(
+            conn,
+            &refresh.jti,
+            &family,
+            user,
+            refresh.exp.saturating_mul(1_000_000),
+            self.now_us(),
+        )
+        .await?;
         Ok(TokenPair {
             access: self.issue_jwt(user, "access", self.settings.access_ttl_secs)?,
-            refresh: self.issue_jwt(user, "refresh", self.settings.refresh_ttl_secs)?,
+            refresh: self.sign(&refresh)?,
         })
     }
 

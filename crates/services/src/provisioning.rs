@@ -637,6 +637,14 @@ impl Lodge {
                 break;
             }
         }
+        // Refresh tokens a day past their expiry (refused by it anyway).
+        let mut db = self
+            .store
+            .writer()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        lodge_store::tokens::forget_expired(&mut *db, self.now_us() - 86_400_000_000).await?;
         Ok(forgotten)
     }
 

@@ -41,6 +41,7 @@ pub mod refunds;
 pub mod renewals;
 pub mod servers;
 mod sqlite;
+pub mod tokens;
 pub mod users;
 
 pub use bench::{bare_commit_rate, fill_services, ServicesFilled};

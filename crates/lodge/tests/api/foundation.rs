@@ -233,7 +233,8 @@ async fn jwt_login_refresh_and_expiry(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK, "{pair}");
     let access2 = pair["access"].as_str().unwrap().to_owned();
-    assert!(pair["refresh"].is_string(), "{pair}");
+    // Refresh tokens rotate: the next one replaces the first (hardening.rs tests reuse).
+    let refresh = pair["refresh"].as_str().unwrap().to_owned();
     assert_ne!(access2, access, "a new access token");
     assert_eq!(
         app.get("/v1/organizations", &access2).await.0,
@@ -288,6 +289,7 @@ async fn jwt_login_refresh_and_expiry(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{pair}");
     let fresh = pair["access"].as_str().unwrap();
     assert_eq!(app.get("/v1/organizations", fresh).await.0, StatusCode::OK);
+    let refresh = pair["refresh"].as_str().unwrap().to_owned();
 
     // Eight days later the refresh token has expired too.
     app.clock.advance(SignedDuration::from_hours(8 * 24));

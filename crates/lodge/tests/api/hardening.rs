@@ -11,6 +11,8 @@ on_both_engines!(
     repeated_wrong_passwords_lock_the_email_on_v1,
     repeated_wrong_passwords_lock_the_email_on_apiv2,
     one_address_trying_many_emails_is_locked,
+    a_refresh_token_works_once_and_its_reuse_revokes_the_family,
+    concurrent_refreshes_with_one_token_give_at_most_one_pair,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -184,5 +186,68 @@ async fn one_address_trying_many_emails_is_locked(app: TestApp) {
         (StatusCode::TOO_MANY_REQUESTS, Some(2)),
         "this address must wait, whatever the e-mail"
     );
+    app.stop().await;
+}
+
+async fn refresh(app: &TestApp, token: &str) -> (StatusCode, Value) {
+    let (status, _, body) = attempt(app, "/v1/auth/refresh", &json!({ "refresh": token })).await;
+    (status, body)
+}
+
+async fn logged_in(app: &TestApp) -> String {
+    let (status, _, body) = attempt(
+        app,
+        "/v1/auth/login",
+        &v1_login(&app.demo().owner_email, &app.demo().owner_password),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["refresh"].as_str().unwrap().to_owned()
+}
+
+async fn a_refresh_token_works_once_and_its_reuse_revokes_the_family(app: TestApp) {
+    let r1 = logged_in(&app).await;
+    let (status, pair) = refresh(&app, &r1).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let r2 = pair["refresh"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2, "rotated");
+    let (status, pair) = refresh(&app, &r2).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let r3 = pair["refresh"].as_str().unwrap().to_owned();
+    // Another login is another family, untouched by what follows.
+    let other = logged_in(&app).await;
+    // r1 again (a thief replaying it): refused, and the family is revoked, so the
+    // holder's newest token r3 no longer works either.
+    let (status, body) = refresh(&app, &r1).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = refresh(&app, &r3).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "revoked with its family: {body}"
+    );
+    let (status, body) = refresh(&app, &other).await;
+    assert_eq!(status, StatusCode::OK, "the other login's family: {body}");
+    // A forged token (the signature) is refused.
+    let forged = format!("{}x", &r3[..r3.len() - 1]);
+    assert_eq!(refresh(&app, &forged).await.0, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+async fn concurrent_refreshes_with_one_token_give_at_most_one_pair(app: TestApp) {
+    let r1 = logged_in(&app).await;
+    let answers = futures::future::join_all((0..8).map(|_| refresh(&app, &r1))).await;
+    let ok: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(ok.len() <= 1, "{answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::OK || *status == StatusCode::UNAUTHORIZED,
+            "{status}: {body}"
+        );
+    }
     app.stop().await;
 }
