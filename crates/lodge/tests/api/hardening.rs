@@ -13,6 +13,7 @@ on_both_engines!(
     one_address_trying_many_emails_is_locked,
     a_refresh_token_works_once_and_its_reuse_revokes_the_family,
     concurrent_refreshes_with_one_token_give_at_most_one_pair,
+    a_name_hosted_by_another_organization_is_only_said_to_be_unavailable,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -249,5 +250,62 @@ async fn concurrent_refreshes_with_one_token_give_at_most_one_pair(app: TestApp)
             "{status}: {body}"
         );
     }
+    app.stop().await;
+}
+
+async fn a_name_hosted_by_another_organization_is_only_said_to_be_unavailable(app: TestApp) {
+    let (org, project, key) = crate::harness::other_tenant(&app, "neighbour").await;
+    // The neighbour hosts secret-project.com (an external name, unpaid: it is live).
+    let (status, o) = app
+        .post(
+            &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
+            &key,
+            &json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                     "domain_name": "secret-project.com", "billing_cycle": "monthly" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    // The demo customer asks for it on /v1: refused, without telling that it is hosted.
+    let (status, body) = app
+        .post(
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            &app.key(),
+            &json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                     "domain_name": "secret-project.com", "billing_cycle": "monthly" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let said = body["domain_name"].to_string();
+    assert!(said.contains("is not available"), "{body}");
+    assert!(
+        !said.contains("hosting account already") && !said.contains("already has"),
+        "{body}"
+    );
+    // And on /apiv2.
+    let (status, body) = crate::harness::v2(
+        &app,
+        reqwest::Method::POST,
+        "/apiv2/websites/order",
+        crate::harness::Auth::Key(&app.key()),
+        Some(&crate::harness::order_body(
+            crate::harness::STARTER_PACKAGE,
+            1,
+            "secret-project.com",
+        )),
+    )
+    .await;
+    // InterServer's refusal: 200 with `continue: false` and the errors.
+    assert_eq!(
+        (status, &body["continue"]),
+        (StatusCode::OK, &json!(false)),
+        "{body}"
+    );
+    let said = body["errors"].to_string();
+    assert!(said.contains("is not available"), "{body}");
+    assert!(!said.contains("already has"), "{body}");
     app.stop().await;
 }

@@ -105,7 +105,7 @@ impl Lodge {
             if hosting::live_hosting_for_name(&mut db, d.name()).await? {
                 v.add(
                     "domain_name",
-                    format!("{} already has a hosting account.", d.name()),
+                    format!("{} is not available for a new hosting account.", d.name()),
                 );
             }
         }
@@ -318,7 +318,7 @@ impl Lodge {
                 if held {
                     v.add(
                         "domain_name",
-                        format!("{name} is already registered in Lodge."),
+                        format!("{name} is not available for registration."),
                     );
                     return Ok(None);
                 }

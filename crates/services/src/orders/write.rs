@@ -168,7 +168,10 @@ pub async fn place_order_in<C: SqlConn>(
         if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
             ServiceError::field(
                 "domain_name",
-                format!("{} already has a hosting account.", o.domain.name()),
+                format!(
+                    "{} is not available for a new hosting account.",
+                    o.domain.name()
+                ),
             )
         } else {
             e.into()
