@@ -237,6 +237,7 @@ mod tests {
             (crate::billing::INSERT_LINE, 8),
             (crate::billing::INSERT_LEDGER, 9),
             (crate::jobs::INSERT_JOB, 6),
+            (crate::events::INSERT_EVENT, 7),
         ] {
             let rows = vec![vec![Val::from(1); args]; 2];
             let (multi, all) = multi_row(sql, &rows).unwrap();

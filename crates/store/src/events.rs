@@ -18,12 +18,15 @@ pub struct NewEvent<'a> {
     pub now: i64,
 }
 
+pub(crate) const INSERT_EVENT: &str =
+    "INSERT INTO events (id, kind, organization_id, subject, data, dedupe_key, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING";
+
 /// Records an event (with the transaction's other deferred rows: nothing reads it back in
 /// the same transaction). An event whose `dedupe_key` was recorded before is dropped.
 pub async fn insert<C: SqlConn>(conn: &mut C, e: &NewEvent<'_>) -> Result<()> {
     conn.insert_later(
-        "INSERT INTO events (id, kind, organization_id, subject, data, dedupe_key, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
+        INSERT_EVENT,
         vals![
             e.id,
             e.kind,
