@@ -92,6 +92,19 @@ impl Lodge {
                 .await?
             }
         };
+        // The demo organization is for trying Lodge (and its benchmarks): room for many
+        // orders.
+        let org = self
+            .set_quotas(
+                org.id,
+                [
+                    ("user_quota", None),
+                    ("project_quota", None),
+                    ("instance_quota", Some(crate::tenancy::MAX_QUOTA)),
+                    ("domain_quota", Some(crate::tenancy::MAX_QUOTA)),
+                ],
+            )
+            .await?;
         let project = orgs::default_project(&mut self.store.read_conn().await?, org.id)
             .await?
             .ok_or(ServiceError::NotFound)?;

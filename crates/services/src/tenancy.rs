@@ -253,3 +253,33 @@ impl Lodge {
         Ok(row)
     }
 }
+
+/// The largest quota staff may set.
+pub const MAX_QUOTA: i64 = 1_000_000;
+
+impl Lodge {
+    /// Staff set an organization's quotas (users, projects, hosting accounts, domains;
+    /// `None` leaves one as it is), each 0 to [`MAX_QUOTA`]. Lowering a quota below what
+    /// the organization holds ends nothing: it only refuses new orders.
+    pub async fn set_quotas(
+        &self,
+        org: OrganizationId,
+        quotas: [(&'static str, Option<i64>); 4],
+    ) -> Result<orgs::OrgRow> {
+        let mut v = Validator::new();
+        for (field, q) in quotas {
+            if q.is_some_and(|q| !(0..=MAX_QUOTA).contains(&q)) {
+                v.add(field, format!("Must be between 0 and {MAX_QUOTA}."));
+            }
+        }
+        v.finish()?;
+        let mut tx = self.store.begin().await?;
+        if !orgs::set_quotas(&mut *tx, org, quotas.map(|(_, q)| q), self.now_us()).await? {
+            return Err(ServiceError::NotFound);
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        orgs::by_id(self.store.reader(), org)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+}

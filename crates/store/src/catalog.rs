@@ -63,6 +63,8 @@ pub struct PlanRow {
     pub html: String,
     pub moreinfo_url: String,
     pub buyable: i64,
+    /// 1: sold once per organization (a trial).
+    pub once_per_organization: i64,
     pub hidden: i64,
     pub is_active: i64,
     pub display_order: i64,
@@ -70,7 +72,7 @@ pub struct PlanRow {
     pub modified_at: i64,
 }
 
-const PLAN_COLUMNS: &str = "legacy_id, id, group_id, slug, name, name_en, name_fr, description, description_en, description_fr, hosting_type, disk_space_mb, bandwidth_mb, max_email_accounts, max_databases, max_subdomains, max_addon_domains, max_parked_domains, max_ftp_accounts, max_accounts, category, type_id, field1, field2, driver, html, moreinfo_url, buyable, hidden, is_active, display_order, created_at, modified_at";
+const PLAN_COLUMNS: &str = "legacy_id, id, group_id, slug, name, name_en, name_fr, description, description_en, description_fr, hosting_type, disk_space_mb, bandwidth_mb, max_email_accounts, max_databases, max_subdomains, max_addon_domains, max_parked_domains, max_ftp_accounts, max_accounts, category, type_id, field1, field2, driver, html, moreinfo_url, buyable, once_per_organization, hidden, is_active, display_order, created_at, modified_at";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct PriceRow {
@@ -303,6 +305,7 @@ pub struct PlanInput {
     pub html: String,
     pub moreinfo_url: String,
     pub buyable: bool,
+    pub once_per_organization: bool,
     pub hidden: bool,
     pub is_active: bool,
     pub display_order: i64,
@@ -322,9 +325,9 @@ pub async fn upsert_plan(
              description_fr, hosting_type, disk_space_mb, bandwidth_mb, max_email_accounts, max_databases,
              max_subdomains, max_addon_domains, max_parked_domains, max_ftp_accounts, max_accounts, category,
              type_id, field1, field2, driver, html, moreinfo_url, buyable, hidden, is_active, display_order,
-             created_at, modified_at)
+             created_at, modified_at, once_per_organization)
          VALUES (COALESCE($1, (SELECT COALESCE(MAX(legacy_id), 0) + 1 FROM plans)), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $32)
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $32, $33)
          ON CONFLICT (slug) DO UPDATE SET group_id = excluded.group_id, name = excluded.name,
              name_en = excluded.name_en, name_fr = excluded.name_fr, description = excluded.description,
              description_en = excluded.description_en, description_fr = excluded.description_fr,
@@ -337,6 +340,7 @@ pub async fn upsert_plan(
              field2 = excluded.field2, driver = excluded.driver, html = excluded.html,
              moreinfo_url = excluded.moreinfo_url, buyable = excluded.buyable, hidden = excluded.hidden,
              is_active = excluded.is_active, display_order = excluded.display_order,
+             once_per_organization = excluded.once_per_organization,
              modified_at = excluded.modified_at
          RETURNING {PLAN_COLUMNS}"
     ))
@@ -372,6 +376,7 @@ pub async fn upsert_plan(
     .bind(i64::from(p.is_active))
     .bind(p.display_order)
     .bind(now)
+    .bind(i64::from(p.once_per_organization))
     .fetch_one(&mut *conn)
     .await?;
     if let Some(sql) = crate::dialect::legacy_id_catch_up(engine.into(), "plans") {

@@ -312,3 +312,79 @@ pub async fn add_project_member(
     .await?;
     Ok(())
 }
+
+/// An organization's quotas of hosting accounts and domains, and what counts against them:
+/// accounts not ended (pending orders included) and domains held or being registered or
+/// transferred. `None` when the organization does not exist.
+pub async fn order_quotas<C: crate::SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+) -> Result<Option<OrderQuotas>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT o.instance_quota, o.domain_quota, \
+               (SELECT COUNT(*) FROM hosting h WHERE h.organization_id = o.id AND h.status IN \
+                 ('pending', 'provisioning', 'active', 'suspended', 'failed')), \
+               (SELECT COUNT(*) FROM domains d WHERE d.organization_id = o.id AND d.status IN \
+                 ('pending_registration', 'pending_transfer', 'active')) \
+             FROM organizations o WHERE o.id = $1",
+            crate::vals![org.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = crate::Cols::new(row);
+    Ok(Some(OrderQuotas {
+        instance_quota: c.int()?,
+        domain_quota: c.int()?,
+        accounts: c.int()?,
+        domains: c.int()?,
+    }))
+}
+
+/// See [`order_quotas`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderQuotas {
+    pub instance_quota: i64,
+    pub domain_quota: i64,
+    pub accounts: i64,
+    pub domains: i64,
+}
+
+/// How many hosting accounts of `plan` the organization has or had (cancelled unpaid
+/// orders aside): a plan sold once per organization (a trial) is refused after one.
+pub async fn accounts_of_plan<C: crate::SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    plan: &str,
+) -> Result<i64> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM hosting WHERE organization_id = $1 AND plan_id = $2 \
+             AND status <> 'cancelled'",
+            crate::vals![org.to_string(), plan],
+        )
+        .await?
+        .unwrap_or(0))
+}
+
+/// Sets an organization's quotas (`None`: unchanged); `false` when it does not exist.
+pub async fn set_quotas<C: crate::SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    q: [Option<i64>; 4],
+    now: i64,
+) -> Result<bool> {
+    let [users, projects, instances, domains] = q;
+    Ok(conn
+        .exec(
+            "UPDATE organizations SET user_quota = COALESCE($2, user_quota), \
+             project_quota = COALESCE($3, project_quota), \
+             instance_quota = COALESCE($4, instance_quota), \
+             domain_quota = COALESCE($5, domain_quota), modified_at = $6 WHERE id = $1",
+            crate::vals![org.to_string(), users, projects, instances, domains, now],
+        )
+        .await?
+        == 1)
+}

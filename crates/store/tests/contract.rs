@@ -158,6 +158,7 @@ fn plan_input(legacy_id: Option<i64>, slug: &str) -> catalog::PlanInput {
         name: slug.into(),
         hosting_type: "hostingaccount".into(),
         buyable: true,
+        once_per_organization: false,
         is_active: true,
         ..Default::default()
     }

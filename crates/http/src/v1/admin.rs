@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_user))
         .routes(routes!(create_organization))
         .routes(routes!(add_member))
+        .routes(routes!(set_quotas))
         .routes(routes!(create_org_key))
         .routes(routes!(import_catalog))
         .routes(routes!(upsert_group))
@@ -134,6 +135,50 @@ async fn create_organization(
         })
         .await?;
     Ok((StatusCode::CREATED, Json(Organization::from_row(o))))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuotas {
+    /// Each optional (unchanged when absent), 0 to 1,000,000.
+    #[serde(default)]
+    pub user_quota: Option<i64>,
+    #[serde(default)]
+    pub project_quota: Option<i64>,
+    /// Hosting accounts not ended, pending orders included.
+    #[serde(default)]
+    pub instance_quota: Option<i64>,
+    /// Domains held, or being registered or transferred.
+    #[serde(default)]
+    pub domain_quota: Option<i64>,
+}
+
+/// Sets an organization's quotas (orders beyond them are refused; lowering one ends
+/// nothing).
+#[utoipa::path(patch, path = "/v1/admin/organizations/{organization_id}/quotas", tag = "admin", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID")),
+    request_body = SetQuotas,
+    responses((status = 200, body = Organization), (status = 400), (status = 401), (status = 403), (status = 404)))]
+async fn set_quotas(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+    V1Json(b): V1Json<SetQuotas>,
+) -> ApiResult<Json<Organization>> {
+    let org: OrganizationId = path_id(&id)?;
+    let o = st
+        .lodge
+        .set_quotas(
+            org,
+            [
+                ("user_quota", b.user_quota),
+                ("project_quota", b.project_quota),
+                ("instance_quota", b.instance_quota),
+                ("domain_quota", b.domain_quota),
+            ],
+        )
+        .await?;
+    Ok(Json(Organization::from_row(o)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -14,6 +14,8 @@ on_both_engines!(
     a_refresh_token_works_once_and_its_reuse_revokes_the_family,
     concurrent_refreshes_with_one_token_give_at_most_one_pair,
     a_name_hosted_by_another_organization_is_only_said_to_be_unavailable,
+    orders_at_once_stop_at_the_account_quota_on_both_dialects,
+    a_trial_plan_is_sold_once_per_organization,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -307,5 +309,136 @@ async fn a_name_hosted_by_another_organization_is_only_said_to_be_unavailable(ap
     let said = body["errors"].to_string();
     assert!(said.contains("is not available"), "{body}");
     assert!(!said.contains("already has"), "{body}");
+    app.stop().await;
+}
+
+fn demo_order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+async fn orders_at_once_stop_at_the_account_quota_on_both_dialects(app: TestApp) {
+    // Staff set the quota (out of range refused first).
+    let path = format!("/v1/admin/organizations/{}/quotas", app.org_id());
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&app.admin_key()),
+            Some(&json!({ "instance_quota": -1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&app.key()),
+            Some(&json!({ "instance_quota": 300 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "customers cannot: {body}");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&app.admin_key()),
+            Some(&json!({ "instance_quota": 3 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["instance_quota"], 3, "{body}");
+    // Eight unpaid orders at once (pending orders count against the quota).
+    let path = demo_order_path(&app);
+    let key = app.key();
+    let orders = (0..8).map(|i| {
+        let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                           "domain_name": format!("quota-{i}.test"), "billing_cycle": "monthly" });
+        let (path, key) = (path.clone(), key.clone());
+        let app = &app;
+        async move { app.post(&path, &key, &body).await }
+    });
+    let answers = futures::future::join_all(orders).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 3, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["non_field_errors"].to_string().contains("quota of 3"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.count("hosting").await, 3);
+    // /apiv2 refuses in its own shape.
+    let (status, body) = crate::harness::v2(
+        &app,
+        reqwest::Method::POST,
+        "/apiv2/websites/order",
+        crate::harness::Auth::Key(&key),
+        Some(&crate::harness::order_body(
+            crate::harness::STARTER_PACKAGE,
+            1,
+            "quota-v2.test",
+        )),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["continue"]),
+        (StatusCode::OK, &json!(false)),
+        "{body}"
+    );
+    assert!(body["errors"].to_string().contains("quota of 3"), "{body}");
+    assert_eq!(app.count("hosting").await, 3);
+    app.stop().await;
+}
+
+async fn a_trial_plan_is_sold_once_per_organization(app: TestApp) {
+    let (status, plan) = app
+        .post(
+            "/v1/admin/plans",
+            &app.admin_key(),
+            &json!({
+                "slug": "trial", "group": "web-hosting", "name": "Trial",
+                "once_per_organization": true,
+                "pricing": [{ "billing_cycle": "free", "price": "0.00", "is_default": true }],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let trial = plan["id"].as_str().unwrap().to_owned();
+    let order = |name: &str| {
+        json!({ "plan_id": trial, "domain_source": "external", "domain_name": name,
+                "billing_cycle": "free" })
+    };
+    let (status, body) = app
+        .post(&demo_order_path(&app), &app.key(), &order("trial-1.test"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(&demo_order_path(&app), &app.key(), &order("trial-2.test"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["plan_id"]
+            .to_string()
+            .contains("once per organization"),
+        "{body}"
+    );
+    // Another organization has its own one.
+    let (org, project, key) = crate::harness::other_tenant(&app, "trialist").await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
+            &key,
+            &order("trial-3.test"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     app.stop().await;
 }

@@ -68,6 +68,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/users"),
     ("POST", "/v1/admin/organizations"),
     ("POST", "/v1/admin/organizations/{organization_id}/members"),
+    ("PATCH", "/v1/admin/organizations/{organization_id}/quotas"),
     ("POST", "/v1/admin/organizations/{organization_id}/api-keys"),
     ("POST", "/v1/admin/catalog/import"),
     ("POST", "/v1/admin/plan-groups"),

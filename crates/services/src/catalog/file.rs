@@ -109,6 +109,9 @@ pub struct PlanSpec {
     pub moreinfo_url: String,
     #[serde(default = "yes")]
     pub buyable: bool,
+    /// Sold once per organization (a trial): a second order is refused.
+    #[serde(default)]
+    pub once_per_organization: bool,
     #[serde(default)]
     pub hidden: bool,
     #[serde(default = "yes")]

@@ -206,6 +206,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 html: p.html.clone(),
                 moreinfo_url: p.moreinfo_url.clone(),
                 buyable: p.buyable,
+                once_per_organization: p.once_per_organization,
                 hidden: p.hidden,
                 is_active: p.is_active,
                 display_order: p.display_order,

@@ -24,6 +24,7 @@ use crate::{Lodge, Result, ServiceError};
 
 pub mod batch;
 pub mod price;
+pub(crate) mod quotas;
 pub mod validate;
 pub mod write;
 

@@ -110,6 +110,16 @@ impl Lodge {
             }
         }
 
+        // The organization's quotas (checked again under its lock when the order is written).
+        if let Some(p) = plan {
+            let mut db = self.store.read_conn().await?;
+            for (field, message) in
+                super::quotas::refusals(&mut db, org, p, domain.as_ref()).await?
+            {
+                v.add(field, message);
+            }
+        }
+
         // Offer and coupon (the /apiv2 form).
         let offer = match (form.offer_legacy_id, plan) {
             (None | Some(0), _) => None,

@@ -34,10 +34,13 @@ pub async fn place_order_in<C: SqlConn>(
     }
     // A free order with nothing billed has no invoice.
     let billed = !(o.cycle == BillingCycle::Free && total == 0);
+    // The organization is locked for every order (free ones too): its quotas are counted
+    // under the lock, so orders at once cannot pass them together.
+    let balance = billing::lock_credit(conn, o.organization)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    super::quotas::check(conn, o).await?;
     let credit = if billed && total > 0 {
-        let balance = billing::lock_credit(conn, o.organization)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
         balance.clamp(0, total)
     } else {
         0
