@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod demo;
 pub mod drivers;
 pub mod errors;
+pub mod gateway;
 pub mod hosting;
 pub mod idempotency;
 pub mod model;
@@ -120,6 +121,8 @@ pub struct Lodge {
     pub payments: Option<billing::PaymentBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
+    /// The card gateway (Stripe); `None` when card payments are not configured.
+    pub stripe: Option<Arc<gateway::Stripe>>,
 }
 
 impl Lodge {
@@ -152,6 +155,7 @@ impl Lodge {
             batcher,
             payments,
             key_cache: auth::KeyCache::default(),
+            stripe: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! * [`pg`] starts one throwaway PostgreSQL cluster per test process and hands
 //!   out fresh, empty databases on it.
 //! * [`nginx`] runs private nginx instances for provisioning tests.
+//! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -12,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod localstripe;
 pub mod nginx;
 pub mod pg;
 
