@@ -608,6 +608,32 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent}")).await;
         let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
         assert_eq!(sum, total, "{at_stripe}");
+        // A retried request (the same Idempotency-Key) refunds once, at Lodge and at Stripe.
+        let (id2, _, token2, _) = unpaid_order(&app, "card-refund-2.example").await;
+        let (_, intent2) = checkout(&app, &token2).await;
+        let (_, pi2) = confirm(&ls, &intent2, "pm_card_visa").await;
+        assert_eq!(pi2["status"], "succeeded", "{pi2}");
+        let (status, _) = page(&app, &format!("/pay/{token2}/return?payment_intent={intent2}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let keyed = || {
+            app.client
+                .post(app.url(&format!("/v1/admin/invoices/{id2}/refunds")))
+                .bearer_auth(app.admin_key())
+                .header("Idempotency-Key", "refund-card-2")
+                .json(&json!({ "amount": "1.00", "to": "cash" }))
+                .send()
+        };
+        let first: Value = keyed().await.unwrap().json().await.unwrap();
+        let again = keyed().await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["refund"]["id"], first["refund"]["id"], "{again}");
+        assert_eq!(again["refund"]["reference"], first["refund"]["reference"], "{again}");
+        assert!(first["refund"]["reference"].as_str().unwrap().starts_with("re_"), "{first}");
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent2}")).await;
+        assert_eq!(at_stripe["data"].as_array().unwrap().len(), 1, "{at_stripe}");
+        assert_eq!(cents(&invoice(&app, id2).await["amount_refunded"]), 100);
+
         // A staff reference may not pretend to be a pending gateway refund.
         let (status, _) = app
             .post(&path, &app.admin_key(), &json!({ "amount": "0.01", "to": "cash", "reference": "stripe:pending:pi_x:00" }))
