@@ -122,7 +122,7 @@ pub async fn of_invoice<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<Ca
 
 /// Sets an intent's status as the gateway reported it, and the reason of a failure (`None`
 /// keeps the last one unless the intent succeeded). `false` when the intent is unknown.
-/// A succeeded intent stays succeeded (events may arrive out of order).
+/// A succeeded (or credited) intent stays so (events may arrive out of order).
 pub async fn set_status<C: SqlConn>(
     conn: &mut C,
     gateway: &str,
@@ -134,8 +134,10 @@ pub async fn set_status<C: SqlConn>(
     let n = conn
         .exec(
             "UPDATE card_payments SET
-                 status = CASE WHEN status = 'succeeded' THEN status ELSE $3 END,
-                 failure_reason = CASE WHEN $3 = 'succeeded' OR status = 'succeeded' THEN NULL
+                 status = CASE WHEN status = 'succeeded' OR status = 'credited' THEN status
+                               ELSE $3 END,
+                 failure_reason = CASE WHEN $3 = 'succeeded' OR status = 'succeeded'
+                                            OR status = 'credited' THEN NULL
                                        ELSE COALESCE($4, failure_reason) END,
                  modified_at = $5
              WHERE gateway = $1 AND intent_id = $2",
@@ -143,4 +145,23 @@ pub async fn set_status<C: SqlConn>(
         )
         .await?;
     Ok(n >= 1)
+}
+
+/// Marks a succeeded intent whose invoice could no longer take it as credited to the
+/// organization's account: `true` once (the caller then writes the deposit in the same
+/// transaction), `false` when it was already.
+pub async fn mark_credited<C: SqlConn>(
+    conn: &mut C,
+    gateway: &str,
+    intent_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let n = conn
+        .exec(
+            "UPDATE card_payments SET status = 'credited', failure_reason = NULL, modified_at = $3
+             WHERE gateway = $1 AND intent_id = $2 AND status <> 'credited'",
+            vals![gateway, intent_id, now],
+        )
+        .await?;
+    Ok(n == 1)
 }

@@ -14,7 +14,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    self, cents, hosting, invoice, starter, Engine, Options, TestApp, STRIPE_WEBHOOK_SECRETS,
+    self, add_credit, cents, hosting, invoice, starter, Engine, Options, TestApp,
+    STRIPE_WEBHOOK_SECRETS,
 };
 use crate::on_both_engines;
 
@@ -24,6 +25,7 @@ on_both_engines!(engine:
     forged_or_stale_signatures_are_refused_and_change_nothing,
     a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown,
     a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once,
+    a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
 );
 
 const PUBLISHABLE_KEY: &str = "pk_test_lodge";
@@ -641,4 +643,80 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         assert_eq!(status, StatusCode::BAD_REQUEST);
     })
     .await;
+}
+
+async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "card-late.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        // Meanwhile the invoice is paid from account credit.
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let (status, _) = page_post(&app, &format!("/pay/{token}/credit")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+        let balance = |app: &TestApp| {
+            let pool = app.lodge.store.reader().clone();
+            let org = app.org_id();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT credit_balance_minor FROM organizations WHERE id = $1",
+                )
+                .bind(org)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(balance(&app).await, 10000 - total);
+
+        // Then the card payment succeeds too, reported three times and read back once: the
+        // money goes to the account's credit, once.
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let body = event("payment_intent.succeeded", &pi);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        for _ in 0..3 {
+            let (status, answer) = deliver(&app, &body, sig.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        let (status, _) = page(
+            &app,
+            &format!("/pay/{token}/return?payment_intent={intent}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(balance(&app).await, 10000);
+        assert!(payments(&app, id).await.is_empty());
+        let deposits: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'deposit'",
+        )
+        .bind(id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(deposits, 1);
+        // A late failure event does not reopen it.
+        let failed = event(
+            "payment_intent.payment_failed",
+            &json!({ "id": intent, "status": "requires_payment_method",
+            "last_payment_error": { "message": "late" } }),
+        );
+        let (status, _) = deliver(
+            &app,
+            &failed,
+            signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &failed),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(balance(&app).await, 10000);
+    })
+    .await;
+}
+
+async fn page_post(app: &TestApp, path: &str) -> (StatusCode, String) {
+    let resp = no_redirects().post(app.url(path)).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.text().await.unwrap())
 }

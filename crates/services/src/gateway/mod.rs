@@ -36,6 +36,9 @@ pub use stripe::{PaymentIntent, Stripe, StripeError, StripeSettings};
 pub const GATEWAY_STRIPE: &str = "stripe";
 /// The payment method of card payments (in `payments`, with the intent's id as reference).
 pub const METHOD_CARD: &str = "card";
+/// The status of a succeeded intent whose money went to account credit (its invoice could
+/// no longer take it).
+pub const STATUS_CREDITED: &str = "credited";
 /// The reference of a cash refund until Stripe answered with its own.
 pub const PENDING_REFUND_PREFIX: &str = "stripe:pending:";
 /// The job that (re)sends a refund to Stripe.
@@ -246,18 +249,31 @@ impl Lodge {
                 } else {
                     row.amount_minor
                 };
+                if row.status == STATUS_CREDITED {
+                    return Ok(IntentOutcome::AlreadyRecorded);
+                }
                 let out = self
                     .record_payment(row.invoice_id, amount, METHOD_CARD, &pi.id, ACTOR_STRIPE)
                     .await;
-                self.set_card_status(&pi.id, "succeeded", None).await?;
                 match out {
-                    Ok(o) if o.created => Ok(IntentOutcome::Recorded),
-                    Ok(_) => Ok(IntentOutcome::AlreadyRecorded),
+                    Ok(o) => {
+                        self.set_card_status(&pi.id, "succeeded", None).await?;
+                        Ok(if o.created {
+                            IntentOutcome::Recorded
+                        } else {
+                            IntentOutcome::AlreadyRecorded
+                        })
+                    }
                     Err(ServiceError::Conflict(why)) => {
-                        // The invoice was paid or cancelled meanwhile: the money arrived but
-                        // has no invoice to go to. Staff must refund or credit it.
-                        tracing::error!(intent = %pi.id, invoice = row.invoice_id, why, "a card payment succeeded for an invoice that is no longer payable");
-                        Ok(IntentOutcome::AlreadyRecorded)
+                        // The invoice was paid otherwise or cancelled meanwhile: the money
+                        // goes to the organization's account credit, once.
+                        let credited = self.credit_unpayable(&row, amount).await?;
+                        if credited {
+                            tracing::warn!(intent = %pi.id, invoice = row.invoice_id, why, "a card payment for an invoice no longer payable went to account credit");
+                            Ok(IntentOutcome::Recorded)
+                        } else {
+                            Ok(IntentOutcome::AlreadyRecorded)
+                        }
                     }
                     Err(e) => Err(e),
                 }
@@ -273,6 +289,36 @@ impl Lodge {
                 })
             }
         }
+    }
+
+    /// A succeeded card payment whose invoice could no longer take it: a deposit to the
+    /// organization's credit, once per intent (under the organization's lock).
+    async fn credit_unpayable(&self, row: &cards::CardPaymentRow, amount: i64) -> Result<bool> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, row.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if !cards::mark_credited(&mut tx, GATEWAY_STRIPE, &row.intent_id, now).await? {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        billing::append_ledger(
+            &mut tx,
+            &billing::NewLedgerEntry {
+                organization_id: row.organization_id,
+                kind: "deposit",
+                amount_minor: amount,
+                currency: &row.currency,
+                invoice_id: Some(row.invoice_id),
+                note: "Card payment for an invoice no longer payable",
+                actor: ACTOR_STRIPE,
+                now,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
     }
 
     /// The return page after the card form (`/pay/{token}/return?payment_intent=…`): the
@@ -302,7 +348,7 @@ impl Lodge {
         Ok(rows
             .into_iter()
             .find(|r| r.status != "canceled")
-            .filter(|r| r.status != "succeeded")
+            .filter(|r| r.status != "succeeded" && r.status != STATUS_CREDITED)
             .and_then(|r| r.failure_reason))
     }
 
