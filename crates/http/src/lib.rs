@@ -24,6 +24,7 @@ pub mod metrics;
 mod ops;
 mod pages;
 mod v1;
+mod webhooks;
 pub mod wire;
 
 pub use limit::Limiter;
@@ -80,6 +81,7 @@ impl AppState {
         (name = "billing", description = "Invoices and account credit (/v1)"),
         (name = "apiv2", description = "InterServer-compatible website ordering (/apiv2)"),
         (name = "pages", description = "The hosted payment page (HTML, no login)"),
+        (name = "gateways", description = "Webhooks from the payment gateway (Stripe)"),
         (name = "auth", description = "Login and API keys (/v1)"),
         (name = "admin", description = "Staff API (/v1/admin)"),
         (name = "operations", description = "Health, readiness, metrics, documentation"),
@@ -115,6 +117,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(v1::routes())
         .merge(apiv2::routes())
         .merge(pages::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).

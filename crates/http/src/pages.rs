@@ -1,6 +1,8 @@
 //! The hosted payment page: server-rendered HTML reached by an invoice's unguessable token,
 //! no login. It shows the invoice and the ways to pay that exist: account credit (when the
-//! balance covers it) and bank-transfer instructions from configuration.
+//! balance covers it), bank-transfer instructions from configuration, and a card through
+//! Stripe when it is configured (Stripe Elements only with a publishable key; the page's
+//! script is a file, `/pay/assets/card.js`, never inline).
 
 use std::sync::LazyLock;
 
@@ -8,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use lodge_core::Currency;
-use lodge_services::queries::PagePayment;
+use lodge_services::gateway::{CardCheckout, IntentOutcome};
+use lodge_services::queries::{PagePayment, PayPage};
 use lodge_services::ServiceError;
 use minijinja::{context, Environment};
 use serde::Deserialize;
@@ -32,7 +35,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(payment_page))
         .routes(routes!(pay_with_credit))
+        .routes(routes!(pay_by_card))
+        .routes(routes!(card_return))
+        .routes(routes!(card_script))
 }
+
+/// The page's card script: mounts Stripe Elements in `#card-form` from its data attributes.
+const CARD_JS: &str = include_str!("templates/card.js");
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -64,6 +73,30 @@ async fn payment_page(
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return internal(&e),
     };
+    let message = match q.result.as_deref() {
+        Some("paid") => Some("Payment received: the invoice is paid."),
+        Some("insufficient") => Some("Your account credit does not cover this invoice."),
+        Some("closed") => Some("This invoice can no longer be paid."),
+        Some("card_failed") => Some("The card payment failed."),
+        Some("card_pending") => {
+            Some("Your card payment is being processed: this page shows it once it is done.")
+        }
+        Some("card_unavailable") => {
+            Some("Card payments are unavailable at the moment: please try again later.")
+        }
+        _ => None,
+    };
+    render(&st, &token, &page, message, None)
+}
+
+/// Renders the page; `checkout` is the card payment started by "Pay by card".
+fn render(
+    st: &AppState,
+    token: &str,
+    page: &PayPage,
+    message: Option<&str>,
+    checkout: Option<&CardCheckout>,
+) -> Response {
     let inv = &page.detail.invoice;
     let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
     let lines: Vec<_> = page
@@ -79,12 +112,24 @@ async fn payment_page(
             }
         })
         .collect();
-    let message = match q.result.as_deref() {
-        Some("paid") => Some("Payment received: the invoice is paid."),
-        Some("insufficient") => Some("Your account credit does not cover this invoice."),
-        Some("closed") => Some("This invoice can no longer be paid."),
-        _ => None,
+    let stripe = st.lodge.stripe.as_ref().map(|s| s.settings());
+    let card = context! {
+        enabled => stripe.is_some() && page.due_minor > 0,
+        action => format!("/pay/{token}/card"),
+        failure => page.detail.card_failure,
     };
+    let checkout = checkout.map(|c| {
+        let pk = stripe.and_then(|s| s.publishable_key.clone());
+        context! {
+            intent_id => c.intent_id,
+            amount => money_str(c.amount_minor, cur),
+            // Stripe.js needs both; without a publishable key the card form is not shown.
+            client_secret => pk.as_ref().and(c.client_secret.clone()),
+            publishable_key => pk,
+            js_url => stripe.map(|s| s.js_url()),
+            return_url => format!("{}/pay/{token}/return", st.public_base_url),
+        }
+    });
     let rendered = TEMPLATES.get_template("pay.html").and_then(|t| {
         t.render(context! {
             invoice => context! {
@@ -106,6 +151,8 @@ async fn payment_page(
             can_pay_credit => page.can_pay_from_credit,
             pay_action => format!("/pay/{token}/credit"),
             bank_instructions => st.lodge.settings.bank_transfer_instructions,
+            card => card,
+            checkout => checkout,
             message => message,
         })
     });
@@ -129,4 +176,89 @@ async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) 
         Err(e) => return internal(&e),
     };
     Redirect::to(&format!("/pay/{token}?result={result}")).into_response()
+}
+
+/// "Pay by card": creates (or reuses: one per invoice and amount due) the invoice's Stripe
+/// PaymentIntent and shows the page with the card form.
+#[utoipa::path(post, path = "/pay/{token}/card", tag = "pages",
+    params(("token" = String, Path, description = "The invoice's payment token")),
+    responses((status = 200, description = "The page with the card form", content_type = "text/html"),
+              (status = 303, description = "Back to the payment page: nothing due, or the gateway is unavailable"),
+              (status = 404, description = "Unknown token, or card payments are not configured", content_type = "text/html")))]
+async fn pay_by_card(State(st): State<AppState>, Path(token): Path<String>) -> Response {
+    if st.lodge.stripe.is_none() {
+        return not_found();
+    }
+    let checkout = match st.lodge.card_checkout(&token).await {
+        Ok(c) => c,
+        Err(ServiceError::NotFound) => return not_found(),
+        Err(ServiceError::Conflict(_)) => {
+            return Redirect::to(&format!("/pay/{token}?result=closed")).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "starting a card payment failed");
+            return Redirect::to(&format!("/pay/{token}?result=card_unavailable")).into_response();
+        }
+    };
+    let page = match st.lodge.payment_page(&token).await {
+        Ok(p) => p,
+        Err(ServiceError::NotFound) => return not_found(),
+        Err(e) => return internal(&e),
+    };
+    render(&st, &token, &page, None, Some(&checkout))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CardReturn {
+    /// The PaymentIntent Stripe.js confirmed.
+    pub payment_intent: Option<String>,
+}
+
+/// Where Stripe.js returns after the card form: the intent is read back from Stripe and a
+/// succeeded payment recorded (once, however often this page and the webhook arrive).
+#[utoipa::path(get, path = "/pay/{token}/return", tag = "pages",
+    params(("token" = String, Path, description = "The invoice's payment token"), CardReturn),
+    responses((status = 303, description = "Back to the payment page with the result"),
+              (status = 404, description = "Unknown token or intent", content_type = "text/html")))]
+async fn card_return(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<CardReturn>,
+) -> Response {
+    let Some(intent) = q.payment_intent.filter(|i| !i.is_empty()) else {
+        return not_found();
+    };
+    if st.lodge.stripe.is_none() {
+        return not_found();
+    }
+    let result = match st.lodge.card_return(&token, &intent).await {
+        Ok(IntentOutcome::Recorded | IntentOutcome::AlreadyRecorded) => "paid",
+        Ok(IntentOutcome::Failed) => "card_failed",
+        Ok(IntentOutcome::Pending | IntentOutcome::Unknown) => "card_pending",
+        Err(ServiceError::NotFound) => return not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a card payment back failed");
+            "card_unavailable"
+        }
+    };
+    Redirect::to(&format!("/pay/{token}?result={result}")).into_response()
+}
+
+/// The payment page's card script (Stripe Elements), served as a file so the page has no
+/// inline script.
+#[utoipa::path(get, path = "/pay/assets/card.js", tag = "pages",
+    responses((status = 200, description = "JavaScript", content_type = "application/javascript")))]
+async fn card_script() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CARD_JS,
+    )
+        .into_response()
 }

@@ -579,6 +579,9 @@ pub struct Invoice {
     pub lines: Option<Vec<InvoiceLine>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payments: Option<Vec<Payment>>,
+    /// Why the last card payment of this unpaid invoice failed (the detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_payment_failure: Option<String>,
 }
 
 impl Invoice {
@@ -628,6 +631,7 @@ impl Invoice {
                     .collect()
             }),
             payments: detail.map(|(_, p)| p.iter().map(Payment::new).collect()),
+            card_payment_failure: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
+use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -42,6 +43,10 @@ pub struct FileConfig {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub stripe_secret_key: Option<String>,
+    pub stripe_publishable_key: Option<String>,
+    pub stripe_webhook_secrets: Option<Vec<String>>,
+    pub stripe_api_base: Option<String>,
 }
 
 impl FileConfig {
@@ -86,6 +91,10 @@ pub struct Config {
     pub termination_grace_days: i64,
     pub require_tos: bool,
     pub nginx: NginxConfig,
+    /// Card payments through Stripe (`None`: not offered). Its `Debug` redacts the secrets.
+    pub stripe: Option<StripeSettings>,
+    /// Stripe settings given without a secret key (refused at start).
+    pub stripe_without_key: Vec<&'static str>,
 }
 
 /// The longest an unpaid first invoice may stay open: a year.
@@ -111,7 +120,20 @@ impl Config {
                 self.invoice_expiry_days
             );
         }
-        self.policy().map(drop)
+        self.policy()?;
+        if !self.stripe_without_key.is_empty() {
+            anyhow::bail!(
+                "{} given without --stripe-secret-key (card payments need the secret key)",
+                self.stripe_without_key.join(", ")
+            );
+        }
+        if let Some(stripe) = &self.stripe {
+            let problems = stripe.problems();
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("; "));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -142,6 +164,10 @@ pub struct Overrides {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub stripe_secret_key: Option<String>,
+    pub stripe_publishable_key: Option<String>,
+    pub stripe_webhook_secrets: Option<Vec<String>>,
+    pub stripe_api_base: Option<String>,
 }
 
 impl Config {
@@ -154,7 +180,39 @@ impl Config {
             .public_base_url
             .or(f.public_base_url)
             .unwrap_or_else(|| format!("http://{listen}"));
+        let stripe_key = o.stripe_secret_key.or(f.stripe_secret_key);
+        let stripe_pk = o.stripe_publishable_key.or(f.stripe_publishable_key);
+        let stripe_secrets = o.stripe_webhook_secrets.or(f.stripe_webhook_secrets);
+        let stripe_base = o.stripe_api_base.or(f.stripe_api_base);
+        let mut stripe_without_key = Vec::new();
+        if stripe_key.is_none() {
+            for (given, name) in [
+                (stripe_pk.is_some(), "--stripe-publishable-key"),
+                (stripe_secrets.is_some(), "--stripe-webhook-secret"),
+                (stripe_base.is_some(), "--stripe-api-base"),
+            ] {
+                if given {
+                    stripe_without_key.push(name);
+                }
+            }
+        }
+        let stripe = stripe_key.map(|key| StripeSettings {
+            secret_key: SecretString::from(key),
+            publishable_key: stripe_pk.filter(|p| !p.trim().is_empty()),
+            webhook_secrets: stripe_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from)
+                .collect(),
+            api_base: stripe_base
+                .map(|b| b.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| DEFAULT_API_BASE.to_owned()),
+        });
         Config {
+            stripe,
+            stripe_without_key,
             database_url: o
                 .database_url
                 .or(f.database_url)
@@ -321,6 +379,50 @@ mod tests {
             let e = with(f).unwrap_err().to_string();
             assert!(e.contains(word), "{e}");
         }
+    }
+
+    #[test]
+    fn stripe_is_configured_whole_or_refused() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            stripe_secret_key = "sk_test_file"
+            stripe_webhook_secrets = ["whsec_old", "whsec_new"]
+            stripe_api_base = "http://127.0.0.1:8420/"
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides::default(), file);
+        c.validate().unwrap();
+        let s = c.stripe.as_ref().unwrap();
+        assert_eq!(s.webhook_secrets.len(), 2);
+        assert_eq!(s.api_base, "http://127.0.0.1:8420");
+        assert!(s.publishable_key.is_none());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("sk_test_file") && !shown.contains("whsec_"),
+            "{shown}"
+        );
+
+        let flags = Overrides {
+            stripe_publishable_key: Some("pk_test_x".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(flags, FileConfig::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--stripe-publishable-key"), "{e}");
+
+        let flags = Overrides {
+            stripe_secret_key: Some("sk_test_flag".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(flags, FileConfig::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--stripe-webhook-secret"), "{e}");
+        assert!(!e.contains("sk_test_flag"), "{e}");
     }
 
     #[test]

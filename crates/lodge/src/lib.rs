@@ -48,7 +48,13 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
     };
-    Ok(Lodge::new(store, clock, settings, sealer))
+    let mut lodge = Lodge::new(store, clock, settings, sealer);
+    if let Some(stripe) = &cfg.stripe {
+        let client = lodge_services::gateway::Stripe::new(stripe.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        lodge.stripe = Some(Arc::new(client));
+    }
+    Ok(lodge)
 }
 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite

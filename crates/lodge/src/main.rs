@@ -102,6 +102,33 @@ struct Global {
     /// The listen value of the sites' server blocks (default 80).
     #[arg(long, global = true, env = "LODGE_NGINX_LISTEN")]
     nginx_listen: Option<String>,
+    /// Stripe secret key (sk_… or rk_…): turns on card payments. Prefer the environment
+    /// variable, which stays out of the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_STRIPE_SECRET_KEY",
+        hide_env_values = true
+    )]
+    stripe_secret_key: Option<String>,
+    /// Stripe publishable key (pk_…): the payment page then takes the card with Stripe
+    /// Elements.
+    #[arg(long, global = true, env = "LODGE_STRIPE_PUBLISHABLE_KEY")]
+    stripe_publishable_key: Option<String>,
+    /// Signing secret of Stripe's webhook endpoint (whsec_…), which sends to
+    /// <public base URL>/webhooks/stripe. Repeat it or separate with commas to accept
+    /// several during a rotation.
+    #[arg(
+        long = "stripe-webhook-secret",
+        global = true,
+        env = "LODGE_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    stripe_webhook_secrets: Vec<String>,
+    /// Base URL of Stripe's API (default https://api.stripe.com).
+    #[arg(long, global = true, env = "LODGE_STRIPE_API_BASE")]
+    stripe_api_base: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -452,6 +479,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         nginx_web_root: cli.global.nginx_web_root.clone(),
         nginx_archive_dir: cli.global.nginx_archive_dir.clone(),
         nginx_listen: cli.global.nginx_listen.clone(),
+        stripe_secret_key: cli.global.stripe_secret_key.clone(),
+        stripe_publishable_key: cli.global.stripe_publishable_key.clone(),
+        stripe_webhook_secrets: (!cli.global.stripe_webhook_secrets.is_empty())
+            .then(|| cli.global.stripe_webhook_secrets.clone()),
+        stripe_api_base: cli.global.stripe_api_base.clone(),
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {

@@ -24,6 +24,8 @@ pub struct InvoiceDetail {
     pub invoice: InvoiceRow,
     pub lines: Vec<LineRow>,
     pub payments: Vec<PaymentRow>,
+    /// Why the last card payment failed, while the invoice is payable.
+    pub card_failure: Option<String>,
 }
 
 /// How a staff-recorded payment went.
@@ -143,10 +145,16 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)?;
         let lines = billing::lines(self.store.reader(), id).await?;
         let payments = billing::payments(self.store.reader(), id).await?;
+        let card_failure = if invoice.status.is_payable() {
+            self.card_failure(id).await?
+        } else {
+            None
+        };
         Ok(InvoiceDetail {
             invoice,
             lines,
             payments,
+            card_failure,
         })
     }
 

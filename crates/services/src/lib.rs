@@ -16,6 +16,7 @@ pub mod demo;
 pub mod drivers;
 pub mod errors;
 pub mod events;
+pub mod gateway;
 pub mod hosting;
 pub mod idempotency;
 pub mod model;
@@ -121,6 +122,8 @@ pub struct Lodge {
     pub payments: Option<billing::PaymentBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
+    /// The card gateway (Stripe); `None` when card payments are not configured.
+    pub stripe: Option<Arc<gateway::Stripe>>,
 }
 
 impl Lodge {
@@ -153,6 +156,7 @@ impl Lodge {
             batcher,
             payments,
             key_cache: auth::KeyCache::default(),
+            stripe: None,
         }
     }
 

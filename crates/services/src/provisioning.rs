@@ -247,6 +247,7 @@ impl Lodge {
                 let p = payload::<HostingPayload>(job)?;
                 self.lifecycle(&p, Lifecycle::Terminate).await
             }
+            crate::gateway::JOB_CARD_REFUND => self.card_refund_job(&job.payload).await,
             crate::renewals::JOB_RENEW_DOMAIN => {
                 #[derive(Deserialize)]
                 struct Renew {

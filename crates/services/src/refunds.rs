@@ -162,6 +162,12 @@ fn validate(req: &RefundRequest<'_>) -> Result<()> {
         v.add("reason", "A reason is at most 500 characters.");
     }
     match req.reference {
+        Some(r) if r.starts_with(crate::gateway::PENDING_REFUND_PREFIX) => {
+            v.add(
+                "reference",
+                "This reference is reserved for refunds sent to Stripe.",
+            );
+        }
         Some(r) if r.is_empty() || r.len() > 200 => {
             v.add(
                 "reference",
@@ -201,6 +207,18 @@ impl Lodge {
             reason: req.reason.trim(),
             ..req.clone()
         };
+        if req.to == RefundTo::Cash && req.reference.is_none() {
+            // Paid by card: the money goes back through the gateway (crate::gateway).
+            if let Some(intent) = self.card_payment_to_refund(invoice).await? {
+                validate(&RefundRequest {
+                    reference: Some(&intent),
+                    ..req.clone()
+                })?;
+                return self
+                    .refund_through_gateway(invoice, &intent, &req, actor, key)
+                    .await;
+            }
+        }
         validate(&req)?;
         let org = billing::invoice(&mut self.store.read_conn().await?, invoice)
             .await?
@@ -210,7 +228,7 @@ impl Lodge {
             .await
     }
 
-    async fn refund_in_tx(
+    pub(crate) async fn refund_in_tx(
         &self,
         org: OrganizationId,
         invoice: i64,
@@ -282,6 +300,13 @@ impl Lodge {
             .ok_or_else(|| ServiceError::Internal("a refund was refused unseen".into()))?;
             return self.already_recorded(existing, invoice).await;
         };
+        if req
+            .reference
+            .is_some_and(|r| r.starts_with(crate::gateway::PENDING_REFUND_PREFIX))
+        {
+            // Sent to Stripe after commit; this job asks again if that answer is lost.
+            self.enqueue_card_refund(&mut tx, id).await?;
+        }
         if req.to == RefundTo::Credit {
             billing::append_ledger(
                 &mut tx,

@@ -23,6 +23,7 @@ use sqlx::Executor;
 
 mod bench;
 pub mod billing;
+pub mod cards;
 pub mod catalog;
 pub mod checks;
 pub mod conn;

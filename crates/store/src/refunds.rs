@@ -163,6 +163,23 @@ pub async fn add_refunded<C: SqlConn>(
     Ok(changed == 1)
 }
 
+/// Replaces the placeholder reference of a cash refund sent through a gateway with the
+/// gateway's own (once it answered); `false` when the refund no longer has `placeholder`.
+pub async fn set_reference<C: SqlConn>(
+    conn: &mut C,
+    id: i64,
+    placeholder: &str,
+    reference: &str,
+) -> Result<bool> {
+    let n = conn
+        .exec(
+            "UPDATE refunds SET reference = $3 WHERE id = $1 AND reference = $2",
+            vals![id, placeholder, reference],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 #[cfg(test)]
 mod tests {
     /// Migration 0010 on a SQLite database made by the migrations before it, holding a paid

@@ -4,6 +4,7 @@
 //!   out fresh, empty databases on it.
 //! * [`nginx`] runs private nginx instances for provisioning tests.
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
+//! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod chromium;
+pub mod localstripe;
 pub mod nginx;
 pub mod pg;
 

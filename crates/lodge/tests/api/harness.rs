@@ -36,7 +36,15 @@ pub struct Options {
     pub nginx: Option<lodge_services::drivers::nginx::NginxConfig>,
     /// The registrar orders ask (`None`: Lodge's default, the manual registrar).
     pub registrar: Option<Arc<dyn Registrar>>,
+    /// Card payments: Stripe's API base (localstripe) and publishable key, with the secret
+    /// key [`STRIPE_SECRET_KEY`] and webhook secrets [`STRIPE_WEBHOOK_SECRETS`] (`None`: off).
+    pub stripe: Option<(String, Option<String>)>,
 }
+
+/// The Stripe secret key of test apps with card payments.
+pub const STRIPE_SECRET_KEY: &str = "sk_test_lodge";
+/// Their webhook secrets: an old one still accepted and the current one (a rotation).
+pub const STRIPE_WEBHOOK_SECRETS: [&str; 2] = ["whsec_lodge_old", "whsec_lodge_current"];
 
 impl Default for Options {
     fn default() -> Self {
@@ -46,6 +54,7 @@ impl Default for Options {
             seed_demo: true,
             nginx: None,
             registrar: None,
+            stripe: None,
         }
     }
 }
@@ -181,6 +190,13 @@ impl TestApp {
                 nginx_web_root: nginx.map(|n| path(&n.web_root)),
                 nginx_archive_dir: nginx.map(|n| path(&n.archive_dir)),
                 nginx_listen: nginx.map(|n| n.listen.clone()),
+                stripe_secret_key: opts.stripe.as_ref().map(|_| STRIPE_SECRET_KEY.into()),
+                stripe_publishable_key: opts.stripe.as_ref().and_then(|s| s.1.clone()),
+                stripe_webhook_secrets: opts
+                    .stripe
+                    .as_ref()
+                    .map(|_| STRIPE_WEBHOOK_SECRETS.map(String::from).to_vec()),
+                stripe_api_base: opts.stripe.as_ref().map(|s| s.0.clone()),
                 ..Default::default()
             },
             FileConfig::default(),

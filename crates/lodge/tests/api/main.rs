@@ -25,3 +25,4 @@ mod refunds;
 mod registrar;
 mod renewals;
 mod shutdown_checks;
+mod stripe;

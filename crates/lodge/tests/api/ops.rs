@@ -107,6 +107,11 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     // the hosted payment page (pages.rs, no login)
     ("GET", "/pay/{token}"),
     ("POST", "/pay/{token}/credit"),
+    ("POST", "/pay/{token}/card"),
+    ("GET", "/pay/{token}/return"),
+    ("GET", "/pay/assets/card.js"),
+    // the payment gateway's webhooks (webhooks.rs)
+    ("POST", "/webhooks/stripe"),
     // /apiv2 (InterServer-compatible, apiv2/*.rs)
     ("POST", "/apiv2/login"),
     ("GET", "/apiv2/logout"),

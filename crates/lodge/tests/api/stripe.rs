@@ -1,0 +1,731 @@
+//! Card payments through Stripe, against a real localstripe (a fake Stripe started by each
+//! test on a loopback port; skipped with a message unless `LODGE_REQUIRE_SERVICES=1`): an
+//! invoice paid through a PaymentIntent and the webhook localstripe signs and delivers; the
+//! same webhook three times racing the return page (one payment); forged and stale
+//! signatures (400, nothing recorded); a declined card (the reason shown, the invoice
+//! unpaid); refunds through Stripe and from Stripe's dashboard (each recorded once).
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lodge_testkit::localstripe::Localstripe;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{
+    self, add_credit, cents, hosting, invoice, starter, Engine, Options, TestApp,
+    STRIPE_WEBHOOK_SECRETS,
+};
+use crate::on_both_engines;
+
+on_both_engines!(engine:
+    an_invoice_is_paid_by_card_and_the_signed_webhook_records_it,
+    three_deliveries_of_a_webhook_and_a_racing_return_record_one_payment,
+    forged_or_stale_signatures_are_refused_and_change_nothing,
+    a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown,
+    a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once,
+    a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
+);
+
+const PUBLISHABLE_KEY: &str = "pk_test_lodge";
+
+// ---- helpers ----
+
+/// Runs `test` on an app whose card payments go to a fresh localstripe.
+async fn with_stripe<F, Fut>(engine: Engine, test: F)
+where
+    F: FnOnce(TestApp, Localstripe) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let ls = match Localstripe::start().await {
+        Ok(Some(ls)) => ls,
+        Ok(None) => {
+            lodge_testkit::skip_or_fail(
+                "localstripe",
+                "not installed (the venv of .ci/run: ~/.cache/lodge-venv)",
+            );
+            return;
+        }
+        Err(e) => panic!("localstripe: {e:#}"),
+    };
+    let opts = Options {
+        stripe: Some((ls.url(), Some(PUBLISHABLE_KEY.to_owned()))),
+        ..Default::default()
+    };
+    harness::run(engine, opts, |app| test(app, ls)).await;
+}
+
+/// The real time: localstripe signs its deliveries with it, so the app's clock is moved
+/// there before localstripe delivers.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "localstripe signs with the real time"
+)]
+fn real_now() -> jiff::Timestamp {
+    jiff::Timestamp::try_from(std::time::SystemTime::now()).unwrap()
+}
+
+/// A client that does not follow redirects (to see the return page's 303).
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Places a Starter order (external domain, no credit on file): its unpaid invoice's id,
+/// total in cents and payment token, and the hosting account's id.
+async fn unpaid_order(app: &TestApp, name: &str) -> (i64, i64, String, String) {
+    let (status, o) = app
+        .post(
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            &app.key(),
+            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    let id = o["invoice_id"].as_i64().unwrap();
+    let inv = invoice(app, id).await;
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    let url = inv["payment_url"].as_str().unwrap();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    let hosting_id = o["hosting_id"]
+        .as_str()
+        .or_else(|| o["hosting"]["id"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    (id, cents(&inv["total"]), token, hosting_id)
+}
+
+async fn page(app: &TestApp, path: &str) -> (StatusCode, String) {
+    let resp = no_redirects().get(app.url(path)).send().await.unwrap();
+    let status = resp.status();
+    (status, unescape(&resp.text().await.unwrap()))
+}
+
+/// The page's text with minijinja's escaped slashes back (as a browser reads attributes).
+fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+}
+
+/// "Pay by card": the page with the card form; returns it and the intent's id.
+async fn checkout(app: &TestApp, token: &str) -> (String, String) {
+    let resp = no_redirects()
+        .post(app.url(&format!("/pay/{token}/card")))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let html = unescape(&resp.text().await.unwrap());
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let intent = html
+        .split("data-intent=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no card form: {html}"))
+        .to_owned();
+    assert!(intent.starts_with("pi_"), "{intent}");
+    (html, intent)
+}
+
+/// A form POST to localstripe with the test secret key.
+async fn ls_post(ls: &Localstripe, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", ls.url()))
+        .bearer_auth(harness::STRIPE_SECRET_KEY)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn ls_get(ls: &Localstripe, path: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", ls.url()))
+        .bearer_auth(harness::STRIPE_SECRET_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// What Stripe.js does with the card form: sets the card on the intent and confirms it.
+async fn confirm(ls: &Localstripe, intent: &str, payment_method: &str) -> (StatusCode, Value) {
+    let (status, pi) = ls_post(
+        ls,
+        &format!("/v1/payment_intents/{intent}"),
+        &[("payment_method", payment_method)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pi}");
+    ls_post(ls, &format!("/v1/payment_intents/{intent}/confirm"), &[]).await
+}
+
+/// Has localstripe deliver its events to this app, signed with the current secret.
+async fn register_webhook(app: &TestApp, ls: &Localstripe) {
+    let url = app.url("/webhooks/stripe");
+    let (status, body) = ls_post(
+        ls,
+        "/_config/webhooks/lodge",
+        &[("url", &url), ("secret", STRIPE_WEBHOOK_SECRETS[1])],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Posts an event to the app's webhook with a `Stripe-Signature` of `secret` at `t`.
+async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> (StatusCode, Value) {
+    let mut req = app
+        .client
+        .post(app.url("/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(s) = signature {
+        req = req.header("Stripe-Signature", s);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn signed(secret: &str, t: i64, body: &str) -> Option<String> {
+    Some(lodge_services::gateway::signature::sign(
+        secret,
+        t,
+        body.as_bytes(),
+    ))
+}
+
+fn app_now(app: &TestApp) -> i64 {
+    use lodge_core::Clock;
+    app.clock.now().as_second()
+}
+
+/// An event as Stripe sends it.
+fn event(kind: &str, object: &Value) -> String {
+    json!({ "id": format!("evt_{}", kind.replace('.', "_")), "object": "event",
+            "type": kind, "data": { "object": object } })
+    .to_string()
+}
+
+/// The invoice's payments: (method, reference, amount in cents).
+async fn payments(app: &TestApp, invoice_id: i64) -> Vec<(String, String, i64)> {
+    sqlx::query_as(
+        "SELECT method, reference, amount_minor FROM payments WHERE invoice_id = $1 ORDER BY id",
+    )
+    .bind(invoice_id)
+    .fetch_all(app.lodge.store.reader())
+    .await
+    .unwrap()
+}
+
+/// Waits (up to 15 s) until `check` holds on the invoice.
+async fn wait_for(
+    app: &TestApp,
+    ls: &Localstripe,
+    id: i64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..150 {
+        let inv = invoice(app, id).await;
+        if check(&inv) {
+            return inv;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{what}: not seen within 15 s: {}\nlocalstripe's log:\n{}",
+        invoice(app, id).await,
+        ls.log_tail()
+    );
+}
+
+// ---- tests ----
+
+async fn an_invoice_is_paid_by_card_and_the_signed_webhook_records_it(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        app.clock.set(real_now());
+        register_webhook(&app, &ls).await;
+        let (id, total, token, hosting_id) = unpaid_order(&app, "card-paid.example").await;
+
+        // The page offers the card beside credit and bank transfer.
+        let (status, html) = page(&app, &format!("/pay/{token}")).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("id=\"pay-card\""), "{html}");
+        assert!(
+            html.contains("id=\"pay-credit\"") && html.contains("id=\"pay-bank\""),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("action=\"/pay/{token}/card\"")),
+            "{html}"
+        );
+        assert!(
+            !html.contains("<script"),
+            "no script before the card is chosen: {html}"
+        );
+
+        // "Pay by card": an intent of the amount due, and Stripe Elements from files only.
+        let (html, intent) = checkout(&app, &token).await;
+        assert!(
+            html.contains(&format!("data-publishable-key=\"{PUBLISHABLE_KEY}\"")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("data-client-secret=\"{intent}_secret_")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(
+                "<script src=\"{}/js.stripe.com/v3/\"></script>",
+                ls.url()
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains("<script src=\"/pay/assets/card.js\"></script>"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "no inline script: {html}");
+        let pi = ls_get(&ls, &format!("/v1/payment_intents/{intent}")).await;
+        assert_eq!(pi["amount"].as_i64(), Some(total), "{pi}");
+        assert_eq!(pi["currency"], "usd", "{pi}");
+        assert_eq!(pi["metadata"]["invoice_id"], id.to_string(), "{pi}");
+        assert_eq!(pi["metadata"]["organization_id"], app.org_id(), "{pi}");
+        let resp = app
+            .client
+            .get(app.url("/pay/assets/card.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/javascript"));
+
+        // Choosing the card again reuses the intent: one per invoice and amount.
+        let (_, again) = checkout(&app, &token).await;
+        assert_eq!(again, intent);
+        assert_eq!(app.count("card_payments").await, 1);
+
+        // The customer's card (Stripe's test card) confirms it; localstripe signs and
+        // delivers payment_intent.succeeded, which records the payment.
+        let (status, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(status, StatusCode::OK, "{pi}");
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let inv = wait_for(&app, &ls, id, "the webhook's payment", |i| {
+            i["status"] == "paid"
+        })
+        .await;
+        assert_eq!(cents(&inv["amount_paid"]), total, "{inv}");
+        assert_eq!(inv["payments"][0]["method"], "card", "{inv}");
+        assert_eq!(inv["payments"][0]["reference"], intent.as_str(), "{inv}");
+        assert_eq!(
+            payments(&app, id).await,
+            vec![("card".to_owned(), intent.clone(), total)]
+        );
+        // Activation followed, as for any payment.
+        if !hosting_id.is_empty() {
+            let h = hosting(&app, &hosting_id).await;
+            assert_ne!(h["status"], "pending", "{h}");
+        }
+        let (_, html) = page(&app, &format!("/pay/{token}")).await;
+        assert!(html.contains("id=\"thanks\""), "{html}");
+        assert!(!html.contains("id=\"pay-card\""), "{html}");
+        // Nothing is due: no new intent.
+        let resp = no_redirects()
+            .post(app.url(&format!("/pay/{token}/card")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(app.count("card_payments").await, 1);
+    })
+    .await;
+}
+
+async fn three_deliveries_of_a_webhook_and_a_racing_return_record_one_payment(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "card-race.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (status, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(status, StatusCode::OK, "{pi}");
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+
+        let body = event("payment_intent.succeeded", &pi);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let client = no_redirects();
+        let return_url = app.url(&format!("/pay/{token}/return?payment_intent={intent}"));
+        let webhooks = join_all((0..3).map(|_| deliver(&app, &body, sig.clone())));
+        let returns = join_all((0..2).map(|_| client.get(&return_url).send()));
+        let (hooks, pages) = tokio::join!(webhooks, returns);
+        for (status, body) in hooks {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["received"], true, "{body}");
+        }
+        for resp in pages {
+            let resp = resp.unwrap();
+            assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+            let to = resp.headers()["location"].to_str().unwrap().to_owned();
+            assert_eq!(to, format!("/pay/{token}?result=paid"));
+        }
+        assert_eq!(
+            payments(&app, id).await,
+            vec![("card".to_owned(), intent.clone(), total)]
+        );
+        let inv = invoice(&app, id).await;
+        assert_eq!(inv["status"], "paid", "{inv}");
+        assert_eq!(cents(&inv["amount_paid"]), total, "{inv}");
+        // Nothing went to the account as an overpayment.
+        assert_eq!(app.count("credit_ledger").await, 0);
+        // A fourth delivery later changes nothing either.
+        let (status, _) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(payments(&app, id).await.len(), 1);
+        let (_, html) = page(&app, &format!("/pay/{token}?result=paid")).await;
+        assert!(html.contains("Payment received"), "{html}");
+    })
+    .await;
+}
+
+async fn forged_or_stale_signatures_are_refused_and_change_nothing(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "card-forged.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let body = event("payment_intent.succeeded", &pi);
+        let now = app_now(&app);
+        let cases = [
+            ("no signature", body.clone(), None),
+            (
+                "another secret",
+                body.clone(),
+                signed("whsec_forged", now, &body),
+            ),
+            (
+                "stale",
+                body.clone(),
+                signed(STRIPE_WEBHOOK_SECRETS[1], now - 301, &body),
+            ),
+            (
+                "from the future",
+                body.clone(),
+                signed(STRIPE_WEBHOOK_SECRETS[1], now + 301, &body),
+            ),
+            (
+                "a body changed after signing",
+                body.replace(&format!("\"amount\":{total}"), "\"amount\":1"),
+                signed(STRIPE_WEBHOOK_SECRETS[1], now, &body),
+            ),
+            ("garbage", body.clone(), Some("t=abc,v1=zz".to_owned())),
+        ];
+        for (what, b, sig) in cases {
+            let (status, answer) = deliver(&app, &b, sig).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {answer}");
+            assert!(
+                answer["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{what}: {answer}"
+            );
+            assert_eq!(payments(&app, id).await.len(), 0, "{what}");
+            assert_eq!(invoice(&app, id).await["status"], "unpaid", "{what}");
+        }
+        let status_of = |app: &TestApp| {
+            let pool = app.lodge.store.reader().clone();
+            let intent = intent.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT status FROM card_payments WHERE intent_id = $1",
+                )
+                .bind(intent)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_ne!(status_of(&app).await, "succeeded", "nothing recorded");
+
+        // The previous secret still verifies during a rotation.
+        let (status, answer) =
+            deliver(&app, &body, signed(STRIPE_WEBHOOK_SECRETS[0], now, &body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["handled"], true, "{answer}");
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+        assert_eq!(status_of(&app).await, "succeeded");
+
+        // An event Lodge does not handle, well signed: accepted and ignored.
+        let other = event("customer.created", &json!({ "id": "cus_1" }));
+        let (status, answer) =
+            deliver(&app, &other, signed(STRIPE_WEBHOOK_SECRETS[1], now, &other)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["handled"], false, "{answer}");
+    })
+    .await;
+}
+
+async fn a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        app.clock.set(real_now());
+        register_webhook(&app, &ls).await;
+        let (id, _, token, _) = unpaid_order(&app, "card-declined.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (status, pm) = ls_post(
+            &ls,
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", "4000000000000341"),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2030"),
+                ("card[cvc]", "123"),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{pm}");
+        let (status, declined) = confirm(&ls, &intent, pm["id"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{declined}");
+
+        // localstripe delivers payment_intent.payment_failed: the reason is kept.
+        let inv = wait_for(&app, &ls, id, "the failure's reason", |i| {
+            i["card_payment_failure"].is_string()
+        })
+        .await;
+        assert_eq!(inv["status"], "unpaid", "{inv}");
+        let reason = inv["card_payment_failure"].as_str().unwrap().to_owned();
+        assert!(reason.to_lowercase().contains("declined"), "{reason}");
+        assert_eq!(payments(&app, id).await.len(), 0);
+        // One `payment.failed` event (mail and webhooks tell it), however often reported.
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE kind = 'payment.failed' AND subject = $1",
+        )
+        .bind(format!("invoice:{id}"))
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(failed, 1);
+
+        // The page shows it, and still offers the card; the return page says it failed.
+        let (_, html) = page(&app, &format!("/pay/{token}")).await;
+        assert!(html.contains("id=\"card-failure\""), "{html}");
+        assert!(html.contains(&reason), "{html}");
+        assert!(html.contains("id=\"pay-card\""), "{html}");
+        let resp = no_redirects()
+            .get(app.url(&format!("/pay/{token}/return?payment_intent={intent}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            resp.headers()["location"],
+            format!("/pay/{token}?result=card_failed").as_str()
+        );
+        assert_eq!(invoice(&app, id).await["status"], "unpaid");
+        // Another invoice's token does not reach this intent.
+        let (_, _, other, _) = unpaid_order(&app, "card-other.example").await;
+        let (status, _) = page(
+            &app,
+            &format!("/pay/{other}/return?payment_intent={intent}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Choosing the card again reuses the intent (Stripe takes another card on it).
+        let (_, again) = checkout(&app, &token).await;
+        assert_eq!(again, intent);
+        assert_eq!(app.count("card_payments").await, 1);
+    })
+    .await;
+}
+
+async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "card-refund.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let resp = no_redirects()
+            .get(app.url(&format!("/pay/{token}/return?payment_intent={intent}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["location"], format!("/pay/{token}?result=paid").as_str());
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+
+        // Staff refund 2.00 in cash: it goes back through Stripe, keyed by Lodge's refund id.
+        let path = format!("/v1/admin/invoices/{id}/refunds");
+        let (status, r) = app
+            .post(&path, &app.admin_key(), &json!({ "amount": "2.00", "to": "cash", "reason": "Partial goodwill" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        let reference = r["refund"]["reference"].as_str().unwrap().to_owned();
+        assert!(reference.starts_with("re_"), "{r}");
+        let refund_id = r["refund"]["id"].as_i64().unwrap();
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent}")).await;
+        let list = at_stripe["data"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{at_stripe}");
+        assert_eq!(list[0]["id"], reference.as_str());
+        assert_eq!(list[0]["amount"], 200);
+        assert_eq!(list[0]["metadata"]["lodge_refund_id"], refund_id.to_string());
+        assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 200);
+
+        // Stripe's charge.refunded for it changes nothing: Lodge started it.
+        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
+        let body = event("charge.refunded", &charge);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (status, answer) = deliver(&app, &body, sig.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(app.count("refunds").await, 1);
+
+        // A refund made in Stripe's dashboard: recorded once, however often it is reported.
+        let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent), ("amount", "100")]).await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        for _ in 0..3 {
+            let (status, answer) = deliver(&app, &body, sig.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        assert_eq!(app.count("refunds").await, 2);
+        let (status, l) = app.get(&path, &app.admin_key()).await;
+        assert_eq!(status, StatusCode::OK, "{l}");
+        let refs: Vec<&str> = l["results"].as_array().unwrap().iter().map(|r| r["reference"].as_str().unwrap()).collect();
+        assert_eq!(refs, vec![reference.as_str(), dash["id"].as_str().unwrap()], "{l}");
+        let inv = invoice(&app, id).await;
+        assert_eq!(cents(&inv["amount_refunded"]), 300, "{inv}");
+        assert_eq!(inv["status"], "partially_refunded", "{inv}");
+
+        // The rest back by staff: the invoice is refunded; Stripe refunded it all.
+        let (status, r) = app
+            .post(&path, &app.admin_key(), &json!({ "amount": format!("{}.{:02}", (total - 300) / 100, (total - 300) % 100), "to": "cash" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent}")).await;
+        let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+        assert_eq!(sum, total, "{at_stripe}");
+        // A retried request (the same Idempotency-Key) refunds once, at Lodge and at Stripe.
+        let (id2, _, token2, _) = unpaid_order(&app, "card-refund-2.example").await;
+        let (_, intent2) = checkout(&app, &token2).await;
+        let (_, pi2) = confirm(&ls, &intent2, "pm_card_visa").await;
+        assert_eq!(pi2["status"], "succeeded", "{pi2}");
+        let (status, _) = page(&app, &format!("/pay/{token2}/return?payment_intent={intent2}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let keyed = || {
+            app.client
+                .post(app.url(&format!("/v1/admin/invoices/{id2}/refunds")))
+                .bearer_auth(app.admin_key())
+                .header("Idempotency-Key", "refund-card-2")
+                .json(&json!({ "amount": "1.00", "to": "cash" }))
+                .send()
+        };
+        let first: Value = keyed().await.unwrap().json().await.unwrap();
+        let again = keyed().await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["refund"]["id"], first["refund"]["id"], "{again}");
+        assert_eq!(again["refund"]["reference"], first["refund"]["reference"], "{again}");
+        assert!(first["refund"]["reference"].as_str().unwrap().starts_with("re_"), "{first}");
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent2}")).await;
+        assert_eq!(at_stripe["data"].as_array().unwrap().len(), 1, "{at_stripe}");
+        assert_eq!(cents(&invoice(&app, id2).await["amount_refunded"]), 100);
+
+        // A staff reference may not pretend to be a pending gateway refund.
+        let (status, _) = app
+            .post(&path, &app.admin_key(), &json!({ "amount": "0.01", "to": "cash", "reference": "stripe:pending:pi_x:00" }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    })
+    .await;
+}
+
+async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "card-late.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        // Meanwhile the invoice is paid from account credit.
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let (status, _) = page_post(&app, &format!("/pay/{token}/credit")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+        let balance = |app: &TestApp| {
+            let pool = app.lodge.store.reader().clone();
+            let org = app.org_id();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT credit_balance_minor FROM organizations WHERE id = $1",
+                )
+                .bind(org)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(balance(&app).await, 10000 - total);
+
+        // Then the card payment succeeds too, reported three times and read back once: the
+        // money goes to the account's credit, once.
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let body = event("payment_intent.succeeded", &pi);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        for _ in 0..3 {
+            let (status, answer) = deliver(&app, &body, sig.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        let (status, _) = page(
+            &app,
+            &format!("/pay/{token}/return?payment_intent={intent}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(balance(&app).await, 10000);
+        assert!(payments(&app, id).await.is_empty());
+        let deposits: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'deposit'",
+        )
+        .bind(id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(deposits, 1);
+        // A late failure event does not reopen it.
+        let failed = event(
+            "payment_intent.payment_failed",
+            &json!({ "id": intent, "status": "requires_payment_method",
+            "last_payment_error": { "message": "late" } }),
+        );
+        let (status, _) = deliver(
+            &app,
+            &failed,
+            signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &failed),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(balance(&app).await, 10000);
+    })
+    .await;
+}
+
+async fn page_post(app: &TestApp, path: &str) -> (StatusCode, String) {
+    let resp = no_redirects().post(app.url(path)).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.text().await.unwrap())
+}

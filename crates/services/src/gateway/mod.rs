@@ -1,0 +1,604 @@
+//! Card payments through a gateway: Stripe's PaymentIntents (docs/billing.md, "Card
+//! payments").
+//!
+//! - The payment page's "Pay by card" creates, or reuses, one PaymentIntent per invoice and
+//!   amount due ([`Lodge::card_checkout`]); its rows are `card_payments` (migration 0012).
+//! - What Stripe says of an intent, by a signed webhook ([`Lodge::stripe_webhook`]) or read
+//!   back on the return page ([`Lodge::card_return`]), is applied by [`Lodge::apply_intent`]:
+//!   a succeeded intent is recorded through the staff payments' path
+//!   ([`Lodge::record_payment`], method `card`, the intent's id as reference), whose unique
+//!   key `(method, reference)` records it once whichever arrives first or twice; a failed one
+//!   keeps its reason, shown on the page and the invoice.
+//! - A staff cash refund of a card-paid invoice goes back through Stripe
+//!   ([`Lodge::send_card_refund`]): the refund is recorded first under a placeholder
+//!   reference, with a retry job in the same transaction, then Stripe is asked (idempotency
+//!   key `lodge-refund-<id>`, the refund's id in its metadata) and its `re_…` id replaces the
+//!   placeholder. `charge.refunded` records refunds made in Stripe's dashboard once (their
+//!   `re_…` id is a unique cash reference) and skips those that carry a Lodge refund id.
+//!
+//! Nothing here holds a database transaction across a call to Stripe.
+
+pub mod signature;
+pub mod stripe;
+
+use lodge_core::RefundTo;
+use lodge_store::billing;
+use lodge_store::cards::{self, NewCardPayment};
+use lodge_store::refunds;
+use lodge_store::StoreError;
+use serde::Deserialize;
+
+use crate::refunds::{RefundOutcome, RefundRequest};
+use crate::{Lodge, Result, ServiceError};
+pub use stripe::{PaymentIntent, Stripe, StripeError, StripeSettings};
+
+/// The gateway's name in `card_payments`.
+pub const GATEWAY_STRIPE: &str = "stripe";
+/// The payment method of card payments (in `payments`, with the intent's id as reference).
+pub const METHOD_CARD: &str = "card";
+/// The status of a succeeded intent whose money went to account credit (its invoice could
+/// no longer take it).
+pub const STATUS_CREDITED: &str = "credited";
+/// The reference of a cash refund until Stripe answered with its own.
+pub const PENDING_REFUND_PREFIX: &str = "stripe:pending:";
+/// The job that (re)sends a refund to Stripe.
+pub const JOB_CARD_REFUND: &str = "stripe_refund";
+/// Who records what Stripe reported.
+pub const ACTOR_STRIPE: &str = "gateway:stripe";
+/// How long the retry job of a refund waits, so the attempt made at once goes first.
+const REFUND_RETRY_DELAY_US: i64 = 5 * 60 * 1_000_000;
+
+/// A card payment started from the payment page.
+#[derive(Debug, Clone)]
+pub struct CardCheckout {
+    pub intent_id: String,
+    pub amount_minor: i64,
+    /// Handed to Stripe.js in the browser (the page's card form).
+    pub client_secret: Option<String>,
+    /// Stripe's status of the intent.
+    pub status: String,
+}
+
+/// What applying an intent did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentOutcome {
+    /// The payment was recorded now.
+    Recorded,
+    /// It had been recorded already (by the other of webhook and return page).
+    AlreadyRecorded,
+    /// The payment failed; the reason is stored.
+    Failed,
+    /// Still in progress (processing, requires action, …).
+    Pending,
+    /// Not an intent Lodge created.
+    Unknown,
+}
+
+/// How a webhook went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookOutcome {
+    pub event_type: String,
+    pub handled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: EventData,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventData {
+    #[serde(default)]
+    object: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundJob {
+    refund_id: i64,
+}
+
+fn gateway_error(e: StripeError) -> ServiceError {
+    ServiceError::Internal(format!("card gateway: {e}"))
+}
+
+impl Lodge {
+    /// The Stripe gateway, or `Conflict` when none is configured.
+    pub fn stripe(&self) -> Result<&Stripe> {
+        self.stripe
+            .as_deref()
+            .ok_or_else(|| ServiceError::Conflict("Card payments are not configured.".into()))
+    }
+
+    /// "Pay by card" on the payment page of `token`: the PaymentIntent of the amount due,
+    /// created once per invoice and amount and reused after.
+    pub async fn card_checkout(&self, token: &str) -> Result<CardCheckout> {
+        let stripe = self.stripe()?;
+        let detail = self.invoice_by_token(token).await?;
+        let inv = &detail.invoice;
+        let due = crate::queries::due_now(inv);
+        if due <= 0 {
+            return Err(ServiceError::Conflict(format!(
+                "This invoice is {}: nothing is due.",
+                inv.status
+            )));
+        }
+        let open = cards::open_for(
+            &mut self.store.read_conn().await?,
+            GATEWAY_STRIPE,
+            inv.id,
+            due,
+        )
+        .await?;
+        if let Some(row) = open {
+            let pi = stripe
+                .retrieve_payment_intent(&row.intent_id)
+                .await
+                .map_err(gateway_error)?;
+            if pi.status != "canceled" {
+                if pi.status == "succeeded" {
+                    self.apply_intent(&pi).await?;
+                }
+                return Ok(CardCheckout {
+                    intent_id: pi.id,
+                    amount_minor: row.amount_minor,
+                    client_secret: pi.client_secret,
+                    status: pi.status,
+                });
+            }
+            self.set_card_status(&pi.id, &pi.status, None).await?;
+        }
+        let attempts = cards::of_invoice(&mut self.store.read_conn().await?, inv.id)
+            .await?
+            .len();
+        let pi = stripe
+            .create_payment_intent(
+                due,
+                &inv.currency,
+                &[
+                    ("invoice_id", inv.id.to_string()),
+                    ("invoice_number", inv.number.clone().unwrap_or_default()),
+                    ("organization_id", inv.organization_id.to_string()),
+                ],
+                &format!("lodge-invoice-{}-{due}-{attempts}", inv.id),
+            )
+            .await
+            .map_err(gateway_error)?;
+        let mut tx = self.store.begin().await?;
+        let inserted = cards::insert(
+            &mut tx,
+            &NewCardPayment {
+                gateway: GATEWAY_STRIPE,
+                intent_id: &pi.id,
+                invoice_id: inv.id,
+                organization_id: inv.organization_id,
+                amount_minor: due,
+                currency: &inv.currency,
+                status: &pi.status,
+                now: self.now_us(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        if !inserted {
+            // Another click made the invoice's intent first: use that one (this one is
+            // never shown, so never confirmed).
+            tracing::info!(intent = %pi.id, invoice = inv.id, "a concurrent checkout made the intent first");
+            if let Some(row) = cards::open_for(
+                &mut self.store.read_conn().await?,
+                GATEWAY_STRIPE,
+                inv.id,
+                due,
+            )
+            .await?
+            {
+                let other = stripe
+                    .retrieve_payment_intent(&row.intent_id)
+                    .await
+                    .map_err(gateway_error)?;
+                return Ok(CardCheckout {
+                    intent_id: other.id,
+                    amount_minor: due,
+                    client_secret: other.client_secret,
+                    status: other.status,
+                });
+            }
+        }
+        Ok(CardCheckout {
+            intent_id: pi.id,
+            amount_minor: due,
+            client_secret: pi.client_secret,
+            status: pi.status,
+        })
+    }
+
+    async fn set_card_status(
+        &self,
+        intent: &str,
+        status: &str,
+        failure: Option<&str>,
+    ) -> Result<bool> {
+        let mut tx = self.store.begin().await?;
+        let changed = cards::set_status(
+            &mut tx,
+            GATEWAY_STRIPE,
+            intent,
+            status,
+            failure,
+            self.now_us(),
+        )
+        .await?;
+        if let (Some(reason), Some(card)) = (
+            failure,
+            cards::by_intent(&mut *tx, GATEWAY_STRIPE, intent).await?,
+        ) {
+            // Told once per intent, however many times Stripe reports it.
+            crate::events::emit_once(
+                &mut *tx,
+                crate::events::EventKind::PaymentFailed,
+                card.organization_id,
+                format!("invoice:{}", card.invoice_id),
+                serde_json::json!({
+                    "invoice_id": card.invoice_id,
+                    "gateway": GATEWAY_STRIPE,
+                    "intent_id": intent,
+                    "amount_minor": card.amount_minor,
+                    "currency": card.currency,
+                    "reason": reason,
+                }),
+                format!("payment.failed:{intent}"),
+                self.now_us(),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(changed)
+    }
+
+    /// Applies what Stripe reports of an intent (from a verified webhook or read back from
+    /// Stripe): records a succeeded payment once, keeps a failure's reason.
+    pub async fn apply_intent(&self, pi: &PaymentIntent) -> Result<IntentOutcome> {
+        let row =
+            cards::by_intent(&mut self.store.read_conn().await?, GATEWAY_STRIPE, &pi.id).await?;
+        let Some(row) = row else {
+            return Ok(IntentOutcome::Unknown);
+        };
+        match pi.status.as_str() {
+            "succeeded" => {
+                let amount = if pi.amount > 0 {
+                    pi.amount
+                } else {
+                    row.amount_minor
+                };
+                if row.status == STATUS_CREDITED {
+                    return Ok(IntentOutcome::AlreadyRecorded);
+                }
+                let out = self
+                    .record_payment(row.invoice_id, amount, METHOD_CARD, &pi.id, ACTOR_STRIPE)
+                    .await;
+                match out {
+                    Ok(o) => {
+                        self.set_card_status(&pi.id, "succeeded", None).await?;
+                        Ok(if o.created {
+                            IntentOutcome::Recorded
+                        } else {
+                            IntentOutcome::AlreadyRecorded
+                        })
+                    }
+                    Err(ServiceError::Conflict(why)) => {
+                        // The invoice was paid otherwise or cancelled meanwhile: the money
+                        // goes to the organization's account credit, once.
+                        let credited = self.credit_unpayable(&row, amount).await?;
+                        if credited {
+                            tracing::warn!(intent = %pi.id, invoice = row.invoice_id, why, "a card payment for an invoice no longer payable went to account credit");
+                            Ok(IntentOutcome::Recorded)
+                        } else {
+                            Ok(IntentOutcome::AlreadyRecorded)
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            status => {
+                let failure = pi.last_payment_error.as_ref().map(|e| e.reason());
+                self.set_card_status(&pi.id, status, failure.as_deref())
+                    .await?;
+                Ok(if failure.is_some() {
+                    IntentOutcome::Failed
+                } else {
+                    IntentOutcome::Pending
+                })
+            }
+        }
+    }
+
+    /// A succeeded card payment whose invoice could no longer take it: a deposit to the
+    /// organization's credit, once per intent (under the organization's lock).
+    async fn credit_unpayable(&self, row: &cards::CardPaymentRow, amount: i64) -> Result<bool> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, row.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if !cards::mark_credited(&mut tx, GATEWAY_STRIPE, &row.intent_id, now).await? {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        billing::append_ledger(
+            &mut tx,
+            &billing::NewLedgerEntry {
+                organization_id: row.organization_id,
+                kind: "deposit",
+                amount_minor: amount,
+                currency: &row.currency,
+                invoice_id: Some(row.invoice_id),
+                note: "Card payment for an invoice no longer payable",
+                actor: ACTOR_STRIPE,
+                now,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// The return page after the card form (`/pay/{token}/return?payment_intent=…`): the
+    /// intent is read back from Stripe and applied. `NotFound` for an intent of another
+    /// invoice.
+    pub async fn card_return(&self, token: &str, intent_id: &str) -> Result<IntentOutcome> {
+        let stripe = self.stripe()?;
+        let detail = self.invoice_by_token(token).await?;
+        let row = cards::by_intent(
+            &mut self.store.read_conn().await?,
+            GATEWAY_STRIPE,
+            intent_id,
+        )
+        .await?
+        .filter(|r| r.invoice_id == detail.invoice.id)
+        .ok_or(ServiceError::NotFound)?;
+        let pi = stripe
+            .retrieve_payment_intent(&row.intent_id)
+            .await
+            .map_err(gateway_error)?;
+        self.apply_intent(&pi).await
+    }
+
+    /// The reason the invoice's last card payment failed, while it is payable.
+    pub async fn card_failure(&self, invoice: i64) -> Result<Option<String>> {
+        let rows = cards::of_invoice(&mut self.store.read_conn().await?, invoice).await?;
+        Ok(rows
+            .into_iter()
+            .find(|r| r.status != "canceled")
+            .filter(|r| r.status != "succeeded" && r.status != STATUS_CREDITED)
+            .and_then(|r| r.failure_reason))
+    }
+
+    /// A webhook from Stripe: the `Stripe-Signature` is verified over the raw body first
+    /// (`Invalid` on `signature`, and nothing done, when it does not hold), then the event
+    /// is handled. Unknown events are accepted and ignored.
+    pub async fn stripe_webhook(
+        &self,
+        signature_header: Option<&str>,
+        body: &[u8],
+    ) -> Result<WebhookOutcome> {
+        let stripe = self.stripe()?;
+        let now = self.clock.now().as_second();
+        signature::verify(
+            signature_header,
+            body,
+            &stripe.settings().webhook_secrets,
+            now,
+            signature::TOLERANCE_SECS,
+        )
+        .map_err(|e| ServiceError::field("signature", e.to_string()))?;
+        let event: Event = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::field("body", format!("not a Stripe event: {e}")))?;
+        let handled = match event.kind.as_str() {
+            "payment_intent.succeeded" | "payment_intent.payment_failed" => {
+                let pi: PaymentIntent = serde_json::from_value(event.data.object)
+                    .map_err(|e| ServiceError::field("body", format!("not an intent: {e}")))?;
+                self.apply_intent(&pi).await? != IntentOutcome::Unknown
+            }
+            "charge.refunded" => {
+                let intent = event
+                    .data
+                    .object
+                    .get("payment_intent")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned);
+                match intent {
+                    Some(pi) => self.stripe_refunds_of(&pi).await?,
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        Ok(WebhookOutcome {
+            event_type: event.kind,
+            handled,
+        })
+    }
+
+    /// After `charge.refunded`: asks Stripe for the intent's refunds and records those made
+    /// outside Lodge (once each, their `re_…` id being a unique cash reference).
+    async fn stripe_refunds_of(&self, intent: &str) -> Result<bool> {
+        let stripe = self.stripe()?;
+        let Some(row) =
+            cards::by_intent(&mut self.store.read_conn().await?, GATEWAY_STRIPE, intent).await?
+        else {
+            return Ok(false);
+        };
+        let list = stripe.list_refunds(intent).await.map_err(gateway_error)?;
+        for r in list {
+            if r.status
+                .as_deref()
+                .is_some_and(|s| s == "failed" || s == "canceled")
+            {
+                continue;
+            }
+            if let Some(id) = r
+                .metadata
+                .get("lodge_refund_id")
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                // Lodge's own: complete its reference if its answer was lost.
+                self.complete_refund_reference(id, &r.id).await?;
+                continue;
+            }
+            let exists =
+                refunds::cash_refund_by_reference(&mut self.store.read_conn().await?, &r.id)
+                    .await?
+                    .is_some();
+            if exists || r.amount <= 0 {
+                continue;
+            }
+            let req = RefundRequest {
+                amount_minor: r.amount,
+                to: RefundTo::Cash,
+                reason: "Refunded in Stripe",
+                reference: Some(&r.id),
+            };
+            if let Err(e) = self
+                .refund_invoice(row.invoice_id, &req, ACTOR_STRIPE, None)
+                .await
+            {
+                tracing::error!(refund = %r.id, invoice = row.invoice_id, error = %e, "a refund made in Stripe could not be recorded");
+            }
+        }
+        Ok(true)
+    }
+
+    async fn complete_refund_reference(&self, refund_id: i64, reference: &str) -> Result<bool> {
+        let mut tx = self.store.begin().await?;
+        let Some(row) = refunds::refund(&mut tx, refund_id).await? else {
+            return Ok(false);
+        };
+        let done = match row.reference.as_deref() {
+            Some(p) if p.starts_with(PENDING_REFUND_PREFIX) => {
+                refunds::set_reference(&mut tx, refund_id, p, reference).await?
+            }
+            _ => false,
+        };
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(done)
+    }
+
+    /// The intent a cash refund of this invoice goes back through: its card payment, when
+    /// Stripe is configured and the invoice was paid by card.
+    pub(crate) async fn card_payment_to_refund(&self, invoice: i64) -> Result<Option<String>> {
+        if self.stripe.is_none() {
+            return Ok(None);
+        }
+        let payments = billing::payments(self.store.reader(), invoice).await?;
+        Ok(payments
+            .into_iter()
+            .filter(|p| p.method == METHOD_CARD)
+            .max_by_key(|p| p.amount_minor)
+            .map(|p| p.reference))
+    }
+
+    /// A staff cash refund of a card-paid invoice, through Stripe: recorded first (with the
+    /// retry job), then sent.
+    pub(crate) async fn refund_through_gateway(
+        &self,
+        invoice: i64,
+        intent: &str,
+        req: &RefundRequest<'_>,
+        actor: &str,
+        key: Option<&crate::idempotency::IdempotencyKey>,
+    ) -> Result<crate::idempotency::Answer<RefundOutcome>> {
+        use rand::RngCore;
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let placeholder = format!("{PENDING_REFUND_PREFIX}{intent}:{}", hex::encode(nonce));
+        let pending = RefundRequest {
+            reference: Some(&placeholder),
+            ..req.clone()
+        };
+        let org = billing::invoice(&mut self.store.read_conn().await?, invoice)
+            .await?
+            .ok_or(ServiceError::NotFound)?
+            .organization_id;
+        let answer = self
+            .keyed(key, || {
+                self.refund_in_tx(org, invoice, &pending, actor, key)
+            })
+            .await?;
+        let replay = answer.is_replay();
+        let mut outcome = answer.into_outcome();
+        // A replay of a refund whose answer from Stripe was lost asks again (same key).
+        match self.send_card_refund(outcome.refund.id).await {
+            Ok(Some(reference)) => outcome.refund.reference = Some(reference),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(refund = outcome.refund.id, error = %e, "the refund was recorded; the worker will ask Stripe again");
+            }
+        }
+        Ok(if replay {
+            crate::idempotency::Answer::Replayed(outcome)
+        } else {
+            crate::idempotency::Answer::Done(outcome)
+        })
+    }
+
+    /// Sends a recorded refund with a placeholder reference to Stripe (the idempotency key
+    /// is Lodge's refund id) and stores Stripe's `re_…` id; the refund's reference, or `None`
+    /// when it is no refund of Lodge's through Stripe.
+    pub async fn send_card_refund(&self, refund_id: i64) -> Result<Option<String>> {
+        let stripe = self.stripe()?;
+        let row = refunds::refund(&mut self.store.read_conn().await?, refund_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let Some(placeholder) = row.reference.clone() else {
+            return Ok(None);
+        };
+        let Some(rest) = placeholder.strip_prefix(PENDING_REFUND_PREFIX) else {
+            return Ok(Some(placeholder));
+        };
+        let intent = rest.split(':').next().unwrap_or_default();
+        let r = stripe
+            .create_refund(
+                intent,
+                row.amount_minor,
+                &[("lodge_refund_id", refund_id.to_string())],
+                &format!("lodge-refund-{refund_id}"),
+            )
+            .await
+            .map_err(gateway_error)?;
+        self.complete_refund_reference(refund_id, &r.id).await?;
+        Ok(Some(r.id))
+    }
+
+    /// The retry job of [`Lodge::send_card_refund`] (the worker's `stripe_refund`).
+    pub(crate) async fn card_refund_job(&self, payload: &str) -> Result<()> {
+        let p: RefundJob = serde_json::from_str(payload)
+            .map_err(|e| ServiceError::Internal(format!("bad stripe_refund payload: {e}")))?;
+        self.send_card_refund(p.refund_id).await.map(drop)
+    }
+
+    /// Queues the retry job of a refund going through the gateway, in its transaction.
+    pub(crate) async fn enqueue_card_refund<C: lodge_store::SqlConn>(
+        &self,
+        conn: &mut C,
+        refund_id: i64,
+    ) -> Result<()> {
+        let now = self.now_us();
+        let payload = serde_json::json!({ "refund_id": refund_id }).to_string();
+        let dedupe = format!("{JOB_CARD_REFUND}:{refund_id}");
+        lodge_store::jobs::enqueue(
+            conn,
+            &lodge_store::jobs::NewJob {
+                kind: JOB_CARD_REFUND,
+                payload: &payload,
+                dedupe_key: Some(&dedupe),
+                run_at: now + REFUND_RETRY_DELAY_US,
+                max_attempts: 8,
+                now,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
