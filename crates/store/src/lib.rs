@@ -42,6 +42,7 @@ pub mod renewals;
 pub mod servers;
 mod sqlite;
 pub mod users;
+pub mod webhooks;
 
 pub use bench::{bare_commit_rate, fill_services, ServicesFilled};
 pub use conn::{Cols, SqlConn, Val};
