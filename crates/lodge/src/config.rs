@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub webhooks_allow_private: Option<bool>,
 }
 
 impl FileConfig {
@@ -81,6 +82,8 @@ pub struct Config {
     pub termination_grace_days: i64,
     pub require_tos: bool,
     pub nginx: NginxConfig,
+    /// Webhook endpoints may be private addresses (`--webhooks-allow-private`).
+    pub webhooks_allow_private: bool,
 }
 
 /// The longest an unpaid first invoice may stay open: a year.
@@ -134,6 +137,7 @@ pub struct Overrides {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub webhooks_allow_private: Option<bool>,
 }
 
 impl Config {
@@ -189,6 +193,10 @@ impl Config {
                 .or(f.termination_grace_days)
                 .unwrap_or(Policy::default().terminate_after_days),
             require_tos: o.require_tos.or(f.require_tos).unwrap_or(false),
+            webhooks_allow_private: o
+                .webhooks_allow_private
+                .or(f.webhooks_allow_private)
+                .unwrap_or(false),
             nginx: {
                 let d = NginxConfig::default_under(Path::new("lodge-data"));
                 NginxConfig {

@@ -102,6 +102,11 @@ struct Global {
     /// The listen value of the sites' server blocks (default 80).
     #[arg(long, global = true, env = "LODGE_NGINX_LISTEN")]
     nginx_listen: Option<String>,
+    /// Let webhook endpoints be loopback, private, link-local or unspecified addresses
+    /// (default: refused; every address of an endpoint's host must be public).
+    #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
+          num_args = 0..=1, default_missing_value = "true")]
+    webhooks_allow_private: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -441,6 +446,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         nginx_web_root: cli.global.nginx_web_root.clone(),
         nginx_archive_dir: cli.global.nginx_archive_dir.clone(),
         nginx_listen: cli.global.nginx_listen.clone(),
+        webhooks_allow_private: cli.global.webhooks_allow_private,
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {

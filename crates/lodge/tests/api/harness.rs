@@ -36,6 +36,8 @@ pub struct Options {
     pub nginx: Option<lodge_services::drivers::nginx::NginxConfig>,
     /// The registrar orders ask (`None`: Lodge's default, the manual registrar).
     pub registrar: Option<Arc<dyn Registrar>>,
+    /// `--webhooks-allow-private` (the webhook tests' receivers are on loopback).
+    pub webhooks_allow_private: bool,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             seed_demo: true,
             nginx: None,
             registrar: None,
+            webhooks_allow_private: false,
         }
     }
 }
@@ -181,6 +184,7 @@ impl TestApp {
                 nginx_web_root: nginx.map(|n| path(&n.web_root)),
                 nginx_archive_dir: nginx.map(|n| path(&n.archive_dir)),
                 nginx_listen: nginx.map(|n| n.listen.clone()),
+                webhooks_allow_private: Some(opts.webhooks_allow_private),
                 ..Default::default()
             },
             FileConfig::default(),

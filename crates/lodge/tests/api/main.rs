@@ -23,3 +23,4 @@ mod refunds;
 mod registrar;
 mod renewals;
 mod shutdown_checks;
+mod webhooks;
