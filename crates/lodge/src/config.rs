@@ -305,6 +305,23 @@ mod tests {
     }
 
     #[test]
+    fn private_webhook_targets_are_refused_unless_allowed() {
+        let off = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(!off.webhooks_allow_private, "refused by default");
+        let file: FileConfig = toml::from_str("webhooks_allow_private = true").unwrap();
+        assert!(Config::resolve(Overrides::default(), file).webhooks_allow_private);
+        let file: FileConfig = toml::from_str("webhooks_allow_private = true").unwrap();
+        let flag = Overrides {
+            webhooks_allow_private: Some(false),
+            ..Default::default()
+        };
+        assert!(
+            !Config::resolve(flag, file).webhooks_allow_private,
+            "flag beats file"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
     }

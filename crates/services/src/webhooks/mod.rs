@@ -205,10 +205,12 @@ struct Checked {
 }
 
 impl Lodge {
-    /// Checks an endpoint's fields, every bad field at once; the URL's host is resolved and
-    /// must be public (unless the operator allows private targets).
+    /// Checks an endpoint's fields, every bad field at once; a new URL's host is resolved
+    /// and must be public (unless the operator allows private targets). `old_url`: the
+    /// endpoint's URL before a change (its host is checked again at every delivery).
     async fn check_webhook(
         &self,
+        old_url: Option<&str>,
         url: &str,
         events: &[String],
         description: &str,
@@ -218,8 +220,12 @@ impl Lodge {
         let mut v = Validator::new();
         let url = match target::parse(url) {
             Ok(u) => {
-                if let Err(m) = target::resolve(&u, self.settings.webhooks_allow_private).await {
-                    v.add("url", m);
+                let unchanged = old_url == Some(u.as_str());
+                if !unchanged {
+                    if let Err(m) = target::resolve(&u, self.settings.webhooks_allow_private).await
+                    {
+                        v.add("url", m);
+                    }
                 }
                 u.to_string()
             }
@@ -274,6 +280,7 @@ impl Lodge {
     pub async fn create_webhook(&self, spec: &WebhookSpec) -> Result<WebhookWithSecret> {
         let c = self
             .check_webhook(
+                None,
                 &spec.url,
                 &spec.events,
                 &spec.description,
@@ -332,6 +339,7 @@ impl Lodge {
         };
         let c = self
             .check_webhook(
+                Some(&old.url),
                 patch.url.as_deref().unwrap_or(&old.url),
                 patch.events.as_deref().unwrap_or(&old.events),
                 patch.description.as_deref().unwrap_or(&old.description),
