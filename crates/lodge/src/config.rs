@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
+    pub webhooks_allow_private: Option<bool>,
 }
 
 impl FileConfig {
@@ -95,6 +96,8 @@ pub struct Config {
     pub stripe: Option<StripeSettings>,
     /// Stripe settings given without a secret key (refused at start).
     pub stripe_without_key: Vec<&'static str>,
+    /// Webhook endpoints may be private addresses (`--webhooks-allow-private`).
+    pub webhooks_allow_private: bool,
 }
 
 /// The longest an unpaid first invoice may stay open: a year.
@@ -168,6 +171,7 @@ pub struct Overrides {
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
+    pub webhooks_allow_private: Option<bool>,
 }
 
 impl Config {
@@ -274,6 +278,10 @@ impl Config {
                 .or(f.termination_grace_days)
                 .unwrap_or(Policy::default().terminate_after_days),
             require_tos: o.require_tos.or(f.require_tos).unwrap_or(false),
+            webhooks_allow_private: o
+                .webhooks_allow_private
+                .or(f.webhooks_allow_private)
+                .unwrap_or(false),
             nginx: {
                 let d = NginxConfig::default_under(Path::new("lodge-data"));
                 NginxConfig {
@@ -423,6 +431,23 @@ mod tests {
             .to_string();
         assert!(e.contains("--stripe-webhook-secret"), "{e}");
         assert!(!e.contains("sk_test_flag"), "{e}");
+    }
+
+    #[test]
+    fn private_webhook_targets_are_refused_unless_allowed() {
+        let off = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(!off.webhooks_allow_private, "refused by default");
+        let file: FileConfig = toml::from_str("webhooks_allow_private = true").unwrap();
+        assert!(Config::resolve(Overrides::default(), file).webhooks_allow_private);
+        let file: FileConfig = toml::from_str("webhooks_allow_private = true").unwrap();
+        let flag = Overrides {
+            webhooks_allow_private: Some(false),
+            ..Default::default()
+        };
+        assert!(
+            !Config::resolve(flag, file).webhooks_allow_private,
+            "flag beats file"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.policy = cfg.policy()?;
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();
+    settings.webhooks_allow_private = cfg.webhooks_allow_private;
     let sealer = match &cfg.secret_key {
         Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,

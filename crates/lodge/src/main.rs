@@ -129,6 +129,11 @@ struct Global {
     /// Base URL of Stripe's API (default https://api.stripe.com).
     #[arg(long, global = true, env = "LODGE_STRIPE_API_BASE")]
     stripe_api_base: Option<String>,
+    /// Let webhook endpoints be loopback, private, link-local or unspecified addresses
+    /// (default: refused; every address of an endpoint's host must be public).
+    #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
+          num_args = 0..=1, default_missing_value = "true")]
+    webhooks_allow_private: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -484,6 +489,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         stripe_webhook_secrets: (!cli.global.stripe_webhook_secrets.is_empty())
             .then(|| cli.global.stripe_webhook_secrets.clone()),
         stripe_api_base: cli.global.stripe_api_base.clone(),
+        webhooks_allow_private: cli.global.webhooks_allow_private,
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {

@@ -29,6 +29,7 @@ pub mod registrar;
 pub mod renewals;
 pub mod servers;
 pub mod tenancy;
+pub mod webhooks;
 pub mod websites;
 
 pub use errors::{FieldCode, FieldError, FieldErrors, Validator};
@@ -83,6 +84,9 @@ pub struct Settings {
     pub policy: lodge_core::renewal::Policy,
     /// The nginx driver's paths and command.
     pub nginx: drivers::nginx::NginxConfig,
+    /// Webhook endpoints may be loopback, private, link-local or unspecified addresses
+    /// (`--webhooks-allow-private`; off: every address of an endpoint's host must be public).
+    pub webhooks_allow_private: bool,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             invoice_expiry_days: 14,
             policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
+            webhooks_allow_private: false,
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod servers;
 mod sqlite;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 pub use bench::{bare_commit_rate, fill_services, ServicesFilled};
 pub use conn::{Cols, SqlConn, Val};

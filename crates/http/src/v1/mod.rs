@@ -8,6 +8,7 @@ use crate::AppState;
 mod admin;
 mod admin_billing;
 mod admin_ops;
+mod admin_webhooks;
 mod auth;
 mod billing;
 mod domains;
@@ -43,4 +44,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(admin_billing::routes())
         .merge(admin_ops::routes())
+        .merge(admin_webhooks::routes())
 }

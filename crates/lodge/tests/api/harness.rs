@@ -39,6 +39,8 @@ pub struct Options {
     /// Card payments: Stripe's API base (localstripe) and publishable key, with the secret
     /// key [`STRIPE_SECRET_KEY`] and webhook secrets [`STRIPE_WEBHOOK_SECRETS`] (`None`: off).
     pub stripe: Option<(String, Option<String>)>,
+    /// `--webhooks-allow-private` (the webhook tests' receivers are on loopback).
+    pub webhooks_allow_private: bool,
 }
 
 /// The Stripe secret key of test apps with card payments.
@@ -55,6 +57,7 @@ impl Default for Options {
             nginx: None,
             registrar: None,
             stripe: None,
+            webhooks_allow_private: false,
         }
     }
 }
@@ -197,6 +200,7 @@ impl TestApp {
                     .as_ref()
                     .map(|_| STRIPE_WEBHOOK_SECRETS.map(String::from).to_vec()),
                 stripe_api_base: opts.stripe.as_ref().map(|s| s.0.clone()),
+                webhooks_allow_private: Some(opts.webhooks_allow_private),
                 ..Default::default()
             },
             FileConfig::default(),

@@ -26,3 +26,4 @@ mod registrar;
 mod renewals;
 mod shutdown_checks;
 mod stripe;
+mod webhooks;

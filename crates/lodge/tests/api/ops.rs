@@ -104,6 +104,16 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/jobs"),
     ("GET", "/v1/admin/billing/preview"),
     ("POST", "/v1/admin/jobs/{job_id}/retry"),
+    // outgoing webhooks (v1/admin_webhooks.rs)
+    ("GET", "/v1/admin/webhooks"),
+    ("POST", "/v1/admin/webhooks"),
+    ("GET", "/v1/admin/webhooks/{webhook_id}"),
+    ("PATCH", "/v1/admin/webhooks/{webhook_id}"),
+    ("DELETE", "/v1/admin/webhooks/{webhook_id}"),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/rotate-secret"),
+    ("GET", "/v1/admin/webhooks/{webhook_id}/deliveries"),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
+    ("POST", "/v1/admin/webhooks/{webhook_id}/redeliver"),
     // the hosted payment page (pages.rs, no login)
     ("GET", "/pay/{token}"),
     ("POST", "/pay/{token}/credit"),
