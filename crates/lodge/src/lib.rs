@@ -44,11 +44,17 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.policy = cfg.policy()?;
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();
+    settings.mail = cfg.mail_settings()?;
     let sealer = match &cfg.secret_key {
         Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
     };
-    Ok(Lodge::new(store, clock, settings, sealer))
+    let lodge = Lodge::new(store, clock, settings, sealer);
+    lodge
+        .switch_mail()
+        .await
+        .context("recording whether mail is on")?;
+    Ok(lodge)
 }
 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite

@@ -207,7 +207,8 @@ async fn record<C: SqlConn>(
 
 /// The consumers of an event, in the event's transaction: each writes the jobs that tell
 /// it (keyed by [`Event::job_key`], so a deduplicated event makes no second job).
-async fn fan_out<C: SqlConn>(_conn: &mut C, _event: &Event) -> Result<()> {
+async fn fan_out<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
+    crate::mail::on_event(conn, event).await?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod errors;
 pub mod events;
 pub mod hosting;
 pub mod idempotency;
+pub mod mail;
 pub mod model;
 pub mod orders;
 pub mod plan_change;
@@ -82,6 +83,8 @@ pub struct Settings {
     pub policy: lodge_core::renewal::Policy,
     /// The nginx driver's paths and command.
     pub nginx: drivers::nginx::NginxConfig,
+    /// SMTP and the notices' settings; `None`: mail is off.
+    pub mail: Option<mail::MailSettings>,
 }
 
 impl Settings {
@@ -98,6 +101,7 @@ impl Settings {
             invoice_expiry_days: 14,
             policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
+            mail: None,
         }
     }
 }

@@ -268,6 +268,7 @@ impl Lodge {
                     .await
             }
             crate::plan_change::JOB_CHANGE_PACKAGE => self.run_change_package(job).await,
+            crate::mail::JOB_MAIL => self.run_mail_job(job).await,
             JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
                 self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
                     .await

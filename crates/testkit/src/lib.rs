@@ -3,6 +3,7 @@
 //! * [`pg`] starts one throwaway PostgreSQL cluster per test process and hands
 //!   out fresh, empty databases on it.
 //! * [`nginx`] runs private nginx instances for provisioning tests.
+//! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -14,6 +15,7 @@ use std::process::{Command, Stdio};
 
 pub mod nginx;
 pub mod pg;
+pub mod smtp;
 
 /// True when `LODGE_REQUIRE_SERVICES=1`: missing services are then failures.
 pub fn require_services() -> bool {

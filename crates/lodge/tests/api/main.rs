@@ -13,6 +13,7 @@ mod apiv2;
 mod coupons;
 mod events;
 mod foundation;
+mod mail;
 mod openapi;
 mod ops;
 mod orders;
