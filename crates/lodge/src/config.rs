@@ -8,6 +8,7 @@ use anyhow::Context;
 use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
+use lodge_services::mail::{MailSettings, TlsMode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -48,6 +49,17 @@ pub struct FileConfig {
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
+    pub mail_host: Option<String>,
+    pub mail_port: Option<u16>,
+    pub mail_tls: Option<String>,
+    pub mail_username: Option<String>,
+    pub mail_password: Option<String>,
+    pub mail_from: Option<String>,
+    pub mail_installation_name: Option<String>,
+    pub mail_postal_address: Option<String>,
+    pub mail_base_url: Option<String>,
+    pub mail_templates_dir: Option<String>,
+    pub mail_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -98,6 +110,43 @@ pub struct Config {
     pub stripe_without_key: Vec<&'static str>,
     /// Webhook endpoints may be private addresses (`--webhooks-allow-private`).
     pub webhooks_allow_private: bool,
+    /// SMTP and the notices (`mail_settings` checks and builds them).
+    pub mail: MailConfig,
+}
+
+/// The mail settings as given (no SMTP host: mail is off).
+#[derive(Clone, Default)]
+pub struct MailConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub from: Option<String>,
+    pub installation_name: Option<String>,
+    pub postal_address: Option<String>,
+    /// Base of the links in messages (default: the public base URL).
+    pub base_url: Option<String>,
+    pub templates_dir: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .field("installation_name", &self.installation_name)
+            .field("postal_address", &self.postal_address)
+            .field("base_url", &self.base_url)
+            .field("templates_dir", &self.templates_dir)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 /// The longest an unpaid first invoice may stay open: a year.
@@ -136,7 +185,49 @@ impl Config {
                 anyhow::bail!("{}", problems.join("; "));
             }
         }
-        Ok(())
+        self.mail_settings().map(drop)
+    }
+
+    /// The mail settings, `None` when no SMTP host is configured (mail is off), or why
+    /// they cannot send (refused at start).
+    pub fn mail_settings(&self) -> anyhow::Result<Option<MailSettings>> {
+        let m = &self.mail;
+        let Some(host) = m.host.as_deref().map(str::trim).filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let tls = match m.tls.as_deref() {
+            Some(t) => TlsMode::parse(t).map_err(|e| anyhow::anyhow!("--mail-tls: {e}"))?,
+            None => TlsMode::Starttls,
+        };
+        let settings = MailSettings {
+            host: host.to_owned(),
+            port: m.port.unwrap_or_else(|| tls.default_port()),
+            tls,
+            username: m.username.clone().filter(|u| !u.is_empty()),
+            password: m.password.clone(),
+            from: m.from.clone().ok_or_else(|| {
+                anyhow::anyhow!("--mail-from is required when --mail-host is set")
+            })?,
+            installation_name: m
+                .installation_name
+                .clone()
+                .unwrap_or_else(|| "Lodge".to_owned()),
+            postal_address: m
+                .postal_address
+                .clone()
+                .unwrap_or_default()
+                .replace("\\n", "\n"),
+            base_url: m
+                .base_url
+                .clone()
+                .unwrap_or_else(|| self.public_base_url.clone())
+                .trim_end_matches('/')
+                .to_owned(),
+            templates_dir: m.templates_dir.clone(),
+            timeout: std::time::Duration::from_secs(m.timeout_secs.unwrap_or(60)),
+        };
+        settings.validate().map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Some(settings))
     }
 }
 
@@ -172,6 +263,17 @@ pub struct Overrides {
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
+    pub mail_host: Option<String>,
+    pub mail_port: Option<u16>,
+    pub mail_tls: Option<String>,
+    pub mail_username: Option<String>,
+    pub mail_password: Option<String>,
+    pub mail_from: Option<String>,
+    pub mail_installation_name: Option<String>,
+    pub mail_postal_address: Option<String>,
+    pub mail_base_url: Option<String>,
+    pub mail_templates_dir: Option<String>,
+    pub mail_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -306,6 +408,22 @@ impl Config {
                         .map_or(d.archive_dir, PathBuf::from),
                     listen: o.nginx_listen.or(f.nginx_listen).unwrap_or(d.listen),
                 }
+            },
+            mail: MailConfig {
+                host: o.mail_host.or(f.mail_host),
+                port: o.mail_port.or(f.mail_port),
+                tls: o.mail_tls.or(f.mail_tls),
+                username: o.mail_username.or(f.mail_username),
+                password: o.mail_password.or(f.mail_password).map(SecretString::from),
+                from: o.mail_from.or(f.mail_from),
+                installation_name: o.mail_installation_name.or(f.mail_installation_name),
+                postal_address: o.mail_postal_address.or(f.mail_postal_address),
+                base_url: o.mail_base_url.or(f.mail_base_url),
+                templates_dir: o
+                    .mail_templates_dir
+                    .or(f.mail_templates_dir)
+                    .map(PathBuf::from),
+                timeout_secs: o.mail_timeout_secs.or(f.mail_timeout_secs),
             },
         }
     }
@@ -448,6 +566,44 @@ mod tests {
             !Config::resolve(flag, file).webhooks_allow_private,
             "flag beats file"
         );
+    }
+
+    #[test]
+    fn mail_is_off_without_a_host_and_checked_with_one() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(c.mail_settings().unwrap().is_none());
+        let file = FileConfig {
+            mail_host: Some("smtp.example.com".into()),
+            mail_from: Some("Acme <billing@acme.test>".into()),
+            mail_password: Some("hunter2".into()),
+            mail_username: Some("acme".into()),
+            mail_postal_address: Some("1 Main St\\nSpringfield".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(Overrides::default(), file);
+        let m = c.mail_settings().unwrap().unwrap();
+        assert_eq!((m.port, m.tls), (587, TlsMode::Starttls));
+        assert_eq!(m.postal_address, "1 Main St\nSpringfield");
+        assert_eq!(m.base_url, "http://127.0.0.1:8080");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let no_from = FileConfig {
+            mail_host: Some("smtp.example.com".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(Overrides::default(), no_from)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("--mail-from"), "{e}");
+        let bad_tls = FileConfig {
+            mail_host: Some("smtp.example.com".into()),
+            mail_from: Some("billing@acme.test".into()),
+            mail_tls: Some("ssl".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(Overrides::default(), bad_tls)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("--mail-tls"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();
     settings.webhooks_allow_private = cfg.webhooks_allow_private;
+    settings.mail = cfg.mail_settings()?;
     let sealer = match &cfg.secret_key {
         Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
@@ -55,6 +56,10 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         lodge.stripe = Some(Arc::new(client));
     }
+    lodge
+        .switch_mail()
+        .await
+        .context("recording whether mail is on")?;
     Ok(lodge)
 }
 

@@ -134,6 +134,51 @@ struct Global {
     #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
           num_args = 0..=1, default_missing_value = "true")]
     webhooks_allow_private: Option<bool>,
+    #[command(flatten)]
+    mail: MailArgs,
+}
+
+/// Mail notices over SMTP (no --mail-host: mail is off).
+#[derive(Args, Debug)]
+struct MailArgs {
+    /// SMTP server of the notices (unset: no mail is sent).
+    #[arg(long, global = true, env = "LODGE_MAIL_HOST")]
+    mail_host: Option<String>,
+    /// SMTP port (default 587 for starttls, 465 for tls, 25 for none).
+    #[arg(long, global = true, env = "LODGE_MAIL_PORT")]
+    mail_port: Option<u16>,
+    /// starttls (default, required), tls (implicit TLS), or none (only to 127.0.0.1/localhost).
+    #[arg(long, global = true, env = "LODGE_MAIL_TLS")]
+    mail_tls: Option<String>,
+    /// SMTP AUTH user name (with --mail-password).
+    #[arg(long, global = true, env = "LODGE_MAIL_USERNAME")]
+    mail_username: Option<String>,
+    /// SMTP AUTH password (never logged).
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_MAIL_PASSWORD",
+        hide_env_values = true
+    )]
+    mail_password: Option<String>,
+    /// From address: billing@example.com or "Example Hosting <billing@example.com>".
+    #[arg(long, global = true, env = "LODGE_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// The installation's name in every message (default Lodge).
+    #[arg(long, global = true, env = "LODGE_MAIL_INSTALLATION_NAME")]
+    mail_installation_name: Option<String>,
+    /// The installation's postal address at the foot of every message (\n between lines).
+    #[arg(long, global = true, env = "LODGE_MAIL_POSTAL_ADDRESS")]
+    mail_postal_address: Option<String>,
+    /// Base of the links in messages, e.g. the payment page (default: the public base URL).
+    #[arg(long, global = true, env = "LODGE_MAIL_BASE_URL")]
+    mail_base_url: Option<String>,
+    /// Directory whose files replace the built-in templates of the same name.
+    #[arg(long, global = true, env = "LODGE_MAIL_TEMPLATES_DIR")]
+    mail_templates_dir: Option<String>,
+    /// Seconds sending one message may take, the whole SMTP exchange (default 60).
+    #[arg(long, global = true, env = "LODGE_MAIL_TIMEOUT_SECS")]
+    mail_timeout_secs: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +213,9 @@ enum Command {
     /// Recurring billing: what the scheduler will do, or one pass of it now.
     #[command(subcommand)]
     Billing(BillingCommand),
+    /// Mail notices: check the SMTP configuration.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Measure Lodge: load with ceilings, filling a database, crash checks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -411,6 +459,17 @@ enum BillingCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum MailCommand {
+    /// Send one test message with the configured SMTP and print the server's answer (exit
+    /// code 1 when it fails).
+    Test {
+        /// The address to send it to.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum CatalogCommand {
     /// Import a catalog file (TOML or JSON): groups, plans with prices, offers, coupons, TLDs.
     /// Items are created or updated by slug, code or name.
@@ -490,6 +549,17 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             .then(|| cli.global.stripe_webhook_secrets.clone()),
         stripe_api_base: cli.global.stripe_api_base.clone(),
         webhooks_allow_private: cli.global.webhooks_allow_private,
+        mail_host: cli.global.mail.mail_host.clone(),
+        mail_port: cli.global.mail.mail_port,
+        mail_tls: cli.global.mail.mail_tls.clone(),
+        mail_username: cli.global.mail.mail_username.clone(),
+        mail_password: cli.global.mail.mail_password.clone(),
+        mail_from: cli.global.mail.mail_from.clone(),
+        mail_installation_name: cli.global.mail.mail_installation_name.clone(),
+        mail_postal_address: cli.global.mail.mail_postal_address.clone(),
+        mail_base_url: cli.global.mail.mail_base_url.clone(),
+        mail_templates_dir: cli.global.mail.mail_templates_dir.clone(),
+        mail_timeout_secs: cli.global.mail.mail_timeout_secs,
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {
@@ -541,6 +611,19 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(k) => keys(&lodge, k).await,
+        Command::Mail(MailCommand::Test { to }) => {
+            if lodge.settings.mail.is_none() {
+                anyhow::bail!(
+                    "mail is off: no SMTP host configured (--mail-host or LODGE_MAIL_HOST)"
+                );
+            }
+            let sent = lodge
+                .send_test_mail(&to)
+                .await
+                .with_context(|| format!("sending a test message to {to}"))?;
+            println!("sent to {to}: {}", sent.response);
+            Ok(())
+        }
         Command::Users(UsersCommand::Create {
             email,
             name,

@@ -762,3 +762,70 @@ async fn catalog_import_reads_toml_and_json_and_refuses_bad_files() {
     let c = lodge.catalog().await.unwrap();
     assert!(c.plans.iter().any(|p| p.row.slug == "cli-json"));
 }
+
+// ---- mail ----
+
+#[test]
+fn mail_test_sends_one_message_and_says_why_it_cannot() {
+    let Some(mut smtp) = lodge_testkit::smtp::SmtpServer::start() else {
+        return;
+    };
+    let cli = Cli::new();
+    let port = smtp.port.to_string();
+    let mail = [
+        "--mail-host",
+        "127.0.0.1",
+        "--mail-port",
+        &port,
+        "--mail-tls",
+        "none",
+        "--mail-from",
+        "Acme Hosting <billing@acme.test>",
+        "--mail-installation-name",
+        "Acme Hosting",
+        "--mail-postal-address",
+        "1 Main St\\nSpringfield",
+    ];
+    let with = |args: &[&'static str]| -> Vec<&str> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(mail.iter().copied());
+        all
+    };
+    let out = cli.ok(&with(&["mail", "test", "--to", "ops@acme.test"]));
+    assert!(out.starts_with("sent to ops@acme.test: 250"), "{out}");
+    let got = smtp.messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].subject(), "Test message from Acme Hosting");
+    assert!(got[0].to().contains("ops@acme.test"), "{:?}", got[0]);
+    assert!(got[0].text.contains("Springfield"), "{:?}", got[0]);
+    assert!(got[0].message_id().ends_with("@acme.test>"), "{:?}", got[0]);
+
+    // No SMTP host: mail is off, and the command says so.
+    let err = cli.fails(&["mail", "test", "--to", "ops@acme.test"]);
+    assert!(err.contains("no SMTP host"), "{err}");
+
+    // The server is down: a failure, with the reason, and nothing sent.
+    smtp.stop();
+    let err = cli.fails(&with(&["mail", "test", "--to", "ops@acme.test"]));
+    assert!(
+        err.contains("sending a test message to ops@acme.test"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(smtp.messages().len(), 1);
+
+    // Settings that cannot work are refused at start, by name.
+    let err = cli.fails(&[
+        "mail",
+        "test",
+        "--to",
+        "ops@acme.test",
+        "--mail-host",
+        "smtp.example.com",
+        "--mail-tls",
+        "none",
+        "--mail-from",
+        "billing@acme.test",
+    ]);
+    assert!(err.contains("--mail-tls none"), "{err}");
+}

@@ -209,6 +209,7 @@ async fn record<C: SqlConn>(
 /// it (keyed by [`Event::job_key`], so a deduplicated event makes no second job).
 async fn fan_out<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
     crate::webhooks::on_event(conn, event).await?;
+    crate::mail::on_event(conn, event).await?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod events;
 pub mod gateway;
 pub mod hosting;
 pub mod idempotency;
+pub mod mail;
 pub mod model;
 pub mod orders;
 pub mod plan_change;
@@ -87,6 +88,8 @@ pub struct Settings {
     /// Webhook endpoints may be loopback, private, link-local or unspecified addresses
     /// (`--webhooks-allow-private`; off: every address of an endpoint's host must be public).
     pub webhooks_allow_private: bool,
+    /// SMTP and the notices' settings; `None`: mail is off.
+    pub mail: Option<mail::MailSettings>,
 }
 
 impl Settings {
@@ -104,6 +107,7 @@ impl Settings {
             policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
             webhooks_allow_private: false,
+            mail: None,
         }
     }
 }

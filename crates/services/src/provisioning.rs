@@ -270,6 +270,7 @@ impl Lodge {
             }
             crate::plan_change::JOB_CHANGE_PACKAGE => self.run_change_package(job).await,
             crate::webhooks::JOB_WEBHOOK => self.run_webhook(job).await,
+            crate::mail::JOB_MAIL => self.run_mail_job(job).await,
             JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
                 self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
                     .await

@@ -35,6 +35,7 @@ pub mod hosting;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod mail;
 pub mod orgs;
 pub mod plan_change;
 mod postgres;

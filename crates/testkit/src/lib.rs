@@ -5,6 +5,7 @@
 //! * [`nginx`] runs private nginx instances for provisioning tests.
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
 //! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
+//! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -18,6 +19,7 @@ pub mod chromium;
 pub mod localstripe;
 pub mod nginx;
 pub mod pg;
+pub mod smtp;
 
 /// True when `LODGE_REQUIRE_SERVICES=1`: missing services are then failures.
 pub fn require_services() -> bool {

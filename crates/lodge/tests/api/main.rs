@@ -14,6 +14,7 @@ mod coupons;
 mod events;
 mod foundation;
 mod hardening;
+mod mail;
 mod openapi;
 mod ops;
 mod orders;

@@ -1,0 +1,476 @@
+//! Mail notices against a real SMTP server (aiosmtpd, `lodge_testkit::smtp`): every notice
+//! of an account's life arrives once with its amounts; SMTP down, the mail job retries and
+//! the message is sent once the server is back; templates overridden from a directory;
+//! with mail off, no mail job is made.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lodge_services::mail::{MailSettings, TlsMode, JOB_MAIL};
+use lodge_services::provisioning::Worker;
+use lodge_services::{Lodge, Settings};
+use lodge_testkit::smtp::{Mail, SmtpServer};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{add_credit, hosting, str_of, Engine, TestApp};
+use crate::on_both_engines;
+use crate::provisioning::{drain, noon, FakeDriver};
+
+on_both_engines!(
+    every_notice_arrives_once_with_its_amounts,
+    smtp_down_the_mail_is_sent_once_it_is_back,
+    with_mail_off_no_mail_job_is_made,
+);
+
+const OWNER: &str = "demo@lodge.test";
+
+fn settings(port: u16, templates: Option<std::path::PathBuf>) -> MailSettings {
+    MailSettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::None,
+        username: None,
+        password: None,
+        from: "Acme Hosting <billing@acme.test>".into(),
+        installation_name: "Acme Hosting".into(),
+        postal_address: "1 Main St\nSpringfield".into(),
+        base_url: "https://hosting.acme.test".into(),
+        templates_dir: templates,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// The app's services with mail configured (the worker that sends), mail switched on in
+/// its database.
+async fn with_mail(app: &TestApp, m: MailSettings) -> Lodge {
+    let mut lodge = app.lodge.clone();
+    lodge.settings = Arc::new(Settings {
+        mail: Some(m),
+        ..(*app.lodge.settings).clone()
+    });
+    lodge.switch_mail().await.unwrap();
+    lodge
+}
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+async fn order(app: &TestApp, domain: &str) -> serde_json::Value {
+    let body = json!({ "plan_id": crate::harness::starter(app), "domain_source": "external",
+                       "domain_name": domain, "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    o
+}
+
+async fn log(app: &TestApp) -> Vec<lodge_store::mail::MailLogRow> {
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    let mut rows = lodge_store::mail::recent(&mut db, 1000).await.unwrap();
+    rows.reverse();
+    rows
+}
+
+/// The id of the renewal invoice (from its `invoice.created` event).
+async fn renewal_invoice(app: &TestApp) -> i64 {
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    let events = lodge_store::events::recent(&mut db, None, 1000)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| e.kind == "invoice.created")
+        .find_map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            (d["kind"] == "renewal").then(|| d["invoice_id"].as_i64().unwrap())
+        })
+        .expect("a renewal invoice")
+}
+
+fn subjects(mails: &[Mail]) -> Vec<String> {
+    mails.iter().map(Mail::subject).collect()
+}
+
+#[track_caller]
+fn assert_footer(m: &Mail) {
+    assert!(m.text.contains("Acme Hosting"), "{}", m.text);
+    assert!(m.text.contains("Springfield"), "{}", m.text);
+    assert!(m.to().contains(OWNER), "{}", m.to());
+    assert!(m.text.contains("text/plain"), "{}", m.text);
+    assert!(m.text.contains("text/html"), "{}", m.text);
+}
+
+async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
+    let Some(smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+
+    // An order paid from credit: its confirmation and its receipt (the invoice settled at
+    // once is not "issued" with something to pay).
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let o = order(&app, "told.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 2, "{:?}", subjects(&got));
+    assert!(
+        got[0].subject().starts_with("Order ORD-"),
+        "{}",
+        got[0].subject()
+    );
+    assert!(got[0].text.contains("told.test"), "{}", got[0].text);
+    assert!(got[0].text.contains("Total: 5.00 USD"), "{}", got[0].text);
+    assert!(got[0].text.contains("Paid from your credit: 5.00 USD"));
+    assert!(got[1]
+        .subject()
+        .starts_with("Payment received: invoice INV-"));
+
+    // The renewal: issued (unpaid), reminded, overdue, suspended; each pass between tells
+    // nothing twice.
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    for day in -14..=8 {
+        app.clock.set(noon(&due, day));
+        app.lodge.schedule_due().await.unwrap();
+        drain(worker.clone()).await;
+    }
+    let got = smtp.messages();
+    let s = subjects(&got);
+    assert_eq!(got.len(), 6, "{s:?}");
+    let renewal = &got[2];
+    assert!(
+        renewal.subject().contains(&format!(": 5.00 USD due {due}")),
+        "{s:?}"
+    );
+    assert!(renewal.text.contains("Your services renew soon"));
+    assert!(
+        renewal.text.contains("Amount due: 5.00 USD"),
+        "{}",
+        renewal.text
+    );
+    assert!(
+        renewal.text.contains("https://hosting.acme.test/pay/"),
+        "{}",
+        renewal.text
+    );
+    let number = renewal
+        .subject()
+        .trim_start_matches("Invoice ")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(number.starts_with("INV-"), "{number}");
+    assert_eq!(
+        got[3].subject(),
+        format!("Reminder: invoice {number} is due {due}")
+    );
+    assert_eq!(got[4].subject(), format!("Overdue: invoice {number}"));
+    let suspend_on: jiff::civil::Date =
+        due.parse::<jiff::civil::Date>().unwrap() + jiff::Span::new().days(7);
+    assert!(
+        got[4].text.contains(&format!("suspended on {suspend_on}")),
+        "{}",
+        got[4].text
+    );
+    assert_eq!(got[5].subject(), "told.test is suspended");
+
+    // Paid by staff: the receipt, then the account is back.
+    let invoice = renewal_invoice(&app).await;
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "MAIL-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    drain(worker.clone()).await;
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 8, "{:?}", subjects(&got));
+    assert_eq!(
+        got[6].subject(),
+        format!("Payment received: invoice {number}")
+    );
+    assert!(
+        got[6].text.contains("Payment received: 5.00 USD"),
+        "{}",
+        got[6].text
+    );
+    assert_eq!(got[7].subject(), "told.test is back online");
+
+    // Terminated by staff.
+    let (status, t) = app
+        .post(
+            &format!("/v1/admin/hosting/{id}/terminate"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{t}");
+    drain(worker.clone()).await;
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 9, "{:?}", subjects(&got));
+    assert_eq!(got[8].subject(), "told.test is terminated");
+
+    // Once each: nine Message-IDs, each an event's, each logged sent once.
+    let mut ids: Vec<String> = got.iter().map(Mail::message_id).collect();
+    for m in &got {
+        assert_footer(m);
+        assert!(m.message_id().starts_with("<evt_"), "{}", m.message_id());
+        assert!(
+            m.message_id().ends_with("@acme.test>"),
+            "{}",
+            m.message_id()
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "{ids:?}");
+    let rows = log(&app).await;
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    for r in &rows {
+        assert_eq!((r.status.as_str(), r.attempts), ("sent", 1), "{r:?}");
+        assert!(!r.possible_duplicate, "{r:?}");
+        assert!(r.sent_at.is_some(), "{r:?}");
+        assert_eq!(r.to_address, OWNER);
+        assert!(
+            r.smtp_response.as_deref().unwrap_or("").starts_with("250"),
+            "{r:?}"
+        );
+        assert!(ids.contains(&r.message_id), "{r:?}");
+    }
+
+    // Nothing is sent again: more passes, more rounds, a job run twice.
+    app.clock.set(noon(&due, 9));
+    app.lodge.schedule_due().await.unwrap();
+    drain(worker.clone()).await;
+    let jobs = {
+        let pool = app.lodge.store.reader();
+        lodge_store::jobs::jobs_of_kind(pool, JOB_MAIL)
+            .await
+            .unwrap()
+    };
+    assert_eq!(jobs.len(), 9, "one job per notice");
+    assert_eq!(smtp.messages().len(), 9);
+    app.stop().await;
+}
+
+async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
+    let Some(mut smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    smtp.stop();
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+
+    // An unpaid order: its confirmation (with the amount due and the payment link) and
+    // its invoice, neither sendable yet.
+    let o = order(&app, "later.test").await;
+    assert_eq!(drain(worker.clone()).await, 2);
+    let jobs = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), JOB_MAIL)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        assert_eq!(j.status, lodge_core::JobStatus::Queued, "{j:?}");
+        assert_eq!(j.attempts, 1, "{j:?}");
+        let e = j.last_error.as_deref().unwrap_or("");
+        assert!(e.contains(&format!("127.0.0.1:{}", smtp.port)), "{e}");
+    }
+    let rows = log(&app).await;
+    assert!(rows.iter().all(|r| r.status == "failed"), "{rows:?}");
+    // Still down at the first retry.
+    app.clock.advance(jiff::SignedDuration::from_secs(15));
+    assert_eq!(drain(worker.clone()).await, 2);
+    assert!(smtp.messages().is_empty());
+
+    // Back: the retries send each once.
+    smtp.restart().unwrap();
+    app.clock.advance(jiff::SignedDuration::from_mins(2));
+    assert_eq!(drain(worker.clone()).await, 2);
+    let got = smtp.messages();
+    assert_eq!(got.len(), 2, "{:?}", subjects(&got));
+    let confirmation = got
+        .iter()
+        .find(|m| m.subject().starts_with("Order "))
+        .unwrap();
+    assert!(
+        confirmation.text.contains("Amount due: 5.00 USD"),
+        "{}",
+        confirmation.text
+    );
+    let pay = str_of(&o, "invoice_payment_url");
+    let token = pay.rsplit('/').next().unwrap();
+    assert!(
+        confirmation
+            .text
+            .contains(&format!("https://hosting.acme.test/pay/{token}")),
+        "{}",
+        confirmation.text
+    );
+    assert!(got.iter().any(|m| m.subject().contains("5.00 USD due")));
+    for r in log(&app).await {
+        assert_eq!((r.status.as_str(), r.attempts), ("sent", 3), "{r:?}");
+        assert!(
+            !r.possible_duplicate,
+            "a refused connection sent nothing: {r:?}"
+        );
+    }
+    app.clock.advance(jiff::SignedDuration::from_hours(2));
+    assert_eq!(drain(worker.clone()).await, 0);
+    assert_eq!(smtp.messages().len(), 2);
+    app.stop().await;
+}
+
+async fn with_mail_off_no_mail_job_is_made(app: TestApp) {
+    // Another test of this process may have mail on: this database says off.
+    order(&app, "quiet.test").await;
+    let jobs = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), JOB_MAIL)
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let events =
+        lodge_store::events::recent(&mut app.lodge.store.read_conn().await.unwrap(), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), 2, "events are still recorded: {events:?}");
+    app.stop().await;
+}
+
+mod templates_overridden {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        crate::harness::run(Engine::Sqlite, Default::default(), run).await;
+    }
+
+    /// A file in the templates directory replaces the built-in one of the same name; the
+    /// others stay.
+    async fn run(app: TestApp) {
+        let Some(smtp) = SmtpServer::start() else {
+            return app.stop().await;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("order_created.txt"),
+            "{% extends \"layout.txt\" %}{% block subject %}Bestelling {{ order.number }}{% endblock %}\
+             {% block body %}Te betalen: {{ order.amount_due }} voor {{ order.domain }}{% endblock %}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("layout.html"),
+            "<html><body>{% block body %}{% endblock %}<p>Groeten, {{ installation.name }}</p></body></html>",
+        )
+        .unwrap();
+        let lodge = with_mail(&app, settings(smtp.port, Some(dir.path().to_owned()))).await;
+        let worker = Worker::new(lodge.clone(), "node-1");
+        order(&app, "eigen.test").await;
+        drain(worker).await;
+        let got = smtp.messages();
+        assert_eq!(got.len(), 2, "{:?}", subjects(&got));
+        let confirmation = got
+            .iter()
+            .find(|m| m.subject().starts_with("Bestelling ORD-"))
+            .unwrap_or_else(|| panic!("{:?}", subjects(&got)));
+        assert!(
+            confirmation
+                .text
+                .contains("Te betalen: 5.00 USD voor eigen.test"),
+            "{}",
+            confirmation.text
+        );
+        assert!(confirmation.text.contains("Groeten, Acme Hosting"));
+        let invoice = got
+            .iter()
+            .find(|m| m.subject().starts_with("Invoice "))
+            .unwrap();
+        assert!(
+            invoice.text.contains("Amount due: 5.00 USD"),
+            "the default text"
+        );
+        assert!(
+            invoice.text.contains("Groeten, Acme Hosting"),
+            "the new layout"
+        );
+        app.stop().await;
+    }
+}
+
+mod a_lost_answer {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        crate::harness::run(Engine::Sqlite, Default::default(), run).await;
+    }
+
+    /// The server accepts the first message but its answer comes after Lodge gave up: the
+    /// job is retried and the message sent again with the same Message-ID, the one accepted
+    /// duplicate, recorded as such.
+    async fn run(app: TestApp) {
+        let Some(smtp) = SmtpServer::start_slow_first_answer(4) else {
+            return app.stop().await;
+        };
+        let lodge = with_mail(
+            &app,
+            MailSettings {
+                timeout: Duration::from_secs(1),
+                ..settings(smtp.port, None)
+            },
+        )
+        .await;
+        let worker = Worker::new(lodge.clone(), "node-1");
+        order(&app, "twice.test").await;
+        assert_eq!(drain(worker.clone()).await, 2);
+        let rows = log(&app).await;
+        let lost = rows
+            .iter()
+            .find(|r| r.status == "unknown")
+            .unwrap_or_else(|| panic!("{rows:#?}"));
+        let other = rows
+            .iter()
+            .find(|r| r.message_id != lost.message_id)
+            .unwrap();
+        assert_eq!(other.status, "sent", "{rows:?}");
+        assert_eq!(smtp.messages().len(), 2, "both arrived");
+
+        app.clock.advance(jiff::SignedDuration::from_secs(15));
+        assert_eq!(drain(worker.clone()).await, 1, "the lost one is retried");
+        let got = smtp.messages();
+        assert_eq!(got.len(), 3, "{:?}", subjects(&got));
+        let same: Vec<_> = got
+            .iter()
+            .filter(|m| m.message_id() == lost.message_id)
+            .collect();
+        assert_eq!(same.len(), 2, "the duplicate carries the same Message-ID");
+        let rows = log(&app).await;
+        let again = rows
+            .iter()
+            .find(|r| r.message_id == lost.message_id)
+            .unwrap();
+        assert_eq!((again.status.as_str(), again.attempts), ("sent", 2));
+        assert!(again.possible_duplicate, "{again:?}");
+        let other = rows
+            .iter()
+            .find(|r| r.message_id != lost.message_id)
+            .unwrap();
+        assert!(!other.possible_duplicate, "{other:?}");
+
+        app.clock.advance(jiff::SignedDuration::from_hours(1));
+        assert_eq!(drain(worker.clone()).await, 0);
+        assert_eq!(smtp.messages().len(), 3);
+        app.stop().await;
+    }
+}

@@ -1,0 +1,451 @@
+//! Mail notices: an e-mail to the organization's owner for each event a customer expects to
+//! be told about, sent over SMTP by the job worker.
+//!
+//! - **Which events** ([`Notice::for_event`]): `order.created` (order confirmation),
+//!   `invoice.created` when something is left to pay (invoice issued, first or renewal),
+//!   `invoice.paid` (payment receipt), `invoice.reminder`, `invoice.overdue`,
+//!   `hosting.suspended`, `hosting.unsuspended`, `hosting.terminated`.
+//! - **When**: [`on_event`] writes a `mail` job in the event's own transaction (keyed by
+//!   [`crate::events::Event::job_key`], so an event told once makes one job). Nothing is
+//!   read back nor sent there; the job renders and sends when the worker runs it.
+//! - **To whom**: the organization's first owner (the active user who became an owner
+//!   earliest): the person who signed up and pays. Organizations have no separate billing
+//!   address; an organization without an owner gets no mail (logged `skipped`).
+//! - **Exactly once**: each message's Message-ID is derived from its event's id
+//!   (`<evt_…@domain of the From address>`). `mail_log` has one row per message: a send
+//!   starts by writing it `sending`, and ends `sent` (the server accepted it), `failed` (refused
+//!   or unreachable) or `unknown` (the connection broke after the message may have been
+//!   accepted). A job that finds its message `sent` sends nothing (a crash between the send's
+//!   record and the job's completion). The one accepted duplicate: a send after `sending` or
+//!   `unknown` (the answer to DATA was lost, or the node died mid-send) may deliver the
+//!   message a second time, with the same Message-ID, which mail clients collapse; the row
+//!   records it (`possible_duplicate = 1`).
+//! - **SMTP down**: the job fails and the worker retries it with its backoff (10 s doubling
+//!   to an hour, [`MAX_ATTEMPTS`] attempts: about seven hours), so it is sent once the
+//!   server is back.
+//! - **Off** when no SMTP host is configured: each node writes `mail_state` at start from
+//!   its configuration ([`crate::Lodge::switch_mail`]); while mail is off events are still
+//!   recorded and no mail job is made. The nodes of one installation share one configuration.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lodge_core::{Currency, Money};
+use lodge_store::jobs::{self, JobRow, NewJob};
+use lodge_store::SqlConn;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::events::{Event, EventKind};
+use crate::{Lodge, Result, ServiceError};
+
+pub mod config;
+pub mod render;
+mod send;
+
+pub use config::{MailSettings, TlsMode};
+pub use send::SendOutcome;
+
+/// The job kind of a notice.
+pub const JOB_MAIL: &str = "mail";
+
+/// Attempts of a mail job: with the worker's backoff (10 s doubling, capped at an hour)
+/// about seven hours of retries.
+pub const MAX_ATTEMPTS: i64 = 14;
+
+/// Whether a node of this process has mail configured: until one has, [`on_event`] costs
+/// nothing (no read of `mail_state`).
+static MAIL_IN_PROCESS: AtomicBool = AtomicBool::new(false);
+
+/// A notice: what a customer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    OrderCreated,
+    InvoiceCreated,
+    InvoicePaid,
+    InvoiceReminder,
+    InvoiceOverdue,
+    HostingSuspended,
+    HostingUnsuspended,
+    HostingTerminated,
+}
+
+impl Notice {
+    /// The notice an event is told by, if any: `invoice.created` only when something is
+    /// left to pay (an invoice settled at once from credit is told by its receipt).
+    pub fn for_event(kind: EventKind, data: &Value) -> Option<Notice> {
+        Some(match kind {
+            EventKind::OrderCreated => Notice::OrderCreated,
+            EventKind::InvoiceCreated => {
+                let due = data.get("amount_due_minor").and_then(Value::as_i64);
+                if due.unwrap_or(0) <= 0 {
+                    return None;
+                }
+                Notice::InvoiceCreated
+            }
+            EventKind::InvoicePaid => Notice::InvoicePaid,
+            EventKind::InvoiceReminder => Notice::InvoiceReminder,
+            EventKind::InvoiceOverdue => Notice::InvoiceOverdue,
+            EventKind::HostingSuspended => Notice::HostingSuspended,
+            EventKind::HostingUnsuspended => Notice::HostingUnsuspended,
+            EventKind::HostingTerminated => Notice::HostingTerminated,
+            EventKind::PaymentFailed | EventKind::PaymentRefunded | EventKind::HostingActive => {
+                return None
+            }
+        })
+    }
+
+    /// Its templates' name (`<name>.txt`, `<name>.html`).
+    pub fn template(self) -> &'static str {
+        match self {
+            Notice::OrderCreated => "order_created",
+            Notice::InvoiceCreated => "invoice_created",
+            Notice::InvoicePaid => "invoice_paid",
+            Notice::InvoiceReminder => "invoice_reminder",
+            Notice::InvoiceOverdue => "invoice_overdue",
+            Notice::HostingSuspended => "hosting_suspended",
+            Notice::HostingUnsuspended => "hosting_unsuspended",
+            Notice::HostingTerminated => "hosting_terminated",
+        }
+    }
+}
+
+/// The mail consumer of an event, in the event's transaction: a `mail` job when the event
+/// is a notice and mail is on. Writes only (the job is held with the transaction's other
+/// deferred rows).
+pub(crate) async fn on_event<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
+    if Notice::for_event(event.kind, &event.data).is_none()
+        || !MAIL_IN_PROCESS.load(Ordering::Relaxed)
+        || !lodge_store::mail::enabled(conn).await?
+    {
+        return Ok(());
+    }
+    let payload = json!({ "event_id": event.id }).to_string();
+    let key = event.job_key(JOB_MAIL);
+    jobs::enqueue_later(
+        conn,
+        &NewJob {
+            kind: JOB_MAIL,
+            payload: &payload,
+            dedupe_key: Some(&key),
+            run_at: event.created_at,
+            max_attempts: MAX_ATTEMPTS,
+            now: event.created_at,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The Message-ID of the notice of an event.
+pub fn message_id(event_id: &str, settings: &MailSettings) -> String {
+    format!("<{event_id}@{}>", settings.from_domain())
+}
+
+/// `"5.00 USD"`, as the API writes amounts.
+fn amount(minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => Money::new(minor, c).to_string(),
+        Err(_) => format!("{minor} (minor units) {currency}"),
+    }
+}
+
+fn int(v: &Value, field: &str) -> i64 {
+    v.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+    v.get(field).and_then(Value::as_str)
+}
+
+#[derive(Debug, Deserialize)]
+struct MailPayload {
+    event_id: String,
+}
+
+impl Lodge {
+    /// Records in the database whether this installation sends mail (this node's
+    /// configuration: an SMTP host or not). Called when a node starts.
+    pub async fn switch_mail(&self) -> Result<()> {
+        let on = self.settings.mail.is_some();
+        if on {
+            MAIL_IN_PROCESS.store(true, Ordering::Relaxed);
+        }
+        let mut conn = self.store.write_conn().await?;
+        lodge_store::mail::set_enabled(&mut *conn, on, self.now_us()).await?;
+        Ok(())
+    }
+
+    fn mail_settings(&self) -> Result<&MailSettings> {
+        self.settings.mail.as_ref().ok_or_else(|| {
+            ServiceError::Internal("mail is not configured on this node (no SMTP host)".into())
+        })
+    }
+
+    /// The installation's part of every message's context.
+    fn installation(&self, m: &MailSettings) -> Value {
+        json!({
+            "name": m.installation_name,
+            "address": m.postal_address,
+            "address_lines": m.postal_address.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+            "base_url": m.base_url,
+        })
+    }
+
+    /// Runs a `mail` job: renders the notice of its event and sends it once.
+    pub(crate) async fn run_mail_job(&self, job: &JobRow) -> Result<()> {
+        let p: MailPayload = serde_json::from_str(&job.payload).map_err(|e| {
+            ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id))
+        })?;
+        let m = self.mail_settings()?;
+        let mid = message_id(&p.event_id, m);
+        let (event, previous) = {
+            let mut db = self.store.read_conn().await?;
+            let event = lodge_store::events::event(&mut db, &p.event_id).await?;
+            let previous = lodge_store::mail::by_message_id(&mut db, &mid).await?;
+            (event, previous)
+        };
+        if previous
+            .as_ref()
+            .is_some_and(|r| r.status == "sent" || r.status == "skipped")
+        {
+            // Sent before the job's completion was recorded: nothing to do.
+            return Ok(());
+        }
+        let event = event.ok_or_else(|| {
+            ServiceError::Internal(format!("event {} of job {} is missing", p.event_id, job.id))
+        })?;
+        let kind: EventKind = event
+            .kind
+            .parse()
+            .map_err(|e: String| ServiceError::Internal(e))?;
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ServiceError::Internal(format!("event {}: {e}", event.id)))?;
+        let Some(notice) = Notice::for_event(kind, &data) else {
+            return Ok(());
+        };
+        let (ctx, recipient, skip) = self.notice_context(m, &event, notice, &data).await?;
+        let templates =
+            render::Templates::load(m.templates_dir.as_deref()).map_err(ServiceError::Internal)?;
+        let rendered = templates
+            .render(notice.template(), &ctx)
+            .map_err(ServiceError::Internal)?;
+        let sending = lodge_store::mail::Sending {
+            message_id: &mid,
+            event_id: Some(&event.id),
+            job_id: Some(job.id),
+            notice: notice.template(),
+            to_address: recipient.as_ref().map_or("", |(a, _)| a.as_str()),
+            subject: &rendered.subject,
+            now: self.now_us(),
+        };
+        let Some((address, name)) = recipient.as_ref() else {
+            let mut conn = self.store.write_conn().await?;
+            lodge_store::mail::skip(&mut *conn, &sending, "the organization has no owner").await?;
+            return Ok(());
+        };
+        let skip = skip.or_else(|| {
+            address
+                .parse::<lettre::Address>()
+                .is_err()
+                .then_some("the owner's address is not a valid e-mail address")
+        });
+        if let Some(why) = skip {
+            let mut conn = self.store.write_conn().await?;
+            lodge_store::mail::skip(&mut *conn, &sending, why).await?;
+            return Ok(());
+        }
+        self.send_logged(m, &sending, address, name, &rendered)
+            .await
+            .map(drop)
+    }
+
+    /// Sends one message, its attempt and outcome recorded in `mail_log`.
+    async fn send_logged(
+        &self,
+        m: &MailSettings,
+        sending: &lodge_store::mail::Sending<'_>,
+        address: &str,
+        name: &str,
+        rendered: &render::Rendered,
+    ) -> Result<SendOutcome> {
+        {
+            let mut conn = self.store.write_conn().await?;
+            lodge_store::mail::start_sending(&mut *conn, sending).await?;
+        }
+        let date = self.clock.now();
+        let result = send::send(m, sending.message_id, address, name, rendered, date).await;
+        let now = self.now_us();
+        let mut conn = self.store.write_conn().await?;
+        match result {
+            Ok(answer) => {
+                lodge_store::mail::finish_sending(
+                    &mut *conn,
+                    sending.message_id,
+                    "sent",
+                    Some(&answer.response),
+                    None,
+                    now,
+                )
+                .await?;
+                Ok(answer)
+            }
+            Err(e) => {
+                let status = if e.answer_may_be_lost {
+                    "unknown"
+                } else {
+                    "failed"
+                };
+                lodge_store::mail::finish_sending(
+                    &mut *conn,
+                    sending.message_id,
+                    status,
+                    None,
+                    Some(&e.message),
+                    now,
+                )
+                .await?;
+                Err(ServiceError::Internal(format!(
+                    "sending mail: {}",
+                    e.message
+                )))
+            }
+        }
+    }
+
+    /// What a notice's templates see, its recipient, and why it is not sent (an invoice
+    /// reminder or overdue warning whose invoice was paid or cancelled meanwhile).
+    async fn notice_context(
+        &self,
+        m: &MailSettings,
+        event: &lodge_store::events::EventRow,
+        notice: Notice,
+        data: &Value,
+    ) -> Result<(Value, Option<(String, String)>, Option<&'static str>)> {
+        let mut db = self.store.read_conn().await?;
+        let recipient = lodge_store::mail::owner_address(&mut db, event.organization_id).await?;
+        let org_name = lodge_store::mail::organization_name(&mut db, event.organization_id)
+            .await?
+            .unwrap_or_default();
+        let currency = text(data, "currency").unwrap_or("USD").to_owned();
+        let money = |field: &str| amount(int(data, field), &currency);
+        let invoice_id = data.get("invoice_id").and_then(Value::as_i64);
+        let invoice_row = match invoice_id {
+            Some(id) => lodge_store::billing::invoice(&mut db, id).await?,
+            None => None,
+        };
+        drop(db);
+        let mut skip = None;
+        let invoice = invoice_row.as_ref().map(|i| {
+            json!({
+                "id": i.id,
+                "number": i.number.clone().unwrap_or_else(|| format!("#{}", i.id)),
+                "kind": i.kind.as_str(),
+                "status": i.status.as_str(),
+                "total": money("total_minor"),
+                "total_minor": int(data, "total_minor"),
+                "credit_applied": money("credit_applied_minor"),
+                "credit_applied_minor": int(data, "credit_applied_minor"),
+                "paid": money("paid_minor"),
+                "paid_minor": int(data, "paid_minor"),
+                "amount_due": money("amount_due_minor"),
+                "amount_due_minor": int(data, "amount_due_minor"),
+                "due_date": i.due_date,
+                "suspend_on": text(data, "suspend_on"),
+                "pay_url": format!("{}/pay/{}", m.base_url, i.payment_token),
+            })
+        });
+        if matches!(notice, Notice::InvoiceReminder | Notice::InvoiceOverdue)
+            && invoice_row
+                .as_ref()
+                .is_some_and(|i| i.status.as_str() != "unpaid")
+        {
+            skip = Some("the invoice was paid or cancelled before its notice was sent");
+        }
+        let order = (notice == Notice::OrderCreated).then(|| {
+            json!({
+                "id": int(data, "order_id"),
+                "number": text(data, "order_number"),
+                "domain": text(data, "domain"),
+                "billing_cycle": text(data, "billing_cycle"),
+                "total": money("total_minor"),
+                "total_minor": int(data, "total_minor"),
+                "credit_applied": money("credit_applied_minor"),
+                "credit_applied_minor": int(data, "credit_applied_minor"),
+                "amount_due": money("amount_due_minor"),
+                "amount_due_minor": int(data, "amount_due_minor"),
+            })
+        });
+        let hosting = json!({
+            "id": text(data, "hosting_id"),
+            "domain": text(data, "domain"),
+            "note": text(data, "note"),
+        });
+        let ctx = json!({
+            "installation": self.installation(m),
+            "recipient": {
+                "email": recipient.as_ref().map(|(a, _)| a.as_str()),
+                "name": recipient.as_ref().map(|(_, n)| n.as_str()).filter(|n| !n.is_empty()),
+            },
+            "organization": { "id": event.organization_id.to_string(), "name": org_name },
+            "event": { "id": event.id, "kind": event.kind, "data": data },
+            "order": order,
+            "invoice": invoice,
+            "hosting": hosting,
+        });
+        Ok((ctx, recipient, skip))
+    }
+
+    /// Sends one test message to `to` with the configured SMTP (`lodge mail test`): the
+    /// server's answer, or why it failed.
+    pub async fn send_test_mail(&self, to: &str) -> Result<SendOutcome> {
+        let m = self.mail_settings()?;
+        let templates =
+            render::Templates::load(m.templates_dir.as_deref()).map_err(ServiceError::Internal)?;
+        let ctx = json!({
+            "installation": self.installation(m),
+            "recipient": { "email": to, "name": null },
+        });
+        let rendered = templates
+            .render("test", &ctx)
+            .map_err(ServiceError::Internal)?;
+        let id = format!("test_{}", crate::orders::random_token(16));
+        let mid = message_id(&id, m);
+        send::send(m, &mid, to, "", &rendered, self.clock.now())
+            .await
+            .map_err(|e| ServiceError::Internal(e.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_events_are_notices() {
+        let due = json!({ "amount_due_minor": 500 });
+        let settled = json!({ "amount_due_minor": 0 });
+        assert_eq!(
+            Notice::for_event(EventKind::InvoiceCreated, &due),
+            Some(Notice::InvoiceCreated)
+        );
+        assert_eq!(Notice::for_event(EventKind::InvoiceCreated, &settled), None);
+        assert_eq!(Notice::for_event(EventKind::HostingActive, &due), None);
+        assert_eq!(Notice::for_event(EventKind::PaymentRefunded, &due), None);
+        let all: Vec<_> = EventKind::ALL
+            .into_iter()
+            .filter_map(|k| Notice::for_event(k, &due))
+            .collect();
+        assert_eq!(all.len(), 8);
+        let names = render::TEMPLATES.map(|(n, _)| n);
+        for n in all {
+            assert!(names.contains(&format!("{}.txt", n.template()).as_str()));
+            assert!(names.contains(&format!("{}.html", n.template()).as_str()));
+        }
+    }
+
+    #[test]
+    fn amounts_read_as_the_api_writes_them() {
+        assert_eq!(amount(500, "USD"), "5.00 USD");
+        assert_eq!(amount(1200, "JPY"), "1200 JPY");
+    }
+}

@@ -1,0 +1,260 @@
+//! The notices' text: minijinja templates, one `<notice>.txt` and one `<notice>.html` per
+//! notice (the text one's block `subject` is the subject), both extending `layout.txt` /
+//! `layout.html`. The defaults are built in; a file of the same name in the operator's
+//! templates directory replaces one.
+
+use std::path::Path;
+
+use minijinja::Environment;
+use serde_json::Value;
+
+/// Every template, with its built-in text.
+pub const TEMPLATES: [(&str, &str); 20] = [
+    ("layout.txt", include_str!("templates/layout.txt")),
+    ("layout.html", include_str!("templates/layout.html")),
+    (
+        "order_created.txt",
+        include_str!("templates/order_created.txt"),
+    ),
+    (
+        "order_created.html",
+        include_str!("templates/order_created.html"),
+    ),
+    (
+        "invoice_created.txt",
+        include_str!("templates/invoice_created.txt"),
+    ),
+    (
+        "invoice_created.html",
+        include_str!("templates/invoice_created.html"),
+    ),
+    (
+        "invoice_paid.txt",
+        include_str!("templates/invoice_paid.txt"),
+    ),
+    (
+        "invoice_paid.html",
+        include_str!("templates/invoice_paid.html"),
+    ),
+    (
+        "invoice_reminder.txt",
+        include_str!("templates/invoice_reminder.txt"),
+    ),
+    (
+        "invoice_reminder.html",
+        include_str!("templates/invoice_reminder.html"),
+    ),
+    (
+        "invoice_overdue.txt",
+        include_str!("templates/invoice_overdue.txt"),
+    ),
+    (
+        "invoice_overdue.html",
+        include_str!("templates/invoice_overdue.html"),
+    ),
+    (
+        "hosting_suspended.txt",
+        include_str!("templates/hosting_suspended.txt"),
+    ),
+    (
+        "hosting_suspended.html",
+        include_str!("templates/hosting_suspended.html"),
+    ),
+    (
+        "hosting_unsuspended.txt",
+        include_str!("templates/hosting_unsuspended.txt"),
+    ),
+    (
+        "hosting_unsuspended.html",
+        include_str!("templates/hosting_unsuspended.html"),
+    ),
+    (
+        "hosting_terminated.txt",
+        include_str!("templates/hosting_terminated.txt"),
+    ),
+    (
+        "hosting_terminated.html",
+        include_str!("templates/hosting_terminated.html"),
+    ),
+    ("test.txt", include_str!("templates/test.txt")),
+    ("test.html", include_str!("templates/test.html")),
+];
+
+/// A rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The loaded templates.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    /// The names read from the operator's directory.
+    pub overridden: Vec<&'static str>,
+}
+
+impl Templates {
+    /// The built-in templates, each replaced by a file of the same name in `dir` when
+    /// there is one. Fails on an unreadable file or a template that does not parse.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, String> {
+        let mut env = Environment::new();
+        // Text templates are not escaped; `.html` ones are (minijinja's default by name).
+        let mut overridden = Vec::new();
+        if let Some(d) = dir {
+            if !d.is_dir() {
+                return Err(format!(
+                    "mail templates directory {} is not a directory",
+                    d.display()
+                ));
+            }
+        }
+        for (name, default) in TEMPLATES {
+            let path = dir.map(|d| d.join(name));
+            let source = match path.as_ref().filter(|p| p.exists()) {
+                Some(p) => {
+                    overridden.push(name);
+                    std::fs::read_to_string(p)
+                        .map_err(|e| format!("reading mail template {}: {e}", p.display()))?
+                }
+                None => default.to_owned(),
+            };
+            env.add_template_owned(name, source)
+                .map_err(|e| format!("mail template {name}: {e:#}"))?;
+        }
+        Ok(Templates { env, overridden })
+    }
+
+    /// Renders `notice` (`order_created`, …) with `ctx`.
+    pub fn render(&self, notice: &str, ctx: &Value) -> Result<Rendered, String> {
+        let err = |what: &str, e: minijinja::Error| format!("rendering {notice}.{what}: {e:#}");
+        let text = self
+            .env
+            .get_template(&format!("{notice}.txt"))
+            .map_err(|e| err("txt", e))?;
+        let mut captured = text.render_captured(ctx).map_err(|e| err("txt", e))?;
+        let subject = captured
+            .with_state_mut(|s| s.render_block("subject"))
+            .map_err(|e| err("txt (subject)", e))?;
+        let body = captured.into_output();
+        let html = self
+            .env
+            .get_template(&format!("{notice}.html"))
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| err("html", e))?;
+        // A subject is one line.
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        if subject.is_empty() {
+            return Err(format!("{notice}.txt renders an empty subject"));
+        }
+        Ok(Rendered {
+            subject,
+            text: body,
+            html,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Value {
+        json!({
+            "installation": {
+                "name": "Acme Hosting",
+                "address": "1 Main St\nSpringfield",
+                "address_lines": ["1 Main St", "Springfield"],
+                "base_url": "https://acme.test",
+            },
+            "recipient": { "name": "Ann <Owner>", "email": "ann@example.com" },
+            "organization": { "name": "Ann's" },
+            "order": { "number": "ORD-7", "domain": "ann.test", "billing_cycle": "monthly",
+                       "total": "12.00 USD", "total_minor": 1200,
+                       "credit_applied": "2.00 USD", "credit_applied_minor": 200,
+                       "amount_due": "10.00 USD", "amount_due_minor": 1000 },
+            "invoice": { "number": "INV-2026-000001", "kind": "first", "total": "12.00 USD",
+                         "credit_applied": "2.00 USD", "credit_applied_minor": 200,
+                         "paid": "0.00 USD", "paid_minor": 0,
+                         "amount_due": "10.00 USD", "amount_due_minor": 1000,
+                         "due_date": "2026-04-01", "suspend_on": "2026-04-08",
+                         "pay_url": "https://acme.test/pay/tok" },
+            "hosting": { "domain": "ann.test", "note": "overdue" },
+        })
+    }
+
+    #[test]
+    fn every_notice_renders_with_its_amounts_and_the_installation() {
+        let t = Templates::load(None).unwrap();
+        for notice in [
+            "order_created",
+            "invoice_created",
+            "invoice_paid",
+            "invoice_reminder",
+            "invoice_overdue",
+            "hosting_suspended",
+            "hosting_unsuspended",
+            "hosting_terminated",
+            "test",
+        ] {
+            let r = t.render(notice, &ctx()).unwrap();
+            assert!(!r.subject.contains('\n'), "{notice}: {r:?}");
+            assert!(!r.text.contains("Subject"), "{notice}: {r:?}");
+            for body in [&r.text, &r.html] {
+                assert!(body.contains("Acme Hosting"), "{notice}: {body}");
+                assert!(body.contains("Springfield"), "{notice}: {body}");
+            }
+            assert!(r.html.contains("Ann &lt;Owner&gt;"), "escaped: {}", r.html);
+            assert!(r.text.contains("Ann <Owner>"), "not escaped: {}", r.text);
+        }
+        let order = t.render("order_created", &ctx()).unwrap();
+        assert_eq!(order.subject, "Order ORD-7 received");
+        assert!(
+            order.text.contains("Amount due: 10.00 USD"),
+            "{}",
+            order.text
+        );
+        assert!(order.text.contains("https://acme.test/pay/tok"));
+        let inv = t.render("invoice_created", &ctx()).unwrap();
+        assert_eq!(
+            inv.subject,
+            "Invoice INV-2026-000001: 10.00 USD due 2026-04-01"
+        );
+        let overdue = t.render("invoice_overdue", &ctx()).unwrap();
+        assert!(overdue.text.contains("suspended on 2026-04-08"));
+        let s = t.render("hosting_suspended", &ctx()).unwrap();
+        assert_eq!(s.subject, "ann.test is suspended");
+    }
+
+    #[test]
+    fn a_file_in_the_directory_replaces_its_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("invoice_paid.txt"),
+            "{% extends \"layout.txt\" %}{% block subject %}Merci {{ invoice.number }}{% endblock %}{% block body %}Reçu {{ invoice.total }}{% endblock %}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        assert_eq!(t.overridden, ["invoice_paid.txt"]);
+        let r = t.render("invoice_paid", &ctx()).unwrap();
+        assert_eq!(r.subject, "Merci INV-2026-000001");
+        assert!(r.text.contains("Reçu 12.00 USD"), "{}", r.text);
+        assert!(
+            r.html.contains("is paid"),
+            "the HTML one is still the default"
+        );
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("layout.html"), "{% block body %}").unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("layout.html"), "{e}");
+        let e = Templates::load(Some(&dir.path().join("nope"))).unwrap_err();
+        assert!(e.contains("not a directory"), "{e}");
+    }
+}

@@ -1,0 +1,127 @@
+//! One message over SMTP with lettre: a new connection per message (notices are few), the
+//! configured TLS mode, AUTH when credentials are set.
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use super::config::{MailSettings, TlsMode};
+use super::render::Rendered;
+
+/// The server accepted the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Its answer to the message (`250 OK …`).
+    pub response: String,
+}
+
+/// A message not known to be accepted.
+#[derive(Debug, Clone)]
+pub(crate) struct SendError {
+    pub message: String,
+    /// The connection broke without an SMTP answer once it was open: the server may have
+    /// accepted the message (a lost answer to DATA). A refusal (4xx/5xx), a failed connect
+    /// or TLS handshake, or a message that could not be built is not.
+    pub answer_may_be_lost: bool,
+}
+
+fn local(message: String) -> SendError {
+    SendError {
+        message,
+        answer_may_be_lost: false,
+    }
+}
+
+/// Builds the message (text and HTML alternatives, the given Message-ID and date) and
+/// sends it.
+pub(crate) async fn send(
+    m: &MailSettings,
+    message_id: &str,
+    to: &str,
+    to_name: &str,
+    rendered: &Rendered,
+    date: jiff::Timestamp,
+) -> Result<SendOutcome, SendError> {
+    let from: Mailbox = m
+        .from
+        .parse()
+        .map_err(|e| local(format!("the From address {:?}: {e}", m.from)))?;
+    let address: lettre::Address = to
+        .parse()
+        .map_err(|e| local(format!("the address {to:?}: {e}")))?;
+    let name = (!to_name.trim().is_empty()).then(|| to_name.trim().to_owned());
+    let message = Message::builder()
+        .from(from)
+        .to(Mailbox::new(name, address))
+        .subject(rendered.subject.clone())
+        .message_id(Some(message_id.to_owned()))
+        .date(std::time::SystemTime::from(date))
+        .multipart(MultiPart::alternative_plain_html(
+            rendered.text.clone(),
+            rendered.html.clone(),
+        ))
+        .map_err(|e| local(format!("building the message: {e}")))?;
+    let tls = match m.tls {
+        TlsMode::None => Tls::None,
+        TlsMode::Starttls | TlsMode::Tls => {
+            let params = TlsParameters::new(m.host.clone())
+                .map_err(|e| local(format!("TLS for {}: {e}", m.host)))?;
+            if m.tls == TlsMode::Tls {
+                Tls::Wrapper(params)
+            } else {
+                Tls::Required(params)
+            }
+        }
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(m.host.as_str())
+        .port(m.port)
+        .tls(tls)
+        .timeout(Some(m.timeout));
+    if let (Some(user), Some(password)) = (&m.username, &m.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    let transport = builder.build();
+    // lettre's own timeout covers only the connect on tokio: the whole exchange is bounded
+    // here, so a server that stops answering cannot hold a worker.
+    let sent = match tokio::time::timeout(m.timeout, transport.send(message)).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            return Err(SendError {
+                message: format!(
+                    "{} {}:{}: no answer within {} s",
+                    m.tls.as_str(),
+                    m.host,
+                    m.port,
+                    m.timeout.as_secs()
+                ),
+                answer_may_be_lost: true,
+            })
+        }
+    };
+    match sent {
+        Ok(answer) => Ok(SendOutcome {
+            response: format!(
+                "{} {}",
+                answer.code(),
+                answer.message().collect::<Vec<_>>().join(" ")
+            )
+            .trim()
+            .to_owned(),
+        }),
+        Err(e) => {
+            // lettre does not expose its "connection" kind (connect, resolve, TLS setup:
+            // nothing was sent) but its Debug form names it.
+            let connect_failed = format!("{e:?}").contains("kind: Connection");
+            let answered = e.is_transient() || e.is_permanent();
+            Err(SendError {
+                message: format!("{} {}:{}: {e}", m.tls.as_str(), m.host, m.port),
+                answer_may_be_lost: !(answered || connect_failed || e.is_tls() || e.is_client()),
+            })
+        }
+    }
+}

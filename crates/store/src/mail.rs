@@ -1,0 +1,213 @@
+//! Mail notices (migration 0014): whether the installation sends mail, who an
+//! organization's mail goes to, and the log of every message sent. See
+//! `lodge_services::mail`.
+
+use lodge_core::OrganizationId;
+
+use crate::{vals, Cols, Result, SqlConn};
+
+/// Whether mail is on (`mail_state`; off when the row is missing).
+pub async fn enabled<C: SqlConn>(conn: &mut C) -> Result<bool> {
+    Ok(conn
+        .fetch_int("SELECT enabled FROM mail_state WHERE id = 1", vals![])
+        .await?
+        .unwrap_or(0)
+        == 1)
+}
+
+/// Turns mail on or off for the installation.
+pub async fn set_enabled<C: SqlConn>(conn: &mut C, on: bool, now: i64) -> Result<()> {
+    conn.exec(
+        "INSERT INTO mail_state (id, enabled, modified_at) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, modified_at = excluded.modified_at",
+        vals![i64::from(on), now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where an organization's mail goes: its first owner's address and name (the user who
+/// became an owner earliest, among active users), if it has one.
+pub async fn owner_address<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+) -> Result<Option<(String, String)>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT u.email, u.name FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.organization_id = $1 AND m.role = 'owner' AND u.is_active = 1 \
+             ORDER BY m.created_at, u.legacy_id LIMIT 1",
+            vals![org.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some((c.text()?, c.text()?)))
+}
+
+/// An organization's name.
+pub async fn organization_name<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+) -> Result<Option<String>> {
+    conn.fetch_text(
+        "SELECT name FROM organizations WHERE id = $1",
+        vals![org.to_string()],
+    )
+    .await
+}
+
+/// One message of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailLogRow {
+    pub id: i64,
+    pub message_id: String,
+    pub event_id: Option<String>,
+    pub job_id: Option<i64>,
+    pub notice: String,
+    pub to_address: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i64,
+    pub possible_duplicate: bool,
+    pub last_error: Option<String>,
+    pub smtp_response: Option<String>,
+    pub sent_at: Option<i64>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+const COLUMNS: &str = "id, message_id, event_id, job_id, notice, to_address, subject, status, \
+    attempts, possible_duplicate, last_error, smtp_response, sent_at, created_at, modified_at";
+
+fn from_vals(row: Vec<crate::Val>) -> Result<MailLogRow> {
+    let mut c = Cols::new(row);
+    Ok(MailLogRow {
+        id: c.int()?,
+        message_id: c.text()?,
+        event_id: c.opt_text()?,
+        job_id: c.opt_int()?,
+        notice: c.text()?,
+        to_address: c.text()?,
+        subject: c.text()?,
+        status: c.text()?,
+        attempts: c.int()?,
+        possible_duplicate: c.int()? == 1,
+        last_error: c.opt_text()?,
+        smtp_response: c.opt_text()?,
+        sent_at: c.opt_int()?,
+        created_at: c.int()?,
+        modified_at: c.int()?,
+    })
+}
+
+/// A message by its Message-ID.
+pub async fn by_message_id<C: SqlConn>(
+    conn: &mut C,
+    message_id: &str,
+) -> Result<Option<MailLogRow>> {
+    conn.fetch_row(
+        &format!("SELECT {COLUMNS} FROM mail_log WHERE message_id = $1"),
+        vals![message_id],
+    )
+    .await?
+    .map(from_vals)
+    .transpose()
+}
+
+/// The newest messages first.
+pub async fn recent<C: SqlConn>(conn: &mut C, limit: i64) -> Result<Vec<MailLogRow>> {
+    conn.fetch_rows(
+        &format!("SELECT {COLUMNS} FROM mail_log ORDER BY id DESC LIMIT $1"),
+        vals![limit],
+    )
+    .await?
+    .into_iter()
+    .map(from_vals)
+    .collect()
+}
+
+/// A send about to start.
+#[derive(Debug, Clone)]
+pub struct Sending<'a> {
+    pub message_id: &'a str,
+    pub event_id: Option<&'a str>,
+    pub job_id: Option<i64>,
+    pub notice: &'a str,
+    pub to_address: &'a str,
+    pub subject: &'a str,
+    pub now: i64,
+}
+
+/// Records that a send starts: a new row, or the row of an earlier attempt with one more
+/// attempt. When that earlier attempt ended `sending` (never completed) or `unknown` (its
+/// answer was lost), the message may already have been delivered: `possible_duplicate`.
+pub async fn start_sending<C: SqlConn>(conn: &mut C, s: &Sending<'_>) -> Result<()> {
+    conn.exec(
+        "INSERT INTO mail_log (message_id, event_id, job_id, notice, to_address, subject, status, \
+             attempts, possible_duplicate, created_at, modified_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'sending', 1, 0, $7, $7) \
+         ON CONFLICT (message_id) DO UPDATE SET \
+             possible_duplicate = CASE WHEN mail_log.status IN ('sending', 'unknown') THEN 1 \
+                 ELSE mail_log.possible_duplicate END, \
+             status = 'sending', attempts = mail_log.attempts + 1, \
+             to_address = excluded.to_address, subject = excluded.subject, \
+             job_id = excluded.job_id, modified_at = excluded.modified_at",
+        vals![
+            s.message_id,
+            s.event_id,
+            s.job_id,
+            s.notice,
+            s.to_address,
+            s.subject,
+            s.now
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records what came of a send: `sent` (with the server's answer), `failed`, `unknown` or
+/// `skipped` (with why).
+pub async fn finish_sending<C: SqlConn>(
+    conn: &mut C,
+    message_id: &str,
+    status: &str,
+    smtp_response: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    conn.exec(
+        "UPDATE mail_log SET status = $2, smtp_response = COALESCE($3, smtp_response), \
+             last_error = $4, sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END, \
+             modified_at = $5 \
+         WHERE message_id = $1",
+        vals![message_id, status, smtp_response, error, now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a message that is not sent (no one to send it to): `skipped`, with why.
+pub async fn skip<C: SqlConn>(conn: &mut C, s: &Sending<'_>, why: &str) -> Result<()> {
+    conn.exec(
+        "INSERT INTO mail_log (message_id, event_id, job_id, notice, to_address, subject, status, \
+             attempts, possible_duplicate, last_error, created_at, modified_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'skipped', 0, 0, $7, $8, $8) \
+         ON CONFLICT (message_id) DO NOTHING",
+        vals![
+            s.message_id,
+            s.event_id,
+            s.job_id,
+            s.notice,
+            s.to_address,
+            s.subject,
+            why,
+            s.now
+        ],
+    )
+    .await?;
+    Ok(())
+}
