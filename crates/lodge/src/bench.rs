@@ -257,6 +257,15 @@ pub async fn make_customer(
         .and_then(Value::as_str)
         .context("org id")?
         .to_owned();
+    // A benchmark customer orders far more than a customer's default quota.
+    check(
+        admin(client.patch(format!("{}/v1/admin/organizations/{org_id}/quotas", t.base)))
+            .json(&json!({"instance_quota": 1_000_000, "domain_quota": 1_000_000}))
+            .send()
+            .await?,
+        "raise the quotas",
+    )
+    .await?;
     let key = check(
         admin(client.post(format!(
             "{}/v1/admin/organizations/{org_id}/api-keys",
@@ -978,6 +987,18 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
             country: None,
             owner: Some(user.id),
         })
+        .await?;
+    let max = Some(lodge_services::tenancy::MAX_QUOTA);
+    lodge
+        .set_quotas(
+            org.id,
+            [
+                ("user_quota", None),
+                ("project_quota", None),
+                ("instance_quota", max),
+                ("domain_quota", max),
+            ],
+        )
         .await?;
     let key = lodge
         .create_org_key(org.id, None, "fill", None, None)

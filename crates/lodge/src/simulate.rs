@@ -937,6 +937,19 @@ impl Sim {
                     owner: Some(user.id),
                 })
                 .await?;
+            // Quotas are not what is simulated: room for every service drawn.
+            let max = Some(lodge_services::tenancy::MAX_QUOTA);
+            self.lodge
+                .set_quotas(
+                    org.id,
+                    [
+                        ("user_quota", None),
+                        ("project_quota", None),
+                        ("instance_quota", max),
+                        ("domain_quota", max),
+                    ],
+                )
+                .await?;
             let key = self
                 .lodge
                 .create_org_key(org.id, None, "simulation", None, None)
