@@ -11,6 +11,15 @@ use crate::harness::{str_of, TestApp};
 use crate::on_both_engines;
 
 on_both_engines!(the_payment_page_renders_in_a_browser);
+on_both_engines!(options = with_stripe; the_payment_page_offers_the_card_in_a_browser);
+
+/// Stripe configured (its API is never called by showing the page: a closed port).
+fn with_stripe() -> crate::harness::Options {
+    crate::harness::Options {
+        stripe: Some(("http://127.0.0.1:9".into(), None)),
+        ..Default::default()
+    }
+}
 
 /// An unpaid order's payment URL (no credit: everything is due).
 pub(crate) async fn unpaid_order(app: &TestApp, domain: &str) -> String {
@@ -68,6 +77,26 @@ async fn the_payment_page_renders_in_a_browser(app: TestApp) {
     assert!(page.dom.contains("Your credit does not cover this invoice"));
     assert_eq!((page.width, page.height), (1000, 900));
     // Drawn: text and coloured boxes on the background, not a blank or an error page.
+    assert!(page.drawn > 0.01, "drawn {:.4}", page.drawn);
+    assert!(page.colours > 20, "{} colours", page.colours);
+    app.stop().await;
+}
+
+async fn the_payment_page_offers_the_card_in_a_browser(app: TestApp) {
+    let url = unpaid_order(&app, "card-browser.test").await;
+    let Some(page) = render(&url, "payment-page-card").await else {
+        app.stop().await;
+        return;
+    };
+    // Three ways to pay, the card among them with its button.
+    for id in ["pay-credit", "pay-bank", "pay-card"] {
+        assert!(
+            page.dom.contains(&format!("id=\"{id}\"")),
+            "{id}: {}",
+            page.dom
+        );
+    }
+    assert!(page.dom.contains("Pay 5.00 USD by card"), "{}", page.dom);
     assert!(page.drawn > 0.01, "drawn {:.4}", page.drawn);
     assert!(page.colours > 20, "{} colours", page.colours);
     app.stop().await;
