@@ -155,6 +155,14 @@ pub struct Money {
     currency: Currency,
 }
 
+/// The largest amount one request may name, in minor units (10,000,000,000.00 in a
+/// currency of two decimals): anything above is refused as a field error.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
+
+/// The largest account credit balance, in minor units: a deposit that would pass it is
+/// refused (so no sum of balances and amounts can overflow).
+pub const MAX_BALANCE_MINOR: i64 = 1_000 * MAX_AMOUNT_MINOR;
+
 impl Money {
     /// An amount of `minor` minor units (cents) of `currency`.
     pub const fn new(minor: i64, currency: Currency) -> Money {

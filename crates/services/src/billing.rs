@@ -93,9 +93,15 @@ impl Lodge {
         }
         self.keyed(key, || async {
             let mut tx = self.store.begin().await?;
-            billing::lock_credit(&mut tx, org)
+            let balance = billing::lock_credit(&mut tx, org)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
+            if balance.saturating_add(amount_minor) > lodge_core::money::MAX_BALANCE_MINOR {
+                return Err(ServiceError::field(
+                    "amount",
+                    "This deposit would take the balance past the largest one Lodge keeps.",
+                ));
+            }
             if let Some(key) = key {
                 self.claim_key_in(&mut tx, key).await?;
             }

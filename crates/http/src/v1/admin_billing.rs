@@ -43,9 +43,19 @@ impl Amount {
             Amount::Text(s) => s.trim().to_owned(),
             Amount::Number(n) => n.to_string(),
         };
-        Money::parse_decimal(&text, cur)
+        let minor = Money::parse_decimal(&text, cur)
             .map(|m| m.minor())
-            .map_err(|e| ServiceError::field(field, format!("{text:?}: {e}")))
+            .map_err(|e| ServiceError::field(field, format!("{text:?}: {e}")))?;
+        if minor.unsigned_abs() > lodge_core::money::MAX_AMOUNT_MINOR.unsigned_abs() {
+            return Err(ServiceError::field(
+                field,
+                format!(
+                    "{text:?}: at most {} (in {cur}).",
+                    Money::new(lodge_core::money::MAX_AMOUNT_MINOR, cur)
+                ),
+            ));
+        }
+        Ok(minor)
     }
 }
 

@@ -16,6 +16,7 @@ on_both_engines!(
     a_name_hosted_by_another_organization_is_only_said_to_be_unavailable,
     orders_at_once_stop_at_the_account_quota_on_both_dialects,
     a_trial_plan_is_sold_once_per_organization,
+    amounts_and_balances_are_bounded,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -440,5 +441,67 @@ async fn a_trial_plan_is_sold_once_per_organization(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.stop().await;
+}
+
+async fn amounts_and_balances_are_bounded(app: TestApp) {
+    let credit = format!("/v1/admin/organizations/{}/credit", app.org_id());
+    let admin = app.admin_key();
+    // An amount past the largest one: a field error, nothing written.
+    for amount in [
+        json!("99999999999999999.99"),
+        json!(1e17),
+        json!("10000000000.01"),
+    ] {
+        let (status, body) = app
+            .post(&credit, &admin, &json!({ "amount": amount }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{amount}: {body}");
+        assert!(body["amount"].is_array(), "{body}");
+    }
+    assert_eq!(app.count("credit_ledger").await, 0);
+    // The largest amount is accepted.
+    let (status, body) = app
+        .post(&credit, &admin, &json!({ "amount": "10000000000.00" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A balance near the largest one: a deposit past it is refused, not a server error.
+    sqlx::query("UPDATE organizations SET credit_balance_minor = $2 WHERE id = $1")
+        .bind(app.org_id())
+        .bind(lodge_core::money::MAX_BALANCE_MINOR - 100)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let (status, body) = app
+        .post(&credit, &admin, &json!({ "amount": "1.01" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .post(&credit, &admin, &json!({ "amount": "1.00" }))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "exactly the largest balance: {body}"
+    );
+    // Restore a balance the ledger agrees with (the harness checks ledgers after each test).
+    sqlx::query(
+        "UPDATE organizations SET credit_balance_minor = \
+         (SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM credit_ledger WHERE organization_id = $1) \
+         WHERE id = $1",
+    )
+    .bind(app.org_id())
+    .execute(app.lodge.store.writer())
+    .await
+    .unwrap();
+    // Payments and refunds are bounded the same way.
+    let (status, body) = app
+        .post(
+            "/v1/admin/invoices/1/payments",
+            &admin,
+            &json!({ "amount": "99999999999999999", "method": "bank_transfer", "reference": "X" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     app.stop().await;
 }
