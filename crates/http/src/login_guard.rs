@@ -83,10 +83,6 @@ impl LoginGuard {
         }
     }
 
-    pub fn limits(&self) -> LoginLimits {
-        self.limits
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }

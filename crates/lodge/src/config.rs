@@ -114,8 +114,9 @@ pub struct Config {
     pub mail: MailConfig,
 }
 
-/// The mail settings as given (no SMTP host: mail is off).
-#[derive(Clone, Default)]
+/// The mail settings as given (no SMTP host: mail is off). The password's `Debug` is
+/// redacted (`SecretString`).
+#[derive(Clone, Default, Debug)]
 pub struct MailConfig {
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -129,24 +130,6 @@ pub struct MailConfig {
     pub base_url: Option<String>,
     pub templates_dir: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
-}
-
-impl std::fmt::Debug for MailConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .field("from", &self.from)
-            .field("installation_name", &self.installation_name)
-            .field("postal_address", &self.postal_address)
-            .field("base_url", &self.base_url)
-            .field("templates_dir", &self.templates_dir)
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
-    }
 }
 
 /// The longest an unpaid first invoice may stay open: a year.

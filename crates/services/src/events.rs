@@ -213,13 +213,10 @@ async fn fan_out<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
     Ok(())
 }
 
-/// An invoice's event data, read in the caller's transaction (its number may still be
-/// unassigned in a group commit: consumers read it back by `invoice_id` when they run).
-pub(crate) async fn invoice_data<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Option<Value>> {
-    let Some(i) = lodge_store::billing::invoice(conn, invoice).await? else {
-        return Ok(None);
-    };
-    Ok(Some(json!({
+/// An invoice's event data (its number may still be unassigned in a group commit:
+/// consumers read it back by `invoice_id` when they run).
+pub(crate) fn invoice_data(i: &lodge_store::billing::InvoiceRow) -> Value {
+    json!({
         "invoice_id": i.id,
         "number": i.number,
         "kind": i.kind.as_str(),
@@ -231,7 +228,7 @@ pub(crate) async fn invoice_data<C: SqlConn>(conn: &mut C, invoice: i64) -> Resu
         "amount_due_minor": i.amount_due(),
         "due_date": i.due_date,
         "order_id": i.order_id,
-    })))
+    })
 }
 
 /// An invoice event (`invoice.created`, `invoice.paid`) with the invoice's data.
@@ -244,9 +241,7 @@ pub(crate) async fn invoice_event<C: SqlConn>(
     let Some(i) = lodge_store::billing::invoice(conn, invoice).await? else {
         return Ok(());
     };
-    let Some(data) = invoice_data(conn, invoice).await? else {
-        return Ok(());
-    };
+    let data = invoice_data(&i);
     emit(
         conn,
         kind,

@@ -513,12 +513,13 @@ impl Lodge {
                 };
                 let now = self.now_us();
                 let mut tx = self.store.begin().await?;
-                let Some(mut data) = invoice_data(&mut *tx, inv.invoice_id).await? else {
+                let Some(row) = billing::invoice(&mut *tx, inv.invoice_id).await? else {
                     continue;
                 };
-                if data.get("status").and_then(|s| s.as_str()) != Some("unpaid") {
+                if row.status != InvoiceStatus::Unpaid {
                     continue;
                 }
+                let mut data = invoice_data(&row);
                 if let (Some(on), Some(obj)) = (suspend_on, data.as_object_mut()) {
                     obj.insert("suspend_on".into(), serde_json::Value::String(on));
                 }

@@ -65,24 +65,28 @@ pub struct EventRow {
 
 /// One event by id.
 pub async fn event<C: SqlConn>(conn: &mut C, id: &str) -> Result<Option<EventRow>> {
-    let Some(row) = conn
-        .fetch_row(
-            "SELECT id, kind, organization_id, subject, data, created_at FROM events WHERE id = $1",
-            vals![id],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let mut c = Cols::new(row);
-    Ok(Some(EventRow {
-        id: c.text()?,
-        kind: c.text()?,
-        organization_id: c.parse()?,
-        subject: c.text()?,
-        data: c.text()?,
-        created_at: c.int()?,
-    }))
+    conn.fetch_row(
+        "SELECT id, kind, organization_id, subject, data, created_at FROM events WHERE id = $1",
+        vals![id],
+    )
+    .await?
+    .map(EventRow::from_row)
+    .transpose()
+}
+
+impl EventRow {
+    /// From `id, kind, organization_id, subject, data, created_at`.
+    fn from_row(row: Vec<crate::Val>) -> Result<EventRow> {
+        let mut c = Cols::new(row);
+        Ok(EventRow {
+            id: c.text()?,
+            kind: c.text()?,
+            organization_id: c.parse()?,
+            subject: c.text()?,
+            data: c.text()?,
+            created_at: c.int()?,
+        })
+    }
 }
 
 /// An organization's events (all organizations' with `None`), newest first.
@@ -106,16 +110,6 @@ pub async fn recent<C: SqlConn>(
     conn.fetch_rows(sql, args)
         .await?
         .into_iter()
-        .map(|row| {
-            let mut c = Cols::new(row);
-            Ok(EventRow {
-                id: c.text()?,
-                kind: c.text()?,
-                organization_id: c.parse()?,
-                subject: c.text()?,
-                data: c.text()?,
-                created_at: c.int()?,
-            })
-        })
+        .map(EventRow::from_row)
         .collect()
 }

@@ -365,22 +365,15 @@ pub async fn reprice_unpaid_line<C: SqlConn>(
     let mut c = Cols::new(row);
     let (old, total, credit, paid) = (c.int()?, c.int()?, c.int()?, c.int()?);
     let delta = amount - old;
-    let new_total = total + delta;
-    if amount < 0 || new_total < 0 {
+    if amount < 0 || total + delta < 0 {
         return Ok(None);
     }
-    // Money received stays on the invoice first; credit is what goes back.
-    let returned = (credit + paid - new_total).clamp(0, credit);
     conn.exec(
         "UPDATE invoice_lines SET amount_minor = $2, description = $3 WHERE id = $1",
         vals![line, amount, description],
     )
     .await?;
-    conn.exec(
-        "UPDATE invoices SET subtotal_minor = subtotal_minor + $2, total_minor = total_minor + $2, \
-         credit_applied_minor = credit_applied_minor - $3, modified_at = $4 WHERE id = $1",
-        vals![invoice, delta, returned, now],
-    )
-    .await?;
-    Ok(Some(returned))
+    crate::renewals::move_unpaid_total(conn, invoice, (total, credit, paid), delta, now)
+        .await
+        .map(Some)
 }

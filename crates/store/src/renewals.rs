@@ -259,16 +259,30 @@ pub async fn reduce_unpaid<C: SqlConn>(
     if amount < 0 || amount > subtotal {
         return Ok(None);
     }
-    let new_total = total - amount;
-    // Money received stays on the invoice first; credit is what goes back.
-    let returned = (credit + paid - new_total).clamp(0, credit);
+    move_unpaid_total(conn, invoice, (total, credit, paid), -amount, now)
+        .await
+        .map(Some)
+}
+
+/// Moves an unpaid invoice's subtotal and total by `delta` (its lines already changed by
+/// the caller), `(total, credit applied, paid)` being its amounts before. Money received
+/// stays on the invoice first; credit applied beyond the new total comes off it, and that
+/// credit is returned (for the caller's ledger entry).
+pub async fn move_unpaid_total<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    (total, credit, paid): (i64, i64, i64),
+    delta: i64,
+    now: i64,
+) -> Result<i64> {
+    let returned = (credit + paid - (total + delta)).clamp(0, credit);
     conn.exec(
-        "UPDATE invoices SET subtotal_minor = subtotal_minor - $2, total_minor = total_minor - $2, \
+        "UPDATE invoices SET subtotal_minor = subtotal_minor + $2, total_minor = total_minor + $2, \
          credit_applied_minor = credit_applied_minor - $3, modified_at = $4 WHERE id = $1",
-        vals![invoice, amount, returned, now],
+        vals![invoice, delta, returned, now],
     )
     .await?;
-    Ok(Some(returned))
+    Ok(returned)
 }
 
 /// A suspended account: id, organization, domain.

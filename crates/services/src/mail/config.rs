@@ -46,8 +46,9 @@ impl TlsMode {
     }
 }
 
-/// Where and how mail is sent, and what it says about the installation.
-#[derive(Clone)]
+/// Where and how mail is sent, and what it says about the installation (the password's
+/// `Debug` is redacted: `SecretString`).
+#[derive(Clone, Debug)]
 pub struct MailSettings {
     pub host: String,
     pub port: u16,
@@ -67,24 +68,6 @@ pub struct MailSettings {
     pub templates_dir: Option<PathBuf>,
     /// How long sending one message (connect, TLS, AUTH, the whole SMTP exchange) may take.
     pub timeout: Duration,
-}
-
-impl std::fmt::Debug for MailSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .field("from", &self.from)
-            .field("installation_name", &self.installation_name)
-            .field("postal_address", &self.postal_address)
-            .field("base_url", &self.base_url)
-            .field("templates_dir", &self.templates_dir)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 /// Whether `host` is this machine (where plain SMTP is allowed).
