@@ -89,17 +89,23 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
-        match parts.headers.get("idempotency-key") {
+        IdempotencyKey::from_headers(&parts.headers).map_err(ApiError::bad_request)
+    }
+}
+
+impl IdempotencyKey {
+    /// The header, if sent; the reason it is unusable otherwise (each dialect words the
+    /// refusal in its own shape).
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Self>, &'static str> {
+        match headers.get("idempotency-key") {
             None => Ok(None),
             Some(v) => {
-                let s = v.to_str().map_err(|_| {
-                    ApiError::bad_request("The Idempotency-Key header must be printable ASCII.")
-                })?;
+                let s = v
+                    .to_str()
+                    .map_err(|_| "The Idempotency-Key header must be printable ASCII.")?;
                 let s = s.trim();
                 if s.is_empty() || s.len() > 255 {
-                    return Err(ApiError::bad_request(
-                        "The Idempotency-Key header must have 1 to 255 characters.",
-                    ));
+                    return Err("The Idempotency-Key header must have 1 to 255 characters.");
                 }
                 Ok(Some(IdempotencyKey(s.to_owned())))
             }

@@ -34,7 +34,27 @@ pub fn key(
         scope,
         key,
         request_hash: request_hash(method, path, body),
+        fresh_for_us: None,
     })
+}
+
+/// The key of a request sent without `Idempotency-Key` that is still safe to retry: the
+/// same `request` (a canonical form of what was asked) from the same `scope` within
+/// `window_us` is the same request, answered with the first one's outcome.
+pub fn same_request(
+    scope: String,
+    method: &str,
+    path: &str,
+    request: &[u8],
+    window_us: i64,
+) -> Key {
+    let hash = request_hash(method, path, request);
+    Key {
+        scope,
+        key: hash.clone(),
+        request_hash: hash,
+        fresh_for_us: Some(window_us),
+    }
 }
 
 /// The rendered answer, with `Idempotent-Replayed: true` when it replays an earlier

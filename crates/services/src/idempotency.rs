@@ -31,6 +31,11 @@ pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
     pub request_hash: String,
+    /// For a key Lodge derives itself rather than one the caller sent (an identical
+    /// `/apiv2` order): how long, in microseconds, a stored outcome answers an identical
+    /// request. Past it the key is free again and taken over by the next such request.
+    /// `None` for a caller's key, kept until the scheduler forgets it (a day).
+    pub fresh_for_us: Option<i64>,
 }
 
 /// An outcome, done now or replayed from a request with the same key.
@@ -89,6 +94,12 @@ impl Lodge {
         let Some(row) = row else {
             return Ok(None);
         };
+        if key
+            .fresh_for_us
+            .is_some_and(|w| row.created_at.saturating_add(w) <= self.now_us())
+        {
+            return Ok(None);
+        }
         if row.request_hash != key.request_hash {
             return Err(ServiceError::KeyReused);
         }
@@ -135,7 +146,21 @@ pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
     key: &IdempotencyKey,
     now: i64,
 ) -> Result<()> {
-    let claimed = idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, now).await?;
+    let claimed = match key.fresh_for_us {
+        None => idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, now).await?,
+        Some(w) => {
+            let stale_before = now.saturating_sub(w).saturating_add(1);
+            idempotency::claim_or_take_over(
+                conn,
+                &key.scope,
+                &key.key,
+                &key.request_hash,
+                now,
+                stale_before,
+            )
+            .await?
+        }
+    };
     if claimed {
         Ok(())
     } else {

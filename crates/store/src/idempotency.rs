@@ -80,6 +80,29 @@ pub async fn claim<C: SqlConn>(
     Ok(changed == 1)
 }
 
+/// [`claim`], except that a key claimed before `stale_before` is taken over: its claim and
+/// stored response are replaced by this request's claim (keys Lodge derives itself, which
+/// answer identical requests only for a while).
+pub async fn claim_or_take_over<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    now: i64,
+    stale_before: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
+               created_at = excluded.created_at, status_code = NULL, response = NULL
+             WHERE idempotency_keys.created_at < $5",
+            vals![scope, key, request_hash, now, stale_before],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// Stores the response of a claimed key.
 pub async fn complete<C: SqlConn>(
     conn: &mut C,

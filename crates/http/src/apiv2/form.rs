@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::Currency;
@@ -19,6 +19,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{flag, Authenticated, Customer, V2Error};
+use crate::extract::IdempotencyKey;
+use crate::idempotency;
 use crate::wire::{money_number_compact, money_str, ts};
 use crate::AppState;
 
@@ -479,48 +481,113 @@ pub struct WebsiteOrderPlaced {
     pub serviceid: i64,
 }
 
+/// How long an identical order sent again without `Idempotency-Key` is answered with the
+/// first one's outcome (a retry after a lost answer) rather than refused.
+pub const SAME_ORDER_WINDOW_SECS: i64 = 600;
+
 /// Places the order: the same order, invoice, hosting and domain as `/v1` makes.
+///
+/// Safe to retry: with an `Idempotency-Key` header the first outcome is replayed for a day
+/// (the key is the caller's); without one, the same order from the same account within ten
+/// minutes is answered with the first order's outcome instead of "not available".
 #[utoipa::path(post, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "addWebsite",
     security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = WebsiteOrderRequest,
-    responses((status = 200, description = "Placed, or `continue: false` with errors", body = WebsiteOrderPlaced),
-              (status = 401, body = super::V2ErrorBody)))]
-pub async fn place_order(State(st): State<AppState>, customer: Customer, body: Bytes) -> Response {
-    let (v, b) = match validate(&st, &customer, &body).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(errors)) => return refused(errors),
-        Err(e) => return e.into_response(),
+    responses((status = 200, description = "Placed (also a replayed retry, marked `Idempotent-Replayed: true`), or `continue: false` with errors", body = WebsiteOrderPlaced),
+              (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
+              (status = 409, description = "A request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
+pub async fn place_order(
+    State(st): State<AppState>,
+    customer: Customer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = match IdempotencyKey::from_headers(&headers) {
+        Ok(h) => h,
+        Err(why) => return V2Error(StatusCode::BAD_REQUEST, why.into()).into_response(),
+    };
+    if let Err(e) = customer.access.require_write() {
+        return V2Error::from(e).into_response();
+    }
+    let b = match read_body(&body) {
+        Ok(b) => b,
+        Err(errors) => return refused(errors),
+    };
+    const PATH: &str = "/apiv2/websites/order";
+    // What was asked, read off the wire: the same order sent as JSON or as a form, its
+    // fields in any order, is the same request. The password is left out: digests of
+    // requests are kept for a day, and a password must never be (a retry keeps the first
+    // order's password).
+    let asked = format!(
+        "{:?}",
+        WebsiteOrder {
+            rootpass: String::new(),
+            ..b.clone()
+        }
+    );
+    let key = match header {
+        Some(h) => idempotency::key(
+            Some(h),
+            format!("apiv2:user:{}", customer.principal.user),
+            "POST",
+            PATH,
+            asked.as_bytes(),
+        ),
+        None => Some(idempotency::same_request(
+            format!("apiv2:same-order:{}", customer.access.organization),
+            "POST",
+            PATH,
+            asked.as_bytes(),
+            SAME_ORDER_WINDOW_SECS * 1_000_000,
+        )),
     };
     let actor = format!("user:{}", customer.principal.user);
-    let outcome = match st.lodge.place_order(&v, &actor).await {
-        Ok(o) => o,
+    let answer = st
+        .lodge
+        .keyed(key.as_ref(), || async {
+            let mut v = st
+                .lodge
+                .validate_website_order(&customer.access, &b)
+                .await?;
+            v.idempotency = key.clone().map(Arc::new);
+            st.lodge.place_order(&v, &actor).await
+        })
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
         Err(ServiceError::Invalid(fields)) => {
             return refused(interserver_errors(fields, &b.hostname))
         }
         Err(e) => return V2Error::from(e).into_response(),
     };
     let cur = st.lodge.settings.currency;
-    let invoice = outcome
-        .invoice_id
-        .map(|i| i.to_string())
-        .unwrap_or_default();
-    Json(WebsiteOrderPlaced {
-        proceed: true,
-        errors: vec![],
-        total_cost: money_str(outcome.total_minor, cur),
-        iid: invoice.clone(),
-        iids: vec![format!("SERVICEwebhosting{}", outcome.hosting_legacy_id)],
-        real_iids: if invoice.is_empty() {
-            vec![]
-        } else {
-            vec![invoice]
-        },
-        service_id: outcome.hosting_legacy_id,
-        invoice_description: format!("New Website Order: {}", outcome.domain_name),
-        success: true,
-        serviceid: outcome.hosting_legacy_id,
+    idempotency::respond(answer, |outcome| {
+        let invoice = outcome
+            .invoice_id
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        Json(WebsiteOrderPlaced {
+            proceed: true,
+            errors: vec![],
+            total_cost: money_str(outcome.total_minor, cur),
+            iid: invoice.clone(),
+            iids: vec![format!("SERVICEwebhosting{}", outcome.hosting_legacy_id)],
+            real_iids: if invoice.is_empty() {
+                vec![]
+            } else {
+                vec![invoice]
+            },
+            service_id: outcome.hosting_legacy_id,
+            invoice_description: format!("New Website Order: {}", outcome.domain_name),
+            success: true,
+            serviceid: outcome.hosting_legacy_id,
+        })
+        .into_response()
     })
-    .into_response()
 }
 
 #[cfg(test)]

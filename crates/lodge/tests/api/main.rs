@@ -25,6 +25,7 @@ mod races;
 mod refunds;
 mod registrar;
 mod renewals;
+mod retries;
 mod shutdown_checks;
 mod stripe;
 mod webhooks;
