@@ -122,24 +122,46 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            if !ct.starts_with("application/json") && !ct.ends_with("+json") {
-                return Err(ApiError::Detail(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("Unsupported media type \"{ct}\" in request."),
-                ));
-            }
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))?;
+        let V1Body(bytes) = V1Body::from_request(req, state).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &bytes
         };
         parse_json(bytes).map(V1Json)
+    }
+}
+
+/// The raw body of a `/v1` request that takes JSON (for handlers that digest it before
+/// parsing it): `415` when it declares another media type, `400` when it cannot be read.
+#[derive(Debug, Clone)]
+pub struct V1Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for V1Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let json = essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"));
+            if !json {
+                return Err(ApiError::Detail(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Unsupported media type \"{ct}\" in request."),
+                ));
+            }
+        }
+        Bytes::from_request(req, state)
+            .await
+            .map(V1Body)
+            .map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))
     }
 }
 

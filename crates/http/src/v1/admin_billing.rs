@@ -1,7 +1,6 @@
 //! Staff billing operations: account credit, recorded payments, refunds, manual domain
 //! completion.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{parse_json, path_id, IdempotencyKey, Staff, V1Json};
+use crate::extract::{parse_json, path_id, IdempotencyKey, Staff, V1Body, V1Json};
 use crate::idempotency;
 use crate::wire::{money_str, ts, Domain, Invoice, Payment};
 use crate::AppState;
@@ -87,7 +86,7 @@ async fn add_credit(
     Staff(staff): Staff,
     Path(org): Path<String>,
     key: Option<IdempotencyKey>,
-    body: Bytes,
+    V1Body(body): V1Body,
 ) -> Response {
     let key = idempotency::key(
         key,
@@ -319,7 +318,7 @@ async fn refund_invoice(
     Staff(staff): Staff,
     Path(id): Path<String>,
     key: Option<IdempotencyKey>,
-    body: Bytes,
+    V1Body(body): V1Body,
 ) -> Response {
     let key = idempotency::key(
         key,

@@ -1,6 +1,5 @@
 //! Ordering web hosting and managing hosting accounts.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Json};
+use crate::extract::{
+    parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Body, V1Json,
+};
 use crate::idempotency;
 use crate::wire::{self, money_number, Hosting};
 use crate::AppState;
@@ -122,7 +123,7 @@ pub async fn order(
     Caller(p): Caller,
     Path((org, project)): Path<(String, String)>,
     key: Option<IdempotencyKey>,
-    body: Bytes,
+    V1Body(body): V1Body,
 ) -> Response {
     let run = async {
         let org: OrganizationId = path_id(&org)?;
@@ -422,7 +423,7 @@ pub async fn change_plan(
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
     key: Option<IdempotencyKey>,
-    body: Bytes,
+    V1Body(body): V1Body,
 ) -> Response {
     let run = async {
         let org: OrganizationId = path_id(&org)?;

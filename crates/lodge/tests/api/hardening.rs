@@ -17,6 +17,7 @@ on_both_engines!(
     orders_at_once_stop_at_the_account_quota_on_both_dialects,
     a_trial_plan_is_sold_once_per_organization,
     amounts_and_balances_are_bounded,
+    v1_bodies_of_other_media_types_are_refused_with_415,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -515,5 +516,64 @@ async fn amounts_and_balances_are_bounded(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    app.stop().await;
+}
+
+/// Every `/v1` route taking a body refuses a body declared as something other than JSON
+/// (415, nothing written), and takes JSON however its media type is spelled.
+async fn v1_bodies_of_other_media_types_are_refused_with_415(app: TestApp) {
+    use reqwest::Method;
+    let order = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                        "domain_name": "typed-body.com", "billing_cycle": "monthly" });
+    let org = app.org_id();
+    let routes: Vec<(String, String, Value)> = vec![
+        (demo_order_path(&app), app.key(), order.clone()),
+        (
+            format!("/v1/admin/organizations/{org}/credit"),
+            app.admin_key(),
+            json!({ "amount": "5.00" }),
+        ),
+        (
+            format!("/v1/organizations/{org}/projects"),
+            app.key(),
+            json!({ "name": "Typed" }),
+        ),
+    ];
+    let before = crate::harness::counts(&app).await;
+    for (path, key, body) in &routes {
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "text/json-ish",
+        ] {
+            let (status, resp) = app
+                .call_raw(Method::POST, path, Some(key), ct, body.to_string())
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {ct}: {resp}"
+            );
+            assert!(resp["detail"].as_str().is_some(), "{path} {ct}: {resp}");
+        }
+    }
+    assert_eq!(
+        crate::harness::counts(&app).await,
+        before,
+        "nothing written"
+    );
+    // JSON with parameters or in capitals is JSON.
+    for ((path, key, body), ct) in routes.iter().zip([
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/json;charset=UTF-8",
+    ]) {
+        let (status, resp) = app
+            .call_raw(Method::POST, path, Some(key), ct, body.to_string())
+            .await;
+        assert!(status.is_success(), "{path} {ct}: {status} {resp}");
+    }
     app.stop().await;
 }
