@@ -161,7 +161,12 @@ impl<S: Send + Sync> FromRequest<S> for V1Body {
         Bytes::from_request(req, state)
             .await
             .map(V1Body)
-            .map_err(|e| ApiError::bad_request(format!("Could not read the body: {e}")))
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, crate::doc::TOO_LARGE.into())
+                }
+                _ => ApiError::bad_request(format!("Could not read the body: {e}")),
+            })
     }
 }
 

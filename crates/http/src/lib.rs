@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 mod apiv2;
+pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -122,12 +123,15 @@ pub fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    doc::complete(&mut doc);
+    doc
 }
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api().split_for_parts();
+    let (routes, mut doc) = api().split_for_parts();
+    doc::complete(&mut doc);
     let doc = Arc::new(doc);
     routes
         .merge(ops::docs_router(doc))
@@ -135,7 +139,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(RequestBodyLimitLayer::new(doc::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(doc::too_large_in_dialect))
         .layer(CatchPanicLayer::custom(|_| {
             error::internal(&"a handler panicked")
         }))

@@ -95,6 +95,7 @@ async fn create_user(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateOrganization {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `personal` (default) or `professional`.
     #[serde(default)]
@@ -241,6 +242,7 @@ async fn add_member(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateOrgKey {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
     pub scopes: Option<Scopes>,

@@ -27,7 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// An amount as a decimal string (`"10.00"`) or a JSON number (`10`, `10.5`); read as text,
-/// never through a float.
+/// never through a float. At most the currency's decimals, and at most 10,000,000,000.00.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Amount {
@@ -142,6 +142,7 @@ pub struct RecordPayment {
     /// e.g. `bank_transfer`, `card`, `cheque`.
     pub method: String,
     /// The transaction reference; unique per method.
+    #[schema(min_length = 1, max_length = 200)]
     pub reference: String,
 }
 
@@ -204,10 +205,12 @@ pub struct RefundInvoice {
     pub to: String,
     /// Why; kept with the refund and, to credit, in the ledger entry.
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub reason: String,
     /// The bank's or gateway's reference of the money sent back: required for `cash`, where
     /// the same reference again changes nothing.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub reference: Option<String>,
 }
 

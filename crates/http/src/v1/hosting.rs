@@ -29,10 +29,12 @@ pub struct HostingOrderRequest {
     /// `register`, `transfer`, `existing` or `external`.
     pub domain_source: String,
     /// At most 253 characters; Unicode names are converted to punycode.
+    #[schema(max_length = 253)]
     pub domain_name: Option<String>,
     /// A domain already in this organization (for `existing`).
     pub domain_id: Option<String>,
     /// The transfer authorization code (for `transfer`).
+    #[schema(max_length = 255)]
     pub epp_code: Option<String>,
     /// Default `monthly`.
     pub billing_cycle: Option<String>,
@@ -268,6 +270,7 @@ pub struct CancelRequest {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub reason: String,
 }
 

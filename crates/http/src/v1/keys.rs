@@ -31,6 +31,7 @@ impl Scopes {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `read`, `write` (default: both); `admin` only for staff.
     #[serde(default)]

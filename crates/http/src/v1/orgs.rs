@@ -56,8 +56,10 @@ pub async fn list_projects(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
 }
 

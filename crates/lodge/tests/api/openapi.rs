@@ -21,7 +21,10 @@ use crate::harness::TestApp;
 use crate::on_both_engines;
 use crate::ops::ROUTES;
 
-on_both_engines!(the_served_document_is_the_snapshot);
+on_both_engines!(
+    the_served_document_is_the_snapshot,
+    a_body_over_the_limit_is_refused_in_each_dialects_shape,
+);
 
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
 const UPDATE: &str = "LODGE_UPDATE_SNAPSHOTS";
@@ -269,4 +272,100 @@ fn drift_is_reported_by_json_pointer() {
             "~ /paths/~1a~1{id}/get/x: 1 → 2",
         ]
     );
+}
+
+/// Issue 18: the document lists the answers every route can give besides its own, each
+/// error with its dialect's body.
+#[test]
+fn every_route_documents_its_common_answers_with_the_dialects_error_bodies() {
+    let doc = generated();
+    let mut missing = vec![];
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let at = format!("{} {path}", method.to_uppercase());
+            let answers = op["responses"].as_object().expect("responses");
+            let has = |s: &str| answers.contains_key(s);
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let dialect = path.starts_with("/v1/") || path.starts_with("/apiv2/");
+            let mut want: Vec<&str> = vec![];
+            if secured && dialect {
+                want.extend(["401", "429"]);
+            }
+            if op.get("requestBody").is_some() {
+                want.extend(["400", "413"]);
+                if path.starts_with("/v1/") {
+                    want.push("415");
+                }
+            }
+            let paginated = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "page" && p["in"] == "query"));
+            if paginated {
+                want.push("404");
+            }
+            for s in want {
+                if !has(s) {
+                    missing.push(format!("{at}: {s}"));
+                }
+            }
+            for (status, answer) in answers {
+                if !status.starts_with('4') || !dialect {
+                    continue;
+                }
+                let schema = answer["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap_or("");
+                let expected: &[&str] = if path.starts_with("/apiv2/") {
+                    &[
+                        "#/components/schemas/V2ErrorBody",
+                        "#/components/schemas/LoginRefused",
+                    ]
+                } else if status == "400" {
+                    &["#/components/schemas/BadRequest"]
+                } else {
+                    &["#/components/schemas/ErrorDetail"]
+                };
+                if !expected.contains(&schema) {
+                    missing.push(format!("{at}: {status} body {schema:?}"));
+                }
+            }
+            if let Some(tmr) = answers.get("429") {
+                if tmr["headers"].get("Retry-After").is_none() {
+                    missing.push(format!("{at}: 429 without Retry-After"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
+}
+
+async fn a_body_over_the_limit_is_refused_in_each_dialects_shape(app: TestApp) {
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    let path = format!("/v1/organizations/{}/projects", app.org_id());
+    let before = app.count("projects").await;
+    let (status, body) = app
+        .call_raw(
+            reqwest::Method::POST,
+            &path,
+            Some(&app.key()),
+            "application/json",
+            big.clone(),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["detail"].as_str().is_some(), "{body}");
+    assert_eq!(app.count("projects").await, before);
+    let resp = app
+        .client
+        .post(app.url("/apiv2/websites/order"))
+        .header("X-API-KEY", app.key())
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().await.expect("a JSON body");
+    assert_eq!(body["code"], "413", "{body}");
+    app.stop().await;
 }

@@ -108,11 +108,13 @@ pub struct WebhookWithSecret {
 pub struct WebhookSpec {
     /// Where events are posted: an `http` or `https` URL whose host is public.
     #[serde(default)]
+    #[schema(max_length = 2048)]
     pub url: String,
     /// Event kinds (`invoice.paid`, …), or `["*"]` for every kind.
     #[serde(default)]
     pub events: Vec<String>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub description: String,
     /// Only this organization's events (default: every organization's).
     #[serde(default)]

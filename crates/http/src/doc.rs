@@ -1,0 +1,198 @@
+//! The answers every route can give besides its own, written into the OpenAPI document in
+//! one place, so that the document lists every status a route answers (a client generated
+//! from it, or a fuzzer checking conformance, meets no undocumented status) with the body
+//! of each dialect's errors:
+//!
+//! - `/v1`: `{"detail": "…"}`, or field errors `{"field": ["…"]}` for a 400;
+//! - `/apiv2`: InterServer's `{"code": "…", "message": "…"}`.
+//!
+//! What is added: 401 on a route that needs credentials, 429 (with `Retry-After`) where the
+//! per-credential rate limit applies, 404 for a bad page number on a paginated list, 400 and
+//! 413 (the 1 MiB body limit) on a route that takes a body, and 415 on a `/v1` route that
+//! takes JSON. A route's own description of a status is kept; a bodiless error answer of a
+//! dialect gets its dialect's error body.
+
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::request_body::RequestBody;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr};
+
+/// The largest request body any route reads (`RequestBodyLimitLayer`).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Why a body over [`MAX_BODY_BYTES`] is refused.
+pub const TOO_LARGE: &str = "The request body is larger than 1 MiB.";
+
+/// A body refused for its size gets its dialect's error body (the limit itself answers
+/// in plain text).
+pub async fn too_large_in_dialect(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let apiv2 = req.uri().path().starts_with("/apiv2/");
+    let r = next.run(req).await;
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE || json {
+        return r;
+    }
+    if apiv2 {
+        crate::apiv2::V2Error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE.into()).into_response()
+    } else {
+        crate::error::ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE.into())
+            .into_response()
+    }
+}
+
+const V1_DETAIL: &str = "ErrorDetail";
+const V1_FIELDS: &str = "FieldErrors";
+const V1_BAD_REQUEST: &str = "BadRequest";
+const V2_ERROR: &str = "V2ErrorBody";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    V1,
+    Apiv2,
+    Other,
+}
+
+/// Completes `doc` as described in the module's documentation.
+pub fn complete(doc: &mut OpenApi) {
+    add_error_schemas(doc);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let dialect = if path.starts_with("/v1/") {
+            Dialect::V1
+        } else if path.starts_with("/apiv2/") {
+            Dialect::Apiv2
+        } else {
+            Dialect::Other
+        };
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            complete_operation(op, dialect);
+        }
+    }
+}
+
+fn complete_operation(op: &mut Operation, dialect: Dialect) {
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let paginated = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.name == "page" && matches!(p.parameter_in, ParameterIn::Query));
+    let body = op.request_body.is_some();
+    let json_body = op.request_body.as_ref().is_some_and(takes_json);
+    let answers = &mut op.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        answers
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
+    };
+    if dialect != Dialect::Other && secured {
+        add("401", "Missing or invalid credentials");
+        add(
+            "429",
+            "Too many requests for this credential; `Retry-After` says when to try again",
+        );
+    }
+    if paginated {
+        add(
+            "404",
+            "Invalid page (past the last one, or not a positive number)",
+        );
+    }
+    if body {
+        add("400", "A malformed or invalid body");
+        add("413", "The body is larger than 1 MiB");
+    }
+    if dialect == Dialect::V1 && json_body {
+        add("415", "The body is declared as something other than JSON");
+    }
+    for (status, answer) in answers.iter_mut() {
+        let RefOr::T(answer) = answer else { continue };
+        if status == "429" && !answer.headers.contains_key("Retry-After") {
+            answer.headers.insert(
+                "Retry-After".into(),
+                HeaderBuilder::new()
+                    .schema(Schema::Object(
+                        ObjectBuilder::new().schema_type(Type::Integer).build(),
+                    ))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            );
+        }
+        if !status.starts_with('4') || !answer.content.is_empty() {
+            continue;
+        }
+        let schema = match dialect {
+            Dialect::V1 if status == "400" => V1_BAD_REQUEST,
+            Dialect::V1 => V1_DETAIL,
+            Dialect::Apiv2 => V2_ERROR,
+            Dialect::Other => continue,
+        };
+        with_json_body(answer, schema);
+    }
+}
+
+fn takes_json(body: &RequestBody) -> bool {
+    body.content.keys().any(|c| c.contains("json"))
+}
+
+fn with_json_body(answer: &mut Response, schema: &str) {
+    answer.content.insert(
+        "application/json".into(),
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(schema)))
+            .build(),
+    );
+}
+
+fn add_error_schemas(doc: &mut OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    components.schemas.insert(
+        V1_DETAIL.into(),
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .description(Some("An error of `/v1`"))
+                .property("detail", text())
+                .required("detail")
+                .build(),
+        )),
+    );
+    components.schemas.insert(
+        V1_FIELDS.into(),
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .description(Some(
+                    "Field errors of `/v1`: each bad field with its messages (`non_field_errors` for the body as a whole)",
+                ))
+                .additional_properties(Some(Schema::Array(
+                    ArrayBuilder::new().items(text()).build(),
+                )))
+                .build(),
+        )),
+    );
+    components.schemas.insert(
+        V1_BAD_REQUEST.into(),
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name(V1_DETAIL))
+                .item(Ref::from_schema_name(V1_FIELDS))
+                .build(),
+        )),
+    );
+}
