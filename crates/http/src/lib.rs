@@ -39,6 +39,8 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Login throttling (independent of the rate limit).
     pub login: login_guard::LoginLimits,
+    /// Who may read `/metrics` and whether the main listener serves it.
+    pub metrics_access: metrics::MetricsAccess,
 }
 
 /// Shared state of every handler.
@@ -49,6 +51,7 @@ pub struct AppState {
     pub limiter: Limiter,
     pub login_guard: login_guard::LoginGuard,
     pub metrics: Metrics,
+    pub metrics_access: metrics::MetricsAccess,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
 }
@@ -61,6 +64,7 @@ impl AppState {
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
             login_guard: login_guard::LoginGuard::new(cfg.login),
             metrics: Metrics::new()?,
+            metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
         })
     }
@@ -134,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::guard,
         ))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(CatchPanicLayer::custom(|_| {

@@ -26,5 +26,6 @@ mod refunds;
 mod registrar;
 mod renewals;
 mod shutdown_checks;
+mod slow_clients;
 mod stripe;
 mod webhooks;
