@@ -150,6 +150,11 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // After the fallbacks, so that unknown paths under /pay get the pages' headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::security_headers,
+        ))
         .with_state(state)
 }
 
