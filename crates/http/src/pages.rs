@@ -158,9 +158,11 @@ fn csrf_token(st: &AppState, token: &str) -> String {
     format!("{nonce}.{mac}")
 }
 
-#[derive(Debug, Deserialize)]
-struct PageForm {
-    csrf: Option<String>,
+/// What the page's buttons post.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PageForm {
+    /// The CSRF token of the page the button is on (its forms carry it in a hidden field).
+    pub csrf: Option<String>,
 }
 
 /// Whether a form body carries a CSRF token made for `token` (compared in constant time).
@@ -312,8 +314,8 @@ fn render(
 /// Pays the invoice in full from the organization's account credit, then shows the page.
 #[utoipa::path(post, path = "/pay/{token}/credit", tag = "pages",
     params(("token" = String, Path, description = "The invoice's payment token")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the token of the page's form"),
+    request_body(content = PageForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page form's CSRF token"),
     responses((status = 303, description = "Back to the payment page with the result"),
               (status = 403, description = "No or a wrong CSRF token: nothing was paid", content_type = "text/html"),
               (status = 404, description = "Unknown token", content_type = "text/html")))]
@@ -339,8 +341,8 @@ async fn pay_with_credit(
 /// PaymentIntent and shows the page with the card form.
 #[utoipa::path(post, path = "/pay/{token}/card", tag = "pages",
     params(("token" = String, Path, description = "The invoice's payment token")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the token of the page's form"),
+    request_body(content = PageForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page form's CSRF token"),
     responses((status = 200, description = "The page with the card form", content_type = "text/html"),
               (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
               (status = 303, description = "Back to the payment page: nothing due, or the gateway is unavailable"),

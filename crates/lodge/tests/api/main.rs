@@ -13,6 +13,7 @@ mod apiv2;
 mod coupons;
 mod events;
 mod foundation;
+mod fuzz;
 mod hardening;
 mod mail;
 mod openapi;
