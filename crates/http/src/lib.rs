@@ -40,6 +40,8 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Login throttling (independent of the rate limit).
     pub login: login_guard::LoginLimits,
+    /// Who may read `/metrics` and whether the main listener serves it.
+    pub metrics_access: metrics::MetricsAccess,
 }
 
 /// Shared state of every handler.
@@ -50,6 +52,7 @@ pub struct AppState {
     pub limiter: Limiter,
     pub login_guard: login_guard::LoginGuard,
     pub metrics: Metrics,
+    pub metrics_access: metrics::MetricsAccess,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
 }
@@ -62,6 +65,7 @@ impl AppState {
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
             login_guard: login_guard::LoginGuard::new(cfg.login),
             metrics: Metrics::new()?,
+            metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
         })
     }
@@ -139,6 +143,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::guard,
+        ))
         .layer(RequestBodyLimitLayer::new(doc::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(doc::too_large_in_dialect))
         .layer(CatchPanicLayer::custom(|_| {
@@ -147,6 +155,11 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // After the fallbacks, so that unknown paths under /pay get the pages' headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::security_headers,
+        ))
         .with_state(state)
 }
 

@@ -3,11 +3,13 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+use sha2::{Digest, Sha256};
 
 use crate::AppState;
 
@@ -76,4 +78,121 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .with_label_values(&[&method, &route])
         .observe(start.elapsed().as_secs_f64());
     resp.into_response()
+}
+
+/// Who may read `/metrics`, and where it is served.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsAccess {
+    /// SHA-256 of the bearer token `/metrics` requires (`None`: open). The token itself is
+    /// not kept.
+    pub token_digest: Option<[u8; 32]>,
+    /// `false` when `/metrics` has a listener of its own: the main one answers 404.
+    pub on_main_listener: bool,
+}
+
+impl MetricsAccess {
+    /// Open, on the main listener (no token, no address of its own).
+    pub fn open() -> Self {
+        MetricsAccess {
+            token_digest: None,
+            on_main_listener: true,
+        }
+    }
+
+    /// Keeps only the digest of `token`.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token_digest = token.map(digest);
+        self
+    }
+
+    /// Whether `authorization` (the header's value) carries the token, compared in
+    /// constant time (of digests: the comparison does not depend on where they differ).
+    pub fn allows(&self, authorization: Option<&str>) -> bool {
+        let Some(want) = &self.token_digest else {
+            return true;
+        };
+        let Some(given) = authorization.and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        }) else {
+            return false;
+        };
+        let got = digest(given.trim());
+        want.iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// `GET /metrics` on the main listener: 404 when it has its own listener, 401 without the
+/// token when one is configured. Other paths pass through.
+pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() != "/metrics" {
+        return next.run(req).await;
+    }
+    if !st.metrics_access.on_main_listener {
+        return crate::ops::not_found().await;
+    }
+    check_token(&st, req, next).await
+}
+
+async fn check_token(st: &AppState, req: Request, next: Next) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if st.metrics_access.allows(auth) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+        "401 Unauthorized: /metrics requires its bearer token\n",
+    )
+        .into_response()
+}
+
+async fn metrics_only_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    check_token(&st, req, next).await
+}
+
+async fn render_metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The router of a `/metrics`-only listener (`--metrics-listen`): the same metrics and
+/// token, nothing else.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics_only_guard,
+        ))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_by_digest() {
+        assert!(MetricsAccess::open().allows(None));
+        let a = MetricsAccess::open().with_token(Some("s3cret"));
+        assert!(a.allows(Some("Bearer s3cret")));
+        assert!(!a.allows(Some("Bearer s3cre")));
+        assert!(!a.allows(Some("s3cret")));
+        assert!(!a.allows(None));
+        assert!(!format!("{a:?}").contains("s3cret"));
+    }
 }

@@ -3,18 +3,33 @@
 //! balance covers it), bank-transfer instructions from configuration, and a card through
 //! Stripe when it is configured (Stripe Elements only with a publishable key; the page's
 //! script is a file, `/pay/assets/card.js`, never inline).
+//!
+//! Every response under `/pay` (errors and unknown paths too) carries a strict
+//! `Content-Security-Policy` (scripts from Lodge and Stripe.js's host only, the one inline
+//! stylesheet by its hash, no framing, forms posting to Lodge only), `X-Frame-Options: DENY`,
+//! `Referrer-Policy: no-referrer`, `Cache-Control: no-store` and `nosniff`. The page's POST
+//! buttons carry a CSRF token: a per-render nonce and an HMAC of the payment token and the
+//! nonce under a key derived from the node's secret key (so any node sharing the key
+//! accepts it); a POST without it, or with a wrong one, is refused with 403 and changes
+//! nothing.
 
 use std::sync::LazyLock;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use hmac::Mac as _;
 use lodge_core::Currency;
 use lodge_services::gateway::{CardCheckout, IntentOutcome};
 use lodge_services::queries::{PagePayment, PayPage};
 use lodge_services::ServiceError;
 use minijinja::{context, Environment};
+use rand::RngCore as _;
 use serde::Deserialize;
+use sha2::Digest as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -42,6 +57,138 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// The page's card script: mounts Stripe Elements in `#card-form` from its data attributes.
 const CARD_JS: &str = include_str!("templates/card.js");
+
+/// The page's stylesheet, inlined in `<style>` and allowed by its hash.
+const PAGE_CSS: &str = include_str!("templates/pay.css");
+
+/// `'sha256-…'` of [`PAGE_CSS`], for the policy's `style-src`.
+static CSS_HASH: LazyLock<String> = LazyLock::new(|| {
+    let digest = sha2::Sha256::digest(PAGE_CSS.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+});
+
+/// The `Content-Security-Policy` of the pages: Stripe.js's origin is allowed (scripts and
+/// frames) and Stripe's API (the card form's requests) only when card payments are on.
+pub(crate) fn content_security_policy(st: &AppState) -> String {
+    let stripe = st.lodge.stripe.as_ref().map(|s| s.settings());
+    let js = stripe.map(|s| origin(&s.js_url()));
+    let api = stripe.map(|s| origin(&s.api_base));
+    let mut script = "'self'".to_owned();
+    let mut frame = "'none'".to_owned();
+    let mut connect = "'self'".to_owned();
+    if let (Some(js), Some(api)) = (js, api) {
+        script = format!("'self' {js}");
+        frame = if js == "https://js.stripe.com" {
+            format!("{js} https://hooks.stripe.com")
+        } else {
+            js.clone()
+        };
+        connect = format!("'self' {api}");
+    }
+    format!(
+        "default-src 'self'; script-src {script}; style-src {}; img-src 'self' data:; \
+         frame-src {frame}; connect-src {connect}; frame-ancestors 'none'; form-action 'self'; \
+         base-uri 'none'; object-src 'none'",
+        *CSS_HASH
+    )
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// Adds the pages' security headers to every response under `/pay` (the pages' own and the
+/// 404 of unknown paths below it).
+pub(crate) async fn security_headers(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let pages = path == "/pay" || path.starts_with("/pay/");
+    let script = path == "/pay/assets/card.js";
+    let mut resp = next.run(req).await;
+    if !pages {
+        return resp;
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_security_policy(&st)) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !script {
+        // The script is the same for everyone (and holds no secret): it may be cached.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn csrf_mac(st: &AppState, token: &str, nonce: &str) -> HmacSha256 {
+    let key = st.lodge.sealer.derive_key("lodge payment page forms");
+    let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(token.as_bytes());
+    mac.update(b"\0");
+    mac.update(nonce.as_bytes());
+    mac
+}
+
+/// A fresh CSRF token for a page of `token`: `<nonce>.<mac>`, hex.
+fn csrf_token(st: &AppState, token: &str) -> String {
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let nonce = hex::encode(nonce);
+    let mac = hex::encode(csrf_mac(st, token, &nonce).finalize().into_bytes());
+    format!("{nonce}.{mac}")
+}
+
+/// What the page's buttons post.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PageForm {
+    /// The CSRF token of the page the button is on (its forms carry it in a hidden field).
+    pub csrf: Option<String>,
+}
+
+/// Whether a form body carries a CSRF token made for `token` (compared in constant time).
+fn csrf_ok(st: &AppState, token: &str, body: &[u8]) -> bool {
+    let Ok(form) = serde_urlencoded::from_bytes::<PageForm>(body) else {
+        return false;
+    };
+    let Some((nonce, mac)) = form.csrf.as_deref().and_then(|c| c.split_once('.')) else {
+        return false;
+    };
+    let Ok(mac) = hex::decode(mac) else {
+        return false;
+    };
+    nonce.len() == 32 && csrf_mac(st, token, nonce).verify_slice(&mac).is_ok()
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(
+            "<!doctype html><title>Forbidden</title><h1>This form has expired</h1>\
+             <p>Nothing was paid. Go back to the payment page, reload it and try again.</p>",
+        ),
+    )
+        .into_response()
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -150,6 +297,8 @@ fn render(
             balance => money_str(page.credit_balance_minor, cur),
             can_pay_credit => page.can_pay_from_credit,
             pay_action => format!("/pay/{token}/credit"),
+            csrf => csrf_token(st, token),
+            css => PAGE_CSS,
             bank_instructions => st.lodge.settings.bank_transfer_instructions,
             card => card,
             checkout => checkout,
@@ -165,9 +314,19 @@ fn render(
 /// Pays the invoice in full from the organization's account credit, then shows the page.
 #[utoipa::path(post, path = "/pay/{token}/credit", tag = "pages",
     params(("token" = String, Path, description = "The invoice's payment token")),
+    request_body(content = PageForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page form's CSRF token"),
     responses((status = 303, description = "Back to the payment page with the result"),
+              (status = 403, description = "No or a wrong CSRF token: nothing was paid", content_type = "text/html"),
               (status = 404, description = "Unknown token", content_type = "text/html")))]
-async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) -> Response {
+async fn pay_with_credit(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !csrf_ok(&st, &token, &body) {
+        return forbidden();
+    }
     let result = match st.lodge.pay_page_from_credit(&token).await {
         Ok(PagePayment::Paid) => "paid",
         Ok(PagePayment::InsufficientCredit) => "insufficient",
@@ -182,12 +341,22 @@ async fn pay_with_credit(State(st): State<AppState>, Path(token): Path<String>) 
 /// PaymentIntent and shows the page with the card form.
 #[utoipa::path(post, path = "/pay/{token}/card", tag = "pages",
     params(("token" = String, Path, description = "The invoice's payment token")),
+    request_body(content = PageForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page form's CSRF token"),
     responses((status = 200, description = "The page with the card form", content_type = "text/html"),
+              (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
               (status = 303, description = "Back to the payment page: nothing due, or the gateway is unavailable"),
               (status = 404, description = "Unknown token, or card payments are not configured", content_type = "text/html")))]
-async fn pay_by_card(State(st): State<AppState>, Path(token): Path<String>) -> Response {
+async fn pay_by_card(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
     if st.lodge.stripe.is_none() {
         return not_found();
+    }
+    if !csrf_ok(&st, &token, &body) {
+        return forbidden();
     }
     let checkout = match st.lodge.card_checkout(&token).await {
         Ok(c) => c,

@@ -3,13 +3,14 @@
 //! fills what they leave unset.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use lodge_services::mail::{MailSettings, TlsMode};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -27,6 +28,12 @@ pub struct FileConfig {
     pub login_failures_per_email: Option<u32>,
     pub login_failures_per_address: Option<u32>,
     pub login_max_wait_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<u32>,
+    pub metrics_token: Option<String>,
+    pub metrics_listen: Option<String>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
@@ -91,6 +98,13 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Login throttling (see `lodge_http::login_guard`).
     pub login: lodge_http::login_guard::LoginLimits,
+    /// Slow clients: how long a connection may take to send a request's headers, its body,
+    /// and how long it may stay idle between requests; and how many may be open at once.
+    pub conn: ConnLimits,
+    /// A bearer token `/metrics` requires (`None`: open to whoever reaches it).
+    pub metrics_token: Option<SecretString>,
+    /// `/metrics` on an address of its own (then not on `listen`).
+    pub metrics_listen: Option<String>,
     /// `None`: a random secret for this process only (tokens do not survive a restart).
     pub jwt_secret: Option<SecretString>,
     pub key_prefix: String,
@@ -132,6 +146,30 @@ pub struct MailConfig {
     pub timeout_secs: Option<u64>,
 }
 
+/// The limits on client connections (see `lodge::serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// From a request's first byte to the end of its headers.
+    pub header_timeout: Duration,
+    /// From the end of a request's headers to the end of its body (else 408 and closed).
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Connections open at once; over it a new connection is answered 503 and closed.
+    pub max_connections: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
 /// The longest an unpaid first invoice may stay open: a year.
 pub const MAX_INVOICE_EXPIRY_DAYS: i64 = 365;
 
@@ -156,6 +194,25 @@ impl Config {
             );
         }
         self.policy()?;
+        for (name, d) in [
+            ("--header-timeout-secs", self.conn.header_timeout),
+            ("--body-timeout-secs", self.conn.body_timeout),
+            ("--idle-timeout-secs", self.conn.idle_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+                anyhow::bail!("{name} must be between 1 and 86400 seconds");
+            }
+        }
+        if self.conn.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().is_empty())
+        {
+            anyhow::bail!("--metrics-token must not be empty");
+        }
         if !self.stripe_without_key.is_empty() {
             anyhow::bail!(
                 "{} given without --stripe-secret-key (card payments need the secret key)",
@@ -225,6 +282,12 @@ pub struct Overrides {
     pub login_failures_per_email: Option<u32>,
     pub login_failures_per_address: Option<u32>,
     pub login_max_wait_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<u32>,
+    pub metrics_token: Option<String>,
+    pub metrics_listen: Option<String>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
     pub currency: Option<String>,
@@ -332,6 +395,27 @@ impl Config {
                     ..d
                 }
             },
+            conn: {
+                let d = ConnLimits::default();
+                let secs = |o: Option<u64>, f: Option<u64>, d: Duration| {
+                    o.or(f).map_or(d, Duration::from_secs)
+                };
+                ConnLimits {
+                    header_timeout: secs(
+                        o.header_timeout_secs,
+                        f.header_timeout_secs,
+                        d.header_timeout,
+                    ),
+                    body_timeout: secs(o.body_timeout_secs, f.body_timeout_secs, d.body_timeout),
+                    idle_timeout: secs(o.idle_timeout_secs, f.idle_timeout_secs, d.idle_timeout),
+                    max_connections: o
+                        .max_connections
+                        .or(f.max_connections)
+                        .unwrap_or(d.max_connections),
+                }
+            },
+            metrics_token: o.metrics_token.or(f.metrics_token).map(SecretString::from),
+            metrics_listen: o.metrics_listen.or(f.metrics_listen),
             jwt_secret: o.jwt_secret.or(f.jwt_secret).map(SecretString::from),
             key_prefix: o
                 .key_prefix
@@ -587,6 +671,47 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("--mail-tls"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_layer_and_are_checked() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert_eq!(c.conn, ConnLimits::default());
+        assert_eq!(c.conn.header_timeout, Duration::from_secs(10));
+        let file: FileConfig = toml::from_str(
+            "header_timeout_secs = 3\nbody_timeout_secs = 4\nidle_timeout_secs = 5\nmax_connections = 6\nmetrics_listen = \"127.0.0.1:9100\"",
+        )
+        .unwrap();
+        let flags = Overrides {
+            idle_timeout_secs: Some(7),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags, file);
+        assert_eq!(
+            c.conn,
+            ConnLimits {
+                header_timeout: Duration::from_secs(3),
+                body_timeout: Duration::from_secs(4),
+                idle_timeout: Duration::from_secs(7),
+                max_connections: 6,
+            }
+        );
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+        for (f, word) in [
+            ("header_timeout_secs = 0", "--header-timeout-secs"),
+            ("max_connections = 0", "--max-connections"),
+            ("metrics_token = \" \"", "--metrics-token"),
+        ] {
+            let file: FileConfig = toml::from_str(f).unwrap();
+            let e = Config::resolve(Overrides::default(), file)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word), "{e}");
+        }
+        let file: FileConfig = toml::from_str("metrics_token = \"s3cret\"").unwrap();
+        let c = Config::resolve(Overrides::default(), file);
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]

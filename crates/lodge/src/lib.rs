@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 pub mod bench;
 pub mod config;
+pub mod serve;
 pub mod simulate;
 
 pub use config::Config;
@@ -110,23 +111,43 @@ pub fn system_clock() -> Arc<dyn Clock> {
 /// A node serving HTTP in the background.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when it has a listener of its own (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
-    /// Binds `cfg.listen` (port 0 picks a free port) and serves until stopped.
+    /// Binds `cfg.listen` (port 0 picks a free port) and serves until stopped, with the
+    /// slow-client limits and connection cap of `cfg.conn` (see [`serve`]).
     pub async fn start(cfg: &Config, lodge: Lodge) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match &cfg.metrics_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding --metrics-listen {a}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let public_base_url = if cfg.public_base_url.ends_with(":0") {
             format!("http://{addr}")
         } else {
             cfg.public_base_url.clone()
         };
+        let metrics_access = lodge_http::metrics::MetricsAccess {
+            token_digest: None,
+            on_main_listener: metrics_listener.is_none(),
+        }
+        .with_token(cfg.metrics_token.as_ref().map(|t| t.expose_secret().trim()));
         let state = AppState::new(
             lodge,
             &HttpConfig {
@@ -134,25 +155,29 @@ impl Server {
                 rate_limit_per_minute: cfg.rate_limit_per_minute,
                 rate_limit_burst: cfg.rate_limit_burst,
                 login: cfg.login,
+                metrics_access,
             },
         )?;
         let app = lodge_http::router(state.clone());
         let housekeeping = lodge_http::spawn_housekeeping(&state);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics_listener.map(|l| {
+            let app = lodge_http::metrics::router(state.clone());
+            tokio::spawn(serve::serve(l, app, cfg.conn, rx.clone()))
+        });
+        let limits = cfg.conn;
         let task = tokio::spawn(async move {
-            let r = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
+            let r = serve::serve(listener, app, limits, rx).await;
+            let m = match metrics_task {
+                Some(t) => t.await.map_err(std::io::Error::other).and_then(|r| r),
+                None => Ok(()),
+            };
             housekeeping.abort();
-            r
+            r.and(m)
         });
         Ok(Server {
             addr,
+            metrics_addr,
             state,
             shutdown: Some(tx),
             task,
@@ -162,7 +187,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, and waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         (&mut self.task).await??;
         Ok(())

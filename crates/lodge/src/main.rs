@@ -331,6 +331,27 @@ struct ServeArgs {
     /// The longest wait a login lockout imposes, in seconds (default 900).
     #[arg(long, env = "LODGE_LOGIN_MAX_WAIT_SECS")]
     login_max_wait_secs: Option<u64>,
+    /// Seconds a client may take from a request's first byte to the end of its headers
+    /// before the connection is closed (default 10).
+    #[arg(long, env = "LODGE_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a client may take to send a request's body after its headers; later, the
+    /// answer is 408 and the connection is closed (default 30).
+    #[arg(long, env = "LODGE_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request (default 60).
+    #[arg(long, env = "LODGE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Connections open at once; a connection over the cap is answered 503 with
+    /// Retry-After and closed at once (default 10000).
+    #[arg(long, env = "LODGE_MAX_CONNECTIONS")]
+    max_connections: Option<u32>,
+    /// A bearer token `/metrics` requires (kept only as a digest in memory).
+    #[arg(long, env = "LODGE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9100), not on --listen.
+    #[arg(long, env = "LODGE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Secret that signs login tokens (JWT). Without it a random one is used per process, so
     /// tokens end with a restart and differ between nodes.
     #[arg(long, env = "LODGE_JWT_SECRET", hide_env_values = true)]
@@ -570,6 +591,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.login_failures_per_email = s.login_failures_per_email;
         o.login_failures_per_address = s.login_failures_per_address;
         o.login_max_wait_secs = s.login_max_wait_secs;
+        o.header_timeout_secs = s.header_timeout_secs;
+        o.body_timeout_secs = s.body_timeout_secs;
+        o.idle_timeout_secs = s.idle_timeout_secs;
+        o.max_connections = s.max_connections;
+        o.metrics_token = s.metrics_token.clone();
+        o.metrics_listen = s.metrics_listen.clone();
         o.jwt_secret = s.jwt_secret.clone();
         o.key_prefix = s.key_prefix.clone();
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();

@@ -13,6 +13,8 @@ use crate::{Result, ServiceError};
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Base of the keys [`Sealer::derive_key`] gives (a hash of the key, not the key).
+    derive_base: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -23,9 +25,24 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"lodge key derivation\0");
+        h.update(key);
         Sealer {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+            derive_base: h.finalize().into(),
         }
+    }
+
+    /// A key for one `purpose` (e.g. signing the payment page's forms), derived from the
+    /// sealing key: the same on every node sharing the key, useless for opening secrets.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.derive_base)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Parses a 64-hex-digit key.

@@ -414,3 +414,114 @@ async fn unknown_routes_answer_404_in_drf_shape(app: TestApp) {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     app.stop().await;
 }
+
+/// `--metrics-token`: `/metrics` answers 401 (with `WWW-Authenticate`) without the bearer
+/// token or with a wrong one, 200 with it; the rest of the API is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_require_their_token_when_one_is_set() {
+    let (server, _dir) = crate::slow_clients::start_node(lodge::config::Overrides {
+        metrics_token: Some("metrics-s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("http://{}/metrics", server.addr);
+    let client = reqwest::Client::new();
+    // Something to count.
+    let resp = client
+        .get(format!("http://{}/healthz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("metrics-s3cret"),
+        Some("Bearer "),
+    ] {
+        let mut req = client.get(&url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(
+            resp.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+            "{auth:?}"
+        );
+        assert!(!resp.text().await.unwrap().contains("lodge_http"));
+    }
+    let resp = client
+        .get(&url)
+        .bearer_auth("metrics-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("lodge_http_requests_total"));
+    let resp = client
+        .get(format!("http://{}/healthz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    server.stop().await.unwrap();
+}
+
+/// `--metrics-listen`: `/metrics` is served there only (the main listener answers 404), and
+/// that listener serves nothing else; with a token, it asks for it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let (server, _dir) = crate::slow_clients::start_node(lodge::config::Overrides {
+        metrics_listen: Some("127.0.0.1:0".into()),
+        metrics_token: Some("metrics-s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let metrics = server.metrics_addr.expect("a metrics listener");
+    assert_ne!(metrics, server.addr);
+    let client = reqwest::Client::new();
+    let get = |url: String, token: Option<&'static str>| {
+        let mut req = client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    // Something to count.
+    let resp = get(format!("http://{}/healthz", server.addr), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let main = get(
+        format!("http://{}/metrics", server.addr),
+        Some("metrics-s3cret"),
+    )
+    .await;
+    assert_eq!(main.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        main.json::<Value>().await.unwrap(),
+        json!({ "detail": "Not found." })
+    );
+    let own = get(format!("http://{metrics}/metrics"), Some("metrics-s3cret")).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert!(own
+        .text()
+        .await
+        .unwrap()
+        .contains("lodge_http_requests_total"));
+    let own = get(format!("http://{metrics}/metrics"), None).await;
+    assert_eq!(own.status(), StatusCode::UNAUTHORIZED);
+    for path in ["/healthz", "/v1/hosting/plans", "/openapi.json"] {
+        let resp = get(format!("http://{metrics}{path}"), Some("metrics-s3cret")).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let resp = get(format!("http://{}/healthz", server.addr), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    server.stop().await.unwrap();
+}

@@ -278,6 +278,8 @@ async fn page(app: &TestApp, url: &str) -> (StatusCode, String, String) {
 async fn pay_page_credit(url: &str) -> (StatusCode, String) {
     let resp = no_redirects()
         .post(format!("{url}/credit"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(crate::pages::form_body_for(url))
         .send()
         .await
         .unwrap();

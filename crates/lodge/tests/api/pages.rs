@@ -12,6 +12,85 @@ use crate::on_both_engines;
 
 on_both_engines!(the_payment_page_renders_in_a_browser);
 on_both_engines!(options = with_stripe; the_payment_page_offers_the_card_in_a_browser);
+on_both_engines!(payment_pages_carry_security_headers);
+on_both_engines!(the_credit_button_needs_the_pages_csrf_token);
+
+/// The CSRF token a payment page of `token` carries, made as the server makes it (an HMAC of
+/// the payment token and a nonce under a key derived from the test apps' secret key).
+pub(crate) fn csrf_for(token: &str) -> String {
+    use hmac::Mac;
+    use sha2::Digest;
+    let key = [0x11u8; 32];
+    let mut h = sha2::Sha256::new();
+    h.update(b"lodge key derivation\0");
+    h.update(key);
+    let base: [u8; 32] = h.finalize().into();
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&base).unwrap();
+    m.update(b"lodge payment page forms");
+    let derived = m.finalize().into_bytes();
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&derived).unwrap();
+    m.update(token.as_bytes());
+    m.update(b"\0");
+    m.update(nonce.as_bytes());
+    format!("{nonce}.{}", hex_of(&m.finalize().into_bytes()))
+}
+
+/// The form body a page at `pay_url` (`…/pay/<token>`) posts: its CSRF token.
+pub(crate) fn form_body_for(pay_url: &str) -> String {
+    format!("csrf={}", csrf_for(pay_url.rsplit('/').next().unwrap()))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// POSTs a page form (`/pay/<token>/<action>`) with `csrf` (the right one when `None`),
+/// following no redirect.
+pub(crate) async fn page_form_post(
+    app: &TestApp,
+    path: &str,
+    csrf: Option<&str>,
+) -> reqwest::Response {
+    let token = path.trim_start_matches("/pay/").split('/').next().unwrap();
+    let csrf = csrf.map_or_else(|| csrf_for(token), str::to_owned);
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The headers every response under /pay carries.
+fn assert_page_headers(resp: &reqwest::Response, what: &str) {
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{what}: no {name}"))
+            .to_owned()
+    };
+    let csp = h("content-security-policy");
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'sha256-",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "{what}: {part} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("cache-control"), "no-store", "{what}");
+}
 
 /// Stripe configured (its API is never called by showing the page: a closed port).
 fn with_stripe() -> crate::harness::Options {
@@ -99,5 +178,95 @@ async fn the_payment_page_offers_the_card_in_a_browser(app: TestApp) {
     assert!(page.dom.contains("Pay 5.00 USD by card"), "{}", page.dom);
     assert!(page.drawn > 0.01, "drawn {:.4}", page.drawn);
     assert!(page.colours > 20, "{} colours", page.colours);
+    app.stop().await;
+}
+
+async fn payment_pages_carry_security_headers(app: TestApp) {
+    let url = unpaid_order(&app, "headers.test").await;
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    let resp = app.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_page_headers(&resp, "the page");
+    let html = resp.text().await.unwrap();
+    // No inline script; the one inline stylesheet is allowed by its hash, no style attribute.
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "{html}"
+    );
+    for (path, status) in [
+        ("/pay/no-such-token".to_owned(), StatusCode::NOT_FOUND),
+        ("/pay/no/such/page".to_owned(), StatusCode::NOT_FOUND),
+        (format!("/pay/{token}/return"), StatusCode::NOT_FOUND),
+    ] {
+        let resp = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert_page_headers(&resp, &path);
+    }
+    let resp = page_form_post(&app, &format!("/pay/{token}/credit"), Some("x.y")).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_page_headers(&resp, "the 403");
+    // The API is not a page: its responses keep their own headers.
+    let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(resp.headers().get("content-security-policy").is_none());
+    app.stop().await;
+}
+
+async fn the_credit_button_needs_the_pages_csrf_token(app: TestApp) {
+    let url = unpaid_order(&app, "csrf.test").await;
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    let other = unpaid_order(&app, "csrf-other.test").await;
+    let other_token = other.rsplit('/').next().unwrap().to_owned();
+    crate::harness::add_credit(&app, &app.org_id(), "100.00").await;
+    let path = format!("/pay/{token}/credit");
+
+    // The page's form carries a token, new on every render.
+    let page = |u: String| {
+        let c = app.client.clone();
+        async move { c.get(&u).send().await.unwrap().text().await.unwrap() }
+    };
+    let field = |html: &str| {
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no csrf field: {html}"))
+            .to_owned()
+    };
+    let first = field(&page(url.clone()).await);
+    let second = field(&page(url.clone()).await);
+    assert_ne!(first, second, "a nonce per render");
+
+    // Without a token, with a wrong one, with another invoice's, or with a bare POST: 403,
+    // and nothing is paid.
+    let other_csrf = field(&page(other.clone()).await);
+    let last = if first.ends_with('0') { "1" } else { "0" };
+    let tampered = format!("{}{last}", &first[..first.len() - 1]);
+    for bad in [
+        "",
+        "nonsense",
+        "a.b",
+        &other_csrf,
+        &tampered,
+        &csrf_for(&other_token),
+    ] {
+        let resp = page_form_post(&app, &path, Some(bad)).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{bad}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("Nothing was paid"), "{body}");
+    }
+    let resp = app.client.post(app.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let html = page(url.clone()).await;
+    assert!(html.contains("Ways to pay"), "still unpaid: {html}");
+    assert!(!html.contains("id=\"thanks\""), "{html}");
+
+    // The page's own token pays (either render's).
+    let resp = page_form_post(&app, &path, Some(&first)).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("/pay/{token}?result=paid")
+    );
+    let html = page(url.clone()).await;
+    assert!(html.contains("id=\"thanks\""), "{html}");
     app.stop().await;
 }

@@ -254,6 +254,8 @@ async fn cancelling_while_paying_never_fails(app: TestApp) {
                         .build()
                         .unwrap()
                         .post(format!("{pay_url}/credit"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(crate::pages::form_body_for(&pay_url))
                         .send()
                         .await
                         .unwrap();

@@ -115,11 +115,7 @@ fn unescape(html: &str) -> String {
 
 /// "Pay by card": the page with the card form; returns it and the intent's id.
 async fn checkout(app: &TestApp, token: &str) -> (String, String) {
-    let resp = no_redirects()
-        .post(app.url(&format!("/pay/{token}/card")))
-        .send()
-        .await
-        .unwrap();
+    let resp = crate::pages::page_form_post(app, &format!("/pay/{token}/card"), None).await;
     let status = resp.status();
     let html = unescape(&resp.text().await.unwrap());
     assert_eq!(status, StatusCode::OK, "{html}");
@@ -351,11 +347,7 @@ async fn an_invoice_is_paid_by_card_and_the_signed_webhook_records_it(engine: En
         assert!(html.contains("id=\"thanks\""), "{html}");
         assert!(!html.contains("id=\"pay-card\""), "{html}");
         // Nothing is due: no new intent.
-        let resp = no_redirects()
-            .post(app.url(&format!("/pay/{token}/card")))
-            .send()
-            .await
-            .unwrap();
+        let resp = crate::pages::page_form_post(&app, &format!("/pay/{token}/card"), None).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(app.count("card_payments").await, 1);
     })
@@ -725,7 +717,7 @@ async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine
 }
 
 async fn page_post(app: &TestApp, path: &str) -> (StatusCode, String) {
-    let resp = no_redirects().post(app.url(path)).send().await.unwrap();
+    let resp = crate::pages::page_form_post(app, path, None).await;
     let status = resp.status();
     (status, resp.text().await.unwrap())
 }
