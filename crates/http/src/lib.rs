@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use lodge_services::Lodge;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -39,6 +40,10 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Login throttling (independent of the rate limit).
     pub login: login_guard::LoginLimits,
+    /// The origins of web clients allowed to call `/apiv2` from a browser (CORS, with
+    /// credentials) and to be sent back to after paying (`redirectUrl`), each
+    /// `scheme://host[:port]`. Empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 /// Shared state of every handler.
@@ -51,6 +56,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
+    /// [`HttpConfig::cors_origins`], lowercased.
+    pub client_origins: Arc<[String]>,
 }
 
 impl AppState {
@@ -62,6 +69,12 @@ impl AppState {
             login_guard: login_guard::LoginGuard::new(cfg.login),
             metrics: Metrics::new()?,
             order_form: Arc::default(),
+            client_origins: cfg
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect(),
         })
     }
 }
@@ -120,6 +133,46 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(webhooks::routes())
 }
 
+/// CORS for `/apiv2` from the configured client origins (`None` when there are none): a
+/// preflight is answered, the dialect's methods and headers (`sessionid`, `X-API-KEY`,
+/// `Content-Type`, `Idempotency-Key`) are allowed, and credentials too, for those origins
+/// only. A request from any other origin, or to any other path, gets no CORS headers (the
+/// browser refuses it).
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    let apiv2 = |path: &str| path == "/apiv2" || path.starts_with("/apiv2/");
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+                apiv2(parts.uri.path()) && list.contains(origin)
+            }))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                HeaderName::from_static("sessionid"),
+                HeaderName::from_static("x-api-key"),
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api().split_for_parts().1
@@ -127,9 +180,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.client_origins);
     let (routes, doc) = api().split_for_parts();
     let doc = Arc::new(doc);
-    routes
+    let app = routes
         .merge(ops::docs_router(doc))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -142,7 +196,13 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    // Around the whole application, so that a preflight is answered before routing (a
+    // route's own layers do not see a method it has no handler for).
+    match cors {
+        Some(cors) => Router::new().fallback_service(app).layer(cors),
+        None => app,
+    }
 }
 
 /// Periodic housekeeping of the HTTP layer (rate limiter state).

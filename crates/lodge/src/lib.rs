@@ -134,6 +134,7 @@ impl Server {
                 rate_limit_per_minute: cfg.rate_limit_per_minute,
                 rate_limit_burst: cfg.rate_limit_burst,
                 login: cfg.login,
+                cors_origins: cfg.cors_origins.clone(),
             },
         )?;
         let app = lodge_http::router(state.clone());
