@@ -446,3 +446,35 @@ impl Lodge {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_normalized_or_refused() {
+        for (raw, kept) in [
+            ("+44 (20) 7946-0958", Some("+442079460958")),
+            ("867_5309", Some("8675309")),
+            ("555.123.4567", Some("5551234567")),
+            ("123", None),
+            ("call me", None),
+            ("", None),
+            ("++1234567", None),
+            ("123456789012345678901", None),
+        ] {
+            assert_eq!(normalize_phone(raw).as_deref(), kept, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn countries_are_iso_3166_alpha_2_in_any_case() {
+        assert_eq!(country("us").map(|c| c.3), Some("United States"));
+        assert_eq!(country(" GB ").map(|c| c.1), Some("GBR"));
+        assert!(country("XX").is_none());
+        assert!(country("").is_none());
+        assert!(COUNTRIES.len() >= 240);
+        let codes: std::collections::BTreeSet<&str> = COUNTRIES.iter().map(|c| c.0).collect();
+        assert_eq!(codes.len(), COUNTRIES.len(), "each code once");
+    }
+}
