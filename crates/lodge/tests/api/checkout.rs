@@ -23,6 +23,7 @@ use crate::on_both_engines;
 on_both_engines!(
     cart_pay_from_prepay_and_the_website_is_provisioned,
     partial_credit,
+    racing_prepays_never_overdraw,
     another_accounts_invoice_is_not_found,
     account_and_billing_address,
     countries_domain_lookup_and_login_page,
@@ -369,6 +370,44 @@ async fn partial_credit(app: TestApp) {
         rows(&c).iter().all(|r| r["invoices_id"] != invoice_id(&d)),
         "{c}"
     );
+    app.stop().await;
+}
+
+/// Two PrePays at once for two invoices, with credit for one: one is paid, the other
+/// refused; the credit is spent once and never goes below zero.
+async fn racing_prepays_never_overdraw(app: TestApp) {
+    let key = app.key();
+    let e = order(&app, &key, "race-e.example.com").await;
+    let f = order(&app, &key, "race-f.example.com").await;
+    let total = cents(&e["total_cost"]);
+    assert_eq!(cents(&f["total_cost"]), total, "the same plan");
+    add_credit(
+        &app,
+        &app.org_id(),
+        &format!("{}.{:02}", total / 100, total % 100),
+    )
+    .await;
+    let (e_list, f_list) = (invoice_id(&e).to_string(), invoice_id(&f).to_string());
+    let (one, two) = tokio::join!(
+        pay(&app, &key, "prepay", &e_list),
+        pay(&app, &key, "prepay", &f_list),
+    );
+    let mut statuses = [one.0, two.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{one:?} {two:?}"
+    );
+    let mut states = vec![];
+    for i in [invoice_id(&e), invoice_id(&f)] {
+        states.push(v1_invoice(&app, i).await["status"].clone());
+    }
+    states.sort_by_key(|s| s.to_string());
+    assert_eq!(states, [json!("paid"), json!("unpaid")], "{states:?}");
+    let c = cart(&app, &key).await;
+    assert_eq!(cents(&c["prepay"]), 0, "{c}");
+    assert_eq!(rows(&c).len(), 1, "{c}");
     app.stop().await;
 }
 
