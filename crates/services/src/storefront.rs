@@ -144,6 +144,15 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     ok.then_some(kept)
 }
 
+/// Rows grouped by invoice, in their order.
+fn by_invoice<T>(rows: Vec<T>, invoice: impl Fn(&T) -> i64) -> BTreeMap<i64, Vec<T>> {
+    let mut out: BTreeMap<i64, Vec<T>> = BTreeMap::new();
+    for r in rows {
+        out.entry(invoice(&r)).or_default().push(r);
+    }
+    out
+}
+
 /// A field as sent, trimmed (`None`: not sent).
 fn trimmed(f: &Option<String>) -> Option<&str> {
     f.as_deref().map(str::trim)
@@ -178,6 +187,10 @@ impl Lodge {
             billing::invoices_page(self.store.reader(), access.organization, None, i64::MAX, 0)
                 .await?;
         let websites = self.websites_by_id(access).await?;
+        let mut all_lines = by_invoice(
+            account::org_invoice_lines(self.store.reader(), access.organization, true).await?,
+            |l| l.invoice_id,
+        );
         let now = self.now_us();
         let mut lines = vec![];
         for invoice in invoices {
@@ -189,7 +202,7 @@ impl Lodge {
             if max_days_old.is_some_and(|d| d >= 0 && days_old > d) {
                 continue;
             }
-            let invoice_lines = billing::lines(self.store.reader(), invoice.id).await?;
+            let invoice_lines = all_lines.remove(&invoice.id).unwrap_or_default();
             lines.push(CartLine {
                 website: website_of(&invoice_lines, &websites),
                 description: invoice_lines
@@ -215,11 +228,27 @@ impl Lodge {
             billing::invoices_page(self.store.reader(), access.organization, None, i64::MAX, 0)
                 .await?;
         let websites = self.websites_by_id(access).await?;
-        let mut out = Vec::with_capacity(invoices.len());
-        for invoice in invoices {
-            out.push(self.billed(invoice, &websites).await?);
-        }
-        Ok(out)
+        let reader = self.store.reader();
+        let mut lines = by_invoice(
+            account::org_invoice_lines(reader, access.organization, false).await?,
+            |l| l.invoice_id,
+        );
+        let mut payments = by_invoice(
+            account::org_payments(reader, access.organization).await?,
+            |p| p.invoice_id,
+        );
+        Ok(invoices
+            .into_iter()
+            .map(|invoice| {
+                let lines = lines.remove(&invoice.id).unwrap_or_default();
+                BilledInvoice {
+                    website: website_of(&lines, &websites),
+                    payments: payments.remove(&invoice.id).unwrap_or_default(),
+                    lines,
+                    invoice,
+                }
+            })
+            .collect())
     }
 
     /// One invoice of the caller's organization (`NotFound` for anyone else's).

@@ -109,3 +109,39 @@ pub async fn hosting_count<C: SqlConn>(conn: &mut C) -> Result<i64> {
         .await?
         .unwrap_or(0))
 }
+
+/// The lines of an organization's invoices (only its unpaid ones with `unpaid_only`), in
+/// one statement, ordered by invoice, position and id.
+pub async fn org_invoice_lines(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+    unpaid_only: bool,
+) -> Result<Vec<crate::billing::LineRow>> {
+    Ok(sqlx::query_as(
+        "SELECT l.id, l.invoice_id, l.position, l.kind, l.description, l.service_id, \
+         l.period_start, l.period_end, l.amount_minor, l.tax_rate_bp, l.tax_minor \
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+         WHERE i.organization_id = $1 AND ($2 = 0 OR i.status = 'unpaid') \
+         ORDER BY l.invoice_id, l.position, l.id",
+    )
+    .bind(org.to_string())
+    .bind(i64::from(unpaid_only))
+    .fetch_all(db)
+    .await?)
+}
+
+/// The payments of an organization's invoices, in one statement, oldest first.
+pub async fn org_payments(
+    db: &sqlx::AnyPool,
+    org: OrganizationId,
+) -> Result<Vec<crate::billing::PaymentRow>> {
+    Ok(sqlx::query_as(
+        "SELECT p.id, p.invoice_id, p.method, p.reference, p.amount_minor, p.currency, \
+         p.actor, p.created_at \
+         FROM payments p JOIN invoices i ON i.id = p.invoice_id \
+         WHERE i.organization_id = $1 ORDER BY p.created_at, p.id",
+    )
+    .bind(org.to_string())
+    .fetch_all(db)
+    .await?)
+}
