@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use lodge_services::Lodge;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -42,6 +43,10 @@ pub struct HttpConfig {
     pub login: login_guard::LoginLimits,
     /// Who may read `/metrics` and whether the main listener serves it.
     pub metrics_access: metrics::MetricsAccess,
+    /// The origins of web clients allowed to call `/apiv2` from a browser (CORS, with
+    /// credentials) and to be sent back to after paying (`redirectUrl`), each
+    /// `scheme://host[:port]`. Empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 /// Shared state of every handler.
@@ -55,6 +60,8 @@ pub struct AppState {
     pub metrics_access: metrics::MetricsAccess,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
+    /// [`HttpConfig::cors_origins`], lowercased.
+    pub client_origins: Arc<[String]>,
 }
 
 impl AppState {
@@ -67,6 +74,12 @@ impl AppState {
             metrics: Metrics::new()?,
             metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
+            client_origins: cfg
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect(),
         })
     }
 }
@@ -125,6 +138,46 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(webhooks::routes())
 }
 
+/// CORS for `/apiv2` from the configured client origins (`None` when there are none): a
+/// preflight is answered, the dialect's methods and headers (`sessionid`, `X-API-KEY`,
+/// `Content-Type`, `Idempotency-Key`) are allowed, and credentials too, for those origins
+/// only. A request from any other origin, or to any other path, gets no CORS headers (the
+/// browser refuses it).
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    let apiv2 = |path: &str| path == "/apiv2" || path.starts_with("/apiv2/");
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+                apiv2(parts.uri.path()) && list.contains(origin)
+            }))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                HeaderName::from_static("sessionid"),
+                HeaderName::from_static("x-api-key"),
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api().split_for_parts().1;
@@ -134,10 +187,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.client_origins);
     let (routes, mut doc) = api().split_for_parts();
     doc::complete(&mut doc);
     let doc = Arc::new(doc);
-    routes
+    let app = routes
         .merge(ops::docs_router(doc))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -160,7 +214,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             pages::security_headers,
         ))
-        .with_state(state)
+        .with_state(state);
+    // Around the whole application, so that a preflight is answered before routing (a
+    // route's own layers do not see a method it has no handler for).
+    match cors {
+        Some(cors) => Router::new().fallback_service(app).layer(cors),
+        None => app,
+    }
 }
 
 /// Periodic housekeeping of the HTTP layer (rate limiter state).

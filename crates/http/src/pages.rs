@@ -195,6 +195,10 @@ fn forbidden() -> Response {
 pub struct PageMessage {
     /// `paid` after a successful payment, `insufficient` when credit fell short.
     pub result: Option<String>,
+    /// Where to send the customer back (an `/apiv2` client's `redirectUrl`): shown as a link
+    /// only on a configured client origin (`--cors-origins`).
+    #[serde(rename = "return")]
+    pub return_to: Option<String>,
 }
 
 fn not_found() -> Response {
@@ -233,16 +237,19 @@ async fn payment_page(
         }
         _ => None,
     };
-    render(&st, &token, &page, message, None)
+    let back = crate::apiv2::billing::allowed_return(&st, q.return_to.as_deref());
+    render(&st, &token, &page, message, None, back.as_deref())
 }
 
-/// Renders the page; `checkout` is the card payment started by "Pay by card".
+/// Renders the page; `checkout` is the card payment started by "Pay by card", `back` the
+/// (allowed) way back to the client the customer came from.
 fn render(
     st: &AppState,
     token: &str,
     page: &PayPage,
     message: Option<&str>,
     checkout: Option<&CardCheckout>,
+    back: Option<&str>,
 ) -> Response {
     let inv = &page.detail.invoice;
     let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
@@ -303,6 +310,7 @@ fn render(
             card => card,
             checkout => checkout,
             message => message,
+            back => back,
         })
     });
     match rendered {
@@ -374,7 +382,7 @@ async fn pay_by_card(
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return internal(&e),
     };
-    render(&st, &token, &page, None, Some(&checkout))
+    render(&st, &token, &page, None, Some(&checkout), None)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

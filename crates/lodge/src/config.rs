@@ -56,6 +56,7 @@ pub struct FileConfig {
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
+    pub cors_origins: Option<Vec<String>>,
     pub mail_host: Option<String>,
     pub mail_port: Option<u16>,
     pub mail_tls: Option<String>,
@@ -124,6 +125,9 @@ pub struct Config {
     pub stripe_without_key: Vec<&'static str>,
     /// Webhook endpoints may be private addresses (`--webhooks-allow-private`).
     pub webhooks_allow_private: bool,
+    /// Web clients' origins allowed to call `/apiv2` from a browser (`--cors-origins`):
+    /// `scheme://host[:port]`, no trailing slash. Empty: none.
+    pub cors_origins: Vec<String>,
     /// SMTP and the notices (`mail_settings` checks and builds them).
     pub mail: MailConfig,
 }
@@ -168,6 +172,23 @@ impl Default for ConnLimits {
             max_connections: 10_000,
         }
     }
+}
+
+/// Whether `s` is a web origin: `http(s)://host[:port]` and nothing more.
+pub fn is_origin(s: &str) -> bool {
+    let Some((scheme, authority)) = s.split_once("://") else {
+        return false;
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        && port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok())
 }
 
 /// The longest an unpaid first invoice may stay open: a year.
@@ -218,6 +239,13 @@ impl Config {
                 "{} given without --stripe-secret-key (card payments need the secret key)",
                 self.stripe_without_key.join(", ")
             );
+        }
+        for origin in &self.cors_origins {
+            if !is_origin(origin) {
+                anyhow::bail!(
+                    "--cors-origins: {origin:?} is not an origin (scheme://host[:port], e.g. https://my.example.com)"
+                );
+            }
         }
         if let Some(stripe) = &self.stripe {
             let problems = stripe.problems();
@@ -309,6 +337,7 @@ pub struct Overrides {
     pub stripe_webhook_secrets: Option<Vec<String>>,
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
+    pub cors_origins: Option<Vec<String>>,
     pub mail_host: Option<String>,
     pub mail_port: Option<u16>,
     pub mail_tls: Option<String>,
@@ -451,6 +480,14 @@ impl Config {
                 .webhooks_allow_private
                 .or(f.webhooks_allow_private)
                 .unwrap_or(false),
+            cors_origins: o
+                .cors_origins
+                .or(f.cors_origins)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.trim().trim_end_matches('/').to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
             nginx: {
                 let d = NginxConfig::default_under(Path::new("lodge-data"));
                 NginxConfig {
@@ -717,5 +754,41 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_origins_and_none_by_default() {
+        assert!(Config::resolve(Overrides::default(), FileConfig::default())
+            .cors_origins
+            .is_empty());
+        let file: FileConfig =
+            toml::from_str("cors_origins = [\"https://my.example.com/\"]").unwrap();
+        let c = Config::resolve(Overrides::default(), file);
+        assert_eq!(c.cors_origins, ["https://my.example.com"]);
+        for good in [
+            "https://my.example.com",
+            "http://127.0.0.1:5173",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "my.example.com",
+            "https://a.example/path",
+            "ftp://a.example",
+            "https://",
+            "https://a:b:c",
+            "https://u@a.example",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+        let flagged = Config::resolve(
+            Overrides {
+                cors_origins: Some(vec!["https://a.example/x".into()]),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        );
+        assert!(flagged.validate().is_err());
     }
 }

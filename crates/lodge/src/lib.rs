@@ -156,6 +156,7 @@ impl Server {
                 rate_limit_burst: cfg.rate_limit_burst,
                 login: cfg.login,
                 metrics_access,
+                cors_origins: cfg.cors_origins.clone(),
             },
         )?;
         let app = lodge_http::router(state.clone());

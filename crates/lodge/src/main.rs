@@ -371,6 +371,11 @@ struct ServeArgs {
     /// Require /apiv2 orders to carry tos=true (terms accepted).
     #[arg(long, env = "LODGE_REQUIRE_TOS")]
     require_tos: Option<bool>,
+    /// Origins of web clients (InterServer's SPA) allowed to call /apiv2 from a browser,
+    /// with credentials, and to be sent back to after paying (`redirectUrl`), e.g.
+    /// https://my.example.com. Repeat it or separate with commas. Default: none.
+    #[arg(long, env = "LODGE_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -601,6 +606,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.key_prefix = s.key_prefix.clone();
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();
         o.require_tos = s.require_tos;
+        o.cors_origins = (!s.cors_origins.is_empty()).then(|| s.cors_origins.clone());
     }
     let cfg = Config::resolve(o, file);
     cfg.validate()?;

@@ -234,7 +234,7 @@ impl Lodge {
 
     /// The caller's invoices named by `refs` (each once, in the order named; a website
     /// names every invoice of its order).
-    async fn named_invoices(
+    pub(crate) async fn named_invoices(
         &self,
         access: &Access,
         refs: &[InvoiceRef],

@@ -21,6 +21,7 @@ use std::str::FromStr;
 
 use sqlx::Executor;
 
+pub mod account;
 mod bench;
 pub mod billing;
 pub mod cards;

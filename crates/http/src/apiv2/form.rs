@@ -479,6 +479,16 @@ pub struct WebsiteOrderPlaced {
     pub success: bool,
     #[serde(rename = "serviceid")]
     pub serviceid: i64,
+    /// `1` when account credit paid the whole first invoice already (nothing to pay), else
+    /// `0`.
+    #[serde(rename = "invoices_paid")]
+    pub invoices_paid: i64,
+    /// Account credit ("prepay") applied to the first invoice.
+    #[serde(rename = "prepay_used")]
+    pub prepay_used: String,
+    /// What is still to pay on the first invoice (`"0.00"` when credit paid it).
+    #[serde(rename = "amount_due")]
+    pub amount_due: String,
 }
 
 /// How long an identical order sent again without `Idempotency-Key` is answered with the
@@ -585,6 +595,9 @@ pub async fn place_order(
             invoice_description: format!("New Website Order: {}", outcome.domain_name),
             success: true,
             serviceid: outcome.hosting_legacy_id,
+            invoices_paid: i64::from(outcome.invoice_id.is_some() && outcome.amount_due_minor == 0),
+            prepay_used: money_str(outcome.credit_applied_minor, cur),
+            amount_due: money_str(outcome.amount_due_minor, cur),
         })
         .into_response()
     })

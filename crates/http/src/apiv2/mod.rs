@@ -19,7 +19,9 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::AppState;
 
-mod billing;
+mod account;
+pub(crate) mod billing;
+mod domains;
 pub(crate) mod form;
 mod login;
 mod websites;
@@ -34,11 +36,26 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(websites::list_websites))
         .routes(routes!(websites::get_website, websites::cancel_website))
         .routes(routes!(websites::website_invoices))
+        .routes(routes!(billing::cart))
         .routes(routes!(billing::list_invoices))
-        .routes(routes!(billing::delete_invoice))
+        .routes(routes!(billing::get_invoice, billing::delete_invoice))
         .routes(routes!(billing::pay))
-        .routes(routes!(login::login))
+        .routes(routes!(billing::pay_short))
+        .routes(routes!(account::get_account, account::update_account))
+        .routes(routes!(account::countries))
+        .routes(routes!(domains::lookup))
+        .routes(routes!(login::login, account::login_info))
         .routes(routes!(login::logout))
+}
+
+/// The rate limit of a public `/apiv2` request, by the caller's address: the refusal, if
+/// any.
+pub(crate) fn public_limit(st: &AppState, ip: Option<std::net::IpAddr>) -> Option<Response> {
+    let key = format!("ip:{}", ip.map(|i| i.to_string()).unwrap_or_default());
+    st.limiter.check(&key).err().map(|e| match e {
+        ApiError::RateLimited(secs) => throttled(secs),
+        other => V2Error::from(other).into_response(),
+    })
 }
 
 /// `{"code": "401", "message": "…"}` (the code is a string, as InterServer's seed types it).
@@ -198,6 +215,31 @@ impl FromRequestParts<AppState> for Customer {
             .await
             .map_err(|e| V2Error::from(e).into_response())?;
         Ok(Customer { principal, access })
+    }
+}
+
+/// A caller that may send no credentials (public endpoints that say more to a customer);
+/// credentials that are sent must be valid.
+impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &AppState,
+    ) -> Result<Option<Self>, Response> {
+        let sent = ["x-api-key", "sessionid"].iter().any(|h| {
+            parts
+                .headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| !v.trim().is_empty())
+        });
+        if !sent {
+            return Ok(None);
+        }
+        <Customer as FromRequestParts<AppState>>::from_request_parts(parts, st)
+            .await
+            .map(Some)
     }
 }
 

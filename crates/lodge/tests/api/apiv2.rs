@@ -155,7 +155,7 @@ async fn website_status(app: &TestApp, key: &str, id: i64) -> String {
 
 /// `{"code": "<status>", "message": "…"}`, exactly.
 #[track_caller]
-fn assert_v2_error(status: StatusCode, body: &Value, expected: StatusCode, what: &str) {
+pub(crate) fn assert_v2_error(status: StatusCode, body: &Value, expected: StatusCode, what: &str) {
     assert_eq!(status, expected, "{what}: {body}");
     let obj = body
         .as_object()
@@ -334,12 +334,12 @@ fn validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::draft4::new(&root).unwrap_or_else(|e| panic!("schema does not compile: {e}"))
 }
 
-fn schema_ref(name: &str) -> Value {
+pub(crate) fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
 /// The seed's 401 body (the document types `code` as an integer; the seed wins).
-fn seed_401_schema() -> Value {
+pub(crate) fn seed_401_schema() -> Value {
     json!({
         "type": "object",
         "required": ["code", "message"],
@@ -355,7 +355,7 @@ fn violations(schema: &Value, instance: &Value) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_valid(schema: &Value, instance: &Value, what: &str) {
+pub(crate) fn assert_valid(schema: &Value, instance: &Value, what: &str) {
     let errors = violations(schema, instance);
     assert!(
         errors.is_empty(),
@@ -365,7 +365,7 @@ fn assert_valid(schema: &Value, instance: &Value, what: &str) {
 }
 
 #[track_caller]
-fn assert_invalid(schema: &Value, instance: &Value, what: &str) {
+pub(crate) fn assert_invalid(schema: &Value, instance: &Value, what: &str) {
     assert!(
         !violations(schema, instance).is_empty(),
         "{what} should not validate against {schema}"

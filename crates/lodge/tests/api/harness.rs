@@ -41,6 +41,8 @@ pub struct Options {
     pub stripe: Option<(String, Option<String>)>,
     /// `--webhooks-allow-private` (the webhook tests' receivers are on loopback).
     pub webhooks_allow_private: bool,
+    /// `--cors-origins`: web clients allowed to call `/apiv2` from a browser.
+    pub cors_origins: Vec<String>,
 }
 
 /// The Stripe secret key of test apps with card payments.
@@ -58,6 +60,7 @@ impl Default for Options {
             registrar: None,
             stripe: None,
             webhooks_allow_private: false,
+            cors_origins: vec![],
         }
     }
 }
@@ -201,6 +204,7 @@ impl TestApp {
                     .map(|_| STRIPE_WEBHOOK_SECRETS.map(String::from).to_vec()),
                 stripe_api_base: opts.stripe.as_ref().map(|s| s.0.clone()),
                 webhooks_allow_private: Some(opts.webhooks_allow_private),
+                cors_origins: Some(opts.cors_origins.clone()),
                 ..Default::default()
             },
             FileConfig::default(),

@@ -10,6 +10,7 @@
 mod harness;
 
 mod apiv2;
+mod checkout;
 mod coupons;
 mod events;
 mod foundation;

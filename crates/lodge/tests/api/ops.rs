@@ -135,6 +135,14 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/apiv2/billing/invoices"),
     ("DELETE", "/apiv2/billing/invoices/{id}"),
     ("GET", "/apiv2/billing/pay/{method}/{invoices}"),
+    ("GET", "/apiv2/pay/{method}/{invoices}"),
+    ("GET", "/apiv2/billing/cart"),
+    ("GET", "/apiv2/billing/invoices/{id}"),
+    ("GET", "/apiv2/account"),
+    ("POST", "/apiv2/account"),
+    ("GET", "/apiv2/account/countries"),
+    ("GET", "/apiv2/domains/lookup/{name}"),
+    ("GET", "/apiv2/login"),
 ];
 
 const HTTP_METHODS: [&str; 8] = [
