@@ -165,7 +165,9 @@ impl Worker {
                     ServiceError::Internal(m) => m,
                     other => other.to_string(),
                 };
-                let dead = job.attempts >= job.max_attempts;
+                // A panel's refusal (the name is someone else's, …) is not retried.
+                let dead =
+                    job.attempts >= job.max_attempts || message.contains(crate::drivers::REFUSED);
                 let retry_at = (!dead).then(|| now + backoff_us(job.attempts));
                 tracing::warn!(error = %message, dead, "job failed");
                 jobs::fail(store, job.id, &self.id, &message, retry_at, now).await?;
@@ -305,7 +307,9 @@ impl Lodge {
         Ok(())
     }
 
-    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
+    /// The account as its driver sees it, and the driver bound to its server; `None` when
+    /// it is on no server.
+    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, Target)>> {
         let Some(server_id) = h.server_id.as_deref() else {
             return Ok(None);
         };
@@ -315,17 +319,8 @@ impl Lodge {
         let server = servers::by_id(self.store.reader(), server_id)
             .await?
             .ok_or_else(|| ServiceError::Internal(format!("server {server_id} is gone")))?;
-        let catalog = self.catalog().await?;
-        let package = catalog
-            .plan(h.plan_id)
-            .map(|p| {
-                if p.row.field2.is_empty() {
-                    p.row.slug.clone()
-                } else {
-                    p.row.field2.clone()
-                }
-            })
-            .unwrap_or_default();
+        let target = self.target(&server)?;
+        let package = self.package_for(h.plan_id, &server.driver).await?;
         let password = match hosting::secret(self.store.reader(), h.id).await? {
             Some(s) => Some(self.sealer.open(&s)?),
             None => None,
@@ -335,23 +330,59 @@ impl Lodge {
                 username: h
                     .username
                     .clone()
-                    .unwrap_or_else(|| username_for(&h.domain_name, h.legacy_id)),
+                    .unwrap_or_else(|| target.driver.username(&h.domain_name, h.legacy_id)),
                 domain: h.domain_name.clone(),
                 package,
                 password,
                 server: server.hostname.clone(),
             },
-            server.driver,
+            target,
         )))
     }
 
-    pub(crate) fn driver(
-        &self,
-        name: &str,
-    ) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
-        self.drivers
-            .get(name)
-            .ok_or_else(|| ServiceError::Internal(format!("no provisioning driver named {name:?}")))
+    /// The panel package of a plan on servers of `driver`: the catalog's `packages` entry for
+    /// the driver, else the plan's `field2`, else its slug.
+    pub(crate) async fn package_for(&self, plan: PlanId, driver: &str) -> Result<String> {
+        if let Some(p) =
+            lodge_store::catalog::plan_package(self.store.reader(), plan, driver).await?
+        {
+            return Ok(p);
+        }
+        let catalog = self.catalog().await?;
+        Ok(catalog
+            .plan(plan)
+            .map(|p| {
+                if p.row.field2.is_empty() {
+                    p.row.slug.clone()
+                } else {
+                    p.row.field2.clone()
+                }
+            })
+            .unwrap_or_default())
+    }
+
+    /// The driver of a server, bound to it (a panel driver connects with its credentials).
+    pub(crate) fn target(&self, server: &servers::ServerRow) -> Result<Target> {
+        let credentials = server
+            .credentials
+            .as_deref()
+            .map(|c| self.sealer.open(c))
+            .transpose()?;
+        let access = crate::drivers::ServerAccess {
+            hostname: server.hostname.clone(),
+            credentials,
+        };
+        let driver = self
+            .drivers
+            .for_server(&server.driver, &access)
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("no provisioning driver named {:?}", server.driver))
+            })?
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", server.driver)))?;
+        Ok(Target {
+            name: server.driver.clone(),
+            driver,
+        })
     }
 
     /// Creates the account on its server (idempotent) and marks it active.
@@ -378,13 +409,20 @@ impl Lodge {
             tx.commit().await.map_err(StoreError::from)?;
             h.server_id = Some(server.to_string());
         }
-        let Some((account, driver)) = self.account(&h).await? else {
+        let Some((account, target)) = self.account(&h).await? else {
             return Err(ServiceError::Internal("the account has no server".into()));
         };
-        self.driver(&driver)?
+        if h.username.is_none() {
+            // Stored before the first remote call: every retry makes the same call.
+            let mut tx = self.store.begin().await?;
+            hosting::set_server(&mut tx, id, None, Some(&account.username), self.now_us()).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        target
+            .driver
             .create(&account)
             .await
-            .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
@@ -436,14 +474,14 @@ impl Lodge {
         {
             return Ok(());
         }
-        if let Some((account, driver)) = self.account(&h).await? {
-            let d = self.driver(&driver)?;
+        if let Some((account, target)) = self.account(&h).await? {
+            let d = &target.driver;
             let r = match op {
                 Lifecycle::Suspend => d.suspend(&account).await,
                 Lifecycle::Unsuspend => d.unsuspend(&account).await,
                 Lifecycle::Terminate => d.terminate(&account).await,
             };
-            r.map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+            r.map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -798,6 +836,13 @@ async fn sealed_epp_code(lodge: &Lodge, id: lodge_core::DomainId) -> Result<Opti
         Some(sealed) => Ok(Some(lodge.sealer.open(&sealed)?)),
         None => Ok(None),
     }
+}
+
+/// A server's driver, bound to that server.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub name: String,
+    pub driver: std::sync::Arc<dyn crate::drivers::Provisioner>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

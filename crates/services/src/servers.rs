@@ -44,7 +44,7 @@ impl Lodge {
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");
         }
-        if self.drivers.get(&s.driver).is_none() {
+        if !self.drivers.knows(&s.driver) {
             v.add(
                 "driver",
                 format!("No provisioning driver named {:?}.", s.driver),
@@ -164,6 +164,23 @@ impl Lodge {
         Ok(row)
     }
 
+    /// Checks a server: it answers, takes its credentials, and (when pinned) shows the
+    /// pinned certificate. `Ok` says what was found; a failure is a conflict whose message
+    /// says why (wrong token, certificate mismatch, timeout, …).
+    pub async fn test_server(&self, id: ServerId) -> Result<String> {
+        let server = servers::by_id(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let target = self
+            .target(&server)
+            .map_err(|e| ServiceError::Conflict(strip_internal(e)))?;
+        target
+            .driver
+            .check()
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("{}: {e}", server.driver)))
+    }
+
     pub async fn servers(&self) -> Result<Vec<(ServerRow, Vec<String>)>> {
         let mut out = vec![];
         for s in servers::all(self.store.reader()).await? {
@@ -196,5 +213,12 @@ impl Lodge {
                 .ok_or(ServiceError::NotFound),
             other => other,
         }
+    }
+}
+
+fn strip_internal(e: ServiceError) -> String {
+    match e {
+        ServiceError::Internal(m) => m,
+        other => other.to_string(),
     }
 }
