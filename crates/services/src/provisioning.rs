@@ -25,6 +25,7 @@ use crate::{Lodge, Result, ServiceError};
 pub const JOB_SUSPEND: &str = "suspend_hosting";
 pub const JOB_UNSUSPEND: &str = "unsuspend_hosting";
 pub const JOB_EXPIRE_ORDER: &str = "expire_order";
+pub const JOB_CHANGE_PASSWORD: &str = "change_password";
 
 /// How long a request's `Idempotency-Key` is remembered (24 hours, as Stripe does): a
 /// retry within it replays the first answer; after it the scheduler forgets the key, and a
@@ -265,6 +266,10 @@ impl Lodge {
                     ServiceError::Internal(format!("job {} names no invoice", job.id))
                 })?;
                 self.suspend_overdue(p.hosting_id, invoice).await
+            }
+            JOB_CHANGE_PASSWORD => {
+                self.run_change_password(payload::<HostingPayload>(job)?.hosting_id)
+                    .await
             }
             JOB_EXPIRE_ORDER => {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
@@ -822,6 +827,123 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(job)
+    }
+
+    /// A customer sets the account's panel password: checked, sealed on the account, and
+    /// sent to the panel by the worker (`change_password` job). Only a live account
+    /// (active or suspended) on a server.
+    pub async fn change_hosting_password(
+        &self,
+        access: &crate::auth::Access,
+        project: Option<lodge_core::ProjectId>,
+        id: HostingId,
+        password: &str,
+    ) -> Result<HostingRow> {
+        access.require_write()?;
+        let h = self.org_hosting(access, project, id).await?;
+        let len = password.chars().count();
+        let printable = password.chars().all(|c| c.is_ascii_graphic());
+        let letters = password.chars().any(|c| c.is_ascii_alphabetic());
+        let digits = password.chars().any(|c| c.is_ascii_digit());
+        if !(8..=64).contains(&len) || !printable || !letters || !digits {
+            return Err(ServiceError::field(
+                "password",
+                "8 to 64 printable ASCII characters, with at least one letter and one digit.",
+            ));
+        }
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended)
+            || h.server_id.is_none()
+        {
+            return Err(ServiceError::Conflict(format!(
+                "Cannot change the password of an account that is {}.",
+                h.status
+            )));
+        }
+        let sealed = self.sealer.seal(password)?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::set_secret(&mut tx, id, &sealed, now).await?;
+        self.enqueue_plain(&mut tx, JOB_CHANGE_PASSWORD, id, now)
+            .await?;
+        lodge_store::plan_change::note_history(
+            &mut *tx,
+            id,
+            h.status,
+            "password change requested",
+            &format!("user:{}", access.principal().user),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.org_hosting(access, project, id).await
+    }
+
+    /// The worker's `change_password` job: the account's stored password to its panel.
+    async fn run_change_password(&self, id: HostingId) -> Result<()> {
+        let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
+            return Ok(()); // ended meanwhile
+        }
+        let Some((account, target)) = self.account(&h).await? else {
+            return Ok(());
+        };
+        let Some(password) = account.password.as_deref() else {
+            return Ok(());
+        };
+        target
+            .driver
+            .change_password(&account, password)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        lodge_store::plan_change::note_history(
+            &mut *tx,
+            id,
+            h.status,
+            "password changed on the panel",
+            "worker",
+            now,
+        )
+        .await?;
+        hosting::set_last_error(&mut tx, id, None, now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Where the customer logs in to the account's control panel: asked of the panel (a
+    /// one-time link or session) for a live account on a panel server, else `None`. A panel
+    /// that fails or takes over 10 s gives `None` (logged): the detail still answers.
+    pub async fn login_url(&self, h: &HostingRow) -> Option<String> {
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
+            return None;
+        }
+        let found = match self.account(h).await {
+            Ok(Some(x)) => x,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "no login URL: the account's server");
+                return None;
+            }
+        };
+        let (account, target) = found;
+        if !self.drivers.is_panel(&target.name) {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), target.driver.login_url(&account)).await
+        {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, driver = %target.name, "the panel gave no login URL");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(driver = %target.name, "the panel's login URL timed out");
+                None
+            }
+        }
     }
 
     /// Whether a plan can be placed on some server now.

@@ -7,6 +7,15 @@ use lodge_store::{Conflict, StoreError};
 
 use crate::{Lodge, Result, ServiceError, Validator};
 
+/// What checking a server found.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ServerCheck {
+    /// Whether the server answered and took its credentials.
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub message: String,
+}
+
 /// A server as staff describe it.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct ServerSpec {
@@ -165,20 +174,28 @@ impl Lodge {
     }
 
     /// Checks a server: it answers, takes its credentials, and (when pinned) shows the
-    /// pinned certificate. `Ok` says what was found; a failure is a conflict whose message
-    /// says why (wrong token, certificate mismatch, timeout, …).
-    pub async fn test_server(&self, id: ServerId) -> Result<String> {
+    /// pinned certificate. Says whether it works and what was found, or why not (wrong
+    /// token, certificate mismatch, timeout, …).
+    pub async fn test_server(&self, id: ServerId) -> Result<ServerCheck> {
         let server = servers::by_id(self.store.reader(), id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let target = self
-            .target(&server)
-            .map_err(|e| ServiceError::Conflict(strip_internal(e)))?;
-        target
-            .driver
-            .check()
-            .await
-            .map_err(|e| ServiceError::Conflict(format!("{}: {e}", server.driver)))
+        let target = match self.target(&server) {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(ServerCheck {
+                    ok: false,
+                    message: strip_internal(e),
+                })
+            }
+        };
+        Ok(match target.driver.check().await {
+            Ok(message) => ServerCheck { ok: true, message },
+            Err(e) => ServerCheck {
+                ok: false,
+                message: format!("{}: {e}", server.driver),
+            },
+        })
     }
 
     pub async fn servers(&self) -> Result<Vec<(ServerRow, Vec<String>)>> {

@@ -207,6 +207,12 @@ impl Drivers {
         self.register_panel(Arc::new(plesk::Factory));
     }
 
+    /// Whether `name` is a control panel (its accounts have a panel login page).
+    pub fn is_panel(&self, name: &str) -> bool {
+        let map = self.panels.read().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(name)
+    }
+
     /// Whether a driver of this name is known.
     pub fn knows(&self, name: &str) -> bool {
         self.get(name).is_some() || {
