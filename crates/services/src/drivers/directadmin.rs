@@ -362,3 +362,23 @@ impl Provisioner for DirectAdmin {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_answer_shapes_are_read() {
+        let m = parse_answer("error=1&text=Unable+to+create&details=That+domain+already+exists")
+            .unwrap();
+        assert_eq!(
+            failed(&m).as_deref(),
+            Some("Unable to create: That domain already exists")
+        );
+        let m = parse_answer(r#"{"error":"0","text":"OK","suspended":"yes"}"#).unwrap();
+        assert_eq!(failed(&m), None);
+        assert_eq!(m.get("suspended").map(String::as_str), Some("yes"));
+        let e = parse_answer("<html><title>DirectAdmin Login</title></html>").unwrap_err();
+        assert!(e.0.contains("login page"), "{e}");
+    }
+}

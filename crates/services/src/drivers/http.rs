@@ -209,3 +209,43 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<(u16, String), DriverE
     }
     Ok((status, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_their_secret() {
+        let c: PanelCredentials =
+            serde_json::from_str(r#"{"user": "root", "token": "abc123SECRET"}"#).unwrap();
+        assert_eq!(c.secret, "abc123SECRET");
+        assert!(!format!("{c:?}").contains("abc123SECRET"));
+        let access = ServerAccess {
+            hostname: "h".into(),
+            credentials: Some(r#"{"user":"root","secret":"abc123SECRET"}"#.into()),
+        };
+        assert!(!format!("{access:?}").contains("abc123SECRET"));
+        let panel = Panel::connect(&access, 2087).unwrap();
+        assert_eq!(panel.base, "https://h:2087");
+        assert!(!format!("{panel:?}").contains("abc123SECRET"));
+    }
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let hex = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&hex).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint("zz").is_err());
+    }
+
+    #[test]
+    fn unknown_credential_fields_are_refused() {
+        let access = ServerAccess {
+            hostname: "h".into(),
+            credentials: Some(r#"{"user":"root","secret":"x","tls":"off"}"#.into()),
+        };
+        assert!(Panel::connect(&access, 2087).is_err());
+    }
+}
