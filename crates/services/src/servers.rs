@@ -53,6 +53,25 @@ impl Lodge {
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");
         }
+        if self.drivers.is_panel(&s.driver) {
+            if let Some(c) = s.credentials.as_deref() {
+                // Never echo the text: it holds the secret.
+                let good = serde_json::from_str::<crate::drivers::http::PanelCredentials>(c)
+                    .is_ok_and(|p| {
+                        !p.secret.is_empty()
+                            && p.tls_sha256
+                                .as_deref()
+                                .is_none_or(|f| crate::drivers::http::parse_fingerprint(f).is_ok())
+                    });
+                if !good {
+                    v.add(
+                        "credentials",
+                        "A JSON object: user, secret, and optionally url, tls_sha256 (the \
+                         certificate's SHA-256, 64 hex digits) and timeout_secs.",
+                    );
+                }
+            }
+        }
         if !self.drivers.knows(&s.driver) {
             v.add(
                 "driver",

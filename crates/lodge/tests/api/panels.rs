@@ -919,17 +919,31 @@ async fn the_pinned_certificate_is_required(app: TestApp) {
         "nothing reached the panel over a refused TLS"
     );
 
-    // A malformed pin is refused with its reason.
-    let creds = fake.credentials(SECRET, Some("AB:CD"));
-    app.call(
-        Method::PUT,
-        &format!("/v1/admin/servers/{server}"),
-        Some(&app.admin_key()),
-        Some(&put(creds)),
-    )
-    .await;
-    let check = test_server(&app, &server).await;
-    assert!(str_of(&check, "message").contains("tls_sha256"), "{check}");
+    // A malformed pin, or credentials that are not the panel's JSON, are refused when
+    // entered (the answer never repeats them).
+    for creds in [
+        fake.credentials(SECRET, Some("AB:CD")),
+        format!("{{\"user\": \"admin\", \"token\": \"{SECRET}\", \"verify\": false}}"),
+        SECRET.to_owned(),
+    ] {
+        let (status, body) = app
+            .call(
+                Method::PUT,
+                &format!("/v1/admin/servers/{server}"),
+                Some(&app.admin_key()),
+                Some(&put(creds)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["credentials"][0]
+                .as_str()
+                .unwrap()
+                .contains("tls_sha256"),
+            "{body}"
+        );
+        assert!(!body.to_string().contains(SECRET), "{body}");
+    }
 
     // A panel that accepts the connection and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
