@@ -417,8 +417,10 @@ impl Lodge {
         let Some((account, target)) = self.account(&h).await? else {
             return Err(ServiceError::Internal("the account has no server".into()));
         };
-        if h.username.is_none() {
-            // Stored before the first remote call: every retry makes the same call.
+        if h.username.is_none() && self.drivers.is_panel(&target.name) {
+            // Stored before the first call to a panel: every retry makes the same call, and
+            // a failed account shows the name the panel refused. (The nginx driver's name is
+            // the same on every attempt and is stored once the site exists.)
             let mut tx = self.store.begin().await?;
             hosting::set_server(&mut tx, id, None, Some(&account.username), self.now_us()).await?;
             tx.commit().await.map_err(StoreError::from)?;
