@@ -1,6 +1,7 @@
 //! A stateful fake WHM (cPanel's admin API 1), following https://api.docs.cpanel.net/whm/introduction,
 //! /whm/tokens, /openapi/whm/operation/create_user_session and cPanel's OpenAPI
-//! (`cpanel-account-creation-api-openapi.yml`): `GET /json-api/<function>?api.version=1&…`,
+//! (`cpanel-account-creation-api-openapi.yml`): `GET /json-api/<function>?api.version=1&…`
+//! (or the same parameters as a `POST` form, which WHM also takes),
 //! header `Authorization: whm USER:TOKEN`; answers `{"metadata":{"result":1|0,"reason":…,
 //! "command":…,"version":1},"data":…}`, errors as HTTP 200 with `result = 0`. Functions:
 //! `version`, `accountsummary`, `createacct` (username ≤ 16, lowercase, starting with a

@@ -562,12 +562,13 @@ fn check_directadmin_requests(f: &FakeDirectAdmin, user: &str, domain: &str) {
         && r.param("json") == Some("yes")));
 }
 
-/// WHM API 1: every call a GET of /json-api/<function> with api.version=1.
+/// WHM API 1: every call to /json-api/<function> with api.version=1, its parameters in a
+/// form body (POST: no password in a URL).
 fn check_whm_requests(f: &FakeWhm, user: &str, domain: &str) {
     let all = f.requests();
     assert!(
         all.iter()
-            .all(|r| r.method == "GET" && r.param("api.version") == Some("1")),
+            .all(|r| r.method == "POST" && r.param("api.version") == Some("1")),
         "{all:?}"
     );
     let create = f.requests_to("createacct");
@@ -713,6 +714,10 @@ async fn a_lost_create_answer_is_retried_into_one_account(app: TestApp) {
         assert_eq!(h["status"], "provisioning", "{h}");
         let error = str_of(&h, "last_error");
         assert!(error.contains("answer was lost"), "{driver}: {error}");
+        assert!(
+            !error.contains("127.0.0.1"),
+            "no URL (nor its parameters): {error}"
+        );
         let user = str_of(&h, "username").to_owned();
         assert!(!user.is_empty(), "the name was stored before the call: {h}");
         assert_eq!(fake.accounts(), 1, "the panel made it");

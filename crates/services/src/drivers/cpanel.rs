@@ -1,4 +1,4 @@
-//! The `cpanel` driver: WHM API 1 (`GET /json-api/<function>?api.version=1&…`, header
+//! The `cpanel` driver: WHM API 1 (`/json-api/<function>` with `api.version=1`, header
 //! `Authorization: whm USER:TOKEN`), as documented at https://api.docs.cpanel.net/whm/introduction
 //! and in cPanel's OpenAPI (createacct, accountsummary, suspendacct, unsuspendacct, removeacct,
 //! changepackage, passwd, create_user_session). Errors come back as HTTP 200 with
@@ -7,6 +7,9 @@
 //! Create is idempotent: `accountsummary` first; an account with our domain and owner is
 //! adopted (a createacct that timed out but succeeded), one with another domain or owner is
 //! refused for good.
+//!
+//! Parameters go in a form body (`POST`, which WHM takes as well as the documented `GET`
+//! query), so that passwords never appear in a URL or in WHM's access log.
 
 use std::sync::Arc;
 
@@ -63,12 +66,12 @@ impl Whm {
         let req = self
             .panel
             .client
-            .get(format!("{}/json-api/{function}", self.panel.base))
+            .post(format!("{}/json-api/{function}", self.panel.base))
             .header(
                 "Authorization",
                 format!("whm {}:{}", self.panel.creds.user, self.panel.creds.secret),
             )
-            .query(&query);
+            .form(&query);
         let (status, body) = send(req).await?;
         let v: Value = serde_json::from_str(&body).map_err(|_| {
             DriverError(format!(

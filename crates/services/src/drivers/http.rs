@@ -177,9 +177,11 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// A transport failure in words: timeout, TLS (certificate) trouble, refused connection.
-pub fn describe(e: &reqwest::Error) -> String {
+/// The URL is left out (a query may carry parameters that are nobody's business).
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut chain = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         chain.push_str(": ");
         chain.push_str(&s.to_string());
@@ -199,9 +201,9 @@ pub fn describe(e: &reqwest::Error) -> String {
 /// Sends a request and reads its body as text; transport failures become clear errors,
 /// HTTP 401/403 a wrong-credentials error.
 pub async fn send(req: reqwest::RequestBuilder) -> Result<(u16, String), DriverError> {
-    let resp = req.send().await.map_err(|e| DriverError(describe(&e)))?;
+    let resp = req.send().await.map_err(|e| DriverError(describe(e)))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(|e| DriverError(describe(&e)))?;
+    let body = resp.text().await.map_err(|e| DriverError(describe(e)))?;
     if status == 401 || status == 403 {
         return Err(DriverError(format!(
             "the panel refused the credentials (HTTP {status}): check the user and token"
