@@ -409,6 +409,10 @@ pub struct Hosting {
     pub cancellation: Option<Cancellation>,
     /// Why provisioning failed, when it did (Lodge addition).
     pub last_error: Option<String>,
+    /// A one-time link into the account's control panel (detail of a live account on a
+    /// DirectAdmin, cPanel or Plesk server; Lodge addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
     /// Status changes, oldest first (Lodge addition; on the detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
@@ -450,6 +454,7 @@ impl Hosting {
                 effective_date: h.cancel_effective_date,
             }),
             last_error: h.last_error,
+            login_url: None,
             history: history.map(|rows| {
                 rows.into_iter()
                     .map(|r| HistoryEntry {

@@ -216,6 +216,9 @@ enum Command {
     /// Mail notices: check the SMTP configuration.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// Provisioning servers: check one.
+    #[command(subcommand)]
+    Servers(ServersCommand),
     /// Measure Lodge: load with ceilings, filling a database, crash checks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -482,6 +485,16 @@ enum BillingCommand {
     /// Run one scheduler pass now (renewals, overdue accounts, expiries) and print what it
     /// did; the worker runs the jobs it queued. Safe beside running nodes.
     Run,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServersCommand {
+    /// Check a server: connect, log in with its credentials, check its pinned certificate;
+    /// print what was found (exit code 1, with the reason, when it fails).
+    Test {
+        /// The server's id (see `GET /v1/admin/servers`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -764,6 +777,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let pass = lodge.scheduler_pass().await?;
             println!("{}", serde_json::to_string(&pass)?);
             Ok(())
+        }
+        Command::Servers(ServersCommand::Test { id }) => {
+            let id: lodge_core::ServerId = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{id:?} is not a server id"))?;
+            let check = lodge.test_server(id).await?;
+            if check.ok {
+                println!("ok: {}", check.message);
+                Ok(())
+            } else {
+                anyhow::bail!("server check failed: {}", check.message)
+            }
         }
         Command::Catalog(CatalogCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file)

@@ -829,3 +829,49 @@ fn mail_test_sends_one_message_and_says_why_it_cannot() {
     ]);
     assert!(err.contains("--mail-tls none"), "{err}");
 }
+
+// ---- servers ----
+
+/// `lodge servers test <id>` checks a panel server (here a fake DirectAdmin over TLS, its
+/// certificate pinned): `ok: …` on stdout; a wrong login key or an unknown id exits 1 with
+/// the reason, never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_test_checks_a_panel_server() {
+    let fake =
+        lodge_testkit::directadmin::FakeDirectAdmin::start("KEY-right-0123", &["bronze"], true)
+            .await
+            .unwrap();
+    let pin = fake.cert.as_ref().unwrap().sha256.clone();
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let lodge = cli.open().await;
+    let creds = |secret: &str| {
+        json!({ "user": "admin", "secret": secret, "url": fake.url(), "tls_sha256": pin })
+            .to_string()
+    };
+    let mut spec = lodge_services::servers::ServerSpec {
+        name: "da-cli".into(),
+        hostname: "127.0.0.1".into(),
+        driver: "directadmin".into(),
+        credentials: Some(creds("KEY-right-0123")),
+        is_active: true,
+        ..Default::default()
+    };
+    let server = lodge.create_server(&spec).await.unwrap();
+    let id = server.id.to_string();
+    let out = tokio::task::block_in_place(|| cli.ok(&["servers", "test", &id]));
+    assert!(
+        out.starts_with("ok: DirectAdmin at https://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("accepts admin"), "{out}");
+
+    spec.credentials = Some(creds("KEY-wrong-9999"));
+    lodge.update_server(server.id, &spec).await.unwrap();
+    let err = tokio::task::block_in_place(|| cli.fails(&["servers", "test", &id]));
+    assert!(err.contains("the user or login key is wrong"), "{err}");
+    assert!(!err.contains("KEY-wrong-9999"), "{err}");
+
+    let err = tokio::task::block_in_place(|| cli.fails(&["servers", "test", "not-an-id"]));
+    assert!(err.contains("not a server id"), "{err}");
+}

@@ -156,6 +156,7 @@ impl Lodge {
             settings.nginx.clone(),
             clock.clone(),
         )));
+        drivers.register_panels();
         Lodge {
             store,
             clock,

@@ -251,11 +251,12 @@ impl Lodge {
             return Ok(());
         }
         let package = match self.account(&h).await? {
-            Some((account, driver)) => {
-                self.driver(&driver)?
+            Some((account, target)) => {
+                target
+                    .driver
                     .change_package(&account, &account.package)
                     .await
-                    .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+                    .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
                 account.package
             }
             // Not on a server: provisioning will create it with its current plan.

@@ -25,6 +25,7 @@ use crate::{Lodge, Result, ServiceError};
 pub const JOB_SUSPEND: &str = "suspend_hosting";
 pub const JOB_UNSUSPEND: &str = "unsuspend_hosting";
 pub const JOB_EXPIRE_ORDER: &str = "expire_order";
+pub const JOB_CHANGE_PASSWORD: &str = "change_password";
 
 /// How long a request's `Idempotency-Key` is remembered (24 hours, as Stripe does): a
 /// retry within it replays the first answer; after it the scheduler forgets the key, and a
@@ -165,7 +166,9 @@ impl Worker {
                     ServiceError::Internal(m) => m,
                     other => other.to_string(),
                 };
-                let dead = job.attempts >= job.max_attempts;
+                // A panel's refusal (the name is someone else's, …) is not retried.
+                let dead =
+                    job.attempts >= job.max_attempts || message.contains(crate::drivers::REFUSED);
                 let retry_at = (!dead).then(|| now + backoff_us(job.attempts));
                 tracing::warn!(error = %message, dead, "job failed");
                 jobs::fail(store, job.id, &self.id, &message, retry_at, now).await?;
@@ -264,6 +267,10 @@ impl Lodge {
                 })?;
                 self.suspend_overdue(p.hosting_id, invoice).await
             }
+            JOB_CHANGE_PASSWORD => {
+                self.run_change_password(payload::<HostingPayload>(job)?.hosting_id)
+                    .await
+            }
             JOB_EXPIRE_ORDER => {
                 self.expire_order(payload::<OrderPayload>(job)?.order_id)
                     .await
@@ -305,7 +312,9 @@ impl Lodge {
         Ok(())
     }
 
-    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, String)>> {
+    /// The account as its driver sees it, and the driver bound to its server; `None` when
+    /// it is on no server.
+    pub(crate) async fn account(&self, h: &HostingRow) -> Result<Option<(Account, Target)>> {
         let Some(server_id) = h.server_id.as_deref() else {
             return Ok(None);
         };
@@ -315,17 +324,8 @@ impl Lodge {
         let server = servers::by_id(self.store.reader(), server_id)
             .await?
             .ok_or_else(|| ServiceError::Internal(format!("server {server_id} is gone")))?;
-        let catalog = self.catalog().await?;
-        let package = catalog
-            .plan(h.plan_id)
-            .map(|p| {
-                if p.row.field2.is_empty() {
-                    p.row.slug.clone()
-                } else {
-                    p.row.field2.clone()
-                }
-            })
-            .unwrap_or_default();
+        let target = self.target(&server)?;
+        let package = self.package_for(h.plan_id, &server.driver).await?;
         let password = match hosting::secret(self.store.reader(), h.id).await? {
             Some(s) => Some(self.sealer.open(&s)?),
             None => None,
@@ -335,23 +335,59 @@ impl Lodge {
                 username: h
                     .username
                     .clone()
-                    .unwrap_or_else(|| username_for(&h.domain_name, h.legacy_id)),
+                    .unwrap_or_else(|| target.driver.username(&h.domain_name, h.legacy_id)),
                 domain: h.domain_name.clone(),
                 package,
                 password,
                 server: server.hostname.clone(),
             },
-            server.driver,
+            target,
         )))
     }
 
-    pub(crate) fn driver(
-        &self,
-        name: &str,
-    ) -> Result<std::sync::Arc<dyn crate::drivers::Provisioner>> {
-        self.drivers
-            .get(name)
-            .ok_or_else(|| ServiceError::Internal(format!("no provisioning driver named {name:?}")))
+    /// The panel package of a plan on servers of `driver`: the catalog's `packages` entry for
+    /// the driver, else the plan's `field2`, else its slug.
+    pub(crate) async fn package_for(&self, plan: PlanId, driver: &str) -> Result<String> {
+        if let Some(p) =
+            lodge_store::catalog::plan_package(self.store.reader(), plan, driver).await?
+        {
+            return Ok(p);
+        }
+        let catalog = self.catalog().await?;
+        Ok(catalog
+            .plan(plan)
+            .map(|p| {
+                if p.row.field2.is_empty() {
+                    p.row.slug.clone()
+                } else {
+                    p.row.field2.clone()
+                }
+            })
+            .unwrap_or_default())
+    }
+
+    /// The driver of a server, bound to it (a panel driver connects with its credentials).
+    pub(crate) fn target(&self, server: &servers::ServerRow) -> Result<Target> {
+        let credentials = server
+            .credentials
+            .as_deref()
+            .map(|c| self.sealer.open(c))
+            .transpose()?;
+        let access = crate::drivers::ServerAccess {
+            hostname: server.hostname.clone(),
+            credentials,
+        };
+        let driver = self
+            .drivers
+            .for_server(&server.driver, &access)
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("no provisioning driver named {:?}", server.driver))
+            })?
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", server.driver)))?;
+        Ok(Target {
+            name: server.driver.clone(),
+            driver,
+        })
     }
 
     /// Creates the account on its server (idempotent) and marks it active.
@@ -378,13 +414,22 @@ impl Lodge {
             tx.commit().await.map_err(StoreError::from)?;
             h.server_id = Some(server.to_string());
         }
-        let Some((account, driver)) = self.account(&h).await? else {
+        let Some((account, target)) = self.account(&h).await? else {
             return Err(ServiceError::Internal("the account has no server".into()));
         };
-        self.driver(&driver)?
+        if h.username.is_none() && self.drivers.is_panel(&target.name) {
+            // Stored before the first call to a panel: every retry makes the same call, and
+            // a failed account shows the name the panel refused. (The nginx driver's name is
+            // the same on every attempt and is stored once the site exists.)
+            let mut tx = self.store.begin().await?;
+            hosting::set_server(&mut tx, id, None, Some(&account.username), self.now_us()).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        target
+            .driver
             .create(&account)
             .await
-            .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
@@ -436,14 +481,14 @@ impl Lodge {
         {
             return Ok(());
         }
-        if let Some((account, driver)) = self.account(&h).await? {
-            let d = self.driver(&driver)?;
+        if let Some((account, target)) = self.account(&h).await? {
+            let d = &target.driver;
             let r = match op {
                 Lifecycle::Suspend => d.suspend(&account).await,
                 Lifecycle::Unsuspend => d.unsuspend(&account).await,
                 Lifecycle::Terminate => d.terminate(&account).await,
             };
-            r.map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+            r.map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -786,6 +831,123 @@ impl Lodge {
         Ok(job)
     }
 
+    /// A customer sets the account's panel password: checked, sealed on the account, and
+    /// sent to the panel by the worker (`change_password` job). Only a live account
+    /// (active or suspended) on a server.
+    pub async fn change_hosting_password(
+        &self,
+        access: &crate::auth::Access,
+        project: Option<lodge_core::ProjectId>,
+        id: HostingId,
+        password: &str,
+    ) -> Result<HostingRow> {
+        access.require_write()?;
+        let h = self.org_hosting(access, project, id).await?;
+        let len = password.chars().count();
+        let printable = password.chars().all(|c| c.is_ascii_graphic());
+        let letters = password.chars().any(|c| c.is_ascii_alphabetic());
+        let digits = password.chars().any(|c| c.is_ascii_digit());
+        if !(8..=64).contains(&len) || !printable || !letters || !digits {
+            return Err(ServiceError::field(
+                "password",
+                "8 to 64 printable ASCII characters, with at least one letter and one digit.",
+            ));
+        }
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended)
+            || h.server_id.is_none()
+        {
+            return Err(ServiceError::Conflict(format!(
+                "Cannot change the password of an account that is {}.",
+                h.status
+            )));
+        }
+        let sealed = self.sealer.seal(password)?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::set_secret(&mut tx, id, &sealed, now).await?;
+        self.enqueue_plain(&mut tx, JOB_CHANGE_PASSWORD, id, now)
+            .await?;
+        lodge_store::plan_change::note_history(
+            &mut *tx,
+            id,
+            h.status,
+            "password change requested",
+            &format!("user:{}", access.principal().user),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.org_hosting(access, project, id).await
+    }
+
+    /// The worker's `change_password` job: the account's stored password to its panel.
+    async fn run_change_password(&self, id: HostingId) -> Result<()> {
+        let Some(h) = hosting::hosting(self.store.reader(), id).await? else {
+            return Ok(());
+        };
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
+            return Ok(()); // ended meanwhile
+        }
+        let Some((account, target)) = self.account(&h).await? else {
+            return Ok(());
+        };
+        let Some(password) = account.password.as_deref() else {
+            return Ok(());
+        };
+        target
+            .driver
+            .change_password(&account, password)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        lodge_store::plan_change::note_history(
+            &mut *tx,
+            id,
+            h.status,
+            "password changed on the panel",
+            "worker",
+            now,
+        )
+        .await?;
+        hosting::set_last_error(&mut tx, id, None, now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Where the customer logs in to the account's control panel: asked of the panel (a
+    /// one-time link or session) for a live account on a panel server, else `None`. A panel
+    /// that fails or takes over 10 s gives `None` (logged): the detail still answers.
+    pub async fn login_url(&self, h: &HostingRow) -> Option<String> {
+        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
+            return None;
+        }
+        let found = match self.account(h).await {
+            Ok(Some(x)) => x,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "no login URL: the account's server");
+                return None;
+            }
+        };
+        let (account, target) = found;
+        if !self.drivers.is_panel(&target.name) {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), target.driver.login_url(&account)).await
+        {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, driver = %target.name, "the panel gave no login URL");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(driver = %target.name, "the panel's login URL timed out");
+                None
+            }
+        }
+    }
+
     /// Whether a plan can be placed on some server now.
     pub async fn has_room(&self, driver: &str, plan: PlanId) -> Result<bool> {
         let mut db = self.store.read_conn().await?;
@@ -798,6 +960,13 @@ async fn sealed_epp_code(lodge: &Lodge, id: lodge_core::DomainId) -> Result<Opti
         Some(sealed) => Ok(Some(lodge.sealer.open(&sealed)?)),
         None => Ok(None),
     }
+}
+
+/// A server's driver, bound to that server.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub name: String,
+    pub driver: std::sync::Arc<dyn crate::drivers::Provisioner>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -694,11 +694,11 @@ impl Lodge {
             return Ok(());
         }
         let target = self.account(&h).await?;
-        if let Some((account, driver)) = &target {
-            self.driver(driver)?
+        if let Some((account, t)) = &target {
+            t.driver
                 .suspend(account)
                 .await
-                .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+                .map_err(|e| ServiceError::Internal(format!("{}: {e}", t.name)))?;
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -726,11 +726,11 @@ impl Lodge {
         tx.commit().await.map_err(StoreError::from)?;
         if !suspended {
             // Paid (or changed) while the server was suspending it: lift it again.
-            if let Some((account, driver)) = &target {
-                self.driver(driver)?
+            if let Some((account, t)) = &target {
+                t.driver
                     .unsuspend(account)
                     .await
-                    .map_err(|e| ServiceError::Internal(format!("{driver}: {e}")))?;
+                    .map_err(|e| ServiceError::Internal(format!("{}: {e}", t.name)))?;
             }
         }
         Ok(())

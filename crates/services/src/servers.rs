@@ -7,6 +7,15 @@ use lodge_store::{Conflict, StoreError};
 
 use crate::{Lodge, Result, ServiceError, Validator};
 
+/// What checking a server found.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ServerCheck {
+    /// Whether the server answered and took its credentials.
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub message: String,
+}
+
 /// A server as staff describe it.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct ServerSpec {
@@ -44,7 +53,26 @@ impl Lodge {
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");
         }
-        if self.drivers.get(&s.driver).is_none() {
+        if self.drivers.is_panel(&s.driver) {
+            if let Some(c) = s.credentials.as_deref() {
+                // Never echo the text: it holds the secret.
+                let good = serde_json::from_str::<crate::drivers::http::PanelCredentials>(c)
+                    .is_ok_and(|p| {
+                        !p.secret.is_empty()
+                            && p.tls_sha256
+                                .as_deref()
+                                .is_none_or(|f| crate::drivers::http::parse_fingerprint(f).is_ok())
+                    });
+                if !good {
+                    v.add(
+                        "credentials",
+                        "A JSON object: user, secret, and optionally url, tls_sha256 (the \
+                         certificate's SHA-256, 64 hex digits) and timeout_secs.",
+                    );
+                }
+            }
+        }
+        if !self.drivers.knows(&s.driver) {
             v.add(
                 "driver",
                 format!("No provisioning driver named {:?}.", s.driver),
@@ -164,6 +192,31 @@ impl Lodge {
         Ok(row)
     }
 
+    /// Checks a server: it answers, takes its credentials, and (when pinned) shows the
+    /// pinned certificate. Says whether it works and what was found, or why not (wrong
+    /// token, certificate mismatch, timeout, …).
+    pub async fn test_server(&self, id: ServerId) -> Result<ServerCheck> {
+        let server = servers::by_id(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let target = match self.target(&server) {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(ServerCheck {
+                    ok: false,
+                    message: strip_internal(e),
+                })
+            }
+        };
+        Ok(match target.driver.check().await {
+            Ok(message) => ServerCheck { ok: true, message },
+            Err(e) => ServerCheck {
+                ok: false,
+                message: format!("{}: {e}", server.driver),
+            },
+        })
+    }
+
     pub async fn servers(&self) -> Result<Vec<(ServerRow, Vec<String>)>> {
         let mut out = vec![];
         for s in servers::all(self.store.reader()).await? {
@@ -196,5 +249,12 @@ impl Lodge {
                 .ok_or(ServiceError::NotFound),
             other => other,
         }
+    }
+}
+
+fn strip_internal(e: ServiceError) -> String {
+    match e {
+        ServiceError::Internal(m) => m,
+        other => other.to_string(),
     }
 }

@@ -451,6 +451,42 @@ pub async fn replace_prices(
     Ok(())
 }
 
+/// Replaces a plan's panel packages (driver → package).
+pub async fn replace_plan_packages(
+    conn: &mut AnyConnection,
+    plan: PlanId,
+    packages: &[(String, String)],
+) -> Result<()> {
+    sqlx::query("DELETE FROM plan_packages WHERE plan_id = $1")
+        .bind(plan.to_string())
+        .execute(&mut *conn)
+        .await?;
+    for (driver, package) in packages {
+        sqlx::query("INSERT INTO plan_packages (plan_id, driver, package) VALUES ($1, $2, $3)")
+            .bind(plan.to_string())
+            .bind(driver)
+            .bind(package)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The panel package of a plan on servers of `driver`, if the catalog names one.
+pub async fn plan_package<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    plan: PlanId,
+    driver: &str,
+) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT package FROM plan_packages WHERE plan_id = $1 AND driver = $2")
+            .bind(plan.to_string())
+            .bind(driver)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct OfferInput {
     pub legacy_id: Option<i64>,

@@ -581,6 +581,22 @@ pub async fn set_server(
     Ok(())
 }
 
+/// Replaces an account's sealed password.
+pub async fn set_secret(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    sealed: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query("UPDATE hosting SET secret = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(sealed)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn set_last_error(
     conn: &mut AnyConnection,
     id: HostingId,

@@ -6,6 +6,8 @@
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
 //! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
+//! * [`directadmin`], [`cpanel`] and [`plesk`] are stateful fakes of the control panels'
+//!   account APIs, on loopback ports over TLS with a self-signed certificate ([`tls`]).
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -16,10 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod chromium;
+pub mod cpanel;
+pub mod directadmin;
 pub mod localstripe;
 pub mod nginx;
 pub mod pg;
+pub mod plesk;
 pub mod smtp;
+pub mod tls;
 
 /// True when `LODGE_REQUIRE_SERVICES=1`: missing services are then failures.
 pub fn require_services() -> bool {

@@ -158,6 +158,21 @@ pub async fn get_website(
     let first = w.invoices.first();
     let status = website_status(h.status, h.cancel_kind()).to_owned();
     let plan = catalog.plan(h.plan_id);
+    // The control panel's one-time login link, when the account is on a panel.
+    let client_links: Vec<BTreeMap<String, String>> = st
+        .lodge
+        .login_url(h)
+        .await
+        .map(|url| {
+            BTreeMap::from([
+                ("label".to_owned(), "Login to Control Panel".to_owned()),
+                ("link".to_owned(), url),
+                ("icon".to_owned(), "fas fa-sign-in-alt".to_owned()),
+                ("icon_text".to_owned(), String::new()),
+            ])
+        })
+        .into_iter()
+        .collect();
     let empty_table = |title: &str| InfoTable {
         title: title.to_owned(),
         rows: vec![],
@@ -182,7 +197,7 @@ pub async fn get_website(
             website_username: h.username.clone().unwrap_or_default(),
             website_server_status: h.status.as_str().to_owned(),
         },
-        client_links: vec![],
+        client_links,
         billing_details: BillingDetails {
             service_last_invoice_date: last.map(|i| ts(i.issued_at)).unwrap_or_default(),
             service_payment_status: last

@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_servers, create_server))
         .routes(routes!(update_server))
         .routes(routes!(deactivate_server))
+        .routes(routes!(test_server))
         .routes(routes!(get_hosting))
         .routes(routes!(suspend))
         .routes(routes!(unsuspend))
@@ -130,6 +131,20 @@ async fn deactivate_server(
     let s = st.lodge.deactivate_server(id).await?;
     let plans = st.lodge.server_plan_ids(id).await?;
     Ok(Json(server(s, plans)))
+}
+
+/// Checks a server: connects, logs in with its credentials, checks its pinned certificate.
+/// `ok: false` with the reason (wrong token, certificate mismatch, timeout, …).
+#[utoipa::path(post, path = "/v1/admin/servers/{server_id}/test", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "Server UUID")),
+    responses((status = 200, body = lodge_services::servers::ServerCheck), (status = 401), (status = 403), (status = 404)))]
+async fn test_server(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<lodge_services::servers::ServerCheck>> {
+    let id: ServerId = path_id(&id)?;
+    Ok(Json(st.lodge.test_server(id).await?))
 }
 
 async fn hosting_view(st: &AppState, id: HostingId) -> ApiResult<Hosting> {

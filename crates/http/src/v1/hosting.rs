@@ -242,7 +242,44 @@ async fn hosting_detail(
     id: HostingId,
 ) -> ApiResult<Hosting> {
     let view = st.lodge.hosting_detail(access, project, id).await?;
-    Ok(Hosting::from_view(view, &*st.lodge.catalog().await?))
+    let login_url = st.lodge.login_url(&view.hosting).await;
+    let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?);
+    out.login_url = login_url;
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordRequest {
+    /// 8 to 64 printable ASCII characters, with a letter and a digit.
+    pub password: String,
+}
+
+/// Sets the account's control panel password (the worker sends it to the panel).
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/password",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body = PasswordRequest,
+    responses((status = 202, body = Hosting), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The account is not live")))]
+pub async fn change_password(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    V1Json(body): V1Json<PasswordRequest>,
+) -> ApiResult<(StatusCode, Json<Hosting>)> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: HostingId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    st.lodge
+        .change_hosting_password(&access, Some(project), id, &body.password)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(hosting_detail(&st, &access, project, id).await?),
+    ))
 }
 
 /// One hosting account, with its status history.

@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosting::cancel_hosting))
         .routes(routes!(hosting::revoke_cancellation))
         .routes(routes!(hosting::change_plan))
+        .routes(routes!(hosting::change_password))
         .routes(routes!(domains::list_domains))
         .routes(routes!(domains::get_domain))
         .routes(routes!(domains::set_auto_renew))

@@ -21,6 +21,7 @@ mod openapi;
 mod ops;
 mod orders;
 mod pages;
+mod panels;
 mod plan_change;
 mod provisioning;
 mod races;

@@ -103,6 +103,10 @@ pub struct PlanSpec {
     /// Provisioning driver of the servers that host it (`nginx`, …).
     #[serde(default)]
     pub driver: Option<String>,
+    /// The panel package per driver (`{ cpanel = "reseller_starter", directadmin = "starter" }`);
+    /// a driver not listed gets `field2`, else the slug.
+    #[serde(default)]
+    pub packages: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub html: String,
     #[serde(default)]

@@ -83,6 +83,8 @@ impl Lodge {
                     }
                 })?;
             db::replace_prices(&mut tx, row.id, prices).await?;
+            let packages = self.plan_packages(file, &row.slug)?;
+            db::replace_plan_packages(&mut tx, row.id, &packages).await?;
             plan_ids.insert(row.slug.clone(), row.id);
             summary.plans += 1;
         }
@@ -151,4 +153,32 @@ pub struct ImportSummary {
     pub coupons: usize,
     pub tlds: usize,
     pub version: i64,
+}
+
+impl Lodge {
+    /// A plan's `packages` from the file, checked: a known driver, a name of 1 to 100
+    /// characters.
+    fn plan_packages(&self, file: &CatalogFile, slug: &str) -> Result<Vec<(String, String)>> {
+        let Some(spec) = file.plans.iter().find(|p| p.slug == slug) else {
+            return Ok(vec![]);
+        };
+        let mut out = vec![];
+        for (driver, package) in &spec.packages {
+            if !self.drivers.knows(driver) {
+                return Err(ServiceError::field(
+                    "plans",
+                    format!("plan {slug:?}: no provisioning driver named {driver:?}"),
+                ));
+            }
+            let package = package.trim();
+            if package.is_empty() || package.len() > 100 {
+                return Err(ServiceError::field(
+                    "plans",
+                    format!("plan {slug:?}: the {driver} package needs 1 to 100 characters"),
+                ));
+            }
+            out.push((driver.clone(), package.to_owned()));
+        }
+        Ok(out)
+    }
 }

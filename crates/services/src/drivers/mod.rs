@@ -7,7 +7,11 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
+pub mod cpanel;
+pub mod directadmin;
+pub mod http;
 pub mod nginx;
+pub mod plesk;
 
 /// What a driver needs to know about an account.
 #[derive(Debug, Clone)]
@@ -28,6 +32,127 @@ pub struct Account {
 #[error("{0}")]
 pub struct DriverError(pub String);
 
+/// Marks an error no retry can cure (the panel refused: the name is someone else's, …).
+pub const REFUSED: &str = "refused by the panel: ";
+
+impl DriverError {
+    /// The panel refused for good: the job fails at once, its reason shown on the account.
+    pub fn refused(reason: impl std::fmt::Display) -> Self {
+        DriverError(format!("{REFUSED}{reason}"))
+    }
+
+    pub fn is_refused(&self) -> bool {
+        self.0.contains(REFUSED)
+    }
+}
+
+/// Names no panel accepts as an account login (cPanel's reserved list and system users;
+/// DirectAdmin and Plesk refuse the same system names).
+pub const RESERVED_USERNAMES: &[&str] = &[
+    "all",
+    "admin",
+    "administrator",
+    "apache",
+    "bin",
+    "cpanel",
+    "cpanelsolr",
+    "daemon",
+    "diradmin",
+    "directadmin",
+    "dovecot",
+    "exim",
+    "ftp",
+    "games",
+    "halt",
+    "httpd",
+    "lp",
+    "mail",
+    "mailman",
+    "mysql",
+    "named",
+    "news",
+    "nginx",
+    "nobody",
+    "operator",
+    "postgres",
+    "psaadm",
+    "psaftp",
+    "root",
+    "shutdown",
+    "sync",
+    "system",
+    "test",
+    "tomcat",
+    "toor",
+    "virtfs",
+    "webmaster",
+    "whm",
+    "www",
+    "wwwdata",
+];
+
+/// A login for a control panel account: at most 8 lowercase letters and digits (cPanel's
+/// first 8 characters must be unique; DirectAdmin allows 3 to 10 by default), starting
+/// with a letter, never starting with `test`, never a reserved name. Made of the domain's
+/// letters and the account's number in base 36, so two accounts never share it.
+pub fn panel_username(domain: &str, legacy_id: i64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = legacy_id.unsigned_abs();
+    let mut id = Vec::new();
+    loop {
+        let d = usize::try_from(n % 36).unwrap_or(0);
+        id.push(DIGITS.get(d).copied().unwrap_or(b'0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    id.reverse();
+    let id = String::from_utf8(id).unwrap_or_default();
+    let room = 8_usize.saturating_sub(id.len()).max(1);
+    let mut stem: String = domain
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect();
+    if !stem.starts_with(|c: char| c.is_ascii_lowercase()) || stem.starts_with("test") {
+        stem.insert(0, 'u');
+    }
+    let mut stem: String = stem.chars().take(room).collect();
+    let mut name = format!("{stem}{id}");
+    while name.len() < 3 || RESERVED_USERNAMES.contains(&name.as_str()) {
+        stem.push('x');
+        name = format!("{stem}{id}");
+    }
+    name
+}
+
+/// Where a panel server is and how to log in to it: the server's hostname and its
+/// credentials, opened from their sealed form for the call (never logged: Debug redacts).
+#[derive(Clone)]
+pub struct ServerAccess {
+    pub hostname: String,
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for ServerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAccess")
+            .field("hostname", &self.hostname)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// Makes a driver bound to one panel server (its address, login, certificate pin).
+pub trait PanelFactory: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+    fn connect(&self, server: &ServerAccess) -> Result<Arc<dyn Provisioner>, DriverError>;
+}
+
 #[async_trait]
 pub trait Provisioner: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
@@ -39,12 +164,23 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     async fn change_password(&self, a: &Account, password: &str) -> Result<(), DriverError>;
     /// Where the customer logs in to manage the account, if the driver has such a page.
     async fn login_url(&self, a: &Account) -> Result<Option<String>, DriverError>;
+
+    /// The login a new account gets (called once; the hosting row keeps it).
+    fn username(&self, domain: &str, legacy_id: i64) -> String {
+        crate::provisioning::username_for(domain, legacy_id)
+    }
+
+    /// Checks that the server answers and takes the credentials; says what it found.
+    async fn check(&self) -> Result<String, DriverError> {
+        Ok(format!("{}: nothing to check", self.name()))
+    }
 }
 
 /// The drivers a node knows, by name (`nginx`, …).
 #[derive(Debug, Clone, Default)]
 pub struct Drivers {
     inner: Arc<RwLock<HashMap<String, Arc<dyn Provisioner>>>>,
+    panels: Arc<RwLock<HashMap<String, Arc<dyn PanelFactory>>>>,
 }
 
 impl Drivers {
@@ -56,5 +192,70 @@ impl Drivers {
     pub fn get(&self, name: &str) -> Option<Arc<dyn Provisioner>> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned()
+    }
+
+    /// Registers a panel driver (one connection per server).
+    pub fn register_panel(&self, factory: Arc<dyn PanelFactory>) {
+        let mut map = self.panels.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(factory.name().to_owned(), factory);
+    }
+
+    /// The three control panels: `directadmin`, `cpanel` and `plesk`.
+    pub fn register_panels(&self) {
+        self.register_panel(Arc::new(directadmin::Factory));
+        self.register_panel(Arc::new(cpanel::Factory));
+        self.register_panel(Arc::new(plesk::Factory));
+    }
+
+    /// Whether `name` is a control panel (its accounts have a panel login page).
+    pub fn is_panel(&self, name: &str) -> bool {
+        let map = self.panels.read().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(name)
+    }
+
+    /// Whether a driver of this name is known.
+    pub fn knows(&self, name: &str) -> bool {
+        self.get(name).is_some() || {
+            let map = self.panels.read().unwrap_or_else(|e| e.into_inner());
+            map.contains_key(name)
+        }
+    }
+
+    /// The driver `name` for one server: a registered driver as it is, a panel connected to
+    /// the server. `None` for an unknown name.
+    pub fn for_server(
+        &self,
+        name: &str,
+        server: &ServerAccess,
+    ) -> Option<Result<Arc<dyn Provisioner>, DriverError>> {
+        if let Some(d) = self.get(name) {
+            return Some(Ok(d));
+        }
+        let factory = {
+            let map = self.panels.read().unwrap_or_else(|e| e.into_inner());
+            map.get(name).cloned()
+        };
+        factory.map(|f| f.connect(server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panel_usernames_follow_the_panels_rules() {
+        assert_eq!(panel_username("shop.example.com", 42), "shopex16");
+        assert_eq!(panel_username("123.example.com", 7), "u123exa7");
+        assert_eq!(panel_username("testing.com", 1), "utestin1");
+        assert_eq!(panel_username("a.io", 1), "aio1");
+        assert_eq!(panel_username("x.y", 5), "xy5");
+        assert_eq!(panel_username("r.o", 1), "ro1");
+        for (d, id) in [("root.com", 1), ("admin.net", 99_999_999_999), ("é.fr", 3)] {
+            let u = panel_username(d, id);
+            assert!(u.len() <= 8 || id > 36_i64.pow(7), "{u}");
+            assert!(u.starts_with(|c: char| c.is_ascii_lowercase()), "{u}");
+            assert!(!RESERVED_USERNAMES.contains(&u.as_str()));
+        }
     }
 }
