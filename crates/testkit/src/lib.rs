@@ -6,6 +6,7 @@
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
 //! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
+//! * [`epp`] runs an in-process EPP registry (RFC 5730–5734) over TLS for registrar tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod chromium;
+pub mod epp;
 pub mod localstripe;
 pub mod nginx;
 pub mod pg;
