@@ -9,6 +9,7 @@ use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use lodge_services::mail::{MailSettings, TlsMode};
+use lodge_services::registrar::config::RegistrarFile;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -60,6 +61,8 @@ pub struct FileConfig {
     pub mail_base_url: Option<String>,
     pub mail_templates_dir: Option<String>,
     pub mail_timeout_secs: Option<u64>,
+    /// Registrars (EPP), each serving its TLDs; the rest stay manual (`[[registrars]]`).
+    pub registrars: Option<Vec<RegistrarFile>>,
 }
 
 impl FileConfig {
@@ -112,6 +115,8 @@ pub struct Config {
     pub webhooks_allow_private: bool,
     /// SMTP and the notices (`mail_settings` checks and builds them).
     pub mail: MailConfig,
+    /// The configuration file's registrars (built, and their passwords opened, at start).
+    pub registrars: Vec<RegistrarFile>,
 }
 
 /// The mail settings as given (no SMTP host: mail is off). The password's `Debug` is
@@ -408,6 +413,7 @@ impl Config {
                     .map(PathBuf::from),
                 timeout_secs: o.mail_timeout_secs.or(f.mail_timeout_secs),
             },
+            registrars: f.registrars.unwrap_or_default(),
         }
     }
 }

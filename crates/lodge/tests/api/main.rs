@@ -11,6 +11,7 @@ mod harness;
 
 mod apiv2;
 mod coupons;
+mod epp;
 mod events;
 mod foundation;
 mod hardening;
