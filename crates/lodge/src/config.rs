@@ -423,6 +423,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registrars_are_read_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[registrars]]
+            name = "epp-example"
+            host = "epp.registry.example"
+            client_id = "lodge"
+            password_sealed = "sealed"
+            tlds = ["com", "net"]
+            "#,
+        )
+        .unwrap();
+        let cfg = Config::resolve(Overrides::default(), file);
+        assert_eq!(cfg.registrars.len(), 1);
+        let r = &cfg.registrars[0];
+        assert_eq!((r.port, r.kind.as_str()), (700, "epp"), "the defaults");
+        assert_eq!(r.tlds, ["com", "net"]);
+        // A misspelt key is refused, not ignored.
+        let bad = toml::from_str::<FileConfig>(
+            "[[registrars]]\nname = \"x\"\nhost = \"h\"\nclient_id = \"c\"\npassword = \"plain\"\ntlds = []",
+        );
+        assert!(bad.is_err());
+        assert!(Config::resolve(Overrides::default(), FileConfig::default())
+            .registrars
+            .is_empty());
+    }
+
+    #[test]
     fn layers_in_order() {
         let file = FileConfig {
             listen: Some("127.0.0.1:9000".into()),

@@ -377,6 +377,9 @@ impl Lodge {
         let Some(registrar) = self.registrar.clone() else {
             return Ok((0, 0));
         };
+        if registrar.queues().is_empty() {
+            return Ok((0, 0)); // no registry to read back (the manual registrar)
+        }
         let today = self.today().to_string();
         let due = registry::due_for_sync(self.store.reader(), &today, limit).await?;
         let (mut synced, mut failed) = (0, 0);
