@@ -10,6 +10,7 @@ use lodge_core::renewal::Policy;
 use lodge_services::drivers::nginx::NginxConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use lodge_services::mail::{MailSettings, TlsMode};
+use lodge_services::registrar::config::RegistrarFile;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -68,6 +69,8 @@ pub struct FileConfig {
     pub mail_base_url: Option<String>,
     pub mail_templates_dir: Option<String>,
     pub mail_timeout_secs: Option<u64>,
+    /// Registrars (EPP), each serving its TLDs; the rest stay manual (`[[registrars]]`).
+    pub registrars: Option<Vec<RegistrarFile>>,
 }
 
 impl FileConfig {
@@ -130,6 +133,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// SMTP and the notices (`mail_settings` checks and builds them).
     pub mail: MailConfig,
+    /// The configuration file's registrars (built, and their passwords opened, at start).
+    pub registrars: Vec<RegistrarFile>,
 }
 
 /// The mail settings as given (no SMTP host: mail is off). The password's `Debug` is
@@ -529,6 +534,7 @@ impl Config {
                     .map(PathBuf::from),
                 timeout_secs: o.mail_timeout_secs.or(f.mail_timeout_secs),
             },
+            registrars: f.registrars.unwrap_or_default(),
         }
     }
 }
@@ -536,6 +542,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrars_are_read_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[registrars]]
+            name = "epp-example"
+            host = "epp.registry.example"
+            client_id = "lodge"
+            password_sealed = "sealed"
+            tlds = ["com", "net"]
+            "#,
+        )
+        .unwrap();
+        let cfg = Config::resolve(Overrides::default(), file);
+        assert_eq!(cfg.registrars.len(), 1);
+        let r = &cfg.registrars[0];
+        assert_eq!((r.port, r.kind.as_str()), (700, "epp"), "the defaults");
+        assert_eq!(r.tlds, ["com", "net"]);
+        // A misspelt key is refused, not ignored.
+        let bad = toml::from_str::<FileConfig>(
+            "[[registrars]]\nname = \"x\"\nhost = \"h\"\nclient_id = \"c\"\npassword = \"plain\"\ntlds = []",
+        );
+        assert!(bad.is_err());
+        assert!(Config::resolve(Overrides::default(), FileConfig::default())
+            .registrars
+            .is_empty());
+    }
 
     #[test]
     fn layers_in_order() {

@@ -52,6 +52,11 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
+    if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        lodge.registrar = Some(r);
+    }
     if let Some(stripe) = &cfg.stripe {
         let client = lodge_services::gateway::Stripe::new(stripe.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;

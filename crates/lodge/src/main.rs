@@ -219,6 +219,9 @@ enum Command {
     /// Provisioning servers: check one.
     #[command(subcommand)]
     Servers(ServersCommand),
+    /// Seal a secret read from standard input (e.g. a registrar's password) with this
+    /// node's secret key, for the configuration file (`password_sealed`).
+    Seal,
     /// Measure Lodge: load with ceilings, filling a database, crash checks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -657,6 +660,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(k) => keys(&lodge, k).await,
+        Command::Seal => {
+            let mut secret = String::new();
+            std::io::stdin()
+                .read_line(&mut secret)
+                .context("reading the secret from standard input")?;
+            let secret = secret.trim_end_matches(['\r', '\n']);
+            if secret.is_empty() {
+                anyhow::bail!("nothing to seal: give the secret on standard input");
+            }
+            println!("{}", lodge.sealer.seal(secret)?);
+            Ok(())
+        }
         Command::Mail(MailCommand::Test { to }) => {
             if lodge.settings.mail.is_none() {
                 anyhow::bail!(

@@ -539,6 +539,22 @@ impl Lodge {
         };
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        if registrar.has_registry(&name) {
+            // A registry to ask and read back (EPP): crate::registrar::jobs.
+            return if kind == JOB_REGISTER_DOMAIN {
+                if d.status != DomainStatus::PendingRegistration {
+                    return Ok(());
+                }
+                self.register_at_registry(&d).await
+            } else {
+                if d.status != DomainStatus::PendingTransfer {
+                    return Ok(());
+                }
+                let epp: Option<String> = sealed_epp_code(self, id).await?;
+                self.transfer_at_registry(&d, epp.as_deref().unwrap_or(""))
+                    .await
+            };
+        }
         let outcome = if kind == JOB_REGISTER_DOMAIN {
             if d.status != DomainStatus::PendingRegistration {
                 return Ok(());
@@ -622,6 +638,20 @@ impl Lodge {
             }
         };
         added += overdue.suspensions + overdue.terminations;
+        // The registries: poll queues (finishing transfers) and the daily sync.
+        match self.registry_pass().await {
+            Ok(p) if p.messages > 0 || p.synced > 0 || p.failed > 0 => {
+                tracing::info!(
+                    messages = p.messages,
+                    transfers = p.transfers,
+                    synced = p.synced,
+                    failed = p.failed,
+                    "registry pass"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "the registry pass failed; the next one goes on"),
+        }
         if let Err(e) = self.forget_idempotency_keys().await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");
         }

@@ -392,10 +392,19 @@ pub struct DomainRow {
     pub next_billing_date: Option<String>,
     pub created_at: i64,
     pub modified_at: i64,
+    /// What Lodge waits for from the registry: `registering`, `transferring` or nothing.
+    pub registry_stage: Option<String>,
+    /// The EPP statuses the registry last reported (a JSON list).
+    pub registry_statuses: String,
+    /// The day the registry was last read back (`YYYY-MM-DD`).
+    pub registry_synced_on: Option<String>,
+    /// The registrar's last error about this domain.
+    pub registry_error: Option<String>,
 }
 
-const DOMAIN_COLUMNS: &str = "legacy_id, id, organization_id, project_id, order_id, name, sld, tld, status, registrar,
-    registration_date, expiration_date, auto_renew, is_locked, nameservers, next_billing_date, created_at, modified_at";
+pub(crate) const DOMAIN_COLUMNS: &str = "legacy_id, id, organization_id, project_id, order_id, name, sld, tld, status, registrar,
+    registration_date, expiration_date, auto_renew, is_locked, nameservers, next_billing_date, created_at, modified_at,
+    registry_stage, registry_statuses, registry_synced_on, registry_error";
 
 /// Statuses in which a domain object holds its name, from [`DomainStatus::is_live`]; the
 /// partial index `domains_live_name` repeats the list.
@@ -548,7 +557,8 @@ pub async fn activate_domain(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE domains SET status = 'active', registration_date = $2, expiration_date = $3,
-             next_billing_date = $3, nameservers = $4, epp_code = NULL, modified_at = $5
+             next_billing_date = $3, nameservers = $4, epp_code = NULL, registry_stage = NULL,
+             registry_error = NULL, modified_at = $5
          WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer')",
     )
     .bind(id.to_string())

@@ -41,6 +41,7 @@ pub mod orgs;
 pub mod plan_change;
 mod postgres;
 pub mod refunds;
+pub mod registry;
 pub mod renewals;
 pub mod servers;
 mod sqlite;

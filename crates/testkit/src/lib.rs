@@ -8,6 +8,7 @@
 //! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
 //! * [`directadmin`], [`cpanel`] and [`plesk`] are stateful fakes of the control panels'
 //!   account APIs, on loopback ports over TLS with a self-signed certificate ([`tls`]).
+//! * [`epp`] runs an in-process EPP registry (RFC 5730–5734) over TLS for registrar tests.
 //!
 //! External services are optional: when a binary is missing, tests call
 //! [`skip_or_fail`] and return early. Setting `LODGE_REQUIRE_SERVICES=1` (e.g.
@@ -20,6 +21,7 @@ use std::process::{Command, Stdio};
 pub mod chromium;
 pub mod cpanel;
 pub mod directadmin;
+pub mod epp;
 pub mod localstripe;
 pub mod nginx;
 pub mod pg;

@@ -1,14 +1,16 @@
-//! Domains of a project.
+//! Domains of a project: reading them, auto-renew, nameservers, the transfer lock and code
+//! (at the registry); the availability check before ordering; staff's list with the
+//! registry state.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use lodge_core::{DomainId, OrganizationId, ProjectId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Json};
-use crate::wire::Domain;
+use crate::extract::{path_id, Caller, PageQuery, Paginated, Staff, V1Json};
+use crate::wire::{money_str, Domain};
 use crate::AppState;
 
 /// The domains of a project.
@@ -93,4 +95,183 @@ pub async fn set_auto_renew(
         .set_auto_renew(&access, project, id, body.auto_renew)
         .await?;
     Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
+}
+
+/// A name's availability and first-year prices.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainCheck {
+    pub name: String,
+    /// `available`, `unavailable` or `unknown` (the registrar cannot tell).
+    pub availability: String,
+    /// One year's registration price (`null`: the TLD is not sold).
+    pub register: Option<String>,
+    pub transfer: Option<String>,
+    pub renew: Option<String>,
+    pub currency: String,
+}
+
+/// Whether a name can be registered (the registrar's `check`), and its price (the TLD table).
+#[utoipa::path(get, path = "/v1/domains/check/{name}", tag = "hosting", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The name to check, e.g. `example.com`")),
+    responses((status = 200, body = DomainCheck), (status = 400), (status = 401)))]
+pub async fn check_domain(
+    State(st): State<AppState>,
+    Caller(_p): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DomainCheck>> {
+    let c = st.lodge.check(&name).await?;
+    let money = |m: Option<i64>| m.map(|m| money_str(m, c.currency));
+    Ok(Json(DomainCheck {
+        availability: c.availability.to_owned(),
+        register: money(c.register_minor),
+        transfer: money(c.transfer_minor),
+        renew: money(c.renew_minor),
+        currency: c.currency.to_string(),
+        name: c.name,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Nameservers {
+    /// 2 to 13 host names.
+    pub nameservers: Vec<String>,
+}
+
+/// Replaces a domain's nameservers at the registry.
+#[utoipa::path(put, path = "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/nameservers",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("domain_id" = String, Path, description = "Domain UUID")),
+    request_body = Nameservers,
+    responses((status = 200, body = Domain), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Not active, or the registrar refused")))]
+pub async fn set_nameservers(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    V1Json(body): V1Json<Nameservers>,
+) -> ApiResult<Json<Domain>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: DomainId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let d = st
+        .lodge
+        .set_nameservers(&access, project, id, &body.nameservers)
+        .await?;
+    Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Lock {
+    /// Locked against transfer (`clientTransferProhibited`).
+    pub locked: bool,
+}
+
+/// Locks or unlocks a domain against transfer at the registry.
+#[utoipa::path(put, path = "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/lock",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("domain_id" = String, Path, description = "Domain UUID")),
+    request_body = Lock,
+    responses((status = 200, body = Domain), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Not active, or the registrar refused")))]
+pub async fn set_lock(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    V1Json(body): V1Json<Lock>,
+) -> ApiResult<Json<Domain>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: DomainId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let d = st
+        .lodge
+        .set_domain_lock(&access, project, id, body.locked)
+        .await?;
+    Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
+}
+
+/// A domain's transfer code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthCode {
+    /// `null` when the registrar cannot tell it.
+    pub auth_code: Option<String>,
+}
+
+/// The transfer code (EPP `authInfo`) of an active domain, to move it to another registrar.
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auth-code",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("domain_id" = String, Path, description = "Domain UUID")),
+    responses((status = 200, body = AuthCode), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Not active, or the registrar refused")))]
+pub async fn get_auth_code(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<AuthCode>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: DomainId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let auth_code = st.lodge.domain_auth_code(&access, project, id).await?;
+    Ok(Json(AuthCode { auth_code }))
+}
+
+/// A domain with its registry state (staff).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryDomain {
+    #[serde(flatten)]
+    pub domain: Domain,
+    pub organization_id: String,
+    pub project_id: String,
+    /// The registrar that holds it (`manual`, or a configured EPP registrar's name).
+    pub registrar: String,
+    /// What Lodge waits for from the registry: `registering`, `transferring` or `null`.
+    pub registry_stage: Option<String>,
+    /// The EPP statuses the registry last reported.
+    pub registry_statuses: Vec<String>,
+    /// The day the registry was last read back.
+    pub registry_synced_on: Option<String>,
+    /// The registrar's last error about it.
+    pub registry_error: Option<String>,
+}
+
+/// Every domain with its registry state, newest first (staff).
+#[utoipa::path(get, path = "/v1/admin/domains", tag = "admin", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Paginated<RegistryDomain>), (status = 401), (status = 403)))]
+pub async fn admin_list_domains(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paginated<RegistryDomain>>> {
+    let req = q.resolve()?;
+    let (rows, count) = st.lodge.all_domains(req.limit(), req.offset()).await?;
+    let catalog = st.lodge.catalog().await?;
+    let results = rows
+        .into_iter()
+        .map(|d| RegistryDomain {
+            organization_id: d.organization_id.to_string(),
+            project_id: d.project_id.to_string(),
+            registrar: d.registrar.clone(),
+            registry_stage: d.registry_stage.clone(),
+            registry_statuses: serde_json::from_str(&d.registry_statuses).unwrap_or_default(),
+            registry_synced_on: d.registry_synced_on.clone(),
+            registry_error: d.registry_error.clone(),
+            domain: Domain::new(d, &catalog),
+        })
+        .collect();
+    Ok(Json(Paginated::new(
+        &st,
+        "/v1/admin/domains",
+        req,
+        count,
+        results,
+    )?))
 }

@@ -62,6 +62,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}"),
     ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auto-renew"),
+    ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/nameservers"),
+    ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/lock"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auth-code"),
+    ("GET", "/v1/domains/check/{name}"),
     ("GET", "/v1/organizations/{organization_id}/invoices"),
     ("GET", "/v1/organizations/{organization_id}/invoices/{invoice_id}"),
     ("GET", "/v1/organizations/{organization_id}/credit"),
@@ -92,6 +96,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("GET", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("POST", "/v1/admin/domains/{domain_id}/complete"),
+    ("GET", "/v1/admin/domains"),
     // staff operations: servers, hosting accounts, jobs (v1/admin_ops.rs)
     ("GET", "/v1/admin/servers"),
     ("POST", "/v1/admin/servers"),

@@ -1,0 +1,799 @@
+//! The EPP registrar (issue 22) against the testkit's EPP registry over TLS on loopback
+//! (lodge_testkit::epp): the driver's whole lifecycle, registrations paid → active with the
+//! registry's expiry, a create whose answer is lost, transfers approved and rejected (the
+//! refund to credit), a wrong password, renewals once per period, the daily sync, and an
+//! independent EPP client (Perl's Net::EPP) cross-checking the test registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::{date, Date};
+use lodge_core::DomainName;
+use lodge_services::provisioning::Worker;
+use lodge_services::registrar::epp::{EppRegistrar, EppSettings};
+use lodge_services::registrar::{Availability, ByTld, Contact, Outcome, Registrar, Registration};
+use lodge_testkit::epp::{EppConfig, EppServer, Fault};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{self, add_credit, cents, str_of, Engine, Options, TestApp};
+use crate::on_both_engines;
+use crate::provisioning::{drain, noon, FakeDriver};
+
+on_both_engines!(engine:
+    a_paid_registration_becomes_active_with_the_registrys_expiry,
+    a_create_whose_answer_is_lost_is_adopted_not_repeated,
+    a_rejected_transfer_refunds_its_line_to_credit,
+    an_approved_transfer_activates_the_domain,
+    a_wrong_password_fails_the_job_with_a_clear_error,
+    renewal_billing_renews_at_the_registry_once_per_period,
+    the_daily_sync_reads_expiry_and_status_back,
+    customers_manage_nameservers_and_lock_and_staff_see_the_registry_state,
+);
+
+/// The registry's date when tests start (the harness clock's day).
+const TODAY: Date = date(2026, 3, 31);
+
+async fn registry(require_client_cert: bool) -> Arc<EppServer> {
+    Arc::new(
+        EppServer::start_with(EppConfig {
+            require_client_cert,
+            today: TODAY,
+            ..EppConfig::default()
+        })
+        .await
+        .expect("the EPP test registry starts"),
+    )
+}
+
+fn settings(server: &EppServer, client: &str, password: &str) -> EppSettings {
+    EppSettings {
+        name: format!("epp-{client}"),
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        client_id: client.into(),
+        password: password.to_owned().into(),
+        ca_pem: Some(server.ca_pem().to_owned()),
+        client_cert_pem: None,
+        timeout: Duration::from_secs(10),
+        default_nameservers: vec!["ns1.lodge.test".into(), "ns2.lodge.test".into()],
+    }
+}
+
+fn driver(server: &EppServer) -> Arc<EppRegistrar> {
+    Arc::new(EppRegistrar::new(settings(server, "lodge", "lodge-secret")).expect("driver"))
+}
+
+fn options(registrar: Arc<dyn Registrar>) -> Options {
+    Options {
+        registrar: Some(registrar),
+        ..Default::default()
+    }
+}
+
+fn name(s: &str) -> DomainName {
+    DomainName::parse(s).unwrap()
+}
+
+fn contact(handle: &str) -> Contact {
+    Contact {
+        handle: handle.into(),
+        name: "Ada Lovelace".into(),
+        organization: None,
+        email: "ada@example.test".into(),
+        street: "1 Analytical Way".into(),
+        city: "London".into(),
+        state: None,
+        postcode: Some("N1 1AA".into()),
+        country: "GB".into(),
+        phone: Some("+44.2071234567".into()),
+    }
+}
+
+fn order_path(app: &TestApp) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+/// Orders Starter (annually) with `domain` registered or transferred, paid from credit;
+/// returns the domain's id.
+async fn order(app: &TestApp, body: Value) -> String {
+    let (status, o) = app.post(&order_path(app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "order: {o}");
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    str_of(&o, "domain_id").to_owned()
+}
+
+async fn register(app: &TestApp, domain: &str) -> String {
+    order(
+        app,
+        json!({ "plan_id": harness::starter(app), "domain_source": "register",
+                "domain_name": domain, "billing_cycle": "annually" }),
+    )
+    .await
+}
+
+async fn domain(app: &TestApp, id: &str) -> Value {
+    harness::get_ok(app, &domain_path(app, id)).await
+}
+
+fn domain_path(app: &TestApp, id: &str) -> String {
+    format!(
+        "/v1/organizations/{}/projects/{}/domains/{id}",
+        app.org_id(),
+        app.project_id()
+    )
+}
+
+async fn balance(app: &TestApp) -> i64 {
+    let c = harness::get_ok(app, &format!("/v1/organizations/{}/credit", app.org_id())).await;
+    cents(&c["balance"])
+}
+
+/// The registry side of a domain row, read from the store.
+async fn row(app: &TestApp, id: &str) -> lodge_store::hosting::DomainRow {
+    lodge_store::hosting::domain(app.lodge.store.reader(), id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn jobs(app: &TestApp, kind: &str) -> Vec<lodge_store::jobs::JobRow> {
+    let mut all = Vec::new();
+    for s in [
+        lodge_core::JobStatus::Queued,
+        lodge_core::JobStatus::Running,
+        lodge_core::JobStatus::Done,
+        lodge_core::JobStatus::Dead,
+    ] {
+        all.extend(
+            lodge_store::jobs::with_status(app.lodge.store.reader(), s, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|j| j.kind == kind),
+        );
+    }
+    all
+}
+
+fn worker(app: &TestApp) -> Worker {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    Worker::new(app.lodge.clone(), "node-1")
+}
+
+// ---- the driver alone ----
+
+/// check, contact + domain create, info, renew (with the current expiry), nameservers,
+/// lock/unlock, the transfer code, a transfer by another registrar with the poll queue,
+/// keep-alive and reconnection, against the TLS registry with a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
+    let server = registry(true).await;
+    // Without the client certificate the registry refuses the TLS session.
+    let anonymous = EppRegistrar::new(settings(&server, "lodge", "lodge-secret")).unwrap();
+    let e = anonymous.check(&name("life.com")).await.unwrap_err();
+    assert!(e.0.contains("connecting to the registry"), "{e}");
+
+    let (cert, key) = server.client_identity_pem();
+    let with_cert = |client: &str, pw: &str| {
+        let mut s = settings(&server, client, pw);
+        s.client_cert_pem = Some((cert.to_owned(), key.to_owned().into()));
+        EppRegistrar::new(s).unwrap()
+    };
+    let lodge = with_cert("lodge", "lodge-secret");
+    let other = with_cert("other", "other-secret");
+    let n = name("life.com");
+
+    assert_eq!(lodge.check(&n).await.unwrap(), Availability::Available);
+    let registrant = contact("LADA1");
+    let ns = vec!["ns1.example.net".to_owned(), "ns2.example.net".to_owned()];
+    let out = lodge
+        .create(&Registration {
+            name: &n,
+            years: 2,
+            registrant: &registrant,
+            nameservers: &ns,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Completed {
+            registration_date: "2026-03-31".into(),
+            expiration_date: "2028-03-31".into()
+        }
+    );
+    assert_eq!(lodge.check(&n).await.unwrap(), Availability::Unavailable);
+    // A second create is refused by the registry (2302), the contact is reused.
+    let again = lodge
+        .create(&Registration {
+            name: &n,
+            years: 1,
+            registrant: &registrant,
+            nameservers: &ns,
+        })
+        .await
+        .unwrap_err();
+    assert!(again.0.contains("2302"), "{again}");
+
+    let info = lodge.info(&n).await.unwrap().unwrap();
+    assert!(info.ours);
+    assert_eq!(info.expiration_date.as_deref(), Some("2028-03-31"));
+    assert_eq!(info.nameservers, ns);
+    assert!(info.auth_info.is_some());
+    assert_eq!(
+        lodge.info(&name("nowhere.com")).await.unwrap(),
+        None,
+        "2303"
+    );
+    let held = server.domain("life.com").unwrap();
+    assert_eq!(held.registrant.as_deref(), Some("LADA1"));
+    assert_eq!(held.sponsor, "lodge");
+
+    // Renew from the current expiry; the same renewal asked again (its answer lost) is
+    // recognised from the registry's date and not sent twice.
+    let r = lodge.renew(&n, 1, "2028-03-31").await.unwrap();
+    assert!(
+        matches!(r, Outcome::Completed { ref expiration_date, .. } if expiration_date == "2029-03-31"),
+        "{r:?}"
+    );
+    let r = lodge.renew(&n, 1, "2028-03-31").await.unwrap();
+    assert!(
+        matches!(r, Outcome::Completed { ref expiration_date, .. } if expiration_date == "2029-03-31"),
+        "{r:?}"
+    );
+    assert_eq!(server.count("domain:renew"), 1, "{:?}", server.commands());
+
+    // Nameservers and the transfer lock.
+    let new_ns = vec!["ns1.other.org".to_owned(), "ns2.example.net".to_owned()];
+    lodge.set_nameservers(&n, &new_ns).await.unwrap();
+    assert_eq!(
+        server.domain("life.com").unwrap().nameservers,
+        vec!["ns2.example.net", "ns1.other.org"]
+    );
+    lodge.set_lock(&n, true).await.unwrap();
+    assert!(lodge.info(&n).await.unwrap().unwrap().locked());
+    let code = lodge.auth_code(&n).await.unwrap().unwrap();
+    // Locked: another registrar's transfer request is refused (2304).
+    let refused = other.transfer(&n, &code).await.unwrap_err();
+    assert!(refused.0.contains("2304"), "{refused}");
+    lodge.set_lock(&n, false).await.unwrap();
+    // A wrong code: 2202.
+    let wrong = other.transfer(&n, "not-the-code").await.unwrap_err();
+    assert!(wrong.0.contains("2202"), "{wrong}");
+    assert_eq!(other.transfer(&n, &code).await.unwrap(), Outcome::Pending);
+    // The losing registrar (Lodge) is told through its poll queue, and acknowledges it.
+    let probe = name("queue.invalid");
+    let msg = lodge.poll(&probe).await.unwrap().expect("a message");
+    assert_eq!(msg.transfer, Some(("life.com".into(), "pending".into())));
+    lodge.ack(&probe, &msg.id).await.unwrap();
+    assert_eq!(lodge.poll(&probe).await.unwrap(), None, "1300: empty");
+    server.approve_transfer("life.com").unwrap();
+    let msg = other
+        .poll(&probe)
+        .await
+        .unwrap()
+        .expect("the gaining side's message");
+    assert_eq!(
+        msg.transfer,
+        Some(("life.com".into(), "clientApproved".into()))
+    );
+    other.ack(&probe, &msg.id).await.unwrap();
+    let moved = other.info(&n).await.unwrap().unwrap();
+    assert!(moved.ours);
+    assert_eq!(
+        moved.expiration_date.as_deref(),
+        Some("2030-03-31"),
+        "a year added"
+    );
+    assert!(!lodge.info(&n).await.unwrap().unwrap().ours);
+
+    // Keep-alive, then a broken connection: the next command reconnects and logs in again.
+    lodge.keepalive().await.unwrap();
+    server.set_fault(Fault::DropAfterCreate);
+    let lost = lodge
+        .create(&Registration {
+            name: &name("dropped.com"),
+            years: 1,
+            registrant: &registrant,
+            nameservers: &[],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        lost.0.contains("connection") || lost.0.contains("I/O"),
+        "{lost}"
+    );
+    let info = lodge.info(&name("dropped.com")).await.unwrap().unwrap();
+    assert!(info.ours, "committed before the connection dropped");
+    assert_eq!(
+        info.nameservers,
+        vec!["ns1.lodge.test", "ns2.lodge.test"],
+        "the defaults"
+    );
+    let commands = server.commands();
+    assert!(
+        commands.iter().filter(|c| *c == "login").count() >= 3,
+        "{commands:?}"
+    );
+    assert!(commands.iter().any(|c| c == "hello"), "{commands:?}");
+}
+
+// ---- through Lodge ----
+
+async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        // The check endpoint: the registry's answer and the TLD's price.
+        let (status, c) = app.get("/v1/domains/check/Paid-Reg.com", &app.key()).await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        assert_eq!(c["name"], "paid-reg.com");
+        assert_eq!(c["availability"], "available", "{c}");
+        assert_eq!(c["register"], "12.00", "{c}");
+        assert_eq!(c["renew"], "14.00", "{c}");
+        let (status, bad) = app.get("/v1/domains/check/not..valid", &app.key()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(bad["name"].is_array(), "{bad}");
+
+        let id = register(&app, "paid-reg.com").await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "pending_registration", "{d}");
+        drain(worker(&app)).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "active", "{d}");
+        assert_eq!(d["registration_date"], "2026-03-31", "{d}");
+        assert_eq!(d["expiration_date"], "2027-03-31", "{d}");
+        assert_eq!(
+            d["nameservers"],
+            json!(["ns1.lodge.test", "ns2.lodge.test"]),
+            "{d}"
+        );
+        let held = server.domain("paid-reg.com").expect("at the registry");
+        assert_eq!(held.sponsor, "lodge");
+        assert_eq!(held.expires, date(2027, 3, 31));
+        let handle = held.registrant.clone().expect("a registrant");
+        assert!(handle.starts_with('L') && handle.len() <= 16, "{handle}");
+        assert_eq!(server.count("contact:create"), 1);
+        assert_eq!(server.count("domain:create"), 1);
+        // Now taken: the check says so.
+        let (_, c) = app.get("/v1/domains/check/paid-reg.com", &app.key()).await;
+        assert_eq!(c["availability"], "unavailable", "{c}");
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn a_create_whose_answer_is_lost_is_adopted_not_repeated(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        server.set_fault(Fault::DropAfterCreate);
+        let id = register(&app, "lost-answer.com").await;
+        let w = worker(&app);
+        drain(w.clone()).await;
+        // The registry committed it, Lodge did not hear: the job failed and waits to retry.
+        let r = row(&app, &id).await;
+        assert_eq!(r.status.as_str(), "pending_registration");
+        assert_eq!(r.registry_stage.as_deref(), Some("registering"));
+        assert!(r.registry_error.is_some(), "{r:?}");
+        let j = jobs(&app, "register_domain").await;
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0].status, lodge_core::JobStatus::Queued, "{:?}", j[0]);
+        assert!(j[0].last_error.is_some());
+        // The retry asks `info` first and adopts the registration: no second create.
+        app.clock
+            .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(2));
+        drain(w).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "active", "{d}");
+        assert_eq!(d["expiration_date"], "2027-03-31", "{d}");
+        assert_eq!(server.count("domain:create"), 1, "{:?}", server.commands());
+        assert!(server.count("domain:info lost-answer.com") >= 1);
+        let r = row(&app, &id).await;
+        assert_eq!(r.registry_stage, None);
+        assert_eq!(r.registry_error, None);
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn transfer_in(app: &TestApp, domain: &str, code: &str) -> String {
+    order(
+        app,
+        json!({ "plan_id": harness::starter(app), "domain_source": "transfer",
+                "domain_name": domain, "epp_code": code, "billing_cycle": "annually" }),
+    )
+    .await
+}
+
+async fn a_rejected_transfer_refunds_its_line_to_credit(engine: Engine) {
+    let server = registry(false).await;
+    server.add_domain("move-me.net", "other", "EPP-secret-1", date(2026, 9, 1));
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let id = transfer_in(&app, "move-me.net", "EPP-secret-1").await;
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        let r = row(&app, &id).await;
+        assert_eq!(r.status.as_str(), "pending_transfer");
+        assert_eq!(r.registry_stage.as_deref(), Some("transferring"));
+        assert_eq!(
+            server
+                .domain("move-me.net")
+                .unwrap()
+                .transfer
+                .unwrap()
+                .status,
+            "pending"
+        );
+        // Nothing decided yet: the pass changes nothing.
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(row(&app, &id).await.status.as_str(), "pending_transfer");
+
+        server.reject_transfer("move-me.net").unwrap();
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert_eq!(pass.transfers, 1, "{pass:?}");
+        assert_eq!(server.queued("lodge"), 0, "acknowledged");
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "cancelled", "{d}");
+        // The transfer line (the TLD's transfer price) is back in credit, once.
+        let refunded = balance(&app).await - paid;
+        assert!(refunded > 0, "refunded {refunded}");
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(balance(&app).await - paid, refunded, "not twice");
+        let r = row(&app, &id).await;
+        assert!(r.registry_error.unwrap().contains("rejected"));
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn an_approved_transfer_activates_the_domain(engine: Engine) {
+    let server = registry(false).await;
+    server.add_domain("come-here.net", "other", "EPP-secret-2", date(2026, 9, 1));
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let id = transfer_in(&app, "come-here.net", "EPP-secret-2").await;
+        drain(worker(&app)).await;
+        server.approve_transfer("come-here.net").unwrap();
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert_eq!(pass.transfers, 1, "{pass:?}");
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "active", "{d}");
+        assert_eq!(d["expiration_date"], "2027-09-01", "a year added: {d}");
+        assert_eq!(server.domain("come-here.net").unwrap().sponsor, "lodge");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// A login the registry refuses (2200): at order time the availability check fails, so the
+/// order is refused with a field error and nothing is written; a job whose session must log
+/// in again after the password changed fails with the registry's reason and is retried.
+async fn a_wrong_password_fails_the_job_with_a_clear_error(engine: Engine) {
+    let server = registry(false).await;
+    let good = driver(&server);
+    let bad = Arc::new(EppRegistrar::new(settings(&server, "lodge", "wrong-password")).unwrap());
+    let routed = ByTld::new(good).route("net", bad);
+    harness::run(engine, options(Arc::new(routed)), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let before = harness::counts(&app).await;
+        let body = json!({ "plan_id": harness::starter(&app), "domain_source": "register",
+                           "domain_name": "bad-login.net", "billing_cycle": "annually" });
+        let (status, e) = app.post(&order_path(&app), &app.key(), &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(
+            e["domain_name"][0], "The registrar could not check this name; try again later.",
+            "{e}"
+        );
+        assert_eq!(harness::counts(&app).await, before, "nothing written");
+
+        // Ordered while the login worked; then the registry's password is changed and the
+        // session drops: the job cannot log in again.
+        let id = register(&app, "bad-login.com").await;
+        server.set_password("lodge", "rotated-at-the-registry");
+        server.set_fault(Fault::DropNextCommand);
+        let w = worker(&app);
+        drain(w.clone()).await;
+        app.clock
+            .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(2));
+        drain(w).await;
+        let j = jobs(&app, "register_domain").await;
+        assert_eq!(j.len(), 1);
+        // Retried with backoff (the password may be fixed meanwhile), with the reason kept.
+        assert_eq!(j[0].status, lodge_core::JobStatus::Queued, "{:?}", j[0]);
+        assert_eq!(j[0].attempts, 2, "{:?}", j[0]);
+        let err = j[0].last_error.clone().unwrap();
+        assert!(err.contains("refused the login"), "{err}");
+        assert!(err.contains("2200"), "{err}");
+        let r = row(&app, &id).await;
+        assert_eq!(r.status.as_str(), "pending_registration");
+        assert!(r.registry_error.unwrap().contains("refused the login"));
+        assert_eq!(server.count("domain:create"), 0);
+        assert!(server.domain("bad-login.com").is_none());
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn renewal_billing_renews_at_the_registry_once_per_period(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "300.00").await;
+        let id = register(&app, "renew-me.com").await;
+        let w = worker(&app);
+        drain(w.clone()).await;
+        assert_eq!(domain(&app, &id).await["expiration_date"], "2027-03-31");
+        // Every day around the expiry: billed 14 days before, paid from credit, renewed.
+        let mut d: Date = "2027-03-10".parse().unwrap();
+        while d <= "2027-04-05".parse().unwrap() {
+            app.clock.set(noon(&d.to_string(), 0));
+            server.set_today(d);
+            app.lodge.schedule_due().await.unwrap();
+            drain(w.clone()).await;
+            d = d.tomorrow().unwrap();
+        }
+        assert_eq!(server.count("domain:renew"), 1, "{:?}", server.commands());
+        assert_eq!(
+            server.domain("renew-me.com").unwrap().expires,
+            date(2028, 3, 31)
+        );
+        let dom = domain(&app, &id).await;
+        assert_eq!(dom["expiration_date"], "2028-03-31", "{dom}");
+        assert_eq!(dom["status"], "active", "{dom}");
+        // Running the renew job again (a retry) does not renew twice.
+        let renew = jobs(&app, "renew_domain").await;
+        assert_eq!(renew.len(), 1, "{renew:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn the_daily_sync_reads_expiry_and_status_back(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let id = register(&app, "sync-me.com").await;
+        drain(worker(&app)).await;
+        // Changed at the registry behind Lodge's back.
+        assert!(server.update_domain("sync-me.com", |d| {
+            d.expires = date(2029, 3, 31);
+            d.statuses.insert("clientTransferProhibited".into());
+            d.nameservers = vec!["a.ns.test".into(), "b.ns.test".into()];
+        }));
+        app.clock.set(noon("2026-04-01", 0));
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert_eq!(pass.synced, 1, "{pass:?}");
+        let r = row(&app, &id).await;
+        assert_eq!(r.expiration_date.as_deref(), Some("2029-03-31"));
+        assert_eq!(r.is_locked, 1);
+        assert_eq!(r.registry_synced_on.as_deref(), Some("2026-04-01"));
+        assert!(r.registry_statuses.contains("clientTransferProhibited"));
+        assert_eq!(r.nameservers, r#"["a.ns.test","b.ns.test"]"#);
+        // Once a day: the next pass the same day does not ask again.
+        let infos = server.count("domain:info sync-me.com");
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(server.count("domain:info sync-me.com"), infos);
+        // Gone to another registrar: transferred away.
+        server.update_domain("sync-me.com", |d| d.sponsor = "other".into());
+        app.clock.set(noon("2026-04-02", 0));
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(domain(&app, &id).await["status"], "transferred_away");
+        app.stop().await;
+    })
+    .await;
+}
+
+async fn customers_manage_nameservers_and_lock_and_staff_see_the_registry_state(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let id = register(&app, "manage-me.com").await;
+        drain(worker(&app)).await;
+        let path = domain_path(&app, &id);
+        let (status, d) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/nameservers"),
+                Some(&app.key()),
+                Some(&json!({ "nameservers": ["NS1.Example.org", "ns2.example.org"] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        assert_eq!(
+            d["nameservers"],
+            json!(["ns1.example.org", "ns2.example.org"])
+        );
+        assert_eq!(
+            server.domain("manage-me.com").unwrap().nameservers,
+            vec!["ns1.example.org", "ns2.example.org"]
+        );
+        // Bad input: a field error, nothing sent to the registry.
+        let before = server.count("domain:update");
+        let (status, e) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/nameservers"),
+                Some(&app.key()),
+                Some(&json!({ "nameservers": ["only-one.example.org"] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["nameservers"].is_array(), "{e}");
+        assert_eq!(server.count("domain:update"), before);
+
+        let (status, d) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/lock"),
+                Some(&app.key()),
+                Some(&json!({ "locked": false })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        assert_eq!(d["is_locked"], false, "{d}");
+        let (status, d) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/lock"),
+                Some(&app.key()),
+                Some(&json!({ "locked": true })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+        assert!(server
+            .domain("manage-me.com")
+            .unwrap()
+            .statuses
+            .contains("clientTransferProhibited"));
+        let (status, code) = app.get(&format!("{path}/auth-code"), &app.key()).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+        assert_eq!(
+            code["auth_code"],
+            server.domain("manage-me.com").unwrap().auth_info.as_str()
+        );
+
+        // Another organization sees none of it.
+        let owner = app.admin_create_user("stranger@example.test", None).await;
+        let stranger = app.admin_create_org("Stranger", Some(&owner)).await;
+        let key = app.admin_create_key(str_of(&stranger, "id"), None).await;
+        let (status, _) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/lock"),
+                Some(&key),
+                Some(&json!({ "locked": false })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Staff: every domain with its registry state.
+        app.lodge.registry_pass().await.unwrap();
+        let (status, all) = app.get("/v1/admin/domains", &app.admin_key()).await;
+        assert_eq!(status, StatusCode::OK, "{all}");
+        let mine = all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{all}"))
+            .clone();
+        assert_eq!(mine["registrar"], "epp-lodge", "{mine}");
+        assert_eq!(mine["registry_synced_on"], "2026-03-31", "{mine}");
+        assert!(
+            mine["registry_statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "clientTransferProhibited"),
+            "{mine}"
+        );
+        let (status, _) = app.get("/v1/admin/domains", &app.key()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        app.stop().await;
+    })
+    .await;
+}
+
+// ---- an independent client ----
+
+const NET_EPP_SCRIPT: &str = r#"
+use strict; use warnings;
+use Net::EPP::Simple;
+my ($port, $ca) = @ARGV;
+my $epp = Net::EPP::Simple->new(
+    host => '127.0.0.1', port => $port, user => 'other', pass => 'other-secret',
+    ssl => 1, verify => 1, ca_file => $ca, debug => 0, timeout => 10, load_config => 0,
+) or die "connect: $Net::EPP::Simple::Message ($Net::EPP::Simple::Code)\n";
+my $avail = $epp->check_domain('perl-check.org');
+die "check: $Net::EPP::Simple::Code\n" unless defined $avail;
+print "check $avail\n";
+$epp->create_contact({ id => 'PERL1', type => 'int', voice => '+1.5555550100',
+    email => 'perl@example.test', fax => '',
+    postalInfo => { int => { name => 'Perl Tester', addr => { street => ['1 Camel St'],
+        city => 'Perlville', pc => '12345', cc => 'US' } } },
+    authInfo => 'c-perl' }) or die "contact: $Net::EPP::Simple::Code $Net::EPP::Simple::Message\n";
+print "contact $Net::EPP::Simple::Code\n";
+$epp->create_domain({ name => 'perl-check.org', period => 1, registrant => 'PERL1',
+    contacts => { admin => 'PERL1', tech => 'PERL1' }, ns => ['ns1.perl.test', 'ns2.perl.test'],
+    authInfo => 'perl-auth-1' }) or die "create: $Net::EPP::Simple::Code $Net::EPP::Simple::Message\n";
+print "create $Net::EPP::Simple::Code\n";
+my $again = $epp->create_domain({ name => 'perl-check.org', period => 1, registrant => 'PERL1',
+    contacts => {}, authInfo => 'x' });
+print "again $Net::EPP::Simple::Code\n";
+my $info = $epp->domain_info('perl-check.org') or die "info: $Net::EPP::Simple::Code\n";
+print "info $info->{exDate} $info->{clID}\n";
+print "avail ", $epp->check_domain('perl-check.org'), "\n";
+$epp->logout or die "logout: $Net::EPP::Simple::Code\n";
+print "logout\n";
+"#;
+
+/// Debian's Perl Net::EPP (libnet-epp-perl), not Lodge's client, logs in to the test
+/// registry over TLS, checks, creates a contact and a domain (a second create is 2302),
+/// reads it back and logs out: the registry is not only proven by the client Lodge uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_epp_client_cross_checks_the_test_registry() {
+    let has_net_epp = std::process::Command::new("perl")
+        .args(["-MNet::EPP::Simple", "-e", "1"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_net_epp {
+        lodge_testkit::skip_or_fail(
+            "Perl Net::EPP (apt-get install libnet-epp-perl)",
+            "perl or Net::EPP::Simple is missing",
+        );
+        return;
+    }
+    let server = registry(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    let script = dir.path().join("check.pl");
+    std::fs::write(&script, NET_EPP_SCRIPT).unwrap();
+    let out = tokio::process::Command::new("perl")
+        .arg(&script)
+        .arg(server.port().to_string())
+        .arg(&ca)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "perl failed:\n{stdout}\n{stderr}\n{:?}",
+        server.commands()
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "check 1",
+            "contact 1000",
+            "create 1000",
+            "again 2302",
+            "info 2027-03-31T00:00:00.0Z other",
+            "avail 0",
+            "logout",
+        ],
+        "{stderr}"
+    );
+    let held = server.domain("perl-check.org").unwrap();
+    assert_eq!(held.sponsor, "other");
+    assert_eq!(held.nameservers, vec!["ns1.perl.test", "ns2.perl.test"]);
+    assert_eq!(server.commands().last().map(String::as_str), Some("logout"));
+}

@@ -1,0 +1,644 @@
+//! An EPP registrar (RFC 5730–5734) on instant-epp: one TLS session per registrar (an
+//! optional client certificate), logged in on first use, kept alive with `hello`, and
+//! reconnected when the connection breaks. Reads (`check`, `info`, `poll`) are retried
+//! once on a fresh connection; writes are not: a write whose answer was lost is reconciled
+//! by the caller with `info` before it is tried again (the job worker does so).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use instant_epp::client::RustlsConnector;
+use instant_epp::common::NoExtension;
+use instant_epp::contact::{Address, ContactCreate, InfoType, PostalInfo, Voice};
+use instant_epp::domain::update::{DomainAdd, DomainRemove};
+use instant_epp::domain::{
+    DomainCheck, DomainContact, DomainCreate, DomainInfo, DomainRenew, DomainTransfer,
+    DomainUpdate, HostInfo, HostObj, NameServers, Period, PeriodLength, Status,
+};
+use instant_epp::login::Login;
+use instant_epp::poll::{Ack, Poll, PollData};
+use instant_epp::request::{Command, Transaction};
+use instant_epp::response::{Response, ResultCode};
+use instant_epp::{EppClient, Error as EppError};
+use lodge_core::DomainName;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+use super::{
+    Availability, Outcome, PollMessage, Registrar, RegistrarError, Registration, RegistryInfo,
+};
+
+/// How to reach and log in to one EPP server.
+#[derive(Clone)]
+pub struct EppSettings {
+    /// The name stored on domains (e.g. `epp-verisign`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub password: SecretString,
+    /// PEM of the CA(s) to trust; `None`: the platform's trust store.
+    pub ca_pem: Option<String>,
+    /// PEM certificate chain and PKCS#8/PKCS#1/SEC1 key of the client certificate.
+    pub client_cert_pem: Option<(String, SecretString)>,
+    /// Per-command timeout.
+    pub timeout: Duration,
+    /// Nameservers of a registration that names none.
+    pub default_nameservers: Vec<String>,
+}
+
+impl std::fmt::Debug for EppSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EppSettings")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+type Client = EppClient<RustlsConnector>;
+
+/// The EPP registrar.
+pub struct EppRegistrar {
+    settings: EppSettings,
+    /// The TLS settings with the configured CA; `None`: the platform's verifier.
+    tls: Option<Arc<ClientConfig>>,
+    session: tokio::sync::Mutex<Option<Client>>,
+    trid: AtomicU64,
+}
+
+impl std::fmt::Debug for EppRegistrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EppRegistrar")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> RegistrarError {
+    RegistrarError(format!("{what}: {e}"))
+}
+
+/// A failed EPP exchange, with the result code when the registry answered.
+fn describe(e: &EppError) -> (Option<ResultCode>, String) {
+    match e {
+        EppError::Command(s) => (
+            Some(s.result.code),
+            format!(
+                "the registry answered {} ({})",
+                s.result.code as u16, s.result.message
+            ),
+        ),
+        EppError::Io(io) => (None, format!("the connection failed: {io}")),
+        EppError::Timeout => (None, "the registry did not answer in time".into()),
+        other => (None, other.to_string()),
+    }
+}
+
+/// Whether the session is unusable after this error (reconnect before the next command).
+fn breaks_session(e: &EppError) -> bool {
+    match e {
+        EppError::Command(s) => matches!(
+            s.result.code,
+            ResultCode::CommandFailedServerClosingConnection
+                | ResultCode::AuthenticationErrorServerClosingConnection
+                | ResultCode::SessionLimitExceededServerClosingConnection
+                | ResultCode::CommandUseError
+        ),
+        _ => true,
+    }
+}
+
+/// The date (`YYYY-MM-DD`, UTC) of an EPP timestamp.
+fn date_of(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+}
+
+impl EppRegistrar {
+    /// Builds the TLS settings now (bad PEM is a configuration error); connects on first use.
+    pub fn new(settings: EppSettings) -> Result<EppRegistrar, RegistrarError> {
+        // Checked now, so a bad PEM is a configuration error rather than a failed job.
+        identity(&settings)?;
+        let Some(pem) = &settings.ca_pem else {
+            return Ok(EppRegistrar {
+                settings,
+                tls: None,
+                session: tokio::sync::Mutex::new(None),
+                trid: AtomicU64::new(1),
+            });
+        };
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err("TLS", e))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| err("the registrar's CA certificate", e))?)
+                .map_err(|e| err("the registrar's CA certificate", e))?;
+        }
+        if roots.is_empty() {
+            return Err(RegistrarError(
+                "the registrar's CA file holds no certificate".into(),
+            ));
+        }
+        let builder = builder.with_root_certificates(roots);
+        let config = match identity(&settings)? {
+            Some((certs, key)) => builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| err("the client certificate", e))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(EppRegistrar {
+            settings,
+            tls: Some(Arc::new(config)),
+            session: tokio::sync::Mutex::new(None),
+            trid: AtomicU64::new(1),
+        })
+    }
+
+    fn next_trid(&self) -> String {
+        format!(
+            "lodge-{}-{}",
+            self.settings.client_id,
+            self.trid.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Connects, reads the greeting and logs in.
+    async fn connect(&self) -> Result<Client, RegistrarError> {
+        let s = &self.settings;
+        let builder = RustlsConnector::builder((s.host.clone(), s.port))
+            .map_err(|e| err("the registrar's host name", e))?;
+        let connector = match &self.tls {
+            Some(config) => builder.build_with_config(config.clone()),
+            None => {
+                let builder = match identity(s)? {
+                    Some((certs, key)) => builder.client_auth(certs, key),
+                    None => builder,
+                };
+                builder.build().map_err(|e| err("TLS", e))?
+            }
+        };
+        let mut client = EppClient::new(connector, s.name.clone(), s.timeout)
+            .await
+            .map_err(|e| err("connecting to the registry", describe(&e).1))?;
+        let login = Login::new(&s.client_id, s.password.expose_secret(), None, None);
+        let id = self.next_trid();
+        if let Err(e) = client.transact(&login, &id).await {
+            let (code, text) = describe(&e);
+            return Err(RegistrarError(match code {
+                Some(ResultCode::AuthenticationError)
+                | Some(ResultCode::AuthenticationErrorServerClosingConnection) => format!(
+                    "the registry refused the login of {:?}: {text}; check the client id and password",
+                    s.client_id
+                ),
+                _ => format!("logging in to the registry: {text}"),
+            }));
+        }
+        Ok(client)
+    }
+
+    /// Sends one command on the session (connecting and logging in first when needed).
+    /// `retry`: a command safe to repeat is sent again once on a new connection when the
+    /// old one broke.
+    async fn transact<Cmd>(
+        &self,
+        cmd: &Cmd,
+        retry: bool,
+    ) -> Result<Response<Cmd::Response, NoExtension>, (Option<ResultCode>, RegistrarError)>
+    where
+        Cmd: Transaction<NoExtension> + Command + Sync,
+    {
+        let mut tries = if retry { 2 } else { 1 };
+        loop {
+            tries -= 1;
+            let mut guard = self.session.lock().await;
+            if guard.is_none() {
+                *guard = Some(self.connect().await.map_err(|e| (None, e))?);
+            }
+            let Some(client) = guard.as_mut() else {
+                return Err((None, RegistrarError("no EPP session".into())));
+            };
+            let id = self.next_trid();
+            match client.transact(cmd, &id).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let (code, text) = describe(&e);
+                    if breaks_session(&e) {
+                        *guard = None;
+                        if tries > 0 && code.is_none() {
+                            continue;
+                        }
+                    }
+                    return Err((code, RegistrarError(text)));
+                }
+            }
+        }
+    }
+
+    fn period(years: u32) -> Result<Period, RegistrarError> {
+        let n = u8::try_from(years).map_err(|_| RegistrarError("period too long".into()))?;
+        Ok(Period::Years(
+            PeriodLength::new(n).map_err(|e| err("period", e))?,
+        ))
+    }
+
+    /// Makes sure the registrant contact exists (2302: it already does).
+    async fn ensure_contact(&self, c: &super::Contact) -> Result<(), RegistrarError> {
+        let country = c
+            .country
+            .parse()
+            .map_err(|_| RegistrarError(format!("unknown country code {:?}", c.country)))?;
+        let street = [c.street.as_str()];
+        let address = Address::new(
+            &street,
+            &c.city,
+            c.state.as_deref(),
+            c.postcode.as_deref(),
+            country,
+        );
+        let postal = PostalInfo::new(
+            InfoType::International,
+            &c.name,
+            c.organization.as_deref(),
+            address,
+        );
+        let voice = c.phone.as_deref().map(Voice::new);
+        let auth = format!("c-{}", c.handle);
+        let create = ContactCreate::new(&c.handle, &c.email, postal, voice, &auth);
+        match self.transact(&create, false).await {
+            Ok(_) | Err((Some(ResultCode::ObjectExists), _)) => Ok(()),
+            Err((_, e)) => Err(err("creating the registrant contact", e)),
+        }
+    }
+}
+
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The client certificate chain and key, parsed from their PEM.
+fn identity(s: &EppSettings) -> Result<Option<Identity>, RegistrarError> {
+    let Some((chain, key)) = &s.client_cert_pem else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err("the client certificate", e))?;
+    if certs.is_empty() {
+        return Err(RegistrarError(
+            "the client certificate file holds no certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes())
+        .map_err(|e| err("the client certificate's key", e))?;
+    Ok(Some((certs, key)))
+}
+
+#[async_trait]
+impl Registrar for EppRegistrar {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn has_registry(&self, _name: &DomainName) -> bool {
+        true
+    }
+
+    fn queues(&self) -> Vec<DomainName> {
+        DomainName::parse("queue.invalid").into_iter().collect()
+    }
+
+    async fn check(&self, name: &DomainName) -> Result<Availability, RegistrarError> {
+        let names = [name.as_str()];
+        let r = self
+            .transact(&DomainCheck { domains: &names }, true)
+            .await
+            .map_err(|(_, e)| err("check", e))?;
+        let avail = r
+            .res_data()
+            .and_then(|d| {
+                d.list
+                    .iter()
+                    .find(|c| c.name.value.eq_ignore_ascii_case(name.as_str()))
+            })
+            .map(|c| c.name.available);
+        Ok(match avail {
+            Some(true) => Availability::Available,
+            Some(false) => Availability::Unavailable,
+            None => Availability::Unknown,
+        })
+    }
+
+    async fn register(&self, name: &DomainName, years: u32) -> Result<Outcome, RegistrarError> {
+        Err(RegistrarError(format!(
+            "an EPP registration of {name} for {years} year(s) needs a registrant contact"
+        )))
+    }
+
+    async fn create(&self, req: &Registration<'_>) -> Result<Outcome, RegistrarError> {
+        self.ensure_contact(req.registrant).await?;
+        let ns_names: &[String] = if req.nameservers.is_empty() {
+            &self.settings.default_nameservers
+        } else {
+            req.nameservers
+        };
+        let hosts: Vec<HostInfo<'_>> = ns_names
+            .iter()
+            .map(|h| {
+                HostInfo::Obj(HostObj {
+                    name: h.as_str().into(),
+                })
+            })
+            .collect();
+        let contacts = [
+            DomainContact {
+                contact_type: "admin".into(),
+                id: req.registrant.handle.as_str().into(),
+            },
+            DomainContact {
+                contact_type: "tech".into(),
+                id: req.registrant.handle.as_str().into(),
+            },
+        ];
+        let auth = new_auth_code(self.trid.fetch_add(1, Ordering::Relaxed));
+        let create = DomainCreate::new(
+            req.name.as_str(),
+            Self::period(req.years)?,
+            (!hosts.is_empty()).then_some(hosts.as_slice()),
+            Some(&req.registrant.handle),
+            &auth,
+            Some(&contacts),
+        );
+        let r = self
+            .transact(&create, false)
+            .await
+            .map_err(|(_, e)| err("create", e))?;
+        let data = r
+            .res_data()
+            .ok_or_else(|| RegistrarError("create: the registry sent no creData".into()))?;
+        match (date_of(Some(data.created_at)), date_of(data.expiring_at)) {
+            (Some(registration_date), Some(expiration_date)) => Ok(Outcome::Completed {
+                registration_date,
+                expiration_date,
+            }),
+            _ => Ok(Outcome::Pending),
+        }
+    }
+
+    async fn transfer(&self, name: &DomainName, epp_code: &str) -> Result<Outcome, RegistrarError> {
+        let t = DomainTransfer::new(name.as_str(), None, epp_code);
+        match self.transact(&t, false).await {
+            Ok(r) => {
+                let status = r.res_data().map(|d| d.transfer_status.clone());
+                match status.as_deref() {
+                    Some("clientApproved" | "serverApproved") => {
+                        let info = self.info(name).await?;
+                        let info = info.ok_or_else(|| {
+                            RegistrarError(format!("{name} is gone from the registry"))
+                        })?;
+                        Ok(Outcome::Completed {
+                            registration_date: info.registration_date.unwrap_or_default(),
+                            expiration_date: info.expiration_date.unwrap_or_default(),
+                        })
+                    }
+                    _ => Ok(Outcome::Pending),
+                }
+            }
+            // Already requested (a retry after a lost answer): it is pending.
+            Err((Some(ResultCode::ObjectPendingTransfer), _)) => Ok(Outcome::Pending),
+            Err((_, e)) => Err(err("transfer", e)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        name: &DomainName,
+        years: u32,
+        expiration: &str,
+    ) -> Result<Outcome, RegistrarError> {
+        // A renewal whose answer was lost has already moved the registry's expiry: read it
+        // first, and renew only from the date Lodge knows (never twice for one period).
+        let info = self
+            .info(name)
+            .await?
+            .ok_or_else(|| RegistrarError(format!("{name} does not exist at the registry")))?;
+        let current = info.expiration_date.clone().unwrap_or_default();
+        if !expiration.is_empty() && current.as_str() > expiration {
+            return Ok(Outcome::Completed {
+                registration_date: info.registration_date.unwrap_or_default(),
+                expiration_date: current,
+            });
+        }
+        let cur: chrono::NaiveDate = current.parse().map_err(|_| {
+            RegistrarError(format!("the registry's expiry {current:?} is not a date"))
+        })?;
+        let renew = DomainRenew::new(name.as_str(), cur, Self::period(years)?);
+        let r = self
+            .transact(&renew, false)
+            .await
+            .map_err(|(_, e)| err("renew", e))?;
+        let expiration_date = r
+            .res_data()
+            .and_then(|d| date_of(d.expiring_at))
+            .ok_or_else(|| RegistrarError("renew: the registry sent no new expiry".into()))?;
+        Ok(Outcome::Completed {
+            registration_date: info.registration_date.unwrap_or_default(),
+            expiration_date,
+        })
+    }
+
+    async fn info(&self, name: &DomainName) -> Result<Option<RegistryInfo>, RegistrarError> {
+        let q = DomainInfo::new(name.as_str(), None);
+        let r = match self.transact(&q, true).await {
+            Ok(r) => r,
+            Err((Some(ResultCode::ObjectDoesNotExist), _)) => return Ok(None),
+            Err((_, e)) => return Err(err("info", e)),
+        };
+        let d = r
+            .res_data()
+            .ok_or_else(|| RegistrarError("info: the registry sent no infData".into()))?;
+        let nameservers =
+            d.ns.as_ref()
+                .map(|ns| {
+                    ns.ns
+                        .iter()
+                        .map(|h| match h {
+                            HostInfo::Obj(o) => o.name.to_string(),
+                            HostInfo::Attr(a) => a.name.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        Ok(Some(RegistryInfo {
+            ours: d.client_id == self.settings.client_id,
+            registration_date: date_of(d.created_at),
+            expiration_date: date_of(d.expiring_at),
+            statuses: d
+                .statuses
+                .iter()
+                .flatten()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            nameservers,
+            auth_info: d.auth_info.as_ref().map(|a| a.password.to_string()),
+        }))
+    }
+
+    async fn poll(&self, _probe: &DomainName) -> Result<Option<PollMessage>, RegistrarError> {
+        let r = self
+            .transact(&Poll, true)
+            .await
+            .map_err(|(_, e)| err("poll", e))?;
+        if r.result.code == ResultCode::CommandCompletedSuccessfullyNoMessages {
+            return Ok(None);
+        }
+        let Some(q) = r.message_queue() else {
+            return Ok(None);
+        };
+        let transfer = match r.res_data() {
+            Some(PollData::DomainTransfer(t)) => {
+                Some((t.name.to_ascii_lowercase(), t.transfer_status.clone()))
+            }
+            _ => None,
+        };
+        Ok(Some(PollMessage {
+            id: q.id.clone(),
+            text: q
+                .message
+                .as_ref()
+                .map(|m| m.text.clone())
+                .unwrap_or_default(),
+            transfer,
+        }))
+    }
+
+    async fn ack(&self, _probe: &DomainName, id: &str) -> Result<(), RegistrarError> {
+        match self.transact(&Ack { message_id: id }, false).await {
+            // Acknowledged before (a lost answer): nothing left to remove.
+            Ok(_) | Err((Some(ResultCode::ObjectDoesNotExist), _)) => Ok(()),
+            Err((_, e)) => Err(err("poll ack", e)),
+        }
+    }
+
+    async fn set_nameservers(
+        &self,
+        name: &DomainName,
+        nameservers: &[String],
+    ) -> Result<(), RegistrarError> {
+        let current = self
+            .info(name)
+            .await?
+            .ok_or_else(|| RegistrarError(format!("{name} does not exist at the registry")))?
+            .nameservers;
+        let add: Vec<HostInfo<'_>> = nameservers
+            .iter()
+            .filter(|n| !current.iter().any(|c| c.eq_ignore_ascii_case(n)))
+            .map(|h| {
+                HostInfo::Obj(HostObj {
+                    name: h.as_str().into(),
+                })
+            })
+            .collect();
+        let rem: Vec<HostInfo<'_>> = current
+            .iter()
+            .filter(|c| !nameservers.iter().any(|n| n.eq_ignore_ascii_case(c)))
+            .map(|h| {
+                HostInfo::Obj(HostObj {
+                    name: h.as_str().into(),
+                })
+            })
+            .collect();
+        if add.is_empty() && rem.is_empty() {
+            return Ok(());
+        }
+        let mut u = DomainUpdate::new(name.as_str());
+        if !add.is_empty() {
+            u.add(DomainAdd {
+                ns: Some(NameServers { ns: add.into() }),
+                contacts: None,
+                statuses: None,
+            });
+        }
+        if !rem.is_empty() {
+            u.remove(DomainRemove {
+                ns: Some(NameServers { ns: rem.into() }),
+                contacts: None,
+                statuses: None,
+            });
+        }
+        self.transact(&u, false)
+            .await
+            .map(|_| ())
+            .map_err(|(_, e)| err("update", e))
+    }
+
+    async fn set_lock(&self, name: &DomainName, locked: bool) -> Result<(), RegistrarError> {
+        let info = self
+            .info(name)
+            .await?
+            .ok_or_else(|| RegistrarError(format!("{name} does not exist at the registry")))?;
+        if info.locked() == locked {
+            return Ok(());
+        }
+        let statuses = [Status::ClientTransferProhibited];
+        let mut u = DomainUpdate::new(name.as_str());
+        if locked {
+            u.add(DomainAdd {
+                ns: None,
+                contacts: None,
+                statuses: Some(&statuses),
+            });
+        } else {
+            u.remove(DomainRemove {
+                ns: None,
+                contacts: None,
+                statuses: Some(&statuses),
+            });
+        }
+        self.transact(&u, false)
+            .await
+            .map(|_| ())
+            .map_err(|(_, e)| err("update", e))
+    }
+
+    async fn auth_code(&self, name: &DomainName) -> Result<Option<String>, RegistrarError> {
+        Ok(self.info(name).await?.and_then(|i| i.auth_info))
+    }
+
+    async fn keepalive(&self) -> Result<(), RegistrarError> {
+        let mut guard = self.session.lock().await;
+        let Some(client) = guard.as_mut() else {
+            return Ok(()); // no session to keep
+        };
+        if let Err(e) = client.hello().await {
+            *guard = None;
+            return Err(err("hello", describe(&e).1));
+        }
+        Ok(())
+    }
+}
+
+/// A fresh transfer code (RFC 5731 `authInfo`): random letters and digits, with the
+/// character classes registries commonly require.
+fn new_auth_code(salt: u64) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let body: String = (0..14)
+        .map(|_| {
+            let c = rng.gen_range(0..62u8);
+            char::from(match c {
+                0..=9 => b'0' + c,
+                10..=35 => b'a' + (c - 10),
+                _ => b'A' + (c - 36),
+            })
+        })
+        .collect();
+    format!("{body}-{}", salt % 10)
+}

@@ -1,0 +1,553 @@
+//! The registry's side of Lodge's domains: the registrar jobs after payment (idempotent), the
+//! poll queue, the daily sync, and what customers and staff do to a registered domain
+//! (nameservers, lock, transfer code, availability).
+//!
+//! States: a paid registration is `pending_registration` with stage `registering` while the
+//! registry is asked, then `active` with the registry's dates; a transfer is
+//! `pending_transfer` with stage `transferring` until the poll queue says approved
+//! (`active`) or rejected (`cancelled`, and its paid line goes back to credit).
+
+use lodge_core::{DomainEvent, DomainId, DomainName, DomainStatus, RefundTo};
+use lodge_store::hosting::{self, DomainRow};
+use lodge_store::{orgs, registry, StoreError};
+
+use super::{Availability, Contact, Outcome, Registration, RegistryInfo};
+use crate::idempotency::IdempotencyKey;
+use crate::refunds::RefundRequest;
+use crate::{Lodge, Result, ServiceError};
+
+/// Stage of a registration the registry was asked for (its answer may have been lost).
+pub const REGISTERING: &str = "registering";
+/// Stage of a transfer the registry is deciding.
+pub const TRANSFERRING: &str = "transferring";
+/// Domains read back per sync batch.
+pub const SYNC_BATCH: i64 = 100;
+/// Poll messages handled per queue and scheduler pass.
+const POLL_BATCH: usize = 100;
+
+/// What a registry pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RegistryPass {
+    /// Poll messages handled and acknowledged.
+    pub messages: usize,
+    /// Transfers that finished (approved or rejected).
+    pub transfers: usize,
+    /// Domains read back from their registry.
+    pub synced: usize,
+    pub failed: usize,
+}
+
+/// Availability and the first year's price of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameCheck {
+    pub name: String,
+    /// `available`, `unavailable` or `unknown`.
+    pub availability: &'static str,
+    /// Registration price for a year, in minor units (`None`: the TLD is not sold).
+    pub register_minor: Option<i64>,
+    pub transfer_minor: Option<i64>,
+    pub renew_minor: Option<i64>,
+    pub currency: lodge_core::Currency,
+}
+
+fn registrar_err(e: super::RegistrarError) -> ServiceError {
+    ServiceError::Internal(format!("registrar: {e}"))
+}
+
+fn parse_name(d: &DomainRow) -> Result<DomainName> {
+    DomainName::parse(&d.name).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// A registry contact handle for an organization: `L` and 15 hex digits of its id.
+fn handle_of(org: &str) -> String {
+    let hex: String = org
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(15)
+        .collect();
+    format!("L{hex}")
+}
+
+impl Lodge {
+    fn registrar(&self) -> Result<std::sync::Arc<dyn super::Registrar>> {
+        self.registrar
+            .clone()
+            .ok_or_else(|| ServiceError::Internal("no registrar is configured".into()))
+    }
+
+    /// Availability (the registrar's `check`) and price (the TLD table) of a name, before
+    /// ordering. A name that does not parse is a field error.
+    pub async fn check(&self, name: &str) -> Result<NameCheck> {
+        let parsed = DomainName::parse(name.trim()).map_err(|e| {
+            ServiceError::field_coded("name", crate::FieldCode::InvalidDomain, e.to_string())
+        })?;
+        let catalog = self.catalog().await?;
+        let price =
+            crate::orders::validate::tld_for(&catalog, &parsed).and_then(|t| t.price_for_years(1));
+        let availability = match &self.registrar {
+            None => "unknown",
+            Some(r) => match r.check(&parsed).await {
+                Ok(Availability::Available) => "available",
+                Ok(Availability::Unavailable) => "unavailable",
+                Ok(Availability::Unknown) => "unknown",
+                Err(e) => {
+                    tracing::warn!(error = %e, "registrar availability check failed");
+                    return Err(ServiceError::field(
+                        "name",
+                        "The registrar could not check this name; try again later.",
+                    ));
+                }
+            },
+        };
+        Ok(NameCheck {
+            name: parsed.as_str().to_owned(),
+            availability,
+            register_minor: price.map(|p| p.register_minor),
+            transfer_minor: price.map(|p| p.transfer_minor),
+            renew_minor: price.map(|p| p.renew_minor),
+            currency: catalog.currency,
+        })
+    }
+
+    /// The registrant contact of an organization's domains.
+    async fn registrant(&self, d: &DomainRow) -> Result<Contact> {
+        let org = orgs::by_id(self.store.reader(), d.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let email = registry::owner_email(self.store.reader(), d.organization_id)
+            .await?
+            .unwrap_or_else(|| format!("hostmaster@{}", d.name));
+        let or = |s: &str, default: &str| {
+            if s.trim().is_empty() {
+                default.to_owned()
+            } else {
+                s.trim().to_owned()
+            }
+        };
+        let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        Ok(Contact {
+            handle: handle_of(&d.organization_id.to_string()),
+            name: or(&org.name, "Registrant"),
+            organization: some(&org.company_name),
+            email,
+            street: or(&org.address_1, "-"),
+            city: or(&org.city, "-"),
+            state: some(&org.state),
+            postcode: some(&org.postcode),
+            country: or(&org.country, "US").to_ascii_uppercase(),
+            phone: some(&org.phone),
+        })
+    }
+
+    async fn set_stage(
+        &self,
+        id: DomainId,
+        stage: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        registry::set_stage(&mut tx, id, stage, error, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn note_error(&self, id: DomainId, error: &str) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        registry::set_error(&mut tx, id, Some(error), self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn activate(
+        &self,
+        id: DomainId,
+        registration: &str,
+        expiration: &str,
+        ns: &[String],
+    ) -> Result<()> {
+        let ns = serde_json::to_string(ns).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut tx = self.store.begin().await?;
+        hosting::activate_domain(&mut tx, id, registration, expiration, &ns, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// The job of a paid registration on a registrar with a registry. Idempotent: a
+    /// registration already asked for (stage `registering`, e.g. its answer was lost) is
+    /// looked up with `info` first and adopted when the registry holds it for this
+    /// registrar; only a name the registry does not have is created (again).
+    pub(crate) async fn register_at_registry(&self, d: &DomainRow) -> Result<()> {
+        let result = self.try_register(d).await;
+        if let Err(ServiceError::Internal(msg)) = &result {
+            // Shown to staff with the domain; the job keeps it too and retries.
+            self.note_error(d.id, msg).await?;
+        }
+        result
+    }
+
+    async fn try_register(&self, d: &DomainRow) -> Result<()> {
+        let registrar = self.registrar()?;
+        let name = parse_name(d)?;
+        let ns: Vec<String> = serde_json::from_str(&d.nameservers).unwrap_or_default();
+        if d.registry_stage.as_deref() == Some(REGISTERING) {
+            match registrar.info(&name).await.map_err(registrar_err)? {
+                Some(info) if info.ours => {
+                    return self.adopt(d.id, &info).await;
+                }
+                Some(_) => {
+                    return Err(ServiceError::Internal(format!(
+                        "{name} is registered to another registrar"
+                    )));
+                }
+                None => {}
+            }
+        } else {
+            self.set_stage(d.id, Some(REGISTERING), None).await?;
+        }
+        let registrant = self.registrant(d).await?;
+        let req = Registration {
+            name: &name,
+            years: 1,
+            registrant: &registrant,
+            nameservers: &ns,
+        };
+        match registrar.create(&req).await {
+            Ok(Outcome::Completed {
+                registration_date,
+                expiration_date,
+            }) => {
+                let ns = match registrar.info(&name).await {
+                    Ok(Some(i)) => i.nameservers,
+                    _ => ns,
+                };
+                self.activate(d.id, &registration_date, &expiration_date, &ns)
+                    .await
+            }
+            Ok(Outcome::Pending) => Ok(()),
+            Err(e) => Err(registrar_err(e)),
+        }
+    }
+
+    async fn adopt(&self, id: DomainId, info: &RegistryInfo) -> Result<()> {
+        let (Some(reg), Some(exp)) = (&info.registration_date, &info.expiration_date) else {
+            return Err(ServiceError::Internal(
+                "the registry reported no dates for the domain".into(),
+            ));
+        };
+        self.activate(id, reg, exp, &info.nameservers).await
+    }
+
+    /// The job of a paid transfer on a registrar with a registry: the request (1001,
+    /// pending) and stage `transferring`; the poll queue finishes it.
+    pub(crate) async fn transfer_at_registry(&self, d: &DomainRow, epp_code: &str) -> Result<()> {
+        let registrar = self.registrar()?;
+        let name = parse_name(d)?;
+        self.set_stage(d.id, Some(TRANSFERRING), None).await?;
+        match registrar.transfer(&name, epp_code).await {
+            Ok(Outcome::Completed {
+                registration_date,
+                expiration_date,
+            }) => {
+                self.activate(d.id, &registration_date, &expiration_date, &[])
+                    .await
+            }
+            Ok(Outcome::Pending) => Ok(()),
+            Err(e) => {
+                let msg = format!("registrar: {e}");
+                self.note_error(d.id, &msg).await?;
+                Err(ServiceError::Internal(msg))
+            }
+        }
+    }
+
+    /// The scheduler's registry step: keeps sessions alive, reads and acknowledges each
+    /// registry's poll queue (finishing transfers), then syncs a batch of domains not read
+    /// back today. Failures are logged and counted; the next pass goes on.
+    pub async fn registry_pass(&self) -> Result<RegistryPass> {
+        let mut pass = RegistryPass::default();
+        let Some(registrar) = self.registrar.clone() else {
+            return Ok(pass);
+        };
+        if let Err(e) = registrar.keepalive().await {
+            tracing::warn!(error = %e, "EPP keep-alive failed; the next command reconnects");
+        }
+        for probe in registrar.queues() {
+            for _ in 0..POLL_BATCH {
+                let msg = match registrar.poll(&probe).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the registry's poll queue failed");
+                        pass.failed += 1;
+                        break;
+                    }
+                };
+                if let Some((name, status)) = &msg.transfer {
+                    match self.transfer_news(name, status).await {
+                        Ok(true) => pass.transfers += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            // Not acknowledged: read again next pass.
+                            tracing::warn!(error = %e, domain = %name, "handling a transfer message failed");
+                            pass.failed += 1;
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = registrar.ack(&probe, &msg.id).await {
+                    tracing::warn!(error = %e, "acknowledging a poll message failed");
+                    pass.failed += 1;
+                    break;
+                }
+                pass.messages += 1;
+            }
+        }
+        let (synced, failed) = self.sync_batch(SYNC_BATCH).await?;
+        pass.synced = synced;
+        pass.failed += failed;
+        Ok(pass)
+    }
+
+    /// A transfer's news from the poll queue; `true` when it finished one of Lodge's.
+    async fn transfer_news(&self, name: &str, status: &str) -> Result<bool> {
+        let Some(d) = registry::transferring(self.store.reader(), name).await? else {
+            return Ok(false);
+        };
+        match status {
+            "clientApproved" | "serverApproved" => {
+                let registrar = self.registrar()?;
+                let parsed = parse_name(&d)?;
+                let info = registrar
+                    .info(&parsed)
+                    .await
+                    .map_err(registrar_err)?
+                    .ok_or_else(|| {
+                        ServiceError::Internal(format!("{name} is not at the registry"))
+                    })?;
+                self.adopt(d.id, &info).await?;
+                Ok(true)
+            }
+            "clientRejected" | "serverRejected" | "clientCancelled" | "serverCancelled" => {
+                self.transfer_failed(&d, status).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A transfer the registry refused: the domain is cancelled and the line that paid for
+    /// it goes back to the organization's credit (once: the refund is keyed by the domain).
+    async fn transfer_failed(&self, d: &DomainRow, status: &str) -> Result<()> {
+        let reason = format!(
+            "Transfer of {} {}",
+            d.name,
+            match status {
+                "clientCancelled" | "serverCancelled" => "cancelled",
+                _ => "rejected by the current registrar",
+            }
+        );
+        if let Some((invoice, amount)) = registry::paid_line(self.store.reader(), d.id).await? {
+            if amount > 0 {
+                let key = IdempotencyKey {
+                    scope: format!("registry:{}", d.organization_id),
+                    key: format!("transfer-refund:{}", d.id),
+                    request_hash: format!("{invoice}:{amount}"),
+                    fresh_for_us: None,
+                };
+                let req = RefundRequest {
+                    amount_minor: amount,
+                    to: RefundTo::Credit,
+                    reason: &reason,
+                    reference: None,
+                };
+                self.refund_invoice(invoice, &req, "registrar", Some(&key))
+                    .await?;
+            }
+        }
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        hosting::set_domain_status(&mut tx, d.id, DomainEvent::Cancel, now).await?;
+        registry::set_stage(&mut tx, d.id, None, Some(&reason), now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Reads back up to `limit` active domains not synced today: expiry, statuses,
+    /// nameservers and lock from the registry. Returns (synced, failed).
+    pub async fn sync_batch(&self, limit: i64) -> Result<(usize, usize)> {
+        let Some(registrar) = self.registrar.clone() else {
+            return Ok((0, 0));
+        };
+        if registrar.queues().is_empty() {
+            return Ok((0, 0)); // no registry to read back (the manual registrar)
+        }
+        let today = self.today().to_string();
+        let due = registry::due_for_sync(self.store.reader(), &today, limit).await?;
+        let (mut synced, mut failed) = (0, 0);
+        for d in due {
+            let now = self.now_us();
+            let Ok(name) = DomainName::parse(&d.name) else {
+                continue;
+            };
+            if !registrar.has_registry(&name) {
+                let mut tx = self.store.begin().await?;
+                registry::mark_synced(&mut tx, d.id, &today, None, now).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                continue;
+            }
+            let read = registrar.info(&name).await;
+            let mut tx = self.store.begin().await?;
+            match read {
+                Ok(Some(info)) if info.ours => {
+                    let statuses = serde_json::to_string(&info.statuses)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    let ns = serde_json::to_string(&info.nameservers)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    registry::record(
+                        &mut tx,
+                        d.id,
+                        &registry::Reported {
+                            expiration_date: info.expiration_date.as_deref(),
+                            statuses: &statuses,
+                            nameservers: Some(&ns),
+                            locked: info.locked(),
+                            synced_on: &today,
+                        },
+                        now,
+                    )
+                    .await?;
+                    synced += 1;
+                }
+                Ok(Some(_)) => {
+                    // Another registrar sponsors it now: it left.
+                    hosting::set_domain_status(&mut tx, d.id, DomainEvent::TransferAway, now)
+                        .await?;
+                    registry::mark_synced(
+                        &mut tx,
+                        d.id,
+                        &today,
+                        Some("sponsored by another registrar"),
+                        now,
+                    )
+                    .await?;
+                    synced += 1;
+                }
+                Ok(None) => {
+                    registry::mark_synced(
+                        &mut tx,
+                        d.id,
+                        &today,
+                        Some("not found at the registry"),
+                        now,
+                    )
+                    .await?;
+                    failed += 1;
+                }
+                Err(e) => {
+                    // Not marked: tried again by the next pass.
+                    tracing::warn!(error = %e, domain = %d.name, "registry sync failed");
+                    registry::set_error(&mut tx, d.id, Some(&format!("sync: {e}")), now).await?;
+                    failed += 1;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok((synced, failed))
+    }
+
+    /// A customer's active domain, for a registry change.
+    async fn registry_domain(
+        &self,
+        access: &crate::auth::Access,
+        project: lodge_core::ProjectId,
+        id: DomainId,
+    ) -> Result<(DomainRow, DomainName, std::sync::Arc<dyn super::Registrar>)> {
+        let d = self.project_domain(access, project, id).await?;
+        if d.status != DomainStatus::Active {
+            return Err(ServiceError::Conflict(format!(
+                "the domain is {}; only an active domain can be changed",
+                d.status
+            )));
+        }
+        let name = parse_name(&d)?;
+        Ok((d, name, self.registrar()?))
+    }
+
+    /// Replaces a domain's nameservers at the registry, then in Lodge.
+    pub async fn set_nameservers(
+        &self,
+        access: &crate::auth::Access,
+        project: lodge_core::ProjectId,
+        id: DomainId,
+        nameservers: &[String],
+    ) -> Result<DomainRow> {
+        access.require_write()?;
+        let mut clean: Vec<String> = Vec::new();
+        for n in nameservers {
+            let host = DomainName::parse(n.trim()).map_err(|_| {
+                ServiceError::field("nameservers", format!("{n:?} is not a host name"))
+            })?;
+            if !clean.iter().any(|c| c == host.as_str()) {
+                clean.push(host.as_str().to_owned());
+            }
+        }
+        if !(2..=13).contains(&clean.len()) {
+            return Err(ServiceError::field(
+                "nameservers",
+                "Give between 2 and 13 nameservers.",
+            ));
+        }
+        let (d, name, registrar) = self.registry_domain(access, project, id).await?;
+        registrar
+            .set_nameservers(&name, &clean)
+            .await
+            .map_err(|e| {
+                ServiceError::Conflict(format!("The registrar refused the change: {e}"))
+            })?;
+        let ns =
+            serde_json::to_string(&clean).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut tx = self.store.begin().await?;
+        registry::set_nameservers(&mut tx, d.id, &ns, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.project_domain(access, project, id).await
+    }
+
+    /// Locks or unlocks a domain against transfer at the registry, then in Lodge.
+    pub async fn set_domain_lock(
+        &self,
+        access: &crate::auth::Access,
+        project: lodge_core::ProjectId,
+        id: DomainId,
+        locked: bool,
+    ) -> Result<DomainRow> {
+        access.require_write()?;
+        let (d, name, registrar) = self.registry_domain(access, project, id).await?;
+        registrar.set_lock(&name, locked).await.map_err(|e| {
+            ServiceError::Conflict(format!("The registrar refused the change: {e}"))
+        })?;
+        let mut tx = self.store.begin().await?;
+        registry::set_locked(&mut tx, d.id, locked, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.project_domain(access, project, id).await
+    }
+
+    /// The transfer code of an active domain (to move it away), from the registry.
+    pub async fn domain_auth_code(
+        &self,
+        access: &crate::auth::Access,
+        project: lodge_core::ProjectId,
+        id: DomainId,
+    ) -> Result<Option<String>> {
+        access.require_write()?;
+        let (_, name, registrar) = self.registry_domain(access, project, id).await?;
+        registrar
+            .auth_code(&name)
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("The registrar could not tell: {e}")))
+    }
+
+    /// Every domain with its registry state (staff).
+    pub async fn all_domains(&self, limit: i64, offset: i64) -> Result<(Vec<DomainRow>, i64)> {
+        Ok(registry::all_domains(self.store.reader(), limit, offset).await?)
+    }
+}
