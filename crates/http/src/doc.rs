@@ -67,6 +67,7 @@ enum Dialect {
 /// Completes `doc` as described in the module's documentation.
 pub fn complete(doc: &mut OpenApi) {
     add_error_schemas(doc);
+    let optional_bodies = all_optional(doc);
     for (path, item) in doc.paths.paths.iter_mut() {
         let dialect = if path.starts_with("/v1/") {
             Dialect::V1
@@ -83,6 +84,9 @@ pub fn complete(doc: &mut OpenApi) {
             &mut item.patch,
         ];
         for op in ops.into_iter().flatten() {
+            if dialect == Dialect::V1 {
+                body_optional_when_empty_is_valid(op, &optional_bodies);
+            }
             complete_operation(op, dialect);
         }
     }
@@ -169,6 +173,38 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
             Dialect::Other => continue,
         };
         with_json_body(answer, schema);
+    }
+}
+
+/// The component schemas that are objects with no required property (`{}` is one).
+fn all_optional(doc: &OpenApi) -> Vec<String> {
+    doc.components
+        .iter()
+        .flat_map(|c| c.schemas.iter())
+        .filter(|(_, s)| match s {
+            RefOr::T(Schema::Object(o)) => o.required.is_empty(),
+            _ => false,
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `/v1` reads a missing body as `{}` (as Django REST framework does), so a body whose
+/// every field is optional may be left out: the document says so.
+fn body_optional_when_empty_is_valid(op: &mut Operation, optional: &[String]) {
+    let Some(body) = op.request_body.as_mut() else {
+        return;
+    };
+    let every_type_optional = !body.content.is_empty()
+        && body.content.values().all(|c| match &c.schema {
+            Some(RefOr::Ref(r)) => r
+                .ref_location
+                .strip_prefix("#/components/schemas/")
+                .is_some_and(|name| optional.iter().any(|o| o == name)),
+            _ => false,
+        });
+    if every_type_optional {
+        body.required = Some(utoipa::openapi::Required::False);
     }
 }
 

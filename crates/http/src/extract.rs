@@ -120,8 +120,8 @@ impl IdempotencyKey {
     }
 }
 
-/// A JSON body. No body, or malformed JSON → `400 {"detail"}`; a field of the wrong type or
-/// a missing required field → `400 {"field": ["…"]}`.
+/// A JSON body. Malformed JSON → `400 {"detail"}`; a field of the wrong type or a missing
+/// required field → `400 {"field": ["…"]}`.
 #[derive(Debug, Clone)]
 pub struct V1Json<T>(pub T);
 
@@ -130,12 +130,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let V1Body(bytes) = V1Body::from_request(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "A JSON object is expected as the request body (`{}` when no field is set).",
-            ));
-        }
-        parse_json(&bytes).map(V1Json)
+        // As Django REST framework reads it: no body is no data, `{}` (a required field is
+        // then reported missing; the document marks such bodies optional).
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        parse_json(bytes).map(V1Json)
     }
 }
 

@@ -181,7 +181,7 @@ fn invoice_days(raw: Option<&str>) -> V2Result<Option<i64>> {
         .into_iter()
         .filter(|(k, _)| k == "invoice_days")
         .map(|(_, v)| v)
-        .last();
+        .next_back();
     match value.as_deref().map(str::trim) {
         None => Ok(None),
         Some(v) => match v.parse::<i64>() {
