@@ -7,9 +7,11 @@
 //! - `/apiv2`: InterServer's `{"code": "…", "message": "…"}`.
 //!
 //! What is added: 401 on a route that needs credentials, 429 (with `Retry-After`) where the
-//! per-credential rate limit applies, 404 for a bad page number on a paginated list, 400 and
-//! 413 (the 1 MiB body limit) on a route that takes a body, and 415 on a `/v1` route that
-//! takes JSON. A route's own description of a status is kept; a bodiless error answer of a
+//! per-credential rate limit applies, 404 for a bad page number on a paginated list, 400 on
+//! a route with query or header parameters, 400 and 413 (the 1 MiB body limit) on a route
+//! that takes a body, and 415 on a `/v1` route that
+//! takes JSON; `Idempotency-Key` headers get the limits the server enforces. A route's own
+//! description of a status is kept; a bodiless error answer of a
 //! dialect gets its dialect's error body.
 
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -93,6 +95,26 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
         .iter()
         .flatten()
         .any(|p| p.name == "page" && matches!(p.parameter_in, ParameterIn::Query));
+    // A query or header parameter that cannot be read is a 400 (an unusable
+    // `Idempotency-Key`, a status filter that is not one, …).
+    let read_params = op.parameters.iter().flatten().any(|p| {
+        matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Header)
+            && p.name != "page"
+            && p.name != "page_size"
+    });
+    for p in op.parameters.iter_mut().flatten() {
+        if p.name.eq_ignore_ascii_case("Idempotency-Key") {
+            p.schema = Some(RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(255))
+                    // Printable ASCII, no space at either end (it would be trimmed).
+                    .pattern(Some("^[!-~]([ -~]*[!-~])?$"))
+                    .build(),
+            )));
+        }
+    }
     let body = op.request_body.is_some();
     let json_body = op.request_body.as_ref().is_some_and(takes_json);
     let answers = &mut op.responses.responses;
@@ -113,6 +135,9 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
             "404",
             "Invalid page (past the last one, or not a positive number)",
         );
+    }
+    if read_params && !body {
+        add("400", "An invalid query or header parameter");
     }
     if body {
         add("400", "A malformed or invalid body");

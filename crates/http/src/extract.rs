@@ -100,21 +100,28 @@ impl IdempotencyKey {
         match headers.get("idempotency-key") {
             None => Ok(None),
             Some(v) => {
-                let s = v
-                    .to_str()
-                    .map_err(|_| "The Idempotency-Key header must be printable ASCII.")?;
-                let s = s.trim();
-                if s.is_empty() || s.len() > 255 {
+                // Printable ASCII (spaces inside only), 1 to 255 characters: what the
+                // OpenAPI document says of it.
+                let b = v.as_bytes();
+                if !b.iter().all(|c| (b' '..=b'~').contains(c))
+                    || b.first() == Some(&b' ')
+                    || b.last() == Some(&b' ')
+                {
+                    return Err("The Idempotency-Key header must be printable ASCII, with no space at either end.");
+                }
+                if b.is_empty() || b.len() > 255 {
                     return Err("The Idempotency-Key header must have 1 to 255 characters.");
                 }
-                Ok(Some(IdempotencyKey(s.to_owned())))
+                Ok(Some(IdempotencyKey(
+                    String::from_utf8_lossy(b).into_owned(),
+                )))
             }
         }
     }
 }
 
-/// A JSON body. Malformed JSON → `400 {"detail"}`; a field of the wrong type or a missing
-/// required field → `400 {"field": ["…"]}`.
+/// A JSON body. No body, or malformed JSON → `400 {"detail"}`; a field of the wrong type or
+/// a missing required field → `400 {"field": ["…"]}`.
 #[derive(Debug, Clone)]
 pub struct V1Json<T>(pub T);
 
@@ -123,12 +130,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let V1Body(bytes) = V1Body::from_request(req, state).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        parse_json(bytes).map(V1Json)
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "A JSON object is expected as the request body (`{}` when no field is set).",
+            ));
+        }
+        parse_json(&bytes).map(V1Json)
+    }
+}
+
+/// Query parameters read into `T`; an unreadable query string (a value of the wrong type, a
+/// parameter given twice) is a 400 in `/v1`'s shape, not axum's plain text.
+#[derive(Debug, Clone)]
+pub struct V1Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for V1Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map(V1Query)
+            .map_err(|e| ApiError::bad_request(format!("Invalid query string: {e}.")))
     }
 }
 
@@ -182,6 +204,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "Invalid data. Expected a dictionary.",
         )));
     }
+    let value = integral_numbers(value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -203,6 +226,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::fields(one(&field, FieldCode::Invalid, &inner))
     })
+}
+
+/// JSON has one number type: `5.0` is the integer 5 to JSON Schema (and to the OpenAPI
+/// document's `integer` fields), so a number with no fraction, within the range where a
+/// float is exact (±2⁵³), is read as an integer wherever the body has one.
+pub fn integral_numbers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn one(field: &str, code: FieldCode, msg: &str) -> FieldErrors {
@@ -336,5 +380,35 @@ impl<T> Paginated<T> {
             previous: (req.page > 1).then(|| link(req.page - 1)),
             results,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Quotas {
+        instance_quota: Option<i64>,
+        ratio: Option<f64>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_others_are_not() {
+        let q: Quotas = parse_json(br#"{"instance_quota": 534340971.0, "ratio": 2.0}"#).unwrap();
+        assert_eq!(
+            q,
+            Quotas {
+                instance_quota: Some(534_340_971),
+                ratio: Some(2.0)
+            }
+        );
+        assert!(parse_json::<Quotas>(br#"{"instance_quota": 1.5}"#).is_err());
+        assert!(parse_json::<Quotas>(br#"{"instance_quota": 1e300}"#).is_err());
+        assert_eq!(
+            integral_numbers(json!({"a": [1.0, {"b": -3.0}], "c": 0.25})),
+            json!({"a": [1, {"b": -3}], "c": 0.25})
+        );
     }
 }

@@ -46,12 +46,17 @@ pub struct WebhookRefused {
               (status = 400, body = WebhookRefused, description = "Forged, stale or missing signature; or not an event"),
               (status = 404, description = "Card payments are not configured")))]
 async fn stripe_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if st.lodge.stripe.is_none() {
-        return crate::ops::not_found().await.into_response();
-    }
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
+    if signature.is_none() {
+        // Not from Stripe, configured or not.
+        let detail = "The Stripe-Signature header is missing.".to_owned();
+        return (StatusCode::BAD_REQUEST, Json(WebhookRefused { detail })).into_response();
+    }
+    if st.lodge.stripe.is_none() {
+        return crate::ops::not_found().await.into_response();
+    }
     match st.lodge.stripe_webhook(signature, &body).await {
         Ok(out) => Json(WebhookReceived {
             received: true,

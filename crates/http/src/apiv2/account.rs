@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{Customer, V2Error, V2Result};
+use super::{Customer, V2Error, V2Query, V2Result};
 use crate::extract::ClientIp;
 use crate::AppState;
 
@@ -211,7 +211,7 @@ pub struct CountriesQuery {
     security((), ("api_key" = [])),
     params(CountriesQuery),
     responses((status = 200, description = "Code → country name", body = BTreeMap<String, String>)))]
-pub async fn countries(Query(q): Query<CountriesQuery>) -> Response {
+pub async fn countries(V2Query(q): V2Query<CountriesQuery>) -> Response {
     let pick = |c: &(&'static str, &'static str, &'static str, &'static str)| match q
         .fetch_by
         .as_deref()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{Currency, InvoiceStatus};
@@ -15,7 +15,7 @@ use lodge_services::websites::{InvoiceRef, Settlement};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{website_status, Customer, V2Error, V2Result};
+use super::{website_status, Customer, V2Error, V2Query, V2Result};
 use crate::wire::{money_number, money_str, payment_url, ts};
 use crate::AppState;
 
@@ -158,11 +158,40 @@ pub struct CartResponse {
     pub ima: String,
 }
 
+/// The cart's query parameters (for the document; [`invoice_days`] reads them).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "describes the query in the OpenAPI document only")]
 pub struct CartQuery {
-    /// Only invoices issued this many days ago or later (`-1` or none: all).
+    /// Only invoices issued this many days ago or later (`-1`, `0` or none: all).
+    #[param(minimum = -1, maximum = 36600)]
     pub invoice_days: Option<i64>,
+}
+
+/// The longest look-back `invoice_days` takes: a hundred years.
+const MAX_INVOICE_DAYS: i64 = 36_600;
+
+/// `invoice_days` from the query string (its last value when repeated; other parameters are
+/// ignored): `None` for all invoices, a 400 in InterServer's shape for anything that is not
+/// a whole number from -1 to 36600.
+fn invoice_days(raw: Option<&str>) -> V2Result<Option<i64>> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
+    let value = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "invoice_days")
+        .map(|(_, v)| v)
+        .last();
+    match value.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some(v) => match v.parse::<i64>() {
+            Ok(d) if (-1..=MAX_INVOICE_DAYS).contains(&d) => Ok((d > 0).then_some(d)),
+            _ => Err(V2Error(
+                StatusCode::BAD_REQUEST,
+                "invoice_days must be a whole number of days from -1 (all) to 36600.".into(),
+            )),
+        },
+    }
 }
 
 fn cart_row(l: &CartLine, default: Currency) -> CartRow {
@@ -216,13 +245,14 @@ fn cart_row(l: &CartLine, default: Currency) -> CartRow {
 /// as `prepay` (the client offers "PrePay" when it covers the rows it pays).
 #[utoipa::path(get, path = "/apiv2/billing/cart", tag = "apiv2", operation_id = "getBillingCart",
     security(("api_key" = [])), params(CartQuery),
-    responses((status = 200, body = CartResponse), (status = 401, body = super::V2ErrorBody)))]
+    responses((status = 200, body = CartResponse), (status = 400, description = "`invoice_days` is not a number of days", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody)))]
 pub async fn cart(
     State(st): State<AppState>,
     c: Customer,
-    Query(q): Query<CartQuery>,
+    RawQuery(raw): RawQuery,
 ) -> V2Result<Json<CartResponse>> {
-    let days = q.invoice_days.filter(|d| *d > 0);
+    let days = invoice_days(raw.as_deref())?;
     let cart = st.lodge.cart(&c.access, days).await?;
     let cur = st.lodge.settings.currency;
     let rows: Vec<CartRow> = cart.lines.iter().map(|l| cart_row(l, cur)).collect();
@@ -667,8 +697,10 @@ async fn pay_invoices(
 /// payment page (with `redirectUrl` passed on as its way back when allowed).
 #[utoipa::path(get, path = "/apiv2/billing/pay/{method}/{invoices}", tag = "apiv2", operation_id = "initiatePayment",
     security(("api_key" = [])),
-    params(("method" = String, Path, description = "`prepay` (account credit), `online` or an InterServer gateway (the payment page)"),
-           ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>"),
+    params(("method" = String, Path, description = "`prepay` (account credit), `online` or an InterServer gateway (the payment page)",
+               pattern = "^(prepay|online|cc|paypal|payssion|payu|ccavenue|cashfree|coinbase|btcpay)$"),
+           ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>",
+               pattern = "^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$"),
            PayQuery),
     responses((status = 200, body = PaymentReply), (status = 400, description = "Unknown method", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody), (status = 404, body = super::V2ErrorBody),
@@ -677,7 +709,7 @@ pub async fn pay(
     State(st): State<AppState>,
     c: Customer,
     Path((method, invoices)): Path<(String, String)>,
-    Query(q): Query<PayQuery>,
+    V2Query(q): V2Query<PayQuery>,
 ) -> V2Result<Json<PaymentReply>> {
     pay_invoices(&st, &c, &method, &invoices, q.redirect_url.as_deref()).await
 }
@@ -686,8 +718,10 @@ pub async fn pay(
 /// client calls.
 #[utoipa::path(get, path = "/apiv2/pay/{method}/{invoices}", tag = "apiv2", operation_id = "initiatePaymentShort",
     security(("api_key" = [])),
-    params(("method" = String, Path, description = "`prepay` (account credit), `online` or an InterServer gateway (the payment page)"),
-           ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>"),
+    params(("method" = String, Path, description = "`prepay` (account credit), `online` or an InterServer gateway (the payment page)",
+               pattern = "^(prepay|online|cc|paypal|payssion|payu|ccavenue|cashfree|coinbase|btcpay)$"),
+           ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>",
+               pattern = "^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$"),
            PayQuery),
     responses((status = 200, body = PaymentReply), (status = 400, description = "Unknown method", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody), (status = 404, body = super::V2ErrorBody),
@@ -696,7 +730,7 @@ pub async fn pay_short(
     State(st): State<AppState>,
     c: Customer,
     Path((method, invoices)): Path<(String, String)>,
-    Query(q): Query<PayQuery>,
+    V2Query(q): V2Query<PayQuery>,
 ) -> V2Result<Json<PaymentReply>> {
     pay_invoices(&st, &c, &method, &invoices, q.redirect_url.as_deref()).await
 }

@@ -233,33 +233,104 @@ pub async fn order_form(State(st): State<AppState>, _caller: Authenticated) -> R
 
 // ---- quote and place ----
 
-/// The order request (`WebsiteOrderPutRequest` / `WebsiteOrderPostRequest`). Numbers may come
-/// as strings.
+/// The order request (`WebsiteOrderPutRequest` / `WebsiteOrderPostRequest`), as JSON or as a
+/// form. Numbers and flags may come as strings (a form's are); a missing or unusable value
+/// is answered with `continue: false` and InterServer's message, a value of a type not
+/// listed here with a 400.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct WebsiteOrderRequest {
-    pub hostname: String,
-    #[schema(value_type = i64)]
-    pub package_id: Value,
+    pub hostname: Option<String>,
+    #[schema(schema_with = int_or_text)]
+    pub package_id: Option<Value>,
     pub rootpass: Option<String>,
     /// Months: 1, 3, 6, 12, 24, 36.
-    #[schema(value_type = Option<i64>)]
+    #[schema(schema_with = int_or_text)]
     pub period: Option<Value>,
     pub coupon: Option<String>,
-    #[schema(value_type = Option<i64>)]
+    #[schema(schema_with = int_or_text)]
     pub service_offer_id: Option<Value>,
-    #[schema(value_type = Option<i64>)]
+    #[schema(schema_with = int_or_text)]
     pub script: Option<Value>,
     pub comment: Option<String>,
-    pub register_domain: Option<bool>,
-    pub tos: Option<bool>,
+    #[schema(schema_with = flag_like)]
+    pub register_domain: Option<Value>,
+    #[schema(schema_with = flag_like)]
+    pub tos: Option<Value>,
+}
+
+const TEXT_FIELDS: [&str; 4] = ["hostname", "rootpass", "coupon", "comment"];
+const INT_FIELDS: [&str; 4] = ["packageId", "period", "serviceOfferId", "script"];
+const FLAG_FIELDS: [&str; 2] = ["registerDomain", "tos"];
+
+fn int_or_text() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::Integer,
+            Type::String,
+            Type::Null,
+        ]))
+        .description(Some("A whole number, or one as a string"))
+        .build()
+}
+
+fn flag_like() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::Boolean,
+            Type::Integer,
+            Type::String,
+            Type::Null,
+        ]))
+        .description(Some("`true`, `1`, `\"1\"`, `\"on\"` or `\"yes\"` for yes"))
+        .build()
+}
+
+/// Why a body is not an order at all (a 400, not `continue: false`): neither a JSON object
+/// nor a form, or a field of a type the request never takes (an object or a list, a
+/// fraction for a number, a number for a text).
+fn malformed(content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let Some(obj) = super::body_object_as(content_type, body) else {
+        return Some(match content_type {
+            Some(ct) => format!("The request body is not the {ct} it is declared as."),
+            None => "The request body must be a JSON object or a form.".into(),
+        });
+    };
+    let bad: Vec<&str> = obj
+        .iter()
+        .filter(|(k, v)| {
+            let v = crate::extract::integral_numbers((*v).clone());
+            let k = k.as_str();
+            if TEXT_FIELDS.contains(&k) {
+                !matches!(v, Value::String(_) | Value::Null)
+            } else if INT_FIELDS.contains(&k) {
+                !(v.is_i64() || v.is_string() || v.is_null())
+            } else if FLAG_FIELDS.contains(&k) {
+                !(v.is_boolean() || v.is_i64() || v.is_string() || v.is_null())
+            } else {
+                false
+            }
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    (!bad.is_empty()).then(|| format!("Wrong type of value for: {}.", bad.join(", ")))
 }
 
 fn as_int(v: Option<&Value>) -> Result<Option<i64>, ()> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(()),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or(()),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| ()),
         Some(_) => Err(()),
@@ -381,11 +452,51 @@ async fn validate(
     }
 }
 
+/// An order refused: `continue: false` with InterServer's messages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Refused {
     #[serde(rename = "continue")]
     pub proceed: bool,
     pub errors: Vec<String>,
+}
+
+/// What `PUT /apiv2/websites/order` answers with 200 (for the document).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(
+    dead_code,
+    reason = "describes the answer in the OpenAPI document only"
+)]
+pub enum QuoteAnswer {
+    Quote(WebsiteQuote),
+    Refused(Refused),
+}
+
+/// What `POST /apiv2/websites/order` answers with 200 (for the document).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(
+    dead_code,
+    reason = "describes the answer in the OpenAPI document only"
+)]
+pub enum PlaceAnswer {
+    Placed(WebsiteOrderPlaced),
+    Refused(Refused),
+}
+
+/// A request with no body at all, or a [`malformed`] one, is refused with a 400 before
+/// anything is read (a form or JSON object with missing or unusable values is answered with
+/// `continue: false` and the messages).
+fn no_body(headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    let why = if body.iter().all(u8::is_ascii_whitespace) {
+        "The order is sent in the request body (JSON or a form).".to_owned()
+    } else {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        malformed(content_type, body)?
+    };
+    Some(V2Error(StatusCode::BAD_REQUEST, why).into_response())
 }
 
 fn refused(errors: Vec<String>) -> Response {
@@ -424,13 +535,18 @@ pub struct WebsiteQuote {
 #[utoipa::path(put, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "putWebsites",
     security(("api_key" = [])),
     request_body = WebsiteOrderRequest,
-    responses((status = 200, description = "The quote, or `continue: false` with errors", body = WebsiteQuote),
+    responses((status = 200, description = "The quote, or `continue: false` with errors", body = QuoteAnswer),
+              (status = 400, description = "No request body, or not an order (see the request's types)", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody)))]
 pub async fn validate_order(
     State(st): State<AppState>,
     customer: Customer,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = no_body(&headers, &body) {
+        return r;
+    }
     let (v, b) = match validate(&st, &customer, &body).await {
         Ok(Ok(x)) => x,
         Ok(Err(errors)) => return refused(errors),
@@ -504,8 +620,8 @@ pub const SAME_ORDER_WINDOW_SECS: i64 = 600;
     security(("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = WebsiteOrderRequest,
-    responses((status = 200, description = "Placed (also a replayed retry, marked `Idempotent-Replayed: true`), or `continue: false` with errors", body = WebsiteOrderPlaced),
-              (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
+    responses((status = 200, description = "Placed (also a replayed retry, marked `Idempotent-Replayed: true`), or `continue: false` with errors", body = PlaceAnswer),
+              (status = 400, description = "No request body, not an order (see the request's types), or an unusable Idempotency-Key header", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 409, description = "A request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
@@ -522,6 +638,9 @@ pub async fn place_order(
     };
     if let Err(e) = customer.access.require_write() {
         return V2Error::from(e).into_response();
+    }
+    if let Some(r) = no_body(&headers, &body) {
+        return r;
     }
     let b = match read_body(&body) {
         Ok(b) => b,

@@ -68,6 +68,26 @@ pub struct V2ErrorBody {
 #[derive(Debug)]
 pub struct V2Error(pub StatusCode, pub String);
 
+/// Query parameters read into `T`; an unreadable query string (a value of the wrong type, a
+/// parameter given twice) is a 400 in InterServer's shape, not axum's plain text.
+#[derive(Debug, Clone)]
+pub struct V2Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for V2Query<T> {
+    type Rejection = V2Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, V2Error> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map(V2Query)
+            .map_err(|e| {
+                V2Error(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid query string: {e}."),
+                )
+            })
+    }
+}
+
 impl V2Error {
     pub fn not_found() -> Self {
         V2Error(StatusCode::NOT_FOUND, "Not found.".into())
@@ -268,6 +288,41 @@ pub fn website_status(status: HostingStatus, cancel: Option<CancelKind>) -> &'st
 /// as InterServer's web client posts). An empty body is an empty object; `None` when it is
 /// neither.
 pub(crate) fn body_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    body_object_as(None, body)
+}
+
+/// [`body_object`], held to the media type the request declares: a body declared as JSON
+/// must be a JSON object, one declared as a form a form; without a declaration (or with
+/// another one) either is taken, as InterServer does.
+pub(crate) fn body_object_as(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let essence = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|e| e.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    if essence == "application/json" || essence.ends_with("+json") {
+        return match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ if blank => Some(serde_json::Map::new()),
+            _ => None,
+        };
+    }
+    if essence == "application/x-www-form-urlencoded" && !blank {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+        return Some(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        );
+    }
+    body_object_lenient(body)
+}
+
+fn body_object_lenient(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(serde_json::Map::new());
     }

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::keys::{parse_expiry, Scopes};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{path_id, Staff, V1Json};
+use crate::extract::{parse_json, path_id, Staff, V1Body, V1Json};
 use crate::wire::{self, ApiKey, CreatedApiKey, HostingPlan, Organization, PlanGroup, TldInfo};
 use crate::AppState;
 
@@ -305,8 +305,14 @@ async fn create_org_key(
 async fn import_catalog(
     State(st): State<AppState>,
     Staff(_staff): Staff,
-    V1Json(file): V1Json<CatalogFile>,
+    V1Body(body): V1Body,
 ) -> ApiResult<Json<ImportSummary>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "Send the catalog as the request body (an empty object imports nothing).",
+        ));
+    }
+    let file: CatalogFile = parse_json(&body)?;
     Ok(Json(st.lodge.import_catalog(&file).await?))
 }
 

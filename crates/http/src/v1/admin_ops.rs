@@ -1,6 +1,6 @@
 //! Staff operations on servers, hosting accounts and the job queue.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::JobStatus;
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Staff, V1Json};
+use crate::extract::{path_id, Staff, V1Json, V1Query};
 use crate::wire::{ts, ts_opt, Hosting};
 use crate::AppState;
 
@@ -92,7 +92,8 @@ async fn list_servers(
 /// Adds a server.
 #[utoipa::path(post, path = "/v1/admin/servers", tag = "admin", security(("bearer" = [])),
     request_body = ServerSpec,
-    responses((status = 201, body = Server), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 201, body = Server), (status = 400), (status = 401), (status = 403),
+              (status = 409, description = "Another server has this name")))]
 async fn create_server(
     State(st): State<AppState>,
     Staff(_staff): Staff,
@@ -106,7 +107,8 @@ async fn create_server(
 #[utoipa::path(put, path = "/v1/admin/servers/{server_id}", tag = "admin", security(("bearer" = [])),
     params(("server_id" = String, Path, description = "Server UUID")),
     request_body = ServerSpec,
-    responses((status = 200, body = Server), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = Server), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Another server has this name")))]
 async fn update_server(
     State(st): State<AppState>,
     Staff(_staff): Staff,
@@ -264,6 +266,7 @@ fn job(j: JobRow) -> Job {
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
     /// `dead` (default), `queued`, `running` or `done`.
+    #[param(pattern = "^(queued|running|done|dead)$")]
     pub status: Option<String>,
 }
 
@@ -274,7 +277,7 @@ pub struct JobQuery {
 async fn list_jobs(
     State(st): State<AppState>,
     Staff(_staff): Staff,
-    Query(q): Query<JobQuery>,
+    V1Query(q): V1Query<JobQuery>,
 ) -> ApiResult<Json<Vec<Job>>> {
     let status = match q.status.as_deref() {
         None => JobStatus::Dead,
@@ -313,6 +316,7 @@ async fn retry_job(
 #[into_params(parameter_in = Query)]
 pub struct PreviewQuery {
     /// Days from today to look ahead (default 30, at most 366).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 366)]
     pub days: Option<String>,
 }
 
@@ -326,7 +330,7 @@ pub struct PreviewQuery {
 async fn billing_preview(
     State(st): State<AppState>,
     Staff(_staff): Staff,
-    Query(q): Query<PreviewQuery>,
+    V1Query(q): V1Query<PreviewQuery>,
 ) -> ApiResult<Json<lodge_services::renewals::Preview>> {
     let days = match q.days.as_deref() {
         None => 30,

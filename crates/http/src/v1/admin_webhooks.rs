@@ -1,6 +1,6 @@
 //! Staff API for outgoing webhooks: endpoints, their delivery log, redelivery.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_services::webhooks::{
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Staff, V1Json};
+use crate::extract::{path_id, Staff, V1Json, V1Query};
 use crate::wire::ts;
 use crate::AppState;
 
@@ -198,8 +198,10 @@ fn delivery(d: DeliveryRow) -> WebhookDelivery {
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// Only attempts older than this delivery id (the next page).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub before: Option<String>,
     /// At most this many (default 100, at most 500).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }
 
@@ -211,7 +213,7 @@ async fn list_deliveries(
     State(st): State<AppState>,
     Staff(_staff): Staff,
     Path(id): Path<String>,
-    Query(q): Query<DeliveryQuery>,
+    V1Query(q): V1Query<DeliveryQuery>,
 ) -> ApiResult<Json<Vec<WebhookDelivery>>> {
     let id: i64 = path_id(&id)?;
     let number = |field: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
