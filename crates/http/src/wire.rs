@@ -590,9 +590,12 @@ pub struct Invoice {
 }
 
 impl Invoice {
+    /// The invoice as `/v1` shows it; its payment link is derived with `tokens` (the
+    /// database holds no token).
     pub fn new(
         i: &InvoiceRow,
         base_url: &str,
+        tokens: &lodge_services::payment_tokens::PaymentTokens,
         detail: Option<(&[LineRow], &[PaymentRow])>,
     ) -> Self {
         let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
@@ -619,7 +622,7 @@ impl Invoice {
             issued: ts(i.issued_at),
             paid: ts_opt(i.paid_at),
             payment_url: (i.status.is_payable() && i.amount_due() > 0)
-                .then(|| payment_url(base_url, &i.payment_token)),
+                .then(|| payment_url(base_url, &tokens.of(i))),
             lines: detail.map(|(lines, _)| {
                 lines
                     .iter()

@@ -66,6 +66,12 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         .switch_mail()
         .await
         .context("recording whether mail is on")?;
+    // Invoices issued before payment tokens were stored as digests (once; nothing to do
+    // on a converted database).
+    lodge
+        .convert_payment_tokens()
+        .await
+        .context("converting payment tokens to digests")?;
     Ok(lodge)
 }
 

@@ -173,11 +173,15 @@ impl Lodge {
         Ok(d)
     }
 
+    /// The invoice of a payment token (the payment page's): found by the token's digest
+    /// (the database holds no token, [`crate::payment_tokens`]), so no comparison with a
+    /// stored secret can take longer for a nearer guess.
     pub async fn invoice_by_token(&self, token: &str) -> Result<InvoiceDetail> {
         if token.len() < 20 || token.len() > 100 {
             return Err(ServiceError::NotFound);
         }
-        let inv = billing::invoice_by_token(self.store.reader(), token)
+        let digest = crate::payment_tokens::digest(token);
+        let inv = billing::invoice_by_token_digest(self.store.reader(), &digest)
             .await?
             .ok_or(ServiceError::NotFound)?;
         self.invoice_detail(inv.id).await

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine as _;
 use rand::RngCore;
 
+use crate::payment_tokens::PaymentTokens;
 use crate::{Result, ServiceError};
 
 /// Seals and opens secrets. The key never leaves this type (its Debug hides it).
@@ -15,6 +16,8 @@ pub struct Sealer {
     cipher: Aes256Gcm,
     /// Base of the keys [`Sealer::derive_key`] gives (a hash of the key, not the key).
     derive_base: [u8; 32],
+    /// Derives the payment page's tokens (under a key derived from this one).
+    payment_tokens: PaymentTokens,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -29,10 +32,19 @@ impl Sealer {
         let mut h = sha2::Sha256::new();
         h.update(b"lodge key derivation\0");
         h.update(key);
-        Sealer {
+        let mut sealer = Sealer {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
             derive_base: h.finalize().into(),
-        }
+            payment_tokens: PaymentTokens::new([0; 32]),
+        };
+        sealer.payment_tokens = PaymentTokens::new(sealer.derive_key("lodge payment tokens"));
+        sealer
+    }
+
+    /// The payment page's tokens, derived under a key of their own
+    /// ([`crate::payment_tokens`]).
+    pub fn payment_tokens(&self) -> &PaymentTokens {
+        &self.payment_tokens
     }
 
     /// A key for one `purpose` (e.g. signing the payment page's forms), derived from the

@@ -19,6 +19,7 @@ use lodge_store::idempotency;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::payment_tokens::PaymentTokens;
 use crate::{Lodge, Result, ServiceError};
 
 /// The `status_code` stored with an outcome: the work was done.
@@ -37,6 +38,29 @@ pub struct IdempotencyKey {
     /// `None` for a caller's key, kept until the scheduler forgets it (a day).
     pub fresh_for_us: Option<i64>,
 }
+
+/// An outcome stored under a key. What it must not store (a payment token: the database
+/// holds none, [`crate::payment_tokens`]) is skipped when it is stored and derived again
+/// by [`StoredOutcome::restore`] when it is replayed.
+pub trait StoredOutcome: Serialize + DeserializeOwned {
+    /// Derives again, on a replay, what the stored outcome does not hold.
+    fn restore(&mut self, _tokens: &PaymentTokens) {}
+}
+
+impl StoredOutcome for crate::orders::OrderOutcome {
+    fn restore(&mut self, tokens: &PaymentTokens) {
+        self.payment_token = self.payment_token_salt.as_deref().map(|s| tokens.token(s));
+    }
+}
+
+impl StoredOutcome for crate::plan_change::PlanChangeOutcome {
+    fn restore(&mut self, tokens: &PaymentTokens) {
+        self.payment_token = self.payment_token_salt.as_deref().map(|s| tokens.token(s));
+    }
+}
+
+impl StoredOutcome for crate::billing::Deposit {}
+impl StoredOutcome for crate::refunds::RefundOutcome {}
 
 /// An outcome, done now or replayed from a request with the same key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +89,7 @@ impl Lodge {
     /// store its outcome with [`Lodge::answer_key_in`] in its transaction.
     pub async fn keyed<T, F, Fut>(&self, key: Option<&IdempotencyKey>, act: F) -> Result<Answer<T>>
     where
-        T: DeserializeOwned,
+        T: StoredOutcome,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
@@ -86,7 +110,7 @@ impl Lodge {
 
     /// The outcome stored for `key`; `None` when the key is free. `KeyReused` when it was
     /// used for another request.
-    async fn stored_outcome<T: DeserializeOwned>(&self, key: &IdempotencyKey) -> Result<Option<T>> {
+    async fn stored_outcome<T: StoredOutcome>(&self, key: &IdempotencyKey) -> Result<Option<T>> {
         let row = {
             let mut db = self.store.read_conn().await?;
             idempotency::get(&mut db, &key.scope, &key.key).await?
@@ -104,7 +128,12 @@ impl Lodge {
             return Err(ServiceError::KeyReused);
         }
         match row.response {
-            Some(body) => serde_json::from_str(&body).map(Some).map_err(|_| {
+            Some(body) => serde_json::from_str(&body)
+                .map(|mut stored: T| {
+                    stored.restore(self.sealer.payment_tokens());
+                    Some(stored)
+                })
+                .map_err(|_| {
                 // Stored by a build before outcomes were stored (an HTTP body).
                 ServiceError::Conflict(
                     "This Idempotency-Key was answered by an earlier version of Lodge; use a new key."

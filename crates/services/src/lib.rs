@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod mail;
 pub mod model;
 pub mod orders;
+pub mod payment_tokens;
 pub mod plan_change;
 pub mod provisioning;
 pub mod queries;

@@ -74,8 +74,13 @@ pub struct PlanChangeOutcome {
     pub credit_applied_minor: i64,
     /// What is left to pay on it.
     pub amount_due_minor: i64,
-    /// The invoice's payment token while something is due.
+    /// The invoice's payment token while something is due. Not stored with the outcome
+    /// (an `Idempotency-Key`'s answer): derived again from `payment_token_salt` on a replay.
+    #[serde(skip)]
     pub payment_token: Option<String>,
+    /// What the token is derived from ([`crate::payment_tokens`]); not a secret.
+    #[serde(default)]
+    pub payment_token_salt: Option<String>,
     /// Credit given for a downgrade.
     pub credit_given_minor: i64,
 }
@@ -351,6 +356,7 @@ async fn change_in(
         credit_applied_minor: 0,
         amount_due_minor: 0,
         payment_token: None,
+        payment_token_salt: None,
         credit_given_minor: 0,
     };
     let new_change = |invoice_id, applied| NewPlanChange {
@@ -456,7 +462,8 @@ async fn change_in(
     outcome.invoice_number = row.number.clone();
     outcome.credit_applied_minor = row.credit_applied_minor;
     outcome.amount_due_minor = row.amount_due();
-    outcome.payment_token = (!paid).then_some(token);
+    outcome.payment_token = (!paid).then(|| token.token.clone());
+    outcome.payment_token_salt = (!paid).then_some(token.salt);
     Ok(outcome)
 }
 
@@ -471,12 +478,12 @@ async fn invoice_charge<C: SqlConn>(
     description: &str,
     start: &str,
     end: Option<String>,
-) -> Result<(i64, String)> {
+) -> Result<(i64, crate::payment_tokens::NewToken)> {
     let balance = billing::lock_credit(conn, h.organization_id)
         .await?
         .ok_or(ServiceError::NotFound)?;
     let credit = balance.clamp(0, charge);
-    let token = crate::orders::new_payment_token(ctx.now);
+    let token = ctx.sealer.payment_tokens().issue(ctx.now);
     let today = ctx.today.to_string();
     let invoice = billing::insert_invoice(
         conn,
@@ -488,7 +495,7 @@ async fn invoice_charge<C: SqlConn>(
             currency: &h.currency,
             subtotal_minor: charge,
             tax_minor: 0,
-            payment_token: &token,
+            payment_token: token.key(),
             due_date: &today,
             credit_applied_minor: credit,
             paid: false,

@@ -397,7 +397,7 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
             .first()
             .map_or(ctx.currency, |p| p.service.currency.as_str())
             .to_owned();
-        let token = crate::orders::new_payment_token(ctx.now);
+        let token = ctx.sealer.payment_tokens().issue(ctx.now);
         let id = billing::insert_invoice(
             &mut *tx,
             &billing::NewInvoice {
@@ -408,7 +408,7 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
                 currency: &currency,
                 subtotal_minor: total,
                 tax_minor: 0,
-                payment_token: &token,
+                payment_token: token.key(),
                 due_date: due,
                 credit_applied_minor: 0,
                 paid: false,

@@ -286,7 +286,7 @@ impl Lodge {
         };
         if !from_credit {
             return Ok(Settlement::PayOnPage {
-                payment_token: first.payment_token.clone(),
+                payment_token: self.payment_token(first),
             });
         }
         let ids: Vec<i64> = due.iter().map(|i| i.id).collect();

@@ -134,7 +134,10 @@ pub struct InvoiceRow {
     pub total_minor: i64,
     pub credit_applied_minor: i64,
     pub paid_minor: i64,
-    pub payment_token: String,
+    /// What the payment page's token is derived from (with a key the store never sees:
+    /// `lodge_services::crypto::PaymentTokens`); not a secret. The token itself is not
+    /// stored, only its digest (`payment_token_digest`, not read into the row).
+    pub payment_token_salt: String,
     pub due_date: String,
     pub issued_at: i64,
     pub paid_at: Option<i64>,
@@ -162,7 +165,7 @@ impl InvoiceRow {
             total_minor: c.int()?,
             credit_applied_minor: c.int()?,
             paid_minor: c.int()?,
-            payment_token: c.text()?,
+            payment_token_salt: c.text()?,
             due_date: c.text()?,
             issued_at: c.int()?,
             paid_at: c.opt_int()?,
@@ -179,7 +182,7 @@ impl InvoiceRow {
     }
 }
 
-pub(crate) const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at, refunded_minor";
+pub(crate) const INVOICE_COLUMNS: &str = "id, number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor, total_minor, credit_applied_minor, paid_minor, payment_token_salt, due_date, issued_at, paid_at, cancelled_at, created_at, modified_at, refunded_minor";
 
 pub struct NewInvoice<'a> {
     /// `None`: numbered later in the transaction ([`number_invoice`]).
@@ -190,7 +193,8 @@ pub struct NewInvoice<'a> {
     pub currency: &'a str,
     pub subtotal_minor: i64,
     pub tax_minor: i64,
-    pub payment_token: &'a str,
+    /// The payment token's salt and digest (the token itself is never stored).
+    pub payment_token: PaymentTokenKey<'a>,
     pub due_date: &'a str,
     /// Account credit applied as it is issued (its ledger entry is the caller's).
     pub credit_applied_minor: i64,
@@ -203,8 +207,9 @@ pub struct NewInvoice<'a> {
 pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Result<i64> {
     conn.insert_key(
         "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
-             total_minor, credit_applied_minor, payment_token, due_date, issued_at, paid_at, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13)",
+             total_minor, credit_applied_minor, payment_token_salt, payment_token_digest, due_date, issued_at, paid_at,
+             created_at, modified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $14)",
         "id",
         vals![
             i.number,
@@ -222,7 +227,8 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
             i.tax_minor,
             i.subtotal_minor + i.tax_minor,
             i.credit_applied_minor,
-            i.payment_token,
+            i.payment_token.salt,
+            i.payment_token.digest,
             i.due_date,
             i.now,
             i.paid.then_some(i.now),
@@ -231,16 +237,63 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
     .await
 }
 
-pub async fn invoice_by_token<'e, E: Executor<'e, Database = Any>>(
+/// The invoice whose payment token has this digest: a token it was issued with, or one
+/// from before tokens were stored as digests (`legacy_token_digest`, migration 0023).
+pub async fn invoice_by_token_digest<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    token: &str,
+    digest: &str,
 ) -> Result<Option<InvoiceRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_token = $1"
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_token_digest = $1 OR legacy_token_digest = $1"
     ))
-    .bind(token)
+    .bind(digest)
     .fetch_optional(db)
     .await?)
+}
+
+/// An invoice's payment token as stored: what it is derived from and its digest.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentTokenKey<'a> {
+    pub salt: &'a str,
+    pub digest: &'a str,
+}
+
+/// Invoices still holding a plaintext payment token (written before migration 0023 and
+/// not converted yet: no salt), by id: `(id, token)`. At most `limit`.
+pub async fn plaintext_payment_tokens<C: SqlConn>(
+    conn: &mut C,
+    limit: i64,
+) -> Result<Vec<(i64, String)>> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT id, payment_token_digest FROM invoices WHERE payment_token_salt = '' ORDER BY id LIMIT $1",
+            vals![limit],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let mut c = crate::Cols::new(row);
+            Ok((c.int()?, c.text()?))
+        })
+        .collect()
+}
+
+/// Replaces an invoice's plaintext payment token with `key`, keeping the old token's
+/// digest as `legacy_digest`; only while it is still unconverted. Whether it was.
+pub async fn convert_payment_token<C: SqlConn>(
+    conn: &mut C,
+    id: i64,
+    key: &PaymentTokenKey<'_>,
+    legacy_digest: &str,
+) -> Result<bool> {
+    let n = conn
+        .exec(
+            "UPDATE invoices SET payment_token_salt = $2, payment_token_digest = $3, legacy_token_digest = $4
+             WHERE id = $1 AND payment_token_salt = ''",
+            vals![id, key.salt, key.digest, legacy_digest],
+        )
+        .await?;
+    Ok(n > 0)
 }
 
 /// The invoice, locked for the rest of the transaction: a no-op update takes PostgreSQL's

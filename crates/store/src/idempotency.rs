@@ -168,3 +168,40 @@ mod tests {
         );
     }
 }
+
+/// The stored responses `LIKE` `pattern` (SQLite's `LIKE` ignores ASCII case: callers
+/// check what they get): `(scope, key, response)`. A one-time scan, for a conversion at
+/// start; the table holds a day of keys.
+pub async fn responses_like<C: SqlConn>(
+    conn: &mut C,
+    pattern: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT scope, key, response FROM idempotency_keys
+             WHERE response LIKE $1",
+            vals![pattern],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let mut c = crate::Cols::new(row);
+            Ok((c.text()?, c.text()?, c.text()?))
+        })
+        .collect()
+}
+
+/// Replaces the stored response of a key (its status stays).
+pub async fn replace_response<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    response: &str,
+) -> Result<()> {
+    conn.exec(
+        "UPDATE idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2",
+        vals![scope, key, response],
+    )
+    .await?;
+    Ok(())
+}

@@ -220,7 +220,10 @@ fn invoice<'a>(
         currency: "USD",
         subtotal_minor: 0,
         tax_minor: 0,
-        payment_token: token,
+        payment_token: billing::PaymentTokenKey {
+            salt: token,
+            digest: token,
+        },
         due_date: "2027-01-01",
         credit_applied_minor: 0,
         paid: false,

@@ -514,7 +514,7 @@ pub async fn get_invoice(
     put(
         "payment_url",
         if i.status.is_payable() {
-            payment_url(&st.public_base_url, &i.payment_token)
+            payment_url(&st.public_base_url, &st.lodge.payment_token(i))
         } else {
             String::new()
         },

@@ -192,7 +192,12 @@ async fn record_payment(
         Json(RecordedPayment {
             payment: Payment::new(&out.payment),
             created: out.created,
-            invoice: Invoice::new(&out.invoice, &st.public_base_url, None),
+            invoice: Invoice::new(
+                &out.invoice,
+                &st.public_base_url,
+                st.lodge.sealer.payment_tokens(),
+                None,
+            ),
         }),
     ))
 }

@@ -37,7 +37,14 @@ pub async fn list_invoices(
         page.count,
         page.rows
             .iter()
-            .map(|i| Invoice::new(i, &st.public_base_url, None))
+            .map(|i| {
+                Invoice::new(
+                    i,
+                    &st.public_base_url,
+                    st.lodge.sealer.payment_tokens(),
+                    None,
+                )
+            })
             .collect(),
     )?))
 }
@@ -60,6 +67,7 @@ pub async fn get_invoice(
     let mut invoice = Invoice::new(
         &d.invoice,
         &st.public_base_url,
+        st.lodge.sealer.payment_tokens(),
         Some((&d.lines, &d.payments)),
     );
     invoice.card_payment_failure = d.card_failure;

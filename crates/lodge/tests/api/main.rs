@@ -23,6 +23,7 @@ mod ops;
 mod orders;
 mod pages;
 mod panels;
+mod payment_tokens;
 mod plan_change;
 mod provisioning;
 mod races;

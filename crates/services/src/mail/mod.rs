@@ -351,7 +351,7 @@ impl Lodge {
                 "amount_due_minor": int(data, "amount_due_minor"),
                 "due_date": i.due_date,
                 "suspend_on": text(data, "suspend_on"),
-                "pay_url": format!("{}/pay/{}", m.base_url, i.payment_token),
+                "pay_url": format!("{}/pay/{}", m.base_url, self.payment_token(i)),
             })
         });
         if matches!(notice, Notice::InvoiceReminder | Notice::InvoiceOverdue)

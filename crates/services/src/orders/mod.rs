@@ -144,7 +144,13 @@ pub struct OrderOutcome {
     pub amount_due_minor: i64,
     pub credit_applied_minor: i64,
     pub status: OrderStatus,
+    /// The payment page's token while something is due. Not stored with the outcome (an
+    /// `Idempotency-Key`'s answer): derived again from `payment_token_salt` on a replay.
+    #[serde(skip)]
     pub payment_token: Option<String>,
+    /// What the token is derived from ([`crate::payment_tokens`]); not a secret.
+    #[serde(default)]
+    pub payment_token_salt: Option<String>,
     pub hosting_id: HostingId,
     pub hosting_legacy_id: i64,
     pub hosting_status: HostingStatus,
@@ -166,26 +172,6 @@ pub(crate) fn random_token(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
-}
-
-/// An invoice's payment token: the time it was made (microseconds, 11 base-36 digits, so
-/// tokens sort in the order they were made, on SQLite's byte order and PostgreSQL's
-/// collations alike) and 32 random letters and digits (190 bits). The unique index on
-/// tokens then grows at its end, as the other indexes of an order do, instead of at a
-/// random leaf page per order, and a group commit writes one page for it, not one per
-/// order. That an invoice was issued at that moment is not a secret of its payer's.
-pub(crate) fn new_payment_token(now_us: i64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut t = u64::try_from(now_us).unwrap_or(0);
-    let mut time = [b'0'; 11];
-    for d in time.iter_mut().rev() {
-        // t % 36 < 36, DIGITS's length.
-        *d = DIGITS.get((t % 36) as usize).copied().unwrap_or(b'0');
-        t /= 36;
-    }
-    let mut token: String = time.iter().map(|&b| char::from(b)).collect();
-    token.push_str(&random_token(32));
-    token
 }
 
 /// A password for a hosting account when the customer left it blank.
@@ -225,40 +211,5 @@ impl Lodge {
         } else {
             Ok(crate::commit::commit_on_pool::<Orders>(&self.store, &orders, &collisions).await?)
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    reason = "tokens are 43 ASCII characters, asserted first"
-)]
-mod tests {
-    use super::new_payment_token as payment_token;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// A token made later sorts after one made earlier (byte order, as SQLite's index
-        /// and PostgreSQL's collations order letters and digits of one case).
-        #[test]
-        fn payment_tokens_sort_by_the_time_they_were_made(a in 0i64..4_000_000_000_000_000, b in 0i64..4_000_000_000_000_000) {
-            let (ta, tb) = (payment_token(a), payment_token(b));
-            prop_assert_eq!(ta.len(), 43);
-            prop_assert!(ta.bytes().all(|c| c.is_ascii_alphanumeric()));
-            if a < b {
-                prop_assert!(ta < tb, "{} !< {}", ta, tb);
-            }
-            prop_assert_eq!(ta[..11] == tb[..11], a == b);
-        }
-    }
-
-    #[test]
-    fn payment_tokens_made_at_the_same_moment_differ() {
-        let now = 1_795_000_000_000_000;
-        let a = payment_token(now);
-        let b = payment_token(now);
-        assert_eq!(a[..11], b[..11]);
-        assert_ne!(a, b);
-        assert_eq!(&payment_token(0)[..11], "00000000000");
     }
 }

@@ -8,7 +8,7 @@ use lodge_core::{
 };
 use lodge_store::{billing, hosting, Conflict, SqlConn, StoreError};
 
-use super::{new_payment_token, order_number, DomainPlan, OrderOutcome, ValidOrder, SERVERS_FULL};
+use super::{order_number, DomainPlan, OrderOutcome, ValidOrder, SERVERS_FULL};
 use crate::billing::Activation;
 use crate::commit::WriteCtx;
 use crate::idempotency;
@@ -194,7 +194,7 @@ pub async fn place_order_in<C: SqlConn>(
     let mut invoice_id = None;
     let mut payment_token = None;
     if billed {
-        let token = new_payment_token(now);
+        let token = ctx.sealer.payment_tokens().issue(now);
         let id = billing::insert_invoice(
             conn,
             &billing::NewInvoice {
@@ -205,7 +205,7 @@ pub async fn place_order_in<C: SqlConn>(
                 currency: cur,
                 subtotal_minor: total,
                 tax_minor: 0,
-                payment_token: &token,
+                payment_token: token.key(),
                 due_date: &today.to_string(),
                 credit_applied_minor: credit,
                 paid,
@@ -288,7 +288,16 @@ pub async fn place_order_in<C: SqlConn>(
         amount_due_minor: due,
         credit_applied_minor: credit,
         status: order_status,
-        payment_token: if paid { None } else { payment_token },
+        payment_token: if paid {
+            None
+        } else {
+            payment_token.as_ref().map(|t| t.token.clone())
+        },
+        payment_token_salt: if paid {
+            None
+        } else {
+            payment_token.map(|t| t.salt)
+        },
         hosting_id,
         hosting_legacy_id: legacy_id,
         hosting_status,

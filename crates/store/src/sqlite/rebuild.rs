@@ -420,7 +420,7 @@ mod tests {
                         (6, 'hs2', 'org', 'prj', 9, 'pln', 'b.com', NULL, 'pending', 'monthly', 100, 'USD', 2, 2, '');
              INSERT INTO hosting_history (id, hosting_id, to_status, actor, created_at) VALUES (11, 'hst', 'provisioning', 'a', 1);
              INSERT INTO invoices (id, number, organization_id, order_id, kind, status, currency, subtotal_minor, total_minor,
-                     credit_applied_minor, payment_token, due_date, issued_at, created_at, modified_at)
+                     credit_applied_minor, payment_token_digest, due_date, issued_at, created_at, modified_at)
                  VALUES (4, 'INV-000001', 'org', 7, 'first', 'paid', 'USD', 100, 100, 100, 't4', '2026-01-01', 1, 1, 1),
                         (8, 'INV-000002', 'org', 9, 'first', 'unpaid', 'USD', 100, 100, 0, 't8', '2026-01-01', 2, 2, 2);
              INSERT INTO invoice_lines (id, invoice_id, position, kind, description, service_id, period_start, amount_minor)
