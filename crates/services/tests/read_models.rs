@@ -231,7 +231,9 @@ async fn another_organization_sees_none_of_our_rows(w: World) {
         "website detail",
     );
     not_found(
-        l.cancel_website(&w.theirs, website, "no").await.map(|_| ()),
+        l.cancel_website(&w.theirs, website, "no", None)
+            .await
+            .map(|_| ()),
         "cancel",
     );
     for r in [InvoiceRef::Website(website), InvoiceRef::Invoice(invoice)] {
