@@ -11,7 +11,7 @@ use lodge_store::{hosting, jobs, AnyConnection, StoreError};
 
 use crate::auth::Access;
 use crate::commit::WriteCtx;
-use crate::idempotency::{Answer, IdempotencyKey};
+use crate::idempotency::{self, Answer, IdempotencyKey, Keyed};
 use crate::{Lodge, Result, ServiceError};
 
 pub mod batch;
@@ -191,6 +191,17 @@ impl Lodge {
     /// `/apiv2` prepay). `Conflict` when one is no longer unpaid or the balance does not
     /// cover what is due.
     pub async fn pay_from_credit(&self, invoices: &[i64], actor: &str) -> Result<()> {
+        self.pay_from_credit_keyed(invoices, actor, None).await
+    }
+
+    /// [`Lodge::pay_from_credit`], under an `Idempotency-Key` when `keyed`: the key's claim,
+    /// the payment and the outcome stored under the key commit together.
+    pub(crate) async fn pay_from_credit_keyed(
+        &self,
+        invoices: &[i64],
+        actor: &str,
+        keyed: Option<Keyed>,
+    ) -> Result<()> {
         if let Some(payments) = &self.payments {
             // SQLite: on the batch writer's thread, sharing a commit with the payments
             // waiting at the same moment (each all-or-nothing on its own).
@@ -198,52 +209,67 @@ impl Lodge {
                 .submit(batch::Payment {
                     env: self.write_env(actor),
                     invoices: invoices.to_vec(),
+                    keyed,
                 })
                 .await;
         }
         let mut tx = self.store.begin().await?;
-        pay_from_credit_in(&self.write_ctx(actor), &mut tx, invoices).await?;
+        pay_from_credit_in(&self.write_ctx(actor), &mut tx, invoices, keyed.as_ref()).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 
     /// Removes the unpaid first invoice of a pending order, cancelling that order and its
     /// services. `Conflict` for any other invoice, or when the order was paid meanwhile.
+    /// Under an `Idempotency-Key` the deletion and its stored outcome commit together, and a
+    /// retry is answered that outcome (not "only the unpaid first invoice…").
     pub async fn delete_pending_invoice(
         &self,
         access: &Access,
         id: i64,
         actor: &str,
-    ) -> Result<()> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<()>> {
         access.require_write()?;
-        let inv = billing::invoice(&mut self.store.read_conn().await?, id)
-            .await?
-            .filter(|i| i.organization_id == access.organization)
-            .ok_or(ServiceError::NotFound)?;
-        let refused = || {
-            ServiceError::Conflict(
-                "Only the unpaid first invoice of a pending service can be deleted.".into(),
-            )
-        };
-        let order = match (inv.kind, inv.order_id) {
-            (InvoiceKind::First, Some(order)) if inv.status.is_payable() => order,
-            _ => return Err(refused()),
-        };
-        let mut tx = self.store.begin().await?;
-        if !self
-            .cancel_pending_order(
-                &mut tx,
-                inv.organization_id,
-                order,
-                "Invoice deleted by the customer",
-                actor,
-            )
-            .await?
-        {
-            return Err(refused());
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
+        self.keyed(key, || async {
+            let inv = billing::invoice(&mut self.store.read_conn().await?, id)
+                .await?
+                .filter(|i| i.organization_id == access.organization)
+                .ok_or(ServiceError::NotFound)?;
+            let refused = || {
+                ServiceError::Conflict(
+                    "Only the unpaid first invoice of a pending service can be deleted.".into(),
+                )
+            };
+            let order = match (inv.kind, inv.order_id) {
+                (InvoiceKind::First, Some(order)) if inv.status.is_payable() => order,
+                _ => return Err(refused()),
+            };
+            let mut tx = self.store.begin().await?;
+            if let Some(key) = key {
+                // The money paths' lock order: the organization, then the key.
+                billing::lock_credit(&mut tx, inv.organization_id).await?;
+                self.claim_key_in(&mut tx, key).await?;
+            }
+            if !self
+                .cancel_pending_order(
+                    &mut tx,
+                    inv.organization_id,
+                    order,
+                    "Invoice deleted by the customer",
+                    actor,
+                )
+                .await?
+            {
+                return Err(refused());
+            }
+            if let Some(key) = key {
+                self.answer_key_in(&mut tx, key, &()).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Staff record a payment received outside Lodge (bank transfer, cheque…). The same
@@ -677,6 +703,7 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     invoices: &[i64],
+    keyed: Option<&Keyed>,
 ) -> Result<()> {
     let ids: BTreeSet<i64> = invoices.iter().copied().collect();
     let mut orgs = BTreeSet::new();
@@ -690,6 +717,10 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
         billing::lock_credit(conn, org)
             .await?
             .ok_or(ServiceError::NotFound)?;
+    }
+    // The money paths' lock order: the organizations, the key, then the invoices.
+    if let Some(k) = keyed {
+        idempotency::claim_in(conn, &k.key, ctx.now).await?;
     }
     for id in ids {
         let inv = billing::lock_invoice(conn, id)
@@ -715,6 +746,9 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             .await?
             .ok_or(ServiceError::NotFound)?;
         settle(ctx, conn, &inv).await?;
+    }
+    if let Some(k) = keyed {
+        idempotency::answer_in(conn, &k.key, &k.outcome).await?;
     }
     Ok(())
 }

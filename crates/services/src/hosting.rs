@@ -6,7 +6,16 @@ use lodge_store::{billing, StoreError};
 
 use crate::auth::Access;
 use crate::billing::JOB_TERMINATE;
+use crate::idempotency::IdempotencyKey;
 use crate::{Lodge, Result, ServiceError};
+
+/// A cancellation accepted: the account, and the day it takes effect (today, or the end
+/// of its paid period).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cancellation {
+    pub hosting_id: HostingId,
+    pub effective_date: String,
+}
 
 /// How a customer cancels (the lifecycle's [`CancelKind`]).
 pub type CancelType = CancelKind;
@@ -45,6 +54,24 @@ impl Lodge {
         kind: CancelKind,
         reason: &str,
     ) -> Result<HostingRow> {
+        self.cancel_hosting_keyed(access, project, id, kind, reason, None)
+            .await?;
+        self.org_hosting(access, project, id).await
+    }
+
+    /// [`Lodge::cancel_hosting`] in one transaction, under an `Idempotency-Key` when `key`
+    /// is given: its claim (after the organization's lock), the cancellation and the
+    /// outcome stored under it commit together. The caller replays through
+    /// [`Lodge::keyed`].
+    pub(crate) async fn cancel_hosting_keyed(
+        &self,
+        access: &Access,
+        project: Option<ProjectId>,
+        id: HostingId,
+        kind: CancelKind,
+        reason: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Cancellation> {
         access.require_write()?;
         let seen = self.org_hosting(access, project, id).await?;
         if reason.chars().count() > 1000 {
@@ -55,6 +82,9 @@ impl Lodge {
         let today = self.today().to_string();
         let mut tx = self.store.begin().await?;
         billing::lock_credit(&mut tx, seen.organization_id).await?;
+        if let Some(key) = key {
+            self.claim_key_in(&mut tx, key).await?;
+        }
         for inv in billing::invoices_of_order(&mut *tx, seen.order_id).await? {
             billing::lock_invoice(&mut tx, inv.id).await?;
         }
@@ -100,8 +130,15 @@ impl Lodge {
             now,
         )
         .await?;
+        let done = Cancellation {
+            hosting_id: id,
+            effective_date: effective,
+        };
+        if let Some(key) = key {
+            self.answer_key_in(&mut tx, key, &done).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
-        self.org_hosting(access, project, id).await
+        Ok(done)
     }
 
     /// Withdraws a pending end-of-period cancellation, checked under the account's lock (of

@@ -61,6 +61,27 @@ impl StoredOutcome for crate::plan_change::PlanChangeOutcome {
 
 impl StoredOutcome for crate::billing::Deposit {}
 impl StoredOutcome for crate::refunds::RefundOutcome {}
+impl StoredOutcome for crate::storefront::PrepayOutcome {}
+impl StoredOutcome for crate::hosting::Cancellation {}
+impl StoredOutcome for () {}
+
+/// A key with the outcome to store under it, for work whose outcome is known before it is
+/// written (a payment from credit, which SQLite's batch writer writes on its own thread).
+#[derive(Debug, Clone)]
+pub(crate) struct Keyed {
+    pub key: IdempotencyKey,
+    pub outcome: serde_json::Value,
+}
+
+impl Keyed {
+    pub(crate) fn new<T: Serialize>(key: &IdempotencyKey, outcome: &T) -> Result<Self> {
+        Ok(Keyed {
+            key: key.clone(),
+            outcome: serde_json::to_value(outcome)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        })
+    }
+}
 
 /// An outcome, done now or replayed from a request with the same key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +175,20 @@ impl Lodge {
         key: &IdempotencyKey,
     ) -> Result<()> {
         claim_in(conn, key, self.now_us()).await
+    }
+
+    /// Stores `outcome` under `key` in a transaction of its own, for keyed work that writes
+    /// nothing else (a payment page's link): the key is then used, and a retry replays it.
+    pub(crate) async fn record_outcome<T: Serialize>(
+        &self,
+        key: &IdempotencyKey,
+        outcome: &T,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        self.claim_key_in(&mut tx, key).await?;
+        self.answer_key_in(&mut tx, key, outcome).await?;
+        tx.commit().await.map_err(lodge_store::StoreError::from)?;
+        Ok(())
     }
 
     /// [`answer_in`].

@@ -11,6 +11,7 @@ use lodge_store::{account, billing, users};
 use crate::auth::Access;
 use crate::catalog::Tld;
 use crate::countries::COUNTRIES;
+use crate::idempotency::{Answer, IdempotencyKey, Keyed};
 use crate::model::{HostingRow, InvoiceRow, LineRow, OrgRow, PaymentRow, UserRow};
 use crate::registrar::Availability;
 use crate::websites::InvoiceRef;
@@ -49,7 +50,7 @@ pub struct BilledInvoice {
 
 /// How paying from account credit went: the invoices the credit covered were paid in full,
 /// in the order named; the others are still due.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrepayOutcome {
     pub paid: Vec<i64>,
     pub paid_minor: i64,
@@ -281,51 +282,57 @@ impl Lodge {
     /// invoice is paid in part). Paying goes through the one exactly-once path
     /// ([`Lodge::pay_from_credit`]): a retry finds them paid and pays nothing twice.
     /// `NotFound` for an invoice or website of another organization; `Conflict` when
-    /// nothing named is due or the credit covers none of it.
+    /// nothing named is due or the credit covers none of it. Under an `Idempotency-Key` the
+    /// payment and its outcome commit together, and a retry is answered that outcome.
     pub async fn pay_from_prepay(
         &self,
         access: &Access,
         refs: &[InvoiceRef],
         actor: &str,
-    ) -> Result<PrepayOutcome> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<PrepayOutcome>> {
         access.require_write()?;
-        let invoices = self.named_invoices(access, refs).await?;
-        let due: Vec<&InvoiceRow> = invoices
-            .iter()
-            .filter(|i| i.status == InvoiceStatus::Unpaid && i.amount_due() > 0)
-            .collect();
-        if due.is_empty() {
-            return Err(ServiceError::Conflict(
-                "Nothing is due on these invoices.".into(),
-            ));
-        }
-        let mut credit = self.organization(access).await?.credit_balance_minor;
-        let mut out = PrepayOutcome {
-            paid: vec![],
-            paid_minor: 0,
-            left: vec![],
-            left_minor: 0,
-        };
-        for i in due {
-            let amount = i.amount_due();
-            if amount <= credit {
-                credit -= amount;
-                out.paid.push(i.id);
-                out.paid_minor += amount;
-            } else {
-                out.left.push(i.id);
-                out.left_minor += amount;
+        self.keyed(key, || async {
+            let invoices = self.named_invoices(access, refs).await?;
+            let due: Vec<&InvoiceRow> = invoices
+                .iter()
+                .filter(|i| i.status == InvoiceStatus::Unpaid && i.amount_due() > 0)
+                .collect();
+            if due.is_empty() {
+                return Err(ServiceError::Conflict(
+                    "Nothing is due on these invoices.".into(),
+                ));
             }
-        }
-        if out.paid.is_empty() {
-            return Err(ServiceError::Conflict(
-                "Your account credit does not cover these invoices.".into(),
-            ));
-        }
-        // Under the organization's lock the balance and each invoice are read again: a
-        // payment or order that raced this one makes it a 409, never an overdraft.
-        self.pay_from_credit(&out.paid, actor).await?;
-        Ok(out)
+            let mut credit = self.organization(access).await?.credit_balance_minor;
+            let mut out = PrepayOutcome {
+                paid: vec![],
+                paid_minor: 0,
+                left: vec![],
+                left_minor: 0,
+            };
+            for i in due {
+                let amount = i.amount_due();
+                if amount <= credit {
+                    credit -= amount;
+                    out.paid.push(i.id);
+                    out.paid_minor += amount;
+                } else {
+                    out.left.push(i.id);
+                    out.left_minor += amount;
+                }
+            }
+            if out.paid.is_empty() {
+                return Err(ServiceError::Conflict(
+                    "Your account credit does not cover these invoices.".into(),
+                ));
+            }
+            // Under the organization's lock the balance and each invoice are read again: a
+            // payment or order that raced this one makes it a 409, never an overdraft.
+            let keyed = key.map(|k| Keyed::new(k, &out)).transpose()?;
+            self.pay_from_credit_keyed(&out.paid, actor, keyed).await?;
+            Ok(out)
+        })
+        .await
     }
 
     /// The caller's account.
@@ -338,9 +345,26 @@ impl Lodge {
     }
 
     /// Changes the account: the caller's name and the organization's billing address. Every
-    /// field error is reported at once; nothing changes unless all are right.
-    pub async fn update_account(&self, access: &Access, c: &AccountChange) -> Result<Account> {
+    /// field error is reported at once; nothing changes unless all are right. Under an
+    /// `Idempotency-Key` the change and its stored outcome commit together (a retry is
+    /// answered it; the same key with another change is `KeyReused`).
+    pub async fn update_account(
+        &self,
+        access: &Access,
+        c: &AccountChange,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<()>> {
         access.require_write()?;
+        self.keyed(key, || self.update_account_once(access, c, key))
+            .await
+    }
+
+    async fn update_account_once(
+        &self,
+        access: &Access,
+        c: &AccountChange,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<()> {
         let mut v = Validator::new();
         if c.is_empty() {
             v.add("non_field_errors", "Nothing to change.");
@@ -396,6 +420,11 @@ impl Lodge {
         v.finish()?;
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
+        if let Some(key) = key {
+            // The organization, then the key (the money paths' lock order).
+            billing::lock_credit(&mut tx, access.organization).await?;
+            self.claim_key_in(&mut tx, key).await?;
+        }
         let change = account::AddressChange {
             company_name: trimmed(&c.company),
             address_1: trimmed(&c.address),
@@ -412,8 +441,11 @@ impl Lodge {
         if let Some(name) = trimmed(&c.name) {
             account::set_user_name(&mut *tx, access.principal().user, name, now).await?;
         }
+        if let Some(key) = key {
+            self.answer_key_in(&mut tx, key, &()).await?;
+        }
         tx.commit().await.map_err(lodge_store::StoreError::from)?;
-        self.customer_account(access).await
+        Ok(())
     }
 
     /// Whether `name` can be registered here and what it costs. `Invalid` for a name that

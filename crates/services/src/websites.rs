@@ -10,7 +10,8 @@ use lodge_store::{billing, hosting, orgs};
 
 use crate::auth::Access;
 use crate::catalog::Price;
-use crate::hosting::CancelType;
+use crate::hosting::{CancelType, Cancellation};
+use crate::idempotency::{Answer, IdempotencyKey, Keyed};
 use crate::model::{HostingRow, InvoiceRow, OrgRow, ProjectRow};
 use crate::orders::{OrderForm, OrderSource, ValidOrder};
 use crate::{FieldErrors, Lodge, Result, ServiceError, Validator};
@@ -53,12 +54,29 @@ pub enum InvoiceRef {
 }
 
 /// How a payment of invoices went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Settlement {
     /// Paid in full from account credit.
     PaidFromCredit { invoices: usize },
-    /// To be paid on the payment page of this invoice (the first unpaid one).
-    PayOnPage { payment_token: String },
+    /// To be paid on the payment page of this invoice (the first unpaid one). Stored under
+    /// an `Idempotency-Key` without its token (the salt derives it again on a replay).
+    PayOnPage {
+        #[serde(skip_serializing, default)]
+        payment_token: String,
+        payment_token_salt: String,
+    },
+}
+
+impl crate::idempotency::StoredOutcome for Settlement {
+    fn restore(&mut self, tokens: &crate::payment_tokens::PaymentTokens) {
+        if let Settlement::PayOnPage {
+            payment_token,
+            payment_token_salt,
+        } = self
+        {
+            *payment_token = tokens.token(payment_token_salt);
+        }
+    }
 }
 
 /// The billing cycle of a website order for a plan with these prices (`None`: no such
@@ -221,15 +239,22 @@ impl Lodge {
 
     /// Cancels a website by the website rule ([`website_cancel_type`]). `Conflict` when it
     /// is already cancelled or a cancellation is pending.
+    /// Under an `Idempotency-Key` the cancellation and its outcome commit together, and a
+    /// retry is answered that outcome (not "already cancelled").
     pub async fn cancel_website(
         &self,
         access: &Access,
         legacy_id: i64,
         reason: &str,
-    ) -> Result<HostingRow> {
-        let h = self.website(access, legacy_id).await?;
-        self.cancel_hosting(access, None, h.id, website_cancel_type(&h), reason)
-            .await
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<Cancellation>> {
+        access.require_write()?;
+        self.keyed(key, || async {
+            let h = self.website(access, legacy_id).await?;
+            self.cancel_hosting_keyed(access, None, h.id, website_cancel_type(&h), reason, key)
+                .await
+        })
+        .await
     }
 
     /// The caller's invoices named by `refs` (each once, in the order named; a website
@@ -276,24 +301,50 @@ impl Lodge {
         from_credit: bool,
         actor: &str,
     ) -> Result<Settlement> {
+        self.settle_invoices_keyed(access, refs, from_credit, actor, None)
+            .await
+            .map(Answer::into_outcome)
+    }
+
+    /// [`Lodge::settle_invoices`] under an `Idempotency-Key`: the payment (or, for the
+    /// payment page, nothing else) and its outcome commit together, and a retry is answered
+    /// that outcome.
+    pub async fn settle_invoices_keyed(
+        &self,
+        access: &Access,
+        refs: &[InvoiceRef],
+        from_credit: bool,
+        actor: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<Settlement>> {
         access.require_write()?;
-        let invoices = self.named_invoices(access, refs).await?;
-        let due: Vec<&InvoiceRow> = invoices.iter().filter(|i| unpaid(i)).collect();
-        let Some(first) = due.first() else {
-            return Err(ServiceError::Conflict(
-                "Nothing is due on these invoices.".into(),
-            ));
-        };
-        if !from_credit {
-            return Ok(Settlement::PayOnPage {
-                payment_token: self.payment_token(first),
-            });
-        }
-        let ids: Vec<i64> = due.iter().map(|i| i.id).collect();
-        self.pay_from_credit(&ids, actor).await?;
-        Ok(Settlement::PaidFromCredit {
-            invoices: ids.len(),
+        self.keyed(key, || async {
+            let invoices = self.named_invoices(access, refs).await?;
+            let due: Vec<&InvoiceRow> = invoices.iter().filter(|i| unpaid(i)).collect();
+            let Some(first) = due.first() else {
+                return Err(ServiceError::Conflict(
+                    "Nothing is due on these invoices.".into(),
+                ));
+            };
+            if !from_credit {
+                let out = Settlement::PayOnPage {
+                    payment_token: self.payment_token(first),
+                    payment_token_salt: first.payment_token_salt.clone(),
+                };
+                if let Some(key) = key {
+                    self.record_outcome(key, &out).await?;
+                }
+                return Ok(out);
+            }
+            let ids: Vec<i64> = due.iter().map(|i| i.id).collect();
+            let out = Settlement::PaidFromCredit {
+                invoices: ids.len(),
+            };
+            let keyed = key.map(|k| Keyed::new(k, &out)).transpose()?;
+            self.pay_from_credit_keyed(&ids, actor, keyed).await?;
+            Ok(out)
         })
+        .await
     }
 }
 

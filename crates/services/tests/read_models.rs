@@ -231,7 +231,9 @@ async fn another_organization_sees_none_of_our_rows(w: World) {
         "website detail",
     );
     not_found(
-        l.cancel_website(&w.theirs, website, "no").await.map(|_| ()),
+        l.cancel_website(&w.theirs, website, "no", None)
+            .await
+            .map(|_| ()),
         "cancel",
     );
     for r in [InvoiceRef::Website(website), InvoiceRef::Invoice(invoice)] {
@@ -287,7 +289,7 @@ async fn what_is_due_is_paid_once(w: World) {
     let invoice = InvoiceRef::Invoice(placed.invoice_id.unwrap());
 
     // Named twice, paid once: on the page of that invoice.
-    let Settlement::PayOnPage { payment_token } = l
+    let Settlement::PayOnPage { payment_token, .. } = l
         .settle_invoices(&w.ours, &[website, invoice], false, "test")
         .await
         .unwrap()

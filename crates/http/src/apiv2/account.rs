@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_services::countries::COUNTRIES;
@@ -148,12 +148,29 @@ fn unprocessable(message: impl Into<String>) -> Response {
 /// that must not be empty (`name`, `address`, `city`, `state`, `zip`, `country`, `phone`)
 /// sent empty, an unknown country, a phone that is not one, another currency or nothing
 /// to change: `422`, and nothing changes.
+///
+/// Accepts `Idempotency-Key` like every `/apiv2` mutation: a retry with the same key and
+/// body is answered the first answer (`Idempotent-Replayed: true`) for 24 hours.
 #[utoipa::path(post, path = "/apiv2/account", tag = "apiv2", operation_id = "updateAccountInfo",
     security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = AccountUpdate,
-    responses((status = 200, body = AccountUpdated), (status = 401, body = super::V2ErrorBody),
-              (status = 422, description = "Invalid input; nothing changed", body = super::V2ErrorBody)))]
-pub async fn update_account(State(st): State<AppState>, c: Customer, body: Bytes) -> Response {
+    responses((status = 200, description = "Updated (also a replayed retry, marked `Idempotent-Replayed: true`)", body = AccountUpdated),
+              (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
+              (status = 409, description = "A request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Invalid input, or Idempotency-Key reused with another request; nothing changed", body = super::V2ErrorBody)))]
+pub async fn update_account(
+    State(st): State<AppState>,
+    c: Customer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match super::mutation_key(&headers, &c, "POST", "/apiv2/account", &body) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
     let Some(obj) = super::body_object(&body) else {
         return unprocessable("The body must be a JSON object or a form.");
     };
@@ -182,12 +199,18 @@ pub async fn update_account(State(st): State<AppState>, c: Customer, body: Bytes
     if !bad.is_empty() {
         return unprocessable(bad.join(" "));
     }
-    match st.lodge.update_account(&c.access, &change).await {
-        Ok(_) => Json(AccountUpdated {
-            success: true,
-            text: "Account updated.".into(),
-        })
-        .into_response(),
+    match st
+        .lodge
+        .update_account(&c.access, &change, key.as_ref())
+        .await
+    {
+        Ok(answer) => crate::idempotency::respond(answer, |()| {
+            Json(AccountUpdated {
+                success: true,
+                text: "Account updated.".into(),
+            })
+            .into_response()
+        }),
         Err(ServiceError::Invalid(fields)) => unprocessable(
             fields
                 .into_iter()

@@ -5,17 +5,19 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::{Currency, InvoiceStatus};
 use lodge_services::model::InvoiceRow;
 use lodge_services::queries::due_now;
-use lodge_services::storefront::{BilledInvoice, CartLine};
+use lodge_services::storefront::{BilledInvoice, CartLine, PrepayOutcome};
 use lodge_services::websites::{InvoiceRef, Settlement};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{website_status, Customer, V2Error, V2Query, V2Result};
+use crate::idempotency;
 use crate::wire::{money_number, money_str, payment_url, ts};
 use crate::AppState;
 
@@ -529,25 +531,45 @@ pub struct SuccessText {
 }
 
 /// Deletes the unpaid first invoice of a pending website, and that website with it.
+///
+/// Safe to retry with an `Idempotency-Key`: the first answer is replayed for 24 hours
+/// (`Idempotent-Replayed: true`) instead of `409`.
 #[utoipa::path(delete, path = "/apiv2/billing/invoices/{id}", tag = "apiv2", operation_id = "deleteBillingInvoice",
     security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Invoice id")),
-    responses((status = 200, body = SuccessText), (status = 401, body = super::V2ErrorBody),
+    params(("id" = i64, Path, description = "Invoice id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    responses((status = 200, description = "Deleted (also a replayed retry, marked `Idempotent-Replayed: true`)", body = SuccessText),
+              (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "Not the unpaid first invoice of a pending website", body = super::V2ErrorBody)))]
+              (status = 409, description = "Not the unpaid first invoice of a pending website, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn delete_invoice(
     State(st): State<AppState>,
     c: Customer,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> V2Result<Json<SuccessText>> {
+) -> V2Result<Response> {
     let id = invoice_id(&id)?;
+    let key = super::mutation_key(
+        &headers,
+        &c,
+        "DELETE",
+        &format!("/apiv2/billing/invoices/{id}"),
+        b"",
+    )?;
     let actor = format!("user:{}", c.principal.user);
-    st.lodge
-        .delete_pending_invoice(&c.access, id, &actor)
+    let answer = st
+        .lodge
+        .delete_pending_invoice(&c.access, id, &actor, key.as_ref())
         .await?;
-    Ok(Json(SuccessText {
-        success: true,
-        text: "Invoice deleted.".into(),
+    Ok(idempotency::respond(answer, |()| {
+        Json(SuccessText {
+            success: true,
+            text: "Invoice deleted.".into(),
+        })
+        .into_response()
     }))
 }
 
@@ -629,89 +651,131 @@ pub(crate) fn allowed_return(st: &AppState, url: Option<&str>) -> Option<String>
     st.client_origins.contains(&origin).then(|| url.to_owned())
 }
 
+/// The reply to paying from account credit.
+fn prepay_reply(out: &PrepayOutcome, cur: Currency) -> PaymentReply {
+    let mut text = format!(
+        "Paid {} invoice(s) ({}) from account credit.",
+        out.paid.len(),
+        display(out.paid_minor, cur)
+    );
+    if !out.left.is_empty() {
+        text.push_str(&format!(
+            " {} invoice(s) ({}) are still due: the credit did not cover them.",
+            out.left.len(),
+            display(out.left_minor, cur)
+        ));
+    }
+    PaymentReply {
+        kind: "single".into(),
+        redirect: None,
+        text,
+    }
+}
+
 async fn pay_invoices(
     st: &AppState,
     c: &Customer,
+    headers: &HeaderMap,
     method: &str,
     invoices: &str,
     redirect_url: Option<&str>,
-) -> V2Result<Json<PaymentReply>> {
+) -> V2Result<Response> {
     if !METHODS.contains(&method) {
         return Err(V2Error(
             StatusCode::BAD_REQUEST,
             "Invalid payment method".into(),
         ));
     }
+    // Both paths are one request: a retry may come by either. What it asks is the method,
+    // the invoices as named and the way back from the payment page.
+    let key = super::mutation_key(
+        headers,
+        c,
+        "GET",
+        &format!("/apiv2/pay/{method}/{invoices}"),
+        redirect_url.unwrap_or_default().as_bytes(),
+    )?;
     c.access.require_write()?;
     let refs = invoice_refs(invoices)?;
     let actor = format!("user:{}", c.principal.user);
     if method == "prepay" {
-        let out = st.lodge.pay_from_prepay(&c.access, &refs, &actor).await?;
+        let answer = st
+            .lodge
+            .pay_from_prepay(&c.access, &refs, &actor, key.as_ref())
+            .await?;
         let cur = st.lodge.settings.currency;
-        let mut text = format!(
-            "Paid {} invoice(s) ({}) from account credit.",
-            out.paid.len(),
-            display(out.paid_minor, cur)
-        );
-        if !out.left.is_empty() {
-            text.push_str(&format!(
-                " {} invoice(s) ({}) are still due: the credit did not cover them.",
-                out.left.len(),
-                display(out.left_minor, cur)
-            ));
-        }
-        return Ok(Json(PaymentReply {
-            kind: "single".into(),
-            redirect: None,
-            text,
+        return Ok(idempotency::respond(answer, |out| {
+            Json(prepay_reply(&out, cur)).into_response()
         }));
     }
-    match st
+    let answer = st
         .lodge
-        .settle_invoices(&c.access, &refs, false, &actor)
-        .await?
-    {
-        Settlement::PayOnPage { payment_token } => {
-            let mut page = payment_url(&st.public_base_url, &payment_token);
-            if let Some(back) = allowed_return(st, redirect_url) {
-                if let Ok(q) = serde_urlencoded::to_string([("return", back.as_str())]) {
-                    page = format!("{page}?{q}");
+        .settle_invoices_keyed(&c.access, &refs, false, &actor, key.as_ref())
+        .await?;
+    Ok(idempotency::respond(answer, |settled| {
+        Json(match settled {
+            Settlement::PayOnPage { payment_token, .. } => {
+                let mut page = payment_url(&st.public_base_url, &payment_token);
+                if let Some(back) = allowed_return(st, redirect_url) {
+                    if let Ok(q) = serde_urlencoded::to_string([("return", back.as_str())]) {
+                        page = format!("{page}?{q}");
+                    }
+                }
+                PaymentReply {
+                    kind: "redirect".into(),
+                    redirect: Some(page),
+                    text: "Continue to the payment page.".into(),
                 }
             }
-            Ok(Json(PaymentReply {
-                kind: "redirect".into(),
-                redirect: Some(page),
-                text: "Continue to the payment page.".into(),
-            }))
-        }
-        Settlement::PaidFromCredit { invoices } => Ok(Json(PaymentReply {
-            kind: "single".into(),
-            redirect: None,
-            text: format!("Paid {invoices} invoice(s) from account credit."),
-        })),
-    }
+            Settlement::PaidFromCredit { invoices } => PaymentReply {
+                kind: "single".into(),
+                redirect: None,
+                text: format!("Paid {invoices} invoice(s) from account credit."),
+            },
+        })
+        .into_response()
+    }))
 }
 
 /// Pays invoices: `prepay` from account credit, each invoice the credit covers in full (a
 /// `single` reply saying what is still due), any other method a `redirect` to the hosted
 /// payment page (with `redirectUrl` passed on as its way back when allowed).
+///
+/// Safe to retry with an `Idempotency-Key` (bound to the method, the invoices and
+/// `redirectUrl`; the same on either path): the first answer is replayed for 24 hours
+/// (`Idempotent-Replayed: true`), so a retried prepay payment pays nothing twice and is not
+/// told `409` "nothing is due".
 #[utoipa::path(get, path = "/apiv2/billing/pay/{method}/{invoices}", tag = "apiv2", operation_id = "initiatePayment",
     security(("api_key" = [])),
     params(("method" = String, Path, description = "`prepay` (account credit), `online` or an InterServer gateway (the payment page)",
                pattern = "^(prepay|online|cc|paypal|payssion|payu|ccavenue|cashfree|coinbase|btcpay)$"),
            ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>",
                pattern = "^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$"),
-           PayQuery),
-    responses((status = 200, body = PaymentReply), (status = 400, description = "Unknown method", body = super::V2ErrorBody),
-              (status = 401, body = super::V2ErrorBody), (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "The credit covers none of it, or nothing to pay", body = super::V2ErrorBody)))]
+           PayQuery,
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    responses((status = 200, description = "Paid or redirected (also a replayed retry, marked `Idempotent-Replayed: true`)", body = PaymentReply),
+              (status = 400, description = "Unknown method, or an unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody),
+              (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay(
     State(st): State<AppState>,
     c: Customer,
+    headers: HeaderMap,
     Path((method, invoices)): Path<(String, String)>,
     V2Query(q): V2Query<PayQuery>,
-) -> V2Result<Json<PaymentReply>> {
-    pay_invoices(&st, &c, &method, &invoices, q.redirect_url.as_deref()).await
+) -> V2Result<Response> {
+    pay_invoices(
+        &st,
+        &c,
+        &headers,
+        &method,
+        &invoices,
+        q.redirect_url.as_deref(),
+    )
+    .await
 }
 
 /// The same as `/apiv2/billing/pay/{method}/{invoices}`, at the path InterServer's web
@@ -722,17 +786,31 @@ pub async fn pay(
                pattern = "^(prepay|online|cc|paypal|payssion|payu|ccavenue|cashfree|coinbase|btcpay)$"),
            ("invoices" = String, Path, description = "Comma list of invoice ids, INV<module><id>, SERVICEwebhosting<id> or website<id>",
                pattern = "^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$"),
-           PayQuery),
-    responses((status = 200, body = PaymentReply), (status = 400, description = "Unknown method", body = super::V2ErrorBody),
-              (status = 401, body = super::V2ErrorBody), (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "The credit covers none of it, or nothing to pay", body = super::V2ErrorBody)))]
+           PayQuery,
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    responses((status = 200, description = "Paid or redirected (also a replayed retry, marked `Idempotent-Replayed: true`)", body = PaymentReply),
+              (status = 400, description = "Unknown method, or an unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody),
+              (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay_short(
     State(st): State<AppState>,
     c: Customer,
+    headers: HeaderMap,
     Path((method, invoices)): Path<(String, String)>,
     V2Query(q): V2Query<PayQuery>,
-) -> V2Result<Json<PaymentReply>> {
-    pay_invoices(&st, &c, &method, &invoices, q.redirect_url.as_deref()).await
+) -> V2Result<Response> {
+    pay_invoices(
+        &st,
+        &c,
+        &headers,
+        &method,
+        &invoices,
+        q.redirect_url.as_deref(),
+    )
+    .await
 }
 
 #[cfg(test)]

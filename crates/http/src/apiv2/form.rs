@@ -661,7 +661,7 @@ pub async fn place_order(
     let key = match header {
         Some(h) => idempotency::key(
             Some(h),
-            format!("apiv2:user:{}", customer.principal.user),
+            super::user_scope(&customer),
             "POST",
             PATH,
             asked.as_bytes(),

@@ -263,6 +263,33 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
     }
 }
 
+/// The `Idempotency-Key` of an `/apiv2` mutation, the caller's (scope `apiv2:user:{user}`,
+/// shared by every `/apiv2` mutation) and bound to what it asks: `method`, `path` with its
+/// ids, and `body`, so the same key on another target or with another body is `422`.
+/// `None` without the header; `400` when the header is unusable.
+pub(crate) fn mutation_key(
+    headers: &axum::http::HeaderMap,
+    c: &Customer,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> V2Result<Option<lodge_services::idempotency::IdempotencyKey>> {
+    let header = crate::extract::IdempotencyKey::from_headers(headers)
+        .map_err(|why| V2Error(StatusCode::BAD_REQUEST, why.into()))?;
+    Ok(crate::idempotency::key(
+        header,
+        user_scope(c),
+        method,
+        path,
+        body,
+    ))
+}
+
+/// Whose `/apiv2` keys these are: the user's.
+pub(crate) fn user_scope(c: &Customer) -> String {
+    format!("apiv2:user:{}", c.principal.user)
+}
+
 /// `"1"`/`"0"` flags as InterServer sends them.
 pub fn flag(b: bool) -> String {
     if b { "1" } else { "0" }.to_owned()

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::Currency;
 use lodge_services::model::InvoiceRow;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{website_status, Customer, V2Error, V2Result};
+use crate::idempotency;
 use crate::wire::{money_str, ts};
 use crate::AppState;
 
@@ -249,22 +252,44 @@ pub struct CancelResult {
 
 /// Cancels a website: a never-paid one at once (with its order and invoice), a paid one at
 /// the end of its paid period. `409` when already canceled or pending cancellation.
+///
+/// Safe to retry with an `Idempotency-Key`: the first answer is replayed for 24 hours
+/// (`Idempotent-Replayed: true`) instead of `409`.
 #[utoipa::path(delete, path = "/apiv2/websites/{id}", tag = "apiv2", operation_id = "webhostingCancel",
     security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Website id")),
-    responses((status = 200, body = CancelResult), (status = 401, body = super::V2ErrorBody),
-              (status = 404, body = super::V2ErrorBody), (status = 409, body = super::V2ErrorBody)))]
+    params(("id" = i64, Path, description = "Website id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    responses((status = 200, description = "Cancelled (also a replayed retry, marked `Idempotent-Replayed: true`)", body = CancelResult),
+              (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A read-only member", body = super::V2ErrorBody),
+              (status = 404, body = super::V2ErrorBody),
+              (status = 409, description = "Already canceled or pending cancellation, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn cancel_website(
     State(st): State<AppState>,
     c: Customer,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> V2Result<Json<CancelResult>> {
-    st.lodge
-        .cancel_website(&c.access, website_id(&id)?, "Cancelled through /apiv2")
+) -> V2Result<Response> {
+    let id = website_id(&id)?;
+    let key = super::mutation_key(
+        &headers,
+        &c,
+        "DELETE",
+        &format!("/apiv2/websites/{id}"),
+        b"",
+    )?;
+    let answer = st
+        .lodge
+        .cancel_website(&c.access, id, "Cancelled through /apiv2", key.as_ref())
         .await?;
-    Ok(Json(CancelResult {
-        success: true,
-        text: "Website is canceled.".into(),
+    Ok(idempotency::respond(answer, |_| {
+        Json(CancelResult {
+            success: true,
+            text: "Website is canceled.".into(),
+        })
+        .into_response()
     }))
 }
 

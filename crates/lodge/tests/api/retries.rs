@@ -2,18 +2,32 @@
 //! the first order's outcome (with `Idempotency-Key`, or, without one, when the same order
 //! comes again from the same account within the window), never a second order and never a
 //! refusal that says the first one's name is taken.
+//!
+//! The other `/apiv2` mutations (paying, deleting an invoice, cancelling a website, the
+//! account's address) take `Idempotency-Key` too: a retry with the key is answered the first
+//! answer and changes nothing; the key on another target is `422`, an unusable one `400`,
+//! both in InterServer's error shape and changing nothing.
 
 use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::harness::{order_body, v2, Auth, TestApp, STARTER_PACKAGE};
+use crate::apiv2::assert_v2_error;
+use crate::harness::{
+    add_credit, cents, counts, invoice as v1_invoice, order_body, place, v2, v2_ok, Auth, TestApp,
+    STARTER_PACKAGE,
+};
 use crate::on_both_engines;
 
 on_both_engines!(
     an_identical_order_sent_again_is_answered_with_the_first,
     an_order_with_an_idempotency_key_is_replayed_and_its_key_bound_to_the_order,
     identical_orders_at_once_make_one_account,
+    a_keyed_prepay_payment_is_replayed_and_pays_once,
+    a_keyed_invoice_deletion_is_replayed,
+    a_keyed_website_cancellation_is_replayed,
+    a_keyed_account_update_is_replayed,
+    identical_keyed_prepay_payments_at_once_pay_once,
 );
 
 const ORDER: &str = "/apiv2/websites/order";
@@ -178,5 +192,365 @@ async fn identical_orders_at_once_make_one_account(app: TestApp) {
         "one first answer"
     );
     assert_eq!(hosting_named(&app, "at-once.com").await, 1);
+    app.stop().await;
+}
+
+// ---- the other /apiv2 mutations ----
+
+/// Sends an `/apiv2` request with an optional `Idempotency-Key`; the status, the
+/// `Idempotent-Replayed` header and the body.
+async fn keyed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, bool, Value) {
+    let mut req = app
+        .client
+        .request(method, app.url(path))
+        .header("X-API-KEY", app.key());
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = req.send().await.expect("sent");
+    let status = resp.status();
+    let replayed = resp
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        replayed,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A header the services refuse: longer than 255 characters.
+fn bad_key() -> String {
+    "k".repeat(300)
+}
+
+/// A placed website: its id and its first invoice's.
+async fn website(app: &TestApp, host: &str) -> (i64, i64) {
+    let placed = place(app, &app.key(), &order_body(STARTER_PACKAGE, 1, host)).await;
+    let id = placed["serviceId"].as_i64().expect("serviceId");
+    let iid = placed["iid"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("iid: {placed}"));
+    (id, iid)
+}
+
+/// The account credit, as the cart shows it (cents).
+async fn prepay(app: &TestApp) -> i64 {
+    cents(&v2_ok(app, Method::GET, "/apiv2/billing/cart", &app.key(), None).await["prepay"])
+}
+
+async fn a_keyed_prepay_payment_is_replayed_and_pays_once(app: TestApp) {
+    let (a, a_iid) = website(&app, "pay-a.example.com").await;
+    let (b, b_iid) = website(&app, "pay-b.example.com").await;
+    add_credit(&app, &app.org_id(), "20.00").await;
+    let before = prepay(&app).await;
+
+    let path = format!("/apiv2/pay/prepay/website{a}");
+    let (status, replayed, first) = keyed(&app, Method::GET, &path, Some("pay-1"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(first["type"], "single", "{first}");
+    assert_eq!(v1_invoice(&app, a_iid).await["status"], "paid");
+    let paid = prepay(&app).await;
+    assert!(paid < before, "{before} → {paid}");
+    let tables = counts(&app).await;
+    let payments = app.count("credit_ledger").await;
+
+    // The answer was lost: the retry with the key is the first answer (by either path),
+    // and pays nothing again.
+    for again in [
+        path.clone(),
+        format!("/apiv2/billing/pay/prepay/website{a}"),
+    ] {
+        let (status, replayed, body) = keyed(&app, Method::GET, &again, Some("pay-1"), None).await;
+        assert_eq!(
+            (status, replayed),
+            (StatusCode::OK, true),
+            "{again}: {body}"
+        );
+        assert_eq!(body, first, "{again}");
+    }
+    assert_eq!(prepay(&app).await, paid);
+    assert_eq!(counts(&app).await, tables);
+    assert_eq!(app.count("credit_ledger").await, payments);
+    // Without the key a retry is judged afresh: nothing is due any more.
+    let (status, _, body) = keyed(&app, Method::GET, &path, None, None).await;
+    assert_v2_error(status, &body, StatusCode::CONFLICT, "a key-less retry");
+
+    // The key with another target: 422, the other invoice untouched.
+    let other = format!("/apiv2/pay/prepay/website{b}");
+    let (status, _, body) = keyed(&app, Method::GET, &other, Some("pay-1"), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key on b",
+    );
+    // An unusable header: 400, nothing paid.
+    let (status, _, body) = keyed(&app, Method::GET, &other, Some(&bad_key()), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "a 300-character key",
+    );
+    assert_eq!(v1_invoice(&app, b_iid).await["status"], "unpaid");
+    assert_eq!(prepay(&app).await, paid);
+    assert_eq!(counts(&app).await, tables);
+
+    // The payment page's link is keyed too: replayed, and bound to its invoices.
+    let online = format!("/apiv2/pay/online/website{b}");
+    let (status, replayed, link) = keyed(&app, Method::GET, &online, Some("pay-2"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{link}");
+    assert_eq!(link["type"], "redirect", "{link}");
+    let (status, replayed, again) = keyed(&app, Method::GET, &online, Some("pay-2"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, link);
+    let (status, _, body) = keyed(&app, Method::GET, &path, Some("pay-2"), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "pay-2 on a",
+    );
+    app.stop().await;
+}
+
+async fn a_keyed_invoice_deletion_is_replayed(app: TestApp) {
+    let (a, a_iid) = website(&app, "delete-a.example.com").await;
+    let (_, b_iid) = website(&app, "delete-b.example.com").await;
+    let path = format!("/apiv2/billing/invoices/{a_iid}");
+    let (status, replayed, first) = keyed(&app, Method::DELETE, &path, Some("del-1"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(first["success"], true, "{first}");
+    assert_eq!(v1_invoice(&app, a_iid).await["status"], "cancelled");
+    let tables = counts(&app).await;
+    let history = app.count("hosting_history").await;
+
+    // The retry: the first answer, not "only the unpaid first invoice…", and nothing more.
+    let (status, replayed, again) = keyed(&app, Method::DELETE, &path, Some("del-1"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(counts(&app).await, tables);
+    assert_eq!(app.count("hosting_history").await, history);
+    assert_eq!(
+        app.count(&format!(
+            "invoices WHERE id = {a_iid} AND status = 'cancelled'"
+        ))
+        .await,
+        1
+    );
+    let (status, _, body) = keyed(&app, Method::DELETE, &path, None, None).await;
+    assert_v2_error(status, &body, StatusCode::CONFLICT, "a key-less retry");
+    let w = v2_ok(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{a}"),
+        &app.key(),
+        None,
+    )
+    .await;
+    assert_eq!(w["serviceInfo"]["website_status"], "canceled", "{w}");
+
+    // The key on another invoice: 422; an unusable key: 400. That invoice stays.
+    let other = format!("/apiv2/billing/invoices/{b_iid}");
+    let (status, _, body) = keyed(&app, Method::DELETE, &other, Some("del-1"), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key on b",
+    );
+    let (status, _, body) = keyed(&app, Method::DELETE, &other, Some(&bad_key()), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "a 300-character key",
+    );
+    assert_eq!(v1_invoice(&app, b_iid).await["status"], "unpaid");
+    assert_eq!(counts(&app).await, tables);
+    assert_eq!(app.count("hosting_history").await, history);
+    app.stop().await;
+}
+
+async fn a_keyed_website_cancellation_is_replayed(app: TestApp) {
+    // Paid at once from credit: cancelling ends it at the end of its paid period.
+    add_credit(&app, &app.org_id(), "20.00").await;
+    let (a, _) = website(&app, "cancel-a.example.com").await;
+    let (b, b_iid) = website(&app, "cancel-b.example.com").await;
+    let status_of = |id: i64| {
+        let app = &app;
+        async move {
+            let w = v2_ok(
+                app,
+                Method::GET,
+                &format!("/apiv2/websites/{id}"),
+                &app.key(),
+                None,
+            )
+            .await;
+            w["serviceInfo"]["website_status"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{w}"))
+                .to_owned()
+        }
+    };
+    let path = format!("/apiv2/websites/{a}");
+    let (status, replayed, first) =
+        keyed(&app, Method::DELETE, &path, Some("cancel-1"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(first["success"], true, "{first}");
+    assert_eq!(status_of(a).await, "pending-cancel");
+    let tables = counts(&app).await;
+    let history = app.count("hosting_history").await;
+    let jobs = app.count("jobs").await;
+
+    let (status, replayed, again) =
+        keyed(&app, Method::DELETE, &path, Some("cancel-1"), None).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(counts(&app).await, tables);
+    assert_eq!(app.count("hosting_history").await, history);
+    assert_eq!(app.count("jobs").await, jobs);
+    let (status, _, body) = keyed(&app, Method::DELETE, &path, None, None).await;
+    assert_v2_error(status, &body, StatusCode::CONFLICT, "a key-less retry");
+
+    let other = format!("/apiv2/websites/{b}");
+    let (status, _, body) = keyed(&app, Method::DELETE, &other, Some("cancel-1"), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key on b",
+    );
+    let (status, _, body) = keyed(&app, Method::DELETE, &other, Some(&bad_key()), None).await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "a 300-character key",
+    );
+    assert_ne!(status_of(b).await, "pending-cancel");
+    assert_eq!(v1_invoice(&app, b_iid).await["status"], "paid");
+    assert_eq!(counts(&app).await, tables);
+    assert_eq!(app.count("jobs").await, jobs);
+    app.stop().await;
+}
+
+/// The billing address's city.
+async fn city(app: &TestApp) -> String {
+    v2_ok(app, Method::GET, "/apiv2/account", &app.key(), None).await["data"]["city"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn a_keyed_account_update_is_replayed(app: TestApp) {
+    let leeds = serde_json::json!({ "city": "Leeds" });
+    let (status, replayed, first) = keyed(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        Some("acct-1"),
+        Some(&leeds),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(city(&app).await, "Leeds");
+    // Changed since (without a key); the late retry is answered and writes nothing.
+    v2_ok(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        &app.key(),
+        Some(&serde_json::json!({ "city": "York" })),
+    )
+    .await;
+    let (status, replayed, again) = keyed(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        Some("acct-1"),
+        Some(&leeds),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(city(&app).await, "York");
+
+    // The key with another body: 422; an unusable key: 400. Nothing changes.
+    let hull = serde_json::json!({ "city": "Hull" });
+    let (status, _, body) = keyed(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        Some("acct-1"),
+        Some(&hull),
+    )
+    .await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key reused",
+    );
+    let (status, _, body) = keyed(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        Some(&bad_key()),
+        Some(&hull),
+    )
+    .await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "a 300-character key",
+    );
+    assert_eq!(city(&app).await, "York");
+    app.stop().await;
+}
+
+async fn identical_keyed_prepay_payments_at_once_pay_once(app: TestApp) {
+    let (a, a_iid) = website(&app, "pay-race.example.com").await;
+    add_credit(&app, &app.org_id(), "20.00").await;
+    let before = prepay(&app).await;
+    let ledger = app.count("credit_ledger").await;
+    let path = format!("/apiv2/pay/prepay/website{a}");
+    let answers = futures::future::join_all(
+        (0..2).map(|_| keyed(&app, Method::GET, &path, Some("pay-race"), None)),
+    )
+    .await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["type"], "single", "{body}");
+    }
+    assert_eq!(answers[0].2, answers[1].2, "both answered the same");
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1,
+        "one paid, the other replayed: {answers:?}"
+    );
+    assert_eq!(v1_invoice(&app, a_iid).await["status"], "paid");
+    let total = cents(&v1_invoice(&app, a_iid).await["total"]);
+    assert_eq!(prepay(&app).await, before - total, "paid once");
+    assert_eq!(
+        app.count("credit_ledger").await,
+        ledger + 1,
+        "one application of credit"
+    );
     app.stop().await;
 }

@@ -7,6 +7,7 @@
 use lodge_store::{SqlConn, StoreError};
 
 use crate::commit::{BatchWrite, Committer, Units, WriteEnv};
+use crate::idempotency::Keyed;
 use crate::Result;
 
 /// A payment from credit waiting to be written: the invoices it pays, in full.
@@ -14,6 +15,8 @@ use crate::Result;
 pub struct Payment {
     pub env: WriteEnv,
     pub invoices: Vec<i64>,
+    /// Under an `Idempotency-Key`: claimed first, the outcome stored last.
+    pub(crate) keyed: Option<Keyed>,
 }
 
 /// The batch of payments from credit ([`super::pay_from_credit_in`] for each).
@@ -36,7 +39,7 @@ impl BatchWrite for Payments {
     }
 
     async fn write_one<C: SqlConn>(db: &mut C, unit: &Payment) -> Result<()> {
-        super::pay_from_credit_in(&unit.env.ctx(), db, &unit.invoices).await
+        super::pay_from_credit_in(&unit.env.ctx(), db, &unit.invoices, unit.keyed.as_ref()).await
     }
 
     async fn finish<C: SqlConn>(
