@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 pub mod bench;
 pub mod config;
+pub mod demo_nginx;
 pub mod serve;
 pub mod simulate;
 

@@ -12,6 +12,7 @@ mod harness;
 mod apiv2;
 mod checkout;
 mod coupons;
+mod demo;
 mod epp;
 mod events;
 mod foundation;
