@@ -81,8 +81,7 @@ impl DemoNginx {
             prefix.join("temp/scgi"),
             sites_dir.clone(),
         ] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let conf = prefix.join("nginx.conf");
         let error_log = prefix.join("logs/error.log");

@@ -635,7 +635,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         {
             Ok(Some((n, nginx))) => {
                 cfg.nginx = nginx;
-                DemoNginxState::Running(n)
+                DemoNginxState::Running(Box::new(n))
             }
             Ok(None) => DemoNginxState::NotInstalled,
             Err(e) => {
@@ -1028,7 +1028,7 @@ fn spawn_worker(
 enum DemoNginxState {
     /// Not a demo, or nginx is configured by hand.
     Unused,
-    Running(lodge::demo_nginx::DemoNginx),
+    Running(Box<lodge::demo_nginx::DemoNginx>),
     NotInstalled,
     Failed(String),
 }
