@@ -58,6 +58,11 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     {
         lodge.registrar = Some(r);
     }
+    if let Some(dns) = &cfg.dns {
+        let client =
+            lodge_services::dns::PowerDns::new(dns.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        lodge.dns = Some(Arc::new(client));
+    }
     if let Some(stripe) = &cfg.stripe {
         let client = lodge_services::gateway::Stripe::new(stripe.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;

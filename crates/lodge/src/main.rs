@@ -134,6 +134,19 @@ struct Global {
     #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
           num_args = 0..=1, default_missing_value = "true")]
     webhooks_allow_private: Option<bool>,
+    /// PowerDNS's HTTP API (e.g. http://127.0.0.1:8081): turns on DNS zones for hosted
+    /// domains (with --pdns-api-key; also `[dns]` in lodge.toml).
+    #[arg(long, global = true, env = "LODGE_PDNS_API_URL")]
+    pdns_api_url: Option<String>,
+    /// PowerDNS's API key (never logged). Prefer the environment variable, which stays out
+    /// of the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_PDNS_API_KEY",
+        hide_env_values = true
+    )]
+    pdns_api_key: Option<String>,
     #[command(flatten)]
     mail: MailArgs,
 }
@@ -591,6 +604,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             .then(|| cli.global.stripe_webhook_secrets.clone()),
         stripe_api_base: cli.global.stripe_api_base.clone(),
         webhooks_allow_private: cli.global.webhooks_allow_private,
+        pdns_api_url: cli.global.pdns_api_url.clone(),
+        pdns_api_key: cli.global.pdns_api_key.clone(),
         mail_host: cli.global.mail.mail_host.clone(),
         mail_port: cli.global.mail.mail_port,
         mail_tls: cli.global.mail.mail_tls.clone(),
@@ -630,19 +645,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     // configured with arguments of its own), and the nginx driver is pointed at it.
     let mut demo_nginx = DemoNginxState::Unused;
     if matches!(&cli.command, Command::Serve(s) if s.demo) && cfg.nginx.args.is_empty() {
-        demo_nginx = match lodge::demo_nginx::DemoNginx::start(Path::new("lodge-data"), &cfg.nginx)
-            .await
-        {
-            Ok(Some((n, nginx))) => {
-                cfg.nginx = nginx;
-                DemoNginxState::Running(Box::new(n))
-            }
-            Ok(None) => DemoNginxState::NotInstalled,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the demo's own nginx did not start");
-                DemoNginxState::Failed(format!("{e:#}"))
-            }
-        };
+        demo_nginx =
+            match lodge::demo_nginx::DemoNginx::start(Path::new("lodge-data"), &cfg.nginx).await {
+                Ok(Some((n, nginx))) => {
+                    cfg.nginx = nginx;
+                    DemoNginxState::Running(Box::new(n))
+                }
+                Ok(None) => DemoNginxState::NotInstalled,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the demo's own nginx did not start");
+                    DemoNginxState::Failed(format!("{e:#}"))
+                }
+            };
     }
     let database_given = cli.global.database_url.is_some();
     let command = match cli.command {

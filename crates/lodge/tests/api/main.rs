@@ -13,6 +13,7 @@ mod apiv2;
 mod checkout;
 mod coupons;
 mod demo;
+mod dns;
 mod epp;
 mod events;
 mod foundation;
