@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lodge_core::renewal::Policy;
+use lodge_services::dns::DnsSettings;
 use lodge_services::drivers::nginx::NginxConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use lodge_services::mail::{MailSettings, TlsMode};
@@ -71,6 +72,33 @@ pub struct FileConfig {
     pub mail_timeout_secs: Option<u64>,
     /// Registrars (EPP), each serving its TLDs; the rest stay manual (`[[registrars]]`).
     pub registrars: Option<Vec<RegistrarFile>>,
+    /// DNS zones on PowerDNS (`[dns]`; off without it).
+    pub dns: Option<DnsFile>,
+}
+
+/// `[dns]` of `lodge.toml`: PowerDNS's authoritative HTTP API.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// e.g. `http://127.0.0.1:8081` (PowerDNS's `webserver-address`/`-port`).
+    pub api_url: Option<String>,
+    /// PowerDNS's `api-key` (prefer `LODGE_PDNS_API_KEY`, out of the file).
+    pub api_key: Option<String>,
+    /// PowerDNS's server id (default `localhost`).
+    pub server_id: Option<String>,
+    /// TTL of the records Lodge writes, seconds (default 3600).
+    pub ttl: Option<u32>,
+}
+
+impl std::fmt::Debug for DnsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsFile")
+            .field("api_url", &self.api_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("server_id", &self.server_id)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 impl FileConfig {
@@ -135,6 +163,10 @@ pub struct Config {
     pub mail: MailConfig,
     /// The configuration file's registrars (built, and their passwords opened, at start).
     pub registrars: Vec<RegistrarFile>,
+    /// DNS zones on PowerDNS (`None`: off). Its `Debug` redacts the key.
+    pub dns: Option<DnsSettings>,
+    /// What of `[dns]` was given without the rest (refused at start).
+    pub dns_incomplete: Option<&'static str>,
 }
 
 /// The mail settings as given (no SMTP host: mail is off). The password's `Debug` is
@@ -238,6 +270,18 @@ impl Config {
             .is_some_and(|t| t.expose_secret().trim().is_empty())
         {
             anyhow::bail!("--metrics-token must not be empty");
+        }
+        if let Some(what) = self.dns_incomplete {
+            anyhow::bail!("{what} (DNS hosting needs both)");
+        }
+        if let Some(d) = &self.dns {
+            let scheme_ok = d.api_url.starts_with("http://") || d.api_url.starts_with("https://");
+            if !scheme_ok {
+                anyhow::bail!("--pdns-api-url must be an http:// or https:// URL");
+            }
+            if !(60..=604_800).contains(&d.ttl) {
+                anyhow::bail!("[dns] ttl must be between 60 and 604800 seconds");
+            }
         }
         if !self.stripe_without_key.is_empty() {
             anyhow::bail!(
@@ -354,6 +398,8 @@ pub struct Overrides {
     pub mail_base_url: Option<String>,
     pub mail_templates_dir: Option<String>,
     pub mail_timeout_secs: Option<u64>,
+    pub pdns_api_url: Option<String>,
+    pub pdns_api_key: Option<String>,
 }
 
 impl Config {
@@ -396,7 +442,32 @@ impl Config {
                 .map(|b| b.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| DEFAULT_API_BASE.to_owned()),
         });
+        let dns_file = f.dns.unwrap_or_default();
+        let dns_url = o
+            .pdns_api_url
+            .or(dns_file.api_url)
+            .filter(|u| !u.trim().is_empty());
+        let dns_key = o
+            .pdns_api_key
+            .or(dns_file.api_key)
+            .filter(|k| !k.trim().is_empty());
+        let dns_incomplete = match (&dns_url, &dns_key) {
+            (Some(_), None) => Some("--pdns-api-url given without --pdns-api-key"),
+            (None, Some(_)) => Some("--pdns-api-key given without --pdns-api-url"),
+            _ => None,
+        };
+        let dns = dns_url.zip(dns_key).map(|(url, key)| DnsSettings {
+            api_url: url.trim().trim_end_matches('/').to_owned(),
+            api_key: SecretString::from(key.trim().to_owned()),
+            server_id: dns_file
+                .server_id
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "localhost".to_owned()),
+            ttl: dns_file.ttl.unwrap_or(3600),
+        });
         Config {
+            dns,
+            dns_incomplete,
             stripe,
             stripe_without_key,
             database_url: o

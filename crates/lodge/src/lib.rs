@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 pub mod bench;
 pub mod config;
+pub mod demo_nginx;
 pub mod serve;
 pub mod simulate;
 
@@ -56,6 +57,11 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
         lodge.registrar = Some(r);
+    }
+    if let Some(dns) = &cfg.dns {
+        let client =
+            lodge_services::dns::PowerDns::new(dns.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        lodge.dns = Some(Arc::new(client));
     }
     if let Some(stripe) = &cfg.stripe {
         let client = lodge_services::gateway::Stripe::new(stripe.clone())

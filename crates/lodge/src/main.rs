@@ -1,7 +1,7 @@
 //! `lodge`: the command line of the Lodge server. Logs go to stderr; stdout carries only what
 //! a command prints on purpose (credentials, JSON).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -134,6 +134,19 @@ struct Global {
     #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
           num_args = 0..=1, default_missing_value = "true")]
     webhooks_allow_private: Option<bool>,
+    /// PowerDNS's HTTP API (e.g. http://127.0.0.1:8081): turns on DNS zones for hosted
+    /// domains (with --pdns-api-key; also `[dns]` in lodge.toml).
+    #[arg(long, global = true, env = "LODGE_PDNS_API_URL")]
+    pdns_api_url: Option<String>,
+    /// PowerDNS's API key (never logged). Prefer the environment variable, which stays out
+    /// of the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_PDNS_API_KEY",
+        hide_env_values = true
+    )]
+    pdns_api_key: Option<String>,
     #[command(flatten)]
     mail: MailArgs,
 }
@@ -591,6 +604,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             .then(|| cli.global.stripe_webhook_secrets.clone()),
         stripe_api_base: cli.global.stripe_api_base.clone(),
         webhooks_allow_private: cli.global.webhooks_allow_private,
+        pdns_api_url: cli.global.pdns_api_url.clone(),
+        pdns_api_key: cli.global.pdns_api_key.clone(),
         mail_host: cli.global.mail.mail_host.clone(),
         mail_port: cli.global.mail.mail_port,
         mail_tls: cli.global.mail.mail_tls.clone(),
@@ -624,8 +639,25 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.require_tos = s.require_tos;
         o.cors_origins = (!s.cors_origins.is_empty()).then(|| s.cors_origins.clone());
     }
-    let cfg = Config::resolve(o, file);
+    let mut cfg = Config::resolve(o, file);
     cfg.validate()?;
+    // `serve --demo` runs its own nginx where nginx is installed (unless nginx is
+    // configured with arguments of its own), and the nginx driver is pointed at it.
+    let mut demo_nginx = DemoNginxState::Unused;
+    if matches!(&cli.command, Command::Serve(s) if s.demo) && cfg.nginx.args.is_empty() {
+        demo_nginx =
+            match lodge::demo_nginx::DemoNginx::start(Path::new("lodge-data"), &cfg.nginx).await {
+                Ok(Some((n, nginx))) => {
+                    cfg.nginx = nginx;
+                    DemoNginxState::Running(Box::new(n))
+                }
+                Ok(None) => DemoNginxState::NotInstalled,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the demo's own nginx did not start");
+                    DemoNginxState::Failed(format!("{e:#}"))
+                }
+            };
+    }
     let database_given = cli.global.database_url.is_some();
     let command = match cli.command {
         // The benchmark starts its own servers; it does not open the configured database.
@@ -634,7 +666,13 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     };
     let lodge = lodge::open(&cfg, lodge::system_clock()).await?;
     match command {
-        Command::Serve(args) => serve(&cfg, lodge, args.demo, !args.no_worker).await,
+        Command::Serve(args) => {
+            let r = serve(&cfg, lodge, args.demo, !args.no_worker, &demo_nginx).await;
+            if let DemoNginxState::Running(n) = demo_nginx {
+                n.stop().await;
+            }
+            r
+        }
         Command::Worker => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let worker = spawn_worker(&lodge, rx);
@@ -1000,7 +1038,43 @@ fn spawn_worker(
     ))
 }
 
-async fn serve(cfg: &Config, lodge: Lodge, demo: bool, worker: bool) -> anyhow::Result<()> {
+/// What became of the demo's own nginx.
+enum DemoNginxState {
+    /// Not a demo, or nginx is configured by hand.
+    Unused,
+    Running(Box<lodge::demo_nginx::DemoNginx>),
+    NotInstalled,
+    Failed(String),
+}
+
+impl DemoNginxState {
+    /// The demo's one line about its nginx.
+    fn line(&self) -> Option<String> {
+        match self {
+            DemoNginxState::Unused => None,
+            DemoNginxState::Running(n) => Some(format!(
+                "  nginx            http://127.0.0.1:{port}/ (the demo's own nginx, {conf}): paid orders' sites answer there by Host, e.g. curl -H 'Host: <domain>' http://127.0.0.1:{port}/",
+                port = n.port(),
+                conf = n.conf_path().display()
+            )),
+            DemoNginxState::NotInstalled => Some(
+                "  nginx            not installed: paid orders wait in provisioning until nginx is installed (or a panel server is added)".into(),
+            ),
+            DemoNginxState::Failed(e) => Some(format!(
+                "  nginx            the demo's own nginx did not start, paid orders wait in provisioning: {}",
+                e.lines().next().unwrap_or_default()
+            )),
+        }
+    }
+}
+
+async fn serve(
+    cfg: &Config,
+    lodge: Lodge,
+    demo: bool,
+    worker: bool,
+    demo_nginx: &DemoNginxState,
+) -> anyhow::Result<()> {
     if cfg.jwt_secret.is_none() {
         tracing::warn!("no LODGE_JWT_SECRET configured: login tokens will not survive a restart");
     }
@@ -1015,6 +1089,9 @@ async fn serve(cfg: &Config, lodge: Lodge, demo: bool, worker: bool) -> anyhow::
     let base = server.state.public_base_url.to_string();
     if let Some(info) = &demo_info {
         print_demo(info, Some(&base));
+        if let Some(line) = demo_nginx.line() {
+            println!("{line}");
+        }
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
     let result = tokio::select! {

@@ -14,6 +14,7 @@ pub mod commit;
 pub mod countries;
 pub mod crypto;
 pub mod demo;
+pub mod dns;
 pub mod drivers;
 pub mod errors;
 pub mod events;
@@ -136,6 +137,8 @@ pub struct Lodge {
     pub key_cache: auth::KeyCache,
     /// The card gateway (Stripe); `None` when card payments are not configured.
     pub stripe: Option<Arc<gateway::Stripe>>,
+    /// DNS zones on PowerDNS; `None` when DNS hosting is off.
+    pub dns: Option<Arc<dns::PowerDns>>,
 }
 
 impl Lodge {
@@ -170,6 +173,7 @@ impl Lodge {
             payments,
             key_cache: auth::KeyCache::default(),
             stripe: None,
+            dns: None,
         }
     }
 

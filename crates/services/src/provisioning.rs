@@ -430,6 +430,8 @@ impl Lodge {
             .create(&account)
             .await
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        // Its DNS zone (when DNS hosting is on): created, or adopted on a retry.
+        self.create_zone(&h).await?;
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
@@ -489,6 +491,11 @@ impl Lodge {
                 Lifecycle::Terminate => d.terminate(&account).await,
             };
             r.map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        }
+        // A suspended account keeps its zone (its suspension page is served at the same
+        // address); a terminated one's zone goes.
+        if op == Lifecycle::Terminate {
+            self.remove_zone(&h).await?;
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;

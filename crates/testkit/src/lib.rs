@@ -3,6 +3,7 @@
 //! * [`pg`] starts one throwaway PostgreSQL cluster per test process and hands
 //!   out fresh, empty databases on it.
 //! * [`nginx`] runs private nginx instances for provisioning tests.
+//! * [`pdns`] runs a private PowerDNS (gsqlite3, HTTP API) for DNS tests, and asks it with `dig`.
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
 //! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
@@ -24,6 +25,7 @@ pub mod directadmin;
 pub mod epp;
 pub mod localstripe;
 pub mod nginx;
+pub mod pdns;
 pub mod pg;
 pub mod plesk;
 pub mod smtp;

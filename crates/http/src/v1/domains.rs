@@ -275,3 +275,115 @@ pub async fn admin_list_domains(
         results,
     )?))
 }
+
+/// One record set of a zone: a name, a type, a TTL and its values.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DnsRecord {
+    /// Absolute (`www.example.com`) in answers; in a request also relative to the zone
+    /// (`www`, `@` for the apex). With a final dot, the name must be inside the zone.
+    #[schema(value_type = String)]
+    pub name: Option<String>,
+    /// A, AAAA, CNAME, MX, TXT, SRV or CAA (NS and SOA are Lodge's).
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: Option<String>,
+    /// Seconds, 60 to 604800 (default: the installation's, 3600 unless configured).
+    pub ttl: Option<i64>,
+    /// As in a zone file (`192.0.2.1`, `10 mail.example.com.`, `0 5 5060 sip.example.com.`,
+    /// `0 issue "letsencrypt.org"`), except TXT: the text itself, unquoted.
+    #[schema(value_type = Vec<String>)]
+    pub values: Option<Vec<String>>,
+}
+
+/// A domain's DNS zone as its owner may edit it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainRecords {
+    pub zone: String,
+    /// The zone's nameservers (set by Lodge from the hosting server's ns1/ns2).
+    pub nameservers: Vec<String>,
+    /// The editable record sets (NS and SOA are not listed).
+    pub records: Vec<DnsRecord>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DomainRecordsInput {
+    /// Every editable record set the zone is to have: the ones left out are deleted.
+    pub records: Vec<DnsRecord>,
+}
+
+impl From<lodge_services::dns::records::ZoneView> for DomainRecords {
+    fn from(z: lodge_services::dns::records::ZoneView) -> Self {
+        DomainRecords {
+            zone: z.zone,
+            nameservers: z.nameservers,
+            records: z
+                .records
+                .into_iter()
+                .map(|r| DnsRecord {
+                    name: Some(r.name),
+                    kind: Some(r.kind),
+                    ttl: Some(i64::from(r.ttl)),
+                    values: Some(r.values),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The DNS records of a domain's zone (on Lodge's PowerDNS, made with its hosting account).
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/records",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("domain_id" = String, Path, description = "Domain UUID")),
+    responses((status = 200, body = DomainRecords), (status = 401), (status = 404),
+              (status = 409, description = "DNS hosting is off, or the domain has no zone here")))]
+pub async fn get_records(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<DomainRecords>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: DomainId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let zone = st.lodge.domain_records(&access, project, id).await?;
+    Ok(Json(zone.into()))
+}
+
+/// Replaces the editable records of a domain's zone at once (one atomic change).
+#[utoipa::path(put, path = "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/records",
+    tag = "hosting", security(("bearer" = [])),
+    params(("organization_id" = String, Path, description = "Organization UUID"),
+           ("project_id" = String, Path, description = "Project UUID"),
+           ("domain_id" = String, Path, description = "Domain UUID")),
+    request_body = DomainRecordsInput,
+    responses((status = 200, body = DomainRecords), (status = 400), (status = 401), (status = 403),
+              (status = 404),
+              (status = 409, description = "DNS hosting is off, the domain has no zone here, or the DNS server refused")))]
+pub async fn put_records(
+    State(st): State<AppState>,
+    Caller(p): Caller,
+    Path((org, project, id)): Path<(String, String, String)>,
+    V1Json(body): V1Json<DomainRecordsInput>,
+) -> ApiResult<Json<DomainRecords>> {
+    let org: OrganizationId = path_id(&org)?;
+    let project: ProjectId = path_id(&project)?;
+    let id: DomainId = path_id(&id)?;
+    let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let input: Vec<lodge_services::dns::records::RecordInput> = body
+        .records
+        .into_iter()
+        .map(|r| lodge_services::dns::records::RecordInput {
+            name: r.name,
+            kind: r.kind,
+            ttl: r.ttl,
+            values: r.values,
+        })
+        .collect();
+    let zone = st
+        .lodge
+        .set_domain_records(&access, project, id, &input)
+        .await?;
+    Ok(Json(zone.into()))
+}

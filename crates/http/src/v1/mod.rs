@@ -42,6 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(domains::set_nameservers))
         .routes(routes!(domains::set_lock))
         .routes(routes!(domains::get_auth_code))
+        .routes(routes!(domains::get_records, domains::put_records))
         .routes(routes!(domains::check_domain))
         .routes(routes!(domains::admin_list_domains))
         .routes(routes!(billing::list_invoices))

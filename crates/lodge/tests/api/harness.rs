@@ -43,6 +43,8 @@ pub struct Options {
     pub webhooks_allow_private: bool,
     /// `--cors-origins`: web clients allowed to call `/apiv2` from a browser.
     pub cors_origins: Vec<String>,
+    /// DNS zones on PowerDNS: its API's URL and key (`None`: DNS off).
+    pub dns: Option<(String, String)>,
 }
 
 /// The Stripe secret key of test apps with card payments.
@@ -61,6 +63,7 @@ impl Default for Options {
             stripe: None,
             webhooks_allow_private: false,
             cors_origins: vec![],
+            dns: None,
         }
     }
 }
@@ -205,6 +208,8 @@ impl TestApp {
                 stripe_api_base: opts.stripe.as_ref().map(|s| s.0.clone()),
                 webhooks_allow_private: Some(opts.webhooks_allow_private),
                 cors_origins: Some(opts.cors_origins.clone()),
+                pdns_api_url: opts.dns.as_ref().map(|d| d.0.clone()),
+                pdns_api_key: opts.dns.as_ref().map(|d| d.1.clone()),
                 ..Default::default()
             },
             FileConfig::default(),

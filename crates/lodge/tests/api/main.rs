@@ -12,6 +12,8 @@ mod harness;
 mod apiv2;
 mod checkout;
 mod coupons;
+mod demo;
+mod dns;
 mod epp;
 mod events;
 mod foundation;

@@ -65,6 +65,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/nameservers"),
     ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/lock"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auth-code"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/records"),
+    ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/records"),
     ("GET", "/v1/domains/check/{name}"),
     ("GET", "/v1/organizations/{organization_id}/invoices"),
     ("GET", "/v1/organizations/{organization_id}/invoices/{invoice_id}"),
