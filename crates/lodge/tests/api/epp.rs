@@ -13,7 +13,7 @@ use lodge_services::provisioning::Worker;
 use lodge_services::registrar::epp::{EppRegistrar, EppSettings};
 use lodge_services::registrar::{Availability, ByTld, Contact, Outcome, Registrar, Registration};
 use lodge_testkit::epp::{EppConfig, EppServer, Fault};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{self, add_credit, cents, str_of, Engine, Options, TestApp};
@@ -341,6 +341,35 @@ async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: En
         let (status, bad) = app.get("/v1/domains/check/not..valid", &app.key()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(bad["name"].is_array(), "{bad}");
+        // /apiv2's lookup asks the same registry: a name another registrar holds there
+        // (and nobody here) is not available, a free one is, with the TLD table's price.
+        server.add_domain("held-elsewhere.com", "other", "auth-x", date(2027, 1, 1));
+        let before = server.count("domain:check");
+        let lookup = |name: &'static str| {
+            let app = &app;
+            async move {
+                let (status, v) = app
+                    .call(
+                        Method::GET,
+                        &format!("/apiv2/domains/lookup/{name}"),
+                        None,
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{v}");
+                v
+            }
+        };
+        let taken = lookup("held-elsewhere.com").await;
+        assert_eq!(taken["available"], false, "{taken}");
+        let free = lookup("paid-reg.com").await;
+        assert_eq!(free["available"], true, "{free}");
+        assert_eq!(free["new"], "12.00", "{free}");
+        assert_eq!(
+            server.count("domain:check"),
+            before + 2,
+            "each lookup asked the registry"
+        );
 
         let id = register(&app, "paid-reg.com").await;
         let d = domain(&app, &id).await;
