@@ -156,19 +156,6 @@ pub fn lock_id(scope: &str, key: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn lock_ids_are_stable_and_tell_scope_from_key() {
-        assert_eq!(super::lock_id("a", "b"), super::lock_id("a", "b"));
-        assert_ne!(super::lock_id("a", "bc"), super::lock_id("ab", "c"));
-        assert_ne!(
-            super::lock_id("v1:user:1", "k"),
-            super::lock_id("v1:user:2", "k")
-        );
-    }
-}
-
 /// The stored responses `LIKE` `pattern` (SQLite's `LIKE` ignores ASCII case: callers
 /// check what they get): `(scope, key, response)`. A one-time scan, for a conversion at
 /// start; the table holds a day of keys.
@@ -204,4 +191,17 @@ pub async fn replace_response<C: SqlConn>(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lock_ids_are_stable_and_tell_scope_from_key() {
+        assert_eq!(super::lock_id("a", "b"), super::lock_id("a", "b"));
+        assert_ne!(super::lock_id("a", "bc"), super::lock_id("ab", "c"));
+        assert_ne!(
+            super::lock_id("v1:user:1", "k"),
+            super::lock_id("v1:user:2", "k")
+        );
+    }
 }
