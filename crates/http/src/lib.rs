@@ -207,7 +207,7 @@ pub fn router(state: AppState) -> Router {
             error::internal(&"a handler panicked")
         }))
         .layer(TraceLayer::new_for_http())
-        .fallback(ops::not_found)
+        .fallback(ops::unknown_path)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // After the fallbacks, so that unknown paths under /pay get the pages' headers too.
         .layer(axum::middleware::from_fn_with_state(

@@ -99,11 +99,25 @@ pub async fn not_found() -> Response {
         .into_response()
 }
 
-/// A known path with another method: `405 {"detail": …}` (axum keeps the `Allow` header).
-pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+/// The router's answer to an unknown path: `404` in the dialect of its prefix (InterServer's
+/// `{"code", "message"}` under `/apiv2/`, `{"detail"}` elsewhere).
+pub async fn unknown_path(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/apiv2/") {
+        return crate::apiv2::V2Error::not_found().into_response();
+    }
+    not_found().await
+}
+
+/// A known path with another method: `405` in the path's dialect (axum keeps the `Allow`
+/// header).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = format!("Method \"{method}\" not allowed.");
+    if uri.path().starts_with("/apiv2/") {
+        return crate::apiv2::V2Error(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
+    }
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(serde_json::json!({ "detail": format!("Method \"{method}\" not allowed.") })),
+        Json(serde_json::json!({ "detail": message })),
     )
         .into_response()
 }

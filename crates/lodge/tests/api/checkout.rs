@@ -27,6 +27,7 @@ on_both_engines!(
     another_accounts_invoice_is_not_found,
     account_and_billing_address,
     countries_domain_lookup_and_login_page,
+    unknown_apiv2_paths_and_methods_answer_in_interservers_shape,
 );
 
 on_both_engines!(options = with_client_origin; cors_for_the_configured_client_origin);
@@ -837,5 +838,43 @@ async fn cors_for_the_configured_client_origin(app: TestApp) {
         !html.contains("id=\"back\""),
         "a forged way back is ignored"
     );
+    app.stop().await;
+}
+
+/// A path or method `/apiv2` does not have is answered in InterServer's error shape (a
+/// client of the dialect reads `{code, message}`), anything else in `/v1`'s.
+async fn unknown_apiv2_paths_and_methods_answer_in_interservers_shape(app: TestApp) {
+    let key = app.key();
+    let (status, body) = v2(
+        &app,
+        Method::GET,
+        "/apiv2/no/such/thing",
+        Auth::Key(&key),
+        None,
+    )
+    .await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "an unknown /apiv2 path",
+    );
+    let (status, body) = v2(
+        &app,
+        Method::PATCH,
+        "/apiv2/billing/cart",
+        Auth::Key(&key),
+        None,
+    )
+    .await;
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a method /apiv2/billing/cart does not have",
+    );
+    let (status, body) = app.get("/v1/no/such/thing", &key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body, json!({ "detail": "Not found." }));
     app.stop().await;
 }
