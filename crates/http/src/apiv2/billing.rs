@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -160,39 +160,31 @@ pub struct CartResponse {
     pub ima: String,
 }
 
-/// The cart's query parameters (for the document; [`invoice_days`] reads them).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[expect(dead_code, reason = "describes the query in the OpenAPI document only")]
 pub struct CartQuery {
     /// Only invoices issued this many days ago or later (`-1`, `0` or none: all).
-    #[param(minimum = -1, maximum = 36600)]
-    pub invoice_days: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = -1, maximum = 36600)]
+    pub invoice_days: Option<String>,
 }
 
 /// The longest look-back `invoice_days` takes: a hundred years.
 const MAX_INVOICE_DAYS: i64 = 36_600;
 
-/// `invoice_days` from the query string (its last value when repeated; other parameters are
-/// ignored): `None` for all invoices, a 400 in InterServer's shape for anything that is not
-/// a whole number from -1 to 36600.
-fn invoice_days(raw: Option<&str>) -> V2Result<Option<i64>> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
-    let value = pairs
-        .into_iter()
-        .filter(|(k, _)| k == "invoice_days")
-        .map(|(_, v)| v)
-        .next_back();
-    match value.as_deref().map(str::trim) {
-        None => Ok(None),
-        Some(v) => match v.parse::<i64>() {
+impl CartQuery {
+    /// `None` for all invoices; a 400 in InterServer's shape for anything that is not a
+    /// whole number of days from -1 to 36600.
+    fn days(&self) -> V2Result<Option<i64>> {
+        let Some(v) = self.invoice_days.as_deref() else {
+            return Ok(None);
+        };
+        match v.trim().parse::<i64>() {
             Ok(d) if (-1..=MAX_INVOICE_DAYS).contains(&d) => Ok((d > 0).then_some(d)),
             _ => Err(V2Error(
                 StatusCode::BAD_REQUEST,
                 "invoice_days must be a whole number of days from -1 (all) to 36600.".into(),
             )),
-        },
+        }
     }
 }
 
@@ -252,9 +244,9 @@ fn cart_row(l: &CartLine, default: Currency) -> CartRow {
 pub async fn cart(
     State(st): State<AppState>,
     c: Customer,
-    RawQuery(raw): RawQuery,
+    V2Query(q): V2Query<CartQuery>,
 ) -> V2Result<Json<CartResponse>> {
-    let days = invoice_days(raw.as_deref())?;
+    let days = q.days()?;
     let cart = st.lodge.cart(&c.access, days).await?;
     let cur = st.lodge.settings.currency;
     let rows: Vec<CartRow> = cart.lines.iter().map(|l| cart_row(l, cur)).collect();

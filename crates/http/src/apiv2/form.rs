@@ -322,13 +322,8 @@ fn malformed(content_type: Option<&str>, body: &[u8]) -> Option<String> {
 fn as_int(v: Option<&Value>) -> Result<Option<i64>, ()> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
+        Some(n @ Value::Number(_)) => crate::extract::integral_numbers(n.clone())
             .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            })
             .map(Some)
             .ok_or(()),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),

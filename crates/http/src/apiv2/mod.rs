@@ -338,13 +338,7 @@ pub(crate) fn body_object_as(
         };
     }
     if essence == "application/x-www-form-urlencoded" && !blank {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
-        return Some(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::Value::String(v)))
-                .collect(),
-        );
+        return form_object(body);
     }
     body_object_lenient(body)
 }
@@ -359,10 +353,12 @@ fn body_object_lenient(body: &[u8]) -> Option<serde_json::Map<String, serde_json
             _ => None,
         };
     }
+    form_object(body).filter(|m| !m.is_empty())
+}
+
+/// A form body as an object of strings; `None` when it is not one.
+fn form_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
-    if pairs.is_empty() {
-        return None;
-    }
     Some(
         pairs
             .into_iter()
