@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 mod apiv2;
+pub mod cached;
 pub mod doc;
 pub mod error;
 pub mod extract;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub metrics_access: metrics::MetricsAccess,
     /// The `/apiv2` order form, rendered once per catalog version.
     pub order_form: Arc<apiv2::form::FormCache>,
+    /// `/v1/hosting/plans` pages, rendered once per catalog version (by page and size).
+    pub plan_pages: Arc<cached::VersionedCache<(i64, i64)>>,
     /// [`HttpConfig::cors_origins`], lowercased.
     pub client_origins: Arc<[String]>,
 }
@@ -74,6 +77,7 @@ impl AppState {
             metrics: Metrics::new()?,
             metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
+            plan_pages: Arc::default(),
             client_origins: cfg
                 .cors_origins
                 .iter()

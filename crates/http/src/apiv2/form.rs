@@ -19,6 +19,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{flag, Authenticated, Customer, V2Error};
+use crate::cached::Rendered;
 use crate::extract::IdempotencyKey;
 use crate::idempotency;
 use crate::wire::{money_number_compact, money_str, ts};
@@ -194,17 +195,17 @@ pub fn build_order_form(c: &Catalog, domain_registering: bool) -> WebsitesOrder 
 /// The order form, rendered once per catalog version and shared by every request.
 #[derive(Debug, Default)]
 pub struct FormCache {
-    current: std::sync::RwLock<Option<(i64, Bytes)>>,
+    current: std::sync::RwLock<Option<(i64, Rendered)>>,
 }
 
 impl FormCache {
-    async fn get(&self, st: &AppState) -> Result<Bytes, V2Error> {
+    async fn get(&self, st: &AppState) -> Result<Rendered, V2Error> {
         let catalog: Arc<Catalog> = st.lodge.catalog().await?;
         {
             let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((v, bytes)) = guard.as_ref() {
+            if let Some((v, rendered)) = guard.as_ref() {
                 if *v == catalog.version {
-                    return Ok(bytes.clone());
+                    return Ok(rendered.clone());
                 }
             }
         }
@@ -213,20 +214,29 @@ impl FormCache {
             serde_json::to_vec(&form)
                 .map_err(|e| V2Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
         );
+        let rendered = Rendered::new(bytes);
         let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *guard = Some((catalog.version, bytes.clone()));
-        Ok(bytes)
+        *guard = Some((catalog.version, rendered.clone()));
+        Ok(rendered)
     }
 }
 
-/// The website order form: plans, prices, offers.
+/// The website order form: plans, prices, offers. Rendered once per catalog version and
+/// answered with an `ETag`; `If-None-Match` with it gets `304` and no body.
 #[utoipa::path(get, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "getNewWebsite",
     security(("api_key" = [])),
-    responses((status = 200, description = "Website Ordering details", body = WebsitesOrder),
+    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` this endpoint gave: `304` when the form is unchanged")),
+    responses((status = 200, description = "Website Ordering details", body = WebsitesOrder,
+                headers(("ETag" = String, description = "The form's version tag"))),
+              (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`"),
               (status = 401, body = super::V2ErrorBody)))]
-pub async fn order_form(State(st): State<AppState>, _caller: Authenticated) -> Response {
+pub async fn order_form(
+    State(st): State<AppState>,
+    _caller: Authenticated,
+    headers: HeaderMap,
+) -> Response {
     match st.order_form.get(&st).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(rendered) => rendered.respond(&headers),
         Err(e) => e.into_response(),
     }
 }

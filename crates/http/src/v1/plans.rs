@@ -1,26 +1,40 @@
 //! The public hosting catalog.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use lodge_core::PlanId;
 
+use crate::cached::Rendered;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_id, Caller, PageQuery, Paginated};
 use crate::wire::{HostingPlan, PlanGroup};
 use crate::AppState;
 
-/// Hosting plans on sale (active, buyable, not hidden), paginated.
+/// Hosting plans on sale (active, buyable, not hidden), paginated. Each page is rendered once
+/// per catalog version and answered with an `ETag`; `If-None-Match` with it gets `304`.
 #[utoipa::path(get, path = "/v1/hosting/plans", tag = "hosting",
     security(("bearer" = [])),
-    params(PageQuery),
-    responses((status = 200, body = Paginated<HostingPlan>), (status = 401)))]
+    params(PageQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` this endpoint gave: `304` when the page is unchanged")),
+    responses((status = 200, body = Paginated<HostingPlan>,
+                headers(("ETag" = String, description = "The page's version tag"))),
+              (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`"),
+              (status = 401)))]
 pub async fn list_plans(
     State(st): State<AppState>,
     Caller(_caller): Caller,
+    headers: HeaderMap,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Paginated<HostingPlan>>> {
+) -> ApiResult<Response> {
     let req = q.resolve()?;
     let catalog = st.lodge.catalog().await?;
+    let key = (req.page, req.size);
+    if let Some(hit) = st.plan_pages.get(catalog.version, &key) {
+        return Ok(hit.respond(&headers));
+    }
     let listed: Vec<_> = catalog.listed_plans().collect();
     let count = i64::try_from(listed.len()).unwrap_or(i64::MAX);
     let page = listed
@@ -29,13 +43,12 @@ pub async fn list_plans(
         .take(usize::try_from(req.limit()).unwrap_or(0))
         .map(HostingPlan::from)
         .collect();
-    Ok(Json(Paginated::new(
-        &st,
-        "/v1/hosting/plans",
-        req,
-        count,
-        page,
-    )?))
+    let body = Paginated::<HostingPlan>::new(&st, "/v1/hosting/plans", req, count, page)?;
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::Service(lodge_services::ServiceError::Internal(e.to_string())))?;
+    let rendered = Rendered::new(Bytes::from(bytes));
+    st.plan_pages.put(catalog.version, key, rendered.clone());
+    Ok(rendered.respond(&headers))
 }
 
 /// One plan (hidden plans too: customers may hold a direct link).

@@ -22,6 +22,7 @@ on_both_engines!(
     bad_plan_specs_are_refused_and_change_nothing,
     admin_edits_coupons_offers_and_tlds,
     starter_discounts_follow_the_ladder_and_groups_are_listed,
+    catalog_reads_carry_an_etag_that_changes_with_the_catalog,
 );
 
 on_both_engines!(options = three_a_minute; per_minute_limit_answers_429_with_retry_after);
@@ -1520,5 +1521,90 @@ async fn starter_discounts_follow_the_ladder_and_groups_are_listed(app: TestApp)
         "{page}"
     );
     assert_eq!(page["count"], 3);
+    app.stop().await;
+}
+
+// ---- catalog reads: the same bytes per catalog version, with an ETag ----
+
+/// (status, ETag, body bytes) of a GET sent with `If-None-Match: tag` when given.
+async fn get_tagged(
+    app: &TestApp,
+    path: &str,
+    v2: bool,
+    tag: Option<&str>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut req = app.client.get(app.url(path));
+    req = if v2 {
+        req.header("X-API-KEY", app.key())
+    } else {
+        req.bearer_auth(app.key())
+    };
+    if let Some(t) = tag {
+        req = req.header("If-None-Match", t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, etag, resp.bytes().await.unwrap().to_vec())
+}
+
+async fn catalog_reads_carry_an_etag_that_changes_with_the_catalog(app: TestApp) {
+    for (path, v2) in [
+        ("/v1/hosting/plans", false),
+        ("/v1/hosting/plans?page_size=1&page=2", false),
+        ("/apiv2/websites/order", true),
+    ] {
+        let (status, tag, body) = get_tagged(&app, path, v2, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(tag.starts_with('"') && tag.len() > 8, "{path}: {tag:?}");
+        serde_json::from_slice::<Value>(&body).expect("JSON");
+        // The same bytes and tag again; the tag back gets 304 and no body, weak or strong,
+        // alone or in a list; another tag gets the page.
+        let (_, again, body2) = get_tagged(&app, path, v2, None).await;
+        assert_eq!((again.as_str(), &body2), (tag.as_str(), &body), "{path}");
+        for sent in [tag.clone(), format!("W/{tag}"), format!("\"nope\", {tag}")] {
+            let (status, same, empty) = get_tagged(&app, path, v2, Some(&sent)).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{path} {sent}");
+            assert_eq!(same, tag);
+            assert!(empty.is_empty());
+        }
+        let (status, _, full) = get_tagged(&app, path, v2, Some("\"nope\"")).await;
+        assert_eq!((status, &full), (StatusCode::OK, &body), "{path}");
+        // Without credentials: still 401, tag or not.
+        let resp = app
+            .client
+            .get(app.url(path))
+            .header("If-None-Match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // A catalog change gives new bytes and a new tag; the old tag gets the new page.
+    let (_, plans_tag, plans) = get_tagged(&app, "/v1/hosting/plans", false, None).await;
+    let (_, form_tag, form) = get_tagged(&app, "/apiv2/websites/order", true, None).await;
+    let (status, plan) = app
+        .post(
+            "/v1/admin/plans",
+            &app.admin_key(),
+            &pro_plan("Pro Tagged", "8.00"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let (status, tag, body) = get_tagged(&app, "/v1/hosting/plans", false, Some(&plans_tag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(tag, plans_tag);
+    assert_ne!(body, plans);
+    assert!(String::from_utf8(body).unwrap().contains("Pro Tagged"));
+    let (status, tag, body) =
+        get_tagged(&app, "/apiv2/websites/order", true, Some(&form_tag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(tag, form_tag);
+    assert_ne!(body, form);
     app.stop().await;
 }
