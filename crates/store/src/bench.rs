@@ -30,9 +30,13 @@ pub async fn bare_commit_rate(
     sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
         .execute(store.writer())
         .await?;
-    sqlx::query("CREATE TABLE lodge_commit_bench (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")
-        .execute(store.writer())
-        .await?;
+    // SQLite: a rowid table (`INTEGER PRIMARY KEY`), as in the plain loop it is compared with.
+    let table = if engine == Engine::Sqlite {
+        "CREATE TABLE lodge_commit_bench (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"
+    } else {
+        "CREATE TABLE lodge_commit_bench (id BIGINT PRIMARY KEY, v TEXT NOT NULL)"
+    };
+    sqlx::query(table).execute(store.writer()).await?;
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let start = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
@@ -97,8 +101,69 @@ pub async fn bare_commit_rate(
     Ok(total as f64 / secs)
 }
 
+/// SQLite's own durable-commit rate, outside Lodge's machinery: one connection in a plain
+/// loop of `BEGIN; INSERT one row; COMMIT` into a rowid table (`INTEGER PRIMARY KEY`) of a
+/// scratch file beside the database (`<db>.plain-bench`, removed afterwards), with the
+/// batch writer's pragmas (WAL, `synchronous = FULL`, no automatic checkpoint, as Lodge's
+/// checkpointer runs them). The same SQLite library Lodge links. Commits per second.
+pub async fn plain_sqlite_commit_rate(url: &str, duration: std::time::Duration) -> Result<f64> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Config(format!("not a SQLite URL: {url}")))?;
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let file = std::path::PathBuf::from(format!("{path}.plain-bench"));
+    let run = {
+        let file = file.clone();
+        move || -> std::result::Result<f64, rusqlite::Error> {
+            let db = rusqlite::Connection::open(&file)?;
+            db.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;
+                 DROP TABLE IF EXISTS plain_bench;
+                 CREATE TABLE plain_bench (id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+            )?;
+            let start = std::time::Instant::now();
+            let mut done = 0i64;
+            let mut insert = db.prepare("INSERT INTO plain_bench (id, v) VALUES (?1, 'x')")?;
+            while start.elapsed() < duration {
+                db.execute_batch("BEGIN")?;
+                insert.execute([done])?;
+                db.execute_batch("COMMIT")?;
+                done += 1;
+                // What the checkpointer would do: keep the WAL from growing without bound.
+                if done % 10_000 == 0 {
+                    db.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            #[allow(clippy::cast_precision_loss)]
+            Ok(done as f64 / secs)
+        }
+    };
+    let rate = tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| StoreError::Config(format!("plain commit bench: {e}")))?
+        .map_err(|e| StoreError::Config(format!("plain commit bench: {e}")))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    Ok(rate)
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn plain_sqlite_commit_rate_counts_commits_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/b.db", dir.path().display());
+        let rate = super::plain_sqlite_commit_rate(&url, std::time::Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(rate > 0.0, "{rate}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
     #[tokio::test]
     async fn bare_commit_rate_on_sqlite_counts_commits_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();

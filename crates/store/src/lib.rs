@@ -49,7 +49,7 @@ pub mod tokens;
 pub mod users;
 pub mod webhooks;
 
-pub use bench::{bare_commit_rate, fill_services, ServicesFilled};
+pub use bench::{bare_commit_rate, fill_services, plain_sqlite_commit_rate, ServicesFilled};
 pub use conn::{Cols, SqlConn, Val};
 pub use error::{Check, Conflict, Result, StoreError};
 /// The conditions the name checks repeat from their partial indexes ([`hosting`]) are written
