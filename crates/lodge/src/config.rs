@@ -546,15 +546,11 @@ impl Config {
             ttl: dns_file.ttl.unwrap_or(3600),
         });
         let acme_file = f.acme.unwrap_or_default();
-        let nonempty = |s: Option<String>| {
-            s.map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-        };
+        let nonempty = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         let acme_url = nonempty(o.acme_directory_url.or(acme_file.directory_url));
         let acme_email = nonempty(o.acme_contact_email.or(acme_file.contact_email));
         let acme = (acme_url.is_some() || acme_email.is_some()).then(|| AcmeConfig {
-            directory_url: acme_url
-                .unwrap_or_else(|| lodge_services::tls::LETS_ENCRYPT.to_owned()),
+            directory_url: acme_url.unwrap_or_else(|| lodge_services::tls::LETS_ENCRYPT.to_owned()),
             contact_email: acme_email,
             challenge: nonempty(o.acme_challenge.or(acme_file.challenge))
                 .unwrap_or_else(|| "http-01".to_owned()),
@@ -995,5 +991,75 @@ mod tests {
             FileConfig::default(),
         );
         assert!(flagged.validate().is_err());
+    }
+
+    #[test]
+    fn acme_is_off_unless_configured_and_checked() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(c.acme.is_none());
+        assert_eq!(c.nginx.tls_listen, "443");
+        // A contact alone: Let's Encrypt, HTTP-01.
+        let file: FileConfig = toml::from_str(
+            "nginx_tls_listen = \"127.0.0.1:8443\"\n[acme]\ncontact_email = \"ops@example.com\"",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides::default(), file);
+        let acme = c.acme.clone().expect("on");
+        assert_eq!(acme.directory_url, lodge_services::tls::LETS_ENCRYPT);
+        assert_eq!(acme.challenge, "http-01");
+        assert_eq!(c.nginx.tls_listen, "127.0.0.1:8443");
+        c.validate().expect("valid");
+        let s = acme.settings().expect("settings");
+        assert_eq!(s.challenge, lodge_services::tls::Challenge::Http01);
+        // Flags win; dns-01 needs PowerDNS; a bad address, URL or challenge is refused.
+        let refused = |o: Overrides| {
+            Config::resolve(o, FileConfig::default())
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let dir = Some("https://ca.test/dir".to_owned());
+        assert!(refused(Overrides {
+            acme_directory_url: dir.clone(),
+            acme_challenge: Some("dns-01".into()),
+            ..Default::default()
+        })
+        .contains("PowerDNS"));
+        assert!(refused(Overrides {
+            acme_directory_url: dir.clone(),
+            acme_challenge: Some("tls-alpn-01".into()),
+            ..Default::default()
+        })
+        .contains("http-01 or dns-01"));
+        assert!(refused(Overrides {
+            acme_directory_url: Some("http://ca.test/dir".into()),
+            ..Default::default()
+        })
+        .contains("https://"));
+        assert!(refused(Overrides {
+            acme_contact_email: Some("not an address".into()),
+            ..Default::default()
+        })
+        .contains("e-mail"));
+        let dns01 = Config::resolve(
+            Overrides {
+                acme_directory_url: dir,
+                acme_challenge: Some("dns-01".into()),
+                pdns_api_url: Some("http://127.0.0.1:8081".into()),
+                pdns_api_key: Some("k".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        );
+        dns01.validate().expect("dns-01 with PowerDNS");
+        // A CA file that is no certificate is refused at start.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "nothing").unwrap();
+        let with_file = AcmeConfig {
+            ca_file: Some(bad),
+            ..acme
+        };
+        assert!(with_file.settings().is_err());
     }
 }

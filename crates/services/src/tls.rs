@@ -161,9 +161,13 @@ impl Lodge {
 
     /// The worker's `issue_certificate` job. A failure is recorded on the certificate
     /// (shown on the hosting) and retried by the worker.
-    pub(crate) async fn run_issue_certificate(&self, job: &lodge_store::jobs::JobRow) -> Result<()> {
-        let p: IssuePayload = serde_json::from_str(&job.payload)
-            .map_err(|e| ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id)))?;
+    pub(crate) async fn run_issue_certificate(
+        &self,
+        job: &lodge_store::jobs::JobRow,
+    ) -> Result<()> {
+        let p: IssuePayload = serde_json::from_str(&job.payload).map_err(|e| {
+            ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id))
+        })?;
         match self.issue_certificate(p.hosting_id).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -172,8 +176,13 @@ impl Lodge {
                     other => other.to_string(),
                 };
                 let mut tx = self.store.begin().await?;
-                certificates::set_failed(&mut tx, &p.hosting_id.to_string(), &message, self.now_us())
-                    .await?;
+                certificates::set_failed(
+                    &mut tx,
+                    &p.hosting_id.to_string(),
+                    &message,
+                    self.now_us(),
+                )
+                .await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 Err(e)
             }
@@ -215,7 +224,11 @@ impl Lodge {
                 .not_after
                 .is_some_and(|t| t > self.now_us() + RENEW_BEFORE_DAYS * DAY_US)
         {
-            let installed = target.driver.has_certificate(&account).await.map_err(driver_err)?;
+            let installed = target
+                .driver
+                .has_certificate(&account)
+                .await
+                .map_err(driver_err)?;
             if installed.as_deref() != row.chain_pem.as_deref() {
                 if let (Some(chain), Some(key)) = (&row.chain_pem, &row.private_key) {
                     let key = self.sealer.open(key)?;
@@ -288,18 +301,19 @@ impl Lodge {
                 }
                 challenge.set_ready().await.map_err(tls_err)?;
             }
-            let status = order
-                .poll_ready(&retry_policy())
-                .await
-                .map_err(tls_err)?;
+            let polled = order.poll_ready(&retry_policy()).await;
             if acme.challenge == Challenge::Dns01 {
                 self.remove_dns_challenges(&h, &dns_records).await;
             }
             let _ = target.driver.remove_acme_challenges(&account).await;
+            let status = polled.map_err(|e| {
+                tls_err(format!("the CA did not validate {}: {e}", names.join(", ")))
+            })?;
             if status != OrderStatus::Ready {
                 return Err(tls_err(format!(
-                    "the CA did not validate {}: the order is {status:?}{}",
+                    "the CA did not validate {}: the order is {}{}",
                     names.join(", "),
+                    format!("{status:?}").to_lowercase(),
                     order_problem(&mut order).await
                 )));
             }
@@ -382,9 +396,8 @@ impl Lodge {
     async fn acme_account(&self, acme: &AcmeSettings) -> Result<Account> {
         let builder = || -> Result<instant_acme::AccountBuilder> {
             match &acme.ca_file {
-                Some(path) => Account::builder_with_root(path).map_err(|e| {
-                    tls_err(format!("the ACME CA file {}: {e}", path.display()))
-                }),
+                Some(path) => Account::builder_with_root(path)
+                    .map_err(|e| tls_err(format!("the ACME CA file {}: {e}", path.display()))),
                 None => Account::builder().map_err(tls_err),
             }
         };
@@ -488,7 +501,11 @@ fn retry_policy() -> RetryPolicy {
 async fn order_problem(order: &mut Order) -> String {
     let mut problems = vec![];
     let mut authorizations = order.authorizations();
-    while let Some(Ok(authz)) = authorizations.next().await {
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        // Its state now, not as read before the validation.
+        if authz.refresh().await.is_err() {
+            continue;
+        }
         for c in &authz.challenges {
             if let Some(e) = &c.error {
                 problems.push(format!("{}: {e}", authz.identifier()));
@@ -544,7 +561,9 @@ fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, rest) = rest.split_at(n);
         (
-            bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
             rest,
         )
     };
@@ -620,6 +639,8 @@ mod tests {
             &["shop.test".to_owned(), "www.shop.test".to_owned()],
         )
         .unwrap();
-        assert!(der.windows(b"www.shop.test".len()).any(|w| w == b"www.shop.test"));
+        assert!(der
+            .windows(b"www.shop.test".len())
+            .any(|w| w == b"www.shop.test"));
     }
 }

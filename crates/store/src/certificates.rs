@@ -166,12 +166,12 @@ pub async fn acme_account<'e, E: Executor<'e, Database = Any>>(
     db: E,
     directory_url: &str,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT credentials FROM acme_accounts WHERE directory_url = $1",
+    Ok(
+        sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory_url = $1")
+            .bind(directory_url)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(directory_url)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// Stores the account's sealed credentials unless another node stored its own first

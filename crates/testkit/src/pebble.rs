@@ -164,7 +164,10 @@ impl PebbleInstance {
             .timeout(Duration::from_secs(10))
             .build()?;
         let resp = client
-            .get(format!("https://127.0.0.1:{}/roots/0", self.management_port))
+            .get(format!(
+                "https://127.0.0.1:{}/roots/0",
+                self.management_port
+            ))
             .send()
             .await
             .context("GET /roots/0")?;
@@ -214,7 +217,8 @@ fn listener_certificate() -> anyhow::Result<(String, String, String)> {
     let ca_cert = ca.self_signed(&ca_key)?;
     let leaf_key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
     Ok((ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem()))
 }

@@ -22,6 +22,8 @@ use crate::provisioning::{drain, order_paid, page_until, real_nginx, staff};
 crate::on_both_engines!(
     engine: a_paid_site_gets_a_certificate_renewed_until_termination,
     a_failed_issuance_shows_on_the_hosting,
+    a_zone_pointing_elsewhere_fails_validation_visibly,
+    dns_01_issues_through_the_powerdns_zone,
 );
 
 /// The real servers of a TLS test: PowerDNS, nginx (with a TLS port) and pebble.
@@ -56,16 +58,19 @@ async fn servers() -> Option<Servers> {
     let (base, nginx, mut cfg, _sites) = real_nginx()?;
     let tls_port = free_port();
     cfg.tls_listen = format!("127.0.0.1:{tls_port}");
-    let pebble =
-        match PebbleInstance::start(nginx.port(), &format!("127.0.0.1:{}", pdns.dns_port())).await
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                lodge_testkit::skip_or_fail("pebble", "pebble not found (Debian pebble)");
-                return None;
-            }
-            Err(e) => panic!("pebble did not start: {e:#}"),
-        };
+    let pebble = match PebbleInstance::start(
+        nginx.port(),
+        &format!("127.0.0.1:{}", pdns.dns_port()),
+    )
+    .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            lodge_testkit::skip_or_fail("pebble", "pebble not found (Debian pebble)");
+            return None;
+        }
+        Err(e) => panic!("pebble did not start: {e:#}"),
+    };
     Some(Servers {
         pdns,
         _base: base,
@@ -100,7 +105,10 @@ async fn https_get(
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let resp = client.get(format!("https://{domain}:{port}/")).send().await?;
+    let resp = client
+        .get(format!("https://{domain}:{port}/"))
+        .send()
+        .await?;
     let status = resp.status().as_u16();
     let cert = resp
         .extensions()
@@ -189,7 +197,10 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
         let tls_dir = s.cfg.web_root.join(&user).join("tls");
         for f in ["fullchain.pem", "privkey.pem"] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(tls_dir.join(f)).expect(f).permissions().mode();
+            let mode = std::fs::metadata(tls_dir.join(f))
+                .expect(f)
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         let key_on_disk = std::fs::read_to_string(tls_dir.join("privkey.pem")).expect("key");
@@ -302,12 +313,11 @@ async fn a_failed_issuance_shows_on_the_hosting(engine: Engine) {
         assert!(h["tls"]["expires_at"].is_null(), "{h}");
         let error = h["tls"]["error"].as_str().unwrap_or_default();
         assert!(!error.is_empty(), "{h}");
-        let jobs: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, attempts FROM jobs WHERE kind = 'issue_certificate'",
-        )
-        .fetch_all(app.lodge.store.reader())
-        .await
-        .expect("jobs");
+        let jobs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, attempts FROM jobs WHERE kind = 'issue_certificate'")
+                .fetch_all(app.lodge.store.reader())
+                .await
+                .expect("jobs");
         assert_eq!(jobs, vec![("queued".to_owned(), 1)], "retried later");
         // The list shows no TLS (detail only).
         let (status, list) = app
@@ -324,6 +334,110 @@ async fn a_failed_issuance_shows_on_the_hosting(engine: Engine) {
         let listed: &Value = &list["results"][0];
         assert_eq!(listed["id"], id.as_str(), "{list}");
         assert!(listed.get("tls").is_none(), "{listed}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The zone sends the domain elsewhere (an address where nothing answers): pebble cannot
+/// validate HTTP-01, the order is invalid, and the hosting shows why; the site itself is
+/// active. Once the zone points back, the retried job issues the certificate.
+async fn a_zone_pointing_elsewhere_fails_validation_visibly(engine: Engine) {
+    let Some(s) = servers().await else {
+        return;
+    };
+    let root = s.pebble.issuing_root().await.expect("pebble's root");
+    let opts = options(&s, s.pebble.directory_url());
+    let tls_port = s.tls_port;
+    harness::run(engine, opts, |app| async move {
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let domain = "tls-elsewhere.com";
+        let o = order_paid(&app, domain).await;
+        let id = str_of(&o, "hosting_id").to_owned();
+        let worker = Worker::new(app.lodge.clone(), "node-1");
+        // Provisioned (and its certificate queued) in one round.
+        assert_eq!(worker.run_once().await.expect("round"), 1);
+        assert_eq!(hosting(&app, &id).await["status"], "active");
+        assert_eq!(hosting(&app, &id).await["tls"]["status"], "pending");
+        let zone = lodge_services::dns::PowerDns::new(lodge_services::dns::DnsSettings {
+            api_url: s.pdns.api_url(),
+            api_key: s.pdns.api_key().to_owned().into(),
+            server_id: "localhost".into(),
+            ttl: 60,
+        })
+        .expect("client");
+        let a = |ip: &str| {
+            [domain.to_owned(), format!("www.{domain}")]
+                .map(|n| {
+                    lodge_services::dns::pdns::RRset::new(
+                        &format!("{n}."),
+                        "A",
+                        60,
+                        &[ip.to_owned()],
+                    )
+                })
+                .to_vec()
+        };
+        zone.patch(domain, a("127.0.0.2"), vec![])
+            .await
+            .expect("patch");
+        assert_eq!(worker.run_once().await.expect("round"), 1);
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "active", "{h}");
+        assert!(h["last_error"].is_null(), "{h}");
+        assert_eq!(h["tls"]["status"], "failed", "{h}");
+        let error = h["tls"]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("did not validate")
+                && error.contains(domain)
+                && error.contains("127.0.0.2"),
+            "{h}\n{}",
+            s.pebble.log()
+        );
+
+        // Back to this server: the retry (after its backoff) issues it.
+        zone.patch(domain, a("127.0.0.1"), vec![])
+            .await
+            .expect("patch");
+        app.clock.advance(jiff::SignedDuration::from_mins(5));
+        drain(worker.clone()).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["tls"]["status"], "issued", "{h}\n{}", s.pebble.log());
+        assert!(h["tls"]["error"].is_null(), "{h}");
+        https_until(tls_port, domain, &root, &format!("Welcome to {domain}")).await;
+        app.stop().await;
+    })
+    .await;
+}
+
+/// DNS-01: the CA checks a TXT record Lodge puts in the account's PowerDNS zone (and takes
+/// out again); the certificate is installed as with HTTP-01.
+async fn dns_01_issues_through_the_powerdns_zone(engine: Engine) {
+    let Some(s) = servers().await else {
+        return;
+    };
+    let root = s.pebble.issuing_root().await.expect("pebble's root");
+    let mut opts = options(&s, s.pebble.directory_url());
+    opts.acme_challenge = Some("dns-01".into());
+    let tls_port = s.tls_port;
+    harness::run(engine, opts, |app| async move {
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let domain = "tls-dns.com";
+        let o = order_paid(&app, domain).await;
+        let id = str_of(&o, "hosting_id").to_owned();
+        drain(Worker::new(app.lodge.clone(), "node-1")).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["tls"]["status"], "issued", "{h}\n{}", s.pebble.log());
+        let cert = https_until(tls_port, domain, &root, &format!("Welcome to {domain}")).await;
+        assert!(contains(&cert, domain));
+        let txt = dig(
+            s.pdns.dns_port(),
+            &format!("_acme-challenge.{domain}"),
+            "TXT",
+        )
+        .await
+        .expect("dig");
+        assert!(txt.is_empty(), "the challenge records are gone: {txt:?}");
         app.stop().await;
     })
     .await;

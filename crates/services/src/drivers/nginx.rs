@@ -402,9 +402,11 @@ impl Provisioner for NginxDriver {
         // The key first: nginx only uses the pair once both are there.
         Self::write_private(&dir.join("privkey.pem"), key_pem).await?;
         Self::write_private(&dir.join("fullchain.pem"), chain_pem).await?;
-        let root = self
-            .home(a)
-            .join(if suspended { "suspended" } else { "public_html" });
+        let root = self.home(a).join(if suspended {
+            "suspended"
+        } else {
+            "public_html"
+        });
         // Same block, new files: `apply` still reloads nginx, which reads them again.
         self.apply(a, &root).await?;
         Ok(true)
@@ -412,8 +414,10 @@ impl Provisioner for NginxDriver {
 
     async fn has_certificate(&self, a: &Account) -> Result<Option<String>, DriverError> {
         Self::check_account(a)?;
-        Ok(tokio::fs::read_to_string(self.tls_dir(a).join("fullchain.pem"))
-            .await
-            .ok())
+        Ok(
+            tokio::fs::read_to_string(self.tls_dir(a).join("fullchain.pem"))
+                .await
+                .ok(),
+        )
     }
 }
