@@ -134,9 +134,11 @@ pub async fn set_removed(conn: &mut AnyConnection, hosting_id: &str, now: i64) -
     Ok(())
 }
 
-/// Live accounts (active or suspended) on servers of `driver` whose certificate expires
-/// before `before` or that have none (or none yet issued, and no job finished it): the
-/// hosting id and the current certificate's `not_after` (0 when none).
+/// Live accounts (active or suspended) on servers of `driver` that have no certificate yet
+/// (none asked for: e.g. ACME turned on after they were made) or whose installed
+/// certificate expires before `before`: the hosting id and the current certificate's
+/// `not_after` (0 when none). A first certificate being issued or failed is the job's
+/// (retried with backoff; a dead one is retried by staff), not the scheduler's.
 pub async fn due<'e, E: Executor<'e, Database = Any>>(
     db: E,
     driver: &str,
@@ -149,9 +151,8 @@ pub async fn due<'e, E: Executor<'e, Database = Any>>(
          JOIN servers s ON s.id = h.server_id
          LEFT JOIN certificates c ON c.hosting_id = h.id
          WHERE h.status IN ('active', 'suspended') AND s.driver = $1
-           AND (c.hosting_id IS NULL OR c.status <> 'removed')
-           AND (c.not_after IS NULL OR c.not_after < $2)
-         ORDER BY h.legacy_id
+           AND (c.hosting_id IS NULL OR (c.status = 'issued' AND c.not_after < $2))
+         ORDER BY COALESCE(c.not_after, 0), h.legacy_id
          LIMIT $3",
     )
     .bind(driver)

@@ -27,5 +27,3 @@ CREATE TABLE certificates (
     created_at  BIGINT NOT NULL,
     modified_at BIGINT NOT NULL
 );
--- The renewal pass reads issued certificates by expiry.
-CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'issued';
