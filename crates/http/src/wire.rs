@@ -413,11 +413,37 @@ pub struct Hosting {
     /// DirectAdmin, cPanel or Plesk server; Lodge addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_url: Option<String>,
+    /// The site's TLS certificate from the ACME CA (detail of an account on an nginx
+    /// server when ACME is configured; Lodge addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsCertificate>,
     /// Status changes, oldest first (Lodge addition; on the detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
     pub created: String,
     pub modified: String,
+}
+
+/// A hosting account's TLS certificate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TlsCertificate {
+    /// `pending` (being issued), `issued` (installed), `failed` (the last attempt failed;
+    /// retried), `removed` (the account was terminated).
+    pub status: String,
+    /// When the installed certificate expires (renewed 30 days before).
+    pub expires_at: Option<String>,
+    /// Why the last attempt failed (kept while an installed certificate still serves).
+    pub error: Option<String>,
+}
+
+impl From<lodge_services::tls::CertificateStatus> for TlsCertificate {
+    fn from(c: lodge_services::tls::CertificateStatus) -> Self {
+        TlsCertificate {
+            status: c.status,
+            expires_at: ts_opt(c.not_after),
+            error: c.error,
+        }
+    }
 }
 
 impl Hosting {
@@ -455,6 +481,7 @@ impl Hosting {
             }),
             last_error: h.last_error,
             login_url: None,
+            tls: None,
             history: history.map(|rows| {
                 rows.into_iter()
                     .map(|r| HistoryEntry {

@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub nginx_tls_listen: Option<String>,
     pub stripe_secret_key: Option<String>,
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secrets: Option<Vec<String>>,
@@ -74,6 +75,23 @@ pub struct FileConfig {
     pub registrars: Option<Vec<RegistrarFile>>,
     /// DNS zones on PowerDNS (`[dns]`; off without it).
     pub dns: Option<DnsFile>,
+    /// TLS certificates by ACME for hosted sites (`[acme]`; off without it).
+    pub acme: Option<AcmeFile>,
+}
+
+/// `[acme]` of `lodge.toml`: the ACME CA that issues the hosted sites' certificates. On when
+/// `directory_url` or `contact_email` is given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    /// The CA's directory (default Let's Encrypt's production directory).
+    pub directory_url: Option<String>,
+    /// The ACME account's contact e-mail.
+    pub contact_email: Option<String>,
+    /// `http-01` (through the nginx driver; the default) or `dns-01` (through PowerDNS).
+    pub challenge: Option<String>,
+    /// A PEM file of root CAs to trust for the ACME server (e.g. pebble's test CA).
+    pub ca_file: Option<String>,
 }
 
 /// `[dns]` of `lodge.toml`: PowerDNS's authoritative HTTP API.
@@ -167,6 +185,41 @@ pub struct Config {
     pub dns: Option<DnsSettings>,
     /// What of `[dns]` was given without the rest (refused at start).
     pub dns_incomplete: Option<&'static str>,
+    /// TLS certificates by ACME (`None`: off).
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[acme]` as given (checked by `validate`; the CA file is read at start).
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    pub directory_url: String,
+    pub contact_email: Option<String>,
+    pub challenge: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl AcmeConfig {
+    /// The services' settings, with the extra root CAs read from `ca_file`.
+    pub fn settings(&self) -> anyhow::Result<lodge_services::tls::AcmeSettings> {
+        let challenge = match self.challenge.as_str() {
+            "http-01" => lodge_services::tls::Challenge::Http01,
+            "dns-01" => lodge_services::tls::Challenge::Dns01,
+            other => anyhow::bail!("--acme-challenge must be http-01 or dns-01, not {other:?}"),
+        };
+        if let Some(p) = &self.ca_file {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --acme-ca-file {}", p.display()))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!("--acme-ca-file {} holds no PEM certificate", p.display());
+            }
+        }
+        Ok(lodge_services::tls::AcmeSettings {
+            directory_url: self.directory_url.clone(),
+            contact_email: self.contact_email.clone(),
+            challenge,
+            ca_file: self.ca_file.clone(),
+        })
+    }
 }
 
 /// The mail settings as given (no SMTP host: mail is off). The password's `Debug` is
@@ -270,6 +323,28 @@ impl Config {
             .is_some_and(|t| t.expose_secret().trim().is_empty())
         {
             anyhow::bail!("--metrics-token must not be empty");
+        }
+        if let Some(acme) = &self.acme {
+            if !acme.directory_url.starts_with("https://") {
+                anyhow::bail!("--acme-directory-url must be an https:// URL");
+            }
+            if acme
+                .contact_email
+                .as_deref()
+                .is_some_and(|e| !e.contains('@') || e.contains(char::is_whitespace))
+            {
+                anyhow::bail!("--acme-contact-email must be an e-mail address");
+            }
+            match acme.challenge.as_str() {
+                "http-01" => {}
+                "dns-01" if self.dns.is_some() => {}
+                "dns-01" => anyhow::bail!(
+                    "--acme-challenge dns-01 needs DNS hosting on PowerDNS (--pdns-api-url)"
+                ),
+                other => {
+                    anyhow::bail!("--acme-challenge must be http-01 or dns-01, not {other:?}")
+                }
+            }
         }
         if let Some(what) = self.dns_incomplete {
             anyhow::bail!("{what} (DNS hosting needs both)");
@@ -381,6 +456,7 @@ pub struct Overrides {
     pub nginx_web_root: Option<String>,
     pub nginx_archive_dir: Option<String>,
     pub nginx_listen: Option<String>,
+    pub nginx_tls_listen: Option<String>,
     pub stripe_secret_key: Option<String>,
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secrets: Option<Vec<String>>,
@@ -400,6 +476,10 @@ pub struct Overrides {
     pub mail_timeout_secs: Option<u64>,
     pub pdns_api_url: Option<String>,
     pub pdns_api_key: Option<String>,
+    pub acme_directory_url: Option<String>,
+    pub acme_contact_email: Option<String>,
+    pub acme_challenge: Option<String>,
+    pub acme_ca_file: Option<String>,
 }
 
 impl Config {
@@ -465,7 +545,19 @@ impl Config {
                 .unwrap_or_else(|| "localhost".to_owned()),
             ttl: dns_file.ttl.unwrap_or(3600),
         });
+        let acme_file = f.acme.unwrap_or_default();
+        let nonempty = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let acme_url = nonempty(o.acme_directory_url.or(acme_file.directory_url));
+        let acme_email = nonempty(o.acme_contact_email.or(acme_file.contact_email));
+        let acme = (acme_url.is_some() || acme_email.is_some()).then(|| AcmeConfig {
+            directory_url: acme_url.unwrap_or_else(|| lodge_services::tls::LETS_ENCRYPT.to_owned()),
+            contact_email: acme_email,
+            challenge: nonempty(o.acme_challenge.or(acme_file.challenge))
+                .unwrap_or_else(|| "http-01".to_owned()),
+            ca_file: nonempty(o.acme_ca_file.or(acme_file.ca_file)).map(PathBuf::from),
+        });
         Config {
+            acme,
             dns,
             dns_incomplete,
             stripe,
@@ -587,6 +679,10 @@ impl Config {
                         .or(f.nginx_archive_dir)
                         .map_or(d.archive_dir, PathBuf::from),
                     listen: o.nginx_listen.or(f.nginx_listen).unwrap_or(d.listen),
+                    tls_listen: o
+                        .nginx_tls_listen
+                        .or(f.nginx_tls_listen)
+                        .unwrap_or(d.tls_listen),
                 }
             },
             mail: MailConfig {
@@ -895,5 +991,75 @@ mod tests {
             FileConfig::default(),
         );
         assert!(flagged.validate().is_err());
+    }
+
+    #[test]
+    fn acme_is_off_unless_configured_and_checked() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(c.acme.is_none());
+        assert_eq!(c.nginx.tls_listen, "443");
+        // A contact alone: Let's Encrypt, HTTP-01.
+        let file: FileConfig = toml::from_str(
+            "nginx_tls_listen = \"127.0.0.1:8443\"\n[acme]\ncontact_email = \"ops@example.com\"",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides::default(), file);
+        let acme = c.acme.clone().expect("on");
+        assert_eq!(acme.directory_url, lodge_services::tls::LETS_ENCRYPT);
+        assert_eq!(acme.challenge, "http-01");
+        assert_eq!(c.nginx.tls_listen, "127.0.0.1:8443");
+        c.validate().expect("valid");
+        let s = acme.settings().expect("settings");
+        assert_eq!(s.challenge, lodge_services::tls::Challenge::Http01);
+        // Flags win; dns-01 needs PowerDNS; a bad address, URL or challenge is refused.
+        let refused = |o: Overrides| {
+            Config::resolve(o, FileConfig::default())
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let dir = Some("https://ca.test/dir".to_owned());
+        assert!(refused(Overrides {
+            acme_directory_url: dir.clone(),
+            acme_challenge: Some("dns-01".into()),
+            ..Default::default()
+        })
+        .contains("PowerDNS"));
+        assert!(refused(Overrides {
+            acme_directory_url: dir.clone(),
+            acme_challenge: Some("tls-alpn-01".into()),
+            ..Default::default()
+        })
+        .contains("http-01 or dns-01"));
+        assert!(refused(Overrides {
+            acme_directory_url: Some("http://ca.test/dir".into()),
+            ..Default::default()
+        })
+        .contains("https://"));
+        assert!(refused(Overrides {
+            acme_contact_email: Some("not an address".into()),
+            ..Default::default()
+        })
+        .contains("e-mail"));
+        let dns01 = Config::resolve(
+            Overrides {
+                acme_directory_url: dir,
+                acme_challenge: Some("dns-01".into()),
+                pdns_api_url: Some("http://127.0.0.1:8081".into()),
+                pdns_api_key: Some("k".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        );
+        dns01.validate().expect("dns-01 with PowerDNS");
+        // A CA file that is no certificate is refused at start.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "nothing").unwrap();
+        let with_file = AcmeConfig {
+            ca_file: Some(bad),
+            ..acme
+        };
+        assert!(with_file.settings().is_err());
     }
 }

@@ -120,6 +120,7 @@ impl DemoNginx {
                         web_root: absolute(&nginx.web_root)?,
                         archive_dir: absolute(&nginx.archive_dir)?,
                         listen: format!("127.0.0.1:{port}"),
+                        tls_listen: nginx.tls_listen.clone(),
                     };
                     return Ok(Some((demo, cfg)));
                 }

@@ -63,6 +63,9 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
             lodge_services::dns::PowerDns::new(dns.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         lodge.dns = Some(Arc::new(client));
     }
+    if let Some(acme) = &cfg.acme {
+        lodge.acme = Some(Arc::new(acme.settings()?));
+    }
     if let Some(stripe) = &cfg.stripe {
         let client = lodge_services::gateway::Stripe::new(stripe.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;

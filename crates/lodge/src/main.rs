@@ -102,6 +102,24 @@ struct Global {
     /// The listen value of the sites' server blocks (default 80).
     #[arg(long, global = true, env = "LODGE_NGINX_LISTEN")]
     nginx_listen: Option<String>,
+    /// The `listen … ssl` value of sites with a certificate from ACME (default 443).
+    #[arg(long, global = true, env = "LODGE_NGINX_TLS_LISTEN")]
+    nginx_tls_listen: Option<String>,
+    /// The ACME CA's directory URL for the sites' TLS certificates (default, when
+    /// --acme-contact-email is given: Let's Encrypt's production directory). ACME is off
+    /// unless this or --acme-contact-email is given (also `[acme]` in lodge.toml).
+    #[arg(long, global = true, env = "LODGE_ACME_DIRECTORY_URL")]
+    acme_directory_url: Option<String>,
+    /// The ACME account's contact e-mail.
+    #[arg(long, global = true, env = "LODGE_ACME_CONTACT_EMAIL")]
+    acme_contact_email: Option<String>,
+    /// How the CA checks a site: http-01 (through the nginx driver; default) or dns-01
+    /// (through PowerDNS, with --pdns-api-url).
+    #[arg(long, global = true, env = "LODGE_ACME_CHALLENGE")]
+    acme_challenge: Option<String>,
+    /// A PEM file of extra root CAs to trust for the ACME server (e.g. pebble's test CA).
+    #[arg(long, global = true, env = "LODGE_ACME_CA_FILE")]
+    acme_ca_file: Option<String>,
     /// Stripe secret key (sk_… or rk_…): turns on card payments. Prefer the environment
     /// variable, which stays out of the process list.
     #[arg(
@@ -598,6 +616,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         nginx_web_root: cli.global.nginx_web_root.clone(),
         nginx_archive_dir: cli.global.nginx_archive_dir.clone(),
         nginx_listen: cli.global.nginx_listen.clone(),
+        nginx_tls_listen: cli.global.nginx_tls_listen.clone(),
+        acme_directory_url: cli.global.acme_directory_url.clone(),
+        acme_contact_email: cli.global.acme_contact_email.clone(),
+        acme_challenge: cli.global.acme_challenge.clone(),
+        acme_ca_file: cli.global.acme_ca_file.clone(),
         stripe_secret_key: cli.global.stripe_secret_key.clone(),
         stripe_publishable_key: cli.global.stripe_publishable_key.clone(),
         stripe_webhook_secrets: (!cli.global.stripe_webhook_secrets.is_empty())

@@ -34,6 +34,7 @@ pub mod renewals;
 pub mod servers;
 pub mod storefront;
 pub mod tenancy;
+pub mod tls;
 pub mod webhooks;
 pub mod websites;
 
@@ -139,6 +140,8 @@ pub struct Lodge {
     pub stripe: Option<Arc<gateway::Stripe>>,
     /// DNS zones on PowerDNS; `None` when DNS hosting is off.
     pub dns: Option<Arc<dns::PowerDns>>,
+    /// TLS certificates by ACME for hosted sites; `None` when off.
+    pub acme: Option<Arc<tls::AcmeSettings>>,
 }
 
 impl Lodge {
@@ -174,6 +177,7 @@ impl Lodge {
             key_cache: auth::KeyCache::default(),
             stripe: None,
             dns: None,
+            acme: None,
         }
     }
 

@@ -278,6 +278,7 @@ impl Lodge {
             crate::plan_change::JOB_CHANGE_PACKAGE => self.run_change_package(job).await,
             crate::webhooks::JOB_WEBHOOK => self.run_webhook(job).await,
             crate::mail::JOB_MAIL => self.run_mail_job(job).await,
+            crate::tls::JOB_ISSUE_CERTIFICATE => self.run_issue_certificate(job).await,
             JOB_REGISTER_DOMAIN | JOB_TRANSFER_DOMAIN => {
                 self.run_registrar(payload::<DomainPayload>(job)?.domain_id, &job.kind)
                     .await
@@ -291,6 +292,9 @@ impl Lodge {
     /// After a failed attempt: show the error on the hosting account; when the job is out of
     /// attempts, a provisioning account becomes `failed`.
     async fn after_failure(&self, job: &JobRow, message: &str, dead: bool) -> Result<()> {
+        if job.kind == crate::tls::JOB_ISSUE_CERTIFICATE {
+            return Ok(()); // shown on the certificate, not as the account's error
+        }
         let Ok(p) = serde_json::from_str::<HostingPayload>(&job.payload) else {
             return Ok(());
         };
@@ -454,6 +458,8 @@ impl Lodge {
                 now,
             )
             .await?;
+            // Its certificate, by a job of its own: provisioning never waits for TLS.
+            self.enqueue_certificate(&mut tx, id, &target.name).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
@@ -501,6 +507,9 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         let note = p.note.as_deref().unwrap_or(op.note());
         let moved = hosting::transition(&mut tx, id, event, note, p.actor(), now).await?;
+        if op == Lifecycle::Terminate {
+            self.retire_certificate(&mut tx, id).await?;
+        }
         if moved {
             let kind = match op {
                 Lifecycle::Suspend => crate::events::EventKind::HostingSuspended,
@@ -645,6 +654,13 @@ impl Lodge {
             }
         };
         added += overdue.suspensions + overdue.terminations;
+        // Certificates due for renewal (or never issued).
+        match self.enqueue_certificate_renewals().await {
+            Ok(n) => added += n,
+            Err(e) => {
+                tracing::error!(error = %e, "the certificate renewal pass failed; the next one goes on")
+            }
+        }
         // The registries: poll queues (finishing transfers) and the daily sync.
         match self.registry_pass().await {
             Ok(p) if p.messages > 0 || p.synced > 0 || p.failed > 0 => {

@@ -26,6 +26,7 @@ mod bench;
 pub mod billing;
 pub mod cards;
 pub mod catalog;
+pub mod certificates;
 pub mod checks;
 pub mod conn;
 pub mod deferred;

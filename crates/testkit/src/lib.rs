@@ -4,6 +4,7 @@
 //!   out fresh, empty databases on it.
 //! * [`nginx`] runs private nginx instances for provisioning tests.
 //! * [`pdns`] runs a private PowerDNS (gsqlite3, HTTP API) for DNS tests, and asks it with `dig`.
+//! * [`pebble`] runs a private pebble (a test ACME CA) for TLS certificate tests.
 //! * [`chromium`] renders a page in headless Chromium (DOM and a checked screenshot).
 //! * [`localstripe`] runs a private localstripe (a fake Stripe) for payment tests.
 //! * [`smtp`] runs aiosmtpd, a real SMTP server storing what it receives, for mail tests.
@@ -26,6 +27,7 @@ pub mod epp;
 pub mod localstripe;
 pub mod nginx;
 pub mod pdns;
+pub mod pebble;
 pub mod pg;
 pub mod plesk;
 pub mod smtp;

@@ -243,8 +243,10 @@ async fn hosting_detail(
 ) -> ApiResult<Hosting> {
     let view = st.lodge.hosting_detail(access, project, id).await?;
     let login_url = st.lodge.login_url(&view.hosting).await;
+    let tls = st.lodge.certificate_status(&view.hosting).await?;
     let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?);
     out.login_url = login_url;
+    out.tls = tls.map(Into::into);
     Ok(out)
 }
 

@@ -45,6 +45,11 @@ pub struct Options {
     pub cors_origins: Vec<String>,
     /// DNS zones on PowerDNS: its API's URL and key (`None`: DNS off).
     pub dns: Option<(String, String)>,
+    /// TLS certificates by ACME: the CA's directory URL and a root CA file to trust for it
+    /// (`None`: ACME off).
+    pub acme: Option<(String, std::path::PathBuf)>,
+    /// `--acme-challenge` (`None`: the default, http-01).
+    pub acme_challenge: Option<String>,
 }
 
 /// The Stripe secret key of test apps with card payments.
@@ -64,6 +69,8 @@ impl Default for Options {
             webhooks_allow_private: false,
             cors_origins: vec![],
             dns: None,
+            acme: None,
+            acme_challenge: None,
         }
     }
 }
@@ -199,6 +206,10 @@ impl TestApp {
                 nginx_web_root: nginx.map(|n| path(&n.web_root)),
                 nginx_archive_dir: nginx.map(|n| path(&n.archive_dir)),
                 nginx_listen: nginx.map(|n| n.listen.clone()),
+                nginx_tls_listen: nginx.map(|n| n.tls_listen.clone()),
+                acme_directory_url: opts.acme.as_ref().map(|a| a.0.clone()),
+                acme_ca_file: opts.acme.as_ref().map(|a| path(&a.1)),
+                acme_challenge: opts.acme_challenge.clone(),
                 stripe_secret_key: opts.stripe.as_ref().map(|_| STRIPE_SECRET_KEY.into()),
                 stripe_publishable_key: opts.stripe.as_ref().and_then(|s| s.1.clone()),
                 stripe_webhook_secrets: opts

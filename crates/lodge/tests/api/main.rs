@@ -36,4 +36,5 @@ mod retries;
 mod shutdown_checks;
 mod slow_clients;
 mod stripe;
+mod tls;
 mod webhooks;

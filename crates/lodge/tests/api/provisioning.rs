@@ -72,7 +72,7 @@ async fn order(app: &TestApp, domain: &str) -> Value {
 }
 
 /// An order paid from credit: active, its account waiting for the worker.
-async fn order_paid(app: &TestApp, domain: &str) -> Value {
+pub(crate) async fn order_paid(app: &TestApp, domain: &str) -> Value {
     let o = order(app, domain).await;
     assert_eq!(o["status"], "active", "paid from credit: {o}");
     assert_eq!(o["amount_due"].as_f64(), Some(0.0), "{o}");
@@ -108,7 +108,7 @@ fn paid_history(h: &Value) -> Vec<String> {
 }
 
 /// A staff operation on a hosting account (`suspend`, `unsuspend`, `terminate`, `retry`).
-async fn staff(app: &TestApp, id: &str, action: &str) -> (StatusCode, Value) {
+pub(crate) async fn staff(app: &TestApp, id: &str, action: &str) -> (StatusCode, Value) {
     app.post(
         &format!("/v1/admin/hosting/{id}/{action}"),
         &app.admin_key(),
@@ -339,7 +339,7 @@ impl Provisioner for FakeDriver {
 /// Polls nginx until `ok` holds for five answers in a row, for up to 5 s; returns the last
 /// answer. A reload takes effect asynchronously, and for a moment old workers may still
 /// answer with the previous configuration.
-async fn page_until(
+pub(crate) async fn page_until(
     port: u16,
     host: &str,
     what: &str,
@@ -401,7 +401,7 @@ async fn nginx_site_lifecycle(engine: Engine) {
 /// A real nginx on a loopback port serving a sites directory in a temp dir, and the
 /// driver's configuration for it; `None` (skipped, or failed under
 /// `LODGE_REQUIRE_SERVICES=1`) without an nginx binary.
-fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBuf)> {
+pub(crate) fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBuf)> {
     let base = tempfile::tempdir().expect("temp dir");
     let sites = base.path().join("sites");
     std::fs::create_dir_all(&sites).expect("sites dir");
@@ -432,6 +432,7 @@ fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBu
         web_root: base.path().join("www"),
         archive_dir: base.path().join("archive"),
         listen: format!("127.0.0.1:{port}"),
+        tls_listen: "443".into(),
     };
     Some((base, nginx, cfg, sites))
 }
@@ -657,6 +658,7 @@ async fn provisioning_without_nginx_fails_visibly(engine: Engine) {
         web_root: base.path().join("www"),
         archive_dir: base.path().join("archive"),
         listen: "127.0.0.1:9".into(),
+        tls_listen: "443".into(),
     };
     let opts = Options {
         nginx: Some(cfg.clone()),

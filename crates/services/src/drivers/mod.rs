@@ -170,6 +170,39 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
         crate::provisioning::username_for(domain, legacy_id)
     }
 
+    /// ACME HTTP-01: serves `key_authorization` at
+    /// `http://<domain>/.well-known/acme-challenge/<token>`. `false`: this driver cannot.
+    async fn put_acme_challenge(
+        &self,
+        _a: &Account,
+        _token: &str,
+        _key_authorization: &str,
+    ) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+
+    /// Removes the account's ACME challenge files (after validation).
+    async fn remove_acme_challenges(&self, _a: &Account) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Installs a certificate chain and its key (PEM) for the site (its suspension page
+    /// when `suspended`) and reloads. `false`: this driver does not serve TLS.
+    async fn install_certificate(
+        &self,
+        _a: &Account,
+        _chain_pem: &str,
+        _key_pem: &str,
+        _suspended: bool,
+    ) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+
+    /// The certificate chain installed for the site, if any.
+    async fn has_certificate(&self, _a: &Account) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+
     /// Checks that the server answers and takes the credentials; says what it found.
     async fn check(&self) -> Result<String, DriverError> {
         Ok(format!("{}: nothing to check", self.name()))

@@ -28,6 +28,8 @@ pub struct NginxConfig {
     pub archive_dir: PathBuf,
     /// The `listen` value of each server block (e.g. `80` or `127.0.0.1:8088`).
     pub listen: String,
+    /// The `listen … ssl` value of a site with a certificate (e.g. `443`).
+    pub tls_listen: String,
 }
 
 impl NginxConfig {
@@ -40,6 +42,7 @@ impl NginxConfig {
             web_root: base.join("www"),
             archive_dir: base.join("archive"),
             listen: "80".into(),
+            tls_listen: "443".into(),
         }
     }
 }
@@ -103,12 +106,69 @@ impl NginxDriver {
     fn server_block(&self, a: &Account, root: &Path) -> String {
         format!(
             "# Managed by Lodge: account {user}. Changes here are overwritten.\n\
-             server {{\n    listen {listen};\n    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n    location / {{ try_files $uri $uri/ =404; }}\n}}\n",
+             server {{\n    listen {listen};\n{tls}    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n{acme}    location / {{ try_files $uri $uri/ =404; }}\n}}\n",
             user = a.username,
             listen = self.cfg.listen,
+            tls = self.tls_lines(a),
+            acme = self.acme_location(a),
             domain = a.domain,
             root = root.display(),
         )
+    }
+
+    /// The account's TLS directory: `fullchain.pem` and `privkey.pem` (0600), outside the
+    /// document root; archived with the site on termination.
+    fn tls_dir(&self, a: &Account) -> PathBuf {
+        self.home(a).join("tls")
+    }
+
+    /// `listen … ssl` and the certificate, once one is installed (else nothing).
+    fn tls_lines(&self, a: &Account) -> String {
+        let dir = self.tls_dir(a);
+        let (chain, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+        if !(chain.is_file() && key.is_file()) {
+            return String::new();
+        }
+        format!(
+            "    listen {} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n",
+            self.cfg.tls_listen,
+            chain.display(),
+            key.display()
+        )
+    }
+
+    /// ACME HTTP-01: `/.well-known/acme-challenge/` from the account's challenge directory
+    /// (whatever the site serves, suspended or not).
+    fn acme_location(&self, a: &Account) -> String {
+        format!(
+            "    location ^~ /.well-known/acme-challenge/ {{ alias {}/; default_type text/plain; }}\n",
+            self.challenge_dir(a).display()
+        )
+    }
+
+    fn challenge_dir(&self, a: &Account) -> PathBuf {
+        self.home(a).join("acme-challenge")
+    }
+
+    /// Writes a file readable by its owner only (through a temporary file and a rename).
+    async fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
+        use tokio::io::AsyncWriteExt;
+        let tmp = path.with_extension("tmp");
+        let mut opts = tokio::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true).mode(0o600);
+        let mut f = opts
+            .open(&tmp)
+            .await
+            .map_err(|e| err("writing a certificate file", e))?;
+        f.write_all(contents.as_bytes())
+            .await
+            .map_err(|e| err("writing a certificate file", e))?;
+        f.sync_all()
+            .await
+            .map_err(|e| err("writing a certificate file", e))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| err("installing a certificate file", e))
     }
 
     async fn nginx(&self, extra: &[&str]) -> Result<(), DriverError> {
@@ -273,5 +333,91 @@ impl Provisioner for NginxDriver {
 
     async fn login_url(&self, a: &Account) -> Result<Option<String>, DriverError> {
         Ok(Some(format!("http://{}/", a.domain)))
+    }
+
+    async fn put_acme_challenge(
+        &self,
+        a: &Account,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<bool, DriverError> {
+        Self::check_account(a)?;
+        if token.is_empty()
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(DriverError(format!("refusing the ACME token {token:?}")));
+        }
+        let dir = self.challenge_dir(a);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| err("creating the challenge directory", e))?;
+        tokio::fs::write(dir.join(token), key_authorization)
+            .await
+            .map_err(|e| err("writing the challenge", e))?;
+        // A site made before TLS existed has no challenge location yet.
+        let block = tokio::fs::read_to_string(self.conf_path(a))
+            .await
+            .unwrap_or_default();
+        if !block.contains("/.well-known/acme-challenge/") {
+            let root = if block.contains(&format!("{}/suspended;", self.home(a).display())) {
+                self.home(a).join("suspended")
+            } else {
+                self.home(a).join("public_html")
+            };
+            self.apply(a, &root).await?;
+        }
+        Ok(true)
+    }
+
+    async fn remove_acme_challenges(&self, a: &Account) -> Result<(), DriverError> {
+        Self::check_account(a)?;
+        match tokio::fs::remove_dir_all(self.challenge_dir(a)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(err("removing the challenges", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn install_certificate(
+        &self,
+        a: &Account,
+        chain_pem: &str,
+        key_pem: &str,
+        suspended: bool,
+    ) -> Result<bool, DriverError> {
+        Self::check_account(a)?;
+        let dir = self.tls_dir(a);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| err("creating the TLS directory", e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .await
+                .map_err(|e| err("securing the TLS directory", e))?;
+        }
+        // The key first: nginx only uses the pair once both are there.
+        Self::write_private(&dir.join("privkey.pem"), key_pem).await?;
+        Self::write_private(&dir.join("fullchain.pem"), chain_pem).await?;
+        let root = self.home(a).join(if suspended {
+            "suspended"
+        } else {
+            "public_html"
+        });
+        // Same block, new files: `apply` still reloads nginx, which reads them again.
+        self.apply(a, &root).await?;
+        Ok(true)
+    }
+
+    async fn has_certificate(&self, a: &Account) -> Result<Option<String>, DriverError> {
+        Self::check_account(a)?;
+        Ok(
+            tokio::fs::read_to_string(self.tls_dir(a).join("fullchain.pem"))
+                .await
+                .ok(),
+        )
     }
 }
