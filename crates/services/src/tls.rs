@@ -104,7 +104,8 @@ impl Lodge {
     }
 
     /// The scheduler's part: queues `issue_certificate` for live accounts on nginx servers
-    /// whose certificate expires within 30 days (by Lodge's clock) or that have none.
+    /// whose certificate expires within 30 days (by Lodge's clock) or that have none, and
+    /// again (once a day) for those whose job ran out of attempts.
     /// Returns how many were queued.
     pub(crate) async fn enqueue_certificate_renewals(&self) -> Result<usize> {
         if self.acme.is_none() {
@@ -124,7 +125,13 @@ impl Lodge {
                     &mut tx,
                     JOB_ISSUE_CERTIFICATE,
                     serde_json::json!({ "hosting_id": hosting_id }),
-                    &dedupe_key(hosting_id, not_after),
+                    // One a day at most: a generation whose job died is tried again
+                    // the next day (never while one runs: `due` leaves those out).
+                    &format!(
+                        "{}:{}",
+                        dedupe_key(hosting_id, not_after),
+                        self.now_us().div_euclid(DAY_US)
+                    ),
                 )
                 .await?
             {

@@ -134,24 +134,32 @@ pub async fn set_removed(conn: &mut AnyConnection, hosting_id: &str, now: i64) -
     Ok(())
 }
 
-/// Live accounts (active or suspended) on servers of `driver` that have no certificate yet
-/// (none asked for: e.g. ACME turned on after they were made) or whose installed
-/// certificate expires before `before`: the hosting id and the current certificate's
-/// `not_after` (0 when none). A first certificate being issued or failed is the job's
-/// (retried with backoff; a dead one is retried by staff), not the scheduler's.
+/// Live accounts (active or suspended) on servers of `driver` whose certificate needs a
+/// job and has none queued or running: no certificate yet (none asked for: e.g. ACME turned
+/// on after they were made), an installed one expiring before `before`, or a first issuance
+/// or renewal whose job ran out of attempts (`pending`/`failed` with no live job). The
+/// hosting id and the current certificate's `not_after` (0 when none), earliest first.
+/// Accounts whose job is still retrying are left out, so they never crowd out the others.
 pub async fn due<'e, E: Executor<'e, Database = Any>>(
     db: E,
     driver: &str,
     before: i64,
     limit: i64,
 ) -> Result<Vec<(String, i64)>> {
+    // The jobs of one account's certificate have dedupe keys `tls:<hosting id>:…`: a range
+    // of the unique index (':' + 1 = ';').
     Ok(sqlx::query_as(
         "SELECT h.id, COALESCE(c.not_after, 0)
          FROM hosting h
          JOIN servers s ON s.id = h.server_id
          LEFT JOIN certificates c ON c.hosting_id = h.id
          WHERE h.status IN ('active', 'suspended') AND s.driver = $1
-           AND (c.hosting_id IS NULL OR (c.status = 'issued' AND c.not_after < $2))
+           AND (c.hosting_id IS NULL OR c.status IN ('pending', 'failed')
+                OR (c.status = 'issued' AND c.not_after < $2))
+           AND NOT EXISTS (SELECT 1 FROM jobs j
+                           WHERE j.dedupe_key >= 'tls:' || h.id || ':'
+                             AND j.dedupe_key < 'tls:' || h.id || ';'
+                             AND j.status IN ('queued', 'running'))
          ORDER BY COALESCE(c.not_after, 0), h.legacy_id
          LIMIT $3",
     )

@@ -319,6 +319,32 @@ async fn a_failed_issuance_shows_on_the_hosting(engine: Engine) {
                 .await
                 .expect("jobs");
         assert_eq!(jobs, vec![("queued".to_owned(), 1)], "retried later");
+        // While that job retries the scheduler adds none; once it ran out of attempts, the
+        // next pass queues one more (at most one a day), and never a second beside it.
+        let tls_jobs = |app: &TestApp| {
+            let db = app.lodge.store.reader().clone();
+            async move {
+                sqlx::query_as::<_, (String,)>(
+                    "SELECT status FROM jobs WHERE kind = 'issue_certificate' ORDER BY id",
+                )
+                .fetch_all(&db)
+                .await
+                .expect("jobs")
+                .into_iter()
+                .map(|(s,)| s)
+                .collect::<Vec<_>>()
+            }
+        };
+        app.lodge.schedule_due().await.expect("scheduler pass");
+        assert_eq!(tls_jobs(&app).await, ["queued"]);
+        sqlx::query("UPDATE jobs SET status = 'dead' WHERE kind = 'issue_certificate'")
+            .execute(app.lodge.store.writer())
+            .await
+            .expect("out of attempts");
+        app.lodge.schedule_due().await.expect("scheduler pass");
+        app.lodge.schedule_due().await.expect("scheduler pass");
+        assert_eq!(tls_jobs(&app).await, ["dead", "queued"]);
+        app.expect_dead_jobs("the first issuance's job was made to run out of attempts");
         // The list shows no TLS (detail only).
         let (status, list) = app
             .get(
