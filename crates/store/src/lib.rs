@@ -28,6 +28,7 @@ pub mod cards;
 pub mod catalog;
 pub mod checks;
 pub mod conn;
+pub mod databases;
 pub mod deferred;
 pub mod dialect;
 pub mod error;

@@ -50,6 +50,8 @@ pub struct NginxDriver {
     clock: Arc<dyn Clock>,
     /// nginx reloads are serialised on this machine.
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// Each account's PHP-FPM pool (`None`: no PHP).
+    php: Option<super::php::PhpPools>,
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> DriverError {
@@ -69,7 +71,30 @@ impl NginxDriver {
             cfg,
             clock,
             lock: Arc::new(tokio::sync::Mutex::new(())),
+            php: None,
         }
+    }
+
+    /// Gives each account a PHP-FPM pool, its server block passing `*.php` to it.
+    pub fn with_php(mut self, php: Option<super::php::PhpConfig>) -> Self {
+        self.php = php.map(super::php::PhpPools::new);
+        self
+    }
+
+    /// Writes the plan's limits beside the site (`<web root>/<user>/limits`, outside its
+    /// document root), for the operator's own tooling.
+    async fn write_limits(&self, a: &Account) -> Result<(), DriverError> {
+        let home = self.home(a);
+        tokio::fs::create_dir_all(&home)
+            .await
+            .map_err(|e| err("creating the account's directory", e))?;
+        let tmp = home.join("limits.tmp");
+        tokio::fs::write(&tmp, a.limits.to_lines())
+            .await
+            .map_err(|e| err("writing the limits", e))?;
+        tokio::fs::rename(&tmp, home.join("limits"))
+            .await
+            .map_err(|e| err("installing the limits", e))
     }
 
     fn check_account(a: &Account) -> Result<(), DriverError> {
@@ -101,9 +126,14 @@ impl NginxDriver {
     }
 
     fn server_block(&self, a: &Account, root: &Path) -> String {
+        // PHP only on the site itself (never on the suspension page).
+        let php = match &self.php {
+            Some(p) if root == self.home(a).join("public_html") => p.location(a),
+            _ => String::new(),
+        };
         format!(
             "# Managed by Lodge: account {user}. Changes here are overwritten.\n\
-             server {{\n    listen {listen};\n    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n    location / {{ try_files $uri $uri/ =404; }}\n}}\n",
+             server {{\n    listen {listen};\n    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n    location / {{ try_files $uri $uri/ =404; }}\n{php}}}\n",
             user = a.username,
             listen = self.cfg.listen,
             domain = a.domain,
@@ -193,6 +223,10 @@ impl Provisioner for NginxDriver {
             );
             Self::write_page(&public, &html).await?;
         }
+        self.write_limits(a).await?;
+        if let Some(php) = &self.php {
+            php.install(a, &self.home(a)).await?;
+        }
         self.apply(a, &public).await
     }
 
@@ -204,12 +238,19 @@ impl Provisioner for NginxDriver {
             escape_html(&a.domain)
         );
         Self::write_page(&dir, &html).await?;
-        self.apply(a, &dir).await
+        self.apply(a, &dir).await?;
+        if let Some(php) = &self.php {
+            php.remove(a).await?;
+        }
+        Ok(())
     }
 
     async fn unsuspend(&self, a: &Account) -> Result<(), DriverError> {
         Self::check_account(a)?;
         let public = self.home(a).join("public_html");
+        if let Some(php) = &self.php {
+            php.install(a, &self.home(a)).await?;
+        }
         self.apply(a, &public).await
     }
 
@@ -232,6 +273,10 @@ impl Provisioner for NginxDriver {
                 let _ = tokio::fs::write(&path, block).await;
                 return Err(e);
             }
+        }
+        drop(_guard);
+        if let Some(php) = &self.php {
+            php.remove(a).await?;
         }
         let home = self.home(a);
         if home.exists() {
@@ -263,7 +308,8 @@ impl Provisioner for NginxDriver {
             .map_err(|e| err("writing the package", e))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(|e| err("installing the package", e))
+            .map_err(|e| err("installing the package", e))?;
+        self.write_limits(a).await
     }
 
     async fn change_password(&self, _a: &Account, _password: &str) -> Result<(), DriverError> {
