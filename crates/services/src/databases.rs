@@ -47,7 +47,7 @@ impl Lodge {
     /// The account's database on provisioning (when MariaDB is configured and the plan has
     /// databases): recorded with a new sealed password the first time, then made (or found)
     /// on the server with that password. A retry never changes the password.
-    pub(crate) async fn create_database(&self, h: &HostingRow, login: &str) -> Result<()> {
+    pub async fn create_database(&self, h: &HostingRow, login: &str) -> Result<()> {
         let Some(db) = self.mariadb.clone() else {
             return Ok(());
         };
@@ -88,7 +88,7 @@ impl Lodge {
     }
 
     /// Locks (suspension) or unlocks the account's database user; nothing without one.
-    pub(crate) async fn lock_database(&self, h: &HostingRow, locked: bool) -> Result<()> {
+    pub async fn lock_database(&self, h: &HostingRow, locked: bool) -> Result<()> {
         let Some(db) = self.mariadb.clone() else {
             return Ok(());
         };
@@ -101,7 +101,7 @@ impl Lodge {
     /// On termination: the database dumped into the archive (if it still exists), then
     /// dropped with its user, then forgotten. A retry after a lost answer finds it gone
     /// and finishes.
-    pub(crate) async fn remove_database(&self, h: &HostingRow) -> Result<()> {
+    pub async fn remove_database(&self, h: &HostingRow) -> Result<()> {
         let Some(db) = self.mariadb.clone() else {
             return Ok(());
         };

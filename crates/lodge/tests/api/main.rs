@@ -35,5 +35,6 @@ mod renewals;
 mod retries;
 mod shutdown_checks;
 mod slow_clients;
+mod stack;
 mod stripe;
 mod webhooks;

@@ -72,7 +72,7 @@ async fn order(app: &TestApp, domain: &str) -> Value {
 }
 
 /// An order paid from credit: active, its account waiting for the worker.
-async fn order_paid(app: &TestApp, domain: &str) -> Value {
+pub(crate) async fn order_paid(app: &TestApp, domain: &str) -> Value {
     let o = order(app, domain).await;
     assert_eq!(o["status"], "active", "paid from credit: {o}");
     assert_eq!(o["amount_due"].as_f64(), Some(0.0), "{o}");
@@ -108,7 +108,7 @@ fn paid_history(h: &Value) -> Vec<String> {
 }
 
 /// A staff operation on a hosting account (`suspend`, `unsuspend`, `terminate`, `retry`).
-async fn staff(app: &TestApp, id: &str, action: &str) -> (StatusCode, Value) {
+pub(crate) async fn staff(app: &TestApp, id: &str, action: &str) -> (StatusCode, Value) {
     app.post(
         &format!("/v1/admin/hosting/{id}/{action}"),
         &app.admin_key(),
@@ -150,7 +150,7 @@ async fn count_where(app: &TestApp, sql: &str, arg: &str) -> i64 {
 }
 
 /// Moves the clock past any retry backoff (at most an hour and 20 %).
-fn past_backoff(app: &TestApp) {
+pub(crate) fn past_backoff(app: &TestApp) {
     app.clock.advance(SignedDuration::from_hours(2));
 }
 
@@ -401,7 +401,7 @@ async fn nginx_site_lifecycle(engine: Engine) {
 /// A real nginx on a loopback port serving a sites directory in a temp dir, and the
 /// driver's configuration for it; `None` (skipped, or failed under
 /// `LODGE_REQUIRE_SERVICES=1`) without an nginx binary.
-fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBuf)> {
+pub(crate) fn real_nginx() -> Option<(tempfile::TempDir, NginxInstance, NginxConfig, PathBuf)> {
     let base = tempfile::tempdir().expect("temp dir");
     let sites = base.path().join("sites");
     std::fs::create_dir_all(&sites).expect("sites dir");
