@@ -2,7 +2,8 @@
 //! hosting without a panel licence. Each account gets a document root with a welcome page
 //! and an nginx server block for its domain and `www.`; every change is checked with
 //! `nginx -t` before the reload. Suspension serves a suspension page; termination removes
-//! the site and keeps its files in an archive directory.
+//! the site and keeps its files in an archive directory. With PHP configured, each account
+//! also gets its own PHP-FPM pool ([`super::php`]) and its `*.php` go to it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -293,9 +294,10 @@ impl Provisioner for NginxDriver {
     }
 
     async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
-        // nginx sites have no package limits to enforce: the package is recorded beside the
-        // site's files (`<web root>/<user>/package`, outside its document root), for the
-        // operator's own tooling. Writing it again is harmless.
+        // The package, and the plan's limits, are recorded beside the site's files
+        // (`<web root>/<user>/package` and `limits`, outside its document root), for the
+        // operator's own tooling (what is enforced is in the PHP pool and the database).
+        // Writing them again is harmless.
         Self::check_account(a)?;
         let home = self.home(a);
         tokio::fs::create_dir_all(&home)
