@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::harness::{self, add_credit, hosting, other_tenant, str_of, Engine, Options, TestApp};
+use crate::harness::{self, add_credit, hosting, other_tenant, str_of, Engine, Options};
 use crate::provisioning::{drain, order_paid, past_backoff, real_nginx, staff};
 
 crate::on_both_engines!(engine: php_and_a_database_per_account_from_order_to_termination);
@@ -93,8 +93,7 @@ async fn fetch_until(
     }
 }
 
-fn database_path(app: &TestApp, org: &str, project: &str, id: &str) -> String {
-    let _ = app;
+fn database_path(org: &str, project: &str, id: &str) -> String {
     format!("/v1/organizations/{org}/projects/{project}/hosting/{id}/database")
 }
 
@@ -227,7 +226,7 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         assert_eq!(status, 404, "{body}");
 
         // The database: the credentials shown once work.
-        let path = database_path(&app, &app.org_id(), &app.project_id(), &id);
+        let path = database_path(&app.org_id(), &app.project_id(), &id);
         let (status, db) = app.get(&path, &app.key()).await;
         assert_eq!(status, StatusCode::OK, "{db}");
         assert_eq!(db["name"], format!("{user}_db"), "{db}");
@@ -241,14 +240,14 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         assert_eq!(status, StatusCode::OK, "{again}");
         assert!(again["password"].is_null(), "shown once: {again}");
         assert_eq!(again["password_shown"], true, "{again}");
-        let mut c = customer_login(&my, &db, &password).await.expect("the customer's login");
+        let mut c = customer_login(my, &db, &password).await.expect("the customer's login");
         sqlx::raw_sql("CREATE TABLE guestbook (id INT PRIMARY KEY, note TEXT); INSERT INTO guestbook VALUES (1, 'kept in the dump')")
             .execute(&mut c)
             .await
             .expect("the customer's table");
         c.close().await.ok();
         // Only that database.
-        let mut c = customer_login(&my, &db, &password).await.expect("login");
+        let mut c = customer_login(my, &db, &password).await.expect("login");
         let e = sqlx::raw_sql("CREATE DATABASE other_db").execute(&mut c).await;
         assert!(e.is_err(), "no other database");
         c.close().await.ok();
@@ -264,8 +263,8 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         // Another organization sees nothing.
         let (other_org, other_project, other_key) = other_tenant(&app, "db-other").await;
         for p in [
-            database_path(&app, &other_org, &other_project, &id),
-            format!("{}/password", database_path(&app, &other_org, &other_project, &id)),
+            database_path(&other_org, &other_project, &id),
+            format!("{}/password", database_path(&other_org, &other_project, &id)),
         ] {
             let (status, body) = if p.ends_with("password") {
                 app.post(&p, &other_key, &serde_json::json!({})).await
@@ -300,7 +299,7 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
                 .await
                 .expect("the database again");
         }
-        let mut c = customer_login(&my, &db, &password).await.expect("same password");
+        let mut c = customer_login(my, &db, &password).await.expect("same password");
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM guestbook")
             .fetch_one(&mut c)
             .await
@@ -319,8 +318,8 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         assert_eq!(status, StatusCode::OK, "{fresh}");
         let new_password = str_of(&fresh, "password").to_owned();
         assert_ne!(new_password, password);
-        assert!(customer_login(&my, &db, &password).await.is_err(), "the old password");
-        customer_login(&my, &db, &new_password)
+        assert!(customer_login(my, &db, &password).await.is_err(), "the old password");
+        customer_login(my, &db, &new_password)
             .await
             .expect("the new password")
             .close()
@@ -341,11 +340,11 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             s == 404 && !b.contains(&basedir)
         })
         .await;
-        let e = customer_login(&my, &db, &new_password).await;
+        let e = customer_login(my, &db, &new_password).await;
         assert!(e.is_err(), "the database user is locked");
         driver.suspend(&account).await.expect("suspend again");
         app.lodge.lock_database(&row, true).await.expect("lock again");
-        assert!(customer_login(&my, &db, &new_password).await.is_err());
+        assert!(customer_login(my, &db, &new_password).await.is_err());
 
         // Back.
         let (status, body) = staff(&app, &id, "unsuspend").await;
@@ -358,7 +357,7 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         .await;
         driver.unsuspend(&account).await.expect("unsuspend again");
         app.lodge.lock_database(&row, false).await.expect("unlock again");
-        customer_login(&my, &db, &new_password)
+        customer_login(my, &db, &new_password)
             .await
             .expect("the database user is back")
             .close()
@@ -373,8 +372,8 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         let h = hosting(&app, &id).await;
         assert_eq!(h["status"], "terminated", "{h}");
         assert!(!pool_file.exists() && !socket.exists(), "the pool is gone");
-        assert!(!schema_exists(&my, &format!("{user}_db")).await, "database dropped");
-        assert!(!user_exists(&my, &user).await, "user dropped");
+        assert!(!schema_exists(my, &format!("{user}_db")).await, "database dropped");
+        assert!(!user_exists(my, &user).await, "user dropped");
         let dumps: Vec<PathBuf> = std::fs::read_dir(&ncfg.archive_dir)
             .expect("archive dir")
             .flatten()
