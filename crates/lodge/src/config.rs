@@ -1052,6 +1052,63 @@ mod tests {
     }
 
     #[test]
+    fn php_and_mariadb_are_off_unless_configured_and_layer() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(c.php.is_none() && c.mariadb.is_none());
+        let file: FileConfig = toml::from_str(
+            r#"
+            [php]
+            pool_dir = "/var/lib/lodge/php-pools"
+            fpm_args = "-y /etc/php/8.2/fpm/php-fpm.conf"
+            max_children = 3
+            upload_max_mb = 32
+            [mariadb]
+            url = "mysql://lodge_admin:s3cret@127.0.0.1:3307/"
+            max_user_connections = 4
+            "#,
+        )
+        .unwrap();
+        let flags = Overrides {
+            php_pool_user: Some("{user}".into()),
+            mariadb_host: Some("db.example.com".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags, file);
+        c.validate().unwrap();
+        let php = c.php.as_ref().unwrap();
+        assert_eq!(php.pool_dir, PathBuf::from("/var/lib/lodge/php-pools"));
+        assert_eq!(php.fpm_args, ["-y", "/etc/php/8.2/fpm/php-fpm.conf"]);
+        assert_eq!((php.max_children, php.upload_max_mb), (3, 32));
+        assert_eq!(php.pool_user, "{user}", "flag beats file and default");
+        assert_eq!(
+            php.pid_file.as_deref(),
+            Some(Path::new("/run/php/php8.2-fpm.pid"))
+        );
+        let m = c.mariadb.as_ref().unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("db.example.com", 3307));
+        assert_eq!(
+            (m.user_host.as_str(), m.max_user_connections),
+            ("localhost", 4)
+        );
+        assert_eq!(m.archive_dir, c.nginx.archive_dir);
+        assert!(!format!("{c:?}").contains("s3cret"), "the URL is redacted");
+        let bad = Overrides {
+            mariadb_url: Some("postgres://x@y/".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(bad, FileConfig::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--mariadb-url"), "{e}");
+        assert!(toml::from_str::<FileConfig>(
+            "[php]
+pool_dri = \"x\""
+        )
+        .is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
     }

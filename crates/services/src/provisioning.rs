@@ -439,8 +439,11 @@ impl Lodge {
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         // Its DNS zone (when DNS hosting is on): created, or adopted on a retry.
         self.create_zone(&h).await?;
-        // Its database (when MariaDB is on and the plan has databases): made, or found.
-        self.create_database(&h, &account.username).await?;
+        // Its database (when MariaDB is on and the plan has databases; a control panel
+        // makes its own): made, or found.
+        if !self.drivers.is_panel(&target.name) {
+            self.create_database(&h, &account.username).await?;
+        }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;

@@ -20,9 +20,12 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::harness::{self, add_credit, hosting, other_tenant, str_of, Engine, Options};
-use crate::provisioning::{drain, order_paid, past_backoff, real_nginx, staff};
+use crate::provisioning::{drain, order_paid, past_backoff, real_nginx, staff, FakeDriver};
 
-crate::on_both_engines!(engine: php_and_a_database_per_account_from_order_to_termination);
+crate::on_both_engines!(
+    engine: php_and_a_database_per_account_from_order_to_termination,
+    a_database_server_out_of_reach_shows_on_the_account,
+);
 
 async fn php_fpm() -> Option<PhpFpmInstance> {
     match PhpFpmInstance::start().await {
@@ -403,4 +406,35 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
     drop(base);
     drop(fpm);
     drop(my);
+}
+
+/// The database server does not answer: the provisioning job fails visibly (the account's
+/// `last_error` says so) and stays to be retried; the customer sees no database yet.
+async fn a_database_server_out_of_reach_shows_on_the_account(engine: Engine) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let opts = Options {
+        mariadb: Some(format!("mysql://lodge_admin:pw@127.0.0.1:{port}/")),
+        ..Default::default()
+    };
+    harness::run(engine, opts, |app| async move {
+        FakeDriver::default().install(&app.lodge);
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let o = order_paid(&app, "no-db.test").await;
+        let id = str_of(&o, "hosting_id").to_owned();
+        drain(Worker::new(app.lodge.clone(), "node-1")).await;
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "provisioning", "retried later: {h}");
+        let error = str_of(&h, "last_error");
+        assert!(error.contains("mariadb"), "{h}");
+        assert!(!error.contains("pw@"), "no credentials in the error: {h}");
+        let path = database_path(&app.org_id(), &app.project_id(), &id);
+        let (status, db) = app.get(&path, &app.key()).await;
+        assert_eq!(status, StatusCode::OK, "{db}");
+        assert_eq!(db["ready"], false, "{db}");
+        assert!(db["password"].is_null(), "not shown before it exists: {db}");
+        app.stop().await;
+    })
+    .await;
 }
