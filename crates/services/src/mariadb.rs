@@ -83,17 +83,29 @@ fn ident(s: &str) -> String {
 }
 
 /// A client of the database server (its administrative login).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MariaDb {
     settings: MariaDbSettings,
     pool: MySqlPool,
     options: MySqlConnectOptions,
 }
 
+impl std::fmt::Debug for MariaDb {
+    /// The settings only (their URL redacted): the connect options hold the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDb")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MariaDb {
     pub fn new(settings: MariaDbSettings) -> Result<Self, DbError> {
+        use sqlx::ConnectOptions;
+        // Statements carry passwords (`IDENTIFIED BY`): never logged, slow or not.
         let options = MySqlConnectOptions::from_str(settings.url.expose_secret())
-            .map_err(|_| DbError("the MariaDB URL is not a mysql:// URL".into()))?;
+            .map_err(|_| DbError("the MariaDB URL is not a mysql:// URL".into()))?
+            .disable_statement_logging();
         let pool = MySqlPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -342,8 +354,8 @@ fn uuid_like() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_and_quoting() {
+    #[tokio::test]
+    async fn names_quoting_and_redaction() {
         assert_eq!(
             names("shopexam42"),
             Some(("shopexam42_db".into(), "shopexam42".into()))
@@ -353,6 +365,23 @@ mod tests {
         assert_eq!(literal("it's"), "'it\\'s'");
         assert_eq!(ident("a`b"), "`a``b`");
         assert_eq!(urlencoding_decode("p%40ss%2Fw"), "p@ss/w");
+        let settings = MariaDbSettings {
+            url: SecretString::from("mysql://admin:hunter2@127.0.0.1:3306/"),
+            host: "db.example".into(),
+            port: 3306,
+            user_host: "localhost".into(),
+            dump_binary: "mariadb-dump".into(),
+            max_user_connections: 10,
+            archive_dir: "archive".into(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let client = MariaDb::new(settings).unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("db.example"),
+            "{shown}"
+        );
         let p = new_password();
         assert_eq!(p.len(), 24);
         assert!(p.bytes().all(|b| b.is_ascii_alphanumeric()));
