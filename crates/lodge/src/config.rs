@@ -9,8 +9,10 @@ use anyhow::Context;
 use lodge_core::renewal::Policy;
 use lodge_services::dns::DnsSettings;
 use lodge_services::drivers::nginx::NginxConfig;
+use lodge_services::drivers::php::PhpConfig;
 use lodge_services::gateway::stripe::{StripeSettings, DEFAULT_API_BASE};
 use lodge_services::mail::{MailSettings, TlsMode};
+use lodge_services::mariadb::MariaDbSettings;
 use lodge_services::registrar::config::RegistrarFile;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -77,6 +79,10 @@ pub struct FileConfig {
     pub dns: Option<DnsFile>,
     /// TLS certificates by ACME for hosted sites (`[acme]`; off without it).
     pub acme: Option<AcmeFile>,
+    /// A PHP-FPM pool per nginx account (`[php]`; off without a pool directory).
+    pub php: Option<PhpFile>,
+    /// A MariaDB database per account (`[mariadb]`; off without a URL).
+    pub mariadb: Option<MariaDbFile>,
 }
 
 /// `[acme]` of `lodge.toml`: the ACME CA that issues the hosted sites' certificates. On when
@@ -92,6 +98,69 @@ pub struct AcmeFile {
     pub challenge: Option<String>,
     /// A PEM file of root CAs to trust for the ACME server (e.g. pebble's test CA).
     pub ca_file: Option<String>,
+}
+
+/// `[php]` of `lodge.toml`: the nginx driver's PHP-FPM pools.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhpFile {
+    /// Directory of pool files the php-fpm master includes; turns PHP on.
+    pub pool_dir: Option<String>,
+    /// php-fpm binary for the configuration test (default php-fpm8.2).
+    pub fpm_binary: Option<String>,
+    /// Extra arguments of the test, e.g. "-y /etc/php/8.2/fpm/php-fpm.conf".
+    pub fpm_args: Option<String>,
+    /// Where the pools' sockets go (default lodge-data/php-sockets).
+    pub socket_dir: Option<String>,
+    /// The master's pid file (reloads send USR2; default /run/php/php8.2-fpm.pid).
+    pub pid_file: Option<String>,
+    /// A reload command instead of USR2, e.g. "systemctl reload php8.2-fpm".
+    pub reload_command: Option<String>,
+    /// System user of the pools (default www-data; `{user}`: the account's own).
+    pub pool_user: Option<String>,
+    /// Group of the pools (default: the pool user's name).
+    pub pool_group: Option<String>,
+    /// Group allowed on the sockets, nginx's workers' (default www-data).
+    pub listen_group: Option<String>,
+    /// pm.max_children of each pool (default 5).
+    pub max_children: Option<u32>,
+    /// memory_limit in MB (default 128).
+    pub memory_limit_mb: Option<u32>,
+    /// upload_max_filesize/post_max_size in MB (default 64, never above the disk quota).
+    pub upload_max_mb: Option<u32>,
+    /// nginx's FastCGI parameters file (default /etc/nginx/fastcgi_params).
+    pub fastcgi_params: Option<String>,
+}
+
+/// `[mariadb]` of `lodge.toml`: accounts' databases.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MariaDbFile {
+    /// Administrative login, mysql://user:password@host:port/ (or ?socket=…); turns it on.
+    pub url: Option<String>,
+    /// Host shown to customers (default: the URL's host).
+    pub host: Option<String>,
+    /// Port shown to customers (default: the URL's port, else 3306).
+    pub port: Option<u16>,
+    /// Host part of the accounts' users (default localhost).
+    pub user_host: Option<String>,
+    /// mariadb-dump (default: on the PATH).
+    pub dump_binary: Option<String>,
+    /// MAX_USER_CONNECTIONS of each account's user (default 10).
+    pub max_user_connections: Option<u32>,
+}
+
+impl std::fmt::Debug for MariaDbFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDbFile")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user_host", &self.user_host)
+            .field("dump_binary", &self.dump_binary)
+            .field("max_user_connections", &self.max_user_connections)
+            .finish()
+    }
 }
 
 /// `[dns]` of `lodge.toml`: PowerDNS's authoritative HTTP API.
@@ -187,6 +256,12 @@ pub struct Config {
     pub dns_incomplete: Option<&'static str>,
     /// TLS certificates by ACME (`None`: off).
     pub acme: Option<AcmeConfig>,
+    /// PHP-FPM pools of the nginx driver (`None`: no PHP).
+    pub php: Option<PhpConfig>,
+    /// Accounts' MariaDB databases (`None`: off). Its `Debug` redacts the URL.
+    pub mariadb: Option<MariaDbSettings>,
+    /// Why `[mariadb]` cannot be used (refused at start).
+    pub mariadb_problem: Option<String>,
 }
 
 /// `[acme]` as given (checked by `validate`; the CA file is read at start).
@@ -346,6 +421,17 @@ impl Config {
                 }
             }
         }
+        if let Some(problem) = &self.mariadb_problem {
+            anyhow::bail!("{problem}");
+        }
+        if let Some(p) = &self.php {
+            if p.pid_file.is_none() && p.reload_command.is_none() {
+                anyhow::bail!("[php] needs a pid_file or a reload_command to reload php-fpm");
+            }
+            if p.max_children == 0 {
+                anyhow::bail!("[php] max_children must be at least 1");
+            }
+        }
         if let Some(what) = self.dns_incomplete {
             anyhow::bail!("{what} (DNS hosting needs both)");
         }
@@ -480,6 +566,19 @@ pub struct Overrides {
     pub acme_contact_email: Option<String>,
     pub acme_challenge: Option<String>,
     pub acme_ca_file: Option<String>,
+    pub php_pool_dir: Option<String>,
+    pub php_fpm_binary: Option<String>,
+    pub php_fpm_args: Option<String>,
+    pub php_socket_dir: Option<String>,
+    pub php_fpm_pid_file: Option<String>,
+    pub php_reload_command: Option<String>,
+    pub php_pool_user: Option<String>,
+    pub php_listen_group: Option<String>,
+    pub mariadb_url: Option<String>,
+    pub mariadb_host: Option<String>,
+    pub mariadb_port: Option<u16>,
+    pub mariadb_user_host: Option<String>,
+    pub mariadb_dump_binary: Option<String>,
 }
 
 impl Config {
@@ -556,10 +655,135 @@ impl Config {
                 .unwrap_or_else(|| "http-01".to_owned()),
             ca_file: nonempty(o.acme_ca_file.or(acme_file.ca_file)).map(PathBuf::from),
         });
+        let nginx = {
+            let d = NginxConfig::default_under(Path::new("lodge-data"));
+            NginxConfig {
+                binary: o
+                    .nginx_binary
+                    .or(f.nginx_binary)
+                    .map_or(d.binary, PathBuf::from),
+                args: o.nginx_args.or(f.nginx_args).map_or(d.args, |a| {
+                    a.split_whitespace().map(str::to_owned).collect()
+                }),
+                sites_dir: o
+                    .nginx_sites_dir
+                    .or(f.nginx_sites_dir)
+                    .map_or(d.sites_dir, PathBuf::from),
+                web_root: o
+                    .nginx_web_root
+                    .or(f.nginx_web_root)
+                    .map_or(d.web_root, PathBuf::from),
+                archive_dir: o
+                    .nginx_archive_dir
+                    .or(f.nginx_archive_dir)
+                    .map_or(d.archive_dir, PathBuf::from),
+                listen: o.nginx_listen.or(f.nginx_listen).unwrap_or(d.listen),
+                tls_listen: o
+                    .nginx_tls_listen
+                    .or(f.nginx_tls_listen)
+                    .unwrap_or(d.tls_listen),
+            }
+        };
+        let php_file = f.php.unwrap_or_default();
+        let words =
+            |s: String| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+        let php = o
+            .php_pool_dir
+            .or(php_file.pool_dir)
+            .filter(|d| !d.trim().is_empty())
+            .map(|pool_dir| {
+                let d = PhpConfig::default_under(Path::new("lodge-data"));
+                let reload_command = o
+                    .php_reload_command
+                    .or(php_file.reload_command)
+                    .map(words)
+                    .filter(|w| !w.is_empty());
+                PhpConfig {
+                    fpm_binary: o
+                        .php_fpm_binary
+                        .or(php_file.fpm_binary)
+                        .map_or(d.fpm_binary, PathBuf::from),
+                    fpm_args: o
+                        .php_fpm_args
+                        .or(php_file.fpm_args)
+                        .map_or(d.fpm_args, words),
+                    pool_dir: PathBuf::from(pool_dir),
+                    socket_dir: o
+                        .php_socket_dir
+                        .or(php_file.socket_dir)
+                        .map_or(d.socket_dir, PathBuf::from),
+                    pid_file: o
+                        .php_fpm_pid_file
+                        .or(php_file.pid_file)
+                        .map(PathBuf::from)
+                        .or(d.pid_file),
+                    reload_command,
+                    pool_user: o
+                        .php_pool_user
+                        .or(php_file.pool_user)
+                        .unwrap_or(d.pool_user),
+                    pool_group: php_file.pool_group,
+                    listen_group: o
+                        .php_listen_group
+                        .or(php_file.listen_group)
+                        .unwrap_or(d.listen_group),
+                    max_children: php_file.max_children.unwrap_or(d.max_children),
+                    memory_limit_mb: php_file.memory_limit_mb.unwrap_or(d.memory_limit_mb),
+                    upload_max_mb: php_file.upload_max_mb.unwrap_or(d.upload_max_mb),
+                    fastcgi_params: php_file
+                        .fastcgi_params
+                        .map_or(d.fastcgi_params, PathBuf::from),
+                }
+            });
+        let my_file = f.mariadb.unwrap_or_default();
+        let mut mariadb_problem = None;
+        let mariadb = o
+            .mariadb_url
+            .or(my_file.url)
+            .filter(|u| !u.trim().is_empty())
+            .and_then(|url| {
+                let parsed = match reqwest::Url::parse(url.trim()) {
+                    Ok(u) if u.scheme() == "mysql" || u.scheme() == "mariadb" => u,
+                    _ => {
+                        mariadb_problem = Some(
+                            "--mariadb-url must be a mysql:// URL (mysql://user:password@host:port/)"
+                                .to_owned(),
+                        );
+                        return None;
+                    }
+                };
+                Some(MariaDbSettings {
+                    host: o
+                        .mariadb_host
+                        .or(my_file.host)
+                        .or_else(|| parsed.host_str().map(str::to_owned))
+                        .unwrap_or_else(|| "localhost".to_owned()),
+                    port: o
+                        .mariadb_port
+                        .or(my_file.port)
+                        .or(parsed.port())
+                        .unwrap_or(3306),
+                    url: SecretString::from(url.trim().replacen("mariadb://", "mysql://", 1)),
+                    user_host: o
+                        .mariadb_user_host
+                        .or(my_file.user_host)
+                        .unwrap_or_else(|| "localhost".to_owned()),
+                    dump_binary: o
+                        .mariadb_dump_binary
+                        .or(my_file.dump_binary)
+                        .map_or_else(|| PathBuf::from("mariadb-dump"), PathBuf::from),
+                    max_user_connections: my_file.max_user_connections.unwrap_or(10),
+                    archive_dir: nginx.archive_dir.clone(),
+                })
+            });
         Config {
             acme,
             dns,
             dns_incomplete,
+            php,
+            mariadb,
+            mariadb_problem,
+            nginx,
             stripe,
             stripe_without_key,
             database_url: o
@@ -656,35 +880,6 @@ impl Config {
                 .map(|s| s.trim().trim_end_matches('/').to_owned())
                 .filter(|s| !s.is_empty())
                 .collect(),
-            nginx: {
-                let d = NginxConfig::default_under(Path::new("lodge-data"));
-                NginxConfig {
-                    binary: o
-                        .nginx_binary
-                        .or(f.nginx_binary)
-                        .map_or(d.binary, PathBuf::from),
-                    args: o.nginx_args.or(f.nginx_args).map_or(d.args, |a| {
-                        a.split_whitespace().map(str::to_owned).collect()
-                    }),
-                    sites_dir: o
-                        .nginx_sites_dir
-                        .or(f.nginx_sites_dir)
-                        .map_or(d.sites_dir, PathBuf::from),
-                    web_root: o
-                        .nginx_web_root
-                        .or(f.nginx_web_root)
-                        .map_or(d.web_root, PathBuf::from),
-                    archive_dir: o
-                        .nginx_archive_dir
-                        .or(f.nginx_archive_dir)
-                        .map_or(d.archive_dir, PathBuf::from),
-                    listen: o.nginx_listen.or(f.nginx_listen).unwrap_or(d.listen),
-                    tls_listen: o
-                        .nginx_tls_listen
-                        .or(f.nginx_tls_listen)
-                        .unwrap_or(d.tls_listen),
-                }
-            },
             mail: MailConfig {
                 host: o.mail_host.or(f.mail_host),
                 port: o.mail_port.or(f.mail_port),
@@ -950,6 +1145,63 @@ mod tests {
         let file: FileConfig = toml::from_str("metrics_token = \"s3cret\"").unwrap();
         let c = Config::resolve(Overrides::default(), file);
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn php_and_mariadb_are_off_unless_configured_and_layer() {
+        let c = Config::resolve(Overrides::default(), FileConfig::default());
+        assert!(c.php.is_none() && c.mariadb.is_none());
+        let file: FileConfig = toml::from_str(
+            r#"
+            [php]
+            pool_dir = "/var/lib/lodge/php-pools"
+            fpm_args = "-y /etc/php/8.2/fpm/php-fpm.conf"
+            max_children = 3
+            upload_max_mb = 32
+            [mariadb]
+            url = "mysql://lodge_admin:s3cret@127.0.0.1:3307/"
+            max_user_connections = 4
+            "#,
+        )
+        .unwrap();
+        let flags = Overrides {
+            php_pool_user: Some("{user}".into()),
+            mariadb_host: Some("db.example.com".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags, file);
+        c.validate().unwrap();
+        let php = c.php.as_ref().unwrap();
+        assert_eq!(php.pool_dir, PathBuf::from("/var/lib/lodge/php-pools"));
+        assert_eq!(php.fpm_args, ["-y", "/etc/php/8.2/fpm/php-fpm.conf"]);
+        assert_eq!((php.max_children, php.upload_max_mb), (3, 32));
+        assert_eq!(php.pool_user, "{user}", "flag beats file and default");
+        assert_eq!(
+            php.pid_file.as_deref(),
+            Some(Path::new("/run/php/php8.2-fpm.pid"))
+        );
+        let m = c.mariadb.as_ref().unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("db.example.com", 3307));
+        assert_eq!(
+            (m.user_host.as_str(), m.max_user_connections),
+            ("localhost", 4)
+        );
+        assert_eq!(m.archive_dir, c.nginx.archive_dir);
+        assert!(!format!("{c:?}").contains("s3cret"), "the URL is redacted");
+        let bad = Overrides {
+            mariadb_url: Some("postgres://x@y/".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(bad, FileConfig::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--mariadb-url"), "{e}");
+        assert!(toml::from_str::<FileConfig>(
+            "[php]
+pool_dri = \"x\""
+        )
+        .is_err());
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.policy = cfg.policy()?;
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();
+    settings.php = cfg.php.clone();
     settings.webhooks_allow_private = cfg.webhooks_allow_private;
     settings.mail = cfg.mail_settings()?;
     let sealer = match &cfg.secret_key {
@@ -65,6 +66,11 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     }
     if let Some(acme) = &cfg.acme {
         lodge.acme = Some(Arc::new(acme.settings()?));
+    }
+    if let Some(m) = &cfg.mariadb {
+        let client = lodge_services::mariadb::MariaDb::new(m.clone())
+            .map_err(|e| anyhow::anyhow!("--mariadb-url: {e}"))?;
+        lodge.mariadb = Some(Arc::new(client));
     }
     if let Some(stripe) = &cfg.stripe {
         let client = lodge_services::gateway::Stripe::new(stripe.clone())

@@ -167,6 +167,61 @@ struct Global {
     pdns_api_key: Option<String>,
     #[command(flatten)]
     mail: MailArgs,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// PHP-FPM pools and MariaDB databases of the nginx driver's accounts (also `[php]` and
+/// `[mariadb]` in lodge.toml, which hold the rest of their settings).
+#[derive(Args, Debug)]
+struct StackArgs {
+    /// Directory of PHP-FPM pool files that the php-fpm master includes: turns on a pool
+    /// per nginx account.
+    #[arg(long, global = true, env = "LODGE_PHP_POOL_DIR")]
+    php_pool_dir: Option<String>,
+    /// php-fpm binary for the configuration test before each reload (default php-fpm8.2).
+    #[arg(long, global = true, env = "LODGE_PHP_FPM_BINARY")]
+    php_fpm_binary: Option<String>,
+    /// Extra arguments of that test, e.g. "-y /etc/php/8.2/fpm/php-fpm.conf".
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_PHP_FPM_ARGS",
+        allow_hyphen_values = true
+    )]
+    php_fpm_args: Option<String>,
+    /// Directory of the pools' unix sockets (default lodge-data/php-sockets).
+    #[arg(long, global = true, env = "LODGE_PHP_SOCKET_DIR")]
+    php_socket_dir: Option<String>,
+    /// The php-fpm master's pid file: reloads send it USR2 (default
+    /// /run/php/php8.2-fpm.pid).
+    #[arg(long, global = true, env = "LODGE_PHP_FPM_PID_FILE")]
+    php_fpm_pid_file: Option<String>,
+    /// A command reloading php-fpm instead of USR2, e.g. "systemctl reload php8.2-fpm".
+    #[arg(long, global = true, env = "LODGE_PHP_RELOAD_COMMAND")]
+    php_reload_command: Option<String>,
+    /// System user of the pools (default www-data; {user}: the account's own user).
+    #[arg(long, global = true, env = "LODGE_PHP_POOL_USER")]
+    php_pool_user: Option<String>,
+    /// Group allowed to connect to the pools' sockets: nginx's workers' (default www-data).
+    #[arg(long, global = true, env = "LODGE_PHP_LISTEN_GROUP")]
+    php_listen_group: Option<String>,
+    /// MariaDB administrative login, mysql://user:password@host:port/: turns on a database
+    /// per account whose plan has databases. Prefer the environment variable.
+    #[arg(long, global = true, env = "LODGE_MARIADB_URL", hide_env_values = true)]
+    mariadb_url: Option<String>,
+    /// Database host shown to customers (default: the URL's host).
+    #[arg(long, global = true, env = "LODGE_MARIADB_HOST")]
+    mariadb_host: Option<String>,
+    /// Database port shown to customers (default: the URL's port, else 3306).
+    #[arg(long, global = true, env = "LODGE_MARIADB_PORT")]
+    mariadb_port: Option<u16>,
+    /// Host part of the accounts' database users (default localhost; % for any).
+    #[arg(long, global = true, env = "LODGE_MARIADB_USER_HOST")]
+    mariadb_user_host: Option<String>,
+    /// mariadb-dump, which archives a terminated account's database (default: on the PATH).
+    #[arg(long, global = true, env = "LODGE_MARIADB_DUMP_BINARY")]
+    mariadb_dump_binary: Option<String>,
 }
 
 /// Mail notices over SMTP (no --mail-host: mail is off).
@@ -629,6 +684,19 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         webhooks_allow_private: cli.global.webhooks_allow_private,
         pdns_api_url: cli.global.pdns_api_url.clone(),
         pdns_api_key: cli.global.pdns_api_key.clone(),
+        php_pool_dir: cli.global.stack.php_pool_dir.clone(),
+        php_fpm_binary: cli.global.stack.php_fpm_binary.clone(),
+        php_fpm_args: cli.global.stack.php_fpm_args.clone(),
+        php_socket_dir: cli.global.stack.php_socket_dir.clone(),
+        php_fpm_pid_file: cli.global.stack.php_fpm_pid_file.clone(),
+        php_reload_command: cli.global.stack.php_reload_command.clone(),
+        php_pool_user: cli.global.stack.php_pool_user.clone(),
+        php_listen_group: cli.global.stack.php_listen_group.clone(),
+        mariadb_url: cli.global.stack.mariadb_url.clone(),
+        mariadb_host: cli.global.stack.mariadb_host.clone(),
+        mariadb_port: cli.global.stack.mariadb_port,
+        mariadb_user_host: cli.global.stack.mariadb_user_host.clone(),
+        mariadb_dump_binary: cli.global.stack.mariadb_dump_binary.clone(),
         mail_host: cli.global.mail.mail_host.clone(),
         mail_port: cli.global.mail.mail_port,
         mail_tls: cli.global.mail.mail_tls.clone(),

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod commit;
 pub mod countries;
 pub mod crypto;
+pub mod databases;
 pub mod demo;
 pub mod dns;
 pub mod drivers;
@@ -22,6 +23,7 @@ pub mod gateway;
 pub mod hosting;
 pub mod idempotency;
 pub mod mail;
+pub mod mariadb;
 pub mod model;
 pub mod orders;
 pub mod payment_tokens;
@@ -90,6 +92,8 @@ pub struct Settings {
     pub policy: lodge_core::renewal::Policy,
     /// The nginx driver's paths and command.
     pub nginx: drivers::nginx::NginxConfig,
+    /// A PHP-FPM pool per nginx account (`None`: no PHP).
+    pub php: Option<drivers::php::PhpConfig>,
     /// Webhook endpoints may be loopback, private, link-local or unspecified addresses
     /// (`--webhooks-allow-private`; off: every address of an endpoint's host must be public).
     pub webhooks_allow_private: bool,
@@ -111,6 +115,7 @@ impl Settings {
             invoice_expiry_days: 14,
             policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
+            php: None,
             webhooks_allow_private: false,
             mail: None,
         }
@@ -142,6 +147,8 @@ pub struct Lodge {
     pub dns: Option<Arc<dns::PowerDns>>,
     /// TLS certificates by ACME for hosted sites; `None` when off.
     pub acme: Option<Arc<tls::AcmeSettings>>,
+    /// A MariaDB database per account whose plan has databases; `None` when off.
+    pub mariadb: Option<Arc<mariadb::MariaDb>>,
 }
 
 impl Lodge {
@@ -159,10 +166,10 @@ impl Lodge {
         let payments = (store.has_batch_writer() && runtime)
             .then(|| billing::PaymentBatcher::start("lodge-payments", store.clone()));
         let drivers = drivers::Drivers::default();
-        drivers.register(Arc::new(drivers::nginx::NginxDriver::new(
-            settings.nginx.clone(),
-            clock.clone(),
-        )));
+        drivers.register(Arc::new(
+            drivers::nginx::NginxDriver::new(settings.nginx.clone(), clock.clone())
+                .with_php(settings.php.clone()),
+        ));
         drivers.register_panels();
         Lodge {
             store,
@@ -178,6 +185,7 @@ impl Lodge {
             stripe: None,
             dns: None,
             acme: None,
+            mariadb: None,
         }
     }
 

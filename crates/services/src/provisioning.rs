@@ -334,6 +334,12 @@ impl Lodge {
             Some(s) => Some(self.sealer.open(&s)?),
             None => None,
         };
+        let limits = self
+            .catalog()
+            .await?
+            .plan(h.plan_id)
+            .map(|p| crate::drivers::PlanLimits::of(&p.row))
+            .unwrap_or_default();
         Ok(Some((
             Account {
                 username: h
@@ -344,6 +350,7 @@ impl Lodge {
                 package,
                 password,
                 server: server.hostname.clone(),
+                limits,
             },
             target,
         )))
@@ -436,6 +443,11 @@ impl Lodge {
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         // Its DNS zone (when DNS hosting is on): created, or adopted on a retry.
         self.create_zone(&h).await?;
+        // Its database (when MariaDB is on and the plan has databases; a control panel
+        // makes its own): made, or found.
+        if !self.drivers.is_panel(&target.name) {
+            self.create_database(&h, &account.username).await?;
+        }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
@@ -497,6 +509,13 @@ impl Lodge {
                 Lifecycle::Terminate => d.terminate(&account).await,
             };
             r.map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        }
+        // Its database user is locked while suspended; on termination the database is
+        // dumped into the archive, then dropped.
+        match op {
+            Lifecycle::Suspend => self.lock_database(&h, true).await?,
+            Lifecycle::Unsuspend => self.lock_database(&h, false).await?,
+            Lifecycle::Terminate => self.remove_database(&h).await?,
         }
         // A suspended account keeps its zone (its suspension page is served at the same
         // address); a terminated one's zone goes.

@@ -11,6 +11,7 @@ mod admin_ops;
 mod admin_webhooks;
 mod auth;
 mod billing;
+mod databases;
 mod domains;
 pub(crate) mod hosting;
 mod keys;
@@ -36,6 +37,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosting::revoke_cancellation))
         .routes(routes!(hosting::change_plan))
         .routes(routes!(hosting::change_password))
+        .routes(routes!(databases::get_database))
+        .routes(routes!(databases::reset_database_password))
         .routes(routes!(domains::list_domains))
         .routes(routes!(domains::get_domain))
         .routes(routes!(domains::set_auto_renew))

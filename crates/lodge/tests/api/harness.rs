@@ -50,6 +50,11 @@ pub struct Options {
     pub acme: Option<(String, std::path::PathBuf)>,
     /// `--acme-challenge` (`None`: the default, http-01).
     pub acme_challenge: Option<String>,
+    /// PHP-FPM pools of the nginx driver (`None`: no PHP).
+    pub php: Option<lodge_services::drivers::php::PhpConfig>,
+    /// Accounts' MariaDB databases: the administrative URL (users on 127.0.0.1,
+    /// `mariadb-dump` from the PATH; `None`: off).
+    pub mariadb: Option<String>,
 }
 
 /// The Stripe secret key of test apps with card payments.
@@ -71,6 +76,8 @@ impl Default for Options {
             dns: None,
             acme: None,
             acme_challenge: None,
+            php: None,
+            mariadb: None,
         }
     }
 }
@@ -221,6 +228,18 @@ impl TestApp {
                 cors_origins: Some(opts.cors_origins.clone()),
                 pdns_api_url: opts.dns.as_ref().map(|d| d.0.clone()),
                 pdns_api_key: opts.dns.as_ref().map(|d| d.1.clone()),
+                php_pool_dir: opts.php.as_ref().map(|p| path(&p.pool_dir)),
+                php_fpm_binary: opts.php.as_ref().map(|p| path(&p.fpm_binary)),
+                php_fpm_args: opts.php.as_ref().map(|p| p.fpm_args.join(" ")),
+                php_socket_dir: opts.php.as_ref().map(|p| path(&p.socket_dir)),
+                php_fpm_pid_file: opts
+                    .php
+                    .as_ref()
+                    .and_then(|p| p.pid_file.as_deref().map(path)),
+                php_pool_user: opts.php.as_ref().map(|p| p.pool_user.clone()),
+                php_listen_group: opts.php.as_ref().map(|p| p.listen_group.clone()),
+                mariadb_url: opts.mariadb.clone(),
+                mariadb_user_host: opts.mariadb.as_ref().map(|_| "127.0.0.1".into()),
                 ..Default::default()
             },
             FileConfig::default(),

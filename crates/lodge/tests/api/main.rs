@@ -35,6 +35,7 @@ mod renewals;
 mod retries;
 mod shutdown_checks;
 mod slow_clients;
+mod stack;
 mod stripe;
 mod tls;
 mod webhooks;

@@ -59,6 +59,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/revoke-cancellation"),
     ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/change-plan"),
     ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/password"),
+    ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/database"),
+    ("POST", "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/database/password"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains"),
     ("GET", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}"),
     ("PUT", "/v1/organizations/{organization_id}/projects/{project_id}/domains/{domain_id}/auto-renew"),

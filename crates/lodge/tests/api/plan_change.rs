@@ -783,6 +783,7 @@ async fn nginx_records_the_package() {
         package: "Starter".into(),
         password: None,
         server: "localhost".into(),
+        limits: Default::default(),
     };
     driver.change_package(&account, "Business").await.unwrap();
     driver.change_package(&account, "Business").await.unwrap();

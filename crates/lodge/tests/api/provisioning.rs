@@ -150,7 +150,7 @@ async fn count_where(app: &TestApp, sql: &str, arg: &str) -> i64 {
 }
 
 /// Moves the clock past any retry backoff (at most an hour and 20 %).
-fn past_backoff(app: &TestApp) {
+pub(crate) fn past_backoff(app: &TestApp) {
     app.clock.advance(SignedDuration::from_hours(2));
 }
 

@@ -171,7 +171,7 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
         let o = order_paid(&app, domain).await;
         let id = str_of(&o, "hosting_id").to_owned();
         let worker = Worker::new(app.lodge.clone(), "node-1");
-        drain(worker.clone()).await;
+        drain_until_issued(&app, &worker, &id).await;
 
         // Active, the zone answers, and the certificate was issued through pebble.
         let h = hosting(&app, &id).await;
@@ -243,12 +243,16 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
         app.lodge.schedule_due().await.expect("scheduler pass");
         let jobs = issue_jobs(&app).await;
         assert_eq!(jobs.len(), 2, "{jobs:?}");
-        drain(worker.clone()).await;
+        drain_until_issued(&app, &worker, &id).await;
         let renewed = std::fs::read_to_string(tls_dir.join("fullchain.pem")).expect("chain");
         assert_ne!(renewed, chain_before, "a new certificate");
         let h = hosting(&app, &id).await;
         assert_eq!(h["tls"]["status"], "issued", "{h}");
-        assert_ne!(h["tls"]["expires_at"], expires.as_str(), "{h}");
+        // pebble dates a certificate from the second it signs it: a renewal in the same
+        // second as the first issuance (a fast run) expires at the same instant, never before.
+        let renewed_until: jiff::Timestamp =
+            str_of(&h["tls"], "expires_at").parse().expect("expires_at");
+        assert!(renewed_until >= not_after, "{h}");
         // nginx serves the renewed certificate.
         let cert2 = https_until_not(tls_port, domain, &root, &welcome, &cert).await;
         assert!(contains(&cert2, domain));
@@ -363,6 +367,28 @@ async fn a_failed_issuance_shows_on_the_hosting(engine: Engine) {
         app.stop().await;
     })
     .await;
+}
+
+/// Drains the worker until the account's certificate is issued: an attempt that failed on a
+/// loaded machine (the CA's validation timing out) is retried after its backoff, as in
+/// production; the failure is printed, and five in a row fail the test.
+async fn drain_until_issued(app: &TestApp, worker: &Worker, id: &str) {
+    for _ in 0..5 {
+        drain(worker.clone()).await;
+        let h = hosting(app, id).await;
+        if h["tls"]["status"] == "issued" && h["tls"]["error"].is_null() {
+            return;
+        }
+        eprintln!(
+            "certificate not issued yet, retrying after the backoff: {}",
+            h["tls"]
+        );
+        crate::provisioning::past_backoff(app);
+    }
+    panic!(
+        "the certificate was never issued: {}",
+        hosting(app, id).await
+    );
 }
 
 /// The zone sends the domain elsewhere (an address where nothing answers): pebble cannot

@@ -11,6 +11,7 @@ pub mod cpanel;
 pub mod directadmin;
 pub mod http;
 pub mod nginx;
+pub mod php;
 pub mod plesk;
 
 /// What a driver needs to know about an account.
@@ -26,6 +27,53 @@ pub struct Account {
     pub password: Option<String>,
     /// The server's hostname.
     pub server: String,
+    /// The plan's limits, from the catalog (what a driver enforces or records of them is
+    /// its own: see each driver).
+    pub limits: PlanLimits,
+}
+
+/// A plan's limits as the catalog gives them (0: none, or for disk and bandwidth: no cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanLimits {
+    pub disk_space_mb: i64,
+    pub bandwidth_mb: i64,
+    pub max_email_accounts: i64,
+    pub max_databases: i64,
+    pub max_subdomains: i64,
+    pub max_addon_domains: i64,
+    pub max_parked_domains: i64,
+    pub max_ftp_accounts: i64,
+}
+
+impl PlanLimits {
+    /// The limits of a catalog plan.
+    pub fn of(p: &lodge_store::catalog::PlanRow) -> Self {
+        PlanLimits {
+            disk_space_mb: p.disk_space_mb,
+            bandwidth_mb: p.bandwidth_mb,
+            max_email_accounts: p.max_email_accounts,
+            max_databases: p.max_databases,
+            max_subdomains: p.max_subdomains,
+            max_addon_domains: p.max_addon_domains,
+            max_parked_domains: p.max_parked_domains,
+            max_ftp_accounts: p.max_ftp_accounts,
+        }
+    }
+
+    /// `key = value` lines, the form the nginx driver records beside a site.
+    pub fn to_lines(&self) -> String {
+        format!(
+            "disk_space_mb = {}\nbandwidth_mb = {}\nmax_email_accounts = {}\nmax_databases = {}\nmax_subdomains = {}\nmax_addon_domains = {}\nmax_parked_domains = {}\nmax_ftp_accounts = {}\n",
+            self.disk_space_mb,
+            self.bandwidth_mb,
+            self.max_email_accounts,
+            self.max_databases,
+            self.max_subdomains,
+            self.max_addon_domains,
+            self.max_parked_domains,
+            self.max_ftp_accounts,
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,8 @@
 //! hosting without a panel licence. Each account gets a document root with a welcome page
 //! and an nginx server block for its domain and `www.`; every change is checked with
 //! `nginx -t` before the reload. Suspension serves a suspension page; termination removes
-//! the site and keeps its files in an archive directory.
+//! the site and keeps its files in an archive directory. With PHP configured, each account
+//! also gets its own PHP-FPM pool ([`super::php`]) and its `*.php` go to it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct NginxDriver {
     clock: Arc<dyn Clock>,
     /// nginx reloads are serialised on this machine.
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// Each account's PHP-FPM pool (`None`: no PHP).
+    php: Option<super::php::PhpPools>,
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> DriverError {
@@ -72,7 +75,30 @@ impl NginxDriver {
             cfg,
             clock,
             lock: Arc::new(tokio::sync::Mutex::new(())),
+            php: None,
         }
+    }
+
+    /// Gives each account a PHP-FPM pool, its server block passing `*.php` to it.
+    pub fn with_php(mut self, php: Option<super::php::PhpConfig>) -> Self {
+        self.php = php.map(super::php::PhpPools::new);
+        self
+    }
+
+    /// Writes the plan's limits beside the site (`<web root>/<user>/limits`, outside its
+    /// document root), for the operator's own tooling.
+    async fn write_limits(&self, a: &Account) -> Result<(), DriverError> {
+        let home = self.home(a);
+        tokio::fs::create_dir_all(&home)
+            .await
+            .map_err(|e| err("creating the account's directory", e))?;
+        let tmp = home.join("limits.tmp");
+        tokio::fs::write(&tmp, a.limits.to_lines())
+            .await
+            .map_err(|e| err("writing the limits", e))?;
+        tokio::fs::rename(&tmp, home.join("limits"))
+            .await
+            .map_err(|e| err("installing the limits", e))
     }
 
     fn check_account(a: &Account) -> Result<(), DriverError> {
@@ -104,9 +130,14 @@ impl NginxDriver {
     }
 
     fn server_block(&self, a: &Account, root: &Path) -> String {
+        // PHP only on the site itself (never on the suspension page).
+        let php = match &self.php {
+            Some(p) if root == self.home(a).join("public_html") => p.location(a),
+            _ => String::new(),
+        };
         format!(
             "# Managed by Lodge: account {user}. Changes here are overwritten.\n\
-             server {{\n    listen {listen};\n{tls}    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n{acme}    location / {{ try_files $uri $uri/ =404; }}\n}}\n",
+             server {{\n    listen {listen};\n{tls}    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n{acme}    location / {{ try_files $uri $uri/ =404; }}\n{php}}}\n",
             user = a.username,
             listen = self.cfg.listen,
             tls = self.tls_lines(a),
@@ -253,6 +284,10 @@ impl Provisioner for NginxDriver {
             );
             Self::write_page(&public, &html).await?;
         }
+        self.write_limits(a).await?;
+        if let Some(php) = &self.php {
+            php.install(a, &self.home(a)).await?;
+        }
         self.apply(a, &public).await
     }
 
@@ -264,12 +299,19 @@ impl Provisioner for NginxDriver {
             escape_html(&a.domain)
         );
         Self::write_page(&dir, &html).await?;
-        self.apply(a, &dir).await
+        self.apply(a, &dir).await?;
+        if let Some(php) = &self.php {
+            php.remove(a).await?;
+        }
+        Ok(())
     }
 
     async fn unsuspend(&self, a: &Account) -> Result<(), DriverError> {
         Self::check_account(a)?;
         let public = self.home(a).join("public_html");
+        if let Some(php) = &self.php {
+            php.install(a, &self.home(a)).await?;
+        }
         self.apply(a, &public).await
     }
 
@@ -293,6 +335,10 @@ impl Provisioner for NginxDriver {
                 return Err(e);
             }
         }
+        drop(_guard);
+        if let Some(php) = &self.php {
+            php.remove(a).await?;
+        }
         let home = self.home(a);
         if home.exists() {
             tokio::fs::create_dir_all(&self.cfg.archive_dir)
@@ -308,9 +354,10 @@ impl Provisioner for NginxDriver {
     }
 
     async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
-        // nginx sites have no package limits to enforce: the package is recorded beside the
-        // site's files (`<web root>/<user>/package`, outside its document root), for the
-        // operator's own tooling. Writing it again is harmless.
+        // The package, and the plan's limits, are recorded beside the site's files
+        // (`<web root>/<user>/package` and `limits`, outside its document root), for the
+        // operator's own tooling (what is enforced is in the PHP pool and the database).
+        // Writing them again is harmless.
         Self::check_account(a)?;
         let home = self.home(a);
         tokio::fs::create_dir_all(&home)
@@ -323,7 +370,8 @@ impl Provisioner for NginxDriver {
             .map_err(|e| err("writing the package", e))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(|e| err("installing the package", e))
+            .map_err(|e| err("installing the package", e))?;
+        self.write_limits(a).await
     }
 
     async fn change_password(&self, _a: &Account, _password: &str) -> Result<(), DriverError> {
