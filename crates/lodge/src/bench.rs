@@ -39,6 +39,9 @@ pub struct BenchOptions {
     pub scenarios: Vec<String>,
     /// A mix to run after the scenarios ([`parse_mix`]); without `scenarios`, only the mix.
     pub mix: Option<String>,
+    /// Lodge servers started on the same database (PostgreSQL only); connection `i` goes
+    /// to node `i % nodes`.
+    pub nodes: usize,
 }
 
 /// The scenario that pays invoices from account credit: not a [`Kind`], as it needs
@@ -77,6 +80,8 @@ pub struct ScenarioResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub engine: String,
+    /// Lodge servers sharing the database and the load.
+    pub nodes: usize,
     pub connections: usize,
     pub duration_secs: f64,
     pub orders_in_database_before: i64,
@@ -191,6 +196,23 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// One more server on the same database (its own process, pools and batch writer),
+    /// with the same settings, on a port of its own.
+    pub async fn another_node(&self) -> anyhow::Result<Target> {
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let mut t = Target {
+            base: format!("http://{listen}"),
+            admin_key: self.admin_key.clone(),
+            database_url: self.database_url.clone(),
+            child: None,
+            exe: self.exe.clone(),
+            listen,
+            extra_env: self.extra_env.clone(),
+        };
+        t.start().await?;
+        Ok(t)
     }
 
     /// `SIGKILL`s the server process.
@@ -574,7 +596,8 @@ pub fn pick(mix: &[(Kind, u32)], slot: u64) -> usize {
 /// unique to the run.
 #[derive(Clone)]
 struct Load {
-    base: Arc<String>,
+    /// The nodes' base URLs: connection `i` sends to `bases[i % len]`.
+    bases: Arc<Vec<String>>,
     customers: Arc<Vec<Customer>>,
     plan: Arc<String>,
     tag: Arc<str>,
@@ -591,7 +614,9 @@ impl Load {
         n: u64,
         c: &reqwest::Client,
     ) -> bool {
-        let base = &self.base;
+        let Some(base) = self.bases.get(i % self.bases.len().max(1)) else {
+            return false;
+        };
         let Some(cu) = self.customers.get(i % self.customers.len().max(1)) else {
             return false;
         };
@@ -659,6 +684,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     // Bad names fail now, not after the setup.
     check_scenarios(&opts.scenarios)?;
     let mix = opts.mix.as_deref().map(parse_mix).transpose()?;
+    let nodes = opts.nodes.max(1);
+    if nodes > 1 {
+        if opts.url.is_some() {
+            bail!("--nodes starts its own servers: not with --url");
+        }
+        if !opts
+            .database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres"))
+        {
+            bail!("--nodes needs a PostgreSQL --database-url (SQLite is one node)");
+        }
+    }
     let dir = tempfile_dir()?;
     let mut target = match &opts.url {
         Some(url) => Target {
@@ -675,6 +713,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         },
         None => Target::spawn(opts.database_url.clone(), &dir).await?,
     };
+    let mut others = Vec::new();
+    for _ in 1..nodes {
+        others.push(target.another_node().await?);
+    }
     let engine = match target.database_url.as_deref() {
         Some(u) if u.starts_with("postgres") => "postgres",
         Some(_) => "sqlite",
@@ -697,6 +739,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let first = customers.first().context("no customer")?;
     let plan = Arc::new(plan_id(&client, &target, &first.key).await?);
     let base = Arc::new(target.base.clone());
+    let bases: Arc<Vec<String>> = Arc::new(
+        std::iter::once(target.base.clone())
+            .chain(others.iter().map(|t| t.base.clone()))
+            .collect(),
+    );
     let mut results = Vec::new();
     let mix_only = mix.is_some();
     let want = |s: &str| {
@@ -707,7 +754,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         }
     };
     let load = Load {
-        base: base.clone(),
+        bases: bases.clone(),
         customers: customers.clone(),
         plan: plan.clone(),
         tag: run_tag.as_str().into(),
@@ -826,17 +873,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             .await?;
         }
         eprintln!("bench: pay_credit");
-        let base = base.clone();
+        let bases = bases.clone();
         results.push(
             drive(
                 PAY_CREDIT,
                 opts.connections,
                 opts.duration,
-                move |_, _, c| {
+                move |i, _, c| {
                     let next = queue.lock().ok().and_then(|mut q| q.pop());
-                    let base = base.clone();
+                    let base = bases.get(i % bases.len().max(1)).cloned();
                     async move {
-                        let Some((key, iid)) = next else {
+                        let (Some((key, iid)), Some(base)) = (next, base) else {
                             bail!("no invoice left");
                         };
                         let r = c
@@ -897,9 +944,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             _ => {}
         }
     }
+    for mut t in others {
+        t.kill().await?;
+    }
     target.kill().await?;
     Ok(Report {
         engine: engine.into(),
+        nodes,
         connections: opts.connections,
         duration_secs: opts.duration.as_secs_f64(),
         orders_in_database_before: orders_before,
@@ -927,8 +978,8 @@ async fn count_orders(url: &str) -> anyhow::Result<i64> {
 /// Prints a report as a table.
 pub fn print_table(r: &Report) {
     println!(
-        "engine {}  connections {}  duration {:.0}s  orders already in the database {}",
-        r.engine, r.connections, r.duration_secs, r.orders_in_database_before
+        "engine {}  nodes {}  connections {}  duration {:.0}s  orders already in the database {}",
+        r.engine, r.nodes, r.connections, r.duration_secs, r.orders_in_database_before
     );
     if let Some(p) = r.plain_sqlite_commits_per_sec {
         println!("ceiling: plain SQLite one-row commit loop {p:.0}/s (rowid table, WAL, synchronous=FULL)");

@@ -342,6 +342,10 @@ enum BenchCommand {
         /// --scenarios, only the mix runs.
         #[arg(long)]
         mix: Option<String>,
+        /// Lodge servers to start on the same database, sharing the connections (connection
+        /// i goes to node i mod N): the scale-out measurement. PostgreSQL only.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -954,6 +958,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
             seconds,
             scenarios,
             mix,
+            nodes,
             json,
         } => {
             let report = lodge::bench::run(lodge::bench::BenchOptions {
@@ -964,6 +969,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
                 duration: std::time::Duration::from_secs_f64(seconds.max(0.1)),
                 scenarios,
                 mix,
+                nodes,
             })
             .await?;
             if json {

@@ -33,6 +33,7 @@ mod refunds;
 mod registrar;
 mod renewals;
 mod retries;
+mod scale_out;
 mod shutdown_checks;
 mod slow_clients;
 mod stack;

@@ -1,0 +1,136 @@
+//! Scale-out: two Lodge nodes, each with its own pools, batch writer and HTTP listener, on
+//! one PostgreSQL, taking orders from the same organization at the same moment. PostgreSQL
+//! only: SQLite is one node by design (one writer process per database file).
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{self, add_credit, cents, starter, str_of, Engine, Options};
+
+/// Sixty orders at once, half through each node, all paying from one organization's credit
+/// (enough for twenty) and four names each ordered on both nodes: credit is spent exactly
+/// once across the nodes and never below zero, each contested name gets one account, and the
+/// invoices are numbered 1..n across both nodes, with no gap and no number twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgresql_take_orders_together() {
+    harness::run(Engine::Postgres, Options::default(), |app| async move {
+        let other = app.second_node().await;
+        let mut cfg = app.config.clone();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.metrics_listen = None;
+        let second = lodge::Server::start(&cfg, other.clone())
+            .await
+            .expect("the second node serves");
+        let bases = [app.base.clone(), format!("http://{}", second.addr)];
+        assert_ne!(bases[0], bases[1]);
+
+        let (org, project, key) = (app.org_id(), app.project_id(), app.key());
+        add_credit(&app, &org, "100.00").await; // twenty Starter months
+        let plan = starter(&app);
+        const ORDERS: usize = 60;
+        const CONTESTED: usize = 4;
+        let name = |i: usize| {
+            if i < 2 * CONTESTED {
+                format!("both-{}.example", i / 2)
+            } else {
+                format!("node{}-{i}.example", i % 2)
+            }
+        };
+        let answers = join_all((0..ORDERS).map(|i| {
+            let url = format!(
+                "{}/v1/organizations/{org}/projects/{project}/hosting/order",
+                bases[i % 2]
+            );
+            let body = json!({
+                "plan_id": plan, "domain_source": "external", "domain_name": name(i),
+            });
+            let (client, key) = (app.client.clone(), key.clone());
+            async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("order sent");
+                let status = r.status();
+                (i, status, r.json::<Value>().await.expect("json answer"))
+            }
+        }))
+        .await;
+
+        let (mut active, mut pending, mut applied) = (0, 0, 0);
+        let mut per_node = [0; 2];
+        for pair in 0..CONTESTED {
+            let won: Vec<_> = answers
+                .iter()
+                .filter(|(i, s, _)| {
+                    i / 2 == pair && *i < 2 * CONTESTED && *s == StatusCode::CREATED
+                })
+                .collect();
+            assert_eq!(
+                won.len(),
+                1,
+                "one account for {}: {answers:?}",
+                name(2 * pair)
+            );
+        }
+        for (i, status, o) in &answers {
+            if *status != StatusCode::CREATED {
+                assert!(*i < 2 * CONTESTED, "order {i} refused: {status} {o}");
+                assert_eq!(*status, StatusCode::BAD_REQUEST, "{o}");
+                assert!(o.to_string().contains("domain_name"), "{o}");
+                continue;
+            }
+            per_node[i % 2] += 1;
+            applied += cents(&o["credit_applied"]);
+            match str_of(o, "status") {
+                "active" => active += 1,
+                "pending" => pending += 1,
+                s => panic!("unexpected status {s}: {o}"),
+            }
+        }
+        let placed = ORDERS - CONTESTED;
+        assert_eq!(active + pending, placed);
+        assert_eq!(active, 20, "credit for exactly twenty: {answers:?}");
+        assert_eq!(applied, 10_000, "exactly what was deposited");
+        assert!(per_node[0] > 0 && per_node[1] > 0, "{per_node:?}");
+
+        // The ledger agrees, and never went below zero.
+        let balances: Vec<i64> = sqlx::query_scalar(
+            "SELECT balance_after_minor FROM credit_ledger WHERE organization_id = $1 ORDER BY id",
+        )
+        .bind(&org)
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .expect("ledger");
+        assert_eq!(balances.len(), 1 + 20, "{balances:?}");
+        assert!(balances.iter().all(|b| *b >= 0), "{balances:?}");
+        assert_eq!(balances.last(), Some(&0));
+
+        // One invoice per order, numbered 1..n across both nodes.
+        let mut numbers: Vec<i64> =
+            sqlx::query_scalar::<_, Option<String>>("SELECT number FROM invoices")
+                .fetch_all(app.lodge.store.reader())
+                .await
+                .expect("invoices")
+                .into_iter()
+                .map(|n| {
+                    let n = n.expect("every invoice is numbered");
+                    n.strip_prefix("INV-")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("invoice number {n}"))
+                })
+                .collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=placed as i64).collect::<Vec<_>>());
+        assert_eq!(app.count("orders").await, placed as i64);
+        assert_eq!(app.count("hosting").await, placed as i64);
+
+        second.stop().await.expect("the second node stops");
+        other.store.close().await;
+        app.stop().await;
+    })
+    .await;
+}
