@@ -133,6 +133,26 @@ pub trait SqlConn: Send {
         async move { self.exec(sql, args).await.map(drop) }
     }
 
+    /// Runs `sql`, a statement over rows named by their ids: `fixed` are its arguments `$1`
+    /// to `$k`, and `$IDS` in its text stands for the list of ids. Other connections run it
+    /// now for `id` alone; a [`crate::deferred::Deferred`] connection gathers the ids given
+    /// with the same `sql` and `fixed` and runs it once for all of them (a few statements,
+    /// lists of a power of two) at its flush, after the rows it holds are written, so it can
+    /// read them. Only for statements whose effect does not depend on being run at once.
+    fn exec_for_ids_later(
+        &mut self,
+        sql: &'static str,
+        fixed: Vec<Val>,
+        id: Val,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let stmt = crate::deferred::with_ids(sql, fixed.len(), 1);
+            let mut args = fixed;
+            args.push(id);
+            self.exec(&stmt, args).await.map(drop)
+        }
+    }
+
     /// Runs `sql`, an INSERT of one row without `RETURNING`, into a table whose integer key
     /// column `key` the database assigns, and returns the new row's key. SQLite's batch
     /// writer reads the new rowid instead: SQLite runs `RETURNING` through a temporary table

@@ -22,6 +22,9 @@ pub struct Deferred<'c, C> {
     conn: &'c mut C,
     /// Each statement's rows, statements in the order they first came.
     waiting: Vec<(&'static str, Vec<Vec<Val>>)>,
+    /// The statements over ids ([`SqlConn::exec_for_ids_later`]): each with its fixed
+    /// arguments and the ids gathered, run after the rows.
+    over_ids: Vec<(&'static str, Vec<Val>, Vec<Val>)>,
 }
 
 impl<'c, C: SqlConn> Deferred<'c, C> {
@@ -29,12 +32,21 @@ impl<'c, C: SqlConn> Deferred<'c, C> {
         Deferred {
             conn,
             waiting: Vec::new(),
+            over_ids: Vec::new(),
         }
     }
 
-    /// How many rows wait.
+    /// How many rows wait (and ids for statements over them).
     pub fn waiting(&self) -> usize {
-        self.waiting.iter().map(|(_, rows)| rows.len()).sum()
+        self.waiting
+            .iter()
+            .map(|(_, rows)| rows.len())
+            .sum::<usize>()
+            + self
+                .over_ids
+                .iter()
+                .map(|(_, _, ids)| ids.len())
+                .sum::<usize>()
     }
 
     /// Writes every row waiting. After an error the transaction must not be committed (some
@@ -50,8 +62,26 @@ impl<'c, C: SqlConn> Deferred<'c, C> {
                 rest = later;
             }
         }
+        for (sql, fixed, ids) in std::mem::take(&mut self.over_ids) {
+            let mut rest = ids.as_slice();
+            while !rest.is_empty() {
+                let n = chunk(rest.len());
+                let (now, later) = rest.split_at(n);
+                let mut args = fixed.clone();
+                args.extend(now.iter().cloned());
+                self.conn.exec(&with_ids(sql, fixed.len(), n), args).await?;
+                rest = later;
+            }
+        }
         Ok(())
     }
+}
+
+/// `sql` with `$IDS` written as the list of `n` arguments that follow its `fixed` ones
+/// (`$k+1, …, $k+n`).
+pub(crate) fn with_ids(sql: &str, fixed: usize, n: usize) -> String {
+    let list: Vec<String> = (fixed + 1..=fixed + n).map(|i| format!("${i}")).collect();
+    sql.replace("$IDS", &list.join(", "))
 }
 
 /// The rows of the next statement, for `left` rows waiting: the largest power of two not
@@ -192,13 +222,43 @@ impl<C: SqlConn> SqlConn for Deferred<'_, C> {
         }
         Ok(())
     }
+
+    async fn exec_for_ids_later(
+        &mut self,
+        sql: &'static str,
+        fixed: Vec<Val>,
+        id: Val,
+    ) -> Result<()> {
+        match self
+            .over_ids
+            .iter_mut()
+            .find(|(s, f, _)| *s == sql && *f == fixed)
+        {
+            Some((_, _, ids)) => ids.push(id),
+            None => self.over_ids.push((sql, fixed, vec![id])),
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk, multi_row};
+    use super::{chunk, multi_row, with_ids};
     use crate::conn::Val;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_list_of_ids_follows_the_fixed_arguments() {
+        let sql = "INSERT INTO j SELECT $1, e.id FROM e WHERE e.id IN ($IDS) AND $2 = 1";
+        assert_eq!(
+            with_ids(sql, 2, 3),
+            "INSERT INTO j SELECT $1, e.id FROM e WHERE e.id IN ($3, $4, $5) AND $2 = 1"
+        );
+        assert_eq!(
+            with_ids("SELECT 1 WHERE x IN ($IDS)", 0, 1),
+            "SELECT 1 WHERE x IN ($1)"
+        );
+    }
 
     fn row(a: i64, b: &str) -> Vec<Val> {
         vec![Val::from(a), Val::from(b)]

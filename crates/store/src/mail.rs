@@ -15,6 +15,34 @@ pub async fn enabled<C: SqlConn>(conn: &mut C) -> Result<bool> {
         == 1)
 }
 
+/// A job of `kind` for the event `event_id` recorded in this transaction, if mail is on:
+/// its payload `{"event_id": …}`, its dedupe key `<kind>:<the event's dedupe key or id>`
+/// (an event noticed twice makes no second job). Through
+/// [`SqlConn::exec_for_ids_later`], so a group commit writes its events' jobs in one
+/// statement, with one read of `mail_state`.
+pub async fn enqueue_for_event<C: SqlConn>(
+    conn: &mut C,
+    kind: &str,
+    event_id: &str,
+    max_attempts: i64,
+) -> Result<()> {
+    conn.exec_for_ids_later(
+        ENQUEUE_FOR_EVENTS,
+        vals![kind, max_attempts],
+        event_id.into(),
+    )
+    .await
+}
+
+const ENQUEUE_FOR_EVENTS: &str =
+    "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at) \
+     SELECT $1, '{\"event_id\":\"' || e.id || '\"}', 'queued', $2, e.created_at, \
+            $1 || ':' || COALESCE(e.dedupe_key, e.id), e.created_at, e.created_at \
+     FROM events e \
+     WHERE e.id IN ($IDS) AND EXISTS (SELECT 1 FROM mail_state m WHERE m.id = 1 AND m.enabled = 1) \
+     ORDER BY e.seq \
+     ON CONFLICT (dedupe_key) DO NOTHING";
+
 /// Turns mail on or off for the installation.
 pub async fn set_enabled<C: SqlConn>(conn: &mut C, on: bool, now: i64) -> Result<()> {
     conn.exec(

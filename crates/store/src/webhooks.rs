@@ -149,50 +149,41 @@ pub async fn all<C: SqlConn>(conn: &mut C) -> Result<Vec<EndpointRow>> {
     .collect()
 }
 
-/// One event, for [`enqueue_for_event`].
-#[derive(Debug, Clone)]
-pub struct EventRef<'a> {
-    pub id: &'a str,
-    pub kind: &'a str,
-    pub organization_id: OrganizationId,
-    /// The prefix of each job's dedupe key: the job's is `<prefix><endpoint id>:<suffix>`.
-    pub key_prefix: &'a str,
-    pub key_suffix: &'a str,
-}
-
-/// In the event's transaction, one statement: a [`JOB_WEBHOOK`] job for each enabled
-/// endpoint subscribed to the event's kind (and to its organization, when it names one),
-/// each with its dedupe key, so an event noticed twice makes no second job. Reads nothing
-/// back and writes nothing when no endpoint is subscribed. Returns the jobs written.
+/// A [`JOB_WEBHOOK`] job for each enabled endpoint subscribed to the event's kind (and to
+/// its organization, when it names one), for the event `event_id` recorded in this
+/// transaction, each with its dedupe key (`webhook:<endpoint id>:<the event's dedupe key or
+/// id>`), so an event noticed twice makes no second job; nothing when no endpoint is
+/// subscribed. Through [`SqlConn::exec_for_ids_later`]: in a group commit on PostgreSQL the
+/// events of all its orders are fanned out in one statement after they are written (an
+/// order has two or three events; a statement each was as many round trips), jobs in the
+/// events' order.
 pub async fn enqueue_for_event<C: SqlConn>(
     conn: &mut C,
-    e: &EventRef<'_>,
+    event_id: &str,
     max_attempts: i64,
-    now: i64,
-) -> Result<u64> {
-    // `WHERE` before `ON CONFLICT` also keeps SQLite's parser from reading the conflict
-    // clause as a join's (https://sqlite.org/lang_upsert.html, "parsing ambiguity").
-    conn.exec(
-        "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at) \
-         SELECT $1, '{\"endpoint_id\":' || CAST(id AS TEXT) || ',\"event_id\":\"' || $2 || '\"}', \
-                'queued', $3, $4, $5 || CAST(id AS TEXT) || ':' || $6, $4, $4 \
-         FROM webhook_endpoints \
-         WHERE enabled = 1 AND (events = '*' OR events LIKE $7) \
-           AND (organization_id IS NULL OR organization_id = $8) \
-         ON CONFLICT (dedupe_key) DO NOTHING",
-        vals![
-            JOB_WEBHOOK,
-            e.id,
-            max_attempts,
-            now,
-            e.key_prefix,
-            e.key_suffix,
-            format!("%,{},%", e.kind),
-            e.organization_id.to_string()
-        ],
+) -> Result<()> {
+    conn.exec_for_ids_later(
+        ENQUEUE_FOR_EVENTS,
+        vals![JOB_WEBHOOK, max_attempts],
+        event_id.into(),
     )
     .await
 }
+
+// `WHERE` before `ON CONFLICT` also keeps SQLite's parser from reading the conflict clause
+// as a join's (https://sqlite.org/lang_upsert.html, "parsing ambiguity").
+const ENQUEUE_FOR_EVENTS: &str =
+    "INSERT INTO jobs (kind, payload, status, max_attempts, run_at, dedupe_key, created_at, modified_at) \
+     SELECT $1, '{\"endpoint_id\":' || CAST(w.id AS TEXT) || ',\"event_id\":\"' || e.id || '\"}', \
+            'queued', $2, e.created_at, \
+            'webhook:' || CAST(w.id AS TEXT) || ':' || COALESCE(e.dedupe_key, e.id), \
+            e.created_at, e.created_at \
+     FROM events e JOIN webhook_endpoints w \
+       ON w.enabled = 1 AND (w.events = '*' OR w.events LIKE '%,' || e.kind || ',%') \
+      AND (w.organization_id IS NULL OR w.organization_id = e.organization_id) \
+     WHERE e.id IN ($IDS) \
+     ORDER BY e.seq, w.id \
+     ON CONFLICT (dedupe_key) DO NOTHING";
 
 /// A staff redelivery: a [`JOB_WEBHOOK`] job of its own (no dedupe key), due now; its id.
 pub async fn enqueue_redelivery<C: SqlConn>(

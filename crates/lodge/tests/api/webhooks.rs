@@ -22,6 +22,7 @@ on_both_engines!(
     options = loopback_allowed;
     deliveries_are_signed_and_verify,
     endpoints_get_only_their_events,
+    orders_committed_together_each_get_their_deliveries,
     retries_after_errors_then_never_again,
     a_crash_between_send_and_record_resends_at_most_once,
     gives_up_after_about_a_day,
@@ -378,6 +379,96 @@ async fn endpoints_get_only_their_events(app: TestApp) {
     assert_eq!(rx.got().len(), 4);
     // A job per subscribed endpoint and event, none for the others.
     assert_eq!(webhook_jobs(&app).await.len(), 4);
+    app.stop().await;
+}
+
+/// Orders placed at once share group commits, where the events of all their orders are
+/// fanned out to the endpoints together after they are written: still exactly one job per
+/// subscribed endpoint and event, none for the others, and each endpoint's jobs in the
+/// order its events were recorded.
+async fn orders_committed_together_each_get_their_deliveries(app: TestApp) {
+    let rx = Receiver::start().await;
+    let all = id_of(&register(&app, &rx.url("/all"), &["*"]).await);
+    let paid = id_of(&register(&app, &rx.url("/paid"), &["invoice.paid"]).await);
+    register(&app, &rx.url("/hosting"), &["hosting.active"]).await;
+    add_credit(&app, &app.org_id(), "50.00").await; // ten of the thirty orders are paid
+    let plan = starter(&app);
+    let answers = futures::future::join_all((0..30).map(|i| {
+        let body = json!({ "plan_id": plan, "domain_source": "external",
+                           "domain_name": format!("together-{i}.test") });
+        let path = order_path(&app);
+        let key = app.key();
+        let app = &app;
+        async move { app.post(&path, &key, &body).await }
+    }))
+    .await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::CREATED),
+        "{answers:?}"
+    );
+
+    let events: Vec<(String, i64, String, String)> =
+        sqlx::query_as("SELECT id, seq, kind, subject FROM events ORDER BY seq")
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    let count = |k: &str| events.iter().filter(|e| e.2 == k).count();
+    assert_eq!(
+        (
+            count("order.created"),
+            count("invoice.created"),
+            count("invoice.paid")
+        ),
+        (30, 30, 10)
+    );
+    let by_id: std::collections::HashMap<&str, &(String, i64, String, String)> =
+        events.iter().map(|e| (e.0.as_str(), e)).collect();
+    // Each endpoint's jobs, oldest first: (event seq, kind, subject).
+    let mut per_endpoint: std::collections::BTreeMap<i64, Vec<(i64, &str, &str)>> =
+        Default::default();
+    for j in lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), "webhook")
+        .await
+        .unwrap()
+    {
+        let p: Value = serde_json::from_str(&j.payload).unwrap();
+        let e = by_id[p["event_id"].as_str().unwrap()];
+        per_endpoint
+            .entry(p["endpoint_id"].as_i64().unwrap())
+            .or_default()
+            .push((e.1, e.2.as_str(), e.3.as_str()));
+    }
+    let seqs = |jobs: &[(i64, &str, &str)]| {
+        let mut s: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+        s.sort_unstable();
+        s
+    };
+    let everything = per_endpoint.remove(&all).unwrap_or_default();
+    let all_events: Vec<i64> = events.iter().map(|e| e.1).collect();
+    assert_eq!(seqs(&everything), all_events, "one job per event");
+    // An invoice's `invoice.created` is delivered before its `invoice.paid`.
+    for (i, (seq, _, subject)) in everything.iter().enumerate() {
+        assert!(
+            everything[..i]
+                .iter()
+                .all(|(s, _, sub)| sub != subject || s < seq),
+            "{subject}: {everything:?}"
+        );
+    }
+    let only_paid = per_endpoint.remove(&paid).unwrap_or_default();
+    assert!(
+        only_paid.iter().all(|j| j.1 == "invoice.paid"),
+        "{only_paid:?}"
+    );
+    let paid_events: Vec<i64> = events
+        .iter()
+        .filter(|e| e.2 == "invoice.paid")
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(seqs(&only_paid), paid_events);
+    assert!(
+        per_endpoint.is_empty(),
+        "nothing for the others: {per_endpoint:?}"
+    );
     app.stop().await;
 }
 

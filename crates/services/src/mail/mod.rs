@@ -30,7 +30,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lodge_core::{Currency, Money};
-use lodge_store::jobs::{self, JobRow, NewJob};
+use lodge_store::jobs::JobRow;
 use lodge_store::SqlConn;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -110,29 +110,15 @@ impl Notice {
 }
 
 /// The mail consumer of an event, in the event's transaction: a `mail` job when the event
-/// is a notice and mail is on. Writes only (the job is held with the transaction's other
-/// deferred rows).
+/// is a notice and mail is on (both decided in the statement that writes it, which the
+/// orders' group commit runs once for all its events, after their rows).
 pub(crate) async fn on_event<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
     if Notice::for_event(event.kind, &event.data).is_none()
         || !MAIL_IN_PROCESS.load(Ordering::Relaxed)
-        || !lodge_store::mail::enabled(conn).await?
     {
         return Ok(());
     }
-    let payload = json!({ "event_id": event.id }).to_string();
-    let key = event.job_key(JOB_MAIL);
-    jobs::enqueue_later(
-        conn,
-        &NewJob {
-            kind: JOB_MAIL,
-            payload: &payload,
-            dedupe_key: Some(&key),
-            run_at: event.created_at,
-            max_attempts: MAX_ATTEMPTS,
-            now: event.created_at,
-        },
-    )
-    .await?;
+    lodge_store::mail::enqueue_for_event(conn, JOB_MAIL, &event.id, MAX_ATTEMPTS).await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ mod deliver;
 pub(crate) mod target;
 
 use lodge_core::OrganizationId;
-use lodge_store::webhooks::{self as store, EndpointInput, EndpointRow, EventRef};
+use lodge_store::webhooks::{self as store, EndpointInput, EndpointRow};
 use lodge_store::{SqlConn, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -43,19 +43,7 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// keyed by [`Event::job_key`] of `webhook:<endpoint id>`, so an event noticed twice makes no
 /// second job. It reads nothing back and does no I/O.
 pub(crate) async fn on_event<C: SqlConn>(conn: &mut C, event: &Event) -> Result<()> {
-    store::enqueue_for_event(
-        conn,
-        &EventRef {
-            id: &event.id,
-            kind: event.kind.as_str(),
-            organization_id: event.organization_id,
-            key_prefix: "webhook:",
-            key_suffix: event.dedupe_key.as_deref().unwrap_or(&event.id),
-        },
-        MAX_ATTEMPTS,
-        event.created_at,
-    )
-    .await?;
+    store::enqueue_for_event(conn, &event.id, MAX_ATTEMPTS).await?;
     Ok(())
 }
 
