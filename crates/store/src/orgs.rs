@@ -322,12 +322,55 @@ pub async fn order_quotas<C: crate::SqlConn>(
 ) -> Result<Option<OrderQuotas>> {
     let Some(row) = conn
         .fetch_row(
-            "SELECT o.instance_quota, o.domain_quota, \
-               (SELECT COUNT(*) FROM hosting h WHERE h.organization_id = o.id AND h.status IN \
-                 ('pending', 'provisioning', 'active', 'suspended', 'failed')), \
-               (SELECT COUNT(*) FROM domains d WHERE d.organization_id = o.id AND d.status IN \
-                 ('pending_registration', 'pending_transfer', 'active')) \
-             FROM organizations o WHERE o.id = $1",
+            &format!("SELECT {QUOTA_COLUMNS} FROM organizations o WHERE o.id = $1"),
+            crate::vals![org.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    quotas_of(&mut crate::Cols::new(row)).map(Some)
+}
+
+/// The columns of [`OrderQuotas`], of `organizations o`.
+macro_rules! quota_columns {
+    () => {
+        "o.instance_quota, o.domain_quota, \
+         (SELECT COUNT(*) FROM hosting h WHERE h.organization_id = o.id AND h.status IN \
+           ('pending', 'provisioning', 'active', 'suspended', 'failed')), \
+         (SELECT COUNT(*) FROM domains d WHERE d.organization_id = o.id AND d.status IN \
+           ('pending_registration', 'pending_transfer', 'active'))"
+    };
+}
+
+const QUOTA_COLUMNS: &str = quota_columns!();
+
+fn quotas_of(c: &mut crate::Cols) -> Result<OrderQuotas> {
+    Ok(OrderQuotas {
+        instance_quota: c.int()?,
+        domain_quota: c.int()?,
+        accounts: c.int()?,
+        domains: c.int()?,
+    })
+}
+
+/// An order's first write: the organization's credit balance, its row locked for the
+/// credit the order applies (as [`crate::billing::lock_credit`]), and its [`order_quotas`]
+/// counted under that lock. One statement on PostgreSQL (each is a round trip there); the
+/// two as they are elsewhere. `None` when the organization does not exist.
+pub async fn lock_credit_and_quotas<C: crate::SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+) -> Result<Option<(i64, OrderQuotas)>> {
+    if !conn.is_postgres() {
+        let Some(balance) = crate::billing::lock_credit(conn, org).await? else {
+            return Ok(None);
+        };
+        return Ok(order_quotas(conn, org).await?.map(|q| (balance, q)));
+    }
+    let Some(row) = conn
+        .fetch_row(
+            LOCK_CREDIT_AND_QUOTAS_POSTGRES,
             crate::vals![org.to_string()],
         )
         .await?
@@ -335,13 +378,16 @@ pub async fn order_quotas<C: crate::SqlConn>(
         return Ok(None);
     };
     let mut c = crate::Cols::new(row);
-    Ok(Some(OrderQuotas {
-        instance_quota: c.int()?,
-        domain_quota: c.int()?,
-        accounts: c.int()?,
-        domains: c.int()?,
-    }))
+    let balance = c.int()?;
+    Ok(Some((balance, quotas_of(&mut c)?)))
 }
+
+/// [`lock_credit_and_quotas`] on PostgreSQL: the lock [`crate::billing::lock_credit`] takes.
+const LOCK_CREDIT_AND_QUOTAS_POSTGRES: &str = concat!(
+    "SELECT o.credit_balance_minor, ",
+    quota_columns!(),
+    " FROM organizations o WHERE o.id = $1 FOR NO KEY UPDATE"
+);
 
 /// See [`order_quotas`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,21 @@ pub(crate) async fn refusals<C: SqlConn>(
     plan: &crate::catalog::Plan,
     domain: Option<&DomainPlan>,
 ) -> Result<Vec<(&'static str, String)>> {
-    let mut out = Vec::new();
     let Some(q) = orgs::order_quotas(conn, organization).await? else {
         return Err(ServiceError::NotFound);
     };
+    refusals_under(conn, organization, q, plan, domain).await
+}
+
+/// [`refusals`] given the organization's quotas and counts (read by the caller).
+async fn refusals_under<C: SqlConn>(
+    conn: &mut C,
+    organization: lodge_core::OrganizationId,
+    q: orgs::OrderQuotas,
+    plan: &crate::catalog::Plan,
+    domain: Option<&DomainPlan>,
+) -> Result<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
     if q.accounts >= q.instance_quota {
         out.push((
             "non_field_errors",
@@ -57,9 +68,14 @@ pub(crate) async fn refusals<C: SqlConn>(
     Ok(out)
 }
 
-/// [`refusals`] of a validated order, as the error of its write (the organization locked).
-pub(crate) async fn check<C: SqlConn>(conn: &mut C, o: &ValidOrder) -> Result<()> {
-    let refused = refusals(conn, o.organization, &o.plan, Some(&o.domain)).await?;
+/// [`refusals`] of a validated order, as the error of its write, given the quotas and
+/// counts read under the organization's lock ([`orgs::lock_credit_and_quotas`]).
+pub(crate) async fn check<C: SqlConn>(
+    conn: &mut C,
+    o: &ValidOrder,
+    q: orgs::OrderQuotas,
+) -> Result<()> {
+    let refused = refusals_under(conn, o.organization, q, &o.plan, Some(&o.domain)).await?;
     match refused.into_iter().next() {
         None => Ok(()),
         Some((field, message)) => Err(ServiceError::field(field, message)),

@@ -36,10 +36,10 @@ pub async fn place_order_in<C: SqlConn>(
     let billed = !(o.cycle == BillingCycle::Free && total == 0);
     // The organization is locked for every order (free ones too): its quotas are counted
     // under the lock, so orders at once cannot pass them together.
-    let balance = billing::lock_credit(conn, o.organization)
+    let (balance, quotas) = lodge_store::orgs::lock_credit_and_quotas(conn, o.organization)
         .await?
         .ok_or(ServiceError::NotFound)?;
-    super::quotas::check(conn, o).await?;
+    super::quotas::check(conn, o, quotas).await?;
     let credit = if billed && total > 0 {
         balance.clamp(0, total)
     } else {
