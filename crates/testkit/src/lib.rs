@@ -19,6 +19,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub mod chromium;
 pub mod cpanel;
@@ -165,6 +166,75 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
+}
+
+/// `(state, ppid)` of process `pid`, from `/proc/<pid>/stat`.
+pub(crate) fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
+    let mut rest = text.get(text.rfind(')')? + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+/// Whether `pid` runs (neither gone nor a zombie).
+pub(crate) fn is_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`) to `target` (a pid, or `-<pgid>` for a process
+/// group), quietly: the target may be gone already.
+pub(crate) fn signal(signal: &str, target: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", target])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Ends a server started by [`spawn_watchdog`] and everything in the watchdog's process
+/// group: `SIGTERM`, up to `grace` for the watchdog to exit, then `SIGKILL`, and reaps it.
+pub(crate) fn stop_process_group(watchdog: &mut std::process::Child, grace: Duration) {
+    let group = format!("-{}", watchdog.id());
+    signal("-TERM", &group);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(watchdog.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal("-KILL", &group);
+    let _ = watchdog.kill();
+    let _ = watchdog.wait();
+}
+
+/// Waits until `ready()` holds, polling every 50 ms for up to `timeout`; fails with
+/// `what` and the server's `log()` when the watchdog exits first or time runs out.
+pub(crate) async fn wait_until_ready(
+    watchdog: &mut std::process::Child,
+    what: &str,
+    timeout: Duration,
+    log: impl Fn() -> String,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = watchdog.try_wait()? {
+            anyhow::bail!("{what} exited ({status}); its log:\n{}", log());
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{what} did not start; its log:\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub(crate) fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Starts `sh -c <script> sh <args...>` detached from our process group

@@ -9,12 +9,14 @@
 //! dropping it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::{find_in_path, is_executable, running_as_root, tail};
+use crate::{
+    find_in_path, is_executable, listening, running_as_root, stop_process_group, tail,
+    wait_until_ready,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -167,23 +169,20 @@ impl MariaDbInstance {
             None,
         )
         .context("spawning mariadbd")?;
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = watchdog.try_wait()? {
-                bail!("mariadbd exited ({status}); its log:\n{}", tail(&log, 30));
+        let ready = wait_until_ready(
+            &mut watchdog,
+            &format!("mariadbd (127.0.0.1:{port})"),
+            TIMEOUT,
+            || tail(&log, 30),
+            || listening(port) && socket.exists(),
+        )
+        .await;
+        match ready {
+            Ok(()) => Ok((port, watchdog)),
+            Err(e) => {
+                stop_process_group(&mut watchdog, Duration::ZERO);
+                Err(e)
             }
-            let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if tcp && socket.exists() {
-                return Ok((port, watchdog));
-            }
-            if Instant::now() >= deadline {
-                let text = tail(&log, 30);
-                let group = format!("-{}", watchdog.id());
-                let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-                let _ = watchdog.wait();
-                bail!("mariadbd did not start on 127.0.0.1:{port}; its log:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -242,17 +241,6 @@ impl MariaDbInstance {
 
 impl Drop for MariaDbInstance {
     fn drop(&mut self) {
-        let group = format!("-{}", self.watchdog.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.watchdog.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        stop_process_group(&mut self.watchdog, Duration::from_secs(10));
     }
 }

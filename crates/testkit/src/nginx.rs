@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{find_in_path, is_executable, running_as_root, tail};
+use crate::{find_in_path, is_alive, is_executable, proc_stat as stat, running_as_root, tail};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -331,18 +331,6 @@ fn output_text(out: &Output) -> String {
 }
 
 /// `(state, ppid)` from `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
-    let mut rest = text.get(text.rfind(')')? + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((state, rest.next()?.parse().ok()?))
-}
-
-fn is_alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
-}
-
 /// Non-zombie children of `parent`.
 fn live_children(parent: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {

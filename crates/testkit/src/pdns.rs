@@ -9,12 +9,11 @@
 //! die without dropping it. [`dig`] asks it with `dig` (dnsutils).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::{find_in_path, is_executable, tail};
+use crate::{find_in_path, is_executable, listening, stop_process_group, tail, wait_until_ready};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const SCHEMA: &str = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql";
@@ -146,26 +145,15 @@ impl PdnsInstance {
     }
 
     async fn wait_ready(&mut self, log: &Path) -> anyhow::Result<()> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.watchdog.try_wait()? {
-                bail!("pdns_server exited ({status}); its log:\n{}", tail(log, 30));
-            }
-            let api = std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_ok();
-            let dns = std::net::TcpStream::connect(("127.0.0.1", self.dns_port)).is_ok();
-            if api && dns {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "pdns_server did not start (API 127.0.0.1:{}, DNS :{}); its log:\n{}",
-                    self.api_port,
-                    self.dns_port,
-                    tail(log, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (api, dns) = (self.api_port, self.dns_port);
+        wait_until_ready(
+            &mut self.watchdog,
+            &format!("pdns_server (API 127.0.0.1:{api}, DNS :{dns})"),
+            TIMEOUT,
+            || tail(log, 30),
+            || listening(api) && listening(dns),
+        )
+        .await
     }
 
     /// The API's base URL (`http://127.0.0.1:<port>`).
@@ -191,18 +179,7 @@ impl PdnsInstance {
 impl Drop for PdnsInstance {
     fn drop(&mut self) {
         // pdns_server runs in the watchdog's process group: end them together.
-        let group = format!("-{}", self.watchdog.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.watchdog.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        stop_process_group(&mut self.watchdog, Duration::from_secs(5));
     }
 }
 

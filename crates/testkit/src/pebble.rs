@@ -10,12 +10,11 @@
 //! stopped on drop, and a `/proc` watchdog stops it should the test process die first.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::{find_in_path, is_executable, tail};
+use crate::{find_in_path, is_executable, listening, stop_process_group, tail, wait_until_ready};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -119,26 +118,15 @@ impl PebbleInstance {
     }
 
     async fn wait_ready(&mut self, log: &Path) -> anyhow::Result<()> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.watchdog.try_wait()? {
-                bail!("pebble exited ({status}); its log:\n{}", tail(log, 30));
-            }
-            let acme = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
-            let mgmt = std::net::TcpStream::connect(("127.0.0.1", self.management_port)).is_ok();
-            if acme && mgmt {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "pebble did not start (127.0.0.1:{}, :{}); its log:\n{}",
-                    self.port,
-                    self.management_port,
-                    tail(log, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (acme, management) = (self.port, self.management_port);
+        wait_until_ready(
+            &mut self.watchdog,
+            &format!("pebble (127.0.0.1:{acme}, :{management})"),
+            TIMEOUT,
+            || tail(log, 30),
+            || listening(acme) && listening(management),
+        )
+        .await
     }
 
     /// The ACME directory URL.
@@ -185,18 +173,7 @@ impl PebbleInstance {
 
 impl Drop for PebbleInstance {
     fn drop(&mut self) {
-        let group = format!("-{}", self.watchdog.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.watchdog.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        stop_process_group(&mut self.watchdog, Duration::from_secs(5));
     }
 }
 

@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use crate::{find_in_path, is_executable, running_as_root, tail};
+use crate::{
+    find_in_path, is_alive, is_executable, running_as_root, signal, stop_process_group, tail,
+    wait_until_ready,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -130,20 +133,16 @@ impl PhpFpmInstance {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + TIMEOUT;
         let base = self.dir.path().join("base.sock");
-        loop {
-            if let Some(status) = self.watchdog.try_wait()? {
-                bail!("php-fpm exited ({status}); its log:\n{}", self.log());
-            }
-            if self.pid_file().is_file() && std::os::unix::net::UnixStream::connect(&base).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("php-fpm did not start; its log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (pid_file, dir) = (self.pid_file(), self.dir.path().to_owned());
+        wait_until_ready(
+            &mut self.watchdog,
+            "php-fpm",
+            TIMEOUT,
+            || master_log(&dir),
+            || pid_file.is_file() && std::os::unix::net::UnixStream::connect(&base).is_ok(),
+        )
+        .await
     }
 
     /// The php-fpm binary.
@@ -182,12 +181,17 @@ impl PhpFpmInstance {
 
     /// The master's logs so far (for failure messages).
     pub fn log(&self) -> String {
-        format!(
-            "{}\n{}",
-            tail(&self.dir.path().join("out.log"), 20),
-            tail(&self.dir.path().join("error.log"), 40)
-        )
+        master_log(self.dir.path())
     }
+}
+
+/// The logs of the master whose directory is `dir`.
+fn master_log(dir: &Path) -> String {
+    format!(
+        "{}\n{}",
+        tail(&dir.join("out.log"), 20),
+        tail(&dir.join("error.log"), 40)
+    )
 }
 
 impl Drop for PhpFpmInstance {
@@ -198,41 +202,13 @@ impl Drop for PhpFpmInstance {
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok());
         if let Some(pid) = master {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            signal("-TERM", &pid.to_string());
             let deadline = Instant::now() + Duration::from_secs(5);
-            while alive(pid) && Instant::now() < deadline {
+            while is_alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            signal("-KILL", &pid.to_string());
         }
-        let group = format!("-{}", self.watchdog.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.watchdog.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        stop_process_group(&mut self.watchdog, Duration::from_secs(5));
     }
-}
-
-/// Whether `pid` runs (neither gone nor a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 1..)?;
-            rest.split_whitespace()
-                .next()
-                .map(|st| st != "Z" && st != "X")
-        })
-        .unwrap_or(false)
 }
