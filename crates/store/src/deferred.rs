@@ -36,19 +36,6 @@ impl<'c, C: SqlConn> Deferred<'c, C> {
         }
     }
 
-    /// How many rows wait (and ids for statements over them).
-    pub fn waiting(&self) -> usize {
-        self.waiting
-            .iter()
-            .map(|(_, rows)| rows.len())
-            .sum::<usize>()
-            + self
-                .over_ids
-                .iter()
-                .map(|(_, _, ids)| ids.len())
-                .sum::<usize>()
-    }
-
     /// Writes every row waiting. After an error the transaction must not be committed (some
     /// rows may be missing).
     pub async fn flush(&mut self) -> Result<()> {
