@@ -321,10 +321,7 @@ pub async fn order_quotas<C: crate::SqlConn>(
     org: OrganizationId,
 ) -> Result<Option<OrderQuotas>> {
     let Some(row) = conn
-        .fetch_row(
-            &format!("SELECT {QUOTA_COLUMNS} FROM organizations o WHERE o.id = $1"),
-            crate::vals![org.to_string()],
-        )
+        .fetch_row(ORDER_QUOTAS, crate::vals![org.to_string()])
         .await?
     else {
         return Ok(None);
@@ -343,7 +340,11 @@ macro_rules! quota_columns {
     };
 }
 
-const QUOTA_COLUMNS: &str = quota_columns!();
+const ORDER_QUOTAS: &str = concat!(
+    "SELECT ",
+    quota_columns!(),
+    " FROM organizations o WHERE o.id = $1"
+);
 
 fn quotas_of(c: &mut crate::Cols) -> Result<OrderQuotas> {
     Ok(OrderQuotas {
