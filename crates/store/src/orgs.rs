@@ -329,14 +329,14 @@ pub async fn order_quotas<C: crate::SqlConn>(
     quotas_of(&mut crate::Cols::new(row)).map(Some)
 }
 
-/// The columns of [`OrderQuotas`], of `organizations o`.
+/// The columns of [`OrderQuotas`], of `organizations o`. The counts are kept with the rows
+/// in `organization_counts` by triggers (migration 0027: counting the rows cost an order
+/// more than all its inserts); an organization with no row there has none of either.
 macro_rules! quota_columns {
     () => {
         "o.instance_quota, o.domain_quota, \
-         (SELECT COUNT(*) FROM hosting h WHERE h.organization_id = o.id AND h.status IN \
-           ('pending', 'provisioning', 'active', 'suspended', 'failed')), \
-         (SELECT COUNT(*) FROM domains d WHERE d.organization_id = o.id AND d.status IN \
-           ('pending_registration', 'pending_transfer', 'active'))"
+         COALESCE((SELECT c.live_accounts FROM organization_counts c WHERE c.organization_id = o.id), 0), \
+         COALESCE((SELECT c.live_domains FROM organization_counts c WHERE c.organization_id = o.id), 0)"
     };
 }
 
@@ -359,6 +359,12 @@ fn quotas_of(c: &mut crate::Cols) -> Result<OrderQuotas> {
 /// credit the order applies (as [`crate::billing::lock_credit`]), and its [`order_quotas`]
 /// counted under that lock. One statement on PostgreSQL (each is a round trip there); the
 /// two as they are elsewhere. `None` when the organization does not exist.
+///
+/// On PostgreSQL the caller must hold the organization's lock already, from an earlier
+/// statement of its transaction (a group commit locks all its organizations first,
+/// [`crate::billing::lock_organizations`]): a statement that waits for a row lock still
+/// reads the other tables as they were when it started, so the counts read in the
+/// statement that waited would miss what the transaction it waited for committed.
 pub async fn lock_credit_and_quotas<C: crate::SqlConn>(
     conn: &mut C,
     org: OrganizationId,

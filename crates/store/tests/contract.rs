@@ -53,6 +53,7 @@ on_both_engines!(
     an_idempotency_key_is_claimed_once_and_answered,
     a_claim_commits_or_rolls_back_with_its_work,
     refunds_move_a_paid_invoice_and_never_past_what_it_received,
+    an_organizations_live_counts_follow_its_rows,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1157,5 +1158,123 @@ async fn refunds_move_a_paid_invoice_and_never_past_what_it_received(store: Stor
     assert!(
         !problems.iter().any(|p| p.contains("refunded total")),
         "{problems:?}"
+    );
+}
+
+/// The live accounts and domains an organization's quotas count (`organization_counts`,
+/// kept by the triggers of migration 0027) follow every way a row can come, change status
+/// and go: an insert, a transition that ends an account or a domain or brings one back, a
+/// status change that moves no count, a delete, a rolled-back transaction, another
+/// organization's rows, and many transactions at once.
+async fn an_organizations_live_counts_follow_its_rows(store: Store) {
+    use lodge_core::{DomainEvent, HostingEvent};
+    let w = world(&store).await;
+    let counts = |org: OrganizationId| {
+        let store = store.clone();
+        async move {
+            let mut conn = store.write_conn().await.unwrap();
+            let q = orgs::order_quotas(&mut *conn, org).await.unwrap().unwrap();
+            (q.accounts, q.domains)
+        }
+    };
+    assert_eq!(counts(w.org).await, (0, 0));
+
+    let mut conn = store.write_conn().await.unwrap();
+    let mut ids = Vec::new();
+    for (name, status) in [
+        ("p.example", "pending"),
+        ("a.example", "active"),
+        ("t.example", "terminated"),
+        ("c.example", "cancelled"),
+        ("f.example", "failed"),
+    ] {
+        let a = account(&w, name, status);
+        ids.push(a.id);
+        hosting::insert_hosting(&mut *conn, &a).await.unwrap();
+    }
+    let (registering, expired, gone) = (DomainId::new(), DomainId::new(), DomainId::new());
+    for (id, name, status) in [
+        (registering, "r.example", "pending_registration"),
+        (expired, "e.example", "expired"),
+        (gone, "g.example", "transferred_away"),
+    ] {
+        hosting::insert_domain(&mut *conn, &domain(&w, id, name, status))
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    assert_eq!(counts(w.org).await, (3, 1));
+
+    let mut conn = store.write_conn().await.unwrap();
+    // Paid (pending → provisioning) and provisioned: still live, no change.
+    for event in [HostingEvent::Paid, HostingEvent::Provisioned] {
+        assert!(hosting::transition(&mut *conn, ids[0], event, "", "t", NOW)
+            .await
+            .unwrap());
+    }
+    assert!(
+        hosting::transition(&mut *conn, ids[1], HostingEvent::Terminate, "", "t", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        hosting::set_domain_status(&mut conn, expired, DomainEvent::Restore, NOW)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    assert_eq!(counts(w.org).await, (2, 2));
+
+    // Rolled back: counted in the transaction, not after.
+    let mut tx = store.begin().await.unwrap();
+    hosting::insert_hosting(&mut tx, &account(&w, "rolled.example", "pending"))
+        .await
+        .unwrap();
+    let q = orgs::order_quotas(&mut tx, w.org).await.unwrap().unwrap();
+    assert_eq!((q.accounts, q.domains), (3, 2));
+    tx.rollback().await.unwrap();
+    assert_eq!(counts(w.org).await, (2, 2));
+
+    // Deleted rows (nothing in Lodge deletes them, a restore by hand might).
+    for sql in [
+        "DELETE FROM hosting_history WHERE hosting_id = $1",
+        "DELETE FROM hosting WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(ids[4].to_string())
+            .execute(store.writer())
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM domains WHERE id = $1")
+        .bind(registering.to_string())
+        .execute(store.writer())
+        .await
+        .unwrap();
+    assert_eq!(counts(w.org).await, (1, 1));
+
+    // Another organization's rows are its own; many transactions at once each count.
+    let other = world(&store).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("many{i}.example");
+                let mut tx = store.begin().await.unwrap();
+                hosting::insert_hosting(&mut tx, &account(&other, &name, "pending"))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(counts(other.org).await, (16, 0));
+    assert_eq!(counts(w.org).await, (1, 1));
+    assert_eq!(
+        checks::consistency_problems(store.reader()).await.unwrap(),
+        Vec::<String>::new()
     );
 }

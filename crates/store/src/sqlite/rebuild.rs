@@ -83,13 +83,15 @@ pub(super) async fn rebuild_order_tables(
 }
 
 /// One table to rebuild: its name, the body of its wanted definition (after the table
-/// name), its indexes' wanted definitions, and the high-water mark it keeps when it keeps
-/// `AUTOINCREMENT`.
+/// name), its indexes' wanted definitions, its triggers' definitions (dropping the table
+/// drops them: they are made again as they were), and the high-water mark it keeps when it
+/// keeps `AUTOINCREMENT`.
 #[derive(Debug)]
 struct Rebuild {
     table: &'static str,
     body: String,
     indexes: Vec<String>,
+    triggers: Vec<String>,
     high_water: Option<i64>,
 }
 
@@ -287,10 +289,17 @@ async fn tables_to_rebuild(conn: &mut sqlx::AnyConnection) -> Result<Vec<Rebuild
         .find_map(|prefix| wanted.strip_prefix(prefix.as_str()))
         .ok_or_else(|| StoreError::Corrupt(format!("unexpected definition of {table}: {sql}")))?
         .to_owned();
+        let triggers: Vec<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1 ORDER BY name",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?;
         tables.push(Rebuild {
             table,
             body,
             indexes: wanted_indexes,
+            triggers,
             high_water: keep_high_water,
         });
     }
@@ -328,6 +337,7 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static s
         table,
         body,
         indexes,
+        triggers,
         high_water,
     } in &tables
     {
@@ -354,6 +364,9 @@ async fn rebuild_tables(conn: &mut sqlx::AnyConnection) -> Result<Vec<&'static s
         }
         for index in indexes {
             tx.execute(index.as_str()).await?;
+        }
+        for trigger in triggers {
+            tx.execute(trigger.as_str()).await?;
         }
     }
     let broken_after = broken_references(&mut tx).await?;
@@ -523,6 +536,38 @@ mod tests {
         db.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
         assert_eq!(dump(&db), rows_before);
         assert_eq!(indexes(&db), indexes_before);
+        // The triggers that keep the organizations' counts (0027) are made again with the
+        // tables, and count what is written after.
+        let triggers: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            triggers,
+            [
+                "domains_count_delete",
+                "domains_count_insert",
+                "domains_count_update",
+                "hosting_count_delete",
+                "hosting_count_insert",
+                "hosting_count_update"
+            ]
+        );
+        let counts = |db: &rusqlite::Connection| -> (i64, i64) {
+            db.query_row(
+                "SELECT live_accounts, live_domains FROM organization_counts WHERE organization_id = 'org'",
+                [],
+                |r| Ok((r.get(0).unwrap(), r.get(1).unwrap())),
+            )
+            .unwrap()
+        };
+        assert_eq!(counts(&db), (2, 1));
+        db.execute_batch("UPDATE hosting SET status = 'cancelled' WHERE id = 'hs2'; UPDATE domains SET status = 'cancelled' WHERE id = 'dom';")
+            .unwrap();
+        assert_eq!(counts(&db), (1, 0));
         let broken: Vec<String> = db
             .prepare("PRAGMA foreign_key_check")
             .unwrap()
