@@ -104,12 +104,28 @@ pub async fn consistency_problems(pool: &AnyPool) -> Result<Vec<String>> {
         ("invoice numbers missing below the highest (gapless numbering)", "SELECT COALESCE(MAX(CAST(SUBSTR(number, 5) AS BIGINT)), 0) - COUNT(*) FROM invoices WHERE number LIKE 'INV-%'"),
         ("invoices whose refunded total their refunds do not add up to", "SELECT COUNT(*) FROM invoices i WHERE i.refunded_minor <> (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM refunds r WHERE r.invoice_id = i.id)"),
         ("refunds to credit the ledger does not show", "SELECT COUNT(*) FROM invoices i WHERE i.refunded_minor > 0 AND (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM refunds r WHERE r.invoice_id = i.id AND r.destination = 'credit') <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'refund')"),
-        ("organizations whose count of live accounts is not their live accounts (organization_counts)", "SELECT COUNT(*) FROM organizations o WHERE COALESCE((SELECT c.live_accounts FROM organization_counts c WHERE c.organization_id = o.id), 0) <> (SELECT COUNT(*) FROM hosting h WHERE h.organization_id = o.id AND h.status IN ('pending', 'provisioning', 'active', 'suspended', 'failed'))"),
-        ("organizations whose count of live domains is not their live domains (organization_counts)", "SELECT COUNT(*) FROM organizations o WHERE COALESCE((SELECT c.live_domains FROM organization_counts c WHERE c.organization_id = o.id), 0) <> (SELECT COUNT(*) FROM domains d WHERE d.organization_id = o.id AND d.status IN ('pending_registration', 'pending_transfer', 'active'))"),
         ("organizations whose ledger does not sum to the balance", "SELECT COUNT(*) FROM organizations o WHERE o.credit_balance_minor <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.organization_id = o.id)"),
     ];
+    // The counts the triggers keep (migration 0027) against the rows, live as core says.
+    let counted = [
+        ("accounts", "hosting", &*crate::hosting::LIVE_HOSTING),
+        ("domains", "domains", &*crate::hosting::LIVE_DOMAIN),
+    ]
+    .map(|(what, table, live)| {
+        (
+            format!(
+                "organizations whose count of live {what} (organization_counts) is not their live {what}"
+            ),
+            format!(
+                "SELECT COUNT(*) FROM organizations o WHERE COALESCE((SELECT c.live_{what} FROM organization_counts c \
+                 WHERE c.organization_id = o.id), 0) <> (SELECT COUNT(*) FROM {table} t \
+                 WHERE t.organization_id = o.id AND t.status IN {live})"
+            ),
+        )
+    });
+    let counted = counted.iter().map(|(w, s)| (w.as_str(), s.as_str()));
     let mut problems = vec![];
-    for (what, sql) in checks {
+    for (what, sql) in checks.into_iter().chain(counted) {
         let n = count(pool, sql, &[], None).await?;
         if n != 0 {
             problems.push(format!("{n} {what}"));

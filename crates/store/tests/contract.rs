@@ -1163,11 +1163,12 @@ async fn refunds_move_a_paid_invoice_and_never_past_what_it_received(store: Stor
 
 /// The live accounts and domains an organization's quotas count (`organization_counts`,
 /// kept by the triggers of migration 0027) follow every way a row can come, change status
-/// and go: an insert, a transition that ends an account or a domain or brings one back, a
-/// status change that moves no count, a delete, a rolled-back transaction, another
-/// organization's rows, and many transactions at once.
+/// and go, live as core says (`is_live`): an insert in every status, a transition that
+/// ends an account or a domain or brings one back, a status change that moves no count, a
+/// delete, a rolled-back transaction, another organization's rows, and many transactions
+/// at once.
 async fn an_organizations_live_counts_follow_its_rows(store: Store) {
-    use lodge_core::{DomainEvent, HostingEvent};
+    use lodge_core::{DomainEvent, DomainStatus, HostingEvent, HostingStatus, Status};
     let w = world(&store).await;
     let counts = |org: OrganizationId| {
         let store = store.clone();
@@ -1179,51 +1180,67 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
     };
     assert_eq!(counts(w.org).await, (0, 0));
 
+    // One account and one domain in each status.
     let mut conn = store.write_conn().await.unwrap();
-    let mut ids = Vec::new();
-    for (name, status) in [
-        ("p.example", "pending"),
-        ("a.example", "active"),
-        ("t.example", "terminated"),
-        ("c.example", "cancelled"),
-        ("f.example", "failed"),
-    ] {
-        let a = account(&w, name, status);
-        ids.push(a.id);
+    let mut accounts = std::collections::HashMap::new();
+    for status in HostingStatus::ALL {
+        let name = format!("{}.example", status.as_str());
+        let a = account(&w, &name, status.as_str());
+        accounts.insert(*status, a.id);
         hosting::insert_hosting(&mut *conn, &a).await.unwrap();
     }
-    let (registering, expired, gone) = (DomainId::new(), DomainId::new(), DomainId::new());
-    for (id, name, status) in [
-        (registering, "r.example", "pending_registration"),
-        (expired, "e.example", "expired"),
-        (gone, "g.example", "transferred_away"),
-    ] {
-        hosting::insert_domain(&mut *conn, &domain(&w, id, name, status))
+    let mut domains = std::collections::HashMap::new();
+    for status in DomainStatus::ALL {
+        let (id, name) = (DomainId::new(), format!("{}.example", status.as_str()));
+        domains.insert(*status, id);
+        hosting::insert_domain(&mut *conn, &domain(&w, id, &name, status.as_str()))
             .await
             .unwrap();
     }
     drop(conn);
-    assert_eq!(counts(w.org).await, (3, 1));
+    let live = |n: usize| i64::try_from(n).unwrap();
+    let (live_accounts, live_domains) = (
+        live(HostingStatus::ALL.iter().filter(|s| s.is_live()).count()),
+        live(DomainStatus::ALL.iter().filter(|s| s.is_live()).count()),
+    );
+    assert!(live_accounts > 1 && live_domains > 1);
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
 
     let mut conn = store.write_conn().await.unwrap();
     // Paid (pending → provisioning) and provisioned: still live, no change.
     for event in [HostingEvent::Paid, HostingEvent::Provisioned] {
-        assert!(hosting::transition(&mut *conn, ids[0], event, "", "t", NOW)
-            .await
-            .unwrap());
+        assert!(hosting::transition(
+            &mut *conn,
+            accounts[&HostingStatus::Pending],
+            event,
+            "",
+            "t",
+            NOW
+        )
+        .await
+        .unwrap());
     }
-    assert!(
-        hosting::transition(&mut *conn, ids[1], HostingEvent::Terminate, "", "t", NOW)
-            .await
-            .unwrap()
-    );
-    assert!(
-        hosting::set_domain_status(&mut conn, expired, DomainEvent::Restore, NOW)
-            .await
-            .unwrap()
-    );
+    assert!(hosting::transition(
+        &mut *conn,
+        accounts[&HostingStatus::Active],
+        HostingEvent::Terminate,
+        "",
+        "t",
+        NOW
+    )
+    .await
+    .unwrap());
+    assert!(hosting::set_domain_status(
+        &mut conn,
+        domains[&DomainStatus::Expired],
+        DomainEvent::Restore,
+        NOW
+    )
+    .await
+    .unwrap());
     drop(conn);
-    assert_eq!(counts(w.org).await, (2, 2));
+    let (live_accounts, live_domains) = (live_accounts - 1, live_domains + 1);
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
 
     // Rolled back: counted in the transaction, not after.
     let mut tx = store.begin().await.unwrap();
@@ -1231,9 +1248,9 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
         .await
         .unwrap();
     let q = orgs::order_quotas(&mut tx, w.org).await.unwrap().unwrap();
-    assert_eq!((q.accounts, q.domains), (3, 2));
+    assert_eq!((q.accounts, q.domains), (live_accounts + 1, live_domains));
     tx.rollback().await.unwrap();
-    assert_eq!(counts(w.org).await, (2, 2));
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
 
     // Deleted rows (nothing in Lodge deletes them, a restore by hand might).
     for sql in [
@@ -1241,17 +1258,18 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
         "DELETE FROM hosting WHERE id = $1",
     ] {
         sqlx::query(sql)
-            .bind(ids[4].to_string())
+            .bind(accounts[&HostingStatus::Failed].to_string())
             .execute(store.writer())
             .await
             .unwrap();
     }
     sqlx::query("DELETE FROM domains WHERE id = $1")
-        .bind(registering.to_string())
+        .bind(domains[&DomainStatus::PendingRegistration].to_string())
         .execute(store.writer())
         .await
         .unwrap();
-    assert_eq!(counts(w.org).await, (1, 1));
+    let (live_accounts, live_domains) = (live_accounts - 1, live_domains - 1);
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
 
     // Another organization's rows are its own; many transactions at once each count.
     let other = world(&store).await;
@@ -1272,7 +1290,7 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
         t.await.unwrap();
     }
     assert_eq!(counts(other.org).await, (16, 0));
-    assert_eq!(counts(w.org).await, (1, 1));
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
     assert_eq!(
         checks::consistency_problems(store.reader()).await.unwrap(),
         Vec::<String>::new()
