@@ -537,12 +537,26 @@ pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
     if applied <= 0 {
         return Ok(0);
     }
+    spend_credit(ctx, conn, org, invoice, applied).await?;
+    billing::add_credit_applied(conn, invoice, applied, ctx.now).await?;
+    Ok(applied)
+}
+
+/// The ledger's entry of `amount` of the organization's credit applied to an invoice (the
+/// balance moves with it). Call with the organization's row locked.
+async fn spend_credit<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    org: OrganizationId,
+    invoice: i64,
+    amount: i64,
+) -> Result<()> {
     billing::append_ledger(
         conn,
         &billing::NewLedgerEntry {
             organization_id: org,
             kind: "applied",
-            amount_minor: -applied,
+            amount_minor: -amount,
             currency: ctx.currency,
             invoice_id: Some(invoice),
             note: "Applied to invoice",
@@ -551,8 +565,7 @@ pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
         },
     )
     .await?;
-    billing::add_credit_applied(conn, invoice, applied, ctx.now).await?;
-    Ok(applied)
+    Ok(())
 }
 
 /// What activating one hosting account of an order writes, whether its order is paid as it
@@ -632,33 +645,44 @@ impl Activation {
     }
 }
 
-/// A pending order whose first invoice is paid: the order becomes active and each of its
-/// hosting accounts is activated ([`Activation`]: provisioning, its first period starting
-/// today, its jobs enqueued — once). `false` when the order was not pending.
+/// A pending order whose first invoice (`first_invoice`) is paid: the order becomes active
+/// and each of its hosting accounts is activated ([`Activation`]: provisioning, its first
+/// period starting today, its jobs enqueued — once). `false` when the order was not pending.
 pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     order_id: i64,
+    first_invoice: i64,
 ) -> Result<bool> {
     if !billing::transition_order(conn, order_id, OrderEvent::Paid, ctx.now).await? {
         return Ok(false);
     }
-    let first_invoice = billing::first_invoice_of_order(conn, order_id).await?;
     for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
-        if !hosting::transition(conn, id, HostingEvent::Paid, "paid", ctx.actor, ctx.now).await? {
-            continue;
-        }
         let status = match domain {
             Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
             None => None,
         };
         let months = first_months.map(|m| u32::try_from(m).unwrap_or(0));
         let activation = Activation::plan(ctx.today, months, status);
-        if let Some((start, end)) = &activation.period {
-            hosting::set_first_period(conn, id, start, end, ctx.now).await?;
-            if let Some(inv) = first_invoice {
-                billing::set_line_period(conn, inv, &id.to_string(), start, end).await?;
-            }
+        let period = activation
+            .period
+            .as_ref()
+            .map(|(start, end)| (start.as_str(), end.as_str()));
+        let moved = hosting::transition_starting(
+            conn,
+            id,
+            HostingEvent::Paid,
+            period,
+            "paid",
+            ctx.actor,
+            ctx.now,
+        )
+        .await?;
+        if !moved {
+            continue;
+        }
+        if let Some((start, end)) = period {
+            billing::set_line_period(conn, first_invoice, &id.to_string(), start, end).await?;
         }
         activation.enqueue_jobs(ctx, conn, id, domain).await?;
     }
@@ -675,9 +699,23 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
     if !billing::mark_paid(conn, invoice.id, ctx.now).await? {
         return Ok(false);
     }
+    settled(ctx, conn, invoice, None).await?;
+    Ok(true)
+}
+
+/// What follows an invoice's becoming paid (by this transaction): the order it is the first
+/// invoice of is activated, the renewal or plan change it bills takes effect, and the event
+/// `invoice.paid` is recorded — of `paid`, the invoice as it is now, when the caller has it
+/// (else read again).
+async fn settled<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: &InvoiceRow,
+    paid: Option<&InvoiceRow>,
+) -> Result<()> {
     match (invoice.order_id, invoice.kind) {
         (Some(order), InvoiceKind::First) => {
-            activate_order(ctx, conn, order).await?;
+            activate_order(ctx, conn, order, invoice.id).await?;
         }
         (_, InvoiceKind::Renewal) => {
             crate::renewals::renewal_paid(ctx, conn, invoice.id).await?;
@@ -685,20 +723,18 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
         _ => {}
     }
     crate::plan_change::on_invoice_paid(ctx, conn, invoice).await?;
-    crate::events::invoice_event(
-        conn,
-        crate::events::EventKind::InvoicePaid,
-        invoice.id,
-        ctx.now,
-    )
-    .await?;
-    Ok(true)
+    let kind = crate::events::EventKind::InvoicePaid;
+    match paid {
+        Some(row) => crate::events::invoice_event_of(conn, kind, row, ctx.now).await,
+        None => crate::events::invoice_event(conn, kind, invoice.id, ctx.now).await,
+    }
 }
 
 /// The writes of [`Lodge::pay_from_credit`], inside a transaction; on `Err` nothing of it
 /// may be committed. Takes its locks in the money paths' one order (docs/architecture.md):
 /// the organizations, then the invoices by ascending id, then (settling them) their orders
-/// and accounts.
+/// and accounts. Each organization's balance is read once, under its lock, and followed
+/// through the payment in memory.
 pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
@@ -713,10 +749,12 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             .ok_or(ServiceError::NotFound)?;
         orgs.insert(inv.organization_id);
     }
-    for &org in &orgs {
-        billing::lock_credit(conn, org)
+    let mut balances = std::collections::BTreeMap::new();
+    for org in orgs {
+        let balance = billing::lock_credit(conn, org)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        balances.insert(org, balance);
     }
     // The money paths' lock order: the organizations, the key, then the invoices.
     if let Some(k) = keyed {
@@ -733,19 +771,32 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             )));
         }
         let due = inv.amount_due();
-        let balance = billing::lock_credit(conn, inv.organization_id)
-            .await?
+        // Not locked above: the invoice moved to another organization meanwhile, which no
+        // path does; refused rather than paid from a balance not locked.
+        let balance = balances
+            .get_mut(&inv.organization_id)
             .ok_or(ServiceError::NotFound)?;
-        if balance < due {
+        if *balance < due {
             return Err(ServiceError::Conflict(
                 "The account credit does not cover what is due.".into(),
             ));
         }
-        apply_credit(ctx, conn, inv.organization_id, id, due).await?;
-        let inv = billing::invoice(conn, id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        settle(ctx, conn, &inv).await?;
+        let paid = if due > 0 {
+            spend_credit(ctx, conn, inv.organization_id, id, due).await?;
+            *balance -= due;
+            billing::apply_credit_in_full(conn, id, due, ctx.now).await?
+        } else {
+            // Nothing due (a zero invoice): marked paid as it is.
+            if billing::mark_paid(conn, id, ctx.now).await? {
+                billing::invoice(conn, id).await?
+            } else {
+                None
+            }
+        };
+        // Locked and unpaid above, and covered by what was applied: it is paid now.
+        let paid = paid
+            .ok_or_else(|| ServiceError::Internal(format!("invoice {id} was not marked paid")))?;
+        settled(ctx, conn, &inv, Some(&paid)).await?;
     }
     if let Some(k) = keyed {
         idempotency::answer_in(conn, &k.key, &k.outcome).await?;

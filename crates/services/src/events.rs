@@ -241,13 +241,22 @@ pub(crate) async fn invoice_event<C: SqlConn>(
     let Some(i) = lodge_store::billing::invoice(conn, invoice).await? else {
         return Ok(());
     };
-    let data = invoice_data(&i);
+    invoice_event_of(conn, kind, &i, now).await
+}
+
+/// [`invoice_event`] of the invoice as the caller has just read or written it.
+pub(crate) async fn invoice_event_of<C: SqlConn>(
+    conn: &mut C,
+    kind: EventKind,
+    i: &lodge_store::billing::InvoiceRow,
+    now: i64,
+) -> Result<()> {
     emit(
         conn,
         kind,
         i.organization_id,
-        format!("invoice:{invoice}"),
-        data,
+        format!("invoice:{}", i.id),
+        invoice_data(i),
         now,
     )
     .await

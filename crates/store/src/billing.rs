@@ -382,6 +382,36 @@ pub async fn add_credit_applied<C: SqlConn>(
     Ok(())
 }
 
+/// Applies `amount` of credit to an unpaid invoice that it covers in full and marks it
+/// paid, in one statement: the invoice as it is now, or `None` (and nothing written) when it
+/// was not unpaid or `amount` does not cover what is due. Call with its organization's row
+/// locked ([`lock_credit`]) and the ledger entry for `amount` in the same transaction.
+/// SQLite runs `RETURNING` through a temporary b-tree per statement; its one writer reads
+/// the invoice back instead.
+pub async fn apply_credit_in_full<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    amount: i64,
+    now: i64,
+) -> Result<Option<InvoiceRow>> {
+    const UPDATE: &str = "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2,
+             status = 'paid', paid_at = $3, modified_at = $3
+         WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + $2 + paid_minor >= total_minor";
+    static RETURNING: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{UPDATE} RETURNING {INVOICE_COLUMNS}"));
+    if conn.is_postgres() {
+        return conn
+            .fetch_row(&RETURNING, vals![invoice, amount, now])
+            .await?
+            .map(InvoiceRow::from_vals)
+            .transpose();
+    }
+    if conn.exec(UPDATE, vals![invoice, amount, now]).await? == 0 {
+        return Ok(None);
+    }
+    self::invoice(conn, invoice).await
+}
+
 pub async fn add_paid(conn: &mut AnyConnection, invoice: i64, amount: i64, now: i64) -> Result<()> {
     sqlx::query("UPDATE invoices SET paid_minor = paid_minor + $2, modified_at = $3 WHERE id = $1")
         .bind(invoice)

@@ -179,20 +179,62 @@ pub async fn transition<C: SqlConn>(
     actor: &str,
     now: i64,
 ) -> Result<bool> {
-    let sql = crate::dialect::lock_hosting_status(conn.dialect());
-    let Some(current) = conn.fetch_text(sql, vals![id.to_string()]).await? else {
-        return Ok(false);
+    transition_starting(conn, id, event, None, note, actor, now).await
+}
+
+/// [`transition`], and with `period` (`(anchor, next due date)`) the account's billing
+/// periods start in the same update ([`set_first_period`]).
+///
+/// An event with one source status (payment: `pending` → `provisioning`) is one conditional
+/// update, which PostgreSQL checks again on the row as it is once locked; otherwise the
+/// status is read under the row's lock, then updated.
+pub async fn transition_starting<C: SqlConn>(
+    conn: &mut C,
+    id: HostingId,
+    event: HostingEvent,
+    period: Option<(&str, &str)>,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    const SET: &str = "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1";
+    const SET_PERIOD: &str = "UPDATE hosting SET status = $2, modified_at = $3,
+             period_anchor = $4, next_due_date = $5 WHERE id = $1";
+    let mut args = vals![id.to_string()];
+    let (from, to, only_from) = match HostingStatus::sources(event).as_slice() {
+        [only] => {
+            let Some(to) = only.next(event) else {
+                return Ok(false);
+            };
+            (*only, to, true)
+        }
+        _ => {
+            let sql = crate::dialect::lock_hosting_status(conn.dialect());
+            let Some(current) = conn.fetch_text(sql, args.clone()).await? else {
+                return Ok(false);
+            };
+            let current: HostingStatus = crate::parse(&current)?;
+            let Some(to) = current.next(event) else {
+                return Ok(false);
+            };
+            (current, to, false)
+        }
     };
-    let current: HostingStatus = crate::parse(&current)?;
-    let Some(to) = current.next(event) else {
+    args.push(to.as_str().into());
+    args.push(now.into());
+    let mut sql = String::from(if period.is_some() { SET_PERIOD } else { SET });
+    if let Some((anchor, due)) = period {
+        args.push(anchor.into());
+        args.push(due.into());
+    }
+    if only_from {
+        sql.push_str(&format!(" AND status = ${}", args.len() + 1));
+        args.push(from.as_str().into());
+    }
+    if conn.exec(&sql, args).await? == 0 {
         return Ok(false);
-    };
-    conn.exec(
-        "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1",
-        vals![id.to_string(), to.as_str(), now],
-    )
-    .await?;
-    record_history(conn, id, Some(current), to, note, actor, now).await?;
+    }
+    record_history(conn, id, Some(from), to, note, actor, now).await?;
     Ok(true)
 }
 
