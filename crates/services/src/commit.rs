@@ -106,6 +106,10 @@ pub trait BatchWrite: 'static {
     /// How the first attempt at a batch keeps its units apart.
     const FIRST: Units = Units::Whole;
 
+    /// [`BatchWrite::FIRST`] on PostgreSQL, where a savepoint is a subtransaction and two
+    /// more round trips a unit.
+    const FIRST_ON_POSTGRES: Units = Self::FIRST;
+
     /// On PostgreSQL with [`Units::Whole`], the rows nothing reads before the commit may be
     /// written together after the last unit ([`Deferred`]), a few statements a table
     /// instead of a round trip each.
@@ -227,7 +231,11 @@ pub async fn commit_on_pool<B: BatchWrite>(
     units: &[B::Unit],
     collisions: &AtomicU64,
 ) -> std::result::Result<Outcomes<B::Outcome>, StoreError> {
-    let mut mode = B::FIRST;
+    let mut mode = if store.engine() == lodge_store::Engine::Postgres {
+        B::FIRST_ON_POSTGRES
+    } else {
+        B::FIRST
+    };
     let mut attempt = 1;
     loop {
         let run = async {

@@ -137,7 +137,7 @@ pub struct Lodge {
     pub drivers: drivers::Drivers,
     /// Group commit of orders (SQLite's batch writer, PostgreSQL).
     pub batcher: Option<orders::OrderBatcher>,
-    /// Group commit of payments from credit (SQLite's batch writer).
+    /// Group commit of payments from credit (SQLite's batch writer, or PostgreSQL).
     pub payments: Option<billing::PaymentBatcher>,
     /// Recently checked API keys.
     pub key_cache: auth::KeyCache,
@@ -163,7 +163,7 @@ impl Lodge {
         let runtime = tokio::runtime::Handle::try_current().is_ok();
         let batcher = (group_commit && runtime)
             .then(|| orders::OrderBatcher::start("lodge-orders", store.clone()));
-        let payments = (store.has_batch_writer() && runtime)
+        let payments = (group_commit && runtime)
             .then(|| billing::PaymentBatcher::start("lodge-payments", store.clone()));
         let drivers = drivers::Drivers::default();
         drivers.register(Arc::new(

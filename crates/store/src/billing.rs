@@ -593,6 +593,23 @@ pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId
     Ok(())
 }
 
+/// [`lock_organizations`] of the organizations the invoices belong to, in one statement
+/// (PostgreSQL; SQLite has a single writer). Invoices that do not exist lock nothing.
+pub async fn lock_organizations_of_invoices<C: SqlConn>(
+    conn: &mut C,
+    invoices: &[i64],
+) -> Result<()> {
+    if !conn.dialect().locks_rows() || invoices.is_empty() {
+        return Ok(());
+    }
+    let ids: std::collections::BTreeSet<i64> = invoices.iter().copied().collect();
+    let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
+    crate::conn::pad_to_power_of_two(&mut args);
+    conn.exec(&dialect::lock_organizations_of_invoices(args.len()), args)
+        .await?;
+    Ok(())
+}
+
 // ---- payments ----
 
 #[derive(Debug, Clone, FromRow)]

@@ -191,6 +191,17 @@ pub(crate) fn lock_organizations(count: usize) -> String {
     )
 }
 
+/// Locks the rows of the organizations of `count` invoices, `$1`…`$count`, in the order of
+/// their ids (as [`lock_organizations`]). Only where a dialect [`Dialect::locks_rows`].
+pub(crate) fn lock_organizations_of_invoices(count: usize) -> String {
+    format!(
+        "SELECT id FROM organizations WHERE id IN
+             (SELECT organization_id FROM invoices WHERE id IN ({}))
+         ORDER BY id FOR NO KEY UPDATE",
+        placeholders(1, count)
+    )
+}
+
 /// Takes the transaction-scoped advisory locks `$1`…`$count`, in ascending order: the
 /// sorted ids are a fenced subquery (`OFFSET 0`), so the locks are taken row by row in
 /// that order. Only where a dialect [`Dialect::locks_rows`].

@@ -1557,8 +1557,9 @@ async fn a_keyed_order_that_fails_keeps_nothing_under_its_key(app: TestApp) {
 // ---- 6. the payment page ----
 
 /// Twelve pending invoices, credit for ten, every invoice paid twice at once through the
-/// payment page (on SQLite, payments share commits on the batch writer, each in its own
-/// savepoint): exactly ten are paid, each once, and the ledger adds up to the balance.
+/// payment page (payments share commits: on SQLite each in its own savepoint, on PostgreSQL
+/// a batch that meets a refused payment runs again with savepoints): exactly ten are paid,
+/// each once, and the ledger adds up to the balance.
 async fn concurrent_payments_from_credit_each_pay_once(app: TestApp) {
     let org = app.org_id();
     let plan = starter(&app);
