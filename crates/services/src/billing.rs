@@ -781,20 +781,13 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
                 "The account credit does not cover what is due.".into(),
             ));
         }
-        let paid = if due > 0 {
+        if due > 0 {
             spend_credit(ctx, conn, inv.organization_id, id, due).await?;
             *balance -= due;
-            billing::apply_credit_in_full(conn, id, due, ctx.now).await?
-        } else {
-            // Nothing due (a zero invoice): marked paid as it is.
-            if billing::mark_paid(conn, id, ctx.now).await? {
-                billing::invoice(conn, id).await?
-            } else {
-                None
-            }
-        };
+        }
         // Locked and unpaid above, and covered by what was applied: it is paid now.
-        let paid = paid
+        let paid = billing::apply_credit_in_full(conn, id, due, ctx.now)
+            .await?
             .ok_or_else(|| ServiceError::Internal(format!("invoice {id} was not marked paid")))?;
         settled(ctx, conn, &inv, Some(&paid)).await?;
     }

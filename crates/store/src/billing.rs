@@ -318,18 +318,6 @@ pub async fn invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<Invoice
     .transpose()
 }
 
-/// The first invoice of an order, if it has one.
-pub async fn first_invoice_of_order<C: SqlConn>(
-    conn: &mut C,
-    order_id: i64,
-) -> Result<Option<i64>> {
-    conn.fetch_int(
-        "SELECT id FROM invoices WHERE order_id = $1 AND kind = 'first' ORDER BY id LIMIT 1",
-        vals![order_id],
-    )
-    .await
-}
-
 pub async fn invoices_page(
     db: &sqlx::AnyPool,
     org: OrganizationId,
@@ -382,34 +370,27 @@ pub async fn add_credit_applied<C: SqlConn>(
     Ok(())
 }
 
+/// An unpaid invoice that `$2` more credit covers (`$2` may be 0) gets that credit and is
+/// marked paid (at `$3`).
+const PAY_IN_FULL: &str = "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2,
+         status = 'paid', paid_at = $3, modified_at = $3
+     WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + $2 + paid_minor >= total_minor";
+
 /// Applies `amount` of credit to an unpaid invoice that it covers in full and marks it
 /// paid, in one statement: the invoice as it is now, or `None` (and nothing written) when it
 /// was not unpaid or `amount` does not cover what is due. Call with its organization's row
 /// locked ([`lock_credit`]) and the ledger entry for `amount` in the same transaction.
-/// SQLite runs `RETURNING` through a temporary b-tree per statement; its one writer reads
-/// the invoice back instead.
 pub async fn apply_credit_in_full<C: SqlConn>(
     conn: &mut C,
     invoice: i64,
     amount: i64,
     now: i64,
 ) -> Result<Option<InvoiceRow>> {
-    const UPDATE: &str = "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2,
-             status = 'paid', paid_at = $3, modified_at = $3
-         WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + $2 + paid_minor >= total_minor";
-    static RETURNING: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{UPDATE} RETURNING {INVOICE_COLUMNS}"));
-    if conn.is_postgres() {
-        return conn
-            .fetch_row(&RETURNING, vals![invoice, amount, now])
-            .await?
-            .map(InvoiceRow::from_vals)
-            .transpose();
-    }
-    if conn.exec(UPDATE, vals![invoice, amount, now]).await? == 0 {
-        return Ok(None);
-    }
-    self::invoice(conn, invoice).await
+    let args = vals![invoice, amount, now];
+    dialect::update_returning(conn, "invoices", PAY_IN_FULL, INVOICE_COLUMNS, args)
+        .await?
+        .map(InvoiceRow::from_vals)
+        .transpose()
 }
 
 pub async fn add_paid(conn: &mut AnyConnection, invoice: i64, amount: i64, now: i64) -> Result<()> {
@@ -425,13 +406,7 @@ pub async fn add_paid(conn: &mut AnyConnection, invoice: i64, amount: i64, now: 
 /// `unpaid` → `paid` when nothing is left due; `false` if it was not unpaid or not covered
 /// (so a payment activates the order exactly once).
 pub async fn mark_paid<C: SqlConn>(conn: &mut C, invoice: i64, now: i64) -> Result<bool> {
-    let changed = conn
-        .exec(
-            "UPDATE invoices SET status = 'paid', paid_at = $2, modified_at = $2
-             WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + paid_minor >= total_minor",
-            vals![invoice, now],
-        )
-        .await?;
+    let changed = conn.exec(PAY_IN_FULL, vals![invoice, 0, now]).await?;
     Ok(changed == 1)
 }
 
@@ -579,18 +554,9 @@ pub async fn number_invoices<C: SqlConn>(
 /// statement and one order shared by every caller (PostgreSQL; SQLite has a single
 /// writer). A group commit takes its organizations' locks this way before placing any
 /// order, so two batches never hold one organization each while waiting for the other's.
-/// The list is padded to a power of two (repeating its last id), so a few statement texts
-/// serve every batch size from sqlx's per-connection statement cache.
 pub async fn lock_organizations<C: SqlConn>(conn: &mut C, orgs: &[OrganizationId]) -> Result<()> {
-    if !conn.dialect().locks_rows() || orgs.is_empty() {
-        return Ok(());
-    }
     let ids: std::collections::BTreeSet<String> = orgs.iter().map(ToString::to_string).collect();
-    let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
-    crate::conn::pad_to_power_of_two(&mut args);
-    conn.exec(&dialect::lock_organizations(args.len()), args)
-        .await?;
-    Ok(())
+    lock_in_one_statement(conn, ids, dialect::lock_organizations).await
 }
 
 /// [`lock_organizations`] of the organizations the invoices belong to, in one statement
@@ -599,14 +565,24 @@ pub async fn lock_organizations_of_invoices<C: SqlConn>(
     conn: &mut C,
     invoices: &[i64],
 ) -> Result<()> {
-    if !conn.dialect().locks_rows() || invoices.is_empty() {
+    let ids: std::collections::BTreeSet<i64> = invoices.iter().copied().collect();
+    lock_in_one_statement(conn, ids, dialect::lock_organizations_of_invoices).await
+}
+
+/// Runs `sql` over the ids, where the dialect locks rows: the list padded to a power of two
+/// (repeating its last id), so a few statement texts serve every batch size from sqlx's
+/// per-connection statement cache.
+async fn lock_in_one_statement<C: SqlConn, T: Into<Val>>(
+    conn: &mut C,
+    ids: std::collections::BTreeSet<T>,
+    sql: fn(usize) -> String,
+) -> Result<()> {
+    if !conn.dialect().locks_rows() || ids.is_empty() {
         return Ok(());
     }
-    let ids: std::collections::BTreeSet<i64> = invoices.iter().copied().collect();
-    let mut args: Vec<Val> = ids.into_iter().map(Val::from).collect();
+    let mut args: Vec<Val> = ids.into_iter().map(Into::into).collect();
     crate::conn::pad_to_power_of_two(&mut args);
-    conn.exec(&dialect::lock_organizations_of_invoices(args.len()), args)
-        .await?;
+    conn.exec(&sql(args.len()), args).await?;
     Ok(())
 }
 

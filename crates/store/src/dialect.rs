@@ -15,7 +15,7 @@
 
 use std::sync::LazyLock;
 
-use crate::conn::SqlConn;
+use crate::conn::{SqlConn, Val};
 use crate::{vals, Engine, Result};
 
 /// The engine a statement runs on, as far as its text is concerned ([`SqlConn::dialect`]).
@@ -107,36 +107,57 @@ pub(crate) fn lock_credit(d: Dialect) -> &'static str {
     LOCK_CREDIT.get(d)
 }
 
+/// Runs `update`, an `UPDATE {table} … WHERE id = $1 …`, and returns `columns` of the row
+/// it changed (`None`: it changed none). In one statement on PostgreSQL; SQLite runs
+/// `RETURNING` through a temporary b-tree per statement, and its one writer reads the row
+/// back instead, in the same transaction.
+pub(crate) async fn update_returning<C: SqlConn>(
+    conn: &mut C,
+    table: &str,
+    update: &str,
+    columns: &str,
+    args: Vec<Val>,
+) -> Result<Option<Vec<Val>>> {
+    if conn.is_postgres() {
+        return conn
+            .fetch_row(&format!("{update} RETURNING {columns}"), args)
+            .await;
+    }
+    let id = args.first().cloned();
+    if conn.exec(update, args).await? == 0 {
+        return Ok(None);
+    }
+    conn.fetch_row(
+        &format!("SELECT {columns} FROM {table} WHERE id = $1"),
+        id.into_iter().collect(),
+    )
+    .await
+}
+
 /// Moves organization `org`'s credit balance by `amount` and returns the new balance
-/// (`None`: no such organization). In one statement on PostgreSQL; SQLite runs `RETURNING`
-/// through a temporary b-tree per statement, and its one writer reads the new balance back
-/// instead, in the same transaction.
+/// (`None`: no such organization), through [`update_returning`].
 pub(crate) async fn add_to_balance<C: SqlConn>(
     conn: &mut C,
     org: &str,
     amount: i64,
     now: i64,
 ) -> Result<Option<i64>> {
-    const UPDATE: &str =
+    let row = update_returning(
+        conn,
+        "organizations",
         "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
-         WHERE id = $1";
-    if conn.is_postgres() {
-        return conn
-            .fetch_int(
-                "UPDATE organizations SET credit_balance_minor = credit_balance_minor + $2, modified_at = $3
-                 WHERE id = $1 RETURNING credit_balance_minor",
-                vals![org, amount, now],
-            )
-            .await;
-    }
-    if conn.exec(UPDATE, vals![org, amount, now]).await? == 0 {
-        return Ok(None);
-    }
-    conn.fetch_int(
-        "SELECT credit_balance_minor FROM organizations WHERE id = $1",
-        vals![org],
+         WHERE id = $1",
+        "credit_balance_minor",
+        vals![org, amount, now],
     )
-    .await
+    .await?;
+    match row.as_deref() {
+        None => Ok(None),
+        Some([balance]) => balance.int(),
+        Some(_) => Err(crate::StoreError::Corrupt(
+            "the balance's update returned other columns".into(),
+        )),
+    }
 }
 
 static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {

@@ -183,7 +183,8 @@ pub async fn transition<C: SqlConn>(
 }
 
 /// [`transition`], and with `period` (`(anchor, next due date)`) the account's billing
-/// periods start in the same update ([`set_first_period`]).
+/// periods start in the same update: the first period's start (its anchor) and end (its
+/// next due date).
 ///
 /// An event with one source status (payment: `pending` → `provisioning`) is one conditional
 /// update, which PostgreSQL checks again on the row as it is once locked; otherwise the
@@ -246,23 +247,6 @@ pub async fn lock_hosting(conn: &mut AnyConnection, id: HostingId) -> Result<Opt
         return Ok(None);
     }
     hosting(&mut *conn, id).await
-}
-
-/// Starts an account's billing periods: the first period's start (its anchor) and end
-/// (its next due date).
-pub async fn set_first_period<C: SqlConn>(
-    conn: &mut C,
-    id: HostingId,
-    anchor: &str,
-    next_due_date: &str,
-    now: i64,
-) -> Result<()> {
-    conn.exec(
-        "UPDATE hosting SET period_anchor = $2, next_due_date = $3, modified_at = $4 WHERE id = $1",
-        vals![id.to_string(), anchor, next_due_date, now],
-    )
-    .await?;
-    Ok(())
 }
 
 /// What activating or cancelling an order needs of each of its hosting accounts: the id,
