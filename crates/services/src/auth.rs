@@ -472,22 +472,32 @@ impl Lodge {
         if p.organization.is_some_and(|o| o != org) {
             return Err(ServiceError::NotFound);
         }
-        let role = match orgs::role_of(db, org, p.user).await? {
-            Some(r) => Role::parse(&r)
-                .ok_or_else(|| ServiceError::Internal(format!("unknown role {r:?}")))?,
-            None if p.is_staff && p.has_scope("admin") => {
-                if !orgs::exists(db, org).await? {
-                    return Err(ServiceError::NotFound);
-                }
-                Role::Owner
-            }
-            None => return Err(ServiceError::NotFound),
-        };
+        let role = orgs::role_of(db, org, p.user).await?;
+        if role.is_none() && self.is_operator(p) && !orgs::exists(db, org).await? {
+            return Err(ServiceError::NotFound);
+        }
         Ok(Access {
             organization: org,
-            role,
+            role: self.role_or_staff(p, role)?,
             principal: p.clone(),
         })
+    }
+
+    /// Staff with the admin scope act as owners of every organization.
+    fn is_operator(&self, p: &Principal) -> bool {
+        p.is_staff && p.has_scope("admin")
+    }
+
+    /// The caller's role from its membership (`None`: none) in an organization that exists:
+    /// an operator without one acts as its owner; anyone else is not shown it.
+    fn role_or_staff(&self, p: &Principal, membership: Option<String>) -> Result<Role> {
+        match membership {
+            Some(r) => {
+                Role::parse(&r).ok_or_else(|| ServiceError::Internal(format!("unknown role {r:?}")))
+            }
+            None if self.is_operator(p) => Ok(Role::Owner),
+            None => Err(ServiceError::NotFound),
+        }
     }
 
     /// The caller's organization as an `/apiv2` customer: the key's organization, or the
@@ -514,12 +524,20 @@ impl Lodge {
         org: OrganizationId,
         project: ProjectId,
     ) -> Result<(Access, orgs::ProjectRow)> {
-        // One read connection for the three reads (on SQLite they run right here).
+        if p.organization.is_some_and(|o| o != org) {
+            return Err(ServiceError::NotFound);
+        }
+        // The project and the caller's role in one read (a guest's project membership is a
+        // second): no project there or no role answer the same.
         let mut db = self.store.read_conn().await?;
-        let access = self.access_on(&mut db, p, org).await?;
-        let row = orgs::project(&mut db, org, project)
+        let (role, row) = orgs::project_with_role(&mut db, org, project, p.user)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        let access = Access {
+            organization: org,
+            role: self.role_or_staff(p, role)?,
+            principal: p.clone(),
+        };
         if let Some(guest) = access.guest_user() {
             if !orgs::is_project_member(&mut db, project, guest).await? {
                 return Err(ServiceError::NotFound);
@@ -530,7 +548,7 @@ impl Lodge {
 
     /// Staff-only operations (the admin API, the operator's CLI acts as staff directly).
     pub fn require_staff(&self, p: &Principal) -> Result<()> {
-        if p.is_staff && p.has_scope("admin") {
+        if self.is_operator(p) {
             Ok(())
         } else {
             Err(ServiceError::Forbidden(

@@ -1,9 +1,9 @@
 //! Organizations, memberships and projects.
 
-use lodge_core::{OrganizationId, ProjectId, UserId};
+use lodge_core::{OrganizationId, PlanId, ProjectId, UserId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Cols, Result, SqlConn, Val};
+use crate::{vals, Cols, Result, SqlConn, StoreError, Val};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OrgRow {
@@ -241,6 +241,35 @@ pub async fn project<C: SqlConn>(
     .transpose()
 }
 
+/// A project of an organization with the caller's role in that organization (`None`: no
+/// membership), in one read: a project-scoped request's access check and its project are
+/// one round trip. `None` when the organization has no such project.
+pub async fn project_with_role<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    id: ProjectId,
+    user: UserId,
+) -> Result<Option<(Option<String>, ProjectRow)>> {
+    let Some(mut row) = conn
+        .fetch_row(
+            &format!(
+                "SELECT {PROJECT_COLUMNS}, (SELECT m.role FROM memberships m \
+                 WHERE m.organization_id = $1 AND m.user_id = $3) \
+                 FROM projects WHERE organization_id = $1 AND id = $2"
+            ),
+            vals![org.to_string(), id.to_string(), user.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let role = row
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("a project without its role column".into()))?;
+    let role = role.text()?.map(str::to_owned);
+    Ok(Some((role, ProjectRow::from_row(row)?)))
+}
+
 pub async fn default_project<C: SqlConn>(
     conn: &mut C,
     org: OrganizationId,
@@ -403,6 +432,60 @@ pub struct OrderQuotas {
     pub domain_quota: i64,
     pub accounts: i64,
     pub domains: i64,
+}
+
+/// What validating an order reads from the database, in one statement: the
+/// organization's [`OrderQuotas`], whether a live hosting account already has the name,
+/// and whether an active server of the plan's driver without a capacity limit serves the
+/// plan (when none does, the caller counts the limited ones, [`crate::servers::place`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderFacts {
+    pub quotas: OrderQuotas,
+    pub name_has_live_hosting: bool,
+    pub unlimited_server: bool,
+}
+
+static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let live = crate::expand_in_lists(&format!("h.status IN {}", *crate::hosting::LIVE_HOSTING));
+    format!(
+        "SELECT {}, \
+         (SELECT COUNT(*) FROM hosting h WHERE h.domain_name = $3 AND {live}), \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM servers s WHERE {} AND s.capacity = 0 LIMIT 1) x) \
+         FROM organizations o WHERE o.id = $4",
+        quota_columns!(),
+        crate::servers::SERVES,
+    )
+});
+
+/// [`OrderFacts`] of an order of `plan` (served by `driver`) for `name` (none: no name to
+/// check) by `org`; `None` when the organization does not exist.
+pub async fn order_facts<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    name: Option<&str>,
+    driver: &str,
+    plan: PlanId,
+) -> Result<Option<OrderFacts>> {
+    let Some(row) = conn
+        .fetch_row(
+            &ORDER_FACTS,
+            vals![
+                driver,
+                plan.to_string(),
+                name.map(str::to_owned),
+                org.to_string()
+            ],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some(OrderFacts {
+        quotas: quotas_of(&mut c)?,
+        name_has_live_hosting: c.int()? > 0,
+        unlimited_server: c.int()? > 0,
+    }))
 }
 
 /// How many hosting accounts of `plan` the organization has or had (cancelled unpaid

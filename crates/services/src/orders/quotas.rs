@@ -9,21 +9,9 @@ use lodge_store::{orgs, SqlConn};
 use super::{DomainPlan, ValidOrder};
 use crate::{Result, ServiceError};
 
-/// The refusals of `o` by its organization's quotas: `(field, message)`.
+/// The refusals of an order of `plan` by its organization's quotas, given its quotas and
+/// counts (read by the caller): `(field, message)`.
 pub(crate) async fn refusals<C: SqlConn>(
-    conn: &mut C,
-    organization: lodge_core::OrganizationId,
-    plan: &crate::catalog::Plan,
-    domain: Option<&DomainPlan>,
-) -> Result<Vec<(&'static str, String)>> {
-    let Some(q) = orgs::order_quotas(conn, organization).await? else {
-        return Err(ServiceError::NotFound);
-    };
-    refusals_under(conn, organization, q, plan, domain).await
-}
-
-/// [`refusals`] given the organization's quotas and counts (read by the caller).
-async fn refusals_under<C: SqlConn>(
     conn: &mut C,
     organization: lodge_core::OrganizationId,
     q: orgs::OrderQuotas,
@@ -75,7 +63,7 @@ pub(crate) async fn check<C: SqlConn>(
     o: &ValidOrder,
     q: orgs::OrderQuotas,
 ) -> Result<()> {
-    let refused = refusals_under(conn, o.organization, q, &o.plan, Some(&o.domain)).await?;
+    let refused = refusals(conn, o.organization, q, &o.plan, Some(&o.domain)).await?;
     match refused.into_iter().next() {
         None => Ok(()),
         Some((field, message)) => Err(ServiceError::field(field, message)),

@@ -22,6 +22,11 @@ pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
         .max_by_key(|t| t.row.tld.len())
 }
 
+/// The refusal of a name a live hosting account already has.
+fn name_taken(name: &str) -> String {
+    format!("{name} is not available for a new hosting account.")
+}
+
 impl Lodge {
     /// Validates and prices an order without writing anything. Every field error is
     /// reported at once, keyed by `/v1` field names. `project` is the caller's, as read by
@@ -100,23 +105,30 @@ impl Lodge {
 
         // The domain.
         let domain = self.validate_domain(&catalog, org, form, &mut v).await?;
-        if let Some(d) = &domain {
-            let mut db = self.store.read_conn().await?;
-            if hosting::live_hosting_for_name(&mut db, d.name()).await? {
-                v.add(
-                    "domain_name",
-                    format!("{} is not available for a new hosting account.", d.name()),
-                );
-            }
-        }
 
-        // The organization's quotas (checked again under its lock when the order is written).
+        // What the database says of the order, in one read: the name's live accounts, the
+        // organization's quotas (checked again under its lock when the order is written)
+        // and whether a server without a limit serves the plan.
+        let name = domain.as_ref().map(DomainPlan::name);
+        let mut unlimited_server = false;
         if let Some(p) = plan {
             let mut db = self.store.read_conn().await?;
+            let facts = orgs::order_facts(&mut db, org, name, &p.row.driver, p.row.id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if facts.name_has_live_hosting {
+                v.add("domain_name", name_taken(name.unwrap_or_default()));
+            }
             for (field, message) in
-                super::quotas::refusals(&mut db, org, p, domain.as_ref()).await?
+                super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
             {
                 v.add(field, message);
+            }
+            unlimited_server = facts.unlimited_server;
+        } else if let Some(name) = name {
+            let mut db = self.store.read_conn().await?;
+            if hosting::live_hosting_for_name(&mut db, name).await? {
+                v.add("domain_name", name_taken(name));
             }
         }
 
@@ -154,7 +166,10 @@ impl Lodge {
             }
         };
         if let Some(p) = plan {
-            if !v.has("plan_id") && !self.has_room(&p.row.driver, p.row.id).await? {
+            if !v.has("plan_id")
+                && !unlimited_server
+                && !self.has_room(&p.row.driver, p.row.id).await?
+            {
                 v.add_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL);
             }
         }
