@@ -445,11 +445,14 @@ pub struct OrderFacts {
     pub unlimited_server: bool,
 }
 
-static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let live = crate::expand_in_lists(&format!("h.status IN {}", *crate::hosting::LIVE_HOSTING));
+pub(crate) static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // Unqualified, as `hosting_live_name`'s own condition is: SQLite uses a partial index
+    // only for the condition it was made with, and `expand_in_lists` rewrites only a bare
+    // column's list (with `h.status` the subquery read every account).
+    let live = crate::expand_in_lists(&format!("status IN {}", *crate::hosting::LIVE_HOSTING));
     format!(
         "SELECT {}, \
-         (SELECT COUNT(*) FROM hosting h WHERE h.domain_name = $3 AND {live}), \
+         (SELECT COUNT(*) FROM hosting WHERE domain_name = $3 AND {live}), \
          (SELECT COUNT(*) FROM (SELECT 1 FROM servers s WHERE {} AND s.capacity = 0 LIMIT 1) x) \
          FROM organizations o WHERE o.id = $4",
         quota_columns!(),

@@ -142,5 +142,21 @@ mod tests {
                 "{sql}: {detail:?}"
             );
         }
+        // An order's validation reads the name's live accounts through the same index
+        // (the few servers it reads besides may be scanned).
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", *crate::orgs::ORDER_FACTS))
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+        let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            detail.iter().any(|d| d.contains("INDEX hosting_live_name")),
+            "{detail:?}"
+        );
+        assert!(
+            !detail.iter().any(|d| d.starts_with("SCAN hosting")),
+            "{detail:?}"
+        );
     }
 }
