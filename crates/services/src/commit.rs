@@ -73,6 +73,11 @@ pub enum Attempt {
     Store(StoreError),
     /// With [`Units::Whole`]: this unit of the batch failed, with this error.
     UnitFailed(usize, ServiceError),
+    /// With [`Units::Whole`]: a row written after the batch's last unit ([`Deferred`]) was
+    /// refused, and which unit's it was is not known: the batch runs again with
+    /// savepoints (where nothing is written later), even a batch of one, so the unit
+    /// fails alone and with its own error (a name taken, not a bare conflict).
+    RowsFailed(StoreError),
 }
 
 impl From<StoreError> for Attempt {
@@ -90,6 +95,7 @@ impl Attempt {
             Attempt::UnitFailed(i, e) => StoreError::Corrupt(format!(
                 "unit {i} of the batch failed outside its savepoint: {e}"
             )),
+            Attempt::RowsFailed(e) => e,
         }
     }
 }
@@ -122,10 +128,20 @@ pub trait BatchWrite: 'static {
         units: &'a [Self::Unit],
     ) -> impl Future<Output = std::result::Result<(), StoreError>> + Send + 'a;
 
-    /// Writes one unit.
+    /// What a batch's units share while it runs as one ([`Units::Whole`]): what an earlier
+    /// unit read or reserved that a later one may use instead of asking the database again
+    /// (a balance followed in memory under its lock). Never with savepoints, where a unit
+    /// rolled back would leave it untrue.
+    type Shared: Send;
+
+    /// The [`BatchWrite::Shared`] of an attempt at a batch of `units`.
+    fn share(units: &[Self::Unit]) -> Self::Shared;
+
+    /// Writes one unit (with what the batch's units share, when they run as one).
     fn write_one<'a, C: SqlConn>(
         db: &'a mut C,
         unit: &'a Self::Unit,
+        shared: Option<&'a mut Self::Shared>,
     ) -> impl Future<Output = Result<Self::Outcome>> + Send + 'a;
 
     /// Writes what the batch as a whole writes after its units (e.g. numbering invoices in
@@ -154,10 +170,8 @@ pub async fn write_all<B: BatchWrite, C: SqlConn>(
             if e.is_transient() {
                 Attempt::Store(e)
             } else {
-                // Which unit's row it was is not known: run the batch again with
-                // savepoints (and without deferred rows), where it fails alone.
                 tracing::debug!(error = %e, "a row written after the batch's units failed");
-                Attempt::UnitFailed(0, ServiceError::Store(e))
+                Attempt::RowsFailed(e)
             }
         })?;
         outcomes
@@ -175,11 +189,12 @@ async fn write_each<B: BatchWrite, C: SqlConn>(
     mode: Units,
 ) -> std::result::Result<Outcomes<B::Outcome>, Attempt> {
     let mut outcomes = Vec::with_capacity(units.len());
+    let mut shared = (mode == Units::Whole).then(|| B::share(units));
     for (i, unit) in units.iter().enumerate() {
         if mode == Units::Savepoints {
             begin_unit(db).await?;
         }
-        let outcome = match B::write_one(db, unit).await {
+        let outcome = match B::write_one(db, unit, shared.as_mut()).await {
             // A collision with another transaction: the whole batch must run again.
             Err(ServiceError::Store(e)) if e.is_transient() => return Err(Attempt::Store(e)),
             outcome => outcome,
@@ -211,6 +226,7 @@ pub fn commit_on_writer<B: BatchWrite>(
                 Err(Attempt::Store(e)) => return Err(e),
                 Err(Attempt::UnitFailed(_, e)) if units.len() == 1 => return Ok(vec![Err(e)]),
                 Err(Attempt::UnitFailed(i, _)) => i,
+                Err(Attempt::RowsFailed(_)) => 0,
             };
         tracing::debug!(
             unit = failed,
@@ -260,6 +276,9 @@ pub async fn commit_on_pool<B: BatchWrite>(
                     unit = i,
                     "a unit of the batch failed; running it with savepoints"
                 );
+                mode = Units::Savepoints;
+            }
+            Err(Attempt::RowsFailed(_)) if mode == Units::Whole => {
                 mode = Units::Savepoints;
             }
             Err(Attempt::Store(e)) if e.is_transient() && attempt < ATTEMPTS => {

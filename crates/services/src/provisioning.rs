@@ -418,7 +418,8 @@ impl Lodge {
                 .await?
                 .ok_or_else(|| {
                     ServiceError::Internal("All webhosting servers are currently full.".into())
-                })?;
+                })?
+                .server;
             let mut tx = self.store.begin().await?;
             hosting::set_server(&mut tx, id, Some(&server.to_string()), None, self.now_us())
                 .await?;

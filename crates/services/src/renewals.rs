@@ -308,9 +308,14 @@ impl crate::commit::BatchWrite for RenewalGroups {
         billing::lock_organizations(db, &orgs).await
     }
 
+    type Shared = ();
+
+    fn share(_: &[RenewalGroup]) {}
+
     async fn write_one<C: lodge_store::SqlConn>(
         db: &mut C,
         unit: &RenewalGroup,
+        _: Option<&mut ()>,
     ) -> Result<Self::Outcome> {
         let ctx = unit.env.ctx();
         bill_group_in(

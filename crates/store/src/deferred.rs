@@ -39,7 +39,10 @@ impl<'c, C: SqlConn> Deferred<'c, C> {
     /// Writes every row waiting. After an error the transaction must not be committed (some
     /// rows may be missing).
     pub async fn flush(&mut self) -> Result<()> {
-        for (sql, rows) in std::mem::take(&mut self.waiting) {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        // Rows other rows refer to first (a stable sort: the rest keep their order).
+        waiting.sort_by_key(|(sql, _)| rank(sql));
+        for (sql, rows) in waiting {
             let mut rest = rows.as_slice();
             while !rest.is_empty() {
                 let n = chunk(rest.len());
@@ -62,6 +65,26 @@ impl<'c, C: SqlConn> Deferred<'c, C> {
         }
         Ok(())
     }
+}
+
+/// The tables whose rows others refer to, in the order their rows must be written: an
+/// account refers to its order and its domain, an invoice to its order, a line to its
+/// invoice. Rows of a batch's orders are held in the order the statements first came,
+/// and a batch's second order may bring the first domain after the first account.
+const PARENTS: [&str; 4] = [
+    "INSERT INTO orders ",
+    "INSERT INTO domains ",
+    "INSERT INTO hosting ",
+    "INSERT INTO invoices ",
+];
+
+/// Where `sql`'s rows go in the flush: a parent table's place in [`PARENTS`], after them
+/// everything else.
+fn rank(sql: &str) -> usize {
+    PARENTS
+        .iter()
+        .position(|p| sql.starts_with(p))
+        .unwrap_or(PARENTS.len())
 }
 
 /// `sql` with `$IDS` written as the list of `n` arguments that follow its `fixed` ones
@@ -285,6 +308,10 @@ mod tests {
             (crate::billing::INSERT_LEDGER, 9),
             (crate::jobs::INSERT_JOB, 6),
             (crate::events::INSERT_EVENT, 7),
+            (crate::billing::INSERT_ORDER_KEYED, 10),
+            (crate::billing::INSERT_INVOICE_KEYED, 16),
+            (crate::hosting::INSERT_HOSTING_KEYED, 21),
+            (crate::hosting::INSERT_DOMAIN, 11),
         ] {
             let rows = vec![vec![Val::from(1); args]; 2];
             let (multi, all) = multi_row(sql, &rows).unwrap();
@@ -292,6 +319,34 @@ mod tests {
             assert!(multi.contains(&format!("${}", 2 * args)), "{multi}");
             assert!(!multi.contains(&format!("${}", 2 * args + 1)), "{multi}");
         }
+    }
+
+    /// Orders, domains, accounts and invoices are written before the rows that refer to
+    /// them, whatever order their statements came in.
+    #[test]
+    fn parents_are_flushed_first() {
+        let mut sqls = vec![
+            crate::hosting::INSERT_HISTORY,
+            crate::hosting::INSERT_HOSTING_KEYED,
+            crate::billing::INSERT_INVOICE_KEYED,
+            crate::billing::INSERT_LINE,
+            crate::hosting::INSERT_DOMAIN,
+            crate::billing::INSERT_ORDER_KEYED,
+            crate::events::INSERT_EVENT,
+        ];
+        sqls.sort_by_key(|s| super::rank(s));
+        assert_eq!(
+            sqls,
+            [
+                crate::billing::INSERT_ORDER_KEYED,
+                crate::hosting::INSERT_DOMAIN,
+                crate::hosting::INSERT_HOSTING_KEYED,
+                crate::billing::INSERT_INVOICE_KEYED,
+                crate::hosting::INSERT_HISTORY,
+                crate::billing::INSERT_LINE,
+                crate::events::INSERT_EVENT,
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use lodge_core::{
 };
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
-use crate::{vals, Cols, Result, SqlConn};
+use crate::{vals, Cols, Result, SqlConn, Val};
 
 /// Statuses in which a hosting account holds its domain name (`('pending', …)`), from
 /// [`HostingStatus::is_live`]; the partial index `hosting_live_name` repeats the list.
@@ -107,38 +107,62 @@ pub struct NewHosting<'a> {
 }
 
 /// Inserts a hosting account and its first history entry; returns its legacy id.
+const INSERT_HOSTING: &str =
+    "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
+         billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)";
+
+/// [`INSERT_HOSTING`] with its legacy id given (reserved,
+/// [`crate::billing::reserve_order_keys`]).
+pub(crate) const INSERT_HOSTING_KEYED: &str =
+    "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
+         billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at, legacy_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21)";
+
+fn hosting_args(h: &NewHosting<'_>) -> Vec<Val> {
+    vals![
+        h.id.to_string(),
+        h.organization_id.to_string(),
+        h.project_id.to_string(),
+        h.order_id,
+        h.plan_id.to_string(),
+        h.domain_name,
+        h.domain_id.map(|d| d.to_string()),
+        h.status.as_str(),
+        h.billing_cycle,
+        h.recurring_minor,
+        h.first_period_months,
+        h.renewal_months,
+        h.currency,
+        h.coupon_id.clone(),
+        h.secret.clone(),
+        h.comment,
+        h.server_id.clone(),
+        h.next_due_date.clone(),
+        h.period_anchor.clone(),
+        h.now,
+    ]
+}
+
 pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
-    let legacy = conn.insert_key(
-        "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
-             billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)",
-        "legacy_id",
-        vals![
-            h.id.to_string(),
-            h.organization_id.to_string(),
-            h.project_id.to_string(),
-            h.order_id,
-            h.plan_id.to_string(),
-            h.domain_name,
-            h.domain_id.map(|d| d.to_string()),
-            h.status.as_str(),
-            h.billing_cycle,
-            h.recurring_minor,
-            h.first_period_months,
-            h.renewal_months,
-            h.currency,
-            h.coupon_id.clone(),
-            h.secret.clone(),
-            h.comment,
-            h.server_id.clone(),
-            h.next_due_date.clone(),
-            h.period_anchor.clone(),
-            h.now,
-        ],
-    )
-    .await?;
+    let legacy = conn
+        .insert_key(INSERT_HOSTING, "legacy_id", hosting_args(h))
+        .await?;
     record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
     Ok(legacy)
+}
+
+/// [`insert_hosting`] with the legacy id reserved for it, as a row written later
+/// ([`SqlConn::insert_later`]; its history too).
+pub async fn insert_hosting_later<C: SqlConn>(
+    conn: &mut C,
+    h: &NewHosting<'_>,
+    legacy_id: i64,
+) -> Result<()> {
+    let mut args = hosting_args(h);
+    args.push(Val::from(legacy_id));
+    conn.insert_later(INSERT_HOSTING_KEYED, args).await?;
+    record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await
 }
 
 pub(crate) const INSERT_HISTORY: &str =
@@ -459,26 +483,35 @@ pub struct NewDomain<'a> {
     pub now: i64,
 }
 
+pub(crate) const INSERT_DOMAIN: &str =
+    "INSERT INTO domains (id, organization_id, project_id, order_id, name, sld, tld, status, registrar, epp_code, created_at, modified_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)";
+
 pub async fn insert_domain<C: SqlConn>(conn: &mut C, d: &NewDomain<'_>) -> Result<()> {
-    conn.exec(
-        "INSERT INTO domains (id, organization_id, project_id, order_id, name, sld, tld, status, registrar, epp_code, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-        vals![
-            d.id.to_string(),
-            d.organization_id.to_string(),
-            d.project_id.to_string(),
-            d.order_id,
-            d.name,
-            d.sld,
-            d.tld,
-            d.status.as_str(),
-            d.registrar,
-            d.epp_code,
-            d.now,
-        ],
-    )
-    .await?;
+    conn.exec(INSERT_DOMAIN, domain_args(d)).await?;
     Ok(())
+}
+
+/// [`insert_domain`] as a row written later ([`SqlConn::insert_later`]): a name another
+/// live domain has fails the batch's flush, not this call.
+pub async fn insert_domain_later<C: SqlConn>(conn: &mut C, d: &NewDomain<'_>) -> Result<()> {
+    conn.insert_later(INSERT_DOMAIN, domain_args(d)).await
+}
+
+fn domain_args(d: &NewDomain<'_>) -> Vec<Val> {
+    vals![
+        d.id.to_string(),
+        d.organization_id.to_string(),
+        d.project_id.to_string(),
+        d.order_id,
+        d.name,
+        d.sld,
+        d.tld,
+        d.status.as_str(),
+        d.registrar,
+        d.epp_code,
+        d.now,
+    ]
 }
 
 pub async fn domain<'e, E: Executor<'e, Database = Any>>(

@@ -179,8 +179,17 @@ pub async fn place_in<C: SqlConn>(
     conn: &mut C,
     driver: &str,
     plan: PlanId,
-) -> Result<Option<ServerId>> {
+) -> Result<Option<Placement>> {
     place_with(conn, driver, plan, true).await
+}
+
+/// Where [`place_in`] put an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub server: ServerId,
+    /// The server has no capacity limit: the same plan's next account goes there too, for
+    /// as long as the transaction runs (servers change outside order transactions).
+    pub unlimited: bool,
 }
 
 /// Servers of driver `$1` that serve plan `$2` (explicitly, or serving no list).
@@ -193,7 +202,7 @@ async fn place_with<C: SqlConn>(
     driver: &str,
     plan: PlanId,
     lock: bool,
-) -> Result<Option<ServerId>> {
+) -> Result<Option<Placement>> {
     let unlimited = conn
         .fetch_text(
             &format!(
@@ -204,7 +213,10 @@ async fn place_with<C: SqlConn>(
         )
         .await?;
     if let Some(id) = unlimited {
-        return crate::parse(&id).map(Some);
+        return Ok(Some(Placement {
+            server: crate::parse(&id)?,
+            unlimited: true,
+        }));
     }
     let locks = if lock {
         crate::dialect::lock_limited_servers(conn.dialect())
@@ -226,7 +238,14 @@ async fn place_with<C: SqlConn>(
             vals![driver, plan.to_string()],
         )
         .await?;
-    limited.map(|id| crate::parse(&id)).transpose()
+    limited
+        .map(|id| {
+            Ok(Placement {
+                server: crate::parse(&id)?,
+                unlimited: false,
+            })
+        })
+        .transpose()
 }
 
 /// [`place_in`] on a connection from `pool`, without locking (a check, not a placement).
@@ -234,6 +253,6 @@ pub async fn place<C: SqlConn>(
     conn: &mut C,
     driver: &str,
     plan: PlanId,
-) -> Result<Option<ServerId>> {
+) -> Result<Option<Placement>> {
     place_with(conn, driver, plan, false).await
 }

@@ -454,6 +454,25 @@ async fn a_trial_plan_is_sold_once_per_organization(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Orders at once share a group commit (whose orders follow their organization in
+    // memory): still one trial.
+    let (org, project, key) = crate::harness::other_tenant(&app, "trial-rush").await;
+    let path = format!("/v1/organizations/{org}/projects/{project}/hosting/order");
+    let orders = (0..8).map(|i| {
+        let (path, key, order) = (&path, &key, order(&format!("rush-{i}.test")));
+        let app = &app;
+        async move { app.post(path, key, &order).await.0 }
+    });
+    let answers = futures::future::join_all(orders).await;
+    let created = answers
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_REQUEST)
+        .count();
+    assert_eq!((created, refused), (1, 7), "{answers:?}");
     app.stop().await;
 }
 

@@ -65,7 +65,11 @@ impl BatchWrite for Payments {
         lodge_store::idempotency::lock_keys(db, &keys).await
     }
 
-    async fn write_one<C: SqlConn>(db: &mut C, unit: &Payment) -> Result<()> {
+    type Shared = ();
+
+    fn share(_: &[Payment]) {}
+
+    async fn write_one<C: SqlConn>(db: &mut C, unit: &Payment, _: Option<&mut ()>) -> Result<()> {
         super::pay_from_credit_in(&unit.env.ctx(), db, &unit.invoices, unit.keyed.as_ref()).await
     }
 

@@ -44,8 +44,18 @@ impl BatchWrite for Orders {
         lodge_store::idempotency::lock_keys(db, &keys).await
     }
 
-    async fn write_one<C: SqlConn>(db: &mut C, unit: &ToPlace) -> Result<OrderOutcome> {
-        write::place_order_in(&unit.env.ctx(), db, &unit.order).await
+    type Shared = write::OrderMemo;
+
+    fn share(units: &[ToPlace]) -> write::OrderMemo {
+        write::OrderMemo::new(units.len())
+    }
+
+    async fn write_one<C: SqlConn>(
+        db: &mut C,
+        unit: &ToPlace,
+        memo: Option<&mut write::OrderMemo>,
+    ) -> Result<OrderOutcome> {
+        write::place_order_in(&unit.env.ctx(), db, &unit.order, memo).await
     }
 
     async fn finish<C: SqlConn>(

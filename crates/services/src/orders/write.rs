@@ -6,13 +6,74 @@ use lodge_core::{
     BillingCycle, DomainId, DomainStatus, HostingId, HostingStatus, InvoiceKind, OrderStatus,
     OrderUuid,
 };
+use std::collections::HashMap;
+
+use lodge_core::{OrganizationId, PlanId, ServerId};
+use lodge_store::orgs::OrderQuotas;
+use lodge_store::servers::Placement;
 use lodge_store::{billing, hosting, Conflict, SqlConn, StoreError};
 
 use super::{order_number, DomainPlan, OrderOutcome, ValidOrder, SERVERS_FULL};
 use crate::billing::Activation;
+use crate::catalog::Plan;
 use crate::commit::WriteCtx;
 use crate::idempotency;
 use crate::{FieldCode, Result, ServiceError};
+
+/// What the orders of one group commit written as one share ([`BatchWrite::Shared`]):
+/// each organization's credit balance, quotas and counts, read once under its lock and
+/// followed in memory; the server without a limit each plan went to; on PostgreSQL the
+/// keys reserved for the batch's orders, whose rows are written after its last order.
+///
+/// [`BatchWrite::Shared`]: crate::commit::BatchWrite::Shared
+#[derive(Debug)]
+pub struct OrderMemo {
+    /// Orders in the batch (how many keys to reserve).
+    units: usize,
+    /// Per organization, `(balance, quotas)` as its next order finds them.
+    orgs: HashMap<OrganizationId, (i64, OrderQuotas)>,
+    /// Per `(driver, plan)`, the server without a limit its accounts go to.
+    servers: HashMap<(String, PlanId), ServerId>,
+    /// The keys reserved and not yet taken; `None` until the first order asks.
+    keys: Option<std::vec::IntoIter<billing::OrderKeys>>,
+}
+
+impl OrderMemo {
+    pub fn new(units: usize) -> Self {
+        OrderMemo {
+            units,
+            orgs: HashMap::new(),
+            servers: HashMap::new(),
+            keys: None,
+        }
+    }
+
+    /// The next order's reserved keys (the batch's, reserved at the first call); `None`
+    /// where inserts return their keys without a round trip (SQLite).
+    async fn next_keys<C: SqlConn>(&mut self, conn: &mut C) -> Result<Option<billing::OrderKeys>> {
+        if self.keys.is_none() {
+            self.keys = Some(
+                billing::reserve_order_keys(conn, self.units)
+                    .await?
+                    .into_iter(),
+            );
+        }
+        Ok(self.keys.as_mut().and_then(Iterator::next))
+    }
+
+    fn server_for(&self, plan: &Plan) -> Option<ServerId> {
+        self.servers
+            .get(&(plan.row.driver.clone(), plan.row.id))
+            .copied()
+    }
+
+    fn placed(&mut self, plan: &Plan, at: Placement) {
+        if at.unlimited {
+            self.servers
+                .insert((plan.row.driver.clone(), plan.row.id), at.server);
+        }
+    }
+}
 
 /// The writes of an order. The credit to apply is known first (under the organization's row
 /// lock), so every row is written once in its final state: an order that owes nothing is
@@ -21,10 +82,15 @@ use crate::{FieldCode, Result, ServiceError};
 ///
 /// The invoice is left for the caller to number ([`billing::number_invoices`]) before the
 /// commit: a group commit numbers all its invoices at once.
+///
+/// With `memo` (the orders of one group commit written as one, [`OrderMemo`]), what an
+/// earlier order of the batch read is not read again, and on PostgreSQL the order, its
+/// account and its invoice are written with the batch's other rows after its last order.
 pub async fn place_order_in<C: SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     o: &ValidOrder,
+    mut memo: Option<&mut OrderMemo>,
 ) -> Result<OrderOutcome> {
     let (now, today, cur, actor) = (ctx.now, ctx.today, ctx.currency, ctx.actor);
     let total = o.quote.total_minor;
@@ -36,9 +102,15 @@ pub async fn place_order_in<C: SqlConn>(
     let billed = !(o.cycle == BillingCycle::Free && total == 0);
     // The organization is locked for every order (free ones too): its quotas are counted
     // under the lock, so orders at once cannot pass them together.
-    let (balance, quotas) = lodge_store::orgs::lock_credit_and_quotas(conn, o.organization)
-        .await?
-        .ok_or(ServiceError::NotFound)?;
+    let known = memo
+        .as_deref()
+        .and_then(|m| m.orgs.get(&o.organization).copied());
+    let (balance, quotas) = match known {
+        Some(k) => k,
+        None => lodge_store::orgs::lock_credit_and_quotas(conn, o.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)?,
+    };
     super::quotas::check(conn, o, quotas).await?;
     let credit = if billed && total > 0 {
         balance.clamp(0, total)
@@ -46,6 +118,17 @@ pub async fn place_order_in<C: SqlConn>(
         0
     };
     let due = total - credit;
+    let new_domain = matches!(
+        o.domain,
+        DomainPlan::Register { .. } | DomainPlan::Transfer { .. }
+    );
+    if let Some(m) = memo.as_deref_mut() {
+        // What this order leaves for the organization's next order in the batch.
+        let mut after = quotas;
+        after.accounts += 1;
+        after.domains += i64::from(new_domain);
+        m.orgs.insert(o.organization, (balance - credit, after));
+    }
     // What activation writes; the first period's dates are on the invoice's plan line
     // either way (reset to the day it is paid if paid later). Paid as it is placed: every
     // row is written in its activated state.
@@ -61,22 +144,51 @@ pub async fn place_order_in<C: SqlConn>(
         .as_ref()
         .map_or(OrderStatus::Pending, |a| a.order);
 
-    let order_uuid = OrderUuid::new();
-    let order_id = billing::insert_order(
-        conn,
-        &billing::NewOrder {
-            uuid: order_uuid,
-            organization_id: o.organization,
-            project_id: o.project,
-            status: order_status,
-            source: o.source.as_str(),
-            currency: cur,
-            coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
-            actor,
-            now,
+    // The server first: whether it has a limit decides how the rows are written.
+    let placed = match memo.as_deref().and_then(|m| m.server_for(&o.plan)) {
+        Some(server) => Placement {
+            server,
+            unlimited: true,
         },
-    )
-    .await?;
+        None => lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
+            })?,
+    };
+    if let Some(m) = memo.as_deref_mut() {
+        m.placed(&o.plan, placed);
+    }
+    let server = placed.server;
+    // The keys of this order's rows when they are written after the batch's last order:
+    // only where no later order of the batch reads them, on a server without a limit (a
+    // limited one's accounts are counted) and of a plan not sold once per organization
+    // (whose accounts are counted too). All of its rows or none: they refer to each other.
+    let keys = match memo {
+        Some(m) if placed.unlimited && o.plan.row.once_per_organization != 1 => {
+            m.next_keys(conn).await?
+        }
+        _ => None,
+    };
+    let order_uuid = OrderUuid::new();
+    let new_order = billing::NewOrder {
+        uuid: order_uuid,
+        organization_id: o.organization,
+        project_id: o.project,
+        status: order_status,
+        source: o.source.as_str(),
+        currency: cur,
+        coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
+        actor,
+        now,
+    };
+    let order_id = match keys {
+        Some(k) => {
+            billing::insert_order_later(conn, &new_order, k.order).await?;
+            k.order
+        }
+        None => billing::insert_order(conn, &new_order).await?,
+    };
 
     // The domain object (register / transfer), or the one the customer already holds.
     let domain_id = match &o.domain {
@@ -90,23 +202,25 @@ pub async fn place_order_in<C: SqlConn>(
                 _ => (DomainStatus::PendingRegistration, None),
             };
             let sld = name.split_registrable(tld).unwrap_or_else(|| name.sld());
-            hosting::insert_domain(
-                conn,
-                &hosting::NewDomain {
-                    id,
-                    organization_id: o.organization,
-                    project_id: o.project,
-                    order_id: Some(order_id),
-                    name: name.as_str(),
-                    sld,
-                    tld,
-                    status,
-                    registrar: ctx.registrar,
-                    epp_code: epp.as_deref(),
-                    now,
-                },
-            )
-            .await
+            let domain = hosting::NewDomain {
+                id,
+                organization_id: o.organization,
+                project_id: o.project,
+                order_id: Some(order_id),
+                name: name.as_str(),
+                sld,
+                tld,
+                status,
+                registrar: ctx.registrar,
+                epp_code: epp.as_deref(),
+                now,
+            };
+            // Written later, a name another live domain holds fails the batch's flush,
+            // and the batch runs again an order at a time, where it is refused here.
+            match keys {
+                Some(_) => hosting::insert_domain_later(conn, &domain).await,
+                None => hosting::insert_domain(conn, &domain).await,
+            }
             .map_err(|e| {
                 if matches!(e, StoreError::Conflict(Conflict::LiveDomainName)) {
                     ServiceError::field(
@@ -123,50 +237,47 @@ pub async fn place_order_in<C: SqlConn>(
         DomainPlan::External { .. } => None,
     };
 
-    let server = lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
-        .await?
-        .ok_or_else(|| {
-            ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
-        })?;
     let hosting_id = HostingId::new();
     let period = plan.period.as_ref();
     let hosting_status = activation.map_or(HostingStatus::Pending, |a| a.hosting);
-    let legacy_id = hosting::insert_hosting(
-        conn,
-        &hosting::NewHosting {
-            id: hosting_id,
-            organization_id: o.organization,
-            project_id: o.project,
-            order_id,
-            plan_id: o.plan.row.id,
-            domain_name: o.domain.name(),
-            domain_id,
-            status: hosting_status,
-            billing_cycle: o.hosting_cycle().as_str(),
-            recurring_minor: o.quote.renewal_minor.unwrap_or(0),
-            first_period_months: o.quote.first_period_months.map(i64::from),
-            renewal_months: o.quote.renewal_months.map(i64::from),
-            currency: cur,
-            coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
-            secret: o
-                .password
-                .as_deref()
-                .map(|p| ctx.sealer.seal(p))
-                .transpose()?,
-            comment: &o.comment,
-            server_id: Some(server.to_string()),
-            next_due_date: activation
-                .and_then(Activation::next_due_date)
-                .map(str::to_owned),
-            period_anchor: activation
-                .and_then(|a| a.period.as_ref())
-                .map(|(start, _)| start.clone()),
-            note: if paid { "ordered and paid" } else { "ordered" },
-            actor,
-            now,
-        },
-    )
-    .await
+    let new_hosting = hosting::NewHosting {
+        id: hosting_id,
+        organization_id: o.organization,
+        project_id: o.project,
+        order_id,
+        plan_id: o.plan.row.id,
+        domain_name: o.domain.name(),
+        domain_id,
+        status: hosting_status,
+        billing_cycle: o.hosting_cycle().as_str(),
+        recurring_minor: o.quote.renewal_minor.unwrap_or(0),
+        first_period_months: o.quote.first_period_months.map(i64::from),
+        renewal_months: o.quote.renewal_months.map(i64::from),
+        currency: cur,
+        coupon_id: o.coupon.as_ref().map(|c| c.id.to_string()),
+        secret: o
+            .password
+            .as_deref()
+            .map(|p| ctx.sealer.seal(p))
+            .transpose()?,
+        comment: &o.comment,
+        server_id: Some(server.to_string()),
+        next_due_date: activation
+            .and_then(Activation::next_due_date)
+            .map(str::to_owned),
+        period_anchor: activation
+            .and_then(|a| a.period.as_ref())
+            .map(|(start, _)| start.clone()),
+        note: if paid { "ordered and paid" } else { "ordered" },
+        actor,
+        now,
+    };
+    let legacy_id = match keys {
+        Some(k) => hosting::insert_hosting_later(conn, &new_hosting, k.hosting)
+            .await
+            .map(|()| k.hosting),
+        None => hosting::insert_hosting(conn, &new_hosting).await,
+    }
     .map_err(|e| {
         if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
             ServiceError::field(
@@ -195,24 +306,28 @@ pub async fn place_order_in<C: SqlConn>(
     let mut payment_token = None;
     if billed {
         let token = ctx.sealer.payment_tokens().issue(now);
-        let id = billing::insert_invoice(
-            conn,
-            &billing::NewInvoice {
-                number: None,
-                organization_id: o.organization,
-                order_id: Some(order_id),
-                kind: InvoiceKind::First,
-                currency: cur,
-                subtotal_minor: total,
-                tax_minor: 0,
-                payment_token: token.key(),
-                due_date: &today.to_string(),
-                credit_applied_minor: credit,
-                paid,
-                now,
-            },
-        )
-        .await?;
+        let due_date = today.to_string();
+        let invoice = billing::NewInvoice {
+            number: None,
+            organization_id: o.organization,
+            order_id: Some(order_id),
+            kind: InvoiceKind::First,
+            currency: cur,
+            subtotal_minor: total,
+            tax_minor: 0,
+            payment_token: token.key(),
+            due_date: &due_date,
+            credit_applied_minor: credit,
+            paid,
+            now,
+        };
+        let id = match keys {
+            Some(k) => {
+                billing::insert_invoice_later(conn, &invoice, k.invoice).await?;
+                k.invoice
+            }
+            None => billing::insert_invoice(conn, &invoice).await?,
+        };
         let hosting_key = hosting_id.to_string();
         for (i, line) in o.quote.lines.iter().enumerate() {
             let (service, start, end) = match line.kind {
