@@ -47,9 +47,8 @@ const INSERT_ORDER: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
 
 /// [`INSERT_ORDER`] with its id given (reserved, [`reserve_order_keys`]).
-pub(crate) const INSERT_ORDER_KEYED: &str =
-    "INSERT INTO orders (uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at, id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
+pub(crate) static INSERT_ORDER_KEYED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::deferred::with_key_column(INSERT_ORDER, "id"));
 
 fn order_args(o: &NewOrder<'_>) -> Vec<Val> {
     vals![
@@ -70,12 +69,31 @@ pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<
     conn.insert_key(INSERT_ORDER, "id", order_args(o)).await
 }
 
-/// Inserts an order with the id reserved for it ([`reserve_order_keys`]), as a row nothing
-/// reads before the commit ([`SqlConn::insert_later`]).
-pub async fn insert_order_later<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>, id: i64) -> Result<()> {
-    let mut args = order_args(o);
-    args.push(Val::from(id));
-    conn.insert_later(INSERT_ORDER_KEYED, args).await
+/// Inserts an order with the id reserved for it ([`reserve_order_keys`]) as a row nothing
+/// reads before the commit ([`SqlConn::insert_later`]); without one, at once
+/// ([`insert_order`]). Returns its id.
+pub async fn insert_order_keyed<C: SqlConn>(
+    conn: &mut C,
+    o: &NewOrder<'_>,
+    reserved: Option<i64>,
+) -> Result<i64> {
+    match reserved {
+        Some(id) => insert_later_keyed(conn, &INSERT_ORDER_KEYED, order_args(o), id).await,
+        None => insert_order(conn, o).await,
+    }
+}
+
+/// `args` of `keyed` (an insert with its key as the last argument) with `key`, written
+/// later; returns the key.
+pub(crate) async fn insert_later_keyed<C: SqlConn>(
+    conn: &mut C,
+    keyed: &'static str,
+    mut args: Vec<Val>,
+    key: i64,
+) -> Result<i64> {
+    args.push(Val::from(key));
+    conn.insert_later(keyed, args).await?;
+    Ok(key)
 }
 
 /// The keys of a placed order's rows, taken before they are written: its order id, its
@@ -257,7 +275,6 @@ pub struct NewInvoice<'a> {
     pub now: i64,
 }
 
-/// Issues an invoice (`unpaid`, or `paid` when credit covered it); returns its id.
 const INSERT_INVOICE: &str =
     "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
          total_minor, credit_applied_minor, payment_token_salt, payment_token_digest, due_date, issued_at, paid_at,
@@ -265,11 +282,8 @@ const INSERT_INVOICE: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $14)";
 
 /// [`INSERT_INVOICE`] with its id given (reserved, [`reserve_order_keys`]).
-pub(crate) const INSERT_INVOICE_KEYED: &str =
-    "INSERT INTO invoices (number, organization_id, order_id, kind, status, currency, subtotal_minor, tax_minor,
-         total_minor, credit_applied_minor, payment_token_salt, payment_token_digest, due_date, issued_at, paid_at,
-         created_at, modified_at, id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $14, $16)";
+pub(crate) static INSERT_INVOICE_KEYED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::deferred::with_key_column(INSERT_INVOICE, "id"));
 
 fn invoice_args(i: &NewInvoice<'_>) -> Vec<Val> {
     vals![
@@ -296,20 +310,22 @@ fn invoice_args(i: &NewInvoice<'_>) -> Vec<Val> {
     ]
 }
 
+/// Issues an invoice (`unpaid`, or `paid` when credit covered it); returns its id.
 pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Result<i64> {
     conn.insert_key(INSERT_INVOICE, "id", invoice_args(i)).await
 }
 
-/// Inserts an invoice with the id reserved for it ([`reserve_order_keys`]), as a row
-/// written later ([`SqlConn::insert_later`]).
-pub async fn insert_invoice_later<C: SqlConn>(
+/// [`insert_invoice`] with the id reserved for it ([`reserve_order_keys`]), as a row
+/// written later ([`SqlConn::insert_later`]); without one, at once. Returns its id.
+pub async fn insert_invoice_keyed<C: SqlConn>(
     conn: &mut C,
     i: &NewInvoice<'_>,
-    id: i64,
-) -> Result<()> {
-    let mut args = invoice_args(i);
-    args.push(Val::from(id));
-    conn.insert_later(INSERT_INVOICE_KEYED, args).await
+    reserved: Option<i64>,
+) -> Result<i64> {
+    match reserved {
+        Some(id) => insert_later_keyed(conn, &INSERT_INVOICE_KEYED, invoice_args(i), id).await,
+        None => insert_invoice(conn, i).await,
+    }
 }
 
 /// The invoice whose payment token has this digest: a token it was issued with, or one

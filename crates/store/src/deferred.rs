@@ -87,6 +87,26 @@ fn rank(sql: &str) -> usize {
         .unwrap_or(PARENTS.len())
 }
 
+/// `sql`, a one-row `INSERT INTO t (…) VALUES (…)` ending with its values, with one more
+/// column given as one more argument after its last: the same insert with its key given
+/// (reserved beforehand) instead of taken from the table's sequence.
+pub(crate) fn with_key_column(sql: &str, column: &str) -> String {
+    let args = (1..).take_while(|n| sql.contains(&format!("${n}"))).count();
+    let Some(columns_end) = sql.find(')') else {
+        return sql.to_owned();
+    };
+    let Some(values_end) = sql.rfind(')') else {
+        return sql.to_owned();
+    };
+    format!(
+        "{}, {column}{}, ${}{}",
+        &sql[..columns_end],
+        &sql[columns_end..values_end],
+        args + 1,
+        &sql[values_end..]
+    )
+}
+
 /// `sql` with `$IDS` written as the list of `n` arguments that follow its `fixed` ones
 /// (`$k+1, …, $k+n`).
 pub(crate) fn with_ids(sql: &str, fixed: usize, n: usize) -> String {
@@ -308,9 +328,9 @@ mod tests {
             (crate::billing::INSERT_LEDGER, 9),
             (crate::jobs::INSERT_JOB, 6),
             (crate::events::INSERT_EVENT, 7),
-            (crate::billing::INSERT_ORDER_KEYED, 10),
-            (crate::billing::INSERT_INVOICE_KEYED, 16),
-            (crate::hosting::INSERT_HOSTING_KEYED, 21),
+            (&crate::billing::INSERT_ORDER_KEYED, 10),
+            (&crate::billing::INSERT_INVOICE_KEYED, 16),
+            (&crate::hosting::INSERT_HOSTING_KEYED, 21),
             (crate::hosting::INSERT_DOMAIN, 11),
         ] {
             let rows = vec![vec![Val::from(1); args]; 2];
@@ -321,27 +341,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_key_column_is_one_more_column_and_argument() {
+        assert_eq!(
+            super::with_key_column("INSERT INTO t (a, b, c)\n VALUES ($1, $2, $1)", "id"),
+            "INSERT INTO t (a, b, c, id)\n VALUES ($1, $2, $1, $3)"
+        );
+    }
+
     /// Orders, domains, accounts and invoices are written before the rows that refer to
     /// them, whatever order their statements came in.
     #[test]
     fn parents_are_flushed_first() {
         let mut sqls = vec![
             crate::hosting::INSERT_HISTORY,
-            crate::hosting::INSERT_HOSTING_KEYED,
-            crate::billing::INSERT_INVOICE_KEYED,
+            &crate::hosting::INSERT_HOSTING_KEYED,
+            &crate::billing::INSERT_INVOICE_KEYED,
             crate::billing::INSERT_LINE,
             crate::hosting::INSERT_DOMAIN,
-            crate::billing::INSERT_ORDER_KEYED,
+            &crate::billing::INSERT_ORDER_KEYED,
             crate::events::INSERT_EVENT,
         ];
         sqls.sort_by_key(|s| super::rank(s));
         assert_eq!(
             sqls,
             [
-                crate::billing::INSERT_ORDER_KEYED,
+                crate::billing::INSERT_ORDER_KEYED.as_str(),
                 crate::hosting::INSERT_DOMAIN,
-                crate::hosting::INSERT_HOSTING_KEYED,
-                crate::billing::INSERT_INVOICE_KEYED,
+                &crate::hosting::INSERT_HOSTING_KEYED,
+                &crate::billing::INSERT_INVOICE_KEYED,
                 crate::hosting::INSERT_HISTORY,
                 crate::billing::INSERT_LINE,
                 crate::events::INSERT_EVENT,

@@ -106,7 +106,6 @@ pub struct NewHosting<'a> {
     pub now: i64,
 }
 
-/// Inserts a hosting account and its first history entry; returns its legacy id.
 const INSERT_HOSTING: &str =
     "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
          billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at)
@@ -114,10 +113,8 @@ const INSERT_HOSTING: &str =
 
 /// [`INSERT_HOSTING`] with its legacy id given (reserved,
 /// [`crate::billing::reserve_order_keys`]).
-pub(crate) const INSERT_HOSTING_KEYED: &str =
-    "INSERT INTO hosting (id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, status,
-         billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, secret, comment, server_id, next_due_date, period_anchor, created_at, modified_at, legacy_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21)";
+pub(crate) static INSERT_HOSTING_KEYED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::deferred::with_key_column(INSERT_HOSTING, "legacy_id"));
 
 fn hosting_args(h: &NewHosting<'_>) -> Vec<Val> {
     vals![
@@ -144,6 +141,7 @@ fn hosting_args(h: &NewHosting<'_>) -> Vec<Val> {
     ]
 }
 
+/// Inserts a hosting account and its first history entry; returns its legacy id.
 pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
     let legacy = conn
         .insert_key(INSERT_HOSTING, "legacy_id", hosting_args(h))
@@ -152,17 +150,20 @@ pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Res
     Ok(legacy)
 }
 
-/// [`insert_hosting`] with the legacy id reserved for it, as a row written later
-/// ([`SqlConn::insert_later`]; its history too).
-pub async fn insert_hosting_later<C: SqlConn>(
+/// [`insert_hosting`] with the legacy id reserved for it, as rows written later
+/// ([`SqlConn::insert_later`], its history too); without one, at once. Returns its legacy
+/// id.
+pub async fn insert_hosting_keyed<C: SqlConn>(
     conn: &mut C,
     h: &NewHosting<'_>,
-    legacy_id: i64,
-) -> Result<()> {
-    let mut args = hosting_args(h);
-    args.push(Val::from(legacy_id));
-    conn.insert_later(INSERT_HOSTING_KEYED, args).await?;
-    record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await
+    reserved: Option<i64>,
+) -> Result<i64> {
+    let Some(id) = reserved else {
+        return insert_hosting(conn, h).await;
+    };
+    crate::billing::insert_later_keyed(conn, &INSERT_HOSTING_KEYED, hosting_args(h), id).await?;
+    record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
+    Ok(id)
 }
 
 pub(crate) const INSERT_HISTORY: &str =

@@ -2,13 +2,12 @@
 //! can share one commit), given a [`WriteCtx`] and nothing else it could wait on.
 
 use lodge_core::pricing::LineKind;
-use lodge_core::{
-    BillingCycle, DomainId, DomainStatus, HostingId, HostingStatus, InvoiceKind, OrderStatus,
-    OrderUuid,
-};
 use std::collections::HashMap;
 
-use lodge_core::{OrganizationId, PlanId, ServerId};
+use lodge_core::{
+    BillingCycle, DomainId, DomainStatus, HostingId, HostingStatus, InvoiceKind, OrderStatus,
+    OrderUuid, OrganizationId, PlanId, ServerId,
+};
 use lodge_store::orgs::OrderQuotas;
 use lodge_store::servers::Placement;
 use lodge_store::{billing, hosting, Conflict, SqlConn, StoreError};
@@ -182,13 +181,7 @@ pub async fn place_order_in<C: SqlConn>(
         actor,
         now,
     };
-    let order_id = match keys {
-        Some(k) => {
-            billing::insert_order_later(conn, &new_order, k.order).await?;
-            k.order
-        }
-        None => billing::insert_order(conn, &new_order).await?,
-    };
+    let order_id = billing::insert_order_keyed(conn, &new_order, keys.map(|k| k.order)).await?;
 
     // The domain object (register / transfer), or the one the customer already holds.
     let domain_id = match &o.domain {
@@ -272,25 +265,21 @@ pub async fn place_order_in<C: SqlConn>(
         actor,
         now,
     };
-    let legacy_id = match keys {
-        Some(k) => hosting::insert_hosting_later(conn, &new_hosting, k.hosting)
-            .await
-            .map(|()| k.hosting),
-        None => hosting::insert_hosting(conn, &new_hosting).await,
-    }
-    .map_err(|e| {
-        if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
-            ServiceError::field(
-                "domain_name",
-                format!(
-                    "{} is not available for a new hosting account.",
-                    o.domain.name()
-                ),
-            )
-        } else {
-            e.into()
-        }
-    })?;
+    let legacy_id = hosting::insert_hosting_keyed(conn, &new_hosting, keys.map(|k| k.hosting))
+        .await
+        .map_err(|e| {
+            if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
+                ServiceError::field(
+                    "domain_name",
+                    format!(
+                        "{} is not available for a new hosting account.",
+                        o.domain.name()
+                    ),
+                )
+            } else {
+                e.into()
+            }
+        })?;
 
     if let Some(c) = &o.coupon {
         let used = lodge_store::catalog::use_coupon(conn, &c.id.to_string(), now).await?;
@@ -321,13 +310,7 @@ pub async fn place_order_in<C: SqlConn>(
             paid,
             now,
         };
-        let id = match keys {
-            Some(k) => {
-                billing::insert_invoice_later(conn, &invoice, k.invoice).await?;
-                k.invoice
-            }
-            None => billing::insert_invoice(conn, &invoice).await?,
-        };
+        let id = billing::insert_invoice_keyed(conn, &invoice, keys.map(|k| k.invoice)).await?;
         let hosting_key = hosting_id.to_string();
         for (i, line) in o.quote.lines.iter().enumerate() {
             let (service, start, end) = match line.kind {
