@@ -137,6 +137,13 @@ pub trait BatchWrite: 'static {
     /// The [`BatchWrite::Shared`] of an attempt at a batch of `units`.
     fn share(units: &[Self::Unit]) -> Self::Shared;
 
+    /// Writes what the units left in what they shared after the last one (balances they
+    /// followed in memory), before [`BatchWrite::finish`].
+    fn settle<'a, C: SqlConn>(
+        db: &'a mut C,
+        shared: Self::Shared,
+    ) -> impl Future<Output = std::result::Result<(), StoreError>> + Send + 'a;
+
     /// Writes one unit (with what the batch's units share, when they run as one).
     fn write_one<'a, C: SqlConn>(
         db: &'a mut C,
@@ -208,6 +215,17 @@ async fn write_each<B: BatchWrite, C: SqlConn>(
             }
         }
         outcomes.push(outcome);
+    }
+    if let Some(shared) = shared {
+        B::settle(db, shared).await.map_err(|e| {
+            if e.is_transient() {
+                Attempt::Store(e)
+            } else {
+                // Run again a unit at a time, without what they shared.
+                tracing::warn!(error = %e, "settling what the batch's units shared failed");
+                Attempt::RowsFailed(e)
+            }
+        })?;
     }
     Ok(outcomes)
 }

@@ -312,6 +312,13 @@ impl crate::commit::BatchWrite for RenewalGroups {
 
     fn share(_: &[RenewalGroup]) {}
 
+    async fn settle<C: lodge_store::SqlConn>(
+        _: &mut C,
+        (): (),
+    ) -> std::result::Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn write_one<C: lodge_store::SqlConn>(
         db: &mut C,
         unit: &RenewalGroup,

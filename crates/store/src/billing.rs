@@ -820,6 +820,70 @@ pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> 
     Ok(balance)
 }
 
+/// [`append_ledger`] where the caller moves the balance itself, later and once for several
+/// entries ([`add_to_balances`]): the entry with the balance it leaves, `balance_after`,
+/// written with the rows nothing reads before the commit ([`SqlConn::insert_later`]).
+pub async fn append_ledger_at<C: SqlConn>(
+    conn: &mut C,
+    e: &NewLedgerEntry<'_>,
+    balance_after: i64,
+) -> Result<()> {
+    conn.insert_later(
+        INSERT_LEDGER,
+        vals![
+            e.organization_id.to_string(),
+            e.kind,
+            e.amount_minor,
+            balance_after,
+            e.currency,
+            e.invoice_id,
+            e.note,
+            e.actor,
+            e.now,
+        ],
+    )
+    .await
+}
+
+/// Moves several organizations' balances by the amounts given (the entries
+/// [`append_ledger_at`] wrote), in one statement on PostgreSQL. The balance's CHECK refuses
+/// a move that would make one negative. Call with their rows locked.
+pub async fn add_to_balances<C: SqlConn>(
+    conn: &mut C,
+    moves: &[(OrganizationId, i64)],
+    now: i64,
+) -> Result<()> {
+    let moves: Vec<_> = moves.iter().filter(|(_, amount)| *amount != 0).collect();
+    if moves.len() > 1 && conn.is_postgres() {
+        let rows: Vec<serde_json::Value> = moves
+            .iter()
+            .map(|(org, amount)| serde_json::json!([org.to_string(), amount]))
+            .collect();
+        let moved = conn
+            .exec(
+                ADD_TO_BALANCES_POSTGRES,
+                vals![now, serde_json::Value::from(rows).to_string()],
+            )
+            .await?;
+        if u64::try_from(moves.len()).ok() != Some(moved) {
+            return Err(StoreError::NotFound);
+        }
+        return Ok(());
+    }
+    for (org, amount) in moves {
+        dialect::add_to_balance(conn, &org.to_string(), *amount, now)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+    }
+    Ok(())
+}
+
+/// [`add_to_balances`] on PostgreSQL: the moves as a JSON list of `[organization, amount]`.
+const ADD_TO_BALANCES_POSTGRES: &str =
+    "UPDATE organizations AS o SET credit_balance_minor = o.credit_balance_minor + m.amount, modified_at = $1
+     FROM (SELECT r.v->>0 AS id, (r.v->>1)::int8 AS amount FROM jsonb_array_elements($2::text::jsonb) AS r(v)) AS m
+     WHERE o.id = m.id";
+
 pub async fn ledger_page(
     db: &sqlx::AnyPool,
     org: OrganizationId,

@@ -418,6 +418,44 @@ pub async fn lock_credit_and_quotas<C: crate::SqlConn>(
     Ok(Some((balance, quotas_of(&mut c)?)))
 }
 
+/// [`lock_credit_and_quotas`] of several organizations in one statement: each one's credit
+/// balance and [`OrderQuotas`]; one that does not exist is missing. The caller holds their
+/// locks already, from an earlier statement of its transaction (on PostgreSQL
+/// [`crate::billing::lock_organizations`], for the reason [`lock_credit_and_quotas`] gives;
+/// SQLite's batch writer holds the database).
+pub async fn credit_and_quotas_of<C: crate::SqlConn>(
+    conn: &mut C,
+    orgs: &[OrganizationId],
+) -> Result<std::collections::HashMap<OrganizationId, (i64, OrderQuotas)>> {
+    let mut ids: Vec<Val> = orgs
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|o| Val::from(o.to_string()))
+        .collect();
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    // A few statement texts for every number of organizations (sqlx prepares each once
+    // per connection).
+    crate::conn::pad_to_power_of_two(&mut ids);
+    let sql = crate::deferred::with_ids(CREDIT_AND_QUOTAS_OF, 0, ids.len());
+    for row in conn.fetch_rows(&sql, ids).await? {
+        let mut c = Cols::new(row);
+        let org: OrganizationId = c.parse()?;
+        let balance = c.int()?;
+        out.insert(org, (balance, quotas_of(&mut c)?));
+    }
+    Ok(out)
+}
+
+const CREDIT_AND_QUOTAS_OF: &str = concat!(
+    "SELECT o.id, o.credit_balance_minor, ",
+    quota_columns!(),
+    " FROM organizations o WHERE o.id IN ($IDS)"
+);
+
 /// [`lock_credit_and_quotas`] on PostgreSQL: the lock [`crate::billing::lock_credit`] takes.
 const LOCK_CREDIT_AND_QUOTAS_POSTGRES: &str = concat!(
     "SELECT o.credit_balance_minor, ",

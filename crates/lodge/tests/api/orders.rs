@@ -1255,6 +1255,13 @@ async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
     );
     // Newest first: the newest entry's balance is the balance.
     assert_eq!(cents(&entries[0]["balance_after"]), 0);
+    // Oldest first, each entry leaves the balance the one before left moved by its amount
+    // (orders placed in one group commit follow their organization's balance in memory).
+    let mut running = 0;
+    for e in entries.iter().rev() {
+        running += cents(&e["amount"]);
+        assert_eq!(cents(&e["balance_after"]), running, "{c}");
+    }
     assert_paid_from_credit(&app, 10, 40).await;
     app.stop().await;
 }

@@ -69,6 +69,10 @@ impl BatchWrite for Payments {
 
     fn share(_: &[Payment]) {}
 
+    async fn settle<C: SqlConn>(_: &mut C, (): ()) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn write_one<C: SqlConn>(db: &mut C, unit: &Payment, _: Option<&mut ()>) -> Result<()> {
         super::pay_from_credit_in(&unit.env.ctx(), db, &unit.invoices, unit.keyed.as_ref()).await
     }

@@ -47,7 +47,11 @@ impl BatchWrite for Orders {
     type Shared = write::OrderMemo;
 
     fn share(units: &[ToPlace]) -> write::OrderMemo {
-        write::OrderMemo::new(units.len())
+        write::OrderMemo::new(units.iter().map(|u| u.order.organization).collect())
+    }
+
+    async fn settle<C: SqlConn>(db: &mut C, memo: write::OrderMemo) -> Result<(), StoreError> {
+        memo.settle(db).await
     }
 
     async fn write_one<C: SqlConn>(

@@ -29,8 +29,15 @@ use crate::{FieldCode, Result, ServiceError};
 pub struct OrderMemo {
     /// Orders in the batch (how many keys to reserve).
     units: usize,
+    /// The batch's organizations, whose balances and quotas are read together when its
+    /// first order asks; emptied then.
+    to_read: Vec<OrganizationId>,
     /// Per organization, `(balance, quotas)` as its next order finds them.
     orgs: HashMap<OrganizationId, (i64, OrderQuotas)>,
+    /// Per organization, the credit its orders applied (ledger entries written, balance
+    /// not yet moved: [`OrderMemo::settle`]), and when the last one was placed.
+    applied: HashMap<OrganizationId, i64>,
+    now: i64,
     /// Per `(driver, plan)`, the server without a limit its accounts go to.
     servers: HashMap<(String, PlanId), ServerId>,
     /// The keys reserved and not yet taken; `None` until the first order asks.
@@ -38,10 +45,14 @@ pub struct OrderMemo {
 }
 
 impl OrderMemo {
-    pub fn new(units: usize) -> Self {
+    /// The memo of a batch of orders of these organizations.
+    pub fn new(orgs: Vec<OrganizationId>) -> Self {
         OrderMemo {
-            units,
+            units: orgs.len(),
+            to_read: orgs,
             orgs: HashMap::new(),
+            applied: HashMap::new(),
+            now: 0,
             servers: HashMap::new(),
             keys: None,
         }
@@ -58,6 +69,30 @@ impl OrderMemo {
             );
         }
         Ok(self.keys.as_mut().and_then(Iterator::next))
+    }
+
+    /// An organization's balance and quotas as its next order in the batch finds them: at
+    /// the first call, every organization's as the database has them (one read, under the
+    /// locks the batch took first); `None` for one that does not exist.
+    async fn org<C: SqlConn>(
+        &mut self,
+        conn: &mut C,
+        org: OrganizationId,
+    ) -> Result<Option<(i64, OrderQuotas)>> {
+        if !self.to_read.is_empty() {
+            let read = lodge_store::orgs::credit_and_quotas_of(conn, &self.to_read).await?;
+            self.orgs.extend(read);
+            self.to_read = Vec::new();
+        }
+        Ok(self.orgs.get(&org).copied())
+    }
+
+    /// Moves the balances by the credit the batch's orders applied, one statement for all
+    /// organizations (after its last order, before the commit).
+    pub async fn settle<C: SqlConn>(self, conn: &mut C) -> lodge_store::Result<()> {
+        let moves: Vec<(OrganizationId, i64)> =
+            self.applied.into_iter().map(|(org, c)| (org, -c)).collect();
+        billing::add_to_balances(conn, &moves, self.now).await
     }
 
     fn server_for(&self, plan: &Plan) -> Option<ServerId> {
@@ -101,9 +136,10 @@ pub async fn place_order_in<C: SqlConn>(
     let billed = !(o.cycle == BillingCycle::Free && total == 0);
     // The organization is locked for every order (free ones too): its quotas are counted
     // under the lock, so orders at once cannot pass them together.
-    let known = memo
-        .as_deref()
-        .and_then(|m| m.orgs.get(&o.organization).copied());
+    let known = match memo.as_deref_mut() {
+        Some(m) => m.org(conn, o.organization).await?,
+        None => None,
+    };
     let (balance, quotas) = match known {
         Some(k) => k,
         None => lodge_store::orgs::lock_credit_and_quotas(conn, o.organization)
@@ -163,7 +199,7 @@ pub async fn place_order_in<C: SqlConn>(
     // only where no later order of the batch reads them, on a server without a limit (a
     // limited one's accounts are counted) and of a plan not sold once per organization
     // (whose accounts are counted too). All of its rows or none: they refer to each other.
-    let keys = match memo {
+    let keys = match memo.as_deref_mut() {
         Some(m) if placed.unlimited && o.plan.row.once_per_organization != 1 => {
             m.next_keys(conn).await?
         }
@@ -345,20 +381,28 @@ pub async fn place_order_in<C: SqlConn>(
             .await?;
         }
         if credit > 0 {
-            billing::append_ledger(
-                conn,
-                &billing::NewLedgerEntry {
-                    organization_id: o.organization,
-                    kind: "applied",
-                    amount_minor: -credit,
-                    currency: cur,
-                    invoice_id: Some(id),
-                    note: "Applied to invoice",
-                    actor,
-                    now,
-                },
-            )
-            .await?;
+            let entry = billing::NewLedgerEntry {
+                organization_id: o.organization,
+                kind: "applied",
+                amount_minor: -credit,
+                currency: cur,
+                invoice_id: Some(id),
+                note: "Applied to invoice",
+                actor,
+                now,
+            };
+            // In a batch the balance this leaves is known (followed in memory from the
+            // batch's one read), and the batch moves it once for all its orders.
+            match memo {
+                Some(m) => {
+                    billing::append_ledger_at(conn, &entry, balance - credit).await?;
+                    *m.applied.entry(o.organization).or_insert(0) += credit;
+                    m.now = now;
+                }
+                None => {
+                    billing::append_ledger(conn, &entry).await?;
+                }
+            }
         }
         invoice_id = Some(id);
         payment_token = Some(token);
