@@ -595,8 +595,9 @@ pub async fn set_line_period<C: SqlConn>(
 /// counter: a group commit numbers all its orders' invoices at its end, so the counter row
 /// (which every issuing transaction must lock) is locked once, just before the commit.
 ///
-/// The invoices are issued at `now()`, read once the counter is locked: transactions number
-/// one after another, so a higher number is never issued earlier.
+/// A higher number is never issued earlier: on SQLite the invoices are issued at `now()`,
+/// read under the database's lock; on PostgreSQL at the later of `now()` and the counter's
+/// stamp (the latest time a step of it was taken at), in the statement that takes the step.
 pub async fn number_invoices<C: SqlConn>(
     conn: &mut C,
     invoices: &[i64],
@@ -610,36 +611,58 @@ pub async fn number_invoices<C: SqlConn>(
     if count == 0 {
         return Ok(());
     }
-    let last = crate::next_counter_by(conn, "invoice_number", count).await?;
-    let issued = now();
-    let numbers = (last - count + 1..)
-        .zip(invoices)
-        .map(|(n, id)| (*id, format!("INV-{n:06}")));
-    let Some(sql) = dialect::number_invoices(conn.dialect(), invoices.len()) else {
-        for (id, number) in numbers {
-            conn.exec(
-                "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
-                vals![id, number, issued],
+    if conn.is_postgres() {
+        // One statement from the counter's step to the numbers: from that step to the
+        // commit every other batch waits for this one, so each round trip here is paid by
+        // all of them. Issued at the later of this clock (read before the wait) and the
+        // counter's stamp, the latest time a step was taken at.
+        let ids: Vec<serde_json::Value> = invoices.iter().map(|id| (*id).into()).collect();
+        let numbered = conn
+            .exec(
+                NUMBER_INVOICES_POSTGRES,
+                vals![
+                    "invoice_number",
+                    count,
+                    now(),
+                    serde_json::Value::from(ids).to_string()
+                ],
             )
             .await?;
+        if numbered != count.unsigned_abs() {
+            return Err(StoreError::Corrupt(format!(
+                "numbered {numbered} of {count} invoices"
+            )));
         }
         return Ok(());
-    };
-    // One statement for them all: from the counter's update to the commit every other
-    // batch waits for this one, so each round trip here is paid by all of them.
-    let mut args = vec![Val::from(issued)];
-    for (id, number) in numbers {
-        args.push(Val::from(id));
-        args.push(Val::from(number));
     }
-    let numbered = conn.exec(&sql, args).await?;
-    if numbered != count.unsigned_abs() {
-        return Err(StoreError::Corrupt(format!(
-            "numbered {numbered} of {count} invoices"
-        )));
+    let last = crate::next_counter_by(conn, "invoice_number", count).await?;
+    let issued = now();
+    for (n, id) in (last - count + 1..).zip(invoices) {
+        conn.exec(
+            "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
+            vals![*id, invoice_number(n), issued],
+        )
+        .await?;
     }
     Ok(())
 }
+
+/// The number of the `n`th invoice: `INV-000042` (six digits at least).
+pub fn invoice_number(n: i64) -> String {
+    format!("INV-{n:06}")
+}
+
+/// [`number_invoices`] on PostgreSQL: `$1` the counter, `$2` how many, `$3` the clock, `$4`
+/// the invoices' ids as a JSON list, numbered in its order as [`invoice_number`] writes them.
+const NUMBER_INVOICES_POSTGRES: &str =
+    "WITH c AS (UPDATE counters SET value = value + $2, stamp = GREATEST(stamp, $3)
+                WHERE name = $1 RETURNING value - $2 AS before, stamp)
+     UPDATE invoices AS i
+     SET number = 'INV-' || CASE WHEN c.before + v.n < 1000000 THEN lpad((c.before + v.n)::text, 6, '0')
+                                 ELSE (c.before + v.n)::text END,
+         issued_at = c.stamp
+     FROM c, jsonb_array_elements_text($4::text::jsonb) WITH ORDINALITY AS v(id, n)
+     WHERE i.id = v.id::int8";
 
 /// Locks the rows of several organizations for the rest of the transaction, in one
 /// statement and one order shared by every caller (PostgreSQL; SQLite has a single

@@ -235,30 +235,6 @@ pub(crate) fn advisory_locks(count: usize) -> String {
     )
 }
 
-/// Numbers `count` invoices in one statement: issued at `$1`, then each invoice's id and
-/// number (`$2`, `$3`, then `$4`, `$5`…). The list is padded with rows matching nothing to
-/// a power of two, so a few statement texts serve every batch size. `None` on SQLite, where
-/// a statement per invoice costs no round trip.
-pub(crate) fn number_invoices(d: Dialect, count: usize) -> Option<String> {
-    (d == Dialect::Postgres).then(|| {
-        let mut sql = String::from(
-            "UPDATE invoices AS i SET number = v.number, issued_at = $1 FROM (VALUES ",
-        );
-        for k in 0..count {
-            let p = 2 + 2 * k;
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("(${p}::BIGINT, ${}::TEXT)", p + 1));
-        }
-        for _ in count..count.next_power_of_two() {
-            sql.push_str(", (NULL::BIGINT, NULL::TEXT)");
-        }
-        sql.push_str(") AS v(id, number) WHERE i.id = v.id");
-        sql
-    })
-}
-
 /// After a row of `table` was written with an explicit `legacy_id`: moves PostgreSQL's
 /// identity sequence past the largest, which an explicit id does not advance. `None` on
 /// SQLite, where a new row takes the largest rowid plus one.
@@ -287,7 +263,6 @@ mod tests {
         for d in [Dialect::Sqlite, Dialect::SqliteLocked] {
             assert_eq!(lock_limited_servers(d), None);
             assert!(!d.locks_rows());
-            assert_eq!(number_invoices(d, 2), None);
             assert_eq!(legacy_id_catch_up(d, "plans"), None);
             assert!(!claim_jobs(d).contains("FOR UPDATE"));
         }
@@ -302,13 +277,6 @@ mod tests {
             "SELECT id FROM organizations WHERE id IN ($1, $2, $3) ORDER BY id FOR NO KEY UPDATE"
         );
         assert!(advisory_locks(2).contains("(VALUES ($1::BIGINT), ($2::BIGINT))"));
-        let numbering = number_invoices(Dialect::Postgres, 3).unwrap();
-        assert!(
-            numbering.contains(
-                "(VALUES ($2::BIGINT, $3::TEXT), ($4::BIGINT, $5::TEXT), ($6::BIGINT, $7::TEXT), (NULL::BIGINT, NULL::TEXT)) AS v"
-            ),
-            "{numbering}"
-        );
     }
 
     #[test]

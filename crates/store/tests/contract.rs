@@ -48,6 +48,7 @@ on_both_engines!(
     check_violations_are_typed,
     a_credit_balance_never_goes_below_zero,
     invoice_numbers_have_no_gaps,
+    invoice_numbers_grow_in_time_and_past_six_digits,
     the_job_queue_claims_finishes_and_retries,
     concurrent_claimers_never_share_a_job,
     an_idempotency_key_is_claimed_once_and_answered,
@@ -722,6 +723,61 @@ async fn invoice_numbers_have_no_gaps(store: Store) {
     assert_eq!(
         checks::consistency_problems(store.reader()).await.unwrap(),
         Vec::<String>::new()
+    );
+}
+
+/// A higher number is never issued earlier, though a batch reads its clock before it waits
+/// for the counter (a later clock numbered first); numbers keep six digits at least and
+/// grow past them.
+async fn invoice_numbers_grow_in_time_and_past_six_digits(store: Store) {
+    let org = organization(&store).await;
+    sqlx::query("UPDATE counters SET value = 999998 WHERE name = 'invoice_number'")
+        .execute(store.writer())
+        .await
+        .unwrap();
+    let number = |later: i64| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let token = uuid_token();
+                ids.push(
+                    billing::insert_invoice(&mut tx, &invoice(org, &token, None))
+                        .await
+                        .unwrap(),
+                );
+            }
+            billing::number_invoices(&mut tx, &ids, || NOW + later)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    number(1_000).await;
+    number(0).await;
+    let (mut invoices, _) = billing::invoices_page(store.reader(), org, None, 10, 0)
+        .await
+        .unwrap();
+    invoices.sort_by_key(|i| i.id);
+    let numbered: Vec<(&str, i64)> = invoices
+        .iter()
+        .map(|i| (i.number.as_deref().unwrap(), i.issued_at))
+        .collect();
+    let first = if store.engine() == lodge_store::Engine::Postgres {
+        NOW + 1_000
+    } else {
+        NOW
+    };
+    assert_eq!(
+        numbered,
+        [
+            ("INV-999999", NOW + 1_000),
+            ("INV-1000000", NOW + 1_000),
+            ("INV-1000001", first),
+            ("INV-1000002", first),
+        ],
+        "on SQLite the clock is read under the database's lock, where it cannot go back"
     );
 }
 
