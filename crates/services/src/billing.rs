@@ -214,7 +214,14 @@ impl Lodge {
                 .await;
         }
         let mut tx = self.store.begin().await?;
-        pay_from_credit_in(&self.write_ctx(actor), &mut tx, invoices, keyed.as_ref()).await?;
+        pay_from_credit_in(
+            &self.write_ctx(actor),
+            &mut tx,
+            invoices,
+            keyed.as_ref(),
+            None,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -740,30 +747,49 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
     conn: &mut C,
     invoices: &[i64],
     keyed: Option<&Keyed>,
+    mut memo: Option<&mut batch::PayMemo>,
 ) -> Result<()> {
     let ids: BTreeSet<i64> = invoices.iter().copied().collect();
-    let mut orgs = BTreeSet::new();
-    for &id in &ids {
-        let inv = billing::invoice(conn, id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        orgs.insert(inv.organization_id);
-    }
     let mut balances = std::collections::BTreeMap::new();
-    for org in orgs {
-        let balance = billing::lock_credit(conn, org)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        balances.insert(org, balance);
+    // In a batch, what its first payment read of every invoice and organization of the
+    // batch, followed in memory; alone, read here.
+    let mut known = std::collections::BTreeMap::new();
+    if let Some(m) = memo.as_deref_mut() {
+        for &id in &ids {
+            let inv = m.invoice(conn, id).await?.ok_or(ServiceError::NotFound)?;
+            let balance = m
+                .balance(inv.organization_id)
+                .ok_or(ServiceError::NotFound)?;
+            balances.insert(inv.organization_id, balance);
+            known.insert(id, inv);
+        }
+    } else {
+        let mut orgs = BTreeSet::new();
+        for &id in &ids {
+            let inv = billing::invoice(conn, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            orgs.insert(inv.organization_id);
+        }
+        for org in orgs {
+            let balance = billing::lock_credit(conn, org)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            balances.insert(org, balance);
+        }
     }
-    // The money paths' lock order: the organizations, the key, then the invoices.
+    // The money paths' lock order: the organizations, the key, then the invoices (a
+    // batch locked its keys before its first payment).
     if let Some(k) = keyed {
         idempotency::claim_in(conn, &k.key, ctx.now).await?;
     }
     for id in ids {
-        let inv = billing::lock_invoice(conn, id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
+        let inv = match known.remove(&id) {
+            Some(inv) => inv,
+            None => billing::lock_invoice(conn, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?,
+        };
         if !inv.status.is_payable() {
             return Err(ServiceError::Conflict(format!(
                 "This invoice is {}.",
@@ -782,7 +808,12 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             ));
         }
         if due > 0 {
-            spend_credit(ctx, conn, inv.organization_id, id, due).await?;
+            match memo.as_deref_mut() {
+                Some(m) => {
+                    m.spend(ctx, conn, inv.organization_id, id, due).await?;
+                }
+                None => spend_credit(ctx, conn, inv.organization_id, id, due).await?,
+            }
             *balance -= due;
         }
         // Locked and unpaid above, and covered by what was applied: it is paid now.

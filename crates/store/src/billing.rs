@@ -398,6 +398,37 @@ pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<In
         .transpose()
 }
 
+/// Several invoices by id, locked ([`lock_invoice`] each) in one statement and in the order
+/// of their ids; those that do not exist are missing. For a batch of payments, whose
+/// organizations are locked first.
+pub async fn lock_invoices<C: SqlConn>(conn: &mut C, ids: &[i64]) -> Result<Vec<InvoiceRow>> {
+    let mut ids: Vec<Val> = ids
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|id| Val::from(*id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::conn::pad_to_power_of_two(&mut ids);
+    let lock = if conn.dialect().locks_rows() {
+        " ORDER BY id FOR NO KEY UPDATE"
+    } else {
+        ""
+    };
+    let sql = crate::deferred::with_ids(
+        &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN ($IDS){lock}"),
+        0,
+        ids.len(),
+    );
+    conn.fetch_rows(&sql, ids)
+        .await?
+        .into_iter()
+        .map(InvoiceRow::from_vals)
+        .collect()
+}
+
 /// An invoice.
 pub async fn invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<InvoiceRow>> {
     conn.fetch_row(

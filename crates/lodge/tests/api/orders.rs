@@ -1255,13 +1255,7 @@ async fn credit_is_applied_exactly_once_under_concurrency(app: TestApp) {
     );
     // Newest first: the newest entry's balance is the balance.
     assert_eq!(cents(&entries[0]["balance_after"]), 0);
-    // Oldest first, each entry leaves the balance the one before left moved by its amount
-    // (orders placed in one group commit follow their organization's balance in memory).
-    let mut running = 0;
-    for e in entries.iter().rev() {
-        running += cents(&e["amount"]);
-        assert_eq!(cents(&e["balance_after"]), running, "{c}");
-    }
+    // Each entry's balance_after, oldest first, is checked there.
     assert_paid_from_credit(&app, 10, 40).await;
     app.stop().await;
 }
@@ -1280,6 +1274,13 @@ async fn assert_paid_from_credit(app: &TestApp, paid: usize, unpaid: usize) {
     );
     let sum: i64 = entries.iter().map(|e| cents(&e["amount"])).sum();
     assert_eq!(sum, cents(&c["balance"]), "{c}");
+    // Oldest first, each entry leaves the balance the one before left moved by its amount
+    // (a group commit follows its organizations' balances in memory and moves them once).
+    let mut running = 0;
+    for e in entries.iter().rev() {
+        running += cents(&e["amount"]);
+        assert_eq!(cents(&e["balance_after"]), running, "{c}");
+    }
     let org = app.org_id();
     let invoices = get_ok(
         app,

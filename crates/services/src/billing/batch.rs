@@ -10,11 +10,110 @@
 //! the commit (ledger entries, the accounts' history, jobs, events) are written together
 //! after the last payment. If a payment is refused, the batch runs again with savepoints.
 
+use std::collections::HashMap;
+
+use lodge_core::OrganizationId;
+use lodge_store::billing::InvoiceRow;
 use lodge_store::{billing, SqlConn, StoreError};
 
+use crate::commit::WriteCtx;
 use crate::commit::{BatchWrite, Committer, Units, WriteEnv};
 use crate::idempotency::Keyed;
 use crate::Result;
+
+/// What the payments of one batch written as one share ([`BatchWrite::Shared`]): every
+/// invoice the batch pays, locked and read in one statement when its first payment asks,
+/// and its organizations' balances, read once then followed in memory; the credit applied,
+/// moved in one statement after the last payment ([`BatchWrite::settle`]).
+#[derive(Debug)]
+pub struct PayMemo {
+    /// The batch's invoices, until they are read.
+    to_read: Vec<i64>,
+    /// Each invoice as the batch read it; taken by the payment that pays it (a second
+    /// payment of it in the batch reads it again, paid, and is refused).
+    invoices: HashMap<i64, InvoiceRow>,
+    balances: HashMap<OrganizationId, i64>,
+    applied: HashMap<OrganizationId, i64>,
+    now: i64,
+}
+
+impl PayMemo {
+    fn new(invoices: Vec<i64>) -> Self {
+        PayMemo {
+            to_read: invoices,
+            invoices: HashMap::new(),
+            balances: HashMap::new(),
+            applied: HashMap::new(),
+            now: 0,
+        }
+    }
+
+    /// An invoice of the batch, locked; at the first call all of them are locked and read
+    /// (the organizations were locked first, [`BatchWrite::lock`]), and their
+    /// organizations' balances. Once paid in the batch, read again.
+    pub(crate) async fn invoice<C: SqlConn>(
+        &mut self,
+        conn: &mut C,
+        id: i64,
+    ) -> Result<Option<InvoiceRow>> {
+        if !self.to_read.is_empty() {
+            let read = billing::lock_invoices(conn, &self.to_read).await?;
+            let orgs: Vec<OrganizationId> = read.iter().map(|i| i.organization_id).collect();
+            self.balances.extend(
+                lodge_store::orgs::credit_and_quotas_of(conn, &orgs)
+                    .await?
+                    .into_iter()
+                    .map(|(org, (balance, _))| (org, balance)),
+            );
+            self.invoices.extend(read.into_iter().map(|i| (i.id, i)));
+            self.to_read = Vec::new();
+        }
+        match self.invoices.remove(&id) {
+            Some(inv) => Ok(Some(inv)),
+            None => Ok(billing::lock_invoice(conn, id).await?),
+        }
+    }
+
+    /// An organization's balance as its next payment in the batch finds it.
+    pub(crate) fn balance(&self, org: OrganizationId) -> Option<i64> {
+        self.balances.get(&org).copied()
+    }
+
+    /// Applies `amount` of the organization's credit to the invoice: its ledger entry,
+    /// written with the balance it leaves; the balance moves in [`BatchWrite::settle`].
+    pub(crate) async fn spend<C: SqlConn>(
+        &mut self,
+        ctx: &WriteCtx<'_>,
+        conn: &mut C,
+        org: OrganizationId,
+        invoice: i64,
+        amount: i64,
+    ) -> Result<()> {
+        let balance = self
+            .balances
+            .get_mut(&org)
+            .ok_or(crate::ServiceError::NotFound)?;
+        *balance -= amount;
+        billing::append_ledger_at(
+            conn,
+            &billing::NewLedgerEntry {
+                organization_id: org,
+                kind: "applied",
+                amount_minor: -amount,
+                currency: ctx.currency,
+                invoice_id: Some(invoice),
+                note: "Applied to invoice",
+                actor: ctx.actor,
+                now: ctx.now,
+            },
+            *balance,
+        )
+        .await?;
+        *self.applied.entry(org).or_insert(0) += amount;
+        self.now = self.now.max(ctx.now);
+        Ok(())
+    }
+}
 
 /// A payment from credit waiting to be written: the invoices it pays, in full.
 #[derive(Debug)]
@@ -65,16 +164,36 @@ impl BatchWrite for Payments {
         lodge_store::idempotency::lock_keys(db, &keys).await
     }
 
-    type Shared = ();
+    type Shared = PayMemo;
 
-    fn share(_: &[Payment]) {}
-
-    async fn settle<C: SqlConn>(_: &mut C, (): ()) -> Result<(), StoreError> {
-        Ok(())
+    fn share(units: &[Payment]) -> PayMemo {
+        PayMemo::new(
+            units
+                .iter()
+                .flat_map(|u| u.invoices.iter().copied())
+                .collect(),
+        )
     }
 
-    async fn write_one<C: SqlConn>(db: &mut C, unit: &Payment, _: Option<&mut ()>) -> Result<()> {
-        super::pay_from_credit_in(&unit.env.ctx(), db, &unit.invoices, unit.keyed.as_ref()).await
+    async fn settle<C: SqlConn>(db: &mut C, memo: PayMemo) -> Result<(), StoreError> {
+        let moves: Vec<(OrganizationId, i64)> =
+            memo.applied.into_iter().map(|(org, c)| (org, -c)).collect();
+        billing::add_to_balances(db, &moves, memo.now).await
+    }
+
+    async fn write_one<C: SqlConn>(
+        db: &mut C,
+        unit: &Payment,
+        memo: Option<&mut PayMemo>,
+    ) -> Result<()> {
+        super::pay_from_credit_in(
+            &unit.env.ctx(),
+            db,
+            &unit.invoices,
+            unit.keyed.as_ref(),
+            memo,
+        )
+        .await
     }
 
     async fn finish<C: SqlConn>(
