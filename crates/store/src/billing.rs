@@ -881,9 +881,9 @@ pub async fn append_ledger<C: SqlConn>(conn: &mut C, e: &NewLedgerEntry<'_>) -> 
 }
 
 /// [`append_ledger`] where the caller moves the balance itself, later and once for several
-/// entries ([`add_to_balances`]): the entry with the balance it leaves, `balance_after`,
+/// entries ([`PendingMoves`]): the entry with the balance it leaves, `balance_after`,
 /// written with the rows nothing reads before the commit ([`SqlConn::insert_later`]).
-pub async fn append_ledger_at<C: SqlConn>(
+async fn append_ledger_at<C: SqlConn>(
     conn: &mut C,
     e: &NewLedgerEntry<'_>,
     balance_after: i64,
@@ -903,6 +903,39 @@ pub async fn append_ledger_at<C: SqlConn>(
         ],
     )
     .await
+}
+
+/// Ledger entries a batch wrote ([`append_ledger_at`], each with the balance it leaves, the
+/// batch following its organizations' balances in memory) whose balances have not moved
+/// yet: [`PendingMoves::write`] moves them, once per organization, after the batch's last
+/// unit.
+#[derive(Debug, Default)]
+pub struct PendingMoves {
+    /// Per organization, the sum of its entries' amounts.
+    moves: std::collections::HashMap<OrganizationId, i64>,
+    /// The latest entry's time.
+    now: i64,
+}
+
+impl PendingMoves {
+    /// Writes the entry (leaving `balance_after`), its balance to move later.
+    pub async fn append<C: SqlConn>(
+        &mut self,
+        conn: &mut C,
+        e: &NewLedgerEntry<'_>,
+        balance_after: i64,
+    ) -> Result<()> {
+        append_ledger_at(conn, e, balance_after).await?;
+        *self.moves.entry(e.organization_id).or_insert(0) += e.amount_minor;
+        self.now = self.now.max(e.now);
+        Ok(())
+    }
+
+    /// Moves the balances by the entries' amounts ([`add_to_balances`]).
+    pub async fn write<C: SqlConn>(self, conn: &mut C) -> Result<()> {
+        let moves: Vec<(OrganizationId, i64)> = self.moves.into_iter().collect();
+        add_to_balances(conn, &moves, self.now).await
+    }
 }
 
 /// Moves several organizations' balances by the amounts given (the entries

@@ -33,8 +33,8 @@ pub struct PayMemo {
     /// payment of it in the batch reads it again, paid, and is refused).
     invoices: HashMap<i64, InvoiceRow>,
     balances: HashMap<OrganizationId, i64>,
-    applied: HashMap<OrganizationId, i64>,
-    now: i64,
+    /// The credit applied: ledger entries written, balances not yet moved.
+    applied: billing::PendingMoves,
 }
 
 impl PayMemo {
@@ -43,8 +43,7 @@ impl PayMemo {
             to_read: invoices,
             invoices: HashMap::new(),
             balances: HashMap::new(),
-            applied: HashMap::new(),
-            now: 0,
+            applied: billing::PendingMoves::default(),
         }
     }
 
@@ -94,23 +93,22 @@ impl PayMemo {
             .get_mut(&org)
             .ok_or(crate::ServiceError::NotFound)?;
         *balance -= amount;
-        billing::append_ledger_at(
-            conn,
-            &billing::NewLedgerEntry {
-                organization_id: org,
-                kind: "applied",
-                amount_minor: -amount,
-                currency: ctx.currency,
-                invoice_id: Some(invoice),
-                note: "Applied to invoice",
-                actor: ctx.actor,
-                now: ctx.now,
-            },
-            *balance,
-        )
-        .await?;
-        *self.applied.entry(org).or_insert(0) += amount;
-        self.now = self.now.max(ctx.now);
+        self.applied
+            .append(
+                conn,
+                &billing::NewLedgerEntry {
+                    organization_id: org,
+                    kind: "applied",
+                    amount_minor: -amount,
+                    currency: ctx.currency,
+                    invoice_id: Some(invoice),
+                    note: "Applied to invoice",
+                    actor: ctx.actor,
+                    now: ctx.now,
+                },
+                *balance,
+            )
+            .await?;
         Ok(())
     }
 }
@@ -176,9 +174,7 @@ impl BatchWrite for Payments {
     }
 
     async fn settle<C: SqlConn>(db: &mut C, memo: PayMemo) -> Result<(), StoreError> {
-        let moves: Vec<(OrganizationId, i64)> =
-            memo.applied.into_iter().map(|(org, c)| (org, -c)).collect();
-        billing::add_to_balances(db, &moves, memo.now).await
+        memo.applied.write(db).await
     }
 
     async fn write_one<C: SqlConn>(

@@ -34,10 +34,9 @@ pub struct OrderMemo {
     to_read: Vec<OrganizationId>,
     /// Per organization, `(balance, quotas)` as its next order finds them.
     orgs: HashMap<OrganizationId, (i64, OrderQuotas)>,
-    /// Per organization, the credit its orders applied (ledger entries written, balance
-    /// not yet moved: [`OrderMemo::settle`]), and when the last one was placed.
-    applied: HashMap<OrganizationId, i64>,
-    now: i64,
+    /// The credit the batch's orders applied: ledger entries written, balances not yet
+    /// moved ([`OrderMemo::settle`]).
+    applied: billing::PendingMoves,
     /// Per `(driver, plan)`, the server without a limit its accounts go to.
     servers: HashMap<(String, PlanId), ServerId>,
     /// The keys reserved and not yet taken; `None` until the first order asks.
@@ -51,8 +50,7 @@ impl OrderMemo {
             units: orgs.len(),
             to_read: orgs,
             orgs: HashMap::new(),
-            applied: HashMap::new(),
-            now: 0,
+            applied: billing::PendingMoves::default(),
             servers: HashMap::new(),
             keys: None,
         }
@@ -90,9 +88,7 @@ impl OrderMemo {
     /// Moves the balances by the credit the batch's orders applied, one statement for all
     /// organizations (after its last order, before the commit).
     pub async fn settle<C: SqlConn>(self, conn: &mut C) -> lodge_store::Result<()> {
-        let moves: Vec<(OrganizationId, i64)> =
-            self.applied.into_iter().map(|(org, c)| (org, -c)).collect();
-        billing::add_to_balances(conn, &moves, self.now).await
+        self.applied.write(conn).await
     }
 
     fn server_for(&self, plan: &Plan) -> Option<ServerId> {
@@ -394,11 +390,7 @@ pub async fn place_order_in<C: SqlConn>(
             // In a batch the balance this leaves is known (followed in memory from the
             // batch's one read), and the batch moves it once for all its orders.
             match memo {
-                Some(m) => {
-                    billing::append_ledger_at(conn, &entry, balance - credit).await?;
-                    *m.applied.entry(o.organization).or_insert(0) += credit;
-                    m.now = now;
-                }
+                Some(m) => m.applied.append(conn, &entry, balance - credit).await?,
                 None => {
                     billing::append_ledger(conn, &entry).await?;
                 }
