@@ -544,34 +544,40 @@ pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
     if applied <= 0 {
         return Ok(0);
     }
-    spend_credit(ctx, conn, org, invoice, applied).await?;
+    spend_credit(ctx, conn, org, invoice, applied, None).await?;
     billing::add_credit_applied(conn, invoice, applied, ctx.now).await?;
     Ok(applied)
 }
 
-/// The ledger's entry of `amount` of the organization's credit applied to an invoice (the
-/// balance moves with it). Call with the organization's row locked.
-async fn spend_credit<C: lodge_store::SqlConn>(
+/// The ledger's entry of `amount` of the organization's credit applied to an invoice. Alone
+/// (`pending` is `None`) the balance moves with it: call with the organization's row
+/// locked. In a batch that follows its organizations' balances in memory, the entry is
+/// written with the balance it leaves and the balance moves after the batch's last unit
+/// (`pending`: the batch's [`billing::PendingMoves`] and that balance).
+pub(crate) async fn spend_credit<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     org: OrganizationId,
     invoice: i64,
     amount: i64,
+    pending: Option<(&mut billing::PendingMoves, i64)>,
 ) -> Result<()> {
-    billing::append_ledger(
-        conn,
-        &billing::NewLedgerEntry {
-            organization_id: org,
-            kind: "applied",
-            amount_minor: -amount,
-            currency: ctx.currency,
-            invoice_id: Some(invoice),
-            note: "Applied to invoice",
-            actor: ctx.actor,
-            now: ctx.now,
-        },
-    )
-    .await?;
+    let entry = billing::NewLedgerEntry {
+        organization_id: org,
+        kind: "applied",
+        amount_minor: -amount,
+        currency: ctx.currency,
+        invoice_id: Some(invoice),
+        note: "Applied to invoice",
+        actor: ctx.actor,
+        now: ctx.now,
+    };
+    match pending {
+        Some((moves, balance_after)) => moves.append(conn, &entry, balance_after).await?,
+        None => {
+            billing::append_ledger(conn, &entry).await?;
+        }
+    }
     Ok(())
 }
 
@@ -808,19 +814,19 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             ));
         }
         if due > 0 {
-            match memo.as_deref_mut() {
-                Some(m) => {
-                    m.spend(ctx, conn, inv.organization_id, id, due).await?;
-                }
-                None => spend_credit(ctx, conn, inv.organization_id, id, due).await?,
-            }
             *balance -= due;
+            let pending = memo.as_deref_mut().map(|m| (m.pending(), *balance));
+            spend_credit(ctx, conn, inv.organization_id, id, due, pending).await?;
         }
         // Locked and unpaid above, and covered by what was applied: it is paid now.
         let paid = billing::apply_credit_in_full(conn, id, due, ctx.now)
             .await?
             .ok_or_else(|| ServiceError::Internal(format!("invoice {id} was not marked paid")))?;
         settled(ctx, conn, &inv, Some(&paid)).await?;
+    }
+    if let Some(m) = memo {
+        // What the batch's next payment finds.
+        m.followed(balances);
     }
     if let Some(k) = keyed {
         idempotency::answer_in(conn, &k.key, &k.outcome).await?;

@@ -173,20 +173,25 @@ pub async fn write_all<B: BatchWrite, C: SqlConn>(
     let outcomes = if B::DEFER_ROWS && mode == Units::Whole && db.is_postgres() {
         let mut rows = Deferred::new(&mut *db);
         let outcomes = write_each::<B, _>(&mut rows, units, mode).await?;
-        rows.flush().await.map_err(|e| {
-            if e.is_transient() {
-                Attempt::Store(e)
-            } else {
-                tracing::debug!(error = %e, "a row written after the batch's units failed");
-                Attempt::RowsFailed(e)
-            }
-        })?;
+        rows.flush().await.map_err(after_the_units)?;
         outcomes
     } else {
         write_each::<B, _>(db, units, mode).await?
     };
     B::finish(db, units, &outcomes).await?;
     Ok(outcomes)
+}
+
+/// A failure of what a batch run as one writes after its units (the rows written later,
+/// what they shared): a collision runs the batch again as it was, anything else a unit at a
+/// time, since which unit's write it was is not known.
+fn after_the_units(e: StoreError) -> Attempt {
+    if e.is_transient() {
+        Attempt::Store(e)
+    } else {
+        tracing::debug!(error = %e, "a write after the batch's units failed");
+        Attempt::RowsFailed(e)
+    }
 }
 
 /// Writes each unit, in its own savepoint with [`Units::Savepoints`].
@@ -217,15 +222,7 @@ async fn write_each<B: BatchWrite, C: SqlConn>(
         outcomes.push(outcome);
     }
     if let Some(shared) = shared {
-        B::settle(db, shared).await.map_err(|e| {
-            if e.is_transient() {
-                Attempt::Store(e)
-            } else {
-                // Run again a unit at a time, without what they shared.
-                tracing::warn!(error = %e, "settling what the batch's units shared failed");
-                Attempt::RowsFailed(e)
-            }
-        })?;
+        B::settle(db, shared).await.map_err(after_the_units)?;
     }
     Ok(outcomes)
 }

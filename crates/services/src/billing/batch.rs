@@ -16,7 +16,6 @@ use lodge_core::OrganizationId;
 use lodge_store::billing::InvoiceRow;
 use lodge_store::{billing, SqlConn, StoreError};
 
-use crate::commit::WriteCtx;
 use crate::commit::{BatchWrite, Committer, Units, WriteEnv};
 use crate::idempotency::Keyed;
 use crate::Result;
@@ -78,38 +77,14 @@ impl PayMemo {
         self.balances.get(&org).copied()
     }
 
-    /// Applies `amount` of the organization's credit to the invoice: its ledger entry,
-    /// written with the balance it leaves; the balance moves in [`BatchWrite::settle`].
-    pub(crate) async fn spend<C: SqlConn>(
-        &mut self,
-        ctx: &WriteCtx<'_>,
-        conn: &mut C,
-        org: OrganizationId,
-        invoice: i64,
-        amount: i64,
-    ) -> Result<()> {
-        let balance = self
-            .balances
-            .get_mut(&org)
-            .ok_or(crate::ServiceError::NotFound)?;
-        *balance -= amount;
-        self.applied
-            .append(
-                conn,
-                &billing::NewLedgerEntry {
-                    organization_id: org,
-                    kind: "applied",
-                    amount_minor: -amount,
-                    currency: ctx.currency,
-                    invoice_id: Some(invoice),
-                    note: "Applied to invoice",
-                    actor: ctx.actor,
-                    now: ctx.now,
-                },
-                *balance,
-            )
-            .await?;
-        Ok(())
+    /// The balances as the batch's payment that just ran leaves them.
+    pub(crate) fn followed(&mut self, balances: impl IntoIterator<Item = (OrganizationId, i64)>) {
+        self.balances.extend(balances);
+    }
+
+    /// The ledger entries written whose balances move after the last payment.
+    pub(crate) fn pending(&mut self) -> &mut billing::PendingMoves {
+        &mut self.applied
     }
 }
 

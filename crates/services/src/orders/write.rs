@@ -377,24 +377,10 @@ pub async fn place_order_in<C: SqlConn>(
             .await?;
         }
         if credit > 0 {
-            let entry = billing::NewLedgerEntry {
-                organization_id: o.organization,
-                kind: "applied",
-                amount_minor: -credit,
-                currency: cur,
-                invoice_id: Some(id),
-                note: "Applied to invoice",
-                actor,
-                now,
-            };
             // In a batch the balance this leaves is known (followed in memory from the
             // batch's one read), and the batch moves it once for all its orders.
-            match memo {
-                Some(m) => m.applied.append(conn, &entry, balance - credit).await?,
-                None => {
-                    billing::append_ledger(conn, &entry).await?;
-                }
-            }
+            let pending = memo.map(|m| (&mut m.applied, balance - credit));
+            crate::billing::spend_credit(ctx, conn, o.organization, id, credit, pending).await?;
         }
         invoice_id = Some(id);
         payment_token = Some(token);
