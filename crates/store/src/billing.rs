@@ -69,30 +69,33 @@ pub async fn insert_order<C: SqlConn>(conn: &mut C, o: &NewOrder<'_>) -> Result<
     conn.insert_key(INSERT_ORDER, "id", order_args(o)).await
 }
 
-/// Inserts an order with the id reserved for it ([`reserve_order_keys`]) as a row nothing
-/// reads before the commit ([`SqlConn::insert_later`]); without one, at once
-/// ([`insert_order`]). Returns its id.
+/// [`insert_order`], or with the id reserved for it ([`reserve_order_keys`]) as a row
+/// written later ([`insert_keyed`]). Returns its id.
 pub async fn insert_order_keyed<C: SqlConn>(
     conn: &mut C,
     o: &NewOrder<'_>,
     reserved: Option<i64>,
 ) -> Result<i64> {
-    match reserved {
-        Some(id) => insert_later_keyed(conn, &INSERT_ORDER_KEYED, order_args(o), id).await,
-        None => insert_order(conn, o).await,
-    }
+    let sql = (INSERT_ORDER, INSERT_ORDER_KEYED.as_str());
+    insert_keyed(conn, sql, "id", order_args(o), reserved).await
 }
 
-/// `args` of `keyed` (an insert with its key as the last argument) with `key`, written
-/// later; returns the key.
-pub(crate) async fn insert_later_keyed<C: SqlConn>(
+/// Inserts a row of `sql.0`, a one-row insert whose key the database assigns to
+/// `key_column`, and returns its key; with a key reserved for it ([`reserve_order_keys`]),
+/// inserts it with that key instead (`sql.1`, [`crate::deferred::with_key_column`] of
+/// `sql.0`) as a row nothing reads before the commit ([`SqlConn::insert_later`]).
+pub(crate) async fn insert_keyed<C: SqlConn>(
     conn: &mut C,
-    keyed: &'static str,
+    sql: (&str, &'static str),
+    key_column: &str,
     mut args: Vec<Val>,
-    key: i64,
+    reserved: Option<i64>,
 ) -> Result<i64> {
+    let Some(key) = reserved else {
+        return conn.insert_key(sql.0, key_column, args).await;
+    };
     args.push(Val::from(key));
-    conn.insert_later(keyed, args).await?;
+    conn.insert_later(sql.1, args).await?;
     Ok(key)
 }
 
@@ -315,17 +318,15 @@ pub async fn insert_invoice<C: SqlConn>(conn: &mut C, i: &NewInvoice<'_>) -> Res
     conn.insert_key(INSERT_INVOICE, "id", invoice_args(i)).await
 }
 
-/// [`insert_invoice`] with the id reserved for it ([`reserve_order_keys`]), as a row
-/// written later ([`SqlConn::insert_later`]); without one, at once. Returns its id.
+/// [`insert_invoice`], or with the id reserved for it ([`reserve_order_keys`]) as a row
+/// written later ([`insert_keyed`]). Returns its id.
 pub async fn insert_invoice_keyed<C: SqlConn>(
     conn: &mut C,
     i: &NewInvoice<'_>,
     reserved: Option<i64>,
 ) -> Result<i64> {
-    match reserved {
-        Some(id) => insert_later_keyed(conn, &INSERT_INVOICE_KEYED, invoice_args(i), id).await,
-        None => insert_invoice(conn, i).await,
-    }
+    let sql = (INSERT_INVOICE, INSERT_INVOICE_KEYED.as_str());
+    insert_keyed(conn, sql, "id", invoice_args(i), reserved).await
 }
 
 /// The invoice whose payment token has this digest: a token it was issued with, or one
@@ -402,27 +403,16 @@ pub async fn lock_invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<In
 /// of their ids; those that do not exist are missing. For a batch of payments, whose
 /// organizations are locked first.
 pub async fn lock_invoices<C: SqlConn>(conn: &mut C, ids: &[i64]) -> Result<Vec<InvoiceRow>> {
-    let mut ids: Vec<Val> = ids
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|id| Val::from(*id))
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    crate::conn::pad_to_power_of_two(&mut ids);
     let lock = if conn.dialect().locks_rows() {
         " ORDER BY id FOR NO KEY UPDATE"
     } else {
         ""
     };
-    let sql = crate::deferred::with_ids(
-        &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN ($IDS){lock}"),
-        0,
-        ids.len(),
-    );
-    conn.fetch_rows(&sql, ids)
+    let sql = format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN ($IDS){lock}");
+    let Some((sql, args)) = crate::conn::over_distinct_ids(&sql, ids.iter().copied()) else {
+        return Ok(Vec::new());
+    };
+    conn.fetch_rows(&sql, args)
         .await?
         .into_iter()
         .map(InvoiceRow::from_vals)

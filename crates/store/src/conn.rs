@@ -254,6 +254,26 @@ pub(crate) fn pad_to_power_of_two<T: Clone>(values: &mut Vec<T>) {
     }
 }
 
+/// `sql`, a statement over a list of ids (`$IDS`, [`crate::deferred::with_ids`]), and its
+/// arguments for the distinct `ids`, the list padded to a power of two
+/// ([`pad_to_power_of_two`]) so a few texts serve every length; `None` without ids.
+pub(crate) fn over_distinct_ids<T: Ord + Into<Val>>(
+    sql: &str,
+    ids: impl IntoIterator<Item = T>,
+) -> Option<(String, Vec<Val>)> {
+    let mut args: Vec<Val> = ids
+        .into_iter()
+        .collect::<std::collections::BTreeSet<T>>()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    if args.is_empty() {
+        return None;
+    }
+    pad_to_power_of_two(&mut args);
+    Some((crate::deferred::with_ids(sql, 0, args.len()), args))
+}
+
 /// Opens the savepoint of one unit (an order) inside a batch's transaction.
 pub async fn begin_unit<C: SqlConn>(conn: &mut C) -> Result<()> {
     conn.exec("SAVEPOINT unit", vec![]).await.map(drop)
@@ -357,6 +377,16 @@ impl SqlConn for sqlx::Transaction<'_, sqlx::Any> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_list_of_ids_is_distinct_sorted_and_padded() {
+        let (sql, args) =
+            super::over_distinct_ids("SELECT 1 WHERE id IN ($IDS)", [5_i64, 3, 5, 9, 3]).unwrap();
+        assert_eq!(sql, "SELECT 1 WHERE id IN ($1, $2, $3, $4)");
+        let ints: Vec<_> = args.iter().map(|v| v.int().unwrap()).collect();
+        assert_eq!(ints, [Some(3), Some(5), Some(9), Some(9)]);
+        assert!(super::over_distinct_ids("x IN ($IDS)", Vec::<i64>::new()).is_none());
+    }
+
     #[test]
     fn lists_are_padded_to_a_power_of_two_with_their_last_value() {
         for (n, padded) in [(0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (64, 64), (65, 128)] {

@@ -143,27 +143,21 @@ fn hosting_args(h: &NewHosting<'_>) -> Vec<Val> {
 
 /// Inserts a hosting account and its first history entry; returns its legacy id.
 pub async fn insert_hosting<C: SqlConn>(conn: &mut C, h: &NewHosting<'_>) -> Result<i64> {
-    let legacy = conn
-        .insert_key(INSERT_HOSTING, "legacy_id", hosting_args(h))
-        .await?;
-    record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
-    Ok(legacy)
+    insert_hosting_keyed(conn, h, None).await
 }
 
-/// [`insert_hosting`] with the legacy id reserved for it, as rows written later
-/// ([`SqlConn::insert_later`], its history too); without one, at once. Returns its legacy
-/// id.
+/// [`insert_hosting`], or with the legacy id reserved for it as rows written later (its
+/// history too, [`crate::billing::insert_keyed`]). Returns its legacy id.
 pub async fn insert_hosting_keyed<C: SqlConn>(
     conn: &mut C,
     h: &NewHosting<'_>,
     reserved: Option<i64>,
 ) -> Result<i64> {
-    let Some(id) = reserved else {
-        return insert_hosting(conn, h).await;
-    };
-    crate::billing::insert_later_keyed(conn, &INSERT_HOSTING_KEYED, hosting_args(h), id).await?;
+    let sql = (INSERT_HOSTING, INSERT_HOSTING_KEYED.as_str());
+    let legacy =
+        crate::billing::insert_keyed(conn, sql, "legacy_id", hosting_args(h), reserved).await?;
     record_history(conn, h.id, None, h.status, h.note, h.actor, h.now).await?;
-    Ok(id)
+    Ok(legacy)
 }
 
 pub(crate) const INSERT_HISTORY: &str =

@@ -427,21 +427,12 @@ pub async fn credit_and_quotas_of<C: crate::SqlConn>(
     conn: &mut C,
     orgs: &[OrganizationId],
 ) -> Result<std::collections::HashMap<OrganizationId, (i64, OrderQuotas)>> {
-    let mut ids: Vec<Val> = orgs
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|o| Val::from(o.to_string()))
-        .collect();
-    let mut out = std::collections::HashMap::with_capacity(ids.len());
-    if ids.is_empty() {
+    let ids = orgs.iter().map(ToString::to_string);
+    let mut out = std::collections::HashMap::with_capacity(orgs.len());
+    let Some((sql, args)) = crate::conn::over_distinct_ids(CREDIT_AND_QUOTAS_OF, ids) else {
         return Ok(out);
-    }
-    // A few statement texts for every number of organizations (sqlx prepares each once
-    // per connection).
-    crate::conn::pad_to_power_of_two(&mut ids);
-    let sql = crate::deferred::with_ids(CREDIT_AND_QUOTAS_OF, 0, ids.len());
-    for row in conn.fetch_rows(&sql, ids).await? {
+    };
+    for row in conn.fetch_rows(&sql, args).await? {
         let mut c = Cols::new(row);
         let org: OrganizationId = c.parse()?;
         let balance = c.int()?;
