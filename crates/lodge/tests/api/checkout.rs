@@ -554,6 +554,10 @@ async fn account_and_billing_address(app: TestApp) {
         ),
         (json!({ "currency": "EUR" }), "another currency"),
         (json!({ "city": ["x"] }), "not a string"),
+        (
+            json!({ "state": -1.5, "zip": 12345 }),
+            "numbers, not strings",
+        ),
         (json!({}), "nothing to change"),
         (json!({ "city": "x".repeat(101) }), "too long"),
     ] {
