@@ -525,30 +525,6 @@ pub(crate) async fn enqueue_later<C: lodge_store::SqlConn>(
     Ok(jobs::enqueue_later(conn, &new_job(ctx.now, kind, &payload, dedupe_key)).await?)
 }
 
-/// Applies the organization's credit to an invoice, up to `max`: the balance is read under
-/// its lock, and the ledger's constraint keeps it from going negative.
-pub(crate) async fn apply_credit<C: lodge_store::SqlConn>(
-    ctx: &WriteCtx<'_>,
-    conn: &mut C,
-    org: OrganizationId,
-    invoice: i64,
-    max: i64,
-) -> Result<i64> {
-    if max <= 0 {
-        return Ok(0);
-    }
-    let balance = billing::lock_credit(conn, org)
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let applied = balance.min(max);
-    if applied <= 0 {
-        return Ok(0);
-    }
-    spend_credit(ctx, conn, org, invoice, applied, None).await?;
-    billing::add_credit_applied(conn, invoice, applied, ctx.now).await?;
-    Ok(applied)
-}
-
 /// The ledger's entry of `amount` of the organization's credit applied to an invoice. Alone
 /// (`pending` is `None`) the balance moves with it: call with the organization's row
 /// locked. In a batch that follows its organizations' balances in memory, the entry is

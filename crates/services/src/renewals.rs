@@ -13,7 +13,7 @@
 //!   suspension grace and, past the termination grace, cancels the invoice and terminates
 //!   them. Each automatic step is a job, recorded in the account's history by `scheduler`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::civil::Date;
 use lodge_core::renewal::{next_period, OverdueStep};
@@ -21,10 +21,10 @@ use lodge_core::{
     add_months, BillingCycle, DomainEvent, DomainId, HostingEvent, HostingId, HostingStatus,
     InvoiceKind, InvoiceStatus, OrganizationId,
 };
-use lodge_store::renewals::{self, DueService};
+use lodge_store::renewals::{self, DueDomain, DueService};
 use lodge_store::{billing, hosting, StoreError};
 
-use crate::billing::{apply_credit, enqueue_later, settle, JOB_TERMINATE};
+use crate::billing::{enqueue_later, settle, spend_credit, JOB_TERMINATE};
 use crate::commit::WriteCtx;
 use crate::provisioning::JOB_UNSUSPEND;
 use crate::{Lodge, Result, ServiceError};
@@ -293,12 +293,100 @@ fn outcomes_now(units: &[RenewalGroup]) -> i64 {
     units.first().map_or(0, |u| u.env.now_us())
 }
 
+/// What the groups of one batch written as one share ([`crate::commit::BatchWrite::Shared`]):
+/// read when its first group asks, under the organizations' locks the batch took first, in
+/// a few statements for the whole batch instead of a few per group: the organizations'
+/// balances (followed in memory, moved once after the last group), their services still
+/// due and their domains due, each TLD's renewal price, and on PostgreSQL the invoices'
+/// keys, so that their rows are written with the batch's other rows after its last group.
+struct RenewalMemo {
+    /// Groups in the batch (how many invoice keys to reserve).
+    units: usize,
+    /// The batch's organizations and services, until they are read.
+    to_read: Option<(Vec<OrganizationId>, Vec<HostingId>)>,
+    /// Per organization, its balance as its next group finds it.
+    balances: HashMap<OrganizationId, i64>,
+    /// The services of the batch still billable (taken by the group that bills them).
+    services: HashMap<HostingId, DueService>,
+    /// The batch's organizations' domains due, per organization and date (taken by the
+    /// group of that date).
+    domains: HashMap<(OrganizationId, String), Vec<DueDomain>>,
+    /// Per TLD, its renewal price (read at its first domain).
+    prices: HashMap<String, Option<i64>>,
+    /// The invoice keys reserved and not yet taken.
+    keys: std::vec::IntoIter<i64>,
+    /// The credit applied: ledger entries written, balances not yet moved.
+    applied: billing::PendingMoves,
+}
+
+impl RenewalMemo {
+    fn new(units: &[RenewalGroup]) -> Self {
+        RenewalMemo {
+            units: units.len(),
+            to_read: Some((
+                units.iter().map(|u| u.org).collect(),
+                units
+                    .iter()
+                    .flat_map(|u| u.services.iter().map(|s| s.id))
+                    .collect(),
+            )),
+            balances: HashMap::new(),
+            services: HashMap::new(),
+            domains: HashMap::new(),
+            prices: HashMap::new(),
+            keys: Vec::new().into_iter(),
+            applied: billing::PendingMoves::default(),
+        }
+    }
+
+    /// Reads what the batch's groups need, at the first call.
+    async fn read<C: lodge_store::SqlConn>(&mut self, conn: &mut C) -> Result<()> {
+        let Some((orgs, services)) = self.to_read.take() else {
+            return Ok(());
+        };
+        self.balances = lodge_store::orgs::credits_of(&mut *conn, &orgs).await?;
+        self.services = renewals::due_again_all(&mut *conn, &services)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        for d in renewals::domains_due_of(&mut *conn, &orgs).await? {
+            self.domains
+                .entry((d.organization_id, d.next_billing_date.clone()))
+                .or_default()
+                .push(d);
+        }
+        self.keys = billing::reserve_invoice_keys(&mut *conn, self.units)
+            .await?
+            .into_iter();
+        Ok(())
+    }
+
+    async fn price<C: lodge_store::SqlConn>(
+        &mut self,
+        conn: &mut C,
+        tld: &str,
+    ) -> Result<Option<i64>> {
+        if let Some(p) = self.prices.get(tld) {
+            return Ok(*p);
+        }
+        let p = renewals::renew_price(conn, tld).await?;
+        self.prices.insert(tld.to_owned(), p);
+        Ok(p)
+    }
+}
+
 /// The renewal pass's group commit: each unit bills one invoice ([`bill_group_in`]).
 struct RenewalGroups;
 
 impl crate::commit::BatchWrite for RenewalGroups {
     type Unit = RenewalGroup;
     type Outcome = Option<(usize, bool, i64)>;
+
+    /// With [`crate::commit::Units::Whole`] on PostgreSQL: the invoices (their keys
+    /// reserved), lines, ledger entries, jobs and events of the batch in a few statements
+    /// after its last group.
+    const DEFER_ROWS: bool = true;
 
     async fn lock<C: lodge_store::SqlConn>(
         db: &mut C,
@@ -308,30 +396,32 @@ impl crate::commit::BatchWrite for RenewalGroups {
         billing::lock_organizations(db, &orgs).await
     }
 
-    type Shared = ();
+    type Shared = RenewalMemo;
 
-    fn share(_: &[RenewalGroup]) {}
+    fn share(units: &[RenewalGroup]) -> RenewalMemo {
+        RenewalMemo::new(units)
+    }
 
     async fn settle<C: lodge_store::SqlConn>(
-        _: &mut C,
-        (): (),
+        db: &mut C,
+        memo: RenewalMemo,
     ) -> std::result::Result<(), StoreError> {
-        Ok(())
+        memo.applied.write(db).await
     }
 
     async fn write_one<C: lodge_store::SqlConn>(
         db: &mut C,
         unit: &RenewalGroup,
-        _: Option<&mut ()>,
+        memo: Option<&mut RenewalMemo>,
     ) -> Result<Self::Outcome> {
         let ctx = unit.env.ctx();
         bill_group_in(
             &ctx,
             db,
             &unit.catalog,
-            unit.org,
-            &unit.due,
+            (unit.org, &unit.due),
             unit.services.clone(),
+            memo,
         )
         .await
     }
@@ -353,135 +443,203 @@ impl crate::commit::BatchWrite for RenewalGroups {
 }
 
 /// Bills one organization's services (and domains) due on one date on one invoice, in the
-/// caller's transaction: `(periods billed, paid from credit)`, or `None` when another pass
-/// billed them first.
+/// caller's transaction: `(periods billed, paid from credit, invoice id)`, or `None` when
+/// another pass billed them first. In a batch run as one, what it reads comes from the
+/// batch's [`RenewalMemo`]; alone, from the database. The invoice is written once, in its
+/// final state: the credit it takes known first, paid when that covers it.
 async fn bill_group_in<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     tx: &mut C,
     catalog: &crate::catalog::Catalog,
-    org: OrganizationId,
-    due: &str,
+    (org, due): (OrganizationId, &str),
     services: Vec<DueService>,
+    mut memo: Option<&mut RenewalMemo>,
 ) -> Result<Option<(usize, bool, i64)>> {
-    {
-        let ctx = *ctx;
-        // The money paths' lock order: the organization first. A concurrent pass on another
-        // node waits here, then finds the lines this one wrote.
-        if billing::lock_credit(&mut *tx, org).await?.is_none() {
-            return Ok(None);
+    // The money paths' lock order: the organization first (a batch locked them all). A
+    // concurrent pass on another node waits there, then finds the lines this one wrote.
+    let balance = match memo.as_deref_mut() {
+        Some(m) => {
+            m.read(&mut *tx).await?;
+            m.balances.get(&org).copied()
         }
-        let mut periods = Vec::new();
-        for s in services {
-            let Some(s) = renewals::due_again(&mut *tx, s.id, due).await? else {
-                continue;
-            };
-            let Some((start, end)) = period_of(&s) else {
-                tracing::warn!(hosting = %s.id, "cannot tell this account's next period; not billed");
-                continue;
-            };
-            periods.push(Period {
-                service: s,
-                start,
-                end,
-            });
-        }
-        // The organization's domains due the same day renew on the same invoice.
-        let mut years = Vec::new();
-        for d in renewals::domains_due_on(&mut *tx, org, due).await? {
-            let (Ok(start), Some(price)) = (
-                d.next_billing_date.parse::<Date>(),
-                renewals::renew_price(&mut *tx, &d.tld).await?,
-            ) else {
-                tracing::warn!(domain = %d.name, "no renewal price for this domain's TLD; not billed");
-                continue;
-            };
-            years.push((d, start, add_months(start, 12), price));
-        }
-        if periods.is_empty() && years.is_empty() {
-            return Ok(None);
-        }
-        let total: i64 = periods
-            .iter()
-            .map(|p| p.service.recurring_minor)
-            .sum::<i64>()
-            + years.iter().map(|(_, _, _, price)| price).sum::<i64>();
-        let currency = periods
-            .first()
-            .map_or(ctx.currency, |p| p.service.currency.as_str())
-            .to_owned();
-        let token = ctx.sealer.payment_tokens().issue(ctx.now);
-        let id = billing::insert_invoice(
+        None => billing::lock_credit(&mut *tx, org).await?,
+    };
+    let Some(balance) = balance else {
+        return Ok(None);
+    };
+    let mut periods = Vec::new();
+    for s in services {
+        let again = match memo.as_deref_mut() {
+            Some(m) => m.services.remove(&s.id).filter(|s| s.next_due_date == due),
+            None => renewals::due_again(&mut *tx, s.id, due).await?,
+        };
+        let Some(s) = again else {
+            continue;
+        };
+        let Some((start, end)) = period_of(&s) else {
+            tracing::warn!(hosting = %s.id, "cannot tell this account's next period; not billed");
+            continue;
+        };
+        periods.push(Period {
+            service: s,
+            start,
+            end,
+        });
+    }
+    // The organization's domains due the same day renew on the same invoice.
+    let domains = match memo.as_deref_mut() {
+        Some(m) => m.domains.remove(&(org, due.to_owned())).unwrap_or_default(),
+        None => renewals::domains_due_on(&mut *tx, org, due).await?,
+    };
+    let mut years = Vec::new();
+    for d in domains {
+        let price = match memo.as_deref_mut() {
+            Some(m) => m.price(&mut *tx, &d.tld).await?,
+            None => renewals::renew_price(&mut *tx, &d.tld).await?,
+        };
+        let (Ok(start), Some(price)) = (d.next_billing_date.parse::<Date>(), price) else {
+            tracing::warn!(domain = %d.name, "no renewal price for this domain's TLD; not billed");
+            continue;
+        };
+        years.push((d, start, add_months(start, 12), price));
+    }
+    if periods.is_empty() && years.is_empty() {
+        return Ok(None);
+    }
+    let total: i64 = periods
+        .iter()
+        .map(|p| p.service.recurring_minor)
+        .sum::<i64>()
+        + years.iter().map(|(_, _, _, price)| price).sum::<i64>();
+    let currency = periods
+        .first()
+        .map_or(ctx.currency, |p| p.service.currency.as_str())
+        .to_owned();
+    // The organization's credit, applied first, up to the total.
+    let applied = if total > 0 {
+        balance.min(total).max(0)
+    } else {
+        0
+    };
+    let paid = applied >= total;
+    let token = ctx.sealer.payment_tokens().issue(ctx.now);
+    let reserved = memo.as_deref_mut().and_then(|m| m.keys.next());
+    let id = billing::insert_invoice_keyed(
+        &mut *tx,
+        &billing::NewInvoice {
+            number: None,
+            organization_id: org,
+            order_id: None,
+            kind: InvoiceKind::Renewal,
+            currency: &currency,
+            subtotal_minor: total,
+            tax_minor: 0,
+            payment_token: token.key(),
+            due_date: due,
+            credit_applied_minor: applied,
+            paid,
+            now: ctx.now,
+        },
+        reserved,
+    )
+    .await?;
+    let mut billed = Vec::with_capacity(periods.len());
+    for (i, p) in periods.iter().enumerate() {
+        let plan = catalog
+            .plan(p.service.plan_id)
+            .map_or("Hosting", |plan| plan.row.name.as_str());
+        let description = format!(
+            "{plan} for {}, {} to {}",
+            p.service.domain_name, p.start, p.end
+        );
+        let (start, end) = (p.start.to_string(), p.end.to_string());
+        billing::insert_line(
             &mut *tx,
-            &billing::NewInvoice {
-                number: None,
-                organization_id: org,
-                order_id: None,
-                kind: InvoiceKind::Renewal,
-                currency: &currency,
-                subtotal_minor: total,
-                tax_minor: 0,
-                payment_token: token.key(),
-                due_date: due,
-                credit_applied_minor: 0,
-                paid: false,
-                now: ctx.now,
+            id,
+            &billing::NewLine {
+                position: i64::try_from(i).unwrap_or(0),
+                kind: "plan",
+                description: &description,
+                service_id: Some(p.service.id.to_string()),
+                period_start: Some(start.clone()),
+                period_end: Some(end.clone()),
+                amount_minor: p.service.recurring_minor,
             },
         )
         .await?;
-        for (i, p) in periods.iter().enumerate() {
-            let plan = catalog
-                .plan(p.service.plan_id)
-                .map_or("Hosting", |plan| plan.row.name.as_str());
-            let description = format!(
-                "{plan} for {}, {} to {}",
-                p.service.domain_name, p.start, p.end
-            );
-            billing::insert_line(
-                &mut *tx,
-                id,
-                &billing::NewLine {
-                    position: i64::try_from(i).unwrap_or(0),
-                    kind: "plan",
-                    description: &description,
-                    service_id: Some(p.service.id.to_string()),
-                    period_start: Some(p.start.to_string()),
-                    period_end: Some(p.end.to_string()),
-                    amount_minor: p.service.recurring_minor,
-                },
-            )
-            .await?;
-        }
-        for (i, (d, start, end, price)) in years.iter().enumerate() {
-            let description = format!("Renewal of {} for 1 year, {start} to {end}", d.name);
-            billing::insert_line(
-                &mut *tx,
-                id,
-                &billing::NewLine {
-                    position: i64::try_from(periods.len() + i).unwrap_or(0),
-                    kind: "domain_renewal",
-                    description: &description,
-                    service_id: Some(d.id.to_string()),
-                    period_start: Some(start.to_string()),
-                    period_end: Some(end.to_string()),
-                    amount_minor: *price,
-                },
-            )
-            .await?;
-        }
-        apply_credit(&ctx, &mut *tx, org, id, total).await?;
-        crate::events::invoice_event(
+        billed.push(renewals::BilledPeriod {
+            service: p.service.id,
+            start,
+            end,
+            amount_minor: p.service.recurring_minor,
+        });
+    }
+    let mut billed_years = Vec::with_capacity(years.len());
+    for (i, (d, start, end, price)) in years.iter().enumerate() {
+        let description = format!("Renewal of {} for 1 year, {start} to {end}", d.name);
+        let (start, end) = (start.to_string(), end.to_string());
+        billing::insert_line(
             &mut *tx,
-            crate::events::EventKind::InvoiceCreated,
             id,
-            ctx.now,
+            &billing::NewLine {
+                position: i64::try_from(periods.len() + i).unwrap_or(0),
+                kind: "domain_renewal",
+                description: &description,
+                service_id: Some(d.id.to_string()),
+                period_start: Some(start.clone()),
+                period_end: Some(end.clone()),
+                amount_minor: *price,
+            },
         )
         .await?;
-        let invoice = billing::invoice(&mut *tx, id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        let paid = settle(&ctx, &mut *tx, &invoice).await?;
-        Ok(Some((periods.len() + years.len(), paid, id)))
+        billed_years.push((d.id, start, end, *price));
     }
+    if applied > 0 {
+        let pending = match memo {
+            Some(m) => {
+                let after = balance - applied;
+                m.balances.insert(org, after);
+                Some((&mut m.applied, after))
+            }
+            None => None,
+        };
+        spend_credit(ctx, &mut *tx, org, id, applied, pending).await?;
+    }
+    // The invoice as written (its number comes at the batch's end; consumers read it back
+    // by id): `invoice.created` as issued with the credit applied, then, covered, what its
+    // payment does and `invoice.paid`.
+    let mut row = lodge_store::billing::InvoiceRow {
+        id,
+        number: None,
+        organization_id: org,
+        order_id: None,
+        kind: InvoiceKind::Renewal,
+        status: InvoiceStatus::Unpaid,
+        currency,
+        subtotal_minor: total,
+        tax_minor: 0,
+        total_minor: total,
+        credit_applied_minor: applied,
+        paid_minor: 0,
+        payment_token_salt: String::new(),
+        due_date: due.to_owned(),
+        issued_at: ctx.now,
+        paid_at: None,
+        cancelled_at: None,
+        created_at: ctx.now,
+        modified_at: ctx.now,
+        refunded_minor: 0,
+    };
+    let created = crate::events::EventKind::InvoiceCreated;
+    crate::events::invoice_event_of(&mut *tx, created, &row, ctx.now).await?;
+    if paid {
+        advance_billed(ctx, &mut *tx, id, &id.to_string(), &billed_years, &billed).await?;
+        row.status = InvoiceStatus::Paid;
+        row.paid_at = Some(ctx.now);
+        let kind = crate::events::EventKind::InvoicePaid;
+        crate::events::invoice_event_of(&mut *tx, kind, &row, ctx.now).await?;
+    }
+    Ok(Some((periods.len() + years.len(), paid, id)))
 }
 
 /// Days before its due date an unpaid renewal's reminder is sent (`invoice.reminder`).
@@ -922,8 +1080,24 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
         .await?
         .and_then(|i| i.number)
         .unwrap_or_else(|| invoice.to_string());
-    for (domain, start, end, _) in renewals::billed_domains(conn, invoice).await? {
-        if renewals::advance_domain(conn, domain, &start, &end, ctx.now).await? {
+    let domains = renewals::billed_domains(conn, invoice).await?;
+    let periods = renewals::billed_periods(conn, invoice).await?;
+    advance_billed(ctx, conn, invoice, &number, &domains, &periods).await
+}
+
+/// What paying renewal `invoice` (`number`) does to what it bills: each domain year and
+/// service period moves on (once), the registrar's renewals are queued, and an account the
+/// scheduler suspended for an overdue renewal is lifted when nothing else is overdue.
+async fn advance_billed<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: i64,
+    number: &str,
+    domains: &[(DomainId, String, String, i64)],
+    periods: &[renewals::BilledPeriod],
+) -> Result<()> {
+    for (domain, start, end, _) in domains {
+        if renewals::advance_domain(conn, *domain, start, end, ctx.now).await? {
             enqueue_later(
                 ctx,
                 conn,
@@ -934,13 +1108,18 @@ pub(crate) async fn renewal_paid<C: lodge_store::SqlConn>(
             .await?;
         }
     }
-    for p in renewals::billed_periods(conn, invoice).await? {
-        if renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now).await? {
-            // Cancelled at the end of the period after this renewal was issued, then paid:
-            // the period paid for is served, and the account ends at its end.
-            renewals::extend_cancellation(conn, p.service, &p.start, &p.end, ctx.now).await?;
-        }
-        if renewals::status_of(conn, p.service).await? != Some(HostingStatus::Suspended) {
+    for p in periods {
+        // Moved on (with an end-of-period cancellation after this renewal was issued, then
+        // paid: the period paid for is served, and the account ends at its end), its
+        // status as it is; not moved (paid again), read.
+        let status =
+            match renewals::advance_period(conn, p.service, &p.start, &p.end, &p.start, ctx.now)
+                .await?
+            {
+                Some(status) => Some(status),
+                None => renewals::status_of(conn, p.service).await?,
+            };
+        if status != Some(HostingStatus::Suspended) {
             continue;
         }
         if renewals::last_suspended_by(conn, p.service)

@@ -138,6 +138,22 @@ pub async fn reserve_order_keys<C: SqlConn>(conn: &mut C, n: usize) -> Result<Ve
         .collect()
 }
 
+/// Reserves `n` invoice ids from PostgreSQL's sequence in one statement, as
+/// [`reserve_order_keys`] does for orders (a batch of renewal invoices written together
+/// later). Empty on SQLite.
+pub async fn reserve_invoice_keys<C: SqlConn>(conn: &mut C, n: usize) -> Result<Vec<i64>> {
+    if !conn.is_postgres() || n == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = conn
+        .fetch_rows(
+            "SELECT nextval(pg_get_serial_sequence('invoices', 'id')) FROM generate_series(1, $1)",
+            vals![i64::try_from(n).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    rows.into_iter().map(|row| Cols::new(row).int()).collect()
+}
+
 pub async fn order<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,

@@ -441,6 +441,28 @@ pub async fn credit_and_quotas_of<C: crate::SqlConn>(
     Ok(out)
 }
 
+/// The credit balances of several organizations in one statement (their rows locked
+/// already, as for [`credit_and_quotas_of`]); one that does not exist is missing.
+pub async fn credits_of<C: crate::SqlConn>(
+    conn: &mut C,
+    orgs: &[OrganizationId],
+) -> Result<std::collections::HashMap<OrganizationId, i64>> {
+    let ids = orgs.iter().map(ToString::to_string);
+    let mut out = std::collections::HashMap::with_capacity(orgs.len());
+    let Some((sql, args)) = crate::conn::over_distinct_ids(
+        "SELECT o.id, o.credit_balance_minor FROM organizations o WHERE o.id IN ($IDS)",
+        ids,
+    ) else {
+        return Ok(out);
+    };
+    for row in conn.fetch_rows(&sql, args).await? {
+        let mut c = Cols::new(row);
+        let org: OrganizationId = c.parse()?;
+        out.insert(org, c.int()?);
+    }
+    Ok(out)
+}
+
 const CREDIT_AND_QUOTAS_OF: &str = concat!(
     "SELECT o.id, o.credit_balance_minor, ",
     quota_columns!(),

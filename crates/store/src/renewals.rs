@@ -103,6 +103,23 @@ pub async fn due_again<C: SqlConn>(
         .transpose()
 }
 
+/// [`due_again`] of several services in one statement (a batch of the renewal pass, under
+/// its organizations' locks): those still billable, whatever their due date, which the
+/// caller compares with the one it bills. Found by their ids alone, as [`due_again`] is.
+pub async fn due_again_all<C: SqlConn>(conn: &mut C, ids: &[HostingId]) -> Result<Vec<DueService>> {
+    let sql = format!("SELECT {DUE_COLUMNS} FROM hosting h WHERE h.id IN ($IDS) AND {DUE_WHERE}");
+    let Some((sql, args)) =
+        crate::conn::over_distinct_ids(&sql, ids.iter().map(ToString::to_string))
+    else {
+        return Ok(Vec::new());
+    };
+    conn.fetch_rows(&sql, args)
+        .await?
+        .into_iter()
+        .map(DueService::from_vals)
+        .collect()
+}
+
 /// How many services are due for billing by `horizon` (the preview's count).
 pub async fn count_due<C: SqlConn>(conn: &mut C, horizon: &str) -> Result<i64> {
     let sql = format!("SELECT COUNT(*) FROM hosting h WHERE h.next_due_date <= $1 AND {DUE_WHERE}");
@@ -176,7 +193,9 @@ pub async fn billed_periods<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Ve
 
 /// Moves a service into its next period: `next_due_date` from `from` to `to`, only if it
 /// is still `from` (a period is added once however often its payment is settled). Sets the
-/// anchor when the account has none. Whether it moved.
+/// anchor when the account has none, and moves a pending end-of-period cancellation
+/// effective on `from` to `to` (the period from `from` to `to` was paid, and such an account
+/// ends when its paid period does). The account's status when it moved, `None` when not.
 pub async fn advance_period<C: SqlConn>(
     conn: &mut C,
     service: HostingId,
@@ -184,35 +203,20 @@ pub async fn advance_period<C: SqlConn>(
     to: &str,
     anchor: &str,
     now: i64,
-) -> Result<bool> {
-    let changed = conn
-        .exec(
-            "UPDATE hosting SET next_due_date = $3, period_anchor = COALESCE(period_anchor, $4), \
-             modified_at = $5 WHERE id = $1 AND next_due_date IS NOT DISTINCT FROM $2",
-            vals![service.to_string(), from, to, anchor, now],
-        )
-        .await?;
-    Ok(changed == 1)
-}
-
-/// A pending end-of-period cancellation effective on `from` moves to `to`: the period from
-/// `from` to `to` was paid, and such an account ends when its paid period does. Whether one
-/// moved.
-pub async fn extend_cancellation<C: SqlConn>(
-    conn: &mut C,
-    service: HostingId,
-    from: &str,
-    to: &str,
-    now: i64,
-) -> Result<bool> {
-    let changed = conn
-        .exec(
-            "UPDATE hosting SET cancel_effective_date = $3, modified_at = $4 \
-             WHERE id = $1 AND cancel_type = 'end_of_period' AND cancel_effective_date = $2",
-            vals![service.to_string(), from, to, now],
-        )
-        .await?;
-    Ok(changed == 1)
+) -> Result<Option<HostingStatus>> {
+    crate::dialect::update_returning(
+        conn,
+        "hosting",
+        "UPDATE hosting SET next_due_date = $3, period_anchor = COALESCE(period_anchor, $4), \
+         cancel_effective_date = CASE WHEN cancel_type = 'end_of_period' \
+             AND cancel_effective_date = $2 THEN $3 ELSE cancel_effective_date END, \
+         modified_at = $5 WHERE id = $1 AND next_due_date IS NOT DISTINCT FROM $2",
+        "status",
+        vals![service.to_string(), from, to, anchor, now],
+    )
+    .await?
+    .map(|row| Cols::new(row).parse())
+    .transpose()
 }
 
 /// An account's status, if it exists.
@@ -402,6 +406,28 @@ pub async fn domains_due_on<C: SqlConn>(
          AND d.next_billing_date = $2 AND {DUE_DOMAIN_WHERE} ORDER BY d.legacy_id"
     );
     conn.fetch_rows(&sql, vals![org.to_string(), date])
+        .await?
+        .into_iter()
+        .map(DueDomain::from_vals)
+        .collect()
+}
+
+/// [`domains_due_on`] of several organizations in one statement, whatever the date (the
+/// caller compares it with the one it bills), by organization and id.
+pub async fn domains_due_of<C: SqlConn>(
+    conn: &mut C,
+    orgs: &[OrganizationId],
+) -> Result<Vec<DueDomain>> {
+    let sql = format!(
+        "SELECT {DUE_DOMAIN_COLUMNS} FROM domains d WHERE d.organization_id IN ($IDS) \
+         AND {DUE_DOMAIN_WHERE} ORDER BY d.organization_id, d.legacy_id"
+    );
+    let Some((sql, args)) =
+        crate::conn::over_distinct_ids(&sql, orgs.iter().map(ToString::to_string))
+    else {
+        return Ok(Vec::new());
+    };
+    conn.fetch_rows(&sql, args)
         .await?
         .into_iter()
         .map(DueDomain::from_vals)

@@ -26,6 +26,7 @@ on_both_engines!(
     a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
     a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total,
     a_domain_without_auto_renew_is_not_billed_and_expires,
+    one_pass_bills_an_organizations_dates_from_one_balance,
 );
 
 // ---- helpers ----
@@ -779,4 +780,71 @@ async fn a_domain_without_auto_renew_is_not_billed_and_expires(app: TestApp) {
     // The account itself renewed (paid from credit) and stays.
     assert_eq!(renewals(&app).await.len(), 1);
     app.stop().await;
+}
+
+/// One pass bills an organization's three due dates together (one batch, its balance read
+/// once and followed from invoice to invoice): the credit pays the first in full, part of
+/// the second and nothing of the third, and goes to zero, never below.
+async fn one_pass_bills_an_organizations_dates_from_one_balance(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "22.50").await;
+    let mut ids = Vec::new();
+    for (day, name) in [
+        ("2026-04-01", "a"),
+        ("2026-04-02", "b"),
+        ("2026-04-03", "c"),
+    ] {
+        app.clock.set(noon(day, 0));
+        ids.push(order(&app, &format!("{name}.dates.test")).await);
+    }
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    assert_eq!(balance(&app).await, 750);
+    // Fourteen days before the last account's due date: all three are due.
+    app.clock.set(noon("2026-05-03", -14));
+    pass(&app, &worker).await;
+    let mut all = renewals(&app).await;
+    all.sort_by(|a, b| str_of(a, "due_date").cmp(str_of(b, "due_date")));
+    let seen: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|i| {
+            (
+                str_of(i, "due_date"),
+                str_of(i, "status"),
+                str_of(i, "credit_applied"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("2026-05-01", "paid", "5.00"),
+            ("2026-05-02", "unpaid", "2.50"),
+            ("2026-05-03", "unpaid", "0.00"),
+        ],
+        "{all:?}"
+    );
+    assert_eq!(balance(&app).await, 0);
+    // The paid one's account is in its next period; the others wait for their payment.
+    let next: Vec<String> = next_due_dates(&app, &ids).await;
+    assert_eq!(next, ["2026-06-01", "2026-05-02", "2026-05-03"]);
+    // Each invoice has its number, in the order of its id.
+    let mut by_id = all.clone();
+    by_id.sort_by_key(|i| i["id"].as_i64());
+    let numbers: Vec<&str> = by_id.iter().map(|i| str_of(i, "number")).collect();
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(numbers, sorted, "{numbers:?}");
+    app.stop().await;
+}
+
+/// The accounts' next due dates, in the order of `ids`.
+async fn next_due_dates(app: &TestApp, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(str_of(&hosting(app, id).await, "next_due_date").to_owned());
+    }
+    out
 }

@@ -57,12 +57,8 @@ impl PayMemo {
         if !self.to_read.is_empty() {
             let read = billing::lock_invoices(conn, &self.to_read).await?;
             let orgs: Vec<OrganizationId> = read.iter().map(|i| i.organization_id).collect();
-            self.balances.extend(
-                lodge_store::orgs::credit_and_quotas_of(conn, &orgs)
-                    .await?
-                    .into_iter()
-                    .map(|(org, (balance, _))| (org, balance)),
-            );
+            self.balances
+                .extend(lodge_store::orgs::credits_of(conn, &orgs).await?);
             self.invoices.extend(read.into_iter().map(|i| (i.id, i)));
             self.to_read = Vec::new();
         }
