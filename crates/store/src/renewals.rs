@@ -105,13 +105,30 @@ pub async fn due_again<C: SqlConn>(
 
 /// [`due_again`] of several services in one statement (a batch of the renewal pass, under
 /// its organizations' locks): those still billable, whatever their due date, which the
-/// caller compares with the one it bills. Found by their ids alone, as [`due_again`] is.
+/// caller compares with the one it bills.
+///
+/// Found by their ids alone, as [`due_again`] is: on PostgreSQL the accounts are read by id
+/// in a subquery the planner keeps apart (`OFFSET 0`) and filtered after. Written as one
+/// query, its generic plan ANDed the id index with the whole of `hosting_renewal_due` (every
+/// account due, 105,000 entries read for 64 ids): 332 ms a batch, the whole pass's time.
 pub async fn due_again_all<C: SqlConn>(conn: &mut C, ids: &[HostingId]) -> Result<Vec<DueService>> {
-    let sql = format!("SELECT {DUE_COLUMNS} FROM hosting h WHERE h.id IN ($IDS) AND {DUE_WHERE}");
-    let Some((sql, args)) =
-        crate::conn::over_distinct_ids(&sql, ids.iter().map(ToString::to_string))
-    else {
+    if ids.is_empty() {
         return Ok(Vec::new());
+    }
+    let (sql, args) = if conn.is_postgres() {
+        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let sql = format!(
+            "SELECT {DUE_COLUMNS} FROM (SELECT * FROM hosting WHERE id = ANY(ARRAY(\
+             SELECT jsonb_array_elements_text($1::text::jsonb))) OFFSET 0) h WHERE {DUE_WHERE}"
+        );
+        (sql, vals![serde_json::Value::from(list).to_string()])
+    } else {
+        let sql =
+            format!("SELECT {DUE_COLUMNS} FROM hosting h WHERE h.id IN ($IDS) AND {DUE_WHERE}");
+        match crate::conn::over_distinct_ids(&sql, ids.iter().map(ToString::to_string)) {
+            Some(q) => q,
+            None => return Ok(Vec::new()),
+        }
     };
     conn.fetch_rows(&sql, args)
         .await?
