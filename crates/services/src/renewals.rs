@@ -317,6 +317,9 @@ struct RenewalMemo {
     keys: std::vec::IntoIter<i64>,
     /// The credit applied: ledger entries written, balances not yet moved.
     applied: billing::PendingMoves,
+    /// The periods paid whose accounts move on after the last group, in one statement:
+    /// `(service, from, to)`, and the latest clock.
+    advances: (Vec<(HostingId, String, String)>, i64),
 }
 
 impl RenewalMemo {
@@ -336,6 +339,7 @@ impl RenewalMemo {
             prices: HashMap::new(),
             keys: Vec::new().into_iter(),
             applied: billing::PendingMoves::default(),
+            advances: (Vec::new(), 0),
         }
     }
 
@@ -406,6 +410,8 @@ impl crate::commit::BatchWrite for RenewalGroups {
         db: &mut C,
         memo: RenewalMemo,
     ) -> std::result::Result<(), StoreError> {
+        let (advances, now) = &memo.advances;
+        renewals::advance_periods(&mut *db, advances, *now).await?;
         memo.applied.write(db).await
     }
 
@@ -595,7 +601,7 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
         billed_years.push((d.id, start, end, *price));
     }
     if applied > 0 {
-        let pending = match memo {
+        let pending = match memo.as_deref_mut() {
             Some(m) => {
                 let after = balance - applied;
                 m.balances.insert(org, after);
@@ -633,6 +639,25 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     let created = crate::events::EventKind::InvoiceCreated;
     crate::events::invoice_event_of(&mut *tx, created, &row, ctx.now).await?;
     if paid {
+        // In a batch, the accounts not suspended when it read them move on after its last
+        // group, together (nothing in the batch reads them again); a suspended one now, so
+        // that its suspension is lifted as its status is then.
+        let mut billed = billed;
+        if let Some(m) = memo {
+            let suspended: std::collections::HashSet<HostingId> = periods
+                .iter()
+                .filter(|p| p.service.status == HostingStatus::Suspended)
+                .map(|p| p.service.id)
+                .collect();
+            let (at_once, later): (Vec<_>, Vec<_>) = billed
+                .into_iter()
+                .partition(|p| suspended.contains(&p.service));
+            m.advances
+                .0
+                .extend(later.into_iter().map(|p| (p.service, p.start, p.end)));
+            m.advances.1 = m.advances.1.max(ctx.now);
+            billed = at_once;
+        }
         advance_billed(ctx, &mut *tx, id, &id.to_string(), &billed_years, &billed).await?;
         row.status = InvoiceStatus::Paid;
         row.paid_at = Some(ctx.now);
@@ -1171,6 +1196,7 @@ mod tests {
             renewal_months: months,
             recurring_minor: 500,
             currency: "USD".into(),
+            status: HostingStatus::Active,
         }
     }
 
