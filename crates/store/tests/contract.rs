@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use lodge_core::{DomainId, HostingId, OrderUuid, OrganizationId, PlanGroupId, PlanId, ProjectId};
 use lodge_core::{ServerId, UserId};
 use lodge_store::{
-    billing, catalog, checks, hosting, idempotency, jobs, orgs, refunds, servers, users,
+    billing, catalog, checks, hosting, idempotency, jobs, orgs, refunds, renewals, servers, users,
 };
 use lodge_store::{Check, Conflict, Store, StoreError};
 
@@ -56,6 +56,7 @@ on_both_engines!(
     refunds_move_a_paid_invoice_and_never_past_what_it_received,
     an_organizations_live_counts_follow_its_rows,
     a_payment_moves_its_invoice_and_accounts_once,
+    renewal_pages_hold_every_due_account_once_in_order,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1470,4 +1471,85 @@ async fn a_payment_moves_its_invoice_and_accounts_once(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!((z.status, z.credit_applied_minor), (InvoiceStatus::Paid, 0));
+}
+
+/// The renewal pass's pages (`renewals::due`, read from a keyset) hold every account due by
+/// the horizon exactly once, ordered by due date, organization and id (an organization's
+/// accounts due on one date together), and nothing beyond the horizon or not billable;
+/// `due_again_all` finds the same accounts again by id.
+async fn renewal_pages_hold_every_due_account_once_in_order(store: Store) {
+    let mut worlds = Vec::new();
+    for _ in 0..3 {
+        worlds.push(world(&store).await);
+    }
+    let dates = [
+        "2030-01-05",
+        "2030-01-03",
+        "2030-02-01",
+        "2030-01-03",
+        "2031-01-01",
+    ];
+    let mut conn = store.write_conn().await.unwrap();
+    let mut due = Vec::new();
+    let mut all = Vec::new();
+    for (i, w) in worlds.iter().enumerate() {
+        for (j, date) in dates.iter().enumerate() {
+            let name = format!("r{i}-{j}.example");
+            // One account of each organization is terminated: never billed.
+            let status = if j == 2 && i == 1 {
+                "terminated"
+            } else {
+                "active"
+            };
+            let mut a = account(w, &name, status);
+            a.next_due_date = Some((*date).to_owned());
+            hosting::insert_hosting(&mut *conn, &a).await.unwrap();
+            all.push(a.id);
+            if status == "active" && *date <= "2030-06-01" {
+                due.push(a.id);
+            }
+        }
+    }
+    drop(conn);
+    let mut conn = store.write_conn().await.unwrap();
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = renewals::due(&mut *conn, "2030-06-01", after.as_ref(), 2)
+            .await
+            .unwrap();
+        if let Some(last) = page.last() {
+            after = Some((
+                last.organization_id.to_string(),
+                last.next_due_date.clone(),
+                last.legacy_id,
+            ));
+        }
+        let full = page.len() == 2;
+        read.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let keys: Vec<(String, String, i64)> = read
+        .iter()
+        .map(|s| {
+            (
+                s.next_due_date.clone(),
+                s.organization_id.to_string(),
+                s.legacy_id,
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "in order, each once");
+    let ids: BTreeSet<HostingId> = read.iter().map(|s| s.id).collect();
+    assert_eq!(ids, due.iter().copied().collect::<BTreeSet<_>>());
+    let again = renewals::due_again_all(&mut *conn, &all).await.unwrap();
+    let again: BTreeSet<HostingId> = again.iter().map(|s| s.id).collect();
+    // Found again whatever their date (the caller compares it), but only the billable.
+    assert_eq!(again.len(), all.len() - 1, "all but the terminated one");
+    assert!(due.iter().all(|id| again.contains(id)));
 }
