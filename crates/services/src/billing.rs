@@ -642,7 +642,13 @@ pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
     conn: &mut C,
     order_id: i64,
     first_invoice: i64,
+    memo: Option<&mut batch::PayMemo>,
 ) -> Result<bool> {
+    if let Some(m) = memo {
+        if let Some(read) = m.order(order_id) {
+            return activate_read_order(ctx, conn, m, read, first_invoice).await;
+        }
+    }
     if !billing::transition_order(conn, order_id, OrderEvent::Paid, ctx.now).await? {
         return Ok(false);
     }
@@ -678,6 +684,43 @@ pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
     Ok(true)
 }
 
+/// [`activate_order`] in a batch of payments that read the order and its accounts
+/// ([`batch::PayMemo`]): the same moves decided from what it read, the rows nothing reads
+/// again (history, jobs) written as the batch's deferred rows and the moves after its last
+/// payment, each only from the status it was decided from ([`billing::PendingActivations`]).
+async fn activate_read_order<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    memo: &mut batch::PayMemo,
+    (order_id, status, accounts): batch::ReadOrder,
+    first_invoice: i64,
+) -> Result<bool> {
+    let Some(to) = status.next(OrderEvent::Paid) else {
+        return Ok(false);
+    };
+    memo.activations().order(order_id, status, to, ctx.now);
+    for a in accounts {
+        let months = a.first_period_months.map(|m| u32::try_from(m).unwrap_or(0));
+        let activation = Activation::plan(ctx.today, months, a.domain_status);
+        let Some(next) = a.status.next(HostingEvent::Paid) else {
+            continue;
+        };
+        let period = activation.period.clone();
+        memo.activations()
+            .account(a.id, (a.status, next), period.clone(), ctx.now);
+        hosting::record_history(conn, a.id, Some(a.status), next, "paid", ctx.actor, ctx.now)
+            .await?;
+        if let Some((start, end)) = &period {
+            memo.activations()
+                .line_period(first_invoice, a.id, start, end);
+        }
+        activation
+            .enqueue_jobs(ctx, conn, a.id, a.domain_id)
+            .await?;
+    }
+    Ok(true)
+}
+
 /// After money reached an invoice: mark it paid if covered, and activate what it pays for.
 /// Returns whether this call marked it paid.
 pub(crate) async fn settle<C: lodge_store::SqlConn>(
@@ -688,7 +731,7 @@ pub(crate) async fn settle<C: lodge_store::SqlConn>(
     if !billing::mark_paid(conn, invoice.id, ctx.now).await? {
         return Ok(false);
     }
-    settled(ctx, conn, invoice, None).await?;
+    settled(ctx, conn, invoice, None, None).await?;
     Ok(true)
 }
 
@@ -701,10 +744,11 @@ async fn settled<C: lodge_store::SqlConn>(
     conn: &mut C,
     invoice: &InvoiceRow,
     paid: Option<&InvoiceRow>,
+    memo: Option<&mut batch::PayMemo>,
 ) -> Result<()> {
     match (invoice.order_id, invoice.kind) {
         (Some(order), InvoiceKind::First) => {
-            activate_order(ctx, conn, order, invoice.id).await?;
+            activate_order(ctx, conn, order, invoice.id, memo).await?;
         }
         (_, InvoiceKind::Renewal) => {
             crate::renewals::renewal_paid(ctx, conn, invoice.id).await?;
@@ -798,7 +842,7 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
         let paid = billing::apply_credit_in_full(conn, id, due, ctx.now)
             .await?
             .ok_or_else(|| ServiceError::Internal(format!("invoice {id} was not marked paid")))?;
-        settled(ctx, conn, &inv, Some(&paid)).await?;
+        settled(ctx, conn, &inv, Some(&paid), memo.as_deref_mut()).await?;
     }
     if let Some(m) = memo {
         // What the batch's next payment finds.

@@ -944,6 +944,239 @@ impl PendingMoves {
     }
 }
 
+/// An account of an order, with what activating it needs ([`accounts_of_orders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderAccount {
+    pub order_id: i64,
+    pub order_status: OrderStatus,
+    /// `None` for an order without accounts.
+    pub account: Option<AccountToActivate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountToActivate {
+    pub id: lodge_core::HostingId,
+    pub status: lodge_core::HostingStatus,
+    pub first_period_months: Option<i64>,
+    pub domain_id: Option<lodge_core::DomainId>,
+    /// The status of that domain object if the order brought it.
+    pub domain_status: Option<lodge_core::DomainStatus>,
+}
+
+/// Several orders' statuses and accounts (by order, then account) in one statement: what
+/// activating them on payment reads ([`crate::hosting::order_accounts`] and
+/// [`crate::hosting::domain_status_of_order`] of each), for a batch of payments.
+pub async fn accounts_of_orders<C: SqlConn>(
+    conn: &mut C,
+    orders: &[i64],
+) -> Result<Vec<OrderAccount>> {
+    let sql =
+        "SELECT o.id, o.status, h.id, h.status, h.first_period_months, h.domain_id, d.status \
+         FROM orders o LEFT JOIN hosting h ON h.order_id = o.id \
+         LEFT JOIN domains d ON d.id = h.domain_id AND d.order_id = o.id \
+         WHERE o.id IN ($IDS) ORDER BY o.id, h.legacy_id";
+    let Some((sql, args)) = crate::conn::over_distinct_ids(sql, orders.iter().copied()) else {
+        return Ok(Vec::new());
+    };
+    conn.fetch_rows(&sql, args)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let mut c = Cols::new(row);
+            let order_id = c.int()?;
+            let order_status = c.parse()?;
+            let id: Option<String> = c.opt_text()?;
+            let status: Option<String> = c.opt_text()?;
+            let first_period_months = c.opt_int()?;
+            let domain_id: Option<String> = c.opt_text()?;
+            let domain_status: Option<String> = c.opt_text()?;
+            let account = match (id, status) {
+                (Some(id), Some(status)) => Some(AccountToActivate {
+                    id: crate::parse(&id)?,
+                    status: crate::parse(&status)?,
+                    first_period_months,
+                    domain_id: domain_id.map(|d| crate::parse(&d)).transpose()?,
+                    domain_status: domain_status.map(|d| crate::parse(&d)).transpose()?,
+                }),
+                _ => None,
+            };
+            Ok(OrderAccount {
+                order_id,
+                order_status,
+                account,
+            })
+        })
+        .collect()
+}
+
+/// An account's move: `(account, from, to, (anchor, next due date))`.
+type AccountMove = (
+    lodge_core::HostingId,
+    lodge_core::HostingStatus,
+    lodge_core::HostingStatus,
+    Option<(String, String)>,
+);
+
+/// Orders and accounts a batch of payments moved in memory (from the statuses it read),
+/// written after its last payment, each kind in one statement on PostgreSQL; each move
+/// only from the status it was decided from. If one no longer is, [`Self::write`] fails
+/// and the batch must run again a payment at a time.
+#[derive(Debug, Default)]
+pub struct PendingActivations {
+    /// `(order, from, to)`.
+    orders: Vec<(i64, OrderStatus, OrderStatus)>,
+    /// `(account, from, to, (anchor, next due date))`.
+    accounts: Vec<AccountMove>,
+    /// `(invoice, account, start, end)`: the plan line's first period.
+    lines: Vec<(i64, lodge_core::HostingId, String, String)>,
+    now: i64,
+}
+
+impl PendingActivations {
+    pub fn order(&mut self, id: i64, from: OrderStatus, to: OrderStatus, now: i64) {
+        self.orders.push((id, from, to));
+        self.now = self.now.max(now);
+    }
+
+    pub fn account(
+        &mut self,
+        id: lodge_core::HostingId,
+        (from, to): (lodge_core::HostingStatus, lodge_core::HostingStatus),
+        period: Option<(String, String)>,
+        now: i64,
+    ) {
+        self.accounts.push((id, from, to, period));
+        self.now = self.now.max(now);
+    }
+
+    pub fn line_period(
+        &mut self,
+        invoice: i64,
+        account: lodge_core::HostingId,
+        start: &str,
+        end: &str,
+    ) {
+        self.lines
+            .push((invoice, account, start.to_owned(), end.to_owned()));
+    }
+
+    /// Writes the moves: every one, or an error.
+    pub async fn write<C: SqlConn>(self, conn: &mut C) -> Result<()> {
+        if !conn.is_postgres() {
+            return self.write_one_by_one(conn).await;
+        }
+        let json = |rows: Vec<serde_json::Value>| serde_json::Value::from(rows).to_string();
+        if !self.orders.is_empty() {
+            let rows = self
+                .orders
+                .iter()
+                .map(|(id, from, to)| serde_json::json!([id, from.as_str(), to.as_str()]))
+                .collect();
+            let n = conn
+                .exec(ACTIVATE_ORDERS_POSTGRES, vals![self.now, json(rows)])
+                .await?;
+            moved_all(n, self.orders.len(), "orders")?;
+        }
+        if !self.accounts.is_empty() {
+            let rows = self
+                .accounts
+                .iter()
+                .map(|(id, from, to, period)| {
+                    let (anchor, due) = period.clone().unzip();
+                    serde_json::json!([id.to_string(), from.as_str(), to.as_str(), anchor, due])
+                })
+                .collect();
+            let n = conn
+                .exec(ACTIVATE_ACCOUNTS_POSTGRES, vals![self.now, json(rows)])
+                .await?;
+            moved_all(n, self.accounts.len(), "accounts")?;
+        }
+        if !self.lines.is_empty() {
+            let rows = self
+                .lines
+                .iter()
+                .map(|(invoice, id, start, end)| {
+                    serde_json::json!([invoice, id.to_string(), start, end])
+                })
+                .collect();
+            conn.exec(SET_LINE_PERIODS_POSTGRES, vals![json(rows)])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::write`] a statement a row (SQLite, where a statement is no round trip).
+    async fn write_one_by_one<C: SqlConn>(self, conn: &mut C) -> Result<()> {
+        for (id, from, to) in &self.orders {
+            let n = conn
+                .exec(
+                    "UPDATE orders SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4",
+                    vals![*id, to.as_str(), self.now, from.as_str()],
+                )
+                .await?;
+            moved_all(n, 1, "an order")?;
+        }
+        for (id, from, to, period) in &self.accounts {
+            let (anchor, due) = period.clone().unzip();
+            let n = conn
+                .exec(
+                    "UPDATE hosting SET status = $2, modified_at = $3, \
+                     period_anchor = COALESCE($4, period_anchor), \
+                     next_due_date = COALESCE($5, next_due_date) WHERE id = $1 AND status = $6",
+                    vals![
+                        id.to_string(),
+                        to.as_str(),
+                        self.now,
+                        anchor,
+                        due,
+                        from.as_str()
+                    ],
+                )
+                .await?;
+            moved_all(n, 1, "an account")?;
+        }
+        for (invoice, id, start, end) in &self.lines {
+            set_line_period(conn, *invoice, &id.to_string(), start, end).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `n` rows moved of the `len` a batch decided to move.
+fn moved_all(n: u64, len: usize, what: &str) -> Result<()> {
+    if u64::try_from(len).ok() == Some(n) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{what} moved meanwhile: {n} of {len} as the batch read them"
+        )))
+    }
+}
+
+/// [`PendingActivations::write`]'s orders: `$1` the clock, `$2` `[[id, from, to], …]`; the
+/// rows found by `id = ANY(ARRAY(…))`, an index scan whatever the statistics say.
+const ACTIVATE_ORDERS_POSTGRES: &str = "UPDATE orders AS o SET status = r.v->>2, modified_at = $1 \
+     FROM jsonb_array_elements($2::text::jsonb) AS r(v) \
+     WHERE o.id = ANY(ARRAY(SELECT (x.v->>0)::int8 FROM jsonb_array_elements($2::text::jsonb) AS x(v))) \
+       AND o.id = (r.v->>0)::int8 AND o.status = r.v->>1";
+
+/// [`PendingActivations::write`]'s accounts: `$2` `[[id, from, to, anchor, due], …]` (the
+/// period's two `null` when there is none: the account keeps its own).
+const ACTIVATE_ACCOUNTS_POSTGRES: &str =
+    "UPDATE hosting AS h SET status = r.v->>2, modified_at = $1, \
+         period_anchor = COALESCE(r.v->>3, h.period_anchor), \
+         next_due_date = COALESCE(r.v->>4, h.next_due_date) \
+     FROM jsonb_array_elements($2::text::jsonb) AS r(v) \
+     WHERE h.id = ANY(ARRAY(SELECT x.v->>0 FROM jsonb_array_elements($2::text::jsonb) AS x(v))) \
+       AND h.id = r.v->>0 AND h.status = r.v->>1";
+
+/// [`PendingActivations::write`]'s plan lines: `$1` `[[invoice, account, start, end], …]`.
+const SET_LINE_PERIODS_POSTGRES: &str = "UPDATE invoice_lines AS l \
+     SET period_start = r.v->>2, period_end = r.v->>3 \
+     FROM jsonb_array_elements($1::text::jsonb) AS r(v) \
+     WHERE l.invoice_id = ANY(ARRAY(SELECT (x.v->>0)::int8 FROM jsonb_array_elements($1::text::jsonb) AS x(v))) \
+       AND l.invoice_id = (r.v->>0)::int8 AND l.service_id = r.v->>1 AND l.kind = 'plan'";
+
 /// Moves several organizations' balances by the amounts given (the entries
 /// [`append_ledger_at`] wrote), in one statement on PostgreSQL. The balance's CHECK refuses
 /// a move that would make one negative. Call with their rows locked.

@@ -57,6 +57,7 @@ on_both_engines!(
     an_organizations_live_counts_follow_its_rows,
     a_payment_moves_its_invoice_and_accounts_once,
     renewal_pages_hold_every_due_account_once_in_order,
+    a_batchs_activations_move_only_from_what_it_read,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1552,4 +1553,89 @@ async fn renewal_pages_hold_every_due_account_once_in_order(store: Store) {
     // Found again whatever their date (the caller compares it), but only the billable.
     assert_eq!(again.len(), all.len() - 1, "all but the terminated one");
     assert!(due.iter().all(|id| again.contains(id)));
+}
+
+/// A batch of payments reads its orders and their accounts in one statement
+/// (`accounts_of_orders`) and writes the moves it decided after its last payment
+/// (`PendingActivations`): each only from the status it read. A move whose row changed
+/// meanwhile fails the write, so the batch runs again a payment at a time.
+async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
+    use lodge_core::{HostingStatus, OrderStatus};
+    let w = world(&store).await;
+    let mut conn = store.write_conn().await.unwrap();
+    let a = account(&w, "first.example", "pending");
+    let b = account(&w, "second.example", "pending");
+    hosting::insert_hosting(&mut *conn, &a).await.unwrap();
+    hosting::insert_hosting(&mut *conn, &b).await.unwrap();
+    let read = billing::accounts_of_orders(&mut *conn, &[w.order, w.order + 1000])
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2, "the known order's two accounts: {read:?}");
+    assert!(read.iter().all(|o| o.order_id == w.order
+        && o.order_status == OrderStatus::Pending
+        && o.account
+            .as_ref()
+            .is_some_and(|x| x.status == HostingStatus::Pending)));
+    drop(conn);
+
+    let moves = |stale: bool| {
+        let mut m = billing::PendingActivations::default();
+        m.order(w.order, OrderStatus::Pending, OrderStatus::Active, NOW);
+        let from = if stale {
+            HostingStatus::Active
+        } else {
+            HostingStatus::Pending
+        };
+        m.account(
+            a.id,
+            (from, HostingStatus::Provisioning),
+            Some(("2030-01-01".into(), "2030-02-01".into())),
+            NOW,
+        );
+        m.account(
+            b.id,
+            (HostingStatus::Pending, HostingStatus::Provisioning),
+            None,
+            NOW,
+        );
+        m
+    };
+    // Decided from a status the account no longer has: refused, nothing kept.
+    let mut tx = store.begin().await.unwrap();
+    assert!(moves(true).write(&mut *tx).await.is_err());
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    moves(false).write(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.write_conn().await.unwrap();
+    let read = billing::accounts_of_orders(&mut *conn, &[w.order])
+        .await
+        .unwrap();
+    assert_eq!(read[0].order_status, OrderStatus::Active);
+    let statuses: Vec<HostingStatus> = read
+        .iter()
+        .filter_map(|o| o.account.as_ref().map(|x| x.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [HostingStatus::Provisioning, HostingStatus::Provisioning]
+    );
+    let due: Vec<Option<String>> = vec![
+        hosting::hosting(&mut *conn, a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_due_date,
+        hosting::hosting(&mut *conn, b.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_due_date,
+    ];
+    assert_eq!(due, [Some("2030-02-01".to_owned()), None]);
+    drop(conn);
+    // Moved once: the same moves again find nothing to move.
+    let mut tx = store.begin().await.unwrap();
+    assert!(moves(false).write(&mut *tx).await.is_err());
+    tx.rollback().await.unwrap();
 }

@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
-use lodge_core::OrganizationId;
-use lodge_store::billing::InvoiceRow;
+use lodge_core::{InvoiceKind, OrderStatus, OrganizationId};
+use lodge_store::billing::{AccountToActivate, InvoiceRow};
 use lodge_store::{billing, SqlConn, StoreError};
 
 use crate::commit::{BatchWrite, Committer, Units, WriteEnv};
@@ -34,7 +34,15 @@ pub struct PayMemo {
     balances: HashMap<OrganizationId, i64>,
     /// The credit applied: ledger entries written, balances not yet moved.
     applied: billing::PendingMoves,
+    /// The orders the batch's first invoices activate, read with the invoices: each one's
+    /// status and accounts, taken by the payment that activates it.
+    orders: HashMap<i64, (OrderStatus, Vec<AccountToActivate>)>,
+    /// The orders and accounts the batch's payments moved, written after the last one.
+    activations: billing::PendingActivations,
 }
+
+/// An order as a batch of payments read it: its id, status and accounts.
+pub(crate) type ReadOrder = (i64, OrderStatus, Vec<AccountToActivate>);
 
 impl PayMemo {
     fn new(invoices: Vec<i64>) -> Self {
@@ -43,6 +51,8 @@ impl PayMemo {
             invoices: HashMap::new(),
             balances: HashMap::new(),
             applied: billing::PendingMoves::default(),
+            orders: HashMap::new(),
+            activations: billing::PendingActivations::default(),
         }
     }
 
@@ -59,6 +69,18 @@ impl PayMemo {
             let orgs: Vec<OrganizationId> = read.iter().map(|i| i.organization_id).collect();
             self.balances
                 .extend(lodge_store::orgs::credits_of(conn, &orgs).await?);
+            let orders: Vec<i64> = read
+                .iter()
+                .filter(|i| i.kind == InvoiceKind::First)
+                .filter_map(|i| i.order_id)
+                .collect();
+            for o in billing::accounts_of_orders(conn, &orders).await? {
+                let entry = self
+                    .orders
+                    .entry(o.order_id)
+                    .or_insert_with(|| (o.order_status, Vec::new()));
+                entry.1.extend(o.account);
+            }
             self.invoices.extend(read.into_iter().map(|i| (i.id, i)));
             self.to_read = Vec::new();
         }
@@ -76,6 +98,18 @@ impl PayMemo {
     /// The balances as the batch's payment that just ran leaves them.
     pub(crate) fn followed(&mut self, balances: impl IntoIterator<Item = (OrganizationId, i64)>) {
         self.balances.extend(balances);
+    }
+
+    /// An order the batch read, taken: the payment that activates it decides from it.
+    pub(crate) fn order(&mut self, id: i64) -> Option<ReadOrder> {
+        self.orders
+            .remove(&id)
+            .map(|(status, accounts)| (id, status, accounts))
+    }
+
+    /// The moves of orders and accounts written after the last payment.
+    pub(crate) fn activations(&mut self) -> &mut billing::PendingActivations {
+        &mut self.activations
     }
 
     /// The ledger entries written whose balances move after the last payment.
@@ -145,6 +179,7 @@ impl BatchWrite for Payments {
     }
 
     async fn settle<C: SqlConn>(db: &mut C, memo: PayMemo) -> Result<(), StoreError> {
+        memo.activations.write(&mut *db).await?;
         memo.applied.write(db).await
     }
 
