@@ -461,7 +461,8 @@ const DUE_DOMAIN_WHERE: &str = "d.status = 'active' AND d.auto_renew = 1 \
      AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.service_id = d.id \
          AND l.period_start = d.next_billing_date AND l.kind = 'domain_renewal')";
 
-/// Up to `limit` domains due for billing by `horizon`, in the order and keyset of [`due`].
+/// Up to `limit` domains due for billing by `horizon`, in the order and keyset of [`due`]
+/// (by date, organization and id).
 pub async fn domains_due<C: SqlConn>(
     conn: &mut C,
     horizon: &str,
@@ -471,18 +472,23 @@ pub async fn domains_due<C: SqlConn>(
     let (org, date, id) = after
         .cloned()
         .unwrap_or_else(|| (String::new(), String::new(), i64::MIN));
-    let sql = format!(
-        "SELECT {DUE_DOMAIN_COLUMNS} FROM domains d WHERE d.next_billing_date <= $1 AND {DUE_DOMAIN_WHERE} \
-         AND (d.organization_id > $2 OR (d.organization_id = $2 AND (d.next_billing_date > $3 \
-              OR (d.next_billing_date = $3 AND d.legacy_id > $4)))) \
-         ORDER BY d.organization_id, d.next_billing_date, d.legacy_id LIMIT $5"
-    );
-    conn.fetch_rows(&sql, vals![horizon, org, date, id, limit])
+    conn.fetch_rows(&DUE_DOMAIN_PAGE, vals![horizon, org, date, id, limit])
         .await?
         .into_iter()
         .map(DueDomain::from_vals)
         .collect()
 }
+
+/// [`domains_due`]'s page: a range of `domains_renewal_due` (migration 0030), as
+/// [`DUE_PAGE`] is of the accounts' index.
+pub(crate) static DUE_DOMAIN_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {DUE_DOMAIN_COLUMNS} FROM domains d WHERE d.next_billing_date <= $1 \
+         AND {DUE_DOMAIN_WHERE} \
+         AND (d.next_billing_date, d.organization_id, d.legacy_id) > ($3, $2, $4) \
+         ORDER BY d.next_billing_date, d.organization_id, d.legacy_id LIMIT $5"
+    )
+});
 
 /// An organization's domains due for billing on `date`, read inside the billing
 /// transaction (so they join the invoice of its services due that day).

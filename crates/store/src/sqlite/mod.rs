@@ -143,21 +143,30 @@ mod tests {
             );
         }
         // The renewal pass's pages are ranges of their index, read in its order (no sort).
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            *crate::renewals::DUE_PAGE
-        ))
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
-        let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
-        assert!(
-            detail
-                .iter()
-                .any(|d| d.starts_with("SEARCH h USING INDEX hosting_renewal_due")),
-            "{detail:?}"
-        );
-        assert!(!detail.iter().any(|d| d.contains("B-TREE")), "{detail:?}");
+        for (page, index) in [
+            (
+                &*crate::renewals::DUE_PAGE,
+                "h USING INDEX hosting_renewal_due",
+            ),
+            (
+                &*crate::renewals::DUE_DOMAIN_PAGE,
+                "d USING INDEX domains_renewal_due",
+            ),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {page}"))
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap();
+            let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                detail
+                    .iter()
+                    .any(|d| d.starts_with(&format!("SEARCH {index}"))),
+                "{detail:?}"
+            );
+            assert!(!detail.iter().any(|d| d.contains("B-TREE")), "{detail:?}");
+        }
         // An order's validation reads the name's live accounts through the same index
         // (the few servers it reads besides may be scanned).
         let plan: Vec<(i64, i64, i64, String)> =
