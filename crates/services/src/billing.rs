@@ -637,86 +637,54 @@ impl Activation {
 /// A pending order whose first invoice (`first_invoice`) is paid: the order becomes active
 /// and each of its hosting accounts is activated ([`Activation`]: provisioning, its first
 /// period starting today, its jobs enqueued — once). `false` when the order was not pending.
+///
+/// The order and its accounts are read in one statement (in a batch of payments, with the
+/// batch's invoices: [`batch::PayMemo`]) and each move is decided from what was read and
+/// written only from the status it was decided from ([`billing::PendingActivations`]): at
+/// once alone, after the batch's last payment in a batch. The rows nothing reads again
+/// (history, jobs) are written with the caller's other rows.
 pub(crate) async fn activate_order<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
     order_id: i64,
     first_invoice: i64,
-    memo: Option<&mut batch::PayMemo>,
+    mut memo: Option<&mut batch::PayMemo>,
 ) -> Result<bool> {
-    if let Some(m) = memo {
-        if let Some(read) = m.order(order_id) {
-            return activate_read_order(ctx, conn, m, read, first_invoice).await;
-        }
-    }
-    if !billing::transition_order(conn, order_id, OrderEvent::Paid, ctx.now).await? {
-        return Ok(false);
-    }
-    for (id, first_months, domain) in hosting::order_accounts(conn, order_id).await? {
-        let status = match domain {
-            Some(d) => hosting::domain_status_of_order(conn, d, order_id).await?,
-            None => None,
-        };
-        let months = first_months.map(|m| u32::try_from(m).unwrap_or(0));
-        let activation = Activation::plan(ctx.today, months, status);
-        let period = activation
-            .period
-            .as_ref()
-            .map(|(start, end)| (start.as_str(), end.as_str()));
-        let moved = hosting::transition_starting(
-            conn,
-            id,
-            HostingEvent::Paid,
-            period,
-            "paid",
-            ctx.actor,
-            ctx.now,
-        )
-        .await?;
-        if !moved {
-            continue;
-        }
-        if let Some((start, end)) = period {
-            billing::set_line_period(conn, first_invoice, &id.to_string(), start, end).await?;
-        }
-        activation.enqueue_jobs(ctx, conn, id, domain).await?;
-    }
-    Ok(true)
-}
-
-/// [`activate_order`] in a batch of payments that read the order and its accounts
-/// ([`batch::PayMemo`]): the same moves decided from what it read, the rows nothing reads
-/// again (history, jobs) written as the batch's deferred rows and the moves after its last
-/// payment, each only from the status it was decided from ([`billing::PendingActivations`]).
-async fn activate_read_order<C: lodge_store::SqlConn>(
-    ctx: &WriteCtx<'_>,
-    conn: &mut C,
-    memo: &mut batch::PayMemo,
-    (order_id, status, accounts): batch::ReadOrder,
-    first_invoice: i64,
-) -> Result<bool> {
-    let Some(to) = status.next(OrderEvent::Paid) else {
+    let read = match memo.as_deref_mut().and_then(|m| m.order(order_id)) {
+        Some(order) => Some(order),
+        None => billing::orders_to_activate(conn, &[order_id]).await?.pop(),
+    };
+    let Some(order) = read else {
         return Ok(false);
     };
-    memo.activations().order(order_id, status, to, ctx.now);
-    for a in accounts {
-        let months = a.first_period_months.map(|m| u32::try_from(m).unwrap_or(0));
-        let activation = Activation::plan(ctx.today, months, a.domain_status);
+    let Some(to) = order.status.next(OrderEvent::Paid) else {
+        return Ok(false);
+    };
+    let mut alone = billing::PendingActivations::default();
+    let in_batch = memo.is_some();
+    let moves = match memo {
+        Some(m) => m.activations(),
+        None => &mut alone,
+    };
+    moves.order(order.id, order.status, to, ctx.now);
+    for a in order.accounts {
         let Some(next) = a.status.next(HostingEvent::Paid) else {
             continue;
         };
-        let period = activation.period.clone();
-        memo.activations()
-            .account(a.id, (a.status, next), period.clone(), ctx.now);
+        let months = a.first_period_months.map(|m| u32::try_from(m).unwrap_or(0));
+        let activation = Activation::plan(ctx.today, months, a.domain_status);
+        moves.account(a.id, (a.status, next), activation.period.clone(), ctx.now);
+        if let Some((start, end)) = &activation.period {
+            moves.line_period(first_invoice, a.id, start, end);
+        }
         hosting::record_history(conn, a.id, Some(a.status), next, "paid", ctx.actor, ctx.now)
             .await?;
-        if let Some((start, end)) = &period {
-            memo.activations()
-                .line_period(first_invoice, a.id, start, end);
-        }
         activation
             .enqueue_jobs(ctx, conn, a.id, a.domain_id)
             .await?;
+    }
+    if !in_batch {
+        alone.write(conn).await?;
     }
     Ok(true)
 }

@@ -944,13 +944,14 @@ impl PendingMoves {
     }
 }
 
-/// An account of an order, with what activating it needs ([`accounts_of_orders`]).
+/// An order and its accounts, with what activating them on payment needs
+/// ([`orders_to_activate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderAccount {
-    pub order_id: i64,
-    pub order_status: OrderStatus,
-    /// `None` for an order without accounts.
-    pub account: Option<AccountToActivate>,
+pub struct OrderToActivate {
+    pub id: i64,
+    pub status: OrderStatus,
+    /// In the order they were created.
+    pub accounts: Vec<AccountToActivate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -963,13 +964,12 @@ pub struct AccountToActivate {
     pub domain_status: Option<lodge_core::DomainStatus>,
 }
 
-/// Several orders' statuses and accounts (by order, then account) in one statement: what
-/// activating them on payment reads ([`crate::hosting::order_accounts`] and
-/// [`crate::hosting::domain_status_of_order`] of each), for a batch of payments.
-pub async fn accounts_of_orders<C: SqlConn>(
+/// Orders with their accounts (and the domain objects they brought) in one statement, by
+/// id; those that do not exist are missing.
+pub async fn orders_to_activate<C: SqlConn>(
     conn: &mut C,
     orders: &[i64],
-) -> Result<Vec<OrderAccount>> {
+) -> Result<Vec<OrderToActivate>> {
     let sql =
         "SELECT o.id, o.status, h.id, h.status, h.first_period_months, h.domain_id, d.status \
          FROM orders o LEFT JOIN hosting h ON h.order_id = o.id \
@@ -978,35 +978,31 @@ pub async fn accounts_of_orders<C: SqlConn>(
     let Some((sql, args)) = crate::conn::over_distinct_ids(sql, orders.iter().copied()) else {
         return Ok(Vec::new());
     };
-    conn.fetch_rows(&sql, args)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let mut c = Cols::new(row);
-            let order_id = c.int()?;
-            let order_status = c.parse()?;
-            let id: Option<String> = c.opt_text()?;
-            let status: Option<String> = c.opt_text()?;
-            let first_period_months = c.opt_int()?;
-            let domain_id: Option<String> = c.opt_text()?;
-            let domain_status: Option<String> = c.opt_text()?;
-            let account = match (id, status) {
-                (Some(id), Some(status)) => Some(AccountToActivate {
-                    id: crate::parse(&id)?,
-                    status: crate::parse(&status)?,
-                    first_period_months,
-                    domain_id: domain_id.map(|d| crate::parse(&d)).transpose()?,
-                    domain_status: domain_status.map(|d| crate::parse(&d)).transpose()?,
-                }),
-                _ => None,
-            };
-            Ok(OrderAccount {
-                order_id,
-                order_status,
-                account,
-            })
-        })
-        .collect()
+    let mut out: Vec<OrderToActivate> = Vec::new();
+    for row in conn.fetch_rows(&sql, args).await? {
+        let mut c = Cols::new(row);
+        let id = c.int()?;
+        let status = c.parse()?;
+        let account: Option<String> = c.opt_text()?;
+        if out.last().is_none_or(|o| o.id != id) {
+            out.push(OrderToActivate {
+                id,
+                status,
+                accounts: Vec::new(),
+            });
+        }
+        let (Some(account), Some(order)) = (account, out.last_mut()) else {
+            continue; // an order without accounts
+        };
+        order.accounts.push(AccountToActivate {
+            id: crate::parse(&account)?,
+            status: c.parse()?,
+            first_period_months: c.opt_int()?,
+            domain_id: c.opt_text()?.map(|d| crate::parse(&d)).transpose()?,
+            domain_status: c.opt_text()?.map(|d| crate::parse(&d)).transpose()?,
+        });
+    }
+    Ok(out)
 }
 
 /// An account's move: `(account, from, to, (anchor, next due date))`.
@@ -1066,30 +1062,27 @@ impl PendingActivations {
             return self.write_one_by_one(conn).await;
         }
         let json = |rows: Vec<serde_json::Value>| serde_json::Value::from(rows).to_string();
-        if !self.orders.is_empty() {
-            let rows = self
-                .orders
-                .iter()
-                .map(|(id, from, to)| serde_json::json!([id, from.as_str(), to.as_str()]))
-                .collect();
-            let n = conn
-                .exec(ACTIVATE_ORDERS_POSTGRES, vals![self.now, json(rows)])
-                .await?;
-            moved_all(n, self.orders.len(), "orders")?;
-        }
-        if !self.accounts.is_empty() {
-            let rows = self
-                .accounts
-                .iter()
-                .map(|(id, from, to, period)| {
-                    let (anchor, due) = period.clone().unzip();
-                    serde_json::json!([id.to_string(), from.as_str(), to.as_str(), anchor, due])
-                })
-                .collect();
-            let n = conn
-                .exec(ACTIVATE_ACCOUNTS_POSTGRES, vals![self.now, json(rows)])
-                .await?;
-            moved_all(n, self.accounts.len(), "accounts")?;
+        let orders = self
+            .orders
+            .iter()
+            .map(|(id, from, to)| serde_json::json!([id, from.as_str(), to.as_str()]));
+        let accounts = self.accounts.iter().map(|(id, from, to, period)| {
+            let (anchor, due) = period.clone().unzip();
+            serde_json::json!([id.to_string(), from.as_str(), to.as_str(), anchor, due])
+        });
+        for (sql, rows, what) in [
+            (
+                ACTIVATE_ORDERS_POSTGRES,
+                orders.collect::<Vec<_>>(),
+                "orders",
+            ),
+            (ACTIVATE_ACCOUNTS_POSTGRES, accounts.collect(), "accounts"),
+        ] {
+            if !rows.is_empty() {
+                let len = rows.len();
+                let n = conn.exec(sql, vals![self.now, json(rows)]).await?;
+                moved_all(n, len, what)?;
+            }
         }
         if !self.lines.is_empty() {
             let rows = self

@@ -1556,7 +1556,7 @@ async fn renewal_pages_hold_every_due_account_once_in_order(store: Store) {
 }
 
 /// A batch of payments reads its orders and their accounts in one statement
-/// (`accounts_of_orders`) and writes the moves it decided after its last payment
+/// (`orders_to_activate`) and writes the moves it decided after its last payment
 /// (`PendingActivations`): each only from the status it read. A move whose row changed
 /// meanwhile fails the write, so the batch runs again a payment at a time.
 async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
@@ -1567,15 +1567,21 @@ async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
     let b = account(&w, "second.example", "pending");
     hosting::insert_hosting(&mut *conn, &a).await.unwrap();
     hosting::insert_hosting(&mut *conn, &b).await.unwrap();
-    let read = billing::accounts_of_orders(&mut *conn, &[w.order, w.order + 1000])
+    let read = billing::orders_to_activate(&mut *conn, &[w.order, w.order + 1000])
         .await
         .unwrap();
-    assert_eq!(read.len(), 2, "the known order's two accounts: {read:?}");
-    assert!(read.iter().all(|o| o.order_id == w.order
-        && o.order_status == OrderStatus::Pending
-        && o.account
-            .as_ref()
-            .is_some_and(|x| x.status == HostingStatus::Pending)));
+    assert_eq!(read.len(), 1, "the known order only: {read:?}");
+    assert_eq!(read[0].status, OrderStatus::Pending);
+    let ids: Vec<HostingId> = read[0].accounts.iter().map(|x| x.id).collect();
+    assert_eq!(
+        ids,
+        [a.id, b.id],
+        "its accounts in the order they were created"
+    );
+    assert!(read[0]
+        .accounts
+        .iter()
+        .all(|x| x.status == HostingStatus::Pending));
     drop(conn);
 
     let moves = |stale: bool| {
@@ -1608,14 +1614,11 @@ async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
     moves(false).write(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
     let mut conn = store.write_conn().await.unwrap();
-    let read = billing::accounts_of_orders(&mut *conn, &[w.order])
+    let read = billing::orders_to_activate(&mut *conn, &[w.order])
         .await
         .unwrap();
-    assert_eq!(read[0].order_status, OrderStatus::Active);
-    let statuses: Vec<HostingStatus> = read
-        .iter()
-        .filter_map(|o| o.account.as_ref().map(|x| x.status))
-        .collect();
+    assert_eq!(read[0].status, OrderStatus::Active);
+    let statuses: Vec<HostingStatus> = read[0].accounts.iter().map(|x| x.status).collect();
     assert_eq!(
         statuses,
         [HostingStatus::Provisioning, HostingStatus::Provisioning]

@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
-use lodge_core::{InvoiceKind, OrderStatus, OrganizationId};
-use lodge_store::billing::{AccountToActivate, InvoiceRow};
+use lodge_core::{InvoiceKind, OrganizationId};
+use lodge_store::billing::{InvoiceRow, OrderToActivate};
 use lodge_store::{billing, SqlConn, StoreError};
 
 use crate::commit::{BatchWrite, Committer, Units, WriteEnv};
@@ -36,13 +36,10 @@ pub struct PayMemo {
     applied: billing::PendingMoves,
     /// The orders the batch's first invoices activate, read with the invoices: each one's
     /// status and accounts, taken by the payment that activates it.
-    orders: HashMap<i64, (OrderStatus, Vec<AccountToActivate>)>,
+    orders: HashMap<i64, OrderToActivate>,
     /// The orders and accounts the batch's payments moved, written after the last one.
     activations: billing::PendingActivations,
 }
-
-/// An order as a batch of payments read it: its id, status and accounts.
-pub(crate) type ReadOrder = (i64, OrderStatus, Vec<AccountToActivate>);
 
 impl PayMemo {
     fn new(invoices: Vec<i64>) -> Self {
@@ -74,13 +71,12 @@ impl PayMemo {
                 .filter(|i| i.kind == InvoiceKind::First)
                 .filter_map(|i| i.order_id)
                 .collect();
-            for o in billing::accounts_of_orders(conn, &orders).await? {
-                let entry = self
-                    .orders
-                    .entry(o.order_id)
-                    .or_insert_with(|| (o.order_status, Vec::new()));
-                entry.1.extend(o.account);
-            }
+            self.orders.extend(
+                billing::orders_to_activate(conn, &orders)
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.id, o)),
+            );
             self.invoices.extend(read.into_iter().map(|i| (i.id, i)));
             self.to_read = Vec::new();
         }
@@ -101,10 +97,8 @@ impl PayMemo {
     }
 
     /// An order the batch read, taken: the payment that activates it decides from it.
-    pub(crate) fn order(&mut self, id: i64) -> Option<ReadOrder> {
-        self.orders
-            .remove(&id)
-            .map(|(status, accounts)| (id, status, accounts))
+    pub(crate) fn order(&mut self, id: i64) -> Option<OrderToActivate> {
+        self.orders.remove(&id)
     }
 
     /// The moves of orders and accounts written after the last payment.
