@@ -1330,6 +1330,56 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
     let (live_accounts, live_domains) = (live_accounts - 1, live_domains - 1);
     assert_eq!(counts(w.org).await, (live_accounts, live_domains));
 
+    // Many rows of two organizations in one statement each (as a batch of orders writes
+    // them on PostgreSQL, crate::deferred), live and not: each live one counts once, for
+    // its own organization.
+    let third = world(&store).await;
+    let names: Vec<String> = (0..6).map(|i| format!("together{i}.example")).collect();
+    let statuses = ["pending", "active", "terminated"];
+    let mut tx = store.begin().await.unwrap();
+    let keys = lodge_store::billing::reserve_order_keys(&mut tx, names.len())
+        .await
+        .unwrap();
+    let rows: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let owner = if i % 2 == 0 { &w } else { &third };
+            (
+                account(owner, name, statuses[i % 3]),
+                keys.get(i).map(|k| k.hosting),
+                domain(owner, DomainId::new(), name, ["active", "expired"][i % 2]),
+            )
+        })
+        .collect();
+    async fn write_rows<C: lodge_store::SqlConn>(
+        conn: &mut C,
+        rows: &[(hosting::NewHosting<'_>, Option<i64>, hosting::NewDomain<'_>)],
+        later: bool,
+    ) {
+        for (a, key, d) in rows {
+            hosting::insert_hosting_keyed(conn, a, *key).await.unwrap();
+            if later {
+                hosting::insert_domain_later(conn, d).await.unwrap();
+            } else {
+                hosting::insert_domain(conn, d).await.unwrap();
+            }
+        }
+    }
+    if store.engine() == lodge_store::Engine::Postgres {
+        let mut together = lodge_store::deferred::Deferred::new(&mut tx);
+        write_rows(&mut together, &rows, true).await;
+        together.flush().await.unwrap();
+    } else {
+        write_rows(&mut tx, &rows, false).await;
+    }
+    tx.commit().await.unwrap();
+    // w: accounts 0 pending, 2 terminated, 4 active; domains 0, 2, 4 active.
+    let (live_accounts, live_domains) = (live_accounts + 2, live_domains + 3);
+    assert_eq!(counts(w.org).await, (live_accounts, live_domains));
+    // third: accounts 1 active, 3 pending, 5 terminated; domains 1, 3, 5 expired.
+    assert_eq!(counts(third.org).await, (2, 0));
+
     // Another organization's rows are its own; many transactions at once each count.
     let other = world(&store).await;
     let tasks: Vec<_> = (0..16)
