@@ -13,7 +13,7 @@
 //! On SQLite the batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the
 //! whole group commit is one call on the writer's own thread, without a thread hand-off per
 //! statement. Elsewhere (PostgreSQL) it is a transaction on a pool connection, and several
-//! batches may run at once ([`POSTGRES_COMMITTERS`]). A batch that meets a deadlock or
+//! batches may run at once ([`BatchWrite::COMMITTERS_ON_POSTGRES`]). A batch that meets a deadlock or
 //! serialization failure is run again (nothing of it was acknowledged yet).
 //!
 //! "Nothing async inside a batch" holds by construction: a unit is written by
@@ -41,7 +41,8 @@ pub use ctx::{WriteCtx, WriteEnv};
 /// At most this many units share one commit.
 pub const MAX_BATCH: usize = 64;
 
-/// Batches committing at once on PostgreSQL (SQLite has one writer: one at a time).
+/// Batches committing at once on PostgreSQL (SQLite has one writer: one at a time), unless
+/// a use case says otherwise ([`BatchWrite::COMMITTERS_ON_POSTGRES`]).
 pub const POSTGRES_COMMITTERS: usize = 4;
 
 /// Runs of a batch that meets deadlocks or serialization failures before its units fail.
@@ -115,6 +116,9 @@ pub trait BatchWrite: 'static {
     /// [`BatchWrite::FIRST`] on PostgreSQL, where a savepoint is a subtransaction and two
     /// more round trips a unit.
     const FIRST_ON_POSTGRES: Units = Self::FIRST;
+
+    /// Batches of this use case committing at once on PostgreSQL.
+    const COMMITTERS_ON_POSTGRES: usize = POSTGRES_COMMITTERS;
 
     /// On PostgreSQL with [`Units::Whole`], the rows nothing reads before the commit may be
     /// written together after the last unit ([`Deferred`]), a few statements a table
@@ -465,14 +469,14 @@ fn start_on_writer<U: Send + 'static, T: Send + 'static>(
     }
 }
 
-/// The committing loop on pool connections (PostgreSQL): up to [`POSTGRES_COMMITTERS`]
-/// batches commit at once, each on a task of its own.
+/// The committing loop on pool connections (PostgreSQL): up to
+/// [`BatchWrite::COMMITTERS_ON_POSTGRES`] batches commit at once, each on a task of its own.
 async fn on_pool<B: BatchWrite>(
     mut rx: mpsc::Receiver<Pending<B::Unit, B::Outcome>>,
     store: Store,
     collisions: Arc<AtomicU64>,
 ) {
-    let slots = Arc::new(Semaphore::new(POSTGRES_COMMITTERS));
+    let slots = Arc::new(Semaphore::new(B::COMMITTERS_ON_POSTGRES.max(1)));
     while let Some(first) = rx.recv().await {
         // Wait for a free committer before taking the units waiting, so the batch holds
         // every unit that arrived meanwhile.

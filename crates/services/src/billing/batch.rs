@@ -141,6 +141,14 @@ impl BatchWrite for Payments {
     /// would cost every batch a subtransaction and two round trips a payment.
     const FIRST_ON_POSTGRES: Units = Units::Whole;
 
+    /// One batch of payments at a time on PostgreSQL: measured against four (the orders'
+    /// count) in four alternating pairs of `lodge bench load --scenarios pay_credit` on
+    /// 2 cores, the same rate (628-924/s against 673-792/s) with the p99 halved (93-180 ms
+    /// against 230-440 ms; BENCHMARKS.md, 2026-12-04 night). A batch holds up to
+    /// [`crate::commit::MAX_BATCH`] payments, so one committer still takes every payment
+    /// waiting.
+    const COMMITTERS_ON_POSTGRES: usize = 1;
+
     /// With [`Units::Whole`] on PostgreSQL: the ledger entries, history rows, jobs and
     /// events of the batch's payments in a few multi-row statements after the last.
     const DEFER_ROWS: bool = true;
