@@ -13,8 +13,8 @@
 //! On SQLite the batch runs on the store's batch writer ([`lodge_store::Store::batch`]): the
 //! whole group commit is one call on the writer's own thread, without a thread hand-off per
 //! statement. Elsewhere (PostgreSQL) it is a transaction on a pool connection, and several
-//! batches may run at once ([`BatchWrite::COMMITTERS_ON_POSTGRES`]). A batch that meets a deadlock or
-//! serialization failure is run again (nothing of it was acknowledged yet).
+//! batches may run at once ([`BatchWrite::COMMITTERS_ON_POSTGRES`]). A batch that meets a
+//! deadlock or serialization failure is run again (nothing of it was acknowledged yet).
 //!
 //! "Nothing async inside a batch" holds by construction: a unit is written by
 //! [`BatchWrite::write_one`], which receives the unit (its data and its

@@ -213,8 +213,10 @@ impl Lodge {
             let keys: Vec<(OrganizationId, String)> =
                 units.iter().map(|u| (u.org, u.due.clone())).collect();
             if !self.store.has_batch_writer() {
-                // PostgreSQL: up to POSTGRES_COMMITTERS batches commit at once.
-                if running.len() >= crate::commit::POSTGRES_COMMITTERS {
+                // PostgreSQL: as many batches at once as a renewal's committers.
+                let committers =
+                    <RenewalGroups as crate::commit::BatchWrite>::COMMITTERS_ON_POSTGRES;
+                if running.len() >= committers.max(1) {
                     self.record_batch(pass, running.join_next().await);
                 }
                 let store = self.store.clone();

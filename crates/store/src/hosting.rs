@@ -190,6 +190,11 @@ pub async fn record_history<C: SqlConn>(
 /// Applies `event` to a hosting account under its row lock, recording it in its history;
 /// `false` (and nothing written) when the account's status does not accept the event
 /// ([`HostingStatus::next`]) or it does not exist.
+///
+/// An event with one source status is one conditional update, which PostgreSQL checks
+/// again on the row as it is once locked; otherwise the status is read under the row's
+/// lock, then updated. (A payment's `pending` → `provisioning`, which also starts the
+/// billing periods, is [`crate::billing::PendingActivations`].)
 pub async fn transition<C: SqlConn>(
     conn: &mut C,
     id: HostingId,
@@ -198,28 +203,6 @@ pub async fn transition<C: SqlConn>(
     actor: &str,
     now: i64,
 ) -> Result<bool> {
-    transition_starting(conn, id, event, None, note, actor, now).await
-}
-
-/// [`transition`], and with `period` (`(anchor, next due date)`) the account's billing
-/// periods start in the same update: the first period's start (its anchor) and end (its
-/// next due date).
-///
-/// An event with one source status (payment: `pending` → `provisioning`) is one conditional
-/// update, which PostgreSQL checks again on the row as it is once locked; otherwise the
-/// status is read under the row's lock, then updated.
-pub async fn transition_starting<C: SqlConn>(
-    conn: &mut C,
-    id: HostingId,
-    event: HostingEvent,
-    period: Option<(&str, &str)>,
-    note: &str,
-    actor: &str,
-    now: i64,
-) -> Result<bool> {
-    const SET: &str = "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1";
-    const SET_PERIOD: &str = "UPDATE hosting SET status = $2, modified_at = $3,
-             period_anchor = $4, next_due_date = $5 WHERE id = $1";
     let mut args = vals![id.to_string()];
     let (from, to, only_from) = match HostingStatus::sources(event).as_slice() {
         [only] => {
@@ -242,16 +225,13 @@ pub async fn transition_starting<C: SqlConn>(
     };
     args.push(to.as_str().into());
     args.push(now.into());
-    let mut sql = String::from(if period.is_some() { SET_PERIOD } else { SET });
-    if let Some((anchor, due)) = period {
-        args.push(anchor.into());
-        args.push(due.into());
-    }
-    if only_from {
-        sql.push_str(&format!(" AND status = ${}", args.len() + 1));
+    let sql = if only_from {
         args.push(from.as_str().into());
-    }
-    if conn.exec(&sql, args).await? == 0 {
+        "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4"
+    } else {
+        "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1"
+    };
+    if conn.exec(sql, args).await? == 0 {
         return Ok(false);
     }
     record_history(conn, id, Some(from), to, note, actor, now).await?;

@@ -55,7 +55,7 @@ on_both_engines!(
     a_claim_commits_or_rolls_back_with_its_work,
     refunds_move_a_paid_invoice_and_never_past_what_it_received,
     an_organizations_live_counts_follow_its_rows,
-    a_payment_moves_its_invoice_and_accounts_once,
+    a_payment_moves_its_invoice_once,
     renewal_pages_hold_every_due_account_once_in_order,
     a_batchs_activations_move_only_from_what_it_read,
 );
@@ -1406,68 +1406,13 @@ async fn an_organizations_live_counts_follow_its_rows(store: Store) {
     );
 }
 
-/// What a payment writes moves each row once, by a conditional update: an account's
-/// `pending` → `provisioning` with its first period (refused, and nothing written, from any
-/// other status or a second time), and an invoice's credit with its `paid` status (refused
-/// while the credit does not cover what is due, and once it is paid; a zero invoice is paid
-/// with no credit).
-async fn a_payment_moves_its_invoice_and_accounts_once(store: Store) {
-    use lodge_core::{HostingEvent, HostingStatus, InvoiceStatus};
-    use lodge_store::SqlConn;
+/// What a payment writes moves its invoice once, by a conditional update: its credit with
+/// its `paid` status (refused while the credit does not cover what is due, and once it is
+/// paid; a zero invoice is paid with no credit). Its order's and accounts' moves are
+/// `a_batchs_activations_move_only_from_what_it_read`'s.
+async fn a_payment_moves_its_invoice_once(store: Store) {
+    use lodge_core::InvoiceStatus;
     let w = world(&store).await;
-    let mut conn = store.write_conn().await.unwrap();
-    let (pending, active) = (
-        account(&w, "pay-pending.example", "pending"),
-        account(&w, "pay-active.example", "active"),
-    );
-    hosting::insert_hosting(&mut *conn, &pending).await.unwrap();
-    hosting::insert_hosting(&mut *conn, &active).await.unwrap();
-    let period = Some(("2027-01-10", "2027-02-10"));
-    for (id, moved) in [(active.id, false), (pending.id, true), (pending.id, false)] {
-        let paid = hosting::transition_starting(
-            &mut *conn,
-            id,
-            HostingEvent::Paid,
-            period,
-            "paid",
-            "t",
-            NOW,
-        )
-        .await
-        .unwrap();
-        assert_eq!(paid, moved, "only a pending account is paid, once");
-    }
-    let mut anchor = async |id: HostingId| {
-        let sql = format!("SELECT period_anchor FROM hosting WHERE id = '{id}'");
-        let row = conn.fetch_row(&sql, vec![]).await.unwrap().unwrap();
-        row[0].text().unwrap().map(str::to_owned)
-    };
-    assert_eq!(anchor(active.id).await, None);
-    assert_eq!(anchor(pending.id).await.as_deref(), Some("2027-01-10"));
-    drop(conn);
-    let row = |id| hosting::hosting(store.reader(), id);
-    let a = row(active.id).await.unwrap().unwrap();
-    assert_eq!((a.status, a.next_due_date), (HostingStatus::Active, None));
-    let p = row(pending.id).await.unwrap().unwrap();
-    assert_eq!(p.status, HostingStatus::Provisioning);
-    assert_eq!(p.next_due_date.as_deref(), Some("2027-02-10"));
-    let moves = |h: Vec<hosting::HistoryRow>| {
-        h.into_iter()
-            .map(|r| (r.from_status, r.to_status))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        moves(hosting::history(store.reader(), pending.id).await.unwrap()),
-        [
-            (None, "pending".to_owned()),
-            (Some("pending".to_owned()), "provisioning".to_owned())
-        ]
-    );
-    assert_eq!(
-        moves(hosting::history(store.reader(), active.id).await.unwrap()).len(),
-        1
-    );
-
     let mut conn = store.write_conn().await.unwrap();
     let new = |subtotal: i64, token: &'static str| billing::NewInvoice {
         subtotal_minor: subtotal,
