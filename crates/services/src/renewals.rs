@@ -87,6 +87,40 @@ fn period_of(s: &DueService) -> Option<(Date, Date)> {
         .or_else(|| Some((due, add_months(due, months))))
 }
 
+/// An organization's services due on one day, billed on one invoice.
+type Group = ((OrganizationId, String), Vec<DueService>);
+
+/// The renewal pass's pages cut into whole groups. Pages are read in the order of (due
+/// date, organization, account), so a group's services are consecutive but a page may end
+/// inside one: that group is held back and completed by the next page, instead of being
+/// billed as two invoices, one from each page.
+#[derive(Default)]
+struct WholeGroups {
+    held: Option<Group>,
+}
+
+impl WholeGroups {
+    /// The groups `page` completes (with the one held from the page before), in the page's
+    /// order; `full`: more pages follow, so its last group may go on and is held.
+    fn take(&mut self, page: Vec<DueService>, full: bool) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
+        if let Some(held) = self.held.take() {
+            groups.push(held);
+        }
+        for s in page {
+            let key = (s.organization_id, s.next_due_date.clone());
+            match groups.last_mut() {
+                Some((k, services)) if *k == key => services.push(s),
+                _ => groups.push((key, vec![s])),
+            }
+        }
+        if full {
+            self.held = groups.pop();
+        }
+        groups
+    }
+}
+
 impl Lodge {
     /// Issues the renewal invoices due by today plus the lead time. Safe to run on several
     /// nodes at once and as often as wanted: a period is billed once.
@@ -109,6 +143,7 @@ impl Lodge {
             })
         };
         let mut next = Some(read_page(None));
+        let mut whole = WholeGroups::default();
         while let Some(reading) = next.take() {
             let page = reading
                 .await
@@ -121,15 +156,8 @@ impl Lodge {
                     last.legacy_id,
                 ))));
             }
-            let mut groups: BTreeMap<(OrganizationId, String), Vec<DueService>> = BTreeMap::new();
-            for s in page {
-                groups
-                    .entry((s.organization_id, s.next_due_date.clone()))
-                    .or_default()
-                    .push(s);
-            }
-            self.bill_groups(&mut pass, groups.into_iter().collect())
-                .await?;
+            let groups = whole.take(page, full);
+            self.bill_groups(&mut pass, groups).await?;
         }
         // Domains due on a day none of their organization's accounts is (those joined the
         // accounts' invoices above).
@@ -1221,6 +1249,49 @@ mod tests {
         assert_eq!(period_of(&s), Some((date(2026, 2, 15), date(2027, 2, 15))));
         assert_eq!(period_of(&due("2026-02-15", None, None, "one_time")), None);
         assert_eq!(period_of(&due("garbage", None, Some(1), "monthly")), None);
+    }
+
+    /// Pages that end inside a group (one organization's accounts due on one day) leave it
+    /// whole: billed once, with every account of it, whatever the page size.
+    #[test]
+    fn a_group_split_by_pages_is_billed_whole() {
+        let (a, b) = (OrganizationId::new(), OrganizationId::new());
+        let mut services = Vec::new();
+        for (org, day, n) in [
+            (a, "2026-12-10", 3),
+            (b, "2026-12-10", 5),
+            (a, "2026-12-11", 2),
+        ] {
+            for _ in 0..n {
+                let mut s = due(day, None, Some(1), "monthly");
+                s.organization_id = org;
+                services.push(s);
+            }
+        }
+        for page in 1..=services.len() + 1 {
+            let mut whole = WholeGroups::default();
+            let mut billed = Vec::new();
+            let mut rest = services.clone();
+            loop {
+                let this: Vec<DueService> = rest.drain(..page.min(rest.len())).collect();
+                let full = this.len() == page;
+                for ((org, day), group) in whole.take(this, full) {
+                    billed.push((org, day, group.len()));
+                }
+                if !full {
+                    break;
+                }
+            }
+            assert_eq!(
+                billed,
+                [
+                    (a, "2026-12-10".to_owned(), 3),
+                    (b, "2026-12-10".to_owned(), 5),
+                    (a, "2026-12-11".to_owned(), 2)
+                ],
+                "pages of {page}"
+            );
+        }
     }
 }
 
