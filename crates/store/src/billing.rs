@@ -500,7 +500,8 @@ pub async fn add_credit_applied<C: SqlConn>(
 
 /// An unpaid invoice that `$2` more credit covers (`$2` may be 0) gets that credit and is
 /// marked paid (at `$3`).
-const PAY_IN_FULL: &str = "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2,
+pub(crate) const PAY_IN_FULL: &str =
+    "UPDATE invoices SET credit_applied_minor = credit_applied_minor + $2,
          status = 'paid', paid_at = $3, modified_at = $3
      WHERE id = $1 AND status = 'unpaid' AND credit_applied_minor + $2 + paid_minor >= total_minor";
 

@@ -187,6 +187,14 @@ pub async fn record_history<C: SqlConn>(
     .await
 }
 
+/// An account's move from one status (`$4`) to another (`$2`), at `$3`.
+pub(crate) const MOVE_FROM: &str =
+    "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4";
+
+/// A domain object's move from one status (`$4`) to another (`$2`), at `$3`.
+pub(crate) const DOMAIN_MOVE_FROM: &str =
+    "UPDATE domains SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4";
+
 /// Applies `event` to a hosting account under its row lock, recording it in its history;
 /// `false` (and nothing written) when the account's status does not accept the event
 /// ([`HostingStatus::next`]) or it does not exist.
@@ -227,7 +235,7 @@ pub async fn transition<C: SqlConn>(
     args.push(now.into());
     let sql = if only_from {
         args.push(from.as_str().into());
-        "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4"
+        MOVE_FROM
     } else {
         "UPDATE hosting SET status = $2, modified_at = $3 WHERE id = $1"
     };
@@ -568,15 +576,13 @@ pub async fn set_domain_status(
     let Some(to) = current.next(event) else {
         return Ok(false);
     };
-    let r = sqlx::query(
-        "UPDATE domains SET status = $2, modified_at = $3 WHERE id = $1 AND status = $4",
-    )
-    .bind(id.to_string())
-    .bind(to.as_str())
-    .bind(now)
-    .bind(current.as_str())
-    .execute(conn)
-    .await?;
+    let r = sqlx::query(DOMAIN_MOVE_FROM)
+        .bind(id.to_string())
+        .bind(to.as_str())
+        .bind(now)
+        .bind(current.as_str())
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 

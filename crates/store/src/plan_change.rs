@@ -177,6 +177,10 @@ pub async fn changes_of<C: SqlConn>(
     .collect()
 }
 
+/// A waiting change's move to `$2` (applied or cancelled) at `$3`.
+pub(crate) const SETTLE_AWAITING: &str = "UPDATE plan_changes SET status = $2, applied_at = $3
+     WHERE id = $1 AND status = 'awaiting_payment'";
+
 /// `awaiting_payment` → `status` (applied or cancelled) at `now`; `false` when it was not
 /// waiting (so a paid invoice applies its change once).
 pub async fn settle_change<C: SqlConn>(
@@ -185,13 +189,7 @@ pub async fn settle_change<C: SqlConn>(
     status: &str,
     now: i64,
 ) -> Result<bool> {
-    let changed = conn
-        .exec(
-            "UPDATE plan_changes SET status = $2, applied_at = $3
-             WHERE id = $1 AND status = 'awaiting_payment'",
-            vals![id, status, now],
-        )
-        .await?;
+    let changed = conn.exec(SETTLE_AWAITING, vals![id, status, now]).await?;
     Ok(changed == 1)
 }
 

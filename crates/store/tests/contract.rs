@@ -58,7 +58,6 @@ on_both_engines!(
     a_payment_moves_its_invoice_once,
     renewal_pages_hold_every_due_account_once_in_order,
     a_batchs_activations_move_only_from_what_it_read,
-    lookups_by_id_keep_their_key_under_stale_statistics,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1637,72 +1636,4 @@ async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
     let mut tx = store.begin().await.unwrap();
     assert!(moves(false).write(&mut *tx).await.is_err());
     tx.rollback().await.unwrap();
-}
-
-/// The plan of `sql` (PostgreSQL), one line a node.
-async fn pg_plan(store: &Store, sql: &str) -> String {
-    let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
-        .fetch_all(store.writer())
-        .await
-        .unwrap();
-    rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
-}
-
-/// A statement that finds an invoice or an account by its id and checks its status reads
-/// the key, even when the statistics say that status is rare and it no longer is (a burst
-/// of unpaid invoices before autovacuum analyzes the table again): through the partial
-/// index on that status it scanned every unpaid invoice (migration 0032). SQLite's planner
-/// takes an equality on a rowid or unique key first.
-async fn lookups_by_id_keep_their_key_under_stale_statistics(store: Store) {
-    if store.engine() != lodge_store::Engine::Postgres {
-        return;
-    }
-    let w = world(&store).await;
-    let ids = issue(&store, w.org, 2_000, true).await;
-    // The statistics see every invoice paid and every account ended; then they are not.
-    for sql in [
-        "UPDATE invoices SET status = 'paid'",
-        "ANALYZE invoices",
-        "UPDATE invoices SET status = 'unpaid'",
-    ] {
-        sqlx::query(sql).execute(store.writer()).await.unwrap();
-    }
-    let pay = format!(
-        "UPDATE invoices SET credit_applied_minor = credit_applied_minor + 0, status = 'paid', \
-         paid_at = 1, modified_at = 1 WHERE id = {} AND status = 'unpaid' \
-         AND credit_applied_minor + 0 + paid_minor >= total_minor",
-        ids[1_000]
-    );
-    let plan = pg_plan(&store, &pay).await;
-    assert!(plan.contains("invoices_pkey"), "{plan}");
-    // The background scan of unpaid first invoices still reads its partial index.
-    let plan = pg_plan(
-        &store,
-        "SELECT order_id FROM invoices WHERE kind = 'first' AND status = 'unpaid' \
-         AND issued_at < 5 ORDER BY issued_at LIMIT 100",
-    )
-    .await;
-    assert!(plan.contains("invoices_unpaid"), "{plan}");
-
-    let live = "UPDATE hosting SET status = 'active', modified_at = 1 \
-                WHERE id = 'x' AND status = 'provisioning'";
-    let domain = "UPDATE domains SET status = 'active', modified_at = 1 \
-                  WHERE id = 'x' AND status = 'pending_registration'";
-    for sql in ["ANALYZE hosting", "ANALYZE domains"] {
-        sqlx::query(sql).execute(store.writer()).await.unwrap();
-    }
-    let plan = pg_plan(&store, live).await;
-    assert!(!plan.contains("hosting_live_name"), "{plan}");
-    let plan = pg_plan(&store, domain).await;
-    assert!(!plan.contains("domains_live_name"), "{plan}");
-    sqlx::query("ANALYZE plan_changes")
-        .execute(store.writer())
-        .await
-        .unwrap();
-    let plan = pg_plan(
-        &store,
-        "UPDATE plan_changes SET status = 'cancelled' WHERE id = 1 AND status = 'awaiting_payment'",
-    )
-    .await;
-    assert!(!plan.contains("plan_changes_awaiting"), "{plan}");
 }
