@@ -3,6 +3,9 @@
 
 use crate::{run_ready, vals, Engine, Result, SqlConn, Store, StoreError};
 
+/// One-row commits a job of the batch writer in [`bare_commit_rate`] (about 50 ms of them).
+const BARE_COMMITS_A_JOB: u64 = 256;
+
 /// The bare durable-commit rate of an engine with Lodge's settings: `clients` connections
 /// each committing one small row per transaction into a scratch table, for `duration`.
 /// Returns commits per second. On SQLite the scratch table lives in a sibling file
@@ -47,23 +50,34 @@ pub async fn bare_commit_rate(
     };
     let total = if store.has_batch_writer() {
         // SQLite: one row per transaction on the batch writer, the path orders take, with
-        // no thread hand-off per statement — the engine's own ceiling.
-        store
-            .batch(move |db| {
-                let mut done = 0u64;
-                while std::time::Instant::now() < start + duration {
-                    let id = i64::try_from(done).unwrap_or(i64::MAX);
-                    db.transaction(|db| {
-                        run_ready(db.exec(
-                            "INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')",
-                            vals![id],
-                        ))
-                    })?;
-                    done += 1;
-                }
-                Ok::<u64, StoreError>(done)
-            })
-            .await??
+        // no thread hand-off per statement — the engine's own ceiling. In jobs of
+        // BARE_COMMITS_A_JOB commits, as orders come in group commits: the writer restarts a
+        // long WAL between two jobs, and one job of the whole run would append every commit
+        // to a WAL growing past its end, each sync also writing the file's new blocks' metadata
+        // (about half the rate on this machine's ext4; BENCHMARKS.md, 2026-12-05).
+        let mut done = 0u64;
+        while std::time::Instant::now() < start + duration {
+            let first = done;
+            done = store
+                .batch(move |db| {
+                    let mut done = first;
+                    while done - first < BARE_COMMITS_A_JOB
+                        && std::time::Instant::now() < start + duration
+                    {
+                        let id = i64::try_from(done).unwrap_or(i64::MAX);
+                        db.transaction(|db| {
+                            run_ready(db.exec(
+                                "INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')",
+                                vals![id],
+                            ))
+                        })?;
+                        done += 1;
+                    }
+                    Ok::<u64, StoreError>(done)
+                })
+                .await??;
+        }
+        done
     } else {
         let mut tasks = Vec::new();
         for _ in 0..clients {
