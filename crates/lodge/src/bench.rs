@@ -72,9 +72,89 @@ pub struct ScenarioResult {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
-    /// Throughput against its ceiling (`/healthz` for reads, bare commits for writes).
+    /// Throughput against the ceiling its goal is set against (`/healthz` for reads; for
+    /// writes SQLite's plain commit loop, or PostgreSQL's one-row commits from as many
+    /// clients as the load has).
     pub ratio_to_ceiling: Option<f64>,
     pub ceiling: Option<String>,
+    /// Throughput against every ceiling measured in the same run.
+    pub ratios: Ratios,
+}
+
+/// A scenario's throughput against each ceiling the run measured, named as the report's
+/// fields; a ceiling not measured (no `healthz` scenario, the other engine's) is absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Ratios {
+    /// Against `GET /healthz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthz: Option<f64>,
+    /// SQLite: against the plain one-row commit loop outside Lodge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_sqlite_commits: Option<f64>,
+    /// Against Lodge's own one-row commits (SQLite: its batch writer; PostgreSQL: one
+    /// connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare_commits: Option<f64>,
+    /// PostgreSQL: against one-row commits from as many clients as the load has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare_commits_concurrent: Option<f64>,
+}
+
+impl Ratios {
+    /// `healthz`, `plain_sqlite_commits`, `bare_commits`, `bare_commits_concurrent`.
+    fn in_order(&self) -> [Option<f64>; 4] {
+        [
+            self.healthz,
+            self.plain_sqlite_commits,
+            self.bare_commits,
+            self.bare_commits_concurrent,
+        ]
+    }
+}
+
+/// The ceilings a run measured (per second).
+#[derive(Debug, Clone, Copy, Default)]
+struct Ceilings {
+    healthz: Option<f64>,
+    plain_sqlite: Option<f64>,
+    bare: Option<f64>,
+    bare_concurrent: Option<f64>,
+}
+
+/// Sets each scenario's ratio to every ceiling (a mix's rows included), and a scenario's to
+/// the one its goal is set against: reads (`storefront`, `plans`) against `/healthz`, writes
+/// against the engine's own rate — SQLite's plain loop, else PostgreSQL's commits from
+/// `connections` clients, else Lodge's one-connection commits.
+fn rate_scenarios(results: &mut [ScenarioResult], c: Ceilings, connections: usize) {
+    let against = |x: f64, ceiling: Option<f64>| ceiling.filter(|c| *c > 0.0).map(|c| x / c);
+    let (write_ceiling, write_name) = match (c.plain_sqlite, c.bare_concurrent) {
+        (Some(p), _) => (Some(p), "plain SQLite one-row commit loop".to_owned()),
+        (None, Some(n)) => (
+            Some(n),
+            format!("one-row commits from {connections} clients"),
+        ),
+        (None, None) => (c.bare, "bare durable commits (1 connection)".to_owned()),
+    };
+    for r in results {
+        let x = r.throughput;
+        r.ratios = Ratios {
+            healthz: against(x, c.healthz),
+            plain_sqlite_commits: against(x, c.plain_sqlite),
+            bare_commits: against(x, c.bare),
+            bare_commits_concurrent: against(x, c.bare_concurrent),
+        };
+        match r.name.as_str() {
+            "storefront" | "plans" => {
+                r.ratio_to_ceiling = r.ratios.healthz;
+                r.ceiling = Some("healthz".into());
+            }
+            "order_external" | "order_keyed" | "order_register" | PAY_CREDIT => {
+                r.ratio_to_ceiling = against(x, write_ceiling);
+                r.ceiling = Some(write_name.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -484,6 +564,7 @@ where
             p999_ms: q(0.999),
             ratio_to_ceiling: None,
             ceiling: None,
+            ratios: Ratios::default(),
         }
     };
     let mut results = Vec::new();
@@ -933,33 +1014,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         }
         None => (None, None, None),
     };
-    // The write ceiling: the engine's own rate — SQLite's plain loop; PostgreSQL's commits
-    // from as many clients as the load has.
-    let (write_ceiling, write_ceiling_name) = match (plain, bare_concurrent) {
-        (Some(p), _) => (Some(p), "plain SQLite one-row commit loop".to_owned()),
-        (None, Some(c)) => (
-            Some(c),
-            format!("one-row commits from {} clients", opts.connections),
-        ),
-        (None, None) => (bare, "bare durable commits (1 connection)".to_owned()),
-    };
     let healthz = results
         .iter()
         .find(|r| r.name == "healthz")
         .map(|r| r.throughput);
-    for r in &mut results {
-        match r.name.as_str() {
-            "storefront" | "plans" => {
-                r.ratio_to_ceiling = healthz.map(|h| r.throughput / h);
-                r.ceiling = Some("healthz".into());
-            }
-            "order_external" | "order_keyed" | "order_register" | PAY_CREDIT => {
-                r.ratio_to_ceiling = write_ceiling.map(|b| r.throughput / b);
-                r.ceiling = Some(write_ceiling_name.clone());
-            }
-            _ => {}
-        }
-    }
+    rate_scenarios(
+        &mut results,
+        Ceilings {
+            healthz,
+            plain_sqlite: plain,
+            bare,
+            bare_concurrent,
+        },
+        opts.connections,
+    );
     for mut t in others {
         t.kill().await?;
     }
@@ -1017,7 +1085,22 @@ pub fn print_table(r: &Report) {
     if let Some(m) = r.server_peak_rss_mb {
         println!("server peak RSS: {m:.1} MiB");
     }
-    println!(
+    // One column a ceiling the run measured (in `Ratios::in_order`'s order), after the one
+    // each goal is set against.
+    let measured = [
+        r.scenarios.iter().any(|s| s.name == "healthz"),
+        r.plain_sqlite_commits_per_sec.is_some(),
+        r.bare_commits_per_sec.is_some(),
+        r.bare_commits_per_sec_concurrent.is_some(),
+    ];
+    let writer = if r.plain_sqlite_commits_per_sec.is_some() {
+        "/writer"
+    } else {
+        "/1 conn"
+    };
+    let names = ["/healthz", "/plain", writer, "/N conn"];
+    let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
+    let mut head = format!(
         "{:<20} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "scenario",
         "requests",
@@ -1029,8 +1112,12 @@ pub fn print_table(r: &Report) {
         "p99.9 ms",
         "/ceiling"
     );
+    for (name, _) in names.iter().zip(measured).filter(|(_, m)| *m) {
+        head.push_str(&format!(" {name:>8}"));
+    }
+    println!("{head}");
     for s in &r.scenarios {
-        println!(
+        let mut line = format!(
             "{:<20} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}",
             s.name,
             s.requests,
@@ -1040,8 +1127,29 @@ pub fn print_table(r: &Report) {
             s.p90_ms,
             s.p99_ms,
             s.p999_ms,
-            s.ratio_to_ceiling
-                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"))
+            ratio(s.ratio_to_ceiling)
+        );
+        for (x, _) in s
+            .ratios
+            .in_order()
+            .into_iter()
+            .zip(measured)
+            .filter(|(_, m)| *m)
+        {
+            line.push_str(&format!(" {:>8}", ratio(x)));
+        }
+        println!("{line}");
+    }
+    if measured.contains(&true) {
+        println!(
+            "/ceiling: against the ceiling the goal is set against (reads: /healthz; writes: {})",
+            if r.plain_sqlite_commits_per_sec.is_some() {
+                "/plain"
+            } else if r.bare_commits_per_sec_concurrent.is_some() {
+                "/N conn"
+            } else {
+                "/1 conn"
+            }
         );
     }
 }
@@ -1275,7 +1383,80 @@ pub async fn verify(database_url: &str, acked: &[Value]) -> anyhow::Result<Vec<S
 
 #[cfg(test)]
 mod tests {
-    use super::{check_scenarios, parse_mix, pick, Kind};
+    use super::{check_scenarios, parse_mix, pick, rate_scenarios, Ceilings, Kind, Ratios};
+
+    fn row(name: &str, throughput: f64) -> super::ScenarioResult {
+        super::ScenarioResult {
+            name: name.into(),
+            requests: 1,
+            errors: 0,
+            throughput,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p99_ms: 1.0,
+            p999_ms: 1.0,
+            ratio_to_ceiling: None,
+            ceiling: None,
+            ratios: Ratios::default(),
+        }
+    }
+
+    /// Every row against every ceiling measured (a mix's too); reads' goal against
+    /// `/healthz`, writes' against SQLite's plain loop or else PostgreSQL's N clients; a
+    /// ceiling measured at zero gives no ratio.
+    #[test]
+    fn each_scenario_is_rated_against_each_ceiling() {
+        let mut rows = vec![
+            row("healthz", 1000.0),
+            row("plans", 800.0),
+            row("order_external", 50.0),
+            row("pay_credit", 25.0),
+            row("mix/order_external", 10.0),
+        ];
+        let sqlite = Ceilings {
+            healthz: Some(1000.0),
+            plain_sqlite: Some(100.0),
+            bare: Some(50.0),
+            bare_concurrent: None,
+        };
+        rate_scenarios(&mut rows, sqlite, 64);
+        assert_eq!(
+            rows[2].ratios,
+            Ratios {
+                healthz: Some(0.05),
+                plain_sqlite_commits: Some(0.5),
+                bare_commits: Some(1.0),
+                bare_commits_concurrent: None,
+            }
+        );
+        assert_eq!(rows[0].ratios.healthz, Some(1.0));
+        assert_eq!(rows[0].ratio_to_ceiling, None);
+        assert_eq!(rows[1].ratio_to_ceiling, Some(0.8));
+        assert_eq!(rows[1].ceiling.as_deref(), Some("healthz"));
+        assert_eq!(rows[3].ratio_to_ceiling, Some(0.25));
+        assert_eq!(
+            rows[3].ceiling.as_deref(),
+            Some("plain SQLite one-row commit loop")
+        );
+        assert_eq!(rows[4].ratios.plain_sqlite_commits, Some(0.1));
+        assert_eq!(rows[4].ratio_to_ceiling, None);
+
+        let mut rows = vec![row("order_register", 40.0)];
+        let postgres = Ceilings {
+            healthz: Some(0.0),
+            plain_sqlite: None,
+            bare: Some(20.0),
+            bare_concurrent: Some(80.0),
+        };
+        rate_scenarios(&mut rows, postgres, 8);
+        assert_eq!(rows[0].ratio_to_ceiling, Some(0.5));
+        assert_eq!(
+            rows[0].ceiling.as_deref(),
+            Some("one-row commits from 8 clients")
+        );
+        assert_eq!(rows[0].ratios.bare_commits, Some(2.0));
+        assert_eq!(rows[0].ratios.healthz, None);
+    }
 
     #[test]
     fn a_mix_is_parsed_with_its_weights_and_refused_when_wrong() {

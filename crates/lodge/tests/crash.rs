@@ -191,8 +191,9 @@ async fn bench_load_runs_a_weighted_mix_sqlite() {
 
 /// `lodge bench load --scenarios`: each scenario runs against the real server without an
 /// error, with ordered percentiles, and is reported as a ratio to its ceiling (reads to
-/// `/healthz`, writes to SQLite's plain one-row commit loop measured in the same run); the keyed
-/// orders really carry their keys.
+/// `/healthz`, writes to SQLite's plain one-row commit loop measured in the same run) and to
+/// each of the others (Lodge's batch writer committing one row at a time); the keyed orders
+/// really carry their keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +237,17 @@ async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
             .map(|k| r[k].as_f64().unwrap())
             .collect();
         assert!(p.windows(2).all(|w| w[0] <= w[1]), "{r}");
+        // Every scenario against every ceiling the run measured; none against PostgreSQL's.
+        let x = r["throughput"].as_f64().unwrap();
+        for (key, ceiling) in [
+            ("healthz", healthz),
+            ("plain_sqlite_commits", plain),
+            ("bare_commits", bare),
+        ] {
+            let got = r["ratios"][key].as_f64().unwrap();
+            assert!((got - x / ceiling).abs() < 1e-9, "{key}: {r}");
+        }
+        assert!(r["ratios"].get("bare_commits_concurrent").is_none(), "{r}");
         let (ratio, ceiling) = match r["name"].as_str().unwrap() {
             "healthz" => {
                 assert!(r["ratio_to_ceiling"].is_null(), "{r}");
@@ -253,4 +265,57 @@ async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
         count(&url, "idempotency_keys").await,
         rows[3]["requests"].as_u64().unwrap()
     );
+}
+
+/// The same on PostgreSQL: writes against one-row commits from as many clients as the load
+/// has (pgbench-style), and every scenario against those, one client's and `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_reports_each_scenario_against_its_ceiling_postgres() {
+    let Some(url) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let report = bench_load(
+        &url,
+        &[
+            "--connections",
+            "3",
+            "--seconds",
+            "0.5",
+            "--scenarios",
+            "healthz,plans,order_external,pay_credit",
+        ],
+    )
+    .await;
+    assert!(report["plain_sqlite_commits_per_sec"].is_null(), "{report}");
+    let one = report["bare_commits_per_sec"].as_f64().unwrap();
+    let many = report["bare_commits_per_sec_concurrent"].as_f64().unwrap();
+    assert!(one > 0.0 && many > 0.0, "{report}");
+    let rows = report["scenarios"].as_array().unwrap();
+    let healthz = rows[0]["throughput"].as_f64().unwrap();
+    for r in rows {
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        let x = r["throughput"].as_f64().unwrap();
+        for (key, ceiling) in [
+            ("healthz", healthz),
+            ("bare_commits", one),
+            ("bare_commits_concurrent", many),
+        ] {
+            let got = r["ratios"][key].as_f64().unwrap();
+            assert!((got - x / ceiling).abs() < 1e-9, "{key}: {r}");
+        }
+        assert!(r["ratios"].get("plain_sqlite_commits").is_none(), "{r}");
+        let primary = match r["name"].as_str().unwrap() {
+            "healthz" => {
+                assert!(r["ratio_to_ceiling"].is_null(), "{r}");
+                continue;
+            }
+            "plans" => "healthz",
+            _ => "bare_commits_concurrent",
+        };
+        assert_eq!(r["ratio_to_ceiling"], r["ratios"][primary], "{r}");
+        if primary != "healthz" {
+            assert_eq!(r["ceiling"], "one-row commits from 3 clients", "{r}");
+        }
+    }
 }
