@@ -806,10 +806,18 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             let pending = memo.as_deref_mut().map(|m| (m.pending(), *balance));
             spend_credit(ctx, conn, inv.organization_id, id, due, pending).await?;
         }
-        // Locked and unpaid above, and covered by what was applied: it is paid now.
-        let paid = billing::apply_credit_in_full(conn, id, due, ctx.now)
-            .await?
-            .ok_or_else(|| ServiceError::Internal(format!("invoice {id} was not marked paid")))?;
+        // Locked and unpaid above, and covered by what was applied: it is paid now. In a
+        // batch, a first invoice is written paid with the orders it activates, after the
+        // last payment (nothing before reads it from the database; a renewal's or a plan
+        // change's settling reads other invoices and rows, so theirs are written here).
+        let paid = match memo.as_deref_mut() {
+            Some(m) if inv.kind == InvoiceKind::First => m.pay_in_full(&inv, due, ctx.now),
+            _ => billing::apply_credit_in_full(conn, id, due, ctx.now)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("invoice {id} was not marked paid"))
+                })?,
+        };
         settled(ctx, conn, &inv, Some(&paid), memo.as_deref_mut()).await?;
     }
     if let Some(m) = memo {

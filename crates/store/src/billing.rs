@@ -1014,8 +1014,9 @@ type AccountMove = (
     Option<(String, String)>,
 );
 
-/// Orders and accounts a batch of payments moved in memory (from the statuses it read),
-/// written after its last payment, each kind in one statement on PostgreSQL; each move
+/// First invoices, orders and accounts a batch of payments moved in memory (from the
+/// statuses it read), written after its last payment, each kind in one statement on
+/// PostgreSQL; each move
 /// only from the status it was decided from. If one no longer is, [`Self::write`] fails
 /// and the batch must run again a payment at a time.
 #[derive(Debug, Default)]
@@ -1026,6 +1027,8 @@ pub struct PendingActivations {
     accounts: Vec<AccountMove>,
     /// `(invoice, account, start, end)`: the plan line's first period.
     lines: Vec<(i64, lodge_core::HostingId, String, String)>,
+    /// `(invoice, credit applied)`: first invoices paid in full from credit ([`PAY_IN_FULL`]).
+    paid: Vec<(i64, i64)>,
     now: i64,
 }
 
@@ -1057,12 +1060,38 @@ impl PendingActivations {
             .push((invoice, account, start.to_owned(), end.to_owned()));
     }
 
+    /// An unpaid invoice the batch read, locked, pays in full with `credit` of account
+    /// credit: what [`apply_credit_in_full`] does, written with the batch's other moves, and
+    /// the invoice as that leaves it.
+    pub fn pay_in_full(&mut self, invoice: &InvoiceRow, credit: i64, now: i64) -> InvoiceRow {
+        self.paid.push((invoice.id, credit));
+        self.now = self.now.max(now);
+        InvoiceRow {
+            credit_applied_minor: invoice.credit_applied_minor + credit,
+            status: InvoiceStatus::Paid,
+            paid_at: Some(now),
+            modified_at: now,
+            ..invoice.clone()
+        }
+    }
+
     /// Writes the moves: every one, or an error.
     pub async fn write<C: SqlConn>(self, conn: &mut C) -> Result<()> {
         if !conn.is_postgres() {
             return self.write_one_by_one(conn).await;
         }
         let json = |rows: Vec<serde_json::Value>| serde_json::Value::from(rows).to_string();
+        if !self.paid.is_empty() {
+            let rows: Vec<serde_json::Value> = self
+                .paid
+                .iter()
+                .map(|(id, credit)| serde_json::json!([id, credit]))
+                .collect();
+            let n = conn
+                .exec(PAY_IN_FULL_POSTGRES, vals![self.now, json(rows)])
+                .await?;
+            moved_all(n, self.paid.len(), "invoices")?;
+        }
         let orders = self
             .orders
             .iter()
@@ -1101,6 +1130,12 @@ impl PendingActivations {
 
     /// [`Self::write`] a statement a row (SQLite, where a statement is no round trip).
     async fn write_one_by_one<C: SqlConn>(self, conn: &mut C) -> Result<()> {
+        for (id, credit) in &self.paid {
+            let n = conn
+                .exec(PAY_IN_FULL, vals![*id, *credit, self.now])
+                .await?;
+            moved_all(n, 1, "an invoice")?;
+        }
         for (id, from, to) in &self.orders {
             let n = conn
                 .exec(
@@ -1163,6 +1198,18 @@ const ACTIVATE_ACCOUNTS_POSTGRES: &str =
      FROM jsonb_array_elements($2::text::jsonb) AS r(v) \
      WHERE h.id = ANY(ARRAY(SELECT x.v->>0 FROM jsonb_array_elements($2::text::jsonb) AS x(v))) \
        AND h.id = r.v->>0 AND h.status = r.v->>1";
+
+/// [`PendingActivations::write`]'s invoices: `$1` the clock, `$2` `[[id, credit], …]`;
+/// [`PAY_IN_FULL`] for each (only from unpaid, only when covered), the rows found by
+/// `id = ANY(ARRAY(…))` as the orders' are (and, as PAY_IN_FULL, not through
+/// `invoices_unpaid`, whose `kind IS NOT NULL` this does not imply).
+const PAY_IN_FULL_POSTGRES: &str = "UPDATE invoices AS i \
+     SET credit_applied_minor = i.credit_applied_minor + (r.v->>1)::int8, \
+         status = 'paid', paid_at = $1, modified_at = $1 \
+     FROM jsonb_array_elements($2::text::jsonb) AS r(v) \
+     WHERE i.id = ANY(ARRAY(SELECT (x.v->>0)::int8 FROM jsonb_array_elements($2::text::jsonb) AS x(v))) \
+       AND i.id = (r.v->>0)::int8 AND i.status = 'unpaid' \
+       AND i.credit_applied_minor + (r.v->>1)::int8 + i.paid_minor >= i.total_minor";
 
 /// [`PendingActivations::write`]'s plan lines: `$1` `[[invoice, account, start, end], …]`.
 const SET_LINE_PERIODS_POSTGRES: &str = "UPDATE invoice_lines AS l \

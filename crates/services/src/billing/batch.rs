@@ -37,8 +37,12 @@ pub struct PayMemo {
     /// The orders the batch's first invoices activate, read with the invoices: each one's
     /// status and accounts, taken by the payment that activates it.
     orders: HashMap<i64, OrderToActivate>,
-    /// The orders and accounts the batch's payments moved, written after the last one.
+    /// The first invoices, orders and accounts the batch's payments moved, written after the
+    /// last one.
     activations: billing::PendingActivations,
+    /// The first invoices paid so far, as the batch left them (not written yet): a second
+    /// payment of one in the batch finds it paid.
+    paid: HashMap<i64, InvoiceRow>,
 }
 
 impl PayMemo {
@@ -50,6 +54,7 @@ impl PayMemo {
             applied: billing::PendingMoves::default(),
             orders: HashMap::new(),
             activations: billing::PendingActivations::default(),
+            paid: HashMap::new(),
         }
     }
 
@@ -80,10 +85,27 @@ impl PayMemo {
             self.invoices.extend(read.into_iter().map(|i| (i.id, i)));
             self.to_read = Vec::new();
         }
+        if let Some(paid) = self.paid.get(&id) {
+            return Ok(Some(paid.clone()));
+        }
         match self.invoices.remove(&id) {
             Some(inv) => Ok(Some(inv)),
             None => Ok(billing::lock_invoice(conn, id).await?),
         }
+    }
+
+    /// A first invoice the batch read (locked, unpaid, covered by `credit`) paid in full:
+    /// written after the last payment with the orders it activates, one statement for all
+    /// on PostgreSQL (a round trip a payment before); the invoice as that leaves it.
+    pub(crate) fn pay_in_full(
+        &mut self,
+        invoice: &InvoiceRow,
+        credit: i64,
+        now: i64,
+    ) -> InvoiceRow {
+        let paid = self.activations.pay_in_full(invoice, credit, now);
+        self.paid.insert(paid.id, paid.clone());
+        paid
     }
 
     /// An organization's balance as its next payment in the batch finds it.
