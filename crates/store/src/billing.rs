@@ -208,7 +208,7 @@ pub async fn transition_order<C: SqlConn>(
 
 // ---- invoices ----
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct InvoiceRow {
     pub id: i64,
     pub number: Option<String>,

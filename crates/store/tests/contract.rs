@@ -58,6 +58,7 @@ on_both_engines!(
     a_payment_moves_its_invoice_once,
     renewal_pages_hold_every_due_account_once_in_order,
     a_batchs_activations_move_only_from_what_it_read,
+    a_batchs_invoices_are_paid_as_one_payment_would_pay_them,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1635,5 +1636,70 @@ async fn a_batchs_activations_move_only_from_what_it_read(store: Store) {
     // Moved once: the same moves again find nothing to move.
     let mut tx = store.begin().await.unwrap();
     assert!(moves(false).write(&mut *tx).await.is_err());
+    tx.rollback().await.unwrap();
+}
+
+/// A batch of payments pays its first invoices in memory (`PendingActivations::pay_in_full`)
+/// and writes them after its last payment, in one statement on PostgreSQL: the rows as
+/// `apply_credit_in_full` would leave them, every one or none (one not covered, or paid
+/// meanwhile, fails the write).
+async fn a_batchs_invoices_are_paid_as_one_payment_would_pay_them(store: Store) {
+    use lodge_core::InvoiceStatus;
+    let w = world(&store).await;
+    let mut conn = store.write_conn().await.unwrap();
+    let new = |subtotal: i64, token: &'static str| billing::NewInvoice {
+        subtotal_minor: subtotal,
+        ..invoice(w.org, token, None)
+    };
+    let a = billing::insert_invoice(&mut *conn, &new(1000, "batch-a"))
+        .await
+        .unwrap();
+    let b = billing::insert_invoice(&mut *conn, &new(250, "batch-b"))
+        .await
+        .unwrap();
+    let rows = [
+        billing::invoice(&mut *conn, a).await.unwrap().unwrap(),
+        billing::invoice(&mut *conn, b).await.unwrap().unwrap(),
+    ];
+    drop(conn);
+    let pay = |credits: [i64; 2]| {
+        let mut m = billing::PendingActivations::default();
+        let paid: Vec<_> = rows
+            .iter()
+            .zip(credits)
+            .map(|(row, credit)| m.pay_in_full(row, credit, NOW + 5))
+            .collect();
+        (m, paid)
+    };
+    // One of them not covered: refused, nothing kept.
+    let (short, _) = pay([1000, 249]);
+    let mut tx = store.begin().await.unwrap();
+    assert!(short.write(&mut *tx).await.is_err());
+    tx.rollback().await.unwrap();
+    let mut conn = store.write_conn().await.unwrap();
+    for id in [a, b] {
+        let read = billing::invoice(&mut *conn, id).await.unwrap().unwrap();
+        assert_eq!(read.status, InvoiceStatus::Unpaid);
+    }
+    drop(conn);
+
+    let (moves, paid) = pay([1000, 250]);
+    let mut tx = store.begin().await.unwrap();
+    moves.write(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.write_conn().await.unwrap();
+    for p in &paid {
+        assert_eq!(
+            (p.status, p.paid_at, p.modified_at, p.amount_due()),
+            (InvoiceStatus::Paid, Some(NOW + 5), NOW + 5, 0)
+        );
+        let read = billing::invoice(&mut *conn, p.id).await.unwrap().unwrap();
+        assert_eq!(&read, p, "the row in memory is the row written");
+    }
+    drop(conn);
+    // Paid once: the same payments again find nothing unpaid.
+    let (again, _) = pay([1000, 250]);
+    let mut tx = store.begin().await.unwrap();
+    assert!(again.write(&mut *tx).await.is_err());
     tx.rollback().await.unwrap();
 }
