@@ -121,20 +121,38 @@ struct Ceilings {
     bare_concurrent: Option<f64>,
 }
 
+impl Ceilings {
+    /// The ceiling writes' goals are set against — SQLite's plain loop, else PostgreSQL's
+    /// commits from `connections` clients, else Lodge's one-connection commits — with its
+    /// name and its column in the table.
+    fn for_writes(&self, connections: usize) -> (Option<f64>, String, &'static str) {
+        match (self.plain_sqlite, self.bare_concurrent) {
+            (Some(p), _) => (
+                Some(p),
+                "plain SQLite one-row commit loop".to_owned(),
+                "/plain",
+            ),
+            (None, Some(n)) => (
+                Some(n),
+                format!("one-row commits from {connections} clients"),
+                "/N conn",
+            ),
+            (None, None) => (
+                self.bare,
+                "bare durable commits (1 connection)".to_owned(),
+                "/1 conn",
+            ),
+        }
+    }
+}
+
 /// Sets each scenario's ratio to every ceiling (a mix's rows included), and a scenario's to
 /// the one its goal is set against: reads (`storefront`, `plans`) against `/healthz`, writes
 /// against the engine's own rate — SQLite's plain loop, else PostgreSQL's commits from
 /// `connections` clients, else Lodge's one-connection commits.
 fn rate_scenarios(results: &mut [ScenarioResult], c: Ceilings, connections: usize) {
     let against = |x: f64, ceiling: Option<f64>| ceiling.filter(|c| *c > 0.0).map(|c| x / c);
-    let (write_ceiling, write_name) = match (c.plain_sqlite, c.bare_concurrent) {
-        (Some(p), _) => (Some(p), "plain SQLite one-row commit loop".to_owned()),
-        (None, Some(n)) => (
-            Some(n),
-            format!("one-row commits from {connections} clients"),
-        ),
-        (None, None) => (c.bare, "bare durable commits (1 connection)".to_owned()),
-    };
+    let (write_ceiling, write_name, _) = c.for_writes(connections);
     for r in results {
         let x = r.throughput;
         r.ratios = Ratios {
@@ -1141,15 +1159,15 @@ pub fn print_table(r: &Report) {
         println!("{line}");
     }
     if measured.contains(&true) {
+        let ceilings = Ceilings {
+            healthz: None,
+            plain_sqlite: r.plain_sqlite_commits_per_sec,
+            bare: r.bare_commits_per_sec,
+            bare_concurrent: r.bare_commits_per_sec_concurrent,
+        };
         println!(
             "/ceiling: against the ceiling the goal is set against (reads: /healthz; writes: {})",
-            if r.plain_sqlite_commits_per_sec.is_some() {
-                "/plain"
-            } else if r.bare_commits_per_sec_concurrent.is_some() {
-                "/N conn"
-            } else {
-                "/1 conn"
-            }
+            ceilings.for_writes(r.connections).2
         );
     }
 }

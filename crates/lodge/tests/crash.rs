@@ -189,6 +189,17 @@ async fn bench_load_runs_a_weighted_mix_sqlite() {
     assert_eq!(count(&url, "domains").await, orders);
 }
 
+/// A scenario row's `ratios`: its throughput over each of `ceilings` (named as in the
+/// report), and nothing for the ceiling the run did not measure (`absent`).
+fn assert_rated(r: &serde_json::Value, ceilings: &[(&str, f64)], absent: &str) {
+    let x = r["throughput"].as_f64().unwrap();
+    for (key, ceiling) in ceilings {
+        let got = r["ratios"][key].as_f64().unwrap();
+        assert!((got - x / ceiling).abs() < 1e-9, "{key}: {r}");
+    }
+    assert!(r["ratios"].get(absent).is_none(), "{r}");
+}
+
 /// `lodge bench load --scenarios`: each scenario runs against the real server without an
 /// error, with ordered percentiles, and is reported as a ratio to its ceiling (reads to
 /// `/healthz`, writes to SQLite's plain one-row commit loop measured in the same run) and to
@@ -238,16 +249,15 @@ async fn bench_load_reports_each_scenario_against_its_ceiling_sqlite() {
             .collect();
         assert!(p.windows(2).all(|w| w[0] <= w[1]), "{r}");
         // Every scenario against every ceiling the run measured; none against PostgreSQL's.
-        let x = r["throughput"].as_f64().unwrap();
-        for (key, ceiling) in [
-            ("healthz", healthz),
-            ("plain_sqlite_commits", plain),
-            ("bare_commits", bare),
-        ] {
-            let got = r["ratios"][key].as_f64().unwrap();
-            assert!((got - x / ceiling).abs() < 1e-9, "{key}: {r}");
-        }
-        assert!(r["ratios"].get("bare_commits_concurrent").is_none(), "{r}");
+        assert_rated(
+            r,
+            &[
+                ("healthz", healthz),
+                ("plain_sqlite_commits", plain),
+                ("bare_commits", bare),
+            ],
+            "bare_commits_concurrent",
+        );
         let (ratio, ceiling) = match r["name"].as_str().unwrap() {
             "healthz" => {
                 assert!(r["ratio_to_ceiling"].is_null(), "{r}");
@@ -295,16 +305,15 @@ async fn bench_load_reports_each_scenario_against_its_ceiling_postgres() {
     for r in rows {
         assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
-        let x = r["throughput"].as_f64().unwrap();
-        for (key, ceiling) in [
-            ("healthz", healthz),
-            ("bare_commits", one),
-            ("bare_commits_concurrent", many),
-        ] {
-            let got = r["ratios"][key].as_f64().unwrap();
-            assert!((got - x / ceiling).abs() < 1e-9, "{key}: {r}");
-        }
-        assert!(r["ratios"].get("plain_sqlite_commits").is_none(), "{r}");
+        assert_rated(
+            r,
+            &[
+                ("healthz", healthz),
+                ("bare_commits", one),
+                ("bare_commits_concurrent", many),
+            ],
+            "plain_sqlite_commits",
+        );
         let primary = match r["name"].as_str().unwrap() {
             "healthz" => {
                 assert!(r["ratio_to_ceiling"].is_null(), "{r}");

@@ -1016,9 +1016,8 @@ type AccountMove = (
 
 /// First invoices, orders and accounts a batch of payments moved in memory (from the
 /// statuses it read), written after its last payment, each kind in one statement on
-/// PostgreSQL; each move
-/// only from the status it was decided from. If one no longer is, [`Self::write`] fails
-/// and the batch must run again a payment at a time.
+/// PostgreSQL; each move only from the status it was decided from. If one no longer is,
+/// [`Self::write`] fails and the batch must run again a payment at a time.
 #[derive(Debug, Default)]
 pub struct PendingActivations {
     /// `(order, from, to)`.
@@ -1203,7 +1202,7 @@ const ACTIVATE_ACCOUNTS_POSTGRES: &str =
 /// [`PAY_IN_FULL`] for each (only from unpaid, only when covered), the rows found by
 /// `id = ANY(ARRAY(…))` as the orders' are (and, as PAY_IN_FULL, not through
 /// `invoices_unpaid`, whose `kind IS NOT NULL` this does not imply).
-const PAY_IN_FULL_POSTGRES: &str = "UPDATE invoices AS i \
+pub(crate) const PAY_IN_FULL_POSTGRES: &str = "UPDATE invoices AS i \
      SET credit_applied_minor = i.credit_applied_minor + (r.v->>1)::int8, \
          status = 'paid', paid_at = $1, modified_at = $1 \
      FROM jsonb_array_elements($2::text::jsonb) AS r(v) \

@@ -61,7 +61,8 @@ mod tests {
         rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
     }
 
-    /// The statements that find a row by id and check its status read the key even when the
+    /// The statements that find a row by id and check its status (a batch's payments too)
+    /// read the key even when the
     /// statistics say that status is rare and it no longer is (a burst of unpaid invoices on
     /// a renewal day, before autovacuum analyzes the table again); through the partial index
     /// on the status, a payment scanned every unpaid invoice (migration 0032). The
@@ -103,8 +104,9 @@ mod tests {
             sqlx::query(sql).execute(&mut *conn).await.unwrap();
         }
         let explain = |sql: &str| format!("EXPLAIN {sql}");
-        let (pay, account, domain, change, expired) = (
+        let (pay, pay_batch, account, domain, change, expired) = (
             explain(crate::billing::PAY_IN_FULL),
+            explain(crate::billing::PAY_IN_FULL_POSTGRES),
             explain(crate::hosting::MOVE_FROM),
             explain(crate::hosting::DOMAIN_MOVE_FROM),
             explain(crate::plan_change::SETTLE_AWAITING),
@@ -116,6 +118,16 @@ mod tests {
                 plan(
                     &mut conn,
                     sqlx::query_as(&pay).bind(2_500_i64).bind(0_i64).bind(1_i64),
+                )
+                .await,
+            ),
+            (
+                "invoices_pkey",
+                plan(
+                    &mut conn,
+                    sqlx::query_as(&pay_batch)
+                        .bind(1_i64)
+                        .bind("[[2500, 0], [2501, 0]]"),
                 )
                 .await,
             ),
