@@ -1178,7 +1178,7 @@ const BENCH_SECRET_KEY: &str = "424242424242424242424242424242424242424242424242
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.
 pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
-    use lodge_services::orders::{DomainPlan, OrderForm, OrderSource, ToPlace};
+    use lodge_services::orders::{DbChecks, DomainPlan, OrderForm, OrderSource, ToPlace};
     use lodge_services::tenancy::{NewOrganization, NewUser};
 
     let cfg = crate::Config::resolve(
@@ -1247,6 +1247,7 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
                 ..Default::default()
             },
             OrderSource::V1,
+            DbChecks::Now,
         )
         .await?;
     let env = lodge.write_env("bench-fill");

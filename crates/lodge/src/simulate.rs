@@ -47,7 +47,7 @@ use jiff::tz::TimeZone;
 use lodge_core::{CancelKind, HostingId, JobStatus, ManualClock, OrganizationId, RefundTo};
 use lodge_services::auth::Access;
 use lodge_services::drivers::{Account, DriverError, Provisioner};
-use lodge_services::orders::{OrderForm, OrderSource};
+use lodge_services::orders::{DbChecks, OrderForm, OrderSource};
 use lodge_services::provisioning::Worker;
 use lodge_services::refunds::RefundRequest;
 use lodge_services::tenancy::{NewOrganization, NewUser};
@@ -1230,7 +1230,13 @@ impl Sim {
                 };
                 let placed = match self
                     .lodge
-                    .validate_order(&org.access, &org.project, &form, OrderSource::V1)
+                    .validate_order(
+                        &org.access,
+                        &org.project,
+                        &form,
+                        OrderSource::V1,
+                        DbChecks::AtWrite,
+                    )
                     .await
                 {
                     Ok(valid) => self.lodge.place_order(&valid, CUSTOMER).await,

@@ -148,6 +148,18 @@ pub trait BatchWrite: 'static {
         shared: Self::Shared,
     ) -> impl Future<Output = std::result::Result<(), StoreError>> + Send + 'a;
 
+    /// Refuses a unit before it writes anything, from what it reads under the batch's locks
+    /// (with what the units share, when they run as one): the refusal is its outcome, and
+    /// the batch goes on without it, as one still (nothing to roll back). `Ok(None)`: write
+    /// it. By default nothing is refused here; [`BatchWrite::write_one`] may still fail.
+    fn refuse<'a, C: SqlConn>(
+        _db: &'a mut C,
+        _unit: &'a Self::Unit,
+        _shared: Option<&'a mut Self::Shared>,
+    ) -> impl Future<Output = Result<Option<ServiceError>>> + Send + 'a {
+        async { Ok(None) }
+    }
+
     /// Writes one unit (with what the batch's units share, when they run as one).
     fn write_one<'a, C: SqlConn>(
         db: &'a mut C,
@@ -210,13 +222,20 @@ async fn write_each<B: BatchWrite, C: SqlConn>(
         if mode == Units::Savepoints {
             begin_unit(db).await?;
         }
-        let outcome = match B::write_one(db, unit, shared.as_mut()).await {
+        // Refused before it wrote anything: the batch goes on as it runs.
+        let (outcome, refused) = match B::refuse(db, unit, shared.as_mut()).await {
+            Ok(Some(refusal)) => (Err(refusal), true),
+            Ok(None) => (B::write_one(db, unit, shared.as_mut()).await, false),
+            Err(e) => (Err(e), false),
+        };
+        let outcome = match outcome {
             // A collision with another transaction: the whole batch must run again.
             Err(ServiceError::Store(e)) if e.is_transient() => return Err(Attempt::Store(e)),
             outcome => outcome,
         };
         match mode {
             Units::Savepoints => end_unit(db, outcome.is_ok()).await?,
+            Units::Whole if refused => {}
             Units::Whole => {
                 if let Err(e) = outcome {
                     return Err(Attempt::UnitFailed(i, e));
@@ -619,5 +638,102 @@ mod tests {
         second.await.unwrap().unwrap();
         other.await.unwrap().unwrap();
         assert_eq!(*RAN.lock().unwrap(), ["batch 1", "batch 2", "other write"]);
+    }
+
+    /// Units numbered; 20 and up are refused by [`BatchWrite::refuse`], 10 to 19 fail in
+    /// their write. Each outcome says whether it was written with what the batch shares
+    /// (run as one) or without (with savepoints, after a unit failed).
+    struct Numbered;
+
+    impl super::BatchWrite for Numbered {
+        type Unit = u32;
+        type Outcome = (u32, bool);
+        type Shared = ();
+
+        async fn lock<C: lodge_store::SqlConn>(
+            _db: &mut C,
+            _units: &[u32],
+        ) -> Result<(), lodge_store::StoreError> {
+            Ok(())
+        }
+
+        fn share(_units: &[u32]) {}
+
+        async fn settle<C: lodge_store::SqlConn>(
+            _db: &mut C,
+            _shared: (),
+        ) -> Result<(), lodge_store::StoreError> {
+            Ok(())
+        }
+
+        async fn refuse<C: lodge_store::SqlConn>(
+            _db: &mut C,
+            unit: &u32,
+            _shared: Option<&mut ()>,
+        ) -> crate::Result<Option<crate::ServiceError>> {
+            Ok((*unit >= 20).then(|| crate::ServiceError::field("unit", "refused first")))
+        }
+
+        async fn write_one<C: lodge_store::SqlConn>(
+            _db: &mut C,
+            unit: &u32,
+            shared: Option<&mut ()>,
+        ) -> crate::Result<(u32, bool)> {
+            if (10..20).contains(unit) {
+                return Err(crate::ServiceError::field("unit", "failed writing"));
+            }
+            Ok((*unit, shared.is_some()))
+        }
+
+        async fn finish<C: lodge_store::SqlConn>(
+            _db: &mut C,
+            _units: &[u32],
+            _outcomes: &[crate::Result<(u32, bool)>],
+        ) -> Result<(), lodge_store::StoreError> {
+            Ok(())
+        }
+    }
+
+    /// A unit refused before it writes is its own outcome and the batch goes on as one; a
+    /// unit failing in its write makes the batch run again with savepoints. On the batch
+    /// writer and on a pool connection.
+    #[tokio::test]
+    async fn a_unit_refused_before_writing_leaves_the_batch_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/c.db", dir.path().display()))
+            .await
+            .unwrap();
+        let shown = |outcomes: Vec<crate::Result<(u32, bool)>>| -> Vec<String> {
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok((u, whole)) => format!("{u} {}", if whole { "whole" } else { "alone" }),
+                    Err(e) => format!("refused: {e}"),
+                })
+                .collect()
+        };
+        for (units, expected) in [
+            (vec![1, 20, 3], ["1 whole", "refused", "3 whole"]),
+            (vec![1, 10, 3], ["1 alone", "refused", "3 alone"]),
+        ] {
+            let on_writer = {
+                let units = units.clone();
+                store
+                    .batch(move |db| super::commit_on_writer::<Numbered>(db, &units))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            };
+            let collisions = std::sync::atomic::AtomicU64::new(0);
+            let on_pool = super::commit_on_pool::<Numbered>(&store, &units, &collisions)
+                .await
+                .unwrap();
+            for got in [shown(on_writer), shown(on_pool)] {
+                assert_eq!(got.len(), 3);
+                for (got, expected) in got.iter().zip(expected) {
+                    assert!(got.starts_with(expected), "{got} is not {expected}");
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::catalog::Price;
 use crate::hosting::{CancelType, Cancellation};
 use crate::idempotency::{Answer, IdempotencyKey, Keyed};
 use crate::model::{HostingRow, InvoiceRow, OrgRow, ProjectRow};
-use crate::orders::{OrderForm, OrderSource, ValidOrder};
+use crate::orders::{DbChecks, OrderForm, OrderSource, ValidOrder};
 use crate::{FieldErrors, Lodge, Result, ServiceError, Validator};
 
 /// A website order as the order form sends it (already read off the wire).
@@ -174,7 +174,7 @@ impl Lodge {
         };
         let project = self.default_project(access).await?;
         let validated = self
-            .validate_order(access, &project, &form, OrderSource::Apiv2)
+            .validate_order(access, &project, &form, OrderSource::Apiv2, DbChecks::Now)
             .await;
         match (validated, form_rules.finish()) {
             (Ok(v), Ok(())) => Ok(v),

@@ -377,6 +377,30 @@ pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Resu
     Ok(n.unwrap_or(0) > 0)
 }
 
+/// Which of `names` live hosting accounts carry, in one statement (as
+/// [`live_hosting_for_name`] for each).
+pub async fn live_hosting_names<C: SqlConn>(
+    conn: &mut C,
+    names: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    let Some((sql, args)) =
+        crate::conn::over_distinct_ids(&LIVE_HOSTING_NAMES, names.iter().map(|n| (*n).to_owned()))
+    else {
+        return Ok(std::collections::HashSet::new());
+    };
+    let mut out = std::collections::HashSet::new();
+    for row in conn.fetch_rows(&sql, args).await? {
+        out.insert(crate::Cols::new(row).text()?);
+    }
+    Ok(out)
+}
+
+/// [`live_hosting_names`]' statement (its `$IDS` the names).
+static LIVE_HOSTING_NAMES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
+    format!("SELECT DISTINCT domain_name FROM hosting WHERE domain_name IN ($IDS) AND {live}")
+});
+
 #[derive(Debug, Clone, FromRow)]
 pub struct HistoryRow {
     pub from_status: Option<String>,

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::{Currency, HostingId, OrganizationId, ProjectId};
 use lodge_services::hosting::CancelType;
-use lodge_services::orders::{OrderForm, OrderOutcome, OrderSource};
+use lodge_services::orders::{DbChecks, OrderForm, OrderOutcome, OrderSource};
 use lodge_services::{FieldError, FieldErrors, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -184,9 +184,17 @@ async fn place(
         billing_cycle: string_field(obj, "billing_cycle", &mut type_errors),
         ..Default::default()
     };
+    // Without a key and with nothing else wrong, the database's checks are left to the
+    // write, under the organization's lock; with a key, read now (checked again after the
+    // key is claimed).
+    let checks = if key.is_none() && type_errors.is_empty() {
+        DbChecks::AtWrite
+    } else {
+        DbChecks::Now
+    };
     let validated = st
         .lodge
-        .validate_order(access, project, &form, OrderSource::V1)
+        .validate_order(access, project, &form, OrderSource::V1, checks)
         .await;
     if !type_errors.is_empty() {
         // Wrong types are reported together with every other bad field. A field of the

@@ -20,6 +20,7 @@ on_both_engines!(
     each_billing_cycle_is_billed_at_its_price,
     invalid_orders_are_refused_and_write_nothing,
     concurrent_orders_for_one_name_make_one_account,
+    an_order_refused_when_written_answers_as_validation_would,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
     an_order_whose_later_rows_fail_fails_alone,
     a_batch_locks_its_keys_in_ascending_order,
@@ -932,16 +933,93 @@ async fn concurrent_orders_for_one_name_make_one_account(app: TestApp) {
     app.stop().await;
 }
 
+/// An order without an `Idempotency-Key` is checked against the database when it is
+/// written, under its organization's lock, not while it is validated: refused there, it
+/// answers as validation does, every refusal at once (a name a live account has, the
+/// account quota), the same as with a key (checked while validated, and again after the
+/// key); with another field wrong the database's refusals still come with it; nothing is
+/// written.
+async fn an_order_refused_when_written_answers_as_validation_would(app: TestApp) {
+    let plan = starter(&app);
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/organizations/{}/quotas", app.org_id()),
+            Some(&app.admin_key()),
+            Some(&json!({ "instance_quota": 1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = order(&app, &external(&plan, "held.example")).await;
+    created(status, body);
+    let before = counts(&app).await;
+
+    let again = external(&plan, "held.example");
+    let (status, unkeyed) = order(&app, &again).await;
+    assert_fields(
+        status,
+        &unkeyed,
+        &["domain_name", "non_field_errors"],
+        "refused when written",
+    );
+    assert!(
+        unkeyed["domain_name"][0]
+            .as_str()
+            .unwrap()
+            .contains("not available for a new hosting account"),
+        "{unkeyed}"
+    );
+    assert!(
+        unkeyed["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("quota of 1"),
+        "{unkeyed}"
+    );
+    let (status, keyed, _) = order_keyed(&app, "refused-key", &again).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{keyed}");
+    assert_eq!(keyed, unkeyed, "with a key, refused while validated");
+
+    let mut wrong = again.clone();
+    wrong["billing_cycle"] = json!("weekly");
+    let (status, resp) = order(&app, &wrong).await;
+    assert_fields(
+        status,
+        &resp,
+        &["billing_cycle", "domain_name", "non_field_errors"],
+        "another field wrong",
+    );
+    assert_eq!(resp["domain_name"], unkeyed["domain_name"]);
+
+    // Ten at once for one new name over the quota: each refused, none written.
+    let new_name = external(&plan, "new-over-quota.example");
+    for (status, resp) in join_all((0..10).map(|_| order(&app, &new_name))).await {
+        assert_fields(status, &resp, &["non_field_errors"], "over the quota");
+    }
+    assert_eq!(counts(&app).await, before);
+    app.stop().await;
+}
+
 /// Orders committed together, some of them failing inside the batch (a name already taken
-/// by an order of the same batch, so the batch runs again with a savepoint per order):
-/// every invoice has a number, and the numbers are exactly 1..n, with no gap left by a
-/// failed order and none used twice.
+/// by an order of the same batch): without an `Idempotency-Key` refused before it writes
+/// anything; with one, refused after its key is claimed, so the batch runs again with a
+/// savepoint per order. Every invoice has a number, and the numbers are exactly 1..n, with
+/// no gap left by a failed order and none used twice.
 async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) {
     let plan = starter(&app);
     let bodies: Vec<Value> = (0..60)
         .map(|i| external(&plan, &format!("gapless-{}.example", i % 20)))
         .collect();
-    let results = join_all(bodies.iter().map(|b| order(&app, b))).await;
+    let on = &app;
+    let results = join_all(bodies.iter().enumerate().map(|(i, b)| async move {
+        if i % 2 == 0 {
+            order(on, b).await
+        } else {
+            let (status, resp, _) = order_keyed(on, &format!("gapless-{i}"), b).await;
+            (status, resp)
+        }
+    }))
+    .await;
     let placed = results
         .iter()
         .filter(|(s, _)| *s == StatusCode::CREATED)
@@ -1157,7 +1235,7 @@ async fn many_organizations_ordering_on_a_limited_server_never_collide(app: Test
 /// batch of one, through the same code: the order is whole, its invoice numbered, and a
 /// refused order writes nothing.
 async fn an_order_placed_without_the_committer_is_whole_and_numbered(app: TestApp) {
-    use lodge_services::orders::{OrderForm, OrderSource};
+    use lodge_services::orders::{DbChecks, OrderForm, OrderSource};
     let mut lodge = app.lodge.clone();
     lodge.batcher = None;
     let principal = lodge.authenticate_key(&app.key()).await.unwrap();
@@ -1176,7 +1254,13 @@ async fn an_order_placed_without_the_committer_is_whole_and_numbered(app: TestAp
         ..Default::default()
     };
     let order = lodge
-        .validate_order(&access, &project, &form("alone.example"), OrderSource::V1)
+        .validate_order(
+            &access,
+            &project,
+            &form("alone.example"),
+            OrderSource::V1,
+            DbChecks::AtWrite,
+        )
         .await
         .unwrap();
     let placed = lodge.place_order(&order, "test").await.unwrap();

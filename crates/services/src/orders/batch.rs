@@ -47,7 +47,30 @@ impl BatchWrite for Orders {
     type Shared = write::OrderMemo;
 
     fn share(units: &[ToPlace]) -> write::OrderMemo {
-        write::OrderMemo::new(units.iter().map(|u| u.order.organization).collect())
+        write::OrderMemo::new(
+            units.iter().map(|u| u.order.organization).collect(),
+            units
+                .iter()
+                .map(|u| u.order.domain.name().to_owned())
+                .collect(),
+        )
+    }
+
+    /// An order without an `Idempotency-Key` is checked before it writes anything (its
+    /// name, its organization's quotas, a server), so one refused does not make the batch
+    /// run again with savepoints. One with a key is checked after its key is claimed
+    /// ([`write::place_order_in`]): a retry whose twin is in the batch stops at the key.
+    async fn refuse<C: SqlConn>(
+        db: &mut C,
+        unit: &ToPlace,
+        memo: Option<&mut write::OrderMemo>,
+    ) -> Result<Option<crate::ServiceError>> {
+        match memo {
+            Some(m) if unit.order.idempotency.is_none() => {
+                write::refuse_in(db, &unit.order, m).await
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn settle<C: SqlConn>(db: &mut C, memo: write::OrderMemo) -> Result<(), StoreError> {

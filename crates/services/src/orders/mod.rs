@@ -29,7 +29,7 @@ pub mod validate;
 pub mod write;
 
 pub use batch::{OrderBatcher, Orders, ToPlace};
-pub use validate::tld_for;
+pub use validate::{tld_for, DbChecks};
 pub use write::place_order_in;
 
 /// Which dialect placed the order.

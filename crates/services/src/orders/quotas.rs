@@ -1,13 +1,14 @@
 //! What an organization may still order: its quota of hosting accounts (those not ended,
 //! pending orders included), its quota of domains (held, or being registered or
 //! transferred) and the plans sold once per organization (trials). Checked when an order
-//! is validated, for an early answer, and again when it is written, under the
-//! organization's lock, so orders placed at once cannot pass a quota together.
+//! is written, under the organization's lock, so orders placed at once cannot pass a quota
+//! together ([`super::write::refusal`]); and when it is validated for an early answer
+//! ([`super::DbChecks`]).
 
 use lodge_store::{orgs, SqlConn};
 
-use super::{DomainPlan, ValidOrder};
-use crate::{Result, ServiceError};
+use super::DomainPlan;
+use crate::Result;
 
 /// The refusals of an order of `plan` by its organization's quotas, given its quotas and
 /// counts (read by the caller): `(field, message)`.
@@ -54,18 +55,4 @@ pub(crate) async fn refusals<C: SqlConn>(
         ));
     }
     Ok(out)
-}
-
-/// [`refusals`] of a validated order, as the error of its write, given the quotas and
-/// counts read under the organization's lock ([`orgs::lock_credit_and_quotas`]).
-pub(crate) async fn check<C: SqlConn>(
-    conn: &mut C,
-    o: &ValidOrder,
-    q: orgs::OrderQuotas,
-) -> Result<()> {
-    let refused = refusals(conn, o.organization, q, &o.plan, Some(&o.domain)).await?;
-    match refused.into_iter().next() {
-        None => Ok(()),
-        Some((field, message)) => Err(ServiceError::field(field, message)),
-    }
 }

@@ -22,21 +22,37 @@ pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
         .max_by_key(|t| t.row.tld.len())
 }
 
+/// When [`Lodge::validate_order`] reads what the database says of an order: whether a live
+/// hosting account has its name, its organization's quotas, whether a server has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbChecks {
+    /// Now: for a quote or a validation alone, and for an order that is claimed under an
+    /// `Idempotency-Key` (checked again when written, after the key).
+    Now,
+    /// When the order is written, under its organization's lock and before its first
+    /// write, where they are checked anyway (one read an order fewer); read now all the
+    /// same when the form has other errors, so that every error is reported at once. For
+    /// an order placed at once, without an `Idempotency-Key`.
+    AtWrite,
+}
+
 /// The refusal of a name a live hosting account already has.
-fn name_taken(name: &str) -> String {
+pub(crate) fn name_taken(name: &str) -> String {
     format!("{name} is not available for a new hosting account.")
 }
 
 impl Lodge {
     /// Validates and prices an order without writing anything. Every field error is
     /// reported at once, keyed by `/v1` field names. `project` is the caller's, as read by
-    /// its access check (a project of another organization is not found).
+    /// its access check (a project of another organization is not found). `checks`: when
+    /// what the database says of the order is read ([`DbChecks`]).
     pub async fn validate_order(
         &self,
         access: &Access,
         project: &orgs::ProjectRow,
         form: &OrderForm,
         source: OrderSource,
+        checks: DbChecks,
     ) -> Result<ValidOrder> {
         access.require_write()?;
         let org = access.organization;
@@ -106,32 +122,6 @@ impl Lodge {
         // The domain.
         let domain = self.validate_domain(&catalog, org, form, &mut v).await?;
 
-        // What the database says of the order, in one read: the name's live accounts, the
-        // organization's quotas (checked again under its lock when the order is written)
-        // and whether a server without a limit serves the plan.
-        let name = domain.as_ref().map(DomainPlan::name);
-        let mut unlimited_server = false;
-        if let Some(p) = plan {
-            let mut db = self.store.read_conn().await?;
-            let facts = orgs::order_facts(&mut db, org, name, &p.row.driver, p.row.id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            if facts.name_has_live_hosting {
-                v.add("domain_name", name_taken(name.unwrap_or_default()));
-            }
-            for (field, message) in
-                super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
-            {
-                v.add(field, message);
-            }
-            unlimited_server = facts.unlimited_server;
-        } else if let Some(name) = name {
-            let mut db = self.store.read_conn().await?;
-            if hosting::live_hosting_for_name(&mut db, name).await? {
-                v.add("domain_name", name_taken(name));
-            }
-        }
-
         // Offer and coupon (the /apiv2 form).
         let offer = match (form.offer_legacy_id, plan) {
             (None | Some(0), _) => None,
@@ -165,8 +155,39 @@ impl Lodge {
                 }
             }
         };
+        // What the database says of the order, in one read: the name's live accounts, the
+        // organization's quotas (checked again under its lock when the order is written)
+        // and whether a server without a limit serves the plan. With `DbChecks::AtWrite`
+        // and nothing else wrong, left to the write ([`super::write::refusal`]).
+        let name = domain.as_ref().map(DomainPlan::name);
+        let mut unlimited_server = false;
+        let at_write = checks == DbChecks::AtWrite && v.is_empty();
+        if at_write {
+            // Read under the organization's lock when the order is written.
+        } else if let Some(p) = plan {
+            let mut db = self.store.read_conn().await?;
+            let facts = orgs::order_facts(&mut db, org, name, &p.row.driver, p.row.id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if facts.name_has_live_hosting {
+                v.add("domain_name", name_taken(name.unwrap_or_default()));
+            }
+            for (field, message) in
+                super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
+            {
+                v.add(field, message);
+            }
+            unlimited_server = facts.unlimited_server;
+        } else if let Some(name) = name {
+            let mut db = self.store.read_conn().await?;
+            if hosting::live_hosting_for_name(&mut db, name).await? {
+                v.add("domain_name", name_taken(name));
+            }
+        }
+
         if let Some(p) = plan {
-            if !v.has("plan_id")
+            if !at_write
+                && !v.has("plan_id")
                 && !unlimited_server
                 && !self.has_room(&p.row.driver, p.row.id).await?
             {

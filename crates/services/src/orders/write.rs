@@ -2,7 +2,7 @@
 //! can share one commit), given a [`WriteCtx`] and nothing else it could wait on.
 
 use lodge_core::pricing::LineKind;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use lodge_core::{
     BillingCycle, DomainId, DomainStatus, HostingId, HostingStatus, InvoiceKind, OrderStatus,
@@ -21,8 +21,9 @@ use crate::{FieldCode, Result, ServiceError};
 
 /// What the orders of one group commit written as one share ([`BatchWrite::Shared`]):
 /// each organization's credit balance, quotas and counts, read once under its lock and
-/// followed in memory; the server without a limit each plan went to; on PostgreSQL the
-/// keys reserved for the batch's orders, whose rows are written after its last order.
+/// followed in memory; which of the batch's names live accounts carry, read once and
+/// followed too; the server without a limit each plan went to; on PostgreSQL the keys
+/// reserved for the batch's orders, whose rows are written after its last order.
 ///
 /// [`BatchWrite::Shared`]: crate::commit::BatchWrite::Shared
 #[derive(Debug)]
@@ -39,13 +40,20 @@ pub struct OrderMemo {
     applied: billing::PendingMoves,
     /// Per `(driver, plan)`, the server without a limit its accounts go to.
     servers: HashMap<(String, PlanId), ServerId>,
+    /// The names the batch's accounts are for, read together when its first order asks
+    /// whether its own is taken; emptied then.
+    names_to_read: Vec<String>,
+    /// Of those, the names live hosting accounts carry, and those the batch's orders took.
+    live_names: HashSet<String>,
     /// The keys reserved and not yet taken; `None` until the first order asks.
     keys: Option<std::vec::IntoIter<billing::OrderKeys>>,
+    /// Where the order [`refuse_in`] just let through goes, for its write to take.
+    checked: Option<Placement>,
 }
 
 impl OrderMemo {
-    /// The memo of a batch of orders of these organizations.
-    pub fn new(orgs: Vec<OrganizationId>) -> Self {
+    /// The memo of a batch of orders of these organizations, for these names.
+    pub fn new(orgs: Vec<OrganizationId>, names: Vec<String>) -> Self {
         OrderMemo {
             units: orgs.len(),
             to_read: orgs,
@@ -53,7 +61,22 @@ impl OrderMemo {
             applied: billing::PendingMoves::default(),
             servers: HashMap::new(),
             keys: None,
+            names_to_read: names,
+            live_names: HashSet::new(),
+            checked: None,
         }
+    }
+
+    /// Whether a live hosting account carries `name`, or an earlier order of the batch took
+    /// it: at the first call, every name of the batch as the database has them (one read).
+    async fn name_taken<C: SqlConn>(&mut self, conn: &mut C, name: &str) -> Result<bool> {
+        if !self.names_to_read.is_empty() {
+            let names: Vec<&str> = self.names_to_read.iter().map(String::as_str).collect();
+            let live = hosting::live_hosting_names(conn, &names).await?;
+            self.live_names.extend(live);
+            self.names_to_read = Vec::new();
+        }
+        Ok(self.live_names.contains(name))
     }
 
     /// The next order's reserved keys (the batch's, reserved at the first call); `None`
@@ -105,6 +128,79 @@ impl OrderMemo {
     }
 }
 
+/// Why an order cannot be placed, read under its organization's lock, every refusal at
+/// once as validation reports them ([`crate::Lodge::validate_order`]): its name on a live
+/// hosting account (or taken by an earlier order of the batch), its organization's quotas
+/// (`quotas`, as the order finds them), no server with room for its plan. `Ok(Ok(_))`:
+/// the server its account goes to (a limited one locked, as [`lodge_store::servers::place_in`]).
+pub(crate) async fn refusal<C: SqlConn>(
+    conn: &mut C,
+    o: &ValidOrder,
+    quotas: OrderQuotas,
+    mut memo: Option<&mut OrderMemo>,
+) -> Result<std::result::Result<Placement, ServiceError>> {
+    let mut v = crate::Validator::new();
+    let name = o.domain.name();
+    let taken = match memo.as_deref_mut() {
+        Some(m) => m.name_taken(conn, name).await?,
+        None => hosting::live_hosting_for_name(conn, name).await?,
+    };
+    if taken {
+        v.add("domain_name", super::validate::name_taken(name));
+    }
+    for (field, message) in
+        super::quotas::refusals(conn, o.organization, quotas, &o.plan, Some(&o.domain)).await?
+    {
+        v.add(field, message);
+    }
+    let mut placed = None;
+    if !v.has("plan_id") {
+        let (driver, plan) = (&o.plan.row.driver, o.plan.row.id);
+        let at = match memo.as_deref().and_then(|m| m.server_for(&o.plan)) {
+            Some(server) => Some(Placement {
+                server,
+                unlimited: true,
+            }),
+            // Placed (a limited server locked) only for an order nothing else refuses.
+            None if v.is_empty() => lodge_store::servers::place_in(conn, driver, plan).await?,
+            None => lodge_store::servers::place(conn, driver, plan).await?,
+        };
+        match at {
+            Some(at) => placed = Some(at),
+            None => v.add_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL),
+        }
+    }
+    if let Err(refused) = v.finish() {
+        return Ok(Err(refused));
+    }
+    let placed =
+        placed.ok_or_else(|| ServiceError::Internal("an order without a server".into()))?;
+    if let Some(m) = memo {
+        m.placed(&o.plan, placed);
+    }
+    Ok(Ok(placed))
+}
+
+/// [`BatchWrite::refuse`](crate::commit::BatchWrite::refuse) of an order of a batch run as
+/// one, given what the batch's orders share: [`refusal`] before the order writes anything,
+/// so a refused order leaves the others' transaction as it was.
+pub(crate) async fn refuse_in<C: SqlConn>(
+    conn: &mut C,
+    o: &ValidOrder,
+    memo: &mut OrderMemo,
+) -> Result<Option<ServiceError>> {
+    let Some((_, quotas)) = memo.org(conn, o.organization).await? else {
+        return Ok(Some(ServiceError::NotFound));
+    };
+    Ok(match refusal(conn, o, quotas, Some(memo)).await? {
+        Ok(at) => {
+            memo.checked = Some(at);
+            None
+        }
+        Err(refused) => Some(refused),
+    })
+}
+
 /// The writes of an order. The credit to apply is known first (under the organization's row
 /// lock), so every row is written once in its final state: an order that owes nothing is
 /// written activated ([`Activation`], as a pending order is activated when paid later): active,
@@ -142,7 +238,12 @@ pub async fn place_order_in<C: SqlConn>(
             .await?
             .ok_or(ServiceError::NotFound)?,
     };
-    super::quotas::check(conn, o, quotas).await?;
+    // Checked already when the batch refused none of it ([`refuse_in`]), else here, after
+    // the key: a request with a key taken stops at the key, not at what its twin did.
+    let placed = match memo.as_deref_mut().and_then(|m| m.checked.take()) {
+        Some(at) => at,
+        None => refusal(conn, o, quotas, memo.as_deref_mut()).await??,
+    };
     let credit = if billed && total > 0 {
         balance.clamp(0, total)
     } else {
@@ -159,6 +260,7 @@ pub async fn place_order_in<C: SqlConn>(
         after.accounts += 1;
         after.domains += i64::from(new_domain);
         m.orgs.insert(o.organization, (balance - credit, after));
+        m.live_names.insert(o.domain.name().to_owned());
     }
     // What activation writes; the first period's dates are on the invoice's plan line
     // either way (reset to the day it is paid if paid later). Paid as it is placed: every
@@ -175,21 +277,7 @@ pub async fn place_order_in<C: SqlConn>(
         .as_ref()
         .map_or(OrderStatus::Pending, |a| a.order);
 
-    // The server first: whether it has a limit decides how the rows are written.
-    let placed = match memo.as_deref().and_then(|m| m.server_for(&o.plan)) {
-        Some(server) => Placement {
-            server,
-            unlimited: true,
-        },
-        None => lodge_store::servers::place_in(conn, &o.plan.row.driver, o.plan.row.id)
-            .await?
-            .ok_or_else(|| {
-                ServiceError::field_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL)
-            })?,
-    };
-    if let Some(m) = memo.as_deref_mut() {
-        m.placed(&o.plan, placed);
-    }
+    // The server (placed above): whether it has a limit decides how the rows are written.
     let server = placed.server;
     // The keys of this order's rows when they are written after the batch's last order:
     // only where no later order of the batch reads them, on a server without a limit (a
