@@ -293,7 +293,7 @@ impl Lodge {
     ) -> Result<Answer<PrepayOutcome>> {
         access.require_write()?;
         self.keyed(key, || async {
-            let invoices = self.named_invoices(access, refs).await?;
+            let (invoices, mut credit) = self.named_invoices_and_credit(access, refs).await?;
             let due: Vec<&InvoiceRow> = invoices
                 .iter()
                 .filter(|i| i.status == InvoiceStatus::Unpaid && i.amount_due() > 0)
@@ -303,7 +303,6 @@ impl Lodge {
                     "Nothing is due on these invoices.".into(),
                 ));
             }
-            let mut credit = self.organization(access).await?.credit_balance_minor;
             let mut out = PrepayOutcome {
                 paid: vec![],
                 paid_minor: 0,

@@ -264,17 +264,43 @@ impl Lodge {
         access: &Access,
         refs: &[InvoiceRef],
     ) -> Result<Vec<InvoiceRow>> {
+        Ok(self.named_invoices_read(access, refs).await?.0)
+    }
+
+    /// [`Lodge::named_invoices`] and the organization's credit balance, read with the first
+    /// invoice named by its id (a payment from credit needs both: one read fewer).
+    pub(crate) async fn named_invoices_and_credit(
+        &self,
+        access: &Access,
+        refs: &[InvoiceRef],
+    ) -> Result<(Vec<InvoiceRow>, i64)> {
+        let (invoices, credit) = self.named_invoices_read(access, refs).await?;
+        let credit = match credit {
+            Some(c) => c,
+            None => self.organization(access).await?.credit_balance_minor,
+        };
+        Ok((invoices, credit))
+    }
+
+    async fn named_invoices_read(
+        &self,
+        access: &Access,
+        refs: &[InvoiceRef],
+    ) -> Result<(Vec<InvoiceRow>, Option<i64>)> {
         let mut out: Vec<InvoiceRow> = vec![];
+        let mut credit = None;
         for r in refs {
             let found = match *r {
                 // Every invoice of the website: paying keeps the unpaid ones, and answers
                 // `Conflict` (nothing due) rather than `NotFound` for one already paid.
                 InvoiceRef::Website(legacy) => self.website_invoices(access, legacy).await?,
                 InvoiceRef::Invoice(id) => {
-                    let inv = billing::invoice(&mut self.store.read_conn().await?, id)
-                        .await?
-                        .filter(|i| i.organization_id == access.organization)
-                        .ok_or(ServiceError::NotFound)?;
+                    let mut db = self.store.read_conn().await?;
+                    let (inv, balance) =
+                        billing::invoice_and_credit(&mut db, access.organization, id)
+                            .await?
+                            .ok_or(ServiceError::NotFound)?;
+                    credit.get_or_insert(balance);
                     vec![inv]
                 }
             };
@@ -287,7 +313,7 @@ impl Lodge {
         if out.is_empty() {
             return Err(ServiceError::NotFound);
         }
-        Ok(out)
+        Ok((out, credit))
     }
 
     /// Pays the unpaid ones of the invoices named: from account credit (all or none), or

@@ -446,6 +446,34 @@ pub async fn invoice<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<Invoice
     .transpose()
 }
 
+/// An invoice of `org` and that organization's credit balance, in one read (what a payment
+/// from credit decides what it pays with); `None` when `org` has no such invoice.
+pub async fn invoice_and_credit<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    id: i64,
+) -> Result<Option<(InvoiceRow, i64)>> {
+    let Some(mut row) = conn
+        .fetch_row(
+            &format!(
+                "SELECT {INVOICE_COLUMNS}, \
+                 (SELECT o.credit_balance_minor FROM organizations o WHERE o.id = $2) \
+                 FROM invoices WHERE id = $1 AND organization_id = $2"
+            ),
+            vals![id, org.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let credit = row
+        .pop()
+        .and_then(|v| v.int().transpose())
+        .transpose()?
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {id} without its organization")))?;
+    Ok(Some((InvoiceRow::from_vals(row)?, credit)))
+}
+
 pub async fn invoices_page(
     db: &sqlx::AnyPool,
     org: OrganizationId,
