@@ -129,10 +129,13 @@ impl Lodge {
     /// Validates a website order: the order form's own rules (its period, the terms when
     /// they must be accepted), then everything any order is checked for. Every field error
     /// is reported at once, keyed by `/v1` field names (`billing_cycle`, `tos`, …).
+    /// `checks`: when what the database says of it is read ([`DbChecks`]; now all the same
+    /// when the form's own rules refuse it).
     pub async fn validate_website_order(
         &self,
         access: &Access,
         o: &WebsiteOrder,
+        checks: DbChecks,
     ) -> Result<ValidOrder> {
         let catalog = self.catalog().await?;
         let mut form_rules = Validator::new();
@@ -173,8 +176,13 @@ impl Lodge {
             ..Default::default()
         };
         let project = self.default_project(access).await?;
+        let checks = if form_rules.is_empty() {
+            checks
+        } else {
+            DbChecks::Now
+        };
         let validated = self
-            .validate_order(access, &project, &form, OrderSource::Apiv2, DbChecks::Now)
+            .validate_order(access, &project, &form, OrderSource::Apiv2, checks)
             .await;
         match (validated, form_rules.finish()) {
             (Ok(v), Ok(())) => Ok(v),

@@ -11,6 +11,7 @@ use lodge_services::auth::Access;
 use lodge_services::crypto::Sealer;
 use lodge_services::demo::DemoInfo;
 use lodge_services::model::ProjectRow;
+use lodge_services::orders::DbChecks;
 use lodge_services::queries::PagePayment;
 use lodge_services::tenancy::{NewOrganization, NewUser};
 use lodge_services::websites::{InvoiceRef, Settlement, WebsiteOrder};
@@ -143,7 +144,7 @@ on_both_engines!(
 async fn website_orders_report_coded_field_errors(w: World) {
     let l = &w.lodge;
     let ok = l
-        .validate_website_order(&w.ours, &order("coded.example.com"))
+        .validate_website_order(&w.ours, &order("coded.example.com"), DbChecks::Now)
         .await
         .unwrap();
     assert_eq!(ok.project, w.our_project.id, "the default project");
@@ -151,7 +152,7 @@ async fn website_orders_report_coded_field_errors(w: World) {
     let mut no_terms = order("coded.example.com");
     no_terms.tos = false;
     let f = invalid(
-        l.validate_website_order(&w.ours, &no_terms)
+        l.validate_website_order(&w.ours, &no_terms, DbChecks::Now)
             .await
             .unwrap_err(),
     );
@@ -159,13 +160,13 @@ async fn website_orders_report_coded_field_errors(w: World) {
     assert_eq!(codes(&f, "tos"), [FieldCode::Required]);
 
     let f = invalid(
-        l.validate_website_order(&w.ours, &order(""))
+        l.validate_website_order(&w.ours, &order(""), DbChecks::Now)
             .await
             .unwrap_err(),
     );
     assert_eq!(codes(&f, "domain_name"), [FieldCode::Required]);
     let f = invalid(
-        l.validate_website_order(&w.ours, &order("bad host!"))
+        l.validate_website_order(&w.ours, &order("bad host!"), DbChecks::Now)
             .await
             .unwrap_err(),
     );
@@ -177,7 +178,7 @@ async fn website_orders_report_coded_field_errors(w: World) {
     everything.package_id = None;
     everything.tos = false;
     let f = invalid(
-        l.validate_website_order(&w.ours, &everything)
+        l.validate_website_order(&w.ours, &everything, DbChecks::Now)
             .await
             .unwrap_err(),
     );
@@ -193,7 +194,7 @@ async fn website_orders_report_coded_field_errors(w: World) {
 async fn another_organization_sees_none_of_our_rows(w: World) {
     let l = &w.lodge;
     let v = l
-        .validate_website_order(&w.ours, &order("ours.example.com"))
+        .validate_website_order(&w.ours, &order("ours.example.com"), DbChecks::Now)
         .await
         .unwrap();
     let placed = l.place_order(&v, "test").await.unwrap();
@@ -281,7 +282,7 @@ async fn another_organization_sees_none_of_our_rows(w: World) {
 async fn what_is_due_is_paid_once(w: World) {
     let l = &w.lodge;
     let v = l
-        .validate_website_order(&w.ours, &order("due.example.com"))
+        .validate_website_order(&w.ours, &order("due.example.com"), DbChecks::Now)
         .await
         .unwrap();
     let placed = l.place_order(&v, "test").await.unwrap();

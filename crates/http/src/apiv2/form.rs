@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::Currency;
 use lodge_services::catalog::{Catalog, Plan};
-use lodge_services::orders::ValidOrder;
+use lodge_services::orders::{DbChecks, ValidOrder};
 use lodge_services::websites::WebsiteOrder;
 use lodge_services::{FieldCode, FieldError, FieldErrors, ServiceError};
 use serde::Serialize;
@@ -450,7 +450,11 @@ async fn validate(
         Ok(b) => b,
         Err(errors) => return Ok(Err(errors)),
     };
-    match st.lodge.validate_website_order(&customer.access, &b).await {
+    match st
+        .lodge
+        .validate_website_order(&customer.access, &b, DbChecks::Now)
+        .await
+    {
         Ok(v) => Ok(Ok((v, b))),
         Err(ServiceError::Invalid(fields)) => Ok(Err(interserver_errors(fields, &b.hostname))),
         Err(e) => Err(e.into()),
@@ -685,7 +689,7 @@ pub async fn place_order(
         .keyed(key.as_ref(), || async {
             let mut v = st
                 .lodge
-                .validate_website_order(&customer.access, &b)
+                .validate_website_order(&customer.access, &b, DbChecks::AtWrite)
                 .await?;
             v.idempotency = key.clone().map(Arc::new);
             st.lodge.place_order(&v, &actor).await

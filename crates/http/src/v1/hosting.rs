@@ -184,10 +184,9 @@ async fn place(
         billing_cycle: string_field(obj, "billing_cycle", &mut type_errors),
         ..Default::default()
     };
-    // Without a key and with nothing else wrong, the database's checks are left to the
-    // write, under the organization's lock; with a key, read now (checked again after the
-    // key is claimed).
-    let checks = if key.is_none() && type_errors.is_empty() {
+    // With no field of the wrong type, the database's checks are left to the write, under
+    // the organization's lock (a type error is reported with every other error).
+    let checks = if type_errors.is_empty() {
         DbChecks::AtWrite
     } else {
         DbChecks::Now

@@ -933,12 +933,11 @@ async fn concurrent_orders_for_one_name_make_one_account(app: TestApp) {
     app.stop().await;
 }
 
-/// An order without an `Idempotency-Key` is checked against the database when it is
-/// written, under its organization's lock, not while it is validated: refused there, it
-/// answers as validation does, every refusal at once (a name a live account has, the
-/// account quota), the same as with a key (checked while validated, and again after the
-/// key); with another field wrong the database's refusals still come with it; nothing is
-/// written.
+/// An order is checked against the database when it is written, under its organization's
+/// lock, not while it is validated: refused there, it answers as validation does, every
+/// refusal at once (a name a live account has, the account quota), with an
+/// `Idempotency-Key` or without; with another field wrong the database's refusals still
+/// come with it; nothing is written.
 async fn an_order_refused_when_written_answers_as_validation_would(app: TestApp) {
     let plan = starter(&app);
     let (status, body) = app
@@ -1000,11 +999,10 @@ async fn an_order_refused_when_written_answers_as_validation_would(app: TestApp)
     app.stop().await;
 }
 
-/// Orders committed together, some of them failing inside the batch (a name already taken
-/// by an order of the same batch): without an `Idempotency-Key` refused before it writes
-/// anything; with one, refused after its key is claimed, so the batch runs again with a
-/// savepoint per order. Every invoice has a number, and the numbers are exactly 1..n, with
-/// no gap left by a failed order and none used twice.
+/// Orders committed together, some of them refused inside the batch (a name already taken
+/// by an order of the same batch, refused before it writes anything), with an
+/// `Idempotency-Key` or without: every invoice has a number, and the numbers are exactly
+/// 1..n, with no gap left by a refused order and none used twice.
 async fn invoice_numbers_stay_gapless_when_orders_fail_in_a_batch(app: TestApp) {
     let plan = starter(&app);
     let bodies: Vec<Value> = (0..60)

@@ -56,20 +56,20 @@ impl BatchWrite for Orders {
         )
     }
 
-    /// An order without an `Idempotency-Key` is checked before it writes anything (its
+    /// An order is checked before it writes anything, its key's claim included (its
     /// name, its organization's quotas, a server), so one refused does not make the batch
-    /// run again with savepoints. One with a key is checked after its key is claimed
-    /// ([`write::place_order_in`]): a retry whose twin is in the batch stops at the key.
+    /// run again with savepoints. A retry refused for what its twin earlier in the batch
+    /// took (the name, the quota) is answered its twin's outcome all the same: the caller
+    /// hears the refusal after the commit, and looks for the key's stored answer first
+    /// ([`crate::Lodge::keyed`]).
     async fn refuse<C: SqlConn>(
         db: &mut C,
         unit: &ToPlace,
         memo: Option<&mut write::OrderMemo>,
     ) -> Result<Option<crate::ServiceError>> {
         match memo {
-            Some(m) if unit.order.idempotency.is_none() => {
-                write::refuse_in(db, &unit.order, m).await
-            }
-            _ => Ok(None),
+            Some(m) => write::refuse_in(db, &unit.order, m).await,
+            None => Ok(None),
         }
     }
 

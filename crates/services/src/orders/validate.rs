@@ -26,13 +26,12 @@ pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
 /// hosting account has its name, its organization's quotas, whether a server has room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbChecks {
-    /// Now: for a quote or a validation alone, and for an order that is claimed under an
-    /// `Idempotency-Key` (checked again when written, after the key).
+    /// Now: for a quote or a validation alone.
     Now,
     /// When the order is written, under its organization's lock and before its first
     /// write, where they are checked anyway (one read an order fewer); read now all the
     /// same when the form has other errors, so that every error is reported at once. For
-    /// an order placed at once, without an `Idempotency-Key`.
+    /// an order placed at once.
     AtWrite,
 }
 

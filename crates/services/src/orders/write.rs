@@ -238,8 +238,8 @@ pub async fn place_order_in<C: SqlConn>(
             .await?
             .ok_or(ServiceError::NotFound)?,
     };
-    // Checked already when the batch refused none of it ([`refuse_in`]), else here, after
-    // the key: a request with a key taken stops at the key, not at what its twin did.
+    // Checked already in a batch run as one ([`refuse_in`]); else (with savepoints, or
+    // alone) here, after the key.
     let placed = match memo.as_deref_mut().and_then(|m| m.checked.take()) {
         Some(at) => at,
         None => refusal(conn, o, quotas, memo.as_deref_mut()).await??,
