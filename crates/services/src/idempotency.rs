@@ -232,6 +232,37 @@ pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
     }
 }
 
+/// Claims `key` and stores `outcome` as its answer in one write, in the transaction of the
+/// work it answers, after that work ([`idempotency::claim_answered`]): `KeyTaken` as
+/// [`claim_in`]. The caller holds the key's lock ([`idempotency::lock_keys`]).
+pub(crate) async fn claim_answered_in<C: lodge_store::SqlConn, T: Serialize>(
+    conn: &mut C,
+    key: &IdempotencyKey,
+    now: i64,
+    outcome: &T,
+) -> Result<()> {
+    let body = serde_json::to_string(outcome).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let stale_before = key
+        .fresh_for_us
+        .map(|w| now.saturating_sub(w).saturating_add(1));
+    let claimed = idempotency::claim_answered(
+        conn,
+        &key.scope,
+        &key.key,
+        &key.request_hash,
+        now,
+        stale_before,
+        DONE,
+        &body,
+    )
+    .await?;
+    if claimed {
+        Ok(())
+    } else {
+        Err(ServiceError::KeyTaken)
+    }
+}
+
 /// Stores the outcome of the work done under `key`, in the same transaction.
 pub(crate) async fn answer_in<C: lodge_store::SqlConn, T: Serialize>(
     conn: &mut C,

@@ -103,6 +103,55 @@ pub async fn claim_or_take_over<C: SqlConn>(
     Ok(changed == 1)
 }
 
+/// [`claim`] (with `stale_before`, [`claim_or_take_over`]) and [`complete`] in one
+/// statement, for work whose response is known before its transaction commits: `false`
+/// when the key is already held. The caller holds the key's lock ([`lock_keys`]), so no
+/// other transaction's claim of it is in flight.
+#[expect(clippy::too_many_arguments, reason = "a key's row, column by column")]
+pub async fn claim_answered<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    now: i64,
+    stale_before: Option<i64>,
+    status_code: i64,
+    response: &str,
+) -> Result<bool> {
+    let insert = "INSERT INTO idempotency_keys (scope, key, request_hash, created_at, status_code, response) \
+                  VALUES ($1, $2, $3, $4, $5, $6)";
+    let changed = match stale_before {
+        None => {
+            conn.exec(
+                &format!("{insert} ON CONFLICT (scope, key) DO NOTHING"),
+                vals![scope, key, request_hash, now, status_code, response],
+            )
+            .await?
+        }
+        Some(stale_before) => {
+            conn.exec(
+                &format!(
+                    "{insert} ON CONFLICT (scope, key) DO UPDATE SET \
+                     request_hash = excluded.request_hash, created_at = excluded.created_at, \
+                     status_code = excluded.status_code, response = excluded.response \
+                     WHERE idempotency_keys.created_at < $7"
+                ),
+                vals![
+                    scope,
+                    key,
+                    request_hash,
+                    now,
+                    status_code,
+                    response,
+                    stale_before
+                ],
+            )
+            .await?
+        }
+    };
+    Ok(changed == 1)
+}
+
 /// Stores the response of a claimed key.
 pub async fn complete<C: SqlConn>(
     conn: &mut C,

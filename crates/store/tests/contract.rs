@@ -52,6 +52,7 @@ on_both_engines!(
     the_job_queue_claims_finishes_and_retries,
     concurrent_claimers_never_share_a_job,
     an_idempotency_key_is_claimed_once_and_answered,
+    a_key_claimed_with_its_answer_is_claimed_once,
     a_claim_commits_or_rolls_back_with_its_work,
     refunds_move_a_paid_invoice_and_never_past_what_it_received,
     an_organizations_live_counts_follow_its_rows,
@@ -1022,6 +1023,82 @@ async fn an_idempotency_key_is_claimed_once_and_answered(store: Store) {
         .await
         .unwrap()
         .is_some());
+}
+
+/// A stored key's request, claim time, status and answer.
+async fn key_row(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+) -> (String, i64, Option<i64>, Option<String>) {
+    let row = idempotency::get(conn, scope, key).await.unwrap().unwrap();
+    (
+        row.request_hash,
+        row.created_at,
+        row.status_code,
+        row.response,
+    )
+}
+
+/// A key claimed with its answer in one write: once; a key held is not changed; with a
+/// staleness bound, a key claimed before it is taken over (its answer replaced), one
+/// claimed since is not.
+async fn a_key_claimed_with_its_answer_is_claimed_once(store: Store) {
+    let mut conn = store.write_conn().await.unwrap();
+    let scope = "v1:user:1";
+    assert!(
+        idempotency::claim_answered(&mut *conn, scope, "k", "h1", NOW, None, 201, "one")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !idempotency::claim_answered(&mut *conn, scope, "k", "h2", NOW + 1, None, 201, "two")
+            .await
+            .unwrap()
+    );
+    // Not stale yet (claimed at NOW, stale only before NOW): held, unchanged.
+    assert!(!idempotency::claim_answered(
+        &mut *conn,
+        scope,
+        "k",
+        "h3",
+        NOW + 2,
+        Some(NOW),
+        201,
+        "3"
+    )
+    .await
+    .unwrap());
+    assert_eq!(
+        key_row(&mut conn, scope, "k").await,
+        ("h1".into(), NOW, Some(201), Some("one".into()))
+    );
+    // Stale: taken over, the new request's claim and answer in its place.
+    assert!(idempotency::claim_answered(
+        &mut *conn,
+        scope,
+        "k",
+        "h4",
+        NOW + 5,
+        Some(NOW + 1),
+        201,
+        "four"
+    )
+    .await
+    .unwrap());
+    assert_eq!(
+        key_row(&mut conn, scope, "k").await,
+        ("h4".into(), NOW + 5, Some(201), Some("four".into()))
+    );
+    // A key claimed the other way (its answer still to come) is held too.
+    assert!(idempotency::claim(&mut *conn, scope, "c", "h", NOW)
+        .await
+        .unwrap());
+    assert!(
+        !idempotency::claim_answered(&mut *conn, scope, "c", "h", NOW, None, 201, "x")
+            .await
+            .unwrap()
+    );
 }
 
 /// A key claimed, its work done and its answer stored in one transaction: a rollback leaves

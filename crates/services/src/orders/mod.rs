@@ -128,8 +128,8 @@ pub struct ValidOrder {
     pub password: Option<String>,
     pub comment: String,
     pub source: OrderSource,
-    /// The caller's `Idempotency-Key`, claimed in the order's own transaction before its
-    /// first write, its outcome stored before it commits ([`crate::idempotency`]).
+    /// The caller's `Idempotency-Key`, claimed with the order's outcome as its answer in
+    /// one write, the order's last, in its own transaction ([`crate::idempotency`]).
     pub idempotency: Option<Arc<IdempotencyKey>>,
 }
 

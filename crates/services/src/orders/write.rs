@@ -220,10 +220,6 @@ pub async fn place_order_in<C: SqlConn>(
 ) -> Result<OrderOutcome> {
     let (now, today, cur, actor) = (ctx.now, ctx.today, ctx.currency, ctx.actor);
     let total = o.quote.total_minor;
-    // The key first, so a second request with it stops before any other write.
-    if let Some(k) = &o.idempotency {
-        idempotency::claim_in(conn, k, now).await?;
-    }
     // A free order with nothing billed has no invoice.
     let billed = !(o.cycle == BillingCycle::Free && total == 0);
     // The organization is locked for every order (free ones too): its quotas are counted
@@ -239,7 +235,7 @@ pub async fn place_order_in<C: SqlConn>(
             .ok_or(ServiceError::NotFound)?,
     };
     // Checked already in a batch run as one ([`refuse_in`]); else (with savepoints, or
-    // alone) here, after the key.
+    // alone) here.
     let placed = match memo.as_deref_mut().and_then(|m| m.checked.take()) {
         Some(at) => at,
         None => refusal(conn, o, quotas, memo.as_deref_mut()).await??,
@@ -512,8 +508,12 @@ pub async fn place_order_in<C: SqlConn>(
         domain_id,
         domain_name: o.domain.name().to_owned(),
     };
+    // The key last, claimed with its answer in one write (the batch holds its lock): a
+    // retry whose twin came first was refused before its writes (the name its twin took)
+    // and is answered the twin's outcome ([`crate::Lodge::keyed`]); one whose twin
+    // committed since it was read fails here, and its writes with it.
     if let Some(k) = &o.idempotency {
-        idempotency::answer_in(conn, k, &outcome).await?;
+        idempotency::claim_answered_in(conn, k, now, &outcome).await?;
     }
     Ok(outcome)
 }
