@@ -2,8 +2,10 @@
 //! together, instead of one durable commit (one wait for the disk, and on PostgreSQL for the
 //! gapless invoice counter) per unit. Each unit is still all-or-nothing on its own: a batch
 //! first runs as its use case says ([`BatchWrite::FIRST`]); if it runs without savepoints and a
-//! unit fails, it is rolled back and run again with a savepoint per unit ([`Units`]). No
-//! caller hears its outcome before the commit that holds its unit is on disk.
+//! unit fails, it is rolled back and run again with a savepoint per unit ([`Units`]). A unit
+//! refused before it writes anything ([`BatchWrite::refuse`]) has not failed: its refusal is
+//! its outcome and the batch goes on. No caller hears its outcome before the commit that
+//! holds its unit is on disk.
 //!
 //! This module knows neither orders nor payments nor [`crate::Lodge`]: a use case describes
 //! its batch with [`BatchWrite`] (the locks a batch takes first, how one unit is written,
@@ -60,7 +62,8 @@ pub enum Units {
     /// Every unit in its own savepoint: a unit that fails is undone alone.
     Savepoints,
     /// No savepoints: the first unit that fails ends the attempt ([`Attempt::UnitFailed`]),
-    /// and the transaction is rolled back. Units seldom fail, and a savepoint is not free:
+    /// and the transaction is rolled back (one refused by [`BatchWrite::refuse`], before it
+    /// wrote anything, has not failed). Units seldom fail, and a savepoint is not free:
     /// SQLite copies every page a unit changes into the savepoint's journal, PostgreSQL
     /// opens a subtransaction.
     Whole,

@@ -2,12 +2,14 @@
 //! with its outcome.
 //!
 //! A keyed mutation claims its key, does its work and stores its outcome in ONE
-//! transaction ([`Lodge::claim_key_in`] first, [`Lodge::answer_key_in`] last): the work and
-//! its stored outcome commit together or not at all. A retry after any failure, a commit
+//! transaction ([`Lodge::claim_key_in`] first, [`Lodge::answer_key_in`] last; an order
+//! claims its key with its outcome in one write after its rows, [`claim_answered_in`]): the
+//! work and its stored outcome commit together or not at all. A retry after any failure, a commit
 //! whose answer never reached the caller included (the server killed right after it), finds
 //! either the stored outcome or no trace of the work, and is then done afresh. Of concurrent
 //! requests with one key, one does the work; the others' claims wait for its commit
-//! (PostgreSQL's unique index, SQLite's single writer) and are answered its outcome.
+//! (PostgreSQL's unique index, SQLite's single writer), or they are refused for what it took
+//! (an order's name), and are answered its outcome ([`Lodge::keyed`]).
 //!
 //! What is stored is the service's outcome (JSON), not an HTTP answer: each dialect renders
 //! it, on the first answer and on every replay alike. A refusal stores nothing: its retry is
@@ -106,8 +108,9 @@ impl Lodge {
     /// Runs `act` at most once per key: a stored outcome is replayed without running it, and
     /// when `act` fails because a request with the same key committed meanwhile (its claim
     /// is refused, [`ServiceError::KeyTaken`], or what it asked for is taken), that request's
-    /// outcome is the answer. `act` must claim the key with [`Lodge::claim_key_in`] and
-    /// store its outcome with [`Lodge::answer_key_in`] in its transaction.
+    /// outcome is the answer. `act` must claim the key and store its outcome in its
+    /// transaction: [`Lodge::claim_key_in`] first and [`Lodge::answer_key_in`] last, or both
+    /// at once after its work ([`claim_answered_in`], an order's).
     pub async fn keyed<T, F, Fut>(&self, key: Option<&IdempotencyKey>, act: F) -> Result<Answer<T>>
     where
         T: StoredOutcome,
@@ -234,7 +237,10 @@ pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
 
 /// Claims `key` and stores `outcome` as its answer in one write, in the transaction of the
 /// work it answers, after that work ([`idempotency::claim_answered`]): `KeyTaken` as
-/// [`claim_in`]. The caller holds the key's lock ([`idempotency::lock_keys`]).
+/// [`claim_in`]. An order's batch holds the key's lock ([`idempotency::lock_keys`]), so
+/// another order's claim of it is never in flight; another keyed request of the same
+/// caller with the same key (which does not take that lock) is waited for, as by
+/// [`claim_in`].
 pub(crate) async fn claim_answered_in<C: lodge_store::SqlConn, T: Serialize>(
     conn: &mut C,
     key: &IdempotencyKey,

@@ -105,8 +105,9 @@ pub async fn claim_or_take_over<C: SqlConn>(
 
 /// [`claim`] (with `stale_before`, [`claim_or_take_over`]) and [`complete`] in one
 /// statement, for work whose response is known before its transaction commits: `false`
-/// when the key is already held. The caller holds the key's lock ([`lock_keys`]), so no
-/// other transaction's claim of it is in flight.
+/// when the key is already held. A claim another transaction holds uncommitted is waited
+/// for (PostgreSQL's unique index), as by [`claim`]; an order's batch takes the key's lock
+/// first ([`lock_keys`]), so no other order's claim of it is in flight.
 #[expect(clippy::too_many_arguments, reason = "a key's row, column by column")]
 pub async fn claim_answered<C: SqlConn>(
     conn: &mut C,

@@ -29,6 +29,7 @@ on_both_engines!(
     credit_is_applied_exactly_once_under_concurrency,
     deposits_and_orders_interleave_with_the_ledger_exact,
     idempotency_key_replays_the_first_order,
+    one_key_sent_with_two_orders_at_once_places_one,
     idempotency_keys_are_forgotten_after_a_day,
     a_backlog_of_old_keys_is_forgotten_ten_thousand_a_pass,
     a_keyed_order_that_fails_keeps_nothing_under_its_key,
@@ -1442,6 +1443,44 @@ async fn order_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Val
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
         replayed,
     )
+}
+
+/// One `Idempotency-Key` sent with two different orders at once (two names, so neither
+/// is refused for the other's name): one is placed, the other is refused as the key reused
+/// with another request (in the same batch it fails at its key, the order's last write, and
+/// its rows go with it), every time; invoice numbers stay without a gap.
+async fn one_key_sent_with_two_orders_at_once_places_one(app: TestApp) {
+    let plan = starter(&app);
+    let on = &app;
+    for round in 0..5 {
+        let before = counts(on).await;
+        let key = format!("two-orders-{round}");
+        let bodies = [
+            external(&plan, &format!("first-{round}.example")),
+            external(&plan, &format!("second-{round}.example")),
+        ];
+        let results = join_all(bodies.iter().map(|b| order_keyed(on, &key, b))).await;
+        let placed: Vec<_> = results
+            .iter()
+            .filter(|(s, _, _)| *s == StatusCode::CREATED)
+            .collect();
+        assert_eq!(placed.len(), 1, "{results:?}");
+        for (status, body, _) in results.iter().filter(|r| r.0 != StatusCode::CREATED) {
+            assert_detail(*status, body, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let after = counts(on).await;
+        for ((t, b), (_, a)) in before.iter().zip(&after) {
+            let grew = i64::from(!matches!(*t, "credit_ledger" | "domains"));
+            assert_eq!(*a, b + grew, "{t}");
+        }
+    }
+    let numbers: Vec<String> = sqlx::query_scalar("SELECT number FROM invoices ORDER BY number")
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1..=5).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+    app.stop().await;
 }
 
 async fn idempotency_key_replays_the_first_order(app: TestApp) {

@@ -510,8 +510,9 @@ pub async fn place_order_in<C: SqlConn>(
     };
     // The key last, claimed with its answer in one write (the batch holds its lock): a
     // retry whose twin came first was refused before its writes (the name its twin took)
-    // and is answered the twin's outcome ([`crate::Lodge::keyed`]); one whose twin
-    // committed since it was read fails here, and its writes with it.
+    // and is answered the twin's outcome ([`crate::Lodge::keyed`]). What fails here is the
+    // key sent with another request (another name) at the same time: refused, its writes
+    // with it, and answered `KeyReused` by `keyed`.
     if let Some(k) = &o.idempotency {
         idempotency::claim_answered_in(conn, k, now, &outcome).await?;
     }
