@@ -90,10 +90,18 @@ pub(crate) async fn migrate(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) ->
 /// a connection to a local file does not go stale, and the ping is a round trip to the
 /// connection's worker thread on every acquire, which the batch writer's callers pay once
 /// per group commit.
+///
+/// Nor any idle timeout or lifetime (sqlx closes idle connections after 10 minutes and
+/// any after 30 by default): a connection to a local file holds nothing worth freeing,
+/// and with neither sqlx starts no maintenance task. That task can spin a core forever
+/// once the pool's idle count wraps below zero (sqlx issue 3645, fixed upstream after
+/// 0.8.6); it did so here once, at a test's shutdown, which then never ended.
 fn pool(max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _meta| {
