@@ -19,14 +19,14 @@ pub(crate) fn in_list<S: Status>(statuses: impl Iterator<Item = &'static S>) -> 
     format!("({})", quoted.join(", "))
 }
 
-/// Counts the live hosting accounts carrying a name, through the partial index
-/// `hosting_live_name`: its condition is written as the index's is on SQLite (with `=` and
-/// `OR`, see `expand_in_lists`), as SQLite uses a partial index only for a query that
-/// repeats its condition. PostgreSQL proves the condition from either form.
-pub(crate) static LIVE_HOSTING_FOR_NAME: std::sync::LazyLock<String> =
+/// Which of a list of names (`$IDS`) live hosting accounts carry, through the partial
+/// index `hosting_live_name`: its condition is written as the index's is on SQLite (with
+/// `=` and `OR`, see `expand_in_lists`), as SQLite uses a partial index only for a query
+/// that repeats its condition. PostgreSQL proves the condition from either form.
+pub(crate) static LIVE_HOSTING_NAMES: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
-        format!("SELECT COUNT(*) FROM hosting WHERE domain_name = $1 AND {live}")
+        format!("SELECT DISTINCT domain_name FROM hosting WHERE domain_name IN ($IDS) AND {live}")
     });
 
 #[derive(Debug, Clone, FromRow)]
@@ -373,8 +373,7 @@ pub async fn hosting_page(
 
 /// Whether a live hosting account carries this name.
 pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
-    let n = conn.fetch_int(&LIVE_HOSTING_FOR_NAME, vals![name]).await?;
-    Ok(n.unwrap_or(0) > 0)
+    Ok(!live_hosting_names(conn, &[name]).await?.is_empty())
 }
 
 /// Which of `names` live hosting accounts carry, in one statement (as
@@ -394,12 +393,6 @@ pub async fn live_hosting_names<C: SqlConn>(
     }
     Ok(out)
 }
-
-/// [`live_hosting_names`]' statement (its `$IDS` the names).
-static LIVE_HOSTING_NAMES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
-    format!("SELECT DISTINCT domain_name FROM hosting WHERE domain_name IN ($IDS) AND {live}")
-});
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HistoryRow {
@@ -469,7 +462,7 @@ pub static LIVE_DOMAIN: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| in_list(DomainStatus::ALL.iter().filter(|s| s.is_live())));
 
 /// Counts the live domain objects holding a name, through the partial index
-/// `domains_live_name` (written as [`LIVE_HOSTING_FOR_NAME`] is).
+/// `domains_live_name` (written as [`LIVE_HOSTING_NAMES`] is).
 pub(crate) static LIVE_DOMAIN_FOR_NAME: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));

@@ -124,10 +124,11 @@ mod tests {
         let store = crate::Store::open(&format!("sqlite://{}/p.db", dir.path().display()))
             .await
             .unwrap();
+        let one_name = crate::deferred::with_ids(&crate::hosting::LIVE_HOSTING_NAMES, 0, 1);
         for (sql, index) in [
             (crate::billing::EXPIRED_FIRST_INVOICES, "invoices_unpaid"),
             (crate::hosting::CANCELLATIONS_DUE, "hosting_cancel_due"),
-            (&crate::hosting::LIVE_HOSTING_FOR_NAME, "hosting_live_name"),
+            (one_name.as_str(), "hosting_live_name"),
             (&crate::hosting::LIVE_DOMAIN_FOR_NAME, "domains_live_name"),
             (
                 &crate::idempotency::FORGET_BEFORE,
@@ -150,6 +151,22 @@ mod tests {
                 "{sql}: {detail:?}"
             );
         }
+        // A batch's names, read together, through the same index.
+        let names = format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::deferred::with_ids(&crate::hosting::LIVE_HOSTING_NAMES, 0, 4)
+        );
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(&names);
+        for n in ["a.example", "b.example", "c.example", "d.example"] {
+            q = q.bind(n);
+        }
+        let plan = q.fetch_all(store.reader()).await.unwrap();
+        let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            detail.iter().any(|d| d.contains("INDEX hosting_live_name")),
+            "{detail:?}"
+        );
+        assert!(!detail.iter().any(|d| d.starts_with("SCAN")), "{detail:?}");
         // The renewal pass's pages are ranges of their index, read in its order (no sort).
         for (page, index) in [
             (
