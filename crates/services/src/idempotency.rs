@@ -41,6 +41,15 @@ pub struct IdempotencyKey {
     pub fresh_for_us: Option<i64>,
 }
 
+impl IdempotencyKey {
+    /// A stored claim of this key made before this instant (microseconds) no longer answers
+    /// an identical request at `now`, and is taken over; `None` for a caller's key.
+    fn stale_before(&self, now: i64) -> Option<i64> {
+        self.fresh_for_us
+            .map(|w| now.saturating_sub(w).saturating_add(1))
+    }
+}
+
 /// An outcome stored under a key. What it must not store (a payment token: the database
 /// holds none, [`crate::payment_tokens`]) is skipped when it is stored and derived again
 /// by [`StoredOutcome::restore`] when it is replayed.
@@ -143,8 +152,8 @@ impl Lodge {
             return Ok(None);
         };
         if key
-            .fresh_for_us
-            .is_some_and(|w| row.created_at.saturating_add(w) <= self.now_us())
+            .stale_before(self.now_us())
+            .is_some_and(|stale| row.created_at < stale)
         {
             return Ok(None);
         }
@@ -213,10 +222,9 @@ pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
     key: &IdempotencyKey,
     now: i64,
 ) -> Result<()> {
-    let claimed = match key.fresh_for_us {
+    let claimed = match key.stale_before(now) {
         None => idempotency::claim(conn, &key.scope, &key.key, &key.request_hash, now).await?,
-        Some(w) => {
-            let stale_before = now.saturating_sub(w).saturating_add(1);
+        Some(stale_before) => {
             idempotency::claim_or_take_over(
                 conn,
                 &key.scope,
@@ -228,6 +236,11 @@ pub(crate) async fn claim_in<C: lodge_store::SqlConn>(
             .await?
         }
     };
+    taken_unless(claimed)
+}
+
+/// `KeyTaken` unless the claim was made.
+fn taken_unless(claimed: bool) -> Result<()> {
     if claimed {
         Ok(())
     } else {
@@ -248,25 +261,18 @@ pub(crate) async fn claim_answered_in<C: lodge_store::SqlConn, T: Serialize>(
     outcome: &T,
 ) -> Result<()> {
     let body = serde_json::to_string(outcome).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let stale_before = key
-        .fresh_for_us
-        .map(|w| now.saturating_sub(w).saturating_add(1));
     let claimed = idempotency::claim_answered(
         conn,
         &key.scope,
         &key.key,
         &key.request_hash,
         now,
-        stale_before,
+        key.stale_before(now),
         DONE,
         &body,
     )
     .await?;
-    if claimed {
-        Ok(())
-    } else {
-        Err(ServiceError::KeyTaken)
-    }
+    taken_unless(claimed)
 }
 
 /// Stores the outcome of the work done under `key`, in the same transaction.
