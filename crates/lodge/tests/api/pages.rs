@@ -128,8 +128,11 @@ pub(crate) async fn render(url: &str, name: &str) -> Option<chromium::Rendered> 
     }
     let dir = tempfile::tempdir().unwrap();
     let page = chromium::render(url, dir.path(), 1000, 900).await.unwrap();
+    // The workspace's target directory: a test runs in its package's directory, where a
+    // relative `target` would land inside the source tree.
     let keep = std::path::PathBuf::from(
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
+        std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into()),
     )
     .join("screenshots");
     std::fs::create_dir_all(&keep).unwrap();
