@@ -176,11 +176,7 @@ impl Lodge {
             ..Default::default()
         };
         let project = self.default_project(access).await?;
-        let checks = if form_rules.is_empty() {
-            checks
-        } else {
-            DbChecks::Now
-        };
+        let checks = checks.now_if(!form_rules.is_empty());
         let validated = self
             .validate_order(access, &project, &form, OrderSource::Apiv2, checks)
             .await;

@@ -186,11 +186,7 @@ async fn place(
     };
     // With no field of the wrong type, the database's checks are left to the write, under
     // the organization's lock (a type error is reported with every other error).
-    let checks = if type_errors.is_empty() {
-        DbChecks::AtWrite
-    } else {
-        DbChecks::Now
-    };
+    let checks = DbChecks::AtWrite.now_if(!type_errors.is_empty());
     let validated = st
         .lodge
         .validate_order(access, project, &form, OrderSource::V1, checks)

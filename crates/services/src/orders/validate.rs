@@ -35,6 +35,18 @@ pub enum DbChecks {
     AtWrite,
 }
 
+impl DbChecks {
+    /// `Now` when the order has errors already (`errors`), so that every error is reported
+    /// at once; else as asked.
+    pub fn now_if(self, errors: bool) -> Self {
+        if errors {
+            DbChecks::Now
+        } else {
+            self
+        }
+    }
+}
+
 /// The refusal of a name a live hosting account already has.
 pub(crate) fn name_taken(name: &str) -> String {
     format!("{name} is not available for a new hosting account.")
@@ -160,7 +172,7 @@ impl Lodge {
         // and nothing else wrong, left to the write ([`super::write::refusal`]).
         let name = domain.as_ref().map(DomainPlan::name);
         let mut unlimited_server = false;
-        let at_write = checks == DbChecks::AtWrite && v.is_empty();
+        let at_write = checks.now_if(!v.is_empty()) == DbChecks::AtWrite;
         if at_write {
             // Read under the organization's lock when the order is written.
         } else if let Some(p) = plan {
