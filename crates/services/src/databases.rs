@@ -12,6 +12,10 @@ use crate::auth::Access;
 use crate::mariadb::{self, MariaDb};
 use crate::{Lodge, Result, ServiceError};
 
+/// How long a change of a database password holds its claim: the database server is given
+/// a quarter of it to answer.
+const PASSWORD_CHANGE_CLAIM: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What the customer sees of the account's database.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DatabaseView {
@@ -180,16 +184,56 @@ impl Lodge {
             .await?
             .filter(|r| r.ready == 1)
             .ok_or_else(|| ServiceError::Conflict("This account has no database.".into()))?;
+        // One change at a time (across nodes): the server's password and the one recorded
+        // are set in two steps, and two changes interleaved could leave them apart.
+        let now = self.now_us();
+        let claim = i64::try_from(PASSWORD_CHANGE_CLAIM.as_micros()).unwrap_or(i64::MAX);
+        let until = now.saturating_add(claim);
+        let mut conn = self.store.write_conn().await?;
+        if !databases::claim_password_change(&mut conn, h.id, now, until).await? {
+            return Err(ServiceError::Conflict(
+                "The database password is being changed already: try again in a moment.".into(),
+            ));
+        }
+        drop(conn);
         let password = mariadb::new_password();
-        let sealed = self.sealer.seal(&password)?;
-        db.set_password(&row.username, &password)
+        let set = async {
+            let sealed = self.sealer.seal(&password)?;
+            // Bounded well inside the claim, so the claim outlasts the change.
+            match tokio::time::timeout(
+                PASSWORD_CHANGE_CLAIM / 4,
+                db.set_password(&row.username, &password),
+            )
             .await
-            .map_err(|e| {
-                ServiceError::Conflict(format!("The database server refused the change: {e}"))
-            })?;
-        let mut tx = self.store.begin().await?;
-        databases::set_secret(&mut tx, h.id, &sealed, self.now_us()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+            {
+                Ok(Ok(())) => Ok(sealed),
+                Ok(Err(e)) => Err(ServiceError::Conflict(format!(
+                    "The database server refused the change: {e}"
+                ))),
+                Err(_) => Err(ServiceError::Conflict(
+                    "The database server did not answer in time: try again.".into(),
+                )),
+            }
+        };
+        let sealed = match set.await {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // The server kept the old password (or, timed out, may hold the new one,
+                // which no one was shown: a new change sets another).
+                let mut conn = self.store.write_conn().await?;
+                databases::release_password_change(&mut conn, h.id, until).await?;
+                return Err(e);
+            }
+        };
+        let mut conn = self.store.write_conn().await?;
+        if !databases::finish_password_change(&mut conn, h.id, until, &sealed, self.now_us())
+            .await?
+        {
+            return Err(ServiceError::Internal(
+                "the database password's change lost its claim".into(),
+            ));
+        }
+        drop(conn);
         let row = databases::get(self.store.writer(), h.id)
             .await?
             .ok_or(ServiceError::NotFound)?;

@@ -86,22 +86,65 @@ pub async fn take_password(conn: &mut AnyConnection, id: HostingId, now: i64) ->
     Ok(r.rows_affected() == 1)
 }
 
-/// A new sealed password, shown at `now` (to whoever set it).
-pub async fn set_secret(
+/// Claims the change of the database's password until `until` (microseconds), unless
+/// another change holds it at `now`: true for the one caller that may change it. The
+/// claim is its `until`, which [`finish_password_change`] and [`release_password_change`]
+/// are given back.
+pub async fn claim_password_change(
     conn: &mut AnyConnection,
     id: HostingId,
+    now: i64,
+    until: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE hosting_databases SET changing_until = $3 \
+         WHERE hosting_id = $1 AND ready = 1 AND (changing_until IS NULL OR changing_until <= $2)",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .bind(until)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The claimed change done: the new sealed password, shown at `now` (to whoever set it),
+/// and the claim let go. False when the claim was no longer held.
+pub async fn finish_password_change(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    until: i64,
     sealed: &str,
     now: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE hosting_databases SET secret = $2, shown_at = $3, modified_at = $3 WHERE hosting_id = $1",
+        "UPDATE hosting_databases SET secret = $3, shown_at = $4, modified_at = $4, changing_until = NULL \
+         WHERE hosting_id = $1 AND changing_until = $2",
     )
     .bind(id.to_string())
+    .bind(until)
     .bind(sealed)
     .bind(now)
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Lets go of a claim without a change (the database server refused it).
+pub async fn release_password_change(
+    conn: &mut AnyConnection,
+    id: HostingId,
+    until: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosting_databases SET changing_until = NULL \
+         WHERE hosting_id = $1 AND changing_until = $2",
+    )
+    .bind(id.to_string())
+    .bind(until)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Forgets the account's database (dropped from the server).

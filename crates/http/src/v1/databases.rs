@@ -66,14 +66,15 @@ pub async fn get_database(
     Ok(Json(v.into()))
 }
 
-/// Sets a new password on the account's database user and shows it, once.
+/// Sets a new password on the account's database user and shows it, once. One change at a
+/// time: another sent while one is under way is answered `409` (try again in a moment).
 #[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/database/password",
     tag = "hosting", security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("project_id" = String, Path, description = "Project UUID"),
            ("hosting_id" = String, Path, description = "Hosting UUID")),
     responses((status = 200, body = HostingDatabase), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "Databases are off, the account has none or is not live, or the server refused")))]
+              (status = 409, description = "Databases are off, the account has none or is not live, another change is under way, or the server refused")))]
 pub async fn reset_database_password(
     State(st): State<AppState>,
     Caller(p): Caller,

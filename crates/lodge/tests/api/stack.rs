@@ -331,6 +331,79 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         let (_, again) = app.get(&path, &app.key()).await;
         assert!(again["password"].is_null(), "{again}");
 
+        // Changes at once (a double click): one at a time, the others told to try again;
+        // the password shown last is the one both the server and Lodge hold.
+        let (reset_path, key, empty) = (format!("{path}/password"), app.key(), serde_json::json!({}));
+        let resets =
+            futures::future::join_all((0..6).map(|_| app.post(&reset_path, &key, &empty))).await;
+        let mut shown = Vec::new();
+        for (status, body) in &resets {
+            match *status {
+                StatusCode::OK => shown.push(str_of(body, "password").to_owned()),
+                StatusCode::CONFLICT => {
+                    let detail = body["detail"].as_str().unwrap_or_default();
+                    assert!(detail.contains("being changed already"), "{body}");
+                }
+                other => panic!("a password change answered {other}: {body}"),
+            }
+        }
+        assert!(!shown.is_empty(), "{resets:?}");
+        let mut working = Vec::new();
+        for p in &shown {
+            if let Ok(c) = customer_login(my, &db, p).await {
+                c.close().await.ok();
+                working.push(p.clone());
+            }
+        }
+        assert_eq!(working.len(), 1, "one password works of {shown:?}");
+        // Lodge recorded that one: a retried creation sets the recorded password again.
+        app.lodge
+            .create_database(&row, &user)
+            .await
+            .expect("the database again");
+        customer_login(my, &db, &working[0])
+            .await
+            .expect("the recorded password is the one shown last")
+            .close()
+            .await
+            .ok();
+        // A change under way elsewhere (another node's, claimed in the database): refused,
+        // nothing changed; once its claim lapses (a node that crashed mid-change), free.
+        let hosting_id = id.parse().expect("id");
+        let now = app.lodge.now_us();
+        let mut conn = app.lodge.store.write_conn().await.expect("a connection");
+        let claimed = lodge_store::databases::claim_password_change(
+            &mut conn,
+            hosting_id,
+            now,
+            now + 120_000_000,
+        )
+        .await
+        .expect("claim");
+        assert!(claimed);
+        drop(conn);
+        let (status, body) = app.post(&reset_path, &key, &empty).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        customer_login(my, &db, &working[0])
+            .await
+            .expect("unchanged while another change holds it")
+            .close()
+            .await
+            .ok();
+        app.clock.advance(jiff::SignedDuration::from_secs(121));
+        // The claims were let go: another change goes through.
+        let (status, fresh) = app
+            .post(&format!("{path}/password"), &app.key(), &serde_json::json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{fresh}");
+        let new_password = str_of(&fresh, "password").to_owned();
+        customer_login(my, &db, &new_password)
+            .await
+            .expect("the newest password")
+            .close()
+            .await
+            .ok();
+
         // Suspension: no PHP, no database login; twice is harmless.
         let (status, body) = staff(&app, &id, "suspend").await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
