@@ -21,16 +21,23 @@ use crate::{
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Args: $1 mariadbd, $2 data dir, $3 socket, $4 port, $5 pid file, $6 error log,
-/// $7 test pid, $8 `--user=…`.
+/// $7 test pid, $8 `--user=…`, $9 `--tmpdir=…`.
 const WATCHDOG: &str = r#"
 "$1" --no-defaults --datadir="$2" --socket="$3" --port="$4" --bind-address=127.0.0.1 \
-  --pid-file="$5" --log-error="$6" "$8" --skip-log-bin --innodb-buffer-pool-size=16M \
+  --pid-file="$5" --log-error="$6" "$8" "$9" --skip-log-bin --innodb-buffer-pool-size=16M \
   --skip-name-resolve --max-connections=50 >/dev/null 2>&1 &
 md=$!
 while [ -d "/proc/$7" ] && kill -0 $md 2>/dev/null; do sleep 0.5; done
 kill -TERM $md 2>/dev/null
 wait $md
 "#;
+
+/// `--tmpdir=<dir>/tmp`, the directory made.
+fn tmpdir_arg(dir: &Path) -> anyhow::Result<String> {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).context("the server's temporary directory")?;
+    Ok(format!("--tmpdir={}", tmp.display()))
+}
 
 fn binary(name: &str, dirs: &[&str]) -> Option<PathBuf> {
     find_in_path(name)
@@ -97,6 +104,11 @@ impl MariaDbInstance {
             .tempdir()?;
         let d = dir.path();
         let data = d.join("data");
+        // Each server's temporary files in its own directory: servers sharing /tmp (tests
+        // at once) collide on temporary table names there, and `mariadb-install-db` then
+        // fails ("Could not remove temporary table '/tmp/#sql-temptable-…'", about half of
+        // six run at once on this machine; none of 24 with their own directories).
+        let tmp = tmpdir_arg(d)?;
         let user = if running_as_root() {
             "--user=root".to_owned()
         } else {
@@ -106,6 +118,7 @@ impl MariaDbInstance {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(&user)
+            .arg(&tmp)
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -154,6 +167,7 @@ impl MariaDbInstance {
         let pid_arg = std::process::id().to_string();
         let port_arg = port.to_string();
         let data = d.join("data");
+        let tmp = tmpdir_arg(d)?;
         let mut watchdog = crate::spawn_watchdog(
             WATCHDOG,
             &[
@@ -165,6 +179,7 @@ impl MariaDbInstance {
                 log.as_os_str(),
                 pid_arg.as_ref(),
                 user.as_ref(),
+                tmp.as_ref(),
             ],
             None,
         )

@@ -55,6 +55,30 @@ async fn mariadb() -> Option<MariaDbInstance> {
     }
 }
 
+/// MariaDB servers started at once (tests run in parallel) all start: each keeps its
+/// temporary files in its own directory (sharing /tmp, about half of six failed
+/// `mariadb-install-db` on a temporary table's name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_mariadb_servers_start_at_once() {
+    if let Some(why) = lodge_testkit::mariadb::missing() {
+        lodge_testkit::skip_or_fail("MariaDB", &why);
+        return;
+    }
+    let started = futures::future::join_all((0..4).map(|_| MariaDbInstance::start())).await;
+    for m in started {
+        let m = m
+            .expect("MariaDB starts beside others")
+            .expect("MariaDB is installed");
+        let mut c = admin(&m).await;
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut c)
+            .await
+            .expect("a query");
+        assert_eq!(one, 1);
+        c.close().await.ok();
+    }
+}
+
 fn php_config(fpm: &PhpFpmInstance) -> PhpConfig {
     let mut cfg = PhpConfig::default_under(Path::new("unused"));
     cfg.fpm_binary = fpm.binary().to_path_buf();
