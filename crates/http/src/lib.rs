@@ -69,11 +69,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(lodge: Lodge, cfg: &HttpConfig) -> Result<Self, prometheus::Error> {
+        let login_guard = login_guard::LoginGuard::new(cfg.login, lodge.store.clone());
         Ok(AppState {
             lodge,
             public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
-            login_guard: login_guard::LoginGuard::new(cfg.login),
+            login_guard,
             metrics: Metrics::new()?,
             metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
@@ -236,7 +237,9 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             limiter.shrink();
-            guard.shrink(lodge.now_us());
+            if let Err(e) = guard.shrink(lodge.now_us()).await {
+                tracing::warn!(error = %e, "quiet login counts could not be forgotten");
+            }
         }
     })
 }

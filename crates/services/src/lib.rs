@@ -22,6 +22,7 @@ pub mod events;
 pub mod gateway;
 pub mod hosting;
 pub mod idempotency;
+pub mod logins;
 pub mod mail;
 pub mod mariadb;
 pub mod model;

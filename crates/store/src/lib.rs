@@ -38,6 +38,7 @@ pub mod hosting;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod logins;
 pub mod mail;
 pub mod orgs;
 pub mod plan_change;

@@ -55,12 +55,14 @@ pub async fn login(
     };
     let (login, passwd) = (field("login"), field("passwd"));
     let now = st.lodge.now_us();
-    if let Err(secs) = st.login_guard.check(&login, ip, now) {
-        return super::throttled(secs);
+    match st.login_guard.check(&login, ip, now).await {
+        Ok(Ok(())) => {}
+        Ok(Err(secs)) => return super::throttled(secs),
+        Err(e) => return V2Error::from(e).into_response(),
     }
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
-            st.login_guard.succeeded(&login);
+            st.login_guard.succeeded(&login).await;
             let org = st
                 .lodge
                 .user_organizations(user.id)
@@ -77,7 +79,7 @@ pub async fn login(
             .into_response()
         }
         Err(lodge_services::ServiceError::Unauthorized(_)) => {
-            st.login_guard.failed(&login, ip, now);
+            st.login_guard.failed(&login, ip, now).await;
             (
                 StatusCode::UNAUTHORIZED,
                 Json(LoginRefused {

@@ -41,17 +41,18 @@ pub async fn login(
     let now = st.lodge.now_us();
     st.login_guard
         .check(&body.email, ip, now)
+        .await?
         .map_err(ApiError::RateLimited)?;
     let pair = match st.lodge.login(&body.email, &body.password).await {
         Ok(p) => p,
         Err(e) => {
             if matches!(e, lodge_services::ServiceError::Unauthorized(_)) {
-                st.login_guard.failed(&body.email, ip, now);
+                st.login_guard.failed(&body.email, ip, now).await;
             }
             return Err(e.into());
         }
     };
-    st.login_guard.succeeded(&body.email);
+    st.login_guard.succeeded(&body.email).await;
     Ok(Json(Tokens {
         access: pair.access,
         refresh: pair.refresh,

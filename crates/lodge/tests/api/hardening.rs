@@ -10,6 +10,7 @@ use crate::on_both_engines;
 on_both_engines!(
     repeated_wrong_passwords_lock_the_email_on_v1,
     repeated_wrong_passwords_lock_the_email_on_apiv2,
+    login_failures_are_counted_across_nodes,
     one_address_trying_many_emails_is_locked,
     a_refresh_token_works_once_and_its_reuse_revokes_the_family,
     concurrent_refreshes_with_one_token_give_at_most_one_pair,
@@ -166,6 +167,51 @@ async fn repeated_wrong_passwords_lock_the_email_on_apiv2(app: TestApp) {
     app.clock.advance(SignedDuration::from_secs(2));
     let (status, _, body) = attempt(&app, "/apiv2/login", &login(&password)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+/// Two nodes on one database count an e-mail's failures together: tries spread over both
+/// lock it on both, and a success through one clears its count for the other.
+async fn login_failures_are_counted_across_nodes(app: TestApp) {
+    use lodge_http::login_guard::{LoginGuard, LoginLimits};
+    let (email, password) = (
+        app.demo().owner_email.clone(),
+        app.demo().owner_password.clone(),
+    );
+    let other = app.second_node().await;
+    let guard = LoginGuard::new(LoginLimits::default(), other.store.clone());
+    let locked = |g: &LoginGuard| {
+        let (g, email, now) = (g.clone(), email.clone(), other.now_us());
+        async move { g.check(&email, None, now).await.expect("the count is read") }
+    };
+    for _ in 0..3 {
+        let (status, _, _) = attempt(&app, "/v1/auth/login", &v1_login(&email, "wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(locked(&guard).await, Ok(()), "three of five");
+    // Two more failures on the other node (as its own login counts them).
+    for _ in 0..2 {
+        guard.failed(&email, None, other.now_us()).await;
+    }
+    assert_eq!(locked(&guard).await, Err(2));
+    let (status, retry, body) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(
+        (status, retry),
+        (StatusCode::TOO_MANY_REQUESTS, Some(2)),
+        "locked here by the other node's failures: {body}"
+    );
+    app.clock.advance(SignedDuration::from_secs(2));
+    let (status, _, body) = attempt(&app, "/v1/auth/login", &v1_login(&email, &password)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The success cleared the count on both: four failures on the other node lock nothing.
+    for _ in 0..4 {
+        guard.failed(&email, None, other.now_us()).await;
+    }
+    assert_eq!(locked(&guard).await, Ok(()));
+    // Quiet counts are forgotten by either node.
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert!(guard.shrink(other.now_us()).await.expect("shrink") >= 1);
+    assert_eq!(app.count("login_failures").await, 0);
     app.stop().await;
 }
 

@@ -1,0 +1,71 @@
+//! Failed logins (`login_failures`), counted in the database so that every node sharing it
+//! counts the same. What the counts mean (when a key must wait, and how long) is decided
+//! by `lodge_services::logins`; here are the counts and the locks.
+
+use sqlx::AnyPool;
+
+use crate::Result;
+
+/// The latest lock of these keys (`0`: none of them is locked or counted).
+pub async fn locked_until(db: &AnyPool, keys: &[String]) -> Result<i64> {
+    let mut latest = 0;
+    for key in keys {
+        let until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE key = $1")
+                .bind(key)
+                .fetch_optional(db)
+                .await?;
+        latest = latest.max(until.unwrap_or(0));
+    }
+    Ok(latest)
+}
+
+/// Counts one failure of `key` at `now`, in one statement (failures on several nodes at
+/// once are all counted): a count without a failure since `quiet_since` and not locked
+/// starts again at one. Returns the count after it.
+pub async fn count_failure(db: &AnyPool, key: &str, now: i64, quiet_since: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO login_failures (key, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
+         ON CONFLICT (key) DO UPDATE SET \
+           failures = CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
+                           THEN 1 ELSE login_failures.failures + 1 END, \
+           last_failure = $2 \
+         RETURNING failures",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(quiet_since)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Locks `key` until `until` (a later lock it has already is kept).
+pub async fn lock(db: &AnyPool, key: &str, until: i64) -> Result<()> {
+    sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1 AND locked_until < $2")
+        .bind(key)
+        .bind(until)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets `key`'s count (a successful login).
+pub async fn clear(db: &AnyPool, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE key = $1")
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets the counts without a failure since `quiet_since` and not locked at `now`.
+pub async fn forget_quiet(db: &AnyPool, now: i64, quiet_since: i64) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM login_failures WHERE last_failure <= $2 AND locked_until <= $1")
+            .bind(now)
+            .bind(quiet_since)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
+}
