@@ -73,6 +73,7 @@ pub struct FileConfig {
     pub mail_base_url: Option<String>,
     pub mail_templates_dir: Option<String>,
     pub mail_timeout_secs: Option<u64>,
+    pub mail_ca_file: Option<String>,
     /// Registrars (EPP), each serving its TLDs; the rest stay manual (`[[registrars]]`).
     pub registrars: Option<Vec<RegistrarFile>>,
     /// DNS zones on PowerDNS (`[dns]`; off without it).
@@ -313,6 +314,8 @@ pub struct MailConfig {
     pub base_url: Option<String>,
     pub templates_dir: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
+    /// Certificates (PEM) trusted for the SMTP server besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The limits on client connections (see `lodge::serve`).
@@ -503,6 +506,7 @@ impl Config {
                 .to_owned(),
             templates_dir: m.templates_dir.clone(),
             timeout: std::time::Duration::from_secs(m.timeout_secs.unwrap_or(60)),
+            ca_file: m.ca_file.clone(),
         };
         settings.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(Some(settings))
@@ -560,6 +564,7 @@ pub struct Overrides {
     pub mail_base_url: Option<String>,
     pub mail_templates_dir: Option<String>,
     pub mail_timeout_secs: Option<u64>,
+    pub mail_ca_file: Option<String>,
     pub pdns_api_url: Option<String>,
     pub pdns_api_key: Option<String>,
     pub acme_directory_url: Option<String>,
@@ -895,6 +900,7 @@ impl Config {
                     .or(f.mail_templates_dir)
                     .map(PathBuf::from),
                 timeout_secs: o.mail_timeout_secs.or(f.mail_timeout_secs),
+                ca_file: o.mail_ca_file.or(f.mail_ca_file).map(PathBuf::from),
             },
             registrars: f.registrars.unwrap_or_default(),
         }

@@ -265,6 +265,10 @@ struct MailArgs {
     /// Seconds sending one message may take, the whole SMTP exchange (default 60).
     #[arg(long, global = true, env = "LODGE_MAIL_TIMEOUT_SECS")]
     mail_timeout_secs: Option<u64>,
+    /// PEM file of certificates trusted for the SMTP server besides the system's (a relay
+    /// with a private CA).
+    #[arg(long, global = true, env = "LODGE_MAIL_CA_FILE")]
+    mail_ca_file: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -712,6 +716,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         mail_base_url: cli.global.mail.mail_base_url.clone(),
         mail_templates_dir: cli.global.mail.mail_templates_dir.clone(),
         mail_timeout_secs: cli.global.mail.mail_timeout_secs,
+        mail_ca_file: cli.global.mail.mail_ca_file.clone(),
         ..Default::default()
     };
     if let Command::Serve(s) = &cli.command {

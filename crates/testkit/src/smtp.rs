@@ -20,6 +20,17 @@ pub struct SmtpServer {
     child: Option<Child>,
     /// Seconds the answer to the first message is held back (`None`: answered at once).
     slow_first_answer: Option<u64>,
+    /// How it speaks TLS, with its certificate's and key's files (`None`: plain SMTP).
+    tls: Option<(SmtpTls, PathBuf, PathBuf)>,
+}
+
+/// How a [`SmtpServer::start_tls`] server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP upgraded with `STARTTLS`, which it requires before mail is sent.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
 }
 
 /// A handler that stores every message like `aiosmtpd.handlers.Mailbox` but holds back its
@@ -154,14 +165,44 @@ impl SmtpServer {
         Self::start_with(program, Some(delay_secs))
     }
 
+    /// [`SmtpServer::start`] speaking TLS with `cert` (aiosmtpd's `--tlscert`/`--tlskey`):
+    /// `STARTTLS`, required before anything is sent ([`SmtpTls::Starttls`]), or TLS from
+    /// the first byte ([`SmtpTls::Implicit`], `--smtpscert`).
+    pub fn start_tls(mode: SmtpTls, cert: &crate::tls::Cert) -> Option<SmtpServer> {
+        let Some(program) = crate::venv_bin("aiosmtpd") else {
+            crate::skip_or_fail("aiosmtpd", "not installed");
+            return None;
+        };
+        Self::start_configured(program, None, Some((mode, cert)))
+    }
+
     fn start_with(program: PathBuf, slow_first_answer: Option<u64>) -> Option<SmtpServer> {
+        Self::start_configured(program, slow_first_answer, None)
+    }
+
+    fn start_configured(
+        program: PathBuf,
+        slow_first_answer: Option<u64>,
+        tls: Option<(SmtpTls, &crate::tls::Cert)>,
+    ) -> Option<SmtpServer> {
         let result = (|| -> anyhow::Result<SmtpServer> {
+            let dir = tempfile::tempdir()?;
+            let tls = match tls {
+                None => None,
+                Some((mode, cert)) => {
+                    let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                    std::fs::write(&c, &cert.cert_pem)?;
+                    std::fs::write(&k, &cert.key_pem)?;
+                    Some((mode, c, k))
+                }
+            };
             let mut s = SmtpServer {
                 port: crate::free_port()?,
                 program,
-                dir: tempfile::tempdir()?,
+                dir,
                 child: None,
                 slow_first_answer,
+                tls,
             };
             s.restart()?;
             Ok(s)
@@ -191,8 +232,15 @@ impl SmtpServer {
         let mut cmd = Command::new(&self.program);
         cmd.arg("-n")
             .arg("-l")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("-c");
+            .arg(format!("127.0.0.1:{}", self.port));
+        if let Some((mode, cert, key)) = &self.tls {
+            let (c, k) = match mode {
+                SmtpTls::Starttls => ("--tlscert", "--tlskey"),
+                SmtpTls::Implicit => ("--smtpscert", "--smtpskey"),
+            };
+            cmd.arg(c).arg(cert).arg(k).arg(key);
+        }
+        cmd.arg("-c");
         match self.slow_first_answer {
             None => {
                 cmd.arg("aiosmtpd.handlers.Mailbox").arg(self.maildir());

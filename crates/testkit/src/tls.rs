@@ -19,6 +19,9 @@ pub struct Cert {
     pub key_der: Vec<u8>,
     /// SHA-256 of the certificate (DER), lowercase hex.
     pub sha256: String,
+    /// The certificate and its key as PEM (for servers configured with files).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl std::fmt::Debug for Cert {
@@ -41,6 +44,8 @@ impl Cert {
             cert_der,
             key_der,
             sha256,
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.key_pair.serialize_pem(),
         })
     }
 

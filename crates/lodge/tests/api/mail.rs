@@ -9,7 +9,7 @@ use std::time::Duration;
 use lodge_services::mail::{MailSettings, TlsMode, JOB_MAIL};
 use lodge_services::provisioning::Worker;
 use lodge_services::{Lodge, Settings};
-use lodge_testkit::smtp::{Mail, SmtpServer};
+use lodge_testkit::smtp::{Mail, SmtpServer, SmtpTls};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -21,6 +21,7 @@ on_both_engines!(
     every_notice_arrives_once_with_its_amounts,
     smtp_down_the_mail_is_sent_once_it_is_back,
     with_mail_off_no_mail_job_is_made,
+    mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -38,6 +39,7 @@ fn settings(port: u16, templates: Option<std::path::PathBuf>) -> MailSettings {
         base_url: "https://hosting.acme.test".into(),
         templates_dir: templates,
         timeout: Duration::from_secs(10),
+        ca_file: None,
     }
 }
 
@@ -263,6 +265,78 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     };
     assert_eq!(jobs.len(), 9, "one job per notice");
     assert_eq!(smtp.messages().len(), 9);
+    app.stop().await;
+}
+
+/// Over `STARTTLS` (required) and over TLS from the first byte, to a server whose
+/// certificate no public root vouches for: refused while Lodge does not trust it (nothing
+/// sent, the jobs retry), sent once each when `--mail-ca-file` names its certificate.
+async fn mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted(app: TestApp) {
+    for (i, (mode, tls)) in [
+        (SmtpTls::Starttls, TlsMode::Starttls),
+        (SmtpTls::Implicit, TlsMode::Tls),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cert = lodge_testkit::tls::Cert::self_signed().expect("a certificate");
+        let Some(smtp) = SmtpServer::start_tls(mode, &cert) else {
+            return app.stop().await;
+        };
+        let untrusted = MailSettings {
+            tls,
+            ..settings(smtp.port, None)
+        };
+        let lodge = with_mail(&app, untrusted).await;
+        order(&app, &format!("tls-{i}.test")).await;
+        assert_eq!(drain(Worker::new(lodge, "node-1")).await, 2);
+        let failed: Vec<_> = log(&app)
+            .await
+            .into_iter()
+            .filter(|r| r.status == "failed")
+            .collect();
+        assert_eq!(failed.len(), 2, "{tls:?}: {failed:?}");
+        for r in &failed {
+            let e = r.last_error.as_deref().unwrap_or_default().to_lowercase();
+            assert!(
+                e.contains("certificate") || e.contains("issuer"),
+                "{tls:?}: {e}"
+            );
+            assert!(!r.possible_duplicate, "{r:?}");
+        }
+        assert!(smtp.messages().is_empty(), "{tls:?}: nothing before TLS");
+
+        // The operator names the server's certificate: the retries go out, once each.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ca_file = dir.path().join("relay-ca.pem");
+        std::fs::write(&ca_file, &cert.cert_pem).expect("the CA file");
+        let trusted = MailSettings {
+            tls,
+            ca_file: Some(ca_file),
+            ..settings(smtp.port, None)
+        };
+        trusted.validate().expect("a CA file with a certificate");
+        let lodge = with_mail(&app, trusted).await;
+        app.clock.advance(jiff::SignedDuration::from_mins(2));
+        assert_eq!(drain(Worker::new(lodge, "node-1")).await, 2);
+        let got = smtp.messages();
+        assert_eq!(got.len(), 2, "{tls:?}: {:?}", subjects(&got));
+        assert!(
+            log(&app).await.iter().all(|r| r.status == "sent"),
+            "{tls:?}"
+        );
+    }
+    // A CA file without a certificate is refused at start, naming the setting.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("a file");
+    let bad = MailSettings {
+        tls: TlsMode::Starttls,
+        ca_file: Some(empty),
+        ..settings(2525, None)
+    };
+    let e = bad.validate().expect_err("refused");
+    assert!(e.contains("--mail-ca-file"), "{e}");
     app.stop().await;
 }
 

@@ -68,6 +68,9 @@ pub struct MailSettings {
     pub templates_dir: Option<PathBuf>,
     /// How long sending one message (connect, TLS, AUTH, the whole SMTP exchange) may take.
     pub timeout: Duration,
+    /// A PEM file of certificates trusted for the SMTP server's, besides the system's
+    /// roots (a relay with a private CA). Read when a message is sent.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Whether `host` is this machine (where plain SMTP is allowed).
@@ -96,6 +99,17 @@ impl MailSettings {
         }
         if self.port == 0 {
             return Err("--mail-port must be between 1 and 65535".into());
+        }
+        if let Some(file) = &self.ca_file {
+            let pem = std::fs::read(file)
+                .map_err(|e| format!("--mail-ca-file {}: {e}", file.display()))?;
+            let has_one = pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
+            if !has_one || lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+                return Err(format!(
+                    "--mail-ca-file {} holds no PEM certificate",
+                    file.display()
+                ));
+            }
         }
         if self.tls == TlsMode::None && !is_loopback(&self.host) {
             return Err(format!(
@@ -146,6 +160,7 @@ mod tests {
             base_url: "https://acme.test".into(),
             templates_dir: None,
             timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 

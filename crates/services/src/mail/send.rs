@@ -3,7 +3,7 @@
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -66,7 +66,17 @@ pub(crate) async fn send(
     let tls = match m.tls {
         TlsMode::None => Tls::None,
         TlsMode::Starttls | TlsMode::Tls => {
-            let params = TlsParameters::new(m.host.clone())
+            let mut params = TlsParameters::builder(m.host.clone());
+            if let Some(file) = &m.ca_file {
+                let pem = std::fs::read(file).map_err(|e| {
+                    local(format!("reading the mail CA file {}: {e}", file.display()))
+                })?;
+                let certs = Certificate::from_pem(&pem)
+                    .map_err(|e| local(format!("the mail CA file {}: {e}", file.display())))?;
+                params = params.add_root_certificate(certs);
+            }
+            let params = params
+                .build()
                 .map_err(|e| local(format!("TLS for {}: {e}", m.host)))?;
             if m.tls == TlsMode::Tls {
                 Tls::Wrapper(params)
