@@ -204,6 +204,71 @@ mod tests {
         assert_eq!(wait_after(i64::MAX, 3, &l), Some(60));
     }
 
+    async fn guard(limits: LoginLimits) -> (tempfile::TempDir, LoginGuard) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/l.db", dir.path().display()))
+            .await
+            .unwrap();
+        (dir, LoginGuard::new(limits, store))
+    }
+
+    const S: i64 = US;
+
+    #[tokio::test]
+    async fn an_email_waits_longer_after_each_failure_and_a_success_clears_it() {
+        let (_dir, g) = guard(limits()).await;
+        let ip: Option<IpAddr> = Some("127.0.0.9".parse().unwrap());
+        let mut now = 1_000 * S;
+        g.failed("A@x.test", ip, now).await;
+        g.failed("a@x.test ", ip, now).await;
+        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Ok(()));
+        g.failed("a@x.test", ip, now).await;
+        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Err(2));
+        assert_eq!(g.check("A@X.TEST", None, now).await.unwrap(), Err(2));
+        assert_eq!(g.check("b@x.test", None, now).await.unwrap(), Ok(()));
+        now += 2 * S;
+        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Ok(()));
+        g.failed("a@x.test", ip, now).await;
+        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Err(4));
+        g.succeeded("a@x.test").await;
+        assert_eq!(g.check("a@x.test", None, now).await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_address_trying_many_emails_waits_and_quiet_counts_are_forgotten() {
+        let (_dir, g) = guard(limits()).await;
+        let ip: Option<IpAddr> = Some("127.0.0.7".parse().unwrap());
+        let now = 5 * S;
+        for i in 0..10 {
+            g.failed(&format!("u{i}@x.test"), ip, now).await;
+        }
+        assert_eq!(g.check("new@x.test", ip, now).await.unwrap(), Err(2));
+        assert_eq!(g.check("new@x.test", None, now).await.unwrap(), Ok(()));
+        // A failure after a quiet window counts from one again.
+        let later = now + 3600 * S;
+        g.failed("u0@x.test", None, later).await;
+        g.failed("u0@x.test", None, later).await;
+        assert_eq!(g.check("u0@x.test", None, later).await.unwrap(), Ok(()));
+        // Eleven keys counted; all but the one failed at `later` forgotten an hour on.
+        assert_eq!(g.shrink(later + 1800 * S).await.unwrap(), 10);
+        assert_eq!(g.shrink(later + 3600 * S).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn zero_turns_a_count_off() {
+        let (_dir, g) = guard(LoginLimits {
+            free_per_email: 0,
+            free_per_address: 0,
+            ..LoginLimits::default()
+        })
+        .await;
+        let ip: Option<IpAddr> = Some("127.0.0.5".parse().unwrap());
+        for _ in 0..30 {
+            g.failed("a@x.test", ip, 0).await;
+        }
+        assert_eq!(g.check("a@x.test", ip, 0).await.unwrap(), Ok(()));
+    }
+
     #[test]
     fn an_email_is_counted_as_written_anyhow() {
         assert_eq!(email_digest(" A@X.test "), email_digest("a@x.test"));
