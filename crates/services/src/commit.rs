@@ -651,7 +651,8 @@ mod tests {
     impl super::BatchWrite for Numbered {
         type Unit = u32;
         type Outcome = (u32, bool);
-        type Shared = ();
+        /// Whether the batch's settling fails (a unit of 5 to 9 in it).
+        type Shared = bool;
 
         async fn lock<C: lodge_store::SqlConn>(
             _db: &mut C,
@@ -660,19 +661,26 @@ mod tests {
             Ok(())
         }
 
-        fn share(_units: &[u32]) {}
+        fn share(units: &[u32]) -> bool {
+            units.iter().any(|u| (5..10).contains(u))
+        }
 
         async fn settle<C: lodge_store::SqlConn>(
             _db: &mut C,
-            _shared: (),
+            fails: bool,
         ) -> Result<(), lodge_store::StoreError> {
+            if fails {
+                return Err(lodge_store::StoreError::Corrupt(
+                    "what the batch shared could not be written".into(),
+                ));
+            }
             Ok(())
         }
 
         async fn refuse<C: lodge_store::SqlConn>(
             _db: &mut C,
             unit: &u32,
-            _shared: Option<&mut ()>,
+            _shared: Option<&mut bool>,
         ) -> crate::Result<Option<crate::ServiceError>> {
             Ok((*unit >= 20).then(|| crate::ServiceError::field("unit", "refused first")))
         }
@@ -680,7 +688,7 @@ mod tests {
         async fn write_one<C: lodge_store::SqlConn>(
             _db: &mut C,
             unit: &u32,
-            shared: Option<&mut ()>,
+            shared: Option<&mut bool>,
         ) -> crate::Result<(u32, bool)> {
             if (10..20).contains(unit) {
                 return Err(crate::ServiceError::field("unit", "failed writing"));
@@ -698,8 +706,9 @@ mod tests {
     }
 
     /// A unit refused before it writes is its own outcome and the batch goes on as one; a
-    /// unit failing in its write makes the batch run again with savepoints. On the batch
-    /// writer and on a pool connection.
+    /// unit failing in its write makes the batch run again with savepoints, and so does a
+    /// failure of what the batch writes after its units (its settling), where every unit
+    /// is then written alone and whole. On the batch writer and on a pool connection.
     #[tokio::test]
     async fn a_unit_refused_before_writing_leaves_the_batch_as_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -718,6 +727,7 @@ mod tests {
         for (units, expected) in [
             (vec![1, 20, 3], ["1 whole", "refused", "3 whole"]),
             (vec![1, 10, 3], ["1 alone", "refused", "3 alone"]),
+            (vec![1, 7, 3], ["1 alone", "7 alone", "3 alone"]),
         ] {
             let on_writer = {
                 let units = units.clone();
