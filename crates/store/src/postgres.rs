@@ -23,10 +23,20 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// round trip to the server, one more for each of an order's reads and for each group
 /// commit, while a connection busy a moment ago is as alive as a ping would show. One
 /// that sat idle (through a server restart, say) is still checked and replaced.
+///
+/// No idle timeout or lifetime (sqlx closes idle connections after 10 minutes and any
+/// after 30 by default): with neither, sqlx starts no maintenance task, and that task can
+/// spin a core forever once the pool's idle count wraps below zero (sqlx issue 3645, fixed
+/// upstream by pull request 4289, in no 0.8 release). It did so in a test here, on the
+/// SQLite pools first (0f75326) and then on a default-configured pool. The cost: a
+/// node keeps the connections a busy moment opened (at most 32) until it stops.
 pub(crate) async fn connect(url: &str) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     Ok(AnyPoolOptions::new()
         .max_connections(32)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

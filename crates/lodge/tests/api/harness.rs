@@ -144,8 +144,12 @@ where
 /// consistency checks, every dead job (unless expected), and an expected dead job missing.
 async fn shutdown_problems(database_url: &str, expected: &Expected) -> Vec<String> {
     sqlx::any::install_default_drivers();
+    // No idle timeout or lifetime, so no sqlx maintenance task: it spun here once and
+    // hung a test (sqlx issue 3645; see lodge_store's pools).
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect(database_url)
         .await
         .expect("connect for the shutdown checks");
