@@ -196,13 +196,42 @@ impl Lodge {
             ));
         }
         drop(conn);
+        // The claimed change runs to its end in its own task: a request dropped half-way
+        // (the client gone, a proxy's timeout) would otherwise leave the claim held, every
+        // change refused until it lapsed, and perhaps a new password on the server that
+        // Lodge never recorded.
+        let this = self.clone();
+        let (hosting, username) = (h.id, row.username.clone());
+        let mariadb = db.clone();
+        let change = tokio::spawn(async move {
+            this.change_claimed_password(&mariadb, hosting, &username, until)
+                .await
+        });
+        let password = change.await.map_err(|e| {
+            ServiceError::Internal(format!("the database password's change failed: {e}"))
+        })??;
+        let row = databases::get(self.store.writer(), h.id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        Ok(Self::view(&db, &row, Some(password)))
+    }
+
+    /// Sets a new password on the server and records it, holding the claim `until`; the
+    /// claim let go either way.
+    async fn change_claimed_password(
+        &self,
+        db: &MariaDb,
+        hosting: HostingId,
+        username: &str,
+        until: i64,
+    ) -> Result<String> {
         let password = mariadb::new_password();
         let set = async {
             let sealed = self.sealer.seal(&password)?;
             // Bounded well inside the claim, so the claim outlasts the change.
             match tokio::time::timeout(
                 PASSWORD_CHANGE_CLAIM / 4,
-                db.set_password(&row.username, &password),
+                db.set_password(username, &password),
             )
             .await
             {
@@ -221,22 +250,18 @@ impl Lodge {
                 // The server kept the old password (or, timed out, may hold the new one,
                 // which no one was shown: a new change sets another).
                 let mut conn = self.store.write_conn().await?;
-                databases::release_password_change(&mut conn, h.id, until).await?;
+                databases::release_password_change(&mut conn, hosting, until).await?;
                 return Err(e);
             }
         };
         let mut conn = self.store.write_conn().await?;
-        if !databases::finish_password_change(&mut conn, h.id, until, &sealed, self.now_us())
+        if !databases::finish_password_change(&mut conn, hosting, until, &sealed, self.now_us())
             .await?
         {
             return Err(ServiceError::Internal(
                 "the database password's change lost its claim".into(),
             ));
         }
-        drop(conn);
-        let row = databases::get(self.store.writer(), h.id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        Ok(Self::view(&db, &row, Some(password)))
+        Ok(password)
     }
 }

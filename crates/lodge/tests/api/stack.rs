@@ -428,6 +428,52 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             .await
             .ok();
 
+        // A change whose request is dropped half-way (the client gone while the database
+        // server is slow; here a global read lock holds the server's ALTER USER): the
+        // change still ends, its claim let go and the password the server holds recorded.
+        let mut lock = admin(my).await;
+        sqlx::raw_sql("FLUSH TABLES WITH READ LOCK")
+            .execute(&mut lock)
+            .await
+            .expect("a global read lock");
+        let dropped =
+            tokio::time::timeout(Duration::from_secs(2), app.post(&reset_path, &key, &empty)).await;
+        assert!(dropped.is_err(), "the change waits for the server: {dropped:?}");
+        sqlx::raw_sql("UNLOCK TABLES")
+            .execute(&mut lock)
+            .await
+            .expect("unlock");
+        lock.close().await.ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let newest = loop {
+            let (status, body) = app.post(&reset_path, &key, &empty).await;
+            match status {
+                StatusCode::OK => break str_of(&body, "password").to_owned(),
+                // The dropped request's change finishing: a moment, not the claim's minutes.
+                StatusCode::CONFLICT if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("a change after a dropped one answered {other}: {body}"),
+            }
+        };
+        customer_login(my, &db, &newest)
+            .await
+            .expect("the password shown after the dropped change")
+            .close()
+            .await
+            .ok();
+        app.lodge
+            .create_database(&row, &user)
+            .await
+            .expect("the database again");
+        customer_login(my, &db, &newest)
+            .await
+            .expect("the recorded password is the one shown")
+            .close()
+            .await
+            .ok();
+        let new_password = newest;
+
         // Suspension: no PHP, no database login; twice is harmless.
         let (status, body) = staff(&app, &id, "suspend").await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
