@@ -117,7 +117,8 @@ struct Global {
     /// (through PowerDNS, with --pdns-api-url).
     #[arg(long, global = true, env = "LODGE_ACME_CHALLENGE")]
     acme_challenge: Option<String>,
-    /// A PEM file of extra root CAs to trust for the ACME server (e.g. pebble's test CA).
+    /// A PEM file of the CAs to trust for the ACME server, every certificate in it, instead
+    /// of the system's (a private CA's bundle, or a test CA such as pebble's).
     #[arg(long, global = true, env = "LODGE_ACME_CA_FILE")]
     acme_ca_file: Option<String>,
     /// Stripe secret key (sk_… or rk_…): turns on card payments. Prefer the environment

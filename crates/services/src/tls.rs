@@ -403,8 +403,7 @@ impl Lodge {
     async fn acme_account(&self, acme: &AcmeSettings) -> Result<Account> {
         let builder = || -> Result<instant_acme::AccountBuilder> {
             match &acme.ca_file {
-                Some(path) => Account::builder_with_root(path)
-                    .map_err(|e| tls_err(format!("the ACME CA file {}: {e}", path.display()))),
+                Some(path) => builder_with_roots(path),
                 None => Account::builder().map_err(tls_err),
             }
         };
@@ -620,9 +619,68 @@ fn der_not_after(cert: &[u8]) -> Option<jiff::Timestamp> {
     iso.parse().ok()
 }
 
+/// An ACME account builder whose HTTPS client trusts every certificate in the PEM file at
+/// `path` (a private CA's bundle: its roots and intermediates, in any order), and only
+/// those. instant-acme's own `builder_with_root` takes the file's first certificate alone.
+fn builder_with_roots(path: &std::path::Path) -> Result<instant_acme::AccountBuilder> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let file_err =
+        |e: &dyn std::fmt::Display| tls_err(format!("the ACME CA file {}: {e}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| file_err(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| file_err(&e))?;
+        roots.add(cert).map_err(|e| file_err(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err(&"no PEM certificate in it"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    Ok(Account::builder_with_http(Box::new(client)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_acme_ca_file_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            rcgen::CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap()
+                .pem()
+        };
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", pem("a.test"), pem("b.test"))).unwrap();
+        assert!(builder_with_roots(&bundle).is_ok());
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let e = builder_with_roots(&empty).err().unwrap().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = builder_with_roots(&dir.path().join("missing.pem"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+    }
 
     #[test]
     fn reads_the_expiry_of_a_certificate() {

@@ -471,6 +471,17 @@ async fn dns_01_issues_through_the_powerdns_zone(engine: Engine) {
     let root = s.pebble.issuing_root().await.expect("pebble's root");
     let mut opts = options(&s, s.pebble.directory_url());
     opts.acme_challenge = Some("dns-01".into());
+    // The CA file as a private CA's bundle often is: another certificate before the one
+    // that signed the ACME server's (every certificate in it is trusted, not the first).
+    let bundle_dir = tempfile::tempdir().expect("a temp dir");
+    let bundle = bundle_dir.path().join("ca-bundle.pem");
+    let other = lodge_testkit::tls::Cert::self_signed().expect("another certificate");
+    std::fs::write(
+        &bundle,
+        format!("{}\n{}", other.cert_pem, s.pebble.listener_ca_pem()),
+    )
+    .expect("the bundle");
+    opts.acme = Some((s.pebble.directory_url(), bundle));
     let tls_port = s.tls_port;
     harness::run(engine, opts, |app| async move {
         add_credit(&app, &app.org_id(), "100.00").await;
