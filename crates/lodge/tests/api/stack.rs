@@ -248,6 +248,35 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         );
         let body = fetch_until(port, domain, &path, "open_basedir", |s, _| s == 200).await;
         assert_eq!(body, "bool(false)\nbool(false)\n", "open_basedir refuses both");
+        // Uploads and sessions in directories of the pool's user alone (another account
+        // can neither read them nor plant a session file there), and sessions work.
+        let pool_uid = std::process::Command::new("id")
+            .args(["-u", fpm.pool_user()])
+            .output()
+            .expect("id -u");
+        let pool_uid: u32 = String::from_utf8_lossy(&pool_uid.stdout)
+            .trim()
+            .parse()
+            .expect("the pool user's uid");
+        for dir in [home.join("tmp"), home.join("tmp").join("sessions")] {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = std::fs::metadata(&dir).expect("the temporary directory");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{}", dir.display());
+            assert_eq!(meta.uid(), pool_uid, "{}", dir.display());
+        }
+        std::fs::write(
+            public.join("session.php"),
+            "<?php session_start(); $_SESSION['n'] = 1; session_write_close(); echo session_id();",
+        )
+        .expect("session.php");
+        let sid = fetch_until(port, domain, "/session.php", "a session", |s, b| {
+            s == 200 && !b.is_empty()
+        })
+        .await;
+        assert!(
+            home.join("tmp").join("sessions").join(format!("sess_{sid}")).exists(),
+            "the session is kept in the account's directory ({sid})"
+        );
         // The source is never served as text.
         let (status, body) = http_get(port, domain, "/missing.php").await.expect("GET");
         assert_eq!(status, 404, "{body}");

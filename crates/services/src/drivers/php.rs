@@ -124,15 +124,47 @@ impl PhpPools {
         )
     }
 
-    /// The pool file of an account whose home is `home`.
-    pub fn pool_file(&self, a: &Account, home: &Path) -> String {
-        let home = absolute(home);
+    /// The system user and group the account's pool runs as.
+    pub fn pool_identity(&self, a: &Account) -> (String, String) {
         let user = self.cfg.pool_user.replace("{user}", &a.username);
         let group = self
             .cfg
             .pool_group
             .as_deref()
             .map_or_else(|| user.clone(), |g| g.replace("{user}", &a.username));
+        (user, group)
+    }
+
+    /// The numeric ids of the pool's user and group, looked up as the system does (NSS).
+    async fn pool_ids(
+        &self,
+        a: &Account,
+    ) -> Result<(nix::unistd::Uid, nix::unistd::Gid), DriverError> {
+        let (user, group) = self.pool_identity(a);
+        tokio::task::spawn_blocking(move || {
+            let uid = nix::unistd::User::from_name(&user)
+                .map_err(|e| err(&format!("looking up the pool's user {user}"), e))?
+                .ok_or_else(|| {
+                    err(
+                        "the pool's user",
+                        format!("{user} does not exist (create it, or set the PHP pool user)"),
+                    )
+                })?
+                .uid;
+            let gid = nix::unistd::Group::from_name(&group)
+                .map_err(|e| err(&format!("looking up the pool's group {group}"), e))?
+                .ok_or_else(|| err("the pool's group", format!("{group} does not exist")))?
+                .gid;
+            Ok((uid, gid))
+        })
+        .await
+        .map_err(|e| err("looking up the pool's user", e))?
+    }
+
+    /// The pool file of an account whose home is `home`.
+    pub fn pool_file(&self, a: &Account, home: &Path) -> String {
+        let home = absolute(home);
+        let (user, group) = self.pool_identity(a);
         let tmp = home.join("tmp");
         let mb = self.upload_mb(a);
         format!(
@@ -260,13 +292,18 @@ impl PhpPools {
     pub async fn install(&self, a: &Account, home: &Path) -> Result<(), DriverError> {
         let _guard = self.lock.lock().await;
         let tmp = home.join("tmp");
+        let (uid, gid) = self.pool_ids(a).await?;
         for dir in [tmp.clone(), tmp.join("sessions")] {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|e| err("creating the account's temporary directory", e))?;
-            // Written by the pool's user, listed by nobody else (like /tmp, unlistable).
+            // The pool's user's alone: uploads and sessions are nobody else's to read, and
+            // a directory others may write to would let another account plant a session
+            // file (`sess_<id>`) that this account's PHP then trusts.
+            std::os::unix::fs::chown(&dir, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(|e| err("giving the temporary directory to the pool's user", e))?;
             use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1733))
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                 .await
                 .map_err(|e| err("setting the temporary directory's mode", e))?;
         }
@@ -330,5 +367,54 @@ impl PhpPools {
             self.reload().await?;
         }
         Self::wait_socket(&sock, false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str) -> Account {
+        Account {
+            username: name.into(),
+            domain: "example.com".into(),
+            package: "starter".into(),
+            password: None,
+            server: "localhost".into(),
+            limits: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pool_user_that_does_not_exist_is_named() {
+        let base = tempfile::tempdir().unwrap();
+        let mut cfg = PhpConfig::default_under(base.path());
+        cfg.pool_user = "lodge-{user}".into();
+        let pools = PhpPools::new(cfg);
+        let a = account("nosuchacct1");
+        assert_eq!(
+            pools.pool_identity(&a),
+            (
+                "lodge-nosuchacct1".to_owned(),
+                "lodge-nosuchacct1".to_owned()
+            )
+        );
+        let e = pools
+            .install(&a, &base.path().join("home"))
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("lodge-nosuchacct1 does not exist"), "{e:?}");
+        assert!(
+            !base.path().join("home").join("tmp").exists(),
+            "nothing made"
+        );
+        // The system's own user (root here, or whoever runs the tests) is found.
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap();
+        let mut cfg = PhpConfig::default_under(base.path());
+        cfg.pool_user = me.name;
+        let (uid, _) = PhpPools::new(cfg).pool_ids(&a).await.unwrap();
+        assert_eq!(uid, nix::unistd::geteuid());
     }
 }
