@@ -133,6 +133,42 @@ impl DomainName {
     }
 }
 
+/// The site a hosting account's name serves: the name without a leading `www.` label. An
+/// account answers to both forms, so `example.com` and `www.example.com` are one site.
+pub fn site_of(name: &str) -> &str {
+    match name.strip_prefix("www.") {
+        Some(rest) if rest.contains('.') => rest,
+        _ => name,
+    }
+}
+
+/// The names a hosting account for `name` answers to: its site and `www.` before it.
+pub fn site_forms(name: &str) -> [String; 2] {
+    let site = site_of(name);
+    [site.to_owned(), format!("www.{site}")]
+}
+
+/// The sites above `name`'s, down to its registrable domain by the Public Suffix List
+/// (`shop.victim.co.uk`: `victim.co.uk`; `a.b.example.com`: `b.example.com`, `example.com`),
+/// nearest first; none for a registrable domain itself. `None` when the site is a public
+/// suffix (`co.uk`, `github.io`): no one's site can be there.
+pub fn parent_sites(name: &str) -> Option<Vec<&str>> {
+    let site = site_of(name);
+    let registrable = psl::domain_str(site)?;
+    let mut parents = Vec::new();
+    let mut rest = site;
+    while rest.len() > registrable.len() {
+        match rest.split_once('.') {
+            Some((_, up)) => {
+                parents.push(up);
+                rest = up;
+            }
+            None => break,
+        }
+    }
+    Some(parents)
+}
+
 impl fmt::Display for DomainName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -213,6 +249,45 @@ pub(crate) fn mixed_scripts(label: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_site_is_its_name_with_or_without_www() {
+        assert_eq!(site_of("www.example.com"), "example.com");
+        assert_eq!(site_of("example.com"), "example.com");
+        assert_eq!(site_of("www.com"), "www.com");
+        assert_eq!(site_of("wwwexample.com"), "wwwexample.com");
+        assert_eq!(site_of("www.www.example.com"), "www.example.com");
+        assert_eq!(
+            site_forms("www.example.com"),
+            ["example.com".to_owned(), "www.example.com".to_owned()]
+        );
+        assert_eq!(site_forms("example.com"), site_forms("www.example.com"));
+    }
+
+    #[test]
+    fn parent_sites_stop_at_the_registrable_domain() {
+        assert_eq!(parent_sites("example.com"), Some(vec![]));
+        assert_eq!(parent_sites("www.example.com"), Some(vec![]));
+        assert_eq!(parent_sites("shop.example.com"), Some(vec!["example.com"]));
+        assert_eq!(
+            parent_sites("a.b.example.com"),
+            Some(vec!["b.example.com", "example.com"])
+        );
+        assert_eq!(
+            parent_sites("shop.victim.co.uk"),
+            Some(vec!["victim.co.uk"])
+        );
+        assert_eq!(parent_sites("victim.co.uk"), Some(vec![]));
+        assert_eq!(parent_sites("me.github.io"), Some(vec![]));
+        assert_eq!(parent_sites("co.uk"), None);
+        assert_eq!(parent_sites("www.co.uk"), None);
+        assert_eq!(parent_sites("github.io"), None);
+        assert_eq!(parent_sites("xn--mnchen-3ya.de"), Some(vec![]));
+        assert_eq!(
+            parent_sites("shop.example.invalidtld"),
+            Some(vec!["example.invalidtld"])
+        );
+    }
     use proptest::prelude::*;
 
     fn parse(s: &str) -> DomainName {

@@ -371,9 +371,35 @@ pub async fn hosting_page(
     Ok((rows, count))
 }
 
-/// Whether a live hosting account carries this name.
+/// Whether a live hosting account answers to this name: carries it, or its other form
+/// with or without `www.` ([`lodge_core::domain::site_forms`]).
 pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Result<bool> {
-    Ok(!live_hosting_names(conn, &[name]).await?.is_empty())
+    let [site, www] = lodge_core::domain::site_forms(name);
+    Ok(!live_hosting_names(conn, &[&site, &www]).await?.is_empty())
+}
+
+/// Whether a live hosting account of another organization than `org` carries one of
+/// `parents` (the sites above a name's, [`lodge_core::domain::parent_sites`]).
+pub async fn live_parent_elsewhere<C: SqlConn>(
+    conn: &mut C,
+    parents: &[&str],
+    org: OrganizationId,
+) -> Result<bool> {
+    if parents.is_empty() {
+        return Ok(false);
+    }
+    let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
+    let names = (0..parents.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT COUNT(*) FROM hosting WHERE domain_name IN ({names}) AND {live} \
+         AND organization_id <> $1"
+    );
+    let mut args = vec![crate::Val::from(org.to_string())];
+    args.extend(parents.iter().map(|p| crate::Val::from((*p).to_owned())));
+    Ok(conn.fetch_int(&sql, args).await?.unwrap_or(0) > 0)
 }
 
 /// Which of `names` live hosting accounts carry, in one statement (as

@@ -486,7 +486,8 @@ pub struct OrderQuotas {
 }
 
 /// What validating an order reads from the database, in one statement: the
-/// organization's [`OrderQuotas`], whether a live hosting account already has the name,
+/// organization's [`OrderQuotas`], whether a live hosting account already answers to the
+/// name (it, or its other form with or without `www.`),
 /// and whether an active server of the plan's driver without a capacity limit serves the
 /// plan (when none does, the caller counts the limited ones, [`crate::servers::place`]).
 #[derive(Debug, Clone, Copy)]
@@ -503,7 +504,7 @@ pub(crate) static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock
     let live = crate::expand_in_lists(&format!("status IN {}", *crate::hosting::LIVE_HOSTING));
     format!(
         "SELECT {}, \
-         (SELECT COUNT(*) FROM hosting WHERE domain_name = $3 AND {live}), \
+         (SELECT COUNT(*) FROM hosting WHERE domain_name IN ($3, $5) AND {live}), \
          (SELECT COUNT(*) FROM (SELECT 1 FROM servers s WHERE {} AND s.capacity = 0 LIMIT 1) x) \
          FROM organizations o WHERE o.id = $4",
         quota_columns!(),
@@ -520,15 +521,15 @@ pub async fn order_facts<C: SqlConn>(
     driver: &str,
     plan: PlanId,
 ) -> Result<Option<OrderFacts>> {
+    // Both forms of the name's site: an account answers to its name with and without `www.`.
+    let (site, www) = match name.map(lodge_core::domain::site_forms) {
+        Some([site, www]) => (Some(site), Some(www)),
+        None => (None, None),
+    };
     let Some(row) = conn
         .fetch_row(
             &ORDER_FACTS,
-            vals![
-                driver,
-                plan.to_string(),
-                name.map(str::to_owned),
-                org.to_string()
-            ],
+            vals![driver, plan.to_string(), site, org.to_string(), www],
         )
         .await?
     else {

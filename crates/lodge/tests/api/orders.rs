@@ -42,7 +42,74 @@ on_both_engines!(
     demo_journey_pending_then_active_from_credit,
     hosting_and_domain_endpoints_manage_accounts,
     staff_credit_with_an_idempotency_key_is_added_once,
+    a_site_answers_to_one_account_only,
 );
+
+/// An account answers to its name with and without `www.` (nginx's `server_name`, its
+/// zone's records), so the other form is taken with it, for every organization; a name
+/// under another customer's site (its zone would shadow theirs on the shared nameservers,
+/// nginx would serve it) is refused, under one's own it is not; no site on a public suffix.
+/// With an `Idempotency-Key` (checked while validated) and without (checked when written).
+async fn a_site_answers_to_one_account_only(app: TestApp) {
+    let plan = starter(&app);
+    let (b_org, b_project, b_key) = crate::harness::other_tenant(&app, "site-b").await;
+    add_credit(&app, &b_org, "100.00").await;
+    let b_order = |body: Value| {
+        let (path, key) = (order_path(&b_org, &b_project), b_key.clone());
+        let app = &app;
+        async move { app.post(&path, &key, &body).await }
+    };
+    let refused = |status: StatusCode, body: &Value, what: &str| {
+        assert_fields(status, body, &["domain_name"], what);
+        let m = body["domain_name"][0].as_str().unwrap_or_default();
+        assert!(
+            m.contains("not available for a new hosting account"),
+            "{what}: {body}"
+        );
+    };
+    created_pair(order(&app, &external(&plan, "site.example")).await);
+
+    let before = counts(&app).await;
+    let (status, body) = order(&app, &external(&plan, "www.site.example")).await;
+    refused(status, &body, "www. of one's own site");
+    let (status, body, _) =
+        order_keyed(&app, "www-twin", &external(&plan, "www.site.example")).await;
+    refused(status, &body, "www. of one's own site, keyed");
+    let (status, body) = b_order(external(&plan, "www.site.example")).await;
+    refused(status, &body, "www. of another's site");
+    let (status, body) = b_order(external(&plan, "WWW.Site.Example.")).await;
+    refused(status, &body, "www. of another's site, written otherwise");
+    let (status, body) = b_order(external(&plan, "shop.site.example")).await;
+    refused(status, &body, "under another's site");
+    let (status, body) = b_order(external(&plan, "a.b.site.example")).await;
+    refused(status, &body, "deep under another's site");
+    assert_eq!(counts(&app).await, before, "nothing written");
+
+    // The other way round: www. first, then the bare name.
+    created_pair(b_order(external(&plan, "www.other.example")).await);
+    let (status, body) = order(&app, &external(&plan, "other.example")).await;
+    refused(status, &body, "the bare name of another's www. site");
+    let (status, body, _) = order_keyed(&app, "bare-twin", &external(&plan, "other.example")).await;
+    refused(status, &body, "the bare name of another's www. site, keyed");
+
+    // Under one's own site: allowed (an account per part of one's own domain).
+    created_pair(order(&app, &external(&plan, "shop.site.example")).await);
+    // No site on a public suffix.
+    for name in ["co.uk", "www.co.uk", "github.io"] {
+        let (status, body) = b_order(external(&plan, name)).await;
+        assert_fields(status, &body, &["domain_name"], name);
+        let m = body["domain_name"][0].as_str().unwrap_or_default();
+        assert!(m.contains("public suffix"), "{name}: {body}");
+    }
+    // A name beside another's (a sibling, or another registrable domain) is free.
+    created_pair(b_order(external(&plan, "site-two.example")).await);
+    app.stop().await;
+}
+
+#[track_caller]
+fn created_pair((status, body): (StatusCode, Value)) -> Value {
+    created(status, body)
+}
 
 /// A staff deposit retried with the same `Idempotency-Key` (five times at once) adds the
 /// credit once; another key adds it again; the same key with another amount is refused.

@@ -171,6 +171,21 @@ impl Lodge {
         // and whether a server without a limit serves the plan. With `DbChecks::AtWrite`
         // and nothing else wrong, left to the write ([`super::write::refusal`]).
         let name = domain.as_ref().map(DomainPlan::name);
+        // The sites above the name's, where another customer's site would hold it.
+        let parents = match name.map(lodge_core::domain::parent_sites) {
+            Some(None) => {
+                v.add(
+                    "domain_name",
+                    format!(
+                        "{} is a public suffix: no site can be hosted on it.",
+                        name.unwrap_or_default()
+                    ),
+                );
+                Vec::new()
+            }
+            Some(Some(parents)) => parents,
+            None => Vec::new(),
+        };
         let mut unlimited_server = false;
         let at_write = checks.now_if(!v.is_empty()) == DbChecks::AtWrite;
         if at_write {
@@ -180,7 +195,9 @@ impl Lodge {
             let facts = orgs::order_facts(&mut db, org, name, &p.row.driver, p.row.id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            if facts.name_has_live_hosting {
+            if facts.name_has_live_hosting
+                || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
+            {
                 v.add("domain_name", name_taken(name.unwrap_or_default()));
             }
             for (field, message) in
@@ -191,7 +208,9 @@ impl Lodge {
             unlimited_server = facts.unlimited_server;
         } else if let Some(name) = name {
             let mut db = self.store.read_conn().await?;
-            if hosting::live_hosting_for_name(&mut db, name).await? {
+            if hosting::live_hosting_for_name(&mut db, name).await?
+                || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
+            {
                 v.add("domain_name", name_taken(name));
             }
         }

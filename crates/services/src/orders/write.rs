@@ -61,7 +61,12 @@ impl OrderMemo {
             applied: billing::PendingMoves::default(),
             servers: HashMap::new(),
             keys: None,
-            names_to_read: names,
+            // Both forms of each name's site: an account answers to its name with and
+            // without `www.`.
+            names_to_read: names
+                .iter()
+                .flat_map(|n| lodge_core::domain::site_forms(n))
+                .collect(),
             live_names: HashSet::new(),
             checked: None,
         }
@@ -76,7 +81,9 @@ impl OrderMemo {
             self.live_names.extend(live);
             self.names_to_read = Vec::new();
         }
-        Ok(self.live_names.contains(name))
+        Ok(lodge_core::domain::site_forms(name)
+            .iter()
+            .any(|n| self.live_names.contains(n)))
     }
 
     /// The next order's reserved keys (the batch's, reserved at the first call); `None`
@@ -141,10 +148,15 @@ pub(crate) async fn refusal<C: SqlConn>(
 ) -> Result<std::result::Result<Placement, ServiceError>> {
     let mut v = crate::Validator::new();
     let name = o.domain.name();
-    let taken = match memo.as_deref_mut() {
+    let mut taken = match memo.as_deref_mut() {
         Some(m) => m.name_taken(conn, name).await?,
         None => hosting::live_hosting_for_name(conn, name).await?,
     };
+    if !taken {
+        // Under another customer's site (rare: a name below its registrable domain).
+        let parents = lodge_core::domain::parent_sites(name).unwrap_or_default();
+        taken = hosting::live_parent_elsewhere(conn, &parents, o.organization).await?;
+    }
     if taken {
         v.add("domain_name", super::validate::name_taken(name));
     }
