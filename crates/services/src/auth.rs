@@ -123,6 +123,17 @@ impl Access {
         &self.principal
     }
 
+    /// `403` for a guest: it sees only the projects it was added to, not what is the whole
+    /// organization's (its invoices, its credit, its account as `/apiv2` shows it).
+    pub fn require_org_wide(&self) -> Result<()> {
+        if self.role == Role::Guest {
+            return Err(ServiceError::Forbidden(
+                "A guest sees only the projects it was added to, not the organization's billing or account.".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Guests see only the projects they were added to.
     pub fn guest_user(&self) -> Option<UserId> {
         (self.role == Role::Guest).then_some(self.principal.user)
@@ -513,7 +524,10 @@ impl Lodge {
                     ServiceError::Unauthorized("This login has no customer account.".to_owned())
                 })?,
         };
-        self.access(p, org).await
+        // `/apiv2` shows and bills the whole account: not a guest's.
+        let access = self.access(p, org).await?;
+        access.require_org_wide()?;
+        Ok(access)
     }
 
     /// Access to a project of `org`: `NotFound` for another organization's project or, for a

@@ -139,6 +139,7 @@ impl Lodge {
         limit: i64,
         offset: i64,
     ) -> Result<(i64, Vec<LedgerRow>, i64)> {
+        access.require_org_wide()?;
         let org = self.organization(access).await?;
         let (rows, count) =
             billing::ledger_page(self.store.reader(), access.organization, limit, offset).await?;
@@ -166,6 +167,7 @@ impl Lodge {
 
     /// An invoice of the caller's organization (`NotFound` for anyone else's).
     pub async fn org_invoice(&self, access: &Access, id: i64) -> Result<InvoiceDetail> {
+        access.require_org_wide()?;
         let d = self.invoice_detail(id).await?;
         if d.invoice.organization_id != access.organization {
             return Err(ServiceError::NotFound);

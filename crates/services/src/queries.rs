@@ -186,6 +186,7 @@ impl Lodge {
         limit: i64,
         offset: i64,
     ) -> Result<Page<InvoiceRow>> {
+        access.require_org_wide()?;
         let (rows, count) = billing::invoices_page(
             self.store.reader(),
             access.organization,

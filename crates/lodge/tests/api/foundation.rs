@@ -486,6 +486,37 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
     assert_detail(status, &body, StatusCode::NOT_FOUND);
     let (status, body) = app.post(&projects, &guest, &json!({ "name": "x" })).await;
     assert_detail(status, &body, StatusCode::FORBIDDEN);
+    // Nor the organization's billing, in either dialect (`/apiv2` is the whole account).
+    for path in [
+        format!("/v1/organizations/{org}/invoices"),
+        format!("/v1/organizations/{org}/invoices/1"),
+        format!("/v1/organizations/{org}/credit"),
+    ] {
+        let (status, body) = app.get(&path, &guest).await;
+        assert_detail(status, &body, StatusCode::FORBIDDEN);
+        assert!(
+            body["detail"].as_str().unwrap().contains("guest"),
+            "{path}: {body}"
+        );
+        let (status, _) = app.get(&path, &app.key()).await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "{path}: the owner");
+    }
+    for path in [
+        "/apiv2/billing/invoices",
+        "/apiv2/websites",
+        "/apiv2/account",
+    ] {
+        let resp = app
+            .client
+            .get(app.url(path))
+            .header("X-API-KEY", &guest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "403", "{path}: {body}");
+    }
     // The owner still sees everything.
     let (_, page) = app.get(&projects, &app.key()).await;
     assert_eq!(page["count"], 2, "{page}");
