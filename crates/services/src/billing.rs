@@ -329,12 +329,7 @@ impl Lodge {
             .await?
             .ok_or(ServiceError::NotFound)?;
         if let Some(existing) = billing::payment_by_reference(&mut *tx, method, reference).await? {
-            if existing.invoice_id != invoice {
-                return Err(ServiceError::field(
-                    "reference",
-                    "This reference was already recorded for another invoice.",
-                ));
-            }
+            same_payment(&existing, invoice, amount_minor, &inv.currency)?;
             tx.rollback().await.map_err(StoreError::from)?;
             return Ok(PaymentOutcome {
                 payment: existing,
@@ -372,12 +367,7 @@ impl Lodge {
             let existing = billing::payment_by_reference(self.store.reader(), method, reference)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            if existing.invoice_id != invoice {
-                return Err(ServiceError::field(
-                    "reference",
-                    "This reference was already recorded for another invoice.",
-                ));
-            }
+            same_payment(&existing, invoice, amount_minor, &inv.currency)?;
             let inv = billing::invoice(&mut self.store.read_conn().await?, invoice)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
@@ -828,6 +818,34 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
     }
     if let Some(k) = keyed {
         idempotency::answer_in(conn, &k.key, &k.outcome).await?;
+    }
+    Ok(())
+}
+
+/// A payment recorded again (a retry, the same bank line entered twice) is the one already
+/// recorded only when it is for the same invoice and the same amount; otherwise the
+/// reference is refused, so that staff never believe an amount was booked that was not.
+fn same_payment(
+    existing: &billing::PaymentRow,
+    invoice: i64,
+    amount_minor: i64,
+    currency: &str,
+) -> Result<()> {
+    if existing.invoice_id != invoice {
+        return Err(ServiceError::field(
+            "reference",
+            "This reference was already recorded for another invoice.",
+        ));
+    }
+    if existing.amount_minor != amount_minor {
+        let recorded = match lodge_core::Currency::parse(currency) {
+            Ok(c) => lodge_core::Money::new(existing.amount_minor, c).to_string(),
+            Err(_) => format!("{} minor units", existing.amount_minor),
+        };
+        return Err(ServiceError::field(
+            "reference",
+            format!("This reference was already recorded for this invoice with another amount ({recorded})."),
+        ));
     }
     Ok(())
 }

@@ -259,7 +259,9 @@ impl Lodge {
         if let Some(reference) = cash_reference {
             if let Some(existing) = refunds::cash_refund_by_reference(&mut tx, reference).await? {
                 tx.rollback().await.map_err(StoreError::from)?;
-                return self.already_recorded(existing, invoice).await;
+                return self
+                    .already_recorded(existing, invoice, req.amount_minor)
+                    .await;
             }
         }
         let cash_refunded = refunds::cash_refunded(&mut tx, invoice).await?;
@@ -298,7 +300,9 @@ impl Lodge {
                 None => None,
             }
             .ok_or_else(|| ServiceError::Internal("a refund was refused unseen".into()))?;
-            return self.already_recorded(existing, invoice).await;
+            return self
+                .already_recorded(existing, invoice, req.amount_minor)
+                .await;
         };
         if req
             .reference
@@ -378,12 +382,28 @@ impl Lodge {
     }
 
     /// The answer to a cash refund whose reference is recorded already: the first refund
-    /// when it was for this invoice (nothing changed), refused otherwise.
-    async fn already_recorded(&self, existing: RefundRow, invoice: i64) -> Result<RefundOutcome> {
+    /// when it was for this invoice and this amount (nothing changed), refused otherwise
+    /// (so that staff never believe an amount was recorded that was not).
+    async fn already_recorded(
+        &self,
+        existing: RefundRow,
+        invoice: i64,
+        amount_minor: i64,
+    ) -> Result<RefundOutcome> {
         if existing.invoice_id != invoice {
             return Err(ServiceError::field(
                 "reference",
                 "This reference was already recorded for a refund of another invoice.",
+            ));
+        }
+        if existing.amount_minor != amount_minor {
+            let cur = Currency::parse(&existing.currency).unwrap_or(Currency::USD);
+            return Err(ServiceError::field(
+                "reference",
+                format!(
+                    "This reference was already recorded for a refund of this invoice with another amount ({}).",
+                    lodge_core::Money::new(existing.amount_minor, cur)
+                ),
             ));
         }
         let state = self.refund_state(invoice).await?;

@@ -155,7 +155,8 @@ pub struct RecordedPayment {
 }
 
 /// Records a payment received outside Lodge. Paying the invoice in full activates its order
-/// once; the same method and reference again changes nothing (`200`).
+/// once; the same method, reference and amount again changes nothing (`200`); the same
+/// reference with another amount, or for another invoice, is refused (`400`).
 #[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/payments", tag = "admin",
     security(("bearer" = [])),
     params(("invoice_id" = i64, Path, description = "Invoice id")),
@@ -213,7 +214,7 @@ pub struct RefundInvoice {
     #[schema(max_length = 500)]
     pub reason: String,
     /// The bank's or gateway's reference of the money sent back: required for `cash`, where
-    /// the same reference again changes nothing.
+    /// the same reference and amount again changes nothing (another amount is refused).
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
     pub reference: Option<String>,
@@ -310,7 +311,8 @@ pub struct InvoiceRefunds {
 /// the organization's account credit or as a cash refund recorded with its bank or gateway
 /// reference. The invoice becomes `partially_refunded`, then `refunded`; its services stay
 /// as they are. A cash refund never exceeds the payments received less cash already
-/// refunded. The same cash reference again changes nothing (`200`); send an
+/// refunded. The same cash reference and amount again changes nothing (`200`; another
+/// amount under it is refused, `400`); send an
 /// `Idempotency-Key` to make any retry safe.
 #[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/refunds", tag = "admin",
     security(("bearer" = [])),

@@ -2052,6 +2052,24 @@ async fn same_payment_reference_cannot_pay_two_invoices(app: TestApp) {
         }
     }
     assert_eq!(app.count("payments").await, 5);
+
+    // The same reference again for the same invoice: the payment already recorded when
+    // the amount is the same (a retry), refused when it is not (nothing booked silently).
+    let z = placed(&app, &external(&plan, "z.race.example")).await;
+    let zi = int_of(&z, "invoice_id");
+    let (status, first) = pay(&app, &admin, zi, "2.00", "SAME-REF").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = pay(&app, &admin, zi, "2.00", "SAME-REF").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert!(first["payment"]["id"].is_string(), "{first}");
+    assert_eq!(again["payment"]["id"], first["payment"]["id"], "{again}");
+    assert_eq!(again["created"], false, "{again}");
+    let (status, other) = pay(&app, &admin, zi, "3.00", "SAME-REF").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{other}");
+    let m = other["reference"][0].as_str().unwrap_or_default();
+    assert!(m.contains("another amount (2.00 USD)"), "{other}");
+    assert_eq!(cents(&invoice(&app, zi).await["amount_paid"]), 200);
+    assert_eq!(app.count("payments").await, 6);
     app.stop().await;
 }
 

@@ -486,6 +486,17 @@ async fn a_retried_cash_reference_or_idempotency_key_refunds_once(app: TestApp) 
         assert_eq!(again["invoice"]["refunded"], "2.00", "{again}");
         assert_eq!(snapshot(&app, id).await, before);
     }
+    // The reference again with another amount: refused, not taken for the first.
+    let (status, r) = refund(
+        &app,
+        id,
+        &json!({ "amount": "3.00", "to": "cash", "reference": "WIRE-RETRY" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    let m = r["reference"][0].as_str().unwrap_or_default();
+    assert!(m.contains("another amount (2.00 USD)"), "{r}");
+    assert_eq!(snapshot(&app, id).await, before);
     // The same new reference five times at once: one refund, four answers of it.
     let body = json!({ "amount": "1.00", "to": "cash", "reference": "WIRE-RETRY-2" });
     let answers = join_all((0..5).map(|_| refund(&app, id, &body))).await;
