@@ -180,6 +180,35 @@ impl Lodge {
         }
     }
 
+    /// For a key Lodge derived itself (an identical `/apiv2` order sent again): forgets the
+    /// order stored under it when that order no longer stands (its account cancelled or
+    /// ended: the customer cancelled it, or deleted its invoice), so that the same order
+    /// sent again is placed anew instead of being answered with the dead one. True when
+    /// forgotten; a caller's own key is never forgotten.
+    pub async fn forget_gone_order(&self, key: &IdempotencyKey) -> Result<bool> {
+        if key.fresh_for_us.is_none() {
+            return Ok(false);
+        }
+        let mut conn = self.store.write_conn().await?;
+        let Some(row) = idempotency::get(&mut *conn, &key.scope, &key.key).await? else {
+            return Ok(false);
+        };
+        let Some(outcome) = row
+            .response
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<crate::orders::OrderOutcome>(b).ok())
+        else {
+            return Ok(false);
+        };
+        let stands = lodge_store::hosting::hosting(&mut *conn, outcome.hosting_id)
+            .await?
+            .is_some_and(|h| h.status.is_live());
+        if stands {
+            return Ok(false);
+        }
+        Ok(idempotency::forget_answered(&mut *conn, &key.scope, &key.key, row.created_at).await?)
+    }
+
     /// [`claim_in`] at this node's now.
     pub(crate) async fn claim_key_in<C: lodge_store::SqlConn>(
         &self,

@@ -35,6 +35,24 @@ pub async fn get<C: SqlConn>(
     }))
 }
 
+/// Forgets the key's stored response if it is still the one stored at `created_at` (not
+/// taken over meanwhile): true when it was.
+pub async fn forget_answered<C: SqlConn>(
+    conn: &mut C,
+    scope: &str,
+    key: &str,
+    created_at: i64,
+) -> Result<bool> {
+    let changed = conn
+        .exec(
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at = $3 \
+             AND response IS NOT NULL",
+            vals![scope, key, created_at],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// Keys one [`forget_before`] forgets at most.
 pub const FORGET_AT_ONCE: u64 = 1000;
 

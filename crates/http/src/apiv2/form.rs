@@ -624,7 +624,8 @@ pub const SAME_ORDER_WINDOW_SECS: i64 = 600;
 ///
 /// Safe to retry: with an `Idempotency-Key` header the first outcome is replayed for a day
 /// (the key is the caller's); without one, the same order from the same account within ten
-/// minutes is answered with the first order's outcome instead of "not available".
+/// minutes is answered with the first order's outcome instead of "not available", while
+/// that order stands (cancelled, or its invoice deleted, the same order is placed anew).
 #[utoipa::path(post, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "addWebsite",
     security(("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
@@ -684,17 +685,26 @@ pub async fn place_order(
         )),
     };
     let actor = format!("user:{}", customer.principal.user);
-    let answer = st
-        .lodge
-        .keyed(key.as_ref(), || async {
-            let mut v = st
-                .lodge
-                .validate_website_order(&customer.access, &b, DbChecks::AtWrite)
-                .await?;
-            v.idempotency = key.clone().map(Arc::new);
-            st.lodge.place_order(&v, &actor).await
-        })
-        .await;
+    let place = || async {
+        let mut v = st
+            .lodge
+            .validate_website_order(&customer.access, &b, DbChecks::AtWrite)
+            .await?;
+        v.idempotency = key.clone().map(Arc::new);
+        st.lodge.place_order(&v, &actor).await
+    };
+    let mut answer = st.lodge.keyed(key.as_ref(), place).await;
+    // The same order again after the first was cancelled (or its invoice deleted): placed
+    // anew, not answered with the dead one (only for the key derived here, not a caller's).
+    if let (Ok(a), Some(k)) = (&answer, key.as_ref()) {
+        if a.is_replay() {
+            match st.lodge.forget_gone_order(k).await {
+                Ok(true) => answer = st.lodge.keyed(key.as_ref(), place).await,
+                Ok(false) => {}
+                Err(e) => return V2Error::from(e).into_response(),
+            }
+        }
+    }
     let answer = match answer {
         Ok(a) => a,
         Err(ServiceError::Invalid(fields)) => {

@@ -21,6 +21,7 @@ use crate::on_both_engines;
 
 on_both_engines!(
     an_identical_order_sent_again_is_answered_with_the_first,
+    an_identical_order_after_the_first_was_cancelled_is_placed_anew,
     an_order_with_an_idempotency_key_is_replayed_and_its_key_bound_to_the_order,
     identical_orders_at_once_make_one_account,
     a_keyed_prepay_payment_is_replayed_and_pays_once,
@@ -130,6 +131,61 @@ async fn an_identical_order_sent_again_is_answered_with_the_first(app: TestApp) 
         mine["continue"], false,
         "the name is the neighbour's now: {mine}"
     );
+    app.stop().await;
+}
+
+/// The same order sent again (no key) after the first was cancelled, or its invoice
+/// deleted, is a new order, not the dead one's answer; with the caller's own key it is
+/// still the first answer (the key is the caller's promise that it is one request).
+async fn an_identical_order_after_the_first_was_cancelled_is_placed_anew(app: TestApp) {
+    for how in ["website", "invoice"] {
+        let name = format!("reorder-{how}.com");
+        let body = order_body(STARTER_PACKAGE, 1, &name);
+        let (status, replayed, first) = order(&app, None, &body).await;
+        assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+        assert_eq!(first["continue"], true, "{first}");
+        let path = match how {
+            "website" => format!("/apiv2/websites/{}", first["serviceid"]),
+            _ => format!("/apiv2/billing/invoices/{}", first["iid"].as_str().unwrap()),
+        };
+        let (status, gone) = v2(&app, Method::DELETE, &path, Auth::Key(&app.key()), None).await;
+        assert_eq!(status, StatusCode::OK, "{how}: {gone}");
+        assert_eq!(
+            hosting_named(&app, &name).await,
+            0,
+            "{how}: the first is dead"
+        );
+
+        let (status, replayed, second) = order(&app, None, &body).await;
+        assert_eq!(
+            (status, replayed),
+            (StatusCode::OK, false),
+            "{how}: {second}"
+        );
+        assert_eq!(second["continue"], true, "{how}: {second}");
+        assert_ne!(
+            second["serviceid"], first["serviceid"],
+            "{how}: a new order"
+        );
+        assert_ne!(second["iid"], first["iid"], "{how}: a new invoice");
+        assert_eq!(hosting_named(&app, &name).await, 1, "{how}");
+        // And that one is now what a retry is answered with.
+        let (status, replayed, third) = order(&app, None, &body).await;
+        assert_eq!((status, replayed), (StatusCode::OK, true), "{how}: {third}");
+        assert_eq!(third, second, "{how}");
+    }
+
+    // With the caller's key: the first answer, even once its order is cancelled.
+    let body = order_body(STARTER_PACKAGE, 1, "reorder-keyed.com");
+    let (status, _, first) = order(&app, Some("reorder-key"), &body).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let path = format!("/apiv2/websites/{}", first["serviceid"]);
+    let (status, gone) = v2(&app, Method::DELETE, &path, Auth::Key(&app.key()), None).await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    let (status, replayed, again) = order(&app, Some("reorder-key"), &body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(hosting_named(&app, "reorder-keyed.com").await, 0);
     app.stop().await;
 }
 
