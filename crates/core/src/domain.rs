@@ -127,6 +127,47 @@ impl DomainName {
         (!sld.is_empty() && !sld.contains('.')).then_some(sld)
     }
 
+    /// Why a registry would refuse to register this name as it is, `None` when it would
+    /// not: a label with hyphens in its third and fourth positions that is not an IDN
+    /// (`ab--cd`, reserved by RFC 5891 §4.2.3.1), or an IDN label with a character outside
+    /// IDNA2008's letters, marks and digits (RFC 5892: emoji, symbols, punctuation), which
+    /// UTS #46 lets through for lookups but registries do not register.
+    pub fn registration_problem(&self) -> Option<String> {
+        use unicode_general_category::{get_general_category, GeneralCategory as G};
+        for label in self.labels() {
+            if label.get(2..4) == Some("--") && !label.starts_with("xn--") {
+                return Some(format!(
+                    "{label} has hyphens in its third and fourth positions, which are reserved"
+                ));
+            }
+            if label.starts_with("xn--") {
+                let (unicode, decoded) = idna::domain_to_unicode(label);
+                if decoded.is_err() {
+                    return Some(format!("{label} is not a valid internationalized label"));
+                }
+                let refused = unicode.chars().find(|&c| {
+                    c != '-'
+                        && !matches!(
+                            get_general_category(c),
+                            G::LowercaseLetter
+                                | G::OtherLetter
+                                | G::ModifierLetter
+                                | G::DecimalNumber
+                                | G::NonspacingMark
+                                | G::SpacingMark
+                        )
+                });
+                if let Some(c) = refused {
+                    return Some(format!(
+                        "{c:?} (U+{:04X}) is not a letter, mark or digit (IDNA2008)",
+                        u32::from(c)
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// The Unicode form for display, e.g. `"bücher.example"`.
     pub fn to_unicode(&self) -> String {
         idna::domain_to_unicode(&self.0).0
@@ -249,6 +290,36 @@ pub(crate) fn mixed_scripts(label: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_registries_refuse_are_named() {
+        let problem = |n: &str| DomainName::parse(n).unwrap().registration_problem();
+        for ok in [
+            "example.com",
+            "my-shop.com",
+            "a-b-c.de",
+            "bücher.de",
+            "münchen.de",
+            "日本語.jp",
+            "हिन्दी.in",
+            "παράδειγμα.gr",
+            "xn--bcher-kva.de",
+            "x1.com",
+        ] {
+            assert_eq!(problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "😀😀.com",
+            "💩-shop.net",
+            "ab--cd.com",
+            "i♥ny.com",
+            "shop.ab--cd.com",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
+        assert!(problem("ab--cd.com").unwrap().contains("third and fourth"));
+        assert!(problem("😀.com").unwrap().contains("U+1F600"));
+    }
 
     #[test]
     fn a_site_is_its_name_with_or_without_www() {

@@ -473,9 +473,11 @@ impl Lodge {
                 None => (held, false, false),
             }
         };
-        let sellable = tld
-            .as_ref()
-            .is_some_and(|t| t.row.register_open == 1 && t.price_for_years(1).is_some());
+        // A name registries refuse (an emoji, reserved hyphens) is never available.
+        let sellable = name.registration_problem().is_none()
+            && tld
+                .as_ref()
+                .is_some_and(|t| t.row.register_open == 1 && t.price_for_years(1).is_some());
         let available = match &self.registrar {
             Some(r) if sellable && !held => match r.check(&name).await {
                 Ok(Availability::Unavailable) => false,

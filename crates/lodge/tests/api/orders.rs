@@ -43,7 +43,49 @@ on_both_engines!(
     hosting_and_domain_endpoints_manage_accounts,
     staff_credit_with_an_idempotency_key_is_added_once,
     a_site_answers_to_one_account_only,
+    names_registries_refuse_are_not_sold,
 );
+
+/// A name no registry would register (an emoji or symbol in an IDN label, hyphens in the
+/// third and fourth positions) is neither quoted, placed nor said available, in either
+/// dialect; a name inside a domain is told so; hosting for such a name that exists
+/// elsewhere (external) is not refused for it.
+async fn names_registries_refuse_are_not_sold(app: TestApp) {
+    let plan = starter(&app);
+    let before = counts(&app).await;
+    for name in ["😀😀.com", "💩-shop.net", "ab--cd.com", "i♥ny.com"] {
+        let (status, body) = order(&app, &register(&plan, name)).await;
+        assert_fields(status, &body, &["domain_name"], name);
+        let m = body["domain_name"][0].as_str().unwrap_or_default();
+        assert!(m.contains("cannot be registered"), "{name}: {body}");
+        let (status, c) = app
+            .get(&format!("/v1/domains/check/{name}"), &app.key())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {c}");
+        assert_eq!(c["availability"], "unavailable", "{name}: {c}");
+        let mut quote = json!({ "hostname": name, "packageId": 11447, "period": 1 });
+        quote["registerDomain"] = json!(true);
+        let (status, q) = crate::harness::v2(
+            &app,
+            Method::PUT,
+            "/apiv2/websites/order",
+            crate::harness::Auth::Key(&app.key()),
+            Some(&quote),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {q}");
+        assert_eq!(q["continue"], false, "{name}: {q}");
+    }
+    let (status, body) = order(&app, &register(&plan, "blog.brand-new.com")).await;
+    assert_fields(status, &body, &["domain_name"], "a name inside a domain");
+    let m = body["domain_name"][0].as_str().unwrap_or_default();
+    assert!(m.contains("not a registrable name"), "{body}");
+    assert_eq!(counts(&app).await, before, "nothing written");
+    // Pointing an existing name elsewhere is not registering it.
+    created_pair(order(&app, &external(&plan, "ab--cd.com")).await);
+    created_pair(order(&app, &register(&plan, "bücher-shop.com")).await);
+    app.stop().await;
+}
 
 /// An account answers to its name with and without `www.` (nginx's `server_name`, its
 /// zone's records), so the other form is taken with it, for every organization; a name

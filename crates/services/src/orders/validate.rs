@@ -22,6 +22,22 @@ pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
         .max_by_key(|t| t.row.tld.len())
 }
 
+/// The sold TLD a name lies under at any depth (`blog.example.com` under `com`), for a
+/// name [`tld_for`] does not find registrable.
+fn under_sold_tld<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c str> {
+    catalog
+        .tlds
+        .iter()
+        .filter(|t| t.row.is_active == 1)
+        .map(|t| t.row.tld.trim_start_matches('.'))
+        .filter(|t| {
+            name.as_str()
+                .strip_suffix(t)
+                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
+        })
+        .max_by_key(|t| t.len())
+}
+
 /// When [`Lodge::validate_order`] reads what the database says of an order: whether a live
 /// hosting account has its name, its organization's quotas, whether a server has room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,15 +365,29 @@ impl Lodge {
                     return Ok(None);
                 };
                 let Some(tld) = tld_for(catalog, &name) else {
-                    v.add(
-                        "domain_name",
-                        format!("The extension of {name} is not sold here."),
-                    );
+                    let message = match under_sold_tld(catalog, &name) {
+                        // `blog.example.com`: a name inside a domain, not a domain.
+                        Some(tld) => format!(
+                            "{name} is not a registrable name: a domain here is one label \
+                             before .{tld}."
+                        ),
+                        None => format!("The extension of {name} is not sold here."),
+                    };
+                    v.add("domain_name", message);
                     return Ok(None);
                 };
                 if name.split_registrable(&tld.row.tld).is_none() {
                     v.add("domain_name", format!("{name} is not a registrable name."));
                     return Ok(None);
+                }
+                if registering {
+                    if let Some(why) = name.registration_problem() {
+                        v.add(
+                            "domain_name",
+                            format!("{name} cannot be registered: {why}."),
+                        );
+                        return Ok(None);
+                    }
                 }
                 let open = if registering {
                     tld.row.register_open == 1

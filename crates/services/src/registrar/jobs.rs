@@ -85,6 +85,8 @@ impl Lodge {
         let price =
             crate::orders::validate::tld_for(&catalog, &parsed).and_then(|t| t.price_for_years(1));
         let availability = match &self.registrar {
+            // A name no registry registers (an emoji, reserved hyphens): not asked.
+            _ if parsed.registration_problem().is_some() => "unavailable",
             None => "unknown",
             Some(r) => match r.check(&parsed).await {
                 Ok(Availability::Available) => "available",
