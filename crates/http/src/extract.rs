@@ -141,6 +141,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Json<T> {
     }
 }
 
+/// A JSON body read with the request and judged when the handler asks ([`V1Later::get`]),
+/// after its access checks: as Django REST framework reads `request.data` lazily, a caller
+/// with no access to the path is answered `404`/`403` whatever the body, never a `400`
+/// that tells it the path's resource exists.
+#[derive(Debug)]
+pub struct V1Later<T>(Result<T, ApiError>);
+
+impl<T> V1Later<T> {
+    /// The body, or [`V1Json`]'s refusal of it.
+    pub fn get(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for V1Later<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Ok(V1Later(
+            V1Json::<T>::from_request(req, state)
+                .await
+                .map(|V1Json(t)| t),
+        ))
+    }
+}
+
 /// Query parameters read into `T`; an unreadable query string (a value of the wrong type, a
 /// parameter given twice) is a 400 in `/v1`'s shape, not axum's plain text.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Caller, PageQuery, Paginated, Staff, V1Json};
+use crate::extract::{path_id, Caller, PageQuery, Paginated, Staff, V1Later};
 use crate::wire::{money_str, Domain};
 use crate::AppState;
 
@@ -84,12 +84,13 @@ pub async fn set_auto_renew(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<AutoRenew>,
+    body: V1Later<AutoRenew>,
 ) -> ApiResult<Json<Domain>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     let d = st
         .lodge
         .set_auto_renew(&access, project, id, body.auto_renew)
@@ -150,12 +151,13 @@ pub async fn set_nameservers(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<Nameservers>,
+    body: V1Later<Nameservers>,
 ) -> ApiResult<Json<Domain>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     let d = st
         .lodge
         .set_nameservers(&access, project, id, &body.nameservers)
@@ -182,12 +184,13 @@ pub async fn set_lock(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<Lock>,
+    body: V1Later<Lock>,
 ) -> ApiResult<Json<Domain>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     let d = st
         .lodge
         .set_domain_lock(&access, project, id, body.locked)
@@ -365,12 +368,13 @@ pub async fn put_records(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<DomainRecordsInput>,
+    body: V1Later<DomainRecordsInput>,
 ) -> ApiResult<Json<DomainRecords>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     let input: Vec<lodge_services::dns::records::RecordInput> = body
         .records
         .into_iter()

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
-    parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Body, V1Json,
+    parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Body, V1Later,
 };
 use crate::idempotency;
 use crate::wire::{self, money_number, Hosting};
@@ -272,12 +272,13 @@ pub async fn change_password(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<PasswordRequest>,
+    body: V1Later<PasswordRequest>,
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: HostingId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     st.lodge
         .change_hosting_password(&access, Some(project), id, &body.password)
         .await?;
@@ -330,12 +331,13 @@ pub async fn cancel_hosting(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
-    V1Json(body): V1Json<CancelRequest>,
+    body: V1Later<CancelRequest>,
 ) -> ApiResult<Json<Hosting>> {
     let org: OrganizationId = path_id(&org)?;
     let project: ProjectId = path_id(&project)?;
     let id: HostingId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    let body = body.get()?;
     let kind = CancelType::parse(&body.kind)
         .ok_or_else(|| ServiceError::field("type", "\"immediate\" or \"end_of_period\"."))?;
     st.lodge

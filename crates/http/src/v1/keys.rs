@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Json};
+use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Later};
 use crate::wire::{ApiKey, CreatedApiKey};
 use crate::AppState;
 
@@ -96,11 +96,12 @@ pub async fn create_key(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path(org): Path<String>,
-    V1Json(body): V1Json<CreateKey>,
+    body: V1Later<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let org: OrganizationId = path_id(&org)?;
     let access = st.lodge.access(&p, org).await?;
     access.require_owner()?;
+    let body = body.get()?;
     let scopes = body.scopes.as_ref().map(Scopes::joined);
     if scopes.as_deref().is_some_and(|s| s.contains("admin")) && !p.is_staff {
         return Err(lodge_services::ServiceError::field(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Json};
+use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Later};
 use crate::wire::{Organization, Project};
 use crate::AppState;
 
@@ -74,10 +74,11 @@ pub async fn create_project(
     State(st): State<AppState>,
     Caller(p): Caller,
     Path(org): Path<String>,
-    V1Json(body): V1Json<CreateProject>,
+    body: V1Later<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     let org: OrganizationId = path_id(&org)?;
     let access = st.lodge.access(&p, org).await?;
+    let body = body.get()?;
     let row = st
         .lodge
         .create_project(&access, &body.name, &body.description)

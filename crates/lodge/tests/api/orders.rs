@@ -2190,6 +2190,26 @@ async fn other_organizations_and_viewers_are_kept_out(app: TestApp) {
             Some(register(&plan, "intruder.com")),
         ),
     ];
+    // Bodies that would be refused (empty, wrong): still not found, before any field error
+    // that would tell the path's resource exists.
+    let mut reqs = reqs;
+    for (method, path) in [
+        (Method::POST, format!("{base}/hosting/{h}/password")),
+        (Method::POST, format!("{base}/hosting/{h}/cancel")),
+        (Method::PUT, format!("{base}/domains/{d}/auto-renew")),
+        (Method::PUT, format!("{base}/domains/{d}/nameservers")),
+        (Method::PUT, format!("{base}/domains/{d}/lock")),
+        (Method::PUT, format!("{base}/domains/{d}/records")),
+        (Method::POST, format!("/v1/organizations/{org}/api-keys")),
+        (Method::POST, format!("/v1/organizations/{org}/projects")),
+    ] {
+        reqs.push((method.clone(), path.clone(), Some(json!({}))));
+        reqs.push((
+            method,
+            path,
+            Some(json!({ "password": 5, "nameservers": "x" })),
+        ));
+    }
     for (method, path, body) in &reqs {
         let (status, resp) = app
             .call(method.clone(), path, Some(&other_key), body.as_ref())
