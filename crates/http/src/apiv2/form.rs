@@ -556,7 +556,7 @@ pub async fn validate_order(
     if let Some(r) = no_body(&headers, &body) {
         return r;
     }
-    let (v, b) = match validate(&st, &customer, &body).await {
+    let (v, _) = match validate(&st, &customer, &body).await {
         Ok(Ok(x)) => x,
         Ok(Err(errors)) => return refused(errors),
         Err(e) => return e.into_response(),
@@ -577,7 +577,9 @@ pub async fn validate_order(
         service_cost: money_str(v.quote.total_minor, cur),
         original_cost: money_str(v.quote.list_total_minor, cur),
         repeat_service_cost: money_str(v.quote.renewal_minor.unwrap_or(0), cur),
-        hostname: b.hostname,
+        // The name as it will be placed (lowercase, no trailing dot, an IDN in its ASCII
+        // form): the "final sanitized values" InterServer's quote returns.
+        hostname: v.domain.name().to_owned(),
         password: v.password.clone().unwrap_or_default(),
         intro_frequency: v.quote.first_period_months.map_or(0, i64::from),
     })

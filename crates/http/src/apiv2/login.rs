@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -39,6 +39,7 @@ pub struct LoginRefused {
 #[utoipa::path(post, path = "/apiv2/login", tag = "apiv2", operation_id = "submitLogin",
     request_body = LoginRequest,
     responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
+              (status = 422, description = "`login` or `passwd` missing: `field` names it", body = LoginRefused),
               (status = 429, body = super::V2ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,
@@ -54,6 +55,20 @@ pub async fn login(
             .to_owned()
     };
     let (login, passwd) = (field("login"), field("passwd"));
+    // A missing input is named (`422`, InterServer's `field`), not counted as a failure.
+    for (name, given) in [("login", &login), ("passwd", &passwd)] {
+        if given.trim().is_empty() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(LoginRefused {
+                    code: "422".into(),
+                    message: format!("missing {name}"),
+                    field: name.into(),
+                }),
+            )
+                .into_response();
+        }
+    }
     let now = st.lodge.now_us();
     match st.login_guard.check(&login, ip, now).await {
         Ok(Ok(())) => {}
@@ -100,19 +115,41 @@ pub struct LoggedOut {
     pub text: String,
 }
 
-/// Ends the session sent in the `sessionid` header.
+/// Ends the session sent in the `sessionid` header. Idempotent, as InterServer's: a session
+/// already ended (or expired) is answered `200` too; without a session, an API key must be
+/// valid (it is not ended: only sessions are).
 #[utoipa::path(get, path = "/apiv2/logout", tag = "apiv2", operation_id = "Logout",
     security(("api_key" = [])),
-    responses((status = 200, body = LoggedOut), (status = 401, body = super::V2ErrorBody)))]
-pub async fn logout(State(st): State<AppState>, _c: Customer, headers: HeaderMap) -> Response {
-    if let Some(session) = headers.get("sessionid").and_then(|v| v.to_str().ok()) {
-        if let Err(e) = st.lodge.close_session(session.trim()).await {
-            return V2Error::from(e).into_response();
+    responses((status = 200, body = LoggedOut), (status = 401, description = "No session and no valid API key", body = super::V2ErrorBody)))]
+pub async fn logout(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    let session = req
+        .headers()
+        .get("sessionid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    match session {
+        Some(session) => {
+            if let Err(e) = st.lodge.close_session(&session).await {
+                return V2Error::from(e).into_response();
+            }
+        }
+        None => {
+            let (mut parts, _) = req.into_parts();
+            if let Err(refused) =
+                <Customer as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+                    &mut parts, &st,
+                )
+                .await
+            {
+                return refused;
+            }
         }
     }
     Json(LoggedOut {
         success: true,
-        text: "Logged out.".into(),
+        text: "Logged Out".into(),
     })
     .into_response()
 }

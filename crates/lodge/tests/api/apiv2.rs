@@ -1039,6 +1039,24 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
     assert_eq!(q["originalCost"], "19.99", "{q}");
     assert_eq!(q["repeatServiceCost"], "10.00", "{q}");
 
+    // The quote returns the name as it will be placed (InterServer's "final sanitized
+    // values"): lowercase, no trailing dot, an IDN in its ASCII form.
+    for (asked, placed_as) in [
+        ("Sanitized-Host.Example.", "sanitized-host.example"),
+        ("münchen-shop.de", "xn--mnchen-shop-thb.de"),
+    ] {
+        let quote = v2_ok(
+            &app,
+            Method::PUT,
+            "/apiv2/websites/order",
+            &key,
+            Some(&order_body(STARTER, 12, asked)),
+        )
+        .await;
+        assert_eq!(quote["continue"], true, "{asked}: {quote}");
+        assert_eq!(quote["hostname"], placed_as, "{asked}: {quote}");
+    }
+
     // Registering the domain adds its price, quoted and placed alike.
     let mut body = order_body(STARTER, 12, "apiv2-quote-register.com");
     body["registerDomain"] = json!(true);
@@ -1247,6 +1265,9 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
             (Method::GET, "/apiv2/billing/pay/prepay/1"),
             (Method::GET, "/apiv2/logout"),
         ] {
+            if path == "/apiv2/logout" && matches!(auth, Auth::Session(_)) {
+                continue; // ending a session already ended is a success (idempotent)
+            }
             let what = format!("{method} {path} with {auth:?}");
             let (status, resp) = v2(&app, method, path, auth, Some(&body)).await;
             assert_v2_error(status, &resp, StatusCode::UNAUTHORIZED, &what);
@@ -1753,11 +1774,22 @@ async fn login_sessions_work_end_and_expire(app: TestApp) {
     for (who, pw) in [
         (DEMO_OWNER_EMAIL, "not-the-password"),
         ("nobody@lodge.test", DEMO_OWNER_PASSWORD),
-        (DEMO_OWNER_EMAIL, ""),
     ] {
         let (status, body) = login(&app, who, pw).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{who}: {body}");
         assert_eq!(body["code"], "401", "{body}");
+        assert!(body.get("sessionId").is_none(), "{body}");
+    }
+    // A missing input is named (422 and `field`), as InterServer's.
+    for (who, pw, field) in [
+        (DEMO_OWNER_EMAIL, "", "passwd"),
+        ("", DEMO_OWNER_PASSWORD, "login"),
+        ("", "", "login"),
+    ] {
+        let (status, body) = login(&app, who, pw).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        assert_eq!(body["code"], "422", "{body}");
+        assert_eq!(body["field"], field, "{body}");
         assert!(body.get("sessionId").is_none(), "{body}");
     }
 
@@ -1772,8 +1804,22 @@ async fn login_sessions_work_end_and_expire(app: TestApp) {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({ "success": true, "text": "Logged Out" })
+    );
     let (status, body) = websites_with_session(&app, &session).await;
     assert_v2_error(status, &body, StatusCode::UNAUTHORIZED, "a closed session");
+    // Again with the ended session: idempotent, 200.
+    let (status, body) = v2(
+        &app,
+        Method::GET,
+        "/apiv2/logout",
+        Auth::Session(&session),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = websites_with_session(&app, &other).await;
     assert_eq!(
         status,
