@@ -171,8 +171,13 @@ pub async fn update_account(
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let Some(obj) = super::body_object(&body) else {
-        return unprocessable("The body must be a JSON object or a form.");
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let Some(obj) = super::body_object_as(declared, &body) else {
+        return unprocessable(
+            "The body must be a JSON object or a form (as its Content-Type says).",
+        );
     };
     let mut bad = vec![];
     let mut field = |k: &str| match obj.get(k) {

@@ -39,14 +39,26 @@ pub struct LoginRefused {
 #[utoipa::path(post, path = "/apiv2/login", tag = "apiv2", operation_id = "submitLogin",
     request_body = LoginRequest,
     responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
+              (status = 400, description = "A body that is not what its Content-Type says", body = super::V2ErrorBody),
               (status = 422, description = "`login` or `passwd` missing: `field` names it", body = LoginRefused),
               (status = 429, body = super::V2ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,
     crate::extract::ClientIp(ip): crate::extract::ClientIp,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let value = Value::Object(super::body_object(&body).unwrap_or_default());
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let Some(obj) = super::body_object_as(declared, &body) else {
+        return V2Error(
+            StatusCode::BAD_REQUEST,
+            "The body must be a JSON object or a form (as its Content-Type says).".into(),
+        )
+        .into_response();
+    };
+    let value = Value::Object(obj);
     let field = |k: &str| {
         value
             .get(k)

@@ -523,6 +523,31 @@ async fn account_and_billing_address(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // A form declared as JSON is not read as a form: refused, nothing changed; so is a
+    // login whose body is not what its Content-Type says.
+    let resp = app
+        .client
+        .post(app.url("/apiv2/account"))
+        .header("X-API-KEY", &key)
+        .header("Content-Type", "application/json")
+        .body("city=Berlin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "422", "{body}");
+    let resp = app
+        .client
+        .post(app.url("/apiv2/login"))
+        .header("Content-Type", "application/json")
+        .body("login=a%40b.test&passwd=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "400", "{body}");
     let after = v2_ok(&app, Method::GET, "/apiv2/account", &key, None).await;
     assert_valid(&schema_ref("AccountInfo"), &after, "GET /apiv2/account");
     let d = &after["data"];
