@@ -209,11 +209,21 @@ impl Lodge {
         };
         if req.to == RefundTo::Cash && req.reference.is_none() {
             // Paid by card: the money goes back through the gateway (crate::gateway).
-            if let Some(intent) = self.card_payment_to_refund(invoice).await? {
+            if let Some((intent, left_on_card)) = self.card_payment_to_refund(invoice).await? {
                 validate(&RefundRequest {
                     reference: Some(&intent),
                     ..req.clone()
                 })?;
+                if req.amount_minor > left_on_card {
+                    let cur = self.settings.currency;
+                    return Err(ServiceError::field(
+                        "amount",
+                        format!(
+                            "At most {} can go back to the card payment; refund the rest as a cash refund with the bank's reference.",
+                            Money::new(left_on_card, cur)
+                        ),
+                    ));
+                }
                 return self
                     .refund_through_gateway(invoice, &intent, &req, actor, key)
                     .await;

@@ -642,6 +642,46 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
             .post(&path, &app.admin_key(), &json!({ "amount": "0.01", "to": "cash", "reference": "stripe:pending:pi_x:00" }))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // Paid partly by bank, the rest by card: the card gets back at most what it paid
+        // (a charge is never asked for more); the rest goes back with the bank's reference.
+        let amount = |m: i64| format!("{}.{:02}", m / 100, m % 100);
+        let (id3, total3, token3, _) = unpaid_order(&app, "card-refund-3.example").await;
+        let (status, p) = app
+            .post(&format!("/v1/admin/invoices/{id3}/payments"), &app.admin_key(), &json!({ "amount": "1.00", "method": "bank_transfer", "reference": "BANK-3" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let (_, intent3) = checkout(&app, &token3).await;
+        let (_, pi3) = confirm(&ls, &intent3, "pm_card_visa").await;
+        assert_eq!(pi3["status"], "succeeded", "{pi3}");
+        assert_eq!(pi3["amount"], total3 - 100, "{pi3}");
+        let (status, _) = page(&app, &format!("/pay/{token3}/return?payment_intent={intent3}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, id3).await["status"], "paid");
+        let path3 = format!("/v1/admin/invoices/{id3}/refunds");
+        let before = app.count("refunds").await;
+        let (status, r) = app
+            .post(&path3, &app.admin_key(), &json!({ "amount": amount(total3), "to": "cash" }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+        assert!(r["amount"][0].as_str().unwrap_or_default().contains(&format!("At most {} USD can go back to the card", amount(total3 - 100))), "{r}");
+        assert_eq!(app.count("refunds").await, before, "nothing recorded");
+        let (status, r) = app
+            .post(&path3, &app.admin_key(), &json!({ "amount": amount(total3 - 100), "to": "cash" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        let (status, r) = app
+            .post(&path3, &app.admin_key(), &json!({ "amount": "0.01", "to": "cash" }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "nothing left on the card: {r}");
+        let (status, r) = app
+            .post(&path3, &app.admin_key(), &json!({ "amount": "1.00", "to": "cash", "reference": "BANK-OUT-3" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent3}")).await;
+        let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+        assert_eq!(sum, total3 - 100, "the card got back what it paid: {at_stripe}");
     })
     .await;
 }

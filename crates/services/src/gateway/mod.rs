@@ -485,18 +485,40 @@ impl Lodge {
         Ok(done)
     }
 
-    /// The intent a cash refund of this invoice goes back through: its card payment, when
-    /// Stripe is configured and the invoice was paid by card.
-    pub(crate) async fn card_payment_to_refund(&self, invoice: i64) -> Result<Option<String>> {
+    /// The intent a cash refund of this invoice goes back through, and how much of it can
+    /// still go back: its largest card payment, when Stripe is configured and the invoice
+    /// was paid by card, less every refund already sent through Stripe for the invoice
+    /// (counted against this payment: a charge is never asked for more than it received).
+    pub(crate) async fn card_payment_to_refund(
+        &self,
+        invoice: i64,
+    ) -> Result<Option<(String, i64)>> {
         if self.stripe.is_none() {
             return Ok(None);
         }
         let payments = billing::payments(self.store.reader(), invoice).await?;
-        Ok(payments
+        let Some(card) = payments
             .into_iter()
             .filter(|p| p.method == METHOD_CARD)
             .max_by_key(|p| p.amount_minor)
-            .map(|p| p.reference))
+        else {
+            return Ok(None);
+        };
+        let to_cards: i64 = lodge_store::refunds::refunds_of_invoice(self.store.reader(), invoice)
+            .await?
+            .iter()
+            .filter(|r| {
+                r.destination == lodge_core::RefundTo::Cash
+                    && r.reference.as_deref().is_some_and(|x| {
+                        x.starts_with(PENDING_REFUND_PREFIX) || x.starts_with("re_")
+                    })
+            })
+            .map(|r| r.amount_minor)
+            .sum();
+        Ok(Some((
+            card.reference,
+            (card.amount_minor - to_cards).max(0),
+        )))
     }
 
     /// A staff cash refund of a card-paid invoice, through Stripe: recorded first (with the
