@@ -758,6 +758,24 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
     );
     if !live {
         if store::settle_change(conn, change.id, store::CANCELLED, ctx.now).await? {
+            // Given back as a refund of the invoice to credit, recorded as one: the invoice
+            // is then refunded, and nothing of it is left for staff to refund again.
+            let note = "Plan change not applied: the account ended before its invoice was paid";
+            lodge_store::refunds::insert_refund(
+                conn,
+                &lodge_store::refunds::NewRefund {
+                    invoice_id: invoice.id,
+                    organization_id: invoice.organization_id,
+                    amount_minor: invoice.total_minor,
+                    currency: &invoice.currency,
+                    destination: lodge_core::RefundTo::Credit,
+                    reference: None,
+                    reason: note,
+                    actor: ctx.actor,
+                    now: ctx.now,
+                },
+            )
+            .await?;
             billing::append_ledger(
                 conn,
                 &billing::NewLedgerEntry {
@@ -766,10 +784,18 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
                     amount_minor: invoice.total_minor,
                     currency: &invoice.currency,
                     invoice_id: Some(invoice.id),
-                    note: "Plan change not applied: the account ended before its invoice was paid",
+                    note,
                     actor: ctx.actor,
                     now: ctx.now,
                 },
+            )
+            .await?;
+            lodge_store::refunds::add_refunded(
+                conn,
+                invoice.id,
+                invoice.total_minor,
+                lodge_core::InvoiceEvent::RefundRest,
+                ctx.now,
             )
             .await?;
         }

@@ -691,6 +691,22 @@ async fn an_upgrade_paid_after_its_account_ended_goes_back_to_credit(app: TestAp
     );
     assert!(jobs_of(&app, "change_package").await.is_empty());
     assert!(driver.changes().is_empty());
+    // Given back as a refund of the invoice: nothing is left for staff to refund again.
+    let refunds = format!("/v1/admin/invoices/{inv}/refunds");
+    let (status, r) = app.get(&refunds, &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    assert_eq!(r["count"], 1, "{r}");
+    assert_eq!(r["results"][0]["to"], "credit", "{r}");
+    let (status, again) = app
+        .post(
+            &refunds,
+            &app.admin_key(),
+            &json!({ "amount": "2.50", "to": "cash", "reference": "BANK-RET-LATE" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(balance(&app).await, 250, "{again}");
     app.stop().await;
 }
 
