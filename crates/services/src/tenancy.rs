@@ -162,6 +162,17 @@ impl Lodge {
                     ServiceError::field("project_ids", "No such project in this organization.")
                 })?;
         }
+        // An organization keeps an owner: its only one is not made something else (its
+        // keys, members and mail need one).
+        if role != Role::Owner
+            && orgs::role_of(&mut *tx, org, user).await?.as_deref() == Some("owner")
+            && orgs::other_owners(&mut tx, org, user).await? == 0
+        {
+            return Err(ServiceError::field(
+                "role",
+                "This user is the organization's only owner: make another member owner first.",
+            ));
+        }
         orgs::add_member(&mut tx, org, user, role.as_str(), self.now_us()).await?;
         for &project in projects {
             orgs::add_project_member(&mut tx, project, user).await?;

@@ -140,6 +140,21 @@ pub async fn add_member(
     Ok(())
 }
 
+/// How many owners the organization has other than `user`.
+pub async fn other_owners(
+    conn: &mut AnyConnection,
+    org: OrganizationId,
+    user: UserId,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM memberships WHERE organization_id = $1 AND role = 'owner' AND user_id <> $2",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .fetch_one(conn)
+    .await?)
+}
+
 pub async fn role_of<C: SqlConn>(
     conn: &mut C,
     org: OrganizationId,

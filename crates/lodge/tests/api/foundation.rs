@@ -541,6 +541,26 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
         )
         .await;
     assert_field_error(status, &body, "role");
+    // The organization's only owner cannot be made something else.
+    let owner: String = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'",
+    )
+    .bind(org.clone())
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .expect("the demo owner");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &app.admin_key(),
+            &json!({ "user_id": owner, "role": "viewer" }),
+        )
+        .await;
+    assert_field_error(status, &body, "role");
+    assert!(
+        body["role"][0].as_str().unwrap().contains("only owner"),
+        "{body}"
+    );
     assert_eq!(app.count("memberships").await, members);
     app.stop().await;
 }
