@@ -153,6 +153,18 @@ impl Lodge {
             .map(|c| self.sealer.seal(c))
             .transpose()?;
         let mut tx = self.store.begin().await?;
+        // Its accounts were made by its driver: another one cannot manage them.
+        if let Some(current) = servers::by_id(&mut *tx, id).await? {
+            if current.driver != s.driver && current.accounts > 0 {
+                return Err(ServiceError::field(
+                    "driver",
+                    format!(
+                        "This server holds {} live accounts made by its {} driver: its driver cannot change until they end.",
+                        current.accounts, current.driver
+                    ),
+                ));
+            }
+        }
         let found = servers::update(
             &mut tx,
             id,

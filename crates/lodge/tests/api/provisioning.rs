@@ -1390,6 +1390,24 @@ async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
         .expect("panel-1 listed");
     assert_eq!(on_panel["accounts"], 1, "{on_panel}");
     assert_no_room(&app, "second-fit.test").await;
+    // Its driver cannot change while it holds a live account (made by that driver).
+    let mut other_driver = spec("panel-1b.example", None, true);
+    other_driver["driver"] = json!("directadmin");
+    let (status, s) = put_server(&app, &panel, &other_driver).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{s}");
+    assert!(
+        s["driver"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot change"),
+        "{s}"
+    );
+    let on_panel = servers(&app)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == panel.as_str())
+        .expect("panel-1 listed");
+    assert_eq!(on_panel["driver"], "nginx", "unchanged: {on_panel}");
 
     // Cancelling the (unpaid) account frees the room.
     let (status, h) = app
