@@ -560,13 +560,21 @@ pub struct CouponInput {
     pub is_active: bool,
 }
 
-/// Creates or updates (by code) a coupon. The use count is kept.
+/// Creates or updates (by code, whatever its letters' case: codes are entered in any case,
+/// so `welcome10` is `WELCOME10`, kept as first written) a coupon. The use count is kept.
 pub async fn upsert_coupon(
     conn: &mut AnyConnection,
     new_id: CouponId,
     c: &CouponInput,
     now: i64,
 ) -> Result<CouponRow> {
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT code FROM coupons WHERE LOWER(code) = LOWER($1) ORDER BY created_at LIMIT 1",
+    )
+    .bind(&c.code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let code = existing.unwrap_or_else(|| c.code.clone());
     Ok(sqlx::query_as(&format!(
         "INSERT INTO coupons (id, code, kind, value, recurring, plan_id, max_uses, expires_at, is_active, created_at, modified_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
@@ -576,7 +584,7 @@ pub async fn upsert_coupon(
          RETURNING {COUPON_COLUMNS}"
     ))
     .bind(new_id.to_string())
-    .bind(&c.code)
+    .bind(&code)
     .bind(c.kind)
     .bind(c.value)
     .bind(i64::from(c.recurring))

@@ -560,9 +560,12 @@ async fn upsert_coupon(
             ..Default::default()
         })
         .await?;
-    coupons(&*st.lodge.catalog().await?)
+    // The coupon the code names, whatever its case (kept as first written).
+    let catalog = st.lodge.catalog().await?;
+    let id = catalog.coupon(&code).map(|c| c.id.to_string());
+    coupons(&catalog)
         .into_iter()
-        .find(|c| c.code == code)
+        .find(|c| Some(&c.id) == id.as_ref())
         .map(Json)
         .ok_or_else(ApiError::not_found)
 }

@@ -1329,7 +1329,20 @@ async fn admin_edits_coupons_offers_and_tlds(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["id"], coupon["id"], "updated by code");
     assert_eq!(updated["value"], "12.50");
+    // A code is one code whatever its case: `Spring25` updates SPRING25 (kept as written
+    // first), and no second coupon is made that the order form could not tell apart.
     let coupons_before = app.count("coupons").await;
+    let (status, same) = app
+        .post(
+            "/v1/admin/coupons",
+            &admin,
+            &json!({ "code": "Spring25", "kind": "percent", "value": "12.5" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["id"], coupon["id"], "{same}");
+    assert_eq!(same["code"], "SPRING25", "{same}");
+    assert_eq!(app.count("coupons").await, coupons_before);
     let (status, body) = app
         .post(
             &format!(

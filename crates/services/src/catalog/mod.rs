@@ -196,8 +196,12 @@ impl Catalog {
             .filter(move |o| o.plan_id == plan && o.is_active == 1)
     }
     pub fn coupon(&self, code: &str) -> Option<&db::CouponRow> {
+        // Codes are matched whatever their case; should several differ only in case (made
+        // before codes were kept unique that way), an active one first, the exact one next.
+        let code = code.trim();
         self.coupons
             .iter()
-            .find(|c| c.code.eq_ignore_ascii_case(code.trim()))
+            .filter(|c| c.code.eq_ignore_ascii_case(code))
+            .max_by_key(|c| (c.is_active == 1, c.code == code))
     }
 }
