@@ -516,7 +516,7 @@ enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 enum UsersCommand {
-    /// Create a user; the password comes from LODGE_USER_PASSWORD or --password.
+    /// Create a user; the password comes from LODGE_USER_PASSWORD or --password (without one, the user cannot log in and acts only through API keys).
     Create {
         #[arg(long)]
         email: String,
