@@ -784,6 +784,21 @@ impl Lodge {
         let conflict = |what: &str| {
             ServiceError::Conflict(format!("Cannot {what} an account that is {}.", h.status))
         };
+        // One such action at a time: a second would be judged against the status before
+        // the first is done (three suspends queued, or an unsuspend after a terminate).
+        if matches!(action, "suspend" | "unsuspend" | "terminate") {
+            let open = jobs::open_kinds_for_hosting(
+                &mut tx,
+                &id.to_string(),
+                &[JOB_SUSPEND, JOB_UNSUSPEND, JOB_TERMINATE],
+            )
+            .await?;
+            if let Some(kind) = open.first() {
+                return Err(ServiceError::Conflict(format!(
+                    "A {kind} of this account is under way: try again once it is done."
+                )));
+            }
+        }
         match action {
             "suspend" => {
                 if h.status.next(HostingEvent::Suspend).is_none() {

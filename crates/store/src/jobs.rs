@@ -186,3 +186,23 @@ pub async fn with_status<'e, E: Executor<'e, Database = Any>>(
     .fetch_all(db)
     .await?)
 }
+
+/// The kinds among `kinds` of jobs still to run (queued or running) for the hosting account
+/// `hosting` (named in their payload).
+pub async fn open_kinds_for_hosting(
+    conn: &mut sqlx::AnyConnection,
+    hosting: &str,
+    kinds: &[&str],
+) -> Result<Vec<String>> {
+    let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT kind FROM jobs WHERE status IN ('queued', 'running') AND kind IN ({}) \
+         AND payload LIKE '%' || $1 || '%' ORDER BY id",
+        list.join(", ")
+    );
+    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(format!("\"hosting_id\":\"{hosting}\""));
+    for k in kinds {
+        q = q.bind(*k);
+    }
+    Ok(q.fetch_all(conn).await?)
+}

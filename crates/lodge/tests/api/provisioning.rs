@@ -552,6 +552,16 @@ async fn nginx_site_lifecycle_on(
     let (status, h) = staff(&app, &id, "suspend").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{h}");
     assert_eq!(h["status"], "active", "the worker suspends it: {h}");
+    // Another action while that one is queued: refused, not queued behind it.
+    for action in ["suspend", "unsuspend", "terminate"] {
+        let (status, body) = staff(&app, &id, action).await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{action} while a suspend is queued: {body}"
+        );
+        assert!(str_of(&body, "detail").contains("under way"), "{body}");
+    }
     assert_eq!(run(&worker).await, 1);
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "suspended", "{h}");
