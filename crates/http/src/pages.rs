@@ -225,6 +225,15 @@ async fn payment_page(
         Err(e) => return internal(&e),
     };
     let message = match q.result.as_deref() {
+        // A card payment for an invoice that was cancelled meanwhile went to credit.
+        Some("paid")
+            if matches!(
+                page.detail.invoice.status,
+                lodge_core::InvoiceStatus::Cancelled
+            ) =>
+        {
+            Some("Payment received: this invoice was cancelled meanwhile, so it was added to your account credit.")
+        }
         Some("paid") => Some("Payment received: the invoice is paid."),
         Some("insufficient") => Some("Your account credit does not cover this invoice."),
         Some("closed") => Some("This invoice can no longer be paid."),

@@ -26,7 +26,51 @@ on_both_engines!(engine:
     a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown,
     a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once,
     a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
+    a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit,
 );
+
+/// A card payment that succeeds after its invoice was cancelled goes to account credit
+/// (once), and the page the customer returns to says so rather than "the invoice is paid".
+async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, hosting_id) = unpaid_order(&app, "card-cancelled.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (status, body) = app
+            .post(
+                &format!(
+                    "/v1/organizations/{}/projects/{}/hosting/{hosting_id}/cancel",
+                    app.org_id(),
+                    app.project_id()
+                ),
+                &app.key(),
+                &json!({ "type": "immediate" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(invoice(&app, id).await["status"], "cancelled");
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let resp = no_redirects()
+            .get(app.url(&format!("/pay/{token}/return?payment_intent={intent}")))
+            .send()
+            .await
+            .unwrap();
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        let (status, html) = page(&app, &location).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("added to your account credit"), "{html}");
+        assert!(!html.contains("the invoice is paid"), "{html}");
+        let (status, credit) = app
+            .get(
+                &format!("/v1/organizations/{}/credit", app.org_id()),
+                &app.key(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{credit}");
+        assert_eq!(cents(&credit["balance"]), total, "{credit}");
+    })
+    .await;
+}
 
 const PUBLISHABLE_KEY: &str = "pk_test_lodge";
 
