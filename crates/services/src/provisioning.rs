@@ -804,13 +804,15 @@ impl Lodge {
                 if h.status.next(HostingEvent::Suspend).is_none() {
                     return Err(conflict("suspend"));
                 }
-                self.enqueue_plain(&mut tx, JOB_SUSPEND, id, now).await?;
+                self.enqueue_by(&mut tx, JOB_SUSPEND, id, actor, now)
+                    .await?;
             }
             "unsuspend" => {
                 if h.status.next(HostingEvent::Unsuspend).is_none() {
                     return Err(conflict("unsuspend"));
                 }
-                self.enqueue_plain(&mut tx, JOB_UNSUSPEND, id, now).await?;
+                self.enqueue_by(&mut tx, JOB_UNSUSPEND, id, actor, now)
+                    .await?;
             }
             "terminate" => {
                 // A never-paid account is cancelled, not terminated.
@@ -822,7 +824,7 @@ impl Lodge {
                 self.enqueue(
                     &mut tx,
                     JOB_TERMINATE,
-                    serde_json::json!({ "hosting_id": id, "reason": "staff" }),
+                    serde_json::json!({ "hosting_id": id, "reason": "staff", "actor": actor }),
                     &format!("terminate:{id}"),
                 )
                 .await?;
@@ -857,6 +859,30 @@ impl Lodge {
         hosting::hosting(self.store.reader(), id)
             .await?
             .ok_or(ServiceError::NotFound)
+    }
+
+    /// [`Self::enqueue_plain`] of a step staff asked for: the history names them.
+    async fn enqueue_by(
+        &self,
+        conn: &mut lodge_store::AnyConnection,
+        kind: &str,
+        id: HostingId,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
+        jobs::enqueue(
+            conn,
+            &jobs::NewJob {
+                kind,
+                payload: &serde_json::json!({ "hosting_id": id, "actor": actor }).to_string(),
+                dedupe_key: None,
+                run_at: now,
+                max_attempts: 8,
+                now,
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     async fn enqueue_plain(

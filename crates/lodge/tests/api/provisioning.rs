@@ -565,6 +565,18 @@ async fn nginx_site_lifecycle_on(
     assert_eq!(run(&worker).await, 1);
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "suspended", "{h}");
+    let last = h["history"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last["actor"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("staff:"),
+        "the history names the staff member who asked: {h}"
+    );
     let (_, body) = page_until(port, domain, "suspension page", |s, b| {
         s == 200 && b.contains("This site is suspended")
     })
