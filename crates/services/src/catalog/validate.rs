@@ -85,8 +85,13 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             is_active: g.is_active,
         });
     }
+    let mut slugs = std::collections::HashSet::new();
     for p in &file.plans {
         let tag = format!("plan {:?}", p.slug);
+        // One plan per slug in a file: a second would silently replace the first.
+        if !slugs.insert(p.slug.as_str()) {
+            v.add("plans", format!("{tag}: listed twice"));
+        }
         if !slug_ok(&p.slug) {
             v.add(
                 "plans",
@@ -357,6 +362,29 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_listed_twice_is_refused() {
+        let plan = |price: &str| {
+            format!(
+                "[[plans]]\nslug = \"dup\"\ngroup = \"g\"\nname = \"Dup\"\npricing = [{{ billing_cycle = \"monthly\", price = \"{price}\" }}]\n"
+            )
+        };
+        let text = format!(
+            "[[groups]]\nslug = \"g\"\nname = \"G\"\n{}{}",
+            plan("5.00"),
+            plan("8.00")
+        );
+        let file: crate::catalog::CatalogFile = toml::from_str(&text).unwrap();
+        let e = format!("{:?}", validate(&file, Currency::USD).err().unwrap());
+        assert!(e.contains("listed twice"), "{e}");
+        let once: crate::catalog::CatalogFile = toml::from_str(&format!(
+            "[[groups]]\nslug = \"g\"\nname = \"G\"\n{}",
+            plan("5.00")
+        ))
+        .unwrap();
+        assert!(validate(&once, Currency::USD).is_ok());
+    }
 
     #[test]
     fn percent_parsing() {
