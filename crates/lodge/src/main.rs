@@ -1061,10 +1061,11 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
             print_key(&issued, json)
         }
         KeysCommand::CreateStaff { email, name, json } => {
-            let user = lodge_store::users::by_email(lodge.store.reader(), &email.to_lowercase())
-                .await?
-                .filter(|u| u.is_staff())
-                .with_context(|| format!("no staff user with email {email}"))?;
+            let user =
+                lodge_store::users::by_email(lodge.store.reader(), &email.trim().to_lowercase())
+                    .await?
+                    .filter(|u| u.is_staff())
+                    .with_context(|| format!("no staff user with email {email}"))?;
             let issued = lodge
                 .create_key(lodge_services::auth::NewKey {
                     name: &name,
