@@ -804,14 +804,14 @@ impl Lodge {
                 if h.status.next(HostingEvent::Suspend).is_none() {
                     return Err(conflict("suspend"));
                 }
-                self.enqueue_by(&mut tx, JOB_SUSPEND, id, actor, now)
+                self.enqueue_by(&mut tx, JOB_SUSPEND, id, Some(actor), now)
                     .await?;
             }
             "unsuspend" => {
                 if h.status.next(HostingEvent::Unsuspend).is_none() {
                     return Err(conflict("unsuspend"));
                 }
-                self.enqueue_by(&mut tx, JOB_UNSUSPEND, id, actor, now)
+                self.enqueue_by(&mut tx, JOB_UNSUSPEND, id, Some(actor), now)
                     .await?;
             }
             "terminate" => {
@@ -861,30 +861,6 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)
     }
 
-    /// [`Self::enqueue_plain`] of a step staff asked for: the history names them.
-    async fn enqueue_by(
-        &self,
-        conn: &mut lodge_store::AnyConnection,
-        kind: &str,
-        id: HostingId,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
-        jobs::enqueue(
-            conn,
-            &jobs::NewJob {
-                kind,
-                payload: &serde_json::json!({ "hosting_id": id, "actor": actor }).to_string(),
-                dedupe_key: None,
-                run_at: now,
-                max_attempts: 8,
-                now,
-            },
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn enqueue_plain(
         &self,
         conn: &mut lodge_store::AnyConnection,
@@ -892,11 +868,27 @@ impl Lodge {
         id: HostingId,
         now: i64,
     ) -> Result<()> {
+        self.enqueue_by(conn, kind, id, None, now).await
+    }
+
+    /// [`Self::enqueue_plain`], naming who asked (`Some`: staff) for the history.
+    async fn enqueue_by(
+        &self,
+        conn: &mut lodge_store::AnyConnection,
+        kind: &str,
+        id: HostingId,
+        actor: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let payload = match actor {
+            Some(actor) => serde_json::json!({ "hosting_id": id, "actor": actor }),
+            None => serde_json::json!({ "hosting_id": id }),
+        };
         jobs::enqueue(
             conn,
             &jobs::NewJob {
                 kind,
-                payload: &serde_json::json!({ "hosting_id": id }).to_string(),
+                payload: &payload.to_string(),
                 dedupe_key: None,
                 run_at: now,
                 max_attempts: 8,
