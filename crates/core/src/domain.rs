@@ -117,14 +117,21 @@ impl DomainName {
     /// `"co.uk"` gives `Some("example")`; `www.example.co.uk` or a different
     /// TLD gives `None`.
     pub fn split_registrable(&self, tld: &str) -> Option<&str> {
+        self.under(tld).filter(|sld| !sld.contains('.'))
+    }
+
+    /// The labels before `tld` when this name lies under it at any depth (normalized as
+    /// in [`DomainName::split_registrable`]): `blog.example.com` under `"com"` gives
+    /// `Some("blog.example")`; `None` for another TLD or the TLD itself.
+    pub fn under(&self, tld: &str) -> Option<&str> {
         let tld = tld.trim();
         let tld = tld.strip_prefix('.').unwrap_or(tld);
         let tld = idna::domain_to_ascii_cow(tld.as_bytes(), idna::AsciiDenyList::EMPTY).ok()?;
         if tld.is_empty() {
             return None;
         }
-        let sld = self.0.strip_suffix(tld.as_ref())?.strip_suffix('.')?;
-        (!sld.is_empty() && !sld.contains('.')).then_some(sld)
+        let before = self.0.strip_suffix(tld.as_ref())?.strip_suffix('.')?;
+        (!before.is_empty()).then_some(before)
     }
 
     /// Why a registry would refuse to register this name as it is, `None` when it would
@@ -319,6 +326,17 @@ mod tests {
         }
         assert!(problem("ab--cd.com").unwrap().contains("third and fourth"));
         assert!(problem("😀.com").unwrap().contains("U+1F600"));
+    }
+
+    #[test]
+    fn a_name_lies_under_a_tld_at_any_depth() {
+        let n = DomainName::parse("blog.example.co.uk").unwrap();
+        assert_eq!(n.under("co.uk"), Some("blog.example"));
+        assert_eq!(n.under(".UK"), Some("blog.example.co"));
+        assert_eq!(n.split_registrable("co.uk"), None);
+        assert_eq!(n.under("k"), None, "a whole label, not a suffix of one");
+        assert_eq!(n.under("com"), None);
+        assert_eq!(DomainName::parse("co.uk").unwrap().under("co.uk"), None);
     }
 
     #[test]

@@ -28,13 +28,8 @@ fn under_sold_tld<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c str
     catalog
         .tlds
         .iter()
-        .filter(|t| t.row.is_active == 1)
+        .filter(|t| t.row.is_active == 1 && name.under(&t.row.tld).is_some())
         .map(|t| t.row.tld.trim_start_matches('.'))
-        .filter(|t| {
-            name.as_str()
-                .strip_suffix(t)
-                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
-        })
         .max_by_key(|t| t.len())
 }
 
