@@ -171,10 +171,7 @@ pub async fn update_account(
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let declared = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let Some(obj) = super::body_object_as(declared, &body) else {
+    let Some(obj) = super::declared_body_object(&headers, &body) else {
         return unprocessable(
             "The body must be a JSON object or a form (as its Content-Type says).",
         );

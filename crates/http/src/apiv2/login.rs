@@ -48,10 +48,7 @@ pub async fn login(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let declared = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let Some(obj) = super::body_object_as(declared, &body) else {
+    let Some(obj) = super::declared_body_object(&headers, &body) else {
         return V2Error(
             StatusCode::BAD_REQUEST,
             "The body must be a JSON object or a form (as its Content-Type says).".into(),

@@ -318,6 +318,17 @@ pub(crate) fn body_object(body: &[u8]) -> Option<serde_json::Map<String, serde_j
     body_object_as(None, body)
 }
 
+/// [`body_object_as`] with the media type the request's `Content-Type` declares.
+pub(crate) fn declared_body_object(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    body_object_as(declared, body)
+}
+
 /// [`body_object`], held to the media type the request declares: a body declared as JSON
 /// must be a JSON object, one declared as a form a form; without a declaration (or with
 /// another one) either is taken, as InterServer does.
