@@ -838,10 +838,7 @@ fn same_payment(
         ));
     }
     if existing.amount_minor != amount_minor {
-        let recorded = match lodge_core::Currency::parse(currency) {
-            Ok(c) => lodge_core::Money::new(existing.amount_minor, c).to_string(),
-            Err(_) => format!("{} minor units", existing.amount_minor),
-        };
+        let recorded = crate::amount_text(existing.amount_minor, currency);
         return Err(ServiceError::field(
             "reference",
             format!("This reference was already recorded for this invoice with another amount ({recorded})."),

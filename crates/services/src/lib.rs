@@ -43,6 +43,15 @@ pub mod websites;
 
 pub use errors::{FieldCode, FieldError, FieldErrors, Validator};
 
+/// `"5.00 USD"`, as the API writes amounts: an amount in a currency stored as its code,
+/// for the words people read (mail notices, refusals).
+pub(crate) fn amount_text(minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => lodge_core::Money::new(minor, c).to_string(),
+        Err(_) => format!("{minor} (minor units) {currency}"),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0}")]

@@ -8,9 +8,7 @@
 //! [`RefundBasis::refund`]. A refund leaves the invoice's services as they are: staff cancel
 //! them separately.
 
-use lodge_core::{
-    Currency, InvoiceStatus, Money, OrganizationId, RefundBasis, RefundRefusal, RefundTo,
-};
+use lodge_core::{InvoiceStatus, Money, OrganizationId, RefundBasis, RefundRefusal, RefundTo};
 use lodge_store::billing::{self, InvoiceRow};
 use lodge_store::refunds::{self, NewRefund, RefundRow};
 use lodge_store::StoreError;
@@ -129,8 +127,7 @@ fn basis(inv: &InvoiceRow, cash_refunded: i64) -> RefundBasis {
 
 /// A refusal, in words staff read (amounts in the invoice's currency).
 fn refused(r: RefundRefusal, currency: &str) -> ServiceError {
-    let cur = Currency::parse(currency).unwrap_or(Currency::USD);
-    let m = |minor: i64| format!("{} {}", Money::new(minor, cur).format_decimal(), cur.code());
+    let m = |minor: i64| crate::amount_text(minor, currency);
     match r {
         RefundRefusal::NotPositive => ServiceError::field("amount", "The amount must be positive."),
         RefundRefusal::NotRefundable(status) => ServiceError::Conflict(format!(
@@ -407,12 +404,11 @@ impl Lodge {
             ));
         }
         if existing.amount_minor != amount_minor {
-            let cur = Currency::parse(&existing.currency).unwrap_or(Currency::USD);
             return Err(ServiceError::field(
                 "reference",
                 format!(
                     "This reference was already recorded for a refund of this invoice with another amount ({}).",
-                    lodge_core::Money::new(existing.amount_minor, cur)
+                    crate::amount_text(existing.amount_minor, &existing.currency)
                 ),
             ));
         }

@@ -29,12 +29,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lodge_core::{Currency, Money};
 use lodge_store::jobs::JobRow;
 use lodge_store::SqlConn;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::amount_text as amount;
 use crate::events::{Event, EventKind};
 use crate::{Lodge, Result, ServiceError};
 
@@ -125,14 +125,6 @@ pub(crate) async fn on_event<C: SqlConn>(conn: &mut C, event: &Event) -> Result<
 /// The Message-ID of the notice of an event.
 pub fn message_id(event_id: &str, settings: &MailSettings) -> String {
     format!("<{event_id}@{}>", settings.from_domain())
-}
-
-/// `"5.00 USD"`, as the API writes amounts.
-fn amount(minor: i64, currency: &str) -> String {
-    match Currency::parse(currency) {
-        Ok(c) => Money::new(minor, c).to_string(),
-        Err(_) => format!("{minor} (minor units) {currency}"),
-    }
 }
 
 fn int(v: &Value, field: &str) -> i64 {
