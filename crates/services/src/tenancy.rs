@@ -149,7 +149,9 @@ impl Lodge {
             ));
         };
         let mut tx = self.store.begin().await?;
-        orgs::by_id(&mut *tx, org)
+        // The organization's row, locked: its membership changes run one at a time, so two
+        // owners demoted at once never leave it without one.
+        lodge_store::billing::lock_credit(&mut tx, org)
             .await?
             .ok_or_else(|| ServiceError::field("organization", "No such organization."))?;
         users::by_id(&mut *tx, user)

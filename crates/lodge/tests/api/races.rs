@@ -17,6 +17,7 @@ on_both_engines!(
     contradictory_cancellations_one_is_accepted,
     concurrent_cancellations_and_withdrawals_one_is_accepted,
     cancelling_while_paying_never_fails,
+    two_owners_demoted_at_once_leave_one,
 );
 
 /// Makes every write of an `Idempotency-Key`'s answer fail: the state a server leaves when it
@@ -306,5 +307,46 @@ async fn cancelling_while_paying_never_fails(app: TestApp) {
             }
             other => panic!("round {round}: the invoice is {other}: {inv}"),
         }
+    }
+}
+
+/// An organization with two owners, both made viewers by two requests sent together, twelve
+/// rounds: one demotion is accepted and the other refused, so the organization always keeps
+/// an owner (each change locks the organization's row before it counts the owners).
+async fn two_owners_demoted_at_once_leave_one(app: TestApp) {
+    let org = app.org_id();
+    let path = format!("/v1/admin/organizations/{org}/members");
+    let first: String = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'",
+    )
+    .bind(&org)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    let second = app.admin_create_user("second-owner@demo.test", None).await;
+    let owners = [first, second];
+    let admin = app.admin_key();
+    for round in 0..12 {
+        for u in &owners {
+            app.admin_add_member(&org, u, "owner", &[]).await;
+        }
+        let bodies: Vec<Value> = owners
+            .iter()
+            .map(|u| json!({ "user_id": u, "role": "viewer" }))
+            .collect();
+        let answers = join_all(bodies.iter().map(|b| app.post(&path, &admin, b))).await;
+        let ok = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count();
+        assert_eq!(ok, 1, "round {round}: {answers:?}");
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE organization_id = $1 AND role = 'owner'",
+        )
+        .bind(&org)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(left, 1, "round {round}: the organization keeps one owner");
     }
 }
