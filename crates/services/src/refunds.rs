@@ -8,7 +8,7 @@
 //! [`RefundBasis::refund`]. A refund leaves the invoice's services as they are: staff cancel
 //! them separately.
 
-use lodge_core::{InvoiceStatus, Money, OrganizationId, RefundBasis, RefundRefusal, RefundTo};
+use lodge_core::{InvoiceStatus, OrganizationId, RefundBasis, RefundRefusal, RefundTo};
 use lodge_store::billing::{self, InvoiceRow};
 use lodge_store::refunds::{self, NewRefund, RefundRow};
 use lodge_store::StoreError;
@@ -149,6 +149,17 @@ fn refused(r: RefundRefusal, currency: &str) -> ServiceError {
     }
 }
 
+/// The refusal of a refund to a card beyond what the card payment has left.
+fn over_card(left_minor: i64, currency: &str) -> ServiceError {
+    ServiceError::field(
+        "amount",
+        format!(
+            "At most {} can go back to the card payment; refund the rest as a cash refund with the bank's reference.",
+            crate::amount_text(left_minor, currency)
+        ),
+    )
+}
+
 /// Checks what does not depend on the invoice.
 fn validate(req: &RefundRequest<'_>) -> Result<()> {
     let mut v = crate::Validator::new();
@@ -212,14 +223,7 @@ impl Lodge {
                     ..req.clone()
                 })?;
                 if req.amount_minor > left_on_card {
-                    let cur = self.settings.currency;
-                    return Err(ServiceError::field(
-                        "amount",
-                        format!(
-                            "At most {} can go back to the card payment; refund the rest as a cash refund with the bank's reference.",
-                            Money::new(left_on_card, cur)
-                        ),
-                    ));
+                    return Err(over_card(left_on_card, self.settings.currency.code()));
                 }
                 return self
                     .refund_through_gateway(invoice, &intent, &req, actor, key)
@@ -258,6 +262,20 @@ impl Lodge {
         if inv.organization_id != org {
             // Read before the lock; an invoice never changes organization.
             return Err(ServiceError::NotFound);
+        }
+        if req
+            .reference
+            .is_some_and(|r| r.starts_with(crate::gateway::PENDING_REFUND_PREFIX))
+        {
+            // Going back to the card: what it has left, counted again under the invoice's
+            // lock (another refund of it may have committed since the check before).
+            let payments = billing::payments(&mut *tx, invoice).await?;
+            let sent = refunds::refunds_of_invoice(&mut *tx, invoice).await?;
+            let left = crate::gateway::card_left(&payments, &sent).map_or(0, |(_, left)| left);
+            if req.amount_minor > left {
+                tx.rollback().await.map_err(StoreError::from)?;
+                return Err(over_card(left, &inv.currency));
+            }
         }
         let cash_reference = match (req.to, req.reference) {
             (RefundTo::Cash, Some(r)) => Some(r),

@@ -726,6 +726,36 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent3}")).await;
         let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
         assert_eq!(sum, total3 - 100, "the card got back what it paid: {at_stripe}");
+
+        // Three refunds to the card sent together, each more than half of what it paid (all
+        // three within what the invoice received): one goes through, the others are refused
+        // under the invoice's lock, and the card never gets back more than it paid.
+        let (id4, total4, token4, _) = unpaid_order(&app, "card-refund-4.example").await;
+        let (status, p) = app
+            .post(&format!("/v1/admin/invoices/{id4}/payments"), &app.admin_key(), &json!({ "amount": "1.00", "method": "bank_transfer", "reference": "BANK-4" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let (_, intent4) = checkout(&app, &token4).await;
+        let (_, pi4) = confirm(&ls, &intent4, "pm_card_visa").await;
+        assert_eq!(pi4["status"], "succeeded", "{pi4}");
+        let (status, _) = page(&app, &format!("/pay/{token4}/return?payment_intent={intent4}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let on_card = total4 - 100;
+        let each = on_card / 2 + 1;
+        assert!(2 * each <= total4, "two of them fit in what the invoice received");
+        let path4 = format!("/v1/admin/invoices/{id4}/refunds");
+        let body4 = json!({ "amount": amount(each), "to": "cash" });
+        let admin = app.admin_key();
+        let answers = join_all((0..3).map(|_| app.post(&path4, &admin, &body4))).await;
+        let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+        assert_eq!(created, 1, "{answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+            assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(body["amount"][0].as_str().unwrap_or_default().contains("can go back to the card"), "{body}");
+        }
+        let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent4}")).await;
+        let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+        assert_eq!(sum, each, "one refund reached the card: {at_stripe}");
     })
     .await;
 }

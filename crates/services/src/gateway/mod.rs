@@ -486,9 +486,9 @@ impl Lodge {
     }
 
     /// The intent a cash refund of this invoice goes back through, and how much of it can
-    /// still go back: its largest card payment, when Stripe is configured and the invoice
-    /// was paid by card, less every refund already sent through Stripe for the invoice
-    /// (counted against this payment: a charge is never asked for more than it received).
+    /// still go back ([`card_left`]), when Stripe is configured and the invoice was paid by
+    /// card. Read before the refund's transaction; `refund_in_tx` checks again under the
+    /// invoice's lock.
     pub(crate) async fn card_payment_to_refund(
         &self,
         invoice: i64,
@@ -497,28 +497,8 @@ impl Lodge {
             return Ok(None);
         }
         let payments = billing::payments(self.store.reader(), invoice).await?;
-        let Some(card) = payments
-            .into_iter()
-            .filter(|p| p.method == METHOD_CARD)
-            .max_by_key(|p| p.amount_minor)
-        else {
-            return Ok(None);
-        };
-        let to_cards: i64 = lodge_store::refunds::refunds_of_invoice(self.store.reader(), invoice)
-            .await?
-            .iter()
-            .filter(|r| {
-                r.destination == lodge_core::RefundTo::Cash
-                    && r.reference.as_deref().is_some_and(|x| {
-                        x.starts_with(PENDING_REFUND_PREFIX) || x.starts_with("re_")
-                    })
-            })
-            .map(|r| r.amount_minor)
-            .sum();
-        Ok(Some((
-            card.reference,
-            (card.amount_minor - to_cards).max(0),
-        )))
+        let refunds = refunds::refunds_of_invoice(self.store.reader(), invoice).await?;
+        Ok(card_left(&payments, &refunds))
     }
 
     /// A staff cash refund of a card-paid invoice, through Stripe: recorded first (with the
@@ -623,4 +603,32 @@ impl Lodge {
         .await?;
         Ok(())
     }
+}
+
+/// The card payment a cash refund of an invoice goes back through (its largest), and how much
+/// of it can still go back: the payment less every refund of the invoice already sent through
+/// Stripe (counted against this payment: a charge is never asked for more than it received).
+/// `None` when no payment of the invoice was by card.
+pub(crate) fn card_left(
+    payments: &[billing::PaymentRow],
+    refunds: &[refunds::RefundRow],
+) -> Option<(String, i64)> {
+    let card = payments
+        .iter()
+        .filter(|p| p.method == METHOD_CARD)
+        .max_by_key(|p| p.amount_minor)?;
+    let to_cards: i64 = refunds
+        .iter()
+        .filter(|r| {
+            r.destination == RefundTo::Cash
+                && r.reference
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with(PENDING_REFUND_PREFIX) || x.starts_with("re_"))
+        })
+        .map(|r| r.amount_minor)
+        .sum();
+    Some((
+        card.reference.clone(),
+        (card.amount_minor - to_cards).max(0),
+    ))
 }
