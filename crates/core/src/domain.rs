@@ -196,6 +196,14 @@ pub fn site_forms(name: &str) -> [String; 2] {
     [site.to_owned(), format!("www.{site}")]
 }
 
+/// The registrable domain of `name`'s site by the Public Suffix List (`shop.example.co.uk`:
+/// `example.co.uk`), or the site itself when it has none (a public suffix, which no site
+/// may be): the one name that `name`'s site and every site above or below it share.
+pub fn registrable_site(name: &str) -> &str {
+    let site = site_of(name);
+    psl::domain_str(site).unwrap_or(site)
+}
+
 /// The sites above `name`'s, down to its registrable domain by the Public Suffix List
 /// (`shop.victim.co.uk`: `victim.co.uk`; `a.b.example.com`: `b.example.com`, `example.com`),
 /// nearest first; none for a registrable domain itself. `None` when the site is a public
@@ -351,6 +359,24 @@ mod tests {
             ["example.com".to_owned(), "www.example.com".to_owned()]
         );
         assert_eq!(site_forms("example.com"), site_forms("www.example.com"));
+    }
+
+    #[test]
+    fn a_site_and_those_above_and_below_share_one_registrable_site() {
+        for name in [
+            "example.co.uk",
+            "www.example.co.uk",
+            "shop.example.co.uk",
+            "a.b.example.co.uk",
+        ] {
+            assert_eq!(registrable_site(name), "example.co.uk", "{name}");
+        }
+        assert_eq!(registrable_site("www.example.com"), "example.com");
+        assert_eq!(registrable_site("co.uk"), "co.uk");
+        assert_ne!(
+            registrable_site("example.com"),
+            registrable_site("example.net")
+        );
     }
 
     #[test]

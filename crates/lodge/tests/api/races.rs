@@ -18,6 +18,7 @@ on_both_engines!(
     concurrent_cancellations_and_withdrawals_one_is_accepted,
     cancelling_while_paying_never_fails,
     two_owners_demoted_at_once_leave_one,
+    one_site_ordered_at_once_by_two_customers_goes_to_one,
 );
 
 /// Makes every write of an `Idempotency-Key`'s answer fail: the state a server leaves when it
@@ -349,4 +350,97 @@ async fn two_owners_demoted_at_once_leave_one(app: TestApp) {
         .unwrap();
         assert_eq!(left, 1, "round {round}: the organization keeps one owner");
     }
+}
+
+/// Two organizations order one site at the same instant, in its two forms (`x`, `www.x`) or
+/// one under the other (`shop.x`, `a.b.x`), with and without an `Idempotency-Key`, sixteen
+/// rounds: as if one after the other (no unique index covers these: the batches lock the
+/// registrable domain of each name they place). Its two forms: one placed, the other refused
+/// as a taken name. One under the other: refused when the one above was placed first.
+async fn one_site_ordered_at_once_by_two_customers_goes_to_one(app: TestApp) {
+    let (b_org, b_project, b_key) = crate::harness::other_tenant(&app, "race-b").await;
+    let paths = [
+        (
+            format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            app.key(),
+        ),
+        (
+            format!("/v1/organizations/{b_org}/projects/{b_project}/hosting/order"),
+            b_key,
+        ),
+    ];
+    for org in [app.org_id(), b_org.clone()] {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &format!("/v1/admin/organizations/{org}/quotas"),
+                Some(&app.admin_key()),
+                Some(&json!({ "instance_quota": 100 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let plan = starter(&app);
+    let app = &app;
+    for round in 0..16 {
+        let site = format!("twin-{round}.example");
+        let other = match round % 4 {
+            0 | 1 => format!("www.{site}"),
+            2 => format!("shop.{site}"),
+            _ => format!("a.b.{site}"),
+        };
+        // Which organization asks for which name alternates.
+        let names = if round % 2 == 0 {
+            [site.clone(), other]
+        } else {
+            [other, site.clone()]
+        };
+        let answers = join_all(paths.iter().zip(&names).map(|((path, key), name)| {
+            let body =
+                json!({ "plan_id": &plan, "domain_source": "external", "domain_name": name });
+            let keyed = round % 3 == 0;
+            async move {
+                let mut req = app.client.post(app.url(path)).bearer_auth(key).json(&body);
+                if keyed {
+                    req = req.header("Idempotency-Key", format!("site-race-{name}"));
+                }
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        }))
+        .await;
+        let placed = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count();
+        if round % 4 < 2 {
+            // `x` and `www.x`: one site, whichever comes first.
+            assert_eq!(placed, 1, "round {round}, {names:?}: {answers:?}");
+        } else if placed == 2 {
+            // A site under another's is refused when the other is there first; the other
+            // way round both stand. So both placed means the one under went first.
+            let order_id = |name: &str| {
+                let i = names.iter().position(|n| n == name).unwrap();
+                answers[i].1["order_id"].as_i64().unwrap()
+            };
+            assert!(
+                order_id(&names_under(&names, &site)) < order_id(&site),
+                "round {round}: a site under another's placed after it: {answers:?}"
+            );
+        }
+        for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+            assert_eq!(*status, StatusCode::BAD_REQUEST, "round {round}: {body}");
+            assert!(body["domain_name"].is_array(), "round {round}: {body}");
+        }
+    }
+}
+
+/// Of the two names, the one that is not `site`.
+fn names_under(names: &[String; 2], site: &str) -> String {
+    names.iter().find(|n| *n != site).cloned().unwrap()
 }

@@ -11,6 +11,10 @@ use super::{write, OrderOutcome, ValidOrder};
 use crate::commit::{BatchWrite, Committer, WriteEnv};
 use crate::Result;
 
+/// The scope of the advisory locks on sites ([`Orders::lock`]), beside the keys' scopes
+/// (which are organizations' and staff's ids).
+const SITE_LOCK_SCOPE: &str = "site";
+
 /// An order to place: what, and on whose behalf (its [`WriteEnv`]).
 #[derive(Debug, Clone)]
 pub struct ToPlace {
@@ -36,10 +40,19 @@ impl BatchWrite for Orders {
     async fn lock<C: SqlConn>(db: &mut C, units: &[ToPlace]) -> Result<(), StoreError> {
         let orgs: Vec<_> = units.iter().map(|u| u.order.organization).collect();
         billing::lock_organizations(db, &orgs).await?;
+        // With the keys (one statement, in one order), each name's registrable domain: the
+        // batches placing sites of one domain run one after another, so each sees the
+        // other's (`x` and `www.x`, `shop.x` under `x`: no unique index covers these).
         let keys: Vec<(&str, &str)> = units
             .iter()
             .filter_map(|u| u.order.idempotency.as_deref())
             .map(|k| (k.scope.as_str(), k.key.as_str()))
+            .chain(units.iter().map(|u| {
+                (
+                    SITE_LOCK_SCOPE,
+                    lodge_core::domain::registrable_site(u.order.domain.name()),
+                )
+            }))
             .collect();
         lodge_store::idempotency::lock_keys(db, &keys).await
     }

@@ -45,6 +45,8 @@ pub struct OrderMemo {
     names_to_read: Vec<String>,
     /// Of those, the names live hosting accounts carry, and those the batch's orders took.
     live_names: HashSet<String>,
+    /// The sites the batch's orders took, and for which organization.
+    batch_sites: HashMap<String, OrganizationId>,
     /// The keys reserved and not yet taken; `None` until the first order asks.
     keys: Option<std::vec::IntoIter<billing::OrderKeys>>,
     /// Where the order [`refuse_in`] just let through goes, for its write to take.
@@ -68,6 +70,7 @@ impl OrderMemo {
                 .flat_map(|n| lodge_core::domain::site_forms(n))
                 .collect(),
             live_names: HashSet::new(),
+            batch_sites: HashMap::new(),
             checked: None,
         }
     }
@@ -84,6 +87,13 @@ impl OrderMemo {
         Ok(lodge_core::domain::site_forms(name)
             .iter()
             .any(|n| self.live_names.contains(n)))
+    }
+
+    /// Whether an earlier order of the batch took one of `sites` for another organization.
+    fn site_taken_elsewhere(&self, sites: &[&str], org: OrganizationId) -> bool {
+        sites
+            .iter()
+            .any(|s| self.batch_sites.get(*s).is_some_and(|o| *o != org))
     }
 
     /// The next order's reserved keys (the batch's, reserved at the first call); `None`
@@ -155,7 +165,10 @@ pub(crate) async fn refusal<C: SqlConn>(
     if !taken {
         // Under another customer's site (rare: a name below its registrable domain).
         let parents = lodge_core::domain::parent_sites(name).unwrap_or_default();
-        taken = hosting::live_parent_elsewhere(conn, &parents, o.organization).await?;
+        taken = memo
+            .as_deref()
+            .is_some_and(|m| m.site_taken_elsewhere(&parents, o.organization))
+            || hosting::live_parent_elsewhere(conn, &parents, o.organization).await?;
     }
     if taken {
         v.add("domain_name", super::validate::name_taken(name));
@@ -269,6 +282,10 @@ pub async fn place_order_in<C: SqlConn>(
         after.domains += i64::from(new_domain);
         m.orgs.insert(o.organization, (balance - credit, after));
         m.live_names.insert(o.domain.name().to_owned());
+        m.batch_sites.insert(
+            lodge_core::domain::site_of(o.domain.name()).to_owned(),
+            o.organization,
+        );
     }
     // What activation writes; the first period's dates are on the invoice's plan line
     // either way (reset to the day it is paid if paid later). Paid as it is placed: every
