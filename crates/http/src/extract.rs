@@ -97,7 +97,14 @@ impl IdempotencyKey {
     /// The header, if sent; the reason it is unusable otherwise (each dialect words the
     /// refusal in its own shape).
     pub fn from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Self>, &'static str> {
-        match headers.get("idempotency-key") {
+        let mut sent = headers.get_all("idempotency-key").iter();
+        let first = sent.next();
+        if sent.next().is_some() {
+            // Two keys: which one the caller meant cannot be known, and a retry that
+            // sends them in another order must not be a new request.
+            return Err("Send one Idempotency-Key header, not several.");
+        }
+        match first {
             None => Ok(None),
             Some(v) => {
                 // Printable ASCII (spaces inside only), 1 to 255 characters: what the

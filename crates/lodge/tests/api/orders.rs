@@ -1642,6 +1642,30 @@ async fn idempotency_key_replays_the_first_order(app: TestApp) {
     assert_ne!(int_of(&fresh, "order_id"), order_id);
     assert_eq!(app.count("orders").await, after[0].1 + 1);
 
+    // Two keys on one request: which one was meant cannot be known, so neither is used.
+    let orders = app.count("orders").await;
+    let resp = app
+        .client
+        .post(app.url(&order_path(&app.org_id(), &app.project_id())))
+        .bearer_auth(app.key())
+        .header("Idempotency-Key", "order-key-4")
+        .header("Idempotency-Key", "order-key-5")
+        .json(&register(&plan, "two-keys.com"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_detail(status, &body, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("one Idempotency-Key"),
+        "{body}"
+    );
+    assert_eq!(app.count("orders").await, orders, "nothing placed");
+
     // Keys are per credential: another organization's key with the same Idempotency-Key
     // does not receive the demo organization's order.
     let (other_org, other_project, other_key) = other_tenant(&app, "idem-other").await;

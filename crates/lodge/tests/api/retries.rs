@@ -364,6 +364,21 @@ async fn a_keyed_prepay_payment_is_replayed_and_pays_once(app: TestApp) {
     assert_eq!(v1_invoice(&app, b_iid).await["status"], "unpaid");
     assert_eq!(prepay(&app).await, paid);
     assert_eq!(counts(&app).await, tables);
+    // Two keys on one request: 400, nothing paid.
+    let resp = app
+        .client
+        .get(app.url(&other))
+        .header("X-API-KEY", app.key())
+        .header("Idempotency-Key", "pay-3")
+        .header("Idempotency-Key", "pay-4")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_v2_error(status, &body, StatusCode::BAD_REQUEST, "two keys");
+    assert_eq!(v1_invoice(&app, b_iid).await["status"], "unpaid");
+    assert_eq!(prepay(&app).await, paid);
 
     // The payment page's link is keyed too: replayed, and bound to its invoices.
     let online = format!("/apiv2/pay/online/website{b}");
