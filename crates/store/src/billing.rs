@@ -874,6 +874,25 @@ pub async fn lock_credit<C: SqlConn>(conn: &mut C, org: OrganizationId) -> Resul
     conn.fetch_int(sql, vals![org.to_string()]).await
 }
 
+/// Whether the organization's ledger has an entry for the invoice with exactly this note
+/// (an entry recorded once per outside reference written into its note).
+pub async fn ledger_has_note<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    invoice: i64,
+    note: &str,
+) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM credit_ledger
+             WHERE organization_id = $1 AND invoice_id = $2 AND note = $3",
+            vals![org.to_string(), invoice, note],
+        )
+        .await?
+        .unwrap_or(0)
+        > 0)
+}
+
 pub struct NewLedgerEntry<'a> {
     pub organization_id: OrganizationId,
     pub kind: &'a str,

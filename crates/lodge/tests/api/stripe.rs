@@ -68,6 +68,57 @@ async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(en
             .await;
         assert_eq!(status, StatusCode::OK, "{credit}");
         assert_eq!(cents(&credit["balance"]), total, "{credit}");
+
+        // Refunded in Stripe's dashboard: what went back comes out of that credit, once
+        // however often Stripe reports it.
+        let balance = || async {
+            let (_, c) = app
+                .get(
+                    &format!("/v1/organizations/{}/credit", app.org_id()),
+                    &app.key(),
+                )
+                .await;
+            cents(&c["balance"])
+        };
+        let (status, dash) = ls_post(
+            &ls,
+            "/v1/refunds",
+            &[("payment_intent", &intent), ("amount", "100")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
+        let body = event("charge.refunded", &charge);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        for _ in 0..3 {
+            let (status, answer) = deliver(&app, &body, sig.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            assert_eq!(answer["handled"], true, "{answer}");
+        }
+        assert_eq!(balance().await, total - 100);
+        assert_eq!(
+            app.count("refunds").await,
+            0,
+            "no refund of the cancelled invoice"
+        );
+        // The rest of the credit spent on another order, then the rest refunded in Stripe:
+        // nothing is left to take back, and the balance never goes below zero.
+        let (other, _, _, _) = unpaid_order(&app, "card-cancelled-2.example").await;
+        assert!(other > 0);
+        assert_eq!(balance().await, 0, "the credit paid the second order");
+        let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent)]).await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        let (status, answer) = deliver(&app, &body, sig.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(balance().await, 0);
+        let taken_back: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credit_ledger WHERE kind = 'adjustment' AND invoice_id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(taken_back, 1, "one entry: the first refund");
     })
     .await;
 }

@@ -431,6 +431,7 @@ impl Lodge {
             return Ok(false);
         };
         let list = stripe.list_refunds(intent).await.map_err(gateway_error)?;
+        let credited = row.status == STATUS_CREDITED;
         for r in list {
             if r.status
                 .as_deref()
@@ -445,6 +446,14 @@ impl Lodge {
             {
                 // Lodge's own: complete its reference if its answer was lost.
                 self.complete_refund_reference(id, &r.id).await?;
+                continue;
+            }
+            if credited {
+                // The money went to account credit (its invoice could no longer take it):
+                // what Stripe gave back comes out of that credit.
+                if r.amount > 0 {
+                    self.take_back_credit(&row, &r.id, r.amount).await?;
+                }
                 continue;
             }
             let exists =
@@ -468,6 +477,56 @@ impl Lodge {
             }
         }
         Ok(true)
+    }
+
+    /// A refund made in Stripe of a card payment that went to account credit: the amount
+    /// comes out of the organization's credit, once per Stripe refund (its `re_…` id is in
+    /// the entry's note), under the organization's lock. What the customer already spent
+    /// cannot be taken back: that part is logged as an error for staff.
+    async fn take_back_credit(
+        &self,
+        row: &cards::CardPaymentRow,
+        refund: &str,
+        amount: i64,
+    ) -> Result<()> {
+        let now = self.now_us();
+        let note = format!("Card payment refunded in Stripe ({refund})");
+        let mut tx = self.store.begin().await?;
+        let balance = billing::lock_credit(&mut tx, row.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if billing::ledger_has_note(&mut tx, row.organization_id, row.invoice_id, &note).await? {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(());
+        }
+        let taken = amount.min(balance).max(0);
+        if taken > 0 {
+            billing::append_ledger(
+                &mut tx,
+                &billing::NewLedgerEntry {
+                    organization_id: row.organization_id,
+                    kind: "adjustment",
+                    amount_minor: -taken,
+                    currency: &row.currency,
+                    invoice_id: Some(row.invoice_id),
+                    note: &note,
+                    actor: ACTOR_STRIPE,
+                    now,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        if taken < amount {
+            tracing::error!(
+                refund,
+                intent = %row.intent_id,
+                organization = %row.organization_id,
+                short = %crate::amount_text(amount - taken, &row.currency),
+                "a card payment that went to account credit was refunded in Stripe, and the credit had been spent: the rest could not be taken back"
+            );
+        }
+        Ok(())
     }
 
     async fn complete_refund_reference(&self, refund_id: i64, reference: &str) -> Result<bool> {
