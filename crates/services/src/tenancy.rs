@@ -164,10 +164,26 @@ impl Lodge {
                     ServiceError::field("project_ids", "No such project in this organization.")
                 })?;
         }
+        let current = orgs::role_of(&mut *tx, org, user).await?;
+        if current.is_none() {
+            // A new member counts against the organization's user quota.
+            let quota = orgs::by_id(&mut *tx, org)
+                .await?
+                .ok_or_else(|| ServiceError::field("organization", "No such organization."))?
+                .user_quota;
+            if orgs::member_count(&mut tx, org).await? >= quota {
+                return Err(ServiceError::field(
+                    "non_field_errors",
+                    format!(
+                        "This organization has reached its quota of {quota} users: raise its user quota first."
+                    ),
+                ));
+            }
+        }
         // An organization keeps an owner: its only one is not made something else (its
         // keys, members and mail need one).
         if role != Role::Owner
-            && orgs::role_of(&mut *tx, org, user).await?.as_deref() == Some("owner")
+            && current.as_deref() == Some("owner")
             && orgs::other_owners(&mut tx, org, user).await? == 0
         {
             return Err(ServiceError::field(

@@ -140,6 +140,16 @@ pub async fn add_member(
     Ok(())
 }
 
+/// How many members (users, whatever their role) the organization has.
+pub async fn member_count(conn: &mut AnyConnection, org: OrganizationId) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE organization_id = $1")
+            .bind(org.to_string())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// How many owners the organization has other than `user`.
 pub async fn other_owners(
     conn: &mut AnyConnection,

@@ -562,6 +562,52 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
         "{body}"
     );
     assert_eq!(app.count("memberships").await, members);
+
+    // Members count against the organization's user quota; a member's role still changes
+    // when it is full.
+    let in_org: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE organization_id = $1")
+            .bind(org.clone())
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/organizations/{org}/quotas"),
+            Some(&app.admin_key()),
+            Some(&json!({ "user_quota": in_org })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &app.admin_key(),
+            &json!({ "user_id": user, "role": "viewer" }),
+        )
+        .await;
+    assert_field_error(status, &body, "non_field_errors");
+    assert!(
+        body["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("quota of {in_org} users")),
+        "{body}"
+    );
+    assert_eq!(app.count("memberships").await, members, "nothing added");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &app.admin_key(),
+            &json!({ "user_id": owner, "role": "owner" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a member's role, when full: {body}"
+    );
     app.stop().await;
 }
 
