@@ -1304,7 +1304,8 @@ pub struct Preview {
     pub to: String,
     /// Renewal invoices to issue, one per organization and due date.
     pub renewals: Vec<PreviewRenewal>,
-    /// Accounts to suspend for an unpaid renewal.
+    /// Accounts to suspend for an unpaid renewal: one issued, or one to issue that the
+    /// organization's credit will not cover (`invoice_id` null).
     pub suspensions: Vec<PreviewStep>,
     /// Accounts to terminate: renewals unpaid past the termination grace (the invoice is
     /// cancelled) and end-of-period cancellations.
@@ -1340,6 +1341,8 @@ pub struct PreviewStep {
     pub date: String,
     /// `overdue` (with its invoice) or `end of period`.
     pub reason: String,
+    /// The unpaid renewal invoice; null for an end-of-period cancellation or a renewal not
+    /// issued yet.
     pub invoice_id: Option<i64>,
 }
 
@@ -1403,16 +1406,55 @@ impl Lodge {
                 break;
             }
         }
+        // Each organization's credit pays its renewals as they are issued, in due order; an
+        // invoice it does not cover stays unpaid and leads to its accounts' suspension and
+        // termination (if nothing is paid meanwhile).
+        let orgs: Vec<OrganizationId> = groups
+            .keys()
+            .map(|(o, _)| *o)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut credit = std::collections::HashMap::new();
+        for chunk in orgs.chunks(500) {
+            credit.extend(lodge_store::orgs::credits_of(&mut db, chunk).await?);
+        }
         for ((org, due), services) in groups {
-            let issue = due
-                .parse::<Date>()
+            let total: i64 = services.iter().map(|s| s.recurring_minor).sum();
+            let left = credit.entry(org).or_insert(0);
+            let covered = *left >= total;
+            *left = (*left - total).max(0);
+            let due_day = due.parse::<Date>().ok();
+            if let (false, Some(d)) = (covered, due_day) {
+                let suspend_on = plus_days(d, policy.suspend_after_days).max(today);
+                let terminate_on = plus_days(d, policy.terminate_after_days).max(today);
+                for s in &services {
+                    if s.status == HostingStatus::Active && suspend_on <= last {
+                        preview.suspensions.push(PreviewStep {
+                            hosting_id: s.id.to_string(),
+                            date: suspend_on.to_string(),
+                            reason: "overdue".into(),
+                            invoice_id: None,
+                        });
+                    }
+                    if !s.status.is_closed() && terminate_on <= last {
+                        preview.terminations.push(PreviewStep {
+                            hosting_id: s.id.to_string(),
+                            date: terminate_on.to_string(),
+                            reason: "overdue".into(),
+                            invoice_id: None,
+                        });
+                    }
+                }
+            }
+            let issue = due_day
                 .map(|d| plus_days(d, -policy.lead_days).max(today))
-                .map_or_else(|_| today.to_string(), |d| d.to_string());
+                .map_or_else(|| today.to_string(), |d| d.to_string());
             preview.renewals.push(PreviewRenewal {
                 organization_id: org.to_string(),
                 issue_date: issue,
                 due_date: due,
-                total_minor: services.iter().map(|s| s.recurring_minor).sum(),
+                total_minor: total,
                 accounts: services
                     .iter()
                     .map(|s| PreviewAccount {

@@ -21,6 +21,7 @@ on_both_engines!(
     a_renewal_paid_after_an_end_of_period_cancellation_is_served,
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
+    the_preview_counts_the_credit_that_will_pay_a_renewal,
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
     a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
@@ -467,6 +468,28 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
     assert_eq!(r["accounts"][0]["hosting_id"], id.as_str(), "{p}");
     assert_eq!(counts(&app).await, before, "a preview writes nothing");
 
+    // Far enough ahead, the renewal not issued yet, which no credit covers, leads to the
+    // account's suspension at +7 and its termination at +30.
+    let to_due = i64::from(
+        (d - crate::harness::start_time()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date())
+        .get_days(),
+    );
+    let (_, p) = preview(&app, &(to_due + 30).to_string()).await;
+    let on = |days: i64| {
+        d.checked_add(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(p["suspensions"][0]["hosting_id"], id.as_str(), "{p}");
+    assert_eq!(p["suspensions"][0]["date"], on(7), "{p}");
+    assert!(p["suspensions"][0]["invoice_id"].is_null(), "{p}");
+    assert_eq!(p["terminations"][0]["date"], on(30), "{p}");
+    let (_, p) = preview(&app, &(to_due + 29).to_string()).await;
+    assert_eq!(p["terminations"].as_array().unwrap().len(), 0, "{p}");
+    let before = counts(&app).await;
+
     // Once issued and unpaid: the suspension at +7 and the termination at +30.
     app.clock.set(noon(&due, -14));
     pass(&app, &worker).await;
@@ -503,6 +526,23 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
         .get("/v1/admin/billing/preview?days=5", &app.key())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+/// A renewal the organization's credit will pay when it is issued leads to no suspension in
+/// the preview; and the pass does pay it so.
+async fn the_preview_counts_the_credit_that_will_pay_a_renewal(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let (id, worker) = active(&app, &fake, "covered.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let (_, p) = preview(&app, "366").await;
+    assert_eq!(p["renewals"][0]["due_date"], due.as_str(), "{p}");
+    assert_eq!(p["suspensions"].as_array().unwrap().len(), 0, "{p}");
+    assert_eq!(p["terminations"].as_array().unwrap().len(), 0, "{p}");
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    assert_eq!(renewals(&app).await[0]["status"], "paid");
     app.stop().await;
 }
 
