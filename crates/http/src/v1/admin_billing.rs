@@ -26,8 +26,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_domain))
 }
 
-/// An amount as a decimal string (`"10.00"`) or a JSON number (`10`, `10.5`); read as text,
-/// never through a float. At most the currency's decimals, and at most 10,000,000,000.00.
+/// An amount as a decimal string (`"10.00"`, read as text) or a JSON number (`10`, `10.5`;
+/// a number with a fraction is read as a double, exact to 15 significant digits, so send
+/// the string for exactness). At most the currency's decimals, and at most
+/// 10,000,000,000.00.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Amount {
