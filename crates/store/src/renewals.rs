@@ -240,7 +240,9 @@ pub async fn billed_periods<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Ve
 }
 
 /// Moves a service into its next period: `next_due_date` from `from` to `to`, only if it
-/// is still `from` (a period is added once however often its payment is settled). Sets the
+/// is still `from` (a period is added once however often its payment is settled) and the
+/// account has not ended (a terminated account's period came off its renewal: paying the
+/// rest of that invoice serves it nothing). Sets the
 /// anchor when the account has none, and moves a pending end-of-period cancellation
 /// effective on `from` to `to` (the period from `from` to `to` was paid, and such an account
 /// ends when its paid period does). The account's status when it moved, `None` when not.
@@ -258,7 +260,8 @@ pub async fn advance_period<C: SqlConn>(
         "UPDATE hosting SET next_due_date = $3, period_anchor = COALESCE(period_anchor, $4), \
          cancel_effective_date = CASE WHEN cancel_type = 'end_of_period' \
              AND cancel_effective_date = $2 THEN $3 ELSE cancel_effective_date END, \
-         modified_at = $5 WHERE id = $1 AND next_due_date IS NOT DISTINCT FROM $2",
+         modified_at = $5 WHERE id = $1 AND next_due_date IS NOT DISTINCT FROM $2 \
+           AND status NOT IN ('terminated', 'cancelled')",
         "status",
         vals![service.to_string(), from, to, anchor, now],
     )
@@ -307,7 +310,8 @@ const ADVANCE_PERIODS_POSTGRES: &str = "UPDATE hosting AS h \
          modified_at = $1 \
      FROM jsonb_array_elements($2::text::jsonb) AS r(v) \
      WHERE h.id = ANY(ARRAY(SELECT x.v->>0 FROM jsonb_array_elements($2::text::jsonb) AS x(v))) \
-       AND h.id = r.v->>0 AND h.next_due_date IS NOT DISTINCT FROM r.v->>1";
+       AND h.id = r.v->>0 AND h.next_due_date IS NOT DISTINCT FROM r.v->>1 \
+       AND h.status NOT IN ('terminated', 'cancelled')";
 
 /// An account's status, if it exists.
 pub async fn status_of<C: SqlConn>(
@@ -561,7 +565,9 @@ pub async fn billed_domains<C: SqlConn>(
     .collect()
 }
 
-/// Moves a domain's paid-through date from `from` to `to` (once). Whether it moved.
+/// Moves a domain's paid-through date from `from` to `to` (once), unless the domain has
+/// expired or left (its year came off the renewal, so paying the rest renews nothing).
+/// Whether it moved: the registrar's renewal is queued only then.
 pub async fn advance_domain<C: SqlConn>(
     conn: &mut C,
     id: DomainId,
@@ -572,7 +578,8 @@ pub async fn advance_domain<C: SqlConn>(
     let changed = conn
         .exec(
             "UPDATE domains SET next_billing_date = $3, modified_at = $4 \
-             WHERE id = $1 AND next_billing_date IS NOT DISTINCT FROM $2",
+             WHERE id = $1 AND next_billing_date IS NOT DISTINCT FROM $2 \
+               AND status NOT IN ('expired', 'transferred_away', 'cancelled')",
             vals![id.to_string(), from, to, now],
         )
         .await?;

@@ -22,6 +22,7 @@ on_both_engines!(
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
     the_preview_counts_the_credit_that_will_pay_a_renewal,
+    paying_a_renewal_after_one_of_its_accounts_ended_moves_only_the_live_one,
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
     a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
@@ -789,6 +790,57 @@ async fn a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total(
         hosting(&app, &hosting_id).await["next_due_date"],
         "2028-03-31"
     );
+    // The expired domain's year was not paid: it is not renewed, at the registrar or here.
+    drain(worker.clone()).await;
+    let d = domain(&app, &dom).await;
+    assert_eq!(d["status"], "expired", "{d}");
+    let renew_jobs: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'renew_domain'")
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(renew_jobs, 0, "no renewal asked of the registrar");
+    app.stop().await;
+}
+
+/// Two accounts on one renewal; one cancelled at the end of its period is terminated on its
+/// due date and its period comes off the invoice; staff then record the rest: the other
+/// account renews, the terminated one keeps its dates (no period it was never served).
+async fn paying_a_renewal_after_one_of_its_accounts_ended_moves_only_the_live_one(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let (leaving, worker) = active(&app, &fake, "ends.test").await;
+    let staying = order(&app, "stays.test").await;
+    drain(worker.clone()).await;
+    let due = str_of(&hosting(&app, &leaving).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "10.00", "{inv}");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &leaving)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "one is enough" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    app.clock.set(noon(&due, 0));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &leaving).await["status"], "terminated");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "5.00", "the ended period came off: {inv}");
+    bank_transfer(&app, &inv["id"], "5.00", "rest-of-renewal").await;
+    drain(worker.clone()).await;
+    let next = months_after("2026-03-31", 2);
+    assert_eq!(
+        hosting(&app, &staying).await["next_due_date"],
+        next.as_str()
+    );
+    let h = hosting(&app, &leaving).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(h["next_due_date"], due.as_str(), "{h}");
+    assert_eq!(h["cancellation"]["effective_date"], due.as_str(), "{h}");
     app.stop().await;
 }
 
