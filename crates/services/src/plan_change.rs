@@ -23,8 +23,9 @@
 //!
 //! An upgrade's invoice left unpaid holds further changes of the account back (409) until it
 //! is paid; nothing cancels or expires it yet. Paid after its account ended (terminated or
-//! cancelled), the change is not applied and what was paid goes back to the organization's
-//! credit.
+//! cancelled) or once the period it was priced for is over, the change is not applied and
+//! what was paid goes back to the organization's credit (the customer asks again, priced
+//! for the days then left).
 
 use jiff::civil::Date;
 use jiff::ToSpan;
@@ -756,11 +757,23 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
             | HostingStatus::Suspended
             | HostingStatus::Failed
     );
-    if !live {
+    // The days the change was priced for are over: applying it now would charge for an
+    // upgrade never served (and bill the next period's difference again).
+    let period_over = change
+        .period_end
+        .parse::<Date>()
+        .is_ok_and(|end| ctx.today >= end);
+    let not_applied = if !live {
+        Some("Plan change not applied: the account ended before its invoice was paid")
+    } else if period_over {
+        Some("Plan change not applied: its period ended before its invoice was paid")
+    } else {
+        None
+    };
+    if let Some(note) = not_applied {
         if store::settle_change(conn, change.id, store::CANCELLED, ctx.now).await? {
             // Given back as a refund of the invoice to credit, recorded as one: the invoice
             // is then refunded, and nothing of it is left for staff to refund again.
-            let note = "Plan change not applied: the account ended before its invoice was paid";
             lodge_store::refunds::insert_refund(
                 conn,
                 &lodge_store::refunds::NewRefund {

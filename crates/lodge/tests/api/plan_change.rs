@@ -30,6 +30,7 @@ on_both_engines!(
     a_retried_change_with_its_idempotency_key_charges_once,
     concurrent_changes_of_one_account_one_wins,
     an_upgrade_paid_after_its_account_ended_goes_back_to_credit,
+    an_upgrade_paid_after_its_period_ended_goes_back_to_credit,
     an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
     a_failing_change_package_job_is_retried,
     a_change_after_the_next_period_was_billed_renews_at_the_new_price,
@@ -970,6 +971,57 @@ async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app:
     let inv = invoice(&app, inv_id).await;
     assert_eq!(inv["status"], "unpaid", "{inv}");
     assert_eq!(cents(&inv["amount_due"]), 500, "{inv}");
+    app.stop().await;
+}
+
+/// Found by an audit running the server over months: an upgrade invoiced for the days left
+/// of a period and paid only after that period ended was applied then, charging for upgrade
+/// days never served and invoicing the next period's difference too. Now it is not applied
+/// and what was paid goes back to credit, as a refund of its invoice; a new change can be
+/// asked for, priced for the days then left.
+async fn an_upgrade_paid_after_its_period_ended_goes_back_to_credit(app: TestApp) {
+    let driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "too-late.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-REN-LATE").await;
+    // Paid on 2026-05-05, after the period it was priced for (to 2026-04-30).
+    app.clock.set(noon("2026-05-05"));
+    pay(&app, upgrade, "1.67", "TRF-UP-LATE").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Starter", "not applied: {h}");
+    assert_eq!(h["price"], "5.00", "{h}");
+    assert_eq!(
+        balance(&app).await,
+        167,
+        "what was paid went back to credit"
+    );
+    assert!(adjustment_from(&app, &id, "2026-04-30").await.is_empty());
+    assert!(jobs_of(&app, "change_package").await.is_empty());
+    assert!(driver.changes().is_empty());
+    let (status, r) = app
+        .get(
+            &format!("/v1/admin/invoices/{upgrade}/refunds"),
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
+    // The account is free to change again.
+    let (status, body) = change(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     app.stop().await;
 }
 
