@@ -467,7 +467,6 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
     assert_eq!(r["issue_date"], issue.as_str(), "{p}");
     assert_eq!(r["total_minor"], 500, "{p}");
     assert_eq!(r["accounts"][0]["hosting_id"], id.as_str(), "{p}");
-    assert_eq!(counts(&app).await, before, "a preview writes nothing");
 
     // Far enough ahead, the renewal not issued yet, which no credit covers, leads to the
     // account's suspension at +7 and its termination at +30.
@@ -489,7 +488,7 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
     assert_eq!(p["terminations"][0]["date"], on(30), "{p}");
     let (_, p) = preview(&app, &(to_due + 29).to_string()).await;
     assert_eq!(p["terminations"].as_array().unwrap().len(), 0, "{p}");
-    let before = counts(&app).await;
+    assert_eq!(counts(&app).await, before, "a preview writes nothing");
 
     // Once issued and unpaid: the suspension at +7 and the termination at +30.
     app.clock.set(noon(&due, -14));
