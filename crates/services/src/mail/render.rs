@@ -227,6 +227,24 @@ mod tests {
         assert!(overdue.text.contains("suspended on 2026-04-08"));
         let s = t.render("hosting_suspended", &ctx()).unwrap();
         assert_eq!(s.subject, "ann.test is suspended");
+        // For an unpaid renewal: paying brings it back; by staff: no word of a payment, and
+        // no note that only repeats the status.
+        let mut overdue = ctx();
+        overdue["hosting"]["note"] = "suspended: renewal INV-2026-000001 unpaid".into();
+        let s = t.render("hosting_suspended", &overdue).unwrap();
+        assert!(
+            s.text
+                .contains("(suspended: renewal INV-2026-000001 unpaid)"),
+            "{}",
+            s.text
+        );
+        assert!(s.text.contains("Once what is due is paid"), "{}", s.text);
+        let mut by_staff = ctx();
+        by_staff["hosting"]["note"] = "suspended".into();
+        let s = t.render("hosting_suspended", &by_staff).unwrap();
+        assert!(s.text.contains("is suspended."), "{}", s.text);
+        assert!(!s.text.contains("(suspended)"), "{}", s.text);
+        assert!(!s.text.contains("paid"), "{}", s.text);
     }
 
     #[test]
