@@ -23,6 +23,8 @@ use crate::registrar::Outcome;
 use crate::{Lodge, Result, ServiceError};
 
 pub const JOB_SUSPEND: &str = "suspend_hosting";
+/// Webhook deliveries a worker runs at once ([`Worker::run_once`]).
+const WEBHOOKS_AT_ONCE: usize = 8;
 pub const JOB_UNSUSPEND: &str = "unsuspend_hosting";
 pub const JOB_EXPIRE_ORDER: &str = "expire_order";
 pub const JOB_CHANGE_PASSWORD: &str = "change_password";
@@ -136,9 +138,30 @@ impl Worker {
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
         let n = claimed.len();
-        for job in claimed {
-            self.run_job(job).await?;
-        }
+        // Webhook deliveries wait on other people's servers (up to their timeout each): they
+        // run side by side, beside the other jobs, which run one after another in the order
+        // claimed. A slow endpoint then holds up neither mail nor provisioning.
+        let (hooks, rest): (Vec<JobRow>, Vec<JobRow>) = claimed
+            .into_iter()
+            .partition(|j| j.kind == crate::webhooks::JOB_WEBHOOK);
+        let in_order = async {
+            for job in rest {
+                self.run_job(job).await?;
+            }
+            Ok::<(), ServiceError>(())
+        };
+        let side_by_side = async {
+            use futures::{StreamExt, TryStreamExt};
+            futures::stream::iter(hooks)
+                .map(|job| self.run_job(job))
+                .buffer_unordered(WEBHOOKS_AT_ONCE)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(drop)
+        };
+        let (a, b) = tokio::join!(in_order, side_by_side);
+        a?;
+        b?;
         Ok(n)
     }
 
@@ -152,7 +175,25 @@ impl Worker {
     }
 
     async fn run_job_in_span(&self, job: JobRow) -> Result<()> {
-        let result = self.lodge.perform(&job).await;
+        use futures::FutureExt;
+        // A job that panics (a bug) fails as any error does, retried and then dead, visible
+        // in the jobs list: it never takes the worker, and every job after it, down.
+        let result = match std::panic::AssertUnwindSafe(self.lodge.perform(&job))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(ServiceError::Internal(format!(
+                    "the job panicked (a bug in Lodge): {what}"
+                )))
+            }
+        };
         let now = self.lodge.now_us();
         let store = self.lodge.store.writer();
         match result {
@@ -166,9 +207,14 @@ impl Worker {
                     ServiceError::Internal(m) => m,
                     other => other.to_string(),
                 };
-                // A panel's refusal (the name is someone else's, …) is not retried.
-                let dead =
-                    job.attempts >= job.max_attempts || message.contains(crate::drivers::REFUSED);
+                // A panel's refusal (the name is someone else's, …) is not retried. Only a
+                // driver's job can carry one: a webhook's or a mail's error quotes what the
+                // other server answered, which must not stop its retries.
+                let refused = !matches!(
+                    job.kind.as_str(),
+                    crate::webhooks::JOB_WEBHOOK | crate::mail::JOB_MAIL
+                ) && message.contains(crate::drivers::REFUSED);
+                let dead = job.attempts >= job.max_attempts || refused;
                 let retry_at = (!dead).then(|| now + backoff_us(job.attempts));
                 tracing::warn!(error = %message, dead, "job failed");
                 jobs::fail(store, job.id, &self.id, &message, retry_at, now).await?;

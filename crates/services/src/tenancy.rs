@@ -41,6 +41,13 @@ impl Lodge {
         if !valid_email(&email) {
             v.add("email", "Enter a valid email address.");
         }
+        // As the account page takes it (`/apiv2/account`): it goes into mail headers.
+        let name = u.name.trim();
+        if name.chars().count() > 100 {
+            v.add("name", "At most 100 characters.");
+        } else if name.chars().any(char::is_control) {
+            v.add("name", "Control characters are not allowed.");
+        }
         if let Some(p) = u.password {
             if p.chars().count() < 8 {
                 v.add("password", "The password must have at least 8 characters.");
@@ -55,7 +62,7 @@ impl Lodge {
             &users::NewUser {
                 id,
                 email: &email,
-                name: u.name.trim(),
+                name,
                 password_hash: hash.as_deref(),
                 is_staff: u.is_staff,
                 now: self.now_us(),

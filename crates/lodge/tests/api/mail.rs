@@ -22,6 +22,7 @@ on_both_engines!(
     smtp_down_the_mail_is_sent_once_it_is_back,
     with_mail_off_no_mail_job_is_made,
     mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
+    a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -404,6 +405,50 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     app.clock.advance(jiff::SignedDuration::from_hours(2));
     assert_eq!(drain(worker.clone()).await, 0);
     assert_eq!(smtp.messages().len(), 2);
+    app.stop().await;
+}
+
+/// Found by the mail audit: staff could create a user whose name held a line break, and
+/// its first mail panicked the worker (lettre refuses such a header when it renders),
+/// again after every restart. Such a name is now refused; one stored before is sent on
+/// one line.
+async fn a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line(
+    app: TestApp,
+) {
+    let Some(smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    let (status, body) = app
+        .post(
+            "/v1/admin/users",
+            &app.admin_key(),
+            &json!({ "email": "bob@b.test", "name": "Bob\r\nBcc: spy@attacker.test" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        crate::harness::messages(&body, "name").contains("Control characters"),
+        "{body}"
+    );
+    sqlx::query("UPDATE users SET name = $1 WHERE email = $2")
+        .bind("Ann\r\nBcc: spy@attacker.test")
+        .bind(OWNER)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    order(&app, "one-line.test").await;
+    assert_eq!(drain(worker.clone()).await, 2);
+    let got = smtp.messages();
+    assert_eq!(got.len(), 2, "{:?}", subjects(&got));
+    for m in &got {
+        assert!(m.to().contains(OWNER), "{}", m.to());
+        let head = m.text.replace("\r\n", "\n");
+        let head = head.split("\n\n").next().unwrap_or_default();
+        assert!(!head.lines().any(|l| l.starts_with("Bcc:")), "{head}");
+        assert!(!head.contains("X-RcptTo: spy"), "{head}");
+    }
     app.stop().await;
 }
 

@@ -27,6 +27,7 @@ use crate::harness::{
 use crate::on_both_engines;
 
 on_both_engines!(
+    a_panicking_job_fails_and_the_worker_goes_on,
     flaky_driver_makes_one_account,
     failing_driver_marks_the_account_failed,
     killed_worker_job_is_taken_again_after_its_lease,
@@ -174,6 +175,8 @@ pub(crate) struct FakeState {
     /// `create` calls still to fail.
     failures_left: usize,
     always_fail: bool,
+    /// `create` calls still to panic (a bug in a driver).
+    panics_left: usize,
     create_calls: usize,
     /// Successful `create` calls per username: an account made twice shows as 2.
     created: HashMap<String, usize>,
@@ -252,6 +255,11 @@ impl FakeDriver {
             return Ok(());
         }
         s.create_calls += 1;
+        if s.panics_left > 0 {
+            s.panics_left -= 1;
+            drop(s);
+            panic!("the fake panel's driver has a bug");
+        }
         if s.always_fail || s.failures_left > 0 {
             s.failures_left = s.failures_left.saturating_sub(1);
             return Err(DriverError(FAKE_ERROR.to_owned()));
@@ -800,6 +808,31 @@ async fn without_nginx_on(app: TestApp, cfg: &NginxConfig, missing: &Path) {
 
 /// A driver that fails twice then succeeds: one account, `active`, the job done after
 /// three attempts.
+/// A job that panics (a bug in a driver, in mail, …) fails as an error does, visible on its
+/// account and retried; the worker goes on with the other jobs and the next rounds. It used
+/// to take the worker task down for good (found by the webhook and mail audit: a name with
+/// a line break panicked the mail job on every restart).
+async fn a_panicking_job_fails_and_the_worker_goes_on(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.state().panics_left = 1;
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let first = str_of(&order_paid(&app, "panics.test").await, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &first).await;
+    assert_eq!(h["status"], "provisioning", "{h}");
+    assert!(str_of(&h, "last_error").contains("the job panicked"), "{h}");
+    // The same worker takes the next job, then the retry after its backoff.
+    let second = str_of(&order_paid(&app, "after-panic.test").await, "hosting_id").to_owned();
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &second).await["status"], "active");
+    past_backoff(&app);
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &first).await["status"], "active");
+    app.stop().await;
+}
+
 async fn flaky_driver_makes_one_account(app: TestApp) {
     let fake = FakeDriver::failing_first(2);
     fake.install(&app.lodge);

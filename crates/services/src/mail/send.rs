@@ -51,11 +51,14 @@ pub(crate) async fn send(
     let address: lettre::Address = to
         .parse()
         .map_err(|e| local(format!("the address {to:?}: {e}")))?;
-    let name = (!to_name.trim().is_empty()).then(|| to_name.trim().to_owned());
+    // A header is one line: a name or subject with a line break in it (stored before such
+    // names were refused) is sent with spaces instead, never refused by lettre at render.
+    let name = one_line(to_name);
+    let name = (!name.is_empty()).then_some(name);
     let message = Message::builder()
         .from(from)
         .to(Mailbox::new(name, address))
-        .subject(rendered.subject.clone())
+        .subject(one_line(&rendered.subject))
         .message_id(Some(message_id.to_owned()))
         .date(std::time::SystemTime::from(date))
         .multipart(MultiPart::alternative_plain_html(
@@ -133,5 +136,26 @@ pub(crate) async fn send(
                 answer_may_be_lost: !(answered || connect_failed || e.is_tls() || e.is_client()),
             })
         }
+    }
+}
+
+/// `s` on one line: each control character (CR, LF, tab, …) a space, trimmed.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn control_characters_become_spaces() {
+        assert_eq!(one_line(" Bob\r\nBcc: spy@x.test "), "Bob  Bcc: spy@x.test");
+        assert_eq!(one_line("Ann\tLee"), "Ann Lee");
+        assert_eq!(one_line("Zoë"), "Zoë");
     }
 }
