@@ -30,6 +30,8 @@ on_both_engines!(
     endpoints_are_managed_by_staff_only,
     private_targets_are_accepted_with_the_flag,
     a_target_is_checked_again_at_delivery,
+    a_receivers_words_never_stop_its_retries,
+    an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_events,
 );
 on_both_engines!(private_targets_are_refused_without_the_flag);
 
@@ -70,6 +72,8 @@ struct ReceiverState {
     answers: VecDeque<u16>,
     /// Answer every request with this status (after `answers`).
     always: Option<u16>,
+    /// The body of every answer (empty when `None`).
+    body: Option<String>,
 }
 
 /// An HTTP server on 127.0.0.1 that records what it gets and answers as told.
@@ -84,7 +88,7 @@ async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: String,
-) -> AxumStatus {
+) -> (AxumStatus, String) {
     let mut s = state.lock().unwrap();
     s.got.push(Received {
         path: uri.path().to_owned(),
@@ -92,7 +96,10 @@ async fn receive(
         body,
     });
     let code = s.answers.pop_front().or(s.always).unwrap_or(200);
-    AxumStatus::from_u16(code).unwrap()
+    (
+        AxumStatus::from_u16(code).unwrap(),
+        s.body.clone().unwrap_or_default(),
+    )
 }
 
 impl Receiver {
@@ -121,6 +128,10 @@ impl Receiver {
 
     fn always(&self, code: u16) {
         self.state.lock().unwrap().always = Some(code);
+    }
+
+    fn answer_body(&self, body: &str) {
+        self.state.lock().unwrap().body = Some(body.to_owned());
     }
 
     fn types(&self, path: &str) -> Vec<String> {
@@ -527,6 +538,68 @@ async fn retries_after_errors_then_never_again(app: TestApp) {
     app.stop().await;
 }
 
+/// Found by the webhook audit: a receiver whose error answer said "refused by the panel: "
+/// (the marker of a control panel's final refusal) made the job dead after one attempt.
+/// What a receiver says never stops the retries.
+async fn a_receivers_words_never_stop_its_retries(app: TestApp) {
+    let rx = Receiver::start().await;
+    rx.answer(&[503]);
+    rx.answer_body("upstream error: refused by the panel: maintenance");
+    register(&app, &rx.url("/hook"), &["order.created"]).await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    order(&app, "maintenance.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 1);
+    assert_eq!(webhook_jobs(&app).await, [("queued".into(), 1, 33)]);
+    app.clock.advance(SignedDuration::from_mins(2));
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 2, "retried, then delivered");
+    assert_eq!(webhook_jobs(&app).await, [("done".into(), 2, 33)]);
+    app.stop().await;
+}
+
+/// Found by the webhook audit: an endpoint of organization A, moved by staff to B while a
+/// delivery of A's event was being retried, got A's event at the next retry. A delivery now
+/// goes only where the endpoint's organization (as it is now) is the event's.
+async fn an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_events(
+    app: TestApp,
+) {
+    let rx = Receiver::start().await;
+    rx.answer(&[500]);
+    let (other_org, _, _) = crate::harness::other_tenant(&app, "moved-to").await;
+    let (status, w) = app
+        .post(
+            "/v1/admin/webhooks",
+            &app.admin_key(),
+            &json!({ "url": rx.url("/scoped"), "events": ["order.created"], "organization_id": app.org_id() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{w}");
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    order(&app, "before-the-move.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 1, "the first attempt failed");
+    let (status, moved) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/webhooks/{}", id_of(&w)),
+            Some(&app.admin_key()),
+            Some(&json!({ "organization_id": other_org })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    for _ in 0..4 {
+        app.clock.advance(SignedDuration::from_mins(5));
+        drain(worker.clone()).await;
+    }
+    assert_eq!(
+        rx.got().len(),
+        1,
+        "nothing of the first organization's after the move"
+    );
+    app.stop().await;
+}
+
 /// Puts the delivery job back as a node that died while running it leaves it: `running`,
 /// its lease over.
 async fn as_if_its_node_died(app: &TestApp) {
@@ -676,6 +749,19 @@ async fn staff_redeliver_even_after_success(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // An event of a kind the endpoint does not subscribe to.
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/webhooks/{}/redeliver", id_of(&other)),
+            &app.admin_key(),
+            &json!({ "event_id": event }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(
+        messages(&r, "event_id").contains("does not subscribe to order.created"),
+        "{r}"
+    );
     let (status, _) = app
         .post(
             "/v1/admin/webhooks/999999/redeliver",

@@ -50,6 +50,9 @@ struct Answer {
     delivered: bool,
 }
 
+/// How much of a receiver's error answer is read (the first 200 characters are kept).
+const ERROR_BODY_BYTES: usize = 1024;
+
 fn subscribed(events: &str, kind: &str) -> bool {
     events == "*" || events.contains(&format!(",{kind},"))
 }
@@ -74,6 +77,14 @@ impl Lodge {
                 job.id, p.event_id
             )));
         };
+        // The endpoint as it is now: moved to another organization since, it gets none of
+        // this one's events, not even again.
+        if endpoint
+            .organization_id
+            .is_some_and(|o| o != event.organization_id)
+        {
+            return Ok(());
+        }
         let wanted = endpoint.enabled && subscribed(&endpoint.events, &event.kind);
         if !(p.redelivery || wanted) {
             return Ok(()); // disabled or unsubscribed since
@@ -166,8 +177,18 @@ impl Lodge {
                         delivered: true,
                     }
                 } else {
-                    let text = resp.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(200).collect();
+                    // What the receiver said, from the first KiB of its answer at most (it
+                    // may send gigabytes).
+                    let mut head: Vec<u8> = Vec::new();
+                    let mut resp = resp;
+                    while head.len() < ERROR_BODY_BYTES {
+                        match resp.chunk().await {
+                            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                            _ => break,
+                        }
+                    }
+                    head.truncate(ERROR_BODY_BYTES);
+                    let text: String = String::from_utf8_lossy(&head).chars().take(200).collect();
                     Answer {
                         status_code: Some(i64::from(status.as_u16())),
                         error: Some(format!("HTTP {status}: {}", text.trim())),

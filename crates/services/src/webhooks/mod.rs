@@ -398,8 +398,9 @@ impl Lodge {
         Ok(store::deliveries(&mut db, id, before, limit.clamp(1, 500)).await?)
     }
 
-    /// Sends an event to an endpoint again, even if it was delivered (a job of its own, with
-    /// the same retries).
+    /// Sends an event to an endpoint again, even if it was delivered or the endpoint is
+    /// disabled (a job of its own, with the same retries): an event of its organization (if
+    /// it has one) and of a kind it subscribes to.
     pub async fn redeliver_event(&self, id: i64, event_id: &str) -> Result<Redelivered> {
         let webhook = self.webhook(id).await?;
         let mut db = self.store.read_conn().await?;
@@ -414,6 +415,15 @@ impl Lodge {
             return Err(ServiceError::field(
                 "event_id",
                 "This endpoint gets another organization's events only.",
+            ));
+        }
+        if !webhook.events.iter().any(|k| k == "*" || *k == event.kind) {
+            return Err(ServiceError::field(
+                "event_id",
+                format!(
+                    "This endpoint does not subscribe to {}: add it to its events first.",
+                    event.kind
+                ),
             ));
         }
         let now = self.now_us();

@@ -26,6 +26,9 @@ pub(crate) fn parse(url: &str) -> Result<Url, String> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("Credentials in the URL are not accepted.".into());
     }
+    if parsed.port() == Some(0) {
+        return Err("Port 0 is no port a server listens on.".into());
+    }
     if parsed.fragment().is_some() {
         return Err("A URL with a fragment (#…) is not accepted.".into());
     }
@@ -91,6 +94,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b))
         || (a == 192 && b == 0 && c == 0)
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
         || (a == 198 && (b == 18 || b == 19))
         || a >= 240)
 }
@@ -107,9 +111,22 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
         return is_public_v4(v4);
     }
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765).
+    if s.get(..6) == Some(&[0, 0, 0, 0, 0xffff, 0][..]) {
+        let [.., hi, lo] = s;
+        return is_public_v4(embedded(hi, lo));
+    }
+    // 6to4 (2002:a.b.c.d::/48): reaches the IPv4 address in its bits 16–47.
+    if first == 0x2002 {
+        return is_public_v4(embedded(s[1], s[2]));
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
+        || (first == 0x64 && s.get(1) == Some(&0xff9b) && s.get(2) == Some(&1)) // local NAT64 64:ff9b:1::/48
+        || (first == 0x100 && s.get(1..4) == Some(&[0u16; 3][..])) // discard 100::/64
+        || (first == 0x2001 && s.get(1).is_some_and(|x| *x < 0x200)) // IETF protocols 2001::/23 (Teredo, …)
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (first & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
@@ -142,6 +159,14 @@ mod tests {
             "::ffff:10.1.2.3",
             "64:ff9b::a00:1",
             "::127.0.0.1",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::808:808",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378::1",
+            "192.88.99.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} is not public");
         }
@@ -151,6 +176,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
+            "::ffff:0:808:808",
+            "2001:4860::8888",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
@@ -168,6 +196,7 @@ mod tests {
             "https://user:pw@example.com/",
             "not a url",
             "https://example.com/#frag",
+            "http://127.0.0.1:0/x",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
