@@ -565,6 +565,14 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
         0
     };
     let paid = applied >= total;
+    // Due when its period starts, or on the day it is issued if that is later (a pass that
+    // catches up after the scheduler was down): the graces before suspension and
+    // termination count from a day the customer could have paid, never from before the
+    // invoice existed.
+    let due_on = due
+        .parse::<Date>()
+        .map_or_else(|_| due.to_owned(), |d| d.max(ctx.today).to_string());
+    let due = due_on.as_str();
     let token = ctx.sealer.payment_tokens().issue(ctx.now);
     let reserved = memo.as_deref_mut().and_then(|m| m.keys.next());
     let id = billing::insert_invoice_keyed(
@@ -1425,7 +1433,8 @@ impl Lodge {
             let covered = *left >= total;
             *left = (*left - total).max(0);
             let due_day = due.parse::<Date>().ok();
-            if let (false, Some(d)) = (covered, due_day) {
+            // Issued late (its date passed), an invoice is due on the day it is issued.
+            if let (false, Some(d)) = (covered, due_day.map(|d| d.max(today))) {
                 let suspend_on = plus_days(d, policy.suspend_after_days).max(today);
                 let terminate_on = plus_days(d, policy.terminate_after_days).max(today);
                 for s in &services {

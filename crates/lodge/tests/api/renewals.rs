@@ -22,6 +22,7 @@ on_both_engines!(
     two_schedulers_bill_every_period_once,
     the_preview_shows_what_the_scheduler_will_do_and_writes_nothing,
     the_preview_counts_the_credit_that_will_pay_a_renewal,
+    a_renewal_issued_late_is_due_the_day_it_is_issued,
     paying_a_renewal_after_one_of_its_accounts_ended_moves_only_the_live_one,
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
@@ -526,6 +527,49 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
         .get("/v1/admin/billing/preview?days=5", &app.key())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+/// Found by an audit running the server over months: with the scheduler down past the
+/// termination grace, the catching-up pass issued the renewal and, in the same pass,
+/// cancelled it and terminated the account, which the customer had no chance to pay. An
+/// invoice issued late is due on the day it is issued, and the graces count from there.
+async fn a_renewal_issued_late_is_due_the_day_it_is_issued(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "late-issued.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let plus = |days: i64| {
+        due.parse::<Date>()
+            .unwrap()
+            .checked_add(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    // No pass ran from before the lead time until 40 days after the due date.
+    app.clock.set(noon(&due, 40));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    assert_eq!(inv["due_date"], plus(40).as_str(), "{inv}");
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    // Suspended a week after that, and not before.
+    app.clock.set(noon(&due, 46));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.clock.set(noon(&due, 47));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    // Paid then: back, and the period it pays is the one from the old due date.
+    bank_transfer(&app, &inv["id"], "5.00", "late-issued").await;
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert_eq!(
+        h["next_due_date"],
+        months_after("2026-03-31", 2).as_str(),
+        "{h}"
+    );
     app.stop().await;
 }
 
