@@ -429,7 +429,12 @@ pub async fn list_invoices(
     let invoices = st.lodge.billed_invoices(&c.access).await?;
     let cur = st.lodge.settings.currency;
     let unpaid: i64 = invoices.iter().map(|b| due_now(&b.invoice)).sum();
-    let total: i64 = invoices.iter().map(|b| b.invoice.total_minor).sum();
+    // A cancelled invoice is void: listed, but neither paid nor owed, so not in the total.
+    let total: i64 = invoices
+        .iter()
+        .filter(|b| b.invoice.status != InvoiceStatus::Cancelled)
+        .map(|b| b.invoice.total_minor)
+        .sum();
     let paid: i64 = invoices
         .iter()
         .filter(|b| was_paid(&b.invoice))

@@ -174,6 +174,21 @@ async fn an_identical_order_after_the_first_was_cancelled_is_placed_anew(app: Te
         assert_eq!((status, replayed), (StatusCode::OK, true), "{how}: {third}");
         assert_eq!(third, second, "{how}");
     }
+    // The invoices' summary: the cancelled ones are void, in neither total (found by the
+    // lifecycle audit: the total counted them, so it was more than paid plus unpaid).
+    let list = v2_ok(
+        &app,
+        Method::GET,
+        "/apiv2/billing/invoices",
+        &app.key(),
+        None,
+    )
+    .await;
+    assert_eq!(list["summary"]["paid_total"], "0.00", "{list}");
+    assert_eq!(
+        list["summary"]["total"], list["summary"]["unpaid_total"],
+        "{list}"
+    );
 
     // With the caller's key: the first answer, even once its order is cancelled.
     let body = order_body(STARTER_PACKAGE, 1, "reorder-keyed.com");
