@@ -379,7 +379,8 @@ pub async fn live_hosting_for_name<C: SqlConn>(conn: &mut C, name: &str) -> Resu
 }
 
 /// Whether a live hosting account of another organization than `org` carries one of
-/// `parents` (the sites above a name's, [`lodge_core::domain::parent_sites`]).
+/// `parents` (the sites above a name's, [`lodge_core::domain::parent_sites`]), in either
+/// form.
 pub async fn live_parent_elsewhere<C: SqlConn>(
     conn: &mut C,
     parents: &[&str],
@@ -388,8 +389,13 @@ pub async fn live_parent_elsewhere<C: SqlConn>(
     if parents.is_empty() {
         return Ok(false);
     }
+    // Each parent in both forms: a site is hosted as `x` or as `www.x`.
+    let forms: Vec<String> = parents
+        .iter()
+        .flat_map(|p| lodge_core::domain::site_forms(p))
+        .collect();
     let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
-    let names = (0..parents.len())
+    let names = (0..forms.len())
         .map(|i| format!("${}", i + 2))
         .collect::<Vec<_>>()
         .join(", ");
@@ -398,7 +404,7 @@ pub async fn live_parent_elsewhere<C: SqlConn>(
          AND organization_id <> $1"
     );
     let mut args = vec![crate::Val::from(org.to_string())];
-    args.extend(parents.iter().map(|p| crate::Val::from((*p).to_owned())));
+    args.extend(forms.into_iter().map(crate::Val::from));
     Ok(conn.fetch_int(&sql, args).await?.unwrap_or(0) > 0)
 }
 
@@ -418,6 +424,64 @@ pub async fn live_hosting_names<C: SqlConn>(
         out.insert(crate::Cols::new(row).text()?);
     }
     Ok(out)
+}
+
+/// [`LIVE_HOSTING_NAMES`] and, in the same statement, the live domain objects among the
+/// names with their organizations (`h` rows: hosting names; `d` rows: domains).
+static LIVE_NAMES_AND_DOMAINS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let hosting = crate::expand_in_lists(&format!("status IN {}", *LIVE_HOSTING));
+    let domains = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));
+    format!(
+        "SELECT DISTINCT domain_name, 'h', '' FROM hosting WHERE domain_name IN ($IDS) AND {hosting} \
+         UNION ALL SELECT name, 'd', organization_id FROM domains WHERE name IN ($IDS) AND {domains}"
+    )
+});
+
+/// Which of `names` live hosting accounts carry, and which live domain objects hold (with
+/// their organization), in one statement: what a batch of orders reads first.
+pub async fn live_names_and_domains<C: SqlConn>(
+    conn: &mut C,
+    names: &[&str],
+) -> Result<(
+    std::collections::HashSet<String>,
+    std::collections::HashMap<String, OrganizationId>,
+)> {
+    let mut hosted = std::collections::HashSet::new();
+    let mut held = std::collections::HashMap::new();
+    let Some((sql, args)) = crate::conn::over_distinct_ids(
+        &LIVE_NAMES_AND_DOMAINS,
+        names.iter().map(|n| (*n).to_owned()),
+    ) else {
+        return Ok((hosted, held));
+    };
+    for row in conn.fetch_rows(&sql, args).await? {
+        let mut c = crate::Cols::new(row);
+        let (name, kind) = (c.text()?, c.text()?);
+        if kind == "d" {
+            held.insert(name, c.parse()?);
+        } else {
+            hosted.insert(name);
+        }
+    }
+    Ok((hosted, held))
+}
+
+/// Whether a live domain object of another organization than `org` holds `name` (a
+/// registrable domain): its sites are that organization's to host.
+pub async fn domain_held_elsewhere<C: SqlConn>(
+    conn: &mut C,
+    name: &str,
+    org: OrganizationId,
+) -> Result<bool> {
+    let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));
+    let sql = format!(
+        "SELECT COUNT(*) FROM domains WHERE name = $1 AND {live} AND organization_id <> $2"
+    );
+    Ok(conn
+        .fetch_int(&sql, vals![name, org.to_string()])
+        .await?
+        .unwrap_or(0)
+        > 0)
 }
 
 #[derive(Debug, Clone, FromRow)]

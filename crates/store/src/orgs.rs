@@ -527,9 +527,13 @@ pub(crate) static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock
     // only for the condition it was made with, and `expand_in_lists` rewrites only a bare
     // column's list (with `h.status` the subquery read every account).
     let live = crate::expand_in_lists(&format!("status IN {}", *crate::hosting::LIVE_HOSTING));
+    let live_domain =
+        crate::expand_in_lists(&format!("status IN {}", *crate::hosting::LIVE_DOMAIN));
     format!(
         "SELECT {}, \
-         (SELECT COUNT(*) FROM hosting WHERE domain_name IN ($3, $5) AND {live}), \
+         (SELECT COUNT(*) FROM hosting WHERE domain_name IN ($3, $5) AND {live}) \
+         + (SELECT COUNT(*) FROM domains WHERE name = $6 AND {live_domain} \
+            AND organization_id <> $4), \
          (SELECT COUNT(*) FROM (SELECT 1 FROM servers s WHERE {} AND s.capacity = 0 LIMIT 1) x) \
          FROM organizations o WHERE o.id = $4",
         quota_columns!(),
@@ -538,11 +542,13 @@ pub(crate) static ORDER_FACTS: std::sync::LazyLock<String> = std::sync::LazyLock
 });
 
 /// [`OrderFacts`] of an order of `plan` (served by `driver`) for `name` (none: no name to
-/// check) by `org`; `None` when the organization does not exist.
+/// check) by `org`; `None` when the organization does not exist. `held`: a registrable
+/// domain that, held by another organization's live domain object, takes the name too.
 pub async fn order_facts<C: SqlConn>(
     conn: &mut C,
     org: OrganizationId,
     name: Option<&str>,
+    held: Option<&str>,
     driver: &str,
     plan: PlanId,
 ) -> Result<Option<OrderFacts>> {
@@ -554,7 +560,7 @@ pub async fn order_facts<C: SqlConn>(
     let Some(row) = conn
         .fetch_row(
             &ORDER_FACTS,
-            vals![driver, plan.to_string(), site, org.to_string(), www],
+            vals![driver, plan.to_string(), site, org.to_string(), www, held],
         )
         .await?
     else {

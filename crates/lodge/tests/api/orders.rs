@@ -44,6 +44,7 @@ on_both_engines!(
     staff_credit_with_an_idempotency_key_is_added_once,
     a_site_answers_to_one_account_only,
     names_registries_refuse_are_not_sold,
+    a_domain_held_by_another_organization_cannot_be_hosted_as_external,
 );
 
 /// A name no registry would register (an emoji or symbol in an IDN label, hyphens in the
@@ -133,6 +134,13 @@ async fn a_site_answers_to_one_account_only(app: TestApp) {
     refused(status, &body, "the bare name of another's www. site");
     let (status, body, _) = order_keyed(&app, "bare-twin", &external(&plan, "other.example")).await;
     refused(status, &body, "the bare name of another's www. site, keyed");
+    // Under another's site hosted in its www. form (found by review: only the bare form
+    // of each parent was looked at).
+    let (status, body) = order(&app, &external(&plan, "shop.other.example")).await;
+    refused(status, &body, "under another's www. site");
+    let (status, body, _) =
+        order_keyed(&app, "under-www", &external(&plan, "shop.other.example")).await;
+    refused(status, &body, "under another's www. site, keyed");
 
     // Under one's own site: allowed (an account per part of one's own domain).
     created_pair(order(&app, &external(&plan, "shop.site.example")).await);
@@ -145,6 +153,56 @@ async fn a_site_answers_to_one_account_only(app: TestApp) {
     }
     // A name beside another's (a sibling, or another registrable domain) is free.
     created_pair(b_order(external(&plan, "site-two.example")).await);
+    app.stop().await;
+}
+
+/// Found by the domains audit: a domain one organization registered in Lodge could be
+/// hosted by another as an external name once the first's account had ended (nginx then
+/// served the second's site for it). A name under a domain another organization holds is
+/// refused, keyed (checked while validated) and not (checked when written); the holder
+/// itself may host it.
+async fn a_domain_held_by_another_organization_cannot_be_hosted_as_external(app: TestApp) {
+    let plan = starter(&app);
+    let first = placed(&app, &register(&plan, "held-here.com")).await;
+    let dom = str_of(&first, "domain_id").to_owned();
+    let (status, done) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    // Its hosting account ended; the domain stays the organization's.
+    sqlx::query("UPDATE hosting SET status = 'terminated' WHERE domain_name = 'held-here.com'")
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let (b_org, b_project, b_key) = crate::harness::other_tenant(&app, "not-holder").await;
+    let before = counts(&app).await;
+    for name in ["held-here.com", "www.held-here.com", "shop.held-here.com"] {
+        for keyed in [false, true] {
+            let mut req = app
+                .client
+                .post(app.url(&order_path(&b_org, &b_project)))
+                .bearer_auth(&b_key)
+                .json(&external(&plan, name));
+            if keyed {
+                req = req.header("Idempotency-Key", format!("held-{name}"));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            assert_fields(status, &body, &["domain_name"], name);
+            assert!(
+                messages(&body, "domain_name").contains("not available"),
+                "{name}: {body}"
+            );
+        }
+    }
+    assert_eq!(counts(&app).await, before, "nothing written");
+    // The holder may.
+    created_pair(order(&app, &external(&plan, "shop.held-here.com")).await);
     app.stop().await;
 }
 

@@ -197,13 +197,22 @@ impl Lodge {
             Some(Some(parents)) => parents,
             None => Vec::new(),
         };
+        // An external name under a domain another organization holds in Lodge is theirs to
+        // host (a registered or transferred domain; for a new one the registration check
+        // says so).
+        let held = match &domain {
+            Some(DomainPlan::External { name }) => {
+                Some(lodge_core::domain::registrable_site(name.as_str()))
+            }
+            _ => None,
+        };
         let mut unlimited_server = false;
         let at_write = checks.now_if(!v.is_empty()) == DbChecks::AtWrite;
         if at_write {
             // Read under the organization's lock when the order is written.
         } else if let Some(p) = plan {
             let mut db = self.store.read_conn().await?;
-            let facts = orgs::order_facts(&mut db, org, name, &p.row.driver, p.row.id)
+            let facts = orgs::order_facts(&mut db, org, name, held, &p.row.driver, p.row.id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
             if facts.name_has_live_hosting
@@ -219,7 +228,12 @@ impl Lodge {
             unlimited_server = facts.unlimited_server;
         } else if let Some(name) = name {
             let mut db = self.store.read_conn().await?;
-            if hosting::live_hosting_for_name(&mut db, name).await?
+            let held_elsewhere = match held {
+                Some(h) => hosting::domain_held_elsewhere(&mut db, h, org).await?,
+                None => false,
+            };
+            if held_elsewhere
+                || hosting::live_hosting_for_name(&mut db, name).await?
                 || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
             {
                 v.add("domain_name", name_taken(name));

@@ -45,6 +45,9 @@ pub struct OrderMemo {
     names_to_read: Vec<String>,
     /// Of those, the names live hosting accounts carry, and those the batch's orders took.
     live_names: HashSet<String>,
+    /// Of the batch's external names' registrable domains, those a live domain object
+    /// holds, and for which organization.
+    domain_holders: HashMap<String, OrganizationId>,
     /// The sites the batch's orders took, and for which organization.
     batch_sites: HashMap<String, OrganizationId>,
     /// The keys reserved and not yet taken; `None` until the first order asks.
@@ -67,9 +70,17 @@ impl OrderMemo {
             // without `www.`.
             names_to_read: names
                 .iter()
-                .flat_map(|n| lodge_core::domain::site_forms(n))
+                .flat_map(|n| {
+                    let [site, www] = lodge_core::domain::site_forms(n);
+                    [
+                        site,
+                        www,
+                        lodge_core::domain::registrable_site(n).to_owned(),
+                    ]
+                })
                 .collect(),
             live_names: HashSet::new(),
+            domain_holders: HashMap::new(),
             batch_sites: HashMap::new(),
             checked: None,
         }
@@ -80,8 +91,9 @@ impl OrderMemo {
     async fn name_taken<C: SqlConn>(&mut self, conn: &mut C, name: &str) -> Result<bool> {
         if !self.names_to_read.is_empty() {
             let names: Vec<&str> = self.names_to_read.iter().map(String::as_str).collect();
-            let live = hosting::live_hosting_names(conn, &names).await?;
+            let (live, held) = hosting::live_names_and_domains(conn, &names).await?;
             self.live_names.extend(live);
+            self.domain_holders.extend(held);
             self.names_to_read = Vec::new();
         }
         Ok(lodge_core::domain::site_forms(name)
@@ -162,6 +174,21 @@ pub(crate) async fn refusal<C: SqlConn>(
         Some(m) => m.name_taken(conn, name).await?,
         None => hosting::live_hosting_for_name(conn, name).await?,
     };
+    if !taken {
+        if let DomainPlan::External { name } = &o.domain {
+            // Under a domain another organization holds in Lodge.
+            let registrable = lodge_core::domain::registrable_site(name.as_str());
+            taken = match memo.as_deref_mut() {
+                Some(m) => {
+                    m.name_taken(conn, name.as_str()).await?;
+                    m.domain_holders
+                        .get(registrable)
+                        .is_some_and(|held_by| *held_by != o.organization)
+                }
+                None => hosting::domain_held_elsewhere(conn, registrable, o.organization).await?,
+            };
+        }
+    }
     if !taken {
         // Under another customer's site (rare: a name below its registrable domain).
         let parents = lodge_core::domain::parent_sites(name).unwrap_or_default();
