@@ -140,7 +140,8 @@ impl Worker {
         let n = claimed.len();
         // Webhook deliveries wait on other people's servers (up to their timeout each): they
         // run side by side, beside the other jobs, which run one after another in the order
-        // claimed. A slow endpoint then holds up neither mail nor provisioning.
+        // claimed. A slow endpoint then holds up the jobs claimed with it by one timeout at
+        // most (the round ends when its slowest delivery does), not one per delivery.
         let (hooks, rest): (Vec<JobRow>, Vec<JobRow>) = claimed
             .into_iter()
             .partition(|j| j.kind == crate::webhooks::JOB_WEBHOOK);
@@ -151,13 +152,15 @@ impl Worker {
             Ok::<(), ServiceError>(())
         };
         let side_by_side = async {
-            use futures::{StreamExt, TryStreamExt};
-            futures::stream::iter(hooks)
+            use futures::StreamExt;
+            // Every delivery runs to its end (each records its own outcome); the first
+            // error, if any, is the round's.
+            let results: Vec<Result<()>> = futures::stream::iter(hooks)
                 .map(|job| self.run_job(job))
                 .buffer_unordered(WEBHOOKS_AT_ONCE)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(drop)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<Vec<()>>>().map(drop)
         };
         let (a, b) = tokio::join!(in_order, side_by_side);
         a?;
@@ -207,12 +210,19 @@ impl Worker {
                     ServiceError::Internal(m) => m,
                     other => other.to_string(),
                 };
-                // A panel's refusal (the name is someone else's, …) is not retried. Only a
-                // driver's job can carry one: a webhook's or a mail's error quotes what the
-                // other server answered, which must not stop its retries.
-                let refused = !matches!(
+                // A panel's refusal (the name is someone else's, …) is not retried. Only the
+                // jobs that drive a panel (and its DNS and database steps) can carry one;
+                // others quote what another server answered (a webhook receiver, an SMTP
+                // server, Stripe, a registrar, an ACME CA), which must not stop retries.
+                let refused = matches!(
                     job.kind.as_str(),
-                    crate::webhooks::JOB_WEBHOOK | crate::mail::JOB_MAIL
+                    JOB_PROVISION
+                        | JOB_SUSPEND
+                        | JOB_UNSUSPEND
+                        | JOB_TERMINATE
+                        | JOB_CHANGE_PASSWORD
+                        | crate::renewals::JOB_SUSPEND_OVERDUE
+                        | crate::plan_change::JOB_CHANGE_PACKAGE
                 ) && message.contains(crate::drivers::REFUSED);
                 let dead = job.attempts >= job.max_attempts || refused;
                 let retry_at = (!dead).then(|| now + backoff_us(job.attempts));

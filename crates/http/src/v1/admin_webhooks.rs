@@ -251,7 +251,9 @@ pub struct Redelivery {
 #[utoipa::path(post, path = "/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", tag = "admin", security(("bearer" = [])),
     params(("webhook_id" = i64, Path, description = "Webhook endpoint id"),
            ("delivery_id" = i64, Path, description = "Delivery id")),
-    responses((status = 202, body = Redelivery), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 202, body = Redelivery),
+              (status = 400, description = "The endpoint no longer gets this event (another organization's, or a kind it does not subscribe to)"),
+              (status = 401), (status = 403), (status = 404)))]
 async fn redeliver(
     State(st): State<AppState>,
     Staff(_staff): Staff,

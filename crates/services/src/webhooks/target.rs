@@ -51,8 +51,16 @@ pub(crate) async fn resolve(url: &Url, allow_private: bool) -> Result<Vec<Socket
         .parse::<IpAddr>();
     let addrs: Vec<SocketAddr> = match literal {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+        // Bounded as the request is: a resolver that never answers must not hold the
+        // worker's round.
+        Err(_) => tokio::time::timeout(super::TIMEOUT, tokio::net::lookup_host((host, port)))
             .await
+            .map_err(|_| {
+                format!(
+                    "The host {host:?} was not resolved within {} seconds.",
+                    super::TIMEOUT.as_secs()
+                )
+            })?
             .map_err(|e| format!("The host {host:?} could not be resolved ({e})."))?
             .collect(),
     };
