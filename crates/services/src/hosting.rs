@@ -199,9 +199,15 @@ impl Lodge {
         if !(1..=10).contains(&years) {
             return Err(ServiceError::field("years", "Between 1 and 10."));
         }
+        // Checked as a customer's change is (none given: none recorded).
+        let nameservers = if nameservers.is_empty() {
+            Vec::new()
+        } else {
+            crate::registrar::jobs::clean_nameservers(nameservers)?
+        };
         let today = self.today();
         let expires = lodge_core::dates::add_months(today, years * 12);
-        let ns = serde_json::to_string(nameservers)
+        let ns = serde_json::to_string(&nameservers)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut tx = self.store.begin().await?;
         let done = hosting::activate_domain(

@@ -672,6 +672,26 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
         "existing with a live hosting",
     );
     assert!(messages(&body, "domain_name").contains("hosting"), "{body}");
+    // Transferring a name held in Lodge says so for a transfer (found by the domains audit).
+    let (status, body) = order(
+        &app,
+        &json!({ "plan_id": plan, "domain_source": "transfer", "domain_name": "reuse-me.org", "epp_code": "Abc-123456" }),
+    )
+    .await;
+    assert_fields(status, &body, &["domain_name"], "transfer of a held name");
+    assert!(
+        messages(&body, "domain_name").contains("not available for transfer"),
+        "{body}"
+    );
+    // Staff give nameservers as a customer would (found by the domains audit: stored as given).
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1, "nameservers": ["bad name!", "x"] }),
+        )
+        .await;
+    assert_fields(status, &body, &["nameservers"], "bad nameservers");
     // Staff complete the registration; the hosting is still live.
     let (status, done) = app
         .post(

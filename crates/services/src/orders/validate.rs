@@ -431,9 +431,17 @@ impl Lodge {
                     hosting::live_domain_for_name(&mut db, name.as_str()).await?
                 };
                 if held {
+                    // Held in Lodge (by this organization or another: which is not said).
+                    let what = if registering {
+                        "registration"
+                    } else {
+                        "transfer"
+                    };
                     v.add(
                         "domain_name",
-                        format!("{name} is not available for registration."),
+                        format!(
+                            "{name} is not available for {what}. If it is already in your account, order it as an existing domain."
+                        ),
                     );
                     return Ok(None);
                 }

@@ -484,21 +484,7 @@ impl Lodge {
         nameservers: &[String],
     ) -> Result<DomainRow> {
         access.require_write()?;
-        let mut clean: Vec<String> = Vec::new();
-        for n in nameservers {
-            let host = DomainName::parse(n.trim()).map_err(|_| {
-                ServiceError::field("nameservers", format!("{n:?} is not a host name"))
-            })?;
-            if !clean.iter().any(|c| c == host.as_str()) {
-                clean.push(host.as_str().to_owned());
-            }
-        }
-        if !(2..=13).contains(&clean.len()) {
-            return Err(ServiceError::field(
-                "nameservers",
-                "Give between 2 and 13 nameservers.",
-            ));
-        }
+        let clean = clean_nameservers(nameservers)?;
         let (d, name, registrar) = self.registry_domain(access, project, id).await?;
         registrar
             .set_nameservers(&name, &clean)
@@ -552,4 +538,24 @@ impl Lodge {
     pub async fn all_domains(&self, limit: i64, offset: i64) -> Result<(Vec<DomainRow>, i64)> {
         Ok(registry::all_domains(self.store.reader(), limit, offset).await?)
     }
+}
+
+/// A domain's nameservers as given: each a host name (normalized, duplicates dropped), 2 to
+/// 13 of them; a field error on `nameservers` otherwise.
+pub(crate) fn clean_nameservers(nameservers: &[String]) -> Result<Vec<String>> {
+    let mut clean: Vec<String> = Vec::new();
+    for n in nameservers {
+        let host = DomainName::parse(n.trim())
+            .map_err(|_| ServiceError::field("nameservers", format!("{n:?} is not a host name")))?;
+        if !clean.iter().any(|c| c == host.as_str()) {
+            clean.push(host.as_str().to_owned());
+        }
+    }
+    if !(2..=13).contains(&clean.len()) {
+        return Err(ServiceError::field(
+            "nameservers",
+            "Give between 2 and 13 nameservers.",
+        ));
+    }
+    Ok(clean)
 }
