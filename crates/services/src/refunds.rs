@@ -222,7 +222,10 @@ impl Lodge {
                     reference: Some(&intent),
                     ..req.clone()
                 })?;
-                if req.amount_minor > left_on_card {
+                // Without a key, refused at once; with one, a retry must find its stored
+                // answer first (the card has less left after it): the transaction checks
+                // again after the key's claim either way.
+                if key.is_none() && req.amount_minor > left_on_card {
                     return Err(over_card(left_on_card, self.settings.currency.code()));
                 }
                 return self

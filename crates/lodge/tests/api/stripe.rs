@@ -707,7 +707,11 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
         assert_eq!(sum, total, "{at_stripe}");
         // A retried request (the same Idempotency-Key) refunds once, at Lodge and at Stripe.
-        let (id2, _, token2, _) = unpaid_order(&app, "card-refund-2.example").await;
+        // Over half of what the card paid (found by review: a retry was then refused by the
+        // early cap check, the card having less left than the retry asked, before its key
+        // was looked at).
+        let (id2, total2, token2, _) = unpaid_order(&app, "card-refund-2.example").await;
+        let most = total2 - 100;
         let (_, intent2) = checkout(&app, &token2).await;
         let (_, pi2) = confirm(&ls, &intent2, "pm_card_visa").await;
         assert_eq!(pi2["status"], "succeeded", "{pi2}");
@@ -718,11 +722,12 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
                 .post(app.url(&format!("/v1/admin/invoices/{id2}/refunds")))
                 .bearer_auth(app.admin_key())
                 .header("Idempotency-Key", "refund-card-2")
-                .json(&json!({ "amount": "1.00", "to": "cash" }))
+                .json(&json!({ "amount": format!("{}.{:02}", most / 100, most % 100), "to": "cash" }))
                 .send()
         };
         let first: Value = keyed().await.unwrap().json().await.unwrap();
         let again = keyed().await.unwrap();
+        assert_eq!(again.status(), StatusCode::CREATED);
         assert_eq!(again.headers()["idempotent-replayed"], "true");
         let again: Value = again.json().await.unwrap();
         assert_eq!(again["refund"]["id"], first["refund"]["id"], "{again}");
@@ -730,7 +735,7 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         assert!(first["refund"]["reference"].as_str().unwrap().starts_with("re_"), "{first}");
         let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent2}")).await;
         assert_eq!(at_stripe["data"].as_array().unwrap().len(), 1, "{at_stripe}");
-        assert_eq!(cents(&invoice(&app, id2).await["amount_refunded"]), 100);
+        assert_eq!(cents(&invoice(&app, id2).await["amount_refunded"]), most);
 
         // A staff reference may not pretend to be a pending gateway refund.
         let (status, _) = app
