@@ -473,12 +473,8 @@ pub async fn domain_held_elsewhere<C: SqlConn>(
     name: &str,
     org: OrganizationId,
 ) -> Result<bool> {
-    let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));
-    let sql = format!(
-        "SELECT COUNT(*) FROM domains WHERE name = $1 AND {live} AND organization_id <> $2"
-    );
     Ok(conn
-        .fetch_int(&sql, vals![name, org.to_string()])
+        .fetch_int(&LIVE_DOMAIN_ELSEWHERE, vals![name, org.to_string()])
         .await?
         .unwrap_or(0)
         > 0)
@@ -558,6 +554,10 @@ pub(crate) static LIVE_DOMAIN_FOR_NAME: std::sync::LazyLock<String> =
         let live = crate::expand_in_lists(&format!("status IN {}", *LIVE_DOMAIN));
         format!("SELECT COUNT(*) FROM domains WHERE name = $1 AND {live}")
     });
+
+/// [`LIVE_DOMAIN_FOR_NAME`] of another organization than `$2`.
+static LIVE_DOMAIN_ELSEWHERE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} AND organization_id <> $2", *LIVE_DOMAIN_FOR_NAME));
 
 pub struct NewDomain<'a> {
     pub id: DomainId,

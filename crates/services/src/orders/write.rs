@@ -101,6 +101,14 @@ impl OrderMemo {
             .any(|n| self.live_names.contains(n)))
     }
 
+    /// Whether a live domain object of another organization holds `registrable`, as the
+    /// batch's first read found (after [`OrderMemo::name_taken`]).
+    fn domain_held_elsewhere(&self, registrable: &str, org: OrganizationId) -> bool {
+        self.domain_holders
+            .get(registrable)
+            .is_some_and(|held_by| *held_by != org)
+    }
+
     /// Whether an earlier order of the batch took one of `sites` for another organization.
     fn site_taken_elsewhere(&self, sites: &[&str], org: OrganizationId) -> bool {
         sites
@@ -178,13 +186,9 @@ pub(crate) async fn refusal<C: SqlConn>(
         if let DomainPlan::External { name } = &o.domain {
             // Under a domain another organization holds in Lodge.
             let registrable = lodge_core::domain::registrable_site(name.as_str());
-            taken = match memo.as_deref_mut() {
-                Some(m) => {
-                    m.name_taken(conn, name.as_str()).await?;
-                    m.domain_holders
-                        .get(registrable)
-                        .is_some_and(|held_by| *held_by != o.organization)
-                }
+            taken = match memo.as_deref() {
+                // Read with the names, by the `name_taken` just above.
+                Some(m) => m.domain_held_elsewhere(registrable, o.organization),
                 None => hosting::domain_held_elsewhere(conn, registrable, o.organization).await?,
             };
         }
