@@ -135,6 +135,15 @@ impl Validator {
     pub fn required(&mut self, field: &str) {
         self.add_coded(field, FieldCode::Required, "This field is required.");
     }
+    /// A one-line text a person typed (a name, a city): at most `max` characters, no
+    /// control characters (it may go into a mail header).
+    pub fn line(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.add(field, format!("At most {max} characters."));
+        } else if value.chars().any(char::is_control) {
+            self.add(field, "Control characters are not allowed.");
+        }
+    }
     pub fn has(&self, field: &str) -> bool {
         self.errors.contains_key(field)
     }

@@ -379,13 +379,8 @@ impl Lodge {
         ] {
             match value {
                 Some("") if required => v.add(field, "This field cannot be empty."),
-                Some(s) if s.chars().count() > max => {
-                    v.add(field, format!("At most {max} characters."));
-                }
-                Some(s) if s.chars().any(char::is_control) => {
-                    v.add(field, "Control characters are not allowed.");
-                }
-                _ => {}
+                Some(s) => v.line(field, s, max),
+                None => {}
             }
         }
         let country_code = match trimmed(&c.country) {

@@ -43,11 +43,7 @@ impl Lodge {
         }
         // As the account page takes it (`/apiv2/account`): it goes into mail headers.
         let name = u.name.trim();
-        if name.chars().count() > 100 {
-            v.add("name", "At most 100 characters.");
-        } else if name.chars().any(char::is_control) {
-            v.add("name", "Control characters are not allowed.");
-        }
+        v.line("name", name, 100);
         if let Some(p) = u.password {
             if p.chars().count() < 8 {
                 v.add("password", "The password must have at least 8 characters.");
