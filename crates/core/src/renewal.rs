@@ -76,6 +76,27 @@ impl Policy {
             .unwrap_or(Date::MAX)
     }
 
+    /// The due date of a renewal invoice for a period starting on `period_start`, issued
+    /// on `issued`: the period's start, or the day it is issued if that is later (a pass
+    /// catching up), so the graces count from a day the customer could pay.
+    pub fn invoice_due(&self, period_start: Date, issued: Date) -> Date {
+        period_start.max(issued)
+    }
+
+    /// The days an unpaid renewal due on `due` suspends and then terminates its services,
+    /// not before `today`: `(suspend on, terminate on)`.
+    pub fn overdue_dates(&self, due: Date, today: Date) -> (Date, Date) {
+        let plus = |days: i64| {
+            due.checked_add(jiff::Span::new().days(days))
+                .unwrap_or(Date::MAX)
+                .max(today)
+        };
+        (
+            plus(self.suspend_after_days),
+            plus(self.terminate_after_days),
+        )
+    }
+
     /// What an unpaid renewal due on `due` calls for on `today`.
     pub fn overdue_step(&self, due: Date, today: Date) -> OverdueStep {
         let late = (today - due).get_days();
@@ -133,6 +154,24 @@ mod tests {
     use crate::dates::add_months;
     use jiff::civil::date;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_late_invoice_is_due_when_issued_and_its_steps_follow_overdue_step() {
+        let p = Policy::default();
+        let start = date(2027, 3, 1);
+        assert_eq!(p.invoice_due(start, date(2027, 2, 15)), start);
+        assert_eq!(p.invoice_due(start, date(2027, 4, 10)), date(2027, 4, 10));
+        let (suspend, terminate) = p.overdue_dates(start, date(2027, 2, 15));
+        assert_eq!(p.overdue_step(start, suspend), OverdueStep::Suspend);
+        assert_eq!(
+            p.overdue_step(start, suspend.yesterday().unwrap()),
+            OverdueStep::None
+        );
+        assert_eq!(p.overdue_step(start, terminate), OverdueStep::Terminate);
+        // Never a day already past.
+        let today = date(2027, 6, 1);
+        assert_eq!(p.overdue_dates(start, today), (today, today));
+    }
 
     #[test]
     fn a_period_anchored_on_the_31st_comes_back_to_it() {

@@ -569,9 +569,10 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     // catches up after the scheduler was down): the graces before suspension and
     // termination count from a day the customer could have paid, never from before the
     // invoice existed.
-    let due_on = due
-        .parse::<Date>()
-        .map_or_else(|_| due.to_owned(), |d| d.max(ctx.today).to_string());
+    let due_on = due.parse::<Date>().map_or_else(
+        |_| due.to_owned(),
+        |d| ctx.policy.invoice_due(d, ctx.today).to_string(),
+    );
     let due = due_on.as_str();
     let token = ctx.sealer.payment_tokens().issue(ctx.now);
     let reserved = memo.as_deref_mut().and_then(|m| m.keys.next());
@@ -1362,6 +1363,32 @@ pub struct PreviewOverdue {
     pub days_late: i64,
 }
 
+impl Preview {
+    /// What an unpaid renewal leads an account (in `status`) to by `last`: its suspension
+    /// if active, its termination if not ended, on the `(suspend, terminate)` days.
+    fn overdue_steps(
+        &mut self,
+        hosting: HostingId,
+        status: Option<HostingStatus>,
+        (suspend_on, terminate_on): (Date, Date),
+        last: Date,
+        invoice_id: Option<i64>,
+    ) {
+        let step = |date: Date| PreviewStep {
+            hosting_id: hosting.to_string(),
+            date: date.to_string(),
+            reason: "overdue".into(),
+            invoice_id,
+        };
+        if status == Some(HostingStatus::Active) && suspend_on <= last {
+            self.suspensions.push(step(suspend_on));
+        }
+        if status.is_some_and(|s| !s.is_closed()) && terminate_on <= last {
+            self.terminations.push(step(terminate_on));
+        }
+    }
+}
+
 /// The longest preview: a year.
 pub const MAX_PREVIEW_DAYS: i64 = 366;
 
@@ -1433,27 +1460,11 @@ impl Lodge {
             let covered = *left >= total;
             *left = (*left - total).max(0);
             let due_day = due.parse::<Date>().ok();
-            // Issued late (its date passed), an invoice is due on the day it is issued.
-            if let (false, Some(d)) = (covered, due_day.map(|d| d.max(today))) {
-                let suspend_on = plus_days(d, policy.suspend_after_days).max(today);
-                let terminate_on = plus_days(d, policy.terminate_after_days).max(today);
+            if let (false, Some(d)) = (covered, due_day) {
+                // Issued late (its date passed), an invoice is due on the day it is issued.
+                let steps = policy.overdue_dates(policy.invoice_due(d, today), today);
                 for s in &services {
-                    if s.status == HostingStatus::Active && suspend_on <= last {
-                        preview.suspensions.push(PreviewStep {
-                            hosting_id: s.id.to_string(),
-                            date: suspend_on.to_string(),
-                            reason: "overdue".into(),
-                            invoice_id: None,
-                        });
-                    }
-                    if !s.status.is_closed() && terminate_on <= last {
-                        preview.terminations.push(PreviewStep {
-                            hosting_id: s.id.to_string(),
-                            date: terminate_on.to_string(),
-                            reason: "overdue".into(),
-                            invoice_id: None,
-                        });
-                    }
+                    preview.overdue_steps(s.id, Some(s.status), steps, last, None);
                 }
             }
             let issue = due_day
@@ -1493,26 +1504,10 @@ impl Lodge {
                         days_late: i64::from((today - due).get_days()),
                     });
                 }
-                let suspend_on = plus_days(due, policy.suspend_after_days).max(today);
-                let terminate_on = plus_days(due, policy.terminate_after_days).max(today);
+                let steps = policy.overdue_dates(due, today);
                 for p in renewals::billed_periods(&mut db, inv.invoice_id).await? {
                     let status = renewals::status_of(&mut db, p.service).await?;
-                    if status == Some(HostingStatus::Active) && suspend_on <= last {
-                        preview.suspensions.push(PreviewStep {
-                            hosting_id: p.service.to_string(),
-                            date: suspend_on.to_string(),
-                            reason: "overdue".into(),
-                            invoice_id: Some(inv.invoice_id),
-                        });
-                    }
-                    if status.is_some_and(|s| !s.is_closed()) && terminate_on <= last {
-                        preview.terminations.push(PreviewStep {
-                            hosting_id: p.service.to_string(),
-                            date: terminate_on.to_string(),
-                            reason: "overdue".into(),
-                            invoice_id: Some(inv.invoice_id),
-                        });
-                    }
+                    preview.overdue_steps(p.service, status, steps, last, Some(inv.invoice_id));
                 }
             }
             if !full {
