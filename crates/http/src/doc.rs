@@ -113,8 +113,9 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
                     .schema_type(Type::String)
                     .min_length(Some(1))
                     .max_length(Some(255))
-                    // Printable ASCII, no space at either end (it would be trimmed).
-                    .pattern(Some("^[!-~]([ -~]*[!-~])?$"))
+                    // Printable ASCII, no space at either end (it would be trimmed),
+                    // no comma (two keys joined by a proxy).
+                    .pattern(Some(r"^[!-+\x2D-~]([ -+\x2D-~]*[!-+\x2D-~])?$"))
                     .build(),
             )));
         }

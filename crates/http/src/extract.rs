@@ -119,6 +119,13 @@ impl IdempotencyKey {
                 if b.is_empty() || b.len() > 255 {
                     return Err("The Idempotency-Key header must have 1 to 255 characters.");
                 }
+                if b.contains(&b',') {
+                    // What two keys look like once a proxy has joined the headers
+                    // (`a, b`): the same ambiguity as two headers.
+                    return Err(
+                        "Send one Idempotency-Key header, not several: a key has no comma.",
+                    );
+                }
                 Ok(Some(IdempotencyKey(
                     String::from_utf8_lossy(b).into_owned(),
                 )))

@@ -1,6 +1,6 @@
 //! Hosting accounts and domains as customers see and manage them.
 
-use lodge_core::{CancelKind, CancelPlan, DomainId, HostingId, ProjectId};
+use lodge_core::{CancelKind, CancelPlan, DomainId, DomainStatus, HostingId, ProjectId};
 use lodge_store::hosting::{self, DomainRow, HistoryRow, HostingRow};
 use lodge_store::{billing, StoreError};
 
@@ -210,7 +210,7 @@ impl Lodge {
         let ns = serde_json::to_string(&nameservers)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut tx = self.store.begin().await?;
-        let done = hosting::activate_domain(
+        let done = hosting::activate_paid_domain(
             &mut tx,
             id,
             &today.to_string(),
@@ -223,6 +223,18 @@ impl Lodge {
             let exists = hosting::domain(&mut *tx, id).await?;
             return Err(match exists {
                 None => ServiceError::NotFound,
+                Some(d)
+                    if matches!(
+                        d.status,
+                        DomainStatus::PendingRegistration | DomainStatus::PendingTransfer
+                    ) =>
+                {
+                    // Registering a name nobody has paid for costs the operator a year.
+                    ServiceError::Conflict(
+                        "This domain's order is not paid: it is registered or transferred once it is."
+                            .into(),
+                    )
+                }
                 Some(d) => ServiceError::Conflict(format!("This domain is {}.", d.status)),
             });
         }
@@ -230,6 +242,56 @@ impl Lodge {
             .await?
             .ok_or(ServiceError::NotFound)?;
         tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    /// Staff give up a paid registration or transfer that will not happen (the `manual`
+    /// registrar's, the name was taken meanwhile; or one a registry keeps refusing): what
+    /// paid for it goes back to the organization's credit, once, and the domain is
+    /// cancelled with `reason` as its registry error, which frees the name. The hosting
+    /// account ordered with it is left as it is. An unpaid order's domain is refused (the
+    /// customer cancels the order, or it expires).
+    pub async fn fail_domain(&self, id: DomainId, reason: &str) -> Result<DomainRow> {
+        let reason = reason.trim();
+        let mut v = crate::errors::Validator::new();
+        if reason.is_empty() {
+            v.required("reason");
+        }
+        v.line("reason", reason, 500);
+        v.finish()?;
+        let d = hosting::domain(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let what = match d.status {
+            DomainStatus::PendingRegistration => "Registration",
+            DomainStatus::PendingTransfer => "Transfer",
+            other => return Err(ServiceError::Conflict(format!("This domain is {other}."))),
+        };
+        if let Some(order) = d.order_id {
+            let unpaid = billing::order(self.store.reader(), order)
+                .await?
+                .is_some_and(|o| o.status == lodge_core::OrderStatus::Pending);
+            if unpaid {
+                return Err(ServiceError::Conflict(
+                    "This domain's order is not paid: nothing was bought to refund; the customer \
+                     cancels the order, or it expires."
+                        .into(),
+                ));
+            }
+        }
+        let why = format!("{what} of {} failed: {reason}", d.name);
+        let cancelled = self.domain_failed(&d, &why, "staff").await?;
+        let row = hosting::domain(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if !cancelled {
+            // Completed (or cancelled) between the read and the move.
+            tracing::error!(domain = %id, status = %row.status, "a failed domain's refund went to credit but the domain had moved on");
+            return Err(ServiceError::Conflict(format!(
+                "This domain is {}.",
+                row.status
+            )));
+        }
         Ok(row)
     }
 }

@@ -702,19 +702,65 @@ pub async fn activate_domain(
     nameservers: &str,
     now: i64,
 ) -> Result<bool> {
-    let r = sqlx::query(
+    activate_domain_where(
+        conn,
+        id,
+        registration_date,
+        expiration_date,
+        nameservers,
+        now,
+        "",
+    )
+    .await
+}
+
+/// [`activate_domain`] for staff marking it done by hand: only once its order is paid (an
+/// order still `pending` is unpaid; `fraud` is never served). Decided in the update itself,
+/// so a cancellation or refusal cannot slip between a check and the write.
+pub async fn activate_paid_domain(
+    conn: &mut AnyConnection,
+    id: DomainId,
+    registration_date: &str,
+    expiration_date: &str,
+    nameservers: &str,
+    now: i64,
+) -> Result<bool> {
+    activate_domain_where(
+        conn,
+        id,
+        registration_date,
+        expiration_date,
+        nameservers,
+        now,
+        " AND (order_id IS NULL OR EXISTS (SELECT 1 FROM orders o
+               WHERE o.id = domains.order_id AND o.status IN ('active', 'cancelled')))",
+    )
+    .await
+}
+
+async fn activate_domain_where(
+    conn: &mut AnyConnection,
+    id: DomainId,
+    registration_date: &str,
+    expiration_date: &str,
+    nameservers: &str,
+    now: i64,
+    also: &str,
+) -> Result<bool> {
+    let sql = format!(
         "UPDATE domains SET status = 'active', registration_date = $2, expiration_date = $3,
              next_billing_date = $3, nameservers = $4, epp_code = NULL, registry_stage = NULL,
              registry_error = NULL, modified_at = $5
-         WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer')",
-    )
-    .bind(id.to_string())
-    .bind(registration_date)
-    .bind(expiration_date)
-    .bind(nameservers)
-    .bind(now)
-    .execute(conn)
-    .await?;
+         WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer'){also}"
+    );
+    let r = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(registration_date)
+        .bind(expiration_date)
+        .bind(nameservers)
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(record_payment))
         .routes(routes!(refund_invoice, invoice_refunds))
         .routes(routes!(complete_domain))
+        .routes(routes!(fail_domain))
 }
 
 /// An amount as a decimal string (`"10.00"`, read as text) or a JSON number (`10`, `10.5`;
@@ -425,7 +426,7 @@ pub struct CompleteDomain {
     params(("domain_id" = String, Path, description = "Domain UUID")),
     request_body = CompleteDomain,
     responses((status = 200, body = Domain), (status = 400), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "Not pending")))]
+              (status = 409, description = "Not pending, or its order is not paid yet")))]
 async fn complete_domain(
     State(st): State<AppState>,
     Staff(_staff): Staff,
@@ -437,5 +438,32 @@ async fn complete_domain(
         .lodge
         .complete_domain(id, b.years.unwrap_or(1), &b.nameservers)
         .await?;
+    Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FailDomain {
+    /// Why it will not happen (kept as the domain's registry error; at most 500
+    /// characters, one line).
+    pub reason: String,
+}
+
+/// Gives up a paid registration or transfer that will not happen: what paid for it goes
+/// back to the organization's credit (once, however often this is sent), and the domain is
+/// cancelled, which frees its name. The hosting account ordered with it stays.
+#[utoipa::path(post, path = "/v1/admin/domains/{domain_id}/fail", tag = "admin",
+    security(("bearer" = [])),
+    params(("domain_id" = String, Path, description = "Domain UUID")),
+    request_body = FailDomain,
+    responses((status = 200, body = Domain), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Not pending, or its order is not paid yet")))]
+async fn fail_domain(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+    V1Json(b): V1Json<FailDomain>,
+) -> ApiResult<Json<Domain>> {
+    let id: DomainId = path_id(&id)?;
+    let d = st.lodge.fail_domain(id, &b.reason).await?;
     Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
 }

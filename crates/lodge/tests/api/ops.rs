@@ -100,6 +100,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("GET", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("POST", "/v1/admin/domains/{domain_id}/complete"),
+    ("POST", "/v1/admin/domains/{domain_id}/fail"),
     ("GET", "/v1/admin/domains"),
     // staff operations: servers, hosting accounts, jobs (v1/admin_ops.rs)
     ("GET", "/v1/admin/servers"),

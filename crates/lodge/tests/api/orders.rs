@@ -45,6 +45,7 @@ on_both_engines!(
     a_site_answers_to_one_account_only,
     names_registries_refuse_are_not_sold,
     a_domain_held_by_another_organization_cannot_be_hosted_as_external,
+    staff_give_up_a_paid_registration_once,
 );
 
 /// A name no registry would register (an emoji or symbol in an IDN label, hyphens in the
@@ -163,6 +164,7 @@ async fn a_site_answers_to_one_account_only(app: TestApp) {
 /// itself may host it.
 async fn a_domain_held_by_another_organization_cannot_be_hosted_as_external(app: TestApp) {
     let plan = starter(&app);
+    add_credit(&app, &app.org_id(), "100.00").await; // paid: staff may complete it
     let first = placed(&app, &register(&plan, "held-here.com")).await;
     let dom = str_of(&first, "domain_id").to_owned();
     let (status, done) = app
@@ -692,6 +694,47 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
         )
         .await;
     assert_fields(status, &body, &["nameservers"], "bad nameservers");
+    // Nobody has paid for the name yet: staff cannot register it (found by the domains
+    // audit: the operator would pay the registry for a year nobody bought).
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1, "nameservers": ["ns1.lodge.test", "ns2.lodge.test"] }),
+        )
+        .await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not paid"),
+        "{body}"
+    );
+    assert_eq!(domain(&app, &dom).await["status"], "pending_registration");
+    // Nor give it up: nothing was bought (the customer cancels the order).
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/fail"),
+            &app.admin_key(),
+            &json!({ "reason": "taken at the registry" }),
+        )
+        .await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert_eq!(domain(&app, &dom).await["status"], "pending_registration");
+    let (status, paid) = pay(
+        &app,
+        &app.admin_key(),
+        int_of(&first, "invoice_id"),
+        &format!(
+            "{}.{:02}",
+            cents(&first["total"]) / 100,
+            cents(&first["total"]) % 100
+        ),
+        "reuse-me-wire",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
     // Staff complete the registration; the hosting is still live.
     let (status, done) = app
         .post(
@@ -707,10 +750,26 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
     assert_fields(status, &body, &["domain_name"], "existing, still hosted");
     assert_eq!(counts(&app).await, before);
 
-    // The first hosting is cancelled (never paid): the domain is free to reuse.
-    let (status, h) = cancel(&app, str_of(&first, "hosting_id"), "immediate").await;
-    assert_eq!(status, StatusCode::OK, "{h}");
-    assert_eq!(h["status"], "cancelled");
+    // The first hosting is terminated: the domain is free to reuse.
+    crate::provisioning::FakeDriver::default().install(&app.lodge);
+    let worker = lodge_services::provisioning::Worker::new(app.lodge.clone(), "reuse");
+    crate::provisioning::drain(worker.clone()).await;
+    let (status, t) = app
+        .post(
+            &format!(
+                "/v1/admin/hosting/{}/terminate",
+                str_of(&first, "hosting_id")
+            ),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{t}");
+    crate::provisioning::drain(worker).await;
+    assert_eq!(
+        hosting(&app, str_of(&first, "hosting_id")).await["status"],
+        "terminated"
+    );
     assert_eq!(
         domain(&app, &dom).await["status"],
         "active",
@@ -748,6 +807,98 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
     // …and the name can be registered afresh.
     let again = placed(&app, &register(&plan, "gone-away.com")).await;
     assert_ne!(again["domain_id"], gone_dom.as_str());
+    app.stop().await;
+}
+
+/// A paid registration the manual registrar cannot make (the name went elsewhere): staff give
+/// it up; what paid for it goes back to credit once, however often it is sent, the domain is
+/// cancelled and its name is free again (found by the domains audit: it stayed
+/// `pending_registration`, holding the name, with no way out).
+async fn staff_give_up_a_paid_registration_once(app: TestApp) {
+    let plan = starter(&app);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = placed(&app, &register(&plan, "lost-race.com")).await;
+    let dom = str_of(&o, "domain_id").to_owned();
+    assert_eq!(
+        order_status(&app, int_of(&o, "order_id")).await,
+        "active",
+        "paid from credit"
+    );
+    let before = balance(&app).await;
+    let inv = invoice(&app, int_of(&o, "invoice_id")).await;
+    let line = cents(&lines_of(&inv, "domain_registration")[0]["amount"]);
+    assert!(line > 0, "{inv}");
+
+    let fail = |reason: Value| {
+        let app = &app;
+        let dom = dom.clone();
+        async move {
+            app.post(
+                &format!("/v1/admin/domains/{dom}/fail"),
+                &app.admin_key(),
+                &json!({ "reason": reason }),
+            )
+            .await
+        }
+    };
+    // A reason is required, on one line; nothing changes without one.
+    let (status, body) = fail(json!("")).await;
+    assert_fields(status, &body, &["reason"], "empty reason");
+    let (status, body) = fail(json!("two\nlines")).await;
+    assert_fields(status, &body, &["reason"], "control characters");
+    assert_eq!(balance(&app).await, before);
+    // Customers cannot.
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/fail"),
+            &app.key(),
+            &json!({ "reason": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, d) = fail(json!("taken at the registry before us")).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["status"], "cancelled");
+    assert_eq!(
+        balance(&app).await,
+        before + line,
+        "the registration line back to credit"
+    );
+    // Again: refused, and no second refund.
+    let (status, body) = fail(json!("taken at the registry before us")).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert_eq!(balance(&app).await, before + line);
+    // Nor can it be completed now.
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/complete"),
+            &app.admin_key(),
+            &json!({ "years": 1 }),
+        )
+        .await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    // The account ordered with it stays; no live domain holds the name any more.
+    assert_eq!(
+        hosting(&app, str_of(&o, "hosting_id")).await["status"],
+        "provisioning"
+    );
+    let held = scalar_i64(
+        &app,
+        "SELECT COUNT(*) FROM domains WHERE name = $1 AND status <> 'cancelled'",
+        "lost-race.com",
+    )
+    .await;
+    assert_eq!(held, 0);
+    // An unknown domain is 404; an active one 409.
+    let (status, _) = app
+        .post(
+            "/v1/admin/domains/00000000-0000-4000-8000-000000000000/fail",
+            &app.admin_key(),
+            &json!({ "reason": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 
@@ -1728,6 +1879,27 @@ async fn idempotency_key_replays_the_first_order(app: TestApp) {
         .bearer_auth(app.key())
         .header("Idempotency-Key", "order-key-4")
         .header("Idempotency-Key", "order-key-5")
+        .json(&register(&plan, "two-keys.com"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_detail(status, &body, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("one Idempotency-Key"),
+        "{body}"
+    );
+    assert_eq!(app.count("orders").await, orders, "nothing placed");
+    // The same two keys joined into one header by a proxy: as ambiguous.
+    let resp = app
+        .client
+        .post(app.url(&order_path(&app.org_id(), &app.project_id())))
+        .bearer_auth(app.key())
+        .header("Idempotency-Key", "order-key-4, order-key-5")
         .json(&register(&plan, "two-keys.com"))
         .send()
         .await

@@ -348,10 +348,25 @@ impl Lodge {
                 _ => "rejected by the current registrar",
             }
         );
+        self.domain_failed(d, &reason, "registrar").await.map(drop)
+    }
+
+    /// A registration or transfer that will not happen: the line that paid for it goes
+    /// back to the organization's credit, then the domain is cancelled (its name is free
+    /// again) with `reason` kept as its registry error. The refund is keyed by the domain,
+    /// whichever path fails it, so a retry (or the registry and staff both) refunds once.
+    /// `false` when the domain was no longer pending when it came to cancelling it.
+    pub(crate) async fn domain_failed(
+        &self,
+        d: &DomainRow,
+        reason: &str,
+        actor: &str,
+    ) -> Result<bool> {
         if let Some((invoice, amount)) = registry::paid_line(self.store.reader(), d.id).await? {
             if amount > 0 {
                 let key = IdempotencyKey {
                     scope: format!("registry:{}", d.organization_id),
+                    // Named for the first path that used it; one key per domain.
                     key: format!("transfer-refund:{}", d.id),
                     request_hash: format!("{invoice}:{amount}"),
                     fresh_for_us: None,
@@ -359,19 +374,30 @@ impl Lodge {
                 let req = RefundRequest {
                     amount_minor: amount,
                     to: RefundTo::Credit,
-                    reason: &reason,
+                    reason,
                     reference: None,
                 };
-                self.refund_invoice(invoice, &req, "registrar", Some(&key))
+                self.refund_invoice(invoice, &req, actor, Some(&key))
                     .await?;
             }
         }
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
-        hosting::set_domain_status(&mut tx, d.id, DomainEvent::Cancel, now).await?;
-        registry::set_stage(&mut tx, d.id, None, Some(&reason), now).await?;
+        // Only from pending (the move is conditional on the status read): a registration
+        // completed meanwhile stays active.
+        let pending = hosting::domain(&mut *tx, d.id).await?.is_some_and(|d| {
+            matches!(
+                d.status,
+                DomainStatus::PendingRegistration | DomainStatus::PendingTransfer
+            )
+        });
+        let cancelled =
+            pending && hosting::set_domain_status(&mut tx, d.id, DomainEvent::Cancel, now).await?;
+        if cancelled {
+            registry::set_stage(&mut tx, d.id, None, Some(reason), now).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
+        Ok(cancelled)
     }
 
     /// Reads back up to `limit` active domains not synced today: expiry, statuses,
