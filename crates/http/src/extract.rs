@@ -239,6 +239,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so malformed JSON gets the `detail` shape.
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")))?;
+    if has_nul(&value) {
+        return Err(ApiError::bad_request(NUL_REFUSED));
+    }
     if !value.is_object() {
         return Err(ApiError::fields(one(
             "non_field_errors",
@@ -267,6 +270,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             path
         };
         ApiError::fields(one(&field, FieldCode::Invalid, &inner))
+    })
+}
+
+/// Why a request carrying a NUL character is refused, in either dialect.
+pub const NUL_REFUSED: &str = "Text may not contain a NUL character (\\u0000, %00).";
+
+/// Whether any string (or key) of a JSON value holds a NUL character: no text Lodge keeps
+/// may (PostgreSQL's text refuses it, which would otherwise surface as a server error, and
+/// SQLite would keep it), so it is refused at the boundary, before anything is read or
+/// written.
+pub fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Whether a query string decodes to a NUL character somewhere (`%00`).
+pub fn query_has_nul(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
     })
 }
 

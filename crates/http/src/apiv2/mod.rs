@@ -336,6 +336,15 @@ pub(crate) fn body_object_as(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
+    // A NUL character in any value makes the body unusable (crate::extract::has_nul).
+    body_object_any(content_type, body)
+        .filter(|m| !crate::extract::has_nul(&serde_json::Value::Object(m.clone())))
+}
+
+fn body_object_any(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
     let essence = content_type
         .and_then(|c| c.split(';').next())
         .map(|e| e.trim().to_ascii_lowercase())
