@@ -52,8 +52,10 @@ pub struct Organization {
     pub phone: String,
     pub vat_number: String,
     pub is_active: bool,
-    /// Account credit (Lodge addition), a decimal string.
-    pub credit_balance: String,
+    /// Account credit (Lodge addition), a decimal string; absent for a guest, which does
+    /// not see the organization's billing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_balance: Option<String>,
 }
 
 impl Organization {
@@ -82,7 +84,8 @@ impl Organization {
             phone: o.phone,
             vat_number: o.vat_number,
             is_active: o.is_active == 1,
-            credit_balance: money_str(o.credit_balance_minor, cur),
+            credit_balance: (o.member_role.as_deref() != Some("guest"))
+                .then(|| money_str(o.credit_balance_minor, cur)),
         }
     }
 }

@@ -210,6 +210,27 @@ impl Lodge {
                 format!("This plan has no {cycle} price."),
             ));
         };
+        if target.row.once_per_organization == 1 {
+            // As when ordering it (orders::quotas): a trial is not reached by moving other
+            // accounts onto it (found by the /v1 audit).
+            let mut conn = self.store.read_conn().await?;
+            if lodge_store::orgs::accounts_of_plan(
+                &mut conn,
+                access.organization,
+                &target.row.id.to_string(),
+            )
+            .await?
+                > 0
+            {
+                return Err(ServiceError::field(
+                    "plan_id",
+                    format!(
+                        "The plan {:?} can be had once per organization, and this one has had it.",
+                        target.row.name
+                    ),
+                ));
+            }
+        }
         let from_name = catalog
             .plan(seen.plan_id)
             .map_or_else(|| seen.plan_id.to_string(), |p| p.row.name.clone());

@@ -1005,15 +1005,8 @@ impl Lodge {
     ) -> Result<HostingRow> {
         access.require_write()?;
         let h = self.org_hosting(access, project, id).await?;
-        let len = password.chars().count();
-        let printable = password.chars().all(|c| c.is_ascii_graphic());
-        let letters = password.chars().any(|c| c.is_ascii_alphabetic());
-        let digits = password.chars().any(|c| c.is_ascii_digit());
-        if !(8..=64).contains(&len) || !printable || !letters || !digits {
-            return Err(ServiceError::field(
-                "password",
-                "8 to 64 printable ASCII characters, with at least one letter and one digit.",
-            ));
+        if !panel_password_ok(password) {
+            return Err(ServiceError::field("password", PANEL_PASSWORD_RULE));
         }
         if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended)
             || h.server_id.is_none()
@@ -1154,6 +1147,19 @@ impl Lifecycle {
             Lifecycle::Terminate => "terminated",
         }
     }
+}
+
+/// What a hosting account's password must be, as customers are told.
+pub const PANEL_PASSWORD_RULE: &str =
+    "8 to 64 printable ASCII characters, with at least one letter and one digit.";
+
+/// Whether a hosting account's password keeps [`PANEL_PASSWORD_RULE`] (set when ordering
+/// or changed later; every panel takes such a password).
+pub fn panel_password_ok(password: &str) -> bool {
+    (8..=64).contains(&password.chars().count())
+        && password.chars().all(|c| c.is_ascii_graphic())
+        && password.chars().any(|c| c.is_ascii_alphabetic())
+        && password.chars().any(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

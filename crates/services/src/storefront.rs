@@ -353,7 +353,7 @@ impl Lodge {
         c: &AccountChange,
         key: Option<&IdempotencyKey>,
     ) -> Result<Answer<()>> {
-        access.require_write()?;
+        access.require_owner()?; // billing details: the owner's (editors order, not bill)
         self.keyed(key, || self.update_account_once(access, c, key))
             .await
     }

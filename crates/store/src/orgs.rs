@@ -34,6 +34,8 @@ pub struct OrgRow {
     pub created_at: i64,
     pub modified_at: i64,
     pub project_count: i64,
+    /// The caller's role in it, where the list was read for a member ([`for_user`]).
+    pub member_role: Option<String>,
 }
 
 const ORG_COLUMNS: &str =
@@ -41,7 +43,21 @@ const ORG_COLUMNS: &str =
     o.user_quota, o.project_quota, o.instance_quota, o.domain_quota, o.logo, o.company_name,
     o.address_1, o.address_2, o.city, o.state, o.postcode, o.country, o.phone, o.vat_number,
     o.is_active, o.currency, o.credit_balance_minor, o.created_at, o.modified_at,
-    (SELECT COUNT(*) FROM projects p WHERE p.organization_id = o.id) AS project_count";
+    (SELECT COUNT(*) FROM projects p WHERE p.organization_id = o.id) AS project_count,
+    CAST(NULL AS TEXT) AS member_role";
+
+/// [`ORG_COLUMNS`] as a member sees them (`m`, its membership): a guest counts only the
+/// projects it was added to.
+const MEMBER_ORG_COLUMNS: &str =
+    "o.legacy_id, o.id, o.name, o.organization_type, o.support_plan, o.modules,
+    o.user_quota, o.project_quota, o.instance_quota, o.domain_quota, o.logo, o.company_name,
+    o.address_1, o.address_2, o.city, o.state, o.postcode, o.country, o.phone, o.vat_number,
+    o.is_active, o.currency, o.credit_balance_minor, o.created_at, o.modified_at,
+    CASE WHEN m.role = 'guest'
+         THEN (SELECT COUNT(*) FROM project_members pm JOIN projects p ON p.id = pm.project_id
+               WHERE pm.user_id = m.user_id AND p.organization_id = o.id)
+         ELSE (SELECT COUNT(*) FROM projects p WHERE p.organization_id = o.id) END AS project_count,
+    m.role AS member_role";
 
 /// What an organization is created with; the rest takes the schema's defaults.
 #[derive(Debug, Clone)]
@@ -101,7 +117,7 @@ pub async fn for_user<'e, E: Executor<'e, Database = Any>>(
     user: UserId,
 ) -> Result<Vec<OrgRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {ORG_COLUMNS} FROM organizations o
+        "SELECT {MEMBER_ORG_COLUMNS} FROM organizations o
          JOIN memberships m ON m.organization_id = o.id
          WHERE m.user_id = $1 ORDER BY o.legacy_id"
     ))
@@ -575,7 +591,8 @@ pub async fn order_facts<C: SqlConn>(
 }
 
 /// How many hosting accounts of `plan` the organization has or had (cancelled unpaid
-/// orders aside): a plan sold once per organization (a trial) is refused after one.
+/// orders aside), counting accounts moved onto it by a plan change (awaiting payment or
+/// applied): a plan sold once per organization (a trial) is refused after one.
 pub async fn accounts_of_plan<C: crate::SqlConn>(
     conn: &mut C,
     org: OrganizationId,
@@ -583,8 +600,10 @@ pub async fn accounts_of_plan<C: crate::SqlConn>(
 ) -> Result<i64> {
     Ok(conn
         .fetch_int(
-            "SELECT COUNT(*) FROM hosting WHERE organization_id = $1 AND plan_id = $2 \
-             AND status <> 'cancelled'",
+            "SELECT (SELECT COUNT(*) FROM hosting WHERE organization_id = $1 AND plan_id = $2 \
+                     AND status <> 'cancelled') \
+                  + (SELECT COUNT(*) FROM plan_changes WHERE organization_id = $1 \
+                     AND to_plan_id = $2 AND status <> 'cancelled')",
             crate::vals![org.to_string(), plan],
         )
         .await?

@@ -420,6 +420,7 @@ fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
                 ("billing_cycle", _) => "Invalid Billing Interval".to_owned(),
                 ("coupon", _) => "Invalid Coupon Specified".to_owned(),
                 ("offer", _) => "Invalid Service Offer Specified.".to_owned(),
+                ("password", _) => format!("Invalid rootpass: {}", e.message),
                 ("tos", _) => {
                     "You must agree to the terms of service and click the checkbox saying so."
                         .to_owned()
@@ -735,7 +736,7 @@ pub async fn place_order(
             invoice_description: format!("New Website Order: {}", outcome.domain_name),
             success: true,
             serviceid: outcome.hosting_legacy_id,
-            invoices_paid: i64::from(outcome.invoice_id.is_some() && outcome.amount_due_minor == 0),
+            invoices_paid: i64::from(outcome.amount_due_minor == 0), // a free order too: nothing left to pay
             prepay_used: money_str(outcome.credit_applied_minor, cur),
             amount_due: money_str(outcome.amount_due_minor, cur),
         })

@@ -263,7 +263,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
     }
 }
 
-/// The `Idempotency-Key` of an `/apiv2` mutation, the caller's (scope `apiv2:user:{user}`,
+/// The `Idempotency-Key` of an `/apiv2` mutation, the caller's (scope `apiv2:user:{user}:org:{org}`,
 /// shared by every `/apiv2` mutation) and bound to what it asks: `method`, `path` with its
 /// ids, and `body`, so the same key on another target or with another body is `422`.
 /// `None` without the header; `400` when the header is unusable.
@@ -285,9 +285,14 @@ pub(crate) fn mutation_key(
     ))
 }
 
-/// Whose `/apiv2` keys these are: the user's.
+/// Whose `/apiv2` keys these are: the user's in the organization it acts for (a user of
+/// two organizations, through a key scoped to each, must not be answered one's outcome
+/// in the other: found by the /v1 audit).
 pub(crate) fn user_scope(c: &Customer) -> String {
-    format!("apiv2:user:{}", c.principal.user)
+    format!(
+        "apiv2:user:{}:org:{}",
+        c.principal.user, c.access.organization
+    )
 }
 
 /// `"1"`/`"0"` flags as InterServer sends them.

@@ -940,6 +940,8 @@ async fn quote_equals_placed_for_every_combination(app: TestApp) {
                         // A free order bills nothing: no invoice.
                         assert_eq!(placed["iid"], "", "{what}: {placed}");
                         assert_eq!(placed["real_iids"], json!([]), "{what}: {placed}");
+                        // …and nothing is left to pay (found by the /apiv2 audit: it said 0).
+                        assert_eq!(placed["invoices_paid"], 1, "{what}: {placed}");
                         free_orders += 1;
                     } else {
                         let iid = invoice_id(&placed);

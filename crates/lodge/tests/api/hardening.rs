@@ -20,6 +20,7 @@ on_both_engines!(
     amounts_and_balances_are_bounded,
     v1_bodies_of_other_media_types_are_refused_with_415,
     a_nul_character_is_refused_in_each_dialects_shape,
+    roles_and_organizations_keep_to_their_own,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -750,5 +751,121 @@ async fn a_nul_character_is_refused_in_each_dialects_shape(app: TestApp) {
         before,
         "nothing written"
     );
+    app.stop().await;
+}
+
+/// Found by the /v1 and /apiv2 audits: an editor changed the organization's billing details
+/// (an owner's, and the registrant contact); a guest's organization list showed the credit
+/// and every project's count; a user in two organizations was answered, through the other
+/// organization's key, the first one's order for the same `/apiv2` Idempotency-Key; a weak
+/// `rootpass` was accepted with the order.
+async fn roles_and_organizations_keep_to_their_own(app: TestApp) {
+    use crate::harness::{v2, Auth};
+    use reqwest::Method;
+    let editor = app.demo_member_key("ed@roles.test", "editor", &[]).await;
+    let (status, resp) = v2(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        Auth::Key(&editor),
+        Some(&json!({ "company": "Taken Over Ltd" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
+    let (_, account) = v2(
+        &app,
+        Method::GET,
+        "/apiv2/account",
+        Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_ne!(account["company"], "Taken Over Ltd", "{account}");
+
+    // A guest added to one project of two.
+    let (status, extra) = app
+        .post(
+            &format!("/v1/organizations/{}/projects", app.org_id()),
+            &app.key(),
+            &json!({ "name": "Second" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{extra}");
+    let project = app.project_id();
+    let guest = app
+        .demo_member_key("guest@roles.test", "guest", &[&project])
+        .await;
+    let (status, list) = app.get("/v1/organizations", &guest).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list[0]["project_count"], 1, "{list}");
+    assert!(list[0].get("credit_balance").is_none(), "{list}");
+    let (_, list) = app.get("/v1/organizations", &app.key()).await;
+    assert_eq!(list[0]["project_count"], 2, "{list}");
+    assert!(list[0]["credit_balance"].is_string(), "{list}");
+
+    // One user, editor of two organizations, a key scoped to each, one Idempotency-Key.
+    let user = app.admin_create_user("both@roles.test", None).await;
+    app.admin_add_member(&app.org_id(), &user, "editor", &[])
+        .await;
+    let other = app.admin_create_org("Other Roles", None).await;
+    let other_org = other["id"].as_str().unwrap().to_owned();
+    app.admin_add_member(&other_org, &user, "editor", &[]).await;
+    let key_a = app.admin_create_key(&app.org_id(), Some(&user)).await;
+    let key_b = app.admin_create_key(&other_org, Some(&user)).await;
+    let body = crate::harness::order_body(11447, 1, "same-key.example.com");
+    let send = |key: String| {
+        let app = &app;
+        let body = body.clone();
+        async move {
+            let resp = app
+                .client
+                .post(app.url("/apiv2/websites/order"))
+                .header("X-API-KEY", key)
+                .header("Idempotency-Key", "shared-key-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (resp.status(), replayed, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, replayed, a) = send(key_a).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{a}");
+    let (status, replayed, b) = send(key_b.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert!(
+        !replayed,
+        "another organization is not answered the first one's order: {b}"
+    );
+    // Judged afresh for its own organization: the name is the first one's now.
+    assert_eq!(b["continue"], false, "{b}");
+    assert!(b["errors"].to_string().contains("not available"), "{b}");
+    assert!(
+        !b.to_string().contains(&a["serviceid"].to_string()),
+        "{a} {b}"
+    );
+
+    // A weak panel password with the order is refused; a good one is taken.
+    let before = crate::harness::counts(&app).await;
+    for weak in ["a", "password", "12345678", "pass word1", "ünïcode123"] {
+        let mut body = crate::harness::order_body(11447, 1, "weak-pass.example.com");
+        body["rootpass"] = json!(weak);
+        let (status, resp) = v2(
+            &app,
+            Method::POST,
+            "/apiv2/websites/order",
+            Auth::Key(&app.key()),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        assert_eq!(resp["continue"], false, "{weak:?}: {resp}");
+        assert!(resp["errors"].to_string().contains("rootpass"), "{resp}");
+    }
+    assert_eq!(crate::harness::counts(&app).await, before, "nothing placed");
+    let mut body = crate::harness::order_body(11447, 1, "good-pass.example.com");
+    body["rootpass"] = json!("Str0ng-enough");
+    crate::harness::place(&app, &app.key(), &body).await;
     app.stop().await;
 }

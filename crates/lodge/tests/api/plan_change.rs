@@ -37,6 +37,7 @@ on_both_engines!(
     an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal,
     a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal,
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
+    a_plan_sold_once_per_organization_is_not_reached_by_changes,
 );
 
 // ---- helpers ----
@@ -1072,4 +1073,74 @@ async fn billed_from(app: &TestApp, id: &str, start: &str) -> Option<i64> {
     )
     .await
     .unwrap()
+}
+
+/// A plan sold once per organization (a trial, a promotion) is had once, whether ordered or
+/// reached by a plan change; an upgrade awaiting payment counts (found by the /v1 audit:
+/// two accounts moved onto it, both 200).
+async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (status, plan) = app
+        .post(
+            "/v1/admin/plans",
+            &app.admin_key(),
+            &json!({
+                "slug": "promo", "group": "web-hosting", "name": "Promo",
+                "once_per_organization": true,
+                "pricing": [{ "billing_cycle": "monthly", "price": "50.00", "is_default": true }],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let promo = str_of(&plan, "id").to_owned();
+    let a = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "promo-a.example",
+        "5.00",
+    )
+    .await;
+    let b = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "promo-b.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-10"));
+    // The first change to it is an upgrade, invoiced and not paid yet.
+    let first = changed(&app, &a, &promo).await;
+    assert_eq!(
+        first["plan_change"]["status"], "awaiting_payment",
+        "{first}"
+    );
+    let before = change_counts(&app).await;
+    let (status, body) = change(&app, &b, &promo).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        messages(&body, "plan_id").contains("once per organization"),
+        "{body}"
+    );
+    assert_eq!(change_counts(&app).await, before, "nothing recorded");
+    // Nor can it be ordered now.
+    let body = json!({ "plan_id": promo, "domain_source": "external",
+                       "domain_name": "promo-c.example", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{o}");
+    // Another organization has its own.
+    let (org, project, key) = other_tenant(&app, "promo-other").await;
+    let (status, o) = app
+        .post(
+            &format!("/v1/organizations/{org}/projects/{project}/hosting/order"),
+            &key,
+            &body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    app.stop().await;
 }

@@ -240,6 +240,13 @@ impl Lodge {
             }
         }
 
+        if let Some(pw) = form.password.as_deref().map(str::trim) {
+            // The account's panel password, held to the rule its change is (a panel refuses
+            // a weak one, and the paid account would then fail to be created).
+            if !pw.is_empty() && !crate::provisioning::panel_password_ok(pw) {
+                v.add("password", crate::provisioning::PANEL_PASSWORD_RULE);
+            }
+        }
         if let Some(p) = plan {
             if !at_write
                 && !v.has("plan_id")
