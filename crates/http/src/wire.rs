@@ -410,7 +410,8 @@ pub struct Hosting {
     pub next_due_date: Option<String>,
     pub username: Option<String>,
     pub cancellation: Option<Cancellation>,
-    /// Why provisioning failed, when it did (Lodge addition).
+    /// That the last step on the account failed, when it did (Lodge addition; the
+    /// server's own words are shown to staff only).
     pub last_error: Option<String>,
     /// A one-time link into the account's control panel (detail of a live account on a
     /// DirectAdmin, cPanel or Plesk server; Lodge addition).
@@ -449,6 +450,10 @@ impl From<lodge_services::tls::CertificateStatus> for TlsCertificate {
     }
 }
 
+/// What a customer is told of a failed step on its account.
+pub const CUSTOMER_ERROR: &str =
+    "The server could not complete the last step on this account; our staff can see why and will retry it.";
+
 impl Hosting {
     /// A hosting account as the services show it: with its server, and its history on the
     /// detail.
@@ -457,6 +462,22 @@ impl Hosting {
         let mut view = Hosting::new(v.hosting, catalog, v.history);
         view.server = server;
         view
+    }
+
+    /// The account as its customer sees it: a failure is said, not told. The panel's or
+    /// the server's own words (another customer's account and domain on a shared panel,
+    /// server paths, a command's output) are for staff, who see them on
+    /// `/v1/admin/hosting/{id}` (found by the panels audit).
+    pub fn for_customer(mut self) -> Self {
+        if self.last_error.is_some() {
+            self.last_error = Some(CUSTOMER_ERROR.to_owned());
+        }
+        for h in self.history.iter_mut().flatten() {
+            if h.actor.starts_with("job:") {
+                h.note = CUSTOMER_ERROR.to_owned();
+            }
+        }
+        self
     }
 
     pub fn new(h: HostingRow, catalog: &Catalog, history: Option<Vec<HistoryRow>>) -> Self {

@@ -47,6 +47,16 @@ pub struct Deposit {
 /// Provisioning job kinds.
 pub const JOB_PROVISION: &str = "provision_hosting";
 pub const JOB_REGISTER_DOMAIN: &str = "register_domain";
+
+/// The dedupe key of an account's termination, named for what asked for it (`cancel:{when
+/// it was asked}`, `overdue:{invoice}`, `staff:{when}`): every path that decides the same
+/// termination (several scheduler passes, several nodes) queues it once, while a later
+/// decision is a new job. One key per account for ever (`terminate:{id}`) kept every
+/// termination out after the first job had run, even one that did nothing because its
+/// cancellation had been withdrawn (found by the panels audit).
+pub fn terminate_key(id: HostingId, cause: &str) -> String {
+    format!("terminate:{id}:{cause}")
+}
 pub const JOB_TRANSFER_DOMAIN: &str = "transfer_domain";
 pub const JOB_TERMINATE: &str = "terminate_hosting";
 

@@ -113,7 +113,7 @@ impl Lodge {
                     &mut tx,
                     JOB_TERMINATE,
                     serde_json::json!({ "hosting_id": id, "reason": "cancelled" }),
-                    &format!("terminate:{id}"),
+                    &crate::billing::terminate_key(id, &format!("cancel:{now}")),
                 )
                 .await?;
                 today

@@ -781,14 +781,14 @@ impl Lodge {
             tx.commit().await.map_err(StoreError::from)?;
         }
         let today = self.today().to_string();
-        for id in hosting::cancellations_due(self.store.reader(), &today).await? {
+        for (id, asked_at) in hosting::cancellations_due(self.store.reader(), &today).await? {
             let mut tx = self.store.begin().await?;
             if self
                 .enqueue(
                     &mut tx,
                     JOB_TERMINATE,
                     serde_json::json!({ "hosting_id": id, "reason": "end of period" }),
-                    &format!("terminate:{id}"),
+                    &crate::billing::terminate_key(id, &format!("cancel:{asked_at}")),
                 )
                 .await?
             {
@@ -877,11 +877,14 @@ impl Lodge {
                 {
                     return Err(conflict("terminate"));
                 }
+                // Keyed per request: a termination that ran before (a withdrawn
+                // cancellation's) must not keep this one out; one still open is refused
+                // above.
                 self.enqueue(
                     &mut tx,
                     JOB_TERMINATE,
                     serde_json::json!({ "hosting_id": id, "reason": "staff", "actor": actor }),
-                    &format!("terminate:{id}"),
+                    &crate::billing::terminate_key(id, &format!("staff:{now}")),
                 )
                 .await?;
             }

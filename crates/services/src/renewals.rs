@@ -909,7 +909,8 @@ impl Lodge {
                     "reason": "overdue",
                     "note": format!("terminated: renewal {number} unpaid past the grace"),
                 }),
-                &format!("terminate:{}", p.service),
+                // One per renewal invoice (crate::billing::terminate_key).
+                &crate::billing::terminate_key(p.service, &format!("overdue:{invoice}")),
             )
             .await?;
         }
@@ -1515,7 +1516,7 @@ impl Lodge {
             }
         }
         drop(db);
-        for id in hosting::cancellations_due(self.store.reader(), &last.to_string()).await? {
+        for (id, _) in hosting::cancellations_due(self.store.reader(), &last.to_string()).await? {
             if let Some(h) = hosting::hosting(self.store.reader(), id).await? {
                 let date = h
                     .cancel_effective_date

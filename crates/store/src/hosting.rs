@@ -832,19 +832,24 @@ pub async fn secret<'e, E: Executor<'e, Database = Any>>(
 /// Read through the partial index `hosting_cancel_due`, which holds only accounts
 /// cancelling at the end of their period.
 pub(crate) const CANCELLATIONS_DUE: &str =
-    "SELECT id FROM hosting WHERE cancel_type = 'end_of_period' AND cancel_effective_date <= $1
+    "SELECT id, COALESCE(cancel_requested_at, 0) FROM hosting
+     WHERE cancel_type = 'end_of_period' AND cancel_effective_date <= $1
      AND status IN ('provisioning', 'active', 'suspended', 'failed')";
 
-/// Accounts whose end-of-period cancellation is due by `today`.
+/// Accounts whose end-of-period cancellation is due by `today`, each with when that
+/// cancellation was asked for (which names its termination: a cancellation withdrawn and
+/// asked again is a new one).
 pub async fn cancellations_due<'e, E: Executor<'e, Database = Any>>(
     db: E,
     today: &str,
-) -> Result<Vec<HostingId>> {
-    let ids: Vec<String> = sqlx::query_scalar(CANCELLATIONS_DUE)
+) -> Result<Vec<(HostingId, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(CANCELLATIONS_DUE)
         .bind(today)
         .fetch_all(db)
         .await?;
-    ids.iter().map(|s| crate::parse(s)).collect()
+    rows.iter()
+        .map(|(id, at)| Ok((crate::parse(id)?, *at)))
+        .collect()
 }
 
 /// The sealed EPP code of a domain being transferred.

@@ -233,7 +233,7 @@ pub async fn list_hosting(
     let results = page
         .rows
         .into_iter()
-        .map(|v| Hosting::from_view(v, &catalog))
+        .map(|v| Hosting::from_view(v, &catalog).for_customer())
         .collect();
     Ok(Json(Paginated::new(&st, &path, req, page.count, results)?))
 }
@@ -247,7 +247,7 @@ async fn hosting_detail(
     let view = st.lodge.hosting_detail(access, project, id).await?;
     let login_url = st.lodge.login_url(&view.hosting).await;
     let tls = st.lodge.certificate_status(&view.hosting).await?;
-    let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?);
+    let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?).for_customer();
     out.login_url = login_url;
     out.tls = tls.map(Into::into);
     Ok(out)

@@ -296,7 +296,7 @@ async fn a_retried_create_makes_one_zone_and_adopts_only_its_own(engine: Engine)
             .expect("create");
         app.expect_dead_jobs("the zone is someone else's");
         drain(worker.clone()).await;
-        let h = hosting(&app, &id).await;
+        let h = crate::harness::staff_hosting(&app, &id).await;
         assert_eq!(h["status"], "failed", "{h}");
         let error = h["last_error"].as_str().unwrap_or_default();
         assert!(

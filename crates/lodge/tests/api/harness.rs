@@ -690,6 +690,16 @@ pub async fn hosting(app: &TestApp, id: &str) -> Value {
 }
 
 /// An invoice of the demo organization, through `/v1`.
+/// A hosting account as staff see it (`/v1/admin/hosting/{id}`): with the server's own
+/// words for a failure, which customers are not shown.
+pub async fn staff_hosting(app: &TestApp, id: &str) -> Value {
+    let (status, h) = app
+        .get(&format!("/v1/admin/hosting/{id}"), &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    h
+}
+
 pub async fn invoice(app: &TestApp, id: i64) -> Value {
     get_ok(
         app,

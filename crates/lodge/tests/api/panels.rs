@@ -710,7 +710,7 @@ async fn a_lost_create_answer_is_retried_into_one_account(app: TestApp) {
         .await;
         fake.drop_next_create();
         assert_eq!(run(&worker).await, 1);
-        let h = hosting(&app, &id).await;
+        let h = crate::harness::staff_hosting(&app, &id).await;
         assert_eq!(h["status"], "provisioning", "{h}");
         let error = str_of(&h, "last_error");
         assert!(error.contains("answer was lost"), "{driver}: {error}");
@@ -760,9 +760,12 @@ async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
         let user = panel_username(&domain, legacy);
         fake.add_foreign(&user, &format!("other-{driver}.example"));
         assert_eq!(run(&worker).await, 1);
-        let h = hosting(&app, &id).await;
-        assert_eq!(h["status"], "failed", "{driver}: {h}");
-        let error = str_of(&h, "last_error");
+        let (status, staff_view) = app
+            .get(&format!("/v1/admin/hosting/{id}"), &app.admin_key())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(staff_view["status"], "failed", "{driver}: {staff_view}");
+        let error = str_of(&staff_view, "last_error");
         assert!(
             error.contains("refused by the panel") && error.contains(&user),
             "{error}"
@@ -771,14 +774,37 @@ async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
             error.contains(&format!("other-{driver}.example")),
             "{error}"
         );
-        let (status, staff_view) = app
-            .get(&format!("/v1/admin/hosting/{id}"), &app.admin_key())
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(staff_view["last_error"], h["last_error"]);
+        // The customer is told it failed, not the other customer's account and domain
+        // (found by the panels audit).
+        let h = hosting(&app, &id).await;
+        assert_eq!(h["status"], "failed", "{driver}: {h}");
+        assert!(h["last_error"].is_string(), "{h}");
+        assert!(
+            !h.to_string().contains(&format!("other-{driver}.example"))
+                && !h.to_string().contains("refused"),
+            "{driver}: {h}"
+        );
         // The other owner's account is untouched; nothing was created.
         assert_eq!(fake.accounts(), 1);
         assert!(fake.creates().is_empty(), "{driver}: never created");
+        assert_eq!(
+            fake.account(&user).unwrap().domain,
+            format!("other-{driver}.example")
+        );
+        // Staff end the failed account: nothing of ours is on the panel, the other one
+        // stays, and the account (and its domain) ends (found by the panels audit: the
+        // termination was refused for good, so it could never end).
+        let (status, t) = app
+            .post(
+                &format!("/v1/admin/hosting/{id}/terminate"),
+                &app.admin_key(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{driver}: {t}");
+        assert_eq!(run(&worker).await, 1);
+        assert_eq!(hosting(&app, &id).await["status"], "terminated", "{driver}");
+        assert_eq!(fake.accounts(), 1, "{driver}: the other account stays");
         assert_eq!(
             fake.account(&user).unwrap().domain,
             format!("other-{driver}.example")
@@ -804,7 +830,7 @@ async fn a_domain_on_another_directadmin_user_is_not_taken_as_success(app: TestA
     )
     .await;
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "failed", "{h}");
     assert!(
         str_of(&h, "last_error").contains("That domain already exists"),
@@ -845,7 +871,7 @@ async fn a_wrong_token_is_a_clear_error(app: TestApp) {
         )
         .await;
         assert_eq!(run(&worker).await, 1);
-        let h = hosting(&app, &id).await;
+        let h = crate::harness::staff_hosting(&app, &id).await;
         assert_eq!(h["status"], "provisioning", "retried: {h}");
         assert!(str_of(&h, "last_error").contains(expected), "{h}");
         assert_eq!(fake.accounts(), 0);

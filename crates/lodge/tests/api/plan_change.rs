@@ -762,7 +762,7 @@ async fn a_failing_change_package_job_is_retried(app: TestApp) {
     driver.fail_next(1);
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert!(driver.changes().is_empty());
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert!(
         str_of(&h, "last_error").contains("the panel is down"),
         "{h}"

@@ -614,7 +614,7 @@ async fn nginx_site_lifecycle_on(
     let (status, h) = staff(&app, &id, "terminate").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{h}");
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "active", "termination failed: {h}");
     assert!(str_of(&h, "last_error").contains("nginx"), "{h}");
     assert!(
@@ -708,7 +708,7 @@ async fn without_nginx_on(app: TestApp, cfg: &NginxConfig, missing: &Path) {
 
     // The first attempt: the error is on the account, which is still provisioning.
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "provisioning", "{h}");
     let err = str_of(&h, "last_error").to_owned();
     assert!(err.contains("nginx"), "{err}");
@@ -733,7 +733,7 @@ async fn without_nginx_on(app: TestApp, cfg: &NginxConfig, missing: &Path) {
     for attempt in 2..=8 {
         past_backoff(&app);
         assert_eq!(run(&worker).await, 1, "attempt {attempt}");
-        let h = hosting(&app, &id).await;
+        let h = crate::harness::staff_hosting(&app, &id).await;
         let expected = if attempt < 8 {
             "provisioning"
         } else {
@@ -782,7 +782,7 @@ async fn without_nginx_on(app: TestApp, cfg: &NginxConfig, missing: &Path) {
 
     // Still no nginx: it fails again, visibly, and stays provisioning.
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "provisioning", "{h}");
     assert!(str_of(&h, "last_error").contains("nginx"), "{h}");
 
@@ -820,7 +820,7 @@ async fn a_panicking_job_fails_and_the_worker_goes_on(app: TestApp) {
     let first = str_of(&order_paid(&app, "panics.test").await, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &first).await;
+    let h = crate::harness::staff_hosting(&app, &first).await;
     assert_eq!(h["status"], "provisioning", "{h}");
     assert!(str_of(&h, "last_error").contains("the job panicked"), "{h}");
     // The same worker takes the next job, then the retry after its backoff.
@@ -842,7 +842,7 @@ async fn flaky_driver_makes_one_account(app: TestApp) {
     let worker = Worker::new(app.lodge.clone(), "node-1");
 
     assert_eq!(run(&worker).await, 1);
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "provisioning", "{h}");
     assert!(str_of(&h, "last_error").contains(FAKE_ERROR), "{h}");
     assert_eq!(run(&worker).await, 0, "backoff");
@@ -900,7 +900,7 @@ async fn failing_driver_marks_the_account_failed(app: TestApp) {
     assert_eq!(ran, 8, "max_attempts runs");
     assert_eq!(fake.state().create_calls, 8);
     assert!(fake.created().is_empty());
-    let h = hosting(&app, &id).await;
+    let h = crate::harness::staff_hosting(&app, &id).await;
     assert_eq!(h["status"], "failed", "{h}");
     let err = str_of(&h, "last_error");
     assert!(err.contains(FAKE_ERROR), "{h}");
@@ -1520,6 +1520,20 @@ async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
         !fake.state().ops.iter().any(|(op, _)| *op == "terminate"),
         "the driver terminated nothing"
     );
+    // That job ran; a later cancellation is a new termination, not kept out by it (found
+    // by the panels audit: one key per account kept every later termination out, and the
+    // account stayed hosted without billing).
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "now for real" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(run(&worker).await, 1, "the new termination runs");
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    assert!(fake.state().ops.iter().any(|(op, _)| *op == "terminate"));
 }
 
 /// An immediate cancellation of a paid, active account terminates it on the next worker

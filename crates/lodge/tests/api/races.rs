@@ -168,9 +168,9 @@ async fn contradictory_cancellations_one_is_accepted(app: TestApp) {
         let h = hosting(&app, &id).await;
         assert_eq!(h["cancellation"]["type"], winner, "{h}");
         let terminations: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE kind = 'terminate_hosting' AND dedupe_key = $1",
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'terminate_hosting' AND dedupe_key LIKE $1",
         )
-        .bind(format!("terminate:{id}"))
+        .bind(format!("terminate:{id}:%"))
         .fetch_one(app.lodge.store.reader())
         .await
         .unwrap();

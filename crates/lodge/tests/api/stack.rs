@@ -596,7 +596,7 @@ async fn a_database_server_out_of_reach_shows_on_the_account(engine: Engine) {
         let o = order_paid(&app, "no-db.test").await;
         let id = str_of(&o, "hosting_id").to_owned();
         drain(Worker::new(app.lodge.clone(), "node-1")).await;
-        let h = hosting(&app, &id).await;
+        let h = crate::harness::staff_hosting(&app, &id).await;
         assert_eq!(h["status"], "provisioning", "retried later: {h}");
         let error = str_of(&h, "last_error");
         assert!(error.contains("mariadb"), "{h}");

@@ -303,8 +303,8 @@ impl Provisioner for Plesk {
     }
 
     async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
-        if self.ours(a).await?.is_none() {
-            return Ok(()); // gone already
+        if super::ours_when_ending(self.ours(a).await, &a.username)?.is_none() {
+            return Ok(()); // gone already, or never ours
         }
         match self
             .packet(&format!(
