@@ -157,40 +157,35 @@ pub const RESERVED_USERNAMES: &[&str] = &[
     "wwwdata",
 ];
 
-/// A login for a control panel account: at most 8 lowercase letters and digits (cPanel's
-/// first 8 characters must be unique; DirectAdmin allows 3 to 10 by default), starting
-/// with a letter, never starting with `test`, never a reserved name. Made of the domain's
-/// letters and the account's number in base 36, so two accounts never share it.
+/// A login for a control panel account: lowercase letters of the domain, then the
+/// account's number in decimal, at most 8 characters while the number has at most 7 digits
+/// (cPanel's first 8 characters must be unique; DirectAdmin allows 3 to 10 by default);
+/// starting with a letter, never starting with `test`, never a reserved name (those hold
+/// no digit).
+///
+/// Two accounts never share it: the stem holds no digit and the number no letter, so the
+/// name splits back into the two at its first digit, and the numbers differ. (Letters and
+/// digits of the domain followed by the number in base 36 did not split back:
+/// `shop.de` 46 and `shopde1.com` 10 were both `shopde1a`; found by the panels audit.)
 pub fn panel_username(domain: &str, legacy_id: i64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut n = legacy_id.unsigned_abs();
-    let mut id = Vec::new();
-    loop {
-        let d = usize::try_from(n % 36).unwrap_or(0);
-        id.push(DIGITS.get(d).copied().unwrap_or(b'0'));
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    id.reverse();
-    let id = String::from_utf8(id).unwrap_or_default();
-    let room = 8_usize.saturating_sub(id.len()).max(1);
+    let id = legacy_id.unsigned_abs().to_string();
+    login_name(domain, 8_usize.saturating_sub(id.len()).max(1), &id)
+}
+
+/// A stem of at most `room` lowercase letters of `domain` (`u` first when it has none or
+/// starts with `test`), then `id` (digits only): see [`panel_username`] for why it is
+/// unique.
+pub(crate) fn login_name(domain: &str, room: usize, id: &str) -> String {
     let mut stem: String = domain
         .bytes()
-        .filter(u8::is_ascii_alphanumeric)
+        .filter(u8::is_ascii_alphabetic)
         .map(|b| char::from(b.to_ascii_lowercase()))
         .collect();
-    if !stem.starts_with(|c: char| c.is_ascii_lowercase()) || stem.starts_with("test") {
+    if stem.is_empty() || stem.starts_with("test") {
         stem.insert(0, 'u');
     }
-    let mut stem: String = stem.chars().take(room).collect();
-    let mut name = format!("{stem}{id}");
-    while name.len() < 3 || RESERVED_USERNAMES.contains(&name.as_str()) {
-        stem.push('x');
-        name = format!("{stem}{id}");
-    }
-    name
+    let stem: String = stem.chars().take(room.max(1)).collect();
+    format!("{stem}{id}")
 }
 
 /// Where a panel server is and how to log in to it: the server's hostname and its
@@ -344,17 +339,43 @@ mod tests {
 
     #[test]
     fn panel_usernames_follow_the_panels_rules() {
-        assert_eq!(panel_username("shop.example.com", 42), "shopex16");
-        assert_eq!(panel_username("123.example.com", 7), "u123exa7");
+        assert_eq!(panel_username("shop.example.com", 42), "shopex42");
+        assert_eq!(panel_username("123.example.com", 7), "example7");
         assert_eq!(panel_username("testing.com", 1), "utestin1");
         assert_eq!(panel_username("a.io", 1), "aio1");
         assert_eq!(panel_username("x.y", 5), "xy5");
         assert_eq!(panel_username("r.o", 1), "ro1");
+        assert_eq!(panel_username("1.2", 3), "u3");
+        // The audit's collisions.
+        assert_ne!(
+            panel_username("shop.de", 46),
+            panel_username("shopde1.com", 10)
+        );
+        assert_ne!(
+            panel_username("foo.io", 1667),
+            panel_username("fooio1ab.net", 371)
+        );
         for (d, id) in [("root.com", 1), ("admin.net", 99_999_999_999), ("é.fr", 3)] {
             let u = panel_username(d, id);
-            assert!(u.len() <= 8 || id > 36_i64.pow(7), "{u}");
+            assert!(u.len() <= 8 || id >= 10_000_000, "{u}");
             assert!(u.starts_with(|c: char| c.is_ascii_lowercase()), "{u}");
             assert!(!RESERVED_USERNAMES.contains(&u.as_str()));
+        }
+    }
+
+    proptest::proptest! {
+        /// Two accounts (two numbers) never get one login, whatever their domains.
+        #[test]
+        fn two_accounts_never_share_a_login(
+            a in "[a-z0-9.-]{1,20}", b in "[a-z0-9.-]{1,20}",
+            x in 1_i64..100_000_000, y in 1_i64..100_000_000,
+        ) {
+            proptest::prop_assume!(x != y);
+            proptest::prop_assert_ne!(panel_username(&a, x), panel_username(&b, y));
+            proptest::prop_assert_ne!(
+                crate::provisioning::username_for(&a, x),
+                crate::provisioning::username_for(&b, y)
+            );
         }
     }
 }
