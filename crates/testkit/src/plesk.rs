@@ -320,10 +320,14 @@ fn handle(state: &Mutex<PleskState>, r: Request) -> Reply {
                 .iter()
                 .filter(|(_, w)| w.owner_login == owner)
                 .map(|(name, _)| {
+                    // `name` is what Plesk displays (an IDN in Unicode), `ascii-name` its
+                    // ASCII form (domainGenInfoType, siteGenInfoType).
+                    let (shown, _) = idna::domain_to_unicode(name);
                     format!(
-                        "<result><status>ok</status><filter-id>{o}</filter-id><data><gen_info><name>{n}</name><owner-login>{o}</owner-login></gen_info></data></result>",
+                        "<result><status>ok</status><filter-id>{o}</filter-id><data><gen_info><name>{n}</name><ascii-name>{a}</ascii-name><owner-login>{o}</owner-login></gen_info></data></result>",
                         o = escape(&owner),
-                        n = escape(name)
+                        n = escape(&shown),
+                        a = escape(name)
                     )
                 })
                 .collect();

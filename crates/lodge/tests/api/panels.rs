@@ -27,6 +27,7 @@ on_both_engines!(
     a_wrong_token_is_a_clear_error,
     the_pinned_certificate_is_required,
     placement_takes_the_least_filled_server_of_the_plans_driver,
+    an_internationalized_domain_stays_ours_on_plesk,
 );
 
 // ---- the three fakes behind one face ----
@@ -409,12 +410,12 @@ async fn lifecycle(app: TestApp, driver: &str) {
         Fake::Plesk(p) => {
             assert!(
                 url.starts_with(&format!(
-                    "{}/enterprise/rsession_init.php?PHPSESSID=",
+                    "{}/enterprise/rsession_init.php?PLESKSESSID=",
                     p.url()
                 )),
                 "{url}"
             );
-            assert!(link.contains("rsession_init.php?PHPSESSID="), "{link}");
+            assert!(link.contains("rsession_init.php?PLESKSESSID="), "{link}");
         }
     }
     assert_ne!(url, link, "each link is made for one login");
@@ -1038,5 +1039,39 @@ async fn placement_takes_the_least_filled_server_of_the_plans_driver(app: TestAp
     let body = json!({ "plan_id": plan, "domain_source": "external", "domain_name": "p9.example" });
     let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{o}");
+    app.stop().await;
+}
+
+/// Plesk names an internationalized subscription in Unicode (`name`) and gives its ASCII
+/// form as `ascii-name`; Lodge's domains are ASCII. Found by the panels audit: comparing
+/// `name` refused every later step on such an account as someone else's.
+async fn an_internationalized_domain_stays_ours_on_plesk(app: TestApp) {
+    let fake = Fake::start("plesk").await;
+    panel_catalog(&app).await;
+    pinned_server(&app, &fake).await;
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = order(
+        &app,
+        &plan_of(&app, "plesk-small").await,
+        "bücher-laden.example",
+    )
+    .await;
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let user = str_of(&h, "username").to_owned();
+    assert_eq!(
+        fake.account(&user).unwrap().domain,
+        "xn--bcher-laden-thb.example"
+    );
+    staff(&app, &id, "suspend").await;
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    assert!(fake.account(&user).unwrap().suspended);
+    staff(&app, &id, "terminate").await;
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    assert!(fake.account(&user).is_none(), "removed from the panel");
     app.stop().await;
 }

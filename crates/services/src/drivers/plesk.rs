@@ -168,7 +168,17 @@ impl Plesk {
             ))
             .await?;
         match r {
-            Ok(xml) => Ok(tags(&xml, "name")),
+            // `name` is the subscription as Plesk shows it (an IDN in Unicode); our domains
+            // are ASCII, as `ascii-name` is (found by the panels audit: an IDN account was
+            // refused as someone else's after it was made).
+            Ok(xml) => {
+                let ascii = tags(&xml, "ascii-name");
+                Ok(if ascii.is_empty() {
+                    tags(&xml, "name")
+                } else {
+                    ascii
+                })
+            }
             Err((c, _)) if c == NOT_FOUND => Ok(vec![]),
             Err((c, m)) => Err(DriverError(format!("Plesk error {c}: {m}"))),
         }
@@ -360,7 +370,7 @@ impl Provisioner for Plesk {
             .await?;
         Ok(tag(&xml, "id").map(|id| {
             format!(
-                "{}/enterprise/rsession_init.php?PHPSESSID={id}",
+                "{}/enterprise/rsession_init.php?PLESKSESSID={id}",
                 self.panel.base
             )
         }))
