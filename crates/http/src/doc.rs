@@ -52,25 +52,6 @@ pub async fn too_large_in_dialect(
     }
 }
 
-/// A query string that decodes to a NUL character (`%00`) is refused with 400 in the
-/// path's dialect, whichever route it is for ([`crate::extract::has_nul`] says why).
-pub async fn nul_in_query(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    if !crate::extract::query_has_nul(req.uri().query()) {
-        return next.run(req).await;
-    }
-    let why = crate::extract::NUL_REFUSED.to_owned();
-    if req.uri().path().starts_with("/apiv2/") {
-        crate::apiv2::V2Error(StatusCode::BAD_REQUEST, why).into_response()
-    } else {
-        crate::error::ApiError::Detail(StatusCode::BAD_REQUEST, why).into_response()
-    }
-}
-
 const V1_DETAIL: &str = "ErrorDetail";
 const V1_FIELDS: &str = "FieldErrors";
 const V1_BAD_REQUEST: &str = "BadRequest";

@@ -190,6 +190,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for V1Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if query_has_nul(parts.uri.query()) {
+            return Err(ApiError::bad_request(NUL_REFUSED));
+        }
         serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
             .map(V1Query)
             .map_err(|e| ApiError::bad_request(format!("Invalid query string: {e}.")))

@@ -512,13 +512,11 @@ impl Lodge {
     }
 
     /// The caller's organization as an `/apiv2` customer: the key's organization, or the
-    /// first one the user belongs to.
+    /// user's home one ([`home_organization`]).
     pub async fn customer_access(&self, p: &Principal) -> Result<Access> {
         let org = match p.organization {
             Some(o) => o,
-            None => orgs::for_user(self.store.reader(), p.user)
-                .await?
-                .first()
+            None => home_organization(&orgs::for_user(self.store.reader(), p.user).await?)
                 .map(|o| o.id)
                 .ok_or_else(|| {
                     ServiceError::Unauthorized("This login has no customer account.".to_owned())
@@ -715,4 +713,18 @@ impl KeyCache {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, (k, _, _)| k.id != id);
     }
+}
+
+/// The organization a user's `/apiv2` session (InterServer's client knows one account per
+/// login) acts for: the one it has the most say in (owner, then editor, viewer, guest),
+/// the oldest of those. The first by age alone switched a customer's whole account the day
+/// staff added them to an older organization as a viewer (found by the /apiv2 audit).
+pub fn home_organization(list: &[orgs::OrgRow]) -> Option<&orgs::OrgRow> {
+    let rank = |o: &orgs::OrgRow| match o.member_role.as_deref().and_then(Role::parse) {
+        Some(Role::Owner) => 0,
+        Some(Role::Editor) => 1,
+        Some(Role::Viewer) => 2,
+        _ => 3,
+    };
+    list.iter().min_by_key(|o| (rank(o), o.legacy_id))
 }

@@ -79,6 +79,28 @@ pub fn wait_after(failures: i64, free: u32, limits: &LoginLimits) -> Option<u64>
     )
 }
 
+/// A login attempt admitted by [`LoginGuard::begin`], to be settled once its password is
+/// checked.
+#[derive(Debug)]
+#[must_use = "settle the attempt: failed, succeeded or abandoned"]
+pub struct Attempt {
+    email_key: String,
+    held: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    key: String,
+    /// The lock this attempt set (until, its wait in seconds, what the log names).
+    lock: Option<(i64, u64, String)>,
+}
+
+fn secs_until(until: i64, now: i64) -> u64 {
+    u64::try_from((until - now + US - 1) / US)
+        .unwrap_or(1)
+        .max(1)
+}
+
 impl LoginGuard {
     pub fn new(limits: LoginLimits, store: Store) -> Self {
         LoginGuard { limits, store }
@@ -90,7 +112,8 @@ impl LoginGuard {
             .saturating_mul(US)
     }
 
-    /// `Err(seconds)` when this e-mail or address must wait before trying again.
+    /// `Err(seconds)` when this e-mail or address must wait before trying again. Reads
+    /// only; a login goes through [`LoginGuard::begin`].
     pub async fn check(
         &self,
         email: &str,
@@ -101,74 +124,125 @@ impl LoginGuard {
         keys.extend(address.map(|a| format!("a:{a}")));
         let until = logins::locked_until(self.store.reader(), &keys).await?;
         if until > now {
-            let secs = u64::try_from((until - now + US - 1) / US).unwrap_or(1);
-            return Ok(Err(secs.max(1)));
+            return Ok(Err(secs_until(until, now)));
         }
         Ok(Ok(()))
     }
 
-    /// Counts a failed login; logs a line when it locks the e-mail or the address. A count
-    /// that cannot be written is logged (the login's answer stands).
-    pub async fn failed(&self, email: &str, address: Option<IpAddr>, now: i64) {
+    /// Admits a login attempt before its password is checked, or says how long to wait.
+    /// The attempt is counted as a failure at once, and one that would lock the e-mail (or
+    /// the address) if it failed locks it already, so attempts sent at once cannot all
+    /// pass the check before any of them is counted (found by the /v1 audit: 100 wrong
+    /// passwords at once were all tried). Then [`LoginGuard::failed`],
+    /// [`LoginGuard::succeeded`] or [`LoginGuard::abandoned`] settles it.
+    pub async fn begin(
+        &self,
+        email: &str,
+        address: Option<IpAddr>,
+        now: i64,
+    ) -> Result<std::result::Result<Attempt, u64>> {
         let limits = self.limits;
+        let mut keys: Vec<(String, u32, String)> = Vec::new();
         if limits.free_per_email > 0 {
             let digest = email_digest(email);
             let tag = digest.get(..12).unwrap_or_default().to_owned();
-            if let Some(wait) = self
-                .count(&format!("e:{digest}"), limits.free_per_email, now)
-                .await
-            {
-                tracing::warn!(
-                    email = %tag,
-                    wait_secs = wait,
-                    "login locked for an e-mail after repeated failures"
-                );
-            }
+            keys.push((format!("e:{digest}"), limits.free_per_email, tag));
         }
         if let (Some(a), true) = (address, limits.free_per_address > 0) {
-            if let Some(wait) = self
-                .count(&format!("a:{a}"), limits.free_per_address, now)
-                .await
-            {
-                tracing::warn!(
-                    address = %a,
-                    wait_secs = wait,
-                    "login locked for a client address after repeated failures"
-                );
+            keys.push((format!("a:{a}"), limits.free_per_address, a.to_string()));
+        }
+        let mut attempt = Attempt {
+            email_key: format!("e:{}", email_digest(email)),
+            held: Vec::new(),
+        };
+        // Held while the attempt is decided; replaced at once by its own wait.
+        let hold = now.saturating_add(self.us(limits.max_wait_secs));
+        for (key, free, tag) in keys {
+            let admitted = logins::admit(
+                self.store.writer(),
+                &key,
+                now,
+                now.saturating_sub(self.window()),
+                i64::from(free),
+                hold,
+            )
+            .await;
+            let n = match admitted {
+                Ok(Some(n)) => n,
+                other => {
+                    // Locked (or unreadable): the keys admitted already are given back.
+                    self.release(&attempt, true).await;
+                    return match other {
+                        Ok(_) => {
+                            let until = logins::locked_until(self.store.reader(), &[key]).await?;
+                            Ok(Err(secs_until(until.max(now + 1), now)))
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                }
+            };
+            let lock = match wait_after(n, free, &limits) {
+                Some(wait) => {
+                    let until = now.saturating_add(self.us(wait));
+                    if let Err(e) = logins::relock(self.store.writer(), &key, hold, until).await {
+                        tracing::error!(error = %e, "a login's lock could not be set");
+                    }
+                    Some((until, wait, tag))
+                }
+                None => None,
+            };
+            attempt.held.push(Held { key, lock });
+        }
+        Ok(Ok(attempt))
+    }
+
+    /// The attempt failed: it was counted when admitted, and its lock (if it reached one)
+    /// stands; logs the lock.
+    pub async fn failed(&self, attempt: &Attempt) {
+        for h in &attempt.held {
+            if let Some((_, wait, tag)) = &h.lock {
+                if h.key.starts_with("e:") {
+                    tracing::warn!(email = %tag, wait_secs = wait, "login locked for an e-mail after repeated failures");
+                } else {
+                    tracing::warn!(address = %tag, wait_secs = wait, "login locked for a client address after repeated failures");
+                }
             }
         }
     }
 
-    /// One failure of `key`; the wait it now imposes, if it locks.
-    async fn count(&self, key: &str, free: u32, now: i64) -> Option<u64> {
-        let db = self.store.writer();
-        let counted = async {
-            let failures =
-                logins::count_failure(db, key, now, now.saturating_sub(self.window())).await?;
-            let Some(wait) = wait_after(failures, free, &self.limits) else {
-                return Ok(None);
-            };
-            let until = now.saturating_add(
-                i64::try_from(wait)
-                    .unwrap_or(i64::MAX / US)
-                    .saturating_mul(US),
-            );
-            logins::lock(db, key, until).await?;
-            Ok::<_, lodge_store::StoreError>(Some(wait))
-        };
-        counted.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "a failed login could not be counted");
-            None
-        })
-    }
-
-    /// A successful login clears its e-mail's count (not its address's: many people may
-    /// share one address).
-    pub async fn succeeded(&self, email: &str) {
-        let key = format!("e:{}", email_digest(email));
-        if let Err(e) = logins::clear(self.store.writer(), &key).await {
+    /// A successful login clears its e-mail's count (not its address's, which many people
+    /// may share: the attempt is only taken back from it).
+    pub async fn succeeded(&self, attempt: &Attempt) {
+        if let Err(e) = logins::clear(self.store.writer(), &attempt.email_key).await {
             tracing::error!(error = %e, "a login's failure count could not be cleared");
         }
+        self.release(attempt, false).await;
+    }
+
+    /// An attempt that was neither a success nor a failure (the check could not be made):
+    /// taken back from every count.
+    pub async fn abandoned(&self, attempt: &Attempt) {
+        self.release(attempt, true).await;
+    }
+
+    /// Takes the attempt back from its counts (the e-mail's too, or not: a success has
+    /// deleted it).
+    async fn release(&self, attempt: &Attempt, email_too: bool) {
+        for h in &attempt.held {
+            if h.key == attempt.email_key && !email_too {
+                continue;
+            }
+            let held = h.lock.as_ref().map_or(0, |(until, _, _)| *until);
+            if let Err(e) = logins::release(self.store.writer(), &h.key, held).await {
+                tracing::error!(error = %e, "a login attempt could not be taken back");
+            }
+        }
+    }
+
+    fn us(&self, secs: u64) -> i64 {
+        i64::try_from(secs)
+            .unwrap_or(i64::MAX / US)
+            .saturating_mul(US)
     }
 
     /// Forgets counts that are quiet and unlocked (called periodically).
@@ -214,24 +288,62 @@ mod tests {
 
     const S: i64 = US;
 
+    /// One wrong password: admitted, then failed; `Err(wait)` when it was not admitted.
+    async fn fail(
+        g: &LoginGuard,
+        email: &str,
+        ip: Option<IpAddr>,
+        now: i64,
+    ) -> std::result::Result<(), u64> {
+        let a = g.begin(email, ip, now).await.unwrap()?;
+        g.failed(&a).await;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn an_email_waits_longer_after_each_failure_and_a_success_clears_it() {
         let (_dir, g) = guard(limits()).await;
         let ip: Option<IpAddr> = Some("127.0.0.9".parse().unwrap());
         let mut now = 1_000 * S;
-        g.failed("A@x.test", ip, now).await;
-        g.failed("a@x.test ", ip, now).await;
+        assert_eq!(fail(&g, "A@x.test", ip, now).await, Ok(()));
+        assert_eq!(fail(&g, "a@x.test ", ip, now).await, Ok(()));
         assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Ok(()));
-        g.failed("a@x.test", ip, now).await;
+        assert_eq!(
+            fail(&g, "a@x.test", ip, now).await,
+            Ok(()),
+            "the third is tried"
+        );
         assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Err(2));
-        assert_eq!(g.check("A@X.TEST", None, now).await.unwrap(), Err(2));
+        assert_eq!(fail(&g, "A@X.TEST", None, now).await, Err(2));
         assert_eq!(g.check("b@x.test", None, now).await.unwrap(), Ok(()));
         now += 2 * S;
-        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Ok(()));
-        g.failed("a@x.test", ip, now).await;
+        assert_eq!(fail(&g, "a@x.test", ip, now).await, Ok(()));
         assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Err(4));
-        g.succeeded("a@x.test").await;
-        assert_eq!(g.check("a@x.test", None, now).await.unwrap(), Ok(()));
+        now += 4 * S;
+        let a = g.begin("a@x.test", ip, now).await.unwrap().unwrap();
+        assert_eq!(
+            g.check("a@x.test", None, now).await.unwrap(),
+            Err(8),
+            "held while it is decided"
+        );
+        g.succeeded(&a).await;
+        assert_eq!(g.check("a@x.test", ip, now).await.unwrap(), Ok(()));
+    }
+
+    /// Attempts at once are each counted before any is decided: no more than the free ones
+    /// (and the one that reaches the lock) are tried.
+    #[tokio::test]
+    async fn attempts_at_once_are_counted_before_they_are_tried() {
+        let (_dir, g) = guard(limits()).await;
+        let now = 10 * S;
+        let begun =
+            futures::future::join_all((0..20).map(|_| g.begin("rush@x.test", None, now))).await;
+        let admitted: Vec<Attempt> = begun.into_iter().filter_map(|r| r.unwrap().ok()).collect();
+        assert_eq!(admitted.len(), 3, "three free, the third locks");
+        for a in &admitted {
+            g.failed(a).await;
+        }
+        assert_eq!(g.check("rush@x.test", None, now).await.unwrap(), Err(2));
     }
 
     #[tokio::test]
@@ -240,18 +352,23 @@ mod tests {
         let ip: Option<IpAddr> = Some("127.0.0.7".parse().unwrap());
         let now = 5 * S;
         for i in 0..10 {
-            g.failed(&format!("u{i}@x.test"), ip, now).await;
+            assert_eq!(fail(&g, &format!("u{i}@x.test"), ip, now).await, Ok(()));
         }
         assert_eq!(g.check("new@x.test", ip, now).await.unwrap(), Err(2));
         assert_eq!(g.check("new@x.test", None, now).await.unwrap(), Ok(()));
-        // A failure after a quiet window counts from one again.
+        // A success from the address is taken back from its count.
         let later = now + 3600 * S;
-        g.failed("u0@x.test", None, later).await;
-        g.failed("u0@x.test", None, later).await;
+        let a = g.begin("ok@x.test", ip, later).await.unwrap().unwrap();
+        g.succeeded(&a).await;
+        assert_eq!(g.check("ok@x.test", ip, later).await.unwrap(), Ok(()));
+        // A failure after a quiet window counts from one again.
+        assert_eq!(fail(&g, "u0@x.test", None, later).await, Ok(()));
+        assert_eq!(fail(&g, "u0@x.test", None, later).await, Ok(()));
         assert_eq!(g.check("u0@x.test", None, later).await.unwrap(), Ok(()));
-        // Eleven keys counted; all but the one failed at `later` forgotten an hour on.
-        assert_eq!(g.shrink(later + 1800 * S).await.unwrap(), 10);
-        assert_eq!(g.shrink(later + 3600 * S).await.unwrap(), 1);
+        // Eleven keys counted (the success deleted its e-mail's); the two touched at
+        // `later` (u0's and the address's) stay half an hour on.
+        assert_eq!(g.shrink(later + 1800 * S).await.unwrap(), 9);
+        assert_eq!(g.shrink(later + 3600 * S).await.unwrap(), 2);
     }
 
     #[tokio::test]
@@ -264,7 +381,7 @@ mod tests {
         .await;
         let ip: Option<IpAddr> = Some("127.0.0.5".parse().unwrap());
         for _ in 0..30 {
-            g.failed("a@x.test", ip, 0).await;
+            assert_eq!(fail(&g, "a@x.test", ip, 0).await, Ok(()));
         }
         assert_eq!(g.check("a@x.test", ip, 0).await.unwrap(), Ok(()));
     }

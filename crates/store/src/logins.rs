@@ -39,6 +39,68 @@ pub async fn count_failure(db: &AnyPool, key: &str, now: i64, quiet_since: i64) 
     .await?)
 }
 
+/// Admits one login attempt of `key` at `now` unless it is locked, in one statement (so
+/// attempts at once on any node each get their own number): counts it as a failure until
+/// told otherwise (a count without a failure since `quiet_since` and not locked starts again
+/// at one) and, when that number reaches `free`, locks the key until `hold_until` so that no
+/// other attempt is admitted while this one is decided. Returns its number, or `None` when
+/// the key is locked.
+pub async fn admit(
+    db: &AnyPool,
+    key: &str,
+    now: i64,
+    quiet_since: i64,
+    free: i64,
+    hold_until: i64,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO login_failures (key, failures, last_failure, locked_until) \
+         VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $5 ELSE 0 END) \
+         ON CONFLICT (key) DO UPDATE SET \
+           failures = CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
+                           THEN 1 ELSE login_failures.failures + 1 END, \
+           locked_until = CASE WHEN (CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
+                                          THEN 1 ELSE login_failures.failures + 1 END) >= $4 \
+                               THEN $5 ELSE login_failures.locked_until END, \
+           last_failure = $2 \
+         WHERE login_failures.locked_until <= $2 \
+         RETURNING failures",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(quiet_since)
+    .bind(free)
+    .bind(hold_until)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Replaces `key`'s lock `held` (an attempt's own) by `until`; another lock set since is kept.
+pub async fn relock(db: &AnyPool, key: &str, held: i64, until: i64) -> Result<()> {
+    sqlx::query("UPDATE login_failures SET locked_until = $3 WHERE key = $1 AND locked_until = $2")
+        .bind(key)
+        .bind(held)
+        .bind(until)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Takes back an admitted attempt that did not fail (a success from a shared address, or an
+/// attempt that could not be decided): one failure less, and its own lock `held` lifted.
+pub async fn release(db: &AnyPool, key: &str, held: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE login_failures SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, \
+           locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END \
+         WHERE key = $1",
+    )
+    .bind(key)
+    .bind(held)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Locks `key` until `until` (a later lock it has already is kept).
 pub async fn lock(db: &AnyPool, key: &str, until: i64) -> Result<()> {
     sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1 AND locked_until < $2")

@@ -426,20 +426,22 @@ pub async fn list_invoices(
     State(st): State<AppState>,
     c: Customer,
 ) -> V2Result<Json<BillingInvoiceList>> {
-    let invoices = st.lodge.billed_invoices(&c.access).await?;
-    let cur = st.lodge.settings.currency;
-    let unpaid: i64 = invoices.iter().map(|b| due_now(&b.invoice)).sum();
-    // A cancelled invoice is void: listed, but neither paid nor owed, so not in the total.
-    let total: i64 = invoices
-        .iter()
+    // A cancelled (deleted, expired) invoice is void: InterServer's delete removes its
+    // rows, and a row without a status would read as a debt (`paid: No`); not listed.
+    let invoices: Vec<_> = st
+        .lodge
+        .billed_invoices(&c.access)
+        .await?
+        .into_iter()
         .filter(|b| b.invoice.status != InvoiceStatus::Cancelled)
-        .map(|b| b.invoice.total_minor)
-        .sum();
-    let paid: i64 = invoices
-        .iter()
-        .filter(|b| was_paid(&b.invoice))
-        .map(|b| b.invoice.total_minor)
-        .sum();
+        .collect();
+    let cur = st.lodge.settings.currency;
+    // What is still due, and what was settled (paid or covered by credit): together the
+    // total, whatever part of an unpaid invoice credit or a payment has covered (found by
+    // the /apiv2 audit: that part was in no total).
+    let unpaid: i64 = invoices.iter().map(|b| due_now(&b.invoice)).sum();
+    let total: i64 = invoices.iter().map(|b| b.invoice.total_minor).sum();
+    let paid: i64 = total - unpaid;
     let mut summary = BTreeMap::new();
     summary.insert("count".to_owned(), invoices.len().to_string());
     summary.insert("total".to_owned(), money_str(total, cur));

@@ -79,20 +79,20 @@ pub async fn login(
         }
     }
     let now = st.lodge.now_us();
-    match st.login_guard.check(&login, ip, now).await {
-        Ok(Ok(())) => {}
+    let attempt = match st.login_guard.begin(&login, ip, now).await {
+        Ok(Ok(a)) => a,
         Ok(Err(secs)) => return super::throttled(secs),
         Err(e) => return V2Error::from(e).into_response(),
-    }
+    };
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
-            st.login_guard.succeeded(&login).await;
-            let org = st
+            st.login_guard.succeeded(&attempt).await;
+            let orgs = st
                 .lodge
                 .user_organizations(user.id)
                 .await
-                .ok()
-                .and_then(|v| v.into_iter().next());
+                .unwrap_or_default();
+            let org = lodge_services::auth::home_organization(&orgs);
             Json(LoginSuccess {
                 session_id: session,
                 account_id: org.as_ref().map_or(0, |o| o.legacy_id),
@@ -103,7 +103,7 @@ pub async fn login(
             .into_response()
         }
         Err(lodge_services::ServiceError::Unauthorized(_)) => {
-            st.login_guard.failed(&login, ip, now).await;
+            st.login_guard.failed(&attempt).await;
             (
                 StatusCode::UNAUTHORIZED,
                 Json(LoginRefused {
@@ -114,7 +114,10 @@ pub async fn login(
             )
                 .into_response()
         }
-        Err(e) => V2Error::from(e).into_response(),
+        Err(e) => {
+            st.login_guard.abandoned(&attempt).await;
+            V2Error::from(e).into_response()
+        }
     }
 }
 

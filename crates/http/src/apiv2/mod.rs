@@ -77,6 +77,12 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for V2Q
     type Rejection = V2Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, V2Error> {
+        if crate::extract::query_has_nul(parts.uri.query()) {
+            return Err(V2Error(
+                StatusCode::BAD_REQUEST,
+                crate::extract::NUL_REFUSED.into(),
+            ));
+        }
         serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
             .map(V2Query)
             .map_err(|e| {

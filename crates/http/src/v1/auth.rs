@@ -39,20 +39,23 @@ pub async fn login(
     V1Json(body): V1Json<Login>,
 ) -> ApiResult<Json<Tokens>> {
     let now = st.lodge.now_us();
-    st.login_guard
-        .check(&body.email, ip, now)
+    let attempt = st
+        .login_guard
+        .begin(&body.email, ip, now)
         .await?
         .map_err(ApiError::RateLimited)?;
     let pair = match st.lodge.login(&body.email, &body.password).await {
         Ok(p) => p,
         Err(e) => {
             if matches!(e, lodge_services::ServiceError::Unauthorized(_)) {
-                st.login_guard.failed(&body.email, ip, now).await;
+                st.login_guard.failed(&attempt).await;
+            } else {
+                st.login_guard.abandoned(&attempt).await;
             }
             return Err(e.into());
         }
     };
-    st.login_guard.succeeded(&body.email).await;
+    st.login_guard.succeeded(&attempt).await;
     Ok(Json(Tokens {
         access: pair.access,
         refresh: pair.refresh,
