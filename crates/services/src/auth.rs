@@ -575,6 +575,8 @@ impl Lodge {
         let name = k.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             v.add("name", "A name of 1 to 100 characters is required.");
+        } else {
+            v.line("name", name, 100);
         }
         let scopes = k.scopes.unwrap_or(DEFAULT_SCOPES);
         let scopes: Vec<&str> = scopes

@@ -111,6 +111,12 @@ impl ServiceError {
     }
 }
 
+/// The invisible characters that reorder the text around them (bidi embeddings, overrides
+/// and isolates): a name holding one shows something other than what it is.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Collects field errors so a request reports every bad field at once.
 #[derive(Debug, Default)]
 pub struct Validator {
@@ -140,7 +146,7 @@ impl Validator {
     pub fn line(&mut self, field: &str, value: &str, max: usize) {
         if value.chars().count() > max {
             self.add(field, format!("At most {max} characters."));
-        } else if value.chars().any(char::is_control) {
+        } else if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
             self.add(field, "Control characters are not allowed.");
         }
     }

@@ -84,6 +84,8 @@ impl Lodge {
         let name = o.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             v.add("name", "A name of 1 to 200 characters is required.");
+        } else {
+            v.line("name", name, 200);
         }
         let org_type = o.organization_type.unwrap_or("personal");
         if !["personal", "professional"].contains(&org_type) {
@@ -251,9 +253,19 @@ impl Lodge {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             v.add("name", "A name of 1 to 100 characters is required.");
+        } else {
+            v.line("name", name, 100); // no control characters (a line break, a bidi override)
         }
         if description.chars().count() > 1000 {
             v.add("description", "At most 1000 characters.");
+        } else if description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            v.add(
+                "description",
+                "Control characters other than line breaks and tabs are not allowed.",
+            );
         }
         v.finish()?;
         let mut tx = self.store.begin().await?;

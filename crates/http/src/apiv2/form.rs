@@ -547,7 +547,8 @@ pub struct WebsiteQuote {
     request_body = WebsiteOrderRequest,
     responses((status = 200, description = "The quote, or `continue: false` with errors", body = QuoteAnswer),
               (status = 400, description = "No request body, or not an order (see the request's types)", body = super::V2ErrorBody),
-              (status = 401, body = super::V2ErrorBody)))]
+              (status = 401, body = super::V2ErrorBody),
+              (status = 403, description = "A role that may not order (viewer, guest)", body = super::V2ErrorBody)))]
 pub async fn validate_order(
     State(st): State<AppState>,
     customer: Customer,

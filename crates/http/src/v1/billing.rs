@@ -15,7 +15,8 @@ use crate::AppState;
 #[utoipa::path(get, path = "/v1/organizations/{organization_id}/invoices", tag = "billing",
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"), PageQuery),
-    responses((status = 200, body = Paginated<Invoice>), (status = 401), (status = 404)))]
+    responses((status = 200, body = Paginated<Invoice>), (status = 401),
+              (status = 403, description = "A guest: the organization's billing is not its"), (status = 404)))]
 pub async fn list_invoices(
     State(st): State<AppState>,
     Caller(p): Caller,
@@ -54,7 +55,8 @@ pub async fn list_invoices(
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("invoice_id" = i64, Path, description = "Invoice id")),
-    responses((status = 200, body = Invoice), (status = 401), (status = 404)))]
+    responses((status = 200, body = Invoice), (status = 401),
+              (status = 403, description = "A guest: the organization's billing is not its"), (status = 404)))]
 pub async fn get_invoice(
     State(st): State<AppState>,
     Caller(p): Caller,
@@ -89,7 +91,8 @@ pub struct Credit {
 #[utoipa::path(get, path = "/v1/organizations/{organization_id}/credit", tag = "billing",
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"), PageQuery),
-    responses((status = 200, body = Credit), (status = 401), (status = 404)))]
+    responses((status = 200, body = Credit), (status = 401),
+              (status = 403, description = "A guest: the organization's billing is not its"), (status = 404)))]
 pub async fn get_credit(
     State(st): State<AppState>,
     Caller(p): Caller,

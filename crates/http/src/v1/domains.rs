@@ -90,6 +90,7 @@ pub async fn set_auto_renew(
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let d = st
         .lodge
@@ -157,6 +158,7 @@ pub async fn set_nameservers(
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let d = st
         .lodge
@@ -190,6 +192,7 @@ pub async fn set_lock(
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let d = st
         .lodge
@@ -374,6 +377,7 @@ pub async fn put_records(
     let project: ProjectId = path_id(&project)?;
     let id: DomainId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let input: Vec<lodge_services::dns::records::RecordInput> = body
         .records

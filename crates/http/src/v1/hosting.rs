@@ -278,6 +278,8 @@ pub async fn change_password(
     let project: ProjectId = path_id(&project)?;
     let id: HostingId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    // The role before the body: a viewer is told 403 whatever it sends.
+    access.require_write()?;
     let body = body.get()?;
     st.lodge
         .change_hosting_password(&access, Some(project), id, &body.password)
@@ -337,6 +339,7 @@ pub async fn cancel_hosting(
     let project: ProjectId = path_id(&project)?;
     let id: HostingId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let kind = CancelType::parse(&body.kind)
         .ok_or_else(|| ServiceError::field("type", "\"immediate\" or \"end_of_period\"."))?;

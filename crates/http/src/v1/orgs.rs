@@ -78,6 +78,7 @@ pub async fn create_project(
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     let org: OrganizationId = path_id(&org)?;
     let access = st.lodge.access(&p, org).await?;
+    access.require_write()?; // the role before the body, as V1Later promises
     let body = body.get()?;
     let row = st
         .lodge

@@ -852,6 +852,27 @@ async fn roles_and_organizations_keep_to_their_own(app: TestApp) {
         "{a} {b}"
     );
 
+    // A member that may not write (here the guest, in its project) is told 403 before its
+    // body is read, as V1Later says (found by the /v1 audit: a viewer's `{}` got 400).
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/hosting/00000000-0000-4000-8000-000000000000/password",
+        app.org_id(),
+        app.project_id()
+    );
+    let (status, resp) = app.post(&path, &guest, &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
+    // Names are one line, without bidi overrides.
+    for name in ["two\nlines", "evil\u{202E}gpj.exe"] {
+        let (status, resp) = app
+            .post(
+                &format!("/v1/organizations/{}/projects", app.org_id()),
+                &app.key(),
+                &json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {resp}");
+    }
+
     // A customer whom staff add to an older organization as a viewer keeps their own
     // account in InterServer's client (found by the /apiv2 audit: login switched to the
     // older one, where they may only read).
