@@ -2004,7 +2004,12 @@ impl Sim {
                 ("", s) => s == "applied" && applied_at >= 0,
                 (_, "applied") => invoice_paid && applied_at >= 0,
                 (_, "awaiting_payment") => inv_status == "unpaid" && applied_at < 0,
-                (_, "cancelled") => applied_at < 0 && (ended || inv_status == "cancelled"),
+                // Given up: the account ended, its invoice was cancelled, or it was paid
+                // after the period it was priced for and refunded whole to credit.
+                (_, "cancelled") => {
+                    applied_at < 0
+                        && (ended || inv_status == "cancelled" || inv_status == "refunded")
+                }
                 _ => false,
             };
             if !fine {

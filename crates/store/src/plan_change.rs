@@ -177,8 +177,11 @@ pub async fn changes_of<C: SqlConn>(
     .collect()
 }
 
-/// A waiting change's move to `$2` (applied or cancelled) at `$3`.
-pub(crate) const SETTLE_AWAITING: &str = "UPDATE plan_changes SET status = $2, applied_at = $3
+/// A waiting change's move to `$2` (applied or cancelled) at `$3`; only an applied one has
+/// an `applied_at` (a cancelled one carried the time it was given up, as if applied then:
+/// found by the billing simulation).
+pub(crate) const SETTLE_AWAITING: &str = "UPDATE plan_changes SET status = $2,
+       applied_at = CASE WHEN $2 = 'applied' THEN $3 ELSE applied_at END
      WHERE id = $1 AND status = 'awaiting_payment'";
 
 /// `awaiting_payment` → `status` (applied or cancelled) at `now`; `false` when it was not
