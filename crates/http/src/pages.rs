@@ -104,7 +104,8 @@ fn origin(url: &str) -> String {
 }
 
 /// Adds the pages' security headers to every response under `/pay` (the pages' own and the
-/// 404 of unknown paths below it).
+/// 404 of unknown paths below it), and `Cache-Control: no-store` to the API's answers that
+/// set none.
 pub(crate) async fn security_headers(
     State(st): State<AppState>,
     req: Request,
@@ -113,7 +114,16 @@ pub(crate) async fn security_headers(
     let path = req.uri().path();
     let pages = path == "/pay" || path.starts_with("/pay/");
     let script = path == "/pay/assets/card.js";
+    let api = path.starts_with("/v1/") || path.starts_with("/apiv2/");
     let mut resp = next.run(req).await;
+    if api && !resp.headers().contains_key(header::CACHE_CONTROL) {
+        // An API answer is the caller's own (invoices, payment links with their token):
+        // no cache keeps it, whatever header carried the credentials (`/apiv2`'s
+        // `X-API-KEY` is not one a shared cache knows to spare; found by the payments
+        // audit). The catalog's answers set their own (revalidated with their ETag).
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if !pages {
         return resp;
     }
@@ -234,6 +244,9 @@ async fn payment_page(
         {
             Some("Payment received: this invoice was cancelled meanwhile, so it was added to your account credit.")
         }
+        // Said only of an invoice that is paid: the query alone proves nothing (found by
+        // the payments audit: `?result=paid` showed it on an unpaid invoice).
+        Some("paid") if page.detail.invoice.status == lodge_core::InvoiceStatus::Unpaid => None,
         Some("paid") => Some("Payment received: the invoice is paid."),
         Some("insufficient") => Some("Your account credit does not cover this invoice."),
         Some("closed") => Some("This invoice can no longer be paid."),

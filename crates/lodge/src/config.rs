@@ -465,6 +465,9 @@ impl Config {
             if !problems.is_empty() {
                 anyhow::bail!("{}", problems.join("; "));
             }
+            if let Some(why) = lodge_services::gateway::stripe::currency_problem(&self.currency) {
+                anyhow::bail!("{why}");
+            }
         }
         self.mail_settings().map(drop)
     }
@@ -1025,6 +1028,18 @@ mod tests {
         .unwrap();
         let c = Config::resolve(Overrides::default(), file);
         c.validate().unwrap();
+        // A currency Stripe counts in another unit is refused with cards on.
+        for code in ["ISK", "KWD", "mga"] {
+            let f: FileConfig = toml::from_str(&format!(
+                "stripe_secret_key = \"sk_test_file\"\nstripe_webhook_secrets = [\"whsec_x\"]\ncurrency = \"{code}\"\n"
+            ))
+            .unwrap();
+            let e = Config::resolve(Overrides::default(), f)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not taken in"), "{code}: {e}");
+        }
         let s = c.stripe.as_ref().unwrap();
         assert_eq!(s.webhook_secrets.len(), 2);
         assert_eq!(s.api_base, "http://127.0.0.1:8420");

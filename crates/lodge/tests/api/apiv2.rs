@@ -1996,6 +1996,27 @@ async fn the_invoices_summary_adds_up(app: TestApp) {
         "the credit and the part payment: {list}"
     );
     assert_eq!(sum["count"], "2", "{list}");
+    // The caller's own answers (payment links with their token) are kept by no cache
+    // (found by the payments audit).
+    for path in [
+        "/apiv2/billing/invoices",
+        &format!("/apiv2/pay/online/{a_invoice}"),
+    ] {
+        let resp = app
+            .client
+            .get(app.url(path))
+            .header("X-API-KEY", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{path}"
+        );
+    }
     // Deleting B's invoice (its credit goes back): no longer listed nor counted.
     let (status, del) = crate::harness::v2(
         &app,

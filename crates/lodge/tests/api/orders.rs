@@ -2130,6 +2130,11 @@ async fn payment_page_pays_from_credit_once(app: TestApp) {
     assert_eq!(balance(&app).await, 1000);
     assert_eq!(app.count("credit_ledger").await, ledger);
 
+    // A forged `?result=paid` on the unpaid invoice says nothing of the kind (found by the
+    // payments audit).
+    let (_, _, html) = page(&app, &format!("{url}?result=paid")).await;
+    assert!(!html.contains("Payment received"), "{html}");
+
     // Enough credit, three days later: the form appears and pays.
     add_credit(&app, &org, "10.00").await;
     app.clock.advance(SignedDuration::from_hours(72));

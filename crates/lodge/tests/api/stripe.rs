@@ -882,6 +882,15 @@ async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine
         let (status, _) = deliver(&app, &body, sig).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(balance(&app).await, 10000);
+        // …nor tells the customer that a payment failed (found by the payments audit).
+        let told: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE kind = 'payment.failed' AND dedupe_key = $1",
+        )
+        .bind(format!("payment.failed:{intent}"))
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(told, 0, "no payment.failed after the intent succeeded");
     })
     .await;
 }

@@ -162,7 +162,14 @@ impl Lodge {
                     ("invoice_number", inv.number.clone().unwrap_or_default()),
                     ("organization_id", inv.organization_id.to_string()),
                 ],
-                &format!("lodge-invoice-{}-{due}-{attempts}", inv.id),
+                // Stripe keeps keys 24 hours for the whole account: the invoice's own random
+                // salt keeps another installation (or this database restored) with the same
+                // invoice id and amount from being handed this key's intent (found by the
+                // payments audit).
+                &format!(
+                    "lodge-invoice-{}-{}-{due}-{attempts}",
+                    inv.id, inv.payment_token_salt
+                ),
             )
             .await
             .map_err(gateway_error)?;
@@ -232,7 +239,12 @@ impl Lodge {
         .await?;
         if let (Some(reason), Some(card)) = (
             failure,
-            cards::by_intent(&mut *tx, GATEWAY_STRIPE, intent).await?,
+            cards::by_intent(&mut *tx, GATEWAY_STRIPE, intent)
+                .await?
+                // A failure reported after the intent succeeded (Stripe sends an earlier
+                // declined attempt's event late) tells nothing: the invoice is paid (found
+                // by the payments audit: a "payment failed" notice went out after it).
+                .filter(|c| c.status != "succeeded" && c.status != "credited"),
         ) {
             // Told once per intent, however many times Stripe reports it.
             crate::events::emit_once(
@@ -267,6 +279,13 @@ impl Lodge {
         };
         match pi.status.as_str() {
             "succeeded" => {
+                if !pi.currency.is_empty() && !pi.currency.eq_ignore_ascii_case(&row.currency) {
+                    // Money in another currency is not this invoice's amount in minor units.
+                    return Err(ServiceError::Internal(format!(
+                        "intent {} succeeded in {} for an invoice in {}: not recorded",
+                        pi.id, pi.currency, row.currency
+                    )));
+                }
                 let amount = if pi.amount > 0 {
                     pi.amount
                 } else {
