@@ -1798,7 +1798,8 @@ impl Sim {
                 }
             }
         }
-        // Paid periods an end-of-period cancellation cuts off.
+        // Paid periods an end-of-period cancellation cuts off (a line taken off its invoice
+        // by an adjustment when the account ended was not paid for).
         for r in rows(
             lodge,
             "SELECT h.domain_name, l.period_start, l.period_end, h.cancel_effective_date, \
@@ -1806,7 +1807,11 @@ impl Sim {
              FROM hosting h JOIN invoice_lines l ON l.service_id = h.id AND l.kind = 'plan' \
              JOIN invoices i ON i.id = l.invoice_id \
              WHERE h.cancel_type = 'end_of_period' AND i.status = 'paid' \
-             AND l.period_start >= h.cancel_effective_date ORDER BY h.domain_name",
+             AND l.period_start >= h.cancel_effective_date \
+             AND NOT EXISTS (SELECT 1 FROM invoice_lines a WHERE a.invoice_id = l.invoice_id \
+                 AND a.service_id = l.service_id AND a.kind = 'adjustment' \
+                 AND a.period_start = l.period_start AND a.amount_minor = -l.amount_minor) \
+             ORDER BY h.domain_name",
         )
         .await?
         {
@@ -2041,7 +2046,8 @@ impl Sim {
         // The periods billed after a change: at the price of the last change applied before
         // they began, whenever they were invoiced (a renewal issued before the change is
         // re-priced, or its difference invoiced once it was paid: an adjustment line from
-        // the period's start).
+        // the period's start; not the invoice of a change still awaiting payment, or given
+        // up, which prices nothing).
         for r in rows(
             lodge,
             "SELECT l.service_id, h.domain_name, l.period_start, l.amount_minor + \
@@ -2049,7 +2055,9 @@ impl Sim {
                       JOIN invoices ai ON ai.id = a.invoice_id \
                       WHERE a.service_id = l.service_id AND a.period_start = l.period_start \
                       AND a.kind = 'adjustment' AND ai.kind = 'manual' \
-                      AND ai.status <> 'cancelled'), 0), \
+                      AND ai.status <> 'cancelled' \
+                      AND NOT EXISTS (SELECT 1 FROM plan_changes pc WHERE pc.invoice_id = ai.id \
+                          AND pc.status <> 'applied')), 0), \
                     COALESCE(i.number, ''), i.created_at \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
              JOIN hosting h ON h.id = l.service_id \
