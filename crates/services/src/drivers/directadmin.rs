@@ -140,7 +140,7 @@ impl DirectAdmin {
         let (_, body) = send(req).await?;
         let m = parse_answer(&body)?;
         if let Some(e) = failed(&m) {
-            if e.contains("not exist") || e.contains("No such user") {
+            if means_no_such_user(&e) {
                 return Ok(None);
             }
             return Err(DriverError(format!("CMD_API_SHOW_USER_CONFIG: {e}")));
@@ -363,8 +363,25 @@ impl Provisioner for DirectAdmin {
     }
 }
 
+/// Whether DirectAdmin's error says the user does not exist at all, not only that this
+/// login may not see it ("… does not exist in your authority level"): taking the latter for
+/// "gone" would have a termination succeed while the account runs on (found by the panels
+/// audit).
+fn means_no_such_user(e: &str) -> bool {
+    (e.contains("not exist") || e.contains("No such user")) && !e.contains("authority")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_user_out_of_this_logins_authority_is_not_gone() {
+        assert!(super::means_no_such_user("User shop1 does not exist"));
+        assert!(super::means_no_such_user("No such user"));
+        assert!(!super::means_no_such_user(
+            "User shop1 does not exist in your authority level"
+        ));
+    }
+
     use super::*;
 
     #[test]
