@@ -15,7 +15,7 @@ use lodge_testkit::mariadb::MariaDbInstance;
 use lodge_testkit::nginx::http_get;
 use lodge_testkit::php::PhpFpmInstance;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -242,6 +242,39 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             format!("{}|{basedir}|64M|{}/tmp/sessions", fpm.pool_user(), home.display()),
             "the account's pool ran it"
         );
+        // A plan change to a plan of 32 MB: the pool and nginx enforce its limits at once
+        // (found by the panels audit: the old plan's stayed in force).
+        let (status, tiny) = app
+            .post(
+                "/v1/admin/plans",
+                &app.admin_key(),
+                &json!({
+                    "slug": "tiny", "group": "web-hosting", "name": "Tiny",
+                    "disk_space_mb": 32,
+                    "pricing": [{ "billing_cycle": "monthly", "price": "1.00", "is_default": true }],
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{tiny}");
+        let (status, changed) = app
+            .post(
+                &format!("{}/change-plan", crate::harness::hosting_path(&app, &id)),
+                &app.key(),
+                &json!({ "plan_id": "tiny" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{changed}");
+        drain(worker.clone()).await;
+        let pool = std::fs::read_to_string(&pool_file).expect("the account's pool");
+        assert!(pool.contains("upload_max_filesize] = 32M"), "{pool}");
+        let block = std::fs::read_to_string(ncfg.sites_dir.join(format!("{user}.conf")))
+            .expect("the site's block");
+        assert!(block.contains("client_max_body_size 32m"), "{block}");
+        let body = fetch_until(port, domain, "/info.php", "the new plan's limit", |s, b| {
+            s == 200 && b.contains("|32M|")
+        })
+        .await;
+        assert!(body.contains("|32M|"), "{body}");
         let path = format!(
             "/escape.php?f={}",
             neighbour.display().to_string().replace('/', "%2F")

@@ -356,8 +356,9 @@ impl Provisioner for NginxDriver {
     async fn change_package(&self, a: &Account, package: &str) -> Result<(), DriverError> {
         // The package, and the plan's limits, are recorded beside the site's files
         // (`<web root>/<user>/package` and `limits`, outside its document root), for the
-        // operator's own tooling (what is enforced is in the PHP pool and the database).
-        // Writing them again is harmless.
+        // operator's own tooling; what is enforced (the PHP pool's upload size, nginx's
+        // body size) is written again for the new plan below. Writing them again is
+        // harmless.
         Self::check_account(a)?;
         let home = self.home(a);
         tokio::fs::create_dir_all(&home)
@@ -371,7 +372,20 @@ impl Provisioner for NginxDriver {
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| err("installing the package", e))?;
-        self.write_limits(a).await
+        self.write_limits(a).await?;
+        // The pool and the server block carry the plan's limits (found by the panels
+        // audit: a plan change left the old ones enforced). A suspended site stays so: its
+        // pool is installed again, with the new plan's limits, when it is unsuspended.
+        // A site not served (never made: the account failed) is left as it is.
+        let suspended_root = self.home(a).join("suspended").display().to_string();
+        match tokio::fs::read_to_string(self.conf_path(a)).await {
+            Ok(block) if !block.contains(&suspended_root) => {}
+            _ => return Ok(()),
+        }
+        if let Some(php) = &self.php {
+            php.install(a, &home).await?;
+        }
+        self.apply(a, &home.join("public_html")).await
     }
 
     async fn change_password(&self, _a: &Account, _password: &str) -> Result<(), DriverError> {
