@@ -857,8 +857,17 @@ async fn staff_give_up_a_paid_registration_once(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
+    // Held in Lodge: not available, whatever the (manual) registrar knows (found by the
+    // /v1 audit: "unknown").
+    let (_, c) = app.get("/v1/domains/check/lost-race.com", &app.key()).await;
+    assert_eq!(c["availability"], "unavailable", "{c}");
     let (status, d) = fail(json!("taken at the registry before us")).await;
     assert_eq!(status, StatusCode::OK, "{d}");
+    let (_, c) = app.get("/v1/domains/check/lost-race.com", &app.key()).await;
+    assert_eq!(
+        c["availability"], "unknown",
+        "given up: the manual registrar knows nothing: {c}"
+    );
     assert_eq!(d["status"], "cancelled");
     assert_eq!(
         balance(&app).await,

@@ -84,9 +84,16 @@ impl Lodge {
         let catalog = self.catalog().await?;
         let price =
             crate::orders::validate::tld_for(&catalog, &parsed).and_then(|t| t.price_for_years(1));
+        // A name a domain object in Lodge holds (any organization's) is not available,
+        // whatever the registrar says (the manual one knows nothing): ordering it is
+        // refused (found by the /v1 audit: it was said "unknown").
+        let held =
+            hosting::live_domain_for_name(&mut self.store.read_conn().await?, parsed.as_str())
+                .await?;
         let availability = match &self.registrar {
             // A name no registry registers (an emoji, reserved hyphens): not asked.
             _ if parsed.registration_problem().is_some() => "unavailable",
+            _ if held => "unavailable",
             None => "unknown",
             Some(r) => match r.check(&parsed).await {
                 Ok(Availability::Available) => "available",
