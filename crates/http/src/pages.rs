@@ -425,7 +425,12 @@ async fn card_return(
     Path(token): Path<String>,
     Query(q): Query<CardReturn>,
 ) -> Response {
-    let Some(intent) = q.payment_intent.filter(|i| !i.is_empty()) else {
+    // An intent id is printable ASCII (`pi_…`); anything else (a NUL, found by the review)
+    // is no intent of this invoice's.
+    let Some(intent) = q
+        .payment_intent
+        .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_graphic()))
+    else {
         return not_found();
     };
     if st.lodge.stripe.is_none() {

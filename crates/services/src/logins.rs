@@ -86,6 +86,8 @@ pub fn wait_after(failures: i64, free: u32, limits: &LoginLimits) -> Option<u64>
 pub struct Attempt {
     email_key: String,
     held: Vec<Held>,
+    /// When it was admitted.
+    at: i64,
 }
 
 #[derive(Debug)]
@@ -154,6 +156,7 @@ impl LoginGuard {
         let mut attempt = Attempt {
             email_key: format!("e:{}", email_digest(email)),
             held: Vec::new(),
+            at: now,
         };
         // Held while the attempt is decided; replaced at once by its own wait.
         let hold = now.saturating_add(self.us(limits.max_wait_secs));
@@ -200,6 +203,9 @@ impl LoginGuard {
     /// stands; logs the lock.
     pub async fn failed(&self, attempt: &Attempt) {
         for h in &attempt.held {
+            if let Err(e) = logins::stamp_failure(self.store.writer(), &h.key, attempt.at).await {
+                tracing::error!(error = %e, "a failed login could not be stamped");
+            }
             if let Some((_, wait, tag)) = &h.lock {
                 if h.key.starts_with("e:") {
                     tracing::warn!(email = %tag, wait_secs = wait, "login locked for an e-mail after repeated failures");
@@ -369,6 +375,30 @@ mod tests {
         // `later` (u0's and the address's) stay half an hour on.
         assert_eq!(g.shrink(later + 1800 * S).await.unwrap(), 9);
         assert_eq!(g.shrink(later + 3600 * S).await.unwrap(), 2);
+    }
+
+    /// Behind a shared address, successes do not keep the failures' window open: typos
+    /// hours apart never add up to a lock (found by the review: every attempt stamped the
+    /// count, so a busy address never started again).
+    #[tokio::test]
+    async fn successes_do_not_keep_an_addresss_old_failures() {
+        let (_dir, g) = guard(limits()).await;
+        let ip: Option<IpAddr> = Some("127.0.0.8".parse().unwrap());
+        let mut now = 100 * S;
+        for i in 0..12 {
+            assert_eq!(
+                fail(&g, &format!("typo{i}@x.test"), ip, now).await,
+                Ok(()),
+                "typo {i}"
+            );
+            for _ in 0..3 {
+                now += 1800 * S;
+                let a = g.begin("ok@x.test", ip, now).await.unwrap().unwrap();
+                g.succeeded(&a).await;
+            }
+            now += 1800 * S;
+        }
+        assert_eq!(g.check("new@x.test", ip, now).await.unwrap(), Ok(()));
     }
 
     #[tokio::test]

@@ -553,7 +553,18 @@ impl Lodge {
             let r = match op {
                 Lifecycle::Suspend => d.suspend(&account).await,
                 Lifecycle::Unsuspend => d.unsuspend(&account).await,
-                Lifecycle::Terminate => d.terminate(&account).await,
+                Lifecycle::Terminate => match d.terminate(&account).await {
+                    // An account that failed because its name on the panel is someone
+                    // else's holds nothing there to remove, and the other one must not be
+                    // touched: it ends (found by the panels audit: it could never end,
+                    // holding its domain). Only a failed account: a live one refused so
+                    // (its domain renamed on the panel, another login) stays to be seen to.
+                    Err(e) if e.is_refused() && h.status == HostingStatus::Failed => {
+                        tracing::warn!(hosting = %id, error = %e, "terminating a failed account whose name on the panel is another's: nothing of ours to remove");
+                        Ok(())
+                    }
+                    r => r,
+                },
             };
             r.map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         }
@@ -822,11 +833,13 @@ impl Lodge {
         action: &str,
         actor: &str,
     ) -> Result<HostingRow> {
-        let h = hosting::hosting(self.store.reader(), id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
+        // Under the account's lock: two staff actions at once are judged one after the
+        // other (the open-jobs check below sees the first one's job).
+        let h = hosting::lock_hosting(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         let conflict = |what: &str| {
             ServiceError::Conflict(format!("Cannot {what} an account that is {}.", h.status))
         };

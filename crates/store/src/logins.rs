@@ -42,7 +42,8 @@ pub async fn count_failure(db: &AnyPool, key: &str, now: i64, quiet_since: i64) 
 /// Admits one login attempt of `key` at `now` unless it is locked, in one statement (so
 /// attempts at once on any node each get their own number): counts it as a failure until
 /// told otherwise (a count without a failure since `quiet_since` and not locked starts again
-/// at one) and, when that number reaches `free`, locks the key until `hold_until` so that no
+/// at one, stamped `now` so that attempts at once do not all start again; a failure is
+/// stamped by [`stamp_failure`]) and, when that number reaches `free`, locks the key until `hold_until` so that no
 /// other attempt is admitted while this one is decided. Returns its number, or `None` when
 /// the key is locked.
 pub async fn admit(
@@ -62,7 +63,8 @@ pub async fn admit(
            locked_until = CASE WHEN (CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
                                           THEN 1 ELSE login_failures.failures + 1 END) >= $4 \
                                THEN $5 ELSE login_failures.locked_until END, \
-           last_failure = $2 \
+           last_failure = CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
+                               THEN $2 ELSE login_failures.last_failure END \
          WHERE login_failures.locked_until <= $2 \
          RETURNING failures",
     )
@@ -73,6 +75,17 @@ pub async fn admit(
     .bind(hold_until)
     .fetch_optional(db)
     .await?)
+}
+
+/// Stamps `key`'s last failure at `now` (an admitted attempt that failed; one that
+/// succeeds leaves the count's quiet window as it was).
+pub async fn stamp_failure(db: &AnyPool, key: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE login_failures SET last_failure = $2 WHERE key = $1 AND last_failure < $2")
+        .bind(key)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Replaces `key`'s lock `held` (an attempt's own) by `until`; another lock set since is kept.

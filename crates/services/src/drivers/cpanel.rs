@@ -205,8 +205,8 @@ impl Provisioner for Whm {
     }
 
     async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
-        if super::ours_when_ending(self.ours(a).await, &a.username)?.is_none() {
-            return Ok(()); // gone already, or never ours
+        if self.ours(a).await?.is_none() {
+            return Ok(()); // gone already
         }
         match self
             .ask("removeacct", &[("user", &a.username), ("keepdns", "0")])

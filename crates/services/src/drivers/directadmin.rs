@@ -285,8 +285,8 @@ impl Provisioner for DirectAdmin {
     }
 
     async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
-        if super::ours_when_ending(self.ours(a).await, &a.username)?.is_none() {
-            return Ok(()); // gone already, or never ours
+        if self.ours(a).await?.is_none() {
+            return Ok(()); // gone already
         }
         let r = self
             .select_users(&a.username, &[("confirmed", "Confirm"), ("delete", "yes")])

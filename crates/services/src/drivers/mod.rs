@@ -94,24 +94,6 @@ impl DriverError {
     }
 }
 
-/// What terminating an account makes of the panel's answer to "is this name ours?": a name
-/// that is someone else's there (its creation was refused for that, so the account
-/// failed) holds nothing of this account's to remove, and the other one must not be
-/// touched: the termination is done (found by the panels audit: it was refused for good,
-/// and the failed account could never end, holding its domain).
-pub(crate) fn ours_when_ending<T>(
-    found: Result<Option<T>, DriverError>,
-    username: &str,
-) -> Result<Option<T>, DriverError> {
-    match found {
-        Err(e) if e.is_refused() => {
-            tracing::warn!(username, error = %e, "terminating an account whose name on the panel is another's: nothing of ours to remove");
-            Ok(None)
-        }
-        other => other,
-    }
-}
-
 /// Names no panel accepts as an account login (cPanel's reserved list and system users;
 /// DirectAdmin and Plesk refuse the same system names).
 pub const RESERVED_USERNAMES: &[&str] = &[

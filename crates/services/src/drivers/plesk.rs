@@ -313,8 +313,8 @@ impl Provisioner for Plesk {
     }
 
     async fn terminate(&self, a: &Account) -> Result<(), DriverError> {
-        if super::ours_when_ending(self.ours(a).await, &a.username)?.is_none() {
-            return Ok(()); // gone already, or never ours
+        if self.ours(a).await?.is_none() {
+            return Ok(()); // gone already
         }
         match self
             .packet(&format!(
