@@ -57,6 +57,15 @@ pub const JOB_REGISTER_DOMAIN: &str = "register_domain";
 pub fn terminate_key(id: HostingId, cause: &str) -> String {
     format!("terminate:{id}:{cause}")
 }
+
+/// Whether a termination of the account is queued or running already (another decision's):
+/// it ends the account, and two at once would both archive and drop its files and
+/// database (the worker does not serialize jobs by account), so the scheduler queues none.
+pub(crate) async fn termination_waiting(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    Ok(!jobs::open_kinds_for_hosting(conn, id, &[JOB_TERMINATE])
+        .await?
+        .is_empty())
+}
 pub const JOB_TRANSFER_DOMAIN: &str = "transfer_domain";
 pub const JOB_TERMINATE: &str = "terminate_hosting";
 

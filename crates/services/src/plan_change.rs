@@ -210,26 +210,16 @@ impl Lodge {
                 format!("This plan has no {cycle} price."),
             ));
         };
-        if target.row.once_per_organization == 1 {
-            // As when ordering it (orders::quotas): a trial is not reached by moving other
-            // accounts onto it (found by the /v1 audit).
-            let mut conn = self.store.read_conn().await?;
-            if lodge_store::orgs::accounts_of_plan(
-                &mut conn,
-                access.organization,
-                &target.row.id.to_string(),
-            )
-            .await?
-                > 0
-            {
-                return Err(ServiceError::field(
-                    "plan_id",
-                    format!(
-                        "The plan {:?} can be had once per organization, and this one has had it.",
-                        target.row.name
-                    ),
-                ));
-            }
+        // As when ordering it: a trial is not reached by moving other accounts onto it.
+        let mut conn = self.store.read_conn().await?;
+        if let Some(why) = crate::orders::quotas::once_per_organization_refusal(
+            &mut conn,
+            access.organization,
+            target,
+        )
+        .await?
+        {
+            return Err(ServiceError::field("plan_id", why));
         }
         let from_name = catalog
             .plan(seen.plan_id)

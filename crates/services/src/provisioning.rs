@@ -676,6 +676,7 @@ impl Lodge {
                 &expiration_date,
                 "[]",
                 self.now_us(),
+                false,
             )
             .await?;
             tx.commit().await.map_err(StoreError::from)?;
@@ -784,12 +785,7 @@ impl Lodge {
         let today = self.today().to_string();
         for (id, asked_at) in hosting::cancellations_due(self.store.reader(), &today).await? {
             let mut tx = self.store.begin().await?;
-            // A termination of the account already waiting (another decision's) ends it:
-            // two at once would both archive its files and database.
-            if !jobs::open_kinds_for_hosting(&mut tx, &id.to_string(), &[JOB_TERMINATE])
-                .await?
-                .is_empty()
-            {
+            if crate::billing::termination_waiting(&mut tx, &id.to_string()).await? {
                 tx.rollback().await.map_err(StoreError::from)?;
                 continue;
             }

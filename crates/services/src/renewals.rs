@@ -900,17 +900,8 @@ impl Lodge {
         }
         let number = inv.number.clone().unwrap_or_else(|| invoice.to_string());
         for p in renewals::billed_periods(&mut tx, invoice).await? {
-            // A termination of the account already waiting (a cancellation's) ends it: two
-            // at once would both archive its files and database.
-            if !lodge_store::jobs::open_kinds_for_hosting(
-                &mut tx,
-                &p.service.to_string(),
-                &[JOB_TERMINATE],
-            )
-            .await?
-            .is_empty()
-            {
-                continue;
+            if crate::billing::termination_waiting(&mut tx, &p.service.to_string()).await? {
+                continue; // a cancellation's ends it
             }
             enqueue_later(
                 &ctx,

@@ -43,16 +43,27 @@ pub(crate) async fn refusals<C: SqlConn>(
             ),
         ));
     }
-    if plan.row.once_per_organization == 1
-        && orgs::accounts_of_plan(conn, organization, &plan.row.id.to_string()).await? > 0
-    {
-        out.push((
-            "plan_id",
-            format!(
-                "The plan {:?} can be ordered once per organization, and this one has had it.",
-                plan.row.name
-            ),
-        ));
+    if let Some(why) = once_per_organization_refusal(conn, organization, plan).await? {
+        out.push(("plan_id", why));
     }
     Ok(out)
+}
+
+/// Why `plan` cannot be had again by the organization, when it is sold once per
+/// organization (a trial) and the organization has had it: ordered, or reached by a plan
+/// change ([`orgs::accounts_of_plan`]). For an order and for a plan change alike.
+pub(crate) async fn once_per_organization_refusal<C: SqlConn>(
+    conn: &mut C,
+    organization: lodge_core::OrganizationId,
+    plan: &crate::catalog::Plan,
+) -> Result<Option<String>> {
+    if plan.row.once_per_organization != 1
+        || orgs::accounts_of_plan(conn, organization, &plan.row.id.to_string()).await? == 0
+    {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "The plan {:?} can be had once per organization, and this one has had it.",
+        plan.row.name
+    )))
 }
