@@ -210,13 +210,14 @@ impl Lodge {
         let ns = serde_json::to_string(&nameservers)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut tx = self.store.begin().await?;
-        let done = hosting::activate_paid_domain(
+        let done = hosting::activate_domain(
             &mut tx,
             id,
             &today.to_string(),
             &expires.to_string(),
             &ns,
             self.now_us(),
+            true, // by hand: only a paid order's (registering costs the operator a year)
         )
         .await?;
         if !done {

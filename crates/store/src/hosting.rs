@@ -693,7 +693,10 @@ pub async fn set_domain_status(
     Ok(r.rows_affected() == 1)
 }
 
-/// Marks a registration or transfer done: active with its dates.
+/// Marks a registration or transfer done: active with its dates. `only_paid` (staff
+/// marking it done by hand): only once its order is paid (an order still `pending` is
+/// unpaid; `fraud` is never served), decided in the update itself so that nothing slips
+/// between a check and the write.
 pub async fn activate_domain(
     conn: &mut AnyConnection,
     id: DomainId,
@@ -701,66 +704,24 @@ pub async fn activate_domain(
     expiration_date: &str,
     nameservers: &str,
     now: i64,
+    only_paid: bool,
 ) -> Result<bool> {
-    activate_domain_where(
-        conn,
-        id,
-        registration_date,
-        expiration_date,
-        nameservers,
-        now,
-        "",
-    )
-    .await
-}
-
-/// [`activate_domain`] for staff marking it done by hand: only once its order is paid (an
-/// order still `pending` is unpaid; `fraud` is never served). Decided in the update itself,
-/// so a cancellation or refusal cannot slip between a check and the write.
-pub async fn activate_paid_domain(
-    conn: &mut AnyConnection,
-    id: DomainId,
-    registration_date: &str,
-    expiration_date: &str,
-    nameservers: &str,
-    now: i64,
-) -> Result<bool> {
-    activate_domain_where(
-        conn,
-        id,
-        registration_date,
-        expiration_date,
-        nameservers,
-        now,
-        " AND (order_id IS NULL OR EXISTS (SELECT 1 FROM orders o
-               WHERE o.id = domains.order_id AND o.status IN ('active', 'cancelled')))",
-    )
-    .await
-}
-
-async fn activate_domain_where(
-    conn: &mut AnyConnection,
-    id: DomainId,
-    registration_date: &str,
-    expiration_date: &str,
-    nameservers: &str,
-    now: i64,
-    also: &str,
-) -> Result<bool> {
-    let sql = format!(
+    let r = sqlx::query(
         "UPDATE domains SET status = 'active', registration_date = $2, expiration_date = $3,
              next_billing_date = $3, nameservers = $4, epp_code = NULL, registry_stage = NULL,
              registry_error = NULL, modified_at = $5
-         WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer'){also}"
-    );
-    let r = sqlx::query(&sql)
-        .bind(id.to_string())
-        .bind(registration_date)
-        .bind(expiration_date)
-        .bind(nameservers)
-        .bind(now)
-        .execute(conn)
-        .await?;
+         WHERE id = $1 AND status IN ('pending_registration', 'pending_transfer')
+           AND ($6 = 0 OR order_id IS NULL OR EXISTS (SELECT 1 FROM orders o
+                WHERE o.id = domains.order_id AND o.status IN ('active', 'cancelled')))",
+    )
+    .bind(id.to_string())
+    .bind(registration_date)
+    .bind(expiration_date)
+    .bind(nameservers)
+    .bind(now)
+    .bind(i64::from(only_paid))
+    .execute(conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 

@@ -176,7 +176,16 @@ impl Lodge {
     ) -> Result<()> {
         let ns = serde_json::to_string(ns).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut tx = self.store.begin().await?;
-        hosting::activate_domain(&mut tx, id, registration, expiration, &ns, self.now_us()).await?;
+        hosting::activate_domain(
+            &mut tx,
+            id,
+            registration,
+            expiration,
+            &ns,
+            self.now_us(),
+            false,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
