@@ -754,16 +754,8 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
     crate::provisioning::FakeDriver::default().install(&app.lodge);
     let worker = lodge_services::provisioning::Worker::new(app.lodge.clone(), "reuse");
     crate::provisioning::drain(worker.clone()).await;
-    let (status, t) = app
-        .post(
-            &format!(
-                "/v1/admin/hosting/{}/terminate",
-                str_of(&first, "hosting_id")
-            ),
-            &app.admin_key(),
-            &json!({}),
-        )
-        .await;
+    let (status, t) =
+        crate::provisioning::staff(&app, str_of(&first, "hosting_id"), "terminate").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{t}");
     crate::provisioning::drain(worker).await;
     assert_eq!(
@@ -1880,50 +1872,37 @@ async fn idempotency_key_replays_the_first_order(app: TestApp) {
     assert_ne!(int_of(&fresh, "order_id"), order_id);
     assert_eq!(app.count("orders").await, after[0].1 + 1);
 
-    // Two keys on one request: which one was meant cannot be known, so neither is used.
+    // Two keys on one request, as two headers or joined into one by a proxy: which one was
+    // meant cannot be known, so neither is used.
     let orders = app.count("orders").await;
-    let resp = app
-        .client
-        .post(app.url(&order_path(&app.org_id(), &app.project_id())))
-        .bearer_auth(app.key())
-        .header("Idempotency-Key", "order-key-4")
-        .header("Idempotency-Key", "order-key-5")
-        .json(&register(&plan, "two-keys.com"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
-    assert_detail(status, &body, StatusCode::BAD_REQUEST);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("one Idempotency-Key"),
-        "{body}"
-    );
-    assert_eq!(app.count("orders").await, orders, "nothing placed");
-    // The same two keys joined into one header by a proxy: as ambiguous.
-    let resp = app
-        .client
-        .post(app.url(&order_path(&app.org_id(), &app.project_id())))
-        .bearer_auth(app.key())
-        .header("Idempotency-Key", "order-key-4, order-key-5")
-        .json(&register(&plan, "two-keys.com"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
-    assert_detail(status, &body, StatusCode::BAD_REQUEST);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("one Idempotency-Key"),
-        "{body}"
-    );
-    assert_eq!(app.count("orders").await, orders, "nothing placed");
+    for keys in [
+        &["order-key-4", "order-key-5"][..],
+        &["order-key-4, order-key-5"],
+    ] {
+        let mut req = app
+            .client
+            .post(app.url(&order_path(&app.org_id(), &app.project_id())))
+            .bearer_auth(app.key());
+        for key in keys {
+            req = req.header("Idempotency-Key", *key);
+        }
+        let resp = req
+            .json(&register(&plan, "two-keys.com"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_detail(status, &body, StatusCode::BAD_REQUEST);
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("one Idempotency-Key"),
+            "{keys:?}: {body}"
+        );
+        assert_eq!(app.count("orders").await, orders, "nothing placed");
+    }
 
     // Keys are per credential: another organization's key with the same Idempotency-Key
     // does not receive the demo organization's order.

@@ -795,14 +795,7 @@ async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
         // Staff end the failed account: nothing of ours is on the panel, the other one
         // stays, and the account (and its domain) ends (found by the panels audit: the
         // termination was refused for good, so it could never end).
-        let (status, t) = app
-            .post(
-                &format!("/v1/admin/hosting/{id}/terminate"),
-                &app.admin_key(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{driver}: {t}");
+        staff(&app, &id, "terminate").await;
         assert_eq!(run(&worker).await, 1);
         assert_eq!(hosting(&app, &id).await["status"], "terminated", "{driver}");
         assert_eq!(fake.accounts(), 1, "{driver}: the other account stays");
