@@ -109,9 +109,7 @@ impl LoginGuard {
     }
 
     fn window(&self) -> i64 {
-        i64::try_from(self.limits.window_secs)
-            .unwrap_or(i64::MAX / US)
-            .saturating_mul(US)
+        self.us(self.limits.window_secs)
     }
 
     /// `Err(seconds)` when this e-mail or address must wait before trying again. Reads
@@ -144,9 +142,9 @@ impl LoginGuard {
         now: i64,
     ) -> Result<std::result::Result<Attempt, u64>> {
         let limits = self.limits;
+        let digest = email_digest(email);
         let mut keys: Vec<(String, u32, String)> = Vec::new();
         if limits.free_per_email > 0 {
-            let digest = email_digest(email);
             let tag = digest.get(..12).unwrap_or_default().to_owned();
             keys.push((format!("e:{digest}"), limits.free_per_email, tag));
         }
@@ -154,7 +152,7 @@ impl LoginGuard {
             keys.push((format!("a:{a}"), limits.free_per_address, a.to_string()));
         }
         let mut attempt = Attempt {
-            email_key: format!("e:{}", email_digest(email)),
+            email_key: format!("e:{digest}"),
             held: Vec::new(),
             at: now,
         };

@@ -20,25 +20,6 @@ pub async fn locked_until(db: &AnyPool, keys: &[String]) -> Result<i64> {
     Ok(latest)
 }
 
-/// Counts one failure of `key` at `now`, in one statement (failures on several nodes at
-/// once are all counted): a count without a failure since `quiet_since` and not locked
-/// starts again at one. Returns the count after it.
-pub async fn count_failure(db: &AnyPool, key: &str, now: i64, quiet_since: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO login_failures (key, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
-         ON CONFLICT (key) DO UPDATE SET \
-           failures = CASE WHEN login_failures.last_failure <= $3 AND login_failures.locked_until <= $2 \
-                           THEN 1 ELSE login_failures.failures + 1 END, \
-           last_failure = $2 \
-         RETURNING failures",
-    )
-    .bind(key)
-    .bind(now)
-    .bind(quiet_since)
-    .fetch_one(db)
-    .await?)
-}
-
 /// Admits one login attempt of `key` at `now` unless it is locked, in one statement (so
 /// attempts at once on any node each get their own number): counts it as a failure until
 /// told otherwise (a count without a failure since `quiet_since` and not locked starts again
@@ -111,16 +92,6 @@ pub async fn release(db: &AnyPool, key: &str, held: i64) -> Result<()> {
     .bind(held)
     .execute(db)
     .await?;
-    Ok(())
-}
-
-/// Locks `key` until `until` (a later lock it has already is kept).
-pub async fn lock(db: &AnyPool, key: &str, until: i64) -> Result<()> {
-    sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1 AND locked_until < $2")
-        .bind(key)
-        .bind(until)
-        .execute(db)
-        .await?;
     Ok(())
 }
 
