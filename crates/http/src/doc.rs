@@ -52,6 +52,25 @@ pub async fn too_large_in_dialect(
     }
 }
 
+/// `Cache-Control: no-store` on the API's answers that set none: an answer is the caller's
+/// own (invoices, payment links with their token), whatever header carried the credentials
+/// (`/apiv2`'s `X-API-KEY` is not one a shared cache knows to spare; found by the payments
+/// audit). The catalog's answers set their own (revalidated with their ETag).
+pub async fn api_not_stored(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let path = req.uri().path();
+    let api = path.starts_with("/v1/") || path.starts_with("/apiv2/");
+    let mut resp = next.run(req).await;
+    if api && !resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
 const V1_DETAIL: &str = "ErrorDetail";
 const V1_FIELDS: &str = "FieldErrors";
 const V1_BAD_REQUEST: &str = "BadRequest";

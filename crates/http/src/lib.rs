@@ -214,6 +214,8 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .fallback(ops::unknown_path)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // After the fallbacks, so that an unknown API path's answer is not stored either.
+        .layer(axum::middleware::from_fn(doc::api_not_stored))
         // After the fallbacks, so that unknown paths under /pay get the pages' headers too.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -104,8 +104,7 @@ fn origin(url: &str) -> String {
 }
 
 /// Adds the pages' security headers to every response under `/pay` (the pages' own and the
-/// 404 of unknown paths below it), and `Cache-Control: no-store` to the API's answers that
-/// set none.
+/// 404 of unknown paths below it).
 pub(crate) async fn security_headers(
     State(st): State<AppState>,
     req: Request,
@@ -114,16 +113,7 @@ pub(crate) async fn security_headers(
     let path = req.uri().path();
     let pages = path == "/pay" || path.starts_with("/pay/");
     let script = path == "/pay/assets/card.js";
-    let api = path.starts_with("/v1/") || path.starts_with("/apiv2/");
     let mut resp = next.run(req).await;
-    if api && !resp.headers().contains_key(header::CACHE_CONTROL) {
-        // An API answer is the caller's own (invoices, payment links with their token):
-        // no cache keeps it, whatever header carried the credentials (`/apiv2`'s
-        // `X-API-KEY` is not one a shared cache knows to spare; found by the payments
-        // audit). The catalog's answers set their own (revalidated with their ETag).
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
     if !pages {
         return resp;
     }
