@@ -196,8 +196,16 @@ impl Store {
     }
 
     /// Begins a write transaction (on SQLite, on the single writer connection).
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken at the start, so a
+    /// transaction that reads before it writes cannot find, at its first write, that another
+    /// process on the same file (a second node, a `lodge` command) wrote meanwhile: SQLite
+    /// answers that "database is locked" at once, without waiting out the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.write.begin().await?)
+        Ok(match self.engine {
+            Engine::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.write.begin().await?,
+        })
     }
 
     /// Whether [`Store::batch`] is available (SQLite on a file).
