@@ -247,9 +247,9 @@ impl Lodge {
     }
 
     /// Staff give up a paid registration or transfer that will not happen (the `manual`
-    /// registrar's, the name was taken meanwhile; or one a registry keeps refusing): what
-    /// paid for it goes back to the organization's credit, once, and the domain is
-    /// cancelled with `reason` as its registry error, which frees the name. The hosting
+    /// registrar's, the name was taken meanwhile; or one a registry keeps refusing): the
+    /// domain is cancelled with `reason` as its registry error, which frees the name, and
+    /// what paid for it goes back to the organization's credit in the same transaction. The hosting
     /// account ordered with it is left as it is. An unpaid order's domain is refused (the
     /// customer cancels the order, or it expires).
     pub async fn fail_domain(&self, id: DomainId, reason: &str) -> Result<DomainRow> {
@@ -286,8 +286,7 @@ impl Lodge {
             .await?
             .ok_or(ServiceError::NotFound)?;
         if !cancelled {
-            // Completed (or cancelled) between the read and the move.
-            tracing::error!(domain = %id, status = %row.status, "a failed domain's refund went to credit but the domain had moved on");
+            // Completed (or cancelled) between the read and the move: nothing was refunded.
             return Err(ServiceError::Conflict(format!(
                 "This domain is {}.",
                 row.status

@@ -115,7 +115,25 @@ pub struct InvoiceRefunds {
     pub refunds: Vec<Refund>,
 }
 
-fn basis(inv: &InvoiceRow, cash_refunded: i64) -> RefundBasis {
+/// What [`Lodge::refund_locked`] did.
+pub(crate) enum Refunded {
+    /// Refunded: the caller commits.
+    Done(RefundOutcome),
+    /// This cash reference is recorded already (by another request): nothing was moved,
+    /// the caller rolls back and answers with the refund it names.
+    Recorded(RefundRow),
+}
+
+/// What is left to refund on `inv` (0 when it cannot be refunded), under its lock.
+pub(crate) async fn left_to_refund(tx: &mut lodge_store::Tx, inv: &InvoiceRow) -> Result<i64> {
+    if !inv.status.is_refundable() {
+        return Ok(0);
+    }
+    let cash_refunded = refunds::cash_refunded(tx, inv.id).await?;
+    Ok(basis(inv, cash_refunded).left())
+}
+
+pub(crate) fn basis(inv: &InvoiceRow, cash_refunded: i64) -> RefundBasis {
     RefundBasis {
         status: inv.status,
         credit_applied: inv.credit_applied_minor,
@@ -250,7 +268,6 @@ impl Lodge {
         actor: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<RefundOutcome> {
-        let now = self.now_us();
         let mut tx = self.store.begin().await?;
         // The money paths' lock order: the organization, the key, then the invoice.
         billing::lock_credit(&mut tx, org)
@@ -259,7 +276,36 @@ impl Lodge {
         if let Some(key) = key {
             self.claim_key_in(&mut tx, key).await?;
         }
-        let inv = billing::lock_invoice(&mut tx, invoice)
+        match self
+            .refund_locked(&mut tx, org, invoice, req, actor, key)
+            .await?
+        {
+            Refunded::Done(done) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(done)
+            }
+            Refunded::Recorded(existing) => {
+                tx.rollback().await.map_err(StoreError::from)?;
+                self.already_recorded(existing, invoice, req.amount_minor)
+                    .await
+            }
+        }
+    }
+
+    /// The refund itself, in the caller's transaction, which holds the organization's
+    /// credit lock (and `key`'s claim) already and commits on [`Refunded::Done`] (on an
+    /// error or [`Refunded::Recorded`] it rolls back: nothing here is to be kept).
+    pub(crate) async fn refund_locked(
+        &self,
+        tx: &mut lodge_store::Tx,
+        org: OrganizationId,
+        invoice: i64,
+        req: &RefundRequest<'_>,
+        actor: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Refunded> {
+        let now = self.now_us();
+        let inv = billing::lock_invoice(tx, invoice)
             .await?
             .ok_or(ServiceError::NotFound)?;
         if inv.organization_id != org {
@@ -272,11 +318,10 @@ impl Lodge {
         {
             // Going back to the card: what it has left, counted again under the invoice's
             // lock (another refund of it may have committed since the check before).
-            let payments = billing::payments(&mut *tx, invoice).await?;
-            let sent = refunds::refunds_of_invoice(&mut *tx, invoice).await?;
+            let payments = billing::payments(&mut **tx, invoice).await?;
+            let sent = refunds::refunds_of_invoice(&mut **tx, invoice).await?;
             let left = crate::gateway::card_left(&payments, &sent).map_or(0, |(_, left)| left);
             if req.amount_minor > left {
-                tx.rollback().await.map_err(StoreError::from)?;
                 return Err(over_card(left, &inv.currency));
             }
         }
@@ -285,14 +330,11 @@ impl Lodge {
             _ => None,
         };
         if let Some(reference) = cash_reference {
-            if let Some(existing) = refunds::cash_refund_by_reference(&mut tx, reference).await? {
-                tx.rollback().await.map_err(StoreError::from)?;
-                return self
-                    .already_recorded(existing, invoice, req.amount_minor)
-                    .await;
+            if let Some(existing) = refunds::cash_refund_by_reference(tx, reference).await? {
+                return Ok(Refunded::Recorded(existing));
             }
         }
-        let cash_refunded = refunds::cash_refunded(&mut tx, invoice).await?;
+        let cash_refunded = refunds::cash_refunded(tx, invoice).await?;
         let event = basis(&inv, cash_refunded)
             .refund(req.amount_minor, req.to)
             .map_err(|r| refused(r, &inv.currency))?;
@@ -302,7 +344,7 @@ impl Lodge {
             req.reason
         };
         let Some(id) = refunds::insert_refund(
-            &mut tx,
+            tx,
             &NewRefund {
                 invoice_id: invoice,
                 organization_id: org,
@@ -319,8 +361,7 @@ impl Lodge {
         else {
             // A concurrent request recorded this cash reference first (the unique index
             // waited for its commit, possibly on another invoice, whose lock this one does
-            // not hold): this one must not move any money.
-            tx.rollback().await.map_err(StoreError::from)?;
+            // not hold): this one must not move any money (the caller rolls back).
             let existing = match cash_reference {
                 Some(r) => {
                     refunds::cash_refund_by_reference(&mut self.store.read_conn().await?, r).await?
@@ -328,20 +369,18 @@ impl Lodge {
                 None => None,
             }
             .ok_or_else(|| ServiceError::Internal("a refund was refused unseen".into()))?;
-            return self
-                .already_recorded(existing, invoice, req.amount_minor)
-                .await;
+            return Ok(Refunded::Recorded(existing));
         };
         if req
             .reference
             .is_some_and(|r| r.starts_with(crate::gateway::PENDING_REFUND_PREFIX))
         {
             // Sent to Stripe after commit; this job asks again if that answer is lost.
-            self.enqueue_card_refund(&mut tx, id).await?;
+            self.enqueue_card_refund(tx, id).await?;
         }
         if req.to == RefundTo::Credit {
             billing::append_ledger(
-                &mut tx,
+                tx,
                 &billing::NewLedgerEntry {
                     organization_id: org,
                     kind: "refund",
@@ -355,17 +394,17 @@ impl Lodge {
             )
             .await?;
         }
-        if !refunds::add_refunded(&mut tx, invoice, req.amount_minor, event, now).await? {
+        if !refunds::add_refunded(tx, invoice, req.amount_minor, event, now).await? {
             // Not reached: the status was read under the invoice's lock.
             return Err(ServiceError::Conflict(format!(
                 "This invoice is no longer {}.",
                 inv.status
             )));
         }
-        let refund = refunds::refund(&mut tx, id)
+        let refund = refunds::refund(tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let after = billing::invoice(&mut tx, invoice)
+        let after = billing::invoice(tx, invoice)
             .await?
             .ok_or(ServiceError::NotFound)?;
         let cash_after = cash_refunded
@@ -374,7 +413,7 @@ impl Lodge {
             } else {
                 0
             };
-        let balance_minor = billing::lock_credit(&mut tx, org)
+        let balance_minor = billing::lock_credit(tx, org)
             .await?
             .ok_or(ServiceError::NotFound)?;
         let done = RefundOutcome {
@@ -384,7 +423,7 @@ impl Lodge {
             balance_minor,
         };
         crate::events::emit(
-            &mut *tx,
+            &mut **tx,
             crate::events::EventKind::PaymentRefunded,
             org,
             format!("invoice:{invoice}"),
@@ -403,10 +442,9 @@ impl Lodge {
         )
         .await?;
         if let Some(key) = key {
-            self.answer_key_in(&mut tx, key, &done).await?;
+            self.answer_key_in(tx, key, &done).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(done)
+        Ok(Refunded::Done(done))
     }
 
     /// The answer to a cash refund whose reference is recorded already: the first refund

@@ -46,6 +46,7 @@ on_both_engines!(
     names_registries_refuse_are_not_sold,
     a_domain_held_by_another_organization_cannot_be_hosted_as_external,
     staff_give_up_a_paid_registration_once,
+    giving_up_and_completing_a_registration_at_once_refunds_only_a_give_up,
 );
 
 /// A name no registry would register (an emoji or symbol in an IDN label, hyphens in the
@@ -2831,5 +2832,81 @@ async fn hosting_and_domain_endpoints_manage_accounts(app: TestApp) {
     assert_eq!(domains["count"], 1, "{domains}");
     assert_eq!(domains["results"][0]["id"], d_id.as_str());
     assert_eq!(domains["results"][0]["auto_renew"], false);
+    app.stop().await;
+}
+
+/// Staff completing a paid registration while another gives it up (or a registry's refusal
+/// comes in): exactly one of them happens, and the line goes back to credit only if the
+/// domain was given up (found by review: the refund was committed before the cancellation,
+/// so a completed domain could also be refunded). A give-up after staff refunded part of
+/// the invoice by hand gives back at most what is left.
+async fn giving_up_and_completing_a_registration_at_once_refunds_only_a_give_up(app: TestApp) {
+    let plan = starter(&app);
+    add_credit(&app, &app.org_id(), "500.00").await;
+    for round in 0..6 {
+        let o = placed(&app, &register(&plan, &format!("race-{round}.com"))).await;
+        let dom = str_of(&o, "domain_id").to_owned();
+        let inv = invoice(&app, int_of(&o, "invoice_id")).await;
+        let line = cents(&lines_of(&inv, "domain_registration")[0]["amount"]);
+        let before = balance(&app).await;
+        let fail_path = format!("/v1/admin/domains/{dom}/fail");
+        let complete_path = format!("/v1/admin/domains/{dom}/complete");
+        let (key, give_up, complete) = (
+            app.admin_key(),
+            json!({ "reason": "gone" }),
+            json!({ "years": 1 }),
+        );
+        let ((fs, fb), (cs, cb)) = tokio::join!(
+            app.post(&fail_path, &key, &give_up),
+            app.post(&complete_path, &key, &complete),
+        );
+        let after = balance(&app).await;
+        let status = domain(&app, &dom).await["status"].clone();
+        match (fs, cs) {
+            (StatusCode::OK, StatusCode::CONFLICT) => {
+                assert_eq!(status, "cancelled", "{fb} {cb}");
+                assert_eq!(after, before + line, "given up: refunded once");
+            }
+            (StatusCode::CONFLICT, StatusCode::OK) => {
+                assert_eq!(status, "active", "{fb} {cb}");
+                assert_eq!(after, before, "completed: nothing refunded");
+            }
+            other => panic!("round {round}: {other:?}: {fb} {cb}"),
+        }
+    }
+
+    // Staff refunded 3.00 of a registration's invoice by hand: giving the domain up
+    // returns what is left of the invoice, not more than was paid.
+    let o = placed(&app, &register(&plan, "partly-back.com")).await;
+    let dom = str_of(&o, "domain_id").to_owned();
+    let invoice_id = int_of(&o, "invoice_id");
+    let inv = invoice(&app, invoice_id).await;
+    let total = cents(&inv["total"]);
+    let line = cents(&lines_of(&inv, "domain_registration")[0]["amount"]);
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice_id}/refunds"),
+            &app.admin_key(),
+            &json!({ "amount": format!("{}.{:02}", (total - 300) / 100, (total - 300) % 100), "to": "credit" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let before = balance(&app).await;
+    let (status, d) = app
+        .post(
+            &format!("/v1/admin/domains/{dom}/fail"),
+            &app.admin_key(),
+            &json!({ "reason": "taken" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["status"], "cancelled");
+    assert_eq!(balance(&app).await, before + line.min(300));
+    let inv = invoice(&app, invoice_id).await;
+    assert_eq!(
+        cents(&inv["amount_refunded"]),
+        total - 300 + line.min(300),
+        "{inv}"
+    );
     app.stop().await;
 }

@@ -9,11 +9,10 @@
 
 use lodge_core::{DomainEvent, DomainId, DomainName, DomainStatus, RefundTo};
 use lodge_store::hosting::{self, DomainRow};
-use lodge_store::{orgs, registry, StoreError};
+use lodge_store::{billing, orgs, registry, StoreError};
 
 use super::{Availability, Contact, Outcome, Registration, RegistryInfo};
-use crate::idempotency::IdempotencyKey;
-use crate::refunds::RefundRequest;
+use crate::refunds::{RefundRequest, Refunded};
 use crate::{Lodge, Result, ServiceError};
 
 /// Stage of a registration the registry was asked for (its answer may have been lost).
@@ -354,7 +353,7 @@ impl Lodge {
     }
 
     /// A transfer the registry refused: the domain is cancelled and the line that paid for
-    /// it goes back to the organization's credit (once: the refund is keyed by the domain).
+    /// it goes back to the organization's credit (once: with the cancellation, in one transaction).
     async fn transfer_failed(&self, d: &DomainRow, status: &str) -> Result<()> {
         let reason = format!(
             "Transfer of {} {}",
@@ -367,38 +366,27 @@ impl Lodge {
         self.domain_failed(d, &reason, "registrar").await.map(drop)
     }
 
-    /// A registration or transfer that will not happen: the line that paid for it goes
-    /// back to the organization's credit, then the domain is cancelled (its name is free
-    /// again) with `reason` kept as its registry error. The refund is keyed by the domain,
-    /// whichever path fails it, so a retry (or the registry and staff both) refunds once.
-    /// `false` when the domain was no longer pending when it came to cancelling it.
+    /// A registration or transfer that will not happen: the domain is cancelled (its name is
+    /// free again) with `reason` kept as its registry error, and the line that paid for it
+    /// goes back to the organization's credit, in one transaction: the cancellation moves
+    /// only a pending domain, so whichever path fails it (the registry, a retry, staff)
+    /// refunds once, and a registration completed meanwhile is neither cancelled nor
+    /// refunded. What is left to refund on the invoice bounds the refund (staff may have
+    /// refunded part of it by hand). `false` when the domain was no longer pending.
     pub(crate) async fn domain_failed(
         &self,
         d: &DomainRow,
         reason: &str,
         actor: &str,
     ) -> Result<bool> {
-        if let Some((invoice, amount)) = registry::paid_line(self.store.reader(), d.id).await? {
-            if amount > 0 {
-                let key = IdempotencyKey {
-                    scope: format!("registry:{}", d.organization_id),
-                    // Named for the first path that used it; one key per domain.
-                    key: format!("transfer-refund:{}", d.id),
-                    request_hash: format!("{invoice}:{amount}"),
-                    fresh_for_us: None,
-                };
-                let req = RefundRequest {
-                    amount_minor: amount,
-                    to: RefundTo::Credit,
-                    reason,
-                    reference: None,
-                };
-                self.refund_invoice(invoice, &req, actor, Some(&key))
-                    .await?;
-            }
-        }
+        let paid = registry::paid_line(self.store.reader(), d.id).await?;
         let now = self.now_us();
+        let org = d.organization_id;
         let mut tx = self.store.begin().await?;
+        // The money paths' lock order: the organization, then the invoice.
+        billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         // Only from pending (the move is conditional on the status read): a registration
         // completed meanwhile stays active.
         let pending = hosting::domain(&mut *tx, d.id).await?.is_some_and(|d| {
@@ -409,11 +397,44 @@ impl Lodge {
         });
         let cancelled =
             pending && hosting::set_domain_status(&mut tx, d.id, DomainEvent::Cancel, now).await?;
-        if cancelled {
-            registry::set_stage(&mut tx, d.id, None, Some(reason), now).await?;
+        if !cancelled {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        registry::set_stage(&mut tx, d.id, None, Some(reason), now).await?;
+        if let Some((invoice, amount)) = paid {
+            let left = match billing::lock_invoice(&mut tx, invoice).await? {
+                Some(inv) if inv.organization_id == org => {
+                    crate::refunds::left_to_refund(&mut tx, &inv).await?
+                }
+                _ => 0,
+            };
+            let amount = amount.min(left);
+            if amount > 0 {
+                let req = RefundRequest {
+                    amount_minor: amount,
+                    to: RefundTo::Credit,
+                    reason,
+                    reference: None,
+                };
+                match self
+                    .refund_locked(&mut tx, org, invoice, &req, actor, None)
+                    .await?
+                {
+                    Refunded::Done(_) => {}
+                    Refunded::Recorded(_) => {
+                        // Only a cash refund with a reference is ever "recorded already".
+                        return Err(ServiceError::Internal(
+                            "a refund to credit was found recorded".into(),
+                        ));
+                    }
+                }
+            } else if left == 0 {
+                tracing::warn!(domain = %d.id, invoice, "a failed domain's invoice has nothing left to refund");
+            }
         }
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(cancelled)
+        Ok(true)
     }
 
     /// Reads back up to `limit` active domains not synced today: expiry, statuses,
