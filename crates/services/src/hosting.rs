@@ -109,13 +109,17 @@ impl Lodge {
                 today
             }
             CancelPlan::TerminateNow => {
-                self.enqueue(
-                    &mut tx,
-                    JOB_TERMINATE,
-                    serde_json::json!({ "hosting_id": id, "reason": "cancelled" }),
-                    &crate::billing::terminate_key(id, &format!("cancel:{now}")),
-                )
-                .await?;
+                // A termination queued already (staff's, an overdue renewal's) ends it: a
+                // second at once would archive and drop the same files and database.
+                if !crate::billing::termination_waiting(&mut tx, &id.to_string()).await? {
+                    self.enqueue(
+                        &mut tx,
+                        JOB_TERMINATE,
+                        serde_json::json!({ "hosting_id": id, "reason": "cancelled" }),
+                        &crate::billing::terminate_key(id, &format!("cancel:{now}")),
+                    )
+                    .await?;
+                }
                 today
             }
             CancelPlan::AtPeriodEnd => h.next_due_date.clone().unwrap_or(today),

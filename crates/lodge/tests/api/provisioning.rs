@@ -37,6 +37,7 @@ on_both_engines!(
     capacity_holds_under_concurrent_orders,
     withdrawn_cancellation_stops_a_queued_termination,
     immediate_cancellation_terminates_now,
+    cancelling_now_while_staff_terminate_terminates_once,
     two_workers_never_run_the_same_job,
 );
 
@@ -1560,5 +1561,47 @@ async fn immediate_cancellation_terminates_now(app: TestApp) {
     assert_eq!(run(&worker).await, 1, "the termination runs at once");
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "terminated", "{h}");
+    assert_eq!(fake.state().ops, vec![("terminate", user)]);
+}
+
+/// A customer cancelling at once an account whose termination staff queued already: the
+/// cancellation is recorded, and the account is terminated once (found by review: a
+/// second termination job was queued, and two workers would archive and drop the same
+/// files and database at once).
+async fn cancelling_now_while_staff_terminate_terminates_once(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "ending-twice.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let workers = [
+        Worker::new(app.lodge.clone(), "node-1"),
+        Worker::new(app.lodge.clone(), "node-2"),
+    ];
+    assert_eq!(run(&workers[0]).await, 1);
+    let user = str_of(&hosting(&app, &id).await, "username").to_owned();
+    let (status, t) = staff(&app, &id, "terminate").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{t}");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "done" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["cancellation"]["type"], "immediate", "{h}");
+    assert_eq!(
+        count_where(
+            &app,
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1",
+            "terminate_hosting"
+        )
+        .await,
+        1
+    );
+    let (a, b) = tokio::join!(workers[0].run_once(), workers[1].run_once());
+    assert_eq!(a.expect("round a") + b.expect("round b"), 1);
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(fake.state().ops, vec![("terminate", user)]);
 }
