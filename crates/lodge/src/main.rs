@@ -904,11 +904,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             println!("  renewal invoices to issue: {}", p.renewals.len());
             for r in &p.renewals {
                 println!(
-                    "    {} organization {} due {}: {} account(s), {} (minor units)",
+                    "    {} organization {} due {}: {} account(s), {} domain(s), {} (minor units)",
                     r.issue_date,
                     r.organization_id,
                     r.due_date,
                     r.accounts.len(),
+                    r.domains.len(),
                     r.total_minor
                 );
             }

@@ -1338,6 +1338,17 @@ pub struct PreviewRenewal {
     /// In minor units.
     pub total_minor: i64,
     pub accounts: Vec<PreviewAccount>,
+    /// The organization's domains renewing automatically on the same due date: a year
+    /// each, on the same invoice.
+    pub domains: Vec<PreviewDomain>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PreviewDomain {
+    pub domain_id: String,
+    pub name: String,
+    /// A year's renewal at the TLD's price, in minor units.
+    pub amount_minor: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -1424,7 +1435,8 @@ impl Lodge {
         // Renewals: periods ending by the last day's horizon, not billed yet.
         let horizon = policy.billing_horizon(last).to_string();
         let mut after = None;
-        let mut groups: BTreeMap<(OrganizationId, String), Vec<DueService>> = BTreeMap::new();
+        type Group = (Vec<DueService>, Vec<(renewals::DueDomain, i64)>);
+        let mut groups: BTreeMap<(OrganizationId, String), Group> = BTreeMap::new();
         loop {
             let page = renewals::due(&mut db, &horizon, after.as_ref(), PAGE).await?;
             let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
@@ -1439,7 +1451,43 @@ impl Lodge {
                 groups
                     .entry((s.organization_id, s.next_due_date.clone()))
                     .or_default()
+                    .0
                     .push(s);
+            }
+            if !full {
+                break;
+            }
+        }
+        // Domains renewing automatically: on their organization's invoice of that day (with
+        // its accounts', or alone), at the TLD's price, as the pass bills them.
+        let mut after = None;
+        let mut prices: std::collections::HashMap<String, Option<i64>> = Default::default();
+        loop {
+            let page = renewals::domains_due(&mut db, &horizon, after.as_ref(), PAGE).await?;
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            if let Some(l) = page.last() {
+                after = Some((
+                    l.organization_id.to_string(),
+                    l.next_billing_date.clone(),
+                    l.legacy_id,
+                ));
+            }
+            for d in page {
+                let price = match prices.get(&d.tld) {
+                    Some(p) => *p,
+                    None => {
+                        let p = renewals::renew_price(&mut db, &d.tld).await?;
+                        prices.insert(d.tld.clone(), p);
+                        p
+                    }
+                };
+                if let Some(price) = price {
+                    groups
+                        .entry((d.organization_id, d.next_billing_date.clone()))
+                        .or_default()
+                        .1
+                        .push((d, price));
+                }
             }
             if !full {
                 break;
@@ -1458,8 +1506,9 @@ impl Lodge {
         for chunk in orgs.chunks(500) {
             credit.extend(lodge_store::orgs::credits_of(&mut db, chunk).await?);
         }
-        for ((org, due), services) in groups {
-            let total: i64 = services.iter().map(|s| s.recurring_minor).sum();
+        for ((org, due), (services, domains)) in groups {
+            let total: i64 = services.iter().map(|s| s.recurring_minor).sum::<i64>()
+                + domains.iter().map(|(_, price)| price).sum::<i64>();
             let left = credit.entry(org).or_insert(0);
             let covered = *left >= total;
             *left = (*left - total).max(0);
@@ -1485,6 +1534,14 @@ impl Lodge {
                         hosting_id: s.id.to_string(),
                         organization_id: org.to_string(),
                         domain: s.domain_name.clone(),
+                    })
+                    .collect(),
+                domains: domains
+                    .iter()
+                    .map(|(d, price)| PreviewDomain {
+                        domain_id: d.id.to_string(),
+                        name: d.name.clone(),
+                        amount_minor: *price,
                     })
                     .collect(),
             });

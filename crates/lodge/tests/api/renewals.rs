@@ -726,6 +726,24 @@ async fn domains_renew_on_their_own_dates(app: TestApp) {
     app.clock.set(noon("2026-04-10", 0));
     let d = complete(&app, &dom).await;
     assert_eq!(d["expiration_date"], "2027-04-10", "{d}");
+    // The preview shows the domain's year on an invoice of its own (found by review: it
+    // listed the accounts' renewals only).
+    let (status, p) = app
+        .get("/v1/admin/billing/preview?days=366", &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let own: Vec<&Value> = p["renewals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["due_date"] == "2027-04-10")
+        .collect();
+    assert_eq!(own.len(), 1, "{p}");
+    assert_eq!(own[0]["issue_date"], "2027-03-27", "{p}");
+    assert_eq!(own[0]["total_minor"], 1400, "{p}");
+    assert_eq!(own[0]["accounts"], json!([]), "{p}");
+    assert_eq!(own[0]["domains"][0]["name"], "own-date.com", "{p}");
+    assert_eq!(own[0]["domains"][0]["domain_id"], dom.as_str(), "{p}");
 
     days(&app, &worker, "2026-04-10", "2027-04-20").await;
     // One domain year billed, fourteen days before its date, at the TLD's renewal price,
