@@ -228,6 +228,7 @@ impl Lodge {
             id,
             to: target.row.id,
             to_name: target.row.name.clone(),
+            once_per_organization: target.row.once_per_organization == 1,
             summary: format!("{from_name} → {}", target.row.name),
             new_price_minor: price.price.minor(),
             months: cycle.months().unwrap_or(1),
@@ -301,6 +302,9 @@ struct Requested {
     id: HostingId,
     to: PlanId,
     to_name: String,
+    /// The plan is sold once per organization: checked again under the organization's
+    /// lock (two accounts moved onto it at once).
+    once_per_organization: bool,
     summary: String,
     new_price_minor: i64,
     /// The account's cycle, in months.
@@ -325,6 +329,16 @@ async fn change_in(
     if plan_now == r.to {
         return Err(ServiceError::Conflict(
             "The account is already on this plan.".into(),
+        ));
+    }
+    if r.once_per_organization
+        && lodge_store::orgs::accounts_of_plan(&mut *conn, h.organization_id, &r.to.to_string())
+            .await?
+            > 0
+    {
+        return Err(ServiceError::field(
+            "plan_id",
+            crate::orders::quotas::had_once(&r.to_name),
         ));
     }
     if let Some(waiting) = store::awaiting_change(conn, r.id).await? {

@@ -1113,8 +1113,19 @@ async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestAp
     )
     .await;
     app.clock.set(noon("2026-04-10"));
+    // Both at once: one is accepted, checked again under the organization's lock (found
+    // by review: the check was read before the change's transaction).
+    let ((sa, ba), (sb, bb)) = tokio::join!(change(&app, &a, &promo), change(&app, &b, &promo));
+    let mut statuses = [sa, sb];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::BAD_REQUEST],
+        "{ba} {bb}"
+    );
+    let b = if sa == StatusCode::OK { b } else { a };
+    let first = if sa == StatusCode::OK { ba } else { bb };
     // The first change to it is an upgrade, invoiced and not paid yet.
-    let first = changed(&app, &a, &promo).await;
     assert_eq!(
         first["plan_change"]["status"], "awaiting_payment",
         "{first}"

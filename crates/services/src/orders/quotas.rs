@@ -62,8 +62,10 @@ pub(crate) async fn once_per_organization_refusal<C: SqlConn>(
     {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "The plan {:?} can be had once per organization, and this one has had it.",
-        plan.row.name
-    )))
+    Ok(Some(had_once(&plan.row.name)))
+}
+
+/// The refusal of a plan sold once per organization that the organization has had.
+pub(crate) fn had_once(plan_name: &str) -> String {
+    format!("The plan {plan_name:?} can be had once per organization, and this one has had it.")
 }
