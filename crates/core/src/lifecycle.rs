@@ -181,8 +181,24 @@ event_enum!(
         RefundPart,
         /// The rest of its money went back.
         RefundRest,
+        /// A refund the gateway refused came back; other refunds of it still stand.
+        RefundReturnedPart,
+        /// A refund the gateway refused came back; nothing of it is refunded any more.
+        RefundReturnedAll,
     }
 );
+
+impl InvoiceEvent {
+    /// The event of a refund that came back (the gateway refused it), by what the invoice
+    /// still has refunded after it.
+    pub fn refund_returned(refunded_after: i64) -> InvoiceEvent {
+        if refunded_after > 0 {
+            InvoiceEvent::RefundReturnedPart
+        } else {
+            InvoiceEvent::RefundReturnedAll
+        }
+    }
+}
 
 impl InvoiceStatus {
     pub fn next(self, event: InvoiceEvent) -> Option<InvoiceStatus> {
@@ -194,6 +210,10 @@ impl InvoiceStatus {
             (S::Draft | S::Unpaid, E::Cancel) => Some(S::Cancelled),
             (S::Paid | S::PartiallyRefunded, E::RefundPart) => Some(S::PartiallyRefunded),
             (S::Paid | S::PartiallyRefunded, E::RefundRest) => Some(S::Refunded),
+            (S::PartiallyRefunded | S::Refunded, E::RefundReturnedPart) => {
+                Some(S::PartiallyRefunded)
+            }
+            (S::PartiallyRefunded | S::Refunded, E::RefundReturnedAll) => Some(S::Paid),
             _ => None,
         }
     }
@@ -644,6 +664,17 @@ mod tests {
             [S::Paid, S::PartiallyRefunded]
         );
         assert_eq!(S::parse("partially_refunded"), Some(S::PartiallyRefunded));
+        // A refused refund comes back: paid again, or still partly refunded.
+        assert_eq!(E::refund_returned(0), E::RefundReturnedAll);
+        assert_eq!(E::refund_returned(1), E::RefundReturnedPart);
+        for s in [S::PartiallyRefunded, S::Refunded] {
+            assert_eq!(s.next(E::RefundReturnedAll), Some(S::Paid));
+            assert_eq!(s.next(E::RefundReturnedPart), Some(S::PartiallyRefunded));
+        }
+        for s in [S::Draft, S::Unpaid, S::Paid, S::Cancelled] {
+            assert_eq!(s.next(E::RefundReturnedAll), None, "{s}");
+            assert_eq!(s.next(E::RefundReturnedPart), None, "{s}");
+        }
     }
 
     #[test]
@@ -822,8 +853,12 @@ mod tests {
             let mut paid = 0;
             for e in events {
                 if let Some(n) = s.next(e) {
-                    prop_assert!(!matches!(s, InvoiceStatus::Cancelled | InvoiceStatus::Refunded));
-                    if n == InvoiceStatus::Paid { paid += 1; }
+                    // Cancelled is final; a refunded invoice only gets a refused refund back.
+                    prop_assert!(s != InvoiceStatus::Cancelled);
+                    if s == InvoiceStatus::Refunded {
+                        prop_assert!(matches!(e, InvoiceEvent::RefundReturnedPart | InvoiceEvent::RefundReturnedAll));
+                    }
+                    if e == InvoiceEvent::Pay { paid += 1; }
                     s = n;
                 }
             }

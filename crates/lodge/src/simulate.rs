@@ -1954,9 +1954,10 @@ impl Sim {
             "SELECT COALESCE(i.number, ''), i.status, i.credit_applied_minor, i.paid_minor, \
                     i.refunded_minor, \
                     CAST(COALESCE((SELECT SUM(r.amount_minor) FROM refunds r \
-                        WHERE r.invoice_id = i.id), 0) AS BIGINT), \
+                        WHERE r.invoice_id = i.id AND r.failed_at IS NULL), 0) AS BIGINT), \
                     CAST(COALESCE((SELECT SUM(r.amount_minor) FROM refunds r \
-                        WHERE r.invoice_id = i.id AND r.destination = 'cash'), 0) AS BIGINT) \
+                        WHERE r.invoice_id = i.id AND r.destination = 'cash' \
+                        AND r.failed_at IS NULL), 0) AS BIGINT) \
              FROM invoices i WHERE i.refunded_minor <> 0 \
              OR i.status IN ('partially_refunded', 'refunded') \
              OR EXISTS (SELECT 1 FROM refunds r WHERE r.invoice_id = i.id) ORDER BY i.id",
@@ -2238,7 +2239,8 @@ impl Sim {
         .await?;
         m.refunded_minor = scalar(
             lodge,
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds",
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds \
+             WHERE failed_at IS NULL",
         )
         .await?;
         m.balances_minor = scalar(

@@ -42,6 +42,10 @@ pub enum EventKind {
     /// Money went back: to credit, in cash, or to the card.
     #[serde(rename = "payment.refunded")]
     PaymentRefunded,
+    /// A refund to a card was refused by the gateway: nothing went back, the invoice counts
+    /// it no more.
+    #[serde(rename = "payment.refund_failed")]
+    PaymentRefundFailed,
     /// A hosting account was created on its server and is live.
     #[serde(rename = "hosting.active")]
     HostingActive,
@@ -55,7 +59,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the lists that name them (webhook subscriptions, documentation).
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::OrderCreated,
         EventKind::InvoiceCreated,
         EventKind::InvoicePaid,
@@ -63,6 +67,7 @@ impl EventKind {
         EventKind::InvoiceOverdue,
         EventKind::PaymentFailed,
         EventKind::PaymentRefunded,
+        EventKind::PaymentRefundFailed,
         EventKind::HostingActive,
         EventKind::HostingSuspended,
         EventKind::HostingUnsuspended,
@@ -78,6 +83,7 @@ impl EventKind {
             EventKind::InvoiceOverdue => "invoice.overdue",
             EventKind::PaymentFailed => "payment.failed",
             EventKind::PaymentRefunded => "payment.refunded",
+            EventKind::PaymentRefundFailed => "payment.refund_failed",
             EventKind::HostingActive => "hosting.active",
             EventKind::HostingSuspended => "hosting.suspended",
             EventKind::HostingUnsuspended => "hosting.unsuspended",

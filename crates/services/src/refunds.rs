@@ -41,6 +41,11 @@ pub struct Refund {
     pub reason: String,
     pub actor: String,
     pub created_at: i64,
+    /// When the gateway refused it (a refund to a card), and its words: nothing went back.
+    #[serde(default)]
+    pub failed_at: Option<i64>,
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl From<RefundRow> for Refund {
@@ -56,6 +61,8 @@ impl From<RefundRow> for Refund {
             reason: r.reason,
             actor: r.actor,
             created_at: r.created_at,
+            failed_at: r.failed_at,
+            failure: r.failure,
         }
     }
 }

@@ -102,7 +102,7 @@ pub async fn consistency_problems(pool: &AnyPool) -> Result<Vec<String>> {
         ("credit applied that the invoice does not show", "SELECT COUNT(*) FROM invoices i WHERE i.credit_applied_minor <> -(SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'applied')"),
         ("invoices without a number", "SELECT COUNT(*) FROM invoices WHERE number IS NULL"),
         ("invoice numbers missing below the highest (gapless numbering)", "SELECT COALESCE(MAX(CAST(SUBSTR(number, 5) AS BIGINT)), 0) - COUNT(*) FROM invoices WHERE number LIKE 'INV-%'"),
-        ("invoices whose refunded total their refunds do not add up to", "SELECT COUNT(*) FROM invoices i WHERE i.refunded_minor <> (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM refunds r WHERE r.invoice_id = i.id)"),
+        ("invoices whose refunded total their refunds do not add up to", "SELECT COUNT(*) FROM invoices i WHERE i.refunded_minor <> (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM refunds r WHERE r.invoice_id = i.id AND r.failed_at IS NULL)"),
         ("refunds to credit the ledger does not show", "SELECT COUNT(*) FROM invoices i WHERE i.refunded_minor > 0 AND (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM refunds r WHERE r.invoice_id = i.id AND r.destination = 'credit') <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.invoice_id = i.id AND c.kind = 'refund')"),
         ("organizations whose ledger does not sum to the balance", "SELECT COUNT(*) FROM organizations o WHERE o.credit_balance_minor <> (SELECT CAST(COALESCE(SUM(c.amount_minor), 0) AS BIGINT) FROM credit_ledger c WHERE c.organization_id = o.id)"),
     ];

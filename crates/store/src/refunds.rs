@@ -20,9 +20,12 @@ pub struct RefundRow {
     pub reason: String,
     pub actor: String,
     pub created_at: i64,
+    /// When the gateway refused it (a refund to a card), and why: it counts nowhere.
+    pub failed_at: Option<i64>,
+    pub failure: Option<String>,
 }
 
-const REFUND_COLUMNS: &str = "id, invoice_id, organization_id, amount_minor, currency, destination, reference, reason, actor, created_at";
+const REFUND_COLUMNS: &str = "id, invoice_id, organization_id, amount_minor, currency, destination, reference, reason, actor, created_at, failed_at, failure";
 
 impl RefundRow {
     /// Reads a row fetched with [`REFUND_COLUMNS`].
@@ -39,6 +42,8 @@ impl RefundRow {
             reason: c.text()?,
             actor: c.text()?,
             created_at: c.int()?,
+            failed_at: c.opt_int()?,
+            failure: c.opt_text()?,
         })
     }
 }
@@ -109,7 +114,7 @@ pub async fn cash_refunded<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<i64
     Ok(conn
         .fetch_int(
             "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds
-             WHERE invoice_id = $1 AND destination = 'cash'",
+             WHERE invoice_id = $1 AND destination = 'cash' AND failed_at IS NULL",
             vals![invoice],
         )
         .await?
@@ -178,6 +183,45 @@ pub async fn set_reference<C: SqlConn>(
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Marks a refund the gateway refused as failed (`failure`: the gateway's words) and gives
+/// its amount back to what the invoice has left to refund, its status moved to `to`
+/// ([`InvoiceStatus::refund_returned`]): one statement each, in the caller's transaction.
+/// `false` (nothing written) when the refund failed already or is no longer waiting for
+/// the gateway (its placeholder reference, starting with `pending`, was replaced).
+pub async fn fail_refund<C: SqlConn>(
+    conn: &mut C,
+    refund: &RefundRow,
+    pending: &str,
+    failure: &str,
+    to: InvoiceStatus,
+    now: i64,
+) -> Result<bool> {
+    let marked = conn
+        .exec(
+            "UPDATE refunds SET failed_at = $2, failure = $3 \
+             WHERE id = $1 AND failed_at IS NULL AND reference LIKE $4",
+            vals![refund.id, now, failure, format!("{pending}%")],
+        )
+        .await?;
+    if marked != 1 {
+        return Ok(false);
+    }
+    let n = conn
+        .exec(
+            "UPDATE invoices SET refunded_minor = refunded_minor - $2, status = $3, modified_at = $4 \
+             WHERE id = $1 AND refunded_minor >= $2 AND status IN ('refunded', 'partially_refunded')",
+            vals![refund.invoice_id, refund.amount_minor, to.as_str(), now],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::Config(format!(
+            "refund {} failed, but its invoice {} did not count it",
+            refund.id, refund.invoice_id
+        )));
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -236,6 +236,10 @@ pub struct Refund {
     /// Who refunded it (`staff:<user id>`).
     pub actor: String,
     pub created: String,
+    /// When the card gateway refused it (a refund to a card), and its words: nothing
+    /// went back, and the invoice counts it no more. Null otherwise.
+    pub failed: Option<String>,
+    pub failure: Option<String>,
 }
 
 impl Refund {
@@ -251,6 +255,8 @@ impl Refund {
             reason: r.reason.clone(),
             actor: r.actor.clone(),
             created: ts(r.created_at),
+            failed: r.failed_at.map(ts),
+            failure: r.failure.clone(),
         }
     }
 }

@@ -27,6 +27,7 @@ on_both_engines!(engine:
     a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once,
     a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
     a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit,
+    a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere,
 );
 
 /// A card payment that succeeds after its invoice was cancelled goes to account credit
@@ -899,4 +900,90 @@ async fn page_post(app: &TestApp, path: &str) -> (StatusCode, String) {
     let resp = crate::pages::page_form_post(app, path, None).await;
     let status = resp.status();
     (status, resp.text().await.unwrap())
+}
+
+/// A refund to a card that Stripe refuses for good (here the payment is unknown to it:
+/// localstripe's data flushed, as after a change of Stripe account) is answered 409 with
+/// Stripe's words, recorded as failed, and counts nowhere: the invoice is paid again with
+/// nothing refunded, a `payment.refund_failed` event is out, and the retry job ends
+/// without asking again (found by review: the refund stayed recorded as sent, the invoice
+/// `refunded`, and the job asked Stripe eight times before dying).
+async fn a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, _, token, _) = unpaid_order(&app, "refused-refund.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let (status, _) = page(
+            &app,
+            &format!("/pay/{token}/return?payment_intent={intent}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+
+        let flushed = reqwest::Client::new()
+            .delete(format!("{}/_config/data", ls.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(flushed.status().is_success(), "{flushed:?}");
+        let path = format!("/v1/admin/invoices/{id}/refunds");
+        let (status, r) = app
+            .post(
+                &path,
+                &app.admin_key(),
+                &json!({ "amount": "2.00", "to": "cash" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{r}");
+        assert!(r["detail"].as_str().unwrap().contains("refused"), "{r}");
+        let inv = invoice(&app, id).await;
+        assert_eq!(inv["status"], "paid", "{inv}");
+        assert_eq!(cents(&inv["amount_refunded"]), 0, "{inv}");
+        let (status, l) = app.get(&path, &app.admin_key()).await;
+        assert_eq!(status, StatusCode::OK, "{l}");
+        let list = l["results"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{l}");
+        assert!(list[0]["failed"].is_string(), "{l}");
+        assert!(list[0]["failure"].as_str().unwrap().contains("404"), "{l}");
+        assert_eq!(cents(&l["invoice"]["refunded"]), 0, "{l}");
+        let events = count_of(
+            &app,
+            "SELECT COUNT(*) FROM events WHERE kind = $1",
+            "payment.refund_failed",
+        )
+        .await;
+        assert_eq!(events, 1);
+
+        // The retry job, when its time comes, ends without asking Stripe again.
+        app.clock.advance(jiff::SignedDuration::from_mins(10));
+        crate::provisioning::FakeDriver::default().install(&app.lodge);
+        let worker = lodge_services::provisioning::Worker::new(app.lodge.clone(), "refunds");
+        crate::provisioning::drain(worker).await;
+        let open = count_of(
+            &app,
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND status <> 'done'",
+            "stripe_refund",
+        )
+        .await;
+        assert_eq!(open, 0);
+        let at_stripe = ls_get(&ls, "/v1/refunds").await;
+        assert_eq!(
+            at_stripe["data"].as_array().map_or(0, Vec::len),
+            0,
+            "{at_stripe}"
+        );
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+    })
+    .await;
+}
+
+/// A count from the database, `bind` its one parameter.
+async fn count_of(app: &TestApp, sql: &str, bind: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .bind(bind.to_owned())
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .expect("count")
 }

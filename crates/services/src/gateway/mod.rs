@@ -104,6 +104,14 @@ fn gateway_error(e: StripeError) -> ServiceError {
     ServiceError::Internal(format!("card gateway: {e}"))
 }
 
+/// A refund to a card the gateway refused for good.
+fn refund_refused(why: &str) -> ServiceError {
+    ServiceError::Conflict(format!(
+        "The card gateway refused this refund ({why}): nothing went back, and the refund is \
+         recorded as failed."
+    ))
+}
+
 impl Lodge {
     /// The Stripe gateway, or `Conflict` when none is configured.
     pub fn stripe(&self) -> Result<&Stripe> {
@@ -612,6 +620,7 @@ impl Lodge {
         match self.send_card_refund(outcome.refund.id).await {
             Ok(Some(reference)) => outcome.refund.reference = Some(reference),
             Ok(None) => {}
+            Err(refused @ ServiceError::Conflict(_)) => return Err(refused),
             Err(e) => {
                 tracing::warn!(refund = outcome.refund.id, error = %e, "the refund was recorded; the worker will ask Stripe again");
             }
@@ -637,8 +646,11 @@ impl Lodge {
         let Some(rest) = placeholder.strip_prefix(PENDING_REFUND_PREFIX) else {
             return Ok(Some(placeholder));
         };
+        if let Some(why) = row.failure.as_deref().filter(|_| row.failed_at.is_some()) {
+            return Err(refund_refused(why));
+        }
         let intent = rest.split(':').next().unwrap_or_default();
-        let r = stripe
+        let r = match stripe
             .create_refund(
                 intent,
                 row.amount_minor,
@@ -646,16 +658,97 @@ impl Lodge {
                 &format!("lodge-refund-{refund_id}"),
             )
             .await
-            .map_err(gateway_error)?;
+        {
+            Ok(r) => r,
+            Err(StripeError::Api {
+                status: status @ (400 | 402 | 404),
+                message,
+                ..
+            }) => {
+                // Refused for good (the charge was disputed, refunded in the dashboard
+                // meanwhile, or is unknown): asking again would be refused again.
+                let why = format!("Stripe answered {status}: {message}");
+                self.card_refund_refused(&row, &placeholder, &why).await?;
+                return Err(refund_refused(&why));
+            }
+            Err(e) => return Err(gateway_error(e)),
+        };
         self.complete_refund_reference(refund_id, &r.id).await?;
         Ok(Some(r.id))
+    }
+
+    /// A refund to a card that Stripe refused for good: marked failed with Stripe's words,
+    /// its amount given back to what the invoice has left to refund (its status moved
+    /// back), and a `payment.refund_failed` event; in one transaction, under the
+    /// organization's and the invoice's locks. Nothing when it failed or was sent already.
+    async fn card_refund_refused(
+        &self,
+        row: &refunds::RefundRow,
+        placeholder: &str,
+        why: &str,
+    ) -> Result<()> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, row.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let inv = billing::lock_invoice(&mut tx, row.invoice_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let after = inv.refunded_minor - row.amount_minor;
+        let Some(to) = inv
+            .status
+            .next(lodge_core::InvoiceEvent::refund_returned(after))
+        else {
+            return Err(ServiceError::Internal(format!(
+                "refund {} was refused, but its invoice is {}",
+                row.id, inv.status
+            )));
+        };
+        if !refunds::fail_refund(&mut tx, row, placeholder, why, to, now).await? {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(());
+        }
+        tracing::error!(refund = row.id, invoice = row.invoice_id, reason = %why,
+            "Stripe refused a refund to a card: nothing went back; it is recorded as failed");
+        crate::events::emit(
+            &mut *tx,
+            crate::events::EventKind::PaymentRefundFailed,
+            row.organization_id,
+            format!("invoice:{}", row.invoice_id),
+            serde_json::json!({
+                "invoice_id": row.invoice_id,
+                "number": inv.number,
+                "refund_id": row.id,
+                "amount_minor": row.amount_minor,
+                "currency": row.currency,
+                "failure": why,
+                "refunded_minor": after,
+                "status": to.as_str(),
+            }),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// The retry job of [`Lodge::send_card_refund`] (the worker's `stripe_refund`).
     pub(crate) async fn card_refund_job(&self, payload: &str) -> Result<()> {
         let p: RefundJob = serde_json::from_str(payload)
             .map_err(|e| ServiceError::Internal(format!("bad stripe_refund payload: {e}")))?;
-        self.send_card_refund(p.refund_id).await.map(drop)
+        match self.send_card_refund(p.refund_id).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Refused for good, recorded as failed: nothing to ask again.
+                let row = refunds::refund(&mut self.store.read_conn().await?, p.refund_id).await?;
+                if row.is_some_and(|r| r.failed_at.is_some()) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     /// Queues the retry job of a refund going through the gateway, in its transaction.
@@ -699,6 +792,7 @@ pub(crate) fn card_left(
         .iter()
         .filter(|r| {
             r.destination == RefundTo::Cash
+                && r.failed_at.is_none()
                 && r.reference
                     .as_deref()
                     .is_some_and(|x| x.starts_with(PENDING_REFUND_PREFIX) || x.starts_with("re_"))

@@ -88,9 +88,10 @@ impl Notice {
             EventKind::HostingSuspended => Notice::HostingSuspended,
             EventKind::HostingUnsuspended => Notice::HostingUnsuspended,
             EventKind::HostingTerminated => Notice::HostingTerminated,
-            EventKind::PaymentFailed | EventKind::PaymentRefunded | EventKind::HostingActive => {
-                return None
-            }
+            EventKind::PaymentFailed
+            | EventKind::PaymentRefunded
+            | EventKind::PaymentRefundFailed
+            | EventKind::HostingActive => return None,
         })
     }
 

@@ -1,0 +1,6 @@
+-- A refund sent back to a card that the gateway refused (the charge was disputed, or
+-- refunded in the gateway's dashboard meanwhile): kept, with when and why it failed, and
+-- counted nowhere (the invoice's refunded total gives its amount back). Times in
+-- microseconds. Keep in step with ../postgres/.
+ALTER TABLE refunds ADD COLUMN failed_at INTEGER;
+ALTER TABLE refunds ADD COLUMN failure TEXT;
