@@ -64,9 +64,12 @@ pub struct PlanChangeOutcome {
     pub days_left: i64,
     /// `D`: days in the period.
     pub days_in_period: i64,
+    /// What the current period was paid at, at most the plan's price (a coupon, an
+    /// introductory price); the plan's price once a change was applied in the period.
     pub old_price_minor: i64,
     pub new_price_minor: i64,
-    /// `(new − old) × d / D`, rounded once: positive is invoiced, negative credited.
+    /// `(new − old) × d / D`, rounded once: positive is invoiced, negative credited (never
+    /// invoiced when the new plan is listed no dearer than the old).
     pub charge_minor: i64,
     /// The upgrade's invoice.
     pub invoice_id: Option<i64>,
@@ -319,7 +322,7 @@ async fn change_in(
     conn: &mut lodge_store::AnyConnection,
     r: &Requested,
 ) -> Result<PlanChangeOutcome> {
-    let (status, plan_now, old_price) = store::lock_account(conn, r.id)
+    let (status, plan_now, list_price) = store::lock_account(conn, r.id)
         .await?
         .ok_or(ServiceError::NotFound)?;
     let h = hosting::hosting(&mut *conn, r.id)
@@ -354,6 +357,17 @@ async fn change_in(
         )));
     }
     let (start, end) = current_period(conn, &h, r.months).await?;
+    let (start_s, end_s) = (start.to_string(), end.to_string());
+    // The period's price is what it was paid at (a coupon, an introductory price, a
+    // difference left unpaid), never more than the list price; once a change was applied
+    // in it, the plan's price it moved to, which that change's proration paid for.
+    let old_price = if store::changed_in_period(conn, r.id, &start_s, &end_s).await? {
+        list_price
+    } else {
+        store::period_billed_net(conn, r.id, &start_s)
+            .await?
+            .map_or(list_price, |net| net.clamp(0, list_price))
+    };
     let p = prorate(old_price, r.new_price_minor, start, end, ctx.today).map_err(|e| match e {
         ProrationError::OutsidePeriod => ServiceError::Conflict(format!(
             "Today is not within the account's current period ({start} to {end}): its next \
@@ -361,9 +375,14 @@ async fn change_in(
         )),
         other => ServiceError::Internal(other.to_string()),
     })?;
-    let charge = p.charge_minor;
+    // A move to a plan listed no dearer is never invoiced, even from a period paid below
+    // the new plan's price (it then gives nothing back).
+    let charge = if r.new_price_minor <= list_price {
+        p.charge_minor.min(0)
+    } else {
+        p.charge_minor
+    };
     let today = ctx.today.to_string();
-    let (start_s, end_s) = (start.to_string(), end.to_string());
     let mut outcome = PlanChangeOutcome {
         change_id: 0,
         hosting_id: r.id,

@@ -283,6 +283,54 @@ pub async fn period_start_ending<C: SqlConn>(
     .await
 }
 
+/// What the service's period starting on `period_start` was billed at, net: its plan line
+/// with the order's coupon (`discount`) and a plan change's "paid at the old price"
+/// difference (`adjustment`), on invoices paid (even partly refunded since); `None` when
+/// no plan line bills that period. A plan change prorates from it, not from the list
+/// price, when no change was applied in the period yet ([`changed_in_period`]).
+pub async fn period_billed_net<C: SqlConn>(
+    conn: &mut C,
+    service_id: HostingId,
+    period_start: &str,
+) -> Result<Option<i64>> {
+    let row = conn
+        .fetch_row(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN i.status IN ('paid', 'partially_refunded', 'refunded') \
+                         THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN l.kind = 'plan' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.service_id = $1 AND l.period_start = $2 \
+               AND l.kind IN ('plan', 'discount', 'adjustment') AND i.status <> 'cancelled'",
+            vals![service_id.to_string(), period_start],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    let (net, plans) = (c.int()?, c.int()?);
+    Ok((plans > 0).then_some(net))
+}
+
+/// Whether a plan change of the service was applied in its period `[start, end)`: the
+/// account's price is then the plan it moved to, paid for by that change's proration.
+pub async fn changed_in_period<C: SqlConn>(
+    conn: &mut C,
+    service_id: HostingId,
+    period_start: &str,
+    period_end: &str,
+) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM plan_changes WHERE hosting_id = $1 AND period_start = $2 \
+             AND period_end = $3 AND status = 'applied'",
+            vals![service_id.to_string(), period_start, period_end],
+        )
+        .await?
+        .unwrap_or(0)
+        > 0)
+}
+
 /// Whether the service already has a line of `kind` starting on `period_start` (the
 /// unique key `invoice_lines_once` would refuse another).
 pub async fn line_exists<C: SqlConn>(

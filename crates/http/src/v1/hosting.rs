@@ -396,7 +396,9 @@ pub struct PlanChange {
     /// Days in the period (`D`).
     pub days_in_period: i64,
     /// The old and new prices of one period of the account's cycle (the new one is what
-    /// it renews at).
+    /// it renews at). The old one is what the current period was paid at when that is
+    /// less than the plan's price (a coupon, an introductory price): the change is
+    /// prorated from it. A move to a plan listed no dearer is never invoiced.
     pub old_price: String,
     pub new_price: String,
     /// `(new_price − old_price) × d / D`, rounded once: positive is invoiced, negative

@@ -38,6 +38,7 @@ on_both_engines!(
     a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal,
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
+    a_discounted_period_is_prorated_from_what_was_paid,
 );
 
 // ---- helpers ----
@@ -1153,5 +1154,52 @@ async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestAp
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{o}");
+    app.stop().await;
+}
+
+/// A period paid below the list price (a coupon, an introductory price) is prorated from
+/// what was paid: a downgrade gives back at most what the period's rest was paid, and an
+/// upgrade charges the difference from it (found by the billing audit: a month of Starter
+/// bought for 1.00 with a coupon, moved to Legacy Basic the same day, gave 2.00 of
+/// credit).
+async fn a_discounted_period_is_prorated_from_what_was_paid(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "30.00").await;
+    let mut hosting_of = Vec::new();
+    for name in ["coupon-down.example", "coupon-up.example"] {
+        let mut body = crate::harness::order_body(crate::harness::STARTER_PACKAGE, 1, name);
+        body["coupon"] = json!("STARTER1");
+        let (status, placed) = crate::harness::v2(
+            &app,
+            reqwest::Method::POST,
+            "/apiv2/websites/order",
+            crate::harness::Auth::Key(&app.key()),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{placed}");
+        let id: String = sqlx::query_scalar("SELECT id FROM hosting WHERE domain_name = $1")
+            .bind(name)
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+        hosting_of.push(id);
+    }
+    worker.run_once().await.unwrap();
+    let before = balance(&app).await;
+    assert_eq!(before, 3000 - 200, "two months of Starter at 1.00");
+    // Down to Legacy Basic (3.00 a month) the same day: the month was paid 1.00, so
+    // nothing comes back, and nothing is invoiced either.
+    let c = changed(&app, &hosting_of[0], &plan_id(&app, "Legacy Basic")).await;
+    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
+    assert_eq!(balance(&app).await, before);
+    // Up to Business: the difference from what was paid, for the whole month.
+    let c = changed(&app, &hosting_of[1], &plan_id(&app, "Business")).await;
+    let charge = cents(&c["plan_change"]["amount"]);
+    let business = cents(&c["plan_change"]["new_price"]);
+    assert_eq!(charge, business - 100, "{c}");
+    assert_eq!(c["plan_change"]["old_price"], "1.00", "{c}");
     app.stop().await;
 }
