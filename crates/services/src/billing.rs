@@ -58,6 +58,46 @@ pub fn terminate_key(id: HostingId, cause: &str) -> String {
     format!("terminate:{id}:{cause}")
 }
 
+/// Puts back in the ledger what came off an unpaid invoice whose total went down
+/// ([`lodge_store::renewals::move_unpaid_total`]): the credit applied beyond it (an
+/// `applied` entry the other way: the invoice shows what its entries sum to), and the
+/// money received beyond it (a `deposit`, as an overpayment is).
+pub(crate) async fn give_back<C: lodge_store::SqlConn>(
+    conn: &mut C,
+    inv: &billing::InvoiceRow,
+    returned: lodge_store::renewals::Returned,
+    why: &str,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    for (kind, amount_minor, note) in [
+        ("applied", returned.credit, format!("Returned: {why}")),
+        (
+            "deposit",
+            returned.paid,
+            format!("Received beyond the invoice's new total: {why}"),
+        ),
+    ] {
+        if amount_minor > 0 {
+            billing::append_ledger(
+                conn,
+                &billing::NewLedgerEntry {
+                    organization_id: inv.organization_id,
+                    kind,
+                    amount_minor,
+                    currency: &inv.currency,
+                    invoice_id: Some(inv.id),
+                    note: &note,
+                    actor,
+                    now,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a termination of the account is queued or running already (another decision's):
 /// it ends the account, and two at once would both archive and drop its files and
 /// database (the worker does not serialize jobs by account), so the scheduler queues none.

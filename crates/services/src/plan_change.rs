@@ -631,23 +631,15 @@ async fn reprice_next_period<C: SqlConn>(
                 else {
                     continue;
                 };
-                if returned > 0 {
-                    billing::append_ledger(
-                        conn,
-                        &billing::NewLedgerEntry {
-                            organization_id: inv.organization_id,
-                            // Taken off the invoice: an `applied` entry the other way.
-                            kind: "applied",
-                            amount_minor: returned,
-                            currency: &inv.currency,
-                            invoice_id: Some(inv.id),
-                            note: "Returned: the renewal was re-priced after a plan change",
-                            actor: ctx.actor,
-                            now: ctx.now,
-                        },
-                    )
-                    .await?;
-                }
+                crate::billing::give_back(
+                    conn,
+                    &inv,
+                    returned,
+                    "the renewal was re-priced after a plan change",
+                    ctx.actor,
+                    ctx.now,
+                )
+                .await?;
                 if let Some(now_inv) = billing::invoice(conn, inv.id).await? {
                     Box::pin(crate::billing::settle(ctx, conn, &now_inv)).await?;
                 }

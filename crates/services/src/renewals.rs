@@ -1020,7 +1020,7 @@ impl Lodge {
                 continue;
             }
             let others_live = renewals::live_lines_besides(&mut tx, invoice, service).await? > 0;
-            let returned = if others_live {
+            if others_live {
                 let mine = renewals::lines_of(&mut tx, invoice, service, kind).await?;
                 let amount: i64 = mine.iter().map(|(_, _, a)| a).sum();
                 let Some(returned) =
@@ -1045,36 +1045,40 @@ impl Lodge {
                     )
                     .await?;
                 }
-                returned
+                crate::billing::give_back(
+                    &mut *tx,
+                    &inv,
+                    returned,
+                    "a renewal no longer billed",
+                    SCHEDULER,
+                    ctx.now,
+                )
+                .await?;
+                // What is left may now be covered.
+                if let Some(now_inv) = billing::invoice(&mut tx, invoice).await? {
+                    settle(&ctx, &mut *tx, &now_inv).await?;
+                }
             } else {
                 if !billing::cancel_invoice(&mut tx, invoice, ctx.now).await? {
                     continue;
                 }
-                inv.credit_applied_minor + inv.paid_minor
-            };
-            if returned > 0 {
-                billing::append_ledger(
-                    &mut *tx,
-                    &billing::NewLedgerEntry {
-                        organization_id: inv.organization_id,
-                        // Credit taken off an invoice that stays is an `applied` entry the
-                        // other way (the invoice shows what its entries sum to); a
-                        // cancelled invoice's credit and payments come back as a refund.
-                        kind: if others_live { "applied" } else { "refund" },
-                        amount_minor: returned,
-                        currency: &inv.currency,
-                        invoice_id: Some(invoice),
-                        note: "Returned from a renewal no longer billed",
-                        actor: SCHEDULER,
-                        now: ctx.now,
-                    },
-                )
-                .await?;
-            }
-            if others_live {
-                // What is left may now be covered.
-                if let Some(now_inv) = billing::invoice(&mut tx, invoice).await? {
-                    settle(&ctx, &mut *tx, &now_inv).await?;
+                let returned = inv.credit_applied_minor + inv.paid_minor;
+                if returned > 0 {
+                    // A cancelled invoice's credit and payments come back as a refund.
+                    billing::append_ledger(
+                        &mut *tx,
+                        &billing::NewLedgerEntry {
+                            organization_id: inv.organization_id,
+                            kind: "refund",
+                            amount_minor: returned,
+                            currency: &inv.currency,
+                            invoice_id: Some(invoice),
+                            note: "Returned from a renewal no longer billed",
+                            actor: SCHEDULER,
+                            now: ctx.now,
+                        },
+                    )
+                    .await?;
                 }
             }
         }

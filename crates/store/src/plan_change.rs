@@ -399,7 +399,7 @@ pub async fn reprice_unpaid_line<C: SqlConn>(
     amount: i64,
     description: &str,
     now: i64,
-) -> Result<Option<i64>> {
+) -> Result<Option<crate::renewals::Returned>> {
     let Some(row) = conn
         .fetch_row(
             "SELECT l.amount_minor, i.total_minor, i.credit_applied_minor, i.paid_minor \

@@ -341,15 +341,15 @@ pub async fn last_suspended_by<C: SqlConn>(
 }
 
 /// Takes `amount` off an unpaid invoice's total (a service dropped from it), returning to
-/// the caller as much of the credit applied as no longer fits under the new total (the
-/// caller puts it back in the ledger). `None` when the invoice is not unpaid or the amount
-/// is more than its subtotal.
+/// the caller what no longer fits under the new total ([`move_unpaid_total`]; the caller
+/// puts it back in the ledger). `None` when the invoice is not unpaid or the amount is more
+/// than its subtotal.
 pub async fn reduce_unpaid<C: SqlConn>(
     conn: &mut C,
     invoice: i64,
     amount: i64,
     now: i64,
-) -> Result<Option<i64>> {
+) -> Result<Option<Returned>> {
     let Some(row) = conn
         .fetch_row(
             "SELECT subtotal_minor, total_minor, credit_applied_minor, paid_minor FROM invoices \
@@ -370,22 +370,36 @@ pub async fn reduce_unpaid<C: SqlConn>(
         .map(Some)
 }
 
+/// What came off an unpaid invoice whose total went down ([`move_unpaid_total`]), for the
+/// caller's ledger entries: credit applied, and money received, beyond the new total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Returned {
+    pub credit: i64,
+    pub paid: i64,
+}
+
 /// Moves an unpaid invoice's subtotal and total by `delta` (its lines already changed by
 /// the caller), `(total, credit applied, paid)` being its amounts before. Money received
-/// stays on the invoice first; credit applied beyond the new total comes off it, and that
-/// credit is returned (for the caller's ledger entry).
+/// stays on the invoice first; credit applied beyond the new total comes off it, then
+/// money received beyond it (a renewal partly paid, then lighter: the invoice is never
+/// overpaid), and both are returned for the caller's ledger entries.
 pub async fn move_unpaid_total<C: SqlConn>(
     conn: &mut C,
     invoice: i64,
     (total, credit, paid): (i64, i64, i64),
     delta: i64,
     now: i64,
-) -> Result<i64> {
-    let returned = (credit + paid - (total + delta)).clamp(0, credit);
+) -> Result<Returned> {
+    let new_total = total + delta;
+    let returned = Returned {
+        credit: (credit + paid - new_total).clamp(0, credit),
+        paid: (paid - new_total.max(0)).max(0),
+    };
     conn.exec(
         "UPDATE invoices SET subtotal_minor = subtotal_minor + $2, total_minor = total_minor + $2, \
-         credit_applied_minor = credit_applied_minor - $3, modified_at = $4 WHERE id = $1",
-        vals![invoice, delta, returned, now],
+         credit_applied_minor = credit_applied_minor - $3, paid_minor = paid_minor - $4, \
+         modified_at = $5 WHERE id = $1",
+        vals![invoice, delta, returned.credit, returned.paid, now],
     )
     .await?;
     Ok(returned)

@@ -30,6 +30,7 @@ on_both_engines!(
     a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total,
     a_domain_without_auto_renew_is_not_billed_and_expires,
     one_pass_bills_an_organizations_dates_from_one_balance,
+    a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
 );
 
 // ---- helpers ----
@@ -1000,4 +1001,45 @@ async fn next_due_dates(app: &TestApp, ids: &[String]) -> Vec<String> {
         out.push(str_of(&hosting(app, id).await, "next_due_date").to_owned());
     }
     out
+}
+
+/// A renewal of two accounts, partly paid by bank transfer (8.00 of 10.00), then one of
+/// them terminated: its 5.00 comes off, the 3.00 received beyond the new total goes to
+/// credit, and the renewal is paid, so the other account is not suspended (found by the
+/// billing audit: the invoice would have been overpaid, the write was refused, the ended
+/// account stayed billed and both were suspended).
+async fn a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let (leaving, worker) = active(&app, &fake, "part-ends.test").await;
+    let staying = order(&app, "part-stays.test").await;
+    drain(worker.clone()).await;
+    assert_eq!(balance(&app).await, 0);
+    let due = str_of(&hosting(&app, &leaving).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "10.00", "{inv}");
+    bank_transfer(&app, &inv["id"], "8.00", "most-of-renewal").await;
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &leaving)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "one is enough" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &leaving).await["status"], "terminated");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "5.00", "the ended account came off: {inv}");
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(balance(&app).await, 300, "received beyond the new total");
+    // Past the suspension grace: the account that stays is paid for.
+    app.clock.set(noon(&due, 10));
+    pass(&app, &worker).await;
+    let h = hosting(&app, &staying).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert_eq!(h["next_due_date"], months_after("2026-03-31", 2).as_str(), "{h}");
+    app.stop().await;
 }
