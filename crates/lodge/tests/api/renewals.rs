@@ -1040,6 +1040,10 @@ async fn a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back(app: TestA
     pass(&app, &worker).await;
     let h = hosting(&app, &staying).await;
     assert_eq!(h["status"], "active", "{h}");
-    assert_eq!(h["next_due_date"], months_after("2026-03-31", 2).as_str(), "{h}");
+    assert_eq!(
+        h["next_due_date"],
+        months_after("2026-03-31", 2).as_str(),
+        "{h}"
+    );
     app.stop().await;
 }

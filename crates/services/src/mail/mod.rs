@@ -21,7 +21,7 @@
 //!   message a second time, with the same Message-ID, which mail clients collapse; the row
 //!   records it (`possible_duplicate = 1`).
 //! - **SMTP down**: the job fails and the worker retries it with its backoff (10 s doubling
-//!   to an hour, [`MAX_ATTEMPTS`] attempts: about seven hours), so it is sent once the
+//!   to an hour, [`MAX_ATTEMPTS`] attempts: about five and a half hours), so it is sent once the
 //!   server is back.
 //! - **Off** when no SMTP host is configured: each node writes `mail_state` at start from
 //!   its configuration ([`crate::Lodge::switch_mail`]); while mail is off events are still
@@ -49,7 +49,7 @@ pub use send::SendOutcome;
 pub const JOB_MAIL: &str = "mail";
 
 /// Attempts of a mail job: with the worker's backoff (10 s doubling, capped at an hour)
-/// about seven hours of retries.
+/// about five and a half hours of retries (13 waits).
 pub const MAX_ATTEMPTS: i64 = 14;
 
 /// Whether a node of this process has mail configured: until one has, [`on_event`] costs

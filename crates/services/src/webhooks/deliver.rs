@@ -122,7 +122,7 @@ impl Lodge {
             Err(ServiceError::Internal(format!(
                 "webhook {} ({}): {}",
                 endpoint.id,
-                endpoint.url,
+                super::url_for_logs(&endpoint.url),
                 answer.error.as_deref().unwrap_or("not delivered")
             )))
         }
@@ -188,7 +188,13 @@ impl Lodge {
                         }
                     }
                     head.truncate(ERROR_BODY_BYTES);
-                    let text: String = String::from_utf8_lossy(&head).chars().take(200).collect();
+                    // Control characters blanked: the text goes to the logs, where a
+                    // receiver's newline or escape sequence would forge lines.
+                    let text: String = String::from_utf8_lossy(&head)
+                        .chars()
+                        .take(200)
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect();
                     Answer {
                         status_code: Some(i64::from(status.as_u16())),
                         error: Some(format!("HTTP {status}: {}", text.trim())),
@@ -199,7 +205,8 @@ impl Lodge {
             Err(e) if e.is_timeout() => {
                 failed(format!("no answer within {} seconds", TIMEOUT.as_secs()))
             }
-            Err(e) => failed(format!("{e}")),
+            // Without the URL reqwest puts in its words (it may carry a credential).
+            Err(e) => failed(format!("{}", e.without_url())),
         }
     }
 }

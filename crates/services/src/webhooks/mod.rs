@@ -297,7 +297,7 @@ impl Lodge {
         .await?;
         drop(conn);
         let webhook = self.webhook(id).await?;
-        tracing::info!(webhook = id, url = %webhook.url, "webhook endpoint registered");
+        tracing::info!(webhook = id, url = %url_for_logs(&webhook.url), "webhook endpoint registered");
         Ok(WebhookWithSecret { webhook, secret })
     }
 
@@ -502,5 +502,40 @@ mod tests {
         let s = new_secret();
         assert!(s.starts_with("whsec_") && s.len() == 38, "{s}");
         assert_ne!(s, new_secret());
+    }
+}
+
+/// An endpoint's URL as the logs and job errors show it: its scheme, host and port, the
+/// path and query left out (receivers often carry a credential there, as chat hooks do).
+pub(crate) fn url_for_logs(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() {
+                ""
+            } else {
+                "/…"
+            };
+            format!("{}://{host}{port}{rest}", u.scheme())
+        }
+        Err(_) => "(an unreadable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_for_logs_tests {
+    #[test]
+    fn paths_and_queries_are_left_out() {
+        use super::url_for_logs;
+        assert_eq!(
+            url_for_logs("https://hooks.example.com/services/T0/B0/SECRET?token=x"),
+            "https://hooks.example.com/…"
+        );
+        assert_eq!(
+            url_for_logs("http://10.0.0.1:8080/"),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(url_for_logs("not a url"), "(an unreadable URL)");
     }
 }
