@@ -177,8 +177,24 @@ impl Worker {
         self.run_job_in_span(job).instrument(span).await
     }
 
-    async fn run_job_in_span(&self, job: JobRow) -> Result<()> {
+    async fn run_job_in_span(&self, mut job: JobRow) -> Result<()> {
         use futures::FutureExt;
+        // The jobs of a round run one after another: one that waited behind slow ones (a
+        // mail server taking its timeout) may have used up half its lease; it is renewed
+        // first, and skipped if the lease ran out and another worker took the job (found
+        // by the webhooks audit: both ran it).
+        let now = self.lodge.now_us();
+        let until = job.locked_until.unwrap_or(0);
+        if now > until - self.lease_us / 2 {
+            let renewed = now + self.lease_us;
+            if !jobs::renew(self.lodge.store.writer(), job.id, &self.id, renewed).await? {
+                tracing::warn!(
+                    "job skipped: its lease ran out while it waited, and another worker holds it"
+                );
+                return Ok(());
+            }
+            job.locked_until = Some(renewed);
+        }
         // A job that panics (a bug) fails as any error does, retried and then dead, visible
         // in the jobs list: it never takes the worker, and every job after it, down.
         let result = match std::panic::AssertUnwindSafe(self.lodge.perform(&job))

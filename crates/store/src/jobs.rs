@@ -94,6 +94,25 @@ pub async fn claim(
         .await?)
 }
 
+/// Extends `worker`'s claim of a running job to `until`; `false` when it holds it no more
+/// (its lease ran out and another worker claimed it, or it ended).
+pub async fn renew<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    until: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET locked_until = $3 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(until)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Marks a job done if `worker` still holds it; `false` when the lease was lost.
 pub async fn finish<'e, E: Executor<'e, Database = Any>>(
     db: E,

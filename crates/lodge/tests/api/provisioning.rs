@@ -39,6 +39,7 @@ on_both_engines!(
     immediate_cancellation_terminates_now,
     cancelling_now_while_staff_terminate_terminates_once,
     two_workers_never_run_the_same_job,
+    a_job_whose_lease_ran_out_while_it_waited_runs_once,
 );
 
 on_both_engines!(
@@ -191,6 +192,19 @@ pub(crate) struct FakeState {
     /// to arrive, so that two workers finish their jobs, and claim the next ones, together.
     rendezvous: bool,
     arrivals: usize,
+    /// Run (once) at the start of the next `create`, before it does anything.
+    pub(crate) on_next_create: Option<Hook>,
+}
+
+/// Something a test does while the fake panel works.
+pub(crate) struct Hook(
+    pub(crate) Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>,
+);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// A panel that counts what it is asked to do; registered as `nginx`, so the demo server
@@ -229,6 +243,12 @@ impl FakeDriver {
     }
 
     async fn op(&self, op: &'static str, a: &Account) -> Result<(), DriverError> {
+        if op == "create" {
+            let hook = self.state().on_next_create.take();
+            if let Some(Hook(hook)) = hook {
+                hook().await;
+            }
+        }
         let ticket = {
             let mut s = self.state();
             if !s.in_flight.insert(a.username.clone()) {
@@ -1604,4 +1624,72 @@ async fn cancelling_now_while_staff_terminate_terminates_once(app: TestApp) {
     assert_eq!(a.expect("round a") + b.expect("round b"), 1);
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(fake.state().ops, vec![("terminate", user)]);
+}
+
+/// A round's jobs run one after another: when the first takes longer than the lease (a
+/// slow panel, a mail server taking its timeout), another worker may claim the second
+/// meanwhile. The first worker, renewing the lease before it starts the second, finds it
+/// gone and leaves it (found by the webhooks audit: both ran it, a mail sent twice).
+/// Here node b's attempt fails, so the job waits for its retry: node a must not run it
+/// before then.
+async fn a_job_whose_lease_ran_out_while_it_waited_runs_once(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    order_paid(&app, "slow-first.test").await;
+    let second = order_paid(&app, "waits-second.test").await;
+    let second = str_of(&second, "hosting_id").to_owned();
+    let a = Worker::new(app.lodge.clone(), "node-a");
+    let b = Worker::new(app.lodge.clone(), "node-b");
+    let first_job = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), PROVISION)
+        .await
+        .expect("jobs")
+        .iter()
+        .map(|j| j.id)
+        .min()
+        .expect("a job");
+    let (clock, panel, lodge, lease) = (
+        app.clock.clone(),
+        fake.clone(),
+        app.lodge.clone(),
+        a.lease_us,
+    );
+    fake.state().on_next_create = Some(Hook(Box::new(move || {
+        Box::pin(async move {
+            // The panel takes three minutes (the lease is two; the running job's own
+            // lease kept, as a long job's would be); node b comes by, takes the second
+            // job, and the panel refuses it this time.
+            clock.advance(SignedDuration::from_mins(3));
+            let until = lodge.now_us() + lease;
+            assert!(
+                lodge_store::jobs::renew(lodge.store.writer(), first_job, "node-a", until)
+                    .await
+                    .expect("renew")
+            );
+            panel.state().failures_left = 1;
+            assert_eq!(b.run_once().await.expect("b's round"), 1);
+        })
+    })));
+    assert_eq!(run(&a).await, 2, "a claimed both");
+    assert_eq!(fake.state().create_calls, 2, "a ran the second job again");
+    let h = hosting(&app, &second).await;
+    assert_eq!(h["status"], "provisioning", "waits for its retry: {h}");
+    let rows = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), PROVISION)
+        .await
+        .expect("jobs");
+    let queued: Vec<_> = rows
+        .iter()
+        .filter(|j| j.status == lodge_core::JobStatus::Queued)
+        .collect();
+    assert_eq!(queued.len(), 1, "{rows:?}");
+    // Its retry comes: it is made once.
+    past_backoff(&app);
+    drain(a).await;
+    assert_eq!(hosting(&app, &second).await["status"], "active");
+    let s = fake.state();
+    assert!(
+        s.created.values().all(|&n| n == 1),
+        "made twice: {:?}",
+        s.created
+    );
 }
