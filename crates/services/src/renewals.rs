@@ -810,6 +810,17 @@ impl Lodge {
                     continue;
                 };
                 let step = policy.overdue_step(due, today);
+                // Credit added since the renewal was issued (a deposit, a refund to credit)
+                // pays it before anything is suspended or terminated (found by the billing
+                // audit: both accounts suspended with 20.00 of credit unused).
+                if step != OverdueStep::None {
+                    match self.pay_overdue_from_credit(&inv).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
+                            "paying an overdue renewal from credit failed"),
+                    }
+                }
                 let done = match step {
                     OverdueStep::None => Ok(()),
                     OverdueStep::Suspend => self
@@ -831,6 +842,38 @@ impl Lodge {
             }
         }
         Ok(pass)
+    }
+
+    /// Pays an overdue renewal in full from its organization's credit when the balance
+    /// covers what is due (all or nothing, as the payment page does); whether it did.
+    async fn pay_overdue_from_credit(&self, inv: &renewals::UnpaidRenewal) -> Result<bool> {
+        let (balance, due) = {
+            let mut db = self.store.read_conn().await?;
+            let balance = lodge_store::orgs::credits_of(&mut db, &[inv.organization_id])
+                .await?
+                .get(&inv.organization_id)
+                .copied()
+                .unwrap_or(0);
+            let due = billing::invoice(&mut db, inv.invoice_id)
+                .await?
+                .map_or(0, |i| i.amount_due());
+            (balance, due)
+        };
+        if due <= 0 || balance < due {
+            return Ok(false);
+        }
+        match self.pay_from_credit(&[inv.invoice_id], SCHEDULER).await {
+            Ok(()) => {
+                tracing::info!(
+                    invoice = inv.invoice_id,
+                    "an overdue renewal was paid from credit added since it was issued"
+                );
+                Ok(true)
+            }
+            // Paid, cancelled or the credit spent meanwhile: the step goes on as planned.
+            Err(ServiceError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Queues the suspension of each active service of an overdue invoice (once each).

@@ -31,6 +31,7 @@ on_both_engines!(
     a_domain_without_auto_renew_is_not_billed_and_expires,
     one_pass_bills_an_organizations_dates_from_one_balance,
     a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
+    credit_added_after_a_renewal_was_issued_pays_it_before_suspension,
 );
 
 // ---- helpers ----
@@ -1045,5 +1046,32 @@ async fn a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back(app: TestA
         months_after("2026-03-31", 2).as_str(),
         "{h}"
     );
+    app.stop().await;
+}
+
+/// Credit added after a renewal was issued unpaid (a deposit by staff) pays it when it
+/// comes to suspending: the account stays active (found by the billing audit: suspended,
+/// then terminated, with the credit unused).
+async fn credit_added_after_a_renewal_was_issued_pays_it_before_suspension(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "late-credit.test").await;
+    assert_eq!(balance(&app).await, 0);
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    app.clock.set(noon(&due, 2));
+    add_credit(&app, &app.org_id(), "20.00").await;
+    // Past the suspension grace.
+    app.clock.set(noon(&due, 10));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(balance(&app).await, 1500);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert_ne!(h["next_due_date"], due.as_str(), "{h}");
     app.stop().await;
 }
