@@ -239,6 +239,56 @@ impl Lodge {
         Ok((seen, change))
     }
 
+    /// A terminated account's plan change still waiting for its invoice will never be
+    /// applied: the change is cancelled, and its unpaid invoice with it, the credit applied
+    /// and any money received going back to the organization's credit as a refund (found
+    /// by the billing audit: the customer had to pay the rest to get the credit back).
+    pub(crate) async fn release_awaiting_change(
+        &self,
+        org: lodge_core::OrganizationId,
+        service: HostingId,
+    ) -> Result<()> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, org).await?;
+        let Some(change) = store::awaiting_change(&mut *tx, service).await? else {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(());
+        };
+        let mut ended = true;
+        if let Some(id) = change.invoice_id {
+            if let Some(inv) = billing::lock_invoice(&mut tx, id).await? {
+                if billing::cancel_invoice(&mut tx, id, now).await? {
+                    let returned = inv.credit_applied_minor + inv.paid_minor;
+                    if returned > 0 {
+                        billing::append_ledger(
+                            &mut *tx,
+                            &billing::NewLedgerEntry {
+                                organization_id: inv.organization_id,
+                                kind: "refund",
+                                amount_minor: returned,
+                                currency: &inv.currency,
+                                invoice_id: Some(id),
+                                note: "Returned from a plan change not applied: the account ended",
+                                actor: crate::renewals::SCHEDULER,
+                                now,
+                            },
+                        )
+                        .await?;
+                    }
+                } else {
+                    // Paid meanwhile: its settling gave it back already.
+                    ended = inv.status == InvoiceStatus::Cancelled;
+                }
+            }
+        }
+        if ended {
+            store::settle_change(&mut *tx, change.id, store::CANCELLED, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// The worker's `change_package` job: tells the account's driver the package of its
     /// current plan (idempotent: the drivers' `change_package` is), then records it in the
     /// account's history once (actor `worker`). Nothing to do for a change that was not

@@ -618,6 +618,9 @@ impl Lodge {
             if let Err(e) = self.release_unpaid_renewals(h.organization_id, id).await {
                 tracing::warn!(error = %e, "releasing a terminated account's unpaid renewals failed");
             }
+            if let Err(e) = self.release_awaiting_change(h.organization_id, id).await {
+                tracing::warn!(error = %e, "releasing a terminated account's waiting plan change failed");
+            }
         }
         Ok(())
     }

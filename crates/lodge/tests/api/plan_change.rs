@@ -29,7 +29,7 @@ on_both_engines!(
     refused_changes_change_nothing,
     a_retried_change_with_its_idempotency_key_charges_once,
     concurrent_changes_of_one_account_one_wins,
-    an_upgrade_paid_after_its_account_ended_goes_back_to_credit,
+    a_late_payment_of_an_ended_accounts_upgrade_is_refused,
     an_upgrade_paid_after_its_period_ended_goes_back_to_credit,
     an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
     a_failing_change_package_job_is_retried,
@@ -39,6 +39,7 @@ on_both_engines!(
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
+    a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
 );
 
 // ---- helpers ----
@@ -666,7 +667,11 @@ async fn concurrent_changes_of_one_account_one_wins(app: TestApp) {
     app.stop().await;
 }
 
-async fn an_upgrade_paid_after_its_account_ended_goes_back_to_credit(app: TestApp) {
+/// An upgrade still waiting for its invoice when the account is terminated is cancelled
+/// with its invoice (the credit it held comes back: see
+/// `a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back`): a late payment of
+/// that invoice is refused and moves nothing, and the plan is not changed.
+async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
     let driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
     let id = active_account(&app, &worker, "Starter", "monthly", "late.example", "5.00").await;
@@ -684,32 +689,20 @@ async fn an_upgrade_paid_after_its_account_ended_goes_back_to_credit(app: TestAp
     assert_eq!(status, StatusCode::OK, "{body}");
     worker.run_once().await.unwrap();
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
-    pay(&app, inv, "2.50", "late-1").await;
-    let h = hosting(&app, &id).await;
-    assert_eq!(h["plan"]["name"], "Starter", "not applied: {h}");
-    assert_eq!(
-        balance(&app).await,
-        250,
-        "what was paid went back to credit"
-    );
-    assert!(jobs_of(&app, "change_package").await.is_empty());
-    assert!(driver.changes().is_empty());
-    // Given back as a refund of the invoice: nothing is left for staff to refund again.
-    let refunds = format!("/v1/admin/invoices/{inv}/refunds");
-    let (status, r) = app.get(&refunds, &app.admin_key()).await;
-    assert_eq!(status, StatusCode::OK, "{r}");
-    assert_eq!(r["invoice"]["status"], "refunded", "{r}");
-    assert_eq!(r["count"], 1, "{r}");
-    assert_eq!(r["results"][0]["to"], "credit", "{r}");
-    let (status, again) = app
+    assert_eq!(invoice(&app, inv).await["status"], "cancelled");
+    let (status, body) = app
         .post(
-            &refunds,
+            &format!("/v1/admin/invoices/{inv}/payments"),
             &app.admin_key(),
-            &json!({ "amount": "2.50", "to": "cash", "reference": "BANK-RET-LATE" }),
+            &json!({ "amount": "2.50", "method": "bank_transfer", "reference": "late-1" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{again}");
-    assert_eq!(balance(&app).await, 250, "{again}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Starter", "not applied: {h}");
+    assert_eq!(balance(&app).await, 0, "nothing moved");
+    assert!(jobs_of(&app, "change_package").await.is_empty());
+    assert!(driver.changes().is_empty());
     app.stop().await;
 }
 
@@ -1201,5 +1194,51 @@ async fn a_discounted_period_is_prorated_from_what_was_paid(app: TestApp) {
     let business = cents(&c["plan_change"]["new_price"]);
     assert_eq!(charge, business - 100, "{c}");
     assert_eq!(c["plan_change"]["old_price"], "1.00", "{c}");
+    app.stop().await;
+}
+
+/// An upgrade waiting for its invoice (credit applied to part of it) when the account is
+/// cancelled at once and terminated: the change is cancelled with its invoice, and the
+/// credit applied comes back (found by the billing audit: it stayed on an invoice that
+/// could be neither paid usefully nor deleted).
+async fn a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "ends-waiting.example",
+        "7.00",
+    )
+    .await;
+    assert_eq!(balance(&app).await, 200);
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
+    assert_eq!(c["plan_change"]["credit_applied"], "2.00", "{c}");
+    let invoice_id = c["plan_change"]["invoice_id"].as_i64().expect("an invoice");
+    assert_eq!(balance(&app).await, 0);
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "leaving" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    crate::provisioning::drain(worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    assert_eq!(balance(&app).await, 200, "the credit applied came back");
+    let inv = invoice(&app, invoice_id).await;
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    let changes = lodge_store::plan_change::changes_of(
+        &mut *app.lodge.store.reader().acquire().await.unwrap(),
+        id.parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].status, "cancelled");
     app.stop().await;
 }
