@@ -1614,8 +1614,32 @@ impl Lodge {
                 }
                 let steps = policy.overdue_dates(due, today);
                 for p in renewals::billed_periods(&mut db, inv.invoice_id).await? {
-                    let status = renewals::status_of(&mut db, p.service).await?;
-                    preview.overdue_steps(p.service, status, steps, last, Some(inv.invoice_id));
+                    let Some(h) = hosting::hosting(self.store.reader(), p.service).await? else {
+                        continue;
+                    };
+                    // An account cancelled for the end of its period ends then (its part
+                    // comes off the invoice): it is neither suspended nor terminated for
+                    // this invoice after that day (found by the billing audit: listed for
+                    // both).
+                    let ends = h
+                        .cancel_effective_date
+                        .as_deref()
+                        .and_then(|d| d.parse::<Date>().ok());
+                    let (suspend_on, terminate_on) = steps;
+                    let before_end = |d: Date| ends.is_none_or(|e| d < e);
+                    let status = Some(h.status).filter(|_| before_end(suspend_on));
+                    if before_end(terminate_on) {
+                        preview.overdue_steps(p.service, status, steps, last, Some(inv.invoice_id));
+                    } else if let Some(s) = status {
+                        // Suspended before it ends, not terminated for the invoice.
+                        preview.overdue_steps(
+                            p.service,
+                            Some(s),
+                            (suspend_on, Date::MAX),
+                            last,
+                            Some(inv.invoice_id),
+                        );
+                    }
                 }
             }
             if !full {

@@ -32,6 +32,7 @@ on_both_engines!(
     one_pass_bills_an_organizations_dates_from_one_balance,
     a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
     credit_added_after_a_renewal_was_issued_pays_it_before_suspension,
+    the_preview_ends_a_cancelled_account_once,
 );
 
 // ---- helpers ----
@@ -1073,5 +1074,50 @@ async fn credit_added_after_a_renewal_was_issued_pays_it_before_suspension(app: 
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "active", "{h}");
     assert_ne!(h["next_due_date"], due.as_str(), "{h}");
+    app.stop().await;
+}
+
+/// An account cancelled for the end of its period, on an unpaid renewal with another:
+/// the preview terminates it on its end date only, not again (and not suspended) for the
+/// unpaid renewal its part comes off (found by the billing audit).
+async fn the_preview_ends_a_cancelled_account_once(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let (leaving, worker) = active(&app, &fake, "prev-ends.test").await;
+    let staying = order(&app, "prev-stays.test").await;
+    drain(worker.clone()).await;
+    let due = str_of(&hosting(&app, &leaving).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    assert_eq!(renewals(&app).await[0]["status"], "unpaid");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &leaving)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let (status, p) = app
+        .get("/v1/admin/billing/preview?days=60", &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let of = |list: &str, id: &str| -> Vec<Value> {
+        p[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["hosting_id"] == id)
+            .cloned()
+            .collect()
+    };
+    let ends = of("terminations", &leaving);
+    assert_eq!(ends.len(), 1, "{p}");
+    assert_eq!(ends[0]["reason"], "end of period", "{p}");
+    assert_eq!(ends[0]["date"], due.as_str(), "{p}");
+    assert!(of("suspensions", &leaving).is_empty(), "{p}");
+    // The other account goes the overdue way.
+    assert_eq!(of("suspensions", &staying).len(), 1, "{p}");
+    assert_eq!(of("terminations", &staying).len(), 1, "{p}");
     app.stop().await;
 }
