@@ -419,6 +419,10 @@ async fn change_in(
             .map_or(list_price, |net| net.clamp(0, list_price))
     };
     let p = prorate(old_price, r.new_price_minor, start, end, ctx.today).map_err(|e| match e {
+        ProrationError::OutsidePeriod if ctx.today >= end => ServiceError::Conflict(format!(
+            "The account's period from {end} is not paid yet (its renewal is unpaid): pay it \
+             before changing plans."
+        )),
         ProrationError::OutsidePeriod => ServiceError::Conflict(format!(
             "Today is not within the account's current period ({start} to {end}): its next \
              period is paid already. Change plans once it has begun."

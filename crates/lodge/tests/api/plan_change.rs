@@ -40,6 +40,7 @@ on_both_engines!(
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
+    a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
 );
 
 // ---- helpers ----
@@ -1240,5 +1241,24 @@ async fn a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back(app: Te
     .unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].status, "cancelled");
+    app.stop().await;
+}
+
+/// Past its due date with the renewal unpaid (the suspension grace), a change is refused
+/// saying so, not "the next period is paid already" (found by the billing audit).
+async fn a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "grace.example", "5.00").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due) + SignedDuration::from_hours(48));
+    let before = change_counts(&app).await;
+    let (status, body) = change(&app, &id, &plan_id(&app, "Business")).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(
+        body["detail"].as_str().unwrap().contains("not paid yet"),
+        "{body}"
+    );
+    assert_eq!(change_counts(&app).await, before);
     app.stop().await;
 }
