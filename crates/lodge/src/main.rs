@@ -1135,12 +1135,22 @@ fn spawn_worker(
         std::process::id()
     );
     tracing::info!(worker = %id, "job worker started");
-    let worker = lodge_services::provisioning::Worker::new(lodge.clone(), id);
-    tokio::spawn(worker.run(
-        shutdown,
+    use lodge_services::provisioning::{Lane, Worker};
+    // Two lanes: webhook deliveries (other people's servers, slow or down at times) apart
+    // from everything else, which this one's scheduler passes feed.
+    let [jobs, hooks] = [Lane::AllButWebhooks, Lane::Webhooks]
+        .map(|lane| Worker::new(lodge.clone(), id.clone()).on_lane(lane));
+    let (poll, every) = (
         std::time::Duration::from_millis(500),
         std::time::Duration::from_secs(30),
-    ))
+    );
+    let hooks_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::join!(
+            jobs.run(shutdown, poll, every),
+            hooks.run(hooks_shutdown, poll, every)
+        );
+    })
 }
 
 /// What became of the demo's own nginx.

@@ -166,8 +166,9 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
             "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2,
                  attempts = attempts + 1, modified_at = $3
              WHERE id IN (SELECT id FROM jobs
-                          WHERE (status = 'queued' AND run_at <= $3)
-                             OR (status = 'running' AND locked_until < $3)
+                          WHERE ((status = 'queued' AND run_at <= $3)
+                             OR (status = 'running' AND locked_until < $3))
+                            AND ($5 = '' OR kind = $5) AND ($6 = '' OR kind <> $6)
                           ORDER BY run_at, id LIMIT $4 {lock})
              RETURNING {}",
             crate::jobs::JOB_COLUMNS
@@ -182,7 +183,8 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
     }
 });
 
-/// Claims up to `$4` due jobs for worker `$1` until `$2`, at `$3`.
+/// Claims up to `$4` due jobs for worker `$1` until `$2`, at `$3`: of kind `$5` only, and
+/// not of kind `$6` (`''`: any).
 pub(crate) fn claim_jobs(d: Dialect) -> &'static str {
     CLAIM_JOBS.get(d)
 }

@@ -84,14 +84,30 @@ pub async fn claim(
     now: i64,
     lease_until: i64,
     limit: i64,
+    kinds: KindFilter<'_>,
 ) -> Result<Vec<JobRow>> {
+    let (only, not) = match kinds {
+        KindFilter::Any => ("", ""),
+        KindFilter::Only(k) => (k, ""),
+        KindFilter::AllBut(k) => ("", k),
+    };
     Ok(sqlx::query_as(crate::dialect::claim_jobs(engine.into()))
         .bind(worker)
         .bind(lease_until)
         .bind(now)
         .bind(limit)
+        .bind(only)
+        .bind(not)
         .fetch_all(conn)
         .await?)
+}
+
+/// Which jobs a worker claims ([`claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindFilter<'a> {
+    Any,
+    Only(&'a str),
+    AllBut(&'a str),
 }
 
 /// Extends `worker`'s claim of a running job to `until`; `false` when it holds it no more

@@ -813,9 +813,17 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
         .unwrap());
 
     let lease = 30;
-    let mut claimed = jobs::claim(&mut conn, engine, "w1", NOW, NOW + lease, 10)
-        .await
-        .unwrap();
+    let mut claimed = jobs::claim(
+        &mut conn,
+        engine,
+        "w1",
+        NOW,
+        NOW + lease,
+        10,
+        jobs::KindFilter::Any,
+    )
+    .await
+    .unwrap();
     claimed.sort_by_key(|j| j.id);
     let kinds: Vec<&str> = claimed.iter().map(|j| j.kind.as_str()).collect();
     assert_eq!(kinds, ["a", "c"]);
@@ -826,12 +834,18 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
             && j.locked_by.as_deref() == Some("w1")));
     let (a, c) = (claimed[0].id, claimed[1].id);
     // Leased: nobody else gets them.
-    assert!(
-        jobs::claim(&mut conn, engine, "w2", NOW + 1, NOW + lease, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(jobs::claim(
+        &mut conn,
+        engine,
+        "w2",
+        NOW + 1,
+        NOW + lease,
+        10,
+        jobs::KindFilter::Any
+    )
+    .await
+    .unwrap()
+    .is_empty());
 
     // Only the holder finishes or fails a job.
     assert!(!jobs::finish(&mut *conn, a, "w2", NOW + 2).await.unwrap());
@@ -855,15 +869,29 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
         ),
         ("queued", NOW + 5, Some("boom"))
     );
-    assert!(
-        jobs::claim(&mut conn, engine, "w2", NOW + 4, NOW + 4 + lease, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let again = jobs::claim(&mut conn, engine, "w2", NOW + 5, NOW + 5 + lease, 10)
-        .await
-        .unwrap();
+    assert!(jobs::claim(
+        &mut conn,
+        engine,
+        "w2",
+        NOW + 4,
+        NOW + 4 + lease,
+        10,
+        jobs::KindFilter::Any
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    let again = jobs::claim(
+        &mut conn,
+        engine,
+        "w2",
+        NOW + 5,
+        NOW + 5 + lease,
+        10,
+        jobs::KindFilter::Any,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
         [(c, 2)]
@@ -871,9 +899,17 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
 
     // A worker that died: its lease ends and another takes the job over.
     let late = NOW + 5 + lease + 1;
-    let taken = jobs::claim(&mut conn, engine, "w3", late, late + lease, 1)
-        .await
-        .unwrap();
+    let taken = jobs::claim(
+        &mut conn,
+        engine,
+        "w3",
+        late,
+        late + lease,
+        1,
+        jobs::KindFilter::Any,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         taken.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
         [(c, 3)]
@@ -896,15 +932,31 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
         [c]
     );
     // A dead job is not claimed; retried, it starts over.
-    assert!(jobs::claim(&mut conn, engine, "w1", late, late + lease, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(jobs::claim(
+        &mut conn,
+        engine,
+        "w1",
+        late,
+        late + lease,
+        10,
+        jobs::KindFilter::Any
+    )
+    .await
+    .unwrap()
+    .is_empty());
     assert!(jobs::retry(&mut *conn, c, late).await.unwrap());
     assert!(!jobs::retry(&mut *conn, c, late).await.unwrap());
-    let retried = jobs::claim(&mut conn, engine, "w1", late, late + lease, 10)
-        .await
-        .unwrap();
+    let retried = jobs::claim(
+        &mut conn,
+        engine,
+        "w1",
+        late,
+        late + lease,
+        10,
+        jobs::KindFilter::Any,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         retried
             .iter()
@@ -915,9 +967,17 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
     assert!(jobs::finish(&mut *conn, c, "w1", late).await.unwrap());
 
     // The job not yet due comes when its time does.
-    let later = jobs::claim(&mut conn, engine, "w1", NOW + 100, NOW + 100 + lease, 10)
-        .await
-        .unwrap();
+    let later = jobs::claim(
+        &mut conn,
+        engine,
+        "w1",
+        NOW + 100,
+        NOW + 100 + lease,
+        10,
+        jobs::KindFilter::Any,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         later.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(),
         ["later"]
@@ -948,6 +1008,7 @@ async fn concurrent_claimers_never_share_a_job(store: Store) {
                     NOW,
                     NOW + 60,
                     3,
+                    jobs::KindFilter::Any,
                 )
                 .await
                 .unwrap();

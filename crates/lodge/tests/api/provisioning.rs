@@ -40,6 +40,7 @@ on_both_engines!(
     cancelling_now_while_staff_terminate_terminates_once,
     two_workers_never_run_the_same_job,
     a_job_whose_lease_ran_out_while_it_waited_runs_once,
+    webhook_deliveries_have_a_lane_of_their_own,
 );
 
 on_both_engines!(
@@ -977,10 +978,17 @@ async fn killed_worker_job_is_taken_again_after_its_lease(app: TestApp) {
     let store = &app.lodge.store;
     let now = app.lodge.now_us();
     let mut tx = store.begin().await.expect("begin");
-    let claimed =
-        lodge_store::jobs::claim(&mut tx, store.engine(), "dead-node", now, now + lease, 8)
-            .await
-            .expect("claim");
+    let claimed = lodge_store::jobs::claim(
+        &mut tx,
+        store.engine(),
+        "dead-node",
+        now,
+        now + lease,
+        8,
+        lodge_store::jobs::KindFilter::Any,
+    )
+    .await
+    .expect("claim");
     tx.commit().await.expect("commit");
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     let job = &claimed[0];
@@ -1692,4 +1700,56 @@ async fn a_job_whose_lease_ran_out_while_it_waited_runs_once(app: TestApp) {
         "made twice: {:?}",
         s.created
     );
+}
+
+/// A node's two workers: webhook deliveries on a lane of their own, everything else on
+/// the other, so a slow or dead receiver never holds up provisioning or mail (found by the
+/// webhooks audit). Each lane claims only its own jobs.
+async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
+    use lodge_services::provisioning::Lane;
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "lanes.test").await;
+    let now = app.lodge.now_us();
+    {
+        let mut conn = app.lodge.store.write_conn().await.unwrap();
+        assert!(lodge_store::jobs::enqueue(
+            &mut *conn,
+            &lodge_store::jobs::NewJob {
+                kind: lodge_store::webhooks::JOB_WEBHOOK,
+                payload: "{}",
+                dedupe_key: None,
+                run_at: now,
+                max_attempts: 5,
+                now,
+            },
+        )
+        .await
+        .unwrap());
+    }
+    let hook_attempts = |app: &TestApp| {
+        let reader = app.lodge.store.reader().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT attempts FROM jobs WHERE kind = 'webhook'")
+                .fetch_one(&reader)
+                .await
+                .unwrap()
+        }
+    };
+    let jobs = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::AllButWebhooks);
+    let hooks = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Webhooks);
+    assert_eq!(run(&jobs).await, 1, "the provisioning only");
+    assert_eq!(
+        hosting(&app, str_of(&o, "hosting_id")).await["status"],
+        "active"
+    );
+    assert_eq!(
+        hook_attempts(&app).await,
+        0,
+        "not claimed by the jobs' lane"
+    );
+    assert_eq!(run(&jobs).await, 0);
+    assert_eq!(run(&hooks).await, 1, "the delivery only");
+    assert_eq!(hook_attempts(&app).await, 1);
 }

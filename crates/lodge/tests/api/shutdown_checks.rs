@@ -16,9 +16,17 @@ async fn kill_the_queued_job(app: &TestApp, node: &str) -> i64 {
     let now = app.lodge.now_us();
     let lease = 5 * 60 * 1_000_000;
     let mut tx = store.begin().await.expect("begin");
-    let claimed = lodge_store::jobs::claim(&mut tx, store.engine(), node, now, now + lease, 8)
-        .await
-        .expect("claim");
+    let claimed = lodge_store::jobs::claim(
+        &mut tx,
+        store.engine(),
+        node,
+        now,
+        now + lease,
+        8,
+        lodge_store::jobs::KindFilter::Any,
+    )
+    .await
+    .expect("claim");
     tx.commit().await.expect("commit");
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     let id = claimed[0].id;
