@@ -124,7 +124,23 @@ impl Templates {
             env.add_template_owned(name, source)
                 .map_err(|e| format!("mail template {name}: {e:#}"))?;
         }
-        Ok(Templates { env, overridden })
+        let templates = Templates { env, overridden };
+        // A template may parse and still fail each time it is rendered (an unknown filter,
+        // a test on a value it does not have): an operator's are rendered once now with
+        // sample values, so a broken one is refused at start rather than every notice of
+        // its kind dying in the queue (found by the webhooks and mail audit).
+        // Every notice (a layout is in all of them) once any template is the operator's.
+        let notices = TEMPLATES
+            .iter()
+            .filter_map(|(name, _)| name.strip_suffix(".txt"))
+            .filter(|stem| *stem != "layout" && !templates.overridden.is_empty());
+        let sample = sample_context();
+        for notice in notices {
+            templates
+                .render(notice, &sample)
+                .map_err(|e| format!("mail template {notice} fails when rendered: {e}"))?;
+        }
+        Ok(templates)
     }
 
     /// Renders `notice` (`order_created`, …) with `ctx`.
@@ -157,13 +173,9 @@ impl Templates {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn ctx() -> Value {
-        json!({
+/// Values of every field a notice's context has, for rendering templates at start.
+fn sample_context() -> Value {
+    serde_json::json!({
             "installation": {
                 "name": "Acme Hosting",
                 "address": "1 Main St\nSpringfield",
@@ -183,7 +195,15 @@ mod tests {
                          "due_date": "2026-04-01", "suspend_on": "2026-04-08",
                          "pay_url": "https://acme.test/pay/tok" },
             "hosting": { "domain": "ann.test", "note": "overdue" },
-        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Value {
+        sample_context()
     }
 
     #[test]
@@ -274,5 +294,17 @@ mod tests {
         assert!(e.contains("layout.html"), "{e}");
         let e = Templates::load(Some(&dir.path().join("nope"))).unwrap_err();
         assert!(e.contains("not a directory"), "{e}");
+        // Parses, fails each time it renders: refused at start too.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("invoice_paid.txt"),
+            "{% block subject %}Paid{% endblock %}{{ invoice.number | nosuchfilter }}",
+        )
+        .unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(
+            e.contains("invoice_paid") && e.contains("nosuchfilter"),
+            "{e}"
+        );
     }
 }
