@@ -38,7 +38,8 @@ pub struct WebhookRefused {
 }
 
 /// Stripe's events (`payment_intent.succeeded`, `payment_intent.payment_failed`,
-/// `charge.refunded`; others are accepted and ignored), signed with the endpoint's secret.
+/// `charge.refunded`, `charge.refund.updated`; others are accepted and ignored), signed
+/// with the endpoint's secret.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "gateways",
     request_body(content = String, description = "A Stripe event (JSON), verified byte for byte", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">")),

@@ -28,6 +28,7 @@ on_both_engines!(engine:
     a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
     a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit,
     a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere,
+    a_refund_stripe_reports_failed_later_counts_no_more,
 );
 
 /// A card payment that succeeds after its invoice was cancelled goes to account credit
@@ -986,4 +987,88 @@ async fn count_of(app: &TestApp, sql: &str, bind: &str) -> i64 {
         .fetch_one(app.lodge.store.reader())
         .await
         .expect("count")
+}
+
+/// A refund Stripe accepted and later reports failed (`charge.refund.updated`, status
+/// `failed`, as when the card was closed): recorded as failed once however often it is
+/// reported, the invoice paid again; a report of another refund, or unsigned, changes
+/// nothing.
+async fn a_refund_stripe_reports_failed_later_counts_no_more(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, _, token, _) = unpaid_order(&app, "late-fail.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let (status, _) = page(
+            &app,
+            &format!("/pay/{token}/return?payment_intent={intent}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let path = format!("/v1/admin/invoices/{id}/refunds");
+        let (status, r) = app
+            .post(
+                &path,
+                &app.admin_key(),
+                &json!({ "amount": "2.00", "to": "cash" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        let re = r["refund"]["reference"].as_str().unwrap().to_owned();
+        let refund_id = r["refund"]["id"].as_i64().unwrap();
+        assert_eq!(invoice(&app, id).await["status"], "partially_refunded");
+
+        let failed = |re: &str, lodge_id: i64| {
+            event(
+                "charge.refund.updated",
+                &json!({ "id": re, "object": "refund", "amount": 200, "status": "failed",
+                         "failure_reason": "expired_or_canceled_card",
+                         "metadata": { "lodge_refund_id": lodge_id.to_string() } }),
+            )
+        };
+        // Unsigned: refused, nothing changes.
+        let (status, _) = deliver(&app, &failed(&re, refund_id), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Another refund's id with this refund's number: not this one.
+        let body = failed("re_someone_else", refund_id);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (status, answer) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(invoice(&app, id).await["status"], "partially_refunded");
+        // This one, three times: failed once.
+        let body = failed(&re, refund_id);
+        for _ in 0..3 {
+            let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+            let (status, answer) = deliver(&app, &body, sig).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        let inv = invoice(&app, id).await;
+        assert_eq!(inv["status"], "paid", "{inv}");
+        assert_eq!(cents(&inv["amount_refunded"]), 0, "{inv}");
+        let (_, l) = app.get(&path, &app.admin_key()).await;
+        assert!(
+            l["results"][0]["failure"]
+                .as_str()
+                .unwrap()
+                .contains("expired_or_canceled_card"),
+            "{l}"
+        );
+        let events = count_of(
+            &app,
+            "SELECT COUNT(*) FROM events WHERE kind = $1",
+            "payment.refund_failed",
+        )
+        .await;
+        assert_eq!(events, 1);
+        // The money can go back again now, through Stripe.
+        let (status, r) = app
+            .post(
+                &path,
+                &app.admin_key(),
+                &json!({ "amount": "2.00", "to": "cash" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+    })
+    .await;
 }

@@ -15,6 +15,8 @@
 //!   key `lodge-refund-<id>`, the refund's id in its metadata) and its `re_…` id replaces the
 //!   placeholder. `charge.refunded` records refunds made in Stripe's dashboard once (their
 //!   `re_…` id is a unique cash reference) and skips those that carry a Lodge refund id.
+//!   A refund of Lodge's that Stripe refuses for good, or later reports failed
+//!   (`charge.refund.updated`), is recorded as failed and no longer counted.
 //!
 //! Nothing here holds a database transaction across a call to Stripe.
 
@@ -428,6 +430,13 @@ impl Lodge {
                     .map_err(|e| ServiceError::field("body", format!("not an intent: {e}")))?;
                 self.apply_intent(&pi).await? != IntentOutcome::Unknown
             }
+            // A refund Stripe accepted and then could not make (the card expired or was
+            // closed): Lodge's own is marked failed, and the invoice counts it no more.
+            "charge.refund.updated" | "refund.updated" | "refund.failed" => {
+                let r: stripe::Refund = serde_json::from_value(event.data.object)
+                    .map_err(|e| ServiceError::field("body", format!("not a refund: {e}")))?;
+                self.refund_update(&r).await?
+            }
             "charge.refunded" => {
                 let intent = event
                     .data
@@ -464,6 +473,7 @@ impl Lodge {
                 .as_deref()
                 .is_some_and(|s| s == "failed" || s == "canceled")
             {
+                self.refund_update(&r).await?;
                 continue;
             }
             if let Some(id) = r
@@ -503,6 +513,45 @@ impl Lodge {
                 tracing::error!(refund = %r.id, invoice = row.invoice_id, error = %e, "a refund made in Stripe could not be recorded");
             }
         }
+        Ok(true)
+    }
+
+    /// A refund of Lodge's (its `lodge_refund_id` metadata) that Stripe reports failed or
+    /// canceled: marked failed with Stripe's reason ([`Lodge::card_refund_refused`]), once.
+    /// Whether it was one of Lodge's.
+    async fn refund_update(&self, r: &stripe::Refund) -> Result<bool> {
+        let Some(id) = r
+            .metadata
+            .get("lodge_refund_id")
+            .and_then(|v| v.parse::<i64>().ok())
+        else {
+            return Ok(false);
+        };
+        let Some(status) = r
+            .status
+            .as_deref()
+            .filter(|s| *s == "failed" || *s == "canceled")
+        else {
+            return Ok(true);
+        };
+        let Some(row) = refunds::refund(&mut self.store.read_conn().await?, id).await? else {
+            return Ok(false);
+        };
+        // Only the refund Stripe names (its id, or the placeholder before its answer).
+        let reference = row.reference.clone().unwrap_or_default();
+        if row.failed_at.is_some()
+            || !(reference == r.id || reference.starts_with(PENDING_REFUND_PREFIX))
+        {
+            return Ok(true);
+        }
+        let why = format!(
+            "Stripe reports the refund {status}{}",
+            r.failure_reason
+                .as_deref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
+        );
+        self.card_refund_refused(&row, &reference, &why).await?;
         Ok(true)
     }
 

@@ -171,6 +171,9 @@ pub struct PaymentIntent {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Refund {
     pub id: String,
+    /// Why a failed refund failed (`expired_or_canceled_card`, …).
+    #[serde(default)]
+    pub failure_reason: Option<String>,
     #[serde(default)]
     pub amount: i64,
     #[serde(default)]
