@@ -410,14 +410,17 @@ async fn change_in(
     let (start_s, end_s) = (start.to_string(), end.to_string());
     // The period's price is what it was paid at (a coupon, an introductory price, a
     // difference left unpaid), never more than the list price; once a change was applied
-    // in it, the plan's price it moved to, which that change's proration paid for.
-    let old_price = if store::changed_in_period(conn, r.id, &start_s, &end_s).await? {
-        list_price
-    } else {
-        store::period_billed_net(conn, r.id, &start_s)
+    // in it, the price that change's proration paid the rest of the period at: the plan's
+    // it moved to, or the lower one when it charged nothing (found by review: a free move
+    // up then one down gave back what was never paid).
+    let old_price = match store::last_change_in_period(conn, r.id, &start_s, &end_s).await? {
+        Some((old, new, 0)) => old.min(new),
+        Some((_, new, _)) => new,
+        None => store::period_billed_net(conn, r.id, &start_s)
             .await?
-            .map_or(list_price, |net| net.clamp(0, list_price))
-    };
+            .unwrap_or(list_price),
+    }
+    .clamp(0, list_price);
     let p = prorate(old_price, r.new_price_minor, start, end, ctx.today).map_err(|e| match e {
         ProrationError::OutsidePeriod if ctx.today >= end => ServiceError::Conflict(format!(
             "The account's period from {end} is not paid yet (its renewal is unpaid): pay it \

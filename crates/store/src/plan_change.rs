@@ -283,11 +283,13 @@ pub async fn period_start_ending<C: SqlConn>(
     .await
 }
 
-/// What the service's period starting on `period_start` was billed at, net: its plan line
-/// with the order's coupon (`discount`) and a plan change's "paid at the old price"
-/// difference (`adjustment`), on invoices paid (even partly refunded since); `None` when
-/// no plan line bills that period. A plan change prorates from it, not from the list
-/// price, when no change was applied in the period yet ([`changed_in_period`]).
+/// What the service's period starting on `period_start` was billed at, net: its plan line,
+/// the coupon (`discount`) of the invoice that billed it (written on the order's day, which
+/// may be before the period's start when the order was paid later) and a plan change's
+/// "paid at the old price" difference (`adjustment`), on invoices paid (even partly
+/// refunded since); `None` when no plan line bills that period. A plan change prorates
+/// from it, not from the list price, when no change was applied in the period yet
+/// ([`last_change_in_period`]).
 pub async fn period_billed_net<C: SqlConn>(
     conn: &mut C,
     service_id: HostingId,
@@ -299,8 +301,11 @@ pub async fn period_billed_net<C: SqlConn>(
                          THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
                     CAST(COALESCE(SUM(CASE WHEN l.kind = 'plan' THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
-             WHERE l.service_id = $1 AND l.period_start = $2 \
-               AND l.kind IN ('plan', 'discount', 'adjustment') AND i.status <> 'cancelled'",
+             WHERE l.service_id = $1 AND i.status <> 'cancelled' \
+               AND ((l.period_start = $2 AND l.kind IN ('plan', 'adjustment')) \
+                 OR (l.kind = 'discount' AND l.invoice_id IN (SELECT p.invoice_id \
+                     FROM invoice_lines p WHERE p.service_id = $1 AND p.kind = 'plan' \
+                     AND p.period_start = $2)))",
             vals![service_id.to_string(), period_start],
         )
         .await?;
@@ -312,23 +317,29 @@ pub async fn period_billed_net<C: SqlConn>(
     Ok((plans > 0).then_some(net))
 }
 
-/// Whether a plan change of the service was applied in its period `[start, end)`: the
-/// account's price is then the plan it moved to, paid for by that change's proration.
-pub async fn changed_in_period<C: SqlConn>(
+/// The last plan change of the service applied in its period `[start, end)`, as `(old
+/// price, new price, charge)`: the rest of the period is paid at the new price, or at the
+/// lower of the two when the change charged nothing (a move to a plan listed no dearer
+/// from a period paid below it).
+pub async fn last_change_in_period<C: SqlConn>(
     conn: &mut C,
     service_id: HostingId,
     period_start: &str,
     period_end: &str,
-) -> Result<bool> {
-    Ok(conn
-        .fetch_int(
-            "SELECT COUNT(*) FROM plan_changes WHERE hosting_id = $1 AND period_start = $2 \
-             AND period_end = $3 AND status = 'applied'",
+) -> Result<Option<(i64, i64, i64)>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT old_price_minor, new_price_minor, charge_minor FROM plan_changes \
+             WHERE hosting_id = $1 AND period_start = $2 AND period_end = $3 \
+             AND status = 'applied' ORDER BY id DESC LIMIT 1",
             vals![service_id.to_string(), period_start, period_end],
         )
         .await?
-        .unwrap_or(0)
-        > 0)
+    else {
+        return Ok(None);
+    };
+    let mut c = Cols::new(row);
+    Ok(Some((c.int()?, c.int()?, c.int()?)))
 }
 
 /// Whether the service already has a line of `kind` starting on `period_start` (the

@@ -1159,34 +1159,69 @@ async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestAp
 async fn a_discounted_period_is_prorated_from_what_was_paid(app: TestApp) {
     PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    add_credit(&app, &app.org_id(), "30.00").await;
-    let mut hosting_of = Vec::new();
-    for name in ["coupon-down.example", "coupon-up.example"] {
-        let mut body = crate::harness::order_body(crate::harness::STARTER_PACKAGE, 1, name);
-        body["coupon"] = json!("STARTER1");
-        let (status, placed) = crate::harness::v2(
-            &app,
-            reqwest::Method::POST,
-            "/apiv2/websites/order",
-            crate::harness::Auth::Key(&app.key()),
-            Some(&body),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{placed}");
-        let id: String = sqlx::query_scalar("SELECT id FROM hosting WHERE domain_name = $1")
+    let coupon_order = |name: &'static str| {
+        let app = &app;
+        async move {
+            let mut body = crate::harness::order_body(crate::harness::STARTER_PACKAGE, 1, name);
+            body["coupon"] = json!("STARTER1");
+            let (status, placed) = crate::harness::v2(
+                app,
+                reqwest::Method::POST,
+                "/apiv2/websites/order",
+                crate::harness::Auth::Key(&app.key()),
+                Some(&body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{placed}");
+            let (id, invoice): (String, i64) = sqlx::query_as(
+                "SELECT h.id, i.id FROM hosting h JOIN invoices i ON i.order_id = h.order_id \
+                 WHERE h.domain_name = $1",
+            )
             .bind(name)
             .fetch_one(app.lodge.store.reader())
             .await
             .unwrap();
-        hosting_of.push(id);
+            (id, invoice)
+        }
+    };
+    // Ordered with no credit, paid by bank transfer the next day (found by review: the
+    // coupon's line kept the order's day, the period the payment's, and the proration
+    // took the list price again).
+    let (late, invoice) = coupon_order("coupon-late.example").await;
+    app.clock.set(noon("2026-04-01"));
+    pay(&app, invoice, "1.00", "late-coupon").await;
+    add_credit(&app, &app.org_id(), "30.00").await;
+    let mut hosting_of = Vec::new();
+    for name in ["coupon-down.example", "coupon-up.example"] {
+        hosting_of.push(coupon_order(name).await.0);
     }
-    worker.run_once().await.unwrap();
+    crate::provisioning::drain(worker).await;
     let before = balance(&app).await;
     assert_eq!(before, 3000 - 200, "two months of Starter at 1.00");
     // Down to Legacy Basic (3.00 a month) the same day: the month was paid 1.00, so
     // nothing comes back, and nothing is invoiced either.
-    let c = changed(&app, &hosting_of[0], &plan_id(&app, "Legacy Basic")).await;
-    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    for id in [&late, &hosting_of[0]] {
+        let c = changed(&app, id, &plan_id(&app, "Legacy Basic")).await;
+        assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+        assert_eq!(c["plan_change"]["old_price"], "1.00", "{c}");
+        assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
+    }
+    assert_eq!(balance(&app).await, before);
+    // Then down again, to a plan at 2.00: the rest of the month is still paid at 1.00
+    // (the free move paid nothing), so nothing comes back (found by review: 1.00 did).
+    let (status, cheap) = app
+        .post(
+            "/v1/admin/plans",
+            &app.admin_key(),
+            &json!({
+                "slug": "cheap", "group": "web-hosting", "name": "Cheap",
+                "pricing": [{ "billing_cycle": "monthly", "price": "2.00", "is_default": true }],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cheap}");
+    let c = changed(&app, &hosting_of[0], str_of(&cheap, "id")).await;
+    assert_eq!(c["plan_change"]["old_price"], "1.00", "{c}");
     assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
     assert_eq!(balance(&app).await, before);
     // Up to Business: the difference from what was paid, for the whole month.
