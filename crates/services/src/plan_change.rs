@@ -406,6 +406,14 @@ async fn change_in(
             waiting.summary
         )));
     }
+    // Nor while a difference an earlier change invoiced is unpaid (found by the billing
+    // audit: changes went on, a downgrade paying back what that invoice never received).
+    if let Some(number) = store::unpaid_difference(conn, r.id).await? {
+        return Err(ServiceError::Conflict(format!(
+            "The invoice {number} of an earlier plan change (the difference for a period paid \
+             at the old price) is unpaid: pay it before changing plans again."
+        )));
+    }
     let (start, end) = current_period(conn, &h, r.months).await?;
     let (start_s, end_s) = (start.to_string(), end.to_string());
     // The period's price is what it was paid at (a coupon, an introductory price, a

@@ -146,6 +146,23 @@ pub async fn change_of_invoice<C: SqlConn>(
     .transpose()
 }
 
+/// The number (or id) of an unpaid invoice charging the account a plan change's
+/// difference for a period it had paid at the old price (an `adjustment` line of the
+/// service on a `manual` invoice), if any.
+pub async fn unpaid_difference<C: SqlConn>(
+    conn: &mut C,
+    hosting: HostingId,
+) -> Result<Option<String>> {
+    conn.fetch_text(
+        "SELECT COALESCE(i.number, CAST(i.id AS TEXT)) FROM invoices i \
+         JOIN invoice_lines l ON l.invoice_id = i.id \
+         WHERE l.service_id = $1 AND l.kind = 'adjustment' AND i.kind = 'manual' \
+           AND i.status = 'unpaid' AND l.amount_minor > 0 ORDER BY i.id LIMIT 1",
+        vals![hosting.to_string()],
+    )
+    .await
+}
+
 /// The account's change waiting for its invoice to be paid, if any (at most one).
 pub async fn awaiting_change<C: SqlConn>(
     conn: &mut C,

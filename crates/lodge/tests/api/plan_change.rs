@@ -967,6 +967,23 @@ async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app:
     let inv = invoice(&app, inv_id).await;
     assert_eq!(inv["status"], "unpaid", "{inv}");
     assert_eq!(cents(&inv["amount_due"]), 500, "{inv}");
+    // While it is unpaid, no other change (found by the billing audit: a downgrade then
+    // paid back what that invoice never received).
+    app.clock.set(noon("2026-05-05"));
+    let before = change_counts(&app).await;
+    let (status, body) = change(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_detail(status, &body, StatusCode::CONFLICT);
+    assert!(
+        body["detail"].as_str().unwrap().contains("is unpaid"),
+        "{body}"
+    );
+    assert_eq!(change_counts(&app).await, before);
+    pay(&app, inv_id, "5.00", "TRF-DIFF-3").await;
+    let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(
+        c["plan_change"]["old_price"], "10.00",
+        "paid in full now: {c}"
+    );
     app.stop().await;
 }
 
