@@ -1553,12 +1553,41 @@ impl Lodge {
         for chunk in orgs.chunks(500) {
             credit.extend(lodge_store::orgs::credits_of(&mut db, chunk).await?);
         }
-        for ((org, due), (services, domains)) in groups {
+        // In due order per organization; a renewal the credit pays moves its accounts and
+        // domains on, so their next period is billed in the window too when it falls in it
+        // (found by the billing audit: a monthly account showed one renewal in 60 days).
+        let mut projected = 0usize;
+        while let Some(((org, due), (services, domains))) = groups.pop_first() {
             let total: i64 = services.iter().map(|s| s.recurring_minor).sum::<i64>()
                 + domains.iter().map(|(_, price)| price).sum::<i64>();
             let left = credit.entry(org).or_insert(0);
             let covered = *left >= total;
             *left = (*left - total).max(0);
+            if covered && projected < 100_000 {
+                for s in &services {
+                    if let Some((_, end)) = period_of(s) {
+                        let next = end.to_string();
+                        if next <= horizon && next > due {
+                            let mut s = s.clone();
+                            s.next_due_date = next.clone();
+                            groups.entry((org, next)).or_default().0.push(s);
+                            projected += 1;
+                        }
+                    }
+                }
+                for (d, price) in &domains {
+                    let Ok(start) = d.next_billing_date.parse::<Date>() else {
+                        continue;
+                    };
+                    let next = add_months(start, 12).to_string();
+                    if next <= horizon {
+                        let mut d = d.clone();
+                        d.next_billing_date = next.clone();
+                        groups.entry((org, next)).or_default().1.push((d, *price));
+                        projected += 1;
+                    }
+                }
+            }
             let due_day = due.parse::<Date>().ok();
             if let (false, Some(d)) = (covered, due_day) {
                 // Issued late (its date passed), an invoice is due on the day it is issued.
