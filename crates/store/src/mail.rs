@@ -172,8 +172,14 @@ pub struct Sending<'a> {
 /// Records that a send starts: a new row, or the row of an earlier attempt with one more
 /// attempt. When that earlier attempt ended `sending` (never completed) or `unknown` (its
 /// answer was lost), the message may already have been delivered: `possible_duplicate`.
-pub async fn start_sending<C: SqlConn>(conn: &mut C, s: &Sending<'_>) -> Result<()> {
-    conn.exec(
+/// `false` (nothing written) while an earlier attempt is `sending` and started after
+/// `in_flight_after`: another worker may be sending it right now, and is left to finish.
+pub async fn start_sending<C: SqlConn>(
+    conn: &mut C,
+    s: &Sending<'_>,
+    in_flight_after: i64,
+) -> Result<bool> {
+    let n = conn.exec(
         "INSERT INTO mail_log (message_id, event_id, job_id, notice, to_address, subject, status, \
              attempts, possible_duplicate, created_at, modified_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'sending', 1, 0, $7, $7) \
@@ -182,7 +188,8 @@ pub async fn start_sending<C: SqlConn>(conn: &mut C, s: &Sending<'_>) -> Result<
                  ELSE mail_log.possible_duplicate END, \
              status = 'sending', attempts = mail_log.attempts + 1, \
              to_address = excluded.to_address, subject = excluded.subject, \
-             job_id = excluded.job_id, modified_at = excluded.modified_at",
+             job_id = excluded.job_id, modified_at = excluded.modified_at \
+         WHERE NOT (mail_log.status = 'sending' AND mail_log.modified_at > $8)",
         vals![
             s.message_id,
             s.event_id,
@@ -190,11 +197,12 @@ pub async fn start_sending<C: SqlConn>(conn: &mut C, s: &Sending<'_>) -> Result<
             s.notice,
             s.to_address,
             s.subject,
-            s.now
+            s.now,
+            in_flight_after
         ],
     )
     .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Records what came of a send: `sent` (with the server's answer), `failed`, `unknown` or

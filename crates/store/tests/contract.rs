@@ -60,6 +60,7 @@ on_both_engines!(
     renewal_pages_hold_every_due_account_once_in_order,
     a_batchs_activations_move_only_from_what_it_read,
     a_batchs_invoices_are_paid_as_one_payment_would_pay_them,
+    a_mail_being_sent_is_not_started_again_until_its_window_passed,
 );
 
 const NOW: i64 = 1_800_000_000_000_000;
@@ -1840,4 +1841,56 @@ async fn a_batchs_invoices_are_paid_as_one_payment_would_pay_them(store: Store) 
     let mut tx = store.begin().await.unwrap();
     assert!(again.write(&mut *tx).await.is_err());
     tx.rollback().await.unwrap();
+}
+
+/// A mail whose send started (`sending`) is not started again by another attempt within
+/// its in-flight window (another worker may be sending it); after it, it is, marked a
+/// possible duplicate; a failed attempt is started again at once.
+async fn a_mail_being_sent_is_not_started_again_until_its_window_passed(store: Store) {
+    use lodge_store::mail;
+    let s = |now: i64| mail::Sending {
+        message_id: "<evt_1@lodge.test>",
+        event_id: None,
+        job_id: None,
+        notice: "invoice_paid",
+        to_address: "ann@example.com",
+        subject: "Paid",
+        now,
+    };
+    let mut conn = store.write_conn().await.unwrap();
+    let window = 60_000_000;
+    assert!(mail::start_sending(&mut *conn, &s(NOW), NOW - window)
+        .await
+        .unwrap());
+    // 10 s later, another worker: still in flight.
+    let t = NOW + 10_000_000;
+    assert!(!mail::start_sending(&mut *conn, &s(t), t - window)
+        .await
+        .unwrap());
+    // Past the window (the first worker died mid-send): started again.
+    let t = NOW + 70_000_000;
+    assert!(mail::start_sending(&mut *conn, &s(t), t - window)
+        .await
+        .unwrap());
+    let row = mail::by_message_id(&mut *conn, "<evt_1@lodge.test>")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.attempts, 2);
+    assert!(row.possible_duplicate);
+    // A failed attempt is taken again at once.
+    mail::finish_sending(
+        &mut *conn,
+        "<evt_1@lodge.test>",
+        "failed",
+        None,
+        Some("down"),
+        t,
+    )
+    .await
+    .unwrap();
+    let t = t + 1;
+    assert!(mail::start_sending(&mut *conn, &s(t), t - window)
+        .await
+        .unwrap());
 }

@@ -248,8 +248,17 @@ impl Lodge {
         rendered: &render::Rendered,
     ) -> Result<SendOutcome> {
         {
+            // An attempt still `sending` within twice the timeout may be going on on another
+            // worker (its lease lost to a slow round): it is left to end, and this job tried
+            // again later, rather than a second copy sent at once.
+            let window = i64::try_from(m.timeout.as_micros()).unwrap_or(i64::MAX / 4) * 2;
             let mut conn = self.store.write_conn().await?;
-            lodge_store::mail::start_sending(&mut *conn, sending).await?;
+            if !lodge_store::mail::start_sending(&mut *conn, sending, sending.now - window).await? {
+                return Err(ServiceError::Internal(format!(
+                    "message {} is being sent by another worker; tried again later",
+                    sending.message_id
+                )));
+            }
         }
         let date = self.clock.now();
         let result = send::send(m, sending.message_id, address, name, rendered, date).await;
