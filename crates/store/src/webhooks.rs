@@ -23,10 +23,14 @@ pub struct EndpointRow {
     pub secret: String,
     pub created_at: i64,
     pub modified_at: i64,
+    /// The secret before the last rotation (sealed), signing beside the new one until
+    /// `previous_until`.
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<i64>,
 }
 
-const ENDPOINT_COLUMNS: &str =
-    "id, url, events, description, organization_id, enabled, secret, created_at, modified_at";
+const ENDPOINT_COLUMNS: &str = "id, url, events, description, organization_id, enabled, secret, \
+     created_at, modified_at, previous_secret, previous_until";
 
 fn endpoint(row: Vec<crate::Val>) -> Result<EndpointRow> {
     let mut c = Cols::new(row);
@@ -40,6 +44,8 @@ fn endpoint(row: Vec<crate::Val>) -> Result<EndpointRow> {
         secret: c.text()?,
         created_at: c.int()?,
         modified_at: c.int()?,
+        previous_secret: c.opt_text()?,
+        previous_until: c.opt_int()?,
     })
 }
 
@@ -102,12 +108,20 @@ pub async fn update<C: SqlConn>(
         == 1)
 }
 
-/// Replaces an endpoint's (sealed) secret; `false` when there is no such endpoint.
-pub async fn set_secret<C: SqlConn>(conn: &mut C, id: i64, sealed: &str, now: i64) -> Result<bool> {
+/// Replaces an endpoint's (sealed) secret, the one it replaces signing beside it until
+/// `previous_until` (`now`: not at all); `false` when there is no such endpoint.
+pub async fn set_secret<C: SqlConn>(
+    conn: &mut C,
+    id: i64,
+    sealed: &str,
+    previous_until: i64,
+    now: i64,
+) -> Result<bool> {
     Ok(conn
         .exec(
-            "UPDATE webhook_endpoints SET secret = $2, modified_at = $3 WHERE id = $1",
-            vals![id, sealed, now],
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $4, \
+             secret = $2, modified_at = $3 WHERE id = $1",
+            vals![id, sealed, now, previous_until],
         )
         .await?
         == 1)

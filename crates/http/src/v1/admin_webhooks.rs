@@ -143,17 +143,36 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new signing secret, shown this once; the old one signs nothing from now on.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RotateQuery {
+    /// How long the old secret keeps signing beside the new one, in hours (0 to 72,
+    /// default 24; 0 when it leaked): `Lodge-Signature` then carries two `v1` values.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 72)]
+    pub keep_previous_hours: Option<String>,
+}
+
+/// A new signing secret, shown this once. The old one keeps signing beside it for
+/// `keep_previous_hours` (default 24), so receivers can switch without refusing deliveries.
 #[utoipa::path(post, path = "/v1/admin/webhooks/{webhook_id}/rotate-secret", tag = "admin", security(("bearer" = [])),
-    params(("webhook_id" = i64, Path, description = "Webhook endpoint id")),
-    responses((status = 200, body = WebhookEndpointWithSecret), (status = 401), (status = 403), (status = 404)))]
+    params(("webhook_id" = i64, Path, description = "Webhook endpoint id"), RotateQuery),
+    responses((status = 200, body = WebhookEndpointWithSecret), (status = 400), (status = 401), (status = 403), (status = 404)))]
 async fn rotate_secret(
     State(st): State<AppState>,
     Staff(_staff): Staff,
     Path(id): Path<String>,
+    V1Query(q): V1Query<RotateQuery>,
 ) -> ApiResult<Json<WebhookEndpointWithSecret>> {
     let id: i64 = path_id(&id)?;
-    Ok(Json(with_secret(st.lodge.rotate_webhook_secret(id).await?)))
+    let hours = match q.keep_previous_hours.as_deref() {
+        None => 24,
+        Some(h) => h.trim().parse::<i64>().map_err(|_| {
+            ServiceError::field("keep_previous_hours", "A whole number of hours, 0 to 72.")
+        })?,
+    };
+    Ok(Json(with_secret(
+        st.lodge.rotate_webhook_secret(id, hours).await?,
+    )))
 }
 
 /// One attempt to deliver an event.

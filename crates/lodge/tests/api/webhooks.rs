@@ -845,7 +845,20 @@ async fn endpoints_are_managed_by_staff_only(app: TestApp) {
     let (_, now) = app.get(&format!("/v1/admin/webhooks/{id}"), &admin).await;
     assert_eq!(now, p, "unchanged by the refused changes");
 
-    // A new secret: shown once, and the old one no longer signs.
+    // A bad overlap is refused.
+    for bad in ["73", "-1", "soon"] {
+        let (status, r) = app
+            .post(
+                &format!("/v1/admin/webhooks/{id}/rotate-secret?keep_previous_hours={bad}"),
+                &admin,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {r}");
+        assert!(!messages(&r, "keep_previous_hours").is_empty(), "{r}");
+    }
+    // A new secret: shown once; the old one signs beside it for a day (two `v1`), so a
+    // receiver switching meanwhile refuses nothing.
     let (status, rotated) = app
         .post(
             &format!("/v1/admin/webhooks/{id}/rotate-secret"),
@@ -855,7 +868,8 @@ async fn endpoints_are_managed_by_staff_only(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let secret = str_of(&rotated, "secret").to_owned();
-    assert_ne!(secret, str_of(&w, "secret"));
+    let first = str_of(&w, "secret").to_owned();
+    assert_ne!(secret, first);
     let worker = Worker::new(app.lodge.clone(), "node-1");
     FakeDriver::default().install(&app.lodge);
     order(&app, "rotated.test", true).await;
@@ -863,6 +877,31 @@ async fn endpoints_are_managed_by_staff_only(app: TestApp) {
     let got = rx.got();
     assert_eq!(got.len(), 1, "invoice.paid");
     verify(&secret, got[0].header("lodge-signature"), &got[0].body);
+    verify(&first, got[0].header("lodge-signature"), &got[0].body);
+    // A day later the old one signs no more.
+    app.clock.advance(jiff::SignedDuration::from_hours(25));
+    order(&app, "rotated-later.test", true).await;
+    drain(worker.clone()).await;
+    let got = rx.got();
+    let last = got.last().expect("a delivery");
+    verify(&secret, last.header("lodge-signature"), &last.body);
+    assert!(check_signature(&first, last.header("lodge-signature"), &last.body).is_none());
+    // Rotated with no overlap (it leaked): only the newest signs at once.
+    let (status, rotated) = app
+        .post(
+            &format!("/v1/admin/webhooks/{id}/rotate-secret?keep_previous_hours=0"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let newest = str_of(&rotated, "secret").to_owned();
+    order(&app, "rotated-leak.test", true).await;
+    drain(worker.clone()).await;
+    let got = rx.got();
+    let last = got.last().expect("a delivery");
+    verify(&newest, last.header("lodge-signature"), &last.body);
+    assert!(check_signature(&secret, last.header("lodge-signature"), &last.body).is_none());
 
     // Deleted: gone with its log; unknown ids are 404.
     let (status, _) = app

@@ -92,11 +92,23 @@ impl Lodge {
         let body = event_body(&mut db, &event).await?;
         drop(db);
         let secret = self.sealer.open(&endpoint.secret)?;
-        let t = self.now_us().div_euclid(1_000_000);
+        let now = self.now_us();
+        let t = now.div_euclid(1_000_000);
+        let mut header = signature(&secret, t, &body);
+        // Rotated lately: the previous secret signs too, as a second `v1` (a Stripe-style
+        // verifier accepts either).
+        if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_until)
+        {
+            if now < until {
+                let old = self.sealer.open(previous)?;
+                if let Some((_, v1)) = signature(&old, t, &body).split_once(",v1=") {
+                    header.push_str(",v1=");
+                    header.push_str(v1);
+                }
+            }
+        }
         let started = Instant::now();
-        let answer = self
-            .post(&endpoint.url, &body, &signature(&secret, t, &body), &event)
-            .await;
+        let answer = self.post(&endpoint.url, &body, &header, &event).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.store.write_conn().await?;
         store::record(

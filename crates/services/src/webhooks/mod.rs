@@ -369,12 +369,26 @@ impl Lodge {
         Ok(())
     }
 
-    /// A new secret for an endpoint, shown once; the old one signs nothing from now on.
-    pub async fn rotate_webhook_secret(&self, id: i64) -> Result<WebhookWithSecret> {
+    /// A new secret for an endpoint, shown once. The old one keeps signing beside it (a
+    /// second `v1` in the signature header) for `keep_previous_hours` (0 to 72: 0 when it
+    /// leaked), so a receiver can change its secret without refusing deliveries meanwhile.
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: i64,
+        keep_previous_hours: i64,
+    ) -> Result<WebhookWithSecret> {
+        if !(0..=72).contains(&keep_previous_hours) {
+            return Err(ServiceError::field(
+                "keep_previous_hours",
+                "Between 0 and 72 hours.",
+            ));
+        }
         let secret = new_secret();
         let sealed = self.sealer.seal(&secret)?;
+        let now = self.now_us();
+        let until = now + keep_previous_hours * 3_600_000_000;
         let mut conn = self.store.write_conn().await?;
-        let found = store::set_secret(&mut *conn, id, &sealed, self.now_us()).await?;
+        let found = store::set_secret(&mut *conn, id, &sealed, until, now).await?;
         drop(conn);
         if !found {
             return Err(ServiceError::NotFound);
