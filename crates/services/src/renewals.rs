@@ -1569,6 +1569,11 @@ impl Lodge {
                         let next = end.to_string();
                         if next <= horizon && next > due {
                             let mut s = s.clone();
+                            // As paying it sets the anchor when there is none (found by
+                            // review: later periods then follow the due date instead).
+                            if s.period_anchor.is_none() {
+                                s.period_anchor = Some(due.clone());
+                            }
                             s.next_due_date = next.clone();
                             groups.entry((org, next)).or_default().0.push(s);
                             projected += 1;

@@ -1069,6 +1069,32 @@ async fn a_refund_stripe_reports_failed_later_counts_no_more(engine: Engine) {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 200);
+
+        // A refund made in Stripe's dashboard, recorded from charge.refunded, that Stripe
+        // then reports failed: it counts no more either (found by review).
+        let (status, dash) = ls_post(
+            &ls,
+            "/v1/refunds",
+            &[("payment_intent", &intent), ("amount", "100")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
+        let body = event("charge.refunded", &charge);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (status, answer) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 300);
+        let body = event(
+            "charge.refund.updated",
+            &json!({ "id": dash["id"], "object": "refund", "amount": 100, "status": "failed",
+                     "payment_intent": intent, "metadata": {} }),
+        );
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (status, answer) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 200);
     })
     .await;
 }

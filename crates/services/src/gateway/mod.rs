@@ -520,28 +520,38 @@ impl Lodge {
     /// canceled: marked failed with Stripe's reason ([`Lodge::card_refund_refused`]), once.
     /// Whether it was one of Lodge's.
     async fn refund_update(&self, r: &stripe::Refund) -> Result<bool> {
-        let Some(id) = r
-            .metadata
-            .get("lodge_refund_id")
-            .and_then(|v| v.parse::<i64>().ok())
-        else {
-            return Ok(false);
-        };
         let Some(status) = r
             .status
             .as_deref()
             .filter(|s| *s == "failed" || *s == "canceled")
         else {
-            return Ok(true);
+            return Ok(r.metadata.contains_key("lodge_refund_id"));
         };
-        let Some(row) = refunds::refund(&mut self.store.read_conn().await?, id).await? else {
+        let lodge_id = r
+            .metadata
+            .get("lodge_refund_id")
+            .and_then(|v| v.parse::<i64>().ok());
+        let row = {
+            let mut db = self.store.read_conn().await?;
+            match lodge_id {
+                Some(id) => refunds::refund(&mut db, id).await?,
+                // One made in Stripe's dashboard, recorded from `charge.refunded` by its id.
+                None => refunds::cash_refund_by_reference(&mut db, &r.id).await?,
+            }
+        };
+        let Some(row) = row else {
             return Ok(false);
         };
-        // Only the refund Stripe names (its id, or the placeholder before its answer).
+        // Only the refund Stripe names: its id, or the placeholder before Stripe's answer
+        // for the same payment (another installation on the same Stripe account has its
+        // own refund numbers: found by review).
         let reference = row.reference.clone().unwrap_or_default();
-        if row.failed_at.is_some()
-            || !(reference == r.id || reference.starts_with(PENDING_REFUND_PREFIX))
-        {
+        let same = reference == r.id
+            || reference
+                .strip_prefix(PENDING_REFUND_PREFIX)
+                .and_then(|rest| rest.split(':').next())
+                .is_some_and(|intent| r.payment_intent.as_deref() == Some(intent));
+        if row.failed_at.is_some() || !same {
             return Ok(true);
         }
         let why = format!(
