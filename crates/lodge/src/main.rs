@@ -263,7 +263,8 @@ struct MailArgs {
     /// Directory whose files replace the built-in templates of the same name.
     #[arg(long, global = true, env = "LODGE_MAIL_TEMPLATES_DIR")]
     mail_templates_dir: Option<String>,
-    /// Seconds sending one message may take, the whole SMTP exchange (default 60).
+    /// Seconds sending one message may take, the whole SMTP exchange (default 60, at most
+    /// 600).
     #[arg(long, global = true, env = "LODGE_MAIL_TIMEOUT_SECS")]
     mail_timeout_secs: Option<u64>,
     /// PEM file of certificates trusted for the SMTP server besides the system's (a relay

@@ -136,8 +136,10 @@ impl MailSettings {
                 self.base_url
             ));
         }
-        if self.timeout.is_zero() {
-            return Err("--mail-timeout-secs must be at least 1".into());
+        if self.timeout.is_zero() || self.timeout.as_secs() > 600 {
+            // At most ten minutes: a job holds its lease for two, renewed between jobs, and
+            // a send counts as in flight for twice the timeout.
+            return Err("--mail-timeout-secs must be between 1 and 600".into());
         }
         super::render::Templates::load(self.templates_dir.as_deref()).map(drop)
     }
@@ -208,6 +210,13 @@ mod tests {
                     ..sample()
                 },
                 "base URL",
+            ),
+            (
+                MailSettings {
+                    timeout: Duration::from_secs(601),
+                    ..sample()
+                },
+                "--mail-timeout-secs",
             ),
             (
                 MailSettings {
