@@ -893,6 +893,24 @@ pub async fn ledger_has_note<C: SqlConn>(
         > 0)
 }
 
+/// The sum of the organization's ledger entries on `invoice` with exactly `note` (0 when
+/// there is none).
+pub async fn ledger_sum_with_note<C: SqlConn>(
+    conn: &mut C,
+    org: OrganizationId,
+    invoice: i64,
+    note: &str,
+) -> Result<i64> {
+    Ok(conn
+        .fetch_int(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM credit_ledger
+             WHERE organization_id = $1 AND invoice_id = $2 AND note = $3",
+            vals![org.to_string(), invoice, note],
+        )
+        .await?
+        .unwrap_or(0))
+}
+
 pub struct NewLedgerEntry<'a> {
     pub organization_id: OrganizationId,
     pub kind: &'a str,

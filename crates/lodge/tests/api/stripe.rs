@@ -121,6 +121,25 @@ async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(en
         .await
         .unwrap();
         assert_eq!(taken_back, 1, "one entry: the first refund");
+        // The first dashboard refund then fails at Stripe: the 1.00 taken back returns to
+        // the credit, once (found by review).
+        let listed = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent}")).await;
+        let first = listed["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|r| r["amount"] == 100).cloned())
+            .expect("the first dashboard refund");
+        let body = event(
+            "charge.refund.updated",
+            &json!({ "id": first["id"], "object": "refund", "amount": 100, "status": "failed",
+                     "payment_intent": intent, "metadata": {} }),
+        );
+        for _ in 0..2 {
+            let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+            let (status, answer) = deliver(&app, &body, sig).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            assert_eq!(answer["handled"], true, "{answer}");
+        }
+        assert_eq!(balance().await, 100);
     })
     .await;
 }

@@ -540,6 +540,9 @@ impl Lodge {
             }
         };
         let Some(row) = row else {
+            if lodge_id.is_none() {
+                return self.dashboard_refund_failed(r).await;
+            }
             return Ok(false);
         };
         // Only the refund Stripe names: its id, or the placeholder before Stripe's answer
@@ -562,6 +565,63 @@ impl Lodge {
                 .unwrap_or_default()
         );
         self.card_refund_refused(&row, &reference, &why).await?;
+        Ok(true)
+    }
+
+    /// A refund made in Stripe's dashboard of a card payment that went to account credit,
+    /// which took that credit back ([`Lodge::take_back_credit`]), and which Stripe then
+    /// reports failed: what was taken back is given back, once. Whether it was one.
+    async fn dashboard_refund_failed(&self, r: &stripe::Refund) -> Result<bool> {
+        let Some(intent) = r.payment_intent.as_deref() else {
+            return Ok(false);
+        };
+        let Some(row) =
+            cards::by_intent(&mut self.store.read_conn().await?, GATEWAY_STRIPE, intent).await?
+        else {
+            return Ok(false);
+        };
+        if row.status != STATUS_CREDITED {
+            return Ok(false);
+        }
+        let taken_note = format!("Card payment refunded in Stripe ({})", r.id);
+        let back_note = format!(
+            "Refund {} failed in Stripe: the credit taken back returns",
+            r.id
+        );
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, row.organization_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let taken = -billing::ledger_sum_with_note(
+            &mut tx,
+            row.organization_id,
+            row.invoice_id,
+            &taken_note,
+        )
+        .await?;
+        if taken <= 0
+            || billing::ledger_has_note(&mut tx, row.organization_id, row.invoice_id, &back_note)
+                .await?
+        {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Ok(true);
+        }
+        billing::append_ledger(
+            &mut tx,
+            &billing::NewLedgerEntry {
+                organization_id: row.organization_id,
+                kind: "adjustment",
+                amount_minor: taken,
+                currency: &row.currency,
+                invoice_id: Some(row.invoice_id),
+                note: &back_note,
+                actor: ACTOR_STRIPE,
+                now,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(true)
     }
 
