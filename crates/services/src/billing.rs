@@ -58,6 +58,39 @@ pub fn terminate_key(id: HostingId, cause: &str) -> String {
     format!("terminate:{id}:{cause}")
 }
 
+/// Cancels an unpaid invoice (`inv`, read under its lock) and gives back what it received:
+/// the credit applied and the money received return to the organization's credit as one
+/// `refund` entry. `false`, and nothing written, when it was no longer unpaid.
+pub(crate) async fn cancel_returning(
+    conn: &mut lodge_store::AnyConnection,
+    inv: &billing::InvoiceRow,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    if !billing::cancel_invoice(conn, inv.id, now).await? {
+        return Ok(false);
+    }
+    let returned = inv.credit_applied_minor + inv.paid_minor;
+    if returned > 0 {
+        billing::append_ledger(
+            conn,
+            &billing::NewLedgerEntry {
+                organization_id: inv.organization_id,
+                kind: "refund",
+                amount_minor: returned,
+                currency: &inv.currency,
+                invoice_id: Some(inv.id),
+                note,
+                actor,
+                now,
+            },
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
 /// Puts back in the ledger what came off an unpaid invoice whose total went down
 /// ([`lodge_store::renewals::move_unpaid_total`]): the credit applied beyond it (an
 /// `applied` entry the other way: the invoice shows what its entries sum to), and the
@@ -510,32 +543,12 @@ impl Lodge {
             return Ok(false);
         }
         for inv in invoices {
-            if !billing::cancel_invoice(conn, inv.id, now).await? {
-                continue;
-            }
-            // Credit already applied to it, and money already received for it (a partial
-            // payment), go back to the account as credit.
-            let returned = inv.credit_applied_minor + inv.paid_minor;
-            if returned > 0 {
-                billing::append_ledger(
-                    conn,
-                    &billing::NewLedgerEntry {
-                        organization_id: inv.organization_id,
-                        kind: "refund",
-                        amount_minor: returned,
-                        currency: &inv.currency,
-                        invoice_id: Some(inv.id),
-                        note: if inv.paid_minor > 0 {
-                            "Credit and payments returned from a cancelled invoice"
-                        } else {
-                            "Credit returned from a cancelled invoice"
-                        },
-                        actor,
-                        now,
-                    },
-                )
-                .await?;
-            }
+            let note = if inv.paid_minor > 0 {
+                "Credit and payments returned from a cancelled invoice"
+            } else {
+                "Credit returned from a cancelled invoice"
+            };
+            cancel_returning(conn, &inv, note, actor, now).await?;
         }
         for (id, _, domain) in hosting::order_accounts(conn, order_id).await? {
             hosting::transition(conn, id, HostingEvent::Cancel, note, actor, now).await?;

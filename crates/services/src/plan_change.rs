@@ -43,6 +43,7 @@ use crate::auth::Access;
 use crate::catalog::{Catalog, Plan};
 use crate::commit::WriteCtx;
 use crate::idempotency::{Answer, IdempotencyKey};
+use crate::renewals::SCHEDULER;
 use crate::{Lodge, Result, ServiceError};
 
 /// The worker's job telling the driver an account's new package.
@@ -258,25 +259,8 @@ impl Lodge {
         let mut ended = true;
         if let Some(id) = change.invoice_id {
             if let Some(inv) = billing::lock_invoice(&mut tx, id).await? {
-                if billing::cancel_invoice(&mut tx, id, now).await? {
-                    let returned = inv.credit_applied_minor + inv.paid_minor;
-                    if returned > 0 {
-                        billing::append_ledger(
-                            &mut *tx,
-                            &billing::NewLedgerEntry {
-                                organization_id: inv.organization_id,
-                                kind: "refund",
-                                amount_minor: returned,
-                                currency: &inv.currency,
-                                invoice_id: Some(id),
-                                note: "Returned from a plan change not applied: the account ended",
-                                actor: crate::renewals::SCHEDULER,
-                                now,
-                            },
-                        )
-                        .await?;
-                    }
-                } else {
+                let note = "Returned from a plan change not applied: the account ended";
+                if !crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, now).await? {
                     // Paid meanwhile: its settling gave it back already.
                     ended = inv.status == InvoiceStatus::Cancelled;
                 }

@@ -919,27 +919,11 @@ impl Lodge {
         let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
             return Ok(false);
         };
+        let note = "Returned from a renewal cancelled unpaid";
         if inv.status != InvoiceStatus::Unpaid
-            || !billing::cancel_invoice(&mut tx, invoice, ctx.now).await?
+            || !crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, ctx.now).await?
         {
             return Ok(false);
-        }
-        let returned = inv.credit_applied_minor + inv.paid_minor;
-        if returned > 0 {
-            billing::append_ledger(
-                &mut *tx,
-                &billing::NewLedgerEntry {
-                    organization_id: org,
-                    kind: "refund",
-                    amount_minor: returned,
-                    currency: &inv.currency,
-                    invoice_id: Some(invoice),
-                    note: "Returned from a renewal cancelled unpaid",
-                    actor: SCHEDULER,
-                    now: ctx.now,
-                },
-            )
-            .await?;
         }
         let number = inv.number.clone().unwrap_or_else(|| invoice.to_string());
         for p in renewals::billed_periods(&mut tx, invoice).await? {
@@ -1102,27 +1086,8 @@ impl Lodge {
                     settle(&ctx, &mut *tx, &now_inv).await?;
                 }
             } else {
-                if !billing::cancel_invoice(&mut tx, invoice, ctx.now).await? {
-                    continue;
-                }
-                let returned = inv.credit_applied_minor + inv.paid_minor;
-                if returned > 0 {
-                    // A cancelled invoice's credit and payments come back as a refund.
-                    billing::append_ledger(
-                        &mut *tx,
-                        &billing::NewLedgerEntry {
-                            organization_id: inv.organization_id,
-                            kind: "refund",
-                            amount_minor: returned,
-                            currency: &inv.currency,
-                            invoice_id: Some(invoice),
-                            note: "Returned from a renewal no longer billed",
-                            actor: SCHEDULER,
-                            now: ctx.now,
-                        },
-                    )
-                    .await?;
-                }
+                let note = "Returned from a renewal no longer billed";
+                crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, ctx.now).await?;
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
