@@ -108,6 +108,10 @@ pub struct Worker {
     pub batch: i64,
     /// Which jobs it claims.
     pub lane: Lane,
+    /// How often a running job's lease is extended while it runs (a third of the lease by
+    /// default), so that a job longer than its lease (a panel taking minutes to make an
+    /// account) is not claimed and run a second time by another node meanwhile.
+    pub heartbeat: Duration,
 }
 
 /// The jobs a worker claims. A node runs two: webhook deliveries wait on other people's
@@ -143,6 +147,7 @@ impl Worker {
             lease_us: 120_000_000,
             batch: 8,
             lane: Lane::All,
+            heartbeat: Duration::from_secs(40),
         }
     }
 
@@ -236,10 +241,16 @@ impl Worker {
         }
         // A job that panics (a bug) fails as any error does, retried and then dead, visible
         // in the jobs list: it never takes the worker, and every job after it, down.
-        let result = match std::panic::AssertUnwindSafe(self.lodge.perform(&job))
-            .catch_unwind()
-            .await
-        {
+        let performed = std::panic::AssertUnwindSafe(self.lodge.perform(&job)).catch_unwind();
+        let outcome = {
+            tokio::pin!(performed);
+            tokio::select! {
+                biased;
+                r = &mut performed => r,
+                () = self.keep_lease(job.id) => performed.await,
+            }
+        };
+        let result = match outcome {
             Ok(r) => r,
             Err(panic) => {
                 let what = panic
@@ -287,6 +298,27 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Extends the lease of the job it runs every [`Worker::heartbeat`] while the job runs;
+    /// returns only if the lease is lost (another worker claimed the job: this node was
+    /// cut off from the database for longer than the lease), after saying so.
+    async fn keep_lease(&self, id: i64) {
+        loop {
+            tokio::time::sleep(self.heartbeat).await;
+            let until = self.lodge.now_us() + self.lease_us;
+            match jobs::renew(self.lodge.store.writer(), id, &self.id, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "the running job's lease was lost: another worker may run it too"
+                    );
+                    return;
+                }
+                // The next beat tries again; the lease has two more beats to run.
+                Err(e) => tracing::warn!(error = %e, "the running job's lease was not renewed"),
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true: scheduler passes every `schedule_every`, jobs as

@@ -40,6 +40,7 @@ on_both_engines!(
     cancelling_now_while_staff_terminate_terminates_once,
     two_workers_never_run_the_same_job,
     a_job_whose_lease_ran_out_while_it_waited_runs_once,
+    a_job_longer_than_its_lease_keeps_it,
     webhook_deliveries_have_a_lane_of_their_own,
 );
 
@@ -1632,6 +1633,44 @@ async fn cancelling_now_while_staff_terminate_terminates_once(app: TestApp) {
     assert_eq!(a.expect("round a") + b.expect("round b"), 1);
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(fake.state().ops, vec![("terminate", user)]);
+}
+
+/// A job that runs longer than its lease (a panel taking minutes to make an account)
+/// keeps extending it while it runs: another node coming by meanwhile finds it held and
+/// does not make the account a second time.
+async fn a_job_longer_than_its_lease_keeps_it(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "takes-minutes.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let mut a = Worker::new(app.lodge.clone(), "node-a");
+    a.heartbeat = Duration::from_millis(20);
+    let b = Worker::new(app.lodge.clone(), "node-b");
+    let (clock, b_took) = (app.clock.clone(), Arc::new(Mutex::new(Vec::new())));
+    let took = b_took.clone();
+    fake.state().on_next_create = Some(Hook(Box::new(move || {
+        Box::pin(async move {
+            // Six minutes pass while the panel works (the lease is two), a minute at a
+            // time; node b comes by after each. (No assertion here: a panic in the panel
+            // is the job's failure, caught by the worker.)
+            for _ in 0..6 {
+                clock.advance(SignedDuration::from_mins(1));
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let n = b.run_once().await.expect("b's round");
+                took.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+            }
+        })
+    })));
+    assert_eq!(run(&a).await, 1);
+    assert_eq!(
+        *b_took.lock().expect("b's rounds"),
+        vec![0; 6],
+        "b took a held job"
+    );
+    assert_eq!(fake.state().create_calls, 1, "made twice");
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.stop().await;
 }
 
 /// A round's jobs run one after another: when the first takes longer than the lease (a
