@@ -393,7 +393,11 @@ impl Lodge {
                     years: u32,
                 }
                 let p = payload::<Renew>(job)?;
-                self.renew_domain(p.domain_id, p.years).await
+                let source = job
+                    .dedupe_key
+                    .clone()
+                    .unwrap_or_else(|| format!("job:{}", job.id));
+                self.renew_domain(p.domain_id, p.years, &source).await
             }
             crate::renewals::JOB_SUSPEND_OVERDUE => {
                 let p = payload::<HostingPayload>(job)?;

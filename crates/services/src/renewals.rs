@@ -1126,7 +1126,9 @@ impl Lodge {
     /// The job of [`JOB_RENEW_DOMAIN`]: asks the registrar to renew a paid domain year and
     /// records the new expiration date it reports (a registrar that leaves the work to
     /// staff answers `Pending`: the domain stays paid through the year).
-    pub(crate) async fn renew_domain(&self, id: DomainId, years: u32) -> Result<()> {
+    /// A registrar that leaves the renewal to staff puts it on their list of registry
+    /// tasks (once per job: `source` is the job's key).
+    pub(crate) async fn renew_domain(&self, id: DomainId, years: u32, source: &str) -> Result<()> {
         let Some(d) = hosting::domain(self.store.reader(), id).await? else {
             return Ok(());
         };
@@ -1143,14 +1145,32 @@ impl Lodge {
             .renew(&name, years, &expiration)
             .await
             .map_err(|e| ServiceError::Internal(format!("registrar: {e}")))?;
-        if let crate::registrar::Outcome::Completed {
-            expiration_date, ..
-        } = outcome
-        {
-            let mut tx = self.store.begin().await?;
-            renewals::set_expiration(&mut *tx, id, &expiration_date, self.now_us()).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+        let mut tx = self.store.begin().await?;
+        match outcome {
+            crate::registrar::Outcome::Completed {
+                expiration_date, ..
+            } => {
+                renewals::set_expiration(&mut *tx, id, &expiration_date, self.now_us()).await?;
+            }
+            crate::registrar::Outcome::Pending => {
+                let detail = serde_json::json!({
+                    "years": years,
+                    "expiration_date": d.expiration_date,
+                })
+                .to_string();
+                lodge_store::registry::add_task(
+                    &mut tx,
+                    id,
+                    "renew",
+                    &detail,
+                    source,
+                    self.now_us(),
+                )
+                .await?;
+                tracing::info!(domain = %id, years, "a domain renewal was left to staff");
+            }
         }
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -231,3 +231,119 @@ pub async fn owner_email<'e, E: Executor<'e, Database = Any>>(
     .fetch_optional(db)
     .await?)
 }
+
+/// A step staff must take at a registry by hand (migration 0037).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RegistryTaskRow {
+    pub id: i64,
+    #[sqlx(try_from = "String")]
+    pub domain_id: DomainId,
+    /// `renew`, `nameservers` or `lock`.
+    pub kind: String,
+    /// What to do, as JSON (`{"years":1,"expiration_date":…}`, `{"nameservers":[…]}`,
+    /// `{"locked":true}`).
+    pub detail: String,
+    pub created_at: i64,
+    pub done_at: Option<i64>,
+    pub done_by: Option<String>,
+    /// `done`, or `superseded` (a later change of the same kind replaced it).
+    pub outcome: Option<String>,
+    /// The domain's name, for the list.
+    pub domain_name: String,
+}
+
+const TASK_COLUMNS: &str = "t.id, t.domain_id, t.kind, t.detail, t.created_at, t.done_at, t.done_by, t.outcome, d.name AS domain_name";
+
+/// Adds a task (once per `source`: a retried job's is the same task); whether it was new.
+/// A `nameservers` or `lock` task supersedes the domain's open one of its kind: only the
+/// latest change is to be made.
+pub async fn add_task(
+    conn: &mut AnyConnection,
+    domain: DomainId,
+    kind: &str,
+    detail: &str,
+    source: &str,
+    now: i64,
+) -> Result<bool> {
+    if kind != "renew" {
+        sqlx::query(
+            "UPDATE registry_tasks SET done_at = $3, done_by = 'lodge', outcome = 'superseded'
+             WHERE domain_id = $1 AND kind = $2 AND done_at IS NULL",
+        )
+        .bind(domain.to_string())
+        .bind(kind)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let r = sqlx::query(
+        "INSERT INTO registry_tasks (domain_id, kind, detail, source, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source) DO NOTHING",
+    )
+    .bind(domain.to_string())
+    .bind(kind)
+    .bind(detail)
+    .bind(source)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Staff's tasks, oldest first, a page, with the total: the open ones, or all (`open`
+/// false), optionally of one domain.
+pub async fn tasks<'e, E: Executor<'e, Database = Any> + Copy>(
+    db: E,
+    open: bool,
+    domain: Option<DomainId>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<RegistryTaskRow>, i64)> {
+    let filter = "($1 = 0 OR t.done_at IS NULL) AND ($2 = '' OR t.domain_id = $2)";
+    let domain = domain.map(|d| d.to_string()).unwrap_or_default();
+    let rows = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM registry_tasks t JOIN domains d ON d.id = t.domain_id
+         WHERE {filter} ORDER BY t.id LIMIT $3 OFFSET $4"
+    ))
+    .bind(i64::from(open))
+    .bind(&domain)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let count: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM registry_tasks t WHERE {filter}"
+    ))
+    .bind(i64::from(open))
+    .bind(&domain)
+    .fetch_one(db)
+    .await?;
+    Ok((rows, count))
+}
+
+/// One task.
+pub async fn task<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+) -> Result<Option<RegistryTaskRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM registry_tasks t JOIN domains d ON d.id = t.domain_id WHERE t.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Marks an open task done; `false` when it was not open.
+pub async fn finish_task(conn: &mut AnyConnection, id: i64, by: &str, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE registry_tasks SET done_at = $2, done_by = $3, outcome = 'done'
+         WHERE id = $1 AND done_at IS NULL",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(by)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

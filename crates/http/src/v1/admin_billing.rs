@@ -1,7 +1,7 @@
 //! Staff billing operations: account credit, recorded payments, refunds, manual domain
-//! completion.
+//! completion, and the registry tasks the `manual` registrar leaves to staff.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,9 +13,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{parse_json, path_id, IdempotencyKey, Staff, V1Body, V1Json};
+use crate::extract::{
+    parse_json, path_id, IdempotencyKey, PageQuery, Paginated, Staff, V1Body, V1Json, V1Query,
+};
 use crate::idempotency;
-use crate::wire::{money_str, ts, Domain, Invoice, Payment};
+use crate::wire::{money_str, ts, ts_opt, Domain, Invoice, Payment};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -25,6 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(refund_invoice, invoice_refunds))
         .routes(routes!(complete_domain))
         .routes(routes!(fail_domain))
+        .routes(routes!(list_registry_tasks))
+        .routes(routes!(finish_registry_task))
 }
 
 /// An amount as a decimal string (`"10.00"`, read as text) or a JSON number (`10`, `10.5`;
@@ -472,4 +476,116 @@ async fn fail_domain(
     let id: DomainId = path_id(&id)?;
     let d = st.lodge.fail_domain(id, &b.reason).await?;
     Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
+}
+
+/// A step staff must take at a registry by hand: the `manual` registrar (the TLDs no
+/// configured registrar serves) renews, changes nameservers and locks nothing itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryTask {
+    pub id: i64,
+    pub domain_id: String,
+    /// The domain's name.
+    pub domain: String,
+    /// `renew` (for `detail.years`, from `detail.expiration_date`), `nameservers` (set
+    /// them to `detail.nameservers`) or `lock` (`detail.locked`: lock or unlock it
+    /// against transfer).
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    pub created: String,
+    /// When it was done (or superseded), by whom, and `outcome`: `done`, or `superseded`
+    /// (a later change of the same kind replaced it).
+    pub done: Option<String>,
+    pub done_by: Option<String>,
+    pub outcome: Option<String>,
+}
+
+fn registry_task(t: lodge_services::model::RegistryTaskRow) -> RegistryTask {
+    RegistryTask {
+        id: t.id,
+        domain_id: t.domain_id.to_string(),
+        domain: t.domain_name,
+        kind: t.kind,
+        detail: serde_json::from_str(&t.detail).unwrap_or_default(),
+        created: ts(t.created_at),
+        done: ts_opt(t.done_at),
+        done_by: t.done_by,
+        outcome: t.outcome,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RegistryTaskQuery {
+    /// `open` (default) or `all`.
+    #[param(pattern = "^(open|all)$")]
+    pub status: Option<String>,
+    /// Only this domain's (UUID).
+    pub domain_id: Option<String>,
+}
+
+/// The registry tasks the `manual` registrar left to staff, oldest first: each paid
+/// renewal, and each customer change of nameservers or transfer lock, of a domain whose
+/// TLD no configured registrar serves. Do it at the registry, then mark it done.
+#[utoipa::path(get, path = "/v1/admin/registry-tasks", tag = "admin", security(("bearer" = [])),
+    params(RegistryTaskQuery, PageQuery),
+    responses((status = 200, body = Paginated<RegistryTask>), (status = 400), (status = 401), (status = 403)))]
+async fn list_registry_tasks(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    V1Query(f): V1Query<RegistryTaskQuery>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paginated<RegistryTask>>> {
+    let open = match f.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(_) => return Err(ServiceError::field("status", "open or all.").into()),
+    };
+    let domain = f
+        .domain_id
+        .as_deref()
+        .map(path_id::<DomainId>)
+        .transpose()?;
+    let req = q.resolve()?;
+    let (rows, count) = st
+        .lodge
+        .registry_tasks(open, domain, req.limit(), req.offset())
+        .await?;
+    Ok(Json(Paginated::new(
+        &st,
+        "/v1/admin/registry-tasks",
+        req,
+        count,
+        rows.into_iter().map(registry_task).collect(),
+    )?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct FinishRegistryTask {
+    /// For a renewal: the expiration date the registry now reports (`YYYY-MM-DD`, later
+    /// than the one recorded), recorded on the domain. Not taken by other tasks.
+    #[serde(default)]
+    pub expiration_date: Option<String>,
+}
+
+/// Marks a registry task done (a renewal's with the registry's new expiration date).
+#[utoipa::path(post, path = "/v1/admin/registry-tasks/{task_id}/done", tag = "admin",
+    security(("bearer" = [])),
+    params(("task_id" = i64, Path, description = "Task id")),
+    request_body = FinishRegistryTask,
+    responses((status = 200, body = RegistryTask), (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Done or superseded already")))]
+async fn finish_registry_task(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    V1Json(b): V1Json<FinishRegistryTask>,
+) -> ApiResult<Json<RegistryTask>> {
+    let id: i64 = id.parse().map_err(|_| ServiceError::NotFound)?;
+    let by = format!("user:{}", staff.user);
+    let t = st
+        .lodge
+        .finish_registry_task(id, &by, b.expiration_date.as_deref())
+        .await?;
+    Ok(Json(registry_task(t)))
 }

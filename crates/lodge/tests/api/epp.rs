@@ -650,6 +650,11 @@ async fn customers_manage_nameservers_and_lock_and_staff_see_the_registry_state(
             server.domain("manage-me.com").unwrap().nameservers,
             vec!["ns1.example.org", "ns2.example.org"]
         );
+        // Made at the registry: nothing left to staff.
+        let (status, t) = app
+            .get("/v1/admin/registry-tasks?status=all", &app.admin_key())
+            .await;
+        assert_eq!((status, &t["count"]), (StatusCode::OK, &json!(0)), "{t}");
         // Bad input: a field error, nothing sent to the registry.
         let before = server.count("domain:update");
         let (status, e) = app

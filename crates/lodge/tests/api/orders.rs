@@ -379,7 +379,7 @@ async fn jobs_for(app: &TestApp, kind: &str, id: &str) -> i64 {
 
 /// A `400` keyed by exactly these fields, each with non-empty messages.
 #[track_caller]
-fn assert_fields(status: StatusCode, body: &Value, fields: &[&str], what: &str) {
+pub(crate) fn assert_fields(status: StatusCode, body: &Value, fields: &[&str], what: &str) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
     let obj = body
         .as_object()

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{add_credit, cents, counts, hosting, hosting_path, str_of, TestApp};
 use crate::on_both_engines;
+use crate::orders::assert_fields;
 use crate::provisioning::{drain, noon, FakeDriver};
 
 on_both_engines!(
@@ -26,6 +27,7 @@ on_both_engines!(
     paying_a_renewal_after_one_of_its_accounts_ended_moves_only_the_live_one,
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
+    a_manual_domains_changes_are_left_to_staff,
     a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
     a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total,
     a_domain_without_auto_renew_is_not_billed_and_expires,
@@ -729,6 +731,113 @@ async fn days(app: &TestApp, worker: &Worker, from: &str, to: &str) {
     }
 }
 
+/// Nameserver and lock changes of a domain the `manual` registrar holds are recorded in
+/// Lodge and put on staff's list of registry tasks; a later change of the same kind
+/// supersedes the open one.
+async fn a_manual_domains_changes_are_left_to_staff(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "200.00").await;
+    let (_, dom) = order_with_domain(&app, "by-hand.com", "monthly").await;
+    drain(Worker::new(app.lodge.clone(), "node-1")).await;
+    complete(&app, &dom).await;
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/domains/{dom}",
+        app.org_id(),
+        app.project_id()
+    );
+    for (what, body) in [
+        (
+            "nameservers",
+            json!({ "nameservers": ["ns1.first.test", "ns2.first.test"] }),
+        ),
+        (
+            "nameservers",
+            json!({ "nameservers": ["ns1.second.test", "ns2.second.test"] }),
+        ),
+        ("lock", json!({ "locked": false })),
+    ] {
+        let (status, d) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/{what}"),
+                Some(&app.key()),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{what}: {d}");
+    }
+    let d = domain(&app, &dom).await;
+    assert_eq!(
+        d["nameservers"],
+        json!(["ns1.second.test", "ns2.second.test"])
+    );
+    let (status, open) = app
+        .get(
+            &format!("/v1/admin/registry-tasks?domain_id={dom}"),
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    assert_eq!(open["count"], 2, "{open}");
+    let kinds: Vec<(&Value, &Value)> = open["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (&t["kind"], &t["detail"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                &json!("nameservers"),
+                &json!({ "nameservers": ["ns1.second.test", "ns2.second.test"] })
+            ),
+            (&json!("lock"), &json!({ "locked": false })),
+        ]
+    );
+    let (_, all) = app
+        .get("/v1/admin/registry-tasks?status=all", &app.admin_key())
+        .await;
+    assert_eq!(all["count"], 3, "{all}");
+    assert_eq!(all["results"][0]["outcome"], "superseded", "{all}");
+    // Done: off the list; taking no date.
+    let id = &open["results"][1]["id"];
+    let (status, e) = app
+        .post(
+            &format!("/v1/admin/registry-tasks/{id}/done"),
+            &app.admin_key(),
+            &json!({ "expiration_date": "2030-01-01" }),
+        )
+        .await;
+    assert_fields(
+        status,
+        &e,
+        &["expiration_date"],
+        "a lock task takes no date",
+    );
+    let (status, t) = app
+        .post(
+            &format!("/v1/admin/registry-tasks/{id}/done"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, &t["outcome"]),
+        (StatusCode::OK, &json!("done")),
+        "{t}"
+    );
+    let (_, open) = app.get("/v1/admin/registry-tasks", &app.admin_key()).await;
+    assert_eq!(open["count"], 1, "{open}");
+    // Another organization's domain id filters to nothing; a bad one is a 404.
+    let (status, _) = app
+        .get("/v1/admin/registry-tasks?domain_id=nope", &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
 async fn domains_renew_on_their_own_dates(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
@@ -795,6 +904,83 @@ async fn domains_renew_on_their_own_dates(app: TestApp) {
         .count();
     assert_eq!(renewals_asked, 1, "{done}");
     assert_eq!(balance(&app).await, 20_000 - 1700 - 1400 - 13 * 500);
+
+    // ... which is on staff's list of registry tasks until they say it is done, with the
+    // registry's new expiration date (found by review: the renewal was left to staff
+    // without telling them, and the registry would let the name lapse).
+    let tasks = |q: &'static str| {
+        let app = &app;
+        async move {
+            let (status, t) = app
+                .get(&format!("/v1/admin/registry-tasks{q}"), &app.admin_key())
+                .await;
+            assert_eq!(status, StatusCode::OK, "{t}");
+            t
+        }
+    };
+    let open = tasks("").await;
+    assert_eq!(open["count"], 1, "{open}");
+    let task = &open["results"][0];
+    assert_eq!(task["kind"], "renew", "{task}");
+    assert_eq!(task["domain"], "own-date.com", "{task}");
+    assert_eq!(task["domain_id"], dom.as_str(), "{task}");
+    assert_eq!(
+        task["detail"],
+        json!({ "years": 1, "expiration_date": "2027-04-10" })
+    );
+    assert!(task["done"].is_null(), "{task}");
+    let done_path = format!("/v1/admin/registry-tasks/{}/done", task["id"]);
+    for (body, field) in [
+        (json!({}), "expiration_date"),
+        (
+            json!({ "expiration_date": "2027-04-10" }),
+            "expiration_date",
+        ),
+        (
+            json!({ "expiration_date": "10/04/2028" }),
+            "expiration_date",
+        ),
+    ] {
+        let (status, e) = app.post(&done_path, &app.admin_key(), &body).await;
+        assert_fields(status, &e, &[field], &body.to_string());
+    }
+    let (status, e) = app.post(&done_path, &app.key(), &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a customer: {e}");
+    assert_eq!(domain(&app, &dom).await["expiration_date"], "2027-04-10");
+    let (status, t) = app
+        .post(
+            &done_path,
+            &app.admin_key(),
+            &json!({ "expiration_date": "2028-04-10" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["outcome"], "done", "{t}");
+    assert!(t["done"].is_string(), "{t}");
+    assert!(str_of(&t, "done_by").starts_with("user:"), "{t}");
+    assert_eq!(domain(&app, &dom).await["expiration_date"], "2028-04-10");
+    let (status, e) = app
+        .post(
+            &done_path,
+            &app.admin_key(),
+            &json!({ "expiration_date": "2029-04-10" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "done already: {e}");
+    assert_eq!(tasks("").await["count"], 0);
+    assert_eq!(tasks("?status=all").await["count"], 1);
+    let (status, e) = app
+        .get("/v1/admin/registry-tasks?status=closed", &app.admin_key())
+        .await;
+    assert_fields(status, &e, &["status"], "a bad status");
+    let (status, _) = app
+        .post(
+            "/v1/admin/registry-tasks/999999/done",
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 

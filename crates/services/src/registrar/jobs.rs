@@ -520,6 +520,104 @@ impl Lodge {
         Ok((synced, failed))
     }
 
+    /// A change a registrar without a registry (`manual`) cannot make: a task on staff's
+    /// list (`GET /v1/admin/registry-tasks`), superseding the domain's open one of its kind.
+    async fn task_by_hand(
+        &self,
+        conn: &mut lodge_store::AnyConnection,
+        domain: DomainId,
+        kind: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<()> {
+        let source = format!("{kind}:{domain}:{now}:{:016x}", rand::random::<u64>());
+        registry::add_task(conn, domain, kind, detail, &source, now).await?;
+        tracing::info!(%domain, kind, "a registry change was left to staff");
+        Ok(())
+    }
+
+    /// Staff's registry tasks: the open ones (or all), optionally of one domain.
+    pub async fn registry_tasks(
+        &self,
+        open: bool,
+        domain: Option<DomainId>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<registry::RegistryTaskRow>, i64)> {
+        Ok(registry::tasks(self.store.reader(), open, domain, limit, offset).await?)
+    }
+
+    /// Staff did a task at the registry. A renewal's names the expiration date the registry
+    /// now reports, recorded on the domain (it must be later than the one recorded).
+    pub async fn finish_registry_task(
+        &self,
+        id: i64,
+        staff: &str,
+        expiration_date: Option<&str>,
+    ) -> Result<registry::RegistryTaskRow> {
+        let task = registry::task(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if task.done_at.is_some() {
+            return Err(ServiceError::Conflict(format!(
+                "This task is {} already.",
+                task.outcome.as_deref().unwrap_or("done")
+            )));
+        }
+        let expiration = match (task.kind.as_str(), expiration_date) {
+            ("renew", None) => {
+                return Err(ServiceError::field(
+                    "expiration_date",
+                    "The expiration date the registry now reports (YYYY-MM-DD) is required for a renewal.",
+                ))
+            }
+            ("renew", Some(e)) => {
+                let date: jiff::civil::Date = e.parse().map_err(|_| {
+                    ServiceError::field("expiration_date", "A date, YYYY-MM-DD.")
+                })?;
+                Some(date)
+            }
+            (_, Some(_)) => {
+                return Err(ServiceError::field(
+                    "expiration_date",
+                    "Only a renewal's task takes an expiration date.",
+                ))
+            }
+            (_, None) => None,
+        };
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        if let Some(date) = expiration {
+            let d = hosting::domain(&mut *tx, task.domain_id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            let current = d
+                .expiration_date
+                .as_deref()
+                .and_then(|c| c.parse::<jiff::civil::Date>().ok());
+            if current.is_some_and(|c| date <= c) {
+                return Err(ServiceError::field(
+                    "expiration_date",
+                    format!(
+                        "Later than the expiration date recorded ({}): a renewal moves it on.",
+                        d.expiration_date.unwrap_or_default()
+                    ),
+                ));
+            }
+            lodge_store::renewals::set_expiration(&mut *tx, task.domain_id, &date.to_string(), now)
+                .await?;
+        }
+        if !registry::finish_task(&mut tx, id, staff, now).await? {
+            return Err(ServiceError::Conflict(
+                "This task was done meanwhile.".into(),
+            ));
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        registry::task(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
     /// A customer's active domain, for a registry change.
     async fn registry_domain(
         &self,
@@ -557,8 +655,14 @@ impl Lodge {
             })?;
         let ns =
             serde_json::to_string(&clean).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let now = self.now_us();
         let mut tx = self.store.begin().await?;
-        registry::set_nameservers(&mut tx, d.id, &ns, self.now_us()).await?;
+        registry::set_nameservers(&mut tx, d.id, &ns, now).await?;
+        if !registrar.has_registry(&name) {
+            let detail = serde_json::json!({ "nameservers": clean }).to_string();
+            self.task_by_hand(&mut tx, d.id, "nameservers", &detail, now)
+                .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         self.project_domain(access, project, id).await
     }
@@ -576,8 +680,14 @@ impl Lodge {
         registrar.set_lock(&name, locked).await.map_err(|e| {
             ServiceError::Conflict(format!("The registrar refused the change: {e}"))
         })?;
+        let now = self.now_us();
         let mut tx = self.store.begin().await?;
-        registry::set_locked(&mut tx, d.id, locked, self.now_us()).await?;
+        registry::set_locked(&mut tx, d.id, locked, now).await?;
+        if !registrar.has_registry(&name) {
+            let detail = serde_json::json!({ "locked": locked }).to_string();
+            self.task_by_hand(&mut tx, d.id, "lock", &detail, now)
+                .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         self.project_domain(access, project, id).await
     }
