@@ -383,6 +383,22 @@ impl Config {
             );
         }
         self.policy()?;
+        // Payment links, mail and the login page are built on it: a bare host or a path
+        // gave customers links that lead nowhere (found by the docs audit).
+        match reqwest::Url::parse(&self.public_base_url) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() => {}
+            _ => anyhow::bail!(
+                "--public-base-url must be an http:// or https:// URL (as customers reach \
+                 Lodge, e.g. https://billing.example.com), not {:?}",
+                self.public_base_url
+            ),
+        }
         for (name, d) in [
             ("--header-timeout-secs", self.conn.header_timeout),
             ("--body-timeout-secs", self.conn.body_timeout),
@@ -966,6 +982,26 @@ mod tests {
     fn settings_that_would_act_on_everything_are_refused() {
         let with = |f: FileConfig| Config::resolve(Overrides::default(), f).validate();
         assert!(with(FileConfig::default()).is_ok(), "the defaults hold");
+        for url in [
+            "notaurl",
+            "billing.example.com",
+            "ftp://x.example",
+            "https://a@b.example/",
+        ] {
+            let e = with(FileConfig {
+                public_base_url: Some(url.into()),
+                ..Default::default()
+            })
+            .expect_err(url);
+            assert!(e.to_string().contains("--public-base-url"), "{url}: {e}");
+        }
+        for url in ["https://billing.example.com", "http://[::1]:8080/lodge/"] {
+            let f = FileConfig {
+                public_base_url: Some(url.into()),
+                ..Default::default()
+            };
+            assert!(with(f).is_ok(), "{url}");
+        }
         for (f, word) in [
             (
                 FileConfig {

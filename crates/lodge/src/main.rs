@@ -642,12 +642,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(
-        cli.global
-            .log_format
-            .as_deref()
-            .or(file.log_format.as_deref()),
-    );
+    let log_format = cli
+        .global
+        .log_format
+        .as_deref()
+        .or(file.log_format.as_deref());
+    if let Some(other) = log_format.filter(|f| !matches!(*f, "text" | "json")) {
+        eprintln!("lodge: --log-format (LODGE_LOG_FORMAT, log_format) must be text or json, not {other:?}");
+        return ExitCode::from(2);
+    }
+    init_logging(log_format);
     match run(cli, file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -172,6 +172,8 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
             "--termination-grace-days",
         ),
         (&["--renewal-lead-days", "-1"][..], "--renewal-lead-days"),
+        (&["--public-base-url", "notaurl"][..], "--public-base-url"),
+        (&["--log-format", "xml"][..], "--log-format"),
         (
             &[
                 "--suspension-grace-days",
