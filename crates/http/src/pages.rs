@@ -199,6 +199,84 @@ pub struct PageMessage {
     /// only on a configured client origin (`--cors-origins`).
     #[serde(rename = "return")]
     pub return_to: Option<String>,
+    /// The payment tokens of the invoices to pay after this one (comma list, as an
+    /// `/apiv2` payment of several invoices gives): the page links to the next.
+    pub then: Option<String>,
+}
+
+/// At most this many invoices follow a page.
+const MAX_THEN: usize = 50;
+
+impl PageMessage {
+    /// The further invoices' tokens as given (well-formed ones only, at most [`MAX_THEN`]).
+    fn then_tokens(&self) -> Vec<&str> {
+        self.then
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| {
+                !t.is_empty() && t.len() <= 200 && t.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .take(MAX_THEN)
+            .collect()
+    }
+
+    /// What a page's forms, redirects and links carry on: `then` and `return` (a query
+    /// string, empty when neither is given; `return` only when it is allowed).
+    fn carried(&self, st: &AppState) -> String {
+        let then = self.then_tokens().join(",");
+        let back = crate::apiv2::billing::allowed_return(st, self.return_to.as_deref());
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        if !then.is_empty() {
+            pairs.push(("then", &then));
+        }
+        if let Some(b) = back.as_deref() {
+            pairs.push(("return", b));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+/// `path` with the query `first` (may be empty) and what a page carries on.
+fn with_query(path: &str, first: &str, carried: &str) -> String {
+    let q: Vec<&str> = [first, carried]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if q.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", q.join("&"))
+    }
+}
+
+/// The invoices to pay after this page's, each with its page's link (which carries on the
+/// rest and the way back); unknown tokens are left out.
+async fn next_invoices(st: &AppState, q: &PageMessage) -> Vec<minijinja::Value> {
+    let tokens = q.then_tokens();
+    let back = crate::apiv2::billing::allowed_return(st, q.return_to.as_deref());
+    let mut out = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let Ok(page) = st.lodge.payment_page(token).await else {
+            continue;
+        };
+        let inv = &page.detail.invoice;
+        let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
+        let rest = PageMessage {
+            result: None,
+            return_to: back.clone(),
+            then: Some(tokens.get(i + 1..).unwrap_or_default().join(",")),
+        };
+        out.push(context! {
+            number => inv.number.clone().unwrap_or_else(|| inv.id.to_string()),
+            status => inv.status,
+            payable => inv.status.is_payable(),
+            due => money_str(page.due_minor, cur),
+            currency => cur.code(),
+            url => with_query(&format!("/pay/{token}"), "", &rest.carried(st)),
+        });
+    }
+    out
 }
 
 fn not_found() -> Response {
@@ -249,20 +327,24 @@ async fn payment_page(
         }
         _ => None,
     };
-    let back = crate::apiv2::billing::allowed_return(&st, q.return_to.as_deref());
-    render(&st, &token, &page, message, None, back.as_deref())
+    let next = next_invoices(&st, &q).await;
+    render(&st, &token, &page, message, None, &q, next)
 }
 
-/// Renders the page; `checkout` is the card payment started by "Pay by card", `back` the
-/// (allowed) way back to the client the customer came from.
+/// Renders the page; `checkout` is the card payment started by "Pay by card", `q` what the
+/// page carries on (the (allowed) way back to the client the customer came from, the
+/// invoices to pay after this one: `next`).
 fn render(
     st: &AppState,
     token: &str,
     page: &PayPage,
     message: Option<&str>,
     checkout: Option<&CardCheckout>,
-    back: Option<&str>,
+    q: &PageMessage,
+    next: Vec<minijinja::Value>,
 ) -> Response {
+    let back = crate::apiv2::billing::allowed_return(st, q.return_to.as_deref());
+    let carried = q.carried(st);
     let inv = &page.detail.invoice;
     let cur = Currency::parse(&inv.currency).unwrap_or(st.lodge.settings.currency);
     let lines: Vec<_> = page
@@ -281,7 +363,7 @@ fn render(
     let stripe = st.lodge.stripe.as_ref().map(|s| s.settings());
     let card = context! {
         enabled => stripe.is_some() && page.due_minor > 0,
-        action => format!("/pay/{token}/card"),
+        action => with_query(&format!("/pay/{token}/card"), "", &carried),
         failure => page.detail.card_failure,
     };
     let checkout = checkout.map(|c| {
@@ -293,7 +375,7 @@ fn render(
             client_secret => pk.as_ref().and(c.client_secret.clone()),
             publishable_key => pk,
             js_url => stripe.map(|s| s.js_url()),
-            return_url => format!("{}/pay/{token}/return", st.public_base_url),
+            return_url => with_query(&format!("{}/pay/{token}/return", st.public_base_url), "", &carried),
         }
     });
     let rendered = TEMPLATES.get_template("pay.html").and_then(|t| {
@@ -315,7 +397,7 @@ fn render(
             due => money_str(page.due_minor, cur),
             balance => money_str(page.credit_balance_minor, cur),
             can_pay_credit => page.can_pay_from_credit,
-            pay_action => format!("/pay/{token}/credit"),
+            pay_action => with_query(&format!("/pay/{token}/credit"), "", &carried),
             csrf => csrf_token(st, token),
             css => PAGE_CSS,
             bank_instructions => st.lodge.settings.bank_transfer_instructions,
@@ -323,6 +405,7 @@ fn render(
             checkout => checkout,
             message => message,
             back => back,
+            next => next,
         })
     });
     match rendered {
@@ -342,6 +425,7 @@ fn render(
 async fn pay_with_credit(
     State(st): State<AppState>,
     Path(token): Path<String>,
+    Query(q): Query<PageMessage>,
     body: Bytes,
 ) -> Response {
     if !csrf_ok(&st, &token, &body) {
@@ -354,7 +438,12 @@ async fn pay_with_credit(
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return internal(&e),
     };
-    Redirect::to(&format!("/pay/{token}?result={result}")).into_response()
+    let to = with_query(
+        &format!("/pay/{token}"),
+        &format!("result={result}"),
+        &q.carried(&st),
+    );
+    Redirect::to(&to).into_response()
 }
 
 /// "Pay by card": creates (or reuses: one per invoice and amount due) the invoice's Stripe
@@ -370,6 +459,7 @@ async fn pay_with_credit(
 async fn pay_by_card(
     State(st): State<AppState>,
     Path(token): Path<String>,
+    Query(q): Query<PageMessage>,
     body: Bytes,
 ) -> Response {
     if st.lodge.stripe.is_none() {
@@ -382,11 +472,17 @@ async fn pay_by_card(
         Ok(c) => c,
         Err(ServiceError::NotFound) => return not_found(),
         Err(ServiceError::Conflict(_)) => {
-            return Redirect::to(&format!("/pay/{token}?result=closed")).into_response()
+            let to = with_query(&format!("/pay/{token}"), "result=closed", &q.carried(&st));
+            return Redirect::to(&to).into_response();
         }
         Err(e) => {
             tracing::error!(error = %e, "starting a card payment failed");
-            return Redirect::to(&format!("/pay/{token}?result=card_unavailable")).into_response();
+            let to = with_query(
+                &format!("/pay/{token}"),
+                "result=card_unavailable",
+                &q.carried(&st),
+            );
+            return Redirect::to(&to).into_response();
         }
     };
     let page = match st.lodge.payment_page(&token).await {
@@ -394,7 +490,8 @@ async fn pay_by_card(
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return internal(&e),
     };
-    render(&st, &token, &page, None, Some(&checkout), None)
+    let next = next_invoices(&st, &q).await;
+    render(&st, &token, &page, None, Some(&checkout), &q, next)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -402,6 +499,10 @@ async fn pay_by_card(
 pub struct CardReturn {
     /// The PaymentIntent Stripe.js confirmed.
     pub payment_intent: Option<String>,
+    /// Carried on from the page (see [`PageMessage`]).
+    #[serde(rename = "return")]
+    pub return_to: Option<String>,
+    pub then: Option<String>,
 }
 
 /// Where Stripe.js returns after the card form: the intent is read back from Stripe and a
@@ -436,7 +537,17 @@ async fn card_return(
             "card_unavailable"
         }
     };
-    Redirect::to(&format!("/pay/{token}?result={result}")).into_response()
+    let carry = PageMessage {
+        result: None,
+        return_to: q.return_to,
+        then: q.then,
+    };
+    let to = with_query(
+        &format!("/pay/{token}"),
+        &format!("result={result}"),
+        &carry.carried(&st),
+    );
+    Redirect::to(&to).into_response()
 }
 
 /// The payment page's card script (Stripe Elements), served as a file so the page has no

@@ -64,6 +64,12 @@ pub enum Settlement {
         #[serde(skip_serializing, default)]
         payment_token: String,
         payment_token_salt: String,
+        /// The other unpaid invoices asked for, in order: their pages come after this one
+        /// (the page links to them), as tokens and the salts that derive them again.
+        #[serde(skip_serializing, default)]
+        then_tokens: Vec<String>,
+        #[serde(default)]
+        then_salts: Vec<String>,
     },
 }
 
@@ -72,9 +78,12 @@ impl crate::idempotency::StoredOutcome for Settlement {
         if let Settlement::PayOnPage {
             payment_token,
             payment_token_salt,
+            then_tokens,
+            then_salts,
         } = self
         {
             *payment_token = tokens.token(payment_token_salt);
+            *then_tokens = then_salts.iter().map(|s| tokens.token(s)).collect();
         }
     }
 }
@@ -357,9 +366,14 @@ impl Lodge {
                 ));
             };
             if !from_credit {
+                // Every invoice asked for is paid on its own page, one after another (found
+                // by the apiv2 audit: the others were dropped without a word).
+                let rest = due.get(1..).unwrap_or_default();
                 let out = Settlement::PayOnPage {
                     payment_token: self.payment_token(first),
                     payment_token_salt: first.payment_token_salt.clone(),
+                    then_tokens: rest.iter().map(|i| self.payment_token(i)).collect(),
+                    then_salts: rest.iter().map(|i| i.payment_token_salt.clone()).collect(),
                 };
                 if let Some(key) = key {
                     self.record_outcome(key, &out).await?;

@@ -713,17 +713,38 @@ async fn pay_invoices(
         .await?;
     Ok(idempotency::respond(answer, |settled| {
         Json(match settled {
-            Settlement::PayOnPage { payment_token, .. } => {
+            Settlement::PayOnPage {
+                payment_token,
+                then_tokens,
+                ..
+            } => {
                 let mut page = payment_url(&st.public_base_url, &payment_token);
-                if let Some(back) = allowed_return(st, redirect_url) {
-                    if let Ok(q) = serde_urlencoded::to_string([("return", back.as_str())]) {
+                // The other invoices asked for follow on the page, one after another.
+                let then = then_tokens.join(",");
+                let back = allowed_return(st, redirect_url);
+                let mut pairs: Vec<(&str, &str)> = Vec::new();
+                if !then.is_empty() {
+                    pairs.push(("then", &then));
+                }
+                if let Some(b) = back.as_deref() {
+                    pairs.push(("return", b));
+                }
+                if let Ok(q) = serde_urlencoded::to_string(&pairs) {
+                    if !q.is_empty() {
                         page = format!("{page}?{q}");
                     }
                 }
+                let text = match then_tokens.len() {
+                    0 => "Continue to the payment page.".to_owned(),
+                    n => format!(
+                        "Continue to the payment page: {} invoices, paid one after another there.",
+                        n + 1
+                    ),
+                };
                 PaymentReply {
                     kind: "redirect".into(),
                     redirect: Some(page),
-                    text: "Continue to the payment page.".into(),
+                    text,
                 }
             }
             Settlement::PaidFromCredit { invoices } => PaymentReply {

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::apiv2::{assert_v2_error, assert_valid, schema_ref, seed_401_schema};
 use crate::harness::{
-    add_credit, cents, invoice as v1_invoice, order_body, other_tenant, place, v2, v2_ok, Auth,
-    Options, TestApp, STARTER_PACKAGE,
+    add_credit, cents, invoice as v1_invoice, order_body, other_tenant, place, str_of, v2, v2_ok,
+    Auth, Options, TestApp, STARTER_PACKAGE,
 };
 use crate::on_both_engines;
 
@@ -31,6 +31,7 @@ on_both_engines!(
 );
 
 on_both_engines!(options = with_client_origin; cors_for_the_configured_client_origin);
+on_both_engines!(options = with_client_origin; several_invoices_are_paid_one_after_another);
 
 const CLIENT: &str = "https://client.example";
 
@@ -906,4 +907,125 @@ async fn unknown_apiv2_paths_and_methods_answer_in_interservers_shape(app: TestA
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body, json!({ "detail": "Not found." }));
     app.stop().await;
+}
+
+/// `/apiv2/pay/online/a,b,c` sends the customer to the first invoice's page, which lists the
+/// others and links to the next; paying one keeps the rest and the way back (found by the
+/// apiv2 audit: the second and third invoices were dropped without a word).
+async fn several_invoices_are_paid_one_after_another(app: TestApp) {
+    let key = app.key();
+    let ids: Vec<i64> = {
+        let mut ids = Vec::new();
+        for host in [
+            "one.pay-all.example.com",
+            "two.pay-all.example.com",
+            "three.pay-all.example.com",
+        ] {
+            ids.push(invoice_id(&order(&app, &key, host).await));
+        }
+        ids
+    };
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let back = format!("{CLIENT}/billing");
+    let q = format!("redirectUrl={}", form_encode(&back));
+    let (status, r) = v2(
+        &app,
+        Method::GET,
+        &format!("/apiv2/pay/online/{list}?{q}"),
+        Auth::Key(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_valid(&schema_ref("initiatePayment_200_response"), &r, "pay three");
+    assert!(str_of(&r, "text").contains("3 invoices"), "{r}");
+    let first_page = r["redirect"].as_str().unwrap().to_owned();
+    assert!(first_page.contains("then="), "{first_page}");
+    assert!(first_page.contains("return="), "{first_page}");
+    let get = |url: String| {
+        let c = app.client.clone();
+        async move {
+            let resp = c.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{url}");
+            resp.text().await.unwrap()
+        }
+    };
+    let next_link = |html: &str| -> Option<String> {
+        html.split("class=\"next\" href=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(|h| app.url(&unescape(h)))
+    };
+    let number = |id: i64| format!("INV-{id:06}");
+    let html = get(first_page.clone()).await;
+    assert!(
+        html.contains(&format!("Invoice {}", number(ids[0]))),
+        "{html}"
+    );
+    assert!(html.contains("2 more invoices"), "{html}");
+    assert!(
+        html.contains(&number(ids[1])) && html.contains(&number(ids[2])),
+        "{html}"
+    );
+    assert!(html.contains("id=\"back\""), "the way back: {html}");
+    // The next page lists the last one, and keeps the way back.
+    let second = next_link(&html).expect("a link to the next invoice");
+    let html2 = get(second).await;
+    assert!(
+        html2.contains(&format!("Invoice {}", number(ids[1]))),
+        "{html2}"
+    );
+    assert!(html2.contains("1 more invoice"), "{html2}");
+    assert!(html2.contains("id=\"back\""), "{html2}");
+    let third = get(next_link(&html2).expect("a link to the last")).await;
+    assert!(!third.contains("id=\"next\""), "the last has none: {third}");
+
+    // Paying the first from credit comes back to its page with the rest still listed.
+    crate::harness::add_credit(&app, &app.org_id(), "100.00").await;
+    let html = get(first_page.clone()).await;
+    let action = html
+        .split("<form method=\"post\" action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(unescape)
+        .expect("the credit form");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url(&action))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let to = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to.contains("result=paid") && to.contains("then=") && to.contains("return="),
+        "{to}"
+    );
+    let paid = get(app.url(&to)).await;
+    assert!(paid.contains("the invoice is paid"), "{paid}");
+    assert!(paid.contains("2 more invoices"), "{paid}");
+    // A tampered list shows nothing of it.
+    let bare = first_page.split('?').next().unwrap();
+    let html = get(format!("{bare}?then=nonsense,{},a%20b", "x".repeat(300))).await;
+    assert!(!html.contains("id=\"next\""), "{html}");
+    app.stop().await;
+}
+
+/// An HTML attribute's text as a browser reads it (the templates escape `/` and `&`).
+fn unescape(s: &str) -> String {
+    s.replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
 }
