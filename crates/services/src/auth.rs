@@ -344,10 +344,16 @@ impl Lodge {
             let _ = hash_password(password);
             return Err(refused());
         };
-        let ok = user
-            .password_hash
-            .as_deref()
-            .is_some_and(|h| verify_password(password, h));
+        let ok = match user.password_hash.as_deref() {
+            Some(h) => verify_password(password, h),
+            // A user without a password (API keys only) takes as long to refuse as any
+            // other (found by the security audit: 0.3 ms against 22, which told such
+            // accounts apart).
+            None => {
+                let _ = hash_password(password);
+                false
+            }
+        };
         if ok {
             Ok(user)
         } else {

@@ -150,6 +150,21 @@ impl Validator {
             self.add(field, "Control characters are not allowed.");
         }
     }
+    /// A text a person typed over several lines (a comment): at most `max` characters,
+    /// no control characters but line breaks and tabs.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.add(field, format!("At most {max} characters."));
+        } else if value
+            .chars()
+            .any(|c| (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || is_bidi_control(c))
+        {
+            self.add(
+                field,
+                "Control characters other than line breaks and tabs are not allowed.",
+            );
+        }
+    }
     pub fn has(&self, field: &str) -> bool {
         self.errors.contains_key(field)
     }

@@ -421,6 +421,7 @@ fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
                 ("coupon", _) => "Invalid Coupon Specified".to_owned(),
                 ("offer", _) => "Invalid Service Offer Specified.".to_owned(),
                 ("password", _) => format!("Invalid rootpass: {}", e.message),
+                ("comment", _) => format!("Invalid comment: {}", e.message),
                 ("tos", _) => {
                     "You must agree to the terms of service and click the checkbox saying so."
                         .to_owned()

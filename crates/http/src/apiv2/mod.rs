@@ -387,8 +387,21 @@ fn body_object_lenient(body: &[u8]) -> Option<serde_json::Map<String, serde_json
     form_object(body).filter(|m| !m.is_empty())
 }
 
-/// A form body as an object of strings; `None` when it is not one.
+/// A form body as an object of strings; `None` when it is not one, or when a name or value
+/// decodes to bytes that are not UTF-8 (found by the security audit: `name=%FF%FE` was
+/// stored as replacement characters where the same bytes in JSON were refused).
 fn form_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let strict = body.split(|&b| b == b'&').all(|pair| {
+        let plus_as_space: Vec<u8> = pair
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+        std::str::from_utf8(&decoded).is_ok()
+    });
+    if !strict {
+        return None;
+    }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
     Some(
         pairs
@@ -396,4 +409,24 @@ fn form_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_must_decode_to_utf8() {
+        let ok = form_object(b"name=J%C3%BCrgen+M&city=Naperville").expect("a form");
+        assert_eq!(ok["name"], "Jürgen M");
+        assert_eq!(ok["city"], "Naperville");
+        for bad in [&b"name=%FF%FEabc"[..], b"%C3=x", b"a=1&b=%E2%82"] {
+            assert!(form_object(bad).is_none(), "{bad:?}");
+        }
+        // A replacement character sent as such is a character like any other.
+        assert_eq!(
+            form_object(b"n=%EF%BF%BD").expect("a form")["n"],
+            "\u{fffd}"
+        );
+    }
 }

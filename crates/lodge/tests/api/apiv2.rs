@@ -1342,6 +1342,16 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
             vec!["Invalid Coupon Specified".into()],
         ),
         (
+            "a comment with an escape sequence",
+            with(&|b| b["comment"] = json!("a\u{1b}[31mb")),
+            vec!["Invalid comment: Control characters other than line breaks and tabs are not allowed.".into()],
+        ),
+        (
+            "a comment of 1001 characters",
+            with(&|b| b["comment"] = json!("c".repeat(1001))),
+            vec!["Invalid comment: At most 1000 characters.".into()],
+        ),
+        (
             "everything wrong",
             with(&|b| {
                 b["period"] = json!(5);
@@ -1373,8 +1383,9 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
     }
     assert_eq!(counts(&app).await, before, "a refused order wrote nothing");
 
-    // Numbers may be strings.
+    // Numbers may be strings; a comment may have several lines.
     let mut strings = order_body(STARTER, 1, "strings.example.com");
+    strings["comment"] = json!("Please\r\nset it up\tsoon");
     strings["packageId"] = json!("11447");
     strings["period"] = json!("12");
     let quote = v2_ok(

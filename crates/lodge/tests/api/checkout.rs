@@ -598,6 +598,17 @@ async fn account_and_billing_address(app: TestApp) {
         assert_v2_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, what);
         assert_valid(&schema_ref("TextResponse"), &body, what);
     }
+    // A form whose bytes are not UTF-8 is refused as such JSON is, not stored mangled.
+    let resp = app
+        .client
+        .post(app.url("/apiv2/account"))
+        .header("X-API-KEY", &key)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("name=%FF%FEabc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let unchanged = v2_ok(&app, Method::GET, "/apiv2/account", &key, None).await;
     assert_eq!(unchanged["data"], after["data"], "nothing changed");
 

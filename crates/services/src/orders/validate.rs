@@ -247,6 +247,11 @@ impl Lodge {
                 v.add("password", crate::provisioning::PANEL_PASSWORD_RULE);
             }
         }
+        // Kept with the order and shown to staff: refused, not cut or kept raw (found by
+        // the security audit: escape sequences kept, 900,000 characters cut silently).
+        if let Some(c) = form.comment.as_deref() {
+            v.text("comment", c.trim(), 1000);
+        }
         if let Some(p) = plan {
             if !at_write
                 && !v.has("plan_id")
@@ -293,9 +298,7 @@ impl Lodge {
                 .as_deref()
                 .map(str::trim)
                 .unwrap_or("")
-                .chars()
-                .take(1000)
-                .collect(),
+                .to_owned(),
             idempotency: None,
             source,
         })
