@@ -18,17 +18,59 @@ use crate::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _st: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientIp(peer.map(|p| {
+            client_address(p, &parts.headers, &st.trusted_proxies)
+        })))
     }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
+/// address of `X-Forwarded-For` (read from the right, as each proxy appends the address it
+/// saw) that is not a trusted proxy (found by the security audit: behind the README's
+/// nginx every client was 127.0.0.1, so 20 failed logins locked everyone out). An
+/// unreadable entry ends the walk at the last address known to be a proxy's.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, perhaps with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// The authenticated caller of a `/v1` endpoint (`Authorization: Bearer <key or JWT>`).
@@ -483,6 +525,55 @@ mod tests {
         assert_eq!(
             integral_numbers(json!({"a": [1.0, {"b": -3.0}], "c": 0.25})),
             json!({"a": [1, {"b": -3}], "c": 0.25})
+        );
+    }
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::client_address;
+    use axum::http::HeaderMap;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().expect("a header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_nobody_else_does() {
+        let trusted: Vec<ipnet::IpNet> = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
+            .iter()
+            .map(|n| n.parse().expect("a net"))
+            .collect();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an address");
+        let at = |peer: &str, xff: &[&str]| client_address(ip(peer), &headers(xff), &trusted);
+        // Not behind a trusted proxy: the header is the client's own words.
+        assert_eq!(at("198.51.100.1", &["203.0.113.5"]), ip("198.51.100.1"));
+        // Behind one: the nearest untrusted address, through a chain of proxies.
+        assert_eq!(at("127.0.0.1", &["203.0.113.5"]), ip("203.0.113.5"));
+        assert_eq!(
+            at("127.0.0.1", &["1.1.1.1, 203.0.113.5, 10.0.0.7"]),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            at("127.0.0.1", &["1.1.1.1", "203.0.113.5"]),
+            ip("203.0.113.5")
+        );
+        assert_eq!(at("::1", &["[2001:db8::1]:443"]), ip("2001:db8::1"));
+        assert_eq!(at("127.0.0.1", &["203.0.113.5:8080"]), ip("203.0.113.5"));
+        // No header, or garbage nearest: the last proxy known.
+        assert_eq!(at("127.0.0.1", &[]), ip("127.0.0.1"));
+        assert_eq!(at("127.0.0.1", &["203.0.113.5, unknown"]), ip("127.0.0.1"));
+        assert_eq!(at("127.0.0.1", &["unknown, 10.0.0.7"]), ip("10.0.0.7"));
+        // Only proxies: the farthest.
+        assert_eq!(at("127.0.0.1", &["10.0.0.1, 10.0.0.2"]), ip("10.0.0.1"));
+        // No proxy trusted: the peer, always.
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers(&["203.0.113.5"]), &[]),
+            ip("127.0.0.1")
         );
     }
 }

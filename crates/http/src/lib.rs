@@ -48,6 +48,8 @@ pub struct HttpConfig {
     /// credentials) and to be sent back to after paying (`redirectUrl`), each
     /// `scheme://host[:port]`. Empty: none.
     pub cors_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client ([`extract::ClientIp`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Shared state of every handler.
@@ -65,6 +67,8 @@ pub struct AppState {
     pub plan_pages: Arc<cached::VersionedCache<(i64, i64)>>,
     /// [`HttpConfig::cors_origins`], lowercased.
     pub client_origins: Arc<[String]>,
+    /// [`HttpConfig::trusted_proxies`].
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl AppState {
@@ -85,6 +89,7 @@ impl AppState {
                 .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            trusted_proxies: cfg.trusted_proxies.clone().into(),
         })
     }
 }

@@ -62,6 +62,7 @@ pub struct FileConfig {
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
     pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub mail_host: Option<String>,
     pub mail_port: Option<u16>,
     pub mail_tls: Option<String>,
@@ -247,6 +248,9 @@ pub struct Config {
     /// Web clients' origins allowed to call `/apiv2` from a browser (`--cors-origins`):
     /// `scheme://host[:port]`, no trailing slash. Empty: none.
     pub cors_origins: Vec<String>,
+    /// The reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`:
+    /// addresses or CIDR blocks; loopback by default, `none` for none).
+    pub trusted_proxies: Vec<String>,
     /// SMTP and the notices (`mail_settings` checks and builds them).
     pub mail: MailConfig,
     /// The configuration file's registrars (built, and their passwords opened, at start).
@@ -469,6 +473,7 @@ impl Config {
                 self.stripe_without_key.join(", ")
             );
         }
+        self.trusted_proxies()?;
         for origin in &self.cors_origins {
             if !is_origin(origin) {
                 anyhow::bail!(
@@ -572,6 +577,7 @@ pub struct Overrides {
     pub stripe_api_base: Option<String>,
     pub webhooks_allow_private: Option<bool>,
     pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub mail_host: Option<String>,
     pub mail_port: Option<u16>,
     pub mail_tls: Option<String>,
@@ -605,7 +611,26 @@ pub struct Overrides {
     pub mariadb_dump_binary: Option<String>,
 }
 
+/// Proxies trusted by default: a reverse proxy on the same machine.
+pub const DEFAULT_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1"];
+
 impl Config {
+    /// [`Config::trusted_proxies`] parsed: each an address (one host) or a CIDR block.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--trusted-proxies: {p:?} is not an address or a CIDR block (e.g. 10.0.0.0/8), nor none"
+                        )
+                    })
+            })
+            .collect()
+    }
+
     pub fn resolve(o: Overrides, f: FileConfig) -> Config {
         let listen = o
             .listen
@@ -896,6 +921,19 @@ impl Config {
                 .webhooks_allow_private
                 .or(f.webhooks_allow_private)
                 .unwrap_or(false),
+            trusted_proxies: o
+                .trusted_proxies
+                .or(f.trusted_proxies)
+                .unwrap_or_else(|| {
+                    DEFAULT_TRUSTED_PROXIES
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                })
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("none"))
+                .collect(),
             cors_origins: o
                 .cors_origins
                 .or(f.cors_origins)
@@ -976,6 +1014,36 @@ mod tests {
         assert_eq!(c.rate_limit_burst, 7);
         assert_eq!(c.rate_limit_per_minute, 1000, "default");
         assert_eq!(c.public_base_url, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn trusted_proxies_are_loopback_by_default_and_checked() {
+        let with = |p: Option<Vec<&str>>| {
+            Config::resolve(
+                Overrides::default(),
+                FileConfig {
+                    trusted_proxies: p.map(|v| v.into_iter().map(str::to_owned).collect()),
+                    ..Default::default()
+                },
+            )
+        };
+        let nets = |c: Config| -> Vec<String> {
+            c.trusted_proxies()
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(nets(with(None)), ["127.0.0.0/8", "::1/128"]);
+        assert!(nets(with(Some(vec!["none"]))).is_empty());
+        assert_eq!(
+            nets(with(Some(vec![" 10.1.2.3", "fd00::/8"]))),
+            ["10.1.2.3/32", "fd00::/8"]
+        );
+        for bad in ["10.0.0.0/33", "proxy.example", "10.0.0.1-10.0.0.9"] {
+            let e = with(Some(vec![bad])).validate().expect_err(bad);
+            assert!(e.to_string().contains("--trusted-proxies"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl Server {
                 login: cfg.login,
                 metrics_access,
                 cors_origins: cfg.cors_origins.clone(),
+                trusted_proxies: cfg.trusted_proxies()?,
             },
         )?;
         let app = lodge_http::router(state.clone());

@@ -478,6 +478,11 @@ struct ServeArgs {
     /// https://my.example.com. Repeat it or separate with commas. Default: none.
     #[arg(long, env = "LODGE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// Reverse proxies whose X-Forwarded-For names the client (for login throttling and
+    /// per-address limits): addresses or CIDR blocks, comma-separated, or none. Default:
+    /// loopback (127.0.0.0/8, ::1), a proxy on this machine.
+    #[arg(long, env = "LODGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -744,6 +749,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();
         o.require_tos = s.require_tos;
         o.cors_origins = (!s.cors_origins.is_empty()).then(|| s.cors_origins.clone());
+        o.trusted_proxies = (!s.trusted_proxies.is_empty()).then(|| s.trusted_proxies.clone());
     }
     let mut cfg = Config::resolve(o, file);
     cfg.validate()?;

@@ -13,6 +13,7 @@ on_both_engines!(
     login_failures_are_counted_across_nodes,
     wrong_passwords_sent_at_once_are_counted_before_they_are_tried,
     one_address_trying_many_emails_is_locked,
+    behind_a_proxy_each_client_address_is_its_own,
     a_refresh_token_works_once_and_its_reuse_revokes_the_family,
     concurrent_refreshes_with_one_token_give_at_most_one_pair,
     a_name_hosted_by_another_organization_is_only_said_to_be_unavailable,
@@ -250,6 +251,56 @@ async fn one_address_trying_many_emails_is_locked(app: TestApp) {
         (StatusCode::TOO_MANY_REQUESTS, Some(2)),
         "this address must wait, whatever the e-mail"
     );
+    app.stop().await;
+}
+
+/// A login through a reverse proxy on this machine (trusted by default) is counted against
+/// the address the proxy names in `X-Forwarded-For`, not the proxy's: one client's failures
+/// lock that client, not everyone (found by the security audit). An address a client
+/// writes itself in front of the proxy's is not believed.
+async fn behind_a_proxy_each_client_address_is_its_own(app: TestApp) {
+    let via = |from: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/v1/auth/login"))
+                .header("X-Forwarded-For", from)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for i in 0..20 {
+        let status = via(
+            "10.9.0.1",
+            v1_login(&format!("guess{i}@lodge.test"), "wrong"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let owner = v1_login(&app.demo().owner_email, &app.demo().owner_password);
+    assert_eq!(
+        via("10.9.0.1", owner.clone()).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "that client must wait"
+    );
+    // A forged first entry does not make it another client: the proxy's entry counts.
+    assert_eq!(
+        via("203.0.113.9, 10.9.0.1", owner.clone()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy, and the proxy itself, log in.
+    assert_eq!(via("10.9.0.2", owner.clone()).await, StatusCode::OK);
+    let direct = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), StatusCode::OK);
     app.stop().await;
 }
 
