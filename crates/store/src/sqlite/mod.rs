@@ -51,6 +51,7 @@ pub(crate) async fn connect(url: &str) -> Result<Connected> {
     } else {
         format!("{url}?mode=rwc")
     };
+    create_private(&url);
     let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
     let write = pool(1).connect_with(opts.clone()).await?;
     // WAL must be set before readers open the file.
@@ -77,6 +78,30 @@ pub(crate) async fn connect(url: &str) -> Result<Connected> {
         batch,
         inline_reads,
     })
+}
+
+/// Creates the database file of `url`, when it does not exist yet, readable by its owner
+/// only (found by the security audit: 0644 from the umask, with customers' details and
+/// the ledger in it). SQLite gives its `-wal` and `-shm` files the database file's mode.
+/// Best effort: where this fails, SQLite creates the file as before.
+fn create_private(url: &str) {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.starts_with(':') || query.contains("mode=memory") {
+        return;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    // An existing file (AlreadyExists) keeps its mode: the operator's choice.
+    let _ = opts.open(path);
 }
 
 /// Applies the SQLite migrations, then rebuilds the order tables of a database an older
@@ -114,6 +139,29 @@ fn pool(max: u32) -> AnyPoolOptions {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_file_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.db");
+        let store = crate::Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE scratch (x INTEGER)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        for f in ["private.db", "private.db-wal", "private.db-shm"] {
+            let p = dir.path().join(f);
+            if let Ok(m) = std::fs::metadata(&p) {
+                assert_eq!(m.permissions().mode() & 0o077, 0, "{f}");
+            } else {
+                assert_ne!(f, "private.db", "the database exists");
+            }
+        }
+    }
+
     /// The background scans of unpaid invoices and due cancellations read their partial
     /// indexes (every order skips writing to them), not the tables; so do the checks that a
     /// name is free, which must repeat their index's condition word for word, and the pass
