@@ -154,7 +154,7 @@ fn unprocessable(message: impl Into<String>) -> Response {
 #[utoipa::path(post, path = "/apiv2/account", tag = "apiv2", operation_id = "updateAccountInfo",
     security(("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
-    request_body = AccountUpdate,
+    request_body(content((AccountUpdate = "application/json"), (AccountUpdate = "application/x-www-form-urlencoded"), (AccountUpdate = "multipart/form-data"))),
     responses((status = 200, description = "Updated (also a replayed retry, marked `Idempotent-Replayed: true`)", body = AccountUpdated),
               (status = 400, description = "An unusable Idempotency-Key header", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
@@ -171,7 +171,7 @@ pub async fn update_account(
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let Some(obj) = super::declared_body_object(&headers, &body) else {
+    let Some(obj) = super::declared_body_object(&headers, &body).await else {
         return unprocessable(
             "The body must be a JSON object or a form (as its Content-Type says).",
         );

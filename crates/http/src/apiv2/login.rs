@@ -37,7 +37,7 @@ pub struct LoginRefused {
 
 /// Logs in with email and password; send the `sessionId` back in the `sessionid` header.
 #[utoipa::path(post, path = "/apiv2/login", tag = "apiv2", operation_id = "submitLogin",
-    request_body = LoginRequest,
+    request_body(content((LoginRequest = "application/json"), (LoginRequest = "application/x-www-form-urlencoded"), (LoginRequest = "multipart/form-data"))),
     responses((status = 200, body = LoginSuccess), (status = 401, body = LoginRefused),
               (status = 400, description = "A body that is not what its Content-Type says", body = super::V2ErrorBody),
               (status = 422, description = "`login` or `passwd` missing: `field` names it", body = LoginRefused),
@@ -48,7 +48,7 @@ pub async fn login(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(obj) = super::declared_body_object(&headers, &body) else {
+    let Some(obj) = super::declared_body_object(&headers, &body).await else {
         return V2Error(
             StatusCode::BAD_REQUEST,
             "The body must be a JSON object or a form (as its Content-Type says).".into(),

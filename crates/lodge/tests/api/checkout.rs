@@ -598,6 +598,74 @@ async fn account_and_billing_address(app: TestApp) {
         assert_v2_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, what);
         assert_valid(&schema_ref("TextResponse"), &body, what);
     }
+    // A multipart form too, as InterServer's API document declares it; a file part, or a
+    // field that is not UTF-8, is refused.
+    let multipart = |parts: &[(&str, &[u8], bool)]| {
+        let mut body = Vec::new();
+        for (name, value, file) in parts {
+            body.extend_from_slice(b"--XyZzY\r\nContent-Disposition: form-data; name=\"");
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(if *file {
+                b"\"; filename=\"a.txt\"\r\n\r\n" as &[u8]
+            } else {
+                b"\"\r\n\r\n"
+            });
+            body.extend_from_slice(value);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZzY--\r\n");
+        body
+    };
+    for (parts, expected) in [
+        (
+            vec![("zip", &b"SW1Y 4JH"[..], false), ("city", b"Oxford", false)],
+            StatusCode::OK,
+        ),
+        (
+            vec![("city", &b"Bath"[..], true)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            vec![("city", &b"\xff\xfeBath"[..], false)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let resp = app
+            .client
+            .post(app.url("/apiv2/account"))
+            .header("X-API-KEY", &key)
+            .header("Content-Type", "multipart/form-data; boundary=XyZzY")
+            .body(multipart(&parts))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected, "{parts:?}");
+    }
+    let oxford = v2_ok(&app, Method::GET, "/apiv2/account", &key, None).await;
+    assert_eq!(oxford["data"]["city"], "Oxford", "{oxford}");
+    v2_ok(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        &key,
+        Some(&json!({ "city": "Cambridge" })),
+    )
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/apiv2/login"))
+        .header("Content-Type", "multipart/form-data; boundary=XyZzY")
+        .body(multipart(&[
+            ("login", app.demo().owner_email.as_bytes(), false),
+            ("passwd", app.demo().owner_password.as_bytes(), false),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "a multipart login");
+    let session: Value = resp.json().await.unwrap();
+    assert!(session["sessionId"].is_string(), "{session}");
+
     // A form whose bytes are not UTF-8 is refused as such JSON is, not stored mangled.
     let resp = app
         .client
