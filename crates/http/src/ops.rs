@@ -85,9 +85,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
 #[allow(dead_code)]
 pub(crate) async fn openapi_json() {}
 
-/// Interactive API documentation (Swagger UI, served without internet access).
+/// Interactive API documentation (Swagger UI, served without internet access, at
+/// `/docs/`; `/docs` redirects there).
 #[utoipa::path(get, path = "/docs", tag = "operations",
-    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+    responses((status = 200, description = "HTML page (at `/docs/`)", content_type = "text/html"),
+              (status = 303, description = "To `/docs/`, the page itself")))]
 #[allow(dead_code)]
 pub(crate) async fn docs() {}
 

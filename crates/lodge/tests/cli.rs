@@ -562,6 +562,15 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         &owner_id.replace(|c: char| c.is_ascii_digit(), "0"),
     ]);
     assert!(err.contains("member"), "{err}");
+    let err = cli.fails(&[
+        "keys",
+        "create",
+        "--organization",
+        "00000000-0000-0000-0000-000000000000",
+        "--name",
+        "x",
+    ]);
+    assert!(err.contains("No such organization"), "{err}");
 
     // What the commands wrote, as the database holds it.
     let lodge = cli.open().await;

@@ -640,14 +640,18 @@ impl Lodge {
     ) -> Result<IssuedKey> {
         let user = match user {
             Some(u) => u,
-            None => orgs::first_owner(self.store.reader(), org)
-                .await?
-                .ok_or_else(|| {
-                    ServiceError::field(
+            None => match orgs::first_owner(self.store.reader(), org).await? {
+                Some(owner) => owner,
+                None if !orgs::exists(&mut self.store.read_conn().await?, org).await? => {
+                    return Err(ServiceError::field("organization", "No such organization."))
+                }
+                None => {
+                    return Err(ServiceError::field(
                         "organization",
                         "This organization has no owner to hold the key.",
-                    )
-                })?,
+                    ))
+                }
+            },
         };
         if orgs::role_of(&mut self.store.read_conn().await?, org, user)
             .await?

@@ -232,6 +232,18 @@ impl Lodge {
         Ok(())
     }
 
+    /// Stores a placed order's outcome under a second key too (the key an `/apiv2` order
+    /// without an `Idempotency-Key` derives, so that a retry without the header is
+    /// answered the keyed first's outcome). Refused (`KeyTaken`) when that key holds
+    /// another request already.
+    pub async fn remember_order_as(
+        &self,
+        key: &IdempotencyKey,
+        outcome: &crate::orders::OrderOutcome,
+    ) -> Result<()> {
+        self.record_outcome(key, outcome).await
+    }
+
     /// [`answer_in`].
     pub(crate) async fn answer_key_in<C: lodge_store::SqlConn, T: Serialize>(
         &self,

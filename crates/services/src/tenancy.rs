@@ -161,7 +161,7 @@ impl Lodge {
             .ok_or_else(|| ServiceError::field("organization", "No such organization."))?;
         users::by_id(&mut *tx, user)
             .await?
-            .ok_or_else(|| ServiceError::field("user", "No such user."))?;
+            .ok_or_else(|| ServiceError::field("user_id", "No such user."))?;
         for &project in projects {
             orgs::project(&mut *tx, org, project)
                 .await?

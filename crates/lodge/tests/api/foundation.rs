@@ -541,6 +541,15 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
         )
         .await;
     assert_field_error(status, &body, "role");
+    // An unknown user is an error of the field that names it.
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &app.admin_key(),
+            &json!({ "user_id": uuid_like(), "role": "viewer" }),
+        )
+        .await;
+    assert_field_error(status, &body, "user_id");
     // The organization's only owner cannot be made something else.
     let owner: String = sqlx::query_scalar(
         "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'",

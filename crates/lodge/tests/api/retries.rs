@@ -105,6 +105,17 @@ async fn an_identical_order_sent_again_is_answered_with_the_first(app: TestApp) 
     assert_eq!(late["continue"], false, "{late}");
     assert_eq!(hosting_named(&app, "lost-answer.com").await, 1);
 
+    // A keyed order retried without its key (the client lost the header, not the body) is
+    // the same order too: answered the first's outcome, nothing new placed.
+    let keyed_body = order_body(STARTER_PACKAGE, 1, "keyed-then-bare.com");
+    let (status, replayed, keyed) = order(&app, Some("first-try-0001"), &keyed_body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{keyed}");
+    assert_eq!(keyed["continue"], true, "{keyed}");
+    let (status, replayed, bare) = order(&app, None, &keyed_body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{bare}");
+    assert_eq!(bare, keyed);
+    assert_eq!(hosting_named(&app, "keyed-then-bare.com").await, 1);
+
     // Another organization sending the very same order is not a retry of this one.
     let (_, _, other_key) = crate::harness::other_tenant(&app, "same-body").await;
     let (status, theirs) = v2(
