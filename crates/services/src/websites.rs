@@ -323,8 +323,13 @@ impl Lodge {
                 }
             }
         }
+        // Only websites named, none with an invoice (a free plan's): the caller's, so
+        // nothing is due, not `NotFound` (found by the apiv2 audit: a free order's `iids`
+        // led to a 404).
         if out.is_empty() {
-            return Err(ServiceError::NotFound);
+            return Err(ServiceError::Conflict(
+                "Nothing is due on these invoices.".into(),
+            ));
         }
         Ok((out, credit))
     }
