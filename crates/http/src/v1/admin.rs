@@ -321,7 +321,7 @@ async fn upsert_group(
 ) -> ApiResult<Json<PlanGroup>> {
     let slug = g.slug.clone();
     st.lodge
-        .import_catalog(&CatalogFile {
+        .import_catalog_item(&CatalogFile {
             groups: vec![g],
             ..Default::default()
         })
@@ -381,7 +381,7 @@ async fn upsert_plan(
 ) -> ApiResult<Json<HostingPlan>> {
     let slug = p.slug.clone();
     st.lodge
-        .import_catalog(&CatalogFile {
+        .import_catalog_item(&CatalogFile {
             plans: vec![p],
             ..Default::default()
         })
@@ -465,7 +465,7 @@ async fn upsert_offer(
     V1Json(o): V1Json<OfferSpec>,
 ) -> ApiResult<Json<Vec<Offer>>> {
     st.lodge
-        .import_catalog(&CatalogFile {
+        .import_catalog_item(&CatalogFile {
             offers: vec![o],
             ..Default::default()
         })
@@ -555,7 +555,7 @@ async fn upsert_coupon(
 ) -> ApiResult<Json<Coupon>> {
     let code = cs.code.clone();
     st.lodge
-        .import_catalog(&CatalogFile {
+        .import_catalog_item(&CatalogFile {
             coupons: vec![cs],
             ..Default::default()
         })
@@ -608,7 +608,7 @@ async fn upsert_tld(
 ) -> ApiResult<Json<TldInfo>> {
     let name = t.tld.trim().trim_start_matches('.').to_lowercase();
     st.lodge
-        .import_catalog(&CatalogFile {
+        .import_catalog_item(&CatalogFile {
             tlds: vec![t],
             ..Default::default()
         })

@@ -1207,22 +1207,22 @@ async fn bad_plan_specs_are_refused_and_change_nothing(app: TestApp) {
     let cases: Vec<(Value, &str, &str)> = vec![
         (
             starter(json!([{ "billing_cycle": "fortnightly", "price": "1.00" }])),
-            "plans",
+            "pricing",
             "billing cycle",
         ),
         (
             starter(json!([{ "billing_cycle": "monthly", "price": "-1.00" }])),
-            "plans",
+            "pricing",
             "negative",
         ),
         (
             starter(json!([{ "billing_cycle": "monthly", "price": "\u{2212}1.00" }])),
-            "plans",
+            "pricing",
             "1.00",
         ),
         (
             starter(json!([{ "billing_cycle": "monthly", "price": "abc" }])),
-            "plans",
+            "pricing",
             "abc",
         ),
         (
@@ -1230,7 +1230,7 @@ async fn bad_plan_specs_are_refused_and_change_nothing(app: TestApp) {
                 { "billing_cycle": "monthly", "price": "5.00", "is_default": true },
                 { "billing_cycle": "annually", "price": "50.00", "is_default": true },
             ])),
-            "plans",
+            "pricing",
             "default",
         ),
         (
@@ -1238,25 +1238,25 @@ async fn bad_plan_specs_are_refused_and_change_nothing(app: TestApp) {
                 { "billing_cycle": "monthly", "price": "5.00" },
                 { "billing_cycle": "monthly", "price": "6.00" },
             ])),
-            "plans",
+            "pricing",
             "twice",
         ),
         (
             starter(json!([{ "billing_cycle": "free", "price": "1.00" }])),
-            "plans",
+            "pricing",
             "free",
         ),
-        (starter(json!([])), "plans", "price"),
+        (starter(json!([])), "pricing", "price"),
         (
             json!({ "slug": "starter", "group": "no-such-group", "name": "X",
                     "pricing": [{ "billing_cycle": "monthly", "price": "1.00" }] }),
-            "plans",
+            "group",
             "group",
         ),
         (
             json!({ "slug": "Not A Slug", "group": "web-hosting", "name": "X",
                     "pricing": [{ "billing_cycle": "monthly", "price": "1.00" }] }),
-            "plans",
+            "slug",
             "slug",
         ),
         (
@@ -1414,15 +1414,32 @@ async fn admin_edits_coupons_offers_and_tlds(app: TestApp) {
         find(&list, "code", &json!("SPRING25")).unwrap()["is_active"],
         false
     );
-    for bad in [
-        json!({ "code": "BAD", "kind": "bogus", "value": "5" }),
-        json!({ "code": "BAD", "kind": "percent", "value": "150" }),
-        json!({ "code": "has space", "kind": "percent", "value": "5" }),
-        json!({ "code": "BAD", "kind": "fixed_amount", "value": "-5.00" }),
-        json!({ "code": "BAD", "kind": "percent", "value": "5", "plan": "no-such-plan" }),
+    // Each error is keyed by the field of the request it is about.
+    for (bad, field) in [
+        (
+            json!({ "code": "BAD", "kind": "bogus", "value": "5" }),
+            "kind",
+        ),
+        (
+            json!({ "code": "BAD", "kind": "percent", "value": "150" }),
+            "value",
+        ),
+        (
+            json!({ "code": "has space", "kind": "percent", "value": "5" }),
+            "code",
+        ),
+        (
+            json!({ "code": "BAD", "kind": "fixed_amount", "value": "-5.00" }),
+            "value",
+        ),
+        (
+            json!({ "code": "BAD", "kind": "percent", "value": "5", "plan": "no-such-plan" }),
+            "plan",
+        ),
     ] {
         let (status, body) = app.post("/v1/admin/coupons", &admin, &bad).await;
-        assert_field_error(status, &body, "coupons");
+        assert_field_error(status, &body, field);
+        assert!(body.get("coupons").is_none(), "{body}");
     }
     assert_eq!(app.count("coupons").await, coupons_before);
     let (status, body) = app
@@ -1477,16 +1494,25 @@ async fn admin_edits_coupons_offers_and_tlds(app: TestApp) {
         false
     );
     let offers_before = app.count("service_offers").await;
-    for bad in [
-        json!({ "plan": "business", "intro_total": "1.00", "intro_months": 5,
+    for (bad, field) in [
+        (
+            json!({ "plan": "business", "intro_total": "1.00", "intro_months": 5,
                 "renewal": "1.00", "renewal_months": 12 }),
-        json!({ "plan": "no-such-plan", "intro_total": "1.00", "intro_months": 12,
+            "intro_months",
+        ),
+        (
+            json!({ "plan": "no-such-plan", "intro_total": "1.00", "intro_months": 12,
                 "renewal": "1.00", "renewal_months": 12 }),
-        json!({ "plan": "business", "intro_total": "x", "intro_months": 12,
+            "plan",
+        ),
+        (
+            json!({ "plan": "business", "intro_total": "x", "intro_months": 12,
                 "renewal": "1.00", "renewal_months": 12 }),
+            "intro_total",
+        ),
     ] {
         let (status, body) = app.post("/v1/admin/offers", &admin, &bad).await;
-        assert_field_error(status, &body, "offers");
+        assert_field_error(status, &body, field);
     }
     assert_eq!(app.count("service_offers").await, offers_before);
 
@@ -1539,14 +1565,26 @@ async fn admin_edits_coupons_offers_and_tlds(app: TestApp) {
         .await;
     assert_detail(status, &body, StatusCode::NOT_FOUND);
     let tlds_before = (app.count("tlds").await, app.count("tld_prices").await);
-    for bad in [
-        json!({ "tld": "dev", "prices": [{ "years": 2, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
-        json!({ "tld": "bad tld", "prices": [{ "years": 1, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
-        json!({ "tld": "dev", "min_years": 3, "max_years": 2, "prices": [{ "years": 1, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
-        json!({ "tld": "dev", "prices": [{ "years": 1, "register": "-1.00", "renew": "1.00", "transfer": "1.00" }] }),
+    for (bad, field) in [
+        (
+            json!({ "tld": "dev", "prices": [{ "years": 2, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
+            "prices",
+        ),
+        (
+            json!({ "tld": "bad tld", "prices": [{ "years": 1, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
+            "tld",
+        ),
+        (
+            json!({ "tld": "dev", "min_years": 3, "max_years": 2, "prices": [{ "years": 1, "register": "1.00", "renew": "1.00", "transfer": "1.00" }] }),
+            "min_years",
+        ),
+        (
+            json!({ "tld": "dev", "prices": [{ "years": 1, "register": "-1.00", "renew": "1.00", "transfer": "1.00" }] }),
+            "prices",
+        ),
     ] {
         let (status, body) = app.post("/v1/admin/tlds", &admin, &bad).await;
-        assert_field_error(status, &body, "tlds");
+        assert_field_error(status, &body, field);
     }
     assert_eq!(
         (app.count("tlds").await, app.count("tld_prices").await),

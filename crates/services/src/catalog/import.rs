@@ -26,7 +26,23 @@ impl Lodge {
     }
 
     /// Validates the whole file first, then writes it in one transaction.
+    /// Imports a whole catalog file: its errors keyed by section (`plans`, `coupons`, …).
     pub async fn import_catalog(&self, file: &CatalogFile) -> Result<ImportSummary> {
+        self.import_catalog_keyed(file)
+            .await
+            .map_err(|e| rekey(e, false))
+    }
+
+    /// Creates or updates one item (a staff endpoint's plan, coupon, offer, TLD or group, as
+    /// a file of one): its errors keyed by the item's own fields (`kind`, `pricing`, …), as
+    /// the dialect keys a request's (found by the docs audit: `{"coupons": …}`).
+    pub async fn import_catalog_item(&self, file: &CatalogFile) -> Result<ImportSummary> {
+        self.import_catalog_keyed(file)
+            .await
+            .map_err(|e| rekey(e, true))
+    }
+
+    async fn import_catalog_keyed(&self, file: &CatalogFile) -> Result<ImportSummary> {
         let currency = match &file.currency {
             Some(c) => {
                 let c = Currency::parse(c)
@@ -68,14 +84,14 @@ impl Lodge {
         }
         for (group_slug, p, prices) in &plan.plans {
             let group = *group_ids.get(group_slug).ok_or_else(|| {
-                ServiceError::field("plans", format!("unknown group {group_slug:?}"))
+                ServiceError::field("plans.group", format!("unknown group {group_slug:?}"))
             })?;
             let row = db::upsert_plan(&mut tx, engine, PlanId::new(), group, p, now)
                 .await
                 .map_err(|e| {
                     if matches!(e, StoreError::Conflict(Conflict::PlanLegacyId)) {
                         ServiceError::field(
-                            "plans",
+                            "plans.legacy_id",
                             format!("plan {:?}: its legacy_id is taken by another plan", p.slug),
                         )
                     } else {
@@ -96,13 +112,16 @@ impl Lodge {
         };
         for (slug, o) in &plan.offers {
             let mut o = o.clone();
-            o.plan_id = plan_id(slug, "offers")?;
+            o.plan_id = plan_id(slug, "offers.plan")?;
             db::upsert_offer(&mut tx, engine, OfferId::new(), &o, now).await?;
             summary.offers += 1;
         }
         for (slug, c) in &plan.coupons {
             let mut c = c.clone();
-            c.plan_id = slug.as_deref().map(|s| plan_id(s, "coupons")).transpose()?;
+            c.plan_id = slug
+                .as_deref()
+                .map(|s| plan_id(s, "coupons.plan"))
+                .transpose()?;
             db::upsert_coupon(&mut tx, CouponId::new(), &c, now).await?;
             summary.coupons += 1;
         }
@@ -166,14 +185,14 @@ impl Lodge {
         for (driver, package) in &spec.packages {
             if !self.drivers.knows(driver) {
                 return Err(ServiceError::field(
-                    "plans",
+                    "plans.packages",
                     format!("plan {slug:?}: no provisioning driver named {driver:?}"),
                 ));
             }
             let package = package.trim();
             if package.is_empty() || package.len() > 100 {
                 return Err(ServiceError::field(
-                    "plans",
+                    "plans.packages",
                     format!("plan {slug:?}: the {driver} package needs 1 to 100 characters"),
                 ));
             }
@@ -181,4 +200,22 @@ impl Lodge {
         }
         Ok(out)
     }
+}
+
+/// Field errors of the import are keyed `section.field` (`coupons.kind`): re-keyed by the
+/// field (one item) or by the section (a file).
+fn rekey(e: ServiceError, by_field: bool) -> ServiceError {
+    let ServiceError::Invalid(fields) = e else {
+        return e;
+    };
+    let mut out = crate::FieldErrors::new();
+    for (key, errors) in fields {
+        let key = match key.split_once('.') {
+            Some((_, field)) if by_field => field.to_owned(),
+            Some((section, _)) => section.to_owned(),
+            None => key,
+        };
+        out.entry(key).or_default().extend(errors);
+    }
+    ServiceError::Invalid(out)
 }

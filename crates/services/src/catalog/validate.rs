@@ -63,12 +63,12 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
     for g in &file.groups {
         if !slug_ok(&g.slug) {
             v.add(
-                "groups",
+                "groups.slug",
                 format!("{:?}: a slug is lowercase letters, digits, - and _", g.slug),
             );
         }
         if g.name.trim().is_empty() {
-            v.add("groups", format!("{:?}: a name is required", g.slug));
+            v.add("groups.name", format!("{:?}: a name is required", g.slug));
         }
         out.groups.push(db::GroupInput {
             slug: g.slug.clone(),
@@ -90,19 +90,22 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         let tag = format!("plan {:?}", p.slug);
         // One plan per slug in a file: a second would silently replace the first.
         if !slugs.insert(p.slug.as_str()) {
-            v.add("plans", format!("{tag}: listed twice"));
+            v.add("plans.slug", format!("{tag}: listed twice"));
         }
         if !slug_ok(&p.slug) {
             v.add(
-                "plans",
+                "plans.slug",
                 format!("{tag}: a slug is lowercase letters, digits, - and _"),
             );
         }
         if p.name.trim().is_empty() {
-            v.add("plans", format!("{tag}: a name is required"));
+            v.add("plans.name", format!("{tag}: a name is required"));
         }
         if p.legacy_id.is_some_and(|l| l <= 0) {
-            v.add("plans", format!("{tag}: legacy_id must be positive"));
+            v.add(
+                "plans.legacy_id",
+                format!("{tag}: legacy_id must be positive"),
+            );
         }
         let hosting_type = p
             .hosting_type
@@ -110,7 +113,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             .unwrap_or_else(|| "hostingaccount".into());
         if !["hostingaccount", "reselleraccount"].contains(&hosting_type.as_str()) {
             v.add(
-                "plans",
+                "plans.hosting_type",
                 format!("{tag}: hosting_type is hostingaccount or reselleraccount"),
             );
         }
@@ -126,33 +129,36 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             p.max_accounts,
         ];
         if limits.iter().any(|l| *l < 0) {
-            v.add("plans", format!("{tag}: limits cannot be negative"));
+            v.add("plans.limits", format!("{tag}: limits cannot be negative"));
         }
         if p.pricing.is_empty() {
-            v.add("plans", format!("{tag}: at least one price is required"));
+            v.add(
+                "plans.pricing",
+                format!("{tag}: at least one price is required"),
+            );
         }
         let mut prices = Vec::new();
         let mut seen = Vec::new();
         for pr in &p.pricing {
             let Ok(cycle) = pr.billing_cycle.parse::<BillingCycle>() else {
                 v.add(
-                    "plans",
+                    "plans.pricing",
                     format!("{tag}: unknown billing cycle {:?}", pr.billing_cycle),
                 );
                 continue;
             };
             if seen.contains(&cycle) {
-                v.add("plans", format!("{tag}: {cycle} priced twice"));
+                v.add("plans.pricing", format!("{tag}: {cycle} priced twice"));
             }
             seen.push(cycle);
-            let price_minor = money(&mut v, "plans", &pr.price);
+            let price_minor = money(&mut v, "plans.pricing", &pr.price);
             if cycle == BillingCycle::Free && price_minor != 0 {
-                v.add("plans", format!("{tag}: the free cycle costs 0"));
+                v.add("plans.pricing", format!("{tag}: the free cycle costs 0"));
             }
             let setup_fee_minor = pr
                 .setup_fee
                 .as_deref()
-                .map(|s| money(&mut v, "plans", s))
+                .map(|s| money(&mut v, "plans.pricing", s))
                 .unwrap_or(0);
             prices.push(db::PriceInput {
                 billing_cycle: cycle.as_str().to_owned(),
@@ -174,7 +180,10 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 }
             }
             1 => {}
-            _ => v.add("plans", format!("{tag}: only one price can be the default")),
+            _ => v.add(
+                "plans.pricing",
+                format!("{tag}: only one price can be the default"),
+            ),
         }
         out.plans.push((
             p.group.clone(),
@@ -223,13 +232,13 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         let tag = format!("offer for {:?}", o.plan);
         if BillingCycle::from_months(u32::try_from(o.intro_months).unwrap_or(0)).is_none() {
             v.add(
-                "offers",
+                "offers.intro_months",
                 format!("{tag}: intro_months is one of 1, 3, 6, 12, 24, 36"),
             );
         }
         if BillingCycle::from_months(u32::try_from(o.renewal_months).unwrap_or(0)).is_none() {
             v.add(
-                "offers",
+                "offers.renewal_months",
                 format!("{tag}: renewal_months is one of 1, 3, 6, 12, 24, 36"),
             );
         }
@@ -238,9 +247,9 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             db::OfferInput {
                 legacy_id: o.legacy_id,
                 plan_id: PlanId::new(),
-                intro_total_minor: money(&mut v, "offers", &o.intro_total),
+                intro_total_minor: money(&mut v, "offers.intro_total", &o.intro_total),
                 intro_months: o.intro_months,
-                renewal_minor: money(&mut v, "offers", &o.renewal),
+                renewal_minor: money(&mut v, "offers.renewal", &o.renewal),
                 renewal_months: o.renewal_months,
                 allow_coupon: o.allow_coupon,
                 is_active: o.is_active,
@@ -256,7 +265,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !code_ok {
             v.add(
-                "coupons",
+                "coupons.code",
                 format!("{tag}: a code is 1-64 letters, digits, - or _"),
             );
         }
@@ -266,7 +275,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             "fixed_price" | "3" => 3,
             other => {
                 v.add(
-                    "coupons",
+                    "coupons.kind",
                     format!("{tag}: unknown kind {other:?} (percent, fixed_amount, fixed_price)"),
                 );
                 1
@@ -274,14 +283,20 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         };
         let value = if kind == 1 {
             parse_percent_bp(&c.value).unwrap_or_else(|| {
-                v.add("coupons", format!("{tag}: a percentage between 0 and 100"));
+                v.add(
+                    "coupons.value",
+                    format!("{tag}: a percentage between 0 and 100"),
+                );
                 0
             })
         } else {
-            money(&mut v, "coupons", &c.value)
+            money(&mut v, "coupons.value", &c.value)
         };
         if c.max_uses.is_some_and(|m| m < 0) {
-            v.add("coupons", format!("{tag}: max_uses cannot be negative"));
+            v.add(
+                "coupons.max_uses",
+                format!("{tag}: max_uses cannot be negative"),
+            );
         }
         let expires_at = match c.expires.as_deref() {
             None => None,
@@ -289,7 +304,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 Ok(t) => Some(t.as_microsecond()),
                 Err(e) => {
                     v.add(
-                        "coupons",
+                        "coupons.expires",
                         format!("{tag}: expires is an RFC 3339 instant: {e}"),
                     );
                     None
@@ -318,28 +333,34 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if !tld_ok {
-            v.add("tlds", format!("{tag}: not a valid TLD"));
+            v.add("tlds.tld", format!("{tag}: not a valid TLD"));
         }
         let min_years = t.min_years.unwrap_or(1);
         let max_years = t.max_years.unwrap_or(10);
         if !(1..=10).contains(&min_years) || !(min_years..=10).contains(&max_years) {
-            v.add("tlds", format!("{tag}: 1 <= min_years <= max_years <= 10"));
+            v.add(
+                "tlds.min_years",
+                format!("{tag}: 1 <= min_years <= max_years <= 10"),
+            );
         }
         let mut prices = Vec::new();
         for p in &t.prices {
             if !(1..=10).contains(&p.years) {
-                v.add("tlds", format!("{tag}: years between 1 and 10"));
+                v.add("tlds.prices", format!("{tag}: years between 1 and 10"));
             }
             prices.push(db::TldPriceInput {
                 years: p.years,
                 currency: currency.code().to_owned(),
-                register_minor: money(&mut v, "tlds", &p.register),
-                renew_minor: money(&mut v, "tlds", &p.renew),
-                transfer_minor: money(&mut v, "tlds", &p.transfer),
+                register_minor: money(&mut v, "tlds.prices", &p.register),
+                renew_minor: money(&mut v, "tlds.prices", &p.renew),
+                transfer_minor: money(&mut v, "tlds.prices", &p.transfer),
             });
         }
         if !prices.iter().any(|p| p.years == 1) {
-            v.add("tlds", format!("{tag}: a price for 1 year is required"));
+            v.add(
+                "tlds.prices",
+                format!("{tag}: a price for 1 year is required"),
+            );
         }
         out.tlds.push((
             db::TldInput {
