@@ -42,6 +42,8 @@ pub fn client_address(
     headers: &axum::http::HeaderMap,
     trusted: &[ipnet::IpNet],
 ) -> std::net::IpAddr {
+    // An IPv4 peer of a dual-stack listener is `::ffff:a.b.c.d`: compared as IPv4.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -55,7 +57,7 @@ pub fn client_address(
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Some(ip) = parse_hop(hop) else {
+        let Some(ip) = parse_hop(hop).map(|ip| ip.to_canonical()) else {
             break;
         };
         client = ip;
@@ -564,6 +566,11 @@ mod client_address_tests {
         );
         assert_eq!(at("::1", &["[2001:db8::1]:443"]), ip("2001:db8::1"));
         assert_eq!(at("127.0.0.1", &["203.0.113.5:8080"]), ip("203.0.113.5"));
+        assert_eq!(at("::ffff:127.0.0.1", &["203.0.113.5"]), ip("203.0.113.5"));
+        assert_eq!(
+            at("::ffff:198.51.100.1", &["203.0.113.5"]),
+            ip("198.51.100.1")
+        );
         // No header, or garbage nearest: the last proxy known.
         assert_eq!(at("127.0.0.1", &[]), ip("127.0.0.1"));
         assert_eq!(at("127.0.0.1", &["203.0.113.5, unknown"]), ip("127.0.0.1"));

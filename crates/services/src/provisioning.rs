@@ -112,7 +112,14 @@ pub struct Worker {
     /// default), so that a job longer than its lease (a panel taking minutes to make an
     /// account) is not claimed and run a second time by another node meanwhile.
     pub heartbeat: Duration,
+    /// The longest a job may run: past it, it fails (and is retried as any failure is), so
+    /// that a step that hangs (a command that never exits) does not hold its job, renewed,
+    /// for ever (found by review of the heartbeat).
+    pub max_run: Duration,
 }
+
+/// [`Worker::max_run`] by default.
+pub const MAX_JOB_RUN: Duration = Duration::from_secs(30 * 60);
 
 /// The jobs a worker claims. A node runs two: webhook deliveries wait on other people's
 /// servers (up to their timeout, retried for a day when an endpoint is down), so they have
@@ -147,7 +154,9 @@ impl Worker {
             lease_us: 120_000_000,
             batch: 8,
             lane: Lane::All,
+            // A third of the lease.
             heartbeat: Duration::from_secs(40),
+            max_run: MAX_JOB_RUN,
         }
     }
 
@@ -241,7 +250,17 @@ impl Worker {
         }
         // A job that panics (a bug) fails as any error does, retried and then dead, visible
         // in the jobs list: it never takes the worker, and every job after it, down.
-        let performed = std::panic::AssertUnwindSafe(self.lodge.perform(&job)).catch_unwind();
+        let max_run = self.max_run;
+        let performed = async {
+            match tokio::time::timeout(max_run, self.lodge.perform(&job)).await {
+                Ok(r) => r,
+                Err(_) => Err(ServiceError::Internal(format!(
+                    "the job ran longer than {} s and was stopped",
+                    max_run.as_secs()
+                ))),
+            }
+        };
+        let performed = std::panic::AssertUnwindSafe(performed).catch_unwind();
         let outcome = {
             tokio::pin!(performed);
             tokio::select! {

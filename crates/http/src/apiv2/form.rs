@@ -724,7 +724,15 @@ pub async fn place_order(
     // effort: when this fails, such a retry is refused as before, and nothing is placed.
     if keyed_by_caller && !answer.is_replay() {
         if let lodge_services::idempotency::Answer::Done(outcome) = &answer {
-            if let Err(e) = st.lodge.remember_order_as(&same_order, outcome).await {
+            let mut remembered = st.lodge.remember_order_as(&same_order, outcome).await;
+            // The key may still hold an identical order since cancelled: forgotten, then
+            // this one remembered in its place.
+            if matches!(remembered, Err(ServiceError::KeyTaken))
+                && matches!(st.lodge.forget_gone_order(&same_order).await, Ok(true))
+            {
+                remembered = st.lodge.remember_order_as(&same_order, outcome).await;
+            }
+            if let Err(e) = remembered {
                 tracing::debug!(error = %e, "a keyed order was not remembered for keyless retries");
             }
         }

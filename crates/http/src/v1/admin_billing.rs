@@ -544,7 +544,10 @@ async fn list_registry_tasks(
     let domain = f
         .domain_id
         .as_deref()
-        .map(path_id::<DomainId>)
+        .map(|d| {
+            d.parse::<DomainId>()
+                .map_err(|_| ServiceError::field("domain_id", "A domain's UUID."))
+        })
         .transpose()?;
     let req = q.resolve()?;
     let (rows, count) = st

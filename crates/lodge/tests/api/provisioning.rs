@@ -41,6 +41,7 @@ on_both_engines!(
     two_workers_never_run_the_same_job,
     a_job_whose_lease_ran_out_while_it_waited_runs_once,
     a_job_longer_than_its_lease_keeps_it,
+    a_job_that_hangs_is_stopped_and_retried,
     webhook_deliveries_have_a_lane_of_their_own,
 );
 
@@ -1669,6 +1670,46 @@ async fn a_job_longer_than_its_lease_keeps_it(app: TestApp) {
         "b took a held job"
     );
     assert_eq!(fake.state().create_calls, 1, "made twice");
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.stop().await;
+}
+
+/// A job whose step hangs is stopped after the longest a job may run and retried, not held
+/// (its lease renewed) for ever.
+async fn a_job_that_hangs_is_stopped_and_retried(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "hangs.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let mut a = Worker::new(app.lodge.clone(), "node-a");
+    a.heartbeat = Duration::from_millis(20);
+    a.max_run = Duration::from_millis(300);
+    fake.state().on_next_create = Some(Hook(Box::new(|| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        })
+    })));
+    let started = Instant::now();
+    assert_eq!(run(&a).await, 1);
+    assert!(started.elapsed() < Duration::from_secs(60), "stopped");
+    let rows = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), PROVISION)
+        .await
+        .expect("jobs");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, lodge_core::JobStatus::Queued, "{rows:?}");
+    assert!(
+        rows[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ran longer"),
+        "{rows:?}"
+    );
+    assert_eq!(hosting(&app, &id).await["status"], "provisioning");
+    // Its retry comes: it is made.
+    past_backoff(&app);
+    drain(a).await;
     assert_eq!(hosting(&app, &id).await["status"], "active");
     app.stop().await;
 }

@@ -830,11 +830,22 @@ async fn a_manual_domains_changes_are_left_to_staff(app: TestApp) {
     );
     let (_, open) = app.get("/v1/admin/registry-tasks", &app.admin_key()).await;
     assert_eq!(open["count"], 1, "{open}");
-    // Another organization's domain id filters to nothing; a bad one is a 404.
-    let (status, _) = app
+    // A domain without tasks filters to nothing; a malformed id is the field's error.
+    let (status, none) = app
+        .get(
+            "/v1/admin/registry-tasks?domain_id=00000000-0000-4000-8000-000000000000",
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(
+        (status, &none["count"]),
+        (StatusCode::OK, &json!(0)),
+        "{none}"
+    );
+    let (status, e) = app
         .get("/v1/admin/registry-tasks?domain_id=nope", &app.admin_key())
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fields(status, &e, &["domain_id"], "a malformed domain id");
     app.stop().await;
 }
 

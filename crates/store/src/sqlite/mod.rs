@@ -90,7 +90,13 @@ fn create_private(url: &str) {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or_default();
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path.starts_with(':') || query.contains("mode=memory") {
+    // Only where SQLite itself would create it (`mode=rwc`: `mode=rw` and `ro` refuse a
+    // mistyped path), and only a path written plainly (a `%` escape is SQLite's to read).
+    let creates = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("mode="))
+        .all(|m| m == "rwc");
+    if path.is_empty() || path.starts_with(':') || path.contains('%') || !creates {
         return;
     }
     let mut opts = std::fs::OpenOptions::new();
@@ -152,6 +158,14 @@ mod tests {
             .execute(store.writer())
             .await
             .unwrap();
+        // `mode=rw` refuses a path that does not exist: nothing is created for it.
+        let typo = dir.path().join("typo.db");
+        assert!(
+            crate::Store::open(&format!("sqlite://{}?mode=rw", typo.display()))
+                .await
+                .is_err()
+        );
+        assert!(!typo.exists());
         for f in ["private.db", "private.db-wal", "private.db-shm"] {
             let p = dir.path().join(f);
             if let Ok(m) = std::fs::metadata(&p) {
