@@ -8,6 +8,7 @@ pub use lodge_store::hosting::{DomainRow, HistoryRow, HostingRow};
 pub use lodge_store::idempotency::IdempotencyRow;
 pub use lodge_store::jobs::JobRow;
 pub use lodge_store::keys::ApiKeyRow;
+pub use lodge_store::mail::MailLogRow;
 pub use lodge_store::orgs::{OrgRow, ProjectRow};
 pub use lodge_store::registry::RegistryTaskRow;
 pub use lodge_store::servers::ServerRow;

@@ -157,6 +157,36 @@ pub async fn recent<C: SqlConn>(conn: &mut C, limit: i64) -> Result<Vec<MailLogR
     .collect()
 }
 
+/// A page of the log, newest first, optionally of one status, with the total.
+pub async fn page<C: SqlConn>(
+    conn: &mut C,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<MailLogRow>, i64)> {
+    let status = status.unwrap_or_default();
+    let rows = conn
+        .fetch_rows(
+            &format!(
+                "SELECT {COLUMNS} FROM mail_log WHERE ($1 = '' OR status = $1) \
+                 ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ),
+            vals![status, limit, offset],
+        )
+        .await?
+        .into_iter()
+        .map(from_vals)
+        .collect::<Result<Vec<_>>>()?;
+    let count = conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM mail_log WHERE ($1 = '' OR status = $1)",
+            vals![status],
+        )
+        .await?
+        .unwrap_or(0);
+    Ok((rows, count))
+}
+
 /// A send about to start.
 #[derive(Debug, Clone)]
 pub struct Sending<'a> {

@@ -32,6 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_jobs))
         .routes(routes!(billing_preview))
         .routes(routes!(retry_job))
+        .routes(routes!(list_mail))
 }
 
 /// A server (credentials are never returned).
@@ -339,4 +340,83 @@ async fn billing_preview(
         })?,
     };
     Ok(Json(st.lodge.billing_preview(days).await?))
+}
+
+/// One message of the mail log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailMessage {
+    pub id: i64,
+    pub message_id: String,
+    /// The event it tells of (`evt_…`), and the job that sent it.
+    pub event_id: Option<String>,
+    pub job_id: Option<i64>,
+    /// The notice (`invoice_created`, `hosting_suspended`, …, `test`).
+    pub notice: String,
+    pub to: String,
+    pub subject: String,
+    /// `sending`, `sent`, `failed` (retried by its job), `unknown` (the connection broke
+    /// mid-send) or `skipped` (nothing to send it to).
+    pub status: String,
+    pub attempts: i64,
+    /// Sent again after an attempt whose outcome was unknown: the recipient may have it
+    /// twice (with one Message-ID).
+    pub possible_duplicate: bool,
+    pub last_error: Option<String>,
+    /// The SMTP server's answer to the message.
+    pub smtp_response: Option<String>,
+    pub sent: Option<String>,
+    pub created: String,
+    pub modified: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MailQuery {
+    /// Only messages of this status.
+    #[param(pattern = "^(sending|sent|failed|unknown|skipped)$")]
+    pub status: Option<String>,
+}
+
+/// The mail Lodge sent or tried to send, newest first: to whom, what, and how it went.
+#[utoipa::path(get, path = "/v1/admin/mail", tag = "admin", security(("bearer" = [])),
+    params(MailQuery, crate::extract::PageQuery),
+    responses((status = 200, body = crate::extract::Paginated<MailMessage>), (status = 400), (status = 401), (status = 403)))]
+async fn list_mail(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    V1Query(f): V1Query<MailQuery>,
+    axum::extract::Query(q): axum::extract::Query<crate::extract::PageQuery>,
+) -> ApiResult<Json<crate::extract::Paginated<MailMessage>>> {
+    let req = q.resolve()?;
+    let (rows, count) = st
+        .lodge
+        .mail_log(f.status.as_deref(), req.limit(), req.offset())
+        .await?;
+    let results = rows
+        .into_iter()
+        .map(|m| MailMessage {
+            id: m.id,
+            message_id: m.message_id,
+            event_id: m.event_id,
+            job_id: m.job_id,
+            notice: m.notice,
+            to: m.to_address,
+            subject: m.subject,
+            status: m.status,
+            attempts: m.attempts,
+            possible_duplicate: m.possible_duplicate,
+            last_error: m.last_error,
+            smtp_response: m.smtp_response,
+            sent: ts_opt(m.sent_at),
+            created: ts(m.created_at),
+            modified: ts(m.modified_at),
+        })
+        .collect();
+    Ok(Json(crate::extract::Paginated::new(
+        &st,
+        "/v1/admin/mail",
+        req,
+        count,
+        results,
+    )?))
 }

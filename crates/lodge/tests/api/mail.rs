@@ -405,6 +405,31 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     app.clock.advance(jiff::SignedDuration::from_hours(2));
     assert_eq!(drain(worker.clone()).await, 0);
     assert_eq!(smtp.messages().len(), 2);
+
+    // Staff see the log: both sent, each after three attempts, with the server's answer.
+    let (status, page) = app.get("/v1/admin/mail", &app.admin_key()).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    assert_eq!(page["count"], 2, "{page}");
+    for m in page["results"].as_array().unwrap() {
+        assert_eq!(m["status"], "sent", "{m}");
+        assert_eq!(m["attempts"], 3, "{m}");
+        assert!(m["to"].as_str().unwrap().contains('@'), "{m}");
+        assert!(
+            m["sent"].is_string() && m["smtp_response"].is_string(),
+            "{m}"
+        );
+    }
+    let (_, failed) = app
+        .get("/v1/admin/mail?status=failed", &app.admin_key())
+        .await;
+    assert_eq!(failed["count"], 0, "{failed}");
+    let (status, e) = app
+        .get("/v1/admin/mail?status=lost", &app.admin_key())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["status"].is_array(), "{e}");
+    let (status, _) = app.get("/v1/admin/mail", &app.key()).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "a customer");
     app.stop().await;
 }
 

@@ -118,6 +118,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/jobs"),
     ("GET", "/v1/admin/billing/preview"),
     ("POST", "/v1/admin/jobs/{job_id}/retry"),
+    ("GET", "/v1/admin/mail"),
     // outgoing webhooks (v1/admin_webhooks.rs)
     ("GET", "/v1/admin/webhooks"),
     ("POST", "/v1/admin/webhooks"),

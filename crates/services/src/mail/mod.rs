@@ -141,7 +141,29 @@ struct MailPayload {
     event_id: String,
 }
 
+/// The statuses of the mail log (`mail_log.status`).
+pub const MAIL_STATUSES: [&str; 5] = ["sending", "sent", "failed", "unknown", "skipped"];
+
 impl Lodge {
+    /// Staff's view of the mail log: a page, newest first, optionally of one status.
+    pub async fn mail_log(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<lodge_store::mail::MailLogRow>, i64)> {
+        if let Some(s) = status {
+            if !MAIL_STATUSES.contains(&s) {
+                return Err(ServiceError::field(
+                    "status",
+                    "One of sending, sent, failed, unknown or skipped.",
+                ));
+            }
+        }
+        let mut db = self.store.read_conn().await?;
+        Ok(lodge_store::mail::page(&mut db, status, limit, offset).await?)
+    }
+
     /// Records in the database whether this installation sends mail (this node's
     /// configuration: an SMTP host or not). Called when a node starts.
     pub async fn switch_mail(&self) -> Result<()> {
