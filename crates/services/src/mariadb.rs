@@ -191,13 +191,17 @@ impl MariaDb {
         )
         .await?;
         if locked {
-            let ids: Vec<u64> =
-                sqlx::query_scalar("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?")
-                    .bind(user)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| db_err("listing the user's sessions", e))?;
-            for id in ids {
+            // As text: the column is BIGINT UNSIGNED on MySQL and a signed BIGINT on MariaDB
+            // 10.11 (found by the stack audit: decoding it as u64 failed there, so every
+            // suspension of an account with an open session failed half done).
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(ID AS CHAR) FROM information_schema.PROCESSLIST WHERE USER = ?",
+            )
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_err("listing the user's sessions", e))?;
+            for id in ids.iter().filter_map(|i| i.trim().parse::<u64>().ok()) {
                 // Gone meanwhile: fine.
                 let _ = self
                     .exec(&format!("KILL CONNECTION {id}"), "ending a session")

@@ -696,6 +696,10 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         let note = p.note.as_deref().unwrap_or(op.note());
         let moved = hosting::transition(&mut tx, id, event, note, p.actor(), now).await?;
+        // Every step of it went through: an error an earlier attempt left is over (found
+        // by the stack audit: the customer was told of a failure after it had been
+        // retried and done, even after termination).
+        hosting::set_last_error(&mut tx, id, None, now).await?;
         if op == Lifecycle::Terminate {
             self.retire_certificate(&mut tx, id).await?;
         }

@@ -986,6 +986,7 @@ impl Lodge {
             && hosting::transition(&mut tx, id, HostingEvent::Suspend, &number, SCHEDULER, now)
                 .await?;
         if suspended {
+            hosting::set_last_error(&mut tx, id, None, now).await?;
             crate::events::hosting_event(
                 &mut *tx,
                 crate::events::EventKind::HostingSuspended,

@@ -42,6 +42,7 @@ on_both_engines!(
     a_job_whose_lease_ran_out_while_it_waited_runs_once,
     a_job_longer_than_its_lease_keeps_it,
     a_job_that_hangs_is_stopped_and_retried,
+    an_error_is_cleared_once_its_step_is_done,
     webhook_deliveries_have_a_lane_of_their_own,
 );
 
@@ -197,6 +198,8 @@ pub(crate) struct FakeState {
     arrivals: usize,
     /// Run (once) at the start of the next `create`, before it does anything.
     pub(crate) on_next_create: Option<Hook>,
+    /// Other operations (suspend, unsuspend, terminate, …) still to fail.
+    op_failures_left: usize,
 }
 
 /// Something a test does while the fake panel works.
@@ -275,6 +278,10 @@ impl FakeDriver {
         let mut s = self.state();
         s.in_flight.remove(&a.username);
         if op != "create" {
+            if s.op_failures_left > 0 {
+                s.op_failures_left -= 1;
+                return Err(DriverError(FAKE_ERROR.to_owned()));
+            }
             s.ops.push((op, a.username.clone()));
             return Ok(());
         }
@@ -1671,6 +1678,33 @@ async fn a_job_longer_than_its_lease_keeps_it(app: TestApp) {
     );
     assert_eq!(fake.state().create_calls, 1, "made twice");
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.stop().await;
+}
+
+/// A suspension that failed once shows its error on the account; once its retry went
+/// through, the error is gone (found by the stack audit: it stayed, even after
+/// termination).
+async fn an_error_is_cleared_once_its_step_is_done(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "fails-once.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    fake.state().op_failures_left = 1;
+    let (status, body) = staff(&app, &id, "suspend").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert!(h["last_error"].is_string(), "the failure shows: {h}");
+    past_backoff(&app);
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    assert!(h["last_error"].is_null(), "done: {h}");
     app.stop().await;
 }
 

@@ -536,12 +536,23 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             .ok();
         let new_password = newest;
 
-        // Suspension: no PHP, no database login; twice is harmless.
+        // Suspension: no PHP, no database login (a session open meanwhile is ended:
+        // found by the stack audit, listing it failed on MariaDB and so did the
+        // suspension); twice is harmless.
+        let mut open = customer_login(my, &db, &new_password)
+            .await
+            .expect("a session open during the suspension");
+        sqlx::query("SELECT 1").execute(&mut open).await.expect("open");
         let (status, body) = staff(&app, &id, "suspend").await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         drain(worker.clone()).await;
         let h = hosting(&app, &id).await;
         assert_eq!(h["status"], "suspended", "{h}");
+        assert!(h["last_error"].is_null(), "{h}");
+        assert!(
+            sqlx::query("SELECT 1").execute(&mut open).await.is_err(),
+            "the open session was ended"
+        );
         assert!(!pool_file.exists(), "the pool is out");
         assert!(!socket.exists(), "its socket is gone");
         fetch_until(port, domain, "/info.php", "no PHP while suspended", |s, b| {
