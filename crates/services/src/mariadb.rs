@@ -278,6 +278,19 @@ impl MariaDb {
                 .map_err(|e| db_err("writing the dump's option file", e))?;
         }
         let partial = dest.with_extension("sql.partial");
+        // Readable by Lodge's user only, as the customer's data in it is (found by the
+        // stack audit: 0644 from the umask); made before the dump writes into it.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)
+                .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+                .map_err(|e| db_err("creating the dump file", e))?;
+        }
         let out = tokio::process::Command::new(&self.settings.dump_binary)
             .arg(format!("--defaults-extra-file={}", cnf_path.display()))
             .args([

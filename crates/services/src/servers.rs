@@ -81,6 +81,20 @@ impl Lodge {
         if s.capacity < 0 {
             v.add("capacity", "At least 0 (0 is unlimited).");
         }
+        // With DNS zones on, each account of a server Lodge provisions itself gets a zone
+        // served by the server's nameservers (found by the stack audit: a server without
+        // them took orders whose zone step then failed, the site already live).
+        if self.dns.is_some() && !self.drivers.is_panel(&s.driver) {
+            for (field, ns) in [("ns1", &s.ns1), ("ns2", &s.ns2)] {
+                if ns.trim().is_empty() {
+                    v.add(
+                        field,
+                        "Required while DNS zones are on (--pdns-api-url): the nameserver of \
+                         this server's accounts' zones.",
+                    );
+                }
+            }
+        }
         let mut plans = vec![];
         for p in &s.plan_ids {
             match p.parse::<PlanId>() {

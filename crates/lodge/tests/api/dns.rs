@@ -115,6 +115,16 @@ async fn a_paid_order_gets_a_zone_its_owner_edits_until_termination(engine: Engi
     };
     harness::run(engine, options(&p), |app| async move {
         FakeDriver::default().install(&app.lodge);
+        // With zones on, a server Lodge provisions itself needs its nameservers.
+        let (status, e) = app
+            .post(
+                "/v1/admin/servers",
+                &app.admin_key(),
+                &serde_json::json!({ "name": "web2", "hostname": "web2.example.com", "driver": "nginx" }),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["ns1"].is_array() && e["ns2"].is_array(), "{e}");
         add_credit(&app, &app.org_id(), "100.00").await;
         let name = "zone-one.com";
         let (hosting_id, domain_id) = order_registered(&app, name).await;

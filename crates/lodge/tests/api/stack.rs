@@ -242,6 +242,24 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             format!("{}|{basedir}|64M|{}/tmp/sessions", fpm.pool_user(), home.display()),
             "the account's pool ran it"
         );
+        // A site of an index.php alone (a front controller): `/` and its routes run it;
+        // a missing .php file is still a 404.
+        std::fs::rename(public.join("index.html"), home.join("index.html.kept"))
+            .expect("the welcome page out of the way");
+        std::fs::write(public.join("index.php"), "<?php echo 'front:', $_SERVER['REQUEST_URI'];")
+            .expect("index.php");
+        fetch_until(port, domain, "/", "index.php is an index", |s, b| {
+            s == 200 && b == "front:/"
+        })
+        .await;
+        fetch_until(port, domain, "/blog/post-1?x=2", "routes go to it", |s, b| {
+            s == 200 && b == "front:/blog/post-1?x=2"
+        })
+        .await;
+        fetch_until(port, domain, "/missing.php", "no such script", |s, _| s == 404).await;
+        std::fs::remove_file(public.join("index.php")).expect("index.php out");
+        std::fs::rename(home.join("index.html.kept"), public.join("index.html"))
+            .expect("the welcome page back");
         // A plan change to a plan of 32 MB: the pool and nginx enforce its limits at once
         // (found by the panels audit: the old plan's stayed in force).
         let (status, tiny) = app
@@ -600,6 +618,11 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             .filter(|p| p.extension().is_some_and(|x| x == "sql"))
             .collect();
         assert_eq!(dumps.len(), 1, "{dumps:?}");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dumps[0]).expect("the dump").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the dump is Lodge's only: {mode:o}");
+        }
         let dump = std::fs::read_to_string(&dumps[0]).expect("the dump");
         assert!(
             dump.contains("CREATE TABLE `guestbook`") && dump.contains("kept in the dump"),

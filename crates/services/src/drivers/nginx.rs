@@ -135,9 +135,18 @@ impl NginxDriver {
             Some(p) if root == self.home(a).join("public_html") => p.location(a),
             _ => String::new(),
         };
+        // With PHP, `index.php` is an index too, and a path that is no file goes to it (a
+        // front controller's routes; found by the stack audit: a site of `index.php` alone
+        // answered 403). Without one there, such a path is still a 404 (the PHP location
+        // tries the file first).
+        let (index, fallback) = if php.is_empty() {
+            ("index.html", "=404")
+        } else {
+            ("index.html index.php", "/index.php$is_args$args")
+        };
         format!(
             "# Managed by Lodge: account {user}. Changes here are overwritten.\n\
-             server {{\n    listen {listen};\n{tls}    server_name {domain} www.{domain};\n    root {root};\n    index index.html;\n{acme}    location / {{ try_files $uri $uri/ =404; }}\n{php}}}\n",
+             server {{\n    listen {listen};\n{tls}    server_name {domain} www.{domain};\n    root {root};\n    index {index};\n{acme}    location / {{ try_files $uri $uri/ {fallback}; }}\n{php}}}\n",
             user = a.username,
             listen = self.cfg.listen,
             tls = self.tls_lines(a),
