@@ -130,7 +130,15 @@ fn host_name(s: &str) -> Option<String> {
         return Some(s);
     }
     let body = s.strip_suffix('.').unwrap_or(&s);
+    // A host's top-level label is never all digits (RFC 3696 2): `1.2.3.4` is an address,
+    // and an MX or a CNAME must name a host (found by the stack audit: `10 1.2.3.4` was
+    // stored as `10 1.2.3.4.`).
+    let numeric_top = body
+        .rsplit('.')
+        .next()
+        .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
     let ok = !body.is_empty()
+        && !numeric_top
         && body.len() <= 253
         && body.split('.').all(|l| {
             !l.is_empty()
@@ -368,6 +376,10 @@ pub fn validate(
                 v.add(&f("values"), "A CNAME has exactly one value.");
                 continue;
             }
+            if contents.first() == Some(&name) {
+                v.add(&f("values"), "A CNAME cannot point to its own name.");
+                continue;
+            }
         }
         let key = (name.clone(), kind.clone());
         if out.contains_key(&key) {
@@ -482,6 +494,13 @@ mod tests {
             "10 mail.example.com."
         );
         assert!(value("MX", "mail.example.com").is_err());
+        assert!(value("MX", "10 1.2.3.4").is_err(), "an address is no host");
+        assert!(value("CNAME", "192.0.2.1").is_err());
+        assert!(value("SRV", "1 1 443 10.0.0.1").is_err());
+        assert_eq!(
+            value("MX", "10 mx1.example.com").unwrap(),
+            "10 mx1.example.com."
+        );
         assert_eq!(
             value("SRV", "0 5 5060 sip.example.com.").unwrap(),
             "0 5 5060 sip.example.com."
@@ -537,5 +556,20 @@ mod tests {
         }
         // The valid sets (x A, x CNAME, y A); with errors reported nothing is written.
         assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    #[test]
+    fn a_cname_cannot_point_to_itself() {
+        let mut v = Validator::new();
+        validate(
+            &zone(),
+            &[input("www", "CNAME", &["www.example.com"])],
+            3600,
+            &mut v,
+        );
+        let Err(crate::ServiceError::Invalid(fields)) = v.finish() else {
+            panic!("invalid");
+        };
+        assert!(fields.contains_key("records[0].values"), "{fields:?}");
     }
 }
