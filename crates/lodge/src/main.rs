@@ -1220,6 +1220,21 @@ async fn serve(
         }
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
+    // The services it drives, checked once (in the background: one that does not answer
+    // must not hold up the start): a wrong key or password shows now, not at an order.
+    {
+        let lodge = server.state.lodge.clone();
+        tokio::spawn(async move {
+            for (service, outcome) in lodge.check_services().await {
+                match outcome {
+                    Ok(what) => tracing::info!(service, "{what}"),
+                    Err(why) => {
+                        tracing::warn!(service, error = %why, "a configured service is not usable: its jobs will fail and retry until it is")
+                    }
+                }
+            }
+        });
+    }
     let result = tokio::select! {
         r = server.wait() => r,
         () = shutdown_signal() => {

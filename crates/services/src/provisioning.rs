@@ -1292,6 +1292,54 @@ pub fn panel_password_ok(password: &str) -> bool {
         && password.chars().any(|c| c.is_ascii_digit())
 }
 
+impl Lodge {
+    /// What the configured services say at start: each of PowerDNS (its API and key),
+    /// MariaDB (the administrative login) and PHP-FPM (its pool and socket directories)
+    /// that is on, with `Ok(what it said)` or `Err(why not)`. Nothing refuses to start on
+    /// it (a service may come up later; jobs retry): the operator reads it in the log
+    /// (found by the stack audit: a wrong key or password showed only at the first order).
+    pub async fn check_services(&self) -> Vec<(&'static str, std::result::Result<String, String>)> {
+        let mut out = Vec::new();
+        if let Some(dns) = &self.dns {
+            out.push((
+                "powerdns",
+                dns.check()
+                    .await
+                    .map(|()| "its API answers and takes the key".to_owned())
+                    .map_err(|e| e.to_string()),
+            ));
+        }
+        if let Some(db) = &self.mariadb {
+            out.push((
+                "mariadb",
+                db.check()
+                    .await
+                    .map(|v| format!("server {v}"))
+                    .map_err(|e| e.to_string()),
+            ));
+        }
+        if let Some(php) = &self.settings.php {
+            // Made when missing (a socket directory under /run is gone after a reboot;
+            // php-fpm, reloaded, then starts no pool at all).
+            let mut problems = Vec::new();
+            for (name, dir) in [("pool_dir", &php.pool_dir), ("socket_dir", &php.socket_dir)] {
+                if let Err(e) = tokio::fs::create_dir_all(dir).await {
+                    problems.push(format!("{name} {}: {e}", dir.display()));
+                }
+            }
+            out.push((
+                "php-fpm",
+                if problems.is_empty() {
+                    Ok("its pool and socket directories exist".to_owned())
+                } else {
+                    Err(problems.join("; "))
+                },
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,12 @@ async fn a_paid_order_gets_a_zone_its_owner_edits_until_termination(engine: Engi
     };
     harness::run(engine, options(&p), |app| async move {
         FakeDriver::default().install(&app.lodge);
+        // The start-up check: PowerDNS answers and takes the key.
+        let checks = app.lodge.check_services().await;
+        assert!(
+            matches!(checks.as_slice(), [("powerdns", Ok(_))]),
+            "{checks:?}"
+        );
         // With zones on, a server Lodge provisions itself needs its nameservers.
         let (status, e) = app
             .post(

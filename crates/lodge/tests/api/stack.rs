@@ -196,6 +196,11 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
     let (fpm_ref, my_ref) = (&fpm, &my);
     harness::run(engine, opts, |app| async move {
         let (fpm, my) = (fpm_ref, my_ref);
+        // The start-up check: both usable.
+        let checks = app.lodge.check_services().await;
+        let names: Vec<&str> = checks.iter().map(|(s, _)| *s).collect();
+        assert_eq!(names, ["mariadb", "php-fpm"], "{checks:?}");
+        assert!(checks.iter().all(|(_, o)| o.is_ok()), "{checks:?}");
         add_credit(&app, &app.org_id(), "100.00").await;
         let domain = "php-one.test";
         let o = order_paid(&app, domain).await;
@@ -673,6 +678,14 @@ async fn a_database_server_out_of_reach_shows_on_the_account(engine: Engine) {
         assert_eq!(status, StatusCode::OK, "{db}");
         assert_eq!(db["ready"], false, "{db}");
         assert!(db["password"].is_null(), "not shown before it exists: {db}");
+        // What the start-up check logs: MariaDB unusable, without the password.
+        let checks = app.lodge.check_services().await;
+        let (_, outcome) = checks
+            .iter()
+            .find(|(s, _)| *s == "mariadb")
+            .expect("mariadb is checked");
+        let why = outcome.as_ref().expect_err("out of reach");
+        assert!(!why.contains("pw"), "{why}");
         app.stop().await;
     })
     .await;
