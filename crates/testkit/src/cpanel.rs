@@ -38,6 +38,9 @@ pub struct WhmState {
     pub requests: Vec<Recorded>,
     pub drop_next_create: bool,
     pub sessions: usize,
+    /// Accounts WHM is still creating (after the caller's request timed out): not listed
+    /// yet, while their name already "exists" to another `createacct`.
+    pub creating: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +122,32 @@ impl FakeWhm {
     pub fn drop_next_create(&self) {
         self.state().drop_next_create = true;
     }
+
+    /// WHM is still creating `user`'s account for `domain` (FOSSBilling issue 1086: it
+    /// goes on after the request timed out): `accountsummary` does not know it yet, and a
+    /// second `createacct` is told its group already exists, until [`FakeWhm::created`].
+    pub fn still_creating(&self, user: &str, domain: &str, plan: &str) {
+        let mut st = self.state();
+        let owner = st.user.clone();
+        st.accounts.insert(
+            user.into(),
+            WhmAccount {
+                domain: domain.into(),
+                owner,
+                plan: plan.into(),
+                suspended: false,
+                suspend_reason: String::new(),
+                password: "x".into(),
+                contactemail: String::new(),
+            },
+        );
+        st.creating.insert(user.into());
+    }
+
+    /// The creation [`FakeWhm::still_creating`] began has finished.
+    pub fn created(&self, user: &str) {
+        self.state().creating.remove(user);
+    }
 }
 
 fn reply(command: &str, result: Result<Value, String>) -> Reply {
@@ -166,7 +195,11 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
         "version" => Ok(json!({ "version": "11.126.0.7" })),
         "accountsummary" => {
             let user = p("user");
-            match st.accounts.get(&user) {
+            match st
+                .accounts
+                .get(&user)
+                .filter(|_| !st.creating.contains(&user))
+            {
                 None => missing(&user),
                 Some(a) => Ok(json!({ "acct": [{
                     "user": user, "domain": a.domain, "owner": a.owner, "plan": a.plan,
@@ -234,7 +267,13 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
         | "changepackage"
         | "passwd"
         | "create_user_session" => {
-            let user = p("user");
+            // `removeacct` takes `username` (its `user` is deprecated in cPanel's API
+            // document); the others `user`.
+            let user = if function == "removeacct" {
+                p("username")
+            } else {
+                p("user")
+            };
             if !st.accounts.contains_key(&user) {
                 missing(&user)
             } else {

@@ -35,6 +35,10 @@ pub struct DaState {
     pub requests: Vec<Recorded>,
     pub drop_next_create: bool,
     pub login_urls: Vec<String>,
+    /// Commands the login key may not run: DirectAdmin answers them with plain text, no
+    /// `error` field ("... cannot be executed because it does not exist in your
+    /// authority level", as FOSSBilling's DirectAdmin adapter checks for).
+    pub not_allowed: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +179,15 @@ fn handle(state: &Mutex<DaState>, r: Request) -> Reply {
     }
     let p = |name: &str| param(&params, name).unwrap_or("").to_owned();
     let command = r.path.trim_start_matches('/').to_owned();
+    if st.not_allowed.contains(&command) {
+        return Reply::Send(Response::new(
+            200,
+            "text/plain",
+            format!(
+                "{command} cannot be executed because it does not exist in your authority level"
+            ),
+        ));
+    }
     match command.as_str() {
         "CMD_API_LOGIN_TEST" => answer(json, false, "Login OK", ""),
         "CMD_API_SHOW_RESELLER_IPS" => {

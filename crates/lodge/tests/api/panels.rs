@@ -22,8 +22,10 @@ on_both_engines!(
     cpanel_lifecycle_through_the_worker,
     plesk_lifecycle_through_the_worker,
     a_lost_create_answer_is_retried_into_one_account,
+    a_whm_account_still_being_created_is_waited_for,
     a_name_owned_by_someone_else_fails_visibly,
     a_domain_on_another_directadmin_user_is_not_taken_as_success,
+    a_directadmin_command_the_key_may_not_run_is_not_done,
     a_wrong_token_is_a_clear_error,
     the_pinned_certificate_is_required,
     placement_takes_the_least_filled_server_of_the_plans_driver,
@@ -618,7 +620,7 @@ fn check_whm_requests(f: &FakeWhm, user: &str, domain: &str) {
     );
     let r = one("removeacct");
     assert_eq!(
-        (r.param("user"), r.param("keepdns")),
+        (r.param("username"), r.param("keepdns")),
         (Some(user), Some("0"))
     );
     let sessions = f.requests_to("create_user_session");
@@ -740,6 +742,37 @@ async fn a_lost_create_answer_is_retried_into_one_account(app: TestApp) {
     app.stop().await;
 }
 
+/// WHM goes on creating an account after the request timed out (FOSSBilling issue
+/// 1086): a retry meanwhile does not find it listed, and `createacct` answers that its
+/// group already exists. That is retried, not a failed account, and the next attempt
+/// adopts the account once WHM lists it.
+async fn a_whm_account_still_being_created_is_waited_for(app: TestApp) {
+    panel_catalog(&app).await;
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let fake = FakeWhm::start(SECRET, &["root_bronze", "root_silver"], true)
+        .await
+        .unwrap();
+    let wrapped = Fake::Whm(fake.clone());
+    pinned_server(&app, &wrapped).await;
+    let domain = "slow-whm.example";
+    let id = order(&app, &plan_of(&app, "cpanel-small").await, domain).await;
+    let legacy = hosting(&app, &id).await["legacy_id"].as_i64().unwrap();
+    let user = panel_username(domain, legacy);
+    fake.still_creating(&user, domain, "root_bronze");
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "provisioning", "retried, not failed: {h}");
+    assert!(str_of(&h, "last_error").contains("already exists"), "{h}");
+    fake.created(&user);
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert_eq!(run(&worker).await, 1);
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "adopted: {h}");
+    assert_eq!(fake.state().accounts.len(), 1);
+    app.stop().await;
+}
+
 /// Our username exists on the panel for another domain and owner: the job fails at once
 /// (no retries), the account is `failed` with the panel's reason for staff and customer.
 async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
@@ -831,6 +864,46 @@ async fn a_domain_on_another_directadmin_user_is_not_taken_as_success(app: TestA
         "{h}"
     );
     assert_eq!(fake.accounts(), 1);
+    app.stop().await;
+}
+
+/// DirectAdmin answers a command the login key may not run with plain text, without its
+/// `error` field: that is not success (read as one, the suspension was recorded while the
+/// account ran on).
+async fn a_directadmin_command_the_key_may_not_run_is_not_done(app: TestApp) {
+    panel_catalog(&app).await;
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let da = FakeDirectAdmin::start(SECRET, &["bronze", "silver"], true)
+        .await
+        .unwrap();
+    let fake = Fake::Da(da.clone());
+    pinned_server(&app, &fake).await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = order(
+        &app,
+        &plan_of(&app, "directadmin-small").await,
+        "limited.example",
+    )
+    .await;
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    da.state().not_allowed.insert("CMD_API_SELECT_USERS".into());
+    staff(&app, &id, "suspend").await;
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "not suspended: {h}");
+    assert!(str_of(&h, "last_error").contains("authority level"), "{h}");
+    let user = str_of(&h, "username").to_owned();
+    assert!(
+        !da.user(&user).unwrap().suspended,
+        "nothing happened on the panel"
+    );
+    // Allowed again: the retry suspends it.
+    da.state().not_allowed.clear();
+    app.clock.advance(SignedDuration::from_hours(2));
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    assert!(da.user(&user).unwrap().suspended);
     app.stop().await;
 }
 

@@ -178,6 +178,14 @@ impl Provisioner for Whm {
                 if self.ours(a).await?.is_some() {
                     return Ok(());
                 }
+                // WHM goes on creating an account after the caller's request timed out
+                // (FOSSBilling issue 1086): a retry meanwhile is told the user's group or
+                // the domain "already exists" while the account is not listed yet. That
+                // is retried (the next attempt finds the account and adopts it); other
+                // refusals (a bad name, a missing package, a weak password) are final.
+                if e.to_ascii_lowercase().contains("already exists") {
+                    return Err(DriverError(e));
+                }
                 Err(DriverError::refused(e))
             }
         }
@@ -209,7 +217,7 @@ impl Provisioner for Whm {
             return Ok(()); // gone already
         }
         match self
-            .ask("removeacct", &[("user", &a.username), ("keepdns", "0")])
+            .ask("removeacct", &[("username", &a.username), ("keepdns", "0")])
             .await?
         {
             Ok(_) => Ok(()),

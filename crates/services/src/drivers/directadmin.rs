@@ -69,6 +69,19 @@ pub fn parse_answer(body: &str) -> Result<HashMap<String, String>, DriverError> 
     Ok(pairs.into_iter().collect())
 }
 
+/// An answer without DirectAdmin's `error` field: what it began with, on one line.
+fn unreadable(command: &str, body: &str) -> DriverError {
+    let start: String = body
+        .chars()
+        .take(160)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    DriverError(format!(
+        "{command}: DirectAdmin answered without error=0 or error=1: {:?}",
+        start.trim()
+    ))
+}
+
 fn failed(m: &HashMap<String, String>) -> Option<String> {
     let error = m.get("error").map(String::as_str).unwrap_or("0");
     if error == "0" {
@@ -110,12 +123,25 @@ impl DirectAdmin {
             .basic_auth(login, Some(&self.panel.creds.secret))
             .form(form);
         let (status, body) = send(req).await?;
+        if (300..400).contains(&status) {
+            return Err(DriverError(format!(
+                "{command}: HTTP {status}, a redirect and not an answer (a login key not \
+                 allowed this command?)"
+            )));
+        }
+        // Anything but a readable answer (plain text such as "... cannot be executed
+        // because it does not exist in your authority level", a login page) is an error:
+        // read as no error at all, it reported a suspension or a termination done that
+        // never happened (found by review against DirectAdmin's documentation).
         let m = parse_answer(&body)?;
         if let Some(e) = failed(&m) {
             return Ok(Err(format!("{command}: {e}")));
         }
         if status >= 400 {
             return Err(DriverError(format!("{command}: HTTP {status}")));
+        }
+        if !m.contains_key("error") {
+            return Err(unreadable(command, &body));
         }
         Ok(Ok(m))
     }
