@@ -509,6 +509,7 @@ impl Lodge {
                 password,
                 server: server.hostname.clone(),
                 limits,
+                client_ip: None,
             },
             target,
         )))
@@ -1203,7 +1204,13 @@ impl Lodge {
     /// Where the customer logs in to the account's control panel: asked of the panel (a
     /// one-time link or session) for a live account on a panel server, else `None`. A panel
     /// that fails or takes over 10 s gives `None` (logged): the detail still answers.
-    pub async fn login_url(&self, h: &HostingRow) -> Option<String> {
+    ///
+    /// `client_ip` is the customer's address (a panel may bind the session to it).
+    pub async fn login_url(
+        &self,
+        h: &HostingRow,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Option<String> {
         if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
             return None;
         }
@@ -1215,10 +1222,11 @@ impl Lodge {
                 return None;
             }
         };
-        let (account, target) = found;
+        let (mut account, target) = found;
         if !self.drivers.is_panel(&target.name) {
             return None;
         }
+        account.client_ip = client_ip;
         match tokio::time::timeout(Duration::from_secs(10), target.driver.login_url(&account)).await
         {
             Ok(Ok(url)) => url,

@@ -150,6 +150,7 @@ pub struct Website {
               (status = 404, body = super::V2ErrorBody)))]
 pub async fn get_website(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     c: Customer,
     Path(id): Path<String>,
 ) -> V2Result<Json<Website>> {
@@ -164,7 +165,7 @@ pub async fn get_website(
     // The control panel's one-time login link, when the account is on a panel.
     let client_links: Vec<BTreeMap<String, String>> = st
         .lodge
-        .login_url(h)
+        .login_url(h, client_ip)
         .await
         .map(|url| {
             BTreeMap::from([

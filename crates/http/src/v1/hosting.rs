@@ -243,9 +243,10 @@ async fn hosting_detail(
     access: &lodge_services::auth::Access,
     project: ProjectId,
     id: HostingId,
+    client_ip: Option<std::net::IpAddr>,
 ) -> ApiResult<Hosting> {
     let view = st.lodge.hosting_detail(access, project, id).await?;
-    let login_url = st.lodge.login_url(&view.hosting).await;
+    let login_url = st.lodge.login_url(&view.hosting, client_ip).await;
     let tls = st.lodge.certificate_status(&view.hosting).await?;
     let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?).for_customer();
     out.login_url = login_url;
@@ -270,6 +271,7 @@ pub struct PasswordRequest {
               (status = 409, description = "The account is not live")))]
 pub async fn change_password(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
     body: V1Later<PasswordRequest>,
@@ -286,7 +288,7 @@ pub async fn change_password(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(hosting_detail(&st, &access, project, id).await?),
+        Json(hosting_detail(&st, &access, project, id, client_ip).await?),
     ))
 }
 
@@ -299,6 +301,7 @@ pub async fn change_password(
     responses((status = 200, body = Hosting), (status = 401), (status = 404)))]
 pub async fn get_hosting(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Hosting>> {
@@ -306,7 +309,9 @@ pub async fn get_hosting(
     let project: ProjectId = path_id(&project)?;
     let id: HostingId = path_id(&id)?;
     let (access, _) = st.lodge.project_access(&p, org, project).await?;
-    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+    Ok(Json(
+        hosting_detail(&st, &access, project, id, client_ip).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -331,6 +336,7 @@ pub struct CancelRequest {
               (status = 409, description = "Already cancelled or a cancellation is pending")))]
 pub async fn cancel_hosting(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
     body: V1Later<CancelRequest>,
@@ -346,7 +352,9 @@ pub async fn cancel_hosting(
     st.lodge
         .cancel_hosting(&access, Some(project), id, kind, body.reason.trim())
         .await?;
-    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+    Ok(Json(
+        hosting_detail(&st, &access, project, id, client_ip).await?,
+    ))
 }
 
 /// Withdraws a pending cancellation.
@@ -359,6 +367,7 @@ pub async fn cancel_hosting(
               (status = 409, description = "No cancellation pending")))]
 pub async fn revoke_cancellation(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Hosting>> {
@@ -369,7 +378,9 @@ pub async fn revoke_cancellation(
     st.lodge
         .revoke_cancellation(&access, Some(project), id)
         .await?;
-    Ok(Json(hosting_detail(&st, &access, project, id).await?))
+    Ok(Json(
+        hosting_detail(&st, &access, project, id, client_ip).await?,
+    ))
 }
 
 /// The plan change request.
@@ -472,6 +483,7 @@ pub struct ChangePlanResponse {
               (status = 422, description = "Idempotency-Key reused with another body")))]
 pub async fn change_plan(
     State(st): State<AppState>,
+    crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     Caller(p): Caller,
     Path((org, project, id)): Path<(String, String, String)>,
     key: Option<IdempotencyKey>,
@@ -495,7 +507,7 @@ pub async fn change_plan(
             .lodge
             .change_plan(&access, Some(project), id, &req.plan_id, key.as_ref())
             .await?;
-        let hosting = hosting_detail(&st, &access, project, id).await?;
+        let hosting = hosting_detail(&st, &access, project, id, client_ip).await?;
         let (cur, base) = (st.lodge.settings.currency, st.public_base_url.clone());
         Ok::<_, ApiError>(idempotency::respond(answer, |o| {
             Json(ChangePlanResponse {

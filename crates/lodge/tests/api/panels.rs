@@ -418,6 +418,24 @@ async fn lifecycle(app: TestApp, driver: &str) {
                 "{url}"
             );
             assert!(link.contains("rsession_init.php?PLESKSESSID="), "{link}");
+            // The session is for the customer's address (through a trusted proxy here:
+            // X-Forwarded-For), as create_session's user_ip asks.
+            let resp = app
+                .client
+                .get(app.url(&crate::harness::hosting_path(&app, &id)))
+                .bearer_auth(app.key())
+                .header("X-Forwarded-For", "203.0.113.7")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let sessions = p.requests_to("server.create_session");
+            let last = sessions.last().expect("a session");
+            assert!(
+                xml(last).contains("<user_ip>MjAzLjAuMTEzLjc=</user_ip>"),
+                "{}",
+                xml(last)
+            );
         }
     }
     assert_ne!(url, link, "each link is made for one login");

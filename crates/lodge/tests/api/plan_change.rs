@@ -797,6 +797,7 @@ async fn nginx_records_the_package() {
         password: None,
         server: "localhost".into(),
         limits: Default::default(),
+        client_ip: None,
     };
     driver.change_package(&account, "Business").await.unwrap();
     driver.change_package(&account, "Business").await.unwrap();

@@ -403,6 +403,7 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
                 max_databases: 5,
                 ..Default::default()
             },
+            client_ip: None,
         };
         for _ in 0..2 {
             driver.create(&account).await.expect("create again");

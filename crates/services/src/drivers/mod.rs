@@ -30,6 +30,9 @@ pub struct Account {
     /// The plan's limits, from the catalog (what a driver enforces or records of them is
     /// its own: see each driver).
     pub limits: PlanLimits,
+    /// The customer's address, when asking for a login link (Plesk binds its session to
+    /// it: `create_session`'s `user_ip`); `None` otherwise.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// A plan's limits as the catalog gives them (0: none, or for disk and bandwidth: no cap).

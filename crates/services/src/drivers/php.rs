@@ -382,6 +382,7 @@ mod tests {
             password: None,
             server: "localhost".into(),
             limits: Default::default(),
+            client_ip: None,
         }
     }
 

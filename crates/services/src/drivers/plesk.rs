@@ -361,7 +361,13 @@ impl Provisioner for Plesk {
 
     async fn login_url(&self, a: &Account) -> Result<Option<String>, DriverError> {
         use base64::Engine;
-        let ip = base64::engine::general_purpose::STANDARD.encode("127.0.0.1");
+        // The address the customer logs in from, as Plesk's create_session asks
+        // (`user_ip`, base64; found by review: always 127.0.0.1 before).
+        let from = a.client_ip.map_or_else(
+            || "127.0.0.1".to_owned(),
+            |ip| ip.to_canonical().to_string(),
+        );
+        let ip = base64::engine::general_purpose::STANDARD.encode(from);
         let xml = self
             .call(&format!(
                 "<server><create_session><login>{}</login><data><user_ip>{ip}</user_ip><source_server></source_server></data></create_session></server>",
