@@ -140,8 +140,7 @@ impl Whm {
 }
 
 fn random_password() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
+    super::strong_password()
 }
 
 #[async_trait]

@@ -231,8 +231,7 @@ impl DirectAdmin {
 }
 
 fn random_password() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
+    super::strong_password()
 }
 
 #[async_trait]
@@ -372,7 +371,13 @@ impl Provisioner for DirectAdmin {
                 ],
             )
             .await?;
-        Ok(m.get("details").filter(|u| !u.is_empty()).cloned())
+        // The URL is in `details` of the url-encoded answer; some DirectAdmin versions and
+        // clients (JSON) give it as `result`: whichever holds a URL.
+        Ok(["result", "details"]
+            .iter()
+            .filter_map(|k| m.get(*k))
+            .find(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .cloned())
     }
 
     async fn check(&self) -> Result<String, DriverError> {

@@ -254,11 +254,7 @@ fn email_of(a: &Account) -> String {
 }
 
 fn random_password() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!(
-        "{}#1a",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 18)
-    )
+    super::strong_password()
 }
 
 #[async_trait]

@@ -176,7 +176,7 @@ pub(crate) fn random_token(len: usize) -> String {
 
 /// A password for a hosting account when the customer left it blank.
 pub fn generate_password() -> String {
-    random_token(20)
+    crate::drivers::strong_password()
 }
 
 impl Lodge {
