@@ -227,3 +227,30 @@ impl Server {
         Ok(())
     }
 }
+
+/// Turns off, whatever the operator's filter says, the logs of libraries that write
+/// secrets: instant-epp logs each EPP request's XML at debug (the login's password, a
+/// transfer's authInfo) and a whole reply at error when it cannot read it (a domain's
+/// authInfo, contacts); Lodge logs its own, redacted, errors instead (found by review of
+/// the EPP client).
+pub fn quiet_secret_loggers(
+    filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::EnvFilter {
+    match "instant_epp=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    #[test]
+    fn the_epp_library_is_silent_even_at_trace() {
+        for given in ["trace", "debug,instant_epp=trace", "info"] {
+            let f = super::quiet_secret_loggers(tracing_subscriber::EnvFilter::new(given));
+            let text = f.to_string();
+            assert!(text.contains("instant_epp=off"), "{given}: {text}");
+            assert!(!text.contains("instant_epp=trace"), "{given}: {text}");
+        }
+    }
+}

@@ -627,6 +627,7 @@ fn init_logging(format: Option<&str>) {
     let filter = EnvFilter::try_from_env("LODGE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let filter = lodge::quiet_secret_loggers(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

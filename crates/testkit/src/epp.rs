@@ -53,6 +53,9 @@ pub enum Fault {
     DropAfterCreate,
     /// The next command (after login) is not run: the connection drops.
     DropNextCommand,
+    /// The next command (after login) is not run and never answered; the connection stays
+    /// open until the client closes it (a registry that stopped answering).
+    StallNextCommand,
 }
 
 /// How the server is set up.
@@ -359,6 +362,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Reply::Drop => return Ok(()),
+            Reply::Stall => {
+                // Nothing is answered; whatever else comes is ignored until the client
+                // closes the connection.
+                while read_frame(&mut s).await?.is_some() {}
+                return Ok(());
+            }
         }
     }
 }
@@ -392,6 +401,7 @@ enum Reply {
     Send(String),
     SendAndClose(String),
     Drop,
+    Stall,
 }
 
 /// What a command answers before it is wrapped in `<response>`.
@@ -575,6 +585,11 @@ impl Registry {
             self.fault = None;
             self.commands.push(format!("{verb_name} (dropped)"));
             return Reply::Drop;
+        }
+        if self.fault == Some(Fault::StallNextCommand) {
+            self.fault = None;
+            self.commands.push(format!("{verb_name} (stalled)"));
+            return Reply::Stall;
         }
         if verb_name == "poll" {
             let op = verb.attribute("op").unwrap_or("");

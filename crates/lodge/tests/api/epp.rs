@@ -506,6 +506,37 @@ async fn an_approved_transfer_activates_the_domain(engine: Engine) {
     .await;
 }
 
+/// A registry that stops answering (a command sent, no reply, the connection left open) is
+/// given up after the configured timeout, and the next command runs on a new session
+/// (found by review: only the TLS handshake was bounded, so the session, and every check
+/// and job behind it, waited for ever).
+#[tokio::test]
+async fn a_registry_that_stops_answering_is_given_up() {
+    let server = registry(false).await;
+    let mut s = settings(&server, "lodge", "lodge-secret");
+    s.timeout = Duration::from_secs(1);
+    let epp = EppRegistrar::new(s).expect("driver");
+    let n = name("silent-registry.com");
+    epp.check(&n).await.expect("a first check");
+    server.set_fault(Fault::StallNextCommand);
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(60), epp.check(&n))
+        .await
+        .expect("the check gave up on the registry")
+        .expect_err("no answer");
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "given up, not waited out"
+    );
+    epp.check(&n).await.expect("a new session answers");
+    assert!(
+        server.commands().iter().any(|c| c.ends_with("(stalled)")),
+        "{:?}",
+        server.commands()
+    );
+}
+
 /// A login the registry refuses (2200): at order time the availability check fails, so the
 /// order is refused with a field error and nothing is written; a job whose session must log
 /// in again after the password changed fails with the registry's reason and is retried.

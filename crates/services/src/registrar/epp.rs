@@ -221,14 +221,30 @@ impl EppRegistrar {
         loop {
             tries -= 1;
             let mut guard = self.session.lock().await;
+            // Every wait on the registry is bounded: instant-epp bounds only the TLS
+            // handshake, so a registry that stopped answering held the session (and every
+            // availability check, registrar job and scheduler pass behind it) for ever
+            // (found by review of the EPP client).
+            let limit = self.settings.timeout;
             if guard.is_none() {
-                *guard = Some(self.connect().await.map_err(|e| (None, e))?);
+                let connected = tokio::time::timeout(limit * 2, self.connect())
+                    .await
+                    .map_err(|_| (None, timed_out("connecting and logging in", limit * 2)))?;
+                *guard = Some(connected.map_err(|e| (None, e))?);
             }
             let Some(client) = guard.as_mut() else {
                 return Err((None, RegistrarError("no EPP session".into())));
             };
             let id = self.next_trid();
-            match client.transact(cmd, &id).await {
+            let answer = match tokio::time::timeout(limit, client.transact(cmd, &id)).await {
+                Ok(a) => a,
+                Err(_) => {
+                    // The reply may still come on this connection: it is dropped.
+                    *guard = None;
+                    return Err((None, timed_out("a command", limit)));
+                }
+            };
+            match answer {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     let (code, text) = describe(&e);
@@ -617,12 +633,26 @@ impl Registrar for EppRegistrar {
         let Some(client) = guard.as_mut() else {
             return Ok(()); // no session to keep
         };
-        if let Err(e) = client.hello().await {
-            *guard = None;
-            return Err(err("hello", describe(&e).1));
+        match tokio::time::timeout(self.settings.timeout, client.hello()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *guard = None;
+                Err(err("hello", describe(&e).1))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(timed_out("hello", self.settings.timeout))
+            }
         }
-        Ok(())
     }
+}
+
+/// The registry did not answer `what` within `limit`.
+fn timed_out(what: &str, limit: Duration) -> RegistrarError {
+    RegistrarError(format!(
+        "the registry did not answer {what} within {} s",
+        limit.as_secs()
+    ))
 }
 
 /// A fresh transfer code (RFC 5731 `authInfo`): random letters and digits, with the
