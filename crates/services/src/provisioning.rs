@@ -410,13 +410,16 @@ impl Lodge {
                 struct Renew {
                     domain_id: lodge_core::DomainId,
                     years: u32,
+                    #[serde(default)]
+                    from: Option<String>,
                 }
                 let p = payload::<Renew>(job)?;
                 let source = job
                     .dedupe_key
                     .clone()
                     .unwrap_or_else(|| format!("job:{}", job.id));
-                self.renew_domain(p.domain_id, p.years, &source).await
+                self.renew_domain(p.domain_id, p.years, &source, p.from.as_deref())
+                    .await
             }
             crate::renewals::JOB_SUSPEND_OVERDUE => {
                 let p = payload::<HostingPayload>(job)?;

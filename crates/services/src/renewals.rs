@@ -1129,7 +1129,16 @@ impl Lodge {
     /// staff answers `Pending`: the domain stays paid through the year).
     /// A registrar that leaves the renewal to staff puts it on their list of registry
     /// tasks (once per job: `source` is the job's key).
-    pub(crate) async fn renew_domain(&self, id: DomainId, years: u32, source: &str) -> Result<()> {
+    ///
+    /// `from` is the expiry the renewal was billed from (older jobs have none: the one
+    /// recorded is used).
+    pub(crate) async fn renew_domain(
+        &self,
+        id: DomainId,
+        years: u32,
+        source: &str,
+        from: Option<&str>,
+    ) -> Result<()> {
         let Some(d) = hosting::domain(self.store.reader(), id).await? else {
             return Ok(());
         };
@@ -1141,7 +1150,10 @@ impl Lodge {
         };
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let expiration = d.expiration_date.clone().unwrap_or_default();
+        let expiration = from
+            .map(str::to_owned)
+            .or_else(|| d.expiration_date.clone())
+            .unwrap_or_default();
         let outcome = registrar
             .renew(&name, years, &expiration)
             .await
@@ -1210,7 +1222,11 @@ async fn advance_billed<C: lodge_store::SqlConn>(
                 ctx,
                 conn,
                 JOB_RENEW_DOMAIN,
-                serde_json::json!({ "domain_id": domain, "years": 1 }),
+                // The expiry the year is renewed from, fixed now: the registry's renew is
+                // sent with it (RFC 5731's curExpDate), so a retry after a lost answer
+                // cannot renew a second year even once the daily sync has read the new
+                // expiry back (found by review of the EPP client).
+                serde_json::json!({ "domain_id": domain, "years": 1, "from": start }),
                 &format!("{JOB_RENEW_DOMAIN}:{domain}:{start}"),
             )
             .await?;

@@ -53,6 +53,8 @@ pub enum Fault {
     DropAfterCreate,
     /// The next command (after login) is not run: the connection drops.
     DropNextCommand,
+    /// The next `domain:renew` is committed, then the connection drops without an answer.
+    DropAfterRenew,
     /// The next command (after login) is not run and never answered; the connection stays
     /// open until the client closes it (a registry that stopped answering).
     StallNextCommand,
@@ -626,7 +628,14 @@ impl Registry {
                 a
             }
             ("domain", "info") => self.domain_info(&client, object),
-            ("domain", "renew") => self.domain_renew(&client, object),
+            ("domain", "renew") => {
+                let a = self.domain_renew(&client, object);
+                if a.code == 1000 && self.fault == Some(Fault::DropAfterRenew) {
+                    self.fault = None;
+                    return Reply::Drop;
+                }
+                a
+            }
             ("domain", "transfer") => self.domain_transfer(&client, verb, object),
             ("domain", "update") => self.domain_update(&client, object),
             ("contact", "create") => self.contact_create(&client, object),

@@ -452,8 +452,15 @@ impl Registrar for EppRegistrar {
                 expiration_date: current,
             });
         }
-        let cur: chrono::NaiveDate = current.parse().map_err(|_| {
-            RegistrarError(format!("the registry's expiry {current:?} is not a date"))
+        // Renewed from the date Lodge billed it from, as RFC 5731's curExpDate is meant to
+        // be: a registry whose expiry is another refuses (2306), never renews twice.
+        let from = if expiration.is_empty() {
+            current.as_str()
+        } else {
+            expiration
+        };
+        let cur: chrono::NaiveDate = from.parse().map_err(|_| {
+            RegistrarError(format!("the expiry to renew from, {from:?}, is not a date"))
         })?;
         let renew = DomainRenew::new(name.as_str(), cur, Self::period(years)?);
         let r = self
