@@ -288,7 +288,10 @@ impl EppRegistrar {
             address,
         );
         let voice = c.phone.as_deref().map(Voice::new);
-        let auth = format!("c-{}", c.handle);
+        // The contact's authInfo is never used by Lodge again: random, not derived from
+        // the handle (which is derived from the organization; found by review: a
+        // guessable registrant authInfo may authorize a transfer at some registries).
+        let auth = new_auth_code(self.trid.load(Ordering::Relaxed));
         let create = ContactCreate::new(&c.handle, &c.email, postal, voice, &auth);
         match self.transact(&create, false).await {
             Ok(_) | Err((Some(ResultCode::ObjectExists), _)) => Ok(()),

@@ -57,13 +57,15 @@ fn parse_name(d: &DomainRow) -> Result<DomainName> {
     DomainName::parse(&d.name).map_err(|e| ServiceError::Internal(e.to_string()))
 }
 
-/// A registry contact handle for an organization: `L` and 15 hex digits of its id.
+/// A registry contact handle for an organization: `L` and 15 hex digits of a digest of its
+/// id (RFC 5733 ids are 3 to 16 characters). Not the id's own first digits: those of a
+/// time-ordered UUID are its creation time, so organizations made in the same
+/// millisecond shared a handle, and the second's domains were registered to the first's
+/// contact (found by review of the EPP client).
 fn handle_of(org: &str) -> String {
-    let hex: String = org
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(15)
-        .collect();
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("lodge registry contact\0{org}").as_bytes());
+    let hex: String = hex::encode(digest).chars().take(15).collect();
     format!("L{hex}")
 }
 
@@ -731,4 +733,20 @@ pub(crate) fn clean_nameservers(nameservers: &[String]) -> Result<Vec<String>> {
         ));
     }
     Ok(clean)
+}
+
+#[cfg(test)]
+mod handle_tests {
+    #[test]
+    fn handles_are_short_distinct_and_stable() {
+        // Two time-ordered ids of the same millisecond (their first 15 digits equal).
+        let a = super::handle_of("01a24865-4129-7280-8000-000000000001");
+        let b = super::handle_of("01a24865-4129-7280-8000-000000000002");
+        assert_ne!(a, b);
+        assert_eq!(a, super::handle_of("01a24865-4129-7280-8000-000000000001"));
+        for h in [&a, &b] {
+            assert_eq!(h.len(), 16, "{h}");
+            assert!(h.starts_with('L') && h[1..].bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
 }
