@@ -567,7 +567,7 @@ async fn a_wrong_password_fails_the_job_with_a_clear_error(engine: Engine) {
         drain(w.clone()).await;
         app.clock
             .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(2));
-        drain(w).await;
+        drain(w.clone()).await;
         let j = jobs(&app, "register_domain").await;
         assert_eq!(j.len(), 1);
         // Retried with backoff (the password may be fixed meanwhile), with the reason kept.
@@ -581,6 +581,21 @@ async fn a_wrong_password_fails_the_job_with_a_clear_error(engine: Engine) {
         assert!(r.registry_error.unwrap().contains("refused the login"));
         assert_eq!(server.count("domain:create"), 0);
         assert!(server.domain("bad-login.com").is_none());
+        // The refused login is not tried again at once (a registry locks an account that
+        // keeps failing its logins): the next retry fails with the same reason, without
+        // logging in.
+        let logins = server.count("login");
+        app.clock
+            .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(4));
+        drain(w).await;
+        assert_eq!(server.count("login"), logins, "{:?}", server.commands());
+        let j = jobs(&app, "register_domain").await;
+        assert_eq!(j[0].attempts, 3, "{:?}", j[0]);
+        let err = j[0].last_error.clone().unwrap();
+        assert!(
+            err.contains("refused the login") && err.contains("not trying again"),
+            "{err}"
+        );
         app.stop().await;
     })
     .await;

@@ -72,7 +72,15 @@ pub struct EppRegistrar {
     tls: Option<Arc<ClientConfig>>,
     session: tokio::sync::Mutex<Option<Client>>,
     trid: AtomicU64,
+    /// Until when no login is tried again after the registry refused one (an expired
+    /// password, an address not on its list), and why: each command would otherwise log
+    /// in afresh, a hundred refused logins a minute from the daily sync alone, which
+    /// registries answer by locking the account (found by review of the EPP client).
+    refused: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long no login is tried after the registry refused one.
+const LOGIN_BACKOFF: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for EppRegistrar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +139,7 @@ impl EppRegistrar {
                 settings,
                 tls: None,
                 session: tokio::sync::Mutex::new(None),
+                refused: std::sync::Mutex::new(None),
                 trid: AtomicU64::new(1),
             });
         };
@@ -160,6 +169,7 @@ impl EppRegistrar {
             settings,
             tls: Some(Arc::new(config)),
             session: tokio::sync::Mutex::new(None),
+            refused: std::sync::Mutex::new(None),
             trid: AtomicU64::new(1),
         })
     }
@@ -194,14 +204,23 @@ impl EppRegistrar {
         let id = self.next_trid();
         if let Err(e) = client.transact(&login, &id).await {
             let (code, text) = describe(&e);
-            return Err(RegistrarError(match code {
+            let why = match code {
                 Some(ResultCode::AuthenticationError)
                 | Some(ResultCode::AuthenticationErrorServerClosingConnection) => format!(
                     "the registry refused the login of {:?}: {text}; check the client id and password",
                     s.client_id
                 ),
                 _ => format!("logging in to the registry: {text}"),
-            }));
+            };
+            if code.is_some() {
+                if let Ok(mut r) = self.refused.lock() {
+                    *r = Some((std::time::Instant::now() + LOGIN_BACKOFF, why.clone()));
+                }
+            }
+            return Err(RegistrarError(why));
+        }
+        if let Ok(mut r) = self.refused.lock() {
+            *r = None;
         }
         Ok(client)
     }
@@ -227,6 +246,22 @@ impl EppRegistrar {
             // (found by review of the EPP client).
             let limit = self.settings.timeout;
             if guard.is_none() {
+                let refused = self
+                    .refused
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .filter(|(until, _)| std::time::Instant::now() < *until);
+                if let Some((until, why)) = refused {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    return Err((
+                        None,
+                        RegistrarError(format!(
+                            "{why} (not trying again for {} s)",
+                            left.as_secs() + 1
+                        )),
+                    ));
+                }
                 let connected = tokio::time::timeout(limit * 2, self.connect())
                     .await
                     .map_err(|_| (None, timed_out("connecting and logging in", limit * 2)))?;
