@@ -750,6 +750,14 @@ async fn customers_manage_nameservers_and_lock_and_staff_see_the_registry_state(
             code["auth_code"],
             server.domain("manage-me.com").unwrap().auth_info.as_str()
         );
+        // A registry that keeps codes secret (RFC 9154: an empty one in info): a fresh
+        // code is set at the registry and told, never "".
+        server.update_domain("manage-me.com", |d| d.auth_info = String::new());
+        let (status, code) = app.get(&format!("{path}/auth-code"), &app.key()).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+        let fresh = str_of(&code, "auth_code").to_owned();
+        assert!(fresh.len() >= 8, "{code}");
+        assert_eq!(server.domain("manage-me.com").unwrap().auth_info, fresh);
 
         // Another organization sees none of it.
         let owner = app.admin_create_user("stranger@example.test", None).await;

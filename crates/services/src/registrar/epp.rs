@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use instant_epp::client::RustlsConnector;
 use instant_epp::common::NoExtension;
 use instant_epp::contact::{Address, ContactCreate, InfoType, PostalInfo, Voice};
-use instant_epp::domain::update::{DomainAdd, DomainRemove};
+use instant_epp::domain::update::{DomainAdd, DomainChangeInfo, DomainRemove};
 use instant_epp::domain::{
-    DomainCheck, DomainContact, DomainCreate, DomainInfo, DomainRenew, DomainTransfer,
-    DomainUpdate, HostInfo, HostObj, NameServers, Period, PeriodLength, Status,
+    DomainAuthInfo, DomainCheck, DomainContact, DomainCreate, DomainInfo, DomainRenew,
+    DomainTransfer, DomainUpdate, HostInfo, HostObj, NameServers, Period, PeriodLength, Status,
 };
 use instant_epp::login::Login;
 use instant_epp::poll::{Ack, Poll, PollData};
@@ -670,7 +670,26 @@ impl Registrar for EppRegistrar {
     }
 
     async fn auth_code(&self, name: &DomainName) -> Result<Option<String>, RegistrarError> {
-        Ok(self.info(name).await?.and_then(|i| i.auth_info))
+        let known = self
+            .info(name)
+            .await?
+            .and_then(|i| i.auth_info)
+            .filter(|a| !a.trim().is_empty());
+        if known.is_some() {
+            return Ok(known);
+        }
+        // A registry that keeps transfer codes secret (RFC 9154) answers an empty one: a
+        // fresh code is set and told (found by review: the customer was shown "").
+        let code = new_auth_code(self.trid.fetch_add(1, Ordering::Relaxed));
+        let mut u = DomainUpdate::new(name.as_str());
+        u.info(DomainChangeInfo {
+            registrant: None,
+            auth_info: Some(DomainAuthInfo::new(&code)),
+        });
+        self.transact(&u, false)
+            .await
+            .map_err(|(_, e)| err("update", e))?;
+        Ok(Some(code))
     }
 
     async fn keepalive(&self) -> Result<(), RegistrarError> {
