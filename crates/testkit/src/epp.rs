@@ -1113,6 +1113,21 @@ impl Registry {
         if child(object, "email").is_none() || child(object, "postalInfo").is_none() {
             return Answer::code(2003);
         }
+        // RFC 5733's e164StringType: `(\+[0-9]{1,3}\.[0-9]{1,14})?`; a schema-checking
+        // registry refuses anything else (2001).
+        if let Some(voice) = text(child(object, "voice")) {
+            let ok = voice
+                .strip_prefix('+')
+                .and_then(|v| v.split_once('.'))
+                .is_some_and(|(cc, n)| {
+                    (1..=3).contains(&cc.len())
+                        && (1..=14).contains(&n.len())
+                        && cc.bytes().chain(n.bytes()).all(|b| b.is_ascii_digit())
+                });
+            if !ok {
+                return Answer::code(2001);
+            }
+        }
         if self.contacts.contains_key(&id) {
             return Answer::code(2302);
         }

@@ -331,6 +331,17 @@ async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: En
     let epp = driver(&server);
     harness::run(engine, options(epp), |app| async move {
         add_credit(&app, &app.org_id(), "200.00").await;
+        // The registrant's phone as the customer typed it: sent as RFC 5733 writes it
+        // (the test registry refuses anything else, as schema-checking ones do).
+        let (status, body) = crate::harness::v2(
+            &app,
+            Method::POST,
+            "/apiv2/account",
+            crate::harness::Auth::Key(&app.key()),
+            Some(&json!({ "phone": "+44 (20) 7946-0958", "country": "GB" })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
         // The check endpoint: the registry's answer and the TLD's price.
         let (status, c) = app.get("/v1/domains/check/Paid-Reg.com", &app.key()).await;
         assert_eq!(status, StatusCode::OK, "{c}");

@@ -322,7 +322,8 @@ impl EppRegistrar {
             c.organization.as_deref(),
             address,
         );
-        let voice = c.phone.as_deref().map(Voice::new);
+        let phone = c.phone.as_deref().and_then(|p| epp_phone(p, &c.country));
+        let voice = phone.as_deref().map(Voice::new);
         // The contact's authInfo is never used by Lodge again: random, not derived from
         // the handle (which is derived from the organization; found by review: a
         // guessable registrant authInfo may authorize a transfer at some registries).
@@ -711,6 +712,25 @@ impl Registrar for EppRegistrar {
     }
 }
 
+/// A phone number as RFC 5733 writes it, `+<country code>.<number>` (`+44.2079460958`),
+/// read with the contact's country for a number written without its code; `None` when it
+/// is no number (left out: a registry refuses the contact over a malformed one). Lodge
+/// stores `+442079460958`, which schema-checking registries refused (2001; found by
+/// review of the EPP client).
+fn epp_phone(raw: &str, country: &str) -> Option<String> {
+    let region = country.parse::<phonenumber::country::Id>().ok();
+    let n = phonenumber::parse(region, raw).ok()?;
+    let code = n.code().value().to_string();
+    // From the E.164 form, which keeps a national number's leading zeros (Italy's).
+    let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+    let national = e164
+        .strip_prefix('+')?
+        .strip_prefix(code.as_str())?
+        .to_owned();
+    (!national.is_empty() && national.len() <= 14 && national.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("+{code}.{national}"))
+}
+
 /// The registry did not answer `what` within `limit`.
 fn timed_out(what: &str, limit: Duration) -> RegistrarError {
     RegistrarError(format!(
@@ -735,4 +755,23 @@ fn new_auth_code(salt: u64) -> String {
         })
         .collect();
     format!("{body}-{}", salt % 10)
+}
+
+#[cfg(test)]
+mod phone_tests {
+    #[test]
+    fn phones_are_written_as_rfc_5733_asks() {
+        let p = |raw: &str, country: &str| super::epp_phone(raw, country);
+        assert_eq!(p("+442079460958", "GB").as_deref(), Some("+44.2079460958"));
+        assert_eq!(
+            p("+44 (20) 7946-0958", "US").as_deref(),
+            Some("+44.2079460958")
+        );
+        assert_eq!(p("2125551234", "US").as_deref(), Some("+1.2125551234"));
+        assert_eq!(
+            p("+39 06 1234 5678", "IT").as_deref(),
+            Some("+39.0612345678")
+        );
+        assert_eq!(p("call me", "US"), None);
+    }
 }
