@@ -223,7 +223,7 @@ impl PageMessage {
 
     /// What a page's forms, redirects and links carry on: `then` and `return` (a query
     /// string, empty when neither is given; `return` only when it is allowed).
-    fn carried(&self, st: &AppState) -> String {
+    pub(crate) fn carried(&self, st: &AppState) -> String {
         let then = self.then_tokens().join(",");
         let back = crate::apiv2::billing::allowed_return(st, self.return_to.as_deref());
         let mut pairs: Vec<(&str, &str)> = Vec::new();

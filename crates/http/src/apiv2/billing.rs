@@ -719,20 +719,16 @@ async fn pay_invoices(
                 ..
             } => {
                 let mut page = payment_url(&st.public_base_url, &payment_token);
-                // The other invoices asked for follow on the page, one after another.
-                let then = then_tokens.join(",");
-                let back = allowed_return(st, redirect_url);
-                let mut pairs: Vec<(&str, &str)> = Vec::new();
-                if !then.is_empty() {
-                    pairs.push(("then", &then));
+                // The other invoices asked for follow on the page, one after another, as
+                // the page itself carries them on.
+                let q = crate::pages::PageMessage {
+                    result: None,
+                    return_to: redirect_url.map(str::to_owned),
+                    then: Some(then_tokens.join(",")),
                 }
-                if let Some(b) = back.as_deref() {
-                    pairs.push(("return", b));
-                }
-                if let Ok(q) = serde_urlencoded::to_string(&pairs) {
-                    if !q.is_empty() {
-                        page = format!("{page}?{q}");
-                    }
+                .carried(st);
+                if !q.is_empty() {
+                    page = format!("{page}?{q}");
                 }
                 let text = match then_tokens.len() {
                     0 => "Continue to the payment page.".to_owned(),

@@ -1033,7 +1033,7 @@ async fn several_invoices_are_paid_one_after_another(app: TestApp) {
         html.split("class=\"next\" href=\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
-            .map(|h| app.url(&unescape(h)))
+            .map(|h| app.url(&crate::pages::unescape(h)))
     };
     let number = |id: i64| format!("INV-{id:06}");
     let html = get(first_page.clone()).await;
@@ -1066,24 +1066,9 @@ async fn several_invoices_are_paid_one_after_another(app: TestApp) {
         .split("<form method=\"post\" action=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
-        .map(unescape)
+        .map(crate::pages::unescape)
         .expect("the credit form");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
-    let resp = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(app.url(&action))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = crate::pages::page_form_post(&app, &action, None).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let to = resp.headers()["location"].to_str().unwrap().to_owned();
     assert!(
@@ -1098,13 +1083,4 @@ async fn several_invoices_are_paid_one_after_another(app: TestApp) {
     let html = get(format!("{bare}?then=nonsense,{},a%20b", "x".repeat(300))).await;
     assert!(!html.contains("id=\"next\""), "{html}");
     app.stop().await;
-}
-
-/// An HTML attribute's text as a browser reads it (the templates escape `/` and `&`).
-fn unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/")
-        .replace("&#x3d;", "=")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
 }

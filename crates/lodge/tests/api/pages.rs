@@ -41,6 +41,14 @@ pub(crate) fn form_body_for(pay_url: &str) -> String {
     format!("csrf={}", csrf_for(pay_url.rsplit('/').next().unwrap()))
 }
 
+/// A page's text (or an attribute of it) as a browser reads it: minijinja escapes `/`, `=`
+/// and `&` in attributes.
+pub(crate) fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+        .replace("&amp;", "&")
+}
+
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

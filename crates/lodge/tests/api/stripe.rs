@@ -221,19 +221,14 @@ async fn unpaid_order(app: &TestApp, name: &str) -> (i64, i64, String, String) {
 async fn page(app: &TestApp, path: &str) -> (StatusCode, String) {
     let resp = no_redirects().get(app.url(path)).send().await.unwrap();
     let status = resp.status();
-    (status, unescape(&resp.text().await.unwrap()))
-}
-
-/// The page's text with minijinja's escaped slashes back (as a browser reads attributes).
-fn unescape(html: &str) -> String {
-    html.replace("&#x2f;", "/")
+    (status, crate::pages::unescape(&resp.text().await.unwrap()))
 }
 
 /// "Pay by card": the page with the card form; returns it and the intent's id.
 async fn checkout(app: &TestApp, token: &str) -> (String, String) {
     let resp = crate::pages::page_form_post(app, &format!("/pay/{token}/card"), None).await;
     let status = resp.status();
-    let html = unescape(&resp.text().await.unwrap());
+    let html = crate::pages::unescape(&resp.text().await.unwrap());
     assert_eq!(status, StatusCode::OK, "{html}");
     let intent = html
         .split("data-intent=\"")

@@ -139,10 +139,6 @@ impl Whm {
     }
 }
 
-fn random_password() -> String {
-    super::strong_password()
-}
-
 #[async_trait]
 impl Provisioner for Whm {
     fn name(&self) -> &str {
@@ -157,7 +153,7 @@ impl Provisioner for Whm {
         if self.ours(a).await?.is_some() {
             return Ok(()); // an earlier createacct succeeded though its answer was lost
         }
-        let password = a.password.clone().unwrap_or_else(random_password);
+        let password = a.password.clone().unwrap_or_else(super::strong_password);
         let email = format!("webmaster@{}", a.domain);
         let r = self
             .ask(

@@ -230,10 +230,6 @@ impl DirectAdmin {
     }
 }
 
-fn random_password() -> String {
-    super::strong_password()
-}
-
 #[async_trait]
 impl Provisioner for DirectAdmin {
     fn name(&self) -> &str {
@@ -249,7 +245,7 @@ impl Provisioner for DirectAdmin {
             return Ok(()); // made by an earlier attempt whose answer was lost
         }
         let ip = self.reseller_ip().await?;
-        let password = a.password.clone().unwrap_or_else(random_password);
+        let password = a.password.clone().unwrap_or_else(super::strong_password);
         let email = format!("webmaster@{}", a.domain);
         let r = self
             .ask(

@@ -253,10 +253,6 @@ fn email_of(a: &Account) -> String {
     format!("webmaster@{}", a.domain)
 }
 
-fn random_password() -> String {
-    super::strong_password()
-}
-
 #[async_trait]
 impl Provisioner for Plesk {
     fn name(&self) -> &str {
@@ -268,7 +264,7 @@ impl Provisioner for Plesk {
     }
 
     async fn create(&self, a: &Account) -> Result<(), DriverError> {
-        let password = a.password.clone().unwrap_or_else(random_password);
+        let password = a.password.clone().unwrap_or_else(super::strong_password);
         match self.ours(a).await? {
             Some(true) => return Ok(()), // made by an attempt whose answer was lost
             Some(false) => {}
