@@ -868,6 +868,7 @@ impl Lodge {
                 tracing::info!(
                     messages = p.messages,
                     transfers = p.transfers,
+                    registrations = p.registrations,
                     synced = p.synced,
                     failed = p.failed,
                     "registry pass"

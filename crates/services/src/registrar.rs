@@ -101,6 +101,9 @@ pub struct PollMessage {
     /// For a transfer message: the domain and the transfer's status (`pending`,
     /// `clientApproved`, `clientRejected`, `clientCancelled`, `serverApproved`, …).
     pub transfer: Option<(String, String)>,
+    /// For a pending action's result (RFC 5731 §3.3, `<domain:panData>`: a create or a
+    /// transfer the registry decided later): the domain and whether it succeeded.
+    pub pending_action: Option<(String, bool)>,
 }
 
 #[async_trait]

@@ -149,6 +149,22 @@ pub async fn transferring<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// The domain object of `name` waiting for its registry: a registration asked for
+/// (`pending_registration`, stage `registering`) or a transfer (`pending_transfer`).
+pub async fn awaiting_registry<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    name: &str,
+) -> Result<Option<DomainRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1
+         AND (status = 'pending_transfer'
+              OR (status = 'pending_registration' AND registry_stage = 'registering'))"
+    ))
+    .bind(name)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// The paid invoice line that bought a domain's registration or transfer: `(invoice, its
 /// amount with tax)`.
 pub async fn paid_line<'e, E: Executor<'e, Database = Any>>(

@@ -12,13 +12,23 @@
 //!   be the current expiry date, else 2306), `transfer` `request` (1001 pending, a poll
 //!   message queued for the losing registrar) / `query` / `approve` / `reject` / `cancel`,
 //!   `update` (`ns` `hostObj`, the `clientTransferProhibited` status, `authInfo`).
+//! * RFC 5732 (host mapping): `check`, `create` (2302 if it exists; a host under a domain
+//!   the registry holds is internal: that domain must be the client's, else 2201, and it
+//!   needs an address, else 2003; an external host takes none, else 2306) and `info`. A
+//!   domain's `create` and `update` refuse a `hostObj` the registry does not hold (2303),
+//!   as registries do.
 //! * RFC 5733 (contact mapping): `create` (2302 if it exists).
 //! * RFC 5734 (transport over TCP): TLS (a throwaway CA made with rcgen, a server certificate
 //!   for `localhost` and `127.0.0.1`, optionally a client certificate required), each frame a
 //!   4-byte big-endian length that counts itself, then the XML.
 //!
-//! Simplifications: host objects are not modelled (`hostObj` names are taken as given);
-//! the registry's date is the one the test gives ([`EppConfig::today`], [`EppServer::set_today`]).
+//! Pending actions (RFC 5731 §3.3): with [`EppServer::set_pending_creates`] a domain
+//! `create` answers 1001 and the domain holds `pendingCreate` until the test finishes it
+//! ([`EppServer::finish_create`]), which queues a `<domain:panData>` poll message for the
+//! sponsor. [`EppServer::push_message`] queues any other message (e.g. an extension's the
+//! client does not know).
+//!
+//! Simplifications: `hostAttr` names are taken as given; the registry's date is the one the test gives ([`EppConfig::today`], [`EppServer::set_today`]).
 //!
 //! For tests: every command is recorded ([`EppServer::commands`]); a pending transfer is
 //! approved or rejected by the losing side ([`EppServer::approve_transfer`],
@@ -101,6 +111,16 @@ pub struct RegistryDomain {
     pub transfer: Option<Transfer>,
 }
 
+/// A host object (RFC 5732) as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryHost {
+    pub name: String,
+    pub sponsor: String,
+    /// Its addresses (internal hosts only), as given.
+    pub addresses: Vec<String>,
+    pub created: Date,
+}
+
 /// The latest transfer of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
@@ -125,6 +145,8 @@ struct Registry {
     today: Date,
     passwords: HashMap<String, String>,
     domains: BTreeMap<String, RegistryDomain>,
+    hosts: BTreeMap<String, RegistryHost>,
+    pending_creates: bool,
     contacts: BTreeMap<String, String>,
     queues: HashMap<String, VecDeque<Message>>,
     next_id: u64,
@@ -208,6 +230,8 @@ impl EppServer {
             today: config.today,
             passwords: config.clients.iter().cloned().collect(),
             domains: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            pending_creates: false,
             contacts: BTreeMap::new(),
             queues: HashMap::new(),
             next_id: 1,
@@ -331,6 +355,67 @@ impl EppServer {
     /// The losing registrar rejects a pending transfer; the requester gets a poll message.
     pub fn reject_transfer(&self, name: &str) -> Result<()> {
         self.lock().finish_transfer(name, "clientRejected")
+    }
+
+    pub fn host(&self, name: &str) -> Option<RegistryHost> {
+        self.lock().hosts.get(name).cloned()
+    }
+
+    /// Puts an external host object in the registry, sponsored by `sponsor`.
+    pub fn add_host(&self, name: &str, sponsor: &str) {
+        let mut r = self.lock();
+        let created = r.today;
+        r.hosts.insert(
+            name.to_owned(),
+            RegistryHost {
+                name: name.to_owned(),
+                sponsor: sponsor.to_owned(),
+                addresses: vec![],
+                created,
+            },
+        );
+    }
+
+    /// From now on a domain `create` answers 1001 and leaves the domain `pendingCreate`
+    /// until [`EppServer::finish_create`].
+    pub fn set_pending_creates(&self, on: bool) {
+        self.lock().pending_creates = on;
+    }
+
+    /// The registry decides a pending create: approved, the domain loses `pendingCreate`;
+    /// refused, it is deleted. Either way its sponsor gets a `<domain:panData>` poll
+    /// message (`paResult` 1 or 0).
+    pub fn finish_create(&self, name: &str, approve: bool) -> Result<()> {
+        let mut r = self.lock();
+        let d = r
+            .domains
+            .get_mut(name)
+            .filter(|d| d.statuses.contains("pendingCreate"))
+            .ok_or_else(|| anyhow!("{name} has no pending create"))?;
+        d.statuses.remove("pendingCreate");
+        let sponsor = d.sponsor.clone();
+        if !approve {
+            r.domains.remove(name);
+        }
+        let today = stamp(r.today);
+        let data = format!(
+            r#"<domain:panData xmlns:domain="{DOMAIN_NS}"><domain:name paResult="{}">{}</domain:name><domain:paTRID><clTRID>ABC-12345</clTRID><svTRID>LODGE-PA</svTRID></domain:paTRID><domain:paDate>{today}</domain:paDate></domain:panData>"#,
+            u8::from(approve),
+            esc(name)
+        );
+        let text = if approve {
+            "Pending create completed."
+        } else {
+            "Pending create refused."
+        };
+        r.queue(&sponsor, text, data);
+        Ok(())
+    }
+
+    /// Queues a message for `client` with `res_data` as its `<resData>` content (empty:
+    /// none), e.g. an extension's element the client does not know.
+    pub fn push_message(&self, client: &str, text: &str, res_data: &str) {
+        self.lock().queue(client, text, res_data.to_owned());
     }
 
     /// Messages waiting for `client`.
@@ -609,6 +694,7 @@ impl Registry {
         let kind = match ns {
             DOMAIN_NS => "domain",
             CONTACT_NS => "contact",
+            HOST_NS => "host",
             _ => "other",
         };
         let op = verb
@@ -621,7 +707,7 @@ impl Registry {
             ("domain", "check") => self.domain_check(object),
             ("domain", "create") => {
                 let a = self.domain_create(&client, object);
-                if a.code == 1000 && self.fault == Some(Fault::DropAfterCreate) {
+                if a.code < 2000 && self.fault == Some(Fault::DropAfterCreate) {
                     self.fault = None;
                     return Reply::Drop;
                 }
@@ -639,6 +725,9 @@ impl Registry {
             ("domain", "transfer") => self.domain_transfer(&client, verb, object),
             ("domain", "update") => self.domain_update(&client, object),
             ("contact", "create") => self.contact_create(&client, object),
+            ("host", "check") => self.host_check(object),
+            ("host", "create") => self.host_create(&client, object),
+            ("host", "info") => self.host_info(object),
             ("contact", "check") => {
                 let items: String = children(object, "id")
                     .filter_map(|n| n.text())
@@ -749,10 +838,14 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(missing) = self.unknown_host(object) {
+            return missing;
+        }
         let created = self.today;
         let Ok(expires) = created.checked_add(jiff::Span::new().years(years)) else {
             return Answer::code(2004);
         };
+        let pending = self.pending_creates;
         let roid = format!("D{}-LODGE", self.next_id);
         self.next_id += 1;
         self.domains.insert(
@@ -764,12 +857,28 @@ impl Registry {
                 created,
                 expires,
                 nameservers,
-                statuses: BTreeSet::new(),
+                statuses: if pending {
+                    BTreeSet::from(["pendingCreate".to_owned()])
+                } else {
+                    BTreeSet::new()
+                },
                 auth_info: auth,
                 registrant,
                 transfer: None,
             },
         );
+        if pending {
+            // RFC 5731 §3.2.1: 1001, the creData without the expiry the registry has yet
+            // to decide.
+            return Answer::data(
+                1001,
+                format!(
+                    r#"<domain:creData xmlns:domain="{DOMAIN_NS}"><domain:name>{}</domain:name><domain:crDate>{}</domain:crDate></domain:creData>"#,
+                    esc(&name),
+                    stamp(created)
+                ),
+            );
+        }
         Answer::data(
             1000,
             format!(
@@ -777,6 +886,140 @@ impl Registry {
                 esc(&name),
                 stamp(created),
                 stamp(expires)
+            ),
+        )
+    }
+
+    /// A `hostObj` of a domain command (its `ns`, or its `add`'s) that the registry does
+    /// not hold: 2303 with the name.
+    fn unknown_host(&self, object: roxmltree::Node<'_, '_>) -> Option<Answer> {
+        let lists = [Some(object), child(object, "add")];
+        let missing = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|p| child(p, "ns"))
+            .flat_map(|ns| children(ns, "hostObj").filter_map(|h| text(Some(h))))
+            .map(|h| h.to_ascii_lowercase())
+            .find(|h| !self.hosts.contains_key(h))?;
+        Some(Answer::value(
+            2303,
+            format!(
+                "<domain:hostObj xmlns:domain=\"{DOMAIN_NS}\">{}</domain:hostObj>",
+                esc(&missing)
+            ),
+        ))
+    }
+
+    /// The domain this registry holds that `host` is under (an internal host's
+    /// superordinate domain), if any.
+    fn superordinate(&self, host: &str) -> Option<&RegistryDomain> {
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(d) = self.domains.get(parent) {
+                return Some(d);
+            }
+            rest = parent;
+        }
+        None
+    }
+
+    fn host_check(&self, object: roxmltree::Node<'_, '_>) -> Answer {
+        let items: String = children(object, "name")
+            .filter_map(|n| n.text())
+            .map(|n| {
+                let n = n.trim().to_ascii_lowercase();
+                let avail = u8::from(!self.hosts.contains_key(&n));
+                format!(
+                    r#"<host:cd><host:name avail="{avail}">{}</host:name></host:cd>"#,
+                    esc(&n)
+                )
+            })
+            .collect();
+        Answer::data(
+            1000,
+            format!(r#"<host:chkData xmlns:host="{HOST_NS}">{items}</host:chkData>"#),
+        )
+    }
+
+    fn host_create(&mut self, client: &str, object: roxmltree::Node<'_, '_>) -> Answer {
+        let Some(name) = text(child(object, "name")).map(|n| n.to_ascii_lowercase()) else {
+            return Answer::code(2003);
+        };
+        let valid = name.split('.').count() >= 3
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Answer::value(
+                2005,
+                format!(
+                    "<host:name xmlns:host=\"{HOST_NS}\">{}</host:name>",
+                    esc(&name)
+                ),
+            );
+        }
+        if self.hosts.contains_key(&name) {
+            return Answer::code(2302);
+        }
+        let addresses: Vec<String> = children(object, "addr")
+            .filter_map(|a| text(Some(a)))
+            .collect();
+        match self.superordinate(&name) {
+            Some(d) if d.sponsor != client => return Answer::code(2201),
+            Some(_) if addresses.is_empty() => return Answer::code(2003),
+            None if !addresses.is_empty() => return Answer::code(2306),
+            _ => {}
+        }
+        let created = self.today;
+        self.hosts.insert(
+            name.clone(),
+            RegistryHost {
+                name: name.clone(),
+                sponsor: client.to_owned(),
+                addresses,
+                created,
+            },
+        );
+        Answer::data(
+            1000,
+            format!(
+                r#"<host:creData xmlns:host="{HOST_NS}"><host:name>{}</host:name><host:crDate>{}</host:crDate></host:creData>"#,
+                esc(&name),
+                stamp(created)
+            ),
+        )
+    }
+
+    fn host_info(&self, object: roxmltree::Node<'_, '_>) -> Answer {
+        let name = text(child(object, "name"))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let Some(h) = self.hosts.get(&name) else {
+            return Answer::code(2303);
+        };
+        let linked = self.domains.values().any(|d| d.nameservers.contains(&name));
+        let status = if linked { "linked" } else { "ok" };
+        let addrs: String = h
+            .addresses
+            .iter()
+            .map(|a| {
+                let ip = if a.contains(':') { "v6" } else { "v4" };
+                format!(r#"<host:addr ip="{ip}">{}</host:addr>"#, esc(a))
+            })
+            .collect();
+        Answer::data(
+            1000,
+            format!(
+                r#"<host:infData xmlns:host="{HOST_NS}"><host:name>{}</host:name><host:roid>H{}-LODGE</host:roid><host:status s="{status}"/>{addrs}<host:clID>{}</host:clID><host:crID>{}</host:crID><host:crDate>{}</host:crDate></host:infData>"#,
+                esc(&h.name),
+                h.name.len(),
+                esc(&h.sponsor),
+                esc(&h.sponsor),
+                stamp(h.created)
             ),
         )
     }
@@ -1074,6 +1317,21 @@ impl Registry {
         };
         let add = child(object, "add");
         let rem = child(object, "rem");
+        let missing = add
+            .and_then(|p| child(p, "ns"))
+            .into_iter()
+            .flat_map(|ns| children(ns, "hostObj").filter_map(|h| text(Some(h))))
+            .map(|h| h.to_ascii_lowercase())
+            .find(|h| !self.hosts.contains_key(h));
+        if let Some(missing) = missing {
+            return Answer::value(
+                2303,
+                format!(
+                    "<domain:hostObj xmlns:domain=\"{DOMAIN_NS}\">{}</domain:hostObj>",
+                    esc(&missing)
+                ),
+            );
+        }
         for s in statuses(add).iter().chain(statuses(rem).iter()) {
             if !s.starts_with("client") {
                 return Answer::code(2005);

@@ -23,6 +23,7 @@ use crate::provisioning::{drain, noon, FakeDriver};
 on_both_engines!(engine:
     a_paid_registration_becomes_active_with_the_registrys_expiry,
     a_create_whose_answer_is_lost_is_adopted_not_repeated,
+    a_pending_registration_is_finished_by_the_poll_queue,
     a_rejected_transfer_refunds_its_line_to_credit,
     an_approved_transfer_activates_the_domain,
     a_wrong_password_fails_the_job_with_a_clear_error,
@@ -209,6 +210,29 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
         }
     );
     assert_eq!(lodge.check(&n).await.unwrap(), Availability::Unavailable);
+    // The nameservers were created as host objects first (RFC 5732), without addresses:
+    // they are outside the domain.
+    let host = server.host("ns1.example.net").expect("a host object");
+    assert_eq!(host.sponsor, "lodge");
+    assert!(host.addresses.is_empty());
+    assert_eq!(server.count("host:create"), 2, "{:?}", server.commands());
+    // A nameserver under the domain itself needs glue the driver does not have: refused
+    // with a clear error before the registry is asked for the domain.
+    let inside = vec!["ns1.glued.com".to_owned(), "ns2.example.net".to_owned()];
+    let glued = lodge
+        .create(&Registration {
+            name: &name("glued.com"),
+            years: 1,
+            registrant: &registrant,
+            nameservers: &inside,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        glued.0.contains("ns1.glued.com is under glued.com"),
+        "{glued}"
+    );
+    assert_eq!(server.count("domain:create glued.com"), 0);
     // A second create is refused by the registry (2302), the contact is reused.
     let again = lodge
         .create(&Registration {
@@ -256,6 +280,17 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
         server.domain("life.com").unwrap().nameservers,
         vec!["ns2.example.net", "ns1.other.org"]
     );
+    assert!(
+        server.host("ns1.other.org").is_some(),
+        "created for the update"
+    );
+    // A host another registrar created is linked, not created again.
+    server.add_host("ns3.shared.org", "other");
+    let shared = vec!["ns3.shared.org".to_owned(), "ns2.example.net".to_owned()];
+    lodge.set_nameservers(&n, &shared).await.unwrap();
+    assert_eq!(server.host("ns3.shared.org").unwrap().sponsor, "other");
+    assert_eq!(server.count("host:create ns3.shared.org"), 0);
+    lodge.set_nameservers(&n, &new_ns).await.unwrap();
     lodge.set_lock(&n, true).await.unwrap();
     assert!(lodge.info(&n).await.unwrap().unwrap().locked());
     let code = lodge.auth_code(&n).await.unwrap().unwrap();
@@ -273,6 +308,25 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
     assert_eq!(msg.transfer, Some(("life.com".into(), "pending".into())));
     lodge.ack(&probe, &msg.id).await.unwrap();
     assert_eq!(lodge.poll(&probe).await.unwrap(), None, "1300: empty");
+    // A message of a type the driver does not know (here an extension's) is read and
+    // acknowledged, not left at the head of the queue.
+    server.push_message(
+        "lodge",
+        "Low balance.",
+        r#"<fee:balance xmlns:fee="urn:example:params:xml:ns:balance-1.0"><fee:amount>3.00</fee:amount></fee:balance>"#,
+    );
+    let msg = lodge
+        .poll(&probe)
+        .await
+        .unwrap()
+        .expect("the unknown message");
+    assert_eq!(msg.text, "Low balance.");
+    assert_eq!(
+        (msg.transfer.clone(), msg.pending_action.clone()),
+        (None, None)
+    );
+    lodge.ack(&probe, &msg.id).await.unwrap();
+    assert_eq!(server.queued("lodge"), 0);
     server.approve_transfer("life.com").unwrap();
     let msg = other
         .poll(&probe)
@@ -440,6 +494,79 @@ async fn a_create_whose_answer_is_lost_is_adopted_not_repeated(engine: Engine) {
         let r = row(&app, &id).await;
         assert_eq!(r.registry_stage, None);
         assert_eq!(r.registry_error, None);
+        app.stop().await;
+    })
+    .await;
+}
+
+/// A registry that answers a create with 1001 (action pending) decides later and says so
+/// in the poll queue (RFC 5731 §3.3, `<domain:panData>`): approved, the domain becomes
+/// active with the registry's dates; refused, it is cancelled and its line goes back to
+/// credit. A message of a type Lodge does not know ahead of it is acknowledged, not left to
+/// block the queue (instant-epp's own poll could not parse either).
+async fn a_pending_registration_is_finished_by_the_poll_queue(engine: Engine) {
+    let server = registry(false).await;
+    server.set_pending_creates(true);
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let yes = register(&app, "slow-yes.com").await;
+        let w = worker(&app);
+        // The first create's answer (1001) is lost: the retry reads the domain back,
+        // pending, and waits for the registry without creating it again.
+        server.set_fault(Fault::DropAfterCreate);
+        drain(w.clone()).await;
+        assert!(row(&app, &yes).await.registry_error.is_some());
+        app.clock
+            .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(2));
+        drain(w.clone()).await;
+        let no = register(&app, "slow-no.com").await;
+        let paid = balance(&app).await;
+        drain(w.clone()).await;
+        let j = jobs(&app, "register_domain").await;
+        assert!(
+            j.iter().all(|j| j.status == lodge_core::JobStatus::Done),
+            "{j:?}"
+        );
+        for id in [&yes, &no] {
+            let r = row(&app, id).await;
+            assert_eq!(r.status.as_str(), "pending_registration", "{r:?}");
+            assert_eq!(r.registry_stage.as_deref(), Some("registering"));
+            assert_eq!(r.registry_error, None, "1001 is no error: {r:?}");
+        }
+        assert!(server
+            .domain("slow-yes.com")
+            .unwrap()
+            .statuses
+            .contains("pendingCreate"));
+        // Nothing decided yet: a pass changes nothing.
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(row(&app, &yes).await.status.as_str(), "pending_registration");
+
+        server.push_message(
+            "lodge",
+            "Something else.",
+            r#"<ext:note xmlns:ext="urn:example:params:xml:ns:note-1.0"><ext:text>hi</ext:text></ext:note>"#,
+        );
+        server.finish_create("slow-yes.com", true).unwrap();
+        server.finish_create("slow-no.com", false).unwrap();
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert_eq!(pass.registrations, 2, "{pass:?}");
+        assert_eq!(pass.messages, 3, "{pass:?}");
+        assert_eq!(pass.failed, 0, "{pass:?}");
+        assert_eq!(server.queued("lodge"), 0, "every message acknowledged");
+        let d = domain(&app, &yes).await;
+        assert_eq!(d["status"], "active", "{d}");
+        assert_eq!(d["registration_date"], "2026-03-31", "{d}");
+        assert_eq!(d["expiration_date"], "2027-03-31", "{d}");
+        let d = domain(&app, &no).await;
+        assert_eq!(d["status"], "cancelled", "{d}");
+        let refunded = balance(&app).await - paid;
+        assert_eq!(refunded, 1200, "the registration line (12.00) back to credit");
+        // The pass again changes nothing, refunds nothing twice.
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(balance(&app).await - paid, refunded);
+        assert_eq!(server.count("domain:create"), 2, "{:?}", server.commands());
         app.stop().await;
     })
     .await;
@@ -831,6 +958,15 @@ $epp->create_contact({ id => 'PERL1', type => 'int', voice => '+1.5555550100',
         city => 'Perlville', pc => '12345', cc => 'US' } } },
     authInfo => 'c-perl' }) or die "contact: $Net::EPP::Simple::Code $Net::EPP::Simple::Message\n";
 print "contact $Net::EPP::Simple::Code\n";
+my $nohost = $epp->create_domain({ name => 'perl-check.org', period => 1, registrant => 'PERL1',
+    contacts => { admin => 'PERL1', tech => 'PERL1' }, ns => ['ns9.perl.test'],
+    authInfo => 'perl-auth-1' });
+print "nohost $Net::EPP::Simple::Code\n";
+for my $h ('ns1.perl.test', 'ns2.perl.test') {
+    $epp->create_host({ name => $h, addrs => [] })
+        or die "host: $Net::EPP::Simple::Code $Net::EPP::Simple::Message\n";
+}
+print "hosts $Net::EPP::Simple::Code ", $epp->check_host('ns1.perl.test'), "\n";
 $epp->create_domain({ name => 'perl-check.org', period => 1, registrant => 'PERL1',
     contacts => { admin => 'PERL1', tech => 'PERL1' }, ns => ['ns1.perl.test', 'ns2.perl.test'],
     authInfo => 'perl-auth-1' }) or die "create: $Net::EPP::Simple::Code $Net::EPP::Simple::Message\n";
@@ -888,6 +1024,8 @@ async fn an_independent_epp_client_cross_checks_the_test_registry() {
         vec![
             "check 1",
             "contact 1000",
+            "nohost 2303",
+            "hosts 1000 0",
             "create 1000",
             "again 2302",
             "info 2027-03-31T00:00:00.0Z other",

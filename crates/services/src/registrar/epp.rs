@@ -12,16 +12,19 @@ use async_trait::async_trait;
 use instant_epp::client::RustlsConnector;
 use instant_epp::common::NoExtension;
 use instant_epp::contact::{Address, ContactCreate, InfoType, PostalInfo, Voice};
+use instant_epp::domain::transfer::TransferData;
 use instant_epp::domain::update::{DomainAdd, DomainChangeInfo, DomainRemove};
 use instant_epp::domain::{
     DomainAuthInfo, DomainCheck, DomainContact, DomainCreate, DomainInfo, DomainRenew,
     DomainTransfer, DomainUpdate, HostInfo, HostObj, NameServers, Period, PeriodLength, Status,
 };
+use instant_epp::host::{HostCheck, HostCreate};
 use instant_epp::login::Login;
-use instant_epp::poll::{Ack, Poll, PollData};
+use instant_epp::poll::Ack;
 use instant_epp::request::{Command, Transaction};
 use instant_epp::response::{Response, ResultCode};
 use instant_epp::{EppClient, Error as EppError};
+use instant_xml::FromXml;
 use lodge_core::DomainName;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -127,6 +130,105 @@ fn breaks_session(e: &EppError) -> bool {
 /// The date (`YYYY-MM-DD`, UTC) of an EPP timestamp.
 fn date_of(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
     t.map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+}
+
+const EPP_XMLNS: &str = "urn:ietf:params:xml:ns:epp-1.0";
+const DOMAIN_XMLNS: &str = "urn:ietf:params:xml:ns:domain-1.0";
+
+/// `<poll op="req"/>` read leniently: the messages Lodge acts on are typed, any other
+/// `<resData>` (another object's, an extension's: instant-epp's own `Poll` fails to parse
+/// RFC 5731's `panData` and every type it does not know, which left the message at the
+/// head of the queue for ever and every transfer behind it unfinished) is skipped, so the
+/// message is still read and acknowledged.
+#[derive(Debug)]
+struct PollReq;
+
+impl instant_xml::ToXml for PollReq {
+    fn serialize<W: std::fmt::Write + ?Sized>(
+        &self,
+        _: Option<instant_xml::Id<'_>>,
+        serializer: &mut instant_xml::Serializer<W>,
+    ) -> Result<(), instant_xml::Error> {
+        serializer.write_start("poll", EPP_XMLNS, None::<instant_xml::ser::Context<0>>)?;
+        serializer.write_attr("op", EPP_XMLNS, &"req")?;
+        serializer.end_empty()
+    }
+}
+
+impl Transaction<NoExtension> for PollReq {}
+
+impl Command for PollReq {
+    type Response = Option<PollNews>;
+    const COMMAND: &'static str = "poll";
+}
+
+/// The same request, reading nothing of `<resData>`: the fallback when a message's data
+/// is of a type Lodge knows but does not parse (it is still acknowledged, and logged).
+#[derive(Debug)]
+struct PollBare;
+
+impl instant_xml::ToXml for PollBare {
+    fn serialize<W: std::fmt::Write + ?Sized>(
+        &self,
+        field: Option<instant_xml::Id<'_>>,
+        serializer: &mut instant_xml::Serializer<W>,
+    ) -> Result<(), instant_xml::Error> {
+        PollReq.serialize(field, serializer)
+    }
+}
+
+impl Transaction<NoExtension> for PollBare {}
+
+impl Command for PollBare {
+    type Response = Option<Nothing>;
+    const COMMAND: &'static str = "poll";
+}
+
+/// Matches no element.
+#[derive(Debug)]
+struct Nothing;
+
+impl<'xml> FromXml<'xml> for Nothing {
+    fn matches(_: instant_xml::Id<'_>, _: Option<instant_xml::Id<'_>>) -> bool {
+        false
+    }
+
+    fn deserialize<'cx>(
+        _: &mut Self::Accumulator,
+        _: &'static str,
+        deserializer: &mut instant_xml::Deserializer<'cx, 'xml>,
+    ) -> Result<(), instant_xml::Error> {
+        deserializer.ignore()
+    }
+
+    type Accumulator = Option<Nothing>;
+    const KIND: instant_xml::Kind = instant_xml::Kind::Element;
+}
+
+/// The poll messages Lodge acts on.
+#[derive(Debug, FromXml)]
+#[xml(forward)]
+enum PollNews {
+    /// `<domain:trnData>`: a transfer's news.
+    Transfer(TransferData),
+    /// `<domain:panData>`: a pending create's or transfer's result (RFC 5731 §3.3).
+    Pending(PanData),
+}
+
+#[derive(Debug, FromXml)]
+#[xml(rename = "panData", ns(DOMAIN_XMLNS))]
+struct PanData {
+    name: PanName,
+}
+
+#[derive(Debug, FromXml)]
+#[xml(rename = "name", ns(DOMAIN_XMLNS))]
+struct PanName {
+    /// `1`/`true`: the action succeeded; `0`/`false`: it did not.
+    #[xml(attribute, rename = "paResult")]
+    result: String,
+    #[xml(direct)]
+    value: String,
 }
 
 impl EppRegistrar {
@@ -334,6 +436,61 @@ impl EppRegistrar {
             Err((_, e)) => Err(err("creating the registrant contact", e)),
         }
     }
+
+    /// Makes sure each nameserver exists as a host object (RFC 5732) before a domain
+    /// names it: registries refuse a `hostObj` they do not hold (2303). An external host
+    /// is created without addresses; one under `domain` itself needs its glue addresses,
+    /// which Lodge does not have, and is refused here with a clear error. A registry that
+    /// does not implement host objects (2000/2101: it takes names as given) is left be.
+    async fn ensure_hosts(
+        &self,
+        names: &[String],
+        domain: &DomainName,
+    ) -> Result<(), RegistrarError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let list: Vec<&str> = lower.iter().map(String::as_str).collect();
+        let checked = match self.transact(&HostCheck { hosts: &list }, true).await {
+            Ok(r) => r,
+            Err((
+                Some(ResultCode::UnknownCommand | ResultCode::UnimplementedCommand)
+                | Some(ResultCode::UnimplementedObjectService),
+                _,
+            )) => return Ok(()),
+            Err((_, e)) => return Err(err("checking the nameservers' host objects", e)),
+        };
+        let missing: Vec<&str> = list
+            .iter()
+            .copied()
+            .filter(|h| {
+                checked.res_data().is_some_and(|d| {
+                    d.list
+                        .iter()
+                        .any(|c| c.name.value.eq_ignore_ascii_case(h) && c.name.available)
+                })
+            })
+            .collect();
+        let suffix = format!(".{}", domain.as_str());
+        for host in missing {
+            if host.ends_with(&suffix) {
+                return Err(RegistrarError(format!(
+                    "the nameserver {host} is under {domain} itself: the registry needs its \
+                     IP addresses (glue), which Lodge does not send; use nameservers outside \
+                     {domain}, or create the host at the registry first"
+                )));
+            }
+            match self.transact(&HostCreate::new(host, None), false).await {
+                // 2302: created meanwhile (by another registrar, or an earlier try).
+                Ok(_) | Err((Some(ResultCode::ObjectExists), _)) => {}
+                Err((_, e)) => {
+                    return Err(err(&format!("creating the host object {host}"), e));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -404,6 +561,7 @@ impl Registrar for EppRegistrar {
         } else {
             req.nameservers
         };
+        self.ensure_hosts(ns_names, req.name).await?;
         let hosts: Vec<HostInfo<'_>> = ns_names
             .iter()
             .map(|h| {
@@ -435,6 +593,10 @@ impl Registrar for EppRegistrar {
             .transact(&create, false)
             .await
             .map_err(|(_, e)| err("create", e))?;
+        // 1001: the registry decides later and says so in the poll queue (panData).
+        if r.result.code == ResultCode::CommandCompletedSuccessfullyActionPending {
+            return Ok(Outcome::Pending);
+        }
         let data = r
             .res_data()
             .ok_or_else(|| RegistrarError("create: the registry sent no creData".into()))?;
@@ -554,21 +716,41 @@ impl Registrar for EppRegistrar {
     }
 
     async fn poll(&self, _probe: &DomainName) -> Result<Option<PollMessage>, RegistrarError> {
-        let r = self
-            .transact(&Poll, true)
-            .await
-            .map_err(|(_, e)| err("poll", e))?;
-        if r.result.code == ResultCode::CommandCompletedSuccessfullyNoMessages {
+        let (code, queue, news) = match self.transact(&PollReq, true).await {
+            Ok(r) => {
+                let news = r.res_data.map(|d| d.into_inner()).and_then(|n| n);
+                (r.result.code, r.message_queue, news)
+            }
+            Err((None, e)) => {
+                // A message whose data could not be read: read it again without its data
+                // so that it is acknowledged rather than blocking the queue.
+                let r = self
+                    .transact(&PollBare, true)
+                    .await
+                    .map_err(|(_, e2)| err("poll", format!("{e}; then {e2}")))?;
+                if let Some(q) = &r.message_queue {
+                    tracing::warn!(message = %q.id, error = %e, "a poll message's data could not be read; it is acknowledged unread");
+                }
+                (r.result.code, r.message_queue, None)
+            }
+            Err((_, e)) => return Err(err("poll", e)),
+        };
+        if code == ResultCode::CommandCompletedSuccessfullyNoMessages {
             return Ok(None);
         }
-        let Some(q) = r.message_queue() else {
+        let Some(q) = queue else {
             return Ok(None);
         };
-        let transfer = match r.res_data() {
-            Some(PollData::DomainTransfer(t)) => {
-                Some((t.name.to_ascii_lowercase(), t.transfer_status.clone()))
+        let (transfer, pending_action) = match news {
+            Some(PollNews::Transfer(t)) => (
+                Some((t.name.to_ascii_lowercase(), t.transfer_status.clone())),
+                None,
+            ),
+            Some(PollNews::Pending(p)) => {
+                let ok = matches!(p.name.result.trim(), "1" | "true");
+                (None, Some((p.name.value.trim().to_ascii_lowercase(), ok)))
             }
-            _ => None,
+            None => (None, None),
         };
         Ok(Some(PollMessage {
             id: q.id.clone(),
@@ -578,6 +760,7 @@ impl Registrar for EppRegistrar {
                 .map(|m| m.text.clone())
                 .unwrap_or_default(),
             transfer,
+            pending_action,
         }))
     }
 
@@ -620,6 +803,12 @@ impl Registrar for EppRegistrar {
         if add.is_empty() && rem.is_empty() {
             return Ok(());
         }
+        let added: Vec<String> = nameservers
+            .iter()
+            .filter(|n| !current.iter().any(|c| c.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect();
+        self.ensure_hosts(&added, name).await?;
         let mut u = DomainUpdate::new(name.as_str());
         if !add.is_empty() {
             u.add(DomainAdd {

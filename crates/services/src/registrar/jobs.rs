@@ -31,9 +31,18 @@ pub struct RegistryPass {
     pub messages: usize,
     /// Transfers that finished (approved or rejected).
     pub transfers: usize,
+    /// Registrations the registry had left pending (1001) and has now decided.
+    pub registrations: usize,
     /// Domains read back from their registry.
     pub synced: usize,
     pub failed: usize,
+}
+
+/// What a pending action's result finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Registration,
+    Transfer,
 }
 
 /// Availability and the first year's price of a name.
@@ -210,6 +219,11 @@ impl Lodge {
         let ns: Vec<String> = serde_json::from_str(&d.nameservers).unwrap_or_default();
         if d.registry_stage.as_deref() == Some(REGISTERING) {
             match registrar.info(&name).await.map_err(registrar_err)? {
+                // Still deciding (1001 answered before): the poll queue finishes it.
+                Some(info) if info.ours && info.statuses.iter().any(|s| s == "pendingCreate") => {
+                    // The lost answer's error no longer stands.
+                    return self.set_stage(d.id, Some(REGISTERING), None).await;
+                }
                 Some(info) if info.ours => {
                     return self.adopt(d.id, &info).await;
                 }
@@ -313,6 +327,19 @@ impl Lodge {
                         }
                     }
                 }
+                if let Some((name, ok)) = &msg.pending_action {
+                    match self.pending_news(name, *ok).await {
+                        Ok(Some(PendingKind::Registration)) => pass.registrations += 1,
+                        Ok(Some(PendingKind::Transfer)) => pass.transfers += 1,
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Not acknowledged: read again next pass.
+                            tracing::warn!(error = %e, domain = %name, "handling a pending action's result failed");
+                            pass.failed += 1;
+                            break;
+                        }
+                    }
+                }
                 if let Err(e) = registrar.ack(&probe, &msg.id).await {
                     tracing::warn!(error = %e, "acknowledging a poll message failed");
                     pass.failed += 1;
@@ -325,6 +352,45 @@ impl Lodge {
         pass.synced = synced;
         pass.failed += failed;
         Ok(pass)
+    }
+
+    /// A pending action's result from the poll queue (RFC 5731's `panData`): a registration
+    /// the registry answered 1001 becomes active with the registry's dates, or, refused, is
+    /// cancelled with its line back to credit; a transfer finishes as its `trnData` would
+    /// have. `None` when no domain of Lodge's waited for it.
+    async fn pending_news(&self, name: &str, ok: bool) -> Result<Option<PendingKind>> {
+        let Some(d) = registry::awaiting_registry(self.store.reader(), name).await? else {
+            return Ok(None);
+        };
+        if d.status == DomainStatus::PendingTransfer {
+            let status = if ok {
+                "serverApproved"
+            } else {
+                "serverRejected"
+            };
+            return Ok(self
+                .transfer_news(name, status)
+                .await?
+                .then_some(PendingKind::Transfer));
+        }
+        if !ok {
+            let reason = format!("The registry refused the registration of {name}");
+            return Ok(self
+                .domain_failed(&d, &reason, "registrar")
+                .await?
+                .then_some(PendingKind::Registration));
+        }
+        let registrar = self.registrar()?;
+        let info = registrar
+            .info(&parse_name(&d)?)
+            .await
+            .map_err(registrar_err)?
+            .filter(|i| i.ours)
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("{name} is not at the registry for this registrar"))
+            })?;
+        self.adopt(d.id, &info).await?;
+        Ok(Some(PendingKind::Registration))
     }
 
     /// A transfer's news from the poll queue; `true` when it finished one of Lodge's.
