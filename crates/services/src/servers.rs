@@ -57,17 +57,13 @@ impl Lodge {
             if let Some(c) = s.credentials.as_deref() {
                 // Never echo the text: it holds the secret.
                 let good = serde_json::from_str::<crate::drivers::http::PanelCredentials>(c)
-                    .is_ok_and(|p| {
-                        !p.secret.is_empty()
-                            && p.tls_sha256
-                                .as_deref()
-                                .is_none_or(|f| crate::drivers::http::parse_fingerprint(f).is_ok())
-                    });
+                    .is_ok_and(|p| !p.secret.is_empty() && p.pins_are_valid());
                 if !good {
                     v.add(
                         "credentials",
                         "A JSON object: user, secret, and optionally url, tls_sha256 (the \
-                         certificate's SHA-256, 64 hex digits) and timeout_secs.",
+                         certificate's SHA-256, 64 hex digits), tls_spki_sha256 (its public \
+                         key's) and timeout_secs.",
                     );
                 }
             }

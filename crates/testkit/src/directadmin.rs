@@ -59,6 +59,15 @@ impl FakeDirectAdmin {
         } else {
             None
         };
+        Self::start_with(key, packages, cert).await
+    }
+
+    /// The same with the certificate given (`None`: plain HTTP).
+    pub async fn start_with(
+        key: &str,
+        packages: &[&str],
+        cert: Option<Cert>,
+    ) -> anyhow::Result<Self> {
         let state = Arc::new(Mutex::new(DaState {
             admin: "admin".into(),
             login_key: key.into(),

@@ -19,6 +19,9 @@ pub struct Cert {
     pub key_der: Vec<u8>,
     /// SHA-256 of the certificate (DER), lowercase hex.
     pub sha256: String,
+    /// SHA-256 of its public key (the SubjectPublicKeyInfo, DER), lowercase hex: what
+    /// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum` prints.
+    pub spki_sha256: String,
     /// The certificate and its key as PEM (for servers configured with files).
     pub cert_pem: String,
     pub key_pem: String,
@@ -37,16 +40,36 @@ impl Cert {
             "127.0.0.1".to_owned(),
         ])
         .context("rcgen")?;
-        let cert_der = ck.cert.der().to_vec();
-        let key_der = ck.key_pair.serialize_der();
-        let sha256 = hex::encode(Sha256::digest(&cert_der));
-        Ok(Cert {
+        Ok(Self::from_parts(&ck.cert, &ck.key_pair))
+    }
+
+    fn from_parts(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Cert {
+        let cert_der = cert.der().to_vec();
+        Cert {
+            sha256: hex::encode(Sha256::digest(&cert_der)),
+            spki_sha256: hex::encode(Sha256::digest(key.public_key_der())),
             cert_der,
-            key_der,
-            sha256,
-            cert_pem: ck.cert.pem(),
-            key_pem: ck.key_pair.serialize_pem(),
-        })
+            key_der: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A new certificate for the same key (as a panel renewing its self-signed
+    /// certificate): another certificate fingerprint, the same public key's.
+    pub fn renewed(&self) -> anyhow::Result<Cert> {
+        let key = rcgen::KeyPair::try_from(self.key_der.as_slice()).context("the key")?;
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .context("rcgen")?;
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        let serial: Vec<u8> = Sha256::digest(&self.cert_der)
+            .into_iter()
+            .take(16)
+            .collect();
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let cert = params.self_signed(&key).context("rcgen")?;
+        Ok(Self::from_parts(&cert, &key))
     }
 
     /// The fingerprint as panels show it: `AB:CD:…`.

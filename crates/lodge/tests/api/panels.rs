@@ -28,6 +28,7 @@ on_both_engines!(
     a_directadmin_command_the_key_may_not_run_is_not_done,
     a_wrong_token_is_a_clear_error,
     the_pinned_certificate_is_required,
+    a_key_pin_outlives_the_panels_certificate_renewal,
     placement_takes_the_least_filled_server_of_the_plans_driver,
     an_internationalized_domain_stays_ours_on_plesk,
 );
@@ -1078,6 +1079,84 @@ async fn the_pinned_certificate_is_required(app: TestApp) {
     assert_eq!(check["ok"], false);
     assert!(str_of(&check, "message").contains("timeout"), "{check}");
     drop(silent);
+    app.stop().await;
+}
+
+/// A panel's self-signed certificate renewed with the same key (as panels do when theirs
+/// expires): a certificate pin (`tls_sha256`) no longer matches and the server fails its
+/// check; a public-key pin (`tls_spki_sha256`) still does. Another key is refused either
+/// way, and the error gives both fingerprints of what the panel presented.
+async fn a_key_pin_outlives_the_panels_certificate_renewal(app: TestApp) {
+    let first = Cert::self_signed().unwrap();
+    let renewed = first.renewed().unwrap();
+    assert_ne!(first.sha256, renewed.sha256);
+    assert_eq!(first.spki_sha256, renewed.spki_sha256);
+    let old = Fake::Da(
+        FakeDirectAdmin::start_with(SECRET, &["bronze"], Some(first.clone()))
+            .await
+            .unwrap(),
+    );
+    let new = Fake::Da(
+        FakeDirectAdmin::start_with(SECRET, &["bronze"], Some(renewed.clone()))
+            .await
+            .unwrap(),
+    );
+    let with_key_pin = |fake: &Fake, pin: &str| {
+        json!({ "user": "admin", "secret": SECRET, "url": fake.url(), "tls_spki_sha256": pin })
+            .to_string()
+    };
+    let put = |creds: String| json!({ "name": "da-key", "hostname": "127.0.0.1", "driver": "directadmin", "credentials": creds });
+    let server = add_server(
+        &app,
+        &old,
+        "da-key",
+        &with_key_pin(&old, &first.spki_sha256),
+        0,
+    )
+    .await;
+    assert_eq!(test_server(&app, &server).await["ok"], true);
+    let other = Cert::self_signed().unwrap();
+    for (creds, ok) in [
+        // The renewed certificate, pinned by its key: accepted.
+        (with_key_pin(&new, &first.spki_sha256), true),
+        // Pinned by the old certificate: refused.
+        (new.credentials(SECRET, Some(&first.sha256)), false),
+        // Another key: refused.
+        (with_key_pin(&new, &other.spki_sha256), false),
+    ] {
+        let (status, body) = app
+            .call(
+                Method::PUT,
+                &format!("/v1/admin/servers/{server}"),
+                Some(&app.admin_key()),
+                Some(&put(creds)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let check = test_server(&app, &server).await;
+        assert_eq!(check["ok"], ok, "{check}");
+        if !ok {
+            let message = str_of(&check, "message");
+            assert!(
+                message.contains(&renewed.sha256) && message.contains(&renewed.spki_sha256),
+                "{message}"
+            );
+        }
+    }
+    // A malformed key pin is refused when entered.
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/admin/servers/{server}"),
+            Some(&app.admin_key()),
+            Some(&put(with_key_pin(&new, "AB:CD"))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["credentials"][0]
+        .as_str()
+        .unwrap()
+        .contains("tls_spki_sha256"));
     app.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! What the panel drivers share: their credentials (a JSON object sealed on the server row),
 //! an HTTP client with timeouts and, for a self-signed panel certificate, a pinned SHA-256
-//! fingerprint (a rustls verifier that accepts exactly that leaf, never "accept anything"),
+//! fingerprint of the certificate or of its public key (a rustls verifier that accepts
+//! exactly that leaf, or any leaf of that key, never "accept anything"),
 //! and errors that say what went wrong (wrong login, certificate mismatch, timeout).
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::{DriverError, ServerAccess};
 
 /// A panel server's credentials, as staff enter them (`credentials` of the server, a JSON
 /// object): `{"user": "admin", "secret": "…", "url": "https://panel.example.com:2222",
-/// "tls_sha256": "AB:CD:…", "timeout_secs": 90}`. `secret` is the API token (cPanel), login
+/// "tls_sha256": "AB:CD:…", "timeout_secs": 90}` (or `tls_spki_sha256`, the public key's). `secret` is the API token (cPanel), login
 /// key (DirectAdmin) or password / secret key (Plesk); `url` defaults to the panel's usual
 /// port on the server's hostname.
 #[derive(Clone, serde::Deserialize)]
@@ -31,6 +32,11 @@ pub struct PanelCredentials {
     /// The SHA-256 fingerprint of the panel's certificate (hex, colons allowed).
     #[serde(default)]
     pub tls_sha256: Option<String>,
+    /// The SHA-256 of the certificate's public key (its SubjectPublicKeyInfo, DER): unlike
+    /// the certificate's, it still matches when the panel renews its self-signed
+    /// certificate with the same key.
+    #[serde(default)]
+    pub tls_spki_sha256: Option<String>,
     /// Seconds a call may take (default 90: WHM's createacct can take minutes).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
@@ -43,6 +49,7 @@ impl std::fmt::Debug for PanelCredentials {
             .field("secret", &"[redacted]")
             .field("url", &self.url)
             .field("tls_sha256", &self.tls_sha256)
+            .field("tls_spki_sha256", &self.tls_spki_sha256)
             .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
@@ -65,7 +72,7 @@ impl Panel {
         })?;
         let creds: PanelCredentials = serde_json::from_str(raw).map_err(|e| {
             DriverError(format!(
-                "the server's credentials are not a JSON object of user, secret, url, tls_sha256, timeout_secs: {e}"
+                "the server's credentials are not a JSON object of user, secret, url, tls_sha256, tls_spki_sha256, timeout_secs: {e}"
             ))
         })?;
         let base = creds
@@ -86,9 +93,19 @@ impl Panel {
 pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], DriverError> {
     let hex: String = s.chars().filter(|c| *c != ':' && *c != ' ').collect();
     let bytes = hex::decode(&hex)
-        .map_err(|_| DriverError(format!("tls_sha256 {s:?} is not a hex SHA-256 fingerprint")))?;
+        .map_err(|_| DriverError(format!("the pin {s:?} is not a hex SHA-256 fingerprint")))?;
     <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| DriverError(format!("tls_sha256 {s:?} is not 32 bytes")))
+        .map_err(|_| DriverError(format!("the pin {s:?} is not 32 bytes")))
+}
+
+impl PanelCredentials {
+    /// Whether the pins given (if any) are well-formed fingerprints.
+    pub fn pins_are_valid(&self) -> bool {
+        [&self.tls_sha256, &self.tls_spki_sha256]
+            .into_iter()
+            .flatten()
+            .all(|f| parse_fingerprint(f).is_ok())
+    }
 }
 
 /// The client for a panel: connect timeout 10 s, call timeout as configured (90 s), the
@@ -98,14 +115,27 @@ pub fn client(creds: &PanelCredentials) -> Result<reqwest::Client, DriverError> 
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(creds.timeout_secs.unwrap_or(90).max(1)))
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(pin) = creds.tls_sha256.as_deref() {
-        let pin = parse_fingerprint(pin)?;
+    let cert = creds
+        .tls_sha256
+        .as_deref()
+        .map(parse_fingerprint)
+        .transpose()?;
+    let key = creds
+        .tls_spki_sha256
+        .as_deref()
+        .map(parse_fingerprint)
+        .transpose()?;
+    if cert.is_some() || key.is_some() {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| DriverError(format!("TLS setup: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider }))
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                cert,
+                key,
+                provider,
+            }))
             .with_no_client_auth();
         b = b.use_preconfigured_tls(config);
     }
@@ -113,11 +143,13 @@ pub fn client(creds: &PanelCredentials) -> Result<reqwest::Client, DriverError> 
         .map_err(|e| DriverError(format!("HTTP client: {e}")))
 }
 
-/// Accepts exactly the leaf certificate whose SHA-256 is the pin (the handshake's
-/// signatures are still verified against it).
+/// Accepts exactly the leaf certificate whose SHA-256 is the certificate pin, or any leaf
+/// whose public key's SHA-256 is the key pin (the handshake's signatures are still
+/// verified against it).
 #[derive(Debug)]
 struct Pinned {
-    pin: [u8; 32],
+    cert: Option<[u8; 32]>,
+    key: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -131,12 +163,16 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.pin {
+        let spki: Option<[u8; 32]> = rustls::server::ParsedCertificate::try_from(end_entity)
+            .ok()
+            .map(|c| Sha256::digest(c.subject_public_key_info().as_ref()).into());
+        if self.cert == Some(got) || (self.key.is_some() && self.key == spki) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "the server's certificate (SHA-256 {}) is not the pinned one",
-                hex::encode(got)
+                "the server's certificate (SHA-256 {}, public key SHA-256 {}) is not the pinned one",
+                hex::encode(got),
+                spki.map(hex::encode).unwrap_or_else(|| "unreadable".into())
             )))
         }
     }
