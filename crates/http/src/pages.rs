@@ -317,6 +317,13 @@ async fn payment_page(
         Some("paid") if page.detail.invoice.status == lodge_core::InvoiceStatus::Unpaid => None,
         Some("paid") => Some("Payment received: the invoice is paid."),
         Some("insufficient") => Some("Your account credit does not cover this invoice."),
+        // A second click, or a payment made meanwhile elsewhere: say what the invoice is now.
+        Some("closed") if page.detail.invoice.status == lodge_core::InvoiceStatus::Paid => {
+            Some("This invoice is paid.")
+        }
+        Some("closed") if page.due_minor > 0 => Some(
+            "A payment of this invoice was just recorded: check the amount due before paying again.",
+        ),
         Some("closed") => Some("This invoice can no longer be paid."),
         Some("card_failed") => Some("The card payment failed."),
         Some("card_pending") => {
@@ -329,6 +336,14 @@ async fn payment_page(
     };
     let next = next_invoices(&st, &q).await;
     render(&st, &token, &page, message, None, &q, next)
+}
+
+/// Whether a card can be paid on the page: Stripe with its publishable key (Stripe.js).
+fn card_payable(st: &AppState) -> bool {
+    st.lodge
+        .stripe
+        .as_ref()
+        .is_some_and(|s| s.settings().publishable_key.is_some())
 }
 
 /// Renders the page; `checkout` is the card payment started by "Pay by card", `q` what the
@@ -362,7 +377,10 @@ fn render(
         .collect();
     let stripe = st.lodge.stripe.as_ref().map(|s| s.settings());
     let card = context! {
-        enabled => stripe.is_some() && page.due_minor > 0,
+        // The card is offered only where it can be paid: Stripe.js needs the publishable
+        // key (found by the payments audit: without it the page offered the card and then
+        // showed an intent id and no way to pay it).
+        enabled => card_payable(st) && page.due_minor > 0,
         action => with_query(&format!("/pay/{token}/card"), "", &carried),
         failure => page.detail.card_failure,
     };
@@ -455,14 +473,14 @@ async fn pay_with_credit(
     responses((status = 200, description = "The page with the card form", content_type = "text/html"),
               (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
               (status = 303, description = "Back to the payment page: nothing due, or the gateway is unavailable"),
-              (status = 404, description = "Unknown token, or card payments are not configured", content_type = "text/html")))]
+              (status = 404, description = "Unknown token, or card payments are not configured (Stripe with its publishable key)", content_type = "text/html")))]
 async fn pay_by_card(
     State(st): State<AppState>,
     Path(token): Path<String>,
     Query(q): Query<PageMessage>,
     body: Bytes,
 ) -> Response {
-    if st.lodge.stripe.is_none() {
+    if !card_payable(&st) {
         return not_found();
     }
     if !csrf_ok(&st, &token, &body) {

@@ -110,6 +110,29 @@ pub async fn render(url: &str, dir: &Path, width: u32, height: u32) -> Result<Re
     })
 }
 
+/// The DOM of `url` (loopback only) after its scripts ran, and after any navigation they
+/// made (`--dump-dom` prints the document the tab ends on).
+pub async fn dump_dom(url: &str) -> Result<String> {
+    let Some(binary) = chromium_binary() else {
+        bail!("chromium not found");
+    };
+    if !(url.starts_with("http://127.") || url.starts_with("http://[::1]")) {
+        bail!("only loopback pages are rendered: {url}");
+    }
+    let profile = tempfile::tempdir().context("chromium profile dir")?;
+    let mut dump = args(profile.path());
+    dump.push("--dump-dom".into());
+    dump.push(url.into());
+    let out = run(&binary, dump).await?;
+    if !out.status.success() {
+        bail!(
+            "chromium --dump-dom failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Size, drawn share and distinct colours of a PNG.
 pub fn inspect(png_path: &Path) -> Result<(u32, u32, f64, usize)> {
     let file = std::fs::File::open(png_path).context("open screenshot")?;

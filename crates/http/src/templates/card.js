@@ -3,7 +3,17 @@
 (function () {
   "use strict";
   var box = document.getElementById("card-form");
-  if (!box || typeof Stripe === "undefined") {
+  if (!box) {
+    return;
+  }
+  var status = document.getElementById("card-status");
+  if (typeof Stripe === "undefined") {
+    // Stripe.js did not load (blocked, or Stripe unreachable): the button stays disabled.
+    if (status) {
+      status.textContent =
+        "The card form could not be loaded: Stripe's script did not load (blocked, or " +
+        "Stripe unreachable). Allow it, or pay another way.";
+    }
     return;
   }
   var d = box.dataset;
@@ -13,9 +23,18 @@
   card.mount("#card-element");
   var form = box.querySelector("form");
   var error = document.getElementById("card-error");
+  // The return address may carry a query already (the invoices to pay next, the way back
+  // to the store): the intent is added to it, not appended with a second "?".
   var back = function (id) {
-    window.location.assign(d.returnUrl + "?payment_intent=" + encodeURIComponent(id || d.intent));
+    var url = new URL(d.returnUrl, window.location.href);
+    url.searchParams.set("payment_intent", id || d.intent);
+    window.location.assign(url.toString());
   };
+  // Stripe.js is here and the card field mounted: the button may be used.
+  form.querySelector("button").disabled = false;
+  if (status) {
+    status.hidden = true;
+  }
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var button = form.querySelector("button");

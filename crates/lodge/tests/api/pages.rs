@@ -103,7 +103,7 @@ fn assert_page_headers(resp: &reqwest::Response, what: &str) {
 /// Stripe configured (its API is never called by showing the page: a closed port).
 fn with_stripe() -> crate::harness::Options {
     crate::harness::Options {
-        stripe: Some(("http://127.0.0.1:9".into(), None)),
+        stripe: Some(("http://127.0.0.1:9".into(), Some("pk_test_pages".into()))),
         ..Default::default()
     }
 }
@@ -280,4 +280,120 @@ async fn the_credit_button_needs_the_pages_csrf_token(app: TestApp) {
     let html = page(url.clone()).await;
     assert!(html.contains("id=\"thanks\""), "{html}");
     app.stop().await;
+}
+
+// ---- the card form's script in a browser ----
+
+/// A stand-in for Stripe.js: the card field mounts, and confirming succeeds with the page's
+/// intent.
+const STRIPE_STUB: &str = r#"window.Stripe = function () {
+  return {
+    elements: function () { return { create: function () { return { mount: function () {} }; } }; },
+    confirmCardPayment: function () { return Promise.resolve({ paymentIntent: { id: "pi_browser" } }); }
+  };
+};"#;
+
+/// The customer clicks the card form's button (a disabled button does nothing).
+const CLICK: &str = r##"document.querySelector("#card-form button").click();"##;
+
+/// The card form's markup as pay.html writes it, with a return address that already
+/// carries a query (the invoices to pay next and the way back to the store), then Stripe
+/// (or nothing), card.js and a click.
+fn card_page(with_stripe: bool) -> String {
+    let stripe = if with_stripe {
+        r#"<script src="/stripe.js"></script>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<!doctype html><html><body>
+<div id="card-form" data-publishable-key="pk_test" data-client-secret="pi_browser_secret" data-return-url="/pay/T/return?then=U%2CV&amp;return=https%3A%2F%2Fshop.test%2F" data-intent="pi_browser">
+  <form>
+    <div id="card-element"></div>
+    <p id="card-status">Loading the card form…</p>
+    <p id="card-error" role="alert"></p>
+    <button type="submit" disabled>Pay 5.00 USD by card</button>
+  </form>
+</div>
+{stripe}<script src="/card.js"></script><script src="/click.js"></script>
+</body></html>"#
+    )
+}
+
+/// Lodge's card.js (as `/pay/assets/card.js` serves it) in Chromium: after the card is
+/// confirmed, the browser goes to the return address with the intent added to the query it
+/// already had (found by the payments audit: `?then=…?payment_intent=…` lost the intent and
+/// the customer, just charged, saw "Invoice not found"); without Stripe.js the button
+/// stays disabled and the page says why (it submitted a bare GET, answered 405 JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_script_returns_with_the_intent_in_the_query_it_had() {
+    use axum::extract::{OriginalUri, State};
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    if chromium::chromium_binary().is_none() {
+        lodge_testkit::skip_or_fail("chromium", "no chromium binary on the PATH");
+        return;
+    }
+    let card_js = include_str!("../../../http/src/templates/card.js");
+    type Seen = Arc<Mutex<Vec<String>>>;
+    let seen: Seen = Arc::default();
+    let js = |body: &'static str| {
+        move || async move { ([("content-type", "text/javascript")], body).into_response() }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/with",
+            axum::routing::get(|| async { axum::response::Html(card_page(true)) }),
+        )
+        .route(
+            "/without",
+            axum::routing::get(|| async { axum::response::Html(card_page(false)) }),
+        )
+        .route("/stripe.js", axum::routing::get(js(STRIPE_STUB)))
+        .route("/card.js", axum::routing::get(js(card_js)))
+        .route("/click.js", axum::routing::get(js(CLICK)))
+        .route(
+            "/pay/T/return",
+            axum::routing::get(
+                |State(seen): State<Seen>, OriginalUri(uri): OriginalUri| async move {
+                    seen.lock().unwrap().push(uri.to_string());
+                    axum::response::Html("<p id=\"returned\">back</p>")
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dom = chromium::dump_dom(&format!("{base}/with")).await.unwrap();
+    assert!(dom.contains("id=\"returned\""), "{dom}");
+    let returned = seen.lock().unwrap().clone();
+    assert_eq!(returned.len(), 1, "{returned:?}");
+    let url = reqwest::Url::parse(&format!("{base}{}", returned[0])).unwrap();
+    let query: std::collections::BTreeMap<String, String> =
+        url.query_pairs().into_owned().collect();
+    assert_eq!(
+        query.get("payment_intent").map(String::as_str),
+        Some("pi_browser"),
+        "{url}"
+    );
+    assert_eq!(query.get("then").map(String::as_str), Some("U,V"), "{url}");
+    assert_eq!(
+        query.get("return").map(String::as_str),
+        Some("https://shop.test/"),
+        "{url}"
+    );
+
+    let dom = chromium::dump_dom(&format!("{base}/without"))
+        .await
+        .unwrap();
+    assert!(dom.contains("Stripe's script did not load"), "{dom}");
+    assert!(dom.contains("disabled"), "{dom}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no navigation without Stripe"
+    );
+    server.abort();
 }

@@ -26,6 +26,7 @@ on_both_engines!(engine:
     a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown,
     a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_once,
     a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once,
+    an_intent_for_an_old_amount_is_cancelled_and_a_webhooks_amount_is_capped,
     a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit,
     a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere,
     a_refund_stripe_reports_failed_later_counts_no_more,
@@ -907,6 +908,71 @@ async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine
         .await
         .unwrap();
         assert_eq!(told, 0, "no payment.failed after the intent succeeded");
+    })
+    .await;
+}
+
+/// Part of an invoice paid by bank after "Pay by card" was opened: the next "Pay by card"
+/// cancels the first intent at Stripe before making one for the new amount, so the card
+/// form left open cannot charge again (found by the payments audit: a 5.00 invoice took 1.00
+/// by bank and 5.00 and 4.00 by card). And a signed `succeeded` event claiming more than the
+/// intent records only the intent's amount: no overpayment becomes credit.
+async fn an_intent_for_an_old_amount_is_cancelled_and_a_webhooks_amount_is_capped(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "two-amounts.example").await;
+        let (_, first) = checkout(&app, &token).await;
+        let (status, p) = app
+            .post(
+                &format!("/v1/admin/invoices/{id}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": "1.00", "method": "bank_transfer", "reference": "BANK-1" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let (_, second) = checkout(&app, &token).await;
+        assert_ne!(first, second);
+        let old = ls_get(&ls, &format!("/v1/payment_intents/{first}")).await;
+        assert_eq!(old["status"], "canceled", "{old}");
+        let new = ls_get(&ls, &format!("/v1/payment_intents/{second}")).await;
+        assert_eq!(new["amount"], total - 100, "{new}");
+        // The old form confirmed anyway: Stripe refuses, nothing is charged.
+        let (_, pi) = ls_post(
+            &ls,
+            &format!("/v1/payment_intents/{first}"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+        assert_ne!(pi["status"], "succeeded", "{pi}");
+
+        // A signed event for the new intent claiming 1,000.00.
+        let mut forged = new.clone();
+        forged["status"] = json!("succeeded");
+        forged["amount"] = json!(100_000);
+        forged["amount_received"] = json!(100_000);
+        let body = event("payment_intent.succeeded", &forged);
+        let (status, answer) = deliver(
+            &app,
+            &body,
+            signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            payments(&app, id).await,
+            vec![
+                ("bank_transfer".into(), "BANK-1".into(), 100),
+                ("card".into(), second.clone(), total - 100)
+            ]
+        );
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+        let deposits: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credit_ledger WHERE invoice_id = $1 AND kind = 'deposit'",
+        )
+        .bind(id)
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(deposits, 0, "no overpayment credited");
     })
     .await;
 }

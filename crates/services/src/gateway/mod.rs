@@ -160,6 +160,7 @@ impl Lodge {
             }
             self.set_card_status(&pi.id, &pi.status, None).await?;
         }
+        self.cancel_superseded(stripe, inv.id, due).await?;
         let attempts = cards::of_invoice(&mut self.store.read_conn().await?, inv.id)
             .await?
             .len();
@@ -231,6 +232,50 @@ impl Lodge {
         })
     }
 
+    /// Cancels at Stripe the invoice's intents still open for another amount than `due`
+    /// (the amount due changed, e.g. part of it was paid otherwise): a card form left open
+    /// in another tab could still be confirmed and charge the card a second time (found by
+    /// the payments audit: a 5.00 invoice took 1.00 by bank and 5.00 and 4.00 by card). One
+    /// that succeeded meanwhile is recorded instead, and the customer is asked to look again.
+    async fn cancel_superseded(&self, stripe: &Stripe, invoice: i64, due: i64) -> Result<()> {
+        let rows = cards::of_invoice(&mut self.store.read_conn().await?, invoice).await?;
+        for row in rows.iter().filter(|r| {
+            r.gateway == GATEWAY_STRIPE
+                && r.amount_minor != due
+                && !matches!(
+                    r.status.as_str(),
+                    "succeeded" | "canceled" | STATUS_CREDITED
+                )
+        }) {
+            match stripe.cancel_payment_intent(&row.intent_id).await {
+                Ok(pi) => {
+                    self.set_card_status(&pi.id, "canceled", None).await?;
+                }
+                Err(e) => {
+                    let pi = stripe
+                        .retrieve_payment_intent(&row.intent_id)
+                        .await
+                        .map_err(gateway_error)?;
+                    match pi.status.as_str() {
+                        "canceled" => {
+                            self.set_card_status(&pi.id, "canceled", None).await?;
+                        }
+                        "succeeded" => {
+                            self.apply_intent(&pi).await?;
+                            return Err(ServiceError::Conflict(
+                                "A card payment of this invoice has just succeeded: look at \
+                                 the invoice again before paying more."
+                                    .into(),
+                            ));
+                        }
+                        _ => return Err(gateway_error(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn set_card_status(
         &self,
         intent: &str,
@@ -296,8 +341,12 @@ impl Lodge {
                         pi.id, pi.currency, row.currency
                     )));
                 }
-                let amount = if pi.amount > 0 {
-                    pi.amount
+                // What Stripe collected, never more than the intent Lodge created: a
+                // webhook's body is not trusted for the amount beyond that (found by the
+                // payments audit: a signed event with a larger amount became credit).
+                let reported = pi.amount_received.filter(|a| *a > 0).unwrap_or(pi.amount);
+                let amount = if reported > 0 {
+                    reported.min(row.amount_minor)
                 } else {
                     row.amount_minor
                 };

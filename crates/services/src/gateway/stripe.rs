@@ -156,6 +156,9 @@ pub struct PaymentIntent {
     pub id: String,
     #[serde(default)]
     pub amount: i64,
+    /// What was actually collected (Stripe's `amount_received`; absent in older answers).
+    #[serde(default)]
+    pub amount_received: Option<i64>,
     #[serde(default)]
     pub currency: String,
     #[serde(default)]
@@ -323,6 +326,18 @@ impl Stripe {
     pub async fn retrieve_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
         check_id(id, "pi_")?;
         self.get(&format!("/v1/payment_intents/{id}"), &[]).await
+    }
+
+    /// Cancels a PaymentIntent that has not succeeded (Stripe refuses to cancel one that
+    /// has: the error says so).
+    pub async fn cancel_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
+        check_id(id, "pi_")?;
+        self.post(
+            &format!("/v1/payment_intents/{id}/cancel"),
+            &[],
+            &format!("lodge-cancel-{id}"),
+        )
+        .await
     }
 
     /// Refunds `amount` of a PaymentIntent.
