@@ -18,6 +18,7 @@ on_both_engines!(
     orders_racing_for_a_coupons_last_uses_get_exactly_those,
     an_expired_coupon_is_refused_from_its_expiry_on,
     an_offer_that_refuses_coupons_refuses_an_order_with_one,
+    a_v1_order_takes_a_coupon_code_and_refuses_unknown_fields,
 );
 
 /// What `/apiv2` answers for a coupon Lodge refuses.
@@ -211,5 +212,74 @@ async fn an_offer_that_refuses_coupons_refuses_an_order_with_one(app: TestApp) {
     both["serviceOfferId"] = json!(136);
     let placed = place(&app, &app.key(), &both).await;
     assert_eq!(placed["total_cost"], "32.40", "{placed}");
+    app.stop().await;
+}
+
+/// `/v1`'s order takes `coupon_code` (the same coupons), keys its refusal by that name, and
+/// refuses a field it does not know rather than ignoring it (found by the billing audit: a
+/// body with a coupon under another name was billed at list price without a word).
+async fn a_v1_order_takes_a_coupon_code_and_refuses_unknown_fields(app: TestApp) {
+    create_coupon(
+        &app,
+        &json!({ "code": "V1TEN", "kind": "percent", "value": "10" }),
+    )
+    .await;
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/hosting/order",
+        app.org_id(),
+        app.project_id()
+    );
+    let body = |name: &str, extra: Value| {
+        let mut b = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                            "domain_name": name, "billing_cycle": "annually" });
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let before = counts(&app).await;
+    // Unknown fields (a coupon under /apiv2's name among them), with a bad field beside.
+    let (status, e) = app
+        .post(
+            &path,
+            &app.key(),
+            &body(
+                "v1-coupon.example.com",
+                json!({ "coupon": "V1TEN", "bogus": 1, "billing_cycle": "weekly" }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["coupon"][0].as_str().unwrap().contains("Unknown field"),
+        "{e}"
+    );
+    assert!(
+        e["bogus"][0].as_str().unwrap().contains("coupon_code"),
+        "{e}"
+    );
+    assert!(e["billing_cycle"].is_array(), "reported together: {e}");
+    // A coupon that does not exist: keyed by the body's name.
+    let (status, e) = app
+        .post(
+            &path,
+            &app.key(),
+            &body("v1-coupon.example.com", json!({ "coupon_code": "NOPE" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["coupon_code"].is_array(), "{e}");
+    assert_eq!(counts(&app).await, before, "a refused order writes nothing");
+    // The coupon applies: a year of Starter (54.00) less 10%.
+    let (status, o) = app
+        .post(
+            &path,
+            &app.key(),
+            &body("v1-coupon.example.com", json!({ "coupon_code": "V1TEN" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    assert_eq!(o["total"], json!(48.6), "{o}");
+    assert_eq!(uses(&app, "V1TEN").await, 1);
     app.stop().await;
 }
