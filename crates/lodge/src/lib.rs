@@ -54,6 +54,10 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
+    lodge
+        .check_secret_key()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {

@@ -1141,10 +1141,14 @@ fn spawn_worker(
     lodge: &Lodge,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    // The host, the process and a random part: two nodes of equal process ids (cloned VMs,
+    // containers, systemd without HOSTNAME) must not share an id, which guards each job's
+    // lease (found by the multi-node audit).
     let id = format!(
-        "{}-{}",
+        "{}-{}-{:06x}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "lodge".into()),
-        std::process::id()
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
     );
     tracing::info!(worker = %id, "job worker started");
     use lodge_services::provisioning::{Lane, Worker};
@@ -1205,6 +1209,10 @@ async fn serve(
     if cfg.jwt_secret.is_none() {
         tracing::warn!("no LODGE_JWT_SECRET configured: login tokens will not survive a restart");
     }
+    // The port first: a node that cannot listen (taken, not allowed) stops before it seeds
+    // anything or its worker claims a job it would leave held for a lease (found by the
+    // multi-node audit).
+    let mut server = lodge::Server::start(cfg, lodge.clone()).await?;
     let demo_info = if demo {
         Some(lodge.seed_demo().await?)
     } else {
@@ -1212,7 +1220,6 @@ async fn serve(
     };
     let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
     let worker = worker.then(|| spawn_worker(&lodge, worker_rx));
-    let mut server = lodge::Server::start(cfg, lodge).await?;
     let base = server.state.public_base_url.to_string();
     if let Some(info) = &demo_info {
         print_demo(info, Some(&base));

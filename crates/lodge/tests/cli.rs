@@ -213,6 +213,45 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
 
 // ---- migrate ----
 
+/// A node (or command) whose secret key is not the one the database was first opened
+/// with is refused at start, naming the setting, before it does anything (found by the
+/// multi-node audit: it served payment links the other nodes answered 404 and failed
+/// every job touching a sealed secret); the right key still opens it.
+#[test]
+fn a_secret_key_that_is_not_the_installations_is_refused_at_start() {
+    let cli = Cli::new();
+    let (a, b) = ("11".repeat(32), "22".repeat(32));
+    let with = |key: &str, args: &[&str]| {
+        let mut c = cli.command(args);
+        c.env("LODGE_SECRET_KEY", key);
+        c.output().expect("lodge runs")
+    };
+    let out = with(&a, &["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [
+        &["billing", "preview"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let out = with(&b, args);
+        assert!(!out.status.success(), "{args:?} started with another key");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("LODGE_SECRET_KEY") && err.contains("not this installation's"),
+            "{err}"
+        );
+    }
+    let out = with(&a, &["billing", "preview"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();

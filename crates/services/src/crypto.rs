@@ -104,6 +104,49 @@ impl Sealer {
     }
 }
 
+/// The text the key check seals.
+const KEY_CHECK: &str = "lodge installation key check";
+
+impl crate::Lodge {
+    /// Checks that this node's secret key is the installation's: it opens the value the
+    /// first node sealed in the database (written now if none is there; on a database from
+    /// before the check, a secret already sealed there must open first). A node with
+    /// another key would answer 404 to the other nodes' payment links, make links they
+    /// cannot open, and fail every job touching a sealed secret, so it is refused at start
+    /// (found by the multi-node audit: it started without a word).
+    pub async fn check_secret_key(&self) -> Result<()> {
+        use lodge_store::key_check;
+        let wrong = || {
+            ServiceError::Conflict(
+                "the secret key (LODGE_SECRET_KEY, or lodge-secret.key beside a SQLite \
+                 database) is not this installation's: it does not open the secrets sealed in \
+                 the database. Give every node the key the database was first opened with"
+                    .into(),
+            )
+        };
+        let db = self.store.reader();
+        let sealed = match key_check::sealed(db).await? {
+            Some(s) => s,
+            None => {
+                if let Some(old) = key_check::some_sealed_secret(db).await? {
+                    if self.sealer.open(&old).is_err() {
+                        return Err(wrong());
+                    }
+                }
+                let now = self.clock.now().as_microsecond();
+                key_check::insert(self.store.writer(), &self.sealer.seal(KEY_CHECK)?, now).await?;
+                key_check::sealed(db)
+                    .await?
+                    .ok_or_else(|| ServiceError::Internal("the key check was not written".into()))?
+            }
+        };
+        match self.sealer.open(&sealed) {
+            Ok(text) if text == KEY_CHECK => Ok(()),
+            _ => Err(wrong()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,11 @@ pub struct DemoInfo {
     pub plans: Vec<DemoPlan>,
 }
 
+/// The advisory lock key of the demo's seeding ("lodgdemo").
+const DEMO_SEED_LOCK: i64 = 0x6c6f_6467_6465_6d6f;
+/// And within one process (SQLite has no advisory lock).
+static SEEDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Lodge {
     async fn ensure_user(
         &self,
@@ -67,6 +72,20 @@ impl Lodge {
 
     /// Seeds the demo data (idempotently) and issues fresh demo keys.
     pub async fn seed_demo(&self) -> Result<DemoInfo> {
+        // Nodes starting together on one database seed in turn: each looks for the demo
+        // organization and creates it when missing (found by the multi-node audit: two
+        // nodes made two "Demo Customer" organizations).
+        let _in_process = match self.store.engine() {
+            lodge_store::Engine::Sqlite => Some(SEEDING.lock().await),
+            lodge_store::Engine::Postgres => None,
+        };
+        let held = self.store.lock(DEMO_SEED_LOCK).await?;
+        let seeded = self.seed_demo_unlocked().await;
+        self.store.unlock(held).await;
+        seeded
+    }
+
+    async fn seed_demo_unlocked(&self) -> Result<DemoInfo> {
         self.import_catalog_text(DEMO_CATALOG).await?;
         self.ensure_local_nginx_server().await?;
         let staff = self

@@ -37,6 +37,7 @@ pub mod events;
 pub mod hosting;
 pub mod idempotency;
 pub mod jobs;
+pub mod key_check;
 pub mod keys;
 pub mod logins;
 pub mod mail;
@@ -206,6 +207,31 @@ impl Store {
             Engine::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Engine::Postgres => self.write.begin().await?,
         })
+    }
+
+    /// Holds an installation-wide lock named by `key` (a PostgreSQL session advisory lock,
+    /// so nodes sharing the database take turns) until [`Store::unlock`]; on SQLite, where
+    /// one process writes at a time, nothing.
+    pub async fn lock(&self, key: i64) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Any>>> {
+        match self.engine {
+            Engine::Sqlite => Ok(None),
+            Engine::Postgres => {
+                let mut c = self.write.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock($1)::TEXT")
+                    .bind(key)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(Some(c))
+            }
+        }
+    }
+
+    /// Releases a [`Store::lock`]: its connection is closed, which ends the session and
+    /// its lock whatever happened meanwhile.
+    pub async fn unlock(&self, held: Option<sqlx::pool::PoolConnection<sqlx::Any>>) {
+        if let Some(c) = held {
+            let _ = c.close().await;
+        }
     }
 
     /// Whether [`Store::batch`] is available (SQLite on a file).

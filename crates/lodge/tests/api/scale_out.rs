@@ -134,3 +134,38 @@ async fn two_nodes_on_one_postgresql_take_orders_together() {
     })
     .await;
 }
+
+/// Nodes started together on one empty PostgreSQL database with `--demo` seed in turn: one
+/// demo organization, whichever node comes first (found by the multi-node audit: two
+/// nodes made two "Demo Customer" organizations in 2 rounds of 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_seeding_the_demo_together_make_one_demo_organization() {
+    let options = Options {
+        seed_demo: false,
+        ..Options::default()
+    };
+    harness::run(Engine::Postgres, options, |app| async move {
+        let mut nodes = Vec::new();
+        for _ in 0..4 {
+            nodes.push(app.second_node().await);
+        }
+        let seeded = join_all(nodes.iter().map(|n| n.seed_demo())).await;
+        let orgs: std::collections::BTreeSet<String> = seeded
+            .into_iter()
+            .map(|s| s.expect("seeded").organization_id.to_string())
+            .collect();
+        assert_eq!(
+            orgs.len(),
+            1,
+            "every node names the same organization: {orgs:?}"
+        );
+        let demo: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM organizations WHERE name = 'Demo Customer'")
+                .fetch_one(app.lodge.store.reader())
+                .await
+                .unwrap();
+        assert_eq!(demo, 1);
+        app.stop().await;
+    })
+    .await;
+}
