@@ -48,6 +48,24 @@ pub fn internal(cause: &dyn std::fmt::Display) -> Response {
     )
 }
 
+/// Seconds a client is asked to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
+/// The answer while the database is unreachable: 503 with `Retry-After` (found by the
+/// multi-node audit: a restarting PostgreSQL made every request a bare 500).
+pub fn unavailable(cause: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %cause, "the database is unavailable");
+    let mut r = detail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The service is unavailable at the moment: try again shortly.",
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_SECS),
+    );
+    r
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -62,6 +80,7 @@ impl IntoResponse for ApiError {
                 }
                 r
             }
+            ApiError::Service(e) if e.is_unavailable() => unavailable(&e),
             ApiError::Service(e) => match e.for_caller() {
                 ServiceError::Unauthorized(msg) => {
                     let mut r = detail(StatusCode::UNAUTHORIZED, &msg);
@@ -86,5 +105,32 @@ impl IntoResponse for ApiError {
                 other => internal(&other),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lodge_store::StoreError;
+
+    fn store(e: sqlx::Error) -> ServiceError {
+        ServiceError::Store(StoreError::Db(e))
+    }
+
+    /// An unreachable database is 503 with `Retry-After` in both dialects (the client may
+    /// retry, with its Idempotency-Key); any other store failure stays a 500.
+    #[test]
+    fn an_unreachable_database_is_503_with_retry_after() {
+        for e in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            let r = ApiError::Service(store(e)).into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        }
+        let r = crate::apiv2::V2Error::from(store(sqlx::Error::PoolTimedOut)).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let r = ApiError::Service(store(sqlx::Error::RowNotFound)).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 }

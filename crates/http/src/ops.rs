@@ -53,7 +53,17 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, description = "Ready", body = Health),
               (status = 503, description = "The database does not answer", body = Health)))]
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.lodge.ready().await {
+    // Answered within two seconds either way: a load balancer's probe (2–5 s) must see 503,
+    // not a timeout, while the database does not answer (found by the multi-node audit:
+    // it waited out the pool's acquire timeout).
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(2), st.lodge.ready())
+        .await
+        .unwrap_or_else(|_| {
+            Err(lodge_services::ServiceError::Internal(
+                "the database did not answer within 2 s".into(),
+            ))
+        });
+    match ready {
         Ok(()) => Json(Health { status: "ok" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -24,6 +24,31 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or is going away (the pool's wait ran
+    /// out, the connection broke, PostgreSQL is shutting down or refusing connections):
+    /// a moment's outage to retry, not a fault of the request.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            // SQLSTATE class 08 (connection exception), 53 (insufficient resources: too
+            // many connections, out of memory or disk), 57P0x (operator intervention: admin
+            // or crash shutdown, starting up) and 55000 (the database not accepting
+            // connections).
+            StoreError::Db(sqlx::Error::Database(d)) => d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "55000"
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// What a write would have duplicated, whichever engine refused it. PostgreSQL names the
 /// constraint; SQLite lists its columns (`UNIQUE constraint failed: users.email`): both
 /// spellings of each are in [`Conflict::from_engine`], and nowhere else.

@@ -105,24 +105,36 @@ impl IntoResponse for V2Error {
         if self.0.is_server_error() {
             tracing::error!(error = %self.1, "apiv2 request failed");
         }
-        let message = if self.0.is_server_error() {
+        let message = if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            "The service is unavailable at the moment: try again shortly.".to_owned()
+        } else if self.0.is_server_error() {
             "A server error occurred.".to_owned()
         } else {
             self.1
         };
-        (
+        let mut r = (
             self.0,
             Json(V2ErrorBody {
                 code: self.0.as_u16().to_string(),
                 message,
             }),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::error::UNAVAILABLE_RETRY_SECS),
+            );
+        }
+        r
     }
 }
 
 impl From<ServiceError> for V2Error {
     fn from(e: ServiceError) -> Self {
+        if e.is_unavailable() {
+            return V2Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         match e.for_caller() {
             ServiceError::Unauthorized(m) => V2Error(StatusCode::UNAUTHORIZED, m),
             ServiceError::Forbidden(m) => V2Error(StatusCode::FORBIDDEN, m),

@@ -169,3 +169,97 @@ async fn nodes_seeding_the_demo_together_make_one_demo_organization() {
     })
     .await;
 }
+
+/// While the node's PostgreSQL database refuses connections (its sessions ended, new ones
+/// not allowed, as during a restart), `/readyz` answers 503 within a couple of seconds and
+/// the API 503 with `Retry-After` in both dialects (found by the multi-node audit: both
+/// waited 30 s and the API then answered a bare 500); once the database is back, the
+/// node serves again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_503_and_the_node_recovers() {
+    harness::run(Engine::Postgres, Options::default(), |app| async move {
+        let db = app
+            .config
+            .database_url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        let cluster = lodge_testkit::pg::shared_cluster().await.unwrap().unwrap();
+        let admin = sqlx::PgPool::connect(&cluster.admin_url()).await.unwrap();
+        let set_allowed = |allowed: bool| {
+            let (admin, db) = (admin.clone(), db.clone());
+            async move {
+                sqlx::query(&format!(
+                    "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {allowed}"
+                ))
+                .execute(&admin)
+                .await
+                .unwrap();
+                if !allowed {
+                    sqlx::query(
+                        "SELECT pg_terminate_backend(pid)::TEXT FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&db)
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                }
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let get = |path: &str, key: Option<String>| {
+            let mut r = client.get(app.url(path));
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            r.send()
+        };
+        assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
+        set_allowed(false).await;
+
+        let ready = client
+            .get(app.url("/readyz"))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .expect("/readyz answers while the database is away");
+        assert_eq!(ready.status(), 503);
+        let org = format!("/v1/organizations/{}/credit", app.org_id());
+        let r = get(&org, Some(app.key())).await.unwrap();
+        assert_eq!(r.status(), 503, "{:?}", r.text().await);
+        let r = get(&org, Some(app.key())).await.unwrap();
+        assert!(
+            r.headers().get("retry-after").is_some_and(|v| v == "5"),
+            "{} {:?}",
+            r.status(),
+            r.headers()
+        );
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains("unavailable"),
+            "{body}"
+        );
+        let r = client
+            .get(app.url("/apiv2/billing/invoices"))
+            .header("X-API-KEY", app.key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+
+        set_allowed(true).await;
+        assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
+        assert_eq!(get(&org, Some(app.key())).await.unwrap().status(), 200);
+        app.stop().await;
+    })
+    .await;
+}
