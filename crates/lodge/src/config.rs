@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
+    pub node_name: Option<String>,
     pub currency: Option<String>,
     pub log_format: Option<String>,
     pub secret_key: Option<String>,
@@ -229,6 +230,8 @@ pub struct Config {
     /// `None`: a random secret for this process only (tokens do not survive a restart).
     pub jwt_secret: Option<SecretString>,
     pub key_prefix: String,
+    /// This node's name (servers whose `node` names it have their jobs run here only).
+    pub node_name: String,
     pub currency: String,
     /// 64 hex digits sealing secrets at rest; `None`: a key file beside the database.
     pub secret_key: Option<SecretString>,
@@ -556,6 +559,7 @@ pub struct Overrides {
     pub metrics_listen: Option<String>,
     pub jwt_secret: Option<String>,
     pub key_prefix: Option<String>,
+    pub node_name: Option<String>,
     pub currency: Option<String>,
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
@@ -891,6 +895,12 @@ impl Config {
                 .key_prefix
                 .or(f.key_prefix)
                 .unwrap_or_else(|| "sk-lodge-".to_owned()),
+            node_name: o
+                .node_name
+                .or(f.node_name)
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(default_node_name),
             currency: o
                 .currency
                 .or(f.currency)
@@ -962,6 +972,16 @@ impl Config {
             registrars: f.registrars.unwrap_or_default(),
         }
     }
+}
+
+/// The machine's host name (`HOSTNAME`, else `/etc/hostname`), else `lodge`.
+fn default_node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "lodge".to_owned())
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     };
     let mut settings = Settings::new(currency, jwt_secret);
     settings.key_prefix = cfg.key_prefix.clone();
+    settings.node_name = cfg.node_name.clone();
     settings.bank_transfer_instructions = cfg.bank_transfer_instructions.clone();
     cfg.validate()?;
     settings.invoice_expiry_days = cfg.invoice_expiry_days;

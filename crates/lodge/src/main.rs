@@ -46,6 +46,11 @@ struct Global {
     /// SQLite database (or in the working directory) is used, created on first start.
     #[arg(long, global = true, env = "LODGE_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// This node's name: a server whose `node` names it has its jobs run by this node's
+    /// worker only (the nginx driver works on its own machine). Default: the machine's host
+    /// name.
+    #[arg(long, global = true, env = "LODGE_NODE_NAME")]
+    node_name: Option<String>,
     /// Days after which an unpaid first invoice expires and its order is cancelled (default 14).
     #[arg(
         long,
@@ -682,6 +687,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         currency: cli.global.currency.clone(),
         secret_key: cli.global.secret_key.clone(),
         invoice_expiry_days: cli.global.invoice_expiry_days,
+        node_name: cli.global.node_name.clone(),
         renewal_lead_days: cli.global.renewal_lead_days,
         suspension_grace_days: cli.global.suspension_grace_days,
         termination_grace_days: cli.global.termination_grace_days,

@@ -84,6 +84,8 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub struct Settings {
     pub currency: Currency,
     pub key_prefix: String,
+    /// This node's name: a server whose `node` is another's is not acted on here.
+    pub node_name: String,
     pub jwt_secret: SecretString,
     /// Lifetime of an access token, seconds.
     pub access_ttl_secs: i64,
@@ -116,6 +118,7 @@ impl Settings {
         Settings {
             currency,
             key_prefix: "sk-lodge-".to_owned(),
+            node_name: "lodge".to_owned(),
             jwt_secret,
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 7 * 24 * 3600,

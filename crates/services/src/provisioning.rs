@@ -97,6 +97,9 @@ pub struct SchedulerPass {
     pub overdue: crate::renewals::OverduePass,
 }
 
+/// How long a job of another node's server waits before it is offered again.
+const ELSEWHERE_WAIT_US: i64 = 2_000_000;
+
 /// A job worker of one node.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -289,6 +292,12 @@ impl Worker {
                 if !jobs::finish(store, job.id, &self.id, now).await? {
                     tracing::warn!("job finished after its lease was lost");
                 }
+            }
+            Err(ServiceError::Internal(m)) if m.contains(crate::drivers::ELSEWHERE) => {
+                // Another node's server: back to the queue for that node's worker, the
+                // attempt not counted.
+                tracing::debug!(reason = %m, "job left to another node");
+                jobs::release(store, job.id, &self.id, &m, now + ELSEWHERE_WAIT_US, now).await?;
             }
             Err(e) => {
                 let message = match e {
@@ -541,6 +550,19 @@ impl Lodge {
 
     /// The driver of a server, bound to it (a panel driver connects with its credentials).
     pub(crate) fn target(&self, server: &servers::ServerRow) -> Result<Target> {
+        // A server bound to a node (the nginx driver's: its sites are that machine's files)
+        // is acted on there only (found by the multi-node audit: another node's worker
+        // "suspended" sites on its own machine while the live ones kept serving).
+        if let Some(node) = server.node.as_deref() {
+            if node != self.settings.node_name {
+                return Err(ServiceError::Internal(format!(
+                    "the server {:?} {}{node:?} (this is {:?}): its jobs wait for that node's worker",
+                    server.name,
+                    crate::drivers::ELSEWHERE,
+                    self.settings.node_name
+                )));
+            }
+        }
         let credentials = server
             .credentials
             .as_deref()
@@ -1221,6 +1243,8 @@ impl Lodge {
         let found = match self.account(h).await {
             Ok(Some(x)) => x,
             Ok(None) => return None,
+            // Another node's server (nginx, no panel to log in to).
+            Err(ServiceError::Internal(m)) if m.contains(crate::drivers::ELSEWHERE) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, "no login URL: the account's server");
                 return None;
@@ -1347,6 +1371,30 @@ impl Lodge {
                     Err(problems.join("; "))
                 },
             ));
+        }
+        // On PostgreSQL (where several nodes may share the database), an nginx server that
+        // names no node has its jobs run by whichever node takes them, on that node's
+        // machine.
+        if self.store.engine() == lodge_store::Engine::Postgres {
+            if let Ok(all) = servers::all(self.store.reader()).await {
+                let unbound: Vec<String> = all
+                    .iter()
+                    .filter(|s| s.is_active == 1 && s.driver == "nginx" && s.node.is_none())
+                    .map(|s| s.name.clone())
+                    .collect();
+                if !unbound.is_empty() {
+                    out.push((
+                        "nodes",
+                        Err(format!(
+                            "the nginx server(s) {} name no node: with more than one node, set \
+                             each one's \"node\" (PUT /v1/admin/servers/{{id}}) to the node whose \
+                             machine serves its sites (this is {:?})",
+                            unbound.join(", "),
+                            self.settings.node_name
+                        )),
+                    ));
+                }
+            }
         }
         out
     }

@@ -38,6 +38,12 @@ pub struct ServerSpec {
     pub plan_ids: Vec<String>,
     #[serde(default = "yes")]
     pub is_active: bool,
+    /// The Lodge node (its `--node-name`) whose worker acts on this server; unset: any
+    /// node. With several nodes an `nginx` server must name the node on whose machine
+    /// its sites are: its jobs wait for that node's worker.
+    #[serde(default)]
+    #[schema(max_length = 100)]
+    pub node: Option<String>,
 }
 
 fn yes() -> bool {
@@ -52,6 +58,9 @@ impl Lodge {
         }
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");
+        }
+        if let Some(n) = &s.node {
+            v.line("node", n, 100);
         }
         if self.drivers.is_panel(&s.driver) {
             if let Some(c) = s.credentials.as_deref() {
@@ -134,6 +143,7 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
+                node: s.node.as_deref().map(str::trim).filter(|n| !n.is_empty()),
             },
             self.now_us(),
         )
@@ -187,6 +197,7 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
+                node: s.node.as_deref().map(str::trim).filter(|n| !n.is_empty()),
             },
             self.now_us(),
         )
@@ -262,6 +273,11 @@ impl Lodge {
                 ns2: "ns2.localhost".into(),
                 capacity: 0,
                 is_active: true,
+                // Its sites are this machine's: on PostgreSQL, where several nodes may
+                // share the database, the others leave its jobs to this one (SQLite is one
+                // machine's, whatever its host name becomes).
+                node: (self.store.engine() == lodge_store::Engine::Postgres)
+                    .then(|| self.settings.node_name.clone()),
                 ..Default::default()
             })
             .await

@@ -173,6 +173,32 @@ pub async fn fail<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
+/// Puts a job `worker` holds back in the queue at `run_at` without counting the attempt
+/// its claim counted (it was not this worker's to run), `note` as its last error.
+pub async fn release<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    note: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'queued', run_at = $4, locked_by = NULL, locked_until = NULL,
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+             last_error = $3, modified_at = $5
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(note)
+    .bind(run_at)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Puts a dead job back in the queue with fresh attempts.
 pub async fn retry<'e, E: Executor<'e, Database = Any>>(db: E, id: i64, now: i64) -> Result<bool> {
     let r = sqlx::query(

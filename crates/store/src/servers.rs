@@ -21,11 +21,13 @@ pub struct ServerRow {
     pub is_active: i64,
     pub created_at: i64,
     pub modified_at: i64,
+    /// The node whose worker acts on it (`None`: any).
+    pub node: Option<String>,
     /// Live accounts placed on it.
     pub accounts: i64,
 }
 
-const COLUMNS: &str = "s.legacy_id, s.id, s.name, s.hostname, s.driver, s.credentials, s.ns1, s.ns2, s.capacity, s.is_active, s.created_at, s.modified_at";
+const COLUMNS: &str = "s.legacy_id, s.id, s.name, s.hostname, s.driver, s.credentials, s.ns1, s.ns2, s.capacity, s.is_active, s.created_at, s.modified_at, s.node";
 
 fn select() -> String {
     format!(
@@ -43,6 +45,7 @@ pub struct ServerInput<'a> {
     pub ns2: &'a str,
     pub capacity: i64,
     pub is_active: bool,
+    pub node: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -52,8 +55,8 @@ pub async fn insert(
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO servers (id, name, hostname, driver, credentials, ns1, ns2, capacity, is_active, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        "INSERT INTO servers (id, name, hostname, driver, credentials, ns1, ns2, capacity, is_active, created_at, modified_at, node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
     )
     .bind(id.to_string())
     .bind(s.name)
@@ -65,6 +68,7 @@ pub async fn insert(
     .bind(s.capacity)
     .bind(i64::from(s.is_active))
     .bind(now)
+    .bind(s.node)
     .execute(conn)
     .await?;
     Ok(())
@@ -79,7 +83,7 @@ pub async fn update(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE servers SET name = $2, hostname = $3, driver = $4, credentials = COALESCE($5, credentials),
-             ns1 = $6, ns2 = $7, capacity = $8, is_active = $9, modified_at = $10 WHERE id = $1",
+             ns1 = $6, ns2 = $7, capacity = $8, is_active = $9, modified_at = $10, node = $11 WHERE id = $1",
     )
     .bind(id.to_string())
     .bind(s.name)
@@ -91,6 +95,7 @@ pub async fn update(
     .bind(s.capacity)
     .bind(i64::from(s.is_active))
     .bind(now)
+    .bind(s.node)
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)

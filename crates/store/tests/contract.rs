@@ -284,6 +284,7 @@ async fn unique_violations_are_typed_conflicts(store: Store) {
         ns2: "",
         capacity: 0,
         is_active: true,
+        node: None,
     };
     servers::insert(&mut conn, ServerId::new(), &server, NOW)
         .await

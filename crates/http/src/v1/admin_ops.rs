@@ -51,6 +51,8 @@ pub struct Server {
     pub plan_ids: Vec<String>,
     pub has_credentials: bool,
     pub is_active: bool,
+    /// The node whose worker acts on it (`null`: any).
+    pub node: Option<String>,
     pub created: String,
     pub modified: String,
 }
@@ -68,6 +70,7 @@ fn server(s: ServerRow, plan_ids: Vec<String>) -> Server {
         plan_ids,
         has_credentials: s.credentials.is_some(),
         is_active: s.is_active == 1,
+        node: s.node,
         created: ts(s.created_at),
         modified: ts(s.modified_at),
     }

@@ -240,6 +240,11 @@ impl FakeDriver {
     }
 
     /// Replaces the node's `nginx` driver with this one.
+    /// Successful `create` calls, all accounts together.
+    pub(crate) fn creates(&self) -> usize {
+        self.state().created.values().sum()
+    }
+
     pub(crate) fn install(&self, lodge: &Lodge) {
         lodge.drivers.register(Arc::new(self.clone()));
     }

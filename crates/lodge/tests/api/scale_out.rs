@@ -263,3 +263,73 @@ async fn a_database_outage_is_503_and_the_node_recovers() {
     })
     .await;
 }
+
+/// A server bound to a node (`node`, as the nginx driver's must be with several nodes: its
+/// sites are that machine's files) has its jobs run by that node's worker only: another
+/// node's worker puts the job back without counting the attempt, and the job says why
+/// (found by the multi-node audit: another node's worker "suspended" and "terminated"
+/// sites on its own machine while the live ones kept serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_jobs_run_on_its_node_only() {
+    use crate::provisioning::{drain, FakeDriver};
+    use lodge_services::provisioning::Worker;
+    harness::run(Engine::Postgres, Options::default(), |app| async move {
+        let here = app.lodge.settings.node_name.clone();
+        let mut cfg = app.config.clone();
+        cfg.node_name = format!("{here}-b");
+        let other = lodge::open(&cfg, std::sync::Arc::new(app.clock.clone()))
+            .await
+            .expect("node b");
+        let (fake_a, fake_b) = (FakeDriver::default(), FakeDriver::default());
+        fake_a.install(&app.lodge);
+        fake_b.install(&other);
+        // The demo's nginx server, on PostgreSQL, is the seeding node's.
+        let (_, list) = app.get("/v1/admin/servers", &app.admin_key()).await;
+        let server = list[0].clone();
+        assert_eq!(server["node"], json!(here), "{server}");
+
+        add_credit(&app, &app.org_id(), "10.00").await;
+        let (status, o) = app
+            .post(
+                &format!(
+                    "/v1/organizations/{}/projects/{}/hosting/order",
+                    app.org_id(),
+                    app.project_id()
+                ),
+                &app.key(),
+                &json!({ "plan_id": starter(&app), "domain_source": "external",
+                         "domain_name": "bound.example" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{o}");
+        drain(Worker::new(other.clone(), "b")).await;
+        assert_eq!(fake_b.creates(), 0, "node b left it");
+        let job: (i64, String, Option<String>) = sqlx::query_as(
+            "SELECT attempts, status, last_error FROM jobs WHERE kind = 'provision_hosting'",
+        )
+        .fetch_one(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!((job.0, job.1.as_str()), (0, "queued"), "{job:?}");
+        assert!(
+            job.2.as_deref().unwrap_or_default().contains(&here),
+            "{job:?}"
+        );
+        app.clock.advance(jiff::SignedDuration::from_secs(3));
+        drain(Worker::new(app.lodge.clone(), "a")).await;
+        assert_eq!(fake_a.creates(), 1);
+        let hosting = str_of(&o, "hosting_id").to_owned();
+        let h = harness::get_ok(
+            &app,
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/{hosting}",
+                app.org_id(),
+                app.project_id()
+            ),
+        )
+        .await;
+        assert_eq!(h["status"], "active", "{h}");
+        app.stop().await;
+    })
+    .await;
+}
