@@ -113,3 +113,40 @@ pub async fn recent<C: SqlConn>(
         .map(EventRow::from_row)
         .collect()
 }
+
+/// A page of events for staff, newest first: of one organization and one kind when given,
+/// older than sequence number `before` when given; each with its sequence number.
+pub async fn page<C: SqlConn>(
+    conn: &mut C,
+    org: Option<OrganizationId>,
+    kind: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, EventRow)>> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT seq, id, kind, organization_id, subject, data, created_at FROM events
+             WHERE ($1 = '' OR organization_id = $1) AND ($2 = '' OR kind = $2)
+               AND ($3 = 0 OR seq < $3)
+             ORDER BY seq DESC LIMIT $4",
+            vals![
+                org.map(|o| o.to_string()).unwrap_or_default(),
+                kind.unwrap_or_default().to_owned(),
+                before.unwrap_or(0),
+                limit
+            ],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|mut row| {
+            if row.is_empty() {
+                return Err(crate::StoreError::Corrupt(
+                    "an event row without columns".into(),
+                ));
+            }
+            let seq = row.remove(0);
+            let seq = Cols::new(vec![seq]).int()?;
+            Ok((seq, EventRow::from_row(row)?))
+        })
+        .collect()
+}

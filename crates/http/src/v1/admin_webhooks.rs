@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_deliveries))
         .routes(routes!(redeliver))
         .routes(routes!(redeliver_event))
+        .routes(routes!(list_events))
 }
 
 /// A webhook endpoint (its secret is shown only when created or rotated).
@@ -253,6 +254,92 @@ async fn list_deliveries(
             .await?
             .into_iter()
             .map(delivery)
+            .collect(),
+    ))
+}
+
+/// An event Lodge raised (what webhooks carry).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventEntry {
+    /// Its place in the log (`before` pages on).
+    pub seq: i64,
+    /// The event id (`Lodge-Event-Id`; redeliver by it).
+    pub id: String,
+    pub kind: String,
+    pub organization_id: String,
+    pub subject: String,
+    /// The event's data, as webhooks carry it.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub created: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Only this organization's events.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub organization_id: Option<String>,
+    /// Only events of this kind (e.g. `invoice.paid`).
+    pub kind: Option<String>,
+    /// Only events older than this `seq` (the next page).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub before: Option<String>,
+    /// At most this many (default 100, at most 500).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub limit: Option<String>,
+}
+
+/// The events Lodge raised, newest first: what an endpoint may have missed (events raised
+/// while it was disabled are not queued for it), to send again with
+/// `POST /v1/admin/webhooks/{id}/redeliver` and the event's id.
+#[utoipa::path(get, path = "/v1/admin/events", tag = "admin", security(("bearer" = [])),
+    params(EventQuery),
+    responses((status = 200, body = Vec<EventEntry>), (status = 400), (status = 401), (status = 403)))]
+async fn list_events(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    V1Query(q): V1Query<EventQuery>,
+) -> ApiResult<Json<Vec<EventEntry>>> {
+    let number = |field: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
+        v.map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ServiceError::field(field, "A positive whole number.").into())
+        })
+        .transpose()
+    };
+    let before = number("before", q.before.as_deref())?;
+    let limit = number("limit", q.limit.as_deref())?.unwrap_or(100).min(500);
+    let org = q
+        .organization_id
+        .as_deref()
+        .map(|o| {
+            o.trim()
+                .parse()
+                .map_err(|_| ServiceError::field("organization_id", "Not a valid UUID."))
+        })
+        .transpose()?;
+    let kind = q.kind.as_deref().map(str::trim).filter(|k| !k.is_empty());
+    if kind.is_some_and(|k| k.len() > 100) {
+        return Err(ServiceError::field("kind", "At most 100 characters.").into());
+    }
+    Ok(Json(
+        st.lodge
+            .events_page(org, kind, before, limit)
+            .await?
+            .into_iter()
+            .map(|(seq, e)| EventEntry {
+                seq,
+                id: e.id,
+                kind: e.kind,
+                organization_id: e.organization_id.to_string(),
+                subject: e.subject,
+                data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
+                created: ts(e.created_at),
+            })
             .collect(),
     ))
 }

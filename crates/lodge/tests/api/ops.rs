@@ -103,6 +103,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/domains/{domain_id}/fail"),
     ("GET", "/v1/admin/domains"),
     ("GET", "/v1/admin/registry-tasks"),
+    ("GET", "/v1/admin/events"),
     ("POST", "/v1/admin/registry-tasks/{task_id}/done"),
     // staff operations: servers, hosting accounts, jobs (v1/admin_ops.rs)
     ("GET", "/v1/admin/servers"),

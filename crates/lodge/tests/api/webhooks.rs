@@ -390,6 +390,87 @@ async fn endpoints_get_only_their_events(app: TestApp) {
     assert_eq!(rx.got().len(), 4);
     // A job per subscribed endpoint and event, none for the others.
     assert_eq!(webhook_jobs(&app).await.len(), 4);
+
+    // What the disabled endpoint missed is in the staff's event log, newest first, by
+    // organization and kind, paged by `seq`; sent again by id once it is enabled.
+    let path = format!("/v1/admin/events?organization_id={}", app.org_id());
+    let (status, events) = app.get(&path, &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in ["order.created", "invoice.paid", "hosting.active"] {
+        assert!(kinds.contains(&k), "{k}: {events}");
+    }
+    let seqs: Vec<i64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    let (_, paid) = app
+        .get(
+            "/v1/admin/events?kind=invoice.paid&limit=1",
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(paid.as_array().unwrap().len(), 1, "{paid}");
+    assert!(paid[0]["data"].is_object(), "{paid}");
+    let (_, older) = app
+        .get(
+            &format!("/v1/admin/events?before={}", seqs[0]),
+            &app.admin_key(),
+        )
+        .await;
+    assert!(older
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["seq"].as_i64().unwrap() < seqs[0]));
+    let (_, none) = app
+        .get(
+            &format!(
+                "/v1/admin/events?organization_id={}",
+                other["id"].as_str().unwrap()
+            ),
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(none, json!([]), "the other organization raised nothing");
+    for bad in ["organization_id=nope", "before=0", "limit=x"] {
+        let (status, e) = app
+            .get(&format!("/v1/admin/events?{bad}"), &app.admin_key())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+    let (status, _) = app.get("/v1/admin/events", &app.key()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "staff only");
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/webhooks/{}", id_of(&off)),
+            Some(&app.admin_key()),
+            Some(&json!({ "enabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/webhooks/{}/redeliver", id_of(&off)),
+            &app.admin_key(),
+            &json!({ "event_id": paid[0]["id"] }),
+        )
+        .await;
+    assert!(status.is_success(), "{r}");
+    drain(worker).await;
+    assert_eq!(rx.types("/off"), ["invoice.paid"]);
     app.stop().await;
 }
 

@@ -400,6 +400,20 @@ impl Lodge {
         })
     }
 
+    /// The events Lodge raised, newest first, for staff (what an endpoint may have missed
+    /// while it was disabled, to redeliver by id): of one organization and one kind when
+    /// given, older than sequence number `before`.
+    pub async fn events_page(
+        &self,
+        org: Option<lodge_core::OrganizationId>,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, lodge_store::events::EventRow)>> {
+        let mut db = self.store.read_conn().await?;
+        Ok(lodge_store::events::page(&mut db, org, kind, before, limit.clamp(1, 500)).await?)
+    }
+
     /// An endpoint's delivery attempts, newest first (`before`: older than that delivery).
     pub async fn webhook_deliveries(
         &self,
