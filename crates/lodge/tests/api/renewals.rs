@@ -1009,6 +1009,26 @@ async fn a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice(app: TestApp) 
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["total"], "68.00", "{}", all[0]);
     assert_eq!(all[0]["status"], "unpaid");
+    // /apiv2's invoice list describes it by both its lines, not the first one's alone
+    // beside the whole amount.
+    let list = crate::harness::v2_ok(
+        &app,
+        reqwest::Method::GET,
+        "/apiv2/billing/invoices",
+        &app.key(),
+        None,
+    )
+    .await;
+    let row = list["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == all[0]["id"])
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    let description = str_of(&row, "description");
+    assert_eq!(description.matches("; ").count(), 1, "{row}");
+    assert!(description.contains("lapse.com"), "{row}");
     // On its expiration date the domain expires; its year comes off the invoice.
     days(&app, &worker, "2027-03-30", "2027-03-31").await;
     assert_eq!(domain(&app, &dom).await["status"], "expired");
