@@ -148,6 +148,8 @@ struct Registry {
     hosts: BTreeMap<String, RegistryHost>,
     pending_creates: bool,
     contacts: BTreeMap<String, String>,
+    /// Each contact's postal info types (`int`, `loc`).
+    contacts_postal: BTreeMap<String, Vec<String>>,
     queues: HashMap<String, VecDeque<Message>>,
     next_id: u64,
     fault: Option<Fault>,
@@ -233,6 +235,7 @@ impl EppServer {
             hosts: BTreeMap::new(),
             pending_creates: false,
             contacts: BTreeMap::new(),
+            contacts_postal: BTreeMap::new(),
             queues: HashMap::new(),
             next_id: 1,
             fault: None,
@@ -355,6 +358,15 @@ impl EppServer {
     /// The losing registrar rejects a pending transfer; the requester gets a poll message.
     pub fn reject_transfer(&self, name: &str) -> Result<()> {
         self.lock().finish_transfer(name, "clientRejected")
+    }
+
+    /// The postal info types a contact was created with (`int`, `loc`).
+    pub fn contact_postal_types(&self, id: &str) -> Vec<String> {
+        self.lock()
+            .contacts_postal
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn host(&self, name: &str) -> Option<RegistryHost> {
@@ -1371,6 +1383,17 @@ impl Registry {
         if child(object, "email").is_none() || child(object, "postalInfo").is_none() {
             return Answer::code(2003);
         }
+        // RFC 5733 §2.3 (the schema's `int` postal info): 7-bit ASCII only.
+        let int_not_ascii = children(object, "postalInfo")
+            .filter(|p| p.attribute("type") == Some("int"))
+            .any(|p| {
+                p.descendants()
+                    .filter_map(|n| n.text())
+                    .any(|t| !t.is_ascii())
+            });
+        if int_not_ascii {
+            return Answer::code(2005);
+        }
         // RFC 5733's e164StringType: `(\+[0-9]{1,3}\.[0-9]{1,14})?`; a schema-checking
         // registry refuses anything else (2001).
         if let Some(voice) = text(child(object, "voice")) {
@@ -1389,6 +1412,12 @@ impl Registry {
         if self.contacts.contains_key(&id) {
             return Answer::code(2302);
         }
+        self.contacts_postal.insert(
+            id.clone(),
+            children(object, "postalInfo")
+                .filter_map(|p| p.attribute("type").map(str::to_owned))
+                .collect(),
+        );
         self.contacts.insert(id.clone(), client.to_owned());
         Answer::data(
             1000,

@@ -257,6 +257,24 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
     );
     let held = server.domain("life.com").unwrap();
     assert_eq!(held.registrant.as_deref(), Some("LADA1"));
+    assert_eq!(server.contact_postal_types("LADA1"), ["int"]);
+    // A registrant whose name or address is not ASCII is sent in RFC 5733's local form
+    // (`loc`): the `int` form is 7-bit only, and the registry refuses it otherwise.
+    let mut umlaut = contact("LUML1");
+    umlaut.name = "Jürgen Müller".into();
+    umlaut.city = "Zürich".into();
+    umlaut.country = "CH".into();
+    umlaut.phone = Some("+41.441234567".into());
+    lodge
+        .create(&Registration {
+            name: &name("umlaut.com"),
+            years: 1,
+            registrant: &umlaut,
+            nameservers: &ns,
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.contact_postal_types("LUML1"), ["loc"]);
     assert_eq!(held.sponsor, "lodge");
 
     // Renew from the current expiry; the same renewal asked again (its answer lost) is

@@ -418,8 +418,26 @@ impl EppRegistrar {
             c.postcode.as_deref(),
             country,
         );
+        // RFC 5733 §2.3: the `int` form is 7-bit ASCII only, `loc` any UTF-8: a registrant
+        // named "Jürgen" or living in "Zürich" is sent in the local form (a schema-checking
+        // registry refuses it as `int`; found by review of the EPP client).
+        let ascii = [
+            Some(c.name.as_str()),
+            c.organization.as_deref(),
+            Some(c.street.as_str()),
+            Some(c.city.as_str()),
+            c.state.as_deref(),
+            c.postcode.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .all(|s| s.is_ascii());
         let postal = PostalInfo::new(
-            InfoType::International,
+            if ascii {
+                InfoType::International
+            } else {
+                InfoType::Local
+            },
             &c.name,
             c.organization.as_deref(),
             address,
