@@ -662,6 +662,41 @@ async fn an_approved_transfer_activates_the_domain(engine: Engine) {
     .await;
 }
 
+/// A transfer request answered 2300 (a transfer is pending already) is Lodge's own only when
+/// the registry's transfer query names Lodge as the requester (a retry after a lost
+/// answer); another registrar's pending transfer is an error, not a transfer to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_pending_for_another_registrar_is_not_taken_for_ours() {
+    let server = Arc::new(
+        EppServer::start_with(EppConfig {
+            clients: vec![
+                ("lodge".into(), "lodge-secret".into()),
+                ("other".into(), "other-secret".into()),
+                ("third".into(), "third-secret".into()),
+            ],
+            today: TODAY,
+            ..EppConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    server.add_domain("contested.com", "third", "EPP-c", date(2026, 9, 1));
+    let lodge = driver(&server);
+    let other = EppRegistrar::new(settings(&server, "other", "other-secret")).unwrap();
+    let n = name("contested.com");
+    assert_eq!(other.transfer(&n, "EPP-c").await.unwrap(), Outcome::Pending);
+    // The other registrar's retry (its answer lost): its own, still pending.
+    assert_eq!(other.transfer(&n, "EPP-c").await.unwrap(), Outcome::Pending);
+    let e = lodge.transfer(&n, "EPP-c").await.unwrap_err();
+    assert!(e.0.contains("another registrar (other)"), "{e}");
+    assert_eq!(
+        server.count("domain:transfer query"),
+        2,
+        "{:?}",
+        server.commands()
+    );
+}
+
 /// A registry that stops answering (a command sent, no reply, the connection left open) is
 /// given up after the configured timeout, and the next command runs on a new session
 /// (found by review: only the TLS handshake was bounded, so the session, and every check

@@ -646,8 +646,29 @@ impl Registrar for EppRegistrar {
                     _ => Ok(Outcome::Pending),
                 }
             }
-            // Already requested (a retry after a lost answer): it is pending.
-            Err((Some(ResultCode::ObjectPendingTransfer), _)) => Ok(Outcome::Pending),
+            // A transfer is pending already: Lodge's own request whose answer was lost (a
+            // retry), or another registrar's, which must not be taken for Lodge's (found by
+            // review: the domain waited for a transfer that was never its own). The query
+            // names the requester.
+            Err((Some(ResultCode::ObjectPendingTransfer), e)) => {
+                let q = DomainTransfer::query(name.as_str(), epp_code);
+                let r = self
+                    .transact(&q, true)
+                    .await
+                    .map_err(|(_, e2)| err("transfer", format!("{e}; query: {e2}")))?;
+                let requester = r
+                    .res_data()
+                    .map(|d| d.requester_id.clone())
+                    .unwrap_or_default();
+                if requester.eq_ignore_ascii_case(&self.settings.client_id) {
+                    Ok(Outcome::Pending)
+                } else {
+                    Err(RegistrarError(format!(
+                        "transfer: another registrar ({requester}) has a transfer of {name} \
+                         pending at the registry"
+                    )))
+                }
+            }
             Err((_, e)) => Err(err("transfer", e)),
         }
     }
