@@ -49,6 +49,9 @@ pub struct FakeDirectAdmin {
 }
 
 pub const IP: &str = "127.0.0.2";
+/// Another of the reseller's IPs, listed first and owned by another user (a dedicated IP):
+/// new users may not be put on it.
+pub const OWNED_IP: &str = "127.0.0.9";
 
 impl FakeDirectAdmin {
     /// Starts over TLS (a fresh self-signed certificate) with admin `admin`, login key
@@ -199,9 +202,30 @@ fn handle(state: &Mutex<DaState>, r: Request) -> Reply {
     }
     match command.as_str() {
         "CMD_API_LOGIN_TEST" => answer(json, false, "Login OK", ""),
-        "CMD_API_SHOW_RESELLER_IPS" => {
-            Reply::Send(Response::new(200, "text/plain", encoded(&[("list[]", IP)])))
+        // The list (`list[]`), or with `action=all` each IP's details keyed by the IP with
+        // `_` for `.` (`status`: `server`, `shared`, `free` or `owned`, `value`: its owner),
+        // as DirectAdmin answers.
+        "CMD_API_SHOW_RESELLER_IPS" if p("action") == "all" => {
+            let owned = encoded(&[
+                ("status", "owned"),
+                ("value", "someone"),
+                ("reseller", "admin"),
+            ]);
+            let shared = encoded(&[("status", "shared"), ("value", ""), ("reseller", "admin")]);
+            Reply::Send(Response::new(
+                200,
+                "text/plain",
+                encoded(&[
+                    (&OWNED_IP.replace('.', "_"), &owned),
+                    (&IP.replace('.', "_"), &shared),
+                ]),
+            ))
         }
+        "CMD_API_SHOW_RESELLER_IPS" => Reply::Send(Response::new(
+            200,
+            "text/plain",
+            encoded(&[("list[]", OWNED_IP), ("list[]", IP)]),
+        )),
         "CMD_API_SHOW_USER_CONFIG" => {
             let user = p("user");
             match st.users.get(&user) {
@@ -282,6 +306,14 @@ fn handle(state: &Mutex<DaState>, r: Request) -> Reply {
                     true,
                     "Unable to create user",
                     &format!("Package {} does not exist", p("package")),
+                );
+            }
+            if p("ip") == OWNED_IP {
+                return answer(
+                    json,
+                    true,
+                    "Unable to create user",
+                    "That IP is owned by another user",
                 );
             }
             if p("ip") != IP {

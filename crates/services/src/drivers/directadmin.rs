@@ -192,11 +192,18 @@ impl DirectAdmin {
         }
     }
 
+    /// The IP a new user goes on: of the reseller's IPs (`action=all`, each with its
+    /// `status`), a shared one, else the server's, else a free one, never one `owned` by
+    /// another user (a dedicated IP; found by review: the first listed was taken, whatever
+    /// it was). A panel that answers only the plain list gets its first IP.
     async fn reseller_ip(&self) -> Result<String, DriverError> {
         let req = self
             .panel
             .client
-            .get(format!("{}/CMD_API_SHOW_RESELLER_IPS", self.panel.base))
+            .get(format!(
+                "{}/CMD_API_SHOW_RESELLER_IPS?action=all",
+                self.panel.base
+            ))
             .basic_auth(self.user(), Some(&self.panel.creds.secret));
         let (_, body) = send(req).await?;
         let pairs: Vec<(String, String)> = if body.trim_start().starts_with('<') {
@@ -209,11 +216,38 @@ impl DirectAdmin {
         if let Some(e) = failed(&m) {
             return Err(DriverError(format!("CMD_API_SHOW_RESELLER_IPS: {e}")));
         }
-        pairs
-            .into_iter()
-            .find(|(k, _)| k == "list[]")
-            .map(|(_, v)| v)
-            .ok_or_else(|| DriverError("DirectAdmin lists no IP address for new users".into()))
+        if let Some((_, first)) = pairs.iter().find(|(k, _)| k == "list[]") {
+            return Ok(first.clone());
+        }
+        // `1_2_3_4=status=shared&value=…`: the IP (its dots written `_`), its details.
+        let statuses: Vec<(String, String)> = pairs
+            .iter()
+            .filter_map(|(ip, details)| {
+                let d: HashMap<String, String> = serde_urlencoded::from_str(details).ok()?;
+                let ip = if ip.contains(':') {
+                    ip.clone()
+                } else {
+                    ip.replace('_', ".")
+                };
+                ip.parse::<std::net::IpAddr>().ok()?;
+                Some((ip, d.get("status").cloned().unwrap_or_default()))
+            })
+            .collect();
+        ["shared", "server", "free"]
+            .iter()
+            .find_map(|want| {
+                statuses
+                    .iter()
+                    .find(|(_, s)| s == want)
+                    .map(|(ip, _)| ip.clone())
+            })
+            .ok_or_else(|| {
+                DriverError(
+                    "DirectAdmin lists no shared, server or free IP address for new users (only \
+                     IPs owned by other users)"
+                        .into(),
+                )
+            })
     }
 
     async fn select_users(
