@@ -149,6 +149,26 @@ pub async fn transferring<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// Domains waiting for their registry (a registration asked for, a transfer requested)
+/// that nothing has touched since `before`, least recently touched first.
+pub async fn stale_pending<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<DomainRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains
+         WHERE ((status = 'pending_registration' AND registry_stage = 'registering')
+             OR (status = 'pending_transfer' AND registry_stage = 'transferring'))
+           AND modified_at < $1
+         ORDER BY modified_at LIMIT $2"
+    ))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 /// The domain object of `name` waiting for its registry: a registration asked for
 /// (`pending_registration`, stage `registering`) or a transfer (`pending_transfer`).
 pub async fn awaiting_registry<'e, E: Executor<'e, Database = Any>>(

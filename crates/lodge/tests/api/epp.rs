@@ -585,6 +585,21 @@ async fn a_pending_registration_is_finished_by_the_poll_queue(engine: Engine) {
         app.lodge.registry_pass().await.unwrap();
         assert_eq!(balance(&app).await - paid, refunded);
         assert_eq!(server.count("domain:create"), 2, "{:?}", server.commands());
+
+        // A pending create whose message never comes (lost, or read by another client of
+        // the account): after an hour the pass reads the domain back and finishes it.
+        let lost = register(&app, "slow-lost.com").await;
+        drain(w.clone()).await;
+        assert!(server.update_domain("slow-lost.com", |d| {
+            d.statuses.remove("pendingCreate");
+        }));
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(row(&app, &lost).await.status.as_str(), "pending_registration");
+        app.clock
+            .set(noon("2026-03-31", 0) + jiff::SignedDuration::from_hours(4));
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert_eq!(pass.registrations, 1, "{pass:?}");
+        assert_eq!(domain(&app, &lost).await["status"], "active");
         app.stop().await;
     })
     .await;
@@ -726,6 +741,20 @@ async fn a_registry_that_stops_answering_is_given_up() {
         "{:?}",
         server.commands()
     );
+    // A poll that gets no answer acknowledges nothing unread: the message stays queued
+    // for the next pass.
+    server.push_message("lodge", "Waiting.", "");
+    server.set_fault(Fault::StallNextCommand);
+    let probe = name("queue.invalid");
+    let e = tokio::time::timeout(Duration::from_secs(60), epp.poll(&probe))
+        .await
+        .expect("the poll gave up")
+        .expect_err("no answer");
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    assert_eq!(server.queued("lodge"), 1, "not acknowledged unread");
+    assert_eq!(server.count("poll ack"), 0, "{:?}", server.commands());
+    let msg = epp.poll(&probe).await.unwrap().expect("the message, still there");
+    assert_eq!(msg.text, "Waiting.");
 }
 
 /// A login the registry refuses (2200): at order time the availability check fails, so the

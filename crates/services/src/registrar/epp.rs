@@ -97,9 +97,14 @@ fn err(what: &str, e: impl std::fmt::Display) -> RegistrarError {
     RegistrarError(format!("{what}: {e}"))
 }
 
+/// How an answer that could not be read (XML instant-epp does not parse) is described:
+/// the poll reads such a message again without its data, to acknowledge it.
+const UNREADABLE: &str = "the registry's answer could not be read: ";
+
 /// A failed EPP exchange, with the result code when the registry answered.
 fn describe(e: &EppError) -> (Option<ResultCode>, String) {
     match e {
+        EppError::Xml(x) => (None, format!("{UNREADABLE}{x}")),
         EppError::Command(s) => (
             Some(s.result.code),
             format!(
@@ -760,9 +765,11 @@ impl Registrar for EppRegistrar {
                 let news = r.res_data.map(|d| d.into_inner()).and_then(|n| n);
                 (r.result.code, r.message_queue, news)
             }
-            Err((None, e)) => {
+            Err((None, e)) if e.0.starts_with(UNREADABLE) => {
                 // A message whose data could not be read: read it again without its data
-                // so that it is acknowledged rather than blocking the queue.
+                // so that it is acknowledged rather than blocking the queue. Only then: a
+                // timeout or a broken connection is an error, and nothing is acknowledged
+                // unread (found by review).
                 let r = self
                     .transact(&PollBare, true)
                     .await

@@ -21,6 +21,8 @@ pub const REGISTERING: &str = "registering";
 pub const TRANSFERRING: &str = "transferring";
 /// Domains read back per sync batch.
 pub const SYNC_BATCH: i64 = 100;
+/// Pending domains read back from their registry per scheduler pass.
+const RECONCILE_BATCH: i64 = 20;
 /// Poll messages handled per queue and scheduler pass.
 const POLL_BATCH: usize = 100;
 
@@ -348,10 +350,65 @@ impl Lodge {
                 pass.messages += 1;
             }
         }
+        match self.reconcile_pending(RECONCILE_BATCH).await {
+            Ok(n) => pass.registrations += n,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading pending domains back from the registry failed");
+                pass.failed += 1;
+            }
+        }
         let (synced, failed) = self.sync_batch(SYNC_BATCH).await?;
         pass.synced = synced;
         pass.failed += failed;
         Ok(pass)
+    }
+
+    /// Domains left waiting for their registry for an hour (a registration answered 1001,
+    /// a transfer requested) are read back with `info`, a few each pass: one the registry
+    /// now shows as Lodge's, with its dates and nothing pending, is made active, whatever
+    /// became of its poll message (lost, or acknowledged by another client of the same
+    /// registrar account; found by review: nothing else would ever finish it). Returns how
+    /// many it finished.
+    async fn reconcile_pending(&self, limit: i64) -> Result<usize> {
+        let Some(registrar) = self.registrar.clone() else {
+            return Ok(0);
+        };
+        let before = self.now_us() - 3_600_000_000;
+        let stale = registry::stale_pending(self.store.reader(), before, limit).await?;
+        let mut finished = 0;
+        for d in stale {
+            let Ok(name) = parse_name(&d) else { continue };
+            let info = match registrar.info(&name).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, domain = %d.name, "reading a pending domain back failed");
+                    continue;
+                }
+            };
+            let done = info.as_ref().is_some_and(|i| {
+                i.ours
+                    && i.registration_date.is_some()
+                    && i.expiration_date.is_some()
+                    && !i
+                        .statuses
+                        .iter()
+                        .any(|s| s == "pendingCreate" || s == "pendingTransfer")
+            });
+            match info {
+                Some(info) if done => {
+                    self.adopt(d.id, &info).await?;
+                    finished += 1;
+                }
+                // Still pending: looked at again after the others.
+                _ => {
+                    let mut tx = self.store.begin().await?;
+                    registry::set_error(&mut tx, d.id, d.registry_error.as_deref(), self.now_us())
+                        .await?;
+                    tx.commit().await.map_err(StoreError::from)?;
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// A pending action's result from the poll queue (RFC 5731's `panData`): a registration
@@ -384,13 +441,26 @@ impl Lodge {
         let info = registrar
             .info(&parse_name(&d)?)
             .await
-            .map_err(registrar_err)?
-            .filter(|i| i.ours)
-            .ok_or_else(|| {
-                ServiceError::Internal(format!("{name} is not at the registry for this registrar"))
-            })?;
-        self.adopt(d.id, &info).await?;
-        Ok(Some(PendingKind::Registration))
+            .map_err(registrar_err)?;
+        // What the registry says that Lodge cannot act on (the domain not there, or not
+        // Lodge's, or without dates) is kept on the domain for staff and the message is
+        // acknowledged: left unacknowledged it would hold every message behind it (found
+        // by review). A failure to ask (the registry not answering) is retried next pass.
+        match info.filter(|i| i.ours) {
+            Some(info) if info.registration_date.is_some() && info.expiration_date.is_some() => {
+                self.adopt(d.id, &info).await?;
+                Ok(Some(PendingKind::Registration))
+            }
+            _ => {
+                let why = format!(
+                    "The registry reported the registration of {name} done, but does not show it \
+                     as this registrar's with its dates: check it at the registry"
+                );
+                tracing::warn!(domain = %name, "{why}");
+                self.note_error(d.id, &why).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// A transfer's news from the poll queue; `true` when it finished one of Lodge's.
