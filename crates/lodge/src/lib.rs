@@ -50,15 +50,25 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.php = cfg.php.clone();
     settings.webhooks_allow_private = cfg.webhooks_allow_private;
     settings.mail = cfg.mail_settings()?;
-    let sealer = match &cfg.secret_key {
-        Some(k) => Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
-        None => Sealer::from_hex(&key_file(&cfg.database_url)?)?,
+    let (sealer, made_key_file) = match &cfg.secret_key {
+        Some(k) => (
+            Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
+            None,
+        ),
+        None => {
+            let (key, made) = key_file(&cfg.database_url)?;
+            (Sealer::from_hex(&key)?, made)
+        }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
-    lodge
-        .check_secret_key()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = lodge.check_secret_key(made_key_file.is_some()).await {
+        // A key file made just now for a database it does not open is removed again: left
+        // there, the next start would take it for the installation's.
+        if let Some(path) = &made_key_file {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(anyhow::anyhow!("{e}"));
+    }
     if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
@@ -97,7 +107,8 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
 /// database (or in the working directory), created on first use, readable by its owner only.
-fn key_file(database_url: &str) -> anyhow::Result<String> {
+/// The key file's key, and its path when it was made just now.
+fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
     let dir = database_url
         .strip_prefix("sqlite://")
         .map(|p| p.split('?').next().unwrap_or(p))
@@ -106,7 +117,7 @@ fn key_file(database_url: &str) -> anyhow::Result<String> {
         .unwrap_or_else(|| std::path::PathBuf::from("."));
     let path = dir.join("lodge-secret.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(existing.trim().to_owned());
+        return Ok((existing.trim().to_owned(), None));
     }
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -124,11 +135,11 @@ fn key_file(database_url: &str) -> anyhow::Result<String> {
             f.write_all(key.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; keep it with the database's backups");
-            Ok(key)
+            Ok((key, Some(path)))
         }
         // Another process created it first.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(&path)?.trim().to_owned())
+            Ok((std::fs::read_to_string(&path)?.trim().to_owned(), None))
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

@@ -252,6 +252,68 @@ fn a_secret_key_that_is_not_the_installations_is_refused_at_start() {
     );
 }
 
+/// A database from before the key check (no check value) that holds a secret sealed with
+/// its key: a command run without any key (a key file is made on the spot) is refused, and
+/// the key file it made is removed again, so the next start does not take that new key for
+/// the installation's (found by review: the first command run without the key locked every
+/// node that had it out).
+#[tokio::test]
+async fn a_key_made_on_the_spot_does_not_become_an_upgraded_databases_key() {
+    let cli = Cli::new();
+    let a = "11".repeat(32);
+    let out = {
+        let mut c = cli.command(&["migrate"]);
+        c.env("LODGE_SECRET_KEY", &a);
+        c.output().expect("lodge runs")
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As a database from before the check: no check value, a secret sealed with key A.
+    let sealed = lodge_services::crypto::Sealer::from_hex(&a)
+        .unwrap()
+        .seal("whsec")
+        .unwrap();
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&cli.database_url)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM key_check")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (url, events, secret, created_at, modified_at)
+             VALUES ('https://hooks.example/x', '*', $1, 0, 0)",
+        )
+        .bind(&sealed)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let key_file = cli.dir.path().join("lodge-secret.key");
+    assert!(!key_file.exists());
+    for _ in 0..2 {
+        let err = cli.fails(&["billing", "preview"]);
+        assert!(err.contains("not this installation's"), "{err}");
+        assert!(!key_file.exists(), "the key made on the spot is removed");
+    }
+    // The installation's key opens it, and becomes the check value.
+    let out = {
+        let mut c = cli.command(&["billing", "preview"]);
+        c.env("LODGE_SECRET_KEY", &a);
+        c.output().expect("lodge runs")
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();

@@ -114,7 +114,11 @@ impl crate::Lodge {
     /// another key would answer 404 to the other nodes' payment links, make links they
     /// cannot open, and fail every job touching a sealed secret, so it is refused at start
     /// (found by the multi-node audit: it started without a word).
-    pub async fn check_secret_key(&self) -> Result<()> {
+    ///
+    /// `fresh`: the key was made just now (no key given, no key file): on a database that
+    /// already holds invoices it is refused rather than written as the installation's (a
+    /// command run without the key must not lock the nodes that have it out).
+    pub async fn check_secret_key(&self, fresh: bool) -> Result<()> {
         use lodge_store::key_check;
         let wrong = || {
             ServiceError::Conflict(
@@ -132,6 +136,20 @@ impl crate::Lodge {
                     if self.sealer.open(&old).is_err() {
                         return Err(wrong());
                     }
+                } else if fresh && key_check::has_invoices(db).await? {
+                    return Err(ServiceError::Conflict(
+                        "no secret key was given (LODGE_SECRET_KEY, or lodge-secret.key beside a \
+                         SQLite database) and a new one was just made, but this database already \
+                         holds invoices whose payment links come from the key it was used with: \
+                         give that key"
+                            .into(),
+                    ));
+                }
+                // A key file made just now in the working directory for a PostgreSQL
+                // database (a command run without the installation's key) does not become
+                // the installation's: the first node or command with a given key writes it.
+                if fresh && self.store.engine() == lodge_store::Engine::Postgres {
+                    return Ok(());
                 }
                 let now = self.clock.now().as_microsecond();
                 key_check::insert(self.store.writer(), &self.sealer.seal(KEY_CHECK)?, now).await?;

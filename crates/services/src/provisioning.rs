@@ -293,10 +293,16 @@ impl Worker {
                     tracing::warn!("job finished after its lease was lost");
                 }
             }
-            Err(ServiceError::Internal(m)) if m.contains(crate::drivers::ELSEWHERE) => {
+            Err(ServiceError::OtherNode(m)) => {
                 // Another node's server: back to the queue for that node's worker, the
-                // attempt not counted.
-                tracing::debug!(reason = %m, "job left to another node");
+                // attempt not counted (a typed error: no text a receiver or panel answers
+                // can pass for it). One waiting for over ten minutes is said loudly: that
+                // node may be gone or renamed.
+                if now - job.created_at > 600_000_000 {
+                    tracing::warn!(reason = %m, "job still waiting for another node");
+                } else {
+                    tracing::debug!(reason = %m, "job left to another node");
+                }
                 jobs::release(store, job.id, &self.id, &m, now + ELSEWHERE_WAIT_US, now).await?;
             }
             Err(e) => {
@@ -555,11 +561,10 @@ impl Lodge {
         // "suspended" sites on its own machine while the live ones kept serving).
         if let Some(node) = server.node.as_deref() {
             if node != self.settings.node_name {
-                return Err(ServiceError::Internal(format!(
-                    "the server {:?} {}{node:?} (this is {:?}): its jobs wait for that node's worker",
-                    server.name,
-                    crate::drivers::ELSEWHERE,
-                    self.settings.node_name
+                return Err(ServiceError::OtherNode(format!(
+                    "the server {:?} is acted on by the Lodge node {node:?} (this is {:?}): \
+                     its jobs wait for that node's worker",
+                    server.name, self.settings.node_name
                 )));
             }
         }
@@ -1244,7 +1249,7 @@ impl Lodge {
             Ok(Some(x)) => x,
             Ok(None) => return None,
             // Another node's server (nginx, no panel to log in to).
-            Err(ServiceError::Internal(m)) if m.contains(crate::drivers::ELSEWHERE) => return None,
+            Err(ServiceError::OtherNode(_)) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, "no login URL: the account's server");
                 return None;

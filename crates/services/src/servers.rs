@@ -40,7 +40,8 @@ pub struct ServerSpec {
     pub is_active: bool,
     /// The Lodge node (its `--node-name`) whose worker acts on this server; unset: any
     /// node. With several nodes an `nginx` server must name the node on whose machine
-    /// its sites are: its jobs wait for that node's worker.
+    /// its sites are: its jobs wait for that node's worker. Left out of an update, the
+    /// stored node is kept; `""` clears it.
     #[serde(default)]
     #[schema(max_length = 100)]
     pub node: Option<String>,
@@ -143,7 +144,7 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
-                node: s.node.as_deref().map(str::trim).filter(|n| !n.is_empty()),
+                node: s.node.as_deref().map(str::trim),
             },
             self.now_us(),
         )
@@ -197,7 +198,7 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
-                node: s.node.as_deref().map(str::trim).filter(|n| !n.is_empty()),
+                node: s.node.as_deref().map(str::trim),
             },
             self.now_us(),
         )
@@ -273,11 +274,6 @@ impl Lodge {
                 ns2: "ns2.localhost".into(),
                 capacity: 0,
                 is_active: true,
-                // Its sites are this machine's: on PostgreSQL, where several nodes may
-                // share the database, the others leave its jobs to this one (SQLite is one
-                // machine's, whatever its host name becomes).
-                node: (self.store.engine() == lodge_store::Engine::Postgres)
-                    .then(|| self.settings.node_name.clone()),
                 ..Default::default()
             })
             .await

@@ -123,20 +123,34 @@ pub async fn page<C: SqlConn>(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<(i64, EventRow)>> {
-    let rows = conn
-        .fetch_rows(
-            "SELECT seq, id, kind, organization_id, subject, data, created_at FROM events
-             WHERE ($1 = '' OR organization_id = $1) AND ($2 = '' OR kind = $2)
-               AND ($3 = 0 OR seq < $3)
-             ORDER BY seq DESC LIMIT $4",
-            vals![
-                org.map(|o| o.to_string()).unwrap_or_default(),
-                kind.unwrap_or_default().to_owned(),
-                before.unwrap_or(0),
-                limit
-            ],
-        )
-        .await?;
+    // Only the filters given, so each query can use `events_org` (organization, seq) or
+    // the table's key.
+    let mut clauses = Vec::new();
+    let mut args: Vec<crate::Val> = Vec::new();
+    if let Some(o) = org {
+        args.push(crate::Val::from(o.to_string()));
+        clauses.push(format!("organization_id = ${}", args.len()));
+    }
+    if let Some(k) = kind {
+        args.push(crate::Val::from(k.to_owned()));
+        clauses.push(format!("kind = ${}", args.len()));
+    }
+    if let Some(b) = before {
+        args.push(crate::Val::from(b));
+        clauses.push(format!("seq < ${}", args.len()));
+    }
+    args.push(crate::Val::from(limit));
+    let sql = format!(
+        "SELECT seq, id, kind, organization_id, subject, data, created_at FROM events{} \
+         ORDER BY seq DESC LIMIT ${}",
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        },
+        args.len()
+    );
+    let rows = conn.fetch_rows(&sql, args).await?;
     rows.into_iter()
         .map(|mut row| {
             if row.is_empty() {

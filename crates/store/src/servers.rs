@@ -56,7 +56,7 @@ pub async fn insert(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO servers (id, name, hostname, driver, credentials, ns1, ns2, capacity, is_active, created_at, modified_at, node)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, NULLIF($11, ''))",
     )
     .bind(id.to_string())
     .bind(s.name)
@@ -74,7 +74,8 @@ pub async fn insert(
     Ok(())
 }
 
-/// Updates a server; `credentials: None` keeps the stored ones.
+/// Updates a server; `credentials: None` keeps the stored ones, `node: None` the stored
+/// node (`Some("")` clears it).
 pub async fn update(
     conn: &mut AnyConnection,
     id: ServerId,
@@ -83,7 +84,8 @@ pub async fn update(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE servers SET name = $2, hostname = $3, driver = $4, credentials = COALESCE($5, credentials),
-             ns1 = $6, ns2 = $7, capacity = $8, is_active = $9, modified_at = $10, node = $11 WHERE id = $1",
+             ns1 = $6, ns2 = $7, capacity = $8, is_active = $9, modified_at = $10,
+             node = CASE WHEN $11 IS NULL THEN node ELSE NULLIF($11, '') END WHERE id = $1",
     )
     .bind(id.to_string())
     .bind(s.name)

@@ -753,7 +753,11 @@ async fn a_registry_that_stops_answering_is_given_up() {
     assert!(e.to_string().contains("did not answer"), "{e}");
     assert_eq!(server.queued("lodge"), 1, "not acknowledged unread");
     assert_eq!(server.count("poll ack"), 0, "{:?}", server.commands());
-    let msg = epp.poll(&probe).await.unwrap().expect("the message, still there");
+    let msg = epp
+        .poll(&probe)
+        .await
+        .unwrap()
+        .expect("the message, still there");
     assert_eq!(msg.text, "Waiting.");
 }
 

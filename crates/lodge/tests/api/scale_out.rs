@@ -264,7 +264,7 @@ async fn a_database_outage_is_503_and_the_node_recovers() {
     .await;
 }
 
-/// A server bound to a node (`node`, as the nginx driver's must be with several nodes: its
+/// A server bound to a node (`node`, as an nginx server must be with several nodes: its
 /// sites are that machine's files) has its jobs run by that node's worker only: another
 /// node's worker puts the job back without counting the attempt, and the job says why
 /// (found by the multi-node audit: another node's worker "suspended" and "terminated"
@@ -283,10 +283,37 @@ async fn a_servers_jobs_run_on_its_node_only() {
         let (fake_a, fake_b) = (FakeDriver::default(), FakeDriver::default());
         fake_a.install(&app.lodge);
         fake_b.install(&other);
-        // The demo's nginx server, on PostgreSQL, is the seeding node's.
+        // Staff bind the demo's nginx server to this node; an update that leaves `node`
+        // out keeps it, `""` clears it.
         let (_, list) = app.get("/v1/admin/servers", &app.admin_key()).await;
         let server = list[0].clone();
-        assert_eq!(server["node"], json!(here), "{server}");
+        assert_eq!(server["node"], Value::Null, "{server}");
+        let id = str_of(&server, "id").to_owned();
+        let put = |node: Option<&str>| {
+            let mut body = json!({ "name": server["name"], "hostname": server["hostname"],
+                                   "driver": server["driver"] });
+            if let Some(n) = node {
+                body["node"] = json!(n);
+            }
+            let app = &app;
+            let id = id.clone();
+            async move {
+                let (status, s) = app
+                    .call(
+                        reqwest::Method::PUT,
+                        &format!("/v1/admin/servers/{id}"),
+                        Some(&app.admin_key()),
+                        Some(&body),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{s}");
+                s
+            }
+        };
+        assert_eq!(put(Some(&here)).await["node"], json!(here));
+        assert_eq!(put(None).await["node"], json!(here), "kept when left out");
+        assert_eq!(put(Some("")).await["node"], Value::Null, "cleared");
+        assert_eq!(put(Some(&here)).await["node"], json!(here));
 
         add_credit(&app, &app.org_id(), "10.00").await;
         let (status, o) = app

@@ -83,10 +83,6 @@ impl PlanLimits {
 #[error("{0}")]
 pub struct DriverError(pub String);
 
-/// Marks the error of a server that is another node's to act on (its `node`): the job is
-/// put back for that node's worker, not counted as a failure.
-pub const ELSEWHERE: &str = "is acted on by the Lodge node ";
-
 /// Marks an error no retry can cure (the panel refused: the name is someone else's, …).
 pub const REFUSED: &str = "refused by the panel: ";
 

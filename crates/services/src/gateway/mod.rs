@@ -252,15 +252,15 @@ impl Lodge {
                     self.set_card_status(&pi.id, "canceled", None).await?;
                 }
                 Err(e) => {
-                    let pi = stripe
-                        .retrieve_payment_intent(&row.intent_id)
-                        .await
-                        .map_err(gateway_error)?;
-                    match pi.status.as_str() {
-                        "canceled" => {
+                    // Stripe would not cancel it: read it back. One that succeeded meanwhile
+                    // is recorded; one Stripe no longer knows (another Stripe account) or
+                    // will not cancel (processing) is logged and left, never blocking the
+                    // invoice's card payment for good (found by review).
+                    match stripe.retrieve_payment_intent(&row.intent_id).await {
+                        Ok(pi) if pi.status == "canceled" => {
                             self.set_card_status(&pi.id, "canceled", None).await?;
                         }
-                        "succeeded" => {
+                        Ok(pi) if pi.status == "succeeded" => {
                             self.apply_intent(&pi).await?;
                             return Err(ServiceError::Conflict(
                                 "A card payment of this invoice has just succeeded: look at \
@@ -268,7 +268,16 @@ impl Lodge {
                                     .into(),
                             ));
                         }
-                        _ => return Err(gateway_error(e)),
+                        Ok(pi) => {
+                            tracing::warn!(intent = %pi.id, status = %pi.status, error = %e,
+                                "an earlier card payment of the invoice could not be cancelled");
+                        }
+                        Err(e2) => {
+                            tracing::warn!(intent = %row.intent_id, error = %e2,
+                                "an earlier card payment of the invoice is unknown to Stripe");
+                            self.set_card_status(&row.intent_id, "canceled", None)
+                                .await?;
+                        }
                     }
                 }
             }
