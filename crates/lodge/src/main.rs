@@ -1239,6 +1239,15 @@ async fn serve(
     {
         let lodge = server.state.lodge.clone();
         tokio::spawn(async move {
+            match lodge.unbound_local_servers().await {
+                Ok(names) if !names.is_empty() => tracing::warn!(
+                    servers = %names.join(", "),
+                    node = %lodge.settings.node_name,
+                    "nginx servers that name no node: with more than one node, set each one's node (PUT /v1/admin/servers/{{id}}) to the node whose machine serves its sites"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "listing the servers failed"),
+            }
             for (service, outcome) in lodge.check_services().await {
                 match outcome {
                     Ok(what) => tracing::info!(service, "{what}"),

@@ -1377,31 +1377,22 @@ impl Lodge {
                 },
             ));
         }
-        // On PostgreSQL (where several nodes may share the database), an nginx server that
-        // names no node has its jobs run by whichever node takes them, on that node's
-        // machine.
-        if self.store.engine() == lodge_store::Engine::Postgres {
-            if let Ok(all) = servers::all(self.store.reader()).await {
-                let unbound: Vec<String> = all
-                    .iter()
-                    .filter(|s| s.is_active == 1 && s.driver == "nginx" && s.node.is_none())
-                    .map(|s| s.name.clone())
-                    .collect();
-                if !unbound.is_empty() {
-                    out.push((
-                        "nodes",
-                        Err(format!(
-                            "the nginx server(s) {} name no node: with more than one node, set \
-                             each one's \"node\" (PUT /v1/admin/servers/{{id}}) to the node whose \
-                             machine serves its sites (this is {:?})",
-                            unbound.join(", "),
-                            self.settings.node_name
-                        )),
-                    ));
-                }
-            }
-        }
         out
+    }
+
+    /// On PostgreSQL (where several nodes may share the database): the active nginx
+    /// servers that name no node, whose jobs run on whichever node takes them, on that
+    /// node's machine; said once at start.
+    pub async fn unbound_local_servers(&self) -> Result<Vec<String>> {
+        if self.store.engine() != lodge_store::Engine::Postgres {
+            return Ok(Vec::new());
+        }
+        Ok(servers::all(self.store.reader())
+            .await?
+            .into_iter()
+            .filter(|s| s.is_active == 1 && s.driver == "nginx" && s.node.is_none())
+            .map(|s| s.name)
+            .collect())
     }
 }
 

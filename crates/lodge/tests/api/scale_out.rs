@@ -310,7 +310,13 @@ async fn a_servers_jobs_run_on_its_node_only() {
                 s
             }
         };
+        // Unbound, it is named at start (a warning).
+        assert_eq!(
+            app.lodge.unbound_local_servers().await.unwrap(),
+            [server["name"].as_str().unwrap()]
+        );
         assert_eq!(put(Some(&here)).await["node"], json!(here));
+        assert!(app.lodge.unbound_local_servers().await.unwrap().is_empty());
         assert_eq!(put(None).await["node"], json!(here), "kept when left out");
         assert_eq!(put(Some("")).await["node"], Value::Null, "cleared");
         assert_eq!(put(Some(&here)).await["node"], json!(here));
