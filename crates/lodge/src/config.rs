@@ -383,6 +383,12 @@ impl Config {
     /// Refuses settings that would act on everything at once (an expiry of 0 days cancels
     /// every pending order within a minute) with a message naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !lodge_services::servers::is_node_name(&self.node_name) {
+            anyhow::bail!(
+                "--node-name must be 1 to 100 letters, digits, dots, hyphens and underscores (got {:?})",
+                self.node_name
+            );
+        }
         if !(1..=MAX_INVOICE_EXPIRY_DAYS).contains(&self.invoice_expiry_days) {
             anyhow::bail!(
                 "--invoice-expiry-days must be between 1 and {MAX_INVOICE_EXPIRY_DAYS} days (got {})",
@@ -898,7 +904,7 @@ impl Config {
             node_name: o
                 .node_name
                 .or(f.node_name)
-                .map(|n| n.trim().to_owned())
+                .map(|n| n.trim().to_ascii_lowercase())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(default_node_name),
             currency: o
@@ -979,8 +985,8 @@ fn default_node_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| lodge_services::servers::is_node_name(n))
         .unwrap_or_else(|| "lodge".to_owned())
 }
 

@@ -764,6 +764,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     // configured with arguments of its own), and the nginx driver is pointed at it.
     let mut demo_nginx = DemoNginxState::Unused;
     if matches!(&cli.command, Command::Serve(s) if s.demo) && cfg.nginx.args.is_empty() {
+        // A node whose address is taken (another node running in this directory) stops
+        // here, before it stops the demo nginx that other node is using (found by the
+        // multi-node re-audit: its sites went down).
+        if let Err(e) = std::net::TcpListener::bind(&cfg.listen) {
+            anyhow::bail!("binding {}: {e}", cfg.listen);
+        }
         demo_nginx =
             match lodge::demo_nginx::DemoNginx::start(Path::new("lodge-data"), &cfg.nginx).await {
                 Ok(Some((n, nginx))) => {
@@ -783,7 +789,17 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         Command::Bench(b) => return bench(&cfg, database_given, b).await,
         other => other,
     };
-    let lodge = lodge::open(&cfg, lodge::system_clock()).await?;
+    let lodge = match lodge::open(&cfg, lodge::system_clock()).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Refused (e.g. another installation's key): the demo nginx started for it is
+            // stopped, not left running (found by the multi-node re-audit).
+            if let DemoNginxState::Running(n) = demo_nginx {
+                n.stop().await;
+            }
+            return Err(e);
+        }
+    };
     match command {
         Command::Serve(args) => {
             let r = serve(&cfg, lodge, args.demo, !args.no_worker, &demo_nginx).await;

@@ -75,10 +75,10 @@ pub enum ServiceError {
     /// The request's `Idempotency-Key` was used with another request.
     #[error("the Idempotency-Key was already used with a different request")]
     KeyReused,
-    /// The server is another node's to act on (its `node`): a job is put back for that
-    /// node's worker, not failed.
-    #[error("{0}")]
-    OtherNode(String),
+    /// The server is another node's to act on (its `node`, the first field): a job is put
+    /// back for that node's worker, not failed.
+    #[error("{1}")]
+    OtherNode(String, String),
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

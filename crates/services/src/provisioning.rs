@@ -182,10 +182,11 @@ impl Worker {
         let now = self.lodge.now_us();
         let store = &self.lodge.store;
         let mut tx = store.begin().await?;
-        let claimed = jobs::claim(
+        let claimed = jobs::claim_on(
             &mut tx,
             store.engine(),
             &self.id,
+            &self.lodge.settings.node_name,
             now,
             now + self.lease_us,
             self.batch,
@@ -293,7 +294,7 @@ impl Worker {
                     tracing::warn!("job finished after its lease was lost");
                 }
             }
-            Err(ServiceError::OtherNode(m)) => {
+            Err(ServiceError::OtherNode(node, m)) => {
                 // Another node's server: back to the queue for that node's worker, the
                 // attempt not counted (a typed error: no text a receiver or panel answers
                 // can pass for it). One waiting for over ten minutes is said loudly: that
@@ -303,7 +304,16 @@ impl Worker {
                 } else {
                     tracing::debug!(reason = %m, "job left to another node");
                 }
-                jobs::release(store, job.id, &self.id, &m, now + ELSEWHERE_WAIT_US, now).await?;
+                jobs::release(
+                    store,
+                    job.id,
+                    &self.id,
+                    &node,
+                    &m,
+                    now + ELSEWHERE_WAIT_US,
+                    now,
+                )
+                .await?;
             }
             Err(e) => {
                 let message = match e {
@@ -560,12 +570,15 @@ impl Lodge {
         // is acted on there only (found by the multi-node audit: another node's worker
         // "suspended" sites on its own machine while the live ones kept serving).
         if let Some(node) = server.node.as_deref() {
-            if node != self.settings.node_name {
-                return Err(ServiceError::OtherNode(format!(
-                    "the server {:?} is acted on by the Lodge node {node:?} (this is {:?}): \
+            if !node.eq_ignore_ascii_case(&self.settings.node_name) {
+                return Err(ServiceError::OtherNode(
+                    node.to_owned(),
+                    format!(
+                        "the server {:?} is acted on by the Lodge node {node:?} (this is {:?}): \
                      its jobs wait for that node's worker",
-                    server.name, self.settings.node_name
-                )));
+                        server.name, self.settings.node_name
+                    ),
+                ));
             }
         }
         let credentials = server
@@ -1249,7 +1262,7 @@ impl Lodge {
             Ok(Some(x)) => x,
             Ok(None) => return None,
             // Another node's server (nginx, no panel to log in to).
-            Err(ServiceError::OtherNode(_)) => return None,
+            Err(ServiceError::OtherNode(..)) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, "no login URL: the account's server");
                 return None;

@@ -60,8 +60,14 @@ impl Lodge {
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");
         }
-        if let Some(n) = &s.node {
-            v.line("node", n, 100);
+        if let Some(n) = s.node.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            if !is_node_name(n) {
+                v.add(
+                    "node",
+                    "A node's name (its --node-name): at most 100 letters, digits, dots, \
+                     hyphens and underscores.",
+                );
+            }
         }
         if self.drivers.is_panel(&s.driver) {
             if let Some(c) = s.credentials.as_deref() {
@@ -123,6 +129,8 @@ impl Lodge {
     }
 
     pub async fn create_server(&self, s: &ServerSpec) -> Result<ServerRow> {
+        // Stored in lower case: node names are compared without case.
+        let node: Option<String> = s.node.as_deref().map(|n| n.trim().to_ascii_lowercase());
         let plans = self.validate_server(s)?;
         self.check_plans(&plans).await?;
         let sealed = s
@@ -144,7 +152,7 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
-                node: s.node.as_deref().map(str::trim),
+                node: node.as_deref(),
             },
             self.now_us(),
         )
@@ -166,6 +174,8 @@ impl Lodge {
 
     /// Replaces a server's settings; credentials are kept when none are sent.
     pub async fn update_server(&self, id: ServerId, s: &ServerSpec) -> Result<ServerRow> {
+        // Stored in lower case: node names are compared without case.
+        let node: Option<String> = s.node.as_deref().map(|n| n.trim().to_ascii_lowercase());
         let plans = self.validate_server(s)?;
         self.check_plans(&plans).await?;
         let sealed = s
@@ -198,11 +208,16 @@ impl Lodge {
                 ns2: &s.ns2,
                 capacity: s.capacity,
                 is_active: s.is_active,
-                node: s.node.as_deref().map(str::trim),
+                node: node.as_deref(),
             },
             self.now_us(),
         )
         .await?;
+        if node.is_some() {
+            // Jobs put back for the old node are judged afresh by whichever node claims
+            // them next (a job held for a node that is gone moves on once staff re-bind).
+            lodge_store::jobs::unpin_queued(&mut *tx).await?;
+        }
         if !found {
             return Err(ServiceError::NotFound);
         }
@@ -284,6 +299,14 @@ impl Lodge {
             other => other,
         }
     }
+}
+
+/// Whether `n` can be a node's name (`--node-name`, a server's `node`): 1 to 100 letters,
+/// digits, dots, hyphens and underscores (compared without case).
+pub fn is_node_name(n: &str) -> bool {
+    (1..=100).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 fn strip_internal(e: ServiceError) -> String {

@@ -169,6 +169,7 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
                           WHERE ((status = 'queued' AND run_at <= $3)
                              OR (status = 'running' AND locked_until < $3))
                             AND ($5 = '' OR kind = $5) AND ($6 = '' OR kind <> $6)
+                            AND ($7 = '' OR node IS NULL OR node = $7)
                           ORDER BY run_at, id LIMIT $4 {lock})
              RETURNING {}",
             crate::jobs::JOB_COLUMNS
@@ -184,7 +185,7 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
 });
 
 /// Claims up to `$4` due jobs for worker `$1` until `$2`, at `$3`: of kind `$5` only, and
-/// not of kind `$6` (`''`: any).
+/// not of kind `$6` (`''`: any), waiting for no node or for node `$7` (`''`: any).
 pub(crate) fn claim_jobs(d: Dialect) -> &'static str {
     CLAIM_JOBS.get(d)
 }

@@ -86,6 +86,22 @@ pub async fn claim(
     limit: i64,
     kinds: KindFilter<'_>,
 ) -> Result<Vec<JobRow>> {
+    claim_on(conn, engine, worker, "", now, lease_until, limit, kinds).await
+}
+
+/// [`claim`] for the worker of node `node`: a job waiting for another node (see
+/// [`release`]) is left to that node.
+#[allow(clippy::too_many_arguments)]
+pub async fn claim_on(
+    conn: &mut AnyConnection,
+    engine: crate::Engine,
+    worker: &str,
+    node: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+    kinds: KindFilter<'_>,
+) -> Result<Vec<JobRow>> {
     let (only, not) = match kinds {
         KindFilter::Any => ("", ""),
         KindFilter::Only(k) => (k, ""),
@@ -98,6 +114,7 @@ pub async fn claim(
         .bind(limit)
         .bind(only)
         .bind(not)
+        .bind(node)
         .fetch_all(conn)
         .await?)
 }
@@ -173,12 +190,14 @@ pub async fn fail<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
-/// Puts a job `worker` holds back in the queue at `run_at` without counting the attempt
-/// its claim counted (it was not this worker's to run), `note` as its last error.
+/// Puts a job `worker` holds back in the queue at `run_at`, for node `node`'s worker only
+/// ([`claim_on`]), without counting the attempt its claim counted (it was not this
+/// worker's to run), `note` as its last error.
 pub async fn release<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,
     worker: &str,
+    node: &str,
     note: &str,
     run_at: i64,
     now: i64,
@@ -186,7 +205,7 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     let r = sqlx::query(
         "UPDATE jobs SET status = 'queued', run_at = $4, locked_by = NULL, locked_until = NULL,
              attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
-             last_error = $3, modified_at = $5
+             last_error = $3, modified_at = $5, node = $6
          WHERE id = $1 AND locked_by = $2 AND status = 'running'",
     )
     .bind(id)
@@ -194,6 +213,7 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     .bind(note)
     .bind(run_at)
     .bind(now)
+    .bind(node)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -266,4 +286,15 @@ pub async fn open_kinds_for_hosting(
         q = q.bind(*k);
     }
     Ok(q.fetch_all(conn).await?)
+}
+
+/// Lets queued jobs waiting for a node be claimed by any node again (a server's node was
+/// changed: each is judged afresh by the node that claims it).
+pub async fn unpin_queued<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<u64> {
+    Ok(
+        sqlx::query("UPDATE jobs SET node = NULL WHERE status = 'queued' AND node IS NOT NULL")
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }

@@ -46,7 +46,7 @@ pub(crate) async fn connect(url: &str) -> Result<AnyPool> {
                 Ok(true)
             })
         })
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
         .await?)
 }

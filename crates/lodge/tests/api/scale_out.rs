@@ -319,6 +319,17 @@ async fn a_servers_jobs_run_on_its_node_only() {
         assert!(app.lodge.unbound_local_servers().await.unwrap().is_empty());
         assert_eq!(put(None).await["node"], json!(here), "kept when left out");
         assert_eq!(put(Some("")).await["node"], Value::Null, "cleared");
+        let (status, e) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/admin/servers/{id}"),
+                Some(&app.admin_key()),
+                Some(&json!({ "name": server["name"], "hostname": server["hostname"],
+                              "driver": server["driver"], "node": "n9 bad name" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["node"].is_array(), "{e}");
         assert_eq!(put(Some(&here)).await["node"], json!(here));
 
         add_credit(&app, &app.org_id(), "10.00").await;
@@ -337,18 +348,23 @@ async fn a_servers_jobs_run_on_its_node_only() {
         assert_eq!(status, StatusCode::CREATED, "{o}");
         drain(Worker::new(other.clone(), "b")).await;
         assert_eq!(fake_b.creates(), 0, "node b left it");
-        let job: (i64, String, Option<String>) = sqlx::query_as(
-            "SELECT attempts, status, last_error FROM jobs WHERE kind = 'provision_hosting'",
-        )
-        .fetch_one(app.lodge.store.reader())
-        .await
-        .unwrap();
-        assert_eq!((job.0, job.1.as_str()), (0, "queued"), "{job:?}");
-        assert!(
-            job.2.as_deref().unwrap_or_default().contains(&here),
-            "{job:?}"
-        );
+        let job = || async {
+            sqlx::query_as::<_, (i64, String, Option<String>, Option<String>)>(
+                "SELECT attempts, status, last_error, node FROM jobs WHERE kind = 'provision_hosting'",
+            )
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap()
+        };
+        let j = job().await;
+        assert_eq!((j.0, j.1.as_str()), (0, "queued"), "{j:?}");
+        assert!(j.2.as_deref().unwrap_or_default().contains(&here), "{j:?}");
+        assert_eq!(j.3.as_deref(), Some(here.as_str()), "now waiting for its node");
+        // Node b does not claim it again (it went back and forth between the nodes and
+        // waited minutes, found by the multi-node re-audit).
         app.clock.advance(jiff::SignedDuration::from_secs(3));
+        assert_eq!(drain(Worker::new(other.clone(), "b")).await, 0);
+        assert_eq!(fake_b.creates(), 0);
         drain(Worker::new(app.lodge.clone(), "a")).await;
         assert_eq!(fake_a.creates(), 1);
         let hosting = str_of(&o, "hosting_id").to_owned();
