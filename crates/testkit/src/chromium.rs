@@ -68,24 +68,10 @@ async fn run(binary: &Path, args: Vec<String>) -> Result<std::process::Output> {
 
 /// Renders `url` (loopback only) at `width`×`height`: its DOM and a screenshot into `dir`.
 pub async fn render(url: &str, dir: &Path, width: u32, height: u32) -> Result<Rendered> {
+    let dom = dump_dom(url).await?;
     let Some(binary) = chromium_binary() else {
         bail!("chromium not found");
     };
-    if !(url.starts_with("http://127.") || url.starts_with("http://[::1]")) {
-        bail!("only loopback pages are rendered: {url}");
-    }
-    let profile = tempfile::tempdir().context("chromium profile dir")?;
-    let mut dump = args(profile.path());
-    dump.push("--dump-dom".into());
-    dump.push(url.into());
-    let out = run(&binary, dump).await?;
-    if !out.status.success() {
-        bail!(
-            "chromium --dump-dom failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     let shot = dir.join("page.png");
     let profile = tempfile::tempdir().context("chromium profile dir")?;
     let mut take = args(profile.path());

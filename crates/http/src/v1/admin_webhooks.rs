@@ -214,6 +214,18 @@ fn delivery(d: DeliveryRow) -> WebhookDelivery {
     }
 }
 
+/// A query parameter that must be a positive whole number, when given (`before`, `limit`).
+fn positive(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+    v.map(|s| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ServiceError::field(field, "A positive whole number.").into())
+    })
+    .transpose()
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
@@ -236,18 +248,10 @@ async fn list_deliveries(
     V1Query(q): V1Query<DeliveryQuery>,
 ) -> ApiResult<Json<Vec<WebhookDelivery>>> {
     let id: i64 = path_id(&id)?;
-    let number = |field: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
-        v.map(|s| {
-            s.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ServiceError::field(field, "A positive whole number.").into())
-        })
-        .transpose()
-    };
-    let before = number("before", q.before.as_deref())?;
-    let limit = number("limit", q.limit.as_deref())?.unwrap_or(100).min(500);
+    let before = positive("before", q.before.as_deref())?;
+    let limit = positive("limit", q.limit.as_deref())?
+        .unwrap_or(100)
+        .min(500);
     Ok(Json(
         st.lodge
             .webhook_deliveries(id, before, limit)
@@ -301,18 +305,10 @@ async fn list_events(
     Staff(_staff): Staff,
     V1Query(q): V1Query<EventQuery>,
 ) -> ApiResult<Json<Vec<EventEntry>>> {
-    let number = |field: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
-        v.map(|s| {
-            s.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ServiceError::field(field, "A positive whole number.").into())
-        })
-        .transpose()
-    };
-    let before = number("before", q.before.as_deref())?;
-    let limit = number("limit", q.limit.as_deref())?.unwrap_or(100).min(500);
+    let before = positive("before", q.before.as_deref())?;
+    let limit = positive("limit", q.limit.as_deref())?
+        .unwrap_or(100)
+        .min(500);
     let org = q
         .organization_id
         .as_deref()
