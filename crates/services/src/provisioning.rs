@@ -409,6 +409,10 @@ pub fn username_for(domain: &str, legacy_id: i64) -> String {
     crate::drivers::login_name(domain, 8, &legacy_id.unsigned_abs().to_string())
 }
 
+/// How many open card payments of settled invoices a scheduler pass cancels at most (each
+/// one or two calls to Stripe); the rest wait for the next pass.
+const SUPERSEDED_INTENTS_A_PASS: i64 = 50;
+
 impl Lodge {
     /// Runs one job's work. Errors are retried by the worker.
     async fn perform(&self, job: &JobRow) -> Result<()> {
@@ -916,6 +920,17 @@ impl Lodge {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "the registry pass failed; the next one goes on"),
+        }
+        // Card forms left open on invoices settled otherwise.
+        match self
+            .cancel_superseded_intents(SUPERSEDED_INTENTS_A_PASS)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(intents = n, "card payments no longer due cancelled"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cancelling card payments no longer due failed; the next pass goes on")
+            }
         }
         if let Err(e) = self.forget_idempotency_keys().await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");

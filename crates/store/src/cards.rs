@@ -165,3 +165,34 @@ pub async fn mark_credited<C: SqlConn>(
         .await?;
     Ok(n == 1)
 }
+
+/// Open intents (neither succeeded, cancelled nor credited) whose invoice no longer asks for
+/// their amount: paid, cancelled or refunded otherwise, or its amount due changed since. A
+/// card form of one left open in a browser could still charge the card. At most `limit`,
+/// oldest first. The partial index `card_payments_open` holds exactly the open ones.
+pub async fn superseded<C: SqlConn>(
+    conn: &mut C,
+    gateway: &str,
+    limit: i64,
+) -> Result<Vec<CardPaymentRow>> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("c.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.fetch_rows(
+        &format!(
+            "SELECT {cols} FROM card_payments c JOIN invoices i ON i.id = c.invoice_id
+             WHERE c.gateway = $1 AND c.status <> 'succeeded' AND c.status <> 'canceled'
+               AND c.status <> 'credited'
+               AND (i.status <> 'unpaid'
+                    OR c.amount_minor <> i.total_minor - i.credit_applied_minor - i.paid_minor)
+             ORDER BY c.id LIMIT $2"
+        ),
+        vals![gateway, limit],
+    )
+    .await?
+    .into_iter()
+    .map(CardPaymentRow::from_vals)
+    .collect()
+}

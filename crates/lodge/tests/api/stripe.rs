@@ -30,6 +30,7 @@ on_both_engines!(engine:
     a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit,
     a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere,
     a_refund_stripe_reports_failed_later_counts_no_more,
+    a_card_form_left_open_is_cancelled_once_its_invoice_is_settled_otherwise,
 );
 
 /// A card payment that succeeds after its invoice was cancelled goes to account credit
@@ -973,6 +974,85 @@ async fn an_intent_for_an_old_amount_is_cancelled_and_a_webhooks_amount_is_cappe
         .await
         .unwrap();
         assert_eq!(deposits, 0, "no overpayment credited");
+    })
+    .await;
+}
+
+/// "Pay by card" opened, then the invoice paid from credit (or part of it by bank): the
+/// scheduler's next pass cancels the intent at Stripe, so the card form left open in the
+/// tab can no longer charge the card (before, the charge went through and became account
+/// credit: the customer paid twice). An intent still due is left alone, and a second pass
+/// has nothing to do.
+async fn a_card_form_left_open_is_cancelled_once_its_invoice_is_settled_otherwise(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (paid, _, paid_token, _) = unpaid_order(&app, "settled-by-credit.example").await;
+        let (_, paid_intent) = checkout(&app, &paid_token).await;
+        let (part, _, part_token, _) = unpaid_order(&app, "part-by-bank.example").await;
+        let (_, part_intent) = checkout(&app, &part_token).await;
+        let (_, _, open_token, _) = unpaid_order(&app, "still-due.example").await;
+        let (_, open_intent) = checkout(&app, &open_token).await;
+
+        add_credit(&app, &app.org_id(), "100.00").await;
+        let (status, _) = page_post(&app, &format!("/pay/{paid_token}/credit")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, paid).await["status"], "paid");
+        let (status, p) = app
+            .post(
+                &format!("/v1/admin/invoices/{part}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": "1.00", "method": "bank_transfer", "reference": "BANK-7" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let balance = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT credit_balance_minor FROM organizations WHERE id = $1",
+            )
+            .bind(app.org_id())
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap()
+        };
+        let before = balance().await;
+
+        app.lodge.scheduler_pass().await.unwrap();
+        for intent in [&paid_intent, &part_intent] {
+            let pi = ls_get(&ls, &format!("/v1/payment_intents/{intent}")).await;
+            assert_eq!(pi["status"], "canceled", "{pi}");
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM card_payments WHERE intent_id = $1")
+                    .bind(intent)
+                    .fetch_one(app.lodge.store.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(status, "canceled");
+        }
+        let pi = ls_get(&ls, &format!("/v1/payment_intents/{open_intent}")).await;
+        assert_ne!(
+            pi["status"], "canceled",
+            "an intent still due is left: {pi}"
+        );
+
+        // The tab left open confirms the settled invoice's card form: Stripe refuses.
+        let (_, pi) = ls_post(
+            &ls,
+            &format!("/v1/payment_intents/{paid_intent}"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+        assert_ne!(pi["status"], "succeeded", "{pi}");
+        let (_, pi) = ls_post(
+            &ls,
+            &format!("/v1/payment_intents/{paid_intent}/confirm"),
+            &[],
+        )
+        .await;
+        assert_ne!(pi["status"], "succeeded", "{pi}");
+        assert_eq!(balance().await, before, "nothing charged, nothing credited");
+        assert_eq!(app.lodge.cancel_superseded_intents(50).await.unwrap(), 0);
+        // The partly paid invoice's card payment goes on for what is left.
+        let (_, again) = checkout(&app, &part_token).await;
+        assert_ne!(again, part_intent);
     })
     .await;
 }

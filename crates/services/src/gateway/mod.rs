@@ -76,6 +76,15 @@ pub enum IntentOutcome {
     Unknown,
 }
 
+/// What asking Stripe to cancel an open intent came to.
+enum Cancelled {
+    Yes,
+    /// It had succeeded meanwhile.
+    Succeeded(Box<PaymentIntent>),
+    /// Not now (processing, Stripe unreachable).
+    Left,
+}
+
 /// How a webhook went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookOutcome {
@@ -247,42 +256,81 @@ impl Lodge {
                     "succeeded" | "canceled" | STATUS_CREDITED
                 )
         }) {
-            match stripe.cancel_payment_intent(&row.intent_id).await {
-                Ok(pi) => {
-                    self.set_card_status(&pi.id, "canceled", None).await?;
-                }
-                Err(e) => {
-                    // Stripe would not cancel it: read it back. One that succeeded meanwhile
-                    // is recorded; one Stripe no longer knows (another Stripe account) or
-                    // will not cancel (processing) is logged and left, never blocking the
-                    // invoice's card payment for good (found by review).
-                    match stripe.retrieve_payment_intent(&row.intent_id).await {
-                        Ok(pi) if pi.status == "canceled" => {
-                            self.set_card_status(&pi.id, "canceled", None).await?;
-                        }
-                        Ok(pi) if pi.status == "succeeded" => {
-                            self.apply_intent(&pi).await?;
-                            return Err(ServiceError::Conflict(
-                                "A card payment of this invoice has just succeeded: look at \
-                                 the invoice again before paying more."
-                                    .into(),
-                            ));
-                        }
-                        Ok(pi) => {
-                            tracing::warn!(intent = %pi.id, status = %pi.status, error = %e,
-                                "an earlier card payment of the invoice could not be cancelled");
-                        }
-                        Err(e2) => {
-                            tracing::warn!(intent = %row.intent_id, error = %e2,
-                                "an earlier card payment of the invoice is unknown to Stripe");
-                            self.set_card_status(&row.intent_id, "canceled", None)
-                                .await?;
-                        }
-                    }
-                }
+            if let Cancelled::Succeeded(pi) =
+                self.cancel_open_intent(stripe, &row.intent_id).await?
+            {
+                self.apply_intent(&pi).await?;
+                return Err(ServiceError::Conflict(
+                    "A card payment of this invoice has just succeeded: look at the invoice \
+                     again before paying more."
+                        .into(),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Cancels at Stripe the open intents whose invoice no longer asks for their amount
+    /// (paid from credit or by bank, cancelled, or partly paid otherwise): a card form left
+    /// open in a browser tab could otherwise still charge the card, the money then going to
+    /// account credit. Each scheduler pass, at most `limit`; one Stripe will not cancel now
+    /// (processing) or cannot be reached is tried again next pass, and one that succeeded
+    /// meanwhile is recorded as usual. Returns how many were cancelled.
+    pub async fn cancel_superseded_intents(&self, limit: i64) -> Result<usize> {
+        let Some(stripe) = self.stripe.as_deref() else {
+            return Ok(0);
+        };
+        let rows =
+            cards::superseded(&mut self.store.read_conn().await?, GATEWAY_STRIPE, limit).await?;
+        let mut cancelled = 0;
+        for row in rows {
+            match self.cancel_open_intent(stripe, &row.intent_id).await? {
+                Cancelled::Yes => cancelled += 1,
+                Cancelled::Succeeded(pi) => {
+                    self.apply_intent(&pi).await?;
+                }
+                Cancelled::Left => {}
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Cancels one open intent at Stripe and records it cancelled. When Stripe will not,
+    /// the intent is read back: cancelled already (recorded so), succeeded meanwhile
+    /// (returned, for the caller to record), unknown to Stripe (another Stripe account:
+    /// recorded cancelled, it can charge nothing there), or anything else (processing,
+    /// Stripe unreachable: logged and left open, to be tried again).
+    async fn cancel_open_intent(&self, stripe: &Stripe, intent: &str) -> Result<Cancelled> {
+        let e = match stripe.cancel_payment_intent(intent).await {
+            Ok(pi) => {
+                self.set_card_status(&pi.id, "canceled", None).await?;
+                return Ok(Cancelled::Yes);
+            }
+            Err(e) => e,
+        };
+        match stripe.retrieve_payment_intent(intent).await {
+            Ok(pi) if pi.status == "canceled" => {
+                self.set_card_status(&pi.id, "canceled", None).await?;
+                Ok(Cancelled::Yes)
+            }
+            Ok(pi) if pi.status == "succeeded" => Ok(Cancelled::Succeeded(Box::new(pi))),
+            Ok(pi) => {
+                tracing::warn!(intent = %pi.id, status = %pi.status, error = %e,
+                    "an earlier card payment of the invoice could not be cancelled yet");
+                Ok(Cancelled::Left)
+            }
+            Err(StripeError::Api { status: 404, .. }) => {
+                tracing::warn!(intent = %intent,
+                    "an earlier card payment of the invoice is unknown to Stripe");
+                self.set_card_status(intent, "canceled", None).await?;
+                Ok(Cancelled::Yes)
+            }
+            Err(e2) => {
+                tracing::warn!(intent = %intent, error = %e2,
+                    "an earlier card payment of the invoice could not be read back; tried again later");
+                Ok(Cancelled::Left)
+            }
+        }
     }
 
     async fn set_card_status(
