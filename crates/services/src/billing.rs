@@ -527,10 +527,10 @@ impl Lodge {
     ) -> Result<bool> {
         let now = self.now_us();
         billing::lock_credit(conn, org).await?;
-        match billing::order(&mut *conn, order_id).await? {
-            Some(order) if order.organization_id == org => {}
+        let coupon = match billing::order(&mut *conn, order_id).await? {
+            Some(order) if order.organization_id == org => order.coupon_id,
             _ => return Ok(false),
-        }
+        };
         let mut invoices = Vec::new();
         for inv in billing::invoices_of_order(&mut *conn, order_id).await? {
             // Read under the invoice's lock: a payment being recorded at this moment is
@@ -541,6 +541,11 @@ impl Lodge {
         }
         if !billing::transition_order(conn, order_id, OrderEvent::Cancel, now).await? {
             return Ok(false);
+        }
+        // Never paid: its use of a limited coupon is given back (found by the money audit:
+        // ordering with a coupon and deleting the invoice used a one-use coupon up).
+        if let Some(coupon) = coupon {
+            lodge_store::catalog::release_coupon(conn, &coupon).await?;
         }
         for inv in invoices {
             let note = if inv.paid_minor > 0 {

@@ -1,6 +1,8 @@
 //! Hosting accounts and domains as customers see and manage them.
 
-use lodge_core::{CancelKind, CancelPlan, DomainId, DomainStatus, HostingId, ProjectId};
+use lodge_core::{
+    CancelKind, CancelPlan, DomainId, DomainStatus, HostingId, HostingStatus, ProjectId,
+};
 use lodge_store::hosting::{self, DomainRow, HistoryRow, HostingRow};
 use lodge_store::{billing, StoreError};
 
@@ -54,7 +56,7 @@ impl Lodge {
         kind: CancelKind,
         reason: &str,
     ) -> Result<HostingRow> {
-        self.cancel_hosting_keyed(access, project, id, kind, reason, None)
+        self.cancel_hosting_keyed(access, project, id, |_| kind, reason, None)
             .await?;
         self.org_hosting(access, project, id).await
     }
@@ -62,13 +64,15 @@ impl Lodge {
     /// [`Lodge::cancel_hosting`] in one transaction, under an `Idempotency-Key` when `key`
     /// is given: its claim (after the organization's lock), the cancellation and the
     /// outcome stored under it commit together. The caller replays through
-    /// [`Lodge::keyed`].
+    /// [`Lodge::keyed`]. `kind` chooses the cancellation from the account as locked (a
+    /// website's rule depends on whether it is paid, which a payment may change until then:
+    /// found by the money audit, a website paid and cancelled at once was terminated).
     pub(crate) async fn cancel_hosting_keyed(
         &self,
         access: &Access,
         project: Option<ProjectId>,
         id: HostingId,
-        kind: CancelKind,
+        kind: impl Fn(&HostingRow) -> CancelKind,
         reason: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<Cancellation> {
@@ -92,6 +96,15 @@ impl Lodge {
         let h = hosting::lock_hosting(&mut tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        let kind = kind(&h);
+        // Asked of an unpaid order, which was paid meanwhile: what was asked no longer
+        // applies (ending a paid account at once keeps its money), so the caller looks again.
+        if kind == CancelKind::Immediate
+            && seen.status == HostingStatus::Pending
+            && h.status != HostingStatus::Pending
+        {
+            return Err(paid_meanwhile());
+        }
         let plan = kind
             .plan(h.status, h.cancel_kind())
             .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
@@ -101,10 +114,7 @@ impl Lodge {
                     .cancel_pending_order(&mut tx, h.organization_id, h.order_id, reason, &actor)
                     .await?
                 {
-                    return Err(ServiceError::Conflict(
-                        "This order was paid meanwhile; ask again to cancel the paid account."
-                            .into(),
-                    ));
+                    return Err(paid_meanwhile());
                 }
                 today
             }
@@ -120,6 +130,19 @@ impl Lodge {
                     )
                     .await?;
                 }
+                // Its unpaid renewals and a plan change waiting for its invoice end with it,
+                // in this transaction: paid between now and the termination, they took the
+                // customer's money for an account that was ending (found by the money audit).
+                let ctx = self.write_ctx(&actor);
+                crate::renewals::release_unpaid_in(
+                    &ctx,
+                    &mut tx,
+                    &id.to_string(),
+                    "plan",
+                    "Account cancelled: period not billed",
+                )
+                .await?;
+                crate::plan_change::release_awaiting_change_in(&mut tx, id, &actor, now).await?;
                 today
             }
             CancelPlan::AtPeriodEnd => h.next_due_date.clone().unwrap_or(today),
@@ -298,4 +321,10 @@ impl Lodge {
         }
         Ok(row)
     }
+}
+
+fn paid_meanwhile() -> ServiceError {
+    ServiceError::Conflict(
+        "This order was paid meanwhile; ask again to cancel the paid account.".into(),
+    )
 }

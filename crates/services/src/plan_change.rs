@@ -230,6 +230,7 @@ impl Lodge {
             .map_or_else(|| seen.plan_id.to_string(), |p| p.row.name.clone());
         let change = Requested {
             id,
+            from: seen.plan_id,
             to: target.row.id,
             to_name: target.row.name.clone(),
             once_per_organization: target.row.once_per_organization == 1,
@@ -252,23 +253,7 @@ impl Lodge {
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
         billing::lock_credit(&mut tx, org).await?;
-        let Some(change) = store::awaiting_change(&mut *tx, service).await? else {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Ok(());
-        };
-        let mut ended = true;
-        if let Some(id) = change.invoice_id {
-            if let Some(inv) = billing::lock_invoice(&mut tx, id).await? {
-                let note = "Returned from a plan change not applied: the account ended";
-                if !crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, now).await? {
-                    // Paid meanwhile: its settling gave it back already.
-                    ended = inv.status == InvoiceStatus::Cancelled;
-                }
-            }
-        }
-        if ended {
-            store::settle_change(&mut *tx, change.id, store::CANCELLED, now).await?;
-        }
+        release_awaiting_change_in(&mut tx, service, SCHEDULER, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -337,6 +322,8 @@ impl Lodge {
 #[derive(Debug, Clone)]
 struct Requested {
     id: HostingId,
+    /// The plan the account was on when the change was checked.
+    from: PlanId,
     to: PlanId,
     to_name: String,
     /// The plan is sold once per organization: checked again under the organization's
@@ -346,6 +333,35 @@ struct Requested {
     new_price_minor: i64,
     /// The account's cycle, in months.
     months: u32,
+}
+
+/// [`Lodge::release_awaiting_change`]'s writes, in the caller's transaction, the
+/// organization's credit locked already (an account cancelled at once releases its waiting
+/// change in the same transaction, so its invoice cannot be paid between: found by the
+/// money audit).
+pub(crate) async fn release_awaiting_change_in(
+    tx: &mut lodge_store::AnyConnection,
+    service: HostingId,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    let Some(change) = store::awaiting_change(&mut *tx, service).await? else {
+        return Ok(());
+    };
+    let mut ended = true;
+    if let Some(id) = change.invoice_id {
+        if let Some(inv) = billing::lock_invoice(&mut *tx, id).await? {
+            let note = "Returned from a plan change not applied: the account ended";
+            if !crate::billing::cancel_returning(tx, &inv, note, actor, now).await? {
+                // Paid meanwhile: its settling gave it back already.
+                ended = inv.status == InvoiceStatus::Cancelled;
+            }
+        }
+    }
+    if ended {
+        store::settle_change(&mut *tx, change.id, store::CANCELLED, now).await?;
+    }
+    Ok(())
 }
 
 /// The change's writes, in the caller's transaction, the organization already locked: the
@@ -363,6 +379,14 @@ async fn change_in(
         .await?
         .ok_or(ServiceError::NotFound)?;
     refuse_state(status, h.cancel_kind().is_some())?;
+    // Checked, priced and described against the plan seen before the lock: another change
+    // applied meanwhile makes all of that stale (found by the money audit: concurrent
+    // changes recorded "Business → Starter" for a move from Reseller Boost).
+    if plan_now != r.from {
+        return Err(ServiceError::Conflict(
+            "The account's plan changed meanwhile: look at it again before changing plans.".into(),
+        ));
+    }
     if plan_now == r.to {
         return Err(ServiceError::Conflict(
             "The account is already on this plan.".into(),

@@ -1040,57 +1040,7 @@ impl Lodge {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;
         billing::lock_credit(&mut tx, org).await?;
-        for (invoice, _) in renewals::unpaid_with_line(&mut tx, service, kind).await? {
-            let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
-                continue;
-            };
-            if inv.status != InvoiceStatus::Unpaid {
-                continue;
-            }
-            let others_live = renewals::live_lines_besides(&mut tx, invoice, service).await? > 0;
-            if others_live {
-                let mine = renewals::lines_of(&mut tx, invoice, service, kind).await?;
-                let amount: i64 = mine.iter().map(|(_, _, a)| a).sum();
-                let Some(returned) =
-                    renewals::reduce_unpaid(&mut tx, invoice, amount, ctx.now).await?
-                else {
-                    continue;
-                };
-                let position = renewals::line_count(&mut tx, invoice).await?;
-                for (i, (start, end, amount)) in mine.into_iter().enumerate() {
-                    billing::insert_line(
-                        &mut tx,
-                        invoice,
-                        &billing::NewLine {
-                            position: position + i64::try_from(i).unwrap_or(0),
-                            kind: "adjustment",
-                            description: why,
-                            service_id: Some(service.to_owned()),
-                            period_start: start,
-                            period_end: end,
-                            amount_minor: -amount,
-                        },
-                    )
-                    .await?;
-                }
-                crate::billing::give_back(
-                    &mut *tx,
-                    &inv,
-                    returned,
-                    "a renewal no longer billed",
-                    SCHEDULER,
-                    ctx.now,
-                )
-                .await?;
-                // What is left may now be covered.
-                if let Some(now_inv) = billing::invoice(&mut tx, invoice).await? {
-                    settle(&ctx, &mut *tx, &now_inv).await?;
-                }
-            } else {
-                let note = "Returned from a renewal no longer billed";
-                crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, ctx.now).await?;
-            }
-        }
+        release_unpaid_in(&ctx, &mut tx, service, kind, why).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -1273,6 +1223,70 @@ async fn advance_billed<C: lodge_store::SqlConn>(
             &format!("{JOB_UNSUSPEND}:{}:{invoice}", p.service),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// [`Lodge::release_unpaid`]'s writes, in the caller's transaction, the organization's
+/// credit locked already (an account cancelled at once releases its renewals in the same
+/// transaction, so none can be paid between: found by the money audit).
+pub(crate) async fn release_unpaid_in(
+    ctx: &WriteCtx<'_>,
+    tx: &mut lodge_store::AnyConnection,
+    service: &str,
+    kind: &str,
+    why: &str,
+) -> Result<()> {
+    for (invoice, _) in renewals::unpaid_with_line(&mut *tx, service, kind).await? {
+        let Some(inv) = billing::lock_invoice(&mut *tx, invoice).await? else {
+            continue;
+        };
+        if inv.status != InvoiceStatus::Unpaid {
+            continue;
+        }
+        let others_live = renewals::live_lines_besides(&mut *tx, invoice, service).await? > 0;
+        if others_live {
+            let mine = renewals::lines_of(&mut *tx, invoice, service, kind).await?;
+            let amount: i64 = mine.iter().map(|(_, _, a)| a).sum();
+            let Some(returned) =
+                renewals::reduce_unpaid(&mut *tx, invoice, amount, ctx.now).await?
+            else {
+                continue;
+            };
+            let position = renewals::line_count(&mut *tx, invoice).await?;
+            for (i, (start, end, amount)) in mine.into_iter().enumerate() {
+                billing::insert_line(
+                    &mut *tx,
+                    invoice,
+                    &billing::NewLine {
+                        position: position + i64::try_from(i).unwrap_or(0),
+                        kind: "adjustment",
+                        description: why,
+                        service_id: Some(service.to_owned()),
+                        period_start: start,
+                        period_end: end,
+                        amount_minor: -amount,
+                    },
+                )
+                .await?;
+            }
+            crate::billing::give_back(
+                &mut *tx,
+                &inv,
+                returned,
+                "a renewal no longer billed",
+                ctx.actor,
+                ctx.now,
+            )
+            .await?;
+            // What is left may now be covered.
+            if let Some(now_inv) = billing::invoice(&mut *tx, invoice).await? {
+                settle(ctx, &mut *tx, &now_inv).await?;
+            }
+        } else {
+            let note = "Returned from a renewal no longer billed";
+            crate::billing::cancel_returning(tx, &inv, note, ctx.actor, ctx.now).await?;
+        }
     }
     Ok(())
 }

@@ -264,7 +264,7 @@ impl Lodge {
         access.require_write()?;
         self.keyed(key, || async {
             let h = self.website(access, legacy_id).await?;
-            self.cancel_hosting_keyed(access, None, h.id, website_cancel_type(&h), reason, key)
+            self.cancel_hosting_keyed(access, None, h.id, website_cancel_type, reason, key)
                 .await
         })
         .await

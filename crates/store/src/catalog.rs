@@ -690,6 +690,17 @@ pub async fn set_tld_active(
     Ok(r.rows_affected() == 1)
 }
 
+/// Gives back one use of a coupon: its order was cancelled unpaid (expired, deleted or
+/// cancelled), so a limited coupon is not used up by orders never paid.
+pub async fn release_coupon<C: SqlConn>(conn: &mut C, coupon: &str) -> Result<()> {
+    conn.exec(
+        "UPDATE coupons SET uses = uses - 1 WHERE id = $1 AND uses > 0",
+        vals![coupon],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Counts one use of a coupon at `now`; `false` when it is used up, expired or switched off
 /// (the limits hold under concurrent orders, and against a coupon changed since the order
 /// was validated, because the checks are in the update).

@@ -19,6 +19,7 @@ on_both_engines!(
     an_expired_coupon_is_refused_from_its_expiry_on,
     an_offer_that_refuses_coupons_refuses_an_order_with_one,
     a_v1_order_takes_a_coupon_code_and_refuses_unknown_fields,
+    an_order_cancelled_unpaid_gives_its_coupon_use_back,
 );
 
 /// What `/apiv2` answers for a coupon Lodge refuses.
@@ -72,6 +73,55 @@ async fn refused_for_the_coupon(app: &TestApp, body: &Value, what: &str) {
         before,
         "{what}: a refused order writes nothing"
     );
+}
+
+/// A one-use coupon ordered with and the invoice deleted unpaid: the use comes back, and
+/// the coupon works for the next order (found by the money audit: anyone could burn a
+/// limited promotion by ordering and deleting). A paid order keeps its use.
+async fn an_order_cancelled_unpaid_gives_its_coupon_use_back(app: TestApp) {
+    create_coupon(
+        &app,
+        &json!({ "code": "ONCE", "kind": "percent", "value": "10", "max_uses": 1 }),
+    )
+    .await;
+    let placed = place(&app, &app.key(), &with_coupon("burn.example.com", "ONCE")).await;
+    assert_eq!(uses(&app, "ONCE").await, 1);
+    let invoice = placed["iid"].as_str().unwrap().to_owned();
+    let (status, deleted) = v2(
+        &app,
+        Method::DELETE,
+        &format!("/apiv2/billing/invoices/{invoice}"),
+        Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(
+        uses(&app, "ONCE").await,
+        0,
+        "the unpaid order's use given back"
+    );
+    // Deleting again changes nothing (and never goes below zero).
+    let (status, _) = v2(
+        &app,
+        Method::DELETE,
+        &format!("/apiv2/billing/invoices/{invoice}"),
+        Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(uses(&app, "ONCE").await, 0);
+    let placed = place(&app, &app.key(), &with_coupon("kept.example.com", "ONCE")).await;
+    assert_eq!(placed["total_cost"], "48.60", "{placed}");
+    assert_eq!(uses(&app, "ONCE").await, 1);
+    refused_for_the_coupon(
+        &app,
+        &with_coupon("third.example.com", "ONCE"),
+        "used by a standing order",
+    )
+    .await;
+    app.stop().await;
 }
 
 async fn a_coupon_used_up_since_the_quote_is_refused_at_order_time(app: TestApp) {

@@ -41,6 +41,7 @@ on_both_engines!(
     a_discounted_period_is_prorated_from_what_was_paid,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
+    changes_racing_up_and_down_record_the_plan_they_moved_from,
 );
 
 // ---- helpers ----
@@ -688,6 +689,18 @@ async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Cancelled with the cancellation, before the worker terminates the account: paid
+    // between the two, it took the money of an account that was ending (found by the money
+    // audit).
+    assert_eq!(invoice(&app, inv).await["status"], "cancelled");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{inv}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "2.50", "method": "bank_transfer", "reference": "late-0" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     worker.run_once().await.unwrap();
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(invoice(&app, inv).await["status"], "cancelled");
@@ -1313,5 +1326,68 @@ async fn a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid(app: TestA
         "{body}"
     );
     assert_eq!(change_counts(&app).await, before);
+    app.stop().await;
+}
+
+/// Downgrades and upgrades of one account fired together, with credit for any of them:
+/// each change applied is recorded from the plan the account was on when it was applied,
+/// in its row and its summary (found by the money audit: "Business → Starter" recorded
+/// for a move from Reseller Boost); a racer checked against a plan changed meanwhile is
+/// refused (409), never priced from it.
+async fn changes_racing_up_and_down_record_the_plan_they_moved_from(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "200.00").await;
+    let id = active_account(&app, &worker, "Business", "monthly", "updown.example", "0").await;
+    app.clock.set(noon("2026-04-15"));
+    let starter = plan_id(&app, "Starter");
+    let boost = plan_id(&app, "Reseller Boost");
+    let answers = join_all((0..12).map(|i| {
+        let plan = if i % 2 == 0 { &starter } else { &boost };
+        change(&app, &id, plan)
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::OK
+                || *status == StatusCode::CONFLICT
+                || *status == StatusCode::BAD_REQUEST,
+            "{status} {body}"
+        );
+    }
+    assert!(
+        answers.iter().any(|(s, _)| *s == StatusCode::OK),
+        "{answers:?}"
+    );
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT from_plan_id, to_plan_id, summary FROM plan_changes WHERE hosting_id = $1 ORDER BY id",
+    )
+    .bind(id.as_str())
+    .fetch_all(app.lodge.store.reader())
+    .await
+    .unwrap();
+    let name = |plan: &str| {
+        if plan == starter {
+            "Starter"
+        } else if plan == boost {
+            "Reseller Boost"
+        } else {
+            "Business"
+        }
+    };
+    let mut on = plan_id(&app, "Business");
+    for (from, to, summary) in &rows {
+        assert_eq!(
+            from, &on,
+            "each change moves from where the last one left: {rows:?}"
+        );
+        assert_eq!(
+            summary,
+            &format!("{} → {}", name(from), name(to)),
+            "{rows:?}"
+        );
+        on = to.clone();
+    }
+    assert_eq!(hosting(&app, &id).await["plan"]["id"], json!(on));
     app.stop().await;
 }

@@ -35,6 +35,7 @@ on_both_engines!(
     a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
     credit_added_after_a_renewal_was_issued_pays_it_before_suspension,
     the_preview_ends_a_cancelled_account_once,
+    an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker_runs,
 );
 
 // ---- helpers ----
@@ -1275,6 +1276,65 @@ async fn a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back(app: TestA
         months_after("2026-03-31", 2).as_str(),
         "{h}"
     );
+    app.stop().await;
+}
+
+/// An account cancelled at once with its renewal unpaid: the renewal is cancelled in the
+/// cancellation's own transaction, so a payment made before the worker terminates the
+/// account is refused and the credit stays the customer's (found by the money audit: a
+/// prepay in that window took 5.00 for an account being terminated, and the outcome
+/// depended on how fast the worker ran).
+async fn an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker_runs(
+    app: TestApp,
+) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "ending-now.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "leaving" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "cancelled", "before the worker ran: {inv}");
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{}/payments", inv["id"]),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "too-late" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    let (status, p) = crate::harness::v2(
+        &app,
+        reqwest::Method::GET,
+        &format!("/apiv2/billing/pay/prepay/{}", inv["id"]),
+        crate::harness::Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "prepay of a cancelled renewal: {p}"
+    );
+    assert_eq!(
+        balance(&app).await,
+        500,
+        "the credit is still the customer's"
+    );
+    drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    assert_eq!(balance(&app).await, 500);
     app.stop().await;
 }
 
