@@ -52,6 +52,27 @@ pub async fn too_large_in_dialect(
     }
 }
 
+/// A path with a NUL character (`%00`) is refused before routing, in the dialect's shape:
+/// no name Lodge keeps holds one, and PostgreSQL refuses it in a text parameter (found by
+/// the input audit: a staff TLD path answered 500 there, 404 on SQLite).
+pub async fn refuse_nul_in_path(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    if !crate::extract::query_has_nul(Some(path)) {
+        return next.run(req).await;
+    }
+    let msg = crate::extract::NUL_REFUSED.to_owned();
+    if path.starts_with("/apiv2/") {
+        crate::apiv2::V2Error(StatusCode::BAD_REQUEST, msg).into_response()
+    } else {
+        crate::error::ApiError::Detail(StatusCode::BAD_REQUEST, msg).into_response()
+    }
+}
+
 /// `Cache-Control: no-store` on the API's answers that set none: an answer is the caller's
 /// own (invoices, payment links with their token), whatever header carried the credentials
 /// (`/apiv2`'s `X-API-KEY` is not one a shared cache knows to spare; found by the payments

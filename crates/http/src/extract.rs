@@ -83,6 +83,14 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        // Two credentials are ambiguous (a proxy appending its own, a client sending two):
+        // refused, not settled by taking the first (found by the input audit).
+        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return Err(ServiceError::Unauthorized(
+                "Send one Authorization header, not several.".to_owned(),
+            )
+            .into());
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)

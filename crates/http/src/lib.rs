@@ -213,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(doc::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(doc::too_large_in_dialect))
+        .layer(axum::middleware::from_fn(doc::refuse_nul_in_path))
         .layer(CatchPanicLayer::custom(|_| {
             error::internal(&"a handler panicked")
         }))

@@ -210,6 +210,16 @@ impl FromRequestParts<AppState> for Authenticated {
 }
 
 async fn authenticate(parts: &Parts, st: &AppState) -> Result<Principal, Response> {
+    // Two credentials (two keys, or a key and a session) are ambiguous: refused, not
+    // settled by taking one (found by the input audit).
+    let sent = |name: &str| parts.headers.get_all(name).iter().count();
+    if sent("x-api-key") + sent("sessionid") > 1 {
+        return Err(V2Error(
+            StatusCode::UNAUTHORIZED,
+            "Send one credential: one X-API-KEY or one sessionid header.".into(),
+        )
+        .into_response());
+    }
     let header = |name: &str| {
         parts
             .headers

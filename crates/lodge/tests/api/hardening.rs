@@ -23,6 +23,7 @@ on_both_engines!(
     v1_bodies_of_other_media_types_are_refused_with_415,
     a_nul_character_is_refused_in_each_dialects_shape,
     roles_and_organizations_keep_to_their_own,
+    two_credentials_in_one_request_are_refused,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -803,11 +804,80 @@ async fn a_nul_character_is_refused_in_each_dialects_shape(app: TestApp) {
         resp["message"].as_str().unwrap_or_default().contains("NUL"),
         "{resp}"
     );
+    // In a path (found by the input audit: a staff TLD path answered 500 on PostgreSQL).
+    let (status, resp) = app
+        .call_raw(
+            Method::POST,
+            "/v1/admin/tlds/c%00om/active",
+            Some(&app.admin_key()),
+            "application/json",
+            json!({ "is_active": true }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(
+        resp["detail"].as_str().unwrap_or_default().contains("NUL"),
+        "{resp}"
+    );
+    let (status, resp) = crate::harness::v2(
+        &app,
+        Method::GET,
+        "/apiv2/websites/1%00",
+        crate::harness::Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert!(
+        resp["message"].as_str().unwrap_or_default().contains("NUL"),
+        "{resp}"
+    );
     assert_eq!(
         crate::harness::counts(&app).await,
         before,
         "nothing written"
     );
+    app.stop().await;
+}
+
+/// Two credentials in one request are refused (401), in each dialect, never settled by
+/// taking the first (found by the input audit: two `Authorization` or two `X-API-KEY`
+/// headers answered as the first one's organization).
+async fn two_credentials_in_one_request_are_refused(app: TestApp) {
+    let (_, _, other) = crate::harness::other_tenant(&app, "twocreds").await;
+    let resp = app
+        .client
+        .get(app.url("/v1/organizations"))
+        .header("authorization", format!("Bearer {}", app.key()))
+        .header("authorization", format!("Bearer {other}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("one Authorization"),
+        "{body}"
+    );
+    for (a, b) in [("x-api-key", "x-api-key"), ("x-api-key", "sessionid")] {
+        let resp = app
+            .client
+            .get(app.url("/apiv2/account"))
+            .header(a, app.key())
+            .header(b, other.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{a} + {b}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["message"].is_string(), "{body}");
+    }
+    // One of each is still fine.
+    let (status, _) = app.get("/v1/organizations", &app.key()).await;
+    assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
 
