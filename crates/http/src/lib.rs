@@ -195,6 +195,29 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The span of a request, the access log's line (at `info`: the default filter's
+/// `tower_http=info` shows it): its method and path, never its query string (search terms,
+/// emails) nor a payment link's token, which is a bearer credential (found by the operator
+/// audit: at `debug` every `/pay/<token>` was logged).
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %redacted_path(req.uri().path()),
+    )
+}
+
+/// `path` with the token of a payment page (`/pay/<token>/…`) replaced by `…`.
+fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/pay/") {
+        Some(rest) => {
+            let after = rest.find('/').map_or("", |i| &rest[i..]);
+            std::borrow::Cow::Owned(format!("/pay/…{after}"))
+        }
+        None => std::borrow::Cow::Borrowed(path),
+    }
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.client_origins);
@@ -217,7 +240,15 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             error::internal(&"a handler panicked")
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                ),
+        )
         .fallback(ops::unknown_path)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // After the fallbacks, so that an unknown API path's answer is not stored either.
@@ -250,4 +281,21 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn a_payment_pages_token_never_reaches_the_access_log() {
+        assert_eq!(redacted_path("/pay/abcDEF123"), "/pay/…");
+        assert_eq!(redacted_path("/pay/abcDEF123/card"), "/pay/…/card");
+        assert_eq!(redacted_path("/pay/abc/return"), "/pay/…/return");
+        assert_eq!(redacted_path("/v1/hosting/plans"), "/v1/hosting/plans");
+        assert_eq!(
+            redacted_path("/apiv2/pay/prepay/12"),
+            "/apiv2/pay/prepay/12"
+        );
+    }
 }
