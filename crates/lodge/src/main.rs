@@ -523,6 +523,22 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the keys of an organization, or the staff keys (never their secrets), one
+    /// JSON object a line.
+    List {
+        /// Organization UUID.
+        #[arg(long, conflicts_with = "staff", required_unless_present = "staff")]
+        organization: Option<String>,
+        /// The staff keys (the admin API's) instead.
+        #[arg(long)]
+        staff: bool,
+    },
+    /// Revoke a key by its id (from `keys list`), a staff key too: refused from then on
+    /// (within 2 s on other running nodes).
+    Revoke {
+        /// The key's UUID.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -542,6 +558,27 @@ enum UsersCommand {
         staff: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Set a user's password (from LODGE_USER_PASSWORD or --password); its login sessions
+    /// and refresh tokens end.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters. Prefer LODGE_USER_PASSWORD, which stays out of the shell
+        /// history.
+        #[arg(long, env = "LODGE_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Shut a user out: every API key, token and session of it is refused from then on
+    /// (within 2 s on other running nodes); its sessions end for good.
+    Deactivate {
+        #[arg(long)]
+        email: String,
+    },
+    /// Let a deactivated user in again (its API keys work again; it logs in anew).
+    Activate {
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -575,6 +612,16 @@ enum MembersCommand {
         /// owner, editor, viewer or guest.
         #[arg(long)]
         role: String,
+    },
+    /// Remove a user from an organization: its membership, its projects, and the API keys
+    /// it held for the organization (revoked). The only owner is not removed.
+    Remove {
+        /// Organization UUID.
+        #[arg(long)]
+        organization: String,
+        /// The user's email.
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -881,6 +928,30 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             } else {
                 println!("{}", u.id);
             }
+            if u.password_hash.is_none() {
+                eprintln!(
+                    "lodge: {} has no password: it acts through API keys only until `lodge users set-password --email {}`",
+                    u.email, u.email
+                );
+            }
+            Ok(())
+        }
+        Command::Users(UsersCommand::SetPassword { email, password }) => {
+            let user = user_by_email(&lodge, &email).await?;
+            lodge.set_user_password(user, &password).await?;
+            eprintln!("lodge: the password of {email} is set; its sessions ended");
+            Ok(())
+        }
+        Command::Users(UsersCommand::Deactivate { email }) => {
+            let user = user_by_email(&lodge, &email).await?;
+            lodge.set_user_active(user, false).await?;
+            eprintln!("lodge: {email} is deactivated: its keys, tokens and sessions are refused");
+            Ok(())
+        }
+        Command::Users(UsersCommand::Activate { email }) => {
+            let user = user_by_email(&lodge, &email).await?;
+            lodge.set_user_active(user, true).await?;
+            eprintln!("lodge: {email} is active again");
             Ok(())
         }
         Command::Orgs(OrgsCommand::Create {
@@ -925,6 +996,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let user = user_by_email(&lodge, &email).await?;
             lodge.add_member(org, user, &role).await?;
             eprintln!("lodge: {email} is now {role} of {org}");
+            Ok(())
+        }
+        Command::Members(MembersCommand::Remove {
+            organization,
+            email,
+        }) => {
+            let org: OrganizationId = organization.parse().context("--organization")?;
+            let user = user_by_email(&lodge, &email).await?;
+            let revoked = lodge.remove_member(org, user).await?;
+            eprintln!(
+                "lodge: {email} is no longer a member of {org} ({revoked} API key(s) revoked)"
+            );
             Ok(())
         }
         Command::Bench(_) => Ok(()),
@@ -1112,7 +1195,44 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 .await?;
             print_key(&issued, json)
         }
+        KeysCommand::List {
+            organization,
+            staff: _,
+        } => {
+            let org: Option<OrganizationId> = organization
+                .map(|o| o.parse())
+                .transpose()
+                .context("--organization")?;
+            for k in lodge_store::keys::list(lodge.store.reader(), org).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": k.id,
+                        "prefix": k.display_prefix,
+                        "name": k.name,
+                        "user_id": k.user_id,
+                        "organization_id": k.organization_id,
+                        "scopes": k.scopes.split_whitespace().collect::<Vec<_>>(),
+                        "expires_at": k.expires_at.map(micros_rfc3339),
+                        "last_used_at": k.last_used_at.map(micros_rfc3339),
+                        "revoked_at": k.revoked_at.map(micros_rfc3339),
+                    })
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { id } => {
+            let id: lodge_core::ApiKeyId = id.parse().context("not a key id (a UUID)")?;
+            let k = lodge.revoke_any_key(id).await?;
+            eprintln!("lodge: key {} ({}) is revoked", k.id, k.name);
+            Ok(())
+        }
     }
+}
+
+/// An instant in microseconds as RFC 3339 (what the API shows).
+fn micros_rfc3339(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| t.to_string())
 }
 
 fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Result<()> {

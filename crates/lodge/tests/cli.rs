@@ -738,13 +738,136 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let tokens: Value = resp.json().await.unwrap();
-    let resp = get(
-        tokens["access"].as_str().unwrap().to_owned(),
-        "/v1/organizations",
-    )
-    .await
-    .unwrap();
+    let access = tokens["access"].as_str().unwrap().to_owned();
+    let resp = get(access.clone(), "/v1/organizations").await.unwrap();
     assert_eq!(resp.status(), 200);
+
+    // Taking access away (found by the operator audit: nothing but the database could).
+    // A key revoked by its id, from `keys list`; a revoked key is refused within the
+    // server's 2 s key cache.
+    let listed: Vec<Value> = cli
+        .ok(&["keys", "list", "--organization", &org_id])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|k| k.get("key").is_none()), "no secrets");
+    let viewer_prefix = &viewer_key[..8];
+    let viewer_listed = listed
+        .iter()
+        .find(|k| viewer_key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("{viewer_prefix}: {listed:?}"));
+    cli.ok(&["keys", "revoke", viewer_listed["id"].as_str().unwrap()]);
+    let refused_soon = |token: String| {
+        let get = &get;
+        async move {
+            for _ in 0..40 {
+                if get(token.clone(), "/v1/organizations")
+                    .await
+                    .unwrap()
+                    .status()
+                    == 401
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        refused_soon(viewer_key.clone()).await,
+        "revoked key refused"
+    );
+    assert!(cli.ok(&["keys", "list", "--staff"]).trim().is_empty());
+    let err = cli.fails(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "a",
+        "--scope",
+        "admin",
+    ]);
+    assert!(err.contains("admin"), "{err}");
+    // A user shut out: its keys and tokens are refused, its password too; let in again,
+    // its key works and it logs in anew.
+    cli.ok(&["users", "deactivate", "--email", "x@y.test"]);
+    assert!(
+        refused_soon(secret.clone()).await,
+        "a deactivated user's key"
+    );
+    assert!(
+        refused_soon(access.clone()).await,
+        "a deactivated user's token"
+    );
+    let login = |password: &'static str| {
+        http.post(format!("{}/v1/auth/login", server.base))
+            .json(&json!({ "email": "x@y.test", "password": password }))
+            .send()
+    };
+    assert_eq!(login("correct-horse").await.unwrap().status(), 401);
+    cli.ok(&["users", "activate", "--email", "x@y.test"]);
+    assert_eq!(login("correct-horse").await.unwrap().status(), 200);
+    // A new password: the old one is refused.
+    cli.ok(&[
+        "users",
+        "set-password",
+        "--email",
+        "x@y.test",
+        "--password",
+        "new-horse-1",
+    ]);
+    assert_eq!(login("correct-horse").await.unwrap().status(), 401);
+    assert_eq!(login("new-horse-1").await.unwrap().status(), 200);
+    let err = cli.fails(&[
+        "users",
+        "set-password",
+        "--email",
+        "x@y.test",
+        "--password",
+        "short",
+    ]);
+    assert!(err.contains("password"), "{err}");
+    // A member removed; the only owner is not.
+    let err = cli.fails(&[
+        "members",
+        "remove",
+        "--organization",
+        &org_id,
+        "--email",
+        "x@y.test",
+    ]);
+    assert!(err.contains("only owner"), "{err}");
+    cli.ok(&[
+        "members",
+        "remove",
+        "--organization",
+        &org_id,
+        "--email",
+        "viewer@y.test",
+    ]);
+    let err = cli.fails(&[
+        "members",
+        "remove",
+        "--organization",
+        &org_id,
+        "--email",
+        "viewer@y.test",
+    ]);
+    assert!(
+        err.contains("not found") || err.contains("Not found"),
+        "{err}"
+    );
+    // A user made without a password is told how to give it one.
+    let out = cli.run(&["users", "create", "--email", "keys-only@y.test"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set-password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(server);
 }
 

@@ -662,6 +662,14 @@ impl Lodge {
                 "That user is not a member of the organization.",
             ));
         }
+        // An organization's key acts for that organization only: the admin API's scope is
+        // for staff keys (found by the operator audit: the CLI issued one).
+        if scopes.is_some_and(|s| s.split([' ', ',']).any(|x| x.trim() == "admin")) {
+            return Err(ServiceError::field(
+                "scopes",
+                "An organization's key takes read and write; admin is for staff keys (lodge keys create-staff).",
+            ));
+        }
         self.create_key(NewKey {
             name,
             user,
@@ -670,6 +678,19 @@ impl Lodge {
             expires_at,
         })
         .await
+    }
+
+    /// Staff: revokes any key by its id (`lodge keys revoke`), a staff key too.
+    pub async fn revoke_any_key(&self, id: ApiKeyId) -> Result<keys::ApiKeyRow> {
+        let mut conn = self.store.write_conn().await?;
+        keys::by_id(&mut *conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        keys::revoke(&mut conn, id, self.now_us()).await?;
+        self.key_cache.forget_key(id);
+        keys::by_id(&mut *conn, id)
+            .await?
+            .ok_or(ServiceError::NotFound)
     }
 
     pub async fn revoke_key(&self, access: &Access, id: ApiKeyId) -> Result<keys::ApiKeyRow> {

@@ -133,6 +133,67 @@ impl Lodge {
         Ok(row)
     }
 
+    /// Sets a user's password (staff: `lodge users set-password`), held to the rule of a new
+    /// user's. Its refresh tokens and `/apiv2` sessions end with the old password.
+    pub async fn set_user_password(&self, user: UserId, password: &str) -> Result<()> {
+        if password.chars().count() < 8 {
+            return Err(ServiceError::field(
+                "password",
+                "The password must have at least 8 characters.",
+            ));
+        }
+        let hash = hash_password(password)?;
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        users::by_id(&mut *tx, user)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        users::set_password(&mut tx, user, &hash, now).await?;
+        // Sessions opened with the old password end (a new password after a leak is
+        // meant to shut the holder out).
+        users::end_sessions(&mut tx, user, now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Turns a user's logins on or off (staff: `lodge users deactivate` / `activate`). An
+    /// inactive user's API keys, tokens and sessions are all refused (within
+    /// [`crate::auth::KeyCache::TTL`] on other nodes); deactivating ends its sessions and
+    /// refresh tokens for good.
+    pub async fn set_user_active(&self, user: UserId, active: bool) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !users::set_active(&mut tx, user, active, self.now_us()).await? {
+            return Err(ServiceError::NotFound);
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Removes a user from an organization (staff: `lodge members remove`): its membership,
+    /// its guest projects and the API keys it held for the organization (revoked). The
+    /// organization's only owner is not removed. Under the organization's lock, as role
+    /// changes are.
+    pub async fn remove_member(&self, org: OrganizationId, user: UserId) -> Result<u64> {
+        let mut tx = self.store.begin().await?;
+        lodge_store::billing::lock_credit(&mut tx, org)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let role = orgs::role_of(&mut *tx, org, user)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if role == "owner" && orgs::other_owners(&mut tx, org, user).await? == 0 {
+            return Err(ServiceError::Conflict(
+                "This user is the organization's only owner: make another member owner first."
+                    .into(),
+            ));
+        }
+        orgs::remove_member(&mut tx, org, user).await?;
+        let revoked =
+            lodge_store::keys::revoke_of_member(&mut tx, org, user, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(revoked)
+    }
+
     pub async fn add_member(&self, org: OrganizationId, user: UserId, role: &str) -> Result<()> {
         self.add_member_to_projects(org, user, role, &[]).await
     }

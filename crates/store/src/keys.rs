@@ -184,3 +184,51 @@ pub async fn revoke_session<'e, E: Executor<'e, Database = Any>>(
         .await?;
     Ok(())
 }
+
+/// Every key of an organization (`Some`) or every staff key (`None`: no organization),
+/// oldest first, revoked ones too.
+pub async fn list<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: Option<OrganizationId>,
+) -> Result<Vec<ApiKeyRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM api_keys
+         WHERE ($1 = '' AND organization_id IS NULL) OR organization_id = $1
+         ORDER BY legacy_id"
+    ))
+    .bind(org.map(|o| o.to_string()).unwrap_or_default())
+    .fetch_all(db)
+    .await?)
+}
+
+/// A key by its id, whatever it belongs to.
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: ApiKeyId,
+) -> Result<Option<ApiKeyRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Revokes the keys a user holds for an organization (the user left it); how many.
+pub async fn revoke_of_member(
+    conn: &mut AnyConnection,
+    org: OrganizationId,
+    user: UserId,
+    now: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE api_keys SET revoked_at = $3
+         WHERE organization_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -629,3 +629,25 @@ pub async fn set_quotas<C: crate::SqlConn>(
         .await?
         == 1)
 }
+
+/// Removes a user from an organization and its projects; `false` when it was no member.
+pub async fn remove_member(
+    conn: &mut AnyConnection,
+    org: OrganizationId,
+    user: UserId,
+) -> Result<bool> {
+    sqlx::query(
+        "DELETE FROM project_members WHERE user_id = $2
+         AND project_id IN (SELECT id FROM projects WHERE organization_id = $1)",
+    )
+    .bind(org.to_string())
+    .bind(user.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let r = sqlx::query("DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2")
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

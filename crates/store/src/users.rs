@@ -91,3 +91,45 @@ pub async fn set_password(
         .await?;
     Ok(())
 }
+
+/// Turns a user's logins on or off (a departed employee, a customer shut out): every
+/// credential of an inactive user is refused (its API keys, tokens and sessions).
+/// `false` when there is no such user.
+pub async fn set_active(
+    conn: &mut AnyConnection,
+    id: UserId,
+    active: bool,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query("UPDATE users SET is_active = $2, modified_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(i64::from(active))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if !active {
+        // Its sessions end for good (a later reactivation does not bring them back).
+        end_sessions(conn, id, now).await?;
+    }
+    Ok(true)
+}
+
+/// Ends a user's `/apiv2` sessions and `/v1` refresh tokens (deactivated, or its password
+/// changed); its API keys are not sessions and stay.
+pub async fn end_sessions(conn: &mut AnyConnection, id: UserId, now: i64) -> Result<()> {
+    sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE user_id = $1")
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET status = 'revoked' WHERE user_id = $1 AND status = 'live'",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
