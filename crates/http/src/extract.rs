@@ -319,6 +319,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             };
             return ApiError::fields(one(&field, FieldCode::Required, "This field is required."));
         }
+        // A field the endpoint does not take is refused keyed by its name, never ignored
+        // (a misspelt field would otherwise do nothing, silently).
+        // (serde's path names the unknown key itself, except at the top level.)
+        if let Some(field) = inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+            .filter(|_| path == ".")
+        {
+            return ApiError::fields(one(field, FieldCode::Invalid, &inner));
+        }
         let field = if path == "." {
             "non_field_errors".to_owned()
         } else {

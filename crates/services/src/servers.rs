@@ -18,6 +18,7 @@ pub struct ServerCheck {
 
 /// A server as staff describe it.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSpec {
     pub name: String,
     pub hostname: String,

@@ -41,6 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub email: String,
     #[serde(default)]
@@ -94,6 +95,7 @@ async fn create_user(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
@@ -183,6 +185,7 @@ async fn set_quotas(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user_id: String,
     /// `owner`, `editor`, `viewer` or `guest`.
@@ -241,6 +244,7 @@ async fn add_member(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOrgKey {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
@@ -336,6 +340,7 @@ async fn upsert_group(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Activation {
     pub is_active: bool,
 }

@@ -66,6 +66,7 @@ impl Amount {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddCredit {
     pub amount: Amount,
     #[serde(default)]
@@ -144,6 +145,7 @@ async fn deposit(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RecordPayment {
     pub amount: Amount,
     /// e.g. `bank_transfer`, `card`, `cheque`.
@@ -211,6 +213,7 @@ async fn record_payment(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefundInvoice {
     pub amount: Amount,
     /// `credit` (to the organization's account credit) or `cash` (money sent back outside
@@ -422,6 +425,7 @@ async fn invoice_refunds(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteDomain {
     /// Years registered (default 1).
     #[serde(default)]
@@ -452,6 +456,7 @@ async fn complete_domain(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailDomain {
     /// Why it will not happen (kept as the domain's registry error; at most 500
     /// characters, one line).
@@ -564,6 +569,7 @@ async fn list_registry_tasks(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FinishRegistryTask {
     /// For a renewal: the expiration date the registry now reports (`YYYY-MM-DD`, later
     /// than the one recorded), recorded on the domain. Not taken by other tasks.

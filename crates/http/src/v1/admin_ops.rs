@@ -107,19 +107,62 @@ async fn create_server(
     Ok((StatusCode::CREATED, Json(server(s, spec.plan_ids))))
 }
 
-/// Updates a server (credentials are kept when none are sent).
+/// A server's update: each field sent replaces the stored one; those left out are kept.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerUpdate {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub driver: Option<String>,
+    /// Panel credentials; sealed, never returned.
+    pub credentials: Option<String>,
+    pub ns1: Option<String>,
+    pub ns2: Option<String>,
+    /// Accounts it may hold; `0` for unlimited.
+    pub capacity: Option<i64>,
+    /// The plans it serves; empty for every plan of its driver.
+    pub plan_ids: Option<Vec<String>>,
+    pub is_active: Option<bool>,
+    /// The node whose worker acts on this server; `""` clears it.
+    #[schema(max_length = 100)]
+    pub node: Option<String>,
+}
+
+/// Updates a server: the fields sent replace the stored ones; those left out (credentials
+/// included) are kept.
+// Before, a field left out took its default (found by the operator audit: setting `node`
+// cleared the nameservers, made the capacity unlimited and reopened a deactivated server).
 #[utoipa::path(put, path = "/v1/admin/servers/{server_id}", tag = "admin", security(("bearer" = [])),
     params(("server_id" = String, Path, description = "Server UUID")),
-    request_body = ServerSpec,
+    request_body = ServerUpdate,
     responses((status = 200, body = Server), (status = 400), (status = 401), (status = 403), (status = 404),
               (status = 409, description = "Another server has this name")))]
 async fn update_server(
     State(st): State<AppState>,
     Staff(_staff): Staff,
     Path(id): Path<String>,
-    V1Json(spec): V1Json<ServerSpec>,
+    V1Json(u): V1Json<ServerUpdate>,
 ) -> ApiResult<Json<Server>> {
     let id: ServerId = path_id(&id)?;
+    let (current, plan_ids) = st
+        .lodge
+        .servers()
+        .await?
+        .into_iter()
+        .find(|(s, _)| s.id == id)
+        .ok_or(ServiceError::NotFound)?;
+    let spec = ServerSpec {
+        name: u.name.unwrap_or(current.name),
+        hostname: u.hostname.unwrap_or(current.hostname),
+        driver: u.driver.unwrap_or(current.driver),
+        credentials: u.credentials,
+        ns1: u.ns1.unwrap_or(current.ns1),
+        ns2: u.ns2.unwrap_or(current.ns2),
+        capacity: u.capacity.unwrap_or(current.capacity),
+        plan_ids: u.plan_ids.unwrap_or(plan_ids),
+        is_active: u.is_active.unwrap_or(current.is_active == 1),
+        node: u.node,
+    };
     let s = st.lodge.update_server(id, &spec).await?;
     Ok(Json(server(s, spec.plan_ids)))
 }

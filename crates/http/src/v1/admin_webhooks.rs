@@ -375,6 +375,7 @@ async fn redeliver(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RedeliverEvent {
     /// The event's id (`evt_…`).
     pub event_id: String,

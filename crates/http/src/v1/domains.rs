@@ -68,6 +68,7 @@ pub async fn get_domain(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoRenew {
     pub auto_renew: bool,
 }
@@ -134,6 +135,7 @@ pub async fn check_domain(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Nameservers {
     /// 2 to 13 host names.
     pub nameservers: Vec<String>,
@@ -168,6 +170,7 @@ pub async fn set_nameservers(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Lock {
     /// Locked against transfer (`clientTransferProhibited`).
     pub locked: bool,

@@ -298,6 +298,7 @@ async fn hosting_detail(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
     /// 8 to 64 printable ASCII characters, with a letter and a digit.
     pub password: String,
@@ -358,6 +359,7 @@ pub async fn get_hosting(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// `immediate` or `end_of_period`.
     #[serde(rename = "type")]
@@ -428,6 +430,7 @@ pub async fn revoke_cancellation(
 
 /// The plan change request.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChangePlanRequest {
     /// The new plan: its UUID or its slug.
     pub plan_id: String,

@@ -1474,6 +1474,41 @@ async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
         assert_eq!(s["is_active"], false, "{s}");
     }
     assert_no_room(&app, "no-room.test").await;
+    // An update names only what it changes: the rest is kept, the deactivated server stays
+    // so (found by the operator audit: nameservers cleared, capacity made unlimited, the
+    // server reopened to orders). A field the server does not have is refused.
+    let (status, s) = put_server(&app, &panel, &json!({ "node": "web-node-1" })).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(
+        (
+            &s["node"],
+            &s["is_active"],
+            &s["capacity"],
+            &s["ns1"],
+            &s["ns2"],
+            &s["hostname"]
+        ),
+        (
+            &json!("web-node-1"),
+            &json!(false),
+            &json!(1),
+            &json!("ns1.panel.example"),
+            &json!("ns2.panel.example"),
+            &json!("panel-1b.example")
+        ),
+        "{s}"
+    );
+    assert_eq!(s["has_credentials"], true, "{s}");
+    let (status, s) = put_server(&app, &panel, &json!({ "node": "", "capactiy": 5 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{s}");
+    assert!(
+        s.get("capactiy").is_some(),
+        "keyed by the misspelt field: {s}"
+    );
+    let (status, s) = put_server(&app, &panel, &json!({ "node": "" })).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert!(s["node"].is_null() || s["node"] == "", "{s}");
+    assert_no_room(&app, "no-room.test").await;
 
     // panel-1 back (capacity 1): one account fits, the next is refused.
     let (status, s) = put_server(&app, &panel, &spec("panel-1b.example", None, true)).await;
