@@ -24,6 +24,7 @@ on_both_engines!(
     a_nul_character_is_refused_in_each_dialects_shape,
     roles_and_organizations_keep_to_their_own,
     two_credentials_in_one_request_are_refused,
+    bodies_refuse_fields_they_do_not_take,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -878,6 +879,35 @@ async fn two_credentials_in_one_request_are_refused(app: TestApp) {
     // One of each is still fine.
     let (status, _) = app.get("/v1/organizations", &app.key()).await;
     assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+/// A field an endpoint does not take is refused (400, keyed by it) and changes nothing,
+/// never ignored (found by the operator and input audits: a staff credit's `reason` — the
+/// field is `note` — was dropped, an organization's misspelt `owner_email` made one without
+/// an owner, `billing_cycle` sent with a plan change was silently not applied).
+async fn bodies_refuse_fields_they_do_not_take(app: TestApp) {
+    let org = app.org_id();
+    let before = crate::harness::counts(&app).await;
+    for (path, key, body, field) in [
+        (
+            format!("/v1/admin/organizations/{org}/credit"),
+            app.admin_key(),
+            json!({ "amount": "5.00", "reason": "goodwill" }),
+            "reason",
+        ),
+        (
+            "/v1/admin/organizations".to_owned(),
+            app.admin_key(),
+            json!({ "name": "Fourth Org", "owner_email": "nobody@nowhere.test" }),
+            "owner_email",
+        ),
+    ] {
+        let (status, resp) = app.post(&path, &key, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {resp}");
+        assert!(resp.get(field).is_some(), "{path}: keyed by {field}: {resp}");
+    }
+    assert_eq!(crate::harness::counts(&app).await, before, "nothing written");
     app.stop().await;
 }
 
