@@ -108,6 +108,18 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
 /// database (or in the working directory), created on first use, readable by its owner only.
 /// The key file's key, and its path when it was made just now.
+/// The file of a `sqlite://` database URL (`None` for PostgreSQL and in-memory SQLite).
+pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
 fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
     let dir = database_url
         .strip_prefix("sqlite://")

@@ -836,6 +836,25 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         Command::Bench(b) => return bench(&cfg, database_given, b).await,
         other => other,
     };
+    // Only these make an installation: any other command run where there is none (another
+    // directory, a mistyped URL) says so instead of creating an empty database and a key
+    // file there and answering from them (found by the operator audit: `billing preview`
+    // in the wrong directory reported nothing to do).
+    if !matches!(
+        command,
+        Command::Serve(_) | Command::Migrate | Command::Demo { .. }
+    ) {
+        if let Some(path) = lodge::sqlite_file(&cfg.database_url) {
+            if !path.exists() {
+                anyhow::bail!(
+                    "no database at {}: run `lodge migrate` (or `lodge serve`) there first, or \
+                     point --database-url (LODGE_DATABASE_URL, database_url) at the \
+                     installation's",
+                    path.display()
+                );
+            }
+        }
+    }
     let lodge = match lodge::open(&cfg, lodge::system_clock()).await {
         Ok(l) => l,
         Err(e) => {

@@ -213,6 +213,32 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
 
 // ---- migrate ----
 
+/// A command run where there is no installation (another directory, a mistyped URL) says
+/// so and creates nothing; only `serve`, `migrate` and `demo` make one (found by the
+/// operator audit: `billing preview` made an empty database and key file and reported
+/// nothing to do).
+#[test]
+fn commands_other_than_serve_migrate_and_demo_need_an_installation() {
+    let cli = Cli::new();
+    for args in [
+        &["billing", "preview"][..],
+        &["users", "create", "--email", "a@b.test"],
+        &["keys", "list", "--staff"],
+        &["seal"],
+    ] {
+        let err = cli.fails(args);
+        assert!(err.contains("no database at"), "{args:?}: {err}");
+        assert!(err.contains("lodge migrate"), "{args:?}: {err}");
+        assert!(!cli.db_path().exists(), "{args:?} created a database");
+        assert!(
+            !cli.dir.path().join("lodge-secret.key").exists(),
+            "{args:?} created a key file"
+        );
+    }
+    cli.ok(&["migrate"]);
+    cli.ok(&["billing", "preview"]);
+}
+
 /// A node (or command) whose secret key is not the one the database was first opened
 /// with is refused at start, naming the setting, before it does anything (found by the
 /// multi-node audit: it served payment links the other nodes answered 404 and failed
@@ -1006,6 +1032,7 @@ fn mail_test_sends_one_message_and_says_why_it_cannot() {
         return;
     };
     let cli = Cli::new();
+    cli.ok(&["migrate"]);
     let port = smtp.port.to_string();
     let mail = [
         "--mail-host",

@@ -905,9 +905,16 @@ async fn bodies_refuse_fields_they_do_not_take(app: TestApp) {
     ] {
         let (status, resp) = app.post(&path, &key, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {resp}");
-        assert!(resp.get(field).is_some(), "{path}: keyed by {field}: {resp}");
+        assert!(
+            resp.get(field).is_some(),
+            "{path}: keyed by {field}: {resp}"
+        );
     }
-    assert_eq!(crate::harness::counts(&app).await, before, "nothing written");
+    assert_eq!(
+        crate::harness::counts(&app).await,
+        before,
+        "nothing written"
+    );
     app.stop().await;
 }
 
