@@ -69,6 +69,10 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         }
         return Err(anyhow::anyhow!("{e}"));
     }
+    lodge
+        .check_currency()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {

@@ -213,6 +213,37 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
 
 // ---- migrate ----
 
+/// An installation that has sold in one currency refuses to start in another, naming
+/// the setting (found by the operator audit: its EUR credit showed as USD and paid a USD
+/// invoice one for one); the same currency starts.
+#[tokio::test]
+async fn a_currency_change_after_selling_is_refused_at_start() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let org = cli.json(&["orgs", "create", "--name", "Sold To", "--json"]);
+    let org: lodge_core::OrganizationId = uuid(&org["organization_id"]).parse().unwrap();
+    let lodge = cli.open().await;
+    lodge
+        .add_credit(org, 500, "bank", "staff:test", None)
+        .await
+        .unwrap();
+    lodge.store.close().await;
+    drop(lodge);
+    let err = cli.fails(&["billing", "preview", "--currency", "EUR"]);
+    assert!(
+        err.contains("EUR") && err.contains("USD") && err.contains("currency"),
+        "{err}"
+    );
+    let out = cli
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("LODGE_CURRENCY", "eur")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set it back to USD"));
+    cli.ok(&["billing", "preview", "--currency", "USD"]);
+}
+
 /// A command run where there is no installation (another directory, a mistyped URL) says
 /// so and creates nothing; only `serve`, `migrate` and `demo` make one (found by the
 /// operator audit: `billing preview` made an empty database and key file and reported

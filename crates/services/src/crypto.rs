@@ -118,6 +118,25 @@ impl crate::Lodge {
     /// `fresh`: the key was made just now (no key given, no key file): on a database that
     /// already holds invoices it is refused rather than written as the installation's (a
     /// command run without the key must not lock the nodes that have it out).
+    /// Refuses to start selling in another currency than the one the database's invoices
+    /// and credit are in (found by the operator audit: `currency` changed after going live
+    /// showed a EUR balance as USD and paid a USD invoice from it one for one). Lodge sells
+    /// in one currency per installation.
+    pub async fn check_currency(&self) -> Result<()> {
+        let configured = self.settings.currency.code();
+        let mut conn = self.store.read_conn().await?;
+        for used in lodge_store::billing::currencies_in_use(&mut conn).await? {
+            if used != configured {
+                return Err(ServiceError::Conflict(format!(
+                    "the currency is {configured} (--currency, LODGE_CURRENCY, currency), but \
+                     this database's invoices and credit are in {used}: an installation sells \
+                     in one currency; set it back to {used}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn check_secret_key(&self, fresh: bool) -> Result<()> {
         use lodge_store::key_check;
         let wrong = || {

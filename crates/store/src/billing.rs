@@ -1361,3 +1361,18 @@ pub async fn expired_first_invoices<'e, E: Executor<'e, Database = Any>>(
         .fetch_all(db)
         .await?)
 }
+
+/// The currency of the newest invoice and of the newest credit ledger entry (each by its
+/// primary key: two index reads), what the installation has been selling in.
+pub async fn currencies_in_use<C: SqlConn>(conn: &mut C) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT currency FROM invoices ORDER BY id DESC LIMIT 1",
+        "SELECT currency FROM credit_ledger ORDER BY id DESC LIMIT 1",
+    ] {
+        if let Some(c) = conn.fetch_text(sql, vals![]).await? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
