@@ -1370,6 +1370,15 @@ async fn serve(
     if cfg.jwt_secret.is_none() {
         tracing::warn!("no LODGE_JWT_SECRET configured: login tokens will not survive a restart");
     }
+    // Links in mail and answers (payment pages) start with the public base URL; its default,
+    // the listen address, is no address a customer can reach when that is 0.0.0.0 or ::
+    // (found by the operator audit: mails linked to http://0.0.0.0:8080).
+    if let Some(host) = unreachable_base_host(&cfg.public_base_url) {
+        tracing::warn!(
+            public_base_url = %cfg.public_base_url,
+            "the public base URL's host {host} is no address customers can reach: payment links in mail and answers will not work; set --public-base-url (LODGE_PUBLIC_BASE_URL, public_base_url)"
+        );
+    }
     // The port first: a node that cannot listen (taken, not allowed) stops before it seeds
     // anything or its worker claims a job it would leave held for a lease (found by the
     // multi-node audit).
@@ -1451,5 +1460,28 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// The host of a public base URL that no customer can reach (an unspecified address).
+fn unreachable_base_host(url: &str) -> Option<String> {
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_owned();
+    let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
+    ip.is_unspecified().then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreachable_base_host;
+
+    #[test]
+    fn a_base_url_on_an_unspecified_address_is_told() {
+        assert_eq!(
+            unreachable_base_host("http://0.0.0.0:8080").as_deref(),
+            Some("0.0.0.0")
+        );
+        assert!(unreachable_base_host("http://[::]:8080").is_some());
+        assert_eq!(unreachable_base_host("http://127.0.0.1:8080"), None);
+        assert_eq!(unreachable_base_host("https://billing.example.com"), None);
     }
 }
