@@ -1167,4 +1167,36 @@ async fn servers_test_checks_a_panel_server() {
 
     let err = tokio::task::block_in_place(|| cli.fails(&["servers", "test", "not-an-id"]));
     assert!(err.contains("not a server id"), "{err}");
+
+    // An nginx server: its nginx is run (`-t`), not taken on trust (found by the operator
+    // audit: a missing binary was "ok: nothing to check"). A stand-in binary says what a
+    // failing or passing test would.
+    let nginx = lodge
+        .create_server(&lodge_services::servers::ServerSpec {
+            name: "web-cli".into(),
+            hostname: "127.0.0.1".into(),
+            driver: "nginx".into(),
+            is_active: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = nginx.id.to_string();
+    let with_binary = |binary: &str, fails: bool| {
+        let mut c = cli.command(&["servers", "test", &id]);
+        c.env("LODGE_NGINX_BINARY", binary);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.success(), !fails, "{binary}: {out:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let err = tokio::task::block_in_place(|| with_binary("/nonexistent/nginx", true));
+    assert!(err.contains("cannot run nginx"), "{err}");
+    let out = tokio::task::block_in_place(|| with_binary("true", false));
+    assert!(out.contains("-t passed"), "{out}");
+    let err = tokio::task::block_in_place(|| with_binary("false", true));
+    assert!(err.contains("nginx -t failed"), "{err}");
 }

@@ -406,6 +406,24 @@ impl Provisioner for NginxDriver {
         Ok(Some(format!("http://{}/", a.domain)))
     }
 
+    /// What provisioning needs of this machine: the sites directory and the web root can
+    /// be made, and `nginx -t` (with the configured binary and arguments) passes (found by
+    /// the operator audit: a missing nginx binary was reported "nothing to check").
+    async fn check(&self) -> Result<String, DriverError> {
+        for dir in [&self.cfg.sites_dir, &self.cfg.web_root] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| err(&format!("creating {}", dir.display()), e))?;
+        }
+        self.nginx(&["-t"]).await?;
+        Ok(format!(
+            "nginx: {} -t passed; sites in {}, web roots in {}",
+            self.cfg.binary.display(),
+            self.cfg.sites_dir.display(),
+            self.cfg.web_root.display()
+        ))
+    }
+
     async fn put_acme_challenge(
         &self,
         a: &Account,
