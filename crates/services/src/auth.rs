@@ -680,6 +680,12 @@ impl Lodge {
         .await
     }
 
+    /// Staff: the keys of an organization (`Some`) or the staff keys (`None`), oldest
+    /// first, revoked ones too.
+    pub async fn keys_of(&self, org: Option<OrganizationId>) -> Result<Vec<keys::ApiKeyRow>> {
+        Ok(keys::list(self.store.reader(), org).await?)
+    }
+
     /// Staff: revokes any key by its id (`lodge keys revoke`), a staff key too.
     pub async fn revoke_any_key(&self, id: ApiKeyId) -> Result<keys::ApiKeyRow> {
         let mut conn = self.store.write_conn().await?;
@@ -745,6 +751,13 @@ impl KeyCache {
     pub fn forget_key(&self, id: ApiKeyId) {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, (k, _, _)| k.id != id);
+    }
+
+    /// Drops every key of a user (deactivated, activated, or removed from an organization):
+    /// this node answers from the user's new state at once.
+    pub fn forget_user(&self, id: UserId) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (_, u, _)| u.id != id);
     }
 }
 

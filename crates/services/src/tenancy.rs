@@ -133,6 +133,28 @@ impl Lodge {
         Ok(row)
     }
 
+    /// Staff: every organization, newest first, below `before` (`0`: from the newest).
+    pub async fn organizations_page(&self, before: i64, limit: i64) -> Result<Vec<orgs::OrgRow>> {
+        Ok(orgs::page(self.store.reader(), before, limit.clamp(1, 500)).await?)
+    }
+
+    /// Staff: a user by email (any case), if any.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<users::UserRow>> {
+        Ok(users::by_email(self.store.reader(), &email.trim().to_lowercase()).await?)
+    }
+
+    /// Staff: the newest users, at most `limit`.
+    pub async fn users_newest(&self, limit: i64) -> Result<Vec<users::UserRow>> {
+        Ok(users::newest(self.store.reader(), limit.clamp(1, 500)).await?)
+    }
+
+    /// Staff: a user by id.
+    pub async fn user(&self, id: UserId) -> Result<users::UserRow> {
+        users::by_id(self.store.reader(), id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
     /// Sets a user's password (staff: `lodge users set-password`), held to the rule of a new
     /// user's. Its refresh tokens and `/apiv2` sessions end with the old password.
     pub async fn set_user_password(&self, user: UserId, password: &str) -> Result<()> {
@@ -166,6 +188,7 @@ impl Lodge {
             return Err(ServiceError::NotFound);
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.key_cache.forget_user(user);
         Ok(())
     }
 
@@ -191,6 +214,7 @@ impl Lodge {
         let revoked =
             lodge_store::keys::revoke_of_member(&mut tx, org, user, self.now_us()).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.key_cache.forget_user(user);
         Ok(revoked)
     }
 

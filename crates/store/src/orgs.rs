@@ -651,3 +651,20 @@ pub async fn remove_member(
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// A page of every organization, newest first: those with a `legacy_id` below `before`
+/// (`0`: from the newest), at most `limit`.
+pub async fn page<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<OrgRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ORG_COLUMNS} FROM organizations o
+         WHERE ($1 = 0 OR o.legacy_id < $1) ORDER BY o.legacy_id DESC LIMIT $2"
+    ))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

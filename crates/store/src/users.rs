@@ -133,3 +133,16 @@ pub async fn end_sessions(conn: &mut AnyConnection, id: UserId, now: i64) -> Res
     .await?;
     Ok(())
 }
+
+/// The newest users, at most `limit`.
+pub async fn newest<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    limit: i64,
+) -> Result<Vec<UserRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users ORDER BY created_at DESC, id DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

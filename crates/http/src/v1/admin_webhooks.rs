@@ -215,7 +215,7 @@ fn delivery(d: DeliveryRow) -> WebhookDelivery {
 }
 
 /// A query parameter that must be a positive whole number, when given (`before`, `limit`).
-fn positive(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+pub(super) fn positive(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     v.map(|s| {
         s.trim()
             .parse::<i64>()

@@ -6,6 +6,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 
 mod admin;
+mod admin_access;
 mod admin_billing;
 mod admin_ops;
 mod admin_webhooks;
@@ -52,6 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::get_invoice))
         .routes(routes!(billing::get_credit))
         .merge(admin::routes())
+        .merge(admin_access::routes())
         .merge(admin_billing::routes())
         .merge(admin_ops::routes())
         .merge(admin_webhooks::routes())

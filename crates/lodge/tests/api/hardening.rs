@@ -25,6 +25,7 @@ on_both_engines!(
     roles_and_organizations_keep_to_their_own,
     two_credentials_in_one_request_are_refused,
     bodies_refuse_fields_they_do_not_take,
+    staff_take_access_away_over_the_api,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -879,6 +880,167 @@ async fn two_credentials_in_one_request_are_refused(app: TestApp) {
     // One of each is still fine.
     let (status, _) = app.get("/v1/organizations", &app.key()).await;
     assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+/// Staff find and take access away through the API as through the CLI (found by the
+/// operator audit: a leaked staff key or a departed employee could only be removed by
+/// editing the database, and staff could not list organizations).
+async fn staff_take_access_away_over_the_api(app: TestApp) {
+    use reqwest::Method;
+    let admin = app.admin_key();
+    let owner = app
+        .admin_create_user("owner@away.test", Some("owner-pass-1"))
+        .await;
+    let org = app.admin_create_org("Away Ltd", Some(&owner)).await;
+    let org = crate::harness::str_of(&org, "id").to_owned();
+    let key = app.admin_create_key(&org, None).await;
+    let refused_soon = |token: String| {
+        let app = &app;
+        async move {
+            for _ in 0..40 {
+                let (status, _) = app.get("/v1/organizations", &token).await;
+                if status == StatusCode::UNAUTHORIZED {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+
+    // Looking up.
+    let (status, orgs) = app.get("/v1/admin/organizations?limit=500", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{orgs}");
+    assert!(
+        orgs.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["id"] == org.as_str()),
+        "{orgs}"
+    );
+    let (status, one) = app.get("/v1/admin/organizations?limit=1", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    let (status, _) = app.get("/v1/admin/organizations?limit=0", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, users) = app
+        .get("/v1/admin/users?email=Owner@Away.test", &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+    assert_eq!(users[0]["id"], owner.as_str(), "{users}");
+    let (_, none) = app
+        .get("/v1/admin/users?email=nobody@away.test", &admin)
+        .await;
+    assert_eq!(none, json!([]));
+    let (status, keys) = app
+        .get(&format!("/v1/admin/api-keys?organization_id={org}"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert!(!keys.to_string().contains(&key), "no secrets: {keys}");
+    let key_id = crate::harness::str_of(&keys[0], "id").to_owned();
+    let (_, staff_keys) = app.get("/v1/admin/api-keys", &admin).await;
+    assert!(!staff_keys.as_array().unwrap().is_empty(), "{staff_keys}");
+    // Customers see none of it.
+    for path in ["/v1/admin/organizations", "/v1/admin/api-keys"] {
+        let (status, _) = app.get(path, &app.key()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // A user shut out, and let in again.
+    let (status, u) = app
+        .post(
+            &format!("/v1/admin/users/{owner}/deactivate"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    assert_eq!(u["is_active"], false);
+    assert!(refused_soon(key.clone()).await, "a deactivated user's key");
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(&json!({ "email": "owner@away.test", "password": "owner-pass-1" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, u) = app
+        .post(
+            &format!("/v1/admin/users/{owner}/activate"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    let (status, _) = app.get("/v1/organizations", &key).await;
+    assert_eq!(status, StatusCode::OK, "its key works again");
+    let (status, _) = app
+        .post(
+            "/v1/admin/users/0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3/deactivate",
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A key revoked by staff.
+    let (status, k) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{key_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{k}");
+    assert_eq!(k["is_active"], false, "{k}");
+    assert!(refused_soon(key.clone()).await, "a revoked key");
+
+    // Members: the only owner stays; another member goes, with its keys there.
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/organizations/{org}/members/{owner}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let editor = app.admin_create_user("editor@away.test", None).await;
+    let (status, m) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &admin,
+            &json!({ "user_id": editor, "role": "editor" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let editor_key = app.admin_create_key(&org, Some(&editor)).await;
+    let (status, _) = app.get("/v1/organizations", &editor_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/organizations/{org}/members/{editor}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(refused_soon(editor_key).await, "the removed member's key");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/organizations/{org}/members/{editor}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 

@@ -75,6 +75,13 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/organizations/{organization_id}/credit"),
     // the staff API (v1/admin.rs)
     ("POST", "/v1/admin/users"),
+    ("GET", "/v1/admin/users"),
+    ("POST", "/v1/admin/users/{user_id}/deactivate"),
+    ("POST", "/v1/admin/users/{user_id}/activate"),
+    ("GET", "/v1/admin/organizations"),
+    ("DELETE", "/v1/admin/organizations/{organization_id}/members/{user_id}"),
+    ("GET", "/v1/admin/api-keys"),
+    ("DELETE", "/v1/admin/api-keys/{key_id}"),
     ("POST", "/v1/admin/organizations"),
     ("POST", "/v1/admin/organizations/{organization_id}/members"),
     ("PATCH", "/v1/admin/organizations/{organization_id}/quotas"),
