@@ -264,7 +264,14 @@ impl Lodge {
             is_staff: user.is_staff(),
             credential: Credential::ApiKey(key.id),
             organization: key.organization()?,
-            scopes: key.scopes.split_whitespace().map(str::to_owned).collect(),
+            // An organization's key never carries the admin scope, whatever was stored (an
+            // older CLI issued such keys: found by the re-audit).
+            scopes: key
+                .scopes
+                .split_whitespace()
+                .filter(|s| key.organization_id.is_none() || *s != "admin")
+                .map(str::to_owned)
+                .collect(),
             rate_key: format!("key:{}", key.id),
         })
     }
@@ -664,7 +671,10 @@ impl Lodge {
         }
         // An organization's key acts for that organization only: the admin API's scope is
         // for staff keys (found by the operator audit: the CLI issued one).
-        if scopes.is_some_and(|s| s.split([' ', ',']).any(|x| x.trim() == "admin")) {
+        if scopes.is_some_and(|s| {
+            s.split(|c: char| c == ',' || c.is_whitespace())
+                .any(|x| x.eq_ignore_ascii_case("admin"))
+        }) {
             return Err(ServiceError::field(
                 "scopes",
                 "An organization's key takes read and write; admin is for staff keys (lodge keys create-staff).",

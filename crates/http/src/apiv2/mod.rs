@@ -212,7 +212,15 @@ impl FromRequestParts<AppState> for Authenticated {
 async fn authenticate(parts: &Parts, st: &AppState) -> Result<Principal, Response> {
     // Two credentials (two keys, or a key and a session) are ambiguous: refused, not
     // settled by taking one (found by the input audit).
-    let sent = |name: &str| parts.headers.get_all(name).iter().count();
+    // (An empty header is no credential, as below.)
+    let sent = |name: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+            .count()
+    };
     if sent("x-api-key") + sent("sessionid") > 1 {
         return Err(V2Error(
             StatusCode::UNAUTHORIZED,

@@ -877,9 +877,19 @@ async fn two_credentials_in_one_request_are_refused(app: TestApp) {
         let body: Value = resp.json().await.unwrap();
         assert!(body["message"].is_string(), "{body}");
     }
-    // One of each is still fine.
+    // One of each is still fine, and an empty header is none (clients that always send
+    // both: found by the re-audit).
     let (status, _) = app.get("/v1/organizations", &app.key()).await;
     assert_eq!(status, StatusCode::OK);
+    let resp = app
+        .client
+        .get(app.url("/apiv2/account"))
+        .header("x-api-key", app.key())
+        .header("sessionid", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     app.stop().await;
 }
 
@@ -895,6 +905,44 @@ async fn staff_take_access_away_over_the_api(app: TestApp) {
     let org = app.admin_create_org("Away Ltd", Some(&owner)).await;
     let org = crate::harness::str_of(&org, "id").to_owned();
     let key = app.admin_create_key(&org, None).await;
+    // An organization's key never acts as staff, whatever its stored scopes say (an older
+    // CLI issued "admin" ones; a tab got past the check: found by the re-audit).
+    let (status, refused) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/api-keys"),
+            &admin,
+            &json!({ "name": "sneaky", "scopes": "read\tadmin" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let staff_member = app.admin_create_user("staff-member@away.test", None).await;
+    sqlx::query("UPDATE users SET is_staff = 1 WHERE id = $1")
+        .bind(&staff_member)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/organizations/{org}/members"),
+            &admin,
+            &json!({ "user_id": staff_member, "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let old_key = app.admin_create_key(&org, Some(&staff_member)).await;
+    sqlx::query("UPDATE api_keys SET scopes = 'read write admin' WHERE organization_id = $1 AND user_id = $2")
+        .bind(&org)
+        .bind(&staff_member)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, _) = app.get("/v1/admin/jobs", &old_key).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an organization's key is no staff key"
+    );
     let refused_soon = |token: String| {
         let app = &app;
         async move {
@@ -937,9 +985,15 @@ async fn staff_take_access_away_over_the_api(app: TestApp) {
         .get(&format!("/v1/admin/api-keys?organization_id={org}"), &admin)
         .await;
     assert_eq!(status, StatusCode::OK, "{keys}");
-    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
     assert!(!keys.to_string().contains(&key), "no secrets: {keys}");
-    let key_id = crate::harness::str_of(&keys[0], "id").to_owned();
+    let listed = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("{keys}"));
+    let key_id = crate::harness::str_of(listed, "id").to_owned();
     let (_, staff_keys) = app.get("/v1/admin/api-keys", &admin).await;
     assert!(!staff_keys.as_array().unwrap().is_empty(), "{staff_keys}");
     // Customers see none of it.
