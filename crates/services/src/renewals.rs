@@ -1246,7 +1246,11 @@ pub(crate) async fn release_unpaid_in(
         }
         let others_live = renewals::live_lines_besides(&mut *tx, invoice, service).await? > 0;
         if others_live {
-            let mine = renewals::lines_of(&mut *tx, invoice, service, kind).await?;
+            let mine = renewals::unreleased_lines_of(&mut *tx, invoice, service, kind).await?;
+            if mine.is_empty() {
+                // Taken off already (the cancellation released it; now its termination).
+                continue;
+            }
             let amount: i64 = mine.iter().map(|(_, _, a)| a).sum();
             let Some(returned) =
                 renewals::reduce_unpaid(&mut *tx, invoice, amount, ctx.now).await?

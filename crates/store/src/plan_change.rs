@@ -163,6 +163,22 @@ pub async fn unpaid_difference<C: SqlConn>(
     .await
 }
 
+/// The unpaid invoices of differences a change charged for a period billed at the old
+/// price ([`unpaid_difference`]), by id.
+pub async fn unpaid_differences<C: SqlConn>(conn: &mut C, hosting: HostingId) -> Result<Vec<i64>> {
+    conn.fetch_rows(
+        "SELECT DISTINCT i.id FROM invoices i \
+         JOIN invoice_lines l ON l.invoice_id = i.id \
+         WHERE l.service_id = $1 AND l.kind = 'adjustment' AND i.kind = 'manual' \
+           AND i.status = 'unpaid' AND l.amount_minor > 0 ORDER BY i.id",
+        vals![hosting.to_string()],
+    )
+    .await?
+    .into_iter()
+    .map(|row| crate::Cols::new(row).int())
+    .collect()
+}
+
 /// The account's change waiting for its invoice to be paid, if any (at most one).
 pub async fn awaiting_change<C: SqlConn>(
     conn: &mut C,

@@ -680,6 +680,34 @@ pub async fn lines_of<C: SqlConn>(
     .collect()
 }
 
+/// [`lines_of`] without the lines already taken off by a (negative) `adjustment` line of
+/// the same service and period: releasing a service twice (its cancellation, then its
+/// termination job) takes each line off once.
+pub async fn unreleased_lines_of<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+    service: &str,
+    kind: &str,
+) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
+    conn.fetch_rows(
+        "SELECT l.period_start, l.period_end, l.amount_minor FROM invoice_lines l \
+         WHERE l.invoice_id = $1 AND l.service_id = $2 AND l.kind = $3 \
+           AND NOT EXISTS (SELECT 1 FROM invoice_lines a WHERE a.invoice_id = l.invoice_id \
+             AND a.service_id = l.service_id AND a.kind = 'adjustment' AND a.amount_minor < 0 \
+             AND (a.period_start = l.period_start \
+                  OR (a.period_start IS NULL AND l.period_start IS NULL))) \
+         ORDER BY l.position",
+        vals![invoice, service, kind],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.opt_text()?, c.opt_text()?, c.int()?))
+    })
+    .collect()
+}
+
 /// How many lines of an invoice bill something still live other than `except`: a hosting
 /// account not closed, or an active domain.
 pub async fn live_lines_besides<C: SqlConn>(

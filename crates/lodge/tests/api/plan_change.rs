@@ -42,6 +42,7 @@ on_both_engines!(
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
     changes_racing_up_and_down_record_the_plan_they_moved_from,
+    an_unpaid_difference_ends_with_an_immediate_cancellation,
 );
 
 // ---- helpers ----
@@ -1389,5 +1390,53 @@ async fn changes_racing_up_and_down_record_the_plan_they_moved_from(app: TestApp
         on = to.clone();
     }
     assert_eq!(hosting(&app, &id).await["plan"]["id"], json!(on));
+    app.stop().await;
+}
+
+/// A difference invoiced for a next period paid at the old price, left unpaid, is
+/// cancelled with an immediate cancellation: the account will not have that period (found
+/// by the re-audit: it stayed payable after the account was terminated).
+async fn an_unpaid_difference_ends_with_an_immediate_cancellation(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "diff-ends.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-REN-9").await;
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-UP-9").await;
+    let difference = adjustment_from(&app, &id, "2026-04-30").await;
+    let (inv_id, _) = difference[0];
+    assert_eq!(invoice(&app, inv_id).await["status"], "unpaid");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "leaving" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(invoice(&app, inv_id).await["status"], "cancelled");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{inv_id}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "TRF-DIFF-9" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    crate::provisioning::drain(worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
     app.stop().await;
 }
