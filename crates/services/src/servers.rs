@@ -48,6 +48,27 @@ pub struct ServerSpec {
     pub node: Option<String>,
 }
 
+/// A server's update: each field sent replaces the stored one; those left out are kept.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerUpdate {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub driver: Option<String>,
+    /// Panel credentials; sealed, never returned.
+    pub credentials: Option<String>,
+    pub ns1: Option<String>,
+    pub ns2: Option<String>,
+    /// Accounts it may hold; `0` for unlimited.
+    pub capacity: Option<i64>,
+    /// The plans it serves; empty for every plan of its driver.
+    pub plan_ids: Option<Vec<String>>,
+    pub is_active: Option<bool>,
+    /// The node whose worker acts on this server; `""` clears it.
+    #[schema(max_length = 100)]
+    pub node: Option<String>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -175,6 +196,52 @@ impl Lodge {
 
     /// Replaces a server's settings; credentials are kept when none are sent.
     pub async fn update_server(&self, id: ServerId, s: &ServerSpec) -> Result<ServerRow> {
+        let mut tx = self.store.begin().await?;
+        let row = self.update_server_in(&mut tx, id, s).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(row)
+    }
+
+    /// Changes the fields `u` names and keeps the others, read and written under the
+    /// server's lock (two partial updates at once each keep the other's change: found by
+    /// the re-audit, a deactivation undone by a concurrent `node` update). Returns the
+    /// server and its plans.
+    pub async fn patch_server(
+        &self,
+        id: ServerId,
+        u: ServerUpdate,
+    ) -> Result<(ServerRow, Vec<String>)> {
+        let mut tx = self.store.begin().await?;
+        if !servers::lock(&mut tx, id).await? {
+            return Err(ServiceError::NotFound);
+        }
+        let current = servers::by_id(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let plans = servers::plans_of(&mut *tx, id).await?;
+        let spec = ServerSpec {
+            name: u.name.unwrap_or(current.name),
+            hostname: u.hostname.unwrap_or(current.hostname),
+            driver: u.driver.unwrap_or(current.driver),
+            credentials: u.credentials,
+            ns1: u.ns1.unwrap_or(current.ns1),
+            ns2: u.ns2.unwrap_or(current.ns2),
+            capacity: u.capacity.unwrap_or(current.capacity),
+            plan_ids: u.plan_ids.unwrap_or(plans),
+            is_active: u.is_active.unwrap_or(current.is_active == 1),
+            node: u.node,
+        };
+        let row = self.update_server_in(&mut tx, id, &spec).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok((row, spec.plan_ids))
+    }
+
+    async fn update_server_in(
+        &self,
+        tx: &mut lodge_store::AnyConnection,
+        id: ServerId,
+        s: &ServerSpec,
+    ) -> Result<ServerRow> {
         // Stored in lower case: node names are compared without case.
         let node: Option<String> = s.node.as_deref().map(|n| n.trim().to_ascii_lowercase());
         let plans = self.validate_server(s)?;
@@ -184,7 +251,6 @@ impl Lodge {
             .as_deref()
             .map(|c| self.sealer.seal(c))
             .transpose()?;
-        let mut tx = self.store.begin().await?;
         // Its accounts were made by its driver: another one cannot manage them.
         if let Some(current) = servers::by_id(&mut *tx, id).await? {
             if current.driver != s.driver && current.accounts > 0 {
@@ -198,7 +264,7 @@ impl Lodge {
             }
         }
         let found = servers::update(
-            &mut tx,
+            &mut *tx,
             id,
             &servers::ServerInput {
                 name: s.name.trim(),
@@ -222,11 +288,10 @@ impl Lodge {
         if !found {
             return Err(ServiceError::NotFound);
         }
-        servers::set_plans(&mut tx, id, &plans).await?;
+        servers::set_plans(&mut *tx, id, &plans).await?;
         let row = servers::by_id(&mut *tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(row)
     }
 

@@ -133,6 +133,19 @@ pub async fn set_plans(conn: &mut AnyConnection, id: ServerId, plans: &[PlanId])
     Ok(())
 }
 
+/// Locks a server's row for the rest of the transaction (on SQLite this first write takes
+/// the database's write lock): `false` when there is no such server.
+pub async fn lock(conn: &mut AnyConnection, id: ServerId) -> Result<bool> {
+    Ok(
+        sqlx::query("UPDATE servers SET modified_at = modified_at WHERE id = $1")
+            .bind(id.to_string())
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
 pub async fn plans_of<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: ServerId,

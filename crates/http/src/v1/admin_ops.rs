@@ -6,7 +6,7 @@ use axum::Json;
 use lodge_core::JobStatus;
 use lodge_core::{HostingId, ServerId};
 use lodge_services::model::{JobRow, ServerRow};
-use lodge_services::servers::ServerSpec;
+use lodge_services::servers::{ServerSpec, ServerUpdate};
 use lodge_services::ServiceError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -107,27 +107,6 @@ async fn create_server(
     Ok((StatusCode::CREATED, Json(server(s, spec.plan_ids))))
 }
 
-/// A server's update: each field sent replaces the stored one; those left out are kept.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServerUpdate {
-    pub name: Option<String>,
-    pub hostname: Option<String>,
-    pub driver: Option<String>,
-    /// Panel credentials; sealed, never returned.
-    pub credentials: Option<String>,
-    pub ns1: Option<String>,
-    pub ns2: Option<String>,
-    /// Accounts it may hold; `0` for unlimited.
-    pub capacity: Option<i64>,
-    /// The plans it serves; empty for every plan of its driver.
-    pub plan_ids: Option<Vec<String>>,
-    pub is_active: Option<bool>,
-    /// The node whose worker acts on this server; `""` clears it.
-    #[schema(max_length = 100)]
-    pub node: Option<String>,
-}
-
 /// Updates a server: the fields sent replace the stored ones; those left out (credentials
 /// included) are kept.
 // Before, a field left out took its default (found by the operator audit: setting `node`
@@ -144,27 +123,8 @@ async fn update_server(
     V1Json(u): V1Json<ServerUpdate>,
 ) -> ApiResult<Json<Server>> {
     let id: ServerId = path_id(&id)?;
-    let (current, plan_ids) = st
-        .lodge
-        .servers()
-        .await?
-        .into_iter()
-        .find(|(s, _)| s.id == id)
-        .ok_or(ServiceError::NotFound)?;
-    let spec = ServerSpec {
-        name: u.name.unwrap_or(current.name),
-        hostname: u.hostname.unwrap_or(current.hostname),
-        driver: u.driver.unwrap_or(current.driver),
-        credentials: u.credentials,
-        ns1: u.ns1.unwrap_or(current.ns1),
-        ns2: u.ns2.unwrap_or(current.ns2),
-        capacity: u.capacity.unwrap_or(current.capacity),
-        plan_ids: u.plan_ids.unwrap_or(plan_ids),
-        is_active: u.is_active.unwrap_or(current.is_active == 1),
-        node: u.node,
-    };
-    let s = st.lodge.update_server(id, &spec).await?;
-    Ok(Json(server(s, spec.plan_ids)))
+    let (s, plan_ids) = st.lodge.patch_server(id, u).await?;
+    Ok(Json(server(s, plan_ids)))
 }
 
 /// Deactivates a server: nothing new is placed on it.

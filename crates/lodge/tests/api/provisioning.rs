@@ -44,6 +44,7 @@ on_both_engines!(
     a_job_that_hangs_is_stopped_and_retried,
     an_error_is_cleared_once_its_step_is_done,
     webhook_deliveries_have_a_lane_of_their_own,
+    partial_server_updates_at_once_keep_each_others_change,
 );
 
 on_both_engines!(
@@ -1363,6 +1364,33 @@ async fn capacity_holds_under_concurrent_orders(app: TestApp) {
 
 /// Servers are created (credentials sealed, never shown), updated and deactivated; without
 /// room, orders are refused up front in both dialects; capacity is respected.
+/// Two partial updates of one server at once: each keeps the other's change (found by the
+/// re-audit: read outside a lock and written whole, one undid the other, a deactivation
+/// included).
+async fn partial_server_updates_at_once_keep_each_others_change(app: TestApp) {
+    let id = str_of(&servers(&app).await[0], "id").to_owned();
+    for round in 0..10 {
+        let (status, _) = put_server(&app, &id, &json!({ "is_active": true, "node": "" })).await;
+        assert_eq!(status, StatusCode::OK);
+        let node = format!("web-{round}");
+        let (off, bind) = (
+            json!({ "is_active": false }),
+            json!({ "node": node, "capacity": round + 1 }),
+        );
+        let (a, b) = futures::join!(put_server(&app, &id, &off), put_server(&app, &id, &bind));
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK), "{a:?} {b:?}");
+        let s = servers(&app)
+            .await
+            .into_iter()
+            .find(|s| s["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(s["is_active"], false, "round {round}: {s}");
+        assert_eq!(s["node"], node.as_str(), "round {round}: {s}");
+        assert_eq!(s["capacity"], round + 1, "round {round}: {s}");
+    }
+    app.stop().await;
+}
+
 async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
     const SECRET: &str = "panel-token-7f3a9c0d";
     let admin = app.admin_key();
