@@ -52,6 +52,51 @@ pub async fn too_large_in_dialect(
     }
 }
 
+/// Reads every request's body before it is answered (at most [`MAX_BODY_BYTES`]): an
+/// answer given without reading it (a 401 or 403 before the handler's body extractor, a
+/// 404 of an unknown path) otherwise left it unread on the connection, which was then
+/// closed without `Connection: close`, and a client's next request on it failed (found by
+/// the generated-client audit: 16 of 40 calls after a 401).
+pub async fn read_body_first(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
+    }
+    let apiv2 = parts.uri.path().starts_with("/apiv2/");
+    let refuse = |status: StatusCode, msg: &str| {
+        if apiv2 {
+            crate::apiv2::V2Error(status, msg.into()).into_response()
+        } else {
+            crate::error::ApiError::Detail(status, msg.into()).into_response()
+        }
+    };
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            refuse(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)
+        }
+        Err(_) => refuse(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read to its end.",
+        ),
+    }
+}
+
 /// A path with a NUL character (`%00`) is refused before routing, in the dialect's shape:
 /// no name Lodge keeps holds one, and PostgreSQL refuses it in a text parameter (found by
 /// the input audit: a staff TLD path answered 500 there, 404 on SQLite).

@@ -240,6 +240,11 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             error::internal(&"a handler panicked")
         }))
+        .fallback(ops::unknown_path)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // After the fallbacks, so that unknown paths and refused methods are read whole
+        // and logged too (found by the re-audit: they never reached the access log).
+        .layer(axum::middleware::from_fn(doc::read_body_first))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -249,8 +254,6 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(tower_http::LatencyUnit::Micros),
                 ),
         )
-        .fallback(ops::unknown_path)
-        .method_not_allowed_fallback(ops::method_not_allowed)
         // After the fallbacks, so that an unknown API path's answer is not stored either.
         .layer(axum::middleware::from_fn(doc::api_not_stored))
         // After the fallbacks, so that unknown paths under /pay get the pages' headers too.
