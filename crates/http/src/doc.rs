@@ -152,6 +152,7 @@ enum Dialect {
 /// Completes `doc` as described in the module's documentation.
 pub fn complete(doc: &mut OpenApi) {
     add_error_schemas(doc);
+    refused_is_continue_false(doc);
     let optional_bodies = all_optional(doc);
     for (path, item) in doc.paths.paths.iter_mut() {
         let dialect = if path.starts_with("/v1/") {
@@ -171,6 +172,9 @@ pub fn complete(doc: &mut OpenApi) {
         for op in ops.into_iter().flatten() {
             if dialect == Dialect::V1 {
                 body_optional_when_empty_is_valid(op, &optional_bodies);
+            }
+            if dialect == Dialect::Apiv2 {
+                session_as_well_as_key(op);
             }
             complete_operation(op, dialect);
         }
@@ -342,4 +346,38 @@ fn add_error_schemas(doc: &mut OpenApi) {
                 .build(),
         )),
     );
+}
+
+/// `Refused` (an `/apiv2` order refused) says `continue: false` in its schema: an accepted
+/// quote or order also has `continue` and `errors`, so it matched both branches of the
+/// answers' `oneOf`, which strict validators and generators refuse (found by the
+/// generated-client audit).
+fn refused_is_continue_false(doc: &mut OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(refused))) = components.schemas.get_mut("Refused") {
+        if let Some(RefOr::T(Schema::Object(proceed))) = refused.properties.get_mut("continue") {
+            proceed.enum_values = Some(vec![serde_json::Value::Bool(false)]);
+        }
+    }
+}
+
+/// An `/apiv2` operation that takes an API key takes a login's session instead (each is a
+/// security requirement of its own: either one).
+fn session_as_well_as_key(op: &mut Operation) {
+    use utoipa::openapi::security::SecurityRequirement;
+    let Some(security) = op.security.as_mut() else {
+        return;
+    };
+    let with_key = serde_json::to_value(&*security)
+        .map(|v| v.to_string().contains("\"api_key\""))
+        .unwrap_or(false);
+    let with_session = serde_json::to_value(&*security)
+        .map(|v| v.to_string().contains("\"session\""))
+        .unwrap_or(false);
+    if with_key && !with_session {
+        security.push(SecurityRequirement::new("session", Vec::<String>::new()));
+    }
 }

@@ -365,7 +365,7 @@ async fn set_group_active(
 }
 
 /// Every plan, including hidden and inactive ones.
-#[utoipa::path(get, path = "/v1/admin/plans", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/plans", tag = "admin", operation_id = "admin_list_plans", security(("bearer" = [])),
     responses((status = 200, body = Vec<HostingPlan>), (status = 401), (status = 403)))]
 async fn list_plans(
     State(st): State<AppState>,

@@ -43,7 +43,7 @@ pub struct OrganizationQuery {
 
 /// Every organization, newest first (a staff credential is no member of any, so
 /// `GET /v1/organizations` lists none for it).
-#[utoipa::path(get, path = "/v1/admin/organizations", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/organizations", tag = "admin", operation_id = "admin_list_organizations", security(("bearer" = [])),
     params(OrganizationQuery),
     responses((status = 200, body = Vec<Organization>), (status = 400), (status = 401), (status = 403)))]
 async fn list_organizations(
@@ -81,7 +81,7 @@ fn user(u: lodge_services::model::UserRow) -> User {
 }
 
 /// The user with this email (a list of one, or empty), or the newest users.
-#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", operation_id = "admin_find_users", security(("bearer" = [])),
     params(UserQuery),
     responses((status = 200, body = Vec<User>), (status = 400), (status = 401), (status = 403)))]
 async fn find_users(
@@ -113,7 +113,7 @@ async fn set_active(st: &AppState, id: &str, active: bool) -> ApiResult<Json<Use
 
 /// Shuts a user out: its API keys, tokens and sessions are refused from then on (within
 /// 2 s on other nodes); its sessions and refresh tokens end for good.
-#[utoipa::path(post, path = "/v1/admin/users/{user_id}/deactivate", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/deactivate", tag = "admin", operation_id = "admin_deactivate_user", security(("bearer" = [])),
     params(("user_id" = String, Path, description = "User UUID")),
     responses((status = 200, body = User), (status = 401), (status = 403), (status = 404)))]
 async fn deactivate_user(
@@ -133,7 +133,7 @@ async fn deactivate_user(
 }
 
 /// Lets a deactivated user in again (its API keys work again; it logs in anew).
-#[utoipa::path(post, path = "/v1/admin/users/{user_id}/activate", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/activate", tag = "admin", operation_id = "admin_activate_user", security(("bearer" = [])),
     params(("user_id" = String, Path, description = "User UUID")),
     responses((status = 200, body = User), (status = 401), (status = 403), (status = 404)))]
 async fn activate_user(
@@ -154,7 +154,7 @@ pub struct KeyQuery {
 
 /// The keys of an organization, or the staff keys, oldest first, revoked ones too (never
 /// their secrets).
-#[utoipa::path(get, path = "/v1/admin/api-keys", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/api-keys", tag = "admin", operation_id = "admin_list_keys", security(("bearer" = [])),
     params(KeyQuery),
     responses((status = 200, body = Vec<ApiKey>), (status = 400), (status = 401), (status = 403)))]
 async fn list_keys(
@@ -180,7 +180,7 @@ async fn list_keys(
 
 /// Revokes any key, a staff key too: refused from then on (within 2 s on other nodes).
 /// Revoking a revoked key changes nothing.
-#[utoipa::path(delete, path = "/v1/admin/api-keys/{key_id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/admin/api-keys/{key_id}", tag = "admin", operation_id = "admin_revoke_key", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "Key UUID")),
     responses((status = 200, body = ApiKey), (status = 401), (status = 403), (status = 404)))]
 async fn revoke_key(
@@ -195,7 +195,7 @@ async fn revoke_key(
 
 /// Removes a user from an organization: its membership, its projects there, and the keys
 /// it held for the organization (revoked). The only owner is not removed (409).
-#[utoipa::path(delete, path = "/v1/admin/organizations/{organization_id}/members/{user_id}", tag = "admin",
+#[utoipa::path(delete, path = "/v1/admin/organizations/{organization_id}/members/{user_id}", tag = "admin", operation_id = "admin_remove_member",
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("user_id" = String, Path, description = "User UUID")),

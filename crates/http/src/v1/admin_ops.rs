@@ -162,7 +162,7 @@ async fn hosting_view(st: &AppState, id: HostingId) -> ApiResult<Hosting> {
 }
 
 /// Any hosting account, with its history.
-#[utoipa::path(get, path = "/v1/admin/hosting/{hosting_id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/hosting/{hosting_id}", tag = "admin", operation_id = "admin_get_hosting", security(("bearer" = [])),
     params(("hosting_id" = String, Path, description = "Hosting UUID")),
     responses((status = 200, body = Hosting), (status = 401), (status = 403), (status = 404)))]
 async fn get_hosting(

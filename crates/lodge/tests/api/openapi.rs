@@ -383,3 +383,44 @@ async fn a_body_over_the_limit_is_refused_in_each_dialects_shape(app: TestApp) {
     assert_eq!(body["code"], "413", "{body}");
     app.stop().await;
 }
+
+/// What generated clients need of the document (found by the generated-client audit):
+/// every `operationId` once (generators name methods by it), an `/apiv2` order's refusal
+/// told apart from its success (`Refused` says `continue: false`, so an answer matches
+/// one branch of the `oneOf`), a login's session, and a webhook's required fields.
+#[test]
+fn generated_clients_can_tell_operations_and_answers_apart() {
+    let doc = generated();
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                assert!(
+                    seen.insert(id.to_owned()),
+                    "{method} {path}: operationId {id} twice"
+                );
+            }
+        }
+    }
+    let refused = &doc["components"]["schemas"]["Refused"];
+    assert_eq!(
+        refused["properties"]["continue"]["enum"],
+        serde_json::json!([false]),
+        "{refused}"
+    );
+    // A login's session works wherever an API key does, and the document says so.
+    let security = doc["paths"]["/apiv2/websites"]["get"]["security"].to_string();
+    assert!(
+        security.contains("api_key") && security.contains("session"),
+        "{security}"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["name"],
+        "sessionid"
+    );
+    let required = doc["components"]["schemas"]["WebhookSpec"]["required"].to_string();
+    assert!(
+        required.contains("url") && required.contains("events"),
+        "{required}"
+    );
+}

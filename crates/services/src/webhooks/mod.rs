@@ -96,10 +96,11 @@ pub struct WebhookWithSecret {
 pub struct WebhookSpec {
     /// Where events are posted: an `http` or `https` URL whose host is public.
     #[serde(default)]
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, required = true)]
     pub url: String,
     /// Event kinds (`invoice.paid`, …), or `["*"]` for every kind.
     #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     pub events: Vec<String>,
     #[serde(default)]
     #[schema(max_length = 500)]
