@@ -20,39 +20,14 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr};
 
-/// The largest request body any route reads (`RequestBodyLimitLayer`).
+/// The largest request body any route reads ([`read_body_first`]).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Why a body over [`MAX_BODY_BYTES`] is refused.
 pub const TOO_LARGE: &str = "The request body is larger than 1 MiB.";
 
-/// A body refused for its size gets its dialect's error body (the limit itself answers
-/// in plain text).
-pub async fn too_large_in_dialect(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-    let apiv2 = req.uri().path().starts_with("/apiv2/");
-    let r = next.run(req).await;
-    let json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    if r.status() != StatusCode::PAYLOAD_TOO_LARGE || json {
-        return r;
-    }
-    if apiv2 {
-        crate::apiv2::V2Error(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE.into()).into_response()
-    } else {
-        crate::error::ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE.into())
-            .into_response()
-    }
-}
-
-/// Reads every request's body before it is answered (at most [`MAX_BODY_BYTES`]): an
+/// Reads every request's body before it is answered, at most [`MAX_BODY_BYTES`] (a larger
+/// one is a 413 in the path's dialect: the one place the limit is kept). An
 /// answer given without reading it (a 401 or 403 before the handler's body extractor, a
 /// 404 of an unknown path) otherwise left it unread on the connection, which was then
 /// closed without `Connection: close`, and a client's next request on it failed (found by
@@ -62,7 +37,6 @@ pub async fn read_body_first(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
     if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
@@ -70,13 +44,8 @@ pub async fn read_body_first(
             .run(axum::extract::Request::from_parts(parts, body))
             .await;
     }
-    let apiv2 = parts.uri.path().starts_with("/apiv2/");
     let refuse = |status: StatusCode, msg: &str| {
-        if apiv2 {
-            crate::apiv2::V2Error(status, msg.into()).into_response()
-        } else {
-            crate::error::ApiError::Detail(status, msg.into()).into_response()
-        }
+        crate::error::in_dialect(parts.uri.path(), status, msg.into())
     };
     match http_body_util::Limited::new(body, MAX_BODY_BYTES)
         .collect()
@@ -105,17 +74,15 @@ pub async fn refuse_nul_in_path(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
     let path = req.uri().path();
     if !crate::extract::query_has_nul(Some(path)) {
         return next.run(req).await;
     }
-    let msg = crate::extract::NUL_REFUSED.to_owned();
-    if path.starts_with("/apiv2/") {
-        crate::apiv2::V2Error(StatusCode::BAD_REQUEST, msg).into_response()
-    } else {
-        crate::error::ApiError::Detail(StatusCode::BAD_REQUEST, msg).into_response()
-    }
+    crate::error::in_dialect(
+        path,
+        StatusCode::BAD_REQUEST,
+        crate::extract::NUL_REFUSED.to_owned(),
+    )
 }
 
 /// `Cache-Control: no-store` on the API's answers that set none: an answer is the caller's
@@ -371,13 +338,9 @@ fn session_as_well_as_key(op: &mut Operation) {
     let Some(security) = op.security.as_mut() else {
         return;
     };
-    let with_key = serde_json::to_value(&*security)
-        .map(|v| v.to_string().contains("\"api_key\""))
-        .unwrap_or(false);
-    let with_session = serde_json::to_value(&*security)
-        .map(|v| v.to_string().contains("\"session\""))
-        .unwrap_or(false);
-    if with_key && !with_session {
+    // (A requirement's scheme names are private: read from its JSON.)
+    let named = serde_json::to_string(&*security).unwrap_or_default();
+    if named.contains("\"api_key\"") && !named.contains("\"session\"") {
         security.push(SecurityRequirement::new("session", Vec::<String>::new()));
     }
 }

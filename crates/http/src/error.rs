@@ -108,6 +108,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error answered before any handler (an unknown path, a refused method, an unreadable
+/// body, a NUL in the path), in the dialect of the path: InterServer's `{"code",
+/// "message"}` under `/apiv2/`, `{"detail"}` elsewhere.
+pub fn in_dialect(path: &str, status: StatusCode, message: String) -> Response {
+    if path.starts_with("/apiv2/") {
+        crate::apiv2::V2Error(status, message).into_response()
+    } else {
+        ApiError::Detail(status, message).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use axum::Router;
 use lodge_services::Lodge;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -245,8 +244,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::guard,
         ))
-        .layer(RequestBodyLimitLayer::new(doc::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(doc::too_large_in_dialect))
         .layer(axum::middleware::from_fn(doc::refuse_nul_in_path))
         .layer(CatchPanicLayer::custom(|_| {
             error::internal(&"a handler panicked")

@@ -123,13 +123,9 @@ pub async fn unknown_path(uri: axum::http::Uri) -> Response {
 /// A known path with another method: `405` in the path's dialect (axum keeps the `Allow`
 /// header).
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    let message = format!("Method \"{method}\" not allowed.");
-    if uri.path().starts_with("/apiv2/") {
-        return crate::apiv2::V2Error(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
-    }
-    (
+    crate::error::in_dialect(
+        uri.path(),
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(serde_json::json!({ "detail": message })),
+        format!("Method \"{method}\" not allowed."),
     )
-        .into_response()
 }

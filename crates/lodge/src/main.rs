@@ -1222,7 +1222,7 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 .map(|o| o.parse())
                 .transpose()
                 .context("--organization")?;
-            for k in lodge_store::keys::list(lodge.store.reader(), org).await? {
+            for k in lodge.keys_of(org).await? {
                 println!(
                     "{}",
                     serde_json::json!({

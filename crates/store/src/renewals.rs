@@ -659,30 +659,10 @@ pub async fn unpaid_with_line<C: SqlConn>(
     .collect()
 }
 
-/// The lines of an invoice billing `service` as `kind`: `(start, end, amount)`.
-pub async fn lines_of<C: SqlConn>(
-    conn: &mut C,
-    invoice: i64,
-    service: &str,
-    kind: &str,
-) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
-    conn.fetch_rows(
-        "SELECT period_start, period_end, amount_minor FROM invoice_lines \
-         WHERE invoice_id = $1 AND service_id = $2 AND kind = $3 ORDER BY position",
-        vals![invoice, service, kind],
-    )
-    .await?
-    .into_iter()
-    .map(|row| {
-        let mut c = Cols::new(row);
-        Ok((c.opt_text()?, c.opt_text()?, c.int()?))
-    })
-    .collect()
-}
-
-/// [`lines_of`] without the lines already taken off by a (negative) `adjustment` line of
-/// the same service and period: releasing a service twice (its cancellation, then its
-/// termination job) takes each line off once.
+/// The lines of an invoice billing `service` as `kind`, `(start, end, amount)`, but for
+/// those already taken off by a (negative) `adjustment` line of the same service and
+/// period: releasing a service twice (its cancellation, then its termination job) takes
+/// each line off once.
 pub async fn unreleased_lines_of<C: SqlConn>(
     conn: &mut C,
     invoice: i64,

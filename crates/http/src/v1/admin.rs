@@ -63,6 +63,19 @@ pub struct User {
     pub created: String,
 }
 
+impl User {
+    pub fn from_row(u: lodge_services::model::UserRow) -> Self {
+        User {
+            id: u.id.to_string(),
+            email: u.email,
+            name: u.name,
+            is_staff: u.is_staff == 1,
+            is_active: u.is_active == 1,
+            created: wire::ts(u.created_at),
+        }
+    }
+}
+
 /// Creates a user (a customer's person, or staff).
 #[utoipa::path(post, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
     request_body = CreateUser,
@@ -81,17 +94,7 @@ async fn create_user(
             is_staff: b.is_staff,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(User {
-            id: u.id.to_string(),
-            email: u.email,
-            name: u.name,
-            is_staff: u.is_staff == 1,
-            is_active: u.is_active == 1,
-            created: wire::ts(u.created_at),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(User::from_row(u))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::admin::User;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Staff, V1Query};
-use crate::wire::{self, ApiKey, Organization};
+use crate::wire::{ApiKey, Organization};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -69,17 +69,6 @@ pub struct UserQuery {
     pub limit: Option<String>,
 }
 
-fn user(u: lodge_services::model::UserRow) -> User {
-    User {
-        id: u.id.to_string(),
-        email: u.email,
-        name: u.name,
-        is_staff: u.is_staff == 1,
-        is_active: u.is_active == 1,
-        created: wire::ts(u.created_at),
-    }
-}
-
 /// The user with this email (a list of one, or empty), or the newest users.
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", operation_id = "admin_find_users", security(("bearer" = [])),
     params(UserQuery),
@@ -94,21 +83,21 @@ async fn find_users(
         .min(500);
     let Some(email) = q.email else {
         let users = st.lodge.users_newest(limit).await?;
-        return Ok(Json(users.into_iter().map(user).collect()));
+        return Ok(Json(users.into_iter().map(User::from_row).collect()));
     };
     let email = email.trim().to_lowercase();
     if email.is_empty() || email.len() > 254 {
         return Err(ServiceError::field("email", "An email address.").into());
     }
     let found = st.lodge.user_by_email(&email).await?;
-    Ok(Json(found.into_iter().map(user).collect()))
+    Ok(Json(found.into_iter().map(User::from_row).collect()))
 }
 
 async fn set_active(st: &AppState, id: &str, active: bool) -> ApiResult<Json<User>> {
     let id: UserId = path_id(id)?;
     st.lodge.set_user_active(id, active).await?;
     let u = st.lodge.user(id).await?;
-    Ok(Json(user(u)))
+    Ok(Json(User::from_row(u)))
 }
 
 /// Shuts a user out: its API keys, tokens and sessions are refused from then on (within
