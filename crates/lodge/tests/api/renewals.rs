@@ -36,6 +36,7 @@ on_both_engines!(
     credit_added_after_a_renewal_was_issued_pays_it_before_suspension,
     the_preview_ends_a_cancelled_account_once,
     an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker_runs,
+    an_account_cancelled_at_once_comes_off_a_shared_renewal_once,
 );
 
 // ---- helpers ----
@@ -1335,6 +1336,91 @@ async fn an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker
     drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(balance(&app).await, 500);
+    app.stop().await;
+}
+
+/// Two accounts on one unpaid renewal invoice; one is cancelled at once. Its period comes
+/// off the invoice at the cancellation, and its termination job, which releases the
+/// account's renewals again, takes nothing more off (the second release finds the line
+/// taken off already; before 567e7e7 it tried the same adjustment again, and only a unique
+/// index stopped it, with a warning).
+async fn an_account_cancelled_at_once_comes_off_a_shared_renewal_once(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let (leaving, worker) = active(&app, &fake, "leaves-now.test").await;
+    let staying = order(&app, "stays-on.test").await;
+    drain(worker.clone()).await;
+    let due = str_of(&hosting(&app, &leaving).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(
+        (inv["total"].as_str(), inv["status"].as_str()),
+        (Some("10.00"), Some("unpaid")),
+        "{inv}"
+    );
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &leaving)),
+            &app.key(),
+            &json!({ "type": "immediate", "reason": "one is enough" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let adjustments = |inv: &Value| -> Vec<Value> {
+        inv["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "adjustment")
+            .cloned()
+            .collect()
+    };
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "5.00", "before the worker ran: {inv}");
+    assert_eq!(adjustments(&inv).len(), 1, "{inv}");
+    assert_eq!(
+        adjustments(&inv)[0]["service_id"],
+        leaving.as_str(),
+        "{inv}"
+    );
+    // The termination job releases the account's renewals again: nothing more comes off.
+    drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &leaving).await["status"], "terminated");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(
+        (inv["total"].as_str(), inv["status"].as_str()),
+        (Some("5.00"), Some("unpaid")),
+        "{inv}"
+    );
+    assert_eq!(adjustments(&inv).len(), 1, "released once: {inv}");
+    // The termination job ran once and never failed.
+    let (status, done) = app
+        .get("/v1/admin/jobs?status=done", &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let ends: Vec<&Value> = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["kind"] == "terminate_hosting" && j["payload"]["hosting_id"] == leaving.as_str()
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{done}");
+    assert_eq!(
+        (ends[0]["attempts"].as_i64(), &ends[0]["last_error"]),
+        (Some(1), &Value::Null),
+        "{done}"
+    );
+    assert_eq!(balance(&app).await, 0);
+    // The other account's period is still billed, and paid it renews.
+    bank_transfer(&app, &inv["id"], "5.00", "the-one-left").await;
+    drain(worker.clone()).await;
+    assert_eq!(
+        hosting(&app, &staying).await["next_due_date"],
+        months_after("2026-03-31", 2).as_str()
+    );
     app.stop().await;
 }
 
