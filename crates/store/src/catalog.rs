@@ -238,7 +238,8 @@ pub struct GroupInput {
     pub tagline_en: String,
     pub tagline_fr: String,
     pub display_order: i64,
-    pub is_active: bool,
+    /// `None`: `true` when created, kept when updated.
+    pub is_active: Option<bool>,
 }
 
 /// Creates or updates (by slug) a plan group; returns its id.
@@ -251,12 +252,12 @@ pub async fn upsert_group(
     Ok(sqlx::query_as(&format!(
         "INSERT INTO plan_groups (id, slug, name, name_en, name_fr, headline, headline_en, headline_fr,
              tagline, tagline_en, tagline_fr, display_order, is_active, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, COALESCE($13, 1), $14, $14)
          ON CONFLICT (slug) DO UPDATE SET name = excluded.name, name_en = excluded.name_en,
              name_fr = excluded.name_fr, headline = excluded.headline, headline_en = excluded.headline_en,
              headline_fr = excluded.headline_fr, tagline = excluded.tagline, tagline_en = excluded.tagline_en,
              tagline_fr = excluded.tagline_fr, display_order = excluded.display_order,
-             is_active = excluded.is_active, modified_at = excluded.modified_at
+             is_active = COALESCE($13, plan_groups.is_active), modified_at = excluded.modified_at
          RETURNING {GROUP_COLUMNS}"
     ))
     .bind(new_id.to_string())
@@ -271,7 +272,7 @@ pub async fn upsert_group(
     .bind(&g.tagline_en)
     .bind(&g.tagline_fr)
     .bind(g.display_order)
-    .bind(i64::from(g.is_active))
+    .bind(g.is_active.map(i64::from))
     .bind(now)
     .fetch_one(conn)
     .await?)
@@ -306,8 +307,10 @@ pub struct PlanInput {
     pub moreinfo_url: String,
     pub buyable: bool,
     pub once_per_organization: bool,
-    pub hidden: bool,
-    pub is_active: bool,
+    /// `None`: `false` when created, kept when updated.
+    pub hidden: Option<bool>,
+    /// `None`: `true` when created, kept when updated.
+    pub is_active: Option<bool>,
     pub display_order: i64,
 }
 
@@ -327,7 +330,7 @@ pub async fn upsert_plan(
              type_id, field1, field2, driver, html, moreinfo_url, buyable, hidden, is_active, display_order,
              created_at, modified_at, once_per_organization)
          VALUES (COALESCE($1, (SELECT COALESCE(MAX(legacy_id), 0) + 1 FROM plans)), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $32, $33)
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, COALESCE($29, 0), COALESCE($30, 1), $31, $32, $32, $33)
          ON CONFLICT (slug) DO UPDATE SET group_id = excluded.group_id, name = excluded.name,
              name_en = excluded.name_en, name_fr = excluded.name_fr, description = excluded.description,
              description_en = excluded.description_en, description_fr = excluded.description_fr,
@@ -338,8 +341,9 @@ pub async fn upsert_plan(
              max_ftp_accounts = excluded.max_ftp_accounts, max_accounts = excluded.max_accounts,
              category = excluded.category, type_id = excluded.type_id, field1 = excluded.field1,
              field2 = excluded.field2, driver = excluded.driver, html = excluded.html,
-             moreinfo_url = excluded.moreinfo_url, buyable = excluded.buyable, hidden = excluded.hidden,
-             is_active = excluded.is_active, display_order = excluded.display_order,
+             moreinfo_url = excluded.moreinfo_url, buyable = excluded.buyable,
+             hidden = COALESCE($29, plans.hidden), is_active = COALESCE($30, plans.is_active),
+             display_order = excluded.display_order,
              once_per_organization = excluded.once_per_organization,
              modified_at = excluded.modified_at
          RETURNING {PLAN_COLUMNS}"
@@ -372,8 +376,8 @@ pub async fn upsert_plan(
     .bind(&p.html)
     .bind(&p.moreinfo_url)
     .bind(i64::from(p.buyable))
-    .bind(i64::from(p.hidden))
-    .bind(i64::from(p.is_active))
+    .bind(p.hidden.map(i64::from))
+    .bind(p.is_active.map(i64::from))
     .bind(p.display_order)
     .bind(now)
     .bind(i64::from(p.once_per_organization))
@@ -496,7 +500,8 @@ pub struct OfferInput {
     pub renewal_minor: i64,
     pub renewal_months: i64,
     pub allow_coupon: bool,
-    pub is_active: bool,
+    /// `None`: `true` when created, kept when updated.
+    pub is_active: Option<bool>,
 }
 
 /// Creates an offer, or updates the one with the same legacy id.
@@ -510,13 +515,13 @@ pub async fn upsert_offer(
     let row = sqlx::query_as(&format!(
         "INSERT INTO service_offers (legacy_id, id, plan_id, intro_total_minor, intro_months, renewal_minor,
              renewal_months, allow_coupon, is_active, created_at, modified_at)
-         VALUES (COALESCE($1, (SELECT COALESCE(MAX(legacy_id), 0) + 1 FROM service_offers)), $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         VALUES (COALESCE($1, (SELECT COALESCE(MAX(legacy_id), 0) + 1 FROM service_offers)), $2, $3, $4, $5, $6, $7, $8, COALESCE($9, 1), $10, $10)
          ON CONFLICT (legacy_id) DO UPDATE SET plan_id = excluded.plan_id,
              intro_total_minor = excluded.intro_total_minor, intro_months = excluded.intro_months,
              renewal_minor = excluded.renewal_minor, renewal_months = excluded.renewal_months,
-             allow_coupon = excluded.allow_coupon, is_active = excluded.is_active,
+             allow_coupon = excluded.allow_coupon, is_active = COALESCE($9, service_offers.is_active),
              modified_at = excluded.modified_at,
-             deleted_at = CASE WHEN excluded.is_active = 1 THEN NULL ELSE service_offers.deleted_at END
+             deleted_at = CASE WHEN COALESCE($9, service_offers.is_active) = 1 THEN NULL ELSE service_offers.deleted_at END
          RETURNING {OFFER_COLUMNS}"
     ))
     .bind(o.legacy_id)
@@ -527,7 +532,7 @@ pub async fn upsert_offer(
     .bind(o.renewal_minor)
     .bind(o.renewal_months)
     .bind(i64::from(o.allow_coupon))
-    .bind(i64::from(o.is_active))
+    .bind(o.is_active.map(i64::from))
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
@@ -557,7 +562,8 @@ pub struct CouponInput {
     pub plan_id: Option<PlanId>,
     pub max_uses: Option<i64>,
     pub expires_at: Option<i64>,
-    pub is_active: bool,
+    /// `None`: `true` when created, kept when updated.
+    pub is_active: Option<bool>,
 }
 
 /// Creates or updates (by code, whatever its letters' case: codes are entered in any case,
@@ -577,10 +583,10 @@ pub async fn upsert_coupon(
     let code = existing.unwrap_or_else(|| c.code.clone());
     Ok(sqlx::query_as(&format!(
         "INSERT INTO coupons (id, code, kind, value, recurring, plan_id, max_uses, expires_at, is_active, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, 1), $10, $10)
          ON CONFLICT (code) DO UPDATE SET kind = excluded.kind, value = excluded.value,
              recurring = excluded.recurring, plan_id = excluded.plan_id, max_uses = excluded.max_uses,
-             expires_at = excluded.expires_at, is_active = excluded.is_active, modified_at = excluded.modified_at
+             expires_at = excluded.expires_at, is_active = COALESCE($9, coupons.is_active), modified_at = excluded.modified_at
          RETURNING {COUPON_COLUMNS}"
     ))
     .bind(new_id.to_string())
@@ -591,7 +597,7 @@ pub async fn upsert_coupon(
     .bind(c.plan_id.map(|p| p.to_string()))
     .bind(c.max_uses)
     .bind(c.expires_at)
-    .bind(i64::from(c.is_active))
+    .bind(c.is_active.map(i64::from))
     .bind(now)
     .fetch_one(conn)
     .await?)
@@ -615,7 +621,8 @@ pub struct TldInput {
     pub transfer_open: bool,
     pub min_years: i64,
     pub max_years: i64,
-    pub is_active: bool,
+    /// `None`: `true` when created, kept when updated.
+    pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -636,11 +643,11 @@ pub async fn upsert_tld(
 ) -> Result<TldRow> {
     let row = sqlx::query_as(&format!(
         "INSERT INTO tlds (tld, display_name, category, register_open, transfer_open, min_years, max_years, is_active, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, 1), $9, $9)
          ON CONFLICT (tld) DO UPDATE SET display_name = excluded.display_name, category = excluded.category,
              register_open = excluded.register_open, transfer_open = excluded.transfer_open,
              min_years = excluded.min_years, max_years = excluded.max_years,
-             is_active = excluded.is_active, modified_at = excluded.modified_at
+             is_active = COALESCE($8, tlds.is_active), modified_at = excluded.modified_at
          RETURNING {TLD_COLUMNS}"
     ))
     .bind(&t.tld)
@@ -650,7 +657,7 @@ pub async fn upsert_tld(
     .bind(i64::from(t.transfer_open))
     .bind(t.min_years)
     .bind(t.max_years)
-    .bind(i64::from(t.is_active))
+    .bind(t.is_active.map(i64::from))
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;

@@ -118,7 +118,7 @@ async fn world(store: &Store) -> World {
         &catalog::GroupInput {
             slug: format!("group-{org}"),
             name: "Group".into(),
-            is_active: true,
+            is_active: Some(true),
             ..Default::default()
         },
         NOW,
@@ -167,7 +167,7 @@ fn plan_input(legacy_id: Option<i64>, slug: &str) -> catalog::PlanInput {
         hosting_type: "hostingaccount".into(),
         buyable: true,
         once_per_organization: false,
-        is_active: true,
+        is_active: Some(true),
         ..Default::default()
     }
 }
@@ -299,7 +299,7 @@ async fn unique_violations_are_typed_conflicts(store: Store) {
         &catalog::GroupInput {
             slug: "legacy".into(),
             name: "Legacy".into(),
-            is_active: true,
+            is_active: Some(true),
             ..Default::default()
         },
         NOW,

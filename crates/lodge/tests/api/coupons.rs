@@ -20,6 +20,7 @@ on_both_engines!(
     an_offer_that_refuses_coupons_refuses_an_order_with_one,
     a_v1_order_takes_a_coupon_code_and_refuses_unknown_fields,
     an_order_cancelled_unpaid_gives_its_coupon_use_back,
+    a_coupon_edit_keeps_it_deactivated_and_cannot_go_below_its_uses,
 );
 
 /// What `/apiv2` answers for a coupon Lodge refuses.
@@ -78,6 +79,67 @@ async fn refused_for_the_coupon(app: &TestApp, body: &Value, what: &str) {
 /// A one-use coupon ordered with and the invoice deleted unpaid: the use comes back, and
 /// the coupon works for the next order (found by the money audit: anyone could burn a
 /// limited promotion by ordering and deleting). A paid order keeps its use.
+/// Staff change a coupon deactivated earlier: it stays deactivated unless the change says
+/// `is_active` (found by the operator audit: any edit brought it back). A `max_uses` below
+/// the uses it has had is refused, keyed by the field (it was a 500).
+async fn a_coupon_edit_keeps_it_deactivated_and_cannot_go_below_its_uses(app: TestApp) {
+    let c = create_coupon(
+        &app,
+        &json!({ "code": "TWICE", "kind": "percent", "value": "10", "max_uses": 5 }),
+    )
+    .await;
+    place(&app, &app.key(), &with_coupon("one.example.com", "TWICE")).await;
+    place(&app, &app.key(), &with_coupon("two.example.com", "TWICE")).await;
+    assert_eq!(uses(&app, "TWICE").await, 2);
+    let (status, e) = app
+        .post(
+            "/v1/admin/coupons",
+            &app.admin_key(),
+            &json!({ "code": "TWICE", "kind": "percent", "value": "10", "max_uses": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["max_uses"][0].as_str().unwrap_or("").contains("TWICE"),
+        "{e}"
+    );
+    assert_eq!(uses(&app, "TWICE").await, 2);
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/coupons/{}/deactivate", c["id"].as_str().unwrap()),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let edited = create_coupon(
+        &app,
+        &json!({ "code": "TWICE", "kind": "percent", "value": "15", "max_uses": 2 }),
+    )
+    .await;
+    assert_eq!(
+        (edited["value"].as_str(), &edited["is_active"]),
+        (Some("15.00"), &json!(false)),
+        "{edited}"
+    );
+    refused_for_the_coupon(
+        &app,
+        &with_coupon("three.example.com", "TWICE"),
+        "deactivated",
+    )
+    .await;
+    let back = create_coupon(
+        &app,
+        &json!({ "code": "TWICE", "kind": "percent", "value": "15", "max_uses": 3, "is_active": true }),
+    )
+    .await;
+    assert_eq!(back["is_active"], true, "{back}");
+    let placed = place(&app, &app.key(), &with_coupon("four.example.com", "TWICE")).await;
+    assert_eq!(placed["errors"], json!([]), "{placed}");
+    assert_eq!(uses(&app, "TWICE").await, 3);
+    app.stop().await;
+}
+
 async fn an_order_cancelled_unpaid_gives_its_coupon_use_back(app: TestApp) {
     create_coupon(
         &app,

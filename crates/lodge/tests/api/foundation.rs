@@ -19,6 +19,7 @@ on_both_engines!(
     plans_and_projects_paginate_with_absolute_links,
     page_size_is_capped_at_100,
     admin_upserts_lists_and_deactivates_a_plan,
+    a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so,
     bad_plan_specs_are_refused_and_change_nothing,
     admin_edits_coupons_offers_and_tlds,
     starter_discounts_follow_the_ladder_and_groups_are_listed,
@@ -1177,6 +1178,61 @@ async fn admin_upserts_lists_and_deactivates_a_plan(app: TestApp) {
         .get(&format!("/v1/hosting/plans/{legacy_basic}"), &app.key())
         .await;
     assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+/// A plan hidden or deactivated stays so through an edit (staff API or catalog import) that
+/// does not say `hidden` or `is_active` (found by the operator audit: a price change put a
+/// hidden plan on sale and brought a deactivated one back).
+async fn a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so(app: TestApp) {
+    let admin = app.admin_key();
+    let mut hidden = pro_plan("Pro Test", "8.00");
+    hidden["hidden"] = json!(true);
+    let (status, plan) = app.post("/v1/admin/plans", &admin, &hidden).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let id = plan["id"].as_str().unwrap().to_owned();
+    assert!(!listed_plan_ids(&app).await.contains(&id));
+    let (status, plan) = app
+        .post("/v1/admin/plans", &admin, &pro_plan("Pro Test", "9.00"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["pricing"][0]["price"], "9.00");
+    assert!(!listed_plan_ids(&app).await.contains(&id), "still hidden");
+    // Deactivated, then changed by a catalog file that says nothing of it.
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/plans/{id}/active"),
+            &admin,
+            &json!({ "is_active": false }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let file = json!({ "plans": [{ "slug": "pro-test", "group": "web-hosting", "name": "Pro Test",
+                                    "hidden": false,
+                                    "pricing": [{ "billing_cycle": "monthly", "price": "7.00",
+                                                  "is_default": true }] }] });
+    let (status, r) = app.post("/v1/admin/catalog/import", &admin, &file).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (_, all) = app.get("/v1/admin/plans", &admin).await;
+    let staff_view = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{all}"))
+        .clone();
+    assert_eq!(
+        staff_view["is_active"], false,
+        "still deactivated: {staff_view}"
+    );
+    assert_eq!(staff_view["pricing"][0]["price"], "7.00", "{staff_view}");
+    assert!(!listed_plan_ids(&app).await.contains(&id));
+    // Said: active again, and no longer hidden (the file said so).
+    let mut on = pro_plan("Pro Test", "7.00");
+    on["is_active"] = json!(true);
+    let (status, plan) = app.post("/v1/admin/plans", &admin, &on).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert!(listed_plan_ids(&app).await.contains(&id));
     app.stop().await;
 }
 

@@ -48,8 +48,10 @@ pub struct GroupSpec {
     pub tagline_fr: Option<String>,
     #[serde(default)]
     pub display_order: i64,
-    #[serde(default = "yes")]
-    pub is_active: bool,
+    /// Absent: `true` for a new item; an existing item keeps its own (deactivating is
+    /// never undone by an import that does not say so).
+    #[serde(default)]
+    pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -116,10 +118,13 @@ pub struct PlanSpec {
     /// Sold once per organization (a trial): a second order is refused.
     #[serde(default)]
     pub once_per_organization: bool,
+    /// Absent: `false` for a new plan; an existing plan keeps its own.
     #[serde(default)]
-    pub hidden: bool,
-    #[serde(default = "yes")]
-    pub is_active: bool,
+    pub hidden: Option<bool>,
+    /// Absent: `true` for a new item; an existing item keeps its own (deactivating is
+    /// never undone by an import that does not say so).
+    #[serde(default)]
+    pub is_active: Option<bool>,
     #[serde(default)]
     pub display_order: i64,
     pub pricing: Vec<PriceSpec>,
@@ -149,8 +154,10 @@ pub struct OfferSpec {
     pub renewal_months: i64,
     #[serde(default = "yes")]
     pub allow_coupon: bool,
-    #[serde(default = "yes")]
-    pub is_active: bool,
+    /// Absent: `true` for a new item; an existing item keeps its own (deactivating is
+    /// never undone by an import that does not say so).
+    #[serde(default)]
+    pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -170,8 +177,10 @@ pub struct CouponSpec {
     /// RFC 3339 instant.
     #[serde(default)]
     pub expires: Option<String>,
-    #[serde(default = "yes")]
-    pub is_active: bool,
+    /// Absent: `true` for a new item; an existing item keeps its own (deactivating is
+    /// never undone by an import that does not say so).
+    #[serde(default)]
+    pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -190,8 +199,10 @@ pub struct TldSpec {
     pub min_years: Option<i64>,
     #[serde(default)]
     pub max_years: Option<i64>,
-    #[serde(default = "yes")]
-    pub is_active: bool,
+    /// Absent: `true` for a new item; an existing item keeps its own (deactivating is
+    /// never undone by an import that does not say so).
+    #[serde(default)]
+    pub is_active: Option<bool>,
     pub prices: Vec<TldPriceSpec>,
 }
 

@@ -122,7 +122,19 @@ impl Lodge {
                 .as_deref()
                 .map(|s| plan_id(s, "coupons.plan"))
                 .transpose()?;
-            db::upsert_coupon(&mut tx, CouponId::new(), &c, now).await?;
+            db::upsert_coupon(&mut tx, CouponId::new(), &c, now)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Check(lodge_store::Check::CouponUsedUp) => ServiceError::field(
+                        "coupons.max_uses",
+                        format!(
+                            "coupon {:?} has been used more than {} time(s) already: max_uses cannot go below its uses",
+                            c.code,
+                            c.max_uses.unwrap_or(0)
+                        ),
+                    ),
+                    other => other.into(),
+                })?;
             summary.coupons += 1;
         }
         for (t, prices) in &plan.tlds {
