@@ -476,6 +476,11 @@ impl Hosting {
             if h.actor.starts_with("job:") {
                 h.note = CUSTOMER_ERROR.to_owned();
             }
+            // Which staff member acted is for staff: a customer sees `staff` (found by the
+            // secrets audit: a staff user's id, the subject of its login tokens, was shown).
+            if h.actor.starts_with("staff:") {
+                h.actor = "staff".to_owned();
+            }
         }
         self
     }

@@ -17,6 +17,9 @@ use lodge_services::registrar::config::RegistrarFile;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// The fewest characters a configured JWT secret may have.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://lodge.db";
 
@@ -394,6 +397,16 @@ impl Config {
                 "--invoice-expiry-days must be between 1 and {MAX_INVOICE_EXPIRY_DAYS} days (got {})",
                 self.invoice_expiry_days
             );
+        }
+        if let Some(secret) = &self.jwt_secret {
+            // An empty or short secret lets anyone sign a staff login token (found by the
+            // secrets audit: `LODGE_JWT_SECRET=` from an unset variable was taken).
+            let len = secret.expose_secret().trim().len();
+            if len < MIN_JWT_SECRET_LEN {
+                anyhow::bail!(
+                    "the JWT secret (--jwt-secret, LODGE_JWT_SECRET, jwt_secret) is {len} characters: it must be at least {MIN_JWT_SECRET_LEN} (e.g. `openssl rand -hex 32`), or left out for a random one per process"
+                );
+            }
         }
         self.policy()?;
         // Payment links, mail and the login page are built on it: a bare host or a path

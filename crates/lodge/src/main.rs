@@ -34,7 +34,12 @@ struct Global {
     #[arg(long, global = true, env = "LODGE_CONFIG")]
     config: Option<PathBuf>,
     /// Database URL: sqlite://path (default sqlite://lodge.db) or postgres://user@host/db.
-    #[arg(long, global = true, env = "LODGE_DATABASE_URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// Log format: text or json.
     #[arg(long, global = true, env = "LODGE_LOG_FORMAT")]

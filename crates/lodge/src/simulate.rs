@@ -821,7 +821,7 @@ async fn run(
         crate::config::Overrides {
             database_url: Some(database_url.to_owned()),
             secret_key: Some("5a".repeat(32)),
-            jwt_secret: Some("simulation".into()),
+            jwt_secret: Some("simulation-jwt-secret-32-characters-long".into()),
             ..Default::default()
         },
         crate::config::FileConfig::default(),

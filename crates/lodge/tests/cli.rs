@@ -131,6 +131,20 @@ fn help_names_the_environment_variables() {
         assert!(help.contains(cmd), "{cmd} in {help}");
     }
 
+    // Values from the environment that may hold a password are not printed (found by the
+    // secrets audit: the database URL's password was).
+    let out = bare_command(&["--help"])
+        .env(
+            "LODGE_DATABASE_URL",
+            "postgres://lodge:SekretPw@127.0.0.1/lodge",
+        )
+        .env("LODGE_MARIADB_URL", "mysql://root:SekretPw@127.0.0.1/")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(!help.contains("SekretPw"), "{help}");
+
     let out = bare_command(&["serve", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
@@ -174,6 +188,11 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
         (&["--renewal-lead-days", "-1"][..], "--renewal-lead-days"),
         (&["--public-base-url", "notaurl"][..], "--public-base-url"),
         (&["--log-format", "xml"][..], "--log-format"),
+        (&["--jwt-secret", ""][..], "JWT secret"),
+        (
+            &["--jwt-secret", "too-short-to-sign-with"][..],
+            "at least 32",
+        ),
         (
             &[
                 "--suspension-grace-days",
@@ -201,6 +220,15 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--suspension-grace-days"));
+    // An empty JWT secret from the environment (an unset variable in a compose file) would
+    // let anyone sign a staff login token.
+    let out = cli
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("LODGE_JWT_SECRET", "")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LODGE_JWT_SECRET"));
     // Sound values start.
     cli.ok(&[
         "migrate",

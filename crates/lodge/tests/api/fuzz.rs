@@ -42,7 +42,7 @@ async fn fuzzing_the_openapi_document_finds_no_server_error_and_no_nonconformanc
             public_base_url: Some("http://127.0.0.1:0".into()),
             rate_limit_per_minute: Some(0),
             rate_limit_burst: Some(0),
-            jwt_secret: Some("test-jwt-secret".into()),
+            jwt_secret: Some("test-jwt-secret-of-at-least-32-characters".into()),
             secret_key: Some("11".repeat(32)),
             bank_transfer_instructions: Some("Pay to IBAN XX00 LODGE 0000.".into()),
             ..Default::default()

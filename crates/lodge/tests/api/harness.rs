@@ -206,7 +206,7 @@ impl TestApp {
                 public_base_url: Some("http://127.0.0.1:0".into()),
                 rate_limit_per_minute: Some(opts.rate_limit_per_minute),
                 rate_limit_burst: Some(opts.rate_limit_burst),
-                jwt_secret: Some("test-jwt-secret".into()),
+                jwt_secret: Some("test-jwt-secret-of-at-least-32-characters".into()),
                 secret_key: Some("11".repeat(32)),
                 bank_transfer_instructions: Some(
                     "Pay to IBAN XX00 LODGE 0000, quoting the invoice number.".into(),

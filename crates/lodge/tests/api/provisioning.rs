@@ -615,12 +615,22 @@ async fn nginx_site_lifecycle_on(
         .and_then(|l| l.last())
         .cloned()
         .unwrap_or_default();
+    assert_eq!(
+        last["actor"], "staff",
+        "the customer sees staff acted, not which staff user: {h}"
+    );
+    let staff_view = crate::harness::staff_hosting(&app, &id).await;
+    let last = staff_view["history"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap_or_default();
     assert!(
         last["actor"]
             .as_str()
             .unwrap_or_default()
             .starts_with("staff:"),
-        "the history names the staff member who asked: {h}"
+        "staff see who asked: {staff_view}"
     );
     let (_, body) = page_until(port, domain, "suspension page", |s, b| {
         s == 200 && b.contains("This site is suspended")

@@ -36,7 +36,7 @@ pub async fn start_node(o: Overrides) -> (Server, tempfile::TempDir) {
             public_base_url: Some("http://127.0.0.1:0".into()),
             rate_limit_per_minute: Some(0),
             rate_limit_burst: Some(0),
-            jwt_secret: Some("test-jwt-secret".into()),
+            jwt_secret: Some("test-jwt-secret-of-at-least-32-characters".into()),
             secret_key: Some("11".repeat(32)),
             ..o
         },
