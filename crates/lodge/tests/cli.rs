@@ -894,8 +894,23 @@ async fn operator_onboards_a_customer_from_the_command_line() {
     };
     assert_eq!(login("correct-horse").await.unwrap().status(), 401);
     cli.ok(&["users", "activate", "--email", "x@y.test"]);
-    assert_eq!(login("correct-horse").await.unwrap().status(), 200);
-    // A new password: the old one is refused.
+    assert!(
+        refused_soon(access.clone()).await,
+        "the token held when it was shut out stays refused"
+    );
+    let fresh: Value = login("correct-horse").await.unwrap().json().await.unwrap();
+    let fresh = fresh["access"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(fresh.clone(), "/v1/organizations")
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "a new login's token"
+    );
+    // A new password: the old one is refused, and so is a token taken with it (tokens
+    // carry their second of issue: the change comes in a later one).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     cli.ok(&[
         "users",
         "set-password",
@@ -905,6 +920,7 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         "new-horse-1",
     ]);
     assert_eq!(login("correct-horse").await.unwrap().status(), 401);
+    assert!(refused_soon(fresh).await, "a token of the old password");
     assert_eq!(login("new-horse-1").await.unwrap().status(), 200);
     let err = cli.fails(&[
         "users",

@@ -15,6 +15,8 @@ pub struct UserRow {
     pub is_staff: i64,
     pub is_active: i64,
     pub created_at: i64,
+    /// Login tokens issued before this instant (µs) are refused ([`end_sessions`]).
+    pub tokens_after: i64,
 }
 
 impl UserRow {
@@ -26,7 +28,8 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, is_staff, is_active, created_at";
+const COLUMNS: &str =
+    "id, email, name, password_hash, is_staff, is_active, created_at, tokens_after";
 
 pub struct NewUser<'a> {
     pub id: UserId,
@@ -120,6 +123,11 @@ pub async fn set_active(
 /// Ends a user's `/apiv2` sessions and `/v1` refresh tokens (deactivated, or its password
 /// changed); its API keys are not sessions and stay.
 pub async fn end_sessions(conn: &mut AnyConnection, id: UserId, now: i64) -> Result<()> {
+    sqlx::query("UPDATE users SET tokens_after = $2 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE user_id = $1")
         .bind(id.to_string())
         .bind(now)

@@ -1087,7 +1087,25 @@ async fn staff_take_access_away_over_the_api(app: TestApp) {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
     }
 
-    // A user shut out, and let in again.
+    // A user shut out, and let in again. Its login token, taken before, ends with it for
+    // good (found by the secrets audit: it came back on reactivation).
+    let login = |password: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(&json!({ "email": "owner@away.test", "password": password })),
+            )
+            .await
+        }
+    };
+    let (status, pair) = login("owner-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let jwt = pair["access"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/organizations", &jwt).await.0, StatusCode::OK);
+    app.clock.advance(jiff::SignedDuration::from_secs(2));
     let (status, u) = app
         .post(
             &format!("/v1/admin/users/{owner}/deactivate"),
@@ -1117,6 +1135,16 @@ async fn staff_take_access_away_over_the_api(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{u}");
     let (status, _) = app.get("/v1/organizations", &key).await;
     assert_eq!(status, StatusCode::OK, "its key works again");
+    let (status, _) = app.get("/v1/organizations", &jwt).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "not its old login token");
+    let (status, pair) = login("owner-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let jwt = pair["access"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get("/v1/organizations", &jwt).await.0,
+        StatusCode::OK,
+        "a new login"
+    );
     let (status, _) = app
         .post(
             "/v1/admin/users/0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3/deactivate",
