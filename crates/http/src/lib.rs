@@ -68,12 +68,17 @@ pub struct AppState {
     pub client_origins: Arc<[String]>,
     /// [`HttpConfig::trusted_proxies`].
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// The key of the requests' digests kept with their `Idempotency-Key`
+    /// ([`idempotency::request_hash`]), derived from the installation's secret key.
+    pub request_digest_key: [u8; 32],
 }
 
 impl AppState {
     pub fn new(lodge: Lodge, cfg: &HttpConfig) -> Result<Self, prometheus::Error> {
         let login_guard = login_guard::LoginGuard::new(cfg.login, lodge.store.clone());
+        let request_digest_key = lodge.sealer.derive_key("lodge request digests");
         Ok(AppState {
+            request_digest_key,
             lodge,
             public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),

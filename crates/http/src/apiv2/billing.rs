@@ -570,6 +570,7 @@ pub async fn delete_invoice(
 ) -> V2Result<Response> {
     let id = invoice_id(&id)?;
     let key = super::mutation_key(
+        &st,
         &headers,
         &c,
         "DELETE",
@@ -706,6 +707,7 @@ async fn pay_invoices(
     // Both paths are one request: a retry may come by either. What it asks is the method,
     // the invoices as named and the way back from the payment page.
     let key = super::mutation_key(
+        st,
         headers,
         c,
         "GET",

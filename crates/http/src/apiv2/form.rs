@@ -674,6 +674,7 @@ pub async fn place_order(
         }
     );
     let same_order = idempotency::same_request(
+        &st,
         format!("apiv2:same-order:{}", customer.access.organization),
         "POST",
         PATH,
@@ -683,6 +684,7 @@ pub async fn place_order(
     let keyed_by_caller = header.is_some();
     let key = match header {
         Some(h) => idempotency::key(
+            &st,
             Some(h),
             super::user_scope(&customer),
             "POST",

@@ -304,6 +304,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
 /// ids, and `body`, so the same key on another target or with another body is `422`.
 /// `None` without the header; `400` when the header is unusable.
 pub(crate) fn mutation_key(
+    st: &AppState,
     headers: &axum::http::HeaderMap,
     c: &Customer,
     method: &str,
@@ -313,6 +314,7 @@ pub(crate) fn mutation_key(
     let header = crate::extract::IdempotencyKey::from_headers(headers)
         .map_err(|why| V2Error(StatusCode::BAD_REQUEST, why.into()))?;
     Ok(crate::idempotency::key(
+        st,
         header,
         user_scope(c),
         method,

@@ -275,6 +275,7 @@ pub async fn cancel_website(
 ) -> V2Result<Response> {
     let id = website_id(&id)?;
     let key = super::mutation_key(
+        &st,
         &headers,
         &c,
         "DELETE",

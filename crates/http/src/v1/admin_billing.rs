@@ -97,6 +97,7 @@ async fn add_credit(
     V1Body(body): V1Body,
 ) -> Response {
     let key = idempotency::key(
+        &st,
         key,
         format!("v1:user:{}", staff.user),
         "POST",
@@ -347,6 +348,7 @@ async fn refund_invoice(
     V1Body(body): V1Body,
 ) -> Response {
     let key = idempotency::key(
+        &st,
         key,
         format!("v1:user:{}", staff.user),
         "POST",

@@ -149,6 +149,7 @@ pub async fn order(
         let (access, project) = st.lodge.project_access(&p, org, project).await?;
         access.require_write()?;
         let key = idempotency::key(
+            &st,
             key,
             format!("v1:user:{}", p.user),
             "POST",
@@ -543,6 +544,7 @@ pub async fn change_plan(
         access.require_write()?;
         let req: ChangePlanRequest = parse_json(&body)?;
         let key = idempotency::key(
+            &st,
             key,
             format!("v1:user:{}", p.user),
             "POST",

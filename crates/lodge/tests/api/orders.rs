@@ -14,6 +14,7 @@ use crate::harness::{
 use crate::on_both_engines;
 
 on_both_engines!(
+    a_keyed_orders_stored_digest_cannot_be_recomputed_from_its_body,
     seed_request_answers_every_seed_field,
     each_domain_source_succeeds,
     existing_domains_are_reused_only_when_free,
@@ -1764,6 +1765,44 @@ async fn deposits_and_orders_interleave_with_the_ledger_exact(app: TestApp) {
 }
 
 // ---- 5. idempotency ----
+
+/// A keyed order's request digest, kept a day with its key, is keyed by the installation's
+/// secret: a copy of the database cannot test guesses of the transfer's EPP code against
+/// it (found by the secrets audit: it was a plain SHA-256 of the body). The retry still
+/// replays, another body under the key is still refused.
+async fn a_keyed_orders_stored_digest_cannot_be_recomputed_from_its_body(app: TestApp) {
+    use sha2::Digest;
+    let body = json!({ "plan_id": starter(&app), "domain_source": "transfer",
+                       "domain_name": "digest-me.net", "epp_code": "EPP-guess-me-1" });
+    let (status, first, _) = order_keyed(&app, "digest-key", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE key = 'digest-key'")
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut plain = sha2::Sha256::new();
+    plain.update(b"POST\0");
+    plain.update(order_path(&app.org_id(), &app.project_id()).as_bytes());
+    plain.update(b"\0");
+    plain.update(serde_json::to_vec(&body).unwrap());
+    assert_ne!(
+        stored[0],
+        hex::encode(plain.finalize()),
+        "a plain digest of the body"
+    );
+    assert_eq!(stored[0].len(), 64, "{stored:?}");
+    let (status, again, replayed) = order_keyed(&app, "digest-key", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert!(replayed);
+    assert_eq!(again["order_id"], first["order_id"]);
+    let mut other = body.clone();
+    other["epp_code"] = json!("EPP-guess-me-2");
+    let (status, refused, _) = order_keyed(&app, "digest-key", &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    app.stop().await;
+}
 
 async fn order_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value, bool) {
     let resp = app
