@@ -1016,6 +1016,7 @@ impl Lodge {
         id: HostingId,
         action: &str,
         actor: &str,
+        reason: Option<&str>,
     ) -> Result<HostingRow> {
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -1047,14 +1048,14 @@ impl Lodge {
                 if h.status.next(HostingEvent::Suspend).is_none() {
                     return Err(conflict("suspend"));
                 }
-                self.enqueue_by(&mut tx, JOB_SUSPEND, id, Some(actor), now)
+                self.enqueue_by(&mut tx, JOB_SUSPEND, id, Some((actor, reason)), now)
                     .await?;
             }
             "unsuspend" => {
                 if h.status.next(HostingEvent::Unsuspend).is_none() {
                     return Err(conflict("unsuspend"));
                 }
-                self.enqueue_by(&mut tx, JOB_UNSUSPEND, id, Some(actor), now)
+                self.enqueue_by(&mut tx, JOB_UNSUSPEND, id, Some((actor, reason)), now)
                     .await?;
             }
             "terminate" => {
@@ -1070,7 +1071,8 @@ impl Lodge {
                 self.enqueue(
                     &mut tx,
                     JOB_TERMINATE,
-                    serde_json::json!({ "hosting_id": id, "reason": "staff", "actor": actor }),
+                    serde_json::json!({ "hosting_id": id, "reason": "staff", "actor": actor,
+                                        "note": reason }),
                     &crate::billing::terminate_key(id, &format!("staff:{now}")),
                 )
                 .await?;
@@ -1081,7 +1083,7 @@ impl Lodge {
                     &mut tx,
                     id,
                     HostingEvent::Retry,
-                    "retry by staff",
+                    reason.unwrap_or("retry by staff"),
                     actor,
                     now,
                 )
@@ -1117,17 +1119,20 @@ impl Lodge {
         self.enqueue_by(conn, kind, id, None, now).await
     }
 
-    /// [`Self::enqueue_plain`], naming who asked (`Some`: staff) for the history.
+    /// [`Self::enqueue_plain`], naming who asked (`Some`: staff, and the reason they gave)
+    /// for the history.
     async fn enqueue_by(
         &self,
         conn: &mut lodge_store::AnyConnection,
         kind: &str,
         id: HostingId,
-        actor: Option<&str>,
+        actor: Option<(&str, Option<&str>)>,
         now: i64,
     ) -> Result<()> {
         let payload = match actor {
-            Some(actor) => serde_json::json!({ "hosting_id": id, "actor": actor }),
+            Some((actor, note)) => {
+                serde_json::json!({ "hosting_id": id, "actor": actor, "note": note })
+            }
             None => serde_json::json!({ "hosting_id": id }),
         };
         jobs::enqueue(

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
-use crate::extract::{path_id, Staff, V1Json, V1Query};
+use crate::extract::{parse_json, path_id, Staff, V1Body, V1Json, V1Query};
 use crate::wire::{ts, ts_opt, Hosting};
 use crate::AppState;
 
@@ -174,15 +174,41 @@ async fn get_hosting(
     Ok(Json(hosting_view(&st, id).await?))
 }
 
+/// The optional body of a staff action on an account.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaffAction {
+    /// Why (at most 500 characters): the note of the account's history entry, which its
+    /// customer sees too.
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
 async fn act(
     st: &AppState,
     staff: &lodge_services::auth::Principal,
     id: &str,
     action: &str,
+    body: &[u8],
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
     let id: HostingId = path_id(id)?;
+    // No body is `{}`; a field the action does not take is refused (found by the operator
+    // audit: a reason sent was dropped without a word).
+    let asked: StaffAction = if body.iter().all(u8::is_ascii_whitespace) {
+        StaffAction::default()
+    } else {
+        parse_json(body)?
+    };
+    let reason = asked
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > 500) {
+        return Err(ServiceError::field("reason", "At most 500 characters.").into());
+    }
     st.lodge
-        .admin_hosting(id, action, &format!("staff:{}", staff.user))
+        .admin_hosting(id, action, &format!("staff:{}", staff.user), reason)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(hosting_view(st, id).await?)))
 }
@@ -190,49 +216,57 @@ async fn act(
 /// Suspends an active account (the worker does it on the server).
 #[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/suspend", tag = "admin", security(("bearer" = [])),
     params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body(content = Option<StaffAction>, description = "Optional: why (recorded in the account's history)"),
     responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn suspend(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
+    V1Body(body): V1Body,
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
-    act(&st, &staff, &id, "suspend").await
+    act(&st, &staff, &id, "suspend", &body).await
 }
 
 /// Unsuspends a suspended account.
 #[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/unsuspend", tag = "admin", security(("bearer" = [])),
     params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body(content = Option<StaffAction>, description = "Optional: why (recorded in the account's history)"),
     responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn unsuspend(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
+    V1Body(body): V1Body,
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
-    act(&st, &staff, &id, "unsuspend").await
+    act(&st, &staff, &id, "unsuspend", &body).await
 }
 
 /// Terminates an account (its files are archived by the driver).
 #[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/terminate", tag = "admin", security(("bearer" = [])),
     params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body(content = Option<StaffAction>, description = "Optional: why (recorded in the account's history)"),
     responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn terminate(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
+    V1Body(body): V1Body,
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
-    act(&st, &staff, &id, "terminate").await
+    act(&st, &staff, &id, "terminate", &body).await
 }
 
 /// Retries provisioning of a failed account.
 #[utoipa::path(post, path = "/v1/admin/hosting/{hosting_id}/retry", tag = "admin", security(("bearer" = [])),
     params(("hosting_id" = String, Path, description = "Hosting UUID")),
+    request_body(content = Option<StaffAction>, description = "Optional: why (recorded in the account's history)"),
     responses((status = 202, body = Hosting), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn retry(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
+    V1Body(body): V1Body,
 ) -> ApiResult<(StatusCode, Json<Hosting>)> {
-    act(&st, &staff, &id, "retry").await
+    act(&st, &staff, &id, "retry", &body).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

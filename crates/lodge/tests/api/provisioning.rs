@@ -37,6 +37,7 @@ on_both_engines!(
     capacity_holds_under_concurrent_orders,
     withdrawn_cancellation_stops_a_queued_termination,
     immediate_cancellation_terminates_now,
+    staff_give_a_reason_for_a_suspension_and_nothing_else,
     cancelling_now_while_staff_terminate_terminates_once,
     two_workers_never_run_the_same_job,
     a_job_whose_lease_ran_out_while_it_waited_runs_once,
@@ -1677,6 +1678,67 @@ async fn immediate_cancellation_terminates_now(app: TestApp) {
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "terminated", "{h}");
     assert_eq!(fake.state().ops, vec![("terminate", user)]);
+}
+
+/// Staff suspend with a reason: the account's history records it. A field the action does
+/// not take is refused and queues nothing (found by the operator audit: `reason` and any
+/// other field were dropped without a word); no body at all is fine.
+async fn staff_give_a_reason_for_a_suspension_and_nothing_else(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = order_paid(&app, "reasoned.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    assert_eq!(run(&worker).await, 1);
+    let path = format!("/v1/admin/hosting/{id}/suspend");
+    let (status, e) = app
+        .post(
+            &path,
+            &app.admin_key(),
+            &json!({ "reason": "abuse", "bogus": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e.get("bogus").is_some(), "{e}");
+    let (status, e) = app
+        .post(
+            &path,
+            &app.admin_key(),
+            &json!({ "reason": "x".repeat(501) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e.get("reason").is_some(), "{e}");
+    assert_eq!(run(&worker).await, 0, "nothing was queued");
+    let (status, h) = app
+        .post(
+            &path,
+            &app.admin_key(),
+            &json!({ "reason": "abuse report #42" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    let last = h["history"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["note"], "abuse report #42", "{h}");
+    let (status, h) = app
+        .call(
+            Method::POST,
+            &format!("/v1/admin/hosting/{id}/unsuspend"),
+            Some(&app.admin_key()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "no body: {h}");
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(hosting(&app, &id).await["status"], "active");
 }
 
 /// A customer cancelling at once an account whose termination staff queued already: the
