@@ -124,6 +124,50 @@ pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
+/// Takes the lock that makes `serve` the only server of the SQLite database `db`: an
+/// exclusive lock on `<db>-lodge.lock` beside it, released when the returned file is
+/// dropped (or the process ends, however it ends). Refused, naming the holder's process,
+/// while another `serve` holds it.
+pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let mut name = db.as_os_str().to_owned();
+    name.push("-lodge.lock");
+    let path = std::path::PathBuf::from(name);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            anyhow::bail!(
+                "another `lodge serve`{} is serving {} already: one server a SQLite database \
+                 (stop it first; several nodes need PostgreSQL, see the README)",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (process {holder})")
+                },
+                db.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(file)
+}
+
 fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
     let dir = database_url
         .strip_prefix("sqlite://")

@@ -812,6 +812,14 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     }
     let mut cfg = Config::resolve(o, file);
     cfg.validate()?;
+    // One server a SQLite database: a second `serve` on it (a second terminal, a service
+    // started twice) is refused before it touches anything, the demo nginx of the first
+    // included (found by the operator audit: it stopped the first one's nginx and its
+    // worker ran the first one's jobs against its own settings). Held until exit.
+    let _serve_lock = match (&cli.command, lodge::sqlite_file(&cfg.database_url)) {
+        (Command::Serve(_), Some(db)) => Some(lodge::serve_lock(&db)?),
+        _ => None,
+    };
     // `serve --demo` runs its own nginx where nginx is installed (unless nginx is
     // configured with arguments of its own), and the nginx driver is pointed at it.
     let mut demo_nginx = DemoNginxState::Unused;

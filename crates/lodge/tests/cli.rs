@@ -783,6 +783,20 @@ async fn operator_onboards_a_customer_from_the_command_line() {
     // And through the real server: the key sees its organization, the password logs in, the
     // viewer reads but may not write.
     let server = serve(&cli);
+    // A second server on the same SQLite database is refused, naming the first one's
+    // process (found by the operator audit: it ran, and its demo stopped the first one's
+    // nginx); commands beside it still run.
+    let out = cli
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another `lodge serve`") && err.contains(&server.child.id().to_string()),
+        "{err}"
+    );
+    cli.ok(&["keys", "list", "--staff"]);
     let http = reqwest::Client::new();
     let get = |token: String, path: &str| {
         http.get(format!("{}{path}", server.base))
