@@ -194,7 +194,7 @@ fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::Pat
         Ok(mut f) => {
             f.write_all(key.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
-            tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; keep it with the database's backups");
+            tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; back it up, apart from the database's backups (sealed secrets need it; see Backups in the README)");
             Ok((key, Some(path)))
         }
         // Another process created it first.

@@ -681,6 +681,11 @@ enum CatalogCommand {
 
 fn init_logging(format: Option<&str>) {
     use tracing_subscriber::EnvFilter;
+    // A LODGE_LOG that does not parse is said, not dropped in silence (found by the
+    // operator audit: a typo logged at the default level without a word).
+    let unusable = std::env::var("LODGE_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(&v).err().map(|e| (v, e)));
     let filter = EnvFilter::try_from_env("LODGE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
@@ -692,6 +697,9 @@ fn init_logging(format: Option<&str>) {
         builder.json().init();
     } else {
         builder.init();
+    }
+    if let Some((value, e)) = unusable {
+        tracing::warn!(LODGE_LOG = %value, error = %e, "LODGE_LOG is not a log filter (e.g. `info` or `info,lodge_services=debug`): logging at the default level");
     }
 }
 

@@ -420,6 +420,22 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
     let lodge = cli.open().await;
     let orgs = lodge_store::orgs::all(lodge.store.reader()).await.unwrap();
     assert!(orgs.is_empty(), "an empty installation");
+    // A database a newer build migrated is refused, saying so once (the error said sqlx's
+    // words twice and nothing of a newer build: found by the operator audit).
+    let newer = Cli::new();
+    newer.ok(&["migrate"]);
+    let opened = newer.open().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+         VALUES (9999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
+    )
+    .execute(opened.store.writer())
+    .await
+    .unwrap();
+    drop(opened);
+    let err = newer.fails(&["migrate"]);
+    assert!(err.contains("newer Lodge"), "{err}");
+    assert_eq!(err.matches("previously applied").count(), 1, "{err}");
 
     // The database URL can come from the environment too.
     let other = tempfile::tempdir().unwrap();

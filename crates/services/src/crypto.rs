@@ -61,9 +61,12 @@ impl Sealer {
     pub fn from_hex(hex_key: &str) -> Result<Self> {
         let bytes = hex::decode(hex_key.trim())
             .map_err(|_| ServiceError::Internal("the secret key must be 64 hex digits".into()))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| ServiceError::Internal("the secret key must be 32 bytes".into()))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            ServiceError::Internal(
+                "the secret key must be 64 hex digits (32 bytes), e.g. `openssl rand -hex 32`"
+                    .into(),
+            )
+        })?;
         Ok(Self::new(&key))
     }
 

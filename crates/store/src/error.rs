@@ -20,8 +20,27 @@ pub enum StoreError {
     Db(sqlx::Error),
     #[error("database: {0}")]
     Sqlite(rusqlite::Error),
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Not a `source`: its words are in the message already (an error chain printed whole
+    /// said them twice: found by the operator audit).
+    #[error("migration: {}", migrate_words(.0))]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+/// sqlx's words, and what they mean for an operator where they need saying.
+fn migrate_words(e: &sqlx::migrate::MigrateError) -> String {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => format!(
+            "{e}: this database was migrated by a newer Lodge (its migration {v} is unknown to \
+             this build); run that build, or restore the backup taken before the upgrade"
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl StoreError {
