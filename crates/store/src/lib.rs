@@ -42,6 +42,7 @@ pub mod keys;
 pub mod logins;
 pub mod mail;
 pub mod orgs;
+mod pinned_migrations;
 pub mod plan_change;
 mod postgres;
 pub mod refunds;
