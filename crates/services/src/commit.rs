@@ -382,10 +382,16 @@ fn reply<T>(
         }
         Err(e) => {
             tracing::error!(error = %e, "group commit failed");
+            // A moment's outage (a full disk, the file locked by another process) is a 503
+            // to retry, as when one write alone meets it.
+            let unavailable = e.is_unavailable();
             for reply in replies {
-                let _ = reply.send(Err(ServiceError::Internal(format!(
-                    "the group commit failed; nothing was committed: {e}"
-                ))));
+                let why = format!("the group commit failed; nothing was committed: {e}");
+                let _ = reply.send(Err(if unavailable {
+                    ServiceError::Store(StoreError::Unavailable(why))
+                } else {
+                    ServiceError::Internal(why)
+                }));
             }
         }
     }

@@ -20,6 +20,10 @@ pub enum StoreError {
     Db(sqlx::Error),
     #[error("database: {0}")]
     Sqlite(rusqlite::Error),
+    /// A failure [`StoreError::is_unavailable`] said was a moment's outage, passed on by
+    /// something that could not keep the original (a group commit's many callers).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// Not a `source`: its words are in the message already (an error chain printed whole
     /// said them twice: found by the operator audit).
     #[error("migration: {}", migrate_words(.0))]
@@ -60,9 +64,27 @@ impl StoreError {
             // many connections, out of memory or disk), 57P0x (operator intervention: admin
             // or crash shutdown, starting up) and 55000 (the database not accepting
             // connections).
+            // SQLite's result codes (sqlx gives the extended code, numeric and at most four
+            // digits, where PostgreSQL's SQLSTATE is five characters): busy, locked, I/O
+            // error, disk full, cannot open (found by the resilience audit: a full disk or a
+            // write lock held by another process was a 500, not a 503 to retry).
             StoreError::Db(sqlx::Error::Database(d)) => d.code().is_some_and(|c| {
+                if c.len() <= 4 {
+                    return c
+                        .parse::<i32>()
+                        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14));
+                }
                 c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "55000"
             }),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+            ),
+            StoreError::Unavailable(_) => true,
             _ => false,
         }
     }

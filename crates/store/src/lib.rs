@@ -205,7 +205,23 @@ impl Store {
     /// answers that "database is locked" at once, without waiting out the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self.engine {
-            Engine::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Sqlite => match self.write.begin_with("BEGIN IMMEDIATE").await {
+                // The writer believes a transaction is still open that SQLite already ended:
+                // a COMMIT that failed (the disk full) is rolled back by SQLite itself, and
+                // sqlx (0.8) then keeps its count of open transactions, refusing every later
+                // begin on that connection (found by the resilience audit: staff writes,
+                // logins and the worker failed until a restart, long after the disk had room
+                // again). That connection is closed and the begin made on a new one.
+                Err(sqlx::Error::InvalidSavePointStatement) => {
+                    tracing::warn!(
+                        "the SQLite writer connection was left inside a failed transaction: replacing it"
+                    );
+                    let stuck = self.write.acquire().await?;
+                    let _ = stuck.close().await;
+                    self.write.begin_with("BEGIN IMMEDIATE").await?
+                }
+                other => other?,
+            },
             Engine::Postgres => self.write.begin().await?,
         })
     }
@@ -256,9 +272,13 @@ impl Store {
         batch.run(f).await
     }
 
-    /// `SELECT 1` on the reader and the writer: the readiness check.
+    /// `SELECT 1` on the reader, and a write transaction begun and rolled back on the
+    /// writer: the readiness check (found by the resilience audit: a writer that could not
+    /// begin went unnoticed behind a healthy reader).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
+        let tx = self.begin().await?;
+        tx.rollback().await?;
         Ok(())
     }
 
