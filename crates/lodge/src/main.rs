@@ -900,7 +900,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let worker = spawn_worker(&lodge, rx);
             shutdown_signal().await;
             let _ = tx.send(true);
-            worker.await?;
+            wait_for_worker(worker).await;
             Ok(())
         }
         Command::Migrate => {
@@ -1334,9 +1334,9 @@ fn spawn_worker(
     );
     tracing::info!(worker = %id, "job worker started");
     use lodge_services::provisioning::{Lane, Worker};
-    // Two lanes: webhook deliveries (other people's servers, slow or down at times) apart
-    // from everything else, which this one's scheduler passes feed.
-    let [jobs, hooks] = [Lane::AllButWebhooks, Lane::Webhooks]
+    // Two lanes: deliveries (webhooks and mail: other people's servers, slow or down at
+    // times) apart from everything else, which this one's scheduler passes feed.
+    let [jobs, hooks] = [Lane::AllButDeliveries, Lane::Deliveries]
         .map(|lane| Worker::new(lodge.clone(), id.clone()).on_lane(lane));
     let (poll, every) = (
         std::time::Duration::from_millis(500),
@@ -1452,9 +1452,26 @@ async fn serve(
     };
     let _ = stop_worker.send(true);
     if let Some(w) = worker {
-        let _ = w.await;
+        wait_for_worker(w).await;
     }
     result
+}
+
+/// How long a stopping node waits for the job it runs to end (under systemd's default
+/// 90 s stop timeout, with room for the HTTP drain before it).
+const WORKER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for the worker to end its round, at most [`WORKER_STOP_WAIT`]: a job still running
+/// then (a mail or webhook receiver that never answers) is left to its lease, and runs again
+/// on another node or at the next start, as after a crash (found by the resilience audit: a
+/// silent SMTP server held a stop for 154 s).
+async fn wait_for_worker(worker: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(WORKER_STOP_WAIT, worker).await.is_err() {
+        tracing::warn!(
+            waited_secs = WORKER_STOP_WAIT.as_secs(),
+            "the job worker did not finish its round: stopping without it (its jobs run again once their lease ends)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

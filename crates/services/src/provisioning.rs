@@ -124,27 +124,31 @@ pub struct Worker {
 /// [`Worker::max_run`] by default.
 pub const MAX_JOB_RUN: Duration = Duration::from_secs(30 * 60);
 
-/// The jobs a worker claims. A node runs two: webhook deliveries wait on other people's
-/// servers (up to their timeout, retried for a day when an endpoint is down), so they have
-/// a lane of their own, and a slow or dead receiver never holds up mail, provisioning or
-/// suspensions (found by the webhooks audit: six mails took 46 s behind four slow
-/// endpoints, 0.6 s without them).
+/// The jobs a worker claims. A node runs two: deliveries (webhooks and mail) wait on other
+/// people's servers (up to their timeout, retried for a day when one is down), so they have
+/// a lane of their own, where they run side by side, and a slow or dead receiver never
+/// holds up provisioning or suspensions (found by the webhooks audit: six mails took 46 s
+/// behind four slow endpoints; by the resilience audit: an SMTP server that accepted and
+/// never answered held each paid order's provisioning for two 60 s mail timeouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Every kind (one worker doing everything: tests, the simulation).
     All,
-    /// Webhook deliveries only.
-    Webhooks,
-    /// Everything but webhook deliveries.
-    AllButWebhooks,
+    /// Deliveries only: webhooks and mail.
+    Deliveries,
+    /// Everything but deliveries.
+    AllButDeliveries,
 }
+
+/// The kinds of [`Lane::Deliveries`].
+const DELIVERIES: [&str; 2] = [crate::webhooks::JOB_WEBHOOK, crate::mail::JOB_MAIL];
 
 impl Lane {
     fn filter(self) -> jobs::KindFilter<'static> {
         match self {
             Lane::All => jobs::KindFilter::Any,
-            Lane::Webhooks => jobs::KindFilter::Only(crate::webhooks::JOB_WEBHOOK),
-            Lane::AllButWebhooks => jobs::KindFilter::AllBut(crate::webhooks::JOB_WEBHOOK),
+            Lane::Deliveries => jobs::KindFilter::Only(&DELIVERIES),
+            Lane::AllButDeliveries => jobs::KindFilter::AllBut(&DELIVERIES),
         }
     }
 }
@@ -166,8 +170,8 @@ impl Worker {
     /// The same worker on one lane (its id marked with it, so that each lane's claims are
     /// its own).
     pub fn on_lane(mut self, lane: Lane) -> Self {
-        if lane == Lane::Webhooks {
-            self.id.push_str("/webhooks");
+        if lane == Lane::Deliveries {
+            self.id.push_str("/deliveries");
         }
         self.lane = lane;
         self
@@ -196,17 +200,27 @@ impl Worker {
         tx.commit().await.map_err(StoreError::from)?;
         let n = claimed.len();
         // Webhook deliveries wait on other people's servers (up to their timeout each): they
-        // run side by side, beside the other jobs, which run one after another in the order
-        // claimed. A slow endpoint then holds up the jobs claimed with it by one timeout at
+        // run side by side, beside the mail (one after another, so a customer's notices come
+        // in the order they were sent) and the other jobs (one after another in the order
+        // claimed). A slow receiver then holds up the jobs claimed with it by one timeout at
         // most (the round ends when its slowest delivery does), not one per delivery.
         let (hooks, rest): (Vec<JobRow>, Vec<JobRow>) = claimed
             .into_iter()
             .partition(|j| j.kind == crate::webhooks::JOB_WEBHOOK);
-        let in_order = async {
-            for job in rest {
-                self.run_job(job).await?;
+        let (mails, rest): (Vec<JobRow>, Vec<JobRow>) = rest
+            .into_iter()
+            .partition(|j| j.kind == crate::mail::JOB_MAIL);
+        let in_order = |jobs: Vec<JobRow>| async move {
+            // Each claimed job is run even when one before it failed to record its outcome
+            // (the database away a moment): stopping there left the rest claimed until their
+            // lease ran out, two minutes (found by the resilience audit).
+            let mut first_error = None;
+            for job in jobs {
+                if let Err(e) = self.run_job(job).await {
+                    first_error.get_or_insert(e);
+                }
             }
-            Ok::<(), ServiceError>(())
+            first_error.map_or(Ok(()), Err)
         };
         let side_by_side = async {
             use futures::StreamExt;
@@ -219,9 +233,10 @@ impl Worker {
                 .await;
             results.into_iter().collect::<Result<Vec<()>>>().map(drop)
         };
-        let (a, b) = tokio::join!(in_order, side_by_side);
+        let (a, b, c) = tokio::join!(in_order(rest), in_order(mails), side_by_side);
         a?;
         b?;
+        c?;
         Ok(n)
     }
 
@@ -378,7 +393,7 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
-            if self.lane != Lane::Webhooks
+            if self.lane != Lane::Deliveries
                 && last_schedule.is_none_or(|t| t.elapsed() >= schedule_every)
             {
                 if let Err(e) = self.lodge.schedule_due().await {

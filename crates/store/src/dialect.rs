@@ -168,7 +168,8 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
              WHERE id IN (SELECT id FROM jobs
                           WHERE ((status = 'queued' AND run_at <= $3)
                              OR (status = 'running' AND locked_until < $3))
-                            AND ($5 = '' OR kind = $5) AND ($6 = '' OR kind <> $6)
+                            AND ($5 = '' OR kind = $5 OR kind = $8)
+                            AND ($6 = '' OR (kind <> $6 AND kind <> $9))
                             AND ($7 = '' OR node IS NULL OR node = $7)
                           ORDER BY run_at, id LIMIT $4 {lock})
              RETURNING {}",
@@ -184,8 +185,9 @@ static CLAIM_JOBS: LazyLock<Texts<String>> = LazyLock::new(|| {
     }
 });
 
-/// Claims up to `$4` due jobs for worker `$1` until `$2`, at `$3`: of kind `$5` only, and
-/// not of kind `$6` (`''`: any), waiting for no node or for node `$7` (`''`: any).
+/// Claims up to `$4` due jobs for worker `$1` until `$2`, at `$3`: of kind `$5` or `$8`
+/// only, and not of kind `$6` or `$9` (`''`: any), waiting for no node or for node `$7`
+/// (`''`: any).
 pub(crate) fn claim_jobs(d: Dialect) -> &'static str {
     CLAIM_JOBS.get(d)
 }

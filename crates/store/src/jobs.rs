@@ -102,19 +102,28 @@ pub async fn claim_on(
     limit: i64,
     kinds: KindFilter<'_>,
 ) -> Result<Vec<JobRow>> {
+    let two = |k: &[&'static str]| {
+        debug_assert!(k.len() <= 2, "at most two kinds: {k:?}");
+        (
+            k.first().copied().unwrap_or(""),
+            k.get(1).copied().unwrap_or(""),
+        )
+    };
     let (only, not) = match kinds {
-        KindFilter::Any => ("", ""),
-        KindFilter::Only(k) => (k, ""),
-        KindFilter::AllBut(k) => ("", k),
+        KindFilter::Any => (("", ""), ("", "")),
+        KindFilter::Only(k) => (two(k), ("", "")),
+        KindFilter::AllBut(k) => (("", ""), two(k)),
     };
     Ok(sqlx::query_as(crate::dialect::claim_jobs(engine.into()))
         .bind(worker)
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .bind(only)
-        .bind(not)
+        .bind(only.0)
+        .bind(not.0)
         .bind(node)
+        .bind(only.1)
+        .bind(not.1)
         .fetch_all(conn)
         .await?)
 }
@@ -123,8 +132,10 @@ pub async fn claim_on(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindFilter<'a> {
     Any,
-    Only(&'a str),
-    AllBut(&'a str),
+    /// One or two kinds (a third is not looked at).
+    Only(&'a [&'static str]),
+    /// All but one or two kinds (a third is not looked at).
+    AllBut(&'a [&'static str]),
 }
 
 /// Extends `worker`'s claim of a running job to `until`; `false` when it holds it no more

@@ -1956,9 +1956,10 @@ async fn a_job_whose_lease_ran_out_while_it_waited_runs_once(app: TestApp) {
     );
 }
 
-/// A node's two workers: webhook deliveries on a lane of their own, everything else on
-/// the other, so a slow or dead receiver never holds up provisioning or mail (found by the
-/// webhooks audit). Each lane claims only its own jobs.
+/// A node's two workers: deliveries (webhooks and mail) on a lane of their own, everything
+/// else on the other, so a slow or dead receiver never holds up provisioning (found by the
+/// webhooks audit, and for mail by the resilience audit: an SMTP server that never answered
+/// held each order's provisioning for two mail timeouts). Each lane claims only its own.
 async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
     use lodge_services::provisioning::Lane;
     let fake = FakeDriver::default();
@@ -1982,17 +1983,35 @@ async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
         .await
         .unwrap());
     }
-    let hook_attempts = |app: &TestApp| {
+    {
+        let mut conn = app.lodge.store.write_conn().await.unwrap();
+        assert!(lodge_store::jobs::enqueue(
+            &mut *conn,
+            &lodge_store::jobs::NewJob {
+                kind: lodge_services::mail::JOB_MAIL,
+                payload: "{}",
+                dedupe_key: None,
+                run_at: now,
+                max_attempts: 5,
+                now,
+            },
+        )
+        .await
+        .unwrap());
+    }
+    let attempts = |app: &TestApp, kind: &'static str| {
         let reader = app.lodge.store.reader().clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT attempts FROM jobs WHERE kind = 'webhook'")
+            sqlx::query_scalar::<_, i64>("SELECT attempts FROM jobs WHERE kind = $1")
+                .bind(kind)
                 .fetch_one(&reader)
                 .await
                 .unwrap()
         }
     };
-    let jobs = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::AllButWebhooks);
-    let hooks = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Webhooks);
+    let hook_attempts = |app: &TestApp| attempts(app, "webhook");
+    let jobs = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::AllButDeliveries);
+    let hooks = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Deliveries);
     assert_eq!(run(&jobs).await, 1, "the provisioning only");
     assert_eq!(
         hosting(&app, str_of(&o, "hosting_id")).await["status"],
@@ -2003,7 +2022,9 @@ async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
         0,
         "not claimed by the jobs' lane"
     );
+    assert_eq!(attempts(&app, "mail").await, 0, "nor the mail");
     assert_eq!(run(&jobs).await, 0);
-    assert_eq!(run(&hooks).await, 1, "the delivery only");
+    assert_eq!(run(&hooks).await, 2, "the deliveries only");
     assert_eq!(hook_attempts(&app).await, 1);
+    assert_eq!(attempts(&app, "mail").await, 1);
 }
