@@ -7,7 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,10 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// The installation's job queue, read at each scrape (found by the operator audit: a
+    /// dead provisioning job, a paid customer without hosting, showed only in a log line).
+    jobs: IntGaugeVec,
+    oldest_due: IntGauge,
 }
 
 impl Metrics {
@@ -37,12 +42,27 @@ impl Metrics {
             ]),
             &["method", "route"],
         )?;
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "jobs",
+                "Jobs of the whole installation by status (queued: due or not; dead: out of attempts, see /v1/admin/jobs)",
+            ),
+            &["status"],
+        )?;
+        let oldest_due = IntGauge::new(
+            "jobs_oldest_due_seconds",
+            "How long the oldest due queued job has waited (0: none waits)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(oldest_due.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             latency,
+            jobs,
+            oldest_due,
         })
     }
 
@@ -161,7 +181,32 @@ async fn metrics_only_guard(State(st): State<AppState>, req: Request, next: Next
     check_token(&st, req, next).await
 }
 
-async fn render_metrics(State(st): State<AppState>) -> Response {
+/// The metrics, the job queue's read now.
+pub(crate) async fn render_metrics(State(st): State<AppState>) -> Response {
+    // The queue is read at most 2 s: a database away leaves the last values (and says so).
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        st.lodge.job_queue_stats(),
+    )
+    .await
+    {
+        Ok(Ok(q)) => {
+            for (status, n) in [
+                ("queued", q.queued),
+                ("running", q.running),
+                ("dead", q.dead),
+            ] {
+                st.metrics.jobs.with_label_values(&[status]).set(n);
+            }
+            let now = st.lodge.now_us();
+            st.metrics.oldest_due.set(
+                q.oldest_due
+                    .map_or(0, |due| now.saturating_sub(due).max(0) / 1_000_000),
+            );
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: the job queue could not be read"),
+        Err(_) => tracing::warn!("metrics: reading the job queue took over 2 s"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),

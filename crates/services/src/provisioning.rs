@@ -1165,6 +1165,11 @@ impl Lodge {
         Ok(())
     }
 
+    /// The job queue now, for monitoring (`/metrics`).
+    pub async fn job_queue_stats(&self) -> Result<jobs::QueueStats> {
+        Ok(jobs::queue_stats(self.store.reader(), self.now_us()).await?)
+    }
+
     /// Dead jobs (or another status), newest first.
     pub async fn jobs_with_status(&self, status: JobStatus, limit: i64) -> Result<Vec<JobRow>> {
         Ok(jobs::with_status(self.store.reader(), status, limit).await?)

@@ -279,6 +279,38 @@ pub async fn with_status<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// The job queue at `now`, for monitoring: how many jobs are queued (due or not), running
+/// and dead, and when the oldest due queued job was due (µs; `None`: none is due). Each
+/// count is a range of the `(status, run_at)` index; done jobs are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+    pub oldest_due: Option<i64>,
+}
+
+pub async fn queue_stats<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    now: i64,
+) -> Result<QueueStats> {
+    let (queued, running, dead, oldest_due): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued'),
+                (SELECT COUNT(*) FROM jobs WHERE status = 'running'),
+                (SELECT COUNT(*) FROM jobs WHERE status = 'dead'),
+                (SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at <= $1)",
+    )
+    .bind(now)
+    .fetch_one(db)
+    .await?;
+    Ok(QueueStats {
+        queued,
+        running,
+        dead,
+        oldest_due,
+    })
+}
+
 /// The kinds among `kinds` of jobs still to run (queued or running) for the hosting account
 /// `hosting` (named in their payload).
 pub async fn open_kinds_for_hosting(

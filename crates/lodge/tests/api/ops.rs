@@ -280,6 +280,43 @@ async fn metrics_count_requests_by_route(app: TestApp) {
         after.contains("lodge_http_request_duration_seconds_bucket"),
         "{after}"
     );
+
+    // The installation's job queue, read at each scrape: a dead job and one waiting since
+    // 90 s are seen (found by the operator audit: a dead provisioning job was a log line).
+    let now = app.lodge.now_us();
+    let mut conn = app.lodge.store.write_conn().await.unwrap();
+    for (kind, run_at) in [("mail", now - 90_000_000), ("provision_hosting", now)] {
+        assert!(lodge_store::jobs::enqueue(
+            &mut *conn,
+            &lodge_store::jobs::NewJob {
+                kind,
+                payload: "{}",
+                dedupe_key: None,
+                run_at,
+                max_attempts: 5,
+                now: run_at,
+            },
+        )
+        .await
+        .unwrap());
+    }
+    sqlx::query("UPDATE jobs SET status = 'dead' WHERE kind = 'provision_hosting'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    app.expect_dead_jobs("a dead job made to be counted by /metrics");
+    let (_, _, queue) = text(&app, "/metrics").await;
+    let value = |name: &str| -> i64 {
+        queue
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in {queue}"))
+    };
+    assert_eq!(value("lodge_jobs{status=\"dead\"}"), 1, "{queue}");
+    assert!(value("lodge_jobs{status=\"queued\"}") >= 1, "{queue}");
+    assert_eq!(value("lodge_jobs{status=\"running\"}"), 0, "{queue}");
+    assert!(value("lodge_jobs_oldest_due_seconds") >= 90, "{queue}");
     app.stop().await;
 }
 
