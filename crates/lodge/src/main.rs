@@ -677,6 +677,13 @@ enum CatalogCommand {
         /// The file to import.
         file: PathBuf,
     },
+    /// Print the stored catalog as a catalog file (every item whole, inactive and hidden ones
+    /// included): edit it and import it back to change the catalog.
+    Export {
+        /// `toml` or `json`.
+        #[arg(long, default_value = "toml", value_parser = ["toml", "json"])]
+        format: String,
+    },
 }
 
 fn init_logging(format: Option<&str>) {
@@ -1110,6 +1117,15 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let summary = lodge.import_catalog_text(&text).await?;
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::Export { format }) => {
+            let file = lodge.export_catalog().await?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&file)?);
+            } else {
+                print!("{}", toml::to_string(&file)?);
+            }
             Ok(())
         }
     }

@@ -1051,6 +1051,16 @@ async fn catalog_import_reads_toml_and_json_and_refuses_bad_files() {
     let again = cli.json(&["catalog", "import", "catalog.toml"]);
     assert!(again["version"].as_i64().unwrap() > version, "{again}");
 
+    // Exported as TOML, imported back, exported again: the same file.
+    let exported = cli.ok(&["catalog", "export"]);
+    assert!(exported.contains("CLI plan"), "{exported}");
+    std::fs::write(cli.dir.path().join("exported.toml"), &exported).unwrap();
+    cli.json(&["catalog", "import", "exported.toml"]);
+    assert_eq!(cli.ok(&["catalog", "export"]), exported);
+    let as_json: Value =
+        serde_json::from_str(&cli.ok(&["catalog", "export", "--format", "json"])).expect("JSON");
+    assert_eq!(as_json["plans"][0]["slug"], "cli-plan", "{as_json}");
+
     let lodge = cli.open().await;
     let check = |lodge: &Lodge| {
         let lodge = lodge.clone();

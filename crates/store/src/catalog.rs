@@ -213,6 +213,17 @@ pub async fn load(pool: &sqlx::AnyPool) -> Result<CatalogData> {
     })
 }
 
+/// Every plan's panel package per driver: `(plan, driver, package)`.
+pub async fn all_plan_packages<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+) -> Result<Vec<(String, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT plan_id, driver, package FROM plan_packages ORDER BY plan_id, driver",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 /// The catalog version (cheap: one counter row).
 pub async fn version<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<i64> {
     crate::counter(db, "catalog_version").await

@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_quotas))
         .routes(routes!(create_org_key))
         .routes(routes!(import_catalog))
+        .routes(routes!(export_catalog))
         .routes(routes!(upsert_group))
         .routes(routes!(set_group_active))
         .routes(routes!(list_plans, upsert_plan))
@@ -315,6 +316,17 @@ async fn import_catalog(
     V1Json(file): V1Json<CatalogFile>,
 ) -> ApiResult<Json<ImportSummary>> {
     Ok(Json(st.lodge.import_catalog(&file).await?))
+}
+
+/// The stored catalog as a catalog file (the JSON form of `lodge catalog export`): every
+/// item whole, inactive and hidden ones included, ready to edit and import back.
+#[utoipa::path(get, path = "/v1/admin/catalog/export", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = CatalogFile), (status = 401), (status = 403)))]
+async fn export_catalog(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+) -> ApiResult<Json<CatalogFile>> {
+    Ok(Json(st.lodge.export_catalog().await?))
 }
 
 /// Creates or updates (by slug) a plan group.

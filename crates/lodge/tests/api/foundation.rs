@@ -20,6 +20,7 @@ on_both_engines!(
     page_size_is_capped_at_100,
     admin_upserts_lists_and_deactivates_a_plan,
     a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so,
+    the_catalog_exported_and_imported_back_is_unchanged,
     bad_plan_specs_are_refused_and_change_nothing,
     admin_edits_coupons_offers_and_tlds,
     starter_discounts_follow_the_ladder_and_groups_are_listed,
@@ -1233,6 +1234,64 @@ async fn a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so(app: TestA
     let (status, plan) = app.post("/v1/admin/plans", &admin, &on).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert!(listed_plan_ids(&app).await.contains(&id));
+    app.stop().await;
+}
+
+/// The catalog exported, imported back and exported again is the same file, and the
+/// catalog itself unchanged (found by the operator audit: there was no way to get it out,
+/// while an import writes each item whole). A deactivated plan and coupon stay so.
+async fn the_catalog_exported_and_imported_back_is_unchanged(app: TestApp) {
+    let admin = app.admin_key();
+    let (status, all) = app.get("/v1/admin/plans", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    let starter = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slug"] == "starter")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/plans/{starter}/active"),
+            &admin,
+            &json!({ "is_active": false }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let before = catalog_snapshot(&app).await;
+    let (status, file) = app.get("/v1/admin/catalog/export", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    assert_eq!(
+        file["plans"].as_array().unwrap().len(),
+        5,
+        "hidden and inactive too: {file}"
+    );
+    let exported_starter = file["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slug"] == "starter")
+        .unwrap();
+    assert_eq!(exported_starter["is_active"], false, "{exported_starter}");
+    assert!(
+        file["coupons"].as_array().is_some_and(|c| !c.is_empty()),
+        "{file}"
+    );
+    assert!(
+        file["tlds"].as_array().is_some_and(|t| !t.is_empty()),
+        "{file}"
+    );
+    let (status, summary) = app.post("/v1/admin/catalog/import", &admin, &file).await;
+    assert_eq!(status, StatusCode::OK, "{summary}");
+    let (_, again) = app.get("/v1/admin/catalog/export", &admin).await;
+    assert_eq!(again, file, "the same file after a round trip");
+    let after = catalog_snapshot(&app).await;
+    assert_eq!(after, before, "the same catalog");
+    let (status, _) = app.get("/v1/admin/catalog/export", &app.key()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     app.stop().await;
 }
 

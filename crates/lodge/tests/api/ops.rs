@@ -87,6 +87,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/v1/admin/organizations/{organization_id}/quotas"),
     ("POST", "/v1/admin/organizations/{organization_id}/api-keys"),
     ("POST", "/v1/admin/catalog/import"),
+    ("GET", "/v1/admin/catalog/export"),
     ("POST", "/v1/admin/plan-groups"),
     ("POST", "/v1/admin/plan-groups/{group_id}/active"),
     ("GET", "/v1/admin/plans"),

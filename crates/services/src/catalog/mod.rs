@@ -18,6 +18,7 @@ use lodge_store::StoreError;
 use crate::Result;
 
 pub mod cache;
+pub mod export;
 pub mod file;
 pub mod import;
 pub mod validate;
