@@ -32,6 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct OrganizationQuery {
     /// Only organizations older than this `legacy_id` (the next page).
     #[param(value_type = Option<i64>, minimum = 1)]
@@ -61,6 +62,7 @@ async fn list_organizations(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// Only the user with this email (any case).
     pub email: Option<String>,
@@ -135,6 +137,7 @@ async fn activate_user(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct KeyQuery {
     /// The organization whose keys to list; left out: the staff keys.
     #[param(value_type = Option<String>, format = Uuid)]

@@ -523,6 +523,7 @@ fn registry_task(t: lodge_services::model::RegistryTaskRow) -> RegistryTask {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct RegistryTaskQuery {
     /// `open` (default) or `all`.
     #[param(pattern = "^(open|all)$")]

@@ -305,6 +305,7 @@ fn job(j: JobRow) -> Job {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct JobQuery {
     /// `dead` (default), `queued`, `running` or `done`.
     #[param(pattern = "^(queued|running|done|dead)$")]
@@ -355,6 +356,7 @@ async fn retry_job(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     /// Days from today to look ahead (default 30, at most 366).
     #[param(value_type = Option<i64>, minimum = 0, maximum = 366)]
@@ -411,6 +413,7 @@ pub struct MailMessage {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct MailQuery {
     /// Only messages of this status.
     #[param(pattern = "^(sending|sent|failed|unknown|skipped)$")]

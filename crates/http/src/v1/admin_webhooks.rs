@@ -146,6 +146,7 @@ async fn delete_webhook(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct RotateQuery {
     /// How long the old secret keeps signing beside the new one, in hours (0 to 72,
     /// default 24; 0 when it leaked): `Lodge-Signature` then carries two `v1` values.
@@ -228,6 +229,7 @@ pub(super) fn positive(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// Only attempts older than this delivery id (the next page).
     #[param(value_type = Option<i64>, minimum = 1)]
@@ -280,6 +282,7 @@ pub struct EventEntry {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only this organization's events.
     #[param(value_type = Option<String>, format = Uuid)]

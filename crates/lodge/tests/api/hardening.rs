@@ -1057,6 +1057,17 @@ async fn staff_take_access_away_over_the_api(app: TestApp) {
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
     let (status, _) = app.get("/v1/admin/organizations?limit=0", &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A filter staff lists do not take is refused, not ignored (found by the operator
+    // audit: `?organization_id=` answered every user, as if it had filtered).
+    for path in [
+        "/v1/admin/users?organization_id=0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3",
+        "/v1/admin/jobs?page=2",
+        "/v1/admin/api-keys?org=x",
+    ] {
+        let (status, body) = app.get(path, &admin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.to_string().contains("unknown field"), "{path}: {body}");
+    }
     let (status, users) = app
         .get("/v1/admin/users?email=Owner@Away.test", &admin)
         .await;
