@@ -141,6 +141,28 @@ impl Lodge {
     }
 
     /// Any hosting account, with its server and history (staff).
+    /// Staff: accounts of every organization by domain name (exact, any case), organization
+    /// and status, newest first, at most `limit`.
+    pub async fn staff_find_hosting(
+        &self,
+        domain: Option<&str>,
+        organization: Option<lodge_core::OrganizationId>,
+        status: Option<lodge_core::HostingStatus>,
+        limit: i64,
+    ) -> Result<Vec<HostingRow>> {
+        let domain = domain
+            .map(|d| d.trim().trim_end_matches('.').to_lowercase())
+            .unwrap_or_default();
+        Ok(hosting::search(
+            self.store.reader(),
+            &domain,
+            &organization.map(|o| o.to_string()).unwrap_or_default(),
+            status.map_or("", |s| s.as_str()),
+            limit,
+        )
+        .await?)
+    }
+
     pub async fn staff_hosting(&self, id: HostingId) -> Result<HostingView> {
         let h = hosting::hosting(self.store.reader(), id)
             .await?

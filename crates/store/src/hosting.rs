@@ -330,6 +330,29 @@ pub async fn hosting<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// Staff's search of every organization's accounts, newest first: by exact domain name,
+/// organization and status (each `""`: any), at most `limit`.
+pub async fn search<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    domain: &str,
+    organization: &str,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<HostingRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM}
+         WHERE ($1 = '' OR h.domain_name = $1) AND ($2 = '' OR h.organization_id = $2)
+           AND ($3 = '' OR h.status = $3)
+         ORDER BY h.legacy_id DESC LIMIT $4"
+    ))
+    .bind(domain)
+    .bind(organization)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn hosting_by_legacy<'e, E: Executor<'e, Database = Any>>(
     db: E,
     org: OrganizationId,

@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deactivate_server))
         .routes(routes!(test_server))
         .routes(routes!(get_hosting))
+        .routes(routes!(find_hosting))
         .routes(routes!(suspend))
         .routes(routes!(unsuspend))
         .routes(routes!(terminate))
@@ -182,6 +183,68 @@ pub struct StaffAction {
     /// customer sees too.
     #[schema(max_length = 500)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HostingSearch {
+    /// The account's domain name, exactly (any case).
+    pub domain: Option<String>,
+    /// The organization's UUID.
+    pub organization_id: Option<String>,
+    /// `pending`, `provisioning`, `active`, `suspended`, `failed`, `cancelled` or
+    /// `terminated`.
+    pub status: Option<String>,
+    /// At most this many (default 100, at most 500).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub limit: Option<String>,
+}
+
+/// Staff's search of every organization's accounts (by domain, organization, status),
+/// newest first, without their history (`GET /v1/admin/hosting/{id}` has it).
+#[utoipa::path(get, path = "/v1/admin/hosting", tag = "admin", operation_id = "admin_find_hosting", security(("bearer" = [])),
+    params(HostingSearch),
+    responses((status = 200, body = Vec<Hosting>), (status = 400), (status = 401), (status = 403)))]
+async fn find_hosting(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    V1Query(q): V1Query<HostingSearch>,
+) -> ApiResult<Json<Vec<Hosting>>> {
+    let organization = q
+        .organization_id
+        .as_deref()
+        .map(|o| {
+            o.trim()
+                .parse::<lodge_core::OrganizationId>()
+                .map_err(|_| ServiceError::field("organization_id", "An organization's UUID."))
+        })
+        .transpose()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            lodge_core::HostingStatus::parse(s.trim()).ok_or_else(|| {
+                ServiceError::field(
+                    "status",
+                    "One of pending, provisioning, active, suspended, failed, cancelled or terminated.",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = super::admin_webhooks::positive("limit", q.limit.as_deref())?
+        .unwrap_or(100)
+        .min(500);
+    let rows = st
+        .lodge
+        .staff_find_hosting(q.domain.as_deref(), organization, status, limit)
+        .await?;
+    let catalog = st.lodge.catalog().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|h| Hosting::new(h, &catalog, None))
+            .collect(),
+    ))
 }
 
 async fn act(

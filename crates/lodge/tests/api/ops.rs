@@ -88,6 +88,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/organizations/{organization_id}/api-keys"),
     ("POST", "/v1/admin/catalog/import"),
     ("GET", "/v1/admin/catalog/export"),
+    ("GET", "/v1/admin/hosting"),
     ("POST", "/v1/admin/plan-groups"),
     ("POST", "/v1/admin/plan-groups/{group_id}/active"),
     ("GET", "/v1/admin/plans"),

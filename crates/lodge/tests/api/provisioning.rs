@@ -1691,6 +1691,45 @@ async fn staff_give_a_reason_for_a_suspension_and_nothing_else(app: TestApp) {
     let id = str_of(&o, "hosting_id").to_owned();
     let worker = Worker::new(app.lodge.clone(), "node-1");
     assert_eq!(run(&worker).await, 1);
+    // Staff find it by its domain, any case, or by organization and status (found by the
+    // operator audit: there was no way to find a customer's account by domain).
+    let find = |query: String| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/admin/hosting?{query}"), &app.admin_key())
+                .await
+        }
+    };
+    let (status, found) = find("domain=Reasoned.Test".into()).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found[0]["id"], id.as_str(), "{found}");
+    let (_, found) = find(format!("organization_id={}&status=active", app.org_id())).await;
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["id"] == id.as_str()),
+        "{found}"
+    );
+    let (_, none) = find("domain=nobody.test".into()).await;
+    assert_eq!(none, json!([]));
+    let (_, none) = find("domain=reasoned.test&status=suspended".into()).await;
+    assert_eq!(none, json!([]));
+    for bad in [
+        "status=asleep",
+        "organization_id=x",
+        "limit=0",
+        "name=reasoned.test",
+    ] {
+        let (status, body) = find(bad.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = app
+        .get("/v1/admin/hosting?domain=reasoned.test", &app.key())
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let path = format!("/v1/admin/hosting/{id}/suspend");
     let (status, e) = app
         .post(
