@@ -420,6 +420,21 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
     let lodge = cli.open().await;
     let orgs = lodge_store::orgs::all(lodge.store.reader()).await.unwrap();
     assert!(orgs.is_empty(), "an empty installation");
+    // A PostgreSQL that cannot be reached says why, not only that the pool waited (found
+    // by the resilience audit), and never the password.
+    let out = bare_command(&[
+        "migrate",
+        "--database-url",
+        "postgres://lodge:Pw-Secret@127.0.0.1:1/lodge",
+    ])
+    .current_dir(cli.dir.path())
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(!err.contains("Pw-Secret"), "{err}");
+
     // A database a newer build migrated is refused, saying so once (the error said sqlx's
     // words twice and nothing of a newer build: found by the operator audit).
     let newer = Cli::new();

@@ -32,7 +32,7 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// node keeps the connections a busy moment opened (at most 32) until it stops.
 pub(crate) async fn connect(url: &str) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-    Ok(AnyPoolOptions::new()
+    let pool = AnyPoolOptions::new()
         .max_connections(32)
         .min_connections(0)
         .idle_timeout(None)
@@ -47,8 +47,24 @@ pub(crate) async fn connect(url: &str) -> Result<AnyPool> {
             })
         })
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(opts)
-        .await?)
+        .connect_with(opts.clone())
+        .await;
+    match pool {
+        // The pool says only that it waited: one connection made alone says why (refused,
+        // a wrong password, no such database; found by the resilience audit).
+        Err(sqlx::Error::PoolTimedOut) => {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                <sqlx::AnyConnection as sqlx::Connection>::connect_with(&opts),
+            )
+            .await
+            {
+                Ok(Err(why)) => Err(why.into()),
+                _ => Err(sqlx::Error::PoolTimedOut.into()),
+            }
+        }
+        other => Ok(other?),
+    }
 }
 
 pub(crate) async fn migrate(conn: &mut sqlx::AnyConnection) -> Result<()> {
