@@ -212,7 +212,10 @@ impl Target {
             database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
         let extra_env = vec![
             ("LODGE_SECRET_KEY".to_owned(), "42".repeat(32)),
-            ("LODGE_JWT_SECRET".to_owned(), "bench".to_owned()),
+            (
+                "LODGE_JWT_SECRET".to_owned(),
+                "bench-jwt-secret-of-at-least-32-characters".to_owned(),
+            ),
             (
                 "LODGE_NGINX_SITES_DIR".to_owned(),
                 dir.join("sites").display().to_string(),
