@@ -1353,19 +1353,20 @@ fn spawn_worker(
     );
     tracing::info!(worker = %id, "job worker started");
     use lodge_services::provisioning::{Lane, Worker};
-    // Two lanes: deliveries (webhooks and mail: other people's servers, slow or down at
-    // times) apart from everything else, which this one's scheduler passes feed.
-    let [jobs, hooks] = [Lane::AllButDeliveries, Lane::Deliveries]
+    // Three lanes: webhook deliveries and mail (other people's servers, slow or down at
+    // times), each apart, and everything else, which this one's scheduler passes feed.
+    let [jobs, hooks, mail] = [Lane::Rest, Lane::Webhooks, Lane::Mail]
         .map(|lane| Worker::new(lodge.clone(), id.clone()).on_lane(lane));
     let (poll, every) = (
         std::time::Duration::from_millis(500),
         std::time::Duration::from_secs(30),
     );
-    let hooks_shutdown = shutdown.clone();
+    let (hooks_shutdown, mail_shutdown) = (shutdown.clone(), shutdown.clone());
     tokio::spawn(async move {
         tokio::join!(
             jobs.run(shutdown, poll, every),
-            hooks.run(hooks_shutdown, poll, every)
+            hooks.run(hooks_shutdown, poll, every),
+            mail.run(mail_shutdown, poll, every)
         );
     })
 }
@@ -1466,6 +1467,9 @@ async fn serve(
         r = server.wait() => r,
         () = shutdown_signal() => {
             tracing::info!("shutting down: finishing in-flight requests");
+            // The worker claims no new round while the requests drain (found by the
+            // re-audit: it did, and left them to their leases at exit).
+            let _ = stop_worker.send(true);
             server.stop().await
         }
     };

@@ -124,31 +124,35 @@ pub struct Worker {
 /// [`Worker::max_run`] by default.
 pub const MAX_JOB_RUN: Duration = Duration::from_secs(30 * 60);
 
-/// The jobs a worker claims. A node runs two: deliveries (webhooks and mail) wait on other
-/// people's servers (up to their timeout, retried for a day when one is down), so they have
-/// a lane of their own, where they run side by side, and a slow or dead receiver never
-/// holds up provisioning or suspensions (found by the webhooks audit: six mails took 46 s
-/// behind four slow endpoints; by the resilience audit: an SMTP server that accepted and
-/// never answered held each paid order's provisioning for two 60 s mail timeouts).
+/// The jobs a worker claims. A node runs three lanes: webhook deliveries and mail wait on
+/// other people's servers (up to their timeout, retried for a day when one is down), so
+/// each has a lane of its own, and a slow or dead receiver never holds up the others or
+/// provisioning and suspensions (found by the webhooks audit: six mails took 46 s behind
+/// four slow endpoints; by the resilience audit: an SMTP server that accepted and never
+/// answered held each paid order's provisioning for two 60 s mail timeouts; by the
+/// re-audit: with mail and webhooks in one lane, it held the webhooks too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Every kind (one worker doing everything: tests, the simulation).
     All,
-    /// Deliveries only: webhooks and mail.
-    Deliveries,
-    /// Everything but deliveries.
-    AllButDeliveries,
+    /// Webhook deliveries only (side by side).
+    Webhooks,
+    /// Mail only (one after another, in the order sent).
+    Mail,
+    /// Everything but webhook deliveries and mail.
+    Rest,
 }
 
-/// The kinds of [`Lane::Deliveries`].
-const DELIVERIES: [&str; 2] = [crate::webhooks::JOB_WEBHOOK, crate::mail::JOB_MAIL];
+/// The kinds with a lane of their own.
+const OWN_LANES: [&str; 2] = [crate::webhooks::JOB_WEBHOOK, crate::mail::JOB_MAIL];
 
 impl Lane {
     fn filter(self) -> jobs::KindFilter<'static> {
         match self {
             Lane::All => jobs::KindFilter::Any,
-            Lane::Deliveries => jobs::KindFilter::Only(&DELIVERIES),
-            Lane::AllButDeliveries => jobs::KindFilter::AllBut(&DELIVERIES),
+            Lane::Webhooks => jobs::KindFilter::Only(&OWN_LANES[..1]),
+            Lane::Mail => jobs::KindFilter::Only(&OWN_LANES[1..]),
+            Lane::Rest => jobs::KindFilter::AllBut(&OWN_LANES),
         }
     }
 }
@@ -170,8 +174,10 @@ impl Worker {
     /// The same worker on one lane (its id marked with it, so that each lane's claims are
     /// its own).
     pub fn on_lane(mut self, lane: Lane) -> Self {
-        if lane == Lane::Deliveries {
-            self.id.push_str("/deliveries");
+        match lane {
+            Lane::Webhooks => self.id.push_str("/webhooks"),
+            Lane::Mail => self.id.push_str("/mail"),
+            Lane::All | Lane::Rest => {}
         }
         self.lane = lane;
         self
@@ -393,7 +399,7 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
-            if self.lane != Lane::Deliveries
+            if matches!(self.lane, Lane::All | Lane::Rest)
                 && last_schedule.is_none_or(|t| t.elapsed() >= schedule_every)
             {
                 if let Err(e) = self.lodge.schedule_due().await {

@@ -272,13 +272,12 @@ impl Store {
         batch.run(f).await
     }
 
-    /// `SELECT 1` on the reader, and a write transaction begun and rolled back on the
-    /// writer: the readiness check (found by the resilience audit: a writer that could not
-    /// begin went unnoticed behind a healthy reader).
+    /// `SELECT 1` on the reader: the readiness check. Not a write: on SQLite that waits for
+    /// the one writer, which a busy moment or a long CLI import holds for seconds, and a
+    /// load balancer would take the node out for it (found by the re-audit); a writer left
+    /// inside a failed transaction is replaced at the next [`Store::begin`] instead.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
-        let tx = self.begin().await?;
-        tx.rollback().await?;
         Ok(())
     }
 

@@ -257,11 +257,12 @@ async fn act(
     let id: HostingId = path_id(id)?;
     // No body is `{}`; a field the action does not take is refused (found by the operator
     // audit: a reason sent was dropped without a word).
-    let asked: StaffAction = if body.iter().all(u8::is_ascii_whitespace) {
-        StaffAction::default()
-    } else {
-        parse_json(body)?
-    };
+    let asked: StaffAction =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            StaffAction::default()
+        } else {
+            parse_json(body)?
+        };
     let reason = asked
         .reason
         .as_deref()

@@ -1772,10 +1772,10 @@ async fn staff_give_a_reason_for_a_suspension_and_nothing_else(app: TestApp) {
             Method::POST,
             &format!("/v1/admin/hosting/{id}/unsuspend"),
             Some(&app.admin_key()),
-            None,
+            Some(&Value::Null),
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "no body: {h}");
+    assert_eq!(status, StatusCode::ACCEPTED, "a null body, as no body: {h}");
     assert_eq!(run(&worker).await, 1);
     assert_eq!(hosting(&app, &id).await["status"], "active");
 }
@@ -1995,10 +1995,11 @@ async fn a_job_whose_lease_ran_out_while_it_waited_runs_once(app: TestApp) {
     );
 }
 
-/// A node's two workers: deliveries (webhooks and mail) on a lane of their own, everything
-/// else on the other, so a slow or dead receiver never holds up provisioning (found by the
-/// webhooks audit, and for mail by the resilience audit: an SMTP server that never answered
-/// held each order's provisioning for two mail timeouts). Each lane claims only its own.
+/// A node's three workers: webhook deliveries and mail each on a lane of its own, everything
+/// else on the third, so a slow or dead receiver holds up neither the other receivers nor
+/// provisioning (found by the webhooks audit, by the resilience audit: an SMTP server that
+/// never answered held each order's provisioning for two mail timeouts, and by the
+/// re-audit: sharing a lane, it held the webhooks). Each lane claims only its own.
 async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
     use lodge_services::provisioning::Lane;
     let fake = FakeDriver::default();
@@ -2049,8 +2050,9 @@ async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
         }
     };
     let hook_attempts = |app: &TestApp| attempts(app, "webhook");
-    let jobs = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::AllButDeliveries);
-    let hooks = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Deliveries);
+    let jobs = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Rest);
+    let hooks = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Webhooks);
+    let mail = Worker::new(app.lodge.clone(), "node-1").on_lane(Lane::Mail);
     assert_eq!(run(&jobs).await, 1, "the provisioning only");
     assert_eq!(
         hosting(&app, str_of(&o, "hosting_id")).await["status"],
@@ -2063,7 +2065,10 @@ async fn webhook_deliveries_have_a_lane_of_their_own(app: TestApp) {
     );
     assert_eq!(attempts(&app, "mail").await, 0, "nor the mail");
     assert_eq!(run(&jobs).await, 0);
-    assert_eq!(run(&hooks).await, 2, "the deliveries only");
+    assert_eq!(run(&hooks).await, 1, "the webhook delivery only");
     assert_eq!(hook_attempts(&app).await, 1);
+    assert_eq!(attempts(&app, "mail").await, 0, "not the mail");
+    assert_eq!(run(&mail).await, 1, "the mail only");
     assert_eq!(attempts(&app, "mail").await, 1);
+    assert_eq!(hook_attempts(&app).await, 1);
 }
