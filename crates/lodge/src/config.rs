@@ -383,6 +383,23 @@ impl Config {
         .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// Refuses a JWT secret too short to sign with, for the commands that sign or check
+    /// login tokens (`serve`); others do not use it and are not refused for it (found by
+    /// the re-audit: `lodge migrate`, the upgrade step, was).
+    pub fn check_jwt_secret(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.jwt_secret {
+            // An empty or short secret lets anyone sign a staff login token (found by the
+            // secrets audit: `LODGE_JWT_SECRET=` from an unset variable was taken).
+            let len = secret.expose_secret().trim().len();
+            if len < MIN_JWT_SECRET_LEN {
+                anyhow::bail!(
+                    "the JWT secret (--jwt-secret, LODGE_JWT_SECRET, jwt_secret) is {len} characters: it must be at least {MIN_JWT_SECRET_LEN} (e.g. `openssl rand -hex 32`), or left out for a random one per process"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses settings that would act on everything at once (an expiry of 0 days cancels
     /// every pending order within a minute) with a message naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -397,16 +414,6 @@ impl Config {
                 "--invoice-expiry-days must be between 1 and {MAX_INVOICE_EXPIRY_DAYS} days (got {})",
                 self.invoice_expiry_days
             );
-        }
-        if let Some(secret) = &self.jwt_secret {
-            // An empty or short secret lets anyone sign a staff login token (found by the
-            // secrets audit: `LODGE_JWT_SECRET=` from an unset variable was taken).
-            let len = secret.expose_secret().trim().len();
-            if len < MIN_JWT_SECRET_LEN {
-                anyhow::bail!(
-                    "the JWT secret (--jwt-secret, LODGE_JWT_SECRET, jwt_secret) is {len} characters: it must be at least {MIN_JWT_SECRET_LEN} (e.g. `openssl rand -hex 32`), or left out for a random one per process"
-                );
-            }
         }
         self.policy()?;
         // Payment links, mail and the login page are built on it: a bare host or a path

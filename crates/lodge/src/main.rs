@@ -690,12 +690,33 @@ fn init_logging(format: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     // A LODGE_LOG that does not parse is said, not dropped in silence (found by the
     // operator audit: a typo logged at the default level without a word).
-    let unusable = std::env::var("LODGE_LOG")
+    // An empty one is unset; a bare word that is no level is a typo (`debgu` parses as a
+    // target name and would hide every line: found by the re-audit).
+    let given = std::env::var("LODGE_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(&v).err().map(|e| (v, e)));
-    let filter = EnvFilter::try_from_env("LODGE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .filter(|v| !v.trim().is_empty());
+    let unusable = given.as_ref().and_then(|v| {
+        let bare_typo = v.split(',').any(|d| {
+            let d = d.trim();
+            !d.is_empty()
+                && !d.contains('=')
+                && !["trace", "debug", "info", "warn", "error", "off"]
+                    .contains(&d.to_lowercase().as_str())
+                && !d.starts_with("lodge")
+                && !d.contains("::")
+        });
+        match EnvFilter::try_new(v) {
+            Err(e) => Some((v.clone(), e.to_string())),
+            Ok(_) if bare_typo => Some((v.clone(), "a bare word that is no level".to_owned())),
+            Ok(_) => None,
+        }
+    });
+    let filter = given
+        .as_deref()
+        .filter(|_| unusable.is_none())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let filter = lodge::quiet_secret_loggers(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -836,6 +857,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         _ => None,
     };
     if matches!(&cli.command, Command::Serve(_)) {
+        cfg.check_jwt_secret()?;
         cfg.conn.max_connections = fit_to_open_files(cfg.conn.max_connections);
     }
     // `serve --demo` runs its own nginx where nginx is installed (unless nginx is
