@@ -3,8 +3,8 @@
 //! modified"), so an edit to a migration that has shipped locks every database made by the
 //! builds before it out (found by the operator audit: two such edits were made on
 //! 2026-12-03). `migrations/checksums.txt` pins each migration's checksum as sqlx computes
-//! it; a new migration is added to it (`LODGE_UPDATE_SNAPSHOTS=1 cargo test -p lodge-store
-//! pinned`), an old one is never changed.
+//! it; a new migration is added to it (`LODGE_PIN_NEW_MIGRATIONS=1 cargo test -p
+//! lodge-store pinned`, which only ever adds lines), an old one is never changed.
 
 #[cfg(test)]
 mod tests {
@@ -31,30 +31,41 @@ mod tests {
     fn pinned_migrations_are_unchanged() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/checksums.txt");
         let now = current();
-        if std::env::var_os("LODGE_UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &now).expect("write the checksums");
-            return;
-        }
-        let pinned = std::fs::read_to_string(path).expect("migrations/checksums.txt");
+        let pinned = std::fs::read_to_string(path).unwrap_or_default();
+        let key = |l: &str| l.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ");
         let now_lines: Vec<&str> = now.lines().collect();
         for line in pinned.lines() {
-            let key: Vec<&str> = line.splitn(3, ' ').take(2).collect();
-            let here = now_lines
-                .iter()
-                .find(|l| l.splitn(3, ' ').take(2).collect::<Vec<_>>() == key);
+            let here = now_lines.iter().find(|l| key(l) == key(line));
             assert_eq!(
                 here.copied(),
                 Some(line),
-                "migration {key:?} was changed or removed after it was pinned: a shipped \
-                 migration must never change (add a new one instead)"
+                "migration {} was changed or removed after it was pinned: a shipped \
+                 migration must never change (add a new one instead)",
+                key(line)
             );
         }
-        for line in &now_lines {
-            assert!(
-                pinned.lines().any(|p| p == *line),
-                "a new migration is not pinned yet: run LODGE_UPDATE_SNAPSHOTS=1 cargo test -p \
-                 lodge-store pinned (line: {line})"
-            );
+        let new: Vec<&str> = now_lines
+            .iter()
+            .copied()
+            .filter(|l| !pinned.lines().any(|p| key(p) == key(l)))
+            .collect();
+        if new.is_empty() {
+            return;
         }
+        // Its own variable (not the snapshots' one): pinning only ever adds lines.
+        if std::env::var_os("LODGE_PIN_NEW_MIGRATIONS").is_some() {
+            let mut out = pinned.clone();
+            for line in &new {
+                out.push_str(line);
+                out.push('\n');
+            }
+            std::fs::write(path, out).expect("write the checksums");
+            return;
+        }
+        panic!(
+            "new migrations are not pinned yet: run LODGE_PIN_NEW_MIGRATIONS=1 cargo test -p \
+             lodge-store pinned\n{}",
+            new.join("\n")
+        );
     }
 }

@@ -76,9 +76,6 @@ async fn refused_for_the_coupon(app: &TestApp, body: &Value, what: &str) {
     );
 }
 
-/// A one-use coupon ordered with and the invoice deleted unpaid: the use comes back, and
-/// the coupon works for the next order (found by the money audit: anyone could burn a
-/// limited promotion by ordering and deleting). A paid order keeps its use.
 /// Staff change a coupon deactivated earlier: it stays deactivated unless the change says
 /// `is_active` (found by the operator audit: any edit brought it back). A `max_uses` below
 /// the uses it has had is refused, keyed by the field (it was a 500).
@@ -140,6 +137,9 @@ async fn a_coupon_edit_keeps_it_deactivated_and_cannot_go_below_its_uses(app: Te
     app.stop().await;
 }
 
+/// A one-use coupon ordered with and the invoice deleted unpaid: the use comes back, and
+/// the coupon works for the next order (found by the money audit: anyone could burn a
+/// limited promotion by ordering and deleting). A paid order keeps its use.
 async fn an_order_cancelled_unpaid_gives_its_coupon_use_back(app: TestApp) {
     create_coupon(
         &app,

@@ -145,11 +145,6 @@ fn pool(max: u32) -> AnyPoolOptions {
 
 #[cfg(test)]
 mod tests {
-    /// A COMMIT that fails after SQLite ended the transaction itself (as on a full disk,
-    /// where SQLite rolls back): sqlx keeps counting the transaction as open and refused
-    /// every later begin on the writer; the next begin replaces the connection (found by
-    /// the resilience audit: only a restart brought writes back). The state is made here
-    /// by ending the transaction behind sqlx's back, which leaves it the same way.
     /// A full disk is a moment's outage (a 503 to retry), not a fault of the request: the
     /// same on sqlx's connections and on the batch writer's (found by the resilience audit:
     /// it was a 500). The disk is "full" here by `max_page_count`, which SQLite reports
@@ -187,6 +182,11 @@ mod tests {
         assert!(!crate::StoreError::from(bad).is_unavailable());
     }
 
+    /// A COMMIT that fails after SQLite ended the transaction itself (as on a full disk,
+    /// where SQLite rolls back): sqlx keeps counting the transaction as open and refused
+    /// every later begin on the writer; the next begin replaces the connection (found by
+    /// the resilience audit: only a restart brought writes back). The state is made here
+    /// by ending the transaction behind sqlx's back, which leaves it the same way.
     #[tokio::test]
     async fn a_writer_left_inside_a_failed_commit_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
