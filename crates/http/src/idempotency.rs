@@ -30,6 +30,19 @@ pub fn request_hash(st: &AppState, method: &str, path: &str, body: &[u8]) -> Str
     hex::encode(h.finalize().into_bytes())
 }
 
+/// The digest builds before [`request_hash`] kept (a plain SHA-256), recognised for keys
+/// stored by them (see [`Key::legacy_request_hash`]).
+fn legacy_request_hash(method: &str, path: &str, body: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
 /// The services' key for a request carrying the header (`None` without it): keys are per
 /// `scope` (the caller), and bound to the request's method, path and body.
 pub fn key(
@@ -44,6 +57,7 @@ pub fn key(
         scope,
         key,
         request_hash: request_hash(st, method, path, body),
+        legacy_request_hash: Some(legacy_request_hash(method, path, body)),
         fresh_for_us: None,
     })
 }
@@ -64,6 +78,7 @@ pub fn same_request(
         scope,
         key: hash.clone(),
         request_hash: hash,
+        legacy_request_hash: None,
         fresh_for_us: Some(window_us),
     }
 }

@@ -34,6 +34,11 @@ pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
     pub request_hash: String,
+    /// The request's digest as builds before keyed digests wrote it (a plain SHA-256),
+    /// also taken as the same request: a retry across the upgrade, or between nodes of
+    /// both builds during a rolling one, is answered its outcome, not refused (found by the
+    /// re-audit). Kept while such keys may live (a day after the upgrade).
+    pub legacy_request_hash: Option<String>,
     /// For a key Lodge derives itself rather than one the caller sent (an identical
     /// `/apiv2` order): how long, in microseconds, a stored outcome answers an identical
     /// request. Past it the key is free again and taken over by the next such request.
@@ -157,7 +162,9 @@ impl Lodge {
         {
             return Ok(None);
         }
-        if row.request_hash != key.request_hash {
+        if row.request_hash != key.request_hash
+            && key.legacy_request_hash.as_deref() != Some(row.request_hash.as_str())
+        {
             return Err(ServiceError::KeyReused);
         }
         match row.response {
