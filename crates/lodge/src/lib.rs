@@ -129,16 +129,54 @@ pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
 /// dropped (or the process ends, however it ends). Refused, naming the holder's process,
 /// while another `serve` holds it.
 pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
+    // One lock a file, however it is named (a relative path, a symlinked directory).
+    let db = db
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                d
+            }
+        })
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .zip(db.file_name())
+        .map_or_else(|| db.to_path_buf(), |(d, f)| d.join(f));
     let mut name = db.as_os_str().to_owned();
     name.push("-lodge.lock");
-    let path = std::path::PathBuf::from(name);
+    lock_file(
+        std::path::Path::new(&name),
+        &format!(
+            "is serving {} already: one server a SQLite database (stop it first; several nodes need PostgreSQL, see the README)",
+            db.display()
+        ),
+    )
+}
+
+/// Takes the lock that makes this `serve --demo` the only user of the demo nginx state
+/// under `data` (another one, even on another database, would stop that nginx: found by
+/// the re-audit).
+pub fn demo_lock(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    lock_file(
+        &data.join("demo-lodge.lock"),
+        &format!(
+            "runs the demo's nginx from {} already (stop it first)",
+            data.display()
+        ),
+    )
+}
+
+/// An exclusive lock on `path`, holding this process's id; refused while another process
+/// holds it, saying `what` it does.
+fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
@@ -147,14 +185,12 @@ pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             anyhow::bail!(
-                "another `lodge serve`{} is serving {} already: one server a SQLite database \
-                 (stop it first; several nodes need PostgreSQL, see the README)",
+                "another `lodge serve`{} {what}",
                 if holder.is_empty() {
                     String::new()
                 } else {
                     format!(" (process {holder})")
                 },
-                db.display()
             );
         }
         Err(std::fs::TryLockError::Error(e)) => {

@@ -863,7 +863,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     // `serve --demo` runs its own nginx where nginx is installed (unless nginx is
     // configured with arguments of its own), and the nginx driver is pointed at it.
     let mut demo_nginx = DemoNginxState::Unused;
+    let mut _demo_lock = None;
     if matches!(&cli.command, Command::Serve(s) if s.demo) && cfg.nginx.args.is_empty() {
+        _demo_lock = Some(lodge::demo_lock(Path::new("lodge-data"))?);
         // A node whose address is taken (another node running in this directory) stops
         // here, before it stops the demo nginx that other node is using (found by the
         // multi-node re-audit: its sites went down).
