@@ -6,6 +6,7 @@
 
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use hmac::digest::Update;
 use hmac::{Hmac, Mac};
 use lodge_services::idempotency::{Answer, IdempotencyKey as Key};
 use sha2::Sha256;
@@ -22,25 +23,25 @@ pub fn request_hash(st: &AppState, method: &str, path: &str, body: &[u8]) -> Str
         // HMAC takes a key of any length: not reached.
         return String::new();
     };
-    h.update(method.as_bytes());
-    h.update(&[0]);
-    h.update(path.as_bytes());
-    h.update(&[0]);
-    h.update(body);
+    feed(&mut h, method, path, body);
     hex::encode(h.finalize().into_bytes())
 }
 
 /// The digest builds before [`request_hash`] kept (a plain SHA-256), recognised for keys
 /// stored by them (see [`Key::legacy_request_hash`]).
 fn legacy_request_hash(method: &str, path: &str, body: &[u8]) -> String {
-    use sha2::Digest;
-    let mut h = Sha256::new();
+    let mut h = Sha256::default();
+    feed(&mut h, method, path, body);
+    hex::encode(sha2::Digest::finalize(h))
+}
+
+/// What a request digest covers: method, path and body, separated by NULs.
+fn feed(h: &mut impl Update, method: &str, path: &str, body: &[u8]) {
     h.update(method.as_bytes());
-    h.update([0]);
+    h.update(&[0]);
     h.update(path.as_bytes());
-    h.update([0]);
+    h.update(&[0]);
     h.update(body);
-    hex::encode(h.finalize())
 }
 
 /// The services' key for a request carrying the header (`None` without it): keys are per

@@ -109,9 +109,6 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     Ok(lodge)
 }
 
-/// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
-/// database (or in the working directory), created on first use, readable by its owner only.
-/// The key file's key, and its path when it was made just now.
 /// The file of a `sqlite://` database URL (`None` for PostgreSQL and in-memory SQLite).
 pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
     let rest = database_url
@@ -124,22 +121,21 @@ pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
+/// The directory a file is in (`.` for a bare file name).
+fn dir_of(file: &std::path::Path) -> &std::path::Path {
+    file.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
+
 /// Takes the lock that makes `serve` the only server of the SQLite database `db`: an
 /// exclusive lock on `<db>-lodge.lock` beside it, released when the returned file is
 /// dropped (or the process ends, however it ends). Refused, naming the holder's process,
 /// while another `serve` holds it.
 pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
     // One lock a file, however it is named (a relative path, a symlinked directory).
-    let db = db
-        .parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                d
-            }
-        })
-        .and_then(|d| std::fs::canonicalize(d).ok())
+    let db = std::fs::canonicalize(dir_of(db))
+        .ok()
         .zip(db.file_name())
         .map_or_else(|| db.to_path_buf(), |(d, f)| d.join(f));
     let mut name = db.as_os_str().to_owned();
@@ -204,14 +200,16 @@ fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File
     Ok(file)
 }
 
+/// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
+/// database (or in the working directory), created on first use, readable by its owner only.
+/// The key file's key, and its path when it was made just now.
 fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
-    let dir = database_url
-        .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let path = dir.join("lodge-secret.key");
+    let path = sqlite_file(database_url)
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            |db| dir_of(&db).to_path_buf(),
+        )
+        .join("lodge-secret.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok((existing.trim().to_owned(), None));
     }

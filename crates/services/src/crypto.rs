@@ -111,16 +111,6 @@ impl Sealer {
 const KEY_CHECK: &str = "lodge installation key check";
 
 impl crate::Lodge {
-    /// Checks that this node's secret key is the installation's: it opens the value the
-    /// first node sealed in the database (written now if none is there; on a database from
-    /// before the check, a secret already sealed there must open first). A node with
-    /// another key would answer 404 to the other nodes' payment links, make links they
-    /// cannot open, and fail every job touching a sealed secret, so it is refused at start
-    /// (found by the multi-node audit: it started without a word).
-    ///
-    /// `fresh`: the key was made just now (no key given, no key file): on a database that
-    /// already holds invoices it is refused rather than written as the installation's (a
-    /// command run without the key must not lock the nodes that have it out).
     /// Refuses to start selling in another currency than the one the database's invoices
     /// and credit are in (found by the operator audit: `currency` changed after going live
     /// showed a EUR balance as USD and paid a USD invoice from it one for one). Lodge sells
@@ -140,6 +130,16 @@ impl crate::Lodge {
         Ok(())
     }
 
+    /// Checks that this node's secret key is the installation's: it opens the value the
+    /// first node sealed in the database (written now if none is there; on a database from
+    /// before the check, a secret already sealed there must open first). A node with
+    /// another key would answer 404 to the other nodes' payment links, make links they
+    /// cannot open, and fail every job touching a sealed secret, so it is refused at start
+    /// (found by the multi-node audit: it started without a word).
+    ///
+    /// `fresh`: the key was made just now (no key given, no key file): on a database that
+    /// already holds invoices it is refused rather than written as the installation's (a
+    /// command run without the key must not lock the nodes that have it out).
     pub async fn check_secret_key(&self, fresh: bool) -> Result<()> {
         use lodge_store::key_check;
         let wrong = || {
