@@ -230,6 +230,28 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
+/// Hands a job `worker` claimed but never started back to the queue (its node is
+/// stopping): unlocked at once, due when it was, the attempt its claim counted taken back.
+/// `false` when `worker` holds it no more.
+pub async fn hand_back<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL,
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, modified_at = $3
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Puts a dead job back in the queue with fresh attempts.
 pub async fn retry<'e, E: Executor<'e, Database = Any>>(db: E, id: i64, now: i64) -> Result<bool> {
     let r = sqlx::query(

@@ -23,6 +23,7 @@ on_both_engines!(
     with_mail_off_no_mail_job_is_made,
     mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
     a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line,
+    a_stopping_worker_hands_back_the_jobs_it_has_not_started,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -430,6 +431,94 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     assert!(e["status"].is_array(), "{e}");
     let (status, _) = app.get("/v1/admin/mail", &app.key()).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "a customer");
+    app.stop().await;
+}
+
+/// A node stopping in the middle of a round (its first mail waiting on an SMTP server that
+/// accepted and never answered) hands the round's unstarted jobs back to the queue at once:
+/// another node takes them now, not when their lease ends two minutes later.
+async fn a_stopping_worker_hands_back_the_jobs_it_has_not_started(app: TestApp) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut silent = settings(port, None);
+    silent.timeout = Duration::from_secs(60);
+    let lodge = with_mail(&app, silent).await;
+    order(&app, "stopping.test").await;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let worker = Worker::new(lodge.clone(), "node-1");
+    let running = tokio::spawn(worker.run(
+        stopping,
+        Duration::from_millis(20),
+        Duration::from_secs(3600),
+    ));
+    let jobs = || async {
+        lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), JOB_MAIL)
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no mail was started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let claimed = jobs().await;
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(
+        claimed
+            .iter()
+            .all(|j| j.status == lodge_core::JobStatus::Running),
+        "both claimed in one round: {claimed:?}"
+    );
+
+    stop.send(true).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let handed_back = loop {
+        let now = jobs().await;
+        if let Some(j) = now
+            .iter()
+            .find(|j| j.status == lodge_core::JobStatus::Queued)
+        {
+            break j.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unstarted mail is still claimed: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(handed_back.locked_by, None, "{handed_back:?}");
+    assert_eq!(handed_back.locked_until, None, "{handed_back:?}");
+    assert_eq!(handed_back.attempts, 0, "not an attempt: {handed_back:?}");
+    assert_eq!(handed_back.last_error, None, "{handed_back:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second never started"
+    );
+    let still = jobs().await;
+    assert_eq!(
+        still
+            .iter()
+            .filter(|j| j.status == lodge_core::JobStatus::Running)
+            .count(),
+        1,
+        "the started one is left to its end or its lease: {still:?}"
+    );
+    running.abort();
     app.stop().await;
 }
 
