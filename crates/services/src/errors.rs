@@ -25,6 +25,8 @@ pub enum FieldCode {
     InvalidDomain,
     /// No server has room for the plan.
     ServersFull,
+    /// The plan is sold once per organization (a trial), and the organization has had it.
+    OncePerOrganization,
 }
 
 impl FieldCode {
@@ -34,6 +36,7 @@ impl FieldCode {
             FieldCode::Required => "required",
             FieldCode::InvalidDomain => "invalid_domain",
             FieldCode::ServersFull => "servers_full",
+            FieldCode::OncePerOrganization => "once_per_organization",
         }
     }
 }

@@ -416,6 +416,8 @@ fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
         for e in errors {
             let words = match (field.as_str(), e.code) {
                 ("plan_id", FieldCode::ServersFull) => SERVERS_FULL.to_owned(),
+                // Lodge's own reason: the package is valid, this customer has had it.
+                ("plan_id", FieldCode::OncePerOrganization) => e.message,
                 ("plan_id", _) => "Invalid Package Specified.".to_owned(),
                 ("billing_cycle", _) => "Invalid Billing Interval".to_owned(),
                 ("coupon", _) => "Invalid Coupon Specified".to_owned(),
@@ -810,6 +812,11 @@ mod tests {
             (
                 fields(&[("plan_id", FieldCode::Invalid, SERVERS_FULL)]),
                 vec!["Invalid Package Specified."],
+            ),
+            // A trial had already: the package is valid, the reason is Lodge's.
+            (
+                fields(&[("plan_id", FieldCode::OncePerOrganization, "Had once.")]),
+                vec!["Had once."],
             ),
             (
                 fields(&[

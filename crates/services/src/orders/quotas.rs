@@ -8,21 +8,22 @@
 use lodge_store::{orgs, SqlConn};
 
 use super::DomainPlan;
-use crate::Result;
+use crate::{FieldCode, Result};
 
 /// The refusals of an order of `plan` by its organization's quotas, given its quotas and
-/// counts (read by the caller): `(field, message)`.
+/// counts (read by the caller): `(field, code, message)`.
 pub(crate) async fn refusals<C: SqlConn>(
     conn: &mut C,
     organization: lodge_core::OrganizationId,
     q: orgs::OrderQuotas,
     plan: &crate::catalog::Plan,
     domain: Option<&DomainPlan>,
-) -> Result<Vec<(&'static str, String)>> {
+) -> Result<Vec<(&'static str, FieldCode, String)>> {
     let mut out = Vec::new();
     if q.accounts >= q.instance_quota {
         out.push((
             "non_field_errors",
+            FieldCode::Invalid,
             format!(
                 "This organization has reached its quota of {} hosting accounts (pending orders \
                  count): cancel one, or ask us to raise the quota.",
@@ -37,6 +38,7 @@ pub(crate) async fn refusals<C: SqlConn>(
     if new_domain && q.domains >= q.domain_quota {
         out.push((
             "domain_name",
+            FieldCode::Invalid,
             format!(
                 "This organization has reached its quota of {} domains.",
                 q.domain_quota
@@ -44,7 +46,7 @@ pub(crate) async fn refusals<C: SqlConn>(
         ));
     }
     if let Some(why) = once_per_organization_refusal(conn, organization, plan).await? {
-        out.push(("plan_id", why));
+        out.push(("plan_id", FieldCode::OncePerOrganization, why));
     }
     Ok(out)
 }

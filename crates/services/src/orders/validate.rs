@@ -220,10 +220,10 @@ impl Lodge {
             {
                 v.add("domain_name", name_taken(name.unwrap_or_default()));
             }
-            for (field, message) in
+            for (field, code, message) in
                 super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
             {
-                v.add(field, message);
+                v.add_coded(field, code, message);
             }
             unlimited_server = facts.unlimited_server;
         } else if let Some(name) = name {

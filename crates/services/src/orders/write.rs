@@ -204,10 +204,10 @@ pub(crate) async fn refusal<C: SqlConn>(
     if taken {
         v.add("domain_name", super::validate::name_taken(name));
     }
-    for (field, message) in
+    for (field, code, message) in
         super::quotas::refusals(conn, o.organization, quotas, &o.plan, Some(&o.domain)).await?
     {
-        v.add(field, message);
+        v.add_coded(field, code, message);
     }
     let mut placed = None;
     if !v.has("plan_id") {
