@@ -321,10 +321,11 @@ async fn import_catalog(
 /// The stored catalog as a catalog file (the JSON form of `lodge catalog export`): every
 /// item whole, inactive and hidden ones included, ready to edit and import back.
 #[utoipa::path(get, path = "/v1/admin/catalog/export", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = CatalogFile), (status = 401), (status = 403)))]
+    responses((status = 200, body = CatalogFile), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn export_catalog(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<CatalogFile>> {
     Ok(Json(st.lodge.export_catalog().await?))
 }
@@ -381,10 +382,11 @@ async fn set_group_active(
 
 /// Every plan, including hidden and inactive ones.
 #[utoipa::path(get, path = "/v1/admin/plans", tag = "admin", operation_id = "admin_list_plans", security(("bearer" = [])),
-    responses((status = 200, body = Vec<HostingPlan>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<HostingPlan>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_plans(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<HostingPlan>>> {
     let c = st.lodge.catalog().await?;
     Ok(Json(c.plans.iter().map(HostingPlan::from).collect()))
@@ -466,10 +468,11 @@ fn offers(c: &lodge_services::catalog::Catalog) -> Vec<Offer> {
 
 /// Every service offer.
 #[utoipa::path(get, path = "/v1/admin/offers", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Offer>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<Offer>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_offers(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<Offer>>> {
     Ok(Json(offers(&*st.lodge.catalog().await?)))
 }
@@ -555,10 +558,11 @@ fn coupons(c: &lodge_services::catalog::Catalog) -> Vec<Coupon> {
 
 /// Every coupon.
 #[utoipa::path(get, path = "/v1/admin/coupons", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Coupon>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<Coupon>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_coupons(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<Coupon>>> {
     // Uses move with every order, not with the catalog's version: read them as they are.
     Ok(Json(coupons(&*st.lodge.catalog_uncached().await?)))
@@ -609,10 +613,11 @@ async fn deactivate_coupon(
 
 /// Every TLD with its prices.
 #[utoipa::path(get, path = "/v1/admin/tlds", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TldInfo>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<TldInfo>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_tlds(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<TldInfo>>> {
     Ok(Json(wire::tlds(&*st.lodge.catalog().await?)))
 }

@@ -411,10 +411,11 @@ async fn refund(
 #[utoipa::path(get, path = "/v1/admin/invoices/{invoice_id}/refunds", tag = "admin",
     security(("bearer" = [])),
     params(("invoice_id" = i64, Path, description = "Invoice id")),
-    responses((status = 200, body = InvoiceRefunds), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = InvoiceRefunds), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403), (status = 404)))]
 async fn invoice_refunds(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InvoiceRefunds>> {
     let id: i64 = path_id(&id)?;
@@ -523,13 +524,18 @@ fn registry_task(t: lodge_services::model::RegistryTaskRow) -> RegistryTask {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct RegistryTaskQuery {
     /// `open` (default) or `all`.
     #[param(pattern = "^(open|all)$")]
     pub status: Option<String>,
     /// Only this domain's (UUID).
     pub domain_id: Option<String>,
+}
+
+/// What [`list_registry_tasks`] takes: its filters and the page.
+pub struct RegistryTaskParams;
+impl crate::extract::KnownParams for RegistryTaskParams {
+    const NAMES: &'static [&'static str] = &["status", "domain_id", "page", "page_size"];
 }
 
 /// The registry tasks the `manual` registrar left to staff, oldest first: each paid
@@ -541,6 +547,7 @@ pub struct RegistryTaskQuery {
 async fn list_registry_tasks(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<RegistryTaskParams>,
     V1Query(f): V1Query<RegistryTaskQuery>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paginated<RegistryTask>>> {

@@ -79,10 +79,11 @@ fn server(s: ServerRow, plan_ids: Vec<String>) -> Server {
 
 /// Every server.
 #[utoipa::path(get, path = "/v1/admin/servers", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Server>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<Server>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_servers(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<Server>>> {
     Ok(Json(
         st.lodge
@@ -477,11 +478,16 @@ pub struct MailMessage {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct MailQuery {
     /// Only messages of this status.
     #[param(pattern = "^(sending|sent|failed|unknown|skipped)$")]
     pub status: Option<String>,
+}
+
+/// What [`list_mail`] takes: its filter and the page.
+pub struct MailParams;
+impl crate::extract::KnownParams for MailParams {
+    const NAMES: &'static [&'static str] = &["status", "page", "page_size"];
 }
 
 /// The mail Lodge sent or tried to send, newest first: to whom, what, and how it went.
@@ -491,6 +497,7 @@ pub struct MailQuery {
 async fn list_mail(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<MailParams>,
     V1Query(f): V1Query<MailQuery>,
     axum::extract::Query(q): axum::extract::Query<crate::extract::PageQuery>,
 ) -> ApiResult<Json<crate::extract::Paginated<MailMessage>>> {

@@ -74,10 +74,11 @@ fn with_secret(w: WebhookWithSecret) -> WebhookEndpointWithSecret {
 
 /// Every webhook endpoint.
 #[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<WebhookEndpoint>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<WebhookEndpoint>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_webhooks(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::NoParams>,
 ) -> ApiResult<Json<Vec<WebhookEndpoint>>> {
     Ok(Json(
         st.lodge

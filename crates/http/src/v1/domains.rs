@@ -254,10 +254,11 @@ pub struct RegistryDomain {
 /// Every domain with its registry state, newest first (staff).
 #[utoipa::path(get, path = "/v1/admin/domains", tag = "admin", security(("bearer" = [])),
     params(PageQuery),
-    responses((status = 200, body = Paginated<RegistryDomain>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Paginated<RegistryDomain>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 pub async fn admin_list_domains(
     State(st): State<AppState>,
     Staff(_staff): Staff,
+    _: crate::extract::OnlyParams<crate::extract::PageParams>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paginated<RegistryDomain>>> {
     let req = q.resolve()?;

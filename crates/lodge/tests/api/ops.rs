@@ -23,6 +23,7 @@ on_both_engines!(
     docs_page_is_served_without_internet,
     openapi_documents_exactly_the_served_routes,
     unknown_routes_answer_404_in_drf_shape,
+    every_staff_list_refuses_a_parameter_it_does_not_take_and_pages_by_its_next_link,
 );
 
 /// Every route the server serves (Swagger UI's static assets under `/docs/` aside).
@@ -450,6 +451,65 @@ async fn openapi_documents_exactly_the_served_routes(app: TestApp) {
             counted.contains(&((*method).to_owned(), (*template).to_owned())),
             "{method} {template} did not reach its route; counted: {counted:?}"
         );
+    }
+    app.stop().await;
+}
+
+/// Found by the README audit: a mistyped filter on some staff lists was silently ignored
+/// (`/v1/admin/domains?status=active` answered every domain), and the lists whose filters
+/// refused unknown parameters refused their own page parameters, the `next` link included.
+async fn every_staff_list_refuses_a_parameter_it_does_not_take_and_pages_by_its_next_link(
+    app: TestApp,
+) {
+    let admin = app.admin_key();
+    let lists: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(m, p)| *m == "GET" && p.starts_with("/v1/admin/") && !p.contains('{'))
+        .map(|(_, p)| *p)
+        .collect();
+    assert!(lists.len() >= 15, "{lists:?}");
+    for path in lists
+        .iter()
+        .copied()
+        .chain(["/v1/admin/invoices/1/refunds"])
+    {
+        let (status, body) = app.get(&format!("{path}?bogus_filter=1"), &admin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("unknown field `bogus_filter`")),
+            "{path}: {body}"
+        );
+    }
+    // Two domains being registered, for a list of two pages.
+    for name in ["pages-one.com", "pages-two.com"] {
+        let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "register",
+                           "domain_name": name, "billing_cycle": "monthly" });
+        let path = format!(
+            "/v1/organizations/{}/projects/{}/hosting/order",
+            app.org_id(),
+            app.project_id()
+        );
+        let (status, o) = app.post(&path, &app.key(), &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{o}");
+    }
+    for path in [
+        "/v1/admin/domains?page_size=1",
+        "/v1/admin/mail?status=sent&page=1&page_size=1",
+        "/v1/admin/registry-tasks?status=all&page_size=1",
+    ] {
+        let (status, page) = app.get(path, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        if path.starts_with("/v1/admin/domains") {
+            assert!(page["count"].as_i64().unwrap() >= 2, "{page}");
+            let next = page["next"].as_str().expect("a next link");
+            let next = &next[next.find("/v1/").unwrap()..];
+            let (status, second) = app.get(next, &admin).await;
+            assert_eq!(status, StatusCode::OK, "{next}: {second}");
+            assert_eq!(second["results"].as_array().unwrap().len(), 1, "{second}");
+            assert_ne!(second["results"][0], page["results"][0], "{second}");
+        }
     }
     app.stop().await;
 }
