@@ -908,6 +908,23 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     path.display()
                 );
             }
+        } else {
+            // On PostgreSQL the database exists either way: an empty one (a mistyped
+            // database name) is not made an installation, with a key file of its own in
+            // the working directory (found by the README audit).
+            let url = lodge_store::redact_url(&cfg.database_url);
+            let store = lodge_store::Store::connect(&cfg.database_url)
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            let installed = store.is_installed().await;
+            store.close().await;
+            if !installed.with_context(|| format!("reading {url}"))? {
+                anyhow::bail!(
+                    "no Lodge installation in {url}: run `lodge migrate` (or `lodge serve`) \
+                     with it first, or point --database-url (LODGE_DATABASE_URL, database_url) \
+                     at the installation's"
+                );
+            }
         }
     }
     let lodge = match lodge::open(&cfg, lodge::system_clock()).await {

@@ -298,6 +298,38 @@ fn commands_other_than_serve_migrate_and_demo_need_an_installation() {
     cli.ok(&["billing", "preview"]);
 }
 
+/// The same on PostgreSQL, where the database exists either way: an empty one (a mistyped
+/// database name) is not made an installation with a key file of its own (found by the
+/// README audit: `keys list` created every table and `./lodge-secret.key`).
+#[tokio::test]
+async fn on_postgres_commands_other_than_serve_migrate_and_demo_need_an_installation() {
+    let Some(url) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let cli = Cli {
+        dir: tempfile::tempdir().expect("temp dir"),
+        database_url: url.clone(),
+    };
+    for args in [
+        &["billing", "preview"][..],
+        &["users", "create", "--email", "a@b.test"],
+        &["keys", "list", "--staff"],
+    ] {
+        let err = cli.fails(args);
+        assert!(err.contains("no Lodge installation in"), "{args:?}: {err}");
+        assert!(err.contains("lodge migrate"), "{args:?}: {err}");
+        assert!(
+            !cli.dir.path().join("lodge-secret.key").exists(),
+            "{args:?} created a key file"
+        );
+    }
+    let store = lodge_store::Store::connect(&url).await.unwrap();
+    assert!(!store.is_installed().await.unwrap(), "tables were created");
+    store.close().await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["billing", "preview"]);
+}
+
 /// A node (or command) whose secret key is not the one the database was first opened
 /// with is refused at start, naming the setting, before it does anything (found by the
 /// multi-node audit: it served payment links the other nodes answered 404 and failed

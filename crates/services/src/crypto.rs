@@ -144,8 +144,8 @@ impl crate::Lodge {
         use lodge_store::key_check;
         let wrong = || {
             ServiceError::Conflict(
-                "the secret key (LODGE_SECRET_KEY, or lodge-secret.key beside a SQLite \
-                 database) is not this installation's: it does not open the secrets sealed in \
+                "the secret key (LODGE_SECRET_KEY, or the lodge-secret.key file: beside a \
+                 SQLite database, in the working directory with PostgreSQL) is not this installation's: it does not open the secrets sealed in \
                  the database. Give every node the key the database was first opened with"
                     .into(),
             )
@@ -160,8 +160,9 @@ impl crate::Lodge {
                     }
                 } else if fresh && key_check::has_invoices(db).await? {
                     return Err(ServiceError::Conflict(
-                        "no secret key was given (LODGE_SECRET_KEY, or lodge-secret.key beside a \
-                         SQLite database) and a new one was just made, but this database already \
+                        "no secret key was given (LODGE_SECRET_KEY, or the lodge-secret.key \
+                         file: beside a SQLite database, in the working directory with \
+                         PostgreSQL) and a new one was just made, but this database already \
                          holds invoices whose payment links come from the key it was used with: \
                          give that key"
                             .into(),

@@ -159,6 +159,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the database holds Lodge's schema (its migrations were applied there).
+    pub async fn is_installed(&self) -> Result<bool> {
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Engine::Postgres => {
+                "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+                 WHERE tablename = '_sqlx_migrations' AND schemaname = ANY (current_schemas(false))"
+            }
+        };
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.read).await?;
+        Ok(n > 0)
+    }
+
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.write.acquire().await?;
         match self.engine {
