@@ -511,7 +511,7 @@ enum KeysCommand {
         /// Expiry as an RFC 3339 instant (e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires: Option<String>,
-        /// The member who holds the key (default: the first owner).
+        /// The member who holds the key, by email or user UUID (default: the first owner).
         #[arg(long)]
         user: Option<String>,
         /// Print JSON instead of the bare secret.
@@ -1264,10 +1264,17 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
             json,
         } => {
             let org: OrganizationId = organization.parse().context("--organization")?;
-            let user: Option<UserId> = user
-                .map(|u| u.parse())
-                .transpose()
-                .context("--user must be a user UUID")?;
+            // By email, as the other commands name users, or by UUID.
+            let user: Option<UserId> = match user {
+                None => None,
+                Some(u) if u.contains('@') => Some(
+                    lodge_store::users::by_email(lodge.store.reader(), &u.trim().to_lowercase())
+                        .await?
+                        .with_context(|| format!("--user: no user with email {u}"))?
+                        .id,
+                ),
+                Some(u) => Some(u.parse().context("--user must be a user's email or UUID")?),
+            };
             let expires = expires
                 .map(|e| e.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()))
                 .transpose()
@@ -1343,6 +1350,7 @@ fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Re
                 "id": issued.row.id,
                 "name": issued.row.name,
                 "organization_id": issued.row.organization_id,
+                "user_id": issued.row.user_id,
                 "scopes": issued.row.scopes.split_whitespace().collect::<Vec<_>>(),
                 "key": issued.secret,
             })

@@ -800,6 +800,30 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         viewer["id"].as_str().unwrap(),
     ]);
     let viewer_key = viewer_key.trim().to_owned();
+    // By email too, as the other commands name users.
+    let by_email = cli.json(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "viewer's second",
+        "--user",
+        "Viewer@Y.test",
+        "--json",
+    ]);
+    assert_eq!(by_email["user_id"], viewer["id"], "{by_email}");
+    let err = cli.fails(&[
+        "keys",
+        "create",
+        "--organization",
+        &org_id,
+        "--name",
+        "x",
+        "--user",
+        "nobody@y.test",
+    ]);
+    assert!(err.contains("no user with email nobody@y.test"), "{err}");
     let err = cli.fails(&[
         "keys",
         "create",
@@ -912,7 +936,7 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     assert!(listed.iter().all(|k| k.get("key").is_none()), "no secrets");
     let viewer_prefix = &viewer_key[..8];
     let viewer_listed = listed
