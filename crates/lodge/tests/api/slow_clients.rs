@@ -185,6 +185,12 @@ async fn slow_and_idle_connections_are_closed_at_their_limits() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
+    // Answered by the application in /v1's shape, inside the access log's layer (which
+    // logged 400 when the 408 was put in place outside it).
+    assert!(
+        answer.contains(r#"{"detail":"The request body did not arrive in time."}"#),
+        "{answer}"
+    );
 
     // A request whose body arrives in time is answered normally (a 4xx about the login, not
     // a timeout), on a connection that stays usable.
