@@ -150,13 +150,28 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 /// `GET /metrics` on the main listener: 404 when it has its own listener, 401 without the
-/// token when one is configured. Other paths pass through.
+/// token when one is configured. Without a token it answers only clients on this machine
+/// (loopback, the client as the trusted proxies name it): 404 to the others, so that an
+/// installation's volumes (requests, jobs, mail) are not the world's by default. Other
+/// paths pass through.
 pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path() != "/metrics" {
         return next.run(req).await;
     }
     if !st.metrics_access.on_main_listener {
         return crate::ops::not_found().await;
+    }
+    if st.metrics_access.token_digest.is_none() {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(peer) = peer {
+            let client = crate::extract::client_address(peer, req.headers(), &st.trusted_proxies);
+            if !client.is_loopback() {
+                return crate::ops::not_found().await;
+            }
+        }
     }
     check_token(&st, req, next).await
 }

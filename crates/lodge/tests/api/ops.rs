@@ -605,6 +605,58 @@ async fn metrics_require_their_token_when_one_is_set() {
     server.stop().await.unwrap();
 }
 
+/// Without a token, `/metrics` answers clients on this machine only: a client behind the
+/// reverse proxy (named by `X-Forwarded-For`, the proxy trusted) gets 404, as for an
+/// unknown path; with the token, anyone holding it reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_without_a_token_answer_this_machine_only() {
+    let client = reqwest::Client::new();
+    let (server, _dir) = crate::slow_clients::start_node(Default::default()).await;
+    let url = format!("http://{}/metrics", server.addr);
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "from this machine");
+    let resp = client
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "from elsewhere");
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("lodge_http"), "{body}");
+    let resp = client
+        .get(&url)
+        .header("x-forwarded-for", "127.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "a proxy on this machine, for it"
+    );
+    server.stop().await.unwrap();
+
+    let (server, _dir) = crate::slow_clients::start_node(lodge::config::Overrides {
+        metrics_token: Some("metrics-s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let resp = client
+        .get(format!("http://{}/metrics", server.addr))
+        .header("x-forwarded-for", "203.0.113.9")
+        .bearer_auth("metrics-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "with the token, from anywhere"
+    );
+    server.stop().await.unwrap();
+}
+
 /// `--metrics-listen`: `/metrics` is served there only (the main listener answers 404), and
 /// that listener serves nothing else; with a token, it asks for it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
