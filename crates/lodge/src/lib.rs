@@ -106,6 +106,11 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         .convert_payment_tokens()
         .await
         .context("converting payment tokens to digests")?;
+    // Webhook URLs stored in the clear by an earlier build (once).
+    lodge
+        .seal_webhook_urls()
+        .await
+        .context("sealing webhook URLs")?;
     Ok(lodge)
 }
 

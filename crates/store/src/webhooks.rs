@@ -127,6 +127,18 @@ pub async fn set_secret<C: SqlConn>(
         == 1)
 }
 
+/// Replaces an endpoint's stored URL by another form of it (sealed) while it is still
+/// `was`; `false` otherwise.
+pub async fn replace_url<C: SqlConn>(conn: &mut C, id: i64, was: &str, now: &str) -> Result<bool> {
+    let r = conn
+        .exec(
+            "UPDATE webhook_endpoints SET url = $3 WHERE id = $1 AND url = $2",
+            vec![id.into(), was.into(), now.into()],
+        )
+        .await?;
+    Ok(r == 1)
+}
+
 /// Removes an endpoint and its delivery log; `false` when there was none. Its jobs still
 /// queued find no endpoint and do nothing.
 pub async fn delete<C: SqlConn>(conn: &mut C, id: i64) -> Result<bool> {

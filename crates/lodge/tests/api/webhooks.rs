@@ -32,6 +32,7 @@ on_both_engines!(
     a_target_is_checked_again_at_delivery,
     a_receivers_words_never_stop_its_retries,
     an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_events,
+    urls_are_sealed_at_rest_and_ones_stored_in_the_clear_are_sealed_at_start,
 );
 on_both_engines!(private_targets_are_refused_without_the_flag);
 
@@ -236,6 +237,78 @@ fn unix_now(app: &TestApp) -> i64 {
 }
 
 // ---- tests ----
+
+/// An endpoint's URL as staff read it (one and in the list, alike).
+async fn url_shown(app: &TestApp, id: i64) -> String {
+    let (status, one) = app
+        .get(&format!("/v1/admin/webhooks/{id}"), &app.admin_key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let (_, list) = app.get("/v1/admin/webhooks", &app.admin_key()).await;
+    assert_eq!(list[0]["url"], one["url"], "{list}");
+    one["url"].as_str().unwrap().to_owned()
+}
+
+/// A receiver's URL often carries its credential (a chat hook's path or query): it is
+/// sealed at rest as the signing secret is, shown whole to staff, and used whole; one an
+/// earlier build stored in the clear is read as it is and sealed when a node opens the
+/// database.
+async fn urls_are_sealed_at_rest_and_ones_stored_in_the_clear_are_sealed_at_start(app: TestApp) {
+    let rx = Receiver::start().await;
+    let url = rx.url("/hook/T0ken-s3cret?key=K3y-s3cret");
+    let w = register(&app, &url, &["order.created"]).await;
+    assert_eq!(w["url"], url.as_str(), "{w}");
+    let stored = || async {
+        sqlx::query_scalar::<_, String>("SELECT url FROM webhook_endpoints")
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap()
+    };
+    let at_rest = stored().await;
+    assert!(at_rest.starts_with("v1."), "{at_rest}");
+    assert!(
+        !at_rest.contains("s3cret") && !at_rest.contains(&rx.base),
+        "sealed at rest: {at_rest}"
+    );
+    assert_eq!(url_shown(&app, id_of(&w)).await, url);
+    // An update seals the new URL too.
+    let moved = rx.url("/hook/N3w-s3cret");
+    let (status, u) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/webhooks/{}", id_of(&w)),
+            Some(&app.admin_key()),
+            Some(&json!({ "url": moved })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    assert!(!stored().await.contains("s3cret"));
+    assert_eq!(url_shown(&app, id_of(&w)).await, moved);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    order(&app, "sealed-url.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.types("/hook/N3w-s3cret"), ["order.created"]);
+
+    // Stored in the clear by an earlier build: read and used as it is, then sealed once.
+    sqlx::query("UPDATE webhook_endpoints SET url = $1")
+        .bind(&url)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    assert_eq!(url_shown(&app, id_of(&w)).await, url);
+    order(&app, "clear-url.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.types("/hook/T0ken-s3cret"), ["order.created"]);
+    assert_eq!(app.lodge.seal_webhook_urls().await.unwrap(), 1);
+    let at_rest = stored().await;
+    assert!(
+        at_rest.starts_with("v1.") && !at_rest.contains("s3cret"),
+        "{at_rest}"
+    );
+    assert_eq!(url_shown(&app, id_of(&w)).await, url);
+    assert_eq!(app.lodge.seal_webhook_urls().await.unwrap(), 0, "once");
+    app.stop().await;
+}
 
 async fn deliveries_are_signed_and_verify(app: TestApp) {
     let rx = Receiver::start().await;

@@ -108,7 +108,8 @@ impl Lodge {
             }
         }
         let started = Instant::now();
-        let answer = self.post(&endpoint.url, &body, &header, &event).await;
+        let url = self.webhook_url(&endpoint.url)?;
+        let answer = self.post(&url, &body, &header, &event).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.store.write_conn().await?;
         store::record(
@@ -134,7 +135,7 @@ impl Lodge {
             Err(ServiceError::Internal(format!(
                 "webhook {} ({}): {}",
                 endpoint.id,
-                super::url_for_logs(&endpoint.url),
+                super::url_for_logs(&url),
                 answer.error.as_deref().unwrap_or("not delivered")
             )))
         }
