@@ -543,8 +543,23 @@ pub struct Paginated<T> {
     pub results: Vec<T>,
 }
 
+/// `path` with the filters given (`None`s left out) as its query, for [`Paginated::new`]'s
+/// links: a filtered list's next page is of the same list (found by review: the mail log's
+/// `?status=failed` was dropped from its `next` link, which paged every mail).
+pub fn with_filters(path: &str, filters: &[(&str, Option<&str>)]) -> String {
+    let given: Vec<(&str, &str)> = filters
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| (*k, v)))
+        .collect();
+    match serde_urlencoded::to_string(&given) {
+        Ok(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    }
+}
+
 impl<T> Paginated<T> {
-    /// `path` is the request path (the base URL is prepended).
+    /// `path` is the request path (the base URL is prepended), with the list's filters as
+    /// its query when it has some (see [`with_filters`]): the links carry them.
     pub fn new(
         st: &AppState,
         path: &str,
@@ -559,9 +574,10 @@ impl<T> Paginated<T> {
                 "Invalid page.".into(),
             ));
         }
+        let sep = if path.contains('?') { '&' } else { '?' };
         let link = |p: i64| {
             format!(
-                "{}{}?page={}&page_size={}",
+                "{}{}{sep}page={}&page_size={}",
                 st.public_base_url, path, p, req.size
             )
         };

@@ -569,9 +569,16 @@ async fn list_registry_tasks(
         .lodge
         .registry_tasks(open, domain, req.limit(), req.offset())
         .await?;
+    let path = crate::extract::with_filters(
+        "/v1/admin/registry-tasks",
+        &[
+            ("status", f.status.as_deref()),
+            ("domain_id", f.domain_id.as_deref()),
+        ],
+    );
     Ok(Json(Paginated::new(
         &st,
-        "/v1/admin/registry-tasks",
+        &path,
         req,
         count,
         rows.into_iter().map(registry_task).collect(),

@@ -528,7 +528,7 @@ async fn list_mail(
         .collect();
     Ok(Json(crate::extract::Paginated::new(
         &st,
-        "/v1/admin/mail",
+        &crate::extract::with_filters("/v1/admin/mail", &[("status", f.status.as_deref())]),
         req,
         count,
         results,
