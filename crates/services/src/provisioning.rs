@@ -239,8 +239,12 @@ impl Worker {
 
     /// Runs `jobs` in the order claimed, `at_once` at a time; each runs to its end (each
     /// records its own outcome) and the first error, if any, is the round's. When the node
-    /// stops meanwhile, the jobs not yet started are handed back to the queue at once (the
-    /// ones running are left to end, or to their lease).
+    /// stops meanwhile, the jobs not yet started are handed back to the queue (the ones
+    /// running are left to end, or to their lease): side by side (`at_once` > 1, webhook
+    /// deliveries, which receivers order by themselves) at once; one after another (mail,
+    /// the rest) once the running job has ended, so that none runs elsewhere before the
+    /// one claimed ahead of it (found by review: a customer's second notice went out before
+    /// the first).
     async fn run_claimed(&self, claimed: Vec<JobRow>, at_once: usize) -> Result<()> {
         let queue = std::sync::Mutex::new(std::collections::VecDeque::from(claimed));
         let take = |all: bool| {
@@ -264,11 +268,17 @@ impl Worker {
         };
         let runners = futures::future::join_all((0..at_once.max(1)).map(|_| runner()));
         tokio::pin!(runners);
-        let results = tokio::select! {
-            r = &mut runners => r,
-            () = self.stopped() => {
-                self.hand_back(take(true)).await;
-                runners.await
+        let results = if at_once == 1 {
+            // Each job is handed back by `run_job_in_span` when its turn comes.
+            runners.await
+        } else {
+            tokio::select! {
+                r = &mut runners => r,
+                () = self.stopped() => {
+                    // Beside the running deliveries (their lease kept meanwhile).
+                    let ((), r) = tokio::join!(self.hand_back(take(true)), &mut runners);
+                    r
+                }
             }
         };
         results.into_iter().collect::<Result<Vec<()>>>().map(drop)

@@ -33,6 +33,7 @@ on_both_engines!(
     a_receivers_words_never_stop_its_retries,
     an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_events,
     urls_are_sealed_at_rest_and_ones_stored_in_the_clear_are_sealed_at_start,
+    a_stopping_worker_hands_back_unstarted_deliveries_at_once,
 );
 on_both_engines!(private_targets_are_refused_without_the_flag);
 
@@ -237,6 +238,86 @@ fn unix_now(app: &TestApp) -> i64 {
 }
 
 // ---- tests ----
+
+/// A node stopping while its deliveries wait on a receiver that never answers hands the
+/// round's unstarted deliveries back to the queue at once, beside the running ones (which
+/// are left to end): another node takes them now, not when their lease ends.
+async fn a_stopping_worker_hands_back_unstarted_deliveries_at_once(app: TestApp) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    register(
+        &app,
+        &format!("http://127.0.0.1:{port}/silent"),
+        &["order.created"],
+    )
+    .await;
+    for n in 0..12 {
+        order(&app, &format!("stop-{n}.test"), false).await;
+    }
+    let hooks = || async {
+        lodge_store::jobs::jobs_of_kind(
+            app.lodge.store.reader(),
+            lodge_store::webhooks::JOB_WEBHOOK,
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(hooks().await.len(), 12);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut worker = Worker::new(app.lodge.clone(), "node-1");
+    worker.batch = 12;
+    let running = tokio::spawn(worker.run(
+        stopping,
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(3600),
+    ));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "8 deliveries started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = hooks().await;
+        let queued: Vec<_> = now
+            .iter()
+            .filter(|j| j.status == lodge_core::JobStatus::Queued)
+            .collect();
+        if queued.len() == 4 {
+            for j in queued {
+                assert_eq!((j.locked_by.as_deref(), j.attempts), (None, 0), "{j:?}");
+            }
+            let running = now
+                .iter()
+                .filter(|j| j.status == lodge_core::JobStatus::Running)
+                .count();
+            assert_eq!(running, 8, "the started ones are left to end: {now:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unstarted deliveries are still claimed: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 8, "no other started");
+    running.abort();
+    app.stop().await;
+}
 
 /// An endpoint's URL as staff read it (one and in the list, alike).
 async fn url_shown(app: &TestApp, id: i64) -> String {
