@@ -162,15 +162,21 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         return crate::ops::not_found().await;
     }
     if st.metrics_access.token_digest.is_none() {
-        let peer = req
+        let client = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(peer) = peer {
-            let client = crate::extract::client_address(peer, req.headers(), &st.trusted_proxies);
-            if !client.is_loopback() {
-                return crate::ops::not_found().await;
+            .map(|c| crate::extract::client_address(c.0.ip(), req.headers(), &st.trusted_proxies));
+        if !client.is_some_and(|c| c.is_loopback()) {
+            // Said once, so that a scraper elsewhere that gets 404 after an upgrade finds why.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    client = ?client,
+                    "/metrics refused to a client not on loopback: without --metrics-token it \
+                     answers loopback only (set a token, or --metrics-listen)"
+                );
             }
+            return crate::ops::not_found().await;
         }
     }
     check_token(&st, req, next).await

@@ -908,7 +908,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-        } else {
+        } else if !matches!(command, Command::Worker) {
+            // (A worker on PostgreSQL is a node, perhaps started beside the first `serve`: it
+            // migrates as `serve` does.)
             // On PostgreSQL the database exists either way: an empty one (a mistyped
             // database name) is not made an installation, with a key file of its own in
             // the working directory (found by the README audit).

@@ -159,19 +159,23 @@ impl Store {
         Ok(store)
     }
 
-    /// Whether the database holds Lodge's schema (its migrations were applied there).
+    /// Whether the database holds Lodge's schema (its migrations were applied there: their
+    /// table, and the first migration's `organizations`, not merely another sqlx
+    /// application's migrations).
     pub async fn is_installed(&self) -> Result<bool> {
         let sql = match self.engine {
             Engine::Sqlite => {
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name IN ('_sqlx_migrations', 'organizations')"
             }
             Engine::Postgres => {
                 "SELECT COUNT(*) FROM pg_catalog.pg_tables \
-                 WHERE tablename = '_sqlx_migrations' AND schemaname = ANY (current_schemas(false))"
+                 WHERE tablename IN ('_sqlx_migrations', 'organizations') \
+                 AND schemaname = ANY (current_schemas(false))"
             }
         };
         let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.read).await?;
-        Ok(n > 0)
+        Ok(n == 2)
     }
 
     pub async fn migrate(&self) -> Result<()> {
