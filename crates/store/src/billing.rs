@@ -499,6 +499,17 @@ pub async fn invoices_page(
     Ok((rows, count))
 }
 
+/// An organization's unpaid invoices, oldest first (its cart: not its whole history).
+pub async fn unpaid_invoices(db: &sqlx::AnyPool, org: OrganizationId) -> Result<Vec<InvoiceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE organization_id = $1 AND status = 'unpaid' \
+         ORDER BY id"
+    ))
+    .bind(org.to_string())
+    .fetch_all(db)
+    .await?)
+}
+
 /// The invoices of the orders that created some hosting accounts (by order id).
 pub async fn invoices_of_order<'e, E: Executor<'e, Database = Any>>(
     db: E,
