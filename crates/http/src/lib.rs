@@ -71,6 +71,10 @@ pub struct AppState {
     /// The key of the requests' digests kept with their `Idempotency-Key`
     /// ([`idempotency::request_hash`]), derived from the installation's secret key.
     pub request_digest_key: [u8; 32],
+    /// The public login page's count of websites and when it was read (kept a minute: a
+    /// public page does not count the whole hosting table on every hit; found by the
+    /// big-database audit: 29 ms at 250,000 accounts on PostgreSQL).
+    pub login_counts: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
 
 impl AppState {
@@ -86,6 +90,7 @@ impl AppState {
             metrics: Metrics::new()?,
             metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
+            login_counts: Arc::default(),
             plan_pages: Arc::default(),
             client_origins: cfg
                 .cors_origins

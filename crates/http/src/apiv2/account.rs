@@ -291,18 +291,33 @@ pub async fn login_info(State(st): State<AppState>, ClientIp(ip): ClientIp) -> R
     if let Some(r) = super::public_limit(&st, ip) {
         return r;
     }
-    match st.lodge.login_counts().await {
-        Ok(c) => Json(LoginInfo {
-            logo: String::new(),
-            captcha: String::new(),
-            language: "en-US".into(),
-            counts: LoginServiceCounts {
-                vps: 0,
-                websites: c.websites,
-                servers: 0,
-            },
-        })
-        .into_response(),
-        Err(e) => V2Error::from(e).into_response(),
-    }
+    const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+    let cached = *st
+        .login_counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let websites = match cached {
+        Some((at, n)) if at.elapsed() < FRESH_FOR => n,
+        _ => match st.lodge.login_counts().await {
+            Ok(c) => {
+                *st.login_counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((std::time::Instant::now(), c.websites));
+                c.websites
+            }
+            Err(e) => return V2Error::from(e).into_response(),
+        },
+    };
+    Json(LoginInfo {
+        logo: String::new(),
+        captcha: String::new(),
+        language: "en-US".into(),
+        counts: LoginServiceCounts {
+            vps: 0,
+            websites,
+            servers: 0,
+        },
+    })
+    .into_response()
 }

@@ -717,6 +717,14 @@ async fn countries_domain_lookup_and_login_page(app: TestApp) {
     let (status, login) = v2(&app, Method::GET, "/apiv2/login", Auth::Nothing, None).await;
     assert_eq!(status, StatusCode::OK, "{login}");
     assert_valid(&schema_ref("LoginInfo"), &login, "GET /apiv2/login");
+    // Its count is the hosting accounts ever ordered, read at most once a minute (a public
+    // page does not count the whole table on every hit).
+    let counted = app.count("hosting").await;
+    assert_eq!(login["counts"]["websites"], counted, "{login}");
+    order(&app, &app.key(), "counted-later.com").await;
+    assert_eq!(app.count("hosting").await, counted + 1);
+    let (_, again) = v2(&app, Method::GET, "/apiv2/login", Auth::Nothing, None).await;
+    assert_eq!(again["counts"], login["counts"], "{again}");
 
     // A domain lookup: the TLD table's prices; public, and more with credentials.
     let schema = schema_ref("DomainLookupResponse");
