@@ -339,18 +339,37 @@ pub async fn search<'e, E: Executor<'e, Database = Any>>(
     status: &str,
     limit: i64,
 ) -> Result<Vec<HostingRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM}
-         WHERE ($1 = '' OR h.domain_name = $1) AND ($2 = '' OR h.organization_id = $2)
-           AND ($3 = '' OR h.status = $3)
-         ORDER BY h.legacy_id DESC LIMIT $4"
-    ))
-    .bind(domain)
-    .bind(organization)
-    .bind(status)
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+    // Only the filters given are in the statement (found by the big-database audit: with
+    // `($n = '' OR …)` for each, both engines scanned the whole table whatever was asked,
+    // PostgreSQL's generic plan 120–220 ms at 250,000 accounts, where an organization's
+    // accounts are an index range).
+    let mut conds = Vec::new();
+    let mut binds: Vec<&str> = Vec::new();
+    for (column, value) in [
+        ("h.domain_name", domain),
+        ("h.organization_id", organization),
+        ("h.status", status),
+    ] {
+        if !value.is_empty() {
+            binds.push(value);
+            conds.push(format!("{column} = ${}", binds.len()));
+        }
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {HOSTING_COLUMNS} FROM {HOSTING_FROM} {filter} \
+         ORDER BY h.legacy_id DESC LIMIT ${}",
+        binds.len() + 1
+    );
+    let mut q = sqlx::query_as(&sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    Ok(q.bind(limit).fetch_all(db).await?)
 }
 
 pub async fn hosting_by_legacy<'e, E: Executor<'e, Database = Any>>(

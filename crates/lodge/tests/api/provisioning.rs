@@ -1713,6 +1713,20 @@ async fn staff_give_a_reason_for_a_suspension_and_nothing_else(app: TestApp) {
             .any(|h| h["id"] == id.as_str()),
         "{found}"
     );
+    // Each filter alone, none, and all three (each is in the statement only when given).
+    for query in [
+        String::new(),
+        "status=active".into(),
+        format!("organization_id={}", app.org_id()),
+        format!(
+            "domain=reasoned.test&organization_id={}&status=active&limit=5",
+            app.org_id()
+        ),
+    ] {
+        let (status, found) = find(query.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {found}");
+        assert_eq!(found[0]["id"], id.as_str(), "{query}: {found}");
+    }
     let (_, none) = find("domain=nobody.test".into()).await;
     assert_eq!(none, json!([]));
     let (_, none) = find("domain=reasoned.test&status=suspended".into()).await;
