@@ -223,7 +223,11 @@ impl Lodge {
         )
         .await?
         {
-            return Err(ServiceError::field("plan_id", why));
+            return Err(ServiceError::field_coded(
+                "plan_id",
+                crate::FieldCode::OncePerOrganization,
+                why,
+            ));
         }
         let from_name = catalog
             .plan(seen.plan_id)
@@ -406,8 +410,9 @@ async fn change_in(
             .await?
             > 0
     {
-        return Err(ServiceError::field(
+        return Err(ServiceError::field_coded(
             "plan_id",
+            crate::FieldCode::OncePerOrganization,
             crate::orders::quotas::had_once(&r.to_name),
         ));
     }
