@@ -321,6 +321,10 @@ enum Command {
     /// Provisioning servers: check one.
     #[command(subcommand)]
     Servers(ServersCommand),
+    /// The job queue: dead jobs (a paid account not provisioned, a mail not sent), and
+    /// putting one back.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Seal a secret read from standard input (e.g. a registrar's password) with this
     /// node's secret key, for the configuration file (`password_sealed`).
     Seal,
@@ -659,6 +663,23 @@ enum ServersCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum JobsCommand {
+    /// List the jobs of a status, newest first (at most 500), one JSON object a line, as
+    /// `GET /v1/admin/jobs` answers them.
+    List {
+        /// dead (default), queued, running or done.
+        #[arg(long, default_value = "dead")]
+        status: String,
+    },
+    /// Put a dead job back in the queue with fresh attempts (a failed account goes back to
+    /// provisioning), as `POST /v1/admin/jobs/{id}/retry` does.
+    Retry {
+        /// The job's id (see `lodge jobs list`).
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum MailCommand {
     /// Send one test message with the configured SMTP and print the server's answer (exit
     /// code 1 when it fails).
@@ -973,6 +994,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(k) => keys(&lodge, k).await,
+        Command::Jobs(cmd) => jobs_command(&lodge, cmd).await,
         Command::Seal => {
             let mut secret = String::new();
             std::io::stdin()
@@ -1340,6 +1362,47 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// An instant in microseconds as RFC 3339 (what the API shows).
+async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
+    let line = |j: lodge_store::jobs::JobRow| {
+        serde_json::json!({
+            "id": j.id,
+            "kind": j.kind,
+            "payload": serde_json::from_str::<serde_json::Value>(&j.payload).unwrap_or_default(),
+            "status": j.status.as_str(),
+            "attempts": j.attempts,
+            "max_attempts": j.max_attempts,
+            "run_at": micros_rfc3339(j.run_at),
+            "locked_by": j.locked_by,
+            "locked_until": j.locked_until.map(micros_rfc3339),
+            "last_error": j.last_error,
+            "created": micros_rfc3339(j.created_at),
+            "modified": micros_rfc3339(j.modified_at),
+        })
+    };
+    match cmd {
+        JobsCommand::List { status } => {
+            let status = lodge_core::JobStatus::parse(&status).with_context(|| {
+                format!("--status {status:?}: one of queued, running, done or dead")
+            })?;
+            for j in lodge.jobs_with_status(status, 500).await? {
+                println!("{}", line(j));
+            }
+            Ok(())
+        }
+        JobsCommand::Retry { id } => {
+            let j = lodge
+                .retry_job(id, "staff:cli")
+                .await
+                .map_err(|e| match e {
+                    lodge_services::ServiceError::NotFound => anyhow::anyhow!("no job {id}"),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            println!("{}", line(j));
+            Ok(())
+        }
+    }
+}
+
 fn micros_rfc3339(us: i64) -> String {
     jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| t.to_string())
 }

@@ -330,6 +330,61 @@ async fn on_postgres_commands_other_than_serve_migrate_and_demo_need_an_installa
     cli.ok(&["billing", "preview"]);
 }
 
+/// `lodge jobs`: the dead jobs listed as the staff API lists them, one put back in the
+/// queue with fresh attempts, what cannot be retried refused with the reason.
+#[tokio::test]
+async fn jobs_are_listed_and_a_dead_one_retried_from_the_command_line() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let lodge = cli.open().await;
+    let mut conn = lodge.store.write_conn().await.unwrap();
+    assert!(lodge_store::jobs::enqueue(
+        &mut *conn,
+        &lodge_store::jobs::NewJob {
+            kind: "mail",
+            payload: r#"{"event_id":"evt_x"}"#,
+            run_at: 0,
+            max_attempts: 3,
+            dedupe_key: None,
+            now: 0,
+        },
+    )
+    .await
+    .unwrap());
+    sqlx::query("UPDATE jobs SET status = 'dead', attempts = 3, last_error = 'SMTP down'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    lodge.store.close().await;
+    drop(lodge);
+
+    let listed: Vec<Value> = cli
+        .ok(&["jobs", "list"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "dead");
+    assert_eq!(listed[0]["last_error"], "SMTP down");
+    assert_eq!(listed[0]["payload"]["event_id"], "evt_x");
+    let id = listed[0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(cli.ok(&["jobs", "list", "--status", "queued"]), "");
+    let err = cli.fails(&["jobs", "list", "--status", "asleep"]);
+    assert!(
+        err.contains("one of queued, running, done or dead"),
+        "{err}"
+    );
+
+    let retried = cli.json(&["jobs", "retry", &id]);
+    assert_eq!(retried["status"], "queued", "{retried}");
+    assert_eq!(retried["attempts"], 0, "{retried}");
+    let err = cli.fails(&["jobs", "retry", &id]);
+    assert!(err.contains("not dead"), "{err}");
+    let err = cli.fails(&["jobs", "retry", "999999"]);
+    assert!(err.contains("no job 999999"), "{err}");
+}
+
 /// A node (or command) whose secret key is not the one the database was first opened
 /// with is refused at start, naming the setting, before it does anything (found by the
 /// multi-node audit: it served payment links the other nodes answered 404 and failed
