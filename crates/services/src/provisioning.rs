@@ -1493,6 +1493,14 @@ impl Lodge {
                     .map_err(|e| e.to_string()),
             ));
         }
+        if self.settings.mail.is_some() {
+            out.push((
+                "smtp",
+                self.check_smtp()
+                    .await
+                    .map(|()| "the server answers and takes the login".to_owned()),
+            ));
+        }
         if let Some(php) = &self.settings.php {
             // Made when missing (a socket directory under /run is gone after a reboot;
             // php-fpm, reloaded, then starts no pool at all).

@@ -24,6 +24,7 @@ on_both_engines!(
     mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
     a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line,
     a_stopping_worker_hands_back_the_jobs_it_has_not_started,
+    the_smtp_server_is_checked_when_a_node_starts,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -431,6 +432,52 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     assert!(e["status"].is_array(), "{e}");
     let (status, _) = app.get("/v1/admin/mail", &app.key()).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "a customer");
+    app.stop().await;
+}
+
+/// The SMTP server is among the services a node checks when it starts (logged: a wrong host,
+/// port or password shows then, not at the first customer's mail): answering, down, and
+/// accepting but never answering.
+async fn the_smtp_server_is_checked_when_a_node_starts(app: TestApp) {
+    let Some(mut smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    let smtp_check = |lodge: Lodge| async move {
+        lodge
+            .check_services()
+            .await
+            .into_iter()
+            .find(|(s, _)| *s == "smtp")
+            .map(|(_, outcome)| outcome)
+            .expect("smtp is checked")
+    };
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let ok = smtp_check(lodge.clone()).await;
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(smtp.messages().is_empty(), "nothing is sent");
+    smtp.stop();
+    let down = smtp_check(lodge).await.unwrap_err();
+    assert!(down.contains(&format!("127.0.0.1:{}", smtp.port)), "{down}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut silent = settings(port, None);
+    silent.timeout = Duration::from_secs(2);
+    let silent = smtp_check(with_mail(&app, silent).await).await.unwrap_err();
+    assert!(silent.contains(&format!("127.0.0.1:{port}")), "{silent}");
+    // Mail off: not checked.
+    assert!(app
+        .lodge
+        .check_services()
+        .await
+        .iter()
+        .all(|(s, _)| *s != "smtp"));
     app.stop().await;
 }
 

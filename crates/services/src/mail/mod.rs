@@ -405,6 +405,17 @@ impl Lodge {
         Ok((ctx, recipient, skip))
     }
 
+    /// Whether the configured SMTP server answers (connects, TLS and login as sending
+    /// would, then `NOOP`); `Ok` when mail is off. Checked when a node starts
+    /// ([`Lodge::check_services`]), so that a wrong host, port or password is in the log at
+    /// once, not when the first customer's mail fails.
+    pub async fn check_smtp(&self) -> std::result::Result<(), String> {
+        match &self.settings.mail {
+            Some(m) => send::check(m).await,
+            None => Ok(()),
+        }
+    }
+
     /// Sends one test message to `to` with the configured SMTP (`lodge mail test`): the
     /// server's answer, or why it failed.
     pub async fn send_test_mail(&self, to: &str) -> Result<SendOutcome> {

@@ -66,39 +66,7 @@ pub(crate) async fn send(
             rendered.html.clone(),
         ))
         .map_err(|e| local(format!("building the message: {e}")))?;
-    let tls = match m.tls {
-        TlsMode::None => Tls::None,
-        TlsMode::Starttls | TlsMode::Tls => {
-            let mut params = TlsParameters::builder(m.host.clone());
-            if let Some(file) = &m.ca_file {
-                let pem = std::fs::read(file).map_err(|e| {
-                    local(format!("reading the mail CA file {}: {e}", file.display()))
-                })?;
-                let certs = Certificate::from_pem(&pem)
-                    .map_err(|e| local(format!("the mail CA file {}: {e}", file.display())))?;
-                params = params.add_root_certificate(certs);
-            }
-            let params = params
-                .build()
-                .map_err(|e| local(format!("TLS for {}: {e}", m.host)))?;
-            if m.tls == TlsMode::Tls {
-                Tls::Wrapper(params)
-            } else {
-                Tls::Required(params)
-            }
-        }
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(m.host.as_str())
-        .port(m.port)
-        .tls(tls)
-        .timeout(Some(m.timeout));
-    if let (Some(user), Some(password)) = (&m.username, &m.password) {
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            password.expose_secret().to_owned(),
-        ));
-    }
-    let transport = builder.build();
+    let transport = transport(m)?;
     // lettre's own timeout covers only the connect on tokio: the whole exchange is bounded
     // here, so a server that stops answering cannot hold a worker.
     let sent = match tokio::time::timeout(m.timeout, transport.send(message)).await {
@@ -146,6 +114,57 @@ fn one_line(s: &str) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
+}
+
+/// The SMTP transport of the settings (TLS, its CA file, credentials, timeout).
+fn transport(m: &MailSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    let tls = match m.tls {
+        TlsMode::None => Tls::None,
+        TlsMode::Starttls | TlsMode::Tls => {
+            let mut params = TlsParameters::builder(m.host.clone());
+            if let Some(file) = &m.ca_file {
+                let pem = std::fs::read(file).map_err(|e| {
+                    local(format!("reading the mail CA file {}: {e}", file.display()))
+                })?;
+                let certs = Certificate::from_pem(&pem)
+                    .map_err(|e| local(format!("the mail CA file {}: {e}", file.display())))?;
+                params = params.add_root_certificate(certs);
+            }
+            let params = params
+                .build()
+                .map_err(|e| local(format!("TLS for {}: {e}", m.host)))?;
+            if m.tls == TlsMode::Tls {
+                Tls::Wrapper(params)
+            } else {
+                Tls::Required(params)
+            }
+        }
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(m.host.as_str())
+        .port(m.port)
+        .tls(tls)
+        .timeout(Some(m.timeout));
+    if let (Some(user), Some(password)) = (&m.username, &m.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+/// Connects to the SMTP server as sending would (TLS, login) and says whether it answers:
+/// checked when a node starts, so that a wrong host, port or password is in the log at
+/// once rather than when the first customer's mail fails.
+pub(crate) async fn check(m: &MailSettings) -> Result<(), String> {
+    let transport = transport(m).map_err(|e| e.message)?;
+    let at = format!("{} {}:{}", m.tls.as_str(), m.host, m.port);
+    match tokio::time::timeout(m.timeout, transport.test_connection()).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(format!("{at}: the server did not answer NOOP")),
+        Ok(Err(e)) => Err(format!("{at}: {e}")),
+        Err(_) => Err(format!("{at}: no answer within {} s", m.timeout.as_secs())),
+    }
 }
 
 #[cfg(test)]
