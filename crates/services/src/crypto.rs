@@ -81,6 +81,12 @@ impl Sealer {
         Ok(format!("v1.{}.{}", B64.encode(nonce), B64.encode(ct)))
     }
 
+    /// Whether `stored` has [`Sealer::seal`]'s form (a value written in the clear before its
+    /// column was sealed, a URL say, does not).
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with("v1.")
+    }
+
     pub fn open(&self, sealed: &str) -> Result<String> {
         let bad =
             || ServiceError::Internal("a sealed secret could not be opened (wrong key?)".into());

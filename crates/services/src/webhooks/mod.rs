@@ -84,7 +84,7 @@ impl Lodge {
     /// An endpoint's URL from its stored form: sealed, or (written by a build before URLs
     /// were sealed, not yet converted) in the clear.
     pub(crate) fn webhook_url(&self, stored: &str) -> Result<String> {
-        if is_sealed(stored) {
+        if crate::crypto::Sealer::is_sealed(stored) {
             self.sealer.open(stored)
         } else {
             Ok(stored.to_owned())
@@ -99,7 +99,7 @@ impl Lodge {
         let clear: Vec<(i64, String)> = store::all(&mut db)
             .await?
             .into_iter()
-            .filter(|r| !is_sealed(&r.url))
+            .filter(|r| !crate::crypto::Sealer::is_sealed(&r.url))
             .map(|r| (r.id, r.url))
             .collect();
         drop(db);
@@ -116,12 +116,6 @@ impl Lodge {
         tracing::info!(endpoints = sealed, "webhook URLs sealed at rest (once)");
         Ok(sealed)
     }
-}
-
-/// Whether a stored URL is sealed ([`crate::crypto::Sealer::seal`]'s `v1.` form; a URL in
-/// the clear starts with its scheme).
-fn is_sealed(stored: &str) -> bool {
-    stored.starts_with("v1.")
 }
 
 /// A redelivery queued: the event and the job that sends it.
