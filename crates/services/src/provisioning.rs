@@ -246,20 +246,18 @@ impl Worker {
     /// one claimed ahead of it (found by review: a customer's second notice went out before
     /// the first).
     async fn run_claimed(&self, claimed: Vec<JobRow>, at_once: usize) -> Result<()> {
-        let queue = std::sync::Mutex::new(std::collections::VecDeque::from(claimed));
-        let take = |all: bool| {
-            let mut q = queue
+        let claimed = std::sync::Mutex::new(std::collections::VecDeque::from(claimed));
+        let queue = || {
+            claimed
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if all {
-                q.drain(..).collect()
-            } else {
-                q.pop_front().into_iter().collect::<Vec<_>>()
-            }
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
         let runner = || async {
             let mut first_error = None;
-            while let Some(job) = take(false).pop() {
+            loop {
+                // Its own statement: the lock is not held while the job runs.
+                let next = queue().pop_front();
+                let Some(job) = next else { break };
                 if let Err(e) = self.run_job(job).await {
                     first_error.get_or_insert(e);
                 }
@@ -276,7 +274,8 @@ impl Worker {
                 r = &mut runners => r,
                 () = self.stopped() => {
                     // Beside the running deliveries (their lease kept meanwhile).
-                    let ((), r) = tokio::join!(self.hand_back(take(true)), &mut runners);
+                    let unstarted = queue().drain(..).collect();
+                    let ((), r) = tokio::join!(self.hand_back(unstarted), &mut runners);
                     r
                 }
             }
