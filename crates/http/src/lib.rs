@@ -26,6 +26,7 @@ pub mod metrics;
 mod ops;
 mod pages;
 mod v1;
+pub use v1::{staff_job, Job};
 mod webhooks;
 pub mod wire;
 

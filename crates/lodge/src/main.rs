@@ -1363,29 +1363,15 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
 
 /// An instant in microseconds as RFC 3339 (what the API shows).
 async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
-    let line = |j: lodge_store::jobs::JobRow| {
-        serde_json::json!({
-            "id": j.id,
-            "kind": j.kind,
-            "payload": serde_json::from_str::<serde_json::Value>(&j.payload).unwrap_or_default(),
-            "status": j.status.as_str(),
-            "attempts": j.attempts,
-            "max_attempts": j.max_attempts,
-            "run_at": micros_rfc3339(j.run_at),
-            "locked_by": j.locked_by,
-            "locked_until": j.locked_until.map(micros_rfc3339),
-            "last_error": j.last_error,
-            "created": micros_rfc3339(j.created_at),
-            "modified": micros_rfc3339(j.modified_at),
-        })
-    };
+    // The staff API's own view of a job, so both print the same fields the same way.
+    let line = |j| serde_json::to_string(&lodge_http::staff_job(j));
     match cmd {
         JobsCommand::List { status } => {
             let status = lodge_core::JobStatus::parse(&status).with_context(|| {
                 format!("--status {status:?}: one of queued, running, done or dead")
             })?;
             for j in lodge.jobs_with_status(status, 500).await? {
-                println!("{}", line(j));
+                println!("{}", line(j)?);
             }
             Ok(())
         }
@@ -1397,7 +1383,7 @@ async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
                     lodge_services::ServiceError::NotFound => anyhow::anyhow!("no job {id}"),
                     other => anyhow::anyhow!("{other}"),
                 })?;
-            println!("{}", line(j));
+            println!("{}", line(j)?);
             Ok(())
         }
     }

@@ -351,7 +351,8 @@ pub struct Job {
     pub modified: String,
 }
 
-fn job(j: JobRow) -> Job {
+/// A job as the staff API shows it (`lodge jobs` prints the same).
+pub fn job(j: JobRow) -> Job {
     Job {
         id: j.id,
         kind: j.kind,

@@ -9,6 +9,7 @@ mod admin;
 mod admin_access;
 mod admin_billing;
 mod admin_ops;
+pub use admin_ops::{job as staff_job, Job};
 mod admin_webhooks;
 mod auth;
 mod billing;
