@@ -841,3 +841,20 @@ pub fn assert_refused(status: StatusCode, body: &Value, errors: &[&str], what: &
     let expected: BTreeSet<&str> = errors.iter().copied().collect();
     assert_eq!(got, expected, "{what}: {body}");
 }
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers (an SMTP server or
+/// a webhook receiver that hangs): its port, and how many connections it has accepted.
+pub fn silent_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (port, accepted)
+}

@@ -459,14 +459,7 @@ async fn the_smtp_server_is_checked_when_a_node_starts(app: TestApp) {
     let down = smtp_check(lodge).await.unwrap_err();
     assert!(down.contains(&format!("127.0.0.1:{}", smtp.port)), "{down}");
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            held.push(conn);
-        }
-    });
+    let (port, _) = crate::harness::silent_server();
     let mut silent = settings(port, None);
     silent.timeout = Duration::from_secs(2);
     let silent = smtp_check(with_mail(&app, silent).await).await.unwrap_err();
@@ -487,18 +480,8 @@ async fn the_smtp_server_is_checked_when_a_node_starts(app: TestApp) {
 /// (another node sends it now, not when its lease ends two minutes later, and never before
 /// the one claimed ahead of it).
 async fn a_stopping_worker_hands_back_the_jobs_it_has_not_started(app: TestApp) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let seen = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            held.push(conn);
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    use std::sync::atomic::Ordering;
+    let (port, accepted) = crate::harness::silent_server();
     let mut silent = settings(port, None);
     silent.timeout = Duration::from_secs(3);
     let lodge = with_mail(&app, silent).await;

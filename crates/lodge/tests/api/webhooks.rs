@@ -243,18 +243,8 @@ fn unix_now(app: &TestApp) -> i64 {
 /// round's unstarted deliveries back to the queue at once, beside the running ones (which
 /// are left to end): another node takes them now, not when their lease ends.
 async fn a_stopping_worker_hands_back_unstarted_deliveries_at_once(app: TestApp) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let seen = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            held.push(conn);
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    use std::sync::atomic::Ordering;
+    let (port, accepted) = crate::harness::silent_server();
     register(
         &app,
         &format!("http://127.0.0.1:{port}/silent"),
