@@ -382,25 +382,51 @@ async fn set_group_active(
 
 /// Every plan, including hidden and inactive ones.
 #[utoipa::path(get, path = "/v1/admin/plans", tag = "admin", operation_id = "admin_list_plans", security(("bearer" = [])),
-    responses((status = 200, body = Vec<HostingPlan>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<StaffPlan>), (status = 400, description = "A query parameter it does not take"), (status = 401), (status = 403)))]
 async fn list_plans(
     State(st): State<AppState>,
     Staff(_staff): Staff,
     _: crate::extract::OnlyParams<crate::extract::NoParams>,
-) -> ApiResult<Json<Vec<HostingPlan>>> {
+) -> ApiResult<Json<Vec<StaffPlan>>> {
     let c = st.lodge.catalog().await?;
-    Ok(Json(c.plans.iter().map(HostingPlan::from).collect()))
+    Ok(Json(c.plans.iter().map(StaffPlan::from).collect()))
+}
+
+/// A plan as staff see it: the customers' view and what decides where and how it is sold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaffPlan {
+    #[serde(flatten)]
+    pub plan: HostingPlan,
+    /// Not listed to customers (still shown by id).
+    pub hidden: bool,
+    /// Sold once per organization (a trial): a second order is refused.
+    pub once_per_organization: bool,
+    /// The provisioning driver of the servers that host it (`nginx`, `directadmin`, …).
+    pub driver: String,
+    pub display_order: i64,
+}
+
+impl From<&lodge_services::catalog::Plan> for StaffPlan {
+    fn from(p: &lodge_services::catalog::Plan) -> Self {
+        StaffPlan {
+            plan: HostingPlan::from(p),
+            hidden: p.row.hidden == 1,
+            once_per_organization: p.row.once_per_organization == 1,
+            driver: p.row.driver.clone(),
+            display_order: p.row.display_order,
+        }
+    }
 }
 
 /// Creates or updates (by slug) a plan with its prices.
 #[utoipa::path(post, path = "/v1/admin/plans", tag = "admin", security(("bearer" = [])),
     request_body = PlanSpec,
-    responses((status = 200, body = HostingPlan), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = StaffPlan), (status = 400), (status = 401), (status = 403)))]
 async fn upsert_plan(
     State(st): State<AppState>,
     Staff(_staff): Staff,
     V1Json(p): V1Json<PlanSpec>,
-) -> ApiResult<Json<HostingPlan>> {
+) -> ApiResult<Json<StaffPlan>> {
     let slug = p.slug.clone();
     st.lodge
         .import_catalog_item(&CatalogFile {
@@ -414,7 +440,7 @@ async fn upsert_plan(
         .iter()
         .find(|x| x.row.slug == slug)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(HostingPlan::from(plan)))
+    Ok(Json(StaffPlan::from(plan)))
 }
 
 /// Activates or deactivates a plan (an inactive plan cannot be ordered or listed).

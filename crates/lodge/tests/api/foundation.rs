@@ -1096,8 +1096,22 @@ async fn admin_upserts_lists_and_deactivates_a_plan(app: TestApp) {
         .get(&format!("/v1/hosting/plans/{id}"), &app.key())
         .await;
     assert_eq!(status, StatusCode::OK, "{got}");
+    // Staff see the customers' object and what decides where and how it is sold.
+    let mut customer_view = plan.clone();
+    for (field, value) in [
+        ("hidden", json!(false)),
+        ("once_per_organization", json!(false)),
+        ("driver", json!("nginx")),
+    ] {
+        let staff_only = customer_view.as_object_mut().unwrap().remove(field);
+        assert_eq!(staff_only, Some(value), "{field}: {plan}");
+    }
+    customer_view
+        .as_object_mut()
+        .unwrap()
+        .remove("display_order");
     assert_eq!(
-        got, plan,
+        got, customer_view,
         "the same object in the list and the admin answer"
     );
 
@@ -1191,6 +1205,7 @@ async fn a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so(app: TestA
     hidden["hidden"] = json!(true);
     let (status, plan) = app.post("/v1/admin/plans", &admin, &hidden).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["hidden"], true, "{plan}");
     let id = plan["id"].as_str().unwrap().to_owned();
     assert!(!listed_plan_ids(&app).await.contains(&id));
     let (status, plan) = app
@@ -1198,6 +1213,7 @@ async fn a_plan_edit_keeps_it_hidden_or_deactivated_unless_it_says_so(app: TestA
         .await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert_eq!(plan["pricing"][0]["price"], "9.00");
+    assert_eq!(plan["hidden"], true, "{plan}");
     assert!(!listed_plan_ids(&app).await.contains(&id), "still hidden");
     // Deactivated, then changed by a catalog file that says nothing of it.
     let (status, _) = app

@@ -539,7 +539,20 @@ async fn a_trial_plan_is_sold_once_per_organization(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["once_per_organization"], true, "{plan}");
     let trial = plan["id"].as_str().unwrap().to_owned();
+    let (status, all) = app.get("/v1/admin/plans", &app.admin_key()).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let listed = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == plan["id"]);
+    assert_eq!(
+        listed.map(|p| &p["once_per_organization"]),
+        Some(&json!(true)),
+        "staff see it in the list: {all}"
+    );
     let order = |name: &str| {
         json!({ "plan_id": trial, "domain_source": "external", "domain_name": name,
                 "billing_cycle": "free" })
