@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
     pub invoice_expiry_days: Option<i64>,
+    pub retention_days: Option<i64>,
     pub renewal_lead_days: Option<i64>,
     pub suspension_grace_days: Option<i64>,
     pub termination_grace_days: Option<i64>,
@@ -240,6 +241,8 @@ pub struct Config {
     pub secret_key: Option<SecretString>,
     pub bank_transfer_instructions: String,
     pub invoice_expiry_days: i64,
+    /// Days jobs done, webhook deliveries and the mail log are kept (0: forever).
+    pub retention_days: i64,
     pub renewal_lead_days: i64,
     pub suspension_grace_days: i64,
     pub termination_grace_days: i64,
@@ -371,6 +374,8 @@ pub fn is_origin(s: &str) -> bool {
 
 /// The longest an unpaid first invoice may stay open: a year.
 pub const MAX_INVOICE_EXPIRY_DAYS: i64 = 365;
+/// The longest retention window one can set (a hundred years; 0 keeps forever).
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
 
 impl Config {
     /// The renewal policy, or why these settings cannot be one (refused at start).
@@ -407,6 +412,12 @@ impl Config {
             anyhow::bail!(
                 "--node-name must be 1 to 100 letters, digits, dots, hyphens and underscores (got {:?})",
                 self.node_name
+            );
+        }
+        if !(0..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
+            anyhow::bail!(
+                "--retention-days must be between 0 (keep forever) and {MAX_RETENTION_DAYS} days (got {})",
+                self.retention_days
             );
         }
         if !(1..=MAX_INVOICE_EXPIRY_DAYS).contains(&self.invoice_expiry_days) {
@@ -590,6 +601,7 @@ pub struct Overrides {
     pub secret_key: Option<String>,
     pub bank_transfer_instructions: Option<String>,
     pub invoice_expiry_days: Option<i64>,
+    pub retention_days: Option<i64>,
     pub renewal_lead_days: Option<i64>,
     pub suspension_grace_days: Option<i64>,
     pub termination_grace_days: Option<i64>,
@@ -940,6 +952,10 @@ impl Config {
                 .invoice_expiry_days
                 .or(f.invoice_expiry_days)
                 .unwrap_or(14),
+            retention_days: o
+                .retention_days
+                .or(f.retention_days)
+                .unwrap_or(lodge_services::DEFAULT_RETENTION_DAYS),
             renewal_lead_days: o
                 .renewal_lead_days
                 .or(f.renewal_lead_days)
@@ -1130,6 +1146,20 @@ mod tests {
                     ..Default::default()
                 },
                 "--invoice-expiry-days",
+            ),
+            (
+                FileConfig {
+                    retention_days: Some(-1),
+                    ..Default::default()
+                },
+                "--retention-days",
+            ),
+            (
+                FileConfig {
+                    retention_days: Some(36_501),
+                    ..Default::default()
+                },
+                "--retention-days",
             ),
             (
                 FileConfig {

@@ -44,6 +44,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
     settings.bank_transfer_instructions = cfg.bank_transfer_instructions.clone();
     cfg.validate()?;
     settings.invoice_expiry_days = cfg.invoice_expiry_days;
+    settings.retention_days = cfg.retention_days;
     settings.policy = cfg.policy()?;
     settings.require_tos = cfg.require_tos;
     settings.nginx = cfg.nginx.clone();

@@ -64,6 +64,16 @@ struct Global {
         allow_negative_numbers = true
     )]
     invoice_expiry_days: Option<i64>,
+    /// Days finished jobs, webhook delivery attempts and the mail log are kept before the
+    /// scheduler forgets them (default 90; 0: kept forever). Events, dead jobs and billing
+    /// records are always kept.
+    #[arg(
+        long,
+        global = true,
+        env = "LODGE_RETENTION_DAYS",
+        allow_negative_numbers = true
+    )]
+    retention_days: Option<i64>,
     /// Days before a period ends that its renewal invoice is issued (default 14; 0: on the day).
     #[arg(
         long,
@@ -796,6 +806,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         currency: cli.global.currency.clone(),
         secret_key: cli.global.secret_key.clone(),
         invoice_expiry_days: cli.global.invoice_expiry_days,
+        retention_days: cli.global.retention_days,
         node_name: cli.global.node_name.clone(),
         renewal_lead_days: cli.global.renewal_lead_days,
         suspension_grace_days: cli.global.suspension_grace_days,

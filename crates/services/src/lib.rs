@@ -104,6 +104,8 @@ pub struct Settings {
     pub require_tos: bool,
     /// Days after which an unpaid first invoice expires (its order is cancelled).
     pub invoice_expiry_days: i64,
+    /// Days jobs done, webhook delivery attempts and the mail log are kept (0: forever).
+    pub retention_days: i64,
     /// When renewals are billed, and what an unpaid one leads to.
     pub policy: lodge_core::renewal::Policy,
     /// The nginx driver's paths and command.
@@ -116,6 +118,9 @@ pub struct Settings {
     /// SMTP and the notices' settings; `None`: mail is off.
     pub mail: Option<mail::MailSettings>,
 }
+
+/// [`Settings::retention_days`] unless configured.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 
 impl Settings {
     pub fn new(currency: Currency, jwt_secret: SecretString) -> Self {
@@ -130,6 +135,7 @@ impl Settings {
             bank_transfer_instructions: String::new(),
             require_tos: false,
             invoice_expiry_days: 14,
+            retention_days: DEFAULT_RETENTION_DAYS,
             policy: lodge_core::renewal::Policy::default(),
             nginx: drivers::nginx::NginxConfig::default_under(std::path::Path::new("lodge-data")),
             php: None,

@@ -88,6 +88,14 @@ fn payload<T: for<'de> Deserialize<'de>>(job: &JobRow) -> Result<T> {
         .map_err(|e| ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id)))
 }
 
+/// What [`Lodge::forget_old_records`] forgot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    pub jobs: u64,
+    pub deliveries: u64,
+    pub mail: u64,
+}
+
 /// What one scheduler pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SchedulerPass {
@@ -1030,6 +1038,19 @@ impl Lodge {
         if let Err(e) = self.forget_idempotency_keys().await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");
         }
+        match self.forget_old_records().await {
+            Ok(f) if f.jobs + f.deliveries + f.mail > 0 => tracing::info!(
+                jobs = f.jobs,
+                webhook_deliveries = f.deliveries,
+                mail = f.mail,
+                days = self.settings.retention_days,
+                "records past the retention window forgotten"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "forgetting records past the retention window failed; next pass retries")
+            }
+        }
         Ok(SchedulerPass {
             jobs_queued: added,
             renewals,
@@ -1103,6 +1124,42 @@ impl Lodge {
             .map_err(StoreError::from)?;
         lodge_store::tokens::forget_expired(&mut *db, self.now_us() - 86_400_000_000).await?;
         Ok(forgotten)
+    }
+
+    /// Forgets what is older than [`Settings::retention_days`] (nothing when it is 0): jobs
+    /// done, webhook delivery attempts and the mail log; up to ten thousand rows of each a
+    /// pass, in short statements of a thousand, so that the first pass over a large
+    /// backlog never holds the scheduler (or the SQLite writer) up; the next passes go on.
+    pub async fn forget_old_records(&self) -> Result<Forgotten> {
+        use lodge_store::retention;
+        const ROUNDS: usize = 10;
+        let mut f = Forgotten::default();
+        if self.settings.retention_days <= 0 {
+            return Ok(f);
+        }
+        let before = self.now_us() - self.settings.retention_days * 86_400_000_000;
+        for _ in 0..ROUNDS {
+            let n = retention::forget_done_jobs(self.store.writer(), before).await?;
+            f.jobs += n;
+            if n < retention::FORGET_AT_ONCE {
+                break;
+            }
+        }
+        for _ in 0..ROUNDS {
+            let n = retention::forget_deliveries(self.store.writer(), before).await?;
+            f.deliveries += n;
+            if n < retention::FORGET_AT_ONCE {
+                break;
+            }
+        }
+        for _ in 0..ROUNDS {
+            let n = retention::forget_mail(self.store.writer(), before).await?;
+            f.mail += n;
+            if n < retention::FORGET_AT_ONCE {
+                break;
+            }
+        }
+        Ok(f)
     }
 
     /// Staff lifecycle operations on a hosting account (`/v1/admin/hosting/{id}/…`).

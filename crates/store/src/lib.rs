@@ -48,6 +48,7 @@ mod postgres;
 pub mod refunds;
 pub mod registry;
 pub mod renewals;
+pub mod retention;
 pub mod servers;
 mod sqlite;
 pub mod tokens;

@@ -16,6 +16,107 @@ use serde_json::{json, Value};
 use crate::harness::TestApp;
 use crate::on_both_engines;
 
+/// Jobs done, webhook delivery attempts and mail log entries older than the retention
+/// window (90 days by default) are forgotten by the scheduler's pass, more than one
+/// statement's thousand at a time; dead and queued jobs, newer rows and events are kept, and
+/// a window of 0 keeps everything.
+async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
+    const DAY: i64 = 86_400_000_000;
+    let now = app.lodge.now_us();
+    let (old, recent) = (now - 91 * DAY, now - 89 * DAY);
+    let mut conn = app.lodge.store.write_conn().await.unwrap();
+    // `n` rows of each, with ids (and times) in the order they are given.
+    let rows = |n: i64, insert: &str| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) {insert}"
+        )
+    };
+    // (how many, status, due, finished)
+    for (n, status, due, at) in [
+        (2_500, "done", old, old),
+        (3, "done", recent, recent),
+        (1, "done", 0, recent),
+        (2, "dead", old, old),
+        (1, "queued", old, old),
+    ] {
+        sqlx::query(&rows(
+            n,
+            "INSERT INTO jobs (kind, payload, status, run_at, created_at, modified_at)
+             SELECT 'mail', '{}', $1, $2, $3, $3 FROM n",
+        ))
+        .bind(status)
+        .bind(due)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    for (n, at) in [(1_200, old), (4, recent)] {
+        sqlx::query(&rows(
+            n,
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, attempt, duration_ms, created_at)
+             SELECT 1, 'evt', 1, 5, $1 FROM n",
+        ))
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        sqlx::query(&rows(
+            n,
+            "INSERT INTO mail_log (message_id, notice, to_address, subject, status, created_at,
+                                   modified_at)
+             SELECT $2 || i, 'invoice', 'a@example.com', 'Invoice', 'sent', $1, $1 FROM n",
+        ))
+        .bind(at)
+        .bind(format!("<{at}-"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+    app.expect_dead_jobs("dead jobs made to be kept past the retention window");
+    let events = app.count("events").await;
+
+    // A window of 0 keeps everything.
+    let mut keep = (*app.lodge.settings).clone();
+    keep.retention_days = 0;
+    let mut keeping = app.lodge.clone();
+    keeping.settings = std::sync::Arc::new(keep);
+    let f = keeping.forget_old_records().await.unwrap();
+    assert_eq!((f.jobs, f.deliveries, f.mail), (0, 0, 0));
+
+    // The default window: the old rows go, ten statements' worth a pass at most.
+    assert_eq!(app.lodge.settings.retention_days, 90);
+    let f = app.lodge.forget_old_records().await.unwrap();
+    assert_eq!((f.jobs, f.deliveries, f.mail), (2_500, 1_200, 1_200));
+    assert_eq!(app.count("webhook_deliveries").await, 4);
+    assert_eq!(app.count("mail_log").await, 4);
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        [("dead".into(), 2), ("done".into(), 4), ("queued".into(), 1)],
+        "the recent ones, and one put back with an old due time and done lately, are kept"
+    );
+    assert_eq!(app.count("events").await, events, "events are kept");
+
+    // The scheduler's pass does it: two days on, the recent rows are past the window too.
+    app.clock.advance(jiff::SignedDuration::from_hours(48));
+    app.lodge.scheduler_pass().await.expect("scheduler pass");
+    assert_eq!(app.count("webhook_deliveries").await, 0);
+    assert_eq!(app.count("mail_log").await, 0);
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(left, [("dead".into(), 2), ("queued".into(), 1)]);
+    app.stop().await;
+}
+
 on_both_engines!(
     health_and_readiness,
     readiness_fails_when_the_database_is_gone,
@@ -24,6 +125,7 @@ on_both_engines!(
     openapi_documents_exactly_the_served_routes,
     unknown_routes_answer_404_in_drf_shape,
     every_staff_list_refuses_a_parameter_it_does_not_take_and_pages_by_its_next_link,
+    records_past_the_retention_window_are_forgotten,
 );
 
 /// Every route the server serves (Swagger UI's static assets under `/docs/` aside).

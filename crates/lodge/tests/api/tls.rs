@@ -233,7 +233,15 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
         assert_eq!(h["tls"]["expires_at"], expires.as_str(), "{h}");
         // Nothing due: the scheduler queues nothing.
         app.lodge.schedule_due().await.expect("scheduler pass");
-        assert_eq!(issue_jobs(&app).await.len(), 1);
+        let first = issue_jobs(&app).await;
+        assert_eq!(first.len(), 1);
+        // The renewals' jobs (the first one's finished job is forgotten once the clock is
+        // past the retention window: years, below).
+        let renewals = || async {
+            let mut jobs = issue_jobs(&app).await;
+            jobs.retain(|j| j.1 != first[0].1);
+            jobs
+        };
 
         // 29 days before expiry (Lodge's clock): the scheduler renews it, once.
         let not_after: jiff::Timestamp = expires.parse().expect("expires_at");
@@ -241,8 +249,8 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
             .set(not_after - jiff::SignedDuration::from_hours(29 * 24));
         app.lodge.schedule_due().await.expect("scheduler pass");
         app.lodge.schedule_due().await.expect("scheduler pass");
-        let jobs = issue_jobs(&app).await;
-        assert_eq!(jobs.len(), 2, "{jobs:?}");
+        let jobs = renewals().await;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
         drain_until_issued(&app, &worker, &id).await;
         let renewed = std::fs::read_to_string(tls_dir.join("fullchain.pem")).expect("chain");
         assert_ne!(renewed, chain_before, "a new certificate");
@@ -290,7 +298,7 @@ async fn a_paid_site_gets_a_certificate_renewed_until_termination(engine: Engine
         app.clock
             .set(not_after + jiff::SignedDuration::from_hours(24));
         app.lodge.schedule_due().await.expect("scheduler pass");
-        assert_eq!(issue_jobs(&app).await.len(), 2);
+        assert_eq!(renewals().await.len(), 1);
         app.stop().await;
     })
     .await;

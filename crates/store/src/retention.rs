@@ -1,0 +1,69 @@
+//! Retention: the operational records that grow with every order and are only looked back
+//! on for a while (finished jobs, webhook delivery attempts, the mail log) are forgotten
+//! once older than the operator's retention window, a thousand rows a statement.
+//!
+//! Events (the audit record and the source of webhooks), dead jobs (staff retry them) and
+//! everything with money in it are kept.
+
+use sqlx::{Any, Executor};
+
+use crate::Result;
+
+/// Rows one statement forgets at most. Written into the statements, not bound: PostgreSQL's
+/// generic plan estimates a bound `LIMIT` at a tenth of its input (see
+/// [`crate::idempotency::FORGET_BEFORE`]).
+pub const FORGET_AT_ONCE: u64 = 1000;
+
+/// Finished jobs due and finished before `$1`, oldest first, through `jobs_due`
+/// `(status, run_at)` (a job finishes after it is due; one put back with an old due time
+/// and finished lately is kept by its `modified_at`).
+static DONE_JOBS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "DELETE FROM jobs WHERE id IN
+         (SELECT id FROM jobs WHERE status = 'done' AND run_at < $1 AND modified_at < $1
+          ORDER BY run_at LIMIT {FORGET_AT_ONCE})"
+    )
+});
+
+/// Among the oldest [`FORGET_AT_ONCE`] rows of `table` (by its growing `id`), those created
+/// before `$1`. Reading the oldest rows by primary key and judging their age after keeps
+/// each statement to one index range however large the table, without an index on
+/// `created_at`; ids and `created_at` grow together.
+fn oldest(table: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE id IN
+         (SELECT id FROM (SELECT id, created_at FROM {table} ORDER BY id LIMIT {FORGET_AT_ONCE}) o
+          WHERE o.created_at < $1)"
+    )
+}
+
+static OLD_DELIVERIES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| oldest("webhook_deliveries"));
+static OLD_MAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| oldest("mail_log"));
+
+/// Forgets up to [`FORGET_AT_ONCE`] jobs finished (`done`) before `before`.
+pub async fn forget_done_jobs<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    before: i64,
+) -> Result<u64> {
+    let r = sqlx::query(&DONE_JOBS).bind(before).execute(db).await?;
+    Ok(r.rows_affected())
+}
+
+/// Forgets up to [`FORGET_AT_ONCE`] webhook delivery attempts made before `before`.
+pub async fn forget_deliveries<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    before: i64,
+) -> Result<u64> {
+    let r = sqlx::query(&OLD_DELIVERIES)
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Forgets up to [`FORGET_AT_ONCE`] mail log entries written before `before`.
+pub async fn forget_mail<'e, E: Executor<'e, Database = Any>>(db: E, before: i64) -> Result<u64> {
+    let r = sqlx::query(&OLD_MAIL).bind(before).execute(db).await?;
+    Ok(r.rows_affected())
+}
