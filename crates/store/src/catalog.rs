@@ -708,6 +708,20 @@ pub async fn set_tld_active(
     Ok(r.rows_affected() == 1)
 }
 
+/// A coupon's uses counted now (`None`: no such coupon).
+pub async fn coupon_uses<C: SqlConn>(conn: &mut C, coupon: &CouponId) -> Result<Option<i64>> {
+    let Some(row) = conn
+        .fetch_row(
+            "SELECT uses FROM coupons WHERE id = $1",
+            vals![coupon.to_string()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(crate::Cols::new(row).int()?))
+}
+
 /// Gives back one use of a coupon: its order was cancelled unpaid (expired, deleted or
 /// cancelled), so a limited coupon is not used up by orders never paid.
 pub async fn release_coupon<C: SqlConn>(conn: &mut C, coupon: &str) -> Result<()> {

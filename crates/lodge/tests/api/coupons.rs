@@ -163,6 +163,7 @@ async fn an_order_cancelled_unpaid_gives_its_coupon_use_back(app: TestApp) {
         0,
         "the unpaid order's use given back"
     );
+    quoted(&app, &with_coupon("kept.example.com", "ONCE"), "48.60").await;
     // Deleting again changes nothing (and never goes below zero).
     let (status, _) = v2(
         &app,
@@ -202,6 +203,12 @@ async fn a_coupon_used_up_since_the_quote_is_refused_at_order_time(app: TestApp)
     assert_eq!(placed["total_cost"], "48.60", "{placed}");
     assert_eq!(uses(&app, "LAST1").await, 1);
 
+    // A quote now says what the order would: used up (it said the discount applied,
+    // from the cached catalog's count, found by the customer audit).
+    let (status, q) = send(&app, Method::PUT, &b).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["continue"], false, "{q}");
+    assert_eq!(q["errors"], json!([INVALID_COUPON]), "{q}");
     // The second order, quoted with the coupon, finds it used up.
     refused_for_the_coupon(&app, &b, "the coupon's last use is gone").await;
     assert_eq!(uses(&app, "LAST1").await, 1, "not counted twice");

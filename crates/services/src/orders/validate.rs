@@ -163,12 +163,25 @@ impl Lodge {
             None | Some("") => None,
             Some(code) => {
                 let plan_id = plan.map(|p| p.row.id.to_string());
-                match catalog.coupon(code) {
-                    Some(c) if price::coupon_terms(c).usable(self.now_us(), plan_id.as_deref()) => {
+                let mut found = catalog.coupon(code).cloned();
+                // Orders count a coupon's uses without moving the catalog's version, so the
+                // cached count of a limited coupon is stale: it is read now (a quote saying
+                // a used-up coupon applies, and the order then refusing it, was found by the
+                // customer audit). Its write checks the limit again, under concurrency.
+                if let Some(c) = found.as_mut().filter(|c| c.max_uses.is_some()) {
+                    let mut db = self.store.read_conn().await?;
+                    if let Some(uses) = lodge_store::catalog::coupon_uses(&mut db, &c.id).await? {
+                        c.uses = uses;
+                    }
+                }
+                match found {
+                    Some(c)
+                        if price::coupon_terms(&c).usable(self.now_us(), plan_id.as_deref()) =>
+                    {
                         if offer.as_ref().is_some_and(|o| o.allow_coupon == 0) {
                             v.add("coupon", "This offer cannot be combined with a coupon.");
                         }
-                        Some(c.clone())
+                        Some(c)
                     }
                     _ => {
                         v.add("coupon", "Invalid coupon.");
