@@ -299,16 +299,10 @@ fn flag_like() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// Why a body is not an order at all (a 400, not `continue: false`): neither a JSON object
-/// nor a form, or a field of a type the request never takes (an object or a list, a
-/// fraction for a number, a number for a text).
-fn malformed(content_type: Option<&str>, body: &[u8]) -> Option<String> {
-    let Some(obj) = super::body_object_as(content_type, body) else {
-        return Some(match content_type {
-            Some(ct) => format!("The request body is not the {ct} it is declared as."),
-            None => "The request body must be a JSON object or a form.".into(),
-        });
-    };
+/// Why an order's fields are not an order at all (a 400, not `continue: false`): a field
+/// of a type the request never takes (an object or a list, a fraction for a number, a
+/// number for a text).
+fn wrong_types(obj: &serde_json::Map<String, Value>) -> Option<String> {
     let bad: Vec<&str> = obj
         .iter()
         .filter(|(k, v)| {
@@ -359,13 +353,9 @@ fn as_text(v: Option<&Value>) -> String {
     }
 }
 
-/// Reads the body leniently (JSON or a form), collecting InterServer-style errors.
-fn read_body(body: &[u8]) -> Result<WebsiteOrder, Vec<String>> {
-    let Some(obj) = super::body_object(body) else {
-        return Err(vec![
-            "The request body must be a JSON object or a form.".into()
-        ]);
-    };
+/// Reads the order's fields leniently (numbers as numbers or text), collecting
+/// InterServer-style errors.
+fn read_body(obj: &serde_json::Map<String, Value>) -> Result<WebsiteOrder, Vec<String>> {
     let mut errors = vec![];
     let package_id = as_int(obj.get("packageId")).unwrap_or_else(|()| {
         errors.push("Invalid Package Specified.".to_owned());
@@ -448,9 +438,9 @@ fn interserver_errors(fields: FieldErrors, hostname: &str) -> Vec<String> {
 async fn validate(
     st: &AppState,
     customer: &Customer,
-    body: &[u8],
+    order: &serde_json::Map<String, Value>,
 ) -> Result<Result<(ValidOrder, WebsiteOrder), Vec<String>>, V2Error> {
-    let b = match read_body(body) {
+    let b = match read_body(order) {
         Ok(b) => b,
         Err(errors) => return Ok(Err(errors)),
     };
@@ -497,19 +487,36 @@ pub enum PlaceAnswer {
     Refused(Refused),
 }
 
-/// A request with no body at all, or a [`malformed`] one, is refused with a 400 before
-/// anything is read (a form or JSON object with missing or unusable values is answered with
+/// The order's fields, read as the request declares them: a JSON object, a form, or the
+/// text fields of a `multipart/form-data` body (InterServer's document: "form or JSON";
+/// found by the customer audit: a multipart order was read as an empty one); without a
+/// declaration, JSON or a form. A request with no body at all, one that is not what it
+/// declares, or with a field of the [`wrong_types`], is refused with a 400 before anything
+/// is read (a form or JSON object with missing or unusable values is answered with
 /// `continue: false` and the messages).
-fn no_body(headers: &HeaderMap, body: &[u8]) -> Option<Response> {
-    let why = if body.iter().all(u8::is_ascii_whitespace) {
-        "The order is sent in the request body (JSON or a form).".to_owned()
-    } else {
+async fn order_fields(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, Response> {
+    let refuse = |why: String| V2Error(StatusCode::BAD_REQUEST, why).into_response();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(refuse(
+            "The order is sent in the request body (JSON or a form).".to_owned(),
+        ));
+    }
+    let Some(obj) = super::declared_body_object(headers, body).await else {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        malformed(content_type, body)?
+        return Err(refuse(match content_type {
+            Some(ct) => format!("The request body is not the {ct} it is declared as."),
+            None => "The request body must be a JSON object or a form.".into(),
+        }));
     };
-    Some(V2Error(StatusCode::BAD_REQUEST, why).into_response())
+    match wrong_types(&obj) {
+        Some(why) => Err(refuse(why)),
+        None => Ok(obj),
+    }
 }
 
 fn refused(errors: Vec<String>) -> Response {
@@ -547,7 +554,7 @@ pub struct WebsiteQuote {
 /// Validates an order and quotes it without writing anything.
 #[utoipa::path(put, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "putWebsites",
     security(("api_key" = [])),
-    request_body = WebsiteOrderRequest,
+    request_body(content((WebsiteOrderRequest = "application/json"), (WebsiteOrderRequest = "application/x-www-form-urlencoded"), (WebsiteOrderRequest = "multipart/form-data"))),
     responses((status = 200, description = "The quote, or `continue: false` with errors", body = QuoteAnswer),
               (status = 400, description = "No request body, or not an order (see the request's types)", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
@@ -558,10 +565,11 @@ pub async fn validate_order(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = no_body(&headers, &body) {
-        return r;
-    }
-    let (v, _) = match validate(&st, &customer, &body).await {
+    let order = match order_fields(&headers, &body).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let (v, _) = match validate(&st, &customer, &order).await {
         Ok(Ok(x)) => x,
         Ok(Err(errors)) => return refused(errors),
         Err(e) => return e.into_response(),
@@ -636,7 +644,7 @@ pub const SAME_ORDER_WINDOW_SECS: i64 = 600;
 #[utoipa::path(post, path = "/apiv2/websites/order", tag = "apiv2", operation_id = "addWebsite",
     security(("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
-    request_body = WebsiteOrderRequest,
+    request_body(content((WebsiteOrderRequest = "application/json"), (WebsiteOrderRequest = "application/x-www-form-urlencoded"), (WebsiteOrderRequest = "multipart/form-data"))),
     responses((status = 200, description = "Placed (also a replayed retry, marked `Idempotent-Replayed: true`), or `continue: false` with errors", body = PlaceAnswer),
               (status = 400, description = "No request body, not an order (see the request's types), or an unusable Idempotency-Key header", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
@@ -656,10 +664,11 @@ pub async fn place_order(
     if let Err(e) = customer.access.require_write() {
         return V2Error::from(e).into_response();
     }
-    if let Some(r) = no_body(&headers, &body) {
-        return r;
-    }
-    let b = match read_body(&body) {
+    let order = match order_fields(&headers, &body).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let b = match read_body(&order) {
         Ok(b) => b,
         Err(errors) => return refused(errors),
     };

@@ -354,16 +354,10 @@ pub fn website_status(status: HostingStatus, cancel: Option<CancelKind>) -> &'st
     }
 }
 
-/// An `/apiv2` request body as an object: JSON, or a form (`application/x-www-form-urlencoded`,
-/// as InterServer's web client posts). An empty body is an empty object; `None` when it is
-/// neither.
-pub(crate) fn body_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    body_object_as(None, body)
-}
-
 /// [`body_object_as`] with the media type the request's `Content-Type` declares; also a
 /// `multipart/form-data` body of text fields, as InterServer's API document declares for
-/// the login and the account (found by the apiv2 audit: such a body read as empty).
+/// the login, the account and the order (found by the apiv2 and customer audits: such a
+/// body read as empty).
 pub(crate) async fn declared_body_object(
     headers: &axum::http::HeaderMap,
     body: &[u8],
@@ -405,9 +399,11 @@ async fn multipart_object(
     Some(out)
 }
 
-/// [`body_object`], held to the media type the request declares: a body declared as JSON
-/// must be a JSON object, one declared as a form a form; without a declaration (or with
-/// another one) either is taken, as InterServer does.
+/// An `/apiv2` request body as an object, held to the media type the request declares: a
+/// body declared as JSON must be a JSON object, one declared as a form
+/// (`application/x-www-form-urlencoded`, as InterServer's web client posts) a form; without
+/// a declaration (or with another one) either is taken, as InterServer does. An empty body
+/// is an empty object; `None` when it is neither.
 pub(crate) fn body_object_as(
     content_type: Option<&str>,
     body: &[u8],
