@@ -99,9 +99,14 @@ impl Lodge {
         let kind = kind(&h);
         // Asked of an unpaid order, which was paid meanwhile: what was asked no longer
         // applies (ending a paid account at once keeps its money), so the caller looks again.
+        // Cancelled meanwhile (its invoice deleted), it is refused below as any cancelled
+        // account is: it was not paid (found by the customer audit).
         if kind == CancelKind::Immediate
             && seen.status == HostingStatus::Pending
-            && h.status != HostingStatus::Pending
+            && !matches!(
+                h.status,
+                HostingStatus::Pending | HostingStatus::Cancelled | HostingStatus::Terminated
+            )
         {
             return Err(paid_meanwhile());
         }

@@ -13,6 +13,7 @@ use crate::harness::{
 use crate::on_both_engines;
 
 on_both_engines!(
+    an_unpaid_order_cancelled_twice_at_once_is_not_said_to_be_paid,
     a_keyed_deposit_whose_answer_was_lost_is_applied_once,
     contradictory_cancellations_one_is_accepted,
     concurrent_cancellations_and_withdrawals_one_is_accepted,
@@ -315,6 +316,38 @@ async fn cancelling_while_paying_never_fails(app: TestApp) {
             }
             other => panic!("round {round}: the invoice is {other}: {inv}"),
         }
+    }
+}
+
+/// An unpaid order cancelled by `/v1` while its invoice is deleted through `/apiv2`, sixteen
+/// rounds: the order ends cancelled once, and the cancel that lost says so, not that the
+/// order "was paid meanwhile" (found by the customer audit: a client trusting that would
+/// think it had paid).
+async fn an_unpaid_order_cancelled_twice_at_once_is_not_said_to_be_paid(app: TestApp) {
+    let key = app.key();
+    for round in 0..16 {
+        let o = order(&app, &format!("twice-{round}.example")).await;
+        let hosting_id = str_of(&o, "hosting_id").to_owned();
+        let invoice_id = o["invoice_id"].as_i64().unwrap();
+        let path = format!("/apiv2/billing/invoices/{invoice_id}");
+        let delete = v2(&app, Method::DELETE, &path, Auth::Key(&key), None);
+        let ((cancelled, answer), (deleted, _)) =
+            futures::join!(cancel(&app, &hosting_id, "immediate"), delete);
+        assert!(
+            cancelled == StatusCode::OK || cancelled == StatusCode::CONFLICT,
+            "round {round}: {cancelled} {answer}"
+        );
+        assert!(
+            !answer.to_string().contains("paid"),
+            "round {round}: nothing was paid: {answer}"
+        );
+        assert!(
+            cancelled == StatusCode::OK || deleted == StatusCode::OK,
+            "round {round}: one of them did it"
+        );
+        let inv = invoice(&app, invoice_id).await;
+        assert_eq!(inv["status"], "cancelled", "round {round}: {inv}");
+        assert_eq!(hosting(&app, &hosting_id).await["status"], "cancelled");
     }
 }
 
