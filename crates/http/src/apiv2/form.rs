@@ -536,8 +536,11 @@ pub struct WebsiteQuote {
     pub errors: Vec<String>,
     /// Months of the billing cycle.
     pub frequency: i64,
+    /// The coupon applied, its code as sent (`""`: none).
     pub coupon: String,
-    pub coupon_code: String,
+    /// The matched coupon's numeric id, `0` when none (InterServer's "matched coupon row
+    /// id").
+    pub coupon_code: i64,
     pub service_type: i64,
     /// The first invoice: first period after offer and coupon, plus setup fee and domain.
     pub service_cost: String,
@@ -575,17 +578,17 @@ pub async fn validate_order(
         Err(e) => return e.into_response(),
     };
     let cur = st.lodge.settings.currency;
-    let code = v
+    let (code, coupon_id) = v
         .coupon
         .as_ref()
-        .map(|c| c.code.clone())
+        .map(|c| (c.code.clone(), c.legacy_id))
         .unwrap_or_default();
     Json(WebsiteQuote {
         proceed: true,
         errors: vec![],
         frequency: v.hosting_cycle().months().map_or(0, i64::from),
-        coupon: code.clone(),
-        coupon_code: code,
+        coupon: code,
+        coupon_code: coupon_id,
         service_type: v.plan.row.legacy_id,
         service_cost: money_str(v.quote.total_minor, cur),
         original_cost: money_str(v.quote.list_total_minor, cur),

@@ -542,6 +542,8 @@ async fn deactivate_offer(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Coupon {
     pub id: String,
+    /// Its numeric id, the `couponCode` of an `/apiv2` quote that applies it.
+    pub legacy_id: i64,
     pub code: String,
     /// `percent`, `fixed_amount` or `fixed_price` (InterServer types 1, 2, 3).
     pub kind: String,
@@ -560,6 +562,7 @@ fn coupons(c: &lodge_services::catalog::Catalog) -> Vec<Coupon> {
         .iter()
         .map(|x| Coupon {
             id: x.id.to_string(),
+            legacy_id: x.legacy_id,
             code: x.code.clone(),
             kind: match x.kind {
                 1 => "percent",
