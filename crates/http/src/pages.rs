@@ -332,6 +332,7 @@ async fn payment_page(
         Some("card_unavailable") => {
             Some("Card payments are unavailable at the moment: please try again later.")
         }
+        Some("card_off") => Some("Card payments are not offered: please pay another way."),
         _ => None,
     };
     let next = next_invoices(&st, &q).await;
@@ -472,19 +473,28 @@ async fn pay_with_credit(
         description = "The page form's CSRF token"),
     responses((status = 200, description = "The page with the card form", content_type = "text/html"),
               (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
-              (status = 303, description = "Back to the payment page: nothing due, or the gateway is unavailable"),
-              (status = 404, description = "Unknown token, or card payments are not configured (Stripe with its publishable key)", content_type = "text/html")))]
+              (status = 303, description = "Back to the payment page: nothing due, the gateway unavailable, or card payments not configured (Stripe with its publishable key)"),
+              (status = 404, description = "Unknown token", content_type = "text/html")))]
 async fn pay_by_card(
     State(st): State<AppState>,
     Path(token): Path<String>,
     Query(q): Query<PageMessage>,
     body: Bytes,
 ) -> Response {
-    if !card_payable(&st) {
-        return not_found();
-    }
     if !csrf_ok(&st, &token, &body) {
         return forbidden();
+    }
+    if !card_payable(&st) {
+        // A page shown while cards were on (Stripe since turned off): back to it with why,
+        // not "Invoice not found" (which told a customer their invoice was gone).
+        return match st.lodge.payment_page(&token).await {
+            Ok(_) => {
+                let to = with_query(&format!("/pay/{token}"), "result=card_off", &q.carried(&st));
+                Redirect::to(&to).into_response()
+            }
+            Err(ServiceError::NotFound) => not_found(),
+            Err(e) => internal(&e),
+        };
     }
     let checkout = match st.lodge.card_checkout(&token).await {
         Ok(c) => c,

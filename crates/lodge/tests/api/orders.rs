@@ -2170,6 +2170,23 @@ async fn payment_page_pays_from_credit_once(app: TestApp) {
     let (_, _, html) = page(&app, &format!("{url}?result=paid")).await;
     assert!(!html.contains("Payment received"), "{html}");
 
+    // Cards are not offered here (no Stripe): "Pay by card" posted from a page shown while
+    // they were goes back to the page with why (it was a 404 "Invoice not found"); a wrong
+    // CSRF token is still refused, and an unknown token is still not found.
+    let card = format!("/pay/{token}/card");
+    let resp = crate::pages::page_form_post(&app, &card, None).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(loc.ends_with("result=card_off"), "{loc}");
+    let (_, _, html) = page(&app, &format!("{url}?result=card_off")).await;
+    assert!(html.contains("Card payments are not offered"), "{html}");
+    let resp = crate::pages::page_form_post(&app, &card, Some("forged")).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let unknown = format!("/pay/{}/card", "x".repeat(token.len()));
+    let resp = crate::pages::page_form_post(&app, &unknown, None).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(invoice(&app, inv_id).await["status"], "unpaid");
+
     // Enough credit, three days later: the form appears and pays.
     add_credit(&app, &org, "10.00").await;
     app.clock.advance(SignedDuration::from_hours(72));
