@@ -274,6 +274,30 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(db: E, id: i64) -> Resul
     )
 }
 
+/// Whether a job of `kind` whose dedupe key starts with `prefix` is queued or running
+/// (read through `jobs_due`: the open jobs only).
+pub async fn open_with_key_prefix<C: SqlConn>(
+    conn: &mut C,
+    kind: &str,
+    prefix: &str,
+) -> Result<bool> {
+    let like = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    Ok(conn
+        .fetch_int(
+            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND kind = $1 \
+             AND dedupe_key LIKE $2 ESCAPE '\\' LIMIT 1",
+            vals![kind, like],
+        )
+        .await?
+        .is_some())
+}
+
 pub async fn by_dedupe_key<'e, E: Executor<'e, Database = Any>>(
     db: E,
     key: &str,

@@ -131,6 +131,17 @@ fn from_vals(row: Vec<crate::Val>) -> Result<MailLogRow> {
     })
 }
 
+/// A message by its id in the log.
+pub async fn by_id<C: SqlConn>(conn: &mut C, id: i64) -> Result<Option<MailLogRow>> {
+    conn.fetch_row(
+        &format!("SELECT {COLUMNS} FROM mail_log WHERE id = $1"),
+        vals![id],
+    )
+    .await?
+    .map(from_vals)
+    .transpose()
+}
+
 /// A message by its Message-ID.
 pub async fn by_message_id<C: SqlConn>(
     conn: &mut C,

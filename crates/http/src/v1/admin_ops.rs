@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing_preview))
         .routes(routes!(retry_job))
         .routes(routes!(list_mail))
+        .routes(routes!(resend_mail))
 }
 
 /// A server (credentials are never returned).
@@ -448,6 +449,23 @@ async fn billing_preview(
         })?,
     };
     Ok(Json(st.lodge.billing_preview(days).await?))
+}
+
+/// Sends a notice of the mail log again (the customer did not get it): a new mail job for
+/// its event, to the organization's owner as it is now, with a Message-ID and a log row of
+/// its own. One copy waits at a time.
+#[utoipa::path(post, path = "/v1/admin/mail/{mail_id}/resend", tag = "admin", security(("bearer" = [])),
+    params(("mail_id" = i64, Path, description = "The message's id in the mail log")),
+    responses((status = 202, description = "The mail job of the copy", body = Job), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Mail is off, or a copy of the message is already waiting")))]
+async fn resend_mail(
+    State(st): State<AppState>,
+    Staff(_staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let id: i64 = path_id(&id)?;
+    let j = st.lodge.resend_mail(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job(j))))
 }
 
 /// One message of the mail log.

@@ -25,6 +25,7 @@ on_both_engines!(
     a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line,
     a_stopping_worker_hands_back_the_jobs_it_has_not_started,
     the_smtp_server_is_checked_when_a_node_starts,
+    staff_send_a_notice_again_as_a_message_of_its_own,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -108,6 +109,98 @@ fn assert_footer(m: &Mail) {
     assert!(m.to().contains(OWNER), "{}", m.to());
     assert!(m.text.contains("text/plain"), "{}", m.text);
     assert!(m.text.contains("text/html"), "{}", m.text);
+}
+
+/// `POST /v1/admin/mail/{id}/resend`: the customer did not get their invoice; staff send
+/// it again. The copy is the same notice with a Message-ID and a log row of its own; a
+/// second request while the copy waits is refused (one copy for a double click), one after
+/// it is sent makes another; an unknown id, a customer and mail switched off are refused.
+async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
+    let Some(smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    order(&app, "again.test").await;
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(
+        got.len(),
+        2,
+        "confirmation and invoice: {:?}",
+        subjects(&got)
+    );
+    let admin = app.admin_key();
+    let (status, page) = app.get("/v1/admin/mail", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["notice"] == "invoice_created")
+        .unwrap_or_else(|| panic!("the invoice's notice in {page}"))
+        .clone();
+    let resend = format!("/v1/admin/mail/{}/resend", first["id"]);
+
+    let (status, job) = app.post(&resend, &admin, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], "mail", "{job}");
+    assert_eq!(job["status"], "queued", "{job}");
+    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "one copy waits at a time: {body}"
+    );
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 3, "{:?}", subjects(&got));
+    let (original, copy) = (&got[1], &got[2]);
+    assert_eq!(copy.subject(), original.subject());
+    assert_eq!(copy.to(), original.to());
+    assert_eq!(original.message_id(), first["message_id"].as_str().unwrap());
+    assert_ne!(copy.message_id(), original.message_id());
+    assert!(
+        copy.message_id().starts_with(
+            original
+                .message_id()
+                .trim_end_matches(|c| c != '@')
+                .trim_end_matches('@')
+        ),
+        "the copy's id is the event's: {} / {}",
+        copy.message_id(),
+        original.message_id()
+    );
+    let rows = log(&app).await;
+    assert_eq!(rows.len(), 3);
+    let logged = &rows[2];
+    assert_eq!(
+        (logged.notice.as_str(), logged.status.as_str()),
+        ("invoice_created", "sent")
+    );
+    assert_eq!(logged.message_id, copy.message_id());
+    assert_eq!(logged.event_id.as_deref(), first["event_id"].as_str());
+
+    // Sent: asked again, another copy.
+    let (status, job) = app.post(&resend, &admin, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    drain(worker.clone()).await;
+    assert_eq!(smtp.messages().len(), 4);
+    assert_eq!(log(&app).await.len(), 4);
+
+    // An unknown message, a customer's key, and mail switched off.
+    let (status, body) = app
+        .post("/v1/admin/mail/999999/resend", &admin, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = app.post(&resend, &app.key(), &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "customers cannot: {body}");
+    app.lodge.switch_mail().await.unwrap();
+    let before = app.count("jobs").await;
+    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "mail is off: {body}");
+    assert_eq!(app.count("jobs").await, before);
+    app.stop().await;
 }
 
 async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {

@@ -232,6 +232,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/billing/preview"),
     ("POST", "/v1/admin/jobs/{job_id}/retry"),
     ("GET", "/v1/admin/mail"),
+    ("POST", "/v1/admin/mail/{mail_id}/resend"),
     // outgoing webhooks (v1/admin_webhooks.rs)
     ("GET", "/v1/admin/webhooks"),
     ("POST", "/v1/admin/webhooks"),

@@ -128,6 +128,15 @@ pub fn message_id(event_id: &str, settings: &MailSettings) -> String {
     format!("<{event_id}@{}>", settings.from_domain())
 }
 
+/// The Message-ID of the notice of an event, or of a copy of it staff sent again
+/// ([`Lodge::resend_mail`]): a message of its own (`<evt_….<copy>@…>`), logged apart.
+pub fn copy_message_id(event_id: &str, copy: Option<i64>, settings: &MailSettings) -> String {
+    match copy {
+        None => message_id(event_id, settings),
+        Some(c) => format!("<{event_id}.{c}@{}>", settings.from_domain()),
+    }
+}
+
 fn int(v: &Value, field: &str) -> i64 {
     v.get(field).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -139,6 +148,14 @@ fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
 #[derive(Debug, Deserialize)]
 struct MailPayload {
     event_id: String,
+    /// A copy staff sent again: its number (see [`copy_message_id`]).
+    #[serde(default)]
+    copy: Option<i64>,
+}
+
+/// The dedupe keys of the copies of an event's notice staff send again: `<prefix><copy>`.
+fn copy_key_prefix(event_id: &str) -> String {
+    format!("{JOB_MAIL}:copy:{event_id}:")
 }
 
 /// The statuses of the mail log (`mail_log.status`).
@@ -162,6 +179,65 @@ impl Lodge {
         }
         let mut db = self.store.read_conn().await?;
         Ok(lodge_store::mail::page(&mut db, status, limit, offset).await?)
+    }
+
+    /// Staff send a logged notice again (the customer did not get it, or lost it): a new
+    /// `mail` job for the message's event, rendered from that event as the first was, sent
+    /// to the organization's owner as it is now, with a Message-ID of its own and a row of
+    /// its own in the log. One copy of a message waits at a time: asked again while one is
+    /// queued or being sent, `Conflict` (a double click sends one copy). Returns the job.
+    pub async fn resend_mail(&self, mail_id: i64) -> Result<lodge_store::jobs::JobRow> {
+        let now = self.now_us();
+        let mut tx = self.store.begin().await?;
+        if !lodge_store::mail::enabled(&mut *tx).await? {
+            return Err(ServiceError::Conflict(
+                "Mail is off: no SMTP server is configured.".into(),
+            ));
+        }
+        let row = lodge_store::mail::by_id(&mut *tx, mail_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let Some(event_id) = row.event_id else {
+            return Err(ServiceError::Conflict(
+                "This message tells of no event: it cannot be sent again.".into(),
+            ));
+        };
+        let event = lodge_store::events::event(&mut *tx, &event_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        // The organization's lock orders two requests for one of its messages: the second
+        // sees the first one's copy waiting.
+        lodge_store::billing::lock_credit(&mut *tx, event.organization_id).await?;
+        let prefix = copy_key_prefix(&event_id);
+        if lodge_store::jobs::open_with_key_prefix(&mut *tx, JOB_MAIL, &prefix).await? {
+            return Err(ServiceError::Conflict(
+                "A copy of this message is already waiting to be sent.".into(),
+            ));
+        }
+        // A number of its own (not the clock's: two copies in one microsecond, or under a
+        // test's still clock, would be one job and one Message-ID).
+        let copy = i64::from(rand::random::<u32>());
+        let key = format!("{prefix}{copy}");
+        let payload = json!({ "event_id": event_id, "copy": copy }).to_string();
+        lodge_store::jobs::enqueue(
+            &mut *tx,
+            &lodge_store::jobs::NewJob {
+                kind: JOB_MAIL,
+                payload: &payload,
+                dedupe_key: Some(&key),
+                run_at: now,
+                max_attempts: MAX_ATTEMPTS,
+                now,
+            },
+        )
+        .await?;
+        let job = lodge_store::jobs::by_dedupe_key(&mut *tx, &key)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("the job {key} just written is missing"))
+            })?;
+        tx.commit().await.map_err(lodge_store::StoreError::from)?;
+        Ok(job)
     }
 
     /// Records in the database whether this installation sends mail (this node's
@@ -198,7 +274,7 @@ impl Lodge {
             ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id))
         })?;
         let m = self.mail_settings()?;
-        let mid = message_id(&p.event_id, m);
+        let mid = copy_message_id(&p.event_id, p.copy, m);
         let (event, previous) = {
             let mut db = self.store.read_conn().await?;
             let event = lodge_store::events::event(&mut db, &p.event_id).await?;
