@@ -23,8 +23,18 @@ pub mod simulate;
 
 pub use config::Config;
 
-/// Opens the store (applying migrations) and builds the services.
+/// Opens the store (applying migrations) and builds the services, for a command.
 pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
+    open_as(cfg, clock, false).await
+}
+
+/// [`open`] for a node (`serve`, `worker`) or the demo's seeding: on PostgreSQL a secret key
+/// made just now becomes the installation's ([`Lodge::check_secret_key`]).
+pub async fn open_node(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
+    open_as(cfg, clock, true).await
+}
+
+async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, node: bool) -> anyhow::Result<Lodge> {
     let store = Store::open(&cfg.database_url)
         .await
         .with_context(|| format!("opening {}", lodge_store::redact_url(&cfg.database_url)))?;
@@ -62,7 +72,7 @@ pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> 
         }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
-    if let Err(e) = lodge.check_secret_key(made_key_file.is_some()).await {
+    if let Err(e) = lodge.check_secret_key(made_key_file.is_some(), node).await {
         // A key file made just now for a database it does not open is removed again: left
         // there, the next start would take it for the installation's.
         if let Some(path) = &made_key_file {

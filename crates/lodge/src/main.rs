@@ -961,7 +961,16 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             }
         }
     }
-    let lodge = match lodge::open(&cfg, lodge::system_clock()).await {
+    let node = matches!(
+        command,
+        Command::Serve(_) | Command::Worker | Command::Demo { .. }
+    );
+    let opened = if node {
+        lodge::open_node(&cfg, lodge::system_clock()).await
+    } else {
+        lodge::open(&cfg, lodge::system_clock()).await
+    };
+    let lodge = match opened {
         Ok(l) => l,
         Err(e) => {
             // Refused (e.g. another installation's key): the demo nginx started for it is

@@ -330,6 +330,61 @@ async fn on_postgres_commands_other_than_serve_migrate_and_demo_need_an_installa
     cli.ok(&["billing", "preview"]);
 }
 
+/// On PostgreSQL the nodes of one installation are started in directories of their own, and
+/// without `LODGE_SECRET_KEY` each makes a key file there. The first node (or the demo's
+/// seeding) makes its key the installation's; a second node with a key of its own is refused
+/// at start and its key file removed (found by the PostgreSQL audit: both ran, each sealing
+/// with its own key, and the first secret sealed locked the other out at its next start).
+/// `migrate` run without the key still does not make its key the installation's.
+#[tokio::test]
+async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
+    let Some(url) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let node = |_: &str| Cli {
+        dir: tempfile::tempdir().expect("temp dir"),
+        database_url: url.clone(),
+    };
+    let (p, q, r) = (node("p"), node("q"), node("r"));
+    let checks = || async {
+        let store = lodge_store::Store::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_check")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        store.close().await;
+        n
+    };
+    r.ok(&["migrate"]);
+    assert_eq!(checks().await, 0, "migrate made no key the installation's");
+    p.ok(&["demo"]);
+    assert_eq!(
+        checks().await,
+        1,
+        "the demo's seeding made p's key the installation's"
+    );
+    for args in [
+        &["demo"][..],
+        &["worker"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let err = q.fails(args);
+        assert!(err.contains("not this installation's"), "{args:?}: {err}");
+        assert!(
+            !q.dir.path().join("lodge-secret.key").exists(),
+            "{args:?}: q's key file is removed"
+        );
+    }
+    // With p's key, q is a node of the installation.
+    std::fs::copy(
+        p.dir.path().join("lodge-secret.key"),
+        q.dir.path().join("lodge-secret.key"),
+    )
+    .unwrap();
+    q.ok(&["demo"]);
+    q.ok(&["billing", "preview"]);
+}
+
 /// `lodge jobs`: the dead jobs listed as the staff API lists them, one put back in the
 /// queue with fresh attempts, what cannot be retried refused with the reason.
 #[tokio::test]

@@ -146,7 +146,13 @@ impl crate::Lodge {
     /// `fresh`: the key was made just now (no key given, no key file): on a database that
     /// already holds invoices it is refused rather than written as the installation's (a
     /// command run without the key must not lock the nodes that have it out).
-    pub async fn check_secret_key(&self, fresh: bool) -> Result<()> {
+    ///
+    /// `node`: a node (`serve`, `worker`) or the demo's seeding, which seal and sign with
+    /// their key from now on: on PostgreSQL even a key made just now becomes the
+    /// installation's, so that a second node with a key of its own is refused at start (found
+    /// by the PostgreSQL audit: two nodes started in two directories ran with two keys,
+    /// and the first secret either sealed locked the other out at its next start).
+    pub async fn check_secret_key(&self, fresh: bool, node: bool) -> Result<()> {
         use lodge_store::key_check;
         let wrong = || {
             ServiceError::Conflict(
@@ -175,9 +181,10 @@ impl crate::Lodge {
                     ));
                 }
                 // A key file made just now in the working directory for a PostgreSQL
-                // database (a command run without the installation's key) does not become
-                // the installation's: the first node or command with a given key writes it.
-                if fresh && self.store.engine() == lodge_store::Engine::Postgres {
+                // database by a command (`migrate`, `keys`, … run without the
+                // installation's key) does not become the installation's: the first node,
+                // or command with a given key, writes it.
+                if fresh && !node && self.store.engine() == lodge_store::Engine::Postgres {
                     return Ok(());
                 }
                 let now = self.clock.now().as_microsecond();
