@@ -33,7 +33,6 @@ use sha2::Digest as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::internal;
 use crate::wire::{money_str, ts};
 use crate::AppState;
 
@@ -279,6 +278,44 @@ async fn next_invoices(st: &AppState, q: &PageMessage) -> Vec<minijinja::Value> 
     out
 }
 
+/// A service failure answered on the page's terms, in HTML (it was the API's JSON): `503`
+/// with `Retry-After` while the database is unreachable, as the APIs answer (found by the
+/// PostgreSQL audit: the page answered a 500 through an outage), else `500`. The cause is
+/// logged, never shown.
+fn failed(e: &ServiceError) -> Response {
+    if !e.is_unavailable() {
+        return server_error(e);
+    }
+    tracing::warn!(error = %e, "the database is unavailable");
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(
+            "<!doctype html><title>Unavailable</title><h1>The payment page is unavailable at \
+             the moment</h1><p>Try again in a few moments: the page then shows where the \
+             invoice stands.</p>",
+        ),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::error::UNAVAILABLE_RETRY_SECS),
+    );
+    r
+}
+
+/// An unexpected failure, in HTML; the cause is logged, never shown.
+fn server_error(cause: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %cause, "request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Html(
+            "<!doctype html><title>Error</title><h1>Something went wrong</h1><p>Reload the \
+             payment page to see where the invoice stands.</p>",
+        ),
+    )
+        .into_response()
+}
+
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -300,7 +337,7 @@ async fn payment_page(
     let page = match st.lodge.payment_page(&token).await {
         Ok(p) => p,
         Err(ServiceError::NotFound) => return not_found(),
-        Err(e) => return internal(&e),
+        Err(e) => return failed(&e),
     };
     let message = match q.result.as_deref() {
         // A card payment for an invoice that was cancelled meanwhile went to credit.
@@ -429,7 +466,7 @@ fn render(
     });
     match rendered {
         Ok(html) => Html(html).into_response(),
-        Err(e) => internal(&e),
+        Err(e) => server_error(&e),
     }
 }
 
@@ -455,7 +492,7 @@ async fn pay_with_credit(
         Ok(PagePayment::InsufficientCredit) => "insufficient",
         Ok(PagePayment::Closed) => "closed",
         Err(ServiceError::NotFound) => return not_found(),
-        Err(e) => return internal(&e),
+        Err(e) => return failed(&e),
     };
     let to = with_query(
         &format!("/pay/{token}"),
@@ -493,7 +530,7 @@ async fn pay_by_card(
                 Redirect::to(&to).into_response()
             }
             Err(ServiceError::NotFound) => not_found(),
-            Err(e) => internal(&e),
+            Err(e) => failed(&e),
         };
     }
     let checkout = match st.lodge.card_checkout(&token).await {
@@ -516,7 +553,7 @@ async fn pay_by_card(
     let page = match st.lodge.payment_page(&token).await {
         Ok(p) => p,
         Err(ServiceError::NotFound) => return not_found(),
-        Err(e) => return internal(&e),
+        Err(e) => return failed(&e),
     };
     let next = next_invoices(&st, &q).await;
     render(&st, &token, &page, None, Some(&checkout), &q, next)

@@ -75,9 +75,8 @@ async fn stripe_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
             tracing::warn!(detail, "a Stripe webhook was refused");
             (StatusCode::BAD_REQUEST, Json(WebhookRefused { detail })).into_response()
         }
-        Err(e) => {
-            // Stripe retries a failed delivery.
-            internal(&e)
-        }
+        // Stripe retries a failed delivery (503 while the database is unreachable).
+        Err(e) if e.is_unavailable() => crate::error::unavailable(&e),
+        Err(e) => internal(&e),
     }
 }

@@ -223,6 +223,20 @@ async fn a_database_outage_is_503_and_the_node_recovers() {
             r.send()
         };
         assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
+        let (status, order) = app
+            .post(
+                &format!(
+                    "/v1/organizations/{}/projects/{}/hosting/order",
+                    app.org_id(),
+                    app.project_id()
+                ),
+                &app.key(),
+                &json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                         "domain_name": "outage.example" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        let pay_url = order["invoice_payment_url"].as_str().unwrap().to_owned();
         set_allowed(false).await;
 
         let ready = client
@@ -255,6 +269,19 @@ async fn a_database_outage_is_503_and_the_node_recovers() {
             .unwrap();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "5");
+        // The payment page too, in HTML (it answered the API's JSON 500).
+        let r = client.get(&pay_url).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{:?}",
+            r.headers()
+        );
+        assert!(r.text().await.unwrap().contains("unavailable"));
 
         set_allowed(true).await;
         assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
