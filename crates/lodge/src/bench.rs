@@ -1082,29 +1082,33 @@ async fn count_orders(url: &str) -> anyhow::Result<i64> {
 
 /// Prints a report as a table.
 pub fn print_table(r: &Report) {
-    println!(
+    out!(
         "engine {}  nodes {}  connections {}  duration {:.0}s  orders already in the database {}",
-        r.engine, r.nodes, r.connections, r.duration_secs, r.orders_in_database_before
+        r.engine,
+        r.nodes,
+        r.connections,
+        r.duration_secs,
+        r.orders_in_database_before
     );
     if let Some(p) = r.plain_sqlite_commits_per_sec {
-        println!("ceiling: plain SQLite one-row commit loop {p:.0}/s (rowid table, WAL, synchronous=FULL)");
+        out!("ceiling: plain SQLite one-row commit loop {p:.0}/s (rowid table, WAL, synchronous=FULL)");
         if let Some(b) = r.bare_commits_per_sec {
-            println!(
+            out!(
                 "        Lodge's batch writer, one row per commit: {b:.0}/s ({:.2}x the plain loop)",
                 b / p.max(1e-9)
             );
         }
     } else if let Some(b) = r.bare_commits_per_sec {
-        println!("bare durable commits: {b:.0}/s (1 connection)");
+        out!("bare durable commits: {b:.0}/s (1 connection)");
     }
     if let Some(b) = r.bare_commits_per_sec_concurrent {
-        println!(
+        out!(
             "ceiling: one-row commits from {} clients (pgbench-style): {b:.0}/s",
             r.connections
         );
     }
     if let Some(m) = r.server_peak_rss_mb {
-        println!("server peak RSS: {m:.1} MiB");
+        out!("server peak RSS: {m:.1} MiB");
     }
     // One column a ceiling the run measured (in `Ratios::in_order`'s order), after the one
     // each goal is set against.
@@ -1136,7 +1140,7 @@ pub fn print_table(r: &Report) {
     for (name, _) in names.iter().zip(measured).filter(|(_, m)| *m) {
         head.push_str(&format!(" {name:>8}"));
     }
-    println!("{head}");
+    out!("{head}");
     for s in &r.scenarios {
         let mut line = format!(
             "{:<20} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}",
@@ -1159,7 +1163,7 @@ pub fn print_table(r: &Report) {
         {
             line.push_str(&format!(" {:>8}", ratio(x)));
         }
-        println!("{line}");
+        out!("{line}");
     }
     if measured.contains(&true) {
         let ceilings = Ceilings {
@@ -1168,7 +1172,7 @@ pub fn print_table(r: &Report) {
             bare: r.bare_commits_per_sec,
             bare_concurrent: r.bare_commits_per_sec_concurrent,
         };
-        println!(
+        out!(
             "/ceiling: against the ceiling the goal is set against (reads: /healthz; writes: {})",
             ceilings.for_writes(r.connections).2
         );

@@ -15,6 +15,29 @@ use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
+/// `println!` for a command's output: a reader that went away (`lodge jobs list | head -1`)
+/// ends the command quietly, as other command-line tools do, instead of a panic ("failed
+/// printing to stdout: Broken pipe", found by the PostgreSQL audit); another write error
+/// ends it with a message.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::output_failed(&e);
+        }
+    }};
+}
+
+/// Ends the process after a failed write of a command's output (see [`out!`]).
+pub fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("lodge: writing the output: {e}");
+    std::process::exit(1);
+}
+
 pub mod bench;
 pub mod config;
 pub mod demo_nginx;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lodge::config::{Config, FileConfig, Overrides};
+use lodge::out;
 use lodge_core::{OrganizationId, UserId};
 use lodge_services::tenancy::{NewOrganization, NewUser};
 use lodge_services::{Lodge, ServiceError};
@@ -1007,7 +1008,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         Command::Demo { json } => {
             let info = lodge.seed_demo().await?;
             if json {
-                println!("{}", serde_json::to_string(&info)?);
+                out!("{}", serde_json::to_string(&info)?);
             } else {
                 print_demo(&info, None);
             }
@@ -1024,7 +1025,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             if secret.is_empty() {
                 anyhow::bail!("nothing to seal: give the secret on standard input");
             }
-            println!("{}", lodge.sealer.seal(secret)?);
+            out!("{}", lodge.sealer.seal(secret)?);
             Ok(())
         }
         Command::Mail(MailCommand::Test { to }) => {
@@ -1037,7 +1038,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                 .send_test_mail(&to)
                 .await
                 .with_context(|| format!("sending a test message to {to}"))?;
-            println!("sent to {to}: {}", sent.response);
+            out!("sent to {to}: {}", sent.response);
             Ok(())
         }
         Command::Users(UsersCommand::Create {
@@ -1056,12 +1057,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                 })
                 .await?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({"id": u.id, "email": u.email, "is_staff": u.is_staff()})
                 );
             } else {
-                println!("{}", u.id);
+                out!("{}", u.id);
             }
             if u.password_hash.is_none() {
                 eprintln!(
@@ -1113,12 +1114,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     .await?
                     .context("the new organization has no default project")?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({"organization_id": org.id, "project_id": project.id, "name": org.name})
                 );
             } else {
-                println!("{}", org.id);
+                out!("{}", org.id);
             }
             Ok(())
         }
@@ -1149,13 +1150,13 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         Command::Billing(BillingCommand::Preview { days, json }) => {
             let p = lodge.billing_preview(days).await?;
             if json {
-                println!("{}", serde_json::to_string(&p)?);
+                out!("{}", serde_json::to_string(&p)?);
                 return Ok(());
             }
-            println!("From {} to {}:", p.from, p.to);
-            println!("  renewal invoices to issue: {}", p.renewals.len());
+            out!("From {} to {}:", p.from, p.to);
+            out!("  renewal invoices to issue: {}", p.renewals.len());
             for r in &p.renewals {
-                println!(
+                out!(
                     "    {} organization {} due {}: {} account(s), {} domain(s), {} (minor units)",
                     r.issue_date,
                     r.organization_id,
@@ -1165,15 +1166,15 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     r.total_minor
                 );
             }
-            println!("  suspensions: {}", p.suspensions.len());
+            out!("  suspensions: {}", p.suspensions.len());
             for x in &p.suspensions {
-                println!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
+                out!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
             }
-            println!("  terminations: {}", p.terminations.len());
+            out!("  terminations: {}", p.terminations.len());
             for x in &p.terminations {
-                println!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
+                out!("    {} account {} ({})", x.date, x.hosting_id, x.reason);
             }
-            println!(
+            out!(
                 "Today: {} overdue renewal invoice(s), {} suspended account(s)",
                 p.overdue_invoices.len(),
                 p.suspended.len()
@@ -1182,7 +1183,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         }
         Command::Billing(BillingCommand::Run) => {
             let pass = lodge.scheduler_pass().await?;
-            println!("{}", serde_json::to_string(&pass)?);
+            out!("{}", serde_json::to_string(&pass)?);
             Ok(())
         }
         Command::Servers(ServersCommand::Test { id }) => {
@@ -1191,7 +1192,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("{id:?} is not a server id"))?;
             let check = lodge.test_server(id).await?;
             if check.ok {
-                println!("ok: {}", check.message);
+                out!("ok: {}", check.message);
                 Ok(())
             } else {
                 anyhow::bail!("server check failed: {}", check.message)
@@ -1201,15 +1202,20 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let summary = lodge.import_catalog_text(&text).await?;
-            println!("{}", serde_json::to_string(&summary)?);
+            out!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Catalog(CatalogCommand::Export { format }) => {
             let file = lodge.export_catalog().await?;
             if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&file)?);
+                out!("{}", serde_json::to_string_pretty(&file)?);
             } else {
-                print!("{}", toml::to_string(&file)?);
+                let text = toml::to_string(&file)?;
+                if let Err(e) =
+                    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+                {
+                    lodge::output_failed(&e);
+                }
             }
             Ok(())
         }
@@ -1241,7 +1247,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
             })
             .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 lodge::bench::print_table(&report);
             }
@@ -1249,13 +1255,13 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
         }
         BenchCommand::Renewals { services, due } => {
             let report = lodge::bench::renewals(database, services, due).await?;
-            println!("{}", serde_json::to_string(&report)?);
+            out!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         BenchCommand::Fill { orders } => lodge::bench::fill(&cfg.database_url, orders).await,
         BenchCommand::Crash { kills, connections } => {
             let report = lodge::bench::crash(database, kills, connections.max(1)).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            out!("{}", serde_json::to_string_pretty(&report)?);
             if report.problems.is_empty() {
                 Ok(())
             } else {
@@ -1278,7 +1284,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
             })
             .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 lodge::simulate::print_report(&report);
             }
@@ -1355,7 +1361,7 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 .transpose()
                 .context("--organization")?;
             for k in lodge.keys_of(org).await? {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({
                         "id": k.id,
@@ -1391,7 +1397,7 @@ async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
                 format!("--status {status:?}: one of queued, running, done or dead")
             })?;
             for j in lodge.jobs_with_status(status, 500).await? {
-                println!("{}", line(j)?);
+                out!("{}", line(j)?);
             }
             Ok(())
         }
@@ -1403,7 +1409,7 @@ async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
                     lodge_services::ServiceError::NotFound => anyhow::anyhow!("no job {id}"),
                     other => anyhow::anyhow!("{other}"),
                 })?;
-            println!("{}", line(j)?);
+            out!("{}", line(j)?);
             Ok(())
         }
     }
@@ -1415,7 +1421,7 @@ fn micros_rfc3339(us: i64) -> String {
 
 fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Result<()> {
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "id": issued.row.id,
@@ -1427,33 +1433,35 @@ fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Re
             })
         );
     } else {
-        println!("{}", issued.secret);
+        out!("{}", issued.secret);
     }
     Ok(())
 }
 
 fn print_demo(info: &lodge_services::demo::DemoInfo, base: Option<&str>) {
-    println!("Lodge demo data is ready.");
-    println!("  organization_id  {}", info.organization_id);
-    println!("  project_id       {}", info.project_id);
-    println!("  api_key          {}", info.api_key);
-    println!("  admin_api_key    {}", info.admin_api_key);
-    println!(
+    out!("Lodge demo data is ready.");
+    out!("  organization_id  {}", info.organization_id);
+    out!("  project_id       {}", info.project_id);
+    out!("  api_key          {}", info.api_key);
+    out!("  admin_api_key    {}", info.admin_api_key);
+    out!(
         "  owner login      {} / {}",
-        info.owner_email, info.owner_password
+        info.owner_email,
+        info.owner_password
     );
-    println!(
+    out!(
         "  staff login      {} / {}",
-        info.staff_email, info.staff_password
+        info.staff_email,
+        info.staff_password
     );
     if let Some(base) = base {
-        println!();
-        println!("Try:");
-        println!(
+        out!();
+        out!("Try:");
+        out!(
             "  curl -H 'Authorization: Bearer {}' {base}/v1/hosting/plans",
             info.api_key
         );
-        println!("  open {base}/docs");
+        out!("  open {base}/docs");
     }
 }
 
@@ -1555,7 +1563,7 @@ async fn serve(
     if let Some(info) = &demo_info {
         print_demo(info, Some(&base));
         if let Some(line) = demo_nginx.line() {
-            println!("{line}");
+            out!("{line}");
         }
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");

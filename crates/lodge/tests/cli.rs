@@ -385,6 +385,31 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     q.ok(&["billing", "preview"]);
 }
 
+/// A command whose reader goes away (`lodge billing preview | head -1`) ends quietly with
+/// success, not a panic with exit status 101 (found by the PostgreSQL audit).
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    for args in [
+        &["billing", "preview"][..],
+        &["jobs", "list"],
+        &["keys", "list", "--staff"],
+    ] {
+        let mut child = cli
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lodge runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("lodge ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// `lodge jobs`: the dead jobs listed as the staff API lists them, one put back in the
 /// queue with fresh attempts, what cannot be retried refused with the reason.
 #[tokio::test]
