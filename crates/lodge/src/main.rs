@@ -1470,12 +1470,13 @@ fn spawn_worker(
     lodge: &Lodge,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    // The host, the process and a random part: two nodes of equal process ids (cloned VMs,
-    // containers, systemd without HOSTNAME) must not share an id, which guards each job's
+    // The node's name (so that a job's `locked_by` says which node holds it: found by the
+    // PostgreSQL audit), the process and a random part: two nodes of equal names and
+    // process ids (cloned VMs, containers) must not share an id, which guards each job's
     // lease (found by the multi-node audit).
     let id = format!(
         "{}-{}-{:06x}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "lodge".into()),
+        lodge.settings.node_name,
         std::process::id(),
         rand::random::<u32>() & 0xff_ffff
     );

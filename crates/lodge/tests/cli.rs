@@ -385,6 +385,33 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     q.ok(&["billing", "preview"]);
 }
 
+/// A worker's id, which a running job's `locked_by` shows, starts with its node's name, so
+/// that staff see which node holds a job (found by the PostgreSQL audit: it was the
+/// `HOSTNAME` variable's, usually unset, so `lodge-<pid>-…` on every node).
+#[test]
+fn a_workers_id_names_its_node() {
+    use std::io::BufRead;
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let mut child = cli
+        .command(&["worker", "--node-name", "zeta-7"])
+        .env("RUST_LOG", "info")
+        .env("LODGE_LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lodge runs");
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("job worker started"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the worker logs its start");
+    assert!(line.contains("worker=zeta-7-"), "{line}");
+}
+
 /// A command whose reader goes away (`lodge billing preview | head -1`) ends quietly with
 /// success, not a panic with exit status 101 (found by the PostgreSQL audit).
 #[test]
