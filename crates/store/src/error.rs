@@ -16,6 +16,13 @@ pub enum StoreError {
     NotFound,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The SQLite file open was deleted or replaced under the running process.
+    #[error(
+        "the database file {0} was deleted or replaced while Lodge has it open: what is \
+         written now is lost when Lodge stops; put the file back (or restart on the one now \
+         there)"
+    )]
+    FileGone(String),
     #[error("database: {0}")]
     Db(sqlx::Error),
     #[error("database: {0}")]

@@ -61,7 +61,7 @@ pub use error::{Check, Conflict, Result, StoreError};
 /// The conditions the name checks repeat from their partial indexes ([`hosting`]) are written
 /// as SQLite stores them.
 pub(crate) use sqlite::expand_in_lists;
-pub use sqlite::{run_ready, BatchConn, ReadConn};
+pub use sqlite::{run_ready, BatchConn, FileIdentity, ReadConn};
 pub use sqlx::{Acquire, Any, AnyConnection, AnyPool, Transaction};
 
 /// A transaction on either engine.
@@ -122,6 +122,8 @@ pub struct Store {
     batch: Option<sqlite::BatchWriter>,
     /// SQLite's inline read connections ([`ReadConn`]), on a file database.
     inline_reads: Option<std::sync::Arc<sqlite::ReadPool>>,
+    /// SQLite's file as opened (checked by [`Store::ping`]).
+    file: Option<sqlite::FileIdentity>,
 }
 
 impl Store {
@@ -138,6 +140,7 @@ impl Store {
                     write: c.write,
                     batch: c.batch,
                     inline_reads: c.inline_reads,
+                    file: c.file,
                 })
             }
             Engine::Postgres => {
@@ -148,6 +151,7 @@ impl Store {
                     write: pool,
                     batch: None,
                     inline_reads: None,
+                    file: None,
                 })
             }
         }
@@ -296,8 +300,14 @@ impl Store {
     /// the one writer, which a busy moment or a long CLI import holds for seconds, and a
     /// load balancer would take the node out for it (found by the re-audit); a writer left
     /// inside a failed transaction is replaced at the next [`Store::begin`] instead.
+    /// Whether the database answers, and on SQLite whether its file is still the one
+    /// opened (deleted or replaced under the process, SQLite goes on writing to the old
+    /// one, and the writes are lost at the next start).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
+        if let Some(f) = &self.file {
+            f.check()?;
+        }
         Ok(())
     }
 

@@ -334,6 +334,39 @@ async fn health_and_readiness(app: TestApp) {
     app.stop().await;
 }
 
+/// SQLite goes on writing to a database file deleted (or moved, or copied over) under the
+/// running server, and those writes are lost at the next start: `/readyz` says so with 503
+/// while the file is not the one opened, and 200 again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_sqlite_file_is_not_the_one_opened() {
+    crate::harness::run(
+        crate::harness::Engine::Sqlite,
+        Default::default(),
+        |app| async move {
+            let path = lodge::sqlite_file(&app.database_url).expect("a file database");
+            let moved = path.with_extension("moved");
+            assert_eq!(
+                app.call(Method::GET, "/readyz", None, None).await.0,
+                StatusCode::OK
+            );
+            std::fs::rename(&path, &moved).unwrap();
+            let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            // Another file in its place is not it either.
+            std::fs::write(&path, b"").unwrap();
+            let (status, _) = app.call(Method::GET, "/readyz", None, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            std::fs::rename(&moved, &path).unwrap();
+            assert_eq!(
+                app.call(Method::GET, "/readyz", None, None).await.0,
+                StatusCode::OK
+            );
+            app.stop().await;
+        },
+    )
+    .await;
+}
+
 async fn readiness_fails_when_the_database_is_gone(app: TestApp) {
     app.lodge.store.close().await;
     let (status, body) = app.call(Method::GET, "/readyz", None, None).await;

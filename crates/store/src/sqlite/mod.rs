@@ -40,6 +40,47 @@ pub(crate) struct Connected {
     pub batch: Option<BatchWriter>,
     /// On a file in WAL mode, where readers never wait for the writer.
     pub inline_reads: Option<Arc<ReadPool>>,
+    /// The file, as it was when opened.
+    pub file: Option<FileIdentity>,
+}
+
+/// A database file and the identity (device and inode) it had when opened: a file deleted
+/// or replaced under the running process (a restore copied over it, a cleanup script) is
+/// told apart from it ([`FileIdentity::check`]), where SQLite goes on writing to the
+/// deleted one unnoticed.
+#[derive(Debug, Clone)]
+pub struct FileIdentity {
+    path: std::path::PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> FileIdentity {
+        FileIdentity {
+            path: path.to_owned(),
+            id: identity(path),
+        }
+    }
+
+    /// `Err` when the file is no longer there, or another file is.
+    pub fn check(&self) -> crate::Result<()> {
+        match (identity(&self.path), self.id) {
+            (Some(now), Some(then)) if now == then => Ok(()),
+            (Some(_), None) => Ok(()),
+            _ => Err(crate::StoreError::FileGone(self.path.display().to_string())),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
 /// Opens the SQLite database at `url` (creating the file if need be) in WAL mode.
@@ -69,6 +110,7 @@ pub(crate) async fn connect(url: &str) -> Result<Connected> {
         .as_deref()
         .map(|f| BatchWriter::start(Path::new(f)))
         .transpose()?;
+    let identity = file.as_deref().map(|f| FileIdentity::of(Path::new(f)));
     let inline_reads = file
         .filter(|_| journal.eq_ignore_ascii_case("wal"))
         .map(|f| Arc::new(ReadPool::new(Path::new(&f))));
@@ -77,6 +119,7 @@ pub(crate) async fn connect(url: &str) -> Result<Connected> {
         write,
         batch,
         inline_reads,
+        file: identity,
     })
 }
 
