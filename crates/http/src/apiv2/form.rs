@@ -487,13 +487,13 @@ pub enum PlaceAnswer {
     Refused(Refused),
 }
 
-/// The order's fields, read as the request declares them: a JSON object, a form, or the
-/// text fields of a `multipart/form-data` body (InterServer's document: "form or JSON";
-/// found by the customer audit: a multipart order was read as an empty one); without a
-/// declaration, JSON or a form. A request with no body at all, one that is not what it
-/// declares, or with a field of the [`wrong_types`], is refused with a 400 before anything
-/// is read (a form or JSON object with missing or unusable values is answered with
-/// `continue: false` and the messages).
+/// The order's fields. A request with no body at all, one that is not what it declares,
+/// or with a field of the [`wrong_types`], is refused with a 400 before anything is read (a
+/// form or JSON object with missing or unusable values is answered with `continue: false`
+/// and the messages). A `multipart/form-data` body gives its text fields (InterServer's
+/// document: "form or JSON"; found by the customer audit: a multipart order was read as an
+/// empty one). Any other body is read leniently, JSON or a form whatever it declares: `curl
+/// -d '{…}'` and PHP's curl send JSON declared as a form, and the README's own examples do.
 async fn order_fields(
     headers: &HeaderMap,
     body: &[u8],
@@ -504,19 +504,27 @@ async fn order_fields(
             "The order is sent in the request body (JSON or a form).".to_owned(),
         ));
     }
-    let Some(obj) = super::declared_body_object(headers, body).await else {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let Some(declared) = super::declared_body_object(headers, body).await else {
         return Err(refuse(match content_type {
             Some(ct) => format!("The request body is not the {ct} it is declared as."),
             None => "The request body must be a JSON object or a form.".into(),
         }));
     };
-    match wrong_types(&obj) {
-        Some(why) => Err(refuse(why)),
-        None => Ok(obj),
+    if let Some(why) = wrong_types(&declared) {
+        return Err(refuse(why));
     }
+    let multipart = content_type.is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+    });
+    if multipart {
+        return Ok(declared);
+    }
+    Ok(super::body_object_as(None, body).unwrap_or(declared))
 }
 
 fn refused(errors: Vec<String>) -> Response {
