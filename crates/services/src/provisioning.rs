@@ -1130,6 +1130,11 @@ impl Lodge {
     /// done, webhook delivery attempts and the mail log; up to ten thousand rows of each a
     /// pass, in short statements of a thousand, so that the first pass over a large
     /// backlog never holds the scheduler (or the SQLite writer) up; the next passes go on.
+    ///
+    /// The window is never shorter than the termination grace: until an unpaid renewal
+    /// terminates its accounts, the scheduler's suspension pass knows an account it
+    /// suspended for that invoice (and staff may have unsuspended) by that job's key, and
+    /// forgetting the job would suspend it again (found by review).
     pub async fn forget_old_records(&self) -> Result<Forgotten> {
         use lodge_store::retention;
         const ROUNDS: usize = 10;
@@ -1137,7 +1142,11 @@ impl Lodge {
         if self.settings.retention_days <= 0 {
             return Ok(f);
         }
-        let before = self.now_us() - self.settings.retention_days * 86_400_000_000;
+        let days = self
+            .settings
+            .retention_days
+            .max(self.settings.policy.terminate_after_days + 1);
+        let before = self.now_us() - days * 86_400_000_000;
         for _ in 0..ROUNDS {
             let n = retention::forget_done_jobs(self.store.writer(), before).await?;
             f.jobs += n;

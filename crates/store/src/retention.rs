@@ -16,11 +16,15 @@ pub const FORGET_AT_ONCE: u64 = 1000;
 
 /// Finished jobs due and finished before `$1`, oldest first, through `jobs_due`
 /// `(status, run_at)` (a job finishes after it is due; one put back with an old due time
-/// and finished lately is kept by its `modified_at`).
+/// and finished lately is kept by its `modified_at`). The newest job is never forgotten: on
+/// SQLite, `jobs` has no `AUTOINCREMENT` (`sqlite::rebuild`), and a new row takes the
+/// largest id plus one, which must never be an id given before (mail and webhook
+/// deliveries name their job).
 static DONE_JOBS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "DELETE FROM jobs WHERE id IN
          (SELECT id FROM jobs WHERE status = 'done' AND run_at < $1 AND modified_at < $1
+            AND id < (SELECT MAX(id) FROM jobs)
           ORDER BY run_at LIMIT {FORGET_AT_ONCE})"
     )
 });
@@ -28,12 +32,13 @@ static DONE_JOBS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// Among the oldest [`FORGET_AT_ONCE`] rows of `table` (by its growing `id`), those created
 /// before `$1`. Reading the oldest rows by primary key and judging their age after keeps
 /// each statement to one index range however large the table, without an index on
-/// `created_at`; ids and `created_at` grow together.
+/// `created_at`; ids and `created_at` grow together. The newest row is kept, so that an id
+/// is never given twice whatever the table's definition.
 fn oldest(table: &str) -> String {
     format!(
         "DELETE FROM {table} WHERE id IN
          (SELECT id FROM (SELECT id, created_at FROM {table} ORDER BY id LIMIT {FORGET_AT_ONCE}) o
-          WHERE o.created_at < $1)"
+          WHERE o.created_at < $1 AND o.id < (SELECT MAX(id) FROM {table}))"
     )
 }
 

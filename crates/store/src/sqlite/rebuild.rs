@@ -26,7 +26,8 @@ const ORDER_TABLES: [&str; 8] = [
 /// - No `AUTOINCREMENT` (migrations 0001 and 0002 create it): with it each `INSERT` looked
 ///   the table up in `sqlite_sequence` and wrote its high-water mark back, about a tenth of
 ///   the writer's time per order. Without it a new row takes the largest rowid plus one, the
-///   same number, as rows of these tables are never deleted
+///   same number, as the row with the largest id of these tables is never deleted (only
+///   `jobs` loses rows, to retention, which keeps its newest: [`crate::retention`])
 ///   (<https://sqlite.org/autoinc.html>); a table whose high-water mark is above its largest
 ///   id anyway keeps the keyword, so no id is ever given twice.
 /// - No `IN` list of three or more values in a `CHECK` or a partial index's `WHERE`:
