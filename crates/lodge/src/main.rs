@@ -1010,7 +1010,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             if json {
                 out!("{}", serde_json::to_string(&info)?);
             } else {
-                print_demo(&info, None);
+                out!("{}", demo_text(&info, None).trim_end());
             }
             Ok(())
         }
@@ -1438,30 +1438,38 @@ fn print_key(issued: &lodge_services::auth::IssuedKey, json: bool) -> anyhow::Re
     Ok(())
 }
 
-fn print_demo(info: &lodge_services::demo::DemoInfo, base: Option<&str>) {
-    out!("Lodge demo data is ready.");
-    out!("  organization_id  {}", info.organization_id);
-    out!("  project_id       {}", info.project_id);
-    out!("  api_key          {}", info.api_key);
-    out!("  admin_api_key    {}", info.admin_api_key);
-    out!(
-        "  owner login      {} / {}",
+/// The demo's credentials as printed (by `lodge demo`, and by `serve --demo` with where to
+/// try them).
+fn demo_text(info: &lodge_services::demo::DemoInfo, base: Option<&str>) -> String {
+    let mut t = format!(
+        "Lodge demo data is ready.\n  organization_id  {}\n  project_id       {}\n  \
+         api_key          {}\n  admin_api_key    {}\n  owner login      {} / {}\n  \
+         staff login      {} / {}\n",
+        info.organization_id,
+        info.project_id,
+        info.api_key,
+        info.admin_api_key,
         info.owner_email,
-        info.owner_password
-    );
-    out!(
-        "  staff login      {} / {}",
+        info.owner_password,
         info.staff_email,
         info.staff_password
     );
     if let Some(base) = base {
-        out!();
-        out!("Try:");
-        out!(
-            "  curl -H 'Authorization: Bearer {}' {base}/v1/hosting/plans",
+        t.push_str(&format!(
+            "\nTry:\n  curl -H 'Authorization: Bearer {}' {base}/v1/hosting/plans\n  open {base}/docs\n",
             info.api_key
-        );
-        out!("  open {base}/docs");
+        ));
+    }
+    t
+}
+
+/// What a running server prints: a reader gone away (`serve --demo | head`) is no reason
+/// to stop serving (nor to skip stopping its nginx and worker cleanly, as [`out!`]'s exit
+/// would: found by review), so a failed write is only logged.
+fn say(text: &str) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        tracing::warn!(error = %e, "writing to standard output failed");
     }
 }
 
@@ -1562,9 +1570,9 @@ async fn serve(
     let worker = worker.then(|| spawn_worker(&lodge, worker_rx));
     let base = server.state.public_base_url.to_string();
     if let Some(info) = &demo_info {
-        print_demo(info, Some(&base));
+        say(&demo_text(info, Some(&base)));
         if let Some(line) = demo_nginx.line() {
-            out!("{line}");
+            say(&format!("{line}\n"));
         }
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
