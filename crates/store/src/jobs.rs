@@ -298,6 +298,22 @@ pub async fn open_with_key_prefix<C: SqlConn>(
         .is_some())
 }
 
+/// Whether a job of `kind` with exactly this payload is queued or running.
+pub async fn open_with_payload<C: SqlConn>(
+    conn: &mut C,
+    kind: &str,
+    payload: &str,
+) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') AND kind = $1 \
+             AND payload = $2 LIMIT 1",
+            vals![kind, payload],
+        )
+        .await?
+        .is_some())
+}
+
 pub async fn by_dedupe_key<'e, E: Executor<'e, Database = Any>>(
     db: E,
     key: &str,

@@ -116,7 +116,7 @@ fn assert_footer(m: &Mail) {
 /// second request while the copy waits is refused (one copy for a double click), one after
 /// it is sent makes another; an unknown id, a customer and mail switched off are refused.
 async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
-    let Some(smtp) = SmtpServer::start() else {
+    let Some(mut smtp) = SmtpServer::start() else {
         return app.stop().await;
     };
     let lodge = with_mail(&app, settings(smtp.port, None)).await;
@@ -187,6 +187,26 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     drain(worker.clone()).await;
     assert_eq!(smtp.messages().len(), 4);
     assert_eq!(log(&app).await.len(), 4);
+
+    // The server down, a notice is retried by its job: no copy of it meanwhile, which
+    // would reach the customer twice once the server is back.
+    smtp.stop();
+    order(&app, "down.test").await;
+    drain(worker.clone()).await;
+    let retried = log(&app)
+        .await
+        .into_iter()
+        .find(|m| m.status == "failed" && m.notice == "invoice_created")
+        .expect("the new invoice's notice failed");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/mail/{}/resend", retried.id),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains("still being sent"), "{body}");
 
     // An unknown message, a customer's key, and mail switched off.
     let (status, body) = app

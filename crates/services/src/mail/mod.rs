@@ -214,23 +214,40 @@ impl Lodge {
                 "A copy of this message is already waiting to be sent.".into(),
             ));
         }
+        // The message itself still being tried (its server down): a copy now would reach
+        // the customer twice once the server is back (found by review).
+        let original = json!({ "event_id": event_id }).to_string();
+        if lodge_store::jobs::open_with_payload(&mut *tx, JOB_MAIL, &original).await? {
+            return Err(ServiceError::Conflict(
+                "This message is still being sent (its job is retrying): see its job, or \
+                 retry it, rather than sending a copy."
+                    .into(),
+            ));
+        }
         // A number of its own (not the clock's: two copies in one microsecond, or under a
-        // test's still clock, would be one job and one Message-ID).
-        let copy = i64::from(rand::random::<u32>());
-        let key = format!("{prefix}{copy}");
-        let payload = json!({ "event_id": event_id, "copy": copy }).to_string();
-        lodge_store::jobs::enqueue(
-            &mut *tx,
-            &lodge_store::jobs::NewJob {
-                kind: JOB_MAIL,
-                payload: &payload,
-                dedupe_key: Some(&key),
-                run_at: now,
-                max_attempts: MAX_ATTEMPTS,
-                now,
-            },
-        )
-        .await?;
+        // test's still clock, would be one job and one Message-ID); one taken already
+        // (one chance in four billion) is drawn again.
+        let mut key = String::new();
+        for _ in 0..4 {
+            let copy = i64::from(rand::random::<u32>());
+            key = format!("{prefix}{copy}");
+            let payload = json!({ "event_id": event_id, "copy": copy }).to_string();
+            let new = lodge_store::jobs::enqueue(
+                &mut *tx,
+                &lodge_store::jobs::NewJob {
+                    kind: JOB_MAIL,
+                    payload: &payload,
+                    dedupe_key: Some(&key),
+                    run_at: now,
+                    max_attempts: MAX_ATTEMPTS,
+                    now,
+                },
+            )
+            .await?;
+            if new {
+                break;
+            }
+        }
         let job = lodge_store::jobs::by_dedupe_key(&mut *tx, &key)
             .await?
             .ok_or_else(|| {
