@@ -544,7 +544,7 @@ pub struct WebsiteQuote {
     pub errors: Vec<String>,
     /// Months of the billing cycle.
     pub frequency: i64,
-    /// The coupon applied, its code as sent (`""`: none).
+    /// The coupon applied: its code as stored (`""`: none).
     pub coupon: String,
     /// The matched coupon's numeric id, `0` when none (InterServer's "matched coupon row
     /// id").

@@ -167,8 +167,14 @@ impl Lodge {
                 // Orders count a coupon's uses without moving the catalog's version, so the
                 // cached count of a limited coupon is stale: it is read now (a quote saying
                 // a used-up coupon applies, and the order then refusing it, was found by the
-                // customer audit). Its write checks the limit again, under concurrency.
-                if let Some(c) = found.as_mut().filter(|c| c.max_uses.is_some()) {
+                // customer audit). Its write checks the limit again, under concurrency, so
+                // an order checked at its write reads it only to see whether a coupon the
+                // cache says is used up has a use back.
+                let read_uses = |c: &lodge_store::catalog::CouponRow| {
+                    c.max_uses
+                        .is_some_and(|max| checks == DbChecks::Now || c.uses >= max)
+                };
+                if let Some(c) = found.as_mut().filter(|c| read_uses(c)) {
                     let mut db = self.store.read_conn().await?;
                     if let Some(uses) = lodge_store::catalog::coupon_uses(&mut db, &c.id).await? {
                         c.uses = uses;
