@@ -48,10 +48,10 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers (and on SQLite its file is still the one opened).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Health),
-              (status = 503, description = "The database does not answer", body = Health)))]
+              (status = 503, description = "The database does not answer, or its SQLite file is no longer the one opened", body = Health)))]
 async fn readyz(State(st): State<AppState>) -> Response {
     // Answered within two seconds either way: a load balancer's probe (2–5 s) must see 503,
     // not a timeout, while the database does not answer (found by the multi-node audit:

@@ -104,7 +104,8 @@ pub struct Settings {
     pub require_tos: bool,
     /// Days after which an unpaid first invoice expires (its order is cancelled).
     pub invoice_expiry_days: i64,
-    /// Days jobs done, webhook delivery attempts and the mail log are kept (0: forever).
+    /// Days jobs done, webhook delivery attempts and the mail log are kept (0: forever;
+    /// never fewer than the termination grace: [`Lodge::forget_old_records`]).
     pub retention_days: i64,
     /// When renewals are billed, and what an unpaid one leads to.
     pub policy: lodge_core::renewal::Policy,

@@ -305,8 +305,12 @@ impl Store {
     /// one, and the writes are lost at the next start).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
-        if let Some(f) = &self.file {
-            f.check()?;
+        if let Some(f) = self.file.clone() {
+            // Off the async threads: a file system that hangs (a lost network mount) must
+            // not hold a worker thread and the caller's timeout with it.
+            tokio::task::spawn_blocking(move || f.check())
+                .await
+                .map_err(|e| StoreError::Config(format!("checking the database file: {e}")))??;
         }
         Ok(())
     }

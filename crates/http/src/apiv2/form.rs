@@ -524,7 +524,14 @@ async fn order_fields(
     if multipart {
         return Ok(declared);
     }
-    Ok(super::body_object_as(None, body).unwrap_or(declared))
+    match super::body_object_as(None, body) {
+        Some(lenient) => Ok(lenient),
+        // Declared a form, and a form only by the declaration (a JSON list, `&&`): refused
+        // as before, for what it is.
+        None => Err(refused(vec![
+            "The request body must be a JSON object or a form.".into(),
+        ])),
+    }
 }
 
 fn refused(errors: Vec<String>) -> Response {

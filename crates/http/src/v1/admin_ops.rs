@@ -457,7 +457,7 @@ async fn billing_preview(
 #[utoipa::path(post, path = "/v1/admin/mail/{mail_id}/resend", tag = "admin", security(("bearer" = [])),
     params(("mail_id" = i64, Path, description = "The message's id in the mail log")),
     responses((status = 202, description = "The mail job of the copy", body = Job), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "Mail is off, or a copy of the message is already waiting")))]
+              (status = 409, description = "Mail is off, a copy of the message is already waiting, or the message itself is still queued or retrying")))]
 async fn resend_mail(
     State(st): State<AppState>,
     Staff(_staff): Staff,

@@ -206,7 +206,7 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body.to_string().contains("still being sent"), "{body}");
+    assert!(body.to_string().contains("still to be sent"), "{body}");
 
     // An unknown message, a customer's key, and mail switched off.
     let (status, body) = app

@@ -38,6 +38,8 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
         (1, "done", 0, recent),
         (2, "dead", old, old),
         (1, "queued", old, old),
+        // The newest job, done long ago: kept (its id must never be given again).
+        (1, "done", old, old),
     ] {
         sqlx::query(&rows(
             n,
@@ -106,7 +108,7 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
             .unwrap();
     assert_eq!(
         left,
-        [("dead".into(), 2), ("done".into(), 4), ("queued".into(), 1)],
+        [("dead".into(), 2), ("done".into(), 5), ("queued".into(), 1)],
         "the recent ones, and one put back with an old due time and done lately, are kept"
     );
     assert_eq!(app.count("events").await, events, "events are kept");
@@ -123,7 +125,10 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
             .fetch_all(app.lodge.store.reader())
             .await
             .unwrap();
-    assert_eq!(left, [("dead".into(), 2), ("queued".into(), 1)]);
+    assert_eq!(
+        left,
+        [("dead".into(), 2), ("done".into(), 1), ("queued".into(), 1)]
+    );
     app.stop().await;
 }
 

@@ -185,7 +185,8 @@ impl Lodge {
     /// `mail` job for the message's event, rendered from that event as the first was, sent
     /// to the organization's owner as it is now, with a Message-ID of its own and a row of
     /// its own in the log. One copy of a message waits at a time: asked again while one is
-    /// queued or being sent, `Conflict` (a double click sends one copy). Returns the job.
+    /// queued or being sent, `Conflict` (a double click sends one copy); so is a copy of a
+    /// message whose own job is still queued or retrying. Returns the job.
     pub async fn resend_mail(&self, mail_id: i64) -> Result<lodge_store::jobs::JobRow> {
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -219,8 +220,8 @@ impl Lodge {
         let original = json!({ "event_id": event_id }).to_string();
         if lodge_store::jobs::open_with_payload(&mut *tx, JOB_MAIL, &original).await? {
             return Err(ServiceError::Conflict(
-                "This message is still being sent (its job is retrying): see its job, or \
-                 retry it, rather than sending a copy."
+                "This message is still to be sent (its job is queued or retrying): see its \
+                 job rather than sending a copy."
                     .into(),
             ));
         }

@@ -170,9 +170,9 @@ impl Lodge {
                 // customer audit). Its write checks the limit again, under concurrency, so
                 // an order checked at its write reads it only to see whether a coupon the
                 // cache says is used up has a use back.
+                let now = checks.now_if(!v.is_empty()) == DbChecks::Now;
                 let read_uses = |c: &lodge_store::catalog::CouponRow| {
-                    c.max_uses
-                        .is_some_and(|max| checks == DbChecks::Now || c.uses >= max)
+                    c.max_uses.is_some_and(|max| now || c.uses >= max)
                 };
                 if let Some(c) = found.as_mut().filter(|c| read_uses(c)) {
                     let mut db = self.store.read_conn().await?;

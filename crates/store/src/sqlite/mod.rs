@@ -44,10 +44,11 @@ pub(crate) struct Connected {
     pub file: Option<FileIdentity>,
 }
 
-/// A database file and the identity (device and inode) it had when opened: a file deleted
-/// or replaced under the running process (a restore copied over it, a cleanup script) is
-/// told apart from it ([`FileIdentity::check`]), where SQLite goes on writing to the
-/// deleted one unnoticed.
+/// A database file and the identity (device and inode) it had when opened: a file deleted,
+/// moved, or replaced by another renamed over it under the running process (a cleanup
+/// script, a restore by `mv` or `rsync`) is told apart from it ([`FileIdentity::check`]),
+/// where SQLite goes on writing to the old one unnoticed. (A backup copied over the open
+/// file in place keeps its inode and is not told apart: SQLite then reads torn pages.)
 #[derive(Debug, Clone)]
 pub struct FileIdentity {
     path: std::path::PathBuf,
