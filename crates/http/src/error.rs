@@ -55,10 +55,14 @@ pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
 /// multi-node audit: a restarting PostgreSQL made every request a bare 500).
 pub fn unavailable(cause: &dyn std::fmt::Display) -> Response {
     tracing::warn!(error = %cause, "the database is unavailable");
-    let mut r = detail(
+    retry_later(detail(
         StatusCode::SERVICE_UNAVAILABLE,
         "The service is unavailable at the moment: try again shortly.",
-    );
+    ))
+}
+
+/// `r` asking its client to come back in [`UNAVAILABLE_RETRY_SECS`] (`Retry-After`).
+pub fn retry_later(mut r: Response) -> Response {
     r.headers_mut().insert(
         header::RETRY_AFTER,
         HeaderValue::from(UNAVAILABLE_RETRY_SECS),

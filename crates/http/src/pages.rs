@@ -287,20 +287,17 @@ fn failed(e: &ServiceError) -> Response {
         return server_error(e);
     }
     tracing::warn!(error = %e, "the database is unavailable");
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(
-            "<!doctype html><title>Unavailable</title><h1>The payment page is unavailable at \
-             the moment</h1><p>Try again in a few moments: the page then shows where the \
-             invoice stands.</p>",
-        ),
+    crate::error::retry_later(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(
+                "<!doctype html><title>Unavailable</title><h1>The payment page is unavailable \
+                 at the moment</h1><p>Try again in a few moments: the page then shows where \
+                 the invoice stands.</p>",
+            ),
+        )
+            .into_response(),
     )
-        .into_response();
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(crate::error::UNAVAILABLE_RETRY_SECS),
-    );
-    r
 }
 
 /// An unexpected failure, in HTML; the cause is logged, never shown.

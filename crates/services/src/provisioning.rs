@@ -88,6 +88,26 @@ fn payload<T: for<'de> Deserialize<'de>>(job: &JobRow) -> Result<T> {
         .map_err(|e| ServiceError::Internal(format!("job {} has a bad payload: {e}", job.id)))
 }
 
+/// Runs `forget` (one short statement forgetting at most `at_once` rows) until it forgets
+/// fewer, ten times at most: a backlog (after a long stop) never holds a scheduler pass, or
+/// SQLite's writer, up; the next passes go on. How many rows were forgotten.
+async fn in_rounds<F, Fut>(at_once: u64, mut forget: F) -> Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = lodge_store::Result<u64>>,
+{
+    const ROUNDS: usize = 10;
+    let mut forgotten = 0;
+    for _ in 0..ROUNDS {
+        let n = forget().await?;
+        forgotten += n;
+        if n < at_once {
+            break;
+        }
+    }
+    Ok(forgotten)
+}
+
 /// What [`Lodge::forget_old_records`] forgot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Forgotten {
@@ -1105,16 +1125,12 @@ impl Lodge {
     /// backlog (after a long stop) never holds the scheduler up; the next passes go on.
     /// Returns how many were forgotten.
     pub async fn forget_idempotency_keys(&self) -> Result<u64> {
-        const ROUNDS: usize = 10;
         let before = self.now_us() - IDEMPOTENCY_KEY_TTL_US;
-        let mut forgotten = 0;
-        for _ in 0..ROUNDS {
-            let n = lodge_store::idempotency::forget_before(self.store.writer(), before).await?;
-            forgotten += n;
-            if n < lodge_store::idempotency::FORGET_AT_ONCE {
-                break;
-            }
-        }
+        let writer = self.store.writer();
+        let forgotten = in_rounds(lodge_store::idempotency::FORGET_AT_ONCE, || {
+            lodge_store::idempotency::forget_before(writer, before)
+        })
+        .await?;
         // Refresh tokens a day past their expiry (refused by it anyway).
         let mut db = self
             .store
@@ -1136,39 +1152,26 @@ impl Lodge {
     /// suspended for that invoice (and staff may have unsuspended) by that job's key, and
     /// forgetting the job would suspend it again (found by review).
     pub async fn forget_old_records(&self) -> Result<Forgotten> {
-        use lodge_store::retention;
-        const ROUNDS: usize = 10;
-        let mut f = Forgotten::default();
+        use lodge_store::retention::{self, Record};
         if self.settings.retention_days <= 0 {
-            return Ok(f);
+            return Ok(Forgotten::default());
         }
         let days = self
             .settings
             .retention_days
             .max(self.settings.policy.terminate_after_days + 1);
         let before = self.now_us() - days * 86_400_000_000;
-        for _ in 0..ROUNDS {
-            let n = retention::forget_done_jobs(self.store.writer(), before).await?;
-            f.jobs += n;
-            if n < retention::FORGET_AT_ONCE {
-                break;
-            }
-        }
-        for _ in 0..ROUNDS {
-            let n = retention::forget_deliveries(self.store.writer(), before).await?;
-            f.deliveries += n;
-            if n < retention::FORGET_AT_ONCE {
-                break;
-            }
-        }
-        for _ in 0..ROUNDS {
-            let n = retention::forget_mail(self.store.writer(), before).await?;
-            f.mail += n;
-            if n < retention::FORGET_AT_ONCE {
-                break;
-            }
-        }
-        Ok(f)
+        let writer = self.store.writer();
+        let forget = |what| {
+            in_rounds(retention::FORGET_AT_ONCE, move || {
+                retention::forget(writer, what, before)
+            })
+        };
+        Ok(Forgotten {
+            jobs: forget(Record::DoneJobs).await?,
+            deliveries: forget(Record::Deliveries).await?,
+            mail: forget(Record::Mail).await?,
+        })
     }
 
     /// Staff lifecycle operations on a hosting account (`/v1/admin/hosting/{id}/…`).

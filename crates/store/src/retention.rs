@@ -46,29 +46,28 @@ static OLD_DELIVERIES: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| oldest("webhook_deliveries"));
 static OLD_MAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| oldest("mail_log"));
 
-/// Forgets up to [`FORGET_AT_ONCE`] jobs finished (`done`) before `before`.
-pub async fn forget_done_jobs<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    before: i64,
-) -> Result<u64> {
-    let r = sqlx::query(&DONE_JOBS).bind(before).execute(db).await?;
-    Ok(r.rows_affected())
+/// What retention forgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Jobs finished (`done`).
+    DoneJobs,
+    /// Webhook delivery attempts.
+    Deliveries,
+    /// Mail log entries.
+    Mail,
 }
 
-/// Forgets up to [`FORGET_AT_ONCE`] webhook delivery attempts made before `before`.
-pub async fn forget_deliveries<'e, E: Executor<'e, Database = Any>>(
+/// Forgets up to [`FORGET_AT_ONCE`] rows of `what` from before `before`.
+pub async fn forget<'e, E: Executor<'e, Database = Any>>(
     db: E,
+    what: Record,
     before: i64,
 ) -> Result<u64> {
-    let r = sqlx::query(&OLD_DELIVERIES)
-        .bind(before)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected())
-}
-
-/// Forgets up to [`FORGET_AT_ONCE`] mail log entries written before `before`.
-pub async fn forget_mail<'e, E: Executor<'e, Database = Any>>(db: E, before: i64) -> Result<u64> {
-    let r = sqlx::query(&OLD_MAIL).bind(before).execute(db).await?;
+    let sql: &str = match what {
+        Record::DoneJobs => &DONE_JOBS,
+        Record::Deliveries => &OLD_DELIVERIES,
+        Record::Mail => &OLD_MAIL,
+    };
+    let r = sqlx::query(sql).bind(before).execute(db).await?;
     Ok(r.rows_affected())
 }
