@@ -26,6 +26,14 @@ impl Cli {
         Cli { dir, database_url }
     }
 
+    /// Commands on `database_url` (a PostgreSQL database), run in a directory of their own.
+    fn on(database_url: &str) -> Cli {
+        Cli {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database_url: database_url.to_owned(),
+        }
+    }
+
     fn db_path(&self) -> PathBuf {
         self.dir.path().join("lodge.db")
     }
@@ -306,10 +314,7 @@ async fn on_postgres_commands_other_than_serve_migrate_and_demo_need_an_installa
     let Some(url) = lodge_testkit::pg::test_database_url().await else {
         return;
     };
-    let cli = Cli {
-        dir: tempfile::tempdir().expect("temp dir"),
-        database_url: url.clone(),
-    };
+    let cli = Cli::on(&url);
     for args in [
         &["billing", "preview"][..],
         &["users", "create", "--email", "a@b.test"],
@@ -341,11 +346,7 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     let Some(url) = lodge_testkit::pg::test_database_url().await else {
         return;
     };
-    let node = |_: &str| Cli {
-        dir: tempfile::tempdir().expect("temp dir"),
-        database_url: url.clone(),
-    };
-    let (p, q, r) = (node("p"), node("q"), node("r"));
+    let (p, q, r) = (Cli::on(&url), Cli::on(&url), Cli::on(&url));
     let checks = || async {
         let store = lodge_store::Store::connect(&url).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_check")

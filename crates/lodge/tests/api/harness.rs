@@ -811,6 +811,23 @@ pub fn order_body(package: i64, period: i64, hostname: &str) -> Value {
     })
 }
 
+/// Places a Starter order (external domain) through `/v1`; returns its answer.
+pub async fn order_external(app: &TestApp, name: &str) -> Value {
+    let (status, o) = app
+        .post(
+            &format!(
+                "/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ),
+            &app.key(),
+            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    o
+}
+
 /// Places an order through `/apiv2` that must be accepted; returns the response.
 pub async fn place(app: &TestApp, key: &str, body: &Value) -> Value {
     let resp = v2_ok(app, Method::POST, "/apiv2/websites/order", key, Some(body)).await;

@@ -78,6 +78,14 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     drop(conn);
     app.expect_dead_jobs("dead jobs made to be kept past the retention window");
     let events = app.count("events").await;
+    let jobs_by_status = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status",
+        )
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap()
+    };
 
     // A window of 0 keeps everything; one shorter than the termination grace is that grace
     // (the suspension pass knows the accounts it suspended for an unpaid invoice by their
@@ -101,13 +109,8 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     assert_eq!((f.jobs, f.deliveries, f.mail), (2_500, 1_200, 1_200));
     assert_eq!(app.count("webhook_deliveries").await, 4);
     assert_eq!(app.count("mail_log").await, 4);
-    let left: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(app.lodge.store.reader())
-            .await
-            .unwrap();
     assert_eq!(
-        left,
+        jobs_by_status().await,
         [("dead".into(), 2), ("done".into(), 5), ("queued".into(), 1)],
         "the recent ones, and one put back with an old due time and done lately, are kept"
     );
@@ -120,13 +123,8 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     app.lodge.scheduler_pass().await.expect("scheduler pass");
     assert_eq!(app.count("webhook_deliveries").await, 1);
     assert_eq!(app.count("mail_log").await, 1);
-    let left: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(app.lodge.store.reader())
-            .await
-            .unwrap();
     assert_eq!(
-        left,
+        jobs_by_status().await,
         [("dead".into(), 2), ("done".into(), 1), ("queued".into(), 1)]
     );
     app.stop().await;

@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    add_credit, cents, hosting, hosting_path, invoice, order_status, starter, str_of, v2, Auth,
-    Engine, TestApp,
+    add_credit, cents, hosting, hosting_path, invoice, order_external as order, order_status,
+    starter, str_of, v2, Auth, Engine, TestApp,
 };
 use crate::on_both_engines;
 
@@ -105,23 +105,6 @@ async fn a_keyed_deposit_whose_answer_was_lost_is_applied_once(app: TestApp) {
         .get(&format!("/v1/organizations/{org}/credit"), &app.key())
         .await;
     assert_eq!(credit["balance"], "10.00", "{credit}");
-}
-
-/// Places a Starter order (external domain) through `/v1`; returns its answer.
-async fn order(app: &TestApp, name: &str) -> Value {
-    let (status, o) = app
-        .post(
-            &format!(
-                "/v1/organizations/{}/projects/{}/hosting/order",
-                app.org_id(),
-                app.project_id()
-            ),
-            &app.key(),
-            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
-    o
 }
 
 async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {

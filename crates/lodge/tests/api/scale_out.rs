@@ -223,19 +223,7 @@ async fn a_database_outage_is_503_and_the_node_recovers() {
             r.send()
         };
         assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
-        let (status, order) = app
-            .post(
-                &format!(
-                    "/v1/organizations/{}/projects/{}/hosting/order",
-                    app.org_id(),
-                    app.project_id()
-                ),
-                &app.key(),
-                &json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
-                         "domain_name": "outage.example" }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{order}");
+        let order = harness::order_external(&app, "outage.example").await;
         let pay_url = order["invoice_payment_url"].as_str().unwrap().to_owned();
         set_allowed(false).await;
 
