@@ -1317,12 +1317,9 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
             // By email, as the other commands name users, or by UUID.
             let user: Option<UserId> = match user {
                 None => None,
-                Some(u) if u.contains('@') => Some(
-                    lodge_store::users::by_email(lodge.store.reader(), &u.trim().to_lowercase())
-                        .await?
-                        .with_context(|| format!("--user: no user with email {u}"))?
-                        .id,
-                ),
+                Some(u) if u.contains('@') => {
+                    Some(user_by_email(lodge, &u).await.context("--user")?)
+                }
                 Some(u) => Some(u.parse().context("--user must be a user's email or UUID")?),
             };
             let expires = expires
