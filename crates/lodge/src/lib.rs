@@ -48,16 +48,33 @@ pub use config::Config;
 
 /// Opens the store (applying migrations) and builds the services, for a command.
 pub async fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
-    open_as(cfg, clock, false).await
+    open_as(cfg, clock, Opener::Command).await
 }
 
 /// [`open`] for a node (`serve`, `worker`) or the demo's seeding: on PostgreSQL a secret key
 /// made just now becomes the installation's ([`Lodge::check_secret_key`]).
 pub async fn open_node(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
-    open_as(cfg, clock, true).await
+    open_as(cfg, clock, Opener::Node).await
 }
 
-async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, node: bool) -> anyhow::Result<Lodge> {
+/// [`open`] for `lodge seal`, whose output only the installation's key opens: refused on
+/// PostgreSQL when the key was made just now and no node has made one the installation's
+/// yet (found by the PostgreSQL audit: `seal` run before the first node, or in another
+/// directory, sealed with a key of its own that no node would ever hold, and the registrar
+/// configured with that value failed at its first use).
+pub async fn open_sealing(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
+    open_as(cfg, clock, Opener::Seal).await
+}
+
+/// What opens the store: see [`open`], [`open_node`], [`open_sealing`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    Command,
+    Node,
+    Seal,
+}
+
+async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow::Result<Lodge> {
     let store = Store::open(&cfg.database_url)
         .await
         .with_context(|| format!("opening {}", lodge_store::redact_url(&cfg.database_url)))?;
@@ -95,13 +112,33 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, node: bool) -> anyhow::Res
         }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
-    if let Err(e) = lodge.check_secret_key(made_key_file.is_some(), node).await {
+    let fresh = made_key_file.is_some();
+    let checked = lodge
+        .check_secret_key(fresh, opener == Opener::Node)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"));
+    let checked = match checked {
+        Ok(())
+            if opener == Opener::Seal
+                && fresh
+                && lodge.store.engine() == lodge_store::Engine::Postgres =>
+        {
+            Err(anyhow::anyhow!(
+                "no secret key was given (LODGE_SECRET_KEY, or the lodge-secret.key file in \
+                 the working directory) and this PostgreSQL installation has none yet: a \
+                 value sealed with a key made just now would open on no node. Give the key \
+                 the nodes run with, or start the first node and seal with its key"
+            ))
+        }
+        other => other,
+    };
+    if let Err(e) = checked {
         // A key file made just now for a database it does not open is removed again: left
         // there, the next start would take it for the installation's.
         if let Some(path) = &made_key_file {
             let _ = std::fs::remove_file(path);
         }
-        return Err(anyhow::anyhow!("{e}"));
+        return Err(e);
     }
     lodge
         .check_currency()

@@ -968,6 +968,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     );
     let opened = if node {
         lodge::open_node(&cfg, lodge::system_clock()).await
+    } else if matches!(command, Command::Seal) {
+        lodge::open_sealing(&cfg, lodge::system_clock()).await
     } else {
         lodge::open(&cfg, lodge::system_clock()).await
     };

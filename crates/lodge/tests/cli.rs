@@ -358,6 +358,15 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     };
     r.ok(&["migrate"]);
     assert_eq!(checks().await, 0, "migrate made no key the installation's");
+    // Nor does `seal` without a key, which refuses to seal with one no node holds.
+    let s = Cli::on(&url);
+    let err = s.fails(&["seal"]);
+    assert!(err.contains("has none yet"), "{err}");
+    assert!(
+        !s.dir.path().join("lodge-secret.key").exists(),
+        "seal's key file is removed"
+    );
+    assert_eq!(checks().await, 0, "seal made no key the installation's");
     p.ok(&["demo"]);
     assert_eq!(
         checks().await,
@@ -384,6 +393,24 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     .unwrap();
     q.ok(&["demo"]);
     q.ok(&["billing", "preview"]);
+    // With the installation's key, `seal` seals what the nodes open.
+    let mut seal = q
+        .command(&["seal"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = seal.stdin.take().unwrap();
+        stdin.write_all(b"epp-secret\n").unwrap();
+    }
+    let out = seal.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let key = std::fs::read_to_string(p.dir.path().join("lodge-secret.key")).unwrap();
+    let sealer = lodge_services::crypto::Sealer::from_hex(key.trim()).unwrap();
+    let sealed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(sealer.open(sealed.trim()).unwrap(), "epp-secret");
 }
 
 /// A worker's id, which a running job's `locked_by` shows, starts with its node's name, so
