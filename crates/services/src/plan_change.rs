@@ -442,10 +442,13 @@ async fn change_in(
     // difference left unpaid), never more than the list price; once a change was applied
     // in it, the price that change's proration paid the rest of the period at: the plan's
     // it moved to, or the lower one when it charged nothing (found by review: a free move
-    // up then one down gave back what was never paid).
+    // up then one down gave back what was never paid). What was refunded of the invoices
+    // paying the period is not paid either: their lines count for the share of each
+    // invoice kept, a change's new price for the share of its invoice kept (found by the
+    // billing audit: a downgrade after a refund gave back money already refunded).
     let old_price = match store::last_change_in_period(conn, r.id, &start_s, &end_s).await? {
-        Some((old, new, 0)) => old.min(new),
-        Some((_, new, _)) => new,
+        Some(c) if c.charge_minor == 0 => c.old_price_minor.min(c.new_price_minor),
+        Some(c) => c.old_price_minor + kept_share(c),
         None => store::period_billed_net(conn, r.id, &start_s)
             .await?
             .unwrap_or(list_price),
@@ -597,6 +600,18 @@ async fn change_in(
     outcome.payment_token = (!paid).then(|| token.token.clone());
     outcome.payment_token_salt = (!paid).then_some(token.salt);
     Ok(outcome)
+}
+
+/// Of the price a change moved to above the one it moved from, the share its invoice was
+/// paid and kept (all of it when nothing was refunded, none when all was).
+fn kept_share(c: store::LastChange) -> i64 {
+    let rise = c.new_price_minor - c.old_price_minor;
+    if c.invoice_refunded_minor <= 0 || c.invoice_total_minor <= 0 {
+        return rise;
+    }
+    let kept = (c.invoice_total_minor - c.invoice_refunded_minor).max(0);
+    i64::try_from(i128::from(rise) * i128::from(kept) / i128::from(c.invoice_total_minor))
+        .unwrap_or(0)
 }
 
 /// Invoices `charge` for an account (a `manual` invoice, due today, with one `adjustment`

@@ -330,8 +330,11 @@ pub async fn period_billed_net<C: SqlConn>(
 ) -> Result<Option<i64>> {
     let row = conn
         .fetch_row(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN i.status IN ('paid', 'partially_refunded', 'refunded') \
-                         THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
+            "SELECT CAST(COALESCE(SUM(CASE \
+                         WHEN i.status NOT IN ('paid', 'partially_refunded', 'refunded') THEN 0 \
+                         WHEN i.total_minor <= 0 THEN l.amount_minor \
+                         ELSE l.amount_minor * (i.total_minor - i.refunded_minor) / i.total_minor \
+                         END), 0) AS BIGINT), \
                     CAST(COALESCE(SUM(CASE WHEN l.kind = 'plan' THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
              WHERE l.service_id = $1 AND i.status <> 'cancelled' \
@@ -350,21 +353,34 @@ pub async fn period_billed_net<C: SqlConn>(
     Ok((plans > 0).then_some(net))
 }
 
-/// The last plan change of the service applied in its period `[start, end)`, as `(old
-/// price, new price, charge)`: the rest of the period is paid at the new price, or at the
-/// lower of the two when the change charged nothing (a move to a plan listed no dearer
-/// from a period paid below it).
+/// The last plan change of the service applied in its period `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastChange {
+    pub old_price_minor: i64,
+    pub new_price_minor: i64,
+    pub charge_minor: i64,
+    /// Its invoice's total and what was refunded of it (0 and 0 without an invoice).
+    pub invoice_total_minor: i64,
+    pub invoice_refunded_minor: i64,
+}
+
+/// The last plan change of the service applied in its period `[start, end)`: the rest of
+/// the period is paid at the new price, or at the lower of the two when the change charged
+/// nothing (a move to a plan listed no dearer from a period paid below it), less what was
+/// refunded of its invoice.
 pub async fn last_change_in_period<C: SqlConn>(
     conn: &mut C,
     service_id: HostingId,
     period_start: &str,
     period_end: &str,
-) -> Result<Option<(i64, i64, i64)>> {
+) -> Result<Option<LastChange>> {
     let Some(row) = conn
         .fetch_row(
-            "SELECT old_price_minor, new_price_minor, charge_minor FROM plan_changes \
-             WHERE hosting_id = $1 AND period_start = $2 AND period_end = $3 \
-             AND status = 'applied' ORDER BY id DESC LIMIT 1",
+            "SELECT c.old_price_minor, c.new_price_minor, c.charge_minor, \
+                    COALESCE(i.total_minor, 0), COALESCE(i.refunded_minor, 0) \
+             FROM plan_changes c LEFT JOIN invoices i ON i.id = c.invoice_id \
+             WHERE c.hosting_id = $1 AND c.period_start = $2 AND c.period_end = $3 \
+             AND c.status = 'applied' ORDER BY c.id DESC LIMIT 1",
             vals![service_id.to_string(), period_start, period_end],
         )
         .await?
@@ -372,7 +388,13 @@ pub async fn last_change_in_period<C: SqlConn>(
         return Ok(None);
     };
     let mut c = Cols::new(row);
-    Ok(Some((c.int()?, c.int()?, c.int()?)))
+    Ok(Some(LastChange {
+        old_price_minor: c.int()?,
+        new_price_minor: c.int()?,
+        charge_minor: c.int()?,
+        invoice_total_minor: c.int()?,
+        invoice_refunded_minor: c.int()?,
+    }))
 }
 
 /// Whether the service already has a line of `kind` starting on `period_start` (the

@@ -39,6 +39,7 @@ on_both_engines!(
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
+    a_downgrade_after_a_refund_gives_back_only_what_was_kept,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
     changes_racing_up_and_down_record_the_plan_they_moved_from,
@@ -1180,6 +1181,84 @@ async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestAp
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{o}");
+    app.stop().await;
+}
+
+/// Staff refunds.
+async fn refund(app: &TestApp, invoice: i64, body: Value) {
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/refunds"),
+            &app.admin_key(),
+            &body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+}
+
+/// What was refunded of the invoices paying a period is no longer paid: a downgrade
+/// prorates from what was kept (found by the billing audit: 19.99 paid, 17.00 refunded,
+/// then a downgrade credited 5.00 more; an upgrade's invoice refunded in full, then the
+/// move back down credited the upgrade's price again).
+async fn a_downgrade_after_a_refund_gives_back_only_what_was_kept(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    // Business monthly: 10.00 and its 9.99 setup fee, paid from credit.
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "refunded-down.example",
+        "19.99",
+    )
+    .await;
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(&id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    refund(&app, first, json!({ "amount": "15.00", "to": "credit" })).await;
+    refund(&app, first, json!({ "amount": "2.00", "to": "credit" })).await;
+    let before = balance(&app).await;
+    assert_eq!(before, 1700);
+    // 2.99 of 19.99 kept: the month's 10.00 was paid 10.00 × 2.99 / 19.99 = 1.49, below
+    // Starter's 5.00, so nothing comes back.
+    let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    assert_eq!(c["plan_change"]["old_price"], "1.49", "{c}");
+    assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
+    assert_eq!(balance(&app).await, before);
+
+    // Starter monthly (5.00), up to Business on 2026-04-10 (20 of 30 days left): 3.33,
+    // paid from credit; that invoice refunded in full; back down the next day (19 left):
+    // the rest of the month is paid at Starter's 5.00 again, nothing comes back.
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "up-back.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-10"));
+    add_credit(&app, &app.org_id(), "3.33").await;
+    let before = balance(&app).await;
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    assert_eq!(c["plan_change"]["amount"], "3.33", "{c}");
+    let upgrade = c["plan_change"]["invoice_id"].as_i64().expect("an invoice");
+    refund(&app, upgrade, json!({ "amount": "3.33", "to": "credit" })).await;
+    assert_eq!(balance(&app).await, before);
+    app.clock.set(noon("2026-04-11"));
+    let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(c["plan_change"]["old_price"], "5.00", "{c}");
+    assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
+    assert_eq!(balance(&app).await, before);
     app.stop().await;
 }
 
