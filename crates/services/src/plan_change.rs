@@ -22,7 +22,9 @@
 //! change).
 //!
 //! An upgrade's invoice left unpaid holds further changes of the account back (409) until it
-//! is paid; nothing cancels or expires it yet. Paid after its account ended (terminated or
+//! is paid or the period it was priced for ends: then the scheduler (or the next change
+//! asked for) cancels the change and its invoice, the credit applied going back
+//! ([`Lodge::expire_stale_plan_changes`]). Paid after its account ended (terminated or
 //! cancelled) or once the period it was priced for is over, the change is not applied and
 //! what was paid goes back to the organization's credit (the customer asks again, priced
 //! for the days then left).
@@ -262,6 +264,35 @@ impl Lodge {
         Ok(())
     }
 
+    /// Cancels each change still waiting for its invoice once the period it was priced for
+    /// has ended, and its unpaid invoice with it, the credit applied going back (found by
+    /// the billing audit: such an invoice could only be paid to be refunded, and held every
+    /// further change of the account back, and the credit applied to it, until the account
+    /// ended). Returns how many were cancelled.
+    pub async fn expire_stale_plan_changes(&self) -> Result<usize> {
+        let today = self.today().to_string();
+        let stale = {
+            let mut db = self.store.read_conn().await?;
+            store::stale_awaiting(&mut db, &today, 1000).await?
+        };
+        let mut cancelled = 0;
+        for (org, service) in stale {
+            let mut tx = self.store.begin().await?;
+            billing::lock_credit(&mut tx, org).await?;
+            let Some(change) = store::awaiting_change(&mut tx, service).await? else {
+                continue;
+            };
+            if change.period_end > today {
+                continue;
+            }
+            if expire_change_in(&mut tx, &change, STALE_NOTE, SCHEDULER, self.now_us()).await? {
+                cancelled += 1;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        Ok(cancelled)
+    }
+
     /// The worker's `change_package` job: tells the account's driver the package of its
     /// current plan (idempotent: the drivers' `change_package` is), then records it in the
     /// account's history once (actor `worker`). Nothing to do for a change that was not
@@ -361,12 +392,30 @@ pub(crate) async fn release_awaiting_change_in(
     let Some(change) = store::awaiting_change(&mut *tx, service).await? else {
         return Ok(());
     };
+    let note = "Returned from a plan change not applied: the account ended";
+    expire_change_in(tx, &change, note, actor, now).await?;
+    Ok(())
+}
+
+/// The note of the credit returned from a change whose period ended unpaid.
+const STALE_NOTE: &str =
+    "Returned from a plan change not applied: its period ended before its invoice was paid";
+
+/// Cancels a change waiting for its invoice, and the invoice with it, what it received
+/// going back to the organization's credit (`note`), in the caller's transaction, the
+/// organization's credit locked already. `false` when its invoice was paid meanwhile (its
+/// settling gave it back or applied the change already).
+async fn expire_change_in(
+    tx: &mut lodge_store::AnyConnection,
+    change: &store::PlanChangeRow,
+    note: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
     let mut ended = true;
     if let Some(id) = change.invoice_id {
         if let Some(inv) = billing::lock_invoice(&mut *tx, id).await? {
-            let note = "Returned from a plan change not applied: the account ended";
             if !crate::billing::cancel_returning(tx, &inv, note, actor, now).await? {
-                // Paid meanwhile: its settling gave it back already.
                 ended = inv.status == InvoiceStatus::Cancelled;
             }
         }
@@ -374,7 +423,7 @@ pub(crate) async fn release_awaiting_change_in(
     if ended {
         store::settle_change(&mut *tx, change.id, store::CANCELLED, now).await?;
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// The change's writes, in the caller's transaction, the organization already locked: the
@@ -416,7 +465,18 @@ async fn change_in(
             crate::orders::quotas::had_once(&r.to_name),
         ));
     }
-    if let Some(waiting) = store::awaiting_change(conn, r.id).await? {
+    let waiting = match store::awaiting_change(conn, r.id).await? {
+        // Its period is over: it will never apply, and gives way (as the scheduler's pass
+        // would have it).
+        Some(w)
+            if w.period_end <= ctx.today.to_string()
+                && expire_change_in(conn, &w, STALE_NOTE, ctx.actor, ctx.now).await? =>
+        {
+            None
+        }
+        other => other,
+    };
+    if let Some(waiting) = waiting {
         let number = match waiting.invoice_id {
             Some(inv) => billing::invoice(conn, inv).await?.and_then(|i| i.number),
             None => None,

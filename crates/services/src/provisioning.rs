@@ -986,6 +986,17 @@ impl Lodge {
     /// and overdue passes log their failures and leave them to the next pass.
     pub async fn scheduler_pass(&self) -> Result<SchedulerPass> {
         let mut added = self.enqueue_due().await?;
+        // Before the renewals, which the credit it gives back may pay.
+        match self.expire_stale_plan_changes().await {
+            Ok(n) if n > 0 => tracing::info!(
+                changes = n,
+                "plan changes unpaid past their period cancelled"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the stale plan change pass failed; the next one goes on")
+            }
+        }
         let renewals = match self.bill_renewals().await {
             Ok(pass) => {
                 if pass.invoices > 0 || pass.failed > 0 {

@@ -179,6 +179,27 @@ pub async fn unpaid_differences<C: SqlConn>(conn: &mut C, hosting: HostingId) ->
     .collect()
 }
 
+/// Changes still waiting for their invoice when the period they were priced for has ended
+/// (`period_end` on or before `today`), oldest first: `(organization, account)`.
+pub async fn stale_awaiting<C: SqlConn>(
+    conn: &mut C,
+    today: &str,
+    limit: i64,
+) -> Result<Vec<(OrganizationId, HostingId)>> {
+    conn.fetch_rows(
+        "SELECT organization_id, hosting_id FROM plan_changes \
+         WHERE status = 'awaiting_payment' AND period_end <= $1 ORDER BY id LIMIT $2",
+        vals![today, limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.parse()?, c.parse()?))
+    })
+    .collect()
+}
+
 /// The account's change waiting for its invoice to be paid, if any (at most one).
 pub async fn awaiting_change<C: SqlConn>(
     conn: &mut C,

@@ -40,6 +40,8 @@ on_both_engines!(
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
+    an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler,
+    an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
     changes_racing_up_and_down_record_the_plan_they_moved_from,
@@ -1259,6 +1261,91 @@ async fn a_downgrade_after_a_refund_gives_back_only_what_was_kept(app: TestApp) 
     assert_eq!(c["plan_change"]["old_price"], "5.00", "{c}");
     assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
     assert_eq!(balance(&app).await, before);
+    app.stop().await;
+}
+
+/// Starter monthly with 2.00 of credit over, moved up to Business on 2026-04-10: the
+/// change waits for its 3.33 invoice, 2.00 of credit applied to it.
+async fn waiting_upgrade(app: &TestApp, worker: &Worker, name: &str) -> (String, i64) {
+    let id = active_account(app, worker, "Starter", "monthly", name, "7.00").await;
+    app.clock.set(noon("2026-04-10"));
+    let c = changed(app, &id, &plan_id(app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
+    assert_eq!(c["plan_change"]["credit_applied"], "2.00", "{c}");
+    assert_eq!(balance(app).await, 0);
+    (
+        id,
+        c["plan_change"]["invoice_id"].as_i64().expect("an invoice"),
+    )
+}
+
+/// The status of an account's plan changes, oldest first.
+async fn change_statuses(app: &TestApp, id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT status FROM plan_changes WHERE hosting_id = $1 ORDER BY id")
+        .bind(id)
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap()
+}
+
+/// An upgrade's invoice still unpaid when the period it was priced for ends can only be
+/// paid to be refunded: the scheduler cancels it with its change, the credit applied going
+/// back (before the renewals, which it then pays towards) (found by the billing audit: it
+/// held every further change, and its credit, until the account ended).
+async fn an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (id, upgrade) = waiting_upgrade(&app, &worker, "stale-up.example").await;
+    // The last day of the period: still payable, and still applied when paid.
+    app.clock.set(noon("2026-04-29"));
+    app.lodge.scheduler_pass().await.unwrap();
+    assert_eq!(invoice(&app, upgrade).await["status"], "unpaid");
+    assert_eq!(change_statuses(&app, &id).await, ["awaiting_payment"]);
+    app.clock.set(noon("2026-04-30"));
+    app.lodge.scheduler_pass().await.unwrap();
+    let inv = invoice(&app, upgrade).await;
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    assert_eq!(change_statuses(&app, &id).await, ["cancelled"]);
+    // The 2.00 came back (the renewal, Starter's 5.00 issued on 2026-04-29 with no credit
+    // left, takes it from the balance at its overdue step).
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let r = invoice(&app, renewal).await;
+    assert_eq!(cents(&r["total"]), 500, "{r}");
+    assert_eq!(
+        cents(&r["credit_applied"]) + balance(&app).await,
+        200,
+        "{r}"
+    );
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Starter", "{h}");
+    // Nothing more on the next pass.
+    app.lodge.scheduler_pass().await.unwrap();
+    assert_eq!(change_statuses(&app, &id).await, ["cancelled"]);
+    app.stop().await;
+}
+
+/// The same change, when the customer asks for another before the scheduler's pass: the
+/// stale one gives way instead of answering 409.
+async fn an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (id, upgrade) = waiting_upgrade(&app, &worker, "stale-again.example").await;
+    // The renewal, issued in the lead time without the scheduler's other steps, paid.
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.bill_renewals().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    pay(&app, renewal, "5.00", "TRF-STALE-1").await;
+    // 2026-05-01, in the next period (2026-04-30 to 2026-05-31, 31 days, 30 left).
+    app.clock.set(noon("2026-05-01"));
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
+    assert_eq!(c["plan_change"]["period_start"], "2026-04-30", "{c}");
+    assert_eq!(c["plan_change"]["credit_applied"], "2.00", "{c}");
+    assert_eq!(invoice(&app, upgrade).await["status"], "cancelled");
+    assert_eq!(
+        change_statuses(&app, &id).await,
+        ["cancelled", "awaiting_payment"]
+    );
     app.stop().await;
 }
 
