@@ -1219,6 +1219,24 @@ impl Lodge {
             }
         }
         match action {
+            // Suspended already for an unpaid renewal: staff's own suspension is recorded
+            // (nothing to do on the server), so that paying the renewal no longer lifts it
+            // (found by the billing audit: 409, and an abuse suspension could not be put
+            // in place until the renewal was paid, which then lifted it).
+            "suspend"
+                if h.status == HostingStatus::Suspended
+                    && lodge_store::renewals::last_suspended_by(&mut tx, id)
+                        .await?
+                        .as_deref()
+                        == Some(crate::renewals::SCHEDULER) =>
+            {
+                let note = match reason {
+                    Some(r) => format!("suspended by staff too: {r}"),
+                    None => "suspended by staff too".to_owned(),
+                };
+                hosting::record_history(&mut tx, id, Some(h.status), h.status, &note, actor, now)
+                    .await?;
+            }
             "suspend" => {
                 if h.status.next(HostingEvent::Suspend).is_none() {
                     return Err(conflict("suspend"));

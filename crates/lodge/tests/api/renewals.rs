@@ -17,6 +17,7 @@ use crate::provisioning::{drain, noon, FakeDriver};
 on_both_engines!(
     a_monthly_account_with_credit_renews_for_a_year,
     an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension,
+    staff_suspending_an_overdue_account_keeps_it_suspended_when_paid,
     a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
     an_end_of_period_cancellation_is_never_billed_again,
     a_renewal_paid_after_an_end_of_period_cancellation_is_served,
@@ -251,6 +252,58 @@ async fn an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension(app: Te
     assert_eq!(h["next_due_date"], months_after("2026-03-31", 2), "{h}");
     let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
     assert_eq!(ops, ["suspend", "unsuspend"]);
+    app.stop().await;
+}
+
+/// Staff suspend (abuse, say) an account the scheduler suspended for an unpaid renewal:
+/// recorded as theirs, so paying the renewal moves the period on but leaves the account
+/// suspended until staff lift it (found by the billing audit: 409, and paying lifted the
+/// only suspension there was).
+async fn staff_suspending_an_overdue_account_keeps_it_suspended_when_paid(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "abuse.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    app.clock.set(noon(&due, 7));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let staff = |action: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.post(
+                &format!("/v1/admin/hosting/{id}/{action}"),
+                &app.admin_key(),
+                &json!({ "reason": "abuse: phishing" }),
+            )
+            .await
+        }
+    };
+    let (status, h) = staff("suspend").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    assert_eq!(h["status"], "suspended", "{h}");
+    let last = last_entry(&h);
+    assert_eq!(
+        last["note"], "suspended by staff too: abuse: phishing",
+        "{h}"
+    );
+    assert_ne!(last["actor"], "scheduler", "{h}");
+    drain(worker.clone()).await;
+    bank_transfer(&app, &inv["id"], "5.00", "abuse-1").await;
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "staff's suspension stays: {h}");
+    assert_eq!(h["next_due_date"], months_after("2026-03-31", 2), "{h}");
+    let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
+    assert_eq!(ops, ["suspend"]);
+    // Staff lift it.
+    let (status, h) = staff("unsuspend").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{h}");
+    drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
     app.stop().await;
 }
 
