@@ -298,6 +298,7 @@ pub(crate) async fn hosting_event<C: SqlConn>(
     kind: EventKind,
     id: HostingId,
     note: &str,
+    actor: &str,
     now: i64,
 ) -> Result<()> {
     let Some(h) = lodge_store::hosting::account_billing(conn, id).await? else {
@@ -308,10 +309,24 @@ pub(crate) async fn hosting_event<C: SqlConn>(
         kind,
         h.organization_id,
         format!("hosting:{id}"),
-        json!({ "hosting_id": id, "domain": h.domain_name, "note": note }),
+        json!({ "hosting_id": id, "domain": h.domain_name, "note": note, "by": by(actor) }),
         now,
     )
     .await
+}
+
+/// Who moved an account, as its events say (`by`): `scheduler` (an unpaid renewal, a
+/// period's end), `staff`, `customer`, or `system` (the worker): never a staff member's id.
+fn by(actor: &str) -> &'static str {
+    if actor == crate::renewals::SCHEDULER {
+        "scheduler"
+    } else if actor.starts_with("staff:") {
+        "staff"
+    } else if actor.starts_with("user:") || actor.starts_with("key:") {
+        "customer"
+    } else {
+        "system"
+    }
 }
 
 #[cfg(test)]

@@ -797,6 +797,7 @@ impl Lodge {
                 crate::events::EventKind::HostingActive,
                 id,
                 "provisioned",
+                "worker",
                 now,
             )
             .await?;
@@ -880,7 +881,7 @@ impl Lodge {
                 Lifecycle::Unsuspend => crate::events::EventKind::HostingUnsuspended,
                 Lifecycle::Terminate => crate::events::EventKind::HostingTerminated,
             };
-            crate::events::hosting_event(&mut *tx, kind, id, note, now).await?;
+            crate::events::hosting_event(&mut *tx, kind, id, note, p.actor(), now).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
         if moved && op == Lifecycle::Terminate {

@@ -992,6 +992,7 @@ impl Lodge {
                 crate::events::EventKind::HostingSuspended,
                 id,
                 &number,
+                SCHEDULER,
                 now,
             )
             .await?;

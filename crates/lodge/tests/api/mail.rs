@@ -300,6 +300,12 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
         got[4].text
     );
     assert_eq!(got[5].subject(), "told.test is suspended");
+    // By the scheduler, for the renewal: paying brings it back.
+    assert!(
+        got[5].text.contains("Once what is due is paid"),
+        "{}",
+        got[5].text
+    );
 
     // Paid by staff: the receipt, then the account is back.
     let invoice = renewal_invoice(&app).await;
@@ -340,6 +346,11 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     let got = smtp.messages();
     assert_eq!(got.len(), 9, "{:?}", subjects(&got));
     assert_eq!(got[8].subject(), "told.test is terminated");
+    assert!(
+        got[8].text.contains("is terminated. Its site"),
+        "{}",
+        got[8].text
+    );
 
     // Once each: nine Message-IDs, each an event's, each logged sent once.
     let mut ids: Vec<String> = got.iter().map(Mail::message_id).collect();

@@ -483,6 +483,7 @@ impl Lodge {
             "id": text(data, "hosting_id"),
             "domain": text(data, "domain"),
             "note": text(data, "note"),
+            "by": text(data, "by"),
         });
         let ctx = json!({
             "installation": self.installation(m),

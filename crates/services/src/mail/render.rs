@@ -173,7 +173,9 @@ impl Templates {
     }
 }
 
-/// Values of every field a notice's context has, for rendering templates at start.
+/// Values of every field a notice's context has ([`crate::Lodge`]'s `notice_context`), for
+/// rendering templates at start: a key missing here refuses an operator's template that
+/// uses it (found by the mail audit: `event.id`, documented, stopped the server).
 fn sample_context() -> Value {
     serde_json::json!({
             "installation": {
@@ -183,18 +185,24 @@ fn sample_context() -> Value {
                 "base_url": "https://acme.test",
             },
             "recipient": { "name": "Ann <Owner>", "email": "ann@example.com" },
-            "organization": { "name": "Ann's" },
-            "order": { "number": "ORD-7", "domain": "ann.test", "billing_cycle": "monthly",
+            "organization": { "id": "01a24b98-bd24-77bd-97fa-0a9e854d1168", "name": "Ann's" },
+            "event": { "id": "evt_hottv3r9a5i7hjhwLOUeX0OR", "kind": "invoice.created",
+                       "data": { "invoice_id": 1, "number": "INV-2026-000001",
+                                 "currency": "USD", "total_minor": 1200,
+                                 "amount_due_minor": 1000 } },
+            "order": { "id": 7, "number": "ORD-7", "domain": "ann.test", "billing_cycle": "monthly",
                        "total": "12.00 USD", "total_minor": 1200,
                        "credit_applied": "2.00 USD", "credit_applied_minor": 200,
                        "amount_due": "10.00 USD", "amount_due_minor": 1000 },
-            "invoice": { "number": "INV-2026-000001", "kind": "first", "total": "12.00 USD",
+            "invoice": { "id": 1, "number": "INV-2026-000001", "kind": "first",
+                         "status": "unpaid", "total": "12.00 USD", "total_minor": 1200,
                          "credit_applied": "2.00 USD", "credit_applied_minor": 200,
                          "paid": "0.00 USD", "paid_minor": 0,
                          "amount_due": "10.00 USD", "amount_due_minor": 1000,
                          "due_date": "2026-04-01", "suspend_on": "2026-04-08",
                          "pay_url": "https://acme.test/pay/tok" },
-            "hosting": { "domain": "ann.test", "note": "overdue" },
+            "hosting": { "id": "01a24b98-bd6c-7302-9d94-3999aa5ffc14", "domain": "ann.test",
+                         "note": "overdue", "by": "scheduler" },
     })
 }
 
@@ -251,6 +259,7 @@ mod tests {
         // no note that only repeats the status.
         let mut overdue = ctx();
         overdue["hosting"]["note"] = "suspended: renewal INV-2026-000001 unpaid".into();
+        overdue["hosting"]["by"] = "scheduler".into();
         let s = t.render("hosting_suspended", &overdue).unwrap();
         assert!(
             s.text
@@ -261,10 +270,22 @@ mod tests {
         assert!(s.text.contains("Once what is due is paid"), "{}", s.text);
         let mut by_staff = ctx();
         by_staff["hosting"]["note"] = "suspended".into();
+        by_staff["hosting"]["by"] = "staff".into();
         let s = t.render("hosting_suspended", &by_staff).unwrap();
         assert!(s.text.contains("is suspended."), "{}", s.text);
         assert!(!s.text.contains("(suspended)"), "{}", s.text);
         assert!(!s.text.contains("paid"), "{}", s.text);
+        // Staff's reason naming an unpaid invoice is not a suspension that paying lifts
+        // (found by the mail audit: the wording followed the note's words).
+        by_staff["hosting"]["note"] = "Abuse, and an invoice unpaid elsewhere".into();
+        let s = t.render("hosting_suspended", &by_staff).unwrap();
+        assert!(!s.text.contains("Once what is due is paid"), "{}", s.text);
+        // A termination's note that only repeats its status is left out.
+        let mut ended = ctx();
+        ended["hosting"]["note"] = "terminated".into();
+        let s = t.render("hosting_terminated", &ended).unwrap();
+        assert!(s.text.contains("is terminated."), "{}", s.text);
+        assert!(!s.text.contains("(terminated)"), "{}", s.text);
     }
 
     #[test]
@@ -283,6 +304,28 @@ mod tests {
         assert!(
             r.html.contains("is paid"),
             "the HTML one is still the default"
+        );
+    }
+
+    /// Every field the documentation names can be used (found by the mail audit: a
+    /// template using `event.id` was refused at start).
+    #[test]
+    fn a_template_may_use_every_field_of_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hosting_suspended.txt"),
+            "{% extends \"layout.txt\" %}{% block subject %}{{ hosting.domain }} is suspended\
+             {% endblock %}{% block body %}{{ event.id }} {{ event.kind }} {{ event.data.number }} \
+             {{ organization.id }} {{ invoice.id }} {{ invoice.status }} {{ invoice.total_minor }} \
+             {{ order.id }} {{ hosting.id }}{% endblock %}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let r = t.render("hosting_suspended", &ctx()).unwrap();
+        assert!(
+            r.text.contains("evt_hottv3r9a5i7hjhwLOUeX0OR"),
+            "{}",
+            r.text
         );
     }
 
