@@ -34,6 +34,7 @@ on_both_engines!(
     an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_events,
     urls_are_sealed_at_rest_and_ones_stored_in_the_clear_are_sealed_at_start,
     a_stopping_worker_hands_back_unstarted_deliveries_at_once,
+    retries_wait_while_the_endpoint_is_disabled_and_end_when_it_unsubscribes,
 );
 on_both_engines!(private_targets_are_refused_without_the_flag);
 
@@ -760,6 +761,76 @@ async fn retries_after_errors_then_never_again(app: TestApp) {
     }
     assert_eq!(rx.got().len(), 4);
     assert_eq!(deliveries(&app, id_of(&w)).await.len(), 4);
+    app.stop().await;
+}
+
+/// An event raised while the endpoint was enabled and failing, retried while it is
+/// disabled: not sent, said in the log, and sent once it is enabled again; retried after
+/// the endpoint stopped subscribing to its kind: not sent, said in the log, and done
+/// (found by the webhooks audit: both ended the job as if delivered, without a word).
+async fn retries_wait_while_the_endpoint_is_disabled_and_end_when_it_unsubscribes(app: TestApp) {
+    let rx = Receiver::start().await;
+    rx.answer(&[500]);
+    let w = register(&app, &rx.url("/hook"), &["order.created"]).await;
+    let patch = |body: Value| {
+        let app = &app;
+        let id = id_of(&w);
+        async move {
+            let (status, p) = app
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/admin/webhooks/{id}"),
+                    Some(&app.admin_key()),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{p}");
+        }
+    };
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    order(&app, "paused.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 1);
+    patch(json!({ "enabled": false })).await;
+    for _ in 0..3 {
+        app.clock.advance(SignedDuration::from_mins(3));
+        drain(worker.clone()).await;
+    }
+    assert_eq!(rx.got().len(), 1, "nothing sent while disabled");
+    assert_eq!(webhook_jobs(&app).await[0].0, "queued", "still to be sent");
+    let log = deliveries(&app, id_of(&w)).await;
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("disabled"),
+        "{log:?}"
+    );
+    assert_eq!(log[0]["delivered"], false, "{log:?}");
+    patch(json!({ "enabled": true })).await;
+    app.clock.advance(SignedDuration::from_mins(30));
+    drain(worker.clone()).await;
+    let got = rx.got();
+    assert_eq!(got.len(), 2, "sent once enabled again");
+    assert_eq!(got[0].json()["id"], got[1].json()["id"]);
+    assert_eq!(webhook_jobs(&app).await[0].0, "done");
+
+    // Failing again, then no longer subscribed to the kind: done, and the log says why.
+    rx.answer(&[500]);
+    order(&app, "dropped.test", false).await;
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 3);
+    patch(json!({ "events": ["invoice.paid"] })).await;
+    app.clock.advance(SignedDuration::from_mins(3));
+    drain(worker.clone()).await;
+    assert_eq!(rx.got().len(), 3);
+    let jobs = webhook_jobs(&app).await;
+    assert!(jobs.iter().all(|j| j.0 == "done"), "{jobs:?}");
+    let log = deliveries(&app, id_of(&w)).await;
+    assert!(
+        log[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer subscribes to order.created"),
+        "{log:?}"
+    );
     app.stop().await;
 }
 

@@ -85,9 +85,50 @@ impl Lodge {
         {
             return Ok(());
         }
+        // Changed since the event was raised (found by the webhooks audit: a retry due while
+        // the endpoint was disabled ended the job as if delivered, with no word in the log,
+        // and the event never went once it was enabled again). Either way the log says so.
         let wanted = endpoint.enabled && subscribed(&endpoint.events, &event.kind);
         if !(p.redelivery || wanted) {
-            return Ok(()); // disabled or unsubscribed since
+            drop(db);
+            let unsubscribed = !subscribed(&endpoint.events, &event.kind);
+            let why = if unsubscribed {
+                format!(
+                    "not sent: the endpoint no longer subscribes to {}",
+                    event.kind
+                )
+            } else {
+                "not sent: the endpoint is disabled (tried again with backoff until it is \
+                 enabled)"
+                    .to_owned()
+            };
+            let mut conn = self.store.write_conn().await?;
+            store::record(
+                &mut *conn,
+                &NewDelivery {
+                    endpoint_id: endpoint.id,
+                    event_id: &event.id,
+                    job_id: Some(job.id),
+                    attempt: job.attempts,
+                    redelivery: false,
+                    status_code: None,
+                    error: Some(&why),
+                    delivered: false,
+                    duration_ms: 0,
+                    now: self.now_us(),
+                },
+            )
+            .await?;
+            // Unsubscribed: not wanted, done. Disabled: kept for when it is enabled again
+            // (dead after the usual day of retries, then retried or redelivered by staff).
+            return if unsubscribed {
+                Ok(())
+            } else {
+                Err(ServiceError::Internal(format!(
+                    "webhook {}: {why}",
+                    endpoint.id
+                )))
+            };
         }
         let body = event_body(&mut db, &event).await?;
         drop(db);
