@@ -43,6 +43,8 @@ pub struct Website {
     /// The invoices of the order that made it, oldest first.
     pub invoices: Vec<InvoiceRow>,
     pub organization: OrgRow,
+    /// The server it is on, once placed.
+    pub server: Option<lodge_store::servers::ServerRow>,
 }
 
 /// An invoice named for payment: by its id, or every invoice of a website.
@@ -243,10 +245,19 @@ impl Lodge {
         )
         .await?;
         let organization = self.organization(access).await?;
+        let server = match hosting
+            .server_id
+            .as_deref()
+            .and_then(|s| s.parse::<lodge_core::ServerId>().ok())
+        {
+            Some(id) => lodge_store::servers::by_id(self.store.reader(), id).await?,
+            None => None,
+        };
         Ok(Website {
             hosting,
             invoices,
             organization,
+            server,
         })
     }
 

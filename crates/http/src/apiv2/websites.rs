@@ -162,6 +162,7 @@ pub async fn get_website(
     let first = w.invoices.first();
     let status = website_status(h.status, h.cancel_kind()).to_owned();
     let plan = catalog.plan(h.plan_id);
+    let server = w.server.as_ref();
     // The control panel's one-time login link, when the account is on a panel.
     let client_links: Vec<BTreeMap<String, String>> = st
         .lodge
@@ -184,7 +185,7 @@ pub async fn get_website(
     Ok(Json(Website {
         service_info: ServiceInfo {
             website_id: h.legacy_id.to_string(),
-            website_server: h.server_id.clone().unwrap_or_default(),
+            website_server: server.map(|s| s.legacy_id.to_string()).unwrap_or_default(),
             website_type: plan
                 .map(|p| p.row.legacy_id.to_string())
                 .unwrap_or_default(),
@@ -219,21 +220,26 @@ pub async fn get_website(
         },
         cust_currency: cur.code().to_owned(),
         cust_currency_symbol: cur.symbol().to_owned(),
+        // The host server's row, as InterServer's `websites_master` (what Lodge does not
+        // keep, its addresses, disk and load, empty) (found by the InterServer audit: all
+        // of it was empty, the server known).
         service_master: ServiceMaster {
-            website_id: h.server_id.clone().unwrap_or_default(),
-            website_name: String::new(),
+            website_id: server.map(|s| s.legacy_id.to_string()).unwrap_or_default(),
+            website_name: server.map(|s| s.hostname.clone()).unwrap_or_default(),
             website_ip: String::new(),
-            website_type: String::new(),
-            website_available: String::new(),
+            website_type: server.map(|s| s.driver.clone()).unwrap_or_default(),
+            website_available: server
+                .map(|s| if s.is_active == 1 { "1" } else { "0" }.to_owned())
+                .unwrap_or_default(),
             website_hdsize: String::new(),
             website_hdfree: String::new(),
             website_load: String::new(),
-            website_last_update: String::new(),
-            website_max_sites: String::new(),
+            website_last_update: server.map(|s| ts(s.modified_at)).unwrap_or_default(),
+            website_max_sites: server.map(|s| s.capacity.to_string()).unwrap_or_default(),
             website_order: String::new(),
             website_partitions: String::new(),
-            website_dns1: String::new(),
-            website_dns2: String::new(),
+            website_dns1: server.map(|s| s.ns1.clone()).unwrap_or_default(),
+            website_dns2: server.map(|s| s.ns2.clone()).unwrap_or_default(),
         },
         package: plan.map(|p| p.row.name.clone()).unwrap_or_default(),
         service_extra: vec![],

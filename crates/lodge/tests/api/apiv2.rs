@@ -28,6 +28,7 @@ on_both_engines!(
     login_sessions_work_end_and_expire,
     order_form_lists_the_catalog_and_follows_changes,
     the_invoices_summary_adds_up,
+    a_provisioned_websites_detail_names_its_server,
 );
 
 on_both_engines!(options = without_demo_data; empty_catalog_form_validates);
@@ -152,6 +153,50 @@ async fn website_status(app: &TestApp, key: &str, id: i64) -> String {
         "list vs detail: {row}"
     );
     status
+}
+
+/// A website on a server shows that server as InterServer's `serviceMaster` (its id, host
+/// name and nameservers) (found by the InterServer audit: every field was empty).
+async fn a_provisioned_websites_detail_names_its_server(app: TestApp) {
+    let fake = crate::provisioning::FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let key = app.key();
+    let placed =
+        crate::harness::place(&app, &key, &order_body(11447, 1, "master-row.example.com")).await;
+    let id = service_id(&placed);
+    let worker = lodge_services::provisioning::Worker::new(app.lodge.clone(), "node-1");
+    crate::provisioning::drain(worker).await;
+    let website = v2_ok(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        website["serviceInfo"]["website_status"], "active",
+        "{website}"
+    );
+    let v1 = v1_hosting_by_legacy(&app, id).await;
+    let server = &v1["server"];
+    let master = &website["serviceMaster"];
+    assert_eq!(master["website_name"], server["hostname"], "{website}");
+    assert_eq!(master["website_dns1"], server["ns1"], "{website}");
+    assert_eq!(master["website_dns2"], server["ns2"], "{website}");
+    assert_eq!(master["website_available"], "1", "{website}");
+    let number = master["website_id"].as_str().unwrap();
+    assert!(
+        number.parse::<i64>().is_ok(),
+        "a number, as InterServer's: {website}"
+    );
+    assert_eq!(
+        website["serviceInfo"]["website_server"], number,
+        "{website}"
+    );
+    assert_valid(&schema_ref("Website"), &website, "GET /apiv2/websites/{id}");
+    app.stop().await;
 }
 
 /// `{"code": "<status>", "message": "…"}`, exactly.
