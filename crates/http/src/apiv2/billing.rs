@@ -604,8 +604,16 @@ pub struct PaymentReply {
 /// Reads a list of invoices as the cart and InterServer's clients name them, comma
 /// separated: invoice ids (`12`, `INVwebhosting12`, `INVdefault12`) and websites
 /// (`SERVICEwebhosting7`, `website7`, `webhosting7`: every unpaid invoice of the website).
-/// Anything else is simply not found.
+/// Anything else is `422 Invalid Invoice Tag`, InterServer's answer to an identifier in no
+/// format it reads (found by the InterServer audit: it was 404, as for an invoice not the
+/// caller's).
 fn invoice_refs(list: &str) -> V2Result<Vec<InvoiceRef>> {
+    let invalid = || {
+        V2Error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid Invoice Tag".into(),
+        )
+    };
     const WEBSITE: [&str; 3] = ["SERVICEwebhosting", WEBSITE_PREFIX, "webhosting"];
     const INVOICE: [&str; 3] = ["INVwebhosting", "INVdefault", "INV"];
     let refs: Vec<InvoiceRef> = list
@@ -624,12 +632,12 @@ fn invoice_refs(list: &str) -> V2Result<Vec<InvoiceRef>> {
             } else if let Some(n) = number(&INVOICE).or_else(|| item.parse().ok()) {
                 Ok(InvoiceRef::Invoice(n))
             } else {
-                Err(V2Error::not_found())
+                Err(invalid())
             }
         })
         .collect::<V2Result<_>>()?;
     if refs.is_empty() {
-        return Err(V2Error::not_found());
+        return Err(invalid());
     }
     Ok(refs)
 }
@@ -795,7 +803,7 @@ async fn pay_invoices(
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
               (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
-              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
+              (status = 422, description = "An invoice tag in no known format (`Invalid Invoice Tag`), or an Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay(
     State(st): State<AppState>,
     c: Customer,
@@ -830,7 +838,7 @@ pub async fn pay(
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
               (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
-              (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
+              (status = 422, description = "An invoice tag in no known format (`Invalid Invoice Tag`), or an Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay_short(
     State(st): State<AppState>,
     c: Customer,

@@ -251,19 +251,23 @@ pub async fn order_form(
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct WebsiteOrderRequest {
-    pub hostname: Option<String>,
+    #[schema(schema_with = text_or_number)]
+    pub hostname: Option<Value>,
     #[schema(schema_with = int_or_text)]
     pub package_id: Option<Value>,
-    pub rootpass: Option<String>,
+    #[schema(schema_with = text_or_number)]
+    pub rootpass: Option<Value>,
     /// Months: 1, 3, 6, 12, 24, 36.
     #[schema(schema_with = int_or_text)]
     pub period: Option<Value>,
-    pub coupon: Option<String>,
+    #[schema(schema_with = text_or_number)]
+    pub coupon: Option<Value>,
     #[schema(schema_with = int_or_text)]
     pub service_offer_id: Option<Value>,
     #[schema(schema_with = int_or_text)]
     pub script: Option<Value>,
-    pub comment: Option<String>,
+    #[schema(schema_with = text_or_number)]
+    pub comment: Option<Value>,
     #[schema(schema_with = flag_like)]
     pub register_domain: Option<Value>,
     #[schema(schema_with = flag_like)]
@@ -274,53 +278,76 @@ const TEXT_FIELDS: [&str; 4] = ["hostname", "rootpass", "coupon", "comment"];
 const INT_FIELDS: [&str; 4] = ["packageId", "period", "serviceOfferId", "script"];
 const FLAG_FIELDS: [&str; 2] = ["registerDomain", "tos"];
 
+// The order's fields take any JSON value: one of a type the field never takes is an order
+// validation failure, answered `200` with `continue: false` like every other (InterServer's
+// contract), not a malformed request. Each says what it is read as.
+
 fn int_or_text() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
     ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([
-            Type::Integer,
-            Type::String,
-            Type::Null,
-        ]))
-        .description(Some("A whole number, or one as a string"))
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "A whole number, or one as a string (anything else: `continue: false`)",
+        ))
+        .build()
+}
+
+fn text_or_number() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "Text; a number is taken as its text (anything else: `continue: false`)",
+        ))
         .build()
 }
 
 fn flag_like() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
     ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([
-            Type::Boolean,
-            Type::Integer,
-            Type::String,
-            Type::Null,
-        ]))
-        .description(Some("`true`, `1`, `\"1\"`, `\"on\"` or `\"yes\"` for yes"))
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "`true`, `1`, `\"1\"`, `\"on\"` or `\"yes\"` for yes; other booleans, numbers and \
+             strings for no (anything else: `continue: false`)",
+        ))
         .build()
 }
 
-/// Why an order's fields are not an order at all (a 400, not `continue: false`): a field
-/// of a type the request never takes (an object or a list, a fraction for a number, a
-/// number for a text).
-fn wrong_types(obj: &serde_json::Map<String, Value>) -> Option<String> {
-    let bad: Vec<&str> = obj
-        .iter()
-        .filter(|(k, v)| {
-            let v = crate::extract::integral_numbers((*v).clone());
-            let k = k.as_str();
-            if TEXT_FIELDS.contains(&k) {
-                !matches!(v, Value::String(_) | Value::Null)
-            } else if INT_FIELDS.contains(&k) {
-                !(v.is_i64() || v.is_string() || v.is_null())
-            } else if FLAG_FIELDS.contains(&k) {
-                !(v.is_boolean() || v.is_i64() || v.is_string() || v.is_null())
-            } else {
-                false
-            }
-        })
-        .map(|(k, _)| k.as_str())
-        .collect();
-    (!bad.is_empty()).then(|| format!("Wrong type of value for: {}.", bad.join(", ")))
+/// InterServer's words for each field of a type the order never takes (an object or a
+/// list, a fraction or a flag for a whole number; a number is text's text): as every other
+/// unusable value, `continue: false` with these, not an HTTP error (the contract: "order
+/// validation failures are not HTTP errors"; found by the InterServer audit: a 400).
+fn wrong_types(obj: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for (k, v) in obj {
+        let v = crate::extract::integral_numbers(v.clone());
+        let k = k.as_str();
+        let wrong = if TEXT_FIELDS.contains(&k) {
+            !matches!(v, Value::String(_) | Value::Number(_) | Value::Null)
+        } else if INT_FIELDS.contains(&k) {
+            !(v.is_i64() || v.is_string() || v.is_null())
+        } else if FLAG_FIELDS.contains(&k) {
+            !(v.is_boolean() || v.is_i64() || v.is_string() || v.is_null())
+        } else {
+            false
+        };
+        if !wrong {
+            continue;
+        }
+        let words = match k {
+            "packageId" => "Invalid Package Specified.".to_owned(),
+            "period" => "Invalid Billing Interval".to_owned(),
+            "serviceOfferId" => "Invalid Service Offer Specified.".to_owned(),
+            "coupon" => "Invalid Coupon Specified".to_owned(),
+            "hostname" => "Hostname \"\" Contains Invalid Characters Or Is Blank".to_owned(),
+            "rootpass" => "Invalid rootpass: it must be text.".to_owned(),
+            other => format!("Invalid {other}: not a value it takes."),
+        };
+        if !out.contains(&words) {
+            out.push(words);
+        }
+    }
+    out
 }
 
 fn as_int(v: Option<&Value>) -> Result<Option<i64>, ()> {
@@ -487,10 +514,10 @@ pub enum PlaceAnswer {
     Refused(Refused),
 }
 
-/// The order's fields. A request with no body at all, one that is not what it declares,
-/// or with a field of the [`wrong_types`], is refused with a 400 before anything is read (a
-/// form or JSON object with missing or unusable values is answered with `continue: false`
-/// and the messages). A `multipart/form-data` body gives its text fields (InterServer's
+/// The order's fields. A request with no body at all, or one that is not what it declares,
+/// is refused with a 400 before anything is read (a form or JSON object with missing,
+/// unusable or [wrongly typed](wrong_types) values is answered with `continue: false` and
+/// the messages). A `multipart/form-data` body gives its text fields (InterServer's
 /// document: "form or JSON"; found by the customer audit: a multipart order was read as an
 /// empty one). Any other body is read leniently, JSON or a form whatever it declares: `curl
 /// -d '{…}'` and PHP's curl send JSON declared as a form, and the README's own examples do.
@@ -513,8 +540,9 @@ async fn order_fields(
             None => "The request body must be a JSON object or a form.".into(),
         }));
     };
-    if let Some(why) = wrong_types(&declared) {
-        return Err(refuse(why));
+    let wrong = wrong_types(&declared);
+    if !wrong.is_empty() {
+        return Err(refused(wrong));
     }
     let multipart = content_type.is_some_and(|c| {
         c.trim_start()
@@ -574,7 +602,7 @@ pub struct WebsiteQuote {
     security(("api_key" = [])),
     request_body(content((WebsiteOrderRequest = "application/json"), (WebsiteOrderRequest = "application/x-www-form-urlencoded"), (WebsiteOrderRequest = "multipart/form-data"))),
     responses((status = 200, description = "The quote, or `continue: false` with errors", body = QuoteAnswer),
-              (status = 400, description = "No request body, or not an order (see the request's types)", body = super::V2ErrorBody),
+              (status = 400, description = "No request body, or not a JSON object or form", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A role that may not order (viewer, guest)", body = super::V2ErrorBody)))]
 pub async fn validate_order(
@@ -664,7 +692,7 @@ pub const SAME_ORDER_WINDOW_SECS: i64 = 600;
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body(content((WebsiteOrderRequest = "application/json"), (WebsiteOrderRequest = "application/x-www-form-urlencoded"), (WebsiteOrderRequest = "multipart/form-data"))),
     responses((status = 200, description = "Placed (also a replayed retry, marked `Idempotent-Replayed: true`), or `continue: false` with errors", body = PlaceAnswer),
-              (status = 400, description = "No request body, not an order (see the request's types), or an unusable Idempotency-Key header", body = super::V2ErrorBody),
+              (status = 400, description = "No request body, not a JSON object or form, or an unusable Idempotency-Key header", body = super::V2ErrorBody),
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 409, description = "A request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),

@@ -29,6 +29,7 @@ on_both_engines!(
     order_form_lists_the_catalog_and_follows_changes,
     the_invoices_summary_adds_up,
     a_provisioned_websites_detail_names_its_server,
+    wrongly_typed_order_fields_are_validation_errors,
 );
 
 on_both_engines!(options = without_demo_data; empty_catalog_form_validates);
@@ -196,6 +197,76 @@ async fn a_provisioned_websites_detail_names_its_server(app: TestApp) {
         "{website}"
     );
     assert_valid(&schema_ref("Website"), &website, "GET /apiv2/websites/{id}");
+    app.stop().await;
+}
+
+/// An order field of a type it never takes is a validation failure like any other (`200`,
+/// `continue: false`, InterServer's words), and a number where text is expected is its
+/// text (found by the InterServer audit: `400 Wrong type of value`, against the contract's
+/// "order validation failures are not HTTP errors" and "accept either on input").
+async fn wrongly_typed_order_fields_are_validation_errors(app: TestApp) {
+    let key = app.key();
+    let before = counts(&app).await;
+    for (field, value, words) in [
+        ("period", json!(1.5), "Invalid Billing Interval"),
+        ("period", json!(true), "Invalid Billing Interval"),
+        ("packageId", json!([11447]), "Invalid Package Specified."),
+        (
+            "serviceOfferId",
+            json!({ "id": 1 }),
+            "Invalid Service Offer Specified.",
+        ),
+        ("coupon", json!(["SAVE"]), "Invalid Coupon Specified"),
+        (
+            "hostname",
+            json!({ "name": "x.example.com" }),
+            "Contains Invalid Characters Or Is Blank",
+        ),
+    ] {
+        let mut body = order_body(11447, 1, "typed.example.com");
+        body[field] = value.clone();
+        for method in [Method::PUT, Method::POST] {
+            let (status, answer) = crate::harness::v2(
+                &app,
+                method.clone(),
+                "/apiv2/websites/order",
+                crate::harness::Auth::Key(&key),
+                Some(&body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{method} {field}={value}: {answer}");
+            assert_eq!(
+                answer["continue"], false,
+                "{method} {field}={value}: {answer}"
+            );
+            let errors = answer["errors"].to_string();
+            assert!(errors.contains(words), "{method} {field}={value}: {answer}");
+        }
+    }
+    assert_eq!(counts(&app).await, before, "nothing placed");
+    // Numbers for text: taken as their text.
+    let mut body = order_body(11447, 1, "typed.example.com");
+    body["comment"] = json!(5);
+    body["rootpass"] = json!(12_345_678);
+    let (status, answer) = crate::harness::v2(
+        &app,
+        Method::PUT,
+        "/apiv2/websites/order",
+        crate::harness::Auth::Key(&key),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    if answer["continue"] == true {
+        assert_eq!(answer["password"], "12345678", "{answer}");
+    } else {
+        let errors = answer["errors"].to_string();
+        assert!(
+            errors.contains("rootpass"),
+            "judged as a password: {answer}"
+        );
+        assert!(!errors.contains("must be text"), "{answer}");
+    }
     app.stop().await;
 }
 

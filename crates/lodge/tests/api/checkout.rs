@@ -529,10 +529,20 @@ async fn another_accounts_invoice_is_not_found(app: TestApp) {
         format!("/apiv2/billing/pay/prepay/{their_iid}"),
         "/apiv2/billing/invoices/999999".to_owned(),
         "/apiv2/billing/invoices/not-a-number".to_owned(),
-        "/apiv2/pay/prepay/not-an-invoice".to_owned(),
     ] {
         let (status, body) = v2(&app, Method::GET, &path, Auth::Key(&key), None).await;
         assert_v2_error(status, &body, StatusCode::NOT_FOUND, &path);
+    }
+    // An identifier in no format InterServer's tags take: 422 Invalid Invoice Tag, as
+    // InterServer answers (found by the InterServer audit: 404).
+    for path in [
+        "/apiv2/pay/prepay/not-an-invoice".to_owned(),
+        format!("/apiv2/billing/pay/cc/{their_iid},abc"),
+        "/apiv2/billing/pay/prepay/RINVwebhosting6".to_owned(),
+    ] {
+        let (status, body) = v2(&app, Method::GET, &path, Auth::Key(&key), None).await;
+        assert_v2_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, &path);
+        assert_eq!(body["message"], "Invalid Invoice Tag", "{path}: {body}");
     }
     let still = v2_ok(
         &app,
