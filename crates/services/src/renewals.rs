@@ -713,8 +713,11 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     Ok(Some((periods.len() + years.len(), paid, id)))
 }
 
-/// Days before its due date an unpaid renewal's reminder is sent (`invoice.reminder`).
+/// Days before its due date an unpaid renewal's reminder is sent (`invoice.reminder`), to
+/// an invoice issued at least a day before.
 pub const REMINDER_DAYS: i64 = 3;
+
+const DAY_US: i64 = 86_400_000_000;
 
 impl Lodge {
     /// The notices of unpaid renewals, each once per invoice whoever runs the pass
@@ -758,6 +761,12 @@ impl Lodge {
                     continue;
                 };
                 if row.status != InvoiceStatus::Unpaid {
+                    continue;
+                }
+                // Issued within the day (a lead time shorter than the reminder's, a pass
+                // catching up after downtime): its own notice has just said when it is due
+                // (found by the mail audit: the invoice and its reminder in the same second).
+                if kind == EventKind::InvoiceReminder && now - row.issued_at < DAY_US {
                     continue;
                 }
                 let mut data = invoice_data(&row);

@@ -613,6 +613,23 @@ async fn a_renewal_issued_late_is_due_the_day_it_is_issued(app: TestApp) {
     assert_eq!(inv["status"], "unpaid", "{inv}");
     assert_eq!(inv["due_date"], plus(40).as_str(), "{inv}");
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    // No reminder of an invoice just issued (its own notice says it is due today), and
+    // the next day it is overdue.
+    let notices = |kind: &'static str| {
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(app.lodge.store.reader())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(notices("invoice.reminder").await, 0);
+    app.clock.set(noon(&due, 41));
+    pass(&app, &worker).await;
+    assert_eq!(notices("invoice.reminder").await, 0);
+    assert_eq!(notices("invoice.overdue").await, 1);
     // Suspended a week after that, and not before.
     app.clock.set(noon(&due, 46));
     pass(&app, &worker).await;
