@@ -631,8 +631,8 @@ async fn change_in(
         &account,
         charge,
         &description,
+        (&today, Some(end_s.clone())),
         &today,
-        Some(end_s.clone()),
     )
     .await?;
     let change_id = store::insert_change(conn, &new_change(Some(invoice), false)).await?;
@@ -674,8 +674,8 @@ fn kept_share(c: store::LastChange) -> i64 {
         .unwrap_or(0)
 }
 
-/// Invoices `charge` for an account (a `manual` invoice, due today, with one `adjustment`
-/// line of the service from `start`), the organization's credit applied first (locked
+/// Invoices `charge` for an account (a `manual` invoice, due on `due`, with one
+/// `adjustment` line of the service from `start`), the organization's credit applied first (locked
 /// already by the caller): the invoice and its payment token. Settling it is the caller's.
 async fn invoice_charge<C: SqlConn>(
     ctx: &WriteCtx<'_>,
@@ -683,15 +683,14 @@ async fn invoice_charge<C: SqlConn>(
     h: &hosting::AccountBilling,
     charge: i64,
     description: &str,
-    start: &str,
-    end: Option<String>,
+    (start, end): (&str, Option<String>),
+    due: &str,
 ) -> Result<(i64, crate::payment_tokens::NewToken)> {
     let balance = billing::lock_credit(conn, h.organization_id)
         .await?
         .ok_or(ServiceError::NotFound)?;
     let credit = balance.clamp(0, charge);
     let token = ctx.sealer.payment_tokens().issue(ctx.now);
-    let today = ctx.today.to_string();
     let invoice = billing::insert_invoice(
         conn,
         &billing::NewInvoice {
@@ -703,7 +702,7 @@ async fn invoice_charge<C: SqlConn>(
             subtotal_minor: charge,
             tax_minor: 0,
             payment_token: token.key(),
-            due_date: &today,
+            due_date: due,
             credit_applied_minor: credit,
             paid: false,
             now: ctx.now,
@@ -830,14 +829,22 @@ async fn reprice_next_period<C: SqlConn>(
                 }
                 let description =
                     format!("Plan {summary}, {period}: the renewal paid at the old price");
+                // Due when the period it completes begins, as that period's renewal was: the
+                // overdue pass then treats it as one.
+                let today = ctx.today.to_string();
+                let due = if next_start > today.as_str() {
+                    next_start
+                } else {
+                    today.as_str()
+                };
                 let (invoice, _) = invoice_charge(
                     ctx,
                     conn,
                     h,
                     delta,
                     &description,
-                    next_start,
-                    billed.period_end.clone(),
+                    (next_start, billed.period_end.clone()),
+                    due,
                 )
                 .await?;
                 if let Some(row) = billing::invoice(conn, invoice).await? {
@@ -940,7 +947,8 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
         return Ok(());
     }
     let Some(change) = store::change_of_invoice(conn, invoice.id).await? else {
-        return Ok(());
+        // A difference for a period paid at the old price: as a renewal's payment.
+        return crate::renewals::difference_paid(ctx, conn, invoice).await;
     };
     if change.status != store::AWAITING_PAYMENT {
         return Ok(());

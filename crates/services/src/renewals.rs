@@ -806,11 +806,34 @@ impl Lodge {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .to_string();
         let mut pass = OverduePass::default();
+        // Renewals, then plan changes' differences for periods paid at the old price (found
+        // by the billing audit: one left unpaid was never enforced, the period served on
+        // the dearer plan at the old price).
+        for differences in [false, true] {
+            self.enforce_overdue_of(differences, &due_by, today, &mut pass)
+                .await?;
+        }
+        Ok(pass)
+    }
+
+    /// [`Lodge::enforce_overdue`] over renewals or over differences.
+    async fn enforce_overdue_of(
+        &self,
+        differences: bool,
+        due_by: &str,
+        today: Date,
+        pass: &mut OverduePass,
+    ) -> Result<()> {
+        let policy = self.settings.policy;
         let mut after = 0;
         loop {
             let page = {
                 let mut db = self.store.read_conn().await?;
-                renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?
+                if differences {
+                    renewals::unpaid_differences_due_by(&mut db, due_by, after, PAGE).await?
+                } else {
+                    renewals::unpaid_due_by(&mut db, due_by, after, PAGE).await?
+                }
             };
             let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
             for inv in page {
@@ -850,7 +873,7 @@ impl Lodge {
                 break;
             }
         }
-        Ok(pass)
+        Ok(())
     }
 
     /// Pays an overdue renewal in full from its organization's credit when the balance
@@ -890,14 +913,14 @@ impl Lodge {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;
         let mut queued = 0;
-        for p in renewals::billed_periods(&mut tx, invoice).await? {
-            let Some(h) = hosting::hosting(&mut *tx, p.service).await? else {
+        for service in renewals::services_billed(&mut tx, invoice).await? {
+            let Some(h) = hosting::hosting(&mut *tx, service).await? else {
                 continue;
             };
             if h.status != HostingStatus::Active {
                 continue;
             }
-            let key = format!("{JOB_SUSPEND_OVERDUE}:{}:{invoice}", p.service);
+            let key = format!("{JOB_SUSPEND_OVERDUE}:{service}:{invoice}");
             if lodge_store::jobs::by_dedupe_key(&mut *tx, &key)
                 .await?
                 .is_some()
@@ -908,7 +931,7 @@ impl Lodge {
                 &ctx,
                 &mut *tx,
                 JOB_SUSPEND_OVERDUE,
-                serde_json::json!({ "hosting_id": p.service, "invoice_id": invoice }),
+                serde_json::json!({ "hosting_id": service, "invoice_id": invoice }),
                 &key,
             )
             .await?;
@@ -935,8 +958,8 @@ impl Lodge {
             return Ok(false);
         }
         let number = inv.number.clone().unwrap_or_else(|| invoice.to_string());
-        for p in renewals::billed_periods(&mut tx, invoice).await? {
-            if crate::billing::termination_waiting(&mut tx, &p.service.to_string()).await? {
+        for service in renewals::services_billed(&mut tx, invoice).await? {
+            if crate::billing::termination_waiting(&mut tx, &service.to_string()).await? {
                 continue; // a cancellation's ends it
             }
             enqueue_later(
@@ -944,12 +967,12 @@ impl Lodge {
                 &mut *tx,
                 JOB_TERMINATE,
                 serde_json::json!({
-                    "hosting_id": p.service,
+                    "hosting_id": service,
                     "reason": "overdue",
                     "note": format!("terminated: renewal {number} unpaid past the grace"),
                 }),
                 // One per renewal invoice (crate::billing::terminate_key).
-                &crate::billing::terminate_key(p.service, &format!("overdue:{invoice}")),
+                &crate::billing::terminate_key(service, &format!("overdue:{invoice}")),
             )
             .await?;
         }
@@ -1206,33 +1229,66 @@ async fn advance_billed<C: lodge_store::SqlConn>(
         if status != Some(HostingStatus::Suspended) {
             continue;
         }
-        if renewals::last_suspended_by(conn, p.service)
-            .await?
-            .as_deref()
-            != Some(SCHEDULER)
-        {
-            continue; // suspended by staff: theirs to lift
+        let note = format!("unsuspended: renewal {number} paid");
+        lift_overdue_suspension(ctx, conn, p.service, invoice, &note).await?;
+    }
+    Ok(())
+}
+
+/// Once `invoice` is paid (`note`, the history's): lifts the suspension of `service` (suspended) when
+/// the scheduler made it for an overdue invoice and no other of its renewals or
+/// differences is overdue now.
+async fn lift_overdue_suspension<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    service: HostingId,
+    invoice: i64,
+    note: &str,
+) -> Result<()> {
+    if renewals::last_suspended_by(conn, service).await?.as_deref() != Some(SCHEDULER) {
+        return Ok(()); // suspended by staff: theirs to lift
+    }
+    let id = service.to_string();
+    let mut unpaid = renewals::unpaid_with_line(conn, &id, "plan").await?;
+    unpaid.extend(renewals::unpaid_differences_of(conn, &id).await?);
+    let still_overdue = unpaid
+        .into_iter()
+        .filter(|(id, _)| *id != invoice)
+        .any(|(_, due)| {
+            due.parse::<Date>()
+                .is_ok_and(|d| ctx.policy.overdue_step(d, ctx.today) != OverdueStep::None)
+        });
+    if still_overdue {
+        return Ok(());
+    }
+    enqueue_later(
+        ctx,
+        conn,
+        JOB_UNSUSPEND,
+        serde_json::json!({ "hosting_id": service, "actor": SCHEDULER, "note": note }),
+        &format!("{JOB_UNSUSPEND}:{service}:{invoice}"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What paying a plan change's difference (`invoice`, a `manual` invoice without a change
+/// of its own) does: lifts the scheduler's suspension of its services when nothing else of
+/// theirs is overdue, as paying a renewal does.
+pub(crate) async fn difference_paid<C: lodge_store::SqlConn>(
+    ctx: &WriteCtx<'_>,
+    conn: &mut C,
+    invoice: &billing::InvoiceRow,
+) -> Result<()> {
+    let number = invoice
+        .number
+        .clone()
+        .unwrap_or_else(|| invoice.id.to_string());
+    let note = format!("unsuspended: invoice {number} paid");
+    for service in renewals::services_billed(conn, invoice.id).await? {
+        if renewals::status_of(conn, service).await? == Some(HostingStatus::Suspended) {
+            lift_overdue_suspension(ctx, conn, service, invoice.id, &note).await?;
         }
-        let still_overdue = renewals::unpaid_with_line(conn, &p.service.to_string(), "plan")
-            .await?
-            .into_iter()
-            .filter(|(id, _)| *id != invoice)
-            .any(|(_, due)| {
-                due.parse::<Date>()
-                    .is_ok_and(|d| ctx.policy.overdue_step(d, ctx.today) != OverdueStep::None)
-            });
-        if still_overdue {
-            continue;
-        }
-        enqueue_later(
-            ctx,
-            conn,
-            JOB_UNSUSPEND,
-            serde_json::json!({ "hosting_id": p.service, "actor": SCHEDULER,
-                                "note": format!("unsuspended: renewal {number} paid") }),
-            &format!("{JOB_UNSUSPEND}:{}:{invoice}", p.service),
-        )
-        .await?;
     }
     Ok(())
 }

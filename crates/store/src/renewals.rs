@@ -208,6 +208,81 @@ pub async fn unpaid_due_by<C: SqlConn>(
     .collect()
 }
 
+/// The condition on an invoice `i` of a plan change's difference for a period paid at the
+/// old price: a `manual` invoice with a positive `adjustment` line of a service, and no plan
+/// change of its own (an upgrade's invoice is one, and applies nothing until paid).
+const DIFFERENCE: &str = "i.kind = 'manual' \
+     AND EXISTS (SELECT 1 FROM invoice_lines d WHERE d.invoice_id = i.id \
+                 AND d.kind = 'adjustment' AND d.amount_minor > 0 AND d.service_id IS NOT NULL) \
+     AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.invoice_id = i.id)";
+
+/// Unpaid differences ([`DIFFERENCE`]) due on or before `due_by`, oldest first, after
+/// invoice `after`: the overdue pass treats them as renewals, which they complete.
+pub async fn unpaid_differences_due_by<C: SqlConn>(
+    conn: &mut C,
+    due_by: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<UnpaidRenewal>> {
+    conn.fetch_rows(
+        &format!(
+            "SELECT i.id, i.organization_id, i.due_date FROM invoices i \
+             WHERE i.status = 'unpaid' AND i.due_date <= $1 AND i.id > $2 AND {DIFFERENCE} \
+             ORDER BY i.id LIMIT $3"
+        ),
+        vals![due_by, after, limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok(UnpaidRenewal {
+            invoice_id: c.int()?,
+            organization_id: c.parse()?,
+            due_date: c.text()?,
+        })
+    })
+    .collect()
+}
+
+/// The unpaid differences ([`DIFFERENCE`]) billing `service`: `(invoice, due date)`.
+pub async fn unpaid_differences_of<C: SqlConn>(
+    conn: &mut C,
+    service: &str,
+) -> Result<Vec<(i64, String)>> {
+    conn.fetch_rows(
+        &format!(
+            "SELECT DISTINCT i.id, i.due_date FROM invoice_lines l \
+             JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.service_id = $1 AND l.kind = 'adjustment' AND l.amount_minor > 0 \
+               AND i.status = 'unpaid' AND {DIFFERENCE} ORDER BY i.id"
+        ),
+        vals![service,],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.int()?, c.text()?))
+    })
+    .collect()
+}
+
+/// The services an invoice bills a period of: its `plan` lines' and its positive
+/// `adjustment` lines' (a difference), each once.
+pub async fn services_billed<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<HostingId>> {
+    conn.fetch_rows(
+        "SELECT service_id FROM invoice_lines WHERE invoice_id = $1 AND service_id IS NOT NULL \
+           AND (kind = 'plan' OR (kind = 'adjustment' AND amount_minor > 0)) \
+         GROUP BY service_id ORDER BY MIN(position)",
+        vals![invoice],
+    )
+    .await?
+    .into_iter()
+    .map(|row| Cols::new(row).parse())
+    .collect()
+}
+
 /// A period a renewal invoice bills: its service, start and end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BilledPeriod {

@@ -37,6 +37,7 @@ on_both_engines!(
     an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal,
     a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal,
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
+    an_unpaid_difference_suspends_as_a_renewal_does,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
@@ -1002,6 +1003,68 @@ async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app:
         c["plan_change"]["old_price"], "10.00",
         "paid in full now: {c}"
     );
+    app.stop().await;
+}
+
+/// The difference a change owes for a period paid at the old price is that period's
+/// renewal money: due when the period begins, and left unpaid it suspends the account as
+/// an unpaid renewal does (a week after), paying it lifting the suspension (found by the
+/// billing audit: it was never enforced, the period served on the dearer plan at the old
+/// price).
+async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "owes.example", "5.00").await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-OWES-1").await;
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-OWES-2").await;
+    let difference = adjustment_from(&app, &id, "2026-04-30").await;
+    let (inv_id, _) = difference[0];
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(
+        inv["due_date"], "2026-04-30",
+        "due when its period begins: {inv}"
+    );
+    // Six days late: still active; seven: suspended by the scheduler.
+    app.clock.set(noon("2026-05-06"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.clock.set(noon("2026-05-07"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    assert!(
+        notes(&h).last().unwrap().ends_with("(scheduler)"),
+        "{:?}",
+        notes(&h)
+    );
+    // Paid: lifted.
+    pay(&app, inv_id, "5.00", "TRF-OWES-3").await;
+    crate::provisioning::drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let number = str_of(&inv, "number");
+    assert_eq!(
+        notes(&h).last().unwrap(),
+        &format!("unsuspended: invoice {number} paid (scheduler)"),
+        "{:?}",
+        notes(&h)
+    );
+    // An upgrade's own invoice left unpaid suspends nothing: its change waits.
+    app.clock.set(noon("2026-05-10"));
+    let c = changed(&app, &id, &plan_id(&app, "Reseller Boost")).await;
+    assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
+    app.clock.set(noon("2026-05-20"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
     app.stop().await;
 }
 
