@@ -556,6 +556,51 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     assert!(e["status"].is_array(), "{e}");
     let (status, _) = app.get("/v1/admin/mail", &app.key()).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "a customer");
+
+    // Down again; an order placed, then paid by staff before the server is back: its
+    // confirmation says nothing is left to pay, the invoice's own notice (its payment link)
+    // is not sent, the receipt is (found by the mail audit: both told what was due, after
+    // the receipt).
+    smtp.stop();
+    // Paid, the account is provisioned: on a fake panel, not in this directory's nginx.
+    crate::provisioning::FakeDriver::default().install(&lodge);
+    let o = order(&app, "paid-meanwhile.test").await;
+    drain(worker.clone()).await;
+    let invoice = o["invoice_id"].as_i64().unwrap();
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "MEANWHILE" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{p}");
+    drain(worker.clone()).await;
+    smtp.restart().unwrap();
+    app.clock.advance(jiff::SignedDuration::from_hours(1));
+    drain(worker.clone()).await;
+    let got: Vec<Mail> = smtp.messages().into_iter().skip(2).collect();
+    let subjects = subjects(&got);
+    assert_eq!(got.len(), 2, "{subjects:?}");
+    let confirmation = got
+        .iter()
+        .find(|m| m.subject().starts_with("Order "))
+        .unwrap();
+    assert!(
+        confirmation.text.contains("Nothing is left to pay"),
+        "{}",
+        confirmation.text
+    );
+    assert!(
+        !confirmation.text.contains("/pay/"),
+        "{}",
+        confirmation.text
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.subject().starts_with("Payment received")),
+        "{subjects:?}"
+    );
     app.stop().await;
 }
 

@@ -458,14 +458,28 @@ impl Lodge {
                 "pay_url": format!("{}/pay/{}", m.base_url, self.payment_token(i)),
             })
         });
-        if matches!(notice, Notice::InvoiceReminder | Notice::InvoiceOverdue)
-            && invoice_row
-                .as_ref()
-                .is_some_and(|i| i.status.as_str() != "unpaid")
+        // Told as things are when it is sent, not when it was queued (found by the mail
+        // audit: after an SMTP outage the invoice's notice, with its payment link, came
+        // after the invoice was paid; the order's still said what was due).
+        let status_now = invoice_row.as_ref().map(|i| i.status.as_str());
+        let settled_now = status_now.is_some_and(|s| s != "unpaid");
+        if matches!(
+            notice,
+            Notice::InvoiceReminder | Notice::InvoiceOverdue | Notice::InvoiceCreated
+        ) && settled_now
         {
             skip = Some("the invoice was paid or cancelled before its notice was sent");
         }
+        if notice == Notice::OrderCreated && status_now == Some("cancelled") {
+            skip = Some("the order was cancelled before its notice was sent");
+        }
         let order = (notice == Notice::OrderCreated).then(|| {
+            // Paid meanwhile: nothing is left to pay.
+            let (due, due_minor) = if settled_now {
+                (amount(0, &currency), 0)
+            } else {
+                (money("amount_due_minor"), int(data, "amount_due_minor"))
+            };
             json!({
                 "id": int(data, "order_id"),
                 "number": text(data, "order_number"),
@@ -475,8 +489,8 @@ impl Lodge {
                 "total_minor": int(data, "total_minor"),
                 "credit_applied": money("credit_applied_minor"),
                 "credit_applied_minor": int(data, "credit_applied_minor"),
-                "amount_due": money("amount_due_minor"),
-                "amount_due_minor": int(data, "amount_due_minor"),
+                "amount_due": due,
+                "amount_due_minor": due_minor,
             })
         });
         let hosting = json!({
