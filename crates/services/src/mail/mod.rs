@@ -145,6 +145,13 @@ fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
     v.get(field).and_then(Value::as_str)
 }
 
+/// A domain name as its customer writes it: an internationalized one in its own letters,
+/// not the `xn--` form stored (found by the mail audit: "your order for
+/// xn--bcher-strae-46a18a.com").
+fn display_domain(ascii: &str) -> String {
+    lodge_core::DomainName::parse(ascii).map_or_else(|_| ascii.to_owned(), |d| d.to_unicode())
+}
+
 #[derive(Debug, Deserialize)]
 struct MailPayload {
     event_id: String,
@@ -483,7 +490,7 @@ impl Lodge {
             json!({
                 "id": int(data, "order_id"),
                 "number": text(data, "order_number"),
-                "domain": text(data, "domain"),
+                "domain": text(data, "domain").map(display_domain),
                 "billing_cycle": text(data, "billing_cycle"),
                 "total": money("total_minor"),
                 "total_minor": int(data, "total_minor"),
@@ -495,7 +502,7 @@ impl Lodge {
         });
         let hosting = json!({
             "id": text(data, "hosting_id"),
-            "domain": text(data, "domain"),
+            "domain": text(data, "domain").map(display_domain),
             "note": text(data, "note"),
             "by": text(data, "by"),
         });
@@ -549,6 +556,15 @@ impl Lodge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_internationalized_domain_is_shown_in_its_own_letters() {
+        assert_eq!(
+            super::display_domain("xn--bcher-strae-46a18a.com"),
+            "bücher-straße.com"
+        );
+        assert_eq!(super::display_domain("plain.example"), "plain.example");
+    }
 
     #[test]
     fn which_events_are_notices() {
