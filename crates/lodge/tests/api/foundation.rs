@@ -200,6 +200,23 @@ async fn missing_wrong_revoked_and_expired_credentials_get_401(app: TestApp) {
         )
         .await;
     assert_field_error(status, &body, "expires");
+    // Past the date library's range: said plainly, not with its internal limits.
+    let (status, body) = app
+        .post(
+            &keys_path(&org),
+            &app.key(),
+            &json!({ "name": "far", "expires": "9999-12-31T23:59:59Z" }),
+        )
+        .await;
+    assert_field_error(status, &body, "expires");
+    assert!(
+        body["expires"][0]
+            .as_str()
+            .unwrap()
+            .contains("before the year 9999"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(".."), "{body}");
 
     // The demo key never stopped working.
     assert_eq!(app.get(&path, &app.key()).await.0, StatusCode::OK);

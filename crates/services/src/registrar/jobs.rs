@@ -855,12 +855,23 @@ impl Lodge {
 /// 13 of them; a field error on `nameservers` otherwise.
 pub(crate) fn clean_nameservers(nameservers: &[String]) -> Result<Vec<String>> {
     let mut clean: Vec<String> = Vec::new();
+    let mut repeated = None;
     for n in nameservers {
         let host = DomainName::parse(n.trim())
             .map_err(|_| ServiceError::field("nameservers", format!("{n:?} is not a host name")))?;
-        if !clean.iter().any(|c| c == host.as_str()) {
+        if clean.iter().any(|c| c == host.as_str()) {
+            repeated.get_or_insert_with(|| host.as_str().to_owned());
+        } else {
             clean.push(host.as_str().to_owned());
         }
+    }
+    // Two given, one of them twice (in another case): said so, not "give 2" (found by the
+    // attacker audit).
+    if let (Some(twice), true) = (&repeated, clean.len() < 2) {
+        return Err(ServiceError::field(
+            "nameservers",
+            format!("Give at least 2 different nameservers: {twice} is given twice."),
+        ));
     }
     if !(2..=13).contains(&clean.len()) {
         return Err(ServiceError::field(
@@ -869,6 +880,24 @@ pub(crate) fn clean_nameservers(nameservers: &[String]) -> Result<Vec<String>> {
         ));
     }
     Ok(clean)
+}
+
+#[cfg(test)]
+mod nameserver_tests {
+    #[test]
+    fn a_repeated_nameserver_is_named() {
+        let e = super::clean_nameservers(&["ns1.example.net".into(), "NS1.example.net".into()])
+            .unwrap_err();
+        let e = format!("{e:?}");
+        assert!(e.contains("ns1.example.net is given twice"), "{e}");
+        let ok = super::clean_nameservers(&[
+            "ns1.example.net".into(),
+            "ns1.example.net".into(),
+            "ns2.example.net".into(),
+        ])
+        .unwrap();
+        assert_eq!(ok, ["ns1.example.net", "ns2.example.net"]);
+    }
 }
 
 #[cfg(test)]
