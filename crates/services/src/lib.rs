@@ -79,6 +79,11 @@ pub enum ServiceError {
     /// back for that node's worker, not failed.
     #[error("{1}")]
     OtherNode(String, String),
+    /// Another server refused for good what a job asked, by a code Lodge read itself (an
+    /// SMTP server's 550, 551 or 553 for the recipient; never words in an answer, which a
+    /// customer's input may carry): the job is dead at once rather than retried for hours.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

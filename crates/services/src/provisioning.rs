@@ -438,8 +438,9 @@ impl Worker {
                 .await?;
             }
             Err(e) => {
+                let final_refusal = matches!(e, ServiceError::Refused(_));
                 let message = match e {
-                    ServiceError::Internal(m) => m,
+                    ServiceError::Internal(m) | ServiceError::Refused(m) => m,
                     other => other.to_string(),
                 };
                 // A panel's refusal (the name is someone else's, …) is not retried. Only the
@@ -456,7 +457,7 @@ impl Worker {
                         | crate::renewals::JOB_SUSPEND_OVERDUE
                         | crate::plan_change::JOB_CHANGE_PACKAGE
                 ) && message.contains(crate::drivers::REFUSED);
-                let dead = job.attempts >= job.max_attempts || refused;
+                let dead = job.attempts >= job.max_attempts || refused || final_refusal;
                 let retry_at = (!dead).then(|| now + backoff_us(job.attempts));
                 tracing::warn!(error = %message, dead, "job failed");
                 jobs::fail(store, job.id, &self.id, &message, retry_at, now).await?;

@@ -18,10 +18,21 @@ pub struct SmtpServer {
     program: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Seconds the answer to the first message is held back (`None`: answered at once).
-    slow_first_answer: Option<u64>,
+    /// How it answers.
+    handler: Handler,
     /// How it speaks TLS, with its certificate's and key's files (`None`: plain SMTP).
     tls: Option<(SmtpTls, PathBuf, PathBuf)>,
+}
+
+/// How a server answers messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    /// Stores each (`aiosmtpd.handlers.Mailbox`).
+    Mailbox,
+    /// Stores each, the answer to the first held back this many seconds.
+    SlowFirst(u64),
+    /// Refuses every recipient: `550 5.1.1` (no such mailbox), as a real server does.
+    RefuseRecipients,
 }
 
 /// How a [`SmtpServer::start_tls`] server speaks TLS.
@@ -33,10 +44,12 @@ pub enum SmtpTls {
     Implicit,
 }
 
-/// A handler that stores every message like `aiosmtpd.handlers.Mailbox` but holds back its
-/// answer to the first one: a client with a shorter timeout sees its message's answer lost
-/// although the message was accepted.
-const SLOW_FIRST_HANDLER: &str = r#"
+/// aiosmtpd handlers (its documented `handle_DATA`/`handle_RCPT` hooks): `SlowFirstAnswer`
+/// stores every message like `aiosmtpd.handlers.Mailbox` but holds back its answer to the
+/// first one (a client with a shorter timeout sees its message's answer lost although the
+/// message was accepted); `RefuseRecipients` refuses every recipient with `550 5.1.1`
+/// (RFC 5321 §4.2.3, "mailbox unavailable").
+const HANDLERS: &str = r#"
 import asyncio
 import mailbox
 
@@ -57,6 +70,18 @@ class SlowFirstAnswer:
             self.first = False
             await asyncio.sleep(self.delay)
         return "250 Message accepted for delivery"
+
+
+class RefuseRecipients:
+    def __init__(self, maildir):
+        self.box = mailbox.Maildir(maildir)
+
+    @classmethod
+    def from_cli(cls, parser, *args):
+        return cls(*args)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
 "#;
 
 impl std::fmt::Debug for SmtpServer {
@@ -152,7 +177,16 @@ impl SmtpServer {
             );
             return None;
         };
-        Self::start_with(program, None)
+        Self::start_with(program, Handler::Mailbox)
+    }
+
+    /// [`SmtpServer::start`] with a server that refuses every recipient for good (`550`).
+    pub fn start_refusing_recipients() -> Option<SmtpServer> {
+        let Some(program) = crate::venv_bin("aiosmtpd") else {
+            crate::skip_or_fail("aiosmtpd", "not installed");
+            return None;
+        };
+        Self::start_with(program, Handler::RefuseRecipients)
     }
 
     /// [`SmtpServer::start`] with a server that stores every message but answers the first
@@ -162,7 +196,7 @@ impl SmtpServer {
             crate::skip_or_fail("aiosmtpd", "not installed");
             return None;
         };
-        Self::start_with(program, Some(delay_secs))
+        Self::start_with(program, Handler::SlowFirst(delay_secs))
     }
 
     /// [`SmtpServer::start`] speaking TLS with `cert` (aiosmtpd's `--tlscert`/`--tlskey`):
@@ -173,16 +207,16 @@ impl SmtpServer {
             crate::skip_or_fail("aiosmtpd", "not installed");
             return None;
         };
-        Self::start_configured(program, None, Some((mode, cert)))
+        Self::start_configured(program, Handler::Mailbox, Some((mode, cert)))
     }
 
-    fn start_with(program: PathBuf, slow_first_answer: Option<u64>) -> Option<SmtpServer> {
-        Self::start_configured(program, slow_first_answer, None)
+    fn start_with(program: PathBuf, handler: Handler) -> Option<SmtpServer> {
+        Self::start_configured(program, handler, None)
     }
 
     fn start_configured(
         program: PathBuf,
-        slow_first_answer: Option<u64>,
+        handler: Handler,
         tls: Option<(SmtpTls, &crate::tls::Cert)>,
     ) -> Option<SmtpServer> {
         let result = (|| -> anyhow::Result<SmtpServer> {
@@ -201,7 +235,7 @@ impl SmtpServer {
                 program,
                 dir,
                 child: None,
-                slow_first_answer,
+                handler,
                 tls,
             };
             s.restart()?;
@@ -241,19 +275,22 @@ impl SmtpServer {
             cmd.arg(c).arg(cert).arg(k).arg(key);
         }
         cmd.arg("-c");
-        match self.slow_first_answer {
-            None => {
+        match self.handler {
+            Handler::Mailbox => {
                 cmd.arg("aiosmtpd.handlers.Mailbox").arg(self.maildir());
             }
-            Some(delay) => {
-                std::fs::write(
-                    self.dir.path().join("lodge_smtp_handlers.py"),
-                    SLOW_FIRST_HANDLER,
-                )?;
+            Handler::SlowFirst(delay) => {
+                std::fs::write(self.dir.path().join("lodge_smtp_handlers.py"), HANDLERS)?;
                 cmd.env("PYTHONPATH", self.dir.path())
                     .arg("lodge_smtp_handlers.SlowFirstAnswer")
                     .arg(self.maildir())
                     .arg(delay.to_string());
+            }
+            Handler::RefuseRecipients => {
+                std::fs::write(self.dir.path().join("lodge_smtp_handlers.py"), HANDLERS)?;
+                cmd.env("PYTHONPATH", self.dir.path())
+                    .arg("lodge_smtp_handlers.RefuseRecipients")
+                    .arg(self.maildir());
             }
         }
         let child = cmd

@@ -20,6 +20,7 @@ use crate::provisioning::{drain, noon, FakeDriver};
 on_both_engines!(
     every_notice_arrives_once_with_its_amounts,
     smtp_down_the_mail_is_sent_once_it_is_back,
+    a_recipient_refused_for_good_is_not_tried_again,
     with_mail_off_no_mail_job_is_made,
     mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
     a_name_with_a_line_break_is_refused_and_one_stored_before_is_mailed_on_one_line,
@@ -601,6 +602,38 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
             .any(|m| m.subject().starts_with("Payment received")),
         "{subjects:?}"
     );
+    app.stop().await;
+}
+
+/// A recipient the SMTP server refuses for good (`550`: no such mailbox) is not retried for
+/// hours: the job is dead after its one attempt, and the log says why (found by the mail
+/// audit: 14 attempts over five and a half hours).
+async fn a_recipient_refused_for_good_is_not_tried_again(app: TestApp) {
+    let Some(smtp) = SmtpServer::start_refusing_recipients() else {
+        return app.stop().await;
+    };
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    order(&app, "refused.test").await;
+    assert_eq!(drain(worker.clone()).await, 2);
+    let jobs = lodge_store::jobs::jobs_of_kind(app.lodge.store.reader(), JOB_MAIL)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        assert_eq!(j.status, lodge_core::JobStatus::Dead, "{j:?}");
+        assert_eq!(j.attempts, 1, "{j:?}");
+        assert!(
+            j.last_error.as_deref().unwrap_or("").contains("550"),
+            "{j:?}"
+        );
+    }
+    for r in log(&app).await {
+        assert_eq!(r.status, "failed", "{r:?}");
+    }
+    app.clock.advance(jiff::SignedDuration::from_hours(1));
+    assert_eq!(drain(worker.clone()).await, 0, "not tried again");
+    app.expect_dead_jobs("the SMTP server refuses the recipient");
     app.stop().await;
 }
 

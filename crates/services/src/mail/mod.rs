@@ -415,10 +415,12 @@ impl Lodge {
                     now,
                 )
                 .await?;
-                Err(ServiceError::Internal(format!(
-                    "sending mail: {}",
-                    e.message
-                )))
+                let message = format!("sending mail: {}", e.message);
+                Err(if e.recipient_refused {
+                    ServiceError::Refused(message)
+                } else {
+                    ServiceError::Internal(message)
+                })
             }
         }
     }

@@ -25,12 +25,17 @@ pub(crate) struct SendError {
     /// accepted the message (a lost answer to DATA). A refusal (4xx/5xx), a failed connect
     /// or TLS handshake, or a message that could not be built is not.
     pub answer_may_be_lost: bool,
+    /// The server refused the recipient for good (550, 551 or 553): sending again will not
+    /// help. Other permanent codes (a refused login, relaying denied: the configuration,
+    /// which the operator may mend) are retried.
+    pub recipient_refused: bool,
 }
 
 fn local(message: String) -> SendError {
     SendError {
         message,
         answer_may_be_lost: false,
+        recipient_refused: false,
     }
 }
 
@@ -81,6 +86,7 @@ pub(crate) async fn send(
                     m.timeout.as_secs()
                 ),
                 answer_may_be_lost: true,
+                recipient_refused: false,
             })
         }
     };
@@ -99,9 +105,12 @@ pub(crate) async fn send(
             // nothing was sent) but its Debug form names it.
             let connect_failed = format!("{e:?}").contains("kind: Connection");
             let answered = e.is_transient() || e.is_permanent();
+            let code = e.status().map(|c| c.to_string());
             Err(SendError {
                 message: format!("{} {}:{}: {e}", m.tls.as_str(), m.host, m.port),
                 answer_may_be_lost: !(answered || connect_failed || e.is_tls() || e.is_client()),
+                recipient_refused: e.is_permanent()
+                    && matches!(code.as_deref(), Some("550" | "551" | "553")),
             })
         }
     }
