@@ -855,6 +855,13 @@ impl Lodge {
                 }
                 let done = match step {
                     OverdueStep::None => Ok(()),
+                    // A difference never terminates: the period it completes was paid at
+                    // the old price, which termination would keep with nothing served
+                    // (found by review). The account stays suspended until it is paid.
+                    OverdueStep::Suspend | OverdueStep::Terminate if differences => self
+                        .queue_suspensions(inv.invoice_id)
+                        .await
+                        .map(|n| pass.suspensions += n),
                     OverdueStep::Suspend => self
                         .queue_suspensions(inv.invoice_id)
                         .await
@@ -1010,8 +1017,15 @@ impl Lodge {
         let still = billing::invoice(&mut tx, invoice)
             .await?
             .is_some_and(|i| unpaid(i.status));
+        // A plan change's difference is not a renewal (found by review: the note, its mail
+        // and webhook named one that was paid).
+        let what = if inv.kind == lodge_core::InvoiceKind::Renewal {
+            "renewal"
+        } else {
+            "plan change difference"
+        };
         let number = format!(
-            "suspended: renewal {} unpaid",
+            "suspended: {what} {} unpaid",
             inv.number.as_deref().unwrap_or("invoice")
         );
         let suspended = still

@@ -221,13 +221,13 @@ pub async fn get_website(
         cust_currency: cur.code().to_owned(),
         cust_currency_symbol: cur.symbol().to_owned(),
         // The host server's row, as InterServer's `websites_master` (what Lodge does not
-        // keep, its addresses, disk and load, empty) (found by the InterServer audit: all
+        // keep, its addresses, disk and load, empty; nor its driver or capacity, staff's) (found by the InterServer audit: all
         // of it was empty, the server known).
         service_master: ServiceMaster {
             website_id: server.map(|s| s.legacy_id.to_string()).unwrap_or_default(),
             website_name: server.map(|s| s.hostname.clone()).unwrap_or_default(),
             website_ip: String::new(),
-            website_type: server.map(|s| s.driver.clone()).unwrap_or_default(),
+            website_type: String::new(),
             website_available: server
                 .map(|s| if s.is_active == 1 { "1" } else { "0" }.to_owned())
                 .unwrap_or_default(),
@@ -235,7 +235,7 @@ pub async fn get_website(
             website_hdfree: String::new(),
             website_load: String::new(),
             website_last_update: server.map(|s| ts(s.modified_at)).unwrap_or_default(),
-            website_max_sites: server.map(|s| s.capacity.to_string()).unwrap_or_default(),
+            website_max_sites: String::new(),
             website_order: String::new(),
             website_partitions: String::new(),
             website_dns1: server.map(|s| s.ns1.clone()).unwrap_or_default(),

@@ -1040,31 +1040,40 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
     crate::provisioning::drain(worker.clone()).await;
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "suspended", "{h}");
-    assert!(
-        notes(&h).last().unwrap().ends_with("(scheduler)"),
+    let number = str_of(&inv, "number");
+    assert_eq!(
+        notes(&h).last().unwrap(),
+        &format!("suspended: plan change difference {number} unpaid (scheduler)"),
         "{:?}",
         notes(&h)
     );
+    // Never terminated for it (the period was paid at the old price): past the
+    // termination grace, still suspended.
+    app.clock.set(noon("2026-05-30"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
     // Paid: lifted.
     pay(&app, inv_id, "5.00", "TRF-OWES-3").await;
     crate::provisioning::drain(worker.clone()).await;
     let h = hosting(&app, &id).await;
     assert_eq!(h["status"], "active", "{h}");
-    let number = str_of(&inv, "number");
     assert_eq!(
         notes(&h).last().unwrap(),
         &format!("unsuspended: invoice {number} paid (scheduler)"),
         "{:?}",
         notes(&h)
     );
-    // An upgrade's own invoice left unpaid suspends nothing: its change waits.
-    app.clock.set(noon("2026-05-10"));
+    // An upgrade's own invoice is no difference: left unpaid, its change waits (and ends
+    // with its period), the overdue pass never sees it.
     let c = changed(&app, &id, &plan_id(&app, "Reseller Boost")).await;
     assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
-    app.clock.set(noon("2026-05-20"));
-    app.lodge.schedule_due().await.unwrap();
-    crate::provisioning::drain(worker.clone()).await;
-    assert_eq!(hosting(&app, &id).await["status"], "active");
+    let mut db = app.lodge.store.read_conn().await.unwrap();
+    let seen = lodge_store::renewals::unpaid_differences_due_by(&mut db, "9999-12-31", 0, 100)
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "{seen:?}");
+    drop(db);
     app.stop().await;
 }
 

@@ -448,7 +448,16 @@ impl Lodge {
         };
         drop(db);
         let mut skip = None;
+        // Settled since it was queued: nothing is due, and no link to pay.
+        let settled = invoice_row
+            .as_ref()
+            .is_some_and(|i| i.status.as_str() != "unpaid");
         let invoice = invoice_row.as_ref().map(|i| {
+            let (due, due_minor) = if settled {
+                (amount(0, &currency), 0)
+            } else {
+                (money("amount_due_minor"), int(data, "amount_due_minor"))
+            };
             json!({
                 "id": i.id,
                 "number": i.number.clone().unwrap_or_else(|| format!("#{}", i.id)),
@@ -460,11 +469,12 @@ impl Lodge {
                 "credit_applied_minor": int(data, "credit_applied_minor"),
                 "paid": money("paid_minor"),
                 "paid_minor": int(data, "paid_minor"),
-                "amount_due": money("amount_due_minor"),
-                "amount_due_minor": int(data, "amount_due_minor"),
+                "amount_due": due,
+                "amount_due_minor": due_minor,
                 "due_date": i.due_date,
                 "suspend_on": text(data, "suspend_on"),
-                "pay_url": format!("{}/pay/{}", m.base_url, self.payment_token(i)),
+                "pay_url": (!settled)
+                    .then(|| format!("{}/pay/{}", m.base_url, self.payment_token(i))),
             })
         });
         // Told as things are when it is sent, not when it was queued (found by the mail
