@@ -532,6 +532,13 @@ async fn change_in(
     } else {
         p.charge_minor
     };
+    // Never more back than was kept of what paid the period, less what downgrades in it gave
+    // back already (found by review: a refund of the period's invoice made after an
+    // upgrade, then a downgrade, gave back more than was ever paid).
+    let charge = match store::period_kept_and_credited(conn, r.id, &start_s, &end_s).await? {
+        Some((kept, credited)) if charge < 0 => charge.max(-(kept - credited).max(0)),
+        _ => charge,
+    };
     let today = ctx.today.to_string();
     let mut outcome = PlanChangeOutcome {
         change_id: 0,

@@ -374,6 +374,44 @@ pub async fn period_billed_net<C: SqlConn>(
     Ok((plans > 0).then_some(net))
 }
 
+/// What is kept of the money paid for the service's period `[start, end)` (its invoices'
+/// lines, each for the share of its invoice not refunded: the period's own, from
+/// [`period_billed_net`], and the plan changes' within it), and what downgrades in it gave
+/// back already: `None` when no plan line bills the period.
+pub async fn period_kept_and_credited<C: SqlConn>(
+    conn: &mut C,
+    service_id: HostingId,
+    start: &str,
+    end: &str,
+) -> Result<Option<(i64, i64)>> {
+    let Some(own) = period_billed_net(conn, service_id, start).await? else {
+        return Ok(None);
+    };
+    let changes = conn
+        .fetch_int(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN i.total_minor <= 0 THEN l.amount_minor \
+                 ELSE l.amount_minor * (i.total_minor - i.refunded_minor) / i.total_minor \
+                 END), 0) AS BIGINT) \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.service_id = $1 AND l.kind = 'adjustment' AND l.amount_minor > 0 \
+               AND l.period_start > $2 AND l.period_start < $3 \
+               AND i.status IN ('paid', 'partially_refunded', 'refunded')",
+            vals![service_id.to_string(), start, end],
+        )
+        .await?
+        .unwrap_or(0);
+    let credited = conn
+        .fetch_int(
+            "SELECT CAST(COALESCE(SUM(-charge_minor), 0) AS BIGINT) FROM plan_changes \
+             WHERE hosting_id = $1 AND period_start = $2 AND period_end = $3 \
+               AND status = 'applied' AND charge_minor < 0",
+            vals![service_id.to_string(), start, end],
+        )
+        .await?
+        .unwrap_or(0);
+    Ok(Some((own + changes, credited)))
+}
+
 /// The last plan change of the service applied in its period `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastChange {

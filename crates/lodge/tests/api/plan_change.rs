@@ -1333,6 +1333,36 @@ async fn a_downgrade_after_a_refund_gives_back_only_what_was_kept(app: TestApp) 
     assert_eq!(c["plan_change"]["old_price"], "5.00", "{c}");
     assert_eq!(c["plan_change"]["credit_given"], "0.00", "{c}");
     assert_eq!(balance(&app).await, before);
+
+    // Refunded after the change: Starter (5.00) paid, up to Business the same day (5.00
+    // more), the first invoice refunded in full, then down to Legacy Basic (3.00): 7.00
+    // would come back on top of the 5.00 refunded, for 10.00 paid; 5.00 does (found by
+    // review: the refund after the change was not seen).
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "late-refund.example",
+        "5.00",
+    )
+    .await;
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(&id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    refund(&app, first, json!({ "amount": "5.00", "to": "credit" })).await;
+    let before = balance(&app).await;
+    let c = changed(&app, &id, &plan_id(&app, "Legacy Basic")).await;
+    assert_eq!(c["plan_change"]["credit_given"], "5.00", "{c}");
+    assert_eq!(balance(&app).await, before + 500);
     app.stop().await;
 }
 
