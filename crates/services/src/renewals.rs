@@ -725,7 +725,6 @@ impl Lodge {
     /// due date, and `invoice.overdue` (with the day the account will be suspended) from
     /// the day after it. Returns how many were recorded.
     pub async fn renewal_notices(&self) -> Result<usize> {
-        use crate::events::{emit_once, invoice_data, EventKind};
         let policy = self.settings.policy;
         let today = self.today();
         let span = |days: i64| {
@@ -735,11 +734,33 @@ impl Lodge {
         };
         let due_by = span(REMINDER_DAYS)?.to_string();
         let mut told = 0;
+        // Renewals, and plan changes' differences, which the overdue pass enforces as
+        // renewals (found by review: a difference suspended its account unannounced).
+        for differences in [false, true] {
+            told += self.notices_of(differences, &due_by, today, policy).await?;
+        }
+        Ok(told)
+    }
+
+    /// [`Lodge::renewal_notices`] of renewals or of differences.
+    async fn notices_of(
+        &self,
+        differences: bool,
+        due_by: &str,
+        today: Date,
+        policy: lodge_core::renewal::Policy,
+    ) -> Result<usize> {
+        use crate::events::{emit_once, invoice_data, EventKind};
+        let mut told = 0;
         let mut after = 0;
         loop {
             let page = {
                 let mut db = self.store.read_conn().await?;
-                renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?
+                if differences {
+                    renewals::unpaid_differences_due_by(&mut db, due_by, after, PAGE).await?
+                } else {
+                    renewals::unpaid_due_by(&mut db, due_by, after, PAGE).await?
+                }
             };
             let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
             for inv in page {

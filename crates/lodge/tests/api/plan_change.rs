@@ -1030,11 +1030,19 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
         inv["due_date"], "2026-04-30",
         "due when its period begins: {inv}"
     );
-    // Six days late: still active; seven: suspended by the scheduler.
+    // Six days late: still active, and told (the overdue notice, with the day of the
+    // suspension); seven: suspended by the scheduler.
     app.clock.set(noon("2026-05-06"));
     app.lodge.schedule_due().await.unwrap();
     crate::provisioning::drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    let (told,): (String,) =
+        sqlx::query_as("SELECT data FROM events WHERE kind = 'invoice.overdue' AND subject = $1")
+            .bind(format!("invoice:{inv_id}"))
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert!(told.contains("2026-05-07"), "{told}");
     app.clock.set(noon("2026-05-07"));
     app.lodge.schedule_due().await.unwrap();
     crate::provisioning::drain(worker.clone()).await;
