@@ -825,6 +825,18 @@ impl Lodge {
         {
             return Ok(());
         }
+        // The scheduler lifts only its own suspension: staff who suspended the account too
+        // after the payment queued this (at the same moment, on another node) keep theirs
+        // (found by review).
+        if op == Lifecycle::Unsuspend
+            && p.actor() == crate::renewals::SCHEDULER
+            && lodge_store::renewals::last_suspended_by(&mut self.store.read_conn().await?, id)
+                .await?
+                .as_deref()
+                != Some(crate::renewals::SCHEDULER)
+        {
+            return Ok(());
+        }
         // A cancellation withdrawn after its termination was queued: nothing to terminate.
         // Staff terminations and overdue renewals (the invoice is cancelled) are decided.
         if op == Lifecycle::Terminate

@@ -18,6 +18,7 @@ on_both_engines!(
     a_monthly_account_with_credit_renews_for_a_year,
     an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension,
     staff_suspending_an_overdue_account_keeps_it_suspended_when_paid,
+    a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile,
     a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
     an_end_of_period_cancellation_is_never_billed_again,
     a_renewal_paid_after_an_end_of_period_cancellation_is_served,
@@ -304,6 +305,45 @@ async fn staff_suspending_an_overdue_account_keeps_it_suspended_when_paid(app: T
     assert_eq!(status, StatusCode::ACCEPTED, "{h}");
     drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.stop().await;
+}
+
+/// The race of two nodes: a payment queues the scheduler's unsuspension while staff record
+/// their own suspension of the account (neither sees the other's uncommitted write). The
+/// unsuspension, when it runs, leaves the account suspended: staff's came after (found by
+/// review).
+async fn a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "raced.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    app.clock.set(noon(&due, 7));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    // Paid: the unsuspension is queued, not yet run.
+    bank_transfer(&app, &inv["id"], "5.00", "raced-1").await;
+    // Staff's suspension, as the other node committed it meanwhile.
+    let mut conn = app.lodge.store.write_conn().await.unwrap();
+    lodge_store::hosting::record_history(
+        &mut *conn,
+        id.parse().unwrap(),
+        Some(lodge_core::HostingStatus::Suspended),
+        lodge_core::HostingStatus::Suspended,
+        "suspended by staff too: abuse",
+        "staff:01a24b98-0000-7000-8000-000000000000",
+        app.lodge.now_us(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
+    assert_eq!(ops, ["suspend"], "never unsuspended on the panel");
     app.stop().await;
 }
 
