@@ -1801,6 +1801,41 @@ impl Lodge {
                 break;
             }
         }
+        // Unpaid differences of plan changes: overdue as renewals, they suspend (never
+        // terminate) their accounts (found by review: the preview left them out).
+        let mut after = 0;
+        loop {
+            let page = renewals::unpaid_differences_due_by(&mut db, &due_by, after, PAGE).await?;
+            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+            for inv in page {
+                after = inv.invoice_id;
+                let Ok(due) = inv.due_date.parse::<Date>() else {
+                    continue;
+                };
+                if due < today {
+                    preview.overdue_invoices.push(PreviewOverdue {
+                        invoice_id: inv.invoice_id,
+                        organization_id: inv.organization_id.to_string(),
+                        due_date: inv.due_date.clone(),
+                        days_late: i64::from((today - due).get_days()),
+                    });
+                }
+                let (suspend_on, _) = policy.overdue_dates(due, today);
+                for service in renewals::services_billed(&mut db, inv.invoice_id).await? {
+                    let status = renewals::status_of(&mut db, service).await?;
+                    preview.overdue_steps(
+                        service,
+                        status,
+                        (suspend_on, Date::MAX),
+                        last,
+                        Some(inv.invoice_id),
+                    );
+                }
+            }
+            if !full {
+                break;
+            }
+        }
         drop(db);
         for (id, _) in hosting::cancellations_due(self.store.reader(), &last.to_string()).await? {
             if let Some(h) = hosting::hosting(self.store.reader(), id).await? {

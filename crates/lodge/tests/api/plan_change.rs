@@ -1030,6 +1030,20 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
         inv["due_date"], "2026-04-30",
         "due when its period begins: {inv}"
     );
+    // The preview shows the suspension it will lead to, and no termination.
+    let preview = app.lodge.billing_preview(30).await.unwrap();
+    let suspensions: Vec<_> = preview
+        .suspensions
+        .iter()
+        .filter(|s| s.hosting_id == id)
+        .map(|s| (s.date.clone(), s.invoice_id))
+        .collect();
+    assert_eq!(suspensions, [("2026-05-07".to_owned(), Some(inv_id))]);
+    assert!(
+        preview.terminations.iter().all(|t| t.hosting_id != id),
+        "{:?}",
+        preview.terminations
+    );
     // Six days late: still active, and told (the overdue notice, with the day of the
     // suspension); seven: suspended by the scheduler.
     app.clock.set(noon("2026-05-06"));
