@@ -383,7 +383,9 @@ pub(crate) async fn release_awaiting_change_in(
     // A difference invoiced for a period paid at the old price bills the account's next
     // period, which it will not have (found by the re-audit: payable after the account
     // was terminated).
-    for id in store::unpaid_differences(&mut *tx, service).await? {
+    for (id, _) in
+        lodge_store::renewals::unpaid_differences_of(&mut *tx, &service.to_string()).await?
+    {
         if let Some(inv) = billing::lock_invoice(&mut *tx, id).await? {
             let note = "Returned from a plan change difference: the account ended";
             crate::billing::cancel_returning(tx, &inv, note, actor, now).await?;

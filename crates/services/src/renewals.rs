@@ -21,7 +21,7 @@ use lodge_core::{
     add_months, BillingCycle, DomainEvent, DomainId, HostingEvent, HostingId, HostingStatus,
     InvoiceKind, InvoiceStatus, OrganizationId,
 };
-use lodge_store::renewals::{self, DueDomain, DueService};
+use lodge_store::renewals::{self, DueDomain, DueService, Owed};
 use lodge_store::{billing, hosting, StoreError};
 
 use crate::billing::{enqueue_later, settle, spend_credit, JOB_TERMINATE};
@@ -736,8 +736,8 @@ impl Lodge {
         let mut told = 0;
         // Renewals, and plan changes' differences, which the overdue pass enforces as
         // renewals (found by review: a difference suspended its account unannounced).
-        for differences in [false, true] {
-            told += self.notices_of(differences, &due_by, today, policy).await?;
+        for owed in Owed::BOTH {
+            told += self.notices_of(owed, &due_by, today, policy).await?;
         }
         Ok(told)
     }
@@ -745,7 +745,7 @@ impl Lodge {
     /// [`Lodge::renewal_notices`] of renewals or of differences.
     async fn notices_of(
         &self,
-        differences: bool,
+        owed: Owed,
         due_by: &str,
         today: Date,
         policy: lodge_core::renewal::Policy,
@@ -756,11 +756,7 @@ impl Lodge {
         loop {
             let page = {
                 let mut db = self.store.read_conn().await?;
-                if differences {
-                    renewals::unpaid_differences_due_by(&mut db, due_by, after, PAGE).await?
-                } else {
-                    renewals::unpaid_due_by(&mut db, due_by, after, PAGE).await?
-                }
+                renewals::unpaid_due_by(&mut db, owed, due_by, after, PAGE).await?
             };
             let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
             for inv in page {
@@ -830,8 +826,8 @@ impl Lodge {
         // Renewals, then plan changes' differences for periods paid at the old price (found
         // by the billing audit: one left unpaid was never enforced, the period served on
         // the dearer plan at the old price).
-        for differences in [false, true] {
-            self.enforce_overdue_of(differences, &due_by, today, &mut pass)
+        for owed in Owed::BOTH {
+            self.enforce_overdue_of(owed, &due_by, today, &mut pass)
                 .await?;
         }
         Ok(pass)
@@ -840,7 +836,7 @@ impl Lodge {
     /// [`Lodge::enforce_overdue`] over renewals or over differences.
     async fn enforce_overdue_of(
         &self,
-        differences: bool,
+        owed: Owed,
         due_by: &str,
         today: Date,
         pass: &mut OverduePass,
@@ -850,11 +846,7 @@ impl Lodge {
         loop {
             let page = {
                 let mut db = self.store.read_conn().await?;
-                if differences {
-                    renewals::unpaid_differences_due_by(&mut db, due_by, after, PAGE).await?
-                } else {
-                    renewals::unpaid_due_by(&mut db, due_by, after, PAGE).await?
-                }
+                renewals::unpaid_due_by(&mut db, owed, due_by, after, PAGE).await?
             };
             let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
             for inv in page {
@@ -862,7 +854,13 @@ impl Lodge {
                 let Ok(due) = inv.due_date.parse::<Date>() else {
                     continue;
                 };
-                let step = policy.overdue_step(due, today);
+                let step = match policy.overdue_step(due, today) {
+                    // A difference never terminates: the period it completes was paid at
+                    // the old price, which termination would keep with nothing served
+                    // (found by review). The account stays suspended until it is paid.
+                    OverdueStep::Terminate if owed == Owed::Differences => OverdueStep::Suspend,
+                    step => step,
+                };
                 // Credit added since the renewal was issued (a deposit, a refund to credit)
                 // pays it before anything is suspended or terminated (found by the billing
                 // audit: both accounts suspended with 20.00 of credit unused).
@@ -876,13 +874,6 @@ impl Lodge {
                 }
                 let done = match step {
                     OverdueStep::None => Ok(()),
-                    // A difference never terminates: the period it completes was paid at
-                    // the old price, which termination would keep with nothing served
-                    // (found by review). The account stays suspended until it is paid.
-                    OverdueStep::Suspend | OverdueStep::Terminate if differences => self
-                        .queue_suspensions(inv.invoice_id)
-                        .await
-                        .map(|n| pass.suspensions += n),
                     OverdueStep::Suspend => self
                         .queue_suspensions(inv.invoice_id)
                         .await
@@ -1748,92 +1739,82 @@ impl Lodge {
                     .collect(),
             });
         }
-        // Unpaid renewals: overdue today, and what they lead to by the last day.
+        // Unpaid renewals and differences: overdue today, and what they lead to by the
+        // last day (a difference suspends, never terminates: found by review, the preview
+        // left differences out).
         let due_by = last.to_string();
-        let mut after = 0;
-        loop {
-            let page = renewals::unpaid_due_by(&mut db, &due_by, after, PAGE).await?;
-            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
-            for inv in page {
-                after = inv.invoice_id;
-                let Ok(due) = inv.due_date.parse::<Date>() else {
-                    continue;
-                };
-                if due < today {
-                    preview.overdue_invoices.push(PreviewOverdue {
-                        invoice_id: inv.invoice_id,
-                        organization_id: inv.organization_id.to_string(),
-                        due_date: inv.due_date.clone(),
-                        days_late: i64::from((today - due).get_days()),
-                    });
-                }
-                let steps = policy.overdue_dates(due, today);
-                for p in renewals::billed_periods(&mut db, inv.invoice_id).await? {
-                    let Some(h) = hosting::hosting(self.store.reader(), p.service).await? else {
+        for owed in Owed::BOTH {
+            let mut after = 0;
+            loop {
+                let page = renewals::unpaid_due_by(&mut db, owed, &due_by, after, PAGE).await?;
+                let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
+                for inv in page {
+                    after = inv.invoice_id;
+                    let Ok(due) = inv.due_date.parse::<Date>() else {
                         continue;
                     };
-                    // An account cancelled for the end of its period ends then (its part
-                    // comes off the invoice): it is neither suspended nor terminated for
-                    // this invoice after that day (found by the billing audit: listed for
-                    // both).
-                    let ends = h
-                        .cancel_effective_date
-                        .as_deref()
-                        .and_then(|d| d.parse::<Date>().ok());
-                    let (suspend_on, terminate_on) = steps;
-                    let before_end = |d: Date| ends.is_none_or(|e| d < e);
-                    let status = Some(h.status).filter(|_| before_end(suspend_on));
-                    if before_end(terminate_on) {
-                        preview.overdue_steps(p.service, status, steps, last, Some(inv.invoice_id));
-                    } else if let Some(s) = status {
-                        // Suspended before it ends, not terminated for the invoice.
-                        preview.overdue_steps(
-                            p.service,
-                            Some(s),
-                            (suspend_on, Date::MAX),
-                            last,
-                            Some(inv.invoice_id),
-                        );
+                    if due < today {
+                        preview.overdue_invoices.push(PreviewOverdue {
+                            invoice_id: inv.invoice_id,
+                            organization_id: inv.organization_id.to_string(),
+                            due_date: inv.due_date.clone(),
+                            days_late: i64::from((today - due).get_days()),
+                        });
+                    }
+                    let steps = policy.overdue_dates(due, today);
+                    if owed == Owed::Differences {
+                        for service in renewals::services_billed(&mut db, inv.invoice_id).await? {
+                            let status = renewals::status_of(&mut db, service).await?;
+                            let steps = (steps.0, Date::MAX);
+                            preview.overdue_steps(
+                                service,
+                                status,
+                                steps,
+                                last,
+                                Some(inv.invoice_id),
+                            );
+                        }
+                        continue;
+                    }
+                    for p in renewals::billed_periods(&mut db, inv.invoice_id).await? {
+                        let Some(h) = hosting::hosting(self.store.reader(), p.service).await?
+                        else {
+                            continue;
+                        };
+                        // An account cancelled for the end of its period ends then (its part
+                        // comes off the invoice): it is neither suspended nor terminated for
+                        // this invoice after that day (found by the billing audit: listed for
+                        // both).
+                        let ends = h
+                            .cancel_effective_date
+                            .as_deref()
+                            .and_then(|d| d.parse::<Date>().ok());
+                        let (suspend_on, terminate_on) = steps;
+                        let before_end = |d: Date| ends.is_none_or(|e| d < e);
+                        let status = Some(h.status).filter(|_| before_end(suspend_on));
+                        if before_end(terminate_on) {
+                            preview.overdue_steps(
+                                p.service,
+                                status,
+                                steps,
+                                last,
+                                Some(inv.invoice_id),
+                            );
+                        } else if let Some(s) = status {
+                            // Suspended before it ends, not terminated for the invoice.
+                            preview.overdue_steps(
+                                p.service,
+                                Some(s),
+                                (suspend_on, Date::MAX),
+                                last,
+                                Some(inv.invoice_id),
+                            );
+                        }
                     }
                 }
-            }
-            if !full {
-                break;
-            }
-        }
-        // Unpaid differences of plan changes: overdue as renewals, they suspend (never
-        // terminate) their accounts (found by review: the preview left them out).
-        let mut after = 0;
-        loop {
-            let page = renewals::unpaid_differences_due_by(&mut db, &due_by, after, PAGE).await?;
-            let full = i64::try_from(page.len()).unwrap_or(0) >= PAGE;
-            for inv in page {
-                after = inv.invoice_id;
-                let Ok(due) = inv.due_date.parse::<Date>() else {
-                    continue;
-                };
-                if due < today {
-                    preview.overdue_invoices.push(PreviewOverdue {
-                        invoice_id: inv.invoice_id,
-                        organization_id: inv.organization_id.to_string(),
-                        due_date: inv.due_date.clone(),
-                        days_late: i64::from((today - due).get_days()),
-                    });
+                if !full {
+                    break;
                 }
-                let (suspend_on, _) = policy.overdue_dates(due, today);
-                for service in renewals::services_billed(&mut db, inv.invoice_id).await? {
-                    let status = renewals::status_of(&mut db, service).await?;
-                    preview.overdue_steps(
-                        service,
-                        status,
-                        (suspend_on, Date::MAX),
-                        last,
-                        Some(inv.invoice_id),
-                    );
-                }
-            }
-            if !full {
-                break;
             }
         }
         drop(db);

@@ -147,36 +147,23 @@ pub async fn change_of_invoice<C: SqlConn>(
 }
 
 /// The number (or id) of an unpaid invoice charging the account a plan change's
-/// difference for a period it had paid at the old price (an `adjustment` line of the
-/// service on a `manual` invoice), if any.
+/// difference for a period it had paid at the old price
+/// ([`crate::renewals::unpaid_differences_of`]), if any.
 pub async fn unpaid_difference<C: SqlConn>(
     conn: &mut C,
     hosting: HostingId,
 ) -> Result<Option<String>> {
     conn.fetch_text(
-        "SELECT COALESCE(i.number, CAST(i.id AS TEXT)) FROM invoices i \
-         JOIN invoice_lines l ON l.invoice_id = i.id \
-         WHERE l.service_id = $1 AND l.kind = 'adjustment' AND i.kind = 'manual' \
-           AND i.status = 'unpaid' AND l.amount_minor > 0 ORDER BY i.id LIMIT 1",
+        &format!(
+            "SELECT COALESCE(i.number, CAST(i.id AS TEXT)) FROM invoices i \
+             JOIN invoice_lines l ON l.invoice_id = i.id \
+             WHERE l.service_id = $1 AND l.kind = 'adjustment' AND l.amount_minor > 0 \
+               AND i.status = 'unpaid' AND {} ORDER BY i.id LIMIT 1",
+            crate::renewals::DIFFERENCE
+        ),
         vals![hosting.to_string()],
     )
     .await
-}
-
-/// The unpaid invoices of differences a change charged for a period billed at the old
-/// price ([`unpaid_difference`]), by id.
-pub async fn unpaid_differences<C: SqlConn>(conn: &mut C, hosting: HostingId) -> Result<Vec<i64>> {
-    conn.fetch_rows(
-        "SELECT DISTINCT i.id FROM invoices i \
-         JOIN invoice_lines l ON l.invoice_id = i.id \
-         WHERE l.service_id = $1 AND l.kind = 'adjustment' AND i.kind = 'manual' \
-           AND i.status = 'unpaid' AND l.amount_minor > 0 ORDER BY i.id",
-        vals![hosting.to_string()],
-    )
-    .await?
-    .into_iter()
-    .map(|row| crate::Cols::new(row).int())
-    .collect()
 }
 
 /// Changes still waiting for their invoice when the period they were priced for has ended

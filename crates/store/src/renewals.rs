@@ -182,44 +182,38 @@ pub struct UnpaidRenewal {
     pub due_date: String,
 }
 
-/// Unpaid renewal invoices due on or before `due_by`, oldest first, after invoice `after`.
-pub async fn unpaid_due_by<C: SqlConn>(
-    conn: &mut C,
-    due_by: &str,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<UnpaidRenewal>> {
-    conn.fetch_rows(
-        "SELECT id, organization_id, due_date FROM invoices \
-         WHERE kind = 'renewal' AND status = 'unpaid' AND due_date <= $1 AND id > $2 \
-         ORDER BY id LIMIT $3",
-        vals![due_by, after, limit],
-    )
-    .await?
-    .into_iter()
-    .map(|row| {
-        let mut c = Cols::new(row);
-        Ok(UnpaidRenewal {
-            invoice_id: c.int()?,
-            organization_id: c.parse()?,
-            due_date: c.text()?,
-        })
-    })
-    .collect()
+/// What the overdue pass enforces: renewals, and plan changes' differences for periods
+/// paid at the old price, which complete a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    Renewals,
+    Differences,
+}
+
+impl Owed {
+    pub const BOTH: [Owed; 2] = [Owed::Renewals, Owed::Differences];
+
+    /// The condition on an invoice `i` of this kind.
+    fn condition(self) -> &'static str {
+        match self {
+            Owed::Renewals => "i.kind = 'renewal'",
+            Owed::Differences => DIFFERENCE,
+        }
+    }
 }
 
 /// The condition on an invoice `i` of a plan change's difference for a period paid at the
 /// old price: a `manual` invoice with a positive `adjustment` line of a service, and no plan
 /// change of its own (an upgrade's invoice is one, and applies nothing until paid).
-const DIFFERENCE: &str = "i.kind = 'manual' \
+pub(crate) const DIFFERENCE: &str = "i.kind = 'manual' \
      AND EXISTS (SELECT 1 FROM invoice_lines d WHERE d.invoice_id = i.id \
                  AND d.kind = 'adjustment' AND d.amount_minor > 0 AND d.service_id IS NOT NULL) \
      AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.invoice_id = i.id)";
 
-/// Unpaid differences ([`DIFFERENCE`]) due on or before `due_by`, oldest first, after
-/// invoice `after`: the overdue pass treats them as renewals, which they complete.
-pub async fn unpaid_differences_due_by<C: SqlConn>(
+/// Unpaid invoices of `owed` due on or before `due_by`, oldest first, after invoice `after`.
+pub async fn unpaid_due_by<C: SqlConn>(
     conn: &mut C,
+    owed: Owed,
     due_by: &str,
     after: i64,
     limit: i64,
@@ -227,8 +221,9 @@ pub async fn unpaid_differences_due_by<C: SqlConn>(
     conn.fetch_rows(
         &format!(
             "SELECT i.id, i.organization_id, i.due_date FROM invoices i \
-             WHERE i.status = 'unpaid' AND i.due_date <= $1 AND i.id > $2 AND {DIFFERENCE} \
-             ORDER BY i.id LIMIT $3"
+             WHERE i.status = 'unpaid' AND i.due_date <= $1 AND i.id > $2 AND {} \
+             ORDER BY i.id LIMIT $3",
+            owed.condition()
         ),
         vals![due_by, after, limit],
     )

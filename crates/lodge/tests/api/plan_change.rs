@@ -1091,9 +1091,15 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
     let c = changed(&app, &id, &plan_id(&app, "Reseller Boost")).await;
     assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
     let mut db = app.lodge.store.read_conn().await.unwrap();
-    let seen = lodge_store::renewals::unpaid_differences_due_by(&mut db, "9999-12-31", 0, 100)
-        .await
-        .unwrap();
+    let seen = lodge_store::renewals::unpaid_due_by(
+        &mut db,
+        lodge_store::renewals::Owed::Differences,
+        "9999-12-31",
+        0,
+        100,
+    )
+    .await
+    .unwrap();
     assert!(seen.is_empty(), "{seen:?}");
     drop(db);
     app.stop().await;
