@@ -6,7 +6,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{add_credit, cents, invoice, starter, str_of, v2_ok, TestApp};
+use crate::harness::{add_credit, cents, invoice, str_of, v2_ok, TestApp};
 use crate::on_both_engines;
 
 on_both_engines!(
@@ -23,18 +23,7 @@ on_both_engines!(
 
 /// Places a Starter order (external domain) through `/v1`; returns its invoice id.
 async fn order(app: &TestApp, name: &str) -> i64 {
-    let (status, o) = app
-        .post(
-            &format!(
-                "/v1/organizations/{}/projects/{}/hosting/order",
-                app.org_id(),
-                app.project_id()
-            ),
-            &app.key(),
-            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    let o = crate::harness::order_external(app, name).await;
     o["invoice_id"].as_i64().unwrap()
 }
 

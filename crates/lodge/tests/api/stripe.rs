@@ -14,8 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    self, add_credit, cents, hosting, invoice, starter, Engine, Options, TestApp,
-    STRIPE_WEBHOOK_SECRETS,
+    self, add_credit, cents, hosting, invoice, Engine, Options, TestApp, STRIPE_WEBHOOK_SECRETS,
 };
 use crate::on_both_engines;
 
@@ -195,18 +194,7 @@ fn no_redirects() -> reqwest::Client {
 /// Places a Starter order (external domain, no credit on file): its unpaid invoice's id,
 /// total in cents and payment token, and the hosting account's id.
 async fn unpaid_order(app: &TestApp, name: &str) -> (i64, i64, String, String) {
-    let (status, o) = app
-        .post(
-            &format!(
-                "/v1/organizations/{}/projects/{}/hosting/order",
-                app.org_id(),
-                app.project_id()
-            ),
-            &app.key(),
-            &json!({ "plan_id": starter(app), "domain_source": "external", "domain_name": name }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "order {name}: {o}");
+    let o = crate::harness::order_external(app, name).await;
     let id = o["invoice_id"].as_i64().unwrap();
     let inv = invoice(app, id).await;
     assert_eq!(inv["status"], "unpaid", "{inv}");
