@@ -29,6 +29,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use lodge_core::InvoiceStatus;
 use lodge_store::jobs::JobRow;
 use lodge_store::SqlConn;
 use serde::Deserialize;
@@ -448,16 +449,18 @@ impl Lodge {
         };
         drop(db);
         let mut skip = None;
-        // Settled since it was queued: nothing is due, and no link to pay.
-        let settled = invoice_row
-            .as_ref()
-            .is_some_and(|i| i.status.as_str() != "unpaid");
+        // Told as things are when it is sent, not when it was queued (found by the mail
+        // audit: after an SMTP outage the invoice's notice, with its payment link, came
+        // after the invoice was paid; the order's still said what was due). Settled since:
+        // nothing is due, and no link to pay.
+        let status_now = invoice_row.as_ref().map(|i| i.status);
+        let settled = status_now.is_some_and(|s| s != InvoiceStatus::Unpaid);
+        let (due, due_minor) = if settled {
+            (amount(0, &currency), 0)
+        } else {
+            (money("amount_due_minor"), int(data, "amount_due_minor"))
+        };
         let invoice = invoice_row.as_ref().map(|i| {
-            let (due, due_minor) = if settled {
-                (amount(0, &currency), 0)
-            } else {
-                (money("amount_due_minor"), int(data, "amount_due_minor"))
-            };
             json!({
                 "id": i.id,
                 "number": i.number.clone().unwrap_or_else(|| format!("#{}", i.id)),
@@ -469,7 +472,7 @@ impl Lodge {
                 "credit_applied_minor": int(data, "credit_applied_minor"),
                 "paid": money("paid_minor"),
                 "paid_minor": int(data, "paid_minor"),
-                "amount_due": due,
+                "amount_due": &due,
                 "amount_due_minor": due_minor,
                 "due_date": i.due_date,
                 "suspend_on": text(data, "suspend_on"),
@@ -477,28 +480,17 @@ impl Lodge {
                     .then(|| format!("{}/pay/{}", m.base_url, self.payment_token(i))),
             })
         });
-        // Told as things are when it is sent, not when it was queued (found by the mail
-        // audit: after an SMTP outage the invoice's notice, with its payment link, came
-        // after the invoice was paid; the order's still said what was due).
-        let status_now = invoice_row.as_ref().map(|i| i.status.as_str());
-        let settled_now = status_now.is_some_and(|s| s != "unpaid");
         if matches!(
             notice,
             Notice::InvoiceReminder | Notice::InvoiceOverdue | Notice::InvoiceCreated
-        ) && settled_now
+        ) && settled
         {
             skip = Some("the invoice was paid or cancelled before its notice was sent");
         }
-        if notice == Notice::OrderCreated && status_now == Some("cancelled") {
+        if notice == Notice::OrderCreated && status_now == Some(InvoiceStatus::Cancelled) {
             skip = Some("the order was cancelled before its notice was sent");
         }
         let order = (notice == Notice::OrderCreated).then(|| {
-            // Paid meanwhile: nothing is left to pay.
-            let (due, due_minor) = if settled_now {
-                (amount(0, &currency), 0)
-            } else {
-                (money("amount_due_minor"), int(data, "amount_due_minor"))
-            };
             json!({
                 "id": int(data, "order_id"),
                 "number": text(data, "order_number"),
@@ -508,7 +500,7 @@ impl Lodge {
                 "total_minor": int(data, "total_minor"),
                 "credit_applied": money("credit_applied_minor"),
                 "credit_applied_minor": int(data, "credit_applied_minor"),
-                "amount_due": due,
+                "amount_due": &due,
                 "amount_due_minor": due_minor,
             })
         });
