@@ -331,13 +331,13 @@ async fn list_events(
             .events_page(org, kind, before, limit)
             .await?
             .into_iter()
-            .map(|(seq, e)| EventEntry {
+            .map(|(seq, e, data)| EventEntry {
                 seq,
                 id: e.id,
                 kind: e.kind,
                 organization_id: e.organization_id.to_string(),
                 subject: e.subject,
-                data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
+                data,
                 created: ts(e.created_at),
             })
             .collect(),

@@ -568,6 +568,20 @@ async fn endpoints_get_only_their_events(app: TestApp) {
         .await;
     assert_eq!(paid.as_array().unwrap().len(), 1, "{paid}");
     assert!(paid[0]["data"].is_object(), "{paid}");
+    // The invoice's number, assigned at the end of the order's group commit, is shown
+    // (the stored event was recorded before it was known).
+    let (_, invoice) = app
+        .get(
+            &format!(
+                "/v1/organizations/{}/invoices/{}",
+                app.org_id(),
+                paid[0]["data"]["invoice_id"]
+            ),
+            &app.key(),
+        )
+        .await;
+    assert!(invoice["number"].is_string(), "{invoice}");
+    assert_eq!(paid[0]["data"]["number"], invoice["number"], "{paid}");
     let (_, older) = app
         .get(
             &format!("/v1/admin/events?before={}", seqs[0]),

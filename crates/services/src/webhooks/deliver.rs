@@ -265,10 +265,9 @@ impl Lodge {
     }
 }
 
-/// The body sent: `{id, type, created, organization_id, data}` with `created` in unix
-/// seconds. An invoice's number, unassigned when the event was recorded in a group
-/// commit, is read back by its `invoice_id`.
-async fn event_body<C: SqlConn>(db: &mut C, e: &EventRow) -> Result<String> {
+/// An event's data as it is shown (delivered, listed): an invoice's number, unassigned
+/// when the event was recorded in a group commit, is read back by its `invoice_id`.
+pub(crate) async fn event_data<C: SqlConn>(db: &mut C, e: &EventRow) -> Result<Value> {
     let mut data: Value = serde_json::from_str(&e.data)
         .map_err(|err| ServiceError::Internal(format!("event {} has bad data: {err}", e.id)))?;
     if let (Some(invoice), Some(Value::Null)) = (
@@ -281,6 +280,13 @@ async fn event_body<C: SqlConn>(db: &mut C, e: &EventRow) -> Result<String> {
             }
         }
     }
+    Ok(data)
+}
+
+/// The body sent: `{id, type, created, organization_id, data}` with `created` in unix
+/// seconds, the data as [`event_data`] shows it.
+async fn event_body<C: SqlConn>(db: &mut C, e: &EventRow) -> Result<String> {
+    let data = event_data(db, e).await?;
     Ok(json!({
         "id": e.id,
         "type": e.kind,

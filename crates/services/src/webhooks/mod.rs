@@ -453,9 +453,16 @@ impl Lodge {
         kind: Option<&str>,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, lodge_store::events::EventRow)>> {
+    ) -> Result<Vec<(i64, lodge_store::events::EventRow, serde_json::Value)>> {
         let mut db = self.store.read_conn().await?;
-        Ok(lodge_store::events::page(&mut db, org, kind, before, limit.clamp(1, 500)).await?)
+        let rows =
+            lodge_store::events::page(&mut db, org, kind, before, limit.clamp(1, 500)).await?;
+        let mut page = Vec::with_capacity(rows.len());
+        for (seq, e) in rows {
+            let data = deliver::event_data(&mut db, &e).await?;
+            page.push((seq, e, data));
+        }
+        Ok(page)
     }
 
     /// An endpoint's delivery attempts, newest first (`before`: older than that delivery).
