@@ -97,7 +97,9 @@ impl IntoResponse for ApiError {
                 ServiceError::Invalid(fields) => {
                     (StatusCode::BAD_REQUEST, axum::Json(fields)).into_response()
                 }
-                ServiceError::Conflict(msg) => detail(StatusCode::CONFLICT, &msg),
+                ServiceError::Conflict(msg) | ServiceError::InsufficientCredit(msg) => {
+                    detail(StatusCode::CONFLICT, &msg)
+                }
                 ServiceError::KeyTaken => detail(
                     StatusCode::CONFLICT,
                     "This Idempotency-Key is already used by another request.",

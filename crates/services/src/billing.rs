@@ -866,7 +866,7 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
             .get_mut(&inv.organization_id)
             .ok_or(ServiceError::NotFound)?;
         if *balance < due {
-            return Err(ServiceError::Conflict(
+            return Err(ServiceError::InsufficientCredit(
                 "The account credit does not cover what is due.".into(),
             ));
         }

@@ -64,6 +64,11 @@ pub enum ServiceError {
     Invalid(FieldErrors),
     #[error("{0}")]
     Conflict(String),
+    /// The account credit does not cover what a payment from it asked; nothing was paid
+    /// (`/v1` answers it `409` as any conflict, `/apiv2` `402` as InterServer documents
+    /// "balance insufficient").
+    #[error("{0}")]
+    InsufficientCredit(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]

@@ -259,16 +259,10 @@ impl Lodge {
             .await
         {
             Ok(()) => Ok(PagePayment::Paid),
-            // Refused inside the payment's transaction: either the invoice is no longer
-            // unpaid or the credit fell short. Which one, its state tells.
-            Err(ServiceError::Conflict(_)) => {
-                let now = self.invoice_detail(id).await?.invoice;
-                Ok(if now.status == lodge_core::InvoiceStatus::Unpaid {
-                    PagePayment::InsufficientCredit
-                } else {
-                    PagePayment::Closed
-                })
-            }
+            // Refused inside the payment's transaction: the credit fell short, or the
+            // invoice is no longer unpaid.
+            Err(ServiceError::InsufficientCredit(_)) => Ok(PagePayment::InsufficientCredit),
+            Err(ServiceError::Conflict(_)) => Ok(PagePayment::Closed),
             Err(e) => Err(e),
         }
     }

@@ -922,7 +922,7 @@ impl Lodge {
                 Ok(true)
             }
             // Paid, cancelled or the credit spent meanwhile: the step goes on as planned.
-            Err(ServiceError::Conflict(_)) => Ok(false),
+            Err(ServiceError::Conflict(_) | ServiceError::InsufficientCredit(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -321,7 +321,7 @@ impl Lodge {
                 }
             }
             if out.paid.is_empty() {
-                return Err(ServiceError::Conflict(
+                return Err(ServiceError::InsufficientCredit(
                     "Your account credit does not cover these invoices.".into(),
                 ));
             }

@@ -305,7 +305,10 @@ async fn what_is_due_is_paid_once(w: World) {
 
     // Not enough credit: refused, nothing paid.
     let short = l.settle_invoices(&w.ours, &[website], true, "test").await;
-    assert!(matches!(short, Err(ServiceError::Conflict(_))), "{short:?}");
+    assert!(
+        matches!(short, Err(ServiceError::InsufficientCredit(_))),
+        "{short:?}"
+    );
     assert_eq!(
         l.pay_page_from_credit(&payment_token).await.unwrap(),
         PagePayment::InsufficientCredit

@@ -802,7 +802,8 @@ async fn pay_invoices(
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 402, description = "`prepay`: the account credit covers none of it (nothing was paid; InterServer's \"balance insufficient\")", body = super::V2ErrorBody),
+              (status = 409, description = "Nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
               (status = 422, description = "An invoice tag in no known format (`Invalid Invoice Tag`), or an Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay(
     State(st): State<AppState>,
@@ -837,7 +838,8 @@ pub async fn pay(
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "The credit covers none of it, nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 402, description = "`prepay`: the account credit covers none of it (nothing was paid; InterServer's \"balance insufficient\")", body = super::V2ErrorBody),
+              (status = 409, description = "Nothing to pay, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
               (status = 422, description = "An invoice tag in no known format (`Invalid Invoice Tag`), or an Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn pay_short(
     State(st): State<AppState>,

@@ -140,6 +140,9 @@ impl From<ServiceError> for V2Error {
             ServiceError::Forbidden(m) => V2Error(StatusCode::FORBIDDEN, m),
             ServiceError::NotFound => V2Error::not_found(),
             ServiceError::Conflict(m) => V2Error(StatusCode::CONFLICT, m),
+            // InterServer: "402 / gateway-specific text — card declined, balance
+            // insufficient".
+            ServiceError::InsufficientCredit(m) => V2Error(StatusCode::PAYMENT_REQUIRED, m),
             ServiceError::KeyTaken => V2Error(
                 StatusCode::CONFLICT,
                 "This Idempotency-Key is already used by another request.".into(),

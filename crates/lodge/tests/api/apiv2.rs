@@ -1731,7 +1731,8 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
         "deleting a cancelled invoice",
     );
 
-    // Prepay without enough credit: 409, nothing paid.
+    // Prepay without enough credit: 402 (InterServer's "balance insufficient"), nothing
+    // paid.
     let paid_later = place(&app, &key, &order_body(11448, 1, "paid-later.example.com")).await;
     let q = service_id(&paid_later);
     let q_invoice = invoice_id(&paid_later);
@@ -1743,7 +1744,12 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
         None,
     )
     .await;
-    assert_v2_error(status, &resp, StatusCode::CONFLICT, "prepay without credit");
+    assert_v2_error(
+        status,
+        &resp,
+        StatusCode::PAYMENT_REQUIRED,
+        "prepay without credit",
+    );
     assert_eq!(v1_invoice(&app, q_invoice).await["status"], "unpaid");
     assert_eq!(website_status(&app, &key, q).await, "pending");
 

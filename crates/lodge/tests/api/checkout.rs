@@ -340,7 +340,12 @@ async fn cart_pay_from_prepay_and_the_website_is_provisioned(app: TestApp) {
 
     // Not enough credit: PrePay pays nothing.
     let (status, body) = pay(&app, &key, "prepay", &format!("website{id}")).await;
-    assert_v2_error(status, &body, StatusCode::CONFLICT, "prepay without credit");
+    assert_v2_error(
+        status,
+        &body,
+        StatusCode::PAYMENT_REQUIRED,
+        "prepay without credit",
+    );
 
     // Credit covers it: the client offers PrePay and pays by its service label.
     add_credit(&app, &app.org_id(), "20.00").await;
@@ -459,7 +464,7 @@ async fn partial_credit(app: TestApp) {
     assert_eq!(cents(&c["prepay"]), b_total - 1, "{c}");
     // Still one cent short: nothing is paid in part.
     let (status, body) = pay(&app, &key, "prepay", &b_iid.to_string()).await;
-    assert_v2_error(status, &body, StatusCode::CONFLICT, "a cent short");
+    assert_v2_error(status, &body, StatusCode::PAYMENT_REQUIRED, "a cent short");
     assert_eq!(v1_invoice(&app, b_iid).await["status"], "unpaid");
 
     // Credit that covers a new order pays it at once: the answer says so, the cart skips it.
@@ -499,7 +504,7 @@ async fn racing_prepays_never_overdraw(app: TestApp) {
     statuses.sort();
     assert_eq!(
         statuses,
-        [StatusCode::OK, StatusCode::CONFLICT],
+        [StatusCode::OK, StatusCode::PAYMENT_REQUIRED],
         "{one:?} {two:?}"
     );
     let mut states = vec![];
