@@ -304,6 +304,15 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         );
         let body = fetch_until(port, domain, &path, "open_basedir", |s, _| s == 200).await;
         assert_eq!(body, "bool(false)\nbool(false)\n", "open_basedir refuses both");
+        // The way around open_basedir (putenv("LD_PRELOAD=…"), then mail() starting
+        // sendmail with it) is closed: putenv is gone, mail()'s sendmail options fixed.
+        std::fs::write(
+            public.join("preload.php"),
+            "<?php echo function_exists('putenv') ? 'putenv' : '-', '|', function_exists('mail') ? 'mail' : '-', '|', ini_get('mail.force_extra_parameters'), '|'; try { putenv('LD_PRELOAD=/nonexistent.so'); echo 'set'; } catch (\\Error $e) { echo 'refused'; }",
+        )
+        .expect("preload.php");
+        let body = fetch_until(port, domain, "/preload.php", "putenv disabled", |s, _| s == 200).await;
+        assert_eq!(body, "-|mail|-i|refused", "putenv is disabled");
         // Uploads and sessions in directories of the pool's user alone (another account
         // can neither read them nor plant a session file there), and sessions work.
         let pool_uid = std::process::Command::new("id")
@@ -319,6 +328,13 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             let meta = std::fs::metadata(&dir).expect("the temporary directory");
             assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{}", dir.display());
             assert_eq!(meta.uid(), pool_uid, "{}", dir.display());
+        }
+        // The home: the pool user's, nginx's group may read it, nobody else enters it.
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = std::fs::metadata(&home).expect("the home");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "{}", home.display());
+            assert_eq!(meta.uid(), pool_uid, "{}", home.display());
         }
         std::fs::write(
             public.join("session.php"),

@@ -66,6 +66,27 @@ impl PhpConfig {
     }
 }
 
+/// The functions no account's PHP may call: those running a command, and those that let a
+/// script choose what a command it starts runs. `putenv` is the known way around
+/// `open_basedir` (`putenv("LD_PRELOAD=<its own library>")`, then `mail()` starts
+/// sendmail with it, running any code as the pool's user: found by the stack audit, one
+/// account reading another's files); `imap_open` and `imap_mail` start `rsh` or sendmail
+/// with what the script says. `mail()` itself stays (sites send their notices): its
+/// sendmail options are fixed by `mail.force_extra_parameters` (else its fifth argument
+/// reaches sendmail, e.g. exim's `-be` expanding `${run{…}}`).
+const DISABLED_FUNCTIONS: [&str; 10] = [
+    "exec",
+    "passthru",
+    "shell_exec",
+    "system",
+    "proc_open",
+    "popen",
+    "pcntl_exec",
+    "putenv",
+    "imap_open",
+    "imap_mail",
+];
+
 fn err(context: &str, e: impl std::fmt::Display) -> DriverError {
     DriverError(format!("php-fpm: {context}: {e}"))
 }
@@ -190,7 +211,8 @@ impl PhpPools {
              php_admin_value[upload_max_filesize] = {mb}M\n\
              php_admin_value[post_max_size] = {mb}M\n\
              php_admin_flag[allow_url_include] = off\n\
-             php_admin_value[disable_functions] = exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec\n",
+             php_admin_value[disable_functions] = {disabled}\n\
+             php_admin_value[mail.force_extra_parameters] = -i\n",
             name = a.username,
             sock = self.socket(a).display(),
             listen_group = self.cfg.listen_group,
@@ -198,6 +220,7 @@ impl PhpPools {
             home = home.display(),
             tmp = tmp.display(),
             memory = self.cfg.memory_limit_mb,
+            disabled = DISABLED_FUNCTIONS.join(","),
         )
     }
 
@@ -306,6 +329,25 @@ impl PhpPools {
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                 .await
                 .map_err(|e| err("setting the temporary directory's mode", e))?;
+        }
+        // The home the pool's user's, nginx's group may read it, nobody else enters it (it
+        // was 0755: any local user, another account's PHP too, read every site's files).
+        let listen = self.cfg.listen_group.clone();
+        let listen_gid = tokio::task::spawn_blocking(move || {
+            nix::unistd::Group::from_name(&listen)
+                .map_err(|e| err(&format!("looking up the listen group {listen}"), e))?
+                .map(|g| g.gid)
+                .ok_or_else(|| err("the listen group", format!("{listen} does not exist")))
+        })
+        .await
+        .map_err(|e| err("looking up the listen group", e))??;
+        std::os::unix::fs::chown(home, Some(uid.as_raw()), Some(listen_gid.as_raw()))
+            .map_err(|e| err("giving the account's home to the pool's user", e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(home, std::fs::Permissions::from_mode(0o750))
+                .await
+                .map_err(|e| err("setting the home's mode", e))?;
         }
         for dir in [&self.cfg.pool_dir, &self.cfg.socket_dir] {
             tokio::fs::create_dir_all(dir)
