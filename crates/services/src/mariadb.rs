@@ -82,6 +82,29 @@ fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
+/// A database name as a `GRANT … ON <pattern>.*` names it: there `_` and `%` are
+/// wildcards, so `shop_db` would also grant `shopXdb`, databases the account could then
+/// create beyond its plan and that termination would leave behind (found by the stack
+/// audit). Escaped, the grant is of that one database.
+fn grant_pattern(db: &str) -> String {
+    ident(
+        &db.replace('\\', "\\\\")
+            .replace('_', "\\_")
+            .replace('%', "\\%"),
+    )
+}
+
+/// A value of a MariaDB option file, quoted: unquoted, a `#` starts a comment (a password
+/// holding one was cut there, and every dump was refused: found by the stack audit).
+fn option_value(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("\"{escaped}\"")
+}
+
 /// A client of the database server (its administrative login).
 #[derive(Clone)]
 pub struct MariaDb {
@@ -163,7 +186,10 @@ impl MariaDb {
         )
         .await?;
         self.exec(
-            &format!("GRANT ALL PRIVILEGES ON {}.* TO {account}", ident(db)),
+            &format!(
+                "GRANT ALL PRIVILEGES ON {}.* TO {account}",
+                grant_pattern(db)
+            ),
             "granting the database to its user",
         )
         .await
@@ -251,17 +277,24 @@ impl MariaDb {
             reqwest::Url::parse(url).map_err(|_| DbError("the MariaDB URL is not a URL".into()))?;
         let user = urlencoding_decode(parsed.username());
         let password = urlencoding_decode(parsed.password().unwrap_or(""));
-        let mut cnf = format!("[client]\nuser={user}\npassword={password}\n");
+        let mut cnf = format!(
+            "[client]\nuser={}\npassword={}\n",
+            option_value(&user),
+            option_value(&password)
+        );
         let socket = parsed
             .query_pairs()
             .find(|(k, _)| k == "socket")
             .map(|(_, v)| v.into_owned());
         match socket {
-            Some(s) => cnf.push_str(&format!("socket={s}\nprotocol=socket\n")),
+            Some(s) => cnf.push_str(&format!("socket={}\nprotocol=socket\n", option_value(&s))),
             None => {
                 let host = parsed.host_str().unwrap_or("localhost");
                 let port = parsed.port().unwrap_or(3306);
-                cnf.push_str(&format!("host={host}\nport={port}\nprotocol=tcp\n"));
+                cnf.push_str(&format!(
+                    "host={}\nport={port}\nprotocol=tcp\n",
+                    option_value(host)
+                ));
             }
         }
         let cnf_path = dir.join(format!(".lodge-dump-{}.cnf", uuid_like()));
@@ -381,6 +414,10 @@ mod tests {
         assert_eq!(names(""), None);
         assert_eq!(literal("it's"), "'it\\'s'");
         assert_eq!(ident("a`b"), "`a``b`");
+        assert_eq!(grant_pattern("shop_db"), "`shop\\_db`");
+        assert_eq!(grant_pattern("a%b\\c"), "`a\\%b\\\\c`");
+        assert_eq!(option_value("p#ss"), "\"p#ss\"");
+        assert_eq!(option_value("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
         assert_eq!(urlencoding_decode("p%40ss%2Fw"), "p@ss/w");
         let settings = MariaDbSettings {
             url: SecretString::from("mysql://admin:hunter2@127.0.0.1:3306/"),

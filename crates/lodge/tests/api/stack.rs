@@ -79,6 +79,56 @@ async fn several_mariadb_servers_start_at_once() {
     }
 }
 
+/// An administrative login whose password holds what an option file reads otherwise (`#`
+/// starts a comment there, `"` and `\` quote): `mariadb-dump` still logs in with it (it
+/// was cut at the `#`, and every termination stopped at the dump).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_logs_in_with_any_admin_password() {
+    let Some(m) = mariadb().await else {
+        return;
+    };
+    let password = r#"p#ss"w\rd'x y"#;
+    let mut c = admin(&m).await;
+    sqlx::raw_sql(&format!(
+        "CREATE USER 'odd_admin'@'%' IDENTIFIED BY '{}'; GRANT ALL PRIVILEGES ON *.* TO 'odd_admin'@'%' WITH GRANT OPTION;",
+        password.replace('\\', "\\\\").replace('\'', "\\'")
+    ))
+    .execute(&mut c)
+    .await
+    .expect("an administrative login");
+    c.close().await.ok();
+    let archive = tempfile::tempdir().expect("a directory");
+    let url = format!(
+        "mysql://odd_admin:{}@127.0.0.1:{}/",
+        password
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>(),
+        m.port()
+    );
+    let client = lodge_services::mariadb::MariaDb::new(lodge_services::mariadb::MariaDbSettings {
+        url: url.into(),
+        host: "127.0.0.1".into(),
+        port: m.port(),
+        user_host: "%".into(),
+        dump_binary: lodge_testkit::mariadb::dump_binary().expect("mariadb-dump"),
+        max_user_connections: 5,
+        archive_dir: archive.path().to_path_buf(),
+    })
+    .expect("a client");
+    client
+        .ensure("oddshop_db", "oddshop", "Secret123secret")
+        .await
+        .expect("a database made with that login");
+    let dest = archive.path().join("oddshop.sql");
+    client
+        .dump("oddshop_db", &dest)
+        .await
+        .expect("the dump logs in");
+    let dump = std::fs::read_to_string(&dest).expect("the dump");
+    assert!(dump.contains("oddshop_db"), "{dump}");
+}
+
 fn php_config(fpm: &PhpFpmInstance) -> PhpConfig {
     let mut cfg = PhpConfig::default_under(Path::new("unused"));
     cfg.fpm_binary = fpm.binary().to_path_buf();
@@ -378,6 +428,11 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         let mut c = customer_login(my, &db, &password).await.expect("login");
         let e = sqlx::raw_sql("CREATE DATABASE other_db").execute(&mut c).await;
         assert!(e.is_err(), "no other database");
+        // Not one the grant's `_` would match as a wildcard either (`<login>Xdb`).
+        let e = sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb"))
+            .execute(&mut c)
+            .await;
+        assert!(e.is_err(), "no {user}xdb");
         c.close().await.ok();
         // The password is sealed at rest.
         let stored: String =
