@@ -84,6 +84,11 @@ pub enum ServiceError {
     /// back for that node's worker, not failed.
     #[error("{1}")]
     OtherNode(String, String),
+    /// A job's work must wait until the time given (unix microseconds), e.g. a termination
+    /// while the account is still being created on its panel: put back, the attempt not
+    /// counted, the reason (the second field) its last error.
+    #[error("{1}")]
+    NotYet(i64, String),
     /// Another server refused for good what a job asked, by a code Lodge read itself (an
     /// SMTP server's 550, 551 or 553 for the recipient; never words in an answer, which a
     /// customer's input may carry): the job is dead at once rather than retried for hours.

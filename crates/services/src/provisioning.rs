@@ -128,6 +128,13 @@ pub struct SchedulerPass {
 /// How long a job of another node's server waits before it is offered again.
 const ELSEWHERE_WAIT_US: i64 = 2_000_000;
 
+/// How often a termination waiting for the account's creation looks again.
+const CREATION_WAIT_US: i64 = 30_000_000;
+
+/// How long after a creation's last attempt a termination waits (a panel's create whose
+/// answer timed out finishes within minutes).
+pub const CREATION_SETTLE_US: i64 = 10 * 60 * 1_000_000;
+
 /// A job worker of one node.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -437,6 +444,10 @@ impl Worker {
                 )
                 .await?;
             }
+            Err(ServiceError::NotYet(run_at, m)) => {
+                tracing::info!(reason = %m, "job put off");
+                jobs::postpone(store, job.id, &self.id, &m, run_at.max(now), now).await?;
+            }
             Err(e) => {
                 let final_refusal = matches!(e, ServiceError::Refused(_));
                 let message = match e {
@@ -600,6 +611,35 @@ impl Lodge {
             other => Err(ServiceError::Internal(format!(
                 "unknown job kind {other:?}"
             ))),
+        }
+    }
+
+    /// Whether the account's creation on its server is over, so that a termination finds
+    /// there all it must remove: `NotYet` while its provisioning job is queued or running,
+    /// and for [`CREATION_SETTLE_US`] after it failed for good (its last create, whose
+    /// answer may have timed out, may still be finishing on the panel). Else a termination found nothing,
+    /// ended the account, and the panel then finished making it: a live account nothing
+    /// would remove (found by the panels audit).
+    async fn creation_settled(&self, h: &HostingRow) -> Result<()> {
+        let Some(job) =
+            jobs::by_dedupe_key(self.store.reader(), &format!("provision:{}", h.id)).await?
+        else {
+            return Ok(());
+        };
+        let now = self.now_us();
+        match job.status {
+            JobStatus::Queued | JobStatus::Running => Err(ServiceError::NotYet(
+                now + CREATION_WAIT_US,
+                "the account is still being created on its server: its termination waits until that is over".into(),
+            )),
+            // Failed for good: its last attempt's create may have timed out unanswered.
+            JobStatus::Dead if job.modified_at + CREATION_SETTLE_US > now => {
+                Err(ServiceError::NotYet(
+                    job.modified_at + CREATION_SETTLE_US,
+                    "the account's creation ended moments ago and may still be finishing on its server: its termination waits".into(),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -844,6 +884,9 @@ impl Lodge {
             && !matches!(reason, Some("staff" | "overdue"))
         {
             return Ok(());
+        }
+        if op == Lifecycle::Terminate {
+            self.creation_settled(&h).await?;
         }
         if let Some((account, target)) = self.account(&h).await? {
             let d = &target.driver;

@@ -230,6 +230,32 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
+/// Puts a job `worker` runs back in the queue until `run_at` without counting the attempt
+/// (its work must wait for another's), `note` as its last error.
+pub async fn postpone<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    note: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'queued', run_at = $4, locked_by = NULL, locked_until = NULL,
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+             last_error = $3, modified_at = $5
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(note)
+    .bind(run_at)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Hands a job `worker` claimed but never started back to the queue (its node is
 /// stopping): unlocked at once, due when it was, the attempt its claim counted taken back.
 /// `false` when `worker` holds it no more.

@@ -23,6 +23,7 @@ on_both_engines!(
     plesk_lifecycle_through_the_worker,
     a_lost_create_answer_is_retried_into_one_account,
     a_whm_account_still_being_created_is_waited_for,
+    a_termination_waits_for_the_panels_creation,
     a_name_owned_by_someone_else_fails_visibly,
     a_domain_on_another_directadmin_user_is_not_taken_as_success,
     a_directadmin_command_the_key_may_not_run_is_not_done,
@@ -792,6 +793,54 @@ async fn a_whm_account_still_being_created_is_waited_for(app: TestApp) {
     app.stop().await;
 }
 
+/// Staff terminate an account whose create timed out while WHM goes on making it: the
+/// termination waits until the creation is over, then removes what WHM made (it found
+/// nothing listed, ended the account, and WHM then finished a live account nothing would
+/// remove: found by the panels audit).
+async fn a_termination_waits_for_the_panels_creation(app: TestApp) {
+    panel_catalog(&app).await;
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let fake = FakeWhm::start(SECRET, &["root_bronze", "root_silver"], true)
+        .await
+        .unwrap();
+    let wrapped = Fake::Whm(fake.clone());
+    pinned_server(&app, &wrapped).await;
+    let domain = "orphan-whm.example";
+    let id = order(&app, &plan_of(&app, "cpanel-small").await, domain).await;
+    let legacy = hosting(&app, &id).await["legacy_id"].as_i64().unwrap();
+    let user = panel_username(domain, legacy);
+    fake.still_creating(&user, domain, "root_bronze");
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(
+        crate::harness::staff_hosting(&app, &id).await["status"],
+        "provisioning"
+    );
+    staff(&app, &id, "terminate").await;
+    // The termination waits while the creation is under way: nothing removed, not ended.
+    assert_eq!(run(&worker).await, 1);
+    assert_eq!(
+        crate::harness::staff_hosting(&app, &id).await["status"],
+        "provisioning",
+        "the termination waits"
+    );
+    assert_eq!(fake.state().accounts.len(), 1, "nothing removed meanwhile");
+    // WHM finishes; the creation is adopted, then the termination removes the account.
+    fake.created(&user);
+    for _ in 0..4 {
+        app.clock.advance(SignedDuration::from_hours(2));
+        run(&worker).await;
+    }
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "terminated", "{h}");
+    assert!(
+        fake.state().accounts.is_empty(),
+        "removed from the panel: {:?}",
+        fake.state().accounts
+    );
+    app.stop().await;
+}
+
 /// Our username exists on the panel for another domain and owner: the job fails at once
 /// (no retries), the account is `failed` with the panel's reason for staff and customer.
 async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
@@ -847,7 +896,16 @@ async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
         // Staff end the failed account: nothing of ours is on the panel, the other one
         // stays, and the account (and its domain) ends (found by the panels audit: the
         // termination was refused for good, so it could never end).
+        // It waits ten minutes after the creation failed (a create whose answer timed out
+        // may still be finishing on the panel), its attempts not counted.
         staff(&app, &id, "terminate").await;
+        assert_eq!(run(&worker).await, 1);
+        assert_eq!(
+            hosting(&app, &id).await["status"],
+            "failed",
+            "{driver}: waits"
+        );
+        app.clock.advance(SignedDuration::from_mins(11));
         assert_eq!(run(&worker).await, 1);
         assert_eq!(hosting(&app, &id).await["status"], "terminated", "{driver}");
         assert_eq!(fake.accounts(), 1, "{driver}: the other account stays");
