@@ -956,12 +956,27 @@ async fn a_directadmin_command_the_key_may_not_run_is_not_done(app: TestApp) {
     let fake = Fake::Da(da.clone());
     pinned_server(&app, &fake).await;
     let worker = Worker::new(app.lodge.clone(), "node-1");
+    // A key that may not read a user's configuration: the order is retried with the
+    // panel's words, never failed for good as a name someone else holds.
+    da.state()
+        .not_allowed
+        .insert("CMD_API_SHOW_USER_CONFIG".into());
     let id = order(
         &app,
         &plan_of(&app, "directadmin-small").await,
         "limited.example",
     )
     .await;
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "provisioning", "retried: {h}");
+    assert!(str_of(&h, "last_error").contains("authority level"), "{h}");
+    assert!(
+        da.requests_to("CMD_API_ACCOUNT_USER").is_empty(),
+        "no create"
+    );
+    da.state().not_allowed.clear();
+    app.clock.advance(SignedDuration::from_hours(2));
     assert_eq!(run(&worker).await, 1);
     assert_eq!(hosting(&app, &id).await["status"], "active");
     da.state().not_allowed.insert("CMD_API_SELECT_USERS".into());

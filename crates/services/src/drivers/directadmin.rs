@@ -163,13 +163,20 @@ impl DirectAdmin {
             .get(format!("{}/CMD_API_SHOW_USER_CONFIG", self.panel.base))
             .basic_auth(self.user(), Some(&self.panel.creds.secret))
             .query(&[("user", username), ("json", "yes")]);
-        let (_, body) = send(req).await?;
+        let (status, body) = send(req).await?;
         let m = parse_answer(&body)?;
         if let Some(e) = failed(&m) {
             if means_no_such_user(&e) {
                 return Ok(None);
             }
             return Err(DriverError(format!("CMD_API_SHOW_USER_CONFIG: {e}")));
+        }
+        // A user's configuration has its domain and creator; anything else (the plain text
+        // a login key not allowed this command gets, a login page) is no answer. Read as
+        // one, it was a user of no domain made by nobody, and every order failed for good
+        // as "already has a user … (made by )" (found by the panels audit).
+        if status >= 300 || !m.contains_key("domain") || !m.contains_key("creator") {
+            return Err(unreadable("CMD_API_SHOW_USER_CONFIG", &body));
         }
         Ok(Some(UserConfig {
             domain: m.get("domain").cloned().unwrap_or_default(),
