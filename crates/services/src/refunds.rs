@@ -327,7 +327,9 @@ impl Lodge {
             // lock (another refund of it may have committed since the check before).
             let payments = billing::payments(&mut **tx, invoice).await?;
             let sent = refunds::refunds_of_invoice(&mut **tx, invoice).await?;
-            let left = crate::gateway::card_left(&payments, &sent).map_or(0, |(_, left)| left);
+            let intents = crate::gateway::intents_of(&mut **tx, invoice).await?;
+            let left =
+                crate::gateway::card_left(&payments, &sent, &intents).map_or(0, |(_, left)| left);
             if req.amount_minor > left {
                 return Err(over_card(left, &inv.currency));
             }

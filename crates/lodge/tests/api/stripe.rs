@@ -818,6 +818,33 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         let at_stripe = ls_get(&ls, &format!("/v1/refunds?payment_intent={intent4}")).await;
         let sum: i64 = at_stripe["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
         assert_eq!(sum, each, "one refund reached the card: {at_stripe}");
+
+        // Paid by card on a terminal, recorded by hand (method `card`, the terminal's
+        // reference): no intent of Lodge's, so a cash refund is not sent to Stripe with
+        // that reference as one (recorded as sent while no money moved): it needs the
+        // reference of the money sent back, as any cash refund.
+        let (id5, total5, _, _) = unpaid_order(&app, "card-refund-5.example").await;
+        let (status, p) = app
+            .post(&format!("/v1/admin/invoices/{id5}/payments"), &app.admin_key(), &json!({ "amount": amount(total5), "method": "card", "reference": "POS-5" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let path5 = format!("/v1/admin/invoices/{id5}/refunds");
+        let jobs_before = count_of(&app, "SELECT COUNT(*) FROM jobs WHERE kind = $1", "stripe_refund").await;
+        let (status, r) = app
+            .post(&path5, &app.admin_key(), &json!({ "amount": "1.00", "to": "cash" }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+        assert!(r["reference"].is_array(), "{r}");
+        let (status, r) = app
+            .post(&path5, &app.admin_key(), &json!({ "amount": "1.00", "to": "cash", "reference": "POS-REFUND-5" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(r["refund"]["reference"], "POS-REFUND-5", "{r}");
+        assert_eq!(
+            count_of(&app, "SELECT COUNT(*) FROM jobs WHERE kind = $1", "stripe_refund").await,
+            jobs_before,
+            "nothing for Stripe"
+        );
     })
     .await;
 }

@@ -809,7 +809,8 @@ impl Lodge {
         }
         let payments = billing::payments(self.store.reader(), invoice).await?;
         let refunds = refunds::refunds_of_invoice(self.store.reader(), invoice).await?;
-        Ok(card_left(&payments, &refunds))
+        let intents = intents_of(&mut self.store.read_conn().await?, invoice).await?;
+        Ok(card_left(&payments, &refunds, &intents))
     }
 
     /// A staff cash refund of a card-paid invoice, through Stripe: recorded first (with the
@@ -1001,17 +1002,33 @@ impl Lodge {
     }
 }
 
+/// The ids of the PaymentIntents Lodge made for an invoice.
+pub(crate) async fn intents_of<C: lodge_store::SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+) -> Result<Vec<String>> {
+    Ok(lodge_store::cards::of_invoice(conn, invoice)
+        .await?
+        .into_iter()
+        .map(|c| c.intent_id)
+        .collect())
+}
+
 /// The card payment a cash refund of an invoice goes back through (its largest), and how much
 /// of it can still go back: the payment less every refund of the invoice already sent through
 /// Stripe (counted against this payment: a charge is never asked for more than it received).
-/// `None` when no payment of the invoice was by card.
+/// `None` when no payment of the invoice was by card through Lodge's gateway: one of
+/// `intents` (a card payment staff recorded by hand, from a terminal, has no intent; sent
+/// to Stripe with its reference as one, the refund was recorded and no money moved: found
+/// by the payments audit).
 pub(crate) fn card_left(
     payments: &[billing::PaymentRow],
     refunds: &[refunds::RefundRow],
+    intents: &[String],
 ) -> Option<(String, i64)> {
     let card = payments
         .iter()
-        .filter(|p| p.method == METHOD_CARD)
+        .filter(|p| p.method == METHOD_CARD && intents.contains(&p.reference))
         .max_by_key(|p| p.amount_minor)?;
     let to_cards: i64 = refunds
         .iter()
