@@ -337,19 +337,18 @@ async fn payment_page(
         Err(e) => return failed(&e),
     };
     let message = match q.result.as_deref() {
-        // A card payment for an invoice that was cancelled meanwhile went to credit.
-        Some("paid")
-            if matches!(
-                page.detail.invoice.status,
-                lodge_core::InvoiceStatus::Cancelled
-            ) =>
-        {
+        // A card payment for an invoice that was cancelled meanwhile went to credit (said
+        // only when one did: found by the payments audit, `?result=paid` on any cancelled
+        // invoice told of a payment never made).
+        Some("paid") if page.detail.card_credited => {
             Some("Payment received: this invoice was cancelled meanwhile, so it was added to your account credit.")
         }
         // Said only of an invoice that is paid: the query alone proves nothing (found by
         // the payments audit: `?result=paid` showed it on an unpaid invoice).
-        Some("paid") if page.detail.invoice.status == lodge_core::InvoiceStatus::Unpaid => None,
-        Some("paid") => Some("Payment received: the invoice is paid."),
+        Some("paid") if page.detail.invoice.status == lodge_core::InvoiceStatus::Paid => {
+            Some("Payment received: the invoice is paid.")
+        }
+        Some("paid") => None,
         Some("insufficient") => Some("Your account credit does not cover this invoice."),
         // A second click, or a payment made meanwhile elsewhere: say what the invoice is now.
         Some("closed") if page.detail.invoice.status == lodge_core::InvoiceStatus::Paid => {
@@ -367,6 +366,9 @@ async fn payment_page(
             Some("Card payments are unavailable at the moment: please try again later.")
         }
         Some("card_off") => Some("Card payments are not offered: please pay another way."),
+        Some("card_minimum") => {
+            Some("This amount is below the smallest card payment: please pay it another way.")
+        }
         _ => None,
     };
     let next = next_invoices(&st, &q).await;
@@ -411,11 +413,15 @@ fn render(
         })
         .collect();
     let stripe = st.lodge.stripe.as_ref().map(|s| s.settings());
+    let minimum = lodge_services::gateway::card_minimum_minor(cur.code());
     let card = context! {
         // The card is offered only where it can be paid: Stripe.js needs the publishable
         // key (found by the payments audit: without it the page offered the card and then
-        // showed an intent id and no way to pay it).
-        enabled => card_payable(st) && page.due_minor > 0,
+        // showed an intent id and no way to pay it), and Stripe takes no charge below its
+        // minimum (said so instead of offered).
+        enabled => card_payable(st) && page.due_minor >= minimum.max(1),
+        below_minimum => (card_payable(st) && page.due_minor > 0 && page.due_minor < minimum)
+            .then(|| money_str(minimum, cur)),
         action => with_query(&format!("/pay/{token}/card"), "", &carried),
         failure => page.detail.card_failure,
     };
@@ -533,6 +539,15 @@ async fn pay_by_card(
     let checkout = match st.lodge.card_checkout(&token).await {
         Ok(c) => c,
         Err(ServiceError::NotFound) => return not_found(),
+        // Below the smallest charge the gateway takes.
+        Err(ServiceError::Invalid(_)) => {
+            let to = with_query(
+                &format!("/pay/{token}"),
+                "result=card_minimum",
+                &q.carried(&st),
+            );
+            return Redirect::to(&to).into_response();
+        }
         Err(ServiceError::Conflict(_)) => {
             let to = with_query(&format!("/pay/{token}"), "result=closed", &q.carried(&st));
             return Redirect::to(&to).into_response();

@@ -26,6 +26,8 @@ pub struct InvoiceDetail {
     pub payments: Vec<PaymentRow>,
     /// Why the last card payment failed, while the invoice is payable.
     pub card_failure: Option<String>,
+    /// A card payment for it went to account credit (it was cancelled meanwhile).
+    pub card_credited: bool,
 }
 
 /// How a staff-recorded payment went.
@@ -249,11 +251,17 @@ impl Lodge {
         } else {
             None
         };
+        let card_credited = invoice.status == lodge_core::InvoiceStatus::Cancelled
+            && lodge_store::cards::of_invoice(&mut self.store.read_conn().await?, id)
+                .await?
+                .iter()
+                .any(|c| c.status == crate::gateway::STATUS_CREDITED);
         Ok(InvoiceDetail {
             invoice,
             lines,
             payments,
             card_failure,
+            card_credited,
         })
     }
 

@@ -30,12 +30,74 @@ on_both_engines!(engine:
     a_refund_stripe_refuses_is_recorded_failed_and_counts_nowhere,
     a_refund_stripe_reports_failed_later_counts_no_more,
     a_card_form_left_open_is_cancelled_once_its_invoice_is_settled_otherwise,
+    an_amount_below_the_card_minimum_is_not_offered_by_card,
 );
+
+/// Stripe takes no charge below its minimum (0.50 USD): a 0.20 remainder is not offered
+/// "by card" (the page says why), and asking anyway makes no intent and says so (it was
+/// offered, then "unavailable, try again later" for good: found by the payments audit).
+async fn an_amount_below_the_card_minimum_is_not_offered_by_card(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "tiny-rest.example").await;
+        let part = total - 20;
+        let (status, p) = app
+            .post(
+                &format!("/v1/admin/invoices/{id}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": format!("{}.{:02}", part / 100, part % 100), "method": "bank_transfer", "reference": "BANK-TINY" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        let (status, html) = page(&app, &format!("/pay/{token}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("Amount due") && html.contains("0.20 USD"), "{html}");
+        assert!(!html.contains("by card</button>"), "not offered: {html}");
+        assert!(
+            html.contains("Card payments start at 0.50 USD"),
+            "said why: {html}"
+        );
+        let resp = crate::pages::page_form_post(&app, &format!("/pay/{token}/card"), None).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let to = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(to.contains("result=card_minimum"), "{to}");
+        let (_, html) = page(&app, &to).await;
+        assert!(
+            html.contains("below the smallest card payment"),
+            "asked anyway: {html}"
+        );
+        assert_eq!(app.count("card_payments").await, 0, "no intent made");
+        // Above the minimum the card is offered as before.
+        let (_, _, token2, _) = unpaid_order(&app, "enough.example").await;
+        let (html, intent) = checkout(&app, &token2).await;
+        assert!(html.contains("by card</button>"), "{html}");
+        let pi = ls_get(&ls, &format!("/v1/payment_intents/{intent}")).await;
+        assert_eq!(pi["status"], "requires_payment_method", "{pi}");
+    })
+    .await;
+}
 
 /// A card payment that succeeds after its invoice was cancelled goes to account credit
 /// (once), and the page the customer returns to says so rather than "the invoice is paid".
 async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(engine: Engine) {
     with_stripe(engine, |app, ls| async move {
+        // A cancelled invoice never paid by card: `?result=paid` says nothing of a payment
+        // (it told of one never made: found by the payments audit).
+        let (id2, _, token2, hosting2) = unpaid_order(&app, "never-paid.example").await;
+        let (status, body) = app
+            .post(
+                &format!(
+                    "/v1/organizations/{}/projects/{}/hosting/{hosting2}/cancel",
+                    app.org_id(),
+                    app.project_id()
+                ),
+                &app.key(),
+                &json!({ "type": "immediate" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(invoice(&app, id2).await["status"], "cancelled");
+        let (_, html) = page(&app, &format!("/pay/{token2}?result=paid")).await;
+        assert!(!html.contains("Payment received"), "{html}");
         let (id, total, token, hosting_id) = unpaid_order(&app, "card-cancelled.example").await;
         let (_, intent) = checkout(&app, &token).await;
         let (status, body) = app
