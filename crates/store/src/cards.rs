@@ -122,7 +122,8 @@ pub async fn of_invoice<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<Ca
 
 /// Sets an intent's status as the gateway reported it, and the reason of a failure (`None`
 /// keeps the last one unless the intent succeeded). `false` when the intent is unknown.
-/// A succeeded (or credited) intent stays so (events may arrive out of order).
+/// A succeeded, credited or cancelled intent stays so (events may arrive out of order; at
+/// Stripe all three are final).
 pub async fn set_status<C: SqlConn>(
     conn: &mut C,
     gateway: &str,
@@ -134,7 +135,8 @@ pub async fn set_status<C: SqlConn>(
     let n = conn
         .exec(
             "UPDATE card_payments SET
-                 status = CASE WHEN status = 'succeeded' OR status = 'credited' THEN status
+                 status = CASE WHEN status = 'succeeded' OR status = 'credited'
+                                    OR (status = 'canceled' AND $3 <> 'succeeded') THEN status
                                ELSE $3 END,
                  failure_reason = CASE WHEN $3 = 'succeeded' OR status = 'succeeded'
                                             OR status = 'credited' THEN NULL

@@ -1021,6 +1021,26 @@ async fn an_intent_for_an_old_amount_is_cancelled_and_a_webhooks_amount_is_cappe
         )
         .await;
         assert_ne!(pi["status"], "succeeded", "{pi}");
+        // A late `payment_failed` of the cancelled intent (events come out of order): it
+        // stays cancelled, and the event is taken (it reopened the intent, and each of
+        // Stripe's retries of it failed on the invoice's open intent of that amount).
+        let mut late = old.clone();
+        late["status"] = json!("requires_payment_method");
+        let body = event("payment_intent.payment_failed", &late);
+        let (status, answer) = deliver(
+            &app,
+            &body,
+            signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let first_status: String =
+            sqlx::query_scalar("SELECT status FROM card_payments WHERE intent_id = $1")
+                .bind(&first)
+                .fetch_one(app.lodge.store.reader())
+                .await
+                .unwrap();
+        assert_eq!(first_status, "canceled");
 
         // A signed event for the new intent claiming 1,000.00.
         let mut forged = new.clone();
