@@ -75,6 +75,11 @@ pub struct EppRegistrar {
     tls: Option<Arc<ClientConfig>>,
     session: tokio::sync::Mutex<Option<Client>>,
     trid: AtomicU64,
+    /// This client's own part of each `clTRID`: random per start, so that transaction ids
+    /// are not repeated across restarts or nodes (RFC 5730: the client's id of the command;
+    /// they began again at 1 at every start, the same on every node: found by the EPP
+    /// audit).
+    trid_tag: String,
     /// Until when no login is tried again after the registry refused one (an expired
     /// password, an address not on its list), and why: each command would otherwise log
     /// in afresh, a hundred refused logins a minute from the daily sync alone, which
@@ -248,6 +253,7 @@ impl EppRegistrar {
                 session: tokio::sync::Mutex::new(None),
                 refused: std::sync::Mutex::new(None),
                 trid: AtomicU64::new(1),
+                trid_tag: trid_tag(),
             });
         };
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -278,13 +284,17 @@ impl EppRegistrar {
             session: tokio::sync::Mutex::new(None),
             refused: std::sync::Mutex::new(None),
             trid: AtomicU64::new(1),
+            trid_tag: trid_tag(),
         })
     }
 
+    /// `lodge-<client id>-<this start's tag>-<n>`: at most 6 + 16 + 1 + 10 + 1 + 20 = 54
+    /// characters, within RFC 5730's 64.
     fn next_trid(&self) -> String {
         format!(
-            "lodge-{}-{}",
+            "lodge-{}-{}-{}",
             self.settings.client_id,
+            self.trid_tag,
             self.trid.fetch_add(1, Ordering::Relaxed)
         )
     }
@@ -745,7 +755,10 @@ impl Registrar for EppRegistrar {
                 })
                 .unwrap_or_default();
         Ok(Some(RegistryInfo {
-            ours: d.client_id == self.settings.client_id,
+            // As the transfer's requester is compared: a registry may write the id in
+            // another case than the configuration (every domain was then "not ours", and
+            // the daily sync marked them all transferred away).
+            ours: d.client_id.eq_ignore_ascii_case(&self.settings.client_id),
             registration_date: date_of(d.created_at),
             expiration_date: date_of(d.expiring_at),
             statuses: d
@@ -976,6 +989,12 @@ fn timed_out(what: &str, limit: Duration) -> RegistrarError {
 
 /// A fresh transfer code (RFC 5731 `authInfo`): random letters and digits, with the
 /// character classes registries commonly require.
+/// Ten random letters and digits: one start's part of its transaction ids.
+fn trid_tag() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 10)
+}
+
 fn new_auth_code(salt: u64) -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
@@ -990,6 +1009,40 @@ fn new_auth_code(salt: u64) -> String {
         })
         .collect();
     format!("{body}-{}", salt % 10)
+}
+
+#[cfg(test)]
+mod trid_tests {
+    use super::*;
+
+    fn registrar() -> EppRegistrar {
+        EppRegistrar::new(EppSettings {
+            name: "epp-test".into(),
+            host: "127.0.0.1".into(),
+            port: 700,
+            client_id: "registrar-1234ab".into(),
+            password: SecretString::from("secret"),
+            ca_pem: None,
+            client_cert_pem: None,
+            timeout: Duration::from_secs(5),
+            default_nameservers: vec![],
+        })
+        .unwrap()
+    }
+
+    /// Two starts (or nodes) never send the same transaction id, and each fits RFC 5730's
+    /// 3 to 64 characters even with the longest client id.
+    #[test]
+    fn transaction_ids_differ_across_starts_and_fit() {
+        let (a, b) = (registrar(), registrar());
+        let (a1, a2, b1) = (a.next_trid(), a.next_trid(), b.next_trid());
+        assert_ne!(a1, a2);
+        assert_ne!(a1, b1, "another start begins elsewhere");
+        assert!(a1.starts_with("lodge-registrar-1234ab-"), "{a1}");
+        a.trid.store(u64::MAX, Ordering::Relaxed);
+        let longest = a.next_trid();
+        assert!(longest.len() <= 64, "{longest}");
+    }
 }
 
 #[cfg(test)]
