@@ -35,6 +35,10 @@ pub enum Outcome {
     },
     /// Accepted but not finished (staff or the registry still has to act).
     Pending,
+    /// Refused for good by the registry for what the customer gave or the domain's state
+    /// (a transfer's wrong auth code, a transfer lock, a domain not eligible or not
+    /// registered): asking again changes nothing.
+    Refused(String),
 }
 
 #[derive(Debug, thiserror::Error)]

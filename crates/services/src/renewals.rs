@@ -1191,6 +1191,10 @@ impl Lodge {
                 .await?;
                 tracing::info!(domain = %id, years, "a domain renewal was left to staff");
             }
+            // Only transfers are refused so; a renewal never is.
+            crate::registrar::Outcome::Refused(why) => {
+                return Err(ServiceError::Internal(format!("registrar: {why}")));
+            }
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())

@@ -25,6 +25,7 @@ on_both_engines!(engine:
     a_create_whose_answer_is_lost_is_adopted_not_repeated,
     a_pending_registration_is_finished_by_the_poll_queue,
     a_rejected_transfer_refunds_its_line_to_credit,
+    a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded,
     an_approved_transfer_activates_the_domain,
     a_wrong_password_fails_the_job_with_a_clear_error,
     renewal_billing_renews_at_the_registry_once_per_period,
@@ -312,13 +313,19 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
     lodge.set_lock(&n, true).await.unwrap();
     assert!(lodge.info(&n).await.unwrap().unwrap().locked());
     let code = lodge.auth_code(&n).await.unwrap().unwrap();
-    // Locked: another registrar's transfer request is refused (2304).
-    let refused = other.transfer(&n, &code).await.unwrap_err();
-    assert!(refused.0.contains("2304"), "{refused}");
+    // Locked: another registrar's transfer request is refused for good (2304).
+    let refused = other.transfer(&n, &code).await.unwrap();
+    assert!(
+        matches!(&refused, Outcome::Refused(why) if why.contains("locked")),
+        "{refused:?}"
+    );
     lodge.set_lock(&n, false).await.unwrap();
-    // A wrong code: 2202.
-    let wrong = other.transfer(&n, "not-the-code").await.unwrap_err();
-    assert!(wrong.0.contains("2202"), "{wrong}");
+    // A wrong code: 2202, refused for good.
+    let wrong = other.transfer(&n, "not-the-code").await.unwrap();
+    assert!(
+        matches!(&wrong, Outcome::Refused(why) if why.contains("code is wrong")),
+        "{wrong:?}"
+    );
     assert_eq!(other.transfer(&n, &code).await.unwrap(), Outcome::Pending);
     // The losing registrar (Lodge) is told through its poll queue, and acknowledges it.
     let probe = name("queue.invalid");
@@ -652,6 +659,48 @@ async fn a_rejected_transfer_refunds_its_line_to_credit(engine: Engine) {
         assert_eq!(balance(&app).await - paid, refunded, "not twice");
         let r = row(&app, &id).await;
         assert!(r.registry_error.unwrap().contains("rejected"));
+        app.stop().await;
+    })
+    .await;
+}
+
+/// A wrong transfer code (2202) is refused for good by the registry: the domain is
+/// cancelled at once with the reason, and its line goes back to credit (it was retried for
+/// hours with the same code, then left pending, nothing refunded: found by the EPP audit).
+async fn a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded(engine: Engine) {
+    let server = registry(false).await;
+    server.add_domain("wrong-code.net", "other", "EPP-right", date(2026, 9, 1));
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let id = transfer_in(&app, "wrong-code.net", "EPP-wrong").await;
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "cancelled", "{d}");
+        let r = row(&app, &id).await;
+        assert!(
+            r.registry_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("code is wrong"),
+            "{:?}",
+            r.registry_error
+        );
+        assert!(
+            balance(&app).await > paid,
+            "the transfer line is back in credit"
+        );
+        assert!(
+            server.domain("wrong-code.net").unwrap().transfer.is_none(),
+            "no transfer at the registry"
+        );
+        let open: Vec<_> = jobs(&app, lodge_services::billing::JOB_TRANSFER_DOMAIN)
+            .await
+            .into_iter()
+            .filter(|j| j.status.as_str() != "done")
+            .collect();
+        assert!(open.is_empty(), "not retried: {open:?}");
         app.stop().await;
     })
     .await;

@@ -684,6 +684,31 @@ impl Registrar for EppRegistrar {
                     )))
                 }
             }
+            // What asking again cannot change (RFC 5730 §3): the domain is not transferred,
+            // and the customer is told why (it was retried for hours with the same code,
+            // then left pending with nothing refunded: found by the EPP audit).
+            Err((Some(code), e))
+                if matches!(
+                    code,
+                    ResultCode::InvalidAuthorizationInformation
+                        | ResultCode::ObjectIsNotEligibleForTransfer
+                        | ResultCode::ObjectDoesNotExist
+                        | ResultCode::ObjectStatusProhibitsOperation
+                ) =>
+            {
+                let why = match code {
+                    ResultCode::InvalidAuthorizationInformation => "the transfer (EPP) code is wrong",
+                    ResultCode::ObjectIsNotEligibleForTransfer => {
+                        "the domain is not eligible for transfer yet (e.g. within 60 days of its registration or last transfer)"
+                    }
+                    ResultCode::ObjectDoesNotExist => "the domain is not registered",
+                    _ => "the domain is locked against transfers at its registrar",
+                };
+                tracing::info!(domain = %name, error = %e, "the registry refused the transfer");
+                Ok(Outcome::Refused(format!(
+                    "Transfer of {name} refused: {why}"
+                )))
+            }
             Err((_, e)) => Err(err("transfer", e)),
         }
     }

@@ -259,6 +259,7 @@ impl Lodge {
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
+            Ok(Outcome::Refused(why)) => Err(ServiceError::Internal(format!("registrar: {why}"))),
             Err(e) => Err(registrar_err(e)),
         }
     }
@@ -287,6 +288,9 @@ impl Lodge {
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
+            // The domain is cancelled and its line goes back to credit, as a transfer the
+            // losing registrar rejects.
+            Ok(Outcome::Refused(why)) => self.domain_failed(d, &why, "registrar").await.map(drop),
             Err(e) => {
                 let msg = format!("registrar: {e}");
                 self.note_error(d.id, &msg).await?;
