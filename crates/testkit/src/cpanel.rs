@@ -194,7 +194,16 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
     let result = match function.as_str() {
         "version" => Ok(json!({ "version": "11.126.0.7" })),
         "accountsummary" => {
-            let user = p("user");
+            // By `user`, or by `domain` (the account whose main domain it is), as WHM
+            // takes either.
+            let user = match (p("user"), p("domain").to_ascii_lowercase()) {
+                (u, d) if u.is_empty() && !d.is_empty() => st
+                    .accounts
+                    .iter()
+                    .find(|(_, a)| a.domain == d)
+                    .map_or(d, |(u, _)| u.clone()),
+                (u, _) => u,
+            };
             match st
                 .accounts
                 .get(&user)

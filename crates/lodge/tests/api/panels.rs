@@ -941,6 +941,28 @@ async fn a_domain_on_another_directadmin_user_is_not_taken_as_success(app: TestA
         "{h}"
     );
     assert_eq!(fake.accounts(), 1);
+
+    // WHM says "already exists" of a domain another account holds as it does of one it
+    // is still creating for us: the holder is looked up, and another's is final at once
+    // (it was retried eight times over hours).
+    let whm = Fake::start("cpanel").await;
+    pinned_server(&app, &whm).await;
+    whm.add_foreign("someone2", "held-on-whm.example");
+    let id = order(
+        &app,
+        &plan_of(&app, "cpanel-small").await,
+        "held-on-whm.example",
+    )
+    .await;
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "failed", "{h}");
+    let error = str_of(&h, "last_error");
+    assert!(
+        error.contains("already exists") && error.contains("someone2"),
+        "{h}"
+    );
+    assert_eq!(whm.accounts(), 1);
     app.stop().await;
 }
 

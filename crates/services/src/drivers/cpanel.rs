@@ -98,7 +98,25 @@ impl Whm {
     }
 
     async fn summary(&self, user: &str) -> Result<Option<Summary>, DriverError> {
-        match self.ask("accountsummary", &[("user", user)]).await? {
+        self.summary_by("user", user)
+            .await
+            .map(|s| s.map(|(_, summary)| summary))
+    }
+
+    /// The WHM account whose main domain is `domain` (its user name), if any.
+    async fn domain_holder(&self, domain: &str) -> Result<Option<String>, DriverError> {
+        self.summary_by("domain", domain)
+            .await
+            .map(|s| s.map(|(user, _)| user))
+    }
+
+    /// `accountsummary` by `user` or `domain`: the account's user name and summary.
+    async fn summary_by(
+        &self,
+        by: &str,
+        value: &str,
+    ) -> Result<Option<(String, Summary)>, DriverError> {
+        match self.ask("accountsummary", &[(by, value)]).await? {
             Ok(data) => {
                 let acct = data
                     .get("acct")
@@ -106,13 +124,16 @@ impl Whm {
                     .cloned()
                     .unwrap_or_default();
                 let text = |k: &str| acct.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                Ok(Some(Summary {
-                    domain: text("domain"),
-                    owner: text("owner"),
-                    suspended: acct
-                        .get("suspended")
-                        .is_some_and(|s| s.as_i64() == Some(1) || s.as_bool() == Some(true)),
-                }))
+                Ok(Some((
+                    text("user"),
+                    Summary {
+                        domain: text("domain"),
+                        owner: text("owner"),
+                        suspended: acct
+                            .get("suspended")
+                            .is_some_and(|s| s.as_i64() == Some(1) || s.as_bool() == Some(true)),
+                    },
+                )))
             }
             Err(e) if e.contains("does not exist") => Ok(None),
             Err(e) => Err(DriverError(e)),
@@ -179,6 +200,15 @@ impl Provisioner for Whm {
                 // is retried (the next attempt finds the account and adopts it); other
                 // refusals (a bad name, a missing package, a weak password) are final.
                 if e.to_ascii_lowercase().contains("already exists") {
+                    // Unless the domain is another account's main domain: that is final
+                    // (found by the panels audit: retried eight times for hours).
+                    if let Some(holder) = self.domain_holder(&a.domain).await? {
+                        if !holder.eq_ignore_ascii_case(&a.username) {
+                            return Err(DriverError::refused(format!(
+                                "{e} (the domain is WHM account {holder}'s)"
+                            )));
+                        }
+                    }
                     return Err(DriverError(e));
                 }
                 Err(DriverError::refused(e))
