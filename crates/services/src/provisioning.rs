@@ -807,11 +807,26 @@ impl Lodge {
             hosting::set_server(&mut tx, id, None, Some(&account.username), self.now_us()).await?;
             tx.commit().await.map_err(StoreError::from)?;
         }
-        target
-            .driver
-            .create(&account)
-            .await
-            .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
+        let created = match target.driver.create(&account).await {
+            // The panel refused the customer's password (below its minimum strength, which
+            // Lodge cannot know): the paid account is made with a strong password of
+            // Lodge's instead of failing for good (found by the panels audit); the customer
+            // sets their own later, or logs in with the one-time control panel link.
+            Err(e)
+                if e.is_refused()
+                    && account.password.is_some()
+                    && e.0.to_ascii_lowercase().contains("password") =>
+            {
+                tracing::warn!(hosting = %id, error = %e, "the panel refused the chosen password; creating the account with a generated one");
+                let generated = Account {
+                    password: None,
+                    ..account.clone()
+                };
+                target.driver.create(&generated).await.map(|()| true)
+            }
+            r => r.map(|()| false),
+        }
+        .map_err(|e| ServiceError::Internal(format!("{}: {e}", target.name)))?;
         // Its DNS zone (when DNS hosting is on): created, or adopted on a retry.
         self.create_zone(&h).await?;
         // Its database (when MariaDB is on and the plan has databases; a control panel
@@ -823,6 +838,17 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
         hosting::set_last_error(&mut tx, id, None, now).await?;
+        if created {
+            lodge_store::plan_change::note_history(
+                &mut *tx,
+                id,
+                h.status,
+                "the panel refused the chosen password as too weak: the account was made with a strong password; set a new one, or use the control panel login link",
+                "system",
+                now,
+            )
+            .await?;
+        }
         if hosting::transition(
             &mut tx,
             id,

@@ -247,8 +247,8 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
                 ))
             } else if !st.packages.contains(&p("plan")) {
                 Err(format!("The package \"{}\" does not exist.", p("plan")))
-            } else if p("password").len() < 8 {
-                Err("The password is too weak.".to_owned())
+            } else if too_weak(&p("password")) {
+                Err(WEAK_PASSWORD.to_owned())
             } else {
                 st.accounts.insert(
                     user.clone(),
@@ -309,8 +309,8 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
                         Ok(Value::Null)
                     }
                     ("passwd", Some(a)) => {
-                        if p("password").len() < 8 {
-                            Err("The password is too weak.".to_owned())
+                        if too_weak(&p("password")) {
+                            Err(WEAK_PASSWORD.to_owned())
                         } else {
                             a.password = p("password");
                             Ok(json!({ "app": "system" }))
@@ -340,4 +340,18 @@ fn handle(state: &Mutex<WhmState>, r: Request) -> Reply {
         )),
     };
     reply(&function, result)
+}
+
+/// WHM's refusal of a password below the server's minimum strength.
+const WEAK_PASSWORD: &str = "Sorry, the password you selected cannot be used because it is too weak and would be too easy to guess. Please select a password with strength rating of 65 or higher.";
+
+/// WHM scores a password (0 to 100) after a dictionary check (cracklib): one based on a
+/// dictionary word scores 1, far below the usual minimum (50 to 65). Here: shorter than 8,
+/// or holding one of a few dictionary words.
+fn too_weak(password: &str) -> bool {
+    let lower = password.to_ascii_lowercase();
+    password.len() < 8
+        || ["password", "qwerty", "letmein", "welcome", "admin"]
+            .iter()
+            .any(|w| lower.contains(w))
 }

@@ -24,6 +24,7 @@ on_both_engines!(
     a_lost_create_answer_is_retried_into_one_account,
     a_whm_account_still_being_created_is_waited_for,
     a_termination_waits_for_the_panels_creation,
+    a_password_whm_finds_too_weak,
     a_name_owned_by_someone_else_fails_visibly,
     a_domain_on_another_directadmin_user_is_not_taken_as_success,
     a_directadmin_command_the_key_may_not_run_is_not_done,
@@ -837,6 +838,71 @@ async fn a_termination_waits_for_the_panels_creation(app: TestApp) {
         fake.state().accounts.is_empty(),
         "removed from the panel: {:?}",
         fake.state().accounts
+    );
+    app.stop().await;
+}
+
+/// WHM refuses a password below its minimum strength (a dictionary word), which Lodge's
+/// own rule lets through: the paid account is made with a strong password instead of failing
+/// for good, and a change to such a password ends at once with WHM's words, the panel's
+/// password unchanged (it was retried for hours: found by the panels audit).
+async fn a_password_whm_finds_too_weak(app: TestApp) {
+    app.expect_dead_jobs("WHM refused a weak password change");
+    panel_catalog(&app).await;
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let fake = FakeWhm::start(SECRET, &["root_bronze", "root_silver"], true)
+        .await
+        .unwrap();
+    let wrapped = Fake::Whm(fake.clone());
+    pinned_server(&app, &wrapped).await;
+    let id = order(
+        &app,
+        &plan_of(&app, "cpanel-small").await,
+        "weak-pw.example",
+    )
+    .await;
+    // The customer's chosen password (as an /apiv2 order's `rootpass` stores it).
+    let hosting_id: lodge_core::HostingId = id.parse().unwrap();
+    let sealed = app.lodge.sealer.seal("welcome2026").unwrap();
+    let mut tx = app.lodge.store.begin().await.unwrap();
+    lodge_store::hosting::set_secret(&mut tx, hosting_id, &sealed, 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "made anyway: {h}");
+    let user = str_of(&h, "username").to_owned();
+    let made = fake.account(&user).unwrap().password;
+    assert_ne!(made, "welcome2026");
+    assert!(made.len() >= 16, "a strong password of Lodge's: {made}");
+    assert!(h.to_string().contains("refused the chosen password"), "{h}");
+
+    let (status, body) = app
+        .post(
+            &format!("{}/password", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "password": "welcome2027" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "Lodge's rule lets it through: {body}"
+    );
+    assert_eq!(run(&worker).await, 1);
+    let h = crate::harness::staff_hosting(&app, &id).await;
+    assert!(str_of(&h, "last_error").contains("too weak"), "{h}");
+    assert_eq!(fake.account(&user).unwrap().password, made, "unchanged");
+    let dead =
+        lodge_store::jobs::with_status(app.lodge.store.reader(), lodge_core::JobStatus::Dead, 10)
+            .await
+            .unwrap();
+    assert!(
+        dead.iter()
+            .any(|j| j.kind == "change_password" && j.attempts == 1),
+        "ended at once: {dead:?}"
     );
     app.stop().await;
 }

@@ -261,9 +261,15 @@ impl Provisioner for Whm {
     }
 
     async fn change_password(&self, a: &Account, password: &str) -> Result<(), DriverError> {
-        self.call("passwd", &[("user", &a.username), ("password", password)])
-            .await
-            .map(|_| ())
+        // WHM's own refusal (a password below its minimum strength, an account gone) is
+        // final: the same password is refused again (it was retried for hours).
+        match self
+            .ask("passwd", &[("user", &a.username), ("password", password)])
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(DriverError::refused(e)),
+        }
     }
 
     async fn login_url(&self, a: &Account) -> Result<Option<String>, DriverError> {
