@@ -30,6 +30,7 @@ on_both_engines!(engine:
     a_wrong_password_fails_the_job_with_a_clear_error,
     renewal_billing_renews_at_the_registry_once_per_period,
     the_daily_sync_reads_expiry_and_status_back,
+    a_domain_of_another_registrar_is_not_read_from_its_tlds_registry,
     customers_manage_nameservers_and_lock_and_staff_see_the_registry_state,
 );
 
@@ -944,6 +945,54 @@ async fn the_daily_sync_reads_expiry_and_status_back(engine: Engine) {
         app.clock.set(noon("2026-04-02", 0));
         app.lodge.registry_pass().await.unwrap();
         assert_eq!(domain(&app, &id).await["status"], "transferred_away");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// Several registrars by TLD: each domain records the one that serves it (not the
+/// aggregate's name), and the daily sync reads a domain only from its own registrar's
+/// registry. A domain recorded with the manual registrar (registered by hand before its
+/// TLD went to a registry) is not read there, so not "transferred away" (found by the
+/// stack audit: every such domain flipped the day the TLD was routed).
+async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine: Engine) {
+    let server = registry(false).await;
+    let routed: Arc<dyn Registrar> = Arc::new(
+        ByTld::new(Arc::new(lodge_services::registrar::ManualRegistrar))
+            .route("com", driver(&server)),
+    );
+    harness::run(engine, options(routed), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let ours = register(&app, "routed-one.com").await;
+        let by_hand = register(&app, "routed-two.com").await;
+        drain(worker(&app)).await;
+        assert_eq!(
+            row(&app, &ours).await.registrar,
+            "epp-lodge",
+            "the route's name"
+        );
+        // routed-two.com as if registered by hand elsewhere before `com` was routed.
+        sqlx::query("UPDATE domains SET registrar = 'manual' WHERE name = 'routed-two.com'")
+            .execute(app.lodge.store.writer())
+            .await
+            .unwrap();
+        server.update_domain("routed-two.com", |d| d.sponsor = "other".into());
+        server.update_domain("routed-one.com", |d| d.expires = date(2029, 3, 31));
+        let asked = server.count("domain:info routed-two.com");
+        app.clock.set(noon("2026-04-01", 0));
+        app.lodge.registry_pass().await.unwrap();
+        assert_eq!(domain(&app, &by_hand).await["status"], "active");
+        assert_eq!(
+            server.count("domain:info routed-two.com"),
+            asked,
+            "not asked"
+        );
+        let r = row(&app, &ours).await;
+        assert_eq!(
+            r.expiration_date.as_deref(),
+            Some("2029-03-31"),
+            "read back"
+        );
         app.stop().await;
     })
     .await;

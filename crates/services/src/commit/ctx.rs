@@ -17,15 +17,15 @@ pub struct WriteEnv {
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
     sealer: Sealer,
-    /// The registrar's name (`"none"` without one).
-    registrar: Arc<str>,
+    /// The registrar (`None` without one).
+    registrar: Option<Arc<dyn crate::registrar::Registrar>>,
     actor: Arc<str>,
 }
 
 impl std::fmt::Debug for WriteEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteEnv")
-            .field("registrar", &self.registrar)
+            .field("registrar", &self.registrar.as_ref().map(|r| r.name()))
             .field("actor", &self.actor)
             .finish_non_exhaustive()
     }
@@ -39,7 +39,7 @@ impl WriteEnv {
             today: self.clock.today(),
             currency: self.settings.currency.code(),
             sealer: &self.sealer,
-            registrar: &self.registrar,
+            registrar: self.registrar.as_deref(),
             actor: &self.actor,
             policy: self.settings.policy,
         }
@@ -63,12 +63,22 @@ pub struct WriteCtx<'a> {
     pub currency: &'a str,
     /// Seals the secrets a write stores.
     pub sealer: &'a Sealer,
-    /// The registrar's name, recorded on domains (`"none"` without one).
-    pub registrar: &'a str,
+    /// The registrar (`None` without one): the name of the one serving a domain is recorded
+    /// on it ([`WriteCtx::registrar_for`]).
+    pub registrar: Option<&'a dyn crate::registrar::Registrar>,
     /// Who writes (recorded in ledgers and histories).
     pub actor: &'a str,
     /// The renewal policy (what paying an overdue renewal lifts).
     pub policy: lodge_core::renewal::Policy,
+}
+
+impl WriteCtx<'_> {
+    /// The name recorded on a domain: of the registrar serving it (of several chosen by
+    /// TLD, the one its TLD goes to: a domain registered by hand stays the manual
+    /// registrar's when its TLD later goes to a registry), `"none"` without one.
+    pub fn registrar_for(&self, name: &lodge_core::DomainName) -> &str {
+        self.registrar.map_or("none", |r| r.name_for(name))
+    }
 }
 
 impl std::fmt::Debug for WriteCtx<'_> {
@@ -88,7 +98,7 @@ impl Lodge {
             clock: self.clock.clone(),
             settings: self.settings.clone(),
             sealer: self.sealer.clone(),
-            registrar: Arc::from(self.registrar.as_ref().map_or("none", |r| r.name())),
+            registrar: self.registrar.clone(),
             actor: Arc::from(actor),
         }
     }
@@ -100,7 +110,7 @@ impl Lodge {
             today: self.today(),
             currency: self.settings.currency.code(),
             sealer: &self.sealer,
-            registrar: self.registrar.as_ref().map_or("none", |r| r.name()),
+            registrar: self.registrar.as_deref(),
             actor,
             policy: self.settings.policy,
         }

@@ -380,7 +380,7 @@ pub async fn place_order_in<C: SqlConn>(
                 sld,
                 tld,
                 status,
-                registrar: ctx.registrar,
+                registrar: ctx.registrar_for(name),
                 epp_code: epp.as_deref(),
                 now,
             };

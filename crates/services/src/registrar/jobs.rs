@@ -596,7 +596,14 @@ impl Lodge {
             let Ok(name) = DomainName::parse(&d.name) else {
                 continue;
             };
-            if !registrar.has_registry(&name) {
+            // Recorded with another registrar than the one its TLD goes to now (registered
+            // by hand before the TLD was given to a registry): that registry knows nothing
+            // of it, and reading it there made it "transferred away" (found by the stack
+            // audit). Domains recorded before names were per domain carry the aggregate's
+            // name and are read as before.
+            let elsewhere =
+                d.registrar != registrar.name() && d.registrar != registrar.name_for(&name);
+            if !registrar.has_registry(&name) || elsewhere {
                 let mut tx = self.store.begin().await?;
                 registry::mark_synced(&mut tx, d.id, &today, None, now).await?;
                 tx.commit().await.map_err(StoreError::from)?;
