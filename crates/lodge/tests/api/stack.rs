@@ -379,13 +379,6 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{}", dir.display());
             assert_eq!(meta.uid(), pool_uid, "{}", dir.display());
         }
-        // The home: the pool user's, nginx's group may read it, nobody else enters it.
-        {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            let meta = std::fs::metadata(&home).expect("the home");
-            assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "{}", home.display());
-            assert_eq!(meta.uid(), pool_uid, "{}", home.display());
-        }
         std::fs::write(
             public.join("session.php"),
             "<?php session_start(); $_SESSION['n'] = 1; session_write_close(); echo session_id();",

@@ -330,25 +330,6 @@ impl PhpPools {
                 .await
                 .map_err(|e| err("setting the temporary directory's mode", e))?;
         }
-        // The home the pool's user's, nginx's group may read it, nobody else enters it (it
-        // was 0755: any local user, another account's PHP too, read every site's files).
-        let listen = self.cfg.listen_group.clone();
-        let listen_gid = tokio::task::spawn_blocking(move || {
-            nix::unistd::Group::from_name(&listen)
-                .map_err(|e| err(&format!("looking up the listen group {listen}"), e))?
-                .map(|g| g.gid)
-                .ok_or_else(|| err("the listen group", format!("{listen} does not exist")))
-        })
-        .await
-        .map_err(|e| err("looking up the listen group", e))??;
-        std::os::unix::fs::chown(home, Some(uid.as_raw()), Some(listen_gid.as_raw()))
-            .map_err(|e| err("giving the account's home to the pool's user", e))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(home, std::fs::Permissions::from_mode(0o750))
-                .await
-                .map_err(|e| err("setting the home's mode", e))?;
-        }
         for dir in [&self.cfg.pool_dir, &self.cfg.socket_dir] {
             tokio::fs::create_dir_all(dir)
                 .await
