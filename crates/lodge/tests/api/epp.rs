@@ -702,6 +702,16 @@ async fn a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded(engine: En
             .filter(|j| j.status.as_str() != "done")
             .collect();
         assert!(open.is_empty(), "not retried: {open:?}");
+
+        // Refused because the registry gave it to Lodge already (a retry after a lost
+        // answer; 2106 here): read back, it is activated, not cancelled and refunded.
+        server.add_domain("mine-already.net", "lodge", "EPP-mine", date(2026, 9, 1));
+        let id = transfer_in(&app, "mine-already.net", "EPP-mine").await;
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "active", "{d}");
+        assert_eq!(balance(&app).await, paid, "nothing refunded");
         app.stop().await;
     })
     .await;

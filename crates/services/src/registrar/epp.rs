@@ -299,6 +299,19 @@ impl EppRegistrar {
         )
     }
 
+    /// Whether a transfer of `name` is pending at the registry and Lodge asked for it.
+    async fn pending_transfer_is_ours(&self, name: &DomainName, epp_code: &str) -> bool {
+        let q = DomainTransfer::query(name.as_str(), epp_code);
+        match self.transact(&q, true).await {
+            Ok(r) => r.res_data().is_some_and(|d| {
+                d.transfer_status == "pending"
+                    && d.requester_id
+                        .eq_ignore_ascii_case(&self.settings.client_id)
+            }),
+            Err(_) => false,
+        }
+    }
+
     /// Connects, reads the greeting and logs in.
     async fn connect(&self) -> Result<Client, RegistrarError> {
         let s = &self.settings;
@@ -665,7 +678,18 @@ impl Registrar for EppRegistrar {
             // retry), or another registrar's, which must not be taken for Lodge's (found by
             // review: the domain waited for a transfer that was never its own). The query
             // names the requester.
-            Err((Some(ResultCode::ObjectPendingTransfer), e)) => {
+            // A registry may answer a transfer already pending with 2304 (its status
+            // `pendingTransfer` prohibits the command) rather than 2300: the same query
+            // tells whose it is (found by review).
+            Err((
+                Some(
+                    code @ (ResultCode::ObjectPendingTransfer
+                    | ResultCode::ObjectStatusProhibitsOperation),
+                ),
+                e,
+            )) if code == ResultCode::ObjectPendingTransfer
+                || self.pending_transfer_is_ours(name, epp_code).await =>
+            {
                 let q = DomainTransfer::query(name.as_str(), epp_code);
                 let r = self
                     .transact(&q, true)

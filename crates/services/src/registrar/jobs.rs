@@ -289,8 +289,18 @@ impl Lodge {
             }
             Ok(Outcome::Pending) => Ok(()),
             // The domain is cancelled and its line goes back to credit, as a transfer the
-            // losing registrar rejects.
-            Ok(Outcome::Refused(why)) => self.domain_failed(d, &why, "registrar").await.map(drop),
+            // losing registrar rejects; unless it is Lodge's at the registry already (a retry
+            // after a lost answer, refused because the first request went through: found by
+            // review), which activates it.
+            Ok(Outcome::Refused(why)) => match registrar.info(&name).await {
+                Ok(Some(info)) if info.ours => self.adopt(d.id, &info).await,
+                Ok(_) => self.domain_failed(d, &why, "registrar").await.map(drop),
+                Err(e) => {
+                    let msg = format!("registrar: {why}; and reading the domain back: {e}");
+                    self.note_error(d.id, &msg).await?;
+                    Err(ServiceError::Internal(msg))
+                }
+            },
             Err(e) => {
                 let msg = format!("registrar: {e}");
                 self.note_error(d.id, &msg).await?;
