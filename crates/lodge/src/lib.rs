@@ -167,10 +167,9 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         lodge.stripe = Some(Arc::new(client));
     }
-    lodge
-        .switch_mail()
-        .await
-        .context("recording whether mail is on")?;
+    // Whether mail is on is recorded by the nodes that run ([`start_node`]), not by every
+    // command: a `lodge keys list` run without the SMTP settings switched mail off for the
+    // running servers (found by the operator audit).
     // Invoices issued before payment tokens were stored as digests (once; nothing to do
     // on a converted database).
     lodge
@@ -183,6 +182,15 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
         .await
         .context("sealing webhook URLs")?;
     Ok(lodge)
+}
+
+/// What a node (`serve`, `worker`) does once opened, before it serves or works: records
+/// whether this installation sends mail (its SMTP settings).
+pub async fn start_node(lodge: &Lodge) -> anyhow::Result<()> {
+    lodge
+        .switch_mail()
+        .await
+        .context("recording whether mail is on")
 }
 
 /// The file of a `sqlite://` database URL (`None` for PostgreSQL and in-memory SQLite).

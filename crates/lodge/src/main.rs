@@ -984,6 +984,14 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    if matches!(command, Command::Serve(_) | Command::Worker) {
+        if let Err(e) = lodge::start_node(&lodge).await {
+            if let DemoNginxState::Running(n) = demo_nginx {
+                n.stop().await;
+            }
+            return Err(e);
+        }
+    }
     match command {
         Command::Serve(args) => {
             let r = serve(&cfg, lodge, args.demo, !args.no_worker, &demo_nginx).await;

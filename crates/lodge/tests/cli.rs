@@ -631,6 +631,30 @@ async fn a_key_made_on_the_spot_does_not_become_an_upgraded_databases_key() {
     );
 }
 
+/// Whether mail is on is the running nodes' to record: a command run without the SMTP
+/// settings (`keys list`, `billing preview`) leaves it on (it switched mail off for the
+/// running servers until their restart: found by the operator audit).
+#[tokio::test]
+async fn a_command_without_smtp_settings_leaves_mail_on() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    {
+        let lodge = cli.open().await;
+        let mut conn = lodge.store.write_conn().await.unwrap();
+        lodge_store::mail::set_enabled(&mut *conn, true, 0)
+            .await
+            .unwrap();
+    }
+    cli.ok(&["keys", "list", "--staff"]);
+    cli.ok(&["billing", "preview"]);
+    let lodge = cli.open().await;
+    let mut conn = lodge.store.write_conn().await.unwrap();
+    assert!(
+        lodge_store::mail::enabled(&mut *conn).await.unwrap(),
+        "still on"
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();

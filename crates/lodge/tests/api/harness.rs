@@ -252,6 +252,7 @@ impl TestApp {
         let mut lodge = lodge::open(&cfg, Arc::new(clock.clone()))
             .await
             .expect("open lodge");
+        lodge::start_node(&lodge).await.expect("start the node");
         if let Some(r) = opts.registrar {
             lodge.registrar = Some(r);
         }
@@ -507,9 +508,11 @@ impl TestApp {
     /// Another node on the same database: its own connection pools and drivers, the same
     /// settings and the same (manual) clock. It serves no HTTP; tests call its services.
     pub async fn second_node(&self) -> Lodge {
-        lodge::open(&self.config, Arc::new(self.clock.clone()))
+        let lodge = lodge::open(&self.config, Arc::new(self.clock.clone()))
             .await
-            .expect("open a second node")
+            .expect("open a second node");
+        lodge::start_node(&lodge).await.expect("start the node");
+        lodge
     }
 
     /// Stops the server (in-flight requests finish). The database is checked once the test
