@@ -299,7 +299,7 @@ enum Command {
     /// Run the HTTP server (migrations are applied first).
     Serve(ServeArgs),
     /// Run the job worker and scheduler alone (no HTTP), e.g. on extra nodes.
-    Worker,
+    Worker(WorkerArgs),
     /// Apply the database migrations and exit.
     Migrate,
     /// Seed the demo data (idempotent) and print fresh demo credentials.
@@ -431,6 +431,14 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// Base of absolute links in what the worker sends (mail's payment links): the address
+    /// customers reach the servers at, as `serve` has it (default http://127.0.0.1:8080).
+    #[arg(long, env = "LODGE_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -858,6 +866,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         mail_ca_file: cli.global.mail.mail_ca_file.clone(),
         ..Default::default()
     };
+    if let Command::Worker(w) = &cli.command {
+        o.public_base_url = w.public_base_url.clone();
+    }
     if let Command::Serve(s) = &cli.command {
         o.listen = s.listen.clone();
         o.public_base_url = s.public_base_url.clone();
@@ -941,7 +952,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-        } else if !matches!(command, Command::Worker) {
+        } else if !matches!(command, Command::Worker(_)) {
             // (A worker on PostgreSQL is a node, perhaps started beside the first `serve`: it
             // migrates as `serve` does.)
             // On PostgreSQL the database exists either way: an empty one (a mistyped
@@ -964,7 +975,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     }
     let node = matches!(
         command,
-        Command::Serve(_) | Command::Worker | Command::Demo { .. }
+        Command::Serve(_) | Command::Worker(_) | Command::Demo { .. }
     );
     let opened = if node {
         lodge::open_node(&cfg, lodge::system_clock()).await
@@ -984,7 +995,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    if matches!(command, Command::Serve(_) | Command::Worker) {
+    if matches!(command, Command::Serve(_) | Command::Worker(_)) {
         if let Err(e) = lodge::start_node(&lodge).await {
             if let DemoNginxState::Running(n) = demo_nginx {
                 n.stop().await;
@@ -1000,7 +1011,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             }
             r
         }
-        Command::Worker => {
+        Command::Worker(_) => {
+            // Its mail links to the public base URL: a worker beside `serve --no-worker`
+            // that was not told it linked to its own default (found by the operator audit).
+            if let Some(m) = lodge.settings.mail.as_ref() {
+                if base_is_local(&m.base_url) {
+                    tracing::warn!(
+                        base_url = %m.base_url,
+                        "mail sent by this worker links to {}: set --public-base-url (LODGE_PUBLIC_BASE_URL, public_base_url) to the address customers reach",
+                        m.base_url
+                    );
+                }
+            }
             let (tx, rx) = tokio::sync::watch::channel(false);
             let worker = spawn_worker(&lodge, rx);
             shutdown_signal().await;
@@ -1702,6 +1724,22 @@ async fn shutdown_signal() {
 }
 
 /// The host of a public base URL that no customer can reach (an unspecified address).
+/// Whether a base URL's host is this machine (a loopback or unspecified address, or
+/// `localhost`): no link a customer can follow.
+fn base_is_local(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
 fn unreachable_base_host(url: &str) -> Option<String> {
     let host = reqwest::Url::parse(url).ok()?.host_str()?.to_owned();
     let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
@@ -1711,6 +1749,14 @@ fn unreachable_base_host(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::unreachable_base_host;
+
+    #[test]
+    fn a_local_base_url_is_told() {
+        assert!(super::base_is_local("http://127.0.0.1:8080"));
+        assert!(super::base_is_local("http://localhost:8080"));
+        assert!(super::base_is_local("http://[::1]:8080"));
+        assert!(!super::base_is_local("https://billing.example.com"));
+    }
 
     #[test]
     fn a_base_url_on_an_unspecified_address_is_told() {

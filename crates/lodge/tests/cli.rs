@@ -655,6 +655,39 @@ async fn a_command_without_smtp_settings_leaves_mail_on() {
     );
 }
 
+/// `lodge worker` takes the public base URL (`--public-base-url`, LODGE_PUBLIC_BASE_URL),
+/// as `serve` does: the mail it sends links there. Without it, and mail on, it says its
+/// links go to this machine (it read neither, and linked to 127.0.0.1:8080: found by the
+/// operator audit).
+#[test]
+fn the_worker_takes_the_public_base_url() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let stderr_of = |base: Option<&str>| {
+        let mut cmd = cli.command(&["worker"]);
+        cmd.env("LODGE_MAIL_HOST", "127.0.0.1")
+            .env("LODGE_MAIL_FROM", "billing@example.test")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(b) = base {
+            cmd.env("LODGE_PUBLIC_BASE_URL", b);
+        }
+        let mut child = cmd.spawn().expect("lodge worker starts");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("its output");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let told = stderr_of(None);
+    assert!(
+        told.contains("mail sent by this worker links to http://127.0.0.1:8080"),
+        "{told}"
+    );
+    let quiet = stderr_of(Some("https://billing.example.com"));
+    assert!(!quiet.contains("links to"), "{quiet}");
+    assert!(!quiet.contains("unexpected argument"), "{quiet}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();
