@@ -307,6 +307,11 @@ enum Command {
         /// Print one JSON object (organization_id, project_id, api_key, admin_api_key, plans…).
         #[arg(long)]
         json: bool,
+        /// Seed into a database that holds an installation the demo was never seeded into
+        /// (refused otherwise: the demo overwrites plans and TLD prices of its names and adds
+        /// a staff login with a published password).
+        #[arg(long)]
+        force: bool,
     },
     /// Manage API keys.
     #[command(subcommand)]
@@ -1037,7 +1042,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { json } => {
+        Command::Demo { json, force } => {
+            if !force {
+                lodge.demo_allowed().await?;
+            }
             let info = lodge.seed_demo().await?;
             if json {
                 out!("{}", serde_json::to_string(&info)?);
@@ -1585,6 +1593,10 @@ async fn serve(
             public_base_url = %cfg.public_base_url,
             "the public base URL's host {host} is no address customers can reach: payment links in mail and answers will not work; set --public-base-url (LODGE_PUBLIC_BASE_URL, public_base_url)"
         );
+    }
+    // `--demo` on an installation the demo was never seeded into: refused before anything.
+    if demo {
+        lodge.demo_allowed().await?;
     }
     // The port first: a node that cannot listen (taken, not allowed) stops before it seeds
     // anything or its worker claims a job it would leave held for a lease (found by the

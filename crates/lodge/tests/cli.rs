@@ -766,6 +766,33 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
 
 // ---- demo ----
 
+/// The demo is seeded into an empty installation or its own, never over an operator's:
+/// it would overwrite plans and TLD prices of its names and add a staff login with a
+/// published password (found by the operator audit). `--force` seeds anyway.
+#[test]
+fn the_demo_is_refused_over_an_installation_unless_forced() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let out = cli
+        .command(&["users", "create", "--email", "owner@real.test"])
+        .env("LODGE_USER_PASSWORD", "a-real-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = cli.fails(&["demo"]);
+    assert!(err.contains("lodge demo --force"), "{err}");
+    let err = cli.fails(&["serve", "--demo", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("never seeded into"), "{err}");
+    let info = cli.json(&["demo", "--json", "--force"]);
+    uuid(&info["organization_id"]);
+    // Seeded once, it is the demo's: seeded again without --force.
+    cli.json(&["demo", "--json"]);
+}
+
 #[tokio::test]
 async fn demo_json_prints_one_object_and_reseeds_idempotently() {
     let cli = Cli::new();

@@ -70,6 +70,25 @@ impl Lodge {
         }
     }
 
+    /// Whether the demo may be seeded here: into an empty installation, or one the demo
+    /// was seeded into before. Elsewhere it would overwrite the operator's plans and TLD
+    /// prices of the demo's names, add public coupons, a local nginx server and a staff
+    /// login with a published password (found by the operator audit): refused unless
+    /// forced.
+    pub async fn demo_allowed(&self) -> Result<()> {
+        let (users, plans, seeded) =
+            orgs::beyond_demo(self.store.reader(), [DEMO_STAFF_EMAIL, DEMO_OWNER_EMAIL]).await?;
+        if seeded || (users == 0 && plans == 0) {
+            return Ok(());
+        }
+        Err(ServiceError::Conflict(format!(
+            "this database holds an installation ({users} users, {plans} plans) the demo was \
+             never seeded into: the demo would overwrite plans and TLD prices of its names and \
+             add a staff login with a published password. Seed it into an empty database, \
+             or run `lodge demo --force` to seed it here anyway"
+        )))
+    }
+
     /// Seeds the demo data (idempotently) and issues fresh demo keys.
     pub async fn seed_demo(&self) -> Result<DemoInfo> {
         // Nodes starting together on one database seed in turn: each looks for the demo

@@ -126,6 +126,29 @@ pub async fn for_user<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// What an installation holds besides the demo's: users whose e-mail is none of
+/// `demo_emails`, and catalog plans; and whether the demo's staff user (`demo_emails[0]`)
+/// is there (the demo was seeded before).
+pub async fn beyond_demo<'e, E: Executor<'e, Database = Any> + Copy>(
+    db: E,
+    demo_emails: [&str; 2],
+) -> Result<(i64, i64, bool)> {
+    let users: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email <> $1 AND email <> $2")
+            .bind(demo_emails[0])
+            .bind(demo_emails[1])
+            .fetch_one(db)
+            .await?;
+    let plans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans")
+        .fetch_one(db)
+        .await?;
+    let staff: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = $1")
+        .bind(demo_emails[0])
+        .fetch_one(db)
+        .await?;
+    Ok((users, plans, staff > 0))
+}
+
 pub async fn all<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<Vec<OrgRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {ORG_COLUMNS} FROM organizations o ORDER BY o.legacy_id"
