@@ -98,16 +98,46 @@ impl Engine {
 
 /// Removes the password from a database URL so it can be logged.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(s + 3);
+    // The authority ends at the path or the query; its user information at its last `@`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(c) => format!("{}:***{}", &authority[..c], &authority[at..]),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also be a query parameter (`?password=…`, libpq's and sqlx's):
+    // masked the same (found by the operator audit: printed in errors and the start line).
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, format!("#{f}")),
+                None => (query, String::new()),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _))
+                        if ["password", "sslpassword", "pass"]
+                            .iter()
+                            .any(|p| k.eq_ignore_ascii_case(p)) =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", query.join("&"))
         }
-        _ => url.to_owned(),
-    }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 /// The connection pools of one Lodge node.
@@ -364,4 +394,31 @@ where
 {
     s.parse::<T>()
         .map_err(|e| StoreError::Corrupt(format!("{s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_are_masked_wherever_the_url_carries_them() {
+        let r = super::redact_url;
+        assert_eq!(
+            r("postgres://lodge:Pw@127.0.0.1:5432/db"),
+            "postgres://lodge:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(r("postgres://lodge@h/db"), "postgres://lodge@h/db");
+        assert_eq!(
+            r("postgres://h/db?user=lodge&password=S3cret&sslmode=require"),
+            "postgres://h/db?user=lodge&password=***&sslmode=require"
+        );
+        assert_eq!(
+            r("postgres://h/db?PASSWORD=x@y"),
+            "postgres://h/db?PASSWORD=***"
+        );
+        assert_eq!(
+            r("postgres://u:p%40ss@h/db?sslpassword=k"),
+            "postgres://u:***@h/db?sslpassword=***"
+        );
+        assert_eq!(r("sqlite:///tmp/lodge.db"), "sqlite:///tmp/lodge.db");
+        assert_eq!(r("sqlite::memory:"), "sqlite::memory:");
+    }
 }
