@@ -1223,6 +1223,17 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         }
         Command::Billing(BillingCommand::Run) => {
             let pass = lodge.scheduler_pass().await?;
+            // What failed is logged above; the exit status says so too (it was 0 whatever
+            // failed: found by the operator audit).
+            if pass.failed_steps > 0 || pass.renewals.failed > 0 {
+                anyhow::bail!(
+                    "the pass did not finish everything: {} step(s) and {} renewal(s) failed \
+                     (see the log); the next pass tries them again. What it did: {}",
+                    pass.failed_steps,
+                    pass.renewals.failed,
+                    serde_json::to_string(&pass)?
+                );
+            }
             out!("{}", serde_json::to_string(&pass)?);
             Ok(())
         }

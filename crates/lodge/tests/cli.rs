@@ -688,6 +688,25 @@ fn the_worker_takes_the_public_base_url() {
     assert!(!quiet.contains("unexpected argument"), "{quiet}");
 }
 
+/// `lodge billing run` exits non-zero when a step of the pass failed (it printed
+/// `"failed"` and exited 0: found by the operator audit).
+#[tokio::test]
+async fn a_billing_run_with_a_failed_step_fails() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let pass = cli.json(&["billing", "run"]);
+    assert_eq!(pass["failed_steps"], 0, "{pass}");
+    {
+        let lodge = cli.open().await;
+        sqlx::query("ALTER TABLE plan_changes RENAME TO plan_changes_away")
+            .execute(lodge.store.writer())
+            .await
+            .unwrap();
+    }
+    let err = cli.fails(&["billing", "run"]);
+    assert!(err.contains("did not finish everything"), "{err}");
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();

@@ -123,6 +123,8 @@ pub struct SchedulerPass {
     pub jobs_queued: usize,
     pub renewals: crate::renewals::RenewalPass,
     pub overdue: crate::renewals::OverduePass,
+    /// Steps of the pass that failed (each logged; the next pass tries again).
+    pub failed_steps: u32,
 }
 
 /// How long a job of another node's server waits before it is offered again.
@@ -1069,6 +1071,7 @@ impl Lodge {
     /// and overdue passes log their failures and leave them to the next pass.
     pub async fn scheduler_pass(&self) -> Result<SchedulerPass> {
         let mut added = self.enqueue_due().await?;
+        let mut failed_steps = 0;
         // Before the renewals, which the credit it gives back may pay.
         match self.expire_stale_plan_changes().await {
             Ok(n) if n > 0 => tracing::info!(
@@ -1077,6 +1080,7 @@ impl Lodge {
             ),
             Ok(_) => {}
             Err(e) => {
+                failed_steps += 1;
                 tracing::error!(error = %e, "the stale plan change pass failed; the next one goes on")
             }
         }
@@ -1094,6 +1098,7 @@ impl Lodge {
                 pass
             }
             Err(e) => {
+                failed_steps += 1;
                 tracing::error!(error = %e, "the renewal pass failed; the next one goes on");
                 crate::renewals::RenewalPass::default()
             }
@@ -1102,15 +1107,18 @@ impl Lodge {
             Ok(n) if n > 0 => tracing::info!(domains = n, "domains expired unrenewed"),
             Ok(_) => {}
             Err(e) => {
+                failed_steps += 1;
                 tracing::error!(error = %e, "the domain expiry pass failed; the next one goes on")
             }
         }
         if let Err(e) = self.renewal_notices().await {
+            failed_steps += 1;
             tracing::error!(error = %e, "the renewal notices pass failed; the next one goes on");
         }
         let overdue = match self.enforce_overdue().await {
             Ok(pass) => pass,
             Err(e) => {
+                failed_steps += 1;
                 tracing::error!(error = %e, "the overdue pass failed; the next one goes on");
                 crate::renewals::OverduePass::default()
             }
@@ -1120,6 +1128,7 @@ impl Lodge {
         match self.enqueue_certificate_renewals().await {
             Ok(n) => added += n,
             Err(e) => {
+                failed_steps += 1;
                 tracing::error!(error = %e, "the certificate renewal pass failed; the next one goes on")
             }
         }
@@ -1136,7 +1145,10 @@ impl Lodge {
                 );
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "the registry pass failed; the next one goes on"),
+            Err(e) => {
+                failed_steps += 1;
+                tracing::error!(error = %e, "the registry pass failed; the next one goes on")
+            }
         }
         // Card forms left open on invoices settled otherwise.
         match self
@@ -1169,6 +1181,7 @@ impl Lodge {
             jobs_queued: added,
             renewals,
             overdue,
+            failed_steps,
         })
     }
 
