@@ -217,11 +217,14 @@ fn dir_of(file: &std::path::Path) -> &std::path::Path {
 /// dropped (or the process ends, however it ends). Refused, naming the holder's process,
 /// while another `serve` holds it.
 pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    // One lock a file, however it is named (a relative path, a symlinked directory).
-    let db = std::fs::canonicalize(dir_of(db))
-        .ok()
-        .zip(db.file_name())
-        .map_or_else(|| db.to_path_buf(), |(d, f)| d.join(f));
+    // One lock a file, however it is named (a relative path, a symlinked directory, a
+    // symlink to the file itself: found by the operator audit).
+    let db = std::fs::canonicalize(db).unwrap_or_else(|_| {
+        std::fs::canonicalize(dir_of(db))
+            .ok()
+            .zip(db.file_name())
+            .map_or_else(|| db.to_path_buf(), |(d, f)| d.join(f))
+    });
     let mut name = db.as_os_str().to_owned();
     name.push("-lodge.lock");
     lock_file(
@@ -446,5 +449,25 @@ mod log_tests {
             assert!(text.contains("instant_epp=off"), "{given}: {text}");
             assert!(!text.contains("instant_epp=trace"), "{given}: {text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    /// One server a SQLite file, whatever path names it: a symlink to the file itself
+    /// takes the same lock (a second server started through one: found by the operator
+    /// audit).
+    #[test]
+    fn a_symlink_to_the_database_takes_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lodge.db");
+        std::fs::write(&db, b"").unwrap();
+        let other = dir.path().join("alias");
+        std::fs::create_dir(&other).unwrap();
+        let link = other.join("lodge.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let _held = super::serve_lock(&db).unwrap();
+        let refused = super::serve_lock(&link).unwrap_err();
+        assert!(refused.to_string().contains("is serving"), "{refused}");
     }
 }
