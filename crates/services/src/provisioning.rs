@@ -1038,6 +1038,11 @@ impl Lodge {
                 .await
         }
         .map_err(|e| ServiceError::Internal(format!("registrar: {e}")))?;
+        // Refused for good (no registrar without a registry says so today): cancelled with
+        // its line back to credit, as at a registry, not left pending (found by review).
+        if let Outcome::Refused(why) = &outcome {
+            return self.domain_failed(&d, why, "registrar").await.map(drop);
+        }
         if let Outcome::Completed {
             registration_date,
             expiration_date,

@@ -1041,6 +1041,12 @@ async fn an_intent_for_an_old_amount_is_cancelled_and_a_webhooks_amount_is_cappe
                 .await
                 .unwrap();
         assert_eq!(first_status, "canceled");
+        let failures: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'payment.failed'")
+                .fetch_one(app.lodge.store.reader())
+                .await
+                .unwrap();
+        assert_eq!(failures, 0, "no failure told of a cancelled intent");
 
         // A signed event for the new intent claiming 1,000.00.
         let mut forged = new.clone();

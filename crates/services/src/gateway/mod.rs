@@ -402,7 +402,8 @@ impl Lodge {
                 // A failure reported after the intent succeeded (Stripe sends an earlier
                 // declined attempt's event late) tells nothing: the invoice is paid (found
                 // by the payments audit: a "payment failed" notice went out after it).
-                .filter(|c| c.status != "succeeded" && c.status != "credited"),
+                // Nor one of an intent cancelled meanwhile (found by review).
+                .filter(|c| !matches!(c.status.as_str(), "succeeded" | "credited" | "canceled")),
         ) {
             // Told once per intent, however many times Stripe reports it.
             crate::events::emit_once(

@@ -1036,14 +1036,14 @@ fn timed_out(what: &str, limit: Duration) -> RegistrarError {
     ))
 }
 
-/// A fresh transfer code (RFC 5731 `authInfo`): random letters and digits, with the
-/// character classes registries commonly require.
 /// Ten random letters and digits: one start's part of its transaction ids.
 fn trid_tag() -> String {
     use rand::distributions::{Alphanumeric, DistString};
     Alphanumeric.sample_string(&mut rand::thread_rng(), 10)
 }
 
+/// A fresh transfer code (RFC 5731 `authInfo`): random letters and digits, with the
+/// character classes registries commonly require.
 fn new_auth_code(salt: u64) -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();

@@ -459,7 +459,12 @@ impl Lodge {
             lodge_store::events::page(&mut db, org, kind, before, limit.clamp(1, 500)).await?;
         let mut page = Vec::with_capacity(rows.len());
         for (seq, e) in rows {
-            let data = deliver::event_data(&mut db, &e).await?;
+            // One event's unreadable data is shown as null, not a failed page.
+            let data = if serde_json::from_str::<serde_json::Value>(&e.data).is_ok() {
+                deliver::event_data(&mut db, &e).await?
+            } else {
+                serde_json::Value::Null
+            };
             page.push((seq, e, data));
         }
         Ok(page)
