@@ -623,12 +623,21 @@ impl Lodge {
     /// ended the account, and the panel then finished making it: a live account nothing
     /// would remove (found by the panels audit).
     async fn creation_settled(&self, h: &HostingRow) -> Result<()> {
+        let now = self.now_us();
+        // Its latest provisioning job: the order's, or one a staff retry queued (without
+        // the order's key: found by review).
+        let mut conn = self
+            .store
+            .reader()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         let Some(job) =
-            jobs::by_dedupe_key(self.store.reader(), &format!("provision:{}", h.id)).await?
+            jobs::latest_for_hosting(&mut conn, &h.id.to_string(), JOB_PROVISION).await?
         else {
             return Ok(());
         };
-        let now = self.now_us();
+        drop(conn);
         match job.status {
             JobStatus::Queued | JobStatus::Running => Err(ServiceError::NotYet(
                 now + CREATION_WAIT_US,

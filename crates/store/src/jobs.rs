@@ -419,6 +419,22 @@ pub async fn open_kinds_for_hosting(
     Ok(q.fetch_all(conn).await?)
 }
 
+/// The latest job of `kind` for a hosting account (by its payload), whatever its status.
+pub async fn latest_for_hosting(
+    conn: &mut sqlx::AnyConnection,
+    hosting: &str,
+    kind: &str,
+) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $2 AND payload LIKE '%' || $1 || '%' \
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(format!("\"hosting_id\":\"{hosting}\""))
+    .bind(kind)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// Lets queued jobs waiting for a node be claimed by any node again (a server's node was
 /// changed: each is judged afresh by the node that claims it).
 pub async fn unpin_queued<'e, E: Executor<'e, Database = Any>>(db: E) -> Result<u64> {

@@ -962,8 +962,18 @@ async fn a_name_owned_by_someone_else_fails_visibly(app: TestApp) {
         // Staff end the failed account: nothing of ours is on the panel, the other one
         // stays, and the account (and its domain) ends (found by the panels audit: the
         // termination was refused for good, so it could never end).
-        // It waits ten minutes after the creation failed (a create whose answer timed out
-        // may still be finishing on the panel), its attempts not counted.
+        // Staff retry it later; refused again. A termination then waits ten minutes after
+        // that latest creation failed (a create whose answer timed out may still be
+        // finishing on the panel), its attempts not counted; not after the order's first
+        // one, long over (found by review).
+        app.clock.advance(SignedDuration::from_mins(11));
+        staff(&app, &id, "retry").await;
+        assert_eq!(run(&worker).await, 1);
+        assert_eq!(
+            hosting(&app, &id).await["status"],
+            "failed",
+            "{driver}: refused again"
+        );
         staff(&app, &id, "terminate").await;
         assert_eq!(run(&worker).await, 1);
         assert_eq!(

@@ -182,9 +182,6 @@ impl Lodge {
                 inv.status
             )));
         }
-        if due < card_minimum_minor(&inv.currency) {
-            return Err(below_card_minimum(&inv.currency));
-        }
         let open = cards::open_for(
             &mut self.store.read_conn().await?,
             GATEWAY_STRIPE,
@@ -211,6 +208,11 @@ impl Lodge {
             self.set_card_status(&pi.id, &pi.status, None).await?;
         }
         self.cancel_superseded(stripe, inv.id, due).await?;
+        // After the intents of other amounts are cancelled (a form of one left open could
+        // otherwise still charge until the scheduler's pass: found by review).
+        if due < card_minimum_minor(&inv.currency) {
+            return Err(below_card_minimum(&inv.currency));
+        }
         let attempts = cards::of_invoice(&mut self.store.read_conn().await?, inv.id)
             .await?
             .len();
