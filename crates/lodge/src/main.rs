@@ -763,8 +763,13 @@ fn init_logging(format: Option<&str>) {
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let filter = lodge::quiet_secret_loggers(filter);
+    // Colours only on a terminal (and never with NO_COLOR): a log written to a file or the
+    // journal had escape codes in every line (found by the operator audit).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == Some("json") {
         builder.json().init();
@@ -1064,6 +1069,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let secret = secret.trim_end_matches(['\r', '\n']);
             if secret.is_empty() {
                 anyhow::bail!("nothing to seal: give the secret on standard input");
+            }
+            // One line is sealed: more than one is refused, not cut silently (found by the
+            // operator audit).
+            let mut rest = String::new();
+            std::io::stdin()
+                .read_line(&mut rest)
+                .context("reading the secret from standard input")?;
+            if !rest.trim().is_empty() {
+                anyhow::bail!(
+                    "the secret on standard input has more than one line: give one line (a \
+                     secret of several lines cannot be sealed)"
+                );
             }
             out!("{}", lodge.sealer.seal(secret)?);
             Ok(())

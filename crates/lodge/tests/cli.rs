@@ -707,6 +707,43 @@ async fn a_billing_run_with_a_failed_step_fails() {
     assert!(err.contains("did not finish everything"), "{err}");
 }
 
+/// `lodge seal` seals one line: input of several lines is refused, not cut at the first
+/// (found by the operator audit).
+#[test]
+fn seal_takes_one_line() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let seal = |input: &[u8]| {
+        let mut child = cli
+            .command(&["seal"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = seal(b"first line\nsecond line\n");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than one line"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = seal(b"one line\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty());
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();
