@@ -169,6 +169,9 @@ struct Global {
     /// Base URL of Stripe's API (default https://api.stripe.com).
     #[arg(long, global = true, env = "LODGE_STRIPE_API_BASE")]
     stripe_api_base: Option<String>,
+    /// Prefix of new API keys (the server's and `lodge keys create`'s alike).
+    #[arg(long, global = true, env = "LODGE_KEY_PREFIX")]
+    key_prefix: Option<String>,
     /// Let webhook endpoints be loopback, private, link-local or unspecified addresses
     /// (default: refused; every address of an endpoint's host must be public).
     #[arg(long, global = true, env = "LODGE_WEBHOOKS_ALLOW_PRIVATE",
@@ -496,9 +499,6 @@ struct ServeArgs {
     /// tokens end with a restart and differ between nodes.
     #[arg(long, env = "LODGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Prefix of new API keys.
-    #[arg(long, env = "LODGE_KEY_PREFIX")]
-    key_prefix: Option<String>,
     /// Bank-transfer instructions shown on the payment page (empty: not offered).
     #[arg(long, env = "LODGE_BANK_TRANSFER_INSTRUCTIONS")]
     bank_transfer_instructions: Option<String>,
@@ -874,6 +874,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         mail_templates_dir: cli.global.mail.mail_templates_dir.clone(),
         mail_timeout_secs: cli.global.mail.mail_timeout_secs,
         mail_ca_file: cli.global.mail.mail_ca_file.clone(),
+        key_prefix: cli.global.key_prefix.clone(),
         ..Default::default()
     };
     if let Command::Worker(w) = &cli.command {
@@ -894,7 +895,6 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         o.metrics_token = s.metrics_token.clone();
         o.metrics_listen = s.metrics_listen.clone();
         o.jwt_secret = s.jwt_secret.clone();
-        o.key_prefix = s.key_prefix.clone();
         o.bank_transfer_instructions = s.bank_transfer_instructions.clone();
         o.require_tos = s.require_tos;
         o.cors_origins = (!s.cors_origins.is_empty()).then(|| s.cors_origins.clone());

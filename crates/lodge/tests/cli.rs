@@ -744,6 +744,58 @@ fn seal_takes_one_line() {
     assert!(!out.stdout.is_empty());
 }
 
+/// The key prefix of the installation, from its variable as from lodge.toml, for keys made
+/// on the command line too (the variable was read by `serve` alone: found by the operator
+/// audit).
+#[test]
+fn keys_made_on_the_command_line_take_the_key_prefix() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let out = cli
+        .command(&["users", "create", "--email", "owner@prefixed.test"])
+        .env("LODGE_USER_PASSWORD", "an-owner-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let org = cli.json(&[
+        "orgs",
+        "create",
+        "--name",
+        "Prefixed",
+        "--owner",
+        "owner@prefixed.test",
+        "--json",
+    ]);
+    let org_id = uuid(&org["organization_id"]);
+    let out = cli
+        .command(&[
+            "keys",
+            "create",
+            "--organization",
+            &org_id,
+            "--name",
+            "prefixed",
+            "--json",
+        ])
+        .env("LODGE_KEY_PREFIX", "sk-acme-")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = one_json_object(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        key["key"].as_str().unwrap().starts_with("sk-acme-"),
+        "{key}"
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
     let cli = Cli::new();
