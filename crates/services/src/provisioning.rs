@@ -617,27 +617,19 @@ impl Lodge {
     }
 
     /// Whether the account's creation on its server is over, so that a termination finds
-    /// there all it must remove: `NotYet` while its provisioning job is queued or running,
-    /// and for [`CREATION_SETTLE_US`] after it failed for good (its last create, whose
-    /// answer may have timed out, may still be finishing on the panel). Else a termination found nothing,
-    /// ended the account, and the panel then finished making it: a live account nothing
-    /// would remove (found by the panels audit).
+    /// there all it must remove: `NotYet` while its latest provisioning job (the order's,
+    /// or a staff retry's) is queued or running, and for [`CREATION_SETTLE_US`] after it
+    /// failed for good (its last create, whose answer may have timed out, may still be
+    /// finishing on the panel). Else a termination found nothing, ended the account, and
+    /// the panel then finished making it: a live account nothing would remove (found by the
+    /// panels audit).
     async fn creation_settled(&self, h: &HostingRow) -> Result<()> {
         let now = self.now_us();
-        // Its latest provisioning job: the order's, or one a staff retry queued (without
-        // the order's key: found by review).
-        let mut conn = self
-            .store
-            .reader()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
         let Some(job) =
-            jobs::latest_for_hosting(&mut conn, &h.id.to_string(), JOB_PROVISION).await?
+            jobs::latest_for_hosting(self.store.reader(), &h.id.to_string(), JOB_PROVISION).await?
         else {
             return Ok(());
         };
-        drop(conn);
         match job.status {
             JobStatus::Queued | JobStatus::Running => Err(ServiceError::NotYet(
                 now + CREATION_WAIT_US,

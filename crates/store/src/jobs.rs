@@ -213,21 +213,7 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     run_at: i64,
     now: i64,
 ) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE jobs SET status = 'queued', run_at = $4, locked_by = NULL, locked_until = NULL,
-             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
-             last_error = $3, modified_at = $5, node = $6
-         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
-    )
-    .bind(id)
-    .bind(worker)
-    .bind(note)
-    .bind(run_at)
-    .bind(now)
-    .bind(node)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    requeue(db, id, worker, Some(node), note, run_at, now).await
 }
 
 /// Puts a job `worker` runs back in the queue until `run_at` without counting the attempt
@@ -240,10 +226,23 @@ pub async fn postpone<'e, E: Executor<'e, Database = Any>>(
     run_at: i64,
     now: i64,
 ) -> Result<bool> {
+    requeue(db, id, worker, None, note, run_at, now).await
+}
+
+/// [`release`] (for `node`) or [`postpone`] (`None`: its node kept).
+async fn requeue<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    node: Option<&str>,
+    note: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE jobs SET status = 'queued', run_at = $4, locked_by = NULL, locked_until = NULL,
              attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
-             last_error = $3, modified_at = $5
+             last_error = $3, modified_at = $5, node = COALESCE($6, node)
          WHERE id = $1 AND locked_by = $2 AND status = 'running'",
     )
     .bind(id)
@@ -251,6 +250,7 @@ pub async fn postpone<'e, E: Executor<'e, Database = Any>>(
     .bind(note)
     .bind(run_at)
     .bind(now)
+    .bind(node)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -412,16 +412,17 @@ pub async fn open_kinds_for_hosting(
          AND payload LIKE '%' || $1 || '%' ORDER BY id",
         list.join(", ")
     );
-    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(format!("\"hosting_id\":\"{hosting}\""));
+    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(naming_hosting(hosting));
     for k in kinds {
         q = q.bind(*k);
     }
     Ok(q.fetch_all(conn).await?)
 }
 
-/// The latest job of `kind` for a hosting account (by its payload), whatever its status.
-pub async fn latest_for_hosting(
-    conn: &mut sqlx::AnyConnection,
+/// The latest job of `kind` for the hosting account `hosting` (named in its payload),
+/// whatever its status.
+pub async fn latest_for_hosting<'e, E: Executor<'e, Database = Any>>(
+    db: E,
     hosting: &str,
     kind: &str,
 ) -> Result<Option<JobRow>> {
@@ -429,10 +430,15 @@ pub async fn latest_for_hosting(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $2 AND payload LIKE '%' || $1 || '%' \
          ORDER BY id DESC LIMIT 1"
     ))
-    .bind(format!("\"hosting_id\":\"{hosting}\""))
+    .bind(naming_hosting(hosting))
     .bind(kind)
-    .fetch_optional(conn)
+    .fetch_optional(db)
     .await?)
+}
+
+/// What a job's payload holds when it names the hosting account `hosting`.
+fn naming_hosting(hosting: &str) -> String {
+    format!("\"hosting_id\":\"{hosting}\"")
 }
 
 /// Lets queued jobs waiting for a node be claimed by any node again (a server's node was
