@@ -751,16 +751,14 @@ fn seal_takes_one_line() {
 fn keys_made_on_the_command_line_take_the_key_prefix() {
     let cli = Cli::new();
     cli.ok(&["migrate"]);
-    let out = cli
-        .command(&["users", "create", "--email", "owner@prefixed.test"])
-        .env("LODGE_USER_PASSWORD", "an-owner-password")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli.ok(&[
+        "users",
+        "create",
+        "--email",
+        "owner@prefixed.test",
+        "--password",
+        "an-owner-password",
+    ]);
     let org = cli.json(&[
         "orgs",
         "create",
@@ -881,16 +879,14 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
 fn the_demo_is_refused_over_an_installation_unless_forced() {
     let cli = Cli::new();
     cli.ok(&["migrate"]);
-    let out = cli
-        .command(&["users", "create", "--email", "owner@real.test"])
-        .env("LODGE_USER_PASSWORD", "a-real-password")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli.ok(&[
+        "users",
+        "create",
+        "--email",
+        "owner@real.test",
+        "--password",
+        "a-real-password",
+    ]);
     let err = cli.fails(&["demo"]);
     assert!(err.contains("lodge demo --force"), "{err}");
     let err = cli.fails(&["serve", "--demo", "--listen", "127.0.0.1:0"]);
