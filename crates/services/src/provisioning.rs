@@ -1003,9 +1003,7 @@ impl Lodge {
         let Some(d) = hosting::domain(self.store.reader(), id).await? else {
             return Ok(());
         };
-        let Some(registrar) = self.registrar.clone() else {
-            return Err(ServiceError::Internal("no registrar is configured".into()));
-        };
+        let registrar = self.registrar_of(&d)?;
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         if registrar.has_registry(&name) {

@@ -139,6 +139,13 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Of the registrars this one routes to, the one named `recorded` (the name stored on a
+    /// domain: [`Registrar::name_for`] when it was ordered). `None` for a registrar that
+    /// does not route, or when none of its parts has that name.
+    fn part_named(&self, _recorded: &str) -> Option<Arc<dyn Registrar>> {
+        None
+    }
+
     /// Registers with a registrant and nameservers (by default: [`Registrar::register`]).
     async fn create(&self, req: &Registration<'_>) -> Result<Outcome, RegistrarError> {
         self.register(req.name, req.years).await
@@ -257,6 +264,18 @@ impl Registrar for ByTld {
     }
     fn has_registry(&self, name: &DomainName) -> bool {
         self.pick(name).has_registry(name)
+    }
+    fn part_named(&self, recorded: &str) -> Option<Arc<dyn Registrar>> {
+        self.by_tld
+            .values()
+            .chain(std::iter::once(&self.fallback))
+            .find_map(|r| {
+                if r.name() == recorded {
+                    Some(r.clone())
+                } else {
+                    r.part_named(recorded)
+                }
+            })
     }
     async fn check(&self, name: &DomainName) -> Result<Availability, RegistrarError> {
         self.pick(name).check(name).await

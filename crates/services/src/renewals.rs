@@ -1154,9 +1154,7 @@ impl Lodge {
         if d.status != lodge_core::DomainStatus::Active {
             return Ok(());
         }
-        let Some(registrar) = self.registrar.clone() else {
-            return Err(ServiceError::Internal("no registrar is configured".into()));
-        };
+        let registrar = self.registrar_of(&d)?;
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let expiration = from

@@ -972,7 +972,7 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
             .route("com", driver(&server)),
     );
     harness::run(engine, options(routed), |app| async move {
-        add_credit(&app, &app.org_id(), "200.00").await;
+        add_credit(&app, &app.org_id(), "500.00").await;
         let ours = register(&app, "routed-one.com").await;
         let by_hand = register(&app, "routed-two.com").await;
         drain(worker(&app)).await;
@@ -1003,6 +1003,68 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
             Some("2029-03-31"),
             "read back"
         );
+
+        // Its nameservers, lock and renewal go to its own registrar too (by hand: staff
+        // tasks), not to the registry its TLD goes to now, which knows nothing of it.
+        let updates = server.count("domain:update");
+        let path = domain_path(&app, &by_hand);
+        for (what, body) in [
+            (
+                "nameservers",
+                json!({ "nameservers": ["ns1.hand.test", "ns2.hand.test"] }),
+            ),
+            ("lock", json!({ "locked": true })),
+        ] {
+            let (status, d) = app
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("{path}/{what}"),
+                    Some(&app.key()),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{what}: {d}");
+        }
+        assert_eq!(
+            server.count("domain:update"),
+            updates,
+            "{:?}",
+            server.commands()
+        );
+        let (status, code) = app.get(&format!("{path}/auth-code"), &app.key()).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+        assert_eq!(server.count("domain:info routed-two.com"), asked);
+        let w = worker(&app);
+        let mut d: Date = "2027-03-10".parse().unwrap();
+        while d <= "2027-04-02".parse().unwrap() {
+            app.clock.set(noon(&d.to_string(), 0));
+            server.set_today(d);
+            app.lodge.schedule_due().await.unwrap();
+            app.lodge.registry_pass().await.unwrap();
+            drain(w.clone()).await;
+            d = d.tomorrow().unwrap();
+        }
+        assert_eq!(
+            server.count("domain:renew routed-two.com"),
+            0,
+            "{:?}",
+            server.commands()
+        );
+        let (status, open) = app
+            .get(
+                &format!("/v1/admin/registry-tasks?domain_id={by_hand}"),
+                &app.admin_key(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{open}");
+        let mut kinds: Vec<&str> = open["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap())
+            .collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, ["lock", "nameservers", "renew"], "{open}");
         app.stop().await;
     })
     .await;

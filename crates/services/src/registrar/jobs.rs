@@ -7,6 +7,8 @@
 //! `pending_transfer` with stage `transferring` until the poll queue says approved
 //! (`active`) or rejected (`cancelled`, and its paid line goes back to credit).
 
+use std::sync::Arc;
+
 use lodge_core::{DomainEvent, DomainId, DomainName, DomainStatus, RefundTo};
 use lodge_store::hosting::{self, DomainRow};
 use lodge_store::{billing, orgs, registry, StoreError};
@@ -85,6 +87,37 @@ impl Lodge {
         self.registrar
             .clone()
             .ok_or_else(|| ServiceError::Internal("no registrar is configured".into()))
+    }
+
+    /// The registrar serving an existing domain: the one recorded on it when it was
+    /// ordered, not the one its TLD goes to now. A domain registered by hand stays the
+    /// manual registrar's when its TLD is later given to a registry, so its renewals,
+    /// nameservers, lock and code are staff's tasks, not commands to a registry that knows
+    /// nothing of it (they went by TLD before). One recorded with a registrar no longer
+    /// configured is left to staff the same way, with a warning. Domains recorded before
+    /// names were kept per domain (the aggregate's name) or ordered with no registrar
+    /// (`none`) go by TLD.
+    pub(crate) fn registrar_of(&self, d: &DomainRow) -> Result<Arc<dyn super::Registrar>> {
+        let registrar = self.registrar()?;
+        let name = parse_name(d)?;
+        let recorded = d.registrar.as_str();
+        if recorded == "none"
+            || recorded == registrar.name()
+            || recorded == registrar.name_for(&name)
+        {
+            return Ok(registrar);
+        }
+        if let Some(part) = registrar.part_named(recorded) {
+            return Ok(part);
+        }
+        if recorded != "manual" {
+            tracing::warn!(
+                domain = %name,
+                registrar = recorded,
+                "the domain's registrar is no longer configured: its registry work is left to staff"
+            );
+        }
+        Ok(Arc::new(super::ManualRegistrar))
     }
 
     /// Availability (the registrar's `check`) and price (the TLD table) of a name, before
@@ -216,7 +249,7 @@ impl Lodge {
     }
 
     async fn try_register(&self, d: &DomainRow) -> Result<()> {
-        let registrar = self.registrar()?;
+        let registrar = self.registrar_of(d)?;
         let name = parse_name(d)?;
         let ns: Vec<String> = serde_json::from_str(&d.nameservers).unwrap_or_default();
         if d.registry_stage.as_deref() == Some(REGISTERING) {
@@ -276,7 +309,7 @@ impl Lodge {
     /// The job of a paid transfer on a registrar with a registry: the request (1001,
     /// pending) and stage `transferring`; the poll queue finishes it.
     pub(crate) async fn transfer_at_registry(&self, d: &DomainRow, epp_code: &str) -> Result<()> {
-        let registrar = self.registrar()?;
+        let registrar = self.registrar_of(d)?;
         let name = parse_name(d)?;
         self.set_stage(d.id, Some(TRANSFERRING), None).await?;
         match registrar.transfer(&name, epp_code).await {
@@ -384,14 +417,18 @@ impl Lodge {
     /// registrar account; found by review: nothing else would ever finish it). Returns how
     /// many it finished.
     async fn reconcile_pending(&self, limit: i64) -> Result<usize> {
-        let Some(registrar) = self.registrar.clone() else {
+        if self.registrar.is_none() {
             return Ok(0);
-        };
+        }
         let before = self.now_us() - 3_600_000_000;
         let stale = registry::stale_pending(self.store.reader(), before, limit).await?;
         let mut finished = 0;
         for d in stale {
             let Ok(name) = parse_name(&d) else { continue };
+            let registrar = self.registrar_of(&d)?;
+            if !registrar.has_registry(&name) {
+                continue;
+            }
             let info = match registrar.info(&name).await {
                 Ok(i) => i,
                 Err(e) => {
@@ -451,7 +488,7 @@ impl Lodge {
                 .await?
                 .then_some(PendingKind::Registration));
         }
-        let registrar = self.registrar()?;
+        let registrar = self.registrar_of(&d)?;
         let info = registrar
             .info(&parse_name(&d)?)
             .await
@@ -484,7 +521,7 @@ impl Lodge {
         };
         match status {
             "clientApproved" | "serverApproved" => {
-                let registrar = self.registrar()?;
+                let registrar = self.registrar_of(&d)?;
                 let parsed = parse_name(&d)?;
                 let info = registrar
                     .info(&parsed)
@@ -606,14 +643,11 @@ impl Lodge {
             let Ok(name) = DomainName::parse(&d.name) else {
                 continue;
             };
-            // Recorded with another registrar than the one its TLD goes to now (registered
-            // by hand before the TLD was given to a registry): that registry knows nothing
-            // of it, and reading it there made it "transferred away" (found by the stack
-            // audit). Domains recorded before names were per domain carry the aggregate's
-            // name and are read as before.
-            let elsewhere =
-                d.registrar != registrar.name() && d.registrar != registrar.name_for(&name);
-            if !registrar.has_registry(&name) || elsewhere {
+            // Read from its own registrar's registry (`registrar_of`): one registered by hand
+            // before its TLD was given to a registry is not read there, where reading it
+            // made it "transferred away" (found by the stack audit).
+            let registrar = self.registrar_of(&d)?;
+            if !registrar.has_registry(&name) {
                 let mut tx = self.store.begin().await?;
                 registry::mark_synced(&mut tx, d.id, &today, None, now).await?;
                 tx.commit().await.map_err(StoreError::from)?;
@@ -792,7 +826,8 @@ impl Lodge {
             )));
         }
         let name = parse_name(&d)?;
-        Ok((d, name, self.registrar()?))
+        let registrar = self.registrar_of(&d)?;
+        Ok((d, name, registrar))
     }
 
     /// Replaces a domain's nameservers at the registry, then in Lodge.
