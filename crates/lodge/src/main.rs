@@ -1033,6 +1033,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
                     );
                 }
             }
+            spawn_start_checks(lodge.clone());
             let (tx, rx) = tokio::sync::watch::channel(false);
             let worker = spawn_worker(&lodge, rx);
             shutdown_signal().await;
@@ -1645,30 +1646,7 @@ async fn serve(
         }
     }
     tracing::info!(addr = %server.addr, database = %lodge_store::redact_url(&cfg.database_url), "lodge is serving");
-    // The services it drives, checked once (in the background: one that does not answer
-    // must not hold up the start): a wrong key or password shows now, not at an order.
-    {
-        let lodge = server.state.lodge.clone();
-        tokio::spawn(async move {
-            match lodge.unbound_local_servers().await {
-                Ok(names) if !names.is_empty() => tracing::warn!(
-                    servers = %names.join(", "),
-                    node = %lodge.settings.node_name,
-                    "nginx servers that name no node: with more than one node, set each one's node (PUT /v1/admin/servers/{{id}}) to the node whose machine serves its sites"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "listing the servers failed"),
-            }
-            for (service, outcome) in lodge.check_services().await {
-                match outcome {
-                    Ok(what) => tracing::info!(service, "{what}"),
-                    Err(why) => {
-                        tracing::warn!(service, error = %why, "a configured service is not usable: its jobs will fail and retry until it is")
-                    }
-                }
-            }
-        });
-    }
+    spawn_start_checks(server.state.lodge.clone());
     let result = tokio::select! {
         r = server.wait() => r,
         () = shutdown_signal() => {
@@ -1684,6 +1662,31 @@ async fn serve(
         wait_for_worker(w).await;
     }
     result
+}
+
+/// The services a node drives, checked once at its start (in the background: one that does
+/// not answer must not hold up the start): a wrong key or password shows now, not at an
+/// order. Both `serve` and `worker` (the worker made none: found by the operator audit).
+fn spawn_start_checks(lodge: Lodge) {
+    tokio::spawn(async move {
+        match lodge.unbound_local_servers().await {
+            Ok(names) if !names.is_empty() => tracing::warn!(
+                servers = %names.join(", "),
+                node = %lodge.settings.node_name,
+                "nginx servers that name no node: with more than one node, set each one's node (PUT /v1/admin/servers/{{id}}) to the node whose machine serves its sites"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "listing the servers failed"),
+        }
+        for (service, outcome) in lodge.check_services().await {
+            match outcome {
+                Ok(what) => tracing::info!(service, "{what}"),
+                Err(why) => {
+                    tracing::warn!(service, error = %why, "a configured service is not usable: its jobs will fail and retry until it is")
+                }
+            }
+        }
+    });
 }
 
 /// Descriptors kept for everything but client connections: the database's, the log's, the

@@ -195,6 +195,44 @@ impl MariaDb {
         .await
     }
 
+    /// Narrows the grants made before `_` was escaped (`` `<login>_db`.* ``, a pattern
+    /// that also matched `<login>Xdb`: 885bae6) to the one database, for the accounts given
+    /// as (database, user). Returns how many it narrowed; once none is left, it is one
+    /// query. Databases the account made meanwhile under the old pattern are left as they
+    /// are (its data), but no longer granted.
+    pub async fn narrow_old_grants(&self, accounts: &[(String, String)]) -> Result<usize, DbError> {
+        let old: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(User AS CHAR), CAST(Db AS CHAR) FROM mysql.db \
+             WHERE Host = ? AND Db = CONCAT(User, '_db')",
+        )
+        .bind(&self.settings.user_host)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err("reading the grants", e))?;
+        let mut narrowed = 0;
+        for (user, db) in old {
+            if !accounts.iter().any(|(d, u)| *d == db && *u == user) {
+                continue; // not one of Lodge's accounts
+            }
+            let account = self.account(&user);
+            self.exec(
+                &format!(
+                    "GRANT ALL PRIVILEGES ON {}.* TO {account}",
+                    grant_pattern(&db)
+                ),
+                "granting the database to its user",
+            )
+            .await?;
+            self.exec(
+                &format!("REVOKE ALL PRIVILEGES ON {}.* FROM {account}", ident(&db)),
+                "revoking the grant made before `_` was escaped",
+            )
+            .await?;
+            narrowed += 1;
+        }
+        Ok(narrowed)
+    }
+
     /// Sets the user's password.
     pub async fn set_password(&self, user: &str, password: &str) -> Result<(), DbError> {
         self.exec(

@@ -1682,13 +1682,7 @@ impl Lodge {
             ));
         }
         if let Some(db) = &self.mariadb {
-            out.push((
-                "mariadb",
-                db.check()
-                    .await
-                    .map(|v| format!("server {v}"))
-                    .map_err(|e| e.to_string()),
-            ));
+            out.push(("mariadb", self.check_mariadb(db).await));
         }
         if self.settings.mail.is_some() {
             out.push((
@@ -1717,6 +1711,26 @@ impl Lodge {
             ));
         }
         out
+    }
+
+    /// The database server's version; and the accounts' grants made before `_` was escaped
+    /// narrowed to their database (an installation upgraded from before 885bae6 kept
+    /// them: found by the stack audit's follow-up).
+    async fn check_mariadb(
+        &self,
+        db: &crate::mariadb::MariaDb,
+    ) -> std::result::Result<String, String> {
+        let version = db.check().await.map_err(|e| e.to_string())?;
+        let accounts = lodge_store::databases::all_names(self.store.reader())
+            .await
+            .map_err(|e| e.to_string())?;
+        match db.narrow_old_grants(&accounts).await {
+            Ok(0) => Ok(format!("server {version}")),
+            Ok(n) => Ok(format!(
+                "server {version}; the grants of {n} accounts' databases narrowed to the one database (`_` was a wildcard in them)"
+            )),
+            Err(e) => Err(format!("server {version}; narrowing old grants: {e}")),
+        }
     }
 
     /// On PostgreSQL (where several nodes may share the database): the active nginx

@@ -36,6 +36,17 @@ pub async fn get<'e, E: Executor<'e, Database = Any>>(
     .await?)
 }
 
+/// The names on the server (database, user) of every account's database.
+pub async fn all_names<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+) -> Result<Vec<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT name, username FROM hosting_databases ORDER BY name")
+            .fetch_all(db)
+            .await?,
+    )
+}
+
 /// Records the account's database unless it has one (a retried provisioning keeps the
 /// first password). Returns whether it was added.
 pub async fn insert_if_absent(

@@ -427,6 +427,39 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             .await;
         assert!(e.is_err(), "no {user}xdb");
         c.close().await.ok();
+        // An account made before the `_` was escaped keeps the wildcard grant: the start
+        // check narrows it to the one database (once; the next check finds none).
+        let host = app.lodge.mariadb.as_ref().expect("mariadb").settings().user_host.clone();
+        sqlx::raw_sql(&format!("GRANT ALL PRIVILEGES ON `{user}_db`.* TO '{user}'@'{host}'"))
+            .execute(&mut admin(my).await)
+            .await
+            .expect("the grant made before 885bae6");
+        let mut c = customer_login(my, &db, &password).await.expect("login");
+        sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb; DROP DATABASE {user}xdb"))
+            .execute(&mut c)
+            .await
+            .expect("the old grant's wildcard reaches <login>xdb");
+        c.close().await.ok();
+        let checks = app.lodge.check_services().await;
+        let (_, said) = checks.iter().find(|(s, _)| *s == "mariadb").expect("checked");
+        assert!(
+            said.as_ref().is_ok_and(|s| s.contains("grants of 1 accounts")),
+            "{said:?}"
+        );
+        let mut c = customer_login(my, &db, &password).await.expect("login");
+        let e = sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb"))
+            .execute(&mut c)
+            .await;
+        assert!(e.is_err(), "no {user}xdb once narrowed");
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM guestbook")
+            .fetch_one(&mut c)
+            .await
+            .expect("its own database still granted");
+        assert_eq!(kept, 1);
+        c.close().await.ok();
+        let checks = app.lodge.check_services().await;
+        let (_, said) = checks.iter().find(|(s, _)| *s == "mariadb").expect("checked");
+        assert!(said.as_ref().is_ok_and(|s| !s.contains("grants")), "{said:?}");
         // The password is sealed at rest.
         let stored: String =
             sqlx::query_scalar("SELECT secret FROM hosting_databases WHERE hosting_id = $1")
