@@ -58,6 +58,10 @@ pub struct AppState {
     pub lodge: Lodge,
     pub public_base_url: Arc<str>,
     pub limiter: Limiter,
+    /// The payment page's card steps (`/pay/{token}/card`, `…/return`), per payment token:
+    /// each asks Stripe, and one link's holder must not spend the operator's Stripe rate
+    /// limit (found by the payments audit: nothing limited them).
+    pub card_limiter: Limiter,
     pub login_guard: login_guard::LoginGuard,
     pub metrics: Metrics,
     pub metrics_access: metrics::MetricsAccess,
@@ -87,6 +91,7 @@ impl AppState {
             lodge,
             public_base_url: cfg.public_base_url.trim_end_matches('/').into(),
             limiter: Limiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            card_limiter: Limiter::new(pages::CARD_STEPS_PER_MINUTE, pages::CARD_STEPS_BURST),
             login_guard,
             metrics: Metrics::new()?,
             metrics_access: cfg.metrics_access.clone(),
@@ -291,13 +296,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Periodic housekeeping of the HTTP layer (rate limiter state).
 pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let limiter = state.limiter.clone();
+    let (limiter, card_limiter) = (state.limiter.clone(), state.card_limiter.clone());
     let (guard, lodge) = (state.login_guard.clone(), state.lodge.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limiter.shrink();
+            card_limiter.shrink();
             if let Err(e) = guard.shrink(lodge.now_us()).await {
                 tracing::warn!(error = %e, "quiet login counts could not be forgotten");
             }

@@ -313,6 +313,31 @@ fn server_error(cause: &dyn std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// Card steps (`/pay/{token}/card`, `/pay/{token}/return`) a payment token may take a
+/// minute, and at once: far above a customer's clicks and reloads, far below what would
+/// spend the Stripe account's own rate limit.
+pub(crate) const CARD_STEPS_PER_MINUTE: u32 = 20;
+pub(crate) const CARD_STEPS_BURST: u32 = 5;
+
+/// `429` with `Retry-After` when the token's card steps are over their limit.
+fn card_step_limited(st: &AppState, token: &str) -> Option<Response> {
+    let Err(crate::error::ApiError::RateLimited(secs)) = st.card_limiter.check(token) else {
+        return None;
+    };
+    Some(
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, secs.to_string())],
+            Html(format!(
+                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1>\
+                 <p>Nothing was paid. Wait {secs} seconds, then go back to the payment page \
+                 and try again.</p>"
+            )),
+        )
+            .into_response(),
+    )
+}
+
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -514,7 +539,8 @@ async fn pay_with_credit(
     responses((status = 200, description = "The page with the card form", content_type = "text/html"),
               (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
               (status = 303, description = "Back to the payment page: nothing due, the gateway unavailable, or card payments not configured (Stripe with its publishable key)"),
-              (status = 404, description = "Unknown token", content_type = "text/html")))]
+              (status = 404, description = "Unknown token", content_type = "text/html"),
+              (status = 429, description = "The token's card steps are over their limit (20 a minute, 5 at once): nothing was started; wait `Retry-After` seconds", content_type = "text/html")))]
 async fn pay_by_card(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -523,6 +549,9 @@ async fn pay_by_card(
 ) -> Response {
     if !csrf_ok(&st, &token, &body) {
         return forbidden();
+    }
+    if let Some(limited) = card_step_limited(&st, &token) {
+        return limited;
     }
     if !card_payable(&st) {
         // A page shown while cards were on (Stripe since turned off): back to it with why,
@@ -587,7 +616,8 @@ pub struct CardReturn {
 #[utoipa::path(get, path = "/pay/{token}/return", tag = "pages",
     params(("token" = String, Path, description = "The invoice's payment token"), CardReturn),
     responses((status = 303, description = "Back to the payment page with the result"),
-              (status = 404, description = "Unknown token or intent", content_type = "text/html")))]
+              (status = 404, description = "Unknown token or intent", content_type = "text/html"),
+              (status = 429, description = "The token's card steps are over their limit (20 a minute, 5 at once): wait `Retry-After` seconds", content_type = "text/html")))]
 async fn card_return(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -603,6 +633,9 @@ async fn card_return(
     };
     if st.lodge.stripe.is_none() {
         return not_found();
+    }
+    if let Some(limited) = card_step_limited(&st, &token) {
+        return limited;
     }
     let result = match st.lodge.card_return(&token, &intent).await {
         Ok(IntentOutcome::Recorded | IntentOutcome::AlreadyRecorded) => "paid",

@@ -14,6 +14,7 @@ on_both_engines!(the_payment_page_renders_in_a_browser);
 on_both_engines!(options = with_stripe; the_payment_page_offers_the_card_in_a_browser);
 on_both_engines!(payment_pages_carry_security_headers);
 on_both_engines!(the_credit_button_needs_the_pages_csrf_token);
+on_both_engines!(options = with_stripe; card_steps_are_limited_per_payment_token);
 
 /// The CSRF token a payment page of `token` carries, made as the server makes it (an HMAC of
 /// the payment token and a nonce under a key derived from the test apps' secret key).
@@ -279,6 +280,54 @@ async fn the_credit_button_needs_the_pages_csrf_token(app: TestApp) {
     );
     let html = page(url.clone()).await;
     assert!(html.contains("id=\"thanks\""), "{html}");
+    app.stop().await;
+}
+
+/// Each card step asks Stripe: one link's holder cannot make Lodge ask it without limit
+/// (found by the payments audit). Limited per payment token; the page itself is not.
+async fn card_steps_are_limited_per_payment_token(app: TestApp) {
+    let url = unpaid_order(&app, "limited.test").await;
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    let other = unpaid_order(&app, "limited-other.test").await;
+    let other_token = other.rsplit('/').next().unwrap().to_owned();
+    let path = format!("/pay/{token}/card");
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(page_form_post(&app, &path, None).await);
+    }
+    // The first ones went to the gateway (unreachable here: back to the page with why).
+    assert_eq!(answers[0].status(), StatusCode::SEE_OTHER);
+    let loc = answers[0].headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(loc.ends_with("result=card_unavailable"), "{loc}");
+    let limited: Vec<_> = answers
+        .into_iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(limited.len() >= 2, "{} limited", limited.len());
+    let wait: u64 = limited[0].headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1);
+    let body = limited.into_iter().next().unwrap().text().await.unwrap();
+    assert!(body.contains("Nothing was paid"), "{body}");
+    // The way back from Stripe.js is the same token's step.
+    let resp = app
+        .client
+        .get(app.url(&format!("/pay/{token}/return?payment_intent=pi_1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another invoice's link, and the page itself, are not limited.
+    let resp = page_form_post(&app, &format!("/pay/{other_token}/card"), None).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = app.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     app.stop().await;
 }
 
