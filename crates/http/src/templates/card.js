@@ -47,7 +47,14 @@
             error.textContent = r.error.message || "The card payment failed.";
           }
           button.disabled = false;
-          back(d.intent);
+          // A card Stripe declined is read back from its intent (the page then says why).
+          // One the form refused before Stripe was asked (a mistyped or incomplete number:
+          // no intent in the error) stays here with the message, to be corrected: going
+          // back told the customer the payment was "being processed" (found by the
+          // payments audit).
+          if (r.error.payment_intent) {
+            back(r.error.payment_intent.id);
+          }
           return;
         }
         back(r.paymentIntent ? r.paymentIntent.id : d.intent);

@@ -342,18 +342,32 @@ const STRIPE_STUB: &str = r#"window.Stripe = function () {
   };
 };"#;
 
+/// Stripe.js refusing a mistyped card number before asking Stripe: an error, no intent.
+const STRIPE_MISTYPED: &str = r#"window.Stripe = function () {
+  return {
+    elements: function () { return { create: function () { return { mount: function () {} }; } }; },
+    confirmCardPayment: function () { return Promise.resolve({ error: { type: "validation_error", message: "Your card number is invalid." } }); }
+  };
+};"#;
+
+/// Stripe declining the card: an error carrying the intent.
+const STRIPE_DECLINED: &str = r#"window.Stripe = function () {
+  return {
+    elements: function () { return { create: function () { return { mount: function () {} }; } }; },
+    confirmCardPayment: function () { return Promise.resolve({ error: { type: "card_error", code: "card_declined", message: "Your card was declined.", payment_intent: { id: "pi_browser" } } }); }
+  };
+};"#;
+
 /// The customer clicks the card form's button (a disabled button does nothing).
 const CLICK: &str = r##"document.querySelector("#card-form button").click();"##;
 
 /// The card form's markup as pay.html writes it, with a return address that already
 /// carries a query (the invoices to pay next and the way back to the store), then Stripe
 /// (or nothing), card.js and a click.
-fn card_page(with_stripe: bool) -> String {
-    let stripe = if with_stripe {
-        r#"<script src="/stripe.js"></script>"#
-    } else {
-        ""
-    };
+fn card_page(stripe_js: Option<&str>) -> String {
+    let stripe = stripe_js.map_or_else(String::new, |src| {
+        format!(r#"<script src="{src}"></script>"#)
+    });
     format!(
         r#"<!doctype html><html><body>
 <div id="card-form" data-publishable-key="pk_test" data-client-secret="pi_browser_secret" data-return-url="/pay/T/return?then=U%2CV&amp;return=https%3A%2F%2Fshop.test%2F" data-intent="pi_browser">
@@ -392,13 +406,33 @@ async fn the_card_script_returns_with_the_intent_in_the_query_it_had() {
     let app = axum::Router::new()
         .route(
             "/with",
-            axum::routing::get(|| async { axum::response::Html(card_page(true)) }),
+            axum::routing::get(|| async { axum::response::Html(card_page(Some("/stripe.js"))) }),
         )
         .route(
             "/without",
-            axum::routing::get(|| async { axum::response::Html(card_page(false)) }),
+            axum::routing::get(|| async { axum::response::Html(card_page(None)) }),
+        )
+        .route(
+            "/mistyped",
+            axum::routing::get(|| async {
+                axum::response::Html(card_page(Some("/stripe-mistyped.js")))
+            }),
+        )
+        .route(
+            "/declined",
+            axum::routing::get(|| async {
+                axum::response::Html(card_page(Some("/stripe-declined.js")))
+            }),
         )
         .route("/stripe.js", axum::routing::get(js(STRIPE_STUB)))
+        .route(
+            "/stripe-mistyped.js",
+            axum::routing::get(js(STRIPE_MISTYPED)),
+        )
+        .route(
+            "/stripe-declined.js",
+            axum::routing::get(js(STRIPE_DECLINED)),
+        )
         .route("/card.js", axum::routing::get(js(card_js)))
         .route("/click.js", axum::routing::get(js(CLICK)))
         .route(
@@ -443,6 +477,30 @@ async fn the_card_script_returns_with_the_intent_in_the_query_it_had() {
         seen.lock().unwrap().len(),
         1,
         "no navigation without Stripe"
+    );
+
+    // A mistyped number: the message on the page, the button usable again, no navigation
+    // (it went back and said "being processed").
+    let dom = chromium::dump_dom(&format!("{base}/mistyped"))
+        .await
+        .unwrap();
+    assert!(dom.contains("Your card number is invalid."), "{dom}");
+    assert!(!dom.contains("id=\"returned\""), "{dom}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no navigation on a mistyped card"
+    );
+    // A decline: back to the page, which reads the intent's failure.
+    let dom = chromium::dump_dom(&format!("{base}/declined"))
+        .await
+        .unwrap();
+    assert!(dom.contains("id=\"returned\""), "{dom}");
+    let returned = seen.lock().unwrap().clone();
+    assert_eq!(returned.len(), 2, "{returned:?}");
+    assert!(
+        returned[1].contains("payment_intent=pi_browser"),
+        "{returned:?}"
     );
     server.abort();
 }
