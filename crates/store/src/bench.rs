@@ -10,7 +10,12 @@ const BARE_COMMITS_A_JOB: u64 = 256;
 /// each committing one small row per transaction into a scratch table, for `duration`.
 /// Returns commits per second. On SQLite the scratch table lives in a sibling file
 /// (`<db>.commit-bench`) with the same pragmas, and the commits run on the batch writer (as
-/// orders do); on PostgreSQL in the same database (dropped afterwards).
+/// orders do); on PostgreSQL in the same database (dropped afterwards), as pgbench would:
+/// `clients` connections of their own, each commit one prepared `INSERT` (an implicit
+/// transaction, one round trip). It went through Lodge's pool, capped at 32 connections,
+/// with `BEGIN` and `COMMIT` round trips of their own: about half the rate of `pgbench -c 64
+/// -M prepared` with a one-row `INSERT` in the same minutes (BENCHMARKS.md, 2026-12-06
+/// evening), which made every ratio against it look twice as good.
 pub async fn bare_commit_rate(
     url: &str,
     clients: usize,
@@ -41,13 +46,16 @@ pub async fn bare_commit_rate(
     };
     sqlx::query(table).execute(store.writer()).await?;
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    // PostgreSQL: the clients' own connections, opened before the clock starts.
+    let mut connections = Vec::new();
+    if !store.has_batch_writer() {
+        use sqlx::Connection;
+        for _ in 0..clients.max(1) {
+            connections.push(sqlx::PgConnection::connect(&url).await?);
+        }
+    }
     let start = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
-    let clients = if engine == Engine::Sqlite {
-        1
-    } else {
-        clients.max(1)
-    };
     let total = if store.has_batch_writer() {
         // SQLite: one row per transaction on the batch writer, the path orders take, with
         // no thread hand-off per statement — the engine's own ceiling. In jobs of
@@ -80,21 +88,19 @@ pub async fn bare_commit_rate(
         done
     } else {
         let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let pool = store.writer().clone();
+        for mut conn in connections {
             let counter = counter.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = 0u64;
                 while tokio::time::Instant::now() < deadline {
                     let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let mut tx = pool.begin().await?;
                     sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
                         .bind(id)
-                        .execute(&mut *tx)
+                        .execute(&mut conn)
                         .await?;
-                    tx.commit().await?;
                     done += 1;
                 }
+                sqlx::Connection::close(conn).await?;
                 Ok::<u64, sqlx::Error>(done)
             }));
         }

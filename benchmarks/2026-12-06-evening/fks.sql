@@ -1,0 +1,17 @@
+ALTER TABLE r.credit_ledger ADD FOREIGN KEY (organization_id) REFERENCES public.organizations(id);
+ALTER TABLE r.orders ADD FOREIGN KEY (organization_id) REFERENCES public.organizations(id);
+ALTER TABLE r.orders ADD FOREIGN KEY (project_id) REFERENCES public.projects(id);
+ALTER TABLE r.orders ADD FOREIGN KEY (coupon_id) REFERENCES public.coupons(id);
+ALTER TABLE r.invoices ADD FOREIGN KEY (organization_id) REFERENCES public.organizations(id);
+ALTER TABLE r.invoices ADD FOREIGN KEY (order_id) REFERENCES r.orders(id);
+ALTER TABLE r.invoice_lines ADD FOREIGN KEY (invoice_id) REFERENCES r.invoices(id);
+ALTER TABLE r.credit_ledger ADD FOREIGN KEY (invoice_id) REFERENCES r.invoices(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (organization_id) REFERENCES public.organizations(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (project_id) REFERENCES public.projects(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (order_id) REFERENCES r.orders(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (plan_id) REFERENCES public.plans(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (domain_id) REFERENCES public.domains(id);
+ALTER TABLE r.hosting ADD FOREIGN KEY (coupon_id) REFERENCES public.coupons(id);
+ALTER TABLE r.hosting_history ADD FOREIGN KEY (hosting_id) REFERENCES r.hosting(id);
+ALTER TABLE r.events ADD FOREIGN KEY (organization_id) REFERENCES public.organizations(id);
+CREATE TRIGGER hosting_count_insert AFTER INSERT ON r.hosting REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.lodge_count_inserted_hosting();

@@ -1,0 +1,1 @@
+INSERT INTO r.one (v) VALUES (1);
