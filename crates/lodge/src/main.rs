@@ -781,6 +781,65 @@ fn init_logging(format: Option<&str>) {
     }
 }
 
+/// `LODGE_*` variables read outside the options: the log filter, and the test suite's
+/// switches and service binaries.
+const OTHER_VARIABLES: &[&str] = &[
+    "LODGE_LOG",
+    "LODGE_REQUIRE_SERVICES",
+    "LODGE_VENV",
+    "LODGE_UPDATE_SNAPSHOTS",
+    "LODGE_PIN_NEW_MIGRATIONS",
+    "LODGE_CHROMIUM",
+    "LODGE_NGINX_BIN",
+    "LODGE_PEBBLE_BIN",
+    "LODGE_PHP_FPM_BIN",
+    "LODGE_PG_BIN_DIR",
+    "LODGE_PDNS_BIN",
+    "LODGE_MARIADBD_BIN",
+];
+
+/// Every `LODGE_*` variable something reads: each option's of every command, and
+/// [`OTHER_VARIABLES`].
+fn known_variables() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned()),
+        );
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out: Vec<String> = OTHER_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut out);
+    out
+}
+
+/// The `LODGE_*` variables in `set` that nothing reads, each with the known name nearest to
+/// it when one is close (a misspelt variable was ignored without a word: found by the
+/// operator audit).
+fn unknown_variables(
+    set: impl IntoIterator<Item = String>,
+    known: &[String],
+) -> Vec<(String, Option<String>)> {
+    let mut unknown: Vec<(String, Option<String>)> = set
+        .into_iter()
+        .filter(|v| v.starts_with("LODGE_") && !known.contains(v))
+        .map(|v| {
+            let near = known
+                .iter()
+                .map(|k| (strsim::levenshtein(&v, k), k))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, k)| k.clone());
+            (v, near)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -801,6 +860,17 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(log_format);
+    let set = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for (name, near) in unknown_variables(set, &known_variables()) {
+        match near {
+            Some(near) => {
+                tracing::warn!(
+                    "{name} is set, but Lodge reads no such variable: did you mean {near}?"
+                );
+            }
+            None => tracing::warn!("{name} is set, but Lodge reads no such variable"),
+        }
+    }
     match run(cli, file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -1810,5 +1880,42 @@ mod tests {
         assert!(unreachable_base_host("http://[::]:8080").is_some());
         assert_eq!(unreachable_base_host("http://127.0.0.1:8080"), None);
         assert_eq!(unreachable_base_host("https://billing.example.com"), None);
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_told_with_the_name_it_is_nearest() {
+        let known = super::known_variables();
+        for v in [
+            "LODGE_DATABASE_URL",
+            "LODGE_SECRET_KEY",
+            "LODGE_KEY_PREFIX",
+            "LODGE_USER_PASSWORD",
+            "LODGE_LOG",
+            "LODGE_REQUIRE_SERVICES",
+        ] {
+            assert!(known.iter().any(|k| k == v), "{v} is read");
+        }
+        let set = [
+            "PATH",
+            "LODGE_DATABASE_URL",
+            "LODGE_DATABSE_URL",
+            "LODGE_SECRETKEY",
+            "LODGE_SOMETHING_ELSE_ENTIRELY",
+        ]
+        .map(String::from);
+        assert_eq!(
+            super::unknown_variables(set, &known),
+            vec![
+                (
+                    "LODGE_DATABSE_URL".to_owned(),
+                    Some("LODGE_DATABASE_URL".to_owned())
+                ),
+                (
+                    "LODGE_SECRETKEY".to_owned(),
+                    Some("LODGE_SECRET_KEY".to_owned())
+                ),
+                ("LODGE_SOMETHING_ELSE_ENTIRELY".to_owned(), None),
+            ]
+        );
     }
 }

@@ -744,6 +744,24 @@ fn seal_takes_one_line() {
     assert!(!out.stdout.is_empty());
 }
 
+/// A misspelt `LODGE_*` variable is said, with the name it is nearest (it was ignored
+/// without a word: found by the operator audit).
+#[test]
+fn a_misspelt_variable_is_said() {
+    let cli = Cli::new();
+    let out = cli
+        .command(&["migrate"])
+        .env("LODGE_RETENTON_DAYS", "30")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LODGE_RETENTON_DAYS is set, but Lodge reads no such variable: did you mean LODGE_RETENTION_DAYS?"),
+        "{err}"
+    );
+}
+
 /// The key prefix of the installation, from its variable as from lodge.toml, for keys made
 /// on the command line too (the variable was read by `serve` alone: found by the operator
 /// audit).
