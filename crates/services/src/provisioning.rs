@@ -1003,9 +1003,14 @@ impl Lodge {
         let Some(d) = hosting::domain(self.store.reader(), id).await? else {
             return Ok(());
         };
-        let registrar = self.registrar_of(&d)?;
+        let registrar = self.registrar_of(&d).await?;
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Recorded with the registrar its job asks (the one its TLD goes to now, if it went
+        // elsewhere since the order: found by review, the order's was kept).
+        if d.registrar != registrar.name_for(&name) {
+            self.record_registrar(id, registrar.name_for(&name)).await?;
+        }
         if registrar.has_registry(&name) {
             // A registry to ask and read back (EPP): crate::registrar::jobs.
             return if kind == JOB_REGISTER_DOMAIN {

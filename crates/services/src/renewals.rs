@@ -1154,7 +1154,7 @@ impl Lodge {
         if d.status != lodge_core::DomainStatus::Active {
             return Ok(());
         }
-        let registrar = self.registrar_of(&d)?;
+        let registrar = self.registrar_of(&d).await?;
         let name = lodge_core::DomainName::parse(&d.name)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let expiration = from

@@ -988,15 +988,12 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
             .unwrap();
         server.update_domain("routed-two.com", |d| d.sponsor = "other".into());
         server.update_domain("routed-one.com", |d| d.expires = date(2029, 3, 31));
-        let asked = server.count("domain:info routed-two.com");
         app.clock.set(noon("2026-04-01", 0));
         app.lodge.registry_pass().await.unwrap();
+        // Asked only whether it is Lodge's (an upgraded installation's domains recorded
+        // `manual` may be): it is not, and stays active and the manual registrar's.
         assert_eq!(domain(&app, &by_hand).await["status"], "active");
-        assert_eq!(
-            server.count("domain:info routed-two.com"),
-            asked,
-            "not asked"
-        );
+        assert_eq!(row(&app, &by_hand).await.registrar, "manual");
         let r = row(&app, &ours).await;
         assert_eq!(
             r.expiration_date.as_deref(),
@@ -1033,7 +1030,7 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
         );
         let (status, code) = app.get(&format!("{path}/auth-code"), &app.key()).await;
         assert_eq!(status, StatusCode::OK, "{code}");
-        assert_eq!(server.count("domain:info routed-two.com"), asked);
+        assert_eq!(code["auth_code"], Value::Null, "{code}");
         let w = worker(&app);
         let mut d: Date = "2027-03-10".parse().unwrap();
         while d <= "2027-04-02".parse().unwrap() {
@@ -1065,6 +1062,47 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
             .collect();
         kinds.sort_unstable();
         assert_eq!(kinds, ["lock", "nameservers", "renew"], "{open}");
+
+        // Recorded `manual` but Lodge's at the registry (an installation that routed `com`
+        // after ordering): read there, and recorded with that registrar from then on.
+        sqlx::query("UPDATE domains SET registrar = 'manual' WHERE name = 'routed-one.com'")
+            .execute(app.lodge.store.writer())
+            .await
+            .unwrap();
+        server.update_domain("routed-one.com", |d| d.expires = date(2031, 3, 31));
+        app.clock.set(noon("2027-04-10", 0));
+        app.lodge.registry_pass().await.unwrap();
+        let r = row(&app, &ours).await;
+        assert_eq!(r.registrar, "epp-lodge");
+        assert_eq!(r.expiration_date.as_deref(), Some("2031-03-31"));
+
+        // Recorded with a registrar no longer configured (renamed in lodge.toml): a change
+        // is refused with why, and the daily sync keeps the reason; nothing goes to staff.
+        sqlx::query("UPDATE domains SET registrar = 'epp-gone' WHERE name = 'routed-one.com'")
+            .execute(app.lodge.store.writer())
+            .await
+            .unwrap();
+        let (status, e) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("{}/lock", domain_path(&app, &ours)),
+                Some(&app.key()),
+                Some(&json!({ "locked": false })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{e}");
+        assert!(e.to_string().contains("not configured"), "{e}");
+        app.clock.set(noon("2027-04-11", 0));
+        let pass = app.lodge.registry_pass().await.unwrap();
+        assert!(pass.failed >= 1, "{pass:?}");
+        let r = row(&app, &ours).await;
+        assert!(
+            r.registry_error
+                .as_deref()
+                .is_some_and(|e| e.contains("epp-gone")),
+            "{:?}",
+            r.registry_error
+        );
         app.stop().await;
     })
     .await;

@@ -83,6 +83,13 @@ pub fn from_files(
             )));
         }
         names.push(&f.name);
+        // Names Lodge records itself: one of them configured would take those domains.
+        if ["manual", "none", "by-tld"].contains(&f.name.as_str()) {
+            return Err(RegistrarError(format!(
+                "registrar {:?}: the name is reserved (manual, none and by-tld are recorded by Lodge itself)",
+                f.name
+            )));
+        }
         if f.kind != "epp" {
             return Err(RegistrarError(format!(
                 "registrar {:?}: unknown kind {:?} (only \"epp\")",
@@ -214,6 +221,13 @@ mod tests {
             .unwrap_err()
             .0
             .contains("go together"));
+        // A name Lodge records itself would take the domains recorded with it.
+        for reserved in ["manual", "none", "by-tld"] {
+            let mut bad = f.clone();
+            bad.name = reserved.into();
+            let e = from_files(&[bad], &sealer).unwrap_err();
+            assert!(e.0.contains("reserved"), "{e}");
+        }
         let e = from_files(&[f.clone(), f], &sealer).unwrap_err();
         assert!(e.0.contains("twice"), "{e}");
     }

@@ -89,35 +89,64 @@ impl Lodge {
             .ok_or_else(|| ServiceError::Internal("no registrar is configured".into()))
     }
 
-    /// The registrar serving an existing domain: the one recorded on it when it was
-    /// ordered, not the one its TLD goes to now. A domain registered by hand stays the
-    /// manual registrar's when its TLD is later given to a registry, so its renewals,
-    /// nameservers, lock and code are staff's tasks, not commands to a registry that knows
-    /// nothing of it (they went by TLD before). One recorded with a registrar no longer
-    /// configured is left to staff the same way, with a warning. Domains recorded before
-    /// names were kept per domain (the aggregate's name) or ordered with no registrar
-    /// (`none`) go by TLD.
-    pub(crate) fn registrar_of(&self, d: &DomainRow) -> Result<Arc<dyn super::Registrar>> {
+    /// The registrar serving a domain.
+    /// - Not yet at any registry (a pending registration or transfer whose job has not asked
+    ///   one): the one its TLD goes to now; its job records it on the domain when it asks
+    ///   ([`Lodge::record_registrar`]).
+    /// - Otherwise the one recorded on it, not the one its TLD goes to now: a domain
+    ///   registered by hand stays the manual registrar's when its TLD is later given to a
+    ///   registry, so its renewals, nameservers, lock and code are staff's tasks, not
+    ///   commands to a registry that knows nothing of it (they went by TLD before).
+    /// - Recorded `manual` where its TLD now goes to a registry that shows it as Lodge's (an
+    ///   installation that routed the TLD after the order: its job then asked the registry
+    ///   by TLD, and the domain kept `manual`): that registry, recorded from then on. A
+    ///   pending one already asked (its stage set) goes by TLD too.
+    /// - Recorded with a registrar no longer configured (renamed or removed in lodge.toml):
+    ///   an error, so its jobs retry and say why, until the name is configured again.
+    /// - Recorded before names were kept per domain (the aggregate's name) or ordered with
+    ///   no registrar (`none`): by TLD.
+    pub(crate) async fn registrar_of(&self, d: &DomainRow) -> Result<Arc<dyn super::Registrar>> {
         let registrar = self.registrar()?;
         let name = parse_name(d)?;
         let recorded = d.registrar.as_str();
-        if recorded == "none"
+        let pending = matches!(
+            d.status,
+            DomainStatus::PendingRegistration | DomainStatus::PendingTransfer
+        );
+        if (pending && (d.registry_stage.is_none() || recorded == "manual"))
+            || recorded == "none"
             || recorded == registrar.name()
             || recorded == registrar.name_for(&name)
         {
             return Ok(registrar);
         }
-        if let Some(part) = registrar.part_named(recorded) {
-            return Ok(part);
-        }
         if recorded != "manual" {
-            tracing::warn!(
-                domain = %name,
-                registrar = recorded,
-                "the domain's registrar is no longer configured: its registry work is left to staff"
-            );
+            if let Some(part) = registrar.part_named(recorded) {
+                return Ok(part);
+            }
+            return Err(ServiceError::Internal(format!(
+                "{name} is recorded with registrar {recorded:?}, which is not configured \
+                 (renamed or removed in lodge.toml?): its registry work waits until it is"
+            )));
+        }
+        if registrar.has_registry(&name) && d.status == DomainStatus::Active {
+            if let Ok(Some(info)) = registrar.info(&name).await {
+                if info.ours {
+                    self.record_registrar(d.id, registrar.name_for(&name))
+                        .await?;
+                    return Ok(registrar);
+                }
+            }
         }
         Ok(Arc::new(super::ManualRegistrar))
+    }
+
+    /// Records on a domain the registrar that serves it (when its job asks one).
+    pub(crate) async fn record_registrar(&self, id: DomainId, registrar: &str) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        registry::set_registrar(&mut tx, id, registrar, self.now_us()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Availability (the registrar's `check`) and price (the TLD table) of a name, before
@@ -249,7 +278,7 @@ impl Lodge {
     }
 
     async fn try_register(&self, d: &DomainRow) -> Result<()> {
-        let registrar = self.registrar_of(d)?;
+        let registrar = self.registrar_of(d).await?;
         let name = parse_name(d)?;
         let ns: Vec<String> = serde_json::from_str(&d.nameservers).unwrap_or_default();
         if d.registry_stage.as_deref() == Some(REGISTERING) {
@@ -309,7 +338,7 @@ impl Lodge {
     /// The job of a paid transfer on a registrar with a registry: the request (1001,
     /// pending) and stage `transferring`; the poll queue finishes it.
     pub(crate) async fn transfer_at_registry(&self, d: &DomainRow, epp_code: &str) -> Result<()> {
-        let registrar = self.registrar_of(d)?;
+        let registrar = self.registrar_of(d).await?;
         let name = parse_name(d)?;
         self.set_stage(d.id, Some(TRANSFERRING), None).await?;
         match registrar.transfer(&name, epp_code).await {
@@ -425,10 +454,20 @@ impl Lodge {
         let mut finished = 0;
         for d in stale {
             let Ok(name) = parse_name(&d) else { continue };
-            let registrar = self.registrar_of(&d)?;
-            if !registrar.has_registry(&name) {
-                continue;
-            }
+            // One this pass cannot read goes to the back (its error for staff), so that 20
+            // of them cannot hold every pass (found by review).
+            let registrar = match self.registrar_of(&d).await {
+                Ok(r) if r.has_registry(&name) => r,
+                Ok(_) => {
+                    self.note_error(d.id, "its registrar keeps no registry to read back")
+                        .await?;
+                    continue;
+                }
+                Err(e) => {
+                    self.note_error(d.id, &e.to_string()).await?;
+                    continue;
+                }
+            };
             let info = match registrar.info(&name).await {
                 Ok(i) => i,
                 Err(e) => {
@@ -488,7 +527,10 @@ impl Lodge {
                 .await?
                 .then_some(PendingKind::Registration));
         }
-        let registrar = self.registrar_of(&d)?;
+        // The registry whose queue told it, by TLD (not the recorded name: one no longer
+        // configured failed the read, and the message held the queue for good: found by
+        // review).
+        let registrar = self.registrar()?;
         let info = registrar
             .info(&parse_name(&d)?)
             .await
@@ -521,7 +563,8 @@ impl Lodge {
         };
         match status {
             "clientApproved" | "serverApproved" => {
-                let registrar = self.registrar_of(&d)?;
+                // The registry whose queue told it, by TLD (see `pending_news`).
+                let registrar = self.registrar()?;
                 let parsed = parse_name(&d)?;
                 let info = registrar
                     .info(&parsed)
@@ -646,7 +689,16 @@ impl Lodge {
             // Read from its own registrar's registry (`registrar_of`): one registered by hand
             // before its TLD was given to a registry is not read there, where reading it
             // made it "transferred away" (found by the stack audit).
-            let registrar = self.registrar_of(&d)?;
+            let registrar = match self.registrar_of(&d).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut tx = self.store.begin().await?;
+                    registry::mark_synced(&mut tx, d.id, &today, Some(&e.to_string()), now).await?;
+                    tx.commit().await.map_err(StoreError::from)?;
+                    failed += 1;
+                    continue;
+                }
+            };
             if !registrar.has_registry(&name) {
                 let mut tx = self.store.begin().await?;
                 registry::mark_synced(&mut tx, d.id, &today, None, now).await?;
@@ -826,7 +878,10 @@ impl Lodge {
             )));
         }
         let name = parse_name(&d)?;
-        let registrar = self.registrar_of(&d)?;
+        let registrar = self
+            .registrar_of(&d)
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("{e}; ask staff to change it by hand")))?;
         Ok((d, name, registrar))
     }
 
