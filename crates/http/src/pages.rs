@@ -314,24 +314,44 @@ fn server_error(cause: &dyn std::fmt::Display) -> Response {
 }
 
 /// Card steps (`/pay/{token}/card`, `/pay/{token}/return`) a payment token may take a
-/// minute, and at once: far above a customer's clicks and reloads, far below what would
-/// spend the Stripe account's own rate limit.
+/// minute on a node, and a second: far above a customer's clicks and reloads, far below
+/// what would spend the Stripe account's own rate limit.
 pub(crate) const CARD_STEPS_PER_MINUTE: u32 = 20;
 pub(crate) const CARD_STEPS_BURST: u32 = 5;
 
-/// `429` with `Retry-After` when the token's card steps are over their limit.
-fn card_step_limited(st: &AppState, token: &str) -> Option<Response> {
+/// Which card step a limit stops: what the customer is told differs.
+#[derive(Clone, Copy)]
+enum CardStep {
+    Start,
+    Return,
+}
+
+/// `None` to go on; else the answer: `404` for a token that cannot be one (not counted: an
+/// unknown path must not make the limiter keep it, found by review), `429` with
+/// `Retry-After` when the token's card steps are over their limit.
+fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Response> {
+    if !(20..=100).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(not_found());
+    }
     let Err(crate::error::ApiError::RateLimited(secs)) = st.card_limiter.check(token) else {
         return None;
+    };
+    // On the way back from Stripe.js the card may have been charged already.
+    let said = match step {
+        CardStep::Start => format!(
+            "Nothing was paid. Wait {secs} seconds, then go back to the payment page and try again."
+        ),
+        CardStep::Return => format!(
+            "Your card payment may have gone through. Wait {secs} seconds, then reload the \
+             payment page: it shows whether the invoice is paid. Do not pay again before."
+        ),
     };
     Some(
         (
             StatusCode::TOO_MANY_REQUESTS,
             [(axum::http::header::RETRY_AFTER, secs.to_string())],
             Html(format!(
-                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1>\
-                 <p>Nothing was paid. Wait {secs} seconds, then go back to the payment page \
-                 and try again.</p>"
+                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1><p>{said}</p>"
             )),
         )
             .into_response(),
@@ -540,7 +560,7 @@ async fn pay_with_credit(
               (status = 403, description = "No or a wrong CSRF token: nothing was started", content_type = "text/html"),
               (status = 303, description = "Back to the payment page: nothing due, the gateway unavailable, or card payments not configured (Stripe with its publishable key)"),
               (status = 404, description = "Unknown token", content_type = "text/html"),
-              (status = 429, description = "The token's card steps are over their limit (20 a minute, 5 at once): nothing was started; wait `Retry-After` seconds", content_type = "text/html")))]
+              (status = 429, description = "The token's card steps are over their limit (on this node, 20 a minute and 5 a second): nothing was started; wait `Retry-After` seconds", content_type = "text/html")))]
 async fn pay_by_card(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -550,7 +570,7 @@ async fn pay_by_card(
     if !csrf_ok(&st, &token, &body) {
         return forbidden();
     }
-    if let Some(limited) = card_step_limited(&st, &token) {
+    if let Some(limited) = card_step_limited(&st, &token, CardStep::Start) {
         return limited;
     }
     if !card_payable(&st) {
@@ -617,7 +637,7 @@ pub struct CardReturn {
     params(("token" = String, Path, description = "The invoice's payment token"), CardReturn),
     responses((status = 303, description = "Back to the payment page with the result"),
               (status = 404, description = "Unknown token or intent", content_type = "text/html"),
-              (status = 429, description = "The token's card steps are over their limit (20 a minute, 5 at once): wait `Retry-After` seconds", content_type = "text/html")))]
+              (status = 429, description = "The token's card steps are over their limit (on this node, 20 a minute and 5 a second): the payment may have gone through; reload the payment page after `Retry-After` seconds", content_type = "text/html")))]
 async fn card_return(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -634,7 +654,7 @@ async fn card_return(
     if st.lodge.stripe.is_none() {
         return not_found();
     }
-    if let Some(limited) = card_step_limited(&st, &token) {
+    if let Some(limited) = card_step_limited(&st, &token, CardStep::Return) {
         return limited;
     }
     let result = match st.lodge.card_return(&token, &intent).await {

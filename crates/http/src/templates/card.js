@@ -47,14 +47,15 @@
             error.textContent = r.error.message || "The card payment failed.";
           }
           button.disabled = false;
-          // A card Stripe declined is read back from its intent (the page then says why).
-          // One the form refused before Stripe was asked (a mistyped or incomplete number:
-          // no intent in the error) stays here with the message, to be corrected: going
-          // back told the customer the payment was "being processed" (found by the
-          // payments audit).
-          if (r.error.payment_intent) {
-            back(r.error.payment_intent.id);
+          // A card number the form refused before Stripe was asked (mistyped, incomplete)
+          // stays here with the message, to be corrected: going back told the customer the
+          // payment was "being processed" (found by the payments audit). Any other error
+          // (a decline, a connection lost after Stripe may have charged) goes back to the
+          // page, which reads the intent and says where the payment stands.
+          if (r.error.type === "validation_error") {
+            return;
           }
+          back(r.error.payment_intent ? r.error.payment_intent.id : d.intent);
           return;
         }
         back(r.paymentIntent ? r.paymentIntent.id : d.intent);

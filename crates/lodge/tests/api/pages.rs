@@ -323,6 +323,19 @@ async fn card_steps_are_limited_per_payment_token(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("may have gone through"), "{body}");
+    // A path that cannot be a token is not found, and not counted.
+    let long = "x".repeat(4000);
+    for _ in 0..8 {
+        let resp = app
+            .client
+            .get(app.url(&format!("/pay/{long}/return?payment_intent=pi_1")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
     // Another invoice's link, and the page itself, are not limited.
     let resp = page_form_post(&app, &format!("/pay/{other_token}/card"), None).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
@@ -347,6 +360,14 @@ const STRIPE_MISTYPED: &str = r#"window.Stripe = function () {
   return {
     elements: function () { return { create: function () { return { mount: function () {} }; } }; },
     confirmCardPayment: function () { return Promise.resolve({ error: { type: "validation_error", message: "Your card number is invalid." } }); }
+  };
+};"#;
+
+/// The connection to Stripe lost after confirming: an error without the intent.
+const STRIPE_LOST: &str = r#"window.Stripe = function () {
+  return {
+    elements: function () { return { create: function () { return { mount: function () {} }; } }; },
+    confirmCardPayment: function () { return Promise.resolve({ error: { type: "api_connection_error", message: "Network error." } }); }
   };
 };"#;
 
@@ -433,6 +454,13 @@ async fn the_card_script_returns_with_the_intent_in_the_query_it_had() {
             "/stripe-declined.js",
             axum::routing::get(js(STRIPE_DECLINED)),
         )
+        .route(
+            "/lost",
+            axum::routing::get(|| async {
+                axum::response::Html(card_page(Some("/stripe-lost.js")))
+            }),
+        )
+        .route("/stripe-lost.js", axum::routing::get(js(STRIPE_LOST)))
         .route("/card.js", axum::routing::get(js(card_js)))
         .route("/click.js", axum::routing::get(js(CLICK)))
         .route(
@@ -502,5 +530,10 @@ async fn the_card_script_returns_with_the_intent_in_the_query_it_had() {
         returned[1].contains("payment_intent=pi_browser"),
         "{returned:?}"
     );
+    // A connection lost after confirming: back to the page too, which reads where the
+    // payment stands (the card may have been charged).
+    let dom = chromium::dump_dom(&format!("{base}/lost")).await.unwrap();
+    assert!(dom.contains("id=\"returned\""), "{dom}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
     server.abort();
 }
