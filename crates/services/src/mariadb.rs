@@ -197,10 +197,14 @@ impl MariaDb {
 
     /// Narrows the grants made before `_` was escaped (`` `<login>_db`.* ``, a pattern
     /// that also matched `<login>Xdb`: 885bae6) to the one database, for the accounts given
-    /// as (database, user). Returns how many it narrowed; once none is left, it is one
-    /// query. Databases the account made meanwhile under the old pattern are left as they
-    /// are (its data), but no longer granted.
-    pub async fn narrow_old_grants(&self, accounts: &[(String, String)]) -> Result<usize, DbError> {
+    /// as (database, user). Returns how many it narrowed, and the databases other than
+    /// theirs the old patterns matched (made by the accounts beyond their plan: left as
+    /// they are, their data, but no longer granted, for staff to settle); once none is
+    /// left, it is one query. Another node narrowing the same grant meanwhile is no error.
+    pub async fn narrow_old_grants(
+        &self,
+        accounts: &[(String, String)],
+    ) -> Result<(usize, Vec<String>), DbError> {
         let old: Vec<(String, String)> = sqlx::query_as(
             "SELECT CAST(User AS CHAR), CAST(Db AS CHAR) FROM mysql.db \
              WHERE Host = ? AND Db = CONCAT(User, '_db')",
@@ -209,11 +213,27 @@ impl MariaDb {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_err("reading the grants", e))?;
-        let mut narrowed = 0;
+        let ours: std::collections::HashSet<(&str, &str)> = accounts
+            .iter()
+            .map(|(d, u)| (d.as_str(), u.as_str()))
+            .collect();
+        let (mut narrowed, mut beyond) = (0, Vec::new());
         for (user, db) in old {
-            if !accounts.iter().any(|(d, u)| *d == db && *u == user) {
+            if !ours.contains(&(db.as_str(), user.as_str())) {
                 continue; // not one of Lodge's accounts
             }
+            // What the old pattern reached besides the account's own database (the
+            // pattern is the grant's own string: `_` and `%` match as in the grant).
+            let matched: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_NAME LIKE ? AND SCHEMA_NAME <> ?",
+            )
+            .bind(&db)
+            .bind(&db)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_err("listing the databases the old grant reached", e))?;
+            beyond.extend(matched.into_iter().map(|m| format!("{m} ({user})")));
             let account = self.account(&user);
             self.exec(
                 &format!(
@@ -223,14 +243,31 @@ impl MariaDb {
                 "granting the database to its user",
             )
             .await?;
-            self.exec(
-                &format!("REVOKE ALL PRIVILEGES ON {}.* FROM {account}", ident(&db)),
-                "revoking the grant made before `_` was escaped",
-            )
-            .await?;
+            let revoked = self
+                .exec(
+                    &format!("REVOKE ALL PRIVILEGES ON {}.* FROM {account}", ident(&db)),
+                    "revoking the grant made before `_` was escaped",
+                )
+                .await;
+            if let Err(e) = revoked {
+                // Gone meanwhile (another node narrowed it first): done all the same.
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM mysql.db WHERE Host = ? AND User = ? AND Db = ?",
+                )
+                .bind(&self.settings.user_host)
+                .bind(&user)
+                .bind(&db)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| db_err("reading the grants", e))?;
+                if left > 0 {
+                    return Err(e);
+                }
+                continue;
+            }
             narrowed += 1;
         }
-        Ok(narrowed)
+        Ok((narrowed, beyond))
     }
 
     /// Sets the user's password.

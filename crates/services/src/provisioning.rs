@@ -1730,9 +1730,13 @@ impl Lodge {
             .await
             .map_err(|e| e.to_string())?;
         match db.narrow_old_grants(&accounts).await {
-            Ok(0) => Ok(format!("server {version}")),
-            Ok(n) => Ok(format!(
+            Ok((0, _)) => Ok(format!("server {version}")),
+            Ok((n, beyond)) if beyond.is_empty() => Ok(format!(
                 "server {version}; the grants of {n} accounts' databases narrowed to the one database (`_` was a wildcard in them)"
+            )),
+            Ok((n, beyond)) => Ok(format!(
+                "server {version}; the grants of {n} accounts' databases narrowed to the one database (`_` was a wildcard in them); databases the accounts made through the old grants, kept but no longer granted, for staff to settle: {}",
+                beyond.join(", ")
             )),
             Err(e) => Err(format!("server {version}; narrowing old grants: {e}")),
         }

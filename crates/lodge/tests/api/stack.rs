@@ -435,7 +435,7 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
             .await
             .expect("the grant made before 885bae6");
         let mut c = customer_login(my, &db, &password).await.expect("login");
-        sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb; DROP DATABASE {user}xdb"))
+        sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb"))
             .execute(&mut c)
             .await
             .expect("the old grant's wildcard reaches <login>xdb");
@@ -443,9 +443,14 @@ async fn php_and_a_database_per_account_from_order_to_termination(engine: Engine
         let checks = app.lodge.check_services().await;
         let (_, said) = checks.iter().find(|(s, _)| *s == "mariadb").expect("checked");
         assert!(
-            said.as_ref().is_ok_and(|s| s.contains("grants of 1 accounts")),
+            said.as_ref().is_ok_and(|s| s.contains("grants of 1 accounts")
+                && s.contains(&format!("{user}xdb ({user})"))),
             "{said:?}"
         );
+        sqlx::raw_sql(&format!("DROP DATABASE {user}xdb"))
+            .execute(&mut admin(my).await)
+            .await
+            .expect("staff settle it");
         let mut c = customer_login(my, &db, &password).await.expect("login");
         let e = sqlx::raw_sql(&format!("CREATE DATABASE {user}xdb"))
             .execute(&mut c)
