@@ -1018,6 +1018,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     }
 
     let rss = target.peak_rss_mb();
+    // The servers stop before the ceilings are measured: on PostgreSQL their pools would
+    // hold connections the ceiling's clients need (found by review: 64 clients beside a
+    // node's 32 exceeded a default `max_connections`, and the run was lost at its end).
+    for mut t in others {
+        t.kill().await?;
+    }
+    target.kill().await?;
     let (bare, bare_concurrent, plain) = match target.database_url.as_deref() {
         Some(u) => {
             eprintln!("bench: bare durable commits");
@@ -1049,10 +1056,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         },
         opts.connections,
     );
-    for mut t in others {
-        t.kill().await?;
-    }
-    target.kill().await?;
     Ok(Report {
         engine: engine.into(),
         nodes,
