@@ -90,6 +90,21 @@ pub struct MariaDbInstance {
 /// The administrative user the tests give Lodge.
 pub const ADMIN_USER: &str = "lodge_admin";
 
+/// Whether root connects over `socket` within a few seconds.
+async fn root_answers(socket: &Path) -> bool {
+    use sqlx::mysql::MySqlConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+    for _ in 0..20 {
+        let opts = MySqlConnectOptions::new().socket(socket).username("root");
+        if let Ok(c) = opts.connect().await {
+            let _ = c.close().await;
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 impl MariaDbInstance {
     /// Starts MariaDB. `Ok(None)` when it is not installed (call [`crate::skip_or_fail`]
     /// with [`missing`]'s reason).
@@ -138,6 +153,16 @@ impl MariaDbInstance {
         loop {
             match Self::start_on_a_free_port(&mariadbd, &dir, &user).await {
                 Err(e) if attempt < 5 && format!("{e:#}").contains("in use") => attempt += 1,
+                // Its socket made, but nobody answers on it: the port it was given was
+                // taken meanwhile by another test's server (whose port then looked like
+                // this one's), and it gave up (once in a whole suite: "Connection refused"
+                // as root). Again on another port.
+                Ok((_, mut watchdog))
+                    if attempt < 5 && !root_answers(&dir.path().join("mysqld.sock")).await =>
+                {
+                    stop_process_group(&mut watchdog, Duration::ZERO);
+                    attempt += 1;
+                }
                 Ok((port, watchdog)) => {
                     let mut instance = MariaDbInstance {
                         dir,
