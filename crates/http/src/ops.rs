@@ -80,7 +80,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String),
+              (status = 401, description = "`--metrics-token` is set and the request does not carry it as `Authorization: Bearer …` (with `WWW-Authenticate`)", content_type = "text/plain", body = String),
+              (status = 404, description = "Not served here: `--metrics-listen` gives `/metrics` a listener of its own, or, without a token, the client is not on loopback")))]
 async fn metrics(state: State<AppState>) -> Response {
     crate::metrics::render_metrics(state).await
 }
