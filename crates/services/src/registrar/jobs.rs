@@ -130,12 +130,13 @@ impl Lodge {
             )));
         }
         if registrar.has_registry(&name) && d.status == DomainStatus::Active {
-            if let Ok(Some(info)) = registrar.info(&name).await {
-                if info.ours {
-                    self.record_registrar(d.id, registrar.name_for(&name))
-                        .await?;
-                    return Ok(registrar);
-                }
+            // A registry that does not answer is an error (the job retries), not "not
+            // Lodge's": that turned an EPP renewal into a staff task (found by review).
+            let info = registrar.info(&name).await.map_err(registrar_err)?;
+            if info.is_some_and(|i| i.ours) {
+                self.record_registrar(d.id, registrar.name_for(&name))
+                    .await?;
+                return Ok(registrar);
             }
         }
         Ok(Arc::new(super::ManualRegistrar))
@@ -531,10 +532,19 @@ impl Lodge {
         // configured failed the read, and the message held the queue for good: found by
         // review).
         let registrar = self.registrar()?;
-        let info = registrar
-            .info(&parse_name(&d)?)
-            .await
-            .map_err(registrar_err)?;
+        let parsed = parse_name(&d)?;
+        if !registrar.has_registry(&parsed) {
+            // Its TLD went to a registrar without a registry since: nothing to read it
+            // back from. Kept on the domain for staff, and the message acknowledged (left, it
+            // would hold the queue for good: found by review).
+            let why = format!(
+                "The registry reported the registration of {name} done, but its TLD no longer \
+                 goes to a registry Lodge can read: check it at the registry"
+            );
+            self.note_error(d.id, &why).await?;
+            return Ok(None);
+        }
+        let info = registrar.info(&parsed).await.map_err(registrar_err)?;
         // What the registry says that Lodge cannot act on (the domain not there, or not
         // Lodge's, or without dates) is kept on the domain for staff and the message is
         // acknowledged: left unacknowledged it would hold every message behind it (found
@@ -566,6 +576,14 @@ impl Lodge {
                 // The registry whose queue told it, by TLD (see `pending_news`).
                 let registrar = self.registrar()?;
                 let parsed = parse_name(&d)?;
+                if !registrar.has_registry(&parsed) {
+                    let why = format!(
+                        "The registry reported the transfer of {name} approved, but its TLD no \
+                         longer goes to a registry Lodge can read: check it at the registry"
+                    );
+                    self.note_error(d.id, &why).await?;
+                    return Ok(false);
+                }
                 let info = registrar
                     .info(&parsed)
                     .await
