@@ -687,6 +687,17 @@ pub fn hosting_path(app: &TestApp, id: &str) -> String {
     )
 }
 
+/// Cancels a hosting account of the demo project (`kind`: `immediate` or
+/// `end_of_period`), with the reason `x`.
+pub async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {
+    app.post(
+        &format!("{}/cancel", hosting_path(app, id)),
+        &app.key(),
+        &json!({ "type": kind, "reason": "x" }),
+    )
+    .await
+}
+
 /// A hosting account of the demo project, through `/v1`.
 pub async fn hosting(app: &TestApp, id: &str) -> Value {
     get_ok(app, &hosting_path(app, id)).await

@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    add_credit, assert_detail, cents, counts, get_ok, hosting, hosting_path, invoice, messages,
-    order_status, other_tenant, plan_id, starter, str_of, Engine, TestApp,
+    add_credit, assert_detail, cancel, cents, counts, get_ok, hosting, hosting_path, invoice,
+    messages, order_status, other_tenant, plan_id, starter, str_of, Engine, TestApp,
 };
 use crate::on_both_engines;
 
@@ -399,16 +399,6 @@ pub(crate) fn assert_fields(status: StatusCode, body: &Value, fields: &[&str], w
             "{what}: {body}"
         );
     }
-}
-
-/// Cancels a hosting account of the demo project.
-async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {
-    app.post(
-        &format!("{}/cancel", hosting_path(app, id)),
-        &app.key(),
-        &json!({ "type": kind, "reason": "x" }),
-    )
-    .await
 }
 
 /// Staff record a payment on an invoice.

@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    add_credit, cents, hosting, hosting_path, invoice, order_external as order, order_status,
-    starter, str_of, v2, Auth, Engine, TestApp,
+    add_credit, cancel, cents, hosting, hosting_path, invoice, order_external as order,
+    order_status, starter, str_of, v2, Auth, Engine, TestApp,
 };
 use crate::on_both_engines;
 
@@ -105,15 +105,6 @@ async fn a_keyed_deposit_whose_answer_was_lost_is_applied_once(app: TestApp) {
         .get(&format!("/v1/organizations/{org}/credit"), &app.key())
         .await;
     assert_eq!(credit["balance"], "10.00", "{credit}");
-}
-
-async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) {
-    app.post(
-        &format!("{}/cancel", hosting_path(app, id)),
-        &app.key(),
-        &json!({ "type": kind, "reason": "race" }),
-    )
-    .await
 }
 
 /// Statuses of concurrent answers, each `200` or `409`; how many were `200`.

@@ -14,7 +14,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    self, add_credit, cents, hosting, invoice, Engine, Options, TestApp, STRIPE_WEBHOOK_SECRETS,
+    self, add_credit, cancel, cents, hosting, invoice, Engine, Options, TestApp,
+    STRIPE_WEBHOOK_SECRETS,
 };
 use crate::on_both_engines;
 
@@ -83,34 +84,14 @@ async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(en
         // A cancelled invoice never paid by card: `?result=paid` says nothing of a payment
         // (it told of one never made: found by the payments audit).
         let (id2, _, token2, hosting2) = unpaid_order(&app, "never-paid.example").await;
-        let (status, body) = app
-            .post(
-                &format!(
-                    "/v1/organizations/{}/projects/{}/hosting/{hosting2}/cancel",
-                    app.org_id(),
-                    app.project_id()
-                ),
-                &app.key(),
-                &json!({ "type": "immediate" }),
-            )
-            .await;
+        let (status, body) = cancel(&app, &hosting2, "immediate").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(invoice(&app, id2).await["status"], "cancelled");
         let (_, html) = page(&app, &format!("/pay/{token2}?result=paid")).await;
         assert!(!html.contains("Payment received"), "{html}");
         let (id, total, token, hosting_id) = unpaid_order(&app, "card-cancelled.example").await;
         let (_, intent) = checkout(&app, &token).await;
-        let (status, body) = app
-            .post(
-                &format!(
-                    "/v1/organizations/{}/projects/{}/hosting/{hosting_id}/cancel",
-                    app.org_id(),
-                    app.project_id()
-                ),
-                &app.key(),
-                &json!({ "type": "immediate" }),
-            )
-            .await;
+        let (status, body) = cancel(&app, &hosting_id, "immediate").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(invoice(&app, id).await["status"], "cancelled");
         let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
