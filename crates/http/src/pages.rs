@@ -330,7 +330,7 @@ enum CardStep {
 /// unknown path must not make the limiter keep it, found by review), `429` with
 /// `Retry-After` when the token's card steps are over their limit.
 fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Response> {
-    if !(20..=100).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !lodge_services::payment_tokens::plausible(token) {
         return Some(not_found());
     }
     let Err(crate::error::ApiError::RateLimited(secs)) = st.card_limiter.check(token) else {

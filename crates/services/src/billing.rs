@@ -279,7 +279,7 @@ impl Lodge {
     /// (the database holds no token, [`crate::payment_tokens`]), so no comparison with a
     /// stored secret can take longer for a nearer guess.
     pub async fn invoice_by_token(&self, token: &str) -> Result<InvoiceDetail> {
-        if token.len() < 20 || token.len() > 100 {
+        if !crate::payment_tokens::plausible(token) {
             return Err(ServiceError::NotFound);
         }
         let digest = crate::payment_tokens::digest(token);

@@ -99,6 +99,13 @@ impl PaymentTokens {
     }
 }
 
+/// Whether `token` could be a payment token at all (20 to 100 printable ASCII characters;
+/// Lodge's are 43, a link from before migration 0023 carries its old form): anything else
+/// is no invoice's, and is answered so before anything is looked up or counted.
+pub fn plausible(token: &str) -> bool {
+    (20..=100).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What the database holds of a token to find its invoice: its leading time digits (when
 /// they are letters and digits) and the hex SHA-256 of the whole token. Not reversible;
 /// the token has 160 bits besides its time.
