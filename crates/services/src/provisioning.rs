@@ -810,7 +810,7 @@ impl Lodge {
             hosting::set_server(&mut tx, id, None, Some(&account.username), self.now_us()).await?;
             tx.commit().await.map_err(StoreError::from)?;
         }
-        let created = match target.driver.create(&account).await {
+        let password_replaced = match target.driver.create(&account).await {
             // The panel refused the customer's password (below its minimum strength, which
             // Lodge cannot know): the paid account is made with a strong password of
             // Lodge's instead of failing for good (found by the panels audit); the customer
@@ -841,7 +841,7 @@ impl Lodge {
         let mut tx = self.store.begin().await?;
         hosting::set_server(&mut tx, id, None, Some(&account.username), now).await?;
         hosting::set_last_error(&mut tx, id, None, now).await?;
-        if created {
+        if password_replaced {
             lodge_store::plan_change::note_history(
                 &mut *tx,
                 id,

@@ -534,14 +534,7 @@ impl Lodge {
         let registrar = self.registrar()?;
         let parsed = parse_name(&d)?;
         if !registrar.has_registry(&parsed) {
-            // Its TLD went to a registrar without a registry since: nothing to read it
-            // back from. Kept on the domain for staff, and the message acknowledged (left, it
-            // would hold the queue for good: found by review).
-            let why = format!(
-                "The registry reported the registration of {name} done, but its TLD no longer \
-                 goes to a registry Lodge can read: check it at the registry"
-            );
-            self.note_error(d.id, &why).await?;
+            self.news_unreadable(&d, "registration as done").await?;
             return Ok(None);
         }
         let info = registrar.info(&parsed).await.map_err(registrar_err)?;
@@ -566,6 +559,18 @@ impl Lodge {
         }
     }
 
+    /// News of a domain whose TLD went since to a registrar without a registry: nothing to
+    /// read it back from, so it is kept on the domain for staff, and the caller has the
+    /// message acknowledged (left, it would hold the queue for good: found by review).
+    async fn news_unreadable(&self, d: &DomainRow, what: &str) -> Result<()> {
+        let why = format!(
+            "The registry reported the {what} of {}, but its TLD no longer goes to a registry \
+             Lodge can read: check it at the registry",
+            d.name
+        );
+        self.note_error(d.id, &why).await
+    }
+
     /// A transfer's news from the poll queue; `true` when it finished one of Lodge's.
     async fn transfer_news(&self, name: &str, status: &str) -> Result<bool> {
         let Some(d) = registry::transferring(self.store.reader(), name).await? else {
@@ -577,11 +582,7 @@ impl Lodge {
                 let registrar = self.registrar()?;
                 let parsed = parse_name(&d)?;
                 if !registrar.has_registry(&parsed) {
-                    let why = format!(
-                        "The registry reported the transfer of {name} approved, but its TLD no \
-                         longer goes to a registry Lodge can read: check it at the registry"
-                    );
-                    self.note_error(d.id, &why).await?;
+                    self.news_unreadable(&d, "transfer as approved").await?;
                     return Ok(false);
                 }
                 let info = registrar

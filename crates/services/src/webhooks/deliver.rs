@@ -268,8 +268,13 @@ impl Lodge {
 /// An event's data as it is shown (delivered, listed): an invoice's number, unassigned
 /// when the event was recorded in a group commit, is read back by its `invoice_id`.
 pub(crate) async fn event_data<C: SqlConn>(db: &mut C, e: &EventRow) -> Result<Value> {
-    let mut data: Value = serde_json::from_str(&e.data)
+    let data: Value = serde_json::from_str(&e.data)
         .map_err(|err| ServiceError::Internal(format!("event {} has bad data: {err}", e.id)))?;
+    with_number(db, data).await
+}
+
+/// `data` with its invoice's number read back when it was unassigned at the event.
+pub(crate) async fn with_number<C: SqlConn>(db: &mut C, mut data: Value) -> Result<Value> {
     if let (Some(invoice), Some(Value::Null)) = (
         data.get("invoice_id").and_then(Value::as_i64),
         data.get("number"),

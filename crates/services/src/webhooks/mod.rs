@@ -460,10 +460,9 @@ impl Lodge {
         let mut page = Vec::with_capacity(rows.len());
         for (seq, e) in rows {
             // One event's unreadable data is shown as null, not a failed page.
-            let data = if serde_json::from_str::<serde_json::Value>(&e.data).is_ok() {
-                deliver::event_data(&mut db, &e).await?
-            } else {
-                serde_json::Value::Null
+            let data = match serde_json::from_str(&e.data) {
+                Ok(data) => deliver::with_number(&mut db, data).await?,
+                Err(_) => serde_json::Value::Null,
             };
             page.push((seq, e, data));
         }
