@@ -1,6 +1,8 @@
+-- One batch of n orders (pgbench -D n=10): their rows from the staging tables (stage.sql)
+-- into the empty copies, the organizations' balances and the invoice counter moved.
 SELECT nextval('r.batch') - 1 AS b \gset
-\set lo :b * 10 + 1
-\set hi :b * 10 + 10
+\set lo :b * :n + 1
+\set hi :b * :n + :n
 BEGIN;
 INSERT INTO r.orders (id, uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at) SELECT id, uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at FROM s.orders WHERE k BETWEEN :lo AND :hi;
 INSERT INTO r.hosting (legacy_id, id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, server_id, username, status, billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, next_due_date, cancel_type, cancel_reason, cancel_requested_at, cancel_effective_date, last_error, secret, created_at, modified_at, comment, period_anchor) SELECT legacy_id, id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, server_id, username, status, billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, next_due_date, cancel_type, cancel_reason, cancel_requested_at, cancel_effective_date, last_error, secret, created_at, modified_at, comment, period_anchor FROM s.hosting WHERE k BETWEEN :lo AND :hi;
@@ -11,5 +13,5 @@ INSERT INTO r.hosting_history (id, hosting_id, from_status, to_status, note, act
 INSERT INTO r.events (seq, id, kind, organization_id, subject, data, dedupe_key, created_at) SELECT seq, id, kind, organization_id, subject, data, dedupe_key, created_at FROM s.events WHERE k BETWEEN :lo AND :hi;
 INSERT INTO r.jobs (id, kind, payload, status, attempts, max_attempts, run_at, locked_by, locked_until, last_error, dedupe_key, created_at, modified_at, node) SELECT id, kind, payload, status, attempts, max_attempts, run_at, locked_by, locked_until, last_error, dedupe_key, created_at, modified_at, node FROM s.jobs WHERE k BETWEEN :lo AND :hi;
 UPDATE r.organizations o SET credit_balance_minor = o.credit_balance_minor - 500 FROM (SELECT id FROM r.organizations WHERE id IN (SELECT organization_id FROM s.orders WHERE k BETWEEN :lo AND :hi) ORDER BY id FOR UPDATE) l WHERE o.id = l.id;
-UPDATE r.counters SET value = value + 10 WHERE name = 'invoice_number';
+UPDATE r.counters SET value = value + :n WHERE name = 'invoice_number';
 END;

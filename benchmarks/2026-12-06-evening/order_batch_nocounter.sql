@@ -1,6 +1,8 @@
+-- One batch of n orders (pgbench -D n=10): their rows from the staging tables (stage.sql)
+-- into the empty copies, and the organizations' balances moved; the invoice counter left alone.
 SELECT nextval('r.batch') - 1 AS b \gset
-\set lo :b * 10 + 1
-\set hi :b * 10 + 10
+\set lo :b * :n + 1
+\set hi :b * :n + :n
 BEGIN;
 INSERT INTO r.orders (id, uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at) SELECT id, uuid, organization_id, project_id, status, source, currency, coupon_id, actor, created_at, modified_at FROM s.orders WHERE k BETWEEN :lo AND :hi;
 INSERT INTO r.hosting (legacy_id, id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, server_id, username, status, billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, next_due_date, cancel_type, cancel_reason, cancel_requested_at, cancel_effective_date, last_error, secret, created_at, modified_at, comment, period_anchor) SELECT legacy_id, id, organization_id, project_id, order_id, plan_id, domain_name, domain_id, server_id, username, status, billing_cycle, recurring_minor, first_period_months, renewal_months, currency, coupon_id, next_due_date, cancel_type, cancel_reason, cancel_requested_at, cancel_effective_date, last_error, secret, created_at, modified_at, comment, period_anchor FROM s.hosting WHERE k BETWEEN :lo AND :hi;
