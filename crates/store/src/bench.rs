@@ -45,13 +45,33 @@ pub async fn bare_commit_rate(
         "CREATE TABLE lodge_commit_bench (id BIGINT PRIMARY KEY, v TEXT NOT NULL)"
     };
     sqlx::query(table).execute(store.writer()).await?;
+    // The scratch table goes whether the run succeeded or not (a failed client, a lost
+    // connection): it is no table of Lodge's.
+    let measured = commit_loop(&store, &url, clients, duration).await;
+    let dropped = sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
+        .execute(store.writer())
+        .await;
+    store.close().await;
+    let (total, secs) = measured?;
+    dropped?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(total as f64 / secs)
+}
+
+/// [`bare_commit_rate`]'s loop on a scratch table made: the commits, and the seconds taken.
+async fn commit_loop(
+    store: &Store,
+    url: &str,
+    clients: usize,
+    duration: std::time::Duration,
+) -> Result<(u64, f64)> {
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     // PostgreSQL: the clients' own connections, opened before the clock starts.
     let mut connections = Vec::new();
     if !store.has_batch_writer() {
         use sqlx::Connection;
         for _ in 0..clients.max(1) {
-            connections.push(sqlx::PgConnection::connect(&url).await?);
+            connections.push(sqlx::PgConnection::connect(url).await?);
         }
     }
     let start = std::time::Instant::now();
@@ -112,13 +132,7 @@ pub async fn bare_commit_rate(
         }
         total
     };
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    sqlx::query("DROP TABLE IF EXISTS lodge_commit_bench")
-        .execute(store.writer())
-        .await?;
-    store.close().await;
-    #[allow(clippy::cast_precision_loss)]
-    Ok(total as f64 / secs)
+    Ok((total, start.elapsed().as_secs_f64().max(1e-9)))
 }
 
 /// SQLite's own durable-commit rate, outside Lodge's machinery: one connection in a plain
@@ -200,6 +214,42 @@ mod tests {
         let left: Option<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'lodge_commit_bench'")
                 .fetch_optional(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(left, None);
+    }
+
+    /// A run whose commits fail leaves no scratch table behind in the operator's database.
+    #[tokio::test]
+    async fn bare_commit_rate_on_postgres_drops_its_table_when_a_commit_fails() {
+        let Some(url) = lodge_testkit::pg::test_database_url().await else {
+            return;
+        };
+        let store = super::Store::connect(&url).await.unwrap();
+        // Every table named lodge_commit_bench refuses its rows, from its creation on.
+        for sql in [
+            "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS
+             $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$",
+            "CREATE FUNCTION arm_refusal() RETURNS event_trigger LANGUAGE plpgsql AS
+             $$BEGIN
+                 IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                            WHERE object_identity = 'public.lodge_commit_bench') THEN
+                     CREATE TRIGGER refuse BEFORE INSERT ON lodge_commit_bench
+                         FOR EACH ROW EXECUTE FUNCTION refuse_row();
+                 END IF;
+             END$$",
+            "CREATE EVENT TRIGGER arm_refusal ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+             EXECUTE FUNCTION arm_refusal()",
+        ] {
+            sqlx::query(sql).execute(store.writer()).await.unwrap();
+        }
+        let err = super::bare_commit_rate(&url, 2, std::time::Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        let left: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('lodge_commit_bench')::text")
+                .fetch_one(store.reader())
                 .await
                 .unwrap();
         assert_eq!(left, None);
