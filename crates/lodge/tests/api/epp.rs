@@ -11,7 +11,9 @@ use jiff::civil::{date, Date};
 use lodge_core::DomainName;
 use lodge_services::provisioning::Worker;
 use lodge_services::registrar::epp::{EppRegistrar, EppSettings};
-use lodge_services::registrar::{Availability, ByTld, Contact, Outcome, Registrar, Registration};
+use lodge_services::registrar::{
+    Availability, ByTld, Contact, ManualRegistrar, Outcome, Registrar, Registration,
+};
 use lodge_testkit::epp::{EppConfig, EppServer, Fault};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -27,6 +29,7 @@ on_both_engines!(engine:
     a_rejected_transfer_refunds_its_line_to_credit,
     a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded,
     an_approved_transfer_activates_the_domain,
+    news_of_a_tld_routed_away_is_kept_for_staff_and_acknowledged,
     a_wrong_password_fails_the_job_with_a_clear_error,
     renewal_billing_renews_at_the_registry_once_per_period,
     the_daily_sync_reads_expiry_and_status_back,
@@ -732,6 +735,62 @@ async fn an_approved_transfer_activates_the_domain(engine: Engine) {
         assert_eq!(d["status"], "active", "{d}");
         assert_eq!(d["expiration_date"], "2027-09-01", "a year added: {d}");
         assert_eq!(server.domain("come-here.net").unwrap().sponsor, "lodge");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The registry's news of a registration and of a transfer whose TLD was routed since to a
+/// registrar without a registry (here: `com` to staff, by hand): Lodge cannot read either
+/// back, so each is kept on its domain for staff, and the messages are acknowledged, not left
+/// to hold the queue for good.
+async fn news_of_a_tld_routed_away_is_kept_for_staff_and_acknowledged(engine: Engine) {
+    let server = registry(false).await;
+    server.set_pending_creates(true);
+    server.add_domain("moved-in.com", "other", "EPP-secret-3", date(2026, 9, 1));
+    harness::run(engine, options(driver(&server)), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        let created = register(&app, "moved-away.com").await;
+        let transferred = transfer_in(&app, "moved-in.com", "EPP-secret-3").await;
+        drain(worker(&app)).await;
+        assert_eq!(
+            row(&app, &created).await.status.as_str(),
+            "pending_registration"
+        );
+        assert_eq!(
+            row(&app, &transferred).await.status.as_str(),
+            "pending_transfer"
+        );
+        // The installation now routes only `net` to this registry (as a configuration
+        // does: the rest to staff, by hand); the registry decides both meanwhile.
+        let mut routed = app.lodge.clone();
+        routed.registrar = Some(Arc::new(
+            ByTld::new(Arc::new(ManualRegistrar)).route("net", driver(&server)),
+        ));
+        server.finish_create("moved-away.com", true).unwrap();
+        server.approve_transfer("moved-in.com").unwrap();
+        assert_eq!(server.queued("lodge"), 2);
+        let pass = routed.registry_pass().await.unwrap();
+        assert_eq!(server.queued("lodge"), 0, "acknowledged: {pass:?}");
+        assert_eq!((pass.registrations, pass.transfers), (0, 0), "{pass:?}");
+        for (id, status, what) in [
+            (&created, "pending_registration", "registration as done"),
+            (&transferred, "pending_transfer", "transfer as approved"),
+        ] {
+            let r = row(&app, id).await;
+            assert_eq!(r.status.as_str(), status, "{r:?}");
+            let note = r.registry_error.unwrap_or_default();
+            assert!(
+                note.contains(what) && note.contains("no longer goes to a registry"),
+                "{note}"
+            );
+        }
+        // Nothing more in the queue, nothing changes on the next pass.
+        routed.registry_pass().await.unwrap();
+        assert_eq!(
+            row(&app, &created).await.status.as_str(),
+            "pending_registration"
+        );
         app.stop().await;
     })
     .await;
