@@ -323,7 +323,7 @@ fn main_conf(prefix: &Path, sites: &Path, port: u16, conf: &Path) -> anyhow::Res
          pid {d}/nginx.pid;\n\
          error_log {d}/logs/error.log notice;\n\
          events {{ worker_connections 256; }}\n\
-         http {{\n    {mime}\n    default_type application/octet-stream;\n    access_log {d}/logs/access.log;\n    client_body_temp_path {d}/temp/client_body;\n    proxy_temp_path {d}/temp/proxy;\n    fastcgi_temp_path {d}/temp/fastcgi;\n    uwsgi_temp_path {d}/temp/uwsgi;\n    scgi_temp_path {d}/temp/scgi;\n    include {sites}/*.conf;\n    server {{\n        listen 127.0.0.1:{port} default_server;\n        return 404;\n    }}\n}}\n",
+         http {{\n    {mime}\n    default_type application/octet-stream;\n    access_log {d}/logs/access.log;\n    client_body_temp_path {d}/temp/client_body;\n    proxy_temp_path {d}/temp/proxy;\n    fastcgi_temp_path {d}/temp/fastcgi;\n    uwsgi_temp_path {d}/temp/uwsgi;\n    scgi_temp_path {d}/temp/scgi;\n    server_names_hash_bucket_size 512;\n    include {sites}/*.conf;\n    server {{\n        listen 127.0.0.1:{port} default_server;\n        return 404;\n    }}\n}}\n",
         sites = sites.display(),
     ))
 }

@@ -129,6 +129,7 @@ http {{
     fastcgi_temp_path {d}/temp/fastcgi;
     uwsgi_temp_path {d}/temp/uwsgi;
     scgi_temp_path {d}/temp/scgi;
+    server_names_hash_bucket_size 512;
     include {sites}/*.conf;
     server {{
         listen 127.0.0.1:{port} default_server;
