@@ -66,12 +66,19 @@ pub async fn open_sealing(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     open_as(cfg, clock, Opener::Seal).await
 }
 
-/// What opens the store: see [`open`], [`open_node`], [`open_sealing`].
+/// [`open`] for `lodge catalog import`: the catalog's prices may be in another currency
+/// (a catalog imported by mistake with another `--currency`), which the import replaces.
+pub async fn open_importing(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
+    open_as(cfg, clock, Opener::Import).await
+}
+
+/// What opens the store: see [`open`], [`open_node`], [`open_sealing`], [`open_importing`].
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Opener {
     Command,
     Node,
     Seal,
+    Import,
 }
 
 async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow::Result<Lodge> {
@@ -141,7 +148,7 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
         return Err(e);
     }
     lodge
-        .check_currency()
+        .check_currency(opener != Opener::Import)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)

@@ -1510,6 +1510,38 @@ tld = "dev"
 prices = [{ years = 1, register = "15.00", renew = "15.00", transfer = "15.00" }]
 "#;
 
+/// A catalog imported by a command run in another currency than the nodes' is refused at
+/// the next start, naming what is priced so, instead of being sold with its figures taken
+/// for the nodes' currency (found by the operator audit: EUR prices listed and invoiced as
+/// USD); importing it again in the installation's currency is the way out.
+#[test]
+fn a_catalog_priced_in_another_currency_is_refused_at_start_until_imported_again() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    std::fs::write(
+        cli.dir.path().join("eur.toml"),
+        CATALOG.replace("currency = \"USD\"", "currency = \"EUR\""),
+    )
+    .unwrap();
+    std::fs::write(cli.dir.path().join("usd.toml"), CATALOG).unwrap();
+    cli.json(&["catalog", "import", "eur.toml", "--currency", "EUR"]);
+    for args in [
+        &["billing", "preview"][..],
+        &["serve", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let err = cli.fails(args);
+        assert!(
+            err.contains("plan \"cli-plan\" is priced in EUR") && err.contains("USD"),
+            "{err}"
+        );
+    }
+    // The import runs (it replaces the prices of what it lists), and then the rest.
+    cli.json(&["catalog", "import", "usd.toml"]);
+    cli.ok(&["billing", "preview"]);
+    let exported = cli.ok(&["catalog", "export"]);
+    assert!(exported.contains("\"4.00\""), "{exported}");
+}
+
 #[tokio::test]
 async fn catalog_import_reads_toml_and_json_and_refuses_bad_files() {
     let cli = Cli::new();

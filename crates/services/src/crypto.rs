@@ -121,7 +121,13 @@ impl crate::Lodge {
     /// and credit are in (found by the operator audit: `currency` changed after going live
     /// showed a EUR balance as USD and paid a USD invoice from it one for one). Lodge sells
     /// in one currency per installation.
-    pub async fn check_currency(&self) -> Result<()> {
+    ///
+    /// `catalog`: the catalog's prices too (found by the operator audit: a catalog imported
+    /// by a command run with `LODGE_CURRENCY=EUR` was listed and invoiced as USD by a node
+    /// left at the default, its EUR figures taken for dollars). Not for `catalog import`,
+    /// which replaces the prices of every plan and TLD it lists, the way out of such a
+    /// catalog before anything was sold.
+    pub async fn check_currency(&self, catalog: bool) -> Result<()> {
         let configured = self.settings.currency.code();
         let mut conn = self.store.read_conn().await?;
         for used in lodge_store::billing::currencies_in_use(&mut conn).await? {
@@ -130,6 +136,19 @@ impl crate::Lodge {
                     "the currency is {configured} (--currency, LODGE_CURRENCY, currency), but \
                      this database's invoices and credit are in {used}: an installation sells \
                      in one currency; set it back to {used}"
+                )));
+            }
+        }
+        if catalog {
+            if let Some((what, used)) =
+                lodge_store::catalog::priced_otherwise(&mut conn, configured).await?
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "the currency is {configured} (--currency, LODGE_CURRENCY, currency), but \
+                     the catalog's {what} is priced in {used}: an installation sells in one \
+                     currency; set it back to {used}, or import the catalog again with its \
+                     prices in {configured} (`lodge catalog import` with --currency \
+                     {configured}; every plan and TLD it lists gets the file's prices)"
                 )));
             }
         }

@@ -6,6 +6,7 @@
 use lodge_core::{CouponId, OfferId, PlanGroupId, PlanId};
 use sqlx::{Any, AnyConnection, Executor, FromRow};
 
+use crate::conn::Val;
 use crate::{vals, Engine, Result, SqlConn};
 
 #[derive(Debug, Clone, FromRow)]
@@ -214,6 +215,31 @@ pub async fn load(pool: &sqlx::AnyPool) -> Result<CatalogData> {
 }
 
 /// Every plan's panel package per driver: `(plan, driver, package)`.
+/// A price of the catalog in another currency than `currency`, if any: what is priced so
+/// (`plan "<slug>"` or `TLD .<tld>`) and in which currency. The installation sells in one
+/// currency; a catalog imported by a command run with another is priced in that one.
+pub async fn priced_otherwise<C: SqlConn>(
+    conn: &mut C,
+    currency: &str,
+) -> Result<Option<(String, String)>> {
+    let row = conn
+        .fetch_row(
+            "SELECT 'plan \"' || p.slug || '\"', pp.currency FROM plan_prices pp
+                 JOIN plans p ON p.id = pp.plan_id WHERE pp.currency <> $1
+             UNION ALL
+             SELECT 'TLD .' || tp.tld, tp.currency FROM tld_prices tp WHERE tp.currency <> $1
+             LIMIT 1",
+            vals![currency],
+        )
+        .await?;
+    Ok(row.and_then(|r| match (r.first(), r.get(1)) {
+        (Some(Val::Text(Some(what))), Some(Val::Text(Some(cur)))) => {
+            Some((what.clone(), cur.clone()))
+        }
+        _ => None,
+    }))
+}
+
 pub async fn all_plan_packages<'e, E: Executor<'e, Database = Any>>(
     db: E,
 ) -> Result<Vec<(String, String, String)>> {
