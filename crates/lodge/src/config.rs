@@ -427,6 +427,19 @@ impl Config {
             );
         }
         self.policy()?;
+        // Before the base URL, which defaults to `http://` and this address: a bad port
+        // was reported as a bad --public-base-url the operator never set (found by the
+        // operator audit).
+        if !self
+            .listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            anyhow::bail!(
+                "--listen must be an address and a port (0-65535), e.g. 127.0.0.1:8080, not {:?}",
+                self.listen
+            );
+        }
         // Payment links, mail and the login page are built on it: a bare host or a path
         // gave customers links that lead nowhere (found by the docs audit).
         match reqwest::Url::parse(&self.public_base_url) {

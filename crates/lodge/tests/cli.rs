@@ -195,6 +195,9 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
         ),
         (&["--renewal-lead-days", "-1"][..], "--renewal-lead-days"),
         (&["--public-base-url", "notaurl"][..], "--public-base-url"),
+        // Named as what it is, not as the base URL made from it.
+        (&["--listen", "127.0.0.1:99999"][..], "--listen must be"),
+        (&["--listen", "nonsense"][..], "--listen must be"),
         (&["--log-format", "xml"][..], "--log-format"),
         (&["--jwt-secret", ""][..], "JWT secret"),
         (
