@@ -51,7 +51,7 @@ impl Amount {
         };
         let minor = Money::parse_decimal(&text, cur)
             .map(|m| m.minor())
-            .map_err(|e| ServiceError::field(field, format!("{text:?}: {e}")))?;
+            .map_err(|e| ServiceError::field(field, e.to_string()))?;
         if minor.unsigned_abs() > lodge_core::money::MAX_AMOUNT_MINOR.unsigned_abs() {
             return Err(ServiceError::field(
                 field,

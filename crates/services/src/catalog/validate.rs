@@ -40,15 +40,17 @@ pub fn parse_percent_bp(s: &str) -> Option<i64> {
 
 pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportPlan> {
     let mut v = Validator::new();
-    let money = |v: &mut Validator, field: &str, s: &str| -> i64 {
+    // Errors name the item (`plan "x": …`): in a large catalog the value alone is hard to
+    // find (found by the operator audit).
+    let money = |v: &mut Validator, field: &str, tag: &str, s: &str| -> i64 {
         match Money::parse_decimal(s, currency) {
             Ok(m) if !m.is_negative() => m.minor(),
             Ok(_) => {
-                v.add(field, format!("{s:?}: amounts cannot be negative"));
+                v.add(field, format!("{tag}: {s:?}: amounts cannot be negative"));
                 0
             }
             Err(e) => {
-                v.add(field, format!("{s:?}: {e}"));
+                v.add(field, format!("{tag}: {e}"));
                 0
             }
         }
@@ -151,14 +153,14 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 v.add("plans.pricing", format!("{tag}: {cycle} priced twice"));
             }
             seen.push(cycle);
-            let price_minor = money(&mut v, "plans.pricing", &pr.price);
+            let price_minor = money(&mut v, "plans.pricing", &tag, &pr.price);
             if cycle == BillingCycle::Free && price_minor != 0 {
                 v.add("plans.pricing", format!("{tag}: the free cycle costs 0"));
             }
             let setup_fee_minor = pr
                 .setup_fee
                 .as_deref()
-                .map(|s| money(&mut v, "plans.pricing", s))
+                .map(|s| money(&mut v, "plans.pricing", &tag, s))
                 .unwrap_or(0);
             prices.push(db::PriceInput {
                 billing_cycle: cycle.as_str().to_owned(),
@@ -247,17 +249,23 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             db::OfferInput {
                 legacy_id: o.legacy_id,
                 plan_id: PlanId::new(),
-                intro_total_minor: money(&mut v, "offers.intro_total", &o.intro_total),
+                intro_total_minor: money(&mut v, "offers.intro_total", &tag, &o.intro_total),
                 intro_months: o.intro_months,
-                renewal_minor: money(&mut v, "offers.renewal", &o.renewal),
+                renewal_minor: money(&mut v, "offers.renewal", &tag, &o.renewal),
                 renewal_months: o.renewal_months,
                 allow_coupon: o.allow_coupon,
                 is_active: o.is_active,
             },
         ));
     }
+    // One coupon per code and one TLD per name in a file (codes and names match whatever
+    // their case): a second would silently replace the first (found by the operator audit).
+    let mut codes = std::collections::HashSet::new();
     for c in &file.coupons {
         let tag = format!("coupon {:?}", c.code);
+        if !codes.insert(c.code.to_ascii_uppercase()) {
+            v.add("coupons.code", format!("{tag}: listed twice"));
+        }
         let code_ok = !c.code.is_empty()
             && c.code.len() <= 64
             && c.code
@@ -290,7 +298,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 0
             })
         } else {
-            money(&mut v, "coupons.value", &c.value)
+            money(&mut v, "coupons.value", &tag, &c.value)
         };
         if c.max_uses.is_some_and(|m| m < 0) {
             v.add(
@@ -325,9 +333,13 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             },
         ));
     }
+    let mut names = std::collections::HashSet::new();
     for t in &file.tlds {
         let name = t.tld.trim().trim_start_matches('.').to_lowercase();
         let tag = format!("tld {name:?}");
+        if !names.insert(name.clone()) {
+            v.add("tlds.tld", format!("{tag}: listed twice"));
+        }
         let tld_ok = !name.is_empty()
             && name.split('.').all(|l| {
                 !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -351,9 +363,9 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             prices.push(db::TldPriceInput {
                 years: p.years,
                 currency: currency.code().to_owned(),
-                register_minor: money(&mut v, "tlds.prices", &p.register),
-                renew_minor: money(&mut v, "tlds.prices", &p.renew),
-                transfer_minor: money(&mut v, "tlds.prices", &p.transfer),
+                register_minor: money(&mut v, "tlds.prices", &tag, &p.register),
+                renew_minor: money(&mut v, "tlds.prices", &tag, &p.renew),
+                transfer_minor: money(&mut v, "tlds.prices", &tag, &p.transfer),
             });
         }
         if !prices.iter().any(|p| p.years == 1) {
@@ -405,6 +417,45 @@ mod tests {
         ))
         .unwrap();
         assert!(validate(&once, Currency::USD).is_ok());
+    }
+
+    #[test]
+    fn a_coupon_or_tld_listed_twice_in_any_case_is_refused() {
+        let coupon = |code: &str, value: &str| {
+            format!("[[coupons]]\ncode = \"{code}\"\nkind = \"percent\"\nvalue = \"{value}\"\n")
+        };
+        let tld = |name: &str, price: &str| {
+            format!(
+                "[[tlds]]\ntld = \"{name}\"\nprices = [{{ years = 1, register = \"{price}\", renew = \"{price}\", transfer = \"{price}\" }}]\n"
+            )
+        };
+        let errors = |text: &str| {
+            let file: crate::catalog::CatalogFile = toml::from_str(text).unwrap();
+            validate(&file, Currency::USD)
+                .err()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_default()
+        };
+        let e = errors(&format!("{}{}", coupon("X1", "10"), coupon("x1", "30")));
+        assert!(e.contains("coupon \\\"x1\\\": listed twice"), "{e}");
+        let e = errors(&format!("{}{}", tld("dev", "1.00"), tld(".DEV", "9.00")));
+        assert!(e.contains("tld \\\"dev\\\": listed twice"), "{e}");
+        assert_eq!(
+            errors(&format!(
+                "{}{}{}{}",
+                coupon("X1", "10"),
+                coupon("X2", "30"),
+                tld("dev", "1.00"),
+                tld("app", "9.00")
+            )),
+            ""
+        );
+        // An amount's error names its item.
+        let e = errors(&tld("dev", "-1.00"));
+        assert!(
+            e.contains("tld \\\"dev\\\": \\\"-1.00\\\": amounts cannot be negative"),
+            "{e}"
+        );
     }
 
     #[test]
