@@ -598,6 +598,19 @@ async fn each_domain_source_succeeds(app: TestApp) {
         "xn--bcher-kva.com"
     );
 
+    // A name's length is counted in characters (DRF's max_length), its ASCII form in
+    // octets: 95 characters (275 UTF-8 bytes, 107 octets as punycode) are a valid name.
+    let label = "例".repeat(45);
+    let long = format!("{label}.{label}.com");
+    let e = placed(&app, &external(&plan, &long)).await;
+    assert!(str_of(&e, "domain_name").starts_with("xn--"), "{e}");
+    let (status, body) = order(&app, &external(&plan, &"a".repeat(254))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["domain_name"][0],
+        "Ensure this field has no more than 253 characters."
+    );
+
     // transfer: a pending transfer, billed at the TLD's transfer price.
     let domains_before = app.count("domains").await;
     let t = placed(

@@ -348,7 +348,10 @@ impl Lodge {
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        if name_given.is_some_and(|n| n.len() > 253) {
+        // DRF's `max_length` counts characters, not UTF-8 bytes (found by the v1 audit: a
+        // valid name in a non-Latin script was refused); the ASCII form's octets are
+        // checked by the parse below.
+        if name_given.is_some_and(|n| n.chars().count() > 253) {
             v.add(
                 "domain_name",
                 "Ensure this field has no more than 253 characters.",
@@ -385,7 +388,7 @@ impl Lodge {
                 if !registering {
                     match epp {
                         None => v.add("epp_code", "This field is required for a transfer."),
-                        Some(e) if e.len() > 255 => v.add(
+                        Some(e) if e.chars().count() > 255 => v.add(
                             "epp_code",
                             "Ensure this field has no more than 255 characters.",
                         ),
