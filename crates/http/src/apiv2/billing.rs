@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use lodge_services::websites::{InvoiceRef, Settlement};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{website_status, Customer, V2Error, V2Query, V2Result};
+use super::{website_status, Customer, V2Error, V2Path, V2Query, V2Result};
 use crate::idempotency;
 use crate::wire::{money_number, money_str, payment_url, ts};
 use crate::AppState;
@@ -486,7 +486,7 @@ fn invoice_id(id: &str) -> V2Result<i64> {
 pub async fn get_invoice(
     State(st): State<AppState>,
     c: Customer,
-    Path(id): Path<String>,
+    V2Path(id): V2Path<String>,
 ) -> V2Result<Json<BTreeMap<String, String>>> {
     let b = st.lodge.billed_invoice(&c.access, invoice_id(&id)?).await?;
     let i = &b.invoice;
@@ -566,7 +566,7 @@ pub async fn delete_invoice(
     State(st): State<AppState>,
     c: Customer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    V2Path(id): V2Path<String>,
 ) -> V2Result<Response> {
     let id = invoice_id(&id)?;
     let key = super::mutation_key(
@@ -809,7 +809,7 @@ pub async fn pay(
     State(st): State<AppState>,
     c: Customer,
     headers: HeaderMap,
-    Path((method, invoices)): Path<(String, String)>,
+    V2Path((method, invoices)): V2Path<(String, String)>,
     V2Query(q): V2Query<PayQuery>,
 ) -> V2Result<Response> {
     pay_invoices(
@@ -845,7 +845,7 @@ pub async fn pay_short(
     State(st): State<AppState>,
     c: Customer,
     headers: HeaderMap,
-    Path((method, invoices)): Path<(String, String)>,
+    V2Path((method, invoices)): V2Path<(String, String)>,
     V2Query(q): V2Query<PayQuery>,
 ) -> V2Result<Response> {
     pay_invoices(

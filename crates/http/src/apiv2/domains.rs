@@ -2,7 +2,7 @@
 //! from the TLD table. Public; with credentials it also says whether the caller already has
 //! the name.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{Customer, V2Error};
+use super::{Customer, V2Error, V2Path};
 use crate::extract::ClientIp;
 use crate::wire::money_str;
 use crate::AppState;
@@ -59,7 +59,7 @@ pub async fn lookup(
     State(st): State<AppState>,
     c: Option<Customer>,
     ClientIp(ip): ClientIp,
-    Path(name): Path<String>,
+    V2Path(name): V2Path<String>,
 ) -> Response {
     if c.is_none() {
         if let Some(r) = super::public_limit(&st, ip) {

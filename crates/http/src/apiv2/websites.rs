@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use lodge_services::model::InvoiceRow;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{website_status, Customer, V2Error, V2Result};
+use super::{website_status, Customer, V2Error, V2Path, V2Result};
 use crate::idempotency;
 use crate::wire::{money_str, ts};
 use crate::AppState;
@@ -152,7 +152,7 @@ pub async fn get_website(
     State(st): State<AppState>,
     crate::extract::ClientIp(client_ip): crate::extract::ClientIp,
     c: Customer,
-    Path(id): Path<String>,
+    V2Path(id): V2Path<String>,
 ) -> V2Result<Json<Website>> {
     let w = st.lodge.website_detail(&c.access, website_id(&id)?).await?;
     let catalog = st.lodge.catalog().await?;
@@ -277,7 +277,7 @@ pub async fn cancel_website(
     State(st): State<AppState>,
     c: Customer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    V2Path(id): V2Path<String>,
 ) -> V2Result<Response> {
     let id = website_id(&id)?;
     let key = super::mutation_key(
@@ -359,7 +359,7 @@ pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
 pub async fn website_invoices(
     State(st): State<AppState>,
     c: Customer,
-    Path(id): Path<String>,
+    V2Path(id): V2Path<String>,
 ) -> V2Result<Json<ChargeInvoiceRows>> {
     let invoices = st
         .lodge

@@ -1434,6 +1434,25 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
     }
     assert_eq!(counts(&app).await, before, "a refused caller wrote nothing");
 
+    // A path parameter that is no UTF-8 text: a 400 in InterServer's shape, not axum's
+    // plain text (found by the apiv2 audit).
+    for (method, path) in [
+        (Method::GET, "/apiv2/websites/%FF"),
+        (Method::DELETE, "/apiv2/websites/%FF"),
+        (Method::GET, "/apiv2/billing/invoices/%FF"),
+        (Method::GET, "/apiv2/billing/pay/prepay/%FF"),
+        (Method::GET, "/apiv2/domains/lookup/%FF.com"),
+    ] {
+        let (status, resp) = v2(&app, method.clone(), path, Auth::Key(&key), None).await;
+        assert_v2_error(
+            status,
+            &resp,
+            StatusCode::BAD_REQUEST,
+            &format!("{method} {path}"),
+        );
+    }
+    assert_eq!(counts(&app).await, before);
+
     // Validation failures: 200, `continue: false`, InterServer's words, nothing written.
     let bad_host = |h: &str| format!("Hostname \"{h}\" Contains Invalid Characters Or Is Blank");
     let with = |f: &dyn Fn(&mut Value)| {
