@@ -162,6 +162,14 @@ pub async fn get_website(
     let first = w.invoices.first();
     let status = website_status(h.status, h.cancel_kind()).to_owned();
     let plan = catalog.plan(h.plan_id);
+    // The coupon as the quote names it (`couponCode`: its numeric id), not Lodge's uuid
+    // (found by the apiv2 audit: a client could not match the two).
+    let coupon = h
+        .coupon_id
+        .as_deref()
+        .and_then(|id| catalog.coupons.iter().find(|c| c.id.to_string() == id))
+        .map(|c| c.legacy_id.to_string())
+        .unwrap_or_default();
     let server = w.server.as_ref();
     // The control panel's one-time login link, when the account is on a panel.
     let client_links: Vec<BTreeMap<String, String>> = st
@@ -195,7 +203,7 @@ pub async fn get_website(
             website_ip: String::new(),
             website_status: status.clone(),
             website_invoice: first.map(|i| i.id.to_string()).unwrap_or_default(),
-            website_coupon: h.coupon_id.clone().unwrap_or_default(),
+            website_coupon: coupon.clone(),
             website_extra: String::new(),
             website_hostname: h.domain_name.clone(),
             website_comment: h.comment.clone(),
@@ -213,7 +221,7 @@ pub async fn get_website(
             service_next_invoice_date: h.next_due_date.clone().unwrap_or_default(),
             service_currency: cur.code().to_owned(),
             service_currency_symbol: cur.symbol().to_owned(),
-            service_coupon: h.coupon_id.clone().unwrap_or_default(),
+            service_coupon: coupon,
             service_cost_info: money_str(h.recurring_minor, cur),
             service_extra: BTreeMap::new(),
             service_extra_json: "{}".into(),

@@ -175,9 +175,31 @@ async fn an_order_cancelled_unpaid_gives_its_coupon_use_back(app: TestApp) {
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(uses(&app, "ONCE").await, 0);
+    let (_, quote) = send(&app, Method::PUT, &with_coupon("kept.example.com", "ONCE")).await;
     let placed = place(&app, &app.key(), &with_coupon("kept.example.com", "ONCE")).await;
     assert_eq!(placed["total_cost"], "48.60", "{placed}");
     assert_eq!(uses(&app, "ONCE").await, 1);
+    // The website names its coupon as the quote did (`couponCode`, the numeric id).
+    let (status, site) = v2(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{}", placed["serviceId"]),
+        Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{site}");
+    let code = quote["couponCode"].as_i64().unwrap().to_string();
+    assert_eq!(
+        site["serviceInfo"]["website_coupon"],
+        code.as_str(),
+        "{site}"
+    );
+    assert_eq!(
+        site["billingDetails"]["service_coupon"],
+        code.as_str(),
+        "{site}"
+    );
     refused_for_the_coupon(
         &app,
         &with_coupon("third.example.com", "ONCE"),
