@@ -216,8 +216,14 @@ impl PageMessage {
             .filter(|t| {
                 !t.is_empty() && t.len() <= 200 && t.bytes().all(|b| b.is_ascii_alphanumeric())
             })
-            .take(MAX_THEN)
-            .collect()
+            .fold(Vec::new(), |mut seen, t| {
+                // Each invoice once (found by the operator audit: a token given three
+                // times was three invoices to pay).
+                if seen.len() < MAX_THEN && !seen.contains(&t) {
+                    seen.push(t);
+                }
+                seen
+            })
     }
 
     /// What a page's forms, redirects and links carry on: `then` and `return` (a query
@@ -251,8 +257,14 @@ fn with_query(path: &str, first: &str, carried: &str) -> String {
 
 /// The invoices to pay after this page's, each with its page's link (which carries on the
 /// rest and the way back); unknown tokens are left out.
-async fn next_invoices(st: &AppState, q: &PageMessage) -> Vec<minijinja::Value> {
-    let tokens = q.then_tokens();
+async fn next_invoices(st: &AppState, q: &PageMessage, shown: &str) -> Vec<minijinja::Value> {
+    // Not the invoice on the page itself (found by the operator audit: it was listed as one
+    // more to pay).
+    let tokens: Vec<&str> = q
+        .then_tokens()
+        .into_iter()
+        .filter(|t| *t != shown)
+        .collect();
     let back = crate::apiv2::billing::allowed_return(st, q.return_to.as_deref());
     let mut out = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
@@ -416,7 +428,7 @@ async fn payment_page(
         }
         _ => None,
     };
-    let next = next_invoices(&st, &q).await;
+    let next = next_invoices(&st, &q, &token).await;
     render(&st, &token, &page, message, None, &q, next)
 }
 
@@ -616,7 +628,7 @@ async fn pay_by_card(
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => return failed(&e),
     };
-    let next = next_invoices(&st, &q).await;
+    let next = next_invoices(&st, &q, &token).await;
     render(&st, &token, &page, None, Some(&checkout), &q, next)
 }
 
