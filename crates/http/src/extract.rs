@@ -389,8 +389,44 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             path
         };
-        ApiError::fields(one(&field, FieldCode::Invalid, &inner))
+        ApiError::fields(one(&field, FieldCode::Invalid, &drf_words(&inner)))
     })
+}
+
+/// A value of the wrong type in Django REST framework's words, as the order endpoint
+/// answers it (`Not a valid string.`), instead of serde's (`invalid type: integer `123`,
+/// expected a string`; found by the v1 audit). Other errors keep serde's text.
+fn drf_words(serde: &str) -> String {
+    let Some(rest) = serde.strip_prefix("invalid type: ") else {
+        return serde.to_owned();
+    };
+    let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+    if got == "null" {
+        return "This field may not be null.".into();
+    }
+    let python_type = match got.split([' ', '`']).next().unwrap_or_default() {
+        "string" => "str",
+        "integer" => "int",
+        "floating" => "float",
+        "boolean" => "bool",
+        "map" => "dict",
+        "sequence" => "list",
+        _ => "",
+    };
+    match expected {
+        "a boolean" => "Must be a valid boolean.".into(),
+        "a string" => "Not a valid string.".into(),
+        "a sequence" if !python_type.is_empty() => {
+            format!("Expected a list of items but got type \"{python_type}\".")
+        }
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "an integer" => {
+            "A valid integer is required.".into()
+        }
+        "a map" | "struct" if !python_type.is_empty() => {
+            format!("Invalid data. Expected a dictionary, but got {python_type}.")
+        }
+        _ => serde.to_owned(),
+    }
 }
 
 /// Why a request carrying a NUL character is refused, in either dialect.
@@ -616,6 +652,51 @@ mod tests {
         assert_eq!(
             integral_numbers(json!({"a": [1.0, {"b": -3.0}], "c": 0.25})),
             json!({"a": [1, {"b": -3}], "c": 0.25})
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Typed {
+        flag: Option<bool>,
+        name: Option<String>,
+        names: Option<Vec<String>>,
+        count: Option<i64>,
+        required: Option<std::collections::BTreeMap<String, String>>,
+        plain: Option<String>,
+    }
+
+    /// Serde's own messages, read through [`parse_json`], come out in DRF's words.
+    #[test]
+    fn wrong_types_are_answered_in_drf_words() {
+        let field = |body: &str, name: &str| -> String {
+            match parse_json::<Typed>(body.as_bytes()) {
+                Err(ApiError::Service(ServiceError::Invalid(errors))) => {
+                    errors[name][0].message.clone()
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            field(r#"{"flag": "false"}"#, "flag"),
+            "Must be a valid boolean."
+        );
+        assert_eq!(field(r#"{"name": 123}"#, "name"), "Not a valid string.");
+        assert_eq!(
+            field(r#"{"names": "ns1.example.net"}"#, "names"),
+            "Expected a list of items but got type \"str\"."
+        );
+        assert_eq!(
+            field(r#"{"count": "7"}"#, "count"),
+            "A valid integer is required."
+        );
+        assert_eq!(
+            field(r#"{"required": [1]}"#, "required"),
+            "Invalid data. Expected a dictionary, but got list."
+        );
+        assert_eq!(
+            drf_words("invalid value: integer `-1`, expected u32"),
+            "invalid value: integer `-1`, expected u32"
         );
     }
 }
