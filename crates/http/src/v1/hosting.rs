@@ -56,11 +56,13 @@ const ORDER_FIELDS: [&str; 7] = [
     "coupon_code",
 ];
 
-/// The order response: every field of the published one.
+/// The order response: every field of the published one (the three that may be `null`
+/// always sent, so required, as the published document has them).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HostingOrderResponse {
     pub order_id: i64,
     pub order_number: String,
+    #[schema(required = true)]
     pub invoice_id: Option<i64>,
     pub local_order_id: String,
     /// `amount_due + credit_applied`.
@@ -73,9 +75,11 @@ pub struct HostingOrderResponse {
     /// The order status: `pending`, `active`, `cancelled`, `fraud`.
     pub status: String,
     /// The hosted payment page, `null` when nothing is due.
+    #[schema(required = true)]
     pub invoice_payment_url: Option<String>,
     pub hosting_id: String,
     pub hosting_status: String,
+    #[schema(required = true)]
     pub domain_id: Option<String>,
     pub domain_name: String,
 }
