@@ -1270,7 +1270,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         }) => {
             let org: OrganizationId = organization.parse().context("--organization")?;
             let user = user_by_email(&lodge, &email).await?;
-            let revoked = lodge.remove_member(org, user).await?;
+            let revoked = match lodge.remove_member(org, user).await {
+                Err(lodge_services::ServiceError::NotFound) => {
+                    anyhow::bail!("{email} is not a member of the organization {org}")
+                }
+                other => other?,
+            };
             eprintln!(
                 "lodge: {email} is no longer a member of {org} ({revoked} API key(s) revoked)"
             );
@@ -1287,13 +1292,13 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             out!("  renewal invoices to issue: {}", p.renewals.len());
             for r in &p.renewals {
                 out!(
-                    "    {} organization {} due {}: {} account(s), {} domain(s), {} (minor units)",
+                    "    {} organization {} due {}: {} account(s), {} domain(s), {}",
                     r.issue_date,
                     r.organization_id,
                     r.due_date,
                     r.accounts.len(),
                     r.domains.len(),
-                    r.total_minor
+                    lodge_core::Money::new(r.total_minor, lodge.settings.currency)
                 );
             }
             out!("  suspensions: {}", p.suspensions.len());
@@ -1498,6 +1503,16 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 .map(|o| o.parse())
                 .transpose()
                 .context("--organization")?;
+            // An organization that does not exist is said so, not listed as keyless (found
+            // by the operator audit).
+            if let Some(o) = org {
+                if lodge_store::orgs::by_id(lodge.store.reader(), o)
+                    .await?
+                    .is_none()
+                {
+                    anyhow::bail!("no organization {o}");
+                }
+            }
             for k in lodge.keys_of(org).await? {
                 out!(
                     "{}",
@@ -1518,7 +1533,10 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id } => {
             let id: lodge_core::ApiKeyId = id.parse().context("not a key id (a UUID)")?;
-            let k = lodge.revoke_any_key(id).await?;
+            let k = match lodge.revoke_any_key(id).await {
+                Err(lodge_services::ServiceError::NotFound) => anyhow::bail!("no API key {id}"),
+                other => other?,
+            };
             eprintln!("lodge: key {} ({}) is revoked", k.id, k.name);
             Ok(())
         }

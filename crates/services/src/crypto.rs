@@ -59,14 +59,16 @@ impl Sealer {
 
     /// Parses a 64-hex-digit key.
     pub fn from_hex(hex_key: &str) -> Result<Self> {
-        let bytes = hex::decode(hex_key.trim())
-            .map_err(|_| ServiceError::Internal("the secret key must be 64 hex digits".into()))?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            ServiceError::Internal(
+        // A setting's error, not Lodge's own (it read "internal: …"; found by the operator
+        // audit).
+        let bad = || {
+            ServiceError::Conflict(
                 "the secret key must be 64 hex digits (32 bytes), e.g. `openssl rand -hex 32`"
                     .into(),
             )
-        })?;
+        };
+        let bytes = hex::decode(hex_key.trim()).map_err(|_| bad())?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
         Ok(Self::new(&key))
     }
 
