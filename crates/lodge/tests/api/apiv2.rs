@@ -1453,6 +1453,30 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
     }
     assert_eq!(counts(&app).await, before);
 
+    // JSON that is no object, or holds a NUL character, is said to be what it is.
+    let mut nul = order_body(STARTER, 1, "valid-name.example.com");
+    nul["hostname"] = json!("nul\u{0}.example.com");
+    for (body, words) in [(json!([]), "must be a JSON object"), (nul, "NUL character")] {
+        for method in [Method::PUT, Method::POST] {
+            let (status, resp) = v2(
+                &app,
+                method.clone(),
+                "/apiv2/websites/order",
+                Auth::Key(&key),
+                Some(&body),
+            )
+            .await;
+            assert_v2_error(
+                status,
+                &resp,
+                StatusCode::BAD_REQUEST,
+                &format!("{method} {body}"),
+            );
+            assert!(resp["message"].as_str().unwrap().contains(words), "{resp}");
+        }
+    }
+    assert_eq!(counts(&app).await, before);
+
     // Validation failures: 200, `continue: false`, InterServer's words, nothing written.
     let bad_host = |h: &str| format!("Hostname \"{h}\" Contains Invalid Characters Or Is Blank");
     let with = |f: &dyn Fn(&mut Value)| {
