@@ -66,8 +66,9 @@ pub async fn open_sealing(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     open_as(cfg, clock, Opener::Seal).await
 }
 
-/// [`open`] for `lodge catalog import`: the catalog's prices may be in another currency
-/// (a catalog imported by mistake with another `--currency`), which the import replaces.
+/// [`open`] for `lodge catalog import` and `export`: the catalog's prices may be in another
+/// currency (a catalog imported by mistake with another `--currency`), which an import
+/// replaces.
 pub async fn open_importing(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Lodge> {
     open_as(cfg, clock, Opener::Import).await
 }

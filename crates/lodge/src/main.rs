@@ -1061,7 +1061,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         lodge::open_node(&cfg, lodge::system_clock()).await
     } else if matches!(command, Command::Seal) {
         lodge::open_sealing(&cfg, lodge::system_clock()).await
-    } else if matches!(command, Command::Catalog(CatalogCommand::Import { .. })) {
+    } else if matches!(
+        command,
+        Command::Catalog(CatalogCommand::Import { .. } | CatalogCommand::Export { .. })
+    ) {
         lodge::open_importing(&cfg, lodge::system_clock()).await
     } else {
         lodge::open(&cfg, lodge::system_clock()).await

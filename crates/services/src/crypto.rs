@@ -124,11 +124,11 @@ impl crate::Lodge {
     /// showed a EUR balance as USD and paid a USD invoice from it one for one). Lodge sells
     /// in one currency per installation.
     ///
-    /// `catalog`: the catalog's prices too (found by the operator audit: a catalog imported
-    /// by a command run with `LODGE_CURRENCY=EUR` was listed and invoiced as USD by a node
-    /// left at the default, its EUR figures taken for dollars). Not for `catalog import`,
-    /// which replaces the prices of every plan and TLD it lists, the way out of such a
-    /// catalog before anything was sold.
+    /// `catalog`: the prices of what the catalog sells too (found by the operator audit: a
+    /// catalog imported by a command run with `LODGE_CURRENCY=EUR` was listed and invoiced
+    /// as USD by a node left at the default, its EUR figures taken for dollars). Not for
+    /// `catalog import` and `catalog export`: the import replaces the prices of every plan
+    /// and TLD its file lists (or deactivates them), the way out.
     pub async fn check_currency(&self, catalog: bool) -> Result<()> {
         let configured = self.settings.currency.code();
         let mut conn = self.store.read_conn().await?;
@@ -142,15 +142,21 @@ impl crate::Lodge {
             }
         }
         if catalog {
-            if let Some((what, used)) =
-                lodge_store::catalog::priced_otherwise(&mut conn, configured).await?
-            {
+            let others = lodge_store::catalog::priced_otherwise(&mut conn, configured, 20).await?;
+            if !others.is_empty() {
+                let listed: Vec<String> = others
+                    .iter()
+                    .map(|(what, used)| format!("{what} in {used}"))
+                    .collect();
                 return Err(ServiceError::Conflict(format!(
                     "the currency is {configured} (--currency, LODGE_CURRENCY, currency), but \
-                     the catalog's {what} is priced in {used}: an installation sells in one \
-                     currency; set it back to {used}, or import the catalog again with its \
-                     prices in {configured} (`lodge catalog import` with --currency \
-                     {configured}; every plan and TLD it lists gets the file's prices)"
+                     the catalog sells {}{} at prices in another currency: an installation \
+                     sells in one. Import them again priced in {configured}, or with \
+                     is_active = false (`lodge catalog import` runs all the same; every plan \
+                     and TLD its file lists gets the file's prices), or set the currency the \
+                     catalog was priced in",
+                    listed.join(", "),
+                    if others.len() == 20 { ", …" } else { "" }
                 )));
             }
         }

@@ -214,32 +214,42 @@ pub async fn load(pool: &sqlx::AnyPool) -> Result<CatalogData> {
     })
 }
 
-/// Every plan's panel package per driver: `(plan, driver, package)`.
-/// A price of the catalog in another currency than `currency`, if any: what is priced so
-/// (`plan "<slug>"` or `TLD .<tld>`) and in which currency. The installation sells in one
-/// currency; a catalog imported by a command run with another is priced in that one.
+/// What the catalog sells (active plans and TLDs) at a price in another currency than
+/// `currency`, up to `limit` of them: what is priced so (`plan "<slug>"`, `TLD .<tld>`) and
+/// in which currency. The installation sells in one currency; a catalog imported by a
+/// command run with another is priced in that one. Inactive items are not sold and are left
+/// out: their prices are never read for an order.
 pub async fn priced_otherwise<C: SqlConn>(
     conn: &mut C,
     currency: &str,
-) -> Result<Option<(String, String)>> {
-    let row = conn
-        .fetch_row(
-            "SELECT 'plan \"' || p.slug || '\"', pp.currency FROM plan_prices pp
-                 JOIN plans p ON p.id = pp.plan_id WHERE pp.currency <> $1
-             UNION ALL
-             SELECT 'TLD .' || tp.tld, tp.currency FROM tld_prices tp WHERE tp.currency <> $1
-             LIMIT 1",
-            vals![currency],
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT what, currency FROM (
+                 SELECT DISTINCT 'plan \"' || p.slug || '\"' AS what, pp.currency AS currency
+                     FROM plan_prices pp JOIN plans p ON p.id = pp.plan_id
+                     WHERE pp.currency <> $1 AND p.is_active = 1
+                 UNION
+                 SELECT DISTINCT 'TLD .' || tp.tld, tp.currency FROM tld_prices tp
+                     JOIN tlds t ON t.tld = tp.tld
+                     WHERE tp.currency <> $1 AND t.is_active = 1
+             ) x ORDER BY what LIMIT $2",
+            vals![currency, limit],
         )
         .await?;
-    Ok(row.and_then(|r| match (r.first(), r.get(1)) {
-        (Some(Val::Text(Some(what))), Some(Val::Text(Some(cur)))) => {
-            Some((what.clone(), cur.clone()))
-        }
-        _ => None,
-    }))
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match (r.first(), r.get(1)) {
+            (Some(Val::Text(Some(what))), Some(Val::Text(Some(cur)))) => {
+                Some((what.clone(), cur.clone()))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
+/// Every plan's panel package per driver: `(plan, driver, package)`.
 pub async fn all_plan_packages<'e, E: Executor<'e, Database = Any>>(
     db: E,
 ) -> Result<Vec<(String, String, String)>> {
