@@ -1,7 +1,9 @@
 //! The staff API (`/v1/admin/…`): onboarding customers and editing the catalog.
 //! Every route needs a staff credential with the `admin` scope.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{CouponId, OfferId, OrganizationId, PlanGroupId, PlanId, UserId};

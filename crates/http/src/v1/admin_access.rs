@@ -4,7 +4,9 @@
 //! deactivate|activate`, `members remove` (found by the operator audit: a leaked staff key
 //! or a departed employee could only be removed by editing the database).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{ApiKeyId, OrganizationId, UserId};

@@ -1,7 +1,9 @@
 //! Staff billing operations: account credit, recorded payments, refunds, manual domain
 //! completion, and the registry tasks the `manual` registrar leaves to staff.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

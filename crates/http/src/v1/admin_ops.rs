@@ -1,6 +1,8 @@
 //! Staff operations on servers, hosting accounts and the job queue.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::JobStatus;

@@ -1,6 +1,8 @@
 //! Staff API for outgoing webhooks: endpoints, their delivery log, redelivery.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_services::webhooks::{

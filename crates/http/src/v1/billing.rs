@@ -1,6 +1,8 @@
 //! Invoices and account credit of an organization.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{Currency, OrganizationId};
 use serde::Serialize;

@@ -1,7 +1,9 @@
 //! A hosting account's MariaDB database: its connection details, the password shown once,
 //! and a new password (shown once too).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{HostingId, OrganizationId, ProjectId};
 use serde::Serialize;

@@ -2,7 +2,9 @@
 //! (at the registry); the availability check before ordering; staff's list with the
 //! registry state.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{DomainId, OrganizationId, ProjectId};
 use serde::{Deserialize, Serialize};

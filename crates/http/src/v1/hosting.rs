@@ -1,6 +1,8 @@
 //! Ordering web hosting and managing hosting accounts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

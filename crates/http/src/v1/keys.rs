@@ -1,6 +1,8 @@
 //! API keys of an organization (owners only).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{ApiKeyId, OrganizationId};

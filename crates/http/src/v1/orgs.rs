@@ -1,6 +1,8 @@
 //! Organizations and projects.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{OrganizationId, ProjectId};

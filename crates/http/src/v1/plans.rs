@@ -1,7 +1,9 @@
 //! The public hosting catalog.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::extract::V1Path as Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;

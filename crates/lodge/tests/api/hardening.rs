@@ -776,6 +776,21 @@ async fn a_nul_character_is_refused_in_each_dialects_shape(app: TestApp) {
         resp["detail"].as_str().unwrap_or_default().contains("NUL"),
         "{resp}"
     );
+    // A path that is no UTF-8 text names nothing: 404 in `/v1`'s shape, not axum's plain
+    // text.
+    for (path, key) in [
+        ("/v1/organizations/%FF/projects".to_owned(), app.key()),
+        (
+            format!("/v1/organizations/{}/projects/%FF", app.org_id()),
+            app.key(),
+        ),
+        ("/v1/admin/invoices/%FF".to_owned(), app.admin_key()),
+        ("/v1/admin/organizations/%C3%28".to_owned(), app.admin_key()),
+    ] {
+        let (status, resp) = app.get(&path, &key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {resp}");
+        assert!(resp["detail"].is_string(), "{path}: {resp}");
+    }
     // InterServer's dialect: JSON and form bodies, and the query.
     for (ct, body) in [
         (
