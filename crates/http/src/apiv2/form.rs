@@ -540,9 +540,11 @@ async fn order_fields(
         let json = serde_json::from_slice::<Value>(body).ok();
         return Err(refuse(match (json, content_type) {
             (Some(v), _) if crate::extract::has_nul(&v) => crate::extract::NUL_REFUSED.into(),
-            (Some(_), _) => "The request body must be a JSON object or a form.".into(),
-            (None, Some(ct)) => format!("The request body is not the {ct} it is declared as."),
-            (None, None) => "The request body must be a JSON object or a form.".into(),
+            (Some(v), _) if !v.is_object() => {
+                "The request body must be a JSON object or a form.".into()
+            }
+            (_, Some(ct)) => format!("The request body is not the {ct} it is declared as."),
+            (_, None) => "The request body must be a JSON object or a form.".into(),
         }));
     };
     let wrong = wrong_types(&declared);
