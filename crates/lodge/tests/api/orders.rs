@@ -675,10 +675,10 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
     assert_fields(
         status,
         &body,
-        &["domain_name"],
+        &["domain_id"],
         "existing with a live hosting",
     );
-    assert!(messages(&body, "domain_name").contains("hosting"), "{body}");
+    assert!(messages(&body, "domain_id").contains("hosting"), "{body}");
     // Transferring a name held in Lodge says so for a transfer (found by the domains audit).
     let (status, body) = order(
         &app,
@@ -752,7 +752,7 @@ async fn existing_domains_are_reused_only_when_free(app: TestApp) {
     assert_eq!(done["status"], "active");
     assert_eq!(done["expiration_date"], "2027-03-31");
     let (status, body) = order(&app, &existing).await;
-    assert_fields(status, &body, &["domain_name"], "existing, still hosted");
+    assert_fields(status, &body, &["domain_id"], "existing, still hosted");
     assert_eq!(counts(&app).await, before);
 
     // The first hosting is terminated: the domain is free to reuse.
@@ -1167,9 +1167,10 @@ async fn invalid_orders_are_refused_and_write_nothing(app: TestApp) {
             vec!["domain_name"],
         ),
         (
+            // Keyed by the field the domain was chosen with (found by the v1 audit).
             "existing whose hosting is live",
             json!({ "plan_id": plan, "domain_source": "existing", "domain_id": taken_dom }),
-            vec!["domain_name"],
+            vec!["domain_id"],
         ),
         (
             "external without a name",

@@ -110,6 +110,16 @@ impl DomainPlan {
             DomainPlan::Existing { row } => &row.name,
         }
     }
+
+    /// The field a refusal of the name is keyed by: what the client chose the domain with
+    /// (`domain_id` for a domain of the account; found by the v1 audit: its "not available"
+    /// was keyed `domain_name`, a field the client may not have sent).
+    pub fn name_field(&self) -> &'static str {
+        match self {
+            DomainPlan::Existing { .. } => "domain_id",
+            _ => "domain_name",
+        }
+    }
 }
 
 /// A validated, priced order, ready to place (or to show as a quote).

@@ -237,7 +237,12 @@ impl Lodge {
             if facts.name_has_live_hosting
                 || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
             {
-                v.add("domain_name", name_taken(name.unwrap_or_default()));
+                v.add(
+                    domain
+                        .as_ref()
+                        .map_or("domain_name", DomainPlan::name_field),
+                    name_taken(name.unwrap_or_default()),
+                );
             }
             for (field, code, message) in
                 super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
@@ -255,7 +260,12 @@ impl Lodge {
                 || hosting::live_hosting_for_name(&mut db, name).await?
                 || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
             {
-                v.add("domain_name", name_taken(name));
+                v.add(
+                    domain
+                        .as_ref()
+                        .map_or("domain_name", DomainPlan::name_field),
+                    name_taken(name),
+                );
             }
         }
 

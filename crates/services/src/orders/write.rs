@@ -202,7 +202,7 @@ pub(crate) async fn refusal<C: SqlConn>(
             || hosting::live_parent_elsewhere(conn, &parents, o.organization).await?;
     }
     if taken {
-        v.add("domain_name", super::validate::name_taken(name));
+        v.add(o.domain.name_field(), super::validate::name_taken(name));
     }
     for (field, code, message) in
         super::quotas::refusals(conn, o.organization, quotas, &o.plan, Some(&o.domain)).await?
@@ -446,11 +446,8 @@ pub async fn place_order_in<C: SqlConn>(
         .map_err(|e| {
             if matches!(e, StoreError::Conflict(Conflict::LiveHostingName)) {
                 ServiceError::field(
-                    "domain_name",
-                    format!(
-                        "{} is not available for a new hosting account.",
-                        o.domain.name()
-                    ),
+                    o.domain.name_field(),
+                    super::validate::name_taken(o.domain.name()),
                 )
             } else {
                 e.into()
