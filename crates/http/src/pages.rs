@@ -510,6 +510,7 @@ fn render(
             total => money_str(inv.total_minor, cur),
             credit_applied => money_str(inv.credit_applied_minor, cur),
             paid => money_str(inv.paid_minor, cur),
+            refunded => money_str(inv.refunded_minor, cur),
             due => money_str(page.due_minor, cur),
             balance => money_str(page.credit_balance_minor, cur),
             can_pay_credit => page.can_pay_from_credit,

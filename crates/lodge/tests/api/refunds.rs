@@ -12,6 +12,7 @@ use crate::on_both_engines;
 on_both_engines!(
     a_whole_refund_to_credit_returns_it_to_the_balance,
     a_partial_cash_refund_then_the_rest_to_credit,
+    a_partly_refunded_invoices_page_shows_the_refund,
     a_refund_above_what_is_left_is_refused_and_changes_nothing,
     cash_never_exceeds_the_money_received,
     only_a_paid_invoice_of_a_known_id_is_refunded_by_staff,
@@ -278,6 +279,32 @@ async fn a_partial_cash_refund_then_the_rest_to_credit(app: TestApp) {
 
 /// More than is left, a bad amount, destination or missing reference: refused, and nothing
 /// changes.
+/// The customer's payment page of a partly refunded invoice says so in words and shows the
+/// amount refunded (found by the operator audit: `partially_refunded`, and no refund
+/// anywhere).
+async fn a_partly_refunded_invoices_page_shows_the_refund(app: TestApp) {
+    let o = crate::harness::order_external(&app, "page-refund.example").await;
+    let url = str_of(&o, "invoice_payment_url").to_owned();
+    let id = o["invoice_id"].as_i64().unwrap();
+    let inv = invoice(&app, id).await;
+    pay(&app, id, str_of(&inv, "total"), "BANK-page-refund").await;
+    refunded(
+        &app,
+        id,
+        &json!({ "amount": "2.00", "to": "cash", "reference": "WIRE-OUT-2" }),
+    )
+    .await;
+    let page = app.client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(">partially refunded</span>"), "{html}");
+    assert!(
+        html.contains("<td class=\"num\" id=\"refunded\">2.00 USD</td>"),
+        "{html}"
+    );
+    app.stop().await;
+}
+
 async fn a_refund_above_what_is_left_is_refused_and_changes_nothing(app: TestApp) {
     let (id, total) = paid_by_credit(&app, "over.example").await;
     let before = snapshot(&app, id).await;
