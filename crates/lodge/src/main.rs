@@ -600,7 +600,7 @@ enum UsersCommand {
         /// At least 8 characters. Prefer LODGE_USER_PASSWORD, which stays out of the shell
         /// history.
         #[arg(long, env = "LODGE_USER_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Option<String>,
     },
     /// Shut a user out: every API key, token and session of it is refused from then on
     /// (within 2 s on other running nodes); its sessions end for good.
@@ -1206,6 +1206,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Users(UsersCommand::SetPassword { email, password }) => {
+            // Said here rather than by clap, which names only --password (found by the
+            // operator audit).
+            let password = password.context(
+                "no password given: set LODGE_USER_PASSWORD (it stays out of the shell \
+                 history), or pass --password",
+            )?;
             let user = user_by_email(&lodge, &email).await?;
             lodge.set_user_password(user, &password).await?;
             eprintln!("lodge: the password of {email} is set; its sessions ended");

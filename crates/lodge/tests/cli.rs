@@ -1468,6 +1468,9 @@ async fn operator_onboards_a_customer_from_the_command_line() {
         "short",
     ]);
     assert!(err.contains("password"), "{err}");
+    // No password at all: the variable is named (clap named only --password).
+    let err = cli.fails(&["users", "set-password", "--email", "x@y.test"]);
+    assert!(err.contains("LODGE_USER_PASSWORD"), "{err}");
     // A member removed; the only owner is not.
     let err = cli.fails(&[
         "members",
