@@ -166,6 +166,20 @@ async fn jobs(app: &TestApp, kind: &str) -> Vec<lodge_store::jobs::JobRow> {
     all
 }
 
+/// Each day from `from` to `to`, at noon on Lodge's clock and the registry's: the scheduler,
+/// the registry pass and the jobs, as a live installation would run them.
+async fn every_day(app: &TestApp, server: &EppServer, w: &Worker, from: Date, to: Date) {
+    let mut d = from;
+    while d <= to {
+        app.clock.set(noon(&d.to_string(), 0));
+        server.set_today(d);
+        app.lodge.schedule_due().await.unwrap();
+        app.lodge.registry_pass().await.unwrap();
+        drain(w.clone()).await;
+        d = d.tomorrow().unwrap();
+    }
+}
+
 fn worker(app: &TestApp) -> Worker {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
@@ -958,15 +972,7 @@ async fn renewal_billing_renews_at_the_registry_once_per_period(engine: Engine) 
         // new expiry back before the job's retry: the retry must not renew again (found by
         // review: it renewed from the date the sync had just written, a second year).
         server.set_fault(Fault::DropAfterRenew);
-        let mut d: Date = "2027-03-10".parse().unwrap();
-        while d <= "2027-04-05".parse().unwrap() {
-            app.clock.set(noon(&d.to_string(), 0));
-            server.set_today(d);
-            app.lodge.schedule_due().await.unwrap();
-            app.lodge.registry_pass().await.unwrap();
-            drain(w.clone()).await;
-            d = d.tomorrow().unwrap();
-        }
+        every_day(&app, &server, &w, date(2027, 3, 10), date(2027, 4, 5)).await;
         assert_eq!(server.count("domain:renew"), 1, "{:?}", server.commands());
         assert_eq!(
             server.domain("renew-me.com").unwrap().expires,
@@ -1091,15 +1097,7 @@ async fn a_domain_of_another_registrar_is_not_read_from_its_tlds_registry(engine
         assert_eq!(status, StatusCode::OK, "{code}");
         assert_eq!(code["auth_code"], Value::Null, "{code}");
         let w = worker(&app);
-        let mut d: Date = "2027-03-10".parse().unwrap();
-        while d <= "2027-04-02".parse().unwrap() {
-            app.clock.set(noon(&d.to_string(), 0));
-            server.set_today(d);
-            app.lodge.schedule_due().await.unwrap();
-            app.lodge.registry_pass().await.unwrap();
-            drain(w.clone()).await;
-            d = d.tomorrow().unwrap();
-        }
+        every_day(&app, &server, &w, date(2027, 3, 10), date(2027, 4, 2)).await;
         assert_eq!(
             server.count("domain:renew routed-two.com"),
             0,
