@@ -201,6 +201,9 @@ impl Lodge {
         // and whether a server without a limit serves the plan. With `DbChecks::AtWrite`
         // and nothing else wrong, left to the write ([`super::write::refusal`]).
         let name = domain.as_ref().map(DomainPlan::name);
+        let name_field = domain
+            .as_ref()
+            .map_or("domain_name", DomainPlan::name_field);
         // The sites above the name's, where another customer's site would hold it.
         let parents = match name.map(lodge_core::domain::parent_sites) {
             Some(None) => {
@@ -237,12 +240,7 @@ impl Lodge {
             if facts.name_has_live_hosting
                 || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
             {
-                v.add(
-                    domain
-                        .as_ref()
-                        .map_or("domain_name", DomainPlan::name_field),
-                    name_taken(name.unwrap_or_default()),
-                );
+                v.add(name_field, name_taken(name.unwrap_or_default()));
             }
             for (field, code, message) in
                 super::quotas::refusals(&mut db, org, facts.quotas, p, domain.as_ref()).await?
@@ -260,12 +258,7 @@ impl Lodge {
                 || hosting::live_hosting_for_name(&mut db, name).await?
                 || hosting::live_parent_elsewhere(&mut db, &parents, org).await?
             {
-                v.add(
-                    domain
-                        .as_ref()
-                        .map_or("domain_name", DomainPlan::name_field),
-                    name_taken(name),
-                );
+                v.add(name_field, name_taken(name));
             }
         }
 
