@@ -2,8 +2,6 @@
 //! Every route needs a staff credential with the `admin` scope.
 
 use axum::extract::State;
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{CouponId, OfferId, OrganizationId, PlanGroupId, PlanId, UserId};
@@ -18,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::keys::{parse_expiry, Scopes};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Staff, V1Json};
 use crate::wire::{self, ApiKey, CreatedApiKey, HostingPlan, Organization, PlanGroup, TldInfo};
 use crate::AppState;

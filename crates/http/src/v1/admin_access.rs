@@ -5,8 +5,6 @@
 //! or a departed employee could only be removed by editing the database).
 
 use axum::extract::State;
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{ApiKeyId, OrganizationId, UserId};
@@ -17,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::admin::User;
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Staff, V1Query};
 use crate::wire::{ApiKey, Organization};
 use crate::AppState;

@@ -2,8 +2,6 @@
 //! completion, and the registry tasks the `manual` registrar leaves to staff.
 
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{
     parse_json, path_id, IdempotencyKey, PageQuery, Paginated, Staff, V1Body, V1Json, V1Query,
 };

@@ -1,8 +1,6 @@
 //! Staff operations on servers, hosting accounts and the job queue.
 
 use axum::extract::State;
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::JobStatus;
@@ -16,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{parse_json, path_id, Staff, V1Body, V1Json, V1Query};
 use crate::wire::{ts, ts_opt, Hosting};
 use crate::AppState;

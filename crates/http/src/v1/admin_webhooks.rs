@@ -1,8 +1,6 @@
 //! Staff API for outgoing webhooks: endpoints, their delivery log, redelivery.
 
 use axum::extract::State;
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_services::webhooks::{
@@ -15,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Staff, V1Json, V1Query};
 use crate::wire::ts;
 use crate::AppState;

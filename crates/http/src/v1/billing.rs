@@ -1,14 +1,13 @@
 //! Invoices and account credit of an organization.
 
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{Currency, OrganizationId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Caller, PageQuery, Paginated};
 use crate::wire::{money_str, Invoice, LedgerEntry};
 use crate::AppState;

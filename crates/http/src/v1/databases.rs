@@ -2,14 +2,13 @@
 //! and a new password (shown once too).
 
 use axum::extract::State;
-
-use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{HostingId, OrganizationId, ProjectId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Caller};
 use crate::AppState;
 

@@ -3,14 +3,13 @@
 //! registry state.
 
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::Json;
 use lodge_core::{DomainId, OrganizationId, ProjectId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Caller, PageQuery, Paginated, Staff, V1Later};
 use crate::wire::{money_str, Domain};
 use crate::AppState;

@@ -1,8 +1,6 @@
 //! Ordering web hosting and managing hosting accounts.
 
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::V1Path as Path;
 use crate::extract::{
     parse_json, path_id, Caller, IdempotencyKey, PageQuery, Paginated, V1Body, V1Later,
 };

@@ -1,8 +1,6 @@
 //! API keys of an organization (owners only).
 
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use lodge_core::{ApiKeyId, OrganizationId};
@@ -10,6 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Caller, PageQuery, Paginated, V1Later};
 use crate::wire::{ApiKey, CreatedApiKey};
 use crate::AppState;

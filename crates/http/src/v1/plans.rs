@@ -2,8 +2,6 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-
-use crate::extract::V1Path as Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
@@ -11,6 +9,7 @@ use lodge_core::PlanId;
 
 use crate::cached::Rendered;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::V1Path as Path;
 use crate::extract::{path_id, Caller, PageQuery, Paginated};
 use crate::wire::{HostingPlan, PlanGroup};
 use crate::AppState;
