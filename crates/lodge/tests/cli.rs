@@ -223,35 +223,32 @@ fn graces_that_would_act_on_everything_are_refused_at_start() {
             "{args:?}: refused before opening anything"
         );
     }
-    // A malformed secret key is the setting's error, not Lodge's own ("internal: …").
-    let out = cli
-        .command(&["migrate"])
-        .env("LODGE_SECRET_KEY", "abc")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("64 hex digits") && !err.contains("internal"),
-        "{err}"
-    );
-    // The environment is checked the same way.
-    let out = cli
-        .command(&["migrate"])
-        .env("LODGE_SUSPENSION_GRACE_DAYS", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--suspension-grace-days"));
-    // An empty JWT secret from the environment (an unset variable in a compose file) would
-    // let anyone sign a staff login token.
-    let out = cli
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .env("LODGE_JWT_SECRET", "")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LODGE_JWT_SECRET"));
+    // The environment is checked the same way. An empty JWT secret from it (an unset
+    // variable in a compose file) would let anyone sign a staff login token; a malformed
+    // secret key is the setting's error, not Lodge's own ("internal: …").
+    for (args, var, value, words) in [
+        (
+            &["migrate"][..],
+            "LODGE_SUSPENSION_GRACE_DAYS",
+            "0",
+            "--suspension-grace-days",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0"][..],
+            "LODGE_JWT_SECRET",
+            "",
+            "LODGE_JWT_SECRET",
+        ),
+        (&["migrate"][..], "LODGE_SECRET_KEY", "abc", "64 hex digits"),
+    ] {
+        let out = cli.command(args).env(var, value).output().unwrap();
+        assert!(!out.status.success(), "{var}={value:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(words) && !err.contains("internal"),
+            "{var}={value:?}: {err}"
+        );
+    }
     // Sound values start.
     cli.ok(&[
         "migrate",
