@@ -675,6 +675,7 @@ pub async fn set_line_period<C: SqlConn>(
 /// A higher number is never issued earlier: on SQLite the invoices are issued at `now()`,
 /// read under the database's lock; on PostgreSQL at the later of `now()` and the counter's
 /// stamp (the latest time a step of it was taken at), in the statement that takes the step.
+/// An invoice its batch paid (from credit) before numbering it is paid when it is issued.
 pub async fn number_invoices<C: SqlConn>(
     conn: &mut C,
     invoices: &[i64],
@@ -716,7 +717,9 @@ pub async fn number_invoices<C: SqlConn>(
     let issued = now();
     for (n, id) in (last - count + 1..).zip(invoices) {
         conn.exec(
-            "UPDATE invoices SET number = $2, issued_at = $3 WHERE id = $1",
+            "UPDATE invoices SET number = $2, issued_at = $3,
+                 paid_at = CASE WHEN paid_at < $3 THEN $3 ELSE paid_at END
+             WHERE id = $1",
             vals![*id, invoice_number(n), issued],
         )
         .await?;
@@ -743,7 +746,8 @@ const NUMBER_INVOICES_POSTGRES: &str =
              (c.before + array_position(ARRAY(SELECT value::int8 FROM jsonb_array_elements_text($4::text::jsonb)), i.id))::text,
              GREATEST(6, length((c.before + array_position(ARRAY(SELECT value::int8 FROM jsonb_array_elements_text($4::text::jsonb)), i.id))::text)),
              '0'),
-         issued_at = c.stamp
+         issued_at = c.stamp,
+         paid_at = CASE WHEN i.paid_at < c.stamp THEN c.stamp ELSE i.paid_at END
      FROM c
      WHERE i.id = ANY(ARRAY(SELECT value::int8 FROM jsonb_array_elements_text($4::text::jsonb)))";
 

@@ -49,6 +49,7 @@ on_both_engines!(
     a_credit_balance_never_goes_below_zero,
     invoice_numbers_have_no_gaps,
     invoice_numbers_grow_in_time_and_past_six_digits,
+    an_invoice_paid_before_it_is_numbered_is_paid_when_issued,
     the_job_queue_claims_finishes_and_retries,
     concurrent_claimers_never_share_a_job,
     an_idempotency_key_is_claimed_once_and_answered,
@@ -785,6 +786,34 @@ async fn invoice_numbers_grow_in_time_and_past_six_digits(store: Store) {
         ],
         "on SQLite the clock is read under the database's lock, where it cannot go back"
     );
+}
+
+/// An invoice paid (from credit) before its batch numbers it is paid when it is issued, not
+/// before; one left unpaid stays so.
+async fn an_invoice_paid_before_it_is_numbered_is_paid_when_issued(store: Store) {
+    let org = organization(&store).await;
+    let mut tx = store.begin().await.unwrap();
+    let paid_first = billing::NewInvoice {
+        paid: true,
+        ..invoice(org, "paid-first", None)
+    };
+    let paid = billing::insert_invoice(&mut tx, &paid_first).await.unwrap();
+    let unpaid = billing::insert_invoice(&mut tx, &invoice(org, "unpaid-first", None))
+        .await
+        .unwrap();
+    billing::number_invoices(&mut tx, &[paid, unpaid], || NOW + 7)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (invoices, _) = billing::invoices_page(store.reader(), org, None, 10, 0)
+        .await
+        .unwrap();
+    let times = |id: i64| {
+        let i = invoices.iter().find(|i| i.id == id).unwrap();
+        (i.issued_at, i.paid_at)
+    };
+    assert_eq!(times(paid), (NOW + 7, Some(NOW + 7)));
+    assert_eq!(times(unpaid), (NOW + 7, None));
 }
 
 fn job<'a>(kind: &'a str, run_at: i64, dedupe_key: Option<&'a str>) -> jobs::NewJob<'a> {
