@@ -115,8 +115,10 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
             None,
         ),
         None => {
-            let (key, made) = key_file(&cfg.database_url)?;
-            (Sealer::from_hex(&key)?, made)
+            let (key, path, made) = key_file(&cfg.database_url)?;
+            let sealer = Sealer::from_hex(&key)
+                .with_context(|| format!("the key file {}", path.display()))?;
+            (sealer, made.then_some(path))
         }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
@@ -297,8 +299,8 @@ fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File
 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
 /// database (or in the working directory), created on first use, readable by its owner only.
-/// The key file's key, and its path when it was made just now.
-fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
+/// The key file's key, its path, and whether it was made just now.
+fn key_file(database_url: &str) -> anyhow::Result<(String, std::path::PathBuf, bool)> {
     let path = sqlite_file(database_url)
         .map_or_else(
             || std::path::PathBuf::from("."),
@@ -306,7 +308,7 @@ fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::Pat
         )
         .join("lodge-secret.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok((existing.trim().to_owned(), None));
+        return Ok((existing.trim().to_owned(), path, false));
     }
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -324,11 +326,13 @@ fn key_file(database_url: &str) -> anyhow::Result<(String, Option<std::path::Pat
             f.write_all(key.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; back it up, apart from the database's backups (sealed secrets need it; see Backups in the README)");
-            Ok((key, Some(path)))
+            Ok((key, path, true))
         }
         // Another process created it first.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok((std::fs::read_to_string(&path)?.trim().to_owned(), None))
+            let key = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok((key.trim().to_owned(), path, false))
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

@@ -643,6 +643,20 @@ async fn a_key_made_on_the_spot_does_not_become_an_upgraded_databases_key() {
     );
 }
 
+/// A key file that holds no key is named in the refusal, so the operator knows which file
+/// to mend (found by the operator audit: only the key's expected form was said).
+#[test]
+fn a_malformed_key_file_is_named() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let key_file = cli.dir.path().join("lodge-secret.key");
+    std::fs::write(&key_file, "not a key\n").unwrap();
+    let err = cli.fails(&["billing", "preview"]);
+    assert!(err.contains(&key_file.display().to_string()), "{err}");
+    assert!(err.contains("64 hex digits"), "{err}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "not a key\n");
+}
+
 /// Whether mail is on is the running nodes' to record: a command run without the SMTP
 /// settings (`keys list`, `billing preview`) leaves it on (it switched mail off for the
 /// running servers until their restart: found by the operator audit).
