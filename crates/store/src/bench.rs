@@ -107,17 +107,26 @@ async fn commit_loop(
         }
         done
     } else {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // One client's failure ends the run for all: its figure is lost anyway.
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for mut conn in connections {
             let counter = counter.clone();
+            let failed = failed.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = 0u64;
-                while tokio::time::Instant::now() < deadline {
-                    let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
-                        .bind(id)
-                        .execute(&mut conn)
-                        .await?;
+                while tokio::time::Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
+                    let id = counter.fetch_add(1, Ordering::Relaxed);
+                    let insert =
+                        sqlx::query("INSERT INTO lodge_commit_bench (id, v) VALUES ($1, 'x')")
+                            .bind(id)
+                            .execute(&mut conn)
+                            .await;
+                    if let Err(e) = insert {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
                     done += 1;
                 }
                 sqlx::Connection::close(conn).await?;
@@ -219,17 +228,22 @@ mod tests {
         assert_eq!(left, None);
     }
 
-    /// A run whose commits fail leaves no scratch table behind in the operator's database.
+    /// A run whose commits fail leaves no scratch table behind in the operator's database,
+    /// and ends as soon as one client fails: here one commit in the run fails, and the run
+    /// of ten minutes ends at once (the others ran on to its end).
     #[tokio::test]
     async fn bare_commit_rate_on_postgres_drops_its_table_when_a_commit_fails() {
         let Some(url) = lodge_testkit::pg::test_database_url().await else {
             return;
         };
         let store = super::Store::connect(&url).await.unwrap();
-        // Every table named lodge_commit_bench refuses its rows, from its creation on.
+        // Every table named lodge_commit_bench refuses its row 50, from its creation on.
         for sql in [
             "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS
-             $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$",
+             $$BEGIN
+                 IF NEW.id = 50 THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                 RETURN NEW;
+             END$$",
             "CREATE FUNCTION arm_refusal() RETURNS event_trigger LANGUAGE plpgsql AS
              $$BEGIN
                  IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
@@ -243,8 +257,10 @@ mod tests {
         ] {
             sqlx::query(sql).execute(store.writer()).await.unwrap();
         }
-        let err = super::bare_commit_rate(&url, 2, std::time::Duration::from_millis(200))
+        let run = super::bare_commit_rate(&url, 2, std::time::Duration::from_secs(600));
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), run)
             .await
+            .expect("the run ends when a client fails")
             .unwrap_err();
         assert!(err.to_string().contains("refused by the test"), "{err}");
         let left: Option<String> =
