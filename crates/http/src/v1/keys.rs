@@ -30,7 +30,10 @@ impl Scopes {
     }
 }
 
+/// A field the body does not take is refused, never dropped: a misspelt `scopes` or
+/// `expires` would otherwise give a read-write key that never expires.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKey {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,

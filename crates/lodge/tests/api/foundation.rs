@@ -218,6 +218,21 @@ async fn missing_wrong_revoked_and_expired_credentials_get_401(app: TestApp) {
     );
     assert!(!body.to_string().contains(".."), "{body}");
 
+    // A misspelt restriction is refused, keyed by it, never dropped for the defaults (a
+    // read-write key that never expires: found by the attacker's audit).
+    let keys_before = app.count("api_keys").await;
+    for (field, value) in [
+        ("scope", json!(["read"])),
+        ("expires_at", json!("2030-01-01T00:00:00Z")),
+        ("user_id", json!("x")),
+    ] {
+        let mut b = json!({ "name": "misspelt" });
+        b[field] = value;
+        let (status, body) = app.post(&keys_path(&org), &app.key(), &b).await;
+        assert_field_error(status, &body, field);
+    }
+    assert_eq!(app.count("api_keys").await, keys_before);
+
     // The demo key never stopped working.
     assert_eq!(app.get(&path, &app.key()).await.0, StatusCode::OK);
     app.stop().await;
