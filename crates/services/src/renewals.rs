@@ -854,6 +854,22 @@ impl Lodge {
                 let Ok(due) = inv.due_date.parse::<Date>() else {
                     continue;
                 };
+                // A difference whose period is over completes nothing any more: it is
+                // cancelled, and the suspension it made lifted, rather than suspending the
+                // account for good while its later periods are billed and paid (found by
+                // the lifecycle audit). As an upgrade whose period ended unpaid, it is not
+                // charged for days gone.
+                if owed == Owed::Differences && self.difference_lapsed(&inv, today).await? {
+                    match self
+                        .cancel_lapsed_difference(inv.organization_id, inv.invoice_id)
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
+                            "cancelling a lapsed plan change difference failed"),
+                    }
+                    continue;
+                }
                 let step = match policy.overdue_step(due, today) {
                     // A difference never terminates: the period it completes was paid at
                     // the old price, which termination would keep with nothing served
@@ -963,6 +979,43 @@ impl Lodge {
     /// Cancels a renewal unpaid past the termination grace (credit applied and money
     /// received go back to the account) and queues its services' termination. `false` when
     /// it was paid or cancelled meanwhile.
+    /// Whether the period a plan change's difference completes is over by `today`.
+    async fn difference_lapsed(&self, inv: &renewals::UnpaidRenewal, today: Date) -> Result<bool> {
+        let mut db = self.store.read_conn().await?;
+        let end = renewals::difference_period_end(&mut db, inv.invoice_id).await?;
+        Ok(end
+            .and_then(|e| e.parse::<Date>().ok())
+            .is_some_and(|end| today >= end))
+    }
+
+    /// Cancels an unpaid plan change difference whose period is over (what was paid of it
+    /// back to credit), and lifts the suspension it made of its services when nothing
+    /// else of theirs is overdue; whether it cancelled it.
+    async fn cancel_lapsed_difference(&self, org: OrganizationId, invoice: i64) -> Result<bool> {
+        let ctx = self.write_ctx(SCHEDULER);
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, org).await?;
+        let Some(inv) = billing::lock_invoice(&mut tx, invoice).await? else {
+            return Ok(false);
+        };
+        let note = "Returned from a plan change difference cancelled unpaid: its period ended";
+        if inv.status != InvoiceStatus::Unpaid
+            || !crate::billing::cancel_returning(&mut tx, &inv, note, SCHEDULER, ctx.now).await?
+        {
+            return Ok(false);
+        }
+        let number = inv.number.clone().unwrap_or_else(|| invoice.to_string());
+        let lifted =
+            format!("unsuspended: plan change difference {number} cancelled, its period over");
+        for service in renewals::services_billed(&mut tx, invoice).await? {
+            if renewals::status_of(&mut tx, service).await? == Some(HostingStatus::Suspended) {
+                lift_overdue_suspension(&ctx, &mut tx, service, invoice, &lifted).await?;
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
     async fn terminate_overdue(&self, org: OrganizationId, invoice: i64) -> Result<bool> {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;

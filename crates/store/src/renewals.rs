@@ -263,6 +263,25 @@ pub async fn unpaid_differences_of<C: SqlConn>(
     .collect()
 }
 
+/// The last day of the period a plan change's difference ([`DIFFERENCE`]) completes: the
+/// end of its `adjustment` lines' periods.
+pub async fn difference_period_end<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+) -> Result<Option<String>> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT MAX(period_end) FROM invoice_lines \
+             WHERE invoice_id = $1 AND kind = 'adjustment' AND amount_minor > 0",
+            vals![invoice],
+        )
+        .await?;
+    match rows.into_iter().next() {
+        Some(row) => Cols::new(row).opt_text(),
+        None => Ok(None),
+    }
+}
+
 /// The services an invoice bills a period of: its `plan` lines' and its positive
 /// `adjustment` lines' (a difference), each once.
 pub async fn services_billed<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<HostingId>> {

@@ -38,6 +38,7 @@ on_both_engines!(
     a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal,
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
     an_unpaid_difference_suspends_as_a_renewal_does,
+    an_unpaid_difference_is_cancelled_when_its_period_ends,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
@@ -1102,6 +1103,82 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
     .unwrap();
     assert!(seen.is_empty(), "{seen:?}");
     drop(db);
+    app.stop().await;
+}
+
+/// A difference left unpaid until the period it completes is over is cancelled then, and
+/// the suspension it made lifted: the account is not kept suspended for good while its
+/// later periods are billed and paid (found by the lifecycle audit: a month paid at the new
+/// price served suspended, and every month after).
+async fn an_unpaid_difference_is_cancelled_when_its_period_ends(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(&app, &worker, "Starter", "monthly", "lapse.example", "5.00").await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-LAPSE-1").await;
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-LAPSE-2").await;
+    let (inv_id, _) = adjustment_from(&app, &id, "2026-04-30").await[0];
+    app.clock.set(noon("2026-05-07"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    // The next period is billed at the new price, and paid.
+    app.clock.set(noon("2026-05-17"));
+    app.lodge.schedule_due().await.unwrap();
+    let next = renewal_of(&app, &id, "2026-05-31").await;
+    assert_eq!(invoice(&app, next).await["total"], "10.00");
+    pay(&app, next, "10.00", "TRF-LAPSE-3").await;
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let balance = app
+        .get(
+            &format!("/v1/organizations/{}/credit", app.org_id()),
+            &app.key(),
+        )
+        .await
+        .1["balance"]
+        .clone();
+    // The day before its period ends, still suspended; then cancelled, and the account
+    // serves the period paid for.
+    app.clock.set(noon("2026-05-30"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    app.clock.set(noon("2026-05-31"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let number = str_of(&inv, "number");
+    assert_eq!(
+        notes(&h).last().unwrap(),
+        &format!(
+            "unsuspended: plan change difference {number} cancelled, its period over (scheduler)"
+        ),
+        "{:?}",
+        notes(&h)
+    );
+    let after = app
+        .get(
+            &format!("/v1/organizations/{}/credit", app.org_id()),
+            &app.key(),
+        )
+        .await
+        .1["balance"]
+        .clone();
+    assert_eq!(after, balance, "nothing was paid of it, nothing given back");
+    // A later pass changes nothing more.
+    app.clock.set(noon("2026-06-02"));
+    app.lodge.schedule_due().await.unwrap();
+    crate::provisioning::drain(worker.clone()).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
     app.stop().await;
 }
 
