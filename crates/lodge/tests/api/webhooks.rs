@@ -907,6 +907,18 @@ async fn an_endpoint_moved_to_another_organization_gets_none_of_the_first_ones_e
         1,
         "nothing of the first organization's after the move"
     );
+    // The log says why the retry was dropped, once (found by the mail and webhooks audit).
+    let log = deliveries(&app, id_of(&w)).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("another organization's events only"),
+        "{log:?}"
+    );
+    let jobs = webhook_jobs(&app).await;
+    assert!(jobs.iter().all(|j| j.0 == "done"), "{jobs:?}");
     app.stop().await;
 }
 

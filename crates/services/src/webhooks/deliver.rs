@@ -78,21 +78,21 @@ impl Lodge {
             )));
         };
         // The endpoint as it is now: moved to another organization since, it gets none of
-        // this one's events, not even again.
-        if endpoint
+        // this one's events, not even again (and the log says so: found by the mail and
+        // webhooks audit, the retry dropped without a word).
+        let moved = endpoint
             .organization_id
-            .is_some_and(|o| o != event.organization_id)
-        {
-            return Ok(());
-        }
+            .is_some_and(|o| o != event.organization_id);
         // Changed since the event was raised (found by the webhooks audit: a retry due while
         // the endpoint was disabled ended the job as if delivered, with no word in the log,
         // and the event never went once it was enabled again). Either way the log says so.
         let wanted = endpoint.enabled && subscribed(&endpoint.events, &event.kind);
-        if !(p.redelivery || wanted) {
+        if moved || !(p.redelivery || wanted) {
             drop(db);
-            let unsubscribed = !subscribed(&endpoint.events, &event.kind);
-            let why = if unsubscribed {
+            let unsubscribed = moved || !subscribed(&endpoint.events, &event.kind);
+            let why = if moved {
+                "not sent: the endpoint now gets another organization's events only".to_owned()
+            } else if unsubscribed {
                 format!(
                     "not sent: the endpoint no longer subscribes to {}",
                     event.kind
