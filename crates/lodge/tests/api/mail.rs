@@ -20,6 +20,7 @@ use crate::provisioning::{drain, noon, FakeDriver};
 on_both_engines!(
     every_notice_arrives_once_with_its_amounts,
     smtp_down_the_mail_is_sent_once_it_is_back,
+    a_notice_that_failed_and_is_no_longer_wanted_is_logged_skipped,
     a_recipient_refused_for_good_is_not_tried_again,
     with_mail_off_no_mail_job_is_made,
     mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted,
@@ -465,6 +466,53 @@ async fn mail_goes_over_starttls_and_implicit_tls_once_the_server_is_trusted(app
     };
     let e = bad.validate().expect_err("refused");
     assert!(e.contains("--mail-ca-file"), "{e}");
+    app.stop().await;
+}
+
+/// An invoice's notice that failed while the SMTP server was down, its invoice paid before
+/// the retry, is not sent, and its log row says `skipped` (found by the mail audit: it
+/// stayed `failed`, listed among the mail still being retried).
+async fn a_notice_that_failed_and_is_no_longer_wanted_is_logged_skipped(app: TestApp) {
+    let Some(mut smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    smtp.stop();
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    let o = order(&app, "paid-meanwhile.test").await;
+    assert_eq!(drain(worker.clone()).await, 2);
+    let invoice_notice = |rows: &[lodge_store::mail::MailLogRow]| {
+        rows.iter()
+            .find(|r| r.notice == "invoice_created")
+            .cloned()
+            .unwrap_or_else(|| panic!("{rows:?}"))
+    };
+    assert_eq!(invoice_notice(&log(&app).await).status, "failed");
+    let invoice = o["invoice_id"].as_i64().unwrap();
+    let (status, paid) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "BT-SKIP" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    smtp.restart().unwrap();
+    app.clock.advance(jiff::SignedDuration::from_mins(2));
+    drain(worker.clone()).await;
+    let row = invoice_notice(&log(&app).await);
+    assert_eq!(row.status, "skipped", "{row:?}");
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| !m.subject().contains("5.00 USD due")),
+        "{:?}",
+        subjects(&smtp.messages())
+    );
+    let (_, failed) = app
+        .get("/v1/admin/mail?status=failed", &app.admin_key())
+        .await;
+    assert_eq!(failed["count"], 0, "{failed}");
     app.stop().await;
 }
 
