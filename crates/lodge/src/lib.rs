@@ -109,20 +109,27 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
     settings.php = cfg.php.clone();
     settings.webhooks_allow_private = cfg.webhooks_allow_private;
     settings.mail = cfg.mail_settings()?;
-    let (sealer, made_key_file) = match &cfg.secret_key {
+    // On PostgreSQL only a node makes a key file: one a command (`migrate`, `users create`,
+    // …) made in its working directory was taken by the next command there for the
+    // installation's, which then refused the key the nodes were given (found by the
+    // multi-node audit). Such a command runs with a key of its own, in memory.
+    let postgres = store.engine() == lodge_store::Engine::Postgres;
+    let make_file = !postgres || opener == Opener::Node;
+    let (sealer, made_key_file, fresh) = match &cfg.secret_key {
         Some(k) => (
             Sealer::from_hex(k.expose_secret()).context("LODGE_SECRET_KEY")?,
             None,
+            false,
         ),
         None => {
-            let (key, path, made) = key_file(&cfg.database_url)?;
+            let (key, path, from) = key_file(&cfg.database_url, make_file)?;
             let sealer = Sealer::from_hex(&key)
                 .with_context(|| format!("the key file {}", path.display()))?;
-            (sealer, made.then_some(path))
+            let made = (from == KeyFrom::MadeFile).then_some(path);
+            (sealer, made, from != KeyFrom::File)
         }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
-    let fresh = made_key_file.is_some();
     let checked = lodge
         .check_secret_key(fresh, opener == Opener::Node)
         .await
@@ -142,6 +149,18 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
         }
         other => other,
     };
+    // A command given no key on PostgreSQL, where the installation has one: said so, rather
+    // than that the key (which it was not given) is not the installation's.
+    let checked = match checked {
+        Err(_) if fresh && postgres && matches!(opener, Opener::Command | Opener::Import) => {
+            Err(anyhow::anyhow!(
+                "no secret key was given (LODGE_SECRET_KEY, or the lodge-secret.key file in the \
+             working directory), and this PostgreSQL installation's secrets need it: give \
+             this command the key the nodes run with"
+            ))
+        }
+        other => other,
+    };
     if let Err(e) = checked {
         // A key file made just now for a database it does not open is removed again: left
         // there, the next start would take it for the installation's.
@@ -149,6 +168,9 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
             let _ = std::fs::remove_file(path);
         }
         return Err(e);
+    }
+    if opener != Opener::Node {
+        lodge.mail_as_the_installation();
     }
     lodge
         .check_currency(opener != Opener::Import)
@@ -299,8 +321,23 @@ fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File
 
 /// Without a configured secret key, the key lives in `lodge-secret.key` beside the SQLite
 /// database (or in the working directory), created on first use, readable by its owner only.
-/// The key file's key, its path, and whether it was made just now.
-fn key_file(database_url: &str) -> anyhow::Result<(String, std::path::PathBuf, bool)> {
+/// Where [`key_file`]'s key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFrom {
+    /// The file, as it was.
+    File,
+    /// Made just now, and written to the file.
+    MadeFile,
+    /// Made just now, in memory only (no file was to be made).
+    Made,
+}
+
+/// The key file's key, its path, and where the key came from: without a file, one is made
+/// (and written to the file when `make_file`).
+fn key_file(
+    database_url: &str,
+    make_file: bool,
+) -> anyhow::Result<(String, std::path::PathBuf, KeyFrom)> {
     let path = sqlite_file(database_url)
         .map_or_else(
             || std::path::PathBuf::from("."),
@@ -308,11 +345,14 @@ fn key_file(database_url: &str) -> anyhow::Result<(String, std::path::PathBuf, b
         )
         .join("lodge-secret.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok((existing.trim().to_owned(), path, false));
+        return Ok((existing.trim().to_owned(), path, KeyFrom::File));
     }
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let key = hex::encode(bytes);
+    if !make_file {
+        return Ok((key, path, KeyFrom::Made));
+    }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -326,13 +366,13 @@ fn key_file(database_url: &str) -> anyhow::Result<(String, std::path::PathBuf, b
             f.write_all(key.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::warn!(path = %path.display(), "no LODGE_SECRET_KEY configured: created a key file; back it up, apart from the database's backups (sealed secrets need it; see Backups in the README)");
-            Ok((key, path, true))
+            Ok((key, path, KeyFrom::MadeFile))
         }
         // Another process created it first.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let key = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Ok((key.trim().to_owned(), path, false))
+            Ok((key.trim().to_owned(), path, KeyFrom::File))
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

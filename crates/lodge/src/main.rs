@@ -1053,6 +1053,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             }
         }
     }
+    // On PostgreSQL `migrate` applies the migrations and nothing else: the installation's key
+    // is the nodes' (a command given none runs with one of its own, which one installed
+    // already refuses; found by the multi-node audit).
+    if matches!(command, Command::Migrate) && lodge::sqlite_file(&cfg.database_url).is_none() {
+        let url = lodge_store::redact_url(&cfg.database_url);
+        let store = lodge_store::Store::open(&cfg.database_url)
+            .await
+            .with_context(|| format!("opening {url}"))?;
+        store.close().await;
+        eprintln!("lodge: migrations applied to {url}");
+        return Ok(());
+    }
     let node = matches!(
         command,
         Command::Serve(_) | Command::Worker(_) | Command::Demo { .. }

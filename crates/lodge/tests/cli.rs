@@ -370,6 +370,15 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     };
     r.ok(&["migrate"]);
     assert_eq!(checks().await, 0, "migrate made no key the installation's");
+    // Nor a key file that the next command run there would take for the installation's
+    // (found by the multi-node audit: the nodes' key was then refused).
+    r.ok(&["keys", "list", "--staff"]);
+    r.ok(&["billing", "preview"]);
+    assert!(
+        !r.dir.path().join("lodge-secret.key").exists(),
+        "a command made a key file"
+    );
+    assert_eq!(checks().await, 0, "a command made a key the installation's");
     // Nor does `seal` without a key, which refuses to seal with one no node holds.
     let s = Cli::on(&url);
     let err = s.fails(&["seal"]);
@@ -405,6 +414,12 @@ async fn on_postgres_a_second_node_with_a_key_of_its_own_is_refused() {
     .unwrap();
     q.ok(&["demo"]);
     q.ok(&["billing", "preview"]);
+    // Once installed, `migrate` runs without the key; another command given none is told
+    // so, and leaves no file.
+    r.ok(&["migrate"]);
+    let err = r.fails(&["billing", "preview"]);
+    assert!(err.contains("no secret key was given"), "{err}");
+    assert!(!r.dir.path().join("lodge-secret.key").exists());
     // With the installation's key, `seal` seals what the nodes open.
     let mut seal = q
         .command(&["seal"])
@@ -655,6 +670,54 @@ fn a_malformed_key_file_is_named() {
     assert!(err.contains(&key_file.display().to_string()), "{err}");
     assert!(err.contains("64 hex digits"), "{err}");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), "not a key\n");
+}
+
+/// The notices of what `lodge billing run` issues are queued for the nodes' workers when the
+/// installation sends mail, as the scheduler's are (found by the mail audit: its renewal
+/// invoices and receipts were never mailed, the mail queued only in a node's process).
+#[tokio::test]
+async fn billing_run_queues_the_mail_of_what_it_issues() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    {
+        let lodge = cli.open().await;
+        lodge.seed_demo().await.unwrap();
+        let plan = lodge
+            .catalog()
+            .await
+            .unwrap()
+            .listed_plans()
+            .find(|p| p.row.slug == "starter")
+            .map(|p| p.row.id.to_string())
+            .unwrap();
+        // The system clock, as the command's.
+        let today = jiff::Timestamp::from_microsecond(lodge.now_us())
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        let horizon = lodge.settings.policy.billing_horizon(today).to_string();
+        let later = today
+            .checked_add(jiff::Span::new().days(lodge.settings.policy.lead_days + 1))
+            .unwrap()
+            .to_string();
+        lodge_store::fill_services(&lodge.store, 2, 2, &horizon, &later, &plan, lodge.now_us())
+            .await
+            .unwrap();
+        let mut conn = lodge.store.write_conn().await.unwrap();
+        lodge_store::mail::set_enabled(&mut *conn, true, 0)
+            .await
+            .unwrap();
+    }
+    let out = cli.ok(&["billing", "run"]);
+    assert!(out.contains("\"invoices\":2"), "{out}");
+    let lodge = cli.open().await;
+    let (mails,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE kind = 'mail'")
+        .fetch_one(lodge.store.reader())
+        .await
+        .unwrap();
+    // The unpaid renewal's invoice, and the receipt of the one paid from credit (two
+    // organizations, one with credit).
+    assert_eq!(mails, 2);
 }
 
 /// Whether mail is on is the running nodes' to record: a command run without the SMTP

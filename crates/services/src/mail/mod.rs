@@ -266,6 +266,14 @@ impl Lodge {
         Ok(job)
     }
 
+    /// For a command (`lodge billing run`, …), not a node: the notices of the events it
+    /// raises are queued when the installation sends mail (as its nodes recorded), for the
+    /// nodes' workers to send (found by the mail audit: the renewal invoices and receipts a
+    /// `billing run` issued were never mailed).
+    pub fn mail_as_the_installation(&self) {
+        MAIL_IN_PROCESS.store(true, Ordering::Relaxed);
+    }
+
     /// Records in the database whether this installation sends mail (this node's
     /// configuration: an SMTP host or not). Called when a node starts.
     pub async fn switch_mail(&self) -> Result<()> {
