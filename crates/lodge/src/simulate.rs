@@ -1725,8 +1725,16 @@ impl Sim {
         }
         for r in rows(
             lodge,
-            "SELECT domain_name, next_due_date FROM hosting \
-             WHERE status = 'suspended' AND next_due_date IS NOT NULL ORDER BY domain_name",
+            // Not for a plan change's difference left unpaid: the period it completes is
+            // not paid in full, and the difference suspends as a renewal does until that
+            // period is over.
+            "SELECT h.domain_name, h.next_due_date FROM hosting h \
+             WHERE h.status = 'suspended' AND h.next_due_date IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM invoice_lines d JOIN invoices di ON di.id = d.invoice_id \
+                 WHERE d.service_id = h.id AND d.kind = 'adjustment' AND d.amount_minor > 0 \
+                 AND di.kind = 'manual' AND di.status = 'unpaid' \
+                 AND NOT EXISTS (SELECT 1 FROM plan_changes pc WHERE pc.invoice_id = di.id)) \
+             ORDER BY h.domain_name",
         )
         .await?
         {
@@ -1738,13 +1746,18 @@ impl Sim {
                 ));
             }
         }
-        // Each suspension and overdue termination had an overdue renewal behind it.
+        // Each suspension and overdue termination had an overdue renewal behind it (for a
+        // suspension, a plan change's difference too: it completes a renewal).
         let mut renewals_of: HashMap<String, Vec<RenewalSeen>> = HashMap::new();
         for r in rows(
             lodge,
-            "SELECT l.service_id, i.due_date, i.paid_at, i.cancelled_at, i.status \
+            // A difference's status reads `difference`: it never terminates.
+            "SELECT l.service_id, i.due_date, i.paid_at, i.cancelled_at, \
+                    CASE WHEN i.kind = 'renewal' THEN i.status ELSE 'difference' END \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
-             WHERE i.kind = 'renewal' AND l.kind = 'plan'",
+             WHERE (i.kind = 'renewal' AND l.kind = 'plan') \
+                OR (i.kind = 'manual' AND l.kind = 'adjustment' AND l.amount_minor > 0 \
+                    AND NOT EXISTS (SELECT 1 FROM plan_changes pc WHERE pc.invoice_id = i.id))",
         )
         .await?
         {
@@ -2044,6 +2057,27 @@ impl Sim {
                 ));
             }
         }
+        // A difference left unpaid until its period was over, then cancelled by the
+        // scheduler, billed that period all the same (cancelled before the period ended,
+        // by a later change or the account's end, it priced nothing).
+        let mut lapsed: HashMap<(String, String), i64> = HashMap::new();
+        for r in rows(
+            lodge,
+            "SELECT a.service_id, a.period_start, COALESCE(a.period_end, ''), a.amount_minor, \
+                    i.cancelled_at \
+             FROM invoice_lines a JOIN invoices i ON i.id = a.invoice_id \
+             WHERE a.kind = 'adjustment' AND a.amount_minor > 0 AND i.kind = 'manual' \
+             AND i.status = 'cancelled' AND i.cancelled_at IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM plan_changes pc WHERE pc.invoice_id = i.id)",
+        )
+        .await?
+        {
+            let end: Option<Date> = text(&r, 2)?.parse().ok();
+            let cancelled = opt_int(&r, 4)?.and_then(date_of);
+            if end.is_some_and(|end| cancelled.is_some_and(|c| c >= end)) {
+                *lapsed.entry((text(&r, 0)?, text(&r, 1)?)).or_default() += int(&r, 3)?;
+            }
+        }
         // The periods billed after a change: at the price of the last change applied before
         // they began, whenever they were invoiced (a renewal issued before the change is
         // re-priced, or its difference invoiced once it was paid: an adjustment line from
@@ -2059,7 +2093,11 @@ impl Sim {
                       AND ai.status <> 'cancelled' \
                       AND NOT EXISTS (SELECT 1 FROM plan_changes pc WHERE pc.invoice_id = ai.id \
                           AND pc.status <> 'applied')), 0), \
-                    COALESCE(i.number, ''), i.created_at \
+                    COALESCE(i.number, ''), i.created_at, \
+                    (SELECT COUNT(*) FROM invoice_lines a \
+                      JOIN plan_changes pc ON pc.invoice_id = a.invoice_id \
+                      WHERE a.service_id = l.service_id AND a.period_start = l.period_start \
+                      AND a.kind = 'adjustment' AND pc.status = 'applied') \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
              JOIN hosting h ON h.id = l.service_id \
              WHERE l.kind = 'plan' AND i.kind = 'renewal' AND i.status <> 'cancelled' \
@@ -2071,16 +2109,30 @@ impl Sim {
         {
             let (service, domain, start) = (text(&r, 0)?, text(&r, 1)?, text(&r, 2)?);
             let (amount, number) = (int(&r, 3)?, text(&r, 4)?);
+            let amount = amount
+                + lapsed
+                    .get(&(service.clone(), start.clone()))
+                    .copied()
+                    .unwrap_or(0);
             let issued = int(&r, 5)?;
             let start_date: Date = start.parse()?;
-            let Some((changed_at, plan, price)) = applied.get(&service).and_then(|a| {
-                a.iter()
-                    .rev()
-                    .find(|(at, _, _)| date_of(*at).is_some_and(|d| d < start_date))
-            }) else {
+            let changes = applied.get(&service).map_or(&[][..], Vec::as_slice);
+            let Some((changed_at, plan, price)) = changes
+                .iter()
+                .rev()
+                .find(|(at, _, _)| date_of(*at).is_some_and(|d| d < start_date))
+            else {
                 continue;
             };
-            if amount != *price {
+            // An upgrade priced from the period's first day (made that day, applied when its
+            // invoice was paid, perhaps later): its invoice covers every day of the period,
+            // which is then billed at its price (found by the lifecycle audit, a false
+            // alarm).
+            let from_first_day = int(&r, 6)? > 0
+                && changes.iter().any(|(at, _, p)| {
+                    date_of(*at).is_some_and(|d| d >= start_date) && amount == *p
+                });
+            if amount != *price && !from_first_day {
                 v.plan_change_mismatches.push(format!(
                     "{domain}: the period from {start} is billed {amount} ({number}, issued on \
                      {}), the plan {plan} it changed to on {} renews at {price}",
