@@ -273,12 +273,15 @@ pub struct RefundBasis {
     pub refunded: i64,
     /// Of which refunded in cash.
     pub cash_refunded: i64,
+    /// Given back otherwise already: the account credit downgrades in the period it paid
+    /// for returned of it.
+    pub given_back: i64,
 }
 
 impl RefundBasis {
     /// What is left to refund, whatever the destination.
     pub fn left(&self) -> i64 {
-        (self.credit_applied + self.paid - self.refunded).max(0)
+        (self.credit_applied + self.paid - self.refunded - self.given_back).max(0)
     }
 
     /// What is left to refund in cash: the money received less the cash already refunded,
@@ -687,6 +690,7 @@ mod tests {
             paid: 7000,
             refunded: 0,
             cash_refunded: 0,
+            given_back: 0,
         };
         assert_eq!((b.left(), b.cash_left()), (10000, 7000));
         assert_eq!(b.refund(0, Credit), Err(RefundRefusal::NotPositive));
@@ -722,6 +726,7 @@ mod tests {
             paid: 0,
             refunded: 0,
             cash_refunded: 0,
+            given_back: 0,
         };
         assert_eq!(
             credit_only.refund(1, Cash),
@@ -744,6 +749,24 @@ mod tests {
             refunded.refund(1, Credit),
             Err(RefundRefusal::NotRefundable(InvoiceStatus::Refunded))
         );
+        // 40.00 of it given back already by a downgrade: 60.00 left, of which all cash.
+        let given = RefundBasis {
+            given_back: 4000,
+            ..RefundBasis {
+                status: InvoiceStatus::Paid,
+                credit_applied: 3000,
+                paid: 7000,
+                refunded: 0,
+                cash_refunded: 0,
+                given_back: 0,
+            }
+        };
+        assert_eq!((given.left(), given.cash_left()), (6000, 6000));
+        assert_eq!(
+            given.refund(6001, Credit),
+            Err(RefundRefusal::MoreThanLeft(6000))
+        );
+        assert_eq!(given.refund(6000, Cash), Ok(InvoiceEvent::RefundRest));
     }
 
     #[test]
@@ -831,6 +854,7 @@ mod tests {
                 paid,
                 refunded: 0,
                 cash_refunded: 0,
+                given_back: 0,
             };
             for (amount, cash) in asks {
                 let to = if cash { RefundTo::Cash } else { RefundTo::Credit };

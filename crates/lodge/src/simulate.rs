@@ -1965,7 +1965,7 @@ impl Sim {
         for r in rows(
             lodge,
             "SELECT COALESCE(i.number, ''), i.status, i.credit_applied_minor, i.paid_minor, \
-                    i.refunded_minor, \
+                    i.refunded_minor, i.id, \
                     CAST(COALESCE((SELECT SUM(r.amount_minor) FROM refunds r \
                         WHERE r.invoice_id = i.id AND r.failed_at IS NULL), 0) AS BIGINT), \
                     CAST(COALESCE((SELECT SUM(r.amount_minor) FROM refunds r \
@@ -1979,9 +1979,16 @@ impl Sim {
         {
             let (number, status) = (text(&r, 0)?, text(&r, 1)?);
             let (credit, paid, refunded) = (int(&r, 2)?, int(&r, 3)?, int(&r, 4)?);
-            let (sum, cash) = (int(&r, 5)?, int(&r, 6)?);
+            let (sum, cash) = (int(&r, 6)?, int(&r, 7)?);
             let received = credit + paid;
-            let expected = if refunded >= received {
+            // What downgrades gave back of it as credit is no longer refundable: refunded
+            // once the rest went back.
+            let given_back = lodge
+                .invoice_refunds(int(&r, 5)?)
+                .await?
+                .invoice
+                .given_back_minor;
+            let expected = if refunded + given_back >= received {
                 "refunded"
             } else {
                 "partially_refunded"

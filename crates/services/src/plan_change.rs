@@ -671,6 +671,60 @@ async fn change_in(
     Ok(outcome)
 }
 
+/// What of an invoice the downgrades in the periods it paid for gave back already as account
+/// credit (what a refund of it may no longer return; at most each line's amount). A
+/// downgrade's credit undoes the upgrades before it in the period, the latest first, then
+/// the period's own invoice (found by the lifecycle audit: an upgrade's invoice, its money
+/// given back by a downgrade the same day, was then refunded in full as well).
+pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
+    conn: &mut C,
+    inv: &InvoiceRow,
+) -> Result<i64> {
+    if inv.total_minor <= 0 {
+        return Ok(0);
+    }
+    let mine = store::change_of_invoice(conn, inv.id).await?;
+    let mut given_back = 0i64;
+    for (service, kind, start, end, amount) in store::invoice_periods(conn, inv.id).await? {
+        if amount <= 0 {
+            continue;
+        }
+        // The service's period the line lies in, and the change it is the invoice of.
+        let (period, my_change) = match (&*kind, &mine) {
+            ("plan", _) => ((start, end), None),
+            (_, Some(c)) if c.hosting_id == service && c.status == store::APPLIED => {
+                ((c.period_start.clone(), c.period_end.clone()), Some(c.id))
+            }
+            // A difference for a period paid at the old price, or a change not applied.
+            _ => continue,
+        };
+        let changes = store::applied_in_period(conn, service, &period.0, &period.1).await?;
+        // Each upgrade's invoice still standing, in order; what downgrades took of it.
+        let mut upgrades: Vec<(i64, i64, i64)> = Vec::new();
+        let mut from_the_period = 0i64;
+        for (id, invoice, charge) in changes {
+            if charge > 0 && invoice.is_some() {
+                upgrades.push((id, charge, 0));
+            } else if charge < 0 {
+                let mut credit = -charge;
+                for u in upgrades.iter_mut().rev() {
+                    let take = credit.min(u.1 - u.2);
+                    u.2 += take;
+                    credit -= take;
+                }
+                from_the_period += credit;
+            }
+        }
+        let taken = match my_change {
+            None => from_the_period,
+            Some(id) => upgrades.iter().find(|u| u.0 == id).map_or(0, |u| u.2),
+        }
+        .min(amount);
+        given_back += taken;
+    }
+    Ok(given_back.min(inv.total_minor))
+}
+
 /// Of the price a change moved to above the one it moved from, the share its invoice was
 /// paid and kept (all of it when nothing was refunded, none when all was).
 fn kept_share(c: store::LastChange) -> i64 {

@@ -82,11 +82,15 @@ pub struct RefundState {
     pub refundable_minor: i64,
     /// What can still go back in cash.
     pub cash_refundable_minor: i64,
+    /// What downgrades in the periods it paid for gave back of it already as credit (no
+    /// longer refundable).
+    #[serde(default)]
+    pub given_back_minor: i64,
 }
 
 impl RefundState {
-    fn new(inv: &InvoiceRow, cash_refunded: i64) -> Self {
-        let basis = basis(inv, cash_refunded);
+    fn new(inv: &InvoiceRow, cash_refunded: i64, given_back: i64) -> Self {
+        let basis = basis(inv, cash_refunded, given_back);
         let refundable = |left: i64| if inv.status.is_refundable() { left } else { 0 };
         RefundState {
             invoice_id: inv.id,
@@ -98,6 +102,7 @@ impl RefundState {
             refunded_minor: inv.refunded_minor,
             refundable_minor: refundable(basis.left()),
             cash_refundable_minor: refundable(basis.cash_left()),
+            given_back_minor: given_back,
         }
     }
 }
@@ -137,16 +142,19 @@ pub(crate) async fn left_to_refund(tx: &mut lodge_store::Tx, inv: &InvoiceRow) -
         return Ok(0);
     }
     let cash_refunded = refunds::cash_refunded(tx, inv.id).await?;
-    Ok(basis(inv, cash_refunded).left())
+    let given_back = crate::plan_change::given_back_by_downgrades(&mut **tx, inv).await?;
+    Ok(basis(inv, cash_refunded, given_back).left())
 }
 
-pub(crate) fn basis(inv: &InvoiceRow, cash_refunded: i64) -> RefundBasis {
+/// What a refund of `inv` is decided on ([`RefundBasis`]).
+pub(crate) fn basis(inv: &InvoiceRow, cash_refunded: i64, given_back: i64) -> RefundBasis {
     RefundBasis {
         status: inv.status,
         credit_applied: inv.credit_applied_minor,
         paid: inv.paid_minor,
         refunded: inv.refunded_minor,
         cash_refunded,
+        given_back,
     }
 }
 
@@ -344,7 +352,8 @@ impl Lodge {
             }
         }
         let cash_refunded = refunds::cash_refunded(tx, invoice).await?;
-        let event = basis(&inv, cash_refunded)
+        let given_back = crate::plan_change::given_back_by_downgrades(&mut **tx, &inv).await?;
+        let event = basis(&inv, cash_refunded, given_back)
             .refund(req.amount_minor, req.to)
             .map_err(|r| refused(r, &inv.currency))?;
         let reason = if req.reason.is_empty() {
@@ -428,7 +437,7 @@ impl Lodge {
         let done = RefundOutcome {
             refund: refund.into(),
             created: true,
-            invoice: RefundState::new(&after, cash_after),
+            invoice: RefundState::new(&after, cash_after, given_back),
             balance_minor,
         };
         crate::events::emit(
@@ -499,7 +508,8 @@ impl Lodge {
             .await?
             .ok_or(ServiceError::NotFound)?;
         let cash = refunds::cash_refunded(&mut db, invoice).await?;
-        Ok(RefundState::new(&inv, cash))
+        let given_back = crate::plan_change::given_back_by_downgrades(&mut db, &inv).await?;
+        Ok(RefundState::new(&inv, cash, given_back))
     }
 
     /// An invoice's refunds, oldest first, with its refund figures (staff).

@@ -146,6 +146,52 @@ pub async fn change_of_invoice<C: SqlConn>(
     .transpose()
 }
 
+/// The service periods an invoice bills: its `plan` lines and positive `adjustment` lines
+/// (`(service, kind, period start, period end, amount)`), in line order.
+pub async fn invoice_periods<C: SqlConn>(
+    conn: &mut C,
+    invoice: i64,
+) -> Result<Vec<(HostingId, String, String, String, i64)>> {
+    conn.fetch_rows(
+        "SELECT service_id, kind, period_start, period_end, amount_minor FROM invoice_lines \
+         WHERE invoice_id = $1 AND service_id IS NOT NULL AND period_start IS NOT NULL \
+           AND period_end IS NOT NULL \
+           AND (kind = 'plan' OR (kind = 'adjustment' AND amount_minor > 0)) \
+         ORDER BY position",
+        vals![invoice],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.parse()?, c.text()?, c.text()?, c.text()?, c.int()?))
+    })
+    .collect()
+}
+
+/// The plan changes applied to the service in its period `[start, end)`, in the order they
+/// were made: `(id, invoice, charge)`.
+pub async fn applied_in_period<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+    start: &str,
+    end: &str,
+) -> Result<Vec<(i64, Option<i64>, i64)>> {
+    conn.fetch_rows(
+        "SELECT id, invoice_id, charge_minor FROM plan_changes \
+         WHERE hosting_id = $1 AND period_start = $2 AND period_end = $3 AND status = 'applied' \
+         ORDER BY id",
+        vals![service.to_string(), start, end],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.int()?, c.opt_int()?, c.int()?))
+    })
+    .collect()
+}
+
 /// The number (or id) of an unpaid invoice charging the account a plan change's
 /// difference for a period it had paid at the old price
 /// ([`crate::renewals::unpaid_differences_of`]), if any.

@@ -42,6 +42,7 @@ on_both_engines!(
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
+    what_a_downgrade_gave_back_is_not_refunded_again,
     an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler,
     an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
@@ -1373,6 +1374,102 @@ async fn refund(app: &TestApp, invoice: i64, body: Value) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{r}");
+}
+
+/// What a refund of an invoice may still return.
+async fn refundable(app: &TestApp, invoice: i64) -> String {
+    let (status, r) = app
+        .get(
+            &format!("/v1/admin/invoices/{invoice}/refunds"),
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    str_of(&r["invoice"], "refundable").to_owned()
+}
+
+/// The reverse of the test above (found by the lifecycle audit: an upgrade's invoice, its
+/// money given back as credit by a downgrade the same day, was then refunded in full as
+/// well). A downgrade's credit undoes the upgrades before it, the latest first, then the
+/// period's own invoice: what it gave back of an invoice is no longer refundable.
+async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    // Starter monthly (5.00), up to Business on 2026-04-10 (3.33, paid from credit), back
+    // down the same day: the 3.33 comes back as credit, and the upgrade's invoice has
+    // nothing left to refund; the month's own invoice is untouched.
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "up-down.example",
+        "5.00",
+    )
+    .await;
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(&id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    app.clock.set(noon("2026-04-10"));
+    add_credit(&app, &app.org_id(), "3.33").await;
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "applied", "{c}");
+    let upgrade = c["plan_change"]["invoice_id"].as_i64().expect("an invoice");
+    assert_eq!(refundable(&app, upgrade).await, "3.33");
+    let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    assert_eq!(c["plan_change"]["credit_given"], "3.33", "{c}");
+    assert_eq!(refundable(&app, upgrade).await, "0.00");
+    let before = balance(&app).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{upgrade}/refunds"),
+            &app.admin_key(),
+            &json!({ "amount": "1.00", "to": "credit" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(balance(&app).await, before);
+    assert_eq!(refundable(&app, first).await, "5.00");
+
+    // Business monthly (10.00 and its 9.99 setup fee), down to Starter on 2026-04-10
+    // with 20 of 30 days left: 3.33 back as credit, taken from the month's own invoice,
+    // which has 19.99 - 3.33 left to refund; refunding that empties it.
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "down-only.example",
+        "19.99",
+    )
+    .await;
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(&id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
+    let given = str_of(&c["plan_change"], "credit_given").to_owned();
+    assert_ne!(given, "0.00", "{c}");
+    let left = refundable(&app, first).await;
+    assert_eq!(
+        cents(&json!(left)) + cents(&json!(given)),
+        1999,
+        "{left} + {given}"
+    );
+    refund(&app, first, json!({ "amount": left, "to": "credit" })).await;
+    assert_eq!(refundable(&app, first).await, "0.00");
+    let inv = invoice(&app, first).await;
+    assert_eq!(inv["status"], "refunded", "{inv}");
+    app.stop().await;
 }
 
 /// What was refunded of the invoices paying a period is no longer paid: a downgrade
