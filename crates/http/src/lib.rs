@@ -233,15 +233,36 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     )
 }
 
-/// `path` with the token of a payment page (`/pay/<token>/…`) replaced by `…`.
+/// `path` with the token of a payment page (`/pay/<token>/…`) replaced by `…`: the segment
+/// after any `pay` segment outside the APIs, however it is spelt (`/PAY/…`, `//pay/…`,
+/// `/%70ay/…`: answered 404, but a token a proxy rewrote so is still a live one once
+/// lower-cased; found by the attacker's audit).
 fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.strip_prefix("/pay/") {
-        Some(rest) => {
-            let after = rest.find('/').map_or("", |i| &rest[i..]);
-            std::borrow::Cow::Owned(format!("/pay/…{after}"))
-        }
-        None => std::borrow::Cow::Borrowed(path),
+    if path.starts_with("/v1/") || path.starts_with("/apiv2/") {
+        return std::borrow::Cow::Borrowed(path);
     }
+    let is_pay = |segment: &str| {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8_lossy()
+            .eq_ignore_ascii_case("pay")
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    if !segments.iter().any(|s| is_pay(s)) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(segments.len());
+    let mut after_pay = false;
+    for s in segments {
+        if after_pay && !s.is_empty() && s != "." {
+            // The page's own script is no token.
+            out.push(if s == "assets" { s } else { "…" });
+            after_pay = false;
+            continue;
+        }
+        after_pay = after_pay || is_pay(s);
+        out.push(s);
+    }
+    std::borrow::Cow::Owned(out.join("/"))
 }
 
 /// The whole application.
@@ -321,6 +342,15 @@ mod tests {
         assert_eq!(redacted_path("/pay/abcDEF123/card"), "/pay/…/card");
         assert_eq!(redacted_path("/pay/abc/return"), "/pay/…/return");
         assert_eq!(redacted_path("/v1/hosting/plans"), "/v1/hosting/plans");
+        // Spelt otherwise (each answered 404), the token is kept out all the same.
+        assert_eq!(redacted_path("/PAY/ABC123"), "/PAY/…");
+        assert_eq!(redacted_path("//pay/abc"), "//pay/…");
+        assert_eq!(redacted_path("/./pay/abc/card"), "/./pay/…/card");
+        assert_eq!(redacted_path("/%70ay/abc"), "/%70ay/…");
+        assert_eq!(redacted_path("/pay//abc"), "/pay//…");
+        assert_eq!(redacted_path("/x/pay/abc"), "/x/pay/…");
+        assert_eq!(redacted_path("/pay"), "/pay");
+        assert_eq!(redacted_path("/pay/assets/card.js"), "/pay/assets/card.js");
         assert_eq!(
             redacted_path("/apiv2/pay/prepay/12"),
             "/apiv2/pay/prepay/12"
