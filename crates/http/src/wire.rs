@@ -59,8 +59,13 @@ pub struct Organization {
 }
 
 impl Organization {
+    /// The organization as its member sees it: a guest, which sees neither the
+    /// organization's billing nor its account, gets its billing details blank and no credit
+    /// (found by the attacker's audit: `/apiv2/account` refused them, `/v1` showed them).
     pub fn from_row(o: OrgRow) -> Self {
         let cur = Currency::parse(&o.currency).unwrap_or(Currency::USD);
+        let guest = o.member_role.as_deref() == Some("guest");
+        let billing = |s: String| if guest { String::new() } else { s };
         Organization {
             id: o.id.to_string(),
             legacy_id: o.legacy_id,
@@ -74,18 +79,17 @@ impl Organization {
             instance_quota: o.instance_quota,
             domain_quota: o.domain_quota,
             logo: o.logo,
-            company_name: o.company_name,
-            address_1: o.address_1,
-            address_2: o.address_2,
-            city: o.city,
-            state: o.state,
-            postcode: o.postcode,
-            country: o.country,
-            phone: o.phone,
-            vat_number: o.vat_number,
+            company_name: billing(o.company_name),
+            address_1: billing(o.address_1),
+            address_2: billing(o.address_2),
+            city: billing(o.city),
+            state: billing(o.state),
+            postcode: billing(o.postcode),
+            country: billing(o.country),
+            phone: billing(o.phone),
+            vat_number: billing(o.vat_number),
             is_active: o.is_active == 1,
-            credit_balance: (o.member_role.as_deref() != Some("guest"))
-                .then(|| money_str(o.credit_balance_minor, cur)),
+            credit_balance: (!guest).then(|| money_str(o.credit_balance_minor, cur)),
         }
     }
 }

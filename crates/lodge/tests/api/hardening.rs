@@ -1327,13 +1327,29 @@ async fn roles_and_organizations_keep_to_their_own(app: TestApp) {
     let guest = app
         .demo_member_key("guest@roles.test", "guest", &[&project])
         .await;
+    // Nor its billing details, which /apiv2's account refuses a guest (found by the
+    // attacker's audit): blank, the fields kept.
+    sqlx::query(
+        "UPDATE organizations SET company_name = 'Roles Ltd', address_1 = '1 Main St', \
+         city = 'Springfield', phone = '+15550100', vat_number = 'EU123' WHERE id = $1",
+    )
+    .bind(app.org_id())
+    .execute(app.lodge.store.writer())
+    .await
+    .unwrap();
+    let billing = ["company_name", "address_1", "city", "phone", "vat_number"];
     let (status, list) = app.get("/v1/organizations", &guest).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list[0]["project_count"], 1, "{list}");
     assert!(list[0].get("credit_balance").is_none(), "{list}");
+    for field in billing {
+        assert_eq!(list[0][field], "", "{field}: {list}");
+    }
     let (_, list) = app.get("/v1/organizations", &app.key()).await;
     assert_eq!(list[0]["project_count"], 2, "{list}");
     assert!(list[0]["credit_balance"].is_string(), "{list}");
+    assert_eq!(list[0]["company_name"], "Roles Ltd", "{list}");
+    assert_eq!(list[0]["vat_number"], "EU123", "{list}");
 
     // One user, editor of two organizations, a key scoped to each, one Idempotency-Key.
     let user = app.admin_create_user("both@roles.test", None).await;
