@@ -177,7 +177,8 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
-    /// A refresh token's family (the chain that began at one login).
+    /// A refresh token's family (the chain that began at one login), and an access token's
+    /// issued with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<String>,
 }
@@ -288,6 +289,16 @@ impl Lodge {
                 "Invalid or expired token.".to_owned(),
             ));
         }
+        // Nor is one of a login whose refresh tokens were revoked (one used twice: stolen),
+        // rather than good for the rest of its 15 minutes (found by the attacker's audit).
+        if let Some(family) = &claims.fam {
+            let mut db = self.store.read_conn().await?;
+            if tokens::family_revoked(&mut db, family).await? {
+                return Err(ServiceError::Unauthorized(
+                    "Invalid or expired token.".to_owned(),
+                ));
+            }
+        }
         Ok(Principal {
             user: user.id,
             is_staff: user.is_staff(),
@@ -325,10 +336,6 @@ impl Lodge {
             return Err(unauthorized());
         }
         Ok(data.claims)
-    }
-
-    fn issue_jwt(&self, user: UserId, typ: &str, ttl: i64) -> Result<String> {
-        self.sign(&self.claims(user, typ, ttl, None))
     }
 
     fn claims(&self, user: UserId, typ: &str, ttl: i64, fam: Option<String>) -> Claims {
@@ -439,8 +446,10 @@ impl Lodge {
             self.now_us(),
         )
         .await?;
+        // The access token names its family too, so that revoking the family ends it.
+        let access = self.claims(user, "access", self.settings.access_ttl_secs, Some(family));
         Ok(TokenPair {
-            access: self.issue_jwt(user, "access", self.settings.access_ttl_secs)?,
+            access: self.sign(&access)?,
             refresh: self.sign(&refresh)?,
         })
     }

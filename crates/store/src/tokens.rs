@@ -62,6 +62,18 @@ pub async fn use_once<C: SqlConn>(conn: &mut C, jti: &str, now: i64) -> Result<b
         == 1)
 }
 
+/// Whether a family was revoked (a token of it used twice, its user's sessions ended): the
+/// access tokens issued with it are refused too.
+pub async fn family_revoked<C: SqlConn>(conn: &mut C, family: &str) -> Result<bool> {
+    Ok(conn
+        .fetch_row(
+            "SELECT 1 FROM refresh_tokens WHERE family = $1 AND status = 'revoked' LIMIT 1",
+            vals![family],
+        )
+        .await?
+        .is_some())
+}
+
 /// Revokes every token of a family; how many were still live.
 pub async fn revoke_family<C: SqlConn>(conn: &mut C, family: &str) -> Result<u64> {
     conn.exec(

@@ -333,6 +333,8 @@ async fn a_refresh_token_works_once_and_its_reuse_revokes_the_family(app: TestAp
     let (status, pair) = refresh(&app, &r2).await;
     assert_eq!(status, StatusCode::OK, "{pair}");
     let r3 = pair["refresh"].as_str().unwrap().to_owned();
+    let a3 = pair["access"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/organizations", &a3).await.0, StatusCode::OK);
     // Another login is another family, untouched by what follows.
     let other = logged_in(&app).await;
     // r1 again (a thief replaying it): refused, and the family is revoked, so the
@@ -345,8 +347,17 @@ async fn a_refresh_token_works_once_and_its_reuse_revokes_the_family(app: TestAp
         StatusCode::UNAUTHORIZED,
         "revoked with its family: {body}"
     );
+    // Nor does the family's access token, rather than for the rest of its 15 minutes
+    // (found by the attacker's audit).
+    let (status, body) = app.get("/v1/organizations", &a3).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, body) = refresh(&app, &other).await;
     assert_eq!(status, StatusCode::OK, "the other login's family: {body}");
+    let other_access = body["access"].as_str().unwrap();
+    assert_eq!(
+        app.get("/v1/organizations", other_access).await.0,
+        StatusCode::OK
+    );
     // A live token with its signature altered is refused, and refusing it spends nothing:
     // the genuine token still works.
     let live = body["refresh"].as_str().unwrap().to_owned();
