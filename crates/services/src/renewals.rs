@@ -764,6 +764,15 @@ impl Lodge {
                 let Ok(due) = inv.due_date.parse::<Date>() else {
                     continue;
                 };
+                // Credit added since it was issued pays it first, rather than a reminder or a
+                // warning of a suspension that credit would prevent (found by the lifecycle
+                // audit: both were sent, the credit used only on the suspension day).
+                match self.pay_overdue_from_credit(&inv).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
+                        "paying a renewal from credit before its notice failed"),
+                }
                 let (kind, suspend_on) = if due >= today {
                     (EventKind::InvoiceReminder, None)
                 } else {
@@ -778,6 +787,13 @@ impl Lodge {
                     continue;
                 };
                 if row.status != InvoiceStatus::Unpaid {
+                    continue;
+                }
+                // Every account it renews ends at its period's end: nothing to remind of
+                // (found by the lifecycle audit: "renew soon" for a cancelled account).
+                if kind == EventKind::InvoiceReminder
+                    && renewals::all_cancelling(&mut *tx, inv.invoice_id).await?
+                {
                     continue;
                 }
                 // Issued within the day (a lead time shorter than the reminder's, a pass

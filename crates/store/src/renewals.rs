@@ -282,6 +282,26 @@ pub async fn difference_period_end<C: SqlConn>(
     }
 }
 
+/// Whether every account an invoice renews (its `plan` lines, at least one) is cancelled at
+/// the end of its period.
+pub async fn all_cancelling<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<bool> {
+    let rows = conn
+        .fetch_rows(
+            "SELECT COUNT(*), \
+                    CAST(COALESCE(SUM(CASE WHEN h.cancel_type = 'end_of_period' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM invoice_lines l JOIN hosting h ON h.id = l.service_id \
+             WHERE l.invoice_id = $1 AND l.kind = 'plan'",
+            vals![invoice],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(false);
+    };
+    let mut c = Cols::new(row);
+    let (lines, cancelling) = (c.int()?, c.int()?);
+    Ok(lines > 0 && lines == cancelling)
+}
+
 /// The services an invoice bills a period of: its `plan` lines' and its positive
 /// `adjustment` lines' (a difference), each once.
 pub async fn services_billed<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<Vec<HostingId>> {

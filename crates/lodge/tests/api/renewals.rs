@@ -36,6 +36,7 @@ on_both_engines!(
     one_pass_bills_an_organizations_dates_from_one_balance,
     a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
     credit_added_after_a_renewal_was_issued_pays_it_before_suspension,
+    credit_added_after_a_renewal_was_issued_pays_it_before_its_reminder,
     the_preview_ends_a_cancelled_account_once,
     an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker_runs,
     an_account_cancelled_at_once_comes_off_a_shared_renewal_once,
@@ -1559,6 +1560,59 @@ async fn credit_added_after_a_renewal_was_issued_pays_it_before_suspension(app: 
     assert_eq!(h["status"], "active", "{h}");
     assert_ne!(h["next_due_date"], due.as_str(), "{h}");
     app.stop().await;
+}
+
+/// Credit added after a renewal was issued pays it when its reminder would go out, rather
+/// than the reminder, then the warning of a suspension the credit prevents (found by the
+/// lifecycle audit: both were sent, the credit used only on the suspension day). A renewal
+/// whose account is cancelled for the end of its period gets no reminder either.
+async fn credit_added_after_a_renewal_was_issued_pays_it_before_its_reminder(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "early-credit.test").await;
+    assert_eq!(balance(&app).await, 0);
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    assert_eq!(renewals(&app).await[0]["status"], "unpaid");
+    app.clock.set(noon(&due, -10));
+    add_credit(&app, &app.org_id(), "5.00").await;
+    app.clock.set(noon(&due, -2));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(reminders(&app).await, 0);
+    assert_eq!(balance(&app).await, 0);
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+
+    // Cancelled for the end of its period after its renewal was issued: no "renew soon".
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let next = renewals(&app).await;
+    assert!(next.iter().any(|i| i["status"] == "unpaid"), "{next:?}");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    app.clock.set(noon(&due, -2));
+    pass(&app, &worker).await;
+    assert_eq!(reminders(&app).await, 0);
+    app.stop().await;
+}
+
+/// How many renewal reminders were sent.
+async fn reminders(app: &TestApp) -> i64 {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM events WHERE kind = 'invoice.reminder'")
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    n
 }
 
 /// An account cancelled for the end of its period, on an unpaid renewal with another:
