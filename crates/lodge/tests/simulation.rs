@@ -10,13 +10,15 @@ use lodge::simulate::{print_report, simulate, SimOptions, SimReport};
 /// The test size: large enough that every path is taken, small enough for a minute. The run
 /// depends on the seed alone, but on everything the seed drives too (the fake panel refuses
 /// accounts by a hash of their login): a change there reshuffles it, and the seed is then
-/// one whose run takes every path below (37 since the logins changed).
+/// one whose run takes every path below (37 since the logins changed; 42 since credit added
+/// after a renewal was issued pays it at its reminder, which left 37 without an overdue
+/// termination).
 fn small(database_url: Option<String>) -> SimOptions {
     SimOptions {
         database_url,
         services: 40,
         years: 2,
-        seed: 37,
+        seed: 42,
         organizations: Some(8),
     }
 }

@@ -766,12 +766,21 @@ impl Lodge {
                 };
                 // Credit added since it was issued pays it first, rather than a reminder or a
                 // warning of a suspension that credit would prevent (found by the lifecycle
-                // audit: both were sent, the credit used only on the suspension day).
-                match self.pay_overdue_from_credit(&inv).await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
-                        "paying a renewal from credit before its notice failed"),
+                // audit: both were sent, the credit used only on the suspension day). Not
+                // one renewing an account cancelled for the end of its period: its line
+                // comes off when the account ends, which a paid invoice would not give
+                // back (found by review).
+                let (lines, cancelling) = {
+                    let mut db = self.store.read_conn().await?;
+                    renewals::cancelling_lines(&mut db, inv.invoice_id).await?
+                };
+                if cancelling == 0 {
+                    match self.pay_overdue_from_credit(&inv).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
+                            "paying a renewal from credit before its notice failed"),
+                    }
                 }
                 let (kind, suspend_on) = if due >= today {
                     (EventKind::InvoiceReminder, None)
@@ -791,9 +800,7 @@ impl Lodge {
                 }
                 // Every account it renews ends at its period's end: nothing to remind of
                 // (found by the lifecycle audit: "renew soon" for a cancelled account).
-                if kind == EventKind::InvoiceReminder
-                    && renewals::all_cancelling(&mut *tx, inv.invoice_id).await?
-                {
+                if kind == EventKind::InvoiceReminder && lines > 0 && lines == cancelling {
                     continue;
                 }
                 // Issued within the day (a lead time shorter than the reminder's, a pass
@@ -992,9 +999,6 @@ impl Lodge {
         Ok(queued)
     }
 
-    /// Cancels a renewal unpaid past the termination grace (credit applied and money
-    /// received go back to the account) and queues its services' termination. `false` when
-    /// it was paid or cancelled meanwhile.
     /// Whether the period a plan change's difference completes is over by `today`.
     async fn difference_lapsed(&self, inv: &renewals::UnpaidRenewal, today: Date) -> Result<bool> {
         let mut db = self.store.read_conn().await?;
@@ -1032,6 +1036,9 @@ impl Lodge {
         Ok(true)
     }
 
+    /// Cancels a renewal unpaid past the termination grace (credit applied and money
+    /// received go back to the account) and queues its services' termination. `false` when
+    /// it was paid or cancelled meanwhile.
     async fn terminate_overdue(&self, org: OrganizationId, invoice: i64) -> Result<bool> {
         let ctx = self.write_ctx(SCHEDULER);
         let mut tx = self.store.begin().await?;

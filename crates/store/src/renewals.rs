@@ -282,9 +282,9 @@ pub async fn difference_period_end<C: SqlConn>(
     }
 }
 
-/// Whether every account an invoice renews (its `plan` lines, at least one) is cancelled at
-/// the end of its period.
-pub async fn all_cancelling<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<bool> {
+/// How many accounts an invoice renews (its `plan` lines), and how many of them are
+/// cancelled for the end of their period.
+pub async fn cancelling_lines<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<(i64, i64)> {
     let rows = conn
         .fetch_rows(
             "SELECT COUNT(*), \
@@ -295,11 +295,10 @@ pub async fn all_cancelling<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<bo
         )
         .await?;
     let Some(row) = rows.into_iter().next() else {
-        return Ok(false);
+        return Ok((0, 0));
     };
     let mut c = Cols::new(row);
-    let (lines, cancelling) = (c.int()?, c.int()?);
-    Ok(lines > 0 && lines == cancelling)
+    Ok((c.int()?, c.int()?))
 }
 
 /// The services an invoice bills a period of: its `plan` lines' and its positive
