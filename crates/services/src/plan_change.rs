@@ -522,8 +522,8 @@ async fn change_in(
              before changing plans."
         )),
         ProrationError::OutsidePeriod => ServiceError::Conflict(format!(
-            "Today is not within the account's current period ({start} to {end}): its next \
-             period is paid already. Change plans once it has begun."
+            "The account's next period ({start} to {end}) is paid already and has not begun: \
+             change plans once it has begun."
         )),
         other => ServiceError::Internal(other.to_string()),
     })?;
@@ -702,11 +702,24 @@ pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
         // Each upgrade's invoice still standing, in order; what downgrades took of it.
         let mut upgrades: Vec<(i64, i64, i64)> = Vec::new();
         let mut from_the_period = 0i64;
-        for (id, invoice, charge) in changes {
-            if charge > 0 && invoice.is_some() {
-                upgrades.push((id, charge, 0));
-            } else if charge < 0 {
-                let mut credit = -charge;
+        for c in changes {
+            if c.charge_minor > 0 && c.invoice_id.is_some() {
+                // What is kept of its invoice (refunded before the downgrade: the
+                // downgrade's credit was priced without it, so it came from elsewhere;
+                // found by review).
+                let kept = if c.invoice_total_minor > 0 {
+                    let left = (c.invoice_total_minor - c.invoice_refunded_minor).max(0);
+                    i64::try_from(
+                        i128::from(c.charge_minor) * i128::from(left)
+                            / i128::from(c.invoice_total_minor),
+                    )
+                    .unwrap_or(0)
+                } else {
+                    c.charge_minor
+                };
+                upgrades.push((c.id, kept, 0));
+            } else if c.charge_minor < 0 {
+                let mut credit = -c.charge_minor;
                 for u in upgrades.iter_mut().rev() {
                     let take = credit.min(u.1 - u.2);
                     u.2 += take;

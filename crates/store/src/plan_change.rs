@@ -169,25 +169,45 @@ pub async fn invoice_periods<C: SqlConn>(
     .collect()
 }
 
+/// A plan change applied in a period, as [`applied_in_period`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedChange {
+    pub id: i64,
+    pub invoice_id: Option<i64>,
+    pub charge_minor: i64,
+    /// Its invoice's total and what was refunded of it (0 and 0 without an invoice).
+    pub invoice_total_minor: i64,
+    pub invoice_refunded_minor: i64,
+}
+
 /// The plan changes applied to the service in its period `[start, end)`, in the order they
-/// were made: `(id, invoice, charge)`.
+/// were made.
 pub async fn applied_in_period<C: SqlConn>(
     conn: &mut C,
     service: HostingId,
     start: &str,
     end: &str,
-) -> Result<Vec<(i64, Option<i64>, i64)>> {
+) -> Result<Vec<AppliedChange>> {
     conn.fetch_rows(
-        "SELECT id, invoice_id, charge_minor FROM plan_changes \
-         WHERE hosting_id = $1 AND period_start = $2 AND period_end = $3 AND status = 'applied' \
-         ORDER BY id",
+        "SELECT c.id, c.invoice_id, c.charge_minor, COALESCE(i.total_minor, 0), \
+                COALESCE(i.refunded_minor, 0) \
+         FROM plan_changes c LEFT JOIN invoices i ON i.id = c.invoice_id \
+         WHERE c.hosting_id = $1 AND c.period_start = $2 AND c.period_end = $3 \
+           AND c.status = 'applied' \
+         ORDER BY c.id",
         vals![service.to_string(), start, end],
     )
     .await?
     .into_iter()
     .map(|row| {
         let mut c = Cols::new(row);
-        Ok((c.int()?, c.opt_int()?, c.int()?))
+        Ok(AppliedChange {
+            id: c.int()?,
+            invoice_id: c.opt_int()?,
+            charge_minor: c.int()?,
+            invoice_total_minor: c.int()?,
+            invoice_refunded_minor: c.int()?,
+        })
     })
     .collect()
 }

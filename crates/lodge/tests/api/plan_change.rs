@@ -1469,6 +1469,44 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
     assert_eq!(refundable(&app, first).await, "0.00");
     let inv = invoice(&app, first).await;
     assert_eq!(inv["status"], "refunded", "{inv}");
+
+    // An upgrade refunded in full before a downgrade: the downgrade's credit, priced
+    // without it, comes from the month's own invoice, whose refundable drops by it (found
+    // by review: booked against the refunded upgrade, the month stayed refundable in full).
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "refund-down.example",
+        "5.00",
+    )
+    .await;
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(&id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(
+        c["plan_change"]["status"], "applied",
+        "paid from credit: {c}"
+    );
+    let upgrade = c["plan_change"]["invoice_id"].as_i64().expect("an invoice");
+    let amount = str_of(&c["plan_change"], "amount").to_owned();
+    refund(&app, upgrade, json!({ "amount": amount, "to": "credit" })).await;
+    let c = changed(&app, &id, &plan_id(&app, "Legacy Basic")).await;
+    let given = str_of(&c["plan_change"], "credit_given").to_owned();
+    assert_ne!(given, "0.00", "{c}");
+    let left = refundable(&app, first).await;
+    assert_eq!(
+        cents(&json!(left)) + cents(&json!(given)),
+        500,
+        "{left} + {given}"
+    );
     app.stop().await;
 }
 
