@@ -238,7 +238,10 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
 /// `/%70ay/…`: answered 404, but a token a proxy rewrote so is still a live one once
 /// lower-cased; found by the attacker's audit).
 fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.starts_with("/v1/") || path.starts_with("/apiv2/") {
+    // An API path is not a page's, unless dot segments, an empty one or an escape could
+    // make it resolve to one (`/v1/../pay/…`: found by review).
+    let plain = !path.contains("/.") && !path.contains("//") && !path.contains('%');
+    if plain && (path.starts_with("/v1/") || path.starts_with("/apiv2/")) {
         return std::borrow::Cow::Borrowed(path);
     }
     let is_pay = |segment: &str| {
@@ -250,16 +253,28 @@ fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
     if !segments.iter().any(|s| is_pay(s)) {
         return std::borrow::Cow::Borrowed(path);
     }
+    // After a `pay` segment: the first is the token (but for the script's `assets`), and
+    // of the others only the routes' own words are kept (`card`, `return`, `card.js`): a
+    // token is never a short lowercase word. Empty and dot segments stay as they are.
+    let word = |s: &str| {
+        s.len() <= 16
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'-')
+    };
     let mut out = Vec::with_capacity(segments.len());
     let mut after_pay = false;
+    let mut token_seen = false;
     for s in segments {
-        if after_pay && !s.is_empty() && s != "." {
-            // The page's own script is no token.
-            out.push(if s == "assets" { s } else { "…" });
-            after_pay = false;
+        if after_pay && !s.is_empty() && s != "." && s != ".." {
+            let keep = if token_seen { word(s) } else { s == "assets" };
+            token_seen = true;
+            out.push(if keep { s } else { "…" });
             continue;
         }
-        after_pay = after_pay || is_pay(s);
+        if is_pay(s) {
+            after_pay = true;
+            token_seen = false;
+        }
         out.push(s);
     }
     std::borrow::Cow::Owned(out.join("/"))
@@ -351,6 +366,10 @@ mod tests {
         assert_eq!(redacted_path("/x/pay/abc"), "/x/pay/…");
         assert_eq!(redacted_path("/pay"), "/pay");
         assert_eq!(redacted_path("/pay/assets/card.js"), "/pay/assets/card.js");
+        // Dot segments and escapes: every segment that could be the token.
+        assert_eq!(redacted_path("/v1/../pay/ABC123"), "/v1/../pay/…");
+        assert_eq!(redacted_path("/pay/%2e/ABC123"), "/pay/…/…");
+        assert_eq!(redacted_path("/pay/./ABC123/../x"), "/pay/./…/../x");
         assert_eq!(
             redacted_path("/apiv2/pay/prepay/12"),
             "/apiv2/pay/prepay/12"

@@ -130,10 +130,20 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
         }
     };
     let mut lodge = Lodge::new(store, clock, settings, sealer);
-    let checked = lodge
-        .check_secret_key(fresh, opener == Opener::Node)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"));
+    // A command given no key on PostgreSQL, refused by an installation that has one: said
+    // so, rather than that the key (which it was not given) is not the installation's.
+    let checked = match lodge.check_secret_key(fresh, opener == Opener::Node).await {
+        Err(lodge_services::ServiceError::Conflict(_))
+            if fresh && postgres && matches!(opener, Opener::Command | Opener::Import) =>
+        {
+            Err(anyhow::anyhow!(
+                "no secret key was given (LODGE_SECRET_KEY, or the lodge-secret.key file in \
+                 the working directory), and this PostgreSQL installation's secrets need it: \
+                 give this command the key the nodes run with"
+            ))
+        }
+        other => other.map_err(|e| anyhow::anyhow!("{e}")),
+    };
     let checked = match checked {
         Ok(())
             if opener == Opener::Seal
@@ -145,18 +155,6 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
                  the working directory) and this PostgreSQL installation has none yet: a \
                  value sealed with a key made just now would open on no node. Give the key \
                  the nodes run with, or start the first node and seal with its key"
-            ))
-        }
-        other => other,
-    };
-    // A command given no key on PostgreSQL, where the installation has one: said so, rather
-    // than that the key (which it was not given) is not the installation's.
-    let checked = match checked {
-        Err(_) if fresh && postgres && matches!(opener, Opener::Command | Opener::Import) => {
-            Err(anyhow::anyhow!(
-                "no secret key was given (LODGE_SECRET_KEY, or the lodge-secret.key file in the \
-             working directory), and this PostgreSQL installation's secrets need it: give \
-             this command the key the nodes run with"
             ))
         }
         other => other,
