@@ -689,14 +689,16 @@ pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
         if amount <= 0 {
             continue;
         }
-        // The service's period the line lies in, and the change it is the invoice of.
+        // The service's period the line lies in, and what the line is in it: the period's
+        // own (its renewal, or a difference for it paid at the old price) or a change's.
         let (period, my_change) = match (&*kind, &mine) {
             ("plan", _) => ((start, end), None),
             (_, Some(c)) if c.hosting_id == service && c.status == store::APPLIED => {
                 ((c.period_start.clone(), c.period_end.clone()), Some(c.id))
             }
-            // A difference for a period paid at the old price, or a change not applied.
-            _ => continue,
+            // A change not applied.
+            (_, Some(_)) => continue,
+            _ => ((start, end), None),
         };
         let changes = store::applied_in_period(conn, service, &period.0, &period.1).await?;
         // Each upgrade's invoice still standing, in order; what downgrades took of it.
@@ -728,8 +730,28 @@ pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
                 from_the_period += credit;
             }
         }
+        // The period's own part goes to its differences first (the latest money paid for
+        // it), then to its renewal (found by review: a difference stayed refundable in full,
+        // the renewal's part capped at its line and the rest dropped).
         let taken = match my_change {
-            None => from_the_period,
+            None => {
+                let mut pot = from_the_period;
+                let mut mine_taken = 0;
+                for (invoice, paid) in
+                    store::differences_in_period(conn, service, &period.0).await?
+                {
+                    let take = pot.min(paid);
+                    pot -= take;
+                    if invoice == inv.id {
+                        mine_taken = take;
+                    }
+                }
+                if kind == "plan" {
+                    pot
+                } else {
+                    mine_taken
+                }
+            }
             Some(id) => upgrades.iter().find(|u| u.0 == id).map_or(0, |u| u.2),
         }
         .min(amount);

@@ -169,6 +169,34 @@ pub async fn invoice_periods<C: SqlConn>(
     .collect()
 }
 
+/// The paid differences for the service's period from `start` (a plan change's, for a
+/// period paid at the old price: [`crate::renewals::DIFFERENCE`]), oldest first:
+/// `(invoice, amount)`.
+pub async fn differences_in_period<C: SqlConn>(
+    conn: &mut C,
+    service: HostingId,
+    start: &str,
+) -> Result<Vec<(i64, i64)>> {
+    conn.fetch_rows(
+        &format!(
+            "SELECT i.id, l.amount_minor FROM invoice_lines l \
+             JOIN invoices i ON i.id = l.invoice_id \
+             WHERE l.service_id = $1 AND l.period_start = $2 AND l.kind = 'adjustment' \
+               AND l.amount_minor > 0 AND i.status IN ('paid', 'partially_refunded', 'refunded') \
+               AND {} ORDER BY i.id",
+            crate::renewals::DIFFERENCE
+        ),
+        vals![service.to_string(), start],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let mut c = Cols::new(row);
+        Ok((c.int()?, c.int()?))
+    })
+    .collect()
+}
+
 /// A plan change applied in a period, as [`applied_in_period`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppliedChange {

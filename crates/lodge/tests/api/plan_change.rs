@@ -43,6 +43,7 @@ on_both_engines!(
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
     what_a_downgrade_gave_back_is_not_refunded_again,
+    a_downgrade_gives_back_a_paid_difference_first,
     an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler,
     an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
@@ -1507,6 +1508,43 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
         500,
         "{left} + {given}"
     );
+    app.stop().await;
+}
+
+/// A period paid by its renewal and by a plan change's difference: a downgrade in it gives
+/// back from the difference first, then from the renewal, and neither is refundable beyond
+/// what is left (found by review: the difference stayed refundable in full, the renewal's
+/// part capped at its line and the rest dropped).
+async fn a_downgrade_gives_back_a_paid_difference_first(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "diff-down.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, renewal, "5.00", "TRF-DD-1").await;
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-DD-2").await;
+    let (difference, amount) = adjustment_from(&app, &id, "2026-04-30").await[0];
+    assert_eq!(amount, 500);
+    pay(&app, difference, "5.00", "TRF-DD-3").await;
+    // The period from 2026-04-30 paid 10.00 (5.00 + 5.00); on its first day, down to
+    // Legacy Basic (3.00): 7.00 back, 5.00 of it the difference's, 2.00 the renewal's.
+    app.clock.set(noon("2026-04-30"));
+    let c = changed(&app, &id, &plan_id(&app, "Legacy Basic")).await;
+    assert_eq!(c["plan_change"]["credit_given"], "7.00", "{c}");
+    assert_eq!(refundable(&app, difference).await, "0.00");
+    assert_eq!(refundable(&app, renewal).await, "3.00");
     app.stop().await;
 }
 
