@@ -751,15 +751,12 @@ mod tests {
         );
         // 40.00 of it given back already by a downgrade: 60.00 left, of which all cash.
         let given = RefundBasis {
+            status: InvoiceStatus::Paid,
+            credit_applied: 3000,
+            paid: 7000,
+            refunded: 0,
+            cash_refunded: 0,
             given_back: 4000,
-            ..RefundBasis {
-                status: InvoiceStatus::Paid,
-                credit_applied: 3000,
-                paid: 7000,
-                refunded: 0,
-                cash_refunded: 0,
-                given_back: 0,
-            }
         };
         assert_eq!((given.left(), given.cash_left()), (6000, 6000));
         assert_eq!(

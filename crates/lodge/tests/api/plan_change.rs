@@ -1365,6 +1365,19 @@ async fn a_plan_sold_once_per_organization_is_not_reached_by_changes(app: TestAp
     app.stop().await;
 }
 
+/// The id of an account's first invoice (its order's).
+async fn first_invoice(app: &TestApp, id: &str) -> i64 {
+    let (first,): (i64,) = sqlx::query_as(
+        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
+         WHERE h.id = $1 AND i.kind = 'first'",
+    )
+    .bind(id)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    first
+}
+
 /// Staff refunds.
 async fn refund(app: &TestApp, invoice: i64, body: Value) {
     let (status, r) = app
@@ -1408,14 +1421,7 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
         "5.00",
     )
     .await;
-    let (first,): (i64,) = sqlx::query_as(
-        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
-         WHERE h.id = $1 AND i.kind = 'first'",
-    )
-    .bind(&id)
-    .fetch_one(app.lodge.store.reader())
-    .await
-    .unwrap();
+    let first = first_invoice(&app, &id).await;
     app.clock.set(noon("2026-04-10"));
     add_credit(&app, &app.org_id(), "3.33").await;
     let c = changed(&app, &id, &plan_id(&app, "Business")).await;
@@ -1449,14 +1455,7 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
         "19.99",
     )
     .await;
-    let (first,): (i64,) = sqlx::query_as(
-        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
-         WHERE h.id = $1 AND i.kind = 'first'",
-    )
-    .bind(&id)
-    .fetch_one(app.lodge.store.reader())
-    .await
-    .unwrap();
+    let first = first_invoice(&app, &id).await;
     let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
     let given = str_of(&c["plan_change"], "credit_given").to_owned();
     assert_ne!(given, "0.00", "{c}");
@@ -1483,14 +1482,7 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
         "5.00",
     )
     .await;
-    let (first,): (i64,) = sqlx::query_as(
-        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
-         WHERE h.id = $1 AND i.kind = 'first'",
-    )
-    .bind(&id)
-    .fetch_one(app.lodge.store.reader())
-    .await
-    .unwrap();
+    let first = first_invoice(&app, &id).await;
     let c = changed(&app, &id, &plan_id(&app, "Business")).await;
     assert_eq!(
         c["plan_change"]["status"], "applied",
@@ -1565,14 +1557,7 @@ async fn a_downgrade_after_a_refund_gives_back_only_what_was_kept(app: TestApp) 
         "19.99",
     )
     .await;
-    let (first,): (i64,) = sqlx::query_as(
-        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
-         WHERE h.id = $1 AND i.kind = 'first'",
-    )
-    .bind(&id)
-    .fetch_one(app.lodge.store.reader())
-    .await
-    .unwrap();
+    let first = first_invoice(&app, &id).await;
     refund(&app, first, json!({ "amount": "15.00", "to": "credit" })).await;
     refund(&app, first, json!({ "amount": "2.00", "to": "credit" })).await;
     let before = balance(&app).await;
@@ -1625,14 +1610,7 @@ async fn a_downgrade_after_a_refund_gives_back_only_what_was_kept(app: TestApp) 
         "5.00",
     )
     .await;
-    let (first,): (i64,) = sqlx::query_as(
-        "SELECT i.id FROM invoices i JOIN hosting h ON i.order_id = h.order_id \
-         WHERE h.id = $1 AND i.kind = 'first'",
-    )
-    .bind(&id)
-    .fetch_one(app.lodge.store.reader())
-    .await
-    .unwrap();
+    let first = first_invoice(&app, &id).await;
     add_credit(&app, &app.org_id(), "5.00").await;
     let c = changed(&app, &id, &plan_id(&app, "Business")).await;
     assert_eq!(c["plan_change"]["status"], "applied", "{c}");
