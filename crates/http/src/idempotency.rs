@@ -28,7 +28,7 @@ pub fn request_hash(st: &AppState, method: &str, path: &str, body: &[u8]) -> Str
 }
 
 /// The digest builds before [`request_hash`] kept (a plain SHA-256), recognised for keys
-/// stored by them (see [`Key::legacy_request_hash`]).
+/// stored by them (see [`Key::legacy_request_hashes`]).
 fn legacy_request_hash(method: &str, path: &str, body: &[u8]) -> String {
     let mut h = Sha256::default();
     feed(&mut h, method, path, body);
@@ -44,8 +44,19 @@ fn feed(h: &mut impl Update, method: &str, path: &str, body: &[u8]) {
     h.update(body);
 }
 
+/// A JSON body in one spelling (keys sorted, no insignificant whitespace), so that a client
+/// re-serialising its request for a retry (its keys in another order, other spacing) sends
+/// the same request; `None` when the body is not JSON (it is digested as sent).
+fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    // `serde_json::Map` is ordered by key (the `preserve_order` feature is off), so
+    // writing the value back sorts every object's keys.
+    serde_json::to_vec(&value).ok()
+}
+
 /// The services' key for a request carrying the header (`None` without it): keys are per
-/// `scope` (the caller), and bound to the request's method, path and body.
+/// `scope` (the caller), and bound to the request's method, path and body (a JSON body in
+/// its canonical form: a retry with its keys reordered is the same request).
 pub fn key(
     st: &AppState,
     header: Option<IdempotencyKey>,
@@ -57,8 +68,16 @@ pub fn key(
     header.map(|IdempotencyKey(key)| Key {
         scope,
         key,
-        request_hash: request_hash(st, method, path, body),
-        legacy_request_hash: Some(legacy_request_hash(method, path, body)),
+        request_hash: request_hash(
+            st,
+            method,
+            path,
+            canonical_json(body).as_deref().unwrap_or(body),
+        ),
+        legacy_request_hashes: vec![
+            request_hash(st, method, path, body),
+            legacy_request_hash(method, path, body),
+        ],
         fresh_for_us: None,
     })
 }
@@ -79,7 +98,7 @@ pub fn same_request(
         scope,
         key: hash.clone(),
         request_hash: hash,
-        legacy_request_hash: None,
+        legacy_request_hashes: Vec::new(),
         fresh_for_us: Some(window_us),
     }
 }
@@ -94,4 +113,22 @@ pub fn respond<T>(answer: Answer<T>, render: impl FnOnce(T) -> Response) -> Resp
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_json;
+
+    #[test]
+    fn json_bodies_have_one_spelling() {
+        let a = canonical_json(br#"{"b": [1, {"d": 2, "c": 3}], "a": "x"}"#).unwrap();
+        let b = canonical_json(b"{\n\"a\":\"x\",\"b\":[1,{\"c\":3,\"d\":2}]}").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, br#"{"a":"x","b":[1,{"c":3,"d":2}]}"#);
+        assert_ne!(
+            canonical_json(br#"{"a":1}"#),
+            canonical_json(br#"{"a":"1"}"#)
+        );
+        assert_eq!(canonical_json(b"plan=1&b=2"), None);
+    }
 }

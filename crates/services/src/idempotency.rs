@@ -34,11 +34,12 @@ pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
     pub request_hash: String,
-    /// The request's digest as builds before keyed digests wrote it (a plain SHA-256),
-    /// also taken as the same request: a retry across the upgrade, or between nodes of
-    /// both builds during a rolling one, is answered its outcome, not refused (found by the
-    /// re-audit). Kept while such keys may live (a day after the upgrade).
-    pub legacy_request_hash: Option<String>,
+    /// The request's digests as earlier builds wrote them (a plain SHA-256 of the raw
+    /// body; a keyed one of the raw body, before JSON bodies were digested in a canonical
+    /// form), also taken as the same request: a retry across the upgrade, or between nodes
+    /// of both builds during a rolling one, is answered its outcome, not refused (found by
+    /// the re-audit). Kept while such keys may live (a day after the upgrade).
+    pub legacy_request_hashes: Vec<String>,
     /// For a key Lodge derives itself rather than one the caller sent (an identical
     /// `/apiv2` order): how long, in microseconds, a stored outcome answers an identical
     /// request. Past it the key is free again and taken over by the next such request.
@@ -163,7 +164,7 @@ impl Lodge {
             return Ok(None);
         }
         if row.request_hash != key.request_hash
-            && key.legacy_request_hash.as_deref() != Some(row.request_hash.as_str())
+            && !key.legacy_request_hashes.contains(&row.request_hash)
         {
             return Err(ServiceError::KeyReused);
         }

@@ -15,6 +15,7 @@ use crate::on_both_engines;
 
 on_both_engines!(
     a_keyed_orders_stored_digest_cannot_be_recomputed_from_its_body,
+    a_keyed_order_retried_with_its_json_reordered_is_the_same_request,
     seed_request_answers_every_seed_field,
     each_domain_source_succeeds,
     existing_domains_are_reused_only_when_free,
@@ -1815,13 +1816,78 @@ async fn a_keyed_orders_stored_digest_cannot_be_recomputed_from_its_body(app: Te
     app.stop().await;
 }
 
+/// A client retrying a keyed order re-serialises it: its keys in another order, other
+/// spacing. That is the same request, answered with the first outcome (it was refused as
+/// another request, `422`, when the digest covered the raw bytes); a retry whose key was
+/// stored by the build before canonical digests (a digest of the raw bytes) replays too;
+/// a body that differs in a value is still another request.
+async fn a_keyed_order_retried_with_its_json_reordered_is_the_same_request(app: TestApp) {
+    let plan = starter(&app);
+    let first_body = format!(
+        r#"{{"plan_id":"{plan}","domain_source":"external","domain_name":"reorder-me.net"}}"#
+    );
+    let retry_body = format!(
+        "{{\n  \"domain_name\": \"reorder-me.net\",\n  \"domain_source\": \"external\",\n  \"plan_id\": \"{plan}\"\n}}"
+    );
+    let (status, first, replayed) = order_keyed_raw(&app, "reorder-key", &first_body).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert!(!replayed);
+    let (status, again, replayed) = order_keyed_raw(&app, "reorder-key", &retry_body).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert!(replayed, "the retry is answered the first outcome");
+    assert_eq!(again["order_id"], first["order_id"]);
+    // The raw-bytes digest the previous build stored, for the first spelling.
+    let raw: String = {
+        use hmac::{Hmac, Mac};
+        let mut h = Hmac::<sha2::Sha256>::new_from_slice(
+            &app.lodge.sealer.derive_key("lodge request digests"),
+        )
+        .unwrap();
+        h.update(b"POST\0");
+        h.update(order_path(&app.org_id(), &app.project_id()).as_bytes());
+        h.update(b"\0");
+        h.update(first_body.as_bytes());
+        hex::encode(h.finalize().into_bytes())
+    };
+    let stored: String =
+        sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE key = 'reorder-key'")
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert_ne!(stored, raw, "the digest is of the canonical form");
+    sqlx::query("UPDATE idempotency_keys SET request_hash = $1 WHERE key = 'reorder-key'")
+        .bind(&raw)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let (status, again, replayed) = order_keyed_raw(&app, "reorder-key", &first_body).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert!(replayed, "a key stored by the previous build");
+    let other = first_body.replace("reorder-me.net", "reorder-me-2.net");
+    let (status, refused, _) = order_keyed_raw(&app, "reorder-key", &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let orders: i64 = scalar_i64(
+        &app,
+        "SELECT COUNT(*) FROM hosting WHERE domain_name LIKE $1",
+        "reorder-me%",
+    )
+    .await;
+    assert_eq!(orders, 1, "one order placed");
+    app.stop().await;
+}
+
 async fn order_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value, bool) {
+    order_keyed_raw(app, key, &body.to_string()).await
+}
+
+async fn order_keyed_raw(app: &TestApp, key: &str, body: &str) -> (StatusCode, Value, bool) {
     let resp = app
         .client
         .post(app.url(&order_path(&app.org_id(), &app.project_id())))
         .bearer_auth(app.key())
         .header("Idempotency-Key", key)
-        .json(body)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
         .send()
         .await
         .unwrap();
