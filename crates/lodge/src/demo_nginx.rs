@@ -60,13 +60,40 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The loopback port the operator asked the demo's nginx to listen on (`--nginx-listen`
+/// `127.0.0.1:PORT` or `PORT`), `None` for the default (`80`: the demo then picks a free
+/// port, as it runs unprivileged beside a system nginx). Any other address is refused: the
+/// demo's sites answer on loopback only (found by the /apiv2 audit: the option was ignored
+/// without a word and the sites answered on a port of the demo's choosing).
+pub fn requested_port(listen: &str) -> anyhow::Result<Option<u16>> {
+    let listen = listen.trim();
+    if listen == "80" {
+        return Ok(None);
+    }
+    let port = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip() == std::net::Ipv4Addr::LOCALHOST => Some(a.port()),
+        Ok(_) => None,
+        Err(_) => listen.parse::<u16>().ok(),
+    };
+    match port {
+        Some(p) if p != 0 => Ok(Some(p)),
+        _ => anyhow::bail!(
+            "the demo's nginx listens on loopback: give --nginx-listen as 127.0.0.1:PORT or \
+             PORT (not {listen:?}), or leave it out for a free port"
+        ),
+    }
+}
+
 impl DemoNginx {
     /// Starts nginx for the demo under `data_dir/nginx`, serving `nginx.sites_dir`; returns
     /// it with the driver's configuration pointed at it. `Ok(None)`: nginx is not installed.
+    /// It listens on the port `nginx.listen` asks for ([`requested_port`]), else on the
+    /// port of its last run when free, else on a free one.
     pub async fn start(
         data_dir: &Path,
         nginx: &NginxConfig,
     ) -> anyhow::Result<Option<(DemoNginx, NginxConfig)>> {
+        let requested = requested_port(&nginx.listen)?;
         let Some(binary) = find_binary(&nginx.binary) else {
             return Ok(None);
         };
@@ -94,8 +121,9 @@ impl DemoNginx {
             .and_then(|s| s.trim().parse().ok());
         let mut last_error = None;
         for attempt in 0..5 {
-            let port = match previous.filter(|_| attempt == 0) {
-                Some(p) if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
+            let port = match (requested, previous.filter(|_| attempt == 0)) {
+                (Some(p), _) => p,
+                (None, Some(p)) if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
                 _ => free_port()?,
             };
             std::fs::write(&conf, main_conf(&prefix, &sites_dir, port, &conf)?)
@@ -128,7 +156,7 @@ impl DemoNginx {
                     let _ = demo.child.kill().await;
                     let busy = format!("{e:#}").contains("Address already in use");
                     last_error = Some(e);
-                    if !busy {
+                    if !busy || requested.is_some() {
                         break;
                     }
                 }
@@ -336,5 +364,26 @@ fn tail(path: &Path) -> String {
             lines.into_iter().skip(skip).collect::<Vec<_>>().join("\n")
         }
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_port;
+
+    #[test]
+    fn the_demo_listens_where_asked_on_loopback_only() {
+        assert_eq!(requested_port("80").unwrap(), None);
+        assert_eq!(requested_port("127.0.0.1:24202").unwrap(), Some(24202));
+        assert_eq!(requested_port("8081").unwrap(), Some(8081));
+        for refused in [
+            "0.0.0.0:8080",
+            "[::]:80",
+            "example.com:80",
+            "127.0.0.1:0",
+            "x",
+        ] {
+            assert!(requested_port(refused).is_err(), "{refused}");
+        }
     }
 }
