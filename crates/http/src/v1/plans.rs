@@ -71,21 +71,33 @@ pub async fn get_plan(
     Ok(Json(HostingPlan::from(plan)))
 }
 
-/// Active plan groups, in display order.
+/// Active plan groups, in display order, paginated like every list but
+/// `/v1/organizations` (found by the `/v1` contract audit: a plain array that ignored
+/// `page` and `page_size`).
 #[utoipa::path(get, path = "/v1/hosting/plan-groups", tag = "hosting",
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<PlanGroup>), (status = 401)))]
+    params(PageQuery),
+    responses((status = 200, body = Paginated<PlanGroup>), (status = 400), (status = 401)))]
 pub async fn list_plan_groups(
     State(st): State<AppState>,
     Caller(_caller): Caller,
-) -> ApiResult<Json<Vec<PlanGroup>>> {
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Paginated<PlanGroup>>> {
+    let req = q.resolve()?;
     let catalog = st.lodge.catalog().await?;
-    Ok(Json(
-        catalog
-            .groups
-            .iter()
-            .filter(|g| g.is_active == 1)
-            .map(PlanGroup::from)
-            .collect(),
-    ))
+    let active: Vec<_> = catalog.groups.iter().filter(|g| g.is_active == 1).collect();
+    let count = i64::try_from(active.len()).unwrap_or(i64::MAX);
+    let page = active
+        .into_iter()
+        .skip(usize::try_from(req.offset()).unwrap_or(usize::MAX))
+        .take(usize::try_from(req.limit()).unwrap_or(0))
+        .map(PlanGroup::from)
+        .collect();
+    Ok(Json(Paginated::<PlanGroup>::new(
+        &st,
+        "/v1/hosting/plan-groups",
+        req,
+        count,
+        page,
+    )?))
 }

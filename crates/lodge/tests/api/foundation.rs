@@ -1795,18 +1795,34 @@ async fn starter_discounts_follow_the_ladder_and_groups_are_listed(app: TestApp)
     assert_eq!(starter["name_fr"], "Débutant");
     assert_eq!(starter["group"]["name_fr"], "Hébergement web");
 
-    // Both demo groups, in display order.
-    let (status, groups) = app.get("/v1/hosting/plan-groups", &app.key()).await;
-    assert_eq!(status, StatusCode::OK, "{groups}");
+    // Both demo groups, in display order, in the list envelope (page by page too).
+    let (status, page) = app.get("/v1/hosting/plan-groups", &app.key()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["count"], 2, "{page}");
+    assert_eq!(page["next"], Value::Null, "{page}");
+    let groups = page["results"].clone();
     let slugs: Vec<&str> = groups
         .as_array()
-        .unwrap_or_else(|| panic!("a plain array: {groups}"))
+        .unwrap_or_else(|| panic!("results: {page}"))
         .iter()
         .map(|g| g["slug"].as_str().unwrap())
         .collect();
     assert_eq!(slugs, vec!["web-hosting", "reseller-hosting"]);
     assert_eq!(groups[1]["name"], "Reseller Hosting");
     assert_eq!(groups[1]["is_active"], true);
+    let (status, second) = app
+        .get("/v1/hosting/plan-groups?page=2&page_size=1", &app.key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["count"], 2, "{second}");
+    assert_eq!(second["results"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["results"][0]["slug"], "reseller-hosting");
+    assert!(
+        second["previous"].as_str().unwrap().contains("page_size=1"),
+        "{second}"
+    );
+    let (status, bad) = app.get("/v1/hosting/plan-groups?page=0", &app.key()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "as every list's: {bad}");
 
     // A group made through the admin API appears; a deactivated one takes its plans along.
     let (status, group) = app
@@ -1828,7 +1844,7 @@ async fn starter_discounts_follow_the_ladder_and_groups_are_listed(app: TestApp)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, groups) = app.get("/v1/hosting/plan-groups", &app.key()).await;
-    let slugs: Vec<&str> = groups
+    let slugs: Vec<&str> = groups["results"]
         .as_array()
         .unwrap()
         .iter()
