@@ -89,9 +89,24 @@ pub struct Access {
     pub organization: OrganizationId,
     pub role: Role,
     principal: Principal,
+    /// The role is staff's (an operator acting as the owner of an organization it is not
+    /// a member of), not a membership's.
+    as_operator: bool,
 }
 
 impl Access {
+    /// Who acts, as the history, ledger and events record it: `staff:<user>` for staff
+    /// acting through a customer route as the operator (the customer sees `staff`), else
+    /// `user:<user>` (found by the staff audit: a plan change made by staff was recorded
+    /// and shown to the customer as a user's, with the staff member's id).
+    pub fn actor(&self) -> String {
+        if self.as_operator {
+            format!("staff:{}", self.principal.user)
+        } else {
+            format!("user:{}", self.principal.user)
+        }
+    }
+
     /// `403` unless the caller may change things here.
     pub fn require_write(&self) -> Result<()> {
         if !self.role.can_write() {
@@ -520,6 +535,7 @@ impl Lodge {
         }
         Ok(Access {
             organization: org,
+            as_operator: role.is_none(),
             role: self.role_or_staff(p, role)?,
             principal: p.clone(),
         })
@@ -578,6 +594,7 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)?;
         let access = Access {
             organization: org,
+            as_operator: role.is_none(),
             role: self.role_or_staff(p, role)?,
             principal: p.clone(),
         };

@@ -81,7 +81,7 @@ impl Lodge {
         if reason.chars().count() > 1000 {
             return Err(ServiceError::field("reason", "At most 1000 characters."));
         }
-        let actor = format!("user:{}", access.principal().user);
+        let actor = access.actor();
         let now = self.now_us();
         let today = self.today().to_string();
         let mut tx = self.store.begin().await?;
@@ -113,6 +113,21 @@ impl Lodge {
         let plan = kind
             .plan(h.status, h.cancel_kind())
             .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
+        // The account's history says who asked (its cancellation row keeps no actor;
+        // found by the staff audit: a cancellation staff asked for left no trace of it).
+        // An unpaid order's account is cancelled at once, and that transition is noted.
+        let asked = match plan {
+            CancelPlan::CancelUnpaidOrder => None,
+            CancelPlan::TerminateNow => Some("cancellation requested: ends now".to_owned()),
+            CancelPlan::AtPeriodEnd => Some(format!(
+                "cancellation requested: ends {}",
+                h.next_due_date.as_deref().unwrap_or(&today)
+            )),
+        };
+        if let Some(note) = asked {
+            lodge_store::plan_change::note_history(&mut *tx, id, h.status, &note, &actor, now)
+                .await?;
+        }
         let effective = match plan {
             CancelPlan::CancelUnpaidOrder => {
                 if !self
@@ -189,7 +204,17 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)?;
         CancelKind::revoke(h.status, h.cancel_kind())
             .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
-        hosting::set_cancellation(&mut tx, id, None, None, None, None, self.now_us()).await?;
+        let now = self.now_us();
+        hosting::set_cancellation(&mut tx, id, None, None, None, None, now).await?;
+        lodge_store::plan_change::note_history(
+            &mut *tx,
+            id,
+            h.status,
+            "cancellation withdrawn",
+            &access.actor(),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.org_hosting(access, project, id).await
     }

@@ -141,7 +141,7 @@ impl Lodge {
         key: Option<&IdempotencyKey>,
     ) -> Result<Answer<PlanChangeOutcome>> {
         access.require_write()?;
-        let actor = format!("user:{}", access.principal().user);
+        let actor = access.actor();
         // A retry with the key is answered its first outcome before anything is checked
         // (the account has moved since, possibly to this very plan).
         self.keyed(key, || async {

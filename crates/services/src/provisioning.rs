@@ -1525,7 +1525,7 @@ impl Lodge {
             id,
             h.status,
             "password change requested",
-            &format!("user:{}", access.principal().user),
+            &access.actor(),
             now,
         )
         .await?;

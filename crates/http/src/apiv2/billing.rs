@@ -577,7 +577,7 @@ pub async fn delete_invoice(
         &format!("/apiv2/billing/invoices/{id}"),
         b"",
     )?;
-    let actor = format!("user:{}", c.principal.user);
+    let actor = c.access.actor();
     let answer = st
         .lodge
         .delete_pending_invoice(&c.access, id, &actor, key.as_ref())
@@ -724,7 +724,7 @@ async fn pay_invoices(
     )?;
     c.access.require_write()?;
     let refs = invoice_refs(invoices)?;
-    let actor = format!("user:{}", c.principal.user);
+    let actor = c.access.actor();
     if method == "prepay" {
         let answer = st
             .lodge

@@ -757,7 +757,7 @@ pub async fn place_order(
         ),
         None => Some(same_order.clone()),
     };
-    let actor = format!("user:{}", customer.principal.user);
+    let actor = customer.access.actor();
     let place = || async {
         let mut v = st
             .lodge

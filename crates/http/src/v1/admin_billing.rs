@@ -609,7 +609,7 @@ async fn finish_registry_task(
     V1Json(b): V1Json<FinishRegistryTask>,
 ) -> ApiResult<Json<RegistryTask>> {
     let id: i64 = id.parse().map_err(|_| ServiceError::NotFound)?;
-    let by = format!("user:{}", staff.user);
+    let by = format!("staff:{}", staff.user);
     let t = st
         .lodge
         .finish_registry_task(id, &by, b.expiration_date.as_deref())

@@ -236,7 +236,7 @@ async fn place(
     }
     let mut valid = validated.map_err(v1_keys)?;
     valid.idempotency = key.map(std::sync::Arc::new);
-    let actor = format!("user:{}", access.principal().user);
+    let actor = access.actor();
     st.lodge.place_order(&valid, &actor).await.map_err(v1_keys)
 }
 

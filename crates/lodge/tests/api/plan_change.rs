@@ -26,6 +26,7 @@ on_both_engines!(
     an_upgrade_mid_period_is_invoiced_and_applied_when_paid,
     credit_covering_an_upgrade_applies_it_at_once,
     a_downgrade_gives_credit_and_applies_at_once,
+    staff_acting_through_customer_routes_are_recorded_as_staff,
     refused_changes_change_nothing,
     a_retried_change_with_its_idempotency_key_charges_once,
     concurrent_changes_of_one_account_one_wins,
@@ -394,6 +395,96 @@ async fn a_downgrade_gives_credit_and_applies_at_once(app: TestApp) {
     let user = str_of(&body["hosting"], "username").to_owned();
     assert_eq!(driver.changes(), vec![(user, "Starter".to_owned())]);
     // The ledger sums to the balance: checked when the test ends (shutdown checks).
+    app.stop().await;
+}
+
+/// Staff acting on an account through the customer's routes (their admin key counts as an
+/// owner there): the plan change and the cancellation are recorded as staff's — the
+/// customer sees `staff`, staff see which staff user — and the customer's own
+/// cancellation and its withdrawal are in the history as the user's (found by the staff
+/// audit: the change was shown to the customer with the staff member's user id, and a
+/// cancellation left no trace of who asked).
+async fn staff_acting_through_customer_routes_are_recorded_as_staff(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Business",
+        "monthly",
+        "staffed.example",
+        "40.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-10"));
+    let (status, body) = app
+        .post(
+            &change_path(&app, &id),
+            &app.admin_key(),
+            &json!({ "plan_id": plan_id(&app, "Starter") }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let last_of = |h: &Value| h["history"].as_array().unwrap().last().cloned().unwrap();
+    let customer = hosting(&app, &id).await;
+    let entry = last_of(&customer);
+    assert!(
+        str_of(&entry, "note").starts_with("plan changed"),
+        "{customer}"
+    );
+    assert_eq!(entry["actor"], "staff", "{customer}");
+    let staff = crate::harness::staff_hosting(&app, &id).await;
+    assert!(
+        str_of(&last_of(&staff), "actor").starts_with("staff:"),
+        "{staff}"
+    );
+
+    // The customer asks for the end of the period, then withdraws it: both noted as theirs.
+    let cancel = format!("{}/cancel", hosting_path(&app, &id));
+    let (status, h) = app
+        .post(
+            &cancel,
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "moving" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let entry = last_of(&h);
+    assert_eq!(
+        entry["note"], "cancellation requested: ends 2026-04-30",
+        "{h}"
+    );
+    assert!(str_of(&entry, "actor").starts_with("user:"), "{h}");
+    let (status, h) = app
+        .post(
+            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(last_of(&h)["note"], "cancellation withdrawn", "{h}");
+
+    // Staff cancel it for the customer: recorded as staff's.
+    let (status, h) = app
+        .post(
+            &cancel,
+            &app.admin_key(),
+            &json!({ "type": "end_of_period", "reason": "customer called" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let customer = hosting(&app, &id).await;
+    assert_eq!(last_of(&customer)["actor"], "staff", "{customer}");
+    assert_eq!(
+        last_of(&customer)["note"],
+        "cancellation requested: ends 2026-04-30"
+    );
+    let staff = crate::harness::staff_hosting(&app, &id).await;
+    assert!(
+        str_of(&last_of(&staff), "actor").starts_with("staff:"),
+        "{staff}"
+    );
     app.stop().await;
 }
 

@@ -1267,7 +1267,8 @@ async fn end_of_period_cancellation_terminates_at_the_due_date(app: TestApp) {
     assert_eq!(fake.state().ops, vec![("terminate", user.clone())]);
     assert_eq!(
         paid_history(&h),
-        ["provisioning", "active", "terminated"],
+        // The cancellation request is noted in the history (its status unchanged).
+        ["provisioning", "active", "active", "terminated"],
         "{h}"
     );
 

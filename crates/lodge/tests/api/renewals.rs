@@ -1081,7 +1081,7 @@ async fn domains_renew_on_their_own_dates(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{t}");
     assert_eq!(t["outcome"], "done", "{t}");
     assert!(t["done"].is_string(), "{t}");
-    assert!(str_of(&t, "done_by").starts_with("user:"), "{t}");
+    assert!(str_of(&t, "done_by").starts_with("staff:"), "{t}");
     assert_eq!(domain(&app, &dom).await["expiration_date"], "2028-04-10");
     let (status, e) = app
         .post(
