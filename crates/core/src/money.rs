@@ -48,6 +48,28 @@ const EXPONENTS: &[(&[u8; 3], u32)] = &[
     (b"UYW", 4),
 ];
 
+/// The ISO 4217 codes of money a business can bill in (the list of 2024: currencies and
+/// funds, not precious metals, bond units, `XTS` or `XXX`), sorted.
+const ISO_4217: &[[u8; 3]] = &[
+    *b"AED", *b"AFN", *b"ALL", *b"AMD", *b"ANG", *b"AOA", *b"ARS", *b"AUD", *b"AWG", *b"AZN",
+    *b"BAM", *b"BBD", *b"BDT", *b"BGN", *b"BHD", *b"BIF", *b"BMD", *b"BND", *b"BOB", *b"BOV",
+    *b"BRL", *b"BSD", *b"BTN", *b"BWP", *b"BYN", *b"BZD", *b"CAD", *b"CDF", *b"CHE", *b"CHF",
+    *b"CHW", *b"CLF", *b"CLP", *b"CNY", *b"COP", *b"COU", *b"CRC", *b"CUC", *b"CUP", *b"CVE",
+    *b"CZK", *b"DJF", *b"DKK", *b"DOP", *b"DZD", *b"EGP", *b"ERN", *b"ETB", *b"EUR", *b"FJD",
+    *b"FKP", *b"GBP", *b"GEL", *b"GHS", *b"GIP", *b"GMD", *b"GNF", *b"GTQ", *b"GYD", *b"HKD",
+    *b"HNL", *b"HTG", *b"HUF", *b"IDR", *b"ILS", *b"INR", *b"IQD", *b"IRR", *b"ISK", *b"JMD",
+    *b"JOD", *b"JPY", *b"KES", *b"KGS", *b"KHR", *b"KMF", *b"KPW", *b"KRW", *b"KWD", *b"KYD",
+    *b"KZT", *b"LAK", *b"LBP", *b"LKR", *b"LRD", *b"LSL", *b"LYD", *b"MAD", *b"MDL", *b"MGA",
+    *b"MKD", *b"MMK", *b"MNT", *b"MOP", *b"MRU", *b"MUR", *b"MVR", *b"MWK", *b"MXN", *b"MXV",
+    *b"MYR", *b"MZN", *b"NAD", *b"NGN", *b"NIO", *b"NOK", *b"NPR", *b"NZD", *b"OMR", *b"PAB",
+    *b"PEN", *b"PGK", *b"PHP", *b"PKR", *b"PLN", *b"PYG", *b"QAR", *b"RON", *b"RSD", *b"RUB",
+    *b"RWF", *b"SAR", *b"SBD", *b"SCR", *b"SDG", *b"SEK", *b"SGD", *b"SHP", *b"SLE", *b"SLL",
+    *b"SOS", *b"SRD", *b"SSP", *b"STN", *b"SVC", *b"SYP", *b"SZL", *b"THB", *b"TJS", *b"TMT",
+    *b"TND", *b"TOP", *b"TRY", *b"TTD", *b"TWD", *b"TZS", *b"UAH", *b"UGX", *b"USD", *b"USN",
+    *b"UYI", *b"UYU", *b"UYW", *b"UZS", *b"VED", *b"VES", *b"VND", *b"VUV", *b"WST", *b"XAF",
+    *b"XCD", *b"XCG", *b"XOF", *b"XPF", *b"YER", *b"ZAR", *b"ZMW", *b"ZWG", *b"ZWL",
+];
+
 /// Display symbols for common currencies; others display as their code.
 const SYMBOLS: &[(&[u8; 3], &str)] = &[
     (b"USD", "$"),
@@ -83,6 +105,12 @@ impl Currency {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Currency([a, b, c])),
             _ => Err(CoreError::InvalidCurrency(code.to_owned())),
         }
+    }
+
+    /// Whether the code is one of ISO 4217's currencies or funds (`UDS`, a typo, is not):
+    /// checked where an operator names the installation's currency.
+    pub fn is_iso_4217(&self) -> bool {
+        ISO_4217.binary_search(&self.0).is_ok()
     }
 
     /// The three-letter code.
@@ -356,6 +384,26 @@ mod tests {
 
     fn usd(minor: i64) -> Money {
         Money::new(minor, Currency::USD)
+    }
+
+    #[test]
+    fn iso_4217_codes_are_known_and_typos_are_not() {
+        assert!(
+            ISO_4217.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no repeats"
+        );
+        for code in [
+            "USD", "EUR", "GBP", "JPY", "CHF", "KWD", "XOF", "ZWG", "SLE",
+        ] {
+            assert!(Currency::parse(code).unwrap().is_iso_4217(), "{code}");
+        }
+        for code in ["UDS", "XYZ", "XXX", "XTS", "XAU", "EUD"] {
+            assert!(!Currency::parse(code).unwrap().is_iso_4217(), "{code}");
+        }
+        // Every currency with a minor unit of its own is a known one.
+        for (code, _) in EXPONENTS {
+            assert!(Currency(**code).is_iso_4217(), "{code:?}");
+        }
     }
 
     #[test]

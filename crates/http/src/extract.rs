@@ -119,7 +119,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A staff caller (admin API): `403` for anyone else.
+/// A staff caller (admin API): `403` for anyone else, and for a read-only staff key
+/// (without the `write` scope: `lodge keys create-staff --read-only`) on anything but a
+/// read (found by the staff audit: every staff key could refund and add credit).
 #[derive(Debug, Clone)]
 pub struct Staff(pub Principal);
 
@@ -129,6 +131,16 @@ impl FromRequestParts<AppState> for Staff {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let Caller(p) = Caller::from_request_parts(parts, st).await?;
         st.lodge.require_staff(&p)?;
+        let reads = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if !reads && !p.has_scope("write") {
+            return Err(ServiceError::Forbidden(
+                "This staff key is read-only: it has no write scope.".to_owned(),
+            )
+            .into());
+        }
         Ok(Staff(p))
     }
 }
@@ -415,6 +427,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// answers it (`Not a valid string.`), instead of serde's (`invalid type: integer `123`,
 /// expected a string`; found by the v1 audit). Other errors keep serde's text.
 fn drf_words(serde: &str) -> String {
+    // A field that takes a string or a number (an amount, a key's scopes) given neither:
+    // serde names its internal type (found by the staff audit: `{"amount": null}` was
+    // answered "data did not match any variant of untagged enum Amount").
+    if let Some(ty) = serde.strip_prefix("data did not match any variant of untagged enum ") {
+        return match ty {
+            "Amount" => "An amount is required: a decimal string (\"10.00\") or a number.".into(),
+            _ => "Not a valid value.".into(),
+        };
+    }
     let Some(rest) = serde.strip_prefix("invalid type: ") else {
         return serde.to_owned();
     };

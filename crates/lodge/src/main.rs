@@ -546,13 +546,18 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a staff key for the admin API (scopes read, write, admin).
+    /// Create a staff key for the admin API: it reads and changes everything (scopes read,
+    /// write, admin), or only reads with --read-only (scopes read, admin).
     CreateStaff {
         /// Staff user's email.
         #[arg(long)]
         email: String,
         #[arg(long)]
         name: String,
+        /// A key that may only read (GET) the admin API and the organizations: refunds,
+        /// payments, credit, account actions and every other change are refused (403).
+        #[arg(long)]
+        read_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -1500,7 +1505,12 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 .await?;
             print_key(&issued, json)
         }
-        KeysCommand::CreateStaff { email, name, json } => {
+        KeysCommand::CreateStaff {
+            email,
+            name,
+            read_only,
+            json,
+        } => {
             let user =
                 lodge_store::users::by_email(lodge.store.reader(), &email.trim().to_lowercase())
                     .await?
@@ -1511,7 +1521,11 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                     name: &name,
                     user: user.id,
                     organization: None,
-                    scopes: Some("read write admin"),
+                    scopes: Some(if read_only {
+                        "read admin"
+                    } else {
+                        "read write admin"
+                    }),
                     expires_at: None,
                 })
                 .await?;

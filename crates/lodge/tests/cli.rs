@@ -292,6 +292,95 @@ async fn a_currency_change_after_selling_is_refused_at_start() {
     cli.ok(&["billing", "preview", "--currency", "USD"]);
 }
 
+/// A currency code that is no currency (`UDS` for `USD`) is refused before anything is
+/// sold in it, since it cannot be changed afterwards (found by the staff audit: it started).
+#[test]
+fn a_currency_that_is_not_iso_4217_is_refused() {
+    let cli = Cli::new();
+    let err = cli.fails(&["migrate", "--currency", "UDS"]);
+    assert!(err.contains("UDS") && err.contains("ISO 4217"), "{err}");
+    cli.ok(&["migrate", "--currency", "CHF"]);
+}
+
+/// `keys create-staff --read-only`: a staff key that reads the admin API and changes
+/// nothing (found by the staff audit: every staff key could refund and add credit); the
+/// full key still changes things.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_staff_key_reads_and_changes_nothing() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    cli.ok(&["users", "create", "--email", "ops@x.test", "--staff"]);
+    let org = cli.json(&["orgs", "create", "--name", "Watched", "--json"]);
+    let org = uuid(&org["organization_id"]);
+    let reader = cli
+        .ok(&[
+            "keys",
+            "create-staff",
+            "--email",
+            "ops@x.test",
+            "--name",
+            "look",
+            "--read-only",
+        ])
+        .trim()
+        .to_owned();
+    let writer = cli
+        .ok(&[
+            "keys",
+            "create-staff",
+            "--email",
+            "ops@x.test",
+            "--name",
+            "do",
+        ])
+        .trim()
+        .to_owned();
+    let server = serve(&cli);
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1/admin/organizations", server.base))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let credit = |key: String| {
+        http.post(format!(
+            "{}/v1/admin/organizations/{org}/credit",
+            server.base
+        ))
+        .bearer_auth(key)
+        .json(&json!({ "amount": "5.00" }))
+        .send()
+    };
+    let resp = credit(reader.clone()).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    // Nor as an owner through the customer's routes.
+    let resp = http
+        .post(format!("{}/v1/organizations/{org}/projects", server.base))
+        .bearer_auth(&reader)
+        .json(&json!({ "name": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = credit(writer).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = http
+        .get(format!("{}/v1/organizations/{org}/credit", server.base))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    let c: Value = resp.json().await.unwrap();
+    assert_eq!(c["balance"], "5.00", "only the full key's deposit: {c}");
+}
+
 /// A command run where there is no installation (another directory, a mistyped URL) says
 /// so and creates nothing; only `serve`, `migrate` and `demo` make one (found by the
 /// operator audit: `billing preview` made an empty database and key file and reported

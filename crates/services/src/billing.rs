@@ -179,12 +179,13 @@ impl Lodge {
         actor: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<Answer<Deposit>> {
+        let mut v = crate::Validator::new();
         if amount_minor <= 0 {
-            return Err(ServiceError::field(
-                "amount",
-                "The amount must be positive.",
-            ));
+            v.add("amount", "The amount must be positive.");
         }
+        // The ledger entry's note, which the customer sees.
+        v.text("note", note, 500);
+        v.finish()?;
         self.keyed(key, || async {
             let mut tx = self.store.begin().await?;
             let balance = billing::lock_credit(&mut tx, org)
@@ -413,6 +414,10 @@ impl Lodge {
                 "reference",
                 "A transaction reference of 1 to 200 characters is required.",
             );
+        } else {
+            // Shown to the customer on the invoice: one line, no bidi overrides (found by
+            // the staff audit: a line break was kept).
+            v.line("reference", reference, 200);
         }
         v.finish()?;
         let now = self.now_us();

@@ -132,7 +132,17 @@ impl crate::Lodge {
     pub async fn check_currency(&self, catalog: bool) -> Result<()> {
         let configured = self.settings.currency.code();
         let mut conn = self.store.read_conn().await?;
-        for used in lodge_store::billing::currencies_in_use(&mut conn).await? {
+        let in_use = lodge_store::billing::currencies_in_use(&mut conn).await?;
+        // A code that is no currency (`UDS` for `USD`) is refused before anything is sold
+        // in it, since it cannot be changed afterwards (found by the staff audit); an
+        // installation that already sells in it keeps starting.
+        if !self.settings.currency.is_iso_4217() && !in_use.iter().any(|u| u == configured) {
+            return Err(ServiceError::Conflict(format!(
+                "the currency {configured} (--currency, LODGE_CURRENCY, currency) is not an \
+                 ISO 4217 currency code (e.g. USD, EUR, GBP)"
+            )));
+        }
+        for used in in_use {
             if used != configured {
                 return Err(ServiceError::Conflict(format!(
                     "the currency is {configured} (--currency, LODGE_CURRENCY, currency), but \

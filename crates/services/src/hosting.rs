@@ -78,9 +78,9 @@ impl Lodge {
     ) -> Result<Cancellation> {
         access.require_write()?;
         let seen = self.org_hosting(access, project, id).await?;
-        if reason.chars().count() > 1000 {
-            return Err(ServiceError::field("reason", "At most 1000 characters."));
-        }
+        let mut v = crate::errors::Validator::new();
+        v.text("reason", reason, 1000);
+        v.finish()?;
         let actor = access.actor();
         let now = self.now_us();
         let today = self.today().to_string();

@@ -201,6 +201,8 @@ fn validate(req: &RefundRequest<'_>) -> Result<()> {
     }
     if req.reason.chars().count() > 500 {
         v.add("reason", "A reason is at most 500 characters.");
+    } else {
+        v.text("reason", req.reason, 500);
     }
     match req.reference {
         Some(r) if r.starts_with(crate::gateway::PENDING_REFUND_PREFIX) => {
@@ -215,6 +217,7 @@ fn validate(req: &RefundRequest<'_>) -> Result<()> {
                 "A reference is 1 to 200 characters (the bank's or gateway's reference).",
             );
         }
+        Some(r) => v.line("reference", r, 200),
         None if req.to == RefundTo::Cash => {
             v.add(
                 "reference",

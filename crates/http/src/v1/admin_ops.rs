@@ -271,9 +271,13 @@ async fn act(
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty());
-    if reason.is_some_and(|r| r.chars().count() > 500) {
-        return Err(ServiceError::field("reason", "At most 500 characters.").into());
+    // The customer sees it in the account's history: no control characters but line
+    // breaks, no bidi overrides (found by the staff audit: BEL and U+202E were kept).
+    let mut v = lodge_services::Validator::new();
+    if let Some(r) = reason {
+        v.text("reason", r, 500);
     }
+    v.finish()?;
     st.lodge
         .admin_hosting(id, action, &format!("staff:{}", staff.user), reason)
         .await?;

@@ -44,6 +44,7 @@ on_both_engines!(
     demo_journey_pending_then_active_from_credit,
     hosting_and_domain_endpoints_manage_accounts,
     staff_credit_with_an_idempotency_key_is_added_once,
+    staff_texts_a_customer_sees_refuse_control_characters,
     a_site_answers_to_one_account_only,
     names_registries_refuse_are_not_sold,
     a_domain_held_by_another_organization_cannot_be_hosted_as_external,
@@ -252,6 +253,67 @@ async fn staff_credit_with_an_idempotency_key_is_added_once(app: TestApp) {
         .await;
     assert_eq!(credit["balance"], "20.00", "{credit}");
     assert_eq!(credit["count"], 2, "two deposits in the ledger: {credit}");
+}
+
+/// What staff type that the customer sees — a payment's reference, a credit note, a
+/// suspension's reason — refuses control characters and bidi overrides (found by the staff
+/// audit: a line break, BEL and U+202E were kept), and an amount given as neither a string
+/// nor a number is named as such (it was "data did not match any variant of untagged enum
+/// Amount"). Nothing is written.
+async fn staff_texts_a_customer_sees_refuse_control_characters(app: TestApp) {
+    let o = placed(&app, &external(&starter(&app), "texts.example")).await;
+    let invoice = int_of(&o, "invoice_id");
+    for reference in ["bank\nline", "bank\u{7}", "\u{202E}lave"] {
+        let (status, body) = pay(&app, &app.admin_key(), invoice, "1.00", reference).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["reference"].is_array(), "{body}");
+    }
+    let path = format!("/v1/admin/organizations/{}/credit", app.org_id());
+    let (status, body) = app
+        .post(
+            &path,
+            &app.admin_key(),
+            &json!({ "amount": "1.00", "note": "refund \u{202E}gnorw" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["note"].is_array(), "{body}");
+    let (status, body) = app
+        .post(&path, &app.admin_key(), &json!({ "amount": null }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["amount"][0]
+            .as_str()
+            .unwrap()
+            .contains("decimal string"),
+        "{body}"
+    );
+    let hosting = str_of(&o, "hosting_id");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/hosting/{hosting}/suspend"),
+            &app.admin_key(),
+            &json!({ "reason": "late\u{7}" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["reason"].is_array(), "{body}");
+    // A reason over lines is still a reason.
+    let (status, body) = app
+        .post(
+            &path,
+            &app.admin_key(),
+            &json!({ "amount": "1.00", "note": "goodwill:\nsee ticket 12" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(credit(&app).await["balance"], "1.00");
+    assert_eq!(
+        crate::harness::invoice(&app, invoice).await["status"],
+        "unpaid"
+    );
+    app.stop().await;
 }
 
 // ---- helpers ----

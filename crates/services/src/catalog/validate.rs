@@ -293,7 +293,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
             parse_percent_bp(&c.value).unwrap_or_else(|| {
                 v.add(
                     "coupons.value",
-                    format!("{tag}: a percentage between 0 and 100"),
+                    format!("{tag}: a percentage between 0 and 100, with at most two decimals"),
                 );
                 0
             })
