@@ -68,6 +68,11 @@ pub enum Fault {
     /// The next command (after login) is not run and never answered; the connection stays
     /// open until the client closes it (a registry that stopped answering).
     StallNextCommand,
+    /// The next command logged as starting with the text (`"domain:create"`, `"domain:transfer
+    /// request"`) is not run and is answered with the result code: a registry's refusal
+    /// the test server would not make on its own (2306 for its policy, 2201 for a wrong
+    /// transfer code, as some registries answer it).
+    RefuseNext(&'static str, u16),
 }
 
 /// How the server is set up.
@@ -713,8 +718,15 @@ impl Registry {
             .attribute("op")
             .map(|o| format!(" {o}"))
             .unwrap_or_default();
-        self.commands
-            .push(format!("{kind}:{verb_name}{op} {name}").trim().to_owned());
+        let logged = format!("{kind}:{verb_name}{op} {name}").trim().to_owned();
+        if let Some(Fault::RefuseNext(prefix, code)) = self.fault {
+            if logged.starts_with(prefix) {
+                self.fault = None;
+                self.commands.push(format!("{logged} (refused {code})"));
+                return Reply::Send(self.response(Answer::code(code), cl_trid.as_deref()));
+            }
+        }
+        self.commands.push(logged);
         let answer = match (kind, verb_name) {
             ("domain", "check") => self.domain_check(object),
             ("domain", "create") => {

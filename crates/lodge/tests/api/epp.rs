@@ -28,6 +28,7 @@ on_both_engines!(engine:
     a_pending_registration_is_finished_by_the_poll_queue,
     a_rejected_transfer_refunds_its_line_to_credit,
     a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded,
+    a_registration_the_registry_refuses_for_good_is_given_up_and_refunded,
     an_approved_transfer_activates_the_domain,
     news_of_a_tld_routed_away_is_kept_for_staff_and_acknowledged,
     a_wrong_password_fails_the_job_with_a_clear_error,
@@ -252,7 +253,9 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
         "{glued}"
     );
     assert_eq!(server.count("domain:create glued.com"), 0);
-    // A second create is refused by the registry (2302), the contact is reused.
+    // A second create is refused by the registry (2302): for good, not an error to retry
+    // (the job reads the name back to tell its own lost create from another's); the
+    // contact is reused.
     let again = lodge
         .create(&Registration {
             name: &n,
@@ -261,8 +264,11 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
             nameservers: &ns,
         })
         .await
-        .unwrap_err();
-    assert!(again.0.contains("2302"), "{again}");
+        .unwrap();
+    assert!(
+        matches!(&again, Outcome::Refused(why) if why.contains("registered already")),
+        "{again:?}"
+    );
 
     let info = lodge.info(&n).await.unwrap().unwrap();
     assert!(info.ours);
@@ -449,6 +455,15 @@ async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: En
         let (status, bad) = app.get("/v1/domains/check/not..valid", &app.key()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(bad["name"].is_array(), "{bad}");
+        // A name inside a domain is not one an order registers: not available, and the
+        // registry is not asked (it was said available, then refused by the order).
+        let checks = server.count("domain:check");
+        let (status, c) = app
+            .get("/v1/domains/check/blog.some-shop.com", &app.key())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        assert_eq!(c["availability"], "unavailable", "{c}");
+        assert_eq!(server.count("domain:check"), checks);
         // /apiv2's lookup asks the same registry: a name another registrar holds there
         // (and nobody here) is not available, a free one is, with the TLD table's price.
         server.add_domain("held-elsewhere.com", "other", "auth-x", date(2027, 1, 1));
@@ -499,6 +514,10 @@ async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: En
         assert!(handle.starts_with('L') && handle.len() <= 16, "{handle}");
         assert_eq!(server.count("contact:create"), 1);
         assert_eq!(server.count("domain:create"), 1);
+        // Locked as the registry holds it, from its activation (it said locked until the
+        // daily read-back: found by the domains audit).
+        assert!(!held.statuses.contains("clientTransferProhibited"));
+        assert_eq!(d["is_locked"], false, "{d}");
         // Now taken: the check says so.
         let (_, c) = app.get("/v1/domains/check/paid-reg.com", &app.key()).await;
         assert_eq!(c["availability"], "unavailable", "{c}");
@@ -729,6 +748,80 @@ async fn a_transfer_with_a_wrong_code_is_refused_at_once_and_refunded(engine: En
         let d = domain(&app, &id).await;
         assert_eq!(d["status"], "active", "{d}");
         assert_eq!(balance(&app).await, paid, "nothing refunded");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The domain was given up for `why`, its line back in credit (the balance above `paid`).
+async fn given_up(app: &TestApp, id: &str, why: &str, paid: i64) {
+    let d = domain(app, id).await;
+    assert_eq!(d["status"], "cancelled", "{d}");
+    let error = row(app, id).await.registry_error.unwrap_or_default();
+    assert!(error.contains(why), "{error}");
+    assert!(balance(app).await > paid, "its line is back in credit");
+}
+
+/// A paid registration the registry refuses for good — its policy (2306), or the name taken
+/// by another registrar between the order and the create (2302, read back as another's) —
+/// is cancelled at once and its line goes back to credit, as a refused transfer is; and a
+/// transfer refused with 2201 (a wrong code, as some registries answer it) likewise (found
+/// by the domains audit: each was retried until its job died, the customer charged and
+/// the domain left pending).
+async fn a_registration_the_registry_refuses_for_good_is_given_up_and_refunded(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "200.00").await;
+        server.set_fault(Fault::RefuseNext("domain:create", 2306));
+        let id = register(&app, "policy-no.com").await;
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        given_up(&app, &id, "refused", paid).await;
+        assert_eq!(
+            server.count("domain:create policy-no.com"),
+            1,
+            "not sent again"
+        );
+
+        let id = register(&app, "taken-meanwhile.com").await;
+        server.add_domain(
+            "taken-meanwhile.com",
+            "other",
+            "EPP-theirs",
+            date(2027, 1, 1),
+        );
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        given_up(&app, &id, "registered", paid).await;
+        assert_eq!(server.count("domain:create taken-meanwhile.com"), 1);
+        assert_eq!(
+            server.domain("taken-meanwhile.com").unwrap().sponsor,
+            "other",
+            "left to its holder"
+        );
+
+        server.add_domain("code-2201.net", "other", "EPP-right", date(2026, 9, 1));
+        server.set_fault(Fault::RefuseNext("domain:transfer request", 2201));
+        let id = transfer_in(&app, "code-2201.net", "EPP-typo").await;
+        let paid = balance(&app).await;
+        drain(worker(&app)).await;
+        given_up(&app, &id, "code is wrong", paid).await;
+        assert_eq!(server.count("domain:transfer request code-2201.net"), 1);
+
+        let open: Vec<_> = [
+            lodge_services::billing::JOB_REGISTER_DOMAIN,
+            lodge_services::billing::JOB_TRANSFER_DOMAIN,
+        ]
+        .into_iter()
+        .map(|kind| jobs(&app, kind))
+        .collect::<futures::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|j| j.status.as_str() != "done")
+        .collect();
+        assert!(open.is_empty(), "none retried: {open:?}");
         app.stop().await;
     })
     .await;

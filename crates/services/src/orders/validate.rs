@@ -24,7 +24,7 @@ pub fn tld_for<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c Tld> {
 
 /// The sold TLD a name lies under at any depth (`blog.example.com` under `com`), for a
 /// name [`tld_for`] does not find registrable.
-fn under_sold_tld<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c str> {
+pub(crate) fn under_sold_tld<'c>(catalog: &'c Catalog, name: &DomainName) -> Option<&'c str> {
     catalog
         .tlds
         .iter()

@@ -635,10 +635,34 @@ impl Registrar for EppRegistrar {
             &auth,
             Some(&contacts),
         );
-        let r = self
-            .transact(&create, false)
-            .await
-            .map_err(|(_, e)| err("create", e))?;
+        let r = match self.transact(&create, false).await {
+            Ok(r) => r,
+            // What asking again cannot change (RFC 5730 §3): the name is held (2302; the
+            // job reads it back first, in case it is Lodge's own lost create), or the
+            // registry's policy refuses it (2004, 2005, 2306, 2308). It was retried until
+            // the job died, the customer charged and the domain left pending (found by the
+            // domains audit).
+            Err((Some(code), e))
+                if matches!(
+                    code,
+                    ResultCode::ObjectExists
+                        | ResultCode::ParameterValueRangeError
+                        | ResultCode::ParameterValueSyntaxError
+                        | ResultCode::ParameterValuePolicyError
+                        | ResultCode::DataManagementPolicyViolation
+                ) =>
+            {
+                let name = req.name;
+                let why = if code == ResultCode::ObjectExists {
+                    format!("{name} is registered already")
+                } else {
+                    format!("the registry refused to register {name}: {e}")
+                };
+                tracing::info!(domain = %name, error = %e, "the registry refused the registration");
+                return Ok(Outcome::Refused(format!("Registration refused: {why}")));
+            }
+            Err((_, e)) => return Err(err("create", e)),
+        };
         // 1001: the registry decides later and says so in the poll queue (panData).
         if r.result.code == ResultCode::CommandCompletedSuccessfullyActionPending {
             return Ok(Outcome::Pending);
@@ -715,13 +739,17 @@ impl Registrar for EppRegistrar {
                 if matches!(
                     code,
                     ResultCode::InvalidAuthorizationInformation
+                        | ResultCode::AuthorizationError
                         | ResultCode::ObjectIsNotEligibleForTransfer
                         | ResultCode::ObjectDoesNotExist
                         | ResultCode::ObjectStatusProhibitsOperation
                 ) =>
             {
                 let why = match code {
-                    ResultCode::InvalidAuthorizationInformation => "the transfer (EPP) code is wrong",
+                    // Many registries answer a wrong code with 2201 rather than 2202 (found
+                    // by the domains audit: it was sent again until the job died).
+                    ResultCode::InvalidAuthorizationInformation
+                    | ResultCode::AuthorizationError => "the transfer (EPP) code is wrong",
                     ResultCode::ObjectIsNotEligibleForTransfer => {
                         "the domain is not eligible for transfer yet (e.g. within 60 days of its registration or last transfer)"
                     }

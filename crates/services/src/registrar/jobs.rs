@@ -157,8 +157,15 @@ impl Lodge {
             ServiceError::field_coded("name", crate::FieldCode::InvalidDomain, e.to_string())
         })?;
         let catalog = self.catalog().await?;
-        let price =
-            crate::orders::validate::tld_for(&catalog, &parsed).and_then(|t| t.price_for_years(1));
+        let tld = crate::orders::validate::tld_for(&catalog, &parsed);
+        let price = tld.and_then(|t| t.price_for_years(1));
+        // A name inside a domain of a TLD sold here (`blog.example.com`) is not one an
+        // order may register: not available, and not asked of the registry (found by the
+        // domains audit: it was said available, and the order then refused).
+        let inside_a_domain = match tld {
+            Some(t) => parsed.split_registrable(&t.row.tld).is_none(),
+            None => crate::orders::validate::under_sold_tld(&catalog, &parsed).is_some(),
+        };
         // A name a domain object in Lodge holds (any organization's) is not available,
         // whatever the registrar says (the manual one knows nothing): ordering it is
         // refused (found by the /v1 audit: it was said "unknown").
@@ -167,7 +174,7 @@ impl Lodge {
                 .await?;
         let availability = match &self.registrar {
             // A name no registry registers (an emoji, reserved hyphens): not asked.
-            _ if parsed.registration_problem().is_some() => "unavailable",
+            _ if parsed.registration_problem().is_some() || inside_a_domain => "unavailable",
             _ if held => "unavailable",
             None => "unknown",
             Some(r) => match r.check(&parsed).await {
@@ -242,12 +249,17 @@ impl Lodge {
         Ok(())
     }
 
+    /// Makes the domain active with the registry's dates and nameservers; `locked`: whether
+    /// the registry holds it locked against transfers (`clientTransferProhibited`), when read
+    /// (the column's default says locked: a new registration showed `is_locked: true` until
+    /// the daily read-back while the registry held no lock, found by the domains audit).
     async fn activate(
         &self,
         id: DomainId,
         registration: &str,
         expiration: &str,
         ns: &[String],
+        locked: Option<bool>,
     ) -> Result<()> {
         let ns = serde_json::to_string(ns).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut tx = self.store.begin().await?;
@@ -261,6 +273,9 @@ impl Lodge {
             false,
         )
         .await?;
+        if let Some(locked) = locked {
+            registry::set_locked(&mut tx, id, locked, self.now_us()).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -292,10 +307,13 @@ impl Lodge {
                 Some(info) if info.ours => {
                     return self.adopt(d.id, &info).await;
                 }
+                // Taken by someone else meanwhile: it will not become the customer's, so the
+                // domain is given up and its line goes back to credit, as a refused transfer
+                // (found by the domains audit: retried until the job died, nothing refunded).
                 Some(_) => {
-                    return Err(ServiceError::Internal(format!(
-                        "{name} is registered to another registrar"
-                    )));
+                    let why =
+                        format!("Registration refused: {name} is registered to another registrar");
+                    return self.domain_failed(d, &why, "registrar").await.map(drop);
                 }
                 None => {}
             }
@@ -314,15 +332,23 @@ impl Lodge {
                 registration_date,
                 expiration_date,
             }) => {
-                let ns = match registrar.info(&name).await {
-                    Ok(Some(i)) => i.nameservers,
-                    _ => ns,
+                let (ns, locked) = match registrar.info(&name).await {
+                    Ok(Some(i)) => (i.nameservers.clone(), Some(i.locked())),
+                    _ => (ns, None),
                 };
-                self.activate(d.id, &registration_date, &expiration_date, &ns)
+                self.activate(d.id, &registration_date, &expiration_date, &ns, locked)
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
-            Ok(Outcome::Refused(why)) => Err(ServiceError::Internal(format!("registrar: {why}"))),
+            // Refused for good: given up and refunded, unless the name is Lodge's at the
+            // registry after all (a create whose answer was lost, sent again: 2302).
+            Ok(Outcome::Refused(why)) => match registrar.info(&name).await {
+                Ok(Some(info)) if info.ours => self.adopt(d.id, &info).await,
+                Ok(_) => self.domain_failed(d, &why, "registrar").await.map(drop),
+                Err(e) => Err(ServiceError::Internal(format!(
+                    "registrar: {why}; and reading the domain back: {e}"
+                ))),
+            },
             Err(e) => Err(registrar_err(e)),
         }
     }
@@ -333,7 +359,8 @@ impl Lodge {
                 "the registry reported no dates for the domain".into(),
             ));
         };
-        self.activate(id, reg, exp, &info.nameservers).await
+        self.activate(id, reg, exp, &info.nameservers, Some(info.locked()))
+            .await
     }
 
     /// The job of a paid transfer on a registrar with a registry: the request (1001,
@@ -347,7 +374,7 @@ impl Lodge {
                 registration_date,
                 expiration_date,
             }) => {
-                self.activate(d.id, &registration_date, &expiration_date, &[])
+                self.activate(d.id, &registration_date, &expiration_date, &[], None)
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
@@ -592,6 +619,14 @@ impl Lodge {
                     .ok_or_else(|| {
                         ServiceError::Internal(format!("{name} is not at the registry"))
                     })?;
+                // Approved, but the registry does not show it as Lodge's (news of another
+                // registrar's transfer, or a queue that disagrees with the registry): not
+                // taken as done; the daily read-back decides (found by the domains audit:
+                // it was activated, then found transferred away, the fee kept).
+                if !info.ours {
+                    tracing::warn!(domain = %name, "a transfer reported approved is not Lodge's at the registry");
+                    return Ok(false);
+                }
                 self.adopt(d.id, &info).await?;
                 Ok(true)
             }
@@ -630,6 +665,24 @@ impl Lodge {
         reason: &str,
         actor: &str,
     ) -> Result<bool> {
+        // The reason may carry a registry's words: one line of at most 500 characters, as
+        // a refund's reason must be (the refund would otherwise be refused, and the domain
+        // left pending).
+        let reason: String = reason
+            .chars()
+            .map(|c| {
+                if c.is_control()
+                    || ('\u{202A}'..='\u{202E}').contains(&c)
+                    || ('\u{2066}'..='\u{2069}').contains(&c)
+                {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .take(500)
+            .collect();
+        let reason = reason.as_str();
         let paid = registry::paid_line(self.store.reader(), d.id).await?;
         let now = self.now_us();
         let org = d.organization_id;
