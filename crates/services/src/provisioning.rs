@@ -1112,14 +1112,6 @@ impl Lodge {
                 crate::renewals::RenewalPass::default()
             }
         };
-        match self.expire_domains().await {
-            Ok(n) if n > 0 => tracing::info!(domains = n, "domains expired unrenewed"),
-            Ok(_) => {}
-            Err(e) => {
-                failed_steps += 1;
-                tracing::error!(error = %e, "the domain expiry pass failed; the next one goes on")
-            }
-        }
         if let Err(e) = self.renewal_notices().await {
             failed_steps += 1;
             tracing::error!(error = %e, "the renewal notices pass failed; the next one goes on");
@@ -1133,6 +1125,17 @@ impl Lodge {
             }
         };
         added += overdue.suspensions + overdue.terminations;
+        // After the overdue pass: on the day a renewal's accounts are terminated, its
+        // domains expire too, and the invoice is cancelled whole (its money back) rather
+        // than lightened by their lines first.
+        match self.expire_domains().await {
+            Ok(n) if n > 0 => tracing::info!(domains = n, "domains expired unrenewed"),
+            Ok(_) => {}
+            Err(e) => {
+                failed_steps += 1;
+                tracing::error!(error = %e, "the domain expiry pass failed; the next one goes on")
+            }
+        }
         // Certificates due for renewal (or never issued).
         match self.enqueue_certificate_renewals().await {
             Ok(n) => added += n,

@@ -1180,14 +1180,24 @@ impl Lodge {
         Ok(())
     }
 
-    /// Domains past their expiration date and not paid beyond it expire (`expired`); their
-    /// unpaid renewals no longer bill them. Returns how many expired.
+    /// Domains past their expiration date by the termination grace and not paid beyond it
+    /// expire (`expired`; on the date itself when the customer does not renew them); their
+    /// unpaid renewals no longer bill them. Until then the
+    /// renewal may still be paid and the domain renewed at the registry (within its
+    /// grace after expiry), as the hosting on the same invoice may (found by the domains
+    /// audit: the domain expired, and dropped off the invoice, on its expiration date
+    /// itself, so a renewal paid days late renewed the hosting and lost the name).
+    /// Returns how many expired.
     pub async fn expire_domains(&self) -> Result<usize> {
-        let today = self.today().to_string();
+        let today = self.today();
+        let cutoff = today
+            .checked_sub(jiff::Span::new().days(self.settings.policy.terminate_after_days))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .to_string();
         let mut expired = 0;
         let due = {
             let mut db = self.store.read_conn().await?;
-            renewals::domains_expired_by(&mut db, &today, 10_000).await?
+            renewals::domains_expired_by(&mut db, &today.to_string(), &cutoff, 10_000).await?
         };
         for (id, org) in due {
             let mut tx = self.store.begin().await?;

@@ -723,18 +723,22 @@ pub async fn set_expiration<C: SqlConn>(
     Ok(())
 }
 
-/// Active domains past their expiration date and not paid beyond it: `(id, organization)`.
+/// Active domains not paid beyond their expiration date and past it: on `today` for those
+/// the customer does not renew (`auto_renew` off), by `renewed_by` (a date before today:
+/// their renewal may still be paid until then) for the others. `(id, organization)`.
 pub async fn domains_expired_by<C: SqlConn>(
     conn: &mut C,
     today: &str,
+    renewed_by: &str,
     limit: i64,
 ) -> Result<Vec<(DomainId, OrganizationId)>> {
     conn.fetch_rows(
         "SELECT id, organization_id FROM domains WHERE status = 'active' \
          AND expiration_date IS NOT NULL AND expiration_date <= $1 \
+         AND (auto_renew = 0 OR expiration_date <= $2) \
          AND (next_billing_date IS NULL OR next_billing_date <= expiration_date) \
-         ORDER BY legacy_id LIMIT $2",
-        vals![today, limit],
+         ORDER BY legacy_id LIMIT $3",
+        vals![today, renewed_by, limit],
     )
     .await?
     .into_iter()

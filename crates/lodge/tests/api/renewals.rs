@@ -30,8 +30,8 @@ on_both_engines!(
     a_renewal_is_listed_and_paid_through_apiv2,
     domains_renew_on_their_own_dates,
     a_manual_domains_changes_are_left_to_staff,
-    a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice,
-    a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total,
+    a_domain_unpaid_past_the_grace_expires_with_its_account,
+    a_renewal_paid_late_within_the_grace_renews_its_domain,
     a_domain_without_auto_renew_is_not_billed_and_expires,
     one_pass_bills_an_organizations_dates_from_one_balance,
     a_renewal_paid_beyond_what_is_left_of_it_gives_the_rest_back,
@@ -1108,7 +1108,7 @@ async fn domains_renew_on_their_own_dates(app: TestApp) {
     app.stop().await;
 }
 
-async fn a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice(app: TestApp) {
+async fn a_domain_unpaid_past_the_grace_expires_with_its_account(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
     add_credit(&app, &app.org_id(), "66.00").await;
@@ -1142,30 +1142,29 @@ async fn a_domain_unpaid_at_expiry_expires_and_leaves_the_invoice(app: TestApp) 
     let description = str_of(&row, "description");
     assert_eq!(description.matches("; ").count(), 1, "{row}");
     assert!(description.contains("lapse.com"), "{row}");
-    // On its expiration date the domain expires; its year comes off the invoice.
-    days(&app, &worker, "2027-03-30", "2027-03-31").await;
+    // Past its expiration date the domain stays on the invoice as long as the account
+    // does: the renewal may still be paid (found by the domains audit: it expired, and
+    // left the invoice, on its expiration date itself).
+    days(&app, &worker, "2027-03-30", "2027-04-01").await;
+    assert_eq!(domain(&app, &dom).await["status"], "active");
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["total"], "68.00", "{inv}");
+    // At the termination grace (+30) the account is terminated, the invoice cancelled
+    // whole, and the domain expires.
+    days(&app, &worker, "2027-04-29", "2027-04-30").await;
+    assert_eq!(hosting(&app, &hosting_id).await["status"], "terminated");
     assert_eq!(domain(&app, &dom).await["status"], "expired");
     let inv = renewals(&app).await[0].clone();
-    assert_eq!(inv["total"], "54.00", "{inv}");
-    assert_eq!(inv["status"], "unpaid", "{inv}");
-    let adjustment = inv["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["kind"] == "adjustment")
-        .unwrap_or_else(|| panic!("{inv}"))
-        .clone();
-    assert_eq!(adjustment["amount"], "-14.00", "{inv}");
-    assert_eq!(adjustment["service_id"], dom.as_str(), "{inv}");
-    // The account follows its own course: terminated at +30, the invoice cancelled.
-    days(&app, &worker, "2027-04-30", "2027-04-30").await;
-    assert_eq!(hosting(&app, &hosting_id).await["status"], "terminated");
-    assert_eq!(renewals(&app).await[0]["status"], "cancelled");
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    assert_eq!(
+        inv["total"], "68.00",
+        "cancelled whole, not lightened first: {inv}"
+    );
     assert_eq!(balance(&app).await, 0);
     app.stop().await;
 }
 
-async fn a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total(app: TestApp) {
+async fn a_renewal_paid_late_within_the_grace_renews_its_domain(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
     add_credit(&app, &app.org_id(), "66.00").await;
@@ -1183,28 +1182,33 @@ async fn a_domain_leaving_an_invoice_hands_back_the_credit_beyond_its_new_total(
         "{inv}"
     );
     assert_eq!(balance(&app).await, 0);
-    // The domain expires unpaid: its 14.00 comes off, 54.00 is covered by the 60.00
-    // applied (the invoice is paid, the account renewed) and 6.00 goes back to credit.
-    days(&app, &worker, "2027-03-30", "2027-03-31").await;
-    assert_eq!(domain(&app, &dom).await["status"], "expired");
-    let inv = renewals(&app).await[0].clone();
-    assert_eq!(inv["total"], "54.00", "{inv}");
-    assert_eq!(inv["status"], "paid", "{inv}");
-    assert_eq!(balance(&app).await, 600);
-    assert_eq!(
-        hosting(&app, &hosting_id).await["next_due_date"],
-        "2028-03-31"
-    );
-    // The expired domain's year was not paid: it is not renewed, at the registrar or here.
+    // Thirteen days after both expired (the account suspended meanwhile), the rest is
+    // paid: the account renews, and so does the domain, at the registrar too (found by the
+    // domains audit: the domain had expired on its expiration date and left the invoice,
+    // so the late payment renewed the account and lost the name).
+    days(&app, &worker, "2027-03-30", "2027-04-13").await;
+    assert_eq!(hosting(&app, &hosting_id).await["status"], "suspended");
+    assert_eq!(domain(&app, &dom).await["status"], "active");
+    bank_transfer(&app, &inv["id"], "8.00", "late-but-in-grace").await;
     drain(worker.clone()).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(inv["total"], "68.00", "{inv}");
+    assert_eq!(balance(&app).await, 0);
+    let h = hosting(&app, &hosting_id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    assert_eq!(h["next_due_date"], "2028-03-31", "{h}");
     let d = domain(&app, &dom).await;
-    assert_eq!(d["status"], "expired", "{d}");
+    assert_eq!(d["status"], "active", "{d}");
     let renew_jobs: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'renew_domain'")
             .fetch_one(app.lodge.store.reader())
             .await
             .unwrap();
-    assert_eq!(renew_jobs, 0, "no renewal asked of the registrar");
+    assert_eq!(renew_jobs, 1, "its year asked of the registrar");
+    // Long after, with nothing more paid, it does not expire before its paid year ends.
+    days(&app, &worker, "2027-05-13", "2027-05-13").await;
+    assert_eq!(domain(&app, &dom).await["status"], "active");
     app.stop().await;
 }
 
