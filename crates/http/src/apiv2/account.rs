@@ -116,6 +116,23 @@ pub async fn get_account(
     }))
 }
 
+/// A postcode or a phone number: text, or a whole number taken as its digits (InterServer's
+/// clients send numbers for these; found by the /apiv2 audit: `{"zip": 62701}` was a 422).
+fn text_or_whole_number() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
 /// `AccountInfoPost`: send only what changes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountUpdate {
@@ -125,9 +142,11 @@ pub struct AccountUpdate {
     pub address2: Option<String>,
     pub city: Option<String>,
     pub state: Option<String>,
+    #[schema(schema_with = text_or_whole_number)]
     pub zip: Option<String>,
     /// ISO 3166-1 alpha-2.
     pub country: Option<String>,
+    #[schema(schema_with = text_or_whole_number)]
     pub phone: Option<String>,
     /// Only the installation's currency.
     pub currency: Option<String>,
@@ -180,6 +199,7 @@ pub async fn update_account(
     let mut field = |k: &str| match obj.get(k) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) if matches!(k, "zip" | "phone") && n.is_u64() => Some(n.to_string()),
         // A number too is refused, as the schema says (`address2: 5.6e16` was stored as
         // its text; schemathesis found it).
         Some(_) => {

@@ -396,6 +396,13 @@ fn read_body(obj: &serde_json::Map<String, Value>) -> Result<WebsiteOrder, Vec<S
         errors.push("Invalid Service Offer Specified.".to_owned());
         None
     });
+    // An auto-installer (`script`, 0 = none) is not something Lodge runs: one asked for is
+    // refused rather than taken with the money and never installed (found by the /apiv2
+    // audit: `script: 5` was accepted and ignored).
+    match as_int(obj.get("script")) {
+        Ok(None | Some(0)) => {}
+        _ => errors.push("Invalid Script Specified: no auto-installer is offered.".to_owned()),
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -63,6 +63,11 @@ pub(crate) fn public_limit(st: &AppState, ip: Option<std::net::IpAddr>) -> Optio
 pub struct V2ErrorBody {
     pub code: String,
     pub message: String,
+    /// The message again, on a `402` only: InterServer's pay endpoint documents its `402`
+    /// as `{error: "<text>"}` (found by the /apiv2 audit: a script reading `.error` got
+    /// nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -132,6 +137,7 @@ impl IntoResponse for V2Error {
             self.0,
             Json(V2ErrorBody {
                 code: self.0.as_u16().to_string(),
+                error: (self.0 == StatusCode::PAYMENT_REQUIRED).then(|| message.clone()),
                 message,
             }),
         )

@@ -698,8 +698,9 @@ async fn account_and_billing_address(app: TestApp) {
         (json!({ "city": ["x"] }), "not a string"),
         (
             json!({ "state": -1.5, "zip": 12345 }),
-            "numbers, not strings",
+            "a number for a text that is not a postcode or a phone",
         ),
+        (json!({ "zip": 1.5 }), "a postcode with a fraction"),
         (json!({}), "nothing to change"),
         (json!({ "city": "x".repeat(101) }), "too long"),
     ] {
@@ -743,6 +744,33 @@ async fn account_and_billing_address(app: TestApp) {
     }
     let oxford = v2_ok(&app, Method::GET, "/apiv2/account", &key, None).await;
     assert_eq!(oxford["data"]["city"], "Oxford", "{oxford}");
+    // A postcode and a phone sent as whole numbers are their digits, as InterServer's
+    // clients send them (found by the /apiv2 audit: a 422).
+    v2_ok(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        &key,
+        Some(&json!({ "zip": 62701, "phone": 442079460958_u64 })),
+    )
+    .await;
+    let numbered = v2_ok(&app, Method::GET, "/apiv2/account", &key, None).await;
+    assert_eq!(numbered["data"]["zip"], "62701", "{numbered}");
+    assert!(
+        numbered["data"]["phone"]
+            .as_str()
+            .unwrap()
+            .contains("442079460958"),
+        "{numbered}"
+    );
+    v2_ok(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        &key,
+        Some(&json!({ "zip": "SW1Y 4JH", "phone": "+442079460958" })),
+    )
+    .await;
     v2_ok(
         &app,
         Method::POST,
