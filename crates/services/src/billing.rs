@@ -168,7 +168,8 @@ impl Lodge {
         settle(&self.write_ctx(actor), conn, invoice).await
     }
 
-    /// Staff add account credit (a deposit in the ledger): the new balance. Under an
+    /// Staff add account credit (a deposit in the ledger), or take some off (a negative
+    /// amount: an `adjustment`, never below a zero balance): the new balance. Under an
     /// `Idempotency-Key` the deposit and its stored outcome commit together
     /// ([`crate::idempotency`]), so a retry never deposits twice.
     pub async fn add_credit(
@@ -180,8 +181,8 @@ impl Lodge {
         key: Option<&IdempotencyKey>,
     ) -> Result<Answer<Deposit>> {
         let mut v = crate::Validator::new();
-        if amount_minor <= 0 {
-            v.add("amount", "The amount must be positive.");
+        if amount_minor == 0 {
+            v.add("amount", "The amount must not be zero.");
         }
         // The ledger entry's note, which the customer sees.
         v.text("note", note, 500);
@@ -197,6 +198,15 @@ impl Lodge {
                     "This deposit would take the balance past the largest one Lodge keeps.",
                 ));
             }
+            // Credit taken off (staff correcting a deposit typed wrong: found by the staff
+            // audit, there was no way to) never takes the balance below zero.
+            if balance.saturating_add(amount_minor) < 0 {
+                let cur = self.settings.currency;
+                return Err(ServiceError::Conflict(format!(
+                    "The balance is {}: at most that much can be taken off.",
+                    lodge_core::Money::new(balance, cur)
+                )));
+            }
             if let Some(key) = key {
                 self.claim_key_in(&mut tx, key).await?;
             }
@@ -204,7 +214,11 @@ impl Lodge {
                 &mut tx,
                 &billing::NewLedgerEntry {
                     organization_id: org,
-                    kind: "deposit",
+                    kind: if amount_minor > 0 {
+                        "deposit"
+                    } else {
+                        "adjustment"
+                    },
                     amount_minor,
                     currency: self.settings.currency.code(),
                     invoice_id: None,

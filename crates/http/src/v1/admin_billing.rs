@@ -69,7 +69,10 @@ impl Amount {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddCredit {
+    /// Positive: a deposit. Negative: credit taken off (a correction: a deposit typed
+    /// wrong, credit given by mistake), never below a zero balance, with a `note`.
     pub amount: Amount,
+    /// The ledger entry's note, which the customer sees (required to take credit off).
     #[serde(default)]
     pub note: String,
 }
@@ -80,15 +83,16 @@ pub struct CreditBalance {
     pub balance: String,
 }
 
-/// Adds account credit to an organization (a deposit in its ledger). Send an
-/// `Idempotency-Key` to make a retry safe: the same key and body replay the first answer.
+/// Adds account credit to an organization (a deposit in its ledger), or takes some off with
+/// a negative amount and a note (an `adjustment`, never below a zero balance: `409`). Send
+/// an `Idempotency-Key` to make a retry safe: the same key and body replay the first answer.
 #[utoipa::path(post, path = "/v1/admin/organizations/{organization_id}/credit", tag = "admin",
     security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
     request_body = AddCredit,
     responses((status = 201, body = CreditBalance), (status = 400), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "The key's first request was answered by an earlier version"),
+              (status = 409, description = "More credit taken off than the balance holds, or the key's first request was answered by an earlier version"),
               (status = 422, description = "Idempotency-Key reused with another body")))]
 async fn add_credit(
     State(st): State<AppState>,
@@ -125,10 +129,16 @@ async fn deposit(
     })?;
     let cur = st.lodge.settings.currency;
     let amount = b.amount.minor(cur, "amount")?;
-    let note = if b.note.trim().is_empty() {
-        "Credit added by staff"
-    } else {
-        b.note.trim()
+    let note = match b.note.trim() {
+        "" if amount < 0 => {
+            return Err(ServiceError::field(
+                "note",
+                "Say why credit is taken off: the customer sees it in the ledger.",
+            )
+            .into())
+        }
+        "" => "Credit added by staff",
+        note => note,
     };
     let answer = st
         .lodge

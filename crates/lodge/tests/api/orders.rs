@@ -253,6 +253,39 @@ async fn staff_credit_with_an_idempotency_key_is_added_once(app: TestApp) {
         .await;
     assert_eq!(credit["balance"], "20.00", "{credit}");
     assert_eq!(credit["count"], 2, "two deposits in the ledger: {credit}");
+
+    // A deposit typed wrong is corrected by taking credit off (found by the staff audit:
+    // there was no way to): with a note the customer sees, never below zero.
+    let admin = app.admin_key();
+    let take = |amount: &'static str, note: &'static str| {
+        let (app, path, admin) = (&app, &path, &admin);
+        async move {
+            app.post(path, admin, &json!({ "amount": amount, "note": note }))
+                .await
+        }
+    };
+    let (status, body) = take("-5.00", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["note"].is_array(), "{body}");
+    let (status, body) = take("-20.01", "too much").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(str_of(&body, "detail").contains("20.00"), "{body}");
+    let (status, body) = take("0.00", "nothing").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = take("-5.00", "Deposit typed as 10.00 for 5.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["balance"], "15.00", "{body}");
+    let (_, credit) = app
+        .get(&format!("/v1/organizations/{org}/credit"), &app.key())
+        .await;
+    assert_eq!(credit["balance"], "15.00", "{credit}");
+    let last = &credit["results"][0];
+    assert_eq!(
+        (last["kind"].as_str(), last["amount"].as_str()),
+        (Some("adjustment"), Some("-5.00")),
+        "{credit}"
+    );
+    assert_eq!(last["note"], "Deposit typed as 10.00 for 5.00", "{credit}");
 }
 
 /// What staff type that the customer sees — a payment's reference, a credit note, a
