@@ -435,13 +435,19 @@ pub async fn status_of<C: SqlConn>(
     .transpose()
 }
 
-/// Who suspended an account last (`scheduler` for an overdue renewal), if it ever was.
+/// Who suspended an account last (`scheduler` for an overdue renewal), if it ever was:
+/// the last move into `suspended`, or staff's suspension recorded over a renewal's
+/// ("suspended by staff too"), not another note written while it was (a cancellation
+/// asked for, a plan or password changed: found by review, a customer's note made the
+/// customer its suspender, and paying the renewal no longer lifted it).
 pub async fn last_suspended_by<C: SqlConn>(
     conn: &mut C,
     service: HostingId,
 ) -> Result<Option<String>> {
     conn.fetch_text(
         "SELECT actor FROM hosting_history WHERE hosting_id = $1 AND to_status = 'suspended' \
+         AND (from_status IS NULL OR from_status <> 'suspended' \
+              OR note LIKE 'suspended by staff%') \
          ORDER BY id DESC LIMIT 1",
         vals![service.to_string()],
     )
@@ -724,8 +730,12 @@ pub async fn set_expiration<C: SqlConn>(
 }
 
 /// Active domains not paid beyond their expiration date and past it: on `today` for those
-/// the customer does not renew (`auto_renew` off), by `renewed_by` (a date before today:
-/// their renewal may still be paid until then) for the others. `(id, organization)`.
+/// the customer does not renew (`auto_renew` off); for the others, once the date they are
+/// paid through (`next_billing_date`) is `renewed_by` or earlier (a date before today:
+/// their renewal may still be paid until then). The paid-through date, not the registry's
+/// expiry, which a registry's own auto-renewal moves a year on within that time (the daily
+/// sync records it: found by review, such a domain never expired and was never billed
+/// again). `(id, organization)`.
 pub async fn domains_expired_by<C: SqlConn>(
     conn: &mut C,
     today: &str,
@@ -734,9 +744,10 @@ pub async fn domains_expired_by<C: SqlConn>(
 ) -> Result<Vec<(DomainId, OrganizationId)>> {
     conn.fetch_rows(
         "SELECT id, organization_id FROM domains WHERE status = 'active' \
-         AND expiration_date IS NOT NULL AND expiration_date <= $1 \
-         AND (auto_renew = 0 OR expiration_date <= $2) \
-         AND (next_billing_date IS NULL OR next_billing_date <= expiration_date) \
+         AND expiration_date IS NOT NULL \
+         AND ((auto_renew = 0 AND expiration_date <= $1 \
+               AND (next_billing_date IS NULL OR next_billing_date <= expiration_date)) \
+           OR (auto_renew = 1 AND COALESCE(next_billing_date, expiration_date) <= $2)) \
          ORDER BY legacy_id LIMIT $3",
         vals![today, renewed_by, limit],
     )

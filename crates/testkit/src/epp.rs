@@ -155,6 +155,8 @@ struct Registry {
     contacts: BTreeMap<String, String>,
     /// Each contact's postal info types (`int`, `loc`).
     contacts_postal: BTreeMap<String, Vec<String>>,
+    /// Each contact's city, as created or last updated.
+    contacts_city: BTreeMap<String, String>,
     queues: HashMap<String, VecDeque<Message>>,
     next_id: u64,
     fault: Option<Fault>,
@@ -241,6 +243,7 @@ impl EppServer {
             pending_creates: false,
             contacts: BTreeMap::new(),
             contacts_postal: BTreeMap::new(),
+            contacts_city: BTreeMap::new(),
             queues: HashMap::new(),
             next_id: 1,
             fault: None,
@@ -363,6 +366,11 @@ impl EppServer {
     /// The losing registrar rejects a pending transfer; the requester gets a poll message.
     pub fn reject_transfer(&self, name: &str) -> Result<()> {
         self.lock().finish_transfer(name, "clientRejected")
+    }
+
+    /// A contact's city, as created or last updated (`contact:update`).
+    pub fn contact_city(&self, id: &str) -> Option<String> {
+        self.lock().contacts_city.get(id).cloned()
     }
 
     /// The postal info types a contact was created with (`int`, `loc`).
@@ -569,6 +577,14 @@ fn message(code: u16) -> &'static str {
     }
 }
 
+/// The city of the first postal info under `node` (a `contact:create` or its `chg`).
+fn city_of(node: roxmltree::Node<'_, '_>) -> Option<String> {
+    node.descendants()
+        .find(|n| n.tag_name().name() == "city")
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_owned())
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -749,6 +765,7 @@ impl Registry {
             ("domain", "transfer") => self.domain_transfer(&client, verb, object),
             ("domain", "update") => self.domain_update(&client, object),
             ("contact", "create") => self.contact_create(&client, object),
+            ("contact", "update") => self.contact_update(&client, object),
             ("host", "check") => self.host_check(object),
             ("host", "create") => self.host_create(&client, object),
             ("host", "info") => self.host_info(object),
@@ -1430,6 +1447,9 @@ impl Registry {
                 .filter_map(|p| p.attribute("type").map(str::to_owned))
                 .collect(),
         );
+        if let Some(city) = city_of(object) {
+            self.contacts_city.insert(id.clone(), city);
+        }
         self.contacts.insert(id.clone(), client.to_owned());
         Answer::data(
             1000,
@@ -1439,6 +1459,36 @@ impl Registry {
                 stamp(self.today)
             ),
         )
+    }
+
+    /// RFC 5733 §3.2.5: only the sponsor updates a contact; `chg` carries the new postal
+    /// info (checked as at create: `int` is 7-bit ASCII), voice and email.
+    fn contact_update(&mut self, client: &str, object: roxmltree::Node<'_, '_>) -> Answer {
+        let Some(id) = text(child(object, "id")) else {
+            return Answer::code(2003);
+        };
+        match self.contacts.get(&id) {
+            None => return Answer::code(2303),
+            Some(sponsor) if sponsor != client => return Answer::code(2201),
+            Some(_) => {}
+        }
+        let Some(chg) = child(object, "chg") else {
+            return Answer::code(2003);
+        };
+        let int_not_ascii = children(chg, "postalInfo")
+            .filter(|p| p.attribute("type") == Some("int"))
+            .any(|p| {
+                p.descendants()
+                    .filter_map(|n| n.text())
+                    .any(|t| !t.is_ascii())
+            });
+        if int_not_ascii {
+            return Answer::code(2005);
+        }
+        if let Some(city) = city_of(chg) {
+            self.contacts_city.insert(id, city);
+        }
+        Answer::code(1000)
     }
 
     fn poll(&mut self, client: &str, op: &str, msg_id: Option<&str>) -> Answer {

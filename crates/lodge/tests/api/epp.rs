@@ -33,6 +33,7 @@ on_both_engines!(engine:
     news_of_a_tld_routed_away_is_kept_for_staff_and_acknowledged,
     a_wrong_password_fails_the_job_with_a_clear_error,
     renewal_billing_renews_at_the_registry_once_per_period,
+    an_unpaid_domain_the_registry_renewed_itself_still_expires,
     the_daily_sync_reads_expiry_and_status_back,
     a_domain_of_another_registrar_is_not_read_from_its_tlds_registry,
     customers_manage_nameservers_and_lock_and_staff_see_the_registry_state,
@@ -521,6 +522,24 @@ async fn a_paid_registration_becomes_active_with_the_registrys_expiry(engine: En
         // Now taken: the check says so.
         let (_, c) = app.get("/v1/domains/check/paid-reg.com", &app.key()).await;
         assert_eq!(c["availability"], "unavailable", "{c}");
+        // The customer gives the address later: the next registration brings the
+        // registry's registrant up to date (found by the domains audit: it kept the
+        // details it was created with for good).
+        assert_ne!(server.contact_city(&handle).as_deref(), Some("Springfield"));
+        let (status, body) = crate::harness::v2(
+            &app,
+            Method::POST,
+            "/apiv2/account",
+            crate::harness::Auth::Key(&app.key()),
+            Some(&json!({ "address": "1 Main Street", "city": "Springfield" })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let second = register(&app, "second-reg.com").await;
+        drain(worker(&app)).await;
+        assert_eq!(domain(&app, &second).await["status"], "active");
+        assert_eq!(server.count("contact:update"), 1);
+        assert_eq!(server.contact_city(&handle).as_deref(), Some("Springfield"));
         app.stop().await;
     })
     .await;
@@ -1077,6 +1096,37 @@ async fn renewal_billing_renews_at_the_registry_once_per_period(engine: Engine) 
         // Running the renew job again (a retry) does not renew twice.
         let renew = jobs(&app, "renew_domain").await;
         assert_eq!(renew.len(), 1, "{renew:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// A registry that renews a domain itself on its expiry (as .com's does) while Lodge's
+/// renewal is unpaid: the daily sync records the registry's new expiry, but the domain is
+/// paid only through the old one, and it still expires at the termination grace (found by
+/// review: it never expired, and was never billed again).
+async fn an_unpaid_domain_the_registry_renewed_itself_still_expires(engine: Engine) {
+    let server = registry(false).await;
+    let epp = driver(&server);
+    harness::run(engine, options(epp), |app| async move {
+        add_credit(&app, &app.org_id(), "66.00").await;
+        let id = register(&app, "auto-renewed.com").await;
+        let w = worker(&app);
+        drain(w.clone()).await;
+        assert_eq!(domain(&app, &id).await["expiration_date"], "2027-03-31");
+        every_day(&app, &server, &w, date(2027, 3, 16), date(2027, 3, 30)).await;
+        assert!(server.update_domain("auto-renewed.com", |d| d.expires = date(2028, 3, 31)));
+        every_day(&app, &server, &w, date(2027, 3, 31), date(2027, 4, 29)).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "active", "still payable: {d}");
+        assert_eq!(
+            d["expiration_date"], "2028-03-31",
+            "the registry's, read back: {d}"
+        );
+        every_day(&app, &server, &w, date(2027, 4, 30), date(2027, 4, 30)).await;
+        let d = domain(&app, &id).await;
+        assert_eq!(d["status"], "expired", "{d}");
+        assert_eq!(server.count("domain:renew"), 0, "never renewed unpaid");
         app.stop().await;
     })
     .await;

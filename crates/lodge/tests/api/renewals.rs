@@ -31,6 +31,7 @@ on_both_engines!(
     domains_renew_on_their_own_dates,
     a_manual_domains_changes_are_left_to_staff,
     a_domain_unpaid_past_the_grace_expires_with_its_account,
+    notes_written_while_suspended_leave_the_renewals_suspension_to_lift,
     a_renewal_paid_late_within_the_grace_renews_its_domain,
     a_domain_without_auto_renew_is_not_billed_and_expires,
     one_pass_bills_an_organizations_dates_from_one_balance,
@@ -345,6 +346,44 @@ async fn a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile(ap
     assert_eq!(h["status"], "suspended", "{h}");
     let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
     assert_eq!(ops, ["suspend"], "never unsuspended on the panel");
+    app.stop().await;
+}
+
+/// A customer suspended for an unpaid renewal who asks to cancel at the period's end, then
+/// withdraws it, then pays: the suspension is lifted (found by review: the history notes of
+/// the request made the customer the account's last suspender, and paying kept it
+/// suspended).
+async fn notes_written_while_suspended_leave_the_renewals_suspension_to_lift(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "noted.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    app.clock.set(noon(&due, 7));
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let (status, h) = app
+        .post(
+            &format!("{}/cancel", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "end_of_period", "reason": "thinking" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let (status, h) = app
+        .post(
+            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
+            &app.key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    bank_transfer(&app, &inv["id"], "5.00", "noted-1").await;
+    drain(worker.clone()).await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
     app.stop().await;
 }
 

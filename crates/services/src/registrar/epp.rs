@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use instant_epp::client::RustlsConnector;
 use instant_epp::common::NoExtension;
-use instant_epp::contact::{Address, ContactCreate, InfoType, PostalInfo, Voice};
+use instant_epp::contact::{Address, ContactCreate, ContactUpdate, InfoType, PostalInfo, Voice};
 use instant_epp::domain::transfer::TransferData;
 use instant_epp::domain::update::{DomainAdd, DomainChangeInfo, DomainRemove};
 use instant_epp::domain::{
@@ -432,20 +432,26 @@ impl EppRegistrar {
         ))
     }
 
-    /// Makes sure the registrant contact exists (2302: it already does).
+    /// Makes sure the registrant contact exists with the organization's details as they
+    /// are now: created, or (2302: it exists) updated with them, so the registry's record
+    /// (WHOIS, RDAP) follows the customer's address once given (found by the domains audit:
+    /// a registrant created with placeholders before the customer filled in the address
+    /// kept them at the registry for good).
     async fn ensure_contact(&self, c: &super::Contact) -> Result<(), RegistrarError> {
-        let country = c
-            .country
-            .parse()
-            .map_err(|_| RegistrarError(format!("unknown country code {:?}", c.country)))?;
         let street = [c.street.as_str()];
-        let address = Address::new(
-            &street,
-            &c.city,
-            c.state.as_deref(),
-            c.postcode.as_deref(),
-            country,
-        );
+        let address = || -> Result<Address<'_>, RegistrarError> {
+            let country = c
+                .country
+                .parse()
+                .map_err(|_| RegistrarError(format!("unknown country code {:?}", c.country)))?;
+            Ok(Address::new(
+                &street,
+                &c.city,
+                c.state.as_deref(),
+                c.postcode.as_deref(),
+                country,
+            ))
+        };
         // RFC 5733 §2.3: the `int` form is 7-bit ASCII only, `loc` any UTF-8: a registrant
         // named "Jürgen" or living in "Zürich" is sent in the local form (a schema-checking
         // registry refuses it as `int`; found by review of the EPP client).
@@ -460,25 +466,46 @@ impl EppRegistrar {
         .into_iter()
         .flatten()
         .all(|s| s.is_ascii());
-        let postal = PostalInfo::new(
-            if ascii {
-                InfoType::International
-            } else {
-                InfoType::Local
-            },
-            &c.name,
-            c.organization.as_deref(),
-            address,
-        );
+        let postal = || -> Result<PostalInfo<'_>, RegistrarError> {
+            Ok(PostalInfo::new(
+                if ascii {
+                    InfoType::International
+                } else {
+                    InfoType::Local
+                },
+                &c.name,
+                c.organization.as_deref(),
+                address()?,
+            ))
+        };
         let phone = c.phone.as_deref().and_then(|p| epp_phone(p, &c.country));
-        let voice = phone.as_deref().map(Voice::new);
         // The contact's authInfo is never used by Lodge again: random, not derived from
         // the handle (which is derived from the organization; found by review: a
         // guessable registrant authInfo may authorize a transfer at some registries).
         let auth = new_auth_code(self.trid.load(Ordering::Relaxed));
-        let create = ContactCreate::new(&c.handle, &c.email, postal, voice, &auth);
+        let create = ContactCreate::new(
+            &c.handle,
+            &c.email,
+            postal()?,
+            phone.as_deref().map(Voice::new),
+            &auth,
+        );
         match self.transact(&create, false).await {
-            Ok(_) | Err((Some(ResultCode::ObjectExists), _)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err((Some(ResultCode::ObjectExists), _)) => {
+                // RFC 5733's update changes postal info, voice and email together (the
+                // client library's `chg` takes all three): without a phone it is left as
+                // created.
+                let Some(phone) = phone.as_deref() else {
+                    return Ok(());
+                };
+                let mut update = ContactUpdate::new(&c.handle);
+                update.set_info(&c.email, postal()?, Voice::new(phone), &auth);
+                self.transact(&update, false)
+                    .await
+                    .map(drop)
+                    .map_err(|(_, e)| err("updating the registrant contact", e))
+            }
             Err((_, e)) => Err(err("creating the registrant contact", e)),
         }
     }
