@@ -418,7 +418,7 @@ pub struct Hosting {
     /// server's own words are shown to staff only).
     pub last_error: Option<String>,
     /// A one-time link into the account's control panel (detail of a live account on a
-    /// DirectAdmin, cPanel or Plesk server; Lodge addition).
+    /// DirectAdmin, cPanel or Plesk server, for a caller who may change it; Lodge addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_url: Option<String>,
     /// The site's TLS certificate from the ACME CA (detail of an account on an nginx

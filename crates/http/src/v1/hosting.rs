@@ -295,7 +295,13 @@ async fn hosting_detail(
     client_ip: Option<std::net::IpAddr>,
 ) -> ApiResult<Hosting> {
     let view = st.lodge.hosting_detail(access, project, id).await?;
-    let login_url = st.lodge.login_url(&view.hosting, client_ip).await;
+    // The panel's one-time login changes everything: not for a read-only caller (a viewer,
+    // a read-only key; found by review: a read-only staff key got it).
+    let login_url = if access.require_write().is_ok() {
+        st.lodge.login_url(&view.hosting, client_ip).await
+    } else {
+        None
+    };
     let tls = st.lodge.certificate_status(&view.hosting).await?;
     let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?).for_customer();
     out.login_url = login_url;

@@ -377,6 +377,31 @@ async fn lifecycle(app: TestApp, driver: &str) {
     assert!(!acct.suspended);
     assert_eq!(fake.creates().len(), 1);
 
+    // A read-only key sees the account but gets no login link: the panel changes
+    // everything (found by review).
+    let (status, ro) = app
+        .post(
+            &format!("/v1/organizations/{}/api-keys", app.org_id()),
+            &app.key(),
+            &json!({ "name": "look only", "scopes": ["read"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ro}");
+    let ro = str_of(&ro, "key_secret").to_owned();
+    let (status, seen) = app.get(&hosting_path(&app, str_of(&h, "id")), &ro).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert!(seen.get("login_url").is_none(), "{seen}");
+    let (status, w) = v2(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{}", h["legacy_id"]),
+        Auth::Key(&ro),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    assert_eq!(w["client_links"], json!([]), "{w}");
+
     // The customer's login link, on both dialects.
     let url = h["login_url"]
         .as_str()
