@@ -22,7 +22,7 @@ use crate::wire::{money_number, money_str, payment_url, ts};
 use crate::AppState;
 
 /// `2026-03-31 10:00:00` (InterServer's date-time).
-pub(crate) fn datetime(us: i64) -> String {
+fn datetime(us: i64) -> String {
     let t = ts(us);
     match (t.get(..10), t.get(11..19)) {
         (Some(d), Some(h)) => format!("{d} {h}"),
@@ -422,9 +422,7 @@ fn list_row(b: &BilledInvoice, default: Currency) -> InvoiceListRow {
         invoices_description: description.clone(),
         description,
         invoices_amount: money_number(i.total_minor, cur),
-        // One spelling of `invoices_date` on every endpoint: the cart's, as `date_raw`
-        // beside it (found by the /apiv2 audit: RFC 3339 here, InterServer's elsewhere).
-        invoices_date: datetime(i.issued_at),
+        invoices_date: ts(i.issued_at),
         invoices_paid: i64::from(was_paid(i)),
         invoices_due_date: i.due_date.clone(),
         invoices_currency: cur.code().to_owned(),

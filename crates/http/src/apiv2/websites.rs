@@ -338,7 +338,7 @@ pub struct ChargeInvoiceRows {
 
 pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
     let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
-    let date = super::billing::datetime(i.issued_at);
+    let date = ts(i.issued_at);
     ChargeInvoice {
         invoices_id: i.id,
         invoices_description: format!(
