@@ -84,6 +84,12 @@ pub fn requested_port(listen: &str) -> anyhow::Result<Option<u16>> {
     }
 }
 
+/// Whether the demo finds an nginx to run (else it runs without one, and `--nginx-listen`
+/// is not its concern).
+pub fn installed(nginx: &NginxConfig) -> bool {
+    find_binary(&nginx.binary).is_some()
+}
+
 impl DemoNginx {
     /// Starts nginx for the demo under `data_dir/nginx`, serving `nginx.sites_dir`; returns
     /// it with the driver's configuration pointed at it. `Ok(None)`: nginx is not installed.
@@ -93,10 +99,10 @@ impl DemoNginx {
         data_dir: &Path,
         nginx: &NginxConfig,
     ) -> anyhow::Result<Option<(DemoNginx, NginxConfig)>> {
-        let requested = requested_port(&nginx.listen)?;
         let Some(binary) = find_binary(&nginx.binary) else {
             return Ok(None);
         };
+        let requested = requested_port(&nginx.listen)?;
         let prefix = absolute(&data_dir.join("nginx"))?;
         let sites_dir = absolute(&nginx.sites_dir)?;
         for dir in [

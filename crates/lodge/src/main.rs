@@ -1001,7 +1001,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
         if let Err(e) = std::net::TcpListener::bind(&cfg.listen) {
             anyhow::bail!("binding {}: {e}", cfg.listen);
         }
-        lodge::demo_nginx::requested_port(&cfg.nginx.listen)?;
+        if lodge::demo_nginx::installed(&cfg.nginx) {
+            lodge::demo_nginx::requested_port(&cfg.nginx.listen)?;
+        }
         demo_nginx =
             match lodge::demo_nginx::DemoNginx::start(Path::new("lodge-data"), &cfg.nginx).await {
                 Ok(Some((n, nginx))) => {

@@ -309,7 +309,7 @@ impl Lodge {
     /// what paid for it goes back to the organization's credit in the same transaction. The hosting
     /// account ordered with it is left as it is. An unpaid order's domain is refused (the
     /// customer cancels the order, or it expires).
-    pub async fn fail_domain(&self, id: DomainId, reason: &str) -> Result<DomainRow> {
+    pub async fn fail_domain(&self, id: DomainId, reason: &str, actor: &str) -> Result<DomainRow> {
         let reason = reason.trim();
         let mut v = crate::errors::Validator::new();
         if reason.is_empty() {
@@ -338,7 +338,7 @@ impl Lodge {
             }
         }
         let why = format!("{what} of {} failed: {reason}", d.name);
-        let cancelled = self.domain_failed(&d, &why, "staff").await?;
+        let cancelled = self.domain_failed(&d, &why, actor).await?;
         let row = hosting::domain(self.store.reader(), id)
             .await?
             .ok_or(ServiceError::NotFound)?;

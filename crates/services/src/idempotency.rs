@@ -36,9 +36,11 @@ pub struct IdempotencyKey {
     pub request_hash: String,
     /// The request's digests as earlier builds wrote them (a plain SHA-256 of the raw
     /// body; a keyed one of the raw body, before JSON bodies were digested in a canonical
-    /// form), also taken as the same request: a retry across the upgrade, or between nodes
-    /// of both builds during a rolling one, is answered its outcome, not refused (found by
-    /// the re-audit). Kept while such keys may live (a day after the upgrade).
+    /// form), also taken as the same request: a retry across the upgrade is answered its
+    /// outcome, not refused (found by the re-audit). During a rolling upgrade a node of
+    /// the build before canonical digests knows only the raw one: a retry there with the
+    /// JSON spelt otherwise than the first time is refused (422), as it always was there.
+    /// Kept while such keys may live (a day after the upgrade).
     pub legacy_request_hashes: Vec<String>,
     /// For a key Lodge derives itself rather than one the caller sent (an identical
     /// `/apiv2` order): how long, in microseconds, a stored outcome answers an identical

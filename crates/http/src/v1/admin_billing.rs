@@ -488,12 +488,13 @@ pub struct FailDomain {
               (status = 409, description = "Not pending, or its order is not paid yet")))]
 async fn fail_domain(
     State(st): State<AppState>,
-    Staff(_staff): Staff,
+    Staff(staff): Staff,
     Path(id): Path<String>,
     V1Json(b): V1Json<FailDomain>,
 ) -> ApiResult<Json<Domain>> {
     let id: DomainId = path_id(&id)?;
-    let d = st.lodge.fail_domain(id, &b.reason).await?;
+    let actor = format!("staff:{}", staff.user);
+    let d = st.lodge.fail_domain(id, &b.reason, &actor).await?;
     Ok(Json(Domain::new(d, &*st.lodge.catalog().await?)))
 }
 

@@ -665,28 +665,18 @@ impl Registrar for EppRegistrar {
         let r = match self.transact(&create, false).await {
             Ok(r) => r,
             // What asking again cannot change (RFC 5730 §3): the name is held (2302; the
-            // job reads it back first, in case it is Lodge's own lost create), or the
-            // registry's policy refuses it (2004, 2005, 2306, 2308). It was retried until
-            // the job died, the customer charged and the domain left pending (found by the
-            // domains audit).
-            Err((Some(code), e))
-                if matches!(
-                    code,
-                    ResultCode::ObjectExists
-                        | ResultCode::ParameterValueRangeError
-                        | ResultCode::ParameterValueSyntaxError
-                        | ResultCode::ParameterValuePolicyError
-                        | ResultCode::DataManagementPolicyViolation
-                ) =>
-            {
+            // job reads it back first, in case it is Lodge's own lost create). It was
+            // retried until the job died, the customer charged and the domain left pending
+            // (found by the domains audit). A policy refusal (2004, 2005, 2306, 2308) is
+            // often the installation's own (the registrant's details, the nameservers):
+            // left failing, with the registry's words, for staff to mend and retry or give
+            // up (found by review: refunding it would drop every order of a TLD).
+            Err((Some(ResultCode::ObjectExists), e)) => {
                 let name = req.name;
-                let why = if code == ResultCode::ObjectExists {
-                    format!("{name} is registered already")
-                } else {
-                    format!("the registry refused to register {name}: {e}")
-                };
                 tracing::info!(domain = %name, error = %e, "the registry refused the registration");
-                return Ok(Outcome::Refused(format!("Registration refused: {why}")));
+                return Ok(Outcome::Refused(format!(
+                    "Registration refused: {name} is registered already"
+                )));
             }
             Err((_, e)) => return Err(err("create", e)),
         };

@@ -625,6 +625,13 @@ impl Lodge {
                 // it was activated, then found transferred away, the fee kept).
                 if !info.ours {
                     tracing::warn!(domain = %name, "a transfer reported approved is not Lodge's at the registry");
+                    self.note_error(
+                        d.id,
+                        "the registry reported the transfer approved, but shows the domain \
+                         sponsored by another registrar: check it at the registry, then \
+                         complete or fail it",
+                    )
+                    .await?;
                     return Ok(false);
                 }
                 self.adopt(d.id, &info).await?;
