@@ -1110,7 +1110,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     }
     match command {
         Command::Serve(args) => {
+            let registrar = lodge.registrar.clone();
             let r = serve(&cfg, lodge, args.demo, !args.no_worker, &demo_nginx).await;
+            // The registries' sessions end with a `<logout>`, not a dropped connection.
+            if let Some(registrar) = registrar {
+                registrar.close().await;
+            }
             if let DemoNginxState::Running(n) = demo_nginx {
                 n.stop().await;
             }
@@ -1134,6 +1139,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             shutdown_signal().await;
             let _ = tx.send(true);
             wait_for_worker(worker).await;
+            if let Some(registrar) = &lodge.registrar {
+                registrar.close().await;
+            }
             Ok(())
         }
         Command::Migrate => {

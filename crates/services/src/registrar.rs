@@ -193,6 +193,11 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Ends open sessions (EPP `<logout>`, RFC 5730 §2.9.1.2) when the node stops, so a
+    /// registry capping its sessions does not count them until they time out (found by the
+    /// domains audit: a stopped node's connections just ended).
+    async fn close(&self) {}
+
     /// One name per message queue to read ([`Registrar::poll`]): none for a registrar
     /// without a registry.
     fn queues(&self) -> Vec<DomainName> {
@@ -330,6 +335,12 @@ impl Registrar for ByTld {
             self.pick(&p).keepalive().await?;
         }
         Ok(())
+    }
+
+    async fn close(&self) {
+        for p in self.probes() {
+            self.pick(&p).close().await;
+        }
     }
 }
 

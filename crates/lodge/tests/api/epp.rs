@@ -426,6 +426,13 @@ async fn the_driver_runs_a_domains_lifecycle_against_the_registry() {
         "{commands:?}"
     );
     assert!(commands.iter().any(|c| c == "hello"), "{commands:?}");
+
+    // Stopping ends the session with a `<logout>` (RFC 5730 §2.9.1.2), once; closing
+    // without a session sends nothing.
+    assert_eq!(server.count("logout"), 0);
+    lodge.close().await;
+    lodge.close().await;
+    assert_eq!(server.count("logout"), 1, "{:?}", server.commands());
 }
 
 // ---- through Lodge ----

@@ -1035,6 +1035,25 @@ impl Registrar for EppRegistrar {
         Ok(Some(code))
     }
 
+    async fn close(&self) {
+        let Some(mut client) = self.session.lock().await.take() else {
+            return;
+        };
+        let id = self.next_trid();
+        let logout = instant_epp::logout::Logout;
+        match tokio::time::timeout(self.settings.timeout, client.transact(&logout, &id)).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(registrar = %self.settings.name, "logged out of the registry")
+            }
+            Ok(Err(e)) => {
+                tracing::info!(registrar = %self.settings.name, error = %describe(&e).1, "logging out of the registry failed")
+            }
+            Err(_) => {
+                tracing::info!(registrar = %self.settings.name, "logging out of the registry timed out")
+            }
+        }
+    }
+
     async fn keepalive(&self) -> Result<(), RegistrarError> {
         let mut guard = self.session.lock().await;
         let Some(client) = guard.as_mut() else {
