@@ -122,7 +122,7 @@ impl ServiceError {
 
 /// The invisible characters that reorder the text around them (bidi embeddings, overrides
 /// and isolates): a name holding one shows something other than what it is.
-fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -199,11 +199,7 @@ fn validate(req: &RefundRequest<'_>) -> Result<()> {
     if req.amount_minor <= 0 {
         v.add("amount", "The amount must be positive.");
     }
-    if req.reason.chars().count() > 500 {
-        v.add("reason", "A reason is at most 500 characters.");
-    } else {
-        v.text("reason", req.reason, 500);
-    }
+    v.text("reason", req.reason, 500);
     match req.reference {
         Some(r) if r.starts_with(crate::gateway::PENDING_REFUND_PREFIX) => {
             v.add(

@@ -577,6 +577,18 @@ fn message(code: u16) -> &'static str {
     }
 }
 
+/// Whether an `int` postal info under `node` (a `contact:create` or an update's `chg`) holds
+/// anything but 7-bit ASCII, which RFC 5733 §2.3 (the schema's `int` form) refuses.
+fn int_not_ascii(node: roxmltree::Node<'_, '_>) -> bool {
+    children(node, "postalInfo")
+        .filter(|p| p.attribute("type") == Some("int"))
+        .any(|p| {
+            p.descendants()
+                .filter_map(|n| n.text())
+                .any(|t| !t.is_ascii())
+        })
+}
+
 /// The city of the first postal info under `node` (a `contact:create` or its `chg`).
 fn city_of(node: roxmltree::Node<'_, '_>) -> Option<String> {
     node.descendants()
@@ -1412,15 +1424,7 @@ impl Registry {
         if child(object, "email").is_none() || child(object, "postalInfo").is_none() {
             return Answer::code(2003);
         }
-        // RFC 5733 §2.3 (the schema's `int` postal info): 7-bit ASCII only.
-        let int_not_ascii = children(object, "postalInfo")
-            .filter(|p| p.attribute("type") == Some("int"))
-            .any(|p| {
-                p.descendants()
-                    .filter_map(|n| n.text())
-                    .any(|t| !t.is_ascii())
-            });
-        if int_not_ascii {
+        if int_not_ascii(object) {
             return Answer::code(2005);
         }
         // RFC 5733's e164StringType: `(\+[0-9]{1,3}\.[0-9]{1,14})?`; a schema-checking
@@ -1475,14 +1479,7 @@ impl Registry {
         let Some(chg) = child(object, "chg") else {
             return Answer::code(2003);
         };
-        let int_not_ascii = children(chg, "postalInfo")
-            .filter(|p| p.attribute("type") == Some("int"))
-            .any(|p| {
-                p.descendants()
-                    .filter_map(|n| n.text())
-                    .any(|t| !t.is_ascii())
-            });
-        if int_not_ascii {
+        if int_not_ascii(chg) {
             return Answer::code(2005);
         }
         if let Some(city) = city_of(chg) {

@@ -340,16 +340,31 @@ impl Lodge {
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
-            // Refused for good: given up and refunded, unless the name is Lodge's at the
-            // registry after all (a create whose answer was lost, sent again: 2302).
-            Ok(Outcome::Refused(why)) => match registrar.info(&name).await {
-                Ok(Some(info)) if info.ours => self.adopt(d.id, &info).await,
-                Ok(_) => self.domain_failed(d, &why, "registrar").await.map(drop),
-                Err(e) => Err(ServiceError::Internal(format!(
-                    "registrar: {why}; and reading the domain back: {e}"
-                ))),
-            },
+            // A create whose answer was lost, sent again, is refused (2302) as Lodge's own.
+            Ok(Outcome::Refused(why)) => self.refused(d, registrar.as_ref(), &name, &why).await,
             Err(e) => Err(registrar_err(e)),
+        }
+    }
+
+    /// A registration or transfer the registry refused for good: the domain is given up and
+    /// its line goes back to credit ([`Lodge::domain_failed`]), unless the registry shows it
+    /// as Lodge's after all (a retry after a lost answer, refused because the first request
+    /// went through: found by review), which activates it.
+    async fn refused(
+        &self,
+        d: &DomainRow,
+        registrar: &dyn super::Registrar,
+        name: &DomainName,
+        why: &str,
+    ) -> Result<()> {
+        match registrar.info(name).await {
+            Ok(Some(info)) if info.ours => self.adopt(d.id, &info).await,
+            Ok(_) => self.domain_failed(d, why, "registrar").await.map(drop),
+            Err(e) => {
+                let msg = format!("registrar: {why}; and reading the domain back: {e}");
+                self.note_error(d.id, &msg).await?;
+                Err(ServiceError::Internal(msg))
+            }
         }
     }
 
@@ -378,19 +393,9 @@ impl Lodge {
                     .await
             }
             Ok(Outcome::Pending) => Ok(()),
-            // The domain is cancelled and its line goes back to credit, as a transfer the
-            // losing registrar rejects; unless it is Lodge's at the registry already (a retry
-            // after a lost answer, refused because the first request went through: found by
-            // review), which activates it.
-            Ok(Outcome::Refused(why)) => match registrar.info(&name).await {
-                Ok(Some(info)) if info.ours => self.adopt(d.id, &info).await,
-                Ok(_) => self.domain_failed(d, &why, "registrar").await.map(drop),
-                Err(e) => {
-                    let msg = format!("registrar: {why}; and reading the domain back: {e}");
-                    self.note_error(d.id, &msg).await?;
-                    Err(ServiceError::Internal(msg))
-                }
-            },
+            // Cancelled with its line back to credit, as a transfer the losing registrar
+            // rejects.
+            Ok(Outcome::Refused(why)) => self.refused(d, registrar.as_ref(), &name, &why).await,
             Err(e) => {
                 let msg = format!("registrar: {e}");
                 self.note_error(d.id, &msg).await?;
@@ -621,8 +626,8 @@ impl Lodge {
                     })?;
                 // Approved, but the registry does not show it as Lodge's (news of another
                 // registrar's transfer, or a queue that disagrees with the registry): not
-                // taken as done; the daily read-back decides (found by the domains audit:
-                // it was activated, then found transferred away, the fee kept).
+                // taken as done, and left to staff (found by the domains audit: it was
+                // activated, then found transferred away, the fee kept).
                 if !info.ours {
                     tracing::warn!(domain = %name, "a transfer reported approved is not Lodge's at the registry");
                     self.note_error(
@@ -678,10 +683,7 @@ impl Lodge {
         let reason: String = reason
             .chars()
             .map(|c| {
-                if c.is_control()
-                    || ('\u{202A}'..='\u{202E}').contains(&c)
-                    || ('\u{2066}'..='\u{2069}').contains(&c)
-                {
+                if c.is_control() || crate::errors::is_bidi_control(c) {
                     ' '
                 } else {
                     c
