@@ -698,6 +698,16 @@ pub async fn cancel(app: &TestApp, id: &str, kind: &str) -> (StatusCode, Value) 
     .await
 }
 
+/// The demo owner withdraws an account's pending cancellation.
+pub async fn revoke_cancellation(app: &TestApp, id: &str) -> (StatusCode, Value) {
+    app.post(
+        &format!("{}/revoke-cancellation", hosting_path(app, id)),
+        &app.key(),
+        &json!({}),
+    )
+    .await
+}
+
 /// A hosting account of the demo project, through `/v1`.
 pub async fn hosting(app: &TestApp, id: &str) -> Value {
     get_ok(app, &hosting_path(app, id)).await

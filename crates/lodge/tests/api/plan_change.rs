@@ -455,13 +455,7 @@ async fn staff_acting_through_customer_routes_are_recorded_as_staff(app: TestApp
         "{h}"
     );
     assert!(str_of(&entry, "actor").starts_with("user:"), "{h}");
-    let (status, h) = app
-        .post(
-            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
-            &app.key(),
-            &json!({}),
-        )
-        .await;
+    let (status, h) = crate::harness::revoke_cancellation(&app, &id).await;
     assert_eq!(status, StatusCode::OK, "{h}");
     assert_eq!(last_of(&h)["note"], "cancellation withdrawn", "{h}");
 
@@ -584,13 +578,7 @@ async fn refused_changes_change_nothing(app: TestApp) {
         "{body}"
     );
     assert_eq!(change_counts(&app).await, before_cancel);
-    let (status, body) = app
-        .post(
-            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
-            &app.key(),
-            &json!({}),
-        )
-        .await;
+    let (status, body) = crate::harness::revoke_cancellation(&app, &id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // An account not yet paid (pending), and one on the free cycle.

@@ -1623,13 +1623,7 @@ async fn withdrawn_cancellation_stops_a_queued_termination(app: TestApp) {
         1,
         "termination queued"
     );
-    let (status, h) = app
-        .post(
-            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
-            &app.key(),
-            &json!({}),
-        )
-        .await;
+    let (status, h) = crate::harness::revoke_cancellation(&app, &id).await;
     assert_eq!(status, StatusCode::OK, "{h}");
     assert_eq!(run(&worker).await, 1, "the queued job runs");
     let h = hosting(&app, &id).await;

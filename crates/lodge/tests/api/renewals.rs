@@ -364,21 +364,9 @@ async fn notes_written_while_suspended_leave_the_renewals_suspension_to_lift(app
     app.clock.set(noon(&due, 7));
     pass(&app, &worker).await;
     assert_eq!(hosting(&app, &id).await["status"], "suspended");
-    let (status, h) = app
-        .post(
-            &format!("{}/cancel", hosting_path(&app, &id)),
-            &app.key(),
-            &json!({ "type": "end_of_period", "reason": "thinking" }),
-        )
-        .await;
+    let (status, h) = crate::harness::cancel(&app, &id, "end_of_period").await;
     assert_eq!(status, StatusCode::OK, "{h}");
-    let (status, h) = app
-        .post(
-            &format!("{}/revoke-cancellation", hosting_path(&app, &id)),
-            &app.key(),
-            &json!({}),
-        )
-        .await;
+    let (status, h) = crate::harness::revoke_cancellation(&app, &id).await;
     assert_eq!(status, StatusCode::OK, "{h}");
     bank_transfer(&app, &inv["id"], "5.00", "noted-1").await;
     drain(worker.clone()).await;
