@@ -7,7 +7,8 @@
 //! - `/apiv2`: InterServer's `{"code": "…", "message": "…"}`.
 //!
 //! What is added: 401 on a route that needs credentials, 429 (with `Retry-After`) where the
-//! per-credential rate limit applies, 404 for a bad page number on a paginated list, 400 on
+//! per-credential rate limit applies, 503 (with `Retry-After`) on every route of the two
+//! dialects (the database, or a registrar, out for a moment), 404 for a bad page number on a paginated list, 400 on
 //! a route with query or header parameters, 400 and 413 (the 1 MiB body limit) on a route
 //! that takes a body, and 415 on a `/v1` route that
 //! takes JSON; `Idempotency-Key` headers get the limits the server enforces. A route's own
@@ -244,9 +245,15 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
     if dialect == Dialect::V1 && json_body {
         add("415", "The body is declared as something other than JSON");
     }
+    if dialect != Dialect::Other {
+        add(
+            "503",
+            "The database, or the registrar a domain check needs, cannot answer at the moment; nothing was done, and `Retry-After` says when to try again",
+        );
+    }
     for (status, answer) in answers.iter_mut() {
         let RefOr::T(answer) = answer else { continue };
-        if status == "429" && !answer.headers.contains_key("Retry-After") {
+        if (status == "429" || status == "503") && !answer.headers.contains_key("Retry-After") {
             answer.headers.insert(
                 "Retry-After".into(),
                 HeaderBuilder::new()
@@ -257,7 +264,7 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
                     .build(),
             );
         }
-        if !status.starts_with('4') || !answer.content.is_empty() {
+        if !(status.starts_with('4') || status == "503") || !answer.content.is_empty() {
             continue;
         }
         let schema = match dialect {

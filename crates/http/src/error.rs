@@ -85,6 +85,9 @@ impl IntoResponse for ApiError {
                 r
             }
             ApiError::Service(e) if e.is_unavailable() => unavailable(&e),
+            ApiError::Service(ServiceError::Unavailable(msg)) => {
+                retry_later(detail(StatusCode::SERVICE_UNAVAILABLE, &msg))
+            }
             ApiError::Service(e) => match e.for_caller() {
                 ServiceError::Unauthorized(msg) => {
                     let mut r = detail(StatusCode::UNAUTHORIZED, &msg);

@@ -98,16 +98,16 @@ impl ServiceError {
         ServiceError::Invalid(m)
     }
 
-    /// The error as a caller is told it: a storage error that means "no such row" is
-    /// [`ServiceError::NotFound`], a write refused by a unique constraint a
-    /// [`ServiceError::Conflict`] (the constraint is logged, not told); anything else is
-    /// unchanged.
     /// Whether this is the database being unreachable for a moment (answered 503 with
     /// `Retry-After`, not 500).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ServiceError::Store(e) if e.is_unavailable())
     }
 
+    /// The error as a caller is told it: a storage error that means "no such row" is
+    /// [`ServiceError::NotFound`], a write refused by a unique constraint a
+    /// [`ServiceError::Conflict`] (the constraint is logged, not told); anything else is
+    /// unchanged.
     pub fn for_caller(self) -> Self {
         match self {
             ServiceError::Store(StoreError::NotFound) => ServiceError::NotFound,

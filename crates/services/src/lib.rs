@@ -94,6 +94,11 @@ pub enum ServiceError {
     /// customer's input may carry): the job is dead at once rather than retried for hours.
     #[error("{0}")]
     Refused(String),
+    /// A service Lodge needs for this request (the registrar) cannot answer at the moment:
+    /// nothing was done, and the caller may retry (answered 503 with `Retry-After`, the
+    /// message telling which service).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -45,6 +45,11 @@ pub enum Outcome {
 #[error("{0}")]
 pub struct RegistrarError(pub String);
 
+/// What a caller is told when the registrar cannot say whether a name is available (it is
+/// down, or refused Lodge's login): a 503 to retry, never "unavailable" nor a bad field.
+pub const CHECK_UNAVAILABLE: &str =
+    "The registrar could not check this name at the moment; try again later.";
+
 /// The registrant of a new domain (from the organization's details).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contact {

@@ -479,8 +479,8 @@ impl Lodge {
                 Ok(Availability::Available | Availability::Unknown) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "registrar availability check failed");
-                    return Err(ServiceError::Conflict(
-                        "The registrar could not check this name; try again later.".into(),
+                    return Err(ServiceError::Unavailable(
+                        crate::registrar::CHECK_UNAVAILABLE.into(),
                     ));
                 }
             },

@@ -202,6 +202,19 @@ impl Lodge {
                 merge(&mut errors, more);
                 Err(ServiceError::Invalid(errors))
             }
+            // InterServer's form shows a refusal beside the fields: a registrar that cannot
+            // answer is said there (`continue: false`), as its own form would, not as a
+            // 503 the page cannot show.
+            (Err(ServiceError::Unavailable(why)), rules) => {
+                let mut errors = match rules {
+                    Err(ServiceError::Invalid(e)) => e,
+                    _ => FieldErrors::new(),
+                };
+                errors.entry("domain_name".to_owned()).or_default().push(
+                    crate::errors::FieldError::new(crate::errors::FieldCode::Invalid, why),
+                );
+                Err(ServiceError::Invalid(errors))
+            }
             (Err(e), _) => Err(e),
         }
     }

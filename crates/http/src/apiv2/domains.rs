@@ -52,7 +52,7 @@ pub struct DomainLookupResponse {
     security((), ("api_key" = [])),
     params(("name" = String, Path, description = "A full domain name, e.g. example.com", pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$", max_length = 253)),
     responses((status = 200, body = DomainLookupResponse), (status = 401, description = "Credentials sent but wrong", body = super::V2ErrorBody),
-              (status = 409, description = "The registrar could not check the name", body = super::V2ErrorBody),
+              (status = 503, description = "The registrar could not check the name at the moment; `Retry-After` says when to try again", body = super::V2ErrorBody),
               (status = 422, description = "Not a domain name", body = super::V2ErrorBody),
               (status = 429, body = super::V2ErrorBody)))]
 pub async fn lookup(

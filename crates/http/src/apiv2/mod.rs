@@ -123,12 +123,12 @@ impl V2Error {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        if self.0.is_server_error() {
+        if self.0.is_server_error() && self.0 != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self.1, "apiv2 request failed");
         }
-        let message = if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            "The service is unavailable at the moment: try again shortly.".to_owned()
-        } else if self.0.is_server_error() {
+        // A 503's message is one for the caller (the database's or the registrar's
+        // outage, said in words of Lodge's own); other 5xx hide their cause.
+        let message = if self.0.is_server_error() && self.0 != StatusCode::SERVICE_UNAVAILABLE {
             "A server error occurred.".to_owned()
         } else {
             self.1
@@ -155,7 +155,11 @@ impl IntoResponse for V2Error {
 impl From<ServiceError> for V2Error {
     fn from(e: ServiceError) -> Self {
         if e.is_unavailable() {
-            return V2Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            tracing::warn!(error = %e, "the database is unavailable");
+            return V2Error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable at the moment: try again shortly.".into(),
+            );
         }
         match e.for_caller() {
             ServiceError::Unauthorized(m) => V2Error(StatusCode::UNAUTHORIZED, m),
@@ -165,6 +169,7 @@ impl From<ServiceError> for V2Error {
             // InterServer: "402 / gateway-specific text — card declined, balance
             // insufficient".
             ServiceError::InsufficientCredit(m) => V2Error(StatusCode::PAYMENT_REQUIRED, m),
+            ServiceError::Unavailable(m) => V2Error(StatusCode::SERVICE_UNAVAILABLE, m),
             ServiceError::KeyTaken => V2Error(
                 StatusCode::CONFLICT,
                 "This Idempotency-Key is already used by another request.".into(),

@@ -1018,7 +1018,7 @@ async fn a_registry_that_stops_answering_is_given_up() {
 }
 
 /// A login the registry refuses (2200): at order time the availability check fails, so the
-/// order is refused with a field error and nothing is written; a job whose session must log
+/// order is answered 503 (try again later) and nothing is written; a job whose session must log
 /// in again after the password changed fails with the registry's reason and is retried.
 async fn a_wrong_password_fails_the_job_with_a_clear_error(engine: Engine) {
     let server = registry(false).await;
@@ -1031,9 +1031,9 @@ async fn a_wrong_password_fails_the_job_with_a_clear_error(engine: Engine) {
         let body = json!({ "plan_id": harness::starter(&app), "domain_source": "register",
                            "domain_name": "bad-login.net", "billing_cycle": "annually" });
         let (status, e) = app.post(&order_path(&app), &app.key(), &body).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{e}");
         assert_eq!(
-            e["domain_name"][0], "The registrar could not check this name; try again later.",
+            e["detail"], "The registrar could not check this name at the moment; try again later.",
             "{e}"
         );
         assert_eq!(harness::counts(&app).await, before, "nothing written");

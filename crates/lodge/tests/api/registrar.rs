@@ -1,5 +1,6 @@
-//! Ordering a domain registration when the registrar says the name is taken, or cannot
-//! answer: a field error in both dialects, and nothing written.
+//! Ordering a domain registration when the registrar says the name is taken (a field error
+//! in both dialects), or cannot answer (`/v1`: 503 with `Retry-After`, unless other fields
+//! are wrong too; `/apiv2`'s form: its refusal); nothing is written either way.
 
 use std::sync::{Arc, Mutex};
 
@@ -191,20 +192,65 @@ async fn a_name_the_registrar_calls_unavailable_is_refused(engine: Engine) {
     .await;
 }
 
+/// The answer of a registrar outage: 503, `Retry-After`, and the body's message.
+async fn unavailable(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "a 503 says when to come back"
+    );
+    resp.json().await.expect("a JSON body")
+}
+
 async fn a_registrar_that_fails_refuses_the_order_and_writes_nothing(engine: Engine) {
     let fake = FakeRegistrar::new(Answer::Fails);
     harness::run(engine, fake.options(), |app| async move {
         let before = written(&app).await;
-        let refusal = "The registrar could not check this name; try again later.";
+        let refusal = "The registrar could not check this name at the moment; try again later.";
 
-        let (status, body) = app
-            .post(
-                &order_path(&app),
-                &app.key(),
-                &register(&app, "any-name.com"),
+        // `/v1`: the order cannot be validated now, which is the registrar's outage, not
+        // the caller's mistake: 503 with `Retry-After` (it was a 400 on `domain_name`,
+        // which a client does not retry: found by the domains audit).
+        let key = app.key();
+        let order = register(&app, "any-name.com");
+        let resp = app
+            .send(Method::POST, &order_path(&app), Some(&key), Some(&order))
+            .await;
+        assert_eq!(unavailable(resp).await, json!({ "detail": refusal }));
+        // The same with a wrong field as well: the 400 a client must fix comes first, and
+        // says the registrar's part beside it.
+        let mut bad = order.clone();
+        bad["billing_cycle"] = json!("fortnightly");
+        let (status, body) = app.post(&order_path(&app), &key, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(messages(&body, "domain_name"), refusal, "{body}");
+        assert!(body.get("billing_cycle").is_some(), "{body}");
+        // Asking whether the name is free: 503 in both dialects, never "unavailable".
+        let resp = app
+            .send(
+                Method::GET,
+                "/v1/domains/check/any-name.com",
+                Some(&key),
+                None,
             )
             .await;
-        assert_domain_refused(status, &body, refusal);
+        assert_eq!(unavailable(resp).await, json!({ "detail": refusal }));
+        let resp = app
+            .send(
+                Method::GET,
+                "/apiv2/domains/lookup/any-name.com",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            unavailable(resp).await,
+            json!({ "code": "503", "message": refusal })
+        );
+        // InterServer's order form shows it beside the fields, as its own refusals.
         for (status, body) in apiv2_both(&app, "any-name.com").await {
             assert_refused(status, &body, &[refusal], "apiv2, a failing registrar");
         }
@@ -213,7 +259,7 @@ async fn a_registrar_that_fails_refuses_the_order_and_writes_nothing(engine: Eng
             before,
             "a refused order writes nothing"
         );
-        assert_eq!(fake.state().checked.len(), 3, "asked each time");
+        assert_eq!(fake.state().checked.len(), 6, "asked each time");
         assert!(fake.state().registered.is_empty());
 
         // Once the registrar answers again, the same order goes through: the failure held

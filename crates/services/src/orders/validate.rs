@@ -142,7 +142,16 @@ impl Lodge {
         };
 
         // The domain.
-        let domain = self.validate_domain(&catalog, org, form, &mut v).await?;
+        // A registrar that cannot answer makes the order 503 (retry later) when nothing
+        // else is wrong with it; otherwise its 400 says so beside the other fields.
+        let mut registrar_down = None;
+        let domain = match self.validate_domain(&catalog, org, form, &mut v).await {
+            Err(ServiceError::Unavailable(why)) => {
+                registrar_down = Some(why);
+                None
+            }
+            other => other?,
+        };
 
         // Offer and coupon (the /apiv2 form).
         let offer = match (form.offer_legacy_id, plan) {
@@ -282,6 +291,12 @@ impl Lodge {
             {
                 v.add_coded("plan_id", FieldCode::ServersFull, SERVERS_FULL);
             }
+        }
+        if let Some(why) = registrar_down {
+            if v.is_empty() {
+                return Err(ServiceError::Unavailable(why));
+            }
+            v.add("domain_name", why);
         }
         v.finish()?;
         let (Some(plan), Some(cycle), Some(price), Some(domain)) = (plan, cycle, price, domain)
@@ -492,11 +507,9 @@ impl Lodge {
                         Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "registrar availability check failed");
-                            v.add(
-                                "domain_name",
-                                "The registrar could not check this name; try again later.",
-                            );
-                            return Ok(None);
+                            return Err(ServiceError::Unavailable(
+                                crate::registrar::CHECK_UNAVAILABLE.into(),
+                            ));
                         }
                     }
                     Ok(Some(DomainPlan::Register {

@@ -183,9 +183,8 @@ impl Lodge {
                 Ok(Availability::Unknown) => "unknown",
                 Err(e) => {
                     tracing::warn!(error = %e, "registrar availability check failed");
-                    return Err(ServiceError::field(
-                        "name",
-                        "The registrar could not check this name; try again later.",
+                    return Err(ServiceError::Unavailable(
+                        crate::registrar::CHECK_UNAVAILABLE.into(),
                     ));
                 }
             },
