@@ -367,8 +367,8 @@ enum BenchCommand {
         /// Concurrent connections.
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        /// Seconds per scenario.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds per scenario (0.1 to 86400).
+        #[arg(long, default_value_t = 10.0, value_parser = scenario_seconds)]
         seconds: f64,
         /// Scenarios (comma separated): healthz, storefront, plans, order_external,
         /// order_keyed (external, each with an Idempotency-Key), order_register,
@@ -1423,7 +1423,7 @@ async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::R
                 admin_key,
                 database_url: database,
                 connections: connections.max(1),
-                duration: std::time::Duration::from_secs_f64(seconds.max(0.1)),
+                duration: std::time::Duration::from_secs_f64(seconds),
                 scenarios,
                 mix,
                 nodes,
@@ -1586,6 +1586,15 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
             eprintln!("lodge: key {} ({}) is revoked", k.id, k.name);
             Ok(())
         }
+    }
+}
+
+/// `--seconds` of `bench load`: a number of seconds from 0.1 to a day (`inf` or `1e30`
+/// panicked as a `Duration`: found by the code review).
+fn scenario_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if (0.1..=86_400.0).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: seconds from 0.1 to 86400")),
     }
 }
 

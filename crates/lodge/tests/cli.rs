@@ -302,6 +302,27 @@ fn a_currency_that_is_not_iso_4217_is_refused() {
     cli.ok(&["migrate", "--currency", "CHF"]);
 }
 
+/// `bench load --seconds` out of range is a usage error, not a panic (found by the code
+/// review: `inf` and `1e30` panicked converting to a `Duration`).
+#[test]
+fn bench_seconds_out_of_range_are_a_usage_error() {
+    for bad in ["inf", "1e30", "NaN", "0", "-1", "ten"] {
+        let out = bare_command(&[
+            "bench",
+            "load",
+            "--url",
+            "http://127.0.0.1:9",
+            &format!("--seconds={bad}"),
+        ])
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("seconds from 0.1 to 86400"), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+    }
+}
+
 /// `keys create-staff --read-only`: a staff key that reads the admin API and changes
 /// nothing (found by the staff audit: every staff key could refund and add credit); the
 /// full key still changes things.

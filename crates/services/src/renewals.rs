@@ -549,11 +549,13 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
     if periods.is_empty() && years.is_empty() {
         return Ok(None);
     }
+    // Saturating: a total that cannot be held is one no balance covers (unpaid), never a
+    // wrapped negative one taken as paid.
     let total: i64 = periods
         .iter()
         .map(|p| p.service.recurring_minor)
-        .sum::<i64>()
-        + years.iter().map(|(_, _, _, price)| price).sum::<i64>();
+        .chain(years.iter().map(|(_, _, _, price)| *price))
+        .fold(0, i64::saturating_add);
     let currency = periods
         .first()
         .map_or(ctx.currency, |p| p.service.currency.as_str())

@@ -430,14 +430,16 @@ pub async fn period_billed_net<C: SqlConn>(
     service_id: HostingId,
     period_start: &str,
 ) -> Result<Option<i64>> {
-    let row = conn
-        .fetch_row(
-            "SELECT CAST(COALESCE(SUM(CASE \
-                         WHEN i.status NOT IN ('paid', 'partially_refunded', 'refunded') THEN 0 \
-                         WHEN i.total_minor <= 0 THEN l.amount_minor \
-                         ELSE l.amount_minor * (i.total_minor - i.refunded_minor) / i.total_minor \
-                         END), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(CASE WHEN l.kind = 'plan' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+    // Each line's kept share is worked out here, in 128 bits: `amount × kept / total` of
+    // two amounts overflows 64 bits from about 3·10⁹ minor units (found by the code review:
+    // PostgreSQL refused the plan change of a 30 M IDR plan as "bigint out of range", SQLite
+    // went to floating point).
+    let rows = conn
+        .fetch_rows(
+            "SELECT l.amount_minor, i.total_minor, i.refunded_minor, \
+                    CASE WHEN i.status IN ('paid', 'partially_refunded', 'refunded') \
+                         THEN 1 ELSE 0 END, \
+                    CASE WHEN l.kind = 'plan' THEN 1 ELSE 0 END \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
              WHERE l.service_id = $1 AND i.status <> 'cancelled' \
                AND ((l.period_start = $2 AND l.kind IN ('plan', 'adjustment')) \
@@ -447,12 +449,28 @@ pub async fn period_billed_net<C: SqlConn>(
             vals![service_id.to_string(), period_start],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let mut c = Cols::new(row);
-    let (net, plans) = (c.int()?, c.int()?);
+    let (mut net, mut plans) = (0i64, 0);
+    for row in rows {
+        let mut c = Cols::new(row);
+        let (amount, total, refunded, paid, plan) =
+            (c.int()?, c.int()?, c.int()?, c.int()?, c.int()?);
+        plans += plan;
+        if paid == 1 {
+            net = net.saturating_add(kept_share(amount, total, refunded));
+        }
+    }
     Ok((plans > 0).then_some(net))
+}
+
+/// The part of an invoice line its invoice keeps once `refunded` of its `total` went back:
+/// `amount × (total − refunded) / total`, rounded toward zero as SQL's integer division
+/// was; the whole line when the invoice's total is not positive.
+fn kept_share(amount: i64, total: i64, refunded: i64) -> i64 {
+    if total <= 0 {
+        return amount;
+    }
+    let share = i128::from(amount) * (i128::from(total) - i128::from(refunded)) / i128::from(total);
+    i64::try_from(share).unwrap_or(if share < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// What is kept of the money paid for the service's period `[start, end)` (its invoices'
@@ -468,11 +486,10 @@ pub async fn period_kept_and_credited<C: SqlConn>(
     let Some(own) = period_billed_net(conn, service_id, start).await? else {
         return Ok(None);
     };
-    let changes = conn
-        .fetch_int(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN i.total_minor <= 0 THEN l.amount_minor \
-                 ELSE l.amount_minor * (i.total_minor - i.refunded_minor) / i.total_minor \
-                 END), 0) AS BIGINT) \
+    let mut changes = 0i64;
+    for row in conn
+        .fetch_rows(
+            "SELECT l.amount_minor, i.total_minor, i.refunded_minor \
              FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
              WHERE l.service_id = $1 AND l.kind = 'adjustment' AND l.amount_minor > 0 \
                AND l.period_start > $2 AND l.period_start < $3 \
@@ -480,7 +497,11 @@ pub async fn period_kept_and_credited<C: SqlConn>(
             vals![service_id.to_string(), start, end],
         )
         .await?
-        .unwrap_or(0);
+    {
+        let mut c = Cols::new(row);
+        let (amount, total, refunded) = (c.int()?, c.int()?, c.int()?);
+        changes = changes.saturating_add(kept_share(amount, total, refunded));
+    }
     let credited = conn
         .fetch_int(
             "SELECT CAST(COALESCE(SUM(-charge_minor), 0) AS BIGINT) FROM plan_changes \

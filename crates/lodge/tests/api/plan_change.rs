@@ -51,6 +51,7 @@ on_both_engines!(
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
     changes_racing_up_and_down_record_the_plan_they_moved_from,
     an_unpaid_difference_ends_with_an_immediate_cancellation,
+    plans_priced_in_millions_change_like_any_other,
 );
 
 // ---- helpers ----
@@ -2041,5 +2042,62 @@ async fn an_unpaid_difference_ends_with_an_immediate_cancellation(app: TestApp) 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     crate::provisioning::drain(worker).await;
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    app.stop().await;
+}
+
+/// A plan priced in tens of millions (a few hundred dollars in rials or lira) changes as any
+/// other: the kept share of what its period was billed is `amount × kept / total` of two
+/// such amounts, which was worked out in 64-bit SQL (found by the code review: PostgreSQL
+/// answered the change 500, "bigint out of range"; SQLite went to floating point). A price
+/// above the ceiling of every staff amount is refused.
+async fn plans_priced_in_millions_change_like_any_other(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let mut ids = vec![];
+    for (slug, price) in [("big-one", "40000000.00"), ("big-two", "50000000.00")] {
+        let (status, body) = app
+            .post(
+                "/v1/admin/plans",
+                &app.admin_key(),
+                &json!({ "slug": slug, "group": "web-hosting", "name": slug,
+                         "pricing": [{ "billing_cycle": "monthly", "price": price }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(str_of(&body, "id").to_owned());
+    }
+    let (status, body) = app
+        .post(
+            "/v1/admin/plans",
+            &app.admin_key(),
+            &json!({ "slug": "too-big", "group": "web-hosting", "name": "too-big",
+                     "pricing": [{ "billing_cycle": "monthly",
+                                   "price": "46116860184273879.04" }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.to_string().contains("at most 10000000000.00"),
+        "the ceiling is said: {body}"
+    );
+
+    add_credit(&app, &app.org_id(), "40000000.00").await;
+    let body = json!({ "plan_id": ids[0], "domain_source": "external",
+                       "domain_name": "millions.example", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    assert_eq!(o["status"], "active", "paid from credit: {o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    worker.run_once().await.unwrap();
+    // 2026-04-20: 10 of the period's 30 days left; 10,000,000.00 more a month: 3,333,333.33.
+    app.clock.set(noon("2026-04-20"));
+    let body = changed(&app, &id, &ids[1]).await;
+    assert_eq!(body["plan_change"]["amount"], "3333333.33", "{body}");
+    // And back down the same day: the upgrade's difference is unpaid, so only the period's
+    // own price counts, 10 days of 10,000,000.00 given back.
+    let invoice = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    pay(&app, invoice, "3333333.33", "big-difference").await;
+    let body = changed(&app, &id, &ids[0]).await;
+    assert_eq!(body["plan_change"]["amount"], "-3333333.33", "{body}");
     app.stop().await;
 }

@@ -44,6 +44,20 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
     // find (found by the operator audit).
     let money = |v: &mut Validator, field: &str, tag: &str, s: &str| -> i64 {
         match Money::parse_decimal(s, currency) {
+            // The same ceiling as every amount staff type elsewhere: far above any real
+            // price, far below what sums of a few prices would overflow (found by the code
+            // review: a 2⁶² price renewed two accounts on one invoice for nothing, its total
+            // wrapped below zero).
+            Ok(m) if m.minor() > lodge_core::money::MAX_AMOUNT_MINOR => {
+                v.add(
+                    field,
+                    format!(
+                        "{tag}: {s:?}: at most {}",
+                        Money::new(lodge_core::money::MAX_AMOUNT_MINOR, currency)
+                    ),
+                );
+                0
+            }
             Ok(m) if !m.is_negative() => m.minor(),
             Ok(_) => {
                 v.add(field, format!("{tag}: {s:?}: amounts cannot be negative"));
