@@ -389,38 +389,160 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "Invalid data. Expected a dictionary.",
         )));
     }
-    let value = integral_numbers(value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut value = integral_numbers(value);
+    // Every bad field at once, as Django REST framework reports them (found by the /v1
+    // client audit: only the first was said, then the next on the retry): serde stops at
+    // the first, so the body is read again without what was found wrong (an unknown or
+    // ill-typed field taken out, a missing one filled with a value of a type it takes)
+    // until it reads or nothing more is learnt.
+    let mut errors = FieldErrors::new();
+    for _ in 0..MAX_FIELD_PASSES {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) if errors.is_empty() => return Ok(t),
+            Ok(_) => break,
+            Err(e) => BodyError::of(e),
+        };
+        let Some(object) = value.as_object_mut() else {
+            break;
+        };
+        let progressed = match &e {
+            BodyError::Missing(field) => {
+                // Missing because an ill-typed value was taken out: said already.
+                let said = errors.keys().any(|k| {
+                    k.strip_prefix(field.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                });
+                if !said {
+                    errors.insert(field.clone(), vec![e.message()]);
+                }
+                match stand_in::<T>(object, field) {
+                    Some(v) => {
+                        object.insert(field.clone(), v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            BodyError::Unknown(field, _) | BodyError::Invalid { top: field, .. } => {
+                errors.entry(e.key()).or_insert_with(|| vec![e.message()]);
+                object.remove(field).is_some()
+            }
+            BodyError::Whole(_) => {
+                errors.entry(e.key()).or_insert_with(|| vec![e.message()]);
+                false
+            }
+        };
+        if !progressed {
+            break;
+        }
+    }
+    Err(ApiError::fields(errors))
+}
+
+/// The most times a body is read again to find its next bad field (a body has a handful).
+const MAX_FIELD_PASSES: usize = 32;
+
+/// What serde found wrong with a body, by the top-level field it concerns.
+enum BodyError {
+    /// A required field not sent.
+    Missing(String),
+    /// A field the endpoint does not take, and serde's words (which name those it takes).
+    Unknown(String, String),
+    /// A value serde refused: `path` is its place (`pricing[0].price`), `top` the body's
+    /// field holding it.
+    Invalid {
+        path: String,
+        top: String,
+        message: String,
+    },
+    /// The body as a whole.
+    Whole(String),
+}
+
+impl BodyError {
+    fn of(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if let Some(field) = inner
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
-            let field = if path == "." {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
-            };
-            return ApiError::fields(one(&field, FieldCode::Required, "This field is required."));
-        }
-        // A field the endpoint does not take is refused keyed by its name, never ignored
-        // (a misspelt field would otherwise do nothing, silently).
-        // (serde's path names the unknown key itself, except at the top level.)
-        if let Some(field) = inner
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-            .filter(|_| path == ".")
-        {
-            return ApiError::fields(one(field, FieldCode::Invalid, &inner));
-        }
-        let field = if path == "." {
-            "non_field_errors".to_owned()
-        } else {
-            path
+        let named = |prefix: &str| {
+            inner
+                .strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+                .map(str::to_owned)
         };
-        ApiError::fields(one(&field, FieldCode::Invalid, &drf_words(&inner)))
-    })
+        if let Some(field) = named("missing field `") {
+            return if path == "." {
+                BodyError::Missing(field)
+            } else {
+                BodyError::Invalid {
+                    top: top_field(&path),
+                    path: format!("{path}.{field}"),
+                    message: "This field is required.".into(),
+                }
+            };
+        }
+        // (serde's path names the unknown key itself, except at the top level.)
+        if let Some(field) = named("unknown field `").filter(|_| path == ".") {
+            return BodyError::Unknown(field, inner);
+        }
+        if path == "." {
+            return BodyError::Whole(drf_words(&inner));
+        }
+        BodyError::Invalid {
+            top: top_field(&path),
+            path,
+            message: drf_words(&inner),
+        }
+    }
+
+    /// The key of its message in the answer.
+    fn key(&self) -> String {
+        match self {
+            BodyError::Missing(f) | BodyError::Unknown(f, _) => f.clone(),
+            BodyError::Invalid { path, .. } => path.clone(),
+            BodyError::Whole(_) => "non_field_errors".into(),
+        }
+    }
+
+    fn message(&self) -> FieldError {
+        match self {
+            BodyError::Missing(_) => {
+                FieldError::new(FieldCode::Required, "This field is required.")
+            }
+            // A field the endpoint does not take is refused keyed by its name, never
+            // ignored (a misspelt field would otherwise do nothing, silently).
+            BodyError::Unknown(_, message)
+            | BodyError::Invalid { message, .. }
+            | BodyError::Whole(message) => FieldError::new(FieldCode::Invalid, message.clone()),
+        }
+    }
+}
+
+/// The body's field a serde path starts in (`pricing` of `pricing[0].price`).
+fn top_field(path: &str) -> String {
+    path.split(['.', '[']).next().unwrap_or(path).to_owned()
+}
+
+/// A value of a type `field` takes, to stand in for it while the rest of the body is read:
+/// the first of a few plain values with which serde no longer stops at `field`.
+fn stand_in<T: DeserializeOwned>(
+    object: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Option<serde_json::Value> {
+    use serde_json::json;
+    [json!(""), json!(0), json!(false), json!([]), json!({})]
+        .into_iter()
+        .find(|candidate| {
+            let mut trial = object.clone();
+            trial.insert(field.to_owned(), candidate.clone());
+            match serde_path_to_error::deserialize::<_, T>(serde_json::Value::Object(trial)) {
+                Ok(_) => true,
+                Err(e) => match BodyError::of(e) {
+                    BodyError::Missing(f) | BodyError::Unknown(f, _) => f != field,
+                    BodyError::Invalid { top, .. } => top != field,
+                    BodyError::Whole(_) => false,
+                },
+            }
+        })
 }
 
 /// A value of the wrong type in Django REST framework's words, as the order endpoint
@@ -741,6 +863,72 @@ mod tests {
         assert_eq!(
             drf_words("invalid value: integer `-1`, expected u32"),
             "invalid value: integer `-1`, expected u32"
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        password: String,
+        #[serde(default)]
+        remember: bool,
+        pricing: Option<Vec<Price>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Price {
+        cycle: String,
+        price: i64,
+    }
+
+    /// `(field, message)` of every error `body` is refused with.
+    fn refusals(body: &str) -> Vec<(String, String)> {
+        match parse_json::<Login>(body.as_bytes()) {
+            Err(ApiError::Service(ServiceError::Invalid(errors))) => errors
+                .into_iter()
+                .flat_map(|(k, v)| v.into_iter().map(move |e| (k.clone(), e.message)))
+                .collect(),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    /// Every bad field of a body is said at once, as Django REST framework says them, each
+    /// once: missing ones, ill-typed ones (also inside a list), unknown ones.
+    #[test]
+    fn every_bad_field_is_said_at_once() {
+        let required = "This field is required.".to_owned();
+        assert_eq!(
+            refusals("{}"),
+            [
+                ("email".to_owned(), required.clone()),
+                ("password".to_owned(), required.clone())
+            ]
+        );
+        let all = refusals(
+            r#"{"email": 5, "remember": "yes", "zzz": 1,
+                "pricing": [{"cycle": "monthly", "price": "x"}]}"#,
+        );
+        let keys: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["email", "password", "pricing[0].price", "remember", "zzz"],
+            "{all:?}"
+        );
+        assert_eq!(all[0].1, "Not a valid string.");
+        assert_eq!(all[1].1, required);
+        assert_eq!(all[2].1, "A valid integer is required.");
+        assert!(all[4].1.starts_with("unknown field `zzz`"), "{all:?}");
+        // A good body still reads, and one bad field alone is said alone.
+        assert!(parse_json::<Login>(br#"{"email": "a", "password": "b"}"#).is_ok());
+        assert_eq!(
+            refusals(r#"{"email": "a", "password": null}"#),
+            [(
+                "password".to_owned(),
+                "This field may not be null.".to_owned()
+            )]
         );
     }
 }
