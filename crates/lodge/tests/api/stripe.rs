@@ -32,6 +32,7 @@ on_both_engines!(engine:
     a_refund_stripe_reports_failed_later_counts_no_more,
     a_card_form_left_open_is_cancelled_once_its_invoice_is_settled_otherwise,
     an_amount_below_the_card_minimum_is_not_offered_by_card,
+    a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given,
 );
 
 /// Stripe takes no charge below its minimum (0.50 USD): a 0.20 remainder is not offered
@@ -1339,6 +1340,64 @@ async fn a_refund_stripe_reports_failed_later_counts_no_more(engine: Engine) {
         let (status, answer) = deliver(&app, &body, sig).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 200);
+    })
+    .await;
+}
+
+/// A refund made in Stripe's dashboard for more than Lodge had left to refund, staff having
+/// refunded most of the card payment to credit already: what was left is recorded as a cash
+/// refund, and the rest — paid back twice, once as credit and once to the card — comes out
+/// of that credit, once however often Stripe reports it (found by the currencies audit: the
+/// refund was refused, only logged, and Stripe told it was handled).
+async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(engine: Engine) {
+    with_stripe(engine, |app, ls| async move {
+        let (id, total, token, _) = unpaid_order(&app, "twice-back.example").await;
+        let (_, intent) = checkout(&app, &token).await;
+        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
+        assert_eq!(pi["status"], "succeeded", "{pi}");
+        let (status, _) = page(&app, &format!("/pay/{token}/return?payment_intent={intent}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(invoice(&app, id).await["status"], "paid");
+
+        // All but 1.00 back to credit.
+        let most = total - 100;
+        let path = format!("/v1/admin/invoices/{id}/refunds");
+        let (status, r) = app
+            .post(&path, &app.admin_key(), &json!({ "amount": format!("{}.{:02}", most / 100, most % 100), "to": "credit", "reason": "Most of it" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        let credit = format!("/v1/organizations/{}/credit", app.org_id());
+        let balance = |c: &Value| cents(&c["balance"]);
+        let before = balance(&app.get(&credit, &app.key()).await.1);
+        assert_eq!(before, most);
+
+        // 3.00 back to the card from the dashboard: 1.00 was left, 2.00 had gone to credit.
+        let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent), ("amount", "300")]).await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
+        let body = event("charge.refunded", &charge);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        for _ in 0..3 {
+            let (status, answer) = deliver(&app, &body, sig.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        let (status, l) = app.get(&path, &app.admin_key()).await;
+        assert_eq!(status, StatusCode::OK, "{l}");
+        let cash: Vec<(&str, i64)> = l["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["to"] == "cash")
+            .map(|r| (r["reference"].as_str().unwrap(), cents(&r["amount"])))
+            .collect();
+        assert_eq!(cash, vec![(dash["id"].as_str().unwrap(), 100)], "{l}");
+        let inv = invoice(&app, id).await;
+        assert_eq!(inv["status"], "refunded", "{inv}");
+        assert_eq!(cents(&inv["amount_refunded"]), total, "{inv}");
+        let after = app.get(&credit, &app.key()).await.1;
+        assert_eq!(balance(&after), most - 200, "{after}");
+        assert_eq!(after["results"][0]["kind"], "adjustment", "{after}");
+        assert_eq!(cents(&after["results"][0]["amount"]), -200, "{after}");
     })
     .await;
 }
