@@ -292,6 +292,27 @@ async fn a_currency_change_after_selling_is_refused_at_start() {
     cli.ok(&["billing", "preview", "--currency", "USD"]);
 }
 
+/// An organization made before the installation's currency was set (`lodge orgs create`
+/// with the default) takes it at the next start, before anything is sold: its credit was
+/// shown in the currency recorded with it (found by the currencies audit: 5000 JPY listed
+/// as "50.00").
+#[tokio::test]
+async fn organizations_made_before_the_currency_was_set_take_it() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let org = cli.json(&["orgs", "create", "--name", "Early", "--json"]);
+    let org: lodge_core::OrganizationId = uuid(&org["organization_id"]).parse().unwrap();
+    cli.ok(&["billing", "preview", "--currency", "JPY"]);
+    // Read without starting Lodge (which would give it this reader's currency).
+    let db = lodge_store::Store::open(&cli.database_url).await.unwrap();
+    let row = lodge_store::orgs::by_id(db.reader(), org)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.currency, "JPY");
+    db.close().await;
+}
+
 /// A currency code that is no currency (`UDS` for `USD`) is refused before anything is
 /// sold in it, since it cannot be changed afterwards (found by the staff audit: it started).
 #[test]

@@ -88,6 +88,16 @@ pub async fn insert(conn: &mut AnyConnection, o: &NewOrg) -> Result<()> {
     Ok(())
 }
 
+/// Gives every organization recorded in another currency the installation's: those made
+/// before it was set (`lodge orgs create`, `lodge demo` run without it). Their number.
+pub async fn adopt_currency<C: SqlConn>(conn: &mut C, currency: &str) -> Result<u64> {
+    conn.exec(
+        "UPDATE organizations SET currency = $1 WHERE currency <> $1",
+        vals![currency],
+    )
+    .await
+}
+
 pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: OrganizationId,
