@@ -914,7 +914,24 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
                     ServiceError::Internal(format!("invoice {id} was not marked paid"))
                 })?,
         };
+        // A renewal's or a plan change's settling may spend credit itself (on the next
+        // period's difference it issues): in a batch, the balance is moved to what the batch
+        // followed first, and read again after (found by the accounting audit: on
+        // PostgreSQL that entry's `balance_after` ignored this payment's, and the batch's
+        // next payment would have started from a balance the settling had spent).
+        let settles_apart = memo.is_some() && inv.kind != InvoiceKind::First;
+        if settles_apart {
+            if let Some(m) = memo.as_deref_mut() {
+                m.pending().flush(conn, inv.organization_id).await?;
+            }
+        }
         settled(ctx, conn, &inv, Some(&paid), memo.as_deref_mut()).await?;
+        if settles_apart {
+            let now = billing::lock_credit(conn, inv.organization_id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            balances.insert(inv.organization_id, now);
+        }
     }
     if let Some(m) = memo {
         // What the batch's next payment finds.

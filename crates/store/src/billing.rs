@@ -1018,6 +1018,18 @@ impl PendingMoves {
         Ok(())
     }
 
+    /// Moves one organization's balance now by its entries so far: what is read or
+    /// written of it next in the transaction (a ledger entry's `balance_after`) starts
+    /// from the balance the batch followed in memory.
+    pub async fn flush<C: SqlConn>(&mut self, conn: &mut C, org: OrganizationId) -> Result<()> {
+        if let Some(amount) = self.moves.remove(&org).filter(|a| *a != 0) {
+            dialect::add_to_balance(conn, &org.to_string(), amount, self.now)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        }
+        Ok(())
+    }
+
     /// Moves the balances by the entries' amounts ([`add_to_balances`]).
     pub async fn write<C: SqlConn>(self, conn: &mut C) -> Result<()> {
         let moves: Vec<(OrganizationId, i64)> = self.moves.into_iter().collect();

@@ -297,6 +297,10 @@ pub struct InvoiceRefundState {
     pub refundable: String,
     /// What can still be refunded in cash (payments received less cash refunded).
     pub cash_refundable: String,
+    /// What plan downgrades in the periods it paid for gave back of it as account credit
+    /// already: no longer refundable, and counted with `refunded` in its status (an
+    /// invoice is `refunded` once the two cover what it received).
+    pub given_back: String,
 }
 
 impl InvoiceRefundState {
@@ -312,6 +316,7 @@ impl InvoiceRefundState {
             refunded: money_str(s.refunded_minor, cur),
             refundable: money_str(s.refundable_minor, cur),
             cash_refundable: money_str(s.cash_refundable_minor, cur),
+            given_back: money_str(s.given_back_minor, cur),
         }
     }
 }

@@ -52,6 +52,7 @@ on_both_engines!(
     changes_racing_up_and_down_record_the_plan_they_moved_from,
     an_unpaid_difference_ends_with_an_immediate_cancellation,
     plans_priced_in_millions_change_like_any_other,
+    an_upgrade_paid_from_credit_that_also_covers_its_difference_keeps_the_ledger_running,
 );
 
 // ---- helpers ----
@@ -1511,6 +1512,15 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
     let c = changed(&app, &id, &plan_id(&app, "Starter")).await;
     assert_eq!(c["plan_change"]["credit_given"], "3.33", "{c}");
     assert_eq!(refundable(&app, upgrade).await, "0.00");
+    // Staff see why (found by the accounting audit: an invoice turned `refunded` with less
+    // refunded than received, and nothing on it said where the rest went).
+    let (_, r) = app
+        .get(
+            &format!("/v1/admin/invoices/{upgrade}/refunds"),
+            &app.admin_key(),
+        )
+        .await;
+    assert_eq!(r["invoice"]["given_back"], "3.33", "{r}");
     let before = balance(&app).await;
     let (status, body) = app
         .post(
@@ -2099,5 +2109,62 @@ async fn plans_priced_in_millions_change_like_any_other(app: TestApp) {
     pay(&app, invoice, "3333333.33", "big-difference").await;
     let body = changed(&app, &id, &ids[0]).await;
     assert_eq!(body["plan_change"]["amount"], "-3333333.33", "{body}");
+    app.stop().await;
+}
+
+/// An upgrade paid from credit after the next period was paid at the old price: its payment
+/// issues that period's difference and pays it from the same credit, in one transaction.
+/// Every ledger entry's `balance_after` follows the one before (found by the accounting
+/// audit: on PostgreSQL, where payments are written as a group, the second entry said the
+/// balance the first left, the credit history contradicting its own balance).
+async fn an_upgrade_paid_from_credit_that_also_covers_its_difference_keeps_the_ledger_running(
+    app: TestApp,
+) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let id = active_account(
+        &app,
+        &worker,
+        "Starter",
+        "monthly",
+        "running.example",
+        "5.00",
+    )
+    .await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
+    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let url = str_of(&body["plan_change"], "invoice_payment_url").to_owned();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    pay(&app, renewal, "5.00", "TRF-RUN-1").await;
+    add_credit(&app, &app.org_id(), "10.00").await;
+    let resp = crate::pages::page_form_post(&app, &format!("/pay/{token}/credit"), None).await;
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("/pay/{token}?result=paid")
+    );
+    // 1.67 for the upgrade, then the next period's 5.00 difference, both from credit.
+    let difference = adjustment_from(&app, &id, "2026-04-30").await;
+    assert_eq!(difference.len(), 1, "{difference:?}");
+    assert_eq!(invoice(&app, difference[0].0).await["status"], "paid");
+    assert_eq!(balance(&app).await, 1000 - 167 - 500);
+    let credit = get_ok(&app, &format!("/v1/organizations/{}/credit", app.org_id())).await;
+    let mut rows: Vec<(i64, i64)> = credit["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (cents(&e["amount"]), cents(&e["balance_after"])))
+        .collect();
+    rows.reverse();
+    let mut running = 0;
+    for (amount, after) in &rows {
+        running += amount;
+        assert_eq!(
+            *after, running,
+            "every balance_after is the running sum: {credit}"
+        );
+    }
+    assert_eq!(running, 1000 - 167 - 500, "{credit}");
     app.stop().await;
 }
