@@ -73,6 +73,13 @@ pub(crate) async fn cancel_returning(
     if !billing::cancel_invoice(conn, inv.id, now).await? {
         return Ok(false);
     }
+    crate::events::invoice_event(
+        &mut *conn,
+        crate::events::EventKind::InvoiceCancelled,
+        inv.id,
+        now,
+    )
+    .await?;
     let returned = inv.credit_applied_minor + inv.paid_minor;
     if returned > 0 {
         billing::append_ledger(
@@ -499,6 +506,25 @@ impl Lodge {
         let due = inv.amount_due();
         let to_invoice = amount_minor.min(due);
         billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
+        crate::events::emit(
+            &mut *tx,
+            crate::events::EventKind::PaymentReceived,
+            inv.organization_id,
+            format!("invoice:{invoice}"),
+            serde_json::json!({
+                "invoice_id": invoice,
+                "number": inv.number,
+                "payment_id": id.to_string(),
+                "amount_minor": amount_minor,
+                "currency": inv.currency,
+                "method": method,
+                "reference": reference,
+                "to_credit_minor": amount_minor - to_invoice,
+                "amount_due_minor": due - to_invoice,
+            }),
+            now,
+        )
+        .await?;
         let excess = amount_minor - to_invoice;
         if excess > 0 {
             billing::lock_credit(&mut tx, inv.organization_id).await?;

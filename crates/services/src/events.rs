@@ -30,12 +30,20 @@ pub enum EventKind {
     /// An invoice was paid in full (credit, card, transfer).
     #[serde(rename = "invoice.paid")]
     InvoicePaid,
+    /// An unpaid invoice was cancelled (its order cancelled or expired, a renewal or a plan
+    /// change's difference left unpaid): what was applied or paid on it went back to credit.
+    #[serde(rename = "invoice.cancelled")]
+    InvoiceCancelled,
     /// A renewal is due soon and still unpaid (once per invoice).
     #[serde(rename = "invoice.reminder")]
     InvoiceReminder,
     /// A renewal is past due and unpaid: the account will be suspended (once per invoice).
     #[serde(rename = "invoice.overdue")]
     InvoiceOverdue,
+    /// Money was received for an invoice (a card payment, a transfer staff recorded), in
+    /// full or in part; `invoice.paid` follows when nothing is left due.
+    #[serde(rename = "payment.received")]
+    PaymentReceived,
     /// A card payment failed (declined); the invoice stays unpaid.
     #[serde(rename = "payment.failed")]
     PaymentFailed,
@@ -59,12 +67,14 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the lists that name them (webhook subscriptions, documentation).
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::OrderCreated,
         EventKind::InvoiceCreated,
         EventKind::InvoicePaid,
+        EventKind::InvoiceCancelled,
         EventKind::InvoiceReminder,
         EventKind::InvoiceOverdue,
+        EventKind::PaymentReceived,
         EventKind::PaymentFailed,
         EventKind::PaymentRefunded,
         EventKind::PaymentRefundFailed,
@@ -79,8 +89,10 @@ impl EventKind {
             EventKind::OrderCreated => "order.created",
             EventKind::InvoiceCreated => "invoice.created",
             EventKind::InvoicePaid => "invoice.paid",
+            EventKind::InvoiceCancelled => "invoice.cancelled",
             EventKind::InvoiceReminder => "invoice.reminder",
             EventKind::InvoiceOverdue => "invoice.overdue",
+            EventKind::PaymentReceived => "payment.received",
             EventKind::PaymentFailed => "payment.failed",
             EventKind::PaymentRefunded => "payment.refunded",
             EventKind::PaymentRefundFailed => "payment.refund_failed",

@@ -13,6 +13,7 @@ use crate::provisioning::{drain, noon, FakeDriver};
 on_both_engines!(
     an_account_lifecycle_records_each_event_once,
     a_refused_order_records_nothing,
+    a_cancelled_invoice_is_told,
 );
 
 /// The demo organization's events, oldest first: `(kind, subject, data)`.
@@ -91,23 +92,42 @@ async fn an_account_lifecycle_records_each_event_once(app: TestApp) {
         due.parse::<jiff::civil::Date>().unwrap() + jiff::Span::new().days(7);
     assert_eq!(all[6].2["suspend_on"], suspend_on.to_string(), "{all:?}");
 
-    // Paid: invoice.paid, then the account is unsuspended.
+    // Paid: the payment is received (in part first), then invoice.paid, and the account is
+    // unsuspended.
     let (status, p) = app
         .post(
             &format!("/v1/admin/invoices/{invoice}/payments"),
             &app.admin_key(),
-            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "EVT-1" }),
+            &json!({ "amount": "1.50", "method": "bank_transfer", "reference": "EVT-0" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let all = events(&app).await;
+    assert_eq!(kinds(&all)[8..], ["payment.received"], "{all:?}");
+    let received = &all[8].2;
+    assert_eq!(received["invoice_id"], invoice, "{received}");
+    assert_eq!(received["amount_minor"], 150, "{received}");
+    assert_eq!(received["method"], "bank_transfer", "{received}");
+    assert_eq!(received["reference"], "EVT-0", "{received}");
+    assert_eq!(received["amount_due_minor"], 350, "{received}");
+    assert_eq!(received["to_credit_minor"], 0, "{received}");
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "4.00", "method": "bank_transfer", "reference": "EVT-1" }),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
     drain(worker.clone()).await;
     let all = events(&app).await;
     assert_eq!(
-        kinds(&all)[8..],
-        ["invoice.paid", "hosting.unsuspended"],
+        kinds(&all)[9..],
+        ["payment.received", "invoice.paid", "hosting.unsuspended"],
         "{all:?}"
     );
-    assert_eq!(all[8].2["paid_minor"], 500);
+    assert_eq!(all[9].2["to_credit_minor"], 50, "beyond what was due");
+    assert_eq!(all[10].2["paid_minor"], 500);
 
     // A refund of it to credit.
     let (status, r) = app
@@ -119,9 +139,9 @@ async fn an_account_lifecycle_records_each_event_once(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{r}");
     let all = events(&app).await;
-    assert_eq!(kinds(&all)[10..], ["payment.refunded"], "{all:?}");
-    assert_eq!(all[10].2["amount_minor"], 200);
-    assert_eq!(all[10].2["to"], "credit");
+    assert_eq!(kinds(&all)[12..], ["payment.refunded"], "{all:?}");
+    assert_eq!(all[12].2["amount_minor"], 200);
+    assert_eq!(all[12].2["to"], "credit");
 
     // Terminated by staff.
     let (status, t) = app
@@ -134,7 +154,7 @@ async fn an_account_lifecycle_records_each_event_once(app: TestApp) {
     assert_eq!(status, StatusCode::ACCEPTED, "{t}");
     drain(worker.clone()).await;
     let all = events(&app).await;
-    assert_eq!(kinds(&all)[11..], ["hosting.terminated"], "{all:?}");
+    assert_eq!(kinds(&all)[13..], ["hosting.terminated"], "{all:?}");
     app.stop().await;
 }
 
@@ -144,5 +164,49 @@ async fn a_refused_order_records_nothing(app: TestApp) {
     let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{o}");
     assert!(events(&app).await.is_empty());
+    app.stop().await;
+}
+
+/// An unpaid order cancelled by its customer: `invoice.cancelled` tells integrators the
+/// invoice will not be paid (it was told by nothing), with what was paid on it, which went
+/// back to credit.
+async fn a_cancelled_invoice_is_told(app: TestApp) {
+    let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                       "domain_name": "never-paid.test", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    let invoice = o["invoice_id"].as_i64().unwrap();
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "2.00", "method": "bank_transfer", "reference": "PART-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let (status, c) = app
+        .post(
+            &format!("{}/cancel", crate::harness::hosting_path(&app, &id)),
+            &app.key(),
+            &json!({ "type": "immediate" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let all = events(&app).await;
+    assert_eq!(
+        kinds(&all),
+        [
+            "order.created",
+            "invoice.created",
+            "payment.received",
+            "invoice.cancelled"
+        ],
+        "{all:?}"
+    );
+    let cancelled = &all[3].2;
+    assert_eq!(cancelled["invoice_id"], invoice, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["paid_minor"], 200, "{cancelled}");
     app.stop().await;
 }

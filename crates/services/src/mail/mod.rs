@@ -89,7 +89,11 @@ impl Notice {
             EventKind::HostingSuspended => Notice::HostingSuspended,
             EventKind::HostingUnsuspended => Notice::HostingUnsuspended,
             EventKind::HostingTerminated => Notice::HostingTerminated,
-            EventKind::PaymentFailed
+            // A cancelled invoice is told by what cancelled it (the overdue notice, the
+            // termination); a payment by its receipt once the invoice is paid.
+            EventKind::InvoiceCancelled
+            | EventKind::PaymentReceived
+            | EventKind::PaymentFailed
             | EventKind::PaymentRefunded
             | EventKind::PaymentRefundFailed
             | EventKind::HostingActive => return None,
