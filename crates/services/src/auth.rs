@@ -107,31 +107,33 @@ impl Access {
         }
     }
 
-    /// `403` unless the caller may change things here.
+    /// `403` unless the caller may change things here (also guarding a few reads only
+    /// writers make, as a domain's transfer code: the words fit both).
     pub fn require_write(&self) -> Result<()> {
         if !self.role.can_write() {
             return Err(ServiceError::Forbidden(format!(
-                "Your role ({}) may read but not change this organization.",
+                "Your role ({}) may not do this: it is for the organization's owners and editors.",
                 self.role.as_str()
             )));
         }
         if !self.principal.has_scope("write") {
             return Err(ServiceError::Forbidden(
-                "This API key has no write scope.".to_owned(),
+                "This API key is read-only (it has no write scope): it may not do this.".to_owned(),
             ));
         }
         Ok(())
     }
 
-    /// `403` unless the caller owns the organization (billing, keys, members).
+    /// `403` unless the caller owns the organization (billing, keys, members), with a key
+    /// that may write: the role is said first (found by the authorization audit: a viewer
+    /// listing keys was told it "may read").
     pub fn require_owner(&self) -> Result<()> {
-        self.require_write()?;
         if !self.role.is_owner() {
             return Err(ServiceError::Forbidden(
                 "Only an owner of the organization may do this.".to_owned(),
             ));
         }
-        Ok(())
+        self.require_write()
     }
 
     pub fn principal(&self) -> &Principal {
@@ -627,12 +629,22 @@ impl Lodge {
             v.line("name", name, 100);
         }
         let scopes = k.scopes.unwrap_or(DEFAULT_SCOPES);
-        let scopes: Vec<&str> = scopes
+        let mut scopes: Vec<&str> = scopes
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
             .collect();
+        // Each once, in the order given.
+        let mut seen = std::collections::BTreeSet::new();
+        scopes.retain(|s| seen.insert(*s));
         if scopes.is_empty() {
             v.add("scopes", "At least one scope is required.");
+        } else if !scopes.contains(&"read") {
+            // Every key reads what it may change (an order's answer is the order): a key
+            // without `read` would read all the same (found by the authorization audit).
+            v.add(
+                "scopes",
+                "Every key has the read scope: give [\"read\"] or [\"read\", \"write\"].",
+            );
         }
         for s in &scopes {
             if !SCOPES.contains(s) {

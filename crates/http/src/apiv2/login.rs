@@ -93,6 +93,23 @@ pub async fn login(
                 .await
                 .unwrap_or_default();
             let org = lodge_services::auth::home_organization(&orgs);
+            if org.is_none() {
+                // Right password, but no account to show: every call with the session
+                // would be refused, so none is given (found by the authorization audit: a
+                // removed member's or a staff login got a session refused everywhere).
+                if let Err(e) = st.lodge.close_session(&session).await {
+                    return V2Error::from(e).into_response();
+                }
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    Json(LoginRefused {
+                        code: "401".into(),
+                        message: "This login has no customer account.".into(),
+                        field: "login".into(),
+                    }),
+                )
+                    .into_response();
+            }
             Json(LoginSuccess {
                 session_id: session,
                 account_id: org.as_ref().map_or(0, |o| o.legacy_id),

@@ -305,7 +305,9 @@ impl FromRequestParts<AppState> for Customer {
 }
 
 /// A caller that may send no credentials (public endpoints that say more to a customer);
-/// credentials that are sent must be valid.
+/// credentials that are sent must be valid. A guest's, which see no account, are answered
+/// as none would be (found by the authorization audit: the public domain lookup was 403
+/// to a guest, 200 to anyone without credentials).
 impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
     type Rejection = Response;
 
@@ -323,9 +325,12 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
         if !sent {
             return Ok(None);
         }
-        <Customer as FromRequestParts<AppState>>::from_request_parts(parts, st)
-            .await
-            .map(Some)
+        let principal = authenticate(parts, st).await?;
+        match st.lodge.customer_access(&principal).await {
+            Ok(access) => Ok(Some(Customer { principal, access })),
+            Err(ServiceError::Forbidden(_)) => Ok(None),
+            Err(e) => Err(V2Error::from(e).into_response()),
+        }
     }
 }
 

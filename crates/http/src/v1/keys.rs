@@ -37,7 +37,8 @@ impl Scopes {
 pub struct CreateKey {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// `read`, `write` (default: both); `admin` only for staff.
+    /// `read`, `write` (default: both); every key has `read` (a scope named twice is kept
+    /// once); `admin` only for staff.
     #[serde(default)]
     pub scopes: Option<Scopes>,
     /// RFC 3339 instant after which the key stops working; `null` for never.

@@ -1978,6 +1978,19 @@ async fn login_sessions_work_end_and_expire(app: TestApp) {
     assert_eq!(body["account_lid"], DEMO_OWNER_EMAIL, "{body}");
     assert_eq!(body["ima"], "client", "{body}");
     let session = body["sessionId"].as_str().expect("sessionId").to_owned();
+    // A login with no customer account (staff's, here) gets no session, which every call
+    // would refuse (found by the authorization audit).
+    let open = "sessions WHERE revoked_at IS NULL";
+    let sessions = app.count(open).await;
+    let (status, refused) = login(
+        &app,
+        lodge_services::demo::DEMO_STAFF_EMAIL,
+        lodge_services::demo::DEMO_STAFF_PASSWORD,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(refused["message"], "This login has no customer account.");
+    assert_eq!(app.count(open).await, sessions, "no session left open");
     // InterServer's web client posts a form: percent-encoded, `+` for spaces.
     let form = format!(
         "login={}&passwd={}",

@@ -877,10 +877,14 @@ async fn countries_domain_lookup_and_login_page(app: TestApp) {
     let (_, _, other_key) = other_tenant(&app, "lookup-other").await;
     order(&app, &other_key, "hosted-elsewhere.com").await;
     order(&app, &key, "hosted-here.org").await;
+    // A guest's credentials see what no credentials see (they were refused 403: found by
+    // the authorization audit).
+    let guest = app.demo_member_key("guest@lookup.test", "guest", &[]).await;
     for (name, auth, website) in [
         ("hosted-elsewhere.com", Auth::Key(&key), false),
         ("hosted-here.org", Auth::Key(&key), true),
         ("hosted-here.org", Auth::Nothing, false),
+        ("hosted-here.org", Auth::Key(&guest), false),
     ] {
         let (status, found) = v2(
             &app,

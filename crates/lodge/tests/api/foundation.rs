@@ -483,9 +483,14 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
         .await;
     assert_detail(status, &body, StatusCode::FORBIDDEN);
     assert_eq!(app.count("projects").await, before);
-    // Keys are the owner's business.
+    // Keys are the owner's business, and the refusal says so (a viewer was told it "may
+    // read": found by the authorization audit).
     let (status, body) = app.get(&keys_path(&org), &viewer).await;
     assert_detail(status, &body, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["detail"], "Only an owner of the organization may do this.",
+        "{body}"
+    );
 
     // An editor creates projects but does not manage keys.
     let editor = app.demo_member_key("editor@demo.test", "editor", &[]).await;
@@ -525,6 +530,25 @@ async fn roles_limit_what_members_may_do(app: TestApp) {
         )
         .await;
     assert_field_error(status, &body, "scopes");
+    // Every key reads (a key without `read` would read all the same: found by the
+    // authorization audit), and a scope named twice is kept once.
+    let (status, body) = app
+        .post(
+            &keys_path(&org),
+            &app.key(),
+            &json!({ "name": "write only", "scopes": ["write"] }),
+        )
+        .await;
+    assert_field_error(status, &body, "scopes");
+    let (status, twice) = app
+        .post(
+            &keys_path(&org),
+            &app.key(),
+            &json!({ "name": "twice", "scopes": ["read", "read", "write"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{twice}");
+    assert_eq!(twice["scopes"], json!(["read", "write"]));
 
     // A guest sees only the project it was added to.
     let guest_project = project["id"].as_str().unwrap().to_owned();
