@@ -313,6 +313,30 @@ async fn organizations_made_before_the_currency_was_set_take_it() {
     db.close().await;
 }
 
+/// The demo's catalog is in US dollars: a demo in another currency is refused saying so and
+/// what to do instead (found by the currencies audit: "the catalog is in USD" alone).
+#[test]
+fn a_demo_in_another_currency_says_its_catalog_is_in_dollars() {
+    let cli = Cli::new();
+    let out = cli
+        .command(&[
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--currency",
+            "EUR",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("demo's catalog is priced in USD") && err.contains("lodge catalog import"),
+        "{err}"
+    );
+}
+
 /// A currency code that is no currency (`UDS` for `USD`) is refused before anything is
 /// sold in it, since it cannot be changed afterwards (found by the staff audit: it started).
 #[test]

@@ -105,6 +105,21 @@ impl Lodge {
     }
 
     async fn seed_demo_unlocked(&self) -> Result<DemoInfo> {
+        // The demo's catalog is priced in US dollars (found by the currencies audit: with
+        // another currency the demo said only "the catalog is in USD").
+        if self.settings.currency != lodge_core::Currency::USD {
+            return Err(ServiceError::field(
+                "currency",
+                format!(
+                    "The demo's catalog is priced in USD, and this installation sells in {}: \
+                     run the demo with the default currency, or sell in {} with a catalog of \
+                     your own (`lodge catalog import`; `lodge catalog export` of a USD demo \
+                     shows the format).",
+                    self.settings.currency.code(),
+                    self.settings.currency.code()
+                ),
+            ));
+        }
         self.import_catalog_text(DEMO_CATALOG).await?;
         self.ensure_local_nginx_server().await?;
         let staff = self

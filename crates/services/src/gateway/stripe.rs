@@ -55,10 +55,16 @@ pub fn currency_problem(currency: &str) -> Option<String> {
     CURRENCIES_STRIPE_COUNTS_OTHERWISE
         .contains(&code.as_str())
         .then(|| {
+            // Said as it is for each (found by the currencies audit: a three-decimal
+            // currency was said to be counted in another unit, which it is not).
+            let why = match code.as_str() {
+                "ISK" => "Stripe counts it with two decimals, ISO 4217 (Lodge) with none",
+                "MGA" => "Stripe counts it with no decimals, ISO 4217 (Lodge) with two",
+                _ => "Stripe takes a three-decimal currency's amounts only when they end in 0, which invoices' amounts do not",
+            };
             format!(
-                "card payments through Stripe are not taken in {code}: Stripe counts its \
-                 amounts in another unit than its minor unit (remove --stripe-secret-key, or \
-                 sell in another currency)"
+                "card payments through Stripe are not taken in {code}: {why} (remove \
+                 --stripe-secret-key, or sell in another currency)"
             )
         })
 }
