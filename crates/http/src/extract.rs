@@ -396,7 +396,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // ill-typed field taken out, a missing one filled with a value of a type it takes)
     // until it reads or nothing more is learnt.
     let mut errors = FieldErrors::new();
-    for _ in 0..MAX_FIELD_PASSES {
+    // A large body (a catalog) is said its first error only: reading it again for each
+    // would cost many times its parse, before any rate limit (found by review).
+    let passes = if bytes.len() <= MAX_MULTI_ERROR_BODY {
+        MAX_FIELD_PASSES
+    } else {
+        1
+    };
+    for _ in 0..passes {
         let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(t) if errors.is_empty() => return Ok(t),
             Ok(_) => break,
@@ -440,7 +447,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The most times a body is read again to find its next bad field (a body has a handful).
-const MAX_FIELD_PASSES: usize = 32;
+const MAX_FIELD_PASSES: usize = 16;
+
+/// The largest body whose every bad field is looked for ([`parse_json`]).
+const MAX_MULTI_ERROR_BODY: usize = 16 * 1024;
 
 /// What serde found wrong with a body, by the top-level field it concerns.
 enum BodyError {

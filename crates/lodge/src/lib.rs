@@ -174,6 +174,12 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
         .check_currency(opener != Opener::Import)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if opener == Opener::Node {
+        lodge
+            .adopt_currency()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     if let Some(r) = lodge_services::registrar::config::from_files(&cfg.registrars, &lodge.sealer)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {

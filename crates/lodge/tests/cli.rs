@@ -302,15 +302,25 @@ async fn organizations_made_before_the_currency_was_set_take_it() {
     cli.ok(&["migrate"]);
     let org = cli.json(&["orgs", "create", "--name", "Early", "--json"]);
     let org: lodge_core::OrganizationId = uuid(&org["organization_id"]).parse().unwrap();
+    let currency = || async {
+        // Read without starting Lodge.
+        let db = lodge_store::Store::open(&cli.database_url).await.unwrap();
+        let row = lodge_store::orgs::by_id(db.reader(), org)
+            .await
+            .unwrap()
+            .unwrap();
+        db.close().await;
+        row.currency
+    };
+    // A command writes nothing (one run without the setting would turn them back).
     cli.ok(&["billing", "preview", "--currency", "JPY"]);
-    // Read without starting Lodge (which would give it this reader's currency).
-    let db = lodge_store::Store::open(&cli.database_url).await.unwrap();
-    let row = lodge_store::orgs::by_id(db.reader(), org)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(row.currency, "JPY");
-    db.close().await;
+    assert_eq!(currency().await, "USD");
+    // A node does.
+    let served = serve_with(&cli, &["--currency", "JPY"]);
+    drop(served);
+    assert_eq!(currency().await, "JPY");
+    cli.ok(&["keys", "list", "--staff"]);
+    assert_eq!(currency().await, "JPY");
 }
 
 /// The demo's catalog is in US dollars: a demo in another currency is refused saying so and

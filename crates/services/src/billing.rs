@@ -940,12 +940,14 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
                     ServiceError::Internal(format!("invoice {id} was not marked paid"))
                 })?,
         };
-        // A renewal's or a plan change's settling may spend credit itself (on the next
-        // period's difference it issues): in a batch, the balance is moved to what the batch
-        // followed first, and read again after (found by the accounting audit: on
-        // PostgreSQL that entry's `balance_after` ignored this payment's, and the batch's
-        // next payment would have started from a balance the settling had spent).
-        let settles_apart = memo.is_some() && inv.kind != InvoiceKind::First;
+        // A renewal's or a plan change's settling may move credit itself (spend it on the
+        // next period's difference it issues, or give some back): in a batch, the balance
+        // is moved to what the batch followed first; on every path it is read again after
+        // (found by the accounting audit: on PostgreSQL that entry's `balance_after` ignored
+        // this payment's; and by review: the next invoice of the same payment started from
+        // a balance the settling had spent, refused by the database rather than as credit
+        // that does not cover it).
+        let settles_apart = inv.kind != InvoiceKind::First;
         if settles_apart {
             if let Some(m) = memo.as_deref_mut() {
                 m.pending().flush(conn, inv.organization_id).await?;

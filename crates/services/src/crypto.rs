@@ -151,21 +151,7 @@ impl crate::Lodge {
                 )));
             }
         }
-        drop(conn);
-        // Organizations made before the currency was set take it: their credit was shown
-        // in the currency recorded with them (found by the currencies audit: 5000 JPY of
-        // credit listed as "50.00" on an organization `lodge orgs create` made first).
-        let mut tx = self.store.begin().await?;
-        let adopted = lodge_store::orgs::adopt_currency(&mut tx, configured).await?;
-        tx.commit().await.map_err(lodge_store::StoreError::from)?;
-        if adopted > 0 {
-            tracing::info!(
-                organizations = adopted,
-                currency = configured,
-                "organizations made before the installation's currency was set take it"
-            );
-        }
-        let mut conn = self.store.read_conn().await?;
+
         if catalog {
             let others = lodge_store::catalog::priced_otherwise(&mut conn, configured, 20).await?;
             if !others.is_empty() {
@@ -184,6 +170,32 @@ impl crate::Lodge {
                     if others.len() == 20 { ", …" } else { "" }
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Organizations made before the installation's currency was set take it, when a node
+    /// starts (after [`Lodge::check_currency`] let it), as long as nothing was sold in
+    /// another currency: their credit was shown in the currency recorded with them (found
+    /// by the currencies audit: 5000 JPY of credit listed as "50.00" on an organization
+    /// `lodge orgs create` made first). Commands never write it (found by review: one run
+    /// without the setting turned them all back).
+    pub async fn adopt_currency(&self) -> Result<()> {
+        let configured = self.settings.currency.code();
+        if !lodge_store::orgs::any_in_other_currency(&mut self.store.read_conn().await?, configured)
+            .await?
+        {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        let adopted = lodge_store::orgs::adopt_currency(&mut tx, configured).await?;
+        tx.commit().await.map_err(lodge_store::StoreError::from)?;
+        if adopted > 0 {
+            tracing::info!(
+                organizations = adopted,
+                currency = configured,
+                "organizations made before the installation's currency was set take it"
+            );
         }
         Ok(())
     }

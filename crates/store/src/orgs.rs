@@ -88,11 +88,26 @@ pub async fn insert(conn: &mut AnyConnection, o: &NewOrg) -> Result<()> {
     Ok(())
 }
 
+/// Whether an organization is recorded in another currency than `currency`.
+pub async fn any_in_other_currency<C: SqlConn>(conn: &mut C, currency: &str) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT 1 FROM organizations WHERE currency <> $1 LIMIT 1",
+            vals![currency],
+        )
+        .await?
+        .is_some())
+}
+
 /// Gives every organization recorded in another currency the installation's: those made
-/// before it was set (`lodge orgs create`, `lodge demo` run without it). Their number.
+/// before it was set (`lodge orgs create`, `lodge demo` run without it), unless anything
+/// was invoiced or credited in another currency (checked in the same statement, so a
+/// sale made meanwhile in the old currency keeps it). Their number.
 pub async fn adopt_currency<C: SqlConn>(conn: &mut C, currency: &str) -> Result<u64> {
     conn.exec(
-        "UPDATE organizations SET currency = $1 WHERE currency <> $1",
+        "UPDATE organizations SET currency = $1 WHERE currency <> $1 \
+           AND NOT EXISTS (SELECT 1 FROM invoices WHERE currency <> $1) \
+           AND NOT EXISTS (SELECT 1 FROM credit_ledger WHERE currency <> $1)",
         vals![currency],
     )
     .await

@@ -87,18 +87,26 @@ pub async fn login(
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
             st.login_guard.succeeded(&attempt).await;
-            let orgs = st
-                .lodge
-                .user_organizations(user.id)
-                .await
-                .unwrap_or_default();
-            let org = lodge_services::auth::home_organization(&orgs);
-            if org.is_none() {
-                // Right password, but no account to show: every call with the session
-                // would be refused, so none is given (found by the authorization audit: a
-                // removed member's or a staff login got a session refused everywhere).
-                if let Err(e) = st.lodge.close_session(&session).await {
+            let orgs = match st.lodge.user_organizations(user.id).await {
+                Ok(orgs) => orgs,
+                Err(e) => {
+                    // Not a refusal of the login: the database did not answer (a 503 to
+                    // retry), and the session made is not handed out.
+                    if let Err(closing) = st.lodge.close_session(&session).await {
+                        tracing::warn!(error = %closing, "a session could not be closed");
+                    }
                     return V2Error::from(e).into_response();
+                }
+            };
+            let org = lodge_services::auth::home_organization(&orgs)
+                .filter(|o| o.member_role.as_deref() != Some("guest"));
+            if org.is_none() {
+                // Right password, but no account to show (none, or only as a guest, which
+                // sees no account): every call with the session would be refused, so none
+                // is given (found by the authorization audit: a removed member's or a staff
+                // login got a session refused everywhere).
+                if let Err(e) = st.lodge.close_session(&session).await {
+                    tracing::warn!(error = %e, "a session could not be closed");
                 }
                 return (
                     StatusCode::UNAUTHORIZED,

@@ -229,6 +229,13 @@ async fn place(
         let mut errors = match validated.map_err(v1_keys) {
             Ok(_) => FieldErrors::new(),
             Err(ServiceError::Invalid(e)) => e,
+            // A registrar that cannot answer is said beside them, as with the order's own
+            // bad fields (found by review: the 400 was lost to a 503).
+            Err(ServiceError::Unavailable(why)) => {
+                let mut e = FieldErrors::new();
+                e.insert("domain_name".to_owned(), vec![FieldError::invalid(why)]);
+                e
+            }
             Err(e) => return Err(e),
         };
         errors.extend(type_errors);

@@ -2103,8 +2103,8 @@ async fn plans_priced_in_millions_change_like_any_other(app: TestApp) {
     app.clock.set(noon("2026-04-20"));
     let body = changed(&app, &id, &ids[1]).await;
     assert_eq!(body["plan_change"]["amount"], "3333333.33", "{body}");
-    // And back down the same day: the upgrade's difference is unpaid, so only the period's
-    // own price counts, 10 days of 10,000,000.00 given back.
+    // The difference paid, and back down the same day: 10 days of 10,000,000.00 given back
+    // (the period's kept share, worked out from two amounts in the tens of millions).
     let invoice = body["plan_change"]["invoice_id"].as_i64().unwrap();
     pay(&app, invoice, "3333333.33", "big-difference").await;
     let body = changed(&app, &id, &ids[0]).await;

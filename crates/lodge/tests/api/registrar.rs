@@ -228,6 +228,16 @@ async fn a_registrar_that_fails_refuses_the_order_and_writes_nothing(engine: Eng
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(messages(&body, "domain_name"), refusal, "{body}");
         assert!(body.get("billing_cycle").is_some(), "{body}");
+        // An optional field of the wrong type, or one the order does not take, the same
+        // (found by review: they were lost to the 503).
+        for (field, value) in [("coupon_code", json!(5)), ("colour", json!("red"))] {
+            let mut bad = order.clone();
+            bad[field] = value;
+            let (status, body) = app.post(&order_path(&app), &key, &bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+            assert_eq!(messages(&body, "domain_name"), refusal, "{body}");
+            assert!(body.get(field).is_some(), "{body}");
+        }
         // Asking whether the name is free: 503 in both dialects, never "unavailable".
         let resp = app
             .send(
@@ -259,7 +269,7 @@ async fn a_registrar_that_fails_refuses_the_order_and_writes_nothing(engine: Eng
             before,
             "a refused order writes nothing"
         );
-        assert_eq!(fake.state().checked.len(), 6, "asked each time");
+        assert_eq!(fake.state().checked.len(), 8, "asked each time");
         assert!(fake.state().registered.is_empty());
 
         // Once the registrar answers again, the same order goes through: the failure held

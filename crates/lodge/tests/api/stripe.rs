@@ -943,6 +943,18 @@ async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine
         .await
         .unwrap();
         assert_eq!(deposits, 1);
+        // Told once as money received, all of it to credit.
+        let told: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM events WHERE kind = 'payment.received' AND subject = $1",
+        )
+        .bind(format!("invoice:{id}"))
+        .fetch_all(app.lodge.store.reader())
+        .await
+        .unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        let told: Value = serde_json::from_str(&told[0]).unwrap();
+        assert_eq!(told["to_credit_minor"], told["amount_minor"], "{told}");
+        assert_eq!(told["method"], "card", "{told}");
         // A late failure event does not reopen it.
         let failed = event(
             "payment_intent.payment_failed",
@@ -1398,6 +1410,33 @@ async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(e
         assert_eq!(balance(&after), most - 200, "{after}");
         assert_eq!(after["results"][0]["kind"], "adjustment", "{after}");
         assert_eq!(cents(&after["results"][0]["amount"]), -200, "{after}");
+
+        // An invoice refunded in cash by bank, then in the dashboard too: nothing of it went
+        // to credit, so the customer's other credit is left alone (found by review: it was
+        // taken).
+        let (id2, _, token2, _) = unpaid_order(&app, "bank-back.example").await;
+        let (_, intent2) = checkout(&app, &token2).await;
+        let (_, pi2) = confirm(&ls, &intent2, "pm_card_visa").await;
+        assert_eq!(pi2["status"], "succeeded", "{pi2}");
+        let (status, _) = page(&app, &format!("/pay/{token2}/return?payment_intent={intent2}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        // What the card paid (the rest of the credit went on the invoice first).
+        let by_card = cents(&invoice(&app, id2).await["amount_paid"]);
+        let (status, r) = app
+            .post(&format!("/v1/admin/invoices/{id2}/refunds"), &app.admin_key(), &json!({ "amount": format!("{}.{:02}", by_card / 100, by_card % 100), "to": "cash", "reference": "BANK-BACK-1" }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        add_credit(&app, &app.org_id(), "10.00").await;
+        let before = balance(&app.get(&credit, &app.key()).await.1);
+        assert!(before >= 1000);
+        let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent2), ("amount", "100")]).await;
+        assert_eq!(status, StatusCode::OK, "{dash}");
+        let charge = json!({ "id": "ch_y", "object": "charge", "payment_intent": intent2 });
+        let body = event("charge.refunded", &charge);
+        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (status, answer) = deliver(&app, &body, sig).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(balance(&app.get(&credit, &app.key()).await.1), before);
     })
     .await;
 }

@@ -524,6 +524,30 @@ impl Lodge {
             },
         )
         .await?;
+        // Money received all the same: told as every payment is, all of it to credit
+        // (found by review: only payments recorded on their invoice were told).
+        let number = billing::invoice(&mut tx, row.invoice_id)
+            .await?
+            .and_then(|i| i.number);
+        crate::events::emit(
+            &mut *tx,
+            crate::events::EventKind::PaymentReceived,
+            row.organization_id,
+            format!("invoice:{}", row.invoice_id),
+            serde_json::json!({
+                "invoice_id": row.invoice_id,
+                "number": number,
+                "payment_id": null,
+                "amount_minor": amount,
+                "currency": row.currency,
+                "method": METHOD_CARD,
+                "reference": row.intent_id,
+                "to_credit_minor": amount,
+                "amount_due_minor": 0,
+            }),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(true)
     }
@@ -621,8 +645,16 @@ impl Lodge {
         else {
             return Ok(false);
         };
-        let list = stripe.list_refunds(intent).await.map_err(gateway_error)?;
+        let mut list = stripe.list_refunds(intent).await.map_err(gateway_error)?;
+        // Oldest first (Stripe lists the newest first): each delivery shares out the same
+        // way what the invoice sent to credit ([`credit_sent`]).
+        list.reverse();
         let credited = row.status == STATUS_CREDITED;
+        let mut sent_to_credit = if credited {
+            0
+        } else {
+            self.credit_sent(row.invoice_id).await?
+        };
         for r in list {
             if r.status
                 .as_deref()
@@ -689,11 +721,44 @@ impl Lodge {
                     cash
                 }
             };
-            if r.amount > cash {
-                self.take_back_credit(&row, &r.id, r.amount - cash).await?;
+            // Only what this invoice sent to credit is taken back (found by review: a
+            // dashboard refund of an invoice refunded in cash by bank took the customer's
+            // unrelated credit); beyond it, the customer was paid back twice in cash, which
+            // staff settle with the customer.
+            let beyond = r.amount - cash;
+            let taken = beyond.min(sent_to_credit).max(0);
+            sent_to_credit -= taken;
+            if taken > 0 {
+                self.take_back_credit(&row, &r.id, taken).await?;
+            }
+            if beyond > taken {
+                tracing::error!(
+                    refund = %r.id,
+                    invoice = row.invoice_id,
+                    beyond = %crate::amount_text(beyond - taken, &row.currency),
+                    "a refund made in Stripe gave back more than the invoice had left, in cash or as credit: the customer was paid back twice"
+                );
             }
         }
         Ok(true)
+    }
+
+    /// What an invoice sent to account credit: its refunds to credit and what downgrades
+    /// gave back of it. A dashboard refund beyond what was left to refund in cash is taken
+    /// out of that, never out of other credit.
+    async fn credit_sent(&self, invoice: i64) -> Result<i64> {
+        let refunded: i64 = refunds::refunds_of_invoice(self.store.reader(), invoice)
+            .await?
+            .iter()
+            .filter(|f| f.destination == RefundTo::Credit && f.failed_at.is_none())
+            .map(|f| f.amount_minor)
+            .sum();
+        let given_back = self
+            .invoice_refunds(invoice)
+            .await?
+            .invoice
+            .given_back_minor;
+        Ok(refunded.saturating_add(given_back))
     }
 
     /// A refund of Lodge's (its `lodge_refund_id` metadata) that Stripe reports failed or
