@@ -266,7 +266,8 @@ pub(crate) fn invoice_data(i: &lodge_store::billing::InvoiceRow) -> Value {
         "total_minor": i.total_minor,
         "credit_applied_minor": i.credit_applied_minor,
         "paid_minor": i.paid_minor,
-        "amount_due_minor": i.amount_due(),
+        // Nothing is due on an invoice that cannot be paid (cancelled), as the API says.
+        "amount_due_minor": if i.status.is_payable() { i.amount_due() } else { 0 },
         "due_date": i.due_date,
         "order_id": i.order_id,
     })

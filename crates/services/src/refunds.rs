@@ -451,6 +451,7 @@ impl Lodge {
                 "amount_minor": req.amount_minor,
                 "currency": inv.currency,
                 "to": req.to.as_str(),
+                "reference": req.reference,
                 "reason": reason,
                 "refunded_minor": after.refunded_minor,
                 "status": after.status.as_str(),

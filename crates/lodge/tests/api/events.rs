@@ -208,5 +208,7 @@ async fn a_cancelled_invoice_is_told(app: TestApp) {
     assert_eq!(cancelled["invoice_id"], invoice, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["paid_minor"], 200, "{cancelled}");
+    // Nothing is due on it any more, as the API says (found by the integrator audit).
+    assert_eq!(cancelled["amount_due_minor"], 0, "{cancelled}");
     app.stop().await;
 }

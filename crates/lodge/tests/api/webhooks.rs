@@ -1159,6 +1159,9 @@ async fn endpoints_are_managed_by_staff_only(app: TestApp) {
             json!({ "organization_id": "not-an-org" }),
             "organization_id",
         ),
+        // A field it does not take is refused, never ignored (found by the integrator
+        // audit: `{"enable": false}` said 200 and changed nothing).
+        (json!({ "enable": false }), "enable"),
     ] {
         let (status, r) = patch(bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {r}");
@@ -1166,6 +1169,18 @@ async fn endpoints_are_managed_by_staff_only(app: TestApp) {
     }
     let (_, now) = app.get(&format!("/v1/admin/webhooks/{id}"), &admin).await;
     assert_eq!(now, p, "unchanged by the refused changes");
+    // The same on creation: a misspelt `organisation_id` would have sent every
+    // organization's events to an endpoint meant for one.
+    let (status, r) = app
+        .post(
+            "/v1/admin/webhooks",
+            &admin,
+            &json!({ "url": "http://127.0.0.1:9/typo", "events": ["*"],
+                     "organisation_id": app.org_id() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(!messages(&r, "organisation_id").is_empty(), "{r}");
 
     // A bad overlap is refused.
     for bad in ["73", "-1", "soon"] {

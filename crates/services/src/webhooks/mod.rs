@@ -132,8 +132,11 @@ pub struct WebhookWithSecret {
     pub secret: String,
 }
 
-/// A new endpoint as staff describe it.
+/// A new endpoint as staff describe it. A field it does not take is refused, never ignored
+/// (found by the integrator audit: a misspelt `organisation_id` sent every organization's
+/// events to an endpoint meant for one).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Where events are posted: an `http` or `https` URL whose host is public.
     #[serde(default)]
@@ -157,8 +160,10 @@ fn yes() -> bool {
     true
 }
 
-/// Changes to an endpoint: what is sent is changed, the rest kept.
+/// Changes to an endpoint: what is sent is changed, the rest kept; a field it does not take
+/// is refused (`{"enable": false}` changed nothing and said 200).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
     pub url: Option<String>,
     pub events: Option<Vec<String>>,
