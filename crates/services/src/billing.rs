@@ -235,6 +235,23 @@ impl Lodge {
                 },
             )
             .await?;
+            // Told to integrators, whose mirror of the balance drifted without it (found
+            // by the integrator audit).
+            crate::events::emit(
+                &mut *tx,
+                crate::events::EventKind::CreditAdjusted,
+                org,
+                format!("organization:{org}"),
+                serde_json::json!({
+                    "amount_minor": amount_minor,
+                    "currency": self.settings.currency.code(),
+                    "balance_minor": balance_minor,
+                    "note": note,
+                    "by": crate::events::by(actor),
+                }),
+                self.now_us(),
+            )
+            .await?;
             let done = Deposit {
                 organization_id: org,
                 balance_minor,

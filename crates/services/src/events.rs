@@ -47,6 +47,9 @@ pub enum EventKind {
     /// A card payment failed (declined); the invoice stays unpaid.
     #[serde(rename = "payment.failed")]
     PaymentFailed,
+    /// Staff added account credit, or took some off (a correction).
+    #[serde(rename = "credit.adjusted")]
+    CreditAdjusted,
     /// Money went back: to credit, in cash, or to the card.
     #[serde(rename = "payment.refunded")]
     PaymentRefunded,
@@ -57,6 +60,9 @@ pub enum EventKind {
     /// A hosting account was created on its server and is live.
     #[serde(rename = "hosting.active")]
     HostingActive,
+    /// A hosting account moved to another plan (an upgrade once paid, a downgrade at once).
+    #[serde(rename = "hosting.plan_changed")]
+    HostingPlanChanged,
     #[serde(rename = "hosting.suspended")]
     HostingSuspended,
     #[serde(rename = "hosting.unsuspended")]
@@ -67,7 +73,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the lists that name them (webhook subscriptions, documentation).
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::OrderCreated,
         EventKind::InvoiceCreated,
         EventKind::InvoicePaid,
@@ -78,7 +84,9 @@ impl EventKind {
         EventKind::PaymentFailed,
         EventKind::PaymentRefunded,
         EventKind::PaymentRefundFailed,
+        EventKind::CreditAdjusted,
         EventKind::HostingActive,
+        EventKind::HostingPlanChanged,
         EventKind::HostingSuspended,
         EventKind::HostingUnsuspended,
         EventKind::HostingTerminated,
@@ -96,7 +104,9 @@ impl EventKind {
             EventKind::PaymentFailed => "payment.failed",
             EventKind::PaymentRefunded => "payment.refunded",
             EventKind::PaymentRefundFailed => "payment.refund_failed",
+            EventKind::CreditAdjusted => "credit.adjusted",
             EventKind::HostingActive => "hosting.active",
+            EventKind::HostingPlanChanged => "hosting.plan_changed",
             EventKind::HostingSuspended => "hosting.suspended",
             EventKind::HostingUnsuspended => "hosting.unsuspended",
             EventKind::HostingTerminated => "hosting.terminated",
@@ -330,7 +340,7 @@ pub(crate) async fn hosting_event<C: SqlConn>(
 
 /// Who moved an account, as its events say (`by`): `scheduler` (an unpaid renewal, a
 /// period's end), `staff`, `customer`, or `system` (the worker): never a staff member's id.
-fn by(actor: &str) -> &'static str {
+pub(crate) fn by(actor: &str) -> &'static str {
     if actor == crate::renewals::SCHEDULER {
         "scheduler"
     } else if actor.starts_with("staff:") {

@@ -1013,6 +1013,29 @@ async fn apply<C: SqlConn>(
     if let Some(h) = hosting::account_billing(conn, hosting_id).await? {
         reprice_next_period(ctx, conn, &h, period_end, new_price_minor, summary).await?;
     }
+    // Told to integrators (found by the integrator audit: a CRM kept the old plan).
+    if let Some(c) = store::change(conn, change_id).await? {
+        crate::events::emit(
+            conn,
+            crate::events::EventKind::HostingPlanChanged,
+            c.organization_id,
+            format!("hosting:{hosting_id}"),
+            serde_json::json!({
+                "hosting_id": hosting_id,
+                "change_id": change_id,
+                "from_plan_id": c.from_plan_id,
+                "to_plan_id": c.to_plan_id,
+                "summary": c.summary,
+                "old_price_minor": c.old_price_minor,
+                "new_price_minor": c.new_price_minor,
+                "charge_minor": c.charge_minor,
+                "invoice_id": c.invoice_id,
+                "by": crate::events::by(ctx.actor),
+            }),
+            ctx.now,
+        )
+        .await?;
+    }
     let payload =
         serde_json::json!({ "hosting_id": hosting_id, "change_id": change_id }).to_string();
     let dedupe = format!("{JOB_CHANGE_PACKAGE}:{change_id}");

@@ -396,6 +396,20 @@ async fn a_downgrade_gives_credit_and_applies_at_once(app: TestApp) {
     assert_eq!(worker.run_once().await.unwrap(), 1);
     let user = str_of(&body["hosting"], "username").to_owned();
     assert_eq!(driver.changes(), vec![(user, "Starter".to_owned())]);
+    // Told to integrators once (found by the integrator audit: a CRM kept the old plan).
+    let told: Vec<String> = sqlx::query_scalar(
+        "SELECT data FROM events WHERE kind = 'hosting.plan_changed' AND subject = $1",
+    )
+    .bind(format!("hosting:{id}"))
+    .fetch_all(app.lodge.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let told: Value = serde_json::from_str(&told[0]).unwrap();
+    assert_eq!(told["to_plan_id"], plan_id(&app, "Starter"), "{told}");
+    assert_eq!(told["new_price_minor"], 5400, "{told}");
+    assert_eq!(told["charge_minor"], -4039, "{told}");
+    assert_eq!(told["by"], "customer", "{told}");
     // The ledger sums to the balance: checked when the test ends (shutdown checks).
     app.stop().await;
 }

@@ -422,11 +422,13 @@ async fn deliveries_are_signed_and_verify(app: TestApp) {
     assert_eq!(
         types,
         [
+            "credit.adjusted",
             "hosting.active",
             "invoice.created",
             "invoice.paid",
             "order.created",
-        ]
+        ],
+        "the order paid from the credit staff added"
     );
     for r in rx.got() {
         let t = verify(&secret, r.header("lodge-signature"), &r.body);
@@ -468,7 +470,7 @@ async fn deliveries_are_signed_and_verify(app: TestApp) {
 
     // The log: one delivered attempt per event.
     let log = deliveries(&app, id_of(&w)).await;
-    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log.len(), 5, "{log:?}");
     for d in &log {
         assert_eq!(d["status_code"], 200, "{d}");
         assert_eq!(d["delivered"], true);

@@ -92,6 +92,8 @@ impl Notice {
             // A cancelled invoice is told by what cancelled it (the overdue notice, the
             // termination); a payment by its receipt once the invoice is paid.
             EventKind::InvoiceCancelled
+            | EventKind::CreditAdjusted
+            | EventKind::HostingPlanChanged
             | EventKind::PaymentReceived
             | EventKind::PaymentFailed
             | EventKind::PaymentRefunded
