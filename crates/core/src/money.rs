@@ -367,6 +367,20 @@ pub fn percent_of(amount_minor: i64, basis_points: i64) -> i64 {
     i64::try_from(quotient).unwrap_or(if quotient < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// The part of an invoice's line of `amount_minor` the invoice keeps once `refunded_minor`
+/// of its `total_minor` went back: `amount × (total − refunded) / total`, rounded toward
+/// zero; the whole line when the total is not positive. Worked out in `i128` (the product
+/// of two amounts overflows `i64` from about 3·10⁹ minor units each); never larger in size
+/// than `amount_minor`.
+pub fn kept_share(amount_minor: i64, total_minor: i64, refunded_minor: i64) -> i64 {
+    if total_minor <= 0 {
+        return amount_minor;
+    }
+    let kept = (total_minor - refunded_minor).clamp(0, total_minor);
+    let share = i128::from(amount_minor) * i128::from(kept) / i128::from(total_minor);
+    i64::try_from(share).unwrap_or(amount_minor)
+}
+
 /// `n / d` rounded half away from zero; `d` must be positive.
 pub(crate) fn div_round_half_away(n: i128, d: i128) -> i128 {
     let (q, r) = (n / d, n % d);
@@ -562,6 +576,22 @@ mod tests {
             if let Ok(c) = Currency::parse(&s) {
                 prop_assert_eq!(c.code(), s.as_str());
             }
+        }
+
+        #[test]
+        fn kept_share_is_the_kept_part(
+            amount in -1_000_000_000_000_000i64..1_000_000_000_000_000,
+            total in 1i64..1_000_000_000_000_000,
+            refunded_part in 0u32..=1000,
+        ) {
+            let refunded = i64::try_from(i128::from(total) * i128::from(refunded_part) / 1000).unwrap();
+            let got = kept_share(amount, total, refunded);
+            prop_assert!(got.abs() <= amount.abs());
+            prop_assert_eq!(kept_share(amount, total, 0), amount);
+            prop_assert_eq!(kept_share(amount, total, total), 0);
+            prop_assert_eq!(kept_share(-amount, total, refunded), -got);
+            let exact = amount as f64 * (total - refunded) as f64 / total as f64;
+            prop_assert!((got as f64 - exact).abs() <= 1.0 + 1e-9 * exact.abs());
         }
 
         #[test]

@@ -709,16 +709,11 @@ pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
                 // What is kept of its invoice (refunded before the downgrade: the
                 // downgrade's credit was priced without it, so it came from elsewhere;
                 // found by review).
-                let kept = if c.invoice_total_minor > 0 {
-                    let left = (c.invoice_total_minor - c.invoice_refunded_minor).max(0);
-                    i64::try_from(
-                        i128::from(c.charge_minor) * i128::from(left)
-                            / i128::from(c.invoice_total_minor),
-                    )
-                    .unwrap_or(0)
-                } else {
-                    c.charge_minor
-                };
+                let kept = lodge_core::money::kept_share(
+                    c.charge_minor,
+                    c.invoice_total_minor,
+                    c.invoice_refunded_minor,
+                );
                 upgrades.push((c.id, kept, 0));
             } else if c.charge_minor < 0 {
                 let mut credit = -c.charge_minor;
@@ -763,13 +758,11 @@ pub(crate) async fn given_back_by_downgrades<C: SqlConn>(
 /// Of the price a change moved to above the one it moved from, the share its invoice was
 /// paid and kept (all of it when nothing was refunded, none when all was).
 fn kept_share(c: store::LastChange) -> i64 {
-    let rise = c.new_price_minor - c.old_price_minor;
-    if c.invoice_refunded_minor <= 0 || c.invoice_total_minor <= 0 {
-        return rise;
-    }
-    let kept = (c.invoice_total_minor - c.invoice_refunded_minor).max(0);
-    i64::try_from(i128::from(rise) * i128::from(kept) / i128::from(c.invoice_total_minor))
-        .unwrap_or(0)
+    lodge_core::money::kept_share(
+        c.new_price_minor - c.old_price_minor,
+        c.invoice_total_minor,
+        c.invoice_refunded_minor,
+    )
 }
 
 /// Invoices `charge` for an account (a `manual` invoice, due on `due`, with one

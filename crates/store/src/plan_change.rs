@@ -430,8 +430,8 @@ pub async fn period_billed_net<C: SqlConn>(
     service_id: HostingId,
     period_start: &str,
 ) -> Result<Option<i64>> {
-    // Each line's kept share is worked out here, in 128 bits: `amount × kept / total` of
-    // two amounts overflows 64 bits from about 3·10⁹ minor units (found by the code review:
+    // Each line's kept share is worked out in Rust ([`lodge_core::money::kept_share`]):
+    // `amount × kept / total` in SQL overflowed 64 bits (found by the code review:
     // PostgreSQL refused the plan change of a 30 M IDR plan as "bigint out of range", SQLite
     // went to floating point).
     let rows = conn
@@ -456,21 +456,10 @@ pub async fn period_billed_net<C: SqlConn>(
             (c.int()?, c.int()?, c.int()?, c.int()?, c.int()?);
         plans += plan;
         if paid == 1 {
-            net = net.saturating_add(kept_share(amount, total, refunded));
+            net = net.saturating_add(lodge_core::money::kept_share(amount, total, refunded));
         }
     }
     Ok((plans > 0).then_some(net))
-}
-
-/// The part of an invoice line its invoice keeps once `refunded` of its `total` went back:
-/// `amount × (total − refunded) / total`, rounded toward zero as SQL's integer division
-/// was; the whole line when the invoice's total is not positive.
-fn kept_share(amount: i64, total: i64, refunded: i64) -> i64 {
-    if total <= 0 {
-        return amount;
-    }
-    let share = i128::from(amount) * (i128::from(total) - i128::from(refunded)) / i128::from(total);
-    i64::try_from(share).unwrap_or(if share < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// What is kept of the money paid for the service's period `[start, end)` (its invoices'
@@ -500,7 +489,7 @@ pub async fn period_kept_and_credited<C: SqlConn>(
     {
         let mut c = Cols::new(row);
         let (amount, total, refunded) = (c.int()?, c.int()?, c.int()?);
-        changes = changes.saturating_add(kept_share(amount, total, refunded));
+        changes = changes.saturating_add(lodge_core::money::kept_share(amount, total, refunded));
     }
     let credited = conn
         .fetch_int(
