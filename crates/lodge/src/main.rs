@@ -1598,7 +1598,8 @@ fn scenario_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// An instant in microseconds as RFC 3339 (what the API shows).
+/// `lodge jobs list|retry`: the queue's jobs, one JSON object a line, as the staff API shows
+/// them; a dead job back in the queue.
 async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
     // The staff API's own view of a job, so both print the same fields the same way.
     let line = |j| serde_json::to_string(&lodge_http::staff_job(j));

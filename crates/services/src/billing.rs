@@ -195,6 +195,7 @@ impl Lodge {
         v.text("note", note, 500);
         v.finish()?;
         self.keyed(key, || async {
+            let now = self.now_us();
             let mut tx = self.store.begin().await?;
             let balance = billing::lock_credit(&mut tx, org)
                 .await?
@@ -231,7 +232,7 @@ impl Lodge {
                     invoice_id: None,
                     note,
                     actor,
-                    now: self.now_us(),
+                    now,
                 },
             )
             .await?;
@@ -249,7 +250,7 @@ impl Lodge {
                     "note": note,
                     "by": crate::events::by(actor),
                 }),
-                self.now_us(),
+                now,
             )
             .await?;
             let done = Deposit {
@@ -523,22 +524,20 @@ impl Lodge {
         let due = inv.amount_due();
         let to_invoice = amount_minor.min(due);
         billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
-        crate::events::emit(
+        crate::events::payment_received(
             &mut *tx,
-            crate::events::EventKind::PaymentReceived,
-            inv.organization_id,
-            format!("invoice:{invoice}"),
-            serde_json::json!({
-                "invoice_id": invoice,
-                "number": inv.number,
-                "payment_id": id.to_string(),
-                "amount_minor": amount_minor,
-                "currency": inv.currency,
-                "method": method,
-                "reference": reference,
-                "to_credit_minor": amount_minor - to_invoice,
-                "amount_due_minor": due - to_invoice,
-            }),
+            &crate::events::Received {
+                organization_id: inv.organization_id,
+                invoice_id: invoice,
+                number: inv.number.as_deref(),
+                payment_id: Some(id.to_string()),
+                amount_minor,
+                currency: &inv.currency,
+                method,
+                reference,
+                to_credit_minor: amount_minor - to_invoice,
+                amount_due_minor: due - to_invoice,
+            },
             now,
         )
         .await?;
@@ -972,10 +971,10 @@ pub(crate) async fn pay_from_credit_in<C: lodge_store::SqlConn>(
         }
         settled(ctx, conn, &inv, Some(&paid), memo.as_deref_mut()).await?;
         if settles_apart {
-            let now = billing::lock_credit(conn, inv.organization_id)
+            let balance = billing::lock_credit(conn, inv.organization_id)
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            balances.insert(inv.organization_id, now);
+            balances.insert(inv.organization_id, balance);
         }
     }
     if let Some(m) = memo {

@@ -151,7 +151,6 @@ impl crate::Lodge {
                 )));
             }
         }
-
         if catalog {
             let others = lodge_store::catalog::priced_otherwise(&mut conn, configured, 20).await?;
             if !others.is_empty() {

@@ -104,6 +104,16 @@ impl ServiceError {
         matches!(self, ServiceError::Store(e) if e.is_unavailable())
     }
 
+    /// A service's outage ([`ServiceError::Unavailable`]) said as a refusal of `field`,
+    /// for a form that shows it beside its other bad fields rather than as a 503; any other
+    /// error unchanged.
+    pub fn unavailable_on(self, field: &str) -> Self {
+        match self {
+            ServiceError::Unavailable(why) => ServiceError::field(field, why),
+            other => other,
+        }
+    }
+
     /// The error as a caller is told it: a storage error that means "no such row" is
     /// [`ServiceError::NotFound`], a write refused by a unique constraint a
     /// [`ServiceError::Conflict`] (the constraint is logged, not told); anything else is

@@ -283,6 +283,51 @@ pub(crate) fn invoice_data(i: &lodge_store::billing::InvoiceRow) -> Value {
     })
 }
 
+/// Money received for an invoice, as `payment.received` tells it.
+pub(crate) struct Received<'a> {
+    pub organization_id: OrganizationId,
+    pub invoice_id: i64,
+    pub number: Option<&'a str>,
+    /// The payment row's id; `None` for a card payment that went to credit whole.
+    pub payment_id: Option<String>,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub method: &'a str,
+    pub reference: &'a str,
+    /// What went to the account's credit (received beyond what was due).
+    pub to_credit_minor: i64,
+    /// What the invoice still has due after it.
+    pub amount_due_minor: i64,
+}
+
+/// `payment.received`, in the caller's transaction (every card payment or transfer staff
+/// record, whether on its invoice or to credit).
+pub(crate) async fn payment_received<C: SqlConn>(
+    conn: &mut C,
+    r: &Received<'_>,
+    now: i64,
+) -> Result<()> {
+    emit(
+        conn,
+        EventKind::PaymentReceived,
+        r.organization_id,
+        format!("invoice:{}", r.invoice_id),
+        json!({
+            "invoice_id": r.invoice_id,
+            "number": r.number,
+            "payment_id": r.payment_id,
+            "amount_minor": r.amount_minor,
+            "currency": r.currency,
+            "method": r.method,
+            "reference": r.reference,
+            "to_credit_minor": r.to_credit_minor,
+            "amount_due_minor": r.amount_due_minor,
+        }),
+        now,
+    )
+    .await
+}
+
 /// An invoice event (`invoice.created`, `invoice.paid`) with the invoice's data.
 pub(crate) async fn invoice_event<C: SqlConn>(
     conn: &mut C,

@@ -585,18 +585,10 @@ async fn change_in(
     if charge <= 0 {
         // A downgrade (or the same price): at once, what is owed to credit.
         let change_id = store::insert_change(conn, &new_change(None, true)).await?;
-        apply(
-            ctx,
-            conn,
-            change_id,
-            r.id,
-            status,
-            r.to,
-            r.new_price_minor,
-            &r.summary,
-            &end_s,
-        )
-        .await?;
+        let change = store::change(conn, change_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        apply(ctx, conn, &change, status).await?;
         if charge < 0 {
             let note = format!(
                 "Plan change {} ({} of {} days left, prorated)",
@@ -978,57 +970,51 @@ async fn current_period<C: SqlConn>(
 }
 
 /// Moves the account to the change's plan and price (history entry), bills the period
-/// after the changed one (from `period_end`) at that price if it was invoiced already
-/// ([`reprice_next_period`]), and queues the driver's `change_package` job once.
-#[allow(clippy::too_many_arguments)]
+/// after the changed one (from its `period_end`) at that price if it was invoiced already
+/// ([`reprice_next_period`]), tells integrators (`hosting.plan_changed`) and queues the
+/// driver's `change_package` job once.
 async fn apply<C: SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
-    change_id: i64,
-    hosting_id: HostingId,
+    c: &store::PlanChangeRow,
     status: HostingStatus,
-    to: PlanId,
-    new_price_minor: i64,
-    summary: &str,
-    period_end: &str,
 ) -> Result<()> {
+    let (hosting_id, change_id) = (c.hosting_id, c.id);
     store::set_plan(
         conn,
         hosting_id,
         status,
-        to,
-        new_price_minor,
-        &format!("plan changed: {summary}"),
+        c.to_plan_id,
+        c.new_price_minor,
+        &format!("plan changed: {}", c.summary),
         ctx.actor,
         ctx.now,
     )
     .await?;
     if let Some(h) = hosting::account_billing(conn, hosting_id).await? {
-        reprice_next_period(ctx, conn, &h, period_end, new_price_minor, summary).await?;
+        reprice_next_period(ctx, conn, &h, &c.period_end, c.new_price_minor, &c.summary).await?;
     }
     // Told to integrators (found by the integrator audit: a CRM kept the old plan).
-    if let Some(c) = store::change(conn, change_id).await? {
-        crate::events::emit(
-            conn,
-            crate::events::EventKind::HostingPlanChanged,
-            c.organization_id,
-            format!("hosting:{hosting_id}"),
-            serde_json::json!({
-                "hosting_id": hosting_id,
-                "change_id": change_id,
-                "from_plan_id": c.from_plan_id,
-                "to_plan_id": c.to_plan_id,
-                "summary": c.summary,
-                "old_price_minor": c.old_price_minor,
-                "new_price_minor": c.new_price_minor,
-                "charge_minor": c.charge_minor,
-                "invoice_id": c.invoice_id,
-                "by": crate::events::by(ctx.actor),
-            }),
-            ctx.now,
-        )
-        .await?;
-    }
+    crate::events::emit(
+        conn,
+        crate::events::EventKind::HostingPlanChanged,
+        c.organization_id,
+        format!("hosting:{hosting_id}"),
+        serde_json::json!({
+            "hosting_id": hosting_id,
+            "change_id": change_id,
+            "from_plan_id": c.from_plan_id,
+            "to_plan_id": c.to_plan_id,
+            "summary": c.summary,
+            "old_price_minor": c.old_price_minor,
+            "new_price_minor": c.new_price_minor,
+            "charge_minor": c.charge_minor,
+            "invoice_id": c.invoice_id,
+            "by": crate::events::by(ctx.actor),
+        }),
+        ctx.now,
+    )
+    .await?;
     let payload =
         serde_json::json!({ "hosting_id": hosting_id, "change_id": change_id }).to_string();
     let dedupe = format!("{JOB_CHANGE_PACKAGE}:{change_id}");
@@ -1137,18 +1123,7 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
     if !store::settle_change(conn, change.id, store::APPLIED, ctx.now).await? {
         return Ok(());
     }
-    apply(
-        ctx,
-        conn,
-        change.id,
-        change.hosting_id,
-        status,
-        change.to_plan_id,
-        change.new_price_minor,
-        &change.summary,
-        &change.period_end,
-    )
-    .await
+    apply(ctx, conn, &change, status).await
 }
 
 #[cfg(test)]

@@ -1575,13 +1575,18 @@ impl Lodge {
     /// one-time link or session) for a live account on a panel server, else `None`. A panel
     /// that fails or takes over 10 s gives `None` (logged): the detail still answers.
     ///
-    /// `client_ip` is the customer's address (a panel may bind the session to it).
+    /// `client_ip` is the customer's address (a panel may bind the session to it). Only for
+    /// a caller who may change the account: the panel changes everything (found by review:
+    /// a read-only key, a viewer, a read-only staff key got it).
     pub async fn login_url(
         &self,
+        access: &crate::auth::Access,
         h: &HostingRow,
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<String> {
-        if !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended) {
+        if access.require_write().is_err()
+            || !matches!(h.status, HostingStatus::Active | HostingStatus::Suspended)
+        {
             return None;
         }
         let found = match self.account(h).await {

@@ -188,9 +188,13 @@ impl Lodge {
         };
         let project = self.default_project(access).await?;
         let checks = checks.now_if(!form_rules.is_empty());
+        // InterServer's form shows a refusal beside the fields: a registrar that cannot
+        // answer is said there (`continue: false`), as its own form would, not as a 503
+        // the page cannot show.
         let validated = self
             .validate_order(access, &project, &form, OrderSource::Apiv2, checks)
-            .await;
+            .await
+            .map_err(|e| e.unavailable_on("domain_name"));
         match (validated, form_rules.finish()) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(e)) => Err(e),
@@ -200,19 +204,6 @@ impl Lodge {
                     _ => FieldErrors::new(),
                 };
                 merge(&mut errors, more);
-                Err(ServiceError::Invalid(errors))
-            }
-            // InterServer's form shows a refusal beside the fields: a registrar that cannot
-            // answer is said there (`continue: false`), as its own form would, not as a
-            // 503 the page cannot show.
-            (Err(ServiceError::Unavailable(why)), rules) => {
-                let mut errors = match rules {
-                    Err(ServiceError::Invalid(e)) => e,
-                    _ => FieldErrors::new(),
-                };
-                errors.entry("domain_name".to_owned()).or_default().push(
-                    crate::errors::FieldError::new(crate::errors::FieldCode::Invalid, why),
-                );
                 Err(ServiceError::Invalid(errors))
             }
             (Err(e), _) => Err(e),

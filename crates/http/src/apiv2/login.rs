@@ -87,40 +87,39 @@ pub async fn login(
     match st.lodge.open_session(&login, &passwd).await {
         Ok((session, user)) => {
             st.login_guard.succeeded(&attempt).await;
-            let orgs = match st.lodge.user_organizations(user.id).await {
-                Ok(orgs) => orgs,
-                Err(e) => {
-                    // Not a refusal of the login: the database did not answer (a 503 to
-                    // retry), and the session made is not handed out.
-                    if let Err(closing) = st.lodge.close_session(&session).await {
-                        tracing::warn!(error = %closing, "a session could not be closed");
+            let account = st.lodge.user_organizations(user.id).await.map(|orgs| {
+                lodge_services::auth::home_organization(&orgs)
+                    .filter(|o| o.member_role.as_deref() != Some("guest"))
+                    .map(|o| o.legacy_id)
+            });
+            let account_id = match account {
+                Ok(Some(id)) => id,
+                refused => {
+                    // The session made is not handed out: the database did not answer (a
+                    // 503 to retry, not a refusal of the login), or the login has no account
+                    // to show (none, or only as a guest, which sees none), and every call
+                    // with it would be refused (found by the authorization audit: a removed
+                    // member's or a staff login got a session refused everywhere).
+                    if let Err(e) = st.lodge.close_session(&session).await {
+                        tracing::warn!(error = %e, "a session could not be closed");
                     }
-                    return V2Error::from(e).into_response();
+                    return match refused {
+                        Err(e) => V2Error::from(e).into_response(),
+                        Ok(_) => (
+                            StatusCode::UNAUTHORIZED,
+                            Json(LoginRefused {
+                                code: "401".into(),
+                                message: "This login has no customer account.".into(),
+                                field: "login".into(),
+                            }),
+                        )
+                            .into_response(),
+                    };
                 }
             };
-            let org = lodge_services::auth::home_organization(&orgs)
-                .filter(|o| o.member_role.as_deref() != Some("guest"));
-            if org.is_none() {
-                // Right password, but no account to show (none, or only as a guest, which
-                // sees no account): every call with the session would be refused, so none
-                // is given (found by the authorization audit: a removed member's or a staff
-                // login got a session refused everywhere).
-                if let Err(e) = st.lodge.close_session(&session).await {
-                    tracing::warn!(error = %e, "a session could not be closed");
-                }
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    Json(LoginRefused {
-                        code: "401".into(),
-                        message: "This login has no customer account.".into(),
-                        field: "login".into(),
-                    }),
-                )
-                    .into_response();
-            }
             Json(LoginSuccess {
                 session_id: session,
-                account_id: org.as_ref().map_or(0, |o| o.legacy_id),
+                account_id,
                 account_lid: user.email.clone(),
                 ima: if user.is_staff() { "admin" } else { "client" }.into(),
                 gravatar: String::new(),

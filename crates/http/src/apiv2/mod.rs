@@ -123,12 +123,10 @@ impl V2Error {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        if self.0.is_server_error() && self.0 != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %self.1, "apiv2 request failed");
-        }
         // A 503's message is one for the caller (the database's or the registrar's
-        // outage, said in words of Lodge's own); other 5xx hide their cause.
+        // outage, said in words of Lodge's own); other 5xx hide their cause, logged.
         let message = if self.0.is_server_error() && self.0 != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self.1, "apiv2 request failed");
             "A server error occurred.".to_owned()
         } else {
             self.1

@@ -171,15 +171,12 @@ pub async fn get_website(
         .map(|c| c.legacy_id.to_string())
         .unwrap_or_default();
     let server = w.server.as_ref();
-    // The control panel's one-time login link, when the account is on a panel: for a
-    // caller who may change the account only (the panel changes everything; found by
-    // review: a read-only key got it).
-    let login = if c.access.require_write().is_ok() {
-        st.lodge.login_url(h, client_ip).await
-    } else {
-        None
-    };
-    let client_links: Vec<BTreeMap<String, String>> = login
+    // The control panel's one-time login link, when the account is on a panel (for a
+    // caller who may change the account).
+    let client_links: Vec<BTreeMap<String, String>> = st
+        .lodge
+        .login_url(&c.access, h, client_ip)
+        .await
         .map(|url| {
             BTreeMap::from([
                 ("label".to_owned(), "Login to Control Panel".to_owned()),

@@ -226,16 +226,12 @@ async fn place(
     if !type_errors.is_empty() {
         // Wrong types are reported together with every other bad field. A field of the
         // wrong type was read as absent: its type error replaces what that absence caused.
+        // A registrar that cannot answer is said beside them too, as with the order's own
+        // bad fields (found by review: the 400 was lost to a 503).
+        let validated = validated.map_err(|e| e.unavailable_on("domain_name"));
         let mut errors = match validated.map_err(v1_keys) {
             Ok(_) => FieldErrors::new(),
             Err(ServiceError::Invalid(e)) => e,
-            // A registrar that cannot answer is said beside them, as with the order's own
-            // bad fields (found by review: the 400 was lost to a 503).
-            Err(ServiceError::Unavailable(why)) => {
-                let mut e = FieldErrors::new();
-                e.insert("domain_name".to_owned(), vec![FieldError::invalid(why)]);
-                e
-            }
             Err(e) => return Err(e),
         };
         errors.extend(type_errors);
@@ -302,13 +298,7 @@ async fn hosting_detail(
     client_ip: Option<std::net::IpAddr>,
 ) -> ApiResult<Hosting> {
     let view = st.lodge.hosting_detail(access, project, id).await?;
-    // The panel's one-time login changes everything: not for a read-only caller (a viewer,
-    // a read-only key; found by review: a read-only staff key got it).
-    let login_url = if access.require_write().is_ok() {
-        st.lodge.login_url(&view.hosting, client_ip).await
-    } else {
-        None
-    };
+    let login_url = st.lodge.login_url(access, &view.hosting, client_ip).await;
     let tls = st.lodge.certificate_status(&view.hosting).await?;
     let mut out = Hosting::from_view(view, &*st.lodge.catalog().await?).for_customer();
     out.login_url = login_url;

@@ -529,22 +529,20 @@ impl Lodge {
         let number = billing::invoice(&mut tx, row.invoice_id)
             .await?
             .and_then(|i| i.number);
-        crate::events::emit(
+        crate::events::payment_received(
             &mut *tx,
-            crate::events::EventKind::PaymentReceived,
-            row.organization_id,
-            format!("invoice:{}", row.invoice_id),
-            serde_json::json!({
-                "invoice_id": row.invoice_id,
-                "number": number,
-                "payment_id": null,
-                "amount_minor": amount,
-                "currency": row.currency,
-                "method": METHOD_CARD,
-                "reference": row.intent_id,
-                "to_credit_minor": amount,
-                "amount_due_minor": 0,
-            }),
+            &crate::events::Received {
+                organization_id: row.organization_id,
+                invoice_id: row.invoice_id,
+                number: number.as_deref(),
+                payment_id: None,
+                amount_minor: amount,
+                currency: &row.currency,
+                method: METHOD_CARD,
+                reference: &row.intent_id,
+                to_credit_minor: amount,
+                amount_due_minor: 0,
+            },
             now,
         )
         .await?;
@@ -747,18 +745,14 @@ impl Lodge {
     /// gave back of it. A dashboard refund beyond what was left to refund in cash is taken
     /// out of that, never out of other credit.
     async fn credit_sent(&self, invoice: i64) -> Result<i64> {
-        let refunded: i64 = refunds::refunds_of_invoice(self.store.reader(), invoice)
-            .await?
+        let all = self.invoice_refunds(invoice).await?;
+        let refunded: i64 = all
+            .refunds
             .iter()
-            .filter(|f| f.destination == RefundTo::Credit && f.failed_at.is_none())
+            .filter(|f| f.to == RefundTo::Credit && f.failed_at.is_none())
             .map(|f| f.amount_minor)
             .sum();
-        let given_back = self
-            .invoice_refunds(invoice)
-            .await?
-            .invoice
-            .given_back_minor;
-        Ok(refunded.saturating_add(given_back))
+        Ok(refunded.saturating_add(all.invoice.given_back_minor))
     }
 
     /// A refund of Lodge's (its `lodge_refund_id` metadata) that Stripe reports failed or
