@@ -53,6 +53,7 @@ on_both_engines!(
     an_unpaid_difference_ends_with_an_immediate_cancellation,
     plans_priced_in_millions_change_like_any_other,
     an_upgrade_paid_from_credit_that_also_covers_its_difference_keeps_the_ledger_running,
+    a_payment_whose_upgrade_spends_credit_on_its_difference_is_refused_whole,
 );
 
 // ---- helpers ----
@@ -160,6 +161,25 @@ async fn active_account(
     let h = hosting(app, &id).await;
     assert_eq!(h["status"], "active", "provisioned: {h}");
     id
+}
+
+/// A Starter account (monthly, from 2026-03-31) upgraded to Business on 2026-04-20, once
+/// its renewal from 2026-04-30 was issued, that renewal then paid at the old price by a
+/// transfer (`reference`): the account's id and the change's answer (its invoice, 1.67,
+/// unpaid).
+async fn upgraded_with_its_renewal_paid(
+    app: &TestApp,
+    worker: &Worker,
+    domain: &str,
+    reference: &str,
+) -> (String, Value) {
+    let id = active_account(app, worker, "Starter", "monthly", domain, "5.00").await;
+    app.clock.set(noon("2026-04-20"));
+    app.lodge.schedule_due().await.unwrap();
+    let renewal = renewal_of(app, &id, "2026-04-30").await;
+    let body = changed(app, &id, &plan_id(app, "Business")).await;
+    pay(app, renewal, "5.00", reference).await;
+    (id, body)
 }
 
 async fn change(app: &TestApp, id: &str, plan: &str) -> (StatusCode, Value) {
@@ -1058,14 +1078,10 @@ async fn a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal(app:
 async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app: TestApp) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(&app, &worker, "Starter", "monthly", "late.example", "5.00").await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
     // The upgrade is invoiced (1.67) but left unpaid; the renewal is paid at 5.00.
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "late.example", "TRF-REN-1").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-REN-1").await;
     assert_eq!(
         hosting(&app, &id).await["next_due_date"],
         "2026-05-31",
@@ -1112,13 +1128,9 @@ async fn an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference(app:
 async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(&app, &worker, "Starter", "monthly", "owes.example", "5.00").await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "owes.example", "TRF-OWES-1").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-OWES-1").await;
     app.clock.set(noon("2026-04-25"));
     pay(&app, upgrade, "1.67", "TRF-OWES-2").await;
     let difference = adjustment_from(&app, &id, "2026-04-30").await;
@@ -1210,13 +1222,9 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
 async fn an_unpaid_difference_is_cancelled_when_its_period_ends(app: TestApp) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(&app, &worker, "Starter", "monthly", "lapse.example", "5.00").await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "lapse.example", "TRF-LAPSE-1").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-LAPSE-1").await;
     app.clock.set(noon("2026-04-25"));
     pay(&app, upgrade, "1.67", "TRF-LAPSE-2").await;
     let (inv_id, _) = adjustment_from(&app, &id, "2026-04-30").await[0];
@@ -1287,21 +1295,9 @@ async fn an_unpaid_difference_is_cancelled_when_its_period_ends(app: TestApp) {
 async fn an_upgrade_paid_after_its_period_ended_goes_back_to_credit(app: TestApp) {
     let driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(
-        &app,
-        &worker,
-        "Starter",
-        "monthly",
-        "too-late.example",
-        "5.00",
-    )
-    .await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "too-late.example", "TRF-REN-LATE").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-REN-LATE").await;
     // Paid on 2026-05-05, after the period it was priced for (to 2026-04-30).
     app.clock.set(noon("2026-05-05"));
     pay(&app, upgrade, "1.67", "TRF-UP-LATE").await;
@@ -1614,21 +1610,10 @@ async fn what_a_downgrade_gave_back_is_not_refunded_again(app: TestApp) {
 async fn a_downgrade_gives_back_a_paid_difference_first(app: TestApp) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(
-        &app,
-        &worker,
-        "Starter",
-        "monthly",
-        "diff-down.example",
-        "5.00",
-    )
-    .await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "diff-down.example", "TRF-DD-1").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-DD-1").await;
+    let renewal = renewal_of(&app, &id, "2026-04-30").await;
     app.clock.set(noon("2026-04-25"));
     pay(&app, upgrade, "1.67", "TRF-DD-2").await;
     let (difference, amount) = adjustment_from(&app, &id, "2026-04-30").await[0];
@@ -2027,21 +2012,9 @@ async fn changes_racing_up_and_down_record_the_plan_they_moved_from(app: TestApp
 async fn an_unpaid_difference_ends_with_an_immediate_cancellation(app: TestApp) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(
-        &app,
-        &worker,
-        "Starter",
-        "monthly",
-        "diff-ends.example",
-        "5.00",
-    )
-    .await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "diff-ends.example", "TRF-REN-9").await;
     let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
-    pay(&app, renewal, "5.00", "TRF-REN-9").await;
     app.clock.set(noon("2026-04-25"));
     pay(&app, upgrade, "1.67", "TRF-UP-9").await;
     let difference = adjustment_from(&app, &id, "2026-04-30").await;
@@ -2136,22 +2109,10 @@ async fn an_upgrade_paid_from_credit_that_also_covers_its_difference_keeps_the_l
 ) {
     let _driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
-    let id = active_account(
-        &app,
-        &worker,
-        "Starter",
-        "monthly",
-        "running.example",
-        "5.00",
-    )
-    .await;
-    app.clock.set(noon("2026-04-20"));
-    app.lodge.schedule_due().await.unwrap();
-    let renewal = renewal_of(&app, &id, "2026-04-30").await;
-    let body = changed(&app, &id, &plan_id(&app, "Business")).await;
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "running.example", "TRF-RUN-1").await;
     let url = str_of(&body["plan_change"], "invoice_payment_url").to_owned();
     let token = url.rsplit('/').next().unwrap().to_owned();
-    pay(&app, renewal, "5.00", "TRF-RUN-1").await;
     add_credit(&app, &app.org_id(), "10.00").await;
     let resp = crate::pages::page_form_post(&app, &format!("/pay/{token}/credit"), None).await;
     assert_eq!(
@@ -2180,5 +2141,39 @@ async fn an_upgrade_paid_from_credit_that_also_covers_its_difference_keeps_the_l
         );
     }
     assert_eq!(running, 1000 - 167 - 500, "{credit}");
+    app.stop().await;
+}
+
+/// One payment from credit of an upgrade and another invoice, the credit covering exactly
+/// the two: the upgrade's settling pays the next period's difference from that credit, so
+/// the second invoice is no longer covered, and the payment is refused whole as credit that
+/// does not cover it (`402`), nothing paid (found by review: the second invoice was paid
+/// from the balance read before the settling, and the database refused the negative
+/// balance: a 500).
+async fn a_payment_whose_upgrade_spends_credit_on_its_difference_is_refused_whole(app: TestApp) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (_, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "both.example", "TRF-BOTH-1").await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    let first = crate::harness::order_external(&app, "second.example").await["invoice_id"]
+        .as_i64()
+        .unwrap();
+    add_credit(&app, &app.org_id(), "6.67").await;
+    let before = change_counts(&app).await;
+    let (status, answer) = crate::harness::v2(
+        &app,
+        reqwest::Method::GET,
+        &format!("/apiv2/billing/pay/prepay/{upgrade},{first}"),
+        crate::harness::Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{answer}");
+    assert_eq!(change_counts(&app).await, before, "nothing written");
+    assert_eq!(balance(&app).await, 667);
+    for unpaid in [upgrade, first] {
+        assert_eq!(invoice(&app, unpaid).await["status"], "unpaid");
+    }
     app.stop().await;
 }
