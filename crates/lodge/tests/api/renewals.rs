@@ -156,6 +156,25 @@ async fn active(app: &TestApp, fake: &FakeDriver, domain: &str) -> (String, Work
     (id, worker)
 }
 
+/// [`active`], its first order paid from credit, then suspended a week after its renewal
+/// (issued 14 days before) went unpaid: the account's id, the worker and the renewal.
+async fn suspended_for_its_renewal(
+    app: &TestApp,
+    fake: &FakeDriver,
+    domain: &str,
+) -> (String, Worker, Value) {
+    add_credit(app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(app, fake, domain).await;
+    let due = str_of(&hosting(app, &id).await, "next_due_date").to_owned();
+    app.clock.set(noon(&due, -14));
+    pass(app, &worker).await;
+    let inv = renewals(app).await[0].clone();
+    app.clock.set(noon(&due, 7));
+    pass(app, &worker).await;
+    assert_eq!(hosting(app, &id).await["status"], "suspended");
+    (id, worker, inv)
+}
+
 // ---- tests ----
 
 async fn a_monthly_account_with_credit_renews_for_a_year(app: TestApp) {
@@ -264,15 +283,7 @@ async fn an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension(app: Te
 /// only suspension there was).
 async fn staff_suspending_an_overdue_account_keeps_it_suspended_when_paid(app: TestApp) {
     let fake = FakeDriver::default();
-    add_credit(&app, &app.org_id(), "5.00").await;
-    let (id, worker) = active(&app, &fake, "abuse.test").await;
-    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    app.clock.set(noon(&due, -14));
-    pass(&app, &worker).await;
-    let inv = renewals(&app).await[0].clone();
-    app.clock.set(noon(&due, 7));
-    pass(&app, &worker).await;
-    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let (id, worker, inv) = suspended_for_its_renewal(&app, &fake, "abuse.test").await;
     let staff = |action: &'static str| {
         let app = &app;
         let id = id.clone();
@@ -316,15 +327,7 @@ async fn staff_suspending_an_overdue_account_keeps_it_suspended_when_paid(app: T
 /// review).
 async fn a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile(app: TestApp) {
     let fake = FakeDriver::default();
-    add_credit(&app, &app.org_id(), "5.00").await;
-    let (id, worker) = active(&app, &fake, "raced.test").await;
-    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    app.clock.set(noon(&due, -14));
-    pass(&app, &worker).await;
-    let inv = renewals(&app).await[0].clone();
-    app.clock.set(noon(&due, 7));
-    pass(&app, &worker).await;
-    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let (id, worker, inv) = suspended_for_its_renewal(&app, &fake, "raced.test").await;
     // Paid: the unsuspension is queued, not yet run.
     bank_transfer(&app, &inv["id"], "5.00", "raced-1").await;
     // Staff's suspension, as the other node committed it meanwhile.
@@ -355,15 +358,7 @@ async fn a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile(ap
 /// suspended).
 async fn notes_written_while_suspended_leave_the_renewals_suspension_to_lift(app: TestApp) {
     let fake = FakeDriver::default();
-    add_credit(&app, &app.org_id(), "5.00").await;
-    let (id, worker) = active(&app, &fake, "noted.test").await;
-    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    app.clock.set(noon(&due, -14));
-    pass(&app, &worker).await;
-    let inv = renewals(&app).await[0].clone();
-    app.clock.set(noon(&due, 7));
-    pass(&app, &worker).await;
-    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let (id, worker, inv) = suspended_for_its_renewal(&app, &fake, "noted.test").await;
     let (status, h) = crate::harness::cancel(&app, &id, "end_of_period").await;
     assert_eq!(status, StatusCode::OK, "{h}");
     let (status, h) = crate::harness::revoke_cancellation(&app, &id).await;

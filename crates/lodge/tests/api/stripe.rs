@@ -134,9 +134,7 @@ async fn a_card_payment_for_an_invoice_cancelled_meanwhile_is_shown_as_credit(en
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{dash}");
-        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
-        let body = event("charge.refunded", &charge);
-        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (body, sig) = charge_refunded(&app, &intent);
         for _ in 0..3 {
             let (status, answer) = deliver(&app, &body, sig.clone()).await;
             assert_eq!(status, StatusCode::OK, "{answer}");
@@ -252,6 +250,18 @@ async fn unpaid_order(app: &TestApp, name: &str) -> (i64, i64, String, String) {
     (id, cents(&inv["total"]), token, hosting_id)
 }
 
+/// A Starter order paid by card (a test card Stripe accepts) through its payment page's
+/// return: the invoice's id, its total in cents and the payment intent.
+async fn paid_by_card(app: &TestApp, ls: &Localstripe, name: &str) -> (i64, i64, String) {
+    let (id, total, token, _) = unpaid_order(app, name).await;
+    let (_, intent) = checkout(app, &token).await;
+    let (_, pi) = confirm(ls, &intent, "pm_card_visa").await;
+    assert_eq!(pi["status"], "succeeded", "{pi}");
+    let (status, _) = page(app, &format!("/pay/{token}/return?payment_intent={intent}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    (id, total, intent)
+}
+
 async fn page(app: &TestApp, path: &str) -> (StatusCode, String) {
     let resp = no_redirects().get(app.url(path)).send().await.unwrap();
     let status = resp.status();
@@ -359,6 +369,15 @@ fn app_now(app: &TestApp) -> i64 {
 }
 
 /// An event as Stripe sends it.
+/// Stripe's `charge.refunded` for a payment intent's charge, signed as Stripe signs it:
+/// the body and its `Stripe-Signature`.
+fn charge_refunded(app: &TestApp, intent: &str) -> (String, Option<String>) {
+    let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
+    let body = event("charge.refunded", &charge);
+    let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(app), &body);
+    (body, sig)
+}
+
 fn event(kind: &str, object: &Value) -> String {
     json!({ "id": format!("evt_{}", kind.replace('.', "_")), "object": "event",
             "type": kind, "data": { "object": object } })
@@ -724,9 +743,7 @@ async fn a_refund_goes_through_stripe_once_and_a_dashboard_refund_is_recorded_on
         assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 200);
 
         // Stripe's charge.refunded for it changes nothing: Lodge started it.
-        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
-        let body = event("charge.refunded", &charge);
-        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (body, sig) = charge_refunded(&app, &intent);
         let (status, answer) = deliver(&app, &body, sig.clone()).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(app.count("refunds").await, 1);
@@ -1337,9 +1354,7 @@ async fn a_refund_stripe_reports_failed_later_counts_no_more(engine: Engine) {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{dash}");
-        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
-        let body = event("charge.refunded", &charge);
-        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (body, sig) = charge_refunded(&app, &intent);
         let (status, answer) = deliver(&app, &body, sig).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(cents(&invoice(&app, id).await["amount_refunded"]), 300);
@@ -1363,12 +1378,7 @@ async fn a_refund_stripe_reports_failed_later_counts_no_more(engine: Engine) {
 /// refund was refused, only logged, and Stripe told it was handled).
 async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(engine: Engine) {
     with_stripe(engine, |app, ls| async move {
-        let (id, total, token, _) = unpaid_order(&app, "twice-back.example").await;
-        let (_, intent) = checkout(&app, &token).await;
-        let (_, pi) = confirm(&ls, &intent, "pm_card_visa").await;
-        assert_eq!(pi["status"], "succeeded", "{pi}");
-        let (status, _) = page(&app, &format!("/pay/{token}/return?payment_intent={intent}")).await;
-        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (id, total, intent) = paid_by_card(&app, &ls, "twice-back.example").await;
         assert_eq!(invoice(&app, id).await["status"], "paid");
 
         // All but 1.00 back to credit.
@@ -1386,9 +1396,7 @@ async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(e
         // 3.00 back to the card from the dashboard: 1.00 was left, 2.00 had gone to credit.
         let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent), ("amount", "300")]).await;
         assert_eq!(status, StatusCode::OK, "{dash}");
-        let charge = json!({ "id": "ch_x", "object": "charge", "payment_intent": intent });
-        let body = event("charge.refunded", &charge);
-        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (body, sig) = charge_refunded(&app, &intent);
         for _ in 0..3 {
             let (status, answer) = deliver(&app, &body, sig.clone()).await;
             assert_eq!(status, StatusCode::OK, "{answer}");
@@ -1414,12 +1422,7 @@ async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(e
         // An invoice refunded in cash by bank, then in the dashboard too: nothing of it went
         // to credit, so the customer's other credit is left alone (found by review: it was
         // taken).
-        let (id2, _, token2, _) = unpaid_order(&app, "bank-back.example").await;
-        let (_, intent2) = checkout(&app, &token2).await;
-        let (_, pi2) = confirm(&ls, &intent2, "pm_card_visa").await;
-        assert_eq!(pi2["status"], "succeeded", "{pi2}");
-        let (status, _) = page(&app, &format!("/pay/{token2}/return?payment_intent={intent2}")).await;
-        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (id2, _, intent2) = paid_by_card(&app, &ls, "bank-back.example").await;
         // What the card paid (the rest of the credit went on the invoice first).
         let by_card = cents(&invoice(&app, id2).await["amount_paid"]);
         let (status, r) = app
@@ -1431,9 +1434,7 @@ async fn a_dashboard_refund_beyond_what_was_left_comes_out_of_the_credit_given(e
         assert!(before >= 1000);
         let (status, dash) = ls_post(&ls, "/v1/refunds", &[("payment_intent", &intent2), ("amount", "100")]).await;
         assert_eq!(status, StatusCode::OK, "{dash}");
-        let charge = json!({ "id": "ch_y", "object": "charge", "payment_intent": intent2 });
-        let body = event("charge.refunded", &charge);
-        let sig = signed(STRIPE_WEBHOOK_SECRETS[1], app_now(&app), &body);
+        let (body, sig) = charge_refunded(&app, &intent2);
         let (status, answer) = deliver(&app, &body, sig).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(balance(&app.get(&credit, &app.key()).await.1), before);
