@@ -624,7 +624,8 @@ impl Lodge {
             };
             cancel_returning(conn, &inv, note, actor, now).await?;
         }
-        for (id, _, domain) in hosting::order_accounts(conn, order_id).await? {
+        let accounts = hosting::order_accounts(conn, order_id).await?;
+        for &(id, _, domain) in &accounts {
             hosting::transition(conn, id, HostingEvent::Cancel, note, actor, now).await?;
             if let Some(d) = domain {
                 if hosting::domain_status_of_order(conn, d, order_id)
@@ -635,6 +636,30 @@ impl Lodge {
                 }
             }
         }
+        // Told as `order.created` was (found by the integrator audit: a mirror of orders
+        // had only `invoice.cancelled` to guess an order's end from).
+        let domain = match accounts.first() {
+            Some(&(id, ..)) => hosting::account_billing(&mut *conn, id)
+                .await?
+                .map(|h| h.domain_name),
+            None => None,
+        };
+        crate::events::emit(
+            conn,
+            crate::events::EventKind::OrderCancelled,
+            org,
+            format!("order:{order_id}"),
+            serde_json::json!({
+                "order_id": order_id,
+                "order_number": crate::orders::order_number(order_id),
+                "hosting_id": accounts.first().map(|&(id, ..)| id),
+                "domain": domain,
+                "note": note,
+                "by": crate::events::by(actor),
+            }),
+            now,
+        )
+        .await?;
         Ok(true)
     }
 }

@@ -24,6 +24,10 @@ pub enum EventKind {
     /// An order was placed (its first invoice, if any, follows as `invoice.created`).
     #[serde(rename = "order.created")]
     OrderCreated,
+    /// An unpaid order was cancelled: by its customer, by staff, or because its invoice
+    /// expired unpaid (`by` and `note` say which); `invoice.cancelled` tells its invoice.
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
     /// An invoice was issued: an order's first, a renewal, a plan change's.
     #[serde(rename = "invoice.created")]
     InvoiceCreated,
@@ -63,6 +67,14 @@ pub enum EventKind {
     /// A hosting account moved to another plan (an upgrade once paid, a downgrade at once).
     #[serde(rename = "hosting.plan_changed")]
     HostingPlanChanged,
+    /// The cancellation of a paid account was asked for: at once (`hosting.terminated`
+    /// follows when the worker has done it) or at the end of its paid period
+    /// (`effective_date`), which can be withdrawn until then.
+    #[serde(rename = "hosting.cancellation_requested")]
+    HostingCancellationRequested,
+    /// A cancellation at the end of the period was withdrawn: the account renews again.
+    #[serde(rename = "hosting.cancellation_withdrawn")]
+    HostingCancellationWithdrawn,
     #[serde(rename = "hosting.suspended")]
     HostingSuspended,
     #[serde(rename = "hosting.unsuspended")]
@@ -73,8 +85,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the lists that name them (webhook subscriptions, documentation).
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::OrderCreated,
+        EventKind::OrderCancelled,
         EventKind::InvoiceCreated,
         EventKind::InvoicePaid,
         EventKind::InvoiceCancelled,
@@ -87,6 +100,8 @@ impl EventKind {
         EventKind::CreditAdjusted,
         EventKind::HostingActive,
         EventKind::HostingPlanChanged,
+        EventKind::HostingCancellationRequested,
+        EventKind::HostingCancellationWithdrawn,
         EventKind::HostingSuspended,
         EventKind::HostingUnsuspended,
         EventKind::HostingTerminated,
@@ -95,6 +110,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::OrderCreated => "order.created",
+            EventKind::OrderCancelled => "order.cancelled",
             EventKind::InvoiceCreated => "invoice.created",
             EventKind::InvoicePaid => "invoice.paid",
             EventKind::InvoiceCancelled => "invoice.cancelled",
@@ -107,6 +123,8 @@ impl EventKind {
             EventKind::CreditAdjusted => "credit.adjusted",
             EventKind::HostingActive => "hosting.active",
             EventKind::HostingPlanChanged => "hosting.plan_changed",
+            EventKind::HostingCancellationRequested => "hosting.cancellation_requested",
+            EventKind::HostingCancellationWithdrawn => "hosting.cancellation_withdrawn",
             EventKind::HostingSuspended => "hosting.suspended",
             EventKind::HostingUnsuspended => "hosting.unsuspended",
             EventKind::HostingTerminated => "hosting.terminated",
@@ -369,15 +387,33 @@ pub(crate) async fn hosting_event<C: SqlConn>(
     actor: &str,
     now: i64,
 ) -> Result<()> {
+    hosting_event_with(conn, kind, id, (note, actor), json!({}), now).await
+}
+
+/// [`hosting_event`] with more `data` than every hosting event has (`extra`'s fields,
+/// after `hosting_id`, `domain`, `note` and `by`).
+pub(crate) async fn hosting_event_with<C: SqlConn>(
+    conn: &mut C,
+    kind: EventKind,
+    id: HostingId,
+    (note, actor): (&str, &str),
+    extra: Value,
+    now: i64,
+) -> Result<()> {
     let Some(h) = lodge_store::hosting::account_billing(conn, id).await? else {
         return Ok(());
     };
+    let mut data =
+        json!({ "hosting_id": id, "domain": h.domain_name, "note": note, "by": by(actor) });
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
     emit(
         conn,
         kind,
         h.organization_id,
         format!("hosting:{id}"),
-        json!({ "hosting_id": id, "domain": h.domain_name, "note": note, "by": by(actor) }),
+        data,
         now,
     )
     .await

@@ -124,8 +124,8 @@ impl Lodge {
                 h.next_due_date.as_deref().unwrap_or(&today)
             )),
         };
-        if let Some(note) = asked {
-            lodge_store::plan_change::note_history(&mut *tx, id, h.status, &note, &actor, now)
+        if let Some(note) = &asked {
+            lodge_store::plan_change::note_history(&mut *tx, id, h.status, note, &actor, now)
                 .await?;
         }
         let effective = match plan {
@@ -177,6 +177,22 @@ impl Lodge {
             now,
         )
         .await?;
+        // A paid account's cancellation is told (an unpaid order's by `order.cancelled`).
+        if let Some(note) = &asked {
+            crate::events::hosting_event_with(
+                &mut *tx,
+                crate::events::EventKind::HostingCancellationRequested,
+                id,
+                (note, &actor),
+                serde_json::json!({
+                    "type": kind.as_str(),
+                    "effective_date": effective,
+                    "reason": reason,
+                }),
+                now,
+            )
+            .await?;
+        }
         let done = Cancellation {
             hosting_id: id,
             effective_date: effective,
@@ -210,6 +226,15 @@ impl Lodge {
             &mut *tx,
             id,
             h.status,
+            "cancellation withdrawn",
+            &access.actor(),
+            now,
+        )
+        .await?;
+        crate::events::hosting_event(
+            &mut *tx,
+            crate::events::EventKind::HostingCancellationWithdrawn,
+            id,
             "cancellation withdrawn",
             &access.actor(),
             now,

@@ -14,6 +14,7 @@ on_both_engines!(
     an_account_lifecycle_records_each_event_once,
     a_refused_order_records_nothing,
     a_cancelled_invoice_is_told,
+    a_cancellation_asked_for_and_withdrawn_is_told,
 );
 
 /// The demo organization's events, oldest first: `(kind, subject, data)`.
@@ -211,7 +212,8 @@ async fn a_cancelled_invoice_is_told(app: TestApp) {
             "order.created",
             "invoice.created",
             "payment.received",
-            "invoice.cancelled"
+            "invoice.cancelled",
+            "order.cancelled"
         ],
         "{all:?}"
     );
@@ -221,5 +223,71 @@ async fn a_cancelled_invoice_is_told(app: TestApp) {
     assert_eq!(cancelled["paid_minor"], 200, "{cancelled}");
     // Nothing is due on it any more, as the API says (found by the integrator audit).
     assert_eq!(cancelled["amount_due_minor"], 0, "{cancelled}");
+    // And the order's end, told as its creation was (found by the integrator audit).
+    let (_, subject, order) = &all[4];
+    assert_eq!(subject, &format!("order:{}", o["order_id"]), "{order}");
+    assert_eq!(order["order_id"], o["order_id"], "{order}");
+    assert_eq!(order["hosting_id"], id.as_str(), "{order}");
+    assert_eq!(order["domain"], "never-paid.test", "{order}");
+    assert_eq!(order["by"], "customer", "{order}");
+    app.stop().await;
+}
+
+/// A paid account's cancellation asked for at the end of its period, withdrawn, then asked
+/// for at once: each is told (found by the integrator audit: a mirror of accounts could not
+/// tell one that would end from one that would renew).
+async fn a_cancellation_asked_for_and_withdrawn_is_told(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let body = json!({ "plan_id": crate::harness::starter(&app), "domain_source": "external",
+                       "domain_name": "leaving.test", "billing_cycle": "monthly" });
+    let (status, o) = app.post(&order_path(&app), &app.key(), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    let id = str_of(&o, "hosting_id").to_owned();
+    drain(worker.clone()).await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let before = events(&app).await.len();
+
+    let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let (status, r) = crate::harness::revoke_cancellation(&app, &id).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    // A second withdrawal is refused and tells nothing.
+    let (status, r) = crate::harness::revoke_cancellation(&app, &id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    let (status, c) = crate::harness::cancel(&app, &id, "immediate").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    drain(worker.clone()).await;
+    let all = events(&app).await[before..].to_vec();
+    assert_eq!(
+        kinds(&all),
+        [
+            "hosting.cancellation_requested",
+            "hosting.cancellation_withdrawn",
+            "hosting.cancellation_requested",
+            "hosting.terminated"
+        ],
+        "{all:?}"
+    );
+    for (_, subject, data) in &all {
+        assert_eq!(subject, &format!("hosting:{id}"));
+        assert_eq!(data["hosting_id"], id.as_str(), "{data}");
+        assert_eq!(data["domain"], "leaving.test", "{data}");
+    }
+    let at_end = &all[0].2;
+    assert_eq!(at_end["type"], "end_of_period", "{at_end}");
+    assert_eq!(at_end["effective_date"], due.as_str(), "{at_end}");
+    assert_eq!(at_end["reason"], "x", "{at_end}");
+    assert_eq!(at_end["by"], "customer", "{at_end}");
+    assert_eq!(all[1].2["by"], "customer", "{all:?}");
+    let now = &all[2].2;
+    assert_eq!(now["type"], "immediate", "{now}");
+    assert_eq!(
+        now["effective_date"],
+        app.lodge.today().to_string(),
+        "{now}"
+    );
     app.stop().await;
 }

@@ -1191,6 +1191,14 @@ async fn unpaid_order_is_cancelled_once_by_two_schedulers(app: TestApp) {
         )
     };
     assert_eq!(expire_jobs().await, 1);
+    let told = || {
+        count_where(
+            &app,
+            "SELECT COUNT(*) FROM events WHERE kind = $1 AND data LIKE '%\"by\":\"scheduler\"%'",
+            "order.cancelled",
+        )
+    };
+    assert_eq!(told().await, 1, "the order's expiry is told once");
     let cancelled = |h: &Value| history(h).iter().filter(|s| *s == "cancelled").count();
     assert_eq!(cancelled(&h), 1, "{h}");
     assert_eq!(history(&h), ["pending", "cancelled"]);
@@ -1204,6 +1212,7 @@ async fn unpaid_order_is_cancelled_once_by_two_schedulers(app: TestApp) {
         assert_eq!(run(w).await, 0);
     }
     assert_eq!(expire_jobs().await, 1);
+    assert_eq!(told().await, 1);
     let h2 = hosting(&app, &id).await;
     assert_eq!(cancelled(&h2), 1, "{h2}");
     assert_eq!(h2["modified"], h["modified"]);

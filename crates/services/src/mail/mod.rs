@@ -94,6 +94,11 @@ impl Notice {
             EventKind::InvoiceCancelled
             | EventKind::CreditAdjusted
             | EventKind::HostingPlanChanged
+            // For integrators, not mailed: a cancellation's request and withdrawal are
+            // answered where they are made, as an order's cancellation by its customer is.
+            | EventKind::OrderCancelled
+            | EventKind::HostingCancellationRequested
+            | EventKind::HostingCancellationWithdrawn
             | EventKind::PaymentReceived
             | EventKind::PaymentFailed
             | EventKind::PaymentRefunded
