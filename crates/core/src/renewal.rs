@@ -83,11 +83,25 @@ impl Policy {
         period_start.max(issued)
     }
 
-    /// The days an unpaid renewal due on `due` suspends and then terminates its services,
-    /// not before `today`: `(suspend on, terminate on)`.
-    pub fn overdue_dates(&self, due: Date, today: Date) -> (Date, Date) {
+    /// The day an unpaid renewal due on `due` counts its graces from: its due date, or the
+    /// day before its overdue warning was sent (`warned`; not sent yet: as if today) when
+    /// that is later. The warning goes out the day after the due date, so this is the due
+    /// date, unless no pass ran then (the nodes were down, the scheduler stopped): the
+    /// graces then count from the warning, and a customer is warned, then suspended, before
+    /// being terminated, however long the outage (found by the time-travel audit: a node
+    /// back 35 days after a due date terminated the account on its first pass, unwarned and
+    /// never suspended, while its payment page had been down).
+    pub fn graces_from(&self, due: Date, warned: Option<Date>, today: Date) -> Date {
+        let warned = warned.unwrap_or(today);
+        due.max(warned.yesterday().unwrap_or(warned))
+    }
+
+    /// The days an unpaid renewal whose graces count from `from` ([`Policy::graces_from`])
+    /// suspends and then terminates its services, not before `today`: `(suspend on,
+    /// terminate on)`.
+    pub fn overdue_dates(&self, from: Date, today: Date) -> (Date, Date) {
         let plus = |days: i64| {
-            due.checked_add(jiff::Span::new().days(days))
+            from.checked_add(jiff::Span::new().days(days))
                 .unwrap_or(Date::MAX)
                 .max(today)
         };
@@ -97,7 +111,8 @@ impl Policy {
         )
     }
 
-    /// What an unpaid renewal due on `due` calls for on `today`.
+    /// What an unpaid renewal calls for on `today`, its graces counted from `due` (for the
+    /// scheduler, [`Policy::graces_from`]).
     pub fn overdue_step(&self, due: Date, today: Date) -> OverdueStep {
         let late = (today - due).get_days();
         let late = i64::from(late);
@@ -224,6 +239,30 @@ mod tests {
         assert_eq!(p.overdue_step(due, on(30)), OverdueStep::Terminate);
         assert_eq!(p.overdue_step(due, on(400)), OverdueStep::Terminate);
         assert_eq!(p.billing_horizon(date(2026, 2, 15)), due);
+    }
+
+    #[test]
+    fn graces_count_from_the_warning_when_it_came_late() {
+        let p = Policy::default();
+        let due = date(2026, 3, 1);
+        let on = |d: i64| due.checked_add(jiff::Span::new().days(d)).unwrap();
+        // Warned the day after: the due date, as always.
+        assert_eq!(p.graces_from(due, Some(on(1)), on(40)), due);
+        // Not due yet, or due today: its due date.
+        assert_eq!(p.graces_from(due, None, on(-3)), due);
+        assert_eq!(p.graces_from(due, None, on(0)), due);
+        // A node back 35 days after the due date warns today: suspended six days later,
+        // terminated 29 days later, never on the first pass.
+        let back = on(35);
+        let from = p.graces_from(due, None, back);
+        assert_eq!(from, on(34));
+        assert_eq!(p.overdue_step(from, back), OverdueStep::None);
+        assert_eq!(p.overdue_dates(from, back), (on(41), on(64)));
+        let from = p.graces_from(due, Some(back), on(41));
+        assert_eq!(p.overdue_step(from, on(40)), OverdueStep::None);
+        assert_eq!(p.overdue_step(from, on(41)), OverdueStep::Suspend);
+        assert_eq!(p.overdue_step(from, on(63)), OverdueStep::Suspend);
+        assert_eq!(p.overdue_step(from, on(64)), OverdueStep::Terminate);
     }
 
     #[test]

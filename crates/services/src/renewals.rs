@@ -787,9 +787,10 @@ impl Lodge {
                 let (kind, suspend_on) = if due >= today {
                     (EventKind::InvoiceReminder, None)
                 } else {
-                    let on = due
-                        .checked_add(jiff::Span::new().days(policy.suspend_after_days))
-                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    // Sent today, it counts the graces (never a day already past: found by
+                    // the time-travel audit, a warning sent after an outage named one).
+                    let from = policy.graces_from(due, None, today);
+                    let on = policy.overdue_dates(from, today).0;
                     (EventKind::InvoiceOverdue, Some(on.to_string()))
                 };
                 let now = self.now_us();
@@ -895,7 +896,14 @@ impl Lodge {
                     }
                     continue;
                 }
-                let step = match policy.overdue_step(due, today) {
+                // Nothing is done before the customer was warned (the notices pass, just
+                // before this one, warns), and the graces count from the warning when it
+                // came late ([`lodge_core::renewal::Policy::graces_from`]).
+                let Some(warned) = self.overdue_warned_on(inv.invoice_id).await? else {
+                    continue;
+                };
+                let from = policy.graces_from(due, Some(warned), today);
+                let step = match policy.overdue_step(from, today) {
                     // A difference never terminates: the period it completes was paid at
                     // the old price, which termination would keep with nothing served
                     // (found by review). The account stays suspended until it is paid.
@@ -934,6 +942,20 @@ impl Lodge {
             }
         }
         Ok(())
+    }
+
+    /// The day an unpaid invoice's overdue warning (`invoice.overdue`) was sent, if it was.
+    async fn overdue_warned_on(&self, invoice_id: i64) -> Result<Option<Date>> {
+        let key = format!("{}:{invoice_id}", crate::events::EventKind::InvoiceOverdue);
+        let mut db = self.store.read_conn().await?;
+        match lodge_store::events::recorded_at(&mut db, &key).await? {
+            Some(us) => Ok(Some(
+                lodge_store::from_micros(us)?
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .date(),
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Pays an overdue renewal in full from its organization's credit when the balance
@@ -1851,7 +1873,8 @@ impl Lodge {
                             days_late: i64::from((today - due).get_days()),
                         });
                     }
-                    let steps = policy.overdue_dates(due, today);
+                    let warned = self.overdue_warned_on(inv.invoice_id).await?;
+                    let steps = policy.overdue_dates(policy.graces_from(due, warned, today), today);
                     if owed == Owed::Differences {
                         for service in renewals::services_billed(&mut db, inv.invoice_id).await? {
                             let status = renewals::status_of(&mut db, service).await?;

@@ -52,6 +52,15 @@ pub async fn seen<C: SqlConn>(conn: &mut C, dedupe_key: &str) -> Result<bool> {
         > 0)
 }
 
+/// When the event told once under `dedupe_key` was recorded (unix microseconds), if it was.
+pub async fn recorded_at<C: SqlConn>(conn: &mut C, dedupe_key: &str) -> Result<Option<i64>> {
+    conn.fetch_int(
+        "SELECT created_at FROM events WHERE dedupe_key = $1",
+        vals![dedupe_key],
+    )
+    .await
+}
+
 /// A recorded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {

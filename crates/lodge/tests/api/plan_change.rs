@@ -1154,10 +1154,12 @@ async fn an_unpaid_difference_suspends_as_a_renewal_does(app: TestApp) {
         "{:?}",
         preview.terminations
     );
-    // Six days late: still active, and told (the overdue notice, with the day of the
-    // suspension); seven: suspended by the scheduler.
-    app.clock.set(noon("2026-05-06"));
-    app.lodge.schedule_due().await.unwrap();
+    // Told the day after its due date (the overdue notice, with the day of the
+    // suspension); six days late: still active; seven: suspended by the scheduler.
+    for day in ["2026-05-01", "2026-05-06"] {
+        app.clock.set(noon(day));
+        app.lodge.schedule_due().await.unwrap();
+    }
     crate::provisioning::drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "active");
     let (told,): (String,) =
@@ -1228,8 +1230,10 @@ async fn an_unpaid_difference_is_cancelled_when_its_period_ends(app: TestApp) {
     app.clock.set(noon("2026-04-25"));
     pay(&app, upgrade, "1.67", "TRF-LAPSE-2").await;
     let (inv_id, _) = adjustment_from(&app, &id, "2026-04-30").await[0];
-    app.clock.set(noon("2026-05-07"));
-    app.lodge.schedule_due().await.unwrap();
+    for day in ["2026-05-01", "2026-05-07"] {
+        app.clock.set(noon(day));
+        app.lodge.schedule_due().await.unwrap();
+    }
     crate::provisioning::drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "suspended");
     // The next period is billed at the new price, and paid.

@@ -521,8 +521,10 @@ async fn an_overdue_renewal_suspends_the_nginx_site_until_paid(engine: Engine) {
         .fetch_one(app.lodge.store.reader())
         .await
         .expect("an unpaid renewal");
-        app.clock.set(noon(&due, 7));
-        app.lodge.schedule_due().await.expect("scheduler pass");
+        for day in [1, 7] {
+            app.clock.set(noon(&due, day));
+            app.lodge.schedule_due().await.expect("scheduler pass");
+        }
         drain(worker.clone()).await;
         let h = hosting(&app, &id).await;
         assert_eq!(h["status"], "suspended", "{h}");

@@ -20,6 +20,7 @@ on_both_engines!(
     staff_suspending_an_overdue_account_keeps_it_suspended_when_paid,
     a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile,
     a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
+    an_outage_past_the_graces_warns_then_suspends_then_terminates,
     an_end_of_period_cancellation_is_never_billed_again,
     a_renewal_paid_after_an_end_of_period_cancellation_is_served,
     two_schedulers_bill_every_period_once,
@@ -169,6 +170,9 @@ async fn suspended_for_its_renewal(
     app.clock.set(noon(&due, -14));
     pass(app, &worker).await;
     let inv = renewals(app).await[0].clone();
+    // Warned the day after its due date, suspended at the grace.
+    app.clock.set(noon(&due, 1));
+    pass(app, &worker).await;
     app.clock.set(noon(&due, 7));
     pass(app, &worker).await;
     assert_eq!(hosting(app, &id).await["status"], "suspended");
@@ -246,8 +250,8 @@ async fn an_unpaid_renewal_suspends_and_its_payment_lifts_the_suspension(app: Te
     assert_eq!(inv["amount_due"], "5.00", "{inv}");
     assert!(inv["payment_url"].is_string(), "{inv}");
 
-    // Due, and six days late: still active.
-    for day in [0, 6] {
+    // Due, warned the day after, and six days late: still active.
+    for day in [0, 1, 6] {
         app.clock.set(noon(&due, day));
         pass(&app, &worker).await;
         assert_eq!(hosting(&app, &id).await["status"], "active", "day {day}");
@@ -384,10 +388,11 @@ async fn a_renewal_unpaid_past_the_termination_grace_terminates_the_account(app:
     assert_eq!(inv["amount_due"], "3.00", "{inv}");
     assert_eq!(balance(&app).await, 0);
 
-    for day in [7, 29] {
+    for day in [1, 7, 29] {
         app.clock.set(noon(&due, day));
         pass(&app, &worker).await;
-        assert_eq!(hosting(&app, &id).await["status"], "suspended", "day {day}");
+        let expected = if day == 1 { "active" } else { "suspended" };
+        assert_eq!(hosting(&app, &id).await["status"], expected, "day {day}");
     }
     app.clock.set(noon(&due, 30));
     pass(&app, &worker).await;
@@ -560,6 +565,61 @@ async fn two_schedulers_bill_every_period_once(app: TestApp) {
 }
 
 /// The staff preview, `days` ahead.
+/// Found by the time-travel audit: a renewal issued before the nodes went down, back 35
+/// days after its due date, was cancelled and its account terminated on the first pass,
+/// unwarned and never suspended, while the customer could not pay (the payment page was
+/// down too). The graces now count from the warning when it came late: warned on the day
+/// the nodes are back (with a suspension date still to come), suspended six days later,
+/// terminated 29 days later.
+async fn an_outage_past_the_graces_warns_then_suspends_then_terminates(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "outage.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let plus = |days: i64| {
+        due.parse::<Date>()
+            .unwrap()
+            .checked_add(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    app.clock.set(noon(&due, -14));
+    pass(&app, &worker).await;
+    let inv = renewals(&app).await[0].clone();
+    assert_eq!(inv["status"], "unpaid", "{inv}");
+
+    // Back 35 days after the due date: told, nothing else.
+    app.clock.set(noon(&due, 35));
+    pass(&app, &worker).await;
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    assert_eq!(renewals(&app).await[0]["status"], "unpaid");
+    let (told,): (String,) =
+        sqlx::query_as("SELECT data FROM events WHERE kind = 'invoice.overdue' AND subject = $1")
+            .bind(format!("invoice:{}", inv["id"]))
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    let told: Value = serde_json::from_str(&told).unwrap();
+    assert_eq!(told["suspend_on"], plus(41), "{told}");
+    let (_, p) = preview(&app, "60").await;
+    assert_eq!(p["suspensions"][0]["date"], plus(41), "{p}");
+    assert_eq!(p["terminations"][0]["date"], plus(64), "{p}");
+
+    for (day, status) in [
+        (40, "active"),
+        (41, "suspended"),
+        (63, "suspended"),
+        (64, "terminated"),
+    ] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+        assert_eq!(hosting(&app, &id).await["status"], status, "day {day}");
+    }
+    assert_eq!(renewals(&app).await[0]["status"], "cancelled");
+    app.stop().await;
+}
+
 async fn preview(app: &TestApp, days: &str) -> (StatusCode, Value) {
     app.get(
         &format!("/v1/admin/billing/preview?days={days}"),
@@ -634,6 +694,8 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
     assert_eq!(p["terminations"][0]["date"], plus(30), "{p}");
     assert_eq!(p["terminations"][0]["reason"], "overdue", "{p}");
     // Past the due date, the invoice is overdue; once suspended, the account is listed.
+    app.clock.set(noon(&due, 1));
+    pass(&app, &worker).await;
     app.clock.set(noon(&due, 8));
     pass(&app, &worker).await;
     let (_, p) = preview(&app, "0").await;
