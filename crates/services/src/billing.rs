@@ -446,6 +446,15 @@ impl Lodge {
                 "method",
                 "A method is lowercase letters, digits and _ (e.g. bank_transfer).",
             );
+        } else if CREDIT_METHODS.contains(&method) {
+            // Money received, not credit moved (found by the support-desk audit: `credit`
+            // marked the invoice paid, the balance untouched, and made it refundable in
+            // cash).
+            v.add(
+                "method",
+                "A recorded payment is money received. To pay an invoice from the account's \
+                 credit, use POST /v1/admin/invoices/{invoice_id}/pay-from-credit.",
+            );
         }
         let reference = reference.trim();
         if reference.is_empty() || reference.len() > 200 {
@@ -663,6 +672,9 @@ impl Lodge {
         Ok(true)
     }
 }
+
+/// Methods that name account credit, which a recorded payment (money received) is not.
+const CREDIT_METHODS: [&str; 5] = ["credit", "account_credit", "prepay", "balance", "wallet"];
 
 /// A job to enqueue now.
 fn new_job<'a>(now: i64, kind: &'a str, payload: &'a str, dedupe_key: &'a str) -> jobs::NewJob<'a> {

@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(add_credit))
         .routes(routes!(record_payment))
+        .routes(routes!(pay_invoice_from_credit))
         .routes(routes!(refund_invoice, invoice_refunds))
         .routes(routes!(complete_domain))
         .routes(routes!(fail_domain))
@@ -222,6 +223,35 @@ async fn record_payment(
             ),
         }),
     ))
+}
+
+/// Pays an unpaid invoice in full from its organization's account credit, as the customer's
+/// payment page does (a customer who asks staff to use their credit): the invoice is paid,
+/// the balance goes down by what was due, and the ledger says so. Refused (`409`) when the
+/// invoice is no longer unpaid or the balance does not cover what is due (nothing is paid
+/// in part). A retry after it went through is that `409`: nothing is paid twice.
+#[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/pay-from-credit", tag = "admin",
+    security(("bearer" = [])),
+    params(("invoice_id" = i64, Path, description = "Invoice id")),
+    responses((status = 200, body = Invoice, description = "Paid: the invoice as it is now"),
+              (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The invoice is not unpaid, or the credit does not cover what is due")))]
+async fn pay_invoice_from_credit(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Invoice>> {
+    let id: i64 = path_id(&id)?;
+    st.lodge
+        .pay_from_credit(&[id], &format!("staff:{}", staff.user))
+        .await?;
+    let d = st.lodge.invoice_detail(id).await?;
+    Ok(Json(Invoice::new(
+        &d.invoice,
+        &st.public_base_url,
+        st.lodge.sealer.payment_tokens(),
+        Some((&d.lines, &d.payments)),
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

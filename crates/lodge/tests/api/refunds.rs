@@ -18,6 +18,7 @@ on_both_engines!(
     only_a_paid_invoice_of_a_known_id_is_refunded_by_staff,
     a_retried_cash_reference_or_idempotency_key_refunds_once,
     concurrent_half_refunds_exactly_two_are_accepted,
+    staff_pay_an_invoice_from_credit_which_is_no_payment_method,
 );
 
 // ---- helpers ----
@@ -158,6 +159,68 @@ async fn apiv2_row(app: &TestApp, invoice_id: i64) -> Value {
 }
 
 // ---- tests ----
+
+/// Found by the support-desk audit: staff asked to use a customer's credit recorded a
+/// payment with the method `credit`, which marked the invoice paid with the balance
+/// untouched and made it refundable in cash. That method is refused; staff pay from credit
+/// as the payment page does, all or nothing.
+async fn staff_pay_an_invoice_from_credit_which_is_no_payment_method(app: TestApp) {
+    crate::provisioning::FakeDriver::default().install(&app.lodge);
+    let id = order(&app, "from-credit.example").await;
+    let total = cents(&invoice(&app, id).await["total"]);
+    let path = format!("/v1/admin/invoices/{id}/pay-from-credit");
+    for method in ["credit", "prepay", "account_credit"] {
+        let before = snapshot(&app, id).await;
+        let (status, body) = app
+            .post(
+                &format!("/v1/admin/invoices/{id}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": money(total), "method": method, "reference": "APPLY-1" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {body}");
+        assert!(
+            body["method"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("pay-from-credit"),
+            "{body}"
+        );
+        assert_eq!(snapshot(&app, id).await, before, "{method}");
+    }
+    // No credit yet: refused whole, nothing written.
+    let before = snapshot(&app, id).await;
+    let (status, body) = app.post(&path, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(snapshot(&app, id).await, before);
+    // Staff only; an unknown invoice is 404.
+    let (status, _) = app.post(&path, &app.key(), &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app
+        .post(
+            "/v1/admin/invoices/987654/pay-from-credit",
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let (status, inv) = app.post(&path, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{inv}");
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(cents(&inv["credit_applied"]), total, "{inv}");
+    assert_eq!(cents(&inv["amount_paid"]), 0, "no money received: {inv}");
+    assert_eq!(balance(&app).await, 10_000 - total);
+    assert_ledger_sums_to_balance(&app).await;
+    // Credit goes back only as credit.
+    assert_eq!(list(&app, id).await["invoice"]["cash_refundable"], "0.00");
+    // Again: nothing is paid twice.
+    let (status, body) = app.post(&path, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(balance(&app).await, 10_000 - total);
+    app.stop().await;
+}
 
 /// An invoice paid from credit, refunded whole to credit: the balance is back where it was,
 /// the ledger has a `refund` entry with the invoice, actor and reason and still sums to the
