@@ -57,7 +57,8 @@ struct Global {
     /// name.
     #[arg(long, global = true, env = "LODGE_NODE_NAME")]
     node_name: Option<String>,
-    /// Days after which an unpaid first invoice expires and its order is cancelled (default 14).
+    /// Days after which an unpaid first invoice expires and its order is cancelled, and an
+    /// upgrade's unpaid invoice lapses with its plan change (default 14).
     #[arg(
         long,
         global = true,

@@ -12,13 +12,14 @@ use lodge::simulate::{print_report, simulate, SimOptions, SimReport};
 /// accounts by a hash of their login): a change there reshuffles it, and the seed is then
 /// one whose run takes every path below (37 since the logins changed; 42 since credit added
 /// after a renewal was issued pays it at its reminder, which left 37 without an overdue
-/// termination).
+/// termination; 29 since an upgrade's invoice lapses after the invoice expiry, which left
+/// 42 without an expired order, a cash refund or a refused plan change).
 fn small(database_url: Option<String>) -> SimOptions {
     SimOptions {
         database_url,
         services: 40,
         years: 2,
-        seed: 42,
+        seed: 29,
         organizations: Some(8),
     }
 }
@@ -83,13 +84,13 @@ async fn run_and_check(opts: SimOptions) -> SimReport {
         .get("applied")
         .copied()
         .unwrap_or(0);
-    let awaiting = t
-        .plan_changes_by_status
-        .get("awaiting_payment")
-        .copied()
-        .unwrap_or(0);
+    // Upgrades left unpaid: waiting at the end, or lapsed (cancelled) before it.
+    let unpaid = ["awaiting_payment", "cancelled"]
+        .iter()
+        .map(|s| t.plan_changes_by_status.get(*s).copied().unwrap_or(0))
+        .sum::<i64>();
     assert!(
-        applied > 0 && awaiting > 0,
+        applied > 0 && unpaid > 0,
         "plan changes applied and upgrades left unpaid: {t:#?}"
     );
     assert!(t.money.refunded_minor > 0, "nothing refunded: {t:#?}");

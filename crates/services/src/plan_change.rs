@@ -270,10 +270,12 @@ impl Lodge {
     /// further change of the account back, and the credit applied to it, until the account
     /// ended). Returns how many were cancelled.
     pub async fn expire_stale_plan_changes(&self) -> Result<usize> {
-        let today = self.today().to_string();
+        let (today, now) = (self.today(), self.now_us());
+        let expiry = self.settings.invoice_expiry_days;
         let stale = {
             let mut db = self.store.read_conn().await?;
-            store::stale_awaiting(&mut db, &today, 1000).await?
+            let asked_before = now.saturating_sub(expiry.saturating_mul(DAY_US));
+            store::stale_awaiting(&mut db, &today.to_string(), asked_before, 1000).await?
         };
         let mut cancelled = 0;
         for (org, service) in stale {
@@ -282,10 +284,10 @@ impl Lodge {
             let Some(change) = store::awaiting_change(&mut tx, service).await? else {
                 continue;
             };
-            if change.period_end > today {
+            let Some(note) = lapsed(&change, today, now, expiry) else {
                 continue;
-            }
-            if expire_change_in(&mut tx, &change, STALE_NOTE, SCHEDULER, self.now_us()).await? {
+            };
+            if expire_change_in(&mut tx, &change, note, SCHEDULER, self.now_us()).await? {
                 cancelled += 1;
             }
             tx.commit().await.map_err(StoreError::from)?;
@@ -403,6 +405,38 @@ pub(crate) async fn release_awaiting_change_in(
 const STALE_NOTE: &str =
     "Returned from a plan change not applied: its period ended before its invoice was paid";
 
+/// The note of the credit returned from a change whose invoice was left unpaid past the
+/// invoice expiry.
+const LAPSED_NOTE: &str =
+    "Returned from a plan change not applied: its invoice was not paid in time";
+
+/// Why a change waiting for its invoice will never apply, if it will not: the period it was
+/// priced for is over, or its invoice was left unpaid past the invoice expiry
+/// (`expiry_days`, as an order's first invoice). An upgrade is priced from the day it is
+/// asked for: paid months later, it charged for the days gone on the old plan (found by the
+/// support-desk audit: 4½ months late, 121.61 of 297.37 paid for days never served), and
+/// held every further change of the account back until the period ended.
+fn lapsed(
+    change: &store::PlanChangeRow,
+    today: Date,
+    now: i64,
+    expiry_days: i64,
+) -> Option<&'static str> {
+    let period_over = change
+        .period_end
+        .parse::<Date>()
+        .is_ok_and(|end| today >= end);
+    if period_over {
+        Some(STALE_NOTE)
+    } else if change.created_at <= now.saturating_sub(expiry_days.saturating_mul(DAY_US)) {
+        Some(LAPSED_NOTE)
+    } else {
+        None
+    }
+}
+
+const DAY_US: i64 = 86_400_000_000;
+
 /// Cancels a change waiting for its invoice, and the invoice with it, what it received
 /// going back to the organization's credit (`note`), in the caller's transaction, the
 /// organization's credit locked already. `false` when its invoice was paid meanwhile (its
@@ -468,15 +502,13 @@ async fn change_in(
         ));
     }
     let waiting = match store::awaiting_change(conn, r.id).await? {
-        // Its period is over: it will never apply, and gives way (as the scheduler's pass
-        // would have it).
-        Some(w)
-            if w.period_end <= ctx.today.to_string()
-                && expire_change_in(conn, &w, STALE_NOTE, ctx.actor, ctx.now).await? =>
-        {
-            None
-        }
-        other => other,
+        // Its period is over, or it was left unpaid too long: it will never apply, and
+        // gives way (as the scheduler's pass would have it).
+        Some(w) => match lapsed(&w, ctx.today, ctx.now, ctx.invoice_expiry_days) {
+            Some(note) if expire_change_in(conn, &w, note, ctx.actor, ctx.now).await? => None,
+            _ => Some(w),
+        },
+        None => None,
     };
     if let Some(waiting) = waiting {
         let number = match waiting.invoice_id {
@@ -1064,17 +1096,18 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
             | HostingStatus::Failed
     );
     // The days the change was priced for are over: applying it now would charge for an
-    // upgrade never served (and bill the next period's difference again).
-    let period_over = change
-        .period_end
-        .parse::<Date>()
-        .is_ok_and(|end| ctx.today >= end);
+    // upgrade never served (and bill the next period's difference again); or it was left
+    // unpaid past the invoice expiry, and was priced for days gone.
     let not_applied = if !live {
         Some("Plan change not applied: the account ended before its invoice was paid")
-    } else if period_over {
-        Some("Plan change not applied: its period ended before its invoice was paid")
     } else {
-        None
+        match lapsed(&change, ctx.today, ctx.now, ctx.invoice_expiry_days) {
+            Some(STALE_NOTE) => {
+                Some("Plan change not applied: its period ended before its invoice was paid")
+            }
+            Some(_) => Some("Plan change not applied: its invoice was not paid in time"),
+            None => None,
+        }
     };
     if let Some(note) = not_applied {
         if store::settle_change(conn, change.id, store::CANCELLED, ctx.now).await? {

@@ -261,16 +261,19 @@ pub async fn unpaid_difference<C: SqlConn>(
 }
 
 /// Changes still waiting for their invoice when the period they were priced for has ended
-/// (`period_end` on or before `today`), oldest first: `(organization, account)`.
+/// (`period_end` on or before `today`) or asked for before `asked_before` (unix
+/// microseconds), oldest first: `(organization, account)`.
 pub async fn stale_awaiting<C: SqlConn>(
     conn: &mut C,
     today: &str,
+    asked_before: i64,
     limit: i64,
 ) -> Result<Vec<(OrganizationId, HostingId)>> {
     conn.fetch_rows(
         "SELECT organization_id, hosting_id FROM plan_changes \
-         WHERE status = 'awaiting_payment' AND period_end <= $1 ORDER BY id LIMIT $2",
-        vals![today, limit],
+         WHERE status = 'awaiting_payment' AND (period_end <= $1 OR created_at <= $2) \
+         ORDER BY id LIMIT $3",
+        vals![today, asked_before, limit],
     )
     .await?
     .into_iter()

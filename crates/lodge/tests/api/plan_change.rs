@@ -45,7 +45,7 @@ on_both_engines!(
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
     what_a_downgrade_gave_back_is_not_refunded_again,
     a_downgrade_gives_back_a_paid_difference_first,
-    an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler,
+    an_upgrade_left_unpaid_past_the_invoice_expiry_lapses,
     an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
@@ -1739,34 +1739,61 @@ async fn change_statuses(app: &TestApp, id: &str) -> Vec<String> {
         .unwrap()
 }
 
-/// An upgrade's invoice still unpaid when the period it was priced for ends can only be
-/// paid to be refunded: the scheduler cancels it with its change, the credit applied going
-/// back (before the renewals, which it then pays towards) (found by the billing audit: it
-/// held every further change, and its credit, until the account ended).
-async fn an_upgrade_unpaid_when_its_period_ends_is_cancelled_by_the_scheduler(app: TestApp) {
+/// An upgrade is priced from the day it is asked for: its invoice left unpaid past the
+/// invoice expiry (14 days) lapses, as an order's first invoice does; the scheduler cancels
+/// it with its change, the credit applied going back (found by the support-desk audit: paid
+/// 4½ months late, it charged for the days gone on the old plan, and held every further
+/// change back until the period ended). Paid once lapsed, before the scheduler's pass, it
+/// goes back to credit, not applied. (The period's end does the same sooner: the
+/// scheduler's pass and the next change then cancel it, found by the billing audit.)
+async fn an_upgrade_left_unpaid_past_the_invoice_expiry_lapses(app: TestApp) {
     PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (paid_late, late_upgrade) = waiting_upgrade(&app, &worker, "late-up.example").await;
+    // A second account of the same period (ordered the same day as the first).
+    app.clock.set(noon("2026-03-31"));
     let (id, upgrade) = waiting_upgrade(&app, &worker, "stale-up.example").await;
-    // The last day of the period: still payable, and still applied when paid.
-    app.clock.set(noon("2026-04-29"));
+    // Thirteen days on: still payable (and applied when paid).
+    app.clock.set(noon("2026-04-23"));
     app.lodge.scheduler_pass().await.unwrap();
     assert_eq!(invoice(&app, upgrade).await["status"], "unpaid");
     assert_eq!(change_statuses(&app, &id).await, ["awaiting_payment"]);
-    app.clock.set(noon("2026-04-30"));
+    // Fourteen: paid before the pass, it is given back to credit and not applied.
+    app.clock.set(noon("2026-04-24"));
+    let before = balance(&app).await;
+    pay(&app, late_upgrade, "1.33", "TRF-LATE-UP").await;
+    let inv = invoice(&app, late_upgrade).await;
+    assert_eq!(inv["status"], "refunded", "{inv}");
+    assert_eq!(change_statuses(&app, &paid_late).await, ["cancelled"]);
+    assert_eq!(hosting(&app, &paid_late).await["plan"]["name"], "Starter");
+    assert_eq!(
+        balance(&app).await,
+        before + 333,
+        "what it received, as credit"
+    );
+    let before = balance(&app).await;
     app.lodge.scheduler_pass().await.unwrap();
     let inv = invoice(&app, upgrade).await;
     assert_eq!(inv["status"], "cancelled", "{inv}");
     assert_eq!(change_statuses(&app, &id).await, ["cancelled"]);
-    // The 2.00 came back (the renewal, Starter's 5.00 issued on 2026-04-29 with no credit
-    // left, takes it from the balance at its overdue step).
+    // The 2.00 applied came back (the renewal of both accounts, issued with no credit
+    // left, may take it from the balance later).
     let renewal = renewal_of(&app, &id, "2026-04-30").await;
     let r = invoice(&app, renewal).await;
-    assert_eq!(cents(&r["total"]), 500, "{r}");
+    assert_eq!(cents(&r["total"]), 1000, "{r}");
     assert_eq!(
         cents(&r["credit_applied"]) + balance(&app).await,
-        200,
+        before + 200,
         "{r}"
     );
+    let note: String = sqlx::query_scalar(
+        "SELECT note FROM credit_ledger WHERE invoice_id = $1 AND kind = 'refund'",
+    )
+    .bind(upgrade)
+    .fetch_one(app.lodge.store.reader())
+    .await
+    .unwrap();
+    assert!(note.contains("not paid in time"), "{note}");
     let h = hosting(&app, &id).await;
     assert_eq!(h["plan"]["name"], "Starter", "{h}");
     // Nothing more on the next pass.

@@ -42,6 +42,7 @@ impl WriteEnv {
             registrar: self.registrar.as_deref(),
             actor: &self.actor,
             policy: self.settings.policy,
+            invoice_expiry_days: self.settings.invoice_expiry_days,
         }
     }
 
@@ -70,6 +71,8 @@ pub struct WriteCtx<'a> {
     pub actor: &'a str,
     /// The renewal policy (what paying an overdue renewal lifts).
     pub policy: lodge_core::renewal::Policy,
+    /// Days an unpaid first invoice, or a plan change's, is left to be paid.
+    pub invoice_expiry_days: i64,
 }
 
 impl WriteCtx<'_> {
@@ -113,6 +116,7 @@ impl Lodge {
             registrar: self.registrar.as_deref(),
             actor,
             policy: self.settings.policy,
+            invoice_expiry_days: self.settings.invoice_expiry_days,
         }
     }
 }
