@@ -30,6 +30,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lodge_core::InvoiceStatus;
+use lodge_store::billing::InvoiceRow;
 use lodge_store::jobs::JobRow;
 use lodge_store::SqlConn;
 use serde::Deserialize;
@@ -467,6 +468,19 @@ impl Lodge {
             None => None,
         };
         drop(db);
+        // What payments brought in: a receipt says what went to credit beyond what was due
+        // (found by the support-desk audit: 10.00 received on a 5.00 invoice was told as
+        // "Payment received: 5.00").
+        let received_minor = match (&invoice_row, notice) {
+            (Some(i), Notice::InvoicePaid) => {
+                lodge_store::billing::payments(self.store.reader(), i.id)
+                    .await?
+                    .iter()
+                    .map(|p| p.amount_minor)
+                    .fold(0i64, i64::saturating_add)
+            }
+            _ => 0,
+        };
         let mut skip = None;
         // Told as things are when it is sent, not when it was queued (found by the mail
         // audit: after an SMTP outage the invoice's notice, with its payment link, came
@@ -477,20 +491,32 @@ impl Lodge {
         let (due, due_minor) = if settled {
             (amount(0, &currency), 0)
         } else {
-            (money("amount_due_minor"), int(data, "amount_due_minor"))
+            // The invoice as it is now: a part payment, a plan change's re-pricing or a
+            // terminated account's line taken off since its event changed what is due
+            // (found by the support-desk audit: an overdue warning said 15.00 due where the
+            // invoice and its payment page said 10.00).
+            let now = invoice_row
+                .as_ref()
+                .map_or(int(data, "amount_due_minor"), InvoiceRow::amount_due);
+            (amount(now, &currency), now)
         };
         let invoice = invoice_row.as_ref().map(|i| {
+            let to_credit = received_minor.saturating_sub(i.paid_minor).max(0);
             json!({
                 "id": i.id,
                 "number": i.number.clone().unwrap_or_else(|| format!("#{}", i.id)),
                 "kind": i.kind.as_str(),
                 "status": i.status.as_str(),
-                "total": money("total_minor"),
-                "total_minor": int(data, "total_minor"),
-                "credit_applied": money("credit_applied_minor"),
-                "credit_applied_minor": int(data, "credit_applied_minor"),
-                "paid": money("paid_minor"),
-                "paid_minor": int(data, "paid_minor"),
+                "total": amount(i.total_minor, &currency),
+                "total_minor": i.total_minor,
+                "credit_applied": amount(i.credit_applied_minor, &currency),
+                "credit_applied_minor": i.credit_applied_minor,
+                "paid": amount(i.paid_minor, &currency),
+                "paid_minor": i.paid_minor,
+                "received": amount(received_minor, &currency),
+                "received_minor": received_minor,
+                "to_credit": amount(to_credit, &currency),
+                "to_credit_minor": to_credit,
                 "amount_due": &due,
                 "amount_due_minor": due_minor,
                 "due_date": i.due_date,
