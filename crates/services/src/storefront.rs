@@ -82,6 +82,10 @@ pub struct AccountChange {
     pub phone: Option<String>,
     /// Only the installation's currency is accepted (one currency per installation).
     pub currency: Option<String>,
+    /// The account's e-mail address, which is not changed here: sent as it is, it changes
+    /// nothing; another is refused (found by the support-desk audit: it was ignored and the
+    /// answer said "Account updated.").
+    pub email: Option<String>,
 }
 
 impl AccountChange {
@@ -403,6 +407,18 @@ impl Lodge {
                 n
             }
         };
+        if let Some(email) = trimmed(&c.email) {
+            let user = users::by_id(self.store.reader(), access.principal().user)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if !email.eq_ignore_ascii_case(&user.email) {
+                v.add(
+                    "email",
+                    "The account's e-mail address cannot be changed here (invoices and notices \
+                     go to it): ask the hosting provider's staff.",
+                );
+            }
+        }
         if let Some(cur) = trimmed(&c.currency) {
             if !cur.eq_ignore_ascii_case(self.settings.currency.code()) {
                 v.add(

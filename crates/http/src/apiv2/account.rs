@@ -150,6 +150,8 @@ pub struct AccountUpdate {
     pub phone: Option<String>,
     /// Only the installation's currency.
     pub currency: Option<String>,
+    /// The account's e-mail address as it is (it is not changed here: another is refused).
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -165,8 +167,8 @@ fn unprocessable(message: impl Into<String>) -> Response {
 
 /// Changes the account's name and billing address (partial: only the fields sent). A field
 /// that must not be empty (`name`, `address`, `city`, `state`, `zip`, `country`, `phone`)
-/// sent empty, an unknown country, a phone that is not one, another currency or nothing
-/// to change: `422`, and nothing changes.
+/// sent empty, an unknown country, a phone that is not one, another currency, another
+/// e-mail address (it is not changed here) or nothing to change: `422`, and nothing changes.
 ///
 /// Accepts `Idempotency-Key` like every `/apiv2` mutation: a retry with the same key and
 /// body is answered the first answer (`Idempotent-Replayed: true`) for 24 hours.
@@ -218,6 +220,7 @@ pub async fn update_account(
         country: field("country"),
         phone: field("phone"),
         currency: field("currency"),
+        email: field("email"),
     };
     if !bad.is_empty() {
         return unprocessable(bad.join(" "));

@@ -675,6 +675,15 @@ async fn account_and_billing_address(app: TestApp) {
     assert_eq!(d["zip"], "SW1Y 4JH", "{after}");
     assert_eq!(d["country"], "GB", "{after}");
     assert_eq!(d["phone"], "+442079460958", "normalized: {after}");
+    // The whole form sent back, the e-mail address as it is: accepted.
+    v2_ok(
+        &app,
+        Method::POST,
+        "/apiv2/account",
+        &key,
+        Some(&json!({ "email": DEMO_OWNER_EMAIL, "city": "Cambridge" })),
+    )
+    .await;
     // The cart's currency switch posts only the currency: the installation's is accepted.
     v2_ok(
         &app,
@@ -695,6 +704,12 @@ async fn account_and_billing_address(app: TestApp) {
             "an empty zip beside a good city",
         ),
         (json!({ "currency": "EUR" }), "another currency"),
+        // Not changed here: refused rather than ignored with "Account updated." (found by
+        // the support-desk audit).
+        (
+            json!({ "email": "new-billing@example.test", "city": "Paris" }),
+            "another e-mail address",
+        ),
         (json!({ "city": ["x"] }), "not a string"),
         (
             json!({ "state": -1.5, "zip": 12345 }),
