@@ -458,11 +458,12 @@ async fn billing_preview(
 
 /// Sends a notice of the mail log again (the customer did not get it): a new mail job for
 /// its event, to the organization's owner as it is now, with a Message-ID and a log row of
-/// its own. One copy waits at a time.
+/// its own. One copy waits at a time. A notice asking for the payment of an invoice that
+/// is no longer unpaid is refused (its receipt can be sent again).
 #[utoipa::path(post, path = "/v1/admin/mail/{mail_id}/resend", tag = "admin", security(("bearer" = [])),
     params(("mail_id" = i64, Path, description = "The message's id in the mail log")),
     responses((status = 202, description = "The mail job of the copy", body = Job), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "Mail is off, a copy of the message is already waiting, or the message itself is still queued or retrying")))]
+              (status = 409, description = "Mail is off, a copy of the message is already waiting, the message itself is still queued or retrying, or it asks for the payment of an invoice no longer unpaid")))]
 async fn resend_mail(
     State(st): State<AppState>,
     Staff(_staff): Staff,

@@ -123,7 +123,9 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     };
     let lodge = with_mail(&app, settings(smtp.port, None)).await;
     let worker = Worker::new(lodge.clone(), "node-1");
-    order(&app, "again.test").await;
+    FakeDriver::default().install(&lodge);
+    FakeDriver::default().install(&app.lodge);
+    let placed = order(&app, "again.test").await;
     drain(worker.clone()).await;
     let got = smtp.messages();
     assert_eq!(
@@ -189,6 +191,38 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     drain(worker.clone()).await;
     assert_eq!(smtp.messages().len(), 4);
     assert_eq!(log(&app).await.len(), 4);
+
+    // Paid since: its notice asking for payment is refused, not accepted and then skipped
+    // (found by the support-desk audit); its receipt can be sent again.
+    let invoice = placed["invoice_id"].as_i64().unwrap();
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &admin,
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "AGAIN-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    drain(worker.clone()).await;
+    let before = app.count("jobs").await;
+    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains("is paid now"), "{body}");
+    assert_eq!(app.count("jobs").await, before);
+    let receipt = log(&app)
+        .await
+        .into_iter()
+        .find(|m| m.notice == "invoice_paid")
+        .expect("the receipt");
+    let (status, job) = app
+        .post(
+            &format!("/v1/admin/mail/{}/resend", receipt.id),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    drain(worker.clone()).await;
 
     // The server down, a notice is retried by its job: no copy of it meanwhile, which
     // would reach the customer twice once the server is back.

@@ -226,6 +226,28 @@ impl Lodge {
         let event = lodge_store::events::event(&mut *tx, &event_id)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        // A notice asking for payment of an invoice settled since would be skipped when its
+        // job ran: said now rather than accepted (found by the support-desk audit: 202, then
+        // "skipped" in the log, the customer getting nothing).
+        let asks_payment = matches!(
+            event.kind.as_str(),
+            "invoice.created" | "invoice.reminder" | "invoice.overdue" | "order.created"
+        );
+        let invoice_id = serde_json::from_str::<Value>(&event.data)
+            .ok()
+            .and_then(|d| d.get("invoice_id").and_then(Value::as_i64));
+        if let (true, Some(id)) = (asks_payment, invoice_id) {
+            if let Some(inv) = lodge_store::billing::invoice(&mut *tx, id).await? {
+                if inv.status != InvoiceStatus::Unpaid {
+                    return Err(ServiceError::Conflict(format!(
+                        "Invoice {} is {} now: this notice asking for its payment is not sent \
+                         again (its receipt, an invoice_paid message, can be).",
+                        inv.number.unwrap_or_else(|| format!("#{id}")),
+                        inv.status.as_str()
+                    )));
+                }
+            }
+        }
         // The organization's lock orders two requests for one of its messages: the second
         // sees the first one's copy waiting.
         lodge_store::billing::lock_credit(&mut *tx, event.organization_id).await?;
