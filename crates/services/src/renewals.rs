@@ -1828,6 +1828,10 @@ impl Lodge {
             let issue = due_day
                 .map(|d| plus_days(d, -policy.lead_days).max(today))
                 .map_or_else(|| today.to_string(), |d| d.to_string());
+            // Due as it will be issued: a period whose start has passed (a pass catching up)
+            // is due the day it is issued (found by the time-travel audit: the preview
+            // listed catch-up invoices by dates long gone).
+            let due = due_day.map_or(due, |d| policy.invoice_due(d, today).to_string());
             preview.renewals.push(PreviewRenewal {
                 organization_id: org.to_string(),
                 issue_date: issue,

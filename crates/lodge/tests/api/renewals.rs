@@ -731,8 +731,12 @@ async fn a_renewal_issued_late_is_due_the_day_it_is_issued(app: TestApp) {
             .unwrap()
             .to_string()
     };
-    // No pass ran from before the lead time until 40 days after the due date.
+    // No pass ran from before the lead time until 40 days after the due date: the preview
+    // says it will be due today, as it is then issued.
     app.clock.set(noon(&due, 40));
+    let (_, p) = preview(&app, "0").await;
+    assert_eq!(p["renewals"][0]["due_date"], plus(40), "{p}");
+    assert_eq!(p["renewals"][0]["issue_date"], plus(40), "{p}");
     pass(&app, &worker).await;
     let inv = renewals(&app).await[0].clone();
     assert_eq!(inv["status"], "unpaid", "{inv}");
