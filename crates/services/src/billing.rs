@@ -385,33 +385,14 @@ impl Lodge {
                 .await?
                 .filter(|i| i.organization_id == access.organization)
                 .ok_or(ServiceError::NotFound)?;
-            let refused = || {
-                ServiceError::Conflict(
-                    "Only the unpaid first invoice of a pending service can be deleted.".into(),
-                )
-            };
-            let order = match (inv.kind, inv.order_id) {
-                (InvoiceKind::First, Some(order)) if inv.status.is_payable() => order,
-                _ => return Err(refused()),
-            };
             let mut tx = self.store.begin().await?;
+            // The money paths' lock order: the organization, then the key.
+            billing::lock_credit(&mut tx, inv.organization_id).await?;
             if let Some(key) = key {
-                // The money paths' lock order: the organization, then the key.
-                billing::lock_credit(&mut tx, inv.organization_id).await?;
                 self.claim_key_in(&mut tx, key).await?;
             }
-            if !self
-                .cancel_pending_order(
-                    &mut tx,
-                    inv.organization_id,
-                    order,
-                    "Invoice deleted by the customer",
-                    actor,
-                )
-                .await?
-            {
-                return Err(refused());
-            }
+            self.cancel_unpaid_in(&mut tx, &inv, "Invoice deleted by the customer", actor)
+                .await?;
             if let Some(key) = key {
                 self.answer_key_in(&mut tx, key, &()).await?;
             }
@@ -419,6 +400,52 @@ impl Lodge {
             Ok(())
         })
         .await
+    }
+
+    /// Staff cancel an unpaid invoice a customer no longer wants, as the customer may: an
+    /// order's first invoice (the order and its services cancelled) or a plan change's (the
+    /// change withdrawn); what it received goes back to credit. Returns it as it is now.
+    pub async fn cancel_invoice_by_staff(&self, id: i64, actor: &str) -> Result<InvoiceDetail> {
+        let inv = billing::invoice(&mut self.store.read_conn().await?, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let mut tx = self.store.begin().await?;
+        billing::lock_credit(&mut tx, inv.organization_id).await?;
+        self.cancel_unpaid_in(&mut tx, &inv, "Invoice cancelled by staff", actor)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.invoice_detail(id).await
+    }
+
+    /// The writes of cancelling an unpaid invoice its customer no longer wants (see
+    /// [`Lodge::cancel_invoice_by_staff`]), the organization locked: `Conflict` for any
+    /// other invoice (a renewal is ended by cancelling its account), or one paid meanwhile.
+    async fn cancel_unpaid_in(
+        &self,
+        tx: &mut AnyConnection,
+        inv: &InvoiceRow,
+        note: &str,
+        actor: &str,
+    ) -> Result<()> {
+        let done = match (inv.kind, inv.order_id) {
+            (InvoiceKind::First, Some(order)) if inv.status.is_payable() => {
+                self.cancel_pending_order(tx, inv.organization_id, order, note, actor)
+                    .await?
+            }
+            (InvoiceKind::Manual, _) if inv.status.is_payable() => {
+                crate::plan_change::withdraw_change_in(tx, inv.id, actor, self.now_us()).await?
+            }
+            _ => false,
+        };
+        if done {
+            Ok(())
+        } else {
+            Err(ServiceError::Conflict(
+                "Only an unpaid first invoice of a pending service, or the unpaid invoice of a \
+                 plan change, can be cancelled (a renewal ends with its account's cancellation)."
+                    .into(),
+            ))
+        }
     }
 
     /// Staff record a payment received outside Lodge (bank transfer, cheque…). The same

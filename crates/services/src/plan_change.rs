@@ -401,6 +401,42 @@ pub(crate) async fn release_awaiting_change_in(
     Ok(())
 }
 
+/// Withdraws the plan change waiting for the unpaid invoice `invoice_id` (its customer, or
+/// staff for them, no longer want it), in the caller's transaction, the organization's
+/// credit locked already: the invoice is cancelled, what it received goes back to credit,
+/// and the account's history says so. `false` when the invoice is no change's, or its
+/// change is no longer waiting (found by the support-desk audit: an upgrade declined after
+/// it was invoiced could be withdrawn by no one, and held every further change back).
+pub(crate) async fn withdraw_change_in(
+    tx: &mut lodge_store::AnyConnection,
+    invoice_id: i64,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    let Some(change) = store::change_of_invoice(&mut *tx, invoice_id).await? else {
+        return Ok(false);
+    };
+    if change.status != store::AWAITING_PAYMENT {
+        return Ok(false);
+    }
+    let note = "Returned from a plan change withdrawn before its invoice was paid";
+    if !expire_change_in(tx, &change, note, actor, now).await? {
+        return Ok(false);
+    }
+    if let Some(h) = hosting::hosting(&mut *tx, change.hosting_id).await? {
+        store::note_history(
+            &mut *tx,
+            change.hosting_id,
+            h.status,
+            &format!("plan change withdrawn: {}", change.summary),
+            actor,
+            now,
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
 /// The note of the credit returned from a change whose period ended unpaid.
 const STALE_NOTE: &str =
     "Returned from a plan change not applied: its period ended before its invoice was paid";

@@ -547,7 +547,9 @@ pub struct SuccessText {
     pub text: String,
 }
 
-/// Deletes the unpaid first invoice of a pending website, and that website with it.
+/// Deletes the unpaid first invoice of a pending website, and that website with it; or the
+/// unpaid invoice of a plan change, which is withdrawn (the website stays on its plan).
+/// What it received goes back to the account's credit.
 ///
 /// Safe to retry with an `Idempotency-Key`: the first answer is replayed for 24 hours
 /// (`Idempotent-Replayed: true`) instead of `409`.
@@ -560,7 +562,7 @@ pub struct SuccessText {
               (status = 401, body = super::V2ErrorBody),
               (status = 403, description = "A read-only member", body = super::V2ErrorBody),
               (status = 404, body = super::V2ErrorBody),
-              (status = 409, description = "Not the unpaid first invoice of a pending website, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
+              (status = 409, description = "Not the unpaid first invoice of a pending website nor a plan change's, or a request with this Idempotency-Key is still in progress", body = super::V2ErrorBody),
               (status = 422, description = "Idempotency-Key reused with another request", body = super::V2ErrorBody)))]
 pub async fn delete_invoice(
     State(st): State<AppState>,

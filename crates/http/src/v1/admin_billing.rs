@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(add_credit))
         .routes(routes!(record_payment))
         .routes(routes!(pay_invoice_from_credit))
+        .routes(routes!(cancel_invoice))
         .routes(routes!(refund_invoice, invoice_refunds))
         .routes(routes!(complete_domain))
         .routes(routes!(fail_domain))
@@ -246,6 +247,37 @@ async fn pay_invoice_from_credit(
         .pay_from_credit(&[id], &format!("staff:{}", staff.user))
         .await?;
     let d = st.lodge.invoice_detail(id).await?;
+    Ok(Json(Invoice::new(
+        &d.invoice,
+        &st.public_base_url,
+        st.lodge.sealer.payment_tokens(),
+        Some((&d.lines, &d.payments)),
+    )))
+}
+
+/// Cancels an unpaid invoice its customer no longer wants, as the customer may through
+/// `DELETE /apiv2/billing/invoices/{id}`: an order's first invoice (the order and its
+/// services are cancelled) or a plan change's (the change is withdrawn, the account stays
+/// on its plan). What it received (credit applied, payments) goes back to the account's
+/// credit. Any other invoice is refused (`409`: a renewal ends with its account's
+/// cancellation), and so is one no longer unpaid: a retry after it went through is that
+/// `409`, nothing is done twice.
+#[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/cancel", tag = "admin",
+    security(("bearer" = [])),
+    params(("invoice_id" = i64, Path, description = "Invoice id")),
+    responses((status = 200, body = Invoice, description = "Cancelled: the invoice as it is now"),
+              (status = 400), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "Not an unpaid first invoice of a pending service, nor the unpaid invoice of a plan change")))]
+async fn cancel_invoice(
+    State(st): State<AppState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Invoice>> {
+    let id: i64 = path_id(&id)?;
+    let d = st
+        .lodge
+        .cancel_invoice_by_staff(id, &format!("staff:{}", staff.user))
+        .await?;
     Ok(Json(Invoice::new(
         &d.invoice,
         &st.public_base_url,

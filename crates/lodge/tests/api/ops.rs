@@ -223,6 +223,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/organizations/{organization_id}/credit"),
     ("POST", "/v1/admin/invoices/{invoice_id}/payments"),
     ("POST", "/v1/admin/invoices/{invoice_id}/pay-from-credit"),
+    ("POST", "/v1/admin/invoices/{invoice_id}/cancel"),
     ("POST", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("GET", "/v1/admin/invoices/{invoice_id}/refunds"),
     ("POST", "/v1/admin/domains/{domain_id}/complete"),

@@ -46,6 +46,7 @@ on_both_engines!(
     what_a_downgrade_gave_back_is_not_refunded_again,
     a_downgrade_gives_back_a_paid_difference_first,
     an_upgrade_left_unpaid_past_the_invoice_expiry_lapses,
+    an_upgrade_invoice_is_withdrawn_by_its_customer_or_by_staff,
     an_upgrade_unpaid_when_its_period_ended_gives_way_to_a_new_change,
     a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back,
     a_change_past_the_unpaid_due_date_says_the_renewal_is_unpaid,
@@ -1799,6 +1800,63 @@ async fn an_upgrade_left_unpaid_past_the_invoice_expiry_lapses(app: TestApp) {
     // Nothing more on the next pass.
     app.lodge.scheduler_pass().await.unwrap();
     assert_eq!(change_statuses(&app, &id).await, ["cancelled"]);
+    app.stop().await;
+}
+
+/// Found by the support-desk audit: an upgrade declined once invoiced could be withdrawn
+/// by no one, and held every further change (and the credit applied to it) back until the
+/// period ended. Its customer deletes its invoice (`/apiv2`), or staff cancel it: the change
+/// is withdrawn, the credit applied comes back, and another change can be asked for.
+async fn an_upgrade_invoice_is_withdrawn_by_its_customer_or_by_staff(app: TestApp) {
+    PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (id, upgrade) = waiting_upgrade(&app, &worker, "withdrawn.example").await;
+    let (status, body) = crate::harness::v2(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/apiv2/billing/invoices/{upgrade}"),
+        crate::harness::Auth::Key(&app.key()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(invoice(&app, upgrade).await["status"], "cancelled");
+    assert_eq!(change_statuses(&app, &id).await, ["cancelled"]);
+    assert_eq!(balance(&app).await, 200, "the credit applied came back");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["plan"]["name"], "Starter", "{h}");
+    assert!(h.to_string().contains("plan change withdrawn"), "{h}");
+
+    // Asked again the next day (one invoiced change a day): accepted, no 409 for the
+    // withdrawn one; staff cancel it this time.
+    app.clock.set(noon("2026-04-11"));
+    let c = changed(&app, &id, &plan_id(&app, "Business")).await;
+    assert_eq!(c["plan_change"]["status"], "awaiting_payment", "{c}");
+    let again = c["plan_change"]["invoice_id"].as_i64().unwrap();
+    let cancel = format!("/v1/admin/invoices/{again}/cancel");
+    let (status, _) = app.post(&cancel, &app.key(), &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "staff only");
+    let (status, inv) = app.post(&cancel, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{inv}");
+    assert_eq!(inv["status"], "cancelled", "{inv}");
+    assert_eq!(inv["amount_due"], "0.00", "{inv}");
+    assert_eq!(change_statuses(&app, &id).await, ["cancelled", "cancelled"]);
+    assert_eq!(balance(&app).await, 200);
+    // Again, or a paid invoice: 409, nothing changed.
+    let (status, body) = app.post(&cancel, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let first = first_invoice(&app, &id).await;
+    let before = invoice(&app, first).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/invoices/{first}/cancel"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(invoice(&app, first).await, before);
+    assert_eq!(balance(&app).await, 200);
     app.stop().await;
 }
 
