@@ -223,6 +223,22 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     drain(worker.clone()).await;
+    // And the order's confirmation, which asks for nothing once paid (found by review: it
+    // was refused too).
+    let confirmation = log(&app)
+        .await
+        .into_iter()
+        .find(|m| m.notice == "order_created")
+        .expect("the confirmation");
+    let (status, job) = app
+        .post(
+            &format!("/v1/admin/mail/{}/resend", confirmation.id),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    drain(worker.clone()).await;
 
     // The server down, a notice is retried by its job: no copy of it meanwhile, which
     // would reach the customer twice once the server is back.

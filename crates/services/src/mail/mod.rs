@@ -229,16 +229,21 @@ impl Lodge {
         // A notice asking for payment of an invoice settled since would be skipped when its
         // job ran: said now rather than accepted (found by the support-desk audit: 202, then
         // "skipped" in the log, the customer getting nothing).
-        let asks_payment = matches!(
-            event.kind.as_str(),
-            "invoice.created" | "invoice.reminder" | "invoice.overdue" | "order.created"
-        );
+        // An order's confirmation is skipped only once its invoice was cancelled (found by
+        // review: one paid from credit had its only confirmation refused).
+        let would_skip = |status: InvoiceStatus| match event.kind.as_str() {
+            "invoice.created" | "invoice.reminder" | "invoice.overdue" => {
+                status != InvoiceStatus::Unpaid
+            }
+            "order.created" => status == InvoiceStatus::Cancelled,
+            _ => false,
+        };
         let invoice_id = serde_json::from_str::<Value>(&event.data)
             .ok()
             .and_then(|d| d.get("invoice_id").and_then(Value::as_i64));
-        if let (true, Some(id)) = (asks_payment, invoice_id) {
+        if let Some(id) = invoice_id {
             if let Some(inv) = lodge_store::billing::invoice(&mut *tx, id).await? {
-                if inv.status != InvoiceStatus::Unpaid {
+                if would_skip(inv.status) {
                     return Err(ServiceError::Conflict(format!(
                         "Invoice {} is {} now: this notice asking for its payment is not sent \
                          again (its receipt, an invoice_paid message, can be).",
