@@ -98,17 +98,47 @@ impl Policy {
 
     /// The days an unpaid renewal whose graces count from `from` ([`Policy::graces_from`])
     /// suspends and then terminates its services, not before `today`: `(suspend on,
-    /// terminate on)`.
-    pub fn overdue_dates(&self, from: Date, today: Date) -> (Date, Date) {
-        let plus = |days: i64| {
-            from.checked_add(jiff::Span::new().days(days))
+    /// terminate on)`. The termination comes no sooner than the termination grace less the
+    /// suspension grace after the suspension step (`suspended`, the day it was taken; not
+    /// taken yet: the day it will be).
+    pub fn overdue_dates(&self, from: Date, suspended: Option<Date>, today: Date) -> (Date, Date) {
+        let plus = |d: Date, days: i64| {
+            d.checked_add(jiff::Span::new().days(days))
                 .unwrap_or(Date::MAX)
                 .max(today)
         };
+        let suspend_on = plus(from, self.suspend_after_days);
+        let step = suspended.unwrap_or(suspend_on);
         (
-            plus(self.suspend_after_days),
-            plus(self.terminate_after_days),
+            suspend_on,
+            plus(from, self.terminate_after_days).max(plus(
+                step,
+                self.terminate_after_days - self.suspend_after_days,
+            )),
         )
+    }
+
+    /// [`Policy::overdue_step`] for the scheduler: termination only once the suspension
+    /// step was taken (`suspended`, the day it was) the termination grace less the
+    /// suspension grace before; until then the suspension (found by review of the
+    /// time-travel fix: warned on time, then every node down until past the termination
+    /// date, an account was terminated on the first pass back, never suspended).
+    pub fn overdue_step_after(
+        &self,
+        from: Date,
+        suspended: Option<Date>,
+        today: Date,
+    ) -> OverdueStep {
+        match self.overdue_step(from, today) {
+            OverdueStep::Terminate => {
+                let gap = self.terminate_after_days - self.suspend_after_days;
+                match suspended {
+                    Some(s) if i64::from((today - s).get_days()) >= gap => OverdueStep::Terminate,
+                    _ => OverdueStep::Suspend,
+                }
+            }
+            step => step,
+        }
     }
 
     /// What an unpaid renewal calls for on `today`, its graces counted from `due` (for the
@@ -176,16 +206,19 @@ mod tests {
         let start = date(2027, 3, 1);
         assert_eq!(p.invoice_due(start, date(2027, 2, 15)), start);
         assert_eq!(p.invoice_due(start, date(2027, 4, 10)), date(2027, 4, 10));
-        let (suspend, terminate) = p.overdue_dates(start, date(2027, 2, 15));
+        let (suspend, terminate) = p.overdue_dates(start, None, date(2027, 2, 15));
         assert_eq!(p.overdue_step(start, suspend), OverdueStep::Suspend);
         assert_eq!(
             p.overdue_step(start, suspend.yesterday().unwrap()),
             OverdueStep::None
         );
         assert_eq!(p.overdue_step(start, terminate), OverdueStep::Terminate);
-        // Never a day already past.
+        // Never a day already past, and the termination 23 days after the suspension.
         let today = date(2027, 6, 1);
-        assert_eq!(p.overdue_dates(start, today), (today, today));
+        assert_eq!(
+            p.overdue_dates(start, None, today),
+            (today, date(2027, 6, 24))
+        );
     }
 
     #[test]
@@ -257,12 +290,46 @@ mod tests {
         let from = p.graces_from(due, None, back);
         assert_eq!(from, on(34));
         assert_eq!(p.overdue_step(from, back), OverdueStep::None);
-        assert_eq!(p.overdue_dates(from, back), (on(41), on(64)));
+        assert_eq!(p.overdue_dates(from, None, back), (on(41), on(64)));
         let from = p.graces_from(due, Some(back), on(41));
         assert_eq!(p.overdue_step(from, on(40)), OverdueStep::None);
         assert_eq!(p.overdue_step(from, on(41)), OverdueStep::Suspend);
         assert_eq!(p.overdue_step(from, on(63)), OverdueStep::Suspend);
         assert_eq!(p.overdue_step(from, on(64)), OverdueStep::Terminate);
+    }
+
+    #[test]
+    fn termination_waits_for_the_suspension_step() {
+        let p = Policy::default();
+        let due = date(2026, 3, 1);
+        let on = |d: i64| due.checked_add(jiff::Span::new().days(d)).unwrap();
+        // Suspended on time: terminated at +30, as always.
+        assert_eq!(
+            p.overdue_step_after(due, Some(on(7)), on(29)),
+            OverdueStep::Suspend
+        );
+        assert_eq!(
+            p.overdue_step_after(due, Some(on(7)), on(30)),
+            OverdueStep::Terminate
+        );
+        // Warned on time, then no pass until +35: suspended first, terminated 23 days on.
+        assert_eq!(
+            p.overdue_step_after(due, None, on(35)),
+            OverdueStep::Suspend
+        );
+        assert_eq!(
+            p.overdue_step_after(due, Some(on(35)), on(57)),
+            OverdueStep::Suspend
+        );
+        assert_eq!(
+            p.overdue_step_after(due, Some(on(35)), on(58)),
+            OverdueStep::Terminate
+        );
+        assert_eq!(p.overdue_dates(due, Some(on(35)), on(40)), (on(40), on(58)));
+        assert_eq!(p.overdue_dates(due, None, on(35)), (on(35), on(58)));
+        // Not yet due: unchanged.
+        assert_eq!(p.overdue_step_after(due, None, on(6)), OverdueStep::None);
+        assert_eq!(p.overdue_dates(due, None, on(-3)), (on(7), on(30)));
     }
 
     #[test]

@@ -721,6 +721,13 @@ pub const REMINDER_DAYS: i64 = 3;
 
 const DAY_US: i64 = 86_400_000_000;
 
+/// The day the overdue pass took an unpaid renewal's suspension step, if it did.
+fn step_day(inv: &renewals::UnpaidRenewal) -> Option<Date> {
+    inv.suspension_step_at
+        .and_then(|us| lodge_store::from_micros(us).ok())
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date())
+}
+
 impl Lodge {
     /// The notices of unpaid renewals, each once per invoice whoever runs the pass
     /// ([`crate::events::emit_once`]): `invoice.reminder` from [`REMINDER_DAYS`] before the
@@ -790,7 +797,7 @@ impl Lodge {
                     // Sent today, it counts the graces (never a day already past: found by
                     // the time-travel audit, a warning sent after an outage named one).
                     let from = policy.graces_from(due, None, today);
-                    let on = policy.overdue_dates(from, today).0;
+                    let on = policy.overdue_dates(from, None, today).0;
                     (EventKind::InvoiceOverdue, Some(on.to_string()))
                 };
                 let now = self.now_us();
@@ -903,7 +910,7 @@ impl Lodge {
                     continue;
                 };
                 let from = policy.graces_from(due, Some(warned), today);
-                let step = match policy.overdue_step(from, today) {
+                let step = match policy.overdue_step_after(from, step_day(&inv), today) {
                     // A difference never terminates: the period it completes was paid at
                     // the old price, which termination would keep with nothing served
                     // (found by review). The account stays suspended until it is paid.
@@ -920,6 +927,13 @@ impl Lodge {
                         Err(e) => tracing::warn!(invoice = inv.invoice_id, error = %e,
                             "paying an overdue renewal from credit failed"),
                     }
+                }
+                // The suspension step is recorded the first time it is taken: the
+                // termination counts from it.
+                if step != OverdueStep::None && inv.suspension_step_at.is_none() {
+                    let mut db = self.store.begin().await?;
+                    renewals::mark_suspension_step(&mut *db, inv.invoice_id, self.now_us()).await?;
+                    db.commit().await.map_err(StoreError::from)?;
                 }
                 let done = match step {
                     OverdueStep::None => Ok(()),
@@ -1820,7 +1834,7 @@ impl Lodge {
             let due_day = due.parse::<Date>().ok();
             if let (false, Some(d)) = (covered, due_day) {
                 // Issued late (its date passed), an invoice is due on the day it is issued.
-                let steps = policy.overdue_dates(policy.invoice_due(d, today), today);
+                let steps = policy.overdue_dates(policy.invoice_due(d, today), None, today);
                 for s in &services {
                     preview.overdue_steps(s.id, Some(s.status), steps, last, None);
                 }
@@ -1878,7 +1892,8 @@ impl Lodge {
                         });
                     }
                     let warned = self.overdue_warned_on(inv.invoice_id).await?;
-                    let steps = policy.overdue_dates(policy.graces_from(due, warned, today), today);
+                    let from = policy.graces_from(due, warned, today);
+                    let steps = policy.overdue_dates(from, step_day(&inv), today);
                     if owed == Owed::Differences {
                         for service in renewals::services_billed(&mut db, inv.invoice_id).await? {
                             let status = renewals::status_of(&mut db, service).await?;

@@ -180,6 +180,19 @@ pub struct UnpaidRenewal {
     pub invoice_id: i64,
     pub organization_id: OrganizationId,
     pub due_date: String,
+    /// When the overdue pass first took its suspension step (unix microseconds).
+    pub suspension_step_at: Option<i64>,
+}
+
+/// Records that the overdue pass took `invoice`'s suspension step at `now`, unless it was
+/// recorded already (the first time counts).
+pub async fn mark_suspension_step<C: SqlConn>(conn: &mut C, invoice: i64, now: i64) -> Result<()> {
+    conn.exec(
+        "UPDATE invoices SET suspension_step_at = $2 WHERE id = $1 AND suspension_step_at IS NULL",
+        vals![invoice, now],
+    )
+    .await?;
+    Ok(())
 }
 
 /// What the overdue pass enforces: renewals, and plan changes' differences for periods
@@ -220,7 +233,7 @@ pub async fn unpaid_due_by<C: SqlConn>(
 ) -> Result<Vec<UnpaidRenewal>> {
     conn.fetch_rows(
         &format!(
-            "SELECT i.id, i.organization_id, i.due_date FROM invoices i \
+            "SELECT i.id, i.organization_id, i.due_date, i.suspension_step_at FROM invoices i \
              WHERE i.status = 'unpaid' AND i.due_date <= $1 AND i.id > $2 AND {} \
              ORDER BY i.id LIMIT $3",
             owed.condition()
@@ -235,6 +248,7 @@ pub async fn unpaid_due_by<C: SqlConn>(
             invoice_id: c.int()?,
             organization_id: c.parse()?,
             due_date: c.text()?,
+            suspension_step_at: c.opt_int()?,
         })
     })
     .collect()

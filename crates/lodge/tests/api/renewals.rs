@@ -21,6 +21,7 @@ on_both_engines!(
     a_payments_unsuspension_leaves_a_staff_suspension_recorded_meanwhile,
     a_renewal_unpaid_past_the_termination_grace_terminates_the_account,
     an_outage_past_the_graces_warns_then_suspends_then_terminates,
+    an_outage_after_the_warning_suspends_before_it_terminates,
     an_end_of_period_cancellation_is_never_billed_again,
     a_renewal_paid_after_an_end_of_period_cancellation_is_served,
     two_schedulers_bill_every_period_once,
@@ -564,7 +565,6 @@ async fn two_schedulers_bill_every_period_once(app: TestApp) {
     app.stop().await;
 }
 
-/// The staff preview, `days` ahead.
 /// Found by the time-travel audit: a renewal issued before the nodes went down, back 35
 /// days after its due date, was cancelled and its account terminated on the first pass,
 /// unwarned and never suspended, while the customer could not pay (the payment page was
@@ -620,6 +620,44 @@ async fn an_outage_past_the_graces_warns_then_suspends_then_terminates(app: Test
     app.stop().await;
 }
 
+/// Found by review of the fix above: warned on time, then every node down until past the
+/// termination date, the account was terminated on the first pass back, never suspended.
+/// The suspension step is taken first, and the termination comes the termination grace less
+/// the suspension grace (23 days) after it.
+async fn an_outage_after_the_warning_suspends_before_it_terminates(app: TestApp) {
+    let fake = FakeDriver::default();
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let (id, worker) = active(&app, &fake, "outage-after.test").await;
+    let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+    let plus = |days: i64| {
+        due.parse::<Date>()
+            .unwrap()
+            .checked_add(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    for day in [-14, 1] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+    }
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    // Back at +35: suspended, not terminated; the preview says when it will be.
+    app.clock.set(noon(&due, 35));
+    pass(&app, &worker).await;
+    pass(&app, &worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    let (_, p) = preview(&app, "60").await;
+    assert_eq!(p["terminations"][0]["date"], plus(58), "{p}");
+    for (day, status) in [(57, "suspended"), (58, "terminated")] {
+        app.clock.set(noon(&due, day));
+        pass(&app, &worker).await;
+        assert_eq!(hosting(&app, &id).await["status"], status, "day {day}");
+    }
+    assert_eq!(renewals(&app).await[0]["status"], "cancelled");
+    app.stop().await;
+}
+
+/// The staff preview, `days` ahead.
 async fn preview(app: &TestApp, days: &str) -> (StatusCode, Value) {
     app.get(
         &format!("/v1/admin/billing/preview?days={days}"),
@@ -1233,7 +1271,8 @@ async fn a_domain_unpaid_past_the_grace_expires_with_its_account(app: TestApp) {
     // Past its expiration date the domain stays on the invoice as long as the account
     // does: the renewal may still be paid (found by the domains audit: it expired, and
     // left the invoice, on its expiration date itself).
-    days(&app, &worker, "2027-03-30", "2027-04-01").await;
+    // (Passes run every day through the suspension at +7, as the scheduler's do.)
+    days(&app, &worker, "2027-03-30", "2027-04-07").await;
     assert_eq!(domain(&app, &dom).await["status"], "active");
     let inv = renewals(&app).await[0].clone();
     assert_eq!(inv["total"], "68.00", "{inv}");
