@@ -701,7 +701,18 @@ impl Lodge {
 }
 
 /// Methods that name account credit, which a recorded payment (money received) is not.
-const CREDIT_METHODS: [&str; 5] = ["credit", "account_credit", "prepay", "balance", "wallet"];
+const CREDIT_METHODS: [&str; 10] = [
+    "credit",
+    "account_credit",
+    "store_credit",
+    "credit_balance",
+    "prepay",
+    "prepaid",
+    "prepayment",
+    "balance",
+    "account_balance",
+    "wallet",
+];
 
 /// A job to enqueue now.
 fn new_job<'a>(now: i64, kind: &'a str, payload: &'a str, dedupe_key: &'a str) -> jobs::NewJob<'a> {

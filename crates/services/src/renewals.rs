@@ -791,16 +791,21 @@ impl Lodge {
                             "paying a renewal from credit before its notice failed"),
                     }
                 }
+                let now = self.now_us();
                 let (kind, suspend_on) = if due >= today {
                     (EventKind::InvoiceReminder, None)
                 } else {
                     // Sent today, it counts the graces (never a day already past: found by
-                    // the time-travel audit, a warning sent after an outage named one).
-                    let from = policy.graces_from(due, None, today);
-                    let on = policy.overdue_dates(from, None, today).0;
+                    // the time-travel audit, a warning sent after an outage named one), from
+                    // the day it is recorded, as the overdue pass reads it (found by review:
+                    // a pass crossing midnight named a day one earlier than enforced).
+                    let sent_on = lodge_store::from_micros(now)?
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .date();
+                    let from = policy.graces_from(due, None, sent_on);
+                    let on = policy.overdue_dates(from, None, sent_on).0;
                     (EventKind::InvoiceOverdue, Some(on.to_string()))
                 };
-                let now = self.now_us();
                 let mut tx = self.store.begin().await?;
                 let Some(row) = billing::invoice(&mut *tx, inv.invoice_id).await? else {
                     continue;

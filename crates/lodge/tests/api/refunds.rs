@@ -169,7 +169,7 @@ async fn staff_pay_an_invoice_from_credit_which_is_no_payment_method(app: TestAp
     let id = order(&app, "from-credit.example").await;
     let total = cents(&invoice(&app, id).await["total"]);
     let path = format!("/v1/admin/invoices/{id}/pay-from-credit");
-    for method in ["credit", "prepay", "account_credit"] {
+    for method in ["credit", "prepay", "account_credit", "store_credit"] {
         let before = snapshot(&app, id).await;
         let (status, body) = app
             .post(
