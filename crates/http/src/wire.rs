@@ -704,6 +704,20 @@ impl Invoice {
     }
 }
 
+impl Invoice {
+    /// An invoice with its lines, payments and last card failure, as one invoice's route
+    /// answers it.
+    pub fn detailed(
+        d: lodge_services::billing::InvoiceDetail,
+        base_url: &str,
+        tokens: &lodge_services::payment_tokens::PaymentTokens,
+    ) -> Self {
+        let mut invoice = Invoice::new(&d.invoice, base_url, tokens, Some((&d.lines, &d.payments)));
+        invoice.card_payment_failure = d.card_failure;
+        invoice
+    }
+}
+
 /// The hosted payment page of an invoice.
 pub fn payment_url(base_url: &str, token: &str) -> String {
     format!("{base_url}/pay/{token}")

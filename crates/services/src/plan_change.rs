@@ -38,6 +38,7 @@ use lodge_core::{
 use lodge_store::billing::{self, InvoiceRow};
 use lodge_store::jobs::{self, JobRow};
 use lodge_store::plan_change::{self as store, NewPlanChange};
+use lodge_store::DAY_US;
 use lodge_store::{hosting, SqlConn, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -470,8 +471,6 @@ fn lapsed(
         None
     }
 }
-
-const DAY_US: i64 = 86_400_000_000;
 
 /// Cancels a change waiting for its invoice, and the invoice with it, what it received
 /// going back to the organization's credit (`note`), in the caller's transaction, the

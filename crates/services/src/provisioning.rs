@@ -1200,7 +1200,7 @@ impl Lodge {
     async fn enqueue_due(&self) -> Result<usize> {
         let now = self.now_us();
         let mut added = 0;
-        let cutoff = now - self.settings.invoice_expiry_days * 86_400_000_000;
+        let cutoff = now - self.settings.invoice_expiry_days * lodge_store::DAY_US;
         for order in billing::expired_first_invoices(self.store.reader(), cutoff).await? {
             let mut tx = self.store.begin().await?;
             if self
@@ -1257,7 +1257,7 @@ impl Lodge {
             .acquire()
             .await
             .map_err(StoreError::from)?;
-        lodge_store::tokens::forget_expired(&mut *db, self.now_us() - 86_400_000_000).await?;
+        lodge_store::tokens::forget_expired(&mut *db, self.now_us() - lodge_store::DAY_US).await?;
         Ok(forgotten)
     }
 
@@ -1279,7 +1279,7 @@ impl Lodge {
             .settings
             .retention_days
             .max(self.settings.policy.terminate_after_days + 1);
-        let before = self.now_us() - days * 86_400_000_000;
+        let before = self.now_us() - days * lodge_store::DAY_US;
         let writer = self.store.writer();
         let forget = |what| {
             in_rounds(retention::FORGET_AT_ONCE, move || {

@@ -13,6 +13,7 @@
 //!   suspension grace and, past the termination grace, cancels the invoice and terminates
 //!   them. Each automatic step is a job, recorded in the account's history by `scheduler`.
 
+use lodge_store::DAY_US;
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::civil::Date;
@@ -719,13 +720,10 @@ async fn bill_group_in<C: lodge_store::SqlConn>(
 /// an invoice issued at least a day before.
 pub const REMINDER_DAYS: i64 = 3;
 
-const DAY_US: i64 = 86_400_000_000;
-
 /// The day the overdue pass took an unpaid renewal's suspension step, if it did.
 fn step_day(inv: &renewals::UnpaidRenewal) -> Option<Date> {
     inv.suspension_step_at
-        .and_then(|us| lodge_store::from_micros(us).ok())
-        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date())
+        .and_then(|us| lodge_store::day_of(us).ok())
 }
 
 impl Lodge {
@@ -799,9 +797,7 @@ impl Lodge {
                     // the time-travel audit, a warning sent after an outage named one), from
                     // the day it is recorded, as the overdue pass reads it (found by review:
                     // a pass crossing midnight named a day one earlier than enforced).
-                    let sent_on = lodge_store::from_micros(now)?
-                        .to_zoned(jiff::tz::TimeZone::UTC)
-                        .date();
+                    let sent_on = lodge_store::day_of(now)?;
                     let from = policy.graces_from(due, None, sent_on);
                     let on = policy.overdue_dates(from, None, sent_on).0;
                     (EventKind::InvoiceOverdue, Some(on.to_string()))
@@ -967,14 +963,8 @@ impl Lodge {
     async fn overdue_warned_on(&self, invoice_id: i64) -> Result<Option<Date>> {
         let key = format!("{}:{invoice_id}", crate::events::EventKind::InvoiceOverdue);
         let mut db = self.store.read_conn().await?;
-        match lodge_store::events::recorded_at(&mut db, &key).await? {
-            Some(us) => Ok(Some(
-                lodge_store::from_micros(us)?
-                    .to_zoned(jiff::tz::TimeZone::UTC)
-                    .date(),
-            )),
-            None => Ok(None),
-        }
+        let at = lodge_store::events::recorded_at(&mut db, &key).await?;
+        Ok(at.map(lodge_store::day_of).transpose()?)
     }
 
     /// Pays an overdue renewal in full from its organization's credit when the balance

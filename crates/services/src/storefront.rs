@@ -3,6 +3,7 @@
 //! billing address, the countries list, a domain name's availability and price, and the
 //! login page's public settings. The dialect only renders these.
 
+use lodge_store::DAY_US;
 use std::collections::BTreeMap;
 
 use lodge_core::{DomainName, InvoiceStatus};
@@ -16,8 +17,6 @@ use crate::model::{HostingRow, InvoiceRow, LineRow, OrgRow, PaymentRow, UserRow}
 use crate::registrar::Availability;
 use crate::websites::InvoiceRef;
 use crate::{Lodge, Result, ServiceError, Validator};
-
-const DAY_US: i64 = 86_400_000_000;
 
 /// One unpaid invoice of the cart, with the website it bills (if it bills one).
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 //! certificate is downloaded; ready: finalized with the stored key) or begins a new one, and
 //! an installed certificate that is not due is only installed again, never re-issued.
 
+use lodge_store::DAY_US;
 use std::time::Duration;
 
 use instant_acme::{
@@ -32,8 +33,6 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// A certificate is renewed when it expires within this many days.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
-
-const DAY_US: i64 = 86_400_000_000;
 
 /// How the CA checks that Lodge controls a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -351,6 +351,9 @@ impl Store {
     }
 }
 
+/// A day in microseconds (the unit of stored instants).
+pub const DAY_US: i64 = 86_400_000_000;
+
 /// Unix microseconds for a timestamp (the stored form of every instant).
 pub fn micros(ts: jiff::Timestamp) -> i64 {
     ts.as_microsecond()
@@ -359,6 +362,12 @@ pub fn micros(ts: jiff::Timestamp) -> i64 {
 /// The timestamp stored as unix microseconds.
 pub fn from_micros(us: i64) -> Result<jiff::Timestamp> {
     jiff::Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The UTC calendar day of an instant stored as unix microseconds (the day Lodge's clock
+/// said it was then).
+pub fn day_of(us: i64) -> Result<jiff::civil::Date> {
+    Ok(from_micros(us)?.to_zoned(jiff::tz::TimeZone::UTC).date())
 }
 
 /// Reads and bumps a named counter in the current transaction (gapless numbering: the row

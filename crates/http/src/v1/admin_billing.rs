@@ -247,11 +247,10 @@ async fn pay_invoice_from_credit(
         .pay_from_credit(&[id], &format!("staff:{}", staff.user))
         .await?;
     let d = st.lodge.invoice_detail(id).await?;
-    Ok(Json(Invoice::new(
-        &d.invoice,
+    Ok(Json(Invoice::detailed(
+        d,
         &st.public_base_url,
         st.lodge.sealer.payment_tokens(),
-        Some((&d.lines, &d.payments)),
     )))
 }
 
@@ -278,11 +277,10 @@ async fn cancel_invoice(
         .lodge
         .cancel_invoice_by_staff(id, &format!("staff:{}", staff.user))
         .await?;
-    Ok(Json(Invoice::new(
-        &d.invoice,
+    Ok(Json(Invoice::detailed(
+        d,
         &st.public_base_url,
         st.lodge.sealer.payment_tokens(),
-        Some((&d.lines, &d.payments)),
     )))
 }
 

@@ -67,14 +67,11 @@ pub async fn get_invoice(
     let id: i64 = path_id(&id)?;
     let access = st.lodge.access(&p, org).await?;
     let d = st.lodge.org_invoice(&access, id).await?;
-    let mut invoice = Invoice::new(
-        &d.invoice,
+    Ok(Json(Invoice::detailed(
+        d,
         &st.public_base_url,
         st.lodge.sealer.payment_tokens(),
-        Some((&d.lines, &d.payments)),
-    );
-    invoice.card_payment_failure = d.card_failure;
-    Ok(Json(invoice))
+    )))
 }
 
 /// Account credit: the balance and the ledger (newest first, paginated).

@@ -576,13 +576,7 @@ async fn an_outage_past_the_graces_warns_then_suspends_then_terminates(app: Test
     add_credit(&app, &app.org_id(), "5.00").await;
     let (id, worker) = active(&app, &fake, "outage.test").await;
     let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    let plus = |days: i64| {
-        due.parse::<Date>()
-            .unwrap()
-            .checked_add(jiff::Span::new().days(days))
-            .unwrap()
-            .to_string()
-    };
+    let plus = |days: i64| days_after(&due, days);
     app.clock.set(noon(&due, -14));
     pass(&app, &worker).await;
     let inv = renewals(&app).await[0].clone();
@@ -629,13 +623,7 @@ async fn an_outage_after_the_warning_suspends_before_it_terminates(app: TestApp)
     add_credit(&app, &app.org_id(), "5.00").await;
     let (id, worker) = active(&app, &fake, "outage-after.test").await;
     let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    let plus = |days: i64| {
-        due.parse::<Date>()
-            .unwrap()
-            .checked_add(jiff::Span::new().days(days))
-            .unwrap()
-            .to_string()
-    };
+    let plus = |days: i64| days_after(&due, days);
     for day in [-14, 1] {
         app.clock.set(noon(&due, day));
         pass(&app, &worker).await;
@@ -655,6 +643,14 @@ async fn an_outage_after_the_warning_suspends_before_it_terminates(app: TestApp)
     }
     assert_eq!(renewals(&app).await[0]["status"], "cancelled");
     app.stop().await;
+}
+
+/// The day `days` after `due` (a `YYYY-MM-DD` date), as the API writes it.
+fn days_after(due: &str, days: i64) -> String {
+    let d: Date = due.parse().unwrap();
+    d.checked_add(jiff::Span::new().days(days))
+        .unwrap()
+        .to_string()
 }
 
 /// The staff preview, `days` ahead.
@@ -721,12 +717,7 @@ async fn the_preview_shows_what_the_scheduler_will_do_and_writes_nothing(app: Te
         0,
         "billed already: {p}"
     );
-    let plus = |days: i64| {
-        let d: Date = due.parse().unwrap();
-        d.checked_add(jiff::Span::new().days(days))
-            .unwrap()
-            .to_string()
-    };
+    let plus = |days: i64| days_after(&due, days);
     assert_eq!(p["suspensions"][0]["hosting_id"], id.as_str(), "{p}");
     assert_eq!(p["suspensions"][0]["date"], plus(7), "{p}");
     assert_eq!(p["terminations"][0]["date"], plus(30), "{p}");
@@ -762,13 +753,7 @@ async fn a_renewal_issued_late_is_due_the_day_it_is_issued(app: TestApp) {
     add_credit(&app, &app.org_id(), "5.00").await;
     let (id, worker) = active(&app, &fake, "late-issued.test").await;
     let due = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
-    let plus = |days: i64| {
-        due.parse::<Date>()
-            .unwrap()
-            .checked_add(jiff::Span::new().days(days))
-            .unwrap()
-            .to_string()
-    };
+    let plus = |days: i64| days_after(&due, days);
     // No pass ran from before the lead time until 40 days after the due date: the preview
     // says it will be due today, as it is then issued.
     app.clock.set(noon(&due, 40));
