@@ -285,9 +285,10 @@ impl Lodge {
             let Some(change) = store::awaiting_change(&mut tx, service).await? else {
                 continue;
             };
-            let Some(note) = lapsed(&change, today, now, expiry) else {
+            let Some(lapse) = lapsed(&change, today, now, expiry) else {
                 continue;
             };
+            let note = lapse.returned();
             if expire_change_in(&mut tx, &change, note, SCHEDULER, self.now_us()).await? {
                 cancelled += 1;
             }
@@ -438,14 +439,39 @@ pub(crate) async fn withdraw_change_in(
     Ok(true)
 }
 
-/// The note of the credit returned from a change whose period ended unpaid.
-const STALE_NOTE: &str =
-    "Returned from a plan change not applied: its period ended before its invoice was paid";
+/// Why a change waiting for its invoice will never apply ([`lapsed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lapse {
+    /// The period it was priced for is over.
+    PeriodOver,
+    /// Its invoice was left unpaid past the invoice expiry.
+    NotPaidInTime,
+}
 
-/// The note of the credit returned from a change whose invoice was left unpaid past the
-/// invoice expiry.
-const LAPSED_NOTE: &str =
-    "Returned from a plan change not applied: its invoice was not paid in time";
+impl Lapse {
+    /// The note of the credit returned when it is cancelled unpaid.
+    fn returned(self) -> &'static str {
+        match self {
+            Lapse::PeriodOver => {
+                "Returned from a plan change not applied: its period ended before its invoice \
+                 was paid"
+            }
+            Lapse::NotPaidInTime => {
+                "Returned from a plan change not applied: its invoice was not paid in time"
+            }
+        }
+    }
+
+    /// Why it was not applied when its invoice is paid all the same.
+    fn not_applied(self) -> &'static str {
+        match self {
+            Lapse::PeriodOver => {
+                "Plan change not applied: its period ended before its invoice was paid"
+            }
+            Lapse::NotPaidInTime => "Plan change not applied: its invoice was not paid in time",
+        }
+    }
+}
 
 /// Why a change waiting for its invoice will never apply, if it will not: the period it was
 /// priced for is over, or its invoice was left unpaid past the invoice expiry
@@ -453,20 +479,15 @@ const LAPSED_NOTE: &str =
 /// asked for: paid months later, it charged for the days gone on the old plan (found by the
 /// support-desk audit: 4½ months late, 121.61 of 297.37 paid for days never served), and
 /// held every further change of the account back until the period ended.
-fn lapsed(
-    change: &store::PlanChangeRow,
-    today: Date,
-    now: i64,
-    expiry_days: i64,
-) -> Option<&'static str> {
+fn lapsed(change: &store::PlanChangeRow, today: Date, now: i64, expiry_days: i64) -> Option<Lapse> {
     let period_over = change
         .period_end
         .parse::<Date>()
         .is_ok_and(|end| today >= end);
     if period_over {
-        Some(STALE_NOTE)
+        Some(Lapse::PeriodOver)
     } else if change.created_at <= now.saturating_sub(expiry_days.saturating_mul(DAY_US)) {
-        Some(LAPSED_NOTE)
+        Some(Lapse::NotPaidInTime)
     } else {
         None
     }
@@ -540,7 +561,11 @@ async fn change_in(
         // Its period is over, or it was left unpaid too long: it will never apply, and
         // gives way (as the scheduler's pass would have it).
         Some(w) => match lapsed(&w, ctx.today, ctx.now, ctx.invoice_expiry_days) {
-            Some(note) if expire_change_in(conn, &w, note, ctx.actor, ctx.now).await? => None,
+            Some(lapse)
+                if expire_change_in(conn, &w, lapse.returned(), ctx.actor, ctx.now).await? =>
+            {
+                None
+            }
             _ => Some(w),
         },
         None => None,
@@ -1136,13 +1161,7 @@ pub(crate) async fn on_invoice_paid<C: SqlConn>(
     let not_applied = if !live {
         Some("Plan change not applied: the account ended before its invoice was paid")
     } else {
-        match lapsed(&change, ctx.today, ctx.now, ctx.invoice_expiry_days) {
-            Some(STALE_NOTE) => {
-                Some("Plan change not applied: its period ended before its invoice was paid")
-            }
-            Some(_) => Some("Plan change not applied: its invoice was not paid in time"),
-            None => None,
-        }
+        lapsed(&change, ctx.today, ctx.now, ctx.invoice_expiry_days).map(Lapse::not_applied)
     };
     if let Some(note) = not_applied {
         if store::settle_change(conn, change.id, store::CANCELLED, ctx.now).await? {
