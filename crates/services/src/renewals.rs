@@ -1384,7 +1384,10 @@ async fn advance_billed<C: lodge_store::SqlConn>(
 
 /// Once `invoice` is paid (`note`, the history's): lifts the suspension of `service` (suspended) when
 /// the scheduler made it for an overdue invoice and no other of its renewals or
-/// differences is overdue now.
+/// differences is overdue now, as the overdue pass judges it: warned, with its graces
+/// counted from a late warning ([`lodge_core::renewal::Policy::graces_from`]; by the raw
+/// due dates, an account whose other renewal was warned late, after an outage, stayed
+/// suspended days before that renewal's own suspension day).
 async fn lift_overdue_suspension<C: lodge_store::SqlConn>(
     ctx: &WriteCtx<'_>,
     conn: &mut C,
@@ -1398,15 +1401,20 @@ async fn lift_overdue_suspension<C: lodge_store::SqlConn>(
     let id = service.to_string();
     let mut unpaid = renewals::unpaid_with_line(conn, &id, "plan").await?;
     unpaid.extend(renewals::unpaid_differences_of(conn, &id).await?);
-    let still_overdue = unpaid
-        .into_iter()
-        .filter(|(id, _)| *id != invoice)
-        .any(|(_, due)| {
-            due.parse::<Date>()
-                .is_ok_and(|d| ctx.policy.overdue_step(d, ctx.today) != OverdueStep::None)
-        });
-    if still_overdue {
-        return Ok(());
+    for (other, due) in unpaid.into_iter().filter(|(id, _)| *id != invoice) {
+        let Ok(due) = due.parse::<Date>() else {
+            continue;
+        };
+        let key = format!("{}:{other}", crate::events::EventKind::InvoiceOverdue);
+        let Some(warned) = lodge_store::events::recorded_at(conn, &key).await? else {
+            continue; // nothing is suspended for a renewal before its warning
+        };
+        let from = ctx
+            .policy
+            .graces_from(due, Some(lodge_store::day_of(warned)?), ctx.today);
+        if ctx.policy.overdue_step(from, ctx.today) != OverdueStep::None {
+            return Ok(()); // still overdue
+        }
     }
     enqueue_later(
         ctx,

@@ -40,6 +40,7 @@ on_both_engines!(
     an_upgrade_paid_after_the_renewal_was_paid_invoices_the_difference,
     an_unpaid_difference_suspends_as_a_renewal_does,
     an_unpaid_difference_is_cancelled_when_its_period_ends,
+    a_lapsed_difference_lifts_its_suspension_while_a_late_warned_renewal_is_in_its_grace,
     a_plan_sold_once_per_organization_is_not_reached_by_changes,
     a_discounted_period_is_prorated_from_what_was_paid,
     a_downgrade_after_a_refund_gives_back_only_what_was_kept,
@@ -1289,6 +1290,65 @@ async fn an_unpaid_difference_is_cancelled_when_its_period_ends(app: TestApp) {
     app.lodge.schedule_due().await.unwrap();
     crate::provisioning::drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    app.stop().await;
+}
+
+/// A difference suspended the account; then every node was down from before the next
+/// renewal's due date until 20 days after it. The first pass back warns of the renewal
+/// (its graces counting from that warning) and cancels the difference, its period over:
+/// the suspension is lifted, as the renewal's own suspension day is six days away; that
+/// day the renewal suspends the account. By the renewal's raw due date the account stayed
+/// suspended (found re-reading the time-travel fix).
+async fn a_lapsed_difference_lifts_its_suspension_while_a_late_warned_renewal_is_in_its_grace(
+    app: TestApp,
+) {
+    let _driver = PackageDriver::install(&app);
+    let worker = Worker::new(app.lodge.clone(), "node-1");
+    let (id, body) =
+        upgraded_with_its_renewal_paid(&app, &worker, "outage.example", "TRF-OUT-1").await;
+    let upgrade = body["plan_change"]["invoice_id"].as_i64().unwrap();
+    app.clock.set(noon("2026-04-25"));
+    pay(&app, upgrade, "1.67", "TRF-OUT-2").await;
+    let (difference, _) = adjustment_from(&app, &id, "2026-04-30").await[0];
+    let pass = |day: &'static str| {
+        app.clock.set(noon(day));
+        let (l, w) = (app.lodge.clone(), worker.clone());
+        async move {
+            l.schedule_due().await.unwrap();
+            crate::provisioning::drain(w).await;
+        }
+    };
+    for day in ["2026-05-01", "2026-05-07"] {
+        pass(day).await;
+    }
+    assert_eq!(hosting(&app, &id).await["status"], "suspended");
+    pass("2026-05-17").await;
+    let next = renewal_of(&app, &id, "2026-05-31").await;
+    assert_eq!(invoice(&app, next).await["status"], "unpaid");
+    // Back on 20 June.
+    pass("2026-06-20").await;
+    assert_eq!(invoice(&app, difference).await["status"], "cancelled");
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let (told,): (String,) =
+        sqlx::query_as("SELECT data FROM events WHERE kind = 'invoice.overdue' AND subject = $1")
+            .bind(format!("invoice:{next}"))
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    assert!(told.contains("2026-06-26"), "{told}");
+    pass("2026-06-25").await;
+    assert_eq!(hosting(&app, &id).await["status"], "active");
+    pass("2026-06-26").await;
+    let h = hosting(&app, &id).await;
+    assert_eq!(h["status"], "suspended", "{h}");
+    let number = str_of(&invoice(&app, next).await, "number").to_owned();
+    assert_eq!(
+        notes(&h).last().unwrap(),
+        &format!("suspended: renewal {number} unpaid (scheduler)"),
+        "{:?}",
+        notes(&h)
+    );
     app.stop().await;
 }
 
