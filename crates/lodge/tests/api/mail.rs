@@ -28,6 +28,7 @@ on_both_engines!(
     a_stopping_worker_hands_back_the_jobs_it_has_not_started,
     the_smtp_server_is_checked_when_a_node_starts,
     staff_send_a_notice_again_as_a_message_of_its_own,
+    a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -291,7 +292,7 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     let id = str_of(&o, "hosting_id").to_owned();
     drain(worker.clone()).await;
     let got = smtp.messages();
-    assert_eq!(got.len(), 2, "{:?}", subjects(&got));
+    assert_eq!(got.len(), 3, "{:?}", subjects(&got));
     assert!(
         got[0].subject().starts_with("Order ORD-"),
         "{}",
@@ -303,6 +304,21 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     assert!(got[1]
         .subject()
         .starts_with("Payment received: invoice INV-"));
+    // Then the account is made: its details, never its password.
+    assert_eq!(got[2].subject(), "told.test is ready");
+    for line in [
+        "Plan: Starter (monthly)",
+        "Username: ",
+        "Nameservers: ns1.",
+        "Next renewal: ",
+    ] {
+        assert!(got[2].text.contains(line), "{line}: {}", got[2].text);
+    }
+    assert!(
+        got[2].text.contains("never sent by e-mail"),
+        "{}",
+        got[2].text
+    );
 
     // The renewal: issued (unpaid), reminded, paid in part on its due date, overdue,
     // suspended; each pass between tells nothing twice.
@@ -325,8 +341,8 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     }
     let got = smtp.messages();
     let s = subjects(&got);
-    assert_eq!(got.len(), 6, "{s:?}");
-    let renewal = &got[2];
+    assert_eq!(got.len(), 7, "{s:?}");
+    let renewal = &got[3];
     assert!(
         renewal.subject().contains(&format!(": 5.00 USD due {due}")),
         "{s:?}"
@@ -351,30 +367,30 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
         .to_owned();
     assert!(number.starts_with("INV-"), "{number}");
     assert_eq!(
-        got[3].subject(),
+        got[4].subject(),
         format!("Reminder: invoice {number} is due {due}")
     );
-    assert_eq!(got[4].subject(), format!("Overdue: invoice {number}"));
+    assert_eq!(got[5].subject(), format!("Overdue: invoice {number}"));
     // What is due as the invoice says when it is sent, not when it was issued (found by
     // the support-desk audit: 15.00 told where 10.00 was due).
     assert!(
-        got[4].text.contains("Amount due: 3.50 USD"),
+        got[5].text.contains("Amount due: 3.50 USD"),
         "{}",
-        got[4].text
+        got[5].text
     );
     let suspend_on: jiff::civil::Date =
         due.parse::<jiff::civil::Date>().unwrap() + jiff::Span::new().days(7);
     assert!(
-        got[4].text.contains(&format!("suspended on {suspend_on}")),
-        "{}",
-        got[4].text
-    );
-    assert_eq!(got[5].subject(), "told.test is suspended");
-    // By the scheduler, for the renewal: paying brings it back.
-    assert!(
-        got[5].text.contains("Once what is due is paid"),
+        got[5].text.contains(&format!("suspended on {suspend_on}")),
         "{}",
         got[5].text
+    );
+    assert_eq!(got[6].subject(), "told.test is suspended");
+    // By the scheduler, for the renewal: paying brings it back.
+    assert!(
+        got[6].text.contains("Once what is due is paid"),
+        "{}",
+        got[6].text
     );
 
     // Paid by staff: the receipt, then the account is back.
@@ -390,21 +406,21 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     drain(worker.clone()).await;
     drain(worker.clone()).await;
     let got = smtp.messages();
-    assert_eq!(got.len(), 8, "{:?}", subjects(&got));
+    assert_eq!(got.len(), 9, "{:?}", subjects(&got));
     assert_eq!(
-        got[6].subject(),
+        got[7].subject(),
         format!("Payment received: invoice {number}")
     );
     // 1.50 and 5.00 received on a 5.00 invoice: what went to credit is said (found by
     // the support-desk audit: the receipt said only what the invoice took).
     assert!(
-        got[6].text.contains(
+        got[7].text.contains(
             "Payment received: 6.50 USD, of which 1.50 USD was added to your account credit"
         ),
         "{}",
-        got[6].text
+        got[7].text
     );
-    assert_eq!(got[7].subject(), "told.test is back online");
+    assert_eq!(got[8].subject(), "told.test is back online");
 
     // Terminated by staff.
     let (status, t) = app
@@ -418,15 +434,15 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     drain(worker.clone()).await;
     drain(worker.clone()).await;
     let got = smtp.messages();
-    assert_eq!(got.len(), 9, "{:?}", subjects(&got));
-    assert_eq!(got[8].subject(), "told.test is terminated");
+    assert_eq!(got.len(), 10, "{:?}", subjects(&got));
+    assert_eq!(got[9].subject(), "told.test is terminated");
     assert!(
-        got[8].text.contains("is terminated. Its site"),
+        got[9].text.contains("is terminated. Its site"),
         "{}",
-        got[8].text
+        got[9].text
     );
 
-    // Once each: nine Message-IDs, each an event's, each logged sent once.
+    // Once each: ten Message-IDs, each an event's, each logged sent once.
     let mut ids: Vec<String> = got.iter().map(Mail::message_id).collect();
     for m in &got {
         assert_footer(m);
@@ -439,9 +455,9 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
     }
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 9, "{ids:?}");
+    assert_eq!(ids.len(), 10, "{ids:?}");
     let rows = log(&app).await;
-    assert_eq!(rows.len(), 9, "{rows:?}");
+    assert_eq!(rows.len(), 10, "{rows:?}");
     for r in &rows {
         assert_eq!((r.status.as_str(), r.attempts), ("sent", 1), "{r:?}");
         assert!(!r.possible_duplicate, "{r:?}");
@@ -464,8 +480,8 @@ async fn every_notice_arrives_once_with_its_amounts(app: TestApp) {
             .await
             .unwrap()
     };
-    assert_eq!(jobs.len(), 9, "one job per notice");
-    assert_eq!(smtp.messages().len(), 9);
+    assert_eq!(jobs.len(), 10, "one job per notice");
+    assert_eq!(smtp.messages().len(), 10);
     app.stop().await;
 }
 
@@ -702,7 +718,11 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
     drain(worker.clone()).await;
     let got: Vec<Mail> = smtp.messages().into_iter().skip(2).collect();
     let subjects = subjects(&got);
-    assert_eq!(got.len(), 2, "{subjects:?}");
+    assert_eq!(got.len(), 3, "{subjects:?}");
+    assert!(
+        subjects.contains(&"paid-meanwhile.test is ready".to_owned()),
+        "{subjects:?}"
+    );
     let confirmation = got
         .iter()
         .find(|m| m.subject().starts_with("Order "))
@@ -722,6 +742,90 @@ async fn smtp_down_the_mail_is_sent_once_it_is_back(app: TestApp) {
             .any(|m| m.subject().starts_with("Payment received")),
         "{subjects:?}"
     );
+    app.stop().await;
+}
+
+/// A paid account's cancellation is confirmed by mail with the day it takes effect, once;
+/// one withdrawn before its mail went out is not told (logged `skipped`); a refund says how
+/// much went back and where. The account's welcome names what it is.
+async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: TestApp) {
+    let Some(smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    crate::provisioning::FakeDriver::default().install(&app.lodge);
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let o = order(&app, "leaving.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 3, "{:?}", subjects(&got));
+    assert_eq!(got[2].subject(), "leaving.test is ready");
+    let paid_until = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
+
+    // Asked and withdrawn before the worker ran: nothing told.
+    let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let (status, r) = crate::harness::revoke_cancellation(&app, &id).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    drain(worker.clone()).await;
+    assert_eq!(smtp.messages().len(), 3, "{:?}", subjects(&smtp.messages()));
+    let skipped: Vec<_> = log(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.notice == "hosting_cancellation_requested")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].status, "skipped", "{skipped:?}");
+
+    // Asked again: confirmed, with the day it ends.
+    let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 4, "{:?}", subjects(&got));
+    assert_eq!(got[3].subject(), "Cancellation of leaving.test");
+    assert!(
+        got[3]
+            .text
+            .contains(&format!("at the end of its paid period, on {paid_until}")),
+        "{}",
+        got[3].text
+    );
+
+    // Staff give 2.00 of the first invoice back to credit: told, with where it went.
+    let invoice = o["invoice_id"].as_i64().unwrap();
+    let (status, r) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/refunds"),
+            &app.admin_key(),
+            &json!({ "amount": "2.00", "to": "credit", "reason": "Goodwill: outage" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 5, "{:?}", subjects(&got));
+    let inv = crate::harness::invoice(&app, invoice).await;
+    let number = str_of(&inv, "number");
+    assert_eq!(
+        got[4].subject(),
+        format!("Refund of 2.00 USD: invoice {number}")
+    );
+    assert!(
+        got[4].text.contains("given back to your account credit"),
+        "{}",
+        got[4].text
+    );
+    assert!(
+        !got[4].text.contains("Goodwill"),
+        "staff's reason is theirs: {}",
+        got[4].text
+    );
+    for m in &got {
+        assert_footer(m);
+    }
     app.stop().await;
 }
 

@@ -4,7 +4,10 @@
 //! - **Which events** ([`Notice::for_event`]): `order.created` (order confirmation),
 //!   `invoice.created` when something is left to pay (invoice issued, first or renewal),
 //!   `invoice.paid` (payment receipt), `invoice.reminder`, `invoice.overdue`,
-//!   `hosting.suspended`, `hosting.unsuspended`, `hosting.terminated`.
+//!   `hosting.active` (the account is ready: its username, server and nameservers),
+//!   `hosting.cancellation_requested` (the cancellation confirmed, with the day it takes
+//!   effect), `hosting.suspended`, `hosting.unsuspended`, `hosting.terminated`, and
+//!   `payment.refunded` (a refund, to credit or to the payment method).
 //! - **When**: [`on_event`] writes a `mail` job in the event's own transaction (keyed by
 //!   [`crate::events::Event::job_key`], so an event told once makes one job). Nothing is
 //!   read back nor sent there; the job renders and sends when the worker runs it.
@@ -66,9 +69,12 @@ pub enum Notice {
     InvoicePaid,
     InvoiceReminder,
     InvoiceOverdue,
+    HostingActive,
+    HostingCancellationRequested,
     HostingSuspended,
     HostingUnsuspended,
     HostingTerminated,
+    PaymentRefunded,
 }
 
 impl Notice {
@@ -90,22 +96,38 @@ impl Notice {
             EventKind::HostingSuspended => Notice::HostingSuspended,
             EventKind::HostingUnsuspended => Notice::HostingUnsuspended,
             EventKind::HostingTerminated => Notice::HostingTerminated,
+            // The account's details once it is made (a customer waits for them after paying:
+            // found by the support-desk audit, nothing said the account was ready), a
+            // cancellation confirmed in writing with its date, and money given back.
+            EventKind::HostingActive => Notice::HostingActive,
+            EventKind::HostingCancellationRequested => Notice::HostingCancellationRequested,
+            EventKind::PaymentRefunded => Notice::PaymentRefunded,
             // A cancelled invoice is told by what cancelled it (the overdue notice, the
             // termination); a payment by its receipt once the invoice is paid.
             EventKind::InvoiceCancelled
             | EventKind::CreditAdjusted
             | EventKind::HostingPlanChanged
-            // For integrators, not mailed: a cancellation's request and withdrawal are
-            // answered where they are made, as an order's cancellation by its customer is.
+            // For integrators, not mailed: an unpaid order's cancellation and a
+            // cancellation's withdrawal are answered where they are made; a card payment's
+            // failure on the payment page where the customer is paying.
             | EventKind::OrderCancelled
-            | EventKind::HostingCancellationRequested
             | EventKind::HostingCancellationWithdrawn
             | EventKind::PaymentReceived
             | EventKind::PaymentFailed
-            | EventKind::PaymentRefunded
-            | EventKind::PaymentRefundFailed
-            | EventKind::HostingActive => return None,
+            | EventKind::PaymentRefundFailed => return None,
         })
+    }
+
+    /// Whether it tells of one hosting account (its context has the account as it is now).
+    fn is_about_an_account(self) -> bool {
+        matches!(
+            self,
+            Notice::HostingActive
+                | Notice::HostingCancellationRequested
+                | Notice::HostingSuspended
+                | Notice::HostingUnsuspended
+                | Notice::HostingTerminated
+        )
     }
 
     /// Its templates' name (`<name>.txt`, `<name>.html`).
@@ -116,9 +138,12 @@ impl Notice {
             Notice::InvoicePaid => "invoice_paid",
             Notice::InvoiceReminder => "invoice_reminder",
             Notice::InvoiceOverdue => "invoice_overdue",
+            Notice::HostingActive => "hosting_active",
+            Notice::HostingCancellationRequested => "hosting_cancellation_requested",
             Notice::HostingSuspended => "hosting_suspended",
             Notice::HostingUnsuspended => "hosting_unsuspended",
             Notice::HostingTerminated => "hosting_terminated",
+            Notice::PaymentRefunded => "payment_refunded",
         }
     }
 }
@@ -576,11 +601,69 @@ impl Lodge {
                 "amount_due_minor": due_minor,
             })
         });
-        let hosting = json!({
+        let mut hosting = json!({
             "id": text(data, "hosting_id"),
             "domain": text(data, "domain").map(display_domain),
             "note": text(data, "note"),
             "by": text(data, "by"),
+        });
+        let account = match text(data, "hosting_id").map(str::parse::<lodge_core::HostingId>) {
+            Some(Ok(id)) if notice.is_about_an_account() => {
+                lodge_store::hosting::hosting(self.store.reader(), id).await?
+            }
+            _ => None,
+        };
+        if let Some(h) = &account {
+            // The account as it is now (its details for the welcome; whether what is told
+            // still stands).
+            let server = match h.server_id.as_deref().map(str::parse) {
+                Some(Ok(s)) => lodge_store::servers::by_id(self.store.reader(), s).await?,
+                _ => None,
+            };
+            let plan = self
+                .catalog()
+                .await?
+                .plan(h.plan_id)
+                .map(|p| p.row.name.clone());
+            if let Some(o) = hosting.as_object_mut() {
+                o.insert("username".into(), json!(h.username));
+                o.insert("plan".into(), json!(plan));
+                o.insert("billing_cycle".into(), json!(h.billing_cycle));
+                o.insert("next_due_date".into(), json!(h.next_due_date));
+                o.insert("status".into(), json!(h.status.as_str()));
+                o.insert(
+                    "server".into(),
+                    json!(server.map(|s| json!({
+                        "hostname": s.hostname, "ns1": s.ns1, "ns2": s.ns2,
+                    }))),
+                );
+            }
+        }
+        match notice {
+            // Ended before its welcome went out (an SMTP outage, a cancellation at once).
+            Notice::HostingActive if account.as_ref().is_some_and(|h| h.status.is_closed()) => {
+                skip = Some("the account ended before its notice was sent");
+            }
+            // Withdrawn before its confirmation went out.
+            Notice::HostingCancellationRequested
+                if account.as_ref().is_some_and(|h| h.cancel_kind().is_none()) =>
+            {
+                skip = Some("the cancellation was withdrawn before its notice was sent");
+            }
+            _ => {}
+        }
+        let cancellation = (notice == Notice::HostingCancellationRequested).then(|| {
+            json!({
+                "type": text(data, "type"),
+                "effective_date": text(data, "effective_date"),
+            })
+        });
+        let refund = (notice == Notice::PaymentRefunded).then(|| {
+            json!({
+                "amount": money("amount_minor"),
+                "amount_minor": int(data, "amount_minor"),
+                "to": text(data, "to"),
+            })
         });
         let ctx = json!({
             "installation": self.installation(m),
@@ -593,6 +676,8 @@ impl Lodge {
             "order": order,
             "invoice": invoice,
             "hosting": hosting,
+            "cancellation": cancellation,
+            "refund": refund,
         });
         Ok((ctx, recipient, skip))
     }
@@ -651,13 +736,20 @@ mod tests {
             Some(Notice::InvoiceCreated)
         );
         assert_eq!(Notice::for_event(EventKind::InvoiceCreated, &settled), None);
-        assert_eq!(Notice::for_event(EventKind::HostingActive, &due), None);
-        assert_eq!(Notice::for_event(EventKind::PaymentRefunded, &due), None);
+        assert_eq!(
+            Notice::for_event(EventKind::HostingActive, &due),
+            Some(Notice::HostingActive)
+        );
+        assert_eq!(Notice::for_event(EventKind::PaymentFailed, &due), None);
+        assert_eq!(
+            Notice::for_event(EventKind::HostingCancellationWithdrawn, &due),
+            None
+        );
         let all: Vec<_> = EventKind::ALL
             .into_iter()
             .filter_map(|k| Notice::for_event(k, &due))
             .collect();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 11);
         let names = render::TEMPLATES.map(|(n, _)| n);
         for n in all {
             assert!(names.contains(&format!("{}.txt", n.template()).as_str()));

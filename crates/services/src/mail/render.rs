@@ -9,7 +9,7 @@ use minijinja::Environment;
 use serde_json::Value;
 
 /// Every template, with its built-in text.
-pub const TEMPLATES: [(&str, &str); 20] = [
+pub const TEMPLATES: [(&str, &str); 26] = [
     ("layout.txt", include_str!("templates/layout.txt")),
     ("layout.html", include_str!("templates/layout.html")),
     (
@@ -75,6 +75,30 @@ pub const TEMPLATES: [(&str, &str); 20] = [
     (
         "hosting_terminated.html",
         include_str!("templates/hosting_terminated.html"),
+    ),
+    (
+        "hosting_active.txt",
+        include_str!("templates/hosting_active.txt"),
+    ),
+    (
+        "hosting_active.html",
+        include_str!("templates/hosting_active.html"),
+    ),
+    (
+        "hosting_cancellation_requested.txt",
+        include_str!("templates/hosting_cancellation_requested.txt"),
+    ),
+    (
+        "hosting_cancellation_requested.html",
+        include_str!("templates/hosting_cancellation_requested.html"),
+    ),
+    (
+        "payment_refunded.txt",
+        include_str!("templates/payment_refunded.txt"),
+    ),
+    (
+        "payment_refunded.html",
+        include_str!("templates/payment_refunded.html"),
     ),
     ("test.txt", include_str!("templates/test.txt")),
     ("test.html", include_str!("templates/test.html")),
@@ -202,7 +226,13 @@ fn sample_context() -> Value {
                          "due_date": "2026-04-01", "suspend_on": "2026-04-08",
                          "pay_url": "https://acme.test/pay/tok" },
             "hosting": { "id": "01a24b98-bd6c-7302-9d94-3999aa5ffc14", "domain": "ann.test",
-                         "note": "overdue", "by": "scheduler" },
+                         "note": "overdue", "by": "scheduler", "username": "anntest1",
+                         "plan": "Starter", "billing_cycle": "monthly",
+                         "next_due_date": "2026-05-01", "status": "active",
+                         "server": { "hostname": "web1.acme.test", "ns1": "ns1.acme.test",
+                                     "ns2": "ns2.acme.test" } },
+            "cancellation": { "type": "end_of_period", "effective_date": "2026-05-01" },
+            "refund": { "amount": "2.50 USD", "amount_minor": 250, "to": "credit" },
     })
 }
 
@@ -226,6 +256,9 @@ mod tests {
             "hosting_suspended",
             "hosting_unsuspended",
             "hosting_terminated",
+            "hosting_active",
+            "hosting_cancellation_requested",
+            "payment_refunded",
             "test",
         ] {
             let r = t.render(notice, &ctx()).unwrap();
@@ -280,6 +313,31 @@ mod tests {
         by_staff["hosting"]["note"] = "Abuse, and an invoice unpaid elsewhere".into();
         let s = t.render("hosting_suspended", &by_staff).unwrap();
         assert!(!s.text.contains("Once what is due is paid"), "{}", s.text);
+        let ready = t.render("hosting_active", &ctx()).unwrap();
+        assert_eq!(ready.subject, "ann.test is ready");
+        for line in [
+            "Plan: Starter (monthly)",
+            "Username: anntest1",
+            "Server: web1.acme.test",
+            "Nameservers: ns1.acme.test, ns2.acme.test",
+            "Next renewal: 2026-05-01",
+        ] {
+            assert!(ready.text.contains(line), "{line}: {}", ready.text);
+        }
+        let c = t.render("hosting_cancellation_requested", &ctx()).unwrap();
+        assert_eq!(c.subject, "Cancellation of ann.test");
+        assert!(c.text.contains("on 2026-05-01"), "{}", c.text);
+        let mut now = ctx();
+        now["cancellation"]["type"] = "immediate".into();
+        let c = t.render("hosting_cancellation_requested", &now).unwrap();
+        assert!(c.text.contains("is being cancelled now"), "{}", c.text);
+        let r = t.render("payment_refunded", &ctx()).unwrap();
+        assert_eq!(r.subject, "Refund of 2.50 USD: invoice INV-2026-000001");
+        assert!(r.text.contains("to your account credit"), "{}", r.text);
+        let mut cash = ctx();
+        cash["refund"]["to"] = "cash".into();
+        let r = t.render("payment_refunded", &cash).unwrap();
+        assert!(r.text.contains("by the way you paid it"), "{}", r.text);
         // A termination's note that only repeats its status is left out.
         let mut ended = ctx();
         ended["hosting"]["note"] = "terminated".into();
