@@ -77,7 +77,10 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(secs) => {
                 let mut r = detail(
                     StatusCode::TOO_MANY_REQUESTS,
-                    &format!("Request was throttled. Expected available in {secs} seconds."),
+                    &format!(
+                        "Request was throttled. Expected available in {secs} {}.",
+                        if secs == 1 { "second" } else { "seconds" }
+                    ),
                 );
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     r.headers_mut().insert(header::RETRY_AFTER, v);

@@ -1321,8 +1321,13 @@ impl Lodge {
             )
             .await?;
             if let Some(kind) = open.first() {
+                let what = match kind.as_str() {
+                    JOB_SUSPEND => "suspension",
+                    JOB_UNSUSPEND => "unsuspension",
+                    _ => "termination",
+                };
                 return Err(ServiceError::Conflict(format!(
-                    "A {kind} of this account is under way: try again once it is done."
+                    "A {what} of this account is under way: try again once it is done."
                 )));
             }
         }

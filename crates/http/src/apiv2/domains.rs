@@ -50,7 +50,7 @@ pub struct DomainLookupResponse {
 /// registered, or when the registrar says it is taken.
 #[utoipa::path(get, path = "/apiv2/domains/lookup/{name}", tag = "apiv2", operation_id = "getDomainLookup",
     security((), ("api_key" = [])),
-    params(("name" = String, Path, description = "A full domain name, e.g. example.com", pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$", max_length = 253)),
+    params(("name" = String, Path, description = "A full domain name, e.g. example.com (an internationalized name in its own letters or in its `xn--` form; a trailing dot is ignored)", pattern = r"^[A-Za-z0-9.\u0080-\uFFFF-]{1,253}$", max_length = 253)),
     responses((status = 200, body = DomainLookupResponse), (status = 401, description = "Credentials sent but wrong", body = super::V2ErrorBody),
               (status = 503, description = "The registrar could not check the name at the moment; `Retry-After` says when to try again", body = super::V2ErrorBody),
               (status = 422, description = "Not a domain name", body = super::V2ErrorBody),

@@ -207,7 +207,10 @@ pub type V2Result<T> = Result<T, V2Error>;
 pub(crate) fn throttled(secs: u64) -> Response {
     let mut r = V2Error(
         StatusCode::TOO_MANY_REQUESTS,
-        format!("Too many requests. Try again in {secs} seconds."),
+        format!(
+            "Too many requests. Try again in {secs} {}.",
+            if secs == 1 { "second" } else { "seconds" }
+        ),
     )
     .into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {

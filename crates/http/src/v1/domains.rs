@@ -116,7 +116,7 @@ pub struct DomainCheck {
 
 /// Whether a name can be registered (the registrar's `check`), and its price (the TLD table).
 #[utoipa::path(get, path = "/v1/domains/check/{name}", tag = "hosting", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The name to check, e.g. `example.com`", pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$", max_length = 253)),
+    params(("name" = String, Path, description = "The name to check, e.g. `example.com` (an internationalized name in its own letters or in its `xn--` form; a trailing dot is ignored)", pattern = r"^[A-Za-z0-9.\u0080-\uFFFF-]{1,253}$", max_length = 253)),
     responses((status = 200, body = DomainCheck), (status = 400), (status = 401)))]
 pub async fn check_domain(
     State(st): State<AppState>,

@@ -608,7 +608,11 @@ async fn nginx_site_lifecycle_on(
             StatusCode::CONFLICT,
             "{action} while a suspend is queued: {body}"
         );
-        assert!(str_of(&body, "detail").contains("under way"), "{body}");
+        assert_eq!(
+            str_of(&body, "detail"),
+            "A suspension of this account is under way: try again once it is done.",
+            "{body}"
+        );
     }
     assert_eq!(run(&worker).await, 1);
     let h = hosting(&app, &id).await;
