@@ -34,6 +34,11 @@ pub enum EventKind {
     /// An invoice was paid in full (credit, card, transfer).
     #[serde(rename = "invoice.paid")]
     InvoicePaid,
+    /// What an unpaid invoice asks changed after it was issued: a plan change re-priced a
+    /// renewal issued before it (`reason`; the new `total_minor`, `credit_applied_minor` and
+    /// `amount_due_minor`).
+    #[serde(rename = "invoice.updated")]
+    InvoiceUpdated,
     /// An unpaid invoice was cancelled (its order cancelled or expired, a renewal or a plan
     /// change's difference left unpaid): what was applied or paid on it went back to credit.
     #[serde(rename = "invoice.cancelled")]
@@ -85,11 +90,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the lists that name them (webhook subscriptions, documentation).
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::OrderCreated,
         EventKind::OrderCancelled,
         EventKind::InvoiceCreated,
         EventKind::InvoicePaid,
+        EventKind::InvoiceUpdated,
         EventKind::InvoiceCancelled,
         EventKind::InvoiceReminder,
         EventKind::InvoiceOverdue,
@@ -113,6 +119,7 @@ impl EventKind {
             EventKind::OrderCancelled => "order.cancelled",
             EventKind::InvoiceCreated => "invoice.created",
             EventKind::InvoicePaid => "invoice.paid",
+            EventKind::InvoiceUpdated => "invoice.updated",
             EventKind::InvoiceCancelled => "invoice.cancelled",
             EventKind::InvoiceReminder => "invoice.reminder",
             EventKind::InvoiceOverdue => "invoice.overdue",

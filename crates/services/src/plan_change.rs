@@ -979,6 +979,32 @@ async fn reprice_next_period<C: SqlConn>(
                 if let Some(now_inv) = billing::invoice(conn, inv.id).await? {
                     Box::pin(crate::billing::settle(ctx, conn, &now_inv)).await?;
                 }
+                // Still to pay: told with what it asks now (found by the accountant's
+                // audit: the mailed 7.12 due became 7.13, announced nowhere, and paying
+                // what was mailed left a cent that suspends the account).
+                if let Some(now_inv) = billing::invoice(conn, inv.id).await? {
+                    if now_inv.status == InvoiceStatus::Unpaid {
+                        let mut data = crate::events::invoice_data(&now_inv);
+                        if let Some(o) = data.as_object_mut() {
+                            o.insert(
+                                "reason".into(),
+                                format!(
+                                    "the renewal was re-priced after a plan change ({summary})"
+                                )
+                                .into(),
+                            );
+                        }
+                        crate::events::emit(
+                            conn,
+                            crate::events::EventKind::InvoiceUpdated,
+                            now_inv.organization_id,
+                            format!("invoice:{}", now_inv.id),
+                            data,
+                            ctx.now,
+                        )
+                        .await?;
+                    }
+                }
             }
             InvoiceStatus::Paid | InvoiceStatus::PartiallyRefunded if delta < 0 => {
                 let note =

@@ -1003,6 +1003,20 @@ async fn a_change_after_the_next_period_was_billed_renews_at_the_new_price(app: 
     app.stop().await;
 }
 
+/// The data of the `kind` events of an invoice, oldest first.
+async fn invoice_events(app: &TestApp, invoice: i64, kind: &str) -> Vec<Value> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT data FROM events WHERE kind = $1 AND subject = $2 ORDER BY seq")
+            .bind(kind)
+            .bind(format!("invoice:{invoice}"))
+            .fetch_all(app.lodge.store.reader())
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(d,)| serde_json::from_str(&d).unwrap())
+        .collect()
+}
+
 async fn an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal(app: TestApp) {
     let driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -1036,6 +1050,24 @@ async fn an_upgrade_in_the_lead_time_reprices_the_unpaid_renewal(app: TestApp) {
         (cents(&inv["total"]), cents(&inv["amount_due"])),
         (1000, 1000),
         "{inv}"
+    );
+    // Told once, with what it asks now (found by the accountant's audit: announced nowhere,
+    // the customer paying the 5.00 mailed).
+    let updated = invoice_events(&app, renewal, "invoice.updated").await;
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    let data = &updated[0];
+    assert_eq!(
+        (
+            &data["total_minor"],
+            &data["amount_due_minor"],
+            &data["status"]
+        ),
+        (&json!(1000), &json!(1000), &json!("unpaid")),
+        "{data}"
+    );
+    assert!(
+        data["reason"].as_str().unwrap().contains("re-priced"),
+        "{data}"
     );
     worker.run_once().await.unwrap();
     assert_eq!(driver.changes().len(), 1, "the package changed once");
@@ -1071,6 +1103,11 @@ async fn a_downgrade_returns_the_credit_applied_beyond_the_repriced_renewal(app:
     assert_eq!(inv["status"], "paid", "{inv}");
     assert_eq!(cents(&inv["total"]), 500, "{inv}");
     assert_eq!(balance(&app).await, 150 + 200);
+    // Paid by the change: told by its receipt, not as an invoice still to pay.
+    assert!(invoice_events(&app, renewal, "invoice.updated")
+        .await
+        .is_empty());
+    assert_eq!(invoice_events(&app, renewal, "invoice.paid").await.len(), 1);
     // Paid, it renewed the account.
     let h = hosting(&app, &id).await;
     assert_eq!(h["next_due_date"], "2026-05-31", "{h}");

@@ -3,7 +3,8 @@
 //!
 //! - **Which events** ([`Notice::for_event`]): `order.created` (order confirmation),
 //!   `invoice.created` when something is left to pay (invoice issued, first or renewal),
-//!   `invoice.paid` (payment receipt), `invoice.reminder`, `invoice.overdue`,
+//!   `invoice.paid` (payment receipt), `invoice.updated` (an unpaid invoice re-priced),
+//!   `invoice.reminder`, `invoice.overdue`,
 //!   `hosting.active` (the account is ready: its username, server and nameservers),
 //!   `hosting.cancellation_requested` (the cancellation confirmed, with the day it takes
 //!   effect), `hosting.suspended`, `hosting.unsuspended`, `hosting.terminated`, and
@@ -67,6 +68,7 @@ pub enum Notice {
     OrderCreated,
     InvoiceCreated,
     InvoicePaid,
+    InvoiceUpdated,
     InvoiceReminder,
     InvoiceOverdue,
     HostingActive,
@@ -91,6 +93,7 @@ impl Notice {
                 Notice::InvoiceCreated
             }
             EventKind::InvoicePaid => Notice::InvoicePaid,
+            EventKind::InvoiceUpdated => Notice::InvoiceUpdated,
             EventKind::InvoiceReminder => Notice::InvoiceReminder,
             EventKind::InvoiceOverdue => Notice::InvoiceOverdue,
             EventKind::HostingSuspended => Notice::HostingSuspended,
@@ -136,6 +139,7 @@ impl Notice {
             Notice::OrderCreated => "order_created",
             Notice::InvoiceCreated => "invoice_created",
             Notice::InvoicePaid => "invoice_paid",
+            Notice::InvoiceUpdated => "invoice_updated",
             Notice::InvoiceReminder => "invoice_reminder",
             Notice::InvoiceOverdue => "invoice_overdue",
             Notice::HostingActive => "hosting_active",
@@ -257,7 +261,7 @@ impl Lodge {
         // An order's confirmation is skipped only once its invoice was cancelled (found by
         // review: one paid from credit had its only confirmation refused).
         let would_skip = |status: InvoiceStatus| match event.kind.as_str() {
-            "invoice.created" | "invoice.reminder" | "invoice.overdue" => {
+            "invoice.created" | "invoice.updated" | "invoice.reminder" | "invoice.overdue" => {
                 status != InvoiceStatus::Unpaid
             }
             "order.created" => status == InvoiceStatus::Cancelled,
@@ -579,7 +583,10 @@ impl Lodge {
         });
         if matches!(
             notice,
-            Notice::InvoiceReminder | Notice::InvoiceOverdue | Notice::InvoiceCreated
+            Notice::InvoiceReminder
+                | Notice::InvoiceOverdue
+                | Notice::InvoiceCreated
+                | Notice::InvoiceUpdated
         ) && settled
         {
             skip = Some("the invoice was paid or cancelled before its notice was sent");
@@ -749,7 +756,7 @@ mod tests {
             .into_iter()
             .filter_map(|k| Notice::for_event(k, &due))
             .collect();
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 12);
         let names = render::TEMPLATES.map(|(n, _)| n);
         for n in all {
             assert!(names.contains(&format!("{}.txt", n.template()).as_str()));

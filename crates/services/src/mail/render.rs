@@ -9,7 +9,7 @@ use minijinja::Environment;
 use serde_json::Value;
 
 /// Every template, with its built-in text.
-pub const TEMPLATES: [(&str, &str); 26] = [
+pub const TEMPLATES: [(&str, &str); 28] = [
     ("layout.txt", include_str!("templates/layout.txt")),
     ("layout.html", include_str!("templates/layout.html")),
     (
@@ -35,6 +35,14 @@ pub const TEMPLATES: [(&str, &str); 26] = [
     (
         "invoice_paid.html",
         include_str!("templates/invoice_paid.html"),
+    ),
+    (
+        "invoice_updated.txt",
+        include_str!("templates/invoice_updated.txt"),
+    ),
+    (
+        "invoice_updated.html",
+        include_str!("templates/invoice_updated.html"),
     ),
     (
         "invoice_reminder.txt",
@@ -213,7 +221,8 @@ fn sample_context() -> Value {
             "event": { "id": "evt_hottv3r9a5i7hjhwLOUeX0OR", "kind": "invoice.created",
                        "data": { "invoice_id": 1, "number": "INV-2026-000001",
                                  "currency": "USD", "total_minor": 1200,
-                                 "amount_due_minor": 1000 } },
+                                 "amount_due_minor": 1000,
+                                 "reason": "the renewal was re-priced after a plan change (Starter → Business)" } },
             "order": { "id": 7, "number": "ORD-7", "domain": "ann.test", "billing_cycle": "monthly",
                        "total": "12.00 USD", "total_minor": 1200,
                        "credit_applied": "2.00 USD", "credit_applied_minor": 200,
@@ -251,6 +260,7 @@ mod tests {
             "order_created",
             "invoice_created",
             "invoice_paid",
+            "invoice_updated",
             "invoice_reminder",
             "invoice_overdue",
             "hosting_suspended",
@@ -283,6 +293,18 @@ mod tests {
         assert_eq!(
             inv.subject,
             "Invoice INV-2026-000001: 10.00 USD due 2026-04-01"
+        );
+        let changed = t.render("invoice_updated", &ctx()).unwrap();
+        assert_eq!(
+            changed.subject,
+            "Invoice INV-2026-000001 changed: 10.00 USD due 2026-04-01"
+        );
+        assert!(
+            changed
+                .text
+                .contains("(the renewal was re-priced after a plan change (Starter → Business))"),
+            "{}",
+            changed.text
         );
         let overdue = t.render("invoice_overdue", &ctx()).unwrap();
         assert!(overdue.text.contains("suspended on 2026-04-08"));
