@@ -1,6 +1,7 @@
 //! The source of "now". Business code never reads the system clock directly:
 //! it is handed a [`Clock`], so tests can move time without sleeping.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::civil::Date;
@@ -15,6 +16,65 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current UTC calendar date.
     fn today(&self) -> Date {
         self.now().to_zoned(TimeZone::UTC).date()
+    }
+
+    /// The clock as an [`AlignedClock`], when it is one (a node's, kept to its database's
+    /// time).
+    fn aligned(&self) -> Option<&AlignedClock> {
+        None
+    }
+}
+
+/// A clock kept to another's time by an offset: a node's clock on PostgreSQL, kept to the
+/// database server's (several nodes then share one time whatever their machines' clocks
+/// say; found by the multi-node audit: a node a day ahead took over the others' jobs,
+/// forgot idempotency keys and login lockouts early, and dated invoices in the future).
+/// The offset is measured by whoever owns the database (`lodge`'s node start, then every
+/// few seconds).
+#[derive(Debug)]
+pub struct AlignedClock {
+    inner: Arc<dyn Clock>,
+    offset_us: AtomicI64,
+}
+
+impl AlignedClock {
+    /// `inner`'s time until an offset is set.
+    pub fn new(inner: Arc<dyn Clock>) -> AlignedClock {
+        AlignedClock {
+            inner,
+            offset_us: AtomicI64::new(0),
+        }
+    }
+
+    /// The time of the clock it follows, without the offset (to measure the offset).
+    pub fn inner_now(&self) -> Timestamp {
+        self.inner.now()
+    }
+
+    /// What is added to the inner clock's time.
+    pub fn offset(&self) -> SignedDuration {
+        SignedDuration::from_micros(self.offset_us.load(Ordering::Relaxed))
+    }
+
+    /// Sets what is added to the inner clock's time.
+    pub fn set_offset(&self, offset: SignedDuration) {
+        let us = i64::try_from(offset.as_micros()).unwrap_or(if offset.is_negative() {
+            i64::MIN
+        } else {
+            i64::MAX
+        });
+        self.offset_us.store(us, Ordering::Relaxed);
+    }
+}
+
+impl Clock for AlignedClock {
+    fn now(&self) -> Timestamp {
+        let inner = self.inner.now();
+        inner.checked_add(self.offset()).unwrap_or(inner)
+    }
+
+    fn aligned(&self) -> Option<&AlignedClock> {
+        Some(self)
     }
 }
 
@@ -69,6 +129,24 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_aligned_clock_is_its_inner_clock_moved_by_its_offset() {
+        let inner = ManualClock::new(ts("2025-01-31T23:30:00Z"));
+        let clock = AlignedClock::new(Arc::new(inner.clone()));
+        assert_eq!(clock.now(), ts("2025-01-31T23:30:00Z"));
+        assert!(clock.aligned().is_some());
+        assert!(inner.aligned().is_none());
+        clock.set_offset(SignedDuration::from_hours(-24));
+        assert_eq!(clock.now(), ts("2025-01-30T23:30:00Z"));
+        assert_eq!(clock.inner_now(), ts("2025-01-31T23:30:00Z"));
+        inner.advance(SignedDuration::from_hours(1));
+        assert_eq!(clock.now(), ts("2025-01-31T00:30:00Z"));
+        assert_eq!(clock.today(), date(2025, 1, 31));
+        // Past the representable range, the inner clock's own time.
+        clock.set_offset(SignedDuration::MAX);
+        assert_eq!(clock.now(), inner.now());
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod money;
 pub mod pricing;
 pub mod renewal;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{AlignedClock, Clock, ManualClock, SystemClock};
 pub use cycle::BillingCycle;
 pub use dates::{add_months, checked_add_months, period_bounds};
 pub use domain::DomainName;

@@ -86,6 +86,11 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
     let store = Store::open(&cfg.database_url)
         .await
         .with_context(|| format!("opening {}", lodge_store::redact_url(&cfg.database_url)))?;
+    // On PostgreSQL the node's time is the database server's from now on (see
+    // [`keep_clock_aligned`]), before anything is written with it.
+    if let Some(aligned) = clock.aligned() {
+        align_clock(&store, aligned, true).await;
+    }
     let currency = Currency::parse(&cfg.currency.to_uppercase())
         .with_context(|| format!("currency {:?}", cfg.currency))?;
     let jwt_secret = match &cfg.jwt_secret {
@@ -382,9 +387,78 @@ fn key_file(
     }
 }
 
-/// The system clock, the one production uses.
+/// The clock production uses: the system's, kept to the database server's time on
+/// PostgreSQL ([`lodge_core::AlignedClock`], aligned when the store is opened and, on a
+/// node, every [`CLOCK_ALIGN_EVERY`] by [`keep_clock_aligned`]).
 pub fn system_clock() -> Arc<dyn Clock> {
-    Arc::new(SystemClock)
+    Arc::new(lodge_core::AlignedClock::new(Arc::new(SystemClock)))
+}
+
+/// How often a node measures its clock against the database server's again.
+pub const CLOCK_ALIGN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A machine clock this far from the database server's is warned about (Lodge keeps to the
+/// database's time either way; clocks that far apart are worth fixing with NTP).
+const CLOCK_WARN_OFFSET: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+/// Measures `clock` against `store`'s server once ([`lodge_store::Store::align_clock`]),
+/// logging an offset of a second or more (always when `announce`, else when it changed by a
+/// second or more: a machine clock that jumped) and a measurement that failed.
+pub async fn align_clock(store: &Store, clock: &lodge_core::AlignedClock, announce: bool) {
+    let before = clock.offset();
+    match store
+        .align_clock(clock, jiff::SignedDuration::from_millis(500))
+        .await
+    {
+        Ok(Some(offset)) => {
+            let jumped = (offset - before).abs() >= CLOCK_WARN_OFFSET;
+            if offset.abs() >= CLOCK_WARN_OFFSET && (announce || jumped) {
+                tracing::warn!(
+                    offset_secs = offset.as_secs_f64(),
+                    "this machine's clock is {:.1} s {} the database server's: Lodge keeps to the database's time (so that its nodes agree); set the machines' clocks right with NTP",
+                    offset.abs().as_secs_f64(),
+                    if offset.is_negative() { "ahead of" } else { "behind" }
+                );
+            } else if jumped {
+                tracing::info!(
+                    offset_secs = offset.as_secs_f64(),
+                    "this machine's clock is back in step with the database server's"
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "measuring the clock against the database server's failed; keeping the last offset")
+        }
+    }
+}
+
+/// On a node whose clock is aligned to its PostgreSQL server's: measures it again every
+/// [`CLOCK_ALIGN_EVERY`] until `shutdown` (a machine clock stepped or drifting is followed
+/// within seconds). `None` on SQLite or with another clock (tests' manual ones).
+pub fn keep_clock_aligned(
+    lodge: &Lodge,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if lodge.store.engine() != lodge_store::Engine::Postgres {
+        return None;
+    }
+    lodge.clock.aligned()?;
+    let (store, clock) = (lodge.store.clone(), lodge.clock.clone());
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(CLOCK_ALIGN_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Some(aligned) = clock.aligned() {
+                align_clock(&store, aligned, false).await;
+            }
+        }
+    }))
 }
 
 /// A node serving HTTP in the background.

@@ -226,6 +226,45 @@ impl Store {
         self.engine
     }
 
+    /// The database server's time (unix microseconds) on PostgreSQL, which several nodes
+    /// share and keep their clocks to ([`lodge_core::AlignedClock`]); `None` on SQLite,
+    /// which one machine's nodes share with that machine's clock.
+    pub async fn database_now_us(&self) -> Result<Option<i64>> {
+        if self.engine != Engine::Postgres {
+            return Ok(None);
+        }
+        let (us,): (i64,) = sqlx::query_as(
+            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Some(us))
+    }
+
+    /// Keeps `clock` to the database server's time ([`Store::database_now_us`]): its offset
+    /// set to the difference measured now (the midpoint of the round trip). `None` on
+    /// SQLite (nothing done), or when the round trip took longer than `max_round_trip` (a
+    /// measurement that loose is not taken, unless the clock has none yet); else the offset.
+    pub async fn align_clock(
+        &self,
+        clock: &lodge_core::AlignedClock,
+        max_round_trip: jiff::SignedDuration,
+    ) -> Result<Option<jiff::SignedDuration>> {
+        let before = clock.inner_now();
+        let Some(db) = self.database_now_us().await? else {
+            return Ok(None);
+        };
+        let after = clock.inner_now();
+        let trip = after.duration_since(before);
+        if trip > max_round_trip && !clock.offset().is_zero() {
+            return Ok(None);
+        }
+        let mid = before.as_microsecond() + (after.as_microsecond() - before.as_microsecond()) / 2;
+        let offset = jiff::SignedDuration::from_micros(db.saturating_sub(mid));
+        clock.set_offset(offset);
+        Ok(Some(offset))
+    }
+
     /// The pool for reads outside a transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read

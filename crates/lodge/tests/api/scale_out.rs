@@ -397,3 +397,81 @@ async fn a_servers_jobs_run_on_its_node_only() {
     })
     .await;
 }
+
+/// A node whose machine clock is a day ahead (found by the multi-node audit: it took over
+/// the other nodes' running jobs, forgot idempotency keys and login lockouts early, and
+/// dated invoices in the future) keeps the database server's time: measured when it opens
+/// the store, and again when its machine clock jumps. What it writes is dated as the other
+/// nodes date it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_machine_clock_is_a_day_ahead_keeps_the_databases_time() {
+    harness::run(Engine::Postgres, Options::default(), |app| async move {
+        use lodge_core::{AlignedClock, Clock, ManualClock, SystemClock};
+        let close_to_real = |t: jiff::Timestamp, what: &str| {
+            let off = t.duration_since(SystemClock.now()).abs();
+            assert!(
+                off < jiff::SignedDuration::from_secs(30),
+                "{what}: {t} is {off:?} off"
+            );
+        };
+        let machine = ManualClock::new(SystemClock.now() + jiff::SignedDuration::from_hours(24));
+        let clock = std::sync::Arc::new(AlignedClock::new(std::sync::Arc::new(machine.clone())));
+        let node = lodge::open(&app.config, clock.clone())
+            .await
+            .expect("the skewed node opens");
+        close_to_real(node.clock.now(), "once opened");
+        let offset = clock.offset().as_secs_f64();
+        assert!((offset + 86_400.0).abs() < 30.0, "{offset}");
+
+        // Its machine clock steps another hour ahead: followed at the next measurement.
+        machine.advance(jiff::SignedDuration::from_hours(1));
+        lodge::align_clock(&node.store, &clock, false).await;
+        close_to_real(node.clock.now(), "after the step");
+
+        // An order through it is dated by the database's time.
+        crate::provisioning::FakeDriver::default().install(&node);
+        let mut cfg = app.config.clone();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.metrics_listen = None;
+        let server = lodge::Server::start(&cfg, node.clone())
+            .await
+            .expect("the skewed node serves");
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::new();
+        let o: Value = client
+            .post(format!(
+                "{base}/v1/organizations/{}/projects/{}/hosting/order",
+                app.org_id(),
+                app.project_id()
+            ))
+            .bearer_auth(app.key())
+            .json(
+                &json!({ "plan_id": starter(&app), "domain_source": "external",
+                           "domain_name": "skewed.example" }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let invoice = o["invoice_id"].as_i64().unwrap_or_else(|| panic!("{o}"));
+        let inv: Value = client
+            .get(format!(
+                "{base}/v1/organizations/{}/invoices/{invoice}",
+                app.org_id()
+            ))
+            .bearer_auth(app.key())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let issued: jiff::Timestamp = str_of(&inv, "issued").parse().unwrap();
+        close_to_real(issued, "the invoice's issue");
+        server.stop().await.expect("the skewed node stops");
+        app.stop().await;
+    })
+    .await;
+}
