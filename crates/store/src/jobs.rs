@@ -114,7 +114,7 @@ pub async fn claim_on(
         KindFilter::Only(k) => (two(k), ("", "")),
         KindFilter::AllBut(k) => (("", ""), two(k)),
     };
-    Ok(sqlx::query_as(crate::dialect::claim_jobs(engine.into()))
+    let mut claimed: Vec<JobRow> = sqlx::query_as(crate::dialect::claim_jobs(engine.into()))
         .bind(worker)
         .bind(lease_until)
         .bind(now)
@@ -125,7 +125,12 @@ pub async fn claim_on(
         .bind(only.1)
         .bind(not.1)
         .fetch_all(conn)
-        .await?)
+        .await?;
+    // In the order they were chosen in: `UPDATE … RETURNING` returns its rows in no promised
+    // order (found by the multi-node audit: an invoice's mail went out before its order's
+    // confirmation, queued before it, on PostgreSQL).
+    claimed.sort_by_key(|j| (j.run_at, j.id));
+    Ok(claimed)
 }
 
 /// Which jobs a worker claims ([`claim`]).

@@ -844,7 +844,7 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
         .unwrap());
 
     let lease = 30;
-    let mut claimed = jobs::claim(
+    let claimed = jobs::claim(
         &mut conn,
         engine,
         "w1",
@@ -855,7 +855,7 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
     )
     .await
     .unwrap();
-    claimed.sort_by_key(|j| j.id);
+    // In the order they are due, then queued (not sorted here: the claim's own order).
     let kinds: Vec<&str> = claimed.iter().map(|j| j.kind.as_str()).collect();
     assert_eq!(kinds, ["a", "c"]);
     assert!(claimed
@@ -1018,8 +1018,8 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
 async fn concurrent_claimers_never_share_a_job(store: Store) {
     {
         let mut tx = store.begin().await.unwrap();
-        for _ in 0..40 {
-            jobs::enqueue(&mut tx, &job("bulk", NOW, None))
+        for i in 0..40 {
+            jobs::enqueue(&mut tx, &job("bulk", NOW - (i * 7) % 5, None))
                 .await
                 .unwrap();
         }
@@ -1046,6 +1046,14 @@ async fn concurrent_claimers_never_share_a_job(store: Store) {
                 if batch.is_empty() {
                     return mine;
                 }
+                // Each round in the order its jobs are due, then queued.
+                assert!(
+                    batch
+                        .windows(2)
+                        .all(|p| (p[0].run_at, p[0].id) < (p[1].run_at, p[1].id)),
+                    "{:?}",
+                    batch.iter().map(|j| (j.run_at, j.id)).collect::<Vec<_>>()
+                );
                 mine.extend(batch.into_iter().map(|j| j.id));
             }
         }));
