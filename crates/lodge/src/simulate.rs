@@ -1460,7 +1460,14 @@ impl Sim {
                 let reference = self.reference();
                 match self
                     .lodge
-                    .record_payment(invoice, amount, "bank_transfer", &reference, CUSTOMER)
+                    .record_payment(
+                        invoice,
+                        amount,
+                        "bank_transfer",
+                        &reference,
+                        CUSTOMER,
+                        lodge_services::billing::IfSettled::Refuse,
+                    )
                     .await
                 {
                     Ok(_) => {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use lodge_core::{
     dates, DomainEvent, DomainId, DomainStatus, HostingEvent, HostingId, HostingStatus,
-    InvoiceKind, OrderEvent, OrderStatus, OrganizationId, PaymentId,
+    InvoiceKind, InvoiceStatus, OrderEvent, OrderStatus, OrganizationId, PaymentId,
 };
 use lodge_store::billing::{self, InvoiceRow, LedgerRow, LineRow, PaymentRow};
 use lodge_store::{hosting, jobs, AnyConnection, StoreError};
@@ -37,6 +37,16 @@ pub struct PaymentOutcome {
     /// `false` when the same method and reference had already been recorded: nothing changed.
     pub created: bool,
     pub invoice: InvoiceRow,
+}
+
+/// What [`Lodge::record_payment`] does with money for an invoice paid or cancelled already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfSettled {
+    /// Refused (`Conflict`): the caller decides (a card payment goes to credit its own way).
+    Refuse,
+    /// Recorded with its reference, all of it to the account's credit (money staff received:
+    /// a customer who paid twice, a transfer after the invoice expired).
+    ToCredit,
 }
 
 /// A deposit made: the organization's balance after it.
@@ -450,7 +460,9 @@ impl Lodge {
 
     /// Staff record a payment received outside Lodge (bank transfer, cheque…). The same
     /// `(method, reference)` twice changes nothing the second time; paying more than is due
-    /// puts the rest on the account as credit.
+    /// puts the rest on the account as credit. For an invoice paid or cancelled already,
+    /// `settled` says what happens: refused (`Conflict`), or recorded and all of it put on
+    /// the account as credit.
     pub async fn record_payment(
         &self,
         invoice: i64,
@@ -458,6 +470,7 @@ impl Lodge {
         method: &str,
         reference: &str,
         actor: &str,
+        settled: IfSettled,
     ) -> Result<PaymentOutcome> {
         let mut v = crate::Validator::new();
         if amount_minor <= 0 {
@@ -517,7 +530,13 @@ impl Lodge {
                 invoice: inv,
             });
         }
-        if !inv.status.is_payable() {
+        // Money that arrived for an invoice paid or cancelled since (a customer paying
+        // twice, a transfer after the invoice expired or its upgrade lapsed) is recorded with
+        // its reference and goes to the account's credit whole, as a card payment in that
+        // case does (found by the accountant's audit: refused, the money had no way in but
+        // a deposit with no method nor reference).
+        let settled_already = !inv.status.is_payable();
+        if settled_already && (settled == IfSettled::Refuse || inv.status == InvoiceStatus::Draft) {
             return Err(ServiceError::Conflict(format!(
                 "This invoice is {}.",
                 inv.status
@@ -557,9 +576,12 @@ impl Lodge {
                 invoice: inv,
             });
         }
-        let due = inv.amount_due();
+        let settled = settled_already;
+        let due = if settled { 0 } else { inv.amount_due() };
         let to_invoice = amount_minor.min(due);
-        billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
+        if to_invoice > 0 {
+            billing::add_paid(&mut tx, invoice, to_invoice, now).await?;
+        }
         crate::events::payment_received(
             &mut *tx,
             &crate::events::Received {
@@ -579,6 +601,11 @@ impl Lodge {
         .await?;
         let excess = amount_minor - to_invoice;
         if excess > 0 {
+            let note = if settled {
+                format!("Payment received for an invoice already {}", inv.status)
+            } else {
+                "Overpayment of an invoice".to_owned()
+            };
             billing::lock_credit(&mut tx, inv.organization_id).await?;
             billing::append_ledger(
                 &mut tx,
@@ -588,17 +615,19 @@ impl Lodge {
                     amount_minor: excess,
                     currency: &inv.currency,
                     invoice_id: Some(invoice),
-                    note: "Overpayment of an invoice",
+                    note: &note,
                     actor,
                     now,
                 },
             )
             .await?;
         }
-        let current = billing::invoice(&mut tx, invoice)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        self.settle(&mut tx, &current, actor).await?;
+        if !settled {
+            let current = billing::invoice(&mut tx, invoice)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            self.settle(&mut tx, &current, actor).await?;
+        }
         let payment = billing::payment_by_reference(&mut *tx, method, reference)
             .await?
             .ok_or(ServiceError::NotFound)?;

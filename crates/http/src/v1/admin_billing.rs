@@ -178,15 +178,17 @@ pub struct RecordedPayment {
 }
 
 /// Records a payment received outside Lodge. Paying the invoice in full activates its order
-/// once; the same method, reference and amount again changes nothing (`200`); the same
-/// reference with another amount, or for another invoice, is refused (`400`).
+/// once; what is beyond what is due goes to the organization's credit, and money for an
+/// invoice already paid or cancelled goes to credit whole (the invoice unchanged); the same
+/// method, reference and amount again changes nothing (`200`); the same reference with
+/// another amount, or for another invoice, is refused (`400`).
 #[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/payments", tag = "admin",
     security(("bearer" = [])),
     params(("invoice_id" = i64, Path, description = "Invoice id")),
     request_body = RecordPayment,
     responses((status = 201, body = RecordedPayment), (status = 200, body = RecordedPayment, description = "Already recorded"),
               (status = 400), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "The invoice is not unpaid")))]
+              (status = 409, description = "The invoice is a draft")))]
 async fn record_payment(
     State(st): State<AppState>,
     Staff(staff): Staff,
@@ -204,6 +206,7 @@ async fn record_payment(
             b.method.trim(),
             &b.reference,
             &format!("staff:{}", staff.user),
+            lodge_services::billing::IfSettled::ToCredit,
         )
         .await?;
     let status = if out.created {

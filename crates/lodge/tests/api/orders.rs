@@ -38,6 +38,7 @@ on_both_engines!(
     payment_page_pays_from_credit_once,
     concurrent_payments_from_credit_each_pay_once,
     staff_payments_settle_invoices_once,
+    a_transfer_for_a_cancelled_invoice_goes_to_credit_with_its_reference,
     cancelling_a_partly_paid_order_keeps_the_money,
     same_payment_reference_cannot_pay_two_invoices,
     other_organizations_and_viewers_are_kept_out,
@@ -2408,6 +2409,59 @@ async fn payment_page_pays_from_credit_once(app: TestApp) {
 
 // ---- 7. staff payments ----
 
+/// A transfer that arrives after its invoice was cancelled (the order given up, or expired)
+/// is recorded with its reference and goes to the account's credit whole: the order stays
+/// cancelled, nothing is provisioned, and the event says where the money went (found by the
+/// accountant's audit: refused with 409, the money had no way in but a deposit with no
+/// method nor reference).
+async fn a_transfer_for_a_cancelled_invoice_goes_to_credit_with_its_reference(app: TestApp) {
+    let admin = app.admin_key();
+    let o = placed(&app, &external(&starter(&app), "too-late.example")).await;
+    let inv_id = int_of(&o, "invoice_id");
+    let hosting_id = str_of(&o, "hosting_id").to_owned();
+    let (status, c) = app
+        .post(
+            &format!("/v1/admin/invoices/{inv_id}/cancel"),
+            &admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let (status, p) = pay(&app, &admin, inv_id, "5.00", "BT-LATE-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["payment"]["reference"], "BT-LATE-1", "{p}");
+    let inv = invoice(&app, inv_id).await;
+    assert_eq!(
+        (&inv["status"], &inv["amount_paid"], &inv["amount_due"]),
+        (&json!("cancelled"), &json!("0.00"), &json!("0.00")),
+        "{inv}"
+    );
+    assert_eq!(inv["payments"].as_array().unwrap().len(), 1, "{inv}");
+    assert_eq!(balance(&app).await, 500);
+    assert_eq!(
+        order_status(&app, int_of(&o, "order_id")).await,
+        "cancelled"
+    );
+    assert_eq!(jobs_for(&app, "provision_hosting", &hosting_id).await, 0);
+    let (data,): (String,) =
+        sqlx::query_as("SELECT data FROM events WHERE kind = 'payment.received' AND subject = $1")
+            .bind(format!("invoice:{inv_id}"))
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        (&data["to_credit_minor"], &data["amount_due_minor"]),
+        (&json!(500), &json!(0)),
+        "{data}"
+    );
+    // Recorded once: the same reference again changes nothing.
+    let (status, again) = pay(&app, &admin, inv_id, "5.00", "BT-LATE-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(balance(&app).await, 500);
+    app.stop().await;
+}
+
 async fn staff_payments_settle_invoices_once(app: TestApp) {
     let admin = app.admin_key();
     let plan = starter(&app);
@@ -2453,10 +2507,33 @@ async fn staff_payments_settle_invoices_once(app: TestApp) {
         snapshot
     );
     assert_eq!(invoice(&app, a_inv).await["amount_paid"], "5.00");
-    // A new payment on a paid invoice is refused.
+    // A second transfer for a paid invoice (the customer paid twice) is recorded with its
+    // reference and goes to credit whole; the invoice and its order are unchanged (found by
+    // the accountant's audit: refused, the money had no way in with its reference).
     let (status, body) = pay(&app, &admin, a_inv, "5.00", "BT-1b").await;
-    assert_detail(status, &body, StatusCode::CONFLICT);
-    assert_eq!(app.count("payments").await, snapshot.0);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["amount_paid"], "5.00", "{body}");
+    assert_eq!(app.count("payments").await, snapshot.0 + 1);
+    assert_eq!(balance(&app).await, 500);
+    let inv = invoice(&app, a_inv).await;
+    assert_eq!(
+        (&inv["status"], &inv["amount_paid"]),
+        (&json!("paid"), &json!("5.00")),
+        "{inv}"
+    );
+    assert_eq!(jobs_for(&app, "provision_hosting", &a_hosting).await, 1);
+    let (status, again) = pay(&app, &admin, a_inv, "5.00", "BT-1b").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(balance(&app).await, 500, "once");
+    // Given back to leave the balance as the rest of the test expects it.
+    let (status, taken) = app
+        .post(
+            &format!("/v1/admin/organizations/{}/credit", app.org_id()),
+            &admin,
+            &json!({ "amount": "-5.00", "note": "paid back to the customer" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
 
     // A partial payment: unpaid, less due, still pending.
     let b = placed(&app, &register(&plan, "partly-paid.com")).await;
@@ -2978,7 +3055,10 @@ async fn hosting_and_domain_endpoints_manage_accounts(app: TestApp) {
         "HOST-2",
     )
     .await;
-    assert_detail(status, &body, StatusCode::CONFLICT);
+    // Money that came anyway goes to credit; the invoice stays cancelled.
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["status"], "cancelled", "{body}");
+    assert_eq!(body["invoice"]["amount_paid"], "0.00", "{body}");
 
     // Unknown and malformed hosting ids.
     for id in [UNKNOWN_UUID, "nope"] {

@@ -797,7 +797,7 @@ async fn concurrent_changes_of_one_account_one_wins(app: TestApp) {
 /// An upgrade still waiting for its invoice when the account is terminated is cancelled
 /// with its invoice (the credit it held comes back: see
 /// `a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back`): a late payment of
-/// that invoice is refused and moves nothing, and the plan is not changed.
+/// that invoice applies nothing (the plan is not changed) and goes to the account's credit.
 async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
     let driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
@@ -825,7 +825,9 @@ async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
             &json!({ "amount": "2.50", "method": "bank_transfer", "reference": "late-0" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["status"], "cancelled", "{body}");
+    assert_eq!(body["invoice"]["amount_paid"], "0.00", "{body}");
     worker.run_once().await.unwrap();
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     assert_eq!(invoice(&app, inv).await["status"], "cancelled");
@@ -836,10 +838,15 @@ async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
             &json!({ "amount": "2.50", "method": "bank_transfer", "reference": "late-1" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["status"], "cancelled", "{body}");
     let h = hosting(&app, &id).await;
     assert_eq!(h["plan"]["name"], "Starter", "not applied: {h}");
-    assert_eq!(balance(&app).await, 0, "nothing moved");
+    assert_eq!(
+        balance(&app).await,
+        500,
+        "both transfers to credit, nothing applied"
+    );
     assert!(jobs_of(&app, "change_package").await.is_empty());
     assert!(driver.changes().is_empty());
     app.stop().await;
@@ -2222,7 +2229,9 @@ async fn an_unpaid_difference_ends_with_an_immediate_cancellation(app: TestApp) 
             &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "TRF-DIFF-9" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // Money that came anyway goes to credit; the invoice stays cancelled.
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["status"], "cancelled", "{body}");
     crate::provisioning::drain(worker).await;
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
     app.stop().await;

@@ -412,7 +412,8 @@ async fn a_renewal_unpaid_past_the_termination_grace_terminates_the_account(app:
     assert_eq!(renewals(&app).await.len(), 1);
     let ops: Vec<&str> = fake.state().ops.iter().map(|(op, _)| *op).collect();
     assert_eq!(ops, ["suspend", "terminate"]);
-    // A late payment is refused: the invoice is cancelled.
+    // A late payment revives nothing: the invoice stays cancelled, the money goes to credit.
+    let before = balance(&app).await;
     let (status, body) = app
         .post(
             &format!("/v1/admin/invoices/{}/payments", inv["id"]),
@@ -420,7 +421,10 @@ async fn a_renewal_unpaid_past_the_termination_grace_terminates_the_account(app:
             &json!({ "amount": "3.00", "method": "bank_transfer", "reference": "too-late" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["invoice"]["status"], "cancelled", "{body}");
+    assert_eq!(balance(&app).await, before + 300);
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
     app.stop().await;
 }
 
@@ -1541,7 +1545,8 @@ async fn an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker
             &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "too-late" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["invoice"]["status"], "cancelled", "{p}");
     let (status, p) = crate::harness::v2(
         &app,
         reqwest::Method::GET,
@@ -1557,12 +1562,12 @@ async fn an_unpaid_renewal_ends_with_an_immediate_cancellation_before_the_worker
     );
     assert_eq!(
         balance(&app).await,
-        500,
-        "the credit is still the customer's"
+        1000,
+        "the credit is still the customer's, with the late transfer"
     );
     drain(worker.clone()).await;
     assert_eq!(hosting(&app, &id).await["status"], "terminated");
-    assert_eq!(balance(&app).await, 500);
+    assert_eq!(balance(&app).await, 1000);
     app.stop().await;
 }
 

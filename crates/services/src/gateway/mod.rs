@@ -460,7 +460,14 @@ impl Lodge {
                     return Ok(IntentOutcome::AlreadyRecorded);
                 }
                 let out = self
-                    .record_payment(row.invoice_id, amount, METHOD_CARD, &pi.id, ACTOR_STRIPE)
+                    .record_payment(
+                        row.invoice_id,
+                        amount,
+                        METHOD_CARD,
+                        &pi.id,
+                        ACTOR_STRIPE,
+                        crate::billing::IfSettled::Refuse,
+                    )
                     .await;
                 match out {
                     Ok(o) => {
