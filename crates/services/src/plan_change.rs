@@ -1128,7 +1128,9 @@ async fn apply<C: SqlConn>(
             "new_price_minor": c.new_price_minor,
             "charge_minor": c.charge_minor,
             "invoice_id": c.invoice_id,
-            "by": crate::events::by(ctx.actor),
+            // Who asked for it, not who recorded the payment that applied it (found by the
+            // accountant's audit: a customer's upgrade paid by transfer said `staff`).
+            "by": crate::events::by(&c.actor),
         }),
         ctx.now,
     )

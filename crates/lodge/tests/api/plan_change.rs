@@ -315,6 +315,17 @@ async fn an_upgrade_mid_period_is_invoiced_and_applied_when_paid(app: TestApp) {
         "{h}"
     );
     assert_eq!(jobs_of(&app, "change_package").await.len(), 1);
+    // Told as the customer's change, though staff recorded the payment that applied it
+    // (found by the accountant's audit: `staff`).
+    let told: Vec<String> = sqlx::query_scalar(
+        "SELECT data FROM events WHERE kind = 'hosting.plan_changed' AND subject = $1",
+    )
+    .bind(format!("hosting:{id}"))
+    .fetch_all(app.lodge.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains(r#""by":"customer""#), "{told:?}");
     assert_eq!(
         worker.run_once().await.unwrap(),
         1,
