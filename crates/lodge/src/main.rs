@@ -702,7 +702,8 @@ enum JobsCommand {
         status: String,
     },
     /// Put a dead job back in the queue with fresh attempts (a failed account goes back to
-    /// provisioning), as `POST /v1/admin/jobs/{id}/retry` does.
+    /// provisioning), or run now a job waiting out a failure's backoff (its attempts kept),
+    /// as `POST /v1/admin/jobs/{id}/retry` does.
     Retry {
         /// The job's id (see `lodge jobs list`).
         id: i64,

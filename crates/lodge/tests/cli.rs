@@ -717,7 +717,7 @@ async fn jobs_are_listed_and_a_dead_one_retried_from_the_command_line() {
     assert_eq!(retried["status"], "queued", "{retried}");
     assert_eq!(retried["attempts"], 0, "{retried}");
     let err = cli.fails(&["jobs", "retry", &id]);
-    assert!(err.contains("not dead"), "{err}");
+    assert!(err.contains("is queued: only a dead job"), "{err}");
     let err = cli.fails(&["jobs", "retry", "999999"]);
     assert!(err.contains("no job 999999"), "{err}");
 }

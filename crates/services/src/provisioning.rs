@@ -1402,6 +1402,10 @@ impl Lodge {
                     Some(job) if job.status == JobStatus::Dead => {
                         jobs::retry(&mut *tx, job.id, now).await?;
                     }
+                    // Still waiting out a failure's backoff: tried now.
+                    Some(job) if job.status == JobStatus::Queued => {
+                        jobs::run_now(&mut *tx, job.id, now).await?;
+                    }
                     _ => {
                         self.enqueue_plain(&mut tx, JOB_PROVISION, id, now).await?;
                     }
@@ -1466,7 +1470,8 @@ impl Lodge {
         Ok(jobs::with_status(self.store.reader(), status, limit).await?)
     }
 
-    /// Puts a dead job back in the queue (a failed account goes back to provisioning).
+    /// Puts a dead job back in the queue with fresh attempts (a failed account goes back to
+    /// provisioning), or runs now one waiting to be tried again after a failure.
     pub async fn retry_job(&self, id: i64, actor: &str) -> Result<JobRow> {
         let now = self.now_us();
         let mut tx = self.store.begin().await?;
@@ -1474,8 +1479,18 @@ impl Lodge {
             .await?
             .ok_or(ServiceError::NotFound)?;
         if !jobs::retry(&mut *tx, id, now).await? {
+            // Waiting to be tried again after a failure (its backoff grows to an hour): tried
+            // now, as staff who fixed its cause expect, its attempts kept.
+            if jobs::run_now(&mut *tx, id, now).await? {
+                let job = jobs::by_id(&mut *tx, id)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?;
+                tx.commit().await.map_err(StoreError::from)?;
+                return Ok(job);
+            }
             return Err(ServiceError::Conflict(format!(
-                "This job is {}, not dead.",
+                "This job is {}: only a dead job, or one waiting to be tried again after a \
+                 failure, can be retried.",
                 job.status
             )));
         }

@@ -296,6 +296,25 @@ pub async fn retry<'e, E: Executor<'e, Database = Any>>(db: E, id: i64, now: i64
     Ok(r.rows_affected() == 1)
 }
 
+/// Runs now a queued job waiting to be tried again after a failure (its backoff, up to an
+/// hour); its attempts are kept. `false` for any other job: dead, running, done, or queued
+/// for a time of its own (a scheduled termination, an order's expiry), which is not moved.
+pub async fn run_now<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET run_at = $2, modified_at = $2
+         WHERE id = $1 AND status = 'queued' AND attempts > 0 AND run_at > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn by_id<'e, E: Executor<'e, Database = Any>>(db: E, id: i64) -> Result<Option<JobRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))

@@ -409,7 +409,10 @@ async fn list_jobs(
     ))
 }
 
-/// Puts a dead job back in the queue.
+/// Puts a dead job back in the queue with fresh attempts (a failed account goes back to
+/// provisioning), or has a job waiting to be tried again after a failure (its backoff grows
+/// to an hour) tried now, its attempts kept. Any other job (running, done, or queued for a
+/// time of its own) is `409`.
 #[utoipa::path(post, path = "/v1/admin/jobs/{job_id}/retry", tag = "admin", security(("bearer" = [])),
     params(("job_id" = i64, Path, description = "Job id")),
     responses((status = 200, body = Job), (status = 401), (status = 403), (status = 404), (status = 409)))]
