@@ -542,6 +542,20 @@ impl Lodge {
                 inv.status
             )));
         }
+        // A card payment Stripe reported for an invoice that could no longer take it was put
+        // to credit then, with no payment row: recorded again by hand (from the Stripe
+        // dashboard), it would be credited twice (found by review).
+        if let Some(card) =
+            lodge_store::cards::by_intent(&mut *tx, crate::gateway::GATEWAY_STRIPE, reference)
+                .await?
+        {
+            if card.status == crate::gateway::STATUS_CREDITED {
+                return Err(ServiceError::Conflict(format!(
+                    "The card payment {reference} was put to the account's credit already, \
+                     when Stripe reported it."
+                )));
+            }
+        }
         let id = PaymentId::new();
         let inserted = billing::insert_payment(
             &mut tx,
@@ -602,7 +616,12 @@ impl Lodge {
         let excess = amount_minor - to_invoice;
         if excess > 0 {
             let note = if settled {
-                format!("Payment received for an invoice already {}", inv.status)
+                let was = if inv.status == InvoiceStatus::Cancelled {
+                    "cancelled"
+                } else {
+                    "paid"
+                };
+                format!("Payment received for an invoice already {was}")
             } else {
                 "Overpayment of an invoice".to_owned()
             };

@@ -2443,6 +2443,16 @@ async fn a_transfer_for_a_cancelled_invoice_goes_to_credit_with_its_reference(ap
         "cancelled"
     );
     assert_eq!(jobs_for(&app, "provision_hosting", &hosting_id).await, 0);
+    let (_, credit) = app
+        .get(
+            &format!("/v1/organizations/{}/credit", app.org_id()),
+            &app.key(),
+        )
+        .await;
+    assert_eq!(
+        credit["results"][0]["note"], "Payment received for an invoice already cancelled",
+        "{credit}"
+    );
     let (data,): (String,) =
         sqlx::query_as("SELECT data FROM events WHERE kind = 'payment.received' AND subject = $1")
             .bind(format!("invoice:{inv_id}"))

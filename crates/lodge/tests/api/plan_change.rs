@@ -30,7 +30,7 @@ on_both_engines!(
     refused_changes_change_nothing,
     a_retried_change_with_its_idempotency_key_charges_once,
     concurrent_changes_of_one_account_one_wins,
-    a_late_payment_of_an_ended_accounts_upgrade_is_refused,
+    a_late_payment_of_an_ended_accounts_upgrade_applies_nothing_and_goes_to_credit,
     an_upgrade_paid_after_its_period_ended_goes_back_to_credit,
     an_upgrade_paid_from_credit_on_its_payment_page_is_applied,
     a_failing_change_package_job_is_retried,
@@ -809,7 +809,9 @@ async fn concurrent_changes_of_one_account_one_wins(app: TestApp) {
 /// with its invoice (the credit it held comes back: see
 /// `a_waiting_upgrade_of_a_terminated_account_gives_its_credit_back`): a late payment of
 /// that invoice applies nothing (the plan is not changed) and goes to the account's credit.
-async fn a_late_payment_of_an_ended_accounts_upgrade_is_refused(app: TestApp) {
+async fn a_late_payment_of_an_ended_accounts_upgrade_applies_nothing_and_goes_to_credit(
+    app: TestApp,
+) {
     let driver = PackageDriver::install(&app);
     let worker = Worker::new(app.lodge.clone(), "node-1");
     let id = active_account(&app, &worker, "Starter", "monthly", "late.example", "5.00").await;

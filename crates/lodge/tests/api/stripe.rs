@@ -972,6 +972,18 @@ async fn a_card_payment_for_an_invoice_paid_meanwhile_goes_to_credit_once(engine
         let told: Value = serde_json::from_str(&told[0]).unwrap();
         assert_eq!(told["to_credit_minor"], told["amount_minor"], "{told}");
         assert_eq!(told["method"], "card", "{told}");
+        // Staff recording the same card payment by hand (from Stripe's dashboard) are told
+        // it is in credit already, and nothing moves (found by review: credited twice).
+        let amount = format!("{}.{:02}", total / 100, total % 100);
+        let (status, recorded) = app
+            .post(
+                &format!("/v1/admin/invoices/{id}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": amount, "method": "card", "reference": intent }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{recorded}");
+        assert_eq!(balance(&app).await, 10000);
         // A late failure event does not reopen it.
         let failed = event(
             "payment_intent.payment_failed",
