@@ -823,6 +823,39 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
         "staff's reason is theirs: {}",
         got[4].text
     );
+
+    // Withdrawn, asked again, withdrawn and asked again before the worker ran: one
+    // confirmation, of the last request (found by review: two, contradicting each other).
+    for _ in 0..2 {
+        app.clock.advance(jiff::SignedDuration::from_secs(60));
+        let (status, r) = crate::harness::revoke_cancellation(&app, &id).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+    }
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 6, "{:?}", subjects(&got));
+    assert_eq!(got[5].subject(), "Cancellation of leaving.test");
+    let skipped: Vec<_> = log(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.notice == "hosting_cancellation_requested" && r.status == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    // Staff cannot send one of those again: what it told is no longer so.
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/mail/{}/resend", skipped[0].id),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("not sent again"),
+        "{body}"
+    );
     for m in &got {
         assert_footer(m);
     }

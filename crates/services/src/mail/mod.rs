@@ -270,6 +270,16 @@ impl Lodge {
         let invoice_id = serde_json::from_str::<Value>(&event.data)
             .ok()
             .and_then(|d| d.get("invoice_id").and_then(Value::as_i64));
+        if let Ok(kind) = event.kind.parse::<EventKind>() {
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            if let Some(notice) = Notice::for_event(kind, &data) {
+                if let Some(why) = self.no_longer_true(notice, &data, event.created_at).await? {
+                    return Err(ServiceError::Conflict(format!(
+                        "This message is not sent again: {why}."
+                    )));
+                }
+            }
+        }
         if let Some(id) = invoice_id {
             if let Some(inv) = lodge_store::billing::invoice(&mut *tx, id).await? {
                 if would_skip(inv.status) {
@@ -646,18 +656,8 @@ impl Lodge {
                 );
             }
         }
-        match notice {
-            // Ended before its welcome went out (an SMTP outage, a cancellation at once).
-            Notice::HostingActive if account.as_ref().is_some_and(|h| h.status.is_closed()) => {
-                skip = Some("the account ended before its notice was sent");
-            }
-            // Withdrawn before its confirmation went out.
-            Notice::HostingCancellationRequested
-                if account.as_ref().is_some_and(|h| h.cancel_kind().is_none()) =>
-            {
-                skip = Some("the cancellation was withdrawn before its notice was sent");
-            }
-            _ => {}
+        if let Some(why) = self.no_longer_true(notice, data, event.created_at).await? {
+            skip = Some(why);
         }
         let cancellation = (notice == Notice::HostingCancellationRequested).then(|| {
             json!({
@@ -687,6 +687,55 @@ impl Lodge {
             "refund": refund,
         });
         Ok((ctx, recipient, skip))
+    }
+
+    /// Why what a notice of an account or a refund tells is no longer so (it is then not
+    /// sent, nor sent again by staff): the account ended before its welcome went out (an
+    /// SMTP outage, a cancellation at once); the cancellation was withdrawn, or asked again
+    /// since (found by review: cancel, withdraw and cancel again sent two confirmations);
+    /// the refund to a card failed.
+    async fn no_longer_true(
+        &self,
+        notice: Notice,
+        data: &Value,
+        told_at: i64,
+    ) -> Result<Option<&'static str>> {
+        let account = || async {
+            match text(data, "hosting_id").map(str::parse::<lodge_core::HostingId>) {
+                Some(Ok(id)) => Ok::<_, ServiceError>(
+                    lodge_store::hosting::hosting(self.store.reader(), id).await?,
+                ),
+                _ => Ok(None),
+            }
+        };
+        Ok(match notice {
+            Notice::HostingActive => account()
+                .await?
+                .filter(|h| h.status.is_closed())
+                .map(|_| "the account ended before its notice was sent"),
+            Notice::HostingCancellationRequested => match account().await? {
+                Some(h) if h.cancel_kind().is_none() => {
+                    Some("the cancellation was withdrawn before its notice was sent")
+                }
+                Some(h) if h.cancel_requested_at.is_some_and(|at| at > told_at) => {
+                    Some("the cancellation was asked for again since: that request is told")
+                }
+                _ => None,
+            },
+            Notice::PaymentRefunded => {
+                let refund = match data.get("refund_id").and_then(Value::as_i64) {
+                    Some(id) => {
+                        let mut db = self.store.read_conn().await?;
+                        lodge_store::refunds::refund(&mut db, id).await?
+                    }
+                    None => None,
+                };
+                refund
+                    .filter(|r| r.failed_at.is_some())
+                    .map(|_| "the refund failed before its notice was sent")
+            }
+            _ => None,
+        })
     }
 
     /// Whether the configured SMTP server answers (connects, TLS and login as sending

@@ -231,6 +231,8 @@ fn sample_context() -> Value {
                          "status": "unpaid", "total": "12.00 USD", "total_minor": 1200,
                          "credit_applied": "2.00 USD", "credit_applied_minor": 200,
                          "paid": "0.00 USD", "paid_minor": 0,
+                         "received": "0.00 USD", "received_minor": 0,
+                         "to_credit": "0.00 USD", "to_credit_minor": 0,
                          "amount_due": "10.00 USD", "amount_due_minor": 1000,
                          "due_date": "2026-04-01", "suspend_on": "2026-04-08",
                          "pay_url": "https://acme.test/pay/tok" },
@@ -397,7 +399,11 @@ mod tests {
             "{% extends \"layout.txt\" %}{% block subject %}{{ hosting.domain }} is suspended\
              {% endblock %}{% block body %}{{ event.id }} {{ event.kind }} {{ event.data.number }} \
              {{ organization.id }} {{ invoice.id }} {{ invoice.status }} {{ invoice.total_minor }} \
-             {{ order.id }} {{ hosting.id }}{% endblock %}",
+             {{ order.id }} {{ hosting.id }} {{ invoice.received }} \
+             {{ invoice.to_credit_minor / 100 }} {{ invoice.received_minor / 100 }} \
+             {{ hosting.username }} {{ hosting.server.ns1 }} {{ cancellation.effective_date }} \
+             {{ refund.amount_minor / 100 }} \
+             {{ event.data.reason }}{% endblock %}",
         )
         .unwrap();
         let t = Templates::load(Some(dir.path())).unwrap();
