@@ -233,36 +233,36 @@ impl Store {
         if self.engine != Engine::Postgres {
             return Ok(None);
         }
-        let (us,): (i64,) = sqlx::query_as(
-            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        Ok(Some(us))
+        let mut conn = self.read.acquire().await?;
+        Ok(Some(database_now_on(&mut conn).await?))
     }
 
-    /// Keeps `clock` to the database server's time ([`Store::database_now_us`]): its offset
-    /// set to the difference measured now (the midpoint of the round trip). `None` on
-    /// SQLite (nothing done), or when the round trip took longer than `max_round_trip` (a
-    /// measurement that loose is not taken, unless the clock has none yet); else the offset.
+    /// Anchors `clock` to the database server's time ([`Store::database_now_us`]), measured
+    /// at the midpoint of one query's round trip on a connection already in hand (the wait
+    /// for a pooled connection is not counted: found by review, a busy node's clock moved by
+    /// it). `None` on SQLite (nothing done), or when the round trip took longer than
+    /// `max_round_trip` (a measurement that loose is not taken, unless the clock has none
+    /// yet); else the machine clock's offset from the database's.
     pub async fn align_clock(
         &self,
         clock: &lodge_core::AlignedClock,
         max_round_trip: jiff::SignedDuration,
     ) -> Result<Option<jiff::SignedDuration>> {
-        let before = clock.inner_now();
-        let Some(db) = self.database_now_us().await? else {
-            return Ok(None);
-        };
-        let after = clock.inner_now();
-        let trip = after.duration_since(before);
-        if trip > max_round_trip && !clock.offset().is_zero() {
+        if self.engine != Engine::Postgres {
             return Ok(None);
         }
-        let mid = before.as_microsecond() + (after.as_microsecond() - before.as_microsecond()) / 2;
-        let offset = jiff::SignedDuration::from_micros(db.saturating_sub(mid));
-        clock.set_offset(offset);
-        Ok(Some(offset))
+        let mut conn = self.read.acquire().await?;
+        let (mono0, inner0) = (clock.monotonic_us(), clock.inner_now().as_microsecond());
+        let db = database_now_on(&mut conn).await?;
+        let (mono1, inner1) = (clock.monotonic_us(), clock.inner_now().as_microsecond());
+        drop(conn);
+        let trip = jiff::SignedDuration::from_micros(mono1.saturating_sub(mono0));
+        if trip > max_round_trip && clock.is_anchored() {
+            return Ok(None);
+        }
+        let mid = |a: i64, b: i64| a + (b - a) / 2;
+        clock.anchor(db, mid(mono0, mono1), mid(inner0, inner1));
+        Ok(Some(clock.offset()))
     }
 
     /// The pool for reads outside a transaction.
@@ -407,6 +407,16 @@ pub fn from_micros(us: i64) -> Result<jiff::Timestamp> {
 /// said it was then).
 pub fn day_of(us: i64) -> Result<jiff::civil::Date> {
     Ok(from_micros(us)?.to_zoned(jiff::tz::TimeZone::UTC).date())
+}
+
+/// The PostgreSQL server's time, unix microseconds.
+async fn database_now_on(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<i64> {
+    let (us,): (i64,) = sqlx::query_as(
+        "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)",
+    )
+    .fetch_one(&mut **conn)
+    .await?;
+    Ok(us)
 }
 
 /// Reads and bumps a named counter in the current transaction (gapless numbering: the row

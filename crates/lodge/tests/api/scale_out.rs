@@ -401,7 +401,7 @@ async fn a_servers_jobs_run_on_its_node_only() {
 /// A node whose machine clock is a day ahead (found by the multi-node audit: it took over
 /// the other nodes' running jobs, forgot idempotency keys and login lockouts early, and
 /// dated invoices in the future) keeps the database server's time: measured when it opens
-/// the store, and again when its machine clock jumps. What it writes is dated as the other
+/// the store, and kept when its machine clock steps. What it writes is dated as the other
 /// nodes date it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_machine_clock_is_a_day_ahead_keeps_the_databases_time() {
@@ -423,10 +423,14 @@ async fn a_node_whose_machine_clock_is_a_day_ahead_keeps_the_databases_time() {
         let offset = clock.offset().as_secs_f64();
         assert!((offset + 86_400.0).abs() < 30.0, "{offset}");
 
-        // Its machine clock steps another hour ahead: followed at the next measurement.
+        // Its machine clock steps another hour ahead: not followed, before the next
+        // measurement nor after it (which sees the step).
         machine.advance(jiff::SignedDuration::from_hours(1));
+        close_to_real(node.clock.now(), "right after the step");
         lodge::align_clock(&node.store, &clock, false).await;
-        close_to_real(node.clock.now(), "after the step");
+        close_to_real(node.clock.now(), "measured again after the step");
+        let offset = clock.offset().as_secs_f64();
+        assert!((offset + 90_000.0).abs() < 30.0, "{offset}");
 
         // An order through it is dated by the database's time.
         crate::provisioning::FakeDriver::default().install(&node);
