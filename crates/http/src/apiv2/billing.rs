@@ -344,7 +344,10 @@ fn was_paid(i: &InvoiceRow) -> bool {
 
 /// How an invoice was paid: `(id, type, description)`.
 fn payment_type(b: &BilledInvoice) -> (i64, String, String) {
-    if let Some(p) = b.payments.last() {
+    // The last payment up to the invoice's payment (one recorded after it, a customer
+    // paying twice, went to credit apart).
+    let paid_at = b.invoice.paid_at.unwrap_or(i64::MAX);
+    if let Some(p) = b.payments.iter().rev().find(|p| p.created_at <= paid_at) {
         let (id, kind) = match p.method.as_str() {
             "stripe" | "card" => (2, "Credit Card".to_owned()),
             other => (3, other.replace('_', " ")),

@@ -856,6 +856,48 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
         body["detail"].as_str().unwrap().contains("not sent again"),
         "{body}"
     );
+
+    // The customer pays the first invoice again by transfer (to credit): its receipt, sent
+    // again, tells what paid it, not that transfer (found by review: counted as received).
+    let (status, p) = app
+        .post(
+            &format!("/v1/admin/invoices/{invoice}/payments"),
+            &app.admin_key(),
+            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "TWICE-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let receipt = log(&app)
+        .await
+        .into_iter()
+        .find(|r| r.notice == "invoice_paid")
+        .expect("the receipt");
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/mail/{}/resend", receipt.id),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    assert_eq!(got.len(), 7, "{:?}", subjects(&got));
+    assert!(
+        got[6].subject().starts_with("Payment received: invoice"),
+        "{}",
+        got[6].subject()
+    );
+    assert!(
+        !got[6].text.contains("added to your account credit"),
+        "{}",
+        got[6].text
+    );
+    assert!(
+        got[6].text.contains("Paid from your credit: 5.00 USD"),
+        "{}",
+        got[6].text
+    );
     for m in &got {
         assert_footer(m);
     }

@@ -539,9 +539,14 @@ impl Lodge {
         // "Payment received: 5.00").
         let received_minor = match (&invoice_row, notice) {
             (Some(i), Notice::InvoicePaid) => {
+                // Up to its payment: money recorded for it once it was paid (a customer who
+                // paid twice) went to credit apart, and is not this receipt's (found by
+                // review: a receipt sent later counted it).
+                let paid_at = i.paid_at.unwrap_or(i64::MAX);
                 lodge_store::billing::payments(self.store.reader(), i.id)
                     .await?
                     .iter()
+                    .filter(|p| p.created_at <= paid_at)
                     .map(|p| p.amount_minor)
                     .fold(0i64, i64::saturating_add)
             }
