@@ -90,6 +90,7 @@ async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow:
     // [`keep_clock_aligned`]), before anything is written with it.
     if let Some(aligned) = clock.aligned() {
         align_clock(&store, aligned, true).await;
+        warn_of_a_future_invoice_stamp(&store, clock.now()).await;
     }
     let currency = Currency::parse(&cfg.currency.to_uppercase())
         .with_context(|| format!("currency {:?}", cfg.currency))?;
@@ -430,6 +431,27 @@ pub async fn align_clock(store: &Store, clock: &lodge_core::AlignedClock, announ
         Err(e) => {
             tracing::warn!(error = %e, "measuring the clock against the database server's failed; keeping the last offset")
         }
+    }
+}
+
+/// Logs an invoice counter stamped in the future (on PostgreSQL, left by a node or command
+/// whose clock was ahead before nodes kept to the database's time): invoices are issued no
+/// earlier than that stamp, so until then they are dated then (found by review).
+async fn warn_of_a_future_invoice_stamp(store: &Store, now: jiff::Timestamp) {
+    if store.engine() != lodge_store::Engine::Postgres {
+        return;
+    }
+    match lodge_store::counter_stamp(store.reader(), "invoice_number").await {
+        Ok(Some(stamp)) if stamp > now.as_microsecond() + 60_000_000 => {
+            let at = jiff::Timestamp::from_microsecond(stamp)
+                .map_or_else(|_| stamp.to_string(), |t| t.to_string());
+            tracing::warn!(
+                stamp = %at,
+                "the invoice counter is stamped {at}, in the future (a node or command whose clock was ahead numbered invoices): invoices issued before then are dated {at}; correct it with UPDATE counters SET stamp = <unix microseconds> WHERE name = 'invoice_number' if that is wrong"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the invoice counter failed"),
     }
 }
 

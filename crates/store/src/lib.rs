@@ -409,6 +409,19 @@ pub fn day_of(us: i64) -> Result<jiff::civil::Date> {
     Ok(from_micros(us)?.to_zoned(jiff::tz::TimeZone::UTC).date())
 }
 
+/// The stamp of a named counter (unix microseconds; on PostgreSQL the invoice counter's is the
+/// latest issue time given, which invoices numbered after it never precede), if it has one.
+pub async fn counter_stamp<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    name: &str,
+) -> Result<Option<i64>> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT stamp FROM counters WHERE name = $1")
+        .bind(name)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.and_then(|(s,)| s))
+}
+
 /// The PostgreSQL server's time, unix microseconds.
 async fn database_now_on(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<i64> {
     let (us,): (i64,) = sqlx::query_as(
