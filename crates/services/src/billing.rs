@@ -623,7 +623,7 @@ impl Lodge {
                 };
                 format!("Payment received for an invoice already {was}")
             } else {
-                "Overpayment of an invoice".to_owned()
+                OVERPAYMENT_NOTE.to_owned()
             };
             billing::lock_credit(&mut tx, inv.organization_id).await?;
             billing::append_ledger(
@@ -747,6 +747,10 @@ impl Lodge {
         Ok(true)
     }
 }
+
+/// The ledger note of what a payment brought beyond what its invoice still owed (the
+/// receipt counts these as what the invoice's payments put on credit).
+pub(crate) const OVERPAYMENT_NOTE: &str = "Overpayment of an invoice";
 
 /// Methods that name account credit, which a recorded payment (money received) is not.
 const CREDIT_METHODS: [&str; 10] = [

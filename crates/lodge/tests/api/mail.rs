@@ -29,6 +29,7 @@ on_both_engines!(
     the_smtp_server_is_checked_when_a_node_starts,
     staff_send_a_notice_again_as_a_message_of_its_own,
     a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not,
+    a_cancellation_overtaken_by_a_termination_is_not_told,
 );
 
 const OWNER: &str = "demo@lodge.test";
@@ -901,6 +902,58 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
     for m in &got {
         assert_footer(m);
     }
+    app.stop().await;
+}
+
+/// An end-of-period cancellation whose account staff terminated before its confirmation went
+/// out is not told (its date to come and its withdrawal would be false; found by the
+/// recheck): the termination is.
+async fn a_cancellation_overtaken_by_a_termination_is_not_told(app: TestApp) {
+    let Some(smtp) = SmtpServer::start() else {
+        return app.stop().await;
+    };
+    crate::provisioning::FakeDriver::default().install(&app.lodge);
+    let lodge = with_mail(&app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    add_credit(&app, &app.org_id(), "5.00").await;
+    let o = order(&app, "overtaken.test").await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    drain(worker.clone()).await;
+    assert_eq!(smtp.messages().len(), 3);
+    let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let (status, t) = app
+        .post(
+            &format!("/v1/admin/hosting/{id}/terminate"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{t}");
+    // The termination runs first (the mail lane is apart; here, drained after it).
+    let jobs_worker =
+        Worker::new(lodge.clone(), "node-1").on_lane(lodge_services::provisioning::Lane::Rest);
+    drain(jobs_worker).await;
+    assert_eq!(hosting(&app, &id).await["status"], "terminated");
+    drain(worker.clone()).await;
+    drain(worker.clone()).await;
+    let got = smtp.messages();
+    let s = subjects(&got);
+    assert!(
+        !s.contains(&"Cancellation of overtaken.test".to_owned()),
+        "{s:?}"
+    );
+    assert!(
+        s.contains(&"overtaken.test is terminated".to_owned()),
+        "{s:?}"
+    );
+    let skipped: Vec<_> = log(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.notice == "hosting_cancellation_requested")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].status, "skipped", "{skipped:?}");
     app.stop().await;
 }
 

@@ -539,16 +539,19 @@ impl Lodge {
         // "Payment received: 5.00").
         let received_minor = match (&invoice_row, notice) {
             (Some(i), Notice::InvoicePaid) => {
-                // Up to its payment: money recorded for it once it was paid (a customer who
-                // paid twice) went to credit apart, and is not this receipt's (found by
-                // review: a receipt sent later counted it).
-                let paid_at = i.paid_at.unwrap_or(i64::MAX);
-                lodge_store::billing::payments(self.store.reader(), i.id)
-                    .await?
-                    .iter()
-                    .filter(|p| p.created_at <= paid_at)
-                    .map(|p| p.amount_minor)
-                    .fold(0i64, i64::saturating_add)
+                // What its payments paid, and what they brought beyond it (the ledger's
+                // overpayment entries): money recorded once it was paid (a customer who paid
+                // twice, transfers recorded at the same moment) went to credit apart and is
+                // not this receipt's (found by review and the recheck: counted as received).
+                let mut db = self.store.read_conn().await?;
+                let over = lodge_store::billing::ledger_sum_with_note(
+                    &mut db,
+                    i.organization_id,
+                    i.id,
+                    crate::billing::OVERPAYMENT_NOTE,
+                )
+                .await?;
+                i.paid_minor.saturating_add(over)
             }
             _ => 0,
         };
@@ -724,6 +727,12 @@ impl Lodge {
                 }
                 Some(h) if h.cancel_requested_at.is_some_and(|at| at > told_at) => {
                     Some("the cancellation was asked for again since: that request is told")
+                }
+                // Ended before its confirmation went out (terminated by staff): a date to
+                // come and a withdrawal would be false (found by the recheck). An immediate
+                // cancellation's confirmation still goes: the end is what it tells.
+                Some(h) if h.status.is_closed() && text(data, "type") != Some("immediate") => {
+                    Some("the account ended before its notice was sent")
                 }
                 _ => None,
             },
