@@ -988,10 +988,8 @@ async fn reprice_next_period<C: SqlConn>(
                         if let Some(o) = data.as_object_mut() {
                             o.insert(
                                 "reason".into(),
-                                format!(
-                                    "the renewal was re-priced after a plan change ({summary})"
-                                )
-                                .into(),
+                                format!("the renewal was re-priced after a plan change, {summary}")
+                                    .into(),
                             );
                         }
                         crate::events::emit(

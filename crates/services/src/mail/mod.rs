@@ -726,7 +726,7 @@ impl Lodge {
                     Some("the cancellation was withdrawn before its notice was sent")
                 }
                 Some(h) if h.cancel_requested_at.is_some_and(|at| at > told_at) => {
-                    Some("the cancellation was asked for again since: that request is told")
+                    Some("a later cancellation request replaced it, and that one is told")
                 }
                 // Ended before its confirmation went out (terminated by staff): a date to
                 // come and a withdrawal would be false (found by the recheck). An immediate

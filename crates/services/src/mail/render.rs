@@ -222,7 +222,7 @@ fn sample_context() -> Value {
                        "data": { "invoice_id": 1, "number": "INV-2026-000001",
                                  "currency": "USD", "total_minor": 1200,
                                  "amount_due_minor": 1000,
-                                 "reason": "the renewal was re-priced after a plan change (Starter → Business)" } },
+                                 "reason": "the renewal was re-priced after a plan change, Starter → Business" } },
             "order": { "id": 7, "number": "ORD-7", "domain": "ann.test", "billing_cycle": "monthly",
                        "total": "12.00 USD", "total_minor": 1200,
                        "credit_applied": "2.00 USD", "credit_applied_minor": 200,
@@ -302,9 +302,9 @@ mod tests {
             "Invoice INV-2026-000001 changed: 10.00 USD due 2026-04-01"
         );
         assert!(
-            changed
-                .text
-                .contains("(the renewal was re-priced after a plan change (Starter → Business))"),
+            changed.text.contains(
+                "was changed: the renewal was re-priced after a plan change, Starter → Business."
+            ),
             "{}",
             changed.text
         );
