@@ -209,7 +209,11 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     let before = app.count("jobs").await;
     let (status, body) = app.post(&resend, &admin, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body.to_string().contains("is paid now"), "{body}");
+    assert!(
+        body.to_string()
+            .contains("its invoice is paid or cancelled now (its receipt"),
+        "{body}"
+    );
     assert_eq!(app.count("jobs").await, before);
     let receipt = log(&app)
         .await

@@ -121,6 +121,17 @@ impl Notice {
         })
     }
 
+    /// Whether it asks for the payment of an unpaid invoice.
+    fn asks_for_payment(self) -> bool {
+        matches!(
+            self,
+            Notice::InvoiceCreated
+                | Notice::InvoiceUpdated
+                | Notice::InvoiceReminder
+                | Notice::InvoiceOverdue
+        )
+    }
+
     /// Whether it tells of one hosting account (its context has the account as it is now).
     fn is_about_an_account(self) -> bool {
         matches!(
@@ -255,39 +266,20 @@ impl Lodge {
         let event = lodge_store::events::event(&mut *tx, &event_id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        // A notice asking for payment of an invoice settled since would be skipped when its
-        // job ran: said now rather than accepted (found by the support-desk audit: 202, then
-        // "skipped" in the log, the customer getting nothing).
-        // An order's confirmation is skipped only once its invoice was cancelled (found by
-        // review: one paid from credit had its only confirmation refused).
-        let would_skip = |status: InvoiceStatus| match event.kind.as_str() {
-            "invoice.created" | "invoice.updated" | "invoice.reminder" | "invoice.overdue" => {
-                status != InvoiceStatus::Unpaid
-            }
-            "order.created" => status == InvoiceStatus::Cancelled,
-            _ => false,
-        };
-        let invoice_id = serde_json::from_str::<Value>(&event.data)
-            .ok()
-            .and_then(|d| d.get("invoice_id").and_then(Value::as_i64));
+        // What its job would skip is said now rather than accepted (found by the support-desk
+        // audit: 202, then "skipped" in the log, the customer getting nothing): the same rule
+        // as the job's ([`Lodge::no_longer_true`]).
         if let Ok(kind) = event.kind.parse::<EventKind>() {
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
             if let Some(notice) = Notice::for_event(kind, &data) {
                 if let Some(why) = self.no_longer_true(notice, &data, event.created_at).await? {
+                    let receipt = if notice.asks_for_payment() {
+                        " (its receipt, an invoice_paid message, can be)"
+                    } else {
+                        ""
+                    };
                     return Err(ServiceError::Conflict(format!(
-                        "This message is not sent again: {why}."
-                    )));
-                }
-            }
-        }
-        if let Some(id) = invoice_id {
-            if let Some(inv) = lodge_store::billing::invoice(&mut *tx, id).await? {
-                if would_skip(inv.status) {
-                    return Err(ServiceError::Conflict(format!(
-                        "Invoice {} is {} now: this notice asking for its payment is not sent \
-                         again (its receipt, an invoice_paid message, can be).",
-                        inv.number.unwrap_or_else(|| format!("#{id}")),
-                        inv.status.as_str()
+                        "This message is not sent again: {why}{receipt}."
                     )));
                 }
             }
@@ -599,19 +591,6 @@ impl Lodge {
                     .then(|| format!("{}/pay/{}", m.base_url, self.payment_token(i))),
             })
         });
-        if matches!(
-            notice,
-            Notice::InvoiceReminder
-                | Notice::InvoiceOverdue
-                | Notice::InvoiceCreated
-                | Notice::InvoiceUpdated
-        ) && settled
-        {
-            skip = Some("the invoice was paid or cancelled before its notice was sent");
-        }
-        if notice == Notice::OrderCreated && status_now == Some(InvoiceStatus::Cancelled) {
-            skip = Some("the order was cancelled before its notice was sent");
-        }
         let order = (notice == Notice::OrderCreated).then(|| {
             json!({
                 "id": int(data, "order_id"),
@@ -697,8 +676,10 @@ impl Lodge {
         Ok((ctx, recipient, skip))
     }
 
-    /// Why what a notice of an account or a refund tells is no longer so (it is then not
-    /// sent, nor sent again by staff): the account ended before its welcome went out (an
+    /// Why what a notice tells is no longer so (it is then not sent, nor sent again by
+    /// staff): an invoice it asks payment of was paid or cancelled since (an SMTP outage);
+    /// the order it confirms was cancelled (one paid is still confirmed: found by review,
+    /// one paid from credit had its only confirmation refused); the account ended before its welcome went out (an
     /// SMTP outage, a cancellation at once); the cancellation was withdrawn, or asked again
     /// since (found by review: cancel, withdraw and cancel again sent two confirmations);
     /// the refund to a card failed.
@@ -716,7 +697,24 @@ impl Lodge {
                 _ => Ok(None),
             }
         };
+        let invoice = || async {
+            match data.get("invoice_id").and_then(Value::as_i64) {
+                Some(id) => {
+                    let mut db = self.store.read_conn().await?;
+                    Ok::<_, ServiceError>(lodge_store::billing::invoice(&mut db, id).await?)
+                }
+                None => Ok(None),
+            }
+        };
         Ok(match notice {
+            n if n.asks_for_payment() => invoice()
+                .await?
+                .filter(|i| i.status != InvoiceStatus::Unpaid)
+                .map(|_| "its invoice is paid or cancelled now"),
+            Notice::OrderCreated => invoice()
+                .await?
+                .filter(|i| i.status == InvoiceStatus::Cancelled)
+                .map(|_| "its order is cancelled now"),
             Notice::HostingActive => account()
                 .await?
                 .filter(|h| h.status.is_closed())
