@@ -342,18 +342,24 @@ enum KeyFrom {
     Made,
 }
 
+/// Where the secret key file of an installation on `database_url` is (beside a SQLite
+/// database, else in the working directory), whether or not it exists.
+pub fn key_file_path(database_url: &str) -> std::path::PathBuf {
+    sqlite_file(database_url)
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            |db| dir_of(&db).to_path_buf(),
+        )
+        .join("lodge-secret.key")
+}
+
 /// The key file's key, its path, and where the key came from: without a file, one is made
 /// (and written to the file when `make_file`).
 fn key_file(
     database_url: &str,
     make_file: bool,
 ) -> anyhow::Result<(String, std::path::PathBuf, KeyFrom)> {
-    let path = sqlite_file(database_url)
-        .map_or_else(
-            || std::path::PathBuf::from("."),
-            |db| dir_of(&db).to_path_buf(),
-        )
-        .join("lodge-secret.key");
+    let path = key_file_path(database_url);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok((existing.trim().to_owned(), path, KeyFrom::File));
     }

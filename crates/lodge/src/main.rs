@@ -348,6 +348,21 @@ enum Command {
     /// Seal a secret read from standard input (e.g. a registrar's password) with this
     /// node's secret key, for the configuration file (`password_sealed`).
     Seal,
+    /// Copy this installation's SQLite database into a new, empty PostgreSQL database, to
+    /// move to PostgreSQL (and to several nodes): one consistent snapshot of the SQLite
+    /// database, which is not changed, written in one transaction. Stop Lodge first: what it
+    /// writes after the snapshot is not copied. The PostgreSQL nodes need the same secret
+    /// key (the command says where it is).
+    CopyTo {
+        /// The PostgreSQL database to copy into (postgres://user:pass@host/db), new and
+        /// empty; this build's migrations are applied to it first.
+        #[arg(
+            value_name = "POSTGRES_URL",
+            env = "LODGE_COPY_TO",
+            hide_env_values = true
+        )]
+        target: String,
+    },
     /// Measure Lodge: load with ceilings, filling a database, crash checks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -1023,6 +1038,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     let command = match cli.command {
         // The benchmark starts its own servers; it does not open the configured database.
         Command::Bench(b) => return bench(&cfg, database_given, b).await,
+        Command::CopyTo { target } => return copy_to(&cfg, &target).await,
         other => other,
     };
     // Only these make an installation: any other command run where there is none (another
@@ -1321,7 +1337,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(_) => Ok(()),
+        Command::Bench(_) | Command::CopyTo { .. } => Ok(()),
         Command::Billing(BillingCommand::Preview { days, json }) => {
             let p = lodge.billing_preview(days).await?;
             if json {
@@ -1406,6 +1422,64 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `lodge copy-to`: the configured SQLite database copied into an empty PostgreSQL one
+/// ([`lodge_store::copy::sqlite_to_postgres`]), and what the nodes there need besides.
+async fn copy_to(cfg: &Config, target: &str) -> anyhow::Result<()> {
+    let Some(source) = lodge::sqlite_file(&cfg.database_url) else {
+        anyhow::bail!(
+            "copy-to copies a SQLite installation into PostgreSQL: the database URL \
+             (--database-url, LODGE_DATABASE_URL) names {}, not a SQLite file",
+            lodge_store::redact_url(&cfg.database_url)
+        );
+    };
+    let shown = lodge_store::redact_url(target);
+    // No server writes to it meanwhile (what it wrote after the snapshot would be lost in
+    // the move), nor starts until the copy is done.
+    let _serve_lock = lodge::serve_lock(&source).context(
+        "copy-to needs Lodge stopped on the SQLite database: what it wrote after the copy's \
+         snapshot would not be copied",
+    )?;
+    eprintln!("lodge: copying {} into {shown}", source.display());
+    let report = lodge_store::copy::sqlite_to_postgres(&source, target, |table, rows| {
+        if rows > 0 {
+            eprintln!(
+                "lodge:   {table}: {rows} row{}",
+                if rows == 1 { "" } else { "s" }
+            );
+        }
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "copying {} into {shown} (nothing was written)",
+            source.display()
+        )
+    })?;
+    eprintln!(
+        "lodge: copied {} rows of {} tables into {shown}",
+        report.rows(),
+        report.tables.len()
+    );
+    let key = match &cfg.secret_key {
+        Some(_) => "the same LODGE_SECRET_KEY as this installation".to_owned(),
+        None => {
+            let file = lodge::key_file_path(&cfg.database_url);
+            format!(
+                "this installation's secret key: {} (its contents as LODGE_SECRET_KEY, or the \
+                 file in their working directory)",
+                file.display()
+            )
+        }
+    };
+    eprintln!(
+        "lodge: start the nodes with --database-url {shown} and {key}; a node with another \
+         key refuses to start, as the secrets in the database are sealed with this one. \
+         Files beside the SQLite database (lodge-data: nginx sites, web roots, certificates) \
+         are not in it: keep them on the machine that serves those sites."
+    );
+    Ok(())
 }
 
 async fn bench(cfg: &Config, database_given: bool, b: BenchCommand) -> anyhow::Result<()> {

@@ -2119,3 +2119,57 @@ async fn servers_test_checks_a_panel_server() {
     let err = tokio::task::block_in_place(|| with_binary("false", true));
     assert!(err.contains("nginx -t failed"), "{err}");
 }
+
+/// `lodge copy-to`: a SQLite installation moved to PostgreSQL. Refused while a server runs
+/// on the SQLite database (what it wrote after the snapshot would be lost); the key file
+/// the nodes need is named; a server on the copy, with that key, answers the demo's
+/// customer; a second copy into the same database is refused.
+#[tokio::test]
+async fn copy_to_moves_a_sqlite_installation_to_postgres() {
+    let Some(url) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let cli = Cli::new();
+    let demo = cli.json(&["demo", "--json"]);
+    let served = serve(&cli);
+    let err = cli.fails(&["copy-to", &url]);
+    assert!(err.contains("needs Lodge stopped"), "{err}");
+    drop(served);
+    let store = lodge_store::Store::connect(&url).await.unwrap();
+    assert!(!store.is_installed().await.unwrap(), "a refused copy wrote");
+    store.close().await;
+
+    let out = cli.run(&["copy-to", &url]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    let key_file = cli.dir.path().join("lodge-secret.key");
+    assert!(said.contains(&key_file.display().to_string()), "{said}");
+    assert!(said.contains("organizations: 1 row\n"), "{said}");
+
+    // A node on PostgreSQL started where the key file is (its working directory).
+    let on_pg = Cli {
+        dir: tempfile::tempdir().unwrap(),
+        database_url: url.clone(),
+    };
+    std::fs::copy(&key_file, on_pg.dir.path().join("lodge-secret.key")).unwrap();
+    let served = serve(&on_pg);
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/v1/organizations", served.base))
+        .bearer_auth(demo["api_key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let orgs: Value = r.json().await.unwrap();
+    assert_eq!(orgs[0]["id"], demo["organization_id"], "{orgs}");
+    drop(served);
+
+    let err = cli.fails(&["copy-to", &url]);
+    assert!(err.contains("holds data already"), "{err}");
+    // Without the installation's key a node there is refused.
+    let stranger = Cli::on(&url);
+    let err = stranger.fails(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("not this installation's"), "{err}");
+}

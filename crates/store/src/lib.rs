@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod certificates;
 pub mod checks;
 pub mod conn;
+pub mod copy;
 pub mod databases;
 pub mod deferred;
 pub mod dialect;

@@ -11,6 +11,7 @@ mod harness;
 
 mod apiv2;
 mod checkout;
+mod copy;
 mod coupons;
 mod demo;
 mod dns;

@@ -1,0 +1,622 @@
+//! Moving an installation from SQLite to PostgreSQL: every row of a SQLite database copied
+//! into an empty PostgreSQL database of the same schema ([`sqlite_to_postgres`], behind
+//! `lodge copy-to`).
+//!
+//! The source is read in one read transaction (one consistent snapshot, even while a node
+//! writes to it; what is written after the snapshot is not copied), opened read-only and
+//! never changed. The target is migrated first, must hold no data, and is written in one
+//! transaction: either every row arrives, checked by count table by table, or nothing does.
+//! Rows go in the order of the target's foreign keys (a table after those it references),
+//! each value as text cast to its column's PostgreSQL type. The live-count triggers
+//! (migration 0031) are off while the rows go in, as the counts are rows of their own,
+//! copied as they stand; the identity columns' sequences are moved past the largest id
+//! copied, so new rows number on from there; the tables are analyzed at the end (a planner
+//! without statistics chose a partial index badly once: see `postgres.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use sqlx::Row as _;
+
+use crate::{Engine, Result, Store, StoreError};
+
+/// How many values one `INSERT` binds at most (PostgreSQL allows 65,535).
+const VALUES_PER_STATEMENT: usize = 30_000;
+
+/// Tables the target's migrations fill themselves (with the values a new installation
+/// starts at), emptied before the source's rows are copied into them.
+const SEEDED_BY_MIGRATIONS: [&str; 1] = ["counters"];
+
+/// What was copied: each table with its number of rows, in the order they were written.
+#[derive(Debug, Clone, Default)]
+pub struct CopyReport {
+    pub tables: Vec<(String, u64)>,
+}
+
+impl CopyReport {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.1).sum()
+    }
+}
+
+/// One target table: its columns (name, PostgreSQL type) in order, and its identity column.
+#[derive(Debug, Clone)]
+struct Table {
+    name: String,
+    columns: Vec<(String, String)>,
+    identity: Option<String>,
+}
+
+/// Rows read from the source, or the end of a table with its count.
+enum Chunk {
+    Rows(Vec<Vec<Option<String>>>),
+    End(u64),
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn config(msg: impl Into<String>) -> StoreError {
+    StoreError::Config(msg.into())
+}
+
+/// Copies every row of the SQLite database at `source` into the PostgreSQL database at
+/// `target_url` (see the module's documentation). `progress` is told each table as it is
+/// done, with its rows. Refused, with nothing written, when the source is not at this
+/// build's latest migration, when the target holds any data, or when a table or column of
+/// the source has no place in the target.
+pub async fn sqlite_to_postgres(
+    source: &Path,
+    target_url: &str,
+    progress: impl Fn(&str, u64),
+) -> Result<CopyReport> {
+    if Engine::from_url(target_url)? != Engine::Postgres {
+        return Err(config("the copy's target must be a postgres:// database"));
+    }
+    let source = source.to_path_buf();
+    let (source_tables, source_columns) = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source_schema(&source))
+            .await
+            .map_err(|e| config(format!("reading the source: {e}")))??
+    };
+    let store = Store::open(target_url).await?;
+    let result = copy_into(&store, source, &source_tables, &source_columns, &progress).await;
+    store.close().await;
+    result
+}
+
+/// The source's tables with their rows and their columns, after checking that its
+/// migrations are exactly this build's.
+#[allow(clippy::type_complexity)]
+fn source_schema(
+    path: &Path,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, BTreeSet<String>>)> {
+    if !path.exists() {
+        return Err(config(format!("no SQLite database at {}", path.display())));
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let has_migrations: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = '_sqlx_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_migrations {
+        return Err(config(format!(
+            "{} holds no Lodge installation (no migrations were applied to it)",
+            path.display()
+        )));
+    }
+    let applied: BTreeSet<i64> = conn
+        .prepare("SELECT version FROM _sqlx_migrations WHERE success")?
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let known: BTreeSet<i64> = crate::sqlite::MIGRATIONS
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    if let Some(v) = applied.difference(&known).next() {
+        return Err(config(format!(
+            "{} was migrated by a newer Lodge (its migration {v} is unknown to this build): \
+             copy it with that build",
+            path.display()
+        )));
+    }
+    if let Some(v) = known.difference(&applied).next() {
+        return Err(config(format!(
+            "{} lacks this build's migration {v}: run `lodge migrate` on it (or start this \
+             build of Lodge on it once) first",
+            path.display()
+        )));
+    }
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations' \
+             ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut tables = BTreeMap::new();
+    let mut columns = BTreeMap::new();
+    for name in names {
+        let rows: i64 =
+            conn.query_row(&format!("SELECT COUNT(*) FROM {}", quote(&name)), [], |r| {
+                r.get(0)
+            })?;
+        let cols: BTreeSet<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([&name], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        tables.insert(name.clone(), u64::try_from(rows).unwrap_or(0));
+        columns.insert(name, cols);
+    }
+    Ok((tables, columns))
+}
+
+async fn copy_into(
+    store: &Store,
+    source: std::path::PathBuf,
+    source_tables: &BTreeMap<String, u64>,
+    source_columns: &BTreeMap<String, BTreeSet<String>>,
+    progress: &impl Fn(&str, u64),
+) -> Result<CopyReport> {
+    let mut conn = store.writer().acquire().await?;
+    let (tables, edges, triggered) = target_schema(&mut conn).await?;
+
+    // Every source table and column must have a place in the target.
+    for (name, rows) in source_tables {
+        let Some(target) = tables.get(name) else {
+            if *rows > 0 {
+                return Err(config(format!(
+                    "the source's table {name} ({rows} rows) has no counterpart in the target"
+                )));
+            }
+            continue;
+        };
+        let target_cols: BTreeSet<&str> = target.columns.iter().map(|c| c.0.as_str()).collect();
+        if let Some(missing) = source_columns
+            .get(name)
+            .into_iter()
+            .flatten()
+            .find(|c| !target_cols.contains(c.as_str()))
+        {
+            return Err(config(format!(
+                "the source's column {name}.{missing} has no counterpart in the target"
+            )));
+        }
+    }
+    // The target must hold no data (an installation already started there, or another
+    // copy): nothing is overwritten.
+    for name in tables.keys() {
+        if SEEDED_BY_MIGRATIONS.contains(&name.as_str()) {
+            continue;
+        }
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote(name));
+        let (any,): (bool,) = sqlx::query_as(&sql).fetch_one(&mut *conn).await?;
+        if any {
+            return Err(config(format!(
+                "the target database holds data already (its table {name} has rows): copy \
+                 into a new, empty database"
+            )));
+        }
+    }
+
+    // The tables both have, each after those it references; the columns the source has.
+    let order = dependency_order(&tables, &edges)?;
+    let plan: Vec<Table> = order
+        .into_iter()
+        .filter(|t| source_tables.contains_key(t))
+        .filter_map(|t| {
+            let table = tables.get(&t)?;
+            let cols = source_columns.get(&t)?;
+            Some(Table {
+                name: t.clone(),
+                columns: table
+                    .columns
+                    .iter()
+                    .filter(|c| cols.contains(&c.0))
+                    .cloned()
+                    .collect(),
+                identity: table.identity.clone().filter(|i| cols.contains(i)),
+            })
+        })
+        .collect();
+
+    let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+    for name in SEEDED_BY_MIGRATIONS {
+        sqlx::query(&format!("DELETE FROM {}", quote(name)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for name in &triggered {
+        sqlx::query(&format!("ALTER TABLE {} DISABLE TRIGGER USER", quote(name)))
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    // The source is read on a thread of its own, a bounded queue of chunks ahead.
+    let (send, mut recv) = tokio::sync::mpsc::channel::<Result<Chunk>>(4);
+    let reader_plan = plan.clone();
+    let reader = tokio::task::spawn_blocking(move || read_source(&source, &reader_plan, send));
+    let mut report = CopyReport::default();
+    for table in &plan {
+        let mut copied = 0u64;
+        loop {
+            let chunk = match recv.recv().await {
+                Some(chunk) => chunk?,
+                None => {
+                    return Err(config(format!(
+                        "the source's reader stopped during table {}",
+                        table.name
+                    )))
+                }
+            };
+            match chunk {
+                Chunk::Rows(rows) => {
+                    copied += insert_rows(&mut tx, table, rows).await?;
+                }
+                Chunk::End(read) => {
+                    if read != copied {
+                        return Err(config(format!(
+                            "table {}: {read} rows read, {copied} written",
+                            table.name
+                        )));
+                    }
+                    break;
+                }
+            }
+        }
+        let sql = format!("SELECT COUNT(*) FROM {}", quote(&table.name));
+        let (count,): (i64,) = sqlx::query_as(&sql).fetch_one(&mut *tx).await?;
+        if u64::try_from(count).ok() != Some(copied) {
+            return Err(config(format!(
+                "table {}: {copied} rows copied but {count} in the target",
+                table.name
+            )));
+        }
+        if let Some(id) = &table.identity {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence($1, $2), \
+                 COALESCE((SELECT MAX({col}) FROM {t}), 0) + 1, false)",
+                col = quote(id),
+                t = quote(&table.name)
+            );
+            sqlx::query(&sql)
+                .bind(quote(&table.name))
+                .bind(id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        progress(&table.name, copied);
+        report.tables.push((table.name.clone(), copied));
+    }
+    reader
+        .await
+        .map_err(|e| config(format!("reading the source: {e}")))??;
+    for name in &triggered {
+        sqlx::query(&format!("ALTER TABLE {} ENABLE TRIGGER USER", quote(name)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    sqlx::query("ANALYZE").execute(&mut *conn).await?;
+    Ok(report)
+}
+
+/// The target's tables (with their columns and identity column), its foreign keys as
+/// (referencing, referenced) pairs, and the tables with triggers of Lodge's own.
+#[allow(clippy::type_complexity)]
+async fn target_schema(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<(BTreeMap<String, Table>, Vec<(String, String)>, Vec<String>)> {
+    let rows = sqlx::query(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                (a.attidentity <> '') \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() \
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+           AND c.relname <> '_sqlx_migrations' \
+         ORDER BY c.relname, a.attnum",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+    for row in rows {
+        let (table, column, ty, identity): (String, String, String, bool) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        let entry = tables.entry(table.clone()).or_insert_with(|| Table {
+            name: table,
+            columns: Vec::new(),
+            identity: None,
+        });
+        if identity {
+            entry.identity = Some(column.clone());
+        }
+        entry.columns.push((column, ty));
+    }
+    let edges: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, r.relname::text \
+         FROM pg_catalog.pg_constraint k \
+         JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+         JOIN pg_catalog.pg_class r ON r.oid = k.confrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE k.contype = 'f' AND n.nspname = current_schema()",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let triggered: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT c.relname::text \
+         FROM pg_catalog.pg_trigger t \
+         JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT t.tgisinternal AND n.nspname = current_schema() \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((tables, edges, triggered))
+}
+
+/// The tables in an order where each comes after every table it references (a table
+/// referencing itself is copied in the source's row order, parents first as they were
+/// written). A cycle between tables is refused.
+fn dependency_order(
+    tables: &BTreeMap<String, Table>,
+    edges: &[(String, String)],
+) -> Result<Vec<String>> {
+    let mut needs: BTreeMap<&str, BTreeSet<&str>> = tables
+        .keys()
+        .map(|t| (t.as_str(), BTreeSet::new()))
+        .collect();
+    for (from, to) in edges {
+        if from != to {
+            if let Some(n) = needs.get_mut(from.as_str()) {
+                n.insert(to.as_str());
+            }
+        }
+    }
+    let mut order: Vec<String> = Vec::with_capacity(needs.len());
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    while done.len() < needs.len() {
+        let ready: Vec<&str> = needs
+            .iter()
+            .filter(|(t, n)| !done.contains(*t) && n.iter().all(|d| done.contains(d)))
+            .map(|(t, _)| *t)
+            .collect();
+        if ready.is_empty() {
+            let left: Vec<&str> = needs
+                .keys()
+                .filter(|t| !done.contains(*t))
+                .copied()
+                .collect();
+            return Err(config(format!(
+                "the target's foreign keys form a cycle among {}",
+                left.join(", ")
+            )));
+        }
+        for t in ready {
+            done.insert(t);
+            order.push(t.to_owned());
+        }
+    }
+    Ok(order)
+}
+
+/// Reads every planned table from the source in one read transaction, sending its rows in
+/// chunks and then its count.
+fn read_source(
+    path: &Path,
+    plan: &[Table],
+    send: tokio::sync::mpsc::Sender<Result<Chunk>>,
+) -> Result<()> {
+    let result = read_tables(path, plan, &send);
+    if let Err(e) = result {
+        // The writer stops at the error; if it is gone already, there is no one to tell.
+        let words = e.to_string();
+        let _ = send.blocking_send(Err(e));
+        return Err(config(words));
+    }
+    Ok(())
+}
+
+fn read_tables(
+    path: &Path,
+    plan: &[Table],
+    send: &tokio::sync::mpsc::Sender<Result<Chunk>>,
+) -> Result<()> {
+    let mut conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    let gone = || config("the copy stopped");
+    for table in plan {
+        let per_chunk = (VALUES_PER_STATEMENT / table.columns.len().max(1)).max(1);
+        let cols: Vec<String> = table.columns.iter().map(|c| quote(&c.0)).collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY rowid",
+            cols.join(", "),
+            quote(&table.name)
+        );
+        // A table without rowid (the live counts) has its primary key's order instead.
+        let sql = if is_without_rowid(&tx, &table.name)? {
+            sql.replace(" ORDER BY rowid", "")
+        } else {
+            sql
+        };
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        let mut chunk: Vec<Vec<Option<String>>> = Vec::with_capacity(per_chunk);
+        let mut read = 0u64;
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(table.columns.len());
+            for (i, (column, _)) in table.columns.iter().enumerate() {
+                values.push(as_text(row.get_ref(i)?, &table.name, column)?);
+            }
+            chunk.push(values);
+            read += 1;
+            if chunk.len() == per_chunk {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(per_chunk));
+                send.blocking_send(Ok(Chunk::Rows(full)))
+                    .map_err(|_| gone())?;
+            }
+        }
+        if !chunk.is_empty() {
+            send.blocking_send(Ok(Chunk::Rows(chunk)))
+                .map_err(|_| gone())?;
+        }
+        send.blocking_send(Ok(Chunk::End(read)))
+            .map_err(|_| gone())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn is_without_rowid(conn: &rusqlite::Connection, table: &str) -> Result<bool> {
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    Ok(sql.to_ascii_uppercase().contains("WITHOUT ROWID"))
+}
+
+/// A stored value as the text PostgreSQL casts to the column's type (`NULL` as `None`).
+fn as_text(
+    value: rusqlite::types::ValueRef<'_>,
+    table: &str,
+    column: &str,
+) -> Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    Ok(match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) => Some(
+            std::str::from_utf8(t)
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("{table}.{column} holds text that is not UTF-8"))
+                })?
+                .to_owned(),
+        ),
+        ValueRef::Blob(_) => {
+            return Err(StoreError::Corrupt(format!(
+                "{table}.{column} holds a blob, which no column of Lodge's holds"
+            )))
+        }
+    })
+}
+
+/// Writes one chunk of rows in one `INSERT`, each value cast from text to its column's type.
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &Table,
+    rows: Vec<Vec<Option<String>>>,
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let width = table.columns.len();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ",
+        quote(&table.name),
+        table
+            .columns
+            .iter()
+            .map(|c| quote(&c.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in 0..rows.len() {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (c, (_, ty)) in table.columns.iter().enumerate() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}::{ty}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        for value in row {
+            query = query.bind(value);
+        }
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> (String, Table) {
+        (
+            name.to_owned(),
+            Table {
+                name: name.to_owned(),
+                columns: vec![],
+                identity: None,
+            },
+        )
+    }
+
+    #[test]
+    fn tables_come_after_those_they_reference() {
+        let tables: BTreeMap<String, Table> = ["invoices", "organizations", "lines", "jobs"]
+            .map(table)
+            .into();
+        let edges = [
+            ("lines", "invoices"),
+            ("invoices", "organizations"),
+            ("lines", "lines"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let order = dependency_order(&tables, &edges).unwrap();
+        let at = |t: &str| order.iter().position(|o| o == t).unwrap();
+        assert!(at("organizations") < at("invoices"));
+        assert!(at("invoices") < at("lines"));
+        assert_eq!(order.len(), 4);
+        let cycle = [("invoices", "lines")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let both: Vec<_> = edges.iter().cloned().chain(cycle).collect();
+        assert!(dependency_order(&tables, &both).is_err());
+    }
+
+    #[test]
+    fn values_become_text() {
+        use rusqlite::types::ValueRef;
+        assert_eq!(as_text(ValueRef::Null, "t", "c").unwrap(), None);
+        assert_eq!(
+            as_text(ValueRef::Integer(-42), "t", "c")
+                .unwrap()
+                .as_deref(),
+            Some("-42")
+        );
+        assert_eq!(
+            as_text(ValueRef::Text(b"2026-12-01"), "t", "c")
+                .unwrap()
+                .as_deref(),
+            Some("2026-12-01")
+        );
+        assert!(as_text(ValueRef::Blob(b"x"), "t", "c").is_err());
+        assert!(as_text(ValueRef::Text(&[0xff]), "t", "c").is_err());
+    }
+}
