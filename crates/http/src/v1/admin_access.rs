@@ -107,7 +107,8 @@ async fn set_active(st: &AppState, id: &str, active: bool) -> ApiResult<Json<Use
 /// 2 s on other nodes); its sessions and refresh tokens end for good.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/deactivate", tag = "admin", operation_id = "admin_deactivate_user", security(("bearer" = [])),
     params(("user_id" = String, Path, description = "User UUID")),
-    responses((status = 200, body = User), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = User), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "The caller's own user: staff do not deactivate themselves")))]
 async fn deactivate_user(
     State(st): State<AppState>,
     Staff(staff): Staff,
