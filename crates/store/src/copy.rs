@@ -261,7 +261,11 @@ async fn copy_into(
             };
             match chunk {
                 Chunk::Rows(rows) => {
-                    copied += insert_rows(&mut tx, table, rows).await?;
+                    // Which table refused a row is said (a constraint PostgreSQL checks and
+                    // SQLite did not, say).
+                    copied += insert_rows(&mut tx, table, rows)
+                        .await
+                        .map_err(|e| config(format!("writing table {}: {e}", table.name)))?;
                 }
                 Chunk::End(read) => {
                     if read != copied {
@@ -598,6 +602,45 @@ mod tests {
         let cycle = [("invoices", "lines")].map(|(a, b)| (a.to_owned(), b.to_owned()));
         let both: Vec<_> = edges.iter().cloned().chain(cycle).collect();
         assert!(dependency_order(&tables, &both).is_err());
+    }
+
+    /// A value SQLite kept but PostgreSQL's column refuses (SQLite's columns take any
+    /// type) stops the copy, naming the table, with nothing written; the copy goes through
+    /// once the value is mended.
+    #[tokio::test]
+    async fn a_row_postgres_refuses_names_its_table_and_writes_nothing() {
+        let Some(target) = lodge_testkit::pg::test_database_url().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lodge.db");
+        let source = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let bad = "UPDATE counters SET value = 'many' WHERE name = 'order_number'";
+        sqlx::query(bad).execute(source.writer()).await.unwrap();
+        let err = sqlite_to_postgres(&path, &target, |_, _| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writing table counters"), "{err}");
+        let store = Store::connect(&target).await.unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM counters")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(rows, 3, "the migrations' own rows, as they were");
+        let mended = "UPDATE counters SET value = 7 WHERE name = 'order_number'";
+        sqlx::query(mended).execute(source.writer()).await.unwrap();
+        let report = sqlite_to_postgres(&path, &target, |_, _| {}).await.unwrap();
+        assert!(report.rows() >= 3, "{report:?}");
+        let (n,): (i64,) = sqlx::query_as("SELECT value FROM counters WHERE name = 'order_number'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(n, 7);
+        store.close().await;
+        source.close().await;
     }
 
     #[test]
