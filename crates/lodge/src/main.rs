@@ -1466,11 +1466,19 @@ async fn copy_to(cfg: &Config, target: &str) -> anyhow::Result<()> {
         Some(_) => "the same LODGE_SECRET_KEY as this installation".to_owned(),
         None => {
             let file = lodge::key_file_path(&cfg.database_url);
-            format!(
-                "this installation's secret key: {} (its contents as LODGE_SECRET_KEY, or the \
-                 file in their working directory)",
-                file.display()
-            )
+            if file.exists() {
+                format!(
+                    "this installation's secret key: {} (its contents as LODGE_SECRET_KEY, or \
+                     the file in their working directory)",
+                    file.display()
+                )
+            } else {
+                format!(
+                    "this installation's secret key, the one its nodes were started with (there \
+                     is no key file at {}: LODGE_SECRET_KEY, or a key file kept elsewhere)",
+                    file.display()
+                )
+            }
         }
     };
     eprintln!(

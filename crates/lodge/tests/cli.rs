@@ -2168,6 +2168,16 @@ async fn copy_to_moves_a_sqlite_installation_to_postgres() {
 
     let err = cli.fails(&["copy-to", &url]);
     assert!(err.contains("holds data already"), "{err}");
+    // Where no key file is beside the database (the nodes were given LODGE_SECRET_KEY, or
+    // the file was kept elsewhere), that is said rather than a file that is not there.
+    std::fs::remove_file(&key_file).unwrap();
+    let Some(second) = lodge_testkit::pg::test_database_url().await else {
+        return;
+    };
+    let out = cli.run(&["copy-to", &second]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("there is no key file at"), "{said}");
     // Without the installation's key a node there is refused.
     let stranger = Cli::on(&url);
     let err = stranger.fails(&["serve", "--listen", "127.0.0.1:0"]);
