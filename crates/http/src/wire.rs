@@ -102,7 +102,9 @@ pub struct Project {
     pub name: String,
     pub description: String,
     pub is_default: bool,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -197,7 +199,9 @@ pub struct HostingPlan {
     pub max_ftp_accounts: i64,
     pub max_accounts: i64,
     pub is_active: bool,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -300,10 +304,12 @@ pub struct ApiKey {
     pub prefix: String,
     pub scopes: Vec<String>,
     pub organization_id: Option<String>,
+    #[schema(format = DateTime)]
     pub expires: Option<String>,
     pub last_used: Option<String>,
     pub revoked: Option<String>,
     pub is_active: bool,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 
@@ -358,6 +364,7 @@ pub struct Cancellation {
     #[serde(rename = "type")]
     pub kind: String,
     pub reason: String,
+    #[schema(format = DateTime)]
     pub requested: Option<String>,
     pub effective_date: Option<String>,
 }
@@ -428,7 +435,9 @@ pub struct Hosting {
     /// Status changes, oldest first (Lodge addition; on the detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -439,6 +448,7 @@ pub struct TlsCertificate {
     /// retried), `removed` (the account was terminated).
     pub status: String,
     /// When the installed certificate expires (renewed 30 days before).
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Why the last attempt failed (kept while an installed certificate still serves).
     pub error: Option<String>,
@@ -549,7 +559,9 @@ pub struct Domain {
     pub is_locked: bool,
     pub nameservers: Vec<String>,
     pub next_billing_date: Option<String>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -601,6 +613,7 @@ pub struct Payment {
     pub method: String,
     pub reference: String,
     pub amount: String,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 
@@ -733,6 +746,7 @@ pub struct LedgerEntry {
     pub balance_after: String,
     pub invoice_id: Option<i64>,
     pub note: String,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 

@@ -62,6 +62,7 @@ pub struct User {
     pub name: String,
     pub is_staff: bool,
     pub is_active: bool,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 
@@ -554,6 +555,7 @@ pub struct Coupon {
     pub plan_id: Option<String>,
     pub max_uses: Option<i64>,
     pub uses: i64,
+    #[schema(format = DateTime)]
     pub expires: Option<String>,
     pub is_active: bool,
 }

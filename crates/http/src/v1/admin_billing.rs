@@ -317,6 +317,7 @@ pub struct Refund {
     pub reason: String,
     /// Who refunded it (`staff:<user id>`).
     pub actor: String,
+    #[schema(format = DateTime)]
     pub created: String,
     /// When the card gateway refused it (a refund to a card), and its words: nothing
     /// went back, and the invoice counts it no more. Null otherwise.
@@ -580,6 +581,7 @@ pub struct RegistryTask {
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
+    #[schema(format = DateTime)]
     pub created: String,
     /// When it was done (or superseded), by whom, and `outcome`: `done`, or `superseded`
     /// (a later change of the same kind replaced it).

@@ -56,7 +56,9 @@ pub struct Server {
     pub is_active: bool,
     /// The node whose worker acts on it (`null`: any).
     pub node: Option<String>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -349,11 +351,14 @@ pub struct Job {
     pub status: String,
     pub attempts: i64,
     pub max_attempts: i64,
+    #[schema(format = DateTime)]
     pub run_at: String,
     pub locked_by: Option<String>,
     pub locked_until: Option<String>,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -500,7 +505,9 @@ pub struct MailMessage {
     /// The SMTP server's answer to the message.
     pub smtp_response: Option<String>,
     pub sent: Option<String>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 

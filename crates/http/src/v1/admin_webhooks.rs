@@ -40,7 +40,9 @@ pub struct WebhookEndpoint {
     /// Only this organization's events; `null`: every organization's.
     pub organization_id: Option<String>,
     pub enabled: bool,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub modified: String,
 }
 
@@ -198,6 +200,7 @@ pub struct WebhookDelivery {
     /// A 2xx answer.
     pub delivered: bool,
     pub duration_ms: i64,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 
@@ -279,6 +282,7 @@ pub struct EventEntry {
     /// The event's data, as webhooks carry it.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    #[schema(format = DateTime)]
     pub created: String,
 }
 
