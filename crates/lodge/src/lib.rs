@@ -259,23 +259,78 @@ fn dir_of(file: &std::path::Path) -> &std::path::Path {
 /// dropped (or the process ends, however it ends). Refused, naming the holder's process,
 /// while another `serve` holds it.
 pub fn serve_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    // One lock a file, however it is named (a relative path, a symlinked directory, a
-    // symlink to the file itself: found by the operator audit).
-    let db = std::fs::canonicalize(db).unwrap_or_else(|_| {
+    lock_file(
+        &beside(db, "-lodge.lock"),
+        &format!(
+            "holds {} already: one server a SQLite database (stop it first; several nodes need PostgreSQL, see the README)",
+            canonical(db).display()
+        ),
+        Lock::Exclusive("serve"),
+    )
+}
+
+/// Takes the lock every `lodge worker` on the SQLite database `db` shares (a shared lock on
+/// `<db>-lodge-worker.lock`), so that `copy-to` can tell none runs.
+pub fn worker_lock(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    lock_file(
+        &beside(db, "-lodge-worker.lock"),
+        "is copying this database (wait for it to end)",
+        Lock::Shared,
+    )
+}
+
+/// Takes both locks of the SQLite database `db` for `copy-to` (no `serve` nor `worker` writes
+/// to it meanwhile, nor starts). `None` where the locks cannot be made (the database's
+/// directory is read-only: no server can write there either).
+pub fn copy_locks(db: &std::path::Path) -> anyhow::Result<Option<[std::fs::File; 2]>> {
+    let read_only = |e: &anyhow::Error| {
+        e.root_cause()
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                )
+            })
+    };
+    let serving = format!("is serving {} (stop it first)", canonical(db).display());
+    let served = match lock_file(
+        &beside(db, "-lodge.lock"),
+        &serving,
+        Lock::Exclusive("copy-to"),
+    ) {
+        Ok(f) => f,
+        Err(e) if read_only(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let working = lock_file(
+        &beside(db, "-lodge-worker.lock"),
+        &format!(
+            "runs jobs on {} (stop it first: what it writes after the copy's snapshot would be lost)",
+            canonical(db).display()
+        ),
+        Lock::Exclusive("copy-to"),
+    )
+    .map_err(|e| e.context("a `lodge worker`"))?;
+    Ok(Some([served, working]))
+}
+
+/// `db` as one name, however it is given (a relative path, a symlinked directory, a
+/// symlink to the file itself: found by the operator audit), so that one file has one lock.
+fn canonical(db: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(db).unwrap_or_else(|_| {
         std::fs::canonicalize(dir_of(db))
             .ok()
             .zip(db.file_name())
             .map_or_else(|| db.to_path_buf(), |(d, f)| d.join(f))
-    });
-    let mut name = db.as_os_str().to_owned();
-    name.push("-lodge.lock");
-    lock_file(
-        std::path::Path::new(&name),
-        &format!(
-            "is serving {} already: one server a SQLite database (stop it first; several nodes need PostgreSQL, see the README)",
-            db.display()
-        ),
-    )
+    })
+}
+
+/// The file beside `db` named as it is plus `suffix`.
+fn beside(db: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = canonical(db).into_os_string();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
 }
 
 /// Takes the lock that makes this `serve --demo` the only user of the demo nginx state
@@ -289,12 +344,22 @@ pub fn demo_lock(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
             "runs the demo's nginx from {} already (stop it first)",
             data.display()
         ),
+        Lock::Exclusive("serve"),
     )
 }
 
-/// An exclusive lock on `path`, holding this process's id; refused while another process
-/// holds it, saying `what` it does.
-fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File> {
+/// How [`lock_file`] locks: alone, as the command named (written in the file for whoever is
+/// refused), or shared with others of its kind.
+#[derive(Debug, Clone, Copy)]
+enum Lock {
+    Exclusive(&'static str),
+    Shared,
+}
+
+/// A lock on `path` ([`Lock`]), holding this process's id and command.
+/// Refused while another process holds it (exclusively, or at all for an exclusive one),
+/// naming that process and saying `what` it does.
+fn lock_file(path: &std::path::Path, what: &str, how: Lock) -> anyhow::Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -303,18 +368,24 @@ fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File
         .truncate(false)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
+    let locked = match how {
+        Lock::Exclusive(_) => file.try_lock(),
+        Lock::Shared => file.try_lock_shared(),
+    };
+    match locked {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
+            // "<pid> <command>" (a file an older build wrote holds the pid of a `serve`).
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
+            let (pid, command) = holder.split_once(' ').unwrap_or((holder, "serve"));
             anyhow::bail!(
-                "another `lodge serve`{} {what}",
-                if holder.is_empty() {
+                "another `lodge {command}`{} {what}",
+                if pid.is_empty() {
                     String::new()
                 } else {
-                    format!(" (process {holder})")
+                    format!(" (process {pid})")
                 },
             );
         }
@@ -322,9 +393,14 @@ fn lock_file(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File
             return Err(e).with_context(|| format!("locking {}", path.display()));
         }
     }
+    // A shared lock's holders each write theirs: the file names one of them.
+    let command = match how {
+        Lock::Exclusive(command) => command,
+        Lock::Shared => "worker",
+    };
     file.set_len(0)?;
     file.rewind()?;
-    write!(file, "{}", std::process::id())?;
+    write!(file, "{} {command}", std::process::id())?;
     file.flush()?;
     Ok(file)
 }
@@ -626,6 +702,6 @@ mod lock_tests {
         std::os::unix::fs::symlink(&db, &link).unwrap();
         let _held = super::serve_lock(&db).unwrap();
         let refused = super::serve_lock(&link).unwrap_err();
-        assert!(refused.to_string().contains("is serving"), "{refused}");
+        assert!(refused.to_string().contains("holds"), "{refused}");
     }
 }

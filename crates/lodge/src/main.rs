@@ -1000,6 +1000,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     // worker ran the first one's jobs against its own settings). Held until exit.
     let _serve_lock = match (&cli.command, lodge::sqlite_file(&cfg.database_url)) {
         (Command::Serve(_), Some(db)) => Some(lodge::serve_lock(&db)?),
+        // Workers share theirs: `copy-to` takes it alone (found by the copy audit: a copy
+        // ran beside a worker, whose later writes the move would have lost).
+        (Command::Worker(_), Some(db)) if db.exists() => Some(lodge::worker_lock(&db)?),
         _ => None,
     };
     if matches!(&cli.command, Command::Serve(_)) {
@@ -1435,9 +1438,16 @@ async fn copy_to(cfg: &Config, target: &str) -> anyhow::Result<()> {
         );
     };
     let shown = lodge_store::redact_url(target);
-    // No server writes to it meanwhile (what it wrote after the snapshot would be lost in
-    // the move), nor starts until the copy is done.
-    let _serve_lock = lodge::serve_lock(&source).context(
+    if !source.is_file() {
+        anyhow::bail!(
+            "no SQLite database at {}: point --database-url (LODGE_DATABASE_URL) at the \
+             installation's",
+            source.display()
+        );
+    }
+    // No server or worker writes to it meanwhile (what it wrote after the snapshot would be
+    // lost in the move), nor starts until the copy is done.
+    let _locks = lodge::copy_locks(&source).context(
         "copy-to needs Lodge stopped on the SQLite database: what it wrote after the copy's \
          snapshot would not be copied",
     )?;
@@ -1451,12 +1461,7 @@ async fn copy_to(cfg: &Config, target: &str) -> anyhow::Result<()> {
         }
     })
     .await
-    .with_context(|| {
-        format!(
-            "copying {} into {shown} (nothing was written)",
-            source.display()
-        )
-    })?;
+    .context("the copy stopped; no row of the installation is in the target")?;
     eprintln!(
         "lodge: copied {} rows of {} tables into {shown}",
         report.rows(),

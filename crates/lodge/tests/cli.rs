@@ -2135,6 +2135,28 @@ async fn copy_to_moves_a_sqlite_installation_to_postgres() {
     let err = cli.fails(&["copy-to", &url]);
     assert!(err.contains("needs Lodge stopped"), "{err}");
     drop(served);
+    // Nor beside a worker (its lock is taken once it has opened the database).
+    let mut worker = cli
+        .command(&["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = std::path::PathBuf::from(format!(
+        "{}-lodge-worker.lock",
+        std::fs::canonicalize(cli.db_path()).unwrap().display()
+    ));
+    // A bound on a hung start, not a wait for time to pass.
+    for _ in 0..600 {
+        if std::fs::read_to_string(&lock).is_ok_and(|s| s.ends_with(" worker")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = cli.fails(&["copy-to", &url]);
+    assert!(err.contains("another `lodge worker`"), "{err}");
+    let _ = worker.kill();
+    let _ = worker.wait();
     let store = lodge_store::Store::connect(&url).await.unwrap();
     assert!(!store.is_installed().await.unwrap(), "a refused copy wrote");
     store.close().await;

@@ -58,14 +58,16 @@ fn quote(ident: &str) -> String {
 }
 
 fn config(msg: impl Into<String>) -> StoreError {
-    StoreError::Config(msg.into())
+    StoreError::Refused(msg.into())
 }
 
 /// Copies every row of the SQLite database at `source` into the PostgreSQL database at
 /// `target_url` (see the module's documentation). `progress` is told each table as it is
 /// done, with its rows. Refused, with nothing written, when the source is not at this
-/// build's latest migration, when the target holds any data, or when a table or column of
-/// the source has no place in the target.
+/// build's latest migration, or when the target holds tables of another application, data
+/// of an installation, or is not encoded in UTF-8. A failure after the target was migrated
+/// (a table or column of the source without a place in it, a row it refuses) leaves its
+/// Lodge tables empty, for another try.
 pub async fn sqlite_to_postgres(
     source: &Path,
     target_url: &str,
@@ -75,26 +77,84 @@ pub async fn sqlite_to_postgres(
         return Err(config("the copy's target must be a postgres:// database"));
     }
     let source = source.to_path_buf();
-    let (source_tables, source_columns) = {
+    let schema = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || source_schema(&source))
             .await
             .map_err(|e| config(format!("reading the source: {e}")))??
     };
-    let store = Store::open(target_url).await?;
-    let result = copy_into(&store, source, &source_tables, &source_columns, &progress).await;
+    let store = Store::connect(target_url).await?;
+    let result = async {
+        // Nothing is made in a database that is not the copy's to fill (found by the copy
+        // audit: another application's database was given Lodge's tables, and a LATIN1 one
+        // half of them, before the copy refused).
+        preflight(&store).await?;
+        store.migrate().await?;
+        copy_into(&store, source, &schema, &progress).await
+    }
+    .await;
     store.close().await;
     result
 }
 
+/// Refuses a target that is not encoded in UTF-8, or that holds tables while Lodge's are
+/// not there (another application's database, or the wrong schema).
+async fn preflight(store: &Store) -> Result<()> {
+    let mut conn = store.writer().acquire().await?;
+    let (encoding,): (String,) = sqlx::query_as(
+        "SELECT pg_encoding_to_char(encoding)::text \
+         FROM pg_catalog.pg_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if encoding != "UTF8" {
+        return Err(config(format!(
+            "the target database is encoded in {encoding}: Lodge's text needs UTF8 (create it \
+             with `createdb -E UTF8 -T template0 …`)"
+        )));
+    }
+    drop(conn);
+    if store.is_installed().await? {
+        return Ok(());
+    }
+    let mut conn = store.writer().acquire().await?;
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname = current_schema() \
+         ORDER BY 1 LIMIT 5",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if !others.is_empty() {
+        return Err(config(format!(
+            "the target database holds tables that are not Lodge's ({}…): copy into a new, \
+             empty database",
+            others.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// What the copy needs to know of the source: its tables with their rows, their columns,
+/// and the ids `AUTOINCREMENT` tables have handed out (their high-water marks).
+struct SourceSchema {
+    tables: BTreeMap<String, u64>,
+    columns: BTreeMap<String, BTreeSet<String>>,
+    handed_out: BTreeMap<String, i64>,
+}
+
 /// The source's tables with their rows and their columns, after checking that its
 /// migrations are exactly this build's.
-#[allow(clippy::type_complexity)]
-fn source_schema(
-    path: &Path,
-) -> Result<(BTreeMap<String, u64>, BTreeMap<String, BTreeSet<String>>)> {
+fn source_schema(path: &Path) -> Result<SourceSchema> {
     if !path.exists() {
         return Err(config(format!("no SQLite database at {}", path.display())));
+    }
+    if !path.is_file() {
+        return Err(config(format!(
+            "{} is not a file: give the SQLite database's file",
+            path.display()
+        )));
     }
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -158,16 +218,35 @@ fn source_schema(
         tables.insert(name.clone(), u64::try_from(rows).unwrap_or(0));
         columns.insert(name, cols);
     }
-    Ok((tables, columns))
+    // A table with `AUTOINCREMENT` never gives an id twice, even one whose row was deleted:
+    // the sequence goes on past its mark, not past its largest id left (found by the copy
+    // audit: a deleted webhook endpoint's id was given again).
+    let has_marks: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
+        [],
+        |r| r.get(0),
+    )?;
+    let handed_out = if has_marks {
+        conn.prepare("SELECT name, seq FROM sqlite_sequence")?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<std::result::Result<_, _>>()?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(SourceSchema {
+        tables,
+        columns,
+        handed_out,
+    })
 }
 
 async fn copy_into(
     store: &Store,
     source: std::path::PathBuf,
-    source_tables: &BTreeMap<String, u64>,
-    source_columns: &BTreeMap<String, BTreeSet<String>>,
+    schema: &SourceSchema,
     progress: &impl Fn(&str, u64),
 ) -> Result<CopyReport> {
+    let (source_tables, source_columns) = (&schema.tables, &schema.columns);
     let mut conn = store.writer().acquire().await?;
     let (tables, edges, triggered) = target_schema(&mut conn).await?;
 
@@ -287,15 +366,17 @@ async fn copy_into(
             )));
         }
         if let Some(id) = &table.identity {
+            let mark = schema.handed_out.get(&table.name).copied().unwrap_or(0);
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence($1, $2), \
-                 COALESCE((SELECT MAX({col}) FROM {t}), 0) + 1, false)",
+                 GREATEST(COALESCE((SELECT MAX({col}) FROM {t}), 0), $3) + 1, false)",
                 col = quote(id),
                 t = quote(&table.name)
             );
             sqlx::query(&sql)
                 .bind(quote(&table.name))
                 .bind(id.clone())
+                .bind(mark)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -641,6 +722,95 @@ mod tests {
         assert_eq!(n, 7);
         store.close().await;
         source.close().await;
+    }
+
+    /// A target that is not the copy's to fill is refused before anything is made in it:
+    /// another application's tables, a database not encoded in UTF-8 (found by the copy
+    /// audit: Lodge's tables were left in both).
+    #[tokio::test]
+    async fn a_target_of_another_application_or_encoding_gets_no_table() {
+        let Some(cluster) = lodge_testkit::pg::shared_cluster().await.ok().flatten() else {
+            lodge_testkit::skip_or_fail("postgres", "no PostgreSQL cluster");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lodge.db");
+        let source = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        source.close().await;
+        let tables = |url: String| async move {
+            let store = Store::connect(&url).await.unwrap();
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_catalog.pg_tables \
+                 WHERE schemaname = current_schema() ORDER BY 1",
+            )
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+            store.close().await;
+            names
+        };
+        let other = cluster.fresh_database().await.unwrap();
+        let store = Store::connect(&other).await.unwrap();
+        sqlx::query("CREATE TABLE customers (id BIGINT PRIMARY KEY)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        store.close().await;
+        let err = sqlite_to_postgres(&path, &other, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not Lodge's (customers"), "{err}");
+        assert_eq!(tables(other).await, ["customers"]);
+
+        // A unique name: another fresh database's, with a suffix.
+        let unique = cluster.fresh_database().await.unwrap();
+        let name = format!("{}_latin1", unique.rsplit('/').next().unwrap());
+        let admin = Store::connect(&cluster.admin_url()).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 \
+             LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))
+        .execute(admin.writer())
+        .await
+        .unwrap();
+        admin.close().await;
+        let latin1 = cluster.url_for(&name);
+        let err = sqlite_to_postgres(&path, &latin1, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("encoded in LATIN1"), "{err}");
+        assert!(tables(latin1).await.is_empty());
+    }
+
+    /// Ids an `AUTOINCREMENT` table handed out are not handed out again on PostgreSQL, even
+    /// where their rows were deleted (found by the copy audit: a deleted webhook endpoint's
+    /// id came back).
+    #[tokio::test]
+    async fn ids_handed_out_are_not_handed_out_again() {
+        let Some(target) = lodge_testkit::pg::test_database_url().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lodge.db");
+        let source = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('webhook_endpoints', 41)")
+            .execute(source.writer())
+            .await
+            .unwrap();
+        source.close().await;
+        sqlite_to_postgres(&path, &target, |_, _| {}).await.unwrap();
+        let store = Store::connect(&target).await.unwrap();
+        let (next,): (i64,) =
+            sqlx::query_as("SELECT nextval(pg_get_serial_sequence('webhook_endpoints', 'id'))")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(next, 42);
+        store.close().await;
     }
 
     #[test]

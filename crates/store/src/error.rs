@@ -14,6 +14,10 @@ pub enum StoreError {
     Check(Check),
     #[error("not found")]
     NotFound,
+    /// An operation refused as a whole, in words for the operator (a copy's target that
+    /// holds data, say).
+    #[error("{0}")]
+    Refused(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     /// The SQLite file open was deleted or replaced under the running process.

@@ -100,7 +100,7 @@ impl Engine {
 /// Removes the password from a database URL so it can be logged.
 pub fn redact_url(url: &str) -> String {
     let Some(s) = url.find("://") else {
-        return url.to_owned();
+        return redact_keywords(url);
     };
     let (scheme, rest) = url.split_at(s + 3);
     // The authority ends at the path or the query; its user information at its last `@`.
@@ -139,6 +139,58 @@ pub fn redact_url(url: &str) -> String {
         None => tail.to_owned(),
     };
     format!("{scheme}{authority}{tail}")
+}
+
+/// Masks the values of `password` and `sslpassword` in a libpq keyword/value string
+/// (`host=… user=… password=…`; a value quoted with `'` may hold spaces), which is not a
+/// URL but may be given where one is expected (found by the copy audit: printed whole).
+fn redact_keywords(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = lower.get(from..).and_then(|rest| rest.find("password")) {
+        let key_end = from + at + "password".len();
+        from = key_end;
+        // `password`, then spaces, `=`, spaces, then the value.
+        let mut i = key_end;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            continue;
+        }
+        i += 1;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        let start = i;
+        if bytes.get(i) == Some(&b'\'') {
+            i += 1;
+            while let Some(b) = bytes.get(i) {
+                match b {
+                    b'\\' => i += 2,
+                    b'\'' => {
+                        i += 1;
+                        break;
+                    }
+                    _ => i += 1,
+                }
+            }
+        } else {
+            while bytes.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
+                i += 1;
+            }
+        }
+        let end = i.min(s.len());
+        out.push_str(s.get(copied..start).unwrap_or_default());
+        out.push_str("***");
+        copied = end;
+        from = end.max(from);
+    }
+    out.push_str(s.get(copied..).unwrap_or_default());
+    out
 }
 
 /// The connection pools of one Lodge node.
@@ -470,6 +522,25 @@ where
 
 #[cfg(test)]
 mod redact_tests {
+    /// A libpq keyword/value string given where a URL is expected keeps no password
+    /// (found by the copy audit: it was printed whole).
+    #[test]
+    fn passwords_of_keyword_strings_are_masked() {
+        let r = super::redact_url;
+        assert_eq!(
+            r("host=127.0.0.1 user=lodge password=S3cret dbname=lodge"),
+            "host=127.0.0.1 user=lodge password=*** dbname=lodge"
+        );
+        assert_eq!(
+            r("host=h PASSWORD = 'a b\\' c' sslpassword=x"),
+            "host=h PASSWORD = *** sslpassword=***"
+        );
+        assert_eq!(r("password="), "password=***");
+        assert_eq!(r("host=h passwordless=1"), "host=h passwordless=1");
+        assert_eq!(r("sqlite:lodge.db"), "sqlite:lodge.db");
+        assert_eq!(r("password=pé ü"), "password=*** ü");
+    }
+
     #[test]
     fn passwords_are_masked_wherever_the_url_carries_them() {
         let r = super::redact_url;
