@@ -178,11 +178,22 @@ fn csrf_ok(st: &AppState, token: &str, body: &[u8]) -> bool {
     nonce.len() == 32 && csrf_mac(st, token, nonce).verify_slice(&mac).is_ok()
 }
 
+/// A short page of the payment pages' errors: in English, sized for a phone, its text in a
+/// `main` landmark (found by the accessibility audit: no `lang`, no viewport).
+fn short_page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title></head><body><main>{body}</main></body></html>"
+    ))
+}
+
 fn forbidden() -> Response {
     (
         StatusCode::FORBIDDEN,
-        Html(
-            "<!doctype html><title>Forbidden</title><h1>This form has expired</h1>\
+        short_page(
+            "Forbidden",
+            "<h1>This form has expired</h1>\
              <p>Nothing was paid. Go back to the payment page, reload it and try again.</p>",
         ),
     )
@@ -302,10 +313,10 @@ fn failed(e: &ServiceError) -> Response {
     crate::error::retry_later(
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Html(
-                "<!doctype html><title>Unavailable</title><h1>The payment page is unavailable \
-                 at the moment</h1><p>Try again in a few moments: the page then shows where \
-                 the invoice stands.</p>",
+            short_page(
+                "Unavailable",
+                "<h1>The payment page is unavailable at the moment</h1><p>Try again in a few \
+                 moments: the page then shows where the invoice stands.</p>",
             ),
         )
             .into_response(),
@@ -317,9 +328,10 @@ fn server_error(cause: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %cause, "request failed");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Html(
-            "<!doctype html><title>Error</title><h1>Something went wrong</h1><p>Reload the \
-             payment page to see where the invoice stands.</p>",
+        short_page(
+            "Error",
+            "<h1>Something went wrong</h1><p>Reload the payment page to see where the invoice \
+             stands.</p>",
         ),
     )
         .into_response()
@@ -362,9 +374,10 @@ fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Respo
         (
             StatusCode::TOO_MANY_REQUESTS,
             [(axum::http::header::RETRY_AFTER, secs.to_string())],
-            Html(format!(
-                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1><p>{said}</p>"
-            )),
+            short_page(
+                "Too many attempts",
+                &format!("<h1>Too many attempts</h1><p>{said}</p>"),
+            ),
         )
             .into_response(),
     )
@@ -373,7 +386,7 @@ fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Respo
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Html("<!doctype html><title>Not found</title><h1>Invoice not found</h1>"),
+        short_page("Not found", "<h1>Invoice not found</h1>"),
     )
         .into_response()
 }
@@ -416,9 +429,14 @@ async fn payment_page(
         ),
         Some("closed") => Some("This invoice can no longer be paid."),
         Some("card_failed") => Some("The card payment failed."),
-        Some("card_pending") => {
-            Some("Your card payment is being processed: this page shows it once it is done.")
-        }
+        Some("card_pending") => Some(
+            "Your card payment is being processed by the card's bank: reload this page in a \
+             minute to see it recorded. Do not pay again before.",
+        ),
+        Some("card_unfinished") => Some(
+            "The card payment was not completed, and nothing was taken: you can try again, \
+             or pay another way.",
+        ),
         Some("card_unavailable") => {
             Some("Card payments are unavailable at the moment: please try again later.")
         }
@@ -658,21 +676,43 @@ async fn card_return(
 ) -> Response {
     // An intent id is printable ASCII (`pi_…`); anything else (a NUL, found by the review)
     // is no intent of this invoice's.
-    let Some(intent) = q
+    let intent = q
         .payment_intent
-        .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_graphic()))
-    else {
-        return not_found();
+        .clone()
+        .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_graphic()));
+    let (Some(intent), true) = (intent, st.lodge.stripe.is_some()) else {
+        // Back to a real invoice's page, not "Invoice not found" (found by the
+        // accessibility audit: a return whose query was lost, or after cards were turned
+        // off, told the customer the invoice was gone), as the card step does.
+        if !lodge_services::payment_tokens::plausible(&token) {
+            return not_found();
+        }
+        return match st.lodge.payment_page(&token).await {
+            Ok(_) => {
+                let result = if st.lodge.stripe.is_none() {
+                    "result=card_off"
+                } else {
+                    ""
+                };
+                let carry = PageMessage {
+                    result: None,
+                    return_to: q.return_to,
+                    then: q.then,
+                };
+                let to = with_query(&format!("/pay/{token}"), result, &carry.carried(&st));
+                Redirect::to(&to).into_response()
+            }
+            Err(ServiceError::NotFound) => not_found(),
+            Err(e) => failed(&e),
+        };
     };
-    if st.lodge.stripe.is_none() {
-        return not_found();
-    }
     if let Some(limited) = card_step_limited(&st, &token, CardStep::Return) {
         return limited;
     }
     let result = match st.lodge.card_return(&token, &intent).await {
         Ok(IntentOutcome::Recorded | IntentOutcome::AlreadyRecorded) => "paid",
         Ok(IntentOutcome::Failed) => "card_failed",
+        Ok(IntentOutcome::Unfinished) => "card_unfinished",
         Ok(IntentOutcome::Pending | IntentOutcome::Unknown) => "card_pending",
         Err(ServiceError::NotFound) => return not_found(),
         Err(e) => {

@@ -1249,5 +1249,22 @@ async fn several_invoices_are_paid_one_after_another(app: TestApp) {
     assert!(html.contains("2 more invoices"), "{html}");
     // Bank details (on an unpaid invoice's page) keep their lines.
     assert!(html2.contains("<p class=\"lines\">Pay to IBAN"), "{html2}");
+    // A cancelled one is listed as such, and not counted as one more to pay (found by the
+    // accessibility audit).
+    let (status, r) = v2(
+        &app,
+        Method::DELETE,
+        &format!("/apiv2/billing/invoices/{}", ids[2]),
+        Auth::Key(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let html = get(first_page.clone()).await;
+    assert!(html.contains("1 more invoice to pay"), "{html}");
+    assert!(
+        html.contains(&format!("Invoice {}: cancelled", number(ids[2]))),
+        "{html}"
+    );
     app.stop().await;
 }

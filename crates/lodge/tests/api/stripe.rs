@@ -643,6 +643,30 @@ async fn a_declined_card_leaves_the_invoice_unpaid_with_the_reason_shown(engine:
         register_webhook(&app, &ls).await;
         let (id, _, token, _) = unpaid_order(&app, "card-declined.example").await;
         let (_, intent) = checkout(&app, &token).await;
+        // Back before the card was confirmed (the bank's check closed, say): not "being
+        // processed", as nothing is (found by the accessibility audit); and a way back that
+        // lost its query comes to the invoice's page, not "Invoice not found".
+        let resp = no_redirects()
+            .get(app.url(&format!("/pay/{token}/return?payment_intent={intent}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()["location"],
+            format!("/pay/{token}?result=card_unfinished").as_str()
+        );
+        let (_, html) = page(&app, &format!("/pay/{token}?result=card_unfinished")).await;
+        assert!(
+            html.contains("was not completed, and nothing was taken"),
+            "{html}"
+        );
+        let resp = no_redirects()
+            .get(app.url(&format!("/pay/{token}/return")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(resp.headers()["location"], format!("/pay/{token}").as_str());
         let (status, pm) = ls_post(
             &ls,
             "/v1/payment_methods",

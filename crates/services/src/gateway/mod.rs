@@ -70,8 +70,12 @@ pub enum IntentOutcome {
     AlreadyRecorded,
     /// The payment failed; the reason is stored.
     Failed,
-    /// Still in progress (processing, requires action, …).
+    /// Still in progress at the bank (`processing`).
     Pending,
+    /// Not completed by the customer: Stripe waits for a card, its confirmation or its
+    /// authentication (`requires_payment_method`, `requires_confirmation`,
+    /// `requires_action`), or the intent was cancelled; nothing was taken.
+    Unfinished,
     /// Not an intent Lodge created.
     Unknown,
 }
@@ -496,10 +500,12 @@ impl Lodge {
                 let failure = pi.last_payment_error.as_ref().map(|e| e.reason());
                 self.set_card_status(&pi.id, status, failure.as_deref())
                     .await?;
-                Ok(if failure.is_some() {
-                    IntentOutcome::Failed
-                } else {
-                    IntentOutcome::Pending
+                Ok(match (failure, status) {
+                    (Some(_), _) => IntentOutcome::Failed,
+                    (None, "processing") => IntentOutcome::Pending,
+                    // Nothing under way (found by the accessibility audit: a customer who
+                    // closed the bank's check was told the payment was being processed).
+                    (None, _) => IntentOutcome::Unfinished,
                 })
             }
         }
