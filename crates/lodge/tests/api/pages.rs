@@ -205,6 +205,11 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
         !html.contains("<script>") && !html.contains("style="),
         "{html}"
     );
+    // Its content in a main landmark (found by the accessibility audit).
+    assert!(
+        html.contains("<main>") && html.contains("</main>"),
+        "{html}"
+    );
     for (path, status) in [
         ("/pay/no-such-token".to_owned(), StatusCode::NOT_FOUND),
         ("/pay/no/such/page".to_owned(), StatusCode::NOT_FOUND),

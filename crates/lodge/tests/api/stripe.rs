@@ -434,7 +434,7 @@ async fn an_invoice_is_paid_by_card_and_the_signed_webhook_records_it(engine: En
             "{html}"
         );
         assert!(
-            html.contains(&format!("action=\"/pay/{token}/card\"")),
+            html.contains(&format!("action=\"/pay/{token}/card#pay-card\"")),
             "{html}"
         );
         assert!(
