@@ -366,6 +366,7 @@ pub struct Cancellation {
     pub reason: String,
     #[schema(format = DateTime)]
     pub requested: Option<String>,
+    #[schema(format = Date)]
     pub effective_date: Option<String>,
 }
 
@@ -418,6 +419,7 @@ pub struct Hosting {
     pub billing_cycle: String,
     /// The recurring charge per renewal, a decimal string.
     pub price: String,
+    #[schema(format = Date)]
     pub next_due_date: Option<String>,
     pub username: Option<String>,
     pub cancellation: Option<Cancellation>,
@@ -648,6 +650,7 @@ pub struct Invoice {
     /// Refunded so far (to account credit or in cash).
     pub amount_refunded: String,
     pub amount_due: String,
+    #[schema(format = Date)]
     pub due_date: String,
     pub issued: String,
     pub paid: Option<String>,

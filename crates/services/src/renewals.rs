@@ -1621,7 +1621,9 @@ pub struct Preview {
 pub struct PreviewRenewal {
     pub organization_id: String,
     /// The day it is issued (the lead time before the due date, or today if that passed).
+    #[schema(format = Date)]
     pub issue_date: String,
+    #[schema(format = Date)]
     pub due_date: String,
     /// In minor units.
     pub total_minor: i64,
@@ -1650,6 +1652,7 @@ pub struct PreviewAccount {
 pub struct PreviewStep {
     pub hosting_id: String,
     /// The day it happens.
+    #[schema(format = Date)]
     pub date: String,
     /// `overdue` (with its invoice) or `end of period`.
     pub reason: String,
@@ -1662,6 +1665,7 @@ pub struct PreviewStep {
 pub struct PreviewOverdue {
     pub invoice_id: i64,
     pub organization_id: String,
+    #[schema(format = Date)]
     pub due_date: String,
     pub days_late: i64,
 }
