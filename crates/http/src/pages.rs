@@ -188,13 +188,30 @@ fn short_page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
-fn forbidden() -> Response {
+/// A link back to the payment page of `token` (for the pages that tell the customer to go
+/// back: reloading them would send the form, or ask Stripe, again; found by the
+/// accessibility audit). None for a token that is not letters, digits, `-` and `_`.
+fn back_link(token: &str) -> String {
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return String::new();
+    }
+    format!("<p><a id=\"back-to-page\" href=\"/pay/{token}\">Back to the payment page</a></p>")
+}
+
+fn forbidden(token: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         short_page(
-            "Forbidden",
-            "<h1>This form has expired</h1>\
-             <p>Nothing was paid. Go back to the payment page, reload it and try again.</p>",
+            "This form has expired",
+            &format!(
+                "<h1>This form has expired</h1><p>Nothing was paid. Go back to the payment \
+                 page and try again.</p>{}",
+                back_link(token)
+            ),
         ),
     )
         .into_response()
@@ -366,8 +383,8 @@ fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Respo
             "Nothing was paid. Wait {secs} seconds, then go back to the payment page and try again."
         ),
         CardStep::Return => format!(
-            "Your card payment may have gone through. Wait {secs} seconds, then reload the \
-             payment page: it shows whether the invoice is paid. Do not pay again before."
+            "Your card payment may have gone through. Wait {secs} seconds, then go back to \
+             the payment page: it shows whether the invoice is paid. Do not pay again before."
         ),
     };
     Some(
@@ -376,7 +393,10 @@ fn card_step_limited(st: &AppState, token: &str, step: CardStep) -> Option<Respo
             [(axum::http::header::RETRY_AFTER, secs.to_string())],
             short_page(
                 "Too many attempts",
-                &format!("<h1>Too many attempts</h1><p>{said}</p>"),
+                &format!(
+                    "<h1>Too many attempts</h1><p>{said}</p>{}",
+                    back_link(token)
+                ),
             ),
         )
             .into_response(),
@@ -564,7 +584,7 @@ async fn pay_with_credit(
     body: Bytes,
 ) -> Response {
     if !csrf_ok(&st, &token, &body) {
-        return forbidden();
+        return forbidden(&token);
     }
     let result = match st.lodge.pay_page_from_credit(&token).await {
         Ok(PagePayment::Paid) => "paid",
@@ -599,7 +619,7 @@ async fn pay_by_card(
     body: Bytes,
 ) -> Response {
     if !csrf_ok(&st, &token, &body) {
-        return forbidden();
+        return forbidden(&token);
     }
     if let Some(limited) = card_step_limited(&st, &token, CardStep::Start) {
         return limited;

@@ -239,6 +239,9 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
     let resp = page_form_post(&app, &format!("/pay/{token}/credit"), Some("x.y")).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_page_headers(&resp, "the 403");
+    // With a way back to the page, rather than "reload it", which would post again.
+    let html = resp.text().await.unwrap();
+    assert!(html.contains(&format!("href=\"/pay/{token}\"")), "{html}");
     // The API is not a page: its responses keep their own headers.
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert!(resp.headers().get("content-security-policy").is_none());
@@ -347,6 +350,7 @@ async fn card_steps_are_limited_per_payment_token(app: TestApp) {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let body = resp.text().await.unwrap();
     assert!(body.contains("may have gone through"), "{body}");
+    assert!(body.contains(&format!("href=\"/pay/{token}\"")), "{body}");
     // A path that cannot be a token is not found, and not counted.
     let long = "x".repeat(4000);
     for _ in 0..8 {
