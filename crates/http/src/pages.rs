@@ -627,14 +627,7 @@ async fn pay_by_card(
     if !card_payable(&st) {
         // A page shown while cards were on (Stripe since turned off): back to it with why,
         // not "Invoice not found" (which told a customer their invoice was gone).
-        return match st.lodge.payment_page(&token).await {
-            Ok(_) => {
-                let to = with_query(&format!("/pay/{token}"), "result=card_off", &q.carried(&st));
-                Redirect::to(&to).into_response()
-            }
-            Err(ServiceError::NotFound) => not_found(),
-            Err(e) => failed(&e),
-        };
+        return back_to_page(&st, &token, "result=card_off", &q.carried(&st)).await;
     }
     let checkout = match st.lodge.card_checkout(&token).await {
         Ok(c) => c,
@@ -696,9 +689,14 @@ async fn card_return(
 ) -> Response {
     // An intent id is printable ASCII (`pi_…`); anything else (a NUL, found by the review)
     // is no intent of this invoice's.
+    let carried = PageMessage {
+        result: None,
+        return_to: q.return_to,
+        then: q.then,
+    }
+    .carried(&st);
     let intent = q
         .payment_intent
-        .clone()
         .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_graphic()));
     let (Some(intent), true) = (intent, st.lodge.stripe.is_some()) else {
         // Back to a real invoice's page, not "Invoice not found" (found by the
@@ -707,24 +705,12 @@ async fn card_return(
         if !lodge_services::payment_tokens::plausible(&token) {
             return not_found();
         }
-        return match st.lodge.payment_page(&token).await {
-            Ok(_) => {
-                let result = if st.lodge.stripe.is_none() {
-                    "result=card_off"
-                } else {
-                    ""
-                };
-                let carry = PageMessage {
-                    result: None,
-                    return_to: q.return_to,
-                    then: q.then,
-                };
-                let to = with_query(&format!("/pay/{token}"), result, &carry.carried(&st));
-                Redirect::to(&to).into_response()
-            }
-            Err(ServiceError::NotFound) => not_found(),
-            Err(e) => failed(&e),
+        let result = if st.lodge.stripe.is_none() {
+            "result=card_off"
+        } else {
+            ""
         };
+        return back_to_page(&st, &token, result, &carried).await;
     };
     if let Some(limited) = card_step_limited(&st, &token, CardStep::Return) {
         return limited;
@@ -740,17 +726,24 @@ async fn card_return(
             "card_unavailable"
         }
     };
-    let carry = PageMessage {
-        result: None,
-        return_to: q.return_to,
-        then: q.then,
-    };
     let to = with_query(
         &format!("/pay/{token}"),
         &format!("result={result}"),
-        &carry.carried(&st),
+        &carried,
     );
     Redirect::to(&to).into_response()
+}
+
+/// To the page of the invoice `token` pays, with `result` (a query pair, or nothing) and
+/// what the page carries on; not found when no invoice has that token.
+async fn back_to_page(st: &AppState, token: &str, result: &str, carried: &str) -> Response {
+    match st.lodge.payment_page(token).await {
+        Ok(_) => {
+            Redirect::to(&with_query(&format!("/pay/{token}"), result, carried)).into_response()
+        }
+        Err(ServiceError::NotFound) => not_found(),
+        Err(e) => failed(&e),
+    }
 }
 
 /// The payment page's card script (Stripe Elements), served as a file so the page has no
