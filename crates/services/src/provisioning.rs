@@ -1478,23 +1478,18 @@ impl Lodge {
         let job = jobs::by_id(&mut *tx, id)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        if !jobs::retry(&mut *tx, id, now).await? {
-            // Waiting to be tried again after a failure (its backoff grows to an hour): tried
-            // now, as staff who fixed its cause expect, its attempts kept.
-            if jobs::run_now(&mut *tx, id, now).await? {
-                let job = jobs::by_id(&mut *tx, id)
-                    .await?
-                    .ok_or(ServiceError::NotFound)?;
-                tx.commit().await.map_err(StoreError::from)?;
-                return Ok(job);
-            }
+        let revived = jobs::retry(&mut *tx, id, now).await?;
+        // Else, waiting to be tried again after a failure (its backoff grows to an hour):
+        // tried now, as staff who fixed its cause expect, its attempts kept.
+        if !revived && !jobs::run_now(&mut *tx, id, now).await? {
             return Err(ServiceError::Conflict(format!(
                 "This job is {}: only a dead job, or one waiting to be tried again after a \
                  failure, can be retried.",
                 job.status
             )));
         }
-        if job.kind == JOB_PROVISION {
+        // A dead provisioning job's account goes back to provisioning.
+        if revived && job.kind == JOB_PROVISION {
             if let Ok(p) = serde_json::from_str::<HostingPayload>(&job.payload) {
                 hosting::transition(
                     &mut tx,
