@@ -86,6 +86,44 @@ async fn log(app: &TestApp) -> Vec<lodge_store::mail::MailLogRow> {
     rows
 }
 
+/// The log's messages of one notice, oldest first.
+async fn logged(app: &TestApp, notice: &str) -> Vec<lodge_store::mail::MailLogRow> {
+    log(app)
+        .await
+        .into_iter()
+        .filter(|r| r.notice == notice)
+        .collect()
+}
+
+/// Staff ask for the logged message `id` to be sent again.
+async fn resend(app: &TestApp, id: i64) -> (StatusCode, serde_json::Value) {
+    app.post(
+        &format!("/v1/admin/mail/{id}/resend"),
+        &app.admin_key(),
+        &json!({}),
+    )
+    .await
+}
+
+/// Mail on through `smtp` on a node with a fake panel, and `domain` ordered and paid from
+/// credit, its account made and its three notices sent: that node, its worker, the order
+/// and the account's id.
+async fn mailed_account(
+    app: &TestApp,
+    smtp: &SmtpServer,
+    domain: &str,
+) -> (Lodge, Worker, serde_json::Value, String) {
+    FakeDriver::default().install(&app.lodge);
+    let lodge = with_mail(app, settings(smtp.port, None)).await;
+    let worker = Worker::new(lodge.clone(), "node-1");
+    add_credit(app, &app.org_id(), "5.00").await;
+    let o = order(app, domain).await;
+    let id = str_of(&o, "hosting_id").to_owned();
+    drain(worker.clone()).await;
+    assert_eq!(smtp.messages().len(), 3, "{:?}", subjects(&smtp.messages()));
+    (lodge, worker, o, id)
+}
+
 /// The id of the renewal invoice (from its `invoice.created` event).
 async fn renewal_invoice(app: &TestApp) -> i64 {
     let mut db = app.lodge.store.read_conn().await.unwrap();
@@ -146,13 +184,13 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
         .find(|m| m["notice"] == "invoice_created")
         .unwrap_or_else(|| panic!("the invoice's notice in {page}"))
         .clone();
-    let resend = format!("/v1/admin/mail/{}/resend", first["id"]);
+    let again = format!("/v1/admin/mail/{}/resend", first["id"]);
 
-    let (status, job) = app.post(&resend, &admin, &json!({})).await;
+    let (status, job) = app.post(&again, &admin, &json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["kind"], "mail", "{job}");
     assert_eq!(job["status"], "queued", "{job}");
-    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    let (status, body) = app.post(&again, &admin, &json!({})).await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
@@ -179,16 +217,16 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     );
     let rows = log(&app).await;
     assert_eq!(rows.len(), 3);
-    let logged = &rows[2];
+    let last = &rows[2];
     assert_eq!(
-        (logged.notice.as_str(), logged.status.as_str()),
+        (last.notice.as_str(), last.status.as_str()),
         ("invoice_created", "sent")
     );
-    assert_eq!(logged.message_id, copy.message_id());
-    assert_eq!(logged.event_id.as_deref(), first["event_id"].as_str());
+    assert_eq!(last.message_id, copy.message_id());
+    assert_eq!(last.event_id.as_deref(), first["event_id"].as_str());
 
     // Sent: asked again, another copy.
-    let (status, job) = app.post(&resend, &admin, &json!({})).await;
+    let (status, job) = app.post(&again, &admin, &json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     drain(worker.clone()).await;
     assert_eq!(smtp.messages().len(), 4);
@@ -207,7 +245,7 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
     assert_eq!(status, StatusCode::CREATED, "{p}");
     drain(worker.clone()).await;
     let before = app.count("jobs").await;
-    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    let (status, body) = app.post(&again, &admin, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body.to_string()
@@ -215,34 +253,14 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
         "{body}"
     );
     assert_eq!(app.count("jobs").await, before);
-    let receipt = log(&app)
-        .await
-        .into_iter()
-        .find(|m| m.notice == "invoice_paid")
-        .expect("the receipt");
-    let (status, job) = app
-        .post(
-            &format!("/v1/admin/mail/{}/resend", receipt.id),
-            &admin,
-            &json!({}),
-        )
-        .await;
+    let receipt = logged(&app, "invoice_paid").await.remove(0);
+    let (status, job) = resend(&app, receipt.id).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     drain(worker.clone()).await;
     // And the order's confirmation, which asks for nothing once paid (found by review: it
     // was refused too).
-    let confirmation = log(&app)
-        .await
-        .into_iter()
-        .find(|m| m.notice == "order_created")
-        .expect("the confirmation");
-    let (status, job) = app
-        .post(
-            &format!("/v1/admin/mail/{}/resend", confirmation.id),
-            &admin,
-            &json!({}),
-        )
-        .await;
+    let confirmation = logged(&app, "order_created").await.remove(0);
+    let (status, job) = resend(&app, confirmation.id).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     drain(worker.clone()).await;
 
@@ -256,26 +274,18 @@ async fn staff_send_a_notice_again_as_a_message_of_its_own(app: TestApp) {
         .into_iter()
         .find(|m| m.status == "failed" && m.notice == "invoice_created")
         .expect("the new invoice's notice failed");
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/mail/{}/resend", retried.id),
-            &admin,
-            &json!({}),
-        )
-        .await;
+    let (status, body) = resend(&app, retried.id).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.to_string().contains("still to be sent"), "{body}");
 
     // An unknown message, a customer's key, and mail switched off.
-    let (status, body) = app
-        .post("/v1/admin/mail/999999/resend", &admin, &json!({}))
-        .await;
+    let (status, body) = resend(&app, 999_999).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = app.post(&resend, &app.key(), &json!({})).await;
+    let (status, body) = app.post(&again, &app.key(), &json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "customers cannot: {body}");
     app.lodge.switch_mail().await.unwrap();
     let before = app.count("jobs").await;
-    let (status, body) = app.post(&resend, &admin, &json!({})).await;
+    let (status, body) = app.post(&again, &admin, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "mail is off: {body}");
     assert_eq!(app.count("jobs").await, before);
     app.stop().await;
@@ -757,16 +767,8 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
     let Some(smtp) = SmtpServer::start() else {
         return app.stop().await;
     };
-    crate::provisioning::FakeDriver::default().install(&app.lodge);
-    let lodge = with_mail(&app, settings(smtp.port, None)).await;
-    let worker = Worker::new(lodge.clone(), "node-1");
-    add_credit(&app, &app.org_id(), "5.00").await;
-    let o = order(&app, "leaving.test").await;
-    let id = str_of(&o, "hosting_id").to_owned();
-    drain(worker.clone()).await;
-    let got = smtp.messages();
-    assert_eq!(got.len(), 3, "{:?}", subjects(&got));
-    assert_eq!(got[2].subject(), "leaving.test is ready");
+    let (_, worker, o, id) = mailed_account(&app, &smtp, "leaving.test").await;
+    assert_eq!(smtp.messages()[2].subject(), "leaving.test is ready");
     let paid_until = str_of(&hosting(&app, &id).await, "next_due_date").to_owned();
 
     // Asked and withdrawn before the worker ran: nothing told.
@@ -776,11 +778,7 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
     assert_eq!(status, StatusCode::OK, "{r}");
     drain(worker.clone()).await;
     assert_eq!(smtp.messages().len(), 3, "{:?}", subjects(&smtp.messages()));
-    let skipped: Vec<_> = log(&app)
-        .await
-        .into_iter()
-        .filter(|r| r.notice == "hosting_cancellation_requested")
-        .collect();
+    let skipped = logged(&app, "hosting_cancellation_requested").await;
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].status, "skipped", "{skipped:?}");
 
@@ -842,20 +840,14 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
     let got = smtp.messages();
     assert_eq!(got.len(), 6, "{:?}", subjects(&got));
     assert_eq!(got[5].subject(), "Cancellation of leaving.test");
-    let skipped: Vec<_> = log(&app)
+    let skipped: Vec<_> = logged(&app, "hosting_cancellation_requested")
         .await
         .into_iter()
-        .filter(|r| r.notice == "hosting_cancellation_requested" && r.status == "skipped")
+        .filter(|r| r.status == "skipped")
         .collect();
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     // Staff cannot send one of those again: what it told is no longer so.
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/mail/{}/resend", skipped[0].id),
-            &app.admin_key(),
-            &json!({}),
-        )
-        .await;
+    let (status, body) = resend(&app, skipped[0].id).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("not sent again"),
@@ -872,18 +864,8 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
-    let receipt = log(&app)
-        .await
-        .into_iter()
-        .find(|r| r.notice == "invoice_paid")
-        .expect("the receipt");
-    let (status, body) = app
-        .post(
-            &format!("/v1/admin/mail/{}/resend", receipt.id),
-            &app.admin_key(),
-            &json!({}),
-        )
-        .await;
+    let receipt = logged(&app, "invoice_paid").await.remove(0);
+    let (status, body) = resend(&app, receipt.id).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     drain(worker.clone()).await;
     let got = smtp.messages();
@@ -916,14 +898,7 @@ async fn a_cancellation_overtaken_by_a_termination_is_not_told(app: TestApp) {
     let Some(smtp) = SmtpServer::start() else {
         return app.stop().await;
     };
-    crate::provisioning::FakeDriver::default().install(&app.lodge);
-    let lodge = with_mail(&app, settings(smtp.port, None)).await;
-    let worker = Worker::new(lodge.clone(), "node-1");
-    add_credit(&app, &app.org_id(), "5.00").await;
-    let o = order(&app, "overtaken.test").await;
-    let id = str_of(&o, "hosting_id").to_owned();
-    drain(worker.clone()).await;
-    assert_eq!(smtp.messages().len(), 3);
+    let (lodge, worker, _, id) = mailed_account(&app, &smtp, "overtaken.test").await;
     let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
     assert_eq!(status, StatusCode::OK, "{c}");
     let (status, t) = app
@@ -951,11 +926,7 @@ async fn a_cancellation_overtaken_by_a_termination_is_not_told(app: TestApp) {
         s.contains(&"overtaken.test is terminated".to_owned()),
         "{s:?}"
     );
-    let skipped: Vec<_> = log(&app)
-        .await
-        .into_iter()
-        .filter(|r| r.notice == "hosting_cancellation_requested")
-        .collect();
+    let skipped = logged(&app, "hosting_cancellation_requested").await;
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].status, "skipped", "{skipped:?}");
     app.stop().await;
