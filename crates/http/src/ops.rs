@@ -110,17 +110,25 @@ pub async fn not_found() -> Response {
 }
 
 /// The router's answer to an unknown path: `404` in the dialect of its prefix (InterServer's
-/// `{"code", "message"}` under `/apiv2/`, `{"detail"}` elsewhere).
+/// `{"code", "message"}` under `/apiv2/`, `{"detail"}` elsewhere), and a page under `/pay`,
+/// where the customer came in a browser (found by the accessibility audit: a mistyped or
+/// cut payment link showed JSON).
 pub async fn unknown_path(uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/apiv2/") {
         return crate::apiv2::V2Error::not_found().into_response();
+    }
+    if crate::pages::is_page_path(uri.path()) {
+        return crate::pages::unknown_page();
     }
     not_found().await
 }
 
 /// A known path with another method: `405` in the path's dialect (axum keeps the `Allow`
-/// header).
+/// header), a page under `/pay`.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if crate::pages::is_page_path(uri.path()) {
+        return crate::pages::method_page();
+    }
     crate::error::in_dialect(
         uri.path(),
         StatusCode::METHOD_NOT_ALLOWED,

@@ -110,7 +110,7 @@ pub(crate) async fn security_headers(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    let pages = path == "/pay" || path.starts_with("/pay/");
+    let pages = is_page_path(path);
     let script = path == "/pay/assets/card.js";
     let mut resp = next.run(req).await;
     if !pages {
@@ -407,6 +407,40 @@ fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         short_page("Not found", "<h1>Invoice not found</h1>"),
+    )
+        .into_response()
+}
+
+/// Whether `path` is the payment pages' (`/pay` and below), whose unknown paths and refused
+/// methods are answered with a page rather than the API's JSON.
+pub(crate) fn is_page_path(path: &str) -> bool {
+    path == "/pay" || path.starts_with("/pay/")
+}
+
+/// An unknown path under `/pay`: most often a payment link cut short or mistyped.
+pub(crate) fn unknown_page() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        short_page(
+            "Page not found",
+            "<h1>Page not found</h1><p>This address is not a payment page. Open the payment \
+             link from your invoice again, whole: it ends with a long code of letters and \
+             digits.</p>",
+        ),
+    )
+        .into_response()
+}
+
+/// A payment page's address with a method it does not take (a form sent again from an old
+/// tab, a link followed to a form's address).
+pub(crate) fn method_page() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        short_page(
+            "Not available",
+            "<h1>This address is not a page</h1><p>Nothing was paid. Open the payment link \
+             from your invoice again.</p>",
+        ),
     )
         .into_response()
 }

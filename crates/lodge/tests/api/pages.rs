@@ -225,17 +225,43 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
         assert_eq!(resp.status(), status, "{path}");
         assert_page_headers(&resp, &path);
         let html = resp.text().await.unwrap();
-        // An English page sized for a phone, whatever it says (a path that is no page's
-        // is the router's JSON 404).
+        // An English page sized for a phone, whatever it says, a path that is no page's
+        // too (it was the API's JSON 404: found by the accessibility audit).
         assert!(
-            path.contains("/such/")
-                || (html.contains("<html lang=\"en\">") && html.contains("name=\"viewport\"")),
+            html.contains("<html lang=\"en\">") && html.contains("name=\"viewport\""),
             "{path}: {html}"
         );
+        if path.contains("/such/") {
+            assert!(html.contains("<h1>Page not found</h1>"), "{html}");
+        }
         if status == StatusCode::OK {
             assert!(html.contains("Card payments are not offered"), "{html}");
         }
     }
+    // A payment page's address with a method it does not take: a page too, with `Allow`.
+    let resp = app
+        .client
+        .get(app.url(&format!("/pay/{token}/credit")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_page_headers(&resp, "the 405");
+    assert_eq!(resp.headers()["allow"], "POST");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Nothing was paid"), "{html}");
+    // Outside the pages, the API's JSON as before.
+    let resp = app
+        .client
+        .get(app.url("/no/such/path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["detail"],
+        "Not found."
+    );
     let resp = page_form_post(&app, &format!("/pay/{token}/credit"), Some("x.y")).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_page_headers(&resp, "the 403");
