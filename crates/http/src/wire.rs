@@ -555,11 +555,17 @@ pub struct Domain {
     /// `pending_registration`, `pending_transfer`, `active`, `expired`, `transferred_away`,
     /// `cancelled`.
     pub status: String,
+    /// When the registry created it (`YYYY-MM-DD`); null until it is active.
+    #[schema(format = Date)]
     pub registration_date: Option<String>,
+    /// When its registration runs out at the registry (`YYYY-MM-DD`).
+    #[schema(format = Date)]
     pub expiration_date: Option<String>,
     pub auto_renew: bool,
     pub is_locked: bool,
     pub nameservers: Vec<String>,
+    /// When its renewal is billed (`YYYY-MM-DD`).
+    #[schema(format = Date)]
     pub next_billing_date: Option<String>,
     #[schema(format = DateTime)]
     pub created: String,

@@ -673,6 +673,7 @@ pub struct FinishRegistryTask {
     /// For a renewal: the expiration date the registry now reports (`YYYY-MM-DD`, later
     /// than the one recorded), recorded on the domain. Not taken by other tasks.
     #[serde(default)]
+    #[schema(format = Date)]
     pub expiration_date: Option<String>,
 }
 
