@@ -707,10 +707,18 @@ impl Registrar for EppRegistrar {
                         let info = info.ok_or_else(|| {
                             RegistrarError(format!("{name} is gone from the registry"))
                         })?;
-                        Ok(Outcome::Completed {
-                            registration_date: info.registration_date.unwrap_or_default(),
-                            expiration_date: info.expiration_date.unwrap_or_default(),
-                        })
+                        // Both dates or none: a domain is never made active with an empty
+                        // expiry (it was stored as "" and billed from nothing); without
+                        // them the transfer is checked again later, as a pending one is.
+                        match (info.registration_date, info.expiration_date) {
+                            (Some(registration_date), Some(expiration_date)) => {
+                                Ok(Outcome::Completed {
+                                    registration_date,
+                                    expiration_date,
+                                })
+                            }
+                            _ => Ok(Outcome::Pending),
+                        }
                     }
                     _ => Ok(Outcome::Pending),
                 }
