@@ -354,6 +354,12 @@ impl Lodge {
         }
         v.finish()?;
         let mut tx = self.store.begin().await?;
+        // Under the organization's lock, as members are added: two projects created at
+        // once on PostgreSQL both read the count below the quota and both went in (found
+        // by the engines' parity audit: 8 created at once against a quota of 2).
+        lodge_store::billing::lock_credit(&mut tx, access.organization)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         let org = orgs::by_id(&mut *tx, access.organization)
             .await?
             .ok_or(ServiceError::NotFound)?;
