@@ -621,6 +621,11 @@ pub async fn upsert_coupon(
     c: &CouponInput,
     now: i64,
 ) -> Result<CouponRow> {
+    // Codes are one whatever their case, which the unique index does not see: on
+    // PostgreSQL two imports of `Winter1` and `WINTER1` at once both found none and both
+    // inserted (found by the engines' parity audit). The code's lock, by its lower case,
+    // until the transaction ends.
+    crate::idempotency::lock_keys(conn, &[("coupon", &c.code.to_lowercase())]).await?;
     let existing: Option<String> = sqlx::query_scalar(
         "SELECT code FROM coupons WHERE LOWER(code) = LOWER($1) ORDER BY created_at LIMIT 1",
     )

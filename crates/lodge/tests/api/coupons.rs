@@ -21,7 +21,48 @@ on_both_engines!(
     a_v1_order_takes_a_coupon_code_and_refuses_unknown_fields,
     an_order_cancelled_unpaid_gives_its_coupon_use_back,
     a_coupon_edit_keeps_it_deactivated_and_cannot_go_below_its_uses,
+    one_code_written_at_once_in_three_cases_is_one_coupon,
 );
+
+/// Staff write `Winter1`, `winter1` and `WINTER1` at the same instant, eight rounds: one
+/// coupon, as one after the other (on PostgreSQL two of them were inserted side by side:
+/// found by the engines' parity audit).
+async fn one_code_written_at_once_in_three_cases_is_one_coupon(app: TestApp) {
+    for round in 0..8 {
+        let codes = [
+            format!("Winter{round}"),
+            format!("winter{round}"),
+            format!("WINTER{round}"),
+        ];
+        let specs: Vec<Value> = codes
+            .iter()
+            .map(|c| json!({ "code": c, "kind": "percent", "value": "10" }))
+            .collect();
+        let admin = app.admin_key();
+        let answers = join_all(
+            specs
+                .iter()
+                .map(|s| app.post("/v1/admin/coupons", &admin, s)),
+        )
+        .await;
+        for (status, body) in &answers {
+            assert_eq!(*status, StatusCode::OK, "round {round}: {body}");
+        }
+        let ids: std::collections::BTreeSet<&str> = answers
+            .iter()
+            .filter_map(|(_, c)| c["id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 1, "round {round}: {answers:?}");
+        let (_, list) = app.get("/v1/admin/coupons", &app.admin_key()).await;
+        let same = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["code"].as_str().unwrap().eq_ignore_ascii_case(&codes[0]))
+            .count();
+        assert_eq!(same, 1, "round {round}: {list}");
+    }
+}
 
 /// What `/apiv2` answers for a coupon Lodge refuses.
 const INVALID_COUPON: &str = "Invalid Coupon Specified";
