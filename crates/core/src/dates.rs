@@ -9,6 +9,23 @@ use jiff::civil::Date;
 
 use crate::cycle::BillingCycle;
 
+/// An instant as the APIs and the command line take it (RFC 3339, such as
+/// `2027-01-01T00:00:00Z`), in microseconds since the epoch; or what to tell the person who
+/// typed it, in plain words rather than the date library's (which quote its internal
+/// limits: found by the attacker and parity audits).
+pub fn parse_instant(s: &str) -> Result<i64, &'static str> {
+    match s.trim().parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(t.as_microsecond()),
+        Err(_) if s.trim().parse::<Date>().is_ok() => Err(
+            "A date alone is not an instant: add a time and an offset, such as \
+             2027-01-01T00:00:00Z.",
+        ),
+        Err(_) => {
+            Err("Use an RFC 3339 instant before the year 9999, such as 2027-01-01T00:00:00Z.")
+        }
+    }
+}
+
 /// `anchor + months`, keeping the anchor's day and clamping to the month's
 /// end; `None` past the last representable date (year 9999).
 pub fn checked_add_months(anchor: Date, months: u32) -> Option<Date> {
@@ -57,6 +74,19 @@ mod tests {
         assert_eq!(add_months(date(2024, 2, 29), 48), date(2028, 2, 29));
         assert_eq!(add_months(date(2025, 11, 15), 2), date(2026, 1, 15));
         assert_eq!(add_months(date(2025, 5, 10), 0), date(2025, 5, 10));
+    }
+
+    #[test]
+    fn instants_are_read_or_explained() {
+        assert_eq!(parse_instant("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        assert_eq!(parse_instant("1970-01-01T01:00:00+01:00"), Ok(0));
+        assert!(parse_instant("2031-01-01")
+            .unwrap_err()
+            .contains("date alone"));
+        for far in ["9999-12-31T23:59:59Z", "10000-01-01T00:00:00Z", "soon", ""] {
+            let why = parse_instant(far).unwrap_err();
+            assert!(why.contains("before the year 9999"), "{far}: {why}");
+        }
     }
 
     #[test]

@@ -1596,9 +1596,9 @@ async fn keys(lodge: &Lodge, cmd: KeysCommand) -> anyhow::Result<()> {
                 Some(u) => Some(u.parse().context("--user must be a user's email or UUID")?),
             };
             let expires = expires
-                .map(|e| e.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()))
+                .map(|e| lodge_core::dates::parse_instant(&e))
                 .transpose()
-                .context("--expires must be an RFC 3339 instant")?;
+                .map_err(|why| anyhow::anyhow!("--expires: {why}"))?;
             let scopes = (!scopes.is_empty()).then(|| scopes.join(" "));
             let issued = lodge
                 .create_org_key(org, user, &name, scopes.as_deref(), expires)

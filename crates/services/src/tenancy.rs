@@ -91,6 +91,20 @@ impl Lodge {
         if !["personal", "professional"].contains(&org_type) {
             v.add("organization_type", "Use personal or professional.");
         }
+        // Checked as `/apiv2/account` checks them (found by the engines' parity audit: any
+        // country, `ZZ` or `fr` as typed, and a company name of any length went in).
+        let company_name = o.company_name.unwrap_or("").trim();
+        v.line("company_name", company_name, 200);
+        let country = match o.country.map(str::trim).filter(|c| !c.is_empty()) {
+            None => "",
+            Some(code) => match crate::storefront::country(code) {
+                Some(found) => found.0,
+                None => {
+                    v.add("country", "Not an ISO 3166-1 alpha-2 country code.");
+                    ""
+                }
+            },
+        };
         v.finish()?;
         let now = self.now_us();
         let id = OrganizationId::new();
@@ -101,8 +115,8 @@ impl Lodge {
                 id,
                 name: name.to_owned(),
                 organization_type: org_type.to_owned(),
-                company_name: o.company_name.unwrap_or("").to_owned(),
-                country: o.country.unwrap_or("").to_owned(),
+                company_name: company_name.to_owned(),
+                country: country.to_owned(),
                 currency: self.settings.currency.code().to_owned(),
                 now,
             },

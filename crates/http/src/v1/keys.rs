@@ -49,16 +49,8 @@ pub struct CreateKey {
 /// Parses an optional RFC 3339 expiry into stored microseconds.
 pub fn parse_expiry(s: Option<&str>) -> Result<Option<i64>, lodge_services::ServiceError> {
     s.map(|s| {
-        s.parse::<jiff::Timestamp>()
-            .map(|t| t.as_microsecond())
-            // The date library's own words quote its internal limits (found by the
-            // attacker audit: "-377705023201..=253402207200"): said plainly instead.
-            .map_err(|_| {
-                lodge_services::ServiceError::field(
-                    "expires",
-                    "Use an RFC 3339 instant before the year 9999, such as 2027-01-01T00:00:00Z.",
-                )
-            })
+        lodge_core::dates::parse_instant(s)
+            .map_err(|why| lodge_services::ServiceError::field("expires", why))
     })
     .transpose()
 }

@@ -10,6 +10,7 @@ use crate::on_both_engines;
 
 on_both_engines!(
     every_bad_field_of_a_body_is_said_at_once,
+    a_staff_made_organization_has_a_real_country_and_a_plain_company_name,
     demo_key_lists_demo_plans,
     missing_wrong_revoked_and_expired_credentials_get_401,
     jwt_login_refresh_and_expiry,
@@ -110,6 +111,47 @@ async fn every_bad_field_of_a_body_is_said_at_once(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(keys(&body), ["colour", "name", "scopes"], "{body}");
+    app.stop().await;
+}
+
+/// Found by the engines' parity audit: staff creating an organization gave it any country
+/// (`ZZ`), kept one as typed (`fr`), and any company name; `/apiv2/account` refused them.
+async fn a_staff_made_organization_has_a_real_country_and_a_plain_company_name(app: TestApp) {
+    let before = crate::harness::counts(&app).await;
+    let (status, body) = app
+        .post(
+            "/v1/admin/organizations",
+            &app.admin_key(),
+            &json!({ "name": "Country Org", "country": "ZZ",
+                     "company_name": "Line\nbreak" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let fields: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["company_name", "country"], "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/admin/organizations",
+            &app.admin_key(),
+            &json!({ "name": "Long Org", "company_name": "x".repeat(201) }),
+        )
+        .await;
+    assert_field_error(status, &body, "company_name");
+    assert_eq!(
+        crate::harness::counts(&app).await,
+        before,
+        "nothing written"
+    );
+    let (status, body) = app
+        .post(
+            "/v1/admin/organizations",
+            &app.admin_key(),
+            &json!({ "name": "French Org", "country": " fr ", "company_name": " Société " }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["country"], "FR", "{body}");
+    assert_eq!(body["company_name"], "Société", "{body}");
     app.stop().await;
 }
 
@@ -243,6 +285,32 @@ async fn missing_wrong_revoked_and_expired_credentials_get_401(app: TestApp) {
         "{body}"
     );
     assert!(!body.to_string().contains(".."), "{body}");
+    // A date alone is said to be one; a coupon's expiry is read the same way (found by the
+    // engines' parity audit: the date library's "overflowed: parameter 'Unix timestamp
+    // seconds'").
+    let (status, body) = app
+        .post(
+            &keys_path(&org),
+            &app.key(),
+            &json!({ "name": "dated", "expires": "2031-01-01" }),
+        )
+        .await;
+    assert_field_error(status, &body, "expires");
+    assert!(
+        body["expires"][0].as_str().unwrap().contains("date alone"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/v1/admin/coupons",
+            &app.admin_key(),
+            &json!({ "code": "FAR", "kind": "percent", "value": "10",
+                     "expires": "9999-12-31T23:59:59Z" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("before the year 9999"), "{body}");
+    assert!(!body.to_string().contains("overflow"), "{body}");
 
     // A misspelt restriction is refused, keyed by it, never dropped for the defaults (a
     // read-write key that never expires: found by the attacker's audit).

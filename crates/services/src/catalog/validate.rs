@@ -322,13 +322,10 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         }
         let expires_at = match c.expires.as_deref() {
             None => None,
-            Some(s) => match s.parse::<jiff::Timestamp>() {
-                Ok(t) => Some(t.as_microsecond()),
-                Err(e) => {
-                    v.add(
-                        "coupons.expires",
-                        format!("{tag}: expires is an RFC 3339 instant: {e}"),
-                    );
+            Some(s) => match lodge_core::dates::parse_instant(s) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    v.add("coupons.expires", format!("{tag}: expires: {why}"));
                     None
                 }
             },
