@@ -193,9 +193,7 @@ pub async fn update_account(
         Err(e) => return e.into_response(),
     };
     let Some(obj) = super::declared_body_object(&headers, &body).await else {
-        return unprocessable(
-            "The body must be a JSON object or a form (as its Content-Type says).",
-        );
+        return unprocessable(super::unusable_body(&headers, &body).await);
     };
     let mut bad = vec![];
     let mut field = |k: &str| match obj.get(k) {

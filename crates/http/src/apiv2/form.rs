@@ -542,17 +542,7 @@ async fn order_fields(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let Some(declared) = super::declared_body_object(headers, body).await else {
-        // Said for what it is (found by the apiv2 audit: valid JSON with a NUL character,
-        // or a list, was called "not the application/json it is declared as").
-        let json = serde_json::from_slice::<Value>(body).ok();
-        return Err(refuse(match (json, content_type) {
-            (Some(v), _) if crate::extract::has_nul(&v) => crate::extract::NUL_REFUSED.into(),
-            (Some(v), _) if !v.is_object() => {
-                "The request body must be a JSON object or a form.".into()
-            }
-            (_, Some(ct)) => format!("The request body is not the {ct} it is declared as."),
-            (_, None) => "The request body must be a JSON object or a form.".into(),
-        }));
+        return Err(refuse(super::unusable_body(headers, body).await));
     };
     let wrong = wrong_types(&declared);
     if !wrong.is_empty() {

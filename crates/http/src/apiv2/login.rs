@@ -51,7 +51,7 @@ pub async fn login(
     let Some(obj) = super::declared_body_object(&headers, &body).await else {
         return V2Error(
             StatusCode::BAD_REQUEST,
-            "The body must be a JSON object or a form (as its Content-Type says).".into(),
+            super::unusable_body(&headers, &body).await,
         )
         .into_response();
     };

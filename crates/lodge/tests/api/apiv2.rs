@@ -1490,6 +1490,37 @@ async fn errors_follow_interserver_conventions(app: TestApp) {
             assert!(resp["message"].as_str().unwrap().contains(words), "{resp}");
         }
     }
+    // So are the account's and the login's, as JSON or a form (found by the engines'
+    // parity audit: a NUL in the account's name was "not a JSON object or a form").
+    for (path, status) in [
+        ("/apiv2/account", StatusCode::UNPROCESSABLE_ENTITY),
+        ("/apiv2/login", StatusCode::BAD_REQUEST),
+    ] {
+        let nul = json!({ "name": "nul\u{0}", "login": "a\u{0}@b.test", "passwd": "x" });
+        for (body, words) in [
+            (json!([1]), "must be a JSON object"),
+            (nul, "NUL character"),
+        ] {
+            let (got, resp) = v2(&app, Method::POST, path, Auth::Key(&key), Some(&body)).await;
+            assert_v2_error(got, &resp, status, &format!("{path} {body}"));
+            assert!(resp["message"].as_str().unwrap().contains(words), "{resp}");
+        }
+        let resp = app
+            .client
+            .post(app.url(path))
+            .header("X-API-KEY", &key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=nul%00&login=a%00%40b.test&passwd=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let resp: Value = resp.json().await.unwrap();
+        assert!(
+            resp["message"].as_str().unwrap().contains("NUL character"),
+            "{path}: {resp}"
+        );
+    }
     assert_eq!(counts(&app).await, before);
 
     // Validation failures: 200, `continue: false`, InterServer's words, nothing written.
