@@ -48,21 +48,30 @@ pub enum Amount {
 
 impl Amount {
     pub fn minor(&self, cur: lodge_core::Currency, field: &str) -> Result<i64, ServiceError> {
+        let too_large = |text: &str| {
+            ServiceError::field(
+                field,
+                format!(
+                    "{text}: at most {} (in {cur}).",
+                    Money::new(lodge_core::money::MAX_AMOUNT_MINOR, cur)
+                ),
+            )
+        };
         let text = match self {
             Amount::Text(s) => s.trim().to_owned(),
+            // A number past every amount is said to be too large, as typed: JSON's
+            // integers beyond 64 bits are read as doubles, whose text is an exponent's
+            // (found by the engines' parity audit: "invalid amount 1.8446744073709552e+19").
+            Amount::Number(n) if n.as_f64().is_some_and(|f| f.abs() >= 1e15) => {
+                return Err(too_large("This number"));
+            }
             Amount::Number(n) => n.to_string(),
         };
         let minor = Money::parse_decimal(&text, cur)
             .map(|m| m.minor())
             .map_err(|e| ServiceError::field(field, e.to_string()))?;
         if minor.unsigned_abs() > lodge_core::money::MAX_AMOUNT_MINOR.unsigned_abs() {
-            return Err(ServiceError::field(
-                field,
-                format!(
-                    "{text:?}: at most {} (in {cur}).",
-                    Money::new(lodge_core::money::MAX_AMOUNT_MINOR, cur)
-                ),
-            ));
+            return Err(too_large(&format!("{text:?}")));
         }
         Ok(minor)
     }
