@@ -1187,6 +1187,12 @@ const BENCH_SECRET_KEY: &str = "424242424242424242424242424242424242424242424242
 
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.
+/// What `bench fill` and `bench simulate` say when the database they were given is not one
+/// they may fill.
+pub(crate) const OWN_DATABASE: &str = "the benchmarks fill a database of their own, opened \
+     with their own key and seeded with the demo: give them one with --database-url (a new \
+     SQLite file, or an empty PostgreSQL database), never an installation's";
+
 pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
     use lodge_services::orders::{DbChecks, DomainPlan, OrderForm, OrderSource, ToPlace};
     use lodge_services::tenancy::{NewOrganization, NewUser};
@@ -1199,7 +1205,13 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
         },
         crate::config::FileConfig::default(),
     );
-    let lodge = crate::open(&cfg, crate::system_clock()).await?;
+    // A database of the benchmarks' own, never an installation's: the fill seeds the demo
+    // (a staff login with a published password) and seals the benchmarks' key (found by
+    // the operator audit: it ran on the configured database, `lodge.db` by default).
+    let lodge = crate::open(&cfg, crate::system_clock())
+        .await
+        .context(OWN_DATABASE)?;
+    lodge.demo_allowed().await.context(OWN_DATABASE)?;
     lodge.seed_demo().await?;
     let tag = format!("{:x}", rand::random::<u32>());
     let user = lodge

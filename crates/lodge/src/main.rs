@@ -524,8 +524,9 @@ struct ServeArgs {
     /// Do not run the job worker and scheduler in this process.
     #[arg(long)]
     no_worker: bool,
-    /// Require /apiv2 orders to carry tos=true (terms accepted).
-    #[arg(long, env = "LODGE_REQUIRE_TOS")]
+    /// Require /apiv2 orders to carry tos=true (terms accepted). A switch
+    /// (`--require-tos`), or `--require-tos false` to turn lodge.toml's off.
+    #[arg(long, env = "LODGE_REQUIRE_TOS", num_args = 0..=1, default_missing_value = "true")]
     require_tos: Option<bool>,
     /// Origins of web clients (InterServer's SPA) allowed to call /apiv2 from a browser,
     /// with credentials, and to be sent back to after paying (`redirectUrl`), e.g.

@@ -827,13 +827,19 @@ async fn run(
         crate::config::FileConfig::default(),
     );
     let clock = ManualClock::new(at_hour(START, CUSTOMER_HOUR)?);
-    let lodge = crate::open(&cfg, Arc::new(clock.clone())).await?;
+    let lodge = crate::open(&cfg, Arc::new(clock.clone()))
+        .await
+        .context(crate::bench::OWN_DATABASE)?;
     let engine = lodge.store.engine().as_str().to_owned();
     let before = scalar(&lodge, "SELECT COUNT(*) FROM orders").await?;
     anyhow::ensure!(
         before == 0,
         "the simulation needs a database without orders ({before} found)"
     );
+    lodge
+        .demo_allowed()
+        .await
+        .context(crate::bench::OWN_DATABASE)?;
     lodge.seed_demo().await?;
     let panel = FakePanel::new(opts.seed);
     lodge.drivers.register(Arc::new(panel.clone()));

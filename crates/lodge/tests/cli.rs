@@ -1147,6 +1147,56 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
 /// The demo is seeded into an empty installation or its own, never over an operator's:
 /// it would overwrite plans and TLD prices of its names and add a staff login with a
 /// published password (found by the operator audit). `--force` seeds anyway.
+/// `--require-tos` is a switch, as the README writes it (found by the operator audit: it
+/// took a value only, and the bare flag was a usage error).
+#[tokio::test]
+async fn require_tos_is_a_switch() {
+    let cli = Cli::new();
+    let demo = cli.json(&["demo", "--json"]);
+    let key = demo["api_key"].as_str().unwrap().to_owned();
+    let server = serve_with(&cli, &["--require-tos"]);
+    let order = json!({ "packageId": 11447, "period": 1, "hostname": "tos-switch.example.com",
+                        "rootpass": "", "coupon": "", "serviceOfferId": 0,
+                        "registerDomain": false, "comment": "" });
+    let resp = reqwest::Client::new()
+        .put(format!("{}/apiv2/websites/order", server.base))
+        .header("X-API-KEY", &key)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body.to_string().contains("terms of service"),
+        "an order without tos is refused: {body}"
+    );
+}
+
+/// Found by the operator audit: `bench fill` ran on the configured database (`lodge.db` by
+/// default) and seeded the demo's staff login and its fake orders into an installation.
+#[test]
+fn bench_fill_refuses_an_installations_database() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    cli.ok(&[
+        "users",
+        "create",
+        "--email",
+        "owner@real.test",
+        "--password",
+        "a-real-password",
+    ]);
+    let err = cli.fails(&["bench", "fill", "--orders", "1"]);
+    assert!(err.contains("a database of their own"), "{err}");
+    // Nothing of the demo went in: it is still refused as over an installation.
+    let err = cli.fails(&["demo"]);
+    assert!(err.contains("never seeded into"), "{err}");
+    // A database of its own is filled.
+    let own = Cli::new();
+    own.ok(&["bench", "fill", "--orders", "2"]);
+}
+
 #[test]
 fn the_demo_is_refused_over_an_installation_unless_forced() {
     let cli = Cli::new();
