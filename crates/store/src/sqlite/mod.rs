@@ -95,6 +95,26 @@ pub(crate) async fn connect(url: &str) -> Result<Connected> {
     };
     create_private(&url);
     let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+    // One connection first, outside the pools: a file SQLite cannot write (a read-only
+    // directory, where its -wal and -shm files cannot be made) fails here at once, in
+    // SQLite's words. In a pool the same failure came from its after_connect, which sqlx
+    // retries until the 30 s acquire timeout, then says only "pool timed out" (found by the
+    // operator audit).
+    let mut probe = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&opts).await?;
+    if let Err(e) = probe.execute(pragmas::SQLX).await {
+        let readonly = e
+            .as_database_error()
+            .is_some_and(|d| d.message().contains("readonly"));
+        return Err(if readonly {
+            crate::StoreError::Refused(format!(
+                "SQLite cannot write the database file or its directory (it makes the \
+                 file's -wal and -shm beside it there): {e}"
+            ))
+        } else {
+            e.into()
+        });
+    }
+    sqlx::Connection::close(probe).await?;
     let write = pool(1).connect_with(opts.clone()).await?;
     // WAL must be set before readers open the file.
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
