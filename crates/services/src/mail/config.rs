@@ -141,7 +141,15 @@ impl MailSettings {
             // a send counts as in flight for twice the timeout.
             return Err("--mail-timeout-secs must be between 1 and 600".into());
         }
-        super::render::Templates::load(self.templates_dir.as_deref()).map(drop)
+        let templates = super::render::Templates::load(self.templates_dir.as_deref())?;
+        for (file, nearest) in &templates.unknown {
+            tracing::warn!(
+                file = %file,
+                nearest = %nearest,
+                "a file in the mail templates directory is no template's name and is never read"
+            );
+        }
+        Ok(())
     }
 }
 

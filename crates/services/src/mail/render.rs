@@ -120,12 +120,39 @@ pub struct Rendered {
     pub html: String,
 }
 
+/// The files of `dir` that are no template's name, with the nearest name (hidden files, an
+/// editor's among them, are left out).
+fn unknown_files(dir: &Path) -> Vec<(String, &'static str)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, &'static str)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !TEMPLATES.iter().any(|(t, _)| t == n))
+        .map(|n| {
+            let nearest = TEMPLATES
+                .iter()
+                .map(|(t, _)| *t)
+                .min_by_key(|t| strsim::levenshtein(&n, t))
+                .unwrap_or("layout.txt");
+            (n, nearest)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The loaded templates.
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
     /// The names read from the operator's directory.
     pub overridden: Vec<&'static str>,
+    /// Files in the operator's directory that are no template's name (a misspelling, as
+    /// `invoice_payed.txt`), each with the template name nearest to it: never read.
+    pub unknown: Vec<(String, &'static str)>,
 }
 
 impl Templates {
@@ -156,7 +183,12 @@ impl Templates {
             env.add_template_owned(name, source)
                 .map_err(|e| format!("mail template {name}: {e:#}"))?;
         }
-        let templates = Templates { env, overridden };
+        let unknown = dir.map(unknown_files).unwrap_or_default();
+        let templates = Templates {
+            env,
+            overridden,
+            unknown,
+        };
         // A template may parse and still fail each time it is rendered (an unknown filter,
         // a test on a value it does not have): an operator's are rendered once now with
         // sample values, so a broken one is refused at start rather than every notice of
@@ -435,5 +467,21 @@ mod tests {
             e.contains("invoice_paid") && e.contains("nosuchfilter"),
             "{e}"
         );
+    }
+
+    /// A misspelt file is named with the template it was likely meant for (found by the
+    /// operator audit: `invoice_payed.txt` was never read, without a word).
+    #[test]
+    fn files_that_are_no_templates_name_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("invoice_payed.txt"), "x").unwrap();
+        std::fs::write(dir.path().join(".invoice_paid.txt.swp"), "x").unwrap();
+        std::fs::write(dir.path().join("layout.txt"), TEMPLATES[0].1).unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        assert_eq!(
+            t.unknown,
+            vec![("invoice_payed.txt".to_owned(), "invoice_paid.txt")]
+        );
+        assert_eq!(t.overridden, vec!["layout.txt"]);
     }
 }
