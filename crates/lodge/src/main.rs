@@ -1462,7 +1462,7 @@ async fn copy_to(cfg: &Config, target: &str) -> anyhow::Result<()> {
         }
     })
     .await
-    .context("the copy stopped; no row of the installation is in the target")?;
+    .context("the copy stopped, and wrote no row into the target")?;
     eprintln!(
         "lodge: copied {} rows of {} tables into {shown}",
         report.rows(),
