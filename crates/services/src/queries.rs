@@ -150,8 +150,15 @@ impl Lodge {
         status: Option<lodge_core::HostingStatus>,
         limit: i64,
     ) -> Result<Vec<HostingRow>> {
+        // In the form orders store (ASCII, IDNA), so a name typed in Unicode is found too;
+        // text that is no domain name is compared as typed, and finds nothing.
         let domain = domain
-            .map(|d| d.trim().trim_end_matches('.').to_lowercase())
+            .map(|d| {
+                let d = d.trim().trim_end_matches('.');
+                lodge_core::DomainName::parse(d)
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_else(|_| d.to_lowercase())
+            })
             .unwrap_or_default();
         Ok(hosting::search(
             self.store.reader(),

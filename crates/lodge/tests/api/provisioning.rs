@@ -1824,6 +1824,20 @@ async fn staff_give_a_reason_for_a_suspension_and_nothing_else(app: TestApp) {
     assert_eq!(status, StatusCode::ACCEPTED, "a null body, as no body: {h}");
     assert_eq!(run(&worker).await, 1);
     assert_eq!(hosting(&app, &id).await["status"], "active");
+    // A name in Unicode is found as it was ordered, in either form (found by the engines'
+    // parity audit: the search compared the Unicode text with the stored ASCII form).
+    let idn = order_paid(&app, "bücher-reasoned.test").await;
+    let stored = str_of(&idn, "domain_name").to_owned();
+    assert!(stored.starts_with("xn--"), "{idn}");
+    for query in [
+        "domain=B%C3%BCcher-Reasoned.test".to_owned(),
+        format!("domain={stored}"),
+    ] {
+        let (status, found) = find(query.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {found}");
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{query}: {found}");
+        assert_eq!(found[0]["id"], idn["hosting_id"], "{query}: {found}");
+    }
 }
 
 /// A customer cancelling at once an account whose termination staff queued already: the
