@@ -162,6 +162,29 @@ fn trimmed(f: &Option<String>) -> Option<&str> {
     f.as_deref().map(str::trim)
 }
 
+/// What an invoice bills, in words: its first line's description, or each line's in turn
+/// for an invoice billing several services (a renewal of all an organization's services
+/// due the same day: the first line's alone beside the whole invoice's amount read as that
+/// service's price; found by the billing audit for the invoices, and by the populated
+/// responses audit for the cart). `None` without lines.
+pub fn invoice_description(lines: &[LineRow]) -> Option<String> {
+    let services: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.service_id.as_deref())
+        .collect();
+    if services.len() > 1 {
+        return Some(
+            lines
+                .iter()
+                .map(|l| l.description.as_str())
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
+    lines.first().map(|l| l.description.clone())
+}
+
 /// The website an invoice bills: the first of its lines naming one of `websites`.
 fn website_of(lines: &[LineRow], websites: &BTreeMap<String, HostingRow>) -> Option<HostingRow> {
     lines
@@ -209,10 +232,7 @@ impl Lodge {
             let invoice_lines = all_lines.remove(&invoice.id).unwrap_or_default();
             lines.push(CartLine {
                 website: website_of(&invoice_lines, &websites),
-                description: invoice_lines
-                    .first()
-                    .map(|l| l.description.clone())
-                    .unwrap_or_default(),
+                description: invoice_description(&invoice_lines).unwrap_or_default(),
                 due_minor,
                 days_old,
                 invoice,

@@ -368,36 +368,15 @@ fn service_of(b: &BilledInvoice) -> (&'static str, i64, String) {
 }
 
 fn description_of(b: &BilledInvoice) -> String {
-    // An invoice billing several services (a renewal of all an organization's services
-    // due the same day) says so, each line's description in turn: the first line's alone
-    // beside the whole invoice's amount read as that service's price (found by the billing
-    // audit: "Starter for m1.example.com" at 20.00 for three services).
-    let services: std::collections::BTreeSet<&str> = b
-        .lines
-        .iter()
-        .filter_map(|l| l.service_id.as_deref())
-        .collect();
-    if services.len() > 1 {
-        return b
-            .lines
-            .iter()
-            .map(|l| l.description.as_str())
-            .filter(|d| !d.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    b.lines
-        .first()
-        .map(|l| l.description.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "Invoice {}",
-                b.invoice
-                    .number
-                    .clone()
-                    .unwrap_or_else(|| b.invoice.id.to_string())
-            )
-        })
+    lodge_services::storefront::invoice_description(&b.lines).unwrap_or_else(|| {
+        format!(
+            "Invoice {}",
+            b.invoice
+                .number
+                .clone()
+                .unwrap_or_else(|| b.invoice.id.to_string())
+        )
+    })
 }
 
 fn list_row(b: &BilledInvoice, default: Currency) -> InvoiceListRow {

@@ -1257,6 +1257,22 @@ async fn a_domain_unpaid_past_the_grace_expires_with_its_account(app: TestApp) {
     let description = str_of(&row, "description");
     assert_eq!(description.matches("; ").count(), 1, "{row}");
     assert!(description.contains("lapse.com"), "{row}");
+    // So does the cart's row (found by the populated responses audit: the first line's
+    // alone, beside the whole invoice's amount due).
+    let cart = crate::harness::v2_ok(
+        &app,
+        reqwest::Method::GET,
+        "/apiv2/billing/cart",
+        &app.key(),
+        None,
+    )
+    .await;
+    let cart_row = cart["invrows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["invoices_id"] == all[0]["id"]))
+        .unwrap_or_else(|| panic!("{cart}"))
+        .clone();
+    assert_eq!(cart_row["invoices_description"], description, "{cart_row}");
     // Past its expiration date the domain stays on the invoice as long as the account
     // does: the renewal may still be paid (found by the domains audit: it expired, and
     // left the invoice, on its expiration date itself).
