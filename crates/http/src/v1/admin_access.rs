@@ -38,7 +38,7 @@ pub struct OrganizationQuery {
     /// Only organizations older than this `legacy_id` (the next page).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub before: Option<String>,
-    /// At most this many (default 100, at most 500).
+    /// At most this many (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }
@@ -67,7 +67,7 @@ async fn list_organizations(
 pub struct UserQuery {
     /// Only the user with this email (any case).
     pub email: Option<String>,
-    /// Without `email`: at most this many, newest first (default 100, at most 500).
+    /// Without `email`: at most this many, newest first (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }

@@ -201,7 +201,7 @@ pub struct HostingSearch {
     /// `pending`, `provisioning`, `active`, `suspended`, `failed`, `cancelled` or
     /// `terminated`.
     pub status: Option<String>,
-    /// At most this many (default 100, at most 500).
+    /// At most this many (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }

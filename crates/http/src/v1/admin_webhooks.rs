@@ -239,7 +239,7 @@ pub struct DeliveryQuery {
     /// Only attempts older than this delivery id (the next page).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub before: Option<String>,
-    /// At most this many (default 100, at most 500).
+    /// At most this many (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }
@@ -298,7 +298,7 @@ pub struct EventQuery {
     /// Only events older than this `seq` (the next page).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub before: Option<String>,
-    /// At most this many (default 100, at most 500).
+    /// At most this many (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }

@@ -943,7 +943,7 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)
     }
 
-    /// A customer's active domain, for a registry change.
+    /// A customer's active domain, for a registry read (its auth code) or change.
     async fn registry_domain(
         &self,
         access: &crate::auth::Access,
@@ -953,7 +953,7 @@ impl Lodge {
         let d = self.project_domain(access, project, id).await?;
         if d.status != DomainStatus::Active {
             return Err(ServiceError::Conflict(format!(
-                "the domain is {}; only an active domain can be changed",
+                "the domain is {}; only an active domain is read or changed at its registry",
                 d.status
             )));
         }
