@@ -1,6 +1,7 @@
 //! A node's cached catalog view: rebuilt when the stored `catalog_version` moves, checked
 //! at most once per [`CHECK_INTERVAL`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,11 @@ pub struct CatalogCache {
 struct CacheInner {
     current: RwLock<Option<(Arc<Catalog>, Instant)>>,
     reload: tokio::sync::Mutex<()>,
+    /// Moved by every [`CatalogCache::invalidate`]: a reload that began before it read the
+    /// catalog as it was before the write, and keeps it only for its own caller (found by
+    /// the PostgreSQL race audit: kept as fresh, it answered a plan created a moment
+    /// before with 404 for up to 500 ms).
+    generation: AtomicU64,
 }
 
 impl Default for CatalogCache {
@@ -35,6 +41,7 @@ impl CatalogCache {
             inner: Arc::new(CacheInner {
                 current: RwLock::new(None),
                 reload: tokio::sync::Mutex::new(()),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -52,13 +59,21 @@ impl CatalogCache {
         guard.as_ref().map(|(c, _)| c.clone())
     }
 
-    fn put(&self, c: Arc<Catalog>) {
+    /// The generation a reload starts from ([`CacheInner::generation`]).
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps `c` as the view, unless the catalog was written since `generation` was read.
+    fn put(&self, c: Arc<Catalog>, generation: u64) {
         let mut guard = self
             .inner
             .current
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        *guard = Some((c, Instant::now()));
+        if self.inner.generation.load(Ordering::Acquire) == generation {
+            *guard = Some((c, Instant::now()));
+        }
     }
 
     /// Forgets the view so the next read reloads it (after a local catalog write).
@@ -68,6 +83,7 @@ impl CatalogCache {
             .current
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         *guard = None;
     }
 }
@@ -82,14 +98,15 @@ impl Lodge {
         if let Some(c) = self.catalog.fresh() {
             return Ok(c);
         }
+        let generation = self.catalog.generation();
         let stored = db::version(self.store.reader()).await?;
         if let Some(c) = self.catalog.cached().filter(|c| c.version == stored) {
-            self.catalog.put(c.clone());
+            self.catalog.put(c.clone(), generation);
             return Ok(c);
         }
         let data = db::load(self.store.reader()).await?;
         let c = Arc::new(Catalog::build(data, self.settings.currency)?);
-        self.catalog.put(c.clone());
+        self.catalog.put(c.clone(), generation);
         Ok(c)
     }
 

@@ -64,8 +64,14 @@ impl Lodge {
         let plan = validate(file, currency)?;
         let now = self.now_us();
         let engine = self.store.engine();
-        let existing = self.catalog().await?;
         let mut tx = self.store.begin().await?;
+        // One catalog write at a time: new plans and offers are numbered from the largest
+        // legacy id, which two writes at once on PostgreSQL read alike (found by the
+        // PostgreSQL race audit: offers created at once overwrote each other, answered 200;
+        // plans created at once were refused as taking another's id). Read under the lock,
+        // so the writes before it are seen.
+        lodge_store::idempotency::lock_keys(&mut tx, &[("catalog", "")]).await?;
+        let existing = self.catalog_uncached().await?;
         let mut group_ids: HashMap<String, PlanGroupId> = existing
             .groups
             .iter()
