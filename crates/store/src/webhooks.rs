@@ -108,6 +108,42 @@ pub async fn update<C: SqlConn>(
         == 1)
 }
 
+/// [`update`], only while the endpoint is still as `old` was read (its URL's stored form,
+/// events, description, organization and whether it is enabled): `false` when it changed
+/// meanwhile, or is gone.
+pub async fn update_unchanged<C: SqlConn>(
+    conn: &mut C,
+    old: &EndpointRow,
+    e: &EndpointInput<'_>,
+    now: i64,
+) -> Result<bool> {
+    Ok(conn
+        .exec(
+            "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, \
+             organization_id = $5, enabled = $6, modified_at = $7 \
+             WHERE id = $1 AND url = $8 AND events = $9 AND description = $10 \
+             AND COALESCE(organization_id, '') = $11 AND enabled = $12",
+            vals![
+                old.id,
+                e.url,
+                e.events,
+                e.description,
+                e.organization_id.map(|o| o.to_string()),
+                i64::from(e.enabled),
+                now,
+                old.url.as_str(),
+                old.events.as_str(),
+                old.description.as_str(),
+                old.organization_id
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                i64::from(old.enabled)
+            ],
+        )
+        .await?
+        == 1)
+}
+
 /// Replaces an endpoint's (sealed) secret, the one it replaces signing beside it until
 /// `previous_until` (`now`: not at all); `false` when there is no such endpoint.
 pub async fn set_secret<C: SqlConn>(

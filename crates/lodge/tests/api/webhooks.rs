@@ -35,8 +35,56 @@ on_both_engines!(
     urls_are_sealed_at_rest_and_ones_stored_in_the_clear_are_sealed_at_start,
     a_stopping_worker_hands_back_unstarted_deliveries_at_once,
     retries_wait_while_the_endpoint_is_disabled_and_end_when_it_unsubscribes,
+    edits_sent_at_once_each_keep_the_others,
 );
 on_both_engines!(private_targets_are_refused_without_the_flag);
+
+/// A disable and description edits sent at the same instant, eight rounds: every change
+/// stands (found by the PostgreSQL race audit: an edit wrote the endpoint back enabled,
+/// and both were answered 200).
+async fn edits_sent_at_once_each_keep_the_others(app: TestApp) {
+    let rx = Receiver::start().await;
+    let e = register(&app, &rx.url("/raced"), &["*"]).await;
+    let path = format!("/v1/admin/webhooks/{}", id_of(&e));
+    let admin = app.admin_key();
+    for round in 0..8 {
+        let enabled = round % 2 == 1;
+        let bodies = [
+            json!({ "enabled": enabled }),
+            json!({ "description": format!("round {round}") }),
+            json!({ "events": ["invoice.paid", "order.created"] }),
+        ];
+        let answers = futures::future::join_all(
+            bodies
+                .iter()
+                .map(|b| app.call(reqwest::Method::PATCH, &path, Some(&admin), Some(b))),
+        )
+        .await;
+        for (status, body) in &answers {
+            assert_eq!(*status, StatusCode::OK, "round {round}: {body}");
+        }
+        let (_, now) = app.get(&path, &admin).await;
+        assert_eq!(now["enabled"], enabled, "round {round}: {now}");
+        assert_eq!(
+            now["description"],
+            format!("round {round}"),
+            "round {round}: {now}"
+        );
+        let mut events: Vec<&str> = now["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        events.sort_unstable();
+        assert_eq!(
+            events,
+            ["invoice.paid", "order.created"],
+            "round {round}: {now}"
+        );
+    }
+    app.stop().await;
+}
 
 fn loopback_allowed() -> Options {
     Options {

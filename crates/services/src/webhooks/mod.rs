@@ -367,44 +367,58 @@ impl Lodge {
         self.webhook_view(row)
     }
 
-    /// Changes an endpoint (a new URL is checked as at registration).
+    /// Changes an endpoint (a new URL is checked as at registration): the fields the patch
+    /// names, over the endpoint as it is when written. Two changes at once each keep the
+    /// other's (found by the PostgreSQL race audit: a description edited beside a disable
+    /// wrote the endpoint back enabled, both answered 200): written only while the endpoint
+    /// is as read, read again and merged again otherwise.
     pub async fn update_webhook(&self, id: i64, patch: &WebhookPatch) -> Result<Webhook> {
-        let old = self.webhook(id).await?;
-        let old_org = old.organization_id.map(|o| o.to_string());
-        let org = match &patch.organization_id {
-            Some(o) => o.clone(),
-            None => old_org,
-        };
-        let c = self
-            .check_webhook(
-                Some(&old.url),
-                patch.url.as_deref().unwrap_or(&old.url),
-                patch.events.as_deref().unwrap_or(&old.events),
-                patch.description.as_deref().unwrap_or(&old.description),
-                org.as_deref(),
-                patch.enabled.unwrap_or(old.enabled),
+        for _ in 0..8 {
+            let raw = {
+                let mut db = self.store.read_conn().await?;
+                store::by_id(&mut db, id)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?
+            };
+            let old = self.webhook_view(raw.clone())?;
+            let old_org = old.organization_id.map(|o| o.to_string());
+            let org = match &patch.organization_id {
+                Some(o) => o.clone(),
+                None => old_org,
+            };
+            let c = self
+                .check_webhook(
+                    Some(&old.url),
+                    patch.url.as_deref().unwrap_or(&old.url),
+                    patch.events.as_deref().unwrap_or(&old.events),
+                    patch.description.as_deref().unwrap_or(&old.description),
+                    org.as_deref(),
+                    patch.enabled.unwrap_or(old.enabled),
+                )
+                .await?;
+            let sealed_url = self.sealer.seal(&c.url)?;
+            let mut conn = self.store.write_conn().await?;
+            let written = store::update_unchanged(
+                &mut *conn,
+                &raw,
+                &EndpointInput {
+                    url: &sealed_url,
+                    events: &c.events,
+                    description: &c.description,
+                    organization_id: c.organization_id,
+                    enabled: c.enabled,
+                },
+                self.now_us(),
             )
             .await?;
-        let sealed_url = self.sealer.seal(&c.url)?;
-        let mut conn = self.store.write_conn().await?;
-        let found = store::update(
-            &mut *conn,
-            id,
-            &EndpointInput {
-                url: &sealed_url,
-                events: &c.events,
-                description: &c.description,
-                organization_id: c.organization_id,
-                enabled: c.enabled,
-            },
-            self.now_us(),
-        )
-        .await?;
-        drop(conn);
-        if !found {
-            return Err(ServiceError::NotFound);
+            drop(conn);
+            if written {
+                return self.webhook(id).await;
+            }
         }
-        self.webhook(id).await
+        Err(ServiceError::Conflict(
+            "The endpoint was changed by other requests meanwhile; send the change again.".into(),
+        ))
     }
 
     /// Removes an endpoint and its delivery log (its queued deliveries then do nothing).
