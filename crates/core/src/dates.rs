@@ -14,15 +14,25 @@ use crate::cycle::BillingCycle;
 /// typed it, in plain words rather than the date library's (which quote its internal
 /// limits: found by the attacker and parity audits).
 pub fn parse_instant(s: &str) -> Result<i64, &'static str> {
-    match s.trim().parse::<jiff::Timestamp>() {
+    let s = s.trim();
+    match s.parse::<jiff::Timestamp>() {
         Ok(t) => Ok(t.as_microsecond()),
-        Err(_) if s.trim().parse::<Date>().is_ok() => Err(
-            "A date alone is not an instant: add a time and an offset, such as \
+        // A civil date and time (which is what a date alone also parses as) without its
+        // offset (found by the re-check: a time without one was called a date alone).
+        Err(_) if s.parse::<jiff::civil::DateTime>().is_ok() => {
+            if s.contains(['T', 't', ' ']) {
+                Err("An instant needs its offset: add Z (UTC), or one such as +01:00.")
+            } else {
+                Err(
+                    "A date alone is not an instant: add a time and an offset, such as \
+                     2027-01-01T00:00:00Z.",
+                )
+            }
+        }
+        Err(_) => Err(
+            "Use an RFC 3339 instant from the year 1 to 9999-12-30, such as \
              2027-01-01T00:00:00Z.",
         ),
-        Err(_) => {
-            Err("Use an RFC 3339 instant before the year 9999, such as 2027-01-01T00:00:00Z.")
-        }
     }
 }
 
@@ -83,9 +93,13 @@ mod tests {
         assert!(parse_instant("2031-01-01")
             .unwrap_err()
             .contains("date alone"));
+        assert!(parse_instant("2031-01-01T00:00:00")
+            .unwrap_err()
+            .contains("offset"));
+        assert!(parse_instant("9999-12-30T00:00:00Z").is_ok());
         for far in ["9999-12-31T23:59:59Z", "10000-01-01T00:00:00Z", "soon", ""] {
             let why = parse_instant(far).unwrap_err();
-            assert!(why.contains("before the year 9999"), "{far}: {why}");
+            assert!(why.contains("to 9999-12-30"), "{far}: {why}");
         }
     }
 

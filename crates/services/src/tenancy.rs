@@ -94,7 +94,9 @@ impl Lodge {
         // Checked as `/apiv2/account` checks them (found by the engines' parity audit: any
         // country, `ZZ` or `fr` as typed, and a company name of any length went in).
         let company_name = o.company_name.unwrap_or("").trim();
-        v.line("company_name", company_name, 200);
+        // 100, as the customer's own account form takes it back (found by the re-check:
+        // 200 here, and the customer's form refused the name staff had saved).
+        v.line("company_name", company_name, 100);
         let country = match o.country.map(str::trim).filter(|c| !c.is_empty()) {
             None => "",
             Some(code) => match crate::storefront::country(code) {

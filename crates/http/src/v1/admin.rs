@@ -109,7 +109,7 @@ pub struct CreateOrganization {
     #[serde(default)]
     pub organization_type: Option<String>,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 100)]
     pub company_name: Option<String>,
     /// ISO 3166-1 alpha-2 (any case; kept in capitals).
     #[serde(default)]

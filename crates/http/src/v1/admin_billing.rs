@@ -52,7 +52,7 @@ impl Amount {
             ServiceError::field(
                 field,
                 format!(
-                    "{text}: at most {} (in {cur}).",
+                    "{text}: an amount is at most {} either way.",
                     Money::new(lodge_core::money::MAX_AMOUNT_MINOR, cur)
                 ),
             )

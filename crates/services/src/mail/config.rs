@@ -142,12 +142,18 @@ impl MailSettings {
             return Err("--mail-timeout-secs must be between 1 and 600".into());
         }
         let templates = super::render::Templates::load(self.templates_dir.as_deref())?;
-        for (file, nearest) in &templates.unknown {
-            tracing::warn!(
-                file = %file,
-                nearest = %nearest,
-                "a file in the mail templates directory is no template's name and is never read"
-            );
+        // Once a process (the settings are checked more than once at start); the name as
+        // Debug, escaped (a file name may hold a line break or a terminal's escapes).
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !templates.unknown.is_empty() && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            for (file, nearest) in &templates.unknown {
+                tracing::warn!(
+                    file = ?file,
+                    nearest = %nearest,
+                    "a file in the mail templates directory is no template's name and is never read"
+                );
+            }
         }
         Ok(())
     }
