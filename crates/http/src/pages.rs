@@ -438,8 +438,8 @@ pub(crate) fn method_page() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         short_page(
             "Not available",
-            "<h1>This address is not a page</h1><p>Nothing was paid. Open the payment link \
-             from your invoice again.</p>",
+            "<h1>This request cannot be taken here</h1><p>Nothing was paid. Open the payment \
+             link from your invoice again.</p>",
         ),
     )
         .into_response()
