@@ -194,9 +194,15 @@ impl Lodge {
         Ok(row)
     }
 
-    /// Replaces a server's settings; credentials are kept when none are sent.
+    /// Replaces a server's settings; credentials are kept when none are sent. Under the
+    /// server's lock, as a partial update is: its live accounts are counted before its
+    /// driver may change, and an account placed on it meanwhile waits for the change (found
+    /// by the PostgreSQL race audit: counted without it).
     pub async fn update_server(&self, id: ServerId, s: &ServerSpec) -> Result<ServerRow> {
         let mut tx = self.store.begin().await?;
+        if !servers::lock(&mut tx, id).await? {
+            return Err(ServiceError::NotFound);
+        }
         let row = self.update_server_in(&mut tx, id, s).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(row)
