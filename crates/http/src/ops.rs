@@ -118,6 +118,14 @@ pub async fn unknown_path(uri: axum::http::Uri) -> Response {
         return crate::apiv2::V2Error::not_found().into_response();
     }
     if crate::pages::is_page_path(uri.path()) {
+        // A payment link with a slash added (by a mail client, or by hand): its page.
+        if let Some(page) = uri
+            .path()
+            .strip_suffix('/')
+            .filter(|p| p.len() > "/pay/".len() && !p.ends_with('/'))
+        {
+            return axum::response::Redirect::permanent(page).into_response();
+        }
         return crate::pages::unknown_page();
     }
     not_found().await

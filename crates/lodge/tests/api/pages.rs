@@ -238,6 +238,16 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
             assert!(html.contains("Card payments are not offered"), "{html}");
         }
     }
+    // A payment link with a slash added goes to its page (GET only: its query is dropped,
+    // the page needs none).
+    let resp = app
+        .client
+        .get(app.url(&format!("/pay/{token}/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "followed to the page");
+    assert_eq!(resp.url().path(), format!("/pay/{token}"));
     // A payment page's address with a method it does not take: a page too, with `Allow`.
     let resp = app
         .client
