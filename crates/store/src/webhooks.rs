@@ -83,34 +83,9 @@ pub async fn insert<C: SqlConn>(
     .await
 }
 
-/// Replaces an endpoint's settings (not its secret); `false` when there is no such endpoint.
-pub async fn update<C: SqlConn>(
-    conn: &mut C,
-    id: i64,
-    e: &EndpointInput<'_>,
-    now: i64,
-) -> Result<bool> {
-    Ok(conn
-        .exec(
-            "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, \
-             organization_id = $5, enabled = $6, modified_at = $7 WHERE id = $1",
-            vals![
-                id,
-                e.url,
-                e.events,
-                e.description,
-                e.organization_id.map(|o| o.to_string()),
-                i64::from(e.enabled),
-                now
-            ],
-        )
-        .await?
-        == 1)
-}
-
-/// [`update`], only while the endpoint is still as `old` was read (its URL's stored form,
-/// events, description, organization and whether it is enabled): `false` when it changed
-/// meanwhile, or is gone.
+/// Replaces an endpoint's settings (not its secret), only while the endpoint is still as
+/// `old` was read (its URL's stored form, events, description, organization and whether it
+/// is enabled): `false` when it changed meanwhile, or is gone.
 pub async fn update_unchanged<C: SqlConn>(
     conn: &mut C,
     old: &EndpointRow,

@@ -241,6 +241,19 @@ struct Checked {
     enabled: bool,
 }
 
+impl Checked {
+    /// The endpoint's row as written, with its URL sealed.
+    fn input<'a>(&'a self, sealed_url: &'a str) -> EndpointInput<'a> {
+        EndpointInput {
+            url: sealed_url,
+            events: &self.events,
+            description: &self.description,
+            organization_id: self.organization_id,
+            enabled: self.enabled,
+        }
+    }
+}
+
 impl Lodge {
     /// Checks an endpoint's fields, every bad field at once; a new URL's host is resolved
     /// and must be public (unless the operator allows private targets). `old_url`: the
@@ -330,19 +343,7 @@ impl Lodge {
         let sealed_url = self.sealer.seal(&c.url)?;
         let now = self.now_us();
         let mut conn = self.store.write_conn().await?;
-        let id = store::insert(
-            &mut *conn,
-            &EndpointInput {
-                url: &sealed_url,
-                events: &c.events,
-                description: &c.description,
-                organization_id: c.organization_id,
-                enabled: c.enabled,
-            },
-            &sealed,
-            now,
-        )
-        .await?;
+        let id = store::insert(&mut *conn, &c.input(&sealed_url), &sealed, now).await?;
         drop(conn);
         let webhook = self.webhook(id).await?;
         tracing::info!(webhook = id, url = %url_for_logs(&webhook.url), "webhook endpoint registered");
@@ -398,19 +399,9 @@ impl Lodge {
                 .await?;
             let sealed_url = self.sealer.seal(&c.url)?;
             let mut conn = self.store.write_conn().await?;
-            let written = store::update_unchanged(
-                &mut *conn,
-                &raw,
-                &EndpointInput {
-                    url: &sealed_url,
-                    events: &c.events,
-                    description: &c.description,
-                    organization_id: c.organization_id,
-                    enabled: c.enabled,
-                },
-                self.now_us(),
-            )
-            .await?;
+            let written =
+                store::update_unchanged(&mut *conn, &raw, &c.input(&sealed_url), self.now_us())
+                    .await?;
             drop(conn);
             if written {
                 return self.webhook(id).await;
