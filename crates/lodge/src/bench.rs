@@ -1183,7 +1183,8 @@ pub fn print_table(r: &Report) {
 }
 
 /// The secret key benchmark servers run with (fill and load must agree).
-const BENCH_SECRET_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+pub const BENCH_SECRET_KEY: &str =
+    "4242424242424242424242424242424242424242424242424242424242424242";
 
 /// Fills a database with `orders` paid-by-nobody orders (each with its invoice, lines and
 /// hosting account), in large transactions, through the same service code as the API.

@@ -1173,11 +1173,13 @@ async fn require_tos_is_a_switch() {
     );
 }
 
-/// Found by the operator audit: `bench fill` ran on the configured database (`lodge.db` by
-/// default) and seeded the demo's staff login and its fake orders into an installation.
-#[test]
-fn bench_fill_refuses_an_installations_database() {
+/// An operator's installation (migrated, with an owner's login) the demo was never seeded
+/// into; sealed with `key` when given, else with the key file its first command makes.
+fn installation(key: Option<&str>) -> Cli {
     let cli = Cli::new();
+    if let Some(key) = key {
+        std::fs::write(cli.dir.path().join("lodge-secret.key"), key).unwrap();
+    }
     cli.ok(&["migrate"]);
     cli.ok(&[
         "users",
@@ -1187,11 +1189,26 @@ fn bench_fill_refuses_an_installations_database() {
         "--password",
         "a-real-password",
     ]);
-    let err = cli.fails(&["bench", "fill", "--orders", "1"]);
-    assert!(err.contains("a database of their own"), "{err}");
-    // Nothing of the demo went in: it is still refused as over an installation.
-    let err = cli.fails(&["demo"]);
-    assert!(err.contains("never seeded into"), "{err}");
+    cli
+}
+
+/// Found by the operator audit: `bench fill` ran on the configured database (`lodge.db` by
+/// default) and seeded the demo's staff login and its fake orders into an installation.
+/// Refused for the installation's key, and, where the key is the benchmarks' own, for
+/// holding an installation.
+#[test]
+fn bench_fill_refuses_an_installations_database() {
+    for key in [None, Some(lodge::bench::BENCH_SECRET_KEY)] {
+        let cli = installation(key);
+        let err = cli.fails(&["bench", "fill", "--orders", "1"]);
+        assert!(err.contains("a database of their own"), "{key:?}: {err}");
+        if key.is_some() {
+            assert!(err.contains("never seeded into"), "{err}");
+        }
+        // Nothing of the demo went in: it is still refused as over an installation.
+        let err = cli.fails(&["demo"]);
+        assert!(err.contains("never seeded into"), "{key:?}: {err}");
+    }
     // A database of its own is filled.
     let own = Cli::new();
     own.ok(&["bench", "fill", "--orders", "2"]);
@@ -1199,16 +1216,7 @@ fn bench_fill_refuses_an_installations_database() {
 
 #[test]
 fn the_demo_is_refused_over_an_installation_unless_forced() {
-    let cli = Cli::new();
-    cli.ok(&["migrate"]);
-    cli.ok(&[
-        "users",
-        "create",
-        "--email",
-        "owner@real.test",
-        "--password",
-        "a-real-password",
-    ]);
+    let cli = installation(None);
     let err = cli.fails(&["demo"]);
     assert!(err.contains("lodge demo --force"), "{err}");
     let err = cli.fails(&["serve", "--demo", "--listen", "127.0.0.1:0"]);
