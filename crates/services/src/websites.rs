@@ -12,9 +12,10 @@ use crate::auth::Access;
 use crate::catalog::Price;
 use crate::hosting::{CancelType, Cancellation};
 use crate::idempotency::{Answer, IdempotencyKey, Keyed};
-use crate::model::{HostingRow, InvoiceRow, OrgRow, ProjectRow};
+use crate::model::{HostingRow, InvoiceRow, LedgerRow, OrgRow, PaymentRow, ProjectRow};
 use crate::orders::{DbChecks, OrderForm, OrderSource, ValidOrder};
 use crate::{FieldErrors, Lodge, Result, ServiceError, Validator};
+use lodge_store::refunds::RefundRow;
 
 /// A website order as the order form sends it (already read off the wire).
 #[derive(Debug, Clone, Default)]
@@ -45,6 +46,18 @@ pub struct Website {
     pub organization: OrgRow,
     /// The server it is on, once placed.
     pub server: Option<lodge_store::servers::ServerRow>,
+}
+
+/// An invoice with the money it received and what went back of it.
+#[derive(Debug, Clone)]
+pub struct SettledInvoice {
+    pub invoice: InvoiceRow,
+    /// Account credit applied to it (negative `applied` ledger entries), oldest first.
+    pub credit: Vec<LedgerRow>,
+    /// Payments (card, bank transfer, recorded by staff), oldest first.
+    pub payments: Vec<PaymentRow>,
+    /// Refunds, oldest first, a refused one (`failed_at`) included.
+    pub refunds: Vec<RefundRow>,
 }
 
 /// An invoice named for payment: by its id, or every invoice of a website.
@@ -237,6 +250,32 @@ impl Lodge {
             lodge_store::renewals::invoices_of_account(self.store.reader(), h.order_id, h.id)
                 .await?,
         )
+    }
+
+    /// The invoices of a website (as [`Self::website_invoices`]), each with the credit
+    /// applied to it, its payments and its refunds.
+    pub async fn website_invoices_settled(
+        &self,
+        access: &Access,
+        legacy_id: i64,
+    ) -> Result<Vec<SettledInvoice>> {
+        let invoices = self.website_invoices(access, legacy_id).await?;
+        let mut settled = Vec::with_capacity(invoices.len());
+        for invoice in invoices {
+            let id = invoice.id;
+            settled.push(SettledInvoice {
+                credit: billing::credit_applied_to(
+                    self.store.reader(),
+                    invoice.organization_id,
+                    id,
+                )
+                .await?,
+                payments: billing::payments(self.store.reader(), id).await?,
+                refunds: lodge_store::refunds::refunds_of_invoice(self.store.reader(), id).await?,
+                invoice,
+            });
+        }
+        Ok(settled)
     }
 
     /// A website with its invoices and organization.

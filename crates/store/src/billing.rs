@@ -1373,6 +1373,24 @@ pub async fn ledger_page(
     Ok((rows, count))
 }
 
+/// The account credit applied to one invoice of `org`, oldest first (each a negative
+/// `applied` entry; `org` lets the organization's index find them).
+pub async fn credit_applied_to<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    org: OrganizationId,
+    invoice: i64,
+) -> Result<Vec<LedgerRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at
+         FROM credit_ledger WHERE organization_id = $1 AND invoice_id = $2 AND kind = 'applied'
+         ORDER BY id",
+    )
+    .bind(org.to_string())
+    .bind(invoice)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Read through the partial index `invoices_unpaid`, which holds only unpaid invoices.
 pub(crate) const EXPIRED_FIRST_INVOICES: &str =
     "SELECT order_id FROM invoices WHERE kind = 'first' AND status = 'unpaid'

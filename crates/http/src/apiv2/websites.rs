@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::Currency;
-use lodge_services::model::InvoiceRow;
+use lodge_services::websites::SettledInvoice;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -323,8 +323,51 @@ pub struct ChargeInvoice {
     pub invoices_due_date: String,
     pub invoices_currency: String,
     pub currency_symbol: String,
+    /// `5th Dec 2025`.
     pub invoices_date_formatted: String,
-    pub paid_invoices: BTreeMap<String, BTreeMap<String, String>>,
+    /// What paid it, by payment: account credit applied (`credit-<entry>`), a card
+    /// payment, a payment staff recorded; each with what was refunded of it. Empty while
+    /// nothing was paid.
+    pub paid_invoices: BTreeMap<String, ChargePayment>,
+}
+
+/// One payment of an invoice (InterServer shows a payment as an invoice of its own).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargePayment {
+    /// The payment's id: `credit-<ledger entry>` for account credit.
+    pub invoices_id: String,
+    /// `Credit Card Payment pi_…`, `PrePay` (account credit), `Bank transfer Payment <reference>`.
+    pub invoices_description: String,
+    #[schema(value_type = f64)]
+    pub invoices_amount: Box<serde_json::value::RawValue>,
+    pub invoices_date: String,
+    pub invoices_currency: String,
+    pub currency_symbol: String,
+    /// `5th Dec 2025`.
+    pub invoices_date_formatted: String,
+    /// `Credit Card Payment`, `PrePay`, or the recorded method (`Bank transfer Payment`).
+    pub payment_type: String,
+    /// What went back of this payment, by refund (absent when nothing did). A refund of
+    /// money (to the card, by bank) is shown under the invoice's first payment, a refund to
+    /// account credit under the first credit applied (else under the first payment).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refund_invoices: BTreeMap<String, ChargeRefund>,
+}
+
+/// A refund of a payment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeRefund {
+    #[schema(value_type = f64)]
+    pub invoices_id: i64,
+    /// `REFUND: ` and the description of the payment it returns.
+    pub invoices_description: String,
+    #[schema(value_type = f64)]
+    pub invoices_amount: Box<serde_json::value::RawValue>,
+    pub invoices_date: String,
+    pub invoices_currency: String,
+    pub currency_symbol: String,
+    /// `16th Dec 2025`.
+    pub invoices_date_formatted: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -333,7 +376,101 @@ pub struct ChargeInvoiceRows {
     pub invoices: BTreeMap<String, ChargeInvoice>,
 }
 
-pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
+/// `5th Dec 2025` (InterServer's formatted date), in UTC.
+pub(super) fn formatted_day(us: i64) -> String {
+    let Ok(t) = jiff::Timestamp::from_microsecond(us) else {
+        return String::new();
+    };
+    let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let suffix = match (d.day() % 10, d.day() % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{}{suffix} {}", d.day(), d.strftime("%b %Y"))
+}
+
+/// The payment type of a payment's method: `Credit Card Payment` for a card, else the
+/// method's words (`bank_transfer`: `Bank transfer Payment`).
+fn payment_type_of(method: &str) -> String {
+    if method == lodge_services::gateway::METHOD_CARD || method == "stripe" {
+        return "Credit Card Payment".into();
+    }
+    let words = method.replace('_', " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(first) => format!("{}{} Payment", first.to_uppercase(), chars.as_str()),
+        None => "Payment".into(),
+    }
+}
+
+/// What paid an invoice, as InterServer lists it: each credit application and payment,
+/// with the refunds placed under the payment they return.
+fn paid_invoices(s: &SettledInvoice, cur: Currency) -> BTreeMap<String, ChargePayment> {
+    let entry = |id: String, description: String, payment_type: String, minor: i64, at: i64| {
+        ChargePayment {
+            invoices_id: id,
+            invoices_description: description,
+            invoices_amount: crate::wire::money_number(minor, cur),
+            invoices_date: ts(at),
+            invoices_currency: cur.code().to_owned(),
+            currency_symbol: cur.symbol().to_owned(),
+            invoices_date_formatted: formatted_day(at),
+            payment_type,
+            refund_invoices: BTreeMap::new(),
+        }
+    };
+    // In the order they happened; the credit entries first among equals.
+    let mut paid: Vec<(String, ChargePayment, bool)> = Vec::new();
+    for c in &s.credit {
+        let id = format!("credit-{}", c.id);
+        let e = entry(
+            id.clone(),
+            "PrePay".into(),
+            "PrePay".into(),
+            c.amount_minor.saturating_neg(),
+            c.created_at,
+        );
+        paid.push((id, e, true));
+    }
+    for p in &s.payments {
+        let kind = payment_type_of(&p.method);
+        let id = p.id.to_string();
+        let e = entry(
+            id.clone(),
+            format!("{kind} {}", p.reference),
+            kind,
+            p.amount_minor,
+            p.created_at,
+        );
+        paid.push((id, e, false));
+    }
+    for r in s.refunds.iter().filter(|r| r.failed_at.is_none()) {
+        let to_credit = r.destination == lodge_core::RefundTo::Credit;
+        let at = paid
+            .iter()
+            .position(|(_, _, credit)| *credit == to_credit)
+            .or(if paid.is_empty() { None } else { Some(0) });
+        if let Some((_, e, _)) = at.and_then(|i| paid.get_mut(i)) {
+            let refund = ChargeRefund {
+                invoices_id: r.id,
+                invoices_description: format!("REFUND: {}", e.invoices_description),
+                invoices_amount: crate::wire::money_number(r.amount_minor, cur),
+                invoices_date: ts(r.created_at),
+                invoices_currency: cur.code().to_owned(),
+                currency_symbol: cur.symbol().to_owned(),
+                invoices_date_formatted: formatted_day(r.created_at),
+            };
+            e.refund_invoices.insert(r.id.to_string(), refund);
+        }
+    }
+    paid.into_iter().map(|(id, e, _)| (id, e)).collect()
+}
+
+pub(super) fn charge_invoice(s: &SettledInvoice) -> ChargeInvoice {
+    let i = &s.invoice;
     let cur = Currency::parse(&i.currency).unwrap_or(Currency::USD);
     let date = ts(i.issued_at);
     ChargeInvoice {
@@ -343,7 +480,7 @@ pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
             i.number.clone().unwrap_or_else(|| i.id.to_string())
         ),
         invoices_amount: crate::wire::money_number(i.total_minor, cur),
-        invoices_date_formatted: date.get(..10).unwrap_or_default().to_owned(),
+        invoices_date_formatted: formatted_day(i.issued_at),
         invoices_date: date,
         // InterServer keeps a refunded invoice paid (its refunds are further rows).
         invoices_paid: i64::from(matches!(
@@ -355,7 +492,7 @@ pub(super) fn charge_invoice(i: &InvoiceRow) -> ChargeInvoice {
         invoices_due_date: i.due_date.clone(),
         invoices_currency: cur.code().to_owned(),
         currency_symbol: cur.symbol().to_owned(),
-        paid_invoices: BTreeMap::new(),
+        paid_invoices: paid_invoices(s, cur),
     }
 }
 
@@ -372,13 +509,46 @@ pub async fn website_invoices(
 ) -> V2Result<Json<ChargeInvoiceRows>> {
     let invoices = st
         .lodge
-        .website_invoices(&c.access, website_id(&id)?)
+        .website_invoices_settled(&c.access, website_id(&id)?)
         .await?;
     Ok(Json(ChargeInvoiceRows {
         success: true,
         invoices: invoices
             .iter()
-            .map(|i| (i.id.to_string(), charge_invoice(i)))
+            .map(|s| (s.invoice.id.to_string(), charge_invoice(s)))
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::formatted_day;
+
+    fn at(date: &str) -> i64 {
+        let d: jiff::civil::Date = date.parse().unwrap();
+        d.to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .as_microsecond()
+    }
+
+    #[test]
+    fn days_read_as_interserver_formats_them() {
+        for (date, formatted) in [
+            ("2025-12-01", "1st Dec 2025"),
+            ("2025-12-02", "2nd Dec 2025"),
+            ("2025-12-03", "3rd Dec 2025"),
+            ("2025-12-04", "4th Dec 2025"),
+            ("2025-12-05", "5th Dec 2025"),
+            ("2026-01-11", "11th Jan 2026"),
+            ("2026-01-12", "12th Jan 2026"),
+            ("2026-01-13", "13th Jan 2026"),
+            ("2026-02-21", "21st Feb 2026"),
+            ("2026-02-22", "22nd Feb 2026"),
+            ("2026-03-23", "23rd Mar 2026"),
+            ("2026-03-31", "31st Mar 2026"),
+        ] {
+            assert_eq!(formatted_day(at(date)), formatted, "{date}");
+        }
+    }
 }

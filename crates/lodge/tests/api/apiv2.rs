@@ -662,6 +662,11 @@ async fn responses_validate_against_interserver_openapi(app: TestApp) {
         invoices["invoices"].get(iid.to_string()).is_some(),
         "{invoices}"
     );
+    assert_eq!(
+        invoices["invoices"][iid.to_string()]["paid_invoices"],
+        json!({}),
+        "nothing paid yet: {invoices}"
+    );
     let all = v2_ok(&app, Method::GET, "/apiv2/billing/invoices", &key, None).await;
     assert_valid(
         &schema_ref("BillingInvoiceList"),
@@ -701,6 +706,21 @@ async fn responses_validate_against_interserver_openapi(app: TestApp) {
     assert_valid(&pay_schema, &single, "GET /apiv2/billing/pay/prepay/{iid}");
     assert_eq!(single["type"], "single", "{single}");
     assert_eq!(v1_invoice(&app, iid).await["status"], "paid");
+    let invoices = v2_ok(
+        &app,
+        Method::GET,
+        &format!("/apiv2/websites/{id}/invoices"),
+        &key,
+        None,
+    )
+    .await;
+    assert_valid(
+        &schema_ref("ChargeInvoiceRows"),
+        &invoices,
+        "GET /apiv2/websites/{id}/invoices, paid",
+    );
+    let paid = &invoices["invoices"][iid.to_string()]["paid_invoices"];
+    assert_eq!(paid.as_object().map(|p| p.len()), Some(1), "{invoices}");
 
     // Cancelling.
     let cancelled = v2_ok(

@@ -19,6 +19,7 @@ on_both_engines!(
     a_retried_cash_reference_or_idempotency_key_refunds_once,
     concurrent_half_refunds_exactly_two_are_accepted,
     staff_pay_an_invoice_from_credit_which_is_no_payment_method,
+    a_websites_invoices_show_what_paid_them_and_what_went_back,
 );
 
 // ---- helpers ----
@@ -158,7 +159,132 @@ async fn apiv2_row(app: &TestApp, invoice_id: i64) -> Value {
         .unwrap_or_else(|| panic!("invoice {invoice_id} not listed: {l}"))
 }
 
+/// A website's invoices as `/apiv2/websites/{id}/invoices` lists them, by the website's
+/// host name.
+async fn website_invoices(app: &TestApp, hostname: &str) -> Value {
+    let key = app.key();
+    let sites = v2_ok(app, reqwest::Method::GET, "/apiv2/websites", &key, None).await;
+    let id = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["website_hostname"] == hostname)
+        .unwrap_or_else(|| panic!("{hostname} not listed: {sites}"))["website_id"]
+        .clone();
+    let id = id
+        .as_i64()
+        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
+        .unwrap();
+    v2_ok(
+        app,
+        reqwest::Method::GET,
+        &format!("/apiv2/websites/{id}/invoices"),
+        &key,
+        None,
+    )
+    .await
+}
+
+/// InterServer's formatted day: `5th Dec 2025`.
+fn assert_formatted_day(v: &Value) {
+    let s = v.as_str().unwrap_or_default();
+    let parts: Vec<&str> = s.split(' ').collect();
+    let [day, month, year] = parts.as_slice() else {
+        panic!("not `5th Dec 2025`: {v}");
+    };
+    let digits = day.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u32 = digits.parse().unwrap_or_else(|_| panic!("{v}"));
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    assert_eq!(&day[digits.len()..], suffix, "{v}");
+    assert!(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            .contains(month),
+        "{v}"
+    );
+    assert!(year.len() == 4 && year.parse::<u32>().is_ok(), "{v}");
+}
+
 // ---- tests ----
+
+/// `/apiv2/websites/{id}/invoices` says what paid each invoice, as InterServer's
+/// `paid_invoices` does: the account credit applied, a payment staff recorded, and under
+/// each what was refunded of it. Found by the responses audit: always `{}`. Its dates read
+/// `5th Dec 2025` as InterServer's do (they were `2025-12-05`).
+async fn a_websites_invoices_show_what_paid_them_and_what_went_back(app: TestApp) {
+    let (by_bank, bank_total) = paid_by_payment(&app, "paid-by-bank.example").await;
+    let (by_credit, credit_total) = paid_by_credit(&app, "paid-by-credit.example").await;
+    refunded(
+        &app,
+        by_credit,
+        &json!({ "amount": "1.00", "to": "credit", "reason": "Goodwill" }),
+    )
+    .await;
+    refunded(
+        &app,
+        by_bank,
+        &json!({ "amount": "2.00", "to": "cash", "reference": "WIRE-OUT-7", "reason": "Overcharged" }),
+    )
+    .await;
+
+    let l = website_invoices(&app, "paid-by-credit.example").await;
+    let inv = &l["invoices"][by_credit.to_string()];
+    assert_eq!(inv["invoices_paid"], 1, "{l}");
+    assert_formatted_day(&inv["invoices_date_formatted"]);
+    let paid = inv["paid_invoices"].as_object().unwrap();
+    assert_eq!(paid.len(), 1, "one credit application: {l}");
+    let (key, credit) = paid.iter().next().unwrap();
+    assert!(key.starts_with("credit-"), "{l}");
+    assert_eq!(&credit["invoices_id"], key, "{l}");
+    assert_eq!(credit["payment_type"], "PrePay", "{l}");
+    assert_eq!(
+        credit["invoices_amount"].as_f64(),
+        Some(credit_total as f64 / 100.0),
+        "{l}"
+    );
+    assert_eq!(credit["invoices_currency"], "USD", "{l}");
+    assert_formatted_day(&credit["invoices_date_formatted"]);
+    let refunds = credit["refund_invoices"].as_object().unwrap();
+    assert_eq!(refunds.len(), 1, "{l}");
+    let r = refunds.values().next().unwrap();
+    assert_eq!(r["invoices_amount"].as_f64(), Some(1.0), "{l}");
+    assert_eq!(r["invoices_description"], "REFUND: PrePay", "{l}");
+    assert_formatted_day(&r["invoices_date_formatted"]);
+
+    let l = website_invoices(&app, "paid-by-bank.example").await;
+    let paid = l["invoices"][by_bank.to_string()]["paid_invoices"]
+        .as_object()
+        .unwrap();
+    assert_eq!(paid.len(), 1, "one payment: {l}");
+    let p = paid.values().next().unwrap();
+    assert!(
+        !p["invoices_id"].as_str().unwrap().starts_with("credit-"),
+        "{l}"
+    );
+    assert_eq!(p["payment_type"], "Bank transfer Payment", "{l}");
+    assert_eq!(
+        p["invoices_description"], "Bank transfer Payment BANK-paid-by-bank.example",
+        "{l}"
+    );
+    assert_eq!(
+        p["invoices_amount"].as_f64(),
+        Some(bank_total as f64 / 100.0)
+    );
+    let r = p["refund_invoices"].as_object().unwrap();
+    assert_eq!(r.len(), 1, "{l}");
+    let r = r.values().next().unwrap();
+    assert_eq!(r["invoices_amount"].as_f64(), Some(2.0), "{l}");
+    assert_eq!(
+        r["invoices_description"], "REFUND: Bank transfer Payment BANK-paid-by-bank.example",
+        "{l}"
+    );
+    app.stop().await;
+}
 
 /// Found by the support-desk audit: staff asked to use a customer's credit recorded a
 /// payment with the method `credit`, which marked the invoice paid with the balance
