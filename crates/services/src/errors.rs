@@ -161,12 +161,18 @@ impl Validator {
         self.add_coded(field, FieldCode::Required, "This field is required.");
     }
     /// A one-line text a person typed (a name, a city): at most `max` characters, no
-    /// control characters (it may go into a mail header).
+    /// control characters (it may go into a mail header), nor Unicode's line and paragraph
+    /// separators (U+2028, U+2029), which break the line where it is shown.
     pub fn line(&mut self, field: &str, value: &str, max: usize) {
         if value.chars().count() > max {
             self.add(field, format!("At most {max} characters."));
         } else if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
             self.add(field, "Control characters are not allowed.");
+        } else if value.contains(['\u{2028}', '\u{2029}']) {
+            self.add(
+                field,
+                "One line: line and paragraph separators are not allowed.",
+            );
         }
     }
     /// A text a person typed over several lines (a comment): at most `max` characters,
@@ -223,6 +229,21 @@ mod tests {
         let codes: Vec<FieldCode> = fields["plan_id"].iter().map(|e| e.code).collect();
         assert_eq!(codes, [FieldCode::ServersFull, FieldCode::Invalid]);
         assert_eq!(fields["domain_name"][0].code, FieldCode::Required);
+    }
+
+    #[test]
+    fn a_line_is_one_line() {
+        for bad in ["a\nb", "a\u{85}b", "a\u{2028}b", "a\u{2029}b", "a\u{202E}b"] {
+            let mut v = Validator::new();
+            v.line("name", bad, 100);
+            assert!(v.has("name"), "{bad:?}");
+        }
+        let mut v = Validator::new();
+        v.line("name", "Zoë's Café — Ünïcode ok", 100);
+        assert!(v.is_empty());
+        let mut v = Validator::new();
+        v.text("comment", "two\nlines\tand a tab", 100);
+        assert!(v.is_empty());
     }
 
     #[test]

@@ -27,6 +27,7 @@ on_both_engines!(
     bodies_refuse_fields_they_do_not_take,
     staff_take_access_away_over_the_api,
     a_refusal_before_the_body_keeps_the_connection_usable,
+    a_line_and_paragraph_separator_break_a_one_line_name,
 );
 on_both_engines!(options = three_a_minute; apiv2_throttling_says_when_to_retry);
 
@@ -732,6 +733,37 @@ async fn v1_bodies_of_other_media_types_are_refused_with_415(app: TestApp) {
             .await;
         assert!(status.is_success(), "{path} {ct}: {status} {resp}");
     }
+    app.stop().await;
+}
+
+/// A name is one line: Unicode's line and paragraph separators (U+2028, U+2029) are
+/// refused as a line break is, and nothing is created (found by the previous session's
+/// re-check: they passed).
+async fn a_line_and_paragraph_separator_break_a_one_line_name(app: TestApp) {
+    let org = app.org_id();
+    let projects = app.count("projects").await;
+    let orgs = app.count("organizations").await;
+    for sep in ['\u{2028}', '\u{2029}'] {
+        let (status, resp) = app
+            .post(
+                &format!("/v1/organizations/{org}/projects"),
+                &app.key(),
+                &json!({ "name": format!("Line{sep}break") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sep:?}: {resp}");
+        assert!(resp.to_string().contains("separators"), "{resp}");
+        let (status, resp) = app
+            .post(
+                "/v1/admin/organizations",
+                &app.admin_key(),
+                &json!({ "name": format!("Org{sep}name") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sep:?}: {resp}");
+    }
+    assert_eq!(app.count("projects").await, projects, "nothing created");
+    assert_eq!(app.count("organizations").await, orgs, "nothing created");
     app.stop().await;
 }
 
