@@ -11,7 +11,8 @@
 //! dialects (the database, or a registrar, out for a moment), 404 for a bad page number on a paginated list, 400 on
 //! a route with query or header parameters, 400 and 413 (the 1 MiB body limit) on a route
 //! that takes a body, and 415 on a `/v1` route that
-//! takes JSON; `Idempotency-Key` headers get the limits the server enforces. A route's own
+//! takes JSON; `Idempotency-Key` headers get the limits the server enforces, and the
+//! success answers of their routes the `Idempotent-Replayed` header. A route's own
 //! description of a status is kept; a bodiless error answer of a
 //! dialect gets its dialect's error body.
 
@@ -20,6 +21,10 @@ use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr};
+
+/// The header marking a replayed answer ([`crate::idempotency::respond`]), declared on the
+/// success answers of every route taking an `Idempotency-Key`.
+const REPLAYED: &str = "Idempotent-Replayed";
 
 /// The largest request body any route reads ([`read_body_first`]).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -200,6 +205,11 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
             && p.name != "page"
             && p.name != "page_size"
     });
+    let keyed = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key"));
     for p in op.parameters.iter_mut().flatten() {
         if p.name.eq_ignore_ascii_case("Idempotency-Key") {
             p.schema = Some(RefOr::T(Schema::Object(
@@ -253,6 +263,24 @@ fn complete_operation(op: &mut Operation, dialect: Dialect) {
     }
     for (status, answer) in answers.iter_mut() {
         let RefOr::T(answer) = answer else { continue };
+        if keyed && status.starts_with('2') && !answer.headers.contains_key(REPLAYED) {
+            answer.headers.insert(
+                REPLAYED.into(),
+                HeaderBuilder::new()
+                    .schema(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["true"]))
+                            .build(),
+                    ))
+                    .description(Some(
+                        "`true` when this is the answer first given to an earlier request with \
+                         the same Idempotency-Key, replayed (nothing was done again); absent \
+                         otherwise",
+                    ))
+                    .build(),
+            );
+        }
         if (status == "429" || status == "503") && !answer.headers.contains_key("Retry-After") {
             answer.headers.insert(
                 "Retry-After".into(),

@@ -334,6 +334,23 @@ fn every_route_documents_its_common_answers_with_the_dialects_error_bodies() {
                     missing.push(format!("{at}: 429 without Retry-After"));
                 }
             }
+            // A route that replays under an Idempotency-Key says how a replay is marked.
+            let keyed = op["parameters"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["in"] == "header"
+                        && p["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case("Idempotency-Key"))
+                })
+            });
+            for (status, answer) in answers {
+                if keyed
+                    && status.starts_with('2')
+                    && answer["headers"].get("Idempotent-Replayed").is_none()
+                {
+                    missing.push(format!("{at}: {status} without Idempotent-Replayed"));
+                }
+            }
         }
     }
     assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
