@@ -109,7 +109,8 @@ pub async fn read_body_first(
     }
 }
 
-/// A path with a NUL character (`%00`) is refused before routing, in the dialect's shape:
+/// A path with a NUL character (`%00`) is refused before routing, in the dialect's shape
+/// (under `/pay`, an escape of any kind is the page of an unknown address):
 /// no name Lodge keeps holds one, and PostgreSQL refuses it in a text parameter (found by
 /// the input audit: a staff TLD path answered 500 there, 404 on SQLite).
 pub async fn refuse_nul_in_path(
@@ -118,6 +119,11 @@ pub async fn refuse_nul_in_path(
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     let path = req.uri().path();
+    if crate::pages::is_page_path(path) && path.contains('%') {
+        // No payment page's address has an escape (a token is letters and digits): a
+        // mangled link (`%00`, or `%FF`, which is no UTF-8) is an unknown page.
+        return crate::pages::unknown_page();
+    }
     if !crate::extract::query_has_nul(Some(path)) {
         return next.run(req).await;
     }

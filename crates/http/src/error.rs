@@ -124,6 +124,10 @@ impl IntoResponse for ApiError {
 /// body, a NUL in the path), in the dialect of the path: InterServer's `{"code",
 /// "message"}` under `/apiv2/`, `{"detail"}` elsewhere.
 pub fn in_dialect(path: &str, status: StatusCode, message: String) -> Response {
+    if crate::pages::is_page_path(path) {
+        // The payment pages are read in a browser: a page, not the API's JSON.
+        return crate::pages::refused_page(status);
+    }
     if path.starts_with("/apiv2/") {
         crate::apiv2::V2Error(status, message).into_response()
     } else {

@@ -431,6 +431,30 @@ pub(crate) fn unknown_page() -> Response {
         .into_response()
 }
 
+/// A request to a payment page refused before its page could be made (a form over the body
+/// limit, a body that did not arrive in time, a mangled address), in words, as a page.
+pub(crate) fn refused_page(status: StatusCode) -> Response {
+    if status == StatusCode::NOT_FOUND {
+        return unknown_page();
+    }
+    let why = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "What was sent is too large.",
+        StatusCode::REQUEST_TIMEOUT => "What was sent did not arrive in time.",
+        _ => "The request could not be read.",
+    };
+    (
+        status,
+        short_page(
+            "Not available",
+            &format!(
+                "<h1>This request cannot be taken</h1><p>{why} Nothing was paid. Open the \
+                 payment link from your invoice again.</p>"
+            ),
+        ),
+    )
+        .into_response()
+}
+
 /// A payment page's address with a method it does not take (a form sent again from an old
 /// tab, a link followed to a form's address).
 pub(crate) fn method_page() -> Response {

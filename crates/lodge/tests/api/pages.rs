@@ -213,6 +213,9 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
     for (path, status) in [
         ("/pay/no-such-token".to_owned(), StatusCode::NOT_FOUND),
         ("/pay/no/such/page".to_owned(), StatusCode::NOT_FOUND),
+        // A mangled link: an escape no page's address has (it was plain text and JSON).
+        ("/pay/%FF".to_owned(), StatusCode::NOT_FOUND),
+        (format!("/pay/{token}%00"), StatusCode::NOT_FOUND),
         (
             format!("/pay/{}/return", "x".repeat(40)),
             StatusCode::NOT_FOUND,
@@ -231,7 +234,7 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
             html.contains("<html lang=\"en\">") && html.contains("name=\"viewport\""),
             "{path}: {html}"
         );
-        if path.contains("/such/") {
+        if path.contains("/such/") || path.contains('%') {
             assert!(html.contains("<h1>Page not found</h1>"), "{html}");
         }
         if status == StatusCode::OK {
@@ -272,6 +275,24 @@ async fn payment_pages_carry_security_headers(app: TestApp) {
         resp.json::<serde_json::Value>().await.unwrap()["detail"],
         "Not found."
     );
+    // A form over the body limit: a page too (it was the API's JSON).
+    let resp = app
+        .client
+        .post(app.url(&format!("/pay/{token}/credit")))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", "x".repeat(1024 * 1024 + 1)))
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        // (The server may close before the client has sent it all: the transport's race.)
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_page_headers(&resp, "the 413");
+        let html = resp.text().await.unwrap();
+        assert!(
+            html.contains("too large") && html.contains("Nothing was paid"),
+            "{html}"
+        );
+    }
     let resp = page_form_post(&app, &format!("/pay/{token}/credit"), Some("x.y")).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_page_headers(&resp, "the 403");
