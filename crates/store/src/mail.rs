@@ -269,14 +269,21 @@ pub async fn finish_sending<C: SqlConn>(
 
 /// Records a message that is not sent (no one to send it to, or no longer wanted): `skipped`,
 /// with why; a row an attempt that failed left is marked so too, not left `failed` (found by
-/// the mail audit: staff saw it among the mail still being retried).
+/// the mail audit: staff saw it among the mail still being retried). A row an attempt left
+/// `sending` (its node stopped mid-send: the server may have taken the message) becomes
+/// `unknown`, saying so, rather than `sending` for ever (found by the crash audit).
 pub async fn skip<C: SqlConn>(conn: &mut C, s: &Sending<'_>, why: &str) -> Result<()> {
     conn.exec(
         "INSERT INTO mail_log (message_id, event_id, job_id, notice, to_address, subject, status, \
              attempts, possible_duplicate, last_error, created_at, modified_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'skipped', 0, 0, $7, $8, $8) \
-         ON CONFLICT (message_id) DO UPDATE SET status = 'skipped', last_error = excluded.last_error, \
-             modified_at = excluded.modified_at WHERE mail_log.status = 'failed'",
+         ON CONFLICT (message_id) DO UPDATE SET \
+             status = CASE WHEN mail_log.status = 'failed' THEN 'skipped' ELSE 'unknown' END, \
+             last_error = CASE WHEN mail_log.status = 'failed' THEN excluded.last_error \
+                 ELSE 'An attempt was cut off (its node stopped) and may have delivered it; \
+                       not tried again: ' || excluded.last_error END, \
+             modified_at = excluded.modified_at \
+         WHERE mail_log.status IN ('failed', 'sending')",
         vals![
             s.message_id,
             s.event_id,

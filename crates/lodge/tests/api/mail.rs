@@ -583,28 +583,53 @@ async fn a_notice_that_failed_and_is_no_longer_wanted_is_logged_skipped(app: Tes
     let lodge = with_mail(&app, settings(smtp.port, None)).await;
     let worker = Worker::new(lodge.clone(), "node-1");
     let o = order(&app, "paid-meanwhile.test").await;
-    assert_eq!(drain(worker.clone()).await, 2);
-    let invoice_notice = |rows: &[lodge_store::mail::MailLogRow]| {
+    let cut = order(&app, "cut-off.test").await;
+    assert_eq!(drain(worker.clone()).await, 4);
+    let invoice_notice = |rows: &[lodge_store::mail::MailLogRow], number: &str| {
         rows.iter()
-            .find(|r| r.notice == "invoice_created")
+            .find(|r| r.notice == "invoice_created" && r.subject.contains(number))
             .cloned()
             .unwrap_or_else(|| panic!("{rows:?}"))
     };
-    assert_eq!(invoice_notice(&log(&app).await).status, "failed");
-    let invoice = o["invoice_id"].as_i64().unwrap();
-    let (status, paid) = app
-        .post(
-            &format!("/v1/admin/invoices/{invoice}/payments"),
-            &app.admin_key(),
-            &json!({ "amount": "5.00", "method": "bank_transfer", "reference": "BT-SKIP" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    let rows = log(&app).await;
+    assert_eq!(invoice_notice(&rows, "INV-000001").status, "failed");
+    // The second's attempt as a node killed mid-send leaves it (found by the crash audit:
+    // the SMTP server had taken it; skipped on the retry, it stayed `sending` for ever).
+    let cut_row = invoice_notice(&rows, "INV-000002");
+    sqlx::query("UPDATE mail_log SET status = 'sending' WHERE message_id = $1")
+        .bind(&cut_row.message_id)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    for (o, reference) in [(&o, "BT-SKIP"), (&cut, "BT-CUT")] {
+        let invoice = o["invoice_id"].as_i64().unwrap();
+        let (status, paid) = app
+            .post(
+                &format!("/v1/admin/invoices/{invoice}/payments"),
+                &app.admin_key(),
+                &json!({ "amount": "5.00", "method": "bank_transfer", "reference": reference }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{paid}");
+    }
     smtp.restart().unwrap();
     app.clock.advance(jiff::SignedDuration::from_mins(2));
     drain(worker.clone()).await;
-    let row = invoice_notice(&log(&app).await);
+    let rows = log(&app).await;
+    let row = invoice_notice(&rows, "INV-000001");
     assert_eq!(row.status, "skipped", "{row:?}");
+    let row = invoice_notice(&rows, "INV-000002");
+    assert_eq!(row.status, "unknown", "{row:?}");
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("may have delivered")),
+        "{row:?}"
+    );
+    let (_, sending) = app
+        .get("/v1/admin/mail?status=sending", &app.admin_key())
+        .await;
+    assert_eq!(sending["count"], 0, "{sending}");
     assert!(
         smtp.messages()
             .iter()
