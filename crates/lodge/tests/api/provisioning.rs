@@ -688,6 +688,15 @@ async fn nginx_site_lifecycle_on(
         "still served: {status} {body}"
     );
     std::fs::remove_file(&broken).expect("remove the broken block");
+    // An attempt killed between removing the block and reloading nginx leaves the block
+    // gone and the site served (found by the crash audit: the retry, finding no block,
+    // did not reload, and nginx served the terminated site until some other change).
+    std::fs::remove_file(sites.join(format!("{user}.conf"))).expect("remove the block");
+    let (status, body) = http_get(port, domain, "/").await.expect("GET");
+    assert!(
+        status == 200 && body.contains(&welcome),
+        "still served without a reload: {status} {body}"
+    );
     past_backoff(&app);
     assert_eq!(run(&worker).await, 1, "the termination retried");
     let h = hosting(&app, &id).await;
@@ -699,6 +708,14 @@ async fn nginx_site_lifecycle_on(
         !cfg.web_root.join(&user).exists(),
         "document root moved away"
     );
+    // Gone from nginx itself, not only from disk: a page put back where its root was is
+    // not served (nginx kept the block it was not told to drop).
+    let stale = cfg.web_root.join(&user).join("public_html");
+    std::fs::create_dir_all(&stale).expect("a root again");
+    std::fs::write(stale.join("index.html"), "stale block").expect("a page");
+    let (status, body) = http_get(port, domain, "/").await.expect("GET");
+    assert_eq!(status, 404, "the block is gone from nginx: {body}");
+    std::fs::remove_dir_all(cfg.web_root.join(&user)).expect("cleaned up");
     let archived: Vec<PathBuf> = std::fs::read_dir(&cfg.archive_dir)
         .expect("archive dir")
         .flatten()

@@ -329,7 +329,9 @@ impl Provisioner for NginxDriver {
         let _guard = self.lock.lock().await;
         // First the site leaves nginx; if the new configuration fails its test or the reload,
         // the block is put back and nothing changed (the retry does it all again). Only
-        // then are the files archived.
+        // then are the files archived. With no block but the files still there, an attempt
+        // was cut off between removing the block and the reload (found by the crash audit:
+        // nginx went on serving the site): nginx is reloaded all the same.
         let path = self.conf_path(a);
         if let Ok(block) = tokio::fs::read_to_string(&path).await {
             tokio::fs::remove_file(&path)
@@ -343,6 +345,9 @@ impl Provisioner for NginxDriver {
                 let _ = tokio::fs::write(&path, block).await;
                 return Err(e);
             }
+        } else if self.home(a).exists() {
+            self.nginx(&["-t"]).await?;
+            self.nginx(&["-s", "reload"]).await?;
         }
         drop(_guard);
         if let Some(php) = &self.php {
