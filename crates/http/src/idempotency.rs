@@ -78,6 +78,7 @@ pub fn key(
             request_hash(st, method, path, body),
             legacy_request_hash(method, path, body),
         ],
+        earlier_places: Vec::new(),
         fresh_for_us: None,
     })
 }
@@ -94,11 +95,14 @@ pub fn same_request(
     window_us: i64,
 ) -> Key {
     let hash = request_hash(st, method, path, request);
+    // Builds before keyed digests derived the key from a plain SHA-256 of the request.
+    let legacy = legacy_request_hash(method, path, request);
     Key {
+        earlier_places: vec![(scope.clone(), legacy.clone())],
         scope,
         key: hash.clone(),
         request_hash: hash,
-        legacy_request_hashes: Vec::new(),
+        legacy_request_hashes: vec![legacy],
         fresh_for_us: Some(window_us),
     }
 }

@@ -42,6 +42,13 @@ pub struct IdempotencyKey {
     /// JSON spelt otherwise than the first time is refused (422), as it always was there.
     /// Kept while such keys may live (a day after the upgrade).
     pub legacy_request_hashes: Vec<String>,
+    /// Where earlier builds stored the same request, as `(scope, key)`: read, never
+    /// claimed, when the key itself holds nothing, so that a retry across the upgrade is
+    /// answered the outcome stored before it (found by the upgrade audit: `/apiv2` keys
+    /// gained the organization in their scope, and an order sent without a key its keyed
+    /// digest, and such retries were refused as new requests). Kept while such keys may
+    /// live (a day after the upgrade).
+    pub earlier_places: Vec<(String, String)>,
     /// For a key Lodge derives itself rather than one the caller sent (an identical
     /// `/apiv2` order): how long, in microseconds, a stored outcome answers an identical
     /// request. Past it the key is free again and taken over by the next such request.
@@ -154,7 +161,14 @@ impl Lodge {
     async fn stored_outcome<T: StoredOutcome>(&self, key: &IdempotencyKey) -> Result<Option<T>> {
         let row = {
             let mut db = self.store.read_conn().await?;
-            idempotency::get(&mut db, &key.scope, &key.key).await?
+            let mut found = idempotency::get(&mut db, &key.scope, &key.key).await?;
+            for (scope, earlier) in &key.earlier_places {
+                if found.is_some() {
+                    break;
+                }
+                found = idempotency::get(&mut db, scope, earlier).await?;
+            }
+            found
         };
         let Some(row) = row else {
             return Ok(None);
@@ -200,23 +214,29 @@ impl Lodge {
             return Ok(false);
         }
         let mut conn = self.store.write_conn().await?;
-        let Some(row) = idempotency::get(&mut *conn, &key.scope, &key.key).await? else {
-            return Ok(false);
-        };
-        let Some(outcome) = row
-            .response
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<crate::orders::OrderOutcome>(b).ok())
-        else {
-            return Ok(false);
-        };
-        let stands = lodge_store::hosting::hosting(&mut *conn, outcome.hosting_id)
-            .await?
-            .is_some_and(|h| h.status.is_live());
-        if stands {
-            return Ok(false);
+        let places = std::iter::once((&key.scope, &key.key))
+            .chain(key.earlier_places.iter().map(|(s, k)| (s, k)));
+        for (scope, k) in places {
+            let Some(row) = idempotency::get(&mut *conn, scope, k).await? else {
+                continue;
+            };
+            // The place a replay is answered from (the first holding a row).
+            let Some(outcome) = row
+                .response
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<crate::orders::OrderOutcome>(b).ok())
+            else {
+                return Ok(false);
+            };
+            let stands = lodge_store::hosting::hosting(&mut *conn, outcome.hosting_id)
+                .await?
+                .is_some_and(|h| h.status.is_live());
+            if stands {
+                return Ok(false);
+            }
+            return Ok(idempotency::forget_answered(&mut *conn, scope, k, row.created_at).await?);
         }
-        Ok(idempotency::forget_answered(&mut *conn, &key.scope, &key.key, row.created_at).await?)
+        Ok(false)
     }
 
     /// [`claim_in`] at this node's now.

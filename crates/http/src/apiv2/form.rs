@@ -744,13 +744,16 @@ pub async fn place_order(
     );
     let keyed_by_caller = header.is_some();
     let key = match header {
-        Some(h) => idempotency::key(
-            &st,
-            Some(h),
-            super::user_scope(&customer),
-            "POST",
-            PATH,
-            asked.as_bytes(),
+        Some(h) => super::with_earlier_scope(
+            idempotency::key(
+                &st,
+                Some(h),
+                super::user_scope(&customer),
+                "POST",
+                PATH,
+                asked.as_bytes(),
+            ),
+            &customer,
         ),
         None => Some(same_order.clone()),
     };

@@ -349,14 +349,24 @@ pub(crate) fn mutation_key(
 ) -> V2Result<Option<lodge_services::idempotency::IdempotencyKey>> {
     let header = crate::extract::IdempotencyKey::from_headers(headers)
         .map_err(|why| V2Error(StatusCode::BAD_REQUEST, why.into()))?;
-    Ok(crate::idempotency::key(
-        st,
-        header,
-        user_scope(c),
-        method,
-        path,
-        body,
+    Ok(with_earlier_scope(
+        crate::idempotency::key(st, header, user_scope(c), method, path, body),
+        c,
     ))
+}
+
+/// A caller's `/apiv2` key, also found where builds before the organization was in its
+/// scope stored it (`apiv2:user:{user}`): a retry across the upgrade is answered the
+/// outcome stored before it (found by the upgrade audit: it was refused as a new request).
+pub(crate) fn with_earlier_scope(
+    key: Option<lodge_services::idempotency::IdempotencyKey>,
+    c: &Customer,
+) -> Option<lodge_services::idempotency::IdempotencyKey> {
+    key.map(|mut k| {
+        k.earlier_places
+            .push((format!("apiv2:user:{}", c.principal.user), k.key.clone()));
+        k
+    })
 }
 
 /// Whose `/apiv2` keys these are: the user's in the organization it acts for (a user of

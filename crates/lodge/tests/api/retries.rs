@@ -29,6 +29,7 @@ on_both_engines!(
     a_keyed_website_cancellation_is_replayed,
     a_keyed_account_update_is_replayed,
     identical_keyed_prepay_payments_at_once_pay_once,
+    a_retry_across_the_upgrade_is_answered_what_the_earlier_build_stored,
 );
 
 const ORDER: &str = "/apiv2/websites/order";
@@ -63,6 +64,81 @@ async fn hosting_named(app: &TestApp, name: &str) -> i64 {
         "hosting WHERE domain_name = '{name}' AND status <> 'cancelled'"
     ))
     .await
+}
+
+/// A retry across an upgrade, of an order the build before stored: its `Idempotency-Key`
+/// under the caller's scope of then (`apiv2:user:{user}`, before the organization was in
+/// it), an order without a key under the plain SHA-256 of what was asked (before keyed
+/// digests). Both are answered the stored outcome, not refused as new orders ("not
+/// available"), and nothing is placed twice (found by the upgrade audit).
+async fn a_retry_across_the_upgrade_is_answered_what_the_earlier_build_stored(app: TestApp) {
+    use sha2::Digest;
+    // Keyed: the row moved to the scope the earlier build wrote.
+    let body = order_body(STARTER_PACKAGE, 1, "keyed-upgrade.com");
+    let (status, replayed, first) = order(&app, Some("upgrade-key"), &body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(first["continue"], true, "{first}");
+    let scope: String =
+        sqlx::query_scalar("SELECT scope FROM idempotency_keys WHERE key = 'upgrade-key'")
+            .fetch_one(app.lodge.store.reader())
+            .await
+            .unwrap();
+    let (earlier, org) = scope
+        .split_once(":org:")
+        .expect("the organization in the scope");
+    assert_eq!(org, app.org_id());
+    sqlx::query("UPDATE idempotency_keys SET scope = $1 WHERE key = 'upgrade-key'")
+        .bind(earlier)
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    // (The keyed order's outcome is also kept for a retry without the key: gone here, as
+    // the earlier build kept none.)
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope LIKE 'apiv2:same-order:%'")
+        .execute(app.lodge.store.writer())
+        .await
+        .unwrap();
+    let (status, replayed, again) = order(&app, Some("upgrade-key"), &body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(hosting_named(&app, "keyed-upgrade.com").await, 1);
+
+    // Without a key: the row under the digest the earlier build derived.
+    let body = order_body(STARTER_PACKAGE, 1, "bare-upgrade.com");
+    let (status, replayed, first) = order(&app, None, &body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    assert_eq!(first["continue"], true, "{first}");
+    let asked = format!(
+        "{:?}",
+        lodge_services::websites::WebsiteOrder {
+            package_id: Some(STARTER_PACKAGE),
+            period_months: Some(1),
+            hostname: "bare-upgrade.com".into(),
+            register_domain: false,
+            service_offer_id: Some(0),
+            coupon: String::new(),
+            rootpass: String::new(),
+            comment: String::new(),
+            tos: false,
+        }
+    );
+    let mut plain = sha2::Sha256::new();
+    plain.update(format!("POST\0{ORDER}\0{asked}").as_bytes());
+    let plain = hex::encode(plain.finalize());
+    let moved = sqlx::query(
+        "UPDATE idempotency_keys SET key = $1, request_hash = $1 WHERE scope LIKE 'apiv2:same-order:%'",
+    )
+    .bind(&plain)
+    .execute(app.lodge.store.writer())
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(moved, 1);
+    let (status, replayed, again) = order(&app, None, &body).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(hosting_named(&app, "bare-upgrade.com").await, 1);
+    app.stop().await;
 }
 
 async fn an_identical_order_sent_again_is_answered_with_the_first(app: TestApp) {
