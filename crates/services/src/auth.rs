@@ -471,24 +471,35 @@ impl Lodge {
         })
     }
 
-    /// `POST /apiv2/login`: a session id for the `sessionid` header.
+    /// `POST /apiv2/login`: a session id for the `sessionid` header, acting for the login's
+    /// home organization ([`home_organization`]) from now on, whatever its memberships
+    /// become (a change of account takes a new login); `None`, and no session made, when the
+    /// login has no account to act for (none, or only as a guest, which sees none).
     pub async fn open_session(
         &self,
         email: &str,
         password: &str,
-    ) -> Result<(String, users::UserRow)> {
+    ) -> Result<(users::UserRow, Option<(String, orgs::OrgRow)>)> {
         let user = self.check_password(email, password).await?;
+        let organizations = orgs::for_user(self.store.reader(), user.id).await?;
+        let Some(home) = home_organization(&organizations)
+            .filter(|o| o.member_role.as_deref() != Some("guest"))
+            .cloned()
+        else {
+            return Ok((user, None));
+        };
         let secret = random_token(48);
         let now = self.now_us();
         keys::insert_session(
             self.store.writer(),
             &sha256_hex(&secret),
             user.id,
+            home.id,
             now + self.settings.session_ttl_secs * 1_000_000,
             now,
         )
         .await?;
-        Ok((secret, user))
+        Ok((user, Some((secret, home))))
     }
 
     pub async fn authenticate_session(&self, session: &str) -> Result<Principal> {
@@ -497,7 +508,7 @@ impl Lodge {
             return Err(unauthorized());
         }
         let digest = sha256_hex(session);
-        let user = keys::session_user(self.store.reader(), &digest, self.now_us())
+        let (user, organization) = keys::session_user(self.store.reader(), &digest, self.now_us())
             .await?
             .ok_or_else(unauthorized)?;
         let user = self.active_user(&user.to_string()).await?;
@@ -505,7 +516,9 @@ impl Lodge {
             user: user.id,
             is_staff: user.is_staff(),
             credential: Credential::Session,
-            organization: None,
+            // The account it was opened for (found by the upgrade audit: chosen again on
+            // every request, it switched accounts when the memberships changed).
+            organization,
             scopes: vec!["read".to_owned(), "write".to_owned()],
             rate_key: format!("session:{}", &digest[..16]),
         })
@@ -572,7 +585,17 @@ impl Lodge {
                 })?,
         };
         // `/apiv2` shows and bills the whole account: not a guest's.
-        let access = self.access(p, org).await?;
+        let access = match self.access(p, org).await {
+            // A session whose user left the account it was opened for.
+            Err(ServiceError::NotFound) if matches!(p.credential, Credential::Session) => {
+                return Err(ServiceError::Unauthorized(
+                    "This login no longer has access to the account it was opened for: log in \
+                     again."
+                        .to_owned(),
+                ))
+            }
+            access => access?,
+        };
         access.require_org_wide()?;
         Ok(access)
     }

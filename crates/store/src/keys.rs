@@ -137,18 +137,22 @@ pub async fn touch<'e, E: Executor<'e, Database = Any>>(
 
 // ---- sessions (/apiv2 login) ----
 
+/// A session of `user` acting for `organization` (the login's home organization).
 pub async fn insert_session<'e, E: Executor<'e, Database = Any>>(
     db: E,
     digest: &str,
     user: UserId,
+    organization: OrganizationId,
     expires_at: i64,
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO sessions (digest, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (digest, user_id, organization_id, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(digest)
     .bind(user.to_string())
+    .bind(organization.to_string())
     .bind(expires_at)
     .bind(now)
     .execute(db)
@@ -156,20 +160,28 @@ pub async fn insert_session<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-/// The user of a live session (not expired at `now`, not revoked).
+/// The user of a live session (not expired at `now`, not revoked) and the organization it
+/// acts for (`None` for one opened before sessions kept it).
 pub async fn session_user<'e, E: Executor<'e, Database = Any>>(
     db: E,
     digest: &str,
     now: i64,
-) -> Result<Option<UserId>> {
-    let id: Option<String> = sqlx::query_scalar(
-        "SELECT user_id FROM sessions WHERE digest = $1 AND revoked_at IS NULL AND expires_at > $2",
+) -> Result<Option<(UserId, Option<OrganizationId>)>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT user_id, organization_id FROM sessions \
+         WHERE digest = $1 AND revoked_at IS NULL AND expires_at > $2",
     )
     .bind(digest)
     .bind(now)
     .fetch_optional(db)
     .await?;
-    id.map(|s| crate::parse(&s)).transpose()
+    row.map(|(user, org)| {
+        Ok((
+            crate::parse(&user)?,
+            org.map(|o| crate::parse(&o)).transpose()?,
+        ))
+    })
+    .transpose()
 }
 
 pub async fn revoke_session<'e, E: Executor<'e, Database = Any>>(

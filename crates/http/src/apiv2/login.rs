@@ -85,41 +85,26 @@ pub async fn login(
         Err(e) => return V2Error::from(e).into_response(),
     };
     match st.lodge.open_session(&login, &passwd).await {
-        Ok((session, user)) => {
+        Ok((user, opened)) => {
             st.login_guard.succeeded(&attempt).await;
-            let account = st.lodge.user_organizations(user.id).await.map(|orgs| {
-                lodge_services::auth::home_organization(&orgs)
-                    .filter(|o| o.member_role.as_deref() != Some("guest"))
-                    .map(|o| o.legacy_id)
-            });
-            let account_id = match account {
-                Ok(Some(id)) => id,
-                refused => {
-                    // The session made is not handed out: the database did not answer (a
-                    // 503 to retry, not a refusal of the login), or the login has no account
-                    // to show (none, or only as a guest, which sees none), and every call
-                    // with it would be refused (found by the authorization audit: a removed
-                    // member's or a staff login got a session refused everywhere).
-                    if let Err(e) = st.lodge.close_session(&session).await {
-                        tracing::warn!(error = %e, "a session could not be closed");
-                    }
-                    return match refused {
-                        Err(e) => V2Error::from(e).into_response(),
-                        Ok(_) => (
-                            StatusCode::UNAUTHORIZED,
-                            Json(LoginRefused {
-                                code: "401".into(),
-                                message: "This login has no customer account.".into(),
-                                field: "login".into(),
-                            }),
-                        )
-                            .into_response(),
-                    };
-                }
+            // No session is made for a login with no account to show (none, or only as a
+            // guest, which sees none): every call with it would be refused (found by the
+            // authorization audit: a removed member's or a staff login got a session
+            // refused everywhere).
+            let Some((session, account)) = opened else {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    Json(LoginRefused {
+                        code: "401".into(),
+                        message: "This login has no customer account.".into(),
+                        field: "login".into(),
+                    }),
+                )
+                    .into_response();
             };
             Json(LoginSuccess {
                 session_id: session,
-                account_id,
+                account_id: account.legacy_id,
                 account_lid: user.email.clone(),
                 ima: if user.is_staff() { "admin" } else { "client" }.into(),
                 gravatar: String::new(),

@@ -26,6 +26,7 @@ on_both_engines!(
     orders_cross_between_dialects,
     errors_follow_interserver_conventions,
     login_sessions_work_end_and_expire,
+    a_session_keeps_the_account_it_was_opened_for,
     order_form_lists_the_catalog_and_follows_changes,
     the_invoices_summary_adds_up,
     a_provisioned_websites_detail_names_its_server,
@@ -2014,6 +2015,75 @@ async fn websites_with_session(app: &TestApp, session: &str) -> (StatusCode, Val
         None,
     )
     .await
+}
+
+/// A session acts for the account it was opened for, whatever the login's memberships
+/// become: added as owner to an older organization, the user's open session stays on its
+/// account (a new login is what changes it), and one whose user left that account is told
+/// to log in again (found by the upgrade audit: the account was chosen again on every
+/// request, and a session switched accounts, its orders and payments with it).
+async fn a_session_keeps_the_account_it_was_opened_for(app: TestApp) {
+    let user = app
+        .admin_create_user("two-accounts@example.com", Some("a long enough password 1"))
+        .await;
+    let newer = app.admin_create_org("Newer Account", Some(&user)).await;
+    let newer_id = newer["id"].as_str().unwrap().to_owned();
+    let newer_legacy = newer["legacy_id"].as_i64().unwrap();
+    let (status, body) = login(&app, "two-accounts@example.com", "a long enough password 1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["account_id"], newer_legacy, "{body}");
+    let session = body["sessionId"].as_str().unwrap().to_owned();
+    let account = |session: String| {
+        let app = &app;
+        async move {
+            v2(
+                app,
+                Method::GET,
+                "/apiv2/account",
+                Auth::Session(&session),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, a) = account(session.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["custid"], newer_legacy.to_string(), "{a}");
+
+    // Owner of the demo organization too, which is older: a new login's home.
+    app.admin_add_member(&app.org_id(), &user, "owner", &[])
+        .await;
+    let (status, a) = account(session.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(
+        a["custid"],
+        newer_legacy.to_string(),
+        "the session's account: {a}"
+    );
+    let (status, body) = login(&app, "two-accounts@example.com", "a long enough password 1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(
+        body["account_id"], newer_legacy,
+        "a new login's home: {body}"
+    );
+    let second = body["sessionId"].as_str().unwrap().to_owned();
+    let (_, b) = account(second).await;
+    assert_eq!(b["custid"], body["account_id"].to_string(), "{b}");
+
+    // No longer a member of the session's account: told to log in again.
+    let heir = app.admin_create_user("heir@example.com", None).await;
+    app.admin_add_member(&newer_id, &heir, "owner", &[]).await;
+    let (status, removed) = app
+        .delete(
+            &format!("/v1/admin/organizations/{newer_id}/members/{user}"),
+            &app.admin_key(),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {removed}");
+    let (status, refused) = account(session).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert!(refused.to_string().contains("log in again"), "{refused}");
+    app.stop().await;
 }
 
 async fn login_sessions_work_end_and_expire(app: TestApp) {
