@@ -346,6 +346,23 @@ impl Lodge {
         self.pay_from_credit_keyed(invoices, actor, None).await
     }
 
+    /// Staff pay one invoice in full from its organization's credit ([`Lodge::pay_from_credit`]).
+    /// Under an `Idempotency-Key` the payment and its outcome commit together, and a retry
+    /// (its answer lost) is answered that outcome instead of "This invoice is paid", which
+    /// cannot tell this payment from another's (found by the crash audit).
+    pub async fn pay_from_credit_by_staff(
+        &self,
+        invoice: i64,
+        actor: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Answer<()>> {
+        self.keyed(key, || async {
+            let keyed = key.map(|k| Keyed::new(k, &())).transpose()?;
+            self.pay_from_credit_keyed(&[invoice], actor, keyed).await
+        })
+        .await
+    }
+
     /// [`Lodge::pay_from_credit`], under an `Idempotency-Key` when `keyed`: the key's claim,
     /// the payment and the outcome stored under the key commit together.
     pub(crate) async fn pay_from_credit_keyed(

@@ -242,28 +242,40 @@ async fn record_payment(
 /// payment page does (a customer who asks staff to use their credit): the invoice is paid,
 /// the balance goes down by what was due, and the ledger says so. Refused (`409`) when the
 /// invoice is no longer unpaid or the balance does not cover what is due (nothing is paid
-/// in part). A retry after it went through is that `409`: nothing is paid twice.
+/// in part). A retry after it went through is that `409`, nothing paid twice; send an
+/// `Idempotency-Key` to have the retry answered the payment's `200` instead (replayed).
 #[utoipa::path(post, path = "/v1/admin/invoices/{invoice_id}/pay-from-credit", tag = "admin",
     security(("bearer" = [])),
-    params(("invoice_id" = i64, Path, description = "Invoice id")),
-    responses((status = 200, body = Invoice, description = "Paid: the invoice as it is now"),
+    params(("invoice_id" = i64, Path, description = "Invoice id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed for 24 hours")),
+    responses((status = 200, body = Invoice, description = "Paid (also a replayed retry): the invoice as it is now"),
               (status = 400), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "The invoice is not unpaid, or the credit does not cover what is due")))]
+              (status = 409, description = "The invoice is not unpaid, or the credit does not cover what is due"),
+              (status = 422, description = "Idempotency-Key reused with another request")))]
 async fn pay_invoice_from_credit(
     State(st): State<AppState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
-) -> ApiResult<Json<Invoice>> {
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Response> {
     let id: i64 = path_id(&id)?;
-    st.lodge
-        .pay_from_credit(&[id], &format!("staff:{}", staff.user))
+    let key = idempotency::key(
+        &st,
+        key,
+        format!("v1:user:{}", staff.user),
+        "POST",
+        &format!("/v1/admin/invoices/{id}/pay-from-credit"),
+        b"",
+    );
+    let answer = st
+        .lodge
+        .pay_from_credit_by_staff(id, &format!("staff:{}", staff.user), key.as_ref())
         .await?;
     let d = st.lodge.invoice_detail(id).await?;
-    Ok(Json(Invoice::detailed(
-        d,
-        &st.public_base_url,
-        st.lodge.sealer.payment_tokens(),
-    )))
+    let invoice = Invoice::detailed(d, &st.public_base_url, st.lodge.sealer.payment_tokens());
+    Ok(idempotency::respond(answer, |()| {
+        Json(invoice).into_response()
+    }))
 }
 
 /// Cancels an unpaid invoice its customer no longer wants, as the customer may through

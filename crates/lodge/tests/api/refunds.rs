@@ -332,9 +332,26 @@ async fn staff_pay_an_invoice_from_credit_which_is_no_payment_method(app: TestAp
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     add_credit(&app, &app.org_id(), "100.00").await;
-    let (status, inv) = app.post(&path, &app.admin_key(), &json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{inv}");
+    // Under an Idempotency-Key: a retry whose answer was lost is answered the payment,
+    // marked replayed, not "This invoice is paid" (found by the crash audit).
+    let keyed = || async {
+        let resp = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(app.admin_key())
+            .header("Idempotency-Key", "staff-pay-1")
+            .send()
+            .await
+            .unwrap();
+        let replayed = resp.headers().contains_key("idempotent-replayed");
+        (resp.status(), replayed, resp.json::<Value>().await.unwrap())
+    };
+    let (status, replayed, inv) = keyed().await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{inv}");
     assert_eq!(inv["status"], "paid", "{inv}");
+    let (status, replayed, again) = keyed().await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again["status"], "paid", "{again}");
     assert_eq!(cents(&inv["credit_applied"]), total, "{inv}");
     assert_eq!(cents(&inv["amount_paid"]), 0, "no money received: {inv}");
     assert_eq!(balance(&app).await, 10_000 - total);
