@@ -52,8 +52,9 @@ pub struct Website {
 #[derive(Debug, Clone)]
 pub struct SettledInvoice {
     pub invoice: InvoiceRow,
-    /// Account credit applied to it (negative `applied` ledger entries), oldest first.
-    pub credit: Vec<LedgerRow>,
+    /// Its ledger entries, oldest first: the credit applied to it (negative `applied`),
+    /// what went back to credit (`refund`) and what payments brought beyond it (`deposit`).
+    pub ledger: Vec<LedgerRow>,
     /// Payments (card, bank transfer, recorded by staff), oldest first.
     pub payments: Vec<PaymentRow>,
     /// Refunds, oldest first, a refused one (`failed_at`) included.
@@ -264,7 +265,7 @@ impl Lodge {
         for invoice in invoices {
             let id = invoice.id;
             settled.push(SettledInvoice {
-                credit: billing::credit_applied_to(
+                ledger: billing::ledger_of_invoice(
                     self.store.reader(),
                     invoice.organization_id,
                     id,

@@ -1373,17 +1373,18 @@ pub async fn ledger_page(
     Ok((rows, count))
 }
 
-/// The account credit applied to one invoice of `org`, oldest first (each a negative
-/// `applied` entry; `org` lets the organization's index find them).
-pub async fn credit_applied_to<'e, E: Executor<'e, Database = Any>>(
+/// The ledger entries of one invoice of `org`, oldest first: the credit applied to it
+/// (negative `applied` entries), what went back to credit from it (`refund`: a refund to
+/// credit, a cancellation's return) and what a payment brought beyond it (`deposit`). `org`
+/// lets the organization's index find them.
+pub async fn ledger_of_invoice<'e, E: Executor<'e, Database = Any>>(
     db: E,
     org: OrganizationId,
     invoice: i64,
 ) -> Result<Vec<LedgerRow>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, amount_minor, balance_after_minor, currency, invoice_id, note, actor, created_at
-         FROM credit_ledger WHERE organization_id = $1 AND invoice_id = $2 AND kind = 'applied'
-         ORDER BY id",
+         FROM credit_ledger WHERE organization_id = $1 AND invoice_id = $2 ORDER BY id",
     )
     .bind(org.to_string())
     .bind(invoice)

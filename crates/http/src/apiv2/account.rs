@@ -188,7 +188,7 @@ pub async fn update_account(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = match super::mutation_key(&st, &headers, &c, "POST", "/apiv2/account", &body) {
+    let key = match super::mutation_key(&st, &headers, &c, "POST", "/apiv2/account", &body).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };

@@ -560,7 +560,8 @@ pub async fn delete_invoice(
         "DELETE",
         &format!("/apiv2/billing/invoices/{id}"),
         b"",
-    )?;
+    )
+    .await?;
     let actor = c.access.actor();
     let answer = st
         .lodge
@@ -705,7 +706,8 @@ async fn pay_invoices(
         "GET",
         &format!("/apiv2/pay/{method}/{invoices}"),
         redirect_url.unwrap_or_default().as_bytes(),
-    )?;
+    )
+    .await?;
     c.access.require_write()?;
     let refs = invoice_refs(invoices)?;
     let actor = c.access.actor();

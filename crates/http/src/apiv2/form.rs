@@ -744,17 +744,21 @@ pub async fn place_order(
     );
     let keyed_by_caller = header.is_some();
     let key = match header {
-        Some(h) => super::with_earlier_scope(
-            idempotency::key(
+        Some(h) => {
+            super::with_earlier_scope(
                 &st,
-                Some(h),
-                super::user_scope(&customer),
-                "POST",
-                PATH,
-                asked.as_bytes(),
-            ),
-            &customer,
-        ),
+                idempotency::key(
+                    &st,
+                    Some(h),
+                    super::user_scope(&customer),
+                    "POST",
+                    PATH,
+                    asked.as_bytes(),
+                ),
+                &customer,
+            )
+            .await
+        }
         None => Some(same_order.clone()),
     };
     let actor = customer.access.actor();

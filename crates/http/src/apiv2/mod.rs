@@ -339,7 +339,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Customer {
 /// shared by every `/apiv2` mutation) and bound to what it asks: `method`, `path` with its
 /// ids, and `body`, so the same key on another target or with another body is `422`.
 /// `None` without the header; `400` when the header is unusable.
-pub(crate) fn mutation_key(
+pub(crate) async fn mutation_key(
     st: &AppState,
     headers: &axum::http::HeaderMap,
     c: &Customer,
@@ -350,23 +350,35 @@ pub(crate) fn mutation_key(
     let header = crate::extract::IdempotencyKey::from_headers(headers)
         .map_err(|why| V2Error(StatusCode::BAD_REQUEST, why.into()))?;
     Ok(with_earlier_scope(
+        st,
         crate::idempotency::key(st, header, user_scope(c), method, path, body),
         c,
-    ))
+    )
+    .await)
 }
 
 /// A caller's `/apiv2` key, also found where builds before the organization was in its
 /// scope stored it (`apiv2:user:{user}`): a retry across the upgrade is answered the
 /// outcome stored before it (found by the upgrade audit: it was refused as a new request).
-pub(crate) fn with_earlier_scope(
+/// Only for a user of one organization: that scope does not say which organization a
+/// user of several acted for, and another's outcome must never be replayed (found by the
+/// re-check: it was, for a day after the upgrade).
+pub(crate) async fn with_earlier_scope(
+    st: &AppState,
     key: Option<lodge_services::idempotency::IdempotencyKey>,
     c: &Customer,
 ) -> Option<lodge_services::idempotency::IdempotencyKey> {
-    key.map(|mut k| {
+    let mut k = key?;
+    let one_organization = st
+        .lodge
+        .user_organizations(c.principal.user)
+        .await
+        .is_ok_and(|orgs| orgs.len() == 1 && orgs.iter().all(|o| o.id == c.access.organization));
+    if one_organization {
         k.earlier_places
             .push((format!("apiv2:user:{}", c.principal.user), k.key.clone()));
-        k
-    })
+    }
+    Some(k)
 }
 
 /// Whose `/apiv2` keys these are: the user's in the organization it acts for (a user of

@@ -296,7 +296,8 @@ pub async fn cancel_website(
         "DELETE",
         &format!("/apiv2/websites/{id}"),
         b"",
-    )?;
+    )
+    .await?;
     let answer = st
         .lodge
         .cancel_website(&c.access, id, "Cancelled through /apiv2", key.as_ref())
@@ -326,8 +327,8 @@ pub struct ChargeInvoice {
     /// `5th Dec 2025`.
     pub invoices_date_formatted: String,
     /// What paid it, by payment: account credit applied (`credit-<entry>`), a card
-    /// payment, a payment staff recorded; each with what was refunded of it. Empty while
-    /// nothing was paid.
+    /// payment, a payment staff recorded (what of it went to this invoice: beyond that, it
+    /// went to credit); each with what went back of it. Empty while nothing was paid.
     pub paid_invoices: BTreeMap<String, ChargePayment>,
 }
 
@@ -347,9 +348,10 @@ pub struct ChargePayment {
     pub invoices_date_formatted: String,
     /// `Credit Card Payment`, `PrePay`, or the recorded method (`Bank transfer Payment`).
     pub payment_type: String,
-    /// What went back of this payment, by refund (absent when nothing did). A refund of
-    /// money (to the card, by bank) is shown under the invoice's first payment, a refund to
-    /// account credit under the first credit applied (else under the first payment).
+    /// What went back of this payment (absent when nothing did): a refund of money (to the
+    /// card, by bank; keyed by the refund's id) under the invoice's first payment, and
+    /// credit given back (a refund to credit, what a cancelled invoice returned; keyed
+    /// `credit-<ledger entry>`) under the first credit applied, else the first payment.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub refund_invoices: BTreeMap<String, ChargeRefund>,
 }
@@ -357,6 +359,8 @@ pub struct ChargePayment {
 /// A refund of a payment.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChargeRefund {
+    /// The refund's own id (a refund in money) or its ledger entry's (credit given back):
+    /// not an invoice's.
     #[schema(value_type = f64)]
     pub invoices_id: i64,
     /// `REFUND: ` and the description of the payment it returns.
@@ -424,7 +428,7 @@ fn paid_invoices(s: &SettledInvoice, cur: Currency) -> BTreeMap<String, ChargePa
     };
     // In the order they happened; the credit entries first among equals.
     let mut paid: Vec<(String, ChargePayment, bool)> = Vec::new();
-    for c in &s.credit {
+    for c in s.ledger.iter().filter(|c| c.kind == "applied") {
         let id = format!("credit-{}", c.id);
         let e = entry(
             id.clone(),
@@ -436,34 +440,66 @@ fn paid_invoices(s: &SettledInvoice, cur: Currency) -> BTreeMap<String, ChargePa
         paid.push((id, e, true));
     }
     for p in &s.payments {
+        // What of the payment went to this invoice: what it brought beyond (an overpayment,
+        // a payment of an invoice paid or cancelled already) went to credit in the same
+        // write, a `deposit` entry of the same instant (found by the re-check: a 49.99
+        // payment showed on a 19.99 invoice).
+        let to_credit: i64 = s
+            .ledger
+            .iter()
+            .filter(|c| c.kind == "deposit" && c.created_at == p.created_at)
+            .map(|c| c.amount_minor)
+            .sum();
+        let applied = p.amount_minor.saturating_sub(to_credit);
+        if applied <= 0 {
+            continue;
+        }
         let kind = payment_type_of(&p.method);
         let id = p.id.to_string();
         let e = entry(
             id.clone(),
             format!("{kind} {}", p.reference),
             kind,
-            p.amount_minor,
+            applied,
             p.created_at,
         );
         paid.push((id, e, false));
     }
-    for r in s.refunds.iter().filter(|r| r.failed_at.is_none()) {
-        let to_credit = r.destination == lodge_core::RefundTo::Credit;
-        let at = paid
+    // What went back: to credit, as its ledger says (a refund to credit, and what a
+    // cancelled invoice returned, which no refund records: found by the re-check); in cash,
+    // as its refunds say (a refused one not).
+    let back = s
+        .ledger
+        .iter()
+        .filter(|c| c.kind == "refund" && c.amount_minor > 0)
+        .map(|c| (c.id, true, c.amount_minor, c.created_at))
+        .chain(
+            s.refunds
+                .iter()
+                .filter(|r| r.failed_at.is_none() && r.destination == lodge_core::RefundTo::Cash)
+                .map(|r| (r.id, false, r.amount_minor, r.created_at)),
+        );
+    for (id, to_credit, amount, at) in back {
+        let under = paid
             .iter()
             .position(|(_, _, credit)| *credit == to_credit)
             .or(if paid.is_empty() { None } else { Some(0) });
-        if let Some((_, e, _)) = at.and_then(|i| paid.get_mut(i)) {
+        if let Some((_, e, _)) = under.and_then(|i| paid.get_mut(i)) {
             let refund = ChargeRefund {
-                invoices_id: r.id,
+                invoices_id: id,
                 invoices_description: format!("REFUND: {}", e.invoices_description),
-                invoices_amount: crate::wire::money_number(r.amount_minor, cur),
-                invoices_date: ts(r.created_at),
+                invoices_amount: crate::wire::money_number(amount, cur),
+                invoices_date: ts(at),
                 invoices_currency: cur.code().to_owned(),
                 currency_symbol: cur.symbol().to_owned(),
-                invoices_date_formatted: formatted_day(r.created_at),
+                invoices_date_formatted: formatted_day(at),
             };
-            e.refund_invoices.insert(r.id.to_string(), refund);
+            let key = if to_credit {
+                format!("credit-{id}")
+            } else {
+                id.to_string()
+            };
+            e.refund_invoices.insert(key, refund);
         }
     }
     paid.into_iter().map(|(id, e, _)| (id, e)).collect()

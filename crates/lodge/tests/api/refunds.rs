@@ -283,6 +283,73 @@ async fn a_websites_invoices_show_what_paid_them_and_what_went_back(app: TestApp
         r["invoices_description"], "REFUND: Bank transfer Payment BANK-paid-by-bank.example",
         "{l}"
     );
+
+    // Found by the re-check. Credit a cancelled invoice returned is shown going back (it
+    // showed as applied, no refund)...
+    let left = balance(&app).await;
+    let (status, taken) = app
+        .post(
+            &format!("/v1/admin/organizations/{}/credit", app.org_id()),
+            &app.admin_key(),
+            &json!({ "amount": format!("-{}", money(left - 200)), "note": "Down to two" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
+    assert_eq!(balance(&app).await, 200, "{taken}");
+    let part = order(&app, "cancelled-part.example").await;
+    let inv = invoice(&app, part).await;
+    assert_eq!(cents(&inv["credit_applied"]), 200, "{inv}");
+    let (status, cancelled) = app
+        .post(
+            &format!("/v1/admin/invoices/{part}/cancel"),
+            &app.admin_key(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let l = website_invoices(&app, "cancelled-part.example").await;
+    let paid = l["invoices"][part.to_string()]["paid_invoices"]
+        .as_object()
+        .unwrap();
+    assert_eq!(paid.len(), 1, "{l}");
+    let credit = paid.values().next().unwrap();
+    assert_eq!(credit["invoices_amount"].as_f64(), Some(2.0), "{l}");
+    let back = credit["refund_invoices"].as_object().unwrap();
+    assert_eq!(back.len(), 1, "the credit went back: {l}");
+    assert_eq!(
+        back.values().next().unwrap()["invoices_amount"].as_f64(),
+        Some(2.0),
+        "{l}"
+    );
+    // ... and a payment beyond what was due shows what went to the invoice (the rest went
+    // to credit; it showed whole).
+    let over = order(&app, "overpaid.example").await;
+    let inv = invoice(&app, over).await;
+    let due = cents(&inv["amount_due"]);
+    let credit_applied = cents(&inv["credit_applied"]);
+    assert!(due > 0 && due < 1000, "{inv}");
+    pay(&app, over, "10.00", "BANK-OVER").await;
+    let l = website_invoices(&app, "overpaid.example").await;
+    let paid = l["invoices"][over.to_string()]["paid_invoices"]
+        .as_object()
+        .unwrap();
+    let bank = paid
+        .values()
+        .find(|p| p["payment_type"] == "Bank transfer Payment")
+        .unwrap_or_else(|| panic!("{l}"));
+    assert_eq!(
+        bank["invoices_amount"].as_f64(),
+        Some(due as f64 / 100.0),
+        "{l}"
+    );
+    let total: f64 = paid
+        .values()
+        .map(|p| p["invoices_amount"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (total - (due + credit_applied) as f64 / 100.0).abs() < 1e-9,
+        "what paid it adds up to its total: {l}"
+    );
     app.stop().await;
 }
 
