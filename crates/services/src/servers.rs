@@ -78,6 +78,10 @@ impl Lodge {
         let mut v = Validator::new();
         if s.name.trim().is_empty() || s.name.len() > 100 {
             v.add("name", "A name of 1 to 100 characters is required.");
+        } else {
+            // One line, shown in lists and logs (found by the re-check: a line break, a
+            // bidi override passed).
+            v.line("name", &s.name, 100);
         }
         if s.hostname.trim().is_empty() || s.hostname.len() > 253 {
             v.add("hostname", "A hostname is required.");

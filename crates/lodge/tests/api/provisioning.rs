@@ -1527,6 +1527,17 @@ async fn servers_are_managed_and_full_servers_refuse_orders(app: TestApp) {
             json!({ "name": "y", "hostname": "y.example", "driver": "nginx", "capacity": -1 }),
             "capacity",
         ),
+        // One line (found by the re-check: these passed).
+        (
+            "a line break in the name",
+            json!({ "name": "web\nfake log line", "hostname": "w.example", "driver": "nginx" }),
+            "name",
+        ),
+        (
+            "a bidi override in the name",
+            json!({ "name": "web\u{202E}1", "hostname": "w.example", "driver": "nginx" }),
+            "name",
+        ),
     ] {
         let (status, resp) = app.post("/v1/admin/servers", &admin, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {resp}");
