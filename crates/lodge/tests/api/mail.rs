@@ -1102,6 +1102,13 @@ async fn a_stopping_worker_hands_back_the_jobs_it_has_not_started(app: TestApp) 
         1,
         "the second never started"
     );
+    // A server that never greeted was sent nothing: `failed`, not `unknown`, so that its
+    // delivery later is no possible duplicate (found by the re-check).
+    let rows = log(&app).await;
+    let tried: Vec<_> = rows.iter().filter(|r| r.job_id == Some(first.id)).collect();
+    assert_eq!(tried.len(), 1, "{rows:?}");
+    assert_eq!(tried[0].status, "failed", "{rows:?}");
+    assert!(!tried[0].possible_duplicate, "{rows:?}");
     app.stop().await;
 }
 

@@ -76,14 +76,21 @@ pub(crate) async fn send(
         .map_err(|e| local(format!("building the message: {e}")))?;
     // lettre's own timeout covers only the connect on tokio: the whole exchange is bounded
     // here, so a server that stops answering cannot hold a worker.
+    // Set once the message itself is under way (over our own connection): a timeout before
+    // then (a server that never greets, a STARTTLS that hangs) sent nothing, and is no
+    // possible duplicate (found by the re-check). Through lettre's transport it cannot be
+    // told, and stays set.
+    let under_way = std::sync::atomic::AtomicBool::new(m.tls == TlsMode::Tls);
     let sending = async {
         match m.tls {
             TlsMode::Tls => transport(m)?
                 .send(message)
                 .await
                 .map_err(|e| smtp_error(m, e)),
-            TlsMode::Starttls => send_nodelay(m, Some(tls_parameters(m)?), &message).await,
-            TlsMode::None => send_nodelay(m, None, &message).await,
+            TlsMode::Starttls => {
+                send_nodelay(m, Some(tls_parameters(m)?), &message, &under_way).await
+            }
+            TlsMode::None => send_nodelay(m, None, &message, &under_way).await,
         }
     };
     let sent = match tokio::time::timeout(m.timeout, sending).await {
@@ -97,7 +104,7 @@ pub(crate) async fn send(
                     m.port,
                     m.timeout.as_secs()
                 ),
-                answer_may_be_lost: true,
+                answer_may_be_lost: under_way.load(std::sync::atomic::Ordering::SeqCst),
                 recipient_refused: false,
             })
         }
@@ -138,6 +145,7 @@ async fn send_nodelay(
     m: &MailSettings,
     starttls: Option<TlsParameters>,
     message: &Message,
+    under_way: &std::sync::atomic::AtomicBool,
 ) -> Result<Response, SendError> {
     let connect_error = |e: std::io::Error| SendError {
         message: format!(
@@ -168,6 +176,7 @@ async fn send_nodelay(
         if let Some(credentials) = credentials(m) {
             conn.auth(DEFAULT_MECHANISMS, &credentials).await?;
         }
+        under_way.store(true, std::sync::atomic::Ordering::SeqCst);
         conn.send(message.envelope(), &message.formatted()).await
     }
     .await;
