@@ -23,6 +23,15 @@ fn slug_ok(s: &str) -> bool {
 }
 
 /// Parses a percentage with up to two decimals into basis points.
+/// A name shown on one line (the order form, invoices, mail subjects): no control
+/// characters, bidi overrides, nor line or paragraph separators (found by the re-check:
+/// plan and group names took them).
+fn one_line(s: &str) -> bool {
+    !s.chars().any(|c| {
+        c.is_control() || crate::errors::is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
+    })
+}
+
 pub fn parse_percent_bp(s: &str) -> Option<i64> {
     let s = s.trim().trim_end_matches('%');
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
@@ -86,6 +95,20 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         if g.name.trim().is_empty() {
             v.add("groups.name", format!("{:?}: a name is required", g.slug));
         }
+        for name in std::iter::once(&g.name)
+            .chain(g.name_en.iter())
+            .chain(g.name_fr.iter())
+        {
+            if !one_line(name) {
+                v.add(
+                    "groups.name",
+                    format!(
+                        "{:?}: a name is one line, without control characters",
+                        g.slug
+                    ),
+                );
+            }
+        }
         out.groups.push(db::GroupInput {
             slug: g.slug.clone(),
             name: g.name.clone(),
@@ -116,6 +139,11 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
         }
         if p.name.trim().is_empty() {
             v.add("plans.name", format!("{tag}: a name is required"));
+        } else if !one_line(&p.name) {
+            v.add(
+                "plans.name",
+                format!("{tag}: a name is one line, without control characters"),
+            );
         }
         if p.legacy_id.is_some_and(|l| l <= 0) {
             v.add(
@@ -406,6 +434,27 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_one_line() {
+        let file = |group: &str, plan: &str| -> crate::catalog::CatalogFile {
+            toml::from_str(&format!(
+                "[[groups]]\nslug = \"g\"\nname = {}\n[[plans]]\nslug = \"p\"\ngroup = \"g\"\nname = {}\npricing = [{{ billing_cycle = \"monthly\", price = \"5.00\" }}]\n",
+                toml::Value::String(group.into()),
+                toml::Value::String(plan.into())
+            ))
+            .unwrap()
+        };
+        assert!(validate(&file("Web", "Starter"), Currency::USD).is_ok());
+        for (group, plan) in [
+            ("Web\nHosting", "Starter"),
+            ("Web", "Star\u{2028}ter"),
+            ("Web", "Star\u{202E}ter"),
+        ] {
+            let e = format!("{:?}", validate(&file(group, plan), Currency::USD).err());
+            assert!(e.contains("one line"), "{group:?} {plan:?}: {e}");
+        }
+    }
 
     #[test]
     fn a_plan_listed_twice_is_refused() {
