@@ -5,7 +5,7 @@
 //! one at the end of its period); paying names invoices or websites, and only what is
 //! unpaid is paid. The dialect only reads and writes the wire shapes.
 
-use lodge_core::BillingCycle;
+use lodge_core::{BillingCycle, RefundTo};
 use lodge_store::{billing, hosting, orgs};
 
 use crate::auth::Access;
@@ -59,6 +59,115 @@ pub struct SettledInvoice {
     pub payments: Vec<PaymentRow>,
     /// Refunds, oldest first, a refused one (`failed_at`) included.
     pub refunds: Vec<RefundRow>,
+}
+
+/// What paid an invoice: account credit applied, or a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaidBy {
+    /// Credit applied, by its ledger entry.
+    Credit { entry: i64 },
+    /// A payment (card, bank transfer, recorded by staff).
+    Payment {
+        id: String,
+        method: String,
+        reference: String,
+    },
+}
+
+/// One way an invoice was paid, with what went back of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePayment {
+    pub by: PaidBy,
+    /// What of it went to this invoice (a payment beyond what was due put the rest on
+    /// credit in the same write).
+    pub amount_minor: i64,
+    pub at: i64,
+    pub returned: Vec<Returned>,
+}
+
+/// Money that went back of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    /// The ledger entry (to credit) or the refund (in money).
+    pub id: i64,
+    pub to_credit: bool,
+    pub amount_minor: i64,
+    pub at: i64,
+}
+
+impl SettledInvoice {
+    /// What paid it, in the order it happened (credit applied first among equals), each
+    /// with what went back: credit given back (a refund to credit, what a cancelled invoice
+    /// returned, which no refund records) under the first credit applied, money refunded
+    /// under the first payment (else under the first of either).
+    pub fn paid_by(&self) -> Vec<InvoicePayment> {
+        let mut paid: Vec<InvoicePayment> = self
+            .ledger
+            .iter()
+            .filter(|c| c.kind == "applied")
+            .map(|c| InvoicePayment {
+                by: PaidBy::Credit { entry: c.id },
+                amount_minor: c.amount_minor.saturating_neg(),
+                at: c.created_at,
+                returned: vec![],
+            })
+            .collect();
+        for p in &self.payments {
+            // What it brought beyond (an overpayment, a payment of an invoice paid or
+            // cancelled already) is a `deposit` entry of the same write, the same instant
+            // (found by the re-check: a 49.99 payment showed on a 19.99 invoice).
+            let to_credit: i64 = self
+                .ledger
+                .iter()
+                .filter(|c| c.kind == "deposit" && c.created_at == p.created_at)
+                .map(|c| c.amount_minor)
+                .sum();
+            let applied = p.amount_minor.saturating_sub(to_credit);
+            if applied > 0 {
+                paid.push(InvoicePayment {
+                    by: PaidBy::Payment {
+                        id: p.id.to_string(),
+                        method: p.method.clone(),
+                        reference: p.reference.clone(),
+                    },
+                    amount_minor: applied,
+                    at: p.created_at,
+                    returned: vec![],
+                });
+            }
+        }
+        let back = self
+            .ledger
+            .iter()
+            .filter(|c| c.kind == "refund" && c.amount_minor > 0)
+            .map(|c| Returned {
+                id: c.id,
+                to_credit: true,
+                amount_minor: c.amount_minor,
+                at: c.created_at,
+            })
+            .chain(
+                self.refunds
+                    .iter()
+                    .filter(|r| r.failed_at.is_none() && r.destination == RefundTo::Cash)
+                    .map(|r| Returned {
+                        id: r.id,
+                        to_credit: false,
+                        amount_minor: r.amount_minor,
+                        at: r.created_at,
+                    }),
+            );
+        for r in back {
+            let under = paid
+                .iter()
+                .position(|s| matches!(s.by, PaidBy::Credit { .. }) == r.to_credit)
+                .unwrap_or(0);
+            if let Some(s) = paid.get_mut(under) {
+                s.returned.push(r);
+            }
+        }
+        paid
+    }
 }
 
 /// An invoice named for payment: by its id, or every invoice of a website.

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lodge_core::Currency;
-use lodge_services::websites::SettledInvoice;
+use lodge_services::websites::{PaidBy, SettledInvoice};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -410,99 +410,60 @@ fn payment_type_of(method: &str) -> String {
     }
 }
 
-/// What paid an invoice, as InterServer lists it: each credit application and payment,
-/// with the refunds placed under the payment they return.
+/// What paid an invoice, as InterServer lists it: each credit application and payment
+/// ([`SettledInvoice::paid_by`]), with what went back of it.
 fn paid_invoices(s: &SettledInvoice, cur: Currency) -> BTreeMap<String, ChargePayment> {
-    let entry = |id: String, description: String, payment_type: String, minor: i64, at: i64| {
-        ChargePayment {
-            invoices_id: id,
-            invoices_description: description,
-            invoices_amount: crate::wire::money_number(minor, cur),
-            invoices_date: ts(at),
-            invoices_currency: cur.code().to_owned(),
-            currency_symbol: cur.symbol().to_owned(),
-            invoices_date_formatted: formatted_day(at),
-            payment_type,
-            refund_invoices: BTreeMap::new(),
-        }
-    };
-    // In the order they happened; the credit entries first among equals.
-    let mut paid: Vec<(String, ChargePayment, bool)> = Vec::new();
-    for c in s.ledger.iter().filter(|c| c.kind == "applied") {
-        let id = format!("credit-{}", c.id);
-        let e = entry(
-            id.clone(),
-            "PrePay".into(),
-            "PrePay".into(),
-            c.amount_minor.saturating_neg(),
-            c.created_at,
-        );
-        paid.push((id, e, true));
-    }
-    for p in &s.payments {
-        // What of the payment went to this invoice: what it brought beyond (an overpayment,
-        // a payment of an invoice paid or cancelled already) went to credit in the same
-        // write, a `deposit` entry of the same instant (found by the re-check: a 49.99
-        // payment showed on a 19.99 invoice).
-        let to_credit: i64 = s
-            .ledger
-            .iter()
-            .filter(|c| c.kind == "deposit" && c.created_at == p.created_at)
-            .map(|c| c.amount_minor)
-            .sum();
-        let applied = p.amount_minor.saturating_sub(to_credit);
-        if applied <= 0 {
-            continue;
-        }
-        let kind = payment_type_of(&p.method);
-        let id = p.id.to_string();
-        let e = entry(
-            id.clone(),
-            format!("{kind} {}", p.reference),
-            kind,
-            applied,
-            p.created_at,
-        );
-        paid.push((id, e, false));
-    }
-    // What went back: to credit, as its ledger says (a refund to credit, and what a
-    // cancelled invoice returned, which no refund records: found by the re-check); in cash,
-    // as its refunds say (a refused one not).
-    let back = s
-        .ledger
-        .iter()
-        .filter(|c| c.kind == "refund" && c.amount_minor > 0)
-        .map(|c| (c.id, true, c.amount_minor, c.created_at))
-        .chain(
-            s.refunds
+    s.paid_by()
+        .into_iter()
+        .map(|p| {
+            let (id, description, payment_type) = match &p.by {
+                PaidBy::Credit { entry } => {
+                    (format!("credit-{entry}"), "PrePay".into(), "PrePay".into())
+                }
+                PaidBy::Payment {
+                    id,
+                    method,
+                    reference,
+                } => {
+                    let kind = payment_type_of(method);
+                    (id.clone(), format!("{kind} {reference}"), kind)
+                }
+            };
+            let refund_invoices = p
+                .returned
                 .iter()
-                .filter(|r| r.failed_at.is_none() && r.destination == lodge_core::RefundTo::Cash)
-                .map(|r| (r.id, false, r.amount_minor, r.created_at)),
-        );
-    for (id, to_credit, amount, at) in back {
-        let under = paid
-            .iter()
-            .position(|(_, _, credit)| *credit == to_credit)
-            .or(if paid.is_empty() { None } else { Some(0) });
-        if let Some((_, e, _)) = under.and_then(|i| paid.get_mut(i)) {
-            let refund = ChargeRefund {
-                invoices_id: id,
-                invoices_description: format!("REFUND: {}", e.invoices_description),
-                invoices_amount: crate::wire::money_number(amount, cur),
-                invoices_date: ts(at),
+                .map(|r| {
+                    let key = if r.to_credit {
+                        format!("credit-{}", r.id)
+                    } else {
+                        r.id.to_string()
+                    };
+                    let refund = ChargeRefund {
+                        invoices_id: r.id,
+                        invoices_description: format!("REFUND: {description}"),
+                        invoices_amount: crate::wire::money_number(r.amount_minor, cur),
+                        invoices_date: ts(r.at),
+                        invoices_currency: cur.code().to_owned(),
+                        currency_symbol: cur.symbol().to_owned(),
+                        invoices_date_formatted: formatted_day(r.at),
+                    };
+                    (key, refund)
+                })
+                .collect();
+            let payment = ChargePayment {
+                invoices_id: id.clone(),
+                invoices_description: description,
+                invoices_amount: crate::wire::money_number(p.amount_minor, cur),
+                invoices_date: ts(p.at),
                 invoices_currency: cur.code().to_owned(),
                 currency_symbol: cur.symbol().to_owned(),
-                invoices_date_formatted: formatted_day(at),
+                invoices_date_formatted: formatted_day(p.at),
+                payment_type,
+                refund_invoices,
             };
-            let key = if to_credit {
-                format!("credit-{id}")
-            } else {
-                id.to_string()
-            };
-            e.refund_invoices.insert(key, refund);
-        }
-    }
-    paid.into_iter().map(|(id, e, _)| (id, e)).collect()
+            (id, payment)
+        })
+        .collect()
 }
 
 pub(super) fn charge_invoice(s: &SettledInvoice) -> ChargeInvoice {

@@ -266,6 +266,12 @@ impl NginxDriver {
         self.nginx(&["-s", "reload"]).await
     }
 
+    /// `nginx -t`, then a reload: nginx takes the configuration on disk only once it passes.
+    async fn test_and_reload(&self) -> Result<(), DriverError> {
+        self.nginx(&["-t"]).await?;
+        self.nginx(&["-s", "reload"]).await
+    }
+
     async fn write_page(dir: &Path, html: &str) -> Result<(), DriverError> {
         tokio::fs::create_dir_all(dir)
             .await
@@ -337,17 +343,12 @@ impl Provisioner for NginxDriver {
             tokio::fs::remove_file(&path)
                 .await
                 .map_err(|e| err("removing the server block", e))?;
-            let reloaded = match self.nginx(&["-t"]).await {
-                Ok(()) => self.nginx(&["-s", "reload"]).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = reloaded {
+            if let Err(e) = self.test_and_reload().await {
                 let _ = tokio::fs::write(&path, block).await;
                 return Err(e);
             }
         } else if self.home(a).exists() {
-            self.nginx(&["-t"]).await?;
-            self.nginx(&["-s", "reload"]).await?;
+            self.test_and_reload().await?;
         }
         drop(_guard);
         if let Some(php) = &self.php {
