@@ -20,20 +20,77 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
+/// The docs page itself: Swagger UI's own `index.html` (the same assets, vendored in the
+/// binary), with a title naming Lodge's API rather than "Swagger UI" (a browser tab or a
+/// bookmark among others) and a viewport, so that a phone shows it at its width rather than
+/// as a shrunken desktop page (found by the accessibility audit).
+const DOCS_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>Lodge API documentation</title>
+    <link rel="stylesheet" type="text/css" href="./swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="index.css" />
+    <link rel="icon" type="image/png" href="./favicon-32x32.png" sizes="32x32" />
+    <link rel="icon" type="image/png" href="./favicon-16x16.png" sizes="16x16" />
+  </head>
+
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="./swagger-ui-bundle.js" charset="UTF-8"> </script>
+    <script src="./swagger-ui-standalone-preset.js" charset="UTF-8"> </script>
+    <script src="./swagger-initializer.js" charset="UTF-8"> </script>
+  </body>
+</html>
+"#;
+
 /// `/openapi.json` and the Swagger UI at `/docs` (assets vendored in the binary).
 pub fn docs_router(doc: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
-    let ui: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
-        .into();
+    use axum::extract::Path;
+    use axum::routing::get;
+    let config = Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"));
+    let page = || async {
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            DOCS_PAGE,
+        )
+    };
+    // Swagger UI's other files, as its own router serves them.
+    let asset = move |Path(file): Path<String>| {
+        let config = config.clone();
+        async move {
+            // Its error made a string at once: a boxed error is not `Send`.
+            let served = utoipa_swagger_ui::serve(&file, config).map_err(|e| e.to_string());
+            match served {
+                Ok(Some(file)) => (
+                    [(axum::http::header::CONTENT_TYPE, file.content_type)],
+                    file.bytes.into_owned(),
+                )
+                    .into_response(),
+                Ok(None) => not_found().await,
+                Err(e) => {
+                    tracing::error!(error = %e, "serving a docs asset failed");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
+        }
+    };
     Router::new()
         .route(
             "/openapi.json",
-            axum::routing::get(move || {
+            get(move || {
                 let doc = doc.clone();
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
-        .merge(ui)
+        .route(
+            "/docs",
+            get(|| async { axum::response::Redirect::to("/docs/") }),
+        )
+        .route("/docs/", get(page))
+        .route("/docs/index.html", get(page))
+        .route("/docs/{*file}", get(asset))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -479,6 +479,26 @@ async fn docs_page_is_served_without_internet(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(ct.starts_with("text/html"), "{ct}");
     assert!(html.to_lowercase().contains("swagger"), "{html}");
+    // Named for Lodge, and at a phone's width.
+    assert!(
+        html.contains("<title>Lodge API documentation</title>"),
+        "{html}"
+    );
+    assert!(html.contains(r#"name="viewport""#), "{html}");
+    // Its assets are there, and its index under its file name too.
+    for (asset, kind) in [
+        ("/docs/swagger-ui.css", "text/css"),
+        ("/docs/swagger-ui-bundle.js", "javascript"),
+        ("/docs/index.css", "text/css"),
+        ("/docs/index.html", "text/html"),
+    ] {
+        let (status, ct, body) = text(&app, asset).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+        assert!(ct.contains(kind), "{asset}: {ct}");
+        assert!(!body.is_empty(), "{asset}");
+    }
+    let (status, _, _) = text(&app, "/docs/nothing-here.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // `/docs` leads to the same page.
     let (status, ct, _) = text(&app, "/docs").await;
     assert_eq!(status, StatusCode::OK);
