@@ -1802,7 +1802,12 @@ fn spawn_worker(
         std::time::Duration::from_secs(30),
     );
     let (hooks_shutdown, mail_shutdown) = (shutdown.clone(), shutdown.clone());
+    let node = lodge.clone();
     tokio::spawn(async move {
+        // What a worker process of this node's that is gone held (SQLite only).
+        if let Err(e) = node.end_claims_of_dead_workers().await {
+            tracing::warn!(error = %e, "ending the claims of dead worker processes failed");
+        }
         tokio::join!(
             jobs.run(shutdown, poll, every),
             hooks.run(hooks_shutdown, poll, every),

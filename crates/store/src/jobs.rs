@@ -315,6 +315,38 @@ pub async fn run_now<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() == 1)
 }
 
+/// The running jobs' claims: `(id, locked_by)`.
+pub async fn running_claims<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, locked_by FROM jobs WHERE status = 'running' AND locked_by IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Ends `worker`'s lease of a running job now (`at`, a moment already past), so that any
+/// worker's next claim takes it, as it would once the lease ran out. `false` when `worker`
+/// holds it no more.
+pub async fn end_lease<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    worker: &str,
+    at: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET locked_until = $3
+         WHERE id = $1 AND locked_by = $2 AND status = 'running' AND locked_until > $3",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(at)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn by_id<'e, E: Executor<'e, Database = Any>>(db: E, id: i64) -> Result<Option<JobRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))

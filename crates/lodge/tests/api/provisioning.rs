@@ -31,6 +31,7 @@ on_both_engines!(
     flaky_driver_makes_one_account,
     failing_driver_marks_the_account_failed,
     killed_worker_job_is_taken_again_after_its_lease,
+    dead_worker_process_claims_end_at_start_on_sqlite,
     unpaid_order_is_cancelled_once_by_two_schedulers,
     end_of_period_cancellation_terminates_at_the_due_date,
     servers_are_managed_and_full_servers_refuse_orders,
@@ -1033,6 +1034,86 @@ async fn failing_driver_marks_the_account_failed(app: TestApp) {
 }
 
 // ---- 3. a worker that dies ----
+
+/// At a node's start on SQLite, the claims of this node's worker processes that are gone
+/// end at once (the job runs now, not after the lease); a live process's claim, another
+/// node's, and any on PostgreSQL (where one node name may be on several machines) wait out
+/// their lease.
+async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
+    let fake = FakeDriver::default();
+    fake.install(&app.lodge);
+    add_credit(&app, &app.org_id(), "300.00").await;
+    for name in ["gone.test", "alive.test", "other.test"] {
+        order_paid(&app, name).await;
+    }
+    let store = &app.lodge.store;
+    let node = app.lodge.settings.node_name.clone();
+    // A process that has ended: its id is free (and not soon reused).
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let holders = [
+        format!("{node}-{dead}-00abcd"),
+        format!("{node}-{}-00abcd", std::process::id()),
+        format!("{node}x-{dead}-00abcd"),
+    ];
+    let now = app.lodge.now_us();
+    let lease = Worker::new(app.lodge.clone(), "probe").lease_us;
+    let mut held = Vec::new();
+    for holder in &holders {
+        let mut tx = store.begin().await.expect("begin");
+        let claimed = lodge_store::jobs::claim(
+            &mut tx,
+            store.engine(),
+            holder,
+            now,
+            now + lease,
+            1,
+            lodge_store::jobs::KindFilter::Any,
+        )
+        .await
+        .expect("claim");
+        tx.commit().await.expect("commit");
+        assert_eq!(claimed.len(), 1, "{holder}: {claimed:?}");
+        held.push(claimed[0].id);
+    }
+
+    let ended = app.lodge.end_claims_of_dead_workers().await.expect("end");
+    let sqlite = store.engine() == lodge_store::Engine::Sqlite;
+    assert_eq!(ended, usize::from(sqlite));
+    let worker = Worker::new(app.lodge.clone(), "node-2");
+    assert_eq!(
+        run(&worker).await,
+        usize::from(sqlite),
+        "only the dead process's job"
+    );
+    for (holder, id) in holders.iter().zip(&held) {
+        let row = lodge_store::jobs::by_id(store.reader(), *id)
+            .await
+            .expect("job")
+            .expect("job row");
+        let ran = sqlite
+            && holder.contains(&format!("-{dead}-"))
+            && !holder.starts_with(&format!("{node}x"));
+        assert_eq!(
+            row.status == lodge_core::JobStatus::Done,
+            ran,
+            "{holder}: {row:?}"
+        );
+        if !ran {
+            assert_eq!(row.locked_by.as_deref(), Some(holder.as_str()), "{row:?}");
+        }
+    }
+    // Ending again finds nothing more.
+    assert_eq!(
+        app.lodge.end_claims_of_dead_workers().await.expect("end"),
+        0
+    );
+    assert_eq!(fake.created().len(), usize::from(sqlite));
+    app.stop().await;
+}
 
 /// A job claimed by a worker that then died is taken again once its lease ends, and the
 /// account is made once.
