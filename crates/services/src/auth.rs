@@ -107,6 +107,11 @@ impl Access {
         }
     }
 
+    /// Staff acting through a customer route as the operator.
+    pub fn as_operator(&self) -> bool {
+        self.as_operator
+    }
+
     /// `403` unless the caller may change things here (also guarding a few reads only
     /// writers make, as a domain's transfer code: the words fit both).
     pub fn require_write(&self) -> Result<()> {

@@ -206,6 +206,12 @@ impl Lodge {
 
     /// Withdraws a pending end-of-period cancellation, checked under the account's lock (of
     /// concurrent withdrawals one is accepted).
+    ///
+    /// Refused to the customer once staff gave back anything of an invoice that billed the
+    /// account after the cancellation was asked for: the refund was most likely made
+    /// because of it, and withdrawing it alone would keep the period that was given back
+    /// (found by the money audit: cancel, be refunded in full, withdraw, and keep three
+    /// paid-back years). Staff, who made the refund, may still withdraw it.
     pub async fn revoke_cancellation(
         &self,
         access: &Access,
@@ -220,6 +226,15 @@ impl Lodge {
             .ok_or(ServiceError::NotFound)?;
         CancelKind::revoke(h.status, h.cancel_kind())
             .map_err(|refusal| ServiceError::Conflict(refusal.to_string()))?;
+        if let Some(asked) = h.cancel_requested_at.filter(|_| !access.as_operator()) {
+            if lodge_store::refunds::service_refunded_since(&mut tx, &id.to_string(), asked).await?
+            {
+                return Err(ServiceError::Conflict(
+                    "An invoice of this account was refunded after its cancellation was asked for, so the cancellation can no longer be withdrawn here: contact us to keep the account."
+                        .into(),
+                ));
+            }
+        }
         let now = self.now_us();
         hosting::set_cancellation(&mut tx, id, None, None, None, None, now).await?;
         lodge_store::plan_change::note_history(

@@ -109,6 +109,26 @@ pub async fn cash_refund_by_reference<C: SqlConn>(
     .transpose()
 }
 
+/// Whether anything of an invoice billing the service `service` (a hosting account's or a
+/// domain's id) was given back (to credit or in cash, a card refund that failed aside) at
+/// or after `since` (unix microseconds).
+pub async fn service_refunded_since<C: SqlConn>(
+    conn: &mut C,
+    service: &str,
+    since: i64,
+) -> Result<bool> {
+    Ok(conn
+        .fetch_int(
+            "SELECT COUNT(*) FROM refunds
+             WHERE failed_at IS NULL AND created_at >= $2
+               AND invoice_id IN (SELECT invoice_id FROM invoice_lines WHERE service_id = $1)",
+            vals![service, since],
+        )
+        .await?
+        .unwrap_or(0)
+        > 0)
+}
+
 /// What went back of an invoice in cash so far.
 pub async fn cash_refunded<C: SqlConn>(conn: &mut C, invoice: i64) -> Result<i64> {
     Ok(conn

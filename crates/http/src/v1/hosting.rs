@@ -411,14 +411,16 @@ pub async fn cancel_hosting(
     ))
 }
 
-/// Withdraws a pending cancellation.
+/// Withdraws a pending cancellation. Refused to the customer once an invoice of the account
+/// was refunded after the cancellation was asked for (staff acting as the operator may
+/// still withdraw it).
 #[utoipa::path(post, path = "/v1/organizations/{organization_id}/projects/{project_id}/hosting/{hosting_id}/revoke-cancellation",
     tag = "hosting", security(("bearer" = [])),
     params(("organization_id" = String, Path, description = "Organization UUID"),
            ("project_id" = String, Path, description = "Project UUID"),
            ("hosting_id" = String, Path, description = "Hosting UUID")),
     responses((status = 200, body = Hosting), (status = 401), (status = 403), (status = 404),
-              (status = 409, description = "No cancellation pending")))]
+              (status = 409, description = "No cancellation pending, or an invoice of the account was refunded since it was asked for")))]
 pub async fn revoke_cancellation(
     State(st): State<AppState>,
     crate::extract::ClientIp(client_ip): crate::extract::ClientIp,

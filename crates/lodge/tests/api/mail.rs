@@ -854,9 +854,15 @@ async fn a_cancellation_and_a_refund_are_told_and_a_withdrawn_one_is_not(app: Te
 
     // Withdrawn, asked again, withdrawn and asked again before the worker ran: one
     // confirmation, of the last request (found by review: two, contradicting each other).
+    // Withdrawn by staff: the customer may not, once refunded since the cancellation.
+    let revoke = format!(
+        "/v1/organizations/{}/projects/{}/hosting/{id}/revoke-cancellation",
+        app.org_id(),
+        app.project_id()
+    );
     for _ in 0..2 {
         app.clock.advance(jiff::SignedDuration::from_secs(60));
-        let (status, r) = crate::harness::revoke_cancellation(&app, &id).await;
+        let (status, r) = app.post(&revoke, &app.admin_key(), &json!({})).await;
         assert_eq!(status, StatusCode::OK, "{r}");
         let (status, c) = crate::harness::cancel(&app, &id, "end_of_period").await;
         assert_eq!(status, StatusCode::OK, "{c}");

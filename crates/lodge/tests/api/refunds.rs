@@ -20,6 +20,7 @@ on_both_engines!(
     concurrent_half_refunds_exactly_two_are_accepted,
     staff_pay_an_invoice_from_credit_which_is_no_payment_method,
     a_websites_invoices_show_what_paid_them_and_what_went_back,
+    a_cancellation_refunded_since_is_withdrawn_by_staff_only,
 );
 
 // ---- helpers ----
@@ -77,6 +78,75 @@ fn money(c: i64) -> String {
 async fn refund(app: &TestApp, invoice_id: i64, body: &Value) -> (StatusCode, Value) {
     app.post(&refunds_path(invoice_id), &app.admin_key(), body)
         .await
+}
+
+/// Cancelled, refunded, withdrawn: the customer cannot keep the period given back by
+/// withdrawing the cancellation alone (found by the money audit); staff, who made the
+/// refund, can. A refund made before the cancellation was asked for does not stand in the
+/// way, nor does one of another account's invoice.
+async fn a_cancellation_refunded_since_is_withdrawn_by_staff_only(app: TestApp) {
+    use crate::harness::{cancel, hosting, revoke_cancellation};
+    add_credit(&app, &app.org_id(), "100.00").await;
+    let o = crate::harness::order_external(&app, "refunded-since.example").await;
+    let (first, hosting_id) = (
+        o["invoice_id"].as_i64().unwrap(),
+        str_of(&o, "hosting_id").to_owned(),
+    );
+    let other = order(&app, "other-account.example").await;
+    let total = cents(&invoice(&app, first).await["total"]);
+
+    // Refunded before the cancellation, or another account refunded: withdrawn as before.
+    refunded(
+        &app,
+        first,
+        &json!({ "amount": "1.00", "to": "credit", "reason": "Goodwill" }),
+    )
+    .await;
+    app.clock.advance(jiff::SignedDuration::from_secs(60));
+    let (status, c) = cancel(&app, &hosting_id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    refunded(
+        &app,
+        other,
+        &json!({ "amount": "1.00", "to": "credit", "reason": "Goodwill" }),
+    )
+    .await;
+    let (status, r) = revoke_cancellation(&app, &hosting_id).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert!(r["cancellation"].is_null(), "{r}");
+
+    // Cancelled, then the rest of the invoice given back: the customer's withdrawal is
+    // refused and changes nothing.
+    app.clock.advance(jiff::SignedDuration::from_secs(60));
+    let (status, c) = cancel(&app, &hosting_id, "end_of_period").await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    refunded(
+        &app,
+        first,
+        &json!({ "amount": money(total - 100), "to": "credit", "reason": "Cancelled" }),
+    )
+    .await;
+    let before = hosting(&app, &hosting_id).await;
+    assert!(!before["cancellation"].is_null(), "{before}");
+    let (status, r) = revoke_cancellation(&app, &hosting_id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    assert!(
+        str_of(&r, "detail").contains("refunded after its cancellation"),
+        "{r}"
+    );
+    assert_eq!(hosting(&app, &hosting_id).await, before);
+
+    // Staff acting for the organization may withdraw it.
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/hosting/{hosting_id}/revoke-cancellation",
+        app.org_id(),
+        app.project_id()
+    );
+    let (status, r) = app.post(&path, &app.admin_key(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert!(r["cancellation"].is_null(), "{r}");
+    assert_ledger_sums_to_balance(&app).await;
+    app.stop().await;
 }
 
 /// A refund that must be accepted (`201`); returns the answer.
