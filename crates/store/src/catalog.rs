@@ -122,9 +122,11 @@ pub struct CouponRow {
     pub is_active: i64,
     pub created_at: i64,
     pub modified_at: i64,
+    /// The billing cycles it applies to (comma-separated wire names); `None`: every cycle.
+    pub cycles: Option<String>,
 }
 
-const COUPON_COLUMNS: &str = "legacy_id, id, code, kind, value, recurring, plan_id, max_uses, uses, expires_at, is_active, created_at, modified_at";
+const COUPON_COLUMNS: &str = "legacy_id, id, code, kind, value, recurring, plan_id, max_uses, uses, expires_at, is_active, created_at, modified_at, cycles";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct TldRow {
@@ -611,6 +613,8 @@ pub struct CouponInput {
     pub expires_at: Option<i64>,
     /// `None`: `true` when created, kept when updated.
     pub is_active: Option<bool>,
+    /// The billing cycles it applies to (comma-separated wire names); `None`: every cycle.
+    pub cycles: Option<String>,
 }
 
 /// Creates or updates (by code, whatever its letters' case: codes are entered in any case,
@@ -634,11 +638,12 @@ pub async fn upsert_coupon(
     .await?;
     let code = existing.unwrap_or_else(|| c.code.clone());
     Ok(sqlx::query_as(&format!(
-        "INSERT INTO coupons (id, code, kind, value, recurring, plan_id, max_uses, expires_at, is_active, created_at, modified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, 1), $10, $10)
+        "INSERT INTO coupons (id, code, kind, value, recurring, plan_id, max_uses, expires_at, is_active, created_at, modified_at, cycles)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, 1), $10, $10, $11)
          ON CONFLICT (code) DO UPDATE SET kind = excluded.kind, value = excluded.value,
              recurring = excluded.recurring, plan_id = excluded.plan_id, max_uses = excluded.max_uses,
-             expires_at = excluded.expires_at, is_active = COALESCE($9, coupons.is_active), modified_at = excluded.modified_at
+             expires_at = excluded.expires_at, is_active = COALESCE($9, coupons.is_active), modified_at = excluded.modified_at,
+             cycles = excluded.cycles
          RETURNING {COUPON_COLUMNS}"
     ))
     .bind(new_id.to_string())
@@ -651,6 +656,7 @@ pub async fn upsert_coupon(
     .bind(c.expires_at)
     .bind(c.is_active.map(i64::from))
     .bind(now)
+    .bind(c.cycles.as_deref())
     .fetch_one(conn)
     .await?)
 }

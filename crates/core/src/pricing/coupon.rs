@@ -16,6 +16,9 @@ pub struct CouponTerms<'a> {
     pub uses: i64,
     /// The only plan it applies to, if restricted (the plan's id).
     pub plan_id: Option<&'a str>,
+    /// The billing cycles it applies to (comma-separated wire names, `monthly,annually`),
+    /// if restricted.
+    pub cycles: Option<&'a str>,
 }
 
 impl CouponTerms<'_> {
@@ -27,6 +30,12 @@ impl CouponTerms<'_> {
             && self.expires_at.is_none_or(|e| e > now)
             && self.max_uses.is_none_or(|m| self.uses < m)
             && self.plan_id.is_none_or(|only| plan == Some(only))
+    }
+
+    /// Whether the coupon applies to an order on `cycle`: any cycle, unless restricted.
+    pub fn fits_cycle(&self, cycle: crate::BillingCycle) -> bool {
+        self.cycles
+            .is_none_or(|list| list.split(',').any(|c| c.trim() == cycle.as_str()))
     }
 }
 
@@ -58,7 +67,33 @@ mod tests {
             max_uses: None,
             uses: 0,
             plan_id: None,
+            cycles: None,
         }
+    }
+
+    #[test]
+    fn a_coupon_fits_its_cycles_only() {
+        use crate::BillingCycle;
+        assert!(BillingCycle::ALL.iter().all(|c| open().fits_cycle(*c)));
+        let monthly = CouponTerms {
+            cycles: Some("monthly"),
+            ..open()
+        };
+        assert!(monthly.fits_cycle(BillingCycle::Monthly));
+        assert!(!monthly.fits_cycle(BillingCycle::Triennially));
+        assert!(!monthly.fits_cycle(BillingCycle::OneTime));
+        let two = CouponTerms {
+            cycles: Some("quarterly,annually"),
+            ..open()
+        };
+        assert!(two.fits_cycle(BillingCycle::Quarterly) && two.fits_cycle(BillingCycle::Annually));
+        assert!(!two.fits_cycle(BillingCycle::SemiAnnually));
+        // A name is whole: `annually` is not `semi_annually`.
+        let semi = CouponTerms {
+            cycles: Some("semi_annually"),
+            ..open()
+        };
+        assert!(!semi.fits_cycle(BillingCycle::Annually));
     }
 
     #[test]
@@ -130,6 +165,7 @@ mod tests {
                 max_uses: Some(3),
                 uses: if used_up { 3 } else { 2 },
                 plan_id: Some("p"),
+                cycles: Some("monthly"),
             };
             let plan = if other_plan { "q" } else { "p" };
             let expected = active && expires.is_none_or(|d| d > 0) && !used_up && !other_plan;

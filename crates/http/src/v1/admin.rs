@@ -560,6 +560,8 @@ pub struct Coupon {
     #[schema(format = DateTime)]
     pub expires: Option<String>,
     pub is_active: bool,
+    /// The billing cycles it applies to; `null`: every cycle.
+    pub cycles: Option<Vec<String>>,
 }
 
 fn coupons(c: &lodge_services::catalog::Catalog) -> Vec<Coupon> {
@@ -586,6 +588,10 @@ fn coupons(c: &lodge_services::catalog::Catalog) -> Vec<Coupon> {
             uses: x.uses,
             expires: wire::ts_opt(x.expires_at),
             is_active: x.is_active == 1,
+            cycles: x
+                .cycles
+                .as_ref()
+                .map(|list| list.split(',').map(str::to_owned).collect()),
         })
         .collect()
 }

@@ -22,7 +22,61 @@ on_both_engines!(
     an_order_cancelled_unpaid_gives_its_coupon_use_back,
     a_coupon_edit_keeps_it_deactivated_and_cannot_go_below_its_uses,
     one_code_written_at_once_in_three_cases_is_one_coupon,
+    a_coupon_for_some_cycles_is_refused_on_the_others,
 );
+
+/// A coupon written for some billing cycles applies to orders on those alone (found by the
+/// money audit: a "first month for 1.00" fixed price sold three years for 1.00); without
+/// cycles it applies to every one. Cycles that are none are refused.
+async fn a_coupon_for_some_cycles_is_refused_on_the_others(app: TestApp) {
+    let c = create_coupon(
+        &app,
+        &json!({ "code": "YEARLY", "kind": "percent", "value": "10",
+                 "cycles": ["annually", " annually"] }),
+    )
+    .await;
+    assert_eq!(c["cycles"], json!(["annually"]), "{c}");
+    let year = with_coupon("year.example.com", "YEARLY");
+    let mut month = with_coupon("month.example.com", "YEARLY");
+    month["period"] = json!(1);
+    quoted(&app, &year, "48.60").await;
+    let (status, q) = send(&app, Method::PUT, &month).await;
+    assert_refused(status, &q, &[INVALID_COUPON], "a quote on another cycle");
+    refused_for_the_coupon(&app, &month, "an order on another cycle").await;
+    let placed = place(&app, &app.key(), &year).await;
+    assert_eq!(placed["total_cost"], "48.60", "{placed}");
+
+    // Staff's mistakes are refused, and change nothing.
+    for cycles in [json!([]), json!(["weekly"]), json!(["monthly", "yearly"])] {
+        let (status, r) = app
+            .post(
+                "/v1/admin/coupons",
+                &app.admin_key(),
+                &json!({ "code": "YEARLY", "kind": "percent", "value": "10", "cycles": cycles }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{cycles}: {r}");
+    }
+    let (_, list) = app.get("/v1/admin/coupons", &app.admin_key()).await;
+    let listed = list
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["code"] == "YEARLY"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed["cycles"], json!(["annually"]), "{list}");
+
+    // Written again without cycles: every cycle.
+    let c = create_coupon(
+        &app,
+        &json!({ "code": "YEARLY", "kind": "percent", "value": "10" }),
+    )
+    .await;
+    assert!(c["cycles"].is_null(), "{c}");
+    let (status, q) = send(&app, Method::PUT, &month).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["continue"], true, "{q}");
+    app.stop().await;
+}
 
 /// Staff write `Winter1`, `winter1` and `WINTER1` at the same instant, eight rounds: one
 /// coupon, as one after the other (on PostgreSQL two of them were inserted side by side:

@@ -169,6 +169,10 @@ impl Lodge {
                         .map(|t| t.to_string())
                 }),
                 is_active: Some(c.is_active == 1),
+                cycles: c
+                    .cycles
+                    .as_ref()
+                    .map(|list| list.split(',').map(str::to_owned).collect()),
             })
             .collect();
         let tlds = data

@@ -181,6 +181,10 @@ pub struct CouponSpec {
     /// never undone by an import that does not say so).
     #[serde(default)]
     pub is_active: Option<bool>,
+    /// The billing cycles it applies to (`["monthly"]` for a "first month for 1.00"
+    /// coupon); absent: every cycle. An order on another cycle is refused with the coupon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]

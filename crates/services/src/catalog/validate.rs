@@ -358,6 +358,34 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 }
             },
         };
+        // Known cycles, each once, in the catalog's order.
+        let cycles = c.cycles.as_ref().map(|names| {
+            let mut known = Vec::new();
+            for name in names {
+                match name.trim().parse::<lodge_core::BillingCycle>() {
+                    Ok(cycle) => known.push(cycle),
+                    Err(_) => v.add(
+                        "coupons.cycles",
+                        format!(
+                            "{tag}: unknown cycle {name:?} (free, one_time, monthly, quarterly, semi_annually, annually, biennially, triennially)"
+                        ),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                v.add(
+                    "coupons.cycles",
+                    format!("{tag}: list the cycles it applies to, or leave cycles out for every cycle"),
+                );
+            }
+            known.sort();
+            known.dedup();
+            known
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         out.coupons.push((
             c.plan.clone(),
             db::CouponInput {
@@ -369,6 +397,7 @@ pub(super) fn validate(file: &CatalogFile, currency: Currency) -> Result<ImportP
                 max_uses: c.max_uses,
                 expires_at,
                 is_active: c.is_active,
+                cycles,
             },
         ));
     }

@@ -16,6 +16,7 @@ pub fn coupon_terms(c: &CouponRow) -> CouponTerms<'_> {
         max_uses: c.max_uses,
         uses: c.uses,
         plan_id: c.plan_id.as_deref(),
+        cycles: c.cycles.as_deref(),
     }
 }
 

@@ -196,6 +196,27 @@ impl Lodge {
                         if offer.as_ref().is_some_and(|o| o.allow_coupon == 0) {
                             v.add("coupon", "This offer cannot be combined with a coupon.");
                         }
+                        // The period the first invoice bills: an offer's own (its first
+                        // months, whatever the period asked), else the cycle's.
+                        let billed = match &offer {
+                            Some(o) => u32::try_from(o.intro_months)
+                                .ok()
+                                .and_then(BillingCycle::from_months)
+                                .ok_or(o.intro_months),
+                            None => cycle.ok_or(0),
+                        };
+                        let terms = price::coupon_terms(&c);
+                        match billed {
+                            Ok(cycle) if !terms.fits_cycle(cycle) => v.add(
+                                "coupon",
+                                format!("This coupon is not valid for the {cycle} cycle."),
+                            ),
+                            Err(months) if months > 0 && terms.cycles.is_some() => v.add(
+                                "coupon",
+                                format!("This coupon is not valid for a first period of {months} months."),
+                            ),
+                            _ => {}
+                        }
                         Some(c)
                     }
                     _ => {
