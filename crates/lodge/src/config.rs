@@ -29,6 +29,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://lodge.db";
 pub struct FileConfig {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
     pub public_base_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_burst: Option<u32>,
@@ -219,6 +220,8 @@ impl FileConfig {
 pub struct Config {
     pub listen: String,
     pub database_url: String,
+    /// The most connections this node opens to PostgreSQL.
+    pub database_pool_size: u32,
     pub public_base_url: String,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
@@ -414,6 +417,13 @@ impl Config {
                 self.node_name
             );
         }
+        if !(lodge_store::MIN_POOL_SIZE..=1000).contains(&self.database_pool_size) {
+            anyhow::bail!(
+                "--database-pool-size must be between {} and 1000 connections (got {})",
+                lodge_store::MIN_POOL_SIZE,
+                self.database_pool_size
+            );
+        }
         if !(0..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
             anyhow::bail!(
                 "--retention-days must be between 0 (keep forever) and {MAX_RETENTION_DAYS} days (got {})",
@@ -595,6 +605,7 @@ impl Config {
 pub struct Overrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
     pub public_base_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_burst: Option<u32>,
@@ -894,6 +905,10 @@ impl Config {
                 .database_url
                 .or(f.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_pool_size: o
+                .database_pool_size
+                .or(f.database_pool_size)
+                .unwrap_or(lodge_store::DEFAULT_POOL_SIZE),
             public_base_url,
             listen,
             rate_limit_per_minute: o
@@ -1348,6 +1363,8 @@ mod tests {
             ("header_timeout_secs = 0", "--header-timeout-secs"),
             ("max_connections = 0", "--max-connections"),
             ("metrics_token = \" \"", "--metrics-token"),
+            ("database_pool_size = 4", "--database-pool-size"),
+            ("database_pool_size = 1001", "--database-pool-size"),
         ] {
             let file: FileConfig = toml::from_str(f).unwrap();
             let e = Config::resolve(Overrides::default(), file)

@@ -82,10 +82,32 @@ enum Opener {
     Import,
 }
 
+/// On PostgreSQL, warns when two nodes of this pool size would take every connection the
+/// server gives (found by the fault audit: with `max_connections = 10`, one node kept eight
+/// after a busy moment, the other answered 503 for over a minute and its jobs used up their
+/// attempts; no one could even connect with psql).
+async fn warn_of_a_small_server(store: &Store, pool_size: u32) {
+    if store.engine() != lodge_store::Engine::Postgres {
+        return;
+    }
+    match store.postgres_connections().await {
+        Ok(open) if i64::from(pool_size) * 2 > open => tracing::warn!(
+            server_connections = open,
+            pool_size,
+            "PostgreSQL gives {open} connections and each Lodge node may keep up to {pool_size} (kept open once made): set --database-pool-size (LODGE_DATABASE_POOL_SIZE) so that the nodes together stay under it with room to spare, or raise max_connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "reading PostgreSQL's max_connections failed"),
+    }
+}
+
 async fn open_as(cfg: &Config, clock: Arc<dyn Clock>, opener: Opener) -> anyhow::Result<Lodge> {
-    let store = Store::open(&cfg.database_url)
+    let store = Store::open_sized(&cfg.database_url, cfg.database_pool_size)
         .await
         .with_context(|| format!("opening {}", lodge_store::redact_url(&cfg.database_url)))?;
+    if matches!(opener, Opener::Node) {
+        warn_of_a_small_server(&store, cfg.database_pool_size).await;
+    }
     // On PostgreSQL the node's time is the database server's from now on (see
     // [`keep_clock_aligned`]), before anything is written with it.
     if let Some(aligned) = clock.aligned() {

@@ -42,6 +42,11 @@ struct Global {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// PostgreSQL: the most connections this node opens (default 32). Every node opens up to
+    /// this many: keep nodes × this under the server's max_connections, with room for psql
+    /// and backups.
+    #[arg(long, global = true, env = "LODGE_DATABASE_POOL_SIZE")]
+    database_pool_size: Option<u32>,
     /// Log format: text or json.
     #[arg(long, global = true, env = "LODGE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -915,6 +920,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     let mut o = Overrides {
         database_url: cli.global.database_url.clone(),
+        database_pool_size: cli.global.database_pool_size,
         currency: cli.global.currency.clone(),
         secret_key: cli.global.secret_key.clone(),
         invoice_expiry_days: cli.global.invoice_expiry_days,
@@ -1949,7 +1955,13 @@ fn fit_to_open_files(max_connections: u32) -> u32 {
             return max_connections;
         }
     };
-    let room = limit.saturating_sub(OTHER_FILES).max(64);
+    // Under a very low limit, half of it: the floor of 64 it had let connections take every
+    // descriptor below a limit of about 100, and clients hung instead of getting the 503
+    // (found by the fault audit, at `ulimit -n 80`).
+    let room = match limit.saturating_sub(OTHER_FILES) {
+        room if room >= 64 => room,
+        _ => (limit / 2).max(1),
+    };
     if u64::from(max_connections) > room {
         let capped = u32::try_from(room).unwrap_or(u32::MAX);
         tracing::warn!(

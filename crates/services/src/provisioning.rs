@@ -450,6 +450,16 @@ impl Worker {
                 tracing::info!(reason = %m, "job put off");
                 jobs::postpone(store, job.id, &self.id, &m, run_at.max(now), now).await?;
             }
+            // The database went away under the job (its pool's wait ran out, the connection
+            // broke): no fault of the job's, so no attempt of its own is taken. Tried again
+            // shortly (found by the fault audit: a provisioning job of a paid account took
+            // an attempt each round PostgreSQL was short of connections, and would have died
+            // in about twenty minutes).
+            Err(e) if database_outage(&e) => {
+                tracing::warn!(error = %e, "job put off: the database is unavailable");
+                let note = format!("the database was unavailable: {e}");
+                jobs::postpone(store, job.id, &self.id, &note, now + OUTAGE_WAIT_US, now).await?;
+            }
             Err(e) => {
                 let final_refusal = matches!(e, ServiceError::Refused(_));
                 let message = match e {
@@ -511,6 +521,10 @@ impl Worker {
     ) {
         self.stop = Some(shutdown.clone());
         let mut last_schedule: Option<tokio::time::Instant> = None;
+        // Rounds failed in a row (the database unreachable, its disk full): each waits
+        // longer, up to half a minute, and is logged at the 1st, 2nd, 4th, 8th… (found by
+        // the fault audit: several lines a second, on a full disk, for as long as it was).
+        let mut failures: u32 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -524,15 +538,24 @@ impl Worker {
                 last_schedule = Some(tokio::time::Instant::now());
             }
             let ran = match self.run_once().await {
-                Ok(n) => n,
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "worker rounds work again");
+                        failures = 0;
+                    }
+                    n
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "worker round failed");
+                    failures = failures.saturating_add(1);
+                    if failures.is_power_of_two() {
+                        tracing::error!(error = %e, failures, "worker round failed");
+                    }
                     0
                 }
             };
             if ran == 0 {
                 tokio::select! {
-                    _ = tokio::time::sleep(poll) => {}
+                    _ = tokio::time::sleep(round_wait(poll, failures)) => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -549,6 +572,21 @@ pub fn username_for(domain: &str, legacy_id: i64) -> String {
 /// How many open card payments of settled invoices a scheduler pass cancels at most (each
 /// one or two calls to Stripe); the rest wait for the next pass.
 const SUPERSEDED_INTENTS_A_PASS: i64 = 50;
+
+/// How long a worker waits before its next round: `poll`, doubled for each round failed in a
+/// row, at most 30 s.
+fn round_wait(poll: Duration, failures: u32) -> Duration {
+    poll.saturating_mul(1 << failures.min(10))
+        .min(Duration::from_secs(30).max(poll))
+}
+
+/// How long a job the database's outage interrupted waits before it is tried again.
+const OUTAGE_WAIT_US: i64 = 15_000_000;
+
+/// Whether a job's error is the database's unavailability, not the job's failure.
+fn database_outage(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Store(s) if s.is_unavailable())
+}
 
 /// The process id in a worker id of this node's (`<node name>-<process id>-<random>`, as
 /// `lodge serve` and `lodge worker` name their workers), `None` for another node's or
@@ -1830,6 +1868,35 @@ impl Lodge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_rounds_wait_longer_up_to_half_a_minute() {
+        let poll = Duration::from_millis(500);
+        assert_eq!(round_wait(poll, 0), poll);
+        assert_eq!(round_wait(poll, 1), Duration::from_secs(1));
+        assert_eq!(round_wait(poll, 3), Duration::from_secs(4));
+        assert_eq!(round_wait(poll, 7), Duration::from_secs(30));
+        assert_eq!(round_wait(poll, u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn only_the_databases_unavailability_is_an_outage() {
+        assert!(database_outage(&ServiceError::Store(StoreError::Db(
+            sqlx::Error::PoolTimedOut
+        ))));
+        assert!(database_outage(&ServiceError::Store(
+            StoreError::Unavailable("down".into())
+        )));
+        assert!(!database_outage(&ServiceError::Store(StoreError::NotFound)));
+        assert!(!database_outage(&ServiceError::Internal(
+            "panel said no".into()
+        )));
+        // A registrar or panel that cannot answer is the job's own failure, retried with
+        // its attempts.
+        assert!(!database_outage(&ServiceError::Unavailable(
+            "registry down".into()
+        )));
+    }
 
     #[test]
     fn a_worker_id_names_its_process() {

@@ -212,6 +212,12 @@ pub struct Store {
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). Does not migrate.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_sized(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Store::connect`], with at most `pool_size` connections to PostgreSQL (SQLite's are
+    /// its own).
+    pub async fn connect_sized(url: &str, pool_size: u32) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let engine = Engine::from_url(url)?;
         match engine {
@@ -227,7 +233,7 @@ impl Store {
                 })
             }
             Engine::Postgres => {
-                let pool = postgres::connect(url).await?;
+                let pool = postgres::connect(url, pool_size.max(MIN_POOL_SIZE)).await?;
                 Ok(Store {
                     engine,
                     read: pool.clone(),
@@ -242,7 +248,23 @@ impl Store {
 
     /// Connects and applies the engine's migrations.
     pub async fn open(url: &str) -> Result<Self> {
-        let store = Self::connect(url).await?;
+        Self::open_sized(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// PostgreSQL's connections for clients other than superusers (`max_connections` less
+    /// the reserved ones).
+    pub async fn postgres_connections(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(current_setting('max_connections') AS BIGINT) \
+             - CAST(current_setting('superuser_reserved_connections') AS BIGINT)",
+        )
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// [`Store::open`] with [`Store::connect_sized`]'s pool.
+    pub async fn open_sized(url: &str, pool_size: u32) -> Result<Self> {
+        let store = Self::connect_sized(url, pool_size).await?;
         store.migrate().await?;
         Ok(store)
     }
@@ -445,6 +467,13 @@ impl Store {
 
 /// A day in microseconds (the unit of stored instants).
 pub const DAY_US: i64 = 86_400_000_000;
+
+/// The most connections a node opens to PostgreSQL unless configured otherwise.
+pub const DEFAULT_POOL_SIZE: u32 = 32;
+
+/// The fewest a node works with: its group committers, its three job lanes and the reads of
+/// the requests beside them.
+pub const MIN_POOL_SIZE: u32 = 8;
 
 /// Unix microseconds for a timestamp (the stored form of every instant).
 pub fn micros(ts: jiff::Timestamp) -> i64 {

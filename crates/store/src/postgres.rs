@@ -30,10 +30,10 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// upstream by pull request 4289, in no 0.8 release). It did so in a test here, on the
 /// SQLite pools first (0f75326) and then on a default-configured pool. The cost: a
 /// node keeps the connections a busy moment opened (at most 32) until it stops.
-pub(crate) async fn connect(url: &str) -> Result<AnyPool> {
+pub(crate) async fn connect(url: &str, pool_size: u32) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     let pool = AnyPoolOptions::new()
-        .max_connections(32)
+        .max_connections(pool_size)
         .min_connections(0)
         .idle_timeout(None)
         .max_lifetime(None)

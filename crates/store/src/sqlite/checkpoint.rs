@@ -45,6 +45,9 @@ impl Wal {
     }
 }
 
+/// How often a checkpoint that keeps failing is logged.
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Starts the checkpointer of the database at `path` on a thread of its own.
 /// `checkpoints: false` (tests only) leaves the WAL unchecked.
 pub(super) fn start(path: &Path, restart_at: i64, checkpoints: bool) -> Result<Wal> {
@@ -55,6 +58,10 @@ pub(super) fn start(path: &Path, restart_at: i64, checkpoints: bool) -> Result<W
     std::thread::Builder::new()
         .name("lodge-sqlite-ckpt".into())
         .spawn(move || {
+            // Failures in a row, and when one was last logged: a checkpoint that keeps
+            // failing (the disk full) is logged once a minute, not every 50 ms (found by the
+            // fault audit: 20 lines a second, on the disk that was full).
+            let (mut failures, mut logged) = (0_u64, None::<std::time::Instant>);
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 writer_gone.recv_timeout(CHECKPOINT_EVERY)
             {
@@ -62,11 +69,23 @@ pub(super) fn start(path: &Path, restart_at: i64, checkpoints: bool) -> Result<W
                     continue;
                 }
                 match checkpointer.checkpoint("PASSIVE") {
-                    Ok((_, frames, _)) => seen.store(frames, Ordering::Relaxed),
+                    Ok((_, frames, _)) => {
+                        seen.store(frames, Ordering::Relaxed);
+                        if failures > 0 {
+                            tracing::info!(failures, "WAL checkpoints work again");
+                            (failures, logged) = (0, None);
+                        }
+                    }
                     // The writer is restarting the WAL: next time.
                     Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
                         if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    Err(e) => {
+                        failures += 1;
+                        if logged.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
+                            tracing::warn!(error = %e, failures, "WAL checkpoint failed (logged at most once a minute while it fails)");
+                            logged = Some(std::time::Instant::now());
+                        }
+                    }
                 }
             }
         })
