@@ -672,9 +672,9 @@ pub async fn set_line_period<C: SqlConn>(
 /// counter: a group commit numbers all its orders' invoices at its end, so the counter row
 /// (which every issuing transaction must lock) is locked once, just before the commit.
 ///
-/// A higher number is never issued earlier: on SQLite the invoices are issued at `now()`,
-/// read under the database's lock; on PostgreSQL at the later of `now()` and the counter's
-/// stamp (the latest time a step of it was taken at), in the statement that takes the step.
+/// A higher number is never issued earlier: the invoices are issued at the later of `now()`
+/// and the counter's stamp (the latest time a step of it was taken at), on PostgreSQL in the
+/// statement that takes the step.
 /// An invoice its batch paid (from credit) before numbering it is paid when it is issued.
 pub async fn number_invoices<C: SqlConn>(
     conn: &mut C,
@@ -714,7 +714,17 @@ pub async fn number_invoices<C: SqlConn>(
         return Ok(());
     }
     let last = crate::next_counter_by(conn, "invoice_number", count).await?;
-    let issued = now();
+    // At the later of the clock and the counter's stamp, as on PostgreSQL: one machine's
+    // clock stepped back (NTP, `date -s`) does not date a higher number earlier (found by
+    // the fault audit).
+    let now = now();
+    let issued = conn
+        .fetch_int(
+            "UPDATE counters SET stamp = MAX(stamp, $2) WHERE name = $1 RETURNING stamp",
+            vals!["invoice_number", now],
+        )
+        .await?
+        .unwrap_or(now);
     for (n, id) in (last - count + 1..).zip(invoices) {
         conn.exec(
             "UPDATE invoices SET number = $2, issued_at = $3,

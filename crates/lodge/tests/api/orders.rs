@@ -24,6 +24,7 @@ on_both_engines!(
     concurrent_orders_for_one_name_make_one_account,
     an_order_refused_when_written_answers_as_validation_would,
     invoice_numbers_stay_gapless_when_orders_fail_in_a_batch,
+    a_clock_stepped_back_dates_no_higher_invoice_number_earlier,
     an_order_whose_later_rows_fail_fails_alone,
     a_batch_locks_its_keys_in_ascending_order,
     many_organizations_ordering_on_a_limited_server_never_collide,
@@ -1449,6 +1450,38 @@ async fn an_order_refused_when_written_answers_as_validation_would(app: TestApp)
         assert_fields(status, &resp, &["non_field_errors"], "over the quota");
     }
     assert_eq!(counts(&app).await, before);
+    app.stop().await;
+}
+
+/// The node's clock stepped back an hour (NTP, `date -s`) between two orders: the second
+/// invoice, numbered higher, is not dated before the first (on SQLite it was; found by the
+/// fault audit). Once the clock is past the first's time again, invoices carry its time.
+async fn a_clock_stepped_back_dates_no_higher_invoice_number_earlier(app: TestApp) {
+    let first = crate::harness::order_external(&app, "before-step.example").await;
+    let first = crate::harness::invoice(&app, first["invoice_id"].as_i64().unwrap()).await;
+    app.clock.advance(SignedDuration::from_hours(-1));
+    let second = crate::harness::order_external(&app, "after-step.example").await;
+    let second = crate::harness::invoice(&app, second["invoice_id"].as_i64().unwrap()).await;
+    assert!(
+        first["number"].as_str() < second["number"].as_str(),
+        "{first} {second}"
+    );
+    let issued = |i: &Value| {
+        i["issued"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(issued(&second) >= issued(&first), "{first} {second}");
+    app.clock.advance(SignedDuration::from_hours(2));
+    let third = crate::harness::order_external(&app, "later.example").await;
+    let third = crate::harness::invoice(&app, third["invoice_id"].as_i64().unwrap()).await;
+    assert_eq!(
+        issued(&third),
+        lodge_core::Clock::now(&app.clock),
+        "{third}"
+    );
     app.stop().await;
 }
 
