@@ -1342,11 +1342,19 @@ impl Lodge {
             .await
             .map_err(StoreError::from)?;
         lodge_store::tokens::forget_expired(&mut *db, self.now_us() - lodge_store::DAY_US).await?;
+        drop(db);
+        // `/apiv2` sessions a day past their expiry (found by the soak audit: never).
+        let before = self.now_us() - lodge_store::DAY_US;
+        in_rounds(lodge_store::retention::FORGET_AT_ONCE, move || {
+            lodge_store::retention::forget(writer, lodge_store::retention::Record::Sessions, before)
+        })
+        .await?;
         Ok(forgotten)
     }
 
     /// Forgets what is older than [`Settings::retention_days`] (nothing when it is 0): jobs
-    /// done, webhook delivery attempts and the mail log; up to ten thousand rows of each a
+    /// done, webhook delivery attempts and the mail log, and dead webhook deliveries and
+    /// mails (`jobs` counts both kinds of job); up to ten thousand rows of each a
     /// pass, in short statements of a thousand, so that the first pass over a large
     /// backlog never holds the scheduler (or the SQLite writer) up; the next passes go on.
     ///
@@ -1371,7 +1379,8 @@ impl Lodge {
             })
         };
         Ok(Forgotten {
-            jobs: forget(Record::DoneJobs).await?,
+            jobs: forget(Record::DoneJobs).await?
+                + forget(Record::DeadDeliveries(OWN_LANES[0], OWN_LANES[1])).await?,
             deliveries: forget(Record::Deliveries).await?,
             mail: forget(Record::Mail).await?,
         })

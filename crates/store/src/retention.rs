@@ -2,8 +2,8 @@
 //! on for a while (finished jobs, webhook delivery attempts, the mail log) are forgotten
 //! once older than the operator's retention window, a thousand rows a statement.
 //!
-//! Events (the audit record and the source of webhooks), dead jobs (staff retry them) and
-//! everything with money in it are kept.
+//! Events (the audit record and the source of webhooks), dead jobs (staff retry them; dead
+//! webhook deliveries and mails aside) and everything with money in it are kept.
 
 use sqlx::{Any, Executor};
 
@@ -42,6 +42,28 @@ fn oldest(table: &str) -> String {
     )
 }
 
+/// Dead webhook deliveries and mails (kinds `$2`, `$3`) last tried before `$1`: their
+/// attempts and log entries are forgotten by then too, and a delivery a receiver refused for
+/// a day, months ago, is no one's work any more (found by the soak audit: one dead job an
+/// event for ever while an endpoint stayed down). Dead provisioning and other jobs are kept
+/// until staff retry them.
+static DEAD_DELIVERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "DELETE FROM jobs WHERE id IN
+         (SELECT id FROM jobs WHERE status = 'dead' AND run_at < $1 AND modified_at < $1
+            AND kind IN ($2, $3) AND id < (SELECT MAX(id) FROM jobs)
+          ORDER BY run_at LIMIT {FORGET_AT_ONCE})"
+    )
+});
+
+/// Sessions expired before `$1`.
+static ENDED_SESSIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "DELETE FROM sessions WHERE digest IN
+         (SELECT digest FROM sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT {FORGET_AT_ONCE})"
+    )
+});
+
 static OLD_DELIVERIES: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| oldest("webhook_deliveries"));
 static OLD_MAIL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| oldest("mail_log"));
@@ -55,6 +77,10 @@ pub enum Record {
     Deliveries,
     /// Mail log entries.
     Mail,
+    /// Dead jobs of the two kinds given (webhook deliveries and mail).
+    DeadDeliveries(&'static str, &'static str),
+    /// `/apiv2` login sessions, by their expiry.
+    Sessions,
 }
 
 /// Forgets up to [`FORGET_AT_ONCE`] rows of `what` from before `before`.
@@ -63,11 +89,15 @@ pub async fn forget<'e, E: Executor<'e, Database = Any>>(
     what: Record,
     before: i64,
 ) -> Result<u64> {
-    let sql: &str = match what {
-        Record::DoneJobs => &DONE_JOBS,
-        Record::Deliveries => &OLD_DELIVERIES,
-        Record::Mail => &OLD_MAIL,
+    let query = match what {
+        Record::DoneJobs => sqlx::query(&DONE_JOBS).bind(before),
+        Record::Deliveries => sqlx::query(&OLD_DELIVERIES).bind(before),
+        Record::Mail => sqlx::query(&OLD_MAIL).bind(before),
+        Record::DeadDeliveries(webhook, mail) => sqlx::query(&DEAD_DELIVERIES)
+            .bind(before)
+            .bind(webhook)
+            .bind(mail),
+        Record::Sessions => sqlx::query(&ENDED_SESSIONS).bind(before),
     };
-    let r = sqlx::query(sql).bind(before).execute(db).await?;
-    Ok(r.rows_affected())
+    Ok(query.execute(db).await?.rows_affected())
 }
