@@ -41,10 +41,12 @@ use crate::config::ConnLimits;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What a connection over the cap is told before it is closed.
+/// What a connection over the cap is told before it is closed: its request is not read, so
+/// the body is in both dialects' error shapes at once, `/v1`'s `detail` and `/apiv2`'s
+/// `code` and `message` (found by the fault audit: it was plain text, in neither).
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-content-type: text/plain\r\ncontent-length: 28\r\nconnection: close\r\n\r\n\
-Too many connections: retry\n";
+content-type: application/json\r\ncontent-length: 120\r\nconnection: close\r\n\r\n\
+{\"detail\":\"Too many connections: retry in a second.\",\"code\":\"503\",\"message\":\"Too many connections: retry in a second.\"}\n";
 
 /// Serves `app` on `listener` until `shutdown` turns true (or its sender is dropped), then
 /// waits for the open connections to finish.

@@ -237,6 +237,23 @@ async fn a_connection_over_the_cap_is_answered_503_and_closed() {
         .expect("the connection over the cap is closed");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("Retry-After: 1"), "{answer}");
+    // In both dialects' error shapes, its length told right.
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{answer}"
+    );
+    let error: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(error["code"], "503", "{error}");
+    for field in ["detail", "message"] {
+        assert!(
+            error[field]
+                .as_str()
+                .is_some_and(|m| m.contains("Too many connections")),
+            "{error}"
+        );
+    }
 
     // Once one closes, a new connection is served.
     drop(first);
