@@ -910,10 +910,20 @@ async fn main() -> ExitCode {
                     }
                 }
             } else {
-                eprintln!("lodge: {e:#}");
+                eprintln!("lodge: {e:#}{}", disk_hint(&format!("{e:#}")));
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to look at when SQLite's words name the disk (found by the fault audit: a start on
+/// a full disk said only "(code: 4874) disk I/O error", which reads like a failing drive).
+fn disk_hint(error: &str) -> &'static str {
+    if error.contains("disk I/O error") || error.contains("database or disk is full") {
+        "\nlodge: (is the database's disk full? `df -h` on its directory; free some space and start again)"
+    } else {
+        ""
     }
 }
 
@@ -2048,6 +2058,19 @@ fn unreachable_base_host(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::unreachable_base_host;
+
+    #[test]
+    fn a_full_disk_is_named() {
+        assert!(
+            super::disk_hint("opening sqlite://x.db: database: (code: 4874) disk I/O error")
+                .contains("df -h")
+        );
+        assert!(super::disk_hint("database: database or disk is full").contains("disk full"));
+        assert_eq!(
+            super::disk_hint("opening postgres://…: connection refused"),
+            ""
+        );
+    }
 
     #[test]
     fn a_local_base_url_is_told() {
