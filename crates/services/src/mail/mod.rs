@@ -776,9 +776,11 @@ impl Lodge {
             .map_err(ServiceError::Internal)?;
         let id = format!("test_{}", crate::orders::random_token(16));
         let mid = message_id(&id, m);
+        // The SMTP server's words (refused, timed out, rejected), not Lodge's internal error
+        // (the command read "internal: … Connection error").
         send::send(m, &mid, to, "", &rendered, self.clock.now())
             .await
-            .map_err(|e| ServiceError::Internal(e.message))
+            .map_err(|e| ServiceError::Unavailable(e.message))
     }
 }
 
