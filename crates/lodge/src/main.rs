@@ -1174,6 +1174,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             spawn_start_checks(lodge.clone());
             let (tx, rx) = tokio::sync::watch::channel(false);
             let _aligning = lodge::keep_clock_aligned(&lodge, rx.clone());
+            let _trimming = lodge::keep_pool_trimmed(&lodge, rx.clone());
             let worker = spawn_worker(&lodge, rx);
             shutdown_signal().await;
             let _ = tx.send(true);
@@ -1897,6 +1898,7 @@ async fn serve(
     let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
     // Its time the database server's, every node's alike (on PostgreSQL).
     let _aligning = lodge::keep_clock_aligned(&lodge, worker_rx.clone());
+    let _trimming = lodge::keep_pool_trimmed(&lodge, worker_rx.clone());
     let worker = worker.then(|| spawn_worker(&lodge, worker_rx));
     let base = server.state.public_base_url.to_string();
     if let Some(info) = &demo_info {

@@ -251,6 +251,29 @@ impl Store {
         Self::open_sized(url, DEFAULT_POOL_SIZE).await
     }
 
+    /// PostgreSQL: closes up to `how_many` idle connections of the pool (none on SQLite, whose
+    /// connections are its own files'). Returns how many were closed.
+    pub async fn shed_idle(&self, how_many: usize) -> usize {
+        if self.engine != Engine::Postgres {
+            return 0;
+        }
+        let mut closed = 0;
+        while closed < how_many {
+            let Some(conn) = self.write.try_acquire() else {
+                break;
+            };
+            // Closed for good, its permit given back (the pool opens another when needed).
+            let _ = conn.close().await;
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The pool's idle connections now.
+    pub fn idle_connections(&self) -> usize {
+        self.write.num_idle()
+    }
+
     /// PostgreSQL's connections for clients other than superusers (`max_connections` less
     /// the reserved ones).
     pub async fn postgres_connections(&self) -> Result<i64> {

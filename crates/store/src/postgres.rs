@@ -28,8 +28,8 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// after 30 by default): with neither, sqlx starts no maintenance task, and that task can
 /// spin a core forever once the pool's idle count wraps below zero (sqlx issue 3645, fixed
 /// upstream by pull request 4289, in no 0.8 release). It did so in a test here, on the
-/// SQLite pools first (0f75326) and then on a default-configured pool. The cost: a
-/// node keeps the connections a busy moment opened (at most 32) until it stops.
+/// SQLite pools first (0f75326) and then on a default-configured pool. A node's own task
+/// closes the connections it left idle for a minute instead (`Store::shed_idle`).
 pub(crate) async fn connect(url: &str, pool_size: u32) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     let pool = AnyPoolOptions::new()

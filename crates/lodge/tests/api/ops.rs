@@ -142,6 +142,37 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     app.stop().await;
 }
 
+/// A node closes PostgreSQL connections a busy moment left idle (its trimming task calls
+/// this each minute with what stayed idle throughout), and the pool opens new ones when
+/// needed; SQLite has none to close.
+async fn idle_postgres_connections_can_be_shed(app: TestApp) {
+    let store = &app.lodge.store;
+    // Six held at once, then given back idle.
+    let held = futures::future::join_all((0..6).map(|_| store.reader().acquire())).await;
+    assert!(held.iter().all(Result::is_ok));
+    drop(held);
+    if store.engine() == lodge_store::Engine::Sqlite {
+        assert_eq!(store.shed_idle(4).await, 0);
+        return app.stop().await;
+    }
+    // Given back by tasks of the pool's: a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.idle_connections() < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let idle = store.idle_connections();
+    assert!(idle >= 6, "{idle}");
+    assert_eq!(store.shed_idle(4).await, 4);
+    assert_eq!(store.idle_connections(), idle - 4);
+    // Still serving, with new connections as needed.
+    let again = futures::future::join_all((0..6).map(|_| store.reader().acquire())).await;
+    assert!(again.iter().all(Result::is_ok));
+    drop(again);
+    let (status, _) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
 /// `/apiv2` login sessions are forgotten a day past their expiry (found by the soak audit:
 /// one row a login, for ever); live ones, and ones expired less than a day ago, are kept.
 async fn ended_sessions_are_forgotten(app: TestApp) {
@@ -185,6 +216,7 @@ async fn ended_sessions_are_forgotten(app: TestApp) {
 }
 
 on_both_engines!(
+    idle_postgres_connections_can_be_shed,
     ended_sessions_are_forgotten,
     health_and_readiness,
     readiness_fails_when_the_database_is_gone,
