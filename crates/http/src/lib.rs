@@ -80,6 +80,8 @@ pub struct AppState {
     /// public page does not count the whole hosting table on every hit; found by the
     /// big-database audit: 29 ms at 250,000 accounts on PostgreSQL).
     pub login_counts: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
+    /// `/apiv2`'s unpaged lists, one at a time per organization.
+    pub whole_lists: Arc<apiv2::WholeLists>,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             metrics_access: cfg.metrics_access.clone(),
             order_form: Arc::default(),
             login_counts: Arc::default(),
+            whole_lists: Arc::default(),
             plan_pages: Arc::default(),
             client_origins: cfg
                 .cors_origins

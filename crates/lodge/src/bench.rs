@@ -1306,6 +1306,11 @@ pub async fn fill(database_url: &str, orders: u64) -> anyhow::Result<()> {
         }
     }
     lodge.store.close().await;
+    // The database is sealed with the benchmarks' key: said, so that it can be served and
+    // looked at (found by the scale audit: `keys create` on it failed, naming no key).
+    eprintln!(
+        "fill: done; the database is sealed with the benchmarks' key: serve it or run commands on it with LODGE_SECRET_KEY={BENCH_SECRET_KEY}"
+    );
     Ok(())
 }
 

@@ -1716,7 +1716,7 @@ async fn jobs_command(lodge: &Lodge, cmd: JobsCommand) -> anyhow::Result<()> {
             let status = lodge_core::JobStatus::parse(&status).with_context(|| {
                 format!("--status {status:?}: one of queued, running, done or dead")
             })?;
-            for j in lodge.jobs_with_status(status, 500).await? {
+            for j in lodge.jobs_with_status(status, None, 500).await? {
                 out!("{}", line(j)?);
             }
             Ok(())

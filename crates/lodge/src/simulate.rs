@@ -1940,7 +1940,7 @@ impl Sim {
         }
 
         // 5. No dead job.
-        for j in lodge.jobs_with_status(JobStatus::Dead, 100).await? {
+        for j in lodge.jobs_with_status(JobStatus::Dead, None, 100).await? {
             v.dead_jobs.push(format!(
                 "job {} ({}): {}",
                 j.kind,

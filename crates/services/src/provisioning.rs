@@ -1558,9 +1558,15 @@ impl Lodge {
         Ok(jobs::queue_stats(self.store.reader(), self.now_us()).await?)
     }
 
-    /// Dead jobs (or another status), newest first.
-    pub async fn jobs_with_status(&self, status: JobStatus, limit: i64) -> Result<Vec<JobRow>> {
-        Ok(jobs::with_status(self.store.reader(), status, limit).await?)
+    /// Dead jobs (or another status), newest first; only those older than the job `before`
+    /// when given (the next page).
+    pub async fn jobs_with_status(
+        &self,
+        status: JobStatus,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>> {
+        Ok(jobs::with_status(self.store.reader(), status, before, limit).await?)
     }
 
     /// Puts a dead job back in the queue with fresh attempts (a failed account goes back to

@@ -412,13 +412,15 @@ pub async fn by_dedupe_key<'e, E: Executor<'e, Database = Any>>(
 pub async fn with_status<'e, E: Executor<'e, Database = Any>>(
     db: E,
     status: lodge_core::JobStatus,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<JobRow>> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id DESC LIMIT $2"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 AND id < $3 ORDER BY id DESC LIMIT $2"
     ))
     .bind(status.as_str())
     .bind(limit)
+    .bind(before.unwrap_or(i64::MAX))
     .fetch_all(db)
     .await?)
 }

@@ -950,7 +950,7 @@ async fn the_job_queue_claims_finishes_and_retries(store: Store) {
     let dead = jobs::by_id(&mut *conn, c).await.unwrap().unwrap();
     assert_eq!(dead.status, lodge_core::JobStatus::Dead);
     assert_eq!(
-        jobs::with_status(&mut *conn, lodge_core::JobStatus::Dead, 10)
+        jobs::with_status(&mut *conn, lodge_core::JobStatus::Dead, None, 10)
             .await
             .unwrap()
             .iter()

@@ -245,7 +245,12 @@ pub async fn cart(
     State(st): State<AppState>,
     c: Customer,
     V2Query(q): V2Query<CartQuery>,
-) -> V2Result<Json<CartResponse>> {
+) -> V2Result<Response> {
+    let org = c.access.organization;
+    st.whole_lists.one_at_a_time(org, cart_of(&st, &c, q)).await
+}
+
+async fn cart_of(st: &AppState, c: &Customer, q: CartQuery) -> V2Result<CartResponse> {
     let days = q.days()?;
     let cart = st.lodge.cart(&c.access, days).await?;
     let cur = st.lodge.settings.currency;
@@ -270,7 +275,7 @@ pub async fn cart(
             image_style: String::new(),
         },
     );
-    Ok(Json(CartResponse {
+    Ok(CartResponse {
         invoices: rows.iter().map(|r| r.service_label.clone()).collect(),
         total_invoices: rows.len().to_string(),
         invrows: rows,
@@ -278,7 +283,7 @@ pub async fn cart(
         currency: cur.code().to_owned(),
         currency_symbol: cur.symbol().to_owned(),
         payment_methods_data: methods,
-        modules: BTreeMap::from([("webhosting".to_owned(), webhosting_settings(&st))]),
+        modules: BTreeMap::from([("webhosting".to_owned(), webhosting_settings(st))]),
         modules_counts,
         currency_arr: BTreeMap::from([(cur.code().to_owned(), cur.code().to_owned())]),
         invoice_days: days.unwrap_or(-1),
@@ -287,7 +292,7 @@ pub async fn cart(
         cc_auto: 0,
         payssion_min: 0,
         ima: "client".into(),
-    }))
+    })
 }
 
 /// The cart's way to pay on Lodge's payment page (card, bank transfer, account credit).
@@ -422,10 +427,14 @@ pub struct BillingInvoiceList {
 #[utoipa::path(get, path = "/apiv2/billing/invoices", tag = "apiv2", operation_id = "getBillingInvoices",
     security(("api_key" = [])),
     responses((status = 200, body = BillingInvoiceList), (status = 401, body = super::V2ErrorBody)))]
-pub async fn list_invoices(
-    State(st): State<AppState>,
-    c: Customer,
-) -> V2Result<Json<BillingInvoiceList>> {
+pub async fn list_invoices(State(st): State<AppState>, c: Customer) -> V2Result<Response> {
+    let org = c.access.organization;
+    st.whole_lists
+        .one_at_a_time(org, invoice_list(&st, &c))
+        .await
+}
+
+async fn invoice_list(st: &AppState, c: &Customer) -> V2Result<BillingInvoiceList> {
     // A cancelled (deleted, expired) invoice is void: InterServer's delete removes its
     // rows, and a row without a status would read as a debt (`paid: No`); not listed.
     let invoices: Vec<_> = st
@@ -448,10 +457,10 @@ pub async fn list_invoices(
     summary.insert("paid_total".to_owned(), money_str(paid, cur));
     summary.insert("unpaid_total".to_owned(), money_str(unpaid, cur));
     summary.insert("currency".to_owned(), cur.code().to_owned());
-    Ok(Json(BillingInvoiceList {
+    Ok(BillingInvoiceList {
         rows: invoices.iter().map(|b| list_row(b, cur)).collect(),
         summary,
-    }))
+    })
 }
 
 /// An invoice id from the path: anything that is not one is simply not found.

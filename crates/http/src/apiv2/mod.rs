@@ -227,6 +227,51 @@ pub struct Customer {
     pub access: Access,
 }
 
+/// How many lanes [`WholeLists`] has.
+const WHOLE_LIST_LANES: usize = 64;
+
+/// InterServer's lists (`/apiv2/websites`, `…/billing/invoices`, `…/billing/cart`) have no
+/// pages: each answer holds the account's whole history, tens of megabytes for an account
+/// of tens of thousands of invoices. An organization's such answers are made one at a time
+/// (its requests wait their turn), in one of 64 lanes chosen by the organization, so that
+/// one account's parallel calls cannot take the node's memory (found by the scale audit:
+/// ten at once of a 50,000-invoice account took 1.2 GB, kept afterwards), while other
+/// accounts' lists go on beside it.
+#[derive(Debug)]
+pub struct WholeLists(Vec<tokio::sync::Semaphore>);
+
+impl Default for WholeLists {
+    fn default() -> Self {
+        WholeLists(
+            (0..WHOLE_LIST_LANES)
+                .map(|_| tokio::sync::Semaphore::new(1))
+                .collect(),
+        )
+    }
+}
+
+impl WholeLists {
+    /// Makes `answer` in `org`'s lane, its JSON too (what holds the memory), and returns it.
+    pub async fn one_at_a_time<T: Serialize>(
+        &self,
+        org: lodge_core::OrganizationId,
+        answer: impl std::future::Future<Output = V2Result<T>>,
+    ) -> V2Result<Response> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        org.hash(&mut h);
+        let lane = usize::try_from(h.finish() % WHOLE_LIST_LANES as u64).unwrap_or(0);
+        let _turn =
+            match self.0.get(lane) {
+                Some(s) => Some(s.acquire().await.map_err(|_| {
+                    V2Error(StatusCode::SERVICE_UNAVAILABLE, "Shutting down.".into())
+                })?),
+                None => None,
+            };
+        Ok(Json(answer.await?).into_response())
+    }
+}
+
 /// A caller with valid credentials, whatever its organization (the order form is the same
 /// for every customer, so it needs no membership lookup).
 #[derive(Debug, Clone)]

@@ -35,30 +35,33 @@ fn website_id(id: &str) -> V2Result<i64> {
 #[utoipa::path(get, path = "/apiv2/websites", tag = "apiv2", operation_id = "getWebsiteList",
     security(("api_key" = [])),
     responses((status = 200, body = Vec<WebsiteRow>), (status = 401, body = super::V2ErrorBody)))]
-pub async fn list_websites(
-    State(st): State<AppState>,
-    c: Customer,
-) -> V2Result<Json<Vec<WebsiteRow>>> {
+pub async fn list_websites(State(st): State<AppState>, c: Customer) -> V2Result<Response> {
+    let org = c.access.organization;
+    st.whole_lists
+        .one_at_a_time(org, website_rows(&st, &c))
+        .await
+}
+
+async fn website_rows(st: &AppState, c: &Customer) -> V2Result<Vec<WebsiteRow>> {
     let rows = st.lodge.websites(&c.access).await?;
     let catalog = st.lodge.catalog().await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|h| {
-                let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
-                WebsiteRow {
-                    website_id: h.legacy_id.to_string(),
-                    repeat_invoices_cost: money_str(h.recurring_minor, cur),
-                    website_status: website_status(h.status, h.cancel_kind()).into(),
-                    services_name: catalog
-                        .plan(h.plan_id)
-                        .map(|p| p.row.name.clone())
-                        .unwrap_or_default(),
-                    website_comment: h.comment,
-                    website_hostname: h.domain_name,
-                }
-            })
-            .collect(),
-    ))
+    Ok(rows
+        .into_iter()
+        .map(|h| {
+            let cur = Currency::parse(&h.currency).unwrap_or(catalog.currency);
+            WebsiteRow {
+                website_id: h.legacy_id.to_string(),
+                repeat_invoices_cost: money_str(h.recurring_minor, cur),
+                website_status: website_status(h.status, h.cancel_kind()).into(),
+                services_name: catalog
+                    .plan(h.plan_id)
+                    .map(|p| p.row.name.clone())
+                    .unwrap_or_default(),
+                website_comment: h.comment,
+                website_hostname: h.domain_name,
+            }
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

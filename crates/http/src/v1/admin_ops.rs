@@ -387,9 +387,16 @@ pub struct JobQuery {
     /// `dead` (default), `queued`, `running` or `done`.
     #[param(pattern = "^(queued|running|done|dead)$")]
     pub status: Option<String>,
+    /// Only jobs older than this job id (the next page: the last one's `id`).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub before: Option<String>,
+    /// At most this many (default and most: 500).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub limit: Option<String>,
 }
 
-/// Jobs by status (dead ones by default), newest first (at most 500).
+/// Jobs by status (dead ones by default), newest first, 500 at most a page: the next page is
+/// `before` the last one's `id`.
 #[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
     params(JobQuery),
     responses((status = 200, body = Vec<Job>), (status = 401), (status = 403)))]
@@ -404,9 +411,13 @@ async fn list_jobs(
             ServiceError::field("status", "One of queued, running, done or dead.")
         })?,
     };
+    let before = super::admin_webhooks::positive("before", q.before.as_deref())?;
+    let limit = super::admin_webhooks::positive("limit", q.limit.as_deref())?
+        .unwrap_or(500)
+        .min(500);
     Ok(Json(
         st.lodge
-            .jobs_with_status(status, 500)
+            .jobs_with_status(status, before, limit)
             .await?
             .into_iter()
             .map(job)

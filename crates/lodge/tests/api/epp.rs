@@ -158,7 +158,7 @@ async fn jobs(app: &TestApp, kind: &str) -> Vec<lodge_store::jobs::JobRow> {
         lodge_core::JobStatus::Dead,
     ] {
         all.extend(
-            lodge_store::jobs::with_status(app.lodge.store.reader(), s, 1000)
+            lodge_store::jobs::with_status(app.lodge.store.reader(), s, None, 1000)
                 .await
                 .unwrap()
                 .into_iter()

@@ -156,7 +156,7 @@ async fn shutdown_problems(database_url: &str, expected: &Expected) -> Vec<Strin
     let mut problems = lodge_store::checks::consistency_problems(&pool)
         .await
         .expect("consistency checks");
-    let dead = lodge_store::jobs::with_status(&pool, lodge_core::JobStatus::Dead, 100)
+    let dead = lodge_store::jobs::with_status(&pool, lodge_core::JobStatus::Dead, None, 100)
         .await
         .expect("dead jobs");
     match expected.dead_jobs {

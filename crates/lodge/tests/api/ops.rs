@@ -142,6 +142,82 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     app.stop().await;
 }
 
+/// Staff page through the jobs of a status past the first 500, `before` the last one's id
+/// (found by the scale audit: only the newest 500 could be seen).
+async fn staff_page_through_every_dead_job(app: TestApp) {
+    let mut conn = app.lodge.store.write_conn().await.unwrap();
+    for _ in 0..7 {
+        sqlx::query(
+            "INSERT INTO jobs (kind, payload, status, run_at, created_at, modified_at)
+             VALUES ('provision', '{}', 'dead', 1, 1, 1)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+    app.expect_dead_jobs("dead jobs made to be listed");
+    let admin = app.admin_key();
+    let mut seen: Vec<i64> = Vec::new();
+    let mut path = "/v1/admin/jobs?status=dead&limit=3".to_owned();
+    loop {
+        let (status, page) = app.get(&path, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let ids: Vec<i64> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect();
+        assert!(ids.len() <= 3, "{page}");
+        let Some(last) = ids.last().copied() else {
+            break;
+        };
+        seen.extend(ids);
+        path = format!("/v1/admin/jobs?status=dead&limit=3&before={last}");
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, none twice: {seen:?}"
+    );
+    for bad in ["limit=0", "before=abc", "before=-1"] {
+        let (status, body) = app.get(&format!("/v1/admin/jobs?{bad}"), &admin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    app.stop().await;
+}
+
+/// `/apiv2`'s unpaged lists of one account, called many at once, are made in turn and all
+/// answered alike.
+async fn one_accounts_whole_lists_at_once_all_answer(app: TestApp) {
+    crate::harness::add_credit(&app, &app.org_id(), "50.00").await;
+    crate::harness::order_external(&app, "whole-lists.example").await;
+    let key = app.key();
+    for path in [
+        "/apiv2/websites",
+        "/apiv2/billing/invoices",
+        "/apiv2/billing/cart",
+    ] {
+        let answers = futures::future::join_all((0..8).map(|_| {
+            crate::harness::v2(
+                &app,
+                Method::GET,
+                path,
+                crate::harness::Auth::Key(&key),
+                None,
+            )
+        }))
+        .await;
+        let first = &answers[0].1;
+        for (status, body) in &answers {
+            assert_eq!(*status, StatusCode::OK, "{path}: {body}");
+            assert_eq!(body, first, "{path}");
+        }
+    }
+    app.stop().await;
+}
+
 /// A node closes PostgreSQL connections a busy moment left idle (its trimming task calls
 /// this each minute with what stayed idle throughout), and the pool opens new ones when
 /// needed; SQLite has none to close.
@@ -216,6 +292,8 @@ async fn ended_sessions_are_forgotten(app: TestApp) {
 }
 
 on_both_engines!(
+    staff_page_through_every_dead_job,
+    one_accounts_whole_lists_at_once_all_answer,
     idle_postgres_connections_can_be_shed,
     ended_sessions_are_forgotten,
     health_and_readiness,

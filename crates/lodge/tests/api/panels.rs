@@ -920,10 +920,14 @@ async fn a_password_whm_finds_too_weak(app: TestApp) {
     let h = crate::harness::staff_hosting(&app, &id).await;
     assert!(str_of(&h, "last_error").contains("too weak"), "{h}");
     assert_eq!(fake.account(&user).unwrap().password, made, "unchanged");
-    let dead =
-        lodge_store::jobs::with_status(app.lodge.store.reader(), lodge_core::JobStatus::Dead, 10)
-            .await
-            .unwrap();
+    let dead = lodge_store::jobs::with_status(
+        app.lodge.store.reader(),
+        lodge_core::JobStatus::Dead,
+        None,
+        10,
+    )
+    .await
+    .unwrap();
     assert!(
         dead.iter()
             .any(|j| j.kind == "change_password" && j.attempts == 1),
