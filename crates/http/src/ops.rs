@@ -60,6 +60,16 @@ pub fn docs_router(doc: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
     let asset = move |Path(file): Path<String>| {
         let config = config.clone();
         async move {
+            // The index by another spelling (`/docs//`, `/docs/index%2ehtml`): Lodge's own
+            // page, never Swagger UI's (found by the re-check).
+            let name = file.trim_start_matches('/');
+            if name.is_empty() || name == "index.html" {
+                return (
+                    [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    DOCS_PAGE,
+                )
+                    .into_response();
+            }
             // Its error made a string at once: a boxed error is not `Send`.
             let served = utoipa_swagger_ui::serve(&file, config).map_err(|e| e.to_string());
             match served {

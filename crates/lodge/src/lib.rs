@@ -94,7 +94,7 @@ async fn warn_of_a_small_server(store: &Store, pool_size: u32) {
         Ok(open) if i64::from(pool_size) * 2 > open => tracing::warn!(
             server_connections = open,
             pool_size,
-            "PostgreSQL gives {open} connections and each Lodge node may keep up to {pool_size} (kept open once made): set --database-pool-size (LODGE_DATABASE_POOL_SIZE) so that the nodes together stay under it with room to spare, or raise max_connections"
+            "PostgreSQL gives {open} connections and each Lodge node may open up to {pool_size} (a busy moment's stay open for a minute): set --database-pool-size (LODGE_DATABASE_POOL_SIZE) so that the nodes together stay under it with room to spare, or raise max_connections"
         ),
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "reading PostgreSQL's max_connections failed"),

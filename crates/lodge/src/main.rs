@@ -42,9 +42,9 @@ struct Global {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// PostgreSQL: the most connections this node opens (default 32). Every node opens up to
-    /// this many: keep nodes × this under the server's max_connections, with room for psql
-    /// and backups.
+    /// PostgreSQL: the most connections this node opens (8 to 1000, default 32). Every node
+    /// opens up to this many (those left idle for a minute are closed again): keep nodes ×
+    /// this under the server's max_connections, with room for psql and backups.
     #[arg(long, global = true, env = "LODGE_DATABASE_POOL_SIZE")]
     database_pool_size: Option<u32>,
     /// Log format: text or json.
@@ -71,9 +71,9 @@ struct Global {
         allow_negative_numbers = true
     )]
     invoice_expiry_days: Option<i64>,
-    /// Days finished jobs, webhook delivery attempts and the mail log are kept before the
-    /// scheduler forgets them (default 90; 0: kept forever). Events, dead jobs and billing
-    /// records are always kept.
+    /// Days finished jobs, webhook delivery attempts, the mail log and dead webhook deliveries
+    /// and mails are kept before the scheduler forgets them (default 90; 0: kept forever).
+    /// Events, other dead jobs and billing records are always kept.
     #[arg(
         long,
         global = true,

@@ -580,6 +580,19 @@ fn round_wait(poll: Duration, failures: u32) -> Duration {
         .min(Duration::from_secs(30).max(poll))
 }
 
+/// Whether the process of `/proc/<pid>` runs: it exists and is no zombie (one killed and not
+/// yet reaped by its parent; found by the re-check).
+fn process_runs(proc_pid: &std::path::Path) -> bool {
+    match std::fs::read_to_string(proc_pid.join("stat")) {
+        // `pid (comm) state …`: the state follows the last `)` (a name may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
 /// How long a job the database's outage interrupted waits before it is tried again.
 const OUTAGE_WAIT_US: i64 = 15_000_000;
 
@@ -624,7 +637,9 @@ impl Lodge {
             let Some(pid) = worker_process(&worker, node) else {
                 continue;
             };
-            if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            // This process's own id is an earlier one's (a container restarted keeps its
+            // host name and is process 1 again): its worker claims nothing before this.
+            if pid != std::process::id() && process_runs(&proc.join(pid.to_string())) {
                 continue;
             }
             if jobs::end_lease(self.store.writer(), id, &worker, now - 1).await? {
@@ -1911,6 +1926,12 @@ mod tests {
         assert!(!database_outage(&ServiceError::Unavailable(
             "registry down".into()
         )));
+    }
+
+    #[test]
+    fn a_process_runs_while_its_proc_entry_is_no_zombie() {
+        assert!(process_runs(std::path::Path::new("/proc/self")));
+        assert!(!process_runs(std::path::Path::new("/proc/no-such-process")));
     }
 
     #[test]

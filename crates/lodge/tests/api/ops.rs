@@ -664,6 +664,15 @@ async fn docs_page_is_served_without_internet(app: TestApp) {
     }
     let (status, _, _) = text(&app, "/docs/nothing-here.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The index by other spellings is Lodge's page too.
+    for path in ["/docs//", "/docs/%2F", "/docs/index%2ehtml"] {
+        let (status, _, page) = text(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            page.contains("<title>Lodge API documentation</title>"),
+            "{path}: {page}"
+        );
+    }
     // `/docs` leads to the same page.
     let (status, ct, _) = text(&app, "/docs").await;
     assert_eq!(status, StatusCode::OK);

@@ -1036,14 +1036,22 @@ async fn failing_driver_marks_the_account_failed(app: TestApp) {
 // ---- 3. a worker that dies ----
 
 /// At a node's start on SQLite, the claims of this node's worker processes that are gone
-/// end at once (the job runs now, not after the lease); a live process's claim, another
+/// end at once (the job runs now, not after the lease): one that ended, one killed and not
+/// yet reaped (a zombie), and an earlier process that had this process's id (a container
+/// restarted is process 1 again; found by the re-check). A live process's claim, another
 /// node's, and any on PostgreSQL (where one node name may be on several machines) wait out
 /// their lease.
 async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
-    add_credit(&app, &app.org_id(), "300.00").await;
-    for name in ["gone.test", "alive.test", "other.test"] {
+    add_credit(&app, &app.org_id(), "500.00").await;
+    for name in [
+        "gone.test",
+        "zombie.test",
+        "own.test",
+        "alive.test",
+        "other.test",
+    ] {
         order_paid(&app, name).await;
     }
     let store = &app.lodge.store;
@@ -1054,11 +1062,28 @@ async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
         .expect("spawn true");
     let dead = child.id();
     child.wait().expect("wait");
+    // One that ended and is not reaped yet, and one that runs.
+    let mut zombie = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let mut alive = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let stat = format!("/proc/{}/stat", zombie.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
+        assert!(Instant::now() < deadline, "no zombie");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let holders = [
         format!("{node}-{dead}-00abcd"),
+        format!("{node}-{}-00abcd", zombie.id()),
         format!("{node}-{}-00abcd", std::process::id()),
+        format!("{node}-{}-00abcd", alive.id()),
         format!("{node}x-{dead}-00abcd"),
     ];
+    let gone = &holders[..3];
     let now = app.lodge.now_us();
     let lease = Worker::new(app.lodge.clone(), "probe").lease_us;
     let mut held = Vec::new();
@@ -1082,21 +1107,20 @@ async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
 
     let ended = app.lodge.end_claims_of_dead_workers().await.expect("end");
     let sqlite = store.engine() == lodge_store::Engine::Sqlite;
-    assert_eq!(ended, usize::from(sqlite));
+    let expected = if sqlite { gone.len() } else { 0 };
+    assert_eq!(ended, expected);
     let worker = Worker::new(app.lodge.clone(), "node-2");
     assert_eq!(
         run(&worker).await,
-        usize::from(sqlite),
-        "only the dead process's job"
+        expected,
+        "only the gone processes' jobs"
     );
     for (holder, id) in holders.iter().zip(&held) {
         let row = lodge_store::jobs::by_id(store.reader(), *id)
             .await
             .expect("job")
             .expect("job row");
-        let ran = sqlite
-            && holder.contains(&format!("-{dead}-"))
-            && !holder.starts_with(&format!("{node}x"));
+        let ran = sqlite && gone.contains(holder);
         assert_eq!(
             row.status == lodge_core::JobStatus::Done,
             ran,
@@ -1106,12 +1130,15 @@ async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
             assert_eq!(row.locked_by.as_deref(), Some(holder.as_str()), "{row:?}");
         }
     }
-    // Ending again finds nothing more.
+    // Ending again finds nothing more (the live process still runs).
     assert_eq!(
         app.lodge.end_claims_of_dead_workers().await.expect("end"),
         0
     );
-    assert_eq!(fake.created().len(), usize::from(sqlite));
+    let _ = alive.kill();
+    let _ = alive.wait();
+    let _ = zombie.wait();
+    assert_eq!(fake.created().len(), expected);
     app.stop().await;
 }
 
