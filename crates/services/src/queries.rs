@@ -148,6 +148,7 @@ impl Lodge {
         domain: Option<&str>,
         organization: Option<lodge_core::OrganizationId>,
         status: Option<lodge_core::HostingStatus>,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<HostingRow>> {
         // In the form orders store (ASCII, IDNA), so a name typed in Unicode is found too;
@@ -165,6 +166,7 @@ impl Lodge {
             &domain,
             &organization.map(|o| o.to_string()).unwrap_or_default(),
             status.map_or("", |s| s.as_str()),
+            before,
             limit,
         )
         .await?)

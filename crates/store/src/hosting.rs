@@ -337,6 +337,7 @@ pub async fn search<'e, E: Executor<'e, Database = Any>>(
     domain: &str,
     organization: &str,
     status: &str,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<HostingRow>> {
     // Only the filters given are in the statement (found by the big-database audit: with
@@ -354,6 +355,10 @@ pub async fn search<'e, E: Executor<'e, Database = Any>>(
             binds.push(value);
             conds.push(format!("{column} = ${}", binds.len()));
         }
+    }
+    // The next page: older than the last one's `legacy_id` (a number, written in).
+    if let Some(before) = before {
+        conds.push(format!("h.legacy_id < {before}"));
     }
     let filter = if conds.is_empty() {
         String::new()

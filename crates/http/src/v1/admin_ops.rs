@@ -201,13 +201,17 @@ pub struct HostingSearch {
     /// `pending`, `provisioning`, `active`, `suspended`, `failed`, `cancelled` or
     /// `terminated`.
     pub status: Option<String>,
+    /// Only accounts older than this `legacy_id` (the next page: the last one's).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub before: Option<String>,
     /// At most this many (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }
 
 /// Staff's search of every organization's accounts (by domain, organization, status),
-/// newest first, without their history (`GET /v1/admin/hosting/{id}` has it).
+/// newest first, without their history (`GET /v1/admin/hosting/{id}` has it); the next page
+/// is `before` the last one's `legacy_id`.
 #[utoipa::path(get, path = "/v1/admin/hosting", tag = "admin", operation_id = "admin_find_hosting", security(("bearer" = [])),
     params(HostingSearch),
     responses((status = 200, body = Vec<Hosting>), (status = 400), (status = 401), (status = 403)))]
@@ -240,9 +244,10 @@ async fn find_hosting(
     let limit = super::admin_webhooks::positive("limit", q.limit.as_deref())?
         .unwrap_or(100)
         .min(500);
+    let before = super::admin_webhooks::positive("before", q.before.as_deref())?;
     let rows = st
         .lodge
-        .staff_find_hosting(q.domain.as_deref(), organization, status, limit)
+        .staff_find_hosting(q.domain.as_deref(), organization, status, before, limit)
         .await?;
     let catalog = st.lodge.catalog().await?;
     Ok(Json(

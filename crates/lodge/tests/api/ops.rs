@@ -188,6 +188,46 @@ async fn staff_page_through_every_dead_job(app: TestApp) {
     app.stop().await;
 }
 
+/// Staff page through every hosting account, `before` the last one's `legacy_id` (found by
+/// the scale audit: only the newest 500 could be seen).
+async fn staff_page_through_every_hosting_account(app: TestApp) {
+    for i in 0..5 {
+        crate::harness::order_external(&app, &format!("page-{i}.example")).await;
+    }
+    let admin = app.admin_key();
+    let (status, all) = app.get("/v1/admin/hosting?limit=500", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let all: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["legacy_id"].as_i64().unwrap())
+        .collect();
+    assert!(all.len() >= 5, "{all:?}");
+    let mut seen: Vec<i64> = Vec::new();
+    let mut path = "/v1/admin/hosting?limit=2".to_owned();
+    loop {
+        let (status, page) = app.get(&path, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let ids: Vec<i64> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["legacy_id"].as_i64().unwrap())
+            .collect();
+        assert!(ids.len() <= 2, "{page}");
+        let Some(last) = ids.last().copied() else {
+            break;
+        };
+        seen.extend(ids);
+        path = format!("/v1/admin/hosting?limit=2&before={last}");
+    }
+    assert_eq!(seen, all, "every account once, newest first");
+    let (status, body) = app.get("/v1/admin/hosting?before=x", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    app.stop().await;
+}
+
 /// `/apiv2`'s unpaged lists of one account, called many at once, are made in turn and all
 /// answered alike.
 async fn one_accounts_whole_lists_at_once_all_answer(app: TestApp) {
@@ -292,6 +332,7 @@ async fn ended_sessions_are_forgotten(app: TestApp) {
 }
 
 on_both_engines!(
+    staff_page_through_every_hosting_account,
     staff_page_through_every_dead_job,
     one_accounts_whole_lists_at_once_all_answer,
     idle_postgres_connections_can_be_shed,
