@@ -159,9 +159,19 @@ impl Lodge {
         Ok(users::by_email(self.store.reader(), &email.trim().to_lowercase()).await?)
     }
 
-    /// Staff: the newest users, at most `limit`.
-    pub async fn users_newest(&self, limit: i64) -> Result<Vec<users::UserRow>> {
-        Ok(users::newest(self.store.reader(), limit.clamp(1, 500)).await?)
+    /// Staff: the newest users, at most `limit`; only those made before the user `before`
+    /// (the next page), which must exist.
+    pub async fn users_newest(
+        &self,
+        before: Option<UserId>,
+        limit: i64,
+    ) -> Result<Vec<users::UserRow>> {
+        if let Some(b) = before {
+            if users::by_id(self.store.reader(), b).await?.is_none() {
+                return Err(ServiceError::field("before", "No such user."));
+            }
+        }
+        Ok(users::newest(self.store.reader(), before, limit.clamp(1, 500)).await?)
     }
 
     /// Staff: a user by id.

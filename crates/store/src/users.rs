@@ -142,15 +142,32 @@ pub async fn end_sessions(conn: &mut AnyConnection, id: UserId, now: i64) -> Res
     Ok(())
 }
 
-/// The newest users, at most `limit`.
+/// The newest users, at most `limit`; only those made before the user `before` when given
+/// (the next page), in the order they were made (their `legacy_id`).
 pub async fn newest<'e, E: Executor<'e, Database = Any>>(
     db: E,
+    before: Option<UserId>,
     limit: i64,
 ) -> Result<Vec<UserRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users ORDER BY created_at DESC, id DESC LIMIT $1"
-    ))
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+    Ok(match before {
+        Some(u) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM users
+                 WHERE legacy_id < (SELECT legacy_id FROM users WHERE id = $2)
+                 ORDER BY legacy_id DESC LIMIT $1"
+            ))
+            .bind(limit)
+            .bind(u.to_string())
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM users ORDER BY legacy_id DESC LIMIT $1"
+            ))
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        }
+    })
 }

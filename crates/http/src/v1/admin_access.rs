@@ -70,9 +70,13 @@ pub struct UserQuery {
     /// Without `email`: at most this many, newest first (default 100; a larger number is taken as 500).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
+    /// Without `email`: only users made before this one (its UUID: the next page, after
+    /// the last one's).
+    pub before: Option<String>,
 }
 
-/// The user with this email (a list of one, or empty), or the newest users.
+/// The user with this email (a list of one, or empty), or the newest users (the next page
+/// `before` the last one's `id`).
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", operation_id = "admin_find_users", security(("bearer" = [])),
     params(UserQuery),
     responses((status = 200, body = Vec<User>), (status = 400), (status = 401), (status = 403)))]
@@ -84,8 +88,17 @@ async fn find_users(
     let limit = super::admin_webhooks::positive("limit", q.limit.as_deref())?
         .unwrap_or(100)
         .min(500);
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            b.trim()
+                .parse::<UserId>()
+                .map_err(|_| ServiceError::field("before", "A user's UUID."))
+        })
+        .transpose()?;
     let Some(email) = q.email else {
-        let users = st.lodge.users_newest(limit).await?;
+        let users = st.lodge.users_newest(before, limit).await?;
         return Ok(Json(users.into_iter().map(User::from_row).collect()));
     };
     let email = email.trim().to_lowercase();

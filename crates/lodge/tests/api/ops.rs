@@ -188,6 +188,52 @@ async fn staff_page_through_every_dead_job(app: TestApp) {
     app.stop().await;
 }
 
+/// Staff page through every user, `before` the last one's id (found by the scale audit:
+/// only the newest 500 could be seen).
+async fn staff_page_through_every_user(app: TestApp) {
+    let admin = app.admin_key();
+    for i in 0..5 {
+        let (status, u) = app
+            .post(
+                "/v1/admin/users",
+                &admin,
+                &json!({ "email": format!("page-{i}@example.com"), "name": format!("Page {i}") }),
+            )
+            .await;
+        assert!(status.is_success(), "{u}");
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, all) = app.get("/v1/admin/users?limit=500", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let all = ids(&all);
+    assert!(all.len() >= 5, "{all:?}");
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/v1/admin/users?limit=2".to_owned();
+    loop {
+        let (status, page) = app.get(&path, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let page = ids(&page);
+        assert!(page.len() <= 2, "{page:?}");
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        seen.extend(page);
+        path = format!("/v1/admin/users?limit=2&before={last}");
+    }
+    assert_eq!(seen, all, "every user once, newest first");
+    for bad in ["before=x", "before=0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3"] {
+        let (status, body) = app.get(&format!("/v1/admin/users?{bad}"), &admin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    app.stop().await;
+}
+
 /// Staff page through every hosting account, `before` the last one's `legacy_id` (found by
 /// the scale audit: only the newest 500 could be seen).
 async fn staff_page_through_every_hosting_account(app: TestApp) {
@@ -332,6 +378,7 @@ async fn ended_sessions_are_forgotten(app: TestApp) {
 }
 
 on_both_engines!(
+    staff_page_through_every_user,
     staff_page_through_every_hosting_account,
     staff_page_through_every_dead_job,
     one_accounts_whole_lists_at_once_all_answer,
