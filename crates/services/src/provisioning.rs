@@ -602,10 +602,11 @@ fn database_outage(e: &ServiceError) -> bool {
 }
 
 /// The process id in a worker id of this node's (`<node name>-<process id>-<random>`, as
-/// `lodge serve` and `lodge worker` name their workers), `None` for another node's or
-/// another form.
+/// `lodge serve` and `lodge worker` name their workers, then `/webhooks` or `/mail` for
+/// those lanes: [`Worker::on_lane`]), `None` for another node's or another form.
 fn worker_process(worker: &str, node: &str) -> Option<u32> {
     let rest = worker.strip_prefix(node)?.strip_prefix('-')?;
+    let rest = rest.split_once('/').map_or(rest, |(id, _lane)| id);
     let (pid, random) = rest.split_once('-')?;
     if random.is_empty() || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -1938,6 +1939,15 @@ mod tests {
     fn a_worker_id_names_its_process() {
         assert_eq!(worker_process("web-1-4242-0a1b2c", "web-1"), Some(4242));
         assert_eq!(worker_process("lodge-7-ffffff", "lodge"), Some(7));
+        // The webhook and mail lanes' (found by review: their claims were not ended).
+        assert_eq!(
+            worker_process("web-1-4242-0a1b2c/webhooks", "web-1"),
+            Some(4242)
+        );
+        assert_eq!(
+            worker_process("web-1-4242-0a1b2c/mail", "web-1"),
+            Some(4242)
+        );
         // Another node's, or a node whose name only starts alike.
         assert_eq!(worker_process("web-1-4242-0a1b2c", "web"), None);
         assert_eq!(worker_process("web-10-4242-0a1b2c", "web-1"), None);

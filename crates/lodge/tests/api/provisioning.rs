@@ -1044,9 +1044,10 @@ async fn failing_driver_marks_the_account_failed(app: TestApp) {
 async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
     let fake = FakeDriver::default();
     fake.install(&app.lodge);
-    add_credit(&app, &app.org_id(), "500.00").await;
+    add_credit(&app, &app.org_id(), "600.00").await;
     for name in [
         "gone.test",
+        "lane.test",
         "zombie.test",
         "own.test",
         "alive.test",
@@ -1078,12 +1079,14 @@ async fn dead_worker_process_claims_end_at_start_on_sqlite(app: TestApp) {
     }
     let holders = [
         format!("{node}-{dead}-00abcd"),
+        // A lane's worker of that process (`…/mail`, `…/webhooks`).
+        format!("{node}-{dead}-00abcd/mail"),
         format!("{node}-{}-00abcd", zombie.id()),
         format!("{node}-{}-00abcd", std::process::id()),
         format!("{node}-{}-00abcd", alive.id()),
         format!("{node}x-{dead}-00abcd"),
     ];
-    let gone = &holders[..3];
+    let gone = &holders[..4];
     let now = app.lodge.now_us();
     let lease = Worker::new(app.lodge.clone(), "probe").lease_us;
     let mut held = Vec::new();
