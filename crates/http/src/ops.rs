@@ -45,30 +45,30 @@ const DOCS_PAGE: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
+/// [`DOCS_PAGE`], answered.
+fn docs_page() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DOCS_PAGE,
+    )
+        .into_response()
+}
+
 /// `/openapi.json` and the Swagger UI at `/docs` (assets vendored in the binary).
 pub fn docs_router(doc: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
     use axum::extract::Path;
     use axum::routing::get;
     let config = Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"));
-    let page = || async {
-        (
-            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            DOCS_PAGE,
-        )
-    };
     // Swagger UI's other files, as its own router serves them.
     let asset = move |Path(file): Path<String>| {
         let config = config.clone();
         async move {
-            // The index by another spelling (`/docs//`, `/docs/index%2ehtml`): Lodge's own
-            // page, never Swagger UI's (found by the re-check).
+            // The index by any spelling (`/docs/index.html`, `/docs//`,
+            // `/docs/index%2ehtml`): Lodge's own page, never Swagger UI's (found by the
+            // re-check).
             let name = file.trim_start_matches('/');
             if name.is_empty() || name == "index.html" {
-                return (
-                    [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                    DOCS_PAGE,
-                )
-                    .into_response();
+                return docs_page();
             }
             // Its error made a string at once: a boxed error is not `Send`.
             let served = utoipa_swagger_ui::serve(&file, config).map_err(|e| e.to_string());
@@ -98,8 +98,7 @@ pub fn docs_router(doc: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
             "/docs",
             get(|| async { axum::response::Redirect::to("/docs/") }),
         )
-        .route("/docs/", get(page))
-        .route("/docs/index.html", get(page))
+        .route("/docs/", get(|| async { docs_page() }))
         .route("/docs/{*file}", get(asset))
 }
 

@@ -149,25 +149,15 @@ pub async fn newest<'e, E: Executor<'e, Database = Any>>(
     before: Option<UserId>,
     limit: i64,
 ) -> Result<Vec<UserRow>> {
-    Ok(match before {
-        Some(u) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM users
-                 WHERE legacy_id < (SELECT legacy_id FROM users WHERE id = $2)
-                 ORDER BY legacy_id DESC LIMIT $1"
-            ))
-            .bind(limit)
-            .bind(u.to_string())
-            .fetch_all(db)
-            .await?
-        }
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM users ORDER BY legacy_id DESC LIMIT $1"
-            ))
-            .bind(limit)
-            .fetch_all(db)
-            .await?
-        }
-    })
+    // No `before`: below no user's, so every one.
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users
+         WHERE legacy_id < COALESCE((SELECT legacy_id FROM users WHERE id = $2), $3)
+         ORDER BY legacy_id DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .bind(before.map(|u| u.to_string()).unwrap_or_default())
+    .bind(i64::MAX)
+    .fetch_all(db)
+    .await?)
 }

@@ -142,6 +142,38 @@ async fn records_past_the_retention_window_are_forgotten(app: TestApp) {
     app.stop().await;
 }
 
+/// Walks a staff list page by page: `first` (which asks for `per_page` items), then each
+/// next page `&before=` the last item's `cursor` field. Every item, in order; a page of more
+/// than `per_page` fails.
+async fn every_page(app: &TestApp, first: &str, cursor: &str, per_page: usize) -> Vec<Value> {
+    let admin = app.admin_key();
+    let mut seen = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let (status, page) = app.get(&path, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let items = page.as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= per_page, "{path}: {page}");
+        let Some(last) = items.last() else {
+            return seen;
+        };
+        let last = match &last[cursor] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        seen.extend(items);
+        path = format!("{first}&before={last}");
+    }
+}
+
+/// The staff list `path`'s answers to each query in `bad`: `400`.
+async fn refused_queries(app: &TestApp, path: &str, bad: &[&str]) {
+    for bad in bad {
+        let (status, body) = app.get(&format!("{path}?{bad}"), &app.admin_key()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
 /// Staff page through the jobs of a status past the first 500, `before` the last one's id
 /// (found by the scale audit: only the newest 500 could be seen).
 async fn staff_page_through_every_dead_job(app: TestApp) {
@@ -157,80 +189,49 @@ async fn staff_page_through_every_dead_job(app: TestApp) {
     }
     drop(conn);
     app.expect_dead_jobs("dead jobs made to be listed");
-    let admin = app.admin_key();
-    let mut seen: Vec<i64> = Vec::new();
-    let mut path = "/v1/admin/jobs?status=dead&limit=3".to_owned();
-    loop {
-        let (status, page) = app.get(&path, &admin).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        let ids: Vec<i64> = page
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["id"].as_i64().unwrap())
-            .collect();
-        assert!(ids.len() <= 3, "{page}");
-        let Some(last) = ids.last().copied() else {
-            break;
-        };
-        seen.extend(ids);
-        path = format!("/v1/admin/jobs?status=dead&limit=3&before={last}");
-    }
+    let seen: Vec<i64> = every_page(&app, "/v1/admin/jobs?status=dead&limit=3", "id", 3)
+        .await
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(seen.len(), 7, "{seen:?}");
     assert!(
         seen.windows(2).all(|w| w[0] > w[1]),
         "newest first, none twice: {seen:?}"
     );
-    for bad in ["limit=0", "before=abc", "before=-1"] {
-        let (status, body) = app.get(&format!("/v1/admin/jobs?{bad}"), &admin).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
-    }
+    refused_queries(
+        &app,
+        "/v1/admin/jobs",
+        &["limit=0", "before=abc", "before=-1"],
+    )
+    .await;
     app.stop().await;
 }
 
 /// Staff page through every user, `before` the last one's id (found by the scale audit:
 /// only the newest 500 could be seen).
 async fn staff_page_through_every_user(app: TestApp) {
-    let admin = app.admin_key();
     for i in 0..5 {
         let (status, u) = app
             .post(
                 "/v1/admin/users",
-                &admin,
+                &app.admin_key(),
                 &json!({ "email": format!("page-{i}@example.com"), "name": format!("Page {i}") }),
             )
             .await;
         assert!(status.is_success(), "{u}");
     }
-    let ids = |page: &Value| -> Vec<String> {
-        page.as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let (status, all) = app.get("/v1/admin/users?limit=500", &admin).await;
+    let (status, all) = app.get("/v1/admin/users?limit=500", &app.admin_key()).await;
     assert_eq!(status, StatusCode::OK, "{all}");
-    let all = ids(&all);
-    assert!(all.len() >= 5, "{all:?}");
-    let mut seen: Vec<String> = Vec::new();
-    let mut path = "/v1/admin/users?limit=2".to_owned();
-    loop {
-        let (status, page) = app.get(&path, &admin).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        let page = ids(&page);
-        assert!(page.len() <= 2, "{page:?}");
-        let Some(last) = page.last().cloned() else {
-            break;
-        };
-        seen.extend(page);
-        path = format!("/v1/admin/users?limit=2&before={last}");
-    }
-    assert_eq!(seen, all, "every user once, newest first");
-    for bad in ["before=x", "before=0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3"] {
-        let (status, body) = app.get(&format!("/v1/admin/users?{bad}"), &admin).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
-    }
+    assert!(all.as_array().unwrap().len() >= 5, "{all}");
+    let seen = every_page(&app, "/v1/admin/users?limit=2", "id", 2).await;
+    assert_eq!(Value::from(seen), all, "every user once, newest first");
+    refused_queries(
+        &app,
+        "/v1/admin/users",
+        &["before=x", "before=0190f3c2-7d1e-7a2b-9c4d-5e6f708192a3"],
+    )
+    .await;
     app.stop().await;
 }
 
@@ -240,37 +241,14 @@ async fn staff_page_through_every_hosting_account(app: TestApp) {
     for i in 0..5 {
         crate::harness::order_external(&app, &format!("page-{i}.example")).await;
     }
-    let admin = app.admin_key();
-    let (status, all) = app.get("/v1/admin/hosting?limit=500", &admin).await;
+    let (status, all) = app
+        .get("/v1/admin/hosting?limit=500", &app.admin_key())
+        .await;
     assert_eq!(status, StatusCode::OK, "{all}");
-    let all: Vec<i64> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["legacy_id"].as_i64().unwrap())
-        .collect();
-    assert!(all.len() >= 5, "{all:?}");
-    let mut seen: Vec<i64> = Vec::new();
-    let mut path = "/v1/admin/hosting?limit=2".to_owned();
-    loop {
-        let (status, page) = app.get(&path, &admin).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        let ids: Vec<i64> = page
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["legacy_id"].as_i64().unwrap())
-            .collect();
-        assert!(ids.len() <= 2, "{page}");
-        let Some(last) = ids.last().copied() else {
-            break;
-        };
-        seen.extend(ids);
-        path = format!("/v1/admin/hosting?limit=2&before={last}");
-    }
-    assert_eq!(seen, all, "every account once, newest first");
-    let (status, body) = app.get("/v1/admin/hosting?before=x", &admin).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(all.as_array().unwrap().len() >= 5, "{all}");
+    let seen = every_page(&app, "/v1/admin/hosting?limit=2", "legacy_id", 2).await;
+    assert_eq!(Value::from(seen), all, "every account once, newest first");
+    refused_queries(&app, "/v1/admin/hosting", &["before=x"]).await;
     app.stop().await;
 }
 
