@@ -1408,17 +1408,14 @@ async fn roles_and_organizations_keep_to_their_own(app: TestApp) {
         let app = &app;
         let body = body.clone();
         async move {
-            let resp = app
-                .client
-                .post(app.url("/apiv2/websites/order"))
-                .header("X-API-KEY", key)
-                .header("Idempotency-Key", "shared-key-1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let replayed = resp.headers().contains_key("idempotent-replayed");
-            (resp.status(), replayed, resp.json::<Value>().await.unwrap())
+            crate::harness::keyed_post(
+                app,
+                "/apiv2/websites/order",
+                ("X-API-KEY", &key),
+                "shared-key-1",
+                Some(&body),
+            )
+            .await
         }
     };
     let (status, replayed, a) = send(key_a).await;

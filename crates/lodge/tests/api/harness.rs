@@ -852,6 +852,29 @@ pub async fn order_external(app: &TestApp, name: &str) -> Value {
     o
 }
 
+/// POSTs `body` (JSON, when given) to `path` under `Idempotency-Key: idem`, with the header
+/// `auth` (`("X-API-KEY", key)`, `("Authorization", "Bearer …")`): its status, whether it
+/// was marked `Idempotent-Replayed`, and its JSON.
+pub async fn keyed_post(
+    app: &TestApp,
+    path: &str,
+    auth: (&str, &str),
+    idem: &str,
+    body: Option<&Value>,
+) -> (StatusCode, bool, Value) {
+    let mut req = app
+        .client
+        .post(app.url(path))
+        .header(auth.0, auth.1)
+        .header("Idempotency-Key", idem);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let resp = req.send().await.unwrap();
+    let replayed = resp.headers().contains_key("idempotent-replayed");
+    (resp.status(), replayed, resp.json::<Value>().await.unwrap())
+}
+
 /// Places an order through `/apiv2` that must be accepted; returns the response.
 pub async fn place(app: &TestApp, key: &str, body: &Value) -> Value {
     let resp = v2_ok(app, Method::POST, "/apiv2/websites/order", key, Some(body)).await;

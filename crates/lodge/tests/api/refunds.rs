@@ -471,18 +471,9 @@ async fn staff_pay_an_invoice_from_credit_which_is_no_payment_method(app: TestAp
     add_credit(&app, &app.org_id(), "100.00").await;
     // Under an Idempotency-Key: a retry whose answer was lost is answered the payment,
     // marked replayed, not "This invoice is paid" (found by the crash audit).
-    let keyed = || async {
-        let resp = app
-            .client
-            .post(app.url(&path))
-            .bearer_auth(app.admin_key())
-            .header("Idempotency-Key", "staff-pay-1")
-            .send()
-            .await
-            .unwrap();
-        let replayed = resp.headers().contains_key("idempotent-replayed");
-        (resp.status(), replayed, resp.json::<Value>().await.unwrap())
-    };
+    let bearer = format!("Bearer {}", app.admin_key());
+    let keyed =
+        || crate::harness::keyed_post(&app, &path, ("Authorization", &bearer), "staff-pay-1", None);
     let (status, replayed, inv) = keyed().await;
     assert_eq!((status, replayed), (StatusCode::OK, false), "{inv}");
     assert_eq!(inv["status"], "paid", "{inv}");

@@ -82,17 +82,8 @@ async fn a_retry_across_the_upgrade_is_answered_what_the_earlier_build_stored(ap
     let keyed_order = |key: String, body: Value| {
         let app = &app;
         async move {
-            let resp = app
-                .client
-                .post(app.url(ORDER))
-                .header("X-API-KEY", key)
-                .header("Idempotency-Key", "upgrade-key")
-                .json(&body)
-                .send()
+            crate::harness::keyed_post(app, ORDER, ("X-API-KEY", &key), "upgrade-key", Some(&body))
                 .await
-                .unwrap();
-            let replayed = resp.headers().contains_key("idempotent-replayed");
-            (resp.status(), replayed, resp.json::<Value>().await.unwrap())
         }
     };
     let body = order_body(STARTER_PACKAGE, 1, "keyed-upgrade.com");
