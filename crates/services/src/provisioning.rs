@@ -1276,6 +1276,9 @@ impl Lodge {
         if let Err(e) = self.forget_idempotency_keys().await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed; next pass retries");
         }
+        if let Err(e) = self.forget_ended_logins().await {
+            tracing::warn!(error = %e, "forgetting ended logins failed; next pass retries");
+        }
         match self.forget_old_records().await {
             Ok(f) if f.jobs + f.deliveries + f.mail > 0 => tracing::info!(
                 jobs = f.jobs,
@@ -1350,22 +1353,27 @@ impl Lodge {
             lodge_store::idempotency::forget_before(writer, before)
         })
         .await?;
-        // Refresh tokens a day past their expiry (refused by it anyway).
+        Ok(forgotten)
+    }
+
+    /// Forgets the logins a day past their expiry (refused by it anyway): `/v1` refresh
+    /// tokens, and `/apiv2` sessions (found by the soak audit: kept for ever).
+    pub async fn forget_ended_logins(&self) -> Result<()> {
+        let before = self.now_us() - lodge_store::DAY_US;
         let mut db = self
             .store
             .writer()
             .acquire()
             .await
             .map_err(StoreError::from)?;
-        lodge_store::tokens::forget_expired(&mut *db, self.now_us() - lodge_store::DAY_US).await?;
+        lodge_store::tokens::forget_expired(&mut *db, before).await?;
         drop(db);
-        // `/apiv2` sessions a day past their expiry (found by the soak audit: never).
-        let before = self.now_us() - lodge_store::DAY_US;
+        let writer = self.store.writer();
         in_rounds(lodge_store::retention::FORGET_AT_ONCE, move || {
             lodge_store::retention::forget(writer, lodge_store::retention::Record::Sessions, before)
         })
         .await?;
-        Ok(forgotten)
+        Ok(())
     }
 
     /// Forgets what is older than [`Settings::retention_days`] (nothing when it is 0): jobs
